@@ -1,0 +1,49 @@
+# forecaster: `make demo` and `make test` each install what they need into .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-all lint bench smoke sample clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+# train -> evaluate -> predict on the shipped synthetic sample, offline
+demo: $(STAMP)
+	$(BIN)/forecaster train --config configs/demo.toml
+	$(BIN)/forecaster evaluate --run runs/demo --plot
+	$(BIN)/forecaster predict --run runs/demo --offline
+	@echo "demo outputs: runs/demo (model, run.json, history.csv), runs/demo/eval (metrics, predictions, plots), forecasts/demo (forecast CSVs)"
+
+# the same in seconds, with a tiny model
+smoke: $(STAMP)
+	$(BIN)/forecaster train --config configs/smoke.toml
+	$(BIN)/forecaster evaluate --run runs/smoke
+	$(BIN)/forecaster predict --run runs/smoke --offline
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m "network or not network"
+
+lint: $(STAMP)
+	$(BIN)/ruff check forecaster tests benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+sample: $(STAMP)
+	$(PY) -m forecaster.synthetic data/sample
+
+clean:
+	rm -rf $(VENV) runs forecasts data/store .pytest_cache

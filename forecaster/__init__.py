@@ -1,0 +1,26 @@
+"""forecaster: daily stock forecasts with recurrent networks, honest evaluation, cron-safe output.
+
+Every command of the CLI is a plain function here (imported lazily, so ``import forecaster`` and
+``forecaster --help`` stay fast)::
+
+    from forecaster import load_config, train, evaluate, predict
+"""
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Config": "config", "load_config": "config",
+    "download": "store", "load_bars": "store",
+    "train": "training", "load_run": "checkpoint",
+    "evaluate": "evaluation", "predict": "prediction",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'forecaster' has no attribute {name!r}")

@@ -1,0 +1,153 @@
+"""The run-directory format, in one place.
+
+A run is ``model.safetensors`` (weights only), ``run.json`` (everything needed to rebuild and
+use the model) and ``history.csv`` (one row per epoch). Nothing is pickled and loading never
+executes code from the files: weights go through safetensors, everything else is JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config, config_from_dict
+from .errors import ConfigError, RunFormatError
+from .features import FEATURES, Scaler
+from .windows import Splits
+
+FORMAT_VERSION = 1
+WEIGHTS, META, HISTORY = "model.safetensors", "run.json", "history.csv"
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "grad_norm", "lr", "seconds", "samples"]
+
+
+@dataclass
+class Run:
+    """A loaded run: its config, metadata and a model in eval mode on the CPU."""
+
+    path: Path
+    config: Config
+    meta: dict
+    model: object  # QuantileRNN
+
+    @property
+    def name(self) -> str:
+        return self.meta["name"]
+
+    @property
+    def names(self) -> list[str]:
+        """Every ticker the model knows, in embedding order."""
+        return list(self.meta["tickers"])
+
+    def scalers(self) -> dict[str, Scaler]:
+        return {s: Scaler.from_dict(t["scaler"]) for s, t in self.meta["tickers"].items()}
+
+    def splits(self) -> Splits:
+        return Splits.from_dict(self.meta["splits"])
+
+    def conformal(self) -> dict[str, list[float]]:
+        return {s: t.get("conformal", []) for s, t in self.meta["tickers"].items()}
+
+
+def history_csv(history: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for row in history:
+        w.writerow({k: row[k] for k in HISTORY_COLUMNS})
+    return buf.getvalue()
+
+
+def save_run(run_dir: Path, model, meta: dict, history: list[dict]) -> Path:
+    """Write a run into a temporary sibling directory, then move it into place whole."""
+    from safetensors.torch import save_file
+
+    from .fsio import replace_dir
+
+    run_dir = Path(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format_version": FORMAT_VERSION, **meta}
+    tmp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", dir=run_dir.parent))
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS), metadata={"format_version": str(FORMAT_VERSION)})
+        (tmp / META).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        (tmp / HISTORY).write_text(history_csv(history))
+        for f in (WEIGHTS, META, HISTORY):
+            with open(tmp / f, "rb") as fh:
+                os.fsync(fh.fileno())
+        replace_dir(tmp, run_dir)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return run_dir
+
+
+def read_meta(run_dir: Path) -> dict:
+    """run.json, checked for presence, JSON validity and format version."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunFormatError(f"no run directory at {run_dir}")
+    path = run_dir / META
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunFormatError(f"{run_dir} is not a run: {META} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunFormatError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or "format_version" not in meta:
+        raise RunFormatError(f"{path} has no format_version: not a forecaster run")
+    version = meta["format_version"]
+    if version != FORMAT_VERSION:
+        newer = isinstance(version, int) and version > FORMAT_VERSION
+        raise RunFormatError(
+            f"{run_dir} has run format {version!r}; this forecaster reads format {FORMAT_VERSION}"
+            + (" (the run was written by a newer forecaster: upgrade to use it)" if newer else ""))
+    for key in ("name", "config", "tickers", "splits", "features"):
+        if key not in meta:
+            raise RunFormatError(f"{path} lacks the '{key}' entry")
+    return meta
+
+
+def load_run(run_dir: Path) -> Run:
+    """Load and check a run; every problem is a RunFormatError that says what is wrong."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .models import build_model
+
+    run_dir = Path(run_dir)
+    meta = read_meta(run_dir)
+    try:
+        cfg = config_from_dict(meta["config"])
+    except ConfigError as e:
+        raise RunFormatError(f"{run_dir}: {e}") from None
+    if meta["features"].get("names") != FEATURES:
+        raise RunFormatError(f"{run_dir} was trained on features {meta['features'].get('names')}, "
+                             f"this forecaster computes {FEATURES}")
+    weights = run_dir / WEIGHTS
+    if not weights.is_file():
+        raise RunFormatError(f"{run_dir} is not a complete run: {WEIGHTS} is missing")
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise RunFormatError(f"{weights} is not a readable safetensors file ({e}); "
+                             "it may be truncated or not a weights file") from None
+    model = build_model(cfg, n_features=len(FEATURES), n_tickers=len(meta["tickers"]))
+    expected = model.state_dict()
+    problems = [f"missing {k}" for k in expected if k not in state]
+    problems += [f"unexpected {k}" for k in state if k not in expected]
+    problems += [f"{k} has shape {tuple(state[k].shape)}, config needs {tuple(v.shape)}"
+                 for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if problems:
+        raise RunFormatError(f"{weights} does not match the run's config: " + "; ".join(problems[:3])
+                             + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""))
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return Run(path=run_dir, config=cfg, meta=meta, model=model)

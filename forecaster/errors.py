@@ -1,0 +1,65 @@
+"""Domain errors. Each carries the process exit code the CLI maps it to (SPEC §2)."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_PARTIAL = 3
+EXIT_TEMPFAIL = 75  # EX_TEMPFAIL from sysexits.h: retry later
+EXIT_INTERRUPTED = 130
+
+
+class ForecasterError(Exception):
+    """An error shown to the user as one line; ``exit_code`` is what the CLI exits with."""
+
+    exit_code = EXIT_ERROR
+
+
+class ConfigError(ForecasterError):
+    """Bad configuration: unknown key, wrong type, impossible combination."""
+
+
+class DataError(ForecasterError):
+    """Bad or missing price data (names the ticker, and the date and column when known)."""
+
+
+class TickerError(DataError):
+    """A symbol that is not a valid Yahoo-style ticker, or one unknown to the source."""
+
+
+class RunFormatError(ForecasterError):
+    """A run directory that cannot be loaded: missing files, wrong format version, bad tensors."""
+
+
+class TrainingError(ForecasterError):
+    """Training could not go on (NaN / infinite loss, no usable windows)."""
+
+
+class PartialFailure(ForecasterError):
+    """Some tickers failed (named in ``failed``), the rest were written."""
+
+    exit_code = EXIT_PARTIAL
+
+    def __init__(self, message: str, failed: dict[str, str] | None = None, result=None):
+        super().__init__(message)
+        self.failed = dict(failed or {})
+        self.result = result
+
+
+class TemporaryFailure(ForecasterError):
+    """Worth retrying later: the network is down or rate-limited, or another run holds a lock."""
+
+    exit_code = EXIT_TEMPFAIL
+
+
+class NetworkError(TemporaryFailure):
+    """The data source could not be reached (DNS, connection refused, timeout)."""
+
+
+class RateLimitError(TemporaryFailure):
+    """The data source answered HTTP 429 (too many requests)."""
+
+
+class LockBusy(TemporaryFailure):
+    """Another forecaster process holds the lock on what this one wants to write."""

@@ -1,0 +1,159 @@
+"""Walk-forward evaluation of a run on its held-out test split, against naive baselines.
+
+At every origin in the test period the model forecasts H sessions with data up to the origin
+only (the window's inputs end there); the forecasts are compared with the actual closes, and so
+are the naive (random walk), drift and historical-mean baselines.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+
+log = logging.getLogger("forecaster")
+
+PREDICTION_COLUMNS = ["ticker", "origin", "step", "date", "actual", "p10", "p50", "p90", "naive"]
+
+
+@dataclass
+class EvalReport:
+    run: str
+    model: str
+    metrics: pd.DataFrame
+    predictions: pd.DataFrame  # with the extra columns last_close, drift, mean
+    out_dir: Path
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def overall(self) -> pd.DataFrame:
+        """The pooled (ticker ALL) rows."""
+        return self.metrics[self.metrics["ticker"] == "ALL"]
+
+    def verdict(self, alpha: float = 0.05) -> tuple[bool, str]:
+        """(beats_naive, sentence): does the model beat naive at every step, significantly?"""
+        m = self.overall()
+        mine = m[m["model"] == self.model]
+        lines, ok = [], True
+        for _, r in mine.iterrows():
+            sig = pd.notna(r["dm_pvalue"]) and r["dm_pvalue"] < alpha
+            better = pd.notna(r["skill"]) and r["skill"] > 0
+            ok &= bool(sig and better)
+            if not better:
+                lines.append(f"h={int(r['step'])}: worse than naive (skill {r['skill']:+.2%})")
+            elif not sig:
+                lines.append(f"h={int(r['step'])}: not significantly better than naive "
+                             f"(skill {r['skill']:+.2%}, DM p={r['dm_pvalue']:.3f})")
+        if ok:
+            return True, f"The model beats the naive forecast at every step (DM p < {alpha})."
+        return False, ("The model does NOT beat the naive (random-walk) forecast: "
+                       + "; ".join(lines) + ". Do not trade on it.")
+
+
+def walk_forward(run, bars: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per (ticker, origin, step) over the test split of ``run``."""
+    from .baselines import drift, mean, naive
+    from .inference import predict_scaled
+    from .windows import build_windows
+
+    cfg = run.config
+    ws = build_windows(bars, cfg.window.lookback, cfg.window.horizon, run.splits(),
+                       scalers={s: v for s, v in run.scalers().items() if s in bars},
+                       tickers=run.names)
+    ends = ws.ends("test")
+    if len(ends) == 0:
+        raise DataError("no test windows: the data end before the run's test split "
+                        f"(starting {run.splits().test_start.date()}) has {cfg.window.horizon} sessions")
+    scaled = predict_scaled(run.model, ws, ends, cfg.model.strategy)
+    lo, med, hi = interval(scaled, ws, ends, run.conformal(), run.model.median_index)
+    H = ws.horizon
+    tid = ws.ticker_id[ends]
+    close_o = ws.close[ends]
+    parts = []
+    for k, sym in enumerate(ws.tickers):
+        first = ws.offsets[k]
+        sel = np.nonzero(tid == ws.names.index(sym))[0]
+        if len(sel) == 0:
+            continue
+        local = ends[sel] - first
+        close = ws.close[first : ws.offsets[k + 1]]
+        base = {"naive": naive(close, local, H), "drift": drift(close, local, H),
+                "mean": mean(close, local, H)}
+        fut = ends[sel][:, None] + np.arange(1, H + 1)
+        frame = {
+            "ticker": np.repeat(sym, len(sel) * H),
+            "origin": np.repeat(ws.dates[ends[sel]], H),
+            "step": np.tile(np.arange(1, H + 1), len(sel)),
+            "date": ws.dates[fut].ravel(),
+            "actual": ws.close[fut].ravel(),
+            "last_close": np.repeat(close_o[sel], H),
+        }
+        for name, arr in (("p10", lo), ("p50", med), ("p90", hi)):
+            frame[name] = (close_o[sel][:, None] * np.exp(arr[sel])).ravel()
+        for name, arr in base.items():
+            frame[name] = arr.ravel()
+        parts.append(pd.DataFrame(frame))
+    pred = pd.concat(parts, ignore_index=True)
+    pred["origin"] = pd.to_datetime(pred["origin"]).dt.date.astype(str)
+    pred["date"] = pd.to_datetime(pred["date"]).dt.date.astype(str)
+    return pred
+
+
+def interval(scaled: np.ndarray, ws, ends: np.ndarray, conformal: dict[str, list[float]],
+             median_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Calibrated (lo, median, hi) cumulative log returns, each (B, H)."""
+    H = ws.horizon
+    off = np.zeros((len(ws.names), H))
+    for i, s in enumerate(ws.names):
+        vals = conformal.get(s) or []
+        if len(vals) == H:
+            off[i] = vals
+    o = off[ws.ticker_id[ends]]  # (B, H)
+    med = scaled[:, :, median_index]
+    lo = np.minimum(scaled[:, :, 0] - o, med)
+    hi = np.maximum(scaled[:, :, -1] + o, med)
+    s = ws.tscale[ws.ticker_id[ends]]  # (B, H)
+    return lo * s, med * s, hi * s
+
+
+def evaluate(run_dir: Path, *, source: str | None = None, data_dir: Path | None = None,
+             tickers: list[str] | None = None, plot: bool = False) -> EvalReport:
+    """Backtest ``run_dir`` and write ``eval/metrics.csv`` and ``eval/predictions.csv``."""
+    from .baselines import naive_scale
+    from .checkpoint import load_run
+    from .metrics import metrics_table
+    from .outputs import write_csv
+    from .store import load_bars
+    from .tickers import validate_ticker
+
+    run = load_run(run_dir)
+    cfg = run.config
+    names = [validate_ticker(t) for t in tickers] if tickers else run.names
+    unknown = [t for t in names if t not in run.meta["tickers"]]
+    if unknown:
+        raise DataError(f"the run was not trained on {', '.join(unknown)}; it knows "
+                        f"{', '.join(run.names)}")
+    bars = load_bars(source or cfg.data.source, Path(data_dir or cfg.data.data_dir), names)
+    pred = walk_forward(run, bars)
+    splits = run.splits()
+    scale = {}
+    for sym in names:
+        train_close = bars[sym]["close"][bars[sym].index < splits.val_start].to_numpy()
+        scale[sym] = naive_scale(train_close)
+    model_name = cfg.model.cell
+    metrics = metrics_table(pred, model_name, scale)
+    out_dir = Path(run_dir) / "eval"
+    out_dir.mkdir(exist_ok=True)
+    report = EvalReport(run=run.name, model=model_name, metrics=metrics, predictions=pred,
+                        out_dir=out_dir)
+    report.files["metrics"] = write_csv(metrics, out_dir / "metrics.csv")
+    report.files["predictions"] = write_csv(pred[PREDICTION_COLUMNS], out_dir / "predictions.csv")
+    if plot:
+        from .plots import plot_report
+
+        report.files.update(plot_report(report, run, bars))
+    return report

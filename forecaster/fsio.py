@@ -1,0 +1,194 @@
+"""Atomic writes, directory swaps and inter-process locks: the one place that renames/locks files."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import json
+import os
+import shlex
+import shutil
+import socket
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from forecaster.errors import LockBusy
+
+PathLike = str | os.PathLike[str]
+
+# The process umask, read once: temp files are created 0600 and get the usual mode on rename.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename inside ``directory`` durable (no-op where directories cannot be opened)."""
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: PathLike, mode: str = "w") -> Iterator[IO[Any]]:
+    """Yield a file that replaces ``path`` only when the block finishes without an exception.
+
+    Writes go to a temp file in the same directory, which is flushed, fsynced and renamed over
+    ``path`` (then the directory is fsynced). On an exception the temp file is removed and the
+    old ``path`` is left untouched. ``mode`` is ``"w"`` (UTF-8 text) or ``"wb"``.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"mode must be 'w' or 'wb', not {mode!r}")
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        if mode == "wb":
+            handle = os.fdopen(fd, "wb")
+        else:
+            handle = os.fdopen(fd, "w", encoding="utf-8", newline="")
+        with handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.chmod(tmp, target.stat().st_mode & 0o7777)
+        except FileNotFoundError:
+            os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically."""
+    with atomic_writer(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    """Replace ``path`` with UTF-8 ``text`` atomically."""
+    with atomic_writer(path, "w") as f:
+        f.write(text)
+
+
+def sibling_temp_dir(final_dir: PathLike) -> Path:
+    """Create an empty temp directory next to ``final_dir`` (same filesystem, for replace_dir)."""
+    final = Path(final_dir)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2); False where that is unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd = -100
+    rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    return rc == 0
+
+
+def replace_dir(tmp_dir: PathLike, final_dir: PathLike) -> None:
+    """Put the fully written ``tmp_dir`` in place of ``final_dir``.
+
+    A reader sees the old directory or the new one, never a mix. ``tmp_dir`` must be on the
+    same filesystem (see :func:`sibling_temp_dir`). The old contents are deleted afterwards,
+    as are leftovers of an earlier replace that was interrupted.
+    """
+    tmp, final = Path(tmp_dir), Path(final_dir)
+    if not tmp.is_dir():
+        raise FileNotFoundError(f"no directory {tmp}")
+    parent = final.parent
+    for stale in parent.glob(f".{final.name}.replaced-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    if not final.exists():
+        os.replace(tmp, final)
+    elif _exchange(tmp, final):
+        shutil.rmtree(tmp)  # now holds the old contents
+    else:
+        # Fallback: two renames; for a moment final_dir is absent, never half-written.
+        backup = parent / f".{final.name}.replaced-{uuid.uuid4().hex[:8]}"
+        os.replace(final, backup)
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            os.replace(backup, final)
+            raise
+        shutil.rmtree(backup, ignore_errors=True)
+    _fsync_dir(parent)
+
+
+def _holder_file(lock_path: Path) -> Path:
+    return lock_path.with_name(lock_path.name + ".holder")
+
+
+def _describe_holder(lock_path: Path) -> str:
+    try:
+        info = json.loads(_holder_file(lock_path).read_text(encoding="utf-8"))
+        return (
+            f"pid {int(info['pid'])} on {info['host']}, started {info['started']}: "
+            f"{info['command']}"
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return "holder unknown"
+
+
+def _command_line() -> str:
+    args = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else ["python"]
+    text = shlex.join(args)
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+@contextlib.contextmanager
+def file_lock(path: PathLike, timeout: float = 0) -> Iterator[None]:
+    """Hold an OS-level lock on ``path`` for the block; raise LockBusy if another process has it.
+
+    ``timeout`` is how long to wait in seconds (0: one try; negative: wait forever). The lock
+    dies with its process, so one left by a killed run never blocks. The holder (pid, host,
+    command line, start time) is recorded in ``<path>.holder`` for the LockBusy message.
+    """
+    from filelock import FileLock, Timeout
+
+    lock_path = Path(path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(lock_path, timeout=timeout, thread_local=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise LockBusy(
+            f"another forecaster run holds {lock_path} ({_describe_holder(lock_path)}); "
+            "retry later or pass --lock-timeout"
+        ) from None
+    holder = _holder_file(lock_path)
+    try:
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": _command_line(),
+            "started": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        atomic_write_text(holder, json.dumps(info) + "\n")
+        yield
+    finally:
+        holder.unlink(missing_ok=True)
+        lock.release()

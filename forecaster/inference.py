@@ -1,0 +1,53 @@
+"""Batched forecasts from a model over any set of windows (validation, test, or the latest)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .features import dow_features
+from .models import QuantileRNN, roll_forward
+from .windows import WindowSet
+
+
+def next_weekday_features(last_dates: np.ndarray, horizon: int) -> np.ndarray:
+    """(B, H, 2) weekday features of the H weekdays after each date (holidays don't matter here:
+    only the day of the week is used)."""
+    days = np.asarray(last_dates).astype("datetime64[D]")
+    steps = np.busday_offset(days[:, None], np.arange(1, horizon + 1)[None, :], roll="forward")
+    return dow_features(steps.ravel().astype("datetime64[ns]")).reshape(len(days), horizon, 2)
+
+
+@torch.no_grad()
+def predict_scaled(model: QuantileRNN, ws: WindowSet, ends: np.ndarray, strategy: str,
+                   batch_size: int = 8192, device: torch.device | None = None) -> np.ndarray:
+    """(B, H, Q) quantiles of the cumulative log return, in units of ``ret_std * sqrt(h)``."""
+    device = device or torch.device("cpu")
+    model.eval()
+    horizon = ws.horizon
+    shift = np.zeros(len(ws.names))
+    for i, s in enumerate(ws.names):
+        if s in ws.scalers:
+            sc = ws.scalers[s]
+            shift[i] = sc.mean[0] / sc.std[0]
+    out = []
+    for i in range(0, len(ends), batch_size):
+        e = ends[i : i + batch_size]
+        x, tid = ws.inputs(e)
+        xt = torch.from_numpy(x).to(device)
+        tt = torch.from_numpy(tid).to(device)
+        if strategy == "recursive":
+            dow = torch.from_numpy(next_weekday_features(ws.dates[e], horizon)).float().to(device)
+            sh = torch.from_numpy(shift[tid]).float().to(device)
+            q = roll_forward(model, xt, tt, horizon, sh, dow)
+        else:
+            q = model(xt, tt)
+        out.append(q.float().cpu().numpy())
+    if not out:
+        return np.empty((0, horizon, len(model.quantiles)), np.float32)
+    return np.concatenate(out)
+
+
+def to_log_returns(scaled: np.ndarray, ws: WindowSet, ends: np.ndarray) -> np.ndarray:
+    """Scaled quantiles (B, H, Q) -> cumulative log returns (B, H, Q)."""
+    return scaled * ws.tscale[ws.ticker_id[ends]][:, :, None]

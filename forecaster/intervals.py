@@ -1,0 +1,134 @@
+"""Split-conformal calibration of quantile intervals (conformalized quantile regression).
+
+The model's raw ``[p10, p90]`` interval is widened (or narrowed) by one offset per ticker and
+step, fitted on the validation split so that the interval covers the nominal 80 % of the
+actuals (Romano, Patterson & Candès, 2019). Everything works in whatever unit the caller uses
+(the training code passes log returns); nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "DEFAULT_COVERAGE",
+    "MIN_ROWS",
+    "conformity_scores",
+    "conformal_offsets",
+    "calibrate",
+    "apply_offsets",
+]
+
+DEFAULT_COVERAGE = 0.8
+"""Nominal coverage of the ``[p10, p90]`` interval."""
+
+MIN_ROWS = 20
+"""Fewest validation rows for a (ticker, step) offset of its own; fewer use the pooled one."""
+
+
+def conformity_scores(actual, lo, hi) -> np.ndarray:
+    """CQR scores ``E = max(lo - y, y - hi)``: > 0 outside the interval, <= 0 inside.
+
+    Rows where any input is NaN are dropped.
+    """
+    y = np.asarray(actual, dtype=float).reshape(-1)
+    a = np.asarray(lo, dtype=float).reshape(-1)
+    b = np.asarray(hi, dtype=float).reshape(-1)
+    if not (y.shape == a.shape == b.shape):
+        raise ValueError(f"arrays differ in length: {y.shape[0]}, {a.shape[0]}, {b.shape[0]}")
+    keep = ~(np.isnan(y) | np.isnan(a) | np.isnan(b))
+    return np.maximum(a[keep] - y[keep], y[keep] - b[keep])
+
+
+def conformal_offsets(actual, lo, hi, coverage: float = DEFAULT_COVERAGE) -> float:
+    """The split-conformal offset that makes ``[lo - q, hi + q]`` reach ``coverage``.
+
+    ``q`` is the ``ceil((n + 1) * coverage)``-th smallest score of :func:`conformity_scores`,
+    i.e. the empirical quantile at level ``ceil((n + 1) * coverage) / n`` (the finite-sample
+    correction); when that level is above 1, the largest score. ``q`` is negative when the raw
+    intervals are too wide. Rows with NaN are ignored; with no row the offset is 0.0.
+    """
+    coverage = float(coverage)
+    if not 0.0 < coverage < 1.0:
+        raise ValueError(f"coverage must be in (0, 1), got {coverage}")
+    scores = np.sort(conformity_scores(actual, lo, hi))
+    n = scores.shape[0]
+    if n == 0:
+        return 0.0
+    # the small tolerance keeps e.g. (99 + 1) * 0.8 = 80.00000000000001 from rounding up to 81
+    k = math.ceil((n + 1) * coverage - 1e-9)
+    k = min(max(k, 1), n)
+    return float(scores[k - 1])
+
+
+def calibrate(
+    frame: pd.DataFrame, coverage: float = DEFAULT_COVERAGE, min_rows: int = MIN_ROWS
+) -> dict[str, list[float]]:
+    """Fit conformal offsets per ticker and step on validation predictions.
+
+    ``frame`` has the columns ``ticker, step, actual, p10, p90`` (steps numbered from 1). The
+    result maps each ticker to ``[offset_step1, ..., offset_stepH]`` (plain floats, ready for
+    JSON), ``H`` being the largest step in the frame. A (ticker, step) with fewer than
+    ``min_rows`` usable rows gets the offset pooled over every ticker for that step (0.0 when
+    that step has no usable row at all).
+    """
+    required = ["ticker", "step", "actual", "p10", "p90"]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ValueError(f"calibration frame is missing columns: {', '.join(missing)}")
+    if frame.empty:
+        return {}
+    data = frame.loc[:, required].copy()
+    data["ticker"] = data["ticker"].astype(str)
+    data["step"] = data["step"].astype(int)
+    if data["step"].min() < 1:
+        raise ValueError("steps must be numbered from 1")
+    for column in ("actual", "p10", "p90"):
+        data[column] = data[column].astype(float)
+    usable = data[["actual", "p10", "p90"]].notna().all(axis=1)
+    horizon = int(data["step"].max())
+
+    pooled = [0.0] * horizon
+    for step, group in data.groupby("step", sort=True):
+        pooled[int(step) - 1] = conformal_offsets(
+            group["actual"], group["p10"], group["p90"], coverage
+        )
+
+    offsets: dict[str, list[float]] = {}
+    for ticker, by_ticker in data.groupby("ticker", sort=True):
+        values = list(pooled)
+        for step, group in by_ticker.groupby("step", sort=True):
+            if int(usable.loc[group.index].sum()) >= int(min_rows):
+                values[int(step) - 1] = conformal_offsets(
+                    group["actual"], group["p10"], group["p90"], coverage
+                )
+        offsets[str(ticker)] = [float(v) for v in values]
+    return offsets
+
+
+def apply_offsets(lo, hi, offset, mid=None) -> tuple[np.ndarray, np.ndarray]:
+    """Return the calibrated interval ``(lo - offset, hi + offset)``; never an inverted one.
+
+    ``offset`` broadcasts against ``lo`` and ``hi`` (e.g. one offset per step along the last
+    axis). A negative offset narrows the interval; it is clamped so that the interval keeps
+    the median inside, ``lo <= mid <= hi``, when ``mid`` (the p50 forecast) is given, and so
+    that ``lo <= hi`` otherwise (both ends meet at the centre of the raw interval).
+    """
+    lo = np.asarray(lo, dtype=float)
+    hi = np.asarray(hi, dtype=float)
+    offset = np.asarray(offset, dtype=float)
+    new_lo = lo - offset
+    new_hi = hi + offset
+    if mid is not None:
+        mid = np.asarray(mid, dtype=float)
+        new_lo = np.fmin(new_lo, mid)
+        new_hi = np.fmax(new_hi, mid)
+    else:
+        centre = (lo + hi) / 2.0
+        inverted = new_lo > new_hi
+        new_lo = np.where(inverted, centre, new_lo)
+        new_hi = np.where(inverted, centre, new_hi)
+    return new_lo, new_hi

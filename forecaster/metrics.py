@@ -1,0 +1,525 @@
+"""Forecast accuracy metrics (SPEC §8).
+
+Every metric takes 1-D array-likes of equal length and ignores the rows in which any of its
+inputs is NaN. A metric with no usable row returns NaN. Percentages (``mape``, ``smape``) are
+in percent. Everything here is plain numpy and ``math``: the Student-t distribution needed by
+the Diebold–Mariano test is computed from the regularized incomplete beta function.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "METRIC_COLUMNS",
+    "BASELINE_MODELS",
+    "mae",
+    "rmse",
+    "mape",
+    "smape",
+    "mase",
+    "directional_accuracy",
+    "skill",
+    "diebold_mariano",
+    "student_t_cdf",
+    "student_t_sf",
+    "coverage",
+    "width",
+    "pinball",
+    "lag_share",
+    "metrics_table",
+]
+
+METRIC_COLUMNS: tuple[str, ...] = (
+    "ticker",
+    "model",
+    "step",
+    "n",
+    "mae",
+    "rmse",
+    "mape",
+    "smape",
+    "mase",
+    "directional_accuracy",
+    "skill",
+    "dm_pvalue",
+    "coverage",
+    "width",
+    "pinball",
+)
+"""The columns of ``metrics.csv``, in order."""
+
+BASELINE_MODELS: tuple[str, ...] = ("naive", "drift", "mean")
+"""Baseline forecasts reported next to every model, in report order."""
+
+POOLED = "ALL"
+"""The ``ticker`` value of the rows that pool every ticker."""
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _arrays(*values) -> list[np.ndarray]:
+    """Convert to 1-D float arrays of one length and drop the rows where any of them is NaN."""
+    arrays = [np.asarray(v, dtype=float).reshape(-1) for v in values]
+    length = arrays[0].shape[0]
+    for a in arrays[1:]:
+        if a.shape[0] != length:
+            raise ValueError(f"arrays differ in length: {[x.shape[0] for x in arrays]}")
+    keep = np.ones(length, dtype=bool)
+    for a in arrays:
+        keep &= ~np.isnan(a)
+    return [a[keep] for a in arrays]
+
+
+# --------------------------------------------------------------------------------------------
+# point-forecast errors
+
+
+def mae(actual, forecast) -> float:
+    """Mean absolute error: mean(|actual - forecast|)."""
+    y, f = _arrays(actual, forecast)
+    if y.size == 0:
+        return float("nan")
+    return float(np.mean(np.abs(y - f)))
+
+
+def rmse(actual, forecast) -> float:
+    """Root mean squared error: sqrt(mean((actual - forecast)^2))."""
+    y, f = _arrays(actual, forecast)
+    if y.size == 0:
+        return float("nan")
+    return float(np.sqrt(np.mean((y - f) ** 2)))
+
+
+def mape(actual, forecast) -> float:
+    """Mean absolute percentage error, in percent: 100 * mean(|actual - forecast| / |actual|).
+
+    Rows with ``actual == 0`` (where the ratio is undefined) are ignored as well.
+    """
+    y, f = _arrays(actual, forecast)
+    keep = y != 0
+    y, f = y[keep], f[keep]
+    if y.size == 0:
+        return float("nan")
+    return float(100.0 * np.mean(np.abs(y - f) / np.abs(y)))
+
+
+def smape(actual, forecast) -> float:
+    """Symmetric MAPE, in percent (0..200): 100 * mean(2|a - f| / (|a| + |f|)).
+
+    A row with ``actual == forecast == 0`` counts as a perfect forecast (0).
+    """
+    y, f = _arrays(actual, forecast)
+    if y.size == 0:
+        return float("nan")
+    num = 2.0 * np.abs(y - f)
+    den = np.abs(y) + np.abs(f)
+    ratio = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+    return float(100.0 * np.mean(ratio))
+
+
+def mase(actual, forecast, scale: float) -> float:
+    """Mean absolute scaled error: MAE / ``scale``.
+
+    ``scale`` is the one-step naive MAE on the training split (``baselines.naive_scale``). NaN
+    when the scale is not a positive finite number.
+    """
+    scale = float(scale)
+    if not math.isfinite(scale) or scale <= 0:
+        return float("nan")
+    return mae(actual, forecast) / scale
+
+
+def directional_accuracy(actual, forecast, last) -> float:
+    """Share of rows where the forecast moves the same way as the actual price from ``last``.
+
+    A row counts as a hit when sign(forecast - last) == sign(actual - last). Rows where the
+    actual equals ``last`` (no direction to call) are left out; a forecast equal to ``last``
+    calls no direction and is a miss. NaN when no row is left.
+    """
+    y, f, base = _arrays(actual, forecast, last)
+    moved = y != base
+    if not np.any(moved):
+        return float("nan")
+    hits = np.sign(f[moved] - base[moved]) == np.sign(y[moved] - base[moved])
+    return float(np.mean(hits))
+
+
+def skill(mae_model: float, mae_naive: float) -> float:
+    """Skill score vs the naive forecast: 1 - mae_model / mae_naive.
+
+    Positive: the model beats naive; 0: as good; negative: worse. NaN when ``mae_naive`` is 0
+    or either input is NaN.
+    """
+    mae_model, mae_naive = float(mae_model), float(mae_naive)
+    if math.isnan(mae_model) or math.isnan(mae_naive) or mae_naive == 0:
+        return float("nan")
+    return 1.0 - mae_model / mae_naive
+
+
+# --------------------------------------------------------------------------------------------
+# Student-t distribution (math only)
+
+_BETA_EPS = 1e-15
+_BETA_TINY = 1e-300
+_BETA_MAX_ITER = 100_000
+
+
+def _beta_continued_fraction(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz method)."""
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c = 1.0
+    d = 1.0 - qab * x / qap
+    if abs(d) < _BETA_TINY:
+        d = _BETA_TINY
+    d = 1.0 / d
+    h = d
+    for m in range(1, _BETA_MAX_ITER + 1):
+        m2 = 2 * m
+        # even step
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        if abs(d) < _BETA_TINY:
+            d = _BETA_TINY
+        c = 1.0 + aa / c
+        if abs(c) < _BETA_TINY:
+            c = _BETA_TINY
+        d = 1.0 / d
+        h *= d * c
+        # odd step
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        if abs(d) < _BETA_TINY:
+            d = _BETA_TINY
+        c = 1.0 + aa / c
+        if abs(c) < _BETA_TINY:
+            c = _BETA_TINY
+        d = 1.0 / d
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < _BETA_EPS:
+            return h
+    raise ArithmeticError(f"incomplete beta did not converge for a={a}, b={b}, x={x}")
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta function I_x(a, b) for a, b > 0 and 0 <= x <= 1."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    front = math.exp(log_front)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _beta_continued_fraction(a, b, x) / a
+    return 1.0 - front * _beta_continued_fraction(b, a, 1.0 - x) / b
+
+
+def student_t_sf(x: float, dof: float) -> float:
+    """Upper tail P(T > x) of Student's t distribution with ``dof`` degrees of freedom.
+
+    Uses P(T > |x|) = I_{dof / (dof + x^2)}(dof / 2, 1 / 2) / 2, accurate to about 1e-12.
+    """
+    x, dof = float(x), float(dof)
+    if math.isnan(x) or math.isnan(dof) or dof <= 0:
+        return float("nan")
+    if math.isinf(x):
+        return 0.0 if x > 0 else 1.0
+    if x == 0.0:
+        return 0.5
+    t2 = x * x
+    # 1 - z computed without cancellation: t^2 / (dof + t^2)
+    z = dof / (dof + t2)
+    if z < 0.5:
+        tail = 0.5 * _betainc(0.5 * dof, 0.5, z)
+    else:
+        tail = 0.5 * (1.0 - _betainc(0.5, 0.5 * dof, t2 / (dof + t2)))
+    return tail if x > 0 else 1.0 - tail
+
+
+def student_t_cdf(x: float, dof: float) -> float:
+    """Lower tail P(T <= x) of Student's t distribution with ``dof`` degrees of freedom."""
+    x, dof = float(x), float(dof)
+    if math.isnan(x) or math.isnan(dof) or dof <= 0:
+        return float("nan")
+    return student_t_sf(-x, dof)
+
+
+# --------------------------------------------------------------------------------------------
+# Diebold–Mariano test
+
+
+def _autocovariance(d: np.ndarray, lag: int) -> float:
+    """Sample autocovariance at ``lag`` with the 1/n normalisation."""
+    n = d.shape[0]
+    centred = d - d.mean()
+    if lag == 0:
+        return float(np.dot(centred, centred) / n)
+    return float(np.dot(centred[lag:], centred[:-lag]) / n)
+
+
+def diebold_mariano(e_model, e_bench, h: int = 1, power: float = 1) -> tuple[float, float]:
+    """One-sided Diebold–Mariano test that the model is MORE accurate than the benchmark.
+
+    H0: equal expected loss. H1: the model's expected loss is smaller. A small p-value means
+    the model beats the benchmark; a p-value near 1 means the benchmark is the better one.
+
+    - loss differential ``d_t = |e_model_t|^power - |e_bench_t|^power`` (negative when the
+      model does better), rows with a NaN in either error are dropped;
+    - long-run variance ``V = g_0 + 2 * sum_{k=1}^{h-1} g_k`` (rectangular kernel, sample
+      autocovariances ``g_k`` with the 1/n normalisation, the usual choice for h-step
+      forecasts); when that is not positive, the Bartlett / Newey–West weights ``1 - k/h`` are
+      used instead;
+    - ``DM = mean(d) / sqrt(V / n)``, multiplied by the Harvey–Leybourne–Newbold small-sample
+      factor ``sqrt((n + 1 - 2h + h(h - 1)/n) / n)``;
+    - p-value ``P(T <= DM*)`` with ``T`` Student-t with ``n - 1`` degrees of freedom.
+
+    Returns ``(statistic, pvalue)`` where ``statistic`` is the corrected DM*. Both are NaN
+    when fewer than 3 rows remain, the differential has zero variance, or the correction
+    factor is not positive (h too large for n).
+    """
+    h = int(h)
+    if h < 1:
+        raise ValueError(f"h must be >= 1, got {h}")
+    power = float(power)
+    if not power > 0:
+        raise ValueError(f"power must be > 0, got {power}")
+    em, eb = _arrays(e_model, e_bench)
+    nan = (float("nan"), float("nan"))
+    n = em.shape[0]
+    if n < 3:
+        return nan
+    d = np.abs(em) ** power - np.abs(eb) ** power
+    if not np.all(np.isfinite(d)) or np.all(d == d[0]):
+        return nan
+    max_lag = min(h - 1, n - 1)
+    gammas = [_autocovariance(d, k) for k in range(max_lag + 1)]
+    if gammas[0] <= 0:
+        return nan
+    variance = gammas[0] + 2.0 * sum(gammas[1:])
+    if not variance > 0:
+        variance = gammas[0] + 2.0 * sum((1.0 - k / h) * gammas[k] for k in range(1, max_lag + 1))
+    if not variance > 0:
+        return nan
+    factor = (n + 1 - 2 * h + h * (h - 1) / n) / n
+    if not factor > 0:
+        return nan
+    statistic = float(d.mean() / math.sqrt(variance / n) * math.sqrt(factor))
+    return statistic, student_t_cdf(statistic, n - 1)
+
+
+# --------------------------------------------------------------------------------------------
+# intervals and quantiles
+
+
+def coverage(actual, lo, hi) -> float:
+    """Share of rows with ``lo <= actual <= hi``."""
+    y, a, b = _arrays(actual, lo, hi)
+    if y.size == 0:
+        return float("nan")
+    return float(np.mean((a <= y) & (y <= b)))
+
+
+def width(lo, hi) -> float:
+    """Mean interval width: mean(hi - lo)."""
+    a, b = _arrays(lo, hi)
+    if a.size == 0:
+        return float("nan")
+    return float(np.mean(b - a))
+
+
+def pinball(actual, quantiles: Mapping[float, Sequence[float] | np.ndarray]) -> float:
+    """Mean pinball (quantile) loss, averaged over the quantile levels.
+
+    ``quantiles`` maps a level ``q`` in (0, 1) to that quantile's forecasts. The loss of a row
+    is ``max(q * (y - f), (q - 1) * (y - f))``. Rows where the actual or any quantile is NaN
+    are ignored.
+    """
+    if not quantiles:
+        return float("nan")
+    levels = [float(q) for q in quantiles]
+    for q in levels:
+        if not 0.0 < q < 1.0:
+            raise ValueError(f"quantile level must be in (0, 1), got {q}")
+    y, *forecasts = _arrays(actual, *quantiles.values())
+    if y.size == 0:
+        return float("nan")
+    losses = []
+    for q, f in zip(levels, forecasts, strict=True):
+        diff = y - f
+        losses.append(np.mean(np.maximum(q * diff, (q - 1.0) * diff)))
+    return float(np.mean(losses))
+
+
+def lag_share(forecast_change, last_change) -> tuple[float, float]:
+    """How much of the forecast is a copy of the last observed move.
+
+    Regresses (ordinary least squares with an intercept) the forecast change
+    ``p50 - last_close`` on the previous observed change ``last_close - previous_close`` and
+    returns ``(slope, r2)``. A model that just extrapolates the last move shows a slope near 1
+    and an R² near 1. NaN when fewer than 2 rows remain or the last change does not vary; R²
+    is NaN when the forecast change does not vary.
+    """
+    y, x = _arrays(forecast_change, last_change)
+    nan = float("nan")
+    if y.size < 2:
+        return nan, nan
+    xc = x - x.mean()
+    yc = y - y.mean()
+    sxx = float(np.dot(xc, xc))
+    syy = float(np.dot(yc, yc))
+    if sxx <= 0:
+        return nan, nan
+    sxy = float(np.dot(xc, yc))
+    slope = sxy / sxx
+    r2 = nan if syy <= 0 else min(1.0, sxy * sxy / (sxx * syy))
+    return slope, r2
+
+
+# --------------------------------------------------------------------------------------------
+# the metrics.csv table
+
+_PRED_COLUMNS = (
+    "ticker",
+    "origin",
+    "step",
+    "actual",
+    "last_close",
+    "p10",
+    "p50",
+    "p90",
+    *BASELINE_MODELS,
+)
+
+
+def _scaled_errors(frame: pd.DataFrame, forecast: np.ndarray, scale: Mapping[str, float]):
+    """|actual - forecast| / scale of the row's ticker (NaN where the scale is unusable)."""
+    scales = np.array(
+        [float(scale.get(str(t), float("nan"))) for t in frame["ticker"]], dtype=float
+    )
+    scales[~(np.isfinite(scales) & (scales > 0))] = np.nan
+    actual = frame["actual"].to_numpy(dtype=float)
+    return np.abs(actual - forecast) / scales
+
+
+def _rows_for_group(
+    ticker: str,
+    step: int,
+    frame: pd.DataFrame,
+    models: list[str],
+    model_name: str,
+    mase_scale: Mapping[str, float],
+) -> list[dict]:
+    actual = frame["actual"].to_numpy(dtype=float)
+    last = frame["last_close"].to_numpy(dtype=float)
+    naive_fc = frame["naive"].to_numpy(dtype=float)
+    naive_mae = mae(actual, naive_fc)
+    rows = []
+    for model in models:
+        column = "p50" if model == model_name else model
+        fc = frame[column].to_numpy(dtype=float)
+        valid = ~(np.isnan(actual) | np.isnan(fc))
+        model_mae = mae(actual, fc)
+        scaled = _scaled_errors(frame, fc, mase_scale)[valid]
+        row = {
+            "ticker": ticker,
+            "model": model,
+            "step": int(step),
+            "n": int(valid.sum()),
+            "mae": model_mae,
+            "rmse": rmse(actual, fc),
+            "mape": mape(actual, fc),
+            "smape": smape(actual, fc),
+            "mase": (
+                float(np.mean(scaled))
+                if scaled.size and not np.any(np.isnan(scaled))
+                else float("nan")
+            ),
+            # a forecast that never moves from the last close calls no direction
+            "directional_accuracy": (
+                float("nan") if model == "naive" else directional_accuracy(actual, fc, last)
+            ),
+            "skill": float("nan"),
+            "dm_pvalue": float("nan"),
+            "coverage": float("nan"),
+            "width": float("nan"),
+            "pinball": float("nan"),
+        }
+        if model != "naive":
+            row["skill"] = skill(model_mae, naive_mae)
+            _, row["dm_pvalue"] = diebold_mariano(actual - fc, actual - naive_fc, h=int(step))
+        if model == model_name:
+            lo = frame["p10"].to_numpy(dtype=float)
+            hi = frame["p90"].to_numpy(dtype=float)
+            row["coverage"] = coverage(actual, lo, hi)
+            row["width"] = width(lo, hi)
+            row["pinball"] = pinball(actual, {0.1: lo, 0.5: fc, 0.9: hi})
+        rows.append(row)
+    return rows
+
+
+def metrics_table(
+    pred: pd.DataFrame, model_name: str, mase_scale: Mapping[str, float]
+) -> pd.DataFrame:
+    """Build the ``metrics.csv`` table (SPEC §8) from walk-forward predictions.
+
+    ``pred`` has one row per (ticker, origin, step) with the columns ``ticker, origin, step,
+    actual, last_close, p10, p50, p90, naive, drift, mean`` (``date`` may be there too). The
+    result has one row per (ticker, model, step) for the run's model (point forecast ``p50``)
+    and the ``naive``, ``drift`` and ``mean`` baselines, plus rows with ticker ``ALL`` that pool
+    every ticker, and exactly the columns of :data:`METRIC_COLUMNS`.
+
+    - ``mase`` divides each row's absolute error by its own ticker's ``mase_scale`` (the
+      training split's one-step naive MAE) and averages, so the pooled value is comparable
+      across tickers; a ticker without a usable scale makes MASE NaN.
+    - ``skill`` and ``dm_pvalue`` compare with ``naive`` (NaN on the naive rows); the
+      Diebold–Mariano test uses ``h = step`` and errors in origin order (pooled: ticker, then
+      origin). A small ``dm_pvalue`` means the model beats naive.
+    - ``directional_accuracy`` is NaN on the naive rows (naive never calls a direction).
+    - ``coverage``, ``width`` and ``pinball`` (over levels 0.1, 0.5, 0.9) are for the model
+      rows only.
+
+    Rows are sorted by ticker (the pooled ``ALL`` rows last), model (the run's model, then
+    naive, drift, mean) and step. A metric that does not apply is NaN (empty in the CSV).
+    """
+    missing = [c for c in _PRED_COLUMNS if c not in pred.columns]
+    if missing:
+        raise ValueError(f"predictions are missing columns: {', '.join(missing)}")
+    model_name = str(model_name)
+    if model_name in BASELINE_MODELS:
+        raise ValueError(f"model name {model_name!r} clashes with a baseline name")
+    models = [model_name, *BASELINE_MODELS]
+    frame = pred.loc[:, list(_PRED_COLUMNS)].copy()
+    frame["ticker"] = frame["ticker"].astype(str)
+    frame["step"] = frame["step"].astype(int)
+    frame = frame.sort_values(["ticker", "step", "origin"], kind="mergesort").reset_index(drop=True)
+
+    rows: list[dict] = []
+    sort_keys: list[tuple] = []
+    model_rank = {m: i for i, m in enumerate(models)}
+    for (ticker, step), group in frame.groupby(["ticker", "step"], sort=True):
+        for row in _rows_for_group(ticker, step, group, models, model_name, mase_scale):
+            rows.append(row)
+            sort_keys.append((0, ticker, model_rank[row["model"]], row["step"]))
+    for step, group in frame.groupby("step", sort=True):
+        for row in _rows_for_group(POOLED, step, group, models, model_name, mase_scale):
+            rows.append(row)
+            sort_keys.append((1, POOLED, model_rank[row["model"]], row["step"]))
+
+    order = sorted(range(len(rows)), key=sort_keys.__getitem__)
+    table = pd.DataFrame([rows[i] for i in order], columns=list(METRIC_COLUMNS))
+    if table.empty:
+        table = pd.DataFrame({c: pd.Series(dtype=float) for c in METRIC_COLUMNS})
+        table["ticker"] = table["ticker"].astype(str)
+        table["model"] = table["model"].astype(str)
+    table["step"] = table["step"].astype(int)
+    table["n"] = table["n"].astype(int)
+    return table.reset_index(drop=True)

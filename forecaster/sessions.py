@@ -1,0 +1,301 @@
+"""Trading sessions on an exchange calendar (default XNYS, the New York Stock Exchange).
+
+Everything here answers questions in *sessions*, not calendar days: weekends and exchange
+holidays (Christmas, Good Friday, ...) are skipped. Session dates are returned as tz-naive
+midnight ``pd.Timestamp`` / ``pd.DatetimeIndex`` values (``datetime64[ns]``), the same shape as
+the index of the local store.
+
+``exchange_calendars`` is imported lazily, inside the functions, so that importing this module
+(and running ``forecaster --help``) stays fast. Calendars are built once per process and name:
+from 1990-01-01 (or the calendar's own earliest date) to two years after today. A question about
+dates outside that span builds, and caches, a wider calendar.
+
+Date arguments accept anything ``pd.Timestamp`` accepts (``"2025-12-24"``, ``datetime.date``,
+``pd.Timestamp``). Only the date part is used; a tz-aware value is taken at its own wall-clock
+date. ``now`` arguments are instants instead: a tz-aware value is converted, a naive one is taken
+as UTC, and ``None`` means the current time.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from forecaster.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from exchange_calendars import ExchangeCalendar
+
+__all__ = [
+    "DEFAULT_CALENDAR",
+    "get_calendar",
+    "is_open_session_unfinished",
+    "last_completed_session",
+    "next_sessions",
+    "sessions_after_count",
+    "sessions_in_range",
+]
+
+DEFAULT_CALENDAR = "XNYS"
+
+_DEFAULT_START = pd.Timestamp("1990-01-01")
+_YEARS_AHEAD = 2
+_EXAMPLE_NAMES = ("XNYS", "XNAS", "XLON", "XETR", "XPAR", "XTKS", "XHKG", "XTSE", "XASX")
+
+
+class _Span(NamedTuple):
+    """A built calendar and the dates it was asked to cover (inclusive)."""
+
+    calendar: Any
+    start: pd.Timestamp
+    end: pd.Timestamp
+    sessions: pd.DatetimeIndex
+    closes: pd.DatetimeIndex  # market close of each session, UTC wall time (tz-naive)
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the deprecation chatter exchange_calendars emits under newer pandas."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pandas4 = getattr(pd.errors, "Pandas4Warning", None)
+        if pandas4 is not None:
+            warnings.simplefilter("ignore", pandas4)
+        yield
+
+
+def _valid_names() -> list[str]:
+    import exchange_calendars as xcals
+
+    return sorted(xcals.get_calendar_names(include_aliases=False))
+
+
+def _unknown(name: object) -> ConfigError:
+    try:
+        known = set(_valid_names())
+    except Exception:  # pragma: no cover - defensive
+        known = set(_EXAMPLE_NAMES)
+    examples = ", ".join(n for n in _EXAMPLE_NAMES if n in known)
+    return ConfigError(
+        f"unknown exchange calendar {name!r}; valid names include {examples} "
+        f"({len(known)} in all, see exchange_calendars.get_calendar_names())"
+    )
+
+
+@lru_cache(maxsize=64)
+def _resolve_name(name: object) -> str:
+    """The canonical calendar name for ``name`` (aliases such as NYSE resolve too)."""
+    if not isinstance(name, str) or not name.strip():
+        raise _unknown(name)
+    import exchange_calendars as xcals
+
+    names = set(xcals.get_calendar_names(include_aliases=True))
+    for candidate in (name.strip(), name.strip().upper()):
+        if candidate in names:
+            return xcals.resolve_alias(candidate)
+    raise _unknown(name)
+
+
+def _clock_today() -> pd.Timestamp:
+    return pd.Timestamp.now(tz="UTC").tz_localize(None).normalize()
+
+
+@lru_cache(maxsize=64)
+def _bounds(name: str) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+    """The earliest / latest dates calendar ``name`` has holiday data for (None: unbounded)."""
+    import exchange_calendars as xcals
+
+    dispatcher = xcals.calendar_utils.global_calendar_dispatcher
+    factory = getattr(dispatcher, "_calendar_factories", {}).get(name)
+    if factory is None:  # pragma: no cover - depends on exchange_calendars internals
+        return None, None
+    bmin, bmax = factory.bound_min(), factory.bound_max()
+    return (
+        None if bmin is None else pd.Timestamp(bmin).as_unit("ns"),
+        None if bmax is None else pd.Timestamp(bmax).as_unit("ns"),
+    )
+
+
+@lru_cache(maxsize=64)
+def _build(name: str, start: pd.Timestamp, end: pd.Timestamp) -> _Span:
+    """Calendar ``name`` (canonical) built for ``[start, end]``, clipped to what it supports."""
+    import exchange_calendars as xcals
+
+    bmin, bmax = _bounds(name)
+    lo = start if bmin is None else max(start, bmin)
+    hi = end if bmax is None else min(end, bmax)
+    with _quiet():
+        cal = xcals.get_calendar(name, start=lo, end=hi)
+        sessions = pd.DatetimeIndex(np.asarray(cal.sessions, dtype="datetime64[ns]"))
+        closes = cal.closes.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
+    return _Span(cal, lo, hi, sessions, pd.DatetimeIndex(closes))
+
+
+def _default_span(name: str) -> _Span:
+    end = pd.Timestamp(year=_clock_today().year + _YEARS_AHEAD, month=12, day=31)
+    return _build(_resolve_name(name), _DEFAULT_START, end)
+
+
+@lru_cache(maxsize=32)
+def get_calendar(name: str = DEFAULT_CALENDAR) -> ExchangeCalendar:
+    """The ``exchange_calendars`` calendar ``name``, covering 1990-01-01 to two years ahead.
+
+    Raises ``ConfigError`` (listing a few valid names) when ``name`` is not a known calendar.
+    """
+    return _default_span(name).calendar
+
+
+def _covering(
+    name: str, first: pd.Timestamp | None, last: pd.Timestamp | None, strict: bool = True
+) -> _Span:
+    """A calendar span whose dates include ``first`` and ``last``.
+
+    Where the exchange has no holiday data up to ``last``, ``strict`` makes that a
+    ``ConfigError``; otherwise the widest span available is returned.
+    """
+    span = _default_span(name)
+    need_lo = first is not None and first < span.start
+    need_hi = last is not None and last > span.end
+    if not (need_lo or need_hi):
+        return span
+    lo = span.start
+    hi = span.end
+    if need_lo:
+        lo = pd.Timestamp(year=first.year, month=1, day=1)
+    if need_hi:
+        hi = pd.Timestamp(year=last.year + 1, month=12, day=31)
+    wider = _build(_resolve_name(name), lo, hi)
+    if strict and need_hi and last > wider.end:
+        raise ConfigError(
+            f"exchange calendar {name!r} only has sessions up to {wider.end.date()}; "
+            f"cannot answer for {last.date()}"
+        )
+    return wider
+
+
+def _as_date(value: Any, what: str = "date") -> pd.Timestamp:
+    """``value`` as a tz-naive midnight timestamp (ns); a tz-aware value keeps its wall date."""
+    try:
+        ts = pd.Timestamp(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} {value!r} is not a date") from exc
+    if ts is pd.NaT:
+        raise ValueError(f"{what} is missing (NaT)")
+    if ts.tzinfo is not None:
+        ts = ts.tz_localize(None)
+    return ts.normalize().as_unit("ns")
+
+
+def _as_instant(now: Any) -> pd.Timestamp:
+    """``now`` as a UTC timestamp; None is the current time, a naive value is taken as UTC."""
+    if now is None:
+        return pd.Timestamp.now(tz="UTC").as_unit("ns")
+    ts = pd.Timestamp(now)
+    if ts is pd.NaT:
+        raise ValueError("now is missing (NaT)")
+    if ts.tzinfo is None:
+        ts = ts.tz_localize("UTC")
+    return ts.tz_convert("UTC").as_unit("ns")
+
+
+def _plain(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex(np.asarray(index, dtype="datetime64[ns]"))
+
+
+def sessions_in_range(start: Any, end: Any, calendar: str = DEFAULT_CALENDAR) -> pd.DatetimeIndex:
+    """The sessions from ``start`` to ``end``, both inclusive (empty when ``end < start``)."""
+    lo = _as_date(start, "start")
+    hi = _as_date(end, "end")
+    if hi < lo:
+        return pd.DatetimeIndex([], dtype="datetime64[ns]")
+    sessions = _covering(calendar, lo, hi).sessions
+    i = sessions.searchsorted(lo, side="left")
+    j = sessions.searchsorted(hi, side="right")
+    return _plain(sessions[i:j])
+
+
+def next_sessions(after: Any, n: int, calendar: str = DEFAULT_CALENDAR) -> pd.DatetimeIndex:
+    """The ``n`` sessions strictly after ``after`` (``after`` itself need not be a session).
+
+    ``next_sessions("2025-12-24", 2)`` is 2025-12-26 and 2025-12-29: Christmas and the weekend
+    are skipped.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    day = _as_date(after, "after")
+    n = int(n)
+    if n == 0:
+        return pd.DatetimeIndex([], dtype="datetime64[ns]")
+    # A generous guess at the last date needed: sessions are at least ~4 a week everywhere.
+    guess = day + pd.Timedelta(days=int(n * 7 / 4) + 31)
+    span = _covering(calendar, day, guess, strict=False)
+    i = span.sessions.searchsorted(day, side="right")
+    out = span.sessions[i : i + n]
+    if len(out) < n:
+        raise ConfigError(
+            f"exchange calendar {calendar!r} has only {len(out)} sessions after {day.date()} "
+            f"(its data ends on {span.end.date()}); cannot give {n}"
+        )
+    return _plain(out)
+
+
+def sessions_after_count(a: Any, b: Any, calendar: str = DEFAULT_CALENDAR) -> int:
+    """How many sessions lie in ``(a, b]``; 0 when ``b <= a``.
+
+    It is the number of trading sessions by which ``b`` is after ``a``: for any date ``d``,
+    ``sessions_after_count(d, next_sessions(d, k)[-1]) == k``.
+    """
+    lo = _as_date(a, "a")
+    hi = _as_date(b, "b")
+    if hi <= lo:
+        return 0
+    sessions = _covering(calendar, lo, hi).sessions
+    return int(sessions.searchsorted(hi, side="right") - sessions.searchsorted(lo, side="right"))
+
+
+def last_completed_session(
+    now: pd.Timestamp | None = None, calendar: str = DEFAULT_CALENDAR
+) -> pd.Timestamp:
+    """The latest session whose market close is at or before ``now``, as a tz-naive date.
+
+    Today's session counts only once the exchange has closed (16:00 New York for XNYS, earlier
+    on half days such as Christmas Eve); before that, the previous session is returned.
+    """
+    instant = _as_instant(now)
+    wall = instant.tz_localize(None)
+    span = _covering(calendar, wall.normalize() - pd.Timedelta(days=31), wall.normalize())
+    i = int(span.closes.searchsorted(wall, side="right")) - 1
+    if i < 0:
+        raise ValueError(
+            f"no session of {calendar!r} has closed by {instant.isoformat()} "
+            f"(the calendar starts on {span.sessions[0].date()})"
+        )
+    return span.sessions[i]
+
+
+def is_open_session_unfinished(
+    date: Any, now: pd.Timestamp | None = None, calendar: str = DEFAULT_CALENDAR
+) -> bool:
+    """True when ``date`` is today's session (in the exchange's time zone) and it has not closed.
+
+    A bar dated today, fetched before the close, is a partial bar: its close is only the latest
+    price. Non-session dates, past sessions and future sessions give False.
+    """
+    day = _as_date(date, "date")
+    instant = _as_instant(now)
+    span = _default_span(calendar)
+    local_today = instant.tz_convert(span.calendar.tz).tz_localize(None).normalize()
+    if day != local_today:
+        return False
+    span = _covering(calendar, day, day)
+    i = span.sessions.searchsorted(day, side="left")
+    if i >= len(span.sessions) or span.sessions[i] != day:
+        return False
+    return bool(instant.tz_localize(None) < span.closes[i])

@@ -1,0 +1,325 @@
+"""Price sources (CSV files and Yahoo via yfinance), both giving one normalised frame.
+
+The normalised frame has float64 columns ``open, high, low, close, volume`` and a tz-naive
+``DatetimeIndex`` named ``date`` (datetime64[ns], midnight of each session date). Sorting,
+de-duplication and sanity checks are ``store.validate_bars``'s job, not this module's.
+
+yfinance is imported inside functions only, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import time
+import warnings
+from collections.abc import Callable
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from forecaster.errors import DataError, NetworkError, RateLimitError, TickerError
+from forecaster.tickers import ticker_file, validate_ticker
+
+COLUMNS = ["open", "high", "low", "close", "volume"]
+DATE_COLUMNS = ("date", "datetime", "timestamp")
+_MISSING = ["nan", "na", "n/a", "null", "none", "-"]
+
+log = logging.getLogger("forecaster")
+
+DateLike = str | date | datetime | pd.Timestamp
+
+
+def empty_bars() -> pd.DataFrame:
+    """A normalised frame with no rows."""
+    index = pd.DatetimeIndex([], dtype="datetime64[ns]", name="date")
+    return pd.DataFrame({c: pd.Series(dtype="float64") for c in COLUMNS}, index=index)
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def _header_key(name: object) -> str:
+    """'  Adj_Close ' -> 'adj close': case, surrounding space and '_' vs ' ' do not matter."""
+    return " ".join(str(name).replace("_", " ").split()).lower()
+
+
+# A time with a UTC offset, as in yfinance's own CSV export: keep the local wall time so the
+# date stays the exchange's session date (dropping the offset, never converting it).
+_OFFSET_RE = re.compile(r"^(\d{4}-\d\d-\d\d[ T]\d\d:\d\d(?::\d\d(?:\.\d+)?)?)\s*(?:Z|[+-]\d\d:?\d\d)$")
+
+
+def _parse_dates(raw: pd.Series, path: Path) -> pd.DatetimeIndex:
+    text = raw.fillna("").astype(str).str.strip()
+    local = text.str.replace(_OFFSET_RE, r"\1", regex=True)
+    parsed = pd.to_datetime(local, errors="coerce", format="ISO8601")
+    if parsed.isna().any():
+        parsed = pd.to_datetime(local, errors="coerce", format="mixed")
+    bad = parsed.isna()
+    if bad.any():
+        pos = int(np.flatnonzero(bad.to_numpy())[0])
+        value = text.iloc[pos]
+        what = f"unparseable date {value[:40]!r}" if value else "empty date"
+        raise DataError(f"{path}: {what} on line {pos + 2}")
+    return pd.DatetimeIndex(parsed).normalize().astype("datetime64[ns]")
+
+
+def read_csv_bars(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:
+    """Read ``<data_dir>/<TICKER>.csv`` into a normalised frame (unsorted, unvalidated).
+
+    The header is case-insensitive; the date column may be called date, datetime or
+    timestamp. With an "Adj Close" column, open/high/low are scaled by adj_close/close and
+    close becomes adj_close (as yfinance's auto_adjust does). Raises DataError naming the
+    file and the problem.
+    """
+    path = ticker_file(data_dir, ticker, ".csv")
+    if not path.is_file():
+        raise DataError(f"{validate_ticker(ticker)}: no CSV file at {path}")
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            header = f.readline()
+        if "," not in header:
+            for sep, name in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
+                if sep in header:
+                    raise DataError(f"{path}: looks like {name}-separated; expected commas")
+        raw = pd.read_csv(path, dtype=str, skipinitialspace=True, encoding="utf-8-sig")
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text") from None
+    except (pd.errors.ParserError, ValueError) as exc:
+        reason = " ".join(str(exc).split())
+        raise DataError(f"{path}: not a readable CSV file ({reason})") from None
+
+    keys = [_header_key(c) for c in raw.columns]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        raise DataError(f"{path}: duplicate column(s) {', '.join(dupes)}")
+    raw.columns = keys
+
+    date_col = next((c for c in DATE_COLUMNS if c in keys), None)
+    missing = ([] if date_col else ["date"]) + [c for c in COLUMNS if c not in keys]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(keys)})"
+        )
+    if raw.empty:
+        raise DataError(f"{path}: has a header but no rows")
+
+    index = _parse_dates(raw[date_col], path)
+    adj_col = next((c for c in ("adj close", "adjclose", "adjusted close") if c in keys), None)
+    values: dict[str, pd.Series] = {}
+    for col in COLUMNS + ([adj_col] if adj_col else []):
+        text = raw[col].str.strip()
+        numbers = pd.to_numeric(text, errors="coerce").astype("float64")
+        missing_marks = text.str.lower().isin(_MISSING)
+        bad = text.notna() & (text != "") & numbers.isna() & ~missing_marks
+        if bad.any():
+            pos = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(
+                f"{path}: non-numeric value {text.iloc[pos][:40]!r} in column {col} "
+                f"on {index[pos].date()} (line {pos + 2})"
+            )
+        values[col] = pd.Series(numbers.to_numpy(), index=index)
+
+    frame = pd.DataFrame({c: values[c] for c in COLUMNS})
+    if adj_col:
+        ratio = values[adj_col] / frame["close"]
+        for col in ("open", "high", "low"):
+            frame[col] = frame[col] * ratio
+        frame["close"] = values[adj_col]
+    frame.index.name = "date"
+    return frame
+
+
+# --------------------------------------------------------------------------- Yahoo
+
+_yf_configured = False
+
+
+class _ForwardToForecaster(logging.Handler):
+    """Re-emit yfinance's log records at DEBUG on 'forecaster.yfinance' (kept out of stderr)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logging.getLogger("forecaster.yfinance").debug("%s", record.getMessage())
+
+
+def configure_yfinance(cache_dir: str | os.PathLike[str]) -> None:
+    """Set yfinance up once per process: private caches, quiet warnings, exceptions raised.
+
+    Later calls do nothing (yfinance cannot move its caches once they are open).
+    """
+    global _yf_configured
+    if _yf_configured:
+        return
+    import yfinance as yf
+
+    warnings.filterwarnings("ignore", module=r"yfinance(\..*)?")
+    yf_log = logging.getLogger("yfinance")
+    yf_log.propagate = False
+    if not any(isinstance(h, _ForwardToForecaster) for h in yf_log.handlers):
+        yf_log.addHandler(_ForwardToForecaster())
+    directory = Path(cache_dir)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)  # the cookie cache is pickled: keep it private
+    yf.set_tz_cache_location(str(directory))
+    config = getattr(yf, "config", None)
+    if config is not None and hasattr(config, "debug"):
+        config.debug.hide_exceptions = False
+    _yf_configured = True
+
+
+def _day(value: DateLike) -> str:
+    return pd.Timestamp(value).strftime("%Y-%m-%d")
+
+
+def normalise_history(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
+    """Turn a ``Ticker.history`` frame into the normalised shape (session dates, float64)."""
+    columns = {_header_key(c): c for c in df.columns}
+    missing = [c for c in COLUMNS if c not in columns]
+    if missing:
+        raise DataError(f"{ticker}: Yahoo answer lacks column(s) {', '.join(missing)}")
+    index = pd.DatetimeIndex(df.index)
+    if index.tz is not None:
+        index = index.tz_localize(None)  # local session date; tz_convert would shift Asia a day
+    index = index.normalize().astype("datetime64[ns]").rename("date")
+    return pd.DataFrame(
+        {c: df[columns[c]].to_numpy(dtype="float64") for c in COLUMNS}, index=index
+    )
+
+
+def drop_unfinished_session(
+    df: pd.DataFrame, tz: str | None, now: pd.Timestamp | None = None, close_hour: int = 18
+) -> pd.DataFrame:
+    """Drop a last bar dated today in the exchange timezone before ``close_hour`` local time.
+
+    Yahoo's daily series can end with the session still in progress; such a bar would later
+    change and look like a revision. ``close_hour`` is late enough for the major exchanges.
+    """
+    if df.empty or tz is None:
+        return df
+    if now is None:
+        now = pd.Timestamp.now(tz="UTC")
+    local_now = now.tz_convert(tz)
+    if df.index[-1] == local_now.tz_localize(None).normalize() and local_now.hour < close_hour:
+        return df.iloc[:-1]
+    return df
+
+
+def _is_http_status(exc: BaseException, status: int) -> bool:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None) == status
+
+
+def fetch_history(
+    ticker: str,
+    start: DateLike | None = None,
+    end: DateLike | None = None,
+    *,
+    session: Any = None,
+    timeout: float = 10.0,
+) -> pd.DataFrame:
+    """Fetch daily adjusted bars for one ticker from Yahoo, one attempt, normalised.
+
+    ``start`` is inclusive, ``end`` exclusive; ``start=None`` asks for the full history.
+    Raises RateLimitError (HTTP 429), TickerError (no data: unknown/delisted symbol, or a
+    Yahoo 5xx, which looks the same), NetworkError (other transport errors) or DataError.
+    """
+    import yfinance as yf
+    from yfinance.exceptions import YFException, YFRateLimitError, YFTickerMissingError
+
+    symbol = validate_ticker(ticker)
+    kwargs: dict[str, Any] = {
+        "interval": "1d",
+        "auto_adjust": True,
+        "actions": False,
+        "timeout": timeout,
+    }
+    if start is None:
+        kwargs["period"] = "max"
+    else:
+        kwargs["start"] = _day(start)
+    if end is not None:
+        kwargs["end"] = _day(end)
+    no_data = f"no data for {symbol} (unknown or delisted symbol?)"
+    try:
+        raw = yf.Ticker(symbol, session=session).history(**kwargs)
+    except YFRateLimitError:
+        raise RateLimitError(f"{symbol}: Yahoo rate limit (HTTP 429); retry later") from None
+    except YFTickerMissingError:
+        raise TickerError(no_data) from None
+    except OSError as exc:
+        if _is_http_status(exc, 404):
+            raise TickerError(no_data) from None
+        raise NetworkError(f"{symbol}: cannot reach Yahoo ({type(exc).__name__}: {exc})") from None
+    except YFException as exc:
+        raise DataError(f"{symbol}: Yahoo error: {exc}") from None
+    except (ValueError, KeyError, TypeError) as exc:  # yfinance choking on an odd answer
+        raise DataError(f"{symbol}: unexpected answer from Yahoo ({type(exc).__name__}: {exc})")
+    if raw is None or raw.empty:
+        raise TickerError(no_data)
+    tz = getattr(raw.index, "tz", None)
+    bars = normalise_history(raw, symbol)
+    return drop_unfinished_session(bars, str(tz) if tz is not None else None)
+
+
+def _clear_yfinance_cache() -> None:
+    """Forget yfinance's in-process response cache, which would otherwise replay a failure."""
+    from yfinance import data as yf_data
+
+    cache_get = getattr(yf_data.YfData, "cache_get", None)
+    if hasattr(cache_get, "cache_clear"):
+        cache_get.cache_clear()
+
+
+def fetch_with_retry(
+    ticker: str,
+    start: DateLike | None = None,
+    end: DateLike | None = None,
+    *,
+    session: Any = None,
+    attempts: int = 4,
+    base_delay: float = 1.0,
+    max_delay: float = 60.0,
+    deadline: float = 120.0,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: Callable[[], float] = random.random,
+) -> pd.DataFrame:
+    """:func:`fetch_history` with retries: exponential backoff and full jitter.
+
+    Network errors and rate limits (with a 5x longer base delay) are retried up to
+    ``attempts`` tries in all; a "no data" answer is retried once, as a Yahoo 5xx looks the
+    same. Gives up early rather than pass ``deadline`` seconds. Re-raises the last error.
+    """
+    if attempts < 1:
+        raise ValueError("attempts must be at least 1")
+    ticker = validate_ticker(ticker)
+    started = time.monotonic()
+    no_data_retried = False
+    for attempt in range(attempts):
+        try:
+            return fetch_history(ticker, start, end, session=session)
+        except RateLimitError as exc:
+            error: DataError | NetworkError | RateLimitError = exc
+            base = base_delay * 5
+        except NetworkError as exc:
+            error, base = exc, base_delay
+        except TickerError as exc:
+            if no_data_retried:
+                raise
+            no_data_retried = True
+            error, base = exc, base_delay
+        if attempt + 1 >= attempts:
+            raise error
+        delay = rng() * min(max_delay, base * 2**attempt)
+        if time.monotonic() - started + delay > deadline:
+            raise error
+        log.debug("%s: %s; retrying in %.1fs", ticker, error, delay)
+        sleep(delay)
+        _clear_yfinance_cache()
+    raise AssertionError("unreachable")

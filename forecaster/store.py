@@ -1,0 +1,308 @@
+"""The local Parquet store (one file per ticker), validation, incremental updates, download."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from forecaster import fsio
+from forecaster.errors import (
+    ConfigError,
+    DataError,
+    NetworkError,
+    RateLimitError,
+    TickerError,
+)
+from forecaster.sources import (
+    COLUMNS,
+    DateLike,
+    configure_yfinance,
+    fetch_with_retry,
+    read_csv_bars,
+)
+from forecaster.tickers import ticker_file, validate_ticker
+
+log = logging.getLogger("forecaster")
+
+Fetch = Callable[[str, DateLike | None, DateLike | None], pd.DataFrame]
+
+PRICES = ["open", "high", "low", "close"]
+MAX_DAILY_FACTOR = 20.0  # a close more than 20x (or under 1/20 of) the previous one is absurd
+RANGE_TOLERANCE = 0.01  # close may sit outside [low, high] by rounding, not by more than 1 %
+BREAKER_AFTER = 3  # stop when the first this-many tickers all fail with network errors
+
+
+def store_dir(data_dir: str | os.PathLike[str]) -> Path:
+    """The store folder, ``<data_dir>/store``."""
+    return Path(data_dir) / "store"
+
+
+def store_path(data_dir: str | os.PathLike[str], ticker: str) -> Path:
+    """``<data_dir>/store/<TICKER>.parquet`` for a validated ticker."""
+    return ticker_file(store_dir(data_dir), ticker, ".parquet")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _first(mask: np.ndarray) -> int | None:
+    hits = np.flatnonzero(mask)
+    return int(hits[0]) if hits.size else None
+
+
+def _check(df: pd.DataFrame, ticker: str, column: str, mask: np.ndarray, problem: str) -> None:
+    pos = _first(mask)
+    if pos is not None:
+        value = df[column].iloc[pos]
+        raise DataError(
+            f"{ticker}: {column} {value:g} on {df.index[pos].date()} {problem}"
+        )
+
+
+def validate_bars(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
+    """Return a clean copy of ``df`` or raise DataError naming ticker, date and column.
+
+    Repairs, each with a warning: sorts by date, drops rows with a missing date or price,
+    keeps the last of duplicate dates, sets a missing volume to 0. Refuses non-finite or
+    non-positive prices, negative volume, high < low, a close outside [low, high] by more than
+    1 %, a one-day move over 20x, and an empty result.
+    """
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"{ticker}: missing column(s) {', '.join(missing)}")
+    if not isinstance(df.index, pd.DatetimeIndex):
+        raise DataError(f"{ticker}: bars must be indexed by date")
+    try:
+        out = df[COLUMNS].astype("float64")
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{ticker}: non-numeric prices ({exc})") from None
+    index = out.index
+    if index.tz is not None:
+        index = index.tz_localize(None)
+    out.index = index.normalize().astype("datetime64[ns]").rename("date")
+
+    unusable = out.index.isna() | out[PRICES].isna().any(axis=1).to_numpy()
+    if unusable.any():
+        log.warning("%s: dropped %d row(s) with a missing date or price", ticker, unusable.sum())
+        out = out[~unusable]
+    if not out.index.is_monotonic_increasing:
+        log.warning("%s: dates were out of order; sorted %d rows", ticker, len(out))
+        out = out.sort_index(kind="stable")
+    dupes = out.index.duplicated(keep="last")
+    if dupes.any():
+        log.warning("%s: dropped %d row(s) with a duplicate date (kept the last)", ticker,
+                    dupes.sum())
+        out = out[~dupes]
+    no_volume = out["volume"].isna()
+    if no_volume.any():
+        log.warning("%s: set a missing volume to 0 on %d row(s)", ticker, no_volume.sum())
+        out["volume"] = out["volume"].fillna(0.0)
+    if out.empty:
+        raise DataError(f"{ticker}: no usable bars")
+
+    for col in PRICES:
+        values = out[col].to_numpy()
+        _check(out, ticker, col, ~np.isfinite(values) | (values <= 0),
+               "is not a finite positive price")
+    volume = out["volume"].to_numpy()
+    _check(out, ticker, "volume", ~np.isfinite(volume) | (volume < 0),
+           "is not a finite non-negative volume")
+    high, low, close = (out[c].to_numpy() for c in ("high", "low", "close"))
+    _check(out, ticker, "high", high < low, "is below the low")
+    _check(out, ticker, "close",
+           (close > high * (1 + RANGE_TOLERANCE)) | (close < low * (1 - RANGE_TOLERANCE)),
+           "is outside the day's low-high range")
+    factor = close[1:] / close[:-1]
+    jump = np.concatenate([[False], (factor > MAX_DAILY_FACTOR) | (factor < 1 / MAX_DAILY_FACTOR)])
+    _check(out, ticker, "close", jump, f"is more than {MAX_DAILY_FACTOR:g}x away from the "
+           "previous close")
+    return out
+
+
+# --------------------------------------------------------------------------- the store
+
+
+def load_store(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:
+    """Read and validate the stored bars of ``ticker``; DataError when missing or unreadable."""
+    symbol = validate_ticker(ticker)
+    path = store_path(data_dir, symbol)
+    if not path.is_file():
+        raise DataError(
+            f"{symbol}: no stored data at {path}; run `forecaster download {symbol}` first"
+        )
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises many types for a damaged file
+        raise DataError(
+            f"{symbol}: cannot read {path} ({type(exc).__name__}); delete it and run "
+            f"`forecaster download {symbol}`"
+        ) from None
+    return validate_bars(df, symbol)
+
+
+def save_store(data_dir: str | os.PathLike[str], ticker: str, df: pd.DataFrame) -> Path:
+    """Write ``df`` as the stored bars of ``ticker``, atomically; returns the path."""
+    path = store_path(data_dir, ticker)
+    with fsio.atomic_writer(path, "wb") as f:
+        df[COLUMNS].to_parquet(f, engine="pyarrow")
+    return path
+
+
+def merge_bars(
+    old: pd.DataFrame, new: pd.DataFrame, *, rtol: float = 1e-6
+) -> tuple[pd.DataFrame, bool]:
+    """Combine stored and fetched bars; fetched rows win on shared dates.
+
+    Returns ``(merged, revised)``; ``revised`` is True when a shared date's close differs
+    beyond ``rtol``, meaning the source re-adjusted its history (a dividend or split).
+    """
+    shared = old.index.intersection(new.index)
+    revised = not np.allclose(
+        old.loc[shared, "close"].to_numpy(), new.loc[shared, "close"].to_numpy(),
+        rtol=rtol, atol=0.0,
+    )
+    merged = pd.concat([old[~old.index.isin(new.index)], new]).sort_index(kind="stable")
+    return merged, revised
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    """What one ticker's update did."""
+
+    ticker: str
+    rows: int
+    first: date
+    last: date
+    added: int
+    refetched: bool
+
+
+def update_ticker(
+    data_dir: str | os.PathLike[str], ticker: str, fetch: Fetch, *, overlap_days: int = 5
+) -> UpdateResult:
+    """Bring the stored bars of ``ticker`` up to date with ``fetch(ticker, start, end)``.
+
+    A stored ticker is fetched from ``overlap_days`` sessions before its last bar; if the
+    overlap shows a revision, the full history is fetched again. A new ticker gets its full
+    history. Stored data is only ever replaced by a validated, merged superset, so a failed
+    fetch leaves the file untouched.
+    """
+    symbol = validate_ticker(ticker)
+    path = store_path(data_dir, symbol)
+    old = load_store(data_dir, symbol) if path.exists() else None
+    refetched = False
+    if old is None:
+        merged = validate_bars(fetch(symbol, None, None), symbol)
+        added = len(merged)
+    else:
+        start = old.index[max(len(old) - overlap_days, 0)]
+        fresh = validate_bars(fetch(symbol, start, None), symbol)
+        merged, revised = merge_bars(old, fresh)
+        if revised:
+            log.warning("%s: history was re-adjusted upstream; fetching it all again", symbol)
+            full = validate_bars(fetch(symbol, None, None), symbol)
+            merged, _ = merge_bars(old, full)
+            refetched = True
+        added = int((~merged.index.isin(old.index)).sum())
+    if old is None or refetched or added or not merged.equals(old):
+        save_store(data_dir, symbol, merged)
+    return UpdateResult(symbol, len(merged), merged.index[0].date(), merged.index[-1].date(),
+                        added, refetched)
+
+
+def _kind(exc: Exception) -> str:
+    if isinstance(exc, RateLimitError):
+        return "rate_limit"
+    if isinstance(exc, NetworkError):
+        return "network"
+    if isinstance(exc, TickerError):
+        return "no_data"
+    return "data"
+
+
+@dataclass
+class DownloadReport:
+    """Per-ticker outcome of :func:`download`; ``kinds`` says why each failed ticker failed."""
+
+    ok: dict[str, UpdateResult] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
+
+
+def download(
+    tickers: Iterable[str],
+    data_dir: str | os.PathLike[str],
+    *,
+    session: Any = None,
+    fetch: Fetch | None = None,
+    lock_timeout: float = 0.0,
+) -> DownloadReport:
+    """Fetch and store daily bars for each ticker, incrementally, under the store lock.
+
+    Per-ticker failures are collected in the report, not raised. If the first three tickers
+    all fail with network errors, the rest are not tried and are reported as network failures.
+    Raises LockBusy when another process holds ``<data_dir>/store/.lock``.
+    """
+    report = DownloadReport()
+    symbols: list[str] = []
+    for raw in tickers:
+        try:
+            symbol = validate_ticker(raw)
+        except TickerError as exc:
+            report.failed[str(raw)], report.kinds[str(raw)] = str(exc), "data"
+            continue
+        if symbol not in symbols:
+            symbols.append(symbol)
+    if not symbols:
+        return report
+    if fetch is None:
+        configure_yfinance(Path(data_dir) / ".yfinance-cache")
+
+        def fetch_yahoo(t: str, start: DateLike | None, end: DateLike | None) -> pd.DataFrame:
+            return fetch_with_retry(t, start, end, session=session)
+
+        fetch = fetch_yahoo
+
+    with fsio.file_lock(store_dir(data_dir) / ".lock", lock_timeout):
+        for i, symbol in enumerate(symbols):
+            tried = symbols[:i]
+            if (
+                len(tried) == BREAKER_AFTER
+                and not report.ok
+                and all(report.kinds.get(t) == "network" for t in tried)
+            ):
+                for rest in symbols[i:]:
+                    report.failed[rest] = "not tried: the network looks down"
+                    report.kinds[rest] = "network"
+                break
+            try:
+                report.ok[symbol] = update_ticker(data_dir, symbol, fetch)
+            except (DataError, NetworkError, RateLimitError) as exc:
+                log.warning("%s", exc)
+                report.failed[symbol], report.kinds[symbol] = str(exc), _kind(exc)
+    return report
+
+
+def load_bars(
+    source: str, data_dir: str | os.PathLike[str], tickers: Iterable[str]
+) -> dict[str, pd.DataFrame]:
+    """Validated bars per ticker from ``source``: "csv" (``<data_dir>/<T>.csv``) or "yahoo"
+    (the store under ``<data_dir>/store``). The first failing ticker raises its DataError."""
+    if source not in ("csv", "yahoo"):
+        raise ConfigError(f"unknown source {source!r}; expected 'yahoo' or 'csv'")
+    bars: dict[str, pd.DataFrame] = {}
+    for raw in tickers:
+        symbol = validate_ticker(raw)
+        if source == "csv":
+            bars[symbol] = validate_bars(read_csv_bars(data_dir, symbol), symbol)
+        else:
+            bars[symbol] = load_store(data_dir, symbol)
+    return bars

@@ -1,0 +1,87 @@
+"""Ticker symbols: validation, safe file names, and spreadsheet-safe CSV values."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from forecaster.errors import TickerError
+
+MAX_TICKER_LEN = 20
+
+# Yahoo-style: an optional "^" (indices), then letters/digits with single ".", "-" or "="
+# separators inside (BRK-B, 7203.T, EURUSD=X, GC=F). It must start and end with a letter or
+# digit, so no symbol can look like an option ("-x"), a formula ("=x") or a path part ("..").
+_TICKER_RE = re.compile(r"\^?[A-Z0-9](?:[A-Z0-9.\-=]*[A-Z0-9])?")
+_SUFFIX_RE = re.compile(r"(?:\.[a-z0-9]+)+")
+
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _shown(value: object, limit: int = 24) -> str:
+    """A short, ASCII-only repr of untrusted input, for error messages."""
+    text = str(value)
+    return ascii(text[:limit]) + ("..." if len(text) > limit else "")
+
+
+def validate_ticker(symbol: str) -> str:
+    """Return ``symbol`` stripped and upper-cased, or raise TickerError if it is not Yahoo-style.
+
+    Accepts symbols such as ``AAPL``, ``BRK-B``, ``^GSPC``, ``EURUSD=X``, ``7203.T`` and ``GC=F``.
+    """
+    if not isinstance(symbol, str):
+        raise TickerError(f"ticker must be a string, got {type(symbol).__name__}")
+    text = symbol.strip()
+    if not text:
+        raise TickerError("empty ticker symbol")
+    # Check ASCII before upper(): "ß".upper() is "SS", which would slip through the pattern.
+    if not text.isascii() or len(text) > MAX_TICKER_LEN:
+        raise TickerError(
+            f"invalid ticker {_shown(symbol)}: expected at most {MAX_TICKER_LEN} ASCII characters"
+        )
+    text = text.upper()
+    if ".." in text or not _TICKER_RE.fullmatch(text):
+        raise TickerError(
+            f"invalid ticker {_shown(symbol)}: expected a Yahoo-style symbol such as "
+            "AAPL, BRK-B, ^GSPC, EURUSD=X or 7203.T"
+        )
+    return text
+
+
+def ticker_file(directory: str | os.PathLike[str], symbol: str, suffix: str) -> Path:
+    """Path of ``<directory>/<SYMBOL><suffix>`` for a validated symbol; never outside ``directory``."""
+    if not _SUFFIX_RE.fullmatch(suffix):
+        raise ValueError(f"bad file suffix {suffix!r}")
+    name = validate_ticker(symbol) + suffix
+    base = Path(directory)
+    # The pattern already forbids separators and "..": this re-checks the final path anyway.
+    resolved_base = base.resolve()
+    candidate = Path(os.path.normpath(resolved_base / name))
+    if candidate.parent != resolved_base or candidate.name != name:
+        raise TickerError(f"ticker {_shown(symbol)} would leave the directory {base}")
+    return base / name
+
+
+def csv_safe(value: object) -> object:
+    """Prefix ``'`` to a string that a spreadsheet could read as a formula; return others as is."""
+    if isinstance(value, str) and value.startswith(_FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def csv_safe_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` with :func:`csv_safe` applied to its text columns and text index."""
+    out = df.copy()
+    for col in out.columns:
+        series = out[col]
+        if pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series):
+            out[col] = series.map(csv_safe, na_action="ignore")
+    index = out.index
+    if not isinstance(index, pd.MultiIndex) and (
+        pd.api.types.is_object_dtype(index) or pd.api.types.is_string_dtype(index)
+    ):
+        out.index = index.map(csv_safe)
+    return out

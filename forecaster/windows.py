@@ -1,0 +1,158 @@
+"""Date splits and training windows over one contiguous array of all tickers.
+
+Every ticker's feature rows are stacked into one ``(N, F)`` array; a window is just the index
+``t`` of its last input row. Inputs are rows ``t-L+1 .. t`` and targets the cumulative log
+returns to rows ``t+1 .. t+H``, gathered per batch, so no window is ever materialised.
+
+Splits are by date over the union of all tickers' sessions: the last ``test_days`` sessions are
+test, the ``val_days`` before them validation, the rest training. A window belongs to the split
+of its first target date, and is kept only when all of its targets fall in that same split and
+all of its rows in one ticker (no window crosses a ticker or split boundary).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+from .features import Scaler, make_arrays, target_scale
+
+log = logging.getLogger("forecaster")
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Splits:
+    """First session of validation and of test; training is everything before ``val_start``."""
+
+    val_start: pd.Timestamp
+    test_start: pd.Timestamp
+
+    def code(self, dates: np.ndarray) -> np.ndarray:
+        """0 train, 1 val, 2 test for each date."""
+        d = pd.DatetimeIndex(dates)
+        return (d >= self.val_start).astype(np.int8) + (d >= self.test_start).astype(np.int8)
+
+    def to_dict(self) -> dict:
+        return {"val_start": str(self.val_start.date()), "test_start": str(self.test_start.date())}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Splits:
+        return cls(pd.Timestamp(d["val_start"]), pd.Timestamp(d["test_start"]))
+
+
+def make_splits(bars: dict[str, pd.DataFrame], val_days: int, test_days: int) -> Splits:
+    """Split boundaries counted in sessions back from the latest date of any ticker."""
+    union = pd.DatetimeIndex(sorted(set().union(*(set(b.index) for b in bars.values()))))
+    if len(union) < val_days + test_days + 2:
+        raise DataError(f"only {len(union)} sessions in the data: not enough for "
+                        f"val_days={val_days} + test_days={test_days} plus training")
+    return Splits(val_start=union[-(val_days + test_days)], test_start=union[-test_days])
+
+
+@dataclass
+class WindowSet:
+    """All tickers' rows stacked; windows are row indices into these arrays."""
+
+    tickers: list[str]  # tickers present, in row order
+    names: list[str]  # ticker of each id (the model's embedding order)
+    lookback: int
+    horizon: int
+    x: np.ndarray  # (N, F) float32, standardised features
+    log_close: np.ndarray  # (N,) float64
+    close: np.ndarray  # (N,) float64
+    dates: np.ndarray  # (N,) datetime64[ns]
+    ticker_id: np.ndarray  # (N,) int64, index into ``tickers``
+    offsets: np.ndarray  # (K+1,) first row of each ticker, then N
+    split: np.ndarray  # (N,) int8 split code of each row's date
+    scalers: dict[str, Scaler]
+    tscale: np.ndarray  # (K, H) float64 target divisor per ticker and step
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def ends(self, split: str | None = None) -> np.ndarray:
+        """Last-input-row indices of every valid window (of one split, or all)."""
+        L, H = self.lookback, self.horizon
+        parts = []
+        for k in range(len(self.tickers)):
+            lo, hi = self.offsets[k], self.offsets[k + 1]  # rows [lo, hi)
+            t = np.arange(lo + L - 1, hi - H, dtype=np.int64)
+            if split is not None:
+                want = SPLITS.index(split)
+                t = t[(self.split[t + 1] == want) & (self.split[t + H] == want)]
+            else:
+                t = t[self.split[t + 1] == self.split[t + H]]
+            parts.append(t)
+        return np.concatenate(parts) if parts else np.empty(0, np.int64)
+
+    def inputs(self, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, L, F) inputs and (B,) ticker ids of the windows ending at ``ends``."""
+        rows = ends[:, None] + np.arange(1 - self.lookback, 1)  # (B, L)
+        return self.x[rows], self.ticker_id[ends]
+
+    def targets(self, ends: np.ndarray) -> np.ndarray:
+        """(B, H) scaled cumulative log returns after each window."""
+        fut = ends[:, None] + np.arange(1, self.horizon + 1)  # (B, H)
+        cum = self.log_close[fut] - self.log_close[ends][:, None]
+        return (cum / self.tscale[self.ticker_id[ends]]).astype(np.float32)
+
+
+def build_windows(bars: dict[str, pd.DataFrame], lookback: int, horizon: int, splits: Splits,
+                  scalers: dict[str, Scaler] | None = None,
+                  tickers: list[str] | None = None) -> WindowSet:
+    """Stack tickers into one WindowSet.
+
+    Training: ``scalers`` is None and each ticker's scaler is fitted on its training rows only;
+    a ticker with too few rows for one training window is skipped with a warning naming it.
+    Evaluation / prediction: pass the run's ``scalers`` and ``tickers`` (its embedding order);
+    every ticker then keeps its id, and one without enough rows raises a DataError naming it.
+    """
+    fitting = scalers is None
+    order = list(tickers) if tickers is not None else sorted(bars)
+    fitted: dict[str, Scaler] = {} if fitting else dict(scalers)
+    kept: list[str] = []
+    arrays = []
+    skipped: dict[str, str] = {}
+    for sym in order:
+        if sym not in bars:
+            continue
+        a = make_arrays(bars[sym]) if len(bars[sym]) >= 2 else None
+        n = 0 if a is None else len(a.dates)
+        if fitting:
+            n_train = 0 if a is None else int((splits.code(a.dates) == 0).sum())
+            if n_train < lookback + horizon + 1:
+                reason = (f"{n_train} training sessions, need at least {lookback + horizon + 1} "
+                          f"(lookback {lookback} + horizon {horizon} + 1)")
+                log.warning("skipping %s: %s", sym, reason)
+                skipped[sym] = reason
+                continue
+            fitted[sym] = Scaler.fit(a.features[splits.code(a.dates) == 0])
+        elif n < lookback:
+            raise DataError(f"{sym}: only {n + 1} bars, need at least {lookback + 1} for "
+                            f"lookback {lookback}")
+        kept.append(sym)
+        arrays.append(a)
+    if not kept:
+        raise DataError("no ticker has enough history: " +
+                        "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    ids = ({s: i for i, s in enumerate(kept)} if tickers is None
+           else {s: i for i, s in enumerate(order)})
+    sizes = [len(a.dates) for a in arrays]
+    x = np.concatenate([fitted[s].transform(a.features) for s, a in zip(kept, arrays)])
+    tscale = np.zeros((len(ids), horizon))
+    for s in kept:
+        tscale[ids[s]] = target_scale(fitted[s].ret_std, horizon)
+    dates = np.concatenate([a.dates for a in arrays])
+    return WindowSet(
+        tickers=kept, names=list(ids), lookback=lookback, horizon=horizon, x=x,
+        log_close=np.concatenate([a.log_close for a in arrays]),
+        close=np.concatenate([a.close for a in arrays]),
+        dates=dates,
+        ticker_id=np.repeat(np.array([ids[s] for s in kept], dtype=np.int64), sizes),
+        offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        split=splits.code(dates), scalers={s: fitted[s] for s in kept}, tscale=tscale,
+        skipped=skipped)
