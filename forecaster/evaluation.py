@@ -55,7 +55,8 @@ class EvalReport:
 
 
 def walk_forward(run, bars: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One row per (ticker, origin, step) over the test split of ``run``."""
+    """One row per (ticker, origin, step) over the test split of ``run``: every session of the
+    test split is the origin's next session once; steps past the last bar are left out."""
     from .baselines import drift, mean, naive
     from .inference import predict_scaled
     from .windows import build_windows
@@ -64,7 +65,7 @@ def walk_forward(run, bars: dict[str, pd.DataFrame]) -> pd.DataFrame:
     ws = build_windows(bars, cfg.window.lookback, cfg.window.horizon, run.splits(),
                        scalers={s: v for s, v in run.scalers().items() if s in bars},
                        tickers=run.names)
-    ends = ws.ends("test")
+    ends = ws.origins("test")
     if len(ends) == 0:
         raise DataError("no test windows: the data end before the run's test split "
                         f"(starting {run.splits().test_start.date()}) has {cfg.window.horizon} sessions")
@@ -84,6 +85,8 @@ def walk_forward(run, bars: dict[str, pd.DataFrame]) -> pd.DataFrame:
         base = {"naive": naive(close, local, H), "drift": drift(close, local, H),
                 "mean": mean(close, local, H)}
         fut = ends[sel][:, None] + np.arange(1, H + 1)
+        have = fut < ws.offsets[k + 1]  # steps whose actual exists (the last origins lack some)
+        fut = np.minimum(fut, ws.offsets[k + 1] - 1)
         frame = {
             "ticker": np.repeat(sym, len(sel) * H),
             "origin": np.repeat(ws.dates[ends[sel]], H),
@@ -96,7 +99,7 @@ def walk_forward(run, bars: dict[str, pd.DataFrame]) -> pd.DataFrame:
             frame[name] = (close_o[sel][:, None] * np.exp(arr[sel])).ravel()
         for name, arr in base.items():
             frame[name] = arr.ravel()
-        parts.append(pd.DataFrame(frame))
+        parts.append(pd.DataFrame(frame)[have.ravel()])
     pred = pd.concat(parts, ignore_index=True)
     pred["origin"] = pd.to_datetime(pred["origin"]).dt.date.astype(str)
     pred["date"] = pd.to_datetime(pred["date"]).dt.date.astype(str)

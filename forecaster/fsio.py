@@ -1,10 +1,9 @@
-"""Atomic writes, directory swaps and inter-process locks: the one place that renames/locks files."""
+"""Atomic writes, directory swaps and process locks: the one place that renames/locks files."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import json
 import os
 import shlex
@@ -98,7 +97,7 @@ def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths in one atomic step (Linux renameat2); False where that is unsupported."""
     if not sys.platform.startswith("linux"):
         return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # the C library already loaded in this process
     renameat2 = getattr(libc, "renameat2", None)
     if renameat2 is None:
         return False

@@ -165,12 +165,9 @@ def _covering(
     need_hi = last is not None and last > span.end
     if not (need_lo or need_hi):
         return span
-    lo = span.start
-    hi = span.end
-    if need_lo:
-        lo = pd.Timestamp(year=first.year, month=1, day=1)
-    if need_hi:
-        hi = pd.Timestamp(year=last.year + 1, month=12, day=31)
+    # Only the years asked about (plus one after), so a far-off date builds a small calendar.
+    lo = span.start if first is None else pd.Timestamp(year=first.year, month=1, day=1)
+    hi = span.end if last is None else pd.Timestamp(year=last.year + 1, month=12, day=31)
     wider = _build(_resolve_name(name), lo, hi)
     if strict and need_hi and last > wider.end:
         raise ConfigError(

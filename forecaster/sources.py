@@ -51,7 +51,9 @@ def _header_key(name: object) -> str:
 
 # A time with a UTC offset, as in yfinance's own CSV export: keep the local wall time so the
 # date stays the exchange's session date (dropping the offset, never converting it).
-_OFFSET_RE = re.compile(r"^(\d{4}-\d\d-\d\d[ T]\d\d:\d\d(?::\d\d(?:\.\d+)?)?)\s*(?:Z|[+-]\d\d:?\d\d)$")
+_OFFSET_RE = re.compile(
+    r"^(\d{4}-\d\d-\d\d[ T]\d\d:\d\d(?::\d\d(?:\.\d+)?)?)\s*(?:Z|[+-]\d\d:?\d\d)$"
+)
 
 
 def _parse_dates(raw: pd.Series, path: Path) -> pd.DatetimeIndex:
@@ -65,7 +67,7 @@ def _parse_dates(raw: pd.Series, path: Path) -> pd.DatetimeIndex:
         pos = int(np.flatnonzero(bad.to_numpy())[0])
         value = text.iloc[pos]
         what = f"unparseable date {value[:40]!r}" if value else "empty date"
-        raise DataError(f"{path}: {what} on line {pos + 2}")
+        raise DataError(f"{path}: {what} in row {pos + 1}")
     return pd.DatetimeIndex(parsed).normalize().astype("datetime64[ns]")
 
 
@@ -87,7 +89,14 @@ def read_csv_bars(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame
             for sep, name in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
                 if sep in header:
                     raise DataError(f"{path}: looks like {name}-separated; expected commas")
-        raw = pd.read_csv(path, dtype=str, skipinitialspace=True, encoding="utf-8-sig")
+        with warnings.catch_warnings():
+            # A row longer than the header would silently become the index, or lose fields.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            raw = pd.read_csv(
+                path, dtype=str, skipinitialspace=True, encoding="utf-8-sig", index_col=False
+            )
+    except pd.errors.ParserWarning:
+        raise DataError(f"{path}: some rows have more fields than the header") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty") from None
     except UnicodeDecodeError:
@@ -113,7 +122,7 @@ def read_csv_bars(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame
 
     index = _parse_dates(raw[date_col], path)
     adj_col = next((c for c in ("adj close", "adjclose", "adjusted close") if c in keys), None)
-    values: dict[str, pd.Series] = {}
+    values: dict[str, np.ndarray] = {}
     for col in COLUMNS + ([adj_col] if adj_col else []):
         text = raw[col].str.strip()
         numbers = pd.to_numeric(text, errors="coerce").astype("float64")
@@ -123,18 +132,16 @@ def read_csv_bars(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame
             pos = int(np.flatnonzero(bad.to_numpy())[0])
             raise DataError(
                 f"{path}: non-numeric value {text.iloc[pos][:40]!r} in column {col} "
-                f"on {index[pos].date()} (line {pos + 2})"
+                f"on {index[pos].date()} (row {pos + 1})"
             )
-        values[col] = pd.Series(numbers.to_numpy(), index=index)
+        values[col] = numbers.to_numpy()
 
-    frame = pd.DataFrame({c: values[c] for c in COLUMNS})
-    if adj_col:
-        ratio = values[adj_col] / frame["close"]
+    if adj_col and not np.isnan(values[adj_col]).all():  # an all-empty Adj Close is ignored
+        ratio = values[adj_col] / values["close"]
         for col in ("open", "high", "low"):
-            frame[col] = frame[col] * ratio
-        frame["close"] = values[adj_col]
-    frame.index.name = "date"
-    return frame
+            values[col] = values[col] * ratio
+        values["close"] = values[adj_col]
+    return pd.DataFrame({c: values[c] for c in COLUMNS}, index=index.rename("date"))
 
 
 # --------------------------------------------------------------------------- Yahoo
@@ -165,9 +172,13 @@ def configure_yfinance(cache_dir: str | os.PathLike[str]) -> None:
     if not any(isinstance(h, _ForwardToForecaster) for h in yf_log.handlers):
         yf_log.addHandler(_ForwardToForecaster())
     directory = Path(cache_dir)
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)  # the cookie cache is pickled: keep it private
-    yf.set_tz_cache_location(str(directory))
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)  # the cookie cache is pickled: keep it private
+    except OSError as exc:
+        log.warning("cannot use %s for yfinance's cache (%s); using its default", directory, exc)
+    else:
+        yf.set_tz_cache_location(str(directory))
     config = getattr(yf, "config", None)
     if config is not None and hasattr(config, "debug"):
         config.debug.hide_exceptions = False
@@ -188,9 +199,7 @@ def normalise_history(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
     if index.tz is not None:
         index = index.tz_localize(None)  # local session date; tz_convert would shift Asia a day
     index = index.normalize().astype("datetime64[ns]").rename("date")
-    return pd.DataFrame(
-        {c: df[columns[c]].to_numpy(dtype="float64") for c in COLUMNS}, index=index
-    )
+    return pd.DataFrame({c: df[columns[c]].to_numpy(dtype="float64") for c in COLUMNS}, index=index)
 
 
 def drop_unfinished_session(
@@ -260,7 +269,8 @@ def fetch_history(
     except YFException as exc:
         raise DataError(f"{symbol}: Yahoo error: {exc}") from None
     except (ValueError, KeyError, TypeError) as exc:  # yfinance choking on an odd answer
-        raise DataError(f"{symbol}: unexpected answer from Yahoo ({type(exc).__name__}: {exc})")
+        reason = f"{type(exc).__name__}: {exc}"
+        raise DataError(f"{symbol}: unexpected answer from Yahoo ({reason})") from exc
     if raw is None or raw.empty:
         raise TickerError(no_data)
     tz = getattr(raw.index, "tz", None)

@@ -62,9 +62,7 @@ def _check(df: pd.DataFrame, ticker: str, column: str, mask: np.ndarray, problem
     pos = _first(mask)
     if pos is not None:
         value = df[column].iloc[pos]
-        raise DataError(
-            f"{ticker}: {column} {value:g} on {df.index[pos].date()} {problem}"
-        )
+        raise DataError(f"{ticker}: {column} {value:g} on {df.index[pos].date()} {problem}")
 
 
 def validate_bars(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
@@ -98,8 +96,9 @@ def validate_bars(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
         out = out.sort_index(kind="stable")
     dupes = out.index.duplicated(keep="last")
     if dupes.any():
-        log.warning("%s: dropped %d row(s) with a duplicate date (kept the last)", ticker,
-                    dupes.sum())
+        log.warning(
+            "%s: dropped %d row(s) with a duplicate date (kept the last)", ticker, dupes.sum()
+        )
         out = out[~dupes]
     no_volume = out["volume"].isna()
     if no_volume.any():
@@ -110,20 +109,35 @@ def validate_bars(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
 
     for col in PRICES:
         values = out[col].to_numpy()
-        _check(out, ticker, col, ~np.isfinite(values) | (values <= 0),
-               "is not a finite positive price")
+        _check(
+            out, ticker, col, ~np.isfinite(values) | (values <= 0), "is not a finite positive price"
+        )
     volume = out["volume"].to_numpy()
-    _check(out, ticker, "volume", ~np.isfinite(volume) | (volume < 0),
-           "is not a finite non-negative volume")
+    _check(
+        out,
+        ticker,
+        "volume",
+        ~np.isfinite(volume) | (volume < 0),
+        "is not a finite non-negative volume",
+    )
     high, low, close = (out[c].to_numpy() for c in ("high", "low", "close"))
     _check(out, ticker, "high", high < low, "is below the low")
-    _check(out, ticker, "close",
-           (close > high * (1 + RANGE_TOLERANCE)) | (close < low * (1 - RANGE_TOLERANCE)),
-           "is outside the day's low-high range")
+    _check(
+        out,
+        ticker,
+        "close",
+        (close > high * (1 + RANGE_TOLERANCE)) | (close < low * (1 - RANGE_TOLERANCE)),
+        "is outside the day's low-high range",
+    )
     factor = close[1:] / close[:-1]
     jump = np.concatenate([[False], (factor > MAX_DAILY_FACTOR) | (factor < 1 / MAX_DAILY_FACTOR)])
-    _check(out, ticker, "close", jump, f"is more than {MAX_DAILY_FACTOR:g}x away from the "
-           "previous close")
+    _check(
+        out,
+        ticker,
+        "close",
+        jump,
+        f"is more than {MAX_DAILY_FACTOR:g}x away from the previous close",
+    )
     return out
 
 
@@ -166,8 +180,10 @@ def merge_bars(
     """
     shared = old.index.intersection(new.index)
     revised = not np.allclose(
-        old.loc[shared, "close"].to_numpy(), new.loc[shared, "close"].to_numpy(),
-        rtol=rtol, atol=0.0,
+        old.loc[shared, "close"].to_numpy(),
+        new.loc[shared, "close"].to_numpy(),
+        rtol=rtol,
+        atol=0.0,
     )
     merged = pd.concat([old[~old.index.isin(new.index)], new]).sort_index(kind="stable")
     return merged, revised
@@ -211,11 +227,13 @@ def update_ticker(
             full = validate_bars(fetch(symbol, None, None), symbol)
             merged, _ = merge_bars(old, full)
             refetched = True
+        merged = validate_bars(merged, symbol)  # the seam between stored and fetched rows too
         added = int((~merged.index.isin(old.index)).sum())
     if old is None or refetched or added or not merged.equals(old):
         save_store(data_dir, symbol, merged)
-    return UpdateResult(symbol, len(merged), merged.index[0].date(), merged.index[-1].date(),
-                        added, refetched)
+    return UpdateResult(
+        symbol, len(merged), merged.index[0].date(), merged.index[-1].date(), added, refetched
+    )
 
 
 def _kind(exc: Exception) -> str:

@@ -118,9 +118,9 @@ class Dynamics:
     beta: float = 0.90
     t_dof: float | None = 6.0
     base_volume: float = 1_000_000.0
-    volume_ar: float = 0.8
-    volume_beta: float = 0.3
-    volume_noise: float = 0.2
+    volume_ar: float = 0.7
+    volume_beta: float = 0.2
+    volume_noise: float = 0.25
     gap_scale: float = 0.25
     range_scale: float = 0.5
 
@@ -234,18 +234,26 @@ def _simulate(
 
 
 def _round(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Round prices to 4 decimals and volume to whole shares (monotone: OHLC order survives)."""
-    out = {k: np.round(arrays[k], _PRICE_DECIMALS) for k in ("open", "high", "low", "close")}
-    out["volume"] = np.rint(arrays["volume"])
-    return out
+    """Round prices to 4 decimals and volume to whole shares, in place.
+
+    Rounding is monotone, so ``low <= min(open, close) <= max(open, close) <= high`` survives.
+    """
+    for k in ("open", "high", "low", "close"):
+        np.round(arrays[k], _PRICE_DECIMALS, out=arrays[k])
+    np.rint(arrays["volume"], out=arrays["volume"])
+    return arrays
 
 
-def _frame(index: pd.DatetimeIndex, values: np.ndarray) -> pd.DataFrame:
+def _frame(
+    index: pd.DatetimeIndex, values: np.ndarray, columns: pd.Index | None = None
+) -> pd.DataFrame:
     """A bars frame from ``values`` of shape (len(index), 5) in ``_COLUMNS`` order."""
     if not (index.dtype == "datetime64[ns]" and index.name == "date"):
         index = pd.DatetimeIndex(np.asarray(index, dtype="datetime64[ns]"), name="date")
     block = np.array(values, dtype=np.float64, order="F")  # one copy, column-major like pandas
-    return pd.DataFrame(block, index=index, columns=list(_COLUMNS), copy=False)
+    if columns is None:
+        columns = pd.Index(_COLUMNS)
+    return pd.DataFrame(block, index=index, columns=columns, copy=False)
 
 
 def generate_bars(
@@ -301,7 +309,7 @@ def generate_universe(
     if not years > 0:
         raise ValueError(f"years must be positive, got {years!r}")
     last = pd.Timestamp(end).normalize()
-    first = last - pd.DateOffset(days=round(float(years) * 365.25)) + pd.Timedelta(days=1)
+    first = last - pd.Timedelta(days=round(float(years) * 365.25) - 1)
     sessions = sessions_in_range(first, last)
     n_steps = len(sessions)
     if n_steps < MIN_SESSIONS:
@@ -320,11 +328,13 @@ def generate_universe(
         rng = np.random.default_rng([int(seed), i])
         start_price[i] = float(np.clip(40.0 * math.exp(0.6 * rng.standard_normal()), 5, 1000))
         base_volume[i] = dynamics.base_volume * math.exp(rng.standard_normal())
-        late = i > 0 and rng.random() >= 0.5
-        first_row[i] = int(rng.integers(1, n_steps - MIN_SESSIONS + 1)) if late else 0
+        late = rng.random() >= 0.5
+        offset = int(rng.integers(0, n_steps - MIN_SESSIONS + 1))
+        first_row[i] = offset if (late and i > 0) else 0
         shocks[:, :, i] = _draw(rng, n_steps, dynamics)
 
     raw = _simulate(shocks, dynamics, np.ones(n_tickers), base_volume)
+    del shocks
     # Prices are multiplicative in the model, so scaling a whole path is the same path started
     # at another price: scale each so the close before its first bar is its start price.
     cols = np.arange(n_tickers)
@@ -332,15 +342,15 @@ def generate_universe(
     scale = start_price / before
     for c in ("open", "high", "low", "close"):
         raw[c] *= scale[None, :]
-    rounded = _round(raw)
-    stacked = np.stack([rounded[c] for c in _COLUMNS], axis=-1)  # (T, N, 5)
-    del raw, rounded
+    _round(raw)
+    stacked = np.stack([raw.pop(c) for c in _COLUMNS], axis=-1)  # (T, N, 5)
 
     index = pd.DatetimeIndex(sessions, name="date")
+    columns = pd.Index(_COLUMNS)  # one shared (immutable) column index for all the frames
     out: dict[str, pd.DataFrame] = {}
     for i, name in enumerate(names):
         k = int(first_row[i])
-        out[name] = _frame(index[k:], stacked[k:, i, :])
+        out[name] = _frame(index[k:], stacked[k:, i, :], columns)
     return out
 
 

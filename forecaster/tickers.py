@@ -52,7 +52,7 @@ def validate_ticker(symbol: str) -> str:
 
 
 def ticker_file(directory: str | os.PathLike[str], symbol: str, suffix: str) -> Path:
-    """Path of ``<directory>/<SYMBOL><suffix>`` for a validated symbol; never outside ``directory``."""
+    """``<directory>/<SYMBOL><suffix>`` for a validated symbol; never a path outside it."""
     if not _SUFFIX_RE.fullmatch(suffix):
         raise ValueError(f"bad file suffix {suffix!r}")
     name = validate_ticker(symbol) + suffix

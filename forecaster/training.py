@@ -134,8 +134,8 @@ def fit(model: QuantileRNN, ws: WindowSet, cfg: Config, device: torch.device,
                 loss.backward()
                 norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
                 opt.step()
-                loss_sum += float(loss)
-                norm_sum += float(norm)
+                loss_sum += loss.detach()
+                norm_sum += norm.detach()
                 n_batches += 1
                 if on_batch:
                     on_batch(len(y))
@@ -149,8 +149,8 @@ def fit(model: QuantileRNN, ws: WindowSet, cfg: Config, device: torch.device,
                 stale = 0
             else:
                 stale += 1
-            yield EpochRecord(epoch, loss_sum / max(n_batches, 1), val,
-                              norm_sum / max(n_batches, 1), lr,
+            yield EpochRecord(epoch, float(loss_sum) / max(n_batches, 1), val,
+                              float(norm_sum) / max(n_batches, 1), lr,
                               time.perf_counter() - start, len(order))
             if stale >= t.patience:
                 log.info("early stop at epoch %d (best val %.5f)", epoch, best[0])

@@ -89,6 +89,18 @@ class WindowSet:
             parts.append(t)
         return np.concatenate(parts) if parts else np.empty(0, np.int64)
 
+    def origins(self, split: str = "test") -> np.ndarray:
+        """Every forecast origin whose next session is in ``split`` (walk-forward evaluation):
+        like :meth:`ends`, but the last origins keep the steps that have actuals, so each
+        session of the split is the first target of exactly one origin."""
+        want = SPLITS.index(split)
+        parts = []
+        for k in range(len(self.tickers)):
+            lo, hi = self.offsets[k], self.offsets[k + 1]
+            t = np.arange(lo + self.lookback - 1, hi - 1, dtype=np.int64)
+            parts.append(t[self.split[t + 1] == want])
+        return np.concatenate(parts) if parts else np.empty(0, np.int64)
+
     def inputs(self, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, L, F) inputs and (B,) ticker ids of the windows ending at ``ends``."""
         rows = ends[:, None] + np.arange(1 - self.lookback, 1)  # (B, L)

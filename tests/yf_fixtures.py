@@ -8,7 +8,8 @@ requests (chart, cookie, crumb, quoteSummary) from memory:
 
 A value is either a frame of daily bars (served as a v8 chart payload, filtered by the
 request's period1/period2 like Yahoo does) or an int HTTP status (429, 404, 500...). Unknown
-symbols get Yahoo's 404 "No data found" answer. ``yahoo.down = True`` makes every request
+symbols get Yahoo's 404 "No data found" answer. ``yahoo.adjclose`` and ``yahoo.timezones`` set a
+symbol's adjusted close and exchange timezone. ``yahoo.down = True`` makes every request
 raise ``requests.ConnectionError``. ``yahoo.calls`` records (symbol, params) of chart calls.
 """
 
@@ -104,7 +105,8 @@ class FakeYahoo:
         self.answers: dict[str, pd.DataFrame | int] = {
             k.upper(): v for k, v in (answers or {}).items()
         }
-        self.adjclose: dict[str, pd.Series] = {}
+        self.adjclose: dict[str, pd.Series] = {}  # SYMBOL -> adjusted close, default close
+        self.timezones: dict[str, str] = {}  # SYMBOL -> exchange tz, default New York
         self.down = False
         self.calls: list[tuple[str, dict[str, str]]] = []
 
@@ -124,7 +126,8 @@ class FakeYahoo:
             period = None
             if "period1" in params:
                 period = (int(params["period1"]), int(params["period2"]))
-            body = chart_payload(symbol, got, adjclose=self.adjclose.get(symbol), period=period)
+            tz = self.timezones.get(symbol, "America/New_York")
+            body = chart_payload(symbol, got, tz, adjclose=self.adjclose.get(symbol), period=period)
             return 200, json.dumps(body)
         if "getcrumb" in path:
             return 200, "fake-crumb"

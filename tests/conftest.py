@@ -1,0 +1,108 @@
+"""Shared fixtures: an isolated environment, a small synthetic CSV data folder, and one tiny
+trained run reused by the evaluate / predict / info tests."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path_factory):
+    """No test touches the real home, cache or colour settings."""
+    cache = tmp_path_factory.getbasetemp() / "xdg-cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "200")
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory) -> Path:
+    """CSV folder with STOCKA (listed 2016) and STOCKB (listed 2021): different histories."""
+    from forecaster.synthetic import generate_bars, write_csv
+
+    d = tmp_path_factory.mktemp("sample")
+    write_csv(generate_bars("2016-01-04", "2024-12-31", seed=11), d / "STOCKA.csv")
+    write_csv(generate_bars("2021-01-04", "2024-12-31", seed=12), d / "STOCKB.csv")
+    return d
+
+
+def tiny_overrides(data_dir: Path, **extra) -> dict:
+    """Dotted overrides for a model that trains in a second or two."""
+    base = {
+        "data.source": "csv", "data.data_dir": str(data_dir), "data.tickers": ["STOCKA", "STOCKB"],
+        "window.lookback": 20, "window.horizon": 3, "window.val_days": 100,
+        "window.test_days": 100, "model.cell": "gru", "model.hidden_size": 8,
+        "train.epochs": 2, "train.batch_size": 128, "train.seed": 0,
+    }
+    base.update(extra)
+    return base
+
+
+@pytest.fixture(scope="session")
+def trained_run(sample_dir, tmp_path_factory) -> Path:
+    """A tiny run trained once per test session (copy it before modifying it)."""
+    from forecaster.config import load_config
+    from forecaster.training import train
+
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    train(load_config(None, tiny_overrides(sample_dir)), run_dir=run_dir)
+    return run_dir
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path) -> Path:
+    """A private copy of the trained run, safe to damage."""
+    dst = tmp_path / "run"
+    shutil.copytree(trained_run, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def small_dir(tmp_path_factory) -> Path:
+    """A short CSV folder (STOCKA from 2022-07, STOCKB from 2023-06) for quick CLI trainings."""
+    from forecaster.synthetic import generate_bars, write_csv
+
+    d = tmp_path_factory.mktemp("small")
+    write_csv(generate_bars("2022-07-01", "2024-12-31", seed=21), d / "STOCKA.csv")
+    write_csv(generate_bars("2023-06-01", "2024-12-31", seed=22), d / "STOCKB.csv")
+    return d
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch):
+    """Invoke the real Typer app in-process from a scratch working directory.
+
+    Returns ``invoke(*args)`` giving typer's Result (stdout and stderr kept apart). The
+    ``forecaster`` logger is restored after each call, since the CLI points it at the
+    runner's temporary streams.
+    """
+    import logging
+
+    from typer.testing import CliRunner
+
+    from forecaster.cli import app
+
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    runner = CliRunner()
+    logger = logging.getLogger("forecaster")
+
+    def invoke(*args):
+        saved = (list(logger.handlers), logger.level, logger.propagate)
+        try:
+            return runner.invoke(app, [str(a) for a in args])
+        finally:
+            for h in logger.handlers:
+                if h not in saved[0]:
+                    h.close()
+            logger.handlers[:] = saved[0]
+            logger.setLevel(saved[1])
+            logger.propagate = saved[2]
+
+    return invoke

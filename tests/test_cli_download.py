@@ -1,0 +1,297 @@
+"""`forecaster download`: the store it fills and every exit code (0, 1, 2, 3, 75).
+
+Nothing here touches the network: ``forecaster.store.fetch_with_retry`` is replaced by an
+in-memory fake, or routed to the offline Yahoo stand-in of ``yf_fixtures``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pandas as pd
+import pytest
+from yf_fixtures import FakeYahoo, make_bars
+
+import forecaster.sources
+import forecaster.store
+from forecaster import fsio
+from forecaster.errors import NetworkError, TickerError
+
+STORE_COLUMNS = ["open", "high", "low", "close", "volume"]
+
+
+class FakeFetch:
+    """Stands in for ``fetch_with_retry``: SYMBOL -> bars, or an exception to raise."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.calls: list[tuple[str, object, object]] = []
+
+    def __call__(self, ticker, start=None, end=None, *, session=None, **_):
+        self.calls.append((ticker, start, end))
+        got = self.answers.get(ticker)
+        if got is None:
+            raise TickerError(f"no data for {ticker} (unknown or delisted symbol?)")
+        if isinstance(got, Exception):
+            raise got
+        bars = got if start is None else got[got.index >= pd.Timestamp(start)]
+        return bars.copy()
+
+
+@pytest.fixture
+def fake_fetch(monkeypatch):
+    def install(answers):
+        fake = FakeFetch(answers)
+        monkeypatch.setattr(forecaster.store, "fetch_with_retry", fake)
+        return fake
+
+    return install
+
+
+def _stored(data_dir, ticker) -> pd.DataFrame:
+    return pd.read_parquet(data_dir / "store" / f"{ticker}.parquet")
+
+
+def _parquets(data_dir) -> list[str]:
+    store = data_dir / "store"
+    return sorted(p.name for p in store.glob("*.parquet")) if store.exists() else []
+
+
+# ---------------------------------------------------------------------------- exit 0
+
+
+def test_download_writes_store_and_prints_table(cli, fake_fetch, tmp_path):
+    a, b = make_bars("2024-01-02", 40, seed=1), make_bars("2024-02-01", 25, seed=2)
+    fake_fetch({"AAA": a, "BRK-B": b})
+    data = tmp_path / "data"
+    res = cli("download", "AAA", "brk-b", "--data-dir", data)
+    assert res.exit_code == 0, res.stderr
+    assert _parquets(data) == ["AAA.parquet", "BRK-B.parquet"]
+    for sym, bars in (("AAA", a), ("BRK-B", b)):
+        df = _stored(data, sym)
+        assert list(df.columns) == STORE_COLUMNS
+        assert len(df) == len(bars)
+        assert df.index.is_monotonic_increasing and df.index.is_unique
+        assert df.index.tz is None
+        pd.testing.assert_series_equal(df["close"], bars["close"], check_names=False,
+                                       check_freq=False, check_index_type=False)
+    # the table: one row per ticker with its row count, first and last date
+    row = {sym: next(ln for ln in res.stdout.splitlines() if f" {sym} " in ln)
+           for sym in ("AAA", "BRK-B")}
+    for sym, bars in (("AAA", a), ("BRK-B", b)):
+        cells = row[sym].replace("│", " ").split()
+        assert str(len(bars)) in cells
+        assert str(bars.index[0].date()) in cells
+        assert str(bars.index[-1].date()) in cells
+
+
+def test_download_json_reports_rows_and_dates(cli, fake_fetch, tmp_path):
+    a = make_bars("2024-01-02", 30, seed=3)
+    fake_fetch({"AAA": a})
+    res = cli("download", "AAA", "--data-dir", tmp_path / "d", "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert set(doc) == {"ok", "failed"}
+    assert doc["failed"] == {}
+    assert set(doc["ok"]) == {"AAA"}
+    got = doc["ok"]["AAA"]
+    assert got["rows"] == 30
+    assert got["added"] == 30
+    assert str(got["first"]) == str(a.index[0].date())
+    assert str(got["last"]) == str(a.index[-1].date())
+
+
+def test_download_quiet_prints_no_table(cli, fake_fetch, tmp_path):
+    fake_fetch({"AAA": make_bars("2024-01-02", 30)})
+    data = tmp_path / "d"
+    res = cli("download", "AAA", "--data-dir", data, "--quiet")
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout.strip() == ""
+    assert _parquets(data) == ["AAA.parquet"]
+
+
+def test_download_is_incremental(cli, fake_fetch, tmp_path):
+    full = make_bars("2024-01-02", 50, seed=4)
+    data = tmp_path / "d"
+    fake = fake_fetch({"AAA": full.iloc[:40]})
+    assert cli("download", "AAA", "--data-dir", data, "-q").exit_code == 0
+    assert fake.calls == [("AAA", None, None)]
+    fake.answers["AAA"] = full
+    res = cli("download", "AAA", "--data-dir", data, "--json")
+    assert res.exit_code == 0, res.stderr
+    # the second call starts a few sessions before the last stored bar, not from scratch
+    _, start, _ = fake.calls[-1]
+    assert start is not None
+    assert full.index[30] <= pd.Timestamp(start) <= full.index[39]
+    doc = json.loads(res.stdout)["ok"]["AAA"]
+    assert doc["added"] == 10 and doc["rows"] == 50
+    assert len(_stored(data, "AAA")) == 50
+
+
+def test_download_takes_data_dir_from_config_and_flag_wins(cli, fake_fetch, tmp_path):
+    fake_fetch({"AAA": make_bars("2024-01-02", 20)})
+    from_cfg, from_flag = tmp_path / "cfgdata", tmp_path / "flagdata"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[data]\ndata_dir = "{from_cfg.as_posix()}"\n')
+    assert cli("download", "AAA", "--config", cfg, "-q").exit_code == 0
+    assert _parquets(from_cfg) == ["AAA.parquet"]
+    assert cli("download", "AAA", "--config", cfg, "--data-dir", from_flag, "-q").exit_code == 0
+    assert _parquets(from_flag) == ["AAA.parquet"]
+
+
+def test_download_log_file_gets_timestamped_lines(cli, fake_fetch, tmp_path):
+    fake_fetch({"AAA": make_bars("2024-01-02", 20)})
+    log_file = tmp_path / "logs" / "dl.log"
+    res = cli("download", "AAA", "ZZZ", "--data-dir", tmp_path / "d", "--log-file", log_file)
+    assert res.exit_code == 3
+    text = log_file.read_text()
+    assert "ZZZ" in text
+    assert text[:4].isdigit()  # each line starts with its timestamp
+
+
+def test_download_through_offline_yahoo_stand_in(cli, monkeypatch, tmp_path):
+    """The real fetch code (yfinance included) against the in-memory Yahoo."""
+    yahoo = FakeYahoo({"AAA": make_bars("2024-01-02", 30, seed=5)})
+    real = forecaster.sources.fetch_with_retry
+
+    def via_fake(ticker, start=None, end=None, *, session=None, **_):
+        return real(ticker, start, end, session=yahoo.session(), sleep=lambda s: None)
+
+    monkeypatch.setattr(forecaster.store, "fetch_with_retry", via_fake)
+    data = tmp_path / "d"
+    res = cli("download", "AAA", "--data-dir", data, "--json")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["ok"]["AAA"]["rows"] == 30
+    assert len(_stored(data, "AAA")) == 30
+    assert yahoo.chart_calls("AAA")
+
+
+# ---------------------------------------------------------------------------- exit 1
+
+
+def test_download_config_unknown_key_is_named(cli, fake_fetch, tmp_path):
+    fake = fake_fetch({"AAA": make_bars("2024-01-02", 20)})
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[data]\nsauce = \"csv\"\n")
+    res = cli("download", "AAA", "--config", cfg, "--data-dir", tmp_path / "d")
+    assert res.exit_code == 1
+    assert "data.sauce" in res.stderr and "unknown key" in res.stderr
+    assert fake.calls == []
+    assert _parquets(tmp_path / "d") == []
+
+
+def test_download_config_wrong_type_is_named(cli, fake_fetch, tmp_path):
+    fake_fetch({"AAA": make_bars("2024-01-02", 20)})
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[window]\nlookback = \"sixty\"\n")
+    res = cli("download", "AAA", "--config", cfg, "--data-dir", tmp_path / "d")
+    assert res.exit_code == 1
+    assert "window.lookback" in res.stderr
+    assert _parquets(tmp_path / "d") == []
+
+
+def test_download_config_not_toml(cli, fake_fetch, tmp_path):
+    fake_fetch({})
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("this is [not toml\n")
+    res = cli("download", "AAA", "--config", cfg, "--data-dir", tmp_path / "d")
+    assert res.exit_code == 1
+    assert "TOML" in res.stderr
+
+
+def test_download_invalid_symbol(cli, fake_fetch, tmp_path):
+    fake = fake_fetch({})
+    res = cli("download", "../../etc", "--data-dir", tmp_path / "d")
+    assert res.exit_code == 1
+    assert "invalid ticker" in res.stderr
+    assert fake.calls == []
+    assert not (tmp_path / "etc.parquet").exists()
+
+
+def test_download_every_ticker_unknown_is_an_error_not_tempfail(cli, fake_fetch, tmp_path):
+    fake_fetch({})  # every symbol: "no data"
+    res = cli("download", "NOPE", "NADA", "--data-dir", tmp_path / "d")
+    assert res.exit_code == 1
+    assert "NOPE" in res.stderr and "NADA" in res.stderr
+    assert _parquets(tmp_path / "d") == []
+
+
+# ---------------------------------------------------------------------------- exit 2
+
+
+@pytest.mark.parametrize("args", [
+    ["download"],  # no ticker
+    ["download", "AAA", "--bogus"],
+    ["download", "AAA", "--lock-timeout", "-1"],
+    ["download", "AAA", "--config", "/no/such/config.toml"],
+])
+def test_download_usage_errors(cli, fake_fetch, args):
+    fake = fake_fetch({})
+    res = cli(*args)
+    assert res.exit_code == 2
+    assert "Usage" in res.stderr
+    assert res.stdout == ""
+    assert fake.calls == []
+
+
+# ---------------------------------------------------------------------------- exit 3
+
+
+def test_download_partial_failure_writes_the_rest(cli, fake_fetch, tmp_path):
+    fake_fetch({"AAA": make_bars("2024-01-02", 20), "BBB": NetworkError("BBB: connection reset")})
+    data = tmp_path / "d"
+    res = cli("download", "AAA", "BBB", "--data-dir", data)
+    assert res.exit_code == 3
+    assert _parquets(data) == ["AAA.parquet"]
+    err = res.stderr
+    assert "BBB" in err and "failed" in err
+    assert "AAA" in res.stdout
+
+
+def test_download_partial_failure_json(cli, fake_fetch, tmp_path):
+    fake_fetch({"AAA": make_bars("2024-01-02", 20)})
+    res = cli("download", "AAA", "ZZZ", "--data-dir", tmp_path / "d", "--json")
+    assert res.exit_code == 3
+    doc = json.loads(res.stdout)
+    assert set(doc["ok"]) == {"AAA"}
+    assert set(doc["failed"]) == {"ZZZ"}
+    assert "ZZZ" in res.stderr
+
+
+# ---------------------------------------------------------------------------- exit 75
+
+
+def test_download_network_down_for_every_ticker_is_tempfail(cli, fake_fetch, tmp_path):
+    down = NetworkError("cannot reach Yahoo (ConnectionError: network is unreachable)")
+    fake_fetch({"AAA": down, "BBB": down})
+    data = tmp_path / "d"
+    res = cli("download", "AAA", "BBB", "--data-dir", data)
+    assert res.exit_code == 75
+    assert "AAA" in res.stderr and "BBB" in res.stderr
+    assert _parquets(data) == []
+
+
+def test_download_network_down_keeps_existing_store(cli, fake_fetch, tmp_path):
+    data = tmp_path / "d"
+    fake = fake_fetch({"AAA": make_bars("2024-01-02", 20)})
+    assert cli("download", "AAA", "--data-dir", data, "-q").exit_code == 0
+    before = (data / "store" / "AAA.parquet").read_bytes()
+    fake.answers["AAA"] = NetworkError("network is unreachable")
+    res = cli("download", "AAA", "--data-dir", data)
+    assert res.exit_code == 75
+    assert (data / "store" / "AAA.parquet").read_bytes() == before
+
+
+def test_download_lock_held_is_tempfail_naming_holder(cli, fake_fetch, tmp_path):
+    fake = fake_fetch({"AAA": make_bars("2024-01-02", 20)})
+    data = tmp_path / "d"
+    with fsio.file_lock(data / "store" / ".lock"):
+        res = cli("download", "AAA", "--data-dir", data)
+    assert res.exit_code == 75
+    assert f"pid {os.getpid()}" in res.stderr
+    assert "holds" in res.stderr
+    assert fake.calls == []
+    assert _parquets(data) == []
+    # once the lock is free the same command works
+    assert cli("download", "AAA", "--data-dir", data, "-q").exit_code == 0

@@ -1,0 +1,154 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import forecaster
+from forecaster import fsio
+from forecaster.errors import EXIT_TEMPFAIL, LockBusy
+
+REPO_ROOT = Path(next(iter(forecaster.__path__))).resolve().parent
+
+
+def test_atomic_write_text_and_bytes(tmp_path):
+    target = tmp_path / "sub" / "out.txt"
+    fsio.atomic_write_text(target, "héllo\n")
+    assert target.read_text(encoding="utf-8") == "héllo\n"
+    fsio.atomic_write_bytes(target, b"\x00\x01")
+    assert target.read_bytes() == b"\x00\x01"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.txt"]
+
+
+def test_atomic_writer_failure_keeps_old_file_and_removes_temp(tmp_path):
+    target = tmp_path / "out.csv"
+    target.write_text("old\n")
+    with pytest.raises(RuntimeError, match="boom"):
+        with fsio.atomic_writer(target) as f:
+            f.write("new, half written")
+            raise RuntimeError("boom")
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+def test_atomic_writer_failure_in_fsync_keeps_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+
+    def broken_fsync(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(fsio.os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="disk full"):
+        fsio.atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_atomic_writer_keeps_mode_of_existing_file(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    target.chmod(0o640)
+    fsio.atomic_write_text(target, "new")
+    assert target.stat().st_mode & 0o777 == 0o640
+
+
+def test_atomic_writer_rejects_other_modes(tmp_path):
+    with pytest.raises(ValueError):
+        with fsio.atomic_writer(tmp_path / "x", "a"):
+            pass
+
+
+def test_replace_dir_swaps_whole_directory(tmp_path):
+    final = tmp_path / "run"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    stale = tmp_path / ".run.replaced-deadbeef"  # left by an interrupted earlier replace
+    stale.mkdir()
+    tmp = fsio.sibling_temp_dir(final)
+    (tmp / "new.txt").write_text("new")
+    fsio.replace_dir(tmp, final)
+    assert [p.name for p in final.iterdir()] == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_replace_dir_fallback_without_exchange(tmp_path, monkeypatch):
+    monkeypatch.setattr(fsio, "_exchange", lambda a, b: False)
+    final = tmp_path / "run"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    tmp = fsio.sibling_temp_dir(final)
+    (tmp / "new.txt").write_text("new")
+    fsio.replace_dir(tmp, final)
+    assert [p.name for p in final.iterdir()] == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_replace_dir_creates_missing_final(tmp_path):
+    tmp = fsio.sibling_temp_dir(tmp_path / "new")
+    (tmp / "a").write_text("a")
+    fsio.replace_dir(tmp, tmp_path / "new")
+    assert (tmp_path / "new" / "a").read_text() == "a"
+    assert not tmp.exists()
+
+
+def test_file_lock_records_holder_and_cleans_up(tmp_path):
+    lock = tmp_path / "store" / ".lock"
+    with fsio.file_lock(lock):
+        holder = (tmp_path / "store" / ".lock.holder").read_text()
+        assert f'"pid": {os.getpid()}' in holder
+    assert not (tmp_path / "store" / ".lock.holder").exists()
+    with fsio.file_lock(lock):  # free again
+        pass
+
+
+HOLD_LOCK = """
+import sys, time
+from forecaster import fsio
+with fsio.file_lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.fixture
+def lock_holder(tmp_path):
+    """A separate process that takes the lock and keeps it until killed."""
+    lock = tmp_path / "store" / ".lock"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(lock)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+        yield proc, lock
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_second_process_gets_lock_busy_naming_holder(lock_holder):
+    proc, lock = lock_holder
+    started = time.monotonic()
+    with pytest.raises(LockBusy) as info:
+        with fsio.file_lock(lock, timeout=0):
+            pass
+    assert time.monotonic() - started < 2
+    message = str(info.value)
+    assert f"pid {proc.pid}" in message
+    assert str(lock) in message and "--lock-timeout" in message
+    assert info.value.exit_code == EXIT_TEMPFAIL
+
+
+def test_lock_of_killed_holder_is_free_at_once(lock_holder):
+    proc, lock = lock_holder
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    started = time.monotonic()
+    with fsio.file_lock(lock, timeout=0):
+        pass
+    assert time.monotonic() - started < 1

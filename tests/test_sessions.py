@@ -1,0 +1,256 @@
+"""Trading sessions on the exchange calendar (forecaster.sessions)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from forecaster.errors import ConfigError
+from forecaster.sessions import (
+    get_calendar,
+    is_open_session_unfinished,
+    last_completed_session,
+    next_sessions,
+    sessions_after_count,
+    sessions_in_range,
+)
+
+NY = "America/New_York"
+
+
+def ts(s: str) -> pd.Timestamp:
+    return pd.Timestamp(s)
+
+
+def ny(s: str) -> pd.Timestamp:
+    return pd.Timestamp(s, tz=NY)
+
+
+def dates(*items: str) -> list[pd.Timestamp]:
+    return [pd.Timestamp(x) for x in items]
+
+
+# --- next_sessions --------------------------------------------------------------------------
+
+
+def test_next_sessions_skips_christmas_and_the_weekend():
+    out = next_sessions("2025-12-24", 4)
+    assert list(out) == dates("2025-12-26", "2025-12-29", "2025-12-30", "2025-12-31")
+
+
+def test_next_sessions_skips_new_year_into_the_next_year():
+    assert list(next_sessions("2025-12-31", 2)) == dates("2026-01-02", "2026-01-05")
+
+
+def test_next_sessions_after_a_non_session_day():
+    # Saturday and Christmas Day themselves are not sessions; the answer is the same.
+    assert list(next_sessions("2025-12-27", 1)) == dates("2025-12-29")
+    assert list(next_sessions("2025-12-25", 1)) == dates("2025-12-26")
+
+
+def test_next_sessions_skips_good_friday():
+    # Good Friday 2025 is April 18; Thursday April 17 is followed by Monday April 21.
+    assert list(next_sessions("2025-04-17", 2)) == dates("2025-04-21", "2025-04-22")
+
+
+def test_next_sessions_shape_and_type():
+    out = next_sessions(pd.Timestamp("2024-03-01"), 10)
+    assert isinstance(out, pd.DatetimeIndex)
+    assert out.dtype == "datetime64[ns]"
+    assert out.tz is None
+    assert len(out) == 10
+    assert (out == out.normalize()).all()
+    assert out.is_monotonic_increasing and out.is_unique
+    assert (out > ts("2024-03-01")).all()
+
+
+def test_next_sessions_zero_and_negative():
+    assert len(next_sessions("2025-06-02", 0)) == 0
+    with pytest.raises(ValueError):
+        next_sessions("2025-06-02", -1)
+
+
+def test_next_sessions_beyond_default_calendar_end():
+    # Far past "today + 2 years": a wider calendar is built on demand.
+    out = next_sessions("2035-12-24", 2)
+    assert list(out) == dates("2035-12-26", "2035-12-27")
+
+
+def test_tz_aware_date_keeps_its_wall_date():
+    out = next_sessions(pd.Timestamp("2025-12-24", tz="UTC"), 1)
+    assert list(out) == dates("2025-12-26")
+
+
+# --- sessions_in_range ----------------------------------------------------------------------
+
+
+def test_sessions_in_range_is_inclusive_and_skips_weekends():
+    out = sessions_in_range("2025-06-02", "2025-06-13")  # Monday .. Friday, two weeks
+    assert len(out) == 10
+    assert out[0] == ts("2025-06-02") and out[-1] == ts("2025-06-13")
+    assert (out.day_of_week < 5).all()
+
+
+@pytest.mark.parametrize(
+    "holiday",
+    [
+        "2025-04-18",  # Good Friday
+        "2024-03-29",  # Good Friday
+        "2025-07-04",  # Independence Day
+        "2025-11-27",  # Thanksgiving
+        "2025-12-25",  # Christmas
+        "2025-01-01",  # New Year's Day
+        "2012-10-29",  # Hurricane Sandy closure
+    ],
+)
+def test_holidays_are_not_sessions(holiday):
+    day = ts(holiday)
+    window = sessions_in_range(day - pd.Timedelta(days=7), day + pd.Timedelta(days=7))
+    assert day not in window
+    assert len(window) >= 8
+
+
+def test_sessions_in_range_old_data_and_year_count():
+    out = sessions_in_range("2004-01-01", "2004-12-31")
+    assert out[0] == ts("2004-01-02")
+    assert out[-1] == ts("2004-12-31")
+    assert 250 <= len(out) <= 253
+
+
+def test_sessions_in_range_empty_when_reversed_or_no_session():
+    assert len(sessions_in_range("2025-06-10", "2025-06-01")) == 0
+    assert len(sessions_in_range("2025-12-27", "2025-12-28")) == 0  # a weekend
+
+
+def test_sessions_in_range_output_is_plain_tz_naive_ns():
+    out = sessions_in_range("2020-01-01", "2020-01-31")
+    assert out.dtype == "datetime64[ns]"
+    assert out.tz is None
+    assert out[0] == ts("2020-01-02")
+
+
+# --- sessions_after_count -------------------------------------------------------------------
+
+
+def test_sessions_after_count_examples():
+    assert sessions_after_count("2025-12-24", "2025-12-31") == 4  # 26, 29, 30, 31
+    assert sessions_after_count("2025-12-24", "2025-12-26") == 1
+    assert sessions_after_count("2025-12-24", "2025-12-25") == 0  # Christmas is not a session
+    assert sessions_after_count("2025-12-24", "2025-12-24") == 0
+    assert sessions_after_count("2025-12-31", "2025-12-24") == 0
+    assert sessions_after_count("2025-04-17", "2025-04-21") == 1  # Good Friday skipped
+    assert sessions_after_count("2025-12-27", "2025-12-29") == 1  # from a Saturday
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    day=st.dates(min_value=pd.Timestamp("1995-01-01").date(), max_value=ts("2027-06-30").date()),
+    k=st.integers(min_value=1, max_value=40),
+)
+def test_count_and_next_sessions_agree(day, k):
+    out = next_sessions(day, k)
+    assert sessions_after_count(day, out[-1]) == k
+    assert list(sessions_in_range(out[0], out[-1])) == list(out)
+
+
+# --- last_completed_session -----------------------------------------------------------------
+
+
+def test_last_completed_session_before_and_after_the_close():
+    # Monday 2025-07-07; Friday 2025-07-04 was a holiday, so before the close it is the 3rd.
+    assert last_completed_session(ny("2025-07-07 15:59")) == ts("2025-07-03")
+    assert last_completed_session(ny("2025-07-07 16:00")) == ts("2025-07-07")
+    assert last_completed_session(ny("2025-07-07 23:30")) == ts("2025-07-07")
+    assert last_completed_session(ny("2025-07-08 09:45")) == ts("2025-07-07")
+
+
+def test_last_completed_session_in_winter_time():
+    # In December New York is UTC-5: the close is 21:00 UTC.
+    assert last_completed_session(pd.Timestamp("2025-12-01 20:59", tz="UTC")) == ts("2025-11-28")
+    assert last_completed_session(pd.Timestamp("2025-12-01 21:00", tz="UTC")) == ts("2025-12-01")
+
+
+def test_last_completed_session_naive_now_is_utc():
+    # 19:59 UTC is 15:59 in New York in July.
+    assert last_completed_session(pd.Timestamp("2025-07-08 19:59")) == ts("2025-07-07")
+    assert last_completed_session(pd.Timestamp("2025-07-08 20:00")) == ts("2025-07-08")
+
+
+def test_last_completed_session_half_day_and_weekend():
+    # Christmas Eve closes at 13:00.
+    assert last_completed_session(ny("2025-12-24 12:59")) == ts("2025-12-23")
+    assert last_completed_session(ny("2025-12-24 13:00")) == ts("2025-12-24")
+    # Christmas Day and the weekend: still the 26th... once it closed.
+    assert last_completed_session(ny("2025-12-28 12:00")) == ts("2025-12-26")
+
+
+def test_last_completed_session_default_now_is_tz_naive_and_in_the_past():
+    out = last_completed_session()
+    assert out.tz is None
+    assert out == out.normalize()
+    assert out <= pd.Timestamp.now(tz="UTC").tz_localize(None)
+    assert out in sessions_in_range(out, out)
+
+
+# --- is_open_session_unfinished -------------------------------------------------------------
+
+
+def test_is_open_session_unfinished():
+    assert is_open_session_unfinished("2025-07-07", ny("2025-07-07 08:00")) is True
+    assert is_open_session_unfinished("2025-07-07", ny("2025-07-07 15:59")) is True
+    assert is_open_session_unfinished("2025-07-07", ny("2025-07-07 16:00")) is False
+    assert is_open_session_unfinished("2025-07-03", ny("2025-07-07 10:00")) is False  # past
+    assert is_open_session_unfinished("2025-07-08", ny("2025-07-07 10:00")) is False  # future
+    assert is_open_session_unfinished("2025-12-25", ny("2025-12-25 10:00")) is False  # holiday
+    assert is_open_session_unfinished("2025-12-24", ny("2025-12-24 13:30")) is False  # half day
+
+
+def test_is_open_session_unfinished_uses_the_exchange_date():
+    # 02:00 UTC on the 8th is still the evening of the 7th in New York: the 8th is not "today".
+    assert is_open_session_unfinished("2025-07-08", pd.Timestamp("2025-07-08 02:00")) is False
+    assert is_open_session_unfinished("2025-07-08", pd.Timestamp("2025-07-08 14:00")) is True
+
+
+# --- calendars ------------------------------------------------------------------------------
+
+
+def test_unknown_calendar_is_config_error():
+    with pytest.raises(ConfigError) as info:
+        get_calendar("NOPE")
+    assert "NOPE" in str(info.value)
+    assert "XNYS" in str(info.value)
+    with pytest.raises(ConfigError):
+        next_sessions("2025-12-24", 1, calendar="NOT-A-CALENDAR")
+    with pytest.raises(ConfigError):
+        sessions_in_range("2025-01-01", "2025-02-01", calendar="")
+
+
+def test_calendar_is_cached_and_aliases_resolve():
+    assert get_calendar("XNYS") is get_calendar("XNYS")
+    assert get_calendar("NYSE").name == "XNYS"
+
+
+def test_other_calendar_has_its_own_holidays():
+    # London is closed on Boxing Day, New York is not.
+    assert list(next_sessions("2025-12-24", 1, calendar="XLON")) == dates("2025-12-29")
+    assert list(next_sessions("2025-12-24", 1)) == dates("2025-12-26")
+
+
+def test_module_does_not_import_exchange_calendars_at_import_time():
+    # Keeps ``forecaster --help`` fast: the import happens inside the functions only.
+    import ast
+    import inspect
+
+    import forecaster.sessions as module
+
+    tree = ast.parse(inspect.getsource(module))
+    top_level = []
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            top_level += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            top_level.append(node.module or "")
+    assert top_level, "expected some top-level imports"
+    assert not any(name.split(".")[0] == "exchange_calendars" for name in top_level)

@@ -1,0 +1,346 @@
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from yf_fixtures import FakeYahoo, make_bars
+
+import forecaster
+from forecaster import sources
+from forecaster.errors import DataError, NetworkError, RateLimitError, TickerError
+
+REPO_ROOT = Path(next(iter(forecaster.__path__))).resolve().parent
+
+
+@pytest.fixture(autouse=True)
+def offline_yfinance(tmp_path_factory):
+    """Private yfinance caches under tmp, and no response replayed from an earlier test."""
+    from yfinance.data import YfData
+
+    sources.configure_yfinance(tmp_path_factory.getbasetemp() / "yfinance-cache")
+    YfData.cache_get.cache_clear()
+    yield
+    YfData.cache_get.cache_clear()
+
+
+def assert_normalised(df: pd.DataFrame) -> None:
+    assert list(df.columns) == ["open", "high", "low", "close", "volume"]
+    assert all(dtype == np.float64 for dtype in df.dtypes)
+    assert isinstance(df.index, pd.DatetimeIndex)
+    assert df.index.tz is None and df.index.name == "date"
+    assert df.index.dtype == "datetime64[ns]"
+    assert (df.index == df.index.normalize()).all()
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+GOOD = """date,open,high,low,close,volume
+2024-01-02,10,11,9,10.5,1000
+2024-01-03,10.5,12,10,11.5,2000
+"""
+
+
+def test_csv_reads_normalised_frame(tmp_path):
+    write(tmp_path, "AAA.csv", GOOD)
+    df = sources.read_csv_bars(tmp_path, "aaa")
+    assert_normalised(df)
+    assert list(df.index.strftime("%Y-%m-%d")) == ["2024-01-02", "2024-01-03"]
+    assert df.loc["2024-01-03", "close"] == 11.5
+    assert df.loc["2024-01-02", "volume"] == 1000.0
+
+
+def test_csv_header_is_case_and_space_insensitive_with_adj_close(tmp_path):
+    write(
+        tmp_path,
+        "AAA.csv",
+        "\ufeff  Timestamp , OPEN,High ,low,Close, Adj Close ,Volume\n"
+        "2024-01-02, 10,11,9,10,5,1000\n",
+    )
+    df = sources.read_csv_bars(tmp_path, "AAA")
+    row = df.iloc[0]
+    # auto-adjust: O/H/L scaled by adj/close = 0.5, close replaced by adj close
+    assert (row["open"], row["high"], row["low"], row["close"]) == (5.0, 5.5, 4.5, 5.0)
+    assert row["volume"] == 1000.0
+
+
+def test_csv_empty_adj_close_column_is_ignored_and_us_dates_parse(tmp_path):
+    write(
+        tmp_path,
+        "AAA.csv",
+        "Date,Open,High,Low,Close,Adj Close,Volume\n01/02/2024,1,2,1,1.5,,100\n",
+    )
+    df = sources.read_csv_bars(tmp_path, "AAA")
+    assert df.index[0] == pd.Timestamp("2024-01-02")
+    assert df["close"].iloc[0] == 1.5
+
+
+def test_csv_dates_with_utc_offsets_keep_the_session_date(tmp_path):
+    # as written by DataFrame.to_csv of a yfinance history() frame; Tokyo must not shift a day
+    write(
+        tmp_path,
+        "7203.T.csv",
+        "Datetime,Open,High,Low,Close,Volume\n"
+        "2024-03-08 00:00:00+09:00,1,1,1,1,1\n"
+        "2024-03-11 00:00:00+09:00,1,1,1,1,1\n",
+    )
+    df = sources.read_csv_bars(tmp_path, "7203.T")
+    assert list(df.index.strftime("%Y-%m-%d")) == ["2024-03-08", "2024-03-11"]
+    assert_normalised(df)
+
+
+def test_csv_is_not_sorted_or_repaired_here(tmp_path):
+    write(
+        tmp_path,
+        "AAA.csv",
+        "date,open,high,low,close,volume\n2024-01-03,1,1,1,1,1\n2024-01-02,2,2,2,2,\n",
+    )
+    df = sources.read_csv_bars(tmp_path, "AAA")
+    assert list(df.index.strftime("%m-%d")) == ["01-03", "01-02"]
+    assert np.isnan(df["volume"].iloc[1])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "is empty"),
+        ("\n\n", "is empty"),
+        ("date,open,high,low,close,volume\n", "has a header but no rows"),
+        ("date,open,high,low,close\n2024-01-02,1,1,1,1\n", "missing column(s) volume"),
+        ("day,open,high,low,close,volume\n2024-01-02,1,1,1,1,1\n", "missing column(s) date"),
+        (
+            "date;open;high;low;close;volume\n2024-01-02;1,5;1;1;1;1\n",
+            "looks like ';'-separated; expected commas",
+        ),
+        (
+            "date\topen\thigh\tlow\tclose\tvolume\n2024-01-02\t1\t1\t1\t1\t1\n",
+            "looks like tab-separated; expected commas",
+        ),
+        (
+            "date,open,high,low,close,volume\n2024-01-02,1,1,1,1,1\nnot-a-date,1,1,1,1,1\n",
+            "unparseable date 'not-a-date' in row 2",
+        ),
+        (
+            "date,open,high,low,close,volume\n2024-01-02,1,1,1,1,1\n,1,1,1,1,1\n",
+            "empty date in row 2",
+        ),
+        (
+            "date,open,high,low,close,volume\n2024-01-02,1,1,1,1,1\n2024-01-03,1,1,1,abc,1\n",
+            "non-numeric value 'abc' in column close on 2024-01-03",
+        ),
+        (
+            "date,open,close,Close,high,low,volume\n2024-01-02,1,1,1,1,1,1\n",
+            "duplicate column(s) close",
+        ),
+        (
+            "date,open,high,low,close,volume\n2024-01-02,1,1,1,1,1,7,8\n",
+            "more fields than the header",
+        ),
+        (
+            "date,open,high,low,close,volume\n2024-01-02,1,1,1,1,1\n2024-01-02,1,1,1,1,1,7\n",
+            "not a readable CSV",
+        ),
+    ],
+)
+def test_csv_bad_inputs_name_the_problem(tmp_path, text, expected):
+    path = write(tmp_path, "BAD.csv", text)
+    with pytest.raises(DataError) as info:
+        sources.read_csv_bars(tmp_path, "BAD")
+    message = str(info.value)
+    assert expected in message
+    assert str(path) in message
+    assert "\n" not in message
+
+
+def test_csv_missing_file_names_the_path(tmp_path):
+    with pytest.raises(DataError) as info:
+        sources.read_csv_bars(tmp_path, "NOPE")
+    assert str(tmp_path / "NOPE.csv") in str(info.value)
+
+
+def test_csv_not_utf8(tmp_path):
+    (tmp_path / "AAA.csv").write_bytes(b"date,open,high,low,close,volume\n\xff\xfe,1,1,1,1,1\n")
+    with pytest.raises(DataError, match="not UTF-8"):
+        sources.read_csv_bars(tmp_path, "AAA")
+
+
+def test_csv_bad_symbol_never_touches_the_filesystem(tmp_path):
+    with pytest.raises(TickerError):
+        sources.read_csv_bars(tmp_path, "../secret")
+
+
+# --------------------------------------------------------------------------- Yahoo
+
+
+def test_fetch_history_success_matches_served_bars():
+    bars = make_bars("2024-01-02", 30)
+    yahoo = FakeYahoo({"AAA": bars})
+    df = sources.fetch_history("aaa", session=yahoo.session())
+    assert_normalised(df)
+    pd.testing.assert_frame_equal(df, bars, check_freq=False)
+    assert yahoo.chart_calls("AAA")[-1]["period1"].startswith("-")  # period="max"
+
+
+def test_fetch_history_start_inclusive_end_exclusive():
+    bars = make_bars("2024-01-02", 30)
+    yahoo = FakeYahoo({"AAA": bars})
+    df = sources.fetch_history("AAA", "2024-01-10", "2024-01-19", session=yahoo.session())
+    assert df.index[0] == pd.Timestamp("2024-01-10")
+    assert df.index[-1] == pd.Timestamp("2024-01-18")
+
+
+def test_fetch_history_several_tickers_and_asian_session_dates():
+    us, jp = make_bars("2024-03-04", 10, seed=1), make_bars("2024-03-04", 10, seed=2)
+    yahoo = FakeYahoo({"USA": us, "7203.T": jp})
+    yahoo.timezones["7203.T"] = "Asia/Tokyo"  # 09:30 JST is the previous day in UTC
+    session = yahoo.session()
+    pd.testing.assert_frame_equal(
+        sources.fetch_history("USA", session=session), us, check_freq=False
+    )
+    pd.testing.assert_frame_equal(
+        sources.fetch_history("7203.T", session=session), jp, check_freq=False
+    )
+
+
+def test_fetch_history_applies_adjustment():
+    bars = make_bars("2024-01-02", 5)
+    yahoo = FakeYahoo({"DIV": bars})
+    yahoo.adjclose["DIV"] = bars["close"] * 0.9
+    df = sources.fetch_history("DIV", session=yahoo.session())
+    np.testing.assert_allclose(df["close"], bars["close"] * 0.9)
+    np.testing.assert_allclose(df["open"], bars["open"] * 0.9)
+
+
+def test_fetch_history_unknown_symbol_is_ticker_error():
+    yahoo = FakeYahoo({})
+    with pytest.raises(TickerError, match=r"no data for ZZZZ \(unknown or delisted symbol\?\)"):
+        sources.fetch_history("ZZZZ", session=yahoo.session())
+
+
+def test_fetch_history_rate_limit():
+    yahoo = FakeYahoo({"RL": 429})
+    with pytest.raises(RateLimitError, match="RL"):
+        sources.fetch_history("RL", session=yahoo.session())
+
+
+def test_fetch_history_network_down():
+    yahoo = FakeYahoo({"AAA": make_bars("2024-01-02", 5)})
+    yahoo.down = True
+    with pytest.raises(NetworkError, match="AAA: cannot reach Yahoo"):
+        sources.fetch_history("AAA", session=yahoo.session())
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.sleeps: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+
+
+def test_retry_rate_limit_backs_off_longer_then_gives_up():
+    yahoo = FakeYahoo({"RL": 429})
+    sleep = FakeClock()
+    with pytest.raises(RateLimitError):
+        sources.fetch_with_retry("RL", session=yahoo.session(), sleep=sleep, rng=lambda: 1.0)
+    assert sleep.sleeps == [5.0, 10.0, 20.0]  # 4 attempts, base 5x for 429
+    assert len(yahoo.calls) >= 4
+
+
+def test_retry_network_uses_full_jitter_and_cap():
+    yahoo = FakeYahoo({})
+    yahoo.down = True
+    sleep = FakeClock()
+    with pytest.raises(NetworkError):
+        sources.fetch_with_retry(
+            "AAA", session=yahoo.session(), sleep=sleep, rng=lambda: 0.5, attempts=5, max_delay=3.0
+        )
+    assert sleep.sleeps == [0.5, 1.0, 1.5, 1.5]
+
+
+def test_retry_no_data_only_once():
+    yahoo = FakeYahoo({})
+    sleep = FakeClock()
+    with pytest.raises(TickerError):
+        sources.fetch_with_retry("ZZZ", session=yahoo.session(), sleep=sleep, rng=lambda: 1.0)
+    assert len(sleep.sleeps) == 1
+
+
+def test_retry_clears_yfinance_cache_so_a_flaky_5xx_recovers():
+    bars = make_bars("2024-01-02", 10)
+    yahoo = FakeYahoo({"FLAKY": 500})
+
+    def sleep(seconds: float) -> None:
+        yahoo.answers["FLAKY"] = bars  # the server recovers while we wait
+
+    df = sources.fetch_with_retry("FLAKY", session=yahoo.session(), sleep=sleep)
+    pd.testing.assert_frame_equal(df, bars, check_freq=False)
+
+
+def test_retry_respects_deadline():
+    yahoo = FakeYahoo({"RL": 429})
+    sleep = FakeClock()
+    with pytest.raises(RateLimitError):
+        sources.fetch_with_retry(
+            "RL", session=yahoo.session(), sleep=sleep, rng=lambda: 1.0, deadline=3.0
+        )
+    assert sleep.sleeps == []
+
+
+def test_retry_does_not_retry_data_errors(monkeypatch):
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(args)
+        raise DataError("X: Yahoo error: odd")
+
+    monkeypatch.setattr(sources, "fetch_history", broken)
+    with pytest.raises(DataError, match="odd"):
+        sources.fetch_with_retry("X", sleep=FakeClock())
+    assert len(calls) == 1
+
+
+def test_drop_unfinished_session():
+    bars = make_bars("2024-01-02", 3)  # ends 2024-01-04
+    during = pd.Timestamp("2024-01-04 15:00", tz="America/New_York").tz_convert("UTC")
+    after = pd.Timestamp("2024-01-04 19:00", tz="America/New_York").tz_convert("UTC")
+    assert len(sources.drop_unfinished_session(bars, "America/New_York", during)) == 2
+    assert len(sources.drop_unfinished_session(bars, "America/New_York", after)) == 3
+    next_day = pd.Timestamp("2024-01-05 10:00", tz="America/New_York").tz_convert("UTC")
+    assert len(sources.drop_unfinished_session(bars, "America/New_York", next_day)) == 3
+
+
+def test_configure_yfinance_sets_private_quiet_strict_mode(tmp_path, monkeypatch):
+    import yfinance as yf
+    from yfinance import cache
+
+    monkeypatch.setattr(sources, "_yf_configured", False)
+    previous = cache._TzDBManager.get_location()
+    try:
+        target = tmp_path / "yf"
+        sources.configure_yfinance(target)
+        assert target.stat().st_mode & 0o777 == 0o700
+        assert cache._TzDBManager.get_location() == str(target)
+        assert yf.config.debug.hide_exceptions is False
+        assert yf.config.network.retries in (None, 0)
+        assert logging.getLogger("yfinance").propagate is False
+        sources.configure_yfinance(tmp_path / "other")  # once per process
+        assert not (tmp_path / "other").exists()
+    finally:
+        yf.set_tz_cache_location(previous)
+
+
+def test_importing_the_data_layer_does_not_import_yfinance():
+    code = "import sys, forecaster.sources, forecaster.store; sys.exit('yfinance' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0

@@ -1,0 +1,416 @@
+import functools
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from yf_fixtures import FakeYahoo, make_bars
+
+import forecaster
+from forecaster import sources, store
+from forecaster.errors import ConfigError, DataError, LockBusy, NetworkError
+
+REPO_ROOT = Path(next(iter(forecaster.__path__))).resolve().parent
+
+
+@pytest.fixture(autouse=True)
+def offline_yfinance(tmp_path_factory):
+    """Private yfinance caches under tmp, and no response replayed from an earlier test."""
+    from yfinance.data import YfData
+
+    sources.configure_yfinance(tmp_path_factory.getbasetemp() / "yfinance-cache")
+    YfData.cache_get.cache_clear()
+    yield
+    YfData.cache_get.cache_clear()
+
+
+def no_sleep(seconds: float) -> None:
+    pass
+
+
+def yahoo_fetch(yahoo: FakeYahoo):
+    """The real retrying Yahoo fetch through the fake, without waiting between tries."""
+    return functools.partial(sources.fetch_with_retry, session=yahoo.session(), sleep=no_sleep)
+
+
+# --------------------------------------------------------------------------- validate_bars
+
+
+def test_validate_repairs_order_duplicates_and_nan_rows_with_warnings(caplog):
+    bars = make_bars("2024-01-02", 6)
+    messy = pd.concat([bars.iloc[3:], bars.iloc[:3], bars.iloc[[1]] * 1.01])
+    messy.iloc[0, messy.columns.get_loc("close")] = np.nan  # 2024-01-05 loses its close
+    messy.iloc[1, messy.columns.get_loc("volume")] = np.nan
+    with caplog.at_level(logging.WARNING, logger="forecaster"):
+        out = store.validate_bars(messy, "AAA")
+    assert out.index.is_monotonic_increasing and out.index.is_unique
+    assert len(out) == 5 and pd.Timestamp("2024-01-05") not in out.index
+    assert out.loc["2024-01-03", "close"] == pytest.approx(bars.loc["2024-01-03", "close"] * 1.01)
+    assert out["volume"].iloc[3] == 0.0
+    text = caplog.text
+    assert "dropped 1 row(s) with a missing date or price" in text
+    assert "sorted 6 rows" in text
+    assert "dropped 1 row(s) with a duplicate date" in text
+    assert "set a missing volume to 0 on 1 row(s)" in text
+
+
+def test_validate_clean_frame_passes_silently(caplog):
+    bars = make_bars("2024-01-02", 10)
+    with caplog.at_level(logging.WARNING, logger="forecaster"):
+        out = store.validate_bars(bars, "AAA")
+    pd.testing.assert_frame_equal(out, bars, check_freq=False)
+    assert caplog.text == ""
+
+
+def test_validate_normalises_tz_aware_index():
+    bars = make_bars("2024-01-02", 3)
+    bars.index = bars.index.tz_localize("Asia/Tokyo")
+    out = store.validate_bars(bars, "AAA")
+    assert out.index.tz is None and out.index[0] == pd.Timestamp("2024-01-02")
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "expected"),
+    [
+        ("close", -1.0, "close -1 on 2024-01-04 is not a finite positive price"),
+        ("open", 0.0, "open 0 on 2024-01-04 is not a finite positive price"),
+        ("high", np.inf, "high inf on 2024-01-04 is not a finite positive price"),
+        ("volume", -5.0, "volume -5 on 2024-01-04 is not a finite non-negative volume"),
+        ("low", 1000.0, "high"),  # low above high
+        ("close", 150.0, "close 150 on 2024-01-04 is outside the day's low-high range"),
+    ],
+)
+def test_validate_errors_name_ticker_date_and_column(column, value, expected):
+    bars = make_bars("2024-01-02", 5)
+    bars.loc["2024-01-04", column] = value
+    with pytest.raises(DataError) as info:
+        store.validate_bars(bars, "AAA")
+    message = str(info.value)
+    assert message.startswith("AAA: ") and expected in message and "2024-01-04" in message
+
+
+def test_validate_high_below_low():
+    bars = make_bars("2024-01-02", 5)
+    bars.loc["2024-01-03", ["high", "low"]] = [90.0, 110.0]
+    bars.loc["2024-01-03", "close"] = 100.0
+    with pytest.raises(DataError, match="AAA: high 90 on 2024-01-03 is below the low"):
+        store.validate_bars(bars, "AAA")
+
+
+def test_validate_close_slightly_outside_range_is_tolerated():
+    bars = make_bars("2024-01-02", 5)
+    bars.loc["2024-01-03", "close"] = bars.loc["2024-01-03", "high"] * 1.005
+    store.validate_bars(bars, "AAA")
+
+
+def test_validate_absurd_one_day_move():
+    bars = make_bars("2024-01-02", 5)
+    bars.loc["2024-01-05", ["open", "high", "low", "close"]] *= 25
+    with pytest.raises(DataError, match="close .* on 2024-01-05 is more than 20x away"):
+        store.validate_bars(bars, "AAA")
+
+
+def test_validate_empty_and_all_nan_are_errors():
+    with pytest.raises(DataError, match="AAA: no usable bars"):
+        store.validate_bars(sources.empty_bars(), "AAA")
+    bars = make_bars("2024-01-02", 3)
+    bars["close"] = np.nan
+    with pytest.raises(DataError, match="no usable bars"):
+        store.validate_bars(bars, "AAA")
+
+
+def test_validate_missing_column():
+    with pytest.raises(DataError, match="missing column"):
+        store.validate_bars(make_bars("2024-01-02", 3).drop(columns="volume"), "AAA")
+
+
+# --------------------------------------------------------------------------- merge / files
+
+
+def test_merge_new_rows_win_and_revision_detection():
+    old = make_bars("2024-01-02", 10)
+    new = make_bars("2024-01-02", 14).iloc[7:].copy()  # overlaps the last 3 stored days
+    merged, revised = store.merge_bars(old, new)
+    assert not revised
+    assert len(merged) == 14 and merged.index.is_unique and merged.index.is_monotonic_increasing
+    new.loc[new.index[0], "volume"] += 1  # volume updates are not a revision...
+    assert not store.merge_bars(old, new)[1]
+    new["close"] *= 1 + 1e-7  # ...nor closes within rtol
+    assert not store.merge_bars(old, new)[1]
+    new["close"] *= 0.98  # a re-adjusted history is
+    merged, revised = store.merge_bars(old, new)
+    assert revised
+    assert merged.loc[new.index[0], "close"] == new["close"].iloc[0]
+
+
+def test_merge_disjoint_is_not_a_revision():
+    old, later = make_bars("2024-01-02", 5), make_bars("2024-02-01", 5)
+    merged, revised = store.merge_bars(old, later)
+    assert not revised and len(merged) == 10
+
+
+def test_save_and_load_round_trip(tmp_path):
+    bars = make_bars("2024-01-02", 20)
+    path = store.save_store(tmp_path, "brk-b", bars)
+    assert path == tmp_path / "store" / "BRK-B.parquet"
+    assert store.store_path(tmp_path, "BRK-B") == path
+    pd.testing.assert_frame_equal(store.load_store(tmp_path, "BRK-B"), bars, check_freq=False)
+
+
+def test_load_missing_suggests_download(tmp_path):
+    with pytest.raises(DataError, match="run `forecaster download AAA` first"):
+        store.load_store(tmp_path, "AAA")
+
+
+def test_load_corrupt_parquet(tmp_path):
+    path = store.store_path(tmp_path, "AAA")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(DataError, match=r"AAA: cannot read .*AAA\.parquet"):
+        store.load_store(tmp_path, "AAA")
+
+
+def test_failed_save_leaves_old_file_byte_identical(tmp_path, monkeypatch):
+    store.save_store(tmp_path, "AAA", make_bars("2024-01-02", 10))
+    path = store.store_path(tmp_path, "AAA")
+    before = path.read_bytes()
+
+    def half_write(self, f, **kwargs):
+        f.write(b"PAR1 partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", half_write)
+    with pytest.raises(OSError, match="disk full"):
+        store.save_store(tmp_path, "AAA", make_bars("2024-01-02", 20))
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == ["AAA.parquet"]
+
+
+# --------------------------------------------------------------------------- update_ticker
+
+
+class ScriptedSource:
+    """A fetch(ticker, start, end) over a frame of 'all bars Yahoo knows', recording calls."""
+
+    def __init__(self, bars: pd.DataFrame) -> None:
+        self.bars = bars
+        self.calls: list[tuple[str, object, object]] = []
+        self.error: Exception | None = None
+
+    def __call__(self, ticker, start, end):
+        self.calls.append((ticker, start, end))
+        if self.error is not None:
+            raise self.error
+        df = self.bars
+        if start is not None:
+            df = df[df.index >= pd.Timestamp(start)]
+        return df.copy()
+
+
+def test_update_new_ticker_fetches_full_history(tmp_path):
+    src = ScriptedSource(make_bars("2024-01-02", 30))
+    result = store.update_ticker(tmp_path, "aaa", src)
+    assert src.calls == [("AAA", None, None)]
+    assert (result.ticker, result.rows, result.added, result.refetched) == ("AAA", 30, 30, False)
+    assert str(result.first) == "2024-01-02" and result.last == src.bars.index[-1].date()
+
+
+def test_update_is_incremental_with_overlap(tmp_path):
+    everything = make_bars("2024-01-02", 40)
+    store.save_store(tmp_path, "AAA", everything.iloc[:30])
+    src = ScriptedSource(everything)
+    result = store.update_ticker(tmp_path, "AAA", src, overlap_days=5)
+    assert src.calls == [("AAA", everything.index[25], None)]
+    assert (result.rows, result.added, result.refetched) == (40, 10, False)
+    pd.testing.assert_frame_equal(store.load_store(tmp_path, "AAA"), everything, check_freq=False)
+
+
+def test_update_without_news_does_not_rewrite(tmp_path):
+    bars = make_bars("2024-01-02", 30)
+    store.save_store(tmp_path, "AAA", bars)
+    path = store.store_path(tmp_path, "AAA")
+    os.utime(path, (1, 1))
+    result = store.update_ticker(tmp_path, "AAA", ScriptedSource(bars))
+    assert result.added == 0 and path.stat().st_mtime == 1
+
+
+def test_update_revision_refetches_full_history(tmp_path):
+    everything = make_bars("2024-01-02", 40)
+    store.save_store(tmp_path, "AAA", everything.iloc[:30])
+    adjusted = everything.copy()
+    adjusted[["open", "high", "low", "close"]] *= 0.97  # a dividend re-adjusts all history
+    src = ScriptedSource(adjusted)
+    result = store.update_ticker(tmp_path, "AAA", src)
+    assert [c[1] for c in src.calls] == [everything.index[25], None]
+    assert result.refetched and result.rows == 40 and result.added == 10
+    pd.testing.assert_frame_equal(store.load_store(tmp_path, "AAA"), adjusted, check_freq=False)
+
+
+@pytest.mark.parametrize(
+    "error", [NetworkError("AAA: cannot reach Yahoo"), DataError("AAA: no usable bars")]
+)
+def test_failed_update_leaves_store_byte_identical(tmp_path, error):
+    store.save_store(tmp_path, "AAA", make_bars("2024-01-02", 30))
+    before = store.store_path(tmp_path, "AAA").read_bytes()
+    src = ScriptedSource(make_bars("2024-01-02", 40))
+    src.error = error
+    with pytest.raises(type(error)):
+        store.update_ticker(tmp_path, "AAA", src)
+    assert store.store_path(tmp_path, "AAA").read_bytes() == before
+
+
+def test_update_refuses_bad_fetched_data_and_keeps_store(tmp_path):
+    store.save_store(tmp_path, "AAA", make_bars("2024-01-02", 30))
+    before = store.store_path(tmp_path, "AAA").read_bytes()
+    bad = make_bars("2024-01-02", 40)
+    bad.loc[bad.index[-1], "close"] = -3.0
+    with pytest.raises(DataError, match="AAA: close -3"):
+        store.update_ticker(tmp_path, "AAA", ScriptedSource(bad))
+    assert store.store_path(tmp_path, "AAA").read_bytes() == before
+
+
+# --------------------------------------------------------------------------- download (yfinance)
+
+
+def test_download_several_tickers_through_yfinance(tmp_path):
+    bars = {"AAA": make_bars("2024-01-02", 30, seed=1), "BRK-B": make_bars("2024-01-02", 25)}
+    yahoo = FakeYahoo(bars)
+    report = store.download(["aaa", "brk-b", "AAA"], tmp_path, session=yahoo.session())
+    assert report.failed == {} and report.kinds == {}
+    assert sorted(report.ok) == ["AAA", "BRK-B"]
+    assert report.ok["AAA"].rows == 30 and report.ok["BRK-B"].added == 25
+    for symbol, frame in bars.items():
+        pd.testing.assert_frame_equal(store.load_store(tmp_path, symbol), frame, check_freq=False)
+    assert (tmp_path / "store" / "AAA.parquet").is_file()
+
+
+def test_download_one_of_three_failing(tmp_path):
+    yahoo = FakeYahoo({"AAA": make_bars("2024-01-02", 10), "CCC": make_bars("2024-01-02", 10)})
+    report = store.download(["AAA", "NOSUCH", "CCC"], tmp_path, fetch=yahoo_fetch(yahoo))
+    assert sorted(report.ok) == ["AAA", "CCC"]
+    assert report.kinds == {"NOSUCH": "no_data"}
+    assert "no data for NOSUCH" in report.failed["NOSUCH"]
+    assert not store.store_path(tmp_path, "NOSUCH").exists()
+    assert store.store_path(tmp_path, "CCC").exists()
+
+
+def test_download_rate_limited(tmp_path):
+    yahoo = FakeYahoo({"RL": 429, "AAA": make_bars("2024-01-02", 10)})
+    report = store.download(["RL", "AAA"], tmp_path, fetch=yahoo_fetch(yahoo))
+    assert report.kinds == {"RL": "rate_limit"} and "429" in report.failed["RL"]
+    assert list(report.ok) == ["AAA"]
+    assert sum(s == "RL" for s, _ in yahoo.calls) >= 4  # retried
+
+
+def test_download_invalid_symbol_is_reported_not_fatal(tmp_path):
+    yahoo = FakeYahoo({"AAA": make_bars("2024-01-02", 10)})
+    report = store.download(["../evil", "AAA"], tmp_path, session=yahoo.session())
+    assert list(report.ok) == ["AAA"] and report.kinds == {"../evil": "data"}
+    assert not (tmp_path.parent / "evil.parquet").exists()
+
+
+def test_download_network_down_trips_circuit_breaker(tmp_path):
+    yahoo = FakeYahoo({t: make_bars("2024-01-02", 10) for t in ["A", "B", "C", "D", "E"]})
+    yahoo.down = True
+    report = store.download(["A", "B", "C", "D", "E"], tmp_path, fetch=yahoo_fetch(yahoo))
+    assert report.ok == {}
+    assert report.kinds == dict.fromkeys("ABCDE", "network")
+    assert "not tried" in report.failed["D"] and "cannot reach Yahoo" in report.failed["A"]
+    assert not any(s in ("D", "E") for s, _ in yahoo.calls)  # never asked for
+    assert not store.store_path(tmp_path, "A").exists()
+
+
+def test_download_incremental_appends_only_new_rows(tmp_path):
+    everything = make_bars("2024-01-02", 40)
+    yahoo = FakeYahoo({"AAA": everything.iloc[:30]})
+    first = store.download(["AAA"], tmp_path, session=yahoo.session()).ok["AAA"]
+    assert (first.rows, first.added) == (30, 30)
+    yahoo.answers["AAA"] = everything
+    yahoo.calls.clear()
+    second = store.download(["AAA"], tmp_path, session=yahoo.session()).ok["AAA"]
+    assert (second.rows, second.added, second.refetched) == (40, 10, False)
+    [params] = yahoo.chart_calls("AAA")
+    start = pd.Timestamp(int(params["period1"]), unit="s", tz="UTC").tz_convert("America/New_York")
+    assert start.date() == everything.index[25].date()  # 5 sessions of overlap
+    pd.testing.assert_frame_equal(store.load_store(tmp_path, "AAA"), everything, check_freq=False)
+
+
+def test_download_revision_triggers_full_refetch(tmp_path):
+    everything = make_bars("2024-01-02", 40)
+    yahoo = FakeYahoo({"AAA": everything.iloc[:30]})
+    store.download(["AAA"], tmp_path, session=yahoo.session())
+    yahoo.answers["AAA"] = everything
+    yahoo.adjclose["AAA"] = everything["close"] * 0.95  # a dividend re-adjusts past closes
+    yahoo.calls.clear()
+    result = store.download(["AAA"], tmp_path, session=yahoo.session()).ok["AAA"]
+    assert result.refetched and result.rows == 40
+    assert len(yahoo.chart_calls("AAA")) == 2  # incremental, then the full history
+    stored = store.load_store(tmp_path, "AAA")
+    np.testing.assert_allclose(stored["close"], everything["close"] * 0.95)
+
+
+def test_download_failure_leaves_store_byte_identical(tmp_path):
+    yahoo = FakeYahoo({"AAA": make_bars("2024-01-02", 30)})
+    store.download(["AAA"], tmp_path, session=yahoo.session())
+    before = store.store_path(tmp_path, "AAA").read_bytes()
+    yahoo.down = True
+    report = store.download(["AAA"], tmp_path, fetch=yahoo_fetch(yahoo))
+    assert report.kinds == {"AAA": "network"}
+    assert store.store_path(tmp_path, "AAA").read_bytes() == before
+
+
+def test_download_refuses_while_another_process_holds_the_lock(tmp_path):
+    code = (
+        "import sys, time\nfrom forecaster import fsio\n"
+        "with fsio.file_lock(sys.argv[1]):\n    print('locked', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    lock = tmp_path / "store" / ".lock"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+        src = ScriptedSource(make_bars("2024-01-02", 5))
+        with pytest.raises(LockBusy, match=f"pid {proc.pid}"):
+            store.download(["AAA"], tmp_path, fetch=src)
+        assert src.calls == []
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+# --------------------------------------------------------------------------- load_bars
+
+
+def test_load_bars_from_csv_and_store(tmp_path):
+    bars = make_bars("2024-01-02", 5)
+    messy = pd.concat([bars.iloc[2:], bars.iloc[:2]])  # unsorted on disk
+    messy.rename_axis("Date").rename(columns=str.title).to_csv(tmp_path / "AAA.csv")
+    got = store.load_bars("csv", tmp_path, ["aaa"])
+    assert list(got) == ["AAA"]
+    pd.testing.assert_frame_equal(got["AAA"], bars, check_freq=False, rtol=1e-12)
+
+    store.save_store(tmp_path, "BBB", bars)
+    pd.testing.assert_frame_equal(
+        store.load_bars("yahoo", tmp_path, ["BBB"])["BBB"], bars, check_freq=False
+    )
+
+
+def test_load_bars_failing_ticker_is_named(tmp_path):
+    store.save_store(tmp_path, "BBB", make_bars("2024-01-02", 5))
+    with pytest.raises(DataError, match="CCC"):
+        store.load_bars("yahoo", tmp_path, ["BBB", "CCC"])
+    (tmp_path / "BAD.csv").write_text("date,open,high,low,close,volume\n2024-01-02,1,1,1,-1,1\n")
+    with pytest.raises(DataError, match="BAD: close -1 on 2024-01-02"):
+        store.load_bars("csv", tmp_path, ["BAD"])
+
+
+def test_load_bars_unknown_source(tmp_path):
+    with pytest.raises(ConfigError, match="unknown source"):
+        store.load_bars("bloomberg", tmp_path, ["AAA"])
