@@ -38,7 +38,7 @@ class TickerArrays:
 
 def dow_features(dates: np.ndarray) -> np.ndarray:
     """(T, 2) sine/cosine of the weekday (Mon=0 .. Fri=4) on a 5-day circle."""
-    dow = pd.DatetimeIndex(dates).dayofweek.to_numpy().astype(np.float64)
+    dow = pd.DatetimeIndex(dates).day_of_week.to_numpy().astype(np.float64)
     angle = 2 * np.pi * dow / 5.0
     return np.stack([np.sin(angle), np.cos(angle)], axis=1)
 

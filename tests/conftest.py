@@ -106,3 +106,18 @@ def cli(tmp_path, monkeypatch):
             logger.propagate = saved[2]
 
     return invoke
+
+
+@pytest.fixture(scope="session")
+def torch_one_thread():
+    """One torch CPU thread while tiny models train (much faster on a busy machine).
+
+    Session-scoped so that it is in place before the session-scoped ``trained_run`` is built
+    when a module asks for it with ``pytest.mark.usefixtures``; restored at the end.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

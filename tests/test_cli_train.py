@@ -1,0 +1,229 @@
+"""`forecaster train`: the run directory it writes, flag/config precedence, exit codes 0, 1, 2."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from forecaster.synthetic import generate_bars, write_csv
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "grad_norm", "lr", "seconds", "samples"]
+RUN_FILES = {"model.safetensors", "run.json", "history.csv"}
+
+# Tiny model flags: trains in well under a second on the small CSV folder.
+TINY = ["--source", "csv", "--lookback", "20", "--horizon", "3", "--val-days", "100",
+        "--test-days", "100", "--model", "gru", "--hidden-size", "8", "--batch-size", "128",
+        "--epochs", "1", "--seed", "0"]
+
+
+def _history(run_dir) -> list[dict]:
+    with open(run_dir / "history.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        assert reader.fieldnames == HISTORY_COLUMNS
+    return rows
+
+
+def _config_file(path, small_dir, *, epochs=2, extra=""):
+    path.write_text(
+        "[data]\n"
+        'source = "csv"\n'
+        f'data_dir = "{small_dir.as_posix()}"\n'
+        'tickers = ["STOCKA", "STOCKB"]\n'
+        "[window]\nlookback = 20\nhorizon = 3\nval_days = 100\ntest_days = 100\n"
+        '[model]\ncell = "gru"\nhidden_size = 8\n'
+        f"[train]\nepochs = {epochs}\nbatch_size = 128\nseed = 0\n" + extra)
+    return path
+
+
+# ---------------------------------------------------------------------------- exit 0
+
+
+def test_train_writes_a_complete_run(cli, small_dir, tmp_path):
+    run = tmp_path / "runs" / "first"
+    res = cli("train", "--data-dir", small_dir, "--tickers", "STOCKA,STOCKB", *TINY,
+              "--run-dir", run)
+    assert res.exit_code == 0, res.stderr
+    assert {p.name for p in run.iterdir()} == RUN_FILES
+    assert "run written to" in res.stdout and str(run) in res.stdout
+    rows = _history(run)
+    assert len(rows) == 1 and rows[0]["epoch"] == "1"
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["format_version"] == 1
+    assert meta["name"] == "first"
+    assert set(meta["tickers"]) == {"STOCKA", "STOCKB"}
+    assert meta["tickers"]["STOCKA"]["first_date"] == "2022-07-01"
+    assert meta["tickers"]["STOCKB"]["first_date"] == "2023-06-01"
+    assert meta["tickers"]["STOCKA"]["last_date"] == "2024-12-31"
+    assert set(meta["windows"]) == {"train", "val", "test"}
+    assert all(meta["windows"][k] > 0 for k in ("train", "val", "test"))
+    assert len(meta["data_hash"]) == 64
+    c = meta["config"]
+    assert (c["model"]["cell"], c["model"]["hidden_size"]) == ("gru", 8)
+    assert (c["window"]["lookback"], c["window"]["horizon"]) == (20, 3)
+    assert c["train"]["epochs"] == 1
+    # nothing left behind next to the run (the temporary directory was moved into place)
+    assert [p.name for p in run.parent.iterdir()] == ["first"]
+
+
+def test_train_tickers_as_arguments_and_default_run_dir(cli, small_dir):
+    res = cli("train", "STOCKA", "stockb", "--data-dir", small_dir, *TINY, "--quiet")
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout == ""
+    runs = list((Path.cwd() / "runs").iterdir())
+    assert len(runs) == 1 and runs[0].name.startswith("gru-")
+    meta = json.loads((runs[0] / "run.json").read_text())
+    assert set(meta["tickers"]) == {"STOCKA", "STOCKB"}
+
+
+def test_train_flags_override_config_file(cli, small_dir, tmp_path):
+    cfg = _config_file(tmp_path / "c.toml", small_dir, epochs=2,
+                       extra='[predict]\nout = "elsewhere"\n')
+    run = tmp_path / "r"
+    res = cli("train", "--config", cfg, "--epochs", "1", "--hidden-size", "6", "--run-dir", run,
+              "-q")
+    assert res.exit_code == 0, res.stderr
+    assert len(_history(run)) == 1
+    c = json.loads((run / "run.json").read_text())["config"]
+    assert c["train"]["epochs"] == 1  # flag over file
+    assert c["model"]["hidden_size"] == 6  # flag over file
+    assert c["window"]["lookback"] == 20  # file over default (60)
+    assert c["train"]["batch_size"] == 128  # file over default (256)
+    assert c["predict"]["out"] == "elsewhere"
+    assert c["model"]["dropout"] == pytest.approx(0.1)  # the built-in default
+
+
+def test_train_config_run_dir_is_used(cli, small_dir, tmp_path):
+    cfg = _config_file(tmp_path / "c.toml", small_dir, epochs=1).read_text()
+    path = tmp_path / "c2.toml"
+    path.write_text(f'run_dir = "{(tmp_path / "from-config").as_posix()}"\n' + cfg)
+    res = cli("train", "--config", path, "-q")
+    assert res.exit_code == 0, res.stderr
+    assert {p.name for p in (tmp_path / "from-config").iterdir()} == RUN_FILES
+
+
+def test_train_json_result(cli, small_dir, tmp_path):
+    run = tmp_path / "r"
+    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA,STOCKB", *TINY, "--run-dir", run,
+              "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert {"run_dir", "name", "best_epoch", "best_val_loss", "epochs_run", "train_seconds",
+            "windows", "skipped"} <= set(doc)
+    assert doc["name"] == "r"
+    assert doc["epochs_run"] == 1 and doc["best_epoch"] == 1
+    assert doc["skipped"] == {}
+    meta = json.loads((run / "run.json").read_text())
+    assert doc["windows"] == meta["windows"]
+    assert doc["best_val_loss"] == pytest.approx(float(_history(run)[0]["val_loss"]))
+    # the per-epoch log line goes to stderr, never into the JSON
+    assert "epoch 1" in res.stderr
+
+
+def test_train_skips_a_ticker_too_short_with_a_warning(cli, small_dir, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("STOCKA", "STOCKB"):
+        (data / f"{name}.csv").write_bytes((small_dir / f"{name}.csv").read_bytes())
+    write_csv(generate_bars("2024-09-03", "2024-12-31", seed=5), data / "NEWCO.csv")
+    run = tmp_path / "r"
+    res = cli("train", "--data-dir", data, "-t", "STOCKA,STOCKB,NEWCO", *TINY, "--run-dir", run,
+              "--json")
+    assert res.exit_code == 0, res.stderr
+    assert "NEWCO" in res.stderr
+    doc = json.loads(res.stdout)
+    assert set(doc["skipped"]) == {"NEWCO"}
+    meta = json.loads((run / "run.json").read_text())
+    assert set(meta["tickers"]) == {"STOCKA", "STOCKB"}
+    assert set(meta["skipped"]) == {"NEWCO"}
+
+
+# ---------------------------------------------------------------------------- exit 1
+
+
+def test_train_config_unknown_key_is_named(cli, small_dir, tmp_path):
+    cfg = _config_file(tmp_path / "c.toml", small_dir, extra="epoch = 3\n")  # in [train]
+    res = cli("train", "--config", cfg, "--run-dir", tmp_path / "r")
+    assert res.exit_code == 1
+    assert "train.epoch" in res.stderr and "unknown key" in res.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_config_unknown_section_is_named(cli, small_dir, tmp_path):
+    cfg = _config_file(tmp_path / "c.toml", small_dir, extra="[modle]\ncell = \"rnn\"\n")
+    res = cli("train", "--config", cfg, "--run-dir", tmp_path / "r")
+    assert res.exit_code == 1
+    assert "modle" in res.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_config_wrong_type_is_named(cli, small_dir, tmp_path):
+    cfg = _config_file(tmp_path / "c.toml", small_dir)
+    cfg.write_text(cfg.read_text().replace("hidden_size = 8", 'hidden_size = "big"'))
+    res = cli("train", "--config", cfg, "--run-dir", tmp_path / "r")
+    assert res.exit_code == 1
+    assert "model.hidden_size" in res.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_impossible_flag_combination(cli, small_dir, tmp_path):
+    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA", *TINY, "--horizon", "30",
+              "--run-dir", tmp_path / "r")
+    assert res.exit_code == 1
+    assert "horizon" in res.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_without_tickers(cli, small_dir, tmp_path):
+    res = cli("train", "--data-dir", small_dir, *TINY, "--run-dir", tmp_path / "r")
+    assert res.exit_code == 1
+    assert "ticker" in res.stderr.lower()
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_ticker_without_data_is_named(cli, small_dir, tmp_path):
+    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA,MISSING", *TINY,
+              "--run-dir", tmp_path / "r")
+    assert res.exit_code == 1
+    assert "MISSING" in res.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_missing_data_dir(cli, tmp_path):
+    res = cli("train", "--data-dir", tmp_path / "nowhere", "-t", "STOCKA", *TINY,
+              "--run-dir", tmp_path / "r")
+    assert res.exit_code == 1
+    assert "STOCKA" in res.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_error_is_one_line_without_traceback(cli, small_dir, tmp_path):
+    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA,MISSING", *TINY,
+              "--run-dir", tmp_path / "r")
+    assert res.exit_code == 1
+    assert "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------- exit 2
+
+
+@pytest.mark.parametrize("args", [
+    ["--model", "transformer"],
+    ["--strategy", "sideways"],
+    ["--device", "tpu"],
+    ["--epochs", "many"],
+    ["--source", "bloomberg"],
+    ["--unknown-flag"],
+    ["--config", "/no/such/file.toml"],
+])
+def test_train_usage_errors(cli, small_dir, tmp_path, args):
+    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA", "--run-dir", tmp_path / "r", *args)
+    assert res.exit_code == 2
+    assert "Usage" in res.stderr
+    assert not (tmp_path / "r").exists()

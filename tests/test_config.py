@@ -1,0 +1,61 @@
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from forecaster.config import Config, load_config
+from forecaster.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_default_toml_lists_exactly_the_built_in_defaults():
+    with open(ROOT / "configs" / "default.toml", "rb") as f:
+        tree = tomllib.load(f)
+    assert Config.model_validate(tree) == Config()
+    # every key of every section is written out
+    for section, model in Config().model_dump().items():
+        if isinstance(model, dict):
+            assert set(tree[section]) == set(model), section
+
+
+@pytest.mark.parametrize("name", ["demo.toml", "smoke.toml", "default.toml"])
+def test_shipped_configs_validate(name):
+    load_config(ROOT / "configs" / name)
+
+
+def test_precedence_flags_over_file_over_defaults(tmp_path):
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text('[train]\nepochs = 7\nlr = 0.01\n[model]\ncell = "gru"\n')
+    cfg = load_config(cfg_file, {"train.epochs": 3, "train.seed": None})
+    assert cfg.train.epochs == 3  # flag wins
+    assert cfg.train.lr == 0.01  # file wins over default
+    assert cfg.model.cell == "gru"
+    assert cfg.train.seed == Config().train.seed  # None override is ignored
+    assert cfg.train.batch_size == Config().train.batch_size
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("[train]\nepochz = 3\n", "train.epochz: unknown key"),
+    ("[trian]\nepochs = 3\n", "trian: unknown key"),
+    ('[train]\nepochs = "many"\n', "train.epochs"),
+    ("[model]\nhidden_size = 0\n", "model.hidden_size"),
+    ("[model]\nhidden_size = -4\n", "model.hidden_size"),
+    ("[window]\nlookback = 5\nhorizon = 10\n", "horizon (10) must not exceed"),
+    ('[model]\ncell = "transformer"\n', "model.cell"),
+    ("[model]\nquantiles = [0.9, 0.1]\n", "quantiles"),
+    ("[train]\nbatch_size = 0\n", "train.batch_size"),
+    ("not toml at all ===", "not valid TOML"),
+])
+def test_bad_config_is_a_one_line_error_naming_the_key(tmp_path, text, fragment):
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert fragment in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml")
