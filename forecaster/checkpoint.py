@@ -10,8 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,24 +65,19 @@ def save_run(run_dir: Path, model, meta: dict, history: list[dict]) -> Path:
     """Write a run into a temporary sibling directory, then move it into place whole."""
     from safetensors.torch import save_file
 
-    from .fsio import replace_dir
+    from .fsio import publish_files, replace_dir, sibling_temp_dir
 
     run_dir = Path(run_dir)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format_version": FORMAT_VERSION, **meta}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", dir=run_dir.parent))
+    tmp = sibling_temp_dir(run_dir)
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format_version": str(FORMAT_VERSION)})
         (tmp / META).write_text(json.dumps(meta, indent=2, default=str) + "\n")
         (tmp / HISTORY).write_text(history_csv(history))
-        for f in (WEIGHTS, META, HISTORY):
-            with open(tmp / f, "rb") as fh:
-                os.fsync(fh.fileno())
+        publish_files(tmp)
         replace_dir(tmp, run_dir)
     except BaseException:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return run_dir

@@ -13,7 +13,7 @@ import sys
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -29,10 +29,10 @@ app = typer.Typer(
 log = logging.getLogger("forecaster")
 
 # ---- shared options ---------------------------------------------------------------------------
-ConfigOpt = Annotated[Optional[Path], typer.Option(
+ConfigOpt = Annotated[Path | None, typer.Option(
     "--config", help="TOML config file; command-line flags override it.",
     exists=True, dir_okay=False, readable=True)]
-DataDirOpt = Annotated[Optional[Path], typer.Option(
+DataDirOpt = Annotated[Path | None, typer.Option(
     "--data-dir", help="Data folder: the store root for --source yahoo (default data/), the "
                        "folder of <TICKER>.csv files for --source csv.", file_okay=False)]
 class Source(str, Enum):
@@ -67,15 +67,15 @@ def _val(x):
     return x.value if isinstance(x, Enum) else x
 
 
-SourceOpt = Annotated[Optional[Source], typer.Option(
+SourceOpt = Annotated[Source | None, typer.Option(
     "--source", help="Where bars come from: yahoo (the local store filled by download) or csv.")]
-TickersOpt = Annotated[Optional[str], typer.Option(
+TickersOpt = Annotated[str | None, typer.Option(
     "--tickers", "-t", help="Tickers, comma-separated (more may follow as arguments).")]
-ExtraTickers = Annotated[Optional[list[str]], typer.Argument(
-    help="Tickers (alternative to --tickers).", show_default=False)]
+ExtraTickers = Annotated[list[str] | None, typer.Argument(
+    help="Tickers (alternative to --tickers).", show_default=False, metavar="TICKER")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and results.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable result on stdout; logs on stderr.")]
-LogFileOpt = Annotated[Optional[Path], typer.Option(
+LogFileOpt = Annotated[Path | None, typer.Option(
     "--log-file", help="Also append timestamped log lines to this file.", dir_okay=False)]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
 LockOpt = Annotated[float, typer.Option(
@@ -198,23 +198,23 @@ def train(
     config: ConfigOpt = None,
     source: SourceOpt = None,
     data_dir: DataDirOpt = None,
-    model: Annotated[Optional[Cell], typer.Option("--model", help="Recurrent encoder.")] = None,
-    strategy: Annotated[Optional[Strategy], typer.Option(
+    model: Annotated[Cell | None, typer.Option("--model", help="Recurrent encoder.")] = None,
+    strategy: Annotated[Strategy | None, typer.Option(
         help="direct (one head emits all H steps) or recursive (one step, rolled forward).")] = None,
-    lookback: Annotated[Optional[int], typer.Option(help="Sessions of history per window.")] = None,
-    horizon: Annotated[Optional[int], typer.Option(help="Sessions to forecast ahead.")] = None,
-    hidden_size: Annotated[Optional[int], typer.Option(help="Hidden units per layer.")] = None,
-    num_layers: Annotated[Optional[int], typer.Option(help="Stacked recurrent layers.")] = None,
-    dropout: Annotated[Optional[float], typer.Option(help="Dropout between layers and before the head.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Windows per optimisation step.")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="AdamW learning rate.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed (same seed, same model).")] = None,
-    val_days: Annotated[Optional[int], typer.Option(help="Sessions in the validation split.")] = None,
-    test_days: Annotated[Optional[int], typer.Option(help="Sessions in the held-out test split.")] = None,
-    device: Annotated[Optional[Device], typer.Option(help="Where to train (auto: CUDA, then MPS, then CPU).")] = None,
-    precision: Annotated[Optional[Precision], typer.Option(help="fp32, or bf16 autocast on CUDA.")] = None,
-    run_dir: Annotated[Optional[Path], typer.Option(
+    lookback: Annotated[int | None, typer.Option(help="Sessions of history per window.")] = None,
+    horizon: Annotated[int | None, typer.Option(help="Sessions to forecast ahead.")] = None,
+    hidden_size: Annotated[int | None, typer.Option(help="Hidden units per layer.")] = None,
+    num_layers: Annotated[int | None, typer.Option(help="Stacked recurrent layers.")] = None,
+    dropout: Annotated[float | None, typer.Option(help="Dropout between layers and before the head.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Windows per optimisation step.")] = None,
+    lr: Annotated[float | None, typer.Option(help="AdamW learning rate.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (same seed, same model).")] = None,
+    val_days: Annotated[int | None, typer.Option(help="Sessions in the validation split.")] = None,
+    test_days: Annotated[int | None, typer.Option(help="Sessions in the held-out test split.")] = None,
+    device: Annotated[Device | None, typer.Option(help="Where to train (auto: CUDA, then MPS, then CPU).")] = None,
+    precision: Annotated[Precision | None, typer.Option(help="fp32, or bf16 autocast on CUDA.")] = None,
+    run_dir: Annotated[Path | None, typer.Option(
         help="Where to write the run (default runs/<model>-<timestamp>).", file_okay=False)] = None,
     quiet: QuietOpt = False, json_out: JsonOpt = False, log_file: LogFileOpt = None,
     debug: DebugOpt = False,
@@ -331,14 +331,14 @@ def predict(
     run: RunOpt,
     tickers_arg: ExtraTickers = None,
     tickers: TickersOpt = None,
-    as_of: Annotated[Optional[str], typer.Option(
+    as_of: Annotated[str | None, typer.Option(
         "--as-of", help="Forecast as if today were DATE (YYYY-MM-DD), using bars up to it.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Folder for forecast CSVs (default forecasts/).",
+    out: Annotated[Path | None, typer.Option(help="Folder for forecast CSVs (default forecasts/).",
                                                 file_okay=False)] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Never touch the network; use the store.")] = False,
     source: SourceOpt = None,
     data_dir: DataDirOpt = None,
-    max_staleness: Annotated[Optional[int], typer.Option(
+    max_staleness: Annotated[int | None, typer.Option(
         min=0, help="Sessions a stored bar may lag when the refresh fails (default 3).")] = None,
     lock_timeout: LockOpt = 0.0,
     quiet: QuietOpt = False, json_out: JsonOpt = False, log_file: LogFileOpt = None,
@@ -364,6 +364,8 @@ def predict(
 def _show_forecast(rep, quiet: bool, json_out: bool) -> None:
     for w in rep.warnings:
         log.warning("%s", w)
+    for n in rep.notes:
+        log.info("%s", n)
     if json_out:
         _emit_json({"run": rep.run, "as_of": rep.as_of, "failed": rep.failed,
                     "files": {k: str(v) for k, v in rep.files.items()},

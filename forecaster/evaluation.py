@@ -8,6 +8,7 @@ are the naive (random walk), drift and historical-mean baselines.
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,6 +129,7 @@ def evaluate(run_dir: Path, *, source: str | None = None, data_dir: Path | None 
     """Backtest ``run_dir`` and write ``eval/metrics.csv`` and ``eval/predictions.csv``."""
     from .baselines import naive_scale
     from .checkpoint import load_run
+    from .fsio import publish_files, replace_dir, sibling_temp_dir
     from .metrics import metrics_table
     from .outputs import write_csv
     from .store import load_bars
@@ -150,13 +152,25 @@ def evaluate(run_dir: Path, *, source: str | None = None, data_dir: Path | None 
     model_name = cfg.model.cell
     metrics = metrics_table(pred, model_name, scale)
     out_dir = Path(run_dir) / "eval"
-    out_dir.mkdir(exist_ok=True)
+    # everything is written into a temporary folder that replaces eval/ whole at the end,
+    # so a failure (a plot, a full disk) leaves the previous evaluation as it was
+    tmp = sibling_temp_dir(out_dir)
     report = EvalReport(run=run.name, model=model_name, metrics=metrics, predictions=pred,
-                        out_dir=out_dir)
-    report.files["metrics"] = write_csv(metrics, out_dir / "metrics.csv")
-    report.files["predictions"] = write_csv(pred[PREDICTION_COLUMNS], out_dir / "predictions.csv")
-    if plot:
-        from .plots import plot_report
+                        out_dir=tmp)
+    try:
+        write_csv(metrics, tmp / "metrics.csv")
+        write_csv(pred[PREDICTION_COLUMNS], tmp / "predictions.csv")
+        if plot:
+            from .plots import plot_report
 
-        report.files.update(plot_report(report, run, bars))
+            plot_report(report, run, bars)
+        publish_files(tmp)
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    report.out_dir = out_dir
+    report.files = {"metrics": out_dir / "metrics.csv", "predictions": out_dir / "predictions.csv"}
+    if plot:
+        report.files["plots"] = out_dir / "plots"
     return report

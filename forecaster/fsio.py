@@ -87,7 +87,18 @@ def sibling_temp_dir(final_dir: PathLike) -> Path:
     """Create an empty temp directory next to ``final_dir`` (same filesystem, for replace_dir)."""
     final = Path(final_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; the result must be readable as usual
+    return tmp
+
+
+def publish_files(directory: PathLike) -> None:
+    """fsync every file in ``directory`` and give it the permissions the umask asks for."""
+    for f in Path(directory).iterdir():
+        if f.is_file():
+            os.chmod(f, 0o666 & ~_UMASK)
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
 
 
 _RENAME_EXCHANGE = 2  # linux/fs.h

@@ -29,6 +29,7 @@ class ForecastReport:
     files: dict[str, Path] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     network_failed: set[str] = field(default_factory=set)
 
 
@@ -36,6 +37,16 @@ def _utc(now: pd.Timestamp | None) -> pd.Timestamp:
     if now is None:
         return pd.Timestamp.now(tz="UTC")
     return now.tz_convert("UTC") if now.tzinfo else now.tz_localize("UTC")
+
+
+def _age_note(sym: str, last: pd.Timestamp, cut, now, calendar: str) -> tuple[int, str]:
+    """How far the last bar lags the as-of date, or else the latest completed session."""
+    from .sessions import last_completed_session, sessions_after_count
+
+    ref = cut if cut is not None else last_completed_session(now, calendar)
+    behind = sessions_after_count(last, ref, calendar)
+    what = f"--as-of {ref.date()}" if cut is not None else f"the latest completed session ({ref.date()})"
+    return behind, f"{sym}: last bar {last.date()}, {behind} session(s) before {what}"
 
 
 def _refresh(names, data_dir, cfg_calendar, max_staleness, now, session, lock_timeout, report):
@@ -149,10 +160,8 @@ def predict(run_dir: Path, *, as_of: str | None = None, out: Path | None = None,
                          "p90": c * float(np.exp(hi[i, h])), "model": cfg.model.cell,
                          "run": run.name})
         if offline or source == "csv":
-            age = (pd.Timestamp(file_as_of) - last).days
-            if age > 0:
-                report.warnings.append(f"{sym}: last bar {last.date()} is {age} days before "
-                                       f"as-of {file_as_of}")
+            behind, note = _age_note(sym, last, cut, now, cfg.data.calendar)
+            (report.warnings if behind > 0 else report.notes).append(note)
     frame = pd.DataFrame(rows, columns=FORECAST_COLUMNS)
     report.as_of = str(file_as_of)
     report.forecasts = frame

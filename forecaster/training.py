@@ -128,7 +128,7 @@ def fit(model: QuantileRNN, ws: WindowSet, cfg: Config, device: torch.device,
                 loss = pinball_loss(pred.float(), y, q)
                 if not torch.isfinite(loss):
                     raise TrainingError(
-                        f"loss became {float(loss)} at epoch {epoch}, batch {n_batches + 1}: "
+                        f"loss became {float(loss.detach())} at epoch {epoch}, batch {n_batches + 1}: "
                         "try a lower --lr; the last good run (if any) is kept")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -184,7 +184,7 @@ def new_model(cfg: Config, ws: WindowSet) -> QuantileRNN:
 
 @dataclass
 class TrainResult:
-    run_dir: "os.PathLike"
+    run_dir: os.PathLike
     meta: dict
     history: list[EpochRecord]
 
@@ -218,7 +218,7 @@ def calibration_offsets(model: QuantileRNN, ws: WindowSet, ends: np.ndarray, str
     return calibrate(frame, coverage=coverage)
 
 
-def train(cfg: Config, *, run_dir: "os.PathLike | None" = None, on_epoch=None, on_batch=None,
+def train(cfg: Config, *, run_dir: os.PathLike | None = None, on_epoch=None, on_batch=None,
           lock_timeout: float = 0.0) -> TrainResult:
     """Train one global model over ``cfg.data.tickers`` and write its run directory."""
     from datetime import datetime, timezone

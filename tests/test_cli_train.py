@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,19 @@ def test_train_writes_a_complete_run(cli, small_dir, tmp_path):
     assert c["train"]["epochs"] == 1
     # nothing left behind next to the run (the temporary directory was moved into place)
     assert [p.name for p in run.parent.iterdir()] == ["first"]
+
+
+def test_train_run_is_readable_per_umask(cli, small_dir, tmp_path):
+    """A run trained by one user is read by another (the cron operator): modes follow the
+    umask like any other file the tool writes, not the 0700 / 0600 of temporary files."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    run = tmp_path / "r"
+    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA", *TINY, "--run-dir", run, "-q")
+    assert res.exit_code == 0, res.stderr
+    assert oct(run.stat().st_mode & 0o777) == oct(0o777 & ~umask)
+    for name in sorted(RUN_FILES):
+        assert (name, oct((run / name).stat().st_mode & 0o777)) == (name, oct(0o666 & ~umask))
 
 
 def test_train_tickers_as_arguments_and_default_run_dir(cli, small_dir):
@@ -199,6 +213,17 @@ def test_train_missing_data_dir(cli, tmp_path):
               "--run-dir", tmp_path / "r")
     assert res.exit_code == 1
     assert "STOCKA" in res.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_unavailable_device(cli, small_dir, tmp_path):
+    import torch
+
+    device = "cuda" if not torch.cuda.is_available() else "mps"
+    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA", *TINY, "--device", device,
+              "--run-dir", tmp_path / "r")
+    assert res.exit_code == 1
+    assert device in res.stderr.lower()
     assert not (tmp_path / "r").exists()
 
 

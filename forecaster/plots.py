@@ -1,0 +1,79 @@
+"""Evaluation plots (matplotlib, Agg backend). Only evaluate --plot imports this module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_ticker(pred: pd.DataFrame, history: pd.Series, sym: str, path: Path, steps: list[int]) -> Path:
+    """Recent closes, the walk-forward median forecast with its interval band, and actuals."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(steps), 1, figsize=(11, 3.6 * len(steps)), squeeze=False)
+    for ax, step in zip(axes[:, 0], steps):
+        p = pred[(pred["ticker"] == sym) & (pred["step"] == step)]
+        dates = pd.to_datetime(p["date"])
+        start = dates.min() - pd.Timedelta(days=120)
+        past = history[(history.index >= start) & (history.index < dates.min())]
+        ax.plot(past.index, past.to_numpy(), color="0.45", lw=1, label="history")
+        ax.plot(dates, p["actual"], color="black", lw=1, label="actual close")
+        ax.fill_between(dates, p["p10"], p["p90"], color="tab:blue", alpha=0.22,
+                        label="calibrated p10–p90")
+        ax.plot(dates, p["p50"], color="tab:blue", lw=1.1, label=f"median forecast, h={step}")
+        ax.plot(dates, p["naive"], color="tab:orange", lw=0.8, ls="--", label="naive (last close)")
+        ax.set_title(f"{sym}: walk-forward forecasts {step} session(s) ahead")
+        ax.set_ylabel("price")
+        ax.legend(loc="upper left", fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_training(history: pd.DataFrame, path: Path) -> Path:
+    """Train and validation loss, and the gradient norm, per epoch."""
+    plt = _pyplot()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
+    a.plot(history["epoch"], history["train_loss"], marker="o", label="train")
+    a.plot(history["epoch"], history["val_loss"], marker="o", label="validation")
+    best = history.loc[history["val_loss"].idxmin()]
+    a.axvline(best["epoch"], color="0.5", ls=":", label=f"best epoch {int(best['epoch'])}")
+    a.set_title("pinball loss")
+    a.set_xlabel("epoch")
+    a.legend()
+    a.grid(alpha=0.3)
+    b.plot(history["epoch"], history["grad_norm"], marker="o", color="tab:red")
+    b.set_title("mean gradient norm before clipping")
+    b.set_xlabel("epoch")
+    b.set_yscale("log")
+    b.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_report(report, run, bars: dict[str, pd.DataFrame]) -> dict[str, Path]:
+    """Write ``plots/<TICKER>.png`` per ticker and ``plots/training.png``; return their paths."""
+    out = report.out_dir / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    H = run.config.window.horizon
+    steps = [1] if H == 1 else [1, H]
+    files = {}
+    for sym in report.predictions["ticker"].unique():
+        files[sym] = plot_ticker(report.predictions, bars[sym]["close"], sym,
+                                           out / f"{sym}.png", steps)
+    hist = pd.read_csv(Path(run.path) / "history.csv")
+    files["training"] = plot_training(hist, out / "training.png")
+    return files

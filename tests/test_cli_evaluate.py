@@ -1,0 +1,215 @@
+"""`forecaster evaluate`: the eval files (SPEC §8 columns), the report, exit codes 0, 1, 2."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+import forecaster.evaluation
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+METRIC_COLUMNS = ["ticker", "model", "step", "n", "mae", "rmse", "mape", "smape", "mase",
+                  "directional_accuracy", "skill", "dm_pvalue", "coverage", "width", "pinball"]
+PREDICTION_COLUMNS = ["ticker", "origin", "step", "date", "actual", "p10", "p50", "p90", "naive"]
+MODELS = {"gru", "naive", "drift", "mean"}
+
+
+def _meta(run) -> dict:
+    return json.loads((run / "run.json").read_text())
+
+
+# ---------------------------------------------------------------------------- exit 0
+
+
+def test_evaluate_writes_metrics_and_predictions(cli, run_copy, sample_dir):
+    res = cli("evaluate", "--run", run_copy)
+    assert res.exit_code == 0, res.stderr
+    meta = _meta(run_copy)
+    H = meta["config"]["window"]["horizon"]
+    test_start = pd.Timestamp(meta["splits"]["test_start"])
+
+    pred = pd.read_csv(run_copy / "eval" / "predictions.csv")
+    assert list(pred.columns) == PREDICTION_COLUMNS
+    assert not pred.duplicated(["ticker", "origin", "step"]).any()
+    assert set(pred["ticker"]) == {"STOCKA", "STOCKB"}
+    assert sorted(pred["step"].unique()) == list(range(1, H + 1))
+    for sym in ("STOCKA", "STOCKB"):
+        bars = pd.read_csv(sample_dir / f"{sym}.csv", parse_dates=["Date"])
+        test_sessions = bars.loc[bars["Date"] >= test_start, "Date"]
+        mine = pred[pred["ticker"] == sym]
+        # walk-forward: every test session is the first target of exactly one origin ...
+        first = mine[mine["step"] == 1]
+        assert list(pd.to_datetime(first["date"])) == list(test_sessions)
+        # ... whose inputs end the session before, and the actuals are the real closes
+        closes = bars.set_index("Date")["Close"]
+        assert list(pd.to_datetime(first["origin"])) == list(
+            bars["Date"].iloc[bars.index[bars["Date"] >= test_start] - 1])
+        assert mine["actual"].to_numpy() == pytest.approx(
+            closes.loc[pd.to_datetime(mine["date"])].to_numpy())
+        assert first["naive"].to_numpy() == pytest.approx(
+            closes.loc[pd.to_datetime(first["origin"])].to_numpy())
+    assert (pd.to_datetime(pred["origin"]) < pd.to_datetime(pred["date"])).all()
+    assert (pd.to_datetime(pred["date"]) >= test_start).all()
+    assert (pred["p10"] <= pred["p50"]).all() and (pred["p50"] <= pred["p90"]).all()
+
+    metrics = pd.read_csv(run_copy / "eval" / "metrics.csv")
+    assert list(metrics.columns) == METRIC_COLUMNS
+    assert set(metrics["model"]) == MODELS
+    assert set(metrics["ticker"]) == {"STOCKA", "STOCKB", "ALL"}
+    assert len(metrics) == 3 * len(MODELS) * H
+    assert not metrics.duplicated(["ticker", "model", "step"]).any()
+    counts = pred.groupby(["ticker", "step"]).size()
+    for _, r in metrics.iterrows():
+        if r["ticker"] == "ALL":
+            assert r["n"] == (pred["step"] == r["step"]).sum()
+        else:
+            assert r["n"] == counts[(r["ticker"], r["step"])]
+    # skill vs naive does not apply to naive itself: empty, not 0
+    assert metrics.loc[metrics["model"] == "naive", "skill"].isna().all()
+    assert metrics.loc[metrics["model"] == "gru", "coverage"].between(0, 1).all()
+
+    out = res.stdout
+    assert "walk-forward test metrics" in out
+    assert "naive" in out  # the verdict talks about the naive forecast
+    assert str(run_copy / "eval" / "metrics.csv") in out
+    assert str(run_copy / "eval" / "predictions.csv") in out
+
+
+def test_evaluate_json(cli, run_copy):
+    res = cli("evaluate", "--run", run_copy, "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert set(doc) == {"run", "beats_naive", "verdict", "files", "metrics"}
+    assert doc["run"] == _meta(run_copy)["name"]
+    assert isinstance(doc["beats_naive"], bool)
+    assert isinstance(doc["verdict"], str) and doc["verdict"]
+    assert set(doc["files"]) >= {"metrics", "predictions"}
+    rows = doc["metrics"]
+    assert rows and all(list(r) == METRIC_COLUMNS for r in rows)
+    on_disk = pd.read_csv(run_copy / "eval" / "metrics.csv")
+    assert len(rows) == len(on_disk)
+
+
+def test_evaluate_quiet_prints_no_table(cli, run_copy):
+    res = cli("evaluate", "--run", run_copy, "--quiet")
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout == ""
+    assert (run_copy / "eval" / "metrics.csv").is_file()
+
+
+def test_evaluate_one_ticker(cli, run_copy):
+    res = cli("evaluate", "--run", run_copy, "STOCKB", "-q")
+    assert res.exit_code == 0, res.stderr
+    metrics = pd.read_csv(run_copy / "eval" / "metrics.csv")
+    assert set(metrics["ticker"]) == {"STOCKB", "ALL"}
+    pred = pd.read_csv(run_copy / "eval" / "predictions.csv")
+    assert set(pred["ticker"]) == {"STOCKB"}
+
+
+def test_evaluate_plot_writes_one_png_per_ticker(cli, run_copy):
+    res = cli("evaluate", "--run", run_copy, "--plot", "-q")
+    assert res.exit_code == 0, res.stderr
+    plots = run_copy / "eval" / "plots"
+    for sym in ("STOCKA", "STOCKB"):
+        png = plots / f"{sym}.png"
+        assert png.is_file()
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_says_plainly_when_naive_is_not_beaten(cli, run_copy):
+    # A 2-epoch model with 8 hidden units has no significant skill at every step.
+    doc = json.loads(cli("evaluate", "--run", run_copy, "--json").stdout)
+    assert doc["beats_naive"] is False
+    assert "does NOT beat the naive" in doc["verdict"]
+
+
+# ---------------------------------------------------------------------------- exit 1
+
+
+def test_evaluate_fail_if_no_skill(cli, run_copy):
+    res = cli("evaluate", "--run", run_copy, "--fail-if-no-skill")
+    assert res.exit_code == 1
+    assert "no skill" in res.stderr
+    # the report itself is still written and shown
+    assert (run_copy / "eval" / "metrics.csv").is_file()
+    assert "walk-forward test metrics" in res.stdout
+
+
+def test_evaluate_fail_if_no_skill_passes_a_model_with_skill(cli, run_copy, monkeypatch):
+    monkeypatch.setattr(forecaster.evaluation.EvalReport, "verdict",
+                        lambda self, alpha=0.05: (True, "beats naive"))
+    res = cli("evaluate", "--run", run_copy, "--fail-if-no-skill", "-q")
+    assert res.exit_code == 0, res.stderr
+
+
+def test_evaluate_missing_run_dir(cli, tmp_path):
+    res = cli("evaluate", "--run", tmp_path / "no-such-run")
+    assert res.exit_code == 1
+    assert "no-such-run" in res.stderr
+    assert not (tmp_path / "no-such-run").exists()
+
+
+def test_evaluate_directory_that_is_not_a_run(cli, tmp_path):
+    (tmp_path / "empty").mkdir()
+    res = cli("evaluate", "--run", tmp_path / "empty")
+    assert res.exit_code == 1
+    assert "run.json" in res.stderr
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_evaluate_ticker_unknown_to_the_run(cli, run_copy):
+    res = cli("evaluate", "--run", run_copy, "ZZZZ")
+    assert res.exit_code == 1
+    assert "ZZZZ" in res.stderr
+    assert not (run_copy / "eval").exists()
+
+
+def test_evaluate_run_of_another_format_version(cli, run_copy):
+    meta = _meta(run_copy)
+    meta["format_version"] = 99
+    (run_copy / "run.json").write_text(json.dumps(meta))
+    res = cli("evaluate", "--run", run_copy)
+    assert res.exit_code == 1
+    assert "99" in res.stderr and "format" in res.stderr
+    assert not (run_copy / "eval").exists()
+
+
+def test_evaluate_truncated_weights(cli, run_copy):
+    weights = run_copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:50])
+    res = cli("evaluate", "--run", run_copy)
+    assert res.exit_code == 1
+    assert "model.safetensors" in res.stderr
+    assert not (run_copy / "eval").exists()
+
+
+def test_evaluate_data_missing_for_the_run(cli, run_copy, tmp_path):
+    (tmp_path / "nodata").mkdir()
+    res = cli("evaluate", "--run", run_copy, "--data-dir", tmp_path / "nodata")
+    assert res.exit_code == 1
+    assert "STOCKA" in res.stderr
+    assert not (run_copy / "eval").exists()
+
+
+# ---------------------------------------------------------------------------- exit 2
+
+
+@pytest.mark.parametrize("args", [
+    [],  # --run is required
+    ["--run"],
+    ["--bogus"],
+    ["--alpha", "2"],
+    ["--source", "ftp"],
+])
+def test_evaluate_usage_errors(cli, run_copy, args):
+    full = ["evaluate", *args]
+    if args and args[0] not in ("--run",):
+        full += ["--run", str(run_copy)]
+    res = cli(*full)
+    assert res.exit_code == 2
+    assert "Error" in res.stderr
+    assert res.stdout == ""
+    assert not (run_copy / "eval").exists()

@@ -1,0 +1,120 @@
+"""`forecaster info DIR`: what a run shows (tickers, date ranges, config, metrics, versions)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def _meta(run) -> dict:
+    return json.loads((run / "run.json").read_text())
+
+
+def test_info_shows_tickers_date_ranges_and_config(cli, trained_run):
+    res = cli("info", trained_run)
+    assert res.exit_code == 0, res.stderr
+    out = res.stdout
+    meta = _meta(trained_run)
+    assert meta["name"] in out
+    # the sample: STOCKA listed 2016, STOCKB listed 2021, both up to the end of 2024
+    lines = {ln.split()[1].rstrip(":"): ln for ln in out.splitlines()
+             if ln.startswith("ticker")}
+    assert set(lines) == {"STOCKA", "STOCKB"}
+    assert "2016-01-04" in lines["STOCKA"] and "2024-12-31" in lines["STOCKA"]
+    assert "2021-01-04" in lines["STOCKB"] and "2024-12-31" in lines["STOCKB"]
+    for sym, t in meta["tickers"].items():
+        assert str(t["rows"]) in lines[sym]
+    assert "gru" in out and "lookback 20" in out and "horizon 3" in out
+    assert meta["splits"]["test_start"][:10] in out
+    assert meta["data_hash"][:16] in out
+    assert "torch" in out and "pandas" in out  # versions
+    assert "best_epoch" in out  # metrics
+    assert res.stderr == ""
+
+
+def test_info_json_is_the_run_metadata(cli, trained_run):
+    res = cli("info", trained_run, "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc == _meta(trained_run)
+    assert {"format_version", "name", "config", "tickers", "splits", "windows", "data_hash",
+            "metrics", "versions", "seed", "created_at"} <= set(doc)
+
+
+def test_info_mentions_evaluation_when_present(cli, run_copy):
+    assert "evaluation" not in cli("info", run_copy).stdout
+    (run_copy / "eval").mkdir()
+    (run_copy / "eval" / "metrics.csv").write_text("ticker,model\n")
+    res = cli("info", run_copy)
+    assert res.exit_code == 0
+    assert str(run_copy / "eval" / "metrics.csv") in res.stdout
+
+
+def test_info_shows_skipped_tickers(cli, run_copy):
+    meta = _meta(run_copy)
+    meta["skipped"] = {"NEWCO": "40 training sessions, need at least 24"}
+    (run_copy / "run.json").write_text(json.dumps(meta))
+    res = cli("info", run_copy)
+    assert res.exit_code == 0, res.stderr
+    assert "NEWCO" in res.stdout
+
+
+def test_info_does_not_change_the_run(cli, run_copy):
+    before = {p.name: p.read_bytes() for p in run_copy.iterdir()}
+    assert cli("info", run_copy).exit_code == 0
+    assert cli("info", run_copy, "--json").exit_code == 0
+    assert {p.name: p.read_bytes() for p in run_copy.iterdir()} == before
+
+
+# ---------------------------------------------------------------------------- exit 1
+
+
+def test_info_missing_run_dir(cli, tmp_path):
+    res = cli("info", tmp_path / "gone")
+    assert res.exit_code == 1
+    assert "gone" in res.stderr
+    assert res.stdout == ""
+
+
+def test_info_not_a_run(cli, tmp_path):
+    (tmp_path / "empty").mkdir()
+    res = cli("info", tmp_path / "empty")
+    assert res.exit_code == 1
+    assert "run.json" in res.stderr
+
+
+def test_info_damaged_run_json(cli, run_copy):
+    (run_copy / "run.json").write_text("{ truncated")
+    res = cli("info", run_copy)
+    assert res.exit_code == 1
+    assert "not valid JSON" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_info_newer_format_version(cli, run_copy):
+    meta = _meta(run_copy)
+    meta["format_version"] = 2
+    (run_copy / "run.json").write_text(json.dumps(meta))
+    res = cli("info", run_copy)
+    assert res.exit_code == 1
+    assert "newer" in res.stderr
+
+
+# ---------------------------------------------------------------------------- exit 2
+
+
+@pytest.mark.parametrize("args", [[], ["--bogus"]])
+def test_info_usage_errors(cli, trained_run, args):
+    full = ["info", *args] + ([str(trained_run)] if args else [])
+    res = cli(*full)
+    assert res.exit_code == 2
+    assert "Error" in res.stderr
+    assert res.stdout == ""
+
+
+def test_info_on_a_file_is_a_usage_error(cli, trained_run):
+    res = cli("info", trained_run / "run.json")
+    assert res.exit_code == 2

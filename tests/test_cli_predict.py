@@ -1,0 +1,412 @@
+"""`forecaster predict`: the forecast CSV (SPEC §7), --as-of, freshness, exit codes 0-3 and 75.
+
+The shared tiny run reads the CSV sample folder (both tickers end 2024-12-31). The yahoo-source
+tests fill a store under a scratch data dir and replace the network fetch with a fake.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pandas as pd
+import pytest
+
+import forecaster.store
+from forecaster import fsio
+from forecaster.errors import NetworkError, TickerError
+from forecaster.sources import read_csv_bars
+from forecaster.store import save_store
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+FORECAST_COLUMNS = ["ticker", "as_of", "step", "date", "last_close", "p10", "p50", "p90",
+                    "model", "run"]
+
+
+def _read(path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"as_of": str, "date": str})
+
+
+def _close_on(sample_dir, sym, day) -> float:
+    bars = pd.read_csv(sample_dir / f"{sym}.csv", parse_dates=["Date"]).set_index("Date")
+    return float(bars.loc[pd.Timestamp(day), "Close"])
+
+
+def _check_forecast(df: pd.DataFrame, tickers, horizon, run_name):
+    assert list(df.columns) == FORECAST_COLUMNS
+    assert len(df) == len(tickers) * horizon
+    assert list(df["ticker"]) == [t for t in tickers for _ in range(horizon)]
+    assert list(df["step"]) == list(range(1, horizon + 1)) * len(tickers)
+    assert (df["model"] == "gru").all()
+    assert (df["run"] == run_name).all()
+    assert (df["p10"] <= df["p50"]).all() and (df["p50"] <= df["p90"]).all()
+    assert (df[["last_close", "p10", "p50", "p90"]] > 0).all().all()
+
+
+# ---------------------------------------------------------------------------- exit 0
+
+
+def test_predict_writes_dated_and_latest_csv(cli, trained_run, sample_dir, tmp_path):
+    out = tmp_path / "fc"
+    res = cli("predict", "--run", trained_run, "--out", out)
+    assert res.exit_code == 0, res.stderr
+    name = trained_run.name
+    folder = out / name
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
+        "2024-12-31.csv", "latest.csv"]
+    dated = folder / "2024-12-31.csv"
+    assert (folder / "latest.csv").read_bytes() == dated.read_bytes()
+    df = _read(dated)
+    _check_forecast(df, ["STOCKA", "STOCKB"], 3, name)
+    assert (df["as_of"] == "2024-12-31").all()
+    # New Year's Day and the weekend are not sessions
+    assert list(df["date"][:3]) == ["2025-01-02", "2025-01-03", "2025-01-06"]
+    for sym in ("STOCKA", "STOCKB"):
+        assert df.loc[df["ticker"] == sym, "last_close"].to_numpy() == pytest.approx(
+            _close_on(sample_dir, sym, "2024-12-31"))
+    # the table and the paths of what was written
+    assert "STOCKA" in res.stdout and "STOCKB" in res.stdout
+    assert str(dated) in res.stdout
+
+
+def test_predict_json(cli, trained_run, tmp_path):
+    res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc", "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert set(doc) == {"run", "as_of", "failed", "files", "forecasts"}
+    assert doc["run"] == trained_run.name
+    assert doc["as_of"] == "2024-12-31"
+    assert doc["failed"] == {}
+    assert set(doc["files"]) == {"forecast", "latest"}
+    assert len(doc["forecasts"]) == 6
+    assert all(list(r) == FORECAST_COLUMNS for r in doc["forecasts"])
+    on_disk = _read(doc["files"]["forecast"])
+    assert [r["p50"] for r in doc["forecasts"]] == pytest.approx(list(on_disk["p50"]))
+
+
+def test_predict_quiet_prints_nothing(cli, trained_run, tmp_path):
+    res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc", "--quiet")
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout == ""
+    assert (tmp_path / "fc" / trained_run.name / "latest.csv").is_file()
+
+
+def test_predict_default_out_is_forecasts_in_cwd(cli, trained_run):
+    res = cli("predict", "--run", trained_run, "-q")
+    assert res.exit_code == 0, res.stderr
+    assert (os.path.isfile(f"forecasts/{trained_run.name}/latest.csv"))
+
+
+def test_predict_one_ticker(cli, trained_run, tmp_path):
+    res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc", "-t", "stockb", "-q")
+    assert res.exit_code == 0, res.stderr
+    df = _read(tmp_path / "fc" / trained_run.name / "latest.csv")
+    _check_forecast(df, ["STOCKB"], 3, trained_run.name)
+
+
+@pytest.mark.parametrize("as_of,dates", [
+    ("2024-07-03", ["2024-07-05", "2024-07-08", "2024-07-09"]),  # Independence Day, weekend
+    ("2024-03-28", ["2024-04-01", "2024-04-02", "2024-04-03"]),  # Good Friday, weekend
+    ("2023-11-22", ["2023-11-24", "2023-11-27", "2023-11-28"]),  # Thanksgiving, weekend
+])
+def test_predict_as_of_skips_weekends_and_holidays(cli, trained_run, sample_dir, tmp_path,
+                                                   as_of, dates):
+    out = tmp_path / "fc"
+    res = cli("predict", "--run", trained_run, "--out", out, "--as-of", as_of, "-q")
+    assert res.exit_code == 0, res.stderr
+    folder = out / trained_run.name
+    dated = folder / f"{as_of}.csv"
+    assert (folder / "latest.csv").read_bytes() == dated.read_bytes()
+    df = _read(dated)
+    _check_forecast(df, ["STOCKA", "STOCKB"], 3, trained_run.name)
+    assert (df["as_of"] == as_of).all()
+    for sym in ("STOCKA", "STOCKB"):
+        mine = df[df["ticker"] == sym]
+        assert list(mine["date"]) == dates
+        assert mine["last_close"].to_numpy() == pytest.approx(_close_on(sample_dir, sym, as_of))
+
+
+def test_predict_as_of_uses_only_bars_up_to_it(cli, trained_run, sample_dir, tmp_path):
+    """--as-of on the full data == no --as-of on data cut at that date; later bars don't matter."""
+    as_of = "2024-07-03"
+    cut = tmp_path / "cut"
+    changed = tmp_path / "changed"
+    for d in (cut, changed):
+        d.mkdir()
+    for sym in ("STOCKA", "STOCKB"):
+        text = (sample_dir / f"{sym}.csv").read_text().splitlines(keepends=True)
+        keep = [ln for ln in text[1:] if ln[:10] <= as_of]
+        later = [ln for ln in text[1:] if ln[:10] > as_of]
+        (cut / f"{sym}.csv").write_text(text[0] + "".join(keep))
+        # different prices after the as-of date (halved: still valid bars)
+        halved = []
+        for ln in later:
+            date, *nums, vol = ln.strip().split(",")
+            halved.append(",".join([date, *(f"{float(x) / 2:.4f}" for x in nums), vol]) + "\n")
+        (changed / f"{sym}.csv").write_text(text[0] + "".join(keep) + "".join(halved))
+
+    results = {}
+    for label, data, extra in (("full", sample_dir, ["--as-of", as_of]),
+                               ("changed", changed, ["--as-of", as_of]),
+                               ("cut", cut, [])):
+        out = tmp_path / f"out-{label}"
+        res = cli("predict", "--run", trained_run, "--data-dir", data, "--out", out, "-q", *extra)
+        assert res.exit_code == 0, (label, res.stderr)
+        results[label] = (out / trained_run.name / f"{as_of}.csv").read_bytes()
+    assert results["full"] == results["cut"]
+    assert results["changed"] == results["cut"]
+
+
+def test_predict_as_of_sets_latest_even_after_a_later_forecast(cli, trained_run, tmp_path):
+    out = tmp_path / "fc"
+    assert cli("predict", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    assert cli("predict", "--run", trained_run, "--out", out, "--as-of", "2024-07-03",
+               "-q").exit_code == 0
+    folder = out / trained_run.name
+    assert (folder / "latest.csv").read_bytes() == (folder / "2024-07-03.csv").read_bytes()
+    assert (folder / "2024-12-31.csv").is_file()
+
+
+def test_predict_rerun_same_as_of_is_byte_identical(cli, trained_run, tmp_path):
+    out = tmp_path / "fc"
+    dated = out / trained_run.name / "2024-10-01.csv"
+    assert cli("predict", "--run", trained_run, "--out", out, "--as-of", "2024-10-01",
+               "-q").exit_code == 0
+    first = dated.read_bytes()
+    assert cli("predict", "--run", trained_run, "--out", out, "--as-of", "2024-10-01",
+               "-q").exit_code == 0
+    assert dated.read_bytes() == first
+
+
+def test_predict_offline_yahoo_store(cli, trained_run, sample_dir, tmp_path, monkeypatch):
+    def no_network(*a, **k):
+        raise AssertionError("--offline must not touch the network")
+
+    monkeypatch.setattr(forecaster.store, "fetch_with_retry", no_network)
+    data = tmp_path / "data"
+    for sym in ("STOCKA", "STOCKB"):
+        save_store(data, sym, read_csv_bars(sample_dir, sym))
+    out = tmp_path / "fc"
+    res = cli("predict", "--run", trained_run, "--source", "yahoo", "--data-dir", data,
+              "--offline", "--out", out, "-q")
+    assert res.exit_code == 0, res.stderr
+    from_store = (out / trained_run.name / "2024-12-31.csv").read_bytes()
+    res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc2", "-q")
+    assert res.exit_code == 0
+    assert (tmp_path / "fc2" / trained_run.name / "2024-12-31.csv").read_bytes() == from_store
+
+
+def test_predict_offline_says_how_old_the_last_bar_is(cli, trained_run, sample_dir, tmp_path):
+    """SPEC §6: with --offline it uses the store as it is and says how old the last bar is."""
+    data = tmp_path / "data"
+    for sym in ("STOCKA", "STOCKB"):
+        save_store(data, sym, read_csv_bars(sample_dir, sym))
+    res = cli("predict", "--run", trained_run, "--source", "yahoo", "--data-dir", data,
+              "--offline", "--out", tmp_path / "fc")
+    assert res.exit_code == 0, res.stderr
+    # both stores end 2024-12-31, long before today: the operator must be told
+    assert "2024-12-31" in res.stderr
+
+
+def test_predict_refresh_fails_but_stored_bars_are_recent_enough(cli, trained_run, sample_dir,
+                                                                 tmp_path, monkeypatch):
+    def down(ticker, *a, **k):
+        raise NetworkError(f"{ticker}: cannot reach Yahoo")
+
+    monkeypatch.setattr(forecaster.store, "fetch_with_retry", down)
+    data = tmp_path / "data"
+    for sym in ("STOCKA", "STOCKB"):
+        save_store(data, sym, read_csv_bars(sample_dir, sym))
+    res = cli("predict", "--run", trained_run, "--source", "yahoo", "--data-dir", data,
+              "--out", tmp_path / "fc", "--max-staleness", "100000")
+    assert res.exit_code == 0, res.stderr
+    assert "STOCKA" in res.stderr and "refresh failed" in res.stderr
+    assert (tmp_path / "fc" / trained_run.name / "2024-12-31.csv").is_file()
+
+
+# ---------------------------------------------------------------------------- exit 1
+
+
+def test_predict_as_of_in_the_future(cli, trained_run, tmp_path):
+    future = (pd.Timestamp.now() + pd.Timedelta(days=30)).strftime("%Y-%m-%d")
+    res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc", "--as-of", future)
+    assert res.exit_code == 1
+    assert "future" in res.stderr
+    assert not (tmp_path / "fc").exists()
+
+
+def test_predict_as_of_not_a_date(cli, trained_run, tmp_path):
+    res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc", "--as-of", "someday")
+    assert res.exit_code == 1
+    assert "someday" in res.stderr
+    assert not (tmp_path / "fc").exists()
+
+
+def test_predict_as_of_before_any_bar(cli, trained_run, tmp_path):
+    res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc", "--as-of", "2010-01-04")
+    assert res.exit_code == 1
+    assert "STOCKA" in res.stderr and "STOCKB" in res.stderr
+    assert not list((tmp_path / "fc").glob("*/*.csv"))
+
+
+def test_predict_missing_run_dir(cli, tmp_path):
+    res = cli("predict", "--run", tmp_path / "nope", "--out", tmp_path / "fc")
+    assert res.exit_code == 1
+    assert "nope" in res.stderr
+    assert not (tmp_path / "fc").exists()
+
+
+def test_predict_ticker_unknown_to_the_run(cli, trained_run, tmp_path):
+    res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc", "STOCKA", "ZZZZ")
+    assert res.exit_code == 1
+    assert "ZZZZ" in res.stderr
+    assert not (tmp_path / "fc").exists()
+
+
+def test_predict_damaged_run_json(cli, run_copy, tmp_path):
+    (run_copy / "run.json").write_text("{ not json")
+    res = cli("predict", "--run", run_copy, "--out", tmp_path / "fc")
+    assert res.exit_code == 1
+    assert "run.json" in res.stderr
+    assert not (tmp_path / "fc").exists()
+
+
+def test_predict_no_data_for_any_ticker_is_an_error(cli, trained_run, tmp_path):
+    (tmp_path / "empty").mkdir()
+    res = cli("predict", "--run", trained_run, "--data-dir", tmp_path / "empty",
+              "--out", tmp_path / "fc")
+    assert res.exit_code == 1
+    assert "STOCKA" in res.stderr and "STOCKB" in res.stderr
+    assert not list((tmp_path / "fc").glob("*/*.csv"))
+
+
+# ---------------------------------------------------------------------------- exit 2
+
+
+@pytest.mark.parametrize("args", [
+    [],  # --run is required
+    ["--bogus"],
+    ["--max-staleness", "-1"],
+    ["--source", "ftp"],
+    ["--lock-timeout", "soon"],
+])
+def test_predict_usage_errors(cli, trained_run, tmp_path, args):
+    full = ["predict", "--out", str(tmp_path / "fc"), *args]
+    if args:
+        full += ["--run", str(trained_run)]
+    res = cli(*full)
+    assert res.exit_code == 2
+    assert "Error" in res.stderr
+    assert res.stdout == ""
+    assert not (tmp_path / "fc").exists()
+
+
+# ---------------------------------------------------------------------------- exit 3
+
+
+def test_predict_one_of_two_tickers_failing_csv(cli, trained_run, sample_dir, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(sample_dir / "STOCKA.csv", data / "STOCKA.csv")  # STOCKB has no file
+    out = tmp_path / "fc"
+    res = cli("predict", "--run", trained_run, "--data-dir", data, "--out", out)
+    assert res.exit_code == 3
+    assert "STOCKB" in res.stderr
+    df = _read(out / trained_run.name / "2024-12-31.csv")
+    _check_forecast(df, ["STOCKA"], 3, trained_run.name)
+    assert (out / trained_run.name / "latest.csv").read_bytes() == (
+        out / trained_run.name / "2024-12-31.csv").read_bytes()
+
+
+def test_predict_one_of_two_tickers_failing_json(cli, trained_run, sample_dir, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(sample_dir / "STOCKB.csv", data / "STOCKB.csv")
+    res = cli("predict", "--run", trained_run, "--data-dir", data, "--out", tmp_path / "fc",
+              "--json")
+    assert res.exit_code == 3
+    doc = json.loads(res.stdout)
+    assert set(doc["failed"]) == {"STOCKA"}
+    assert {r["ticker"] for r in doc["forecasts"]} == {"STOCKB"}
+    assert "STOCKA" in res.stderr
+
+
+def test_predict_yahoo_refresh_fails_for_one_ticker(cli, trained_run, sample_dir, tmp_path,
+                                                    monkeypatch):
+    good = read_csv_bars(sample_dir, "STOCKA")
+
+    def fetch(ticker, start=None, end=None, **_):
+        if ticker == "STOCKA":
+            return good if start is None else good[good.index >= pd.Timestamp(start)]
+        raise NetworkError(f"{ticker}: cannot reach Yahoo")
+
+    monkeypatch.setattr(forecaster.store, "fetch_with_retry", fetch)
+    data, out = tmp_path / "data", tmp_path / "fc"
+    res = cli("predict", "--run", trained_run, "--source", "yahoo", "--data-dir", data,
+              "--out", out)
+    assert res.exit_code == 3
+    assert "STOCKB" in res.stderr
+    assert (data / "store" / "STOCKA.parquet").is_file()
+    df = _read(out / trained_run.name / "latest.csv")
+    _check_forecast(df, ["STOCKA"], 3, trained_run.name)
+
+
+def test_predict_yahoo_stale_store_and_refresh_failing_for_one(cli, trained_run, sample_dir,
+                                                              tmp_path, monkeypatch):
+    """Stored bars far behind the latest session are not used when the refresh fails."""
+    good = read_csv_bars(sample_dir, "STOCKA")
+
+    def fetch(ticker, start=None, end=None, **_):
+        if ticker == "STOCKA":
+            return good if start is None else good[good.index >= pd.Timestamp(start)]
+        raise TickerError(f"no data for {ticker}")
+
+    monkeypatch.setattr(forecaster.store, "fetch_with_retry", fetch)
+    data = tmp_path / "data"
+    save_store(data, "STOCKB", read_csv_bars(sample_dir, "STOCKB"))  # ends 2024-12-31
+    res = cli("predict", "--run", trained_run, "--source", "yahoo", "--data-dir", data,
+              "--out", tmp_path / "fc", "--max-staleness", "3")
+    assert res.exit_code == 3
+    assert "STOCKB" in res.stderr and "behind" in res.stderr
+
+
+# ---------------------------------------------------------------------------- exit 75
+
+
+def test_predict_yahoo_network_down_and_nothing_stored(cli, trained_run, tmp_path, monkeypatch):
+    def down(ticker, *a, **k):
+        raise NetworkError(f"{ticker}: cannot reach Yahoo (ConnectionError)")
+
+    monkeypatch.setattr(forecaster.store, "fetch_with_retry", down)
+    out = tmp_path / "fc"
+    res = cli("predict", "--run", trained_run, "--source", "yahoo", "--data-dir",
+              tmp_path / "data", "--out", out)
+    assert res.exit_code == 75
+    assert "STOCKA" in res.stderr and "STOCKB" in res.stderr
+    assert not list(out.glob("*/*.csv"))
+
+
+def test_predict_yahoo_network_down_and_store_too_stale(cli, trained_run, sample_dir, tmp_path,
+                                                        monkeypatch):
+    def down(ticker, *a, **k):
+        raise NetworkError(f"{ticker}: cannot reach Yahoo (ConnectionError)")
+
+    monkeypatch.setattr(forecaster.store, "fetch_with_retry", down)
+    data = tmp_path / "data"
+    for sym in ("STOCKA", "STOCKB"):
+        save_store(data, sym, read_csv_bars(sample_dir, sym))
+    res = cli("predict", "--run", trained_run, "--source", "yahoo", "--data-dir", data,
+              "--out", tmp_path / "fc", "--max-staleness", "0")
+    assert res.exit_code == 75
+    assert not list((tmp_path / "fc").glob("*/*.csv"))
+
+
+def test_predict_lock_held_on_the_output(cli, trained_run, tmp_path):
+    folder = tmp_path / "fc" / trained_run.name
+    with fsio.file_lock(folder / ".lock"):
+        res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc")
+    assert res.exit_code == 75
+    assert f"pid {os.getpid()}" in res.stderr
+    assert not list(folder.glob("*.csv"))

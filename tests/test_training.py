@@ -1,0 +1,139 @@
+import csv
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from forecaster.config import load_config
+from forecaster.errors import ConfigError, DataError, TrainingError
+from forecaster.training import fit, new_model, resolve_device, seed_everything, train
+from forecaster.windows import build_windows, make_splits
+from tests.conftest import tiny_overrides
+
+
+def test_seed_everything_makes_torch_and_numpy_repeat():
+    seed_everything(3)
+    a = (torch.rand(3), np.random.rand(3))
+    seed_everything(3)
+    b = (torch.rand(3), np.random.rand(3))
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_same_seed_same_forecasts_different_seed_different(sample_dir, tmp_path):
+    from forecaster.prediction import predict
+
+    runs = {}
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        cfg = load_config(None, tiny_overrides(sample_dir, **{"train.seed": seed, "train.epochs": 1}))
+        train(cfg, run_dir=tmp_path / name)
+        runs[name] = predict(tmp_path / name, offline=True, out=tmp_path / "out").forecasts
+    cols = ["p10", "p50", "p90"]
+    pd.testing.assert_frame_equal(runs["a"][cols], runs["b"][cols])
+    assert not np.allclose(runs["a"][cols].to_numpy(float), runs["c"][cols].to_numpy(float))
+
+
+def test_history_records_every_epoch_with_gradient_norm(trained_run):
+    rows = list(csv.DictReader(open(trained_run / "history.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert set(rows[0]) == {"epoch", "train_loss", "val_loss", "grad_norm", "lr", "seconds", "samples"}
+    for r in rows:
+        assert float(r["grad_norm"]) > 0 and math.isfinite(float(r["val_loss"]))
+        assert int(r["samples"]) > 0
+
+
+def _setup(sample_dir, **extra):
+    cfg = load_config(None, tiny_overrides(sample_dir, **extra))
+    from forecaster.store import load_bars
+
+    bars = load_bars("csv", sample_dir, ["STOCKA", "STOCKB"])
+    ws = build_windows(bars, cfg.window.lookback, cfg.window.horizon,
+                       make_splits(bars, cfg.window.val_days, cfg.window.test_days))
+    return cfg, ws
+
+
+def test_nan_loss_stops_with_a_clear_error(sample_dir):
+    cfg, ws = _setup(sample_dir)
+    ws.x[:] = np.nan  # poisoned inputs
+    model = new_model(cfg, ws)
+    with pytest.raises(TrainingError, match="loss became nan"):
+        list(fit(model, ws, cfg, torch.device("cpu"), ws.ends("train"), ws.ends("val")))
+
+
+def test_nan_during_train_keeps_the_previous_run(sample_dir, trained_run, tmp_path, monkeypatch):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    cfg = load_config(None, tiny_overrides(sample_dir, **{"train.lr": 0.5}))
+    import forecaster.models as models
+
+    real = models.pinball_loss
+    monkeypatch.setattr("forecaster.training.pinball_loss",
+                        lambda p, y, q: real(p, y, q) * float("nan"))
+    with pytest.raises(TrainingError):
+        train(cfg, run_dir=run)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_early_stopping_restores_the_best_epoch(sample_dir):
+    cfg, ws = _setup(sample_dir, **{"train.epochs": 12, "train.patience": 2, "train.lr": 0.05})
+    model = new_model(cfg, ws)
+    recs = list(fit(model, ws, cfg, torch.device("cpu"), ws.ends("train"), ws.ends("val")))
+    best = min(recs, key=lambda r: r.val_loss)
+    from forecaster.training import Batches, evaluate_loss
+
+    now = evaluate_loss(model, Batches(ws, torch.device("cpu"), False), ws.ends("val"),
+                        cfg.model.quantiles)
+    assert now == pytest.approx(best.val_loss, rel=1e-5)
+    if len(recs) < 12:  # stopped early: exactly `patience` epochs after the best one
+        assert recs[-1].epoch - best.epoch == 2
+
+
+def test_device_choice():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in {"cpu", "cuda", "mps"}
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA"):
+            resolve_device("cuda")
+
+
+def test_no_tickers_is_a_config_error(sample_dir):
+    with pytest.raises(ConfigError, match="no tickers"):
+        train(load_config(None, tiny_overrides(sample_dir, **{"data.tickers": []})))
+
+
+def test_short_ticker_skipped_and_recorded(sample_dir, tmp_path):
+    import shutil
+
+    d = tmp_path / "data"
+    shutil.copytree(sample_dir, d)
+    df = pd.read_csv(d / "STOCKB.csv").tail(150)  # listed inside the validation period
+    df.to_csv(d / "NEWCO.csv", index=False)
+    cfg = load_config(None, tiny_overrides(d, **{"data.tickers": ["STOCKA", "NEWCO"],
+                                                 "train.epochs": 1}))
+    res = train(cfg, run_dir=tmp_path / "run")
+    assert list(res.meta["tickers"]) == ["STOCKA"]
+    assert "NEWCO" in res.meta["skipped"]
+
+
+def test_missing_ticker_file_names_it(sample_dir):
+    cfg = load_config(None, tiny_overrides(sample_dir, **{"data.tickers": ["STOCKA", "NOPE"]}))
+    with pytest.raises(DataError, match="NOPE"):
+        train(cfg)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("strategy", ["direct", "recursive"])
+def test_every_model_and_strategy_trains_and_predicts(sample_dir, tmp_path, cell, strategy):
+    from forecaster.prediction import predict
+
+    cfg = load_config(None, tiny_overrides(sample_dir, **{
+        "model.cell": cell, "model.strategy": strategy, "train.epochs": 1}))
+    res = train(cfg, run_dir=tmp_path / "run")
+    assert res.meta["config"]["model"]["cell"] == cell
+    out = predict(tmp_path / "run", offline=True, out=tmp_path / "fc").forecasts
+    assert len(out) == 2 * cfg.window.horizon
+    assert (out["p10"] <= out["p50"]).all() and (out["p50"] <= out["p90"]).all()

@@ -1,0 +1,156 @@
+"""Invariants of the window index, checked over random ticker histories with Hypothesis."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from forecaster.errors import DataError
+from forecaster.features import Scaler, make_arrays
+from forecaster.windows import Splits, build_windows, make_splits
+
+SESSIONS = pd.bdate_range("2020-01-01", periods=400)
+
+
+def frame(start: int, end: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    idx = SESSIONS[start:end]
+    close = 50 * np.exp(np.cumsum(rng.normal(0, 0.01, len(idx))))
+    return pd.DataFrame({"open": close, "high": close * 1.01, "low": close * 0.99,
+                         "close": close, "volume": np.full(len(idx), 1e5)},
+                        index=pd.DatetimeIndex(idx, name="date"))
+
+
+histories = st.lists(st.integers(0, 300), min_size=1, max_size=4)  # listing offsets
+params = st.tuples(st.integers(2, 15), st.integers(1, 5), st.integers(5, 40), st.integers(5, 40))
+
+
+def setup(starts, L, H, val, test):
+    bars = {f"T{i}": frame(s, 400, seed=i) for i, s in enumerate(starts)}
+    splits = make_splits(bars, val, test)
+    try:
+        ws = build_windows(bars, L, H, splits)
+    except DataError:
+        return None
+    return bars, splits, ws
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histories, params)
+def test_window_invariants(starts, p):
+    L, H, val, test = p
+    out = setup(starts, L, H, val, test)
+    if out is None:  # every ticker too short: nothing to check but that it said so
+        return
+    bars, splits, ws = out
+    all_ends = ws.ends()
+    per_split = {s: ws.ends(s) for s in ("train", "val", "test")}
+    assert sum(len(e) for e in per_split.values()) == len(all_ends)
+    for name, ends in per_split.items():
+        code = ("train", "val", "test").index(name)
+        for t in ends:
+            k = int(np.searchsorted(ws.offsets, t, side="right") - 1)
+            lo, hi = ws.offsets[k], ws.offsets[k + 1]
+            # inputs and targets inside one ticker
+            assert lo <= t - L + 1 and t + H < hi
+            # targets strictly after inputs
+            assert ws.dates[t + 1] > ws.dates[t]
+            # all targets in the window's split: no window crosses a split boundary
+            assert (ws.split[t + 1 : t + H + 1] == code).all()
+            # the split is that of the first target date
+            assert splits.code(ws.dates[t + 1 : t + 2])[0] == code
+
+
+@settings(max_examples=25, deadline=None)
+@given(histories, params)
+def test_window_count_formula(starts, p):
+    L, H, val, test = p
+    out = setup(starts, L, H, val, test)
+    if out is None:
+        return
+    _, splits, ws = out
+    expected = 0
+    for k in range(len(ws.tickers)):
+        codes = ws.split[ws.offsets[k] : ws.offsets[k + 1]]
+        for c in range(3):
+            n_c = int((codes == c).sum())
+            # a split of n_c rows holds n_c - H + 1 target blocks; the ticker's first window
+            # also needs L input rows, so a split starting at row `first` loses max(0, L - first)
+            first = int(np.argmax(codes == c)) if n_c else 0
+            usable = n_c - H + 1 - max(0, L - first)
+            expected += max(0, usable) if n_c else 0
+    assert len(ws.ends()) == expected
+
+
+@settings(max_examples=25, deadline=None)
+@given(histories, params)
+def test_scaler_sees_training_rows_only(starts, p):
+    L, H, val, test = p
+    out = setup(starts, L, H, val, test)
+    if out is None:
+        return
+    bars, splits, ws = out
+    for sym in ws.tickers:
+        a = make_arrays(bars[sym])
+        train = a.features[pd.DatetimeIndex(a.dates) < splits.val_start]
+        assert ws.scalers[sym] == Scaler.fit(train)
+        # wrecking every non-training bar leaves the scaler unchanged
+        wrecked = bars[sym].copy()
+        wrecked.loc[wrecked.index >= splits.val_start, ["close", "high", "open", "low"]] *= 7.0
+        again = build_windows({sym: wrecked}, L, H, splits)
+        assert again.scalers[sym] == ws.scalers[sym]
+
+
+def test_short_ticker_is_skipped_with_a_warning_naming_it(caplog):
+    bars = {"LONG": frame(0, 400), "SHORT": frame(330, 400)}
+    splits = make_splits(bars, 30, 30)
+    with caplog.at_level("WARNING", logger="forecaster"):
+        ws = build_windows(bars, 20, 5, splits)
+    assert ws.tickers == ["LONG"]
+    assert "SHORT" in ws.skipped
+    assert any("SHORT" in r.getMessage() for r in caplog.records)
+
+
+def test_every_ticker_too_short_is_an_error():
+    bars = {"A": frame(340, 400)}
+    with pytest.raises(DataError, match="A"):
+        build_windows(bars, 50, 5, make_splits(bars, 20, 20))
+
+
+def test_batches_are_gathered_from_the_stacked_rows():
+    bars = {"A": frame(0, 400, 1), "B": frame(200, 400, 2)}
+    splits = make_splits(bars, 50, 50)
+    ws = build_windows(bars, 10, 3, splits)
+    ends = ws.ends("train")[[0, -1]]
+    x, tid = ws.inputs(ends)
+    assert x.shape == (2, 10, ws.x.shape[1])
+    np.testing.assert_array_equal(x[1], ws.x[ends[1] - 9 : ends[1] + 1])
+    y = ws.targets(ends)
+    expected = (ws.log_close[ends[0] + 2] - ws.log_close[ends[0]]) / ws.tscale[tid[0], 1]
+    assert y[0, 1] == pytest.approx(expected, rel=1e-5)
+    # the stacked arrays are the only copy: a window is an index, not an array
+    assert ws.x.shape[0] == sum(len(b) - 1 for b in bars.values())
+
+
+def test_walk_forward_origins_cover_each_test_session_once():
+    bars = {"A": frame(0, 400), "B": frame(100, 400)}
+    splits = make_splits(bars, 40, 30)
+    ws = build_windows(bars, 10, 5, splits)
+    o = ws.origins("test")
+    assert len(o) == 2 * 30
+    first_targets = ws.dates[o + 1]
+    assert (pd.DatetimeIndex(first_targets) >= splits.test_start).all()
+    assert len(ws.ends("test")) == 2 * (30 - 5 + 1)
+
+
+def test_splits_round_trip_and_count_from_the_latest_date():
+    bars = {"A": frame(0, 300), "B": frame(0, 400)}
+    s = make_splits(bars, 40, 30)
+    assert s.test_start == SESSIONS[370] and s.val_start == SESSIONS[330]
+    assert Splits.from_dict(s.to_dict()) == s
+
+
+def test_not_enough_sessions_for_the_splits():
+    with pytest.raises(DataError, match="not enough"):
+        make_splits({"A": frame(0, 50)}, 30, 30)
