@@ -23,7 +23,7 @@ app = typer.Typer(
     name="forecaster",
     help="Forecast daily stock prices with RNN / LSTM / GRU models: download, train, evaluate "
          "walk-forward against naive baselines, and predict the next trading sessions.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]})
 
 log = logging.getLogger("forecaster")
@@ -94,8 +94,9 @@ def _stderr_console():
 def _stdout_console():
     from rich.console import Console
 
-    return Console(no_color=not sys.stdout.isatty() or "NO_COLOR" in os.environ,
-                   highlight=False, soft_wrap=True)
+    tty = sys.stdout.isatty()
+    return Console(no_color=not tty or "NO_COLOR" in os.environ, highlight=False,
+                   width=None if tty else 200)
 
 
 def setup_logging(quiet: bool, log_file: Path | None) -> None:
@@ -159,8 +160,12 @@ def download(
     quiet: QuietOpt = False, json_out: JsonOpt = False, log_file: LogFileOpt = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Fetch daily OHLCV bars (split/dividend adjusted) from Yahoo into the local store,
-    incrementally. Exit 3 if some tickers failed, 75 if the network is down or rate-limited."""
+    """Download daily bars from Yahoo into the local store.
+
+    Split- and dividend-adjusted OHLCV, fetched incrementally (only what is missing, plus a few
+    sessions of overlap to catch revisions) into <data-dir>/store/<TICKER>.parquet. Exit 3 if
+    some tickers failed, 75 if the network is down or rate-limited for all of them.
+    """
     setup_logging(quiet, log_file)
     with handled(debug):
         from .config import load_config
@@ -219,7 +224,11 @@ def train(
     quiet: QuietOpt = False, json_out: JsonOpt = False, log_file: LogFileOpt = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Train one global model over the tickers and write a run directory."""
+    """Train one global model over the tickers; write a run directory.
+
+    Tickers come from --tickers, trailing arguments or the config file. The run directory holds
+    model.safetensors, run.json and history.csv.
+    """
     setup_logging(quiet, log_file)
     with handled(debug):
         from .config import load_config
@@ -286,7 +295,11 @@ def evaluate(
     quiet: QuietOpt = False, json_out: JsonOpt = False, log_file: LogFileOpt = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Walk-forward backtest of a run on its test split against naive, drift and mean baselines."""
+    """Backtest a run walk-forward on its test split against baselines.
+
+    Writes DIR/eval/metrics.csv and DIR/eval/predictions.csv (and plots with --plot), prints a
+    table and says plainly whether the model beats the naive forecast.
+    """
     setup_logging(quiet, log_file)
     with handled(debug):
         from .evaluation import evaluate as do_evaluate
@@ -297,6 +310,7 @@ def evaluate(
         if json_out:
             _emit_json({"run": rep.run, "beats_naive": ok, "verdict": verdict,
                         "files": {k: str(v) for k, v in rep.files.items()},
+                        "lag": json.loads(rep.lag.to_json(orient="records")),
                         "metrics": json.loads(rep.metrics.to_json(orient="records"))})
         elif not quiet:
             _print_metrics(rep)
@@ -309,21 +323,28 @@ def evaluate(
 
 
 def _print_metrics(rep) -> None:
+    """One row per ticker and step: the model against each baseline, and its intervals."""
     from rich.table import Table
 
-    cols = ["ticker", "model", "step", "n", "mae", "mase", "skill", "dm_pvalue",
-            "directional_accuracy", "coverage", "width"]
-    t = Table(*cols, title=f"walk-forward test metrics, run {rep.run}")
-    for _, r in rep.metrics.iterrows():
-        cells = []
-        for c in cols:
-            v = r[c]
-            if isinstance(v, float):
-                cells.append("" if v != v else (f"{v:+.2%}" if c == "skill" else f"{v:.4g}"))
-            else:
-                cells.append(str(v))
-        t.add_row(*cells)
+    m = rep.metrics
+    t = Table("ticker", "step", "n", "MAE", "MAE naive", "skill", "DM p", "skill drift",
+              "skill mean", "direction", "coverage", "width",
+              title=f"walk-forward test metrics of {rep.model} (run {rep.run}); skill = 1 - MAE/MAE naive")
+    by = {(r.ticker, r.model, r.step): r for r in m.itertuples(index=False)}
+    for r in m[m["model"] == rep.model].itertuples(index=False):
+        def f(v, pct=False):
+            return "" if v != v else (f"{v:+.2%}" if pct else f"{v:.4g}")
+
+        naive = by[(r.ticker, "naive", r.step)]
+        t.add_row(r.ticker, str(r.step), str(r.n), f(r.mae), f(naive.mae), f(r.skill, True),
+                  f(r.dm_pvalue), f(by[(r.ticker, "drift", r.step)].skill, True),
+                  f(by[(r.ticker, "mean", r.step)].skill, True), f(r.directional_accuracy),
+                  f(r.coverage), f(r.width))
     _stdout_console().print(t)
+    for r in rep.lag.itertuples(index=False):
+        if r.copies_last_value:
+            print(f"{r.ticker}: the median forecast moves with the last close (slope {r.slope:.2f}, "
+                  f"R^2 {r.r2:.2f}): it is essentially the last value shifted forward")
 
 
 @app.command()
@@ -344,9 +365,11 @@ def predict(
     quiet: QuietOpt = False, json_out: JsonOpt = False, log_file: LogFileOpt = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Forecast the next trading sessions for every ticker of a run and write the forecast CSV.
-    Exit 3 if some tickers failed (the rest are written), 75 if the network is down and no
-    usable local data is left."""
+    """Forecast the next trading sessions and write the forecast CSV.
+
+    Writes OUT/<run>/<as_of>.csv and OUT/<run>/latest.csv. Exit 3 if some tickers failed (the
+    rest are written), 75 if the network is down and no usable local data is left.
+    """
     setup_logging(quiet, log_file)
     with handled(debug):
         from .prediction import predict as do_predict
@@ -389,7 +412,7 @@ def info(
     run: Annotated[Path, typer.Argument(help="Run directory.", file_okay=False)],
     json_out: JsonOpt = False, debug: DebugOpt = False,
 ) -> None:
-    """Show a run: config, tickers and their date ranges, splits, metrics, versions."""
+    """Show a run: config, tickers, date ranges, metrics, versions."""
     setup_logging(False, None)
     with handled(debug):
         from .checkpoint import read_meta

@@ -22,6 +22,9 @@ log = logging.getLogger("forecaster")
 PREDICTION_COLUMNS = ["ticker", "origin", "step", "date", "actual", "p10", "p50", "p90", "naive"]
 
 
+LAG_R2 = 0.95  # above this (with a slope within 0.05 of 1) the forecast is flagged as a copy of the last close
+
+
 @dataclass
 class EvalReport:
     run: str
@@ -29,6 +32,7 @@ class EvalReport:
     metrics: pd.DataFrame
     predictions: pd.DataFrame  # with the extra columns last_close, drift, mean
     out_dir: Path
+    lag: pd.DataFrame = field(default_factory=pd.DataFrame)
     files: dict[str, Path] = field(default_factory=dict)
 
     def overall(self) -> pd.DataFrame:
@@ -53,6 +57,25 @@ class EvalReport:
             return True, f"The model beats the naive forecast at every step (DM p < {alpha})."
         return False, ("The model does NOT beat the naive (random-walk) forecast: "
                        + "; ".join(lines) + ". Do not trade on it.")
+
+
+def lag_report(pred: pd.DataFrame) -> pd.DataFrame:
+    """Per ticker: how much of the one-step forecast's movement is the last observed move.
+
+    Between consecutive origins, the change of the median forecast is regressed on the change of
+    the last close. A forecast that is "the last value shifted forward" has slope ~1 and
+    R^2 ~1: its movement is explained entirely by what already happened, and it carries nothing
+    the naive forecast does not. Flagged when R^2 > 0.95 and the slope is within 0.05 of 1.
+    """
+    from .metrics import lag_share
+
+    rows = []
+    for sym, p in pred[pred["step"] == 1].groupby("ticker", sort=False):
+        p = p.sort_values("origin")
+        slope, r2 = lag_share(p["p50"].diff().to_numpy()[1:], p["last_close"].diff().to_numpy()[1:])
+        flagged = bool(r2 > LAG_R2 and abs(slope - 1) < 0.05)
+        rows.append({"ticker": sym, "slope": slope, "r2": r2, "copies_last_value": flagged})
+    return pd.DataFrame(rows, columns=["ticker", "slope", "r2", "copies_last_value"])
 
 
 def walk_forward(run, bars: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -156,10 +179,11 @@ def evaluate(run_dir: Path, *, source: str | None = None, data_dir: Path | None 
     # so a failure (a plot, a full disk) leaves the previous evaluation as it was
     tmp = sibling_temp_dir(out_dir)
     report = EvalReport(run=run.name, model=model_name, metrics=metrics, predictions=pred,
-                        out_dir=tmp)
+                        out_dir=tmp, lag=lag_report(pred))
     try:
         write_csv(metrics, tmp / "metrics.csv")
         write_csv(pred[PREDICTION_COLUMNS], tmp / "predictions.csv")
+        write_csv(report.lag, tmp / "lag.csv")
         if plot:
             from .plots import plot_report
 
@@ -170,7 +194,7 @@ def evaluate(run_dir: Path, *, source: str | None = None, data_dir: Path | None 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     report.out_dir = out_dir
-    report.files = {"metrics": out_dir / "metrics.csv", "predictions": out_dir / "predictions.csv"}
+    report.files = {name: out_dir / f"{name}.csv" for name in ("metrics", "predictions", "lag")}
     if plot:
         report.files["plots"] = out_dir / "plots"
     return report
