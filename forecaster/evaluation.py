@@ -132,17 +132,19 @@ def walk_forward(run, bars: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def interval(scaled: np.ndarray, ws, ends: np.ndarray, conformal: dict[str, list[float]],
              median_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Calibrated (lo, median, hi) cumulative log returns, each (B, H)."""
+    """Calibrated (lo, median, hi) cumulative log returns, each (B, H): the model's half-widths
+    around its median, times the run's conformal scale and the local volatility at the origin."""
+    from .intervals import apply_scales
+
     H = ws.horizon
-    off = np.zeros((len(ws.names), H))
+    scale = np.ones((len(ws.names), H))
     for i, s in enumerate(ws.names):
         vals = conformal.get(s) or []
         if len(vals) == H:
-            off[i] = vals
-    o = off[ws.ticker_id[ends]]  # (B, H)
+            scale[i] = vals
     med = scaled[:, :, median_index]
-    lo = np.minimum(scaled[:, :, 0] - o, med)
-    hi = np.maximum(scaled[:, :, -1] + o, med)
+    lo, hi = apply_scales(scaled[:, :, 0], med, scaled[:, :, -1], scale[ws.ticker_id[ends]],
+                          ws.vol[ends][:, None])
     s = ws.tscale[ws.ticker_id[ends]]  # (B, H)
     return lo * s, med * s, hi * s
 

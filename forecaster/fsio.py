@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from forecaster.errors import LockBusy
+from forecaster.errors import ForecasterError, LockBusy
 
 PathLike = str | os.PathLike[str]
 
@@ -176,19 +176,22 @@ def file_lock(path: PathLike, timeout: float = 0) -> Iterator[None]:
     ``timeout`` is how long to wait in seconds (0: one try; negative: wait forever). The lock
     dies with its process, so one left by a killed run never blocks. The holder (pid, host,
     command line, start time) is recorded in ``<path>.holder`` for the LockBusy message.
+    A lock that cannot be created at all (read-only or missing folder) is a ForecasterError.
     """
     from filelock import FileLock, Timeout
 
     lock_path = Path(path)
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(lock_path, timeout=timeout, thread_local=False)
     try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(lock_path, timeout=timeout, thread_local=False)
         lock.acquire()
-    except Timeout:
+    except Timeout:  # a TimeoutError, so an OSError: caught first
         raise LockBusy(
             f"another forecaster run holds {lock_path} ({_describe_holder(lock_path)}); "
             "retry later or pass --lock-timeout"
         ) from None
+    except OSError as exc:
+        raise ForecasterError(f"cannot create the lock file {lock_path}: {_reason(exc)}") from None
     holder = _holder_file(lock_path)
     try:
         info = {
@@ -197,8 +200,46 @@ def file_lock(path: PathLike, timeout: float = 0) -> Iterator[None]:
             "command": _command_line(),
             "started": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
-        atomic_write_text(holder, json.dumps(info) + "\n")
+        try:
+            atomic_write_text(holder, json.dumps(info) + "\n")
+        except OSError:
+            pass  # only a courtesy for the LockBusy message; the lock itself is held
         yield
     finally:
-        holder.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            holder.unlink(missing_ok=True)
         lock.release()
+
+
+def _reason(exc: OSError) -> str:
+    """``Permission denied`` rather than ``[Errno 13] Permission denied: '/the/path'``."""
+    return exc.strerror or type(exc).__name__
+
+
+def is_temp_name(name: str) -> bool:
+    """True for the names :func:`atomic_writer` gives its temp files (``.<name>.<random>.tmp``)."""
+    return name.startswith(".") and name.endswith(".tmp") and name.count(".") >= 3
+
+
+def remove_stale_temps(directory: PathLike, min_age: float = 3600.0) -> int:
+    """Delete temp files of :func:`atomic_writer` older than ``min_age`` seconds in ``directory``.
+
+    A writer killed between creating its temp file and the rename leaves one behind; call
+    this while holding the directory's lock. Returns how many were removed; never raises.
+    """
+    removed = 0
+    now = datetime.now(timezone.utc).timestamp()
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return 0
+    for entry in entries:
+        if not is_temp_name(entry.name):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and now - entry.stat().st_mtime >= min_age:
+                os.unlink(entry.path)
+                removed += 1
+        except OSError:
+            continue
+    return removed

@@ -1,9 +1,17 @@
-"""Split-conformal calibration of quantile intervals (conformalized quantile regression).
+"""Split-conformal calibration of quantile intervals.
 
-The model's raw ``[p10, p90]`` interval is widened (or narrowed) by one offset per ticker and
-step, fitted on the validation split so that the interval covers the nominal 80 % of the
-actuals (Romano, Patterson & Candès, 2019). Everything works in whatever unit the caller uses
-(the training code passes log returns); nothing here imports torch.
+Two scores are available, both fitted per ticker and step on the validation split so that the
+interval covers the nominal 80 % of the actuals:
+
+- additive (conformalized quantile regression, Romano, Patterson & Candès, 2019): the raw
+  ``[p10, p90]`` is widened or narrowed by one offset, :func:`calibrate`;
+- volatility-scaled multiplicative (what the forecaster uses): the interval's two half-widths
+  around the median are multiplied by ``s * v``, where ``v`` is the local volatility at the
+  origin relative to the training volatility, :func:`calibrate_scales`. Returns are
+  heteroskedastic; a validation split that was more volatile than today would otherwise leave
+  today's intervals too wide (and a calmer one too narrow).
+
+Everything works in whatever unit the caller uses; nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -20,6 +28,9 @@ __all__ = [
     "conformal_offsets",
     "calibrate",
     "apply_offsets",
+    "scale_scores",
+    "calibrate_scales",
+    "apply_scales",
 ]
 
 DEFAULT_COVERAGE = 0.8
@@ -41,6 +52,63 @@ def conformity_scores(actual, lo, hi) -> np.ndarray:
         raise ValueError(f"arrays differ in length: {y.shape[0]}, {a.shape[0]}, {b.shape[0]}")
     keep = ~(np.isnan(y) | np.isnan(a) | np.isnan(b))
     return np.maximum(a[keep] - y[keep], y[keep] - b[keep])
+
+
+def conformal_quantile(scores, coverage: float = DEFAULT_COVERAGE) -> float:
+    """The ``ceil((n + 1) * coverage)``-th smallest finite score (the largest when that rank is
+    above n; NaN when there is no finite score)."""
+    coverage = float(coverage)
+    if not 0.0 < coverage < 1.0:
+        raise ValueError(f"coverage must be in (0, 1), got {coverage}")
+    scores = np.sort(np.asarray(scores, dtype=float)[np.isfinite(scores)])
+    n = scores.shape[0]
+    if n == 0:
+        return float("nan")
+    k = math.ceil((n + 1) * coverage - 1e-9)
+    return float(scores[min(max(k, 1), n) - 1])
+
+
+def scale_scores(actual, lo, mid, hi, vol) -> np.ndarray:
+    """Multiplicative scores: the factor by which the half-width on the actual's side,
+    times ``vol``, must be stretched to reach the actual (<= 1 inside the raw interval)."""
+    y, a, m, b, v = (np.asarray(x, dtype=float).reshape(-1) for x in (actual, lo, mid, hi, vol))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        below = (m - y) / (v * np.maximum(m - a, 1e-12))
+        above = (y - m) / (v * np.maximum(b - m, 1e-12))
+    return np.maximum(below, above)
+
+
+def calibrate_scales(frame: pd.DataFrame, coverage: float = DEFAULT_COVERAGE,
+                     min_rows: int = MIN_ROWS) -> dict[str, list[float]]:
+    """Fit multiplicative scales per ticker and step on validation predictions.
+
+    ``frame`` has the columns ``ticker, step, actual, lo, mid, hi, vol``. Returns
+    ``{ticker: [scale_step1, ..., scale_stepH]}``; a (ticker, step) with fewer than
+    ``min_rows`` finite scores uses the scale pooled over every ticker for that step (1.0 when
+    the step has none).
+    """
+    data = frame.copy()
+    data["score"] = scale_scores(data["actual"], data["lo"], data["mid"], data["hi"], data["vol"])
+    horizon = int(data["step"].max()) if len(data) else 0
+    pooled = [1.0] * horizon
+    for step, g in data.groupby("step", sort=True):
+        q = conformal_quantile(g["score"], coverage)
+        pooled[int(step) - 1] = 1.0 if math.isnan(q) else q
+    scales: dict[str, list[float]] = {}
+    for ticker, by_ticker in data.groupby("ticker", sort=True):
+        values = list(pooled)
+        for step, g in by_ticker.groupby("step", sort=True):
+            if int(np.isfinite(g["score"]).sum()) >= int(min_rows):
+                values[int(step) - 1] = conformal_quantile(g["score"], coverage)
+        scales[str(ticker)] = [float(v) for v in values]
+    return scales
+
+
+def apply_scales(lo, mid, hi, scale, vol) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated ``(lo, hi)``: each half-width around ``mid`` multiplied by ``scale * vol``."""
+    lo, mid, hi = (np.asarray(x, dtype=float) for x in (lo, mid, hi))
+    f = np.maximum(np.asarray(scale, dtype=float) * np.asarray(vol, dtype=float), 0.0)
+    return mid - f * (mid - lo), mid + f * (hi - mid)
 
 
 def conformal_offsets(actual, lo, hi, coverage: float = DEFAULT_COVERAGE) -> float:

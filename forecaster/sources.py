@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import re
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -202,22 +203,92 @@ def normalise_history(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
     return pd.DataFrame({c: df[columns[c]].to_numpy(dtype="float64") for c in COLUMNS}, index=index)
 
 
-def drop_unfinished_session(
-    df: pd.DataFrame, tz: str | None, now: pd.Timestamp | None = None, close_hour: int = 18
-) -> pd.DataFrame:
-    """Drop a last bar dated today in the exchange timezone before ``close_hour`` local time.
+# Exchange time zone (as Yahoo reports it) -> exchange calendar, for the close time of a session.
+_TZ_CALENDARS = {
+    "America/New_York": "XNYS",
+    "America/Toronto": "XTSE",
+    "America/Sao_Paulo": "BVMF",
+    "America/Mexico_City": "XMEX",
+    "Europe/London": "XLON",
+    "Europe/Berlin": "XETR",
+    "Europe/Paris": "XPAR",
+    "Europe/Amsterdam": "XAMS",
+    "Europe/Brussels": "XBRU",
+    "Europe/Madrid": "XMAD",
+    "Europe/Milan": "XMIL",
+    "Europe/Zurich": "XSWX",
+    "Europe/Stockholm": "XSTO",
+    "Europe/Oslo": "XOSL",
+    "Europe/Copenhagen": "XCSE",
+    "Europe/Helsinki": "XHEL",
+    "Asia/Tokyo": "XTKS",
+    "Asia/Hong_Kong": "XHKG",
+    "Asia/Shanghai": "XSHG",
+    "Asia/Seoul": "XKRX",
+    "Asia/Singapore": "XSES",
+    "Asia/Kolkata": "XBOM",
+    "Australia/Sydney": "XASX",
+    "Pacific/Auckland": "XNZE",
+}
+_ROUND_THE_CLOCK_TZ = {"UTC", "Etc/UTC", "GMT", "Etc/GMT"}  # where Yahoo puts crypto
 
-    Yahoo's daily series can end with the session still in progress; such a bar would later
-    change and look like a revision. ``close_hour`` is late enough for the major exchanges.
+
+def _session_close(calendar: str, day: pd.Timestamp) -> pd.Timestamp | None:
+    """The UTC close of ``day`` on ``calendar``; None when it is not a session or unknown."""
+    from forecaster.errors import ConfigError
+    from forecaster.sessions import get_calendar
+
+    try:
+        cal = get_calendar(calendar)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if not cal.is_session(day):
+                return None
+            close = pd.Timestamp(cal.session_close(day))
+    except (ConfigError, ValueError, KeyError, ImportError):
+        return None
+    return close.tz_localize("UTC") if close.tzinfo is None else close.tz_convert("UTC")
+
+
+def drop_unfinished_session(
+    df: pd.DataFrame,
+    tz: str | None,
+    now: pd.Timestamp | None = None,
+    close_hour: int = 18,
+    *,
+    calendar: str | None = None,
+    symbol: str | None = None,
+    grace_minutes: float = 15.0,
+) -> pd.DataFrame:
+    """Drop a last bar dated today (exchange time) while that session is still trading.
+
+    Yahoo's daily series can end with the session in progress; such a bar would later change
+    and look like a revision. The close comes from the exchange calendar (``calendar``, or the
+    one of the exchange time zone ``tz``), so half days and each exchange's own hours count,
+    plus ``grace_minutes`` for the closing prints. Without a known calendar, or on a day
+    that calendar does not trade, a bar is kept only after ``close_hour`` local time; for
+    FX and futures (``=`` in the symbol) and round-the-clock markets (UTC), only once the
+    day is over.
     """
     if df.empty or tz is None:
         return df
-    if now is None:
-        now = pd.Timestamp.now(tz="UTC")
+    now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
+    if now.tzinfo is None:
+        now = now.tz_localize("UTC")
     local_now = now.tz_convert(tz)
-    if df.index[-1] == local_now.tz_localize(None).normalize() and local_now.hour < close_hour:
-        return df.iloc[:-1]
-    return df
+    today = local_now.tz_localize(None).normalize()
+    if df.index[-1] != today:
+        return df
+    round_the_clock = tz in _ROUND_THE_CLOCK_TZ or (symbol is not None and "=" in symbol)
+    if round_the_clock:
+        return df.iloc[:-1]  # a bar dated today is finished only when today is over
+    name = calendar or _TZ_CALENDARS.get(tz)
+    close = _session_close(name, today) if name else None
+    if close is not None:
+        unfinished = now.tz_convert("UTC") < close + pd.Timedelta(minutes=grace_minutes)
+    else:
+        unfinished = local_now.hour < close_hour
+    return df.iloc[:-1] if unfinished else df
 
 
 def _is_http_status(exc: BaseException, status: int) -> bool:
@@ -275,7 +346,7 @@ def fetch_history(
         raise TickerError(no_data)
     tz = getattr(raw.index, "tz", None)
     bars = normalise_history(raw, symbol)
-    return drop_unfinished_session(bars, str(tz) if tz is not None else None)
+    return drop_unfinished_session(bars, str(tz) if tz is not None else None, symbol=symbol)
 
 
 def _clear_yfinance_cache() -> None:
@@ -287,6 +358,33 @@ def _clear_yfinance_cache() -> None:
         cache_get.cache_clear()
 
 
+def _within(seconds: float, call: Callable[[], pd.DataFrame], what: str) -> pd.DataFrame:
+    """Run ``call`` with a hard time limit; NetworkError when it has not answered by then.
+
+    yfinance's own ``timeout`` does not bound its time-zone probe (10 s) or its info
+    fallback (30 s), so one stuck attempt could hold a cron run for minutes. The call runs
+    in a daemon thread; one that overruns is abandoned (its result is never used, and it
+    cannot keep the process alive at exit).
+    """
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # handed to the caller's thread below
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="forecaster-fetch", daemon=True).start()
+    if not done.wait(max(seconds, 0.0)):
+        raise NetworkError(f"{what}: no answer from Yahoo within {seconds:.0f}s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def fetch_with_retry(
     ticker: str,
     start: DateLike | None = None,
@@ -296,7 +394,7 @@ def fetch_with_retry(
     attempts: int = 4,
     base_delay: float = 1.0,
     max_delay: float = 60.0,
-    deadline: float = 120.0,
+    deadline: float = 90.0,
     sleep: Callable[[float], None] = time.sleep,
     rng: Callable[[], float] = random.random,
 ) -> pd.DataFrame:
@@ -304,7 +402,10 @@ def fetch_with_retry(
 
     Network errors and rate limits (with a 5x longer base delay) are retried up to
     ``attempts`` tries in all; a "no data" answer is retried once, as a Yahoo 5xx looks the
-    same. Gives up early rather than pass ``deadline`` seconds. Re-raises the last error.
+    same. yfinance's in-memory response cache is cleared before each retry, or it would
+    replay the failure. ``deadline`` is a hard limit in seconds for the ticker: an attempt
+    still running then is abandoned (NetworkError), and no retry starts that could not
+    finish its wait before it. Re-raises the last error.
     """
     if attempts < 1:
         raise ValueError("attempts must be at least 1")
@@ -312,8 +413,11 @@ def fetch_with_retry(
     started = time.monotonic()
     no_data_retried = False
     for attempt in range(attempts):
+        left = deadline - (time.monotonic() - started)
         try:
-            return fetch_history(ticker, start, end, session=session)
+            return _within(
+                left, lambda: fetch_history(ticker, start, end, session=session), ticker
+            )
         except RateLimitError as exc:
             error: DataError | NetworkError | RateLimitError = exc
             base = base_delay * 5
@@ -327,7 +431,7 @@ def fetch_with_retry(
         if attempt + 1 >= attempts:
             raise error
         delay = rng() * min(max_delay, base * 2**attempt)
-        if time.monotonic() - started + delay > deadline:
+        if time.monotonic() - started + delay >= deadline:
             raise error
         log.debug("%s: %s; retrying in %.1fs", ticker, error, delay)
         sleep(delay)

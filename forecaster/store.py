@@ -17,6 +17,7 @@ from forecaster import fsio
 from forecaster.errors import (
     ConfigError,
     DataError,
+    ForecasterError,
     NetworkError,
     RateLimitError,
     TickerError,
@@ -37,7 +38,7 @@ Fetch = Callable[[str, DateLike | None, DateLike | None], pd.DataFrame]
 PRICES = ["open", "high", "low", "close"]
 MAX_DAILY_FACTOR = 20.0  # a close more than 20x (or under 1/20 of) the previous one is absurd
 RANGE_TOLERANCE = 0.01  # close may sit outside [low, high] by rounding, not by more than 1 %
-BREAKER_AFTER = 3  # stop when the first this-many tickers all fail with network errors
+BREAKER_AFTER = 3  # stop after this many tickers in a row failed with network/rate-limit errors
 
 
 def store_dir(data_dir: str | os.PathLike[str]) -> Path:
@@ -163,7 +164,11 @@ def load_store(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:
 
 
 def save_store(data_dir: str | os.PathLike[str], ticker: str, df: pd.DataFrame) -> Path:
-    """Write ``df`` as the stored bars of ``ticker``, atomically; returns the path."""
+    """Write ``df`` as the stored bars of ``ticker``, atomically; returns the path.
+
+    The file is written to a temp name and renamed, so a reader (or a crash) sees the old
+    file or the new one; a failed write raises OSError and leaves the old file as it was.
+    """
     path = store_path(data_dir, ticker)
     with fsio.atomic_writer(path, "wb") as f:
         df[COLUMNS].to_parquet(f, engine="pyarrow")
@@ -175,13 +180,16 @@ def merge_bars(
 ) -> tuple[pd.DataFrame, bool]:
     """Combine stored and fetched bars; fetched rows win on shared dates.
 
-    Returns ``(merged, revised)``; ``revised`` is True when a shared date's close differs
-    beyond ``rtol``, meaning the source re-adjusted its history (a dividend or split).
+    Returns ``(merged, revised)``; ``revised`` is True when a shared date's (adjusted) close
+    differs beyond ``rtol``, meaning the source re-adjusted its history (a dividend or a
+    split rescales every earlier close). Other columns of the overlap are simply replaced
+    by the fetched values: a corrected open/high/low or an amended volume of the last few
+    sessions is not a reason to download the whole history again.
     """
     shared = old.index.intersection(new.index)
     revised = not np.allclose(
-        old.loc[shared, "close"].to_numpy(),
-        new.loc[shared, "close"].to_numpy(),
+        old.loc[shared, "close"].to_numpy(dtype="float64"),
+        new.loc[shared, "close"].to_numpy(dtype="float64"),
         rtol=rtol,
         atol=0.0,
     )
@@ -209,7 +217,8 @@ def update_ticker(
     A stored ticker is fetched from ``overlap_days`` sessions before its last bar; if the
     overlap shows a revision, the full history is fetched again. A new ticker gets its full
     history. Stored data is only ever replaced by a validated, merged superset, so a failed
-    fetch leaves the file untouched.
+    fetch leaves the file untouched and no stored row is ever lost. A failed write is a
+    ForecasterError (fatal for the whole download, not just this ticker).
     """
     symbol = validate_ticker(ticker)
     path = store_path(data_dir, symbol)
@@ -230,7 +239,11 @@ def update_ticker(
         merged = validate_bars(merged, symbol)  # the seam between stored and fetched rows too
         added = int((~merged.index.isin(old.index)).sum())
     if old is None or refetched or added or not merged.equals(old):
-        save_store(data_dir, symbol, merged)
+        try:
+            save_store(data_dir, symbol, merged)
+        except OSError as exc:  # disk full, read-only store: no other ticker would fare better
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            raise ForecasterError(f"cannot write {path}: {reason}; the stored file is unchanged") from None
     return UpdateResult(
         symbol, len(merged), merged.index[0].date(), merged.index[-1].date(), added, refetched
     )
@@ -265,9 +278,12 @@ def download(
 ) -> DownloadReport:
     """Fetch and store daily bars for each ticker, incrementally, under the store lock.
 
-    Per-ticker failures are collected in the report, not raised. If the first three tickers
-    all fail with network errors, the rest are not tried and are reported as network failures.
-    Raises LockBusy when another process holds ``<data_dir>/store/.lock``.
+    Per-ticker failures are collected in the report, not raised. Once three tickers in a row
+    have failed with network or rate-limit errors, the rest are not tried and are reported
+    as failing the same way (a circuit breaker: no paying retries x N tickers while Yahoo is
+    unreachable). Raises LockBusy when another process holds ``<data_dir>/store/.lock``
+    (after waiting ``lock_timeout`` seconds), and ForecasterError when the store cannot be
+    written at all.
     """
     report = DownloadReport()
     symbols: list[str] = []
@@ -290,22 +306,27 @@ def download(
         fetch = fetch_yahoo
 
     with fsio.file_lock(store_dir(data_dir) / ".lock", lock_timeout):
+        fsio.remove_stale_temps(store_dir(data_dir))
+        streak: list[str] = []  # kinds of the latest failures in a row
         for i, symbol in enumerate(symbols):
-            tried = symbols[:i]
-            if (
-                len(tried) == BREAKER_AFTER
-                and not report.ok
-                and all(report.kinds.get(t) == "network" for t in tried)
-            ):
+            if len(streak) >= BREAKER_AFTER:
+                kind = "rate_limit" if all(k == "rate_limit" for k in streak) else "network"
+                why = "Yahoo keeps rate-limiting" if kind == "rate_limit" else "the network looks down"
+                log.warning(
+                    "%d tickers in a row failed (%s): not trying the %d left",
+                    len(streak), why, len(symbols) - i,
+                )
                 for rest in symbols[i:]:
-                    report.failed[rest] = "not tried: the network looks down"
-                    report.kinds[rest] = "network"
+                    report.failed[rest] = f"not tried: {why}"
+                    report.kinds[rest] = kind
                 break
             try:
                 report.ok[symbol] = update_ticker(data_dir, symbol, fetch)
             except (DataError, NetworkError, RateLimitError) as exc:
                 log.warning("%s", exc)
                 report.failed[symbol], report.kinds[symbol] = str(exc), _kind(exc)
+            kind = report.kinds.get(symbol)
+            streak = streak + [kind] if kind in ("network", "rate_limit") else []
     return report
 
 

@@ -200,22 +200,24 @@ def _versions() -> dict:
             "torch": torch.__version__, "numpy": np.__version__, "pandas": pandas.__version__}
 
 
-def calibration_offsets(model: QuantileRNN, ws: WindowSet, ends: np.ndarray, strategy: str,
-                        coverage: float, device: torch.device) -> dict[str, list[float]]:
-    """Conformal offsets per ticker and step from validation windows (scaled units)."""
+def calibration_scales(model: QuantileRNN, ws: WindowSet, ends: np.ndarray, strategy: str,
+                       coverage: float, device: torch.device) -> dict[str, list[float]]:
+    """Volatility-scaled conformal factors per ticker and step from validation windows."""
     import pandas as pd
 
     from .inference import predict_scaled
-    from .intervals import calibrate
+    from .intervals import calibrate_scales
 
     q = predict_scaled(model, ws, ends, strategy, device=device)  # (B, H, Q)
     y = ws.targets(ends)  # (B, H)
     B, H = y.shape
+    m = model.median_index
     frame = pd.DataFrame({
         "ticker": np.repeat(np.asarray(ws.names, dtype=object)[ws.ticker_id[ends]], H),
-        "step": np.tile(np.arange(1, H + 1), B),
-        "actual": y.ravel(), "p10": q[:, :, 0].ravel(), "p90": q[:, :, -1].ravel()})
-    return calibrate(frame, coverage=coverage)
+        "step": np.tile(np.arange(1, H + 1), B), "actual": y.ravel(),
+        "lo": q[:, :, 0].ravel(), "mid": q[:, :, m].ravel(), "hi": q[:, :, -1].ravel(),
+        "vol": np.repeat(ws.vol[ends], H)})
+    return calibrate_scales(frame, coverage=coverage)
 
 
 def train(cfg: Config, *, run_dir: os.PathLike | None = None, on_epoch=None, on_batch=None,
@@ -228,7 +230,7 @@ def train(cfg: Config, *, run_dir: os.PathLike | None = None, on_epoch=None, on_
     from .features import FEATURES
     from .store import load_bars
     from .tickers import validate_ticker
-    from .windows import build_windows, make_splits
+    from .windows import VOL_HALFLIFE, build_windows, make_splits
 
     if not cfg.data.tickers:
         raise ConfigError("no tickers to train on: pass --tickers or set data.tickers")
@@ -253,8 +255,8 @@ def train(cfg: Config, *, run_dir: os.PathLike | None = None, on_epoch=None, on_
             on_epoch(rec)
     seconds = time.perf_counter() - started
     q = cfg.model.quantiles
-    offsets = calibration_offsets(model, ws, ends["val"], cfg.model.strategy,
-                                  coverage=q[-1] - q[0], device=device)
+    scales = calibration_scales(model, ws, ends["val"], cfg.model.strategy,
+                                coverage=q[-1] - q[0], device=device)
     model.cpu()
     now = datetime.now(timezone.utc)
     if run_dir is None:
@@ -268,12 +270,13 @@ def train(cfg: Config, *, run_dir: os.PathLike | None = None, on_epoch=None, on_
                      "last_date": str(bars[sym].index[-1].date()), "rows": int(len(bars[sym])),
                      "train_rows": int((ws.split[lo:hi] == 0).sum()),
                      "scaler": ws.scalers[sym].to_dict(),
-                     "conformal": [float(x) for x in offsets.get(sym, [0.0] * w.horizon)]}
+                     "conformal": [float(x) for x in scales.get(sym, [1.0] * w.horizon)]}
     meta = {
         "name": run_dir.name,
         "created_at": now.isoformat(timespec="seconds"),
         "config": cfg.model_dump(mode="json"),
-        "features": {"names": FEATURES, "target": "log(close[t+h]/close[t]) / (ret_std*sqrt(h))"},
+        "features": {"names": FEATURES, "target": "log(close[t+h]/close[t]) / (ret_std*sqrt(h))",
+                     "interval": f"median +- conformal scale x EWMA volatility (halflife {VOL_HALFLIFE})"},
         "tickers": info,
         "skipped": ws.skipped,
         "splits": splits.to_dict(),

@@ -72,6 +72,7 @@ class WindowSet:
     split: np.ndarray  # (N,) int8 split code of each row's date
     scalers: dict[str, Scaler]
     tscale: np.ndarray  # (K, H) float64 target divisor per ticker and step
+    vol: np.ndarray  # (N,) local volatility at each row relative to the ticker's training one
     skipped: dict[str, str] = field(default_factory=dict)
 
     def ends(self, split: str | None = None) -> np.ndarray:
@@ -159,6 +160,7 @@ def build_windows(bars: dict[str, pd.DataFrame], lookback: int, horizon: int, sp
     for s in kept:
         tscale[ids[s]] = target_scale(fitted[s].ret_std, horizon)
     dates = np.concatenate([a.dates for a in arrays])
+    vol = np.concatenate([local_vol(a.features[:, 0], fitted[s].ret_std) for s, a in zip(kept, arrays)])
     return WindowSet(
         tickers=kept, names=list(ids), lookback=lookback, horizon=horizon, x=x,
         log_close=np.concatenate([a.log_close for a in arrays]),
@@ -166,5 +168,15 @@ def build_windows(bars: dict[str, pd.DataFrame], lookback: int, horizon: int, sp
         dates=dates,
         ticker_id=np.repeat(np.array([ids[s] for s in kept], dtype=np.int64), sizes),
         offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
-        split=splits.code(dates), scalers={s: fitted[s] for s in kept}, tscale=tscale,
+        split=splits.code(dates), scalers={s: fitted[s] for s in kept}, tscale=tscale, vol=vol,
         skipped=skipped)
+
+
+VOL_HALFLIFE = 20  # sessions
+
+
+def local_vol(returns: np.ndarray, ret_std: float, halflife: int = VOL_HALFLIFE) -> np.ndarray:
+    """Exponentially weighted volatility of one ticker's log returns, up to and including each
+    row, in units of its training volatility (about 1 in a typical training period)."""
+    r2 = pd.Series((returns / ret_std) ** 2)
+    return np.sqrt(r2.ewm(halflife=halflife, min_periods=1).mean().to_numpy())

@@ -82,7 +82,7 @@ def test_evaluate_json(cli, run_copy):
     res = cli("evaluate", "--run", run_copy, "--json")
     assert res.exit_code == 0, res.stderr
     doc = json.loads(res.stdout)
-    assert set(doc) == {"run", "beats_naive", "verdict", "files", "metrics"}
+    assert set(doc) == {"run", "beats_naive", "verdict", "files", "metrics", "lag"}
     assert doc["run"] == _meta(run_copy)["name"]
     assert isinstance(doc["beats_naive"], bool)
     assert isinstance(doc["verdict"], str) and doc["verdict"]

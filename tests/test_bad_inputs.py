@@ -1,0 +1,455 @@
+"""Bad input handed to the CLI: a clear one-line error, the documented exit code, nothing written.
+
+Every case goes through the real Typer app (the ``cli`` fixture): bad CSV files, hostile
+ticker symbols, bad configuration, bad ``--as-of`` dates and damaged run directories (a
+pickle in place of the weights included: it must never be unpickled). Repairable data
+(unsorted or duplicate dates, empty rows) is fixed with a warning and gives the same
+forecast as clean data.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+HEADER = "Date,Open,High,Low,Close,Volume\n"
+
+
+def assert_one_line_error(res, code: int, *fragments: str) -> str:
+    """Exit ``code``, no traceback, exactly one ERROR line on stderr holding ``fragments``."""
+    out = res.stdout + res.stderr
+    assert res.exit_code == code, (res.exit_code, out)
+    assert "Traceback" not in out
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("ERROR")]
+    assert len(errors) == 1, res.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], (fragment, errors[0])
+    return errors[0]
+
+
+def csv_files(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.csv")) if folder.exists() else []
+
+
+def all_files(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def clean_lines(sample_dir) -> list[str]:
+    """The data rows of the sample's STOCKA.csv (header dropped)."""
+    return (sample_dir / "STOCKA.csv").read_text().splitlines(keepends=True)[1:]
+
+
+def predict_one(cli, run, data: Path, out: Path, *extra):
+    return cli("predict", "--run", run, "--data-dir", data, "--out", out, "-t", "STOCKA", *extra)
+
+
+# ---------------------------------------------------------------------------- CSV: refused
+
+
+def _replace_field(line: str, column: int, value: str) -> str:
+    cells = line.rstrip("\n").split(",")
+    cells[column] = value
+    return ",".join(cells) + "\n"
+
+
+def _bad_csv(case: str, rows: list[str]) -> str:
+    last = len(rows) - 1
+    if case == "missing column":
+        return "Date,Open,High,Low,Volume\n" + "".join(
+            ",".join(r.split(",")[:4] + r.split(",")[5:]) for r in rows)
+    if case == "non-numeric":
+        rows[last - 5] = _replace_field(rows[last - 5], 4, "12.5abc")
+        return HEADER + "".join(rows)
+    if case == "zero price":
+        rows[last - 5] = _replace_field(rows[last - 5], 1, "0")
+        return HEADER + "".join(rows)
+    if case == "negative price":
+        rows[last - 5] = _replace_field(rows[last - 5], 3, "-4.5")
+        return HEADER + "".join(rows)
+    if case == "infinite price":
+        rows[last - 5] = _replace_field(rows[last - 5], 4, "inf")
+        return HEADER + "".join(rows)
+    if case == "negative volume":
+        rows[last - 5] = _replace_field(rows[last - 5], 5, "-100")
+        return HEADER + "".join(rows)
+    if case == "absurd value":
+        cells = rows[last - 5].rstrip("\n").split(",")
+        rows[last - 5] = ",".join([cells[0], *(f"{float(x) * 1e6:.4f}" for x in cells[1:5]),
+                                   cells[5]]) + "\n"
+        return HEADER + "".join(rows)
+    if case == "high below low":
+        cells = rows[last - 5].rstrip("\n").split(",")
+        cells[2], cells[3] = cells[3], cells[2]
+        rows[last - 5] = ",".join(cells) + "\n"
+        return HEADER + "".join(rows)
+    if case == "empty file":
+        return ""
+    if case == "header only":
+        return HEADER
+    if case == "unparseable date":
+        rows[last - 5] = _replace_field(rows[last - 5], 0, "2024-13-45")
+        return HEADER + "".join(rows)
+    if case == "wrong delimiter":
+        return HEADER.replace(",", ";") + "".join(r.replace(",", ";") for r in rows)
+    if case == "every row empty":
+        return HEADER + "".join(r.split(",")[0] + ",,,,,\n" for r in rows)
+    if case == "too short for the window":
+        return HEADER + "".join(rows[-10:])
+    if case == "binary junk":
+        return "\x00\x01PK\x03\x04 not a csv at all\x00\n"
+    raise AssertionError(case)
+
+
+REFUSED = {
+    "missing column": ["missing column(s) close"],
+    "non-numeric": ["non-numeric value", "column close"],
+    "zero price": ["open 0 on", "not a finite positive price"],
+    "negative price": ["low -4.5 on", "not a finite positive price"],
+    "infinite price": ["close inf on", "not a finite positive price"],
+    "negative volume": ["volume -100 on", "non-negative volume"],
+    "absurd value": ["20x"],
+    "high below low": ["below the low"],
+    "empty file": ["the file is empty"],
+    "header only": ["has a header but no rows"],
+    "unparseable date": ["unparseable date '2024-13-45'"],
+    "wrong delimiter": ["';'-separated"],
+    "every row empty": ["no usable bars"],
+    "too short for the window": ["only 10 bars", "need 21"],
+    "binary junk": ["STOCKA.csv"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_bad_csv_is_refused_with_one_line_and_nothing_written(cli, trained_run, clean_lines,
+                                                             tmp_path, case):
+    data, out = tmp_path / "data", tmp_path / "fc"
+    data.mkdir()
+    (data / "STOCKA.csv").write_text(_bad_csv(case, list(clean_lines)), encoding="utf-8")
+    res = predict_one(cli, trained_run, data, out)
+    line = assert_one_line_error(res, 1, "STOCKA", *REFUSED[case])
+    assert len(line) < 600
+    assert csv_files(out) == []
+
+
+def test_bad_csv_for_one_of_two_tickers_is_partial(cli, trained_run, sample_dir, clean_lines,
+                                                   tmp_path):
+    data, out = tmp_path / "data", tmp_path / "fc"
+    data.mkdir()
+    (data / "STOCKA.csv").write_text(_bad_csv("zero price", list(clean_lines)))
+    shutil.copy(sample_dir / "STOCKB.csv", data / "STOCKB.csv")
+    res = cli("predict", "--run", trained_run, "--data-dir", data, "--out", out)
+    assert res.exit_code == 3, res.stderr
+    assert "Traceback" not in res.stdout + res.stderr
+    assert any(ln.startswith("ERROR") and "STOCKA" in ln for ln in res.stderr.splitlines())
+    written = (out / trained_run.name / "latest.csv").read_text()
+    assert "STOCKB" in written and "STOCKA" not in written
+
+
+def test_bad_csv_makes_train_fail_without_a_run(cli, small_dir, clean_lines, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "STOCKA.csv").write_text(_bad_csv("negative price", list(clean_lines)))
+    run_dir = tmp_path / "runs" / "r"
+    res = cli("train", "--source", "csv", "--data-dir", data, "--tickers", "STOCKA",
+              "--run-dir", run_dir, "--lookback", "20", "--horizon", "3")
+    assert_one_line_error(res, 1, "STOCKA", "low -4.5")
+    assert not run_dir.exists()
+
+
+# ---------------------------------------------------------------------------- CSV: repaired
+
+
+def _repaired_csv(case: str, rows: list[str]) -> str:
+    if case == "unsorted dates":
+        return HEADER + "".join(rows[-30:] + rows[:-30])
+    if case == "duplicate dates":
+        return HEADER + "".join(rows[:-3] + rows[-6:-3] + rows[-3:])
+    if case == "empty and NaN rows":
+        # extra rows on a Saturday and a Sunday with nothing usable in them
+        return HEADER + "".join(rows) + "2025-01-04,,,,,\n2025-01-05,nan,NaN,,NULL,\n"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case,warning", [
+    ("unsorted dates", "sorted"),
+    ("duplicate dates", "duplicate date"),
+    ("empty and NaN rows", "missing date or price"),
+])
+def test_repairable_csv_is_fixed_with_a_warning(cli, trained_run, clean_lines, tmp_path,
+                                                case, warning):
+    clean, data = tmp_path / "clean", tmp_path / "data"
+    for d in (clean, data):
+        d.mkdir()
+    (clean / "STOCKA.csv").write_text(HEADER + "".join(clean_lines))
+    (data / "STOCKA.csv").write_text(_repaired_csv(case, list(clean_lines)))
+    res_clean = predict_one(cli, trained_run, clean, tmp_path / "fc-clean", "-q")
+    assert res_clean.exit_code == 0, res_clean.stderr
+    res = predict_one(cli, trained_run, data, tmp_path / "fc")
+    assert res.exit_code == 0, res.stderr
+    assert "Traceback" not in res.stdout + res.stderr
+    assert any(ln.startswith("WARNING") and "STOCKA" in ln and warning in ln
+               for ln in res.stderr.splitlines()), res.stderr
+    name = trained_run.name
+    assert (tmp_path / "fc" / name / "latest.csv").read_bytes() == (
+        tmp_path / "fc-clean" / name / "latest.csv").read_bytes()
+
+
+# ---------------------------------------------------------------------------- tickers
+
+HOSTILE = ["../x", "a/b", "..", "/etc/passwd", "=cmd()", "+SUM(1)", "@x", "-x", "A" * 300,
+           "ÄPPLE", "AAPL\nERROR: fake", "x;rm -rf ~", "C:\\x", "a\x00b"]
+
+
+@pytest.mark.parametrize("symbol", HOSTILE, ids=lambda s: ascii(s)[:20])
+def test_hostile_ticker_never_becomes_a_path(cli, trained_run, sample_dir, tmp_path, symbol):
+    before = all_files(tmp_path)
+    results = [
+        cli("predict", "--run", trained_run, "--data-dir", sample_dir, "--out", tmp_path / "fc",
+            "-t", symbol),
+        cli("download", "--data-dir", tmp_path / "d", "--", symbol),
+        cli("train", "--source", "csv", "--data-dir", sample_dir, "--tickers", f"STOCKA,{symbol}",
+            "--run-dir", tmp_path / "runs" / "r"),
+    ]
+    for res in results:
+        line = assert_one_line_error(res, 1, "invalid ticker")
+        assert line.isascii() and len(line) < 300
+    # nothing was created anywhere: no store file, no forecast, no run, no stray path
+    assert all_files(tmp_path) == before
+    assert not (tmp_path / "d").exists() and not (tmp_path / "fc").exists()
+    assert not (tmp_path / "runs").exists()
+
+
+def test_ticker_unknown_to_the_run_and_without_data(cli, trained_run, sample_dir, tmp_path):
+    res = cli("predict", "--run", trained_run, "--data-dir", sample_dir, "--out", tmp_path / "fc",
+              "-t", "ZZZZ")
+    assert_one_line_error(res, 1, "ZZZZ", "not trained on")
+    assert not (tmp_path / "fc").exists()
+    res = cli("train", "--source", "csv", "--data-dir", sample_dir, "--tickers", "ZZZZ",
+              "--run-dir", tmp_path / "runs" / "r")
+    assert_one_line_error(res, 1, "ZZZZ")
+    assert not (tmp_path / "runs").exists()
+
+
+def _renamed_run(run_copy: Path, tmp_path: Path, name: str, meta_name: str | None = None) -> Path:
+    run = tmp_path / "runs" / name
+    run.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(run_copy, run)
+    meta = json.loads((run / "run.json").read_text())
+    meta["name"] = name if meta_name is None else meta_name
+    (run / "run.json").write_text(json.dumps(meta))
+    return run
+
+
+def test_run_name_that_looks_like_a_formula_is_neutralised_in_the_csv(cli, run_copy, tmp_path):
+    run = _renamed_run(run_copy, tmp_path, "=HYPERLINK(1)")
+    out = tmp_path / "fc"
+    res = cli("predict", "--run", run, "--out", out, "-q")
+    assert res.exit_code == 0, res.stderr
+    text = (out / "=HYPERLINK(1)" / "latest.csv").read_text()
+    cells = [c for line in text.splitlines() for c in line.split(",")]
+    assert "'=HYPERLINK(1)" in cells
+    assert not any(c.startswith(("=", "+", "-", "@")) for c in cells)
+
+
+@pytest.mark.parametrize("meta_name", ["../../escaped", "..", "a/b", "", "x\ny"])
+def test_run_name_that_would_leave_the_output_folder_is_refused(cli, run_copy, tmp_path,
+                                                                meta_name):
+    run = _renamed_run(run_copy, tmp_path, "r", meta_name)
+    out = tmp_path / "area" / "fc"
+    res = cli("predict", "--run", run, "--out", out)
+    assert_one_line_error(res, 1, "run name")
+    assert not (tmp_path / "area").exists()
+    assert [p for p in csv_files(tmp_path) if run not in p.parents] == []
+
+
+# ---------------------------------------------------------------------------- config
+
+CONFIGS = {
+    "unknown key": ('[model]\nhiden_size = 8\n', "model.hiden_size", "unknown key"),
+    "unknown section": ('[modle]\ncell = "gru"\n', "modle", "unknown key"),
+    "wrong type": ('[window]\nlookback = "sixty"\n', "window.lookback", ""),
+    "wrong type list": ('[data]\ntickers = "STOCKA"\n', "data.tickers", ""),
+    "zero size": ('[model]\nhidden_size = 0\n', "model.hidden_size", "greater than 0"),
+    "negative size": ('[train]\nbatch_size = -8\n', "train.batch_size", "greater than 0"),
+    "negative lr": ('[train]\nlr = -0.1\n', "train.lr", "greater than 0"),
+    "horizon > lookback": ('[window]\nlookback = 5\nhorizon = 10\n', "horizon", "lookback"),
+    "bad enum": ('[model]\ncell = "transformer"\n', "model.cell", ""),
+    "not toml": ('lookback = = 3\n', "TOML", ""),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIGS))
+def test_bad_config_file_is_one_line_exit_1(cli, small_dir, tmp_path, case):
+    text, key, what = CONFIGS[case]
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    run_dir = tmp_path / "runs" / "r"
+    res = cli("train", "--config", cfg, "--source", "csv", "--data-dir", small_dir,
+              "--run-dir", run_dir)
+    assert_one_line_error(res, 1, key, what)
+    assert not run_dir.exists()
+    res = cli("download", "AAA", "--config", cfg, "--data-dir", tmp_path / "d")
+    assert_one_line_error(res, 1, key, what)
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("flags,key", [
+    (["--lookback", "0"], "window.lookback"),
+    (["--horizon", "0"], "window.horizon"),
+    (["--hidden-size", "-4"], "model.hidden_size"),
+    (["--epochs", "0"], "train.epochs"),
+    (["--lookback", "5", "--horizon", "10"], "horizon"),
+    (["--dropout", "1.5"], "model.dropout"),
+])
+def test_bad_config_flags_are_one_line_exit_1(cli, small_dir, tmp_path, flags, key):
+    run_dir = tmp_path / "runs" / "r"
+    res = cli("train", "--source", "csv", "--data-dir", small_dir, "--tickers", "STOCKA",
+              "--run-dir", run_dir, *flags)
+    assert_one_line_error(res, 1, key)
+    assert not run_dir.exists()
+
+
+# ---------------------------------------------------------------------------- --as-of
+
+
+@pytest.mark.parametrize("as_of", ["someday", "2024-02-30", "07/03/2024", "2024-7-3",
+                                   "2024-07-03T10:00", "", "1e9", "2024-07-03\nERROR: x"])
+def test_as_of_not_a_date(cli, trained_run, tmp_path, as_of):
+    res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc", "--as-of", as_of)
+    line = assert_one_line_error(res, 1, "--as-of", "YYYY-MM-DD")
+    assert line.isascii()
+    assert not (tmp_path / "fc").exists()
+
+
+def test_as_of_in_the_future_and_before_the_data(cli, trained_run, tmp_path):
+    res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc", "--as-of", "2999-01-04")
+    assert_one_line_error(res, 1, "2999-01-04", "future")
+    assert not (tmp_path / "fc").exists()
+    res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc", "--as-of", "1999-01-04")
+    assert_one_line_error(res, 1, "STOCKA", "STOCKB", "no bars on or before --as-of 1999-01-04")
+    assert csv_files(tmp_path / "fc") == []
+
+
+# ---------------------------------------------------------------------------- run directories
+
+
+class _MakesMarker:
+    """Unpickling this creates ``path`` (the proof that a file was unpickled)."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _damage(run: Path, case: str, tmp_path: Path) -> str:
+    """Damage ``run`` as ``case`` says; returns a fragment the error must contain."""
+    weights, meta_path = run / "model.safetensors", run / "run.json"
+    meta = json.loads(meta_path.read_text())
+    if case == "missing run.json":
+        meta_path.unlink()
+        return "run.json is missing"
+    if case == "missing weights":
+        weights.unlink()
+        return "model.safetensors is missing"
+    if case == "truncated weights":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        return "model.safetensors"
+    if case == "empty weights":
+        weights.write_bytes(b"")
+        return "model.safetensors"
+    if case == "weights are a directory":
+        weights.unlink()
+        weights.mkdir()
+        return "model.safetensors"
+    if case == "invalid json":
+        meta_path.write_text('{"format_version": 1, "name": ')
+        return "not valid JSON"
+    if case == "json not an object":
+        meta_path.write_text("[1, 2, 3]")
+        return "format_version"
+    if case == "json wrong types":
+        meta["splits"] = "soon"
+        meta_path.write_text(json.dumps(meta))
+        return "run.json is malformed"
+    if case == "tensors do not match config":
+        meta["config"]["model"]["hidden_size"] = 16
+        meta_path.write_text(json.dumps(meta))
+        return "does not match"
+    if case == "newer format version":
+        meta["format_version"] = 99
+        meta_path.write_text(json.dumps(meta))
+        return "newer forecaster"
+    if case == "unknown cell in config":
+        meta["config"]["model"]["cell"] = "transformer"
+        meta_path.write_text(json.dumps(meta))
+        return "model.cell"
+    raise AssertionError(case)
+
+
+RUN_CASES = ["missing run.json", "missing weights", "truncated weights", "empty weights",
+             "weights are a directory", "invalid json", "json not an object", "json wrong types",
+             "tensors do not match config", "newer format version", "unknown cell in config"]
+
+
+@pytest.mark.parametrize("case", RUN_CASES)
+def test_damaged_run_is_refused(cli, run_copy, tmp_path, case):
+    fragment = _damage(run_copy, case, tmp_path)
+    out = tmp_path / "fc"
+    res = cli("predict", "--run", run_copy, "--out", out)
+    assert_one_line_error(res, 1, fragment)
+    assert not out.exists()
+
+
+def test_missing_run_directory(cli, tmp_path):
+    res = cli("predict", "--run", tmp_path / "no-such-run", "--out", tmp_path / "fc")
+    assert_one_line_error(res, 1, "no-such-run")
+    assert not (tmp_path / "fc").exists()
+
+
+@pytest.mark.parametrize("style", ["pickle", "torch.save"])
+def test_pickle_in_place_of_the_weights_is_never_unpickled(cli, run_copy, tmp_path, style):
+    marker = tmp_path / "unpickled.marker"
+    # The payload is live: unpickling it does create its marker file.
+    probe = tmp_path / "probe.marker"
+    pickle.loads(pickle.dumps(_MakesMarker(probe)))
+    assert probe.exists()
+
+    weights = run_copy / "model.safetensors"
+    if style == "pickle":
+        weights.write_bytes(pickle.dumps({"encoder.weight": _MakesMarker(marker)}, protocol=4))
+    else:
+        import torch
+
+        torch.save({"encoder.weight": _MakesMarker(marker)}, weights)
+    out = tmp_path / "fc"
+    res = cli("predict", "--run", run_copy, "--out", out)
+    assert_one_line_error(res, 1, "model.safetensors", "not a readable safetensors file")
+    assert not marker.exists()
+    assert not out.exists()
+    # evaluate and info read the same run and refuse it the same way
+    res = cli("evaluate", "--run", run_copy)
+    assert res.exit_code == 1 and "Traceback" not in res.stdout + res.stderr
+    assert not marker.exists()
+
+
+def test_damaged_store_file_is_refused(cli, trained_run, sample_dir, tmp_path):
+    from forecaster.sources import read_csv_bars
+    from forecaster.store import save_store
+
+    data = tmp_path / "data"
+    path = save_store(data, "STOCKA", read_csv_bars(sample_dir, "STOCKA"))
+    path.write_bytes(path.read_bytes()[:200])
+    res = cli("predict", "--run", trained_run, "--source", "yahoo", "--offline", "--data-dir",
+              data, "--out", tmp_path / "fc", "-t", "STOCKA")
+    assert_one_line_error(res, 1, "STOCKA", "cannot read", "download")
+    assert csv_files(tmp_path / "fc") == []

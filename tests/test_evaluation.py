@@ -1,0 +1,62 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from forecaster.checkpoint import load_run
+from forecaster.evaluation import evaluate, lag_report, walk_forward
+from forecaster.store import load_bars
+
+
+def _pred(p50_fn, n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n + 1)))
+    last, actual = close[:-1], close[1:]
+    return pd.DataFrame({"ticker": "X", "origin": pd.bdate_range("2024-01-01", periods=n).astype(str),
+                         "step": 1, "last_close": last, "actual": actual, "p50": p50_fn(last, actual)})
+
+
+def test_lag_detector_flags_a_copy_of_the_last_close():
+    lag = lag_report(_pred(lambda last, actual: last * 1.0001))
+    assert bool(lag.loc[0, "copies_last_value"])
+    assert lag.loc[0, "r2"] > 0.99 and lag.loc[0, "slope"] == pytest.approx(1.0001, abs=1e-3)
+
+
+def test_lag_detector_does_not_flag_a_forecast_with_information():
+    lag = lag_report(_pred(lambda last, actual: actual))  # an oracle
+    assert not bool(lag.loc[0, "copies_last_value"])
+    assert lag.loc[0, "r2"] < 0.5
+
+
+def test_walk_forward_uses_only_data_up_to_each_origin(trained_run, sample_dir):
+    run = load_run(trained_run)
+    bars = load_bars("csv", sample_dir, run.names)
+    base = walk_forward(run, bars)
+    origin = sorted(base["origin"].unique())[len(base["origin"].unique()) // 2]
+    # wreck every bar after the origin: the forecast made at the origin must not change
+    cut = pd.Timestamp(origin)
+    wrecked = {}
+    for sym, df in bars.items():
+        df = df.copy()
+        after = df.index > cut
+        df.loc[after, ["open", "high", "low", "close"]] *= np.linspace(0.5, 2.0, after.sum())[:, None]
+        wrecked[sym] = df
+    again = walk_forward(run, wrecked)
+    cols = ["ticker", "origin", "step", "last_close", "p10", "p50", "p90", "naive", "drift", "mean"]
+    a = base[base["origin"] == origin][cols].reset_index(drop=True)
+    b = again[again["origin"] == origin][cols].reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+    # ... while the actuals after it did change
+    assert not np.allclose(base[base["origin"] == origin]["actual"], again[again["origin"] == origin]["actual"])
+
+
+def test_every_test_session_is_forecast_once_per_step(trained_run):
+    rep = evaluate(trained_run)
+    p = rep.predictions
+    test_days = load_run(trained_run).config.window.test_days
+    for sym, g in p.groupby("ticker"):
+        assert (g["step"] == 1).sum() == test_days
+        assert not g.duplicated(["origin", "step"]).any()
+    # baselines: naive is the last close, and the model's intervals bracket its median
+    assert np.allclose(p["naive"], p["last_close"])
+    assert (p["p10"] <= p["p50"]).all() and (p["p50"] <= p["p90"]).all()
+    assert set(rep.lag["ticker"]) == set(p["ticker"])

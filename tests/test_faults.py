@@ -1,0 +1,692 @@
+"""Fault injection: what an unattended ``forecaster predict`` does when things go wrong.
+
+The scenarios at the end run the *installed* command (``forecaster`` next to
+``sys.executable``) the way cron does: no TTY, stdin closed, a minimal environment (PATH,
+HOME in a scratch folder, LANG=C). Yahoo is simulated inside that subprocess by
+``tests/fault_hooks/sitecustomize.py`` (put on its PYTHONPATH; the real yfinance code runs
+against in-memory answers), which can also stop the process just before a chosen rename
+so that it can be SIGKILLed mid-write. Each scenario checks the exit code (SPEC §2), that
+earlier outputs are intact, and that the output holds no colour codes and no progress bar.
+
+The in-process tests before them pin the pieces: locks, the per-ticker deadline, the
+circuit breaker, the unfinished bar, write errors, and a writer SIGKILLed at random moments.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from yf_fixtures import FakeYahoo, make_bars
+
+import forecaster
+import forecaster.store
+from forecaster import fsio, sources, store
+from forecaster.errors import (
+    EXIT_ERROR,
+    EXIT_PARTIAL,
+    EXIT_TEMPFAIL,
+    ForecasterError,
+    LockBusy,
+    NetworkError,
+)
+from forecaster.outputs import to_csv_text
+from forecaster.sources import read_csv_bars
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+TESTS = Path(__file__).resolve().parent
+REPO_ROOT = Path(next(iter(forecaster.__path__))).resolve().parent
+FORECASTER = Path(sys.executable).with_name("forecaster")
+HOOKS = TESTS / "fault_hooks"
+FORECAST_COLUMNS = ["ticker", "as_of", "step", "date", "last_close", "p10", "p50", "p90",
+                    "model", "run"]
+
+
+@pytest.fixture(autouse=True)
+def offline_yfinance(tmp_path_factory):
+    from yfinance.data import YfData
+
+    sources.configure_yfinance(tmp_path_factory.getbasetemp() / "yfinance-cache")
+    YfData.cache_get.cache_clear()
+    yield
+    YfData.cache_get.cache_clear()
+
+
+def no_sleep(seconds: float) -> None:
+    pass
+
+
+def hold_lock(lock: Path, seconds: float) -> subprocess.Popen:
+    """Another process that holds ``lock`` for ``seconds`` (it prints 'locked' once it has it)."""
+    code = ("import sys, time\nfrom forecaster import fsio\n"
+            "with fsio.file_lock(sys.argv[1]):\n"
+            "    print('locked', flush=True)\n    time.sleep(float(sys.argv[2]))\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", code, str(lock), str(seconds)],
+                            stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=30)
+
+
+# ============================================================================ locks
+
+
+def test_predict_waits_for_the_lock_up_to_lock_timeout(cli, trained_run, tmp_path):
+    out = tmp_path / "fc"
+    holder = hold_lock(out / trained_run.name / ".lock", 2.0)
+    try:
+        started = time.monotonic()
+        res = cli("predict", "--run", trained_run, "--out", out, "-q", "--lock-timeout", "60")
+        waited = time.monotonic() - started
+    finally:
+        stop(holder)
+    assert res.exit_code == 0, res.stderr
+    assert waited >= 1.0  # it did wait for the other run
+    assert (out / trained_run.name / "latest.csv").is_file()
+
+
+def test_predict_gives_up_after_lock_timeout_naming_the_holder(cli, trained_run, tmp_path):
+    out = tmp_path / "fc"
+    holder = hold_lock(out / trained_run.name / ".lock", 120)
+    try:
+        started = time.monotonic()
+        res = cli("predict", "--run", trained_run, "--out", out, "--lock-timeout", "1.5")
+        waited = time.monotonic() - started
+    finally:
+        stop(holder)
+    assert res.exit_code == EXIT_TEMPFAIL
+    assert 1.4 <= waited < 60
+    assert f"pid {holder.pid}" in res.stderr and "--lock-timeout" in res.stderr
+    assert not list((out / trained_run.name).glob("*.csv"))
+
+
+def test_predict_takes_its_lock_before_touching_the_network(cli, trained_run, sample_dir,
+                                                            tmp_path, monkeypatch):
+    calls = []
+
+    def fetch(ticker, *a, **k):
+        calls.append(ticker)
+        return read_csv_bars(sample_dir, ticker)
+
+    monkeypatch.setattr(forecaster.store, "fetch_with_retry", fetch)
+    out = tmp_path / "fc"
+    holder = hold_lock(out / trained_run.name / ".lock", 120)
+    try:
+        res = cli("predict", "--run", trained_run, "--source", "yahoo", "--data-dir",
+                  tmp_path / "data", "--out", out)
+    finally:
+        stop(holder)
+    assert res.exit_code == EXIT_TEMPFAIL
+    assert calls == []  # an overlapping run does no network work and writes nothing
+    assert not (tmp_path / "data" / "store").exists()
+
+
+def test_download_waits_for_the_store_lock(cli, tmp_path, monkeypatch):
+    bars = make_bars("2024-01-02", 30)
+    monkeypatch.setattr(forecaster.store, "fetch_with_retry", lambda t, *a, **k: bars.copy())
+    data = tmp_path / "d"
+    holder = hold_lock(data / "store" / ".lock", 3.0)
+    try:
+        busy = cli("download", "AAA", "--data-dir", data)
+        waited = cli("download", "AAA", "--data-dir", data, "--lock-timeout", "60", "-q")
+    finally:
+        stop(holder)
+    assert busy.exit_code == EXIT_TEMPFAIL and f"pid {holder.pid}" in busy.stderr
+    assert waited.exit_code == 0, waited.stderr
+    assert len(pd.read_parquet(data / "store" / "AAA.parquet")) == 30
+
+
+def test_a_lock_that_cannot_be_created_is_an_error_not_a_busy_lock(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where a folder should be")
+    with pytest.raises(ForecasterError) as info:
+        with fsio.file_lock(blocker / "run" / ".lock"):
+            pass
+    assert not isinstance(info.value, LockBusy)
+    assert info.value.exit_code == EXIT_ERROR
+    assert "cannot create the lock file" in str(info.value)
+
+
+def test_stale_temp_files_of_killed_writers_are_cleaned_under_the_lock(tmp_path):
+    bars = make_bars("2024-01-02", 20)
+    store.save_store(tmp_path, "AAA", bars.iloc[:10])
+    folder = store.store_dir(tmp_path)
+    old, young = folder / ".AAA.parquet.k1ll3d.tmp", folder / ".AAA.parquet.wr1t1ng.tmp"
+    for p in (old, young):
+        p.write_bytes(b"PAR1 half a file")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    report = store.download(["AAA"], tmp_path, fetch=lambda t, s, e: bars.copy())
+    assert list(report.ok) == ["AAA"]
+    assert not old.exists()  # left by a writer killed long ago
+    assert young.exists()  # might belong to a writer that is still running
+    assert (folder / "AAA.parquet").is_file()
+
+
+# ============================================================================ network
+
+
+def test_hung_attempt_is_abandoned_at_the_ticker_deadline(monkeypatch):
+    release = threading.Event()
+    calls = []
+
+    def hangs(ticker, *a, **k):
+        calls.append(ticker)
+        release.wait(30)  # yfinance stuck in its un-timed time-zone probe
+        raise AssertionError("should have been abandoned")
+
+    monkeypatch.setattr(sources, "fetch_history", hangs)
+    started = time.monotonic()
+    try:
+        with pytest.raises(NetworkError, match="AAA: no answer from Yahoo within"):
+            sources.fetch_with_retry("AAA", deadline=1.0, sleep=no_sleep)
+    finally:
+        release.set()
+    assert time.monotonic() - started < 5
+    assert calls == ["AAA"]
+
+
+def test_deadline_bounds_the_retries_too(monkeypatch):
+    attempts = []
+
+    def slow_failure(ticker, *a, **k):
+        attempts.append(time.monotonic())
+        time.sleep(0.4)
+        raise NetworkError(f"{ticker}: cannot reach Yahoo")
+
+    monkeypatch.setattr(sources, "fetch_history", slow_failure)
+    started = time.monotonic()
+    with pytest.raises(NetworkError):
+        sources.fetch_with_retry("AAA", deadline=1.0, attempts=10, base_delay=0.01,
+                                 sleep=time.sleep)
+    assert time.monotonic() - started < 2.5
+    assert 2 <= len(attempts) <= 4
+
+
+def test_circuit_breaker_stops_on_rate_limits(tmp_path):
+    names = ["A", "B", "C", "D", "E", "F"]
+    yahoo = FakeYahoo(dict.fromkeys(names, 429))
+    fetch = lambda t, s, e: sources.fetch_with_retry(  # noqa: E731
+        t, s, e, session=yahoo.session(), sleep=no_sleep)
+    report = store.download(names, tmp_path, fetch=fetch)
+    assert report.ok == {}
+    assert report.kinds == dict.fromkeys(names, "rate_limit")
+    assert all("not tried" in report.failed[t] for t in "DEF")
+    assert "rate-limit" in report.failed["D"]
+    assert {s for s, _ in yahoo.calls} == {"A", "B", "C"}
+
+
+def test_circuit_breaker_trips_on_failures_in_a_row_after_successes(tmp_path):
+    bars = make_bars("2024-01-02", 10)
+    yahoo = FakeYahoo({"A": bars})
+    down = {"B", "C", "D"}
+
+    def fetch(t, s, e):
+        if t in down:
+            raise NetworkError(f"{t}: cannot reach Yahoo")
+        return sources.fetch_with_retry(t, s, e, session=yahoo.session(), sleep=no_sleep)
+
+    report = store.download(["A", "B", "C", "D", "E", "F"], tmp_path, fetch=fetch)
+    assert list(report.ok) == ["A"]
+    assert report.kinds == dict.fromkeys("BCDEF", "network")
+    assert "not tried" in report.failed["E"] and "not tried" in report.failed["F"]
+    assert {s for s, _ in yahoo.calls} == {"A"}
+
+
+def test_circuit_breaker_resets_after_a_success(tmp_path):
+    bars = make_bars("2024-01-02", 10)
+    failing = {"B", "C", "E", "F"}
+
+    def fetch(t, s, e):
+        if t in failing:
+            raise NetworkError(f"{t}: cannot reach Yahoo")
+        return bars.copy()
+
+    report = store.download(list("ABCDEFG"), tmp_path, fetch=fetch)
+    assert sorted(report.ok) == ["A", "D", "G"]
+    assert not any("not tried" in why for why in report.failed.values())
+
+
+def test_refetch_never_loses_a_stored_row(tmp_path):
+    everything = make_bars("2024-01-02", 40)
+    store.save_store(tmp_path, "AAA", everything.iloc[:30])
+    adjusted = everything.copy()
+    adjusted[["open", "high", "low", "close"]] *= 0.97
+    shorter = adjusted.iloc[5:]  # Yahoo's "max" history now starts later
+
+    def fetch(t, s, e):
+        return shorter.copy() if s is None else shorter[shorter.index >= pd.Timestamp(s)].copy()
+
+    result = store.update_ticker(tmp_path, "AAA", fetch)
+    assert result.refetched
+    stored = store.load_store(tmp_path, "AAA")
+    assert set(everything.index[:30]) <= set(stored.index)
+    assert len(stored) == 40
+
+
+# ============================================================================ the unfinished bar
+
+
+def _bars_ending(day: str) -> pd.DataFrame:
+    bars = make_bars("2024-11-01", 60)
+    return bars[bars.index <= pd.Timestamp(day)]
+
+
+@pytest.mark.parametrize("tz,local_time,kept", [
+    # New York closes at 13:00 on Christmas Eve: a bar at 14:00 is final (a fixed 18:00 rule
+    # would drop it), one at 12:00 is not.
+    ("America/New_York", "2024-12-24 12:00", False),
+    ("America/New_York", "2024-12-24 14:00", True),
+    # Tokyo closes at 15:30 local time.
+    ("Asia/Tokyo", "2024-12-24 15:00", False),
+    ("Asia/Tokyo", "2024-12-24 16:30", True),
+    # London closes at 16:30.
+    ("Europe/London", "2024-12-23 16:00", False),
+    ("Europe/London", "2024-12-23 17:00", True),
+])
+def test_unfinished_bar_uses_the_exchange_close(tz, local_time, kept):
+    now = pd.Timestamp(local_time, tz=tz)
+    bars = _bars_ending(str(now.date()))
+    assert bars.index[-1] == now.tz_localize(None).normalize()
+    got = sources.drop_unfinished_session(bars, tz, now)
+    assert len(got) == len(bars) - (0 if kept else 1)
+
+
+@pytest.mark.parametrize("tz,symbol", [("UTC", "BTC-USD"), ("Europe/London", "EURUSD=X")])
+def test_round_the_clock_markets_keep_todays_bar_out_until_the_day_ends(tz, symbol):
+    now = pd.Timestamp("2024-12-23 23:30", tz=tz)
+    bars = _bars_ending("2024-12-23")
+    assert len(sources.drop_unfinished_session(bars, tz, now, symbol=symbol)) == len(bars) - 1
+    tomorrow = pd.Timestamp("2024-12-24 00:30", tz=tz)
+    assert len(sources.drop_unfinished_session(bars, tz, tomorrow, symbol=symbol)) == len(bars)
+
+
+# ============================================================================ write errors
+
+
+def test_forecast_write_error_is_exit_1_and_keeps_earlier_forecasts(cli, trained_run, tmp_path,
+                                                                   monkeypatch):
+    out = tmp_path / "fc"
+    assert cli("predict", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    folder = out / trained_run.name
+    before = {p.name: p.read_bytes() for p in folder.glob("*.csv")}
+
+    def disk_full(fd):  # the data only fails to reach the disk when it is flushed
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    res = cli("predict", "--run", trained_run, "--out", out, "--as-of", "2024-07-03")
+    assert res.exit_code == EXIT_ERROR
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("ERROR")]
+    assert len(errors) == 1 and "Traceback" not in res.stderr
+    assert "cannot write forecasts" in errors[0] and "No space left on device" in errors[0]
+    assert {p.name: p.read_bytes() for p in folder.glob("*.csv")} == before
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_store_write_error_is_exit_1_and_keeps_the_stored_file(cli, tmp_path, monkeypatch):
+    data = tmp_path / "d"
+    bars = make_bars("2024-01-02", 40)
+    store.save_store(data, "AAA", bars.iloc[:30])
+    before = store.store_path(data, "AAA").read_bytes()
+    monkeypatch.setattr(forecaster.store, "fetch_with_retry",
+                        lambda t, s=None, e=None, **k: bars.copy())
+
+    def disk_full(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", disk_full)
+    res = cli("download", "AAA", "--data-dir", data)
+    assert res.exit_code == EXIT_ERROR
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("ERROR")]
+    assert len(errors) == 1 and "No space left on device" in errors[0] and "AAA" in errors[0]
+    assert "Traceback" not in res.stderr
+    assert store.store_path(data, "AAA").read_bytes() == before
+
+
+# ============================================================================ SIGKILL at random
+
+
+def _fresh_temp(*folders: Path) -> bool:
+    """Whether a writer's temp file younger than a second is in one of ``folders``."""
+    for folder in folders:
+        for entry in os.scandir(folder):
+            try:
+                if fsio.is_temp_name(entry.name) and entry.stat().st_mtime > time.time() - 1:
+                    return True
+            except FileNotFoundError:  # renamed away while we looked
+                continue
+    return False
+
+
+def test_sigkill_at_random_moments_never_leaves_a_torn_file(tmp_path):
+    """A writer is SIGKILLed 30 times at random points: every file is an old or a new version.
+
+    Half of the kills come at a random delay, the other half as soon as a temp file shows
+    up, so that some surely land in the middle of a write.
+    """
+    import crash_writer as cw
+
+    data, out = tmp_path / "data", tmp_path / "out"
+    bars = cw.all_bars()
+    cw.write_version(data, out, bars, 0)
+    folder = cw.forecast_dir(out)
+    expected_text = {}
+
+    def version_of(path: Path) -> int:
+        text = path.read_text(encoding="utf-8")
+        lines = text.splitlines()
+        assert lines[0].split(",") == FORECAST_COLUMNS, f"{path.name}: torn header"
+        version = int(lines[1].rsplit(",", 1)[1].lstrip("v"))
+        if version not in expected_text:
+            expected_text[version] = to_csv_text(cw.forecast_frame(version))
+        assert text == expected_text[version], f"{path.name}: torn or mixed content"
+        return version
+
+    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{REPO_ROOT}", "OMP_NUM_THREADS": "1",
+           "OPENBLAS_NUM_THREADS": "1"}
+    helper = subprocess.Popen([sys.executable, str(TESTS / "crash_writer.py"), str(data),
+                               str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env=env, cwd=TESTS)
+    rng = random.Random(1234)
+    previous = (0, 0, 0)
+    temps_seen = 0
+    deadline = time.monotonic() + 45
+    try:
+        assert helper.stdout.readline().strip() == "ready"
+        for i in range(30):
+            assert time.monotonic() < deadline, f"only {i} kills in the time allowed"
+            helper.stdin.write("go\n")
+            helper.stdin.flush()
+            pid = int(helper.stdout.readline())
+            if i % 2:
+                limit = time.monotonic() + 2
+                while time.monotonic() < limit and not _fresh_temp(folder, store.store_dir(data)):
+                    pass
+            else:
+                time.sleep(rng.uniform(0.0, 0.4))
+            os.kill(pid, signal.SIGKILL)
+            status = int(helper.stdout.readline().split()[1])
+            assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+
+            stored = store.load_store(data, cw.TICKER)  # readable and valid, never torn
+            s = len(stored) - cw.BASE_ROWS
+            pd.testing.assert_frame_equal(stored, bars.iloc[: cw.BASE_ROWS + s],
+                                          check_freq=False)
+            d, latest = version_of(folder / cw.DATED), version_of(folder / "latest.csv")
+            assert latest <= d <= s  # written in the order store, dated file, latest.csv
+            # nothing ever goes back to an older version: the store never loses a row
+            assert all(now >= then for now, then in zip((s, d, latest), previous))
+            previous = (s, d, latest)
+            temps = [p for p in (*folder.iterdir(), *store.store_dir(data).iterdir())
+                     if fsio.is_temp_name(p.name)]
+            temps_seen = max(temps_seen, len(temps))
+            # a leftover temp file never looks like a forecast or a store file
+            assert all(p.suffix == ".tmp" for p in temps)
+            assert sorted(p.name for p in folder.glob("*.csv")) == [cw.DATED, "latest.csv"]
+            assert [p.name for p in store.store_dir(data).glob("*.parquet")] == ["AAA.parquet"]
+    finally:
+        helper.stdin.close()
+        helper.wait(timeout=30)
+    assert previous[0] > 0, "the writer never got anything written"
+    assert temps_seen > 0, "no kill landed in the middle of a write"
+
+
+# ============================================================================ cron scenarios
+#
+# The installed command is mostly start-up time (torch, pandas), so the scenarios are started
+# together by one module fixture and each test then checks its own outcome.
+
+SETPRIV = shutil.which("setpriv")
+UNPRIVILEGED_ROOT = [SETPRIV or "setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner"]
+
+
+def cron_command(args, *, drop_root_powers: bool = False) -> list[str]:
+    """The installed ``forecaster`` as cron starts it: through a shell that closes stdin."""
+    cmd = ["/bin/sh", "-c", 'exec "$0" "$@" <&-', str(FORECASTER), *map(str, args)]
+    if drop_root_powers and os.geteuid() == 0:
+        # root ignores file modes; without these capabilities a 0555 folder is read-only
+        cmd = [*UNPRIVILEGED_ROOT, *cmd]
+    return cmd
+
+
+def cron_env(home: Path, **extra: str) -> dict[str, str]:
+    """A minimal environment: PATH, HOME in a scratch folder, LANG=C (+ the test hooks)."""
+    home.mkdir(parents=True, exist_ok=True)
+    return {"PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C",
+            "PYTHONPATH": f"{HOOKS}{os.pathsep}{TESTS}", **extra}
+
+
+def start(cmd: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def assert_plain(res) -> None:
+    """No colour codes, no progress bar (carriage returns), no traceback."""
+    for stream in (res.stdout, res.stderr):
+        assert "\x1b" not in stream, stream
+        assert "\r" not in stream, stream
+        assert "Traceback" not in stream, stream
+
+
+def error_lines(res) -> list[str]:
+    return [ln for ln in res.stderr.splitlines() if ln.startswith("ERROR")]
+
+
+def earlier_forecasts(folder: Path) -> dict[str, bytes]:
+    """Put an earlier day's forecast (dated file and latest.csv) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    old = pd.DataFrame([["STOCKA", "2024-12-30", 1, "2024-12-31", 1.0, 0.9, 1.0, 1.1, "gru",
+                         folder.name]], columns=FORECAST_COLUMNS)
+    text = to_csv_text(old)
+    for name in ("2024-12-30.csv", "latest.csv"):
+        (folder / name).write_text(text)
+    return {name: text.encode() for name in ("2024-12-30.csv", "latest.csv")}
+
+
+def csv_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.glob("*.csv")}
+
+
+def yahoo_env(root: Path, answers: dict) -> dict[str, str]:
+    spec = root / "yahoo.json"
+    spec.write_text(json.dumps({"answers": answers, "log": str(root / "yahoo.log")}))
+    return {"FORECASTER_TEST_YAHOO": str(spec)}
+
+
+def yahoo_log(root: Path) -> list[dict]:
+    log = root / "yahoo.log"
+    return [json.loads(ln) for ln in log.read_text().splitlines()] if log.exists() else []
+
+
+class Scenario:
+    """One cron run: its folders, what was there before, and (once finished) its result."""
+
+    def __init__(self, root: Path, run: Path):
+        self.root, self.run = root, run
+        self.data, self.out = root / "data", root / "fc"
+        self.folder = self.out / run.name
+        self.before: dict[str, bytes] = {}
+        self.stored: dict[str, bytes] = {}
+        self.proc: subprocess.Popen | None = None
+        self.res: subprocess.CompletedProcess | None = None
+
+    def args(self, *extra) -> list:
+        return ["predict", "--run", self.run, "--out", self.out, *extra]
+
+    def finish(self, timeout: float) -> None:
+        assert self.proc is not None
+        out, err = self.proc.communicate(timeout=timeout)
+        self.res = subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, err)
+
+
+@pytest.fixture(scope="module")
+def cron(trained_run, sample_dir, tmp_path_factory):
+    """Start every cron scenario at once; returns them by name once all have finished."""
+    base = tmp_path_factory.mktemp("cron")
+    runs: dict[str, Scenario] = {}
+
+    def scenario(name: str) -> Scenario:
+        runs[name] = Scenario(base / name, trained_run)
+        runs[name].root.mkdir()
+        return runs[name]
+
+    # network down, nothing stored: 75
+    s = scenario("down")
+    s.before = earlier_forecasts(s.folder)
+    env = cron_env(s.root / "home", **yahoo_env(s.root, {"STOCKA": "down", "STOCKB": "down"}))
+    s.proc = start(cron_command(s.args("--source", "yahoo", "--data-dir", s.data)), env, s.root)
+
+    # HTTP 429 for every ticker, stored bars too old to use: 75
+    s = scenario("rate_limited")
+    for sym in ("STOCKA", "STOCKB"):  # ends 2024-12-31: far more than 3 sessions ago
+        s.stored[sym] = store.save_store(s.data, sym, read_csv_bars(sample_dir, sym)).read_bytes()
+    s.before = earlier_forecasts(s.folder)
+    env = cron_env(s.root / "home", **yahoo_env(s.root, {"STOCKA": 429, "STOCKB": 429}))
+    s.proc = start(cron_command(s.args("--source", "yahoo", "--data-dir", s.data)), env, s.root)
+
+    # one of two tickers failing: 3
+    s = scenario("partial")
+    s.before = earlier_forecasts(s.folder)
+    answers = {"STOCKA": str(sample_dir / "STOCKA.csv"), "STOCKB": "down"}
+    env = cron_env(s.root / "home", **yahoo_env(s.root, answers))
+    s.proc = start(cron_command(s.args("--source", "yahoo", "--data-dir", s.data)), env, s.root)
+
+    # a read-only output folder: 1
+    s = scenario("read_only")
+    s.before = earlier_forecasts(s.folder)
+    for p in (s.out, s.folder):
+        os.chmod(p, 0o555)
+    cmd = cron_command(s.args("--data-dir", sample_dir), drop_root_powers=True)
+    if os.geteuid() != 0 or SETPRIV:
+        s.proc = start(cmd, cron_env(s.root / "home"), s.root)
+
+    # two overlapping runs: the first stops (holding the lock) just before replacing
+    # latest.csv and is SIGKILLed there; the second reaches the lock only after that
+    s = scenario("overlap")
+    s.before = earlier_forecasts(s.folder)
+    paused = s.root / "paused"
+    first = cron_env(s.root / "home", FORECASTER_TEST_PAUSE=f"latest.csv:{paused}")
+    s.proc = start(cron_command(s.args()), first, s.root)
+    second = scenario("overlap_second")
+    second.proc = start(cron_command(s.args()),
+                        cron_env(s.root / "home", FORECASTER_TEST_LOCK_AFTER=str(paused)), s.root)
+
+    try:
+        give_up = time.monotonic() + 300
+        while not paused.exists():
+            assert s.proc.poll() is None, s.proc.communicate()
+            assert time.monotonic() < give_up, "the first run never reached latest.csv"
+            time.sleep(0.1)
+        second.finish(timeout=300)
+        s.proc.send_signal(signal.SIGKILL)
+        for each in runs.values():
+            if each.proc is not None and each.res is None:
+                each.finish(timeout=300)
+    finally:
+        for each in runs.values():
+            if each.proc is not None and each.proc.poll() is None:
+                each.proc.kill()
+                each.proc.wait(timeout=30)
+        for p in (runs["read_only"].out, runs["read_only"].folder):
+            os.chmod(p, 0o755)
+    return runs
+
+
+def test_cron_network_down_exits_75_and_keeps_earlier_forecasts(cron):
+    s = cron["down"]
+    assert_plain(s.res)
+    assert s.res.returncode == EXIT_TEMPFAIL, s.res.stderr
+    [line] = error_lines(s.res)
+    assert "STOCKA" in line and "STOCKB" in line and "cannot reach Yahoo" in line
+    assert csv_bytes(s.folder) == s.before
+    assert not (s.data / "store" / "STOCKA.parquet").exists()
+    events = yahoo_log(s.root)
+    for sym in ("STOCKA", "STOCKB"):  # each ticker retried with backoff, then given up
+        assert sum(e["event"] == "attempt" and e["ticker"] == sym for e in events) == 4
+    sleeps = [e["seconds"] for e in events if e["event"] == "sleep"]
+    assert len(sleeps) == 6 and all(0 <= x <= 4 for x in sleeps)
+
+
+def test_cron_rate_limited_with_a_stale_store_exits_75(cron):
+    s = cron["rate_limited"]
+    assert_plain(s.res)
+    assert s.res.returncode == EXIT_TEMPFAIL, s.res.stderr
+    [line] = error_lines(s.res)
+    assert "STOCKA" in line and "STOCKB" in line and "429" in line and "behind" in line
+    assert csv_bytes(s.folder) == s.before
+    for sym, content in s.stored.items():  # a failed refresh never touches the store
+        assert store.store_path(s.data, sym).read_bytes() == content
+    sleeps = [e["seconds"] for e in yahoo_log(s.root) if e["event"] == "sleep"]
+    assert len(sleeps) == 6 and all(0 <= x <= 20 for x in sleeps)  # 5x longer base for 429
+
+
+def test_cron_one_of_two_tickers_failing_exits_3(cron):
+    s = cron["partial"]
+    assert_plain(s.res)
+    assert s.res.returncode == EXIT_PARTIAL, s.res.stderr
+    [line] = error_lines(s.res)
+    assert "STOCKB" in line and "STOCKA" not in line
+    assert set(pd.read_csv(s.folder / "latest.csv")["ticker"]) == {"STOCKA"}
+    assert (s.folder / "latest.csv").read_bytes() == (s.folder / "2024-12-31.csv").read_bytes()
+    assert (s.folder / "2024-12-30.csv").read_bytes() == s.before["2024-12-30.csv"]
+    assert store.store_path(s.data, "STOCKA").is_file()
+    assert not store.store_path(s.data, "STOCKB").exists()
+    assert "STOCKA" in s.res.stdout  # the table of what was written
+
+
+def test_cron_read_only_output_exits_1_and_keeps_earlier_forecasts(cron):
+    s = cron["read_only"]
+    if s.res is None:
+        pytest.skip("running as root without setpriv: no way to make a folder read-only")
+    assert_plain(s.res)
+    assert s.res.returncode == EXIT_ERROR, s.res.stderr
+    [line] = error_lines(s.res)
+    assert str(s.folder) in line and "Permission denied" in line
+    assert csv_bytes(s.folder) == s.before
+
+
+def test_cron_overlapping_runs_and_sigkill_mid_write(cron, cli):
+    first, second = cron["overlap"], cron["overlap_second"]
+    # the overlapping run gives up at once, naming the run that holds the lock
+    assert_plain(second.res)
+    assert second.res.returncode == EXIT_TEMPFAIL, second.res.stderr
+    [line] = error_lines(second.res)
+    assert f"pid {first.proc.pid}" in line and "holds" in line and "--lock-timeout" in line
+
+    # the first was killed between its two renames: the dated file is whole, latest.csv old
+    assert first.res.returncode == -signal.SIGKILL
+    folder = first.folder
+    dated = folder / "2024-12-31.csv"
+    df = pd.read_csv(dated)
+    assert list(df.columns) == FORECAST_COLUMNS and len(df) == 6
+    assert (folder / "latest.csv").read_bytes() == first.before["latest.csv"]
+    assert (folder / "2024-12-30.csv").read_bytes() == first.before["2024-12-30.csv"]
+    assert any(fsio.is_temp_name(p.name) for p in folder.iterdir())  # its unfinished temp
+    assert sorted(p.name for p in folder.glob("*.csv")) == [
+        "2024-12-30.csv", "2024-12-31.csv", "latest.csv"]
+
+    # the lock of the killed run blocks nobody: the next run goes straight through
+    started = time.monotonic()
+    res = cli("predict", "--run", first.run, "--out", first.out, "--lock-timeout", "0", "-q")
+    assert res.exit_code == 0, res.stderr
+    assert time.monotonic() - started < 30
+    assert (folder / "latest.csv").read_bytes() == dated.read_bytes()
