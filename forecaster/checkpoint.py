@@ -61,8 +61,13 @@ def history_csv(history: list[dict]) -> str:
     return buf.getvalue()
 
 
-def save_run(run_dir: Path, model, meta: dict, history: list[dict]) -> Path:
-    """Write a run into a temporary sibling directory, then move it into place whole."""
+def save_run(run_dir: Path, model, meta: dict, history: list[dict],
+             extra_tensors: dict | None = None) -> Path:
+    """Write a run into a temporary sibling directory, then move it into place whole.
+
+    ``extra_tensors`` maps further file names to ``(tensors, metadata)`` saved as safetensors
+    (the resume state of an interrupted run).
+    """
     from safetensors.torch import save_file
 
     from .fsio import publish_files, replace_dir, sibling_temp_dir
@@ -75,6 +80,8 @@ def save_run(run_dir: Path, model, meta: dict, history: list[dict]) -> Path:
         save_file(state, str(tmp / WEIGHTS), metadata={"format_version": str(FORMAT_VERSION)})
         (tmp / META).write_text(json.dumps(meta, indent=2, default=str) + "\n")
         (tmp / HISTORY).write_text(history_csv(history))
+        for name, (tensors, extra) in (extra_tensors or {}).items():
+            save_file(tensors, str(tmp / name), metadata=extra)
         publish_files(tmp)
         replace_dir(tmp, run_dir)
     except BaseException:
@@ -103,10 +110,21 @@ def read_meta(run_dir: Path) -> dict:
         raise RunFormatError(
             f"{run_dir} has run format {version!r}; this forecaster reads format {FORMAT_VERSION}"
             + (" (the run was written by a newer forecaster: upgrade to use it)" if newer else ""))
-    for key in ("name", "config", "tickers", "splits", "features"):
+    for key, kind in (("name", str), ("config", dict), ("tickers", dict), ("splits", dict),
+                      ("features", dict)):
         if key not in meta:
             raise RunFormatError(f"{path} lacks the '{key}' entry")
+        if not isinstance(meta[key], kind):
+            raise RunFormatError(f"{path}: '{key}' must be a {'string' if kind is str else 'JSON object'}")
     return meta
+
+
+def check_complete(meta: dict, run_dir: Path) -> None:
+    """Refuse to forecast from a run whose training was interrupted."""
+    if meta.get("status", "complete") != "complete":
+        raise RunFormatError(f"{run_dir}: training was interrupted after epoch "
+                             f"{meta['metrics'].get('epochs_run')}; resume it with "
+                             f"`forecaster train --resume {run_dir}`")
 
 
 def load_run(run_dir: Path) -> Run:
@@ -118,6 +136,7 @@ def load_run(run_dir: Path) -> Run:
 
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
+    check_complete(meta, run_dir)
     try:
         cfg = config_from_dict(meta["config"])
     except ConfigError as e:

@@ -135,6 +135,11 @@ def handled(debug: bool = False):
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except typer.Exit:
         raise
+    except OSError as e:  # a file problem the library did not foresee: still one plain line
+        if debug:
+            raise
+        log.error("%s: %s", getattr(e, "filename", None) or "I/O error", e.strerror or e)
+        raise typer.Exit(1) from None
     except Exception as e:  # an unexpected bug: one line, traceback only with --debug
         if debug:
             raise
@@ -213,6 +218,8 @@ def train(
     dropout: Annotated[float | None, typer.Option(help="Dropout between layers and before the head.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Windows per optimisation step.")] = None,
+    patience: Annotated[int | None, typer.Option(
+        help="Epochs without validation improvement before stopping early.")] = None,
     lr: Annotated[float | None, typer.Option(help="AdamW learning rate.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (same seed, same model).")] = None,
     val_days: Annotated[int | None, typer.Option(help="Sessions in the validation split.")] = None,
@@ -221,6 +228,10 @@ def train(
     precision: Annotated[Precision | None, typer.Option(help="fp32, or bf16 autocast on CUDA.")] = None,
     run_dir: Annotated[Path | None, typer.Option(
         help="Where to write the run (default runs/<model>-<timestamp>).", file_okay=False)] = None,
+    resume: Annotated[Path | None, typer.Option(
+        help="Continue an interrupted run (its config, with any flags given here on top).",
+        file_okay=False)] = None,
+    lock_timeout: LockOpt = 0.0,
     quiet: QuietOpt = False, json_out: JsonOpt = False, log_file: LogFileOpt = None,
     debug: DebugOpt = False,
 ) -> None:
@@ -232,20 +243,32 @@ def train(
     setup_logging(quiet, log_file)
     with handled(debug):
         from .config import load_config
+        from .training import Dist
         from .training import train as do_train
 
-        cfg = load_config(config, {
+        base = None
+        if resume is not None:
+            from .checkpoint import read_meta
+
+            base = read_meta(resume)["config"]
+            run_dir = resume
+        cfg = load_config(config, base=base, overrides={
             "data.tickers": _tickers(tickers, tickers_arg), "data.source": _val(source),
             "data.data_dir": data_dir, "model.cell": _val(model), "model.strategy": _val(strategy),
             "window.lookback": lookback, "window.horizon": horizon,
             "model.hidden_size": hidden_size, "model.num_layers": num_layers,
             "model.dropout": dropout, "train.epochs": epochs, "train.batch_size": batch_size,
+            "train.patience": patience,
             "train.lr": lr, "train.seed": seed, "window.val_days": val_days,
             "window.test_days": test_days, "train.device": _val(device),
             "train.precision": _val(precision), "run_dir": run_dir})
-        show = sys.stderr.isatty() and not quiet and not json_out
+        main_rank = Dist().main
+        show = sys.stderr.isatty() and not quiet and not json_out and main_rank
         with _progress(show, cfg.train.epochs) as (on_epoch, on_batch):
-            res = do_train(cfg, on_epoch=on_epoch, on_batch=on_batch)
+            res = do_train(cfg, run_dir=cfg.run_dir, on_epoch=on_epoch if main_rank else None,
+                           on_batch=on_batch, lock_timeout=lock_timeout, resume=resume is not None)
+        if not main_rank:
+            return
         m = res.meta["metrics"]
         if json_out:
             _emit_json({"run_dir": str(res.run_dir), "name": res.meta["name"], **m,

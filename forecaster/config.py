@@ -117,9 +117,19 @@ def read_toml(path: Path) -> dict:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
 
 
-def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Defaults, then the TOML file at ``path``, then dotted ``overrides`` (None values skipped)."""
-    tree: dict = read_toml(path) if path is not None else {}
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None,
+                base: dict | None = None) -> Config:
+    """Defaults, then ``base`` (a stored config) or the TOML file at ``path``, then dotted
+    ``overrides`` (None values skipped)."""
+    import copy
+
+    tree: dict = copy.deepcopy(base) if base is not None else {}
+    if path is not None:
+        for section, values in read_toml(path).items():
+            if isinstance(values, dict) and isinstance(tree.get(section), dict):
+                tree[section].update(values)
+            else:
+                tree[section] = values
     for key, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(tree, key, value)

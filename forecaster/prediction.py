@@ -96,17 +96,24 @@ def _shown(value: object, limit: int = 40) -> str:
     return ascii(text[:limit]) + ("..." if len(text) > limit else "")
 
 
-def parse_as_of(as_of: str | None, now: pd.Timestamp | None = None) -> pd.Timestamp | None:
-    """``--as-of`` as a session date; ConfigError (exit 1) for a non-date or a future date."""
+def parse_as_of(as_of: str | date | None, now: pd.Timestamp | None = None) -> pd.Timestamp | None:
+    """``--as-of`` as a session date; ConfigError (exit 1) for a non-date or a future date.
+
+    A string must be YYYY-MM-DD; a ``datetime.date`` / ``pd.Timestamp`` is taken at its date.
+    """
     if as_of is None:
         return None
-    text = str(as_of).strip()
-    try:
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-            raise ValueError(text)
-        day = pd.Timestamp(date.fromisoformat(text))
-    except ValueError:
-        raise ConfigError(f"--as-of {_shown(as_of)} is not a date; expected YYYY-MM-DD") from None
+    if isinstance(as_of, date):  # datetime and pd.Timestamp are dates too
+        day = pd.Timestamp(as_of)
+        day = (day.tz_localize(None) if day.tzinfo else day).normalize()
+    else:
+        text = str(as_of).strip()
+        try:
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+                raise ValueError(text)
+            day = pd.Timestamp(date.fromisoformat(text))
+        except ValueError:
+            raise ConfigError(f"--as-of {_shown(as_of)} is not a date; expected YYYY-MM-DD") from None
     if day > _utc(now).tz_localize(None).normalize():
         raise ConfigError(f"--as-of {day.date()} is in the future")
     return day

@@ -235,7 +235,6 @@ _ROUND_THE_CLOCK_TZ = {"UTC", "Etc/UTC", "GMT", "Etc/GMT"}  # where Yahoo puts c
 
 def _session_close(calendar: str, day: pd.Timestamp) -> pd.Timestamp | None:
     """The UTC close of ``day`` on ``calendar``; None when it is not a session or unknown."""
-    from forecaster.errors import ConfigError
     from forecaster.sessions import get_calendar
 
     try:
@@ -245,7 +244,7 @@ def _session_close(calendar: str, day: pd.Timestamp) -> pd.Timestamp | None:
             if not cal.is_session(day):
                 return None
             close = pd.Timestamp(cal.session_close(day))
-    except (ConfigError, ValueError, KeyError, ImportError):
+    except Exception:  # unknown calendar, date out of its range: fall back to a fixed hour
         return None
     return close.tz_localize("UTC") if close.tzinfo is None else close.tz_convert("UTC")
 

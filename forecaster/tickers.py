@@ -18,7 +18,8 @@ MAX_TICKER_LEN = 20
 _TICKER_RE = re.compile(r"\^?[A-Z0-9](?:[A-Z0-9.\-=]*[A-Z0-9])?")
 _SUFFIX_RE = re.compile(r"(?:\.[a-z0-9]+)+")
 
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n")
+_FORMULA_STARTS = ("=", "+", "-", "@")
 
 
 def _shown(value: object, limit: int = 24) -> str:
@@ -66,8 +67,14 @@ def ticker_file(directory: str | os.PathLike[str], symbol: str, suffix: str) -> 
 
 
 def csv_safe(value: object) -> object:
-    """Prefix ``'`` to a string that a spreadsheet could read as a formula; return others as is."""
-    if isinstance(value, str) and value.startswith(_FORMULA_PREFIXES):
+    """Prefix ``'`` to a string that a spreadsheet could read as a formula; return others as is.
+
+    That is a string starting with ``= + - @``, a tab or a line break, or with spaces before
+    one of ``= + - @`` (some spreadsheets trim leading spaces before reading a cell).
+    """
+    if isinstance(value, str) and (
+        value.startswith(_FORMULA_PREFIXES) or value.lstrip(" ").startswith(_FORMULA_STARTS)
+    ):
         return "'" + value
     return value
 

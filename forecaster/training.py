@@ -13,6 +13,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -99,66 +100,198 @@ def evaluate_loss(model: QuantileRNN, batches: Batches, ends: np.ndarray, quanti
     return total / max(n, 1)
 
 
-def fit(model: QuantileRNN, ws: WindowSet, cfg: Config, device: torch.device,
-        train_ends: np.ndarray, val_ends: np.ndarray,
-        on_batch: Callable[[int], None] | None = None) -> Iterator[EpochRecord]:
-    """Train with AdamW, gradient clipping, LR halving on plateau and early stopping.
+class Dist:
+    """This process's place in a torchrun job (world size 1 when not distributed)."""
 
-    Yields a record per epoch; when the generator finishes (or is closed) the model holds the
-    weights of the best validation epoch. A NaN or infinite loss raises TrainingError.
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def setup(self, device: torch.device) -> torch.device:
+        """Join the process group (NCCL on CUDA, gloo on the CPU); one GPU per local rank."""
+        if not self.active:
+            return device
+        import torch.distributed as dist
+
+        if device.type == "cuda":
+            device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return device
+
+    def shard(self, ends: np.ndarray) -> np.ndarray:
+        """This rank's equal share (the tail that does not divide evenly is dropped, so every
+        rank runs the same number of batches)."""
+        if not self.active:
+            return ends
+        n = len(ends) - len(ends) % self.world
+        return ends[self.rank : n : self.world]
+
+    def sum(self, *values: float) -> list[float]:
+        if not self.active:
+            return list(values)
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def barrier(self) -> None:
+        if self.active:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.active:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+class Trainer:
+    """AdamW, gradient clipping, LR halving on plateau, early stopping with best-weights restore.
+
+    :meth:`epochs` yields one record per epoch. The state after each completed epoch (weights,
+    optimiser, scheduler, data-order generator) is kept so an interrupted run can be saved and
+    resumed exactly where it stopped.
     """
-    t = cfg.train
-    q = cfg.model.quantiles
-    batches = Batches(ws, device, one_step=cfg.model.strategy == "recursive")
-    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(1, t.patience // 2))
-    gen = torch.Generator().manual_seed(t.seed)
-    best = (math.inf, None)
-    stale = 0
-    try:
-        for epoch in range(1, t.epochs + 1):
+
+    def __init__(self, model: QuantileRNN, ws: WindowSet, cfg: Config, device: torch.device,
+                 dist: Dist | None = None):
+        t = cfg.train
+        self.cfg, self.ws, self.device = cfg, ws, device
+        self.dist = dist or Dist()
+        self.model = model
+        self.net = model  # what is called: the DDP wrapper when distributed
+        if self.dist.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.net = DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.opt, factor=0.5, patience=max(1, t.patience // 2))
+        self.gen = torch.Generator().manual_seed(t.seed)
+        self.batches = Batches(ws, device, one_step=cfg.model.strategy == "recursive")
+        self.epoch = 0
+        self.best_val = math.inf
+        self.best_state: dict | None = None
+        self.stale = 0
+        self.snapshot: dict | None = None  # state after the last completed epoch
+
+    # -- resumable state ------------------------------------------------------------------------
+    def state(self) -> dict:
+        """Everything needed to continue after the last completed epoch."""
+        return self.snapshot or self._capture()
+
+    def _capture(self) -> dict:
+        import copy
+
+        return {"epoch": self.epoch, "best_val": self.best_val, "stale": self.stale,
+                "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+                "best": self.best_state, "optimizer": copy.deepcopy(self.opt.state_dict()),
+                "scheduler": self.sched.state_dict(), "generator": self.gen.get_state().clone(),
+                "torch_rng": torch.get_rng_state()}  # dropout draws from the global generator
+
+    def restore(self, state: dict) -> None:
+        self.epoch, self.best_val, self.stale = state["epoch"], state["best_val"], state["stale"]
+        self.model.load_state_dict(state["model"])
+        self.best_state = state["best"]
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.gen.set_state(state["generator"])
+        if state.get("torch_rng") is not None:
+            torch.set_rng_state(state["torch_rng"])
+        self.snapshot = state
+
+    # -- the loop -------------------------------------------------------------------------------
+    def _val_loss(self, val_ends: np.ndarray) -> float:
+        mine = self.dist.shard(val_ends) if self.dist.active else val_ends
+        loss = evaluate_loss(self.model, self.batches, mine, self.cfg.model.quantiles,
+                             precision=self.cfg.train.precision)
+        total, n = self.dist.sum(loss * len(mine), len(mine))
+        return total / max(n, 1)
+
+    def epochs(self, train_ends: np.ndarray, val_ends: np.ndarray,
+               on_batch: Callable[[int], None] | None = None) -> Iterator[EpochRecord]:
+        t, q = self.cfg.train, self.cfg.model.quantiles
+        while self.epoch < t.epochs and self.stale < t.patience:
+            epoch = self.epoch + 1
             start = time.perf_counter()
-            model.train()
-            order = train_ends[torch.randperm(len(train_ends), generator=gen).numpy()]
-            loss_sum, norm_sum, n_batches = 0.0, 0.0, 0
+            self.net.train()
+            order = self.dist.shard(train_ends[torch.randperm(len(train_ends), generator=self.gen).numpy()])
+            loss_sum = torch.zeros((), device=self.device)
+            norm_sum = torch.zeros((), device=self.device)
+            n_batches = 0
             for i in range(0, len(order), t.batch_size):
-                x, tid, y = batches(order[i : i + t.batch_size])
-                with _autocast(device, t.precision):
-                    pred = model(x, tid)
+                x, tid, y = self.batches(order[i : i + t.batch_size])
+                with _autocast(self.device, t.precision):
+                    pred = self.net(x, tid)
                 loss = pinball_loss(pred.float(), y, q)
-                if not torch.isfinite(loss):
+                finite = bool(torch.isfinite(loss))
+                if self.dist.active:  # every rank must stop together
+                    finite = self.dist.sum(float(not finite))[0] == 0
+                if not finite:
                     raise TrainingError(
                         f"loss became {float(loss.detach())} at epoch {epoch}, batch {n_batches + 1}: "
                         "try a lower --lr; the last good run (if any) is kept")
-                opt.zero_grad(set_to_none=True)
+                self.opt.zero_grad(set_to_none=True)
                 loss.backward()
-                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-                opt.step()
+                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+                self.opt.step()
                 loss_sum += loss.detach()
                 norm_sum += norm.detach()
                 n_batches += 1
                 if on_batch:
                     on_batch(len(y))
-            val = evaluate_loss(model, batches, val_ends, q, precision=t.precision)
+            val = self._val_loss(val_ends)
             if not math.isfinite(val):
                 raise TrainingError(f"validation loss became {val} at epoch {epoch}")
-            lr = opt.param_groups[0]["lr"]
-            sched.step(val)
-            if val < best[0] - 1e-6:
-                best = (val, {k: v.detach().clone() for k, v in model.state_dict().items()})
-                stale = 0
+            lr = self.opt.param_groups[0]["lr"]
+            self.sched.step(val)
+            if val < self.best_val - 1e-6:
+                self.best_val, self.stale = val, 0
+                self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
             else:
-                stale += 1
-            yield EpochRecord(epoch, float(loss_sum) / max(n_batches, 1), val,
-                              float(norm_sum) / max(n_batches, 1), lr,
-                              time.perf_counter() - start, len(order))
-            if stale >= t.patience:
-                log.info("early stop at epoch %d (best val %.5f)", epoch, best[0])
-                break
+                self.stale += 1
+            self.epoch = epoch
+            train_loss, norm_mean, samples = self.dist.sum(
+                float(loss_sum) / max(n_batches, 1), float(norm_sum) / max(n_batches, 1), len(order))
+            w = self.dist.world
+            self.snapshot = self._capture()
+            yield EpochRecord(epoch, train_loss / w, val, norm_mean / w, lr,
+                              time.perf_counter() - start, int(samples))
+            if self.stale >= t.patience:
+                log.info("early stop at epoch %d (best val %.5f)", epoch, self.best_val)
+
+    def restore_best(self) -> None:
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        self.model.eval()
+
+
+def fit(model: QuantileRNN, ws: WindowSet, cfg: Config, device: torch.device,
+        train_ends: np.ndarray, val_ends: np.ndarray,
+        on_batch: Callable[[int], None] | None = None) -> Iterator[EpochRecord]:
+    """Train ``model`` in this process; yields a record per epoch and leaves the best
+    validation weights in the model when the generator ends (or is closed)."""
+    trainer = Trainer(model, ws, cfg, device)
+    try:
+        yield from trainer.epochs(train_ends, val_ends, on_batch)
     finally:
-        if best[1] is not None:
-            model.load_state_dict(best[1])
-        model.eval()
+        trainer.restore_best()
 
 
 def data_hash(bars: dict) -> str:
@@ -220,49 +353,187 @@ def calibration_scales(model: QuantileRNN, ws: WindowSet, ends: np.ndarray, stra
     return calibrate_scales(frame, coverage=coverage)
 
 
+RESUME = "resume.safetensors"
+
+
+class Interrupted(TrainingError):
+    """Training was stopped by SIGINT/SIGTERM; a resumable run was saved."""
+
+    exit_code = 130
+
+
+def _flatten_state(trainer: Trainer) -> tuple[dict, dict]:
+    """The trainer's resumable state as flat tensors plus JSON metadata (safetensors format)."""
+    import json
+
+    st = trainer.state()
+    tensors = {f"model.{k}": v.contiguous() for k, v in st["model"].items()}
+    if st["best"] is not None:
+        tensors.update({f"best.{k}": v.contiguous() for k, v in st["best"].items()})
+    for i, slots in st["optimizer"]["state"].items():
+        for name, v in slots.items():
+            tensors[f"opt.{i}.{name}"] = torch.as_tensor(v).detach().cpu().contiguous()
+    tensors["generator"] = st["generator"]
+    tensors["torch_rng"] = st["torch_rng"]
+    meta = {"epoch": st["epoch"], "best_val": st["best_val"], "stale": st["stale"],
+            "param_groups": st["optimizer"]["param_groups"], "scheduler": st["scheduler"]}
+    return tensors, {"state": json.dumps(meta, default=float)}
+
+
+def _unflatten_state(tensors: dict, meta: dict) -> dict:
+    import json
+
+    m = json.loads(meta["state"])
+    opt_state: dict = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, i, name = k.split(".", 2)
+            opt_state.setdefault(int(i), {})[name] = v
+    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
+    return {"epoch": m["epoch"], "best_val": m["best_val"], "stale": m["stale"],
+            "model": {k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
+            "best": best, "optimizer": {"state": opt_state, "param_groups": m["param_groups"]},
+            "scheduler": m["scheduler"], "generator": tensors["generator"],
+            "torch_rng": tensors.get("torch_rng")}
+
+
+def read_resume(run_dir) -> tuple[dict, list[dict]]:
+    """The saved trainer state and epoch history of an interrupted run."""
+    from pathlib import Path
+
+    import pandas as pd
+    from safetensors import SafetensorError, safe_open
+
+    from .errors import RunFormatError
+
+    path = Path(run_dir) / RESUME
+    if not path.is_file():
+        raise RunFormatError(f"{run_dir} has nothing to resume (no {RESUME}: the run is complete)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            meta = f.metadata() or {}
+        state = _unflatten_state(tensors, meta)
+    except (SafetensorError, OSError, KeyError, ValueError) as e:
+        raise RunFormatError(f"{path} is not a readable resume file ({e})") from None
+    history = pd.read_csv(Path(run_dir) / "history.csv").to_dict("records")
+    return state, history
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """Let SIGTERM (what `kill` and systemd send) and SIGINT stop training like Ctrl-C does."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    old_term = signal.signal(signal.SIGTERM, handler)
+    # a process started in the background by a shell ignores SIGINT; training listens anyway
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
+
+
 def train(cfg: Config, *, run_dir: os.PathLike | None = None, on_epoch=None, on_batch=None,
-          lock_timeout: float = 0.0) -> TrainResult:
-    """Train one global model over ``cfg.data.tickers`` and write its run directory."""
+          lock_timeout: float = 0.0, resume: bool = False) -> TrainResult:
+    """Train one global model over ``cfg.data.tickers`` and write its run directory.
+
+    Under ``torchrun`` (WORLD_SIZE > 1) the windows are sharded across ranks with
+    DistributedDataParallel and only rank 0 writes the run. SIGINT or SIGTERM saves a resumable
+    run and raises :class:`Interrupted`; ``resume=True`` continues the run at ``run_dir``.
+    """
     from datetime import datetime, timezone
     from pathlib import Path
 
-    from .checkpoint import save_run
-    from .features import FEATURES
+    from .fsio import file_lock
     from .store import load_bars
     from .tickers import validate_ticker
-    from .windows import VOL_HALFLIFE, build_windows, make_splits
+    from .windows import Splits, build_windows, make_splits
 
     if not cfg.data.tickers:
         raise ConfigError("no tickers to train on: pass --tickers or set data.tickers")
     tickers = list(dict.fromkeys(validate_ticker(t) for t in cfg.data.tickers))
+    now = datetime.now(timezone.utc)
+    if run_dir is None:
+        run_dir = cfg.run_dir or Path("runs") / f"{cfg.model.cell}-{now:%Y%m%d-%H%M%S}"
+    run_dir = Path(run_dir)
+    state, history, splits = None, [], None
+    if resume:
+        from .checkpoint import read_meta
+
+        old = read_meta(run_dir)
+        state, rows = read_resume(run_dir)
+        history = [EpochRecord(**{k: r[k] for k in EpochRecord.__dataclass_fields__}) for r in rows]
+        splits = Splits.from_dict(old["splits"])
+    dist = Dist()
     seed_everything(cfg.train.seed)
     set_threads(cfg.train.threads)
     bars = load_bars(cfg.data.source, cfg.data.data_dir, tickers)
     w = cfg.window
-    splits = make_splits(bars, w.val_days, w.test_days)
+    splits = splits or make_splits(bars, w.val_days, w.test_days)
     ws = build_windows(bars, w.lookback, w.horizon, splits)
     ends = {s: ws.ends(s) for s in ("train", "val", "test")}
     if len(ends["train"]) == 0 or len(ends["val"]) == 0:
         raise TrainingError(f"no {'training' if len(ends['train']) == 0 else 'validation'} "
                             "windows: shorten lookback/horizon/val_days or add history")
-    device = resolve_device(cfg.train.device)
+    device = dist.setup(resolve_device(cfg.train.device))
     model = new_model(cfg, ws).to(device)
+    trainer = Trainer(model, ws, cfg, device, dist)
+    if state is not None:
+        trainer.restore(state)
+    lock = file_lock(run_dir.parent / f".{run_dir.name}.lock", lock_timeout) if dist.main else nullcontext()
     started = time.perf_counter()
-    history: list[EpochRecord] = []
-    for rec in fit(model, ws, cfg, device, ends["train"], ends["val"], on_batch=on_batch):
-        history.append(rec)
-        if on_epoch:
-            on_epoch(rec)
-    seconds = time.perf_counter() - started
-    q = cfg.model.quantiles
-    scales = calibration_scales(model, ws, ends["val"], cfg.model.strategy,
-                                coverage=q[-1] - q[0], device=device)
+    with lock, _sigterm_as_interrupt():
+        try:
+            for rec in trainer.epochs(ends["train"], ends["val"], on_batch=on_batch):
+                history.append(rec)
+                if on_epoch:
+                    on_epoch(rec)
+        except KeyboardInterrupt:
+            if dist.main:
+                _save(run_dir, trainer, ws, bars, splits, ends, history, cfg, device, now,
+                      time.perf_counter() - started, interrupted=True)
+            dist.close()
+            raise Interrupted(f"training interrupted after epoch {trainer.epoch}; a resumable run "
+                              f"was saved to {run_dir}: continue with "
+                              f"`forecaster train --resume {run_dir}`") from None
+        trainer.restore_best()
+        meta = None
+        if dist.main:
+            meta = _save(run_dir, trainer, ws, bars, splits, ends, history, cfg, device, now,
+                         time.perf_counter() - started, interrupted=False)
+    dist.barrier()
+    dist.close()
+    return TrainResult(run_dir=run_dir, meta=meta or {}, history=history)
+
+
+def _save(run_dir, trainer: Trainer, ws: WindowSet, bars, splits, ends, history, cfg: Config,
+          device, now, seconds: float, interrupted: bool) -> dict:
+    """Write the run (and, when interrupted, the resume state beside it)."""
+    from .checkpoint import save_run
+    from .features import FEATURES
+    from .windows import VOL_HALFLIFE
+
+    model, w, q = trainer.model, cfg.window, cfg.model.quantiles
+    if interrupted:
+        tensors, extra = _flatten_state(trainer)
+        if trainer.best_state is not None:
+            model.load_state_dict(trainer.best_state)
+        scales: dict = {}
+    else:
+        tensors, extra = None, None
+        scales = calibration_scales(model, ws, ends["val"], cfg.model.strategy,
+                                    coverage=q[-1] - q[0], device=device)
     model.cpu()
-    now = datetime.now(timezone.utc)
-    if run_dir is None:
-        run_dir = cfg.run_dir or Path("runs") / f"{cfg.model.cell}-{now:%Y%m%d-%H%M%S}"
-    run_dir = Path(run_dir)
-    best = min(history, key=lambda r: r.val_loss)
     info = {}
     for k, sym in enumerate(ws.tickers):
         lo, hi = ws.offsets[k], ws.offsets[k + 1]
@@ -271,8 +542,10 @@ def train(cfg: Config, *, run_dir: os.PathLike | None = None, on_epoch=None, on_
                      "train_rows": int((ws.split[lo:hi] == 0).sum()),
                      "scaler": ws.scalers[sym].to_dict(),
                      "conformal": [float(x) for x in scales.get(sym, [1.0] * w.horizon)]}
+    best = min(history, key=lambda r: r.val_loss) if history else None
     meta = {
         "name": run_dir.name,
+        "status": "interrupted" if interrupted else "complete",
         "created_at": now.isoformat(timespec="seconds"),
         "config": cfg.model_dump(mode="json"),
         "features": {"names": FEATURES, "target": "log(close[t+h]/close[t]) / (ret_std*sqrt(h))",
@@ -284,10 +557,13 @@ def train(cfg: Config, *, run_dir: os.PathLike | None = None, on_epoch=None, on_
         "data_hash": data_hash(bars),
         "seed": cfg.train.seed,
         "device": str(device),
-        "metrics": {"best_epoch": best.epoch, "best_val_loss": best.val_loss,
+        "world_size": trainer.dist.world,
+        "metrics": {"best_epoch": best.epoch if best else None,
+                    "best_val_loss": best.val_loss if best else None,
                     "epochs_run": len(history), "train_seconds": round(seconds, 3),
                     "interval_coverage_target": round(q[-1] - q[0], 6)},
         "versions": _versions(),
     }
-    save_run(run_dir, model, meta, [r.as_row() for r in history])
-    return TrainResult(run_dir=run_dir, meta={"format_version": 1, **meta}, history=history)
+    extra_files = {RESUME: (tensors, extra)} if interrupted else {}
+    save_run(run_dir, model, meta, [r.as_row() for r in history], extra_tensors=extra_files)
+    return {"format_version": 1, **meta}

@@ -68,6 +68,13 @@ def no_sleep(seconds: float) -> None:
     pass
 
 
+def error_lines(res) -> list[str]:
+    """The ERROR lines of stderr; none may report an unexpected error (a bug)."""
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("ERROR")]
+    assert not any("unexpected error" in ln for ln in lines), lines
+    return lines
+
+
 def hold_lock(lock: Path, seconds: float) -> subprocess.Popen:
     """Another process that holds ``lock`` for ``seconds`` (it prints 'locked' once it has it)."""
     code = ("import sys, time\nfrom forecaster import fsio\n"
@@ -334,9 +341,9 @@ def test_forecast_write_error_is_exit_1_and_keeps_earlier_forecasts(cli, trained
     monkeypatch.setattr(os, "fsync", disk_full)
     res = cli("predict", "--run", trained_run, "--out", out, "--as-of", "2024-07-03")
     assert res.exit_code == EXIT_ERROR
-    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("ERROR")]
-    assert len(errors) == 1 and "Traceback" not in res.stderr
-    assert "cannot write forecasts" in errors[0] and "No space left on device" in errors[0]
+    [line] = error_lines(res)
+    assert "Traceback" not in res.stderr
+    assert "cannot write forecasts" in line and "No space left on device" in line
     assert {p.name: p.read_bytes() for p in folder.glob("*.csv")} == before
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
 
@@ -355,8 +362,8 @@ def test_store_write_error_is_exit_1_and_keeps_the_stored_file(cli, tmp_path, mo
     monkeypatch.setattr(pd.DataFrame, "to_parquet", disk_full)
     res = cli("download", "AAA", "--data-dir", data)
     assert res.exit_code == EXIT_ERROR
-    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("ERROR")]
-    assert len(errors) == 1 and "No space left on device" in errors[0] and "AAA" in errors[0]
+    [line] = error_lines(res)
+    assert "No space left on device" in line and "AAA.parquet" in line
     assert "Traceback" not in res.stderr
     assert store.store_path(data, "AAA").read_bytes() == before
 
@@ -376,6 +383,7 @@ def _fresh_temp(*folders: Path) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_never_leaves_a_torn_file(tmp_path):
     """A writer is SIGKILLed 30 times at random points: every file is an old or a new version.
 
@@ -485,10 +493,6 @@ def assert_plain(res) -> None:
         assert "\x1b" not in stream, stream
         assert "\r" not in stream, stream
         assert "Traceback" not in stream, stream
-
-
-def error_lines(res) -> list[str]:
-    return [ln for ln in res.stderr.splitlines() if ln.startswith("ERROR")]
 
 
 def earlier_forecasts(folder: Path) -> dict[str, bytes]:
@@ -611,6 +615,7 @@ def cron(trained_run, sample_dir, tmp_path_factory):
     return runs
 
 
+@pytest.mark.slow
 def test_cron_network_down_exits_75_and_keeps_earlier_forecasts(cron):
     s = cron["down"]
     assert_plain(s.res)
@@ -626,6 +631,7 @@ def test_cron_network_down_exits_75_and_keeps_earlier_forecasts(cron):
     assert len(sleeps) == 6 and all(0 <= x <= 4 for x in sleeps)
 
 
+@pytest.mark.slow
 def test_cron_rate_limited_with_a_stale_store_exits_75(cron):
     s = cron["rate_limited"]
     assert_plain(s.res)
@@ -639,6 +645,7 @@ def test_cron_rate_limited_with_a_stale_store_exits_75(cron):
     assert len(sleeps) == 6 and all(0 <= x <= 20 for x in sleeps)  # 5x longer base for 429
 
 
+@pytest.mark.slow
 def test_cron_one_of_two_tickers_failing_exits_3(cron):
     s = cron["partial"]
     assert_plain(s.res)
@@ -653,6 +660,7 @@ def test_cron_one_of_two_tickers_failing_exits_3(cron):
     assert "STOCKA" in s.res.stdout  # the table of what was written
 
 
+@pytest.mark.slow
 def test_cron_read_only_output_exits_1_and_keeps_earlier_forecasts(cron):
     s = cron["read_only"]
     if s.res is None:
@@ -664,6 +672,7 @@ def test_cron_read_only_output_exits_1_and_keeps_earlier_forecasts(cron):
     assert csv_bytes(s.folder) == s.before
 
 
+@pytest.mark.slow
 def test_cron_overlapping_runs_and_sigkill_mid_write(cron, cli):
     first, second = cron["overlap"], cron["overlap_second"]
     # the overlapping run gives up at once, naming the run that holds the lock

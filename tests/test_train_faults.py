@@ -1,0 +1,135 @@
+"""Interrupting, resuming, locking and distributing training."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from forecaster.config import load_config
+from forecaster.errors import LockBusy
+from forecaster.fsio import file_lock
+from forecaster.store import load_bars
+from forecaster.training import Trainer, new_model, seed_everything, train
+from forecaster.windows import build_windows, make_splits
+from tests.conftest import tiny_overrides
+
+BIN = Path(sys.executable).parent
+
+
+def _trainer(sample_dir, epochs):
+    cfg = load_config(None, tiny_overrides(sample_dir, **{"train.epochs": epochs, "train.patience": 50}))
+    bars = load_bars("csv", sample_dir, ["STOCKA", "STOCKB"])
+    ws = build_windows(bars, cfg.window.lookback, cfg.window.horizon,
+                       make_splits(bars, cfg.window.val_days, cfg.window.test_days))
+    seed_everything(cfg.train.seed)
+    return Trainer(new_model(cfg, ws), ws, cfg, torch.device("cpu")), ws
+
+
+def test_resuming_continues_exactly_where_training_stopped(sample_dir):
+    straight, ws = _trainer(sample_dir, 4)
+    recs = list(straight.epochs(ws.ends("train"), ws.ends("val")))
+    interrupted, ws2 = _trainer(sample_dir, 4)
+    it = interrupted.epochs(ws2.ends("train"), ws2.ends("val"))
+    first = [next(it), next(it)]  # two epochs, then "killed"
+    saved = interrupted.state()
+    resumed, ws3 = _trainer(sample_dir, 4)
+    resumed.restore(saved)
+    rest = list(resumed.epochs(ws3.ends("train"), ws3.ends("val")))
+    assert [r.epoch for r in first + rest] == [1, 2, 3, 4]
+    assert [r.val_loss for r in first + rest] == pytest.approx([r.val_loss for r in recs], rel=1e-6)
+    for k, v in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[k], v)
+
+
+def _run_cli(args, **kw):
+    env = {**os.environ, "NO_COLOR": "1"}
+    return subprocess.Popen([str(BIN / "forecaster"), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, **kw)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_a_resumable_run_and_resume_finishes_it(sample_dir, tmp_path, sig):
+    run = tmp_path / "run"
+    args = ["train", "--source", "csv", "--data-dir", str(sample_dir), "--tickers", "STOCKA,STOCKB",
+            "--lookback", "20", "--horizon", "3", "--val-days", "100", "--test-days", "100",
+            "--hidden-size", "8", "--model", "gru", "--epochs", "500", "--patience", "500",
+            "--run-dir", str(run)]
+    p = _run_cli(args)
+    deadline = time.time() + 120
+    seen = ""
+    while time.time() < deadline:  # wait for the second epoch's log line, then interrupt
+        line = p.stderr.readline()
+        seen += line
+        if "epoch 2:" in line:
+            break
+    p.send_signal(sig)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, seen + err
+    assert "--resume" in err and "Traceback" not in err
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["status"] == "interrupted"
+    done = meta["metrics"]["epochs_run"]
+    assert done >= 2 and (run / "resume.safetensors").is_file()
+    load_file(str(run / "model.safetensors"))  # a loadable weights file
+    # an interrupted run is refused for forecasting, with the way out in the message
+    p = _run_cli(["predict", "--run", str(run), "--offline", "--out", str(tmp_path / "fc")])
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 1 and "--resume" in err
+    # resuming finishes it: epochs continue from where they stopped
+    p = _run_cli(["train", "--resume", str(run), "--epochs", str(done + 2)])
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["status"] == "complete" and not (run / "resume.safetensors").exists()
+    hist = pd.read_csv(run / "history.csv")
+    assert list(hist["epoch"]) == list(range(1, done + 3))
+
+
+def test_resume_of_a_complete_run_is_refused(trained_run, run_copy):
+    p = _run_cli(["train", "--resume", str(run_copy)])
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 1 and "nothing to resume" in err
+
+
+def test_second_training_into_the_same_run_waits_then_exits_75(sample_dir, tmp_path):
+    run = tmp_path / "run"
+    cfg = load_config(None, tiny_overrides(sample_dir))
+    with file_lock(tmp_path / ".run.lock"):
+        with pytest.raises(LockBusy, match="pid"):
+            train(cfg, run_dir=run, lock_timeout=0.2)
+    assert not run.exists()
+
+
+def test_torchrun_two_cpu_processes(sample_dir, tmp_path):
+    """DistributedDataParallel with gloo: one valid run, written once, validation improving."""
+    run = tmp_path / "ddp"
+    env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [str(BIN / "torchrun"), "--nproc-per-node", "2", "--master-port", "29517", "-m", "forecaster",
+           "train", "--source", "csv", "--data-dir", str(sample_dir), "--tickers", "STOCKA,STOCKB",
+           "--lookback", "20", "--horizon", "3", "--val-days", "100", "--test-days", "100",
+           "--hidden-size", "16", "--model", "lstm", "--epochs", "4", "--lr", "0.003",
+           "--run-dir", str(run), "--quiet"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["world_size"] == 2 and meta["status"] == "complete"
+    hist = pd.read_csv(run / "history.csv")
+    assert len(hist) == 4
+    assert hist["val_loss"].iloc[-1] < hist["val_loss"].iloc[0]
+    # each epoch saw (almost) every training window once across the two ranks
+    assert abs(hist["samples"].iloc[0] - meta["windows"]["train"]) <= 1
+    # only one writer: no stray temporary directories next to the run
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ddp.") and "lock" not in p.name] == []
+    from forecaster.prediction import predict
+
+    out = predict(run, offline=True, out=tmp_path / "fc").forecasts
+    assert np.isfinite(out[["p10", "p50", "p90"]].to_numpy()).all()
