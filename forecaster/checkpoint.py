@@ -115,7 +115,7 @@ def read_meta(run_dir: Path) -> dict:
         if key not in meta:
             raise RunFormatError(f"{path} lacks the '{key}' entry")
         if not isinstance(meta[key], kind):
-            raise RunFormatError(f"{path}: '{key}' must be a {'string' if kind is str else 'JSON object'}")
+            raise RunFormatError(f"{path} is malformed: '{key}' must be a {'string' if kind is str else 'JSON object'}")
     return meta
 
 
