@@ -135,6 +135,10 @@ def handled(debug: bool = False):
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except typer.Exit:
         raise
+    except BrokenPipeError:  # the reader went away (`forecaster info RUN | head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise typer.Exit(0) from None
     except OSError as e:  # a file problem the library did not foresee: still one plain line
         if debug:
             raise
@@ -447,6 +451,8 @@ def info(
             return
         c = meta["config"]
         print(f"run        {meta['name']}  (format {meta['format_version']}, created {meta['created_at']})")
+        if meta.get("status", "complete") != "complete":
+            print(f"status     {meta['status']}: resume with `forecaster train --resume {run}`")
         print(f"model      {c['model']['cell']} / {c['model']['strategy']}, hidden "
               f"{c['model']['hidden_size']} x {c['model']['num_layers']}, lookback "
               f"{c['window']['lookback']}, horizon {c['window']['horizon']}")

@@ -20,6 +20,19 @@ def _isolated_env(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("COLUMNS", "200")
 
 
+@pytest.fixture
+def offline_yfinance(tmp_path_factory):
+    """Private yfinance caches under tmp, and no response replayed from an earlier test."""
+    from yfinance.data import YfData
+
+    from forecaster import sources
+
+    sources.configure_yfinance(tmp_path_factory.getbasetemp() / "yfinance-cache")
+    YfData.cache_get.cache_clear()
+    yield
+    YfData.cache_get.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory) -> Path:
     """CSV folder with STOCKA (listed 2016) and STOCKB (listed 2021): different histories."""

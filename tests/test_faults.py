@@ -54,14 +54,7 @@ FORECAST_COLUMNS = ["ticker", "as_of", "step", "date", "last_close", "p10", "p50
                     "model", "run"]
 
 
-@pytest.fixture(autouse=True)
-def offline_yfinance(tmp_path_factory):
-    from yfinance.data import YfData
-
-    sources.configure_yfinance(tmp_path_factory.getbasetemp() / "yfinance-cache")
-    YfData.cache_get.cache_clear()
-    yield
-    YfData.cache_get.cache_clear()
+pytestmark = pytest.mark.usefixtures("offline_yfinance")
 
 
 def no_sleep(seconds: float) -> None:

@@ -17,15 +17,7 @@ from forecaster.errors import ConfigError, DataError, LockBusy, NetworkError
 REPO_ROOT = Path(next(iter(forecaster.__path__))).resolve().parent
 
 
-@pytest.fixture(autouse=True)
-def offline_yfinance(tmp_path_factory):
-    """Private yfinance caches under tmp, and no response replayed from an earlier test."""
-    from yfinance.data import YfData
-
-    sources.configure_yfinance(tmp_path_factory.getbasetemp() / "yfinance-cache")
-    YfData.cache_get.cache_clear()
-    yield
-    YfData.cache_get.cache_clear()
+pytestmark = pytest.mark.usefixtures("offline_yfinance")
 
 
 def no_sleep(seconds: float) -> None:
