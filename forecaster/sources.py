@@ -90,6 +90,9 @@ def read_csv_bars(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame
             for sep, name in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
                 if sep in header:
                     raise DataError(f"{path}: looks like {name}-separated; expected commas")
+        clean = _read_clean_csv(path)
+        if clean is not None:
+            return clean
         with warnings.catch_warnings():
             # A row longer than the header would silently become the index, or lose fields.
             warnings.simplefilter("error", pd.errors.ParserWarning)
@@ -106,23 +109,12 @@ def read_csv_bars(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame
         reason = " ".join(str(exc).split())
         raise DataError(f"{path}: not a readable CSV file ({reason})") from None
 
-    keys = [_header_key(c) for c in raw.columns]
-    dupes = sorted({k for k in keys if keys.count(k) > 1})
-    if dupes:
-        raise DataError(f"{path}: duplicate column(s) {', '.join(dupes)}")
+    keys, date_col, adj_col = _columns(raw, path)
     raw.columns = keys
-
-    date_col = next((c for c in DATE_COLUMNS if c in keys), None)
-    missing = ([] if date_col else ["date"]) + [c for c in COLUMNS if c not in keys]
-    if missing:
-        raise DataError(
-            f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(keys)})"
-        )
     if raw.empty:
         raise DataError(f"{path}: has a header but no rows")
 
     index = _parse_dates(raw[date_col], path)
-    adj_col = next((c for c in ("adj close", "adjclose", "adjusted close") if c in keys), None)
     values: dict[str, np.ndarray] = {}
     for col in COLUMNS + ([adj_col] if adj_col else []):
         text = raw[col].str.strip()
@@ -136,13 +128,52 @@ def read_csv_bars(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame
                 f"on {index[pos].date()} (row {pos + 1})"
             )
         values[col] = numbers.to_numpy()
+    return _assemble(values, index, adj_col)
 
+
+def _columns(raw: pd.DataFrame, path: Path) -> tuple[list[str], str, str | None]:
+    """Normalised header keys, the date column and the adjusted-close column (if any)."""
+    keys = [_header_key(c) for c in raw.columns]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        raise DataError(f"{path}: duplicate column(s) {', '.join(dupes)}")
+    date_col = next((c for c in DATE_COLUMNS if c in keys), None)
+    missing = ([] if date_col else ["date"]) + [c for c in COLUMNS if c not in keys]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(keys)})"
+        )
+    adj_col = next((c for c in ("adj close", "adjclose", "adjusted close") if c in keys), None)
+    return keys, date_col, adj_col
+
+
+def _assemble(values: dict[str, np.ndarray], index: pd.DatetimeIndex, adj_col: str | None) -> pd.DataFrame:
     if adj_col and not np.isnan(values[adj_col]).all():  # an all-empty Adj Close is ignored
         ratio = values[adj_col] / values["close"]
         for col in ("open", "high", "low"):
             values[col] = values[col] * ratio
         values["close"] = values[adj_col]
     return pd.DataFrame({c: values[c] for c in COLUMNS}, index=index.rename("date"))
+
+
+def _read_clean_csv(path: Path) -> pd.DataFrame | None:
+    """The fast path for a well-formed file: numeric columns parsed in C and plain YYYY-MM-DD
+    dates. None when anything is unusual; the careful path then finds and names the problem."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            raw = pd.read_csv(path, skipinitialspace=True, encoding="utf-8-sig", index_col=False)
+        keys, date_col, adj_col = _columns(raw, path)
+        raw.columns = keys
+        wanted = COLUMNS + ([adj_col] if adj_col else [])
+        if raw.empty or not all(pd.api.types.is_numeric_dtype(raw[c]) for c in wanted):
+            return None
+        index = pd.DatetimeIndex(pd.to_datetime(raw[date_col], format="%Y-%m-%d")).astype("datetime64[ns]")
+        if index.isna().any():
+            return None
+    except (DataError, ValueError, TypeError, Warning, pd.errors.ParserError, UnicodeDecodeError):
+        return None
+    return _assemble({c: raw[c].to_numpy(np.float64) for c in wanted}, index, adj_col)
 
 
 # --------------------------------------------------------------------------- Yahoo
