@@ -471,4 +471,8 @@ def info(
 
 def main() -> None:
     """Console-script entry point."""
+    # OpenMP threads that spin while waiting make torch many times slower whenever another
+    # process wants the same cores (a busy server, two cron jobs); yield the CPU instead.
+    # Must be set before torch is imported; an explicit setting in the environment wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     app()

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Train the synthetic 1,000-ticker universe for one epoch on CUDA, in fp32 and in bf16 autocast,
+# and print the training samples/s of each (samples / seconds of epoch 1 in the run's history.csv).
+#
+# Runs from the working tree with whatever python3 and torch the machine has (no venv, no
+# network, nothing installed): PYTHONPATH=<repo> python3 -m forecaster ...
+# Exits 0 with a message when there is no CUDA device; exits 3 naming the missing modules when
+# the forecaster cannot be imported.
+#
+#   benchmarks/gpu_check.sh                 # 1,000 tickers, 10 years
+#   TICKERS=200 benchmarks/gpu_check.sh     # smaller
+#   PYTHON=/opt/py/bin/python3 KEEP=1 benchmarks/gpu_check.sh
+#   DEVICE=cpu TICKERS=20 benchmarks/gpu_check.sh   # try the script itself without a GPU
+#   WHEELS=/path/to/wheels benchmarks/gpu_check.sh  # unpack missing pure/compatible wheels first
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${PYTHON:-python3}"
+TICKERS="${TICKERS:-1000}"
+YEARS="${YEARS:-10}"
+SEED="${SEED:-0}"
+DEVICE="${DEVICE:-cuda}"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export NO_COLOR=1
+
+if ! command -v "$PY" >/dev/null 2>&1; then
+  echo "gpu_check: no $PY on this machine (set PYTHON=/path/to/python3)" >&2
+  exit 3
+fi
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/forecaster-gpu-check.XXXXXX")"
+if [[ "${KEEP:-0}" != 1 ]]; then
+  trap 'rm -rf "$WORK"' EXIT
+else
+  echo "gpu_check: keeping $WORK"
+fi
+
+# wheels for what this python lacks (no pip, no network needed: a wheel is a zip file)
+if [[ -n "${WHEELS:-}" ]]; then
+  mkdir -p "$WORK/deps"
+  for w in "$WHEELS"/*.whl; do
+    if [[ -e "$w" ]]; then "$PY" -m zipfile -e "$w" "$WORK/deps"; fi
+  done
+  export PYTHONPATH="$PYTHONPATH:$WORK/deps"
+fi
+
+# 1. what can be imported: torch first, then everything train needs
+"$PY" - <<'EOF' || exit 3
+import importlib, sys
+mods = ["torch", "numpy", "pandas", "pyarrow", "typer", "rich", "safetensors", "pydantic",
+        "exchange_calendars", "filelock"]
+missing = []
+for m in mods:
+    try:
+        importlib.import_module(m)
+    except Exception as e:  # ImportError, or a broken install
+        missing.append(f"{m} ({type(e).__name__}: {e})")
+if missing:
+    print("gpu_check: cannot run the forecaster here; missing or broken imports:", file=sys.stderr)
+    for m in missing:
+        print(f"  - {m}", file=sys.stderr)
+    print("install them into this python, set PYTHON to one that has them, or point WHEELS at a "
+          "folder of wheels for them (and PYTHONPATH at pure-Python packages)", file=sys.stderr)
+    sys.exit(3)
+try:
+    import forecaster.cli  # noqa: F401
+    import forecaster.training  # noqa: F401
+except Exception as e:
+    print(f"gpu_check: the forecaster does not import from {sys.path[0] or '.'}: "
+          f"{type(e).__name__}: {e}", file=sys.stderr)
+    sys.exit(3)
+EOF
+
+# 2. a CUDA device, or a clean exit
+if [[ "$DEVICE" == cuda ]] && ! "$PY" - <<'EOF'
+import sys, torch
+if not torch.cuda.is_available():
+    print(f"gpu_check: no CUDA device visible to torch {torch.__version__} "
+          f"(CUDA build: {torch.version.cuda or 'none'}); nothing to measure")
+    sys.exit(1)
+p = torch.cuda.get_device_properties(0)
+print(f"gpu_check: {torch.cuda.get_device_name(0)}, {p.total_memory / 2**30:.0f} GiB, "
+      f"torch {torch.__version__}, CUDA {torch.version.cuda}, "
+      f"bf16 supported: {torch.cuda.is_bf16_supported()}")
+EOF
+then
+  exit 0
+fi
+
+# 3. the universe, as CSV files
+start=$(date +%s)
+"$PY" -m forecaster.synthetic "$WORK/data" --universe "$TICKERS" --years "$YEARS" --seed "$SEED" >/dev/null
+echo "gpu_check: wrote $TICKERS synthetic tickers ($YEARS years) in $(( $(date +%s) - start )) s"
+LIST="$(cd "$WORK/data" && ls -- *.csv | sed 's/\.csv$//' | paste -sd, -)"
+
+# 4. one epoch per precision
+declare -A RESULT
+for prec in fp32 bf16; do
+  run="$WORK/run-$prec"
+  start="${EPOCHREALTIME:-$(date +%s)}"
+  if ! "$PY" -m forecaster train --source csv --data-dir "$WORK/data" --tickers "$LIST" \
+        --epochs 1 --device "$DEVICE" --precision "$prec" --run-dir "$run" --quiet \
+        >"$WORK/train-$prec.log" 2>&1; then
+    echo "gpu_check: training with --precision $prec failed; last lines:" >&2
+    tail -n 20 "$WORK/train-$prec.log" >&2
+    RESULT[$prec]="failed"
+    continue
+  fi
+  end="${EPOCHREALTIME:-$(date +%s)}"
+  RESULT[$prec]="$("$PY" - "$run" "$start" "$end" <<'EOF'
+import csv, json, sys
+from pathlib import Path
+run = Path(sys.argv[1])
+row = next(csv.DictReader(open(run / "history.csv")))
+meta = json.loads((run / "run.json").read_text())
+samples, secs = int(row["samples"]), float(row["seconds"])
+try:
+    wall = f"{float(sys.argv[3].replace(',', '.')) - float(sys.argv[2].replace(',', '.')):.1f} s"
+except ValueError:
+    wall = "?"
+print(f"{samples / secs:>10,.0f} samples/s  ({samples:,} windows in {secs:.1f} s incl. validation; "
+      f"device {meta.get('device')}; {len(meta['tickers'])} tickers; command wall {wall})")
+EOF
+)"
+done
+
+echo
+echo "gpu_check: one epoch of the default model over the $TICKERS-ticker universe"
+for prec in fp32 bf16; do
+  printf '  %-5s %s\n' "$prec" "${RESULT[$prec]}"
+done
