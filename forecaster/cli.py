@@ -412,12 +412,17 @@ def predict(
 
 
 def _show_forecast(rep, quiet: bool, json_out: bool) -> None:
-    for w in rep.warnings:
+    shown = rep.warnings if len(rep.warnings) <= 10 else rep.warnings[:5]
+    for w in shown:
         log.warning("%s", w)
-    for n in rep.notes:
+    if len(shown) < len(rep.warnings):
+        log.warning("... and %d more such warnings (all of them are in the --json output)",
+                    len(rep.warnings) - len(shown))
+    for n in rep.notes[:10]:
         log.info("%s", n)
     if json_out:
         _emit_json({"run": rep.run, "as_of": rep.as_of, "failed": rep.failed,
+                    "warnings": rep.warnings,
                     "files": {k: str(v) for k, v in rep.files.items()},
                     "forecasts": json.loads(rep.forecasts.to_json(orient="records"))})
         return
@@ -475,4 +480,18 @@ def main() -> None:
     # process wants the same cores (a busy server, two cron jobs); yield the CPU instead.
     # Must be set before torch is imported; an explicit setting in the environment wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    app()
+    try:
+        app()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    else:
+        code = 0
+    # Skip the interpreter's teardown of torch and friends (about a second on a small machine):
+    # everything this process writes is already flushed and renamed into place by now.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    logging.shutdown()
+    os._exit(code)

@@ -53,14 +53,14 @@ def _utc(now: pd.Timestamp | None) -> pd.Timestamp:
     return now.tz_convert("UTC") if now.tzinfo else now.tz_localize("UTC")
 
 
-def _age_note(sym: str, last: pd.Timestamp, cut, now, calendar: str) -> tuple[int, str]:
+def _age_note(last: pd.Timestamp, cut, now, calendar: str) -> tuple[int, str]:
     """How far the last bar lags the as-of date, or else the latest completed session."""
     from .sessions import last_completed_session, sessions_after_count
 
     ref = cut if cut is not None else last_completed_session(now, calendar)
     behind = sessions_after_count(last, ref, calendar)
     what = f"--as-of {ref.date()}" if cut is not None else f"the latest completed session ({ref.date()})"
-    return behind, f"{sym}: last bar {last.date()}, {behind} session(s) before {what}"
+    return behind, f"last bar {last.date()}, {behind} session(s) before {what}"
 
 
 def _refresh(names, data_dir, cfg_calendar, max_staleness, now, session, lock_timeout, report):
@@ -258,9 +258,12 @@ def _forecast(run, bars, cut, note_age, now, report, build_windows, predict_scal
     last_dates = pd.DatetimeIndex(ws.dates[ends])
     file_as_of = (cut or last_dates.max()).date()
     rows = []
+    sessions: dict = {}  # next sessions and age note per distinct last date (most tickers share one)
     for i, sym in enumerate(ws.tickers):
         last = last_dates[i]
-        dates = next_sessions(last, H, cfg.data.calendar)
+        if last not in sessions:
+            sessions[last] = next_sessions(last, H, cfg.data.calendar)
+        dates = sessions[last]
         c = float(ws.close[ends[i]])
         for h in range(H):
             rows.append({"ticker": sym, "as_of": str(last.date()), "step": h + 1,
@@ -269,7 +272,10 @@ def _forecast(run, bars, cut, note_age, now, report, build_windows, predict_scal
                          "p90": c * float(np.exp(hi[i, h])), "model": cfg.model.cell,
                          "run": run.name})
         if note_age:
-            behind, note = _age_note(sym, last, cut, now, cfg.data.calendar)
-            (report.warnings if behind > 0 else report.notes).append(note)
+            key = ("age", last)
+            if key not in sessions:
+                sessions[key] = _age_note(last, cut, now, cfg.data.calendar)
+            behind, note = sessions[key]
+            (report.warnings if behind > 0 else report.notes).append(f"{sym}: {note}")
     report.as_of = str(file_as_of)
     return pd.DataFrame(rows, columns=FORECAST_COLUMNS)
