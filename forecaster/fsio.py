@@ -13,7 +13,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -198,7 +198,7 @@ def file_lock(path: PathLike, timeout: float = 0) -> Iterator[None]:
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "command": _command_line(),
-            "started": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "started": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         try:
             atomic_write_text(holder, json.dumps(info) + "\n")
@@ -228,7 +228,7 @@ def remove_stale_temps(directory: PathLike, min_age: float = 3600.0) -> int:
     this while holding the directory's lock. Returns how many were removed; never raises.
     """
     removed = 0
-    now = datetime.now(timezone.utc).timestamp()
+    now = datetime.now(UTC).timestamp()
     try:
         entries = list(os.scandir(directory))
     except OSError:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
+from datetime import UTC
 
 import numpy as np
 import torch
@@ -451,7 +452,7 @@ def train(cfg: Config, *, run_dir: os.PathLike | None = None, on_epoch=None, on_
     DistributedDataParallel and only rank 0 writes the run. SIGINT or SIGTERM saves a resumable
     run and raises :class:`Interrupted`; ``resume=True`` continues the run at ``run_dir``.
     """
-    from datetime import datetime, timezone
+    from datetime import datetime
     from pathlib import Path
 
     from .fsio import file_lock
@@ -462,7 +463,7 @@ def train(cfg: Config, *, run_dir: os.PathLike | None = None, on_epoch=None, on_
     if not cfg.data.tickers:
         raise ConfigError("no tickers to train on: pass --tickers or set data.tickers")
     tickers = list(dict.fromkeys(validate_ticker(t) for t in cfg.data.tickers))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     if run_dir is None:
         run_dir = cfg.run_dir or Path("runs") / f"{cfg.model.cell}-{now:%Y%m%d-%H%M%S}"
     run_dir = Path(run_dir)

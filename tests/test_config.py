@@ -1,7 +1,7 @@
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from forecaster.config import Config, load_config
 from forecaster.errors import ConfigError
