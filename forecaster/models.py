@@ -60,9 +60,11 @@ def build_model(cfg, n_features: int, n_tickers: int) -> QuantileRNN:
                        quantiles=m.quantiles, strategy=m.strategy)
 
 
-def pinball_loss(pred: torch.Tensor, target: torch.Tensor, quantiles: list[float]) -> torch.Tensor:
-    """Mean pinball loss; pred (B, S, Q), target (B, S)."""
-    q = torch.tensor(quantiles, dtype=pred.dtype, device=pred.device)
+def pinball_loss(pred: torch.Tensor, target: torch.Tensor,
+                 quantiles: list[float] | torch.Tensor) -> torch.Tensor:
+    """Mean pinball loss; pred (B, S, Q), target (B, S); quantiles a list or a (Q,) tensor."""
+    q = quantiles if isinstance(quantiles, torch.Tensor) else torch.tensor(
+        quantiles, dtype=pred.dtype, device=pred.device)
     diff = target.unsqueeze(-1) - pred  # (B, S, Q)
     return torch.maximum(q * diff, (q - 1) * diff).mean()
 

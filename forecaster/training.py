@@ -227,7 +227,8 @@ class Trainer:
 
     def epochs(self, train_ends: np.ndarray, val_ends: np.ndarray,
                on_batch: Callable[[int], None] | None = None) -> Iterator[EpochRecord]:
-        t, q = self.cfg.train, self.cfg.model.quantiles
+        t = self.cfg.train
+        q = torch.tensor(self.cfg.model.quantiles, dtype=torch.float32, device=self.device)
         while self.epoch < t.epochs and self.stale < t.patience:
             epoch = self.epoch + 1
             start = time.perf_counter()
