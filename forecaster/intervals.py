@@ -64,6 +64,7 @@ def conformal_quantile(scores, coverage: float = DEFAULT_COVERAGE) -> float:
     n = scores.shape[0]
     if n == 0:
         return float("nan")
+    # the small tolerance keeps e.g. (99 + 1) * 0.8 = 80.00000000000001 from rounding up to 81
     k = math.ceil((n + 1) * coverage - 1e-9)
     return float(scores[min(max(k, 1), n) - 1])
 
@@ -119,17 +120,8 @@ def conformal_offsets(actual, lo, hi, coverage: float = DEFAULT_COVERAGE) -> flo
     correction); when that level is above 1, the largest score. ``q`` is negative when the raw
     intervals are too wide. Rows with NaN are ignored; with no row the offset is 0.0.
     """
-    coverage = float(coverage)
-    if not 0.0 < coverage < 1.0:
-        raise ValueError(f"coverage must be in (0, 1), got {coverage}")
-    scores = np.sort(conformity_scores(actual, lo, hi))
-    n = scores.shape[0]
-    if n == 0:
-        return 0.0
-    # the small tolerance keeps e.g. (99 + 1) * 0.8 = 80.00000000000001 from rounding up to 81
-    k = math.ceil((n + 1) * coverage - 1e-9)
-    k = min(max(k, 1), n)
-    return float(scores[k - 1])
+    q = conformal_quantile(conformity_scores(actual, lo, hi), coverage)
+    return 0.0 if math.isnan(q) else q
 
 
 def calibrate(
