@@ -94,7 +94,10 @@ def walk_forward(run, bars: dict[str, pd.DataFrame]) -> pd.DataFrame:
         raise DataError("no test windows: the data end before the run's test split "
                         f"(starting {run.splits().test_start.date()}) has {cfg.window.horizon} sessions")
     scaled = predict_scaled(run.model, ws, ends, cfg.model.strategy)
-    lo, med, hi = interval(scaled, ws, ends, run.conformal(), run.model.median_index)
+    q = cfg.model.quantiles
+    scale, _ = online_scales(scaled, ws, ends, run.conformal(), run.model.median_index,
+                             coverage=q[-1] - q[0])
+    lo, med, hi = interval(scaled, ws, ends, run.conformal(), run.model.median_index, scale)
     H = ws.horizon
     tid = ws.ticker_id[ends]
     close_o = ws.close[ends]
@@ -130,23 +133,93 @@ def walk_forward(run, bars: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pred
 
 
-def interval(scaled: np.ndarray, ws, ends: np.ndarray, conformal: dict[str, list[float]],
-             median_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Calibrated (lo, median, hi) cumulative log returns, each (B, H): the model's half-widths
-    around its median, times the run's conformal scale and the local volatility at the origin."""
-    from .intervals import apply_scales
-
+def static_scales(ws, ends: np.ndarray, conformal: dict[str, list[float]]) -> np.ndarray:
+    """(B, H) validation-split conformal scales of the windows ending at ``ends`` (1.0 for a
+    ticker the run has none for)."""
     H = ws.horizon
     scale = np.ones((len(ws.names), H))
     for i, s in enumerate(ws.names):
         vals = conformal.get(s) or []
         if len(vals) == H:
             scale[i] = vals
+    return scale[ws.ticker_id[ends]]
+
+
+def forecast_scales(tickers: dict[str, dict], ws, ends: np.ndarray) -> np.ndarray:
+    """(B, H) interval scales for forecasts from the windows ending at ``ends``, from run.json's
+    ``tickers`` entries: the online scale the run tracked up to the ticker's last bar
+    (``conformal_online``) for an origin on or after that bar, else the validation scale (an
+    origin inside the run's own data must not use what was realised after it)."""
+    scale = static_scales(ws, ends, {s: t.get("conformal") for s, t in tickers.items()})
+    H = ws.horizon
+    for b, e in enumerate(ends):
+        t = tickers.get(ws.names[ws.ticker_id[e]]) or {}
+        online, last = t.get("conformal_online"), t.get("last_date")
+        if (isinstance(online, list) and len(online) == H and isinstance(last, str)
+                and np.datetime64(ws.dates[e], "D") >= np.datetime64(last, "D")):
+            scale[b] = online
+    return scale
+
+
+def interval(scaled: np.ndarray, ws, ends: np.ndarray, conformal: dict[str, list[float]],
+             median_index: int, scale: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Calibrated (lo, median, hi) cumulative log returns, each (B, H): the model's half-widths
+    around its median, times the conformal scale and the local volatility at the origin.
+
+    ``scale`` (B, H) overrides the run's validation scales (``conformal``), e.g. with the
+    online ones of :func:`online_scales`."""
+    from .intervals import apply_scales
+
+    if scale is None:
+        scale = static_scales(ws, ends, conformal)
     med = scaled[:, :, median_index]
-    lo, hi = apply_scales(scaled[:, :, 0], med, scaled[:, :, -1], scale[ws.ticker_id[ends]],
-                          ws.vol[ends][:, None])
+    lo, hi = apply_scales(scaled[:, :, 0], med, scaled[:, :, -1], scale, ws.vol[ends][:, None])
     s = ws.tscale[ws.ticker_id[ends]]  # (B, H)
     return lo * s, med * s, hi * s
+
+
+def online_scales(scaled: np.ndarray, ws, ends: np.ndarray, conformal: dict[str, list[float]],
+                  median_index: int, coverage: float) -> tuple[np.ndarray, dict[str, list[float]]]:
+    """Walk-forward interval scales: each ticker's and step's scale starts at its validation
+    value at the first origin and is then tracked online (:func:`intervals.track_scales`) from
+    the misses already realised at each origin, so no origin's interval uses its own future.
+
+    ``ends`` must hold, per ticker, consecutive sessions in time order (``ws.origins(...)``).
+    Returns the (B, H) scales of ``ends`` and, per ticker, the scales for a forecast from the
+    session after its last origin (its last bar, when the origins are ``origins("test")``).
+    """
+    from .intervals import scale_scores, track_scales
+
+    H = ws.horizon
+    B = len(ends)
+    tid = ws.ticker_id[ends]
+    start = static_scales(ws, ends, conformal)  # (B, H)
+    # actuals in the model's units; NaN where the step runs past the ticker's last bar
+    fut = ends[:, None] + np.arange(1, H + 1)  # (B, H)
+    last_row = ws.offsets[1:][np.searchsorted(ws.offsets[1:], ends, side="right")] - 1
+    have = fut <= last_row[:, None]
+    actual = np.full((B, H), np.nan)
+    safe = np.minimum(fut, last_row[:, None])
+    actual[have] = ((ws.log_close[safe] - ws.log_close[ends][:, None]) / ws.tscale[tid])[have]
+    med = scaled[:, :, median_index]
+    scores = scale_scores(actual, scaled[:, :, 0], med, scaled[:, :, -1],
+                          np.broadcast_to(ws.vol[ends][:, None], (B, H))).reshape(B, H)
+    # align tickers by position: row p of column block k is ticker k's p-th origin
+    order = np.lexsort((ends, tid))
+    ids, first, counts = np.unique(tid[order], return_index=True, return_counts=True)
+    pos = np.empty(B, np.int64)
+    pos[order] = np.arange(B) - np.repeat(first, counts)
+    col = np.searchsorted(ids, tid)
+    n = int(counts.max()) if B else 0
+    grid = np.full((n, len(ids), H), np.nan)
+    grid[pos, col] = scores
+    begin = np.ones((len(ids), H))
+    begin[col[order[first]]] = start[order[first]]
+    tracked = track_scales(grid.reshape(n, -1), begin.ravel(), np.tile(np.arange(1, H + 1), len(ids)),
+                           coverage=coverage).reshape(n + 1, len(ids), H)
+    final = {ws.names[i]: [float(v) for v in tracked[c, k]] for k, (i, c) in enumerate(zip(ids, counts))}
+    return tracked[pos, col], final
 
 
 def evaluate(run_dir: Path, *, source: str | None = None, data_dir: Path | None = None,

@@ -355,6 +355,20 @@ def calibration_scales(model: QuantileRNN, ws: WindowSet, ends: np.ndarray, stra
     return calibrate_scales(frame, coverage=coverage)
 
 
+def tracked_scales(model: QuantileRNN, ws: WindowSet, conformal: dict[str, list[float]],
+                   strategy: str, coverage: float, device: torch.device) -> dict[str, list[float]]:
+    """Per ticker, the online interval scales at its last bar: the validation scales tracked
+    through the test split exactly as ``evaluate`` does (nothing here changes the weights)."""
+    from .evaluation import online_scales
+    from .inference import predict_scaled
+
+    ends = ws.origins("test")
+    if len(ends) == 0:
+        return {}
+    q = predict_scaled(model, ws, ends, strategy, device=device)
+    return online_scales(q, ws, ends, conformal, model.median_index, coverage)[1]
+
+
 RESUME = "resume.safetensors"
 
 
@@ -523,6 +537,7 @@ def _save(run_dir, trainer: Trainer, ws: WindowSet, bars, splits, ends, history,
     """Write the run (and, when interrupted, the resume state beside it)."""
     from .checkpoint import save_run
     from .features import FEATURES
+    from .intervals import TRACKING_RATE
     from .windows import VOL_HALFLIFE
 
     model, w, q = trainer.model, cfg.window, cfg.model.quantiles
@@ -531,10 +546,13 @@ def _save(run_dir, trainer: Trainer, ws: WindowSet, bars, splits, ends, history,
         if trainer.best_state is not None:
             model.load_state_dict(trainer.best_state)
         scales: dict = {}
+        online: dict = {}
     else:
         tensors, extra = None, None
         scales = calibration_scales(model, ws, ends["val"], cfg.model.strategy,
                                     coverage=q[-1] - q[0], device=device)
+        online = tracked_scales(model, ws, scales, cfg.model.strategy, coverage=q[-1] - q[0],
+                                device=device)
     model.cpu()
     info = {}
     for k, sym in enumerate(ws.tickers):
@@ -544,6 +562,8 @@ def _save(run_dir, trainer: Trainer, ws: WindowSet, bars, splits, ends, history,
                      "train_rows": int((ws.split[lo:hi] == 0).sum()),
                      "scaler": ws.scalers[sym].to_dict(),
                      "conformal": [float(x) for x in scales.get(sym, [1.0] * w.horizon)]}
+        if sym in online:  # the tracked scales for forecasts made from the last bar on
+            info[sym]["conformal_online"] = online[sym]
     best = min(history, key=lambda r: r.val_loss) if history else None
     meta = {
         "name": run_dir.name,
@@ -551,7 +571,8 @@ def _save(run_dir, trainer: Trainer, ws: WindowSet, bars, splits, ends, history,
         "created_at": now.isoformat(timespec="seconds"),
         "config": cfg.model_dump(mode="json"),
         "features": {"names": FEATURES, "target": "log(close[t+h]/close[t]) / (ret_std*sqrt(h))",
-                     "interval": f"median +- conformal scale x EWMA volatility (halflife {VOL_HALFLIFE})"},
+                     "interval": f"median +- conformal scale x EWMA volatility (halflife {VOL_HALFLIFE}); "
+                                 f"scale tracked online through the test split (rate {TRACKING_RATE})"},
         "tickers": info,
         "skipped": ws.skipped,
         "splits": splits.to_dict(),
