@@ -41,9 +41,10 @@ from forecaster.training import train  # noqa: E402
 CELLS = ("rnn", "lstm", "gru")
 STRATEGIES = ("direct", "recursive")
 COLUMNS = ["dataset", "model", "strategy", "skill_h1", "skill_h5", "dm_p_h1", "coverage_h1",
-           "coverage_h5", "train_seconds", "epochs_run"]
+           "coverage_h5", "static_coverage_h1", "static_coverage_h5", "train_seconds", "epochs_run"]
 HEADERS = ["dataset", "model", "strategy", "skill h=1", "skill h=5", "DM p h=1", "coverage h=1",
-           "coverage h=5", "train seconds", "epochs run"]
+           "coverage h=5", "validation-only coverage h=1", "validation-only coverage h=5",
+           "train seconds", "epochs run"]
 GOOG_PROTOCOL = {"window.test_days": 250, "window.val_days": 250, "window.horizon": 5}
 
 
@@ -73,6 +74,7 @@ def one_run(name: str, config: Path | None, overrides: dict, cell: str, strategy
     run_dir = work / f"{name}-{cell}-{strategy}"
     result = train(cfg, run_dir=run_dir)
     report = evaluate(run_dir)
+    static = static_coverage(run_dir)
     pooled = report.overall()
     mine = pooled[pooled["model"] == cell].set_index("step")
     last = cfg.window.horizon
@@ -85,9 +87,26 @@ def one_run(name: str, config: Path | None, overrides: dict, cell: str, strategy
         "skill_h1": at("skill", 1), "skill_h5": at("skill", 5 if last >= 5 else last),
         "dm_p_h1": at("dm_pvalue", 1),
         "coverage_h1": at("coverage", 1), "coverage_h5": at("coverage", 5 if last >= 5 else last),
+        "static_coverage_h1": static.get(1, math.nan),
+        "static_coverage_h5": static.get(5 if last >= 5 else last, math.nan),
         "train_seconds": float(result.meta["metrics"]["train_seconds"]),
         "epochs_run": int(result.meta["metrics"]["epochs_run"]),
     }
+
+
+def static_coverage(run_dir: Path) -> dict[int, float]:
+    """Pooled test coverage per step with the validation-split scales alone (no online
+    tracking): what split-conformal calibration gives when the test period differs."""
+    from forecaster.checkpoint import load_run
+    from forecaster.evaluation import walk_forward
+    from forecaster.metrics import coverage
+    from forecaster.store import load_bars
+
+    run = load_run(run_dir)
+    pred = walk_forward(run, load_bars(run.config.data.source, run.config.data.data_dir, run.names),
+                        track=False)
+    return {int(step): float(coverage(g["actual"], g["p10"], g["p90"]))
+            for step, g in pred.groupby("step")}
 
 
 def _fmt(column: str, value) -> str:
@@ -97,7 +116,7 @@ def _fmt(column: str, value) -> str:
         return ""
     if column.startswith("skill"):
         return f"{value:+.2%}"
-    if column.startswith("coverage"):
+    if "coverage" in column:
         return f"{value:.1%}"
     if column == "dm_p_h1":
         return f"{value:.3g}"

@@ -78,9 +78,12 @@ def lag_report(pred: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["ticker", "slope", "r2", "copies_last_value"])
 
 
-def walk_forward(run, bars: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def walk_forward(run, bars: dict[str, pd.DataFrame], track: bool = True) -> pd.DataFrame:
     """One row per (ticker, origin, step) over the test split of ``run``: every session of the
-    test split is the origin's next session once; steps past the last bar are left out."""
+    test split is the origin's next session once; steps past the last bar are left out.
+
+    ``track=False`` keeps the validation scales for the whole split (no online tracking), to
+    show what the split-conformal calibration alone would have given."""
     from .baselines import drift, mean, naive
     from .inference import predict_scaled
     from .windows import build_windows
@@ -95,8 +98,8 @@ def walk_forward(run, bars: dict[str, pd.DataFrame]) -> pd.DataFrame:
                         f"(starting {run.splits().test_start.date()}) has {cfg.window.horizon} sessions")
     scaled = predict_scaled(run.model, ws, ends, cfg.model.strategy)
     q = cfg.model.quantiles
-    scale, _ = online_scales(scaled, ws, ends, run.conformal(), run.model.median_index,
-                             coverage=q[-1] - q[0])
+    scale = (online_scales(scaled, ws, ends, run.conformal(), run.model.median_index,
+                           coverage=q[-1] - q[0])[0] if track else None)
     lo, med, hi = interval(scaled, ws, ends, run.conformal(), run.model.median_index, scale)
     H = ws.horizon
     tid = ws.ticker_id[ends]
