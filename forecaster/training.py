@@ -65,20 +65,38 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Batches:
-    """Turns window indices into device tensors, one batch at a time."""
+    """Turns window indices into device tensors, one batch at a time.
 
-    def __init__(self, ws: WindowSet, device: torch.device, one_step: bool):
+    On CUDA (``resident``) the stacked features, log closes and target scales are copied to the
+    device once and every batch is gathered there: only the (B,) window indices cross the bus.
+    Elsewhere numpy gathers the batch (the tensors share its memory).
+    """
+
+    def __init__(self, ws: WindowSet, device: torch.device, one_step: bool,
+                 resident: bool | None = None):
         self.ws, self.device, self.one_step = ws, device, one_step
+        self.resident = device.type == "cuda" if resident is None else resident
+        if self.resident:
+            self.x = torch.from_numpy(ws.x).to(device)  # (N, F)
+            self.log_close = torch.from_numpy(ws.log_close).to(device)  # (N,)
+            self.tscale = torch.from_numpy(ws.tscale).to(device)  # (K, H)
+            self.ticker_id = torch.from_numpy(ws.ticker_id).to(device)  # (N,)
+            self.back = torch.arange(1 - ws.lookback, 1, device=device)  # (L,)
+            self.ahead = torch.arange(1, ws.horizon + 1, device=device)  # (H,)
 
     def __call__(self, ends: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.resident:
+            e = torch.from_numpy(np.ascontiguousarray(ends)).to(self.device, non_blocking=True)
+            tid = self.ticker_id[e]
+            x = self.x[e[:, None] + self.back]
+            cum = self.log_close[e[:, None] + self.ahead] - self.log_close[e][:, None]
+            y = (cum / self.tscale[tid]).float()
+            return x, tid, (y[:, :1] if self.one_step else y)
         x, tid = self.ws.inputs(ends)
         y = self.ws.targets(ends)
         if self.one_step:
             y = y[:, :1]
-        dev = self.device
-        return (torch.from_numpy(x).to(dev, non_blocking=True),
-                torch.from_numpy(tid).to(dev, non_blocking=True),
-                torch.from_numpy(y).to(dev, non_blocking=True))
+        return torch.from_numpy(x), torch.from_numpy(tid), torch.from_numpy(y)
 
 
 def _autocast(device: torch.device, precision: str):
