@@ -133,6 +133,17 @@ def test_batches_are_gathered_from_the_stacked_rows():
     assert ws.x.shape[0] == sum(len(b) - 1 for b in bars.values())
 
 
+def test_inputs_equal_a_row_by_row_gather_for_every_window():
+    bars = {"A": frame(0, 400, 1), "B": frame(200, 400, 2)}
+    ws = build_windows(bars, 10, 3, make_splits(bars, 50, 50))
+    ends = np.random.default_rng(0).permutation(np.concatenate([ws.ends(), ws.origins("test")]))
+    x, tid = ws.inputs(ends)
+    np.testing.assert_array_equal(x, ws.x[ends[:, None] + np.arange(-9, 1)])
+    np.testing.assert_array_equal(tid, ws.ticker_id[ends])
+    x[:] = 0  # a copy: the stacked rows are untouched
+    assert np.abs(ws.x).sum() > 0
+
+
 def test_walk_forward_origins_cover_each_test_session_once():
     bars = {"A": frame(0, 400), "B": frame(100, 400)}
     splits = make_splits(bars, 40, 30)
