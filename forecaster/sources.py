@@ -83,6 +83,11 @@ def read_csv_bars(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame
     path = ticker_file(data_dir, ticker, ".csv")
     if not path.is_file():
         raise DataError(f"{validate_ticker(ticker)}: no CSV file at {path}")
+    plain = _plain_csv(path)
+    if plain is not None:
+        days, columns = plain
+        index = pd.DatetimeIndex(days.astype("datetime64[ns]"), name="date")
+        return pd.DataFrame(dict(zip(COLUMNS, columns)), index=index)
     try:
         with open(path, encoding="utf-8-sig") as f:
             header = f.readline()
@@ -133,7 +138,11 @@ def read_csv_bars(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame
 
 def _columns(raw: pd.DataFrame, path: Path) -> tuple[list[str], str, str | None]:
     """Normalised header keys, the date column and the adjusted-close column (if any)."""
-    keys = [_header_key(c) for c in raw.columns]
+    return _key_columns([_header_key(c) for c in raw.columns], path)
+
+
+def _key_columns(keys: list[str], path: Path) -> tuple[list[str], str, str | None]:
+    """:func:`_columns` from the normalised header keys."""
     dupes = sorted({k for k in keys if keys.count(k) > 1})
     if dupes:
         raise DataError(f"{path}: duplicate column(s) {', '.join(dupes)}")
@@ -147,12 +156,18 @@ def _columns(raw: pd.DataFrame, path: Path) -> tuple[list[str], str, str | None]
     return keys, date_col, adj_col
 
 
-def _assemble(values: dict[str, np.ndarray], index: pd.DatetimeIndex, adj_col: str | None) -> pd.DataFrame:
+def _adjusted(values: dict[str, np.ndarray], adj_col: str | None) -> dict[str, np.ndarray]:
+    """``values`` with open/high/low scaled by adj_close/close and close set to adj_close."""
     if adj_col and not np.isnan(values[adj_col]).all():  # an all-empty Adj Close is ignored
         ratio = values[adj_col] / values["close"]
         for col in ("open", "high", "low"):
             values[col] = values[col] * ratio
         values["close"] = values[adj_col]
+    return values
+
+
+def _assemble(values: dict[str, np.ndarray], index: pd.DatetimeIndex, adj_col: str | None) -> pd.DataFrame:
+    values = _adjusted(values, adj_col)
     return pd.DataFrame({c: values[c] for c in COLUMNS}, index=index.rename("date"))
 
 
@@ -174,6 +189,74 @@ def _read_clean_csv(path: Path) -> pd.DataFrame | None:
     except (DataError, ValueError, TypeError, Warning, pd.errors.ParserError, UnicodeDecodeError):
         return None
     return _assemble({c: raw[c].to_numpy(np.float64) for c in wanted}, index, adj_col)
+
+
+# The earliest and latest dates a datetime64[ns] index can hold, with a margin.
+_FIRST_DAY = np.datetime64("1678-01-01", "D")
+_LAST_DAY = np.datetime64("2261-12-31", "D")
+
+
+def plain_csv_bars(
+    data_dir: str | os.PathLike[str], ticker: str
+) -> tuple[np.ndarray, list[np.ndarray]] | None:
+    """The dates (datetime64[D]) and the ``COLUMNS`` values (float64 arrays) that
+    :func:`read_csv_bars` gives for ``<data_dir>/<TICKER>.csv``, read by pyarrow, when it is
+    a plain file; None when it is not (or is missing), and :func:`read_csv_bars` must read it.
+
+    Plain means: UTF-8 text, a header without quotes, no space or tab below the header, and
+    in every row a YYYY-MM-DD date (1678 to 2261) and, in each column used, a number under
+    1e18 in size (pandas reads bigger integers as text) and no -0 volume. Anything else (a
+    missing or odd value, a short or long row, a duplicate column...) is left to the pandas
+    paths, which name the problem.
+    """
+    return _plain_csv(ticker_file(data_dir, ticker, ".csv"))
+
+
+def _plain_csv(path: Path) -> tuple[np.ndarray, list[np.ndarray]] | None:
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    try:
+        data = path.read_bytes()
+        if data.startswith(b"\xef\xbb\xbf"):
+            data = data[3:]
+        end = data.find(b"\n")
+        header = data[:end].removesuffix(b"\r")
+        if end < 0 or b'"' in header or data.find(b" ", end) >= 0 or data.find(b"\t", end) >= 0:
+            return None
+        if not data.isascii():
+            data.decode("utf-8")
+        names = header.decode("utf-8").split(",")
+        _, date_col, adj_col = _key_columns([_header_key(n) for n in names], path)
+        wanted = COLUMNS + ([adj_col] if adj_col else [])
+        used = {_header_key(n): n for n in names}
+        types = {used[c]: pa.float64() for c in wanted} | {used[date_col]: pa.date32()}
+        table = pcsv.read_csv(
+            pa.BufferReader(data),
+            read_options=pcsv.ReadOptions(use_threads=False),
+            convert_options=pcsv.ConvertOptions(
+                column_types=types,
+                include_columns=list(types),
+                null_values=[],
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (DataError, OSError, UnicodeDecodeError, pa.ArrowException):
+        return None
+    days = table.column(used[date_col]).to_numpy()
+    values = {c: table.column(used[c]).to_numpy() for c in wanted}
+    volume = values["volume"]
+    if not (
+        len(days)
+        and (days >= _FIRST_DAY).all()
+        and (days <= _LAST_DAY).all()
+        and all((np.abs(v) < 1e18).all() for v in values.values())
+        and not (np.signbit(volume) & (volume == 0)).any()
+    ):
+        return None
+    values = _adjusted(values, adj_col)
+    return days, [values[c] for c in COLUMNS]
 
 
 # --------------------------------------------------------------------------- Yahoo

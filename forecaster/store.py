@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -27,6 +29,7 @@ from forecaster.sources import (
     DateLike,
     configure_yfinance,
     fetch_with_retry,
+    plain_csv_bars,
     read_csv_bars,
 )
 from forecaster.tickers import ticker_file, validate_ticker
@@ -79,6 +82,9 @@ def validate_bars(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
         raise DataError(f"{ticker}: missing column(s) {', '.join(missing)}")
     if not isinstance(df.index, pd.DatetimeIndex):
         raise DataError(f"{ticker}: bars must be indexed by date")
+    clean = _clean_frame(df)
+    if clean is not None:
+        return clean
     try:
         out = df[COLUMNS].astype("float64")
     except (TypeError, ValueError) as exc:
@@ -142,6 +148,150 @@ def validate_bars(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
     return out
 
 
+# The earliest and latest dates a datetime64[ns] index can hold, with a margin.
+_FIRST_DAY = np.datetime64("1678-01-01", "D")
+_LAST_DAY = np.datetime64("2261-12-31", "D")
+_DAY_NS = 86_400_000_000_000
+_COLUMNS_INDEX = pd.Index(COLUMNS)
+
+
+def _infers_no_freq(days: np.ndarray) -> bool:
+    """True when pandas is sure to infer no frequency for these strictly increasing dates
+    (int64 days since 1970-01-01), as ``DatetimeIndex.normalize`` does; False when it might
+    find one and has to be asked.
+
+    Sure means: fewer than three dates, or steps of more than one size, not all of 1 or 3
+    days (no business-day rule), more than one weekday (no week-of-month rule), and more
+    dates than the months they span, over more than one month: two dates then share a
+    month and two do not, so the steps in months differ (no annual, quarterly or monthly
+    rule). Daily bars of a year or more are all of these.
+    """
+    if len(days) < 3:
+        return True
+    steps = np.diff(days)
+    lo, hi = steps.min(), steps.max()
+    if lo == hi or (lo == 1 and hi == 3 and not ((steps != 1) & (steps != 3)).any()):
+        return False
+    if not (steps % 7).any():
+        return False
+    first, last = days[[0, -1]].astype("datetime64[D]").astype("datetime64[M]").view(np.int64)
+    return bool(first != last and len(days) > last - first + 1)
+
+
+def _validated_arrays(stamps: np.ndarray, columns: Sequence[np.ndarray]) -> pd.DataFrame | None:
+    """What :func:`validate_bars` returns for bars that need no repair and pass every check,
+    built straight from tz-naive datetime64 ``stamps`` and the float64 ``columns`` (in
+    ``COLUMNS`` order); None for any other bars, which :func:`validate_bars` then repairs
+    or refuses, with its warnings and messages.
+
+    No repair means: at least one row, dates at midnight and strictly increasing, and no
+    missing price or volume.
+    """
+    ticks = stamps.view(np.int64)
+    if not (len(ticks) and stamps[0] >= _FIRST_DAY and stamps[-1] <= _LAST_DAY):
+        return None  # NaT fails both comparisons
+    if (np.diff(ticks) <= 0).any():
+        return None
+    nanos = stamps.astype("datetime64[ns]", copy=False).view(np.int64)
+    days, rest = np.divmod(nanos, _DAY_NS)
+    if rest.any():
+        return None
+    open_, high, low, close, volume = columns
+    for values in (open_, high, low, close):
+        if not ((values > 0) & (values < np.inf)).all():
+            return None
+    if not ((volume >= 0) & (volume < np.inf)).all() or (high < low).any():
+        return None
+    if ((close > high * (1 + RANGE_TOLERANCE)) | (close < low * (1 - RANGE_TOLERANCE))).any():
+        return None
+    factor = close[1:] / close[:-1]
+    if ((factor > MAX_DAILY_FACTOR) | (factor < 1 / MAX_DAILY_FACTOR)).any():
+        return None
+    block = np.empty((len(nanos), len(COLUMNS)), order="F")
+    for i, values in enumerate(columns):
+        block[:, i] = values
+    index = pd.DatetimeIndex(nanos.view("datetime64[ns]"), name="date")
+    if not _infers_no_freq(days):
+        index = index.normalize()  # sets the frequency pandas infers, as validate_bars does
+    return pd.DataFrame(block, index=index, columns=_COLUMNS_INDEX.copy(), copy=False)
+
+
+def _clean_frame(df: pd.DataFrame) -> pd.DataFrame | None:
+    """:func:`_validated_arrays` for a plain DataFrame of float64 columns (under unnamed
+    string labels, without attrs) and a tz-naive DatetimeIndex; None for any other frame."""
+    columns = df.columns
+    if not (
+        type(df) is pd.DataFrame
+        and type(df.index) is pd.DatetimeIndex
+        and columns.is_unique
+        and columns.name is None
+        and columns.dtype == _COLUMNS_INDEX.dtype
+        and not df.attrs
+        and df.flags.allows_duplicate_labels
+        and df.index.tz is None
+    ):
+        return None
+    series = [df[c] for c in COLUMNS]
+    if any(s.dtype != np.float64 for s in series):
+        return None
+    return _validated_arrays(df.index.to_numpy(), [s.to_numpy() for s in series])
+
+
+@functools.lru_cache(maxsize=16)
+def _plain_index_column(pandas_metadata: bytes | None) -> str | None:
+    """The index column of a Parquet file whose pandas metadata is ``pandas_metadata``, when
+    ``pd.read_parquet`` would give plain float64 ``COLUMNS`` under unnamed column labels and
+    a tz-naive DatetimeIndex from that column, and no attrs; else None."""
+    try:
+        meta = json.loads(pandas_metadata or b"null")
+        index_columns = meta["index_columns"]
+        levels = meta.get("column_indexes", [])
+        types = {c["field_name"]: c["numpy_type"] for c in meta["columns"]}
+        name = index_columns[0]
+        plain = (
+            len(index_columns) == 1
+            and isinstance(name, str)
+            and name not in COLUMNS
+            and len(levels) <= 1
+            and all(level.get("name") is None for level in levels)
+            and not meta.get("attributes")
+            and all(types.get(c) == "float64" for c in COLUMNS)
+            and types.get(name) in {f"datetime64[{unit}]" for unit in ("s", "ms", "us", "ns")}
+        )
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError):
+        return None
+    return name if plain else None
+
+
+def _read_clean_store(path: Path) -> pd.DataFrame | None:
+    """What ``validate_bars(pd.read_parquet(path))`` returns, read by pyarrow, for a file
+    in the layout :func:`save_store` writes whose bars need no repair and pass every check;
+    None for any other file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        with pq.ParquetFile(path, pre_buffer=False) as file:
+            schema = file.schema_arrow
+            name = _plain_index_column((schema.metadata or {}).get(b"pandas"))
+            if name is None:
+                return None
+            fields = [schema.field(c) for c in [*COLUMNS, name]]
+            stamp = fields[-1].type
+            if not (
+                all(f.type == pa.float64() for f in fields[:-1])
+                and pa.types.is_timestamp(stamp)
+                and stamp.tz is None
+            ):
+                return None
+            table = file.read(columns=[*COLUMNS, name], use_threads=False, use_pandas_metadata=False)
+        stamps = table.column(name).to_numpy()
+        columns = [table.column(c).to_numpy() for c in COLUMNS]
+    except Exception:  # a damaged or unusual file: pd.read_parquet says what is wrong
+        return None
+    return _validated_arrays(stamps, columns)
+
+
 # --------------------------------------------------------------------------- the store
 
 
@@ -153,6 +303,9 @@ def load_store(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:
         raise DataError(
             f"{symbol}: no stored data at {path}; run `forecaster download {symbol}` first"
         )
+    clean = _read_clean_store(path)
+    if clean is not None:
+        return clean
     try:
         df = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises many types for a damaged file
@@ -331,17 +484,31 @@ def download(
 
 
 def load_bars(
-    source: str, data_dir: str | os.PathLike[str], tickers: Iterable[str]
+    source: str,
+    data_dir: str | os.PathLike[str],
+    tickers: Iterable[str],
+    *,
+    tail: int | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Validated bars per ticker from ``source``: "csv" (``<data_dir>/<T>.csv``) or "yahoo"
-    (the store under ``<data_dir>/store``). The first failing ticker raises its DataError."""
+    (the store under ``<data_dir>/store``). The first failing ticker raises its DataError.
+
+    With ``tail``, each frame holds only its last ``tail`` rows, for callers that need recent
+    history only; the whole history is still read and validated.
+    """
     if source not in ("csv", "yahoo"):
         raise ConfigError(f"unknown source {source!r}; expected 'yahoo' or 'csv'")
+    if tail is not None and (isinstance(tail, bool) or not isinstance(tail, int) or tail < 1):
+        raise ValueError(f"tail must be a positive integer or None, got {tail!r}")
     bars: dict[str, pd.DataFrame] = {}
     for raw in tickers:
         symbol = validate_ticker(raw)
         if source == "csv":
-            bars[symbol] = validate_bars(read_csv_bars(data_dir, symbol), symbol)
+            plain = plain_csv_bars(data_dir, symbol)
+            df = None if plain is None else _validated_arrays(*plain)
+            if df is None:
+                df = validate_bars(read_csv_bars(data_dir, symbol), symbol)
         else:
-            bars[symbol] = load_store(data_dir, symbol)
+            df = load_store(data_dir, symbol)
+        bars[symbol] = df if tail is None else df.iloc[-tail:]
     return bars
