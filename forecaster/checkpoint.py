@@ -26,12 +26,13 @@ HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "grad_norm", "lr", "second
 
 @dataclass
 class Run:
-    """A loaded run: its config, metadata and a model in eval mode on the CPU."""
+    """A loaded run: its config, metadata and a model in eval mode on the CPU (a torch
+    QuantileRNN from :func:`load_run`, a NumpyQuantileRNN from :func:`load_run_numpy`)."""
 
     path: Path
     config: Config
     meta: dict
-    model: object  # QuantileRNN
+    model: object  # QuantileRNN or NumpyQuantileRNN
 
     @property
     def name(self) -> str:
@@ -127,14 +128,11 @@ def check_complete(meta: dict, run_dir: Path) -> None:
                              f"`forecaster train --resume {run_dir}`")
 
 
-def load_run(run_dir: Path) -> Run:
-    """Load and check a run; every problem is a RunFormatError that says what is wrong."""
+def _read_run(run_dir: Path, load_file) -> tuple[dict, Config, Path, dict]:
+    """run.json checked, the config parsed and the weights read with ``load_file`` (a
+    safetensors loader: torch or numpy); every problem is a RunFormatError."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
-    from .models import build_model
-
-    run_dir = Path(run_dir)
     meta = read_meta(run_dir)
     check_complete(meta, run_dir)
     try:
@@ -148,19 +146,47 @@ def load_run(run_dir: Path) -> Run:
     if not weights.is_file():
         raise RunFormatError(f"{run_dir} is not a complete run: {WEIGHTS} is missing")
     try:
-        state = load_file(str(weights), device="cpu")
-    except (SafetensorError, OSError, ValueError) as e:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError, TypeError) as e:  # TypeError: a dtype numpy lacks
         raise RunFormatError(f"{weights} is not a readable safetensors file ({e}); "
                              "it may be truncated or not a weights file") from None
-    model = build_model(cfg, n_features=len(FEATURES), n_tickers=len(meta["tickers"]))
-    expected = model.state_dict()
+    return meta, cfg, weights, state
+
+
+def _check_tensors(weights: Path, state: dict, expected: dict[str, tuple[int, ...]]) -> None:
+    """Refuse weights whose tensor names or shapes are not the ones the config implies."""
     problems = [f"missing {k}" for k in expected if k not in state]
     problems += [f"unexpected {k}" for k in state if k not in expected]
-    problems += [f"{k} has shape {tuple(state[k].shape)}, config needs {tuple(v.shape)}"
-                 for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    problems += [f"{k} has shape {tuple(state[k].shape)}, config needs {tuple(v)}"
+                 for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v)]
     if problems:
         raise RunFormatError(f"{weights} does not match the run's config: " + "; ".join(problems[:3])
                              + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""))
+
+
+def load_run(run_dir: Path) -> Run:
+    """Load and check a run; every problem is a RunFormatError that says what is wrong."""
+    from safetensors.torch import load_file
+
+    from .models import build_model
+
+    run_dir = Path(run_dir)
+    meta, cfg, weights, state = _read_run(run_dir, lambda path: load_file(path, device="cpu"))
+    model = build_model(cfg, n_features=len(FEATURES), n_tickers=len(meta["tickers"]))
+    _check_tensors(weights, state, {k: tuple(v.shape) for k, v in model.state_dict().items()})
     model.load_state_dict(state, strict=True)
     model.eval()
     return Run(path=run_dir, config=cfg, meta=meta, model=model)
+
+
+def load_run_numpy(run_dir: Path) -> Run:
+    """:func:`load_run` without torch, for forecasting: the same checks and errors, and a
+    :class:`forecaster.npinfer.NumpyQuantileRNN` as the model."""
+    from safetensors.numpy import load_file
+
+    from .npinfer import NumpyQuantileRNN, config_shapes
+
+    run_dir = Path(run_dir)
+    meta, cfg, weights, state = _read_run(run_dir, load_file)
+    _check_tensors(weights, state, config_shapes(cfg, len(FEATURES), len(meta["tickers"])))
+    return Run(path=run_dir, config=cfg, meta=meta, model=NumpyQuantileRNN.from_config(cfg, state))

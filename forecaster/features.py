@@ -43,6 +43,14 @@ def dow_features(dates: np.ndarray) -> np.ndarray:
     return np.stack([np.sin(angle), np.cos(angle)], axis=1)
 
 
+def next_weekday_features(last_dates: np.ndarray, horizon: int) -> np.ndarray:
+    """(B, H, 2) weekday features of the H weekdays after each date (holidays don't matter here:
+    only the day of the week is used)."""
+    days = np.asarray(last_dates).astype("datetime64[D]")
+    steps = np.busday_offset(days[:, None], np.arange(1, horizon + 1)[None, :], roll="forward")
+    return dow_features(steps.ravel().astype("datetime64[ns]")).reshape(len(days), horizon, 2)
+
+
 def make_arrays(bars: pd.DataFrame) -> TickerArrays:
     """Feature matrix and log closes for a validated OHLCV frame (at least 2 rows)."""
     o, h, lo, c, v = (bars[k].to_numpy(np.float64) for k in ("open", "high", "low", "close", "volume"))

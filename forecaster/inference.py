@@ -5,17 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .features import dow_features
+from .features import next_weekday_features
 from .models import QuantileRNN, roll_forward
 from .windows import WindowSet
-
-
-def next_weekday_features(last_dates: np.ndarray, horizon: int) -> np.ndarray:
-    """(B, H, 2) weekday features of the H weekdays after each date (holidays don't matter here:
-    only the day of the week is used)."""
-    days = np.asarray(last_dates).astype("datetime64[D]")
-    steps = np.busday_offset(days[:, None], np.arange(1, horizon + 1)[None, :], roll="forward")
-    return dow_features(steps.ravel().astype("datetime64[ns]")).reshape(len(days), horizon, 2)
 
 
 @torch.no_grad()

@@ -8,6 +8,8 @@ Unattended runs: the arguments are checked before anything is fetched or written
 output folder ``OUT/<run>/`` is locked (``.lock``) for the whole refresh-and-write, so an
 overlapping run waits ``lock_timeout`` seconds and then exits 75 naming the holder; both CSV
 files are written to a temp name and renamed, the dated file first, then ``latest.csv``.
+
+The network runs in numpy (:mod:`forecaster.npinfer`): forecasting never imports torch.
 """
 
 from __future__ import annotations
@@ -29,8 +31,12 @@ from .errors import (
     RunFormatError,
     TemporaryFailure,
 )
+from .windows import VOL_HALFLIFE
 
 log = logging.getLogger("forecaster")
+
+VOL_WARMUP = 50 * VOL_HALFLIFE
+"""Bars kept before the last window: the volatility average's start then weighs 2**-50."""
 
 FORECAST_COLUMNS = ["ticker", "as_of", "step", "date", "last_close", "p10", "p50", "p90", "model", "run"]
 
@@ -132,11 +138,11 @@ def _checked_run_name(name: object, run_dir: Path) -> str:
 
 
 def _load(run_dir: Path):
-    """load_run, with a malformed run.json (wrong types, odd shapes) as a RunFormatError."""
-    from .checkpoint import load_run
+    """load_run_numpy, with a malformed run.json (wrong types, odd shapes) as a RunFormatError."""
+    from .checkpoint import load_run_numpy
 
     try:
-        run = load_run(run_dir)
+        run = load_run_numpy(run_dir)
         _checked_run_name(run.meta.get("name"), run_dir)
         run.names  # noqa: B018 - touch the parts predict relies on
         run.scalers()
@@ -169,7 +175,7 @@ def predict(run_dir: Path, *, as_of: str | None = None, out: Path | None = None,
     """
     from .evaluation import interval
     from .fsio import file_lock, remove_stale_temps
-    from .inference import predict_scaled
+    from .npinfer import predict_scaled
     from .outputs import write_csv
     from .sessions import next_sessions
     from .store import load_bars
@@ -221,7 +227,7 @@ def predict(run_dir: Path, *, as_of: str | None = None, out: Path | None = None,
                 failed[sym] = (f"only {len(df)} bars up to {df.index[-1].date()}, need "
                                f"{cfg.window.lookback + 1} for lookback {cfg.window.lookback}")
                 continue
-            bars[sym] = df
+            bars[sym] = df.iloc[-(cfg.window.lookback + 1 + VOL_WARMUP):]
         report.failed = failed
         if not bars:
             msg = "no forecast written: " + "; ".join(f"{k}: {v}" for k, v in failed.items())
@@ -247,13 +253,16 @@ def predict(run_dir: Path, *, as_of: str | None = None, out: Path | None = None,
 def _forecast(run, bars, cut, note_age, now, report, build_windows, predict_scaled, interval,
               next_sessions) -> pd.DataFrame:
     """The forecast rows (SPEC §7) for the tickers in ``bars``; sets ``report.as_of``."""
+    from .evaluation import forecast_scales
+
     cfg = run.config
     scalers = run.scalers()
     ws = build_windows(bars, cfg.window.lookback, cfg.window.horizon, run.splits(),
                        scalers={s: scalers[s] for s in bars}, tickers=run.names)
     ends = ws.offsets[1:] - 1  # last row of each present ticker
     scaled = predict_scaled(run.model, ws, ends, cfg.model.strategy)
-    lo, med, hi = interval(scaled, ws, ends, run.conformal(), run.model.median_index)
+    scale = forecast_scales(run.meta["tickers"], ws, ends)
+    lo, med, hi = interval(scaled, ws, ends, run.conformal(), run.model.median_index, scale)
     H = ws.horizon
     last_dates = pd.DatetimeIndex(ws.dates[ends])
     file_as_of = (cut or last_dates.max()).date()

@@ -175,3 +175,45 @@ def test_trained_run_stores_the_scales_evaluate_ends_with(trained_run):
         assert len(t["conformal_online"]) == cfg.window.horizon
         np.testing.assert_allclose(t["conformal_online"], final[sym], rtol=1e-6)
         assert isinstance(Scaler.from_dict(t["scaler"]), Scaler)
+
+
+def _expected_forecast(run_dir, cut, which):
+    """p10/p90 rebuilt with torch from the full history, with the run's validation scales
+    (``which="conformal"``) or its tracked ones (``"conformal_online"``)."""
+    from forecaster.checkpoint import load_run
+    from forecaster.evaluation import interval
+    from forecaster.inference import predict_scaled
+    from forecaster.store import load_bars
+
+    run = load_run(run_dir)
+    cfg = run.config
+    bars = {s: (df[df.index <= cut] if cut is not None else df)
+            for s, df in load_bars(cfg.data.source, cfg.data.data_dir, run.names).items()}
+    ws = build_windows(bars, cfg.window.lookback, cfg.window.horizon, run.splits(),
+                       scalers=run.scalers(), tickers=run.names)
+    ends = ws.offsets[1:] - 1
+    q = predict_scaled(run.model, ws, ends, cfg.model.strategy)
+    scale = np.array([run.meta["tickers"][ws.names[t]][which] for t in ws.ticker_id[ends]])
+    lo, _, hi = interval(q, ws, ends, {}, run.model.median_index, scale)
+    close = ws.close[ends][:, None]
+    return {"p10": (close * np.exp(lo)).ravel(), "p90": (close * np.exp(hi)).ravel()}
+
+
+@pytest.mark.parametrize("as_of", [None, -20])
+def test_predict_uses_the_tracked_scale_from_the_last_bar_and_the_validation_one_before(
+        trained_run, tmp_path, as_of):
+    from forecaster.prediction import predict
+
+    meta = json.loads((trained_run / "run.json").read_text())
+    assert any(not np.allclose(t["conformal"], t["conformal_online"]) for t in meta["tickers"].values())
+    cut = None
+    if as_of is not None:  # a session inside the run's data
+        last = min(pd.Timestamp(t["last_date"]) for t in meta["tickers"].values())
+        cut = pd.bdate_range(end=last, periods=-as_of)[0]
+    report = predict(trained_run, offline=True, out=tmp_path, as_of=None if cut is None else str(cut.date()))
+    got = report.forecasts.sort_values(["ticker", "step"])
+    want = _expected_forecast(trained_run, cut, "conformal" if cut is not None else "conformal_online")
+    other = _expected_forecast(trained_run, cut, "conformal_online" if cut is not None else "conformal")
+    for col in ("p10", "p90"):
+        np.testing.assert_allclose(got[col].to_numpy(float), want[col], rtol=1e-5)
+        assert not np.allclose(got[col].to_numpy(float), other[col], rtol=1e-5)

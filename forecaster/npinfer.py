@@ -1,0 +1,195 @@
+"""The network's forward pass in numpy, so that ``forecaster predict`` never imports torch.
+
+:class:`NumpyQuantileRNN` computes what :class:`forecaster.models.QuantileRNN` computes in eval
+mode (dropout is the identity), from the same state dict: the same tensor names and shapes, the
+same gate orders (LSTM ``i, f, g, o``; GRU ``r, z, n`` with ``n = tanh(W_in x + b_in + r * (W_hn
+h + b_hn))``), in float32. :func:`predict_scaled` is :func:`forecaster.inference.predict_scaled`
+on top of it, recursive strategy included.
+
+Every ticker of a batch goes through one matrix product per layer and timestep; each layer's
+input projection is one product for all timesteps, and the embedding's share of it is computed
+once per window (it is the same at every timestep).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .features import next_weekday_features
+from .windows import WindowSet
+
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def softplus(x: np.ndarray) -> np.ndarray:
+    """log(1 + exp(x)), without overflow for large x nor loss for very negative x."""
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)) as (1 + tanh(x / 2)) / 2: no overflow, absolute error ~1e-7."""
+    y = np.tanh(x * np.float32(0.5))
+    y *= np.float32(0.5)
+    y += np.float32(0.5)
+    return y
+
+
+def state_shapes(*, cell: str, n_features: int, n_tickers: int, hidden_size: int,
+                 num_layers: int, embedding_dim: int, steps: int, n_quantiles: int
+                 ) -> dict[str, tuple[int, ...]]:
+    """Every tensor of QuantileRNN's state dict and its shape, in state-dict order."""
+    g = GATES[cell] * hidden_size
+    shapes: dict[str, tuple[int, ...]] = {}
+    if embedding_dim:
+        shapes["embedding.weight"] = (n_tickers, embedding_dim)
+    for k in range(num_layers):
+        n_in = n_features + embedding_dim if k == 0 else hidden_size
+        shapes[f"encoder.weight_ih_l{k}"] = (g, n_in)
+        shapes[f"encoder.weight_hh_l{k}"] = (g, hidden_size)
+        shapes[f"encoder.bias_ih_l{k}"] = (g,)
+        shapes[f"encoder.bias_hh_l{k}"] = (g,)
+    shapes["head.weight"] = (steps * n_quantiles, hidden_size)
+    shapes["head.bias"] = (steps * n_quantiles,)
+    return shapes
+
+
+def config_shapes(cfg, n_features: int, n_tickers: int) -> dict[str, tuple[int, ...]]:
+    """:func:`state_shapes` for a :class:`forecaster.config.Config`."""
+    m = cfg.model
+    return state_shapes(cell=m.cell, n_features=n_features, n_tickers=n_tickers,
+                        hidden_size=m.hidden_size, num_layers=m.num_layers,
+                        embedding_dim=m.embedding_dim,
+                        steps=cfg.window.horizon if m.strategy == "direct" else 1,
+                        n_quantiles=len(m.quantiles))
+
+
+class NumpyQuantileRNN:
+    """QuantileRNN's inference from its state dict (arrays named as torch names them)."""
+
+    def __init__(self, state: dict[str, np.ndarray], *, cell: str, num_layers: int,
+                 quantiles: list[float], steps: int):
+        f32 = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}
+        self.cell = cell
+        self.quantiles = list(quantiles)
+        self.median_index = self.quantiles.index(0.5)
+        self.steps = steps
+        self.embedding = f32.get("embedding.weight")
+        # (W_ih^T, W_hh^T, b_ih, b_hh) per layer, transposed once for x @ W
+        self.layers = [(f32[f"encoder.weight_ih_l{k}"].T.copy(), f32[f"encoder.weight_hh_l{k}"].T.copy(),
+                        f32[f"encoder.bias_ih_l{k}"], f32[f"encoder.bias_hh_l{k}"])
+                       for k in range(num_layers)]
+        self.head_w = f32["head.weight"].T.copy()
+        self.head_b = f32["head.bias"]
+
+    @classmethod
+    def from_config(cls, cfg, state: dict[str, np.ndarray]) -> NumpyQuantileRNN:
+        m = cfg.model
+        return cls(state, cell=m.cell, num_layers=m.num_layers, quantiles=m.quantiles,
+                   steps=cfg.window.horizon if m.strategy == "direct" else 1)
+
+    def __call__(self, x: np.ndarray, ticker: np.ndarray) -> np.ndarray:
+        """x: (B, L, F) standardised features, ticker: (B,) ids -> (B, steps, Q)."""
+        x = np.asarray(x, dtype=np.float32)
+        seq = x.transpose(1, 0, 2)  # (L, B, F): time-major, so each timestep is contiguous
+        for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(self.layers):
+            if k == 0 and self.embedding is not None:
+                n_feat = x.shape[-1]
+                # the embedding is the same at every timestep: its projection is one (B, G) term
+                fixed = self.embedding[ticker] @ w_ih[n_feat:] + b_ih
+                proj = seq @ w_ih[:n_feat] + fixed
+            else:
+                proj = seq @ w_ih + b_ih  # (L, B, G): the input side of every timestep at once
+            seq = self._scan(proj, w_hh, b_hh)
+        raw = seq[-1] @ self.head_w + self.head_b  # (B, steps*Q)
+        return self._ordered(raw.reshape(x.shape[0], self.steps, len(self.quantiles)))
+
+    def _scan(self, proj: np.ndarray, w_hh: np.ndarray, b_hh: np.ndarray) -> np.ndarray:
+        """One recurrent layer over (L, B, G) input projections -> (L, B, H) outputs."""
+        L, B, _ = proj.shape
+        H = w_hh.shape[0]
+        h = np.zeros((B, H), np.float32)
+        c = np.zeros((B, H), np.float32)
+        out = np.empty((L, B, H), np.float32)
+        for t in range(L):
+            gh = h @ w_hh
+            gh += b_hh
+            if self.cell == "rnn":
+                gh += proj[t]
+                h = np.tanh(gh)
+            elif self.cell == "lstm":
+                gh += proj[t]  # all four gates' pre-activations, i, f, g, o
+                i_f = sigmoid(gh[:, : 2 * H])
+                c *= i_f[:, H:]
+                c += i_f[:, :H] * np.tanh(gh[:, 2 * H : 3 * H])
+                h = sigmoid(gh[:, 3 * H :]) * np.tanh(c)
+            else:  # gru
+                gi = proj[t]
+                r = sigmoid(gi[:, :H] + gh[:, :H])
+                z = sigmoid(gi[:, H : 2 * H] + gh[:, H : 2 * H])
+                n = np.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
+                h = n + z * (h - n)  # (1 - z) * n + z * h
+            out[t] = h
+        return out
+
+    def _ordered(self, raw: np.ndarray) -> np.ndarray:
+        """Monotone quantiles from raw outputs (B, S, Q): median free, gaps softplus."""
+        m = self.median_index
+        med = raw[..., m : m + 1]
+        below = np.cumsum(softplus(raw[..., :m])[..., ::-1], -1)[..., ::-1]
+        above = np.cumsum(softplus(raw[..., m + 1 :]), -1)
+        return np.concatenate([med - below, med, med + above], -1)
+
+
+def roll_forward(model: NumpyQuantileRNN, x: np.ndarray, ticker: np.ndarray, horizon: int,
+                 ret_shift: np.ndarray, next_dow: np.ndarray) -> np.ndarray:
+    """:func:`forecaster.models.roll_forward` in numpy: a one-step model rolled forward H steps,
+    medians added up and the steps' spreads added in quadrature; (B, H, Q) in units of
+    ``ret_std * sqrt(h)``."""
+    m = model.median_index
+    x = np.asarray(x, dtype=np.float32)
+    ret_shift = np.asarray(ret_shift, dtype=np.float32)
+    next_dow = np.asarray(next_dow, dtype=np.float32)
+    B = x.shape[0]
+    cum = np.zeros(B, np.float32)
+    lo_sq = np.zeros((B, m), np.float32)
+    hi_sq = np.zeros((B, len(model.quantiles) - m - 1), np.float32)
+    out = []
+    for h in range(horizon):
+        q = model(x, ticker)[:, 0]  # (B, Q), one step, units of ret_std
+        r = q[:, m]
+        cum = cum + r
+        lo_sq = lo_sq + (r[:, None] - q[:, :m]) ** 2
+        hi_sq = hi_sq + (q[:, m + 1 :] - r[:, None]) ** 2
+        levels = np.concatenate([cum[:, None] - np.sqrt(lo_sq), cum[:, None],
+                                 cum[:, None] + np.sqrt(hi_sq)], -1)
+        out.append(levels / np.float32(math.sqrt(h + 1)))
+        new = np.zeros_like(x[:, :1])  # (B, 1, F)
+        new[:, 0, 0] = r - ret_shift
+        new[:, 0, -2:] = next_dow[:, h]
+        x = np.concatenate([x[:, 1:], new], axis=1)
+    return np.stack(out, axis=1)
+
+
+def predict_scaled(model: NumpyQuantileRNN, ws: WindowSet, ends: np.ndarray, strategy: str,
+                   batch_size: int = 8192) -> np.ndarray:
+    """(B, H, Q) quantiles of the cumulative log return, in units of ``ret_std * sqrt(h)``."""
+    horizon = ws.horizon
+    shift = np.zeros(len(ws.names))
+    for i, s in enumerate(ws.names):
+        if s in ws.scalers:
+            sc = ws.scalers[s]
+            shift[i] = sc.mean[0] / sc.std[0]
+    out = []
+    for i in range(0, len(ends), batch_size):
+        e = ends[i : i + batch_size]
+        x, tid = ws.inputs(e)
+        if strategy == "recursive":
+            dow = next_weekday_features(ws.dates[e], horizon)
+            out.append(roll_forward(model, x, tid, horizon, shift[tid], dow))
+        else:
+            out.append(model(x, tid))
+    if not out:
+        return np.empty((0, horizon, len(model.quantiles)), np.float32)
+    return np.concatenate(out).astype(np.float32, copy=False)
