@@ -12,6 +12,7 @@
 #   PYTHON=/opt/py/bin/python3 KEEP=1 benchmarks/gpu_check.sh
 #   DEVICE=cpu TICKERS=20 benchmarks/gpu_check.sh   # try the script itself without a GPU
 #   WHEELS=/path/to/wheels benchmarks/gpu_check.sh  # unpack missing pure/compatible wheels first
+#   PRECISIONS=fp32 TRAIN_ARGS="--batch-size 2048" benchmarks/gpu_check.sh  # other settings
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,6 +21,8 @@ TICKERS="${TICKERS:-1000}"
 YEARS="${YEARS:-10}"
 SEED="${SEED:-0}"
 DEVICE="${DEVICE:-cuda}"
+PRECISIONS="${PRECISIONS:-fp32 bf16}"
+read -r -a EXTRA <<<"${TRAIN_ARGS:-}"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export NO_COLOR=1
 
@@ -95,11 +98,11 @@ LIST="$(cd "$WORK/data" && ls -- *.csv | sed 's/\.csv$//' | paste -sd, -)"
 
 # 4. one epoch per precision
 declare -A RESULT
-for prec in fp32 bf16; do
+for prec in $PRECISIONS; do
   run="$WORK/run-$prec"
   start="${EPOCHREALTIME:-$(date +%s)}"
   if ! "$PY" -m forecaster train --source csv --data-dir "$WORK/data" --tickers "$LIST" \
-        --epochs 1 --device "$DEVICE" --precision "$prec" --run-dir "$run" --quiet \
+        --epochs 1 --device "$DEVICE" --precision "$prec" --run-dir "$run" --quiet "${EXTRA[@]}" \
         >"$WORK/train-$prec.log" 2>&1; then
     echo "gpu_check: training with --precision $prec failed; last lines:" >&2
     tail -n 20 "$WORK/train-$prec.log" >&2
@@ -125,7 +128,7 @@ EOF
 done
 
 echo
-echo "gpu_check: one epoch of the default model over the $TICKERS-ticker universe"
-for prec in fp32 bf16; do
+echo "gpu_check: one epoch of the default model over the $TICKERS-ticker universe${TRAIN_ARGS:+ ($TRAIN_ARGS)}"
+for prec in $PRECISIONS; do
   printf '  %-5s %s\n' "$prec" "${RESULT[$prec]}"
 done
