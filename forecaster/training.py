@@ -179,6 +179,21 @@ class Dist:
                 dist.destroy_process_group()
 
 
+FUSED_ADAMW = ("cpu", "cuda")
+"""Devices where AdamW runs as one fused kernel over all parameters (torch >= 2.4)."""
+
+
+def _cloned(obj):
+    """A copy of a (nested dict / list) state whose tensors share nothing with the original."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _cloned(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_cloned(v) for v in obj]
+    return obj
+
+
 class Trainer:
     """AdamW, gradient clipping, LR halving on plateau, early stopping with best-weights restore.
 
@@ -199,7 +214,8 @@ class Trainer:
 
             self.net = DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None)
-        self.opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        self.opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
+                                     fused=device.type in FUSED_ADAMW or None)
         self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.opt, factor=0.5, patience=max(1, t.patience // 2))
         self.gen = torch.Generator().manual_seed(t.seed)
@@ -216,11 +232,9 @@ class Trainer:
         return self.snapshot or self._capture()
 
     def _capture(self) -> dict:
-        import copy
-
         return {"epoch": self.epoch, "best_val": self.best_val, "stale": self.stale,
                 "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
-                "best": self.best_state, "optimizer": copy.deepcopy(self.opt.state_dict()),
+                "best": self.best_state, "optimizer": _cloned(self.opt.state_dict()),
                 "scheduler": self.sched.state_dict(), "generator": self.gen.get_state().clone(),
                 "torch_rng": torch.get_rng_state()}  # dropout draws from the global generator
 
