@@ -17,11 +17,7 @@ def predict_scaled(model: QuantileRNN, ws: WindowSet, ends: np.ndarray, strategy
     device = device or torch.device("cpu")
     model.eval()
     horizon = ws.horizon
-    shift = np.zeros(len(ws.names))
-    for i, s in enumerate(ws.names):
-        if s in ws.scalers:
-            sc = ws.scalers[s]
-            shift[i] = sc.mean[0] / sc.std[0]
+    shift = ws.ret_shift()
     out = []
     for i in range(0, len(ends), batch_size):
         e = ends[i : i + batch_size]

@@ -176,11 +176,7 @@ def predict_scaled(model: NumpyQuantileRNN, ws: WindowSet, ends: np.ndarray, str
                    batch_size: int = 8192) -> np.ndarray:
     """(B, H, Q) quantiles of the cumulative log return, in units of ``ret_std * sqrt(h)``."""
     horizon = ws.horizon
-    shift = np.zeros(len(ws.names))
-    for i, s in enumerate(ws.names):
-        if s in ws.scalers:
-            sc = ws.scalers[s]
-            shift[i] = sc.mean[0] / sc.std[0]
+    shift = ws.ret_shift()
     out = []
     for i in range(0, len(ends), batch_size):
         e = ends[i : i + batch_size]

@@ -115,6 +115,15 @@ class WindowSet:
             strides=(x.strides[0], x.strides[0], x.strides[1]), writeable=False)
         return view[ends - (self.lookback - 1)], self.ticker_id[ends]
 
+    def ret_shift(self) -> np.ndarray:
+        """(K,) each ticker's training mean return in units of its return scale (0 for an id
+        without a scaler): a predicted return r in those units is the ``ret`` feature r - shift."""
+        shift = np.zeros(len(self.names))
+        for i, s in enumerate(self.names):
+            if s in self.scalers:
+                shift[i] = self.scalers[s].mean[0] / self.scalers[s].std[0]
+        return shift
+
     def targets(self, ends: np.ndarray) -> np.ndarray:
         """(B, H) scaled cumulative log returns after each window."""
         fut = ends[:, None] + np.arange(1, self.horizon + 1)  # (B, H)
