@@ -37,6 +37,7 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q -m "network or not network"
 
 lint: $(STAMP)
+	$(BIN)/ruff format --check forecaster tests benchmarks
 	$(BIN)/ruff check forecaster tests benchmarks
 
 bench: $(STAMP)

@@ -63,8 +63,7 @@ class Results:
     def add(self, *args, **kwargs) -> Row:
         row = Row(*args, **kwargs)
         self.rows.append(row)
-        print(f"  {row.section:<9} {row.name:<44} {_fmt(row.value):>10} {row.unit:<10} {row.note}",
-              flush=True)
+        print(f"  {row.section:<9} {row.name:<44} {_fmt(row.value):>10} {row.unit:<10} {row.note}", flush=True)
         return row
 
 
@@ -166,8 +165,13 @@ class HandLoop:
         class Hand(nn.Module):
             def __init__(self):
                 super().__init__()
-                self.rnn = cell(x_np.shape[-1], m.hidden_size, m.num_layers, batch_first=True,
-                                dropout=m.dropout if m.num_layers > 1 else 0.0)
+                self.rnn = cell(
+                    x_np.shape[-1],
+                    m.hidden_size,
+                    m.num_layers,
+                    batch_first=True,
+                    dropout=m.dropout if m.num_layers > 1 else 0.0,
+                )
                 self.head = nn.Linear(m.hidden_size, steps * n_q)
 
             def forward(self, x, tid):
@@ -222,12 +226,23 @@ class Bench:
     def config(self, cell: str, hidden: int, layers: int, batch: int, threads: int):
         from forecaster.config import load_config
 
-        return load_config(None, {
-            "model.cell": cell, "model.hidden_size": hidden, "model.num_layers": layers,
-            "model.strategy": "direct", "model.quantiles": [0.1, 0.5, 0.9],
-            "window.lookback": REFERENCE["lookback"], "window.horizon": REFERENCE["horizon"],
-            "train.batch_size": batch, "train.epochs": 1, "train.device": "cpu",
-            "train.threads": threads, "train.seed": self.seed})
+        return load_config(
+            None,
+            {
+                "model.cell": cell,
+                "model.hidden_size": hidden,
+                "model.num_layers": layers,
+                "model.strategy": "direct",
+                "model.quantiles": [0.1, 0.5, 0.9],
+                "window.lookback": REFERENCE["lookback"],
+                "window.horizon": REFERENCE["horizon"],
+                "train.batch_size": batch,
+                "train.epochs": 1,
+                "train.device": "cpu",
+                "train.threads": threads,
+                "train.seed": self.seed,
+            },
+        )
 
     def _block_size(self, batch: int) -> int:
         return min(self.n_windows, max(self.block, 4 * batch))
@@ -258,9 +273,17 @@ class Bench:
         med = statistics.median
         out = {k: size / med(v) for k, v in times.items()}
         ratios = [h / p for p, h in zip(times["project"], times["hand"])]
-        out.update({"ratio": med(ratios), "block_ratio_min": min(ratios), "block_ratio_max": max(ratios),
-                    "windows": size * n_blocks, "block": size, "blocks": n_blocks,
-                    "block_seconds": times})
+        out.update(
+            {
+                "ratio": med(ratios),
+                "block_ratio_min": min(ratios),
+                "block_ratio_max": max(ratios),
+                "windows": size * n_blocks,
+                "block": size,
+                "blocks": n_blocks,
+                "block_seconds": times,
+            }
+        )
         if same_model:
             out["ratio_same_model"] = med([h / p for p, h in zip(times["project"], times["hand_same_model"])])
         return out
@@ -292,10 +315,16 @@ class Bench:
 def _ratio_row(res: Results, section: str, label: str, r: dict) -> None:
     res.add(section, f"{label} project loop", r["project"], "samples/s")
     res.add(section, f"{label} hand loop", r["hand"], "samples/s")
-    res.add(section, f"{label.split()[0]} ratio project/hand", r["ratio"], "", f">= {TARGET_RATIO}",
-            r["ratio"] >= TARGET_RATIO,
-            f"{(r['ratio'] - 1) * 100:+.0f}%; median of {r['blocks']} blocks of {r['block']:,} "
-            f"(range {r['block_ratio_min']:.2f}..{r['block_ratio_max']:.2f})")
+    res.add(
+        section,
+        f"{label.split()[0]} ratio project/hand",
+        r["ratio"],
+        "",
+        f">= {TARGET_RATIO}",
+        r["ratio"] >= TARGET_RATIO,
+        f"{(r['ratio'] - 1) * 100:+.0f}%; median of {r['blocks']} blocks of {r['block']:,} "
+        f"(range {r['block_ratio_min']:.2f}..{r['block_ratio_max']:.2f})",
+    )
 
 
 def section_reference(res: Results, bench: Bench, threads: int, cells) -> None:
@@ -322,30 +351,43 @@ def section_defaults(res: Results, bench: Bench, threads: int) -> None:
     out = bench.compare(cfg, same_model=True)
     res.details["defaults"] = {"cell": cell, "hidden": hidden, "layers": layers, "batch": batch, **out}
     _ratio_row(res, "defaults", f"{cell} L{REFERENCE['lookback']} h{hidden}x{layers} bs{batch}", out)
-    res.add("defaults", f"{cell} hand loop, project's QuantileRNN", out["hand_same_model"], "samples/s",
-            note="same network as the project: isolates the loop")
+    res.add(
+        "defaults",
+        f"{cell} hand loop, project's QuantileRNN",
+        out["hand_same_model"],
+        "samples/s",
+        note="same network as the project: isolates the loop",
+    )
     r = out["ratio_same_model"]
-    res.add("defaults", f"{cell} ratio project/hand, same network", r, "",
-            note=f"{(r - 1) * 100:+.0f}%: the loop's own overhead (same network on both sides)")
+    res.add(
+        "defaults",
+        f"{cell} ratio project/hand, same network",
+        r,
+        "",
+        note=f"{(r - 1) * 100:+.0f}%: the loop's own overhead (same network on both sides)",
+    )
 
 
 def section_sweep(res: Results, bench: Bench, batches, threads_list, policy: str, policy_row: bool) -> None:
     cell, hidden, layers, default_batch = _defaults()
-    grid = bench.sweep({(bs, th): bench.config(cell, hidden, layers, bs, th)
-                        for th in threads_list for bs in batches})
+    grid = bench.sweep({(bs, th): bench.config(cell, hidden, layers, bs, th) for th in threads_list for bs in batches})
     best = max(grid, key=grid.get)
-    res.details["sweep"] = {"cell": cell, "hidden": hidden, "layers": layers, "windows": bench.n_windows,
-                            "omp_wait_policy": policy,
-                            "samples_per_s": {f"batch{bs}_threads{th}": v for (bs, th), v in grid.items()},
-                            "best": {"batch": best[0], "threads": best[1]}}
+    res.details["sweep"] = {
+        "cell": cell,
+        "hidden": hidden,
+        "layers": layers,
+        "windows": bench.n_windows,
+        "omp_wait_policy": policy,
+        "samples_per_s": {f"batch{bs}_threads{th}": v for (bs, th), v in grid.items()},
+        "best": {"batch": best[0], "threads": best[1]},
+    }
     for (bs, th), v in grid.items():
         note = []
         if bs == default_batch:
             note.append("default batch")
         if (bs, th) == best:
             note.append("fastest")
-        res.add("sweep", f"{cell} h{hidden}x{layers} batch {bs:>4} threads {th}", v, "samples/s",
-                note=", ".join(note))
+        res.add("sweep", f"{cell} h{hidden}x{layers} batch {bs:>4} threads {th}", v, "samples/s", note=", ".join(note))
     if policy_row and 2 in threads_list:
         # the default configuration on 2 threads with the other wait policy, in a child process
         # (the policy is read when torch loads)
@@ -353,17 +395,42 @@ def section_sweep(res: Results, bench: Bench, batches, threads_list, policy: str
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "child.json"
             n = min(bench.n_windows, 2000)
-            p = measure([sys.executable, str(Path(__file__).resolve()), "--only", "sweep",
-                         "--sweep-batches", str(default_batch), "--sweep-threads", "2",
-                         "--windows", str(n), "--block", str(bench.block), "--omp-wait-policy", other,
-                         "--no-policy-row", "--seed", str(bench.seed), "--json", str(out)], timeout=900)
+            p = measure(
+                [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "--only",
+                    "sweep",
+                    "--sweep-batches",
+                    str(default_batch),
+                    "--sweep-threads",
+                    "2",
+                    "--windows",
+                    str(n),
+                    "--block",
+                    str(bench.block),
+                    "--omp-wait-policy",
+                    other,
+                    "--no-policy-row",
+                    "--seed",
+                    str(bench.seed),
+                    "--json",
+                    str(out),
+                ],
+                timeout=900,
+            )
             if p.rc != 0 or not out.is_file():
                 raise RuntimeError(f"child sweep failed: {(p.err or p.out)[-300:]}")
             child = json.loads(out.read_text())["details"]["sweep"]["samples_per_s"]
             v = child[f"batch{default_batch}_threads2"]
         res.details["sweep"][f"omp_wait_policy_{other}_threads2"] = v
-        res.add("sweep", f"{cell} h{hidden}x{layers} batch {default_batch:>4} threads 2, OMP_WAIT_POLICY {other}",
-                v, "samples/s", note=f"{v / grid[(default_batch, 2)]:.2f}x of {policy}; {n:,} windows")
+        res.add(
+            "sweep",
+            f"{cell} h{hidden}x{layers} batch {default_batch:>4} threads 2, OMP_WAIT_POLICY {other}",
+            v,
+            "samples/s",
+            note=f"{v / grid[(default_batch, 2)]:.2f}x of {policy}; {n:,} windows",
+        )
 
 
 # ---- subprocess timings ----------------------------------------------------------------------------
@@ -391,17 +458,22 @@ sys.exit(rc)
 """
 
 
-def measure(cmd: list[str], *, cwd: Path | None = None, timeout: float = 600,
-            env: dict | None = None) -> Proc:
+def measure(cmd: list[str], *, cwd: Path | None = None, timeout: float = 600, env: dict | None = None) -> Proc:
     """Run ``cmd``: its wall time and the peak RSS of it and its waited-for children."""
     full_env = dict(os.environ, NO_COLOR="1", COLUMNS="160", **(env or {}))
     with tempfile.TemporaryDirectory() as tmp:
         stats = Path(tmp) / "stats"
         out_path, err_path = Path(tmp) / "out", Path(tmp) / "err"
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            p = subprocess.Popen([sys.executable, "-S", "-c", _LAUNCHER, str(stats), *cmd], cwd=cwd,
-                                 stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=full_env,
-                                 start_new_session=True)
+            p = subprocess.Popen(
+                [sys.executable, "-S", "-c", _LAUNCHER, str(stats), *cmd],
+                cwd=cwd,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                env=full_env,
+                start_new_session=True,
+            )
             try:
                 rc = p.wait(timeout=timeout)
             except subprocess.TimeoutExpired:  # stop the command and whatever it started
@@ -409,8 +481,9 @@ def measure(cmd: list[str], *, cwd: Path | None = None, timeout: float = 600,
                 p.wait()
                 rc = 124
         wall, rss_kb = (float(x) for x in stats.read_text().split()) if stats.is_file() else (timeout, 0)
-        return Proc(wall, rss_kb / 1024.0, rc, out_path.read_text(errors="replace"),
-                    err_path.read_text(errors="replace"))
+        return Proc(
+            wall, rss_kb / 1024.0, rc, out_path.read_text(errors="replace"), err_path.read_text(errors="replace")
+        )
 
 
 def _checked(p: Proc, what: str) -> Proc:
@@ -437,30 +510,62 @@ def section_cli(res: Results, work: Path, repeats: int, make_demo: bool, demo_ru
     det = res.details.setdefault("cli", {})
     wall, rss, walls = repeat(fc + ["--help"], repeats, "forecaster --help", cwd=ROOT)
     det["help"] = {"median_s": wall, "runs_s": walls, "max_rss_mb": rss}
-    res.add("cli", f"forecaster --help (median of {repeats})", wall, "s", f"< {TARGET_HELP_S}",
-            wall < TARGET_HELP_S, f"peak RSS {rss:.0f} MB")
+    res.add(
+        "cli",
+        f"forecaster --help (median of {repeats})",
+        wall,
+        "s",
+        f"< {TARGET_HELP_S}",
+        wall < TARGET_HELP_S,
+        f"peak RSS {rss:.0f} MB",
+    )
 
     # the floor under every command that loads a model: starting python and importing torch
     n = min(repeats, 3)
     wall, rss, walls = repeat([sys.executable, "-c", "import torch"], n, "import torch", cwd=ROOT)
     det["import_torch"] = {"median_s": wall, "runs_s": walls, "max_rss_mb": rss}
-    res.add("cli", f"python -c 'import torch' (median of {n})", wall, "s",
-            note=f"floor of predict; peak RSS {rss:.0f} MB")
+    res.add(
+        "cli", f"python -c 'import torch' (median of {n})", wall, "s", note=f"floor of predict; peak RSS {rss:.0f} MB"
+    )
 
     if demo_run is None:
         demo_run = work / "demo-run"
-        p = _checked(measure(fc + ["train", "--config", str(ROOT / "configs/demo.toml"), "--epochs", "2",
-                                   "--run-dir", str(demo_run), "--quiet"], cwd=ROOT),
-                     "training the demo run")
+        p = _checked(
+            measure(
+                fc
+                + [
+                    "train",
+                    "--config",
+                    str(ROOT / "configs/demo.toml"),
+                    "--epochs",
+                    "2",
+                    "--run-dir",
+                    str(demo_run),
+                    "--quiet",
+                ],
+                cwd=ROOT,
+            ),
+            "training the demo run",
+        )
         det["demo_train_2_epochs"] = {"wall_s": p.wall, "max_rss_mb": p.max_rss_mb}
-        res.add("cli", "train demo config, 2 epochs (setup)", p.wall, "s",
-                note=f"peak RSS {p.max_rss_mb:.0f} MB")
+        res.add("cli", "train demo config, 2 epochs (setup)", p.wall, "s", note=f"peak RSS {p.max_rss_mb:.0f} MB")
     out = work / "demo-forecasts"
-    wall, rss, walls = repeat(fc + ["predict", "--run", str(demo_run), "--offline", "--out", str(out)],
-                              repeats, "forecaster predict", cwd=ROOT)
+    wall, rss, walls = repeat(
+        fc + ["predict", "--run", str(demo_run), "--offline", "--out", str(out)],
+        repeats,
+        "forecaster predict",
+        cwd=ROOT,
+    )
     det["predict"] = {"run": str(demo_run), "median_s": wall, "runs_s": walls, "max_rss_mb": rss}
-    res.add("cli", f"predict --run <demo> --offline (median of {repeats})", wall, "s",
-            f"< {TARGET_PREDICT_S:g}", wall < TARGET_PREDICT_S, f"peak RSS {rss:.0f} MB")
+    res.add(
+        "cli",
+        f"predict --run <demo> --offline (median of {repeats})",
+        wall,
+        "s",
+        f"< {TARGET_PREDICT_S:g}",
+        wall < TARGET_PREDICT_S,
+        f"peak RSS {rss:.0f} MB",
+    )
 
     if make_demo:
         p = _checked(run_make_demo(work), "make demo")
@@ -479,8 +584,7 @@ def run_make_demo(work: Path) -> Proc:
     shutil.copytree(ROOT / "data" / "sample", tree / "data" / "sample", dirs_exist_ok=True)
     venv = Path(sys.prefix)
     stamp = venv / ".installed"
-    return measure(["make", "--no-print-directory", "-o", str(stamp), "demo", f"VENV={venv}"],
-                   cwd=tree, timeout=900)
+    return measure(["make", "--no-print-directory", "-o", str(stamp), "demo", f"VENV={venv}"], cwd=tree, timeout=900)
 
 
 # ---- the 1,000-ticker universe -------------------------------------------------------------------------
@@ -500,11 +604,13 @@ def _write_some(args: tuple[Path, str, list[str]]) -> None:
             save_store(folder, name, df)
             continue
         # byte-for-byte the text of forecaster.synthetic.write_csv, written by pandas (faster)
-        frame = pd.DataFrame({
-            "Date": df.index.strftime("%Y-%m-%d"),
-            **{c.title(): np.round(df[c].to_numpy(np.float64), 4) + 0.0
-               for c in ("open", "high", "low", "close")},
-            "Volume": np.rint(df["volume"].to_numpy(np.float64)).astype(np.int64)})
+        frame = pd.DataFrame(
+            {
+                "Date": df.index.strftime("%Y-%m-%d"),
+                **{c.title(): np.round(df[c].to_numpy(np.float64), 4) + 0.0 for c in ("open", "high", "low", "close")},
+                "Volume": np.rint(df["volume"].to_numpy(np.float64)).astype(np.int64),
+            }
+        )
         frame.to_csv(folder / f"{name}.csv", index=False, float_format="%.4f", lineterminator="\n")
 
 
@@ -540,8 +646,12 @@ def write_universe(folder: Path, n: int, years: float, seed: int, kind: str = "c
     bars = generate_universe(n, years=years, seed=seed)
     generate_s = time.perf_counter() - t0
     write_s = write_bars(bars, folder, kind)
-    return {"tickers": list(bars), "rows": sum(len(df) for df in bars.values()),
-            "generate_s": generate_s, "write_s": write_s}
+    return {
+        "tickers": list(bars),
+        "rows": sum(len(df) for df in bars.values()),
+        "generate_s": generate_s,
+        "write_s": write_s,
+    }
 
 
 def read_cost(work: Path, n: int, seed: int) -> dict:
@@ -579,8 +689,9 @@ def read_history(run_dir: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def section_universe(res: Results, work: Path, n: int, years: float, seed: int, data_dir: Path | None,
-                     kind: str, extra: list[str]) -> None:
+def section_universe(
+    res: Results, work: Path, n: int, years: float, seed: int, data_dir: Path | None, kind: str, extra: list[str]
+) -> None:
     fc = forecaster_cmd()
     det = res.details.setdefault("universe", {"tickers": n, "years": years, "seed": seed, "source": kind})
     if data_dir is None:
@@ -589,50 +700,103 @@ def section_universe(res: Results, work: Path, n: int, years: float, seed: int, 
         det.update({k: info[k] for k in ("rows", "generate_s", "write_s")})
         tickers = info["tickers"]
         what = "CSV files" if kind == "csv" else "the parquet store"
-        res.add("universe", f"generate {n} tickers ({info['rows']:,} bars), write {what}",
-                info["generate_s"] + info["write_s"], "s", note="setup")
+        res.add(
+            "universe",
+            f"generate {n} tickers ({info['rows']:,} bars), write {what}",
+            info["generate_s"] + info["write_s"],
+            "s",
+            note="setup",
+        )
     else:
         pattern = "*.csv" if kind == "csv" else "store/*.parquet"
         tickers = sorted(p.stem for p in data_dir.glob(pattern))[:n]
     source = ["--source", "csv" if kind == "csv" else "yahoo", "--data-dir", str(data_dir)]
     run_dir = work / "universe-run"
-    cmd = fc + ["train", *source, "--tickers", ",".join(tickers), "--epochs", "1",
-                "--run-dir", str(run_dir), "--quiet", *extra]
+    cmd = fc + [
+        "train",
+        *source,
+        "--tickers",
+        ",".join(tickers),
+        "--epochs",
+        "1",
+        "--run-dir",
+        str(run_dir),
+        "--quiet",
+        *extra,
+    ]
     p = _checked(measure(cmd, cwd=work, timeout=3600), f"train on {n} tickers")
     meta = json.loads((run_dir / "run.json").read_text())
     hist = read_history(run_dir)[0]
     samples, secs = int(hist["samples"]), float(hist["seconds"])
-    det["train"] = {"wall_s": p.wall, "max_rss_mb": p.max_rss_mb, "windows": meta["windows"],
-                    "trained_tickers": len(meta["tickers"]), "skipped": len(meta.get("skipped", {})),
-                    "epoch_samples": samples, "epoch_seconds": secs, "device": meta.get("device")}
-    res.add("universe", f"train 1 epoch, {len(meta['tickers'])} tickers, --source {source[1]} (wall)",
-            p.wall, "s", note=f"{len(meta.get('skipped', {}))} tickers skipped: too short")
-    res.add("universe", f"train epoch: {samples:,} windows", samples / secs, "samples/s",
-            note=f"{secs:.0f} s in the epoch incl. validation")
-    res.add("universe", "train peak RSS", p.max_rss_mb, "MB", f"< {TARGET_UNIVERSE_RSS_MB:.0f}",
-            p.max_rss_mb < TARGET_UNIVERSE_RSS_MB)
+    det["train"] = {
+        "wall_s": p.wall,
+        "max_rss_mb": p.max_rss_mb,
+        "windows": meta["windows"],
+        "trained_tickers": len(meta["tickers"]),
+        "skipped": len(meta.get("skipped", {})),
+        "epoch_samples": samples,
+        "epoch_seconds": secs,
+        "device": meta.get("device"),
+    }
+    res.add(
+        "universe",
+        f"train 1 epoch, {len(meta['tickers'])} tickers, --source {source[1]} (wall)",
+        p.wall,
+        "s",
+        note=f"{len(meta.get('skipped', {}))} tickers skipped: too short",
+    )
+    res.add(
+        "universe",
+        f"train epoch: {samples:,} windows",
+        samples / secs,
+        "samples/s",
+        note=f"{secs:.0f} s in the epoch incl. validation",
+    )
+    res.add(
+        "universe",
+        "train peak RSS",
+        p.max_rss_mb,
+        "MB",
+        f"< {TARGET_UNIVERSE_RSS_MB:.0f}",
+        p.max_rss_mb < TARGET_UNIVERSE_RSS_MB,
+    )
 
-    p = _checked(measure(fc + ["evaluate", "--run", str(run_dir), "--quiet"], cwd=work, timeout=3600),
-                 f"evaluate on {n} tickers")
+    p = _checked(
+        measure(fc + ["evaluate", "--run", str(run_dir), "--quiet"], cwd=work, timeout=3600), f"evaluate on {n} tickers"
+    )
     det["evaluate"] = {"wall_s": p.wall, "max_rss_mb": p.max_rss_mb}
-    res.add("universe", "evaluate (walk-forward test split)", p.wall, "s",
-            note=f"peak RSS {p.max_rss_mb:.0f} MB")
+    res.add("universe", "evaluate (walk-forward test split)", p.wall, "s", note=f"peak RSS {p.max_rss_mb:.0f} MB")
 
     out = work / "universe-forecasts"
-    p = _checked(measure(fc + ["predict", "--run", str(run_dir), "--offline", "--out", str(out), "--quiet"],
-                         cwd=work, timeout=3600), f"predict on {n} tickers")
+    p = _checked(
+        measure(
+            fc + ["predict", "--run", str(run_dir), "--offline", "--out", str(out), "--quiet"], cwd=work, timeout=3600
+        ),
+        f"predict on {n} tickers",
+    )
     det["predict"] = {"wall_s": p.wall, "max_rss_mb": p.max_rss_mb}
-    res.add("universe", f"predict all {len(meta['tickers'])} tickers --offline", p.wall, "s",
-            f"< {TARGET_UNIVERSE_PREDICT_S:g}", p.wall < TARGET_UNIVERSE_PREDICT_S,
-            f"peak RSS {p.max_rss_mb:.0f} MB")
+    res.add(
+        "universe",
+        f"predict all {len(meta['tickers'])} tickers --offline",
+        p.wall,
+        "s",
+        f"< {TARGET_UNIVERSE_PREDICT_S:g}",
+        p.wall < TARGET_UNIVERSE_PREDICT_S,
+        f"peak RSS {p.max_rss_mb:.0f} MB",
+    )
 
     # what reading the bars costs per ticker, from each source: every command above pays it
     k = min(n, 100)
     cost = read_cost(work, k, seed)
     det["read_ms_per_ticker"] = cost
     for label in ("csv", "store"):
-        res.add("universe", f"load_bars from {label}, per ticker ({k} tickers)", cost[label], "ms",
-                note=f"x {n:,} tickers = {cost[label] * n / 1000:.0f} s per command")
+        res.add(
+            "universe",
+            f"load_bars from {label}, per ticker ({k} tickers)",
+            cost[label],
+            "ms",
+            note=f"x {n:,} tickers = {cost[label] * n / 1000:.0f} s per command",
+        )
 
 
 # ---- main ------------------------------------------------------------------------------------------------
@@ -640,52 +804,78 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="benchmarks/run.py",
         description="forecaster benchmarks: training samples/s against a hand-written PyTorch loop, "
-                    "a batch-size/thread sweep of the default model, CLI wall time and peak memory, "
-                    "and train/evaluate/predict on a synthetic universe of 1,000 tickers. Prints one "
-                    "table and writes a JSON file. See benchmarks/README.md.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--only", default=",".join(SECTIONS),
-                    help=f"comma-separated sections to run, from: {', '.join(SECTIONS)}")
+        "a batch-size/thread sweep of the default model, CLI wall time and peak memory, "
+        "and train/evaluate/predict on a synthetic universe of 1,000 tickers. Prints one "
+        "table and writes a JSON file. See benchmarks/README.md.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ap.add_argument(
+        "--only", default=",".join(SECTIONS), help=f"comma-separated sections to run, from: {', '.join(SECTIONS)}"
+    )
     ap.add_argument("--skip", default="", help="comma-separated sections to leave out")
-    ap.add_argument("--quick", action="store_true",
-                    help="a fast smoke run: 2,000 windows, 3 CLI repeats, 100 tickers, no make demo")
+    ap.add_argument(
+        "--quick", action="store_true", help="a fast smoke run: 2,000 windows, 3 CLI repeats, 100 tickers, no make demo"
+    )
     ap.add_argument("--cells", default=",".join(CELL_NAMES), help="cells of the reference section")
-    ap.add_argument("--windows", type=int, default=None,
-                    help="measured training windows per loop and configuration (default 6000; "
-                         "2000 with --quick)")
-    ap.add_argument("--block", type=int, default=1000,
-                    help="windows per interleaved block (at least 4 batches); one extra block warms "
-                         "each loop up")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads of both loops in the "
-                    "reference and defaults sections")
+    ap.add_argument(
+        "--windows",
+        type=int,
+        default=None,
+        help="measured training windows per loop and configuration (default 6000; 2000 with --quick)",
+    )
+    ap.add_argument(
+        "--block",
+        type=int,
+        default=1000,
+        help="windows per interleaved block (at least 4 batches); one extra block warms each loop up",
+    )
+    ap.add_argument(
+        "--threads", type=int, default=2, help="torch threads of both loops in the reference and defaults sections"
+    )
     ap.add_argument("--sweep-batches", default="64,128,256,512,1024")
     ap.add_argument("--sweep-threads", default="1,2")
-    ap.add_argument("--omp-wait-policy", choices=["auto", "passive", "active", "unset"],
-                    default=os.environ.get("OMP_WAIT_POLICY", "passive").lower(),
-                    help="OMP_WAIT_POLICY for this process and every command it starts (read when "
-                         "torch loads). unset is libgomp's default (idle threads spin): fastest on an "
-                         "idle machine, many times slower on a busy one; passive never spins, so a "
-                         "run cannot collapse when other jobs start. auto: unset if at least one core "
-                         "is idle at the start (1-minute load average below the core count minus "
-                         "one), else passive. The sweep adds one row with the other choice.")
+    ap.add_argument(
+        "--omp-wait-policy",
+        choices=["auto", "passive", "active", "unset"],
+        default=os.environ.get("OMP_WAIT_POLICY", "passive").lower(),
+        help="OMP_WAIT_POLICY for this process and every command it starts (read when "
+        "torch loads). unset is libgomp's default (idle threads spin): fastest on an "
+        "idle machine, many times slower on a busy one; passive never spins, so a "
+        "run cannot collapse when other jobs start. auto: unset if at least one core "
+        "is idle at the start (1-minute load average below the core count minus "
+        "one), else passive. The sweep adds one row with the other choice.",
+    )
     ap.add_argument("--no-policy-row", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--cli-repeats", type=int, default=None, help="runs per CLI timing (median; default 5)")
     ap.add_argument("--skip-make-demo", action="store_true", help="do not time `make demo`")
-    ap.add_argument("--demo-run", type=Path, default=None,
-                    help="time predict on this existing run instead of training a 2-epoch demo run")
+    ap.add_argument(
+        "--demo-run",
+        type=Path,
+        default=None,
+        help="time predict on this existing run instead of training a 2-epoch demo run",
+    )
     ap.add_argument("--tickers", type=int, default=None, help="universe size (default 1000; 100 with --quick)")
     ap.add_argument("--years", type=float, default=10.0, help="universe history length")
-    ap.add_argument("--universe-source", choices=["csv", "store"], default="csv",
-                    help="how the universe is written and read: <TICKER>.csv files (--source csv) "
-                         "or the parquet store (--source yahoo, predict --offline: no network)")
-    ap.add_argument("--universe-dir", type=Path, default=None,
-                    help="reuse a data folder (CSV files, or a store under it) instead of generating "
-                         "the universe")
-    ap.add_argument("--train-args", default="",
-                    help="extra flags for the universe's `forecaster train`, e.g. '--device cuda'")
+    ap.add_argument(
+        "--universe-source",
+        choices=["csv", "store"],
+        default="csv",
+        help="how the universe is written and read: <TICKER>.csv files (--source csv) "
+        "or the parquet store (--source yahoo, predict --offline: no network)",
+    )
+    ap.add_argument(
+        "--universe-dir",
+        type=Path,
+        default=None,
+        help="reuse a data folder (CSV files, or a store under it) instead of generating the universe",
+    )
+    ap.add_argument(
+        "--train-args", default="", help="extra flags for the universe's `forecaster train`, e.g. '--device cuda'"
+    )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "bench.json",
-                    help="where to write the results")
+    ap.add_argument(
+        "--json", type=Path, default=ROOT / "benchmarks" / "results" / "bench.json", help="where to write the results"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (its path is printed)")
     args = ap.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -721,15 +911,28 @@ def main(argv=None) -> int:
         os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
     import torch
 
-    meta = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(),
-            "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "torch_default_threads": torch.get_num_threads(), "threads": args.threads,
-            "omp_wait_policy": args.omp_wait_policy, "omp_wait_policy_requested": requested,
-            "windows": args.windows, "block": args.block,
-            "sections": args.sections, "quick": args.quick, "load_average_start": load_average()}
-    print(f"forecaster benchmarks: {', '.join(args.sections)}  (torch {torch.__version__}, "
-          f"{os.cpu_count()} CPUs, OMP_WAIT_POLICY {args.omp_wait_policy}, load average "
-          f"{meta['load_average_start']})", flush=True)
+    meta = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_default_threads": torch.get_num_threads(),
+        "threads": args.threads,
+        "omp_wait_policy": args.omp_wait_policy,
+        "omp_wait_policy_requested": requested,
+        "windows": args.windows,
+        "block": args.block,
+        "sections": args.sections,
+        "quick": args.quick,
+        "load_average_start": load_average(),
+    }
+    print(
+        f"forecaster benchmarks: {', '.join(args.sections)}  (torch {torch.__version__}, "
+        f"{os.cpu_count()} CPUs, OMP_WAIT_POLICY {args.omp_wait_policy}, load average "
+        f"{meta['load_average_start']})",
+        flush=True,
+    )
     res = Results()
     work = Path(tempfile.mkdtemp(prefix="forecaster-bench-"))
     failures = []
@@ -740,12 +943,20 @@ def main(argv=None) -> int:
         steps = {
             "reference": lambda: section_reference(res, bench, args.threads, args.cells),
             "defaults": lambda: section_defaults(res, bench, args.threads),
-            "sweep": lambda: section_sweep(res, bench, args.sweep_batches, args.sweep_threads,
-                                           args.omp_wait_policy, not args.no_policy_row),
+            "sweep": lambda: section_sweep(
+                res, bench, args.sweep_batches, args.sweep_threads, args.omp_wait_policy, not args.no_policy_row
+            ),
             "cli": lambda: section_cli(res, work, args.cli_repeats, args.make_demo, args.demo_run),
-            "universe": lambda: section_universe(res, work, args.tickers, args.years, args.seed,
-                                                 args.universe_dir, args.universe_source,
-                                                 args.train_args.split()),
+            "universe": lambda: section_universe(
+                res,
+                work,
+                args.tickers,
+                args.years,
+                args.seed,
+                args.universe_dir,
+                args.universe_source,
+                args.train_args.split(),
+            ),
         }
         for name in args.sections:
             t0 = time.perf_counter()
@@ -765,9 +976,12 @@ def main(argv=None) -> int:
     print()
     print(render_table(res.rows))
     secs = res.details.get("section_seconds", {})
-    print(f"\nload average (1/5/15 min) at start {meta['load_average_start']}, at end "
-          f"{meta['load_average_end']}; total {meta['total_seconds']:.0f} s ("
-          + ", ".join(f"{k} {v:.0f} s" for k, v in secs.items()) + ")")
+    print(
+        f"\nload average (1/5/15 min) at start {meta['load_average_start']}, at end "
+        f"{meta['load_average_end']}; total {meta['total_seconds']:.0f} s ("
+        + ", ".join(f"{k} {v:.0f} s" for k, v in secs.items())
+        + ")"
+    )
     for f in failures:
         print(f"FAILED {f}", file=sys.stderr)
     args.json.parent.mkdir(parents=True, exist_ok=True)

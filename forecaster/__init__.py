@@ -9,10 +9,14 @@ Every command of the CLI is a plain function here (imported lazily, so ``import 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Config": "config", "load_config": "config",
-    "download": "store", "load_bars": "store",
-    "train": "training", "load_run": "checkpoint",
-    "evaluate": "evaluation", "predict": "prediction",
+    "Config": "config",
+    "load_config": "config",
+    "download": "store",
+    "load_bars": "store",
+    "train": "training",
+    "load_run": "checkpoint",
+    "evaluate": "evaluation",
+    "predict": "prediction",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -62,8 +62,7 @@ def history_csv(history: list[dict]) -> str:
     return buf.getvalue()
 
 
-def save_run(run_dir: Path, model, meta: dict, history: list[dict],
-             extra_tensors: dict | None = None) -> Path:
+def save_run(run_dir: Path, model, meta: dict, history: list[dict], extra_tensors: dict | None = None) -> Path:
     """Write a run into a temporary sibling directory, then move it into place whole.
 
     ``extra_tensors`` maps further file names to ``(tensors, metadata)`` saved as safetensors
@@ -110,9 +109,9 @@ def read_meta(run_dir: Path) -> dict:
         newer = isinstance(version, int) and version > FORMAT_VERSION
         raise RunFormatError(
             f"{run_dir} has run format {version!r}; this forecaster reads format {FORMAT_VERSION}"
-            + (" (the run was written by a newer forecaster: upgrade to use it)" if newer else ""))
-    for key, kind in (("name", str), ("config", dict), ("tickers", dict), ("splits", dict),
-                      ("features", dict)):
+            + (" (the run was written by a newer forecaster: upgrade to use it)" if newer else "")
+        )
+    for key, kind in (("name", str), ("config", dict), ("tickers", dict), ("splits", dict), ("features", dict)):
         if key not in meta:
             raise RunFormatError(f"{path} lacks the '{key}' entry")
         if not isinstance(meta[key], kind):
@@ -123,9 +122,11 @@ def read_meta(run_dir: Path) -> dict:
 def check_complete(meta: dict, run_dir: Path) -> None:
     """Refuse to forecast from a run whose training was interrupted."""
     if meta.get("status", "complete") != "complete":
-        raise RunFormatError(f"{run_dir}: training was interrupted after epoch "
-                             f"{meta['metrics'].get('epochs_run')}; resume it with "
-                             f"`forecaster train --resume {run_dir}`")
+        raise RunFormatError(
+            f"{run_dir}: training was interrupted after epoch "
+            f"{meta['metrics'].get('epochs_run')}; resume it with "
+            f"`forecaster train --resume {run_dir}`"
+        )
 
 
 def _read_run(run_dir: Path, load_file) -> tuple[dict, Config, Path, dict]:
@@ -140,16 +141,18 @@ def _read_run(run_dir: Path, load_file) -> tuple[dict, Config, Path, dict]:
     except ConfigError as e:
         raise RunFormatError(f"{run_dir}: {e}") from None
     if meta["features"].get("names") != FEATURES:
-        raise RunFormatError(f"{run_dir} was trained on features {meta['features'].get('names')}, "
-                             f"this forecaster computes {FEATURES}")
+        raise RunFormatError(
+            f"{run_dir} was trained on features {meta['features'].get('names')}, this forecaster computes {FEATURES}"
+        )
     weights = run_dir / WEIGHTS
     if not weights.is_file():
         raise RunFormatError(f"{run_dir} is not a complete run: {WEIGHTS} is missing")
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError, TypeError) as e:  # TypeError: a dtype numpy lacks
-        raise RunFormatError(f"{weights} is not a readable safetensors file ({e}); "
-                             "it may be truncated or not a weights file") from None
+        raise RunFormatError(
+            f"{weights} is not a readable safetensors file ({e}); it may be truncated or not a weights file"
+        ) from None
     return meta, cfg, weights, state
 
 
@@ -157,11 +160,17 @@ def _check_tensors(weights: Path, state: dict, expected: dict[str, tuple[int, ..
     """Refuse weights whose tensor names or shapes are not the ones the config implies."""
     problems = [f"missing {k}" for k in expected if k not in state]
     problems += [f"unexpected {k}" for k in state if k not in expected]
-    problems += [f"{k} has shape {tuple(state[k].shape)}, config needs {tuple(v)}"
-                 for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v)]
+    problems += [
+        f"{k} has shape {tuple(state[k].shape)}, config needs {tuple(v)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v)
+    ]
     if problems:
-        raise RunFormatError(f"{weights} does not match the run's config: " + "; ".join(problems[:3])
-                             + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""))
+        raise RunFormatError(
+            f"{weights} does not match the run's config: "
+            + "; ".join(problems[:3])
+            + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+        )
 
 
 def load_run(run_dir: Path) -> Run:

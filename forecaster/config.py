@@ -46,8 +46,9 @@ class ModelConfig(_Section):
     def _check_quantiles(self) -> ModelConfig:
         q = self.quantiles
         if len(q) < 3 or 0.5 not in q or sorted(set(q)) != q or not all(0 < x < 1 for x in q):
-            raise ValueError("quantiles must be sorted, distinct, in (0, 1), include 0.5 and at "
-                             "least one level either side")
+            raise ValueError(
+                "quantiles must be sorted, distinct, in (0, 1), include 0.5 and at least one level either side"
+            )
         return self
 
 
@@ -80,8 +81,9 @@ class Config(_Section):
     @model_validator(mode="after")
     def _check_sizes(self) -> Config:
         if self.window.horizon > self.window.lookback:
-            raise ValueError(f"window.horizon ({self.window.horizon}) must not exceed "
-                             f"window.lookback ({self.window.lookback})")
+            raise ValueError(
+                f"window.horizon ({self.window.horizon}) must not exceed window.lookback ({self.window.lookback})"
+            )
         return self
 
 
@@ -117,8 +119,7 @@ def read_toml(path: Path) -> dict:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
 
 
-def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None,
-                base: dict | None = None) -> Config:
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None, base: dict | None = None) -> Config:
     """Defaults, then ``base`` (a stored config) or the TOML file at ``path``, then dotted
     ``overrides`` (None values skipped)."""
     import copy

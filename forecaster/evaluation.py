@@ -51,12 +51,15 @@ class EvalReport:
             if not better:
                 lines.append(f"h={int(r['step'])}: worse than naive (skill {r['skill']:+.2%})")
             elif not sig:
-                lines.append(f"h={int(r['step'])}: not significantly better than naive "
-                             f"(skill {r['skill']:+.2%}, DM p={r['dm_pvalue']:.3f})")
+                lines.append(
+                    f"h={int(r['step'])}: not significantly better than naive "
+                    f"(skill {r['skill']:+.2%}, DM p={r['dm_pvalue']:.3f})"
+                )
         if ok:
             return True, f"The model beats the naive forecast at every step (DM p < {alpha})."
-        return False, ("The model does NOT beat the naive (random-walk) forecast: "
-                       + "; ".join(lines) + ". Do not trade on it.")
+        return False, (
+            "The model does NOT beat the naive (random-walk) forecast: " + "; ".join(lines) + ". Do not trade on it."
+        )
 
 
 def lag_report(pred: pd.DataFrame) -> pd.DataFrame:
@@ -89,17 +92,27 @@ def walk_forward(run, bars: dict[str, pd.DataFrame], track: bool = True) -> pd.D
     from .windows import build_windows
 
     cfg = run.config
-    ws = build_windows(bars, cfg.window.lookback, cfg.window.horizon, run.splits(),
-                       scalers={s: v for s, v in run.scalers().items() if s in bars},
-                       tickers=run.names)
+    ws = build_windows(
+        bars,
+        cfg.window.lookback,
+        cfg.window.horizon,
+        run.splits(),
+        scalers={s: v for s, v in run.scalers().items() if s in bars},
+        tickers=run.names,
+    )
     ends = ws.origins("test")
     if len(ends) == 0:
-        raise DataError("no test windows: the data end before the run's test split "
-                        f"(starting {run.splits().test_start.date()}) has {cfg.window.horizon} sessions")
+        raise DataError(
+            "no test windows: the data end before the run's test split "
+            f"(starting {run.splits().test_start.date()}) has {cfg.window.horizon} sessions"
+        )
     scaled = predict_scaled(run.model, ws, ends, cfg.model.strategy)
     q = cfg.model.quantiles
-    scale = (online_scales(scaled, ws, ends, run.conformal(), run.model.median_index,
-                           coverage=q[-1] - q[0])[0] if track else None)
+    scale = (
+        online_scales(scaled, ws, ends, run.conformal(), run.model.median_index, coverage=q[-1] - q[0])[0]
+        if track
+        else None
+    )
     lo, med, hi = interval(scaled, ws, ends, run.conformal(), run.model.median_index, scale)
     H = ws.horizon
     tid = ws.ticker_id[ends]
@@ -112,8 +125,7 @@ def walk_forward(run, bars: dict[str, pd.DataFrame], track: bool = True) -> pd.D
             continue
         local = ends[sel] - first
         close = ws.close[first : ws.offsets[k + 1]]
-        base = {"naive": naive(close, local, H), "drift": drift(close, local, H),
-                "mean": mean(close, local, H)}
+        base = {"naive": naive(close, local, H), "drift": drift(close, local, H), "mean": mean(close, local, H)}
         fut = ends[sel][:, None] + np.arange(1, H + 1)
         have = fut < ws.offsets[k + 1]  # steps whose actual exists (the last origins lack some)
         fut = np.minimum(fut, ws.offsets[k + 1] - 1)
@@ -158,15 +170,24 @@ def forecast_scales(tickers: dict[str, dict], ws, ends: np.ndarray) -> np.ndarra
     for b, e in enumerate(ends):
         t = tickers.get(ws.names[ws.ticker_id[e]]) or {}
         online, last = t.get("conformal_online"), t.get("last_date")
-        if (isinstance(online, list) and len(online) == H and isinstance(last, str)
-                and np.datetime64(ws.dates[e], "D") >= np.datetime64(last, "D")):
+        if (
+            isinstance(online, list)
+            and len(online) == H
+            and isinstance(last, str)
+            and np.datetime64(ws.dates[e], "D") >= np.datetime64(last, "D")
+        ):
             scale[b] = online
     return scale
 
 
-def interval(scaled: np.ndarray, ws, ends: np.ndarray, conformal: dict[str, list[float]],
-             median_index: int, scale: np.ndarray | None = None
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def interval(
+    scaled: np.ndarray,
+    ws,
+    ends: np.ndarray,
+    conformal: dict[str, list[float]],
+    median_index: int,
+    scale: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Calibrated (lo, median, hi) cumulative log returns, each (B, H): the model's half-widths
     around its median, times the conformal scale and the local volatility at the origin.
 
@@ -182,8 +203,9 @@ def interval(scaled: np.ndarray, ws, ends: np.ndarray, conformal: dict[str, list
     return lo * s, med * s, hi * s
 
 
-def online_scales(scaled: np.ndarray, ws, ends: np.ndarray, conformal: dict[str, list[float]],
-                  median_index: int, coverage: float) -> tuple[np.ndarray, dict[str, list[float]]]:
+def online_scales(
+    scaled: np.ndarray, ws, ends: np.ndarray, conformal: dict[str, list[float]], median_index: int, coverage: float
+) -> tuple[np.ndarray, dict[str, list[float]]]:
     """Walk-forward interval scales: each ticker's and step's scale starts at its validation
     value at the first origin and is then tracked online (:func:`intervals.track_scales`) from
     the misses already realised at each origin, so no origin's interval uses its own future.
@@ -206,8 +228,9 @@ def online_scales(scaled: np.ndarray, ws, ends: np.ndarray, conformal: dict[str,
     safe = np.minimum(fut, last_row[:, None])
     actual[have] = ((ws.log_close[safe] - ws.log_close[ends][:, None]) / ws.tscale[tid])[have]
     med = scaled[:, :, median_index]
-    scores = scale_scores(actual, scaled[:, :, 0], med, scaled[:, :, -1],
-                          np.broadcast_to(ws.vol[ends][:, None], (B, H))).reshape(B, H)
+    scores = scale_scores(
+        actual, scaled[:, :, 0], med, scaled[:, :, -1], np.broadcast_to(ws.vol[ends][:, None], (B, H))
+    ).reshape(B, H)
     # align tickers by position: row p of column block k is ticker k's p-th origin
     order = np.lexsort((ends, tid))
     ids, first, counts = np.unique(tid[order], return_index=True, return_counts=True)
@@ -219,14 +242,21 @@ def online_scales(scaled: np.ndarray, ws, ends: np.ndarray, conformal: dict[str,
     grid[pos, col] = scores
     begin = np.ones((len(ids), H))
     begin[col[order[first]]] = start[order[first]]
-    tracked = track_scales(grid.reshape(n, -1), begin.ravel(), np.tile(np.arange(1, H + 1), len(ids)),
-                           coverage=coverage).reshape(n + 1, len(ids), H)
+    tracked = track_scales(
+        grid.reshape(n, -1), begin.ravel(), np.tile(np.arange(1, H + 1), len(ids)), coverage=coverage
+    ).reshape(n + 1, len(ids), H)
     final = {ws.names[i]: [float(v) for v in tracked[c, k]] for k, (i, c) in enumerate(zip(ids, counts))}
     return tracked[pos, col], final
 
 
-def evaluate(run_dir: Path, *, source: str | None = None, data_dir: Path | None = None,
-             tickers: list[str] | None = None, plot: bool = False) -> EvalReport:
+def evaluate(
+    run_dir: Path,
+    *,
+    source: str | None = None,
+    data_dir: Path | None = None,
+    tickers: list[str] | None = None,
+    plot: bool = False,
+) -> EvalReport:
     """Backtest ``run_dir`` and write ``eval/metrics.csv`` and ``eval/predictions.csv``."""
     from .baselines import naive_scale
     from .checkpoint import load_run
@@ -241,8 +271,7 @@ def evaluate(run_dir: Path, *, source: str | None = None, data_dir: Path | None 
     names = [validate_ticker(t) for t in tickers] if tickers else run.names
     unknown = [t for t in names if t not in run.meta["tickers"]]
     if unknown:
-        raise DataError(f"the run was not trained on {', '.join(unknown)}; it knows "
-                        f"{', '.join(run.names)}")
+        raise DataError(f"the run was not trained on {', '.join(unknown)}; it knows {', '.join(run.names)}")
     bars = load_bars(source or cfg.data.source, Path(data_dir or cfg.data.data_dir), names)
     pred = walk_forward(run, bars)
     splits = run.splits()
@@ -256,8 +285,9 @@ def evaluate(run_dir: Path, *, source: str | None = None, data_dir: Path | None 
     # everything is written into a temporary folder that replaces eval/ whole at the end,
     # so a failure (a plot, a full disk) leaves the previous evaluation as it was
     tmp = sibling_temp_dir(out_dir)
-    report = EvalReport(run=run.name, model=model_name, metrics=metrics, predictions=pred,
-                        out_dir=tmp, lag=lag_report(pred))
+    report = EvalReport(
+        run=run.name, model=model_name, metrics=metrics, predictions=pred, out_dir=tmp, lag=lag_report(pred)
+    )
     try:
         write_csv(metrics, tmp / "metrics.csv")
         write_csv(pred[PREDICTION_COLUMNS], tmp / "predictions.csv")

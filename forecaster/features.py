@@ -97,8 +97,7 @@ class Scaler:
 
     @classmethod
     def from_dict(cls, d: dict) -> Scaler:
-        return cls(mean=[float(x) for x in d["mean"]], std=[float(x) for x in d["std"]],
-                   ret_std=float(d["ret_std"]))
+        return cls(mean=[float(x) for x in d["mean"]], std=[float(x) for x in d["std"]], ret_std=float(d["ret_std"]))
 
 
 def target_scale(ret_std: float, horizon: int) -> np.ndarray:

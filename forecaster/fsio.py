@@ -154,10 +154,7 @@ def _holder_file(lock_path: Path) -> Path:
 def _describe_holder(lock_path: Path) -> str:
     try:
         info = json.loads(_holder_file(lock_path).read_text(encoding="utf-8"))
-        return (
-            f"pid {int(info['pid'])} on {info['host']}, started {info['started']}: "
-            f"{info['command']}"
-        )
+        return f"pid {int(info['pid'])} on {info['host']}, started {info['started']}: {info['command']}"
     except (OSError, ValueError, KeyError, TypeError):
         return "holder unknown"
 

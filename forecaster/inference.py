@@ -11,8 +11,14 @@ from .windows import WindowSet
 
 
 @torch.no_grad()
-def predict_scaled(model: QuantileRNN, ws: WindowSet, ends: np.ndarray, strategy: str,
-                   batch_size: int = 8192, device: torch.device | None = None) -> np.ndarray:
+def predict_scaled(
+    model: QuantileRNN,
+    ws: WindowSet,
+    ends: np.ndarray,
+    strategy: str,
+    batch_size: int = 8192,
+    device: torch.device | None = None,
+) -> np.ndarray:
     """(B, H, Q) quantiles of the cumulative log return, in units of ``ret_std * sqrt(h)``."""
     device = device or torch.device("cpu")
     model.eval()

@@ -87,8 +87,9 @@ def scale_scores(actual, lo, mid, hi, vol) -> np.ndarray:
     return np.maximum(below, above)
 
 
-def calibrate_scales(frame: pd.DataFrame, coverage: float = DEFAULT_COVERAGE,
-                     min_rows: int = MIN_ROWS) -> dict[str, list[float]]:
+def calibrate_scales(
+    frame: pd.DataFrame, coverage: float = DEFAULT_COVERAGE, min_rows: int = MIN_ROWS
+) -> dict[str, list[float]]:
     """Fit multiplicative scales per ticker and step on validation predictions.
 
     ``frame`` has the columns ``ticker, step, actual, lo, mid, hi, vol``. Returns
@@ -125,8 +126,7 @@ TRACKING_RATE = 0.05
 a hit narrows by ``exp(-0.05 * 0.2)`` (-1.0 %) at 80 % coverage."""
 
 
-def track_scales(scores, start, lags, rate: float = TRACKING_RATE,
-                 coverage: float = DEFAULT_COVERAGE) -> np.ndarray:
+def track_scales(scores, start, lags, rate: float = TRACKING_RATE, coverage: float = DEFAULT_COVERAGE) -> np.ndarray:
     """Online scales for consecutive forecast origins, from the errors realised before each.
 
     ``scores`` (N, K): :func:`scale_scores` of N origins one session apart, in time order, for K
@@ -204,18 +204,14 @@ def calibrate(
 
     pooled = [0.0] * horizon
     for step, group in data.groupby("step", sort=True):
-        pooled[int(step) - 1] = conformal_offsets(
-            group["actual"], group["p10"], group["p90"], coverage
-        )
+        pooled[int(step) - 1] = conformal_offsets(group["actual"], group["p10"], group["p90"], coverage)
 
     offsets: dict[str, list[float]] = {}
     for ticker, by_ticker in data.groupby("ticker", sort=True):
         values = list(pooled)
         for step, group in by_ticker.groupby("step", sort=True):
             if int(usable.loc[group.index].sum()) >= int(min_rows):
-                values[int(step) - 1] = conformal_offsets(
-                    group["actual"], group["p10"], group["p90"], coverage
-                )
+                values[int(step) - 1] = conformal_offsets(group["actual"], group["p10"], group["p90"], coverage)
         offsets[str(ticker)] = [float(v) for v in values]
     return offsets
 

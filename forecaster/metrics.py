@@ -214,9 +214,7 @@ def _betainc(a: float, b: float, x: float) -> float:
         return 0.0
     if x >= 1.0:
         return 1.0
-    log_front = (
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    )
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
     front = math.exp(log_front)
     if x < (a + 1.0) / (a + b + 2.0):
         return front * _beta_continued_fraction(a, b, x) / a
@@ -402,9 +400,7 @@ _PRED_COLUMNS = (
 
 def _scaled_errors(frame: pd.DataFrame, forecast: np.ndarray, scale: Mapping[str, float]):
     """|actual - forecast| / scale of the row's ticker (NaN where the scale is unusable)."""
-    scales = np.array(
-        [float(scale.get(str(t), float("nan"))) for t in frame["ticker"]], dtype=float
-    )
+    scales = np.array([float(scale.get(str(t), float("nan"))) for t in frame["ticker"]], dtype=float)
     scales[~(np.isfinite(scales) & (scales > 0))] = np.nan
     actual = frame["actual"].to_numpy(dtype=float)
     return np.abs(actual - forecast) / scales
@@ -438,15 +434,9 @@ def _rows_for_group(
             "rmse": rmse(actual, fc),
             "mape": mape(actual, fc),
             "smape": smape(actual, fc),
-            "mase": (
-                float(np.mean(scaled))
-                if scaled.size and not np.any(np.isnan(scaled))
-                else float("nan")
-            ),
+            "mase": (float(np.mean(scaled)) if scaled.size and not np.any(np.isnan(scaled)) else float("nan")),
             # a forecast that never moves from the last close calls no direction
-            "directional_accuracy": (
-                float("nan") if model == "naive" else directional_accuracy(actual, fc, last)
-            ),
+            "directional_accuracy": (float("nan") if model == "naive" else directional_accuracy(actual, fc, last)),
             "skill": float("nan"),
             "dm_pvalue": float("nan"),
             "coverage": float("nan"),
@@ -466,9 +456,7 @@ def _rows_for_group(
     return rows
 
 
-def metrics_table(
-    pred: pd.DataFrame, model_name: str, mase_scale: Mapping[str, float]
-) -> pd.DataFrame:
+def metrics_table(pred: pd.DataFrame, model_name: str, mase_scale: Mapping[str, float]) -> pd.DataFrame:
     """Build the ``metrics.csv`` table (SPEC §8) from walk-forward predictions.
 
     ``pred`` has one row per (ticker, origin, step) with the columns ``ticker, origin, step,

@@ -18,18 +18,32 @@ CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
 class QuantileRNN(nn.Module):
-    def __init__(self, *, cell: str, n_features: int, n_tickers: int, hidden_size: int,
-                 num_layers: int, dropout: float, embedding_dim: int, horizon: int,
-                 quantiles: list[float], strategy: str):
+    def __init__(
+        self,
+        *,
+        cell: str,
+        n_features: int,
+        n_tickers: int,
+        hidden_size: int,
+        num_layers: int,
+        dropout: float,
+        embedding_dim: int,
+        horizon: int,
+        quantiles: list[float],
+        strategy: str,
+    ):
         super().__init__()
         self.quantiles = list(quantiles)
         self.median_index = self.quantiles.index(0.5)
         self.steps = horizon if strategy == "direct" else 1
         self.embedding = nn.Embedding(n_tickers, embedding_dim) if embedding_dim else None
         self.encoder = CELLS[cell](
-            input_size=n_features + embedding_dim, hidden_size=hidden_size,
-            num_layers=num_layers, batch_first=True,
-            dropout=dropout if num_layers > 1 else 0.0)
+            input_size=n_features + embedding_dim,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, self.steps * len(self.quantiles))
 
@@ -54,24 +68,40 @@ class QuantileRNN(nn.Module):
 def build_model(cfg, n_features: int, n_tickers: int) -> QuantileRNN:
     """The network for a :class:`forecaster.config.Config`."""
     m = cfg.model
-    return QuantileRNN(cell=m.cell, n_features=n_features, n_tickers=n_tickers,
-                       hidden_size=m.hidden_size, num_layers=m.num_layers, dropout=m.dropout,
-                       embedding_dim=m.embedding_dim, horizon=cfg.window.horizon,
-                       quantiles=m.quantiles, strategy=m.strategy)
+    return QuantileRNN(
+        cell=m.cell,
+        n_features=n_features,
+        n_tickers=n_tickers,
+        hidden_size=m.hidden_size,
+        num_layers=m.num_layers,
+        dropout=m.dropout,
+        embedding_dim=m.embedding_dim,
+        horizon=cfg.window.horizon,
+        quantiles=m.quantiles,
+        strategy=m.strategy,
+    )
 
 
-def pinball_loss(pred: torch.Tensor, target: torch.Tensor,
-                 quantiles: list[float] | torch.Tensor) -> torch.Tensor:
+def pinball_loss(pred: torch.Tensor, target: torch.Tensor, quantiles: list[float] | torch.Tensor) -> torch.Tensor:
     """Mean pinball loss; pred (B, S, Q), target (B, S); quantiles a list or a (Q,) tensor."""
-    q = quantiles if isinstance(quantiles, torch.Tensor) else torch.tensor(
-        quantiles, dtype=pred.dtype, device=pred.device)
+    q = (
+        quantiles
+        if isinstance(quantiles, torch.Tensor)
+        else torch.tensor(quantiles, dtype=pred.dtype, device=pred.device)
+    )
     diff = target.unsqueeze(-1) - pred  # (B, S, Q)
     return torch.maximum(q * diff, (q - 1) * diff).mean()
 
 
 @torch.no_grad()
-def roll_forward(model: QuantileRNN, x: torch.Tensor, ticker: torch.Tensor, horizon: int,
-                 ret_shift: torch.Tensor, next_dow: torch.Tensor) -> torch.Tensor:
+def roll_forward(
+    model: QuantileRNN,
+    x: torch.Tensor,
+    ticker: torch.Tensor,
+    horizon: int,
+    ret_shift: torch.Tensor,
+    next_dow: torch.Tensor,
+) -> torch.Tensor:
     """Recursive multi-step forecast from a one-step model.
 
     x: (B, L, F) standardised inputs; ret_shift: (B,) the ticker's training mean return in units

@@ -36,9 +36,17 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return y
 
 
-def state_shapes(*, cell: str, n_features: int, n_tickers: int, hidden_size: int,
-                 num_layers: int, embedding_dim: int, steps: int, n_quantiles: int
-                 ) -> dict[str, tuple[int, ...]]:
+def state_shapes(
+    *,
+    cell: str,
+    n_features: int,
+    n_tickers: int,
+    hidden_size: int,
+    num_layers: int,
+    embedding_dim: int,
+    steps: int,
+    n_quantiles: int,
+) -> dict[str, tuple[int, ...]]:
     """Every tensor of QuantileRNN's state dict and its shape, in state-dict order."""
     g = GATES[cell] * hidden_size
     shapes: dict[str, tuple[int, ...]] = {}
@@ -58,18 +66,22 @@ def state_shapes(*, cell: str, n_features: int, n_tickers: int, hidden_size: int
 def config_shapes(cfg, n_features: int, n_tickers: int) -> dict[str, tuple[int, ...]]:
     """:func:`state_shapes` for a :class:`forecaster.config.Config`."""
     m = cfg.model
-    return state_shapes(cell=m.cell, n_features=n_features, n_tickers=n_tickers,
-                        hidden_size=m.hidden_size, num_layers=m.num_layers,
-                        embedding_dim=m.embedding_dim,
-                        steps=cfg.window.horizon if m.strategy == "direct" else 1,
-                        n_quantiles=len(m.quantiles))
+    return state_shapes(
+        cell=m.cell,
+        n_features=n_features,
+        n_tickers=n_tickers,
+        hidden_size=m.hidden_size,
+        num_layers=m.num_layers,
+        embedding_dim=m.embedding_dim,
+        steps=cfg.window.horizon if m.strategy == "direct" else 1,
+        n_quantiles=len(m.quantiles),
+    )
 
 
 class NumpyQuantileRNN:
     """QuantileRNN's inference from its state dict (arrays named as torch names them)."""
 
-    def __init__(self, state: dict[str, np.ndarray], *, cell: str, num_layers: int,
-                 quantiles: list[float], steps: int):
+    def __init__(self, state: dict[str, np.ndarray], *, cell: str, num_layers: int, quantiles: list[float], steps: int):
         f32 = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}
         self.cell = cell
         self.quantiles = list(quantiles)
@@ -77,17 +89,28 @@ class NumpyQuantileRNN:
         self.steps = steps
         self.embedding = f32.get("embedding.weight")
         # (W_ih^T, W_hh^T, b_ih, b_hh) per layer, transposed once for x @ W
-        self.layers = [(f32[f"encoder.weight_ih_l{k}"].T.copy(), f32[f"encoder.weight_hh_l{k}"].T.copy(),
-                        f32[f"encoder.bias_ih_l{k}"], f32[f"encoder.bias_hh_l{k}"])
-                       for k in range(num_layers)]
+        self.layers = [
+            (
+                f32[f"encoder.weight_ih_l{k}"].T.copy(),
+                f32[f"encoder.weight_hh_l{k}"].T.copy(),
+                f32[f"encoder.bias_ih_l{k}"],
+                f32[f"encoder.bias_hh_l{k}"],
+            )
+            for k in range(num_layers)
+        ]
         self.head_w = f32["head.weight"].T.copy()
         self.head_b = f32["head.bias"]
 
     @classmethod
     def from_config(cls, cfg, state: dict[str, np.ndarray]) -> NumpyQuantileRNN:
         m = cfg.model
-        return cls(state, cell=m.cell, num_layers=m.num_layers, quantiles=m.quantiles,
-                   steps=cfg.window.horizon if m.strategy == "direct" else 1)
+        return cls(
+            state,
+            cell=m.cell,
+            num_layers=m.num_layers,
+            quantiles=m.quantiles,
+            steps=cfg.window.horizon if m.strategy == "direct" else 1,
+        )
 
     def __call__(self, x: np.ndarray, ticker: np.ndarray) -> np.ndarray:
         """x: (B, L, F) standardised features, ticker: (B,) ids -> (B, steps, Q)."""
@@ -142,8 +165,14 @@ class NumpyQuantileRNN:
         return np.concatenate([med - below, med, med + above], -1)
 
 
-def roll_forward(model: NumpyQuantileRNN, x: np.ndarray, ticker: np.ndarray, horizon: int,
-                 ret_shift: np.ndarray, next_dow: np.ndarray) -> np.ndarray:
+def roll_forward(
+    model: NumpyQuantileRNN,
+    x: np.ndarray,
+    ticker: np.ndarray,
+    horizon: int,
+    ret_shift: np.ndarray,
+    next_dow: np.ndarray,
+) -> np.ndarray:
     """:func:`forecaster.models.roll_forward` in numpy: a one-step model rolled forward H steps,
     medians added up and the steps' spreads added in quadrature; (B, H, Q) in units of
     ``ret_std * sqrt(h)``."""
@@ -162,8 +191,7 @@ def roll_forward(model: NumpyQuantileRNN, x: np.ndarray, ticker: np.ndarray, hor
         cum = cum + r
         lo_sq = lo_sq + (r[:, None] - q[:, :m]) ** 2
         hi_sq = hi_sq + (q[:, m + 1 :] - r[:, None]) ** 2
-        levels = np.concatenate([cum[:, None] - np.sqrt(lo_sq), cum[:, None],
-                                 cum[:, None] + np.sqrt(hi_sq)], -1)
+        levels = np.concatenate([cum[:, None] - np.sqrt(lo_sq), cum[:, None], cum[:, None] + np.sqrt(hi_sq)], -1)
         out.append(levels / np.float32(math.sqrt(h + 1)))
         new = np.zeros_like(x[:, :1])  # (B, 1, F)
         new[:, 0, 0] = r - ret_shift
@@ -172,8 +200,9 @@ def roll_forward(model: NumpyQuantileRNN, x: np.ndarray, ticker: np.ndarray, hor
     return np.stack(out, axis=1)
 
 
-def predict_scaled(model: NumpyQuantileRNN, ws: WindowSet, ends: np.ndarray, strategy: str,
-                   batch_size: int = 8192) -> np.ndarray:
+def predict_scaled(
+    model: NumpyQuantileRNN, ws: WindowSet, ends: np.ndarray, strategy: str, batch_size: int = 8192
+) -> np.ndarray:
     """(B, H, Q) quantiles of the cumulative log return, in units of ``ret_std * sqrt(h)``."""
     horizon = ws.horizon
     shift = ws.ret_shift()

@@ -27,8 +27,7 @@ def plot_ticker(pred: pd.DataFrame, history: pd.Series, sym: str, path: Path, st
         past = history[(history.index >= start) & (history.index < dates.min())]
         ax.plot(past.index, past.to_numpy(), color="0.45", lw=1, label="history")
         ax.plot(dates, p["actual"], color="black", lw=1, label="actual close")
-        ax.fill_between(dates, p["p10"], p["p90"], color="tab:blue", alpha=0.22,
-                        label="calibrated p10–p90")
+        ax.fill_between(dates, p["p10"], p["p90"], color="tab:blue", alpha=0.22, label="calibrated p10–p90")
         ax.plot(dates, p["p50"], color="tab:blue", lw=1.1, label=f"median forecast, h={step}")
         ax.plot(dates, p["naive"], color="tab:orange", lw=0.8, ls="--", label="naive (last close)")
         ax.set_title(f"{sym}: walk-forward forecasts {step} session(s) ahead")
@@ -72,8 +71,7 @@ def plot_report(report, run, bars: dict[str, pd.DataFrame]) -> dict[str, Path]:
     steps = [1] if H == 1 else [1, H]
     files = {}
     for sym in report.predictions["ticker"].unique():
-        files[sym] = plot_ticker(report.predictions, bars[sym]["close"], sym,
-                                           out / f"{sym}.png", steps)
+        files[sym] = plot_ticker(report.predictions, bars[sym]["close"], sym, out / f"{sym}.png", steps)
     hist = pd.read_csv(Path(run.path) / "history.csv")
     files["training"] = plot_training(hist, out / "training.png")
     return files

@@ -86,11 +86,15 @@ def _refresh(names, data_dir, cfg_calendar, max_staleness, now, session, lock_ti
         else:
             behind = sessions_after_count(last, latest, cfg_calendar)
             if behind > max_staleness:
-                bad[sym] = (f"refresh failed ({reason}); stored bars end {last.date()}, "
-                            f"{behind} sessions behind (max {max_staleness})")
+                bad[sym] = (
+                    f"refresh failed ({reason}); stored bars end {last.date()}, "
+                    f"{behind} sessions behind (max {max_staleness})"
+                )
             else:
-                report.warnings.append(f"{sym}: refresh failed ({reason}); using stored bars "
-                                       f"up to {last.date()} ({behind} sessions behind)")
+                report.warnings.append(
+                    f"{sym}: refresh failed ({reason}); using stored bars "
+                    f"up to {last.date()} ({behind} sessions behind)"
+                )
                 continue
         if result.kinds.get(sym) in ("network", "rate_limit"):
             report.network_failed.add(sym)
@@ -130,10 +134,16 @@ _RESERVED_NAMES = {"", ".", ".."}
 
 def _checked_run_name(name: object, run_dir: Path) -> str:
     """The run's name, used as a folder under OUT: one plain path component, nothing else."""
-    if (not isinstance(name, str) or name in _RESERVED_NAMES or len(name.encode()) > 200
-            or any(ch in name for ch in "/\\\0") or not name.isprintable()):
-        raise RunFormatError(f"{run_dir}: run.json has an unusable run name {_shown(name)}; "
-                             "it must be a plain folder name")
+    if (
+        not isinstance(name, str)
+        or name in _RESERVED_NAMES
+        or len(name.encode()) > 200
+        or any(ch in name for ch in "/\\\0")
+        or not name.isprintable()
+    ):
+        raise RunFormatError(
+            f"{run_dir}: run.json has an unusable run name {_shown(name)}; it must be a plain folder name"
+        )
     return name
 
 
@@ -151,21 +161,29 @@ def _load(run_dir: Path):
     except ForecasterError:
         raise
     except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
-        raise RunFormatError(f"{run_dir}: run.json is malformed ({type(exc).__name__}: "
-                             f"{_shown(exc, 80)})") from None
+        raise RunFormatError(f"{run_dir}: run.json is malformed ({type(exc).__name__}: {_shown(exc, 80)})") from None
     return run
 
 
 def _write_error(exc: OSError, where: Path) -> ForecasterError:
     reason = exc.strerror or type(exc).__name__
-    return ForecasterError(f"cannot write forecasts to {where}: {reason}; "
-                           "earlier forecast files are unchanged")
+    return ForecasterError(f"cannot write forecasts to {where}: {reason}; earlier forecast files are unchanged")
 
 
-def predict(run_dir: Path, *, as_of: str | None = None, out: Path | None = None,
-            offline: bool = False, source: str | None = None, data_dir: Path | None = None,
-            tickers: list[str] | None = None, max_staleness: int | None = None,
-            now: pd.Timestamp | None = None, session=None, lock_timeout: float = 0.0) -> ForecastReport:
+def predict(
+    run_dir: Path,
+    *,
+    as_of: str | None = None,
+    out: Path | None = None,
+    offline: bool = False,
+    source: str | None = None,
+    data_dir: Path | None = None,
+    tickers: list[str] | None = None,
+    max_staleness: int | None = None,
+    now: pd.Timestamp | None = None,
+    session=None,
+    lock_timeout: float = 0.0,
+) -> ForecastReport:
     """Forecast from ``run_dir`` and write ``OUT/<run>/<as_of>.csv`` and ``latest.csv``.
 
     Raises PartialFailure (exit 3) when some tickers failed but others were written,
@@ -195,8 +213,7 @@ def predict(run_dir: Path, *, as_of: str | None = None, out: Path | None = None,
     names = list(dict.fromkeys(requested)) if requested else run.names
     unknown = [t for t in names if t not in run.meta["tickers"]]
     if unknown:
-        raise DataError(f"the run was not trained on {', '.join(unknown)}; it knows "
-                        f"{', '.join(run.names)}")
+        raise DataError(f"the run was not trained on {', '.join(unknown)}; it knows {', '.join(run.names)}")
     report = ForecastReport(run=run.name, as_of="", forecasts=pd.DataFrame(columns=FORECAST_COLUMNS))
     target = out / run.name
     try:
@@ -207,8 +224,7 @@ def predict(run_dir: Path, *, as_of: str | None = None, out: Path | None = None,
         remove_stale_temps(target)
         failed: dict[str, str] = {}
         if source == "yahoo" and not offline:
-            failed.update(_refresh(names, data_dir, cfg.data.calendar, staleness, now, session,
-                                   lock_timeout, report))
+            failed.update(_refresh(names, data_dir, cfg.data.calendar, staleness, now, session, lock_timeout, report))
         bars: dict[str, pd.DataFrame] = {}
         for sym in names:
             if sym in failed:
@@ -224,18 +240,30 @@ def predict(run_dir: Path, *, as_of: str | None = None, out: Path | None = None,
                     failed[sym] = f"no bars on or before --as-of {cut.date()}"
                     continue
             if len(df) < cfg.window.lookback + 1:
-                failed[sym] = (f"only {len(df)} bars up to {df.index[-1].date()}, need "
-                               f"{cfg.window.lookback + 1} for lookback {cfg.window.lookback}")
+                failed[sym] = (
+                    f"only {len(df)} bars up to {df.index[-1].date()}, need "
+                    f"{cfg.window.lookback + 1} for lookback {cfg.window.lookback}"
+                )
                 continue
-            bars[sym] = df.iloc[-(cfg.window.lookback + 1 + VOL_WARMUP):]
+            bars[sym] = df.iloc[-(cfg.window.lookback + 1 + VOL_WARMUP) :]
         report.failed = failed
         if not bars:
             msg = "no forecast written: " + "; ".join(f"{k}: {v}" for k, v in failed.items())
             if failed and set(failed) <= report.network_failed:
                 raise TemporaryFailure(msg)
             raise DataError(msg)
-        frame = _forecast(run, bars, cut, offline or source == "csv", now, report,
-                          build_windows, predict_scaled, interval, next_sessions)
+        frame = _forecast(
+            run,
+            bars,
+            cut,
+            offline or source == "csv",
+            now,
+            report,
+            build_windows,
+            predict_scaled,
+            interval,
+            next_sessions,
+        )
         report.forecasts = frame
         # The dated file first, then latest.csv: a consumer that sees the new latest.csv can
         # always find the dated file it came from.
@@ -245,20 +273,28 @@ def predict(run_dir: Path, *, as_of: str | None = None, out: Path | None = None,
             except OSError as exc:
                 raise _write_error(exc, path) from None
     if failed:
-        raise PartialFailure(f"{len(failed)} of {len(names)} tickers failed: "
-                             + ", ".join(failed), failed=failed, result=report)
+        raise PartialFailure(
+            f"{len(failed)} of {len(names)} tickers failed: " + ", ".join(failed), failed=failed, result=report
+        )
     return report
 
 
-def _forecast(run, bars, cut, note_age, now, report, build_windows, predict_scaled, interval,
-              next_sessions) -> pd.DataFrame:
+def _forecast(
+    run, bars, cut, note_age, now, report, build_windows, predict_scaled, interval, next_sessions
+) -> pd.DataFrame:
     """The forecast rows (SPEC §7) for the tickers in ``bars``; sets ``report.as_of``."""
     from .evaluation import forecast_scales
 
     cfg = run.config
     scalers = run.scalers()
-    ws = build_windows(bars, cfg.window.lookback, cfg.window.horizon, run.splits(),
-                       scalers={s: scalers[s] for s in bars}, tickers=run.names)
+    ws = build_windows(
+        bars,
+        cfg.window.lookback,
+        cfg.window.horizon,
+        run.splits(),
+        scalers={s: scalers[s] for s in bars},
+        tickers=run.names,
+    )
     ends = ws.offsets[1:] - 1  # last row of each present ticker
     scaled = predict_scaled(run.model, ws, ends, cfg.model.strategy)
     scale = forecast_scales(run.meta["tickers"], ws, ends)
@@ -275,11 +311,20 @@ def _forecast(run, bars, cut, note_age, now, report, build_windows, predict_scal
         dates = sessions[last]
         c = float(ws.close[ends[i]])
         for h in range(H):
-            rows.append({"ticker": sym, "as_of": str(last.date()), "step": h + 1,
-                         "date": str(pd.Timestamp(dates[h]).date()), "last_close": c,
-                         "p10": c * float(np.exp(lo[i, h])), "p50": c * float(np.exp(med[i, h])),
-                         "p90": c * float(np.exp(hi[i, h])), "model": cfg.model.cell,
-                         "run": run.name})
+            rows.append(
+                {
+                    "ticker": sym,
+                    "as_of": str(last.date()),
+                    "step": h + 1,
+                    "date": str(pd.Timestamp(dates[h]).date()),
+                    "last_close": c,
+                    "p10": c * float(np.exp(lo[i, h])),
+                    "p50": c * float(np.exp(med[i, h])),
+                    "p90": c * float(np.exp(hi[i, h])),
+                    "model": cfg.model.cell,
+                    "run": run.name,
+                }
+            )
         if note_age:
             key = ("age", last)
             if key not in sessions:

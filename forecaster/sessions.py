@@ -152,9 +152,7 @@ def get_calendar(name: str = DEFAULT_CALENDAR) -> ExchangeCalendar:
     return _default_span(name).calendar
 
 
-def _covering(
-    name: str, first: pd.Timestamp | None, last: pd.Timestamp | None, strict: bool = True
-) -> _Span:
+def _covering(name: str, first: pd.Timestamp | None, last: pd.Timestamp | None, strict: bool = True) -> _Span:
     """A calendar span whose dates include ``first`` and ``last``.
 
     Where the exchange has no holiday data up to ``last``, ``strict`` makes that a
@@ -171,8 +169,7 @@ def _covering(
     wider = _build(_resolve_name(name), lo, hi)
     if strict and need_hi and last > wider.end:
         raise ConfigError(
-            f"exchange calendar {name!r} only has sessions up to {wider.end.date()}; "
-            f"cannot answer for {last.date()}"
+            f"exchange calendar {name!r} only has sessions up to {wider.end.date()}; cannot answer for {last.date()}"
         )
     return wider
 
@@ -257,9 +254,7 @@ def sessions_after_count(a: Any, b: Any, calendar: str = DEFAULT_CALENDAR) -> in
     return int(sessions.searchsorted(hi, side="right") - sessions.searchsorted(lo, side="right"))
 
 
-def last_completed_session(
-    now: pd.Timestamp | None = None, calendar: str = DEFAULT_CALENDAR
-) -> pd.Timestamp:
+def last_completed_session(now: pd.Timestamp | None = None, calendar: str = DEFAULT_CALENDAR) -> pd.Timestamp:
     """The latest session whose market close is at or before ``now``, as a tz-naive date.
 
     Today's session counts only once the exchange has closed (16:00 New York for XNYS, earlier
@@ -277,9 +272,7 @@ def last_completed_session(
     return span.sessions[i]
 
 
-def is_open_session_unfinished(
-    date: Any, now: pd.Timestamp | None = None, calendar: str = DEFAULT_CALENDAR
-) -> bool:
+def is_open_session_unfinished(date: Any, now: pd.Timestamp | None = None, calendar: str = DEFAULT_CALENDAR) -> bool:
     """True when ``date`` is today's session (in the exchange's time zone) and it has not closed.
 
     A bar dated today, fetched before the close, is a partial bar: its close is only the latest

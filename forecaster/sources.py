@@ -52,9 +52,7 @@ def _header_key(name: object) -> str:
 
 # A time with a UTC offset, as in yfinance's own CSV export: keep the local wall time so the
 # date stays the exchange's session date (dropping the offset, never converting it).
-_OFFSET_RE = re.compile(
-    r"^(\d{4}-\d\d-\d\d[ T]\d\d:\d\d(?::\d\d(?:\.\d+)?)?)\s*(?:Z|[+-]\d\d:?\d\d)$"
-)
+_OFFSET_RE = re.compile(r"^(\d{4}-\d\d-\d\d[ T]\d\d:\d\d(?::\d\d(?:\.\d+)?)?)\s*(?:Z|[+-]\d\d:?\d\d)$")
 
 
 def _parse_dates(raw: pd.Series, path: Path) -> pd.DatetimeIndex:
@@ -101,9 +99,7 @@ def read_csv_bars(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame
         with warnings.catch_warnings():
             # A row longer than the header would silently become the index, or lose fields.
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            raw = pd.read_csv(
-                path, dtype=str, skipinitialspace=True, encoding="utf-8-sig", index_col=False
-            )
+            raw = pd.read_csv(path, dtype=str, skipinitialspace=True, encoding="utf-8-sig", index_col=False)
     except pd.errors.ParserWarning:
         raise DataError(f"{path}: some rows have more fields than the header") from None
     except pd.errors.EmptyDataError:
@@ -149,9 +145,7 @@ def _key_columns(keys: list[str], path: Path) -> tuple[list[str], str, str | Non
     date_col = next((c for c in DATE_COLUMNS if c in keys), None)
     missing = ([] if date_col else ["date"]) + [c for c in COLUMNS if c not in keys]
     if missing:
-        raise DataError(
-            f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(keys)})"
-        )
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(keys)})")
     adj_col = next((c for c in ("adj close", "adjclose", "adjusted close") if c in keys), None)
     return keys, date_col, adj_col
 
@@ -196,9 +190,7 @@ _FIRST_DAY = np.datetime64("1678-01-01", "D")
 _LAST_DAY = np.datetime64("2261-12-31", "D")
 
 
-def plain_csv_bars(
-    data_dir: str | os.PathLike[str], ticker: str
-) -> tuple[np.ndarray, list[np.ndarray]] | None:
+def plain_csv_bars(data_dir: str | os.PathLike[str], ticker: str) -> tuple[np.ndarray, list[np.ndarray]] | None:
     """The dates (datetime64[D]) and the ``COLUMNS`` values (float64 arrays) that
     :func:`read_csv_bars` gives for ``<data_dir>/<TICKER>.csv``, read by pyarrow, when it is
     a plain file; None when it is not (or is missing), and :func:`read_csv_bars` must read it.
@@ -528,9 +520,7 @@ def fetch_with_retry(
     for attempt in range(attempts):
         left = deadline - (time.monotonic() - started)
         try:
-            return _within(
-                left, lambda: fetch_history(ticker, start, end, session=session), ticker
-            )
+            return _within(left, lambda: fetch_history(ticker, start, end, session=session), ticker)
         except RateLimitError as exc:
             error: DataError | NetworkError | RateLimitError = exc
             base = base_delay * 5

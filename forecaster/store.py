@@ -103,9 +103,7 @@ def validate_bars(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
         out = out.sort_index(kind="stable")
     dupes = out.index.duplicated(keep="last")
     if dupes.any():
-        log.warning(
-            "%s: dropped %d row(s) with a duplicate date (kept the last)", ticker, dupes.sum()
-        )
+        log.warning("%s: dropped %d row(s) with a duplicate date (kept the last)", ticker, dupes.sum())
         out = out[~dupes]
     no_volume = out["volume"].isna()
     if no_volume.any():
@@ -116,9 +114,7 @@ def validate_bars(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
 
     for col in PRICES:
         values = out[col].to_numpy()
-        _check(
-            out, ticker, col, ~np.isfinite(values) | (values <= 0), "is not a finite positive price"
-        )
+        _check(out, ticker, col, ~np.isfinite(values) | (values <= 0), "is not a finite positive price")
     volume = out["volume"].to_numpy()
     _check(
         out,
@@ -279,9 +275,7 @@ def _read_clean_store(path: Path) -> pd.DataFrame | None:
             fields = [schema.field(c) for c in [*COLUMNS, name]]
             stamp = fields[-1].type
             if not (
-                all(f.type == pa.float64() for f in fields[:-1])
-                and pa.types.is_timestamp(stamp)
-                and stamp.tz is None
+                all(f.type == pa.float64() for f in fields[:-1]) and pa.types.is_timestamp(stamp) and stamp.tz is None
             ):
                 return None
             table = file.read(columns=[*COLUMNS, name], use_threads=False, use_pandas_metadata=False)
@@ -300,9 +294,7 @@ def load_store(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:
     symbol = validate_ticker(ticker)
     path = store_path(data_dir, symbol)
     if not path.is_file():
-        raise DataError(
-            f"{symbol}: no stored data at {path}; run `forecaster download {symbol}` first"
-        )
+        raise DataError(f"{symbol}: no stored data at {path}; run `forecaster download {symbol}` first")
     clean = _read_clean_store(path)
     if clean is not None:
         return clean
@@ -310,8 +302,7 @@ def load_store(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:
         df = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises many types for a damaged file
         raise DataError(
-            f"{symbol}: cannot read {path} ({type(exc).__name__}); delete it and run "
-            f"`forecaster download {symbol}`"
+            f"{symbol}: cannot read {path} ({type(exc).__name__}); delete it and run `forecaster download {symbol}`"
         ) from None
     return validate_bars(df, symbol)
 
@@ -328,9 +319,7 @@ def save_store(data_dir: str | os.PathLike[str], ticker: str, df: pd.DataFrame) 
     return path
 
 
-def merge_bars(
-    old: pd.DataFrame, new: pd.DataFrame, *, rtol: float = 1e-6
-) -> tuple[pd.DataFrame, bool]:
+def merge_bars(old: pd.DataFrame, new: pd.DataFrame, *, rtol: float = 1e-6) -> tuple[pd.DataFrame, bool]:
     """Combine stored and fetched bars; fetched rows win on shared dates.
 
     Returns ``(merged, revised)``; ``revised`` is True when a shared date's (adjusted) close
@@ -397,9 +386,7 @@ def update_ticker(
         except OSError as exc:  # disk full, read-only store: no other ticker would fare better
             reason = exc.strerror or str(exc) or type(exc).__name__
             raise ForecasterError(f"cannot write {path}: {reason}; the stored file is unchanged") from None
-    return UpdateResult(
-        symbol, len(merged), merged.index[0].date(), merged.index[-1].date(), added, refetched
-    )
+    return UpdateResult(symbol, len(merged), merged.index[0].date(), merged.index[-1].date(), added, refetched)
 
 
 def _kind(exc: Exception) -> str:
@@ -467,7 +454,9 @@ def download(
                 why = "Yahoo keeps rate-limiting" if kind == "rate_limit" else "the network looks down"
                 log.warning(
                     "%d tickers in a row failed (%s): not trying the %d left",
-                    len(streak), why, len(symbols) - i,
+                    len(streak),
+                    why,
+                    len(symbols) - i,
                 )
                 for rest in symbols[i:]:
                     report.failed[rest] = f"not tried: {why}"

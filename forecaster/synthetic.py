@@ -210,11 +210,7 @@ def _simulate(
         sig = np.sqrt(var)
         eps = sig * z[t]
         dev = dyn.ar * dev + eps
-        v = (
-            dyn.volume_ar * v
-            + dyn.volume_beta * (np.abs(dev) / s_bar - centre)
-            + dyn.volume_noise * vnoise[t]
-        )
+        v = dyn.volume_ar * v + dyn.volume_beta * (np.abs(dev) / s_bar - centre) + dyn.volume_noise * vnoise[t]
         returns[t] = dev
         sigmas[t] = sig
         log_vol[t] = v
@@ -245,9 +241,7 @@ def _round(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _frame(
-    index: pd.DatetimeIndex, values: np.ndarray, columns: pd.Index | None = None
-) -> pd.DataFrame:
+def _frame(index: pd.DatetimeIndex, values: np.ndarray, columns: pd.Index | None = None) -> pd.DataFrame:
     """A bars frame from ``values`` of shape (len(index), 5) in ``_COLUMNS`` order."""
     if not (index.dtype == "datetime64[ns]" and index.name == "date"):
         index = pd.DatetimeIndex(np.asarray(index, dtype="datetime64[ns]"), name="date")
@@ -279,9 +273,7 @@ def generate_bars(
         raise ValueError(f"no {calendar} sessions between {start} and {end}")
     rng = np.random.default_rng(seed)
     shocks = _draw(rng, len(sessions), dynamics)[:, :, None]
-    arrays = _simulate(
-        shocks, dynamics, np.array([float(start_price)]), np.array([dynamics.base_volume])
-    )
+    arrays = _simulate(shocks, dynamics, np.array([float(start_price)]), np.array([dynamics.base_volume]))
     rounded = _round(arrays)
     return _frame(sessions, np.column_stack([rounded[c][:, 0] for c in _COLUMNS]))
 
@@ -315,8 +307,7 @@ def generate_universe(
     n_steps = len(sessions)
     if n_steps < MIN_SESSIONS:
         raise ValueError(
-            f"{years} years up to {last.date()} give {n_steps} sessions; "
-            f"each ticker needs at least {MIN_SESSIONS}"
+            f"{years} years up to {last.date()} give {n_steps} sessions; each ticker needs at least {MIN_SESSIONS}"
         )
 
     width = max(4, len(str(n_tickers - 1)))
@@ -426,13 +417,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="instead of the sample, write N synthetic tickers SYN0000.csv, SYN0001.csv, ...",
     )
-    parser.add_argument(
-        "--years", type=float, default=10.0, help="history length of the universe (default 10)"
-    )
+    parser.add_argument("--years", type=float, default=10.0, help="history length of the universe (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the universe (default 0)")
-    parser.add_argument(
-        "--end", default="2025-12-31", help="last date of the universe (default 2025-12-31)"
-    )
+    parser.add_argument("--end", default="2025-12-31", help="last date of the universe (default 2025-12-31)")
     args = parser.parse_args(argv)
 
     if args.universe is None:

@@ -40,9 +40,7 @@ def validate_ticker(symbol: str) -> str:
         raise TickerError("empty ticker symbol")
     # Check ASCII before upper(): "ß".upper() is "SS", which would slip through the pattern.
     if not text.isascii() or len(text) > MAX_TICKER_LEN:
-        raise TickerError(
-            f"invalid ticker {_shown(symbol)}: expected at most {MAX_TICKER_LEN} ASCII characters"
-        )
+        raise TickerError(f"invalid ticker {_shown(symbol)}: expected at most {MAX_TICKER_LEN} ASCII characters")
     text = text.upper()
     if ".." in text or not _TICKER_RE.fullmatch(text):
         raise TickerError(

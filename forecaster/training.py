@@ -72,8 +72,7 @@ class Batches:
     Elsewhere numpy gathers the batch (the tensors share its memory).
     """
 
-    def __init__(self, ws: WindowSet, device: torch.device, one_step: bool,
-                 resident: bool | None = None):
+    def __init__(self, ws: WindowSet, device: torch.device, one_step: bool, resident: bool | None = None):
         self.ws, self.device, self.one_step = ws, device, one_step
         self.resident = device.type == "cuda" if resident is None else resident
         if self.resident:
@@ -105,8 +104,14 @@ def _autocast(device: torch.device, precision: str):
 
 
 @torch.no_grad()
-def evaluate_loss(model: QuantileRNN, batches: Batches, ends: np.ndarray, quantiles: list[float],
-                  batch_size: int = 4096, precision: str = "fp32") -> float:
+def evaluate_loss(
+    model: QuantileRNN,
+    batches: Batches,
+    ends: np.ndarray,
+    quantiles: list[float],
+    batch_size: int = 4096,
+    precision: str = "fp32",
+) -> float:
     """Mean pinball loss over the windows ending at ``ends`` (eval mode)."""
     model.eval()
     total, n = 0.0, 0
@@ -202,8 +207,7 @@ class Trainer:
     resumed exactly where it stopped.
     """
 
-    def __init__(self, model: QuantileRNN, ws: WindowSet, cfg: Config, device: torch.device,
-                 dist: Dist | None = None):
+    def __init__(self, model: QuantileRNN, ws: WindowSet, cfg: Config, device: torch.device, dist: Dist | None = None):
         t = cfg.train
         self.cfg, self.ws, self.device = cfg, ws, device
         self.dist = dist or Dist()
@@ -212,12 +216,11 @@ class Trainer:
         if self.dist.active:
             from torch.nn.parallel import DistributedDataParallel
 
-            self.net = DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None)
-        self.opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
-                                     fused=device.type in FUSED_ADAMW or None)
-        self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.opt, factor=0.5, patience=max(1, t.patience // 2))
+            self.net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.opt = torch.optim.AdamW(
+            model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=device.type in FUSED_ADAMW or None
+        )
+        self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(self.opt, factor=0.5, patience=max(1, t.patience // 2))
         self.gen = torch.Generator().manual_seed(t.seed)
         self.batches = Batches(ws, device, one_step=cfg.model.strategy == "recursive")
         self.epoch = 0
@@ -232,11 +235,17 @@ class Trainer:
         return self.snapshot or self._capture()
 
     def _capture(self) -> dict:
-        return {"epoch": self.epoch, "best_val": self.best_val, "stale": self.stale,
-                "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
-                "best": self.best_state, "optimizer": _cloned(self.opt.state_dict()),
-                "scheduler": self.sched.state_dict(), "generator": self.gen.get_state().clone(),
-                "torch_rng": torch.get_rng_state()}  # dropout draws from the global generator
+        return {
+            "epoch": self.epoch,
+            "best_val": self.best_val,
+            "stale": self.stale,
+            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "best": self.best_state,
+            "optimizer": _cloned(self.opt.state_dict()),
+            "scheduler": self.sched.state_dict(),
+            "generator": self.gen.get_state().clone(),
+            "torch_rng": torch.get_rng_state(),
+        }  # dropout draws from the global generator
 
     def restore(self, state: dict) -> None:
         self.epoch, self.best_val, self.stale = state["epoch"], state["best_val"], state["stale"]
@@ -252,13 +261,15 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------------
     def _val_loss(self, val_ends: np.ndarray) -> float:
         mine = self.dist.shard(val_ends) if self.dist.active else val_ends
-        loss = evaluate_loss(self.model, self.batches, mine, self.cfg.model.quantiles,
-                             precision=self.cfg.train.precision)
+        loss = evaluate_loss(
+            self.model, self.batches, mine, self.cfg.model.quantiles, precision=self.cfg.train.precision
+        )
         total, n = self.dist.sum(loss * len(mine), len(mine))
         return total / max(n, 1)
 
-    def epochs(self, train_ends: np.ndarray, val_ends: np.ndarray,
-               on_batch: Callable[[int], None] | None = None) -> Iterator[EpochRecord]:
+    def epochs(
+        self, train_ends: np.ndarray, val_ends: np.ndarray, on_batch: Callable[[int], None] | None = None
+    ) -> Iterator[EpochRecord]:
         t = self.cfg.train
         q = torch.tensor(self.cfg.model.quantiles, dtype=torch.float32, device=self.device)
         while self.epoch < t.epochs and self.stale < t.patience:
@@ -280,7 +291,8 @@ class Trainer:
                 if not finite:
                     raise TrainingError(
                         f"loss became {float(loss.detach())} at epoch {epoch}, batch {n_batches + 1}: "
-                        "try a lower --lr; the last good run (if any) is kept")
+                        "try a lower --lr; the last good run (if any) is kept"
+                    )
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
@@ -302,11 +314,11 @@ class Trainer:
                 self.stale += 1
             self.epoch = epoch
             train_loss, norm_mean, samples = self.dist.sum(
-                float(loss_sum) / max(n_batches, 1), float(norm_sum) / max(n_batches, 1), len(order))
+                float(loss_sum) / max(n_batches, 1), float(norm_sum) / max(n_batches, 1), len(order)
+            )
             w = self.dist.world
             self.snapshot = self._capture()
-            yield EpochRecord(epoch, train_loss / w, val, norm_mean / w, lr,
-                              time.perf_counter() - start, int(samples))
+            yield EpochRecord(epoch, train_loss / w, val, norm_mean / w, lr, time.perf_counter() - start, int(samples))
             if self.stale >= t.patience:
                 log.info("early stop at epoch %d (best val %.5f)", epoch, self.best_val)
 
@@ -316,9 +328,15 @@ class Trainer:
         self.model.eval()
 
 
-def fit(model: QuantileRNN, ws: WindowSet, cfg: Config, device: torch.device,
-        train_ends: np.ndarray, val_ends: np.ndarray,
-        on_batch: Callable[[int], None] | None = None) -> Iterator[EpochRecord]:
+def fit(
+    model: QuantileRNN,
+    ws: WindowSet,
+    cfg: Config,
+    device: torch.device,
+    train_ends: np.ndarray,
+    val_ends: np.ndarray,
+    on_batch: Callable[[int], None] | None = None,
+) -> Iterator[EpochRecord]:
     """Train ``model`` in this process; yields a record per epoch and leaves the best
     validation weights in the model when the generator ends (or is closed)."""
     trainer = Trainer(model, ws, cfg, device)
@@ -363,12 +381,18 @@ def _versions() -> dict:
 
     from . import __version__
 
-    return {"forecaster": __version__, "python": platform.python_version(),
-            "torch": torch.__version__, "numpy": np.__version__, "pandas": pandas.__version__}
+    return {
+        "forecaster": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "pandas": pandas.__version__,
+    }
 
 
-def calibration_scales(model: QuantileRNN, ws: WindowSet, ends: np.ndarray, strategy: str,
-                       coverage: float, device: torch.device) -> dict[str, list[float]]:
+def calibration_scales(
+    model: QuantileRNN, ws: WindowSet, ends: np.ndarray, strategy: str, coverage: float, device: torch.device
+) -> dict[str, list[float]]:
     """Volatility-scaled conformal factors per ticker and step from validation windows."""
     import pandas as pd
 
@@ -379,16 +403,28 @@ def calibration_scales(model: QuantileRNN, ws: WindowSet, ends: np.ndarray, stra
     y = ws.targets(ends)  # (B, H)
     B, H = y.shape
     m = model.median_index
-    frame = pd.DataFrame({
-        "ticker": np.repeat(np.asarray(ws.names, dtype=object)[ws.ticker_id[ends]], H),
-        "step": np.tile(np.arange(1, H + 1), B), "actual": y.ravel(),
-        "lo": q[:, :, 0].ravel(), "mid": q[:, :, m].ravel(), "hi": q[:, :, -1].ravel(),
-        "vol": np.repeat(ws.vol[ends], H)})
+    frame = pd.DataFrame(
+        {
+            "ticker": np.repeat(np.asarray(ws.names, dtype=object)[ws.ticker_id[ends]], H),
+            "step": np.tile(np.arange(1, H + 1), B),
+            "actual": y.ravel(),
+            "lo": q[:, :, 0].ravel(),
+            "mid": q[:, :, m].ravel(),
+            "hi": q[:, :, -1].ravel(),
+            "vol": np.repeat(ws.vol[ends], H),
+        }
+    )
     return calibrate_scales(frame, coverage=coverage)
 
 
-def tracked_scales(model: QuantileRNN, ws: WindowSet, conformal: dict[str, list[float]],
-                   strategy: str, coverage: float, device: torch.device) -> dict[str, list[float]]:
+def tracked_scales(
+    model: QuantileRNN,
+    ws: WindowSet,
+    conformal: dict[str, list[float]],
+    strategy: str,
+    coverage: float,
+    device: torch.device,
+) -> dict[str, list[float]]:
     """Per ticker, the online interval scales at its last bar: the validation scales tracked
     through the test split exactly as ``evaluate`` does (nothing here changes the weights)."""
     from .evaluation import online_scales
@@ -423,8 +459,13 @@ def _flatten_state(trainer: Trainer) -> tuple[dict, dict]:
             tensors[f"opt.{i}.{name}"] = torch.as_tensor(v).detach().cpu().contiguous()
     tensors["generator"] = st["generator"]
     tensors["torch_rng"] = st["torch_rng"]
-    meta = {"epoch": st["epoch"], "best_val": st["best_val"], "stale": st["stale"],
-            "param_groups": st["optimizer"]["param_groups"], "scheduler": st["scheduler"]}
+    meta = {
+        "epoch": st["epoch"],
+        "best_val": st["best_val"],
+        "stale": st["stale"],
+        "param_groups": st["optimizer"]["param_groups"],
+        "scheduler": st["scheduler"],
+    }
     return tensors, {"state": json.dumps(meta, default=float)}
 
 
@@ -438,11 +479,17 @@ def _unflatten_state(tensors: dict, meta: dict) -> dict:
             _, i, name = k.split(".", 2)
             opt_state.setdefault(int(i), {})[name] = v
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
-    return {"epoch": m["epoch"], "best_val": m["best_val"], "stale": m["stale"],
-            "model": {k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
-            "best": best, "optimizer": {"state": opt_state, "param_groups": m["param_groups"]},
-            "scheduler": m["scheduler"], "generator": tensors["generator"],
-            "torch_rng": tensors.get("torch_rng")}
+    return {
+        "epoch": m["epoch"],
+        "best_val": m["best_val"],
+        "stale": m["stale"],
+        "model": {k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
+        "best": best,
+        "optimizer": {"state": opt_state, "param_groups": m["param_groups"]},
+        "scheduler": m["scheduler"],
+        "generator": tensors["generator"],
+        "torch_rng": tensors.get("torch_rng"),
+    }
 
 
 def read_resume(run_dir) -> tuple[dict, list[dict]]:
@@ -491,8 +538,15 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGINT, old_int)
 
 
-def train(cfg: Config, *, run_dir: os.PathLike | None = None, on_epoch=None, on_batch=None,
-          lock_timeout: float = 0.0, resume: bool = False) -> TrainResult:
+def train(
+    cfg: Config,
+    *,
+    run_dir: os.PathLike | None = None,
+    on_epoch=None,
+    on_batch=None,
+    lock_timeout: float = 0.0,
+    resume: bool = False,
+) -> TrainResult:
     """Train one global model over ``cfg.data.tickers`` and write its run directory.
 
     Under ``torchrun`` (WORLD_SIZE > 1) the windows are sharded across ranks with
@@ -531,8 +585,10 @@ def train(cfg: Config, *, run_dir: os.PathLike | None = None, on_epoch=None, on_
     ws = build_windows(bars, w.lookback, w.horizon, splits)
     ends = {s: ws.ends(s) for s in ("train", "val", "test")}
     if len(ends["train"]) == 0 or len(ends["val"]) == 0:
-        raise TrainingError(f"no {'training' if len(ends['train']) == 0 else 'validation'} "
-                            "windows: shorten lookback/horizon/val_days or add history")
+        raise TrainingError(
+            f"no {'training' if len(ends['train']) == 0 else 'validation'} "
+            "windows: shorten lookback/horizon/val_days or add history"
+        )
     device = dist.setup(resolve_device(cfg.train.device))
     model = new_model(cfg, ws).to(device)
     trainer = Trainer(model, ws, cfg, device, dist)
@@ -548,24 +604,62 @@ def train(cfg: Config, *, run_dir: os.PathLike | None = None, on_epoch=None, on_
                     on_epoch(rec)
         except KeyboardInterrupt:
             if dist.main:
-                _save(run_dir, trainer, ws, bars, splits, ends, history, cfg, device, now,
-                      time.perf_counter() - started, interrupted=True)
+                _save(
+                    run_dir,
+                    trainer,
+                    ws,
+                    bars,
+                    splits,
+                    ends,
+                    history,
+                    cfg,
+                    device,
+                    now,
+                    time.perf_counter() - started,
+                    interrupted=True,
+                )
             dist.close()
-            raise Interrupted(f"training interrupted after epoch {trainer.epoch}; a resumable run "
-                              f"was saved to {run_dir}: continue with "
-                              f"`forecaster train --resume {run_dir}`") from None
+            raise Interrupted(
+                f"training interrupted after epoch {trainer.epoch}; a resumable run "
+                f"was saved to {run_dir}: continue with "
+                f"`forecaster train --resume {run_dir}`"
+            ) from None
         trainer.restore_best()
         meta = None
         if dist.main:
-            meta = _save(run_dir, trainer, ws, bars, splits, ends, history, cfg, device, now,
-                         time.perf_counter() - started, interrupted=False)
+            meta = _save(
+                run_dir,
+                trainer,
+                ws,
+                bars,
+                splits,
+                ends,
+                history,
+                cfg,
+                device,
+                now,
+                time.perf_counter() - started,
+                interrupted=False,
+            )
     dist.barrier()
     dist.close()
     return TrainResult(run_dir=run_dir, meta=meta or {}, history=history)
 
 
-def _save(run_dir, trainer: Trainer, ws: WindowSet, bars, splits, ends, history, cfg: Config,
-          device, now, seconds: float, interrupted: bool) -> dict:
+def _save(
+    run_dir,
+    trainer: Trainer,
+    ws: WindowSet,
+    bars,
+    splits,
+    ends,
+    history,
+    cfg: Config,
+    device,
+    now,
+    seconds: float,
+    interrupted: bool,
+) -> dict:
     """Write the run (and, when interrupted, the resume state beside it)."""
     from .checkpoint import save_run
     from .features import FEATURES
@@ -581,19 +675,21 @@ def _save(run_dir, trainer: Trainer, ws: WindowSet, bars, splits, ends, history,
         online: dict = {}
     else:
         tensors, extra = None, None
-        scales = calibration_scales(model, ws, ends["val"], cfg.model.strategy,
-                                    coverage=q[-1] - q[0], device=device)
-        online = tracked_scales(model, ws, scales, cfg.model.strategy, coverage=q[-1] - q[0],
-                                device=device)
+        scales = calibration_scales(model, ws, ends["val"], cfg.model.strategy, coverage=q[-1] - q[0], device=device)
+        online = tracked_scales(model, ws, scales, cfg.model.strategy, coverage=q[-1] - q[0], device=device)
     model.cpu()
     info = {}
     for k, sym in enumerate(ws.tickers):
         lo, hi = ws.offsets[k], ws.offsets[k + 1]
-        info[sym] = {"id": ws.names.index(sym), "first_date": str(bars[sym].index[0].date()),
-                     "last_date": str(bars[sym].index[-1].date()), "rows": int(len(bars[sym])),
-                     "train_rows": int((ws.split[lo:hi] == 0).sum()),
-                     "scaler": ws.scalers[sym].to_dict(),
-                     "conformal": [float(x) for x in scales.get(sym, [1.0] * w.horizon)]}
+        info[sym] = {
+            "id": ws.names.index(sym),
+            "first_date": str(bars[sym].index[0].date()),
+            "last_date": str(bars[sym].index[-1].date()),
+            "rows": int(len(bars[sym])),
+            "train_rows": int((ws.split[lo:hi] == 0).sum()),
+            "scaler": ws.scalers[sym].to_dict(),
+            "conformal": [float(x) for x in scales.get(sym, [1.0] * w.horizon)],
+        }
         if sym in online:  # the tracked scales for forecasts made from the last bar on
             info[sym]["conformal_online"] = online[sym]
     best = min(history, key=lambda r: r.val_loss) if history else None
@@ -602,9 +698,12 @@ def _save(run_dir, trainer: Trainer, ws: WindowSet, bars, splits, ends, history,
         "status": "interrupted" if interrupted else "complete",
         "created_at": now.isoformat(timespec="seconds"),
         "config": cfg.model_dump(mode="json"),
-        "features": {"names": FEATURES, "target": "log(close[t+h]/close[t]) / (ret_std*sqrt(h))",
-                     "interval": f"median +- conformal scale x EWMA volatility (halflife {VOL_HALFLIFE}); "
-                                 f"scale tracked online through the test split (rate {TRACKING_RATE})"},
+        "features": {
+            "names": FEATURES,
+            "target": "log(close[t+h]/close[t]) / (ret_std*sqrt(h))",
+            "interval": f"median +- conformal scale x EWMA volatility (halflife {VOL_HALFLIFE}); "
+            f"scale tracked online through the test split (rate {TRACKING_RATE})",
+        },
         "tickers": info,
         "skipped": ws.skipped,
         "splits": splits.to_dict(),
@@ -613,10 +712,13 @@ def _save(run_dir, trainer: Trainer, ws: WindowSet, bars, splits, ends, history,
         "seed": cfg.train.seed,
         "device": str(device),
         "world_size": trainer.dist.world,
-        "metrics": {"best_epoch": best.epoch if best else None,
-                    "best_val_loss": best.val_loss if best else None,
-                    "epochs_run": len(history), "train_seconds": round(seconds, 3),
-                    "interval_coverage_target": round(q[-1] - q[0], 6)},
+        "metrics": {
+            "best_epoch": best.epoch if best else None,
+            "best_val_loss": best.val_loss if best else None,
+            "epochs_run": len(history),
+            "train_seconds": round(seconds, 3),
+            "interval_coverage_target": round(q[-1] - q[0], 6),
+        },
         "versions": _versions(),
     }
     extra_files = {RESUME: (tensors, extra)} if interrupted else {}

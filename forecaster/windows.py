@@ -50,8 +50,10 @@ def make_splits(bars: dict[str, pd.DataFrame], val_days: int, test_days: int) ->
     """Split boundaries counted in sessions back from the latest date of any ticker."""
     union = pd.DatetimeIndex(sorted(set().union(*(set(b.index) for b in bars.values()))))
     if len(union) < val_days + test_days + 2:
-        raise DataError(f"only {len(union)} sessions in the data: not enough for "
-                        f"val_days={val_days} + test_days={test_days} plus training")
+        raise DataError(
+            f"only {len(union)} sessions in the data: not enough for "
+            f"val_days={val_days} + test_days={test_days} plus training"
+        )
     return Splits(val_start=union[-(val_days + test_days)], test_start=union[-test_days])
 
 
@@ -111,8 +113,11 @@ class WindowSet:
         x = np.ascontiguousarray(self.x)
         n, f = x.shape
         view = np.lib.stride_tricks.as_strided(
-            x, shape=(max(n - self.lookback + 1, 0), self.lookback, f),
-            strides=(x.strides[0], x.strides[0], x.strides[1]), writeable=False)
+            x,
+            shape=(max(n - self.lookback + 1, 0), self.lookback, f),
+            strides=(x.strides[0], x.strides[0], x.strides[1]),
+            writeable=False,
+        )
         return view[ends - (self.lookback - 1)], self.ticker_id[ends]
 
     def ret_shift(self) -> np.ndarray:
@@ -131,9 +136,14 @@ class WindowSet:
         return (cum / self.tscale[self.ticker_id[ends]]).astype(np.float32)
 
 
-def build_windows(bars: dict[str, pd.DataFrame], lookback: int, horizon: int, splits: Splits,
-                  scalers: dict[str, Scaler] | None = None,
-                  tickers: list[str] | None = None) -> WindowSet:
+def build_windows(
+    bars: dict[str, pd.DataFrame],
+    lookback: int,
+    horizon: int,
+    splits: Splits,
+    scalers: dict[str, Scaler] | None = None,
+    tickers: list[str] | None = None,
+) -> WindowSet:
     """Stack tickers into one WindowSet.
 
     Training: ``scalers`` is None and each ticker's scaler is fitted on its training rows only;
@@ -155,22 +165,21 @@ def build_windows(bars: dict[str, pd.DataFrame], lookback: int, horizon: int, sp
         if fitting:
             n_train = 0 if a is None else int((splits.code(a.dates) == 0).sum())
             if n_train < lookback + horizon + 1:
-                reason = (f"{n_train} training sessions, need at least {lookback + horizon + 1} "
-                          f"(lookback {lookback} + horizon {horizon} + 1)")
+                reason = (
+                    f"{n_train} training sessions, need at least {lookback + horizon + 1} "
+                    f"(lookback {lookback} + horizon {horizon} + 1)"
+                )
                 log.warning("skipping %s: %s", sym, reason)
                 skipped[sym] = reason
                 continue
             fitted[sym] = Scaler.fit(a.features[splits.code(a.dates) == 0])
         elif n < lookback:
-            raise DataError(f"{sym}: only {n + 1} bars, need at least {lookback + 1} for "
-                            f"lookback {lookback}")
+            raise DataError(f"{sym}: only {n + 1} bars, need at least {lookback + 1} for lookback {lookback}")
         kept.append(sym)
         arrays.append(a)
     if not kept:
-        raise DataError("no ticker has enough history: " +
-                        "; ".join(f"{k}: {v}" for k, v in skipped.items()))
-    ids = ({s: i for i, s in enumerate(kept)} if tickers is None
-           else {s: i for i, s in enumerate(order)})
+        raise DataError("no ticker has enough history: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    ids = {s: i for i, s in enumerate(kept)} if tickers is None else {s: i for i, s in enumerate(order)}
     sizes = [len(a.dates) for a in arrays]
     x = np.concatenate([fitted[s].transform(a.features) for s, a in zip(kept, arrays)])
     tscale = np.zeros((len(ids), horizon))
@@ -179,14 +188,22 @@ def build_windows(bars: dict[str, pd.DataFrame], lookback: int, horizon: int, sp
     dates = np.concatenate([a.dates for a in arrays])
     vol = np.concatenate([local_vol(a.features[:, 0], fitted[s].ret_std) for s, a in zip(kept, arrays)])
     return WindowSet(
-        tickers=kept, names=list(ids), lookback=lookback, horizon=horizon, x=x,
+        tickers=kept,
+        names=list(ids),
+        lookback=lookback,
+        horizon=horizon,
+        x=x,
         log_close=np.concatenate([a.log_close for a in arrays]),
         close=np.concatenate([a.close for a in arrays]),
         dates=dates,
         ticker_id=np.repeat(np.array([ids[s] for s in kept], dtype=np.int64), sizes),
         offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
-        split=splits.code(dates), scalers={s: fitted[s] for s in kept}, tscale=tscale, vol=vol,
-        skipped=skipped)
+        split=splits.code(dates),
+        scalers={s: fitted[s] for s in kept},
+        tscale=tscale,
+        vol=vol,
+        skipped=skipped,
+    )
 
 
 VOL_HALFLIFE = 20  # sessions

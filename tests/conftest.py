@@ -47,10 +47,18 @@ def sample_dir(tmp_path_factory) -> Path:
 def tiny_overrides(data_dir: Path, **extra) -> dict:
     """Dotted overrides for a model that trains in a second or two."""
     base = {
-        "data.source": "csv", "data.data_dir": str(data_dir), "data.tickers": ["STOCKA", "STOCKB"],
-        "window.lookback": 20, "window.horizon": 3, "window.val_days": 100,
-        "window.test_days": 100, "model.cell": "gru", "model.hidden_size": 8,
-        "train.epochs": 2, "train.batch_size": 128, "train.seed": 0,
+        "data.source": "csv",
+        "data.data_dir": str(data_dir),
+        "data.tickers": ["STOCKA", "STOCKB"],
+        "window.lookback": 20,
+        "window.horizon": 3,
+        "window.val_days": 100,
+        "window.test_days": 100,
+        "model.cell": "gru",
+        "model.hidden_size": 8,
+        "train.epochs": 2,
+        "train.batch_size": 128,
+        "train.seed": 0,
     }
     base.update(extra)
     return base

@@ -38,11 +38,21 @@ def forecast_frame(version: int, rows: int = 1000) -> pd.DataFrame:
     from forecaster.prediction import FORECAST_COLUMNS
 
     step = pd.RangeIndex(1, rows + 1)
-    return pd.DataFrame({
-        "ticker": TICKER, "as_of": "2024-12-31", "step": step, "date": "2025-01-02",
-        "last_close": 100.0, "p10": 90.0 + step / 1000, "p50": 100.0 + version + step / 1000,
-        "p90": 110.0 + step / 1000, "model": "gru", "run": f"v{version}",
-    }, columns=FORECAST_COLUMNS)
+    return pd.DataFrame(
+        {
+            "ticker": TICKER,
+            "as_of": "2024-12-31",
+            "step": step,
+            "date": "2025-01-02",
+            "last_close": 100.0,
+            "p10": 90.0 + step / 1000,
+            "p50": 100.0 + version + step / 1000,
+            "p90": 110.0 + step / 1000,
+            "model": "gru",
+            "run": f"v{version}",
+        },
+        columns=FORECAST_COLUMNS,
+    )
 
 
 def forecast_dir(out_dir: Path) -> Path:

@@ -64,8 +64,7 @@ def _replace_field(line: str, column: int, value: str) -> str:
 def _bad_csv(case: str, rows: list[str]) -> str:
     last = len(rows) - 1
     if case == "missing column":
-        return "Date,Open,High,Low,Volume\n" + "".join(
-            ",".join(r.split(",")[:4] + r.split(",")[5:]) for r in rows)
+        return "Date,Open,High,Low,Volume\n" + "".join(",".join(r.split(",")[:4] + r.split(",")[5:]) for r in rows)
     if case == "non-numeric":
         rows[last - 5] = _replace_field(rows[last - 5], 4, "12.5abc")
         return HEADER + "".join(rows)
@@ -83,8 +82,7 @@ def _bad_csv(case: str, rows: list[str]) -> str:
         return HEADER + "".join(rows)
     if case == "absurd value":
         cells = rows[last - 5].rstrip("\n").split(",")
-        rows[last - 5] = ",".join([cells[0], *(f"{float(x) * 1e6:.4f}" for x in cells[1:5]),
-                                   cells[5]]) + "\n"
+        rows[last - 5] = ",".join([cells[0], *(f"{float(x) * 1e6:.4f}" for x in cells[1:5]), cells[5]]) + "\n"
         return HEADER + "".join(rows)
     if case == "high below low":
         cells = rows[last - 5].rstrip("\n").split(",")
@@ -129,8 +127,7 @@ REFUSED = {
 
 
 @pytest.mark.parametrize("case", sorted(REFUSED))
-def test_bad_csv_is_refused_with_one_line_and_nothing_written(cli, trained_run, clean_lines,
-                                                             tmp_path, case):
+def test_bad_csv_is_refused_with_one_line_and_nothing_written(cli, trained_run, clean_lines, tmp_path, case):
     data, out = tmp_path / "data", tmp_path / "fc"
     data.mkdir()
     (data / "STOCKA.csv").write_text(_bad_csv(case, list(clean_lines)), encoding="utf-8")
@@ -140,8 +137,7 @@ def test_bad_csv_is_refused_with_one_line_and_nothing_written(cli, trained_run, 
     assert csv_files(out) == []
 
 
-def test_bad_csv_for_one_of_two_tickers_is_partial(cli, trained_run, sample_dir, clean_lines,
-                                                   tmp_path):
+def test_bad_csv_for_one_of_two_tickers_is_partial(cli, trained_run, sample_dir, clean_lines, tmp_path):
     data, out = tmp_path / "data", tmp_path / "fc"
     data.mkdir()
     (data / "STOCKA.csv").write_text(_bad_csv("zero price", list(clean_lines)))
@@ -159,8 +155,21 @@ def test_bad_csv_makes_train_fail_without_a_run(cli, small_dir, clean_lines, tmp
     data.mkdir()
     (data / "STOCKA.csv").write_text(_bad_csv("negative price", list(clean_lines)))
     run_dir = tmp_path / "runs" / "r"
-    res = cli("train", "--source", "csv", "--data-dir", data, "--tickers", "STOCKA",
-              "--run-dir", run_dir, "--lookback", "20", "--horizon", "3")
+    res = cli(
+        "train",
+        "--source",
+        "csv",
+        "--data-dir",
+        data,
+        "--tickers",
+        "STOCKA",
+        "--run-dir",
+        run_dir,
+        "--lookback",
+        "20",
+        "--horizon",
+        "3",
+    )
     assert_one_line_error(res, 1, "STOCKA", "low -4.5")
     assert not run_dir.exists()
 
@@ -179,13 +188,15 @@ def _repaired_csv(case: str, rows: list[str]) -> str:
     raise AssertionError(case)
 
 
-@pytest.mark.parametrize("case,warning", [
-    ("unsorted dates", "sorted"),
-    ("duplicate dates", "duplicate date"),
-    ("empty and NaN rows", "missing date or price"),
-])
-def test_repairable_csv_is_fixed_with_a_warning(cli, trained_run, clean_lines, tmp_path,
-                                                case, warning):
+@pytest.mark.parametrize(
+    "case,warning",
+    [
+        ("unsorted dates", "sorted"),
+        ("duplicate dates", "duplicate date"),
+        ("empty and NaN rows", "missing date or price"),
+    ],
+)
+def test_repairable_csv_is_fixed_with_a_warning(cli, trained_run, clean_lines, tmp_path, case, warning):
     clean, data = tmp_path / "clean", tmp_path / "data"
     for d in (clean, data):
         d.mkdir()
@@ -196,28 +207,52 @@ def test_repairable_csv_is_fixed_with_a_warning(cli, trained_run, clean_lines, t
     res = predict_one(cli, trained_run, data, tmp_path / "fc")
     assert res.exit_code == 0, res.stderr
     assert "Traceback" not in res.stdout + res.stderr
-    assert any(ln.startswith("WARNING") and "STOCKA" in ln and warning in ln
-               for ln in res.stderr.splitlines()), res.stderr
+    assert any(ln.startswith("WARNING") and "STOCKA" in ln and warning in ln for ln in res.stderr.splitlines()), (
+        res.stderr
+    )
     name = trained_run.name
     assert (tmp_path / "fc" / name / "latest.csv").read_bytes() == (
-        tmp_path / "fc-clean" / name / "latest.csv").read_bytes()
+        tmp_path / "fc-clean" / name / "latest.csv"
+    ).read_bytes()
 
 
 # ---------------------------------------------------------------------------- tickers
 
-HOSTILE = ["../x", "a/b", "..", "/etc/passwd", "=cmd()", "+SUM(1)", "@x", "-x", "A" * 300,
-           "ÄPPLE", "AAPL\nERROR: fake", "x;rm -rf ~", "C:\\x", "a\x00b"]
+HOSTILE = [
+    "../x",
+    "a/b",
+    "..",
+    "/etc/passwd",
+    "=cmd()",
+    "+SUM(1)",
+    "@x",
+    "-x",
+    "A" * 300,
+    "ÄPPLE",
+    "AAPL\nERROR: fake",
+    "x;rm -rf ~",
+    "C:\\x",
+    "a\x00b",
+]
 
 
 @pytest.mark.parametrize("symbol", HOSTILE, ids=lambda s: ascii(s)[:20])
 def test_hostile_ticker_never_becomes_a_path(cli, trained_run, sample_dir, tmp_path, symbol):
     before = all_files(tmp_path)
     results = [
-        cli("predict", "--run", trained_run, "--data-dir", sample_dir, "--out", tmp_path / "fc",
-            "-t", symbol),
+        cli("predict", "--run", trained_run, "--data-dir", sample_dir, "--out", tmp_path / "fc", "-t", symbol),
         cli("download", "--data-dir", tmp_path / "d", "--", symbol),
-        cli("train", "--source", "csv", "--data-dir", sample_dir, "--tickers", f"STOCKA,{symbol}",
-            "--run-dir", tmp_path / "runs" / "r"),
+        cli(
+            "train",
+            "--source",
+            "csv",
+            "--data-dir",
+            sample_dir,
+            "--tickers",
+            f"STOCKA,{symbol}",
+            "--run-dir",
+            tmp_path / "runs" / "r",
+        ),
     ]
     for res in results:
         line = assert_one_line_error(res, 1, "invalid ticker")
@@ -229,12 +264,12 @@ def test_hostile_ticker_never_becomes_a_path(cli, trained_run, sample_dir, tmp_p
 
 
 def test_ticker_unknown_to_the_run_and_without_data(cli, trained_run, sample_dir, tmp_path):
-    res = cli("predict", "--run", trained_run, "--data-dir", sample_dir, "--out", tmp_path / "fc",
-              "-t", "ZZZZ")
+    res = cli("predict", "--run", trained_run, "--data-dir", sample_dir, "--out", tmp_path / "fc", "-t", "ZZZZ")
     assert_one_line_error(res, 1, "ZZZZ", "not trained on")
     assert not (tmp_path / "fc").exists()
-    res = cli("train", "--source", "csv", "--data-dir", sample_dir, "--tickers", "ZZZZ",
-              "--run-dir", tmp_path / "runs" / "r")
+    res = cli(
+        "train", "--source", "csv", "--data-dir", sample_dir, "--tickers", "ZZZZ", "--run-dir", tmp_path / "runs" / "r"
+    )
     assert_one_line_error(res, 1, "ZZZZ")
     assert not (tmp_path / "runs").exists()
 
@@ -250,8 +285,7 @@ def _renamed_run(run_copy: Path, tmp_path: Path, name: str, meta_name: str | Non
 
 
 @pytest.mark.parametrize("name", ["=HYPERLINK(1)", "  =HYPERLINK(1)", "@SUM(1)", "-2+3"])
-def test_run_name_that_looks_like_a_formula_is_neutralised_in_the_csv(cli, run_copy, tmp_path,
-                                                                      name):
+def test_run_name_that_looks_like_a_formula_is_neutralised_in_the_csv(cli, run_copy, tmp_path, name):
     run = _renamed_run(run_copy, tmp_path, name)
     out = tmp_path / "fc"
     res = cli("predict", "--run", run, "--out", out, "-q")
@@ -263,8 +297,7 @@ def test_run_name_that_looks_like_a_formula_is_neutralised_in_the_csv(cli, run_c
 
 
 @pytest.mark.parametrize("meta_name", ["../../escaped", "..", "a/b", "", "x\ny"])
-def test_run_name_that_would_leave_the_output_folder_is_refused(cli, run_copy, tmp_path,
-                                                                meta_name):
+def test_run_name_that_would_leave_the_output_folder_is_refused(cli, run_copy, tmp_path, meta_name):
     run = _renamed_run(run_copy, tmp_path, "r", meta_name)
     out = tmp_path / "area" / "fc"
     res = cli("predict", "--run", run, "--out", out)
@@ -276,16 +309,16 @@ def test_run_name_that_would_leave_the_output_folder_is_refused(cli, run_copy, t
 # ---------------------------------------------------------------------------- config
 
 CONFIGS = {
-    "unknown key": ('[model]\nhiden_size = 8\n', "model.hiden_size", "unknown key"),
+    "unknown key": ("[model]\nhiden_size = 8\n", "model.hiden_size", "unknown key"),
     "unknown section": ('[modle]\ncell = "gru"\n', "modle", "unknown key"),
     "wrong type": ('[window]\nlookback = "sixty"\n', "window.lookback", ""),
     "wrong type list": ('[data]\ntickers = "STOCKA"\n', "data.tickers", ""),
-    "zero size": ('[model]\nhidden_size = 0\n', "model.hidden_size", "greater than 0"),
-    "negative size": ('[train]\nbatch_size = -8\n', "train.batch_size", "greater than 0"),
-    "negative lr": ('[train]\nlr = -0.1\n', "train.lr", "greater than 0"),
-    "horizon > lookback": ('[window]\nlookback = 5\nhorizon = 10\n', "horizon", "lookback"),
+    "zero size": ("[model]\nhidden_size = 0\n", "model.hidden_size", "greater than 0"),
+    "negative size": ("[train]\nbatch_size = -8\n", "train.batch_size", "greater than 0"),
+    "negative lr": ("[train]\nlr = -0.1\n", "train.lr", "greater than 0"),
+    "horizon > lookback": ("[window]\nlookback = 5\nhorizon = 10\n", "horizon", "lookback"),
     "bad enum": ('[model]\ncell = "transformer"\n', "model.cell", ""),
-    "not toml": ('lookback = = 3\n', "TOML", ""),
+    "not toml": ("lookback = = 3\n", "TOML", ""),
 }
 
 
@@ -295,8 +328,7 @@ def test_bad_config_file_is_one_line_exit_1(cli, small_dir, tmp_path, case):
     cfg = tmp_path / "bad.toml"
     cfg.write_text(text)
     run_dir = tmp_path / "runs" / "r"
-    res = cli("train", "--config", cfg, "--source", "csv", "--data-dir", small_dir,
-              "--run-dir", run_dir)
+    res = cli("train", "--config", cfg, "--source", "csv", "--data-dir", small_dir, "--run-dir", run_dir)
     assert_one_line_error(res, 1, key, what)
     assert not run_dir.exists()
     res = cli("download", "AAA", "--config", cfg, "--data-dir", tmp_path / "d")
@@ -304,18 +336,20 @@ def test_bad_config_file_is_one_line_exit_1(cli, small_dir, tmp_path, case):
     assert not (tmp_path / "d").exists()
 
 
-@pytest.mark.parametrize("flags,key", [
-    (["--lookback", "0"], "window.lookback"),
-    (["--horizon", "0"], "window.horizon"),
-    (["--hidden-size", "-4"], "model.hidden_size"),
-    (["--epochs", "0"], "train.epochs"),
-    (["--lookback", "5", "--horizon", "10"], "horizon"),
-    (["--dropout", "1.5"], "model.dropout"),
-])
+@pytest.mark.parametrize(
+    "flags,key",
+    [
+        (["--lookback", "0"], "window.lookback"),
+        (["--horizon", "0"], "window.horizon"),
+        (["--hidden-size", "-4"], "model.hidden_size"),
+        (["--epochs", "0"], "train.epochs"),
+        (["--lookback", "5", "--horizon", "10"], "horizon"),
+        (["--dropout", "1.5"], "model.dropout"),
+    ],
+)
 def test_bad_config_flags_are_one_line_exit_1(cli, small_dir, tmp_path, flags, key):
     run_dir = tmp_path / "runs" / "r"
-    res = cli("train", "--source", "csv", "--data-dir", small_dir, "--tickers", "STOCKA",
-              "--run-dir", run_dir, *flags)
+    res = cli("train", "--source", "csv", "--data-dir", small_dir, "--tickers", "STOCKA", "--run-dir", run_dir, *flags)
     assert_one_line_error(res, 1, key)
     assert not run_dir.exists()
 
@@ -323,8 +357,9 @@ def test_bad_config_flags_are_one_line_exit_1(cli, small_dir, tmp_path, flags, k
 # ---------------------------------------------------------------------------- --as-of
 
 
-@pytest.mark.parametrize("as_of", ["someday", "2024-02-30", "07/03/2024", "2024-7-3",
-                                   "2024-07-03T10:00", "", "1e9", "2024-07-03\nERROR: x"])
+@pytest.mark.parametrize(
+    "as_of", ["someday", "2024-02-30", "07/03/2024", "2024-7-3", "2024-07-03T10:00", "", "1e9", "2024-07-03\nERROR: x"]
+)
 def test_as_of_not_a_date(cli, trained_run, tmp_path, as_of):
     res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc", "--as-of", as_of)
     line = assert_one_line_error(res, 1, "--as-of", "YYYY-MM-DD")
@@ -399,9 +434,19 @@ def _damage(run: Path, case: str, tmp_path: Path) -> str:
     raise AssertionError(case)
 
 
-RUN_CASES = ["missing run.json", "missing weights", "truncated weights", "empty weights",
-             "weights are a directory", "invalid json", "json not an object", "json wrong types",
-             "tensors do not match config", "newer format version", "unknown cell in config"]
+RUN_CASES = [
+    "missing run.json",
+    "missing weights",
+    "truncated weights",
+    "empty weights",
+    "weights are a directory",
+    "invalid json",
+    "json not an object",
+    "json wrong types",
+    "tensors do not match config",
+    "newer format version",
+    "unknown cell in config",
+]
 
 
 @pytest.mark.parametrize("case", RUN_CASES)
@@ -452,7 +497,19 @@ def test_damaged_store_file_is_refused(cli, trained_run, sample_dir, tmp_path):
     data = tmp_path / "data"
     path = save_store(data, "STOCKA", read_csv_bars(sample_dir, "STOCKA"))
     path.write_bytes(path.read_bytes()[:200])
-    res = cli("predict", "--run", trained_run, "--source", "yahoo", "--offline", "--data-dir",
-              data, "--out", tmp_path / "fc", "-t", "STOCKA")
+    res = cli(
+        "predict",
+        "--run",
+        trained_run,
+        "--source",
+        "yahoo",
+        "--offline",
+        "--data-dir",
+        data,
+        "--out",
+        tmp_path / "fc",
+        "-t",
+        "STOCKA",
+    )
     assert_one_line_error(res, 1, "STOCKA", "cannot read", "download")
     assert csv_files(tmp_path / "fc") == []

@@ -42,23 +42,36 @@ def test_every_command_has_help(name):
 
 
 def test_every_option_and_argument_has_help():
-    missing = [f"{cmd} {p.name}" for cmd, p in _params()
-               if not (getattr(p, "help", None) or "").strip()]
+    missing = [f"{cmd} {p.name}" for cmd, p in _params() if not (getattr(p, "help", None) or "").strip()]
     assert missing == []
 
 
 def test_the_common_options_are_where_the_spec_puts_them():
-    opts = {name: {o for p in cmd.params for o in getattr(p, "opts", [])}
-            for name, cmd in _group().commands.items()}
+    opts = {name: {o for p in cmd.params for o in getattr(p, "opts", [])} for name, cmd in _group().commands.items()}
     for name in ("download", "train", "evaluate", "predict"):
         assert {"--quiet", "--json", "--log-file"} <= opts[name], name
     for name in ("train", "evaluate", "predict"):
         assert {"--source", "--data-dir"} <= opts[name], name
     assert "--json" in opts["info"]
     assert {"--config", "--data-dir"} <= opts["download"]
-    assert {"--config", "--tickers", "--model", "--lookback", "--horizon", "--hidden-size",
-            "--num-layers", "--dropout", "--epochs", "--batch-size", "--lr", "--seed",
-            "--val-days", "--test-days", "--device", "--run-dir"} <= opts["train"]
+    assert {
+        "--config",
+        "--tickers",
+        "--model",
+        "--lookback",
+        "--horizon",
+        "--hidden-size",
+        "--num-layers",
+        "--dropout",
+        "--epochs",
+        "--batch-size",
+        "--lr",
+        "--seed",
+        "--val-days",
+        "--test-days",
+        "--device",
+        "--run-dir",
+    } <= opts["train"]
     assert {"--run", "--as-of", "--out", "--offline", "--max-staleness"} <= opts["predict"]
     assert {"--run"} <= opts["evaluate"]
 
@@ -86,8 +99,7 @@ def test_readme_mentions_every_command_and_exit_code():
 
 def _run(argv):
     env = dict(os.environ, NO_COLOR="1", COLUMNS="200", TERM="dumb")
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env,
-                          cwd=ROOT)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
 
 
 def _lists_all_commands(text):

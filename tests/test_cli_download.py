@@ -74,11 +74,11 @@ def test_download_writes_store_and_prints_table(cli, fake_fetch, tmp_path):
         assert len(df) == len(bars)
         assert df.index.is_monotonic_increasing and df.index.is_unique
         assert df.index.tz is None
-        pd.testing.assert_series_equal(df["close"], bars["close"], check_names=False,
-                                       check_freq=False, check_index_type=False)
+        pd.testing.assert_series_equal(
+            df["close"], bars["close"], check_names=False, check_freq=False, check_index_type=False
+        )
     # the table: one row per ticker with its row count, first and last date
-    row = {sym: next(ln for ln in res.stdout.splitlines() if f" {sym} " in ln)
-           for sym in ("AAA", "BRK-B")}
+    row = {sym: next(ln for ln in res.stdout.splitlines() if f" {sym} " in ln) for sym in ("AAA", "BRK-B")}
     for sym, bars in (("AAA", a), ("BRK-B", b)):
         cells = row[sym].replace("│", " ").split()
         assert str(len(bars)) in cells
@@ -173,7 +173,7 @@ def test_download_through_offline_yahoo_stand_in(cli, monkeypatch, tmp_path):
 def test_download_config_unknown_key_is_named(cli, fake_fetch, tmp_path):
     fake = fake_fetch({"AAA": make_bars("2024-01-02", 20)})
     cfg = tmp_path / "bad.toml"
-    cfg.write_text("[data]\nsauce = \"csv\"\n")
+    cfg.write_text('[data]\nsauce = "csv"\n')
     res = cli("download", "AAA", "--config", cfg, "--data-dir", tmp_path / "d")
     assert res.exit_code == 1
     assert "data.sauce" in res.stderr and "unknown key" in res.stderr
@@ -184,7 +184,7 @@ def test_download_config_unknown_key_is_named(cli, fake_fetch, tmp_path):
 def test_download_config_wrong_type_is_named(cli, fake_fetch, tmp_path):
     fake_fetch({"AAA": make_bars("2024-01-02", 20)})
     cfg = tmp_path / "bad.toml"
-    cfg.write_text("[window]\nlookback = \"sixty\"\n")
+    cfg.write_text('[window]\nlookback = "sixty"\n')
     res = cli("download", "AAA", "--config", cfg, "--data-dir", tmp_path / "d")
     assert res.exit_code == 1
     assert "window.lookback" in res.stderr
@@ -220,12 +220,15 @@ def test_download_every_ticker_unknown_is_an_error_not_tempfail(cli, fake_fetch,
 # ---------------------------------------------------------------------------- exit 2
 
 
-@pytest.mark.parametrize("args", [
-    ["download"],  # no ticker
-    ["download", "AAA", "--bogus"],
-    ["download", "AAA", "--lock-timeout", "-1"],
-    ["download", "AAA", "--config", "/no/such/config.toml"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["download"],  # no ticker
+        ["download", "AAA", "--bogus"],
+        ["download", "AAA", "--lock-timeout", "-1"],
+        ["download", "AAA", "--config", "/no/such/config.toml"],
+    ],
+)
 def test_download_usage_errors(cli, fake_fetch, args):
     fake = fake_fetch({})
     res = cli(*args)

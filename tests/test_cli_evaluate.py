@@ -11,8 +11,23 @@ import forecaster.evaluation
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
-METRIC_COLUMNS = ["ticker", "model", "step", "n", "mae", "rmse", "mape", "smape", "mase",
-                  "directional_accuracy", "skill", "dm_pvalue", "coverage", "width", "pinball"]
+METRIC_COLUMNS = [
+    "ticker",
+    "model",
+    "step",
+    "n",
+    "mae",
+    "rmse",
+    "mape",
+    "smape",
+    "mase",
+    "directional_accuracy",
+    "skill",
+    "dm_pvalue",
+    "coverage",
+    "width",
+    "pinball",
+]
 PREDICTION_COLUMNS = ["ticker", "origin", "step", "date", "actual", "p10", "p50", "p90", "naive"]
 MODELS = {"gru", "naive", "drift", "mean"}
 
@@ -46,11 +61,10 @@ def test_evaluate_writes_metrics_and_predictions(cli, run_copy, sample_dir):
         # ... whose inputs end the session before, and the actuals are the real closes
         closes = bars.set_index("Date")["Close"]
         assert list(pd.to_datetime(first["origin"])) == list(
-            bars["Date"].iloc[bars.index[bars["Date"] >= test_start] - 1])
-        assert mine["actual"].to_numpy() == pytest.approx(
-            closes.loc[pd.to_datetime(mine["date"])].to_numpy())
-        assert first["naive"].to_numpy() == pytest.approx(
-            closes.loc[pd.to_datetime(first["origin"])].to_numpy())
+            bars["Date"].iloc[bars.index[bars["Date"] >= test_start] - 1]
+        )
+        assert mine["actual"].to_numpy() == pytest.approx(closes.loc[pd.to_datetime(mine["date"])].to_numpy())
+        assert first["naive"].to_numpy() == pytest.approx(closes.loc[pd.to_datetime(first["origin"])].to_numpy())
     assert (pd.to_datetime(pred["origin"]) < pd.to_datetime(pred["date"])).all()
     assert (pd.to_datetime(pred["date"]) >= test_start).all()
     assert (pred["p10"] <= pred["p50"]).all() and (pred["p50"] <= pred["p90"]).all()
@@ -139,8 +153,7 @@ def test_evaluate_fail_if_no_skill(cli, run_copy):
 
 
 def test_evaluate_fail_if_no_skill_passes_a_model_with_skill(cli, run_copy, monkeypatch):
-    monkeypatch.setattr(forecaster.evaluation.EvalReport, "verdict",
-                        lambda self, alpha=0.05: (True, "beats naive"))
+    monkeypatch.setattr(forecaster.evaluation.EvalReport, "verdict", lambda self, alpha=0.05: (True, "beats naive"))
     res = cli("evaluate", "--run", run_copy, "--fail-if-no-skill", "-q")
     assert res.exit_code == 0, res.stderr
 
@@ -197,13 +210,16 @@ def test_evaluate_data_missing_for_the_run(cli, run_copy, tmp_path):
 # ---------------------------------------------------------------------------- exit 2
 
 
-@pytest.mark.parametrize("args", [
-    [],  # --run is required
-    ["--run"],
-    ["--bogus"],
-    ["--alpha", "2"],
-    ["--source", "ftp"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],  # --run is required
+        ["--run"],
+        ["--bogus"],
+        ["--alpha", "2"],
+        ["--source", "ftp"],
+    ],
+)
 def test_evaluate_usage_errors(cli, run_copy, args):
     full = ["evaluate", *args]
     if args and args[0] not in ("--run",):

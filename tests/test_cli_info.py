@@ -20,8 +20,7 @@ def test_info_shows_tickers_date_ranges_and_config(cli, trained_run):
     meta = _meta(trained_run)
     assert meta["name"] in out
     # the sample: STOCKA listed 2016, STOCKB listed 2021, both up to the end of 2024
-    lines = {ln.split()[1].rstrip(":"): ln for ln in out.splitlines()
-             if ln.startswith("ticker")}
+    lines = {ln.split()[1].rstrip(":"): ln for ln in out.splitlines() if ln.startswith("ticker")}
     assert set(lines) == {"STOCKA", "STOCKB"}
     assert "2016-01-04" in lines["STOCKA"] and "2024-12-31" in lines["STOCKA"]
     assert "2021-01-04" in lines["STOCKB"] and "2024-12-31" in lines["STOCKB"]
@@ -40,8 +39,19 @@ def test_info_json_is_the_run_metadata(cli, trained_run):
     assert res.exit_code == 0, res.stderr
     doc = json.loads(res.stdout)
     assert doc == _meta(trained_run)
-    assert {"format_version", "name", "config", "tickers", "splits", "windows", "data_hash",
-            "metrics", "versions", "seed", "created_at"} <= set(doc)
+    assert {
+        "format_version",
+        "name",
+        "config",
+        "tickers",
+        "splits",
+        "windows",
+        "data_hash",
+        "metrics",
+        "versions",
+        "seed",
+        "created_at",
+    } <= set(doc)
 
 
 def test_info_mentions_evaluation_when_present(cli, run_copy):

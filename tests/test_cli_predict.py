@@ -21,8 +21,7 @@ from forecaster.store import save_store
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
-FORECAST_COLUMNS = ["ticker", "as_of", "step", "date", "last_close", "p10", "p50", "p90",
-                    "model", "run"]
+FORECAST_COLUMNS = ["ticker", "as_of", "step", "date", "last_close", "p10", "p50", "p90", "model", "run"]
 
 
 def _read(path) -> pd.DataFrame:
@@ -54,8 +53,7 @@ def test_predict_writes_dated_and_latest_csv(cli, trained_run, sample_dir, tmp_p
     assert res.exit_code == 0, res.stderr
     name = trained_run.name
     folder = out / name
-    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
-        "2024-12-31.csv", "latest.csv"]
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == ["2024-12-31.csv", "latest.csv"]
     dated = folder / "2024-12-31.csv"
     assert (folder / "latest.csv").read_bytes() == dated.read_bytes()
     df = _read(dated)
@@ -65,7 +63,8 @@ def test_predict_writes_dated_and_latest_csv(cli, trained_run, sample_dir, tmp_p
     assert list(df["date"][:3]) == ["2025-01-02", "2025-01-03", "2025-01-06"]
     for sym in ("STOCKA", "STOCKB"):
         assert df.loc[df["ticker"] == sym, "last_close"].to_numpy() == pytest.approx(
-            _close_on(sample_dir, sym, "2024-12-31"))
+            _close_on(sample_dir, sym, "2024-12-31")
+        )
     # the table and the paths of what was written
     assert "STOCKA" in res.stdout and "STOCKB" in res.stdout
     assert str(dated) in res.stdout
@@ -96,7 +95,7 @@ def test_predict_quiet_prints_nothing(cli, trained_run, tmp_path):
 def test_predict_default_out_is_forecasts_in_cwd(cli, trained_run):
     res = cli("predict", "--run", trained_run, "-q")
     assert res.exit_code == 0, res.stderr
-    assert (os.path.isfile(f"forecasts/{trained_run.name}/latest.csv"))
+    assert os.path.isfile(f"forecasts/{trained_run.name}/latest.csv")
 
 
 def test_predict_one_ticker(cli, trained_run, tmp_path):
@@ -106,13 +105,15 @@ def test_predict_one_ticker(cli, trained_run, tmp_path):
     _check_forecast(df, ["STOCKB"], 3, trained_run.name)
 
 
-@pytest.mark.parametrize("as_of,dates", [
-    ("2024-07-03", ["2024-07-05", "2024-07-08", "2024-07-09"]),  # Independence Day, weekend
-    ("2024-03-28", ["2024-04-01", "2024-04-02", "2024-04-03"]),  # Good Friday, weekend
-    ("2023-11-22", ["2023-11-24", "2023-11-27", "2023-11-28"]),  # Thanksgiving, weekend
-])
-def test_predict_as_of_skips_weekends_and_holidays(cli, trained_run, sample_dir, tmp_path,
-                                                   as_of, dates):
+@pytest.mark.parametrize(
+    "as_of,dates",
+    [
+        ("2024-07-03", ["2024-07-05", "2024-07-08", "2024-07-09"]),  # Independence Day, weekend
+        ("2024-03-28", ["2024-04-01", "2024-04-02", "2024-04-03"]),  # Good Friday, weekend
+        ("2023-11-22", ["2023-11-24", "2023-11-27", "2023-11-28"]),  # Thanksgiving, weekend
+    ],
+)
+def test_predict_as_of_skips_weekends_and_holidays(cli, trained_run, sample_dir, tmp_path, as_of, dates):
     out = tmp_path / "fc"
     res = cli("predict", "--run", trained_run, "--out", out, "--as-of", as_of, "-q")
     assert res.exit_code == 0, res.stderr
@@ -148,9 +149,11 @@ def test_predict_as_of_uses_only_bars_up_to_it(cli, trained_run, sample_dir, tmp
         (changed / f"{sym}.csv").write_text(text[0] + "".join(keep) + "".join(halved))
 
     results = {}
-    for label, data, extra in (("full", sample_dir, ["--as-of", as_of]),
-                               ("changed", changed, ["--as-of", as_of]),
-                               ("cut", cut, [])):
+    for label, data, extra in (
+        ("full", sample_dir, ["--as-of", as_of]),
+        ("changed", changed, ["--as-of", as_of]),
+        ("cut", cut, []),
+    ):
         out = tmp_path / f"out-{label}"
         res = cli("predict", "--run", trained_run, "--data-dir", data, "--out", out, "-q", *extra)
         assert res.exit_code == 0, (label, res.stderr)
@@ -162,8 +165,7 @@ def test_predict_as_of_uses_only_bars_up_to_it(cli, trained_run, sample_dir, tmp
 def test_predict_as_of_sets_latest_even_after_a_later_forecast(cli, trained_run, tmp_path):
     out = tmp_path / "fc"
     assert cli("predict", "--run", trained_run, "--out", out, "-q").exit_code == 0
-    assert cli("predict", "--run", trained_run, "--out", out, "--as-of", "2024-07-03",
-               "-q").exit_code == 0
+    assert cli("predict", "--run", trained_run, "--out", out, "--as-of", "2024-07-03", "-q").exit_code == 0
     folder = out / trained_run.name
     assert (folder / "latest.csv").read_bytes() == (folder / "2024-07-03.csv").read_bytes()
     assert (folder / "2024-12-31.csv").is_file()
@@ -172,11 +174,9 @@ def test_predict_as_of_sets_latest_even_after_a_later_forecast(cli, trained_run,
 def test_predict_rerun_same_as_of_is_byte_identical(cli, trained_run, tmp_path):
     out = tmp_path / "fc"
     dated = out / trained_run.name / "2024-10-01.csv"
-    assert cli("predict", "--run", trained_run, "--out", out, "--as-of", "2024-10-01",
-               "-q").exit_code == 0
+    assert cli("predict", "--run", trained_run, "--out", out, "--as-of", "2024-10-01", "-q").exit_code == 0
     first = dated.read_bytes()
-    assert cli("predict", "--run", trained_run, "--out", out, "--as-of", "2024-10-01",
-               "-q").exit_code == 0
+    assert cli("predict", "--run", trained_run, "--out", out, "--as-of", "2024-10-01", "-q").exit_code == 0
     assert dated.read_bytes() == first
 
 
@@ -189,8 +189,7 @@ def test_predict_offline_yahoo_store(cli, trained_run, sample_dir, tmp_path, mon
     for sym in ("STOCKA", "STOCKB"):
         save_store(data, sym, read_csv_bars(sample_dir, sym))
     out = tmp_path / "fc"
-    res = cli("predict", "--run", trained_run, "--source", "yahoo", "--data-dir", data,
-              "--offline", "--out", out, "-q")
+    res = cli("predict", "--run", trained_run, "--source", "yahoo", "--data-dir", data, "--offline", "--out", out, "-q")
     assert res.exit_code == 0, res.stderr
     from_store = (out / trained_run.name / "2024-12-31.csv").read_bytes()
     res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc2", "-q")
@@ -203,15 +202,15 @@ def test_predict_offline_says_how_old_the_last_bar_is(cli, trained_run, sample_d
     data = tmp_path / "data"
     for sym in ("STOCKA", "STOCKB"):
         save_store(data, sym, read_csv_bars(sample_dir, sym))
-    res = cli("predict", "--run", trained_run, "--source", "yahoo", "--data-dir", data,
-              "--offline", "--out", tmp_path / "fc")
+    res = cli(
+        "predict", "--run", trained_run, "--source", "yahoo", "--data-dir", data, "--offline", "--out", tmp_path / "fc"
+    )
     assert res.exit_code == 0, res.stderr
     # both stores end 2024-12-31, long before today: the operator must be told
     assert "2024-12-31" in res.stderr
 
 
-def test_predict_refresh_fails_but_stored_bars_are_recent_enough(cli, trained_run, sample_dir,
-                                                                 tmp_path, monkeypatch):
+def test_predict_refresh_fails_but_stored_bars_are_recent_enough(cli, trained_run, sample_dir, tmp_path, monkeypatch):
     def down(ticker, *a, **k):
         raise NetworkError(f"{ticker}: cannot reach Yahoo")
 
@@ -219,8 +218,19 @@ def test_predict_refresh_fails_but_stored_bars_are_recent_enough(cli, trained_ru
     data = tmp_path / "data"
     for sym in ("STOCKA", "STOCKB"):
         save_store(data, sym, read_csv_bars(sample_dir, sym))
-    res = cli("predict", "--run", trained_run, "--source", "yahoo", "--data-dir", data,
-              "--out", tmp_path / "fc", "--max-staleness", "100000")
+    res = cli(
+        "predict",
+        "--run",
+        trained_run,
+        "--source",
+        "yahoo",
+        "--data-dir",
+        data,
+        "--out",
+        tmp_path / "fc",
+        "--max-staleness",
+        "100000",
+    )
     assert res.exit_code == 0, res.stderr
     assert "STOCKA" in res.stderr and "refresh failed" in res.stderr
     assert (tmp_path / "fc" / trained_run.name / "2024-12-31.csv").is_file()
@@ -275,8 +285,7 @@ def test_predict_damaged_run_json(cli, run_copy, tmp_path):
 
 def test_predict_no_data_for_any_ticker_is_an_error(cli, trained_run, tmp_path):
     (tmp_path / "empty").mkdir()
-    res = cli("predict", "--run", trained_run, "--data-dir", tmp_path / "empty",
-              "--out", tmp_path / "fc")
+    res = cli("predict", "--run", trained_run, "--data-dir", tmp_path / "empty", "--out", tmp_path / "fc")
     assert res.exit_code == 1
     assert "STOCKA" in res.stderr and "STOCKB" in res.stderr
     assert not list((tmp_path / "fc").glob("*/*.csv"))
@@ -285,13 +294,16 @@ def test_predict_no_data_for_any_ticker_is_an_error(cli, trained_run, tmp_path):
 # ---------------------------------------------------------------------------- exit 2
 
 
-@pytest.mark.parametrize("args", [
-    [],  # --run is required
-    ["--bogus"],
-    ["--max-staleness", "-1"],
-    ["--source", "ftp"],
-    ["--lock-timeout", "soon"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],  # --run is required
+        ["--bogus"],
+        ["--max-staleness", "-1"],
+        ["--source", "ftp"],
+        ["--lock-timeout", "soon"],
+    ],
+)
 def test_predict_usage_errors(cli, trained_run, tmp_path, args):
     full = ["predict", "--out", str(tmp_path / "fc"), *args]
     if args:
@@ -317,15 +329,15 @@ def test_predict_one_of_two_tickers_failing_csv(cli, trained_run, sample_dir, tm
     df = _read(out / trained_run.name / "2024-12-31.csv")
     _check_forecast(df, ["STOCKA"], 3, trained_run.name)
     assert (out / trained_run.name / "latest.csv").read_bytes() == (
-        out / trained_run.name / "2024-12-31.csv").read_bytes()
+        out / trained_run.name / "2024-12-31.csv"
+    ).read_bytes()
 
 
 def test_predict_one_of_two_tickers_failing_json(cli, trained_run, sample_dir, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     shutil.copy(sample_dir / "STOCKB.csv", data / "STOCKB.csv")
-    res = cli("predict", "--run", trained_run, "--data-dir", data, "--out", tmp_path / "fc",
-              "--json")
+    res = cli("predict", "--run", trained_run, "--data-dir", data, "--out", tmp_path / "fc", "--json")
     assert res.exit_code == 3
     doc = json.loads(res.stdout)
     assert set(doc["failed"]) == {"STOCKA"}
@@ -333,8 +345,7 @@ def test_predict_one_of_two_tickers_failing_json(cli, trained_run, sample_dir, t
     assert "STOCKA" in res.stderr
 
 
-def test_predict_yahoo_refresh_fails_for_one_ticker(cli, trained_run, sample_dir, tmp_path,
-                                                    monkeypatch):
+def test_predict_yahoo_refresh_fails_for_one_ticker(cli, trained_run, sample_dir, tmp_path, monkeypatch):
     good = read_csv_bars(sample_dir, "STOCKA")
 
     def fetch(ticker, start=None, end=None, **_):
@@ -344,8 +355,7 @@ def test_predict_yahoo_refresh_fails_for_one_ticker(cli, trained_run, sample_dir
 
     monkeypatch.setattr(forecaster.store, "fetch_with_retry", fetch)
     data, out = tmp_path / "data", tmp_path / "fc"
-    res = cli("predict", "--run", trained_run, "--source", "yahoo", "--data-dir", data,
-              "--out", out)
+    res = cli("predict", "--run", trained_run, "--source", "yahoo", "--data-dir", data, "--out", out)
     assert res.exit_code == 3
     assert "STOCKB" in res.stderr
     assert (data / "store" / "STOCKA.parquet").is_file()
@@ -353,8 +363,7 @@ def test_predict_yahoo_refresh_fails_for_one_ticker(cli, trained_run, sample_dir
     _check_forecast(df, ["STOCKA"], 3, trained_run.name)
 
 
-def test_predict_yahoo_stale_store_and_refresh_failing_for_one(cli, trained_run, sample_dir,
-                                                              tmp_path, monkeypatch):
+def test_predict_yahoo_stale_store_and_refresh_failing_for_one(cli, trained_run, sample_dir, tmp_path, monkeypatch):
     """Stored bars far behind the latest session are not used when the refresh fails."""
     good = read_csv_bars(sample_dir, "STOCKA")
 
@@ -366,8 +375,19 @@ def test_predict_yahoo_stale_store_and_refresh_failing_for_one(cli, trained_run,
     monkeypatch.setattr(forecaster.store, "fetch_with_retry", fetch)
     data = tmp_path / "data"
     save_store(data, "STOCKB", read_csv_bars(sample_dir, "STOCKB"))  # ends 2024-12-31
-    res = cli("predict", "--run", trained_run, "--source", "yahoo", "--data-dir", data,
-              "--out", tmp_path / "fc", "--max-staleness", "3")
+    res = cli(
+        "predict",
+        "--run",
+        trained_run,
+        "--source",
+        "yahoo",
+        "--data-dir",
+        data,
+        "--out",
+        tmp_path / "fc",
+        "--max-staleness",
+        "3",
+    )
     assert res.exit_code == 3
     assert "STOCKB" in res.stderr and "behind" in res.stderr
 
@@ -381,15 +401,13 @@ def test_predict_yahoo_network_down_and_nothing_stored(cli, trained_run, tmp_pat
 
     monkeypatch.setattr(forecaster.store, "fetch_with_retry", down)
     out = tmp_path / "fc"
-    res = cli("predict", "--run", trained_run, "--source", "yahoo", "--data-dir",
-              tmp_path / "data", "--out", out)
+    res = cli("predict", "--run", trained_run, "--source", "yahoo", "--data-dir", tmp_path / "data", "--out", out)
     assert res.exit_code == 75
     assert "STOCKA" in res.stderr and "STOCKB" in res.stderr
     assert not list(out.glob("*/*.csv"))
 
 
-def test_predict_yahoo_network_down_and_store_too_stale(cli, trained_run, sample_dir, tmp_path,
-                                                        monkeypatch):
+def test_predict_yahoo_network_down_and_store_too_stale(cli, trained_run, sample_dir, tmp_path, monkeypatch):
     def down(ticker, *a, **k):
         raise NetworkError(f"{ticker}: cannot reach Yahoo (ConnectionError)")
 
@@ -397,8 +415,19 @@ def test_predict_yahoo_network_down_and_store_too_stale(cli, trained_run, sample
     data = tmp_path / "data"
     for sym in ("STOCKA", "STOCKB"):
         save_store(data, sym, read_csv_bars(sample_dir, sym))
-    res = cli("predict", "--run", trained_run, "--source", "yahoo", "--data-dir", data,
-              "--out", tmp_path / "fc", "--max-staleness", "0")
+    res = cli(
+        "predict",
+        "--run",
+        trained_run,
+        "--source",
+        "yahoo",
+        "--data-dir",
+        data,
+        "--out",
+        tmp_path / "fc",
+        "--max-staleness",
+        "0",
+    )
     assert res.exit_code == 75
     assert not list((tmp_path / "fc").glob("*/*.csv"))
 

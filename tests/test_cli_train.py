@@ -17,9 +17,28 @@ HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "grad_norm", "lr", "second
 RUN_FILES = {"model.safetensors", "run.json", "history.csv"}
 
 # Tiny model flags: trains in well under a second on the small CSV folder.
-TINY = ["--source", "csv", "--lookback", "20", "--horizon", "3", "--val-days", "100",
-        "--test-days", "100", "--model", "gru", "--hidden-size", "8", "--batch-size", "128",
-        "--epochs", "1", "--seed", "0"]
+TINY = [
+    "--source",
+    "csv",
+    "--lookback",
+    "20",
+    "--horizon",
+    "3",
+    "--val-days",
+    "100",
+    "--test-days",
+    "100",
+    "--model",
+    "gru",
+    "--hidden-size",
+    "8",
+    "--batch-size",
+    "128",
+    "--epochs",
+    "1",
+    "--seed",
+    "0",
+]
 
 
 def _history(run_dir) -> list[dict]:
@@ -38,7 +57,8 @@ def _config_file(path, small_dir, *, epochs=2, extra=""):
         'tickers = ["STOCKA", "STOCKB"]\n'
         "[window]\nlookback = 20\nhorizon = 3\nval_days = 100\ntest_days = 100\n"
         '[model]\ncell = "gru"\nhidden_size = 8\n'
-        f"[train]\nepochs = {epochs}\nbatch_size = 128\nseed = 0\n" + extra)
+        f"[train]\nepochs = {epochs}\nbatch_size = 128\nseed = 0\n" + extra
+    )
     return path
 
 
@@ -47,8 +67,7 @@ def _config_file(path, small_dir, *, epochs=2, extra=""):
 
 def test_train_writes_a_complete_run(cli, small_dir, tmp_path):
     run = tmp_path / "runs" / "first"
-    res = cli("train", "--data-dir", small_dir, "--tickers", "STOCKA,STOCKB", *TINY,
-              "--run-dir", run)
+    res = cli("train", "--data-dir", small_dir, "--tickers", "STOCKA,STOCKB", *TINY, "--run-dir", run)
     assert res.exit_code == 0, res.stderr
     assert {p.name for p in run.iterdir()} == RUN_FILES
     assert "run written to" in res.stdout and str(run) in res.stdout
@@ -96,11 +115,9 @@ def test_train_tickers_as_arguments_and_default_run_dir(cli, small_dir):
 
 
 def test_train_flags_override_config_file(cli, small_dir, tmp_path):
-    cfg = _config_file(tmp_path / "c.toml", small_dir, epochs=2,
-                       extra='[predict]\nout = "elsewhere"\n')
+    cfg = _config_file(tmp_path / "c.toml", small_dir, epochs=2, extra='[predict]\nout = "elsewhere"\n')
     run = tmp_path / "r"
-    res = cli("train", "--config", cfg, "--epochs", "1", "--hidden-size", "6", "--run-dir", run,
-              "-q")
+    res = cli("train", "--config", cfg, "--epochs", "1", "--hidden-size", "6", "--run-dir", run, "-q")
     assert res.exit_code == 0, res.stderr
     assert len(_history(run)) == 1
     c = json.loads((run / "run.json").read_text())["config"]
@@ -123,12 +140,19 @@ def test_train_config_run_dir_is_used(cli, small_dir, tmp_path):
 
 def test_train_json_result(cli, small_dir, tmp_path):
     run = tmp_path / "r"
-    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA,STOCKB", *TINY, "--run-dir", run,
-              "--json")
+    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA,STOCKB", *TINY, "--run-dir", run, "--json")
     assert res.exit_code == 0, res.stderr
     doc = json.loads(res.stdout)
-    assert {"run_dir", "name", "best_epoch", "best_val_loss", "epochs_run", "train_seconds",
-            "windows", "skipped"} <= set(doc)
+    assert {
+        "run_dir",
+        "name",
+        "best_epoch",
+        "best_val_loss",
+        "epochs_run",
+        "train_seconds",
+        "windows",
+        "skipped",
+    } <= set(doc)
     assert doc["name"] == "r"
     assert doc["epochs_run"] == 1 and doc["best_epoch"] == 1
     assert doc["skipped"] == {}
@@ -146,8 +170,7 @@ def test_train_skips_a_ticker_too_short_with_a_warning(cli, small_dir, tmp_path)
         (data / f"{name}.csv").write_bytes((small_dir / f"{name}.csv").read_bytes())
     write_csv(generate_bars("2024-09-03", "2024-12-31", seed=5), data / "NEWCO.csv")
     run = tmp_path / "r"
-    res = cli("train", "--data-dir", data, "-t", "STOCKA,STOCKB,NEWCO", *TINY, "--run-dir", run,
-              "--json")
+    res = cli("train", "--data-dir", data, "-t", "STOCKA,STOCKB,NEWCO", *TINY, "--run-dir", run, "--json")
     assert res.exit_code == 0, res.stderr
     assert "NEWCO" in res.stderr
     doc = json.loads(res.stdout)
@@ -169,7 +192,7 @@ def test_train_config_unknown_key_is_named(cli, small_dir, tmp_path):
 
 
 def test_train_config_unknown_section_is_named(cli, small_dir, tmp_path):
-    cfg = _config_file(tmp_path / "c.toml", small_dir, extra="[modle]\ncell = \"rnn\"\n")
+    cfg = _config_file(tmp_path / "c.toml", small_dir, extra='[modle]\ncell = "rnn"\n')
     res = cli("train", "--config", cfg, "--run-dir", tmp_path / "r")
     assert res.exit_code == 1
     assert "modle" in res.stderr
@@ -186,8 +209,7 @@ def test_train_config_wrong_type_is_named(cli, small_dir, tmp_path):
 
 
 def test_train_impossible_flag_combination(cli, small_dir, tmp_path):
-    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA", *TINY, "--horizon", "30",
-              "--run-dir", tmp_path / "r")
+    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA", *TINY, "--horizon", "30", "--run-dir", tmp_path / "r")
     assert res.exit_code == 1
     assert "horizon" in res.stderr
     assert not (tmp_path / "r").exists()
@@ -201,16 +223,14 @@ def test_train_without_tickers(cli, small_dir, tmp_path):
 
 
 def test_train_ticker_without_data_is_named(cli, small_dir, tmp_path):
-    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA,MISSING", *TINY,
-              "--run-dir", tmp_path / "r")
+    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA,MISSING", *TINY, "--run-dir", tmp_path / "r")
     assert res.exit_code == 1
     assert "MISSING" in res.stderr
     assert not (tmp_path / "r").exists()
 
 
 def test_train_missing_data_dir(cli, tmp_path):
-    res = cli("train", "--data-dir", tmp_path / "nowhere", "-t", "STOCKA", *TINY,
-              "--run-dir", tmp_path / "r")
+    res = cli("train", "--data-dir", tmp_path / "nowhere", "-t", "STOCKA", *TINY, "--run-dir", tmp_path / "r")
     assert res.exit_code == 1
     assert "STOCKA" in res.stderr
     assert not (tmp_path / "r").exists()
@@ -220,16 +240,14 @@ def test_train_unavailable_device(cli, small_dir, tmp_path):
     import torch
 
     device = "cuda" if not torch.cuda.is_available() else "mps"
-    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA", *TINY, "--device", device,
-              "--run-dir", tmp_path / "r")
+    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA", *TINY, "--device", device, "--run-dir", tmp_path / "r")
     assert res.exit_code == 1
     assert device in res.stderr.lower()
     assert not (tmp_path / "r").exists()
 
 
 def test_train_error_is_one_line_without_traceback(cli, small_dir, tmp_path):
-    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA,MISSING", *TINY,
-              "--run-dir", tmp_path / "r")
+    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA,MISSING", *TINY, "--run-dir", tmp_path / "r")
     assert res.exit_code == 1
     assert "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
@@ -238,15 +256,18 @@ def test_train_error_is_one_line_without_traceback(cli, small_dir, tmp_path):
 # ---------------------------------------------------------------------------- exit 2
 
 
-@pytest.mark.parametrize("args", [
-    ["--model", "transformer"],
-    ["--strategy", "sideways"],
-    ["--device", "tpu"],
-    ["--epochs", "many"],
-    ["--source", "bloomberg"],
-    ["--unknown-flag"],
-    ["--config", "/no/such/file.toml"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--model", "transformer"],
+        ["--strategy", "sideways"],
+        ["--device", "tpu"],
+        ["--epochs", "many"],
+        ["--source", "bloomberg"],
+        ["--unknown-flag"],
+        ["--config", "/no/such/file.toml"],
+    ],
+)
 def test_train_usage_errors(cli, small_dir, tmp_path, args):
     res = cli("train", "--data-dir", small_dir, "-t", "STOCKA", "--run-dir", tmp_path / "r", *args)
     assert res.exit_code == 2

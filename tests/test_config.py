@@ -35,18 +35,21 @@ def test_precedence_flags_over_file_over_defaults(tmp_path):
     assert cfg.train.batch_size == Config().train.batch_size
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("[train]\nepochz = 3\n", "train.epochz: unknown key"),
-    ("[trian]\nepochs = 3\n", "trian: unknown key"),
-    ('[train]\nepochs = "many"\n', "train.epochs"),
-    ("[model]\nhidden_size = 0\n", "model.hidden_size"),
-    ("[model]\nhidden_size = -4\n", "model.hidden_size"),
-    ("[window]\nlookback = 5\nhorizon = 10\n", "horizon (10) must not exceed"),
-    ('[model]\ncell = "transformer"\n', "model.cell"),
-    ("[model]\nquantiles = [0.9, 0.1]\n", "quantiles"),
-    ("[train]\nbatch_size = 0\n", "train.batch_size"),
-    ("not toml at all ===", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("[train]\nepochz = 3\n", "train.epochz: unknown key"),
+        ("[trian]\nepochs = 3\n", "trian: unknown key"),
+        ('[train]\nepochs = "many"\n', "train.epochs"),
+        ("[model]\nhidden_size = 0\n", "model.hidden_size"),
+        ("[model]\nhidden_size = -4\n", "model.hidden_size"),
+        ("[window]\nlookback = 5\nhorizon = 10\n", "horizon (10) must not exceed"),
+        ('[model]\ncell = "transformer"\n', "model.cell"),
+        ("[model]\nquantiles = [0.9, 0.1]\n", "quantiles"),
+        ("[train]\nbatch_size = 0\n", "train.batch_size"),
+        ("not toml at all ===", "not valid TOML"),
+    ],
+)
 def test_bad_config_is_a_one_line_error_naming_the_key(tmp_path, text, fragment):
     p = tmp_path / "bad.toml"
     p.write_text(text)

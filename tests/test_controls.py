@@ -43,8 +43,10 @@ def _names() -> list[str]:
 
 
 def _bars(dynamics: Dynamics) -> dict[str, pd.DataFrame]:
-    return {name: generate_bars(FIRST, LAST, seed=1000 * DATA_SEED + i, dynamics=dynamics)
-            for i, name in enumerate(_names())}
+    return {
+        name: generate_bars(FIRST, LAST, seed=1000 * DATA_SEED + i, dynamics=dynamics)
+        for i, name in enumerate(_names())
+    }
 
 
 def shuffle_days(bars: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -62,8 +64,7 @@ def shuffle_days(bars: pd.DataFrame, seed: int) -> pd.DataFrame:
     moves = moves[order]
     new_close = prev[0] * np.cumprod(moves[:, 3])
     new_prev = np.concatenate([[prev[0]], new_close[:-1]])
-    values = np.column_stack([new_prev[:, None] * moves[:, :3], new_close,
-                              bars["volume"].to_numpy(np.float64)[order]])
+    values = np.column_stack([new_prev[:, None] * moves[:, :3], new_close, bars["volume"].to_numpy(np.float64)[order]])
     return pd.DataFrame(values, index=bars.index, columns=COLUMNS)
 
 
@@ -72,13 +73,24 @@ def _train_and_evaluate(bars: dict[str, pd.DataFrame], folder: Path) -> pd.DataF
     data = folder / "data"
     for name, frame in bars.items():
         write_csv(frame, data / f"{name}.csv")
-    cfg = load_config(None, {
-        "data.source": "csv", "data.data_dir": str(data), "data.tickers": list(bars),
-        "window.lookback": 20, "window.horizon": HORIZON,
-        "window.val_days": VAL_DAYS, "window.test_days": TEST_DAYS,
-        "model.cell": "gru", "model.hidden_size": 16,
-        "train.epochs": 8, "train.batch_size": 256, "train.seed": TRAIN_SEED, "train.device": "cpu",
-    })
+    cfg = load_config(
+        None,
+        {
+            "data.source": "csv",
+            "data.data_dir": str(data),
+            "data.tickers": list(bars),
+            "window.lookback": 20,
+            "window.horizon": HORIZON,
+            "window.val_days": VAL_DAYS,
+            "window.test_days": TEST_DAYS,
+            "model.cell": "gru",
+            "model.hidden_size": 16,
+            "train.epochs": 8,
+            "train.batch_size": 256,
+            "train.seed": TRAIN_SEED,
+            "train.device": "cpu",
+        },
+    )
     train(cfg, run_dir=folder / "run")
     report = evaluate(folder / "run")
     pooled = report.overall()

@@ -11,8 +11,16 @@ def _pred(p50_fn, n=300, seed=0):
     rng = np.random.default_rng(seed)
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n + 1)))
     last, actual = close[:-1], close[1:]
-    return pd.DataFrame({"ticker": "X", "origin": pd.bdate_range("2024-01-01", periods=n).astype(str),
-                         "step": 1, "last_close": last, "actual": actual, "p50": p50_fn(last, actual)})
+    return pd.DataFrame(
+        {
+            "ticker": "X",
+            "origin": pd.bdate_range("2024-01-01", periods=n).astype(str),
+            "step": 1,
+            "last_close": last,
+            "actual": actual,
+            "p50": p50_fn(last, actual),
+        }
+    )
 
 
 def test_lag_detector_flags_a_copy_of_the_last_close():

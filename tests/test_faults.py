@@ -50,8 +50,7 @@ TESTS = Path(__file__).resolve().parent
 REPO_ROOT = Path(next(iter(forecaster.__path__))).resolve().parent
 FORECASTER = Path(sys.executable).with_name("forecaster")
 HOOKS = TESTS / "fault_hooks"
-FORECAST_COLUMNS = ["ticker", "as_of", "step", "date", "last_close", "p10", "p50", "p90",
-                    "model", "run"]
+FORECAST_COLUMNS = ["ticker", "as_of", "step", "date", "last_close", "p10", "p50", "p90", "model", "run"]
 
 
 pytestmark = pytest.mark.usefixtures("offline_yfinance")
@@ -70,12 +69,15 @@ def error_lines(res) -> list[str]:
 
 def hold_lock(lock: Path, seconds: float) -> subprocess.Popen:
     """Another process that holds ``lock`` for ``seconds`` (it prints 'locked' once it has it)."""
-    code = ("import sys, time\nfrom forecaster import fsio\n"
-            "with fsio.file_lock(sys.argv[1]):\n"
-            "    print('locked', flush=True)\n    time.sleep(float(sys.argv[2]))\n")
+    code = (
+        "import sys, time\nfrom forecaster import fsio\n"
+        "with fsio.file_lock(sys.argv[1]):\n"
+        "    print('locked', flush=True)\n    time.sleep(float(sys.argv[2]))\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", code, str(lock), str(seconds)],
-                            stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(lock), str(seconds)], stdout=subprocess.PIPE, text=True, env=env
+    )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
     return proc
 
@@ -113,14 +115,15 @@ def test_predict_gives_up_after_lock_timeout_naming_the_holder(cli, trained_run,
     finally:
         stop(holder)
     assert res.exit_code == EXIT_TEMPFAIL
-    assert 1.4 <= waited < 60, (f"waited {waited:.2f} s: it must wait out --lock-timeout 1.5 and "
-                                "then give up, long before the holder's 120 s are over")
+    assert 1.4 <= waited < 60, (
+        f"waited {waited:.2f} s: it must wait out --lock-timeout 1.5 and "
+        "then give up, long before the holder's 120 s are over"
+    )
     assert f"pid {holder.pid}" in res.stderr and "--lock-timeout" in res.stderr
     assert not list((out / trained_run.name).glob("*.csv"))
 
 
-def test_predict_takes_its_lock_before_touching_the_network(cli, trained_run, sample_dir,
-                                                            tmp_path, monkeypatch):
+def test_predict_takes_its_lock_before_touching_the_network(cli, trained_run, sample_dir, tmp_path, monkeypatch):
     calls = []
 
     def fetch(ticker, *a, **k):
@@ -131,8 +134,7 @@ def test_predict_takes_its_lock_before_touching_the_network(cli, trained_run, sa
     out = tmp_path / "fc"
     holder = hold_lock(out / trained_run.name / ".lock", 120)
     try:
-        res = cli("predict", "--run", trained_run, "--source", "yahoo", "--data-dir",
-                  tmp_path / "data", "--out", out)
+        res = cli("predict", "--run", trained_run, "--source", "yahoo", "--data-dir", tmp_path / "data", "--out", out)
     finally:
         stop(holder)
     assert res.exit_code == EXIT_TEMPFAIL
@@ -215,8 +217,7 @@ def test_deadline_bounds_the_retries_too(monkeypatch):
     monkeypatch.setattr(sources, "fetch_history", slow_failure)
     started = time.monotonic()
     with pytest.raises(NetworkError):
-        sources.fetch_with_retry("AAA", deadline=1.0, attempts=10, base_delay=0.01,
-                                 sleep=time.sleep)
+        sources.fetch_with_retry("AAA", deadline=1.0, attempts=10, base_delay=0.01, sleep=time.sleep)
     assert time.monotonic() - started < 2.5
     assert 2 <= len(attempts) <= 4
 
@@ -225,7 +226,8 @@ def test_circuit_breaker_stops_on_rate_limits(tmp_path):
     names = ["A", "B", "C", "D", "E", "F"]
     yahoo = FakeYahoo(dict.fromkeys(names, 429))
     fetch = lambda t, s, e: sources.fetch_with_retry(  # noqa: E731
-        t, s, e, session=yahoo.session(), sleep=no_sleep)
+        t, s, e, session=yahoo.session(), sleep=no_sleep
+    )
     report = store.download(names, tmp_path, fetch=fetch)
     assert report.ok == {}
     assert report.kinds == dict.fromkeys(names, "rate_limit")
@@ -290,18 +292,21 @@ def _bars_ending(day: str) -> pd.DataFrame:
     return bars[bars.index <= pd.Timestamp(day)]
 
 
-@pytest.mark.parametrize("tz,local_time,kept", [
-    # New York closes at 13:00 on Christmas Eve: a bar at 14:00 is final (a fixed 18:00 rule
-    # would drop it), one at 12:00 is not.
-    ("America/New_York", "2024-12-24 12:00", False),
-    ("America/New_York", "2024-12-24 14:00", True),
-    # Tokyo closes at 15:30 local time.
-    ("Asia/Tokyo", "2024-12-24 15:00", False),
-    ("Asia/Tokyo", "2024-12-24 16:30", True),
-    # London closes at 16:30.
-    ("Europe/London", "2024-12-23 16:00", False),
-    ("Europe/London", "2024-12-23 17:00", True),
-])
+@pytest.mark.parametrize(
+    "tz,local_time,kept",
+    [
+        # New York closes at 13:00 on Christmas Eve: a bar at 14:00 is final (a fixed 18:00 rule
+        # would drop it), one at 12:00 is not.
+        ("America/New_York", "2024-12-24 12:00", False),
+        ("America/New_York", "2024-12-24 14:00", True),
+        # Tokyo closes at 15:30 local time.
+        ("Asia/Tokyo", "2024-12-24 15:00", False),
+        ("Asia/Tokyo", "2024-12-24 16:30", True),
+        # London closes at 16:30.
+        ("Europe/London", "2024-12-23 16:00", False),
+        ("Europe/London", "2024-12-23 17:00", True),
+    ],
+)
 def test_unfinished_bar_uses_the_exchange_close(tz, local_time, kept):
     now = pd.Timestamp(local_time, tz=tz)
     bars = _bars_ending(str(now.date()))
@@ -322,8 +327,7 @@ def test_round_the_clock_markets_keep_todays_bar_out_until_the_day_ends(tz, symb
 # ============================================================================ write errors
 
 
-def test_forecast_write_error_is_exit_1_and_keeps_earlier_forecasts(cli, trained_run, tmp_path,
-                                                                   monkeypatch):
+def test_forecast_write_error_is_exit_1_and_keeps_earlier_forecasts(cli, trained_run, tmp_path, monkeypatch):
     out = tmp_path / "fc"
     assert cli("predict", "--run", trained_run, "--out", out, "-q").exit_code == 0
     folder = out / trained_run.name
@@ -347,8 +351,7 @@ def test_store_write_error_is_exit_1_and_keeps_the_stored_file(cli, tmp_path, mo
     bars = make_bars("2024-01-02", 40)
     store.save_store(data, "AAA", bars.iloc[:30])
     before = store.store_path(data, "AAA").read_bytes()
-    monkeypatch.setattr(forecaster.store, "fetch_with_retry",
-                        lambda t, s=None, e=None, **k: bars.copy())
+    monkeypatch.setattr(forecaster.store, "fetch_with_retry", lambda t, s=None, e=None, **k: bars.copy())
 
     def disk_full(self, *a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -402,11 +405,20 @@ def test_sigkill_at_random_moments_never_leaves_a_torn_file(tmp_path):
         assert text == expected_text[version], f"{path.name}: torn or mixed content"
         return version
 
-    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{REPO_ROOT}", "OMP_NUM_THREADS": "1",
-           "OPENBLAS_NUM_THREADS": "1"}
-    helper = subprocess.Popen([sys.executable, str(TESTS / "crash_writer.py"), str(data),
-                               str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True, env=env, cwd=TESTS)
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{TESTS}{os.pathsep}{REPO_ROOT}",
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+    }
+    helper = subprocess.Popen(
+        [sys.executable, str(TESTS / "crash_writer.py"), str(data), str(out)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=TESTS,
+    )
     rng = random.Random(1234)
     previous = (0, 0, 0)
     temps_seen = 0
@@ -430,15 +442,13 @@ def test_sigkill_at_random_moments_never_leaves_a_torn_file(tmp_path):
 
             stored = store.load_store(data, cw.TICKER)  # readable and valid, never torn
             s = len(stored) - cw.BASE_ROWS
-            pd.testing.assert_frame_equal(stored, bars.iloc[: cw.BASE_ROWS + s],
-                                          check_freq=False)
+            pd.testing.assert_frame_equal(stored, bars.iloc[: cw.BASE_ROWS + s], check_freq=False)
             d, latest = version_of(folder / cw.DATED), version_of(folder / "latest.csv")
             assert latest <= d <= s  # written in the order store, dated file, latest.csv
             # nothing ever goes back to an older version: the store never loses a row
             assert all(now >= then for now, then in zip((s, d, latest), previous))
             previous = (s, d, latest)
-            temps = [p for p in (*folder.iterdir(), *store.store_dir(data).iterdir())
-                     if fsio.is_temp_name(p.name)]
+            temps = [p for p in (*folder.iterdir(), *store.store_dir(data).iterdir()) if fsio.is_temp_name(p.name)]
             temps_seen = max(temps_seen, len(temps))
             # a leftover temp file never looks like a forecast or a store file
             assert all(p.suffix == ".tmp" for p in temps)
@@ -472,13 +482,17 @@ def cron_command(args, *, drop_root_powers: bool = False) -> list[str]:
 def cron_env(home: Path, **extra: str) -> dict[str, str]:
     """A minimal environment: PATH, HOME in a scratch folder, LANG=C (+ the test hooks)."""
     home.mkdir(parents=True, exist_ok=True)
-    return {"PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C",
-            "PYTHONPATH": f"{HOOKS}{os.pathsep}{TESTS}", **extra}
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "LANG": "C",
+        "PYTHONPATH": f"{HOOKS}{os.pathsep}{TESTS}",
+        **extra,
+    }
 
 
 def start(cmd: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def assert_plain(res) -> None:
@@ -492,8 +506,9 @@ def assert_plain(res) -> None:
 def earlier_forecasts(folder: Path) -> dict[str, bytes]:
     """Put an earlier day's forecast (dated file and latest.csv) in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    old = pd.DataFrame([["STOCKA", "2024-12-30", 1, "2024-12-31", 1.0, 0.9, 1.0, 1.1, "gru",
-                         folder.name]], columns=FORECAST_COLUMNS)
+    old = pd.DataFrame(
+        [["STOCKA", "2024-12-30", 1, "2024-12-31", 1.0, 0.9, 1.0, 1.1, "gru", folder.name]], columns=FORECAST_COLUMNS
+    )
     text = to_csv_text(old)
     for name in ("2024-12-30.csv", "latest.csv"):
         (folder / name).write_text(text)
@@ -585,8 +600,9 @@ def cron(trained_run, sample_dir, tmp_path_factory):
     first = cron_env(s.root / "home", FORECASTER_TEST_PAUSE=f"latest.csv:{paused}")
     s.proc = start(cron_command(s.args()), first, s.root)
     second = scenario("overlap_second")
-    second.proc = start(cron_command(s.args()),
-                        cron_env(s.root / "home", FORECASTER_TEST_LOCK_AFTER=str(paused)), s.root)
+    second.proc = start(
+        cron_command(s.args()), cron_env(s.root / "home", FORECASTER_TEST_LOCK_AFTER=str(paused)), s.root
+    )
 
     try:
         give_up = time.monotonic() + 300
@@ -683,8 +699,7 @@ def test_cron_overlapping_runs_and_sigkill_mid_write(cron, cli):
     assert (folder / "latest.csv").read_bytes() == first.before["latest.csv"]
     assert (folder / "2024-12-30.csv").read_bytes() == first.before["2024-12-30.csv"]
     assert any(fsio.is_temp_name(p.name) for p in folder.iterdir())  # its unfinished temp
-    assert sorted(p.name for p in folder.glob("*.csv")) == [
-        "2024-12-30.csv", "2024-12-31.csv", "latest.csv"]
+    assert sorted(p.name for p in folder.glob("*.csv")) == ["2024-12-30.csv", "2024-12-31.csv", "latest.csv"]
 
     # the lock of the killed run blocks nobody: the next run goes straight through
     started = time.monotonic()

@@ -11,9 +11,16 @@ def bars(n=30, seed=0):
     rng = np.random.default_rng(seed)
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
     idx = pd.bdate_range("2024-01-01", periods=n, name="date")
-    return pd.DataFrame({"open": close * 1.001, "high": close * 1.02, "low": close * 0.98,
-                         "close": close, "volume": rng.integers(1000, 5000, n).astype(float)},
-                        index=idx)
+    return pd.DataFrame(
+        {
+            "open": close * 1.001,
+            "high": close * 1.02,
+            "low": close * 0.98,
+            "close": close,
+            "volume": rng.integers(1000, 5000, n).astype(float),
+        },
+        index=idx,
+    )
 
 
 def test_features_use_only_the_past_and_present():

@@ -29,8 +29,7 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 def test_golden_files_are_small_and_complete():
     assert {p.name for p in RUN.iterdir()} == {"model.safetensors", "run.json", "history.csv"}
     assert sorted(p.name for p in DATA.iterdir()) == ["GOLDA.csv", "GOLDB.csv"]
-    total = sum(p.stat().st_size for p in GOLDEN.rglob("*") if p.is_file()
-                and "__pycache__" not in p.parts)
+    total = sum(p.stat().st_size for p in GOLDEN.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
     assert total < 200_000
 
 
@@ -59,8 +58,7 @@ def test_golden_run_metadata_matches_its_data():
     for sym in ("GOLDA", "GOLDB"):
         bars = pd.read_csv(DATA / f"{sym}.csv")
         t = meta["tickers"][sym]
-        assert (t["first_date"], t["last_date"], t["rows"]) == (
-            bars["Date"].iloc[0], bars["Date"].iloc[-1], len(bars))
+        assert (t["first_date"], t["last_date"], t["rows"]) == (bars["Date"].iloc[0], bars["Date"].iloc[-1], len(bars))
 
 
 def test_golden_run_predicts_the_committed_forecast(cli, tmp_path):
@@ -76,8 +74,7 @@ def test_golden_run_predicts_the_committed_forecast(cli, tmp_path):
     assert got.shape == expected.shape == (6, 10)
     text = [c for c in expected.columns if c not in NUMERIC]
     pd.testing.assert_frame_equal(got[text], expected[text])
-    np.testing.assert_allclose(got[NUMERIC].to_numpy(), expected[NUMERIC].to_numpy(),
-                               rtol=1e-5, atol=0)
+    np.testing.assert_allclose(got[NUMERIC].to_numpy(), expected[NUMERIC].to_numpy(), rtol=1e-5, atol=0)
     # the forecast dates skip Good Friday 2024 and the weekend after it
     assert list(expected["date"][:3]) == ["2024-04-01", "2024-04-02", "2024-04-03"]
 
@@ -87,5 +84,6 @@ def test_golden_run_predicts_the_same_through_the_api(tmp_path):
 
     report = predict(RUN, offline=True, data_dir=DATA, out=tmp_path)
     expected = pd.read_csv(EXPECTED)
-    np.testing.assert_allclose(report.forecasts["p50"].to_numpy(dtype=float),
-                               expected["p50"].to_numpy(), rtol=1e-5, atol=0)
+    np.testing.assert_allclose(
+        report.forecasts["p50"].to_numpy(dtype=float), expected["p50"].to_numpy(), rtol=1e-5, atol=0
+    )

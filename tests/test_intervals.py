@@ -89,9 +89,7 @@ def _frame(ticker: str, step: int, n: int, scale: float, rng) -> pd.DataFrame:
     """Too-narrow intervals: the true 80 % interval is +-1.28 sigma, these are +-0.5 sigma."""
     sigma = scale * rng.uniform(0.5, 1.5, n)
     y = sigma * rng.standard_normal(n)
-    return pd.DataFrame(
-        {"ticker": ticker, "step": step, "actual": y, "p10": -0.5 * sigma, "p90": 0.5 * sigma}
-    )
+    return pd.DataFrame({"ticker": ticker, "step": step, "actual": y, "p10": -0.5 * sigma, "p90": 0.5 * sigma})
 
 
 def test_calibrate_per_ticker_and_step_with_pooled_fallback():
@@ -143,9 +141,7 @@ def test_calibrate_missing_step_uses_pooled_and_empty_frame():
 
 def test_calibrated_intervals_reach_nominal_coverage_on_a_fresh_sample():
     rng = np.random.default_rng(7)
-    validation = pd.concat(
-        [_frame("AAA", 1, 2000, 1.0, rng), _frame("AAA", 2, 2000, 2.0, rng)], ignore_index=True
-    )
+    validation = pd.concat([_frame("AAA", 1, 2000, 1.0, rng), _frame("AAA", 2, 2000, 2.0, rng)], ignore_index=True)
     offsets = calibrate(validation)
     for step, scale in ((1, 1.0), (2, 2.0)):
         fresh = _frame("AAA", step, 5000, scale, rng)
@@ -195,9 +191,7 @@ def test_coverage_on_exchangeable_data(seed, n_cal, dist, raw_half, bias):
     y = draw(rng, n_cal + n_test)
     centre = np.full(n_cal + n_test, bias)
     lo, hi = centre - raw_half, centre + raw_half
-    frame = pd.DataFrame(
-        {"ticker": "X", "step": 1, "actual": y[:n_cal], "p10": lo[:n_cal], "p90": hi[:n_cal]}
-    )
+    frame = pd.DataFrame({"ticker": "X", "step": 1, "actual": y[:n_cal], "p10": lo[:n_cal], "p90": hi[:n_cal]})
     offset = calibrate(frame)["X"][0]
     new_lo, new_hi = apply_offsets(lo[n_cal:], hi[n_cal:], offset, mid=centre[n_cal:])
     assert np.all(new_lo <= new_hi)

@@ -8,13 +8,21 @@ Q = [0.1, 0.5, 0.9]
 
 def net(cell="lstm", strategy="direct", horizon=4, quantiles=Q, emb=3):
     torch.manual_seed(0)
-    return QuantileRNN(cell=cell, n_features=6, n_tickers=3, hidden_size=8, num_layers=2,
-                       dropout=0.0, embedding_dim=emb, horizon=horizon, quantiles=quantiles,
-                       strategy=strategy)
+    return QuantileRNN(
+        cell=cell,
+        n_features=6,
+        n_tickers=3,
+        hidden_size=8,
+        num_layers=2,
+        dropout=0.0,
+        embedding_dim=emb,
+        horizon=horizon,
+        quantiles=quantiles,
+        strategy=strategy,
+    )
 
 
-@pytest.mark.parametrize("cell, module", [("rnn", torch.nn.RNN), ("lstm", torch.nn.LSTM),
-                                          ("gru", torch.nn.GRU)])
+@pytest.mark.parametrize("cell, module", [("rnn", torch.nn.RNN), ("lstm", torch.nn.LSTM), ("gru", torch.nn.GRU)])
 @pytest.mark.parametrize("strategy, steps", [("direct", 4), ("recursive", 1)])
 def test_shapes_and_fused_encoders(cell, module, strategy, steps):
     m = net(cell, strategy)

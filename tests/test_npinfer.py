@@ -25,16 +25,24 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 def _pair(cell, strategy, layers, emb, quantiles=(0.1, 0.5, 0.9), horizon=4, seed=0):
     """A random torch QuantileRNN and its numpy twin built from the state dict."""
     torch.manual_seed(seed)
-    net = QuantileRNN(cell=cell, n_features=6, n_tickers=5, hidden_size=8, num_layers=layers,
-                      dropout=0.2, embedding_dim=emb, horizon=horizon, quantiles=list(quantiles),
-                      strategy=strategy)
+    net = QuantileRNN(
+        cell=cell,
+        n_features=6,
+        n_tickers=5,
+        hidden_size=8,
+        num_layers=layers,
+        dropout=0.2,
+        embedding_dim=emb,
+        horizon=horizon,
+        quantiles=list(quantiles),
+        strategy=strategy,
+    )
     with torch.no_grad():
         for p in net.parameters():  # larger than the default init: saturating gates, wide spreads
             p.mul_(3)
     net.eval()
     state = {k: v.numpy() for k, v in net.state_dict().items()}
-    twin = npinfer.NumpyQuantileRNN(state, cell=cell, num_layers=layers, quantiles=list(quantiles),
-                                    steps=net.steps)
+    twin = npinfer.NumpyQuantileRNN(state, cell=cell, num_layers=layers, quantiles=list(quantiles), steps=net.steps)
     return net, twin
 
 
@@ -55,8 +63,9 @@ def test_numpy_forward_equals_torch(cell, strategy, layers, emb):
     if strategy == "recursive":
         shift = rng.normal(size=9).astype(np.float32)
         dow = rng.normal(size=(9, 5, 2)).astype(np.float32)
-        want = roll_forward(net, torch.from_numpy(x), torch.from_numpy(tid), 5,
-                            torch.from_numpy(shift), torch.from_numpy(dow)).numpy()
+        want = roll_forward(
+            net, torch.from_numpy(x), torch.from_numpy(tid), 5, torch.from_numpy(shift), torch.from_numpy(dow)
+        ).numpy()
         got = npinfer.roll_forward(twin, x, tid, 5, shift, dow)
         assert got.shape == (9, 5, 3)
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
@@ -77,9 +86,16 @@ def test_many_quantiles_stay_ordered_and_match_torch():
 @pytest.mark.parametrize("strategy, layers, emb", [("direct", 1, 0), ("recursive", 3, 4)])
 def test_state_shapes_are_torchs(cell, strategy, layers, emb):
     net, _ = _pair(cell, strategy, layers, emb)
-    expected = npinfer.state_shapes(cell=cell, n_features=6, n_tickers=5, hidden_size=8,
-                                    num_layers=layers, embedding_dim=emb, steps=net.steps,
-                                    n_quantiles=3)
+    expected = npinfer.state_shapes(
+        cell=cell,
+        n_features=6,
+        n_tickers=5,
+        hidden_size=8,
+        num_layers=layers,
+        embedding_dim=emb,
+        steps=net.steps,
+        n_quantiles=3,
+    )
     assert list(expected.items()) == [(k, tuple(v.shape)) for k, v in net.state_dict().items()]
 
 
@@ -87,8 +103,7 @@ def test_softplus_and_sigmoid_are_stable():
     x = np.array([-1e4, -100, -20, -1, 0, 1, 20, 100, 1e4], np.float32)
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         sp, sg = npinfer.softplus(x), npinfer.sigmoid(x)
-    np.testing.assert_allclose(sp, torch.nn.functional.softplus(torch.from_numpy(x)).numpy(),
-                               rtol=1e-6, atol=1e-30)
+    np.testing.assert_allclose(sp, torch.nn.functional.softplus(torch.from_numpy(x)).numpy(), rtol=1e-6, atol=1e-30)
     np.testing.assert_allclose(sg, torch.sigmoid(torch.from_numpy(x)).numpy(), rtol=0, atol=1e-7)
 
 
@@ -99,9 +114,13 @@ def recursive_run(sample_dir, tmp_path_factory):
     from forecaster.training import train
 
     run_dir = tmp_path_factory.mktemp("runs") / "recursive"
-    cfg = load_config(None, tiny_overrides(sample_dir, **{
-        "model.cell": "lstm", "model.strategy": "recursive", "model.num_layers": 2,
-        "train.epochs": 1}))
+    cfg = load_config(
+        None,
+        tiny_overrides(
+            sample_dir,
+            **{"model.cell": "lstm", "model.strategy": "recursive", "model.num_layers": 2, "train.epochs": 1},
+        ),
+    )
     train(cfg, run_dir=run_dir)
     return run_dir
 
@@ -121,8 +140,9 @@ def test_numpy_run_predicts_what_the_torch_run_predicts(some_run, sample_dir):
     assert np_run.model.median_index == torch_run.model.median_index
     cfg = np_run.config
     bars = load_bars("csv", sample_dir, np_run.names)
-    ws = build_windows(bars, cfg.window.lookback, cfg.window.horizon, np_run.splits(),
-                       scalers=np_run.scalers(), tickers=np_run.names)
+    ws = build_windows(
+        bars, cfg.window.lookback, cfg.window.horizon, np_run.splits(), scalers=np_run.scalers(), tickers=np_run.names
+    )
     ends = np.concatenate([ws.origins("test"), ws.offsets[1:] - 1])
     want = torch_predict_scaled(torch_run.model, ws, ends, cfg.model.strategy)
     got = npinfer.predict_scaled(np_run.model, ws, ends, cfg.model.strategy, batch_size=64)
@@ -144,22 +164,33 @@ def test_predict_writes_the_torch_path_forecast(some_run, tmp_path):
     torch_run = load_run(some_run)
     cfg = torch_run.config
     bars = load_bars("csv", cfg.data.data_dir, torch_run.names)
-    want = prediction._forecast(torch_run, bars, None, True, None,
-                                prediction.ForecastReport(run="", as_of="", forecasts=pd.DataFrame()),
-                                build_windows, torch_predict_scaled, interval, next_sessions)
+    want = prediction._forecast(
+        torch_run,
+        bars,
+        None,
+        True,
+        None,
+        prediction.ForecastReport(run="", as_of="", forecasts=pd.DataFrame()),
+        build_windows,
+        torch_predict_scaled,
+        interval,
+        next_sessions,
+    )
     got = report.forecasts
     numeric = ["last_close", "p10", "p50", "p90"]
     pd.testing.assert_frame_equal(got.drop(columns=numeric), want.drop(columns=numeric))
-    np.testing.assert_allclose(got[numeric].to_numpy(float), want[numeric].to_numpy(float),
-                               rtol=1e-5, atol=0)
+    np.testing.assert_allclose(got[numeric].to_numpy(float), want[numeric].to_numpy(float), rtol=1e-5, atol=0)
 
 
-@pytest.mark.parametrize("damage, fragment", [
-    ("drop", "missing head.bias"),
-    ("extra", "unexpected encoder.weight_ih_l1"),
-    ("shape", "head.weight has shape"),
-    ("rename", "missing embedding.weight"),
-])
+@pytest.mark.parametrize(
+    "damage, fragment",
+    [
+        ("drop", "missing head.bias"),
+        ("extra", "unexpected encoder.weight_ih_l1"),
+        ("shape", "head.weight has shape"),
+        ("rename", "missing embedding.weight"),
+    ],
+)
 def test_numpy_loader_refuses_weights_that_do_not_match(cli, run_copy, tmp_path, damage, fragment):
     from tests.test_bad_inputs import assert_one_line_error
 
@@ -196,8 +227,9 @@ def test_cli_predict_never_imports_torch(trained_run, tmp_path):
         "print(json.dumps({'code': code, 'heavy': heavy}))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
-                         env=env, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120
+    )
     assert res.returncode == 0, res.stderr
     result = json.loads(res.stdout.strip().splitlines()[-1])
     assert result == {"code": 0, "heavy": []}, res.stderr

@@ -36,8 +36,17 @@ def test_scale_scores_and_apply_scales_are_inverse():
 def test_calibrate_scales_reaches_nominal_in_sample():
     rng = np.random.default_rng(1)
     n = 400
-    frame = pd.DataFrame({"ticker": "A", "step": np.tile([1, 2], n // 2), "actual": rng.normal(0, 3, n),
-                          "lo": -1.0, "mid": 0.0, "hi": 1.0, "vol": 1.0})
+    frame = pd.DataFrame(
+        {
+            "ticker": "A",
+            "step": np.tile([1, 2], n // 2),
+            "actual": rng.normal(0, 3, n),
+            "lo": -1.0,
+            "mid": 0.0,
+            "hi": 1.0,
+            "vol": 1.0,
+        }
+    )
     scales = calibrate_scales(frame, coverage=0.8)["A"]
     assert len(scales) == 2 and all(2.5 < s < 5.5 for s in scales)  # N(0, 3): 80 % within 3.84
     for step, s in enumerate(scales, 1):
@@ -50,7 +59,7 @@ def test_start_holds_until_the_first_actual_is_known():
     out = track_scales(scores, [1.0, 1.0, 1.0], lags=[1, 2, 5])
     assert out.shape == (7, 3)
     for c, lag in enumerate([1, 2, 5]):
-        assert np.all(out[: lag, c] == 1.0)  # nothing realised yet
+        assert np.all(out[:lag, c] == 1.0)  # nothing realised yet
         assert out[lag, c] == pytest.approx(np.exp(TRACKING_RATE * 0.8))  # one miss known
 
 
@@ -109,8 +118,9 @@ def _windows(n_a=400, n_b=300, horizon=3):
     for sym, n in (("AAA", n_a), ("BBB", n_b)):
         idx = pd.bdate_range(end="2024-12-31", periods=n)
         close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
-        bars[sym] = pd.DataFrame({"open": close, "high": close * 1.01, "low": close * 0.99,
-                                  "close": close, "volume": 1e6}, index=idx)
+        bars[sym] = pd.DataFrame(
+            {"open": close, "high": close * 1.01, "low": close * 0.99, "close": close, "volume": 1e6}, index=idx
+        )
     dates = bars["AAA"].index
     splits = Splits(val_start=dates[-200], test_start=dates[-100])
     ws = build_windows(bars, 20, horizon, splits)
@@ -134,8 +144,9 @@ def test_online_scales_match_tracking_each_ticker_alone():
         fut = e[:, None] + np.arange(1, H + 1)
         actual = np.where(fut <= last, ws.log_close[np.minimum(fut, last)] - ws.log_close[e][:, None], np.nan)
         actual = actual / ws.tscale[k]
-        s = scale_scores(actual, scaled[sel, :, 0], scaled[sel, :, 1], scaled[sel, :, 2],
-                         np.repeat(ws.vol[e], H)).reshape(-1, H)
+        s = scale_scores(
+            actual, scaled[sel, :, 0], scaled[sel, :, 1], scaled[sel, :, 2], np.repeat(ws.vol[e], H)
+        ).reshape(-1, H)
         alone = track_scales(s, conformal[sym], lags=np.arange(1, H + 1))
         np.testing.assert_allclose(scale[sel], alone[:-1])
         np.testing.assert_allclose(final[sym], alone[-1])
@@ -145,8 +156,9 @@ def test_online_scales_match_tracking_each_ticker_alone():
 def test_forecast_scales_use_online_only_from_the_last_bar_on():
     ws = _windows()
     last = {s: str(pd.Timestamp(ws.dates[ws.offsets[k + 1] - 1]).date()) for k, s in enumerate(ws.names)}
-    tickers = {s: {"conformal": [1.0, 1.0, 1.0], "conformal_online": [2.0, 3.0, 4.0], "last_date": last[s]}
-               for s in ws.names}
+    tickers = {
+        s: {"conformal": [1.0, 1.0, 1.0], "conformal_online": [2.0, 3.0, 4.0], "last_date": last[s]} for s in ws.names
+    }
     at_end = ws.offsets[1:] - 1
     np.testing.assert_array_equal(forecast_scales(tickers, ws, at_end), [[2, 3, 4], [2, 3, 4]])
     earlier = at_end - 10  # an --as-of inside the run's data: no later knowledge
@@ -166,8 +178,9 @@ def test_trained_run_stores_the_scales_evaluate_ends_with(trained_run):
     run = load_run(trained_run)
     cfg = run.config
     bars = load_bars(cfg.data.source, cfg.data.data_dir, run.names)
-    ws = build_windows(bars, cfg.window.lookback, cfg.window.horizon, run.splits(),
-                       scalers=run.scalers(), tickers=run.names)
+    ws = build_windows(
+        bars, cfg.window.lookback, cfg.window.horizon, run.splits(), scalers=run.scalers(), tickers=run.names
+    )
     ends = ws.origins("test")
     q = predict_scaled(run.model, ws, ends, cfg.model.strategy)
     _, final = walk(q, ws, ends, run.conformal(), run.model.median_index, coverage=0.8)
@@ -187,10 +200,13 @@ def _expected_forecast(run_dir, cut, which):
 
     run = load_run(run_dir)
     cfg = run.config
-    bars = {s: (df[df.index <= cut] if cut is not None else df)
-            for s, df in load_bars(cfg.data.source, cfg.data.data_dir, run.names).items()}
-    ws = build_windows(bars, cfg.window.lookback, cfg.window.horizon, run.splits(),
-                       scalers=run.scalers(), tickers=run.names)
+    bars = {
+        s: (df[df.index <= cut] if cut is not None else df)
+        for s, df in load_bars(cfg.data.source, cfg.data.data_dir, run.names).items()
+    }
+    ws = build_windows(
+        bars, cfg.window.lookback, cfg.window.horizon, run.splits(), scalers=run.scalers(), tickers=run.names
+    )
     ends = ws.offsets[1:] - 1
     q = predict_scaled(run.model, ws, ends, cfg.model.strategy)
     scale = np.array([run.meta["tickers"][ws.names[t]][which] for t in ws.ticker_id[ends]])
@@ -200,8 +216,7 @@ def _expected_forecast(run_dir, cut, which):
 
 
 @pytest.mark.parametrize("as_of", [None, -20])
-def test_predict_uses_the_tracked_scale_from_the_last_bar_and_the_validation_one_before(
-        trained_run, tmp_path, as_of):
+def test_predict_uses_the_tracked_scale_from_the_last_bar_and_the_validation_one_before(trained_run, tmp_path, as_of):
     from forecaster.prediction import predict
 
     meta = json.loads((trained_run / "run.json").read_text())

@@ -56,8 +56,7 @@ def test_csv_header_is_case_and_space_insensitive_with_adj_close(tmp_path):
     write(
         tmp_path,
         "AAA.csv",
-        "\ufeff  Timestamp , OPEN,High ,low,Close, Adj Close ,Volume\n"
-        "2024-01-02, 10,11,9,10,5,1000\n",
+        "\ufeff  Timestamp , OPEN,High ,low,Close, Adj Close ,Volume\n2024-01-02, 10,11,9,10,5,1000\n",
     )
     df = sources.read_csv_bars(tmp_path, "AAA")
     row = df.iloc[0]
@@ -196,12 +195,8 @@ def test_fetch_history_several_tickers_and_asian_session_dates():
     yahoo = FakeYahoo({"USA": us, "7203.T": jp})
     yahoo.timezones["7203.T"] = "Asia/Tokyo"  # 09:30 JST is the previous day in UTC
     session = yahoo.session()
-    pd.testing.assert_frame_equal(
-        sources.fetch_history("USA", session=session), us, check_freq=False
-    )
-    pd.testing.assert_frame_equal(
-        sources.fetch_history("7203.T", session=session), jp, check_freq=False
-    )
+    pd.testing.assert_frame_equal(sources.fetch_history("USA", session=session), us, check_freq=False)
+    pd.testing.assert_frame_equal(sources.fetch_history("7203.T", session=session), jp, check_freq=False)
 
 
 def test_fetch_history_applies_adjustment():
@@ -283,9 +278,7 @@ def test_retry_respects_deadline():
     yahoo = FakeYahoo({"RL": 429})
     sleep = FakeClock()
     with pytest.raises(RateLimitError):
-        sources.fetch_with_retry(
-            "RL", session=yahoo.session(), sleep=sleep, rng=lambda: 1.0, deadline=3.0
-        )
+        sources.fetch_with_retry("RL", session=yahoo.session(), sleep=sleep, rng=lambda: 1.0, deadline=3.0)
     assert sleep.sleeps == []
 
 

@@ -242,9 +242,7 @@ def test_update_revision_refetches_full_history(tmp_path):
     pd.testing.assert_frame_equal(store.load_store(tmp_path, "AAA"), adjusted, check_freq=False)
 
 
-@pytest.mark.parametrize(
-    "error", [NetworkError("AAA: cannot reach Yahoo"), DataError("AAA: no usable bars")]
-)
+@pytest.mark.parametrize("error", [NetworkError("AAA: cannot reach Yahoo"), DataError("AAA: no usable bars")])
 def test_failed_update_leaves_store_byte_identical(tmp_path, error):
     store.save_store(tmp_path, "AAA", make_bars("2024-01-02", 30))
     before = store.store_path(tmp_path, "AAA").read_bytes()
@@ -363,9 +361,7 @@ def test_download_refuses_while_another_process_holds_the_lock(tmp_path):
     )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     lock = tmp_path / "store" / ".lock"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE, text=True, env=env
-    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
         src = ScriptedSource(make_bars("2024-01-02", 5))
@@ -389,9 +385,7 @@ def test_load_bars_from_csv_and_store(tmp_path):
     pd.testing.assert_frame_equal(got["AAA"], bars, check_freq=False, rtol=1e-12)
 
     store.save_store(tmp_path, "BBB", bars)
-    pd.testing.assert_frame_equal(
-        store.load_bars("yahoo", tmp_path, ["BBB"])["BBB"], bars, check_freq=False
-    )
+    pd.testing.assert_frame_equal(store.load_bars("yahoo", tmp_path, ["BBB"])["BBB"], bars, check_freq=False)
 
 
 def test_load_bars_failing_ticker_is_named(tmp_path):

@@ -57,9 +57,7 @@ def assert_identical(a: pd.DataFrame, b: pd.DataFrame) -> None:
     assert a.columns.dtype == b.columns.dtype and a.columns.name == b.columns.name
     assert a.attrs == b.attrs
     assert list(a.dtypes) == list(b.dtypes)
-    assert np.array_equal(
-        a.to_numpy(np.float64).view(np.int64), b.to_numpy(np.float64).view(np.int64)
-    )
+    assert np.array_equal(a.to_numpy(np.float64).view(np.int64), b.to_numpy(np.float64).view(np.int64))
 
 
 def assert_same_outcome(call, caplog) -> tuple:
@@ -92,8 +90,16 @@ def random_bars(seed: int, n: int, dates: str, unit: str) -> pd.DataFrame:
         days = np.cumsum(rng.integers(1, 6, n))
         index = pd.DatetimeIndex(start + pd.to_timedelta(days, unit="D"))
     else:
-        freq = {"daily": "D", "bday": "B", "weekly": "W-WED", "month_end": "ME",
-                "month_start": "MS", "quarter": "QE", "year": "YS", "bmonth": "BME"}[dates]
+        freq = {
+            "daily": "D",
+            "bday": "B",
+            "weekly": "W-WED",
+            "month_end": "ME",
+            "month_start": "MS",
+            "quarter": "QE",
+            "year": "YS",
+            "bmonth": "BME",
+        }[dates]
         index = pd.date_range(start, periods=n, freq=freq).normalize()
     close = float(np.exp(rng.uniform(-3, 9))) * np.exp(np.cumsum(rng.normal(0, 0.05, n)))
     open_ = close * np.exp(rng.normal(0, 0.02, n))
@@ -109,10 +115,7 @@ def random_bars(seed: int, n: int, dates: str, unit: str) -> pd.DataFrame:
 bars_args = st.tuples(
     st.integers(0, 2**32 - 1),
     st.integers(1, 80),
-    st.sampled_from(
-        ["random", "daily", "bday", "weekly", "month_end", "month_start", "quarter", "year",
-         "bmonth"]
-    ),
+    st.sampled_from(["random", "daily", "bday", "weekly", "month_end", "month_start", "quarter", "year", "bmonth"]),
     st.sampled_from(["s", "ms", "us", "ns"]),
 )
 
@@ -134,8 +137,7 @@ def test_validate_fast_path_is_the_careful_path_on_clean_frames(args, shuffle_co
 
 def write_csv_text(df: pd.DataFrame, style: dict) -> str:
     """``df`` as CSV text in one of the layouts read by read_csv_bars."""
-    names = {"date": style["date"], "open": "Open", "high": "HIGH", "low": "low",
-             "close": "Close", "volume": "Volume"}
+    names = {"date": style["date"], "open": "Open", "high": "HIGH", "low": "low", "close": "Close", "volume": "Volume"}
     fmt = {"repr": repr, "fixed": lambda v: f"{v:.4f}", "exp": lambda v: f"{v:.6e}"}[style["fmt"]]
     columns = ["date", "open", "high", "low", "close", "volume"]
     if style["adj"]:
@@ -146,8 +148,7 @@ def write_csv_text(df: pd.DataFrame, style: dict) -> str:
         names["extra"] = "Dividends note"
     rows = [",".join(names[c] for c in columns)]
     for i, (day, row) in enumerate(zip(df.index.strftime("%Y-%m-%d"), df.itertuples())):
-        cells = {"date": day, "extra": "é-note" if i % 2 else "",
-                 "adj": fmt(row.close * 0.5)}
+        cells = {"date": day, "extra": "é-note" if i % 2 else "", "adj": fmt(row.close * 0.5)}
         for c in COLUMNS:
             value = getattr(row, c)
             cells[c] = str(int(value)) if c == "volume" and value.is_integer() else fmt(value)
@@ -158,12 +159,17 @@ def write_csv_text(df: pd.DataFrame, style: dict) -> str:
     return ("\ufeff" if style["bom"] else "") + newline.join(rows) + newline
 
 
-csv_style = st.fixed_dictionaries({
-    "date": st.sampled_from(["Date", "date", "Timestamp", "DATETIME"]),
-    "fmt": st.sampled_from(["repr", "fixed", "exp"]),
-    "adj": st.booleans(), "extra": st.booleans(), "quote": st.booleans(),
-    "crlf": st.booleans(), "bom": st.booleans(),
-})
+csv_style = st.fixed_dictionaries(
+    {
+        "date": st.sampled_from(["Date", "date", "Timestamp", "DATETIME"]),
+        "fmt": st.sampled_from(["repr", "fixed", "exp"]),
+        "adj": st.booleans(),
+        "extra": st.booleans(),
+        "quote": st.booleans(),
+        "crlf": st.booleans(),
+        "bom": st.booleans(),
+    }
+)
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -202,18 +208,21 @@ def test_synthetic_universe_takes_the_fast_paths(tmp_path, caplog):
 
 day_patterns = st.one_of(
     st.lists(st.integers(1, 40), min_size=0, max_size=40).map(lambda s: np.cumsum([0, *s])),
-    st.tuples(st.sampled_from(["D", "B", "W-MON", "2W-FRI", "ME", "MS", "BMS", "BME", "QE",
-                               "QS", "YE", "YS", "WOM-2TUE", "3D"]),
-              st.integers(1, 40), st.integers(0, 20000), st.integers(0, 39),
-              st.integers(-3, 3))
-    .map(lambda a: _perturbed(*a)),
+    st.tuples(
+        st.sampled_from(
+            ["D", "B", "W-MON", "2W-FRI", "ME", "MS", "BMS", "BME", "QE", "QS", "YE", "YS", "WOM-2TUE", "3D"]
+        ),
+        st.integers(1, 40),
+        st.integers(0, 20000),
+        st.integers(0, 39),
+        st.integers(-3, 3),
+    ).map(lambda a: _perturbed(*a)),
 )
 
 
 def _perturbed(freq: str, n: int, start: int, at: int, shift: int) -> np.ndarray:
     """Dates of a regular ``freq`` (days since 1970), one of them moved by ``shift`` days."""
-    index = pd.date_range(pd.Timestamp("1970-01-01") + pd.Timedelta(days=start), periods=n,
-                          freq=freq)
+    index = pd.date_range(pd.Timestamp("1970-01-01") + pd.Timedelta(days=start), periods=n, freq=freq)
     days = index.to_numpy().astype("datetime64[D]").view(np.int64).copy()
     days[at % n] += shift
     return np.unique(days)
@@ -259,8 +268,9 @@ def _bad_frames() -> dict[str, pd.DataFrame]:
     cases["duplicate date"] = pd.concat([good, good.iloc[[2]] * 1.001])
     cases["unsorted and duplicate"] = pd.concat([good.iloc[::-1], good.iloc[[0]]])
     cases["times of day"] = good.set_axis(good.index + pd.Timedelta(hours=13))
-    cases["one time of day"] = good.set_axis(good.index.where(good.index != good.index[3],
-                                                              good.index[3] + pd.Timedelta(1)))
+    cases["one time of day"] = good.set_axis(
+        good.index.where(good.index != good.index[3], good.index[3] + pd.Timedelta(1))
+    )
     nat = good.index.to_numpy().copy()
     nat[0] = np.datetime64("NaT")
     cases["NaT first"] = good.set_axis(pd.DatetimeIndex(nat, name="date"))
@@ -282,9 +292,9 @@ def _bad_frames() -> dict[str, pd.DataFrame]:
     cases["not a date index"] = good.reset_index(drop=True)
     cases["duplicate column"] = pd.concat([good, good[["close"]]], axis=1)
     cases["us index"] = good.set_axis(good.index.astype("datetime64[us]"))
-    cases["year 1600"] = good.set_axis(pd.DatetimeIndex(
-        good.index.to_numpy().astype("datetime64[s]") - np.timedelta64(424 * 365, "D"),
-        name="date"))
+    cases["year 1600"] = good.set_axis(
+        pd.DatetimeIndex(good.index.to_numpy().astype("datetime64[s]") - np.timedelta64(424 * 365, "D"), name="date")
+    )
     cases["one row"] = good.iloc[:1]
     return cases
 
@@ -310,10 +320,20 @@ def test_store_same_outcome_on_unusual_files(case, tmp_path, caplog):
     assert_same_outcome(lambda: store.load_store(tmp_path, "AAA"), caplog)
 
 
-@pytest.mark.parametrize("case", [
-    "Float64 with NA", "index as a column", "no metadata", "extra column", "damaged",
-    "empty file", "date32 index", "ms index", "many row groups",
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "Float64 with NA",
+        "index as a column",
+        "no metadata",
+        "extra column",
+        "damaged",
+        "empty file",
+        "date32 index",
+        "ms index",
+        "many row groups",
+    ],
+)
 def test_store_same_outcome_on_odd_layouts(case, tmp_path, caplog):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -347,8 +367,7 @@ def test_store_same_outcome_on_odd_layouts(case, tmp_path, caplog):
 # --------------------------------------------------------------------------- bad CSV files
 
 
-ROWS = ["2024-01-02,10,11,9,10.5,1000", "2024-01-03,10.5,12,10,11.5,2000",
-        "2024-01-04,11.5,12,11,11.8,1500"]
+ROWS = ["2024-01-02,10,11,9,10.5,1000", "2024-01-03,10.5,12,10,11.5,2000", "2024-01-04,11.5,12,11,11.8,1500"]
 
 
 def _csv(*rows: str, header: str = HEADER) -> str:
@@ -403,25 +422,26 @@ BAD_CSV = {
     "bom": "\ufeff" + _csv(*ROWS),
     "two boms": "\ufeff\ufeff" + _csv(*ROWS),
     "quoted header": _csv(*ROWS, header='"Date","Open","High","Low","Close","Volume"\n'),
-    "quoted header with comma": _csv(*[r + ",1" for r in ROWS],
-                                     header='Date,Open,High,Low,Close,Volume,"a,b"\n'),
+    "quoted header with comma": _csv(*[r + ",1" for r in ROWS], header='Date,Open,High,Low,Close,Volume,"a,b"\n'),
     "quoted cells": _csv(*['"' + r.replace(",", '","') + '"' for r in ROWS]),
     "duplicate columns": _csv(*[r + ",1" for r in ROWS], header=HEADER.strip() + ",Close\n"),
     "same column twice": _csv(*[r + ",1" for r in ROWS], header=HEADER.strip() + ",close\n"),
     "empty header name": _csv(*[r + ",1" for r in ROWS], header=HEADER.strip() + ",\n"),
     "missing column": _csv("2024-01-02,10,11,9,10.5", header="Date,Open,High,Low,Close\n"),
     "semicolons": HEADER.replace(",", ";") + ROWS[0].replace(",", ";") + "\n",
-    "adj close": _csv("2024-01-02,10,11,9,10.5,5.25,1000",
-                      header="Date,Open,High,Low,Close,Adj Close,Volume\n"),
-    "empty adj close": _csv("2024-01-02,10,11,9,10.5,,1000",
-                            header="Date,Open,High,Low,Close,Adj Close,Volume\n"),
-    "partly empty adj close": _csv("2024-01-02,10,11,9,10.5,,1000",
-                                   "2024-01-03,10.5,12,10,11.5,5,2000",
-                                   header="Date,Open,High,Low,Close,Adj Close,Volume\n"),
-    "adj close and adjclose": _csv("2024-01-02,10,11,9,10.5,5,6,1000",
-                                   header="Date,Open,High,Low,Close,AdjClose,Adj Close,Volume\n"),
-    "timestamp and date": _csv("2024-01-02,2024-01-05,10,11,9,10.5,1000",
-                               header="Timestamp,Date,Open,High,Low,Close,Volume\n"),
+    "adj close": _csv("2024-01-02,10,11,9,10.5,5.25,1000", header="Date,Open,High,Low,Close,Adj Close,Volume\n"),
+    "empty adj close": _csv("2024-01-02,10,11,9,10.5,,1000", header="Date,Open,High,Low,Close,Adj Close,Volume\n"),
+    "partly empty adj close": _csv(
+        "2024-01-02,10,11,9,10.5,,1000",
+        "2024-01-03,10.5,12,10,11.5,5,2000",
+        header="Date,Open,High,Low,Close,Adj Close,Volume\n",
+    ),
+    "adj close and adjclose": _csv(
+        "2024-01-02,10,11,9,10.5,5,6,1000", header="Date,Open,High,Low,Close,AdjClose,Adj Close,Volume\n"
+    ),
+    "timestamp and date": _csv(
+        "2024-01-02,2024-01-05,10,11,9,10.5,1000", header="Timestamp,Date,Open,High,Low,Close,Volume\n"
+    ),
     "text column": _csv(*[r + ",hello world" for r in ROWS], header=HEADER.strip() + ",Note\n"),
     "long digits": _csv(ROWS[0], "2024-01-03,10.50000000000000000000001,12,10,11.5,2000"),
     "huge volume": _csv(ROWS[0], "2024-01-03,10.5,12,10,11.5,123456789012345678901234567890"),
@@ -452,8 +472,7 @@ def test_read_csv_bars_fast_path_gives_the_pandas_fast_frame(case, tmp_path):
 
 def test_csv_not_utf8_in_an_unused_column_is_still_refused(tmp_path, caplog):
     path = tmp_path / "AAA.csv"
-    path.write_bytes(_csv(*[r + ",caf\xe9" for r in ROWS], header=HEADER.strip() + ",Note\n")
-                     .encode("latin-1"))
+    path.write_bytes(_csv(*[r + ",caf\xe9" for r in ROWS], header=HEADER.strip() + ",Note\n").encode("latin-1"))
     fast = assert_same_outcome(lambda: store.load_bars("csv", tmp_path, ["AAA"]), caplog)
     assert fast[0] == "raised" and "not UTF-8 text" in fast[2]
 
@@ -477,8 +496,9 @@ def test_load_bars_tail_returns_the_last_rows_of_the_validated_frame(tmp_path):
 
 
 def test_load_bars_tail_still_validates_the_whole_history(tmp_path):
-    lines = _csv(ROWS[0], "2024-01-03,-10.5,12,10,11.5,2000", *[
-        f"2024-02-{d:02d},10,11,9,10.5,1000" for d in range(1, 20)])
+    lines = _csv(
+        ROWS[0], "2024-01-03,-10.5,12,10,11.5,2000", *[f"2024-02-{d:02d},10,11,9,10.5,1000" for d in range(1, 20)]
+    )
     (tmp_path / "AAA.csv").write_text(lines)
     with pytest.raises(Exception, match="is not a finite positive price"):
         store.load_bars("csv", tmp_path, ["AAA"], tail=3)

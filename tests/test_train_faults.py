@@ -28,8 +28,9 @@ BIN = Path(sys.executable).parent
 def _trainer(sample_dir, epochs):
     cfg = load_config(None, tiny_overrides(sample_dir, **{"train.epochs": epochs, "train.patience": 50}))
     bars = load_bars("csv", sample_dir, ["STOCKA", "STOCKB"])
-    ws = build_windows(bars, cfg.window.lookback, cfg.window.horizon,
-                       make_splits(bars, cfg.window.val_days, cfg.window.test_days))
+    ws = build_windows(
+        bars, cfg.window.lookback, cfg.window.horizon, make_splits(bars, cfg.window.val_days, cfg.window.test_days)
+    )
     seed_everything(cfg.train.seed)
     return Trainer(new_model(cfg, ws), ws, cfg, torch.device("cpu")), ws
 
@@ -52,17 +53,41 @@ def test_resuming_continues_exactly_where_training_stopped(sample_dir):
 
 def _run_cli(args, **kw):
     env = {**os.environ, "NO_COLOR": "1"}
-    return subprocess.Popen([str(BIN / "forecaster"), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, **kw)
+    return subprocess.Popen(
+        [str(BIN / "forecaster"), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kw
+    )
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_saves_a_resumable_run_and_resume_finishes_it(sample_dir, tmp_path, sig):
     run = tmp_path / "run"
-    args = ["train", "--source", "csv", "--data-dir", str(sample_dir), "--tickers", "STOCKA,STOCKB",
-            "--lookback", "20", "--horizon", "3", "--val-days", "100", "--test-days", "100",
-            "--hidden-size", "8", "--model", "gru", "--epochs", "500", "--patience", "500",
-            "--run-dir", str(run)]
+    args = [
+        "train",
+        "--source",
+        "csv",
+        "--data-dir",
+        str(sample_dir),
+        "--tickers",
+        "STOCKA,STOCKB",
+        "--lookback",
+        "20",
+        "--horizon",
+        "3",
+        "--val-days",
+        "100",
+        "--test-days",
+        "100",
+        "--hidden-size",
+        "8",
+        "--model",
+        "gru",
+        "--epochs",
+        "500",
+        "--patience",
+        "500",
+        "--run-dir",
+        str(run),
+    ]
     p = _run_cli(args)
     deadline = time.time() + 120
     seen = ""
@@ -113,11 +138,41 @@ def test_torchrun_two_cpu_processes(sample_dir, tmp_path):
     """DistributedDataParallel with gloo: one valid run, written once, validation improving."""
     run = tmp_path / "ddp"
     env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [str(BIN / "torchrun"), "--nproc-per-node", "2", "--master-port", "29517", "-m", "forecaster",
-           "train", "--source", "csv", "--data-dir", str(sample_dir), "--tickers", "STOCKA,STOCKB",
-           "--lookback", "20", "--horizon", "3", "--val-days", "100", "--test-days", "100",
-           "--hidden-size", "16", "--model", "lstm", "--epochs", "4", "--lr", "0.003",
-           "--run-dir", str(run), "--quiet"]
+    cmd = [
+        str(BIN / "torchrun"),
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29517",
+        "-m",
+        "forecaster",
+        "train",
+        "--source",
+        "csv",
+        "--data-dir",
+        str(sample_dir),
+        "--tickers",
+        "STOCKA,STOCKB",
+        "--lookback",
+        "20",
+        "--horizon",
+        "3",
+        "--val-days",
+        "100",
+        "--test-days",
+        "100",
+        "--hidden-size",
+        "16",
+        "--model",
+        "lstm",
+        "--epochs",
+        "4",
+        "--lr",
+        "0.003",
+        "--run-dir",
+        str(run),
+        "--quiet",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     meta = json.loads((run / "run.json").read_text())

@@ -48,8 +48,9 @@ def _setup(sample_dir, **extra):
     from forecaster.store import load_bars
 
     bars = load_bars("csv", sample_dir, ["STOCKA", "STOCKB"])
-    ws = build_windows(bars, cfg.window.lookback, cfg.window.horizon,
-                       make_splits(bars, cfg.window.val_days, cfg.window.test_days))
+    ws = build_windows(
+        bars, cfg.window.lookback, cfg.window.horizon, make_splits(bars, cfg.window.val_days, cfg.window.test_days)
+    )
     return cfg, ws
 
 
@@ -71,8 +72,7 @@ def test_nan_during_train_keeps_the_previous_run(sample_dir, trained_run, tmp_pa
     import forecaster.models as models
 
     real = models.pinball_loss
-    monkeypatch.setattr("forecaster.training.pinball_loss",
-                        lambda p, y, q: real(p, y, q) * float("nan"))
+    monkeypatch.setattr("forecaster.training.pinball_loss", lambda p, y, q: real(p, y, q) * float("nan"))
     with pytest.raises(TrainingError):
         train(cfg, run_dir=run)
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
@@ -85,8 +85,7 @@ def test_early_stopping_restores_the_best_epoch(sample_dir):
     best = min(recs, key=lambda r: r.val_loss)
     from forecaster.training import Batches, evaluate_loss
 
-    now = evaluate_loss(model, Batches(ws, torch.device("cpu"), False), ws.ends("val"),
-                        cfg.model.quantiles)
+    now = evaluate_loss(model, Batches(ws, torch.device("cpu"), False), ws.ends("val"), cfg.model.quantiles)
     assert now == pytest.approx(best.val_loss, rel=1e-5)
     if len(recs) < 12:  # stopped early: exactly `patience` epochs after the best one
         assert recs[-1].epoch - best.epoch == 2
@@ -112,8 +111,7 @@ def test_short_ticker_skipped_and_recorded(sample_dir, tmp_path):
     shutil.copytree(sample_dir, d)
     df = pd.read_csv(d / "STOCKB.csv").tail(150)  # listed inside the validation period
     df.to_csv(d / "NEWCO.csv", index=False)
-    cfg = load_config(None, tiny_overrides(d, **{"data.tickers": ["STOCKA", "NEWCO"],
-                                                 "train.epochs": 1}))
+    cfg = load_config(None, tiny_overrides(d, **{"data.tickers": ["STOCKA", "NEWCO"], "train.epochs": 1}))
     res = train(cfg, run_dir=tmp_path / "run")
     assert list(res.meta["tickers"]) == ["STOCKA"]
     assert "NEWCO" in res.meta["skipped"]
@@ -130,8 +128,9 @@ def test_missing_ticker_file_names_it(sample_dir):
 def test_every_model_and_strategy_trains_and_predicts(sample_dir, tmp_path, cell, strategy):
     from forecaster.prediction import predict
 
-    cfg = load_config(None, tiny_overrides(sample_dir, **{
-        "model.cell": cell, "model.strategy": strategy, "train.epochs": 1}))
+    cfg = load_config(
+        None, tiny_overrides(sample_dir, **{"model.cell": cell, "model.strategy": strategy, "train.epochs": 1})
+    )
     res = train(cfg, run_dir=tmp_path / "run")
     assert res.meta["config"]["model"]["cell"] == cell
     out = predict(tmp_path / "run", offline=True, out=tmp_path / "fc").forecasts
@@ -148,7 +147,6 @@ def test_device_resident_batches_equal_numpy_gathered_ones(sample_dir, one_step)
     _, ws = _setup(sample_dir)
     ends = np.random.default_rng(0).permutation(ws.ends("train"))[:300]
     cpu = torch.device("cpu")
-    for a, b in zip(Batches(ws, cpu, one_step, resident=True)(ends),
-                    Batches(ws, cpu, one_step, resident=False)(ends)):
+    for a, b in zip(Batches(ws, cpu, one_step, resident=True)(ends), Batches(ws, cpu, one_step, resident=False)(ends)):
         assert a.dtype == b.dtype and a.shape == b.shape
         assert torch.equal(a, b)

@@ -17,9 +17,10 @@ def frame(start: int, end: int, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     idx = SESSIONS[start:end]
     close = 50 * np.exp(np.cumsum(rng.normal(0, 0.01, len(idx))))
-    return pd.DataFrame({"open": close, "high": close * 1.01, "low": close * 0.99,
-                         "close": close, "volume": np.full(len(idx), 1e5)},
-                        index=pd.DatetimeIndex(idx, name="date"))
+    return pd.DataFrame(
+        {"open": close, "high": close * 1.01, "low": close * 0.99, "close": close, "volume": np.full(len(idx), 1e5)},
+        index=pd.DatetimeIndex(idx, name="date"),
+    )
 
 
 histories = st.lists(st.integers(0, 300), min_size=1, max_size=4)  # listing offsets

@@ -33,9 +33,7 @@ NOT_FOUND_BODY = {
 }
 
 
-def make_bars(
-    start: str, n: int, *, price: float = 100.0, seed: int = 0, volume: float = 1e6
-) -> pd.DataFrame:
+def make_bars(start: str, n: int, *, price: float = 100.0, seed: int = 0, volume: float = 1e6) -> pd.DataFrame:
     """``n`` business days of plausible bars (normalised shape) starting at ``start``."""
     rng = np.random.default_rng(seed)
     dates = pd.bdate_range(start, periods=n, name="date").astype("datetime64[ns]")
@@ -44,9 +42,7 @@ def make_bars(
     high = np.maximum(open_, close) * 1.005
     low = np.minimum(open_, close) * 0.995
     vol = np.round(volume * (1 + rng.random(n)))
-    return pd.DataFrame(
-        {"open": open_, "high": high, "low": low, "close": close, "volume": vol}, index=dates
-    )
+    return pd.DataFrame({"open": open_, "high": high, "low": low, "close": close, "volume": vol}, index=dates)
 
 
 def chart_payload(
@@ -62,9 +58,7 @@ def chart_payload(
     Each bar is stamped at 09:30 exchange time of its date. ``adjclose`` defaults to close.
     ``period`` (epoch seconds, end exclusive) keeps only the bars inside it.
     """
-    stamps = [
-        int(pd.Timestamp(f"{d.date()} 09:30").tz_localize(tz).timestamp()) for d in bars.index
-    ]
+    stamps = [int(pd.Timestamp(f"{d.date()} 09:30").tz_localize(tz).timestamp()) for d in bars.index]
     adj = bars["close"] if adjclose is None else adjclose
     keep = [period is None or period[0] <= s < period[1] for s in stamps]
     rows = [i for i, k in enumerate(keep) if k]
@@ -102,9 +96,7 @@ class FakeYahoo:
     """In-memory Yahoo: ``answers`` maps SYMBOL -> bars frame or HTTP status code."""
 
     def __init__(self, answers: Mapping[str, pd.DataFrame | int] | None = None) -> None:
-        self.answers: dict[str, pd.DataFrame | int] = {
-            k.upper(): v for k, v in (answers or {}).items()
-        }
+        self.answers: dict[str, pd.DataFrame | int] = {k.upper(): v for k, v in (answers or {}).items()}
         self.adjclose: dict[str, pd.Series] = {}  # SYMBOL -> adjusted close, default close
         self.timezones: dict[str, str] = {}  # SYMBOL -> exchange tz, default New York
         self.down = False

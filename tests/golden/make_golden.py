@@ -29,10 +29,20 @@ HERE = Path(__file__).resolve().parent
 TICKERS = {"GOLDA": ("2023-01-03", 101), "GOLDB": ("2023-04-03", 102)}
 LAST_DAY = "2024-03-28"  # the next sessions skip Good Friday and a weekend
 OVERRIDES = {
-    "data.source": "csv", "data.data_dir": "data", "data.tickers": list(TICKERS),
-    "window.lookback": 10, "window.horizon": 3, "window.val_days": 40, "window.test_days": 40,
-    "model.cell": "gru", "model.hidden_size": 4, "train.epochs": 1, "train.batch_size": 64,
-    "train.seed": 0, "train.device": "cpu", "train.threads": 1,
+    "data.source": "csv",
+    "data.data_dir": "data",
+    "data.tickers": list(TICKERS),
+    "window.lookback": 10,
+    "window.horizon": 3,
+    "window.val_days": 40,
+    "window.test_days": 40,
+    "model.cell": "gru",
+    "model.hidden_size": 4,
+    "train.epochs": 1,
+    "train.batch_size": 64,
+    "train.seed": 0,
+    "train.device": "cpu",
+    "train.threads": 1,
 }
 
 
