@@ -137,8 +137,8 @@ def one_run(
         "coverage_h5": at("coverage", 5 if last >= 5 else last),
         "static_coverage_h1": static.get(1, math.nan),
         "static_coverage_h5": static.get(5 if last >= 5 else last, math.nan),
-        "train_seconds": float(result.meta["metrics"]["train_seconds"]),
-        "epochs_run": int(result.meta["metrics"]["epochs_run"]),
+        "train_seconds": float(result.manifest.metrics.train_seconds),
+        "epochs_run": int(result.manifest.metrics.epochs_run),
     }
 
 

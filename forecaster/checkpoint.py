@@ -1,8 +1,10 @@
 """The run-directory format, in one place.
 
-A run is ``model.safetensors`` (weights only), ``run.json`` (everything needed to rebuild and
-use the model) and ``history.csv`` (one row per epoch). Nothing is pickled and loading never
-executes code from the files: weights go through safetensors, everything else is JSON.
+A run is ``model.safetensors`` (weights only), ``run.json`` (the :class:`Manifest`: everything
+needed to rebuild and use the model) and ``history.csv`` (one row per epoch); an interrupted run
+also has ``resume.safetensors`` (the :class:`ResumeState` training continues from). Nothing is
+pickled and loading never executes code from the files: tensors go through safetensors (numpy
+arrays, so reading a run never needs torch), everything else is JSON checked field by field.
 """
 
 from __future__ import annotations
@@ -12,45 +14,177 @@ import io
 import json
 import shutil
 from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
+from typing import Literal
 
-from .config import Config, config_from_dict
-from .errors import ConfigError, RunFormatError
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import load_file, save_file
+
+from .config import Config
+from .errors import DataError, RunFormatError
 from .features import FEATURES, Scaler
+from .fsio import publish_files, replace_dir, sibling_temp_dir
+from .npinfer import NumpyQuantileRNN, config_shapes
+from .tickers import validate_ticker
 from .windows import Splits
 
 FORMAT_VERSION = 1
-WEIGHTS, META, HISTORY = "model.safetensors", "run.json", "history.csv"
+WEIGHTS, META, HISTORY, RESUME = "model.safetensors", "run.json", "history.csv", "resume.safetensors"
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "grad_norm", "lr", "seconds", "samples"]
+TARGET = "log(close[t+h]/close[t]) / (ret_std*sqrt(h))"
+"""What the network's outputs are, in words (recorded in every run)."""
+
+_RESERVED_NAMES = {"", ".", ".."}
 
 
-@dataclass
-class Run:
-    """A loaded run: its config, metadata and a model in eval mode on the CPU (a torch
-    QuantileRNN from :func:`load_run`, a NumpyQuantileRNN from :func:`load_run_numpy`)."""
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
-    path: Path
+
+class TickerEntry(_Record):
+    """One ticker of a run: its embedding id, the bars it was trained on, its normalisation and
+    its interval scales."""
+
+    id: int = Field(ge=0)
+    first_date: date
+    last_date: date
+    rows: int = Field(ge=0)
+    train_rows: int = Field(ge=0)
+    scaler: Scaler
+    conformal: list[float] = Field(description="validation-split interval scale per step")
+    conformal_online: list[float] | None = Field(
+        None, description="the scale tracked online to the last bar, for forecasts from it on"
+    )
+
+
+class FeatureSpec(_Record):
+    names: list[str]
+    target: str = TARGET
+    interval: str | None = Field(None, description="how the intervals were made, in words (older runs)")
+
+
+class SplitDates(_Record):
+    val_start: date
+    test_start: date
+
+    def splits(self) -> Splits:
+        return Splits.from_dict(self.model_dump(mode="json"))
+
+
+class RunMetrics(_Record):
+    best_epoch: int | None
+    best_val_loss: float | None
+    epochs_run: int = Field(ge=0)
+    train_seconds: float
+    interval_coverage_target: float
+
+
+class Manifest(_Record):
+    """``run.json``: the resolved config, the tickers and their statistics, the splits, what the
+    run was trained on, and how."""
+
+    format_version: int = FORMAT_VERSION
+    name: str
+    status: Literal["complete", "interrupted"] = "complete"
+    created_at: datetime
     config: Config
-    meta: dict
-    model: object  # QuantileRNN or NumpyQuantileRNN
+    features: FeatureSpec
+    tickers: dict[str, TickerEntry]
+    skipped: dict[str, str] = Field(default_factory=dict)
+    splits: SplitDates
+    windows: dict[str, int]
+    data_hash: str
+    seed: int
+    device: str
+    world_size: int = Field(1, ge=1)
+    metrics: RunMetrics
+    versions: dict[str, str]
 
-    @property
-    def name(self) -> str:
-        return self.meta["name"]
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        # the name becomes a folder under the forecast directory: one plain path component
+        if (
+            name in _RESERVED_NAMES
+            or len(name.encode()) > 200
+            or any(ch in name for ch in "/\\\0")
+            or not name.isprintable()
+        ):
+            raise ValueError(f"unusable run name {ascii(name[:40])}: it must be a plain folder name")
+        return name
 
     @property
     def names(self) -> list[str]:
         """Every ticker the model knows, in embedding order."""
-        return list(self.meta["tickers"])
+        return sorted(self.tickers, key=lambda s: self.tickers[s].id)
 
     def scalers(self) -> dict[str, Scaler]:
-        return {s: Scaler.from_dict(t["scaler"]) for s, t in self.meta["tickers"].items()}
-
-    def splits(self) -> Splits:
-        return Splits.from_dict(self.meta["splits"])
+        return {s: t.scaler for s, t in self.tickers.items()}
 
     def conformal(self) -> dict[str, list[float]]:
-        return {s: t.get("conformal", []) for s, t in self.meta["tickers"].items()}
+        return {s: t.conformal for s, t in self.tickers.items()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2) + "\n"
+
+
+@dataclass
+class Run:
+    """A loaded, complete run: its manifest and the network (numpy forward pass, eval mode)."""
+
+    path: Path
+    manifest: Manifest
+    model: NumpyQuantileRNN
+
+    @property
+    def config(self) -> Config:
+        return self.manifest.config
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def names(self) -> list[str]:
+        return self.manifest.names
+
+    def splits(self) -> Splits:
+        return self.manifest.splits.splits()
+
+    def select(self, tickers: list[str] | None) -> list[str]:
+        """The tickers asked for (every one of the run's when None), checked: each a valid symbol
+        the run was trained on."""
+        names = list(dict.fromkeys(validate_ticker(t) for t in tickers)) if tickers else self.names
+        unknown = [t for t in names if t not in self.manifest.tickers]
+        if unknown:
+            raise DataError(f"the run was not trained on {', '.join(unknown)}; it knows {', '.join(self.names)}")
+        return names
+
+
+@dataclass
+class ResumeState:
+    """Where an interrupted training stopped: everything needed to continue exactly.
+
+    ``optimizer`` maps a parameter's index to its optimiser slots (e.g. ``exp_avg``);
+    ``param_groups`` and ``scheduler`` are the JSON-able parts of torch's state dicts.
+    """
+
+    epoch: int
+    best_val: float
+    stale: int
+    model: dict[str, np.ndarray]
+    best: dict[str, np.ndarray] | None
+    optimizer: dict[int, dict[str, np.ndarray]]
+    param_groups: list
+    scheduler: dict
+    generator: np.ndarray
+    torch_rng: np.ndarray | None
+
+
+# --------------------------------------------------------------------------------- writing
 
 
 def history_csv(history: list[dict]) -> str:
@@ -62,26 +196,23 @@ def history_csv(history: list[dict]) -> str:
     return buf.getvalue()
 
 
-def save_run(run_dir: Path, model, meta: dict, history: list[dict], extra_tensors: dict | None = None) -> Path:
-    """Write a run into a temporary sibling directory, then move it into place whole.
-
-    ``extra_tensors`` maps further file names to ``(tensors, metadata)`` saved as safetensors
-    (the resume state of an interrupted run).
-    """
-    from safetensors.torch import save_file
-
-    from .fsio import publish_files, replace_dir, sibling_temp_dir
-
+def save_run(
+    run_dir: Path,
+    weights: dict[str, np.ndarray],
+    manifest: Manifest,
+    history: list[dict],
+    resume: ResumeState | None = None,
+) -> Path:
+    """Write a run into a temporary sibling directory, then move it into place whole."""
     run_dir = Path(run_dir)
-    meta = {"format_version": FORMAT_VERSION, **meta}
     tmp = sibling_temp_dir(run_dir)
     try:
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS), metadata={"format_version": str(FORMAT_VERSION)})
-        (tmp / META).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        save_file(_contiguous(weights), str(tmp / WEIGHTS), metadata={"format_version": str(FORMAT_VERSION)})
+        (tmp / META).write_text(manifest.to_json())
         (tmp / HISTORY).write_text(history_csv(history))
-        for name, (tensors, extra) in (extra_tensors or {}).items():
-            save_file(tensors, str(tmp / name), metadata=extra)
+        if resume is not None:
+            tensors, meta = _flatten(resume)
+            save_file(tensors, str(tmp / RESUME), metadata=meta)
         publish_files(tmp)
         replace_dir(tmp, run_dir)
     except BaseException:
@@ -90,73 +221,96 @@ def save_run(run_dir: Path, model, meta: dict, history: list[dict], extra_tensor
     return run_dir
 
 
-def read_meta(run_dir: Path) -> dict:
-    """run.json, checked for presence, JSON validity and format version."""
+def _contiguous(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+
+
+def _flatten(state: ResumeState) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """A resume state as flat named arrays plus JSON metadata (the safetensors layout)."""
+    tensors = {f"model.{k}": v for k, v in state.model.items()}
+    tensors.update({f"best.{k}": v for k, v in (state.best or {}).items()})
+    for i, slots in state.optimizer.items():
+        tensors.update({f"opt.{i}.{name}": np.asarray(v) for name, v in slots.items()})
+    tensors["generator"] = state.generator
+    if state.torch_rng is not None:
+        tensors["torch_rng"] = state.torch_rng
+    meta = {
+        "epoch": state.epoch,
+        "best_val": state.best_val,
+        "stale": state.stale,
+        "param_groups": state.param_groups,
+        "scheduler": state.scheduler,
+    }
+    return _contiguous(tensors), {"state": json.dumps(meta, default=float)}
+
+
+# --------------------------------------------------------------------------------- reading
+
+
+def read_manifest(run_dir: Path) -> Manifest:
+    """run.json, checked: present, JSON, this format version, every field of the right type."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunFormatError(f"no run directory at {run_dir}")
     path = run_dir / META
     try:
-        meta = json.loads(path.read_text())
+        raw = json.loads(path.read_text())
     except FileNotFoundError:
         raise RunFormatError(f"{run_dir} is not a run: {META} is missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunFormatError(f"{path} is not valid JSON ({e})") from None
-    if not isinstance(meta, dict) or "format_version" not in meta:
+    if not isinstance(raw, dict) or "format_version" not in raw:
         raise RunFormatError(f"{path} has no format_version: not a forecaster run")
-    version = meta["format_version"]
+    version = raw["format_version"]
     if version != FORMAT_VERSION:
         newer = isinstance(version, int) and version > FORMAT_VERSION
         raise RunFormatError(
             f"{run_dir} has run format {version!r}; this forecaster reads format {FORMAT_VERSION}"
             + (" (the run was written by a newer forecaster: upgrade to use it)" if newer else "")
         )
-    for key, kind in (("name", str), ("config", dict), ("tickers", dict), ("splits", dict), ("features", dict)):
-        if key not in meta:
-            raise RunFormatError(f"{path} lacks the '{key}' entry")
-        if not isinstance(meta[key], kind):
-            raise RunFormatError(f"{path} is malformed: '{key}' must be a {'string' if kind is str else 'JSON object'}")
-    return meta
-
-
-def check_complete(meta: dict, run_dir: Path) -> None:
-    """Refuse to forecast from a run whose training was interrupted."""
-    if meta.get("status", "complete") != "complete":
-        raise RunFormatError(
-            f"{run_dir}: training was interrupted after epoch "
-            f"{meta['metrics'].get('epochs_run')}; resume it with "
-            f"`forecaster train --resume {run_dir}`"
-        )
-
-
-def _read_run(run_dir: Path, load_file) -> tuple[dict, Config, Path, dict]:
-    """run.json checked, the config parsed and the weights read with ``load_file`` (a
-    safetensors loader: torch or numpy); every problem is a RunFormatError."""
-    from safetensors import SafetensorError
-
-    meta = read_meta(run_dir)
-    check_complete(meta, run_dir)
     try:
-        cfg = config_from_dict(meta["config"])
-    except ConfigError as e:
-        raise RunFormatError(f"{run_dir}: {e}") from None
-    if meta["features"].get("names") != FEATURES:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as e:
+        raise RunFormatError(f"{path} is malformed: {_problems(e)}") from None
+    _check_consistent(manifest, path)
+    return manifest
+
+
+def _problems(err: ValidationError, most: int = 3) -> str:
+    parts = [f"{'.'.join(str(x) for x in e['loc']) or 'run'}: {e['msg']}" for e in err.errors()]
+    more = f" (and {len(parts) - most} more)" if len(parts) > most else ""
+    return "; ".join(parts[:most]) + more
+
+
+def _check_consistent(m: Manifest, path: Path) -> None:
+    """What pydantic cannot see field by field: ids, per-step lists and features agree."""
+    if m.features.names != FEATURES:
         raise RunFormatError(
-            f"{run_dir} was trained on features {meta['features'].get('names')}, this forecaster computes {FEATURES}"
+            f"{path.parent} was trained on features {m.features.names}, this forecaster computes {FEATURES}"
         )
-    weights = run_dir / WEIGHTS
+    if sorted(t.id for t in m.tickers.values()) != list(range(len(m.tickers))):
+        raise RunFormatError(f"{path} is malformed: ticker ids are not 0..{len(m.tickers) - 1}")
+    horizon = m.config.window.horizon
+    for sym, t in m.tickers.items():
+        for field, values in (("conformal", t.conformal), ("conformal_online", t.conformal_online)):
+            if values is not None and len(values) != horizon:
+                raise RunFormatError(f"{path} is malformed: {sym}.{field} has {len(values)} steps, not {horizon}")
+
+
+def read_weights(run_dir: Path) -> dict[str, np.ndarray]:
+    """The weights of a run as float arrays named as torch names them."""
+    weights = Path(run_dir) / WEIGHTS
     if not weights.is_file():
         raise RunFormatError(f"{run_dir} is not a complete run: {WEIGHTS} is missing")
     try:
-        state = load_file(str(weights))
+        return load_file(str(weights))
     except (SafetensorError, OSError, ValueError, TypeError) as e:  # TypeError: a dtype numpy lacks
         raise RunFormatError(
             f"{weights} is not a readable safetensors file ({e}); it may be truncated or not a weights file"
         ) from None
-    return meta, cfg, weights, state
 
 
-def _check_tensors(weights: Path, state: dict, expected: dict[str, tuple[int, ...]]) -> None:
+def check_tensors(weights: Path, state: dict, expected: dict[str, tuple[int, ...]]) -> None:
     """Refuse weights whose tensor names or shapes are not the ones the config implies."""
     problems = [f"missing {k}" for k in expected if k not in state]
     problems += [f"unexpected {k}" for k in state if k not in expected]
@@ -174,28 +328,62 @@ def _check_tensors(weights: Path, state: dict, expected: dict[str, tuple[int, ..
 
 
 def load_run(run_dir: Path) -> Run:
-    """Load and check a run; every problem is a RunFormatError that says what is wrong."""
-    from safetensors.torch import load_file
-
-    from .models import build_model
-
+    """Load and check a complete run for forecasting; every problem is a RunFormatError that
+    says what is wrong. The network runs in numpy: this never imports torch."""
     run_dir = Path(run_dir)
-    meta, cfg, weights, state = _read_run(run_dir, lambda path: load_file(path, device="cpu"))
-    model = build_model(cfg, n_features=len(FEATURES), n_tickers=len(meta["tickers"]))
-    _check_tensors(weights, state, {k: tuple(v.shape) for k, v in model.state_dict().items()})
-    model.load_state_dict(state, strict=True)
-    model.eval()
-    return Run(path=run_dir, config=cfg, meta=meta, model=model)
+    manifest = read_manifest(run_dir)
+    if manifest.status != "complete":
+        raise RunFormatError(
+            f"{run_dir}: training was interrupted after epoch {manifest.metrics.epochs_run}; "
+            f"resume it with `forecaster train --resume {run_dir}`"
+        )
+    state = read_weights(run_dir)
+    cfg = manifest.config
+    check_tensors(run_dir / WEIGHTS, state, config_shapes(cfg, len(FEATURES), len(manifest.tickers)))
+    return Run(path=run_dir, manifest=manifest, model=NumpyQuantileRNN.from_config(cfg, state))
 
 
-def load_run_numpy(run_dir: Path) -> Run:
-    """:func:`load_run` without torch, for forecasting: the same checks and errors, and a
-    :class:`forecaster.npinfer.NumpyQuantileRNN` as the model."""
-    from safetensors.numpy import load_file
+def read_resume(run_dir: Path) -> tuple[ResumeState, list[dict]]:
+    """The saved training state and epoch history of an interrupted run."""
+    path = Path(run_dir) / RESUME
+    if not path.is_file():
+        raise RunFormatError(f"{run_dir} has nothing to resume (no {RESUME}: the run is complete)")
+    try:
+        state = _unflatten(load_file(str(path)), _safetensors_metadata(path))
+        with open(Path(run_dir) / HISTORY, newline="") as f:
+            history = [_history_row(r) for r in csv.DictReader(f)]
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError) as e:
+        raise RunFormatError(f"{path} is not a readable resume file ({e})") from None
+    return state, history
 
-    from .npinfer import NumpyQuantileRNN, config_shapes
 
-    run_dir = Path(run_dir)
-    meta, cfg, weights, state = _read_run(run_dir, load_file)
-    _check_tensors(weights, state, config_shapes(cfg, len(FEATURES), len(meta["tickers"])))
-    return Run(path=run_dir, config=cfg, meta=meta, model=NumpyQuantileRNN.from_config(cfg, state))
+def _safetensors_metadata(path: Path) -> dict[str, str]:
+    with safe_open(str(path), framework="numpy") as f:
+        return f.metadata() or {}
+
+
+def _history_row(row: dict) -> dict:
+    ints = {"epoch", "samples"}
+    return {k: (int(float(row[k])) if k in ints else float(row[k])) for k in HISTORY_COLUMNS}
+
+
+def _unflatten(tensors: dict[str, np.ndarray], meta: dict[str, str]) -> ResumeState:
+    m = json.loads(meta["state"])
+    optimizer: dict[int, dict[str, np.ndarray]] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, i, name = k.split(".", 2)
+            optimizer.setdefault(int(i), {})[name] = v
+    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
+    return ResumeState(
+        epoch=int(m["epoch"]),
+        best_val=float(m["best_val"]),
+        stale=int(m["stale"]),
+        model={k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
+        best=best,
+        optimizer=optimizer,
+        param_groups=m["param_groups"],
+        scheduler=m["scheduler"],
+        generator=tensors["generator"],
+        torch_rng=tensors.get("torch_rng"),
+    )

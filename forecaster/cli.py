@@ -13,11 +13,12 @@ import sys
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 
-from .errors import EXIT_INTERRUPTED, ForecasterError, PartialFailure
+from . import choices
+from .errors import EXIT_INTERRUPTED, ForecasterError
 
 app = typer.Typer(
     name="forecaster",
@@ -50,32 +51,47 @@ DataDirOpt = Annotated[
 ]
 
 
-class Source(str, Enum):
-    yahoo = "yahoo"
-    csv = "csv"
+def _choice(name: str, literal) -> type[Enum]:
+    """A Typer choice type with exactly the values of one of the config's ``Literal`` types."""
+    return Enum(name, {v: v for v in get_args(literal)}, type=str)
 
 
-class Cell(str, Enum):
-    rnn = "rnn"
-    lstm = "lstm"
-    gru = "gru"
+Source = _choice("Source", choices.Source)
+Cell = _choice("Cell", choices.Cell)
+Strategy = _choice("Strategy", choices.Strategy)
+Device = _choice("Device", choices.Device)
+Precision = _choice("Precision", choices.Precision)
+
+# command-line option -> config key; flags override the config file, which overrides the defaults
+OVERRIDES = {
+    "source": "data.source",
+    "data_dir": "data.data_dir",
+    "model": "model.cell",
+    "strategy": "model.strategy",
+    "hidden_size": "model.hidden_size",
+    "num_layers": "model.num_layers",
+    "dropout": "model.dropout",
+    "lookback": "window.lookback",
+    "horizon": "window.horizon",
+    "val_days": "window.val_days",
+    "test_days": "window.test_days",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "patience": "train.patience",
+    "lr": "train.lr",
+    "seed": "train.seed",
+    "device": "train.device",
+    "precision": "train.precision",
+    "run_dir": "run_dir",
+}
 
 
-class Strategy(str, Enum):
-    direct = "direct"
-    recursive = "recursive"
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
-
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    bf16 = "bf16"
+def overrides(options: dict, tickers: list[str] | None = None) -> dict:
+    """Dotted config overrides from a command's options: every option given (not None) that
+    has a config key, choices as their plain values."""
+    out = {OVERRIDES[k]: v.value if isinstance(v, Enum) else v for k, v in options.items() if k in OVERRIDES}
+    out["data.tickers"] = tickers
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _val(x):
@@ -139,10 +155,6 @@ def handled(debug: bool = False):
     """Turn domain errors into one line on stderr and the documented exit code."""
     try:
         yield
-    except PartialFailure as e:
-        for sym, reason in e.failed.items():
-            log.error("failed: %s: %s", sym, reason)
-        raise typer.Exit(e.exit_code) from None
     except ForecasterError as e:
         if debug:
             raise
@@ -199,31 +211,22 @@ def download(
     setup_logging(quiet, log_file)
     with handled(debug):
         from .config import load_config
-        from .errors import EXIT_PARTIAL, EXIT_TEMPFAIL, TickerError
         from .store import download as do_download
         from .tickers import validate_ticker
 
         cfg = load_config(config, {"data.data_dir": data_dir})
-        syms = list(dict.fromkeys(validate_ticker(t) for t in tickers))
+        syms = list(dict.fromkeys(validate_ticker(t) for t in tickers))  # refuse a bad symbol before any work
         rep = do_download(syms, cfg.data.data_dir, lock_timeout=lock_timeout)
         if json_out:
             _emit_json({"ok": {s: vars(r) for s, r in rep.ok.items()}, "failed": rep.failed})
-        elif not quiet:
-            from rich.table import Table
-
-            t = Table("ticker", "rows", "first", "last", "added")
-            for s, r in rep.ok.items():
-                t.add_row(s, str(r.rows), str(r.first)[:10], str(r.last)[:10], str(r.added))
-            _stdout_console().print(t)
+        elif rep.ok and not quiet:
+            _table(
+                ["ticker", "rows", "first", "last", "added"],
+                [[s, r.rows, str(r.first)[:10], str(r.last)[:10], r.added] for s, r in rep.ok.items()],
+            )
         for s, reason in rep.failed.items():
-            log.error("failed: %s: %s", s, reason)
-        if rep.failed:
-            temp = all(rep.kinds.get(s) in ("network", "rate_limit") for s in rep.failed)
-            if not rep.ok:
-                if temp:
-                    raise typer.Exit(EXIT_TEMPFAIL)
-                raise TickerError(f"no ticker downloaded ({len(rep.failed)} failed)")
-            raise typer.Exit(EXIT_PARTIAL)
+            log.error("%s failed: %s", s, reason)
+        raise typer.Exit(rep.exit_code)
 
 
 @app.command()
@@ -275,43 +278,18 @@ def train(
     model.safetensors, run.json and history.csv.
     """
     setup_logging(quiet, log_file)
+    options = locals()
     with handled(debug):
+        from .checkpoint import read_manifest
         from .config import load_config
         from .training import Dist
         from .training import train as do_train
 
         base = None
         if resume is not None:
-            from .checkpoint import read_meta
-
-            base = read_meta(resume)["config"]
-            run_dir = resume
-        cfg = load_config(
-            config,
-            base=base,
-            overrides={
-                "data.tickers": _tickers(tickers, tickers_arg),
-                "data.source": _val(source),
-                "data.data_dir": data_dir,
-                "model.cell": _val(model),
-                "model.strategy": _val(strategy),
-                "window.lookback": lookback,
-                "window.horizon": horizon,
-                "model.hidden_size": hidden_size,
-                "model.num_layers": num_layers,
-                "model.dropout": dropout,
-                "train.epochs": epochs,
-                "train.batch_size": batch_size,
-                "train.patience": patience,
-                "train.lr": lr,
-                "train.seed": seed,
-                "window.val_days": val_days,
-                "window.test_days": test_days,
-                "train.device": _val(device),
-                "train.precision": _val(precision),
-                "run_dir": run_dir,
-            },
-        )
+            base = read_manifest(resume).config.model_dump(mode="json")
+            options["run_dir"] = resume
+        cfg = load_config(config, overrides(options, _tickers(tickers, tickers_arg)), base=base)
         main_rank = Dist().main
         show = sys.stderr.isatty() and not quiet and not json_out and main_rank
         with _progress(show, cfg.train.epochs) as (on_epoch, on_batch):
@@ -323,24 +301,23 @@ def train(
                 lock_timeout=lock_timeout,
                 resume=resume is not None,
             )
-        if not main_rank:
+        if res.manifest is None:  # another rank of a distributed job writes the run
             return
-        m = res.meta["metrics"]
+        m = res.manifest.metrics
         if json_out:
             _emit_json(
                 {
                     "run_dir": str(res.run_dir),
-                    "name": res.meta["name"],
-                    **m,
-                    "windows": res.meta["windows"],
-                    "skipped": res.meta["skipped"],
+                    "name": res.manifest.name,
+                    **m.model_dump(mode="json"),
+                    "windows": res.manifest.windows,
+                    "skipped": res.manifest.skipped,
                 }
             )
         elif not quiet:
             print(
-                f"run written to {res.run_dir}  (best epoch {m['best_epoch']} of "
-                f"{m['epochs_run']}, validation pinball {m['best_val_loss']:.4f}, "
-                f"{m['train_seconds']:.1f} s)"
+                f"run written to {res.run_dir}  (best epoch {m.best_epoch} of {m.epochs_run}, "
+                f"validation pinball {m.best_val_loss:.4f}, {m.train_seconds:.1f} s)"
             )
 
 
@@ -523,22 +500,21 @@ def predict(
     with handled(debug):
         from .prediction import predict as do_predict
 
-        try:
-            rep = do_predict(
-                run,
-                as_of=as_of,
-                out=out,
-                offline=offline,
-                source=_val(source),
-                data_dir=data_dir,
-                tickers=_tickers(tickers, tickers_arg),
-                max_staleness=max_staleness,
-                lock_timeout=lock_timeout,
-            )
-        except PartialFailure as e:
-            _show_forecast(e.result, quiet, json_out)
-            raise
+        rep = do_predict(
+            run,
+            as_of=as_of,
+            out=out,
+            offline=offline,
+            source=_val(source),
+            data_dir=data_dir,
+            tickers=_tickers(tickers, tickers_arg),
+            max_staleness=max_staleness,
+            lock_timeout=lock_timeout,
+        )
         _show_forecast(rep, quiet, json_out)
+        for sym, reason in rep.failed.items():
+            log.error("%s failed: %s", sym, reason)
+        raise typer.Exit(rep.exit_code)
 
 
 def _show_forecast(rep, quiet: bool, json_out: bool) -> None:
@@ -565,23 +541,21 @@ def _show_forecast(rep, quiet: bool, json_out: bool) -> None:
         return
     if quiet:
         return
-    from rich.table import Table
-
-    t = Table("ticker", "as_of", "step", "date", "last_close", "p10", "p50", "p90")
-    for _, r in rep.forecasts.iterrows():
-        t.add_row(
-            r["ticker"],
-            r["as_of"],
-            str(r["step"]),
-            r["date"],
-            f"{r['last_close']:.2f}",
-            f"{r['p10']:.2f}",
-            f"{r['p50']:.2f}",
-            f"{r['p90']:.2f}",
-        )
-    _stdout_console().print(t)
+    cols = ["ticker", "as_of", "step", "date", "last_close", "p10", "p50", "p90"]
+    money = {"last_close", "p10", "p50", "p90"}
+    _table(cols, [[f"{r[c]:.2f}" if c in money else r[c] for c in cols] for _, r in rep.forecasts.iterrows()])
     for k, v in rep.files.items():
         print(f"{k}: {v}")
+
+
+def _table(columns: list[str], rows: list[list], title: str | None = None) -> None:
+    """A table on stdout (plain text when stdout is not a terminal)."""
+    from rich.table import Table  # rich's table module is only needed once there is a table
+
+    t = Table(*columns, title=title)
+    for row in rows:
+        t.add_row(*(str(v) for v in row))
+    _stdout_console().print(t)
 
 
 @app.command()
@@ -593,35 +567,30 @@ def info(
     """Show a run: config, tickers, date ranges, metrics, versions."""
     setup_logging(False, None)
     with handled(debug):
-        from .checkpoint import read_meta
+        from .checkpoint import read_manifest
 
-        meta = read_meta(run)
-        metrics_csv = Path(run) / "eval" / "metrics.csv"
+        m = read_manifest(run)
         if json_out:
-            _emit_json(meta)
+            _emit_json(m.model_dump(mode="json"))
             return
-        c = meta["config"]
-        print(f"run        {meta['name']}  (format {meta['format_version']}, created {meta['created_at']})")
-        if meta.get("status", "complete") != "complete":
-            print(f"status     {meta['status']}: resume with `forecaster train --resume {run}`")
+        c = m.config
+        print(f"run        {m.name}  (format {m.format_version}, created {m.created_at.isoformat()})")
+        if m.status != "complete":
+            print(f"status     {m.status}: resume with `forecaster train --resume {run}`")
         print(
-            f"model      {c['model']['cell']} / {c['model']['strategy']}, hidden "
-            f"{c['model']['hidden_size']} x {c['model']['num_layers']}, lookback "
-            f"{c['window']['lookback']}, horizon {c['window']['horizon']}"
+            f"model      {c.model.cell} / {c.model.strategy}, hidden {c.model.hidden_size} x "
+            f"{c.model.num_layers}, lookback {c.window.lookback}, horizon {c.window.horizon}"
         )
-        print(f"data       {c['data']['source']} from {c['data']['data_dir']}, hash {meta['data_hash'][:16]}")
-        print(
-            f"splits     validation from {meta['splits']['val_start']}, test from "
-            f"{meta['splits']['test_start']}; windows {meta['windows']}"
-        )
-        for s, t in meta["tickers"].items():
-            print(f"ticker     {s}: {t['first_date']} .. {t['last_date']} ({t['rows']} bars)")
-        for s, why in meta.get("skipped", {}).items():
+        print(f"data       {c.data.source} from {c.data.data_dir}, hash {m.data_hash[:16]}")
+        print(f"splits     validation from {m.splits.val_start}, test from {m.splits.test_start}; windows {m.windows}")
+        for s, t in m.tickers.items():
+            print(f"ticker     {s}: {t.first_date} .. {t.last_date} ({t.rows} bars)")
+        for s, why in m.skipped.items():
             print(f"skipped    {s}: {why}")
-        print("metrics    " + ", ".join(f"{k} {v}" for k, v in meta["metrics"].items()))
-        if metrics_csv.exists():
-            print(f"evaluation {metrics_csv}")
-        print("versions   " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
+        print("metrics    " + ", ".join(f"{k} {v}" for k, v in m.metrics.model_dump().items()))
+        if (Path(run) / "eval" / "metrics.csv").exists():
+            print(f"evaluation {Path(run) / 'eval' / 'metrics.csv'}")
+        print("versions   " + ", ".join(f"{k} {v}" for k, v in m.versions.items()))
 
 
 def main() -> None:

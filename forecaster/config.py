@@ -6,13 +6,20 @@ forbids unknown keys, so a typo in a config file is an error that names the key.
 
 from __future__ import annotations
 
+import copy
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .choices import Cell, Device, Precision, Source, Strategy
 from .errors import ConfigError
+
+QUANTILES = (0.1, 0.5, 0.9)
+"""The quantile levels every model and baseline forecasts: p10, p50 (the point forecast), p90."""
+COVERAGE = QUANTILES[-1] - QUANTILES[0]
+"""Nominal coverage of the [p10, p90] interval."""
 
 
 class _Section(BaseModel):
@@ -20,7 +27,7 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    source: Literal["yahoo", "csv"] = Field("yahoo", description="where bars come from")
+    source: Source = Field("yahoo", description="where bars come from")
     data_dir: Path = Field(Path("data"), description="store root (yahoo) or CSV folder (csv)")
     tickers: list[str] = Field(default_factory=list, description="symbols to train on")
     calendar: str = Field("XNYS", description="exchange calendar for future session dates")
@@ -34,22 +41,34 @@ class WindowConfig(_Section):
 
 
 class ModelConfig(_Section):
-    cell: Literal["rnn", "lstm", "gru"] = Field("lstm", description="recurrent encoder")
-    strategy: Literal["direct", "recursive"] = Field("direct", description="multi-step strategy")
+    cell: Cell = Field("lstm", description="recurrent encoder")
+    strategy: Strategy = Field("direct", description="multi-step strategy")
     hidden_size: int = Field(32, gt=0, le=4096)
     num_layers: int = Field(1, gt=0, le=16)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     embedding_dim: int = Field(4, ge=0, le=256, description="ticker embedding size (0: none)")
-    quantiles: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9])
+    quantiles: list[float] = Field(
+        default_factory=lambda: list(QUANTILES), description="quantile levels (only 0.1, 0.5, 0.9)"
+    )
 
-    @model_validator(mode="after")
-    def _check_quantiles(self) -> ModelConfig:
-        q = self.quantiles
-        if len(q) < 3 or 0.5 not in q or sorted(set(q)) != q or not all(0 < x < 1 for x in q):
+    @field_validator("quantiles")
+    @classmethod
+    def _check_quantiles(cls, q: list[float]) -> list[float]:
+        if [float(x) for x in q] != list(QUANTILES):
             raise ValueError(
-                "quantiles must be sorted, distinct, in (0, 1), include 0.5 and at least one level either side"
+                f"only {list(QUANTILES)} is supported: the forecast columns p10 / p50 / p90, the "
+                "80 % interval's coverage and the pinball loss are defined at these levels"
             )
-        return self
+        return q
+
+
+class IntervalConfig(_Section):
+    vol_halflife: int = Field(
+        20, gt=0, le=1000, description="half-life in sessions of the EWMA volatility that scales the intervals"
+    )
+    tracking_rate: float = Field(
+        0.05, ge=0.0, le=1.0, description="step of the online interval-scale tracker on the log scale (0: off)"
+    )
 
 
 class TrainConfig(_Section):
@@ -60,8 +79,8 @@ class TrainConfig(_Section):
     grad_clip: float = Field(1.0, gt=0, description="max global gradient norm")
     patience: int = Field(5, gt=0, description="epochs without validation gain before stopping")
     seed: int = Field(0, ge=0)
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast on CUDA")
+    device: Device = "auto"
+    precision: Precision = Field("fp32", description="bf16 autocast on CUDA")
     threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default)")
 
 
@@ -74,6 +93,7 @@ class Config(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     window: WindowConfig = Field(default_factory=WindowConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
+    intervals: IntervalConfig = Field(default_factory=IntervalConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     predict: PredictConfig = Field(default_factory=PredictConfig)
     run_dir: Path | None = Field(None, description="run directory (default runs/<name>)")
@@ -122,8 +142,6 @@ def read_toml(path: Path) -> dict:
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None, base: dict | None = None) -> Config:
     """Defaults, then ``base`` (a stored config) or the TOML file at ``path``, then dotted
     ``overrides`` (None values skipped)."""
-    import copy
-
     tree: dict = copy.deepcopy(base) if base is not None else {}
     if path is not None:
         for section, values in read_toml(path).items():

@@ -36,17 +36,6 @@ class TrainingError(ForecasterError):
     """Training could not go on (NaN / infinite loss, no usable windows)."""
 
 
-class PartialFailure(ForecasterError):
-    """Some tickers failed (named in ``failed``), the rest were written."""
-
-    exit_code = EXIT_PARTIAL
-
-    def __init__(self, message: str, failed: dict[str, str] | None = None, result=None):
-        super().__init__(message)
-        self.failed = dict(failed or {})
-        self.result = result
-
-
 class TemporaryFailure(ForecasterError):
     """Worth retrying later: the network is down or rate-limited, or another run holds a lock."""
 

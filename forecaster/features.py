@@ -87,11 +87,6 @@ class Scaler:
         out[:, :CONTINUOUS] = (features[:, :CONTINUOUS] - np.asarray(self.mean)) / np.asarray(self.std)
         return out
 
-    def inverse(self, scaled: np.ndarray) -> np.ndarray:
-        out = scaled.astype(np.float64, copy=True)
-        out[:, :CONTINUOUS] = scaled[:, :CONTINUOUS] * np.asarray(self.std) + np.asarray(self.mean)
-        return out
-
     def to_dict(self) -> dict:
         return {"mean": list(self.mean), "std": list(self.std), "ret_std": self.ret_std}
 

@@ -1,68 +1,45 @@
-"""Split-conformal calibration of quantile intervals.
+"""Calibrated intervals: fitted on the validation split, tracked online, applied to forecasts.
 
-Two scores are available, both fitted per ticker and step on the validation split so that the
-interval covers the nominal 80 % of the actuals:
+The network forecasts p10 / p50 / p90 of each step's cumulative log return (in units of
+``ret_std * sqrt(h)``, arrays ``(B, H, 3)``). The calibrated interval keeps the model's median and
+multiplies its two half-widths by ``s * v``: ``v`` is the local (EWMA) volatility at the origin
+relative to the ticker's training volatility, ``s`` a conformal scale per ticker and step.
+Returns are heteroskedastic; without ``v`` a validation split more volatile than today would
+leave today's intervals too wide (and a calmer one too narrow).
 
-- additive (conformalized quantile regression, Romano, Patterson & Candès, 2019): the raw
-  ``[p10, p90]`` is widened or narrowed by one offset, :func:`calibrate`;
-- volatility-scaled multiplicative (what the forecaster uses): the interval's two half-widths
-  around the median are multiplied by ``s * v``, where ``v`` is the local volatility at the
-  origin relative to the training volatility, :func:`calibrate_scales`. Returns are
-  heteroskedastic; a validation split that was more volatile than today would otherwise leave
-  today's intervals too wide (and a calmer one too narrow).
+- :func:`validation_scales` fits ``s`` by split-conformal calibration on the validation split
+  (the ``ceil((n + 1) * 0.8)``-th smallest score), per ticker and step.
+- :func:`tracked_scales` keeps adjusting ``s`` walking forward from the misses already realised at
+  each origin (online quantile tracking, in the spirit of adaptive conformal inference, Gibbs &
+  Candès, 2021): every miss widens the interval a little, every hit narrows it a little less, so the
+  long-run miss rate is pulled to the nominal one whatever the regime.
+- :func:`forecast_scales` picks the scale a forecast uses, :func:`calibrated` applies it.
 
-Split-conformal coverage holds only while the future resembles the validation split. Walking
-forward, :func:`track_scales` therefore keeps adjusting each scale from the errors already
-realised (online quantile tracking, in the spirit of adaptive conformal inference, Gibbs &
-Candès, 2021): every miss widens the interval a little, every hit narrows it a little less, so
-that the long-run miss rate is pulled to the nominal one whatever the regime.
-
-Everything works in whatever unit the caller uses; nothing here imports torch.
+Training fits and tracks the scales, ``evaluate`` tracks them through the test split, ``predict``
+uses what the run stored. Everything here is numpy; nothing imports torch.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
-import pandas as pd
 
-__all__ = [
-    "DEFAULT_COVERAGE",
-    "MIN_ROWS",
-    "conformity_scores",
-    "conformal_offsets",
-    "calibrate",
-    "apply_offsets",
-    "scale_scores",
-    "calibrate_scales",
-    "apply_scales",
-    "TRACKING_RATE",
-    "track_scales",
-]
-
-DEFAULT_COVERAGE = 0.8
-"""Nominal coverage of the ``[p10, p90]`` interval."""
+from .config import COVERAGE, QUANTILES
+from .windows import WindowSet
 
 MIN_ROWS = 20
-"""Fewest validation rows for a (ticker, step) offset of its own; fewer use the pooled one."""
+"""Fewest validation scores for a (ticker, step) scale of its own; fewer use the pooled one."""
+
+LO, MID, HI = 0, QUANTILES.index(0.5), len(QUANTILES) - 1
+"""Positions of the interval's ends and of the median along the quantile axis."""
 
 
-def conformity_scores(actual, lo, hi) -> np.ndarray:
-    """CQR scores ``E = max(lo - y, y - hi)``: > 0 outside the interval, <= 0 inside.
-
-    Rows where any input is NaN are dropped.
-    """
-    y = np.asarray(actual, dtype=float).reshape(-1)
-    a = np.asarray(lo, dtype=float).reshape(-1)
-    b = np.asarray(hi, dtype=float).reshape(-1)
-    if not (y.shape == a.shape == b.shape):
-        raise ValueError(f"arrays differ in length: {y.shape[0]}, {a.shape[0]}, {b.shape[0]}")
-    keep = ~(np.isnan(y) | np.isnan(a) | np.isnan(b))
-    return np.maximum(a[keep] - y[keep], y[keep] - b[keep])
+# ------------------------------------------------------------------------------ on plain arrays
 
 
-def conformal_quantile(scores, coverage: float = DEFAULT_COVERAGE) -> float:
+def conformal_quantile(scores, coverage: float = COVERAGE) -> float:
     """The ``ceil((n + 1) * coverage)``-th smallest finite score (the largest when that rank is
     above n; NaN when there is no finite score)."""
     coverage = float(coverage)
@@ -78,40 +55,13 @@ def conformal_quantile(scores, coverage: float = DEFAULT_COVERAGE) -> float:
 
 
 def scale_scores(actual, lo, mid, hi, vol) -> np.ndarray:
-    """Multiplicative scores: the factor by which the half-width on the actual's side,
-    times ``vol``, must be stretched to reach the actual (<= 1 inside the raw interval)."""
-    y, a, m, b, v = (np.asarray(x, dtype=float).reshape(-1) for x in (actual, lo, mid, hi, vol))
+    """The factor by which the half-width on the actual's side, times ``vol``, must be
+    stretched to reach the actual (<= 1 inside the raw interval); NaN where the actual is."""
+    y, a, m, b, v = (np.asarray(x, dtype=float) for x in (actual, lo, mid, hi, vol))
     with np.errstate(divide="ignore", invalid="ignore"):
         below = (m - y) / (v * np.maximum(m - a, 1e-12))
         above = (y - m) / (v * np.maximum(b - m, 1e-12))
     return np.maximum(below, above)
-
-
-def calibrate_scales(
-    frame: pd.DataFrame, coverage: float = DEFAULT_COVERAGE, min_rows: int = MIN_ROWS
-) -> dict[str, list[float]]:
-    """Fit multiplicative scales per ticker and step on validation predictions.
-
-    ``frame`` has the columns ``ticker, step, actual, lo, mid, hi, vol``. Returns
-    ``{ticker: [scale_step1, ..., scale_stepH]}``; a (ticker, step) with fewer than
-    ``min_rows`` finite scores uses the scale pooled over every ticker for that step (1.0 when
-    the step has none).
-    """
-    data = frame.copy()
-    data["score"] = scale_scores(data["actual"], data["lo"], data["mid"], data["hi"], data["vol"])
-    horizon = int(data["step"].max()) if len(data) else 0
-    pooled = [1.0] * horizon
-    for step, g in data.groupby("step", sort=True):
-        q = conformal_quantile(g["score"], coverage)
-        pooled[int(step) - 1] = 1.0 if math.isnan(q) else q
-    scales: dict[str, list[float]] = {}
-    for ticker, by_ticker in data.groupby("ticker", sort=True):
-        values = list(pooled)
-        for step, g in by_ticker.groupby("step", sort=True):
-            if int(np.isfinite(g["score"]).sum()) >= int(min_rows):
-                values[int(step) - 1] = conformal_quantile(g["score"], coverage)
-        scales[str(ticker)] = [float(v) for v in values]
-    return scales
 
 
 def apply_scales(lo, mid, hi, scale, vol) -> tuple[np.ndarray, np.ndarray]:
@@ -121,12 +71,7 @@ def apply_scales(lo, mid, hi, scale, vol) -> tuple[np.ndarray, np.ndarray]:
     return mid - f * (mid - lo), mid + f * (hi - mid)
 
 
-TRACKING_RATE = 0.05
-"""Step of the online tracker on the log scale: a miss widens by ``exp(0.05 * 0.8)`` (+4.1 %),
-a hit narrows by ``exp(-0.05 * 0.2)`` (-1.0 %) at 80 % coverage."""
-
-
-def track_scales(scores, start, lags, rate: float = TRACKING_RATE, coverage: float = DEFAULT_COVERAGE) -> np.ndarray:
+def track_scales(scores, start, lags, rate: float, coverage: float = COVERAGE) -> np.ndarray:
     """Online scales for consecutive forecast origins, from the errors realised before each.
 
     ``scores`` (N, K): :func:`scale_scores` of N origins one session apart, in time order, for K
@@ -163,79 +108,105 @@ def track_scales(scores, start, lags, rate: float = TRACKING_RATE, coverage: flo
     return out
 
 
-def conformal_offsets(actual, lo, hi, coverage: float = DEFAULT_COVERAGE) -> float:
-    """The split-conformal offset that makes ``[lo - q, hi + q]`` reach ``coverage``.
-
-    ``q`` is the ``ceil((n + 1) * coverage)``-th smallest score of :func:`conformity_scores`,
-    i.e. the empirical quantile at level ``ceil((n + 1) * coverage) / n`` (the finite-sample
-    correction); when that level is above 1, the largest score. ``q`` is negative when the raw
-    intervals are too wide. Rows with NaN are ignored; with no row the offset is 0.0.
-    """
-    q = conformal_quantile(conformity_scores(actual, lo, hi), coverage)
-    return 0.0 if math.isnan(q) else q
+# ------------------------------------------------------------------- over forecasts of a WindowSet
 
 
-def calibrate(
-    frame: pd.DataFrame, coverage: float = DEFAULT_COVERAGE, min_rows: int = MIN_ROWS
+def _scores(q: np.ndarray, ws: WindowSet, ends: np.ndarray) -> np.ndarray:
+    """(B, H) scores of the forecasts ``q`` (B, H, 3) made at ``ends``; NaN where the actual is
+    past the ticker's last bar."""
+    vol = ws.vol[ends][:, None]
+    return scale_scores(ws.realised(ends), q[:, :, LO], q[:, :, MID], q[:, :, HI], vol)
+
+
+def validation_scales(
+    q: np.ndarray, ws: WindowSet, ends: np.ndarray, coverage: float = COVERAGE, min_rows: int = MIN_ROWS
 ) -> dict[str, list[float]]:
-    """Fit conformal offsets per ticker and step on validation predictions.
+    """Split-conformal scales per ticker and step from the forecasts ``q`` of the validation
+    windows ending at ``ends``: ``{ticker: [scale_step1, ..., scale_stepH]}``. A (ticker, step)
+    with fewer than ``min_rows`` scores uses the one pooled over every ticker for that step (1.0
+    when the step has none)."""
+    scores = _scores(q, ws, ends)
+    tid = ws.ticker_id[ends]
+    pooled = [conformal_quantile(scores[:, h], coverage) for h in range(ws.horizon)]
+    pooled = [1.0 if math.isnan(p) else p for p in pooled]
+    out: dict[str, list[float]] = {}
+    for i in np.unique(tid):
+        mine = scores[tid == i]
+        out[ws.names[i]] = [
+            conformal_quantile(mine[:, h], coverage) if np.isfinite(mine[:, h]).sum() >= min_rows else pooled[h]
+            for h in range(ws.horizon)
+        ]
+    return out
 
-    ``frame`` has the columns ``ticker, step, actual, p10, p90`` (steps numbered from 1). The
-    result maps each ticker to ``[offset_step1, ..., offset_stepH]`` (plain floats, ready for
-    JSON), ``H`` being the largest step in the frame. A (ticker, step) with fewer than
-    ``min_rows`` usable rows gets the offset pooled over every ticker for that step (0.0 when
-    that step has no usable row at all).
+
+def start_scales(ws: WindowSet, ends: np.ndarray, scales: Mapping[str, list[float] | None]) -> np.ndarray:
+    """(B, H) the per-ticker ``scales`` of the windows ending at ``ends`` (1.0 for a ticker that
+    has none)."""
+    table = np.ones((len(ws.names), ws.horizon))
+    for i, s in enumerate(ws.names):
+        values = scales.get(s) or []
+        if len(values) == ws.horizon:
+            table[i] = values
+    return table[ws.ticker_id[ends]]
+
+
+def tracked_scales(
+    q: np.ndarray,
+    ws: WindowSet,
+    ends: np.ndarray,
+    start: Mapping[str, list[float]],
+    rate: float,
+    coverage: float = COVERAGE,
+) -> tuple[np.ndarray, dict[str, list[float]]]:
+    """Walk-forward scales: each ticker's and step's scale starts at ``start`` at its first
+    origin and is then tracked online (:func:`track_scales`) from the misses already realised at
+    each origin, so no origin's interval uses its own future.
+
+    ``ends`` must hold, per ticker, consecutive sessions in time order (``ws.origins(...)``).
+    Returns the (B, H) scales of ``ends`` and, per ticker, the scales for a forecast from the
+    session after its last origin (its last bar, when the origins are ``origins("test")``).
     """
-    required = ["ticker", "step", "actual", "p10", "p90"]
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise ValueError(f"calibration frame is missing columns: {', '.join(missing)}")
-    if frame.empty:
-        return {}
-    data = frame.loc[:, required].copy()
-    data["ticker"] = data["ticker"].astype(str)
-    data["step"] = data["step"].astype(int)
-    if data["step"].min() < 1:
-        raise ValueError("steps must be numbered from 1")
-    for column in ("actual", "p10", "p90"):
-        data[column] = data[column].astype(float)
-    usable = data[["actual", "p10", "p90"]].notna().all(axis=1)
-    horizon = int(data["step"].max())
-
-    pooled = [0.0] * horizon
-    for step, group in data.groupby("step", sort=True):
-        pooled[int(step) - 1] = conformal_offsets(group["actual"], group["p10"], group["p90"], coverage)
-
-    offsets: dict[str, list[float]] = {}
-    for ticker, by_ticker in data.groupby("ticker", sort=True):
-        values = list(pooled)
-        for step, group in by_ticker.groupby("step", sort=True):
-            if int(usable.loc[group.index].sum()) >= int(min_rows):
-                values[int(step) - 1] = conformal_offsets(group["actual"], group["p10"], group["p90"], coverage)
-        offsets[str(ticker)] = [float(v) for v in values]
-    return offsets
+    H, B = ws.horizon, len(ends)
+    scores = _scores(q, ws, ends)
+    begin_all = start_scales(ws, ends, start)
+    tid = ws.ticker_id[ends]
+    # align tickers by position: row p of column block k is ticker k's p-th origin
+    order = np.lexsort((ends, tid))
+    ids, first, counts = np.unique(tid[order], return_index=True, return_counts=True)
+    pos = np.empty(B, np.int64)
+    pos[order] = np.arange(B) - np.repeat(first, counts)
+    col = np.searchsorted(ids, tid)
+    n = int(counts.max()) if B else 0
+    grid = np.full((n, len(ids), H), np.nan)
+    grid[pos, col] = scores
+    begin = begin_all[order[first]]  # (K, H): each ticker's scales at its first origin
+    lags = np.tile(np.arange(1, H + 1), len(ids))
+    tracked = track_scales(grid.reshape(n, -1), begin.ravel(), lags, rate, coverage).reshape(n + 1, len(ids), H)
+    final = {ws.names[i]: [float(v) for v in tracked[c, k]] for k, (i, c) in enumerate(zip(ids, counts))}
+    return tracked[pos, col], final
 
 
-def apply_offsets(lo, hi, offset, mid=None) -> tuple[np.ndarray, np.ndarray]:
-    """Return the calibrated interval ``(lo - offset, hi + offset)``; never an inverted one.
+def forecast_scales(tickers: Mapping, ws: WindowSet, ends: np.ndarray) -> np.ndarray:
+    """(B, H) scales for forecasts from the windows ending at ``ends``. ``tickers`` maps a name to
+    its run entry (``conformal``, ``conformal_online``, ``last_date``): the scale tracked up to
+    the ticker's last bar of training for an origin on or after that bar, else the validation
+    scale (an origin inside the run's own data must not use what was realised after it)."""
+    scale = start_scales(ws, ends, {s: t.conformal for s, t in tickers.items()})
+    origin_days = ws.dates[ends].astype("datetime64[D]")
+    for b, e in enumerate(ends):
+        t = tickers.get(ws.names[ws.ticker_id[e]])
+        online = None if t is None else t.conformal_online
+        if online is not None and len(online) == ws.horizon and origin_days[b] >= np.datetime64(t.last_date):
+            scale[b] = online
+    return scale
 
-    ``offset`` broadcasts against ``lo`` and ``hi`` (e.g. one offset per step along the last
-    axis). A negative offset narrows the interval; it is clamped so that the interval keeps
-    the median inside, ``lo <= mid <= hi``, when ``mid`` (the p50 forecast) is given, and so
-    that ``lo <= hi`` otherwise (both ends meet at the centre of the raw interval).
-    """
-    lo = np.asarray(lo, dtype=float)
-    hi = np.asarray(hi, dtype=float)
-    offset = np.asarray(offset, dtype=float)
-    new_lo = lo - offset
-    new_hi = hi + offset
-    if mid is not None:
-        mid = np.asarray(mid, dtype=float)
-        new_lo = np.fmin(new_lo, mid)
-        new_hi = np.fmax(new_hi, mid)
-    else:
-        centre = (lo + hi) / 2.0
-        inverted = new_lo > new_hi
-        new_lo = np.where(inverted, centre, new_lo)
-        new_hi = np.where(inverted, centre, new_hi)
-    return new_lo, new_hi
+
+def calibrated(
+    q: np.ndarray, ws: WindowSet, ends: np.ndarray, scale: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Calibrated (lo, median, hi) cumulative log returns, each (B, H), of the forecasts ``q``
+    made at ``ends``, with the (B, H) conformal ``scale``."""
+    med = q[:, :, MID]
+    lo, hi = apply_scales(q[:, :, LO], med, q[:, :, HI], scale, ws.vol[ends][:, None])
+    s = ws.tscale[ws.ticker_id[ends]]  # (B, H) back to log returns
+    return lo * s, med * s, hi * s

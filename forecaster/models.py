@@ -2,17 +2,21 @@
 head. Pure torch: it sees tensors only, never files or frames.
 
 ``direct`` emits all H steps from one head (many-to-many); ``recursive`` emits one step and is
-rolled forward by :func:`roll_forward`. Quantiles are kept in order by construction: the median
-is free and every other level is the median plus or minus a cumulative softplus.
+rolled forward at inference (:func:`forecaster.npinfer.roll_forward`). Quantiles are kept in order
+by construction: the median is free and every other level is the median plus or minus a
+cumulative softplus (:func:`forecaster.npinfer.ordering_matrix`).
+
+Training runs this module; every forecast (validation calibration, evaluate, predict) runs the
+same weights through the numpy forward pass in :mod:`forecaster.npinfer`.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .npinfer import ordering_matrix
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -46,6 +50,8 @@ class QuantileRNN(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, self.steps * len(self.quantiles))
+        order = torch.from_numpy(ordering_matrix(len(self.quantiles), self.median_index))
+        self.register_buffer("order", order, persistent=False)  # (Q-1, Q), not part of the weights
 
     def forward(self, x: torch.Tensor, ticker: torch.Tensor) -> torch.Tensor:
         """x: (B, L, F) standardised features, ticker: (B,) ids -> (B, steps, Q)."""
@@ -59,10 +65,8 @@ class QuantileRNN(nn.Module):
     def _ordered(self, raw: torch.Tensor) -> torch.Tensor:
         """Monotone quantiles from raw outputs (B, S, Q): median free, gaps softplus."""
         m = self.median_index
-        med = raw[..., m : m + 1]
-        below = torch.flip(torch.cumsum(torch.flip(F.softplus(raw[..., :m]), [-1]), -1), [-1])
-        above = torch.cumsum(F.softplus(raw[..., m + 1 :]), -1)
-        return torch.cat([med - below, med, med + above], dim=-1)
+        gaps = torch.cat([raw[..., :m], raw[..., m + 1 :]], dim=-1)  # (B, S, Q-1)
+        return raw[..., m : m + 1] + F.softplus(gaps) @ self.order
 
 
 def build_model(cfg, n_features: int, n_tickers: int) -> QuantileRNN:
@@ -91,42 +95,3 @@ def pinball_loss(pred: torch.Tensor, target: torch.Tensor, quantiles: list[float
     )
     diff = target.unsqueeze(-1) - pred  # (B, S, Q)
     return torch.maximum(q * diff, (q - 1) * diff).mean()
-
-
-@torch.no_grad()
-def roll_forward(
-    model: QuantileRNN,
-    x: torch.Tensor,
-    ticker: torch.Tensor,
-    horizon: int,
-    ret_shift: torch.Tensor,
-    next_dow: torch.Tensor,
-) -> torch.Tensor:
-    """Recursive multi-step forecast from a one-step model.
-
-    x: (B, L, F) standardised inputs; ret_shift: (B,) the ticker's training mean return in units
-    of its return scale (so a predicted return r, in those units, is the feature ``r - shift``);
-    next_dow: (B, H, 2) calendar features of the next H sessions. Each step appends a row with
-    the predicted median return, the other market features at their training mean (0 after
-    scaling) and the next weekday. Returns cumulative-return quantiles (B, H, Q) in units of
-    ``ret_std * sqrt(h)``, like the direct head: medians add up, the spreads of the steps add
-    in quadrature (independent steps).
-    """
-    m = model.median_index
-    cum = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)  # (B,)
-    lo_sq = torch.zeros(x.shape[0], m, dtype=x.dtype, device=x.device)  # (B, m)
-    hi_sq = torch.zeros(x.shape[0], len(model.quantiles) - m - 1, dtype=x.dtype, device=x.device)
-    out = []
-    for h in range(horizon):
-        q = model(x, ticker)[:, 0]  # (B, Q), one step, units of ret_std
-        r = q[:, m]
-        cum = cum + r
-        lo_sq = lo_sq + (r[:, None] - q[:, :m]) ** 2
-        hi_sq = hi_sq + (q[:, m + 1 :] - r[:, None]) ** 2
-        levels = torch.cat([cum[:, None] - lo_sq.sqrt(), cum[:, None], cum[:, None] + hi_sq.sqrt()], -1)
-        out.append(levels / math.sqrt(h + 1))
-        new = torch.zeros_like(x[:, :1])  # (B, 1, F)
-        new[:, 0, 0] = r - ret_shift
-        new[:, 0, -2:] = next_dow[:, h]
-        x = torch.cat([x[:, 1:], new], dim=1)
-    return torch.stack(out, dim=1)  # (B, H, Q)

@@ -1,10 +1,12 @@
-"""The network's forward pass in numpy, so that ``forecaster predict`` never imports torch.
+"""The network's forward pass in numpy: every forecast the project makes goes through it.
 
-:class:`NumpyQuantileRNN` computes what :class:`forecaster.models.QuantileRNN` computes in eval
-mode (dropout is the identity), from the same state dict: the same tensor names and shapes, the
-same gate orders (LSTM ``i, f, g, o``; GRU ``r, z, n`` with ``n = tanh(W_in x + b_in + r * (W_hn
-h + b_hn))``), in float32. :func:`predict_scaled` is :func:`forecaster.inference.predict_scaled`
-on top of it, recursive strategy included.
+Training runs the torch module (:mod:`forecaster.models`); calibration on the validation split,
+``evaluate`` and ``predict`` run the same weights here, so what is evaluated is what is deployed,
+and forecasting never imports torch. :class:`NumpyQuantileRNN` computes what
+:class:`forecaster.models.QuantileRNN` computes in eval mode (dropout is the identity), from the
+same state dict: the same tensor names and shapes, the same gate orders (LSTM ``i, f, g, o``; GRU
+``r, z, n`` with ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``), in float32.
+:func:`predict_scaled` forecasts any set of windows, the recursive strategy included.
 
 Every ticker of a batch goes through one matrix product per layer and timestep; each layer's
 input projection is one product for all timesteps, and the embedding's share of it is computed
@@ -34,6 +36,20 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     y *= np.float32(0.5)
     y += np.float32(0.5)
     return y
+
+
+def ordering_matrix(n_quantiles: int, median: int) -> np.ndarray:
+    """(Q-1, Q) matrix ``M`` that keeps quantiles in order: ``quantiles = median + softplus(gaps) @ M``,
+    ``gaps`` being the raw outputs other than the median's, in level order. A gap below the median
+    lowers its own level and every level under it; a gap above raises its level and every one over it.
+    Both forward passes (torch and numpy) use it, so they order quantiles the same way."""
+    m = np.zeros((n_quantiles - 1, n_quantiles), np.float32)
+    for row, level in enumerate(i for i in range(n_quantiles) if i != median):
+        if level < median:
+            m[row, : level + 1] = -1.0
+        else:
+            m[row, level:] = 1.0
+    return m
 
 
 def state_shapes(
@@ -100,6 +116,7 @@ class NumpyQuantileRNN:
         ]
         self.head_w = f32["head.weight"].T.copy()
         self.head_b = f32["head.bias"]
+        self.order = ordering_matrix(len(self.quantiles), self.median_index)
 
     @classmethod
     def from_config(cls, cfg, state: dict[str, np.ndarray]) -> NumpyQuantileRNN:
@@ -159,10 +176,8 @@ class NumpyQuantileRNN:
     def _ordered(self, raw: np.ndarray) -> np.ndarray:
         """Monotone quantiles from raw outputs (B, S, Q): median free, gaps softplus."""
         m = self.median_index
-        med = raw[..., m : m + 1]
-        below = np.cumsum(softplus(raw[..., :m])[..., ::-1], -1)[..., ::-1]
-        above = np.cumsum(softplus(raw[..., m + 1 :]), -1)
-        return np.concatenate([med - below, med, med + above], -1)
+        gaps = np.delete(raw, m, axis=-1)  # (B, S, Q-1)
+        return raw[..., m : m + 1] + softplus(gaps) @ self.order
 
 
 def roll_forward(

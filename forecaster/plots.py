@@ -63,9 +63,8 @@ def plot_training(history: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def plot_report(report, run, bars: dict[str, pd.DataFrame]) -> dict[str, Path]:
-    """Write ``plots/<TICKER>.png`` per ticker and ``plots/training.png``; return their paths."""
-    out = report.out_dir / "plots"
+def plot_report(report, run, bars: dict[str, pd.DataFrame], out: Path) -> dict[str, Path]:
+    """Write ``<out>/<TICKER>.png`` per ticker and ``<out>/training.png``; return their paths."""
     out.mkdir(parents=True, exist_ok=True)
     H = run.config.window.horizon
     steps = [1] if H == 1 else [1, H]

@@ -17,6 +17,10 @@ import pandas as pd
 
 from forecaster import fsio
 from forecaster.errors import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_TEMPFAIL,
     ConfigError,
     DataError,
     ForecasterError,
@@ -406,6 +410,15 @@ class DownloadReport:
     ok: dict[str, UpdateResult] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        if not self.failed:
+            return EXIT_OK
+        if self.ok:
+            return EXIT_PARTIAL
+        temporary = all(self.kinds.get(s) in ("network", "rate_limit") for s in self.failed)
+        return EXIT_TEMPFAIL if temporary else EXIT_ERROR
 
 
 def download(

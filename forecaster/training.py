@@ -10,22 +10,50 @@ import hashlib
 import logging
 import math
 import os
+import platform
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
-from datetime import UTC
+from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
-from .config import Config
-from .errors import ConfigError, TrainingError
+from . import __version__
+from .checkpoint import (
+    FeatureSpec,
+    Manifest,
+    ResumeState,
+    RunMetrics,
+    SplitDates,
+    TickerEntry,
+    read_manifest,
+    read_resume,
+    save_run,
+)
+from .config import COVERAGE, Config
+from .errors import EXIT_INTERRUPTED, ConfigError, TrainingError
+from .features import FEATURES
+from .fsio import file_lock
+from .intervals import tracked_scales, validation_scales
 from .models import QuantileRNN, build_model, pinball_loss
-from .windows import WindowSet
+from .npinfer import NumpyQuantileRNN, predict_scaled
+from .store import load_bars
+from .tickers import validate_ticker
+from .windows import Splits, WindowSet, build_windows, make_splits
 
 log = logging.getLogger("forecaster")
+
+LR_DECAY = 0.5
+"""Learning-rate factor when the validation loss plateaus (for half the early-stopping patience)."""
+MIN_IMPROVEMENT = 1e-6
+"""A validation loss must beat the best by more than this to count as progress (float noise does not)."""
 
 
 @dataclass
@@ -220,7 +248,9 @@ class Trainer:
         self.opt = torch.optim.AdamW(
             model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=device.type in FUSED_ADAMW or None
         )
-        self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(self.opt, factor=0.5, patience=max(1, t.patience // 2))
+        self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.opt, factor=LR_DECAY, patience=max(1, t.patience // 2)
+        )
         self.gen = torch.Generator().manual_seed(t.seed)
         self.batches = Batches(ws, device, one_step=cfg.model.strategy == "recursive")
         self.epoch = 0
@@ -307,7 +337,7 @@ class Trainer:
                 raise TrainingError(f"validation loss became {val} at epoch {epoch}")
             lr = self.opt.param_groups[0]["lr"]
             self.sched.step(val)
-            if val < self.best_val - 1e-6:
+            if val < self.best_val - MIN_IMPROVEMENT:
                 self.best_val, self.stale = val, 0
                 self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
             else:
@@ -367,160 +397,37 @@ def new_model(cfg: Config, ws: WindowSet) -> QuantileRNN:
     return build_model(cfg, n_features=ws.x.shape[1], n_tickers=len(ws.names))
 
 
+def numpy_state(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    """The model's weights as numpy arrays (the run's and the numpy forward pass's format)."""
+    return {k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()}
+
+
 @dataclass
 class TrainResult:
-    run_dir: os.PathLike
-    meta: dict
+    run_dir: Path
+    manifest: Manifest | None  # None on the ranks of a distributed job that do not write the run
     history: list[EpochRecord]
-
-
-def _versions() -> dict:
-    import platform
-
-    import pandas
-
-    from . import __version__
-
-    return {
-        "forecaster": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "pandas": pandas.__version__,
-    }
-
-
-def calibration_scales(
-    model: QuantileRNN, ws: WindowSet, ends: np.ndarray, strategy: str, coverage: float, device: torch.device
-) -> dict[str, list[float]]:
-    """Volatility-scaled conformal factors per ticker and step from validation windows."""
-    import pandas as pd
-
-    from .inference import predict_scaled
-    from .intervals import calibrate_scales
-
-    q = predict_scaled(model, ws, ends, strategy, device=device)  # (B, H, Q)
-    y = ws.targets(ends)  # (B, H)
-    B, H = y.shape
-    m = model.median_index
-    frame = pd.DataFrame(
-        {
-            "ticker": np.repeat(np.asarray(ws.names, dtype=object)[ws.ticker_id[ends]], H),
-            "step": np.tile(np.arange(1, H + 1), B),
-            "actual": y.ravel(),
-            "lo": q[:, :, 0].ravel(),
-            "mid": q[:, :, m].ravel(),
-            "hi": q[:, :, -1].ravel(),
-            "vol": np.repeat(ws.vol[ends], H),
-        }
-    )
-    return calibrate_scales(frame, coverage=coverage)
-
-
-def tracked_scales(
-    model: QuantileRNN,
-    ws: WindowSet,
-    conformal: dict[str, list[float]],
-    strategy: str,
-    coverage: float,
-    device: torch.device,
-) -> dict[str, list[float]]:
-    """Per ticker, the online interval scales at its last bar: the validation scales tracked
-    through the test split exactly as ``evaluate`` does (nothing here changes the weights)."""
-    from .evaluation import online_scales
-    from .inference import predict_scaled
-
-    ends = ws.origins("test")
-    if len(ends) == 0:
-        return {}
-    q = predict_scaled(model, ws, ends, strategy, device=device)
-    return online_scales(q, ws, ends, conformal, model.median_index, coverage)[1]
-
-
-RESUME = "resume.safetensors"
 
 
 class Interrupted(TrainingError):
     """Training was stopped by SIGINT/SIGTERM; a resumable run was saved."""
 
-    exit_code = 130
+    exit_code = EXIT_INTERRUPTED
 
 
-def _flatten_state(trainer: Trainer) -> tuple[dict, dict]:
-    """The trainer's resumable state as flat tensors plus JSON metadata (safetensors format)."""
-    import json
+@dataclass
+class TrainingData:
+    """The bars a run trains on, its splits, the windows over them and each split's windows."""
 
-    st = trainer.state()
-    tensors = {f"model.{k}": v.contiguous() for k, v in st["model"].items()}
-    if st["best"] is not None:
-        tensors.update({f"best.{k}": v.contiguous() for k, v in st["best"].items()})
-    for i, slots in st["optimizer"]["state"].items():
-        for name, v in slots.items():
-            tensors[f"opt.{i}.{name}"] = torch.as_tensor(v).detach().cpu().contiguous()
-    tensors["generator"] = st["generator"]
-    tensors["torch_rng"] = st["torch_rng"]
-    meta = {
-        "epoch": st["epoch"],
-        "best_val": st["best_val"],
-        "stale": st["stale"],
-        "param_groups": st["optimizer"]["param_groups"],
-        "scheduler": st["scheduler"],
-    }
-    return tensors, {"state": json.dumps(meta, default=float)}
-
-
-def _unflatten_state(tensors: dict, meta: dict) -> dict:
-    import json
-
-    m = json.loads(meta["state"])
-    opt_state: dict = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, i, name = k.split(".", 2)
-            opt_state.setdefault(int(i), {})[name] = v
-    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
-    return {
-        "epoch": m["epoch"],
-        "best_val": m["best_val"],
-        "stale": m["stale"],
-        "model": {k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
-        "best": best,
-        "optimizer": {"state": opt_state, "param_groups": m["param_groups"]},
-        "scheduler": m["scheduler"],
-        "generator": tensors["generator"],
-        "torch_rng": tensors.get("torch_rng"),
-    }
-
-
-def read_resume(run_dir) -> tuple[dict, list[dict]]:
-    """The saved trainer state and epoch history of an interrupted run."""
-    from pathlib import Path
-
-    import pandas as pd
-    from safetensors import SafetensorError, safe_open
-
-    from .errors import RunFormatError
-
-    path = Path(run_dir) / RESUME
-    if not path.is_file():
-        raise RunFormatError(f"{run_dir} has nothing to resume (no {RESUME}: the run is complete)")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-            meta = f.metadata() or {}
-        state = _unflatten_state(tensors, meta)
-    except (SafetensorError, OSError, KeyError, ValueError) as e:
-        raise RunFormatError(f"{path} is not a readable resume file ({e})") from None
-    history = pd.read_csv(Path(run_dir) / "history.csv").to_dict("records")
-    return state, history
+    bars: dict[str, pd.DataFrame]
+    splits: Splits
+    ws: WindowSet
+    ends: dict[str, np.ndarray]
 
 
 @contextmanager
 def _sigterm_as_interrupt():
     """Let SIGTERM (what `kill` and systemd send) and SIGINT stop training like Ctrl-C does."""
-    import signal
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -553,174 +460,195 @@ def train(
     DistributedDataParallel and only rank 0 writes the run. SIGINT or SIGTERM saves a resumable
     run and raises :class:`Interrupted`; ``resume=True`` continues the run at ``run_dir``.
     """
-    from datetime import datetime
-    from pathlib import Path
-
-    from .fsio import file_lock
-    from .store import load_bars
-    from .tickers import validate_ticker
-    from .windows import Splits, build_windows, make_splits
-
-    if not cfg.data.tickers:
-        raise ConfigError("no tickers to train on: pass --tickers or set data.tickers")
-    tickers = list(dict.fromkeys(validate_ticker(t) for t in cfg.data.tickers))
     now = datetime.now(UTC)
-    if run_dir is None:
-        run_dir = cfg.run_dir or Path("runs") / f"{cfg.model.cell}-{now:%Y%m%d-%H%M%S}"
-    run_dir = Path(run_dir)
-    state, history, splits = None, [], None
-    if resume:
-        from .checkpoint import read_meta
-
-        old = read_meta(run_dir)
-        state, rows = read_resume(run_dir)
-        history = [EpochRecord(**{k: r[k] for k in EpochRecord.__dataclass_fields__}) for r in rows]
-        splits = Splits.from_dict(old["splits"])
+    tickers = _checked_tickers(cfg)
+    run_dir = Path(run_dir or cfg.run_dir or Path("runs") / f"{cfg.model.cell}-{now:%Y%m%d-%H%M%S}")
+    state, history, splits = _resume_point(run_dir) if resume else (None, [], None)
     dist = Dist()
     seed_everything(cfg.train.seed)
     set_threads(cfg.train.threads)
-    bars = load_bars(cfg.data.source, cfg.data.data_dir, tickers)
-    w = cfg.window
-    splits = splits or make_splits(bars, w.val_days, w.test_days)
-    ws = build_windows(bars, w.lookback, w.horizon, splits)
-    ends = {s: ws.ends(s) for s in ("train", "val", "test")}
-    if len(ends["train"]) == 0 or len(ends["val"]) == 0:
-        raise TrainingError(
-            f"no {'training' if len(ends['train']) == 0 else 'validation'} "
-            "windows: shorten lookback/horizon/val_days or add history"
-        )
+    data = load_training_data(cfg, tickers, splits)
     device = dist.setup(resolve_device(cfg.train.device))
-    model = new_model(cfg, ws).to(device)
-    trainer = Trainer(model, ws, cfg, device, dist)
+    trainer = Trainer(new_model(cfg, data.ws).to(device), data.ws, cfg, device, dist)
     if state is not None:
-        trainer.restore(state)
+        trainer.restore(_trainer_state(state))
     lock = file_lock(run_dir.parent / f".{run_dir.name}.lock", lock_timeout) if dist.main else nullcontext()
     started = time.perf_counter()
+    manifest = None
     with lock, _sigterm_as_interrupt():
         try:
-            for rec in trainer.epochs(ends["train"], ends["val"], on_batch=on_batch):
+            for rec in trainer.epochs(data.ends["train"], data.ends["val"], on_batch=on_batch):
                 history.append(rec)
                 if on_epoch:
                     on_epoch(rec)
         except KeyboardInterrupt:
             if dist.main:
-                _save(
-                    run_dir,
-                    trainer,
-                    ws,
-                    bars,
-                    splits,
-                    ends,
-                    history,
-                    cfg,
-                    device,
-                    now,
-                    time.perf_counter() - started,
-                    interrupted=True,
-                )
+                _save(run_dir, trainer, data, history, cfg, now, time.perf_counter() - started, interrupted=True)
             dist.close()
             raise Interrupted(
-                f"training interrupted after epoch {trainer.epoch}; a resumable run "
-                f"was saved to {run_dir}: continue with "
-                f"`forecaster train --resume {run_dir}`"
+                f"training interrupted after epoch {trainer.epoch}; a resumable run was saved to {run_dir}: "
+                f"continue with `forecaster train --resume {run_dir}`"
             ) from None
         trainer.restore_best()
-        meta = None
         if dist.main:
-            meta = _save(
-                run_dir,
-                trainer,
-                ws,
-                bars,
-                splits,
-                ends,
-                history,
-                cfg,
-                device,
-                now,
-                time.perf_counter() - started,
-                interrupted=False,
-            )
+            manifest = _save(run_dir, trainer, data, history, cfg, now, time.perf_counter() - started)
     dist.barrier()
     dist.close()
-    return TrainResult(run_dir=run_dir, meta=meta or {}, history=history)
+    return TrainResult(run_dir=run_dir, manifest=manifest, history=history)
+
+
+def _checked_tickers(cfg: Config) -> list[str]:
+    if not cfg.data.tickers:
+        raise ConfigError("no tickers to train on: pass --tickers or set data.tickers")
+    return list(dict.fromkeys(validate_ticker(t) for t in cfg.data.tickers))
+
+
+def _resume_point(run_dir: Path) -> tuple[ResumeState, list[EpochRecord], Splits]:
+    """Where an interrupted run stopped: its trainer state, epoch history and splits."""
+    manifest = read_manifest(run_dir)
+    state, rows = read_resume(run_dir)
+    return state, [EpochRecord(**row) for row in rows], manifest.splits.splits()
+
+
+def load_training_data(cfg: Config, tickers: list[str], splits: Splits | None = None) -> TrainingData:
+    """Bars, splits (computed unless given) and windows; an error when a split has no window."""
+    bars = load_bars(cfg.data.source, cfg.data.data_dir, tickers)
+    w = cfg.window
+    splits = splits or make_splits(bars, w.val_days, w.test_days)
+    ws = build_windows(bars, w.lookback, w.horizon, splits, vol_halflife=cfg.intervals.vol_halflife)
+    ends = {s: ws.ends(s) for s in ("train", "val", "test")}
+    for split, what in (("train", "training"), ("val", "validation")):
+        if len(ends[split]) == 0:
+            raise TrainingError(f"no {what} windows: shorten lookback/horizon/val_days or add history")
+    return TrainingData(bars=bars, splits=splits, ws=ws, ends=ends)
+
+
+def calibrate(weights: dict[str, np.ndarray], cfg: Config, data: TrainingData) -> tuple[dict, dict]:
+    """The run's interval scales, through the numpy forward pass that every forecast uses:
+    fitted on the validation split, then tracked through the test split to the last bar."""
+    net = NumpyQuantileRNN.from_config(cfg, weights)
+    ws, strategy = data.ws, cfg.model.strategy
+    scales = validation_scales(predict_scaled(net, ws, data.ends["val"], strategy), ws, data.ends["val"])
+    origins = ws.origins("test")
+    if len(origins) == 0:
+        return scales, {}
+    q = predict_scaled(net, ws, origins, strategy)
+    _, online = tracked_scales(q, ws, origins, scales, cfg.intervals.tracking_rate)
+    return scales, online
 
 
 def _save(
-    run_dir,
+    run_dir: Path,
     trainer: Trainer,
-    ws: WindowSet,
-    bars,
-    splits,
-    ends,
-    history,
+    data: TrainingData,
+    history: list[EpochRecord],
     cfg: Config,
-    device,
-    now,
+    now: datetime,
     seconds: float,
-    interrupted: bool,
-) -> dict:
+    interrupted: bool = False,
+) -> Manifest:
     """Write the run (and, when interrupted, the resume state beside it)."""
-    from .checkpoint import save_run
-    from .features import FEATURES
-    from .intervals import TRACKING_RATE
-    from .windows import VOL_HALFLIFE
+    resume = _resume_state(trainer) if interrupted else None
+    if interrupted and trainer.best_state is not None:
+        trainer.model.load_state_dict(trainer.best_state)
+    weights = numpy_state(trainer.model)
+    scales, online = ({}, {}) if interrupted else calibrate(weights, cfg, data)
+    manifest = _manifest(run_dir, cfg, data, history, scales, online, now, seconds, trainer, interrupted)
+    save_run(run_dir, weights, manifest, [r.as_row() for r in history], resume=resume)
+    return manifest
 
-    model, w, q = trainer.model, cfg.window, cfg.model.quantiles
-    if interrupted:
-        tensors, extra = _flatten_state(trainer)
-        if trainer.best_state is not None:
-            model.load_state_dict(trainer.best_state)
-        scales: dict = {}
-        online: dict = {}
-    else:
-        tensors, extra = None, None
-        scales = calibration_scales(model, ws, ends["val"], cfg.model.strategy, coverage=q[-1] - q[0], device=device)
-        online = tracked_scales(model, ws, scales, cfg.model.strategy, coverage=q[-1] - q[0], device=device)
-    model.cpu()
-    info = {}
+
+def _manifest(run_dir, cfg, data, history, scales, online, now, seconds, trainer, interrupted) -> Manifest:
+    ws, H = data.ws, cfg.window.horizon
+    tickers = {}
     for k, sym in enumerate(ws.tickers):
         lo, hi = ws.offsets[k], ws.offsets[k + 1]
-        info[sym] = {
-            "id": ws.names.index(sym),
-            "first_date": str(bars[sym].index[0].date()),
-            "last_date": str(bars[sym].index[-1].date()),
-            "rows": int(len(bars[sym])),
-            "train_rows": int((ws.split[lo:hi] == 0).sum()),
-            "scaler": ws.scalers[sym].to_dict(),
-            "conformal": [float(x) for x in scales.get(sym, [1.0] * w.horizon)],
-        }
-        if sym in online:  # the tracked scales for forecasts made from the last bar on
-            info[sym]["conformal_online"] = online[sym]
+        bars = data.bars[sym]
+        tickers[sym] = TickerEntry(
+            id=ws.names.index(sym),
+            first_date=bars.index[0].date(),
+            last_date=bars.index[-1].date(),
+            rows=len(bars),
+            train_rows=int((ws.split[lo:hi] == 0).sum()),
+            scaler=ws.scalers[sym],
+            conformal=[float(x) for x in scales.get(sym, [1.0] * H)],
+            conformal_online=online.get(sym),
+        )
     best = min(history, key=lambda r: r.val_loss) if history else None
-    meta = {
-        "name": run_dir.name,
-        "status": "interrupted" if interrupted else "complete",
-        "created_at": now.isoformat(timespec="seconds"),
-        "config": cfg.model_dump(mode="json"),
-        "features": {
-            "names": FEATURES,
-            "target": "log(close[t+h]/close[t]) / (ret_std*sqrt(h))",
-            "interval": f"median +- conformal scale x EWMA volatility (halflife {VOL_HALFLIFE}); "
-            f"scale tracked online through the test split (rate {TRACKING_RATE})",
-        },
-        "tickers": info,
-        "skipped": ws.skipped,
-        "splits": splits.to_dict(),
-        "windows": {s: int(len(e)) for s, e in ends.items()},
-        "data_hash": data_hash(bars),
-        "seed": cfg.train.seed,
-        "device": str(device),
-        "world_size": trainer.dist.world,
-        "metrics": {
-            "best_epoch": best.epoch if best else None,
-            "best_val_loss": best.val_loss if best else None,
-            "epochs_run": len(history),
-            "train_seconds": round(seconds, 3),
-            "interval_coverage_target": round(q[-1] - q[0], 6),
-        },
-        "versions": _versions(),
+    return Manifest(
+        name=run_dir.name,
+        status="interrupted" if interrupted else "complete",
+        created_at=now.replace(microsecond=0),
+        config=cfg,
+        features=FeatureSpec(names=FEATURES),
+        tickers=tickers,
+        skipped=ws.skipped,
+        splits=SplitDates(val_start=data.splits.val_start.date(), test_start=data.splits.test_start.date()),
+        windows={s: int(len(e)) for s, e in data.ends.items()},
+        data_hash=data_hash(data.bars),
+        seed=cfg.train.seed,
+        device=str(trainer.device),
+        world_size=trainer.dist.world,
+        metrics=RunMetrics(
+            best_epoch=best.epoch if best else None,
+            best_val_loss=best.val_loss if best else None,
+            epochs_run=len(history),
+            train_seconds=round(seconds, 3),
+            interval_coverage_target=round(COVERAGE, 6),
+        ),
+        versions=_versions(),
+    )
+
+
+def _versions() -> dict[str, str]:
+    return {
+        "forecaster": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
     }
-    extra_files = {RESUME: (tensors, extra)} if interrupted else {}
-    save_run(run_dir, model, meta, [r.as_row() for r in history], extra_tensors=extra_files)
-    return {"format_version": 1, **meta}
+
+
+def _resume_state(trainer: Trainer) -> ResumeState:
+    """The trainer's state after its last completed epoch, as numpy arrays for the run."""
+    st = trainer.state()
+
+    def arrays(tensors: dict | None) -> dict[str, np.ndarray] | None:
+        return None if tensors is None else {k: v.detach().cpu().numpy() for k, v in tensors.items()}
+
+    opt = st["optimizer"]
+    return ResumeState(
+        epoch=st["epoch"],
+        best_val=st["best_val"],
+        stale=st["stale"],
+        model=arrays(st["model"]),
+        best=arrays(st["best"]),
+        optimizer={
+            int(i): {n: torch.as_tensor(v).detach().cpu().numpy() for n, v in slots.items()}
+            for i, slots in opt["state"].items()
+        },
+        param_groups=opt["param_groups"],
+        scheduler=st["scheduler"],
+        generator=st["generator"].numpy(),
+        torch_rng=st["torch_rng"].numpy(),
+    )
+
+
+def _trainer_state(r: ResumeState) -> dict:
+    """:meth:`Trainer.restore`'s state from a saved resume state."""
+
+    def tensors(arrays: dict | None) -> dict | None:
+        return None if arrays is None else {k: torch.from_numpy(v.copy()) for k, v in arrays.items()}
+
+    return {
+        "epoch": r.epoch,
+        "best_val": r.best_val,
+        "stale": r.stale,
+        "model": tensors(r.model),
+        "best": tensors(r.best),
+        "optimizer": {"state": {i: tensors(slots) for i, slots in r.optimizer.items()}, "param_groups": r.param_groups},
+        "scheduler": r.scheduler,
+        "generator": torch.from_numpy(r.generator.copy()),
+        "torch_rng": None if r.torch_rng is None else torch.from_numpy(r.torch_rng.copy()),
+    }

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .config import IntervalConfig
 from .errors import DataError
 from .features import Scaler, make_arrays, target_scale
 
@@ -130,10 +131,19 @@ class WindowSet:
         return shift
 
     def targets(self, ends: np.ndarray) -> np.ndarray:
-        """(B, H) scaled cumulative log returns after each window."""
+        """(B, H) scaled cumulative log returns after each window (every target must exist)."""
         fut = ends[:, None] + np.arange(1, self.horizon + 1)  # (B, H)
         cum = self.log_close[fut] - self.log_close[ends][:, None]
         return (cum / self.tscale[self.ticker_id[ends]]).astype(np.float32)
+
+    def realised(self, ends: np.ndarray) -> np.ndarray:
+        """(B, H) like :meth:`targets`, in float64, with NaN for the steps past the ticker's last
+        row (the actuals not known yet at the last origins)."""
+        fut = ends[:, None] + np.arange(1, self.horizon + 1)  # (B, H)
+        last_row = self.offsets[np.searchsorted(self.offsets, ends, side="right")] - 1  # (B,)
+        have = fut <= last_row[:, None]
+        cum = self.log_close[np.minimum(fut, last_row[:, None])] - self.log_close[ends][:, None]
+        return np.where(have, cum / self.tscale[self.ticker_id[ends]], np.nan)
 
 
 def build_windows(
@@ -143,6 +153,7 @@ def build_windows(
     splits: Splits,
     scalers: dict[str, Scaler] | None = None,
     tickers: list[str] | None = None,
+    vol_halflife: int = IntervalConfig.model_fields["vol_halflife"].default,
 ) -> WindowSet:
     """Stack tickers into one WindowSet.
 
@@ -186,7 +197,7 @@ def build_windows(
     for s in kept:
         tscale[ids[s]] = target_scale(fitted[s].ret_std, horizon)
     dates = np.concatenate([a.dates for a in arrays])
-    vol = np.concatenate([local_vol(a.features[:, 0], fitted[s].ret_std) for s, a in zip(kept, arrays)])
+    vol = np.concatenate([local_vol(a.features[:, 0], fitted[s].ret_std, vol_halflife) for s, a in zip(kept, arrays)])
     return WindowSet(
         tickers=kept,
         names=list(ids),
@@ -206,10 +217,7 @@ def build_windows(
     )
 
 
-VOL_HALFLIFE = 20  # sessions
-
-
-def local_vol(returns: np.ndarray, ret_std: float, halflife: int = VOL_HALFLIFE) -> np.ndarray:
+def local_vol(returns: np.ndarray, ret_std: float, halflife: int) -> np.ndarray:
     """Exponentially weighted volatility of one ticker's log returns, up to and including each
     row, in units of its training volatility (about 1 in a typical training period)."""
     r2 = pd.Series((returns / ret_std) ** 2)

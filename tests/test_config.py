@@ -45,7 +45,11 @@ def test_precedence_flags_over_file_over_defaults(tmp_path):
         ("[model]\nhidden_size = -4\n", "model.hidden_size"),
         ("[window]\nlookback = 5\nhorizon = 10\n", "horizon (10) must not exceed"),
         ('[model]\ncell = "transformer"\n', "model.cell"),
-        ("[model]\nquantiles = [0.9, 0.1]\n", "quantiles"),
+        ("[model]\nquantiles = [0.9, 0.1]\n", "model.quantiles"),
+        # other levels would silently mislabel the p10 / p90 columns: refused, with the reason
+        ("[model]\nquantiles = [0.05, 0.5, 0.95]\n", "model.quantiles: Value error, only [0.1, 0.5, 0.9]"),
+        ("[intervals]\nvol_halflife = 0\n", "intervals.vol_halflife"),
+        ("[intervals]\ntracking_rate = -1\n", "intervals.tracking_rate"),
         ("[train]\nbatch_size = 0\n", "train.batch_size"),
         ("not toml at all ===", "not valid TOML"),
     ],

@@ -35,7 +35,7 @@ def test_golden_files_are_small_and_complete():
 
 def test_golden_run_loads():
     run = load_run(RUN)
-    assert run.meta["format_version"] == FORMAT_VERSION == 1
+    assert run.manifest.format_version == FORMAT_VERSION == 1
     assert run.name == "v1"
     assert run.names == ["GOLDA", "GOLDB"]
     cfg = run.config
@@ -44,9 +44,10 @@ def test_golden_run_loads():
     assert cfg.data.source == "csv"
     # the recorded data folder does not pin the run to the machine it was made on
     assert not Path(cfg.data.data_dir).is_absolute()
-    assert set(run.scalers()) == {"GOLDA", "GOLDB"}
-    assert all(len(v) == 3 for v in run.conformal().values())
-    assert not run.model.training
+    assert set(run.manifest.scalers()) == {"GOLDA", "GOLDB"}
+    assert all(len(v) == 3 for v in run.manifest.conformal().values())
+    # written before the interval settings were recorded: the values it was made with
+    assert (cfg.intervals.vol_halflife, cfg.intervals.tracking_rate) == (20, 0.05)
     with open(RUN / "history.csv", newline="") as f:
         reader = csv.DictReader(f)
         assert reader.fieldnames == HISTORY_COLUMNS

@@ -1,5 +1,8 @@
+"""Calibrated intervals: the split-conformal scale, its online tracking (no look-ahead, the nominal
+long-run miss rate under a regime change), and the same scales in training, evaluate and predict."""
+
 import json
-import math
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -8,147 +11,58 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forecaster.intervals import (
-    apply_offsets,
-    calibrate,
-    conformal_offsets,
-    conformity_scores,
+    MIN_ROWS,
+    apply_scales,
+    calibrated,
+    conformal_quantile,
+    forecast_scales,
+    scale_scores,
+    track_scales,
+    tracked_scales,
+    validation_scales,
 )
 from forecaster.metrics import coverage
+from forecaster.windows import Splits, build_windows
 
+RATE = 0.05
 NAN = float("nan")
 
 
-def test_scores_sign():
-    scores = conformity_scores([0.0, 5.0, -3.0], [-1.0, -1.0, -1.0], [1.0, 1.0, 1.0])
-    np.testing.assert_allclose(scores, [-1.0, 4.0, 2.0])
-    assert conformity_scores([NAN, 1.0], [0.0, NAN], [1.0, 2.0]).size == 0
+def miss_rate(scores, scales):
+    known = np.isfinite(scores)
+    return float((scores[known] > scales[:-1][known]).mean())
 
 
-def test_offset_is_the_corrected_order_statistic():
-    zeros = np.zeros(9)
-    # scores are y itself (lo = hi = 0, y > 0); k = ceil(10 * 0.8) = 8 -> 8th smallest
+# ------------------------------------------------------------------ the split-conformal quantile
+
+
+def test_conformal_quantile_is_the_corrected_order_statistic():
     y = np.array([9.0, 1.0, 5.0, 3.0, 7.0, 2.0, 8.0, 4.0, 6.0])
-    assert conformal_offsets(y, zeros, zeros) == 8.0
-    # k = ceil(10 * 0.5) = 5
-    assert conformal_offsets(y, zeros, zeros, coverage=0.5) == 5.0
-    # n = 99: k = ceil(100 * 0.8) = 80 exactly, not 81
-    y = np.arange(1.0, 100.0)
-    assert conformal_offsets(y, np.zeros(99), np.zeros(99)) == 80.0
+    assert conformal_quantile(y) == 8.0  # k = ceil(10 * 0.8) = 8
+    assert conformal_quantile(y, coverage=0.5) == 5.0  # k = ceil(10 * 0.5) = 5
+    assert conformal_quantile(np.arange(1.0, 100.0)) == 80.0  # n = 99: k = 80 exactly, not 81
+    assert conformal_quantile([1.0, 3.0, 2.0]) == 3.0  # n = 3: ceil(4 * 0.8) = 4 > 3 -> the largest
 
 
-def test_offset_level_above_one_takes_the_max():
-    # n = 3: ceil(4 * 0.8) = 4 > 3
-    assert conformal_offsets([1.0, 3.0, 2.0], [0.0] * 3, [0.0] * 3) == 3.0
-
-
-def test_offset_nan_aware_and_empty():
-    y = [1.0, 2.0, NAN, 3.0, 4.0]
-    assert conformal_offsets(y, [0.0] * 5, [0.0] * 5) == 4.0  # n = 4 -> max
-    assert conformal_offsets([], [], []) == 0.0
-    assert conformal_offsets([NAN], [0.0], [1.0]) == 0.0
+def test_conformal_quantile_ignores_nan_and_refuses_bad_levels():
+    assert conformal_quantile([1.0, 2.0, NAN, 3.0, 4.0]) == 4.0  # n = 4 -> the largest
+    assert np.isnan(conformal_quantile([]))
+    assert np.isnan(conformal_quantile([NAN]))
     with pytest.raises(ValueError):
-        conformal_offsets([1.0], [0.0], [2.0], coverage=1.0)
+        conformal_quantile([1.0], coverage=1.0)
 
 
-def test_too_wide_intervals_get_a_negative_offset():
+def test_scale_scores_and_apply_scales_are_inverse():
     rng = np.random.default_rng(0)
-    y = rng.normal(size=1000)
-    q = conformal_offsets(y, np.full(1000, -5.0), np.full(1000, 5.0))
-    assert q < -3.0
-    lo, hi = apply_offsets(np.full(1000, -5.0), np.full(1000, 5.0), q)
-    assert coverage(y, lo, hi) == pytest.approx(0.8, abs=0.01)
-
-
-def test_apply_offsets_widens_and_never_inverts():
-    lo, hi = apply_offsets(np.array([1.0, 2.0]), np.array([3.0, 4.0]), 0.5)
-    np.testing.assert_allclose(lo, [0.5, 1.5])
-    np.testing.assert_allclose(hi, [3.5, 4.5])
-    # a large negative offset: both ends stop at the median
-    lo, hi = apply_offsets([1.0, 2.0], [3.0, 4.0], -5.0, mid=[2.5, 2.2])
-    np.testing.assert_allclose(lo, [2.5, 2.2])
-    np.testing.assert_allclose(hi, [2.5, 2.2])
-    # a small one narrows but keeps lo <= mid <= hi
-    lo, hi = apply_offsets([1.0], [3.0], -0.5, mid=[1.2])
-    np.testing.assert_allclose(lo, [1.2])
-    np.testing.assert_allclose(hi, [2.5])
-    # without a median: the ends meet at the centre
-    lo, hi = apply_offsets([1.0, 0.0], [3.0, 10.0], -2.0)
-    np.testing.assert_allclose(lo, [2.0, 2.0])
-    np.testing.assert_allclose(hi, [2.0, 8.0])
-
-
-def test_apply_offsets_broadcasts_per_step():
-    lo = np.zeros((3, 2))
-    hi = np.ones((3, 2))
-    new_lo, new_hi = apply_offsets(lo, hi, [0.1, 0.2])
-    np.testing.assert_allclose(new_lo, np.tile([-0.1, -0.2], (3, 1)))
-    np.testing.assert_allclose(new_hi, np.tile([1.1, 1.2], (3, 1)))
-
-
-def _frame(ticker: str, step: int, n: int, scale: float, rng) -> pd.DataFrame:
-    """Too-narrow intervals: the true 80 % interval is +-1.28 sigma, these are +-0.5 sigma."""
-    sigma = scale * rng.uniform(0.5, 1.5, n)
-    y = sigma * rng.standard_normal(n)
-    return pd.DataFrame({"ticker": ticker, "step": step, "actual": y, "p10": -0.5 * sigma, "p90": 0.5 * sigma})
-
-
-def test_calibrate_per_ticker_and_step_with_pooled_fallback():
-    rng = np.random.default_rng(1)
-    frame = pd.concat(
-        [
-            _frame("AAA", 1, 300, 1.0, rng),
-            _frame("AAA", 2, 300, 3.0, rng),
-            _frame("BBB", 1, 10, 1.0, rng),  # too few rows: pooled
-            _frame("BBB", 2, 300, 0.2, rng),
-        ],
-        ignore_index=True,
-    )
-    frame.loc[0, "actual"] = NAN
-    offsets = calibrate(frame)
-    assert set(offsets) == {"AAA", "BBB"}
-    assert all(len(v) == 2 for v in offsets.values())
-    assert json.loads(json.dumps(offsets)) == offsets
-    assert all(type(v) is float for values in offsets.values() for v in values)
-
-    aaa1 = frame[(frame.ticker == "AAA") & (frame.step == 1)]
-    assert offsets["AAA"][0] == conformal_offsets(aaa1.actual, aaa1.p10, aaa1.p90)
-    step1 = frame[frame.step == 1]
-    assert offsets["BBB"][0] == conformal_offsets(step1.actual, step1.p10, step1.p90)
-    bbb2 = frame[(frame.ticker == "BBB") & (frame.step == 2)]
-    assert offsets["BBB"][1] == conformal_offsets(bbb2.actual, bbb2.p10, bbb2.p90)
-    # wider errors at step 2 for AAA, much narrower for BBB
-    assert offsets["AAA"][1] > offsets["AAA"][0] > offsets["BBB"][1] > 0
-
-
-def test_calibrate_missing_step_uses_pooled_and_empty_frame():
-    # A has only step 1 rows (actual on the lower end: score 0), B only step 2 rows
-    # (actual 2 above the upper end: score 2); each borrows the other step's pooled offset
-    frame = pd.DataFrame(
-        {
-            "ticker": ["A"] * 25 + ["B"] * 25,
-            "step": [1] * 25 + [2] * 25,
-            "actual": np.r_[np.arange(25.0), np.arange(25.0) + 3],
-            "p10": np.arange(50.0) % 25,
-            "p90": np.arange(50.0) % 25 + 1,
-        }
-    )
-    offsets = calibrate(frame)
-    assert offsets == {"A": [0.0, 2.0], "B": [0.0, 2.0]}
-    assert calibrate(frame.iloc[0:0]) == {}
-    with pytest.raises(ValueError):
-        calibrate(frame.drop(columns="p90"))
-
-
-def test_calibrated_intervals_reach_nominal_coverage_on_a_fresh_sample():
-    rng = np.random.default_rng(7)
-    validation = pd.concat([_frame("AAA", 1, 2000, 1.0, rng), _frame("AAA", 2, 2000, 2.0, rng)], ignore_index=True)
-    offsets = calibrate(validation)
-    for step, scale in ((1, 1.0), (2, 2.0)):
-        fresh = _frame("AAA", step, 5000, scale, rng)
-        raw = coverage(fresh.actual, fresh.p10, fresh.p90)
-        assert raw < 0.5  # the raw intervals really are too narrow
-        lo, hi = apply_offsets(fresh.p10, fresh.p90, offsets["AAA"][step - 1], mid=np.zeros(5000))
-        assert coverage(fresh.actual, lo, hi) == pytest.approx(0.8, abs=0.03)
+    mid = rng.normal(size=200)
+    lo, hi = mid - rng.uniform(0.5, 1, 200), mid + rng.uniform(0.5, 2, 200)
+    vol = rng.uniform(0.5, 2, 200)
+    y = mid + rng.normal(scale=2, size=200)
+    s = scale_scores(y, lo, mid, hi, vol)
+    # with its own score as the scale, each actual lies exactly on the interval's edge
+    a, b = apply_scales(lo, mid, hi, s, vol)
+    edge = np.where(y < mid, a, b)
+    np.testing.assert_allclose(edge, y, atol=1e-9)
 
 
 _QUARTERS = st.integers(-400, 400).map(lambda i: i / 4)
@@ -156,16 +70,16 @@ _QUARTERS = st.integers(-400, 400).map(lambda i: i / 4)
 
 @settings(max_examples=60, deadline=None)
 @given(
-    st.lists(st.tuples(_QUARTERS, _QUARTERS, st.integers(0, 40).map(lambda i: i / 4)), min_size=1),
+    st.lists(st.tuples(_QUARTERS, _QUARTERS, st.integers(1, 40).map(lambda i: i / 4)), min_size=1),
     st.sampled_from([0.5, 0.8, 0.9]),
 )
 def test_in_sample_coverage_is_at_least_nominal(rows, level):
     y = np.array([r[0] for r in rows])
-    centre = np.array([r[1] for r in rows])
+    mid = np.array([r[1] for r in rows])
     half = np.array([r[2] for r in rows])
-    q = conformal_offsets(y, centre - half, centre + half, coverage=level)
-    lo, hi = apply_offsets(centre - half, centre + half, q, mid=centre)
-    assert coverage(y, lo, hi) >= level
+    scale = conformal_quantile(scale_scores(y, mid - half, mid, mid + half, 1.0), coverage=level)
+    lo, hi = apply_scales(mid - half, mid, mid + half, scale, 1.0)
+    assert coverage(y, lo - 1e-9, hi + 1e-9) >= level
 
 
 _DISTRIBUTIONS = {
@@ -185,16 +99,228 @@ _DISTRIBUTIONS = {
     bias=st.floats(-1.0, 1.0),
 )
 def test_coverage_on_exchangeable_data(seed, n_cal, dist, raw_half, bias):
+    """Fitted on one sample, the scale covers a fresh sample of the same law at the nominal rate."""
     rng = np.random.default_rng(seed)
-    draw = _DISTRIBUTIONS[dist]
-    n_test = 4000
-    y = draw(rng, n_cal + n_test)
-    centre = np.full(n_cal + n_test, bias)
-    lo, hi = centre - raw_half, centre + raw_half
-    frame = pd.DataFrame({"ticker": "X", "step": 1, "actual": y[:n_cal], "p10": lo[:n_cal], "p90": hi[:n_cal]})
-    offset = calibrate(frame)["X"][0]
-    new_lo, new_hi = apply_offsets(lo[n_cal:], hi[n_cal:], offset, mid=centre[n_cal:])
+    y = _DISTRIBUTIONS[dist](rng, n_cal + 4000)
+    mid = np.full(len(y), bias)
+    lo, hi = mid - raw_half, mid + raw_half
+    scale = conformal_quantile(scale_scores(y[:n_cal], lo[:n_cal], mid[:n_cal], hi[:n_cal], 1.0))
+    new_lo, new_hi = apply_scales(lo[n_cal:], mid[n_cal:], hi[n_cal:], scale, 1.0)
     assert np.all(new_lo <= new_hi)
     # marginal guarantee >= 0.8; the tolerance covers the sampling noise of both samples
     assert coverage(y[n_cal:], new_lo, new_hi) >= 0.8 - 0.06
-    assert math.isfinite(offset)
+
+
+# ------------------------------------------------------------------------- online tracking
+
+
+def test_start_holds_until_the_first_actual_is_known():
+    scores = np.full((6, 3), 10.0)  # every origin a miss
+    out = track_scales(scores, [1.0, 1.0, 1.0], lags=[1, 2, 5], rate=RATE)
+    assert out.shape == (7, 3)
+    for c, lag in enumerate([1, 2, 5]):
+        assert np.all(out[:lag, c] == 1.0)  # nothing realised yet
+        assert out[lag, c] == pytest.approx(np.exp(RATE * 0.8))  # one miss known
+
+
+def test_hits_narrow_and_misses_widen():
+    out = track_scales(np.zeros((50, 1)), [2.0], lags=[1], rate=RATE)  # every actual on the median
+    assert np.all(np.diff(out[:, 0]) < 0)
+    out = track_scales(np.full((50, 1), 1e6), [2.0], lags=[1], rate=RATE)
+    assert np.all(np.diff(out[:, 0]) > 0)
+
+
+def test_unknown_actuals_and_a_zero_rate_do_not_move_the_scale():
+    np.testing.assert_array_equal(track_scales(np.full((10, 1), NAN), [1.5], lags=[1], rate=RATE)[:, 0], 1.5)
+    np.testing.assert_array_equal(track_scales(np.full((10, 1), 9.0), [1.5], lags=[1], rate=0.0)[:, 0], 1.5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 5), st.integers(0, 39))
+def test_no_look_ahead(seed, lag, cut):
+    """The scale at origin i never depends on what is realised after it: changing every score
+    from origin i - lag + 1 on leaves the scales up to i unchanged."""
+    rng = np.random.default_rng(seed)
+    scores = rng.exponential(size=(40, 1))
+    base = track_scales(scores, [1.0], lags=[lag], rate=RATE)
+    changed = scores.copy()
+    first_unknown = max(cut - lag + 1, 0)
+    changed[first_unknown:] = rng.exponential(10, size=(40 - first_unknown, 1))
+    again = track_scales(changed, [1.0], lags=[lag], rate=RATE)
+    np.testing.assert_array_equal(again[: cut + 1], base[: cut + 1])
+
+
+@pytest.mark.parametrize("lag", [1, 5])
+def test_long_run_miss_rate_is_nominal_after_a_regime_change(lag):
+    """Calibrated on a calm year, then volatility halves and doubles: split-conformal alone is
+    far off, the tracked scale brings the miss rate back to 20 %."""
+    rng = np.random.default_rng(lag)
+    start = np.quantile(np.abs(rng.normal(size=2000)), 0.8)
+    regime = np.concatenate([np.full(1500, 0.5), np.full(1500, 2.0)])
+    scores = np.abs(rng.normal(size=3000) * regime)[:, None]
+    out = track_scales(scores, [start], lags=[lag], rate=RATE)
+    assert miss_rate(scores, out) == pytest.approx(0.2, abs=0.02)
+    for half in (slice(0, 1500), slice(1500, 3000)):  # within each regime too
+        static_miss = float((scores[half, 0] > start).mean())
+        assert abs(static_miss - 0.2) > 0.15  # 1 % and 52 % with the validation scale alone
+        assert miss_rate(scores[half], out[half.start : half.stop + 1]) == pytest.approx(0.2, abs=0.04)
+
+
+def test_lags_must_be_positive():
+    with pytest.raises(ValueError):
+        track_scales(np.zeros((3, 1)), [1.0], lags=[0], rate=RATE)
+
+
+# -------------------------------------------------------------- over the forecasts of windows
+
+
+def _windows(n_a=400, n_b=300, horizon=3):
+    rng = np.random.default_rng(3)
+    bars = {}
+    for sym, n in (("AAA", n_a), ("BBB", n_b)):
+        idx = pd.bdate_range(end="2024-12-31", periods=n)
+        close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+        bars[sym] = pd.DataFrame(
+            {"open": close, "high": close * 1.01, "low": close * 0.99, "close": close, "volume": 1e6}, index=idx
+        )
+    dates = bars["AAA"].index
+    return build_windows(bars, 20, horizon, Splits(val_start=dates[-200], test_start=dates[-100]))
+
+
+def _forecasts(ws, ends, half=1.0, seed=4):
+    med = np.random.default_rng(seed).normal(0, 0.3, (len(ends), ws.horizon))
+    return np.stack([med - half, med, med + half], -1)
+
+
+def test_validation_scales_reach_nominal_per_ticker_and_step():
+    ws = _windows()
+    ends = ws.ends("val")
+    q = _forecasts(ws, ends, half=0.2)  # far too narrow before calibration
+    scales = validation_scales(q, ws, ends)
+    assert set(scales) == {"AAA", "BBB"} and all(len(v) == ws.horizon for v in scales.values())
+    lo, _, hi = calibrated(q, ws, ends, np.array([scales[ws.names[t]] for t in ws.ticker_id[ends]]))
+    actual = ws.realised(ends) * ws.tscale[ws.ticker_id[ends]]
+    for k in range(2):
+        for h in range(ws.horizon):
+            sel = ws.ticker_id[ends] == k
+            assert coverage(actual[sel, h], lo[sel, h], hi[sel, h]) >= 0.8
+
+
+def test_a_ticker_with_few_validation_windows_gets_the_pooled_scale():
+    ws = _windows()
+    ends = ws.ends("val")
+    few = np.concatenate([ends[ws.ticker_id[ends] == 0], ends[ws.ticker_id[ends] == 1][: MIN_ROWS - 1]])
+    scales = validation_scales(_forecasts(ws, few), ws, few)
+    pooled = validation_scales(_forecasts(ws, few), ws, few, min_rows=10**9)  # every ticker pooled
+    assert scales["BBB"] == pooled["BBB"] == pooled["AAA"]
+    assert scales["AAA"] != pooled["AAA"]
+
+
+def test_tracked_scales_match_tracking_each_ticker_alone():
+    ws = _windows()
+    H = ws.horizon
+    ends = ws.origins("test")
+    q = _forecasts(ws, ends)
+    start = {"AAA": [1.2, 1.1, 1.0], "BBB": [0.9, 1.0, 1.3]}
+    scale, final = tracked_scales(q, ws, ends, start, RATE)
+    assert scale.shape == (len(ends), H) and set(final) == {"AAA", "BBB"}
+    for k, sym in enumerate(ws.names):
+        sel = np.nonzero(ws.ticker_id[ends] == k)[0]
+        e = ends[sel]
+        last = ws.offsets[k + 1] - 1
+        fut = e[:, None] + np.arange(1, H + 1)
+        actual = np.where(fut <= last, ws.log_close[np.minimum(fut, last)] - ws.log_close[e][:, None], np.nan)
+        actual = actual / ws.tscale[k]
+        s = scale_scores(actual, q[sel, :, 0], q[sel, :, 1], q[sel, :, 2], ws.vol[e][:, None])
+        alone = track_scales(s, start[sym], lags=np.arange(1, H + 1), rate=RATE)
+        np.testing.assert_allclose(scale[sel], alone[:-1])
+        np.testing.assert_allclose(final[sym], alone[-1])
+        np.testing.assert_allclose(scale[sel[0]], start[sym])  # the first origin: validation
+
+
+def test_forecast_scales_use_online_only_from_the_last_bar_on():
+    ws = _windows()
+    last = {s: pd.Timestamp(ws.dates[ws.offsets[k + 1] - 1]).date() for k, s in enumerate(ws.names)}
+
+    def entry(conformal, online=None, sym="AAA"):
+        return SimpleNamespace(conformal=conformal, conformal_online=online, last_date=last[sym])
+
+    tickers = {s: entry([1.0, 1.0, 1.0], [2.0, 3.0, 4.0], s) for s in ws.names}
+    at_end = ws.offsets[1:] - 1
+    np.testing.assert_array_equal(forecast_scales(tickers, ws, at_end), [[2, 3, 4], [2, 3, 4]])
+    earlier = at_end - 10  # an --as-of inside the run's data: no later knowledge
+    np.testing.assert_array_equal(forecast_scales(tickers, ws, earlier), np.ones((2, 3)))
+    old_run = {s: entry([1.5, 1.5, 1.5], None, s) for s in ws.names}  # runs made before tracking
+    np.testing.assert_array_equal(forecast_scales(old_run, ws, at_end), np.full((2, 3), 1.5))
+
+
+# ------------------------------------------------------------- the same scales in every command
+
+
+def _run_windows(run_dir, cut=None):
+    from forecaster.checkpoint import load_run
+    from forecaster.store import load_bars
+
+    run = load_run(run_dir)
+    cfg = run.config
+    bars = {
+        s: (df[df.index <= cut] if cut is not None else df)
+        for s, df in load_bars(cfg.data.source, cfg.data.data_dir, run.names).items()
+    }
+    ws = build_windows(
+        bars,
+        cfg.window.lookback,
+        cfg.window.horizon,
+        run.splits(),
+        scalers=run.manifest.scalers(),
+        tickers=run.names,
+        vol_halflife=cfg.intervals.vol_halflife,
+    )
+    return run, ws
+
+
+def test_trained_run_stores_the_scales_evaluate_ends_with(trained_run):
+    """run.json's online scales are the ones evaluate's walk-forward reaches at the last bar."""
+    from forecaster.npinfer import predict_scaled
+
+    meta = json.loads((trained_run / "run.json").read_text())
+    run, ws = _run_windows(trained_run)
+    ends = ws.origins("test")
+    q = predict_scaled(run.model, ws, ends, run.config.model.strategy)
+    _, final = tracked_scales(q, ws, ends, run.manifest.conformal(), run.config.intervals.tracking_rate)
+    for sym, t in meta["tickers"].items():
+        assert len(t["conformal_online"]) == run.config.window.horizon
+        np.testing.assert_allclose(t["conformal_online"], final[sym], rtol=1e-6)
+
+
+def _expected_forecast(run_dir, cut, which):
+    """p10/p90 rebuilt from the full history with the run's validation scales
+    (``which="conformal"``) or its tracked ones (``"conformal_online"``)."""
+    from forecaster.npinfer import predict_scaled
+
+    run, ws = _run_windows(run_dir, cut)
+    ends = ws.offsets[1:] - 1
+    q = predict_scaled(run.model, ws, ends, run.config.model.strategy)
+    scale = np.array([getattr(run.manifest.tickers[ws.names[t]], which) for t in ws.ticker_id[ends]])
+    lo, _, hi = calibrated(q, ws, ends, scale)
+    close = ws.close[ends][:, None]
+    return {"p10": (close * np.exp(lo)).ravel(), "p90": (close * np.exp(hi)).ravel()}
+
+
+@pytest.mark.parametrize("as_of", [None, -20])
+def test_predict_uses_the_tracked_scale_from_the_last_bar_and_the_validation_one_before(trained_run, tmp_path, as_of):
+    from forecaster.prediction import predict
+
+    meta = json.loads((trained_run / "run.json").read_text())
+    assert any(not np.allclose(t["conformal"], t["conformal_online"]) for t in meta["tickers"].values())
+    cut = None
+    if as_of is not None:  # a session inside the run's data
+        last = min(pd.Timestamp(t["last_date"]) for t in meta["tickers"].values())
+        cut = pd.bdate_range(end=last, periods=-as_of)[0]
+    report = predict(trained_run, offline=True, out=tmp_path, as_of=None if cut is None else str(cut.date()))
+    got = report.forecasts.sort_values(["ticker", "step"])
+    want = _expected_forecast(trained_run, cut, "conformal" if cut is not None else "conformal_online")
+    other = _expected_forecast(trained_run, cut, "conformal_online" if cut is not None else "conformal")
+    for col in ("p10", "p90"):
+        np.testing.assert_allclose(got[col].to_numpy(float), want[col], rtol=1e-5)
+        assert not np.allclose(got[col].to_numpy(float), other[col], rtol=1e-5)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from forecaster.models import QuantileRNN, pinball_loss, roll_forward
+from forecaster.models import QuantileRNN, pinball_loss
 
 Q = [0.1, 0.5, 0.9]
 
@@ -69,20 +69,3 @@ def test_pinball_minimiser_is_the_quantile():
         opt.step()
     expected = torch.quantile(y, torch.tensor(Q))
     assert torch.allclose(q.detach().flatten(), expected, atol=0.08)
-
-
-def test_roll_forward_feeds_its_own_median_back():
-    m = net(strategy="recursive")
-    x = torch.randn(2, 10, 6)
-    tid = torch.tensor([0, 1])
-    dow = torch.zeros(2, 4, 2)
-    out = roll_forward(m, x, tid, 4, torch.zeros(2), dow)
-    assert out.shape == (2, 4, 3)
-    assert (out.diff(dim=-1) >= 0).all()
-    # step 1 is the one-step model itself
-    torch.testing.assert_close(out[:, 0], m(x, tid)[:, 0])
-    # step 2 sees a window extended with step 1's median
-    x2 = torch.cat([x[:, 1:], torch.zeros(2, 1, 6)], 1)
-    x2[:, -1, 0] = m(x, tid)[:, 0, 1]
-    second = m(x2, tid)[:, 0, 1]
-    torch.testing.assert_close(out[:, 1, 1] * 2**0.5, out[:, 0, 1] + second)

@@ -1,5 +1,5 @@
-"""The numpy forward pass computes what the torch network computes, and predict never imports
-torch: the same forecasts, the same refusals of bad weights."""
+"""The numpy forward pass (what calibration, evaluate and predict run) computes what the torch
+network (what training runs) computes, and forecasting works where torch cannot be imported."""
 
 from __future__ import annotations
 
@@ -14,12 +14,37 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from forecaster import npinfer
-from forecaster.checkpoint import load_run, load_run_numpy
+from forecaster.checkpoint import load_run, read_weights
 from forecaster.errors import RunFormatError
-from forecaster.models import QuantileRNN, roll_forward
+from forecaster.models import QuantileRNN, build_model
 from tests.conftest import ROOT, tiny_overrides
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+@torch.no_grad()
+def torch_roll_forward(model, x, ticker, horizon, ret_shift, next_dow):
+    """The recursive strategy written with torch ops, as the reference for the numpy one: each
+    step appends the predicted median return (the other market features at their training mean,
+    0 after scaling) and the next weekday; medians add up, the steps' spreads add in quadrature."""
+    m = model.median_index
+    cum = torch.zeros(x.shape[0])
+    lo_sq = torch.zeros(x.shape[0], m)
+    hi_sq = torch.zeros(x.shape[0], len(model.quantiles) - m - 1)
+    out = []
+    for h in range(horizon):
+        q = model(x, ticker)[:, 0]
+        r = q[:, m]
+        cum = cum + r
+        lo_sq = lo_sq + (r[:, None] - q[:, :m]) ** 2
+        hi_sq = hi_sq + (q[:, m + 1 :] - r[:, None]) ** 2
+        levels = torch.cat([cum[:, None] - lo_sq.sqrt(), cum[:, None], cum[:, None] + hi_sq.sqrt()], -1)
+        out.append(levels / (h + 1) ** 0.5)
+        new = torch.zeros_like(x[:, :1])
+        new[:, 0, 0] = r - ret_shift
+        new[:, 0, -2:] = next_dow[:, h]
+        x = torch.cat([x[:, 1:], new], dim=1)
+    return torch.stack(out, dim=1)
 
 
 def _pair(cell, strategy, layers, emb, quantiles=(0.1, 0.5, 0.9), horizon=4, seed=0):
@@ -63,12 +88,29 @@ def test_numpy_forward_equals_torch(cell, strategy, layers, emb):
     if strategy == "recursive":
         shift = rng.normal(size=9).astype(np.float32)
         dow = rng.normal(size=(9, 5, 2)).astype(np.float32)
-        want = roll_forward(
+        want = torch_roll_forward(
             net, torch.from_numpy(x), torch.from_numpy(tid), 5, torch.from_numpy(shift), torch.from_numpy(dow)
         ).numpy()
         got = npinfer.roll_forward(twin, x, tid, 5, shift, dow)
         assert got.shape == (9, 5, 3)
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_roll_forward_feeds_its_own_median_back():
+    _, twin = _pair("lstm", "recursive", 2, 3)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 10, 6)).astype(np.float32)
+    tid = np.array([0, 1])
+    out = npinfer.roll_forward(twin, x, tid, 4, np.zeros(2, np.float32), np.zeros((2, 4, 2), np.float32))
+    assert out.shape == (2, 4, 3)
+    assert (np.diff(out, axis=-1) >= 0).all()
+    # step 1 is the one-step model itself
+    np.testing.assert_allclose(out[:, 0], twin(x, tid)[:, 0], rtol=1e-6)
+    # step 2 sees a window extended with step 1's median
+    x2 = np.concatenate([x[:, 1:], np.zeros((2, 1, 6), np.float32)], 1)
+    x2[:, -1, 0] = twin(x, tid)[:, 0, 1]
+    second = twin(x2, tid)[:, 0, 1]
+    np.testing.assert_allclose(out[:, 1, 1] * 2**0.5, out[:, 0, 1] + second, rtol=1e-5)
 
 
 def test_many_quantiles_stay_ordered_and_match_torch():
@@ -131,55 +173,32 @@ def some_run(request, trained_run, recursive_run):
 
 
 def test_numpy_run_predicts_what_the_torch_run_predicts(some_run, sample_dir):
-    from forecaster.inference import predict_scaled as torch_predict_scaled
+    """The run's weights in the torch network give the numpy forward pass's forecasts."""
+    from forecaster.features import FEATURES, next_weekday_features
     from forecaster.store import load_bars
     from forecaster.windows import build_windows
 
-    torch_run, np_run = load_run(some_run), load_run_numpy(some_run)
-    assert np_run.meta == torch_run.meta and np_run.config == torch_run.config
-    assert np_run.model.median_index == torch_run.model.median_index
-    cfg = np_run.config
-    bars = load_bars("csv", sample_dir, np_run.names)
+    run = load_run(some_run)
+    cfg = run.config
+    net = build_model(cfg, n_features=len(FEATURES), n_tickers=len(run.names))
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in read_weights(some_run).items()})
+    net.eval()
+    bars = load_bars("csv", sample_dir, run.names)
     ws = build_windows(
-        bars, cfg.window.lookback, cfg.window.horizon, np_run.splits(), scalers=np_run.scalers(), tickers=np_run.names
+        bars, cfg.window.lookback, cfg.window.horizon, run.splits(), scalers=run.manifest.scalers(), tickers=run.names
     )
     ends = np.concatenate([ws.origins("test"), ws.offsets[1:] - 1])
-    want = torch_predict_scaled(torch_run.model, ws, ends, cfg.model.strategy)
-    got = npinfer.predict_scaled(np_run.model, ws, ends, cfg.model.strategy, batch_size=64)
+    x, tid = (torch.from_numpy(np.ascontiguousarray(a)) for a in ws.inputs(ends))
+    if cfg.model.strategy == "recursive":
+        shift = torch.from_numpy(ws.ret_shift()[tid.numpy()]).float()
+        dow = torch.from_numpy(next_weekday_features(ws.dates[ends], cfg.window.horizon)).float()
+        want = torch_roll_forward(net, x, tid, cfg.window.horizon, shift, dow).numpy()
+    else:
+        with torch.no_grad():
+            want = net(x, tid).numpy()
+    got = npinfer.predict_scaled(run.model, ws, ends, cfg.model.strategy, batch_size=64)
     assert got.shape == want.shape == (len(ends), cfg.window.horizon, 3)
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
-
-
-def test_predict_writes_the_torch_path_forecast(some_run, tmp_path):
-    import pandas as pd
-
-    from forecaster import prediction
-    from forecaster.evaluation import interval
-    from forecaster.inference import predict_scaled as torch_predict_scaled
-    from forecaster.sessions import next_sessions
-    from forecaster.store import load_bars
-    from forecaster.windows import build_windows
-
-    report = prediction.predict(some_run, offline=True, out=tmp_path)
-    torch_run = load_run(some_run)
-    cfg = torch_run.config
-    bars = load_bars("csv", cfg.data.data_dir, torch_run.names)
-    want = prediction._forecast(
-        torch_run,
-        bars,
-        None,
-        True,
-        None,
-        prediction.ForecastReport(run="", as_of="", forecasts=pd.DataFrame()),
-        build_windows,
-        torch_predict_scaled,
-        interval,
-        next_sessions,
-    )
-    got = report.forecasts
-    numeric = ["last_close", "p10", "p50", "p90"]
-    pd.testing.assert_frame_equal(got.drop(columns=numeric), want.drop(columns=numeric))
-    np.testing.assert_allclose(got[numeric].to_numpy(float), want[numeric].to_numpy(float), rtol=1e-5, atol=0)
 
 
 @pytest.mark.parametrize(
@@ -206,31 +225,53 @@ def test_numpy_loader_refuses_weights_that_do_not_match(cli, run_copy, tmp_path,
         state["embeddings.weight"] = state.pop("embedding.weight")
     save_file(state, str(weights))
     with pytest.raises(RunFormatError, match="does not match the run's config"):
-        load_run_numpy(run_copy)
+        load_run(run_copy)
     out = tmp_path / "fc"
     res = cli("predict", "--run", run_copy, "--out", out)
     assert_one_line_error(res, 1, "model.safetensors", "does not match", fragment)
     assert not out.exists()
 
 
-def test_cli_predict_never_imports_torch(trained_run, tmp_path):
+# Run as a fresh interpreter in which `import torch` fails, as on a machine without it.
+_NO_TORCH = """
+import importlib.abc, json, sys
+
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torch":
+            raise ImportError("torch is not installed here")
+
+sys.meta_path.insert(0, NoTorch())
+from forecaster.cli import app
+codes = []
+for argv in ARGVS:
+    try:
+        app(argv)
+    except SystemExit as e:
+        codes.append(e.code)
+loaded = sorted(m for m in sys.modules if m.split(".")[0] == "torch" or m in ("safetensors.torch", "forecaster.models"))
+print(json.dumps({"codes": codes, "loaded": loaded}))
+"""
+
+
+def test_evaluate_and_predict_work_where_torch_cannot_be_imported(run_copy, tmp_path):
     out = tmp_path / "fc"
-    code = (
-        "import json, sys\n"
-        "from forecaster.cli import app\n"
-        "try:\n"
-        f"    app(['predict', '--run', {str(trained_run)!r}, '--offline', '--out', {str(out)!r}, '-q'])\n"
-        "except SystemExit as e:\n"
-        "    code = e.code\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] == 'torch'\n"
-        "               or m in ('safetensors.torch', 'forecaster.models', 'forecaster.inference'))\n"
-        "print(json.dumps({'code': code, 'heavy': heavy}))\n"
-    )
+    argvs = [
+        ["evaluate", "--run", str(run_copy), "-q"],
+        ["predict", "--run", str(run_copy), "--offline", "--out", str(out), "-q"],
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     res = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120
+        [sys.executable, "-c", f"ARGVS = {argvs!r}\n" + _NO_TORCH],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
     )
     assert res.returncode == 0, res.stderr
     result = json.loads(res.stdout.strip().splitlines()[-1])
-    assert result == {"code": 0, "heavy": []}, res.stderr
-    assert (out / trained_run.name / "latest.csv").is_file()
+    assert result == {"codes": [0, 0], "loaded": []}, res.stderr
+    assert (run_copy / "eval" / "metrics.csv").is_file()
+    name = json.loads((run_copy / "run.json").read_text())["name"]
+    assert (out / name / "latest.csv").is_file()

@@ -113,8 +113,8 @@ def test_short_ticker_skipped_and_recorded(sample_dir, tmp_path):
     df.to_csv(d / "NEWCO.csv", index=False)
     cfg = load_config(None, tiny_overrides(d, **{"data.tickers": ["STOCKA", "NEWCO"], "train.epochs": 1}))
     res = train(cfg, run_dir=tmp_path / "run")
-    assert list(res.meta["tickers"]) == ["STOCKA"]
-    assert "NEWCO" in res.meta["skipped"]
+    assert list(res.manifest.tickers) == ["STOCKA"]
+    assert "NEWCO" in res.manifest.skipped
 
 
 def test_missing_ticker_file_names_it(sample_dir):
@@ -132,7 +132,7 @@ def test_every_model_and_strategy_trains_and_predicts(sample_dir, tmp_path, cell
         None, tiny_overrides(sample_dir, **{"model.cell": cell, "model.strategy": strategy, "train.epochs": 1})
     )
     res = train(cfg, run_dir=tmp_path / "run")
-    assert res.meta["config"]["model"]["cell"] == cell
+    assert res.manifest.config.model.cell == cell
     out = predict(tmp_path / "run", offline=True, out=tmp_path / "fc").forecasts
     assert len(out) == 2 * cfg.window.horizon
     assert (out["p10"] <= out["p50"]).all() and (out["p50"] <= out["p90"]).all()
