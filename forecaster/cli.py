@@ -301,24 +301,20 @@ def train(
                 lock_timeout=lock_timeout,
                 resume=resume is not None,
             )
-        if res.manifest is None:  # another rank of a distributed job writes the run
-            return
-        m = res.manifest.metrics
-        if json_out:
-            _emit_json(
-                {
-                    "run_dir": str(res.run_dir),
-                    "name": res.manifest.name,
-                    **m.model_dump(mode="json"),
-                    "windows": res.manifest.windows,
-                    "skipped": res.manifest.skipped,
-                }
-            )
-        elif not quiet:
-            print(
-                f"run written to {res.run_dir}  (best epoch {m.best_epoch} of {m.epochs_run}, "
-                f"validation pinball {m.best_val_loss:.4f}, {m.train_seconds:.1f} s)"
-            )
+        if res.manifest is not None:  # None: another rank of a distributed job writes the run
+            _show_training(res, quiet, json_out)
+
+
+def _show_training(res, quiet: bool, json_out: bool) -> None:
+    m = res.manifest.metrics
+    if json_out:
+        doc = {"run_dir": str(res.run_dir), "name": res.manifest.name, **m.model_dump(mode="json")}
+        _emit_json({**doc, "windows": res.manifest.windows, "skipped": res.manifest.skipped})
+    elif not quiet:
+        print(
+            f"run written to {res.run_dir}  (best epoch {m.best_epoch} of {m.epochs_run}, "
+            f"validation pinball {m.best_val_loss:.4f}, {m.train_seconds:.1f} s)"
+        )
 
 
 @contextmanager

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from filelock import FileLock, Timeout
+
 from forecaster.errors import ForecasterError, LockBusy
 
 PathLike = str | os.PathLike[str]
@@ -175,8 +177,6 @@ def file_lock(path: PathLike, timeout: float = 0) -> Iterator[None]:
     command line, start time) is recorded in ``<path>.holder`` for the LockBusy message.
     A lock that cannot be created at all (read-only or missing folder) is a ForecasterError.
     """
-    from filelock import FileLock, Timeout
-
     lock_path = Path(path)
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)

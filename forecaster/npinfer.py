@@ -23,6 +23,8 @@ from .features import next_weekday_features
 from .windows import WindowSet
 
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+FORECAST_BATCH = 8192
+"""Windows per forward pass: bounds the memory of one pass (windows x lookback x gates floats)."""
 
 
 def softplus(x: np.ndarray) -> np.ndarray:
@@ -216,7 +218,7 @@ def roll_forward(
 
 
 def predict_scaled(
-    model: NumpyQuantileRNN, ws: WindowSet, ends: np.ndarray, strategy: str, batch_size: int = 8192
+    model: NumpyQuantileRNN, ws: WindowSet, ends: np.ndarray, strategy: str, batch_size: int = FORECAST_BATCH
 ) -> np.ndarray:
     """(B, H, Q) quantiles of the cumulative log return, in units of ``ret_std * sqrt(h)``."""
     horizon = ws.horizon
