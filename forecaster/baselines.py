@@ -5,13 +5,40 @@ the forecast origins ``origins`` (integer indices into ``close``: the last bar o
 forecast) and the horizon ``horizon``. They return price forecasts of shape
 ``(len(origins), horizon)``, column ``j`` being step ``h = j + 1``. Each forecast only uses
 ``close[: o + 1]``, so they are safe for walk-forward evaluation.
+
+The probabilistic baselines ``hist``, ``ewma`` and ``garch`` take the same arguments and return
+quantiles of the price, shape ``(len(origins), horizon, 3)`` for the levels 0.1, 0.5 and 0.9.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import warnings
+from dataclasses import dataclass
+from statistics import NormalDist
+
 import numpy as np
 
-__all__ = ["naive", "drift", "mean", "naive_scale", "BASELINES", "DEFAULT_MEAN_WINDOW"]
+__all__ = [
+    "naive",
+    "drift",
+    "mean",
+    "naive_scale",
+    "BASELINES",
+    "DEFAULT_MEAN_WINDOW",
+    "QUANTILE_LEVELS",
+    "hist",
+    "ewma",
+    "garch",
+    "garch_volatility",
+    "fit_garch",
+    "garch_filter",
+    "GarchParams",
+    "PROBABILISTIC_BASELINES",
+]
+
+log = logging.getLogger("forecaster")
 
 DEFAULT_MEAN_WINDOW = 250
 """Number of past daily log returns averaged by :func:`mean` (about one trading year)."""
@@ -97,3 +124,336 @@ def naive_scale(close_train) -> float:
 
 BASELINES = {"naive": naive, "drift": drift, "mean": mean}
 """The baselines by the names used in ``metrics.csv``."""
+
+
+# --------------------------------------------------------------------------------------------
+# probabilistic baselines (SPEC §8): quantiles of the price at each step
+#
+# Each returns prices of shape ``(len(origins), horizon, len(QUANTILE_LEVELS))``; the median is
+# the last close (none of them forecasts a direction), the outer levels come from a model of
+# the spread of the log return from the origin to the step. Each origin uses ``close[: o + 1]``.
+
+QUANTILE_LEVELS: tuple[float, ...] = (0.1, 0.5, 0.9)
+"""Levels of the probabilistic baselines' quantiles: the model's default quantile head."""
+
+HIST_WINDOW = 500
+"""Sessions whose h-step log returns make the empirical distribution of :func:`hist` (SPEC §8)."""
+
+HIST_MIN_RETURNS = 50
+"""Fewer h-step returns than this give no :func:`hist` bounds (NaN): the tails would be noise."""
+
+EWMA_LAMBDA = 0.94
+"""RiskMetrics decay of the EWMA variance for daily returns (J.P. Morgan, 1996)."""
+
+EWMA_TAIL = 1e-12
+"""EWMA weights below this fraction of the newest one are dropped (exact to float precision)."""
+
+EWMA_MIN_RETURNS = 20
+"""Fewer daily returns than this give no :func:`ewma` bounds (NaN): too few to weigh."""
+
+GARCH_REFIT_EVERY = 250
+"""Origins served by one GARCH fit: an arch fit costs 40-80 ms of CPU, so one fit per ticker for
+the usual 250-session test period (refitting every 20 origins takes 13 fits, ten times longer)."""
+
+GARCH_MAX_WINDOW = 2000
+"""At most this many daily returns (about eight years) are used for one GARCH fit: enough for
+a stable tail and persistence estimate, recent enough to leave old regimes out."""
+
+GARCH_MIN_RETURNS = 250
+"""Fewer daily returns than this before an origin: no GARCH fit, the EWMA variance is used."""
+
+GARCH_BACKCAST = 75
+"""Returns weighed (by 0.94**i) into the variance that starts the recursion, as arch does."""
+
+_PERSISTENCE_SLACK = 1e-6  # optimiser tolerance on arch's constraint alpha + gamma / 2 + beta <= 1
+_PCT = 100.0  # arch is fitted on returns in percent (its advice for a well-scaled optimisation)
+
+
+@dataclass(frozen=True)
+class GarchParams:
+    """GJR-GARCH(1,1) of daily log returns in percent, zero mean, Student-t errors (arch's names).
+
+    ``sigma2[t+1] = omega + (alpha + gamma * [eps[t] < 0]) * eps[t]**2 + beta * sigma2[t]``,
+    ``eps[t] = sigma[t] * z[t]`` with ``z`` Student-t with ``nu`` degrees of freedom, unit variance.
+    """
+
+    omega: float
+    alpha: float
+    gamma: float
+    beta: float
+    nu: float
+
+    @property
+    def persistence(self) -> float:
+        """``alpha + gamma / 2 + beta``: the decay of a variance shock (errors are symmetric)."""
+        return self.alpha + 0.5 * self.gamma + self.beta
+
+
+def _with_median(log_close: np.ndarray, origins: np.ndarray, horizon: int) -> np.ndarray:
+    """(n, horizon, 3) array: NaN bounds, the last close as the median (bit for bit naive's)."""
+    out = np.full((origins.shape[0], horizon, len(QUANTILE_LEVELS)), np.nan)
+    out[:, :, 1] = np.exp(log_close[origins])[:, None]
+    return out
+
+
+def _scaled_quantiles(log_close, origins, horizon, variance, z_lo, z_hi) -> np.ndarray:
+    """Prices ``close[o] * exp(z * sqrt(variance))``; ``variance`` (n, horizon) of the log return."""
+    out = _with_median(log_close, origins, horizon)
+    sd = np.sqrt(variance)
+    last = log_close[origins][:, None]
+    out[:, :, 0] = np.exp(last + np.asarray(z_lo, dtype=float).reshape(-1, 1) * sd)
+    out[:, :, 2] = np.exp(last + np.asarray(z_hi, dtype=float).reshape(-1, 1) * sd)
+    return out
+
+
+def _sorted_window_quantiles(values: np.ndarray, ends: np.ndarray, window: int, levels) -> np.ndarray:
+    """Quantiles (numpy's linear method) of ``values[max(0, e - window + 1) : e + 1]`` per end ``e``.
+
+    Returns ``(len(levels), len(ends))``; NaN where fewer than :data:`HIST_MIN_RETURNS` values
+    are there (``e < 0`` means none). The windows from the first to the last end are sorted in
+    one call (a slice of a strided view: the fast path for consecutive origins).
+    """
+    out = np.full((len(levels), ends.shape[0]), np.nan)
+    count = np.clip(ends + 1, 0, window)
+    usable = count >= HIST_MIN_RETURNS
+    if not usable.any():
+        return out
+    padded = np.concatenate((np.full(window - 1, np.nan), values))  # row e of the view ends at values[e]
+    lo, hi = int(ends[usable].min()), int(ends[usable].max())
+    ranked = np.sort(np.lib.stride_tricks.sliding_window_view(padded, window)[lo : hi + 1], axis=1)
+    rows = ends[usable] - lo  # NaN (missing history) sorts last: ranks 0 .. count-1 are data
+    n = count[usable]
+    for k, q in enumerate(levels):
+        position = (n - 1) * q
+        below = np.floor(position).astype(np.int64)
+        low, high = ranked[rows, below], ranked[rows, np.minimum(below + 1, n - 1)]
+        out[k, usable] = low + (position - below) * (high - low)
+    return out
+
+
+def hist(close, origins, horizon: int, window: int = HIST_WINDOW) -> np.ndarray:
+    """Historical simulation: empirical quantiles of the h-step log returns, ``close[o] * exp(q)``.
+
+    For step ``h`` and origin ``o`` the sample is the overlapping h-step log returns
+    ``log close[t] - log close[t - h]`` ending at the last ``window`` sessions up to the origin
+    (``t = o - window + 1 .. o``, ``t >= h``); its 10 % and 90 % quantiles (linear
+    interpolation) give the outer levels, clipped so that they never cross the median (the last
+    close). Bounds are NaN when fewer than :data:`HIST_MIN_RETURNS` returns are there.
+    """
+    log_close, origins, _ = _prepare(close, origins, horizon)
+    horizon, window = int(horizon), int(window)
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    out = _with_median(log_close, origins, horizon)
+    last = log_close[origins]
+    for h in range(1, horizon + 1):
+        returns = log_close[h:] - log_close[:-h]  # returns[i] ends at session i + h
+        q = _sorted_window_quantiles(returns, origins - h, window, (QUANTILE_LEVELS[0], QUANTILE_LEVELS[-1]))
+        out[:, h - 1, 0] = np.exp(last + np.minimum(q[0], 0.0))
+        out[:, h - 1, 2] = np.exp(last + np.maximum(q[1], 0.0))
+    return out
+
+
+def _ewma_variance(log_close: np.ndarray, origins: np.ndarray, lam: float = EWMA_LAMBDA) -> np.ndarray:
+    """EWMA variance of the daily log return after each origin (NaN with too short a history).
+
+    ``sum_k lam**k r[o - k]**2 / sum_k lam**k`` over the returns up to the origin: the
+    RiskMetrics recursion ``s[t] = lam s[t-1] + (1 - lam) r[t]**2`` with its weights
+    normalised, so that a short history is not biased towards zero. Weights below
+    :data:`EWMA_TAIL` are dropped, which makes it a sliding dot product over the origins.
+    """
+    if not 0.0 < lam < 1.0:
+        raise ValueError(f"lambda must be in (0, 1), got {lam}")
+    lags = int(math.ceil(math.log(EWMA_TAIL) / math.log(lam)))
+    squared = np.diff(log_close) ** 2  # squared[t - 1] is r[t]**2
+    padded = np.concatenate((np.zeros(lags), squared))
+    weights = lam ** np.arange(lags)[::-1]  # oldest first, newest (weight 1) last
+    # row o holds r[o - lags + 1] .. r[o] (zeros before the first return)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, lags)[origins]
+    count = np.minimum(origins, lags)
+    total = (1.0 - lam**count) / (1.0 - lam)  # the weights of the returns that exist
+    variance = (windows @ weights) / np.where(count > 0, total, 1.0)
+    variance[origins < EWMA_MIN_RETURNS] = np.nan
+    return variance
+
+
+def ewma(close, origins, horizon: int, lam: float = EWMA_LAMBDA) -> np.ndarray:
+    """RiskMetrics: zero mean, EWMA variance of daily log returns, normal quantiles, sqrt(h) scaling.
+
+    The log return to step ``h`` is ``N(0, h * s_o)`` with ``s_o`` the EWMA variance at the
+    origin (decay ``lam``, see :func:`_ewma_variance`). Bounds are NaN when fewer than
+    :data:`EWMA_MIN_RETURNS` returns are there.
+    """
+    log_close, origins, steps = _prepare(close, origins, horizon)
+    variance = _ewma_variance(log_close, origins, float(lam))[:, None] * steps[None, :]
+    z = NormalDist().inv_cdf(QUANTILE_LEVELS[-1])
+    return _scaled_quantiles(log_close, origins, int(horizon), variance, -z, z)
+
+
+def fit_garch(returns_pct, start: GarchParams | None = None) -> GarchParams | None:
+    """Fit :class:`GarchParams` with arch to daily log returns in percent; None if the fit fails.
+
+    ``start`` (the previous fit, say) seeds the optimiser. A fit that raises, does not
+    converge, or gives non-finite or non-stationary parameters is a failure.
+    """
+    from arch.univariate import arch_model  # arch pulls in statsmodels: seconds to import
+
+    returns_pct = np.asarray(returns_pct, dtype=float)
+    model = arch_model(returns_pct, mean="Zero", vol="GARCH", p=1, o=1, q=1, dist="t", rescale=False)
+    starting = None if start is None else [start.omega, start.alpha, start.gamma, start.beta, start.nu]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # non-convergence is read from the result below
+            res = model.fit(disp="off", show_warning=False, starting_values=starting)
+    except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+        log.debug("GARCH fit raised %s", exc)
+        return None
+    values = np.asarray(res.params, dtype=float)
+    if res.convergence_flag != 0 or values.shape != (5,) or not np.all(np.isfinite(values)):
+        log.debug("GARCH fit did not converge: %s", res.optimization_result.message)
+        return None
+    params = GarchParams(*(float(v) for v in values))
+    # arch keeps persistence <= 1; an integrated fit (= 1) still forecasts, growing linearly
+    if params.omega < 0 or params.persistence > 1.0 + _PERSISTENCE_SLACK or params.nu <= 2.0:
+        log.debug("GARCH fit out of bounds: %s", params)
+        return None
+    return params
+
+
+def garch_filter(returns_pct, params: GarchParams) -> np.ndarray:
+    """Conditional variances (percent squared) of the GJR-GARCH recursion over ``returns_pct``.
+
+    Returns ``n + 1`` values: ``out[t]`` is the variance of return ``t`` given the returns
+    before it, and ``out[n]`` the one-step forecast after the last one. The recursion starts
+    from arch's backcast, the 0.94**i-weighted mean of the first :data:`GARCH_BACKCAST` squared
+    returns, so inside the estimation sample it matches arch's ``conditional_volatility``.
+    """
+    eps = np.asarray(returns_pct, dtype=float).reshape(-1)
+    if eps.size == 0:
+        raise ValueError("no returns to filter")
+    tau = min(GARCH_BACKCAST, eps.size)
+    w = EWMA_LAMBDA ** np.arange(tau)  # arch weighs its backcast with the RiskMetrics decay too
+    backcast = float(np.sum(eps[:tau] ** 2 * w) / w.sum())
+    omega, alpha, gamma, beta = params.omega, params.alpha, params.gamma, params.beta
+    out = np.empty(eps.size + 1)
+    s = omega + (alpha + 0.5 * gamma + beta) * backcast
+    # a recursion in plain floats: ~0.4 us a step, about a millisecond per block of origins
+    for t, e in enumerate(eps.tolist()):
+        out[t] = s
+        s = omega + (alpha + gamma if e < 0 else alpha) * e * e + beta * s
+    out[-1] = s
+    return out
+
+
+def _garch_state(
+    log_close: np.ndarray, origins: np.ndarray, refit_every: int, max_window: int, fixed: GarchParams | None
+) -> tuple[np.ndarray, list[GarchParams | None]]:
+    """One-step variance (percent squared) after each origin, and the parameters behind it.
+
+    Origins are served in blocks of ``refit_every`` sessions from the earliest one. A block is
+    fitted on at most ``max_window`` returns ending at its first origin; the recursion is then
+    run with those parameters from the start of the estimation sample through the block, so an
+    origin's variance uses only returns up to it. A failed fit reuses the previous block's
+    parameters, or the EWMA variance (parameters None) when there are none; so does a block
+    with fewer than :data:`GARCH_MIN_RETURNS` returns. With ``fixed`` parameters nothing is
+    fitted: all origins are one block filtered with them.
+    """
+    refit_every, max_window = int(refit_every), int(max_window)
+    if refit_every < 1 or max_window < 2:
+        raise ValueError(f"refit_every must be >= 1 and max_window >= 2, got {refit_every}, {max_window}")
+    if fixed is not None:
+        refit_every = log_close.shape[0]
+    returns = _PCT * np.diff(log_close)  # returns[t - 1] is the return ending at session t
+    variance = np.full(origins.shape[0], np.nan)
+    params: list[GarchParams | None] = [None] * origins.shape[0]
+    order = np.argsort(origins, kind="stable")
+    previous: GarchParams | None = None
+    i = 0
+    while i < order.size:
+        first = int(origins[order[i]])
+        j = int(np.searchsorted(origins[order], first + refit_every, side="left"))
+        block = order[i:j]
+        start = max(0, first - max_window)  # the fit uses returns[start:first] (sessions start+1 .. first)
+        fitted = fixed
+        if fitted is None and first >= GARCH_MIN_RETURNS:
+            fitted = fit_garch(returns[start:first], previous)
+            if fitted is None:
+                fallback = "the previous fit" if previous is not None else "EWMA"
+                log.warning("GARCH fit at origin %d failed; using %s", first, fallback)
+                fitted = previous
+        elif fitted is None:
+            log.warning("GARCH: %d returns before origin %d are too few for a fit; using EWMA", first, first)
+        if fitted is None:
+            variance[block] = _PCT**2 * _ewma_variance(log_close, origins[block])
+        else:
+            last = int(origins[block].max())
+            path = garch_filter(returns[start:last], fitted)  # path[k]: variance of returns[start + k]
+            variance[block] = path[origins[block] - start]
+            for k in block:
+                params[k] = fitted
+            previous = fitted
+        i = j
+    return variance, params
+
+
+def garch_volatility(
+    close,
+    origins,
+    refit_every: int = GARCH_REFIT_EVERY,
+    max_window: int = GARCH_MAX_WINDOW,
+    params: GarchParams | None = None,
+) -> np.ndarray:
+    """GJR-GARCH one-step conditional volatility of the daily log return after each origin.
+
+    A causal input: the value at origin ``o`` (a fraction, not percent) is the forecast of the
+    next return's standard deviation from ``close[: o + 1]`` only (see :func:`garch`, also for
+    ``params``). NaN where the EWMA fallback has too little history.
+    """
+    log_close, origins, _ = _prepare(close, origins, 1)
+    variance, _ = _garch_state(log_close, origins, refit_every, max_window, params)
+    return np.sqrt(variance) / _PCT
+
+
+def garch(
+    close,
+    origins,
+    horizon: int,
+    refit_every: int = GARCH_REFIT_EVERY,
+    max_window: int = GARCH_MAX_WINDOW,
+    params: GarchParams | None = None,
+) -> np.ndarray:
+    """GJR-GARCH(1,1), Student-t errors, zero mean, fitted with arch on returns in percent.
+
+    The log return to step ``h`` has variance ``V_h = v_1 + ... + v_h``: ``v_1`` the one-step
+    conditional variance at the origin, ``v_k = omega + persistence * v_{k-1}`` the analytic
+    per-step forecasts (as arch's ``forecast``). Its quantiles are Student-t quantiles with
+    the fitted ``nu``, scaled to unit variance, times ``sqrt(V_h)``. Parameters are refitted
+    every ``refit_every`` origins on at most ``max_window`` returns up to the block's first
+    origin (see :func:`_garch_state`); where no fit is possible the bounds are the EWMA ones.
+
+    ``params``, fitted beforehand by :func:`fit_garch` on returns up to the earliest origin
+    (say when the test split is cut), skip the fits, the expensive part: every origin is then
+    filtered with them.
+    """
+    from arch.univariate import StudentsT  # arch pulls in statsmodels: seconds to import
+
+    log_close, origins, _ = _prepare(close, origins, horizon)
+    horizon = int(horizon)
+    one_step, used = _garch_state(log_close, origins, refit_every, max_window, params)
+    n = origins.shape[0]
+    omega, persistence = np.zeros(n), np.ones(n)  # the EWMA fallback: v_k = v_1, normal quantiles
+    z_hi = np.full(n, NormalDist().inv_cdf(QUANTILE_LEVELS[-1]))
+    for p in set(used) - {None}:
+        rows = [k for k, q in enumerate(used) if q == p]
+        omega[rows], persistence[rows] = p.omega, p.persistence
+        z_hi[rows] = StudentsT().ppf(QUANTILE_LEVELS[-1], [p.nu])
+    per_step = np.empty((n, horizon))
+    per_step[:, 0] = one_step
+    for k in range(1, horizon):
+        per_step[:, k] = omega + persistence * per_step[:, k - 1]
+    variance = np.cumsum(per_step, axis=1) / _PCT**2
+    return _scaled_quantiles(log_close, origins, horizon, variance, -z_hi, z_hi)
+
+
+PROBABILISTIC_BASELINES = {"hist": hist, "ewma": ewma, "garch": garch}
+"""The probabilistic baselines by the names used in ``metrics.csv``."""

@@ -17,6 +17,7 @@ import pandas as pd
 __all__ = [
     "METRIC_COLUMNS",
     "BASELINE_MODELS",
+    "PROBABILISTIC_MODELS",
     "mae",
     "rmse",
     "mape",
@@ -25,11 +26,17 @@ __all__ = [
     "directional_accuracy",
     "skill",
     "diebold_mariano",
+    "diebold_mariano_differential",
+    "chi2_sf",
+    "kupiec_pvalue",
+    "christoffersen_pvalue",
+    "conditional_coverage_pvalue",
     "student_t_cdf",
     "student_t_sf",
     "coverage",
     "width",
     "pinball",
+    "pinball_rows",
     "lag_share",
     "metrics_table",
 ]
@@ -50,11 +57,27 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "coverage",
     "width",
     "pinball",
+    "kupiec_pvalue",
+    "christoffersen_pvalue",
+    "dm_pinball_pvalue",
 )
-"""The columns of ``metrics.csv``, in order."""
+"""The columns of ``metrics.csv``, in order (new ones are only ever appended)."""
 
 BASELINE_MODELS: tuple[str, ...] = ("naive", "drift", "mean")
 """Baseline forecasts reported next to every model, in report order."""
+
+PROBABILISTIC_MODELS: tuple[str, ...] = ("hist", "ewma", "garch")
+"""Probabilistic baselines, reported after :data:`BASELINE_MODELS` when the predictions carry
+their quantiles as ``<name>_p10``, ``<name>_p50``, ``<name>_p90``."""
+
+QUANTILE_SUFFIXES: tuple[str, ...] = ("p10", "p50", "p90")
+"""The quantile columns of a forecast, for the levels in :data:`QUANTILE_LEVELS`."""
+
+QUANTILE_LEVELS: tuple[float, ...] = (0.1, 0.5, 0.9)
+"""Levels of the p10, p50, p90 columns."""
+
+INTERVAL_MISS_RATE = 0.2
+"""Nominal miss rate of the p10-p90 interval, tested by ``kupiec_pvalue``."""
 
 POOLED = "ALL"
 """The ``ticker`` value of the rows that pool every ticker."""
@@ -270,8 +293,25 @@ def diebold_mariano(e_model, e_bench, h: int = 1, power: float = 1) -> tuple[flo
     H0: equal expected loss. H1: the model's expected loss is smaller. A small p-value means
     the model beats the benchmark; a p-value near 1 means the benchmark is the better one.
 
-    - loss differential ``d_t = |e_model_t|^power - |e_bench_t|^power`` (negative when the
-      model does better), rows with a NaN in either error are dropped;
+    The loss differential is ``d_t = |e_model_t|^power - |e_bench_t|^power`` (negative when
+    the model does better), rows with a NaN in either error dropped; the test on it is
+    :func:`diebold_mariano_differential`. Returns ``(statistic, pvalue)``.
+    """
+    h = _check_horizon(h)
+    power = float(power)
+    if not power > 0:
+        raise ValueError(f"power must be > 0, got {power}")
+    em, eb = _arrays(e_model, e_bench)
+    return _diebold_mariano(np.abs(em) ** power - np.abs(eb) ** power, h)
+
+
+def diebold_mariano_differential(d, h: int = 1) -> tuple[float, float]:
+    """One-sided Diebold–Mariano test on a loss differential ``d_t = loss_model_t - loss_bench_t``.
+
+    Any loss works (absolute or squared error, the per-row pinball loss of two quantile
+    forecasts); NaN rows are dropped. H1: the model's expected loss is smaller, so a small
+    p-value means the model beats the benchmark.
+
     - long-run variance ``V = g_0 + 2 * sum_{k=1}^{h-1} g_k`` (rectangular kernel, sample
       autocovariances ``g_k`` with the 1/n normalisation, the usual choice for h-step
       forecasts); when that is not positive, the Bartlett / Newey–West weights ``1 - k/h`` are
@@ -284,18 +324,24 @@ def diebold_mariano(e_model, e_bench, h: int = 1, power: float = 1) -> tuple[flo
     when fewer than 3 rows remain, the differential has zero variance, or the correction
     factor is not positive (h too large for n).
     """
+    h = _check_horizon(h)
+    (d,) = _arrays(d)
+    return _diebold_mariano(d, h)
+
+
+def _check_horizon(h) -> int:
     h = int(h)
     if h < 1:
         raise ValueError(f"h must be >= 1, got {h}")
-    power = float(power)
-    if not power > 0:
-        raise ValueError(f"power must be > 0, got {power}")
-    em, eb = _arrays(e_model, e_bench)
+    return h
+
+
+def _diebold_mariano(d: np.ndarray, h: int) -> tuple[float, float]:
+    """The test of :func:`diebold_mariano_differential` on a differential without NaN."""
     nan = (float("nan"), float("nan"))
-    n = em.shape[0]
+    n = d.shape[0]
     if n < 3:
         return nan
-    d = np.abs(em) ** power - np.abs(eb) ** power
     if not np.all(np.isfinite(d)) or np.all(d == d[0]):
         return nan
     max_lag = min(h - 1, n - 1)
@@ -312,6 +358,120 @@ def diebold_mariano(e_model, e_bench, h: int = 1, power: float = 1) -> tuple[flo
         return nan
     statistic = float(d.mean() / math.sqrt(variance / n) * math.sqrt(factor))
     return statistic, student_t_cdf(statistic, n - 1)
+
+
+# --------------------------------------------------------------------------------------------
+# interval tests: are the misses of an interval as frequent as nominal, and independent?
+
+
+def chi2_sf(x: float, dof: int) -> float:
+    """Upper tail P(X > x) of a chi-square with 1 or 2 degrees of freedom (closed forms).
+
+    One degree: ``erfc(sqrt(x / 2))`` (X is a squared standard normal); two: ``exp(-x / 2)``.
+    """
+    x = float(x)
+    if math.isnan(x):
+        return float("nan")
+    if x <= 0:
+        return 1.0
+    if dof == 1:
+        return math.erfc(math.sqrt(x / 2.0))
+    if dof == 2:
+        return math.exp(-x / 2.0)
+    raise ValueError(f"only 1 or 2 degrees of freedom have a closed form here, got {dof}")
+
+
+def _xlogy(k: float, p: float) -> float:
+    """``k * log(p)`` with the convention ``0 * log(0) = 0`` of the likelihoods below."""
+    return 0.0 if k == 0 else k * math.log(p)
+
+
+def _misses(misses, groups=None) -> tuple[np.ndarray, np.ndarray]:
+    """Misses as a bool array without its NaN rows, and the group label of each kept row."""
+    values = np.asarray(misses, dtype=float).reshape(-1)
+    labels = np.zeros(values.shape[0]) if groups is None else np.asarray(groups).reshape(-1)
+    if labels.shape[0] != values.shape[0]:
+        raise ValueError(f"misses and groups differ in length: {values.shape[0]}, {labels.shape[0]}")
+    keep = ~np.isnan(values)
+    return values[keep] != 0, labels[keep]
+
+
+def _kupiec_lr(hits: np.ndarray, rate: float) -> float:
+    n, x = hits.shape[0], int(hits.sum())
+    observed = x / n
+    null = _xlogy(n - x, 1.0 - rate) + _xlogy(x, rate)
+    alternative = _xlogy(n - x, 1.0 - observed) + _xlogy(x, observed)
+    return max(0.0, -2.0 * (null - alternative))
+
+
+def kupiec_pvalue(misses, rate: float) -> float:
+    """Kupiec's (1995) unconditional-coverage test: do misses occur at the nominal rate?
+
+    ``misses`` flags the rows where the actual fell outside the interval (NaN rows are
+    ignored); ``rate`` is the nominal miss rate (0.2 for a 10-90 % interval). With ``x``
+    misses in ``n`` rows and ``r = x / n``, the likelihood ratio
+    ``LR = -2 [(n - x) log(1 - rate) + x log(rate) - (n - x) log(1 - r) - x log(r)]``
+    (``0 log 0 = 0``, so no miss or only misses are fine) is chi-square with 1 degree of
+    freedom under H0. A small p-value: the interval is miscalibrated. NaN without a row.
+    """
+    rate = float(rate)
+    if not 0.0 < rate < 1.0:
+        raise ValueError(f"rate must be in (0, 1), got {rate}")
+    hits, _ = _misses(misses)
+    if hits.shape[0] == 0:
+        return float("nan")
+    return chi2_sf(_kupiec_lr(hits, rate), 1)
+
+
+def _christoffersen_lr(hits: np.ndarray, labels: np.ndarray) -> float:
+    same = labels[1:] == labels[:-1]  # transitions only inside a group
+    before, after = hits[:-1][same], hits[1:][same]
+    n01 = int(np.sum(~before & after))
+    n00 = int(np.sum(~before & ~after))
+    n11 = int(np.sum(before & after))
+    n10 = int(np.sum(before & ~after))
+    total = n00 + n01 + n10 + n11
+    if total == 0:
+        return float("nan")
+    pi = (n01 + n11) / total
+    pi01 = n01 / (n00 + n01) if n00 + n01 else 0.0
+    pi11 = n11 / (n10 + n11) if n10 + n11 else 0.0
+    null = _xlogy(n00 + n10, 1.0 - pi) + _xlogy(n01 + n11, pi)
+    markov = _xlogy(n00, 1.0 - pi01) + _xlogy(n01, pi01) + _xlogy(n10, 1.0 - pi11) + _xlogy(n11, pi11)
+    return max(0.0, -2.0 * (null - markov))
+
+
+def christoffersen_pvalue(misses, groups=None) -> float:
+    """Christoffersen's (1998) independence test: is a miss as likely after a miss as after a hit?
+
+    The misses (NaN rows ignored) are a first-order Markov chain with ``n_ij`` transitions
+    from state ``i`` to ``j`` (1 = miss); ``pi01 = n01 / (n00 + n01)``, ``pi11 = n11 / (n10 +
+    n11)`` and ``pi`` the miss rate over all transitions. The likelihood ratio of the i.i.d.
+    model (``pi``) against the chain (``pi01``, ``pi11``) is chi-square with 1 degree of
+    freedom under H0. A small p-value: misses cluster (or alternate). With ``groups`` (one
+    label per row, rows of a group in time order) transitions are counted only inside a
+    group, so pooled tickers are not chained. 1.0 when no miss or only misses (nothing to
+    tell apart), NaN without any transition.
+    """
+    hits, labels = _misses(misses, groups)
+    if hits.shape[0] < 2:
+        return float("nan")
+    return chi2_sf(_christoffersen_lr(hits, labels), 1)
+
+
+def conditional_coverage_pvalue(misses, rate: float, groups=None) -> float:
+    """Christoffersen's conditional-coverage test: the Kupiec and independence ratios summed.
+
+    ``LR_cc = LR_uc + LR_ind`` is chi-square with 2 degrees of freedom under H0 (misses
+    i.i.d. at the nominal ``rate``). NaN without any transition.
+    """
+    rate = float(rate)
+    if not 0.0 < rate < 1.0:
+        raise ValueError(f"rate must be in (0, 1), got {rate}")
+    hits, labels = _misses(misses, groups)
+    if hits.shape[0] < 2:
+        return float("nan")
+    return chi2_sf(_kupiec_lr(hits, rate) + _christoffersen_lr(hits, labels), 2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -334,26 +494,42 @@ def width(lo, hi) -> float:
     return float(np.mean(b - a))
 
 
-def pinball(actual, quantiles: Mapping[float, Sequence[float] | np.ndarray]) -> float:
-    """Mean pinball (quantile) loss, averaged over the quantile levels.
+def pinball_rows(actual, quantiles: Mapping[float, Sequence[float] | np.ndarray]) -> np.ndarray:
+    """Pinball (quantile) loss of each row, averaged over the quantile levels.
 
-    ``quantiles`` maps a level ``q`` in (0, 1) to that quantile's forecasts. The loss of a row
-    is ``max(q * (y - f), (q - 1) * (y - f))``. Rows where the actual or any quantile is NaN
-    are ignored.
+    ``quantiles`` maps a level ``q`` in (0, 1) to that quantile's forecasts. The loss of a
+    level is ``max(q * (y - f), (q - 1) * (y - f))``. NaN on the rows where the actual or any
+    quantile is NaN. The per-row losses of two forecasts make the differential that
+    :func:`diebold_mariano_differential` tests.
     """
-    if not quantiles:
-        return float("nan")
     levels = [float(q) for q in quantiles]
+    if not levels:
+        raise ValueError("no quantile level given")
     for q in levels:
         if not 0.0 < q < 1.0:
             raise ValueError(f"quantile level must be in (0, 1), got {q}")
-    y, *forecasts = _arrays(actual, *quantiles.values())
-    if y.size == 0:
-        return float("nan")
-    losses = []
-    for q, f in zip(levels, forecasts, strict=True):
+    y = np.asarray(actual, dtype=float).reshape(-1)
+    total = np.zeros_like(y)
+    for q, f in zip(levels, quantiles.values(), strict=True):
+        f = np.asarray(f, dtype=float).reshape(-1)
+        if f.shape != y.shape:
+            raise ValueError(f"arrays differ in length: {y.shape[0]}, {f.shape[0]}")
         diff = y - f
-        losses.append(np.mean(np.maximum(q * diff, (q - 1.0) * diff)))
+        total += np.maximum(q * diff, (q - 1.0) * diff)
+    return total / len(levels)
+
+
+def pinball(actual, quantiles: Mapping[float, Sequence[float] | np.ndarray]) -> float:
+    """Mean pinball (quantile) loss, averaged over the quantile levels (see :func:`pinball_rows`).
+
+    Rows where the actual or any quantile is NaN are ignored; NaN without a usable row.
+    """
+    if not quantiles:
+        return float("nan")
+    losses = pinball_rows(actual, quantiles)
+    losses = losses[~np.isnan(losses)]
+    if losses.size == 0:
+        return float("nan")
     return float(np.mean(losses))
 
 
@@ -406,64 +582,112 @@ def _scaled_errors(frame: pd.DataFrame, forecast: np.ndarray, scale: Mapping[str
     return np.abs(actual - forecast) / scales
 
 
+def _quantile_columns(model: str, model_name: str) -> tuple[str, ...] | None:
+    """The p10, p50, p90 columns of a model's forecast, None for a point forecast."""
+    if model == model_name:
+        return QUANTILE_SUFFIXES
+    if model in PROBABILISTIC_MODELS:
+        return tuple(f"{model}_{suffix}" for suffix in QUANTILE_SUFFIXES)
+    return None
+
+
+def _point_metrics(frame: pd.DataFrame, step: int, model: str, fc: np.ndarray, mase_scale) -> dict:
+    """n, the point-forecast errors, and skill and DM vs naive, of one model on one group."""
+    actual = frame["actual"].to_numpy(dtype=float)
+    naive_fc = frame["naive"].to_numpy(dtype=float)
+    valid = ~(np.isnan(actual) | np.isnan(fc))
+    scaled = _scaled_errors(frame, fc, mase_scale)[valid]
+    row = {
+        "n": int(valid.sum()),
+        "mae": mae(actual, fc),
+        "rmse": rmse(actual, fc),
+        "mape": mape(actual, fc),
+        "smape": smape(actual, fc),
+        "mase": (float(np.mean(scaled)) if scaled.size and not np.any(np.isnan(scaled)) else float("nan")),
+    }
+    # naive and the probabilistic baselines forecast the last close: no direction, no skill
+    if model != "naive" and model not in PROBABILISTIC_MODELS:
+        row["directional_accuracy"] = directional_accuracy(actual, fc, frame["last_close"].to_numpy(dtype=float))
+        row["skill"] = skill(row["mae"], mae(actual, naive_fc))
+        row["dm_pvalue"] = diebold_mariano(actual - fc, actual - naive_fc, h=step)[1]
+    return row
+
+
+def _interval_metrics(frame: pd.DataFrame, step: int, quantiles: np.ndarray) -> dict:
+    """Coverage, width, pinball and the miss tests of a (rows, 3) p10/p50/p90 forecast."""
+    actual = frame["actual"].to_numpy(dtype=float)
+    lo, mid, hi = quantiles.T
+    known = ~(np.isnan(actual) | np.isnan(lo) | np.isnan(hi))
+    misses = np.where(known, (actual < lo) | (actual > hi), np.nan)
+    return {
+        "coverage": coverage(actual, lo, hi),
+        "width": width(lo, hi),
+        "pinball": pinball(actual, dict(zip(QUANTILE_LEVELS, (lo, mid, hi), strict=True))),
+        "kupiec_pvalue": kupiec_pvalue(misses, INTERVAL_MISS_RATE),
+        # independence of one-step misses only: h-step misses of overlapping periods are correlated
+        "christoffersen_pvalue": (christoffersen_pvalue(misses, frame["ticker"]) if step == 1 else float("nan")),
+    }
+
+
+def _dm_pinball_pvalue(actual: np.ndarray, losses: dict[str, np.ndarray], model_name: str, step: int) -> float:
+    """DM p-value of the model's pinball loss against the best probabilistic baseline.
+
+    The best baseline has the lowest mean pinball loss on the rows where every forecast is
+    known; the test runs on those rows. NaN without a probabilistic baseline.
+    """
+    baselines = [m for m in losses if m != model_name]
+    if not baselines:
+        return float("nan")
+    common = ~np.any(np.isnan(np.vstack([actual, *losses.values()])), axis=0)
+    if not common.any():
+        return float("nan")
+    best = min(baselines, key=lambda m: float(np.mean(losses[m][common])))
+    return diebold_mariano_differential(losses[model_name][common] - losses[best][common], h=step)[1]
+
+
 def _rows_for_group(
-    ticker: str,
-    step: int,
-    frame: pd.DataFrame,
-    models: list[str],
-    model_name: str,
-    mase_scale: Mapping[str, float],
+    ticker: str, step: int, frame: pd.DataFrame, models: list[str], model_name: str, mase_scale
 ) -> list[dict]:
     actual = frame["actual"].to_numpy(dtype=float)
-    last = frame["last_close"].to_numpy(dtype=float)
-    naive_fc = frame["naive"].to_numpy(dtype=float)
-    naive_mae = mae(actual, naive_fc)
-    rows = []
+    rows, losses = [], {}
     for model in models:
-        column = "p50" if model == model_name else model
-        fc = frame[column].to_numpy(dtype=float)
-        valid = ~(np.isnan(actual) | np.isnan(fc))
-        model_mae = mae(actual, fc)
-        scaled = _scaled_errors(frame, fc, mase_scale)[valid]
-        row = {
-            "ticker": ticker,
-            "model": model,
-            "step": int(step),
-            "n": int(valid.sum()),
-            "mae": model_mae,
-            "rmse": rmse(actual, fc),
-            "mape": mape(actual, fc),
-            "smape": smape(actual, fc),
-            "mase": (float(np.mean(scaled)) if scaled.size and not np.any(np.isnan(scaled)) else float("nan")),
-            # a forecast that never moves from the last close calls no direction
-            "directional_accuracy": (float("nan") if model == "naive" else directional_accuracy(actual, fc, last)),
-            "skill": float("nan"),
-            "dm_pvalue": float("nan"),
-            "coverage": float("nan"),
-            "width": float("nan"),
-            "pinball": float("nan"),
-        }
-        if model != "naive":
-            row["skill"] = skill(model_mae, naive_mae)
-            _, row["dm_pvalue"] = diebold_mariano(actual - fc, actual - naive_fc, h=int(step))
-        if model == model_name:
-            lo = frame["p10"].to_numpy(dtype=float)
-            hi = frame["p90"].to_numpy(dtype=float)
-            row["coverage"] = coverage(actual, lo, hi)
-            row["width"] = width(lo, hi)
-            row["pinball"] = pinball(actual, {0.1: lo, 0.5: fc, 0.9: hi})
+        columns = _quantile_columns(model, model_name)
+        row = dict.fromkeys(METRIC_COLUMNS, float("nan")) | {"ticker": ticker, "model": model, "step": int(step)}
+        if columns is None:
+            row |= _point_metrics(frame, step, model, frame[model].to_numpy(dtype=float), mase_scale)
+        else:
+            quantiles = frame[list(columns)].to_numpy(dtype=float)
+            row |= _point_metrics(frame, step, model, quantiles[:, 1], mase_scale)
+            row |= _interval_metrics(frame, step, quantiles)
+            losses[model] = pinball_rows(actual, dict(zip(QUANTILE_LEVELS, quantiles.T, strict=True)))
         rows.append(row)
+    rows[0]["dm_pinball_pvalue"] = _dm_pinball_pvalue(actual, losses, model_name, step)
     return rows
+
+
+def _probabilistic_models(pred: pd.DataFrame) -> list[str]:
+    """The probabilistic baselines whose three quantile columns the predictions carry."""
+    present = []
+    for model in PROBABILISTIC_MODELS:
+        columns = [f"{model}_{suffix}" for suffix in QUANTILE_SUFFIXES]
+        found = [c in pred.columns for c in columns]
+        if any(found) and not all(found):
+            raise ValueError(f"predictions carry only some of {', '.join(columns)}")
+        if all(found):
+            present.append(model)
+    return present
 
 
 def metrics_table(pred: pd.DataFrame, model_name: str, mase_scale: Mapping[str, float]) -> pd.DataFrame:
     """Build the ``metrics.csv`` table (SPEC §8) from walk-forward predictions.
 
     ``pred`` has one row per (ticker, origin, step) with the columns ``ticker, origin, step,
-    actual, last_close, p10, p50, p90, naive, drift, mean`` (``date`` may be there too). The
-    result has one row per (ticker, model, step) for the run's model (point forecast ``p50``)
-    and the ``naive``, ``drift`` and ``mean`` baselines, plus rows with ticker ``ALL`` that pool
-    every ticker, and exactly the columns of :data:`METRIC_COLUMNS`.
+    actual, last_close, p10, p50, p90, naive, drift, mean`` (``date`` may be there too), and
+    may carry the quantiles of the probabilistic baselines, ``hist_p10, hist_p50, hist_p90``
+    and likewise ``ewma_*``, ``garch_*``. The result has one row per (ticker, model, step) for
+    the run's model (point forecast ``p50``), the ``naive``, ``drift`` and ``mean`` baselines and
+    each probabilistic baseline present, plus rows with ticker ``ALL`` that pool every ticker,
+    and exactly the columns of :data:`METRIC_COLUMNS`.
 
     - ``mase`` divides each row's absolute error by its own ticker's ``mase_scale`` (the
       training split's one-step naive MAE) and averages, so the pooled value is comparable
@@ -472,20 +696,32 @@ def metrics_table(pred: pd.DataFrame, model_name: str, mase_scale: Mapping[str, 
       Diebold–Mariano test uses ``h = step`` and errors in origin order (pooled: ticker, then
       origin). A small ``dm_pvalue`` means the model beats naive.
     - ``directional_accuracy`` is NaN on the naive rows (naive never calls a direction).
-    - ``coverage``, ``width`` and ``pinball`` (over levels 0.1, 0.5, 0.9) are for the model
-      rows only.
+    - The probabilistic baselines' median is the last close: their point metrics are naive's
+      (and, like naive's, ``directional_accuracy``, ``skill`` and ``dm_pvalue`` are NaN).
+    - ``coverage``, ``width`` and ``pinball`` (over levels 0.1, 0.5, 0.9) are for the rows of
+      forecasts with quantiles: the model and the probabilistic baselines; so are
+      ``kupiec_pvalue`` (do the p10-p90 misses occur 20 % of the time?) and
+      ``christoffersen_pvalue`` (are one-step misses independent? step 1 only; pooled rows
+      chain misses within each ticker only).
+    - ``dm_pinball_pvalue``, on the model's rows only: the one-sided DM test (``h = step``) of
+      the model's per-row pinball loss against the probabilistic baseline with the lowest mean
+      pinball loss on the same rows. A small value means the model's quantiles beat it; NaN
+      when the predictions carry no probabilistic baseline.
 
     Rows are sorted by ticker (the pooled ``ALL`` rows last), model (the run's model, then
-    naive, drift, mean) and step. A metric that does not apply is NaN (empty in the CSV).
+    naive, drift, mean, hist, ewma, garch) and step. A metric that does not apply is NaN
+    (empty in the CSV).
     """
     missing = [c for c in _PRED_COLUMNS if c not in pred.columns]
     if missing:
         raise ValueError(f"predictions are missing columns: {', '.join(missing)}")
     model_name = str(model_name)
-    if model_name in BASELINE_MODELS:
+    if model_name in BASELINE_MODELS or model_name in PROBABILISTIC_MODELS:
         raise ValueError(f"model name {model_name!r} clashes with a baseline name")
-    models = [model_name, *BASELINE_MODELS]
-    frame = pred.loc[:, list(_PRED_COLUMNS)].copy()
+    probabilistic = _probabilistic_models(pred)
+    models = [model_name, *BASELINE_MODELS, *probabilistic]
+    extra = [f"{m}_{suffix}" for m in probabilistic for suffix in QUANTILE_SUFFIXES]
+    frame = pred.loc[:, [*_PRED_COLUMNS, *extra]].copy()
     frame["ticker"] = frame["ticker"].astype(str)
     frame["step"] = frame["step"].astype(int)
     frame = frame.sort_values(["ticker", "step", "origin"], kind="mergesort").reset_index(drop=True)

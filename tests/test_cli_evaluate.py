@@ -27,6 +27,9 @@ METRIC_COLUMNS = [
     "coverage",
     "width",
     "pinball",
+    "kupiec_pvalue",
+    "christoffersen_pvalue",
+    "dm_pinball_pvalue",
 ]
 PREDICTION_COLUMNS = ["ticker", "origin", "step", "date", "actual", "p10", "p50", "p90", "naive"]
 MODELS = {"gru", "naive", "drift", "mean"}

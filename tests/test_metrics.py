@@ -9,15 +9,21 @@ from hypothesis.extra.numpy import arrays
 
 from forecaster.metrics import (
     METRIC_COLUMNS,
+    chi2_sf,
+    christoffersen_pvalue,
+    conditional_coverage_pvalue,
     coverage,
     diebold_mariano,
+    diebold_mariano_differential,
     directional_accuracy,
+    kupiec_pvalue,
     lag_share,
     mae,
     mape,
     mase,
     metrics_table,
     pinball,
+    pinball_rows,
     rmse,
     skill,
     smape,
@@ -250,6 +256,141 @@ def test_lag_share():
     assert slope == 0.0 and math.isnan(r2)
 
 
+def test_dm_differential_is_the_test_behind_diebold_mariano():
+    rng = np.random.default_rng(6)
+    e_model, e_bench = rng.normal(0, 1, 200), rng.normal(0, 1.2, 200)
+    e_model[[3, 50]] = NAN
+    for h, power in [(1, 1), (3, 2)]:
+        d = np.abs(e_model) ** power - np.abs(e_bench) ** power  # NaN rows are dropped
+        assert diebold_mariano_differential(d, h=h) == diebold_mariano(e_model, e_bench, h=h, power=power)
+    # the hand-computed n = 3 case, given as a differential
+    stat, _ = diebold_mariano_differential([-1.0, 2.0, 1.0])
+    assert stat == pytest.approx((2 / 3) / math.sqrt(14 / 27) * math.sqrt(2 / 3), rel=1e-12)
+    with pytest.raises(ValueError):
+        diebold_mariano_differential([1.0, 2.0, 3.0], h=0)
+
+
+def test_pinball_rows_hand_computed():
+    # row 1: level 0.1 at 2 -> 0.9, level 0.9 at 0 -> 0.9; row 2: 0.1, 2.7; row 3 has a NaN
+    rows = pinball_rows([1.0, 3.0, 2.0], {0.1: [2.0, 2.0, NAN], 0.9: [0.0, 0.0, 1.0]})
+    np.testing.assert_allclose(rows[:2], [0.9, 1.4])
+    assert math.isnan(rows[2])
+    assert pinball([1.0, 3.0, 2.0], {0.1: [2.0, 2.0, NAN], 0.9: [0.0, 0.0, 1.0]}) == pytest.approx(1.15)
+    with pytest.raises(ValueError):
+        pinball_rows([1.0], {0.1: [1.0, 2.0]})
+
+
+# ---------------------------------------------------------------- interval tests
+
+
+@pytest.mark.parametrize(
+    "x, dof, tail",
+    # textbook critical values of the chi-square distribution
+    [(3.841459, 1, 0.05), (6.634897, 1, 0.01), (2.705543, 1, 0.10), (5.991465, 2, 0.05), (9.210340, 2, 0.01)],
+)
+def test_chi2_sf_critical_values(x, dof, tail):
+    assert chi2_sf(x, dof) == pytest.approx(tail, abs=1e-7)
+
+
+def test_chi2_sf_edges():
+    assert chi2_sf(0.0, 1) == 1.0 and chi2_sf(-1.0, 2) == 1.0
+    assert math.isnan(chi2_sf(NAN, 1))
+    with pytest.raises(ValueError):
+        chi2_sf(1.0, 3)
+
+
+def test_kupiec_hand_computed():
+    # 5 misses in 10 rows at a nominal 20 %: LR = -2 [5 log 0.8 + 5 log 0.2 - 10 log 0.5]
+    lr = -2 * (5 * math.log(0.8) + 5 * math.log(0.2) - 10 * math.log(0.5))
+    misses = [1, 0, 1, 0, 1, 0, 1, 0, 1, 0]
+    assert kupiec_pvalue(misses, 0.2) == pytest.approx(math.erfc(math.sqrt(lr / 2)), rel=1e-12)
+    assert kupiec_pvalue(misses, 0.2) == pytest.approx(0.0346, abs=1e-4)
+    # exactly nominal: LR = 0
+    assert kupiec_pvalue([True] + [False] * 4, 0.2) == pytest.approx(1.0)
+    # no miss, or only misses: 0 log 0 = 0
+    assert kupiec_pvalue([False] * 10, 0.2) == pytest.approx(math.erfc(math.sqrt(-10 * math.log(0.8))))
+    assert kupiec_pvalue([True] * 10, 0.2) == pytest.approx(math.erfc(math.sqrt(-10 * math.log(0.2))))
+    # NaN rows are ignored; no row, no test
+    assert kupiec_pvalue([1, 0, 0, 0, 0, NAN], 0.2) == pytest.approx(1.0)
+    assert math.isnan(kupiec_pvalue([NAN], 0.2)) and math.isnan(kupiec_pvalue([], 0.2))
+    with pytest.raises(ValueError):
+        kupiec_pvalue([True], 1.2)
+
+
+@pytest.mark.parametrize(
+    "rate, rows, accepted",
+    # Jorion's table of Kupiec's non-rejection regions at the 95 % level
+    [(0.05, 255, (7, 20)), (0.05, 510, (17, 35)), (0.05, 1000, (38, 64)), (0.01, 510, (2, 10)), (0.01, 1000, (5, 16))],
+)
+def test_kupiec_non_rejection_regions(rate, rows, accepted):
+    lo, hi = accepted
+    count = np.arange(rows)
+    assert kupiec_pvalue(count < lo, rate) > 0.05 and kupiec_pvalue(count < hi, rate) > 0.05
+    assert kupiec_pvalue(count < lo - 1, rate) < 0.05 and kupiec_pvalue(count < hi + 1, rate) < 0.05
+
+
+def test_christoffersen_hand_computed():
+    # transitions of 0010001100: n00 = 4, n01 = 2, n10 = 2, n11 = 1
+    misses = [0, 0, 1, 0, 0, 0, 1, 1, 0, 0]
+    # pi01 = 2/6 == pi11 = 1/3 == pi = 3/9: the chain is no better than i.i.d.
+    assert christoffersen_pvalue(misses) == pytest.approx(1.0)
+    # 0011100011: n00 = 3, n01 = 2, n10 = 1, n11 = 3
+    misses = [0, 0, 1, 1, 1, 0, 0, 0, 1, 1]
+    pi, pi01, pi11 = 5 / 9, 2 / 5, 3 / 4
+    null = 4 * math.log(1 - pi) + 5 * math.log(pi)
+    markov = 3 * math.log(1 - pi01) + 2 * math.log(pi01) + math.log(1 - pi11) + 3 * math.log(pi11)
+    lr = -2 * (null - markov)
+    assert christoffersen_pvalue(misses) == pytest.approx(math.erfc(math.sqrt(lr / 2)), rel=1e-12)
+    rate = 0.2
+    kupiec_lr = -2 * (5 * math.log(0.8) + 5 * math.log(0.2) - 10 * math.log(0.5))
+    assert conditional_coverage_pvalue(misses, rate) == pytest.approx(math.exp(-(lr + kupiec_lr) / 2), rel=1e-12)
+
+
+def test_christoffersen_edges_and_groups():
+    assert christoffersen_pvalue([0] * 20) == 1.0  # no miss: nothing to tell apart
+    assert christoffersen_pvalue([1] * 20) == 1.0
+    assert math.isnan(christoffersen_pvalue([1]))
+    assert math.isnan(christoffersen_pvalue([1, 0], groups=["A", "B"]))  # no transition inside a group
+    # two tickers whose misses sit at the end of A and the start of B: chained, they look
+    # clustered; counted per ticker, A's last and B's first are not a transition
+    a = [0, 0, 0, 0, 1, 0, 0, 1]
+    b = [1, 0, 0, 1, 0, 0, 0, 0]
+    chained = christoffersen_pvalue(a + b)
+    per_ticker = christoffersen_pvalue(a + b, groups=["A"] * 8 + ["B"] * 8)
+    # per ticker: A has n00 = 4, n01 = 2, n10 = 1; B has n00 = 4, n01 = 1, n10 = 2; no n11
+    pi, pi01 = 3 / 14, 3 / 11  # pi11 = 0 adds 3 log(1) + 0 log(0) = 0
+    lr = -2 * (11 * math.log(1 - pi) + 3 * math.log(pi) - 8 * math.log(1 - pi01) - 3 * math.log(pi01))
+    assert per_ticker == pytest.approx(math.erfc(math.sqrt(lr / 2)), rel=1e-12)
+    assert chained != pytest.approx(per_ticker)
+    with pytest.raises(ValueError):
+        christoffersen_pvalue([0, 1], groups=["A"])
+
+
+def test_interval_tests_on_simulated_misses():
+    rng = np.random.default_rng(10)
+    iid = rng.random((400, 250)) < 0.2
+    kupiec = np.array([kupiec_pvalue(m, 0.2) for m in iid])
+    independence = np.array([christoffersen_pvalue(m) for m in iid])
+    joint = np.array([conditional_coverage_pvalue(m, 0.2) for m in iid])
+    for p in (kupiec, independence, joint):
+        # about uniform under H0: 5 % rejections (binomial sd ~1.1 %), half below 0.5
+        assert 0.02 < np.mean(p < 0.05) < 0.09
+        assert 0.40 < np.mean(p < 0.5) < 0.60
+    # misses at the wrong rate: Kupiec rejects, independence does not care
+    rare = rng.random((100, 250)) < 0.1
+    assert np.mean([kupiec_pvalue(m, 0.2) < 0.05 for m in rare]) > 0.9
+    # clustered misses (a sticky two-state chain with a 20 % miss rate): independence rejects
+    clustered = np.zeros((100, 250), dtype=bool)
+    state = np.zeros(100, dtype=bool)
+    for t in range(250):
+        stay = rng.random(100) < np.where(state, 0.6, 0.9)
+        state = np.where(stay, state, ~state)
+        clustered[:, t] = state
+    p = np.array([christoffersen_pvalue(m) for m in clustered])
+    assert np.mean(p < 0.05) > 0.9
+    assert np.median(p) < 1e-3
+
+
 # ---------------------------------------------------------------- metrics_table
 
 
@@ -391,3 +532,146 @@ def test_metrics_table_empty_predictions():
     table = metrics_table(empty, "lstm", {})
     assert list(table.columns) == list(METRIC_COLUMNS)
     assert table.empty
+
+
+# ---------------------------------------------------------------- metrics_table: probabilistic baselines
+
+PROBABILISTIC = ("hist", "ewma", "garch")
+
+
+def _with_probabilistic(frame: pd.DataFrame, half_widths: dict[str, float]) -> pd.DataFrame:
+    """Add ``<name>_p10/p50/p90`` around the last close, ``last -+ half_width``."""
+    frame = frame.copy()
+    for name, half in half_widths.items():
+        frame[f"{name}_p10"] = frame["last_close"] - half
+        frame[f"{name}_p50"] = frame["last_close"]
+        frame[f"{name}_p90"] = frame["last_close"] + half
+    return frame
+
+
+def test_metrics_table_probabilistic_rows_hand_computed():
+    pred = _with_probabilistic(_small_pred(), {"hist": 0.5, "ewma": 1.5, "garch": 1.0})
+    table = metrics_table(pred, "lstm", {"AAA": 1.0, "BBB": 2.0})
+    assert list(table.columns) == list(METRIC_COLUMNS)
+    assert list(table.columns[-3:]) == ["kupiec_pvalue", "christoffersen_pvalue", "dm_pinball_pvalue"]
+    assert list(table["model"]) == ["lstm", "naive", "drift", "mean", *PROBABILISTIC] * 3
+    by = table.set_index(["ticker", "model"])
+
+    point = ["n", "mae", "rmse", "mape", "smape", "mase"]
+    for ticker in ("AAA", "BBB", "ALL"):
+        naive_row = by.loc[(ticker, "naive")]
+        for name in PROBABILISTIC:
+            row = by.loc[(ticker, name)]
+            assert row[point].to_numpy(dtype=float) == pytest.approx(naive_row[point].to_numpy(dtype=float))
+            assert row[["directional_accuracy", "skill", "dm_pvalue", "dm_pinball_pvalue"]].isna().all()
+
+    # AAA: last 11, actuals 10 and 12 (one away on either side)
+    assert by.loc[("AAA", "hist"), "coverage"] == 0.0  # +-0.5 misses both
+    assert by.loc[("AAA", "ewma"), "coverage"] == 1.0
+    assert by.loc[("AAA", "garch"), "coverage"] == 1.0  # the bounds are inclusive
+    assert by.loc[("AAA", "ewma"), "width"] == pytest.approx(3.0)
+    # ewma: levels 0.1 at 9.5, 0.5 at 11, 0.9 at 12.5; actual 10 -> 0.05, 0.5, 0.25; actual 12 -> 0.25, 0.5, 0.05
+    assert by.loc[("AAA", "ewma"), "pinball"] == pytest.approx((0.05 + 0.5 + 0.25 + 0.25 + 0.5 + 0.05) / 6)
+    # Kupiec of 2 misses in 2 rows at 20 %, of none in 2 rows
+    assert by.loc[("AAA", "hist"), "kupiec_pvalue"] == pytest.approx(math.erfc(math.sqrt(-2 * math.log(0.2))))
+    assert by.loc[("AAA", "ewma"), "kupiec_pvalue"] == pytest.approx(math.erfc(math.sqrt(-2 * math.log(0.8))))
+    # the model: AAA misses the second row (12 > 11.8)
+    assert by.loc[("AAA", "lstm"), "kupiec_pvalue"] == pytest.approx(
+        math.erfc(math.sqrt(-(math.log(0.8) + math.log(0.2) - 2 * math.log(0.5))))
+    )
+    assert by.loc[("AAA", "hist"), "christoffersen_pvalue"] == 1.0  # only misses
+    for model in ("naive", "drift", "mean"):
+        interval = ["coverage", "width", "pinball", "kupiec_pvalue", "christoffersen_pvalue", "dm_pinball_pvalue"]
+        assert table.loc[table["model"] == model, interval].isna().all().all()
+    # two rows per ticker are too few for a DM test; the four pooled ones are enough
+    assert table.loc[table["ticker"] != "ALL", "dm_pinball_pvalue"].isna().all()
+    assert 0 < by.loc[("ALL", "lstm"), "dm_pinball_pvalue"] < 1
+
+
+def test_metrics_table_without_probabilistic_baselines_keeps_the_model_interval_tests():
+    table = metrics_table(_walk_forward_pred(noise=0.5), "rnn", {"AAA": 1.0, "ZZZ": 1.0})
+    assert list(table.columns) == list(METRIC_COLUMNS)
+    assert set(table["model"]) == {"rnn", "naive", "drift", "mean"}
+    mine = table[table["model"] == "rnn"]
+    assert mine["kupiec_pvalue"].between(0, 1).all()
+    assert mine.loc[mine["step"] == 1, "christoffersen_pvalue"].between(0, 1).all()
+    assert mine.loc[mine["step"] == 2, "christoffersen_pvalue"].isna().all()
+    assert table["dm_pinball_pvalue"].isna().all()
+
+
+def _interval_pred(model_half: float, seed: int = 0, n: int = 300) -> pd.DataFrame:
+    """Actuals ``last + N(0, 1)`` (step 1) or ``N(0, 2)`` (step 2); quantiles ``last -+ half * sd``."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for ticker in ("AAA", "BBB"):
+        for step in (1, 2):
+            sd = float(step)
+            last = 100 + rng.normal(0, 1, n).cumsum()
+            frame = pd.DataFrame(
+                {
+                    "ticker": ticker,
+                    "origin": np.arange(n),
+                    "step": step,
+                    "actual": last + rng.normal(0, sd, n),
+                    "last_close": last,
+                    "p10": last - model_half * sd,
+                    "p50": last,
+                    "p90": last + model_half * sd,
+                    "naive": last,
+                    "drift": last,
+                    "mean": last,
+                }
+            )
+            # hist too narrow, ewma far too wide, garch somewhat wide (the truth is +-1.28 sd)
+            for name, half in (("hist", 0.4), ("ewma", 3.0), ("garch", 2.0)):
+                frame[f"{name}_p10"] = last - half * sd
+                frame[f"{name}_p50"] = last
+                frame[f"{name}_p90"] = last + half * sd
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_dm_pinball_pvalue_compares_with_the_best_baseline():
+    good = metrics_table(_interval_pred(model_half=1.2816), "gru", {})
+    mine = good[good["model"] == "gru"]
+    assert (mine["dm_pinball_pvalue"] < 0.05).all()  # the true quantiles beat the best baseline
+    # the value is the test against garch, the best baseline here, on the same rows
+    group = _interval_pred(model_half=1.2816).query("ticker == 'AAA' and step == 2").sort_values("origin")
+    levels = [0.1, 0.5, 0.9]
+    model_loss = pinball_rows(group["actual"], dict(zip(levels, group[["p10", "p50", "p90"]].to_numpy().T)))
+    garch_loss = pinball_rows(
+        group["actual"], dict(zip(levels, group[["garch_p10", "garch_p50", "garch_p90"]].to_numpy().T))
+    )
+    expected = diebold_mariano_differential(model_loss - garch_loss, h=2)[1]
+    assert good.set_index(["ticker", "model", "step"]).loc[("AAA", "gru", 2), "dm_pinball_pvalue"] == pytest.approx(
+        expected
+    )
+    by = good.set_index(["ticker", "model"])
+    assert by.loc[("ALL", "garch"), "pinball"].min() < by.loc[("ALL", "hist"), "pinball"].min()
+
+    bad = metrics_table(_interval_pred(model_half=5.0), "gru", {})
+    assert (bad.loc[bad["model"] == "gru", "dm_pinball_pvalue"] > 0.95).all()
+    # the miscalibrated intervals: Kupiec rejects hist (misses 2 rows in 3) and ewma (under 1 in 100) pooled
+    pooled = good[good["ticker"] == "ALL"].set_index(["model", "step"])
+    assert (pooled.loc["hist", "kupiec_pvalue"] < 1e-6).all() and (pooled.loc["ewma", "kupiec_pvalue"] < 1e-6).all()
+    assert (pooled.loc["gru", "kupiec_pvalue"] > 0.01).all()
+
+
+def test_metrics_table_pooled_christoffersen_chains_misses_per_ticker():
+    pred = _interval_pred(model_half=1.2816, seed=3)
+    table = metrics_table(pred, "gru", {})
+    ones = pred[pred["step"] == 1].sort_values(["ticker", "origin"])
+    misses = (ones["actual"] < ones["p10"]) | (ones["actual"] > ones["p90"])
+    expected = christoffersen_pvalue(misses.to_numpy(), groups=ones["ticker"].to_numpy())
+    pooled = table.set_index(["ticker", "model", "step"]).loc[("ALL", "gru", 1)]
+    assert pooled["christoffersen_pvalue"] == pytest.approx(expected)
+
+
+def test_metrics_table_probabilistic_column_errors():
+    pred = _with_probabilistic(_small_pred(), {"hist": 0.5})
+    with pytest.raises(ValueError, match="hist_p90"):
+        metrics_table(pred.drop(columns="hist_p90"), "lstm", {})
+    with pytest.raises(ValueError, match="clashes"):
+        metrics_table(pred, "garch", {})
+    # only the baselines that are there get rows
+    assert set(metrics_table(pred, "lstm", {})["model"]) == {"lstm", "naive", "drift", "mean", "hist"}
