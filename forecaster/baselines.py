@@ -20,6 +20,8 @@ from statistics import NormalDist
 
 import numpy as np
 
+from .config import QUANTILES
+
 __all__ = [
     "naive",
     "drift",
@@ -27,7 +29,6 @@ __all__ = [
     "naive_scale",
     "BASELINES",
     "DEFAULT_MEAN_WINDOW",
-    "QUANTILE_LEVELS",
     "hist",
     "ewma",
     "garch",
@@ -129,12 +130,9 @@ BASELINES = {"naive": naive, "drift": drift, "mean": mean}
 # --------------------------------------------------------------------------------------------
 # probabilistic baselines (SPEC §8): quantiles of the price at each step
 #
-# Each returns prices of shape ``(len(origins), horizon, len(QUANTILE_LEVELS))``; the median is
+# Each returns prices of shape ``(len(origins), horizon, len(QUANTILES))``; the median is
 # the last close (none of them forecasts a direction), the outer levels come from a model of
 # the spread of the log return from the origin to the step. Each origin uses ``close[: o + 1]``.
-
-QUANTILE_LEVELS: tuple[float, ...] = (0.1, 0.5, 0.9)
-"""Levels of the probabilistic baselines' quantiles: the model's default quantile head."""
 
 HIST_WINDOW = 500
 """Sessions whose h-step log returns make the empirical distribution of :func:`hist` (SPEC §8)."""
@@ -191,7 +189,7 @@ class GarchParams:
 
 def _with_median(log_close: np.ndarray, origins: np.ndarray, horizon: int) -> np.ndarray:
     """(n, horizon, 3) array: NaN bounds, the last close as the median (bit for bit naive's)."""
-    out = np.full((origins.shape[0], horizon, len(QUANTILE_LEVELS)), np.nan)
+    out = np.full((origins.shape[0], horizon, len(QUANTILES)), np.nan)
     out[:, :, 1] = np.exp(log_close[origins])[:, None]
     return out
 
@@ -248,7 +246,7 @@ def hist(close, origins, horizon: int, window: int = HIST_WINDOW) -> np.ndarray:
     last = log_close[origins]
     for h in range(1, horizon + 1):
         returns = log_close[h:] - log_close[:-h]  # returns[i] ends at session i + h
-        q = _sorted_window_quantiles(returns, origins - h, window, (QUANTILE_LEVELS[0], QUANTILE_LEVELS[-1]))
+        q = _sorted_window_quantiles(returns, origins - h, window, (QUANTILES[0], QUANTILES[-1]))
         out[:, h - 1, 0] = np.exp(last + np.minimum(q[0], 0.0))
         out[:, h - 1, 2] = np.exp(last + np.maximum(q[1], 0.0))
     return out
@@ -286,7 +284,7 @@ def ewma(close, origins, horizon: int, lam: float = EWMA_LAMBDA) -> np.ndarray:
     """
     log_close, origins, steps = _prepare(close, origins, horizon)
     variance = _ewma_variance(log_close, origins, float(lam))[:, None] * steps[None, :]
-    z = NormalDist().inv_cdf(QUANTILE_LEVELS[-1])
+    z = NormalDist().inv_cdf(QUANTILES[-1])
     return _scaled_quantiles(log_close, origins, int(horizon), variance, -z, z)
 
 
@@ -442,11 +440,11 @@ def garch(
     one_step, used = _garch_state(log_close, origins, refit_every, max_window, params)
     n = origins.shape[0]
     omega, persistence = np.zeros(n), np.ones(n)  # the EWMA fallback: v_k = v_1, normal quantiles
-    z_hi = np.full(n, NormalDist().inv_cdf(QUANTILE_LEVELS[-1]))
+    z_hi = np.full(n, NormalDist().inv_cdf(QUANTILES[-1]))
     for p in set(used) - {None}:
         rows = [k for k, q in enumerate(used) if q == p]
         omega[rows], persistence[rows] = p.omega, p.persistence
-        z_hi[rows] = StudentsT().ppf(QUANTILE_LEVELS[-1], [p.nu])
+        z_hi[rows] = StudentsT().ppf(QUANTILES[-1], [p.nu])
     per_step = np.empty((n, horizon))
     per_step[:, 0] = one_step
     for k in range(1, horizon):

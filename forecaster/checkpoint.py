@@ -94,6 +94,9 @@ class Manifest(_Record):
     features: FeatureSpec
     tickers: dict[str, TickerEntry]
     skipped: dict[str, str] = Field(default_factory=dict)
+    no_validation: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="tickers whose bars end before the validation split (last date, split start)"
+    )
     splits: SplitDates
     windows: dict[str, int]
     data_hash: str

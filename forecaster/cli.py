@@ -309,7 +309,8 @@ def _show_training(res, quiet: bool, json_out: bool) -> None:
     m = res.manifest.metrics
     if json_out:
         doc = {"run_dir": str(res.run_dir), "name": res.manifest.name, **m.model_dump(mode="json")}
-        _emit_json({**doc, "windows": res.manifest.windows, "skipped": res.manifest.skipped})
+        man = res.manifest
+        _emit_json({**doc, "windows": man.windows, "skipped": man.skipped, "no_validation": man.no_validation})
     elif not quiet:
         print(
             f"run written to {res.run_dir}  (best epoch {m.best_epoch} of {m.epochs_run}, "
@@ -393,12 +394,16 @@ def evaluate(
             run, source=_val(source), data_dir=data_dir, tickers=_tickers(tickers, tickers_arg), plot=plot
         )
         ok, verdict = rep.verdict(alpha)
+        intervals_ok, interval_verdict = rep.interval_verdict(alpha)
         if json_out:
             _emit_json(
                 {
                     "run": rep.run,
                     "beats_naive": ok,
                     "verdict": verdict,
+                    "beats_volatility_baselines": intervals_ok,
+                    "interval_verdict": interval_verdict,
+                    "missing": rep.missing,
                     "files": {k: str(v) for k, v in rep.files.items()},
                     "lag": json.loads(rep.lag.to_json(orient="records")),
                     "metrics": json.loads(rep.metrics.to_json(orient="records")),
@@ -407,6 +412,7 @@ def evaluate(
         elif not quiet:
             _print_metrics(rep)
             print(verdict)
+            print(interval_verdict)
             for k, v in rep.files.items():
                 print(f"{k}: {v}")
         if fail_if_no_skill and not ok:
@@ -415,47 +421,39 @@ def evaluate(
 
 
 def _print_metrics(rep) -> None:
-    """One row per ticker and step: the model against each baseline, and its intervals."""
-    from rich.table import Table
+    """One row per ticker and step: the median against naive and drift, the intervals against the
+    best volatility baseline (lowest pinball loss among hist, ewma, garch)."""
+    from .metrics import PROBABILISTIC_MODELS
 
     m = rep.metrics
-    t = Table(
-        "ticker",
-        "step",
-        "n",
-        "MAE",
-        "MAE naive",
-        "skill",
-        "DM p",
-        "skill drift",
-        "skill mean",
-        "direction",
-        "coverage",
-        "width",
-        title=f"walk-forward test metrics of {rep.model} (run {rep.run}); skill = 1 - MAE/MAE naive",
-    )
     by = {(r.ticker, r.model, r.step): r for r in m.itertuples(index=False)}
+
+    def f(v, fmt=".4g"):
+        return "" if v != v else format(v, fmt)
+
+    rows = []
     for r in m[m["model"] == rep.model].itertuples(index=False):
-
-        def f(v, pct=False):
-            return "" if v != v else (f"{v:+.2%}" if pct else f"{v:.4g}")
-
-        naive = by[(r.ticker, "naive", r.step)]
-        t.add_row(
-            r.ticker,
-            str(r.step),
-            str(r.n),
-            f(r.mae),
-            f(naive.mae),
-            f(r.skill, True),
-            f(r.dm_pvalue),
-            f(by[(r.ticker, "drift", r.step)].skill, True),
-            f(by[(r.ticker, "mean", r.step)].skill, True),
-            f(r.directional_accuracy),
-            f(r.coverage),
-            f(r.width),
+        vols = [by[(r.ticker, b, r.step)] for b in PROBABILISTIC_MODELS if (r.ticker, b, r.step) in by]
+        best = min(vols, key=lambda b: b.pinball) if vols else None
+        rows.append(
+            [
+                r.ticker,
+                r.step,
+                r.n,
+                f(r.mae),
+                f(r.skill, "+.2%"),
+                f(r.dm_pvalue, ".3f"),
+                f(by[(r.ticker, "drift", r.step)].skill, "+.2%"),
+                f(r.coverage, ".1%"),
+                f(r.kupiec_pvalue, ".2f"),
+                f(r.pinball / best.pinball, ".3f") + f" {best.model}" if best is not None else "",
+                f(r.dm_pinball_pvalue, ".3f"),
+            ]
         )
-    _stdout_console().print(t)
+    columns = ["ticker", "step", "n", "MAE", "skill", "DM p", "skill drift", "coverage", "Kupiec p"]
+    columns += ["pinball / best vol", "DM p (pinball)"]
+    title = f"walk-forward test metrics of {rep.model} (run {rep.run}); skill = 1 - MAE/MAE naive"
+    _table(columns, rows, title=title)
     for r in rep.lag.itertuples(index=False):
         if r.copies_last_value:
             print(
@@ -583,6 +581,8 @@ def info(
             print(f"ticker     {s}: {t.first_date} .. {t.last_date} ({t.rows} bars)")
         for s, why in m.skipped.items():
             print(f"skipped    {s}: {why}")
+        for s, why in m.no_validation.items():
+            print(f"no val.    {s}: bars end {why['last_date']}, before the validation split ({why['split_start']})")
         print("metrics    " + ", ".join(f"{k} {v}" for k, v in m.metrics.model_dump().items()))
         if (Path(run) / "eval" / "metrics.csv").exists():
             print(f"evaluation {Path(run) / 'eval' / 'metrics.csv'}")

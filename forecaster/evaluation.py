@@ -15,16 +15,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .baselines import BASELINES, naive_scale
+from .baselines import BASELINES, PROBABILISTIC_BASELINES, naive_scale
 from .checkpoint import Run, load_run
 from .errors import DataError
 from .fsio import publish_files, replace_dir, sibling_temp_dir
 from .intervals import calibrated, start_scales, tracked_scales
-from .metrics import lag_share, metrics_table
+from .metrics import PROBABILISTIC_MODELS, QUANTILE_SUFFIXES, lag_share, metrics_table
 from .npinfer import predict_scaled
 from .outputs import write_csv
 from .store import load_bars
-from .windows import build_windows
+from .windows import build_windows, ending_before
 
 log = logging.getLogger("forecaster")
 
@@ -45,6 +45,7 @@ class EvalReport:
     out_dir: Path
     lag: pd.DataFrame = field(default_factory=pd.DataFrame)
     files: dict[str, Path] = field(default_factory=dict)
+    missing: dict[str, dict[str, str]] = field(default_factory=dict)  # tickers without test origins
 
     def overall(self) -> pd.DataFrame:
         """The pooled (ticker ALL) rows."""
@@ -71,6 +72,32 @@ class EvalReport:
         return False, (
             "The model does NOT beat the naive (random-walk) forecast: " + "; ".join(lines) + ". Do not trade on it."
         )
+
+    def interval_verdict(self, alpha: float = 0.05) -> tuple[bool, str]:
+        """(beats, sentence): do the model's quantiles beat the best volatility baseline (lowest
+        pinball loss among hist, ewma, garch) at every step, significantly?"""
+        m = self.overall()
+        mine = m[m["model"] == self.model].set_index("step")
+        base = m[m["model"].isin(PROBABILISTIC_MODELS)]
+        if base.empty:
+            return False, "No volatility baseline was evaluated."
+        lines, ok = [], True
+        for step, group in base.groupby("step"):
+            best = group.loc[group["pinball"].idxmin()]
+            r = mine.loc[step]
+            ratio, p = r["pinball"] / best["pinball"], r["dm_pinball_pvalue"]
+            sig = bool(ratio < 1 and pd.notna(p) and p < alpha)
+            ok &= sig
+            lines.append(
+                f"h={int(step)}: pinball {ratio:.3f}x {best['model']}'s (DM p={p:.3f}), "
+                f"coverage {r['coverage']:.1%} (Kupiec p={r['kupiec_pvalue']:.2f})"
+            )
+        head = (
+            f"The intervals beat the best volatility baseline at every step (DM p < {alpha}): "
+            if ok
+            else "The intervals do NOT beat the best volatility baseline (hist, ewma, garch) at every step: "
+        )
+        return ok, head + "; ".join(lines) + "."
 
 
 def lag_report(pred: pd.DataFrame) -> pd.DataFrame:
@@ -151,6 +178,10 @@ def _ticker_rows(ws, ends, k: int, sym: str, lo, med, hi) -> pd.DataFrame | None
     close = ws.close[first:stop]
     for name, baseline in BASELINES.items():
         frame[name] = baseline(close, ends[sel] - first, H).ravel()
+    for name, baseline in PROBABILISTIC_BASELINES.items():
+        prices = baseline(close, ends[sel] - first, H)  # (B, H, 3), from the bars up to each origin
+        for j, suffix in enumerate(QUANTILE_SUFFIXES):
+            frame[f"{name}_{suffix}"] = prices[:, :, j].ravel()
     return pd.DataFrame(frame)[have.ravel()]
 
 
@@ -168,7 +199,20 @@ def evaluate(
     cfg = run.config
     names = run.select(tickers)
     bars = load_bars(source or cfg.data.source, Path(data_dir or cfg.data.data_dir), names)
-    pred = walk_forward(run, bars)
+    missing = ending_before(bars, run.splits().test_start)
+    if len(missing) == len(bars):
+        raise DataError(
+            f"no test windows: the bars of {', '.join(missing)} end before the run's test split starts "
+            f"({run.splits().test_start.date()})"
+        )
+    for sym, why in missing.items():
+        log.warning(
+            "%s: no test windows: its bars end %s, before the test split starts (%s)",
+            sym,
+            why["last_date"],
+            why["split_start"],
+        )
+    pred = walk_forward(run, {s: df for s, df in bars.items() if s not in missing})
     metrics = metrics_table(pred, cfg.model.cell, _mase_scales(bars, run.splits().val_start))
     report = EvalReport(
         run=run.name,
@@ -177,6 +221,7 @@ def evaluate(
         predictions=pred,
         out_dir=Path(run_dir) / "eval",
         lag=lag_report(pred),
+        missing=missing,
     )
     _write(report, run, bars, plot)
     return report

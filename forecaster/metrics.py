@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .config import COVERAGE, QUANTILES
+
 __all__ = [
     "METRIC_COLUMNS",
     "BASELINE_MODELS",
@@ -71,12 +73,9 @@ PROBABILISTIC_MODELS: tuple[str, ...] = ("hist", "ewma", "garch")
 their quantiles as ``<name>_p10``, ``<name>_p50``, ``<name>_p90``."""
 
 QUANTILE_SUFFIXES: tuple[str, ...] = ("p10", "p50", "p90")
-"""The quantile columns of a forecast, for the levels in :data:`QUANTILE_LEVELS`."""
+"""The quantile columns of a forecast, for the levels in :data:`forecaster.config.QUANTILES`."""
 
-QUANTILE_LEVELS: tuple[float, ...] = (0.1, 0.5, 0.9)
-"""Levels of the p10, p50, p90 columns."""
-
-INTERVAL_MISS_RATE = 0.2
+INTERVAL_MISS_RATE = 1.0 - COVERAGE
 """Nominal miss rate of the p10-p90 interval, tested by ``kupiec_pvalue``."""
 
 POOLED = "ALL"
@@ -622,7 +621,7 @@ def _interval_metrics(frame: pd.DataFrame, step: int, quantiles: np.ndarray) -> 
     return {
         "coverage": coverage(actual, lo, hi),
         "width": width(lo, hi),
-        "pinball": pinball(actual, dict(zip(QUANTILE_LEVELS, (lo, mid, hi), strict=True))),
+        "pinball": pinball(actual, dict(zip(QUANTILES, (lo, mid, hi), strict=True))),
         "kupiec_pvalue": kupiec_pvalue(misses, INTERVAL_MISS_RATE),
         # independence of one-step misses only: h-step misses of overlapping periods are correlated
         "christoffersen_pvalue": (christoffersen_pvalue(misses, frame["ticker"]) if step == 1 else float("nan")),
@@ -659,7 +658,7 @@ def _rows_for_group(
             quantiles = frame[list(columns)].to_numpy(dtype=float)
             row |= _point_metrics(frame, step, model, quantiles[:, 1], mase_scale)
             row |= _interval_metrics(frame, step, quantiles)
-            losses[model] = pinball_rows(actual, dict(zip(QUANTILE_LEVELS, quantiles.T, strict=True)))
+            losses[model] = pinball_rows(actual, dict(zip(QUANTILES, quantiles.T, strict=True)))
         rows.append(row)
     rows[0]["dm_pinball_pvalue"] = _dm_pinball_pvalue(actual, losses, model_name, step)
     return rows

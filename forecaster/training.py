@@ -46,7 +46,7 @@ from .models import QuantileRNN, build_model, pinball_loss
 from .npinfer import NumpyQuantileRNN, predict_scaled
 from .store import load_bars
 from .tickers import validate_ticker
-from .windows import Splits, WindowSet, build_windows, make_splits
+from .windows import Splits, WindowSet, build_windows, ending_before, make_splits
 
 log = logging.getLogger("forecaster")
 
@@ -517,6 +517,14 @@ def load_training_data(cfg: Config, tickers: list[str], splits: Splits | None = 
     splits = splits or make_splits(bars, w.val_days, w.test_days)
     ws = build_windows(bars, w.lookback, w.horizon, splits, vol_halflife=cfg.intervals.vol_halflife)
     ends = {s: ws.ends(s) for s in ("train", "val", "test")}
+    for sym, why in ending_before({s: bars[s] for s in ws.tickers}, splits.val_start).items():
+        log.warning(
+            "%s: no validation windows: its bars end %s, before the validation split starts (%s); "
+            "it is trained on but neither calibrated nor evaluated",
+            sym,
+            why["last_date"],
+            why["split_start"],
+        )
     for split, what in (("train", "training"), ("val", "validation")):
         if len(ends[split]) == 0:
             raise TrainingError(f"no {what} windows: shorten lookback/horizon/val_days or add history")
@@ -583,6 +591,7 @@ def _manifest(run_dir, cfg, data, history, scales, online, now, seconds, trainer
         features=FeatureSpec(names=FEATURES),
         tickers=tickers,
         skipped=ws.skipped,
+        no_validation=ending_before({s: data.bars[s] for s in ws.tickers}, data.splits.val_start),
         splits=SplitDates(val_start=data.splits.val_start.date(), test_start=data.splits.test_start.date()),
         windows={s: int(len(e)) for s, e in data.ends.items()},
         data_hash=data_hash(data.bars),

@@ -146,6 +146,16 @@ class WindowSet:
         return np.where(have, cum / self.tscale[self.ticker_id[ends]], np.nan)
 
 
+def ending_before(bars: dict[str, pd.DataFrame], start: pd.Timestamp) -> dict[str, dict[str, str]]:
+    """The tickers whose bars end before ``start`` (a delisted ticker, a stale file): they can
+    have no window in the split starting there. Each with its last date and ``start``."""
+    return {
+        sym: {"last_date": str(df.index[-1].date()), "split_start": str(start.date())}
+        for sym, df in bars.items()
+        if len(df) and df.index[-1] < start
+    }
+
+
 def build_windows(
     bars: dict[str, pd.DataFrame],
     lookback: int,

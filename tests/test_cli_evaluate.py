@@ -32,7 +32,7 @@ METRIC_COLUMNS = [
     "dm_pinball_pvalue",
 ]
 PREDICTION_COLUMNS = ["ticker", "origin", "step", "date", "actual", "p10", "p50", "p90", "naive"]
-MODELS = {"gru", "naive", "drift", "mean"}
+MODELS = {"gru", "naive", "drift", "mean", "hist", "ewma", "garch"}
 
 
 def _meta(run) -> dict:
@@ -87,10 +87,21 @@ def test_evaluate_writes_metrics_and_predictions(cli, run_copy, sample_dir):
     # skill vs naive does not apply to naive itself: empty, not 0
     assert metrics.loc[metrics["model"] == "naive", "skill"].isna().all()
     assert metrics.loc[metrics["model"] == "gru", "coverage"].between(0, 1).all()
+    # the volatility baselines: their median is the last close, their intervals are their own
+    for vol in ("hist", "ewma", "garch"):
+        mine, naive = (metrics[metrics["model"] == m].set_index(["ticker", "step"]) for m in (vol, "naive"))
+        assert mine["mae"].to_numpy() == pytest.approx(naive.loc[mine.index, "mae"].to_numpy())
+        assert mine["coverage"].between(0.5, 1).all() and mine["pinball"].gt(0).all()
+        assert mine["dm_pinball_pvalue"].isna().all()
+    gru = metrics[metrics["model"] == "gru"]
+    assert gru["dm_pinball_pvalue"].between(0, 1).all() and gru["kupiec_pvalue"].between(0, 1).all()
+    assert gru.loc[gru["step"] == 1, "christoffersen_pvalue"].between(0, 1).all()
+    assert gru.loc[gru["step"] > 1, "christoffersen_pvalue"].isna().all()
 
     out = res.stdout
     assert "walk-forward test metrics" in out
     assert "naive" in out  # the verdict talks about the naive forecast
+    assert "best volatility baseline" in out  # ... and the intervals about hist / ewma / garch
     assert str(run_copy / "eval" / "metrics.csv") in out
     assert str(run_copy / "eval" / "predictions.csv") in out
 
@@ -99,7 +110,19 @@ def test_evaluate_json(cli, run_copy):
     res = cli("evaluate", "--run", run_copy, "--json")
     assert res.exit_code == 0, res.stderr
     doc = json.loads(res.stdout)
-    assert set(doc) == {"run", "beats_naive", "verdict", "files", "metrics", "lag"}
+    assert set(doc) == {
+        "run",
+        "beats_naive",
+        "verdict",
+        "beats_volatility_baselines",
+        "interval_verdict",
+        "missing",
+        "files",
+        "metrics",
+        "lag",
+    }
+    assert isinstance(doc["beats_volatility_baselines"], bool) and "volatility baseline" in doc["interval_verdict"]
+    assert doc["missing"] == {}
     assert doc["run"] == _meta(run_copy)["name"]
     assert isinstance(doc["beats_naive"], bool)
     assert isinstance(doc["verdict"], str) and doc["verdict"]
@@ -108,6 +131,28 @@ def test_evaluate_json(cli, run_copy):
     assert rows and all(list(r) == METRIC_COLUMNS for r in rows)
     on_disk = pd.read_csv(run_copy / "eval" / "metrics.csv")
     assert len(rows) == len(on_disk)
+
+
+def test_evaluate_names_a_ticker_whose_data_end_before_the_test_split(cli, run_copy, sample_dir, tmp_path):
+    """A delisted ticker (or a stale file) is named with its last date, never dropped silently."""
+    data = tmp_path / "data"
+    data.mkdir()
+    test_start = _meta(run_copy)["splits"]["test_start"]
+    (data / "STOCKA.csv").write_text((sample_dir / "STOCKA.csv").read_text())
+    b = pd.read_csv(sample_dir / "STOCKB.csv")
+    b[b["Date"] < "2024-03-01"].to_csv(data / "STOCKB.csv", index=False)
+    last = b.loc[b["Date"] < "2024-03-01", "Date"].iloc[-1]
+    assert last < test_start
+    res = cli("evaluate", "--run", run_copy, "--data-dir", data, "--json")
+    assert res.exit_code == 0, res.stderr
+    assert f"STOCKB: no test windows: its bars end {last}, before the test split starts ({test_start})" in res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["missing"] == {"STOCKB": {"last_date": last, "split_start": test_start}}
+    assert {r["ticker"] for r in doc["metrics"]} == {"STOCKA", "ALL"}
+    # when no ticker is left, it is an error that names them
+    b[b["Date"] < "2024-03-01"].to_csv(data / "STOCKA.csv", index=False)
+    res = cli("evaluate", "--run", run_copy, "--data-dir", data)
+    assert res.exit_code == 1 and "end before the run's test split" in res.stderr
 
 
 def test_evaluate_quiet_prints_no_table(cli, run_copy):

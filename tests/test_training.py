@@ -117,6 +117,24 @@ def test_short_ticker_skipped_and_recorded(sample_dir, tmp_path):
     assert "NEWCO" in res.manifest.skipped
 
 
+def test_ticker_without_validation_windows_is_named(sample_dir, tmp_path, caplog):
+    """A ticker whose bars end before the validation split trains, and is named, never dropped silently."""
+    import shutil
+
+    d = tmp_path / "data"
+    shutil.copytree(sample_dir, d)
+    df = pd.read_csv(d / "STOCKB.csv")
+    old = df[df["Date"] < "2023-06-01"]
+    old.to_csv(d / "OLDCO.csv", index=False)  # delisted a year before the splits
+    cfg = load_config(None, tiny_overrides(d, **{"data.tickers": ["STOCKA", "OLDCO"], "train.epochs": 1}))
+    with caplog.at_level("WARNING", logger="forecaster"):
+        res = train(cfg, run_dir=tmp_path / "run")
+    val_start = str(res.manifest.splits.val_start)
+    assert res.manifest.no_validation == {"OLDCO": {"last_date": old["Date"].iloc[-1], "split_start": val_start}}
+    assert "OLDCO" in res.manifest.tickers  # still trained on
+    assert any("OLDCO: no validation windows" in r.getMessage() and val_start in r.getMessage() for r in caplog.records)
+
+
 def test_missing_ticker_file_names_it(sample_dir):
     cfg = load_config(None, tiny_overrides(sample_dir, **{"data.tickers": ["STOCKA", "NOPE"]}))
     with pytest.raises(DataError, match="NOPE"):
