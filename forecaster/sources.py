@@ -25,11 +25,16 @@ import numpy as np
 import pandas as pd
 
 from forecaster.errors import DataError, NetworkError, RateLimitError, TickerError
+from forecaster.sessions import DEFAULT_CALENDAR, is_open_session_unfinished
 from forecaster.tickers import ticker_file, validate_ticker
 
 COLUMNS = ["open", "high", "low", "close", "volume"]
 DATE_COLUMNS = ("date", "datetime", "timestamp")
 _MISSING = ["nan", "na", "n/a", "null", "none", "-"]
+
+# Today's bar: when its session is over.
+CLOSE_GRACE_MINUTES = 15.0  # the closing auction's prints reach Yahoo a few minutes after the bell
+FALLBACK_CLOSE_HOUR = 18  # local hour by which any exchange has closed, for a day the calendar does not trade
 
 log = logging.getLogger("forecaster")
 
@@ -309,90 +314,39 @@ def normalise_history(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
     return pd.DataFrame({c: df[columns[c]].to_numpy(dtype="float64") for c in COLUMNS}, index=index)
 
 
-# Exchange time zone (as Yahoo reports it) -> exchange calendar, for the close time of a session.
-_TZ_CALENDARS = {
-    "America/New_York": "XNYS",
-    "America/Toronto": "XTSE",
-    "America/Sao_Paulo": "BVMF",
-    "America/Mexico_City": "XMEX",
-    "Europe/London": "XLON",
-    "Europe/Berlin": "XETR",
-    "Europe/Paris": "XPAR",
-    "Europe/Amsterdam": "XAMS",
-    "Europe/Brussels": "XBRU",
-    "Europe/Madrid": "XMAD",
-    "Europe/Milan": "XMIL",
-    "Europe/Zurich": "XSWX",
-    "Europe/Stockholm": "XSTO",
-    "Europe/Oslo": "XOSL",
-    "Europe/Copenhagen": "XCSE",
-    "Europe/Helsinki": "XHEL",
-    "Asia/Tokyo": "XTKS",
-    "Asia/Hong_Kong": "XHKG",
-    "Asia/Shanghai": "XSHG",
-    "Asia/Seoul": "XKRX",
-    "Asia/Singapore": "XSES",
-    "Asia/Kolkata": "XBOM",
-    "Australia/Sydney": "XASX",
-    "Pacific/Auckland": "XNZE",
-}
 _ROUND_THE_CLOCK_TZ = {"UTC", "Etc/UTC", "GMT", "Etc/GMT"}  # where Yahoo puts crypto
-
-
-def _session_close(calendar: str, day: pd.Timestamp) -> pd.Timestamp | None:
-    """The UTC close of ``day`` on ``calendar``; None when it is not a session or unknown."""
-    from forecaster.sessions import get_calendar
-
-    try:
-        cal = get_calendar(calendar)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if not cal.is_session(day):
-                return None
-            close = pd.Timestamp(cal.session_close(day))
-    except Exception:  # unknown calendar, date out of its range: fall back to a fixed hour
-        return None
-    return close.tz_localize("UTC") if close.tzinfo is None else close.tz_convert("UTC")
 
 
 def drop_unfinished_session(
     df: pd.DataFrame,
     tz: str | None,
     now: pd.Timestamp | None = None,
-    close_hour: int = 18,
+    close_hour: int = FALLBACK_CLOSE_HOUR,
     *,
-    calendar: str | None = None,
+    calendar: str = DEFAULT_CALENDAR,
     symbol: str | None = None,
-    grace_minutes: float = 15.0,
+    grace_minutes: float = CLOSE_GRACE_MINUTES,
 ) -> pd.DataFrame:
-    """Drop a last bar dated today (exchange time) while that session is still trading.
+    """Drop a last bar dated today (exchange time zone ``tz``) while that session is trading.
 
     Yahoo's daily series can end with the session in progress; such a bar would later change
-    and look like a revision. The close comes from the exchange calendar (``calendar``, or the
-    one of the exchange time zone ``tz``), so half days and each exchange's own hours count,
-    plus ``grace_minutes`` for the closing prints. Without a known calendar, or on a day
-    that calendar does not trade, a bar is kept only after ``close_hour`` local time; for
-    FX and futures (``=`` in the symbol) and round-the-clock markets (UTC), only once the
-    day is over.
+    and look like a revision. The close is that of the session on the exchange ``calendar``
+    (the configured one), so half days count, plus ``grace_minutes`` for the closing prints.
+    On a day that calendar does not trade, a bar is kept only after ``close_hour`` local time;
+    for FX and futures (``=`` in the symbol) and round-the-clock markets (UTC), only once the
+    day is over. The rule is :func:`forecaster.sessions.is_open_session_unfinished`.
     """
     if df.empty or tz is None:
         return df
-    now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
-    if now.tzinfo is None:
-        now = now.tz_localize("UTC")
-    local_now = now.tz_convert(tz)
-    today = local_now.tz_localize(None).normalize()
-    if df.index[-1] != today:
-        return df
     round_the_clock = tz in _ROUND_THE_CLOCK_TZ or (symbol is not None and "=" in symbol)
-    if round_the_clock:
-        return df.iloc[:-1]  # a bar dated today is finished only when today is over
-    name = calendar or _TZ_CALENDARS.get(tz)
-    close = _session_close(name, today) if name else None
-    if close is not None:
-        unfinished = now.tz_convert("UTC") < close + pd.Timedelta(minutes=grace_minutes)
-    else:
-        unfinished = local_now.hour < close_hour
+    unfinished = is_open_session_unfinished(
+        df.index[-1],
+        now,
+        None if round_the_clock else calendar,
+        tz=tz,
+        grace=pd.Timedelta(minutes=grace_minutes),
+        fallback_close_hour=close_hour,
+    )
     return df.iloc[:-1] if unfinished else df
 
 
@@ -408,12 +362,15 @@ def fetch_history(
     *,
     session: Any = None,
     timeout: float = 10.0,
+    calendar: str = DEFAULT_CALENDAR,
 ) -> pd.DataFrame:
     """Fetch daily adjusted bars for one ticker from Yahoo, one attempt, normalised.
 
-    ``start`` is inclusive, ``end`` exclusive; ``start=None`` asks for the full history.
-    Raises RateLimitError (HTTP 429), TickerError (no data: unknown/delisted symbol, or a
-    Yahoo 5xx, which looks the same), NetworkError (other transport errors) or DataError.
+    ``start`` is inclusive, ``end`` exclusive; ``start=None`` asks for the full history. A
+    last bar whose session is still trading on the exchange ``calendar`` is left out
+    (:func:`drop_unfinished_session`). Raises RateLimitError (HTTP 429), TickerError (no
+    data: unknown/delisted symbol, or a Yahoo 5xx, which looks the same), NetworkError
+    (other transport errors) or DataError.
     """
     import yfinance as yf
     from yfinance.exceptions import YFException, YFRateLimitError, YFTickerMissingError
@@ -451,7 +408,7 @@ def fetch_history(
         raise TickerError(no_data)
     tz = getattr(raw.index, "tz", None)
     bars = normalise_history(raw, symbol)
-    return drop_unfinished_session(bars, str(tz) if tz is not None else None, symbol=symbol)
+    return drop_unfinished_session(bars, str(tz) if tz is not None else None, calendar=calendar, symbol=symbol)
 
 
 def _clear_yfinance_cache() -> None:
@@ -496,6 +453,7 @@ def fetch_with_retry(
     end: DateLike | None = None,
     *,
     session: Any = None,
+    calendar: str = DEFAULT_CALENDAR,
     attempts: int = 4,
     base_delay: float = 1.0,
     max_delay: float = 60.0,
@@ -517,10 +475,14 @@ def fetch_with_retry(
     ticker = validate_ticker(ticker)
     started = time.monotonic()
     no_data_retried = False
+
+    def attempt_once() -> pd.DataFrame:
+        return fetch_history(ticker, start, end, session=session, calendar=calendar)
+
     for attempt in range(attempts):
         left = deadline - (time.monotonic() - started)
         try:
-            return _within(left, lambda: fetch_history(ticker, start, end, session=session), ticker)
+            return _within(left, attempt_once, ticker)
         except RateLimitError as exc:
             error: DataError | NetworkError | RateLimitError = exc
             base = base_delay * 5

@@ -24,6 +24,7 @@ from forecaster.errors import (
     RateLimitError,
     TickerError,
 )
+from forecaster.sessions import DEFAULT_CALENDAR
 from forecaster.sources import (
     COLUMNS,
     DateLike,
@@ -415,15 +416,18 @@ def download(
     session: Any = None,
     fetch: Fetch | None = None,
     lock_timeout: float = 0.0,
+    calendar: str = DEFAULT_CALENDAR,
 ) -> DownloadReport:
     """Fetch and store daily bars for each ticker, incrementally, under the store lock.
 
     Per-ticker failures are collected in the report, not raised. Once three tickers in a row
     have failed with network or rate-limit errors, the rest are not tried and are reported
     as failing the same way (a circuit breaker: no paying retries x N tickers while Yahoo is
-    unreachable). Raises LockBusy when another process holds ``<data_dir>/store/.lock``
-    (after waiting ``lock_timeout`` seconds), and ForecasterError when the store cannot be
-    written at all.
+    unreachable). ``calendar`` is the exchange calendar whose close says whether today's bar
+    is final (:func:`forecaster.sources.drop_unfinished_session`); it is not used with
+    ``fetch``. Raises LockBusy when another process holds ``<data_dir>/store/.lock`` (after
+    waiting ``lock_timeout`` seconds), and ForecasterError when the store cannot be written
+    at all.
     """
     report = DownloadReport()
     symbols: list[str] = []
@@ -441,7 +445,7 @@ def download(
         configure_yfinance(Path(data_dir) / ".yfinance-cache")
 
         def fetch_yahoo(t: str, start: DateLike | None, end: DateLike | None) -> pd.DataFrame:
-            return fetch_with_retry(t, start, end, session=session)
+            return fetch_with_retry(t, start, end, session=session, calendar=calendar)
 
         fetch = fetch_yahoo
 

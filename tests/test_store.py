@@ -343,6 +343,19 @@ def test_download_revision_triggers_full_refetch(tmp_path):
     np.testing.assert_allclose(stored["close"], everything["close"] * 0.95)
 
 
+def test_download_passes_the_calendar_to_the_yahoo_fetch(tmp_path, monkeypatch):
+    seen = []
+
+    def fetch_with_retry(ticker, start=None, end=None, **options):
+        seen.append(options["calendar"])
+        return make_bars("2024-01-02", 5)
+
+    monkeypatch.setattr(store, "fetch_with_retry", fetch_with_retry)
+    assert store.download(["AAA"], tmp_path, calendar="XTKS").failed == {}
+    assert store.download(["BBB"], tmp_path).failed == {}
+    assert seen == ["XTKS", "XNYS"]
+
+
 def test_download_failure_leaves_store_byte_identical(tmp_path):
     yahoo = FakeYahoo({"AAA": make_bars("2024-01-02", 30)})
     store.download(["AAA"], tmp_path, session=yahoo.session())
