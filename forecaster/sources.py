@@ -1,10 +1,11 @@
 """Price sources (CSV files and Yahoo via yfinance), both giving one normalised frame.
 
 The normalised frame has float64 columns ``open, high, low, close, volume`` and a tz-naive
-``DatetimeIndex`` named ``date`` (datetime64[ns], midnight of each session date). Sorting,
-de-duplication and sanity checks are ``store.validate_bars``'s job, not this module's.
+``DatetimeIndex`` named ``date`` (datetime64[ns], midnight of each session date). A fast reader
+may give the same bars as plain arrays instead (:class:`PlainBars`). Sorting, de-duplication
+and sanity checks are ``store.validate_bars``'s job, not this module's.
 
-yfinance is imported inside functions only, so importing this module stays cheap.
+yfinance and pyarrow are imported inside functions only, so importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import warnings
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,15 @@ from forecaster.tickers import ticker_file, validate_ticker
 
 COLUMNS = ["open", "high", "low", "close", "volume"]
 DATE_COLUMNS = ("date", "datetime", "timestamp")
+ADJ_CLOSE_COLUMNS = ("adj close", "adjclose", "adjusted close")
 _MISSING = ["nan", "na", "n/a", "null", "none", "-"]
+
+# The earliest and latest dates a datetime64[ns] index can hold, with a margin.
+FIRST_DAY = np.datetime64("1678-01-01", "D")
+LAST_DAY = np.datetime64("2261-12-31", "D")
+# pandas reads an integer this large or larger as text, not as a number: such a CSV value is
+# left to the careful reader, which names it.
+_TEXT_NUMBER = 1e18
 
 # Today's bar: when its session is over.
 CLOSE_GRACE_MINUTES = 15.0  # the closing auction's prints reach Yahoo a few minutes after the bell
@@ -39,6 +48,26 @@ FALLBACK_CLOSE_HOUR = 18  # local hour by which any exchange has closed, for a d
 log = logging.getLogger("forecaster")
 
 DateLike = str | date | datetime | pd.Timestamp
+
+
+class PlainBars(NamedTuple):
+    """Bars read straight into arrays by a fast reader: not sorted, de-duplicated or checked.
+
+    ``dates`` is a tz-naive datetime64 array (unit s, ms, us or ns); ``columns`` holds one
+    float64 array per name of ``COLUMNS``, in that order.
+    """
+
+    dates: np.ndarray
+    columns: list[np.ndarray]
+
+    def frame(self) -> pd.DataFrame:
+        """The same bars as a frame (index named ``date``, in the arrays' own time unit)."""
+        index = pd.DatetimeIndex(self.dates, name="date")
+        return pd.DataFrame(dict(zip(COLUMNS, self.columns)), index=index)
+
+
+# What a reader gives: a frame, or the arrays of a fast reader.
+RawBars = PlainBars | pd.DataFrame
 
 
 def empty_bars() -> pd.DataFrame:
@@ -83,14 +112,21 @@ def read_csv_bars(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame
     close becomes adj_close (as yfinance's auto_adjust does). Raises DataError naming the
     file and the problem.
     """
+    bars = read_csv_raw(data_dir, ticker)
+    return bars.frame() if isinstance(bars, PlainBars) else bars
+
+
+def read_csv_raw(data_dir: str | os.PathLike[str], ticker: str) -> RawBars:
+    """:func:`read_csv_bars`'s bars, as arrays when the fast reader could read the file."""
     path = ticker_file(data_dir, ticker, ".csv")
     if not path.is_file():
         raise DataError(f"{validate_ticker(ticker)}: no CSV file at {path}")
     plain = _plain_csv(path)
-    if plain is not None:
-        days, columns = plain
-        index = pd.DatetimeIndex(days.astype("datetime64[ns]"), name="date")
-        return pd.DataFrame(dict(zip(COLUMNS, columns)), index=index)
+    return plain if plain is not None else _read_csv_frame(path)
+
+
+def _read_csv_frame(path: Path) -> pd.DataFrame:
+    """The careful reader: pandas, with each problem named."""
     try:
         with open(path, encoding="utf-8-sig") as f:
             header = f.readline()
@@ -151,7 +187,7 @@ def _key_columns(keys: list[str], path: Path) -> tuple[list[str], str, str | Non
     missing = ([] if date_col else ["date"]) + [c for c in COLUMNS if c not in keys]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(keys)})")
-    adj_col = next((c for c in ("adj close", "adjclose", "adjusted close") if c in keys), None)
+    adj_col = next((c for c in ADJ_CLOSE_COLUMNS if c in keys), None)
     return keys, date_col, adj_col
 
 
@@ -190,15 +226,10 @@ def _read_clean_csv(path: Path) -> pd.DataFrame | None:
     return _assemble({c: raw[c].to_numpy(np.float64) for c in wanted}, index, adj_col)
 
 
-# The earliest and latest dates a datetime64[ns] index can hold, with a margin.
-_FIRST_DAY = np.datetime64("1678-01-01", "D")
-_LAST_DAY = np.datetime64("2261-12-31", "D")
-
-
-def plain_csv_bars(data_dir: str | os.PathLike[str], ticker: str) -> tuple[np.ndarray, list[np.ndarray]] | None:
-    """The dates (datetime64[D]) and the ``COLUMNS`` values (float64 arrays) that
-    :func:`read_csv_bars` gives for ``<data_dir>/<TICKER>.csv``, read by pyarrow, when it is
-    a plain file; None when it is not (or is missing), and :func:`read_csv_bars` must read it.
+def plain_csv_bars(data_dir: str | os.PathLike[str], ticker: str) -> PlainBars | None:
+    """The bars :func:`read_csv_bars` gives for ``<data_dir>/<TICKER>.csv``, as arrays read by
+    pyarrow, when it is a plain file; None when it is not (or is missing), and the careful
+    reader must read it.
 
     Plain means: UTF-8 text, a header without quotes, no space or tab below the header, and
     in every row a YYYY-MM-DD date (1678 to 2261) and, in each column used, a number under
@@ -209,8 +240,8 @@ def plain_csv_bars(data_dir: str | os.PathLike[str], ticker: str) -> tuple[np.nd
     return _plain_csv(ticker_file(data_dir, ticker, ".csv"))
 
 
-def _plain_csv(path: Path) -> tuple[np.ndarray, list[np.ndarray]] | None:
-    import pyarrow as pa
+def _plain_csv(path: Path) -> PlainBars | None:
+    import pyarrow as pa  # slow to import: only when a file is read
     import pyarrow.csv as pcsv
 
     try:
@@ -246,14 +277,14 @@ def _plain_csv(path: Path) -> tuple[np.ndarray, list[np.ndarray]] | None:
     volume = values["volume"]
     if not (
         len(days)
-        and (days >= _FIRST_DAY).all()
-        and (days <= _LAST_DAY).all()
-        and all((np.abs(v) < 1e18).all() for v in values.values())
-        and not (np.signbit(volume) & (volume == 0)).any()
+        and (days >= FIRST_DAY).all()
+        and (days <= LAST_DAY).all()
+        and all((np.abs(v) < _TEXT_NUMBER).all() for v in values.values())
+        and not (np.signbit(volume) & (volume == 0)).any()  # pandas may read a "-0" volume as 0
     ):
         return None
     values = _adjusted(values, adj_col)
-    return days, [values[c] for c in COLUMNS]
+    return PlainBars(days.astype("datetime64[ns]"), [values[c] for c in COLUMNS])
 
 
 # --------------------------------------------------------------------------- Yahoo

@@ -13,6 +13,7 @@ from yf_fixtures import FakeYahoo, make_bars
 import forecaster
 from forecaster import sources, store
 from forecaster.errors import ConfigError, DataError, LockBusy, NetworkError
+from forecaster.sources import PlainBars
 
 REPO_ROOT = Path(next(iter(forecaster.__path__))).resolve().parent
 
@@ -118,6 +119,30 @@ def test_validate_empty_and_all_nan_are_errors():
 def test_validate_missing_column():
     with pytest.raises(DataError, match="missing column"):
         store.validate_bars(make_bars("2024-01-02", 3).drop(columns="volume"), "AAA")
+
+
+def plain(df: pd.DataFrame) -> PlainBars:
+    return PlainBars(df.index.to_numpy(), [df[c].to_numpy() for c in sources.COLUMNS])
+
+
+def test_validate_plain_arrays_like_the_frame(caplog):
+    bars = make_bars("2024-01-02", 8)
+    messy = pd.concat([bars.iloc[4:], bars.iloc[:4]])
+    messy.iloc[2, messy.columns.get_loc("volume")] = np.nan
+    for df in (bars, messy):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="forecaster"):
+            from_frame = store.validate_bars(df, "AAA")
+            frame_warnings = list(caplog.messages)
+            caplog.clear()
+            from_arrays = store.validate_bars(plain(df), "AAA")
+        pd.testing.assert_frame_equal(from_arrays, from_frame)
+        assert caplog.messages == frame_warnings
+    assert len(frame_warnings) == 2  # sorted, and a volume set to 0
+    bad = bars.copy()
+    bad.iloc[5, bad.columns.get_loc("low")] = -2.0
+    with pytest.raises(DataError, match=r"^AAA: low -2 on 2024-01-09 is not a finite positive price$"):
+        store.validate_bars(plain(bad), "AAA")
 
 
 # --------------------------------------------------------------------------- merge / files
