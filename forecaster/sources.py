@@ -41,6 +41,14 @@ LAST_DAY = np.datetime64("2261-12-31", "D")
 # left to the careful reader, which names it.
 _TEXT_NUMBER = 1e18
 
+# Yahoo: one request, one ticker.
+FETCH_TIMEOUT_S = 10.0  # per request: a daily history comes back in about a second when Yahoo is up
+RETRY_ATTEMPTS = 4  # tries in all for one ticker: rides out a short outage, gives up on a long one
+RETRY_BASE_DELAY_S = 1.0  # the first backoff; it doubles with each retry, with full jitter
+RETRY_MAX_DELAY_S = 60.0  # no single wait longer than a minute
+RATE_LIMIT_SLOWDOWN = 5  # an HTTP 429 needs a longer pause than a dropped connection
+NO_DATA_RETRIES = 1  # a Yahoo 5xx looks like "no data": one more try tells them apart
+TICKER_DEADLINE_S = 90.0  # hard limit per ticker, retries included, so no ticker can hold a cron run
 # Today's bar: when its session is over.
 CLOSE_GRACE_MINUTES = 15.0  # the closing auction's prints reach Yahoo a few minutes after the bell
 FALLBACK_CLOSE_HOUR = 18  # local hour by which any exchange has closed, for a day the calendar does not trade
@@ -307,7 +315,7 @@ def configure_yfinance(cache_dir: str | os.PathLike[str]) -> None:
     global _yf_configured
     if _yf_configured:
         return
-    import yfinance as yf
+    import yfinance as yf  # slow to import (about half a second): only when Yahoo is used
 
     warnings.filterwarnings("ignore", module=r"yfinance(\..*)?")
     yf_log = logging.getLogger("yfinance")
@@ -392,7 +400,7 @@ def fetch_history(
     end: DateLike | None = None,
     *,
     session: Any = None,
-    timeout: float = 10.0,
+    timeout: float = FETCH_TIMEOUT_S,
     calendar: str = DEFAULT_CALENDAR,
 ) -> pd.DataFrame:
     """Fetch daily adjusted bars for one ticker from Yahoo, one attempt, normalised.
@@ -403,7 +411,7 @@ def fetch_history(
     data: unknown/delisted symbol, or a Yahoo 5xx, which looks the same), NetworkError
     (other transport errors) or DataError.
     """
-    import yfinance as yf
+    import yfinance as yf  # slow to import (about half a second): only when Yahoo is used
     from yfinance.exceptions import YFException, YFRateLimitError, YFTickerMissingError
 
     symbol = validate_ticker(ticker)
@@ -444,7 +452,7 @@ def fetch_history(
 
 def _clear_yfinance_cache() -> None:
     """Forget yfinance's in-process response cache, which would otherwise replay a failure."""
-    from yfinance import data as yf_data
+    from yfinance import data as yf_data  # local, as every yfinance import here
 
     cache_get = getattr(yf_data.YfData, "cache_get", None)
     if hasattr(cache_get, "cache_clear"):
@@ -485,27 +493,28 @@ def fetch_with_retry(
     *,
     session: Any = None,
     calendar: str = DEFAULT_CALENDAR,
-    attempts: int = 4,
-    base_delay: float = 1.0,
-    max_delay: float = 60.0,
-    deadline: float = 90.0,
+    attempts: int = RETRY_ATTEMPTS,
+    base_delay: float = RETRY_BASE_DELAY_S,
+    max_delay: float = RETRY_MAX_DELAY_S,
+    deadline: float = TICKER_DEADLINE_S,
     sleep: Callable[[float], None] = time.sleep,
     rng: Callable[[], float] = random.random,
 ) -> pd.DataFrame:
     """:func:`fetch_history` with retries: exponential backoff and full jitter.
 
-    Network errors and rate limits (with a 5x longer base delay) are retried up to
-    ``attempts`` tries in all; a "no data" answer is retried once, as a Yahoo 5xx looks the
-    same. yfinance's in-memory response cache is cleared before each retry, or it would
-    replay the failure. ``deadline`` is a hard limit in seconds for the ticker: an attempt
-    still running then is abandoned (NetworkError), and no retry starts that could not
-    finish its wait before it. Re-raises the last error.
+    Network errors and rate limits (with a ``RATE_LIMIT_SLOWDOWN`` times longer base delay)
+    are retried up to ``attempts`` tries in all; a "no data" answer is retried
+    ``NO_DATA_RETRIES`` times, as a Yahoo 5xx looks the same. yfinance's in-memory response
+    cache is cleared before each retry, or it would replay the failure. ``deadline`` is a
+    hard limit in seconds for the ticker: an attempt still running then is abandoned
+    (NetworkError), and no retry starts that could not finish its wait before it. Re-raises
+    the last error.
     """
     if attempts < 1:
         raise ValueError("attempts must be at least 1")
     ticker = validate_ticker(ticker)
     started = time.monotonic()
-    no_data_retried = False
+    no_data_left = NO_DATA_RETRIES
 
     def attempt_once() -> pd.DataFrame:
         return fetch_history(ticker, start, end, session=session, calendar=calendar)
@@ -516,13 +525,13 @@ def fetch_with_retry(
             return _within(left, attempt_once, ticker)
         except RateLimitError as exc:
             error: DataError | NetworkError | RateLimitError = exc
-            base = base_delay * 5
+            base = base_delay * RATE_LIMIT_SLOWDOWN
         except NetworkError as exc:
             error, base = exc, base_delay
         except TickerError as exc:
-            if no_data_retried:
+            if no_data_left < 1:
                 raise
-            no_data_retried = True
+            no_data_left -= 1
             error, base = exc, base_delay
         if attempt + 1 >= attempts:
             raise error

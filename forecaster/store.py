@@ -52,6 +52,8 @@ Fetch = Callable[[str, DateLike | None, DateLike | None], pd.DataFrame]
 PRICES = ["open", "high", "low", "close"]
 MAX_DAILY_FACTOR = 20.0  # a close more than 20x (or under 1/20 of) the previous one is absurd
 RANGE_TOLERANCE = 0.01  # close may sit outside [low, high] by rounding, not by more than 1 %
+OVERLAP_SESSIONS = 5  # an update re-fetches the last week of stored sessions, to see revisions
+REVISION_RTOL = 1e-6  # a stored close that moved by more than this (relative) was re-adjusted upstream
 BREAKER_AFTER = 3  # stop after this many tickers in a row failed with network/rate-limit errors
 
 _DAY_NS = 86_400_000_000_000
@@ -363,7 +365,7 @@ def save_store(data_dir: str | os.PathLike[str], ticker: str, df: pd.DataFrame) 
     return path
 
 
-def merge_bars(old: pd.DataFrame, new: pd.DataFrame, *, rtol: float = 1e-6) -> tuple[pd.DataFrame, bool]:
+def merge_bars(old: pd.DataFrame, new: pd.DataFrame, *, rtol: float = REVISION_RTOL) -> tuple[pd.DataFrame, bool]:
     """Combine stored and fetched bars; fetched rows win on shared dates.
 
     Returns ``(merged, revised)``; ``revised`` is True when a shared date's (adjusted) close
@@ -396,7 +398,7 @@ class UpdateResult:
 
 
 def update_ticker(
-    data_dir: str | os.PathLike[str], ticker: str, fetch: Fetch, *, overlap_days: int = 5
+    data_dir: str | os.PathLike[str], ticker: str, fetch: Fetch, *, overlap_days: int = OVERLAP_SESSIONS
 ) -> UpdateResult:
     """Bring the stored bars of ``ticker`` up to date with ``fetch(ticker, start, end)``.
 

@@ -274,6 +274,22 @@ def test_retry_clears_yfinance_cache_so_a_flaky_5xx_recovers():
     pd.testing.assert_frame_equal(df, bars, check_freq=False)
 
 
+def test_retry_defaults_are_the_named_budgets(monkeypatch):
+    calls = []
+
+    def down(*args, **kwargs):
+        calls.append(args)
+        raise NetworkError("AAA: cannot reach Yahoo")
+
+    monkeypatch.setattr(sources, "fetch_history", down)
+    sleep = FakeClock()
+    with pytest.raises(NetworkError):
+        sources.fetch_with_retry("AAA", sleep=sleep, rng=lambda: 1.0)
+    assert len(calls) == sources.RETRY_ATTEMPTS
+    base = sources.RETRY_BASE_DELAY_S
+    assert sleep.sleeps == [min(sources.RETRY_MAX_DELAY_S, base * 2**i) for i in range(sources.RETRY_ATTEMPTS - 1)]
+
+
 def test_retry_respects_deadline():
     yahoo = FakeYahoo({"RL": 429})
     sleep = FakeClock()
