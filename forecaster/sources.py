@@ -409,7 +409,7 @@ def fetch_history(
     last bar whose session is still trading on the exchange ``calendar`` is left out
     (:func:`drop_unfinished_session`). Raises RateLimitError (HTTP 429), TickerError (no
     data: unknown/delisted symbol, or a Yahoo 5xx, which looks the same), NetworkError
-    (other transport errors) or DataError.
+    (other transport errors) or DataError. Each message starts with the symbol.
     """
     import yfinance as yf  # slow to import (about half a second): only when Yahoo is used
     from yfinance.exceptions import YFException, YFRateLimitError, YFTickerMissingError
@@ -427,7 +427,7 @@ def fetch_history(
         kwargs["start"] = _day(start)
     if end is not None:
         kwargs["end"] = _day(end)
-    no_data = f"no data for {symbol} (unknown or delisted symbol?)"
+    no_data = f"{symbol}: no data (unknown or delisted symbol?)"
     try:
         raw = yf.Ticker(symbol, session=session).history(**kwargs)
     except YFRateLimitError:

@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,10 @@ import pandas as pd
 
 from forecaster import fsio
 from forecaster.errors import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_TEMPFAIL,
     ConfigError,
     DataError,
     ForecasterError,
@@ -435,23 +440,81 @@ def update_ticker(
     return UpdateResult(symbol, len(merged), merged.index[0].date(), merged.index[-1].date(), added, refetched)
 
 
-def _kind(exc: Exception) -> str:
-    if isinstance(exc, RateLimitError):
-        return "rate_limit"
-    if isinstance(exc, NetworkError):
-        return "network"
-    if isinstance(exc, TickerError):
-        return "no_data"
-    return "data"
+class FailureKind(StrEnum):
+    """Why a ticker failed to download (each compares equal to its plain string)."""
+
+    NETWORK = "network"  # Yahoo could not be reached, or did not answer in time
+    RATE_LIMIT = "rate_limit"  # Yahoo answered HTTP 429
+    NO_DATA = "no_data"  # Yahoo has no bars for the symbol (unknown or delisted)
+    DATA = "data"  # an invalid symbol, or bars that failed validation
+
+    @property
+    def temporary(self) -> bool:
+        """True for failures worth retrying later (the network or Yahoo's rate limit)."""
+        return self in (FailureKind.NETWORK, FailureKind.RATE_LIMIT)
+
+    @classmethod
+    def of(cls, exc: Exception) -> FailureKind:
+        if isinstance(exc, RateLimitError):
+            return cls.RATE_LIMIT
+        if isinstance(exc, NetworkError):
+            return cls.NETWORK
+        if isinstance(exc, TickerError):
+            return cls.NO_DATA
+        return cls.DATA
 
 
 @dataclass
 class DownloadReport:
-    """Per-ticker outcome of :func:`download`; ``kinds`` says why each failed ticker failed."""
+    """Per-ticker outcome of :func:`download`.
+
+    ``ok`` maps each updated ticker to its result; ``failed`` maps each failed ticker to why,
+    without the ticker's name (``"cannot reach Yahoo (...)"``); ``kinds`` says what kind of
+    failure each one was.
+    """
 
     ok: dict[str, UpdateResult] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
-    kinds: dict[str, str] = field(default_factory=dict)
+    kinds: dict[str, FailureKind] = field(default_factory=dict)
+
+    def fail(self, symbol: str, error: Exception | str, kind: FailureKind) -> None:
+        """Record a failure; a message that starts with ``"<symbol>: "`` loses that prefix."""
+        self.failed[symbol] = str(error).removeprefix(f"{symbol}: ")
+        self.kinds[symbol] = kind
+
+    @property
+    def temporary(self) -> bool:
+        """True when something failed and every failure was the network or a rate limit."""
+        return bool(self.failed) and all(self.kinds[s].temporary for s in self.failed)
+
+    @property
+    def exit_code(self) -> int:
+        """The process exit code (SPEC §2): 0 when nothing failed; 3 when some tickers were
+        downloaded and some failed; 75 when none was and every failure was the network or a
+        rate limit (retry later); 1 when none was for any other reason."""
+        if not self.failed:
+            return EXIT_OK
+        if self.ok:
+            return EXIT_PARTIAL
+        return EXIT_TEMPFAIL if self.temporary else EXIT_ERROR
+
+    def failure_lines(self) -> list[str]:
+        """One ``"<TICKER>: <reason>"`` line per failed ticker."""
+        return [f"{symbol}: {reason}" for symbol, reason in self.failed.items()]
+
+    def summary(self) -> str:
+        """One line on the whole download, e.g. ``"2 of 3 tickers downloaded, 1 failed"``."""
+        tried = len(self.ok) + len(self.failed)
+        if not self.failed:
+            return f"{len(self.ok)} ticker(s) downloaded"
+        if self.ok:
+            return f"{len(self.ok)} of {tried} tickers downloaded, {len(self.failed)} failed"
+        later = "; retry later" if self.temporary else ""
+        return f"no ticker downloaded ({len(self.failed)} failed){later}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"ok": {ticker: result fields}, "failed": {ticker: reason}}``, for JSON output."""
+        return {"ok": {s: vars(r) for s, r in self.ok.items()}, "failed": dict(self.failed)}
 
 
 def download(
@@ -465,14 +528,14 @@ def download(
 ) -> DownloadReport:
     """Fetch and store daily bars for each ticker, incrementally, under the store lock.
 
-    Per-ticker failures are collected in the report, not raised. Once three tickers in a row
-    have failed with network or rate-limit errors, the rest are not tried and are reported
-    as failing the same way (a circuit breaker: no paying retries x N tickers while Yahoo is
-    unreachable). ``calendar`` is the exchange calendar whose close says whether today's bar
-    is final (:func:`forecaster.sources.drop_unfinished_session`); it is not used with
-    ``fetch``. Raises LockBusy when another process holds ``<data_dir>/store/.lock`` (after
-    waiting ``lock_timeout`` seconds), and ForecasterError when the store cannot be written
-    at all.
+    Per-ticker failures are collected in the report, not raised. Once ``BREAKER_AFTER``
+    tickers in a row have failed with network or rate-limit errors, the rest are not tried
+    and are reported as failing the same way (a circuit breaker: no paying retries x N
+    tickers while Yahoo is unreachable). ``calendar`` is the exchange calendar whose close
+    says whether today's bar is final (:func:`forecaster.sources.drop_unfinished_session`);
+    it is not used with ``fetch``. Raises LockBusy when another process holds
+    ``<data_dir>/store/.lock`` (after waiting ``lock_timeout`` seconds), and
+    ForecasterError when the store cannot be written at all.
     """
     report = DownloadReport()
     symbols: list[str] = []
@@ -480,7 +543,7 @@ def download(
         try:
             symbol = validate_ticker(raw)
         except TickerError as exc:
-            report.failed[str(raw)], report.kinds[str(raw)] = str(exc), "data"
+            report.fail(str(raw), exc, FailureKind.DATA)
             continue
         if symbol not in symbols:
             symbols.append(symbol)
@@ -496,29 +559,28 @@ def download(
 
     with fsio.file_lock(store_dir(data_dir) / ".lock", lock_timeout):
         fsio.remove_stale_temps(store_dir(data_dir))
-        streak: list[str] = []  # kinds of the latest failures in a row
+        streak: list[FailureKind] = []  # kinds of the latest failures in a row
         for i, symbol in enumerate(symbols):
             if len(streak) >= BREAKER_AFTER:
-                kind = "rate_limit" if all(k == "rate_limit" for k in streak) else "network"
-                why = "Yahoo keeps rate-limiting" if kind == "rate_limit" else "the network looks down"
-                log.warning(
-                    "%d tickers in a row failed (%s): not trying the %d left",
-                    len(streak),
-                    why,
-                    len(symbols) - i,
-                )
-                for rest in symbols[i:]:
-                    report.failed[rest] = f"not tried: {why}"
-                    report.kinds[rest] = kind
+                _skip_the_rest(report, symbols[i:], streak)
                 break
             try:
                 report.ok[symbol] = update_ticker(data_dir, symbol, fetch)
             except (DataError, NetworkError, RateLimitError) as exc:
                 log.warning("%s", exc)
-                report.failed[symbol], report.kinds[symbol] = str(exc), _kind(exc)
+                report.fail(symbol, exc, FailureKind.of(exc))
             kind = report.kinds.get(symbol)
-            streak = streak + [kind] if kind in ("network", "rate_limit") else []
+            streak = streak + [kind] if kind is not None and kind.temporary else []
     return report
+
+
+def _skip_the_rest(report: DownloadReport, rest: list[str], streak: list[FailureKind]) -> None:
+    """The circuit breaker: report ``rest`` as failing like the ``streak`` before them."""
+    kind = FailureKind.RATE_LIMIT if all(k == FailureKind.RATE_LIMIT for k in streak) else FailureKind.NETWORK
+    why = "Yahoo keeps rate-limiting" if kind == FailureKind.RATE_LIMIT else "the network looks down"
+    log.warning("%d tickers in a row failed (%s): not trying the %d left", len(streak), why, len(rest))
+    for symbol in rest:
+        report.fail(symbol, f"not tried: {why}", kind)
 
 
 def load_bars(

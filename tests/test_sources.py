@@ -210,7 +210,7 @@ def test_fetch_history_applies_adjustment():
 
 def test_fetch_history_unknown_symbol_is_ticker_error():
     yahoo = FakeYahoo({})
-    with pytest.raises(TickerError, match=r"no data for ZZZZ \(unknown or delisted symbol\?\)"):
+    with pytest.raises(TickerError, match=r"^ZZZZ: no data \(unknown or delisted symbol\?\)$"):
         sources.fetch_history("ZZZZ", session=yahoo.session())
 
 
