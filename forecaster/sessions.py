@@ -44,8 +44,11 @@ __all__ = [
 
 DEFAULT_CALENDAR = "XNYS"
 
-_DEFAULT_START = pd.Timestamp("1990-01-01")
-_YEARS_AHEAD = 2
+_DEFAULT_START = pd.Timestamp("1990-01-01")  # covers most histories; an older date builds a wider calendar
+_YEARS_AHEAD = 2  # forecasts look days or weeks ahead: two years of future sessions is ample
+_CLOSE_LOOKBACK = pd.Timedelta(days=31)  # the last close lies within a month even after long closures
+_MIN_SESSIONS_PER_WEEK = 4  # fewest sessions in any week of a working exchange (a holiday week)
+_GUESS_MARGIN = pd.Timedelta(days=31)  # room for a run of holidays beyond that rate
 _EXAMPLE_NAMES = ("XNYS", "XNAS", "XLON", "XETR", "XPAR", "XTKS", "XHKG", "XTSE", "XASX")
 
 
@@ -72,7 +75,7 @@ def _quiet() -> Iterator[None]:
 
 
 def _valid_names() -> list[str]:
-    import exchange_calendars as xcals
+    import exchange_calendars as xcals  # slow to import (about a second): only when needed
 
     return sorted(xcals.get_calendar_names(include_aliases=False))
 
@@ -94,7 +97,7 @@ def _resolve_name(name: object) -> str:
     """The canonical calendar name for ``name`` (aliases such as NYSE resolve too)."""
     if not isinstance(name, str) or not name.strip():
         raise _unknown(name)
-    import exchange_calendars as xcals
+    import exchange_calendars as xcals  # slow to import (about a second): only when needed
 
     names = set(xcals.get_calendar_names(include_aliases=True))
     for candidate in (name.strip(), name.strip().upper()):
@@ -110,7 +113,7 @@ def _clock_today() -> pd.Timestamp:
 @lru_cache(maxsize=64)
 def _bounds(name: str) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
     """The earliest / latest dates calendar ``name`` has holiday data for (None: unbounded)."""
-    import exchange_calendars as xcals
+    import exchange_calendars as xcals  # slow to import (about a second): only when needed
 
     dispatcher = xcals.calendar_utils.global_calendar_dispatcher
     factory = getattr(dispatcher, "_calendar_factories", {}).get(name)
@@ -126,7 +129,7 @@ def _bounds(name: str) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
 @lru_cache(maxsize=64)
 def _build(name: str, start: pd.Timestamp, end: pd.Timestamp) -> _Span:
     """Calendar ``name`` (canonical) built for ``[start, end]``, clipped to what it supports."""
-    import exchange_calendars as xcals
+    import exchange_calendars as xcals  # slow to import (about a second): only when needed
 
     bmin, bmax = _bounds(name)
     lo = start if bmin is None else max(start, bmin)
@@ -227,8 +230,8 @@ def next_sessions(after: Any, n: int, calendar: str = DEFAULT_CALENDAR) -> pd.Da
     n = int(n)
     if n == 0:
         return pd.DatetimeIndex([], dtype="datetime64[ns]")
-    # A generous guess at the last date needed: sessions are at least ~4 a week everywhere.
-    guess = day + pd.Timedelta(days=int(n * 7 / 4) + 31)
+    # A generous guess at the last date needed.
+    guess = day + pd.Timedelta(days=int(n * 7 / _MIN_SESSIONS_PER_WEEK)) + _GUESS_MARGIN
     span = _covering(calendar, day, guess, strict=False)
     i = span.sessions.searchsorted(day, side="right")
     out = span.sessions[i : i + n]
@@ -262,7 +265,7 @@ def last_completed_session(now: pd.Timestamp | None = None, calendar: str = DEFA
     """
     instant = _as_instant(now)
     wall = instant.tz_localize(None)
-    span = _covering(calendar, wall.normalize() - pd.Timedelta(days=31), wall.normalize())
+    span = _covering(calendar, wall.normalize() - _CLOSE_LOOKBACK, wall.normalize())
     i = int(span.closes.searchsorted(wall, side="right")) - 1
     if i < 0:
         raise ValueError(
@@ -272,20 +275,46 @@ def last_completed_session(now: pd.Timestamp | None = None, calendar: str = DEFA
     return span.sessions[i]
 
 
-def is_open_session_unfinished(date: Any, now: pd.Timestamp | None = None, calendar: str = DEFAULT_CALENDAR) -> bool:
-    """True when ``date`` is today's session (in the exchange's time zone) and it has not closed.
-
-    A bar dated today, fetched before the close, is a partial bar: its close is only the latest
-    price. Non-session dates, past sessions and future sessions give False.
-    """
-    day = _as_date(date, "date")
-    instant = _as_instant(now)
-    span = _default_span(calendar)
-    local_today = instant.tz_convert(span.calendar.tz).tz_localize(None).normalize()
-    if day != local_today:
-        return False
+def _session_close(day: pd.Timestamp, calendar: str) -> pd.Timestamp | None:
+    """The close of ``day`` on ``calendar`` as a tz-naive UTC time; None when it is not a session."""
     span = _covering(calendar, day, day)
     i = span.sessions.searchsorted(day, side="left")
     if i >= len(span.sessions) or span.sessions[i] != day:
+        return None
+    return span.closes[i]
+
+
+def is_open_session_unfinished(
+    date: Any,
+    now: pd.Timestamp | None = None,
+    calendar: str | None = DEFAULT_CALENDAR,
+    *,
+    tz: str | None = None,
+    grace: pd.Timedelta = pd.Timedelta(0),
+    fallback_close_hour: int | None = None,
+) -> bool:
+    """True when ``date`` is today's session in the exchange's time zone and it has not closed.
+
+    A bar dated today, fetched before the close, is a partial bar: its close is only the latest
+    price. Past and future dates give False. ``tz`` is the exchange's time zone (by default the
+    calendar's); the session is over ``grace`` after its close on ``calendar`` (earlier on half
+    days). A date ``calendar`` does not trade gives False, or, with ``fallback_close_hour``,
+    True before that hour of the local day (a bar from an exchange the calendar does not
+    describe). ``calendar=None`` is a market that trades round the clock: today is unfinished
+    until the local day is over (``tz`` is then required).
+    """
+    day = _as_date(date, "date")
+    instant = _as_instant(now)
+    if tz is None:
+        if calendar is None:
+            raise ValueError("a round-the-clock market needs its time zone")
+        tz = _default_span(calendar).calendar.tz
+    local_now = instant.tz_convert(tz)
+    if day != local_now.tz_localize(None).normalize():
         return False
-    return bool(instant.tz_localize(None) < span.closes[i])
+    if calendar is None:
+        return True
+    close = _session_close(day, calendar)
+    if close is None:
+        return fallback_close_hour is not None and local_now.hour < fallback_close_hour
+    return bool(instant.tz_localize(None) < close + grace)

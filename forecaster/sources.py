@@ -1,10 +1,11 @@
 """Price sources (CSV files and Yahoo via yfinance), both giving one normalised frame.
 
 The normalised frame has float64 columns ``open, high, low, close, volume`` and a tz-naive
-``DatetimeIndex`` named ``date`` (datetime64[ns], midnight of each session date). Sorting,
-de-duplication and sanity checks are ``store.validate_bars``'s job, not this module's.
+``DatetimeIndex`` named ``date`` (datetime64[ns], midnight of each session date). A fast reader
+may give the same bars as plain arrays instead (:class:`PlainBars`). Sorting, de-duplication
+and sanity checks are ``store.validate_bars``'s job, not this module's.
 
-yfinance is imported inside functions only, so importing this module stays cheap.
+yfinance and pyarrow are imported inside functions only, so importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -19,21 +20,62 @@ import warnings
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from forecaster.errors import DataError, NetworkError, RateLimitError, TickerError
+from forecaster.sessions import DEFAULT_CALENDAR, is_open_session_unfinished
 from forecaster.tickers import ticker_file, validate_ticker
 
 COLUMNS = ["open", "high", "low", "close", "volume"]
 DATE_COLUMNS = ("date", "datetime", "timestamp")
+ADJ_CLOSE_COLUMNS = ("adj close", "adjclose", "adjusted close")
 _MISSING = ["nan", "na", "n/a", "null", "none", "-"]
+
+# The earliest and latest dates a datetime64[ns] index can hold, with a margin.
+FIRST_DAY = np.datetime64("1678-01-01", "D")
+LAST_DAY = np.datetime64("2261-12-31", "D")
+# pandas reads an integer this large or larger as text, not as a number: such a CSV value is
+# left to the careful reader, which names it.
+_TEXT_NUMBER = 1e18
+
+# Yahoo: one request, one ticker.
+FETCH_TIMEOUT_S = 10.0  # per request: a daily history comes back in about a second when Yahoo is up
+RETRY_ATTEMPTS = 4  # tries in all for one ticker: rides out a short outage, gives up on a long one
+RETRY_BASE_DELAY_S = 1.0  # the first backoff; it doubles with each retry, with full jitter
+RETRY_MAX_DELAY_S = 60.0  # no single wait longer than a minute
+RATE_LIMIT_SLOWDOWN = 5  # an HTTP 429 needs a longer pause than a dropped connection
+NO_DATA_RETRIES = 1  # a Yahoo 5xx looks like "no data": one more try tells them apart
+TICKER_DEADLINE_S = 90.0  # hard limit per ticker, retries included, so no ticker can hold a cron run
+# Today's bar: when its session is over.
+CLOSE_GRACE_MINUTES = 15.0  # the closing auction's prints reach Yahoo a few minutes after the bell
+FALLBACK_CLOSE_HOUR = 18  # local hour by which any exchange has closed, for a day the calendar does not trade
 
 log = logging.getLogger("forecaster")
 
 DateLike = str | date | datetime | pd.Timestamp
+
+
+class PlainBars(NamedTuple):
+    """Bars read straight into arrays by a fast reader: not sorted, de-duplicated or checked.
+
+    ``dates`` is a tz-naive datetime64 array (unit s, ms, us or ns); ``columns`` holds one
+    float64 array per name of ``COLUMNS``, in that order.
+    """
+
+    dates: np.ndarray
+    columns: list[np.ndarray]
+
+    def frame(self) -> pd.DataFrame:
+        """The same bars as a frame (index named ``date``, in the arrays' own time unit)."""
+        index = pd.DatetimeIndex(self.dates, name="date")
+        return pd.DataFrame(dict(zip(COLUMNS, self.columns)), index=index)
+
+
+# What a reader gives: a frame, or the arrays of a fast reader.
+RawBars = PlainBars | pd.DataFrame
 
 
 def empty_bars() -> pd.DataFrame:
@@ -78,14 +120,21 @@ def read_csv_bars(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame
     close becomes adj_close (as yfinance's auto_adjust does). Raises DataError naming the
     file and the problem.
     """
+    bars = read_csv_raw(data_dir, ticker)
+    return bars.frame() if isinstance(bars, PlainBars) else bars
+
+
+def read_csv_raw(data_dir: str | os.PathLike[str], ticker: str) -> RawBars:
+    """:func:`read_csv_bars`'s bars, as arrays when the fast reader could read the file."""
     path = ticker_file(data_dir, ticker, ".csv")
     if not path.is_file():
         raise DataError(f"{validate_ticker(ticker)}: no CSV file at {path}")
     plain = _plain_csv(path)
-    if plain is not None:
-        days, columns = plain
-        index = pd.DatetimeIndex(days.astype("datetime64[ns]"), name="date")
-        return pd.DataFrame(dict(zip(COLUMNS, columns)), index=index)
+    return plain if plain is not None else _read_csv_frame(path)
+
+
+def _read_csv_frame(path: Path) -> pd.DataFrame:
+    """The careful reader: pandas, with each problem named."""
     try:
         with open(path, encoding="utf-8-sig") as f:
             header = f.readline()
@@ -146,7 +195,7 @@ def _key_columns(keys: list[str], path: Path) -> tuple[list[str], str, str | Non
     missing = ([] if date_col else ["date"]) + [c for c in COLUMNS if c not in keys]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(keys)})")
-    adj_col = next((c for c in ("adj close", "adjclose", "adjusted close") if c in keys), None)
+    adj_col = next((c for c in ADJ_CLOSE_COLUMNS if c in keys), None)
     return keys, date_col, adj_col
 
 
@@ -185,15 +234,10 @@ def _read_clean_csv(path: Path) -> pd.DataFrame | None:
     return _assemble({c: raw[c].to_numpy(np.float64) for c in wanted}, index, adj_col)
 
 
-# The earliest and latest dates a datetime64[ns] index can hold, with a margin.
-_FIRST_DAY = np.datetime64("1678-01-01", "D")
-_LAST_DAY = np.datetime64("2261-12-31", "D")
-
-
-def plain_csv_bars(data_dir: str | os.PathLike[str], ticker: str) -> tuple[np.ndarray, list[np.ndarray]] | None:
-    """The dates (datetime64[D]) and the ``COLUMNS`` values (float64 arrays) that
-    :func:`read_csv_bars` gives for ``<data_dir>/<TICKER>.csv``, read by pyarrow, when it is
-    a plain file; None when it is not (or is missing), and :func:`read_csv_bars` must read it.
+def plain_csv_bars(data_dir: str | os.PathLike[str], ticker: str) -> PlainBars | None:
+    """The bars :func:`read_csv_bars` gives for ``<data_dir>/<TICKER>.csv``, as arrays read by
+    pyarrow, when it is a plain file; None when it is not (or is missing), and the careful
+    reader must read it.
 
     Plain means: UTF-8 text, a header without quotes, no space or tab below the header, and
     in every row a YYYY-MM-DD date (1678 to 2261) and, in each column used, a number under
@@ -204,8 +248,8 @@ def plain_csv_bars(data_dir: str | os.PathLike[str], ticker: str) -> tuple[np.nd
     return _plain_csv(ticker_file(data_dir, ticker, ".csv"))
 
 
-def _plain_csv(path: Path) -> tuple[np.ndarray, list[np.ndarray]] | None:
-    import pyarrow as pa
+def _plain_csv(path: Path) -> PlainBars | None:
+    import pyarrow as pa  # slow to import: only when a file is read
     import pyarrow.csv as pcsv
 
     try:
@@ -241,14 +285,14 @@ def _plain_csv(path: Path) -> tuple[np.ndarray, list[np.ndarray]] | None:
     volume = values["volume"]
     if not (
         len(days)
-        and (days >= _FIRST_DAY).all()
-        and (days <= _LAST_DAY).all()
-        and all((np.abs(v) < 1e18).all() for v in values.values())
-        and not (np.signbit(volume) & (volume == 0)).any()
+        and (days >= FIRST_DAY).all()
+        and (days <= LAST_DAY).all()
+        and all((np.abs(v) < _TEXT_NUMBER).all() for v in values.values())
+        and not (np.signbit(volume) & (volume == 0)).any()  # pandas may read a "-0" volume as 0
     ):
         return None
     values = _adjusted(values, adj_col)
-    return days, [values[c] for c in COLUMNS]
+    return PlainBars(days.astype("datetime64[ns]"), [values[c] for c in COLUMNS])
 
 
 # --------------------------------------------------------------------------- Yahoo
@@ -271,7 +315,7 @@ def configure_yfinance(cache_dir: str | os.PathLike[str]) -> None:
     global _yf_configured
     if _yf_configured:
         return
-    import yfinance as yf
+    import yfinance as yf  # slow to import (about half a second): only when Yahoo is used
 
     warnings.filterwarnings("ignore", module=r"yfinance(\..*)?")
     yf_log = logging.getLogger("yfinance")
@@ -309,90 +353,39 @@ def normalise_history(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
     return pd.DataFrame({c: df[columns[c]].to_numpy(dtype="float64") for c in COLUMNS}, index=index)
 
 
-# Exchange time zone (as Yahoo reports it) -> exchange calendar, for the close time of a session.
-_TZ_CALENDARS = {
-    "America/New_York": "XNYS",
-    "America/Toronto": "XTSE",
-    "America/Sao_Paulo": "BVMF",
-    "America/Mexico_City": "XMEX",
-    "Europe/London": "XLON",
-    "Europe/Berlin": "XETR",
-    "Europe/Paris": "XPAR",
-    "Europe/Amsterdam": "XAMS",
-    "Europe/Brussels": "XBRU",
-    "Europe/Madrid": "XMAD",
-    "Europe/Milan": "XMIL",
-    "Europe/Zurich": "XSWX",
-    "Europe/Stockholm": "XSTO",
-    "Europe/Oslo": "XOSL",
-    "Europe/Copenhagen": "XCSE",
-    "Europe/Helsinki": "XHEL",
-    "Asia/Tokyo": "XTKS",
-    "Asia/Hong_Kong": "XHKG",
-    "Asia/Shanghai": "XSHG",
-    "Asia/Seoul": "XKRX",
-    "Asia/Singapore": "XSES",
-    "Asia/Kolkata": "XBOM",
-    "Australia/Sydney": "XASX",
-    "Pacific/Auckland": "XNZE",
-}
 _ROUND_THE_CLOCK_TZ = {"UTC", "Etc/UTC", "GMT", "Etc/GMT"}  # where Yahoo puts crypto
-
-
-def _session_close(calendar: str, day: pd.Timestamp) -> pd.Timestamp | None:
-    """The UTC close of ``day`` on ``calendar``; None when it is not a session or unknown."""
-    from forecaster.sessions import get_calendar
-
-    try:
-        cal = get_calendar(calendar)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if not cal.is_session(day):
-                return None
-            close = pd.Timestamp(cal.session_close(day))
-    except Exception:  # unknown calendar, date out of its range: fall back to a fixed hour
-        return None
-    return close.tz_localize("UTC") if close.tzinfo is None else close.tz_convert("UTC")
 
 
 def drop_unfinished_session(
     df: pd.DataFrame,
     tz: str | None,
     now: pd.Timestamp | None = None,
-    close_hour: int = 18,
+    close_hour: int = FALLBACK_CLOSE_HOUR,
     *,
-    calendar: str | None = None,
+    calendar: str = DEFAULT_CALENDAR,
     symbol: str | None = None,
-    grace_minutes: float = 15.0,
+    grace_minutes: float = CLOSE_GRACE_MINUTES,
 ) -> pd.DataFrame:
-    """Drop a last bar dated today (exchange time) while that session is still trading.
+    """Drop a last bar dated today (exchange time zone ``tz``) while that session is trading.
 
     Yahoo's daily series can end with the session in progress; such a bar would later change
-    and look like a revision. The close comes from the exchange calendar (``calendar``, or the
-    one of the exchange time zone ``tz``), so half days and each exchange's own hours count,
-    plus ``grace_minutes`` for the closing prints. Without a known calendar, or on a day
-    that calendar does not trade, a bar is kept only after ``close_hour`` local time; for
-    FX and futures (``=`` in the symbol) and round-the-clock markets (UTC), only once the
-    day is over.
+    and look like a revision. The close is that of the session on the exchange ``calendar``
+    (the configured one), so half days count, plus ``grace_minutes`` for the closing prints.
+    On a day that calendar does not trade, a bar is kept only after ``close_hour`` local time;
+    for FX and futures (``=`` in the symbol) and round-the-clock markets (UTC), only once the
+    day is over. The rule is :func:`forecaster.sessions.is_open_session_unfinished`.
     """
     if df.empty or tz is None:
         return df
-    now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
-    if now.tzinfo is None:
-        now = now.tz_localize("UTC")
-    local_now = now.tz_convert(tz)
-    today = local_now.tz_localize(None).normalize()
-    if df.index[-1] != today:
-        return df
     round_the_clock = tz in _ROUND_THE_CLOCK_TZ or (symbol is not None and "=" in symbol)
-    if round_the_clock:
-        return df.iloc[:-1]  # a bar dated today is finished only when today is over
-    name = calendar or _TZ_CALENDARS.get(tz)
-    close = _session_close(name, today) if name else None
-    if close is not None:
-        unfinished = now.tz_convert("UTC") < close + pd.Timedelta(minutes=grace_minutes)
-    else:
-        unfinished = local_now.hour < close_hour
+    unfinished = is_open_session_unfinished(
+        df.index[-1],
+        now,
+        None if round_the_clock else calendar,
+        tz=tz,
+        grace=pd.Timedelta(minutes=grace_minutes),
+        fallback_close_hour=close_hour,
+    )
     return df.iloc[:-1] if unfinished else df
 
 
@@ -407,15 +400,18 @@ def fetch_history(
     end: DateLike | None = None,
     *,
     session: Any = None,
-    timeout: float = 10.0,
+    timeout: float = FETCH_TIMEOUT_S,
+    calendar: str = DEFAULT_CALENDAR,
 ) -> pd.DataFrame:
     """Fetch daily adjusted bars for one ticker from Yahoo, one attempt, normalised.
 
-    ``start`` is inclusive, ``end`` exclusive; ``start=None`` asks for the full history.
-    Raises RateLimitError (HTTP 429), TickerError (no data: unknown/delisted symbol, or a
-    Yahoo 5xx, which looks the same), NetworkError (other transport errors) or DataError.
+    ``start`` is inclusive, ``end`` exclusive; ``start=None`` asks for the full history. A
+    last bar whose session is still trading on the exchange ``calendar`` is left out
+    (:func:`drop_unfinished_session`). Raises RateLimitError (HTTP 429), TickerError (no
+    data: unknown/delisted symbol, or a Yahoo 5xx, which looks the same), NetworkError
+    (other transport errors) or DataError. Each message starts with the symbol.
     """
-    import yfinance as yf
+    import yfinance as yf  # slow to import (about half a second): only when Yahoo is used
     from yfinance.exceptions import YFException, YFRateLimitError, YFTickerMissingError
 
     symbol = validate_ticker(ticker)
@@ -431,7 +427,7 @@ def fetch_history(
         kwargs["start"] = _day(start)
     if end is not None:
         kwargs["end"] = _day(end)
-    no_data = f"no data for {symbol} (unknown or delisted symbol?)"
+    no_data = f"{symbol}: no data (unknown or delisted symbol?)"
     try:
         raw = yf.Ticker(symbol, session=session).history(**kwargs)
     except YFRateLimitError:
@@ -451,12 +447,12 @@ def fetch_history(
         raise TickerError(no_data)
     tz = getattr(raw.index, "tz", None)
     bars = normalise_history(raw, symbol)
-    return drop_unfinished_session(bars, str(tz) if tz is not None else None, symbol=symbol)
+    return drop_unfinished_session(bars, str(tz) if tz is not None else None, calendar=calendar, symbol=symbol)
 
 
 def _clear_yfinance_cache() -> None:
     """Forget yfinance's in-process response cache, which would otherwise replay a failure."""
-    from yfinance import data as yf_data
+    from yfinance import data as yf_data  # local, as every yfinance import here
 
     cache_get = getattr(yf_data.YfData, "cache_get", None)
     if hasattr(cache_get, "cache_clear"):
@@ -496,40 +492,46 @@ def fetch_with_retry(
     end: DateLike | None = None,
     *,
     session: Any = None,
-    attempts: int = 4,
-    base_delay: float = 1.0,
-    max_delay: float = 60.0,
-    deadline: float = 90.0,
+    calendar: str = DEFAULT_CALENDAR,
+    attempts: int = RETRY_ATTEMPTS,
+    base_delay: float = RETRY_BASE_DELAY_S,
+    max_delay: float = RETRY_MAX_DELAY_S,
+    deadline: float = TICKER_DEADLINE_S,
     sleep: Callable[[float], None] = time.sleep,
     rng: Callable[[], float] = random.random,
 ) -> pd.DataFrame:
     """:func:`fetch_history` with retries: exponential backoff and full jitter.
 
-    Network errors and rate limits (with a 5x longer base delay) are retried up to
-    ``attempts`` tries in all; a "no data" answer is retried once, as a Yahoo 5xx looks the
-    same. yfinance's in-memory response cache is cleared before each retry, or it would
-    replay the failure. ``deadline`` is a hard limit in seconds for the ticker: an attempt
-    still running then is abandoned (NetworkError), and no retry starts that could not
-    finish its wait before it. Re-raises the last error.
+    Network errors and rate limits (with a ``RATE_LIMIT_SLOWDOWN`` times longer base delay)
+    are retried up to ``attempts`` tries in all; a "no data" answer is retried
+    ``NO_DATA_RETRIES`` times, as a Yahoo 5xx looks the same. yfinance's in-memory response
+    cache is cleared before each retry, or it would replay the failure. ``deadline`` is a
+    hard limit in seconds for the ticker: an attempt still running then is abandoned
+    (NetworkError), and no retry starts that could not finish its wait before it. Re-raises
+    the last error.
     """
     if attempts < 1:
         raise ValueError("attempts must be at least 1")
     ticker = validate_ticker(ticker)
     started = time.monotonic()
-    no_data_retried = False
+    no_data_left = NO_DATA_RETRIES
+
+    def attempt_once() -> pd.DataFrame:
+        return fetch_history(ticker, start, end, session=session, calendar=calendar)
+
     for attempt in range(attempts):
         left = deadline - (time.monotonic() - started)
         try:
-            return _within(left, lambda: fetch_history(ticker, start, end, session=session), ticker)
+            return _within(left, attempt_once, ticker)
         except RateLimitError as exc:
             error: DataError | NetworkError | RateLimitError = exc
-            base = base_delay * 5
+            base = base_delay * RATE_LIMIT_SLOWDOWN
         except NetworkError as exc:
             error, base = exc, base_delay
         except TickerError as exc:
-            if no_data_retried:
+            if no_data_left < 1:
                 raise
-            no_data_retried = True
+            no_data_left -= 1
             error, base = exc, base_delay
         if attempt + 1 >= attempts:
             raise error

@@ -1,4 +1,11 @@
-"""The local Parquet store (one file per ticker), validation, incremental updates, download."""
+"""The local Parquet store (one file per ticker), validation, incremental updates, download.
+
+Loading one ticker's bars is: a reader (:func:`forecaster.sources.read_csv_raw` for CSV files,
+:func:`_read_store_raw` for the store), then :func:`validate_bars`, the one validator. Each
+reader first tries a fast pyarrow read into plain arrays and leaves anything unusual to pandas;
+the validator first tries a fast check on the arrays, which builds the result directly when the
+bars need no repair, and otherwise repairs and checks them step by step.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,10 @@ import functools
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +36,17 @@ from forecaster.errors import (
     RateLimitError,
     TickerError,
 )
+from forecaster.sessions import DEFAULT_CALENDAR
 from forecaster.sources import (
     COLUMNS,
+    FIRST_DAY,
+    LAST_DAY,
     DateLike,
+    PlainBars,
+    RawBars,
     configure_yfinance,
     fetch_with_retry,
-    plain_csv_bars,
-    read_csv_bars,
+    read_csv_raw,
 )
 from forecaster.tickers import ticker_file, validate_ticker
 
@@ -45,7 +57,12 @@ Fetch = Callable[[str, DateLike | None, DateLike | None], pd.DataFrame]
 PRICES = ["open", "high", "low", "close"]
 MAX_DAILY_FACTOR = 20.0  # a close more than 20x (or under 1/20 of) the previous one is absurd
 RANGE_TOLERANCE = 0.01  # close may sit outside [low, high] by rounding, not by more than 1 %
+OVERLAP_SESSIONS = 5  # an update re-fetches the last week of stored sessions, to see revisions
+REVISION_RTOL = 1e-6  # a stored close that moved by more than this (relative) was re-adjusted upstream
 BREAKER_AFTER = 3  # stop after this many tickers in a row failed with network/rate-limit errors
+
+_DAY_NS = 86_400_000_000_000
+_COLUMNS_INDEX = pd.Index(COLUMNS)
 
 
 def store_dir(data_dir: str | os.PathLike[str]) -> Path:
@@ -61,34 +78,44 @@ def store_path(data_dir: str | os.PathLike[str], ticker: str) -> Path:
 # --------------------------------------------------------------------------- validation
 
 
-def _first(mask: np.ndarray) -> int | None:
-    hits = np.flatnonzero(mask)
-    return int(hits[0]) if hits.size else None
+def validate_bars(bars: RawBars, ticker: str) -> pd.DataFrame:
+    """Return clean bars (a new frame) or raise DataError naming ticker, date and column.
 
-
-def _check(df: pd.DataFrame, ticker: str, column: str, mask: np.ndarray, problem: str) -> None:
-    pos = _first(mask)
-    if pos is not None:
-        value = df[column].iloc[pos]
-        raise DataError(f"{ticker}: {column} {value:g} on {df.index[pos].date()} {problem}")
-
-
-def validate_bars(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
-    """Return a clean copy of ``df`` or raise DataError naming ticker, date and column.
-
+    ``bars`` is what a reader gives: a frame, or a fast reader's :class:`PlainBars`.
     Repairs, each with a warning: sorts by date, drops rows with a missing date or price,
     keeps the last of duplicate dates, sets a missing volume to 0. Refuses non-finite or
     non-positive prices, negative volume, high < low, a close outside [low, high] by more than
-    1 %, a one-day move over 20x, and an empty result.
+    1 %, a one-day move over 20x, and an empty result. Bars that need no repair and pass
+    every check (nearly all) are built straight from their arrays, with the same result.
     """
+    if not isinstance(bars, PlainBars):
+        _check_layout(bars, ticker)
+    clean = _validated_fast(bars)
+    if clean is not None:
+        return clean
+    # repairs
+    out = _as_float_bars(bars.frame() if isinstance(bars, PlainBars) else bars, ticker)
+    out = _drop_rows_without_date_or_price(out, ticker)
+    out = _sort_by_date(out, ticker)
+    out = _keep_last_of_each_date(out, ticker)
+    out = _zero_missing_volume(out, ticker)
+    # checks
+    if out.empty:
+        raise DataError(f"{ticker}: no usable bars")
+    _refuse_bad_values(out, ticker)
+    return out
+
+
+def _check_layout(df: pd.DataFrame, ticker: str) -> None:
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{ticker}: missing column(s) {', '.join(missing)}")
     if not isinstance(df.index, pd.DatetimeIndex):
         raise DataError(f"{ticker}: bars must be indexed by date")
-    clean = _clean_frame(df)
-    if clean is not None:
-        return clean
+
+
+def _as_float_bars(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
+    """``COLUMNS`` as float64, indexed by tz-naive session dates (datetime64[ns]) named date."""
     try:
         out = df[COLUMNS].astype("float64")
     except (TypeError, ValueError) as exc:
@@ -97,62 +124,83 @@ def validate_bars(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
     if index.tz is not None:
         index = index.tz_localize(None)
     out.index = index.normalize().astype("datetime64[ns]").rename("date")
-
-    unusable = out.index.isna() | out[PRICES].isna().any(axis=1).to_numpy()
-    if unusable.any():
-        log.warning("%s: dropped %d row(s) with a missing date or price", ticker, unusable.sum())
-        out = out[~unusable]
-    if not out.index.is_monotonic_increasing:
-        log.warning("%s: dates were out of order; sorted %d rows", ticker, len(out))
-        out = out.sort_index(kind="stable")
-    dupes = out.index.duplicated(keep="last")
-    if dupes.any():
-        log.warning("%s: dropped %d row(s) with a duplicate date (kept the last)", ticker, dupes.sum())
-        out = out[~dupes]
-    no_volume = out["volume"].isna()
-    if no_volume.any():
-        log.warning("%s: set a missing volume to 0 on %d row(s)", ticker, no_volume.sum())
-        out["volume"] = out["volume"].fillna(0.0)
-    if out.empty:
-        raise DataError(f"{ticker}: no usable bars")
-
-    for col in PRICES:
-        values = out[col].to_numpy()
-        _check(out, ticker, col, ~np.isfinite(values) | (values <= 0), "is not a finite positive price")
-    volume = out["volume"].to_numpy()
-    _check(
-        out,
-        ticker,
-        "volume",
-        ~np.isfinite(volume) | (volume < 0),
-        "is not a finite non-negative volume",
-    )
-    high, low, close = (out[c].to_numpy() for c in ("high", "low", "close"))
-    _check(out, ticker, "high", high < low, "is below the low")
-    _check(
-        out,
-        ticker,
-        "close",
-        (close > high * (1 + RANGE_TOLERANCE)) | (close < low * (1 - RANGE_TOLERANCE)),
-        "is outside the day's low-high range",
-    )
-    factor = close[1:] / close[:-1]
-    jump = np.concatenate([[False], (factor > MAX_DAILY_FACTOR) | (factor < 1 / MAX_DAILY_FACTOR)])
-    _check(
-        out,
-        ticker,
-        "close",
-        jump,
-        f"is more than {MAX_DAILY_FACTOR:g}x away from the previous close",
-    )
     return out
 
 
-# The earliest and latest dates a datetime64[ns] index can hold, with a margin.
-_FIRST_DAY = np.datetime64("1678-01-01", "D")
-_LAST_DAY = np.datetime64("2261-12-31", "D")
-_DAY_NS = 86_400_000_000_000
-_COLUMNS_INDEX = pd.Index(COLUMNS)
+def _drop_rows_without_date_or_price(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
+    unusable = df.index.isna() | df[PRICES].isna().any(axis=1).to_numpy()
+    if not unusable.any():
+        return df
+    log.warning("%s: dropped %d row(s) with a missing date or price", ticker, unusable.sum())
+    return df[~unusable]
+
+
+def _sort_by_date(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
+    if df.index.is_monotonic_increasing:
+        return df
+    log.warning("%s: dates were out of order; sorted %d rows", ticker, len(df))
+    return df.sort_index(kind="stable")
+
+
+def _keep_last_of_each_date(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
+    dupes = df.index.duplicated(keep="last")
+    if not dupes.any():
+        return df
+    log.warning("%s: dropped %d row(s) with a duplicate date (kept the last)", ticker, dupes.sum())
+    return df[~dupes]
+
+
+def _zero_missing_volume(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
+    no_volume = df["volume"].isna()
+    if not no_volume.any():
+        return df
+    log.warning("%s: set a missing volume to 0 on %d row(s)", ticker, no_volume.sum())
+    return df.assign(volume=df["volume"].fillna(0.0))
+
+
+def _checks(columns: Sequence[np.ndarray]) -> Iterator[tuple[str, int, np.ndarray, str]]:
+    """The checks, in the order they are reported: (column, first row, which rows from the
+    first one pass, the problem of a row that does not).
+
+    ``columns`` are the float64 arrays of ``COLUMNS``. Lazy, and each check may assume the
+    ones before it passed: a caller stops at the first that fails.
+    """
+    open_, high, low, close, volume = columns
+    for name, values in zip(PRICES, (open_, high, low, close)):
+        yield name, 0, (values > 0) & (values < np.inf), "is not a finite positive price"
+    yield "volume", 0, (volume >= 0) & (volume < np.inf), "is not a finite non-negative volume"
+    yield "high", 0, high >= low, "is below the low"
+    inside = (close <= high * (1 + RANGE_TOLERANCE)) & (close >= low * (1 - RANGE_TOLERANCE))
+    yield "close", 0, inside, "is outside the day's low-high range"
+    factor = close[1:] / close[:-1]
+    steady = (factor <= MAX_DAILY_FACTOR) & (factor >= 1 / MAX_DAILY_FACTOR)
+    yield "close", 1, steady, f"is more than {MAX_DAILY_FACTOR:g}x away from the previous close"
+
+
+def _passes_checks(columns: Sequence[np.ndarray]) -> bool:
+    return all(passing.all() for _, _, passing, _ in _checks(columns))
+
+
+def _refuse_bad_values(df: pd.DataFrame, ticker: str) -> None:
+    """DataError naming the first failed check of :func:`_checks`: column, value and date."""
+    for column, first, passing, problem in _checks([df[c].to_numpy() for c in COLUMNS]):
+        failing = np.flatnonzero(~passing)
+        if failing.size:
+            pos = first + int(failing[0])
+            value = df[column].iloc[pos]
+            raise DataError(f"{ticker}: {column} {value:g} on {df.index[pos].date()} {problem}")
+
+
+# --------------------------------------------------------------------------- the fast check
+
+
+def _validated_fast(bars: RawBars) -> pd.DataFrame | None:
+    """What :func:`validate_bars` returns, built straight from the arrays, for bars that need
+    no repair and pass every check; None for any other bars (the step-by-step path then
+    repairs or refuses them, with its warnings and messages)."""
+    if isinstance(bars, PlainBars):
+        return _validated_arrays(bars.dates, bars.columns)
+    return _clean_frame(bars)
 
 
 def _infers_no_freq(days: np.ndarray) -> bool:
@@ -179,16 +227,14 @@ def _infers_no_freq(days: np.ndarray) -> bool:
 
 
 def _validated_arrays(stamps: np.ndarray, columns: Sequence[np.ndarray]) -> pd.DataFrame | None:
-    """What :func:`validate_bars` returns for bars that need no repair and pass every check,
-    built straight from tz-naive datetime64 ``stamps`` and the float64 ``columns`` (in
-    ``COLUMNS`` order); None for any other bars, which :func:`validate_bars` then repairs
-    or refuses, with its warnings and messages.
+    """:func:`_validated_fast` for tz-naive datetime64 ``stamps`` and the float64 ``columns``
+    (in ``COLUMNS`` order).
 
     No repair means: at least one row, dates at midnight and strictly increasing, and no
-    missing price or volume.
+    missing price or volume (a missing value fails the checks).
     """
     ticks = stamps.view(np.int64)
-    if not (len(ticks) and stamps[0] >= _FIRST_DAY and stamps[-1] <= _LAST_DAY):
+    if not (len(ticks) and stamps[0] >= FIRST_DAY and stamps[-1] <= LAST_DAY):
         return None  # NaT fails both comparisons
     if (np.diff(ticks) <= 0).any():
         return None
@@ -196,16 +242,7 @@ def _validated_arrays(stamps: np.ndarray, columns: Sequence[np.ndarray]) -> pd.D
     days, rest = np.divmod(nanos, _DAY_NS)
     if rest.any():
         return None
-    open_, high, low, close, volume = columns
-    for values in (open_, high, low, close):
-        if not ((values > 0) & (values < np.inf)).all():
-            return None
-    if not ((volume >= 0) & (volume < np.inf)).all() or (high < low).any():
-        return None
-    if ((close > high * (1 + RANGE_TOLERANCE)) | (close < low * (1 - RANGE_TOLERANCE))).any():
-        return None
-    factor = close[1:] / close[:-1]
-    if ((factor > MAX_DAILY_FACTOR) | (factor < 1 / MAX_DAILY_FACTOR)).any():
+    if not _passes_checks(columns):
         return None
     block = np.empty((len(nanos), len(COLUMNS)), order="F")
     for i, values in enumerate(columns):
@@ -237,6 +274,9 @@ def _clean_frame(df: pd.DataFrame) -> pd.DataFrame | None:
     return _validated_arrays(df.index.to_numpy(), [s.to_numpy() for s in series])
 
 
+# --------------------------------------------------------------------------- reading the store
+
+
 @functools.lru_cache(maxsize=16)
 def _plain_index_column(pandas_metadata: bytes | None) -> str | None:
     """The index column of a Parquet file whose pandas metadata is ``pandas_metadata``, when
@@ -263,11 +303,10 @@ def _plain_index_column(pandas_metadata: bytes | None) -> str | None:
     return name if plain else None
 
 
-def _read_clean_store(path: Path) -> pd.DataFrame | None:
-    """What ``validate_bars(pd.read_parquet(path))`` returns, read by pyarrow, for a file
-    in the layout :func:`save_store` writes whose bars need no repair and pass every check;
-    None for any other file."""
-    import pyarrow as pa
+def _read_plain_store(path: Path) -> PlainBars | None:
+    """The bars of a store file in the layout :func:`save_store` writes, read by pyarrow
+    (the same bars ``pd.read_parquet`` gives); None for any other file."""
+    import pyarrow as pa  # slow to import: only when a file is read
     import pyarrow.parquet as pq
 
     try:
@@ -283,11 +322,22 @@ def _read_clean_store(path: Path) -> pd.DataFrame | None:
             ):
                 return None
             table = file.read(columns=[*COLUMNS, name], use_threads=False, use_pandas_metadata=False)
-        stamps = table.column(name).to_numpy()
-        columns = [table.column(c).to_numpy() for c in COLUMNS]
+        return PlainBars(table.column(name).to_numpy(), [table.column(c).to_numpy() for c in COLUMNS])
     except Exception:  # a damaged or unusual file: pd.read_parquet says what is wrong
         return None
-    return _validated_arrays(stamps, columns)
+
+
+def _read_store_raw(path: Path, symbol: str) -> RawBars:
+    """The bars of the store file at ``path``: arrays when it is plain, else pandas' frame."""
+    plain = _read_plain_store(path)
+    if plain is not None:
+        return plain
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises many types for a damaged file
+        raise DataError(
+            f"{symbol}: cannot read {path} ({type(exc).__name__}); delete it and run `forecaster download {symbol}`"
+        ) from None
 
 
 # --------------------------------------------------------------------------- the store
@@ -299,16 +349,13 @@ def load_store(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:
     path = store_path(data_dir, symbol)
     if not path.is_file():
         raise DataError(f"{symbol}: no stored data at {path}; run `forecaster download {symbol}` first")
-    clean = _read_clean_store(path)
-    if clean is not None:
-        return clean
-    try:
-        df = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises many types for a damaged file
-        raise DataError(
-            f"{symbol}: cannot read {path} ({type(exc).__name__}); delete it and run `forecaster download {symbol}`"
-        ) from None
-    return validate_bars(df, symbol)
+    return validate_bars(_read_store_raw(path, symbol), symbol)
+
+
+def load_csv(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:
+    """Read and validate ``<data_dir>/<TICKER>.csv``; DataError when missing or unreadable."""
+    symbol = validate_ticker(ticker)
+    return validate_bars(read_csv_raw(data_dir, symbol), symbol)
 
 
 def save_store(data_dir: str | os.PathLike[str], ticker: str, df: pd.DataFrame) -> Path:
@@ -323,7 +370,7 @@ def save_store(data_dir: str | os.PathLike[str], ticker: str, df: pd.DataFrame) 
     return path
 
 
-def merge_bars(old: pd.DataFrame, new: pd.DataFrame, *, rtol: float = 1e-6) -> tuple[pd.DataFrame, bool]:
+def merge_bars(old: pd.DataFrame, new: pd.DataFrame, *, rtol: float = REVISION_RTOL) -> tuple[pd.DataFrame, bool]:
     """Combine stored and fetched bars; fetched rows win on shared dates.
 
     Returns ``(merged, revised)``; ``revised`` is True when a shared date's (adjusted) close
@@ -356,7 +403,7 @@ class UpdateResult:
 
 
 def update_ticker(
-    data_dir: str | os.PathLike[str], ticker: str, fetch: Fetch, *, overlap_days: int = 5
+    data_dir: str | os.PathLike[str], ticker: str, fetch: Fetch, *, overlap_days: int = OVERLAP_SESSIONS
 ) -> UpdateResult:
     """Bring the stored bars of ``ticker`` up to date with ``fetch(ticker, start, end)``.
 
@@ -393,23 +440,81 @@ def update_ticker(
     return UpdateResult(symbol, len(merged), merged.index[0].date(), merged.index[-1].date(), added, refetched)
 
 
-def _kind(exc: Exception) -> str:
-    if isinstance(exc, RateLimitError):
-        return "rate_limit"
-    if isinstance(exc, NetworkError):
-        return "network"
-    if isinstance(exc, TickerError):
-        return "no_data"
-    return "data"
+class FailureKind(StrEnum):
+    """Why a ticker failed to download (each compares equal to its plain string)."""
+
+    NETWORK = "network"  # Yahoo could not be reached, or did not answer in time
+    RATE_LIMIT = "rate_limit"  # Yahoo answered HTTP 429
+    NO_DATA = "no_data"  # Yahoo has no bars for the symbol (unknown or delisted)
+    DATA = "data"  # an invalid symbol, or bars that failed validation
+
+    @property
+    def temporary(self) -> bool:
+        """True for failures worth retrying later (the network or Yahoo's rate limit)."""
+        return self in (FailureKind.NETWORK, FailureKind.RATE_LIMIT)
+
+    @classmethod
+    def of(cls, exc: Exception) -> FailureKind:
+        if isinstance(exc, RateLimitError):
+            return cls.RATE_LIMIT
+        if isinstance(exc, NetworkError):
+            return cls.NETWORK
+        if isinstance(exc, TickerError):
+            return cls.NO_DATA
+        return cls.DATA
 
 
 @dataclass
 class DownloadReport:
-    """Per-ticker outcome of :func:`download`; ``kinds`` says why each failed ticker failed."""
+    """Per-ticker outcome of :func:`download`.
+
+    ``ok`` maps each updated ticker to its result; ``failed`` maps each failed ticker to why,
+    without the ticker's name (``"cannot reach Yahoo (...)"``); ``kinds`` says what kind of
+    failure each one was.
+    """
 
     ok: dict[str, UpdateResult] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
-    kinds: dict[str, str] = field(default_factory=dict)
+    kinds: dict[str, FailureKind] = field(default_factory=dict)
+
+    def fail(self, symbol: str, error: Exception | str, kind: FailureKind) -> None:
+        """Record a failure; a message that starts with ``"<symbol>: "`` loses that prefix."""
+        self.failed[symbol] = str(error).removeprefix(f"{symbol}: ")
+        self.kinds[symbol] = kind
+
+    @property
+    def temporary(self) -> bool:
+        """True when something failed and every failure was the network or a rate limit."""
+        return bool(self.failed) and all(self.kinds[s].temporary for s in self.failed)
+
+    @property
+    def exit_code(self) -> int:
+        """The process exit code (SPEC §2): 0 when nothing failed; 3 when some tickers were
+        downloaded and some failed; 75 when none was and every failure was the network or a
+        rate limit (retry later); 1 when none was for any other reason."""
+        if not self.failed:
+            return EXIT_OK
+        if self.ok:
+            return EXIT_PARTIAL
+        return EXIT_TEMPFAIL if self.temporary else EXIT_ERROR
+
+    def failure_lines(self) -> list[str]:
+        """One ``"<TICKER>: <reason>"`` line per failed ticker."""
+        return [f"{symbol}: {reason}" for symbol, reason in self.failed.items()]
+
+    def summary(self) -> str:
+        """One line on the whole download, e.g. ``"2 of 3 tickers downloaded, 1 failed"``."""
+        tried = len(self.ok) + len(self.failed)
+        if not self.failed:
+            return f"{len(self.ok)} ticker(s) downloaded"
+        if self.ok:
+            return f"{len(self.ok)} of {tried} tickers downloaded, {len(self.failed)} failed"
+        later = "; retry later" if self.temporary else ""
+        return f"no ticker downloaded ({len(self.failed)} failed){later}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"ok": {ticker: result fields}, "failed": {ticker: reason}}``, for JSON output."""
+        return {"ok": {s: vars(r) for s, r in self.ok.items()}, "failed": dict(self.failed)}
 
     @property
     def exit_code(self) -> int:
@@ -428,15 +533,18 @@ def download(
     session: Any = None,
     fetch: Fetch | None = None,
     lock_timeout: float = 0.0,
+    calendar: str = DEFAULT_CALENDAR,
 ) -> DownloadReport:
     """Fetch and store daily bars for each ticker, incrementally, under the store lock.
 
-    Per-ticker failures are collected in the report, not raised. Once three tickers in a row
-    have failed with network or rate-limit errors, the rest are not tried and are reported
-    as failing the same way (a circuit breaker: no paying retries x N tickers while Yahoo is
-    unreachable). Raises LockBusy when another process holds ``<data_dir>/store/.lock``
-    (after waiting ``lock_timeout`` seconds), and ForecasterError when the store cannot be
-    written at all.
+    Per-ticker failures are collected in the report, not raised. Once ``BREAKER_AFTER``
+    tickers in a row have failed with network or rate-limit errors, the rest are not tried
+    and are reported as failing the same way (a circuit breaker: no paying retries x N
+    tickers while Yahoo is unreachable). ``calendar`` is the exchange calendar whose close
+    says whether today's bar is final (:func:`forecaster.sources.drop_unfinished_session`);
+    it is not used with ``fetch``. Raises LockBusy when another process holds
+    ``<data_dir>/store/.lock`` (after waiting ``lock_timeout`` seconds), and
+    ForecasterError when the store cannot be written at all.
     """
     report = DownloadReport()
     symbols: list[str] = []
@@ -444,7 +552,7 @@ def download(
         try:
             symbol = validate_ticker(raw)
         except TickerError as exc:
-            report.failed[str(raw)], report.kinds[str(raw)] = str(exc), "data"
+            report.fail(str(raw), exc, FailureKind.DATA)
             continue
         if symbol not in symbols:
             symbols.append(symbol)
@@ -454,35 +562,34 @@ def download(
         configure_yfinance(Path(data_dir) / ".yfinance-cache")
 
         def fetch_yahoo(t: str, start: DateLike | None, end: DateLike | None) -> pd.DataFrame:
-            return fetch_with_retry(t, start, end, session=session)
+            return fetch_with_retry(t, start, end, session=session, calendar=calendar)
 
         fetch = fetch_yahoo
 
     with fsio.file_lock(store_dir(data_dir) / ".lock", lock_timeout):
         fsio.remove_stale_temps(store_dir(data_dir))
-        streak: list[str] = []  # kinds of the latest failures in a row
+        streak: list[FailureKind] = []  # kinds of the latest failures in a row
         for i, symbol in enumerate(symbols):
             if len(streak) >= BREAKER_AFTER:
-                kind = "rate_limit" if all(k == "rate_limit" for k in streak) else "network"
-                why = "Yahoo keeps rate-limiting" if kind == "rate_limit" else "the network looks down"
-                log.warning(
-                    "%d tickers in a row failed (%s): not trying the %d left",
-                    len(streak),
-                    why,
-                    len(symbols) - i,
-                )
-                for rest in symbols[i:]:
-                    report.failed[rest] = f"not tried: {why}"
-                    report.kinds[rest] = kind
+                _skip_the_rest(report, symbols[i:], streak)
                 break
             try:
                 report.ok[symbol] = update_ticker(data_dir, symbol, fetch)
             except (DataError, NetworkError, RateLimitError) as exc:
                 log.warning("%s", exc)
-                report.failed[symbol], report.kinds[symbol] = str(exc), _kind(exc)
+                report.fail(symbol, exc, FailureKind.of(exc))
             kind = report.kinds.get(symbol)
-            streak = streak + [kind] if kind in ("network", "rate_limit") else []
+            streak = streak + [kind] if kind is not None and kind.temporary else []
     return report
+
+
+def _skip_the_rest(report: DownloadReport, rest: list[str], streak: list[FailureKind]) -> None:
+    """The circuit breaker: report ``rest`` as failing like the ``streak`` before them."""
+    kind = FailureKind.RATE_LIMIT if all(k == FailureKind.RATE_LIMIT for k in streak) else FailureKind.NETWORK
+    why = "Yahoo keeps rate-limiting" if kind == FailureKind.RATE_LIMIT else "the network looks down"
+    log.warning("%d tickers in a row failed (%s): not trying the %d left", len(streak), why, len(rest))
+    for symbol in rest:
+        report.fail(symbol, f"not tried: {why}", kind)
 
 
 def load_bars(
@@ -502,15 +609,10 @@ def load_bars(
         raise ConfigError(f"unknown source {source!r}; expected 'yahoo' or 'csv'")
     if tail is not None and (isinstance(tail, bool) or not isinstance(tail, int) or tail < 1):
         raise ValueError(f"tail must be a positive integer or None, got {tail!r}")
+    load = load_csv if source == "csv" else load_store
     bars: dict[str, pd.DataFrame] = {}
     for raw in tickers:
         symbol = validate_ticker(raw)
-        if source == "csv":
-            plain = plain_csv_bars(data_dir, symbol)
-            df = None if plain is None else _validated_arrays(*plain)
-            if df is None:
-                df = validate_bars(read_csv_bars(data_dir, symbol), symbol)
-        else:
-            df = load_store(data_dir, symbol)
+        df = load(data_dir, symbol)
         bars[symbol] = df if tail is None else df.iloc[-tail:]
     return bars

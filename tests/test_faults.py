@@ -293,25 +293,25 @@ def _bars_ending(day: str) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize(
-    "tz,local_time,kept",
+    "calendar,tz,local_time,kept",
     [
         # New York closes at 13:00 on Christmas Eve: a bar at 14:00 is final (a fixed 18:00 rule
         # would drop it), one at 12:00 is not.
-        ("America/New_York", "2024-12-24 12:00", False),
-        ("America/New_York", "2024-12-24 14:00", True),
+        ("XNYS", "America/New_York", "2024-12-24 12:00", False),
+        ("XNYS", "America/New_York", "2024-12-24 14:00", True),
         # Tokyo closes at 15:30 local time.
-        ("Asia/Tokyo", "2024-12-24 15:00", False),
-        ("Asia/Tokyo", "2024-12-24 16:30", True),
+        ("XTKS", "Asia/Tokyo", "2024-12-24 15:00", False),
+        ("XTKS", "Asia/Tokyo", "2024-12-24 16:30", True),
         # London closes at 16:30.
-        ("Europe/London", "2024-12-23 16:00", False),
-        ("Europe/London", "2024-12-23 17:00", True),
+        ("XLON", "Europe/London", "2024-12-23 16:00", False),
+        ("XLON", "Europe/London", "2024-12-23 17:00", True),
     ],
 )
-def test_unfinished_bar_uses_the_exchange_close(tz, local_time, kept):
+def test_unfinished_bar_uses_the_exchange_close(calendar, tz, local_time, kept):
     now = pd.Timestamp(local_time, tz=tz)
     bars = _bars_ending(str(now.date()))
     assert bars.index[-1] == now.tz_localize(None).normalize()
-    got = sources.drop_unfinished_session(bars, tz, now)
+    got = sources.drop_unfinished_session(bars, tz, now, calendar=calendar)
     assert len(got) == len(bars) - (0 if kept else 1)
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
+
 import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import forecaster.sessions as sessions_module
 from forecaster.errors import ConfigError
 from forecaster.sessions import (
     get_calendar,
@@ -213,6 +217,45 @@ def test_is_open_session_unfinished_uses_the_exchange_date():
     assert is_open_session_unfinished("2025-07-08", pd.Timestamp("2025-07-08 14:00")) is True
 
 
+def test_is_open_session_unfinished_half_day_closes_early():
+    # Christmas Eve closes at 13:00 in New York.
+    assert is_open_session_unfinished("2025-12-24", ny("2025-12-24 12:59")) is True
+    assert is_open_session_unfinished("2025-12-24", ny("2025-12-24 13:00")) is False
+
+
+def test_is_open_session_unfinished_grace_after_the_close():
+    grace = pd.Timedelta(minutes=15)
+    assert is_open_session_unfinished("2025-07-07", ny("2025-07-07 16:14"), grace=grace) is True
+    assert is_open_session_unfinished("2025-07-07", ny("2025-07-07 16:15"), grace=grace) is False
+    assert is_open_session_unfinished("2025-12-24", ny("2025-12-24 13:10"), grace=grace) is True
+    assert is_open_session_unfinished("2025-12-24", ny("2025-12-24 13:16"), grace=grace) is False
+
+
+def test_is_open_session_unfinished_today_in_the_given_time_zone():
+    # 10:00 in Tokyo on the 8th is 21:00 of the 7th in New York: with tz="Asia/Tokyo" the 8th
+    # is today, and the New York session of the 8th has not even opened.
+    now = pd.Timestamp("2025-07-08 10:00", tz="Asia/Tokyo")
+    assert is_open_session_unfinished("2025-07-08", now) is False  # not today in New York
+    assert is_open_session_unfinished("2025-07-08", now, tz="Asia/Tokyo") is True
+    assert is_open_session_unfinished("2025-07-08", now, "XTKS", tz="Asia/Tokyo") is True
+    after_tokyo_close = pd.Timestamp("2025-07-08 16:00", tz="Asia/Tokyo")
+    assert is_open_session_unfinished("2025-07-08", after_tokyo_close, "XTKS", tz="Asia/Tokyo") is False
+
+
+def test_is_open_session_unfinished_fallback_hour_on_a_day_the_calendar_does_not_trade():
+    # New York is closed on Christmas Day; a bar dated that day comes from another exchange.
+    assert is_open_session_unfinished("2025-12-25", ny("2025-12-25 17:59"), fallback_close_hour=18) is True
+    assert is_open_session_unfinished("2025-12-25", ny("2025-12-25 18:00"), fallback_close_hour=18) is False
+    assert is_open_session_unfinished("2025-12-25", ny("2025-12-25 17:59")) is False
+
+
+def test_is_open_session_unfinished_round_the_clock():
+    assert is_open_session_unfinished("2025-12-25", pd.Timestamp("2025-12-25 23:59"), None, tz="UTC") is True
+    assert is_open_session_unfinished("2025-12-25", pd.Timestamp("2025-12-26 00:00"), None, tz="UTC") is False
+    with pytest.raises(ValueError, match="time zone"):
+        is_open_session_unfinished("2025-12-25", pd.Timestamp("2025-12-25 12:00"), None)
+
+
 # --- calendars ------------------------------------------------------------------------------
 
 
@@ -240,12 +283,7 @@ def test_other_calendar_has_its_own_holidays():
 
 def test_module_does_not_import_exchange_calendars_at_import_time():
     # Keeps ``forecaster --help`` fast: the import happens inside the functions only.
-    import ast
-    import inspect
-
-    import forecaster.sessions as module
-
-    tree = ast.parse(inspect.getsource(module))
+    tree = ast.parse(inspect.getsource(sessions_module))
     top_level = []
     for node in tree.body:
         if isinstance(node, ast.Import):

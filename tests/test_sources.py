@@ -210,7 +210,7 @@ def test_fetch_history_applies_adjustment():
 
 def test_fetch_history_unknown_symbol_is_ticker_error():
     yahoo = FakeYahoo({})
-    with pytest.raises(TickerError, match=r"no data for ZZZZ \(unknown or delisted symbol\?\)"):
+    with pytest.raises(TickerError, match=r"^ZZZZ: no data \(unknown or delisted symbol\?\)$"):
         sources.fetch_history("ZZZZ", session=yahoo.session())
 
 
@@ -274,6 +274,22 @@ def test_retry_clears_yfinance_cache_so_a_flaky_5xx_recovers():
     pd.testing.assert_frame_equal(df, bars, check_freq=False)
 
 
+def test_retry_defaults_are_the_named_budgets(monkeypatch):
+    calls = []
+
+    def down(*args, **kwargs):
+        calls.append(args)
+        raise NetworkError("AAA: cannot reach Yahoo")
+
+    monkeypatch.setattr(sources, "fetch_history", down)
+    sleep = FakeClock()
+    with pytest.raises(NetworkError):
+        sources.fetch_with_retry("AAA", sleep=sleep, rng=lambda: 1.0)
+    assert len(calls) == sources.RETRY_ATTEMPTS
+    base = sources.RETRY_BASE_DELAY_S
+    assert sleep.sleeps == [min(sources.RETRY_MAX_DELAY_S, base * 2**i) for i in range(sources.RETRY_ATTEMPTS - 1)]
+
+
 def test_retry_respects_deadline():
     yahoo = FakeYahoo({"RL": 429})
     sleep = FakeClock()
@@ -303,6 +319,75 @@ def test_drop_unfinished_session():
     assert len(sources.drop_unfinished_session(bars, "America/New_York", after)) == 3
     next_day = pd.Timestamp("2024-01-05 10:00", tz="America/New_York").tz_convert("UTC")
     assert len(sources.drop_unfinished_session(bars, "America/New_York", next_day)) == 3
+
+
+def _ending(day: str) -> pd.DataFrame:
+    bars = make_bars("2024-11-01", 60)
+    return bars[bars.index <= pd.Timestamp(day)]
+
+
+@pytest.mark.parametrize(
+    ("local_time", "kept"),
+    [
+        ("2024-12-23 16:14", False),  # a full day: 16:00 close, plus the grace minutes
+        ("2024-12-23 16:15", True),
+        ("2024-12-24 13:14", False),  # Christmas Eve is a half day: 13:00 close
+        ("2024-12-24 13:15", True),
+    ],
+)
+def test_drop_unfinished_session_follows_the_calendar_close_and_grace(local_time, kept):
+    now = pd.Timestamp(local_time, tz="America/New_York")
+    bars = _ending(str(now.date()))
+    got = sources.drop_unfinished_session(bars, "America/New_York", now, calendar="XNYS")
+    assert len(got) == len(bars) - (0 if kept else 1)
+    assert sources.CLOSE_GRACE_MINUTES == 15
+
+
+def test_drop_unfinished_session_uses_the_configured_calendar_not_the_time_zone():
+    # A Tokyo bar at 16:30 Tokyo time: Tokyo (XTKS) closed at 15:30, while the default New
+    # York calendar has this session still ahead (it closes at 13:00 New York, 03:00 in Tokyo).
+    tz = "Asia/Tokyo"
+    now = pd.Timestamp("2024-12-24 16:30", tz=tz)
+    bars = _ending("2024-12-24")
+    assert len(sources.drop_unfinished_session(bars, tz, now, calendar="XTKS")) == len(bars)
+    assert len(sources.drop_unfinished_session(bars, tz, now)) == len(bars) - 1
+    assert len(sources.drop_unfinished_session(bars, tz, now, calendar="XNYS")) == len(bars) - 1
+
+
+def test_drop_unfinished_session_fallback_hour_when_the_calendar_does_not_trade():
+    # 2024-07-04: New York is closed, London trades; a London bar of that day is final only
+    # after the fallback hour, local time.
+    tz = "Europe/London"
+    bars = make_bars("2024-06-03", 24)
+    assert bars.index[-1] == pd.Timestamp("2024-07-04")
+    before = pd.Timestamp("2024-07-04 17:59", tz=tz)
+    after = pd.Timestamp("2024-07-04 18:00", tz=tz)
+    assert sources.FALLBACK_CLOSE_HOUR == 18
+    assert len(sources.drop_unfinished_session(bars, tz, before, calendar="XNYS")) == len(bars) - 1
+    assert len(sources.drop_unfinished_session(bars, tz, after, calendar="XNYS")) == len(bars)
+    assert len(sources.drop_unfinished_session(bars, tz, before, close_hour=17, calendar="XNYS")) == len(bars)
+
+
+def test_drop_unfinished_session_keeps_empty_and_unzoned_bars():
+    empty = sources.empty_bars()
+    assert sources.drop_unfinished_session(empty, "America/New_York") is empty
+    bars = make_bars("2024-01-02", 3)
+    now = pd.Timestamp("2024-01-04 15:00", tz="America/New_York")
+    assert sources.drop_unfinished_session(bars, None, now) is bars
+
+
+def test_fetch_with_retry_passes_the_calendar_on(monkeypatch):
+    seen = []
+    bars = make_bars("2024-01-02", 3)
+
+    def fetch(ticker, start=None, end=None, **options):
+        seen.append(options["calendar"])
+        return bars
+
+    monkeypatch.setattr(sources, "fetch_history", fetch)
+    assert sources.fetch_with_retry("AAA", calendar="XTKS") is bars
+    assert sources.fetch_with_retry("AAA") is bars
+    assert seen == ["XTKS", "XNYS"]
 
 
 def test_configure_yfinance_sets_private_quiet_strict_mode(tmp_path, monkeypatch):

@@ -12,7 +12,9 @@ from yf_fixtures import FakeYahoo, make_bars
 
 import forecaster
 from forecaster import sources, store
-from forecaster.errors import ConfigError, DataError, LockBusy, NetworkError
+from forecaster.errors import ConfigError, DataError, LockBusy, NetworkError, TickerError
+from forecaster.sources import PlainBars
+from forecaster.store import DownloadReport, FailureKind, UpdateResult
 
 REPO_ROOT = Path(next(iter(forecaster.__path__))).resolve().parent
 
@@ -118,6 +120,30 @@ def test_validate_empty_and_all_nan_are_errors():
 def test_validate_missing_column():
     with pytest.raises(DataError, match="missing column"):
         store.validate_bars(make_bars("2024-01-02", 3).drop(columns="volume"), "AAA")
+
+
+def plain(df: pd.DataFrame) -> PlainBars:
+    return PlainBars(df.index.to_numpy(), [df[c].to_numpy() for c in sources.COLUMNS])
+
+
+def test_validate_plain_arrays_like_the_frame(caplog):
+    bars = make_bars("2024-01-02", 8)
+    messy = pd.concat([bars.iloc[4:], bars.iloc[:4]])
+    messy.iloc[2, messy.columns.get_loc("volume")] = np.nan
+    for df in (bars, messy):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="forecaster"):
+            from_frame = store.validate_bars(df, "AAA")
+            frame_warnings = list(caplog.messages)
+            caplog.clear()
+            from_arrays = store.validate_bars(plain(df), "AAA")
+        pd.testing.assert_frame_equal(from_arrays, from_frame)
+        assert caplog.messages == frame_warnings
+    assert len(frame_warnings) == 2  # sorted, and a volume set to 0
+    bad = bars.copy()
+    bad.iloc[5, bad.columns.get_loc("low")] = -2.0
+    with pytest.raises(DataError, match=r"^AAA: low -2 on 2024-01-09 is not a finite positive price$"):
+        store.validate_bars(plain(bad), "AAA")
 
 
 # --------------------------------------------------------------------------- merge / files
@@ -283,7 +309,9 @@ def test_download_one_of_three_failing(tmp_path):
     report = store.download(["AAA", "NOSUCH", "CCC"], tmp_path, fetch=yahoo_fetch(yahoo))
     assert sorted(report.ok) == ["AAA", "CCC"]
     assert report.kinds == {"NOSUCH": "no_data"}
-    assert "no data for NOSUCH" in report.failed["NOSUCH"]
+    assert report.failed["NOSUCH"] == "no data (unknown or delisted symbol?)"
+    assert report.failure_lines() == ["NOSUCH: no data (unknown or delisted symbol?)"]
+    assert report.exit_code == 3
     assert not store.store_path(tmp_path, "NOSUCH").exists()
     assert store.store_path(tmp_path, "CCC").exists()
 
@@ -292,6 +320,7 @@ def test_download_rate_limited(tmp_path):
     yahoo = FakeYahoo({"RL": 429, "AAA": make_bars("2024-01-02", 10)})
     report = store.download(["RL", "AAA"], tmp_path, fetch=yahoo_fetch(yahoo))
     assert report.kinds == {"RL": "rate_limit"} and "429" in report.failed["RL"]
+    assert report.failed["RL"].startswith("Yahoo rate limit")
     assert list(report.ok) == ["AAA"]
     assert sum(s == "RL" for s, _ in yahoo.calls) >= 4  # retried
 
@@ -310,6 +339,8 @@ def test_download_network_down_trips_circuit_breaker(tmp_path):
     assert report.ok == {}
     assert report.kinds == dict.fromkeys("ABCDE", "network")
     assert "not tried" in report.failed["D"] and "cannot reach Yahoo" in report.failed["A"]
+    assert report.failure_lines()[0].startswith("A: cannot reach Yahoo (")
+    assert report.exit_code == 75
     assert not any(s in ("D", "E") for s, _ in yahoo.calls)  # never asked for
     assert not store.store_path(tmp_path, "A").exists()
 
@@ -341,6 +372,80 @@ def test_download_revision_triggers_full_refetch(tmp_path):
     assert len(yahoo.chart_calls("AAA")) == 2  # incremental, then the full history
     stored = store.load_store(tmp_path, "AAA")
     np.testing.assert_allclose(stored["close"], everything["close"] * 0.95)
+
+
+def test_download_reasons_do_not_repeat_the_ticker(tmp_path):
+    bad = make_bars("2024-01-02", 10)
+    bad.loc[bad.index[-1], "close"] = -3.0
+    answers = {"BAD": bad, "DOWN": NetworkError("DOWN: cannot reach Yahoo (ConnectionError)")}
+
+    def fetch(ticker, start, end):
+        got = answers[ticker]
+        if isinstance(got, Exception):
+            raise got
+        return got.copy()
+
+    report = store.download(["BAD", "DOWN"], tmp_path, fetch=fetch)
+    assert report.failed == {
+        "BAD": "close -3 on 2024-01-15 is not a finite positive price",
+        "DOWN": "cannot reach Yahoo (ConnectionError)",
+    }
+    assert report.kinds == {"BAD": FailureKind.DATA, "DOWN": FailureKind.NETWORK}
+    assert report.failure_lines() == [
+        "BAD: close -3 on 2024-01-15 is not a finite positive price",
+        "DOWN: cannot reach Yahoo (ConnectionError)",
+    ]
+    assert report.exit_code == 1
+    assert report.as_dict() == {"ok": {}, "failed": report.failed}
+
+
+def _result(symbol: str) -> UpdateResult:
+    return UpdateResult(symbol, 10, pd.Timestamp("2024-01-02").date(), pd.Timestamp("2024-01-15").date(), 10, False)
+
+
+@pytest.mark.parametrize(
+    ("ok", "kinds", "code", "summary"),
+    [
+        ([], {}, 0, "0 ticker(s) downloaded"),
+        (["A", "B"], {}, 0, "2 ticker(s) downloaded"),
+        (["A"], {"B": "network"}, 3, "1 of 2 tickers downloaded, 1 failed"),
+        (["A"], {"B": "data"}, 3, "1 of 2 tickers downloaded, 1 failed"),
+        ([], {"A": "network", "B": "rate_limit"}, 75, "no ticker downloaded (2 failed); retry later"),
+        ([], {"A": "rate_limit"}, 75, "no ticker downloaded (1 failed); retry later"),
+        ([], {"A": "network", "B": "no_data"}, 1, "no ticker downloaded (2 failed)"),
+        ([], {"A": "data"}, 1, "no ticker downloaded (1 failed)"),
+    ],
+)
+def test_download_report_exit_code_and_summary(ok, kinds, code, summary):
+    report = DownloadReport()
+    for symbol in ok:
+        report.ok[symbol] = _result(symbol)
+    for symbol, kind in kinds.items():
+        report.fail(symbol, f"{symbol}: went wrong", FailureKind(kind))
+    assert report.exit_code == code
+    assert report.summary() == summary
+    assert report.failed == dict.fromkeys(kinds, "went wrong")
+    assert report.as_dict()["ok"] == {s: vars(report.ok[s]) for s in ok}
+
+
+def test_failure_kinds_are_their_strings():
+    assert FailureKind.NETWORK == "network" and FailureKind.RATE_LIMIT == "rate_limit"
+    assert [k for k in FailureKind if k.temporary] == [FailureKind.NETWORK, FailureKind.RATE_LIMIT]
+    assert FailureKind.of(TickerError("x")) is FailureKind.NO_DATA
+    assert FailureKind.of(DataError("x")) is FailureKind.DATA
+
+
+def test_download_passes_the_calendar_to_the_yahoo_fetch(tmp_path, monkeypatch):
+    seen = []
+
+    def fetch_with_retry(ticker, start=None, end=None, **options):
+        seen.append(options["calendar"])
+        return make_bars("2024-01-02", 5)
+
+    monkeypatch.setattr(store, "fetch_with_retry", fetch_with_retry)
+    assert store.download(["AAA"], tmp_path, calendar="XTKS").exit_code == 0
+    assert store.download(["BBB"], tmp_path).exit_code == 0
+    assert seen == ["XTKS", "XNYS"]
 
 
 def test_download_failure_leaves_store_byte_identical(tmp_path):

@@ -1,10 +1,10 @@
 """The fast paths of loading bars give exactly what the careful (pandas) paths give.
 
-``load_bars``, ``load_store``, ``validate_bars`` and ``read_csv_bars`` first try a fast path
-(pyarrow reads, numpy checks on the raw arrays) and fall back to the careful path when a
-fast check fails. On clean data both must give the same frame (values bit for bit, index,
-frequency, dtypes, labels); on bad data the fast path must step aside, so the same error
-is raised with the same message, or the same repair is made with the same warnings.
+The readers (``read_csv_bars``, the store's) first try a fast pyarrow read into arrays, and
+``validate_bars`` first tries a fast check on the arrays; each steps aside to the careful
+path when something is unusual. On clean data both must give the same frame (values bit for
+bit, index, frequency, dtypes, labels); on bad data the fast paths must step aside, so the
+same error is raised with the same message, or the same repair is made with the same warnings.
 """
 
 from __future__ import annotations
@@ -16,13 +16,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from yf_fixtures import make_bars
 
 from forecaster import sources, store
 from forecaster.store import COLUMNS
+from forecaster.synthetic import generate_universe, write_csv
 
 HEADER = "Date,Open,High,Low,Close,Volume\n"
 
@@ -32,10 +35,21 @@ def careful_only():
     """Every fast path switched off: what the loaders did before they had one."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sources, "_plain_csv", lambda path: None)
-        mp.setattr(store, "plain_csv_bars", lambda data_dir, ticker: None)
-        mp.setattr(store, "_clean_frame", lambda df: None)
-        mp.setattr(store, "_read_clean_store", lambda path: None)
+        mp.setattr(store, "_read_plain_store", lambda path: None)
+        mp.setattr(store, "_validated_fast", lambda bars: None)
         yield
+
+
+def fast_csv(data_dir: Path, ticker: str) -> bool:
+    """True when loading this CSV file takes the fast read and the fast check."""
+    plain = sources.plain_csv_bars(data_dir, ticker)
+    return plain is not None and store._validated_fast(plain) is not None
+
+
+def fast_store(path: Path) -> bool:
+    """True when loading this store file takes the fast read and the fast check."""
+    plain = store._read_plain_store(path)
+    return plain is not None and store._validated_fast(plain) is not None
 
 
 def outcome(call, caplog) -> tuple:
@@ -177,7 +191,7 @@ csv_style = st.fixed_dictionaries(
 def test_csv_fast_path_is_the_pandas_path_on_clean_files(tmp_path, caplog, args, style):
     df = random_bars(*args)
     (tmp_path / "AAA.csv").write_text(write_csv_text(df, style), encoding="utf-8")
-    assert sources.plain_csv_bars(tmp_path, "AAA") is not None  # the fast path is taken
+    assert fast_csv(tmp_path, "AAA")  # the fast path is taken
     fast = sources.read_csv_bars(tmp_path, "AAA")
     assert_identical(fast, sources._read_clean_csv(tmp_path / "AAA.csv"))
     assert_same_outcome(lambda: store.load_bars("csv", tmp_path, ["AAA"]), caplog)
@@ -188,19 +202,17 @@ def test_csv_fast_path_is_the_pandas_path_on_clean_files(tmp_path, caplog, args,
 def test_store_fast_path_is_the_careful_path_on_clean_files(tmp_path, caplog, args):
     df = random_bars(*args)
     path = store.save_store(tmp_path, "AAA", df)
-    assert store._read_clean_store(path) is not None  # the fast path is taken
+    assert fast_store(path)  # the fast path is taken
     assert_same_outcome(lambda: store.load_store(tmp_path, "AAA"), caplog)
     assert_same_outcome(lambda: store.load_bars("yahoo", tmp_path, ["AAA"]), caplog)
 
 
 def test_synthetic_universe_takes_the_fast_paths(tmp_path, caplog):
-    from forecaster.synthetic import generate_universe, write_csv
-
     for name, df in generate_universe(4, years=3, seed=5).items():
         write_csv(df, tmp_path / f"{name}.csv")
         store.save_store(tmp_path, name, df)
-        assert sources.plain_csv_bars(tmp_path, name) is not None
-        assert store._read_clean_store(store.store_path(tmp_path, name)) is not None
+        assert fast_csv(tmp_path, name)
+        assert fast_store(store.store_path(tmp_path, name))
         for source in ("csv", "yahoo"):
             got = assert_same_outcome(partial(store.load_bars, source, tmp_path, [name]), caplog)
             pd.testing.assert_frame_equal(got[1][name], df, check_freq=False)
@@ -231,9 +243,9 @@ def _perturbed(freq: str, n: int, start: int, at: int, shift: int) -> np.ndarray
 @settings(max_examples=400, deadline=None)
 @given(days=day_patterns)
 def test_no_frequency_shortcut_agrees_with_pandas(days):
+    assume(store._infers_no_freq(days))
     index = pd.DatetimeIndex(days.astype("datetime64[D]").astype("datetime64[ns]"))
-    if store._infers_no_freq(days):
-        assert index.normalize().freq is None
+    assert index.normalize().freq is None
 
 
 # --------------------------------------------------------------------------- bad frames
@@ -335,9 +347,6 @@ def test_store_same_outcome_on_unusual_files(case, tmp_path, caplog):
     ],
 )
 def test_store_same_outcome_on_odd_layouts(case, tmp_path, caplog):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     good = make_bars("2024-01-02", 8)
     path = _store_file(tmp_path)
     if case == "Float64 with NA":

@@ -63,9 +63,9 @@ def _install_fake_yahoo(spec_file: str) -> None:
     yahoo = PartlyDownYahoo(answers)
     real_fetch = sources.fetch_history
 
-    def fetch_history(ticker, start=None, end=None, *, session=None, timeout=10.0):
+    def fetch_history(ticker, start=None, end=None, *, session=None, **options):
         _log(log_file, event="attempt", ticker=ticker)
-        return real_fetch(ticker, start, end, session=yahoo.session(), timeout=timeout)
+        return real_fetch(ticker, start, end, session=yahoo.session(), **options)
 
     def no_wait(seconds: float) -> None:
         _log(log_file, event="sleep", seconds=seconds)
