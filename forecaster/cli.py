@@ -216,16 +216,18 @@ def download(
 
         cfg = load_config(config, {"data.data_dir": data_dir})
         syms = list(dict.fromkeys(validate_ticker(t) for t in tickers))  # refuse a bad symbol before any work
-        rep = do_download(syms, cfg.data.data_dir, lock_timeout=lock_timeout)
+        rep = do_download(syms, cfg.data.data_dir, lock_timeout=lock_timeout, calendar=cfg.data.calendar)
         if json_out:
-            _emit_json({"ok": {s: vars(r) for s, r in rep.ok.items()}, "failed": rep.failed})
+            _emit_json(rep.as_dict())
         elif rep.ok and not quiet:
             _table(
                 ["ticker", "rows", "first", "last", "added"],
                 [[s, r.rows, str(r.first)[:10], str(r.last)[:10], r.added] for s, r in rep.ok.items()],
             )
-        for s, reason in rep.failed.items():
-            log.error("%s failed: %s", s, reason)
+        for line in rep.failure_lines():
+            log.error("%s", line)
+        if rep.failed:
+            log.error("%s", rep.summary())
         raise typer.Exit(rep.exit_code)
 
 

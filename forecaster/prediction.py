@@ -75,7 +75,7 @@ def _age_note(last: pd.Timestamp, cut, now, calendar: str) -> tuple[int, str]:
 
 def _refresh(names, data_dir, calendar, max_staleness, now, session, lock_timeout, report) -> dict[str, str]:
     """Update the store; return the tickers that must fail (stale and not refreshed)."""
-    result = download(names, data_dir, session=session, lock_timeout=lock_timeout)
+    result = download(names, data_dir, session=session, lock_timeout=lock_timeout, calendar=calendar)
     latest = last_completed_session(now, calendar)
     bad: dict[str, str] = {}
     for sym, reason in result.failed.items():
@@ -96,7 +96,7 @@ def _refresh(names, data_dir, calendar, max_staleness, now, session, lock_timeou
                 f"refresh failed ({reason}); stored bars end {last.date()}, {behind} sessions behind "
                 f"(max {max_staleness})"
             )
-        if result.kinds.get(sym) in ("network", "rate_limit"):
+        if result.kinds[sym].temporary:
             report.network_failed.add(sym)
     return bad
 

@@ -516,15 +516,6 @@ class DownloadReport:
         """``{"ok": {ticker: result fields}, "failed": {ticker: reason}}``, for JSON output."""
         return {"ok": {s: vars(r) for s, r in self.ok.items()}, "failed": dict(self.failed)}
 
-    @property
-    def exit_code(self) -> int:
-        if not self.failed:
-            return EXIT_OK
-        if self.ok:
-            return EXIT_PARTIAL
-        temporary = all(self.kinds.get(s) in ("network", "rate_limit") for s in self.failed)
-        return EXIT_TEMPFAIL if temporary else EXIT_ERROR
-
 
 def download(
     tickers: Iterable[str],
@@ -576,8 +567,7 @@ def download(
             try:
                 report.ok[symbol] = update_ticker(data_dir, symbol, fetch)
             except (DataError, NetworkError, RateLimitError) as exc:
-                log.warning("%s", exc)
-                report.fail(symbol, exc, FailureKind.of(exc))
+                report.fail(symbol, exc, FailureKind.of(exc))  # said once, by whoever reads the report
             kind = report.kinds.get(symbol)
             streak = streak + [kind] if kind is not None and kind.temporary else []
     return report

@@ -271,8 +271,16 @@ def test_download_network_down_for_every_ticker_is_tempfail(cli, fake_fetch, tmp
     data = tmp_path / "d"
     res = cli("download", "AAA", "BBB", "--data-dir", data)
     assert res.exit_code == 75
-    assert "AAA" in res.stderr and "BBB" in res.stderr
     assert _parquets(data) == []
+    # nothing was downloaded: no empty table on stdout; each ticker named once, each fact once
+    assert res.stdout == ""
+    lines = res.stderr.strip().splitlines()
+    assert [line for line in lines if "AAA" in line] == [
+        "ERROR: AAA: cannot reach Yahoo (ConnectionError: network is unreachable)"
+    ]
+    assert sum("BBB" in line for line in lines) == 1
+    assert "AAA: AAA" not in res.stderr
+    assert lines[-1] == "ERROR: no ticker downloaded (2 failed); retry later"
 
 
 def test_download_network_down_keeps_existing_store(cli, fake_fetch, tmp_path):
