@@ -4,18 +4,16 @@ work from a shell."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import typer.main
+from support import FORECASTER, ROOT, cli_env
 
 from forecaster.cli import app
 
-ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ["download", "train", "evaluate", "predict", "info"]
 EXIT_CODES = ["0", "1", "2", "3", "75"]
 
@@ -97,20 +95,14 @@ def test_readme_mentions_every_command_and_exit_code():
         assert re.search(rf"(?<![\w.]){code}(?![\w.])", text), f"README lacks exit code {code}"
 
 
-def _run(argv):
-    env = dict(os.environ, NO_COLOR="1", COLUMNS="200", TERM="dumb")
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
-
-
 def _lists_all_commands(text):
     return [name for name in COMMANDS if not re.search(rf"\b{name}\b", text)]
 
 
 def test_console_script_and_module_help():
-    script = Path(sys.executable).parent / "forecaster"
-    assert script.is_file(), f"console script not installed next to {sys.executable}"
-    for argv in ([str(script), "--help"], [sys.executable, "-m", "forecaster", "--help"]):
-        proc = _run(argv)
+    assert FORECASTER.is_file(), f"console script not installed next to {sys.executable}"
+    for argv in ([str(FORECASTER), "--help"], [sys.executable, "-m", "forecaster", "--help"]):
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=cli_env(), cwd=ROOT)
         assert proc.returncode == 0, (argv, proc.stderr)
         assert _lists_all_commands(proc.stdout) == [], (argv, proc.stdout)
         assert "Usage" in proc.stdout

@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 import pytest
+from support import run_meta
 
 import forecaster.evaluation
 
@@ -32,17 +33,13 @@ PREDICTION_COLUMNS = ["ticker", "origin", "step", "date", "actual", "p10", "p50"
 MODELS = {"gru", "naive", "drift", "mean"}
 
 
-def _meta(run) -> dict:
-    return json.loads((run / "run.json").read_text())
-
-
 # ---------------------------------------------------------------------------- exit 0
 
 
 def test_evaluate_writes_metrics_and_predictions(cli, run_copy, sample_dir):
     res = cli("evaluate", "--run", run_copy)
     assert res.exit_code == 0, res.stderr
-    meta = _meta(run_copy)
+    meta = run_meta(run_copy)
     H = meta["config"]["window"]["horizon"]
     test_start = pd.Timestamp(meta["splits"]["test_start"])
 
@@ -97,7 +94,7 @@ def test_evaluate_json(cli, run_copy):
     assert res.exit_code == 0, res.stderr
     doc = json.loads(res.stdout)
     assert set(doc) == {"run", "beats_naive", "verdict", "files", "metrics", "lag"}
-    assert doc["run"] == _meta(run_copy)["name"]
+    assert doc["run"] == run_meta(run_copy)["name"]
     assert isinstance(doc["beats_naive"], bool)
     assert isinstance(doc["verdict"], str) and doc["verdict"]
     assert set(doc["files"]) >= {"metrics", "predictions"}
@@ -181,7 +178,7 @@ def test_evaluate_ticker_unknown_to_the_run(cli, run_copy):
 
 
 def test_evaluate_run_of_another_format_version(cli, run_copy):
-    meta = _meta(run_copy)
+    meta = run_meta(run_copy)
     meta["format_version"] = 99
     (run_copy / "run.json").write_text(json.dumps(meta))
     res = cli("evaluate", "--run", run_copy)

@@ -5,19 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
+from support import run_meta
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-
-def _meta(run) -> dict:
-    return json.loads((run / "run.json").read_text())
 
 
 def test_info_shows_tickers_date_ranges_and_config(cli, trained_run):
     res = cli("info", trained_run)
     assert res.exit_code == 0, res.stderr
     out = res.stdout
-    meta = _meta(trained_run)
+    meta = run_meta(trained_run)
     assert meta["name"] in out
     # the sample: STOCKA listed 2016, STOCKB listed 2021, both up to the end of 2024
     lines = {ln.split()[1].rstrip(":"): ln for ln in out.splitlines() if ln.startswith("ticker")}
@@ -38,7 +35,7 @@ def test_info_json_is_the_run_metadata(cli, trained_run):
     res = cli("info", trained_run, "--json")
     assert res.exit_code == 0, res.stderr
     doc = json.loads(res.stdout)
-    assert doc == _meta(trained_run)
+    assert doc == run_meta(trained_run)
     assert {
         "format_version",
         "name",
@@ -64,7 +61,7 @@ def test_info_mentions_evaluation_when_present(cli, run_copy):
 
 
 def test_info_shows_skipped_tickers(cli, run_copy):
-    meta = _meta(run_copy)
+    meta = run_meta(run_copy)
     meta["skipped"] = {"NEWCO": "40 training sessions, need at least 24"}
     (run_copy / "run.json").write_text(json.dumps(meta))
     res = cli("info", run_copy)
@@ -105,7 +102,7 @@ def test_info_damaged_run_json(cli, run_copy):
 
 
 def test_info_newer_format_version(cli, run_copy):
-    meta = _meta(run_copy)
+    meta = run_meta(run_copy)
     meta["format_version"] = 2
     (run_copy / "run.json").write_text(json.dumps(meta))
     res = cli("info", run_copy)

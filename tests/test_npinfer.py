@@ -4,7 +4,6 @@ torch: the same forecasts, the same refusals of bad weights."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -12,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 from safetensors.numpy import load_file, save_file
+from support import assert_one_line_error, python_env, tiny_overrides
 
 from forecaster import npinfer
 from forecaster.checkpoint import load_run, load_run_numpy
 from forecaster.errors import RunFormatError
 from forecaster.models import QuantileRNN, roll_forward
-from tests.conftest import ROOT, tiny_overrides
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -192,8 +191,6 @@ def test_predict_writes_the_torch_path_forecast(some_run, tmp_path):
     ],
 )
 def test_numpy_loader_refuses_weights_that_do_not_match(cli, run_copy, tmp_path, damage, fragment):
-    from tests.test_bad_inputs import assert_one_line_error
-
     weights = run_copy / "model.safetensors"
     state = load_file(str(weights))
     if damage == "drop":
@@ -226,9 +223,8 @@ def test_cli_predict_never_imports_torch(trained_run, tmp_path):
         "               or m in ('safetensors.torch', 'forecaster.models', 'forecaster.inference'))\n"
         "print(json.dumps({'code': code, 'heavy': heavy}))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     res = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=python_env(), timeout=120
     )
     assert res.returncode == 0, res.stderr
     result = json.loads(res.stdout.strip().splitlines()[-1])

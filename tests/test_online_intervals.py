@@ -1,13 +1,12 @@
 """Online tracking of the interval scales: no look-ahead, the nominal long-run miss rate under a
 regime change, and the same scales in evaluate, in the run and in predict."""
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import run_meta
 
 from forecaster.evaluation import forecast_scales, online_scales
 from forecaster.features import Scaler
@@ -174,7 +173,7 @@ def test_trained_run_stores_the_scales_evaluate_ends_with(trained_run):
     from forecaster.inference import predict_scaled
     from forecaster.store import load_bars
 
-    meta = json.loads((trained_run / "run.json").read_text())
+    meta = run_meta(trained_run)
     run = load_run(trained_run)
     cfg = run.config
     bars = load_bars(cfg.data.source, cfg.data.data_dir, run.names)
@@ -219,7 +218,7 @@ def _expected_forecast(run_dir, cut, which):
 def test_predict_uses_the_tracked_scale_from_the_last_bar_and_the_validation_one_before(trained_run, tmp_path, as_of):
     from forecaster.prediction import predict
 
-    meta = json.loads((trained_run / "run.json").read_text())
+    meta = run_meta(trained_run)
     assert any(not np.allclose(t["conformal"], t["conformal_online"]) for t in meta["tickers"].values())
     cut = None
     if as_of is not None:  # a session inside the run's data

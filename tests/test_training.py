@@ -5,12 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from support import tiny_overrides
 
 from forecaster.config import load_config
 from forecaster.errors import ConfigError, DataError, TrainingError
 from forecaster.training import fit, new_model, resolve_device, seed_everything, train
 from forecaster.windows import build_windows, make_splits
-from tests.conftest import tiny_overrides
 
 
 def test_seed_everything_makes_torch_and_numpy_repeat():
@@ -62,11 +62,8 @@ def test_nan_loss_stops_with_a_clear_error(sample_dir):
         list(fit(model, ws, cfg, torch.device("cpu"), ws.ends("train"), ws.ends("val")))
 
 
-def test_nan_during_train_keeps_the_previous_run(sample_dir, trained_run, tmp_path, monkeypatch):
-    import shutil
-
-    run = tmp_path / "run"
-    shutil.copytree(trained_run, run)
+def test_nan_during_train_keeps_the_previous_run(sample_dir, run_copy, monkeypatch):
+    run = run_copy
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     cfg = load_config(None, tiny_overrides(sample_dir, **{"train.lr": 0.5}))
     import forecaster.models as models

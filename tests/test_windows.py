@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import make_bars
 
 from forecaster.errors import DataError
 from forecaster.features import Scaler, make_arrays
@@ -14,13 +15,8 @@ SESSIONS = pd.bdate_range("2020-01-01", periods=400)
 
 
 def frame(start: int, end: int, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    idx = SESSIONS[start:end]
-    close = 50 * np.exp(np.cumsum(rng.normal(0, 0.01, len(idx))))
-    return pd.DataFrame(
-        {"open": close, "high": close * 1.01, "low": close * 0.99, "close": close, "volume": np.full(len(idx), 1e5)},
-        index=pd.DatetimeIndex(idx, name="date"),
-    )
+    """Bars on SESSIONS[start:end]: tickers built from the same SESSIONS share their dates."""
+    return make_bars(str(SESSIONS[start].date()), end - start, seed=seed)
 
 
 histories = st.lists(st.integers(0, 300), min_size=1, max_size=4)  # listing offsets
