@@ -54,13 +54,12 @@ from forecaster.errors import (
 from forecaster.outputs import to_csv_text
 from forecaster.sources import read_csv_bars
 
-pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
 HOOKS = TESTS / "fault_hooks"
 FORECAST_COLUMNS = ["ticker", "as_of", "step", "date", "last_close", "p10", "p50", "p90", "model", "run"]
 
 
-pytestmark = pytest.mark.usefixtures("offline_yfinance")
+# one list: a second `pytestmark = ...` would silently replace the first
+pytestmark = pytest.mark.usefixtures("torch_one_thread", "offline_yfinance")
 
 
 # ============================================================================ locks
