@@ -21,6 +21,10 @@ TESTS = ROOT / "tests"
 BIN = Path(sys.executable).parent
 FORECASTER = BIN / "forecaster"  # the installed console script
 
+# Per-test limit for the few tests that start several forecaster processes (each pays torch's
+# start-up) or train for many epochs; pyproject.toml's default `timeout` covers every other test.
+SLOW_TEST_TIMEOUT_S = 300
+
 # ---------------------------------------------------------------------------- runs
 
 

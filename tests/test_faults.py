@@ -30,6 +30,7 @@ import pandas as pd
 import pytest
 from support import (
     FORECASTER,
+    SLOW_TEST_TIMEOUT_S,
     TESTS,
     error_lines,
     hold_lock,
@@ -355,6 +356,7 @@ def _fresh_temp(*folders: Path) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
 def test_sigkill_at_random_moments_never_leaves_a_torn_file(tmp_path):
     """A writer is SIGKILLed 30 times at random points: every file is an old or a new version.
 
@@ -595,6 +597,7 @@ def cron(trained_run, sample_dir, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
 def test_cron_network_down_exits_75_and_keeps_earlier_forecasts(cron):
     s = cron["down"]
     assert_plain(s.res)
@@ -611,6 +614,7 @@ def test_cron_network_down_exits_75_and_keeps_earlier_forecasts(cron):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
 def test_cron_rate_limited_with_a_stale_store_exits_75(cron):
     s = cron["rate_limited"]
     assert_plain(s.res)
@@ -625,6 +629,7 @@ def test_cron_rate_limited_with_a_stale_store_exits_75(cron):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
 def test_cron_one_of_two_tickers_failing_exits_3(cron):
     s = cron["partial"]
     assert_plain(s.res)
@@ -640,6 +645,7 @@ def test_cron_one_of_two_tickers_failing_exits_3(cron):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
 def test_cron_read_only_output_exits_1_and_keeps_earlier_forecasts(cron):
     s = cron["read_only"]
     assert s.res is not None, "as root this test needs setpriv (util-linux) to drop the override"
@@ -651,6 +657,7 @@ def test_cron_read_only_output_exits_1_and_keeps_earlier_forecasts(cron):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
 def test_cron_overlapping_runs_and_sigkill_mid_write(cron, cli):
     first, second = cron["overlap"], cron["overlap_second"]
     # the overlapping run gives up at once, naming the run that holds the lock

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
-from support import BIN, cli_env, free_port, run_meta, start_forecaster, tiny_overrides
+from support import BIN, SLOW_TEST_TIMEOUT_S, cli_env, free_port, run_meta, start_forecaster, tiny_overrides
 
 from forecaster.config import load_config
 from forecaster.errors import LockBusy
@@ -45,6 +45,8 @@ def test_resuming_continues_exactly_where_training_stopped(sample_dir):
         torch.testing.assert_close(resumed.model.state_dict()[k], v)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_saves_a_resumable_run_and_resume_finishes_it(sample_dir, tmp_path, sig):
     run = tmp_path / "run"
@@ -121,6 +123,8 @@ def test_second_training_into_the_same_run_waits_then_exits_75(sample_dir, tmp_p
     assert not run.exists()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
 def test_torchrun_two_cpu_processes(sample_dir, tmp_path):
     """DistributedDataParallel with gloo: one valid run, written once, validation improving."""
     run = tmp_path / "ddp"
