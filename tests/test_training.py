@@ -88,12 +88,29 @@ def test_early_stopping_restores_the_best_epoch(sample_dir):
         assert recs[-1].epoch - best.epoch == 2
 
 
-def test_device_choice():
-    assert resolve_device("cpu").type == "cpu"
-    assert resolve_device("auto").type in {"cpu", "cuda", "mps"}
-    if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="CUDA"):
-            resolve_device("cuda")
+def _accelerators(monkeypatch, *, cuda: bool, mps: bool) -> None:
+    """Make torch report CUDA and Apple MPS as present or absent."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+
+
+@pytest.mark.parametrize(
+    ("cuda", "mps", "expected"),
+    [(True, True, "cuda"), (True, False, "cuda"), (False, True, "mps"), (False, False, "cpu")],
+)
+def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
+    _accelerators(monkeypatch, cuda=cuda, mps=mps)
+    assert resolve_device("auto") == torch.device(expected)
+    assert resolve_device("cpu") == torch.device("cpu")  # asked for by name: always the CPU
+
+
+@pytest.mark.parametrize(("name", "shown"), [("cuda", "CUDA"), ("mps", "MPS")])
+def test_an_unavailable_device_is_a_config_error_naming_it(monkeypatch, name, shown):
+    _accelerators(monkeypatch, cuda=False, mps=False)
+    with pytest.raises(ConfigError, match=rf"--device {name} asked for, but torch sees no {shown} device"):
+        resolve_device(name)
+    _accelerators(monkeypatch, cuda=True, mps=True)
+    assert resolve_device(name) == torch.device(name)  # present: used as asked
 
 
 def test_no_tickers_is_a_config_error(sample_dir):
