@@ -21,6 +21,7 @@ def test_info_shows_tickers_date_ranges_and_config(cli, trained_run):
     assert set(lines) == {"STOCKA", "STOCKB"}
     assert "2016-01-04" in lines["STOCKA"] and "2024-12-31" in lines["STOCKA"]
     assert "2021-01-04" in lines["STOCKB"] and "2024-12-31" in lines["STOCKB"]
+    assert set(meta["tickers"]) == set(lines)
     for sym, t in meta["tickers"].items():
         assert str(t["rows"]) in lines[sym]
     assert "gru" in out and "lookback 20" in out and "horizon 3" in out

@@ -183,10 +183,11 @@ def test_trained_run_stores_the_scales_evaluate_ends_with(trained_run):
     ends = ws.origins("test")
     q = predict_scaled(run.model, ws, ends, cfg.model.strategy)
     _, final = walk(q, ws, ends, run.conformal(), run.model.median_index, coverage=0.8)
+    assert set(meta["tickers"]) == set(final) == {"STOCKA", "STOCKB"}
     for sym, t in meta["tickers"].items():
         assert len(t["conformal_online"]) == cfg.window.horizon
         np.testing.assert_allclose(t["conformal_online"], final[sym], rtol=1e-6)
-        assert isinstance(Scaler.from_dict(t["scaler"]), Scaler)
+        assert Scaler.from_dict(t["scaler"]).to_dict() == t["scaler"]  # stored without loss
 
 
 def _expected_forecast(run_dir, cut, which):

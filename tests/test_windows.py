@@ -46,6 +46,9 @@ def test_window_invariants(starts, p):
     all_ends = ws.ends()
     per_split = {s: ws.ends(s) for s in ("train", "val", "test")}
     assert sum(len(e) for e in per_split.values()) == len(all_ends)
+    # every kept ticker has a training window and runs to the last session, and val_days and
+    # test_days are at least the horizon: no split is empty, so the checks below always run
+    assert all(len(e) > 0 for e in per_split.values()), {k: len(e) for k, e in per_split.items()}
     for name, ends in per_split.items():
         code = ("train", "val", "test").index(name)
         for t in ends:
