@@ -7,8 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from support import tiny_overrides
 
 
 @pytest.fixture(autouse=True)
@@ -42,26 +41,6 @@ def sample_dir(tmp_path_factory) -> Path:
     write_csv(generate_bars("2016-01-04", "2024-12-31", seed=11), d / "STOCKA.csv")
     write_csv(generate_bars("2021-01-04", "2024-12-31", seed=12), d / "STOCKB.csv")
     return d
-
-
-def tiny_overrides(data_dir: Path, **extra) -> dict:
-    """Dotted overrides for a model that trains in a second or two."""
-    base = {
-        "data.source": "csv",
-        "data.data_dir": str(data_dir),
-        "data.tickers": ["STOCKA", "STOCKB"],
-        "window.lookback": 20,
-        "window.horizon": 3,
-        "window.val_days": 100,
-        "window.test_days": 100,
-        "model.cell": "gru",
-        "model.hidden_size": 8,
-        "train.epochs": 2,
-        "train.batch_size": 128,
-        "train.seed": 0,
-    }
-    base.update(extra)
-    return base
 
 
 @pytest.fixture(scope="session")

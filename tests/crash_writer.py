@@ -29,7 +29,7 @@ DATED = "2024-12-31.csv"
 
 
 def all_bars() -> pd.DataFrame:
-    from yf_fixtures import make_bars
+    from support import make_bars
 
     return make_bars("2000-01-03", BASE_ROWS + MAX_VERSION, seed=7)
 

@@ -15,23 +15,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from support import assert_one_line_error, run_meta
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 HEADER = "Date,Open,High,Low,Close,Volume\n"
-
-
-def assert_one_line_error(res, code: int, *fragments: str) -> str:
-    """Exit ``code``, no traceback, exactly one ERROR line on stderr holding ``fragments``."""
-    out = res.stdout + res.stderr
-    assert res.exit_code == code, (res.exit_code, out)
-    assert "Traceback" not in out
-    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("ERROR")]
-    assert len(errors) == 1, res.stderr
-    assert "unexpected error" not in errors[0]  # a known bad input, not a bug
-    for fragment in fragments:
-        assert fragment in errors[0], (fragment, errors[0])
-    return errors[0]
 
 
 def csv_files(folder: Path) -> list[Path]:
@@ -278,7 +266,7 @@ def _renamed_run(run_copy: Path, tmp_path: Path, name: str, meta_name: str | Non
     run = tmp_path / "runs" / name
     run.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(run_copy, run)
-    meta = json.loads((run / "run.json").read_text())
+    meta = run_meta(run)
     meta["name"] = name if meta_name is None else meta_name
     (run / "run.json").write_text(json.dumps(meta))
     return run

@@ -4,7 +4,9 @@ work from a shell."""
 
 from __future__ import annotations
 
-import os
+import ast
+import importlib
+import pkgutil
 import re
 import subprocess
 import sys
@@ -12,12 +14,25 @@ from pathlib import Path
 
 import pytest
 import typer.main
+from support import FORECASTER, ROOT, cli_env
 
+import forecaster
+from forecaster import errors
 from forecaster.cli import app
 
-ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ["download", "train", "evaluate", "predict", "info"]
-EXIT_CODES = ["0", "1", "2", "3", "75"]
+# The exit codes of SPEC §2, each with the phrases its line in the README's table must hold
+# (the first one opens the line).
+EXIT_CODES = {
+    0: ("everything asked for was done",),
+    1: ("error", "bad config", "unreadable run", "bad data", "nothing partial was written"),
+    2: ("usage error",),
+    3: ("partial", "some tickers failed", "named on stderr", "the rest were written"),
+    75: ("temporary failure", "network down", "no usable local data", "another run holds the lock", "retry later"),
+}
+# Ctrl-C or SIGTERM during `train` (README: "Interrupting and resuming training"), the shell's
+# 128 + SIGINT; not a code of the table.
+EXIT_INTERRUPTED = 130
 
 
 def _group():
@@ -87,19 +102,117 @@ def test_command_help_runs_and_lists_its_options(cli, name):
                 assert opt in res.stdout, (name, opt)
 
 
-def test_readme_mentions_every_command_and_exit_code():
+def _readme() -> str:
     readme = ROOT / "README.md"
     assert readme.is_file(), "README.md is missing"
-    text = readme.read_text(encoding="utf-8")
+    return readme.read_text(encoding="utf-8")
+
+
+def _section(text: str, title: str) -> str:
+    """The body of the README's ``## title`` section."""
+    head = f"\n## {title}\n"
+    assert head in text, f"README lacks the section {title!r}"
+    return text.split(head, 1)[1].split("\n## ", 1)[0]
+
+
+def test_readme_mentions_every_command():
+    text = _readme()
     for name in COMMANDS:
         assert re.search(rf"forecaster\s+{name}\b", text), f"README lacks `forecaster {name}`"
-    for code in EXIT_CODES:
-        assert re.search(rf"(?<![\w.]){code}(?![\w.])", text), f"README lacks exit code {code}"
 
 
-def _run(argv):
-    env = dict(os.environ, NO_COLOR="1", COLUMNS="200", TERM="dumb")
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+def test_readme_exit_code_table_is_exactly_the_documented_codes():
+    rows = re.findall(r"^\|\s*(\d+)\s*\|\s*(.+?)\s*\|\s*$", _section(_readme(), "Exit codes"), re.M)
+    table = {int(code): meaning for code, meaning in rows}
+    assert len(table) == len(rows), f"a code appears twice: {rows}"
+    assert sorted(table) == sorted(EXIT_CODES)
+    for code, phrases in EXIT_CODES.items():
+        assert table[code].startswith(phrases[0]), (code, table[code])
+        missing = [p for p in phrases if p not in table[code]]
+        assert missing == [], (code, table[code])
+
+
+def test_readme_documents_the_interrupted_exit_code():
+    section = _section(_readme(), "Interrupting and resuming training")
+    assert re.search(rf"\bexits\s+{EXIT_INTERRUPTED}\b", section), section
+
+
+def test_the_error_module_names_exactly_the_documented_codes():
+    named = {k: v for k, v in vars(errors).items() if k.startswith("EXIT_")}
+    assert sorted(set(named.values())) == sorted([*EXIT_CODES, EXIT_INTERRUPTED]), named
+    assert (errors.EXIT_OK, errors.EXIT_ERROR, errors.EXIT_USAGE) == (0, 1, 2)
+    assert (errors.EXIT_PARTIAL, errors.EXIT_TEMPFAIL, errors.EXIT_INTERRUPTED) == (3, 75, EXIT_INTERRUPTED)
+
+
+def _package_modules() -> list[str]:
+    names = [m.name for m in pkgutil.walk_packages(forecaster.__path__, "forecaster.")]
+    return [n for n in names if n != "forecaster.__main__"]  # importing it would run the CLI
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [c for sub in cls.__subclasses__() for c in (sub, *_subclasses(sub))]
+
+
+def test_every_error_exits_with_a_documented_code():
+    for name in _package_modules():
+        importlib.import_module(name)
+    codes = {f"{c.__module__}.{c.__qualname__}": c.exit_code for c in _subclasses(errors.ForecasterError)}
+    assert len(codes) >= 10, codes  # the whole package was imported
+    odd = {k: v for k, v in codes.items() if v not in EXIT_CODES and v != EXIT_INTERRUPTED}
+    assert odd == {}
+    # only an interrupted training exits 130
+    assert [k for k, v in codes.items() if v == EXIT_INTERRUPTED] == ["forecaster.training.Interrupted"]
+
+
+def _exit_calls():
+    """(file:line, argument) of every ``typer.Exit(...)`` / ``SystemExit(...)`` / ``sys.exit(...)``
+    in the package, the argument as an expression node (None when absent)."""
+    for path in sorted(Path(next(iter(forecaster.__path__))).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+            owner = f.value.id if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) else ""
+            if name in ("Exit", "SystemExit") or (owner, name) == ("sys", "exit"):
+                yield f"{path.name}:{node.lineno}", (node.args[0] if node.args else None)
+
+
+def test_every_exit_in_the_code_uses_a_documented_code():
+    calls = list(_exit_calls())
+    assert len(calls) >= 5, calls  # the scan sees the CLI's exits
+    for where, arg in calls:
+        if arg is None:
+            continue  # Exit() is 0
+        if isinstance(arg, ast.Constant):
+            code = arg.value
+        elif isinstance(arg, ast.Name) and arg.id.startswith("EXIT_"):
+            code = getattr(errors, arg.id)
+        elif isinstance(arg, ast.Attribute) and arg.attr == "exit_code":
+            continue  # an error's own code: test_every_error_exits_with_a_documented_code
+        elif isinstance(arg, ast.Call) and getattr(arg.func, "id", "") == "main":
+            continue  # `python -m forecaster.synthetic`: a script's own main()
+        else:
+            pytest.fail(f"{where}: exit code {ast.unparse(arg)} is neither a number nor an EXIT_ constant")
+        assert code in EXIT_CODES or code == EXIT_INTERRUPTED, (where, code)
+
+
+def _help_texts():
+    for name, cmd in _group().commands.items():
+        yield name, cmd.help or ""
+        for p in cmd.params:
+            yield f"{name} {p.name}", getattr(p, "help", None) or ""
+
+
+def test_help_names_only_documented_exit_codes():
+    named = {}
+    for where, text in _help_texts():
+        for sentence in re.split(r"\.\s", " ".join(text.split())):
+            if re.search(r"\bexit(s|ing)?\b", sentence, re.I):
+                named[where] = {int(n) for n in re.findall(r"\b\d+\b", sentence)}
+    assert named, "no help text names an exit code"
+    odd = {where: codes - set(EXIT_CODES) for where, codes in named.items() if codes - set(EXIT_CODES)}
+    assert odd == {}
 
 
 def _lists_all_commands(text):
@@ -107,10 +220,9 @@ def _lists_all_commands(text):
 
 
 def test_console_script_and_module_help():
-    script = Path(sys.executable).parent / "forecaster"
-    assert script.is_file(), f"console script not installed next to {sys.executable}"
-    for argv in ([str(script), "--help"], [sys.executable, "-m", "forecaster", "--help"]):
-        proc = _run(argv)
+    assert FORECASTER.is_file(), f"console script not installed next to {sys.executable}"
+    for argv in ([str(FORECASTER), "--help"], [sys.executable, "-m", "forecaster", "--help"]):
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=cli_env(), cwd=ROOT)
         assert proc.returncode == 0, (argv, proc.stderr)
         assert _lists_all_commands(proc.stdout) == [], (argv, proc.stdout)
         assert "Usage" in proc.stdout

@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 import pytest
+from support import run_meta
 
 import forecaster.evaluation
 
@@ -35,17 +36,13 @@ PREDICTION_COLUMNS = ["ticker", "origin", "step", "date", "actual", "p10", "p50"
 MODELS = {"gru", "naive", "drift", "mean", "hist", "ewma", "garch"}
 
 
-def _meta(run) -> dict:
-    return json.loads((run / "run.json").read_text())
-
-
 # ---------------------------------------------------------------------------- exit 0
 
 
 def test_evaluate_writes_metrics_and_predictions(cli, run_copy, sample_dir):
     res = cli("evaluate", "--run", run_copy)
     assert res.exit_code == 0, res.stderr
-    meta = _meta(run_copy)
+    meta = run_meta(run_copy)
     H = meta["config"]["window"]["horizon"]
     test_start = pd.Timestamp(meta["splits"]["test_start"])
 
@@ -123,7 +120,7 @@ def test_evaluate_json(cli, run_copy):
     }
     assert isinstance(doc["beats_volatility_baselines"], bool) and "volatility baseline" in doc["interval_verdict"]
     assert doc["missing"] == {}
-    assert doc["run"] == _meta(run_copy)["name"]
+    assert doc["run"] == run_meta(run_copy)["name"]
     assert isinstance(doc["beats_naive"], bool)
     assert isinstance(doc["verdict"], str) and doc["verdict"]
     assert set(doc["files"]) >= {"metrics", "predictions"}
@@ -137,7 +134,7 @@ def test_evaluate_names_a_ticker_whose_data_end_before_the_test_split(cli, run_c
     """A delisted ticker (or a stale file) is named with its last date, never dropped silently."""
     data = tmp_path / "data"
     data.mkdir()
-    test_start = _meta(run_copy)["splits"]["test_start"]
+    test_start = run_meta(run_copy)["splits"]["test_start"]
     (data / "STOCKA.csv").write_text((sample_dir / "STOCKA.csv").read_text())
     b = pd.read_csv(sample_dir / "STOCKB.csv")
     b[b["Date"] < "2024-03-01"].to_csv(data / "STOCKB.csv", index=False)
@@ -229,7 +226,7 @@ def test_evaluate_ticker_unknown_to_the_run(cli, run_copy):
 
 
 def test_evaluate_run_of_another_format_version(cli, run_copy):
-    meta = _meta(run_copy)
+    meta = run_meta(run_copy)
     meta["format_version"] = 99
     (run_copy / "run.json").write_text(json.dumps(meta))
     res = cli("evaluate", "--run", run_copy)

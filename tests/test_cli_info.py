@@ -5,25 +5,23 @@ from __future__ import annotations
 import json
 
 import pytest
+from support import run_meta
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-
-def _meta(run) -> dict:
-    return json.loads((run / "run.json").read_text())
 
 
 def test_info_shows_tickers_date_ranges_and_config(cli, trained_run):
     res = cli("info", trained_run)
     assert res.exit_code == 0, res.stderr
     out = res.stdout
-    meta = _meta(trained_run)
+    meta = run_meta(trained_run)
     assert meta["name"] in out
     # the sample: STOCKA listed 2016, STOCKB listed 2021, both up to the end of 2024
     lines = {ln.split()[1].rstrip(":"): ln for ln in out.splitlines() if ln.startswith("ticker")}
     assert set(lines) == {"STOCKA", "STOCKB"}
     assert "2016-01-04" in lines["STOCKA"] and "2024-12-31" in lines["STOCKA"]
     assert "2021-01-04" in lines["STOCKB"] and "2024-12-31" in lines["STOCKB"]
+    assert set(meta["tickers"]) == set(lines)
     for sym, t in meta["tickers"].items():
         assert str(t["rows"]) in lines[sym]
     assert "gru" in out and "lookback 20" in out and "horizon 3" in out
@@ -38,7 +36,7 @@ def test_info_json_is_the_run_metadata(cli, trained_run):
     res = cli("info", trained_run, "--json")
     assert res.exit_code == 0, res.stderr
     doc = json.loads(res.stdout)
-    assert doc == _meta(trained_run)
+    assert doc == run_meta(trained_run)
     assert {
         "format_version",
         "name",
@@ -64,7 +62,7 @@ def test_info_mentions_evaluation_when_present(cli, run_copy):
 
 
 def test_info_shows_skipped_tickers(cli, run_copy):
-    meta = _meta(run_copy)
+    meta = run_meta(run_copy)
     meta["skipped"] = {"NEWCO": "40 training sessions, need at least 24"}
     (run_copy / "run.json").write_text(json.dumps(meta))
     res = cli("info", run_copy)
@@ -105,7 +103,7 @@ def test_info_damaged_run_json(cli, run_copy):
 
 
 def test_info_newer_format_version(cli, run_copy):
-    meta = _meta(run_copy)
+    meta = run_meta(run_copy)
     meta["format_version"] = 2
     (run_copy / "run.json").write_text(json.dumps(meta))
     res = cli("info", run_copy)

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from support import run_meta
 
 from forecaster.synthetic import generate_bars, write_csv
 
@@ -73,7 +74,7 @@ def test_train_writes_a_complete_run(cli, small_dir, tmp_path):
     assert "run written to" in res.stdout and str(run) in res.stdout
     rows = _history(run)
     assert len(rows) == 1 and rows[0]["epoch"] == "1"
-    meta = json.loads((run / "run.json").read_text())
+    meta = run_meta(run)
     assert meta["format_version"] == 1
     assert meta["name"] == "first"
     assert set(meta["tickers"]) == {"STOCKA", "STOCKB"}
@@ -110,7 +111,7 @@ def test_train_tickers_as_arguments_and_default_run_dir(cli, small_dir):
     assert res.stdout == ""
     runs = [p for p in (Path.cwd() / "runs").iterdir() if not p.name.startswith(".")]
     assert len(runs) == 1 and runs[0].name.startswith("gru-")
-    meta = json.loads((runs[0] / "run.json").read_text())
+    meta = run_meta(runs[0])
     assert set(meta["tickers"]) == {"STOCKA", "STOCKB"}
 
 
@@ -120,7 +121,7 @@ def test_train_flags_override_config_file(cli, small_dir, tmp_path):
     res = cli("train", "--config", cfg, "--epochs", "1", "--hidden-size", "6", "--run-dir", run, "-q")
     assert res.exit_code == 0, res.stderr
     assert len(_history(run)) == 1
-    c = json.loads((run / "run.json").read_text())["config"]
+    c = run_meta(run)["config"]
     assert c["train"]["epochs"] == 1  # flag over file
     assert c["model"]["hidden_size"] == 6  # flag over file
     assert c["window"]["lookback"] == 20  # file over default (60)
@@ -156,7 +157,7 @@ def test_train_json_result(cli, small_dir, tmp_path):
     assert doc["name"] == "r"
     assert doc["epochs_run"] == 1 and doc["best_epoch"] == 1
     assert doc["skipped"] == {}
-    meta = json.loads((run / "run.json").read_text())
+    meta = run_meta(run)
     assert doc["windows"] == meta["windows"]
     assert doc["best_val_loss"] == pytest.approx(float(_history(run)[0]["val_loss"]))
     # the per-epoch log line goes to stderr, never into the JSON
@@ -175,7 +176,7 @@ def test_train_skips_a_ticker_too_short_with_a_warning(cli, small_dir, tmp_path)
     assert "NEWCO" in res.stderr
     doc = json.loads(res.stdout)
     assert set(doc["skipped"]) == {"NEWCO"}
-    meta = json.loads((run / "run.json").read_text())
+    meta = run_meta(run)
     assert set(meta["tickers"]) == {"STOCKA", "STOCKB"}
     assert set(meta["skipped"]) == {"NEWCO"}
 

@@ -61,6 +61,7 @@ def test_every_test_session_is_forecast_once_per_step(trained_run):
     rep = evaluate(trained_run)
     p = rep.predictions
     test_days = load_run(trained_run).config.window.test_days
+    assert set(p["ticker"]) == {"STOCKA", "STOCKB"}
     for _sym, g in p.groupby("ticker"):
         assert (g["step"] == 1).sum() == test_days
         assert not g.duplicated(["origin", "step"]).any()

@@ -28,7 +28,18 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from yf_fixtures import FakeYahoo, make_bars
+from support import (
+    FORECASTER,
+    SLOW_TEST_TIMEOUT_S,
+    TESTS,
+    error_lines,
+    hold_lock,
+    make_bars,
+    no_sleep,
+    python_env,
+    stop,
+)
+from yf_fixtures import FakeYahoo
 
 import forecaster
 import forecaster.store
@@ -44,48 +55,12 @@ from forecaster.errors import (
 from forecaster.outputs import to_csv_text
 from forecaster.sources import read_csv_bars
 
-pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-TESTS = Path(__file__).resolve().parent
-REPO_ROOT = Path(next(iter(forecaster.__path__))).resolve().parent
-FORECASTER = Path(sys.executable).with_name("forecaster")
 HOOKS = TESTS / "fault_hooks"
 FORECAST_COLUMNS = ["ticker", "as_of", "step", "date", "last_close", "p10", "p50", "p90", "model", "run"]
 
 
-pytestmark = pytest.mark.usefixtures("offline_yfinance")
-
-
-def no_sleep(seconds: float) -> None:
-    pass
-
-
-def error_lines(res) -> list[str]:
-    """The ERROR lines of stderr; none may report an unexpected error (a bug)."""
-    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("ERROR")]
-    assert not any("unexpected error" in ln for ln in lines), lines
-    return lines
-
-
-def hold_lock(lock: Path, seconds: float) -> subprocess.Popen:
-    """Another process that holds ``lock`` for ``seconds`` (it prints 'locked' once it has it)."""
-    code = (
-        "import sys, time\nfrom forecaster import fsio\n"
-        "with fsio.file_lock(sys.argv[1]):\n"
-        "    print('locked', flush=True)\n    time.sleep(float(sys.argv[2]))\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(lock), str(seconds)], stdout=subprocess.PIPE, text=True, env=env
-    )
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
-    return proc
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(timeout=30)
+# one list: a second `pytestmark = ...` would silently replace the first
+pytestmark = pytest.mark.usefixtures("torch_one_thread", "offline_yfinance")
 
 
 # ============================================================================ locks
@@ -381,6 +356,7 @@ def _fresh_temp(*folders: Path) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
 def test_sigkill_at_random_moments_never_leaves_a_torn_file(tmp_path):
     """A writer is SIGKILLed 30 times at random points: every file is an old or a new version.
 
@@ -405,12 +381,7 @@ def test_sigkill_at_random_moments_never_leaves_a_torn_file(tmp_path):
         assert text == expected_text[version], f"{path.name}: torn or mixed content"
         return version
 
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{TESTS}{os.pathsep}{REPO_ROOT}",
-        "OMP_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-    }
+    env = python_env(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     helper = subprocess.Popen(
         [sys.executable, str(TESTS / "crash_writer.py"), str(data), str(out)],
         stdin=subprocess.PIPE,
@@ -626,6 +597,7 @@ def cron(trained_run, sample_dir, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
 def test_cron_network_down_exits_75_and_keeps_earlier_forecasts(cron):
     s = cron["down"]
     assert_plain(s.res)
@@ -642,6 +614,7 @@ def test_cron_network_down_exits_75_and_keeps_earlier_forecasts(cron):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
 def test_cron_rate_limited_with_a_stale_store_exits_75(cron):
     s = cron["rate_limited"]
     assert_plain(s.res)
@@ -656,6 +629,7 @@ def test_cron_rate_limited_with_a_stale_store_exits_75(cron):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
 def test_cron_one_of_two_tickers_failing_exits_3(cron):
     s = cron["partial"]
     assert_plain(s.res)
@@ -671,6 +645,7 @@ def test_cron_one_of_two_tickers_failing_exits_3(cron):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
 def test_cron_read_only_output_exits_1_and_keeps_earlier_forecasts(cron):
     s = cron["read_only"]
     assert s.res is not None, "as root this test needs setpriv (util-linux) to drop the override"
@@ -682,6 +657,7 @@ def test_cron_read_only_output_exits_1_and_keeps_earlier_forecasts(cron):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
 def test_cron_overlapping_runs_and_sigkill_mid_write(cron, cli):
     first, second = cron["overlap"], cron["overlap_second"]
     # the overlapping run gives up at once, naming the run that holds the lock

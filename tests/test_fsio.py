@@ -1,17 +1,12 @@
 import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
+from support import hold_lock, stop
 
-import forecaster
 from forecaster import fsio
 from forecaster.errors import EXIT_TEMPFAIL, LockBusy
-
-REPO_ROOT = Path(next(iter(forecaster.__path__))).resolve().parent
 
 
 def test_atomic_write_text_and_bytes(tmp_path):
@@ -105,28 +100,15 @@ def test_file_lock_records_holder_and_cleans_up(tmp_path):
         pass
 
 
-HOLD_LOCK = """
-import sys, time
-from forecaster import fsio
-with fsio.file_lock(sys.argv[1]):
-    print("locked", flush=True)
-    time.sleep(60)
-"""
-
-
 @pytest.fixture
 def lock_holder(tmp_path):
     """A separate process that takes the lock and keeps it until killed."""
     lock = tmp_path / "store" / ".lock"
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock)], stdout=subprocess.PIPE, text=True, env=env)
+    proc = hold_lock(lock, 60)
     try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
         yield proc, lock
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
+        stop(proc)
 
 
 def test_second_process_gets_lock_busy_naming_holder(lock_holder):

@@ -8,12 +8,12 @@ horizon 3) and its forecast ``tests/golden/forecast_v1.csv`` are committed; see
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from support import run_meta
 
 from forecaster.checkpoint import FORMAT_VERSION, HISTORY_COLUMNS, load_run
 
@@ -55,7 +55,7 @@ def test_golden_run_loads():
 
 
 def test_golden_run_metadata_matches_its_data():
-    meta = json.loads((RUN / "run.json").read_text())
+    meta = run_meta(RUN)
     for sym in ("GOLDA", "GOLDB"):
         bars = pd.read_csv(DATA / f"{sym}.csv")
         t = meta["tickers"][sym]

@@ -4,7 +4,6 @@ network (what training runs) computes, and forecasting works where torch cannot 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -12,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 from safetensors.numpy import load_file, save_file
+from support import assert_one_line_error, python_env, tiny_overrides
 
 from forecaster import npinfer
 from forecaster.checkpoint import load_run, read_weights
 from forecaster.errors import RunFormatError
 from forecaster.models import QuantileRNN, build_model
-from tests.conftest import ROOT, tiny_overrides
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -211,8 +210,6 @@ def test_numpy_run_predicts_what_the_torch_run_predicts(some_run, sample_dir):
     ],
 )
 def test_numpy_loader_refuses_weights_that_do_not_match(cli, run_copy, tmp_path, damage, fragment):
-    from tests.test_bad_inputs import assert_one_line_error
-
     weights = run_copy / "model.safetensors"
     state = load_file(str(weights))
     if damage == "drop":
@@ -260,13 +257,12 @@ def test_evaluate_and_predict_work_where_torch_cannot_be_imported(run_copy, tmp_
         ["evaluate", "--run", str(run_copy), "-q"],
         ["predict", "--run", str(run_copy), "--offline", "--out", str(out), "-q"],
     ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     res = subprocess.run(
         [sys.executable, "-c", f"ARGVS = {argvs!r}\n" + _NO_TORCH],
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env=env,
+        env=python_env(),
         timeout=120,
     )
     assert res.returncode == 0, res.stderr

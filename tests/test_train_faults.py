@@ -1,18 +1,15 @@
 """Interrupting, resuming, locking and distributing training."""
 
-import json
-import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
+from support import BIN, SLOW_TEST_TIMEOUT_S, cli_env, free_port, run_meta, start_forecaster, tiny_overrides
 
 from forecaster.config import load_config
 from forecaster.errors import LockBusy
@@ -20,9 +17,6 @@ from forecaster.fsio import file_lock
 from forecaster.store import load_bars
 from forecaster.training import Trainer, new_model, seed_everything, train
 from forecaster.windows import build_windows, make_splits
-from tests.conftest import tiny_overrides
-
-BIN = Path(sys.executable).parent
 
 
 def _trainer(sample_dir, epochs):
@@ -51,13 +45,8 @@ def test_resuming_continues_exactly_where_training_stopped(sample_dir):
         torch.testing.assert_close(resumed.model.state_dict()[k], v)
 
 
-def _run_cli(args, **kw):
-    env = {**os.environ, "NO_COLOR": "1"}
-    return subprocess.Popen(
-        [str(BIN / "forecaster"), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kw
-    )
-
-
+@pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_saves_a_resumable_run_and_resume_finishes_it(sample_dir, tmp_path, sig):
     run = tmp_path / "run"
@@ -88,7 +77,7 @@ def test_signal_saves_a_resumable_run_and_resume_finishes_it(sample_dir, tmp_pat
         "--run-dir",
         str(run),
     ]
-    p = _run_cli(args)
+    p = start_forecaster(*args)
     deadline = time.time() + 120
     seen = ""
     while time.time() < deadline:  # wait for the second epoch's log line, then interrupt
@@ -100,27 +89,27 @@ def test_signal_saves_a_resumable_run_and_resume_finishes_it(sample_dir, tmp_pat
     out, err = p.communicate(timeout=120)
     assert p.returncode == 130, seen + err
     assert "--resume" in err and "Traceback" not in err
-    meta = json.loads((run / "run.json").read_text())
+    meta = run_meta(run)
     assert meta["status"] == "interrupted"
     done = meta["metrics"]["epochs_run"]
     assert done >= 2 and (run / "resume.safetensors").is_file()
     load_file(str(run / "model.safetensors"))  # a loadable weights file
     # an interrupted run is refused for forecasting, with the way out in the message
-    p = _run_cli(["predict", "--run", str(run), "--offline", "--out", str(tmp_path / "fc")])
+    p = start_forecaster("predict", "--run", run, "--offline", "--out", tmp_path / "fc")
     _, err = p.communicate(timeout=120)
     assert p.returncode == 1 and "--resume" in err
     # resuming finishes it: epochs continue from where they stopped
-    p = _run_cli(["train", "--resume", str(run), "--epochs", str(done + 2)])
+    p = start_forecaster("train", "--resume", run, "--epochs", done + 2)
     _, err = p.communicate(timeout=300)
     assert p.returncode == 0, err
-    meta = json.loads((run / "run.json").read_text())
+    meta = run_meta(run)
     assert meta["status"] == "complete" and not (run / "resume.safetensors").exists()
     hist = pd.read_csv(run / "history.csv")
     assert list(hist["epoch"]) == list(range(1, done + 3))
 
 
 def test_resume_of_a_complete_run_is_refused(trained_run, run_copy):
-    p = _run_cli(["train", "--resume", str(run_copy)])
+    p = start_forecaster("train", "--resume", run_copy)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 1 and "nothing to resume" in err
 
@@ -134,16 +123,18 @@ def test_second_training_into_the_same_run_waits_then_exits_75(sample_dir, tmp_p
     assert not run.exists()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
 def test_torchrun_two_cpu_processes(sample_dir, tmp_path):
     """DistributedDataParallel with gloo: one valid run, written once, validation improving."""
     run = tmp_path / "ddp"
-    env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
+    env = cli_env(OMP_NUM_THREADS="1")
     cmd = [
         str(BIN / "torchrun"),
         "--nproc-per-node",
         "2",
         "--master-port",
-        "29517",
+        str(free_port()),
         "-m",
         "forecaster",
         "train",
@@ -175,7 +166,7 @@ def test_torchrun_two_cpu_processes(sample_dir, tmp_path):
     ]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    meta = json.loads((run / "run.json").read_text())
+    meta = run_meta(run)
     assert meta["world_size"] == 2 and meta["status"] == "complete"
     hist = pd.read_csv(run / "history.csv")
     assert len(hist) == 4

@@ -5,12 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from support import tiny_overrides
 
 from forecaster.config import load_config
 from forecaster.errors import ConfigError, DataError, TrainingError
 from forecaster.training import fit, new_model, resolve_device, seed_everything, train
 from forecaster.windows import build_windows, make_splits
-from tests.conftest import tiny_overrides
 
 
 def test_seed_everything_makes_torch_and_numpy_repeat():
@@ -62,11 +62,8 @@ def test_nan_loss_stops_with_a_clear_error(sample_dir):
         list(fit(model, ws, cfg, torch.device("cpu"), ws.ends("train"), ws.ends("val")))
 
 
-def test_nan_during_train_keeps_the_previous_run(sample_dir, trained_run, tmp_path, monkeypatch):
-    import shutil
-
-    run = tmp_path / "run"
-    shutil.copytree(trained_run, run)
+def test_nan_during_train_keeps_the_previous_run(sample_dir, run_copy, monkeypatch):
+    run = run_copy
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     cfg = load_config(None, tiny_overrides(sample_dir, **{"train.lr": 0.5}))
     import forecaster.models as models
@@ -80,23 +77,42 @@ def test_nan_during_train_keeps_the_previous_run(sample_dir, trained_run, tmp_pa
 
 def test_early_stopping_restores_the_best_epoch(sample_dir):
     cfg, ws = _setup(sample_dir, **{"train.epochs": 12, "train.patience": 2, "train.lr": 0.05})
+    seed_everything(0)  # this seed's validation loss is lowest at epoch 3 of 12
     model = new_model(cfg, ws)
     recs = list(fit(model, ws, cfg, torch.device("cpu"), ws.ends("train"), ws.ends("val")))
     best = min(recs, key=lambda r: r.val_loss)
+    # stopped early, exactly `patience` epochs after the best one
+    assert len(recs) < 12 and recs[-1].epoch - best.epoch == 2, [(r.epoch, r.val_loss) for r in recs]
     from forecaster.training import Batches, evaluate_loss
 
     now = evaluate_loss(model, Batches(ws, torch.device("cpu"), False), ws.ends("val"), cfg.model.quantiles)
     assert now == pytest.approx(best.val_loss, rel=1e-5)
-    if len(recs) < 12:  # stopped early: exactly `patience` epochs after the best one
-        assert recs[-1].epoch - best.epoch == 2
+    assert now != pytest.approx(recs[-1].val_loss, rel=1e-5)  # the best weights, not the last ones
 
 
-def test_device_choice():
-    assert resolve_device("cpu").type == "cpu"
-    assert resolve_device("auto").type in {"cpu", "cuda", "mps"}
-    if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="CUDA"):
-            resolve_device("cuda")
+def _accelerators(monkeypatch, *, cuda: bool, mps: bool) -> None:
+    """Make torch report CUDA and Apple MPS as present or absent."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+
+
+@pytest.mark.parametrize(
+    ("cuda", "mps", "expected"),
+    [(True, True, "cuda"), (True, False, "cuda"), (False, True, "mps"), (False, False, "cpu")],
+)
+def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
+    _accelerators(monkeypatch, cuda=cuda, mps=mps)
+    assert resolve_device("auto") == torch.device(expected)
+    assert resolve_device("cpu") == torch.device("cpu")  # asked for by name: always the CPU
+
+
+@pytest.mark.parametrize(("name", "shown"), [("cuda", "CUDA"), ("mps", "MPS")])
+def test_an_unavailable_device_is_a_config_error_naming_it(monkeypatch, name, shown):
+    _accelerators(monkeypatch, cuda=False, mps=False)
+    with pytest.raises(ConfigError, match=rf"--device {name} asked for, but torch sees no {shown} device"):
+        resolve_device(name)
+    _accelerators(monkeypatch, cuda=True, mps=True)
+    assert resolve_device(name) == torch.device(name)  # present: used as asked
 
 
 def test_no_tickers_is_a_config_error(sample_dir):

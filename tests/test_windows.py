@@ -3,8 +3,9 @@
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from support import make_bars
 
 from forecaster.errors import DataError
 from forecaster.features import Scaler, make_arrays
@@ -14,13 +15,8 @@ SESSIONS = pd.bdate_range("2020-01-01", periods=400)
 
 
 def frame(start: int, end: int, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    idx = SESSIONS[start:end]
-    close = 50 * np.exp(np.cumsum(rng.normal(0, 0.01, len(idx))))
-    return pd.DataFrame(
-        {"open": close, "high": close * 1.01, "low": close * 0.99, "close": close, "volume": np.full(len(idx), 1e5)},
-        index=pd.DatetimeIndex(idx, name="date"),
-    )
+    """Bars on SESSIONS[start:end]: tickers built from the same SESSIONS share their dates."""
+    return make_bars(str(SESSIONS[start].date()), end - start, seed=seed)
 
 
 histories = st.lists(st.integers(0, 300), min_size=1, max_size=4)  # listing offsets
@@ -28,12 +24,17 @@ params = st.tuples(st.integers(2, 15), st.integers(1, 5), st.integers(5, 40), st
 
 
 def setup(starts, L, H, val, test):
+    """Bars, splits and windows. An example where no ticker has the training sessions for one
+    window is discarded, once the refusal is checked (``test_every_ticker_too_short_is_an_error``
+    pins that case)."""
     bars = {f"T{i}": frame(s, 400, seed=i) for i, s in enumerate(starts)}
     splits = make_splits(bars, val, test)
     try:
         ws = build_windows(bars, L, H, splits)
-    except DataError:
-        return None
+    except DataError as e:
+        assert "no ticker has enough history" in str(e), e
+        ws = None
+    assume(ws is not None)
     return bars, splits, ws
 
 
@@ -41,13 +42,13 @@ def setup(starts, L, H, val, test):
 @given(histories, params)
 def test_window_invariants(starts, p):
     L, H, val, test = p
-    out = setup(starts, L, H, val, test)
-    if out is None:  # every ticker too short: nothing to check but that it said so
-        return
-    bars, splits, ws = out
+    bars, splits, ws = setup(starts, L, H, val, test)
     all_ends = ws.ends()
     per_split = {s: ws.ends(s) for s in ("train", "val", "test")}
     assert sum(len(e) for e in per_split.values()) == len(all_ends)
+    # every kept ticker has a training window and runs to the last session, and val_days and
+    # test_days are at least the horizon: no split is empty, so the checks below always run
+    assert all(len(e) > 0 for e in per_split.values()), {k: len(e) for k, e in per_split.items()}
     for name, ends in per_split.items():
         code = ("train", "val", "test").index(name)
         for t in ends:
@@ -67,10 +68,7 @@ def test_window_invariants(starts, p):
 @given(histories, params)
 def test_window_count_formula(starts, p):
     L, H, val, test = p
-    out = setup(starts, L, H, val, test)
-    if out is None:
-        return
-    _, splits, ws = out
+    _, splits, ws = setup(starts, L, H, val, test)
     expected = 0
     for k in range(len(ws.tickers)):
         codes = ws.split[ws.offsets[k] : ws.offsets[k + 1]]
@@ -88,10 +86,7 @@ def test_window_count_formula(starts, p):
 @given(histories, params)
 def test_scaler_sees_training_rows_only(starts, p):
     L, H, val, test = p
-    out = setup(starts, L, H, val, test)
-    if out is None:
-        return
-    bars, splits, ws = out
+    bars, splits, ws = setup(starts, L, H, val, test)
     for sym in ws.tickers:
         a = make_arrays(bars[sym])
         train = a.features[pd.DatetimeIndex(a.dates) < splits.val_start]

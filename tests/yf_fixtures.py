@@ -3,7 +3,7 @@
 ``FakeYahoo`` builds a ``requests.Session`` whose transport adapter answers yfinance's
 requests (chart, cookie, crumb, quoteSummary) from memory:
 
-    yahoo = FakeYahoo({"AAA": make_bars("2024-01-02", 30), "RL": 429})
+    yahoo = FakeYahoo({"AAA": make_bars("2024-01-02", 30), "RL": 429})  # make_bars: support.py
     sources.fetch_history("AAA", session=yahoo.session())
 
 A value is either a frame of daily bars (served as a v8 chart payload, filtered by the
@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import requests
 from requests.adapters import BaseAdapter
+from support import make_bars  # noqa: F401 - the store and source tests import it from here
 
 NOT_FOUND_BODY = {
     "chart": {
@@ -31,18 +32,6 @@ NOT_FOUND_BODY = {
         "error": {"code": "Not Found", "description": "No data found, symbol may be delisted"},
     }
 }
-
-
-def make_bars(start: str, n: int, *, price: float = 100.0, seed: int = 0, volume: float = 1e6) -> pd.DataFrame:
-    """``n`` business days of plausible bars (normalised shape) starting at ``start``."""
-    rng = np.random.default_rng(seed)
-    dates = pd.bdate_range(start, periods=n, name="date").astype("datetime64[ns]")
-    close = price * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
-    open_ = close * (1 + rng.normal(0, 0.003, n))
-    high = np.maximum(open_, close) * 1.005
-    low = np.minimum(open_, close) * 0.995
-    vol = np.round(volume * (1 + rng.random(n)))
-    return pd.DataFrame({"open": open_, "high": high, "low": low, "close": close, "volume": vol}, index=dates)
 
 
 def chart_payload(

@@ -1,0 +1,158 @@
+"""Plain functions and constants shared by the test modules (fixtures live in conftest.py).
+
+Test modules import them with ``from support import ...``: pytest puts ``tests/`` on
+``sys.path``, as it does for ``yf_fixtures`` (the offline Yahoo stand-in) and ``crash_writer``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = ROOT / "tests"
+BIN = Path(sys.executable).parent
+FORECASTER = BIN / "forecaster"  # the installed console script
+
+# Per-test limit for the few tests that start several forecaster processes (each pays torch's
+# start-up) or train for many epochs; pyproject.toml's default `timeout` covers every other test.
+SLOW_TEST_TIMEOUT_S = 300
+
+# ---------------------------------------------------------------------------- runs
+
+
+def tiny_overrides(data_dir: Path, **extra) -> dict:
+    """Dotted config overrides for a model that trains in a second or two on the sample data."""
+    base = {
+        "data.source": "csv",
+        "data.data_dir": str(data_dir),
+        "data.tickers": ["STOCKA", "STOCKB"],
+        "window.lookback": 20,
+        "window.horizon": 3,
+        "window.val_days": 100,
+        "window.test_days": 100,
+        "model.cell": "gru",
+        "model.hidden_size": 8,
+        "train.epochs": 2,
+        "train.batch_size": 128,
+        "train.seed": 0,
+    }
+    base.update(extra)
+    return base
+
+
+def run_meta(run: Path) -> dict:
+    """The run's ``run.json`` as a dict."""
+    return json.loads((Path(run) / "run.json").read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------------------- price bars
+
+
+def make_bars(start: str, n: int, *, price: float = 100.0, seed: int = 0, volume: float = 1e6) -> pd.DataFrame:
+    """``n`` business days of plausible bars (normalised shape: lower-case OHLCV columns, a
+    tz-naive ``date`` index) starting at ``start``; the same ``seed`` gives the same bars."""
+    rng = np.random.default_rng(seed)
+    dates = pd.bdate_range(start, periods=n, name="date").astype("datetime64[ns]")
+    close = price * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    open_ = close * (1 + rng.normal(0, 0.003, n))
+    high = np.maximum(open_, close) * 1.005
+    low = np.minimum(open_, close) * 0.995
+    vol = np.round(volume * (1 + rng.random(n)))
+    return pd.DataFrame({"open": open_, "high": high, "low": low, "close": close, "volume": vol}, index=dates)
+
+
+# ---------------------------------------------------------------------------- subprocesses
+
+
+def python_env(**extra: str) -> dict[str, str]:
+    """This environment with the repository and ``tests/`` on PYTHONPATH, for ``python -c``
+    children that import ``forecaster`` or the modules of ``tests/``."""
+    return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{TESTS}", **extra}
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """This environment with plain, wide, colourless output, for the installed command."""
+    return {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb", **extra}
+
+
+def start_forecaster(*args, env: dict[str, str] | None = None, **popen_kw) -> subprocess.Popen:
+    """Start the installed ``forecaster`` with ``args`` (text pipes for stdout and stderr)."""
+    return subprocess.Popen(
+        [str(FORECASTER), *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env() if env is None else env,
+        **popen_kw,
+    )
+
+
+_HOLD_LOCK = """
+import sys, time
+from forecaster import fsio
+with fsio.file_lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def hold_lock(lock: Path, seconds: float) -> subprocess.Popen:
+    """Another process that holds ``lock`` for ``seconds``; returns once it has the lock."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(lock), str(seconds)], stdout=subprocess.PIPE, text=True, env=python_env()
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline().strip()
+    if first != "locked":
+        stop(proc)
+        raise AssertionError(f"the lock holder did not start: {first!r}")
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Kill ``proc`` if it still runs, and reap it."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=30)
+
+
+def free_port() -> int:
+    """A TCP port that nothing on this machine listens on right now (several test suites may
+    run side by side, so a fixed port can be taken)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def no_sleep(seconds: float) -> None:
+    """Stands in for ``time.sleep`` in retry loops: back-offs cost no time."""
+
+
+# ---------------------------------------------------------------------------- CLI results
+
+
+def error_lines(res) -> list[str]:
+    """The ERROR lines of stderr; none may report an unexpected error (a bug)."""
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("ERROR")]
+    assert not any("unexpected error" in ln for ln in lines), lines
+    return lines
+
+
+def assert_one_line_error(res, code: int, *fragments: str) -> str:
+    """Exit ``code``, no traceback, exactly one ERROR line on stderr holding ``fragments``."""
+    out = res.stdout + res.stderr
+    assert res.exit_code == code, (res.exit_code, out)
+    assert "Traceback" not in out
+    errors = error_lines(res)
+    assert len(errors) == 1, res.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], (fragment, errors[0])
+    return errors[0]
