@@ -19,19 +19,21 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 
 from .config import Config
 from .errors import DataError, RunFormatError
-from .features import FEATURES, Scaler
+from .features import FEATURES, KNOWN_FEATURES, Scaler
 from .fsio import publish_files, replace_dir, sibling_temp_dir
 from .npinfer import NumpyQuantileRNN, config_shapes
 from .tickers import validate_ticker
-from .windows import Splits
+from .windows import Splits, WindowSet, build_windows
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The run format this forecaster writes. It reads every earlier one too (see :func:`_migrate`)."""
 WEIGHTS, META, HISTORY, RESUME = "model.safetensors", "run.json", "history.csv", "resume.safetensors"
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "grad_norm", "lr", "seconds", "samples"]
 TARGET = "log(close[t+h]/close[t]) / (ret_std*sqrt(h))"
@@ -105,6 +107,9 @@ class Manifest(_Record):
     world_size: int = Field(1, ge=1)
     metrics: RunMetrics
     versions: dict[str, str]
+    median_weight: list[float] | None = Field(
+        None, description="per step, the weight of the network's median against the last close (None: 1)"
+    )
 
     @field_validator("name")
     @classmethod
@@ -129,6 +134,9 @@ class Manifest(_Record):
 
     def conformal(self) -> dict[str, list[float]]:
         return {s: t.conformal for s, t in self.tickers.items()}
+
+    def median_weights(self) -> list[float]:
+        return self.median_weight or [1.0] * self.config.window.horizon
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), indent=2) + "\n"
@@ -156,6 +164,23 @@ class Run:
 
     def splits(self) -> Splits:
         return self.manifest.splits.splits()
+
+    def windows(self, bars: dict[str, pd.DataFrame]) -> WindowSet:
+        """The windows over ``bars`` (some of the run's tickers) with the run's normalisation,
+        features and target scale, each ticker keeping its embedding id."""
+        cfg = self.config
+        return build_windows(
+            bars,
+            cfg.window.lookback,
+            cfg.window.horizon,
+            self.splits(),
+            scalers={s: v for s, v in self.manifest.scalers().items() if s in bars},
+            tickers=self.names,
+            features=self.manifest.features.names,
+            target_scale=cfg.model.target_scale,
+            scale_halflife=cfg.model.scale_halflife,
+            vol_halflife=cfg.intervals.vol_halflife,
+        )
 
     def select(self, tickers: list[str] | None) -> list[str]:
         """The tickers asked for (every one of the run's when None), checked: each a valid symbol
@@ -265,18 +290,35 @@ def read_manifest(run_dir: Path) -> Manifest:
     if not isinstance(raw, dict) or "format_version" not in raw:
         raise RunFormatError(f"{path} has no format_version: not a forecaster run")
     version = raw["format_version"]
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         newer = isinstance(version, int) and version > FORMAT_VERSION
         raise RunFormatError(
-            f"{run_dir} has run format {version!r}; this forecaster reads format {FORMAT_VERSION}"
+            f"{run_dir} has run format {version!r}; this forecaster reads formats "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
             + (" (the run was written by a newer forecaster: upgrade to use it)" if newer else "")
         )
     try:
-        manifest = Manifest.model_validate(raw)
+        manifest = Manifest.model_validate(_migrate(raw))
     except ValidationError as e:
         raise RunFormatError(f"{path} is malformed: {_problems(e)}") from None
     _check_consistent(manifest, path)
     return manifest
+
+
+READABLE_VERSIONS = (1, 2)
+
+
+def _migrate(raw: dict) -> dict:
+    """A run.json of an earlier format as the current format describes it, with the settings it
+    was made with. Format 1 predates the local target scale and the median gate: its targets
+    were divided by the ticker's training volatility and its median was always the network's."""
+    if raw.get("format_version") == 1 and isinstance(raw.get("config"), dict):
+        config = {**raw["config"]}
+        model = config.get("model")
+        if isinstance(model, dict):
+            config["model"] = {"target_scale": "ticker", "median_alpha": 1.0, **model}
+        raw = {**raw, "config": config}
+    return raw
 
 
 def _problems(err: ValidationError, most: int = 3) -> str:
@@ -287,9 +329,11 @@ def _problems(err: ValidationError, most: int = 3) -> str:
 
 def _check_consistent(m: Manifest, path: Path) -> None:
     """What pydantic cannot see field by field: ids, per-step lists and features agree."""
-    if m.features.names != FEATURES:
+    names = m.features.names
+    if not set(names) <= KNOWN_FEATURES or names[-2:] != FEATURES[-2:]:
         raise RunFormatError(
-            f"{path.parent} was trained on features {m.features.names}, this forecaster computes {FEATURES}"
+            f"{path.parent} was trained on features {names}, this forecaster computes {sorted(KNOWN_FEATURES)} "
+            "with the calendar pair last"
         )
     if sorted(t.id for t in m.tickers.values()) != list(range(len(m.tickers))):
         raise RunFormatError(f"{path} is malformed: ticker ids are not 0..{len(m.tickers) - 1}")
@@ -342,7 +386,8 @@ def load_run(run_dir: Path) -> Run:
         )
     state = read_weights(run_dir)
     cfg = manifest.config
-    check_tensors(run_dir / WEIGHTS, state, config_shapes(cfg, len(FEATURES), len(manifest.tickers)))
+    n_features = len(manifest.features.names)
+    check_tensors(run_dir / WEIGHTS, state, config_shapes(cfg, n_features, len(manifest.tickers)))
     return Run(path=run_dir, manifest=manifest, model=NumpyQuantileRNN.from_config(cfg, state))
 
 

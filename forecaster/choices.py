@@ -13,5 +13,6 @@ Cell = Literal["rnn", "lstm", "gru"]
 Strategy = Literal["direct", "recursive"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Precision = Literal["fp32", "bf16"]
+TargetScale = Literal["local", "ticker"]
 
 SOURCES: tuple[str, ...] = get_args(Source)

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .choices import Cell, Device, Precision, Source, Strategy
+from .choices import Cell, Device, Precision, Source, Strategy, TargetScale
 from .errors import ConfigError
 
 QUANTILES = (0.1, 0.5, 0.9)
@@ -47,6 +47,22 @@ class ModelConfig(_Section):
     num_layers: int = Field(1, gt=0, le=16)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     embedding_dim: int = Field(4, ge=0, le=256, description="ticker embedding size (0: none)")
+    target_scale: TargetScale = Field(
+        "local",
+        description="what the network's targets are divided by (times sqrt(h)): the local (range-based) "
+        "volatility at the origin, or the ticker's training volatility",
+    )
+    scale_halflife: int = Field(
+        20, gt=0, le=1000, description="half-life in sessions of the local volatility (target scale and rvol feature)"
+    )
+    median_alpha: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="the network's median is the forecast at a step only where it beat the naive forecast on the "
+        "validation split with a one-sided Diebold-Mariano p below this; elsewhere the median is the last close "
+        "(1: always the network's, 0: always the last close)",
+    )
     quantiles: list[float] = Field(
         default_factory=lambda: list(QUANTILES), description="quantile levels (only 0.1, 0.5, 0.9)"
     )
@@ -64,7 +80,11 @@ class ModelConfig(_Section):
 
 class IntervalConfig(_Section):
     vol_halflife: int = Field(
-        20, gt=0, le=1000, description="half-life in sessions of the EWMA volatility that scales the intervals"
+        20,
+        gt=0,
+        le=1000,
+        description="half-life in sessions of the EWMA volatility that widens and narrows the intervals of a run "
+        "whose targets use the ticker's training volatility (model.target_scale = ticker)",
     )
     tracking_rate: float = Field(
         0.05, ge=0.0, le=1.0, description="step of the online interval-scale tracker on the log scale (0: off)"

@@ -19,12 +19,12 @@ from .baselines import BASELINES, PROBABILISTIC_BASELINES, naive_scale
 from .checkpoint import Run, load_run
 from .errors import DataError
 from .fsio import publish_files, replace_dir, sibling_temp_dir
-from .intervals import calibrated, start_scales, tracked_scales
+from .intervals import calibrated, start_scales, tracked_scales, with_median
 from .metrics import PROBABILISTIC_MODELS, QUANTILE_SUFFIXES, lag_share, metrics_table
 from .npinfer import predict_scaled
 from .outputs import write_csv
 from .store import load_bars
-from .windows import build_windows, ending_before
+from .windows import ending_before
 
 log = logging.getLogger("forecaster")
 
@@ -125,22 +125,14 @@ def walk_forward(run: Run, bars: dict[str, pd.DataFrame], track: bool = True) ->
     the validation scales for the whole split (no online tracking), to show what the
     split-conformal calibration alone would have given."""
     cfg = run.config
-    ws = build_windows(
-        bars,
-        cfg.window.lookback,
-        cfg.window.horizon,
-        run.splits(),
-        scalers={s: v for s, v in run.manifest.scalers().items() if s in bars},
-        tickers=run.names,
-        vol_halflife=cfg.intervals.vol_halflife,
-    )
+    ws = run.windows(bars)
     ends = ws.origins("test")
     if len(ends) == 0:
         raise DataError(
             "no test windows: the data end before the run's test split "
             f"(starting {run.splits().test_start.date()}) has {cfg.window.horizon} sessions"
         )
-    q = predict_scaled(run.model, ws, ends, cfg.model.strategy)
+    q = with_median(predict_scaled(run.model, ws, ends, cfg.model.strategy), run.manifest.median_weights())
     conformal = run.manifest.conformal()
     if track:
         scale, _ = tracked_scales(q, ws, ends, conformal, cfg.intervals.tracking_rate)

@@ -7,8 +7,14 @@ Row ``t`` of the features uses bars up to and including session ``t`` only:
 ``range``       log(high_t / low_t)
 ``body``        log(close_t / open_t)
 ``dvol``        log((volume_t + 1) / (volume_{t-1} + 1))
-``dow_sin/cos`` day of week on a 5-day circle
+``rvol``        log of the local volatility ``sigma_t`` (below)
+``dow_sin/cos`` day of week on a 5-day circle (always the last two)
 ==============  ==========================================
+
+The local volatility ``sigma_t`` is an exponentially weighted average of each session's
+Garman–Klass range variance plus its overnight gap, ``(log open_t / close_{t-1})^2 +
+0.5 (log high_t / low_t)^2 - (2 log 2 - 1) (log close_t / open_t)^2``: the day's high and low carry
+several times more information about volatility than its close alone.
 
 The target of a window whose last input row is ``t`` is the cumulative log return
 ``log(close_{t+h} / close_t)`` for ``h = 1..H``; prices are rebuilt as ``close_t * exp(.)``.
@@ -22,8 +28,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-FEATURES = ["ret", "range", "body", "dvol", "dow_sin", "dow_cos"]
-CONTINUOUS = 4  # the first four features are standardised; the calendar ones are not
+FEATURES = ["ret", "range", "body", "dvol", "rvol", "dow_sin", "dow_cos"]
+"""What a new run's network reads, in order."""
+KNOWN_FEATURES = {"ret", "range", "body", "dvol", "rvol", "dow_sin", "dow_cos"}
+"""Every feature this forecaster can compute (runs made before ``rvol`` existed use a subset)."""
+CALENDAR = 2
+"""The last two features are the calendar ones: standardised as they are, not by the scaler."""
+MIN_VOL = 1e-4
+"""Floor of the local volatility (0.01 % a day): a flat stretch of bars must not divide by zero."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +46,7 @@ class TickerArrays:
     features: np.ndarray  # (T, F) float64, raw (not standardised)
     log_close: np.ndarray  # (T,) float64
     close: np.ndarray  # (T,) float64
+    local_vol: np.ndarray  # (T,) float64, sigma_t: the local volatility of one session's log return
 
 
 def dow_features(dates: np.ndarray) -> np.ndarray:
@@ -51,19 +64,38 @@ def next_weekday_features(last_dates: np.ndarray, horizon: int) -> np.ndarray:
     return dow_features(steps.ravel().astype("datetime64[ns]")).reshape(len(days), horizon, 2)
 
 
-def make_arrays(bars: pd.DataFrame) -> TickerArrays:
-    """Feature matrix and log closes for a validated OHLCV frame (at least 2 rows)."""
+def range_variance(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """(T-1,) each session's Garman–Klass variance plus its overnight gap, from the second bar on
+    (never negative)."""
+    lo_, h_, o_, c_ = np.log(lo[1:]), np.log(h[1:]), np.log(o[1:]), np.log(c[1:])
+    gap = o_ - np.log(c[:-1])
+    gk = gap**2 + 0.5 * (h_ - lo_) ** 2 - (2 * np.log(2) - 1) * (c_ - o_) ** 2
+    return np.maximum(gk, 0.0)
+
+
+def make_arrays(bars: pd.DataFrame, names: list[str] | None = None, halflife: float = 20) -> TickerArrays:
+    """Feature matrix (the features ``names``, default :data:`FEATURES`), log closes and the local
+    volatility (EWMA of the range variance with ``halflife`` sessions) for a validated OHLCV frame
+    of at least 2 rows."""
+    names = FEATURES if names is None else list(names)
     o, h, lo, c, v = (bars[k].to_numpy(np.float64) for k in ("open", "high", "low", "close", "volume"))
     log_c = np.log(c)
     lv = np.log1p(np.maximum(v, 0.0))
-    feats = np.empty((len(c) - 1, len(FEATURES)), dtype=np.float64)
-    feats[:, 0] = np.diff(log_c)
-    feats[:, 1] = np.log(h[1:] / lo[1:])
-    feats[:, 2] = np.log(c[1:] / o[1:])
-    feats[:, 3] = np.diff(lv)
     dates = bars.index.to_numpy()[1:]
-    feats[:, 4:6] = dow_features(dates)
-    return TickerArrays(dates=dates, features=feats, log_close=log_c[1:], close=c[1:])
+    variance = pd.Series(range_variance(o, h, lo, c)).ewm(halflife=halflife, min_periods=1).mean().to_numpy()
+    local_vol = np.maximum(np.sqrt(variance), MIN_VOL)
+    dow = dow_features(dates)
+    columns = {
+        "ret": np.diff(log_c),
+        "range": np.log(h[1:] / lo[1:]),
+        "body": np.log(c[1:] / o[1:]),
+        "dvol": np.diff(lv),
+        "rvol": np.log(local_vol),
+        "dow_sin": dow[:, 0],
+        "dow_cos": dow[:, 1],
+    }
+    feats = np.stack([columns[n] for n in names], axis=1)
+    return TickerArrays(dates=dates, features=feats, log_close=log_c[1:], close=c[1:], local_vol=local_vol)
 
 
 @dataclass(frozen=True)
@@ -72,11 +104,11 @@ class Scaler:
 
     mean: list[float]  # of the continuous features
     std: list[float]
-    ret_std: float  # scale of one-session log returns; targets are divided by ret_std*sqrt(h)
+    ret_std: float  # of one-session log returns over the training split
 
     @classmethod
     def fit(cls, features: np.ndarray) -> Scaler:
-        cont = features[:, :CONTINUOUS]
+        cont = features[:, :-CALENDAR]
         std = cont.std(axis=0)
         std = np.where(std > 1e-12, std, 1.0)
         ret_std = float(std[0])
@@ -84,7 +116,8 @@ class Scaler:
 
     def transform(self, features: np.ndarray) -> np.ndarray:
         out = features.astype(np.float32, copy=True)
-        out[:, :CONTINUOUS] = (features[:, :CONTINUOUS] - np.asarray(self.mean)) / np.asarray(self.std)
+        k = len(self.mean)
+        out[:, :k] = (features[:, :k] - np.asarray(self.mean)) / np.asarray(self.std)
         return out
 
     def to_dict(self) -> dict:
@@ -93,8 +126,3 @@ class Scaler:
     @classmethod
     def from_dict(cls, d: dict) -> Scaler:
         return cls(mean=[float(x) for x in d["mean"]], std=[float(x) for x in d["std"]], ret_std=float(d["ret_std"]))
-
-
-def target_scale(ret_std: float, horizon: int) -> np.ndarray:
-    """(H,) divisor per step: a random walk's h-step log return grows like sqrt(h)."""
-    return ret_std * np.sqrt(np.arange(1, horizon + 1, dtype=np.float64))

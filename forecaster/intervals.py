@@ -27,6 +27,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .config import COVERAGE, QUANTILES
+from .metrics import diebold_mariano
 from .windows import WindowSet
 
 MIN_ROWS = 20
@@ -106,6 +107,34 @@ def track_scales(scores, start, lags, rate: float, coverage: float = COVERAGE) -
         if i < n:
             miss[i] = np.where(known[i], scores[i] > out[i], 0.0)
     return out
+
+
+def with_median(q: np.ndarray, weight) -> np.ndarray:
+    """The forecasts ``q`` (B, H, 3) with the median ``weight * median`` (per step, broadcast along
+    H; 0 is the last close, 1 the network's) and both interval ends moved with it, so the
+    interval keeps the network's half-widths around whichever median is used."""
+    w = np.asarray(weight, dtype=np.float32)
+    shift = (w - 1) * q[:, :, MID]  # (B, H)
+    return q + shift[:, :, None]
+
+
+def median_weights(q: np.ndarray, ws: WindowSet, ends: np.ndarray, alpha: float) -> list[float]:
+    """Per step, 1.0 where the network's median beat the naive forecast (the last close) on the
+    windows ending at ``ends`` (validation) with a one-sided Diebold–Mariano p below ``alpha``,
+    else 0.0. Errors are compared in log returns, pooled over tickers; ``alpha >= 1`` keeps the
+    network's median everywhere, ``alpha <= 0`` none."""
+    if alpha >= 1 or alpha <= 0:
+        return [float(alpha >= 1)] * ws.horizon
+    s = ws.target_scale(ends)
+    y, m = ws.realised(ends) * s, q[:, :, MID] * s
+    weights = []
+    for h in range(ws.horizon):
+        ok = np.isfinite(y[:, h])
+        e_model, e_naive = y[ok, h] - m[ok, h], y[ok, h]
+        better = np.mean(np.abs(e_model)) < np.mean(np.abs(e_naive))
+        _, p = diebold_mariano(e_model, e_naive, h=h + 1)
+        weights.append(float(better and p < alpha))
+    return weights
 
 
 # ------------------------------------------------------------------- over forecasts of a WindowSet
@@ -208,5 +237,5 @@ def calibrated(
     made at ``ends``, with the (B, H) conformal ``scale``."""
     med = q[:, :, MID]
     lo, hi = apply_scales(q[:, :, LO], med, q[:, :, HI], scale, ws.vol[ends][:, None])
-    s = ws.tscale[ws.ticker_id[ends]]  # (B, H) back to log returns
+    s = ws.target_scale(ends)  # (B, H) back to log returns
     return lo * s, med * s, hi * s

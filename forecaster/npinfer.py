@@ -189,13 +189,18 @@ def roll_forward(
     horizon: int,
     ret_shift: np.ndarray,
     next_dow: np.ndarray,
+    ret_factor: np.ndarray | None = None,
 ) -> np.ndarray:
-    """:func:`forecaster.models.roll_forward` in numpy: a one-step model rolled forward H steps,
-    medians added up and the steps' spreads added in quadrature; (B, H, Q) in units of
-    ``ret_std * sqrt(h)``."""
+    """The recursive strategy: a one-step model rolled forward H steps. Each step appends a row
+    with the predicted median return as the ``ret`` feature (``r * ret_factor - ret_shift``, (B,)
+    each: from units of the target scale to the standardised feature), the other market features
+    at their training mean (0 after scaling) and the next weekday. Medians add up, the steps'
+    spreads add in quadrature (independent steps); (B, H, Q) in units of the target scale
+    times ``sqrt(h)``."""
     m = model.median_index
     x = np.asarray(x, dtype=np.float32)
     ret_shift = np.asarray(ret_shift, dtype=np.float32)
+    factor = np.float32(1.0) if ret_factor is None else np.asarray(ret_factor, dtype=np.float32)
     next_dow = np.asarray(next_dow, dtype=np.float32)
     B = x.shape[0]
     cum = np.zeros(B, np.float32)
@@ -211,7 +216,7 @@ def roll_forward(
         levels = np.concatenate([cum[:, None] - np.sqrt(lo_sq), cum[:, None], cum[:, None] + np.sqrt(hi_sq)], -1)
         out.append(levels / np.float32(math.sqrt(h + 1)))
         new = np.zeros_like(x[:, :1])  # (B, 1, F)
-        new[:, 0, 0] = r - ret_shift
+        new[:, 0, 0] = r * factor - ret_shift
         new[:, 0, -2:] = next_dow[:, h]
         x = np.concatenate([x[:, 1:], new], axis=1)
     return np.stack(out, axis=1)
@@ -220,16 +225,17 @@ def roll_forward(
 def predict_scaled(
     model: NumpyQuantileRNN, ws: WindowSet, ends: np.ndarray, strategy: str, batch_size: int = FORECAST_BATCH
 ) -> np.ndarray:
-    """(B, H, Q) quantiles of the cumulative log return, in units of ``ret_std * sqrt(h)``."""
+    """(B, H, Q) quantiles of the cumulative log return of the windows ending at ``ends``, in
+    units of their target scale (:meth:`forecaster.windows.WindowSet.target_scale`)."""
     horizon = ws.horizon
-    shift = ws.ret_shift()
     out = []
     for i in range(0, len(ends), batch_size):
         e = ends[i : i + batch_size]
         x, tid = ws.inputs(e)
         if strategy == "recursive":
             dow = next_weekday_features(ws.dates[e], horizon)
-            out.append(roll_forward(model, x, tid, horizon, shift[tid], dow))
+            factor, shift = ws.ret_feature(e)
+            out.append(roll_forward(model, x, tid, horizon, shift, dow, factor))
         else:
             out.append(model(x, tid))
     if not out:

@@ -27,12 +27,11 @@ from .checkpoint import Run, load_run
 from .choices import SOURCES
 from .errors import EXIT_OK, EXIT_PARTIAL, ConfigError, DataError, ForecasterError, TemporaryFailure
 from .fsio import file_lock, remove_stale_temps
-from .intervals import calibrated, forecast_scales
+from .intervals import calibrated, forecast_scales, with_median
 from .npinfer import predict_scaled
 from .outputs import write_csv
 from .sessions import last_completed_session, next_sessions, sessions_after_count
 from .store import download, load_bars, load_store
-from .windows import build_windows
 
 log = logging.getLogger("forecaster")
 
@@ -195,7 +194,8 @@ def _recent_bars(run: Run, names, source, data_dir, cut, failed: dict[str, str])
     """Each ticker's bars up to ``cut``, trimmed to what the window and the volatility estimate
     read; a ticker without enough of them is added to ``failed`` with the reason."""
     lookback = run.config.window.lookback
-    keep = lookback + 1 + WARMUP_HALFLIVES * run.config.intervals.vol_halflife
+    halflife = max(run.config.intervals.vol_halflife, run.config.model.scale_halflife)
+    keep = lookback + 1 + WARMUP_HALFLIVES * halflife
     bars: dict[str, pd.DataFrame] = {}
     for sym in names:
         if sym in failed:
@@ -232,18 +232,9 @@ def _write(report: ForecastReport, target: Path) -> None:
 def _forecast(run: Run, bars, cut, note_age: bool, now, report: ForecastReport) -> pd.DataFrame:
     """The forecast rows (SPEC §7) for the tickers in ``bars``; sets ``report.as_of``."""
     cfg = run.config
-    scalers = run.manifest.scalers()
-    ws = build_windows(
-        bars,
-        cfg.window.lookback,
-        cfg.window.horizon,
-        run.splits(),
-        scalers={s: scalers[s] for s in bars},
-        tickers=run.names,
-        vol_halflife=cfg.intervals.vol_halflife,
-    )
+    ws = run.windows(bars)
     ends = ws.offsets[1:] - 1  # last row of each present ticker
-    q = predict_scaled(run.model, ws, ends, cfg.model.strategy)
+    q = with_median(predict_scaled(run.model, ws, ends, cfg.model.strategy), run.manifest.median_weights())
     lo, med, hi = calibrated(q, ws, ends, forecast_scales(run.manifest.tickers, ws, ends))
     H = ws.horizon
     last_dates = pd.DatetimeIndex(ws.dates[ends])

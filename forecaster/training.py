@@ -41,7 +41,7 @@ from .config import COVERAGE, Config
 from .errors import EXIT_INTERRUPTED, ConfigError, TrainingError
 from .features import FEATURES
 from .fsio import file_lock
-from .intervals import tracked_scales, validation_scales
+from .intervals import median_weights, tracked_scales, validation_scales, with_median
 from .models import QuantileRNN, build_model, pinball_loss
 from .npinfer import NumpyQuantileRNN, predict_scaled
 from .store import load_bars
@@ -106,7 +106,8 @@ class Batches:
         if self.resident:
             self.x = torch.from_numpy(ws.x).to(device)  # (N, F)
             self.log_close = torch.from_numpy(ws.log_close).to(device)  # (N,)
-            self.tscale = torch.from_numpy(ws.tscale).to(device)  # (K, H)
+            self.scale = torch.from_numpy(ws.scale).to(device)  # (N,)
+            self.sqrt_h = torch.from_numpy(ws.sqrt_h).to(device)  # (H,)
             self.ticker_id = torch.from_numpy(ws.ticker_id).to(device)  # (N,)
             self.back = torch.arange(1 - ws.lookback, 1, device=device)  # (L,)
             self.ahead = torch.arange(1, ws.horizon + 1, device=device)  # (H,)
@@ -117,7 +118,7 @@ class Batches:
             tid = self.ticker_id[e]
             x = self.x[e[:, None] + self.back]
             cum = self.log_close[e[:, None] + self.ahead] - self.log_close[e][:, None]
-            y = (cum / self.tscale[tid]).float()
+            y = (cum / (self.scale[e][:, None] * self.sqrt_h)).float()
             return x, tid, (y[:, :1] if self.one_step else y)
         x, tid = self.ws.inputs(ends)
         y = self.ws.targets(ends)
@@ -515,7 +516,16 @@ def load_training_data(cfg: Config, tickers: list[str], splits: Splits | None = 
     bars = load_bars(cfg.data.source, cfg.data.data_dir, tickers)
     w = cfg.window
     splits = splits or make_splits(bars, w.val_days, w.test_days)
-    ws = build_windows(bars, w.lookback, w.horizon, splits, vol_halflife=cfg.intervals.vol_halflife)
+    ws = build_windows(
+        bars,
+        w.lookback,
+        w.horizon,
+        splits,
+        features=FEATURES,
+        target_scale=cfg.model.target_scale,
+        scale_halflife=cfg.model.scale_halflife,
+        vol_halflife=cfg.intervals.vol_halflife,
+    )
     ends = {s: ws.ends(s) for s in ("train", "val", "test")}
     for sym, why in ending_before({s: bars[s] for s in ws.tickers}, splits.val_start).items():
         log.warning(
@@ -531,18 +541,30 @@ def load_training_data(cfg: Config, tickers: list[str], splits: Splits | None = 
     return TrainingData(bars=bars, splits=splits, ws=ws, ends=ends)
 
 
-def calibrate(weights: dict[str, np.ndarray], cfg: Config, data: TrainingData) -> tuple[dict, dict]:
-    """The run's interval scales, through the numpy forward pass that every forecast uses:
-    fitted on the validation split, then tracked through the test split to the last bar."""
+@dataclass
+class Calibration:
+    """What training fits after the weights, on the validation split: the median's weight per
+    step, the interval scales, and those scales tracked through the test split to the last bar."""
+
+    median_weight: list[float]
+    scales: dict[str, list[float]]
+    online: dict[str, list[float]]
+
+
+def calibrate(weights: dict[str, np.ndarray], cfg: Config, data: TrainingData) -> Calibration:
+    """The run's median gate and interval scales, through the numpy forward pass that every
+    forecast uses."""
     net = NumpyQuantileRNN.from_config(cfg, weights)
-    ws, strategy = data.ws, cfg.model.strategy
-    scales = validation_scales(predict_scaled(net, ws, data.ends["val"], strategy), ws, data.ends["val"])
+    ws, strategy, val = data.ws, cfg.model.strategy, data.ends["val"]
+    q = predict_scaled(net, ws, val, strategy)
+    median = median_weights(q, ws, val, cfg.model.median_alpha)
+    scales = validation_scales(with_median(q, median), ws, val)
     origins = ws.origins("test")
     if len(origins) == 0:
-        return scales, {}
-    q = predict_scaled(net, ws, origins, strategy)
+        return Calibration(median, scales, {})
+    q = with_median(predict_scaled(net, ws, origins, strategy), median)
     _, online = tracked_scales(q, ws, origins, scales, cfg.intervals.tracking_rate)
-    return scales, online
+    return Calibration(median, scales, online)
 
 
 def _save(
@@ -560,14 +582,16 @@ def _save(
     if interrupted and trainer.best_state is not None:
         trainer.model.load_state_dict(trainer.best_state)
     weights = numpy_state(trainer.model)
-    scales, online = ({}, {}) if interrupted else calibrate(weights, cfg, data)
-    manifest = _manifest(run_dir, cfg, data, history, scales, online, now, seconds, trainer, interrupted)
+    calibration = None if interrupted else calibrate(weights, cfg, data)
+    manifest = _manifest(run_dir, cfg, data, history, calibration, now, seconds, trainer, interrupted)
     save_run(run_dir, weights, manifest, [r.as_row() for r in history], resume=resume)
     return manifest
 
 
-def _manifest(run_dir, cfg, data, history, scales, online, now, seconds, trainer, interrupted) -> Manifest:
+def _manifest(run_dir, cfg, data, history, calibration, now, seconds, trainer, interrupted) -> Manifest:
     ws, H = data.ws, cfg.window.horizon
+    scales = calibration.scales if calibration else {}
+    online = calibration.online if calibration else {}
     tickers = {}
     for k, sym in enumerate(ws.tickers):
         lo, hi = ws.offsets[k], ws.offsets[k + 1]
@@ -606,6 +630,7 @@ def _manifest(run_dir, cfg, data, history, scales, online, now, seconds, trainer
             interval_coverage_target=round(COVERAGE, 6),
         ),
         versions=_versions(),
+        median_weight=calibration.median_weight if calibration else None,
     )
 
 

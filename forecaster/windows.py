@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .config import IntervalConfig
+from .config import IntervalConfig, ModelConfig
 from .errors import DataError
-from .features import Scaler, make_arrays, target_scale
+from .features import Scaler, make_arrays
 
 log = logging.getLogger("forecaster")
 
@@ -74,9 +74,18 @@ class WindowSet:
     offsets: np.ndarray  # (K+1,) first row of each ticker, then N
     split: np.ndarray  # (N,) int8 split code of each row's date
     scalers: dict[str, Scaler]
-    tscale: np.ndarray  # (K, H) float64 target divisor per ticker and step
-    vol: np.ndarray  # (N,) local volatility at each row relative to the ticker's training one
+    scale: np.ndarray  # (N,) float64: a window ending at row t has targets divided by scale[t] * sqrt(h)
+    vol: np.ndarray  # (N,) interval widening at each row (1.0 where the targets are already local)
     skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def sqrt_h(self) -> np.ndarray:
+        """(H,) sqrt(h): the h-step return's spread grows like it (a random walk's does)."""
+        return np.sqrt(np.arange(1, self.horizon + 1, dtype=np.float64))
+
+    def target_scale(self, ends: np.ndarray) -> np.ndarray:
+        """(B, H) what the targets of the windows ending at ``ends`` are divided by."""
+        return self.scale[ends][:, None] * self.sqrt_h
 
     def ends(self, split: str | None = None) -> np.ndarray:
         """Last-input-row indices of every valid window (of one split, or all)."""
@@ -121,20 +130,23 @@ class WindowSet:
         )
         return view[ends - (self.lookback - 1)], self.ticker_id[ends]
 
-    def ret_shift(self) -> np.ndarray:
-        """(K,) each ticker's training mean return in units of its return scale (0 for an id
-        without a scaler): a predicted return r in those units is the ``ret`` feature r - shift."""
+    def ret_feature(self, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """How a one-step return r, in units of the target scale of the windows ending at
+        ``ends``, becomes the standardised ``ret`` feature: ``r * factor - shift``, both (B,)."""
+        ret_std = np.ones(len(self.names))
         shift = np.zeros(len(self.names))
         for i, s in enumerate(self.names):
             if s in self.scalers:
+                ret_std[i] = self.scalers[s].std[0]
                 shift[i] = self.scalers[s].mean[0] / self.scalers[s].std[0]
-        return shift
+        tid = self.ticker_id[ends]
+        return self.scale[ends] / ret_std[tid], shift[tid]
 
     def targets(self, ends: np.ndarray) -> np.ndarray:
         """(B, H) scaled cumulative log returns after each window (every target must exist)."""
         fut = ends[:, None] + np.arange(1, self.horizon + 1)  # (B, H)
         cum = self.log_close[fut] - self.log_close[ends][:, None]
-        return (cum / self.tscale[self.ticker_id[ends]]).astype(np.float32)
+        return (cum / self.target_scale(ends)).astype(np.float32)
 
     def realised(self, ends: np.ndarray) -> np.ndarray:
         """(B, H) like :meth:`targets`, in float64, with NaN for the steps past the ticker's last
@@ -143,7 +155,7 @@ class WindowSet:
         last_row = self.offsets[np.searchsorted(self.offsets, ends, side="right")] - 1  # (B,)
         have = fut <= last_row[:, None]
         cum = self.log_close[np.minimum(fut, last_row[:, None])] - self.log_close[ends][:, None]
-        return np.where(have, cum / self.tscale[self.ticker_id[ends]], np.nan)
+        return np.where(have, cum / self.target_scale(ends), np.nan)
 
 
 def ending_before(bars: dict[str, pd.DataFrame], start: pd.Timestamp) -> dict[str, dict[str, str]]:
@@ -163,6 +175,10 @@ def build_windows(
     splits: Splits,
     scalers: dict[str, Scaler] | None = None,
     tickers: list[str] | None = None,
+    *,
+    features: list[str] | None = None,
+    target_scale: str = ModelConfig.model_fields["target_scale"].default,
+    scale_halflife: int = ModelConfig.model_fields["scale_halflife"].default,
     vol_halflife: int = IntervalConfig.model_fields["vol_halflife"].default,
 ) -> WindowSet:
     """Stack tickers into one WindowSet.
@@ -171,6 +187,11 @@ def build_windows(
     a ticker with too few rows for one training window is skipped with a warning naming it.
     Evaluation / prediction: pass the run's ``scalers`` and ``tickers`` (its embedding order);
     every ticker then keeps its id, and one without enough rows raises a DataError naming it.
+
+    ``features`` (default :data:`FEATURES`) are the network's inputs. ``target_scale``: "local"
+    divides each window's targets by the local volatility at its last row (half-life
+    ``scale_halflife``), "ticker" by the ticker's training volatility, with the intervals then
+    widened by the EWMA volatility (half-life ``vol_halflife``) relative to it.
     """
     fitting = scalers is None
     order = list(tickers) if tickers is not None else sorted(bars)
@@ -181,7 +202,7 @@ def build_windows(
     for sym in order:
         if sym not in bars:
             continue
-        a = make_arrays(bars[sym]) if len(bars[sym]) >= 2 else None
+        a = make_arrays(bars[sym], features, scale_halflife) if len(bars[sym]) >= 2 else None
         n = 0 if a is None else len(a.dates)
         if fitting:
             n_train = 0 if a is None else int((splits.code(a.dates) == 0).sum())
@@ -203,11 +224,18 @@ def build_windows(
     ids = {s: i for i, s in enumerate(kept)} if tickers is None else {s: i for i, s in enumerate(order)}
     sizes = [len(a.dates) for a in arrays]
     x = np.concatenate([fitted[s].transform(a.features) for s, a in zip(kept, arrays)])
-    tscale = np.zeros((len(ids), horizon))
-    for s in kept:
-        tscale[ids[s]] = target_scale(fitted[s].ret_std, horizon)
     dates = np.concatenate([a.dates for a in arrays])
-    vol = np.concatenate([local_vol(a.features[:, 0], fitted[s].ret_std, vol_halflife) for s, a in zip(kept, arrays)])
+    if target_scale == "local":
+        scale = np.concatenate([a.local_vol for a in arrays])
+        vol = np.ones(len(dates))
+    elif target_scale == "ticker":
+        scale = np.concatenate([np.full(len(a.dates), fitted[s].ret_std) for s, a in zip(kept, arrays)])
+        # the "ret" feature (always the first) is each row's daily log return
+        vol = np.concatenate(
+            [ewma_vol(a.features[:, 0], fitted[s].ret_std, vol_halflife) for s, a in zip(kept, arrays)]
+        )
+    else:
+        raise ValueError(f"unknown target scale {target_scale!r}")
     return WindowSet(
         tickers=kept,
         names=list(ids),
@@ -221,14 +249,14 @@ def build_windows(
         offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
         split=splits.code(dates),
         scalers={s: fitted[s] for s in kept},
-        tscale=tscale,
+        scale=scale,
         vol=vol,
         skipped=skipped,
     )
 
 
-def local_vol(returns: np.ndarray, ret_std: float, halflife: int) -> np.ndarray:
-    """Exponentially weighted volatility of one ticker's log returns, up to and including each
-    row, in units of its training volatility (about 1 in a typical training period)."""
+def ewma_vol(returns: np.ndarray, ret_std: float, halflife: int) -> np.ndarray:
+    """Exponentially weighted volatility of one ticker's daily log returns, up to and including
+    each row, in units of its training volatility (about 1 in a typical training period)."""
     r2 = pd.Series((returns / ret_std) ** 2)
     return np.sqrt(r2.ewm(halflife=halflife, min_periods=1).mean().to_numpy())

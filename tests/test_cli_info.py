@@ -104,7 +104,7 @@ def test_info_damaged_run_json(cli, run_copy):
 
 def test_info_newer_format_version(cli, run_copy):
     meta = run_meta(run_copy)
-    meta["format_version"] = 2
+    meta["format_version"] = 3
     (run_copy / "run.json").write_text(json.dumps(meta))
     res = cli("info", run_copy)
     assert res.exit_code == 1

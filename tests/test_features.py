@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forecaster.features import FEATURES, Scaler, make_arrays, target_scale
+from forecaster.features import FEATURES, MIN_VOL, Scaler, make_arrays, range_variance
 
 
 def bars(n=30, seed=0):
@@ -29,16 +29,19 @@ def test_features_use_only_the_past_and_present():
     assert a.features.shape == (len(df) - 1, len(FEATURES))
     np.testing.assert_allclose(a.features[:, 0], np.diff(np.log(df["close"])))
     np.testing.assert_allclose(a.features[:, 1], np.log(1.02 / 0.98))
-    # changing a future bar never changes an earlier feature row
+    # changing a future bar never changes an earlier feature row, nor the local volatility
     df2 = df.copy()
     df2.iloc[20, df2.columns.get_loc("close")] *= 1.5
     b = make_arrays(df2)
     np.testing.assert_array_equal(a.features[:19], b.features[:19])
+    np.testing.assert_array_equal(a.local_vol[:19], b.local_vol[:19])
+    assert not np.allclose(a.local_vol[19:], b.local_vol[19:])
 
 
 def test_day_of_week_features_distinguish_weekdays():
     a = make_arrays(bars(11))
-    dows = {tuple(np.round(r, 6)) for r in a.features[:, 4:6]}
+    assert FEATURES[-2:] == ["dow_sin", "dow_cos"]
+    dows = {tuple(np.round(r, 6)) for r in a.features[:, -2:]}
     assert len(dows) == 5
 
 
@@ -48,10 +51,12 @@ def test_scaler_round_trip(seed, n):
     a = make_arrays(bars(n, seed))
     sc = Scaler.fit(a.features)
     z = sc.transform(a.features)
-    back = z[:, :4] * np.asarray(sc.std) + np.asarray(sc.mean)  # standardised, nothing lost
-    np.testing.assert_allclose(back, a.features[:, :4], rtol=1e-4, atol=1e-5)
-    np.testing.assert_array_equal(z[:, 4:], a.features[:, 4:].astype(np.float32))  # calendar: as it is
-    z = sc.transform(a.features)[:, :4]
+    k = len(FEATURES) - 2
+    assert len(sc.mean) == len(sc.std) == k
+    back = z[:, :k] * np.asarray(sc.std) + np.asarray(sc.mean)  # standardised, nothing lost
+    np.testing.assert_allclose(back, a.features[:, :k], rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(z[:, k:], a.features[:, k:].astype(np.float32))  # calendar: as it is
+    z = sc.transform(a.features)[:, :k]
     np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-4)
     assert Scaler.from_dict(sc.to_dict()) == sc
 
@@ -62,8 +67,39 @@ def test_scaler_constant_column_does_not_divide_by_zero():
     assert np.isfinite(sc.transform(f)).all()
 
 
-def test_target_scale_grows_like_sqrt_h():
-    np.testing.assert_allclose(target_scale(0.02, 4), 0.02 * np.sqrt([1, 2, 3, 4]))
+def test_local_volatility_is_the_ewma_of_the_range_variance():
+    df = bars(60)
+    o, h, lo, c = (df[k].to_numpy() for k in ("open", "high", "low", "close"))
+    # Garman-Klass plus the overnight gap, by hand, for one session
+    t = 10
+    gk = (
+        (np.log(o[t] / c[t - 1])) ** 2
+        + 0.5 * np.log(h[t] / lo[t]) ** 2
+        - (2 * np.log(2) - 1) * np.log(c[t] / o[t]) ** 2
+    )
+    assert range_variance(o, h, lo, c)[t - 1] == pytest.approx(gk)
+    a = make_arrays(df, halflife=5)
+    want = np.sqrt(pd.Series(range_variance(o, h, lo, c)).ewm(halflife=5, min_periods=1).mean().to_numpy())
+    np.testing.assert_allclose(a.local_vol, want)
+    np.testing.assert_allclose(a.features[:, FEATURES.index("rvol")], np.log(want))
+    # a range of +-2 % a day is about 1.3 % of daily volatility
+    assert 0.005 < np.median(a.local_vol) < 0.03
+
+
+def test_flat_bars_have_a_floor_volatility():
+    df = bars(20)
+    for k in ("open", "high", "low"):
+        df[k] = df["close"]
+    df["close"] = 100.0
+    df["open"] = df["high"] = df["low"] = 100.0
+    a = make_arrays(df)
+    assert (a.local_vol == MIN_VOL).all() and np.isfinite(a.features).all()
+
+
+def test_older_feature_lists_are_computed_as_recorded():
+    old = ["ret", "range", "body", "dvol", "dow_sin", "dow_cos"]
+    a, b = make_arrays(bars(), old), make_arrays(bars())
+    np.testing.assert_array_equal(a.features, np.delete(b.features, FEATURES.index("rvol"), axis=1))
 
 
 def test_zero_volume_is_finite():

@@ -35,7 +35,12 @@ def test_golden_files_are_small_and_complete():
 
 def test_golden_run_loads():
     run = load_run(RUN)
-    assert run.manifest.format_version == FORMAT_VERSION == 1
+    # written in format 1, read as what it was made with: targets on the ticker's training
+    # volatility, the network's median at every step, the six features of that time
+    assert run.manifest.format_version == 1 and FORMAT_VERSION == 2
+    assert (run.config.model.target_scale, run.config.model.median_alpha) == ("ticker", 1.0)
+    assert run.manifest.median_weights() == [1.0, 1.0, 1.0]
+    assert run.manifest.features.names == ["ret", "range", "body", "dvol", "dow_sin", "dow_cos"]
     assert run.name == "v1"
     assert run.names == ["GOLDA", "GOLDB"]
     cfg = run.config

@@ -16,10 +16,12 @@ from forecaster.intervals import (
     calibrated,
     conformal_quantile,
     forecast_scales,
+    median_weights,
     scale_scores,
     track_scales,
     tracked_scales,
     validation_scales,
+    with_median,
 )
 from forecaster.metrics import coverage
 from forecaster.windows import Splits, build_windows
@@ -199,7 +201,7 @@ def test_validation_scales_reach_nominal_per_ticker_and_step():
     scales = validation_scales(q, ws, ends)
     assert set(scales) == {"AAA", "BBB"} and all(len(v) == ws.horizon for v in scales.values())
     lo, _, hi = calibrated(q, ws, ends, np.array([scales[ws.names[t]] for t in ws.ticker_id[ends]]))
-    actual = ws.realised(ends) * ws.tscale[ws.ticker_id[ends]]
+    actual = ws.realised(ends) * ws.target_scale(ends)
     for k in range(2):
         for h in range(ws.horizon):
             sel = ws.ticker_id[ends] == k
@@ -230,7 +232,7 @@ def test_tracked_scales_match_tracking_each_ticker_alone():
         last = ws.offsets[k + 1] - 1
         fut = e[:, None] + np.arange(1, H + 1)
         actual = np.where(fut <= last, ws.log_close[np.minimum(fut, last)] - ws.log_close[e][:, None], np.nan)
-        actual = actual / ws.tscale[k]
+        actual = actual / ws.target_scale(e)
         s = scale_scores(actual, q[sel, :, 0], q[sel, :, 1], q[sel, :, 2], ws.vol[e][:, None])
         alone = track_scales(s, start[sym], lags=np.arange(1, H + 1), rate=RATE)
         np.testing.assert_allclose(scale[sel], alone[:-1])
@@ -267,16 +269,7 @@ def _run_windows(run_dir, cut=None):
         s: (df[df.index <= cut] if cut is not None else df)
         for s, df in load_bars(cfg.data.source, cfg.data.data_dir, run.names).items()
     }
-    ws = build_windows(
-        bars,
-        cfg.window.lookback,
-        cfg.window.horizon,
-        run.splits(),
-        scalers=run.manifest.scalers(),
-        tickers=run.names,
-        vol_halflife=cfg.intervals.vol_halflife,
-    )
-    return run, ws
+    return run, run.windows(bars)
 
 
 def test_trained_run_stores_the_scales_evaluate_ends_with(trained_run):
@@ -286,7 +279,7 @@ def test_trained_run_stores_the_scales_evaluate_ends_with(trained_run):
     meta = json.loads((trained_run / "run.json").read_text())
     run, ws = _run_windows(trained_run)
     ends = ws.origins("test")
-    q = predict_scaled(run.model, ws, ends, run.config.model.strategy)
+    q = with_median(predict_scaled(run.model, ws, ends, run.config.model.strategy), run.manifest.median_weights())
     _, final = tracked_scales(q, ws, ends, run.manifest.conformal(), run.config.intervals.tracking_rate)
     for sym, t in meta["tickers"].items():
         assert len(t["conformal_online"]) == run.config.window.horizon
@@ -300,7 +293,7 @@ def _expected_forecast(run_dir, cut, which):
 
     run, ws = _run_windows(run_dir, cut)
     ends = ws.offsets[1:] - 1
-    q = predict_scaled(run.model, ws, ends, run.config.model.strategy)
+    q = with_median(predict_scaled(run.model, ws, ends, run.config.model.strategy), run.manifest.median_weights())
     scale = np.array([getattr(run.manifest.tickers[ws.names[t]], which) for t in ws.ticker_id[ends]])
     lo, _, hi = calibrated(q, ws, ends, scale)
     close = ws.close[ends][:, None]
@@ -324,3 +317,30 @@ def test_predict_uses_the_tracked_scale_from_the_last_bar_and_the_validation_one
     for col in ("p10", "p90"):
         np.testing.assert_allclose(got[col].to_numpy(float), want[col], rtol=1e-5)
         assert not np.allclose(got[col].to_numpy(float), other[col], rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------ the median's gate
+
+
+def test_with_median_keeps_the_half_widths_around_whichever_median():
+    rng = np.random.default_rng(5)
+    med = rng.normal(0, 0.3, (20, 3))
+    q = np.stack([med - 1.0, med, med + 2.0], -1)
+    np.testing.assert_array_equal(with_median(q, [1.0, 1.0, 1.0]), q)
+    naive = with_median(q, [0.0, 1.0, 0.0])
+    np.testing.assert_allclose(naive[:, [0, 2], 1], 0.0, atol=1e-7)  # the last close
+    np.testing.assert_allclose(naive[:, 1], q[:, 1])
+    np.testing.assert_allclose(naive[:, :, 1] - naive[:, :, 0], 1.0, rtol=1e-6)
+    np.testing.assert_allclose(naive[:, :, 2] - naive[:, :, 1], 2.0, rtol=1e-6)
+
+
+def test_median_weights_keep_the_network_only_where_validation_shows_it_beats_naive():
+    ws = _windows(n_a=600, n_b=600)
+    ends = ws.ends("val")
+    y = ws.realised(ends)
+    informed = np.stack([y - 1, y * 0.5, y + 1], -1)  # knows half of every move: far better than naive
+    noise = _forecasts(ws, ends, seed=9)  # unrelated to what happens: worse than naive
+    assert median_weights(informed, ws, ends, alpha=0.05) == [1.0, 1.0, 1.0]
+    assert median_weights(noise, ws, ends, alpha=0.05) == [0.0, 0.0, 0.0]
+    assert median_weights(noise, ws, ends, alpha=1.0) == [1.0, 1.0, 1.0]  # always the network's
+    assert median_weights(informed, ws, ends, alpha=0.0) == [0.0, 0.0, 0.0]  # always the last close

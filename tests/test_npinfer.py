@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @torch.no_grad()
-def torch_roll_forward(model, x, ticker, horizon, ret_shift, next_dow):
+def torch_roll_forward(model, x, ticker, horizon, ret_shift, next_dow, ret_factor=1.0):
     """The recursive strategy written with torch ops, as the reference for the numpy one: each
     step appends the predicted median return (the other market features at their training mean,
     0 after scaling) and the next weekday; medians add up, the steps' spreads add in quadrature."""
@@ -40,7 +40,7 @@ def torch_roll_forward(model, x, ticker, horizon, ret_shift, next_dow):
         levels = torch.cat([cum[:, None] - lo_sq.sqrt(), cum[:, None], cum[:, None] + hi_sq.sqrt()], -1)
         out.append(levels / (h + 1) ** 0.5)
         new = torch.zeros_like(x[:, :1])
-        new[:, 0, 0] = r - ret_shift
+        new[:, 0, 0] = r * ret_factor - ret_shift
         new[:, 0, -2:] = next_dow[:, h]
         x = torch.cat([x[:, 1:], new], dim=1)
     return torch.stack(out, dim=1)
@@ -175,7 +175,6 @@ def test_numpy_run_predicts_what_the_torch_run_predicts(some_run, sample_dir):
     """The run's weights in the torch network give the numpy forward pass's forecasts."""
     from forecaster.features import FEATURES, next_weekday_features
     from forecaster.store import load_bars
-    from forecaster.windows import build_windows
 
     run = load_run(some_run)
     cfg = run.config
@@ -183,15 +182,13 @@ def test_numpy_run_predicts_what_the_torch_run_predicts(some_run, sample_dir):
     net.load_state_dict({k: torch.from_numpy(v) for k, v in read_weights(some_run).items()})
     net.eval()
     bars = load_bars("csv", sample_dir, run.names)
-    ws = build_windows(
-        bars, cfg.window.lookback, cfg.window.horizon, run.splits(), scalers=run.manifest.scalers(), tickers=run.names
-    )
+    ws = run.windows(bars)
     ends = np.concatenate([ws.origins("test"), ws.offsets[1:] - 1])
     x, tid = (torch.from_numpy(np.ascontiguousarray(a)) for a in ws.inputs(ends))
     if cfg.model.strategy == "recursive":
-        shift = torch.from_numpy(ws.ret_shift()[tid.numpy()]).float()
+        factor, shift = (torch.from_numpy(a).float() for a in ws.ret_feature(ends))
         dow = torch.from_numpy(next_weekday_features(ws.dates[ends], cfg.window.horizon)).float()
-        want = torch_roll_forward(net, x, tid, cfg.window.horizon, shift, dow).numpy()
+        want = torch_roll_forward(net, x, tid, cfg.window.horizon, shift, dow, factor).numpy()
     else:
         with torch.no_grad():
             want = net(x, tid).numpy()

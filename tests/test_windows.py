@@ -123,7 +123,7 @@ def test_batches_are_gathered_from_the_stacked_rows():
     assert x.shape == (2, 10, ws.x.shape[1])
     np.testing.assert_array_equal(x[1], ws.x[ends[1] - 9 : ends[1] + 1])
     y = ws.targets(ends)
-    expected = (ws.log_close[ends[0] + 2] - ws.log_close[ends[0]]) / ws.tscale[tid[0], 1]
+    expected = (ws.log_close[ends[0] + 2] - ws.log_close[ends[0]]) / (ws.scale[ends[0]] * np.sqrt(2))
     assert y[0, 1] == pytest.approx(expected, rel=1e-5)
     # the stacked arrays are the only copy: a window is an index, not an array
     assert ws.x.shape[0] == sum(len(b) - 1 for b in bars.values())
@@ -138,6 +138,35 @@ def test_inputs_equal_a_row_by_row_gather_for_every_window():
     np.testing.assert_array_equal(tid, ws.ticker_id[ends])
     x[:] = 0  # a copy: the stacked rows are untouched
     assert np.abs(ws.x).sum() > 0
+
+
+@pytest.mark.parametrize("target_scale", ["local", "ticker"])
+def test_targets_are_divided_by_the_scale_at_the_origin(target_scale):
+    """local: the range-based volatility at the window's last row (nothing after it), so the
+    targets are returns in units of the volatility known when the forecast is made; ticker: one
+    training volatility per ticker, with the intervals widened by the recent volatility instead."""
+    bars = {"A": frame(0, 400, 1), "B": frame(200, 400, 2)}
+    splits = make_splits(bars, 50, 50)
+    ws = build_windows(bars, 10, 3, splits, target_scale=target_scale)
+    ends = ws.ends("train")
+    np.testing.assert_allclose(ws.target_scale(ends), ws.scale[ends][:, None] * np.sqrt([1, 2, 3]))
+    if target_scale == "local":
+        a = make_arrays(bars["B"])
+        np.testing.assert_allclose(ws.scale[ws.offsets[1] :], a.local_vol)
+        assert (ws.vol == 1).all()
+        # a window's scale ignores every bar after its last row
+        later = bars["B"].copy()
+        later.iloc[300:, :4] *= 3.0
+        again = build_windows({"A": bars["A"], "B": later}, 10, 3, splits, target_scale=target_scale)
+        cut = ws.offsets[1] + 298  # the row of bar 299 (the first bar has no row)
+        np.testing.assert_array_equal(again.scale[:cut], ws.scale[:cut])
+    else:
+        for k, sym in enumerate(ws.tickers):
+            rows = ws.scale[ws.offsets[k] : ws.offsets[k + 1]]
+            assert (rows == ws.scalers[sym].ret_std).all()
+        assert not (ws.vol == 1).all()
+    with pytest.raises(ValueError, match="target scale"):
+        build_windows(bars, 10, 3, splits, target_scale="daily")
 
 
 def test_walk_forward_origins_cover_each_test_session_once():
