@@ -589,6 +589,111 @@ def info(
         print("versions   " + ", ".join(f"{k} {v}" for k, v in m.versions.items()))
 
 
+def _coverage_bounds(value: str | None) -> tuple[float, float] | None:
+    """--fail-if-coverage-outside LO,HI as two fractions (a usage error, exit 2, otherwise)."""
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(x) for x in value.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"expected LO,HI such as 0.7,0.9, not {value!r}") from None
+    if not 0 <= lo < hi <= 1:
+        raise typer.BadParameter(f"expected 0 <= LO < HI <= 1, not {value!r}")
+    return lo, hi
+
+
+@app.command()
+def score(
+    run: RunOpt,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder the forecast CSVs were written to (default forecasts/).", file_okay=False),
+    ] = None,
+    source: SourceOpt = None,
+    data_dir: DataDirOpt = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Score only forecasts made on or after DATE (YYYY-MM-DD).")
+    ] = None,
+    fail_if_coverage_outside: Annotated[
+        str | None,
+        typer.Option(
+            "--fail-if-coverage-outside",
+            metavar="LO,HI",
+            callback=_coverage_bounds,
+            help="Exit 1 when the pooled p10-p90 coverage of a step is outside [LO, HI], e.g. 0.7,0.9.",
+        ),
+    ] = None,
+    fail_if_no_skill: Annotated[
+        bool,
+        typer.Option("--fail-if-no-skill", help="Exit 1 unless the model beats naive significantly at every step."),
+    ] = False,
+    alpha: Annotated[float, typer.Option(help="Significance level of the skill verdict.", min=0, max=1)] = 0.05,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+    log_file: LogFileOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Score every forecast written for a run against the closes realised since.
+
+    Reads OUT/<run>/<as_of>.csv, writes OUT/<run>/score.csv (per ticker and step, and pooled
+    ALL: n, pending, MAE, naive MAE, skill, DM p, coverage, width, pinball) and prints it. Exit 3
+    if some forecast files or tickers were skipped (named on stderr), 1 when an alert fires.
+    """
+    setup_logging(quiet, log_file)
+    with handled(debug):
+        from .scoring import score as do_score
+
+        rep = do_score(run, out=out, source=_val(source), data_dir=data_dir, since=since)
+        alerts = [rep.coverage_alert(*fail_if_coverage_outside)] if fail_if_coverage_outside else []
+        alerts += [rep.skill_alert(alpha)] if fail_if_no_skill else []
+        alerts = [a for a in alerts if a]
+        _show_score(rep, alerts, quiet, json_out)
+        for name, reason in rep.skipped.items():
+            log.error("%s skipped: %s", rep.folder / name, reason)
+        for sym, reason in rep.failed.items():
+            log.error("%s failed: %s", sym, reason)
+        if alerts:
+            log.error("%s", "; ".join(alerts))
+            raise typer.Exit(1)
+        raise typer.Exit(rep.exit_code)
+
+
+def _show_score(rep, alerts: list[str], quiet: bool, json_out: bool) -> None:
+    for w in rep.warnings:
+        log.warning("%s", w)
+    if json_out:
+        _emit_json(
+            {
+                "run": rep.run,
+                "read": rep.read,
+                "skipped": rep.skipped,
+                "failed": rep.failed,
+                "warnings": rep.warnings,
+                "alerts": alerts,
+                "files": {k: str(v) for k, v in rep.files.items()},
+                "scores": json.loads(rep.scores.to_json(orient="records")),
+            }
+        )
+        return
+    if quiet:
+        return
+
+    def f(v, pct=False):
+        return "" if v != v else (f"{v:+.2%}" if pct else f"{v:.4g}")
+
+    _table(
+        ["ticker", "step", "n", "pending", "MAE", "MAE naive", "skill", "DM p", "coverage", "width", "pinball"],
+        [
+            [r.ticker, r.step, r.n, r.pending, f(r.mae), f(r.mae_naive), f(r.skill, True), f(r.dm_pvalue)]
+            + [f(r.coverage), f(r.width), f(r.pinball)]
+            for r in rep.scores.itertuples(index=False)
+        ],
+        title=f"live scores of run {rep.run} ({len(rep.read)} forecast files); skill = 1 - MAE/MAE naive",
+    )
+    for k, v in rep.files.items():
+        print(f"{k}: {v}")
+
+
 def main() -> None:
     """Console-script entry point."""
     # OpenMP threads that spin while waiting make torch many times slower whenever another

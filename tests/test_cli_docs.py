@@ -16,7 +16,7 @@ import typer.main
 from forecaster.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ["download", "train", "evaluate", "predict", "info"]
+COMMANDS = ["download", "train", "evaluate", "predict", "info", "score"]
 EXIT_CODES = ["0", "1", "2", "3", "75"]
 
 
@@ -30,7 +30,7 @@ def _params():
             yield name, p
 
 
-def test_the_app_has_exactly_the_five_commands():
+def test_the_app_has_exactly_the_documented_commands():
     assert sorted(_group().commands) == sorted(COMMANDS)
 
 
@@ -74,6 +74,9 @@ def test_the_common_options_are_where_the_spec_puts_them():
     } <= opts["train"]
     assert {"--run", "--as-of", "--out", "--offline", "--max-staleness"} <= opts["predict"]
     assert {"--run"} <= opts["evaluate"]
+    assert {"--quiet", "--json", "--log-file"} <= opts["score"]
+    assert {"--run", "--out", "--source", "--data-dir", "--since"} <= opts["score"]
+    assert {"--fail-if-coverage-outside", "--fail-if-no-skill"} <= opts["score"]
 
 
 @pytest.mark.parametrize("name", COMMANDS)
