@@ -16,7 +16,7 @@ import typer.main
 from forecaster.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ["download", "train", "evaluate", "predict", "info", "score"]
+COMMANDS = ["download", "train", "evaluate", "predict", "info", "score", "promote", "retrain"]
 EXIT_CODES = ["0", "1", "2", "3", "75"]
 
 
@@ -74,9 +74,15 @@ def test_the_common_options_are_where_the_spec_puts_them():
     } <= opts["train"]
     assert {"--run", "--as-of", "--out", "--offline", "--max-staleness"} <= opts["predict"]
     assert {"--run"} <= opts["evaluate"]
-    assert {"--quiet", "--json", "--log-file"} <= opts["score"]
+    for name in ("score", "promote", "retrain"):
+        assert {"--quiet", "--json", "--log-file"} <= opts[name], name
     assert {"--run", "--out", "--source", "--data-dir", "--since"} <= opts["score"]
     assert {"--fail-if-coverage-outside", "--fail-if-no-skill"} <= opts["score"]
+    assert {"--name", "--runs-dir", "--lock-timeout"} <= opts["promote"]
+    # retrain takes every train flag that sets a config key (not --run-dir, not --resume)
+    train_flags = {o for o in opts["train"] if o.startswith("--")} - {"--run-dir", "--resume", "--config"}
+    assert train_flags <= opts["retrain"]
+    assert {"--keep", "--runs-dir", "--lock-timeout"} <= opts["retrain"]
 
 
 @pytest.mark.parametrize("name", COMMANDS)
