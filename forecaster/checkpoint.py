@@ -27,7 +27,7 @@ from safetensors.numpy import load_file, save_file
 from .config import Config
 from .errors import DataError, RunFormatError
 from .features import FEATURES, KNOWN_FEATURES, Scaler
-from .fsio import publish_files, replace_dir, sibling_temp_dir
+from .fsio import follow_link, publish_files, replace_dir, sibling_temp_dir
 from .npinfer import NumpyQuantileRNN, config_shapes
 from .tickers import validate_ticker
 from .windows import Splits, WindowSet, build_windows
@@ -233,6 +233,11 @@ def save_run(
 ) -> Path:
     """Write a run into a temporary sibling directory, then move it into place whole."""
     run_dir = Path(run_dir)
+    if run_dir.is_symlink():  # the swap would replace the link with a directory
+        raise RunFormatError(
+            f"{run_dir} is a promoted name (a link to {follow_link(run_dir)}), not a place to write a run: "
+            "train into another directory and promote it"
+        )
     tmp = sibling_temp_dir(run_dir)
     try:
         save_file(_contiguous(weights), str(tmp / WEIGHTS), metadata={"format_version": str(FORMAT_VERSION)})
@@ -276,8 +281,10 @@ def _flatten(state: ResumeState) -> tuple[dict[str, np.ndarray], dict[str, str]]
 
 
 def read_manifest(run_dir: Path) -> Manifest:
-    """run.json, checked: present, JSON, this format version, every field of the right type."""
-    run_dir = Path(run_dir)
+    """run.json, checked: present, JSON, this format version, every field of the right type.
+
+    ``run_dir`` may be a promoted name (a symbolic link to a run directory)."""
+    run_dir = follow_link(run_dir)
     if not run_dir.is_dir():
         raise RunFormatError(f"no run directory at {run_dir}")
     path = run_dir / META
@@ -376,8 +383,12 @@ def check_tensors(weights: Path, state: dict, expected: dict[str, tuple[int, ...
 
 def load_run(run_dir: Path) -> Run:
     """Load and check a complete run for forecasting; every problem is a RunFormatError that
-    says what is wrong. The network runs in numpy: this never imports torch."""
-    run_dir = Path(run_dir)
+    says what is wrong. The network runs in numpy: this never imports torch.
+
+    A promoted name (``runs/NAME``, a link that ``promote`` may switch at any moment) is
+    resolved once, so the manifest and the weights come from the same run; ``Run.path`` is the
+    run directory itself."""
+    run_dir = follow_link(run_dir)
     manifest = read_manifest(run_dir)
     if manifest.status != "complete":
         raise RunFormatError(

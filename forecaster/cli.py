@@ -6,6 +6,7 @@ Heavy libraries (torch, pandas, yfinance, matplotlib) are imported inside the co
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -117,7 +118,9 @@ DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on
 LockOpt = Annotated[
     float, typer.Option("--lock-timeout", min=0, help="Seconds to wait for another run's lock before exiting 75.")
 ]
-RunOpt = Annotated[Path, typer.Option("--run", help="Run directory written by train.", file_okay=False)]
+RunOpt = Annotated[
+    Path, typer.Option("--run", help="Run directory written by train, or a promoted name runs/NAME.", file_okay=False)
+]
 
 
 def _stderr_console():
@@ -564,12 +567,18 @@ def info(
     setup_logging(False, None)
     with handled(debug):
         from .checkpoint import read_manifest
+        from .registry import pointer_target
 
-        m = read_manifest(run)
+        target = pointer_target(run)
+        m = read_manifest(run if target is None else target)
         if json_out:
-            _emit_json(m.model_dump(mode="json"))
+            _emit_json(
+                m.model_dump(mode="json") | ({"pointer": {"name": str(run), "target": str(target)}} if target else {})
+            )
             return
         c = m.config
+        if target is not None:
+            print(f"pointer    {run} -> {target}")
         print(f"run        {m.name}  (format {m.format_version}, created {m.created_at.isoformat()})")
         if m.status != "complete":
             print(f"status     {m.status}: resume with `forecaster train --resume {run}`")
@@ -586,9 +595,215 @@ def info(
         for s, why in m.no_validation.items():
             print(f"no val.    {s}: bars end {why['last_date']}, before the validation split ({why['split_start']})")
         print("metrics    " + ", ".join(f"{k} {v}" for k, v in m.metrics.model_dump().items()))
-        if (Path(run) / "eval" / "metrics.csv").exists():
-            print(f"evaluation {Path(run) / 'eval' / 'metrics.csv'}")
+        evaluation = Path(run if target is None else target) / "eval" / "metrics.csv"
+        if evaluation.exists():
+            print(f"evaluation {evaluation}")
         print("versions   " + ", ".join(f"{k} {v}" for k, v in m.versions.items()))
+
+
+RunsDirOpt = Annotated[
+    Path, typer.Option("--runs-dir", help="Folder of the promoted names and their run directories.", file_okay=False)
+]
+NameOpt = Annotated[str, typer.Option("--name", help="The name to point: runs/NAME (letters, digits, _ . -).")]
+
+
+def _coverage_bounds(value: str | None) -> tuple[float, float] | None:
+    """--fail-if-coverage-outside LO,HI as two fractions (a usage error, exit 2, otherwise)."""
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(x) for x in value.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"expected LO,HI such as 0.7,0.9, not {value!r}") from None
+    if not 0 <= lo < hi <= 1:
+        raise typer.BadParameter(f"expected 0 <= LO < HI <= 1, not {value!r}")
+    return lo, hi
+
+
+@app.command()
+def score(
+    run: RunOpt,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder the forecast CSVs were written to (default forecasts/).", file_okay=False),
+    ] = None,
+    source: SourceOpt = None,
+    data_dir: DataDirOpt = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Score only forecasts made on or after DATE (YYYY-MM-DD).")
+    ] = None,
+    fail_if_coverage_outside: Annotated[
+        str | None,
+        typer.Option(
+            "--fail-if-coverage-outside",
+            metavar="LO,HI",
+            callback=_coverage_bounds,
+            help="Exit 1 when the pooled p10-p90 coverage of a step is outside [LO, HI], e.g. 0.7,0.9.",
+        ),
+    ] = None,
+    fail_if_no_skill: Annotated[
+        bool,
+        typer.Option("--fail-if-no-skill", help="Exit 1 unless the model beats naive significantly at every step."),
+    ] = False,
+    alpha: Annotated[float, typer.Option(help="Significance level of the skill verdict.", min=0, max=1)] = 0.05,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+    log_file: LogFileOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Score every forecast written for a run against the closes realised since.
+
+    Reads OUT/<run>/<as_of>.csv, writes OUT/<run>/score.csv (per ticker and step, and pooled
+    ALL: n, pending, MAE, naive MAE, skill, DM p, coverage, width, pinball) and prints it. Exit 3
+    if some forecast files or tickers were skipped (named on stderr), 1 when an alert fires.
+    """
+    setup_logging(quiet, log_file)
+    with handled(debug):
+        from .scoring import score as do_score
+
+        rep = do_score(run, out=out, source=_val(source), data_dir=data_dir, since=since)
+        alerts = [rep.coverage_alert(*fail_if_coverage_outside)] if fail_if_coverage_outside else []
+        alerts += [rep.skill_alert(alpha)] if fail_if_no_skill else []
+        alerts = [a for a in alerts if a]
+        _show_score(rep, alerts, quiet, json_out)
+        for name, reason in rep.skipped.items():
+            log.error("%s skipped: %s", rep.folder / name, reason)
+        for sym, reason in rep.failed.items():
+            log.error("%s failed: %s", sym, reason)
+        if alerts:
+            log.error("%s", "; ".join(alerts))
+            raise typer.Exit(1)
+        raise typer.Exit(rep.exit_code)
+
+
+def _show_score(rep, alerts: list[str], quiet: bool, json_out: bool) -> None:
+    for w in rep.warnings:
+        log.warning("%s", w)
+    if json_out:
+        _emit_json(
+            {
+                "run": rep.run,
+                "read": rep.read,
+                "skipped": rep.skipped,
+                "failed": rep.failed,
+                "warnings": rep.warnings,
+                "alerts": alerts,
+                "files": {k: str(v) for k, v in rep.files.items()},
+                "scores": json.loads(rep.scores.to_json(orient="records")),
+            }
+        )
+        return
+    if quiet:
+        return
+
+    def f(v, pct=False):
+        return "" if v != v else (f"{v:+.2%}" if pct else f"{v:.4g}")
+
+    _table(
+        ["ticker", "step", "n", "pending", "MAE", "MAE naive", "skill", "DM p", "coverage", "width", "pinball"],
+        [
+            [r.ticker, r.step, r.n, r.pending, f(r.mae), f(r.mae_naive), f(r.skill, True), f(r.dm_pvalue)]
+            + [f(r.coverage), f(r.width), f(r.pinball)]
+            for r in rep.scores.itertuples(index=False)
+        ],
+        title=f"live scores of run {rep.run} ({len(rep.read)} forecast files); skill = 1 - MAE/MAE naive",
+    )
+    for k, v in rep.files.items():
+        print(f"{k}: {v}")
+
+
+@app.command()
+def promote(
+    run: Annotated[Path, typer.Argument(help="Run directory to promote (a complete run).", file_okay=False)],
+    name: NameOpt,
+    runs_dir: RunsDirOpt = Path("runs"),
+    lock_timeout: LockOpt = 0.0,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+    log_file: LogFileOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Point the name runs/NAME at a run directory, atomically.
+
+    runs/NAME is a symbolic link switched by one rename: predict, evaluate, score and info
+    given runs/NAME read the old run or the new one, whole. Exit 75 if a promote or retrain of
+    the name holds its lock.
+    """
+    setup_logging(quiet, log_file)
+    with handled(debug):
+        from .registry import promote as do_promote
+
+        res = do_promote(run, name, runs_dir=runs_dir, lock_timeout=lock_timeout)
+        if json_out:
+            _emit_json({"name": res.name, "pointer": res.pointer, "target": res.target, "previous": res.previous})
+        elif not quiet:
+            print(f"{res.pointer} -> {res.target}" + (f"  (was {res.previous})" if res.previous else ""))
+
+
+def retrain(
+    name: Annotated[
+        str, typer.Argument(help="The promoted name whose champion is challenged (runs/NAME).", metavar="NAME")
+    ],
+    tickers: Annotated[
+        str | None, typer.Option("--tickers", "-t", help="Tickers, comma-separated (default: the champion's).")
+    ] = None,
+    runs_dir: RunsDirOpt = Path("runs"),
+    keep: Annotated[
+        int, typer.Option(min=1, help="Run directories of NAME to keep (the one runs/NAME names is never deleted).")
+    ] = 5,
+    alpha: Annotated[
+        float, typer.Option(help="Significance of the test that the challenger's MAE is worse.", min=0, max=1)
+    ] = 0.05,
+    lock_timeout: LockOpt = 0.0,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+    log_file: LogFileOpt = None,
+    debug: DebugOpt = False,
+    **train_flags,
+) -> None:
+    """Train a challenger with the champion's config; promote it only if it is not worse.
+
+    The challenger (runs/NAME-<UTC time>) is trained on the data as the source holds it now,
+    with the train flags given here on top of the champion's config. Both are backtested on the
+    challenger's test split; it replaces the champion when its pinball loss is not higher and
+    its MAE not significantly worse (one-sided DM test at --alpha). Exit 0 either way, 1 on
+    error (the pointer is untouched), 75 if the name is locked.
+    """
+    setup_logging(quiet, log_file)
+    with handled(debug):
+        from .retraining import retrain as do_retrain
+
+        flags = overrides(train_flags, _tickers(tickers, None))
+        with _progress(sys.stderr.isatty() and not quiet and not json_out, 0) as (on_epoch, on_batch):
+            rep = do_retrain(
+                name,
+                overrides=flags,
+                runs_dir=runs_dir,
+                keep=keep,
+                alpha=alpha,
+                lock_timeout=lock_timeout,
+                on_epoch=on_epoch,
+                on_batch=on_batch,
+            )
+        if json_out:
+            _emit_json(rep.as_dict())
+        elif not quiet:
+            print(rep.comparison.reason)
+            print(f"{rep.pointer} -> {(rep.challenger if rep.promoted else rep.champion)}")
+
+
+def _train_flags() -> list[inspect.Parameter]:
+    """train's options that set config keys, but --run-dir: retrain takes exactly these, so a
+    flag added to train is a flag of retrain too."""
+    params = inspect.signature(train, eval_str=True).parameters
+    return [p for n, p in params.items() if n in OVERRIDES and n != "run_dir"]
+
+
+retrain.__signature__ = inspect.Signature(
+    [p for p in inspect.signature(retrain, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
+    + [p.replace(kind=p.KEYWORD_ONLY) for p in _train_flags()]
+)
+app.command()(retrain)
 
 
 def main() -> None:

@@ -211,7 +211,7 @@ def evaluate(
         model=cfg.model.cell,
         metrics=metrics,
         predictions=pred,
-        out_dir=Path(run_dir) / "eval",
+        out_dir=run.path / "eval",  # the run loaded, even if a promoted name moved since
         lag=lag_report(pred),
         missing=missing,
     )

@@ -149,6 +149,36 @@ def replace_dir(tmp_dir: PathLike, final_dir: PathLike) -> None:
     _fsync_dir(parent)
 
 
+def swap_symlink(link: PathLike, target: str) -> None:
+    """Make ``link`` a symbolic link to ``target`` in one rename.
+
+    The new link is made under a temp name beside ``link`` and renamed over it: a reader that
+    opens ``link`` follows the old target or the new one, never a missing or half-made link.
+    ``link`` must not be a real directory (rename cannot replace one). A temp link left by a
+    process killed before its rename is named like :func:`atomic_writer`'s temp files.
+    """
+    link = Path(link)
+    tmp = link.parent / f".{link.name}.{uuid.uuid4().hex[:8]}.tmp"
+    os.symlink(target, tmp, target_is_directory=True)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(link.parent)
+
+
+def follow_link(path: PathLike) -> Path:
+    """``path`` with its symbolic links resolved once, when it is one; else ``path`` unchanged.
+
+    A reader that opens several files of a directory through a link that may be switched
+    meanwhile must resolve it once and read everything through the result.
+    """
+    path = Path(path)
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
 def _holder_file(lock_path: Path) -> Path:
     return lock_path.with_name(lock_path.name + ".holder")
 

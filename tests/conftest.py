@@ -73,6 +73,18 @@ def small_dir(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.fixture(scope="session")
+def small_run(small_dir, tmp_path_factory) -> Path:
+    """A tiny run on the short CSV folder, trained once per test session (copy it before
+    modifying it): the champion of the retrain tests, quick to retrain."""
+    from forecaster.config import load_config
+    from forecaster.training import train
+
+    run_dir = tmp_path_factory.mktemp("small-runs") / "first"
+    train(load_config(None, tiny_overrides(small_dir)), run_dir=run_dir)
+    return run_dir
+
+
 @pytest.fixture
 def cli(tmp_path, monkeypatch):
     """Invoke the real Typer app in-process from a scratch working directory.

@@ -20,7 +20,7 @@ import forecaster
 from forecaster import errors
 from forecaster.cli import app
 
-COMMANDS = ["download", "train", "evaluate", "predict", "info"]
+COMMANDS = ["download", "train", "evaluate", "predict", "info", "score", "promote", "retrain"]
 # The exit codes of SPEC §2, each with the phrases its line in the README's table must hold
 # (the first one opens the line).
 EXIT_CODES = {
@@ -45,7 +45,7 @@ def _params():
             yield name, p
 
 
-def test_the_app_has_exactly_the_five_commands():
+def test_the_app_has_exactly_the_documented_commands():
     assert sorted(_group().commands) == sorted(COMMANDS)
 
 
@@ -89,6 +89,15 @@ def test_the_common_options_are_where_the_spec_puts_them():
     } <= opts["train"]
     assert {"--run", "--as-of", "--out", "--offline", "--max-staleness"} <= opts["predict"]
     assert {"--run"} <= opts["evaluate"]
+    for name in ("score", "promote", "retrain"):
+        assert {"--quiet", "--json", "--log-file"} <= opts[name], name
+    assert {"--run", "--out", "--source", "--data-dir", "--since"} <= opts["score"]
+    assert {"--fail-if-coverage-outside", "--fail-if-no-skill"} <= opts["score"]
+    assert {"--name", "--runs-dir", "--lock-timeout"} <= opts["promote"]
+    # retrain takes every train flag that sets a config key (not --run-dir, not --resume)
+    train_flags = {o for o in opts["train"] if o.startswith("--")} - {"--run-dir", "--resume", "--config"}
+    assert train_flags <= opts["retrain"]
+    assert {"--keep", "--runs-dir", "--lock-timeout"} <= opts["retrain"]
 
 
 @pytest.mark.parametrize("name", COMMANDS)

@@ -248,11 +248,13 @@ print(json.dumps({"codes": codes, "loaded": loaded}))
 """
 
 
-def test_evaluate_and_predict_work_where_torch_cannot_be_imported(run_copy, tmp_path):
+def test_evaluate_predict_score_and_promote_work_where_torch_cannot_be_imported(run_copy, tmp_path):
     out = tmp_path / "fc"
     argvs = [
         ["evaluate", "--run", str(run_copy), "-q"],
         ["predict", "--run", str(run_copy), "--offline", "--out", str(out), "-q"],
+        ["score", "--run", str(run_copy), "--out", str(out), "-q"],
+        ["promote", str(run_copy), "--name", "prod", "--runs-dir", str(tmp_path / "runs"), "-q"],
     ]
     res = subprocess.run(
         [sys.executable, "-c", f"ARGVS = {argvs!r}\n" + _NO_TORCH],
@@ -264,7 +266,7 @@ def test_evaluate_and_predict_work_where_torch_cannot_be_imported(run_copy, tmp_
     )
     assert res.returncode == 0, res.stderr
     result = json.loads(res.stdout.strip().splitlines()[-1])
-    assert result == {"codes": [0, 0], "loaded": []}, res.stderr
+    assert result == {"codes": [0, 0, 0, 0], "loaded": []}, res.stderr
     assert (run_copy / "eval" / "metrics.csv").is_file()
     name = json.loads((run_copy / "run.json").read_text())["name"]
     assert (out / name / "latest.csv").is_file()

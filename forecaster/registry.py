@@ -1,0 +1,191 @@
+"""Promoted names: ``runs/NAME`` points at the run directory that serves under that name.
+
+The pointer is a symbolic link with a relative target (``runs/prod -> prod-20260105-190000``),
+switched by renaming a freshly made link over it. A symlink rather than a pointer file because
+every reader already follows it with no code of its own (``cat runs/prod/run.json``, a backup,
+``predict --run runs/prod``), the rename makes the switch atomic, and the kernel resolves it; a
+reader that opens several files resolves it once first (:func:`forecaster.fsio.follow_link`,
+which ``checkpoint.load_run`` does), so it sees one run whole. The relative target keeps the
+``runs/`` folder movable.
+
+The run directories that ``retrain`` writes for a name are its siblings ``NAME-YYYYmmdd-HHMMSS``
+(a ``-N`` suffix when two fall in one second); :func:`prune` keeps the newest of them and
+never the one the pointer names. Every change to a name happens under the lock
+``runs/.NAME.lock``, which ``retrain`` holds from training to promotion.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .checkpoint import load_run
+from .errors import ConfigError, ForecasterError, RunFormatError
+from .fsio import file_lock, follow_link, is_temp_name, remove_stale_temps, swap_symlink
+
+log = logging.getLogger("forecaster")
+
+DEFAULT_RUNS_DIR = Path("runs")
+DEFAULT_KEEP = 5
+"""Run directories of a name kept by ``retrain``: a few weeks of weekly challengers to look back on."""
+STAMP = "%Y%m%d-%H%M%S"
+"""The time stamp in the names of the run directories ``retrain`` writes (UTC)."""
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_TRASH = ".deleting"
+
+
+@dataclass
+class PromoteResult:
+    name: str
+    pointer: Path
+    target: Path  # the run directory the pointer names now
+    previous: Path | None  # the one it named before, if any
+
+
+@dataclass
+class Pruned:
+    removed: list[Path] = field(default_factory=list)
+    kept: list[Path] = field(default_factory=list)
+
+
+def check_name(name: str) -> str:
+    """A promoted name: one plain folder name of letters, digits, ``_``, ``.`` and ``-``."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ConfigError(
+            f"unusable name {ascii(str(name)[:40])}: use letters, digits, '_', '.' and '-' "
+            "(at most 64, starting with a letter or digit)"
+        )
+    return name
+
+
+def pointer_path(name: str, runs_dir: Path = DEFAULT_RUNS_DIR) -> Path:
+    return Path(runs_dir) / check_name(name)
+
+
+def lock_path(name: str, runs_dir: Path = DEFAULT_RUNS_DIR) -> Path:
+    return Path(runs_dir) / f".{check_name(name)}.lock"
+
+
+def pointer_target(path: Path) -> Path | None:
+    """The run directory a promoted name points at, None when ``path`` is not a pointer."""
+    path = Path(path)
+    return follow_link(path) if path.is_symlink() else None
+
+
+def champion(name: str, runs_dir: Path = DEFAULT_RUNS_DIR) -> Path:
+    """The run directory ``runs/NAME`` points at; an error when there is no such pointer."""
+    pointer = pointer_path(name, runs_dir)
+    if not pointer.is_symlink():
+        if pointer.exists():
+            raise ConfigError(f"{pointer} is a run directory, not a promoted name (a link made by promote)")
+        raise ConfigError(f"no promoted name {pointer}: promote a run first (`forecaster promote RUN --name {name}`)")
+    target = follow_link(pointer)
+    if not target.is_dir():
+        raise RunFormatError(f"{pointer} points at {target}, which is not a run directory")
+    return target
+
+
+def promote(run_dir: Path, name: str, *, runs_dir: Path = DEFAULT_RUNS_DIR, lock_timeout: float = 0.0) -> PromoteResult:
+    """Point ``runs_dir/NAME`` at ``run_dir`` (a complete, loadable run) in one rename.
+
+    Raises LockBusy (exit 75) when another promote or retrain of the name holds its lock
+    longer than ``lock_timeout`` seconds, a ForecasterError (exit 1) when the run cannot be
+    loaded or ``runs_dir/NAME`` is a real directory.
+    """
+    pointer = pointer_path(name, runs_dir)
+    with file_lock(lock_path(name, runs_dir), lock_timeout):
+        return switch(pointer, run_dir)
+
+
+def switch(pointer: Path, run_dir: Path) -> PromoteResult:
+    """:func:`promote`'s work, for a caller that already holds the name's lock."""
+    target = Path(run_dir).resolve()  # a promoted name is promoted as the run it names now
+    load_run(target)  # only a whole, complete run can be promoted (refused with the reason)
+    if pointer.exists() and not pointer.is_symlink():
+        raise ConfigError(
+            f"{pointer} is a run directory, not a promoted name: move it away or promote under another name"
+        )
+    previous = pointer_target(pointer)
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_links(pointer)
+    remove_stale_temps(pointer.parent)  # e.g. a lock's holder file, from a process killed mid-write
+    try:
+        link = os.path.relpath(target, pointer.parent.resolve())
+    except ValueError:  # another drive on Windows: no relative path exists
+        link = str(target)
+    try:
+        swap_symlink(pointer, link)
+    except OSError as exc:
+        raise ForecasterError(f"cannot point {pointer} at {target}: {exc.strerror or exc}") from None
+    return PromoteResult(name=pointer.name, pointer=pointer, target=follow_link(pointer), previous=previous)
+
+
+def _remove_stale_links(pointer: Path) -> None:
+    """Temp links of a promote killed before its rename (only made under the name's lock)."""
+    for entry in pointer.parent.glob(f".{pointer.name}.*.tmp"):
+        if entry.is_symlink() and is_temp_name(entry.name):
+            entry.unlink(missing_ok=True)
+
+
+def new_run_dir(name: str, runs_dir: Path = DEFAULT_RUNS_DIR, now: datetime | None = None) -> Path:
+    """A fresh ``runs_dir/NAME-YYYYmmdd-HHMMSS`` (with ``-2``, ``-3`` ... when taken)."""
+    stamp = (now or datetime.now(UTC)).strftime(STAMP)
+    base = Path(runs_dir) / f"{check_name(name)}-{stamp}"
+    candidate, n = base, 1
+    while candidate.exists() or candidate.is_symlink():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def _runs_pattern(name: str) -> str:
+    return re.escape(check_name(name)) + r"-(\d{8}-\d{6})(?:-(\d+))?"
+
+
+def runs_of(name: str, runs_dir: Path = DEFAULT_RUNS_DIR) -> list[Path]:
+    """The run directories ``retrain`` wrote for ``name``, oldest first."""
+    pattern = re.compile(_runs_pattern(name))
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    found = []
+    for p in runs_dir.iterdir():
+        m = pattern.fullmatch(p.name)
+        if m and p.is_dir() and not p.is_symlink():
+            found.append(((m.group(1), int(m.group(2) or 1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def prune(name: str, keep: int, runs_dir: Path = DEFAULT_RUNS_DIR) -> Pruned:
+    """Delete all but the newest ``keep`` run directories of ``name``; never the one the
+    pointer names. Call with the name's lock held. Each one is renamed out of the way first,
+    so a deletion cut short never leaves a half-deleted directory that looks like a run; the
+    leftovers of one cut short, and of a run whose writer was killed, go too."""
+    if keep < 1:
+        raise ConfigError(f"keep must be at least 1, not {keep}")
+    runs_dir = Path(runs_dir)
+    current = pointer_target(pointer_path(name, runs_dir))
+    current = current.resolve() if current is not None else None
+    leftover = re.compile(r"\." + _runs_pattern(name) + r"(\..+\.tmp|" + re.escape(_TRASH) + ")")
+    for entry in list(runs_dir.iterdir()) if runs_dir.is_dir() else []:
+        if leftover.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+    result = Pruned()
+    runs = runs_of(name, runs_dir)
+    for i, run in enumerate(runs):
+        if i >= len(runs) - keep or run.resolve() == current:
+            result.kept.append(run)
+            continue
+        trash = run.with_name(f".{run.name}{_TRASH}")
+        os.replace(run, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        for lock in (f".{run.name}.lock", f".{run.name}.lock.holder"):  # train's lock on that run
+            (runs_dir / lock).unlink(missing_ok=True)
+        result.removed.append(run)
+    return result

@@ -1,0 +1,223 @@
+"""Champion and challenger: retrain a promoted name and promote the new run only if it is not worse.
+
+:func:`retrain` trains a challenger with the champion's config (command-line overrides on top)
+on the data as the source holds it now, into ``runs/NAME-YYYYmmdd-HHMMSS``. Both are then
+backtested walk-forward (:func:`forecaster.evaluation.walk_forward`, the forecasts ``evaluate``
+makes) on the same sessions: the challenger's test split, the last ``test_days`` sessions. Each
+forecast uses data up to its origin only; the champion keeps its own normalisation and interval
+calibration, and its intervals are tracked from its validation scales as the challenger's are.
+Only the (ticker, origin, step) forecasts that both made are compared.
+
+The challenger is promoted when, on those forecasts, its mean pinball loss is not higher than
+the champion's and its median's absolute errors are not significantly larger (one-sided
+Diebold–Mariano test of "the champion is more accurate" at ``alpha``, over every ticker and
+step in (ticker, step, origin) order with ``h`` the horizon). A tie goes to the challenger: it
+has seen the newer data. The champion was trained earlier, so its validation split may
+overlap the first sessions of the new test window; that can only flatter the champion.
+
+The name's lock is held throughout: a second retrain or a promote of the same name waits
+``lock_timeout`` seconds and then exits 75. The pointer moves only after the challenger is
+written whole and has won, so a failed, refused or killed challenger leaves it as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .checkpoint import Run, load_run
+from .config import QUANTILES, load_config
+from .errors import DataError
+from .evaluation import walk_forward
+from .fsio import file_lock
+from .metrics import coverage, diebold_mariano, mae, pinball_rows, skill, width
+from .registry import DEFAULT_KEEP, DEFAULT_RUNS_DIR, champion, lock_path, new_run_dir, pointer_path, prune, switch
+from .store import load_bars
+from .training import train
+
+log = logging.getLogger("forecaster")
+
+ALPHA = 0.05
+"""Significance of the test that would keep the champion because the challenger's MAE is worse."""
+
+_KEY = ["ticker", "origin", "step"]
+
+
+@dataclass
+class Figures:
+    """One model's walk-forward figures on the forecasts both models made."""
+
+    run: str
+    n: int
+    mae: float
+    mae_naive: float
+    skill: float
+    pinball: float
+    coverage: float
+    width: float
+
+
+@dataclass
+class Comparison:
+    champion: Figures
+    challenger: Figures
+    dm_pvalue: float  # small: the champion's absolute errors are significantly smaller
+    alpha: float
+    test_start: str
+    promote: bool
+    reason: str
+    forecasts: pd.DataFrame  # the forecasts compared: walk_forward's columns, _a champion, _b challenger
+
+
+@dataclass
+class RetrainReport:
+    name: str
+    pointer: Path
+    champion: Path
+    challenger: Path
+    promoted: bool
+    comparison: Comparison
+    removed: list[Path] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        """The report as JSON-able values (NaN as None)."""
+        c = self.comparison
+        roles = (("champion", c.champion), ("challenger", c.challenger))
+        return {
+            "name": self.name,
+            "promoted": self.promoted,
+            "champion": self.champion.name,
+            "challenger": self.challenger.name,
+            "pointer": str(self.pointer),
+            "points_to": (self.challenger if self.promoted else self.champion).name,
+            "reason": c.reason,
+            "test_start": c.test_start,
+            "alpha": c.alpha,
+            "dm_pvalue": _number(c.dm_pvalue),
+            "figures": {role: {k: _number(v) for k, v in vars(f).items()} for role, f in roles},
+            "removed": [p.name for p in self.removed],
+        }
+
+
+def retrain(
+    name: str,
+    *,
+    overrides: dict | None = None,
+    runs_dir: Path = DEFAULT_RUNS_DIR,
+    keep: int = DEFAULT_KEEP,
+    alpha: float = ALPHA,
+    lock_timeout: float = 0.0,
+    on_epoch=None,
+    on_batch=None,
+    now: datetime | None = None,
+) -> RetrainReport:
+    """Train a challenger for the promoted ``name``, compare it with the champion, promote it
+    when it is not worse, and keep the newest ``keep`` run directories of the name.
+
+    Raises LockBusy (exit 75) when the name is locked, a ForecasterError (exit 1) when there is
+    no champion, the data are bad or training fails (a NaN loss); the pointer is untouched then.
+    """
+    runs_dir = Path(runs_dir)
+    pointer = pointer_path(name, runs_dir)
+    with file_lock(lock_path(name, runs_dir), lock_timeout):
+        champ_dir = champion(name, runs_dir)
+        champ = load_run(champ_dir)
+        run_dir = new_run_dir(name, runs_dir, now or datetime.now(UTC))
+        cfg = load_config(None, {**(overrides or {}), "run_dir": str(run_dir)}, base=_stored(champ))
+        log.info("training challenger %s with %s's config", run_dir, champ.name)
+        train(cfg, run_dir=run_dir, on_epoch=on_epoch, on_batch=on_batch, lock_timeout=lock_timeout)
+        chall = load_run(run_dir)
+        names = [s for s in chall.names if s in champ.manifest.tickers]
+        bars = load_bars(cfg.data.source, cfg.data.data_dir, names) if names else {}
+        comparison = compare(champ, chall, bars, alpha)
+        log.info("%s", comparison.reason)
+        if comparison.promote:
+            switch(pointer, run_dir)
+        removed = prune(name, keep, runs_dir).removed
+    return RetrainReport(
+        name=name,
+        pointer=pointer,
+        champion=champ_dir,
+        challenger=run_dir,
+        promoted=comparison.promote,
+        comparison=comparison,
+        removed=removed,
+    )
+
+
+def _number(v):
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def _stored(run: Run) -> dict:
+    """The champion's config as a base for the challenger's (without its own run directory)."""
+    tree = run.config.model_dump(mode="json")
+    tree.pop("run_dir", None)
+    return tree
+
+
+def compare(champ: Run, chall: Run, bars: dict[str, pd.DataFrame], alpha: float = ALPHA) -> Comparison:
+    """Both runs walk forward over the challenger's test split of ``bars``; the verdict."""
+    if not bars:
+        raise DataError(f"{champ.name} and {chall.name} have no ticker in common: nothing to compare")
+    window = replace(champ, manifest=champ.manifest.model_copy(update={"splits": chall.manifest.splits}))
+    pred = {
+        "champion": walk_forward(window, {s: b for s, b in bars.items() if s in champ.manifest.tickers}),
+        "challenger": walk_forward(chall, {s: b for s, b in bars.items() if s in chall.manifest.tickers}),
+    }
+    both = pred["champion"].merge(pred["challenger"], on=[*_KEY, "date"], suffixes=("_a", "_b"))
+    both = both.sort_values(["ticker", "step", "origin"], kind="mergesort").reset_index(drop=True)
+    if both.empty:
+        raise DataError(f"{champ.name} and {chall.name} made no forecast for the same session: nothing to compare")
+    actual = both["actual_a"].to_numpy(dtype=float)
+    figs = {
+        role: _figures(run.name, both, actual, suffix)
+        for role, run, suffix in (("champion", champ, "_a"), ("challenger", chall, "_b"))
+    }
+    horizon = int(both["step"].max())
+    _, p = diebold_mariano(
+        actual - both["p50_a"].to_numpy(dtype=float), actual - both["p50_b"].to_numpy(dtype=float), h=horizon
+    )
+    a, b = figs["champion"], figs["challenger"]
+    finite = np.isfinite(both[["p10_b", "p50_b", "p90_b"]].to_numpy(dtype=float)).all()
+    worse_pinball = not b.pinball <= a.pinball
+    worse_mae = not math.isnan(p) and p < alpha
+    promote = bool(finite and not worse_pinball and not worse_mae)
+    test_start = str(chall.manifest.splits.test_start)
+    dm = "DM p n/a: identical or too few errors" if math.isnan(p) else f"one-sided DM p={p:.3g}"
+    figures = (
+        f"pinball {b.pinball:.4g} against the champion's {a.pinball:.4g}, MAE {b.mae:.4g} against {a.mae:.4g} "
+        f"({dm}), {b.n} forecasts from {test_start}"
+    )
+    if not finite:
+        reason = f"{chall.name} is not promoted, {champ.name} stays: some of its forecasts are not finite"
+    elif promote:
+        reason = f"{chall.name} is promoted over {champ.name}: {figures}"
+    else:
+        why = "higher pinball loss" if worse_pinball else ""
+        why += (" and " if why else "") + (f"significantly larger errors at {alpha}" if worse_mae else "")
+        reason = f"{chall.name} is not promoted, {champ.name} stays ({why}): {figures}"
+    return Comparison(a, b, p, alpha, test_start, promote, reason, both)
+
+
+def _figures(run: str, both: pd.DataFrame, actual: np.ndarray, suffix: str) -> Figures:
+    lo, mid, hi = (both[f"{q}{suffix}"].to_numpy(dtype=float) for q in ("p10", "p50", "p90"))
+    naive = both[f"naive{suffix}"].to_numpy(dtype=float)
+    losses = pinball_rows(actual, dict(zip(QUANTILES, (lo, mid, hi), strict=True)))
+    m, m_naive = mae(actual, mid), mae(actual, naive)
+    return Figures(
+        run=run,
+        n=int(len(both)),
+        mae=m,
+        mae_naive=m_naive,
+        skill=skill(m, m_naive),
+        pinball=float(np.mean(losses)),
+        coverage=coverage(actual, lo, hi),
+        width=width(lo, hi),
+    )

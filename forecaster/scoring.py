@@ -1,0 +1,310 @@
+"""Live scoring: every forecast a run has written, against the closes realised since (SPEC §9).
+
+``predict`` leaves ``OUT/<run>/<as_of>.csv`` behind every evening; :func:`score` reads all of
+them (``latest.csv`` is a copy of one, so it is not read), looks up the close of each
+forecast's session in the run's source, and reports per ticker and step, and pooled (``ALL``),
+the metrics ``evaluate`` reports, computed by the same code (:func:`forecaster.metrics.
+metrics_table`): the median as the point forecast, the last close as the naive one.
+
+- The actual of a forecast for session ``date`` is that session's close in the source as it is
+  now, so a revised bar is scored with its latest value and scoring twice gives the same
+  numbers. A ``date`` after the ticker's last bar is pending; one on or before it that has no
+  bar (the calendar and the data disagree, e.g. on a holiday) is named and not scored.
+- Prices are compared in the data's current adjustment: when the close of the forecast's
+  ``as_of`` session in the source differs from the ``last_close`` the forecast was made from
+  (a split or dividend re-adjusted history), its quantiles and the naive forecast are scaled by
+  the ratio, as if the forecast had been made from today's data.
+- A file that is not a forecast of this run (malformed, another run's) is named and skipped,
+  and so is a ticker whose bars cannot be read: the report covers the rest (exit 3).
+- The same forecast (ticker, as_of, step) found in two files is scored once, from the file of
+  the later date.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .checkpoint import read_manifest
+from .errors import EXIT_OK, EXIT_PARTIAL, ConfigError, DataError, ForecasterError
+from .evaluation import EvalReport
+from .metrics import POOLED, metrics_table
+from .outputs import write_csv
+from .prediction import FORECAST_COLUMNS
+from .store import load_bars
+from .tickers import csv_safe, validate_ticker
+
+log = logging.getLogger("forecaster")
+
+SCORE_COLUMNS = [
+    "ticker",
+    "step",
+    "n",
+    "pending",
+    "mae",
+    "mae_naive",
+    "skill",
+    "dm_pvalue",
+    "coverage",
+    "width",
+    "pinball",
+]
+SCORE_FILE = "score.csv"
+FORECAST_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.csv")
+"""The dated forecast files ``predict`` writes (``latest.csv`` and ``score.csv`` do not match)."""
+REVISION_RTOL = 1e-6
+"""A stored close that differs from a forecast's last_close by more than this (relative) was
+re-adjusted since; below it the difference is the CSV's 10 significant digits."""
+MISSING_SHOWN = 3
+"""Dates named per ticker in the warning about forecasts for sessions missing from the data."""
+
+_PRICES = ["last_close", "p10", "p50", "p90"]
+
+
+@dataclass
+class ScoreReport:
+    run: str
+    model: str
+    folder: Path
+    scores: pd.DataFrame  # SCORE_COLUMNS
+    read: list[str] = field(default_factory=list)  # forecast files scored
+    skipped: dict[str, str] = field(default_factory=dict)  # file name -> why it was not read
+    failed: dict[str, str] = field(default_factory=dict)  # ticker -> why its forecasts were not scored
+    warnings: list[str] = field(default_factory=list)
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every forecast file and ticker was scored, 3 when some were skipped."""
+        return EXIT_PARTIAL if self.skipped or self.failed else EXIT_OK
+
+    def pooled(self) -> pd.DataFrame:
+        """The ``ALL`` rows that have at least one scored forecast."""
+        s = self.scores
+        return s[(s["ticker"] == POOLED) & (s["n"] > 0)]
+
+    def coverage_alert(self, lo: float, hi: float) -> str | None:
+        """Why the pooled coverage of some step is outside [lo, hi]; None when it is not."""
+        bad = [
+            f"h={int(r.step)} {r.coverage:.1%} (n={int(r.n)})"
+            for r in self.pooled().itertuples(index=False)
+            if not lo <= r.coverage <= hi
+        ]
+        if not bad:
+            return None
+        return f"interval coverage outside {lo:.0%}-{hi:.0%} in live forecasts: " + ", ".join(bad)
+
+    def skill_alert(self, alpha: float = 0.05) -> str | None:
+        """Why the model does not beat naive significantly at every scored step (the test of
+        ``evaluate --fail-if-no-skill``); None when it does or nothing is scored yet."""
+        pooled = self.pooled()
+        if pooled.empty:
+            return None
+        table = pooled.assign(model=self.model)
+        report = EvalReport(
+            run=self.run, model=self.model, metrics=table, predictions=pd.DataFrame(), out_dir=self.folder
+        )
+        ok, verdict = report.verdict(alpha)
+        return None if ok else f"no skill over the naive forecast in live forecasts: {verdict}"
+
+
+def parse_since(since: str | None) -> pd.Timestamp | None:
+    """``--since`` as a date; ConfigError for anything but YYYY-MM-DD."""
+    if since is None:
+        return None
+    text = str(since).strip()
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        raise ConfigError(f"--since {ascii(text[:40])} is not a date; expected YYYY-MM-DD")
+    try:
+        return pd.Timestamp(text)
+    except ValueError:
+        raise ConfigError(f"--since {text} is not a date; expected YYYY-MM-DD") from None
+
+
+def score(
+    run_dir: Path,
+    *,
+    out: Path | None = None,
+    source: str | None = None,
+    data_dir: Path | None = None,
+    since: str | None = None,
+) -> ScoreReport:
+    """Score every forecast written for ``run_dir`` and write ``OUT/<run>/score.csv``.
+
+    ``since`` keeps the forecasts made on or after that date (their ``as_of``). Returns the
+    report; its ``exit_code`` is 3 when forecast files or tickers were skipped (named in
+    ``skipped`` and ``failed``). Raises a ForecasterError (exit 1) when the run cannot be read
+    or there is no forecast file at all; nothing is written then.
+    """
+    cut = parse_since(since)
+    manifest = read_manifest(run_dir)
+    cfg = manifest.config
+    folder = Path(out or cfg.predict.out) / manifest.name
+    report = ScoreReport(
+        run=manifest.name, model=cfg.model.cell, folder=folder, scores=pd.DataFrame(columns=SCORE_COLUMNS)
+    )
+    names = sorted(p.name for p in folder.iterdir() if FORECAST_FILE.fullmatch(p.name)) if folder.is_dir() else []
+    if not names:
+        raise DataError(f"no forecast files of run {manifest.name} in {folder} (predict writes them there)")
+    frames = []
+    for name in names:
+        try:
+            frames.append(_read_forecast(folder / name, manifest.name, set(manifest.tickers)))
+            report.read.append(name)
+        except _Malformed as exc:
+            report.skipped[name] = str(exc)
+    forecasts = _latest_copies(frames)
+    if cut is not None:
+        forecasts = forecasts[forecasts["as_of"] >= cut]
+    closes = _closes(sorted(forecasts["ticker"].unique()), source or cfg.data.source, data_dir or cfg.data.data_dir)
+    report.failed = {s: why for s, why in closes.items() if isinstance(why, str)}
+    pred = _with_actuals(forecasts, {s: c for s, c in closes.items() if not isinstance(c, str)}, report.warnings)
+    report.scores = score_table(pred, cfg.model.cell)
+    try:
+        report.files["score"] = write_csv(report.scores, folder / SCORE_FILE)
+    except OSError as exc:
+        raise ForecasterError(f"cannot write {folder / SCORE_FILE}: {exc.strerror or exc}") from None
+    return report
+
+
+class _Malformed(Exception):
+    """A forecast file that cannot be scored, with the reason."""
+
+
+def _read_forecast(path: Path, run: str, tickers: set[str]) -> pd.DataFrame:
+    """One forecast file, checked: this run's, the forecast columns, valid values."""
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        raise _Malformed(f"not a readable CSV file ({str(exc).splitlines()[0][:120]})") from None
+    except OSError as exc:
+        raise _Malformed(f"cannot be read ({exc.strerror or exc})") from None
+    missing = [c for c in FORECAST_COLUMNS if c not in raw.columns]
+    if missing:
+        raise _Malformed(f"not a forecast file: no column {', '.join(missing)}")
+    if raw.empty:
+        raise _Malformed("no forecast rows")
+    others = sorted(set(raw["run"]) - {run, csv_safe(run)})
+    if others:
+        raise _Malformed(f"written by run {ascii(others[0][:60])}, not {run}")
+    try:
+        symbols = {s: validate_ticker(s) for s in raw["ticker"].unique()}
+    except ForecasterError as exc:
+        raise _Malformed(str(exc)) from None
+    unknown = sorted(set(symbols.values()) - tickers)
+    if unknown:
+        raise _Malformed(f"ticker {unknown[0]} is not one of the run's")
+    df = pd.DataFrame({"ticker": raw["ticker"].map(symbols)})
+    for col in ("as_of", "date"):
+        df[col] = pd.to_datetime(raw[col], format="%Y-%m-%d", errors="coerce")
+    df["step"] = pd.to_numeric(raw["step"], errors="coerce")
+    for col in _PRICES:
+        df[col] = pd.to_numeric(raw[col], errors="coerce")
+    prices = df[_PRICES].to_numpy(dtype=float)
+    bad = (
+        df[["as_of", "date"]].isna().any(axis=1).to_numpy()
+        | ~np.isfinite(df["step"].to_numpy(dtype=float))
+        | (df["step"].to_numpy(dtype=float) % 1 != 0)
+        | (df["step"].to_numpy(dtype=float) < 1)
+        | ~np.isfinite(prices).all(axis=1)
+        | ~(prices > 0).all(axis=1)
+        | ~((df["p10"] <= df["p50"]) & (df["p50"] <= df["p90"])).to_numpy()
+        | ~(df["date"] > df["as_of"]).to_numpy()
+    )
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise _Malformed(f"row {row + 2} is not a valid forecast (dates, step or prices)")
+    df["step"] = df["step"].astype(int)
+    df["file"] = path.name
+    return df
+
+
+def _latest_copies(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """All forecasts, each (ticker, as_of, step) once: from the latest file that holds it."""
+    if not frames:
+        empty = {c: pd.Series(dtype=float) for c in ["step", *_PRICES]}
+        return pd.DataFrame({"ticker": pd.Series(dtype=str), "as_of": pd.to_datetime([]), **empty})
+    df = pd.concat(frames, ignore_index=True)  # files in date order
+    return df.drop_duplicates(["ticker", "as_of", "step"], keep="last").reset_index(drop=True)
+
+
+def _closes(tickers: list[str], source: str, data_dir: Path) -> dict[str, pd.Series | str]:
+    """Each ticker's closes from the source, or the reason they cannot be read."""
+    out: dict[str, pd.Series | str] = {}
+    for sym in tickers:
+        try:
+            out[sym] = load_bars(source, Path(data_dir), [sym])[sym]["close"]
+        except ForecasterError as exc:
+            out[sym] = f"no actuals: {exc}"
+    return out
+
+
+def _with_actuals(forecasts: pd.DataFrame, closes: dict[str, pd.Series], warnings: list[str]) -> pd.DataFrame:
+    """The rows ``metrics_table`` scores: one per forecast of a ticker with bars, its actual
+    (NaN while pending) and the naive forecast, prices in the data's current adjustment."""
+    parts = []
+    for sym, fc in forecasts[forecasts["ticker"].isin(list(closes))].groupby("ticker", sort=True):
+        close = closes[sym]
+        dates = pd.DatetimeIndex(fc["date"])
+        known = dates <= close.index[-1]
+        actual = close.reindex(dates).to_numpy(dtype=float)
+        missing = known & np.isnan(actual)
+        if missing.any():
+            days = sorted({str(d.date()) for d in dates[missing]})
+            shown = ", ".join(days[:MISSING_SHOWN]) + (" ..." if len(days) > MISSING_SHOWN else "")
+            warnings.append(
+                f"{sym}: {int(missing.sum())} forecast(s) for sessions the data does not have ({shown}); "
+                "the calendar and the data disagree, so they are not scored"
+            )
+        now = close.reindex(pd.DatetimeIndex(fc["as_of"])).to_numpy(dtype=float)
+        then = fc["last_close"].to_numpy(dtype=float)
+        factor = np.where(np.isfinite(now) & (np.abs(now / then - 1) > REVISION_RTOL), now / then, 1.0)
+        part = pd.DataFrame(
+            {
+                "ticker": sym,
+                "origin": fc["as_of"].dt.strftime("%Y-%m-%d").to_numpy(),
+                "step": fc["step"].to_numpy(),
+                "actual": actual,
+                "last_close": then * factor,
+                **{q: fc[q].to_numpy(dtype=float) * factor for q in ("p10", "p50", "p90")},
+            }
+        )
+        parts.append(part[~missing])
+    if not parts:
+        return pd.DataFrame(columns=["ticker", "origin", "step", "actual", "last_close", "p10", "p50", "p90"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def score_table(pred: pd.DataFrame, model: str) -> pd.DataFrame:
+    """``score.csv`` (SPEC §9) from forecasts with their actuals (NaN: pending).
+
+    ``pred`` has one row per forecast: ``ticker, origin, step, actual, last_close, p10, p50,
+    p90``. The metrics are ``evaluate``'s (``metrics_table``) with the naive forecast the last
+    close; ``n`` counts the scored forecasts, ``pending`` those whose actual is not known yet.
+    """
+    if pred.empty:
+        return pd.DataFrame(columns=SCORE_COLUMNS)
+    frame = pred.assign(naive=pred["last_close"], drift=math.nan, mean=math.nan)
+    waiting = frame["actual"].isna()
+    # a pending forecast keeps its group in the table but adds to no metric (width included)
+    frame.loc[waiting, ["p10", "p50", "p90", "naive"]] = math.nan
+    table = metrics_table(frame, model, {})
+    mine = table[table["model"] == model].set_index(["ticker", "step"])
+    naive = table[table["model"] == "naive"].set_index(["ticker", "step"])["mae"]
+    pending = pd.concat(
+        [
+            waiting.groupby([pred["ticker"], pred["step"]]).sum(),
+            waiting.groupby(pred["step"]).sum().rename(lambda s: (POOLED, s)),
+        ]
+    )
+    pending.index = pd.MultiIndex.from_tuples(list(pending.index), names=["ticker", "step"])
+    out = mine.assign(mae_naive=naive, pending=pending.reindex(mine.index).fillna(0).astype(int))
+    out = out.reset_index()[SCORE_COLUMNS]
+    out["n"] = out["n"].astype(int)
+    return out.reset_index(drop=True)

@@ -1,0 +1,137 @@
+"""`forecaster promote RUN --name NAME`: runs/NAME points at a run, and every command that reads
+a run takes the name (SPEC §10)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from run_variants import shifted_run
+
+import forecaster
+from forecaster import registry
+from forecaster.errors import EXIT_TEMPFAIL
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+REPO_ROOT = Path(next(iter(forecaster.__path__))).resolve().parent
+
+
+@pytest.fixture
+def runs(trained_run, tmp_path) -> Path:
+    """A runs folder with two complete runs of the same shapes that forecast differently."""
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    shifted_run(trained_run, folder / "alpha", noise=0.0)
+    shifted_run(trained_run, folder / "beta", noise=0.5)
+    return folder
+
+
+def test_promote_points_the_name_at_the_run_and_switches_it(cli, runs):
+    res = cli("promote", runs / "alpha", "--name", "prod", "--runs-dir", runs)
+    assert res.exit_code == 0, res.stderr
+    pointer = runs / "prod"
+    assert pointer.is_symlink() and os.readlink(pointer) == "alpha"  # relative: the folder can move
+    assert str(pointer) in res.stdout and "alpha" in res.stdout
+    res = cli("promote", runs / "beta", "--name", "prod", "--runs-dir", runs, "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert Path(doc["target"]) == (runs / "beta").resolve() and Path(doc["previous"]) == (runs / "alpha").resolve()
+    assert os.readlink(pointer) == "beta"
+    assert not [p for p in runs.iterdir() if p.name.endswith(".tmp")]  # no temp link left behind
+
+
+def test_predict_evaluate_score_and_info_take_a_promoted_name(cli, runs, tmp_path):
+    assert cli("promote", runs / "beta", "--name", "prod", "--runs-dir", runs).exit_code == 0
+    name = runs / "prod"
+    out = tmp_path / "fc"
+    for day in ("2024-12-24", "2024-12-31"):
+        res = cli("predict", "--run", name, "--out", out, "--as-of", day, "-q")
+        assert res.exit_code == 0, res.stderr
+    forecast = pd.read_csv(out / "beta" / "2024-12-24.csv")  # under the run's own name
+    assert set(forecast["run"]) == {"beta"}
+    res = cli("score", "--run", name, "--out", out, "-q")
+    assert res.exit_code == 0, res.stderr
+    assert (out / "beta" / "score.csv").is_file()
+    res = cli("evaluate", "--run", name, "-q")
+    assert res.exit_code == 0, res.stderr
+    assert (runs / "beta" / "eval" / "metrics.csv").is_file()
+    res = cli("info", name)
+    assert res.exit_code == 0, res.stderr
+    assert f"pointer    {name} -> {(runs / 'beta').resolve()}" in res.stdout
+    assert "run        beta" in res.stdout and "evaluation" in res.stdout
+    doc = json.loads(cli("info", name, "--json").stdout)
+    assert doc["name"] == "beta" and doc["pointer"]["target"] == str((runs / "beta").resolve())
+
+
+def test_promote_refuses_what_is_not_a_whole_run(cli, runs):
+    assert cli("promote", runs / "alpha", "--name", "prod", "--runs-dir", runs).exit_code == 0
+    (runs / "beta" / "model.safetensors").unlink()
+    res = cli("promote", runs / "beta", "--name", "prod", "--runs-dir", runs)
+    assert res.exit_code == 1 and "model.safetensors" in res.stderr
+    assert os.readlink(runs / "prod") == "alpha"
+    # a real run directory under the name is not replaced
+    res = cli("promote", runs / "alpha", "--name", "beta", "--runs-dir", runs)
+    assert res.exit_code == 1 and "not a promoted name" in res.stderr
+    assert (runs / "beta").is_dir() and not (runs / "beta").is_symlink()
+    for bad in ("../escape", "a/b", ".hidden", ""):
+        res = cli("promote", runs / "alpha", "--name", bad, "--runs-dir", runs)
+        assert res.exit_code == 1 and "unusable name" in res.stderr, bad
+    assert sorted(p.name for p in runs.iterdir() if not p.name.startswith(".")) == ["alpha", "beta", "prod"]
+
+
+def test_promote_exits_75_while_the_name_is_locked(cli, runs):
+    code = (
+        "import sys, time\nfrom forecaster import fsio\n"
+        "with fsio.file_lock(sys.argv[1]):\n"
+        "    print('locked', flush=True)\n    time.sleep(60)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(registry.lock_path("prod", runs))], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        res = cli("promote", runs / "alpha", "--name", "prod", "--runs-dir", runs)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert res.exit_code == EXIT_TEMPFAIL and f"pid {holder.pid}" in res.stderr
+    assert not (runs / "prod").exists()
+
+
+def test_prune_keeps_the_newest_runs_of_the_name_and_the_one_it_names(tmp_path):
+    runs = tmp_path / "runs"
+    stamps = ["20260105-190000", "20260112-190000", "20260119-190000", "20260119-190000-2", "20260126-190000"]
+    for s in stamps:
+        (runs / f"prod-{s}").mkdir(parents=True)
+    (runs / "prod-eu-20260101-190000").mkdir()  # another name's run
+    (runs / "handmade").mkdir()  # not written by retrain
+    (runs / ".prod-20260127-190000.k1ll3d.tmp").mkdir()  # a run whose writer was killed
+    (runs / "prod").symlink_to("prod-20260105-190000")  # the oldest serves
+    assert [p.name for p in registry.runs_of("prod", runs)] == [f"prod-{s}" for s in stamps]
+    result = registry.prune("prod", 2, runs)
+    assert [p.name for p in result.removed] == ["prod-20260112-190000", "prod-20260119-190000"]
+    left = sorted(p.name for p in runs.iterdir())
+    assert left == [
+        "handmade",
+        "prod",
+        "prod-20260105-190000",
+        "prod-20260119-190000-2",
+        "prod-20260126-190000",
+        "prod-eu-20260101-190000",
+    ]
+
+
+def test_training_into_a_promoted_name_is_refused(cli, runs, small_dir):
+    assert cli("promote", runs / "alpha", "--name", "prod", "--runs-dir", runs).exit_code == 0
+    args = ["--source", "csv", "--data-dir", small_dir, "--tickers", "STOCKA,STOCKB", "--lookback", "20"]
+    args += ["--horizon", "3", "--val-days", "100", "--test-days", "100", "--hidden-size", "4", "--epochs", "1"]
+    res = cli("train", *args, "--run-dir", runs / "prod")
+    assert res.exit_code == 1 and "promoted name" in res.stderr
+    assert os.readlink(runs / "prod") == "alpha" and (runs / "alpha" / "run.json").is_file()

@@ -1,0 +1,136 @@
+"""`forecaster retrain NAME`: a challenger trained with the champion's config replaces it only
+when it is not worse on the same, most recent test sessions (SPEC §10)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from run_variants import shifted_run
+
+import forecaster.retraining as retraining
+from forecaster import registry
+from forecaster.checkpoint import load_run
+from forecaster.config import load_config
+from forecaster.errors import EXIT_TEMPFAIL
+from forecaster.fsio import file_lock
+from forecaster.prediction import predict
+from forecaster.store import load_bars
+from forecaster.training import train
+from tests.conftest import tiny_overrides
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+@pytest.fixture
+def runs(small_run, tmp_path) -> Path:
+    """runs/prod -> runs/first, a private copy of the champion."""
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    shutil.copytree(small_run, folder / "first")
+    registry.promote(folder / "first", "prod", runs_dir=folder)
+    return folder
+
+
+def _target(runs: Path) -> str:
+    return os.readlink(runs / "prod")
+
+
+def test_retrain_promotes_a_challenger_that_is_not_worse(cli, runs):
+    # the same config, seed and data give the same model: a tie, which the newer run wins
+    res = cli("retrain", "prod", "--runs-dir", runs, "--patience", "7", "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["promoted"] is True and doc["champion"] == "first"
+    assert doc["challenger"].startswith("prod-") and _target(runs) == doc["challenger"]
+    a, b = doc["figures"]["champion"], doc["figures"]["challenger"]
+    assert a["n"] == b["n"] > 0 and b["pinball"] == pytest.approx(a["pinball"]) and b["mae"] == pytest.approx(a["mae"])
+    meta = json.loads((runs / doc["challenger"] / "run.json").read_text())
+    assert meta["config"]["train"]["patience"] == 7  # the flag on top of the champion's config
+    assert meta["config"]["window"] == json.loads((runs / "first" / "run.json").read_text())["config"]["window"]
+    info = cli("info", runs / "prod")
+    assert f"-> {(runs / doc['challenger']).resolve()}" in info.stdout
+
+
+def test_retrain_keeps_the_champion_when_the_challenger_is_worse(cli, runs, monkeypatch):
+    real = retraining.train
+
+    def worse(cfg, *, run_dir, **kw):  # trains, then spoils the output layer
+        result = real(cfg, run_dir=run_dir, **kw)
+        spoiled = shifted_run(run_dir, run_dir.with_name("spoiled"), noise=1.0)
+        shutil.rmtree(run_dir)
+        os.replace(spoiled, run_dir)
+        return result
+
+    monkeypatch.setattr(retraining, "train", worse)
+    res = cli("retrain", "prod", "--runs-dir", runs)
+    assert res.exit_code == 0, res.stderr
+    assert "is not promoted, first stays" in res.stdout
+    assert _target(runs) == "first"
+    assert len(registry.runs_of("prod", runs)) == 1  # the challenger is kept to look at
+
+
+def test_champion_is_backtested_on_the_challengers_sessions_with_data_up_to_each_origin(small_run, small_dir, tmp_path):
+    champ = load_run(small_run)
+    chall_dir = tmp_path / "challenger"
+    train(load_config(None, tiny_overrides(small_dir, **{"window.test_days": 60, "train.seed": 1})), run_dir=chall_dir)
+    chall = load_run(chall_dir)
+    bars = load_bars("csv", small_dir, ["STOCKA", "STOCKB"])
+    c = retraining.compare(champ, chall, bars)
+    fc = c.forecasts
+    # every origin's next session is in the challenger's (shorter) test split, and all of them are there
+    test_start = pd.Timestamp(chall.manifest.splits.test_start)
+    firsts = pd.to_datetime(fc.loc[fc["step"] == 1, "date"])
+    assert firsts.min() == test_start
+    sessions = sorted(set().union(*(set(b.index[b.index >= test_start]) for b in bars.values())))
+    assert sorted(set(firsts)) == sessions
+    assert c.champion.n == c.challenger.n == len(fc)
+    # the champion's forecast at an origin is the one predict makes with the bars up to it
+    origin = str(fc["origin"].iloc[len(fc) // 2])
+    live = predict(small_run, as_of=origin, out=tmp_path / "fc", offline=True).forecasts
+    mine = fc[fc["origin"] == origin].sort_values(["ticker", "step"])
+    live = live[live["ticker"].isin(mine["ticker"])].sort_values(["ticker", "step"])
+    np.testing.assert_allclose(mine["p50_a"], live["p50"], rtol=1e-9)
+    # a worse challenger is refused, with the figures saying why
+    bad = retraining.compare(champ, load_run(shifted_run(chall_dir, tmp_path / "bad", noise=1.0)), bars)
+    assert not bad.promote and bad.challenger.pinball > bad.champion.pinball and bad.dm_pvalue < 0.05
+
+
+def test_a_failing_challenger_never_touches_the_pointer(cli, runs, tmp_path, monkeypatch):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = cli("retrain", "prod", "--runs-dir", runs, "--data-dir", empty)
+    assert res.exit_code == 1 and "STOCKA" in res.stderr
+    assert _target(runs) == "first"
+    import forecaster.models as models
+
+    real = models.pinball_loss
+    monkeypatch.setattr("forecaster.training.pinball_loss", lambda p, y, q: real(p, y, q) * float("nan"))
+    res = cli("retrain", "prod", "--runs-dir", runs)
+    assert res.exit_code == 1 and "nan" in res.stderr
+    assert _target(runs) == "first"
+
+
+def test_retrain_keeps_the_last_k_runs_of_the_name(cli, runs):
+    made = []
+    for _ in range(3):
+        res = cli("retrain", "prod", "--runs-dir", runs, "--keep", "2", "--json")
+        assert res.exit_code == 0, res.stderr
+        made.append(json.loads(res.stdout)["challenger"])
+    assert [p.name for p in registry.runs_of("prod", runs)] == made[1:]
+    assert _target(runs) == made[-1]
+    assert (runs / "first").is_dir()  # promoted by hand, not a run retrain wrote: never pruned
+
+
+def test_retrain_exits_75_when_locked_and_1_without_a_champion(cli, runs):
+    with file_lock(registry.lock_path("prod", runs)):
+        res = cli("retrain", "prod", "--runs-dir", runs)
+    assert res.exit_code == EXIT_TEMPFAIL
+    assert _target(runs) == "first" and registry.runs_of("prod", runs) == []
+    res = cli("retrain", "staging", "--runs-dir", runs)
+    assert res.exit_code == 1 and "promote a run first" in res.stderr

@@ -1,0 +1,235 @@
+"""`forecaster score`: every forecast of a run joined with the realised closes (SPEC §9).
+
+The shared tiny run reads the CSV sample folder, whose bars end 2024-12-31. Forecasts are
+written by `predict --as-of` at four origins in the last days of 2024, so some of their
+sessions have closes (scored) and some lie in 2025 (pending). The expected figures are
+computed here from the forecast files and the sample's closes, row by row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from forecaster.metrics import diebold_mariano
+from forecaster.prediction import predict
+from forecaster.scoring import SCORE_COLUMNS
+from forecaster.sources import read_csv_bars
+from forecaster.synthetic import write_csv
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+ORIGINS = ["2024-12-20", "2024-12-24", "2024-12-27", "2024-12-31"]
+LEVELS = (0.1, 0.5, 0.9)
+
+
+@pytest.fixture(scope="module")
+def written(trained_run, tmp_path_factory) -> Path:
+    """The forecast folder (OUT) after predict ran at every origin."""
+    out = tmp_path_factory.mktemp("forecasts")
+    for day in ORIGINS:
+        predict(trained_run, as_of=day, out=out, offline=True)
+    return out
+
+
+@pytest.fixture
+def out(written, tmp_path) -> Path:
+    """A private copy of the forecast folder, safe to change."""
+    dst = tmp_path / "fc"
+    shutil.copytree(written, dst)
+    return dst
+
+
+def _expected(folder: Path, data_dir: Path) -> pd.DataFrame:
+    """Per ticker and step, and pooled: the figures of SPEC §9 computed row by row."""
+    rows = pd.concat([pd.read_csv(folder / f"{d}.csv", dtype={"as_of": str, "date": str}) for d in ORIGINS])
+    closes = {s: read_csv_bars(data_dir, s)["close"] for s in rows["ticker"].unique()}
+    rows["actual"] = [closes[t].get(pd.Timestamp(d), np.nan) for t, d in zip(rows["ticker"], rows["date"])]
+    rows = rows.sort_values(["ticker", "step", "as_of"], kind="mergesort")
+    out = []
+    groups = [((t, s), g) for (t, s), g in rows.groupby(["ticker", "step"])]
+    groups += [(("ALL", s), g) for s, g in rows.groupby("step")]
+    for (ticker, step), g in groups:
+        done = g[g["actual"].notna()]
+        a = done["actual"].to_numpy()
+        e, e_naive = a - done["p50"].to_numpy(), a - done["last_close"].to_numpy()
+        loss = [np.maximum(q * (a - done[c]), (q - 1) * (a - done[c])) for q, c in zip(LEVELS, ("p10", "p50", "p90"))]
+        out.append(
+            {
+                "ticker": ticker,
+                "step": step,
+                "n": len(done),
+                "pending": int(g["actual"].isna().sum()),
+                "mae": np.abs(e).mean(),
+                "mae_naive": np.abs(e_naive).mean(),
+                "skill": 1 - np.abs(e).mean() / np.abs(e_naive).mean(),
+                "dm_pvalue": diebold_mariano(e, e_naive, h=step)[1],
+                "coverage": ((done["p10"] <= a) & (a <= done["p90"])).mean(),
+                "width": (done["p90"] - done["p10"]).mean(),
+                "pinball": np.mean(np.mean(loss, axis=0)),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def _score_csv(out: Path, run: Path) -> pd.DataFrame:
+    return pd.read_csv(out / run.name / "score.csv")
+
+
+def test_score_joins_every_forecast_file_with_the_realised_closes(cli, trained_run, sample_dir, out):
+    res = cli("score", "--run", trained_run, "--out", out)
+    assert res.exit_code == 0, res.stderr
+    got = _score_csv(out, trained_run)
+    assert list(got.columns) == SCORE_COLUMNS
+    want = _expected(out / trained_run.name, sample_dir)
+    assert list(zip(got["ticker"], got["step"])) == list(zip(want["ticker"], want["step"]))
+    # sessions after 2024-12-31 are pending: the 12-27 origin's third step, the 12-31 origin's three
+    assert list(got["n"]) == [3, 3, 2] * 2 + [6, 6, 4]
+    assert list(got["pending"]) == [1, 1, 2] * 2 + [2, 2, 4]
+    for col in SCORE_COLUMNS[4:]:
+        np.testing.assert_allclose(got[col], want[col], rtol=1e-6, err_msg=col)
+    # latest.csv (a copy of the 12-31 file) is not counted a second time
+    assert (out / trained_run.name / "latest.csv").is_file()
+    assert "ALL" in res.stdout and str(out / trained_run.name / "score.csv") in res.stdout
+
+
+def test_scoring_twice_gives_the_same_numbers(cli, trained_run, out):
+    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    first = (out / trained_run.name / "score.csv").read_bytes()
+    # a second copy of one forecast under another date is the same forecast: scored once
+    folder = out / trained_run.name
+    shutil.copy(folder / "2024-12-20.csv", folder / "2024-12-21.csv")
+    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    assert (out / trained_run.name / "score.csv").read_bytes() == first
+
+
+def _copy_data(sample_dir: Path, dst: Path) -> Path:
+    shutil.copytree(sample_dir, dst)
+    return dst
+
+
+def test_a_revised_bar_is_scored_with_its_latest_value(cli, trained_run, sample_dir, out, tmp_path):
+    data = _copy_data(sample_dir, tmp_path / "data")
+    bars = read_csv_bars(data, "STOCKA")
+    bars.loc[pd.Timestamp("2024-12-23"), ["high", "close"]] *= 1.05  # a corrected close, after the forecasts
+    write_csv(bars, data / "STOCKA.csv")
+    res = cli("score", "--run", trained_run, "--out", out, "--data-dir", data, "-q")
+    assert res.exit_code == 0, res.stderr
+    got, want = _score_csv(out, trained_run), _expected(out / trained_run.name, data)
+    np.testing.assert_allclose(got["mae"], want["mae"], rtol=1e-6)
+    before = _expected(out / trained_run.name, sample_dir)
+    assert got["mae"].iloc[0] != pytest.approx(before["mae"].iloc[0])  # STOCKA step 1 saw the revision
+
+
+def test_history_readjusted_after_a_split_is_scored_in_the_new_units(cli, trained_run, sample_dir, out, tmp_path):
+    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    before = _score_csv(out, trained_run)
+    data = tmp_path / "split"
+    data.mkdir()
+    for sym in ("STOCKA", "STOCKB"):  # a 2-for-1 split after the last bar: all history halves
+        bars = read_csv_bars(sample_dir, sym)
+        bars[["open", "high", "low", "close"]] /= 2
+        write_csv(bars, data / f"{sym}.csv")
+    res = cli("score", "--run", trained_run, "--out", out, "--data-dir", data, "-q")
+    assert res.exit_code == 0, res.stderr
+    after = _score_csv(out, trained_run)
+    assert list(after["n"]) == list(before["n"]) and list(after["pending"]) == list(before["pending"])
+    for col in ("mae", "mae_naive", "width", "pinball"):
+        np.testing.assert_allclose(after[col], before[col] / 2, rtol=1e-4, err_msg=col)
+    for col in ("skill", "coverage"):
+        np.testing.assert_allclose(after[col], before[col], rtol=1e-3, atol=1e-9, err_msg=col)
+
+
+def test_other_runs_and_malformed_files_are_named_and_skipped(cli, trained_run, out):
+    folder = out / trained_run.name
+    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    clean = _score_csv(out, trained_run)
+    other = pd.read_csv(folder / "2024-12-24.csv")
+    other["run"] = "another-run"
+    other.to_csv(folder / "2024-12-10.csv", index=False)
+    (folder / "2024-12-11.csv").write_bytes(b"\x00\x01 not a csv \xff\n")
+    (folder / "2024-12-12.csv").write_text("ticker,as_of,step\nSTOCKA,2024-12-12,1\n")
+    bad = pd.read_csv(folder / "2024-12-24.csv", dtype=str)
+    bad.loc[1, "p50"] = "n/a"
+    bad.to_csv(folder / "2024-12-13.csv", index=False)
+    res = cli("score", "--run", trained_run, "--out", out)
+    assert res.exit_code == 3, res.stderr
+    for name, why in [
+        ("2024-12-10.csv", "another-run"),
+        ("2024-12-11.csv", "skipped"),
+        ("2024-12-12.csv", "no column date"),
+        ("2024-12-13.csv", "row 3"),
+    ]:
+        assert any(name in ln and why in ln for ln in res.stderr.splitlines()), (name, res.stderr)
+    assert "unexpected error" not in res.stderr
+    pd.testing.assert_frame_equal(_score_csv(out, trained_run), clean)  # the others, exactly as before
+
+
+def test_score_with_corrupt_forecast_files_reports_the_others_and_exits_3(cli, trained_run, out):
+    folder = out / trained_run.name
+    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    clean = (folder / "score.csv").read_text()
+    text = (folder / "2024-12-31.csv").read_bytes()
+    (folder / "2024-12-23.csv").write_bytes(text[: len(text) // 2])  # torn mid-row
+    (folder / "2024-12-26.csv").write_bytes(os.urandom(512))
+    res = cli("score", "--run", trained_run, "--out", out)
+    assert res.exit_code == 3, res.stderr
+    assert "2024-12-23.csv skipped" in res.stderr and "2024-12-26.csv skipped" in res.stderr
+    assert "unexpected error" not in res.stderr
+    assert (folder / "score.csv").read_text() == clean
+
+
+def test_a_forecast_for_a_session_missing_from_the_data_is_named(cli, trained_run, out):
+    folder = out / trained_run.name
+    df = pd.read_csv(folder / "2024-12-20.csv", dtype=str)
+    df.loc[(df["ticker"] == "STOCKA") & (df["step"] == "3"), "date"] = "2024-12-25"  # Christmas: no bar
+    df.to_csv(folder / "2024-12-20.csv", index=False)
+    res = cli("score", "--run", trained_run, "--out", out)
+    assert res.exit_code == 0, res.stderr
+    assert "STOCKA" in res.stderr and "2024-12-25" in res.stderr
+    got = _score_csv(out, trained_run).set_index(["ticker", "step"])
+    assert got.loc[("STOCKA", 3), "n"] == 1 and got.loc[("STOCKA", 3), "pending"] == 2  # neither
+
+
+def test_since_scores_only_later_forecasts(cli, trained_run, out):
+    res = cli("score", "--run", trained_run, "--out", out, "--since", "2024-12-24", "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    got = pd.DataFrame(doc["scores"]).set_index(["ticker", "step"])
+    assert list(got.loc["ALL", "n"]) == [4, 4, 2] and list(got.loc["ALL", "pending"]) == [2, 2, 4]
+    assert cli("score", "--run", trained_run, "--out", out, "--since", "24.12.2024").exit_code == 1
+
+
+def test_score_json(cli, trained_run, out):
+    res = cli("score", "--run", trained_run, "--out", out, "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert set(doc) == {"run", "read", "skipped", "failed", "warnings", "alerts", "files", "scores"}
+    assert doc["run"] == trained_run.name and doc["read"] == [f"{d}.csv" for d in ORIGINS]
+    assert doc["skipped"] == {} and doc["alerts"] == []
+    assert [r["ticker"] for r in doc["scores"]] == ["STOCKA"] * 3 + ["STOCKB"] * 3 + ["ALL"] * 3
+
+
+def test_alerts_for_cron_exit_1_with_one_line(cli, trained_run, out):
+    ok = cli("score", "--run", trained_run, "--out", out, "-q", "--fail-if-coverage-outside", "0,1")
+    assert ok.exit_code == 0, ok.stderr
+    res = cli("score", "--run", trained_run, "--out", out, "-q", "--fail-if-coverage-outside", "0.99,1")
+    assert res.exit_code == 1
+    lines = [ln for ln in res.stderr.splitlines() if "coverage" in ln]
+    assert len(lines) == 1 and "h=1" in lines[0], res.stderr
+    assert (out / trained_run.name / "score.csv").is_file()  # the report is written all the same
+    # six forecasts per step cannot show significant skill
+    res = cli("score", "--run", trained_run, "--out", out, "-q", "--fail-if-no-skill")
+    assert res.exit_code == 1 and "no skill" in res.stderr
+    assert cli("score", "--run", trained_run, "--out", out, "--fail-if-coverage-outside", "0.9,0.8").exit_code == 2
+
+
+def test_score_without_forecast_files_is_an_error(cli, trained_run, tmp_path):
+    res = cli("score", "--run", trained_run, "--out", tmp_path / "nothing")
+    assert res.exit_code == 1 and "no forecast files" in res.stderr
