@@ -26,7 +26,7 @@ from safetensors.numpy import load_file, save_file
 from .config import Config
 from .errors import DataError, RunFormatError
 from .features import FEATURES, Scaler
-from .fsio import publish_files, replace_dir, sibling_temp_dir
+from .fsio import atomic_write_text, publish_files, replace_dir, sibling_temp_dir
 from .npinfer import NumpyQuantileRNN, config_shapes
 from .tickers import validate_ticker
 from .windows import Splits
@@ -82,6 +82,15 @@ class RunMetrics(_Record):
     interval_coverage_target: float
 
 
+class Origin(_Record):
+    """Where a run's configuration came from when a search chose it: a tuning study's best trial."""
+
+    study: str
+    trial: int = Field(ge=0, description="the trial's number in the study")
+    val_loss: float = Field(description="the trial's validation pinball loss (best epoch)")
+    storage: str = Field(description="where the study lives (any password hidden)")
+
+
 class Manifest(_Record):
     """``run.json``: the resolved config, the tickers and their statistics, the splits, what the
     run was trained on, and how."""
@@ -102,6 +111,7 @@ class Manifest(_Record):
     world_size: int = Field(1, ge=1)
     metrics: RunMetrics
     versions: dict[str, str]
+    origin: Origin | None = Field(None, description="the tuning study that chose the config, if one did")
 
     @field_validator("name")
     @classmethod
@@ -128,7 +138,9 @@ class Manifest(_Record):
         return {s: t.conformal for s, t in self.tickers.items()}
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), indent=2) + "\n"
+        # a run without an origin is written as before the field existed, so older readers load it
+        skip = {"origin"} if self.origin is None else None
+        return json.dumps(self.model_dump(mode="json", exclude=skip), indent=2) + "\n"
 
 
 @dataclass
@@ -242,6 +254,14 @@ def _flatten(state: ResumeState) -> tuple[dict[str, np.ndarray], dict[str, str]]
         "scheduler": state.scheduler,
     }
     return _contiguous(tensors), {"state": json.dumps(meta, default=float)}
+
+
+def set_origin(run_dir: Path, origin: Origin) -> Manifest:
+    """Record in a written run where its configuration came from (run.json replaced atomically)."""
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir).model_copy(update={"origin": origin})
+    atomic_write_text(run_dir / META, manifest.to_json())
+    return manifest
 
 
 # --------------------------------------------------------------------------------- reading
