@@ -16,7 +16,7 @@ import typer.main
 from forecaster.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ["download", "train", "evaluate", "predict", "info"]
+COMMANDS = ["download", "train", "evaluate", "predict", "info", "tune"]
 EXIT_CODES = ["0", "1", "2", "3", "75"]
 
 
@@ -30,7 +30,7 @@ def _params():
             yield name, p
 
 
-def test_the_app_has_exactly_the_five_commands():
+def test_the_app_has_exactly_the_documented_commands():
     assert sorted(_group().commands) == sorted(COMMANDS)
 
 
