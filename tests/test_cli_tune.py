@@ -11,6 +11,8 @@ import pytest
 import typer.main
 
 from forecaster.cli import app
+from forecaster.config import load_config
+from forecaster.tuning import search_dims
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -51,18 +53,9 @@ def test_tune_writes_its_results_and_the_best_config_trains(cli, small_dir, tmp_
     out = tmp_path / "cwd" / "runs" / "tune" / "s"
     assert (tmp_path / "cwd" / "runs" / "tune" / "s.db").is_file()
     trials = pd.read_csv(out / "trials.csv")
-    assert list(trials.columns) == [
-        "number",
-        "state",
-        "value",
-        "cell",
-        "lookback",
-        "num_layers",
-        "dropout",
-        "lr",
-        "batch_size",
-        "seconds",
-    ]
+    searched = [d.name for d, _ in search_dims(load_config(conf), fixed={"model.hidden_size"})]
+    assert list(trials.columns) == ["number", "state", "value", *searched, "seconds"]
+    assert {"cell", "lookback", "num_layers", "dropout", "lr", "batch_size"} <= set(searched)
     assert list(trials["number"]) == [0, 1] and set(trials["state"]) <= {"COMPLETE", "PRUNED"}
     assert "hidden_size" not in trials.columns  # fixed by the flag: not searched
     assert (out / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
