@@ -3,7 +3,7 @@
 Every command of the CLI is a plain function here (imported lazily, so ``import forecaster`` and
 ``forecaster --help`` stay fast)::
 
-    from forecaster import load_config, train, evaluate, predict
+    from forecaster import load_config, train, evaluate, predict, tune
 """
 
 __version__ = "0.1.0"
@@ -17,6 +17,7 @@ _LAZY = {
     "load_run": "checkpoint",
     "evaluate": "evaluation",
     "predict": "prediction",
+    "tune": "tuning",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -27,7 +27,7 @@ from safetensors.numpy import load_file, save_file
 from .config import Config
 from .errors import DataError, RunFormatError
 from .features import FEATURES, KNOWN_FEATURES, Scaler
-from .fsio import follow_link, publish_files, replace_dir, sibling_temp_dir
+from .fsio import atomic_write_text, follow_link, publish_files, replace_dir, sibling_temp_dir
 from .npinfer import NumpyQuantileRNN, config_shapes
 from .tickers import validate_ticker
 from .windows import Splits, WindowSet, build_windows
@@ -84,6 +84,15 @@ class RunMetrics(_Record):
     interval_coverage_target: float
 
 
+class Origin(_Record):
+    """Where a run's configuration came from when a search chose it: a tuning study's best trial."""
+
+    study: str
+    trial: int = Field(ge=0, description="the trial's number in the study")
+    val_loss: float = Field(description="the trial's validation pinball loss (best epoch)")
+    storage: str = Field(description="where the study lives (any password hidden)")
+
+
 class Manifest(_Record):
     """``run.json``: the resolved config, the tickers and their statistics, the splits, what the
     run was trained on, and how."""
@@ -110,6 +119,7 @@ class Manifest(_Record):
     median_weight: list[float] | None = Field(
         None, description="per step, the weight of the network's median against the last close (None: 1)"
     )
+    origin: Origin | None = Field(None, description="the tuning study that chose the config, if one did")
 
     @field_validator("name")
     @classmethod
@@ -275,6 +285,14 @@ def _flatten(state: ResumeState) -> tuple[dict[str, np.ndarray], dict[str, str]]
         "scheduler": state.scheduler,
     }
     return _contiguous(tensors), {"state": json.dumps(meta, default=float)}
+
+
+def set_origin(run_dir: Path, origin: Origin) -> Manifest:
+    """Record in a written run where its configuration came from (run.json replaced atomically)."""
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir).model_copy(update={"origin": origin})
+    atomic_write_text(run_dir / META, manifest.to_json())
+    return manifest
 
 
 # --------------------------------------------------------------------------------- reading

@@ -368,6 +368,165 @@ def _progress(show: bool, epochs: int):
         yield on_epoch, on_batch
 
 
+# tune-only option -> config key
+TUNE_OVERRIDES = {"trials": "tune.trials", "timeout": "tune.timeout", "study": "tune.study", "storage": "tune.storage"}
+
+
+@app.command()
+def tune(
+    tickers_arg: ExtraTickers = None,
+    tickers: TickersOpt = None,
+    config: ConfigOpt = None,
+    source: SourceOpt = None,
+    data_dir: DataDirOpt = None,
+    trials: Annotated[
+        int | None, typer.Option(min=1, help="Trials this process adds to the study (default 20).")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(min=0, help="Start no new trial after this many seconds (0: no limit).")
+    ] = None,
+    study: Annotated[
+        str | None, typer.Option(help="Study name: runs/tune/<study>.db and runs/tune/<study>/ (default 'default').")
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Optuna storage shared by several processes or machines: journal:FILE, "
+            "postgresql://..., mysql://..., sqlite:///FILE, redis://..., grpc://HOST:PORT "
+            "(default: the SQLite file runs/tune/<study>.db)."
+        ),
+    ] = None,
+    train_best: Annotated[
+        bool, typer.Option("--train-best", help="Train the best configuration into --run-dir when the search ends.")
+    ] = False,
+    model: Annotated[Cell | None, typer.Option("--model", help="Fix the recurrent encoder (not searched).")] = None,
+    strategy: Annotated[
+        Strategy | None,
+        typer.Option(help="direct (one head emits all H steps) or recursive (one step, rolled forward)."),
+    ] = None,
+    lookback: Annotated[int | None, typer.Option(help="Fix the sessions of history per window.")] = None,
+    horizon: Annotated[int | None, typer.Option(help="Sessions to forecast ahead.")] = None,
+    hidden_size: Annotated[int | None, typer.Option(help="Fix the hidden units per layer.")] = None,
+    num_layers: Annotated[int | None, typer.Option(help="Fix the stacked recurrent layers.")] = None,
+    dropout: Annotated[float | None, typer.Option(help="Fix the dropout.")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Each trial's epoch budget (early stopping may end sooner).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Fix the windows per optimisation step.")] = None,
+    patience: Annotated[
+        int | None, typer.Option(help="Epochs without validation improvement before a trial stops early.")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Fix the AdamW learning rate.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Training seed of every trial (the sampler's: tune.seed).")] = None,
+    val_days: Annotated[int | None, typer.Option(help="Sessions in the validation split (the objective).")] = None,
+    test_days: Annotated[int | None, typer.Option(help="Sessions in the held-out test split (never used).")] = None,
+    device: Annotated[Device | None, typer.Option(help="Where to train (auto: CUDA, then MPS, then CPU).")] = None,
+    precision: Annotated[Precision | None, typer.Option(help="fp32, or bf16 autocast on CUDA.")] = None,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where --train-best writes the run, and best.toml's run_dir (default runs/<study>-best).",
+            file_okay=False,
+        ),
+    ] = None,
+    lock_timeout: LockOpt = 0.0,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+    log_file: LogFileOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Search hyper-parameters with Optuna on the validation loss; never looks at the test split.
+
+    Each trial trains a model (the train options fix a value and take it out of the search;
+    --epochs is each trial's budget) and is scored by its best validation pinball loss. The study
+    is kept in runs/tune/<study>.db (or --storage), so the same command continues it after an
+    interruption; the results go to runs/tune/<study>/ (trials.csv, best.toml, history.png).
+    """
+    setup_logging(quiet, log_file)
+    options = locals()
+    with handled(debug):
+        from .config import load_config
+        from .tuning import train_best as do_train_best
+        from .tuning import tune as do_tune
+
+        fixed = {k: v for k, v in overrides(options).items() if k not in ("data.tickers", "run_dir")}
+        tuned = {key: _val(options[opt]) for opt, key in TUNE_OVERRIDES.items()}
+        cfg = load_config(config, {**fixed, **tuned, "data.tickers": _tickers(tickers, tickers_arg)})
+        show = sys.stderr.isatty() and not quiet and not json_out
+        with _tune_progress(show, cfg.tune.trials) as (on_epoch, on_trial):
+            res = do_tune(cfg, fixed=fixed, run_dir=run_dir, on_epoch=on_epoch, on_trial=on_trial)
+        final = None
+        if train_best:
+            with _progress(show, res.best.config.train.epochs if res.best else 1) as (on_epoch, on_batch):
+                on_epoch = on_epoch if show else None  # no epoch lines on cron either
+                final = do_train_best(res, on_epoch=on_epoch, on_batch=on_batch, lock_timeout=lock_timeout)
+        _show_tuning(res, final, quiet, json_out)
+
+
+@contextmanager
+def _tune_progress(show: bool, trials: int):
+    """On a terminal, a bar over the trials with the running epoch and the best loss; nothing
+    otherwise (cron sees only warnings, errors and the result)."""
+    if not show:
+        yield None, None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("tuning"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=_stderr_console(),
+    ) as bar:
+        task = bar.add_task("tune", total=trials, status="")
+        best = {"value": None}
+
+        def best_text():
+            return "" if best["value"] is None else f"  best {best['value']:.5f}"
+
+        def on_epoch(number, rec):
+            bar.update(task, status=f"trial {number} epoch {rec.epoch} val {rec.val_loss:.5f}{best_text()}")
+
+        def on_trial(trial, best_value):
+            best["value"] = best_value
+            bar.update(task, advance=1, status=f"trial {trial.number} {trial.state.name.lower()}{best_text()}")
+
+        yield on_epoch, on_trial
+
+
+def _show_tuning(res, final, quiet: bool, json_out: bool) -> None:
+    counts = res.counts()
+    if json_out:
+        doc = {
+            "study": res.study,
+            "storage": res.storage,
+            "added": res.added,
+            "trials": counts,
+            "best": None
+            if res.best is None
+            else {"number": res.best.number, "value": res.best.value, "params": res.best.params},
+            "files": {k: str(v) for k, v in res.files.items()},
+            "run_dir": None if final is None else str(final.run_dir),
+        }
+        _emit_json(doc)
+        return
+    if quiet:
+        return
+    print(
+        f"study {res.study} ({res.storage}): {res.added} trial(s) run now; in all "
+        + ", ".join(f"{v} {k}" for k, v in counts.items())
+    )
+    if res.best is not None:
+        params = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in res.best.params.items())
+        print(f"best trial {res.best.number}: validation pinball {res.best.value:.5f} ({params})")
+    for k, v in res.files.items():
+        print(f"{k}: {v}")
+    if final is not None:
+        _show_training(final, quiet, json_out)
+
+
 @app.command()
 def evaluate(
     run: RunOpt,
@@ -572,9 +731,8 @@ def info(
         target = pointer_target(run)
         m = read_manifest(run if target is None else target)
         if json_out:
-            _emit_json(
-                m.model_dump(mode="json") | ({"pointer": {"name": str(run), "target": str(target)}} if target else {})
-            )
+            pointer = {"pointer": {"name": str(run), "target": str(target)}} if target else {}
+            _emit_json(json.loads(m.to_json()) | pointer)
             return
         c = m.config
         if target is not None:
@@ -595,6 +753,12 @@ def info(
         for s, why in m.no_validation.items():
             print(f"no val.    {s}: bars end {why['last_date']}, before the validation split ({why['split_start']})")
         print("metrics    " + ", ".join(f"{k} {v}" for k, v in m.metrics.model_dump().items()))
+        if m.origin is not None:
+            o = m.origin
+            print(
+                f"origin     tuning study {o.study}, trial {o.trial} (validation pinball {o.val_loss:.5f}, "
+                f"storage {o.storage})"
+            )
         evaluation = Path(run if target is None else target) / "eval" / "metrics.csv"
         if evaluation.exists():
             print(f"evaluation {evaluation}")

@@ -7,11 +7,25 @@ forbids unknown keys, so a typo in a config file is an error that names the key.
 from __future__ import annotations
 
 import copy
+import json
+import math
+import re
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 
 from .choices import Cell, Device, Precision, Source, Strategy, TargetScale
 from .errors import ConfigError
@@ -109,6 +123,111 @@ class PredictConfig(_Section):
     max_staleness: int = Field(3, ge=0, description="sessions a stored bar may lag")
 
 
+_SECTIONS: dict[str, type[_Section]] = {
+    "data": DataConfig,
+    "window": WindowConfig,
+    "model": ModelConfig,
+    "intervals": IntervalConfig,
+    "train": TrainConfig,
+    "predict": PredictConfig,
+}
+
+
+def config_field(key: str) -> FieldInfo | None:
+    """The field behind a dotted key such as ``model.cell`` (None when the config has no such key)."""
+    section, _, name = key.partition(".")
+    model = _SECTIONS.get(section)
+    return None if model is None else model.model_fields.get(name)
+
+
+# ---- hyper-parameter search (`forecaster tune`) -------------------------------------------------
+@dataclass(frozen=True)
+class SearchDim:
+    """One dimension of the hyper-parameter search: the config key a trial sets and its default
+    range. ``kind`` is ``choice`` (``default`` lists the values; empty: every value the key
+    allows), ``int`` or ``float`` (``default`` is ``(low, high)``, sampled on a log scale when
+    ``log``). A dimension whose key the config does not have is left out of the search."""
+
+    name: str
+    key: str
+    kind: Literal["choice", "int", "float"]
+    default: tuple = ()
+    log: bool = False
+
+
+SEARCH_SPACE: tuple[SearchDim, ...] = (
+    SearchDim("cell", "model.cell", "choice"),
+    SearchDim("lookback", "window.lookback", "int", (20, 120)),
+    SearchDim("hidden_size", "model.hidden_size", "int", (8, 128), log=True),
+    SearchDim("num_layers", "model.num_layers", "int", (1, 3)),
+    SearchDim("dropout", "model.dropout", "float", (0.0, 0.5)),
+    SearchDim("lr", "train.lr", "float", (1e-4, 1e-2), log=True),
+    SearchDim("batch_size", "train.batch_size", "choice", (64, 128, 256, 512)),
+    SearchDim("mode", "train.mode", "choice"),
+)
+"""What `forecaster tune` searches by default, in this order (the `[tune.space]` keys)."""
+
+
+def _range_of(dim: SearchDim):
+    def check(values: list) -> list:
+        if dim.kind == "choice" or not values:
+            return values
+        if len(values) != 2 or values[0] > values[1]:
+            raise ValueError("a range is [low, high] with low <= high (or [] to leave it out of the search)")
+        if dim.log and values[0] <= 0:
+            raise ValueError("a log-scale range must start above 0")
+        return values
+
+    return check
+
+
+def _space_field(dim: SearchDim, field: FieldInfo) -> tuple[Any, Any]:
+    # each value is checked like the config key it sets (its type and bounds)
+    value_type = Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+    default = list(dim.default) or list(get_args(field.annotation) if get_origin(field.annotation) is Literal else ())
+    what = "values to choose from" if dim.kind == "choice" else "[low, high]" + (", log scale" if dim.log else "")
+    return (
+        Annotated[list[value_type], AfterValidator(_range_of(dim))],
+        Field(default_factory=lambda: list(default), description=f"{dim.key}: {what}; [] leaves it out"),
+    )
+
+
+def active_dims() -> list[SearchDim]:
+    """The search dimensions whose config key exists in this version of the config."""
+    return [d for d in SEARCH_SPACE if config_field(d.key) is not None]
+
+
+SpaceConfig = create_model(
+    "SpaceConfig",
+    __base__=_Section,
+    __doc__="The search space: one entry per dimension of SEARCH_SPACE that the config has.",
+    **{d.name: _space_field(d, config_field(d.key)) for d in active_dims()},
+)
+
+_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+class TuneConfig(_Section):
+    study: str = Field("default", description="study name: runs/tune/<study>.db and runs/tune/<study>/")
+    storage: str = Field("", description="Optuna storage URL (empty: the SQLite file runs/tune/<study>.db)")
+    trials: int = Field(20, gt=0, description="trials each `forecaster tune` process adds to the study")
+    timeout: float = Field(0.0, ge=0, description="seconds after which no new trial starts (0: no limit)")
+    seed: int = Field(0, ge=0, description="seed of the TPE sampler")
+    startup_trials: int = Field(5, ge=0, description="random trials before TPE models the space")
+    prune: bool = Field(True, description="stop trials whose validation loss trails the median")
+    prune_startup_trials: int = Field(3, ge=0, description="finished trials before any trial is pruned")
+    prune_warmup_epochs: int = Field(2, ge=0, description="epochs a trial completes before it may be pruned")
+    heartbeat: int = Field(10, gt=0, description="seconds between a trial's heartbeats in a database storage")
+    space: SpaceConfig = Field(default_factory=SpaceConfig)
+
+    @field_validator("study")
+    @classmethod
+    def _plain_study_name(cls, name: str) -> str:
+        if not _STUDY_NAME.fullmatch(name):
+            raise ValueError("a study name is 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        return name
+
+
 class Config(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     window: WindowConfig = Field(default_factory=WindowConfig)
@@ -116,6 +235,7 @@ class Config(_Section):
     intervals: IntervalConfig = Field(default_factory=IntervalConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     predict: PredictConfig = Field(default_factory=PredictConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
     run_dir: Path | None = Field(None, description="run directory (default runs/<name>)")
 
     @model_validator(mode="after")
@@ -184,3 +304,33 @@ def config_from_dict(tree: dict) -> Config:
         return Config.model_validate(tree)
     except ValidationError as e:
         raise ConfigError(_format_validation(e, "run.json")) from None
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else ("nan" if v != v else ("inf" if v > 0 else "-inf"))
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    # a JSON string is a TOML basic string, once DEL (which TOML wants escaped) is escaped too
+    return json.dumps(str(v), ensure_ascii=False).replace("\x7f", "\\u007F")
+
+
+def _toml_table(tree: dict, prefix: str) -> list[str]:
+    lines = [f"{k} = {_toml_value(v)}" for k, v in tree.items() if v is not None and not isinstance(v, dict)]
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            name = f"{prefix}.{k}" if prefix else k
+            lines += ["", f"[{name}]", *_toml_table(v, name)]
+    return lines
+
+
+def config_toml(cfg: Config, header: str = "", exclude: tuple[str, ...] = ()) -> str:
+    """``cfg`` as a TOML config file that :func:`load_config` reads back to the same Config,
+    less the sections in ``exclude`` (keys whose value is None, the built-in default, are left out)."""
+    comment = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines())
+    body = "\n".join(_toml_table(cfg.model_dump(mode="json", exclude=set(exclude)), "")).strip("\n")
+    return comment + ("\n" if comment else "") + body + "\n"

@@ -1,4 +1,4 @@
-"""Evaluation plots (matplotlib, Agg backend). Only evaluate --plot imports this module."""
+"""Evaluation and tuning plots (matplotlib, Agg backend). Only evaluate --plot and tune import this module."""
 
 from __future__ import annotations
 
@@ -74,3 +74,31 @@ def plot_report(report, run, bars: dict[str, pd.DataFrame], out: Path) -> dict[s
     hist = pd.read_csv(Path(run.path) / "history.csv")
     files["training"] = plot_training(hist, out / "training.png")
     return files
+
+
+def plot_study(trials: pd.DataFrame, pruned_at: dict[int, float], path: Path, study: str) -> Path:
+    """The optimisation history: each completed trial's validation loss, the best so far, and
+    the loss at which each pruned trial was stopped."""
+    plt = _pyplot()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    done = trials[trials["state"] == "COMPLETE"].sort_values("number")
+    if len(done):
+        ax.plot(done["number"], done["value"], "o", color="tab:blue", label="completed trial")
+        ax.step(done["number"], done["value"].cummin(), where="post", color="tab:green", label="best so far")
+    if pruned_at:
+        ax.plot(list(pruned_at), list(pruned_at.values()), "x", color="0.5", label="pruned (last reported)")
+    failed = trials.loc[trials["state"] == "FAIL", "number"]
+    for i, n in enumerate(failed):
+        ax.axvline(n, color="tab:red", alpha=0.25, lw=1, label="failed" if i == 0 else None)
+    ax.set_title(f"study {study}: validation pinball loss per trial")
+    ax.set_xlabel("trial")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylabel("validation pinball loss (best epoch)")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -20,7 +20,7 @@ import forecaster
 from forecaster import errors
 from forecaster.cli import app
 
-COMMANDS = ["download", "train", "evaluate", "predict", "info", "score", "promote", "retrain"]
+COMMANDS = ["download", "train", "evaluate", "predict", "info", "score", "promote", "retrain", "tune"]
 # The exit codes of SPEC §2, each with the phrases its line in the README's table must hold
 # (the first one opens the line).
 EXIT_CODES = {

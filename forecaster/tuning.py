@@ -1,0 +1,508 @@
+"""Hyper-parameter search with Optuna (`forecaster tune`).
+
+Each trial trains one model with :func:`forecaster.training.train` on a configuration drawn from
+the search space (:data:`forecaster.config.SEARCH_SPACE`, narrowed by ``[tune.space]`` and by the
+keys the command line fixes) and is scored by its best epoch's validation pinball loss: the test
+split never enters the objective. A seeded TPE sampler proposes configurations; a median pruner,
+fed every epoch's validation loss through :class:`PruningHook`, stops trials that trail the
+others. The study lives in an Optuna storage, by default the SQLite file
+``runs/tune/<study>.db``, so an interrupted search continues where it stopped; ``--storage``
+lets several processes or machines work on one study.
+
+Only the tune command imports this module, and with it Optuna.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.exceptions import ExperimentalWarning
+from optuna.trial import FrozenTrial, TrialState
+
+from .checkpoint import Origin, set_origin
+from .config import SEARCH_SPACE, Config, SearchDim, active_dims, config_from_dict, config_toml, load_config
+from .errors import ConfigError, TemporaryFailure, TrainingError
+from .fsio import atomic_write_text
+from .outputs import write_csv
+from .training import EpochRecord, Interrupted, TrainResult, train
+
+log = logging.getLogger("forecaster")
+
+TUNE_ROOT = Path("runs") / "tune"
+"""Where embedded studies (``<study>.db``) and every study's results (``<study>/``) go."""
+GRACE_BEATS = 3
+"""A trial in a database storage whose heartbeat has been silent this many intervals is failed."""
+JOURNAL = "journal:"
+"""``--storage journal:PATH``: Optuna's journal storage in a file (several processes, one machine)."""
+LOCAL_KEYS = ("run_dir", "data.data_dir", "train.device", "train.threads", "predict.", "tune.")
+"""Config keys that may differ between the processes of one study (paths, hardware, tuning)."""
+TRIALS_CSV, BEST_TOML, HISTORY_PNG = "trials.csv", "best.toml", "history.png"
+TRIAL_DIR = "forecaster-trial-"
+"""Prefix of a trial's scratch folder in the system's temp folder (then the process id)."""
+
+
+@dataclass
+class BestTrial:
+    number: int
+    value: float
+    params: dict[str, Any]
+    config: Config  # the trial's complete configuration, run_dir set to the final run's
+
+
+@dataclass
+class TuneResult:
+    study: str
+    storage: str  # the storage URL, any password hidden
+    trials: pd.DataFrame  # the rows of trials.csv
+    added: int  # trials this process ran
+    best: BestTrial | None
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        states = self.trials["state"].value_counts() if len(self.trials) else {}
+        return {s.name.lower(): int(states.get(s.name, 0)) for s in (TrialState.COMPLETE, TrialState.PRUNED)} | {
+            "failed": int(states.get("FAIL", 0)),
+            "running": int(states.get("RUNNING", 0)),
+        }
+
+
+# ---- the search space -------------------------------------------------------------------------
+def search_dims(cfg: Config, fixed: Iterable[str] = ()) -> list[tuple[SearchDim, list]]:
+    """The dimensions searched, each with its values or [low, high]: every dimension the config
+    has, less those whose key is in ``fixed`` (set on the command line) or whose range in
+    ``[tune.space]`` is empty."""
+    fixed = set(fixed)
+    space = cfg.tune.space.model_dump()
+    return [(d, space[d.name]) for d in active_dims() if d.key not in fixed and space[d.name]]
+
+
+def trial_config(base: Config, params: dict[str, Any]) -> Config:
+    """``base`` with the dotted keys of ``params`` set: the configuration one trial trains."""
+    tree = base.model_dump(mode="json", exclude={"run_dir", "tune"})
+    try:
+        return load_config(None, params, base=tree)
+    except ConfigError as e:
+        raise ConfigError(f"the search space reaches an invalid configuration: {e}") from None
+
+
+def check_space(base: Config, dims: list[tuple[SearchDim, list]]) -> None:
+    """Refuse, before any trial, a space whose every value does not make a valid config."""
+    if not dims:
+        raise ConfigError("nothing to search: every dimension is fixed or empty in [tune.space]")
+    for dim, values in dims:
+        for v in values:
+            trial_config(base, {dim.key: v})
+
+
+def suggest(trial: optuna.Trial, dim: SearchDim, values: list) -> Any:
+    if dim.kind == "choice":
+        return trial.suggest_categorical(dim.name, values)
+    if dim.kind == "int":
+        return trial.suggest_int(dim.name, int(values[0]), int(values[1]), log=dim.log)
+    return trial.suggest_float(dim.name, float(values[0]), float(values[1]), log=dim.log)
+
+
+# ---- storage ----------------------------------------------------------------------------------
+def storage_label(url: str) -> str:
+    """A storage URL fit to print: the password, if any, replaced by ***."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def embedded_url(study: str, root: Path = TUNE_ROOT) -> str:
+    return f"sqlite:///{(Path(root) / f'{study}.db').resolve()}"
+
+
+def open_storage(url: str, heartbeat: int):
+    """An Optuna storage from a URL: ``journal:PATH`` (a journal file, safe for several processes
+    on one machine), ``redis://...`` (a journal in Redis), ``grpc://HOST:PORT`` (Optuna's storage
+    proxy) or any SQLAlchemy database URL (``sqlite:///...``, ``postgresql://...``,
+    ``mysql://...``), the latter with a heartbeat so a killed worker's trial is failed."""
+    label = storage_label(url)
+    try:
+        if url.startswith(JOURNAL):
+            from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+            path = Path(url[len(JOURNAL) :]).expanduser()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # the open() lock: what Optuna's docs advise where symlinks are unsupported (Windows, NFSv3+)
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path), JournalFileOpenLock(str(path))))
+        if url.startswith(("redis://", "rediss://")):
+            from optuna.storages.journal import JournalRedisBackend
+
+            return optuna.storages.JournalStorage(JournalRedisBackend(url))
+        if url.startswith("grpc://"):
+            host, _, port = url[len("grpc://") :].rstrip("/").rpartition(":")
+            return optuna.storages.GrpcStorageProxy(host=host or "localhost", port=int(port))
+        if url.startswith("sqlite:///"):
+            Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)  # the heartbeat argument
+            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=GRACE_BEATS * heartbeat)
+    except ImportError as e:
+        raise ConfigError(f"storage {label} needs a package that is not installed: {e}") from None
+    except ValueError as e:
+        raise ConfigError(f"unusable storage URL {label}: {e}") from None
+    except Exception as e:
+        raise _unreachable(e, url) from None
+
+
+def _unreachable(e: Exception, url: str) -> Exception:
+    """A database that cannot be reached now (server down, file locked) is worth retrying
+    later (exit 75); any other exception is returned as it is."""
+    if type(e).__name__ != "OperationalError":  # sqlalchemy's and the database drivers' name for it
+        return e
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return TemporaryFailure(f"cannot reach the study storage {storage_label(url)}: {first}")
+
+
+# ---- trials left running by a dead process ----------------------------------------------------
+def _machine() -> str:
+    """This machine and process namespace: where a process id means the same process."""
+    parts = [socket.gethostname()]
+    with contextlib.suppress(OSError):
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())  # a reboot ends every pid
+    with contextlib.suppress(OSError):
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))  # containers on one host
+    return "|".join(parts)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists but belongs to someone else
+    return True
+
+
+def fail_abandoned(study: optuna.Study) -> list[int]:
+    """Mark failed the trials left RUNNING by a process of this machine that no longer exists
+    (killed with -9, or the machine lost power); return their numbers. Trials of other
+    machines are failed by the database storages' heartbeat instead."""
+    here, failed = _machine(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = t.user_attrs.get("worker") or {}
+        if owner.get("machine") != here or _alive(int(owner.get("pid", os.getpid()))):
+            continue
+        study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+        failed.append(t.number)
+        log.warning("trial %d was left running by process %s, which is gone: marked failed", t.number, owner["pid"])
+    return failed
+
+
+def remove_abandoned_trial_dirs() -> None:
+    """Delete the scratch folders of trials whose process was killed before it could."""
+    for d in Path(tempfile.gettempdir()).glob(f"{TRIAL_DIR}*-*"):
+        pid = d.name[len(TRIAL_DIR) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+# ---- one trial ----------------------------------------------------------------------------------
+class PruningHook:
+    """The ``on_epoch`` callback of a trial's training: reports each epoch's validation loss to
+    the trial and raises :class:`optuna.TrialPruned` when the pruner says stop, so training ends
+    before it writes anything. The budget's last epoch is never pruned: the trial is complete
+    by then, and its value counts."""
+
+    def __init__(self, trial: optuna.Trial, last_epoch: int, then: Callable[[int, EpochRecord], None] | None = None):
+        self.trial, self.last_epoch, self.then = trial, last_epoch, then
+
+    def __call__(self, rec: EpochRecord) -> None:
+        self.trial.report(rec.val_loss, rec.epoch)
+        if self.then:
+            self.then(self.trial.number, rec)
+        if rec.epoch < self.last_epoch and self.trial.should_prune():
+            raise optuna.TrialPruned(f"validation loss {rec.val_loss:.5f} at epoch {rec.epoch} trails the median")
+
+
+class Objective:
+    """Train the trial's configuration; its value is the best epoch's validation pinball loss."""
+
+    def __init__(self, base: Config, dims: list[tuple[SearchDim, list]], on_epoch=None):
+        self.base, self.dims, self.on_epoch = base, dims, on_epoch
+        self.worker = {"machine": _machine(), "pid": os.getpid()}
+        self.started = 0
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        self.started += 1
+        trial.set_user_attr("worker", self.worker)
+        fail_abandoned(trial.study)
+        cfg = trial_config(self.base, {d.key: suggest(trial, d, values) for d, values in self.dims})
+        trial.set_user_attr("config", cfg.model_dump(mode="json"))
+        # the trial's run is only a means to its validation loss: it goes when the trial ends
+        with tempfile.TemporaryDirectory(prefix=f"{TRIAL_DIR}{os.getpid()}-") as tmp:
+            try:
+                res = train(
+                    cfg, run_dir=Path(tmp) / "run", on_epoch=PruningHook(trial, cfg.train.epochs, self.on_epoch)
+                )
+            except Interrupted:
+                raise KeyboardInterrupt from None  # the study marks the trial failed and stops
+            except TrainingError as e:
+                trial.set_user_attr("error", str(e))
+                raise
+        m = res.manifest.metrics
+        trial.set_user_attr("best_epoch", m.best_epoch)
+        return float(m.best_val_loss)
+
+
+# ---- the study ----------------------------------------------------------------------------------
+def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        out.update(_flat(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def _check_setup(study: optuna.Study, base: Config, searched: set[str]) -> None:
+    """A study compares trials on one data set and budget: refuse to continue it with others."""
+    setup = {
+        k: v
+        for k, v in _flat(base.model_dump(mode="json")).items()
+        if not k.startswith(LOCAL_KEYS) and k not in searched
+    }
+    before = study.user_attrs.get("setup")
+    if before is None:
+        study.set_user_attr("setup", setup)
+        study.set_user_attr("searched", sorted(searched))
+        return
+    either = searched | set(study.user_attrs.get("searched", []))
+    for k in sorted(set(setup) & set(before) - either):
+        if setup[k] != before[k]:
+            raise ConfigError(
+                f"study {study.study_name} was run with {k} = {before[k]!r}, this command has {setup[k]!r}: "
+                "use the same settings to continue it, or another --study name"
+            )
+
+
+def _sampler_seed(cfg: Config, n_before: int) -> int:
+    # a resumed study must not replay the proposals it started with; workers sharing a study
+    # must not all propose the same first trials
+    seed = cfg.tune.seed + n_before
+    return seed + os.getpid() if cfg.tune.storage else seed
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """`kill` stops the search like Ctrl-C: the running trial is marked failed, results written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+class _OncePerMessage(logging.Filter):
+    """During trials: no info lines (training's own), each warning once rather than per trial."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return False
+        msg = record.getMessage()
+        if msg in self.seen:
+            return False
+        self.seen.add(msg)
+        return True
+
+
+@contextlib.contextmanager
+def _quiet_trials() -> Iterator[None]:
+    quiet = _OncePerMessage()
+    handlers = list(log.handlers)
+    for h in handlers:
+        h.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(quiet)
+
+
+def tune(
+    cfg: Config,
+    *,
+    fixed: Iterable[str] = (),
+    run_dir: os.PathLike | None = None,
+    root: os.PathLike = TUNE_ROOT,
+    on_epoch: Callable[[int, EpochRecord], None] | None = None,
+    on_trial: Callable[[FrozenTrial, float | None], None] | None = None,
+) -> TuneResult:
+    """Run ``cfg.tune.trials`` more trials of the study ``cfg.tune.study`` (created if new) and
+    write its results under ``root/<study>/``.
+
+    ``fixed``: config keys set on the command line, taken out of the search. ``run_dir``: where
+    the best configuration's run goes (``best.toml``'s ``run_dir``; default
+    ``runs/<study>-best``). ``on_epoch(trial_number, record)`` and ``on_trial(trial, best_value)``
+    report progress. Ctrl-C or SIGTERM marks the running trial failed, writes the results of the
+    trials so far and raises KeyboardInterrupt; the same call later continues the study.
+    """
+    t = cfg.tune
+    dims = search_dims(cfg, fixed)
+    check_space(cfg, dims)
+    url = t.storage or embedded_url(t.study, Path(root))
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported here, once, plainly
+    storage = open_storage(url, t.heartbeat)
+    study = _load_study(storage, cfg, url)
+    _check_setup(study, cfg, {d.key for d, _ in dims})
+    fail_abandoned(study)
+    remove_abandoned_trial_dirs()
+    objective = Objective(cfg, dims, on_epoch)
+    final_dir = Path(run_dir) if run_dir is not None else Path("runs") / f"{t.study}-best"
+
+    def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state == TrialState.FAIL and "error" in trial.user_attrs:
+            log.warning("trial %d failed: %s", trial.number, trial.user_attrs["error"])
+        if on_trial:
+            on_trial(trial, _best_value(study))
+
+    try:
+        with _quiet_trials(), _sigterm_as_interrupt():
+            study.optimize(
+                objective,
+                n_trials=t.trials,
+                timeout=t.timeout or None,
+                catch=(TrainingError,),
+                callbacks=[after_trial],
+                gc_after_trial=False,
+            )
+    finally:  # interrupted or not, the trials so far are written out
+        result = write_results(study, Path(root) / t.study, final_dir, url)
+    result.added = objective.started
+    _raise_if_nothing_completed(study, result)
+    return result
+
+
+def _load_study(storage, cfg: Config, url: str) -> optuna.Study:
+    t = cfg.tune
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=t.prune_startup_trials, n_warmup_steps=t.prune_warmup_epochs)
+        if t.prune
+        else optuna.pruners.NopPruner()
+    )
+    try:
+        study = optuna.create_study(study_name=t.study, storage=storage, direction="minimize", load_if_exists=True)
+    except Exception as e:
+        raise _unreachable(e, url) from None
+    if study.direction != optuna.study.StudyDirection.MINIMIZE:
+        raise ConfigError(f"study {t.study} in {storage_label(url)} maximises its objective: not a forecaster study")
+    sampler = optuna.samplers.TPESampler(
+        seed=_sampler_seed(cfg, len(study.get_trials(deepcopy=False))), n_startup_trials=t.startup_trials
+    )
+    return optuna.load_study(study_name=t.study, storage=storage, sampler=sampler, pruner=pruner)
+
+
+def _best_value(study: optuna.Study) -> float | None:
+    values = [tr.value for tr in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    return min(values) if values else None
+
+
+def _raise_if_nothing_completed(study: optuna.Study, result: TuneResult) -> None:
+    if result.best is not None:
+        return
+    errors = [tr.user_attrs["error"] for tr in study.get_trials(deepcopy=False) if "error" in tr.user_attrs]
+    why = f"; the first error: {errors[0]}" if errors else ""
+    raise TrainingError(f"no trial of study {result.study} has completed{why}")
+
+
+# ---- results ------------------------------------------------------------------------------------
+def trials_frame(trials: list[FrozenTrial]) -> pd.DataFrame:
+    """One row per trial: number, state, value, one column per parameter, seconds."""
+    order = [d.name for d in SEARCH_SPACE]
+    names = {n for tr in trials for n in tr.params}
+    params = [n for n in order if n in names] + sorted(names - set(order))
+    rows = []
+    for tr in sorted(trials, key=lambda x: x.number):
+        seconds = (
+            (tr.datetime_complete - tr.datetime_start).total_seconds()
+            if tr.datetime_complete and tr.datetime_start
+            else None
+        )
+        rows.append(
+            {
+                "number": tr.number,
+                "state": tr.state.name,
+                "value": tr.value if tr.state == TrialState.COMPLETE else None,
+                **{n: tr.params.get(n) for n in params},
+                "seconds": None if seconds is None else round(seconds, 3),
+            }
+        )
+    return pd.DataFrame(rows, columns=["number", "state", "value", *params, "seconds"])
+
+
+def best_trial(trials: list[FrozenTrial], run_dir: Path) -> BestTrial | None:
+    done = [tr for tr in trials if tr.state == TrialState.COMPLETE and tr.value is not None]
+    if not done:
+        return None
+    tr = min(done, key=lambda x: (x.value, x.number))
+    cfg = config_from_dict(tr.user_attrs["config"]).model_copy(update={"run_dir": run_dir})
+    return BestTrial(number=tr.number, value=float(tr.value), params=dict(tr.params), config=cfg)
+
+
+def write_results(study: optuna.Study, out: Path, run_dir: Path, url: str) -> TuneResult:
+    """``trials.csv``, ``history.png`` and (once a trial has completed) ``best.toml``."""
+    trials = study.get_trials(deepcopy=False)
+    frame = trials_frame(trials)
+    best = best_trial(trials, run_dir)
+    files = {"trials": write_csv(frame, out / TRIALS_CSV)}
+    if best is not None:
+        header = (
+            f"The best trial of study {study.study_name} ({storage_label(url)}): trial {best.number}, "
+            f"validation pinball loss {best.value:.6g}.\n`forecaster train --config {out / BEST_TOML}` trains it."
+        )
+        atomic_write_text(out / BEST_TOML, config_toml(best.config, header, exclude=("tune",)))
+        files["best"] = out / BEST_TOML
+    if len(frame):
+        from .plots import plot_study  # matplotlib: only once there is something to draw
+
+        files["history"] = plot_study(frame, _last_reported(trials), out / HISTORY_PNG, study.study_name)
+    return TuneResult(study=study.study_name, storage=storage_label(url), trials=frame, added=0, best=best, files=files)
+
+
+def _last_reported(trials: list[FrozenTrial]) -> dict[int, float]:
+    """The last validation loss each pruned trial reported (what the pruner stopped it at)."""
+    return {
+        tr.number: tr.intermediate_values[max(tr.intermediate_values)]
+        for tr in trials
+        if tr.state == TrialState.PRUNED and tr.intermediate_values
+    }
+
+
+def train_best(result: TuneResult, *, on_epoch=None, on_batch=None, lock_timeout: float = 0.0) -> TrainResult:
+    """Train the best trial's configuration into its ``run_dir`` and record the study in the run."""
+    if result.best is None:
+        raise TrainingError(f"study {result.study} has no completed trial to train")
+    best = result.best
+    res = train(
+        best.config, run_dir=best.config.run_dir, on_epoch=on_epoch, on_batch=on_batch, lock_timeout=lock_timeout
+    )
+    origin = Origin(study=result.study, trial=best.number, val_loss=best.value, storage=result.storage)
+    res.manifest = set_origin(res.run_dir, origin)
+    return res

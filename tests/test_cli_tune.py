@@ -1,0 +1,94 @@
+"""`forecaster tune`: its options, the files it writes, best.toml as a train config, the final
+run and its origin, and silence without a terminal."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+
+import pandas as pd
+import pytest
+import typer.main
+
+from forecaster.cli import app
+from forecaster.config import load_config
+from forecaster.tuning import search_dims
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def _config(path, small_dir):
+    path.write_text(
+        "[data]\n"
+        'source = "csv"\n'
+        f'data_dir = "{small_dir.as_posix()}"\n'
+        'tickers = ["STOCKA", "STOCKB"]\n'
+        "[window]\nhorizon = 3\nval_days = 100\ntest_days = 100\n"
+        "[train]\nseed = 0\n"
+        '[tune.space]\nlookback = [10, 30]\nnum_layers = [1, 2]\nbatch_size = [64, 128]\ncell = ["gru", "rnn"]\n'
+    )
+    return path
+
+
+def test_tune_writes_its_results_and_the_best_config_trains(cli, small_dir, tmp_path):
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    res = cli(
+        "tune",
+        "--config",
+        conf,
+        "--trials",
+        "2",
+        "--epochs",
+        "1",
+        "--hidden-size",
+        "8",
+        "--study",
+        "s",
+        "--train-best",
+        "--run-dir",
+        "runs/best",
+    )
+    assert res.exit_code == 0, res.stderr
+    assert res.stderr == ""  # no terminal: no progress, no per-trial lines
+    out = tmp_path / "cwd" / "runs" / "tune" / "s"
+    assert (tmp_path / "cwd" / "runs" / "tune" / "s.db").is_file()
+    trials = pd.read_csv(out / "trials.csv")
+    searched = [d.name for d, _ in search_dims(load_config(conf), fixed={"model.hidden_size"})]
+    assert list(trials.columns) == ["number", "state", "value", *searched, "seconds"]
+    assert {"cell", "lookback", "num_layers", "dropout", "lr", "batch_size"} <= set(searched)
+    assert list(trials["number"]) == [0, 1] and set(trials["state"]) <= {"COMPLETE", "PRUNED"}
+    assert "hidden_size" not in trials.columns  # fixed by the flag: not searched
+    assert (out / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    best = trials.loc[trials["value"].idxmin()]
+    assert f"best trial {best['number']}" in res.stdout
+
+    # best.toml is a complete config that `train` takes, and trains the best trial again
+    cfg = tomllib.loads((out / "best.toml").read_text())
+    assert cfg["model"]["hidden_size"] == 8 and cfg["train"]["epochs"] == 1
+    assert cfg["model"]["cell"] == best["cell"] and cfg["window"]["lookback"] == best["lookback"]
+    res = cli("train", "--config", out / "best.toml", "--run-dir", "runs/again", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["best_val_loss"] == pytest.approx(best["value"], rel=1e-9)
+
+    # --train-best trained the same configuration, and the run says where it came from
+    final = json.loads((tmp_path / "cwd" / "runs" / "best" / "run.json").read_text())
+    assert final["metrics"]["best_val_loss"] == pytest.approx(best["value"], rel=1e-9)
+    assert final["origin"]["study"] == "s" and final["origin"]["trial"] == best["number"]
+    res = cli("info", "runs/best")
+    assert res.exit_code == 0, res.stderr
+    assert f"origin     tuning study s, trial {best['number']}" in res.stdout
+
+
+def test_tune_refuses_a_bad_space_with_one_line_and_exit_1(cli, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[tune.space]\nlookbak = [10, 20]\n")
+    res = cli("tune", "--config", bad, "--tickers", "A")
+    assert res.exit_code == 1
+    assert "tune.space.lookbak: unknown key" in res.stderr and res.stderr.count("\n") == 1
+
+
+def test_tune_takes_every_train_option():
+    commands = typer.main.get_command(app).commands
+    opts = {name: {o for p in commands[name].params for o in getattr(p, "opts", [])} for name in ("train", "tune")}
+    assert opts["train"] - {"--resume"} <= opts["tune"]
+    assert {"--trials", "--timeout", "--study", "--storage", "--train-best"} <= opts["tune"]

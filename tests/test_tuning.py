@@ -1,0 +1,366 @@
+"""`forecaster tune` as a library: the search space, the objective (validation only), pruning,
+resuming after an interrupt or a killed process, and two processes on one study."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import tomllib
+from pathlib import Path
+from typing import get_args
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from conftest import tiny_overrides
+from optuna.trial import TrialState
+
+from forecaster.checkpoint import Origin, read_manifest, set_origin
+from forecaster.config import SEARCH_SPACE, Config, SpaceConfig, TrainConfig, config_toml, load_config
+from forecaster.errors import ConfigError
+from forecaster.synthetic import generate_bars, write_csv
+from forecaster.training import EpochRecord, train
+from forecaster.tuning import (
+    PruningHook,
+    _machine,
+    embedded_url,
+    open_storage,
+    search_dims,
+    storage_label,
+    trial_config,
+    tune,
+)
+from forecaster.windows import make_splits
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+ROOT = Path(__file__).resolve().parents[1]
+# a small space so that every trial trains in well under a second
+SMALL_SPACE = {
+    "tune.space.lookback": [10, 30],
+    "tune.space.hidden_size": [4, 16],
+    "tune.space.num_layers": [1, 2],
+    "tune.space.batch_size": [64, 128],
+}
+
+
+def _cfg(data_dir, **extra) -> Config:
+    return load_config(None, tiny_overrides(data_dir, **SMALL_SPACE, **{"tune.study": "t", **extra}))
+
+
+# ---------------------------------------------------------------------------- the space
+
+
+def test_the_space_covers_every_dimension_the_config_has():
+    names = set(SpaceConfig.model_fields)
+    assert {"cell", "lookback", "hidden_size", "num_layers", "dropout", "lr", "batch_size"} <= names
+    assert SpaceConfig().cell == ["rnn", "lstm", "gru"]  # every value the config allows
+    # the training mode is searched exactly when the config has the key
+    mode = TrainConfig.model_fields.get("mode")
+    assert ("mode" in names) == (mode is not None)
+    if mode is not None:
+        assert SpaceConfig().mode == list(get_args(mode.annotation))
+    else:
+        with pytest.raises(ConfigError, match="tune.space.mode: unknown key"):
+            load_config(None, {"tune.space.mode": ["forking"]})
+    assert [d.name for d in SEARCH_SPACE if d.name in names] == list(SpaceConfig.model_fields)
+
+
+@pytest.mark.parametrize(
+    "key, value, fragment",
+    [
+        ("tune.space.nope", [1, 2], "tune.space.nope: unknown key"),
+        ("tune.trails", 3, "tune.trails: unknown key"),
+        ("tune.space.lookback", [50, 10], "low <= high"),
+        ("tune.space.lookback", [10, 20, 30], "low <= high"),
+        ("tune.space.hidden_size", [0, 8], "tune.space.hidden_size"),
+        ("tune.space.cell", ["transformer"], "tune.space.cell"),
+        ("tune.space.dropout", [0.0, 1.5], "tune.space.dropout"),
+        ("tune.study", "../escape", "tune.study"),
+    ],
+)
+def test_bad_tune_settings_are_refused_naming_the_key(key, value, fragment):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, {key: value})
+    assert fragment in str(e.value)
+
+
+def test_a_tune_table_in_a_config_file_narrows_the_space(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('[tune]\ntrials = 4\n[tune.space]\ncell = ["gru"]\nlookback = []\n')
+    cfg = load_config(p)
+    dims = {d.name: values for d, values in search_dims(cfg)}
+    assert cfg.tune.trials == 4
+    assert dims["cell"] == ["gru"] and "lookback" not in dims
+    assert dims["lr"] == [1e-4, 1e-2]  # the rest keeps its defaults
+    # a key set on the command line is taken out of the search
+    fixed = {d.name for d, _ in search_dims(cfg, fixed={"model.hidden_size", "train.lr"})}
+    assert "hidden_size" not in fixed and "lr" not in fixed and "dropout" in fixed
+
+
+def test_a_space_that_reaches_an_invalid_config_is_refused_before_any_trial(tmp_path):
+    cfg = load_config(None, {"window.horizon": 5, "tune.space.lookback": [2, 30], "tune.study": "bad"})
+    with pytest.raises(ConfigError, match="horizon"):
+        tune(cfg, root=tmp_path)
+    assert not (tmp_path / "bad.db").exists()
+
+
+def test_trial_config_sets_the_params_and_drops_the_tuning_settings(small_dir):
+    base = _cfg(small_dir, **{"tune.storage": "postgresql://u:secret@db/x", "run_dir": "runs/x"})
+    cfg = trial_config(base, {"model.cell": "rnn", "window.lookback": 12})
+    assert (cfg.model.cell, cfg.window.lookback, cfg.run_dir) == ("rnn", 12, None)
+    assert cfg.tune.storage == ""  # a password in the storage URL never reaches a run or best.toml
+
+
+def test_config_toml_round_trips(tmp_path):
+    cfg = load_config(
+        None,
+        {
+            "data.tickers": ["BRK-B", "^GSPC"],
+            "data.data_dir": 'odd "dir"\\ é\x7f',
+            "train.lr": 3.5e-5,
+            "model.dropout": 0.0,
+            "tune.space.cell": ["gru"],
+            "run_dir": "runs/x",
+        },
+    )
+    text = config_toml(cfg, "a header\nover two lines")
+    assert text.startswith("# a header\n# over two lines\n")
+    assert Config.model_validate(tomllib.loads(text)) == cfg
+    assert "[tune]" not in config_toml(cfg, exclude=("tune",))
+
+
+def test_storage_urls():
+    assert (
+        storage_label("postgresql://user:s3cret@db.example:5432/optuna")
+        == "postgresql://user:***@db.example:5432/optuna"
+    )
+    assert storage_label("sqlite:///runs/tune/x.db") == "sqlite:///runs/tune/x.db"
+    with pytest.raises(ConfigError, match="not installed"):
+        open_storage("postgresql://u:p@localhost/x", 10)  # no driver installed: one clear line
+    assert embedded_url("s", Path("/r")) == "sqlite:////r/s.db"
+
+
+# ---------------------------------------------------------------------------- origin in the run
+
+
+def test_a_run_records_its_origin(run_copy):
+    before = json.loads((run_copy / "run.json").read_text())
+    assert before["origin"] is None  # trained without a study
+    m = set_origin(run_copy, Origin(study="s", trial=3, val_loss=0.25, storage="sqlite:///x.db"))
+    assert read_manifest(run_copy).origin == m.origin
+    assert json.loads((run_copy / "run.json").read_text())["origin"]["trial"] == 3
+
+
+# ---------------------------------------------------------------------------- pruning
+
+
+class _Trial:
+    """A stand-in for an Optuna trial whose pruner always says stop."""
+
+    number = 0
+
+    def __init__(self):
+        self.reported = []
+
+    def report(self, value, step):
+        self.reported.append((step, value))
+
+    def should_prune(self):
+        return True
+
+
+def test_a_pruned_trial_stops_training_and_writes_nothing(small_dir, tmp_path):
+    cfg = load_config(None, tiny_overrides(small_dir, **{"train.epochs": 3}))
+    trial = _Trial()
+    with pytest.raises(optuna.TrialPruned, match="epoch 1"):
+        train(cfg, run_dir=tmp_path / "run", on_epoch=PruningHook(trial, last_epoch=3))
+    assert trial.reported and trial.reported[0][0] == 1
+    assert not (tmp_path / "run").exists()
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_the_budgets_last_epoch_is_never_pruned():
+    trial = _Trial()
+    hook = PruningHook(trial, last_epoch=2)
+    with pytest.raises(optuna.TrialPruned):
+        hook(EpochRecord(1, 0.3, 0.3, 0.1, 1e-3, 0.1, 10))
+    hook(EpochRecord(2, 0.3, 0.2, 0.1, 1e-3, 0.1, 10))  # complete: its value counts
+    assert trial.reported == [(1, 0.3), (2, 0.2)]
+
+
+# ---------------------------------------------------------------------------- the objective
+
+
+def _perturbed(dst: Path, start, end) -> Path:
+    """The small data set again, with every bar dated in [start, end) scaled by a random factor."""
+    dst.mkdir()
+    rng = np.random.default_rng(5)
+    for sym, first, seed in (("STOCKA", "2022-07-01", 21), ("STOCKB", "2023-06-01", 22)):
+        bars = generate_bars(first, "2024-12-31", seed=seed)
+        rows = (bars.index >= start) & (bars.index < end)
+        factor = rng.uniform(0.7, 1.3, size=int(rows.sum()))
+        for col in ("open", "high", "low", "close"):
+            bars.loc[rows, col] = bars.loc[rows, col].to_numpy() * factor
+        bars.loc[rows, "volume"] = np.round(bars.loc[rows, "volume"].to_numpy() * factor[::-1])
+        write_csv(bars, dst / f"{sym}.csv")
+    return dst
+
+
+def test_the_objective_never_sees_the_test_split(small_dir, tmp_path):
+    bars = {s: pd.read_csv(small_dir / f"{s}.csv", index_col=0, parse_dates=True) for s in ("STOCKA", "STOCKB")}
+    splits = make_splits(bars, 100, 100)
+    changed_test = _perturbed(tmp_path / "test-changed", splits.test_start, pd.Timestamp.max)
+    changed_val = _perturbed(tmp_path / "val-changed", splits.val_start, splits.test_start)
+    assert (changed_test / "STOCKA.csv").read_bytes() != (small_dir / "STOCKA.csv").read_bytes()
+
+    def values(data_dir, name, trials=2):
+        res = tune(_cfg(data_dir, **{"tune.trials": trials, "tune.study": name}), root=tmp_path / "tune")
+        assert res.added == trials
+        return res.trials
+
+    plain, test_changed = values(small_dir, "plain"), values(changed_test, "test")
+    assert list(plain["state"]) == ["COMPLETE"] * 2
+    assert plain["value"].nunique() == 2  # the trials did differ
+    # only the test split changed: the same proposals score exactly the same
+    pd.testing.assert_frame_equal(plain.drop(columns="seconds"), test_changed.drop(columns="seconds"))
+    # the control: change the validation split instead, and the first trial's score moves
+    val_changed = values(changed_val, "val", trials=1)
+    assert val_changed["lr"][0] == plain["lr"][0]
+    assert val_changed["value"][0] != plain["value"][0]
+
+
+# ---------------------------------------------------------------------------- resuming
+
+
+def _kill_during_a_trial(url: str, study: str) -> tuple[int, int]:
+    """Start a trial in another process and kill -9 that process while the trial runs, as a
+    kill of `forecaster tune` mid-trial leaves it; return the trial's number and the pid."""
+    script = textwrap.dedent(
+        """
+        import os, signal, sys
+        import optuna
+        from optuna.storages import RDBStorage
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        study = optuna.load_study(study_name=sys.argv[2], storage=RDBStorage(sys.argv[1]))
+        trial = study.ask()
+        trial.set_user_attr("worker", {"machine": sys.argv[3], "pid": os.getpid()})
+        print(trial.number, os.getpid(), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script, url, study, _machine()], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    number, pid = proc.stdout.split()
+    return int(number), int(pid)
+
+
+def test_an_interrupted_or_killed_study_continues_and_the_trials_add_up(small_dir, tmp_path, monkeypatch):
+    root = tmp_path / "tune"
+    scratch = tmp_path / "scratch"  # where trials train
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    cfg = _cfg(small_dir, **{"tune.trials": 3})
+
+    def ctrl_c_in_the_second_trial(number, rec):
+        if number == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tune(cfg, root=root, on_epoch=ctrl_c_in_the_second_trial)
+    # the trial interrupted is failed, and what was done is written out
+    rows = pd.read_csv(root / "t" / "trials.csv")
+    assert list(rows["state"]) == ["COMPLETE", "FAIL"]
+    assert (root / "t" / "best.toml").is_file()
+    assert list(scratch.iterdir()) == []  # nothing half-written is left
+
+    killed, pid = _kill_during_a_trial(embedded_url("t", root), "t")
+    assert killed == 2
+    (scratch / f"forecaster-trial-{pid}-x" / "run").mkdir(parents=True)  # what its training left
+
+    res = tune(cfg.model_copy(update={"tune": cfg.tune.model_copy(update={"trials": 2})}), root=root)
+    states = dict(zip(res.trials["number"], res.trials["state"]))
+    assert states == {0: "COMPLETE", 1: "FAIL", 2: "FAIL", 3: "COMPLETE", 4: "COMPLETE"}
+    assert res.added == 2 and res.counts()["complete"] == 3 and res.counts()["running"] == 0
+    assert list(scratch.iterdir()) == []
+    # the resumed sampler does not replay the first proposals
+    assert res.trials.loc[3, "lr"] != res.trials.loc[0, "lr"]
+
+
+def test_a_study_refuses_to_continue_on_other_data(small_dir, tmp_path):
+    tune(_cfg(small_dir, **{"tune.trials": 1}), root=tmp_path)
+    with pytest.raises(ConfigError, match="train.epochs = 2, this command has 3"):
+        tune(_cfg(small_dir, **{"tune.trials": 1, "train.epochs": 3}), root=tmp_path)
+
+
+# ---------------------------------------------------------------------------- two processes
+
+
+def test_two_processes_share_one_study_through_a_journal_file(small_dir, tmp_path, monkeypatch):
+    """`forecaster tune` in a second process and the same search in this one, on one journal
+    file (Optuna's storage for several processes on one machine), with trials running at the
+    same time: the study holds the sum of both processes' trials."""
+    journal = tmp_path / "shared.log"
+    conf = tmp_path / "tune.toml"
+    conf.write_text(
+        textwrap.dedent(
+            f"""
+            [data]
+            source = "csv"
+            data_dir = "{small_dir.as_posix()}"
+            tickers = ["STOCKA", "STOCKB"]
+            [window]
+            val_days = 100
+            test_days = 100
+            horizon = 3
+            [model]
+            hidden_size = 8
+            [train]
+            epochs = 1
+            threads = 1
+            [tune]
+            study = "shared"
+            storage = "journal:{journal.as_posix()}"
+            [tune.space]
+            lookback = [10, 30]
+            hidden_size = []
+            num_layers = [1, 2]
+            """
+        )
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1", NO_COLOR="1")
+    argv = [sys.executable, "-m", "forecaster", "tune", "--config", str(conf), "--trials", "2", "--json"]
+    other = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    storage = open_storage(f"journal:{journal}", 10)
+    seen_together = []
+
+    def wait_for_the_other(number, rec):
+        # hold this process's first trial open until the other process is running one too
+        deadline = time.monotonic() + 240
+        while not seen_together and time.monotonic() < deadline and other.poll() is None:
+            running = optuna.load_study(study_name="shared", storage=storage).get_trials(states=(TrialState.RUNNING,))
+            seen_together.extend(t.number for t in running if t.user_attrs.get("worker", {}).get("pid") == other.pid)
+            time.sleep(0.2)
+
+    monkeypatch.chdir(tmp_path)
+    mine = tune(load_config(conf, {"tune.trials": 2}), on_epoch=wait_for_the_other)
+    out, err = other.communicate(timeout=300)
+    assert other.returncode == 0, err.decode()
+    assert seen_together, "the two processes never ran trials at the same time"
+    assert mine.added == 2 and json.loads(out)["added"] == 2
+    trials = optuna.load_study(study_name="shared", storage=storage).get_trials()
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]  # the sum of both processes' trials
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    assert {t.user_attrs["worker"]["pid"] for t in trials} == {os.getpid(), other.pid}
+    assert len(pd.read_csv(tmp_path / "runs" / "tune" / "shared" / "trials.csv")) == 4
+
+
+def test_importing_the_cli_does_not_import_optuna():
+    code = "import sys, forecaster.cli; assert 'optuna' not in sys.modules and 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
