@@ -335,13 +335,15 @@ READABLE_VERSIONS = (1, 2)
 
 def _migrate(raw: dict) -> dict:
     """A run.json of an earlier format as the current format describes it, with the settings it
-    was made with. Format 1 predates the local target scale and the median gate: its targets
-    were divided by the ticker's training volatility and its median was always the network's."""
+    was made with. Format 1 predates the local target scale, the median gate and the slower
+    tracker: its targets were divided by the ticker's training volatility, its median was always
+    the network's and its interval scale moved by 0.05 per miss."""
     if raw.get("format_version") == 1 and isinstance(raw.get("config"), dict):
         config = {**raw["config"]}
-        model = config.get("model")
-        if isinstance(model, dict):
-            config["model"] = {"target_scale": "ticker", "median_alpha": 1.0, **model}
+        if isinstance(config.get("model"), dict):
+            config["model"] = {"target_scale": "ticker", "median_alpha": 1.0, **config["model"]}
+        if isinstance(config.get("intervals", {}), dict):
+            config["intervals"] = {"tracking_rate": 0.05, **config.get("intervals", {})}
         raw = {**raw, "config": config}
     return raw
 

@@ -101,7 +101,11 @@ class IntervalConfig(_Section):
         "whose targets use the ticker's training volatility (model.target_scale = ticker)",
     )
     tracking_rate: float = Field(
-        0.05, ge=0.0, le=1.0, description="step of the online interval-scale tracker on the log scale (0: off)"
+        0.02,
+        ge=0.0,
+        le=1.0,
+        description="step of the online interval-scale tracker on the log scale: a miss widens the interval "
+        "by exp(0.8 x rate), a hit narrows it by exp(-0.2 x rate) (0: off)",
     )
 
 

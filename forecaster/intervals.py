@@ -1,27 +1,29 @@
-"""Calibrated intervals: fitted on the validation split, tracked online, applied to forecasts.
+"""Calibrated intervals: tracked online from the validation split on, applied to forecasts.
 
-The network forecasts p10 / p50 / p90 of each step's cumulative log return (in units of
-``ret_std * sqrt(h)``, arrays ``(B, H, 3)``). The calibrated interval keeps the model's median and
-multiplies its two half-widths by ``s * v``: ``v`` is the local (EWMA) volatility at the origin
-relative to the ticker's training volatility, ``s`` a conformal scale per ticker and step.
-Returns are heteroskedastic; without ``v`` a validation split more volatile than today would
-leave today's intervals too wide (and a calmer one too narrow).
+The network forecasts p10 / p50 / p90 of each step's cumulative log return (arrays ``(B, H, 3)``
+in units of the windows' target scale). The calibrated interval keeps the forecast's median and
+multiplies its two half-widths by ``s * v``: ``s`` a scale per ticker and step, ``v`` a
+volatility factor (1 when the targets are already in units of the local volatility; for runs
+whose targets use the ticker's training volatility, the recent EWMA volatility relative to it).
 
-- :func:`validation_scales` fits ``s`` by split-conformal calibration on the validation split
-  (the ``ceil((n + 1) * 0.8)``-th smallest score), per ticker and step.
-- :func:`tracked_scales` keeps adjusting ``s`` walking forward from the misses already realised at
-  each origin (online quantile tracking, in the spirit of adaptive conformal inference, Gibbs &
-  Candès, 2021): every miss widens the interval a little, every hit narrows it a little less, so the
-  long-run miss rate is pulled to the nominal one whatever the regime.
+- :func:`tracked_scales` walks forward through consecutive origins and adjusts ``s`` from the
+  misses already realised at each one (online quantile tracking, in the spirit of adaptive
+  conformal inference, Gibbs & Candès, 2021): every miss widens the interval a little, every
+  hit narrows it a little less, so the long-run miss rate is pulled to the nominal 20 %
+  whatever the regime, and nothing realised after an origin reaches its interval.
+- Training starts ``s`` at 1 at the first validation origin and tracks it through the
+  validation split (the run's ``conformal`` scale: where the test split starts), then through
+  the test split to the last bar (``conformal_online``, what ``predict`` uses from there on).
+  ``evaluate`` tracks through the test split from ``conformal`` exactly as training did.
 - :func:`forecast_scales` picks the scale a forecast uses, :func:`calibrated` applies it.
+- :func:`median_weights` decides, per step, whether the median is the network's or the last
+  close, and :func:`with_median` moves the interval with it.
 
-Training fits and tracks the scales, ``evaluate`` tracks them through the test split, ``predict``
-uses what the run stored. Everything here is numpy; nothing imports torch.
+Everything here is numpy; nothing imports torch.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -30,29 +32,11 @@ from .config import COVERAGE, QUANTILES
 from .metrics import diebold_mariano
 from .windows import WindowSet
 
-MIN_ROWS = 20
-"""Fewest validation scores for a (ticker, step) scale of its own; fewer use the pooled one."""
-
 LO, MID, HI = 0, QUANTILES.index(0.5), len(QUANTILES) - 1
 """Positions of the interval's ends and of the median along the quantile axis."""
 
 
 # ------------------------------------------------------------------------------ on plain arrays
-
-
-def conformal_quantile(scores, coverage: float = COVERAGE) -> float:
-    """The ``ceil((n + 1) * coverage)``-th smallest finite score (the largest when that rank is
-    above n; NaN when there is no finite score)."""
-    coverage = float(coverage)
-    if not 0.0 < coverage < 1.0:
-        raise ValueError(f"coverage must be in (0, 1), got {coverage}")
-    scores = np.sort(np.asarray(scores, dtype=float)[np.isfinite(scores)])
-    n = scores.shape[0]
-    if n == 0:
-        return float("nan")
-    # the small tolerance keeps e.g. (99 + 1) * 0.8 = 80.00000000000001 from rounding up to 81
-    k = math.ceil((n + 1) * coverage - 1e-9)
-    return float(scores[min(max(k, 1), n) - 1])
 
 
 def scale_scores(actual, lo, mid, hi, vol) -> np.ndarray:
@@ -147,27 +131,6 @@ def _scores(q: np.ndarray, ws: WindowSet, ends: np.ndarray) -> np.ndarray:
     return scale_scores(ws.realised(ends), q[:, :, LO], q[:, :, MID], q[:, :, HI], vol)
 
 
-def validation_scales(
-    q: np.ndarray, ws: WindowSet, ends: np.ndarray, coverage: float = COVERAGE, min_rows: int = MIN_ROWS
-) -> dict[str, list[float]]:
-    """Split-conformal scales per ticker and step from the forecasts ``q`` of the validation
-    windows ending at ``ends``: ``{ticker: [scale_step1, ..., scale_stepH]}``. A (ticker, step)
-    with fewer than ``min_rows`` scores uses the one pooled over every ticker for that step (1.0
-    when the step has none)."""
-    scores = _scores(q, ws, ends)
-    tid = ws.ticker_id[ends]
-    pooled = [conformal_quantile(scores[:, h], coverage) for h in range(ws.horizon)]
-    pooled = [1.0 if math.isnan(p) else p for p in pooled]
-    out: dict[str, list[float]] = {}
-    for i in np.unique(tid):
-        mine = scores[tid == i]
-        out[ws.names[i]] = [
-            conformal_quantile(mine[:, h], coverage) if np.isfinite(mine[:, h]).sum() >= min_rows else pooled[h]
-            for h in range(ws.horizon)
-        ]
-    return out
-
-
 def start_scales(ws: WindowSet, ends: np.ndarray, scales: Mapping[str, list[float] | None]) -> np.ndarray:
     """(B, H) the per-ticker ``scales`` of the windows ending at ``ends`` (1.0 for a ticker that
     has none)."""
@@ -177,6 +140,25 @@ def start_scales(ws: WindowSet, ends: np.ndarray, scales: Mapping[str, list[floa
         if len(values) == ws.horizon:
             table[i] = values
     return table[ws.ticker_id[ends]]
+
+
+def walk_forward_scales(
+    q_val: np.ndarray,
+    val: np.ndarray,
+    q_test: np.ndarray,
+    test: np.ndarray,
+    ws: WindowSet,
+    rate: float,
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Training's calibration: from 1 at the first validation origin, each ticker's scales
+    tracked through the validation origins ``val`` (forecasts ``q_val``) to where the test split
+    starts, then through the test origins ``test`` to the session after the last bar. Returns
+    both, per ticker: ``(at the test split's start, after the last bar)``."""
+    _, start = tracked_scales(q_val, ws, val, {}, rate)
+    if len(test) == 0:
+        return start, {}
+    _, final = tracked_scales(q_test, ws, test, start, rate)
+    return start, final
 
 
 def tracked_scales(

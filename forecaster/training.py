@@ -41,7 +41,7 @@ from .config import COVERAGE, Config
 from .errors import EXIT_INTERRUPTED, ConfigError, TrainingError
 from .features import FEATURES
 from .fsio import file_lock
-from .intervals import median_weights, tracked_scales, validation_scales, with_median
+from .intervals import median_weights, walk_forward_scales, with_median
 from .models import QuantileRNN, build_model, pinball_loss
 from .npinfer import NumpyQuantileRNN, predict_scaled
 from .store import load_bars
@@ -555,15 +555,19 @@ def calibrate(weights: dict[str, np.ndarray], cfg: Config, data: TrainingData) -
     """The run's median gate and interval scales, through the numpy forward pass that every
     forecast uses."""
     net = NumpyQuantileRNN.from_config(cfg, weights)
-    ws, strategy, val = data.ws, cfg.model.strategy, data.ends["val"]
-    q = predict_scaled(net, ws, val, strategy)
-    median = median_weights(q, ws, val, cfg.model.median_alpha)
-    scales = validation_scales(with_median(q, median), ws, val)
-    origins = ws.origins("test")
-    if len(origins) == 0:
-        return Calibration(median, scales, {})
-    q = with_median(predict_scaled(net, ws, origins, strategy), median)
-    _, online = tracked_scales(q, ws, origins, scales, cfg.intervals.tracking_rate)
+    ws, strategy = data.ws, cfg.model.strategy
+    median = median_weights(
+        predict_scaled(net, ws, data.ends["val"], strategy), ws, data.ends["val"], cfg.model.median_alpha
+    )
+    val, test = ws.origins("val"), ws.origins("test")
+    scales, online = walk_forward_scales(
+        with_median(predict_scaled(net, ws, val, strategy), median),
+        val,
+        with_median(predict_scaled(net, ws, test, strategy), median),
+        test,
+        ws,
+        cfg.intervals.tracking_rate,
+    )
     return Calibration(median, scales, online)
 
 
