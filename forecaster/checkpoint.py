@@ -335,15 +335,13 @@ READABLE_VERSIONS = (1, 2)
 
 def _migrate(raw: dict) -> dict:
     """A run.json of an earlier format as the current format describes it, with the settings it
-    was made with. Format 1 predates the local target scale, the median gate and the slower
-    tracker: its targets were divided by the ticker's training volatility, its median was always
-    the network's and its interval scale moved by 0.05 per miss."""
+    was made with. Format 1 predates the local target scale, the median gate and the highway:
+    its targets were divided by the ticker's training volatility and its median was always the
+    network's."""
     if raw.get("format_version") == 1 and isinstance(raw.get("config"), dict):
         config = {**raw["config"]}
         if isinstance(config.get("model"), dict):
-            config["model"] = {"target_scale": "ticker", "median_alpha": 1.0, **config["model"]}
-        if isinstance(config.get("intervals", {}), dict):
-            config["intervals"] = {"tracking_rate": 0.05, **config.get("intervals", {})}
+            config["model"] = {"target_scale": "ticker", "median_alpha": 1.0, "ar_order": 0, **config["model"]}
         raw = {**raw, "config": config}
     return raw
 
@@ -419,7 +417,8 @@ def load_run(run_dir: Path) -> Run:
     cfg = manifest.config
     n_features = len(manifest.features.names)
     check_tensors(run_dir / WEIGHTS, state, config_shapes(cfg, n_features, len(manifest.tickers)))
-    return Run(path=run_dir, manifest=manifest, model=NumpyQuantileRNN.from_config(cfg, state))
+    model = NumpyQuantileRNN.from_config(cfg, state, manifest.features.names)
+    return Run(path=run_dir, manifest=manifest, model=model)
 
 
 def read_resume(run_dir: Path) -> tuple[ResumeState, list[dict]]:

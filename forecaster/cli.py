@@ -685,6 +685,11 @@ def _show_forecast(rep, quiet: bool, json_out: bool) -> None:
         )
     for n in rep.notes[:10]:
         log.info("%s", n)
+    if rep.recalibrated:
+        log.info(
+            "interval scales brought up to date with the outcomes of up to %d session(s) since the run's last bar",
+            max(rep.recalibrated.values()),
+        )
     if json_out:
         _emit_json(
             {
@@ -692,6 +697,7 @@ def _show_forecast(rep, quiet: bool, json_out: bool) -> None:
                 "as_of": rep.as_of,
                 "failed": rep.failed,
                 "warnings": rep.warnings,
+                "recalibrated": rep.recalibrated,
                 "files": {k: str(v) for k, v in rep.files.items()},
                 "forecasts": json.loads(rep.forecasts.to_json(orient="records")),
             }

@@ -69,6 +69,13 @@ class ModelConfig(_Section):
     scale_halflife: int = Field(
         20, gt=0, le=1000, description="half-life in sessions of the local volatility (target scale and rvol feature)"
     )
+    ar_order: int = Field(
+        5,
+        ge=0,
+        le=250,
+        description="the median also gets a linear term in the last ar_order returns (in units of the local "
+        "volatility): the autoregressive highway (0: none)",
+    )
     median_alpha: float = Field(
         0.05,
         ge=0.0,
@@ -101,7 +108,7 @@ class IntervalConfig(_Section):
         "whose targets use the ticker's training volatility (model.target_scale = ticker)",
     )
     tracking_rate: float = Field(
-        0.02,
+        0.05,
         ge=0.0,
         le=1.0,
         description="step of the online interval-scale tracker on the log scale: a miss widens the interval "

@@ -8,6 +8,7 @@ Row ``t`` of the features uses bars up to and including session ``t`` only:
 ``body``        log(close_t / open_t)
 ``dvol``        log((volume_t + 1) / (volume_{t-1} + 1))
 ``rvol``        log of the local volatility ``sigma_t`` (below)
+``zret``        log(close_t / close_{t-1}) / sigma_t: the return in units of the local volatility
 ``dow_sin/cos`` day of week on a 5-day circle (always the last two)
 ==============  ==========================================
 
@@ -28,10 +29,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-FEATURES = ["ret", "range", "body", "dvol", "rvol", "dow_sin", "dow_cos"]
+FEATURES = ["ret", "range", "body", "dvol", "rvol", "zret", "dow_sin", "dow_cos"]
 """What a new run's network reads, in order."""
-KNOWN_FEATURES = {"ret", "range", "body", "dvol", "rvol", "dow_sin", "dow_cos"}
-"""Every feature this forecaster can compute (runs made before ``rvol`` existed use a subset)."""
+KNOWN_FEATURES = set(FEATURES)
+"""Every feature this forecaster can compute (runs made before ``rvol`` and ``zret`` existed
+use a subset)."""
 CALENDAR = 2
 """The last two features are the calendar ones: standardised as they are, not by the scaler."""
 MIN_VOL = 1e-4
@@ -91,6 +93,7 @@ def make_arrays(bars: pd.DataFrame, names: list[str] | None = None, halflife: fl
         "body": np.log(c[1:] / o[1:]),
         "dvol": np.diff(lv),
         "rvol": np.log(local_vol),
+        "zret": np.diff(log_c) / local_vol,
         "dow_sin": dow[:, 0],
         "dow_cos": dow[:, 1],
     }

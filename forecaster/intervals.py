@@ -15,7 +15,8 @@ whose targets use the ticker's training volatility, the recent EWMA volatility r
   validation split (the run's ``conformal`` scale: where the test split starts), then through
   the test split to the last bar (``conformal_online``, what ``predict`` uses from there on).
   ``evaluate`` tracks through the test split from ``conformal`` exactly as training did.
-- :func:`forecast_scales` picks the scale a forecast uses, :func:`calibrated` applies it.
+- :func:`forecast_scales` picks the scale a forecast uses, brought up to date by ``predict``
+  through every outcome realised since the run's last bar; :func:`calibrated` applies it.
 - :func:`median_weights` decides, per step, whether the median is the network's or the last
   close, and :func:`with_median` moves the interval with it.
 
@@ -24,7 +25,7 @@ Everything here is numpy; nothing imports torch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -197,19 +198,47 @@ def tracked_scales(
     return tracked[pos, col], final
 
 
-def forecast_scales(tickers: Mapping, ws: WindowSet, ends: np.ndarray) -> np.ndarray:
-    """(B, H) scales for forecasts from the windows ending at ``ends``. ``tickers`` maps a name to
-    its run entry (``conformal``, ``conformal_online``, ``last_date``): the scale tracked up to
-    the ticker's last bar of training for an origin on or after that bar, else the validation
-    scale (an origin inside the run's own data must not use what was realised after it)."""
+def forecast_scales(
+    tickers: Mapping,
+    ws: WindowSet,
+    ends: np.ndarray,
+    forecast: Callable[[np.ndarray], np.ndarray],
+    rate: float,
+) -> tuple[np.ndarray, dict[str, int]]:
+    """(B, H) scales for forecasts from the last row of each ticker (``ends``), and per ticker the
+    number of sessions since the run's last bar that brought its scale up to date.
+
+    ``tickers`` maps a name to its run entry (``conformal``, ``conformal_online``, ``last_date``).
+    An origin on or after the ticker's last bar of training starts from the scale the run tracked
+    to that bar (``conformal_online``) and tracks it, as ``evaluate`` does, through every origin
+    since, with the outcomes known by now: ``forecast(origins)`` gives the network's (B, H, 3)
+    forecasts for them. A run trained months ago still issues calibrated intervals. An origin
+    inside the run's own data uses the scale at the start of its test split (``conformal``):
+    nothing realised after it may reach it."""
     scale = start_scales(ws, ends, {s: t.conformal for s, t in tickers.items()})
     origin_days = ws.dates[ends].astype("datetime64[D]")
+    catch_up, online = [], {}
     for b, e in enumerate(ends):
-        t = tickers.get(ws.names[ws.ticker_id[e]])
-        online = None if t is None else t.conformal_online
-        if online is not None and len(online) == ws.horizon and origin_days[b] >= np.datetime64(t.last_date):
-            scale[b] = online
-    return scale
+        sym = ws.names[ws.ticker_id[e]]
+        t = tickers.get(sym)
+        if t is None or t.conformal_online is None or len(t.conformal_online) != ws.horizon:
+            continue
+        if origin_days[b] < np.datetime64(t.last_date):
+            continue
+        scale[b] = online[sym] = t.conformal_online
+        first = ws.offsets[np.searchsorted(ws.offsets, e, side="right") - 1]
+        rows = np.arange(first, e)
+        catch_up.append(rows[ws.dates[rows].astype("datetime64[D]") >= np.datetime64(t.last_date)])
+    origins = np.concatenate(catch_up) if catch_up else np.empty(0, np.int64)
+    if len(origins) == 0:
+        return scale, {}
+    _, final = tracked_scales(forecast(origins), ws, origins, online, rate)
+    for b, e in enumerate(ends):
+        sym = ws.names[ws.ticker_id[e]]
+        if sym in final:
+            scale[b] = final[sym]
+    counts = np.bincount(ws.ticker_id[origins], minlength=len(ws.names))
+    return scale, {ws.names[i]: int(n) for i, n in enumerate(counts) if n}
 
 
 def calibrated(

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .npinfer import ordering_matrix
+from .npinfer import ar_feature, ordering_matrix
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -35,6 +35,8 @@ class QuantileRNN(nn.Module):
         horizon: int,
         quantiles: list[float],
         strategy: str,
+        ar_order: int = 0,
+        ar_feature: int | None = None,
     ):
         super().__init__()
         self.quantiles = list(quantiles)
@@ -50,6 +52,10 @@ class QuantileRNN(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, self.steps * len(self.quantiles))
+        # the autoregressive highway: the median of each step plus a linear function of the last
+        # ``ar_order`` values of one input feature (the return in units of the local volatility)
+        self.ar_feature = ar_feature
+        self.ar = nn.Linear(ar_order, self.steps) if ar_order else None
         order = torch.from_numpy(ordering_matrix(len(self.quantiles), self.median_index))
         self.register_buffer("order", order, persistent=False)  # (Q-1, Q), not part of the weights
 
@@ -59,8 +65,12 @@ class QuantileRNN(nn.Module):
             e = self.embedding(ticker)  # (B, E)
             x = torch.cat([x, e[:, None, :].expand(-1, x.shape[1], -1)], dim=-1)  # (B, L, F+E)
         out, _ = self.encoder(x)  # (B, L, hidden)
-        raw = self.head(self.dropout(out[:, -1]))  # (B, steps*Q)
-        return self._ordered(raw.view(x.shape[0], self.steps, len(self.quantiles)))
+        raw = self.head(self.dropout(out[:, -1])).view(x.shape[0], self.steps, len(self.quantiles))  # (B, S, Q)
+        if self.ar is not None:
+            lags = x[:, -self.ar.in_features :, self.ar_feature]  # (B, k)
+            m = self.median_index
+            raw = torch.cat([raw[..., :m], raw[..., m : m + 1] + self.ar(lags)[..., None], raw[..., m + 1 :]], -1)
+        return self._ordered(raw)
 
     def _ordered(self, raw: torch.Tensor) -> torch.Tensor:
         """Monotone quantiles from raw outputs (B, S, Q): median free, gaps softplus."""
@@ -69,10 +79,12 @@ class QuantileRNN(nn.Module):
         return raw[..., m : m + 1] + F.softplus(gaps) @ self.order
 
 
-def build_model(cfg, n_features: int, n_tickers: int) -> QuantileRNN:
-    """The network for a :class:`forecaster.config.Config`."""
+def build_model(cfg, n_features: int, n_tickers: int, features: list[str] | None = None) -> QuantileRNN:
+    """The network for a :class:`forecaster.config.Config` reading ``features``."""
     m = cfg.model
     return QuantileRNN(
+        ar_order=m.ar_order,
+        ar_feature=ar_feature(m.ar_order, features),
         cell=m.cell,
         n_features=n_features,
         n_tickers=n_tickers,

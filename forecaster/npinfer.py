@@ -54,6 +54,15 @@ def ordering_matrix(n_quantiles: int, median: int) -> np.ndarray:
     return m
 
 
+def ar_feature(ar_order: int, features: list[str] | None) -> int | None:
+    """Which input feature the autoregressive highway reads (``zret``), or None without one."""
+    if not ar_order:
+        return None
+    if features is None or "zret" not in features:
+        raise ValueError("model.ar_order needs the zret feature among the inputs")
+    return list(features).index("zret")
+
+
 def state_shapes(
     *,
     cell: str,
@@ -64,6 +73,7 @@ def state_shapes(
     embedding_dim: int,
     steps: int,
     n_quantiles: int,
+    ar_order: int = 0,
 ) -> dict[str, tuple[int, ...]]:
     """Every tensor of QuantileRNN's state dict and its shape, in state-dict order."""
     g = GATES[cell] * hidden_size
@@ -78,6 +88,9 @@ def state_shapes(
         shapes[f"encoder.bias_hh_l{k}"] = (g,)
     shapes["head.weight"] = (steps * n_quantiles, hidden_size)
     shapes["head.bias"] = (steps * n_quantiles,)
+    if ar_order:
+        shapes["ar.weight"] = (steps, ar_order)
+        shapes["ar.bias"] = (steps,)
     return shapes
 
 
@@ -93,13 +106,23 @@ def config_shapes(cfg, n_features: int, n_tickers: int) -> dict[str, tuple[int, 
         embedding_dim=m.embedding_dim,
         steps=cfg.window.horizon if m.strategy == "direct" else 1,
         n_quantiles=len(m.quantiles),
+        ar_order=m.ar_order,
     )
 
 
 class NumpyQuantileRNN:
     """QuantileRNN's inference from its state dict (arrays named as torch names them)."""
 
-    def __init__(self, state: dict[str, np.ndarray], *, cell: str, num_layers: int, quantiles: list[float], steps: int):
+    def __init__(
+        self,
+        state: dict[str, np.ndarray],
+        *,
+        cell: str,
+        num_layers: int,
+        quantiles: list[float],
+        steps: int,
+        ar_feature: int | None = None,
+    ):
         f32 = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}
         self.cell = cell
         self.quantiles = list(quantiles)
@@ -119,12 +142,16 @@ class NumpyQuantileRNN:
         self.head_w = f32["head.weight"].T.copy()
         self.head_b = f32["head.bias"]
         self.order = ordering_matrix(len(self.quantiles), self.median_index)
+        self.ar_feature = ar_feature
+        self.ar_w = f32["ar.weight"].T.copy() if "ar.weight" in f32 else None  # (k, steps)
+        self.ar_b = f32.get("ar.bias")
 
     @classmethod
-    def from_config(cls, cfg, state: dict[str, np.ndarray]) -> NumpyQuantileRNN:
+    def from_config(cls, cfg, state: dict[str, np.ndarray], features: list[str]) -> NumpyQuantileRNN:
         m = cfg.model
         return cls(
             state,
+            ar_feature=ar_feature(m.ar_order, features),
             cell=m.cell,
             num_layers=m.num_layers,
             quantiles=m.quantiles,
@@ -144,8 +171,11 @@ class NumpyQuantileRNN:
             else:
                 proj = seq @ w_ih + b_ih  # (L, B, G): the input side of every timestep at once
             seq = self._scan(proj, w_hh, b_hh)
-        raw = seq[-1] @ self.head_w + self.head_b  # (B, steps*Q)
-        return self._ordered(raw.reshape(x.shape[0], self.steps, len(self.quantiles)))
+        raw = (seq[-1] @ self.head_w + self.head_b).reshape(x.shape[0], self.steps, len(self.quantiles))
+        if self.ar_w is not None:
+            lags = x[:, -self.ar_w.shape[0] :, self.ar_feature]  # (B, k)
+            raw[..., self.median_index] += lags @ self.ar_w + self.ar_b
+        return self._ordered(raw)
 
     def _scan(self, proj: np.ndarray, w_hh: np.ndarray, b_hh: np.ndarray) -> np.ndarray:
         """One recurrent layer over (L, B, G) input projections -> (L, B, H) outputs."""

@@ -51,6 +51,7 @@ class ForecastReport:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     network_failed: set[str] = field(default_factory=set)
+    recalibrated: dict[str, int] = field(default_factory=dict)  # sessions since the run's last bar, per ticker
 
     @property
     def exit_code(self) -> int:
@@ -195,7 +196,7 @@ def _recent_bars(run: Run, names, source, data_dir, cut, failed: dict[str, str])
     read; a ticker without enough of them is added to ``failed`` with the reason."""
     lookback = run.config.window.lookback
     halflife = max(run.config.intervals.vol_halflife, run.config.model.scale_halflife)
-    keep = lookback + 1 + WARMUP_HALFLIVES * halflife
+    keep = lookback + 1 + WARMUP_HALFLIVES * halflife  # plus the bars since the run's last one
     bars: dict[str, pd.DataFrame] = {}
     for sym in names:
         if sym in failed:
@@ -215,7 +216,8 @@ def _recent_bars(run: Run, names, source, data_dir, cut, failed: dict[str, str])
                 f"only {len(df)} bars up to {df.index[-1].date()}, need {lookback + 1} for lookback {lookback}"
             )
             continue
-        bars[sym] = df.iloc[-keep:]
+        since = int((df.index >= pd.Timestamp(run.manifest.tickers[sym].last_date)).sum())
+        bars[sym] = df.iloc[-(keep + since) :]
     return bars
 
 
@@ -234,8 +236,13 @@ def _forecast(run: Run, bars, cut, note_age: bool, now, report: ForecastReport) 
     cfg = run.config
     ws = run.windows(bars)
     ends = ws.offsets[1:] - 1  # last row of each present ticker
-    q = with_median(predict_scaled(run.model, ws, ends, cfg.model.strategy), run.manifest.median_weights())
-    lo, med, hi = calibrated(q, ws, ends, forecast_scales(run.manifest.tickers, ws, ends))
+    median = run.manifest.median_weights()
+
+    def forecast(origins: np.ndarray) -> np.ndarray:
+        return with_median(predict_scaled(run.model, ws, origins, cfg.model.strategy), median)
+
+    scale, report.recalibrated = forecast_scales(run.manifest.tickers, ws, ends, forecast, cfg.intervals.tracking_rate)
+    lo, med, hi = calibrated(forecast(ends), ws, ends, scale)
     H = ws.horizon
     last_dates = pd.DatetimeIndex(ws.dates[ends])
     rows = []

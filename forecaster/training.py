@@ -395,7 +395,7 @@ def set_threads(n: int) -> None:
 
 
 def new_model(cfg: Config, ws: WindowSet) -> QuantileRNN:
-    return build_model(cfg, n_features=ws.x.shape[1], n_tickers=len(ws.names))
+    return build_model(cfg, n_features=ws.x.shape[1], n_tickers=len(ws.names), features=FEATURES)
 
 
 def numpy_state(model: torch.nn.Module) -> dict[str, np.ndarray]:
@@ -554,7 +554,7 @@ class Calibration:
 def calibrate(weights: dict[str, np.ndarray], cfg: Config, data: TrainingData) -> Calibration:
     """The run's median gate and interval scales, through the numpy forward pass that every
     forecast uses."""
-    net = NumpyQuantileRNN.from_config(cfg, weights)
+    net = NumpyQuantileRNN.from_config(cfg, weights, FEATURES)
     ws, strategy = data.ws, cfg.model.strategy
     median = median_weights(
         predict_scaled(net, ws, data.ends["val"], strategy), ws, data.ends["val"], cfg.model.median_alpha

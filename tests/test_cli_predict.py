@@ -74,7 +74,8 @@ def test_predict_json(cli, trained_run, tmp_path):
     res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc", "--json")
     assert res.exit_code == 0, res.stderr
     doc = json.loads(res.stdout)
-    assert set(doc) == {"run", "as_of", "failed", "warnings", "files", "forecasts"}
+    assert set(doc) == {"run", "as_of", "failed", "warnings", "recalibrated", "files", "forecasts"}
+    assert doc["recalibrated"] == {}  # forecast from the run's last bar: nothing to catch up on
     assert doc["run"] == trained_run.name
     assert doc["as_of"] == "2024-12-31"
     assert doc["failed"] == {}

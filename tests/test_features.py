@@ -99,7 +99,10 @@ def test_flat_bars_have_a_floor_volatility():
 def test_older_feature_lists_are_computed_as_recorded():
     old = ["ret", "range", "body", "dvol", "dow_sin", "dow_cos"]
     a, b = make_arrays(bars(), old), make_arrays(bars())
-    np.testing.assert_array_equal(a.features, np.delete(b.features, FEATURES.index("rvol"), axis=1))
+    newer = [FEATURES.index("rvol"), FEATURES.index("zret")]
+    np.testing.assert_array_equal(a.features, np.delete(b.features, newer, axis=1))
+    zret = b.features[:, FEATURES.index("zret")]
+    np.testing.assert_allclose(zret, b.features[:, 0] / b.local_vol)  # the return in units of sigma_t
 
 
 def test_zero_volume_is_finite():

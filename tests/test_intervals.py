@@ -178,18 +178,45 @@ def test_tracked_scales_match_tracking_each_ticker_alone():
 
 def test_forecast_scales_use_online_only_from_the_last_bar_on():
     ws = _windows()
-    last = {s: pd.Timestamp(ws.dates[ws.offsets[k + 1] - 1]).date() for k, s in enumerate(ws.names)}
-
-    def entry(conformal, online=None, sym="AAA"):
-        return SimpleNamespace(conformal=conformal, conformal_online=online, last_date=last[sym])
-
-    tickers = {s: entry([1.0, 1.0, 1.0], [2.0, 3.0, 4.0], s) for s in ws.names}
     at_end = ws.offsets[1:] - 1
-    np.testing.assert_array_equal(forecast_scales(tickers, ws, at_end), [[2, 3, 4], [2, 3, 4]])
+    last = {s: pd.Timestamp(ws.dates[at_end[k]]).date() for k, s in enumerate(ws.names)}
+
+    def entry(conformal, online=None, day=None, sym="AAA"):
+        return SimpleNamespace(conformal=conformal, conformal_online=online, last_date=day or last[sym])
+
+    def forecast(origins):
+        return _forecasts(ws, origins)
+
+    tickers = {s: entry([1.0, 1.0, 1.0], [2.0, 3.0, 4.0], sym=s) for s in ws.names}
+    scale, caught_up = forecast_scales(tickers, ws, at_end, forecast, RATE)
+    np.testing.assert_array_equal(scale, [[2, 3, 4], [2, 3, 4]])
+    assert caught_up == {}  # the forecast is made from the run's last bar: nothing to catch up on
     earlier = at_end - 10  # an --as-of inside the run's data: no later knowledge
-    np.testing.assert_array_equal(forecast_scales(tickers, ws, earlier), np.ones((2, 3)))
-    old_run = {s: entry([1.5, 1.5, 1.5], None, s) for s in ws.names}  # runs made before tracking
-    np.testing.assert_array_equal(forecast_scales(old_run, ws, at_end), np.full((2, 3), 1.5))
+    np.testing.assert_array_equal(forecast_scales(tickers, ws, earlier, forecast, RATE)[0], np.ones((2, 3)))
+    old_run = {s: entry([1.5, 1.5, 1.5], None, sym=s) for s in ws.names}  # runs made before tracking
+    np.testing.assert_array_equal(forecast_scales(old_run, ws, at_end, forecast, RATE)[0], np.full((2, 3), 1.5))
+
+
+def test_forecast_scales_catch_up_with_every_outcome_since_the_runs_last_bar():
+    """A run trained 30 sessions ago: its tracked scale moves on through those 30 origins with
+    what has been realised since, exactly as evaluate's tracking would have moved it."""
+    ws = _windows()
+    at_end = ws.offsets[1:] - 1
+    trained = {k: at_end[k] - 30 for k in range(2)}
+    tickers = {
+        s: SimpleNamespace(
+            conformal=[1.0, 1.0, 1.0],
+            conformal_online=[1.5, 1.2, 0.9],
+            last_date=pd.Timestamp(ws.dates[trained[k]]).date(),
+        )
+        for k, s in enumerate(ws.names)
+    }
+    scale, caught_up = forecast_scales(tickers, ws, at_end, lambda o: _forecasts(ws, o, half=0.3), RATE)
+    assert caught_up == {"AAA": 30, "BBB": 30}
+    since = np.concatenate([np.arange(trained[k], at_end[k]) for k in range(2)])
+    _, final = tracked_scales(_forecasts(ws, since, half=0.3), ws, since, {s: [1.5, 1.2, 0.9] for s in ws.names}, RATE)
+    np.testing.assert_allclose(scale, [final["AAA"], final["BBB"]])
+    assert (scale > np.array([1.5, 1.2, 0.9])).all()  # intervals far too narrow: the scale widened
 
 
 # ------------------------------------------------------------- the same scales in every command

@@ -46,10 +46,13 @@ def torch_roll_forward(model, x, ticker, horizon, ret_shift, next_dow, ret_facto
     return torch.stack(out, dim=1)
 
 
-def _pair(cell, strategy, layers, emb, quantiles=(0.1, 0.5, 0.9), horizon=4, seed=0):
-    """A random torch QuantileRNN and its numpy twin built from the state dict."""
+def _pair(cell, strategy, layers, emb, quantiles=(0.1, 0.5, 0.9), horizon=4, seed=0, ar=0):
+    """A random torch QuantileRNN and its numpy twin built from the state dict (with an
+    autoregressive highway of order ``ar`` on feature 2)."""
     torch.manual_seed(seed)
     net = QuantileRNN(
+        ar_order=ar,
+        ar_feature=2 if ar else None,
         cell=cell,
         n_features=6,
         n_tickers=5,
@@ -66,16 +69,18 @@ def _pair(cell, strategy, layers, emb, quantiles=(0.1, 0.5, 0.9), horizon=4, see
             p.mul_(3)
     net.eval()
     state = {k: v.numpy() for k, v in net.state_dict().items()}
-    twin = npinfer.NumpyQuantileRNN(state, cell=cell, num_layers=layers, quantiles=list(quantiles), steps=net.steps)
+    twin = npinfer.NumpyQuantileRNN(
+        state, cell=cell, num_layers=layers, quantiles=list(quantiles), steps=net.steps, ar_feature=net.ar_feature
+    )
     return net, twin
 
 
-@pytest.mark.parametrize("emb", [0, 4])
+@pytest.mark.parametrize("emb, ar", [(0, 0), (4, 0), (4, 3)])
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("strategy", ["direct", "recursive"])
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-def test_numpy_forward_equals_torch(cell, strategy, layers, emb):
-    net, twin = _pair(cell, strategy, layers, emb)
+def test_numpy_forward_equals_torch(cell, strategy, layers, emb, ar):
+    net, twin = _pair(cell, strategy, layers, emb, ar=ar)
     rng = np.random.default_rng(1)
     x = rng.normal(size=(9, 15, 6)).astype(np.float32) * 2
     tid = rng.integers(0, 5, size=9)
@@ -124,9 +129,11 @@ def test_many_quantiles_stay_ordered_and_match_torch():
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-@pytest.mark.parametrize("strategy, layers, emb", [("direct", 1, 0), ("recursive", 3, 4)])
-def test_state_shapes_are_torchs(cell, strategy, layers, emb):
-    net, _ = _pair(cell, strategy, layers, emb)
+@pytest.mark.parametrize(
+    "strategy, layers, emb, ar", [("direct", 1, 0, 0), ("recursive", 3, 4, 0), ("direct", 2, 4, 5)]
+)
+def test_state_shapes_are_torchs(cell, strategy, layers, emb, ar):
+    net, _ = _pair(cell, strategy, layers, emb, ar=ar)
     expected = npinfer.state_shapes(
         cell=cell,
         n_features=6,
@@ -136,6 +143,7 @@ def test_state_shapes_are_torchs(cell, strategy, layers, emb):
         embedding_dim=emb,
         steps=net.steps,
         n_quantiles=3,
+        ar_order=ar,
     )
     assert list(expected.items()) == [(k, tuple(v.shape)) for k, v in net.state_dict().items()]
 
@@ -173,12 +181,13 @@ def some_run(request, trained_run, recursive_run):
 
 def test_numpy_run_predicts_what_the_torch_run_predicts(some_run, sample_dir):
     """The run's weights in the torch network give the numpy forward pass's forecasts."""
-    from forecaster.features import FEATURES, next_weekday_features
+    from forecaster.features import next_weekday_features
     from forecaster.store import load_bars
 
     run = load_run(some_run)
     cfg = run.config
-    net = build_model(cfg, n_features=len(FEATURES), n_tickers=len(run.names))
+    names = run.manifest.features.names
+    net = build_model(cfg, n_features=len(names), n_tickers=len(run.names), features=names)
     net.load_state_dict({k: torch.from_numpy(v) for k, v in read_weights(some_run).items()})
     net.eval()
     bars = load_bars("csv", sample_dir, run.names)
