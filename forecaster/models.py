@@ -56,6 +56,9 @@ class QuantileRNN(nn.Module):
         # ``ar_order`` values of one input feature (the return in units of the local volatility)
         self.ar_feature = ar_feature
         self.ar = nn.Linear(ar_order, self.steps) if ar_order else None
+        if self.ar is not None:  # starts as no term at all: the data have to ask for one
+            nn.init.zeros_(self.ar.weight)
+            nn.init.zeros_(self.ar.bias)
         order = torch.from_numpy(ordering_matrix(len(self.quantiles), self.median_index))
         self.register_buffer("order", order, persistent=False)  # (Q-1, Q), not part of the weights
 
