@@ -618,11 +618,13 @@ def _print_metrics(rep) -> None:
     columns += ["pinball / best vol", "DM p (pinball)"]
     title = f"walk-forward test metrics of {rep.model} (run {rep.run}); skill = 1 - MAE/MAE naive"
     _table(columns, rows, title=title)
+    gated = bool(rep.median_weight) and rep.median_weight[0] == 0
     for r in rep.lag.itertuples(index=False):
         if r.copies_last_value:
+            why = " (by design: its one-step median is the last close, see below)" if gated else ""
             print(
                 f"{r.ticker}: the median forecast moves with the last close (slope {r.slope:.2f}, "
-                f"R^2 {r.r2:.2f}): it is essentially the last value shifted forward"
+                f"R^2 {r.r2:.2f}): it is essentially the last value shifted forward{why}"
             )
 
 

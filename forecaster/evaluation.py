@@ -46,6 +46,7 @@ class EvalReport:
     lag: pd.DataFrame = field(default_factory=pd.DataFrame)
     files: dict[str, Path] = field(default_factory=dict)
     missing: dict[str, dict[str, str]] = field(default_factory=dict)  # tickers without test origins
+    median_weight: list[float] | None = None  # per step: 1 the network's median, 0 the last close
 
     def overall(self) -> pd.DataFrame:
         """The pooled (ticker ALL) rows."""
@@ -56,11 +57,15 @@ class EvalReport:
         m = self.overall()
         mine = m[m["model"] == self.model]
         lines, ok = [], True
+        gate = self.median_weight or []
         for _, r in mine.iterrows():
             sig = pd.notna(r["dm_pvalue"]) and r["dm_pvalue"] < alpha
             better = pd.notna(r["skill"]) and r["skill"] > 0
             ok &= bool(sig and better)
-            if not better:
+            step = int(r["step"])
+            if step <= len(gate) and gate[step - 1] == 0:
+                lines.append(f"h={step}: the median is the last close (the network's did not beat it on validation)")
+            elif not better:
                 lines.append(f"h={int(r['step'])}: worse than naive (skill {r['skill']:+.2%})")
             elif not sig:
                 lines.append(
@@ -214,6 +219,7 @@ def evaluate(
         out_dir=run.path / "eval",  # the run loaded, even if a promoted name moved since
         lag=lag_report(pred),
         missing=missing,
+        median_weight=run.manifest.median_weights(),
     )
     _write(report, run, bars, plot)
     return report
