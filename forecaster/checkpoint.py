@@ -46,6 +46,20 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class GarchFit(_Record):
+    """The garch baseline's parameters for the test split, fitted once at training on the returns
+    up to its first origin (the fit evaluate would otherwise make), and that origin's session and
+    close, so evaluate uses them only on the same bars."""
+
+    omega: float
+    alpha: float
+    gamma: float
+    beta: float
+    nu: float
+    origin: date
+    close: float
+
+
 class TickerEntry(_Record):
     """One ticker of a run: its embedding id, the bars it was trained on, its normalisation and
     its interval scales."""
@@ -60,6 +74,7 @@ class TickerEntry(_Record):
     conformal_online: list[float] | None = Field(
         None, description="the scale tracked online to the last bar, for forecasts from it on"
     )
+    garch: GarchFit | None = Field(None, description="the garch baseline's fit at the first test origin")
 
 
 class FeatureSpec(_Record):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .baselines import BASELINES, PROBABILISTIC_BASELINES, naive_scale
+from .baselines import BASELINES, GARCH_REFIT_EVERY, PROBABILISTIC_BASELINES, GarchParams, naive_scale
 from .checkpoint import Run, load_run
 from .errors import DataError
 from .fsio import publish_files, replace_dir, sibling_temp_dir
@@ -144,15 +144,17 @@ def walk_forward(run: Run, bars: dict[str, pd.DataFrame], track: bool = True) ->
     else:
         scale = start_scales(ws, ends, conformal)
     lo, med, hi = calibrated(q, ws, ends, scale)
-    parts = [_ticker_rows(ws, ends, k, sym, lo, med, hi) for k, sym in enumerate(ws.tickers)]
+    fits = {sym: t.garch for sym, t in run.manifest.tickers.items() if t.garch is not None}
+    parts = [_ticker_rows(ws, ends, k, sym, lo, med, hi, fits.get(sym)) for k, sym in enumerate(ws.tickers)]
     pred = pd.concat([p for p in parts if p is not None], ignore_index=True)
     pred["origin"] = pd.to_datetime(pred["origin"]).dt.date.astype(str)
     pred["date"] = pd.to_datetime(pred["date"]).dt.date.astype(str)
     return pred
 
 
-def _ticker_rows(ws, ends, k: int, sym: str, lo, med, hi) -> pd.DataFrame | None:
-    """The prediction rows of the ``k``-th ticker present: forecasts, actuals and baselines."""
+def _ticker_rows(ws, ends, k: int, sym: str, lo, med, hi, fit=None) -> pd.DataFrame | None:
+    """The prediction rows of the ``k``-th ticker present: forecasts, actuals and baselines.
+    ``fit``: the run's garch fit at the first test origin, used when these are its bars."""
     H = ws.horizon
     first, stop = ws.offsets[k], ws.offsets[k + 1]
     sel = np.nonzero(ws.ticker_id[ends] == ws.names.index(sym))[0]
@@ -175,11 +177,24 @@ def _ticker_rows(ws, ends, k: int, sym: str, lo, med, hi) -> pd.DataFrame | None
     close = ws.close[first:stop]
     for name, baseline in BASELINES.items():
         frame[name] = baseline(close, ends[sel] - first, H).ravel()
+    local = ends[sel] - first
+    params = _same_fit(fit, ws, ends[sel])
     for name, baseline in PROBABILISTIC_BASELINES.items():
-        prices = baseline(close, ends[sel] - first, H)  # (B, H, 3), from the bars up to each origin
+        extra = {"params": params} if name == "garch" and params is not None else {}
+        prices = baseline(close, local, H, **extra)  # (B, H, 3), from the bars up to each origin
         for j, suffix in enumerate(QUANTILE_SUFFIXES):
             frame[f"{name}_{suffix}"] = prices[:, :, j].ravel()
     return pd.DataFrame(frame)[have.ravel()]
+
+
+def _same_fit(fit, ws, ends: np.ndarray) -> GarchParams | None:
+    """The run's garch fit when it is the one the baseline would make on these origins: the
+    same first origin and close, and no refit due within them."""
+    if fit is None or len(ends) == 0 or len(ends) > GARCH_REFIT_EVERY:
+        return None
+    first = int(ends.min())
+    same = pd.Timestamp(ws.dates[first]).date() == fit.origin and np.isclose(ws.close[first], fit.close, rtol=1e-12)
+    return GarchParams(fit.omega, fit.alpha, fit.gamma, fit.beta, fit.nu) if same else None
 
 
 def evaluate(

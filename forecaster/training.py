@@ -26,8 +26,10 @@ import pandas as pd
 import torch
 
 from . import __version__
+from .baselines import GARCH_MAX_WINDOW, GARCH_MIN_RETURNS, fit_garch
 from .checkpoint import (
     FeatureSpec,
+    GarchFit,
     Manifest,
     ResumeState,
     RunMetrics,
@@ -592,10 +594,32 @@ def _save(
     return manifest
 
 
+def garch_fits(ws: WindowSet) -> dict[str, GarchFit]:
+    """Per ticker, the garch baseline's fit at its first test origin: what evaluate would fit,
+    done once here (a GJR-GARCH fit costs tens of milliseconds a ticker)."""
+    origins = ws.origins("test")
+    fits = {}
+    for k, sym in enumerate(ws.tickers):
+        mine = origins[ws.ticker_id[origins] == ws.names.index(sym)]
+        if len(mine) == 0:
+            continue
+        close = ws.close[ws.offsets[k] : ws.offsets[k + 1]]
+        first = int(mine.min() - ws.offsets[k])  # the origin, as an index into this ticker's closes
+        if first < GARCH_MIN_RETURNS:
+            continue
+        returns = 100.0 * np.diff(np.log(close[: first + 1]))  # percent, as the baseline fits
+        p = fit_garch(returns[max(0, first - GARCH_MAX_WINDOW) :])
+        if p is not None:
+            day = pd.Timestamp(ws.dates[ws.offsets[k] + first]).date()
+            fits[sym] = GarchFit(**asdict(p), origin=day, close=float(close[first]))
+    return fits
+
+
 def _manifest(run_dir, cfg, data, history, calibration, now, seconds, trainer, interrupted) -> Manifest:
     ws, H = data.ws, cfg.window.horizon
     scales = calibration.scales if calibration else {}
     online = calibration.online if calibration else {}
+    fits = garch_fits(ws) if calibration else {}
     tickers = {}
     for k, sym in enumerate(ws.tickers):
         lo, hi = ws.offsets[k], ws.offsets[k + 1]
@@ -609,6 +633,7 @@ def _manifest(run_dir, cfg, data, history, calibration, now, seconds, trainer, i
             scaler=ws.scalers[sym],
             conformal=[float(x) for x in scales.get(sym, [1.0] * H)],
             conformal_online=online.get(sym),
+            garch=fits.get(sym),
         )
     best = min(history, key=lambda r: r.val_loss) if history else None
     return Manifest(

@@ -69,3 +69,21 @@ def test_every_test_session_is_forecast_once_per_step(trained_run):
     assert np.allclose(p["naive"], p["last_close"])
     assert (p["p10"] <= p["p50"]).all() and (p["p50"] <= p["p90"]).all()
     assert set(rep.lag["ticker"]) == set(p["ticker"])
+
+
+def test_the_garch_fit_made_at_training_is_the_one_evaluate_would_make(run_copy):
+    """Training fits the garch baseline once at the first test origin; evaluate's baseline with
+    that fit equals the one it fits itself, and a run without it still gets the baseline."""
+    import json
+
+
+    meta = json.loads((run_copy / "run.json").read_text())
+    assert all(t["garch"] is not None for t in meta["tickers"].values())
+    with_fit = evaluate(run_copy).metrics
+    for t in meta["tickers"].values():
+        t["garch"] = None
+    (run_copy / "run.json").write_text(json.dumps(meta))
+    fitted_here = evaluate(run_copy).metrics
+    garch = [m[m["model"] == "garch"].reset_index(drop=True) for m in (with_fit, fitted_here)]
+    pd.testing.assert_frame_equal(garch[0], garch[1], rtol=1e-9)
+    assert garch[0]["pinball"].gt(0).all()
