@@ -20,7 +20,7 @@ import pandas as pd
 
 from .config import IntervalConfig, ModelConfig
 from .errors import DataError
-from .features import Scaler, make_arrays
+from .features import Scaler, TickerArrays, make_arrays
 
 log = logging.getLogger("forecaster")
 
@@ -193,57 +193,21 @@ def build_windows(
     ``scale_halflife``), "ticker" by the ticker's training volatility, with the intervals then
     widened by the EWMA volatility (half-life ``vol_halflife``) relative to it.
     """
-    fitting = scalers is None
     order = list(tickers) if tickers is not None else sorted(bars)
-    fitted: dict[str, Scaler] = {} if fitting else dict(scalers)
-    kept: list[str] = []
-    arrays = []
-    skipped: dict[str, str] = {}
-    for sym in order:
-        if sym not in bars:
-            continue
-        a = make_arrays(bars[sym], features, scale_halflife) if len(bars[sym]) >= 2 else None
-        n = 0 if a is None else len(a.dates)
-        if fitting:
-            n_train = 0 if a is None else int((splits.code(a.dates) == 0).sum())
-            if n_train < lookback + horizon + 1:
-                reason = (
-                    f"{n_train} training sessions, need at least {lookback + horizon + 1} "
-                    f"(lookback {lookback} + horizon {horizon} + 1)"
-                )
-                log.warning("skipping %s: %s", sym, reason)
-                skipped[sym] = reason
-                continue
-            fitted[sym] = Scaler.fit(a.features[splits.code(a.dates) == 0])
-        elif n < lookback:
-            raise DataError(f"{sym}: only {n + 1} bars, need at least {lookback + 1} for lookback {lookback}")
-        kept.append(sym)
-        arrays.append(a)
-    if not kept:
-        raise DataError("no ticker has enough history: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    fitted, arrays, skipped = _ticker_arrays(bars, order, lookback, horizon, splits, scalers, features, scale_halflife)
+    kept = list(arrays)
     ids = {s: i for i, s in enumerate(kept)} if tickers is None else {s: i for i, s in enumerate(order)}
-    sizes = [len(a.dates) for a in arrays]
-    x = np.concatenate([fitted[s].transform(a.features) for s, a in zip(kept, arrays)])
-    dates = np.concatenate([a.dates for a in arrays])
-    if target_scale == "local":
-        scale = np.concatenate([a.local_vol for a in arrays])
-        vol = np.ones(len(dates))
-    elif target_scale == "ticker":
-        scale = np.concatenate([np.full(len(a.dates), fitted[s].ret_std) for s, a in zip(kept, arrays)])
-        # the "ret" feature (always the first) is each row's daily log return
-        vol = np.concatenate(
-            [ewma_vol(a.features[:, 0], fitted[s].ret_std, vol_halflife) for s, a in zip(kept, arrays)]
-        )
-    else:
-        raise ValueError(f"unknown target scale {target_scale!r}")
+    sizes = [len(a.dates) for a in arrays.values()]
+    dates = np.concatenate([a.dates for a in arrays.values()])
+    scale, vol = _target_scale(arrays, fitted, target_scale, vol_halflife)
     return WindowSet(
         tickers=kept,
         names=list(ids),
         lookback=lookback,
         horizon=horizon,
-        x=x,
-        log_close=np.concatenate([a.log_close for a in arrays]),
-        close=np.concatenate([a.close for a in arrays]),
+        x=np.concatenate([fitted[s].transform(a.features) for s, a in arrays.items()]),
+        log_close=np.concatenate([a.log_close for a in arrays.values()]),
+        close=np.concatenate([a.close for a in arrays.values()]),
         dates=dates,
         ticker_id=np.repeat(np.array([ids[s] for s in kept], dtype=np.int64), sizes),
         offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
@@ -253,6 +217,52 @@ def build_windows(
         vol=vol,
         skipped=skipped,
     )
+
+
+def _ticker_arrays(bars, order, lookback, horizon, splits, scalers, features, halflife):
+    """Each usable ticker's arrays, in ``order``, and its scaler: fitted on its training rows
+    (``scalers`` None; a ticker too short for one training window is skipped, with the reason)
+    or the given one (a ticker without a full window is an error)."""
+    fitting = scalers is None
+    fitted: dict[str, Scaler] = {} if fitting else dict(scalers)
+    arrays: dict[str, TickerArrays] = {}
+    skipped: dict[str, str] = {}
+    for sym in order:
+        if sym not in bars:
+            continue
+        a = make_arrays(bars[sym], features, halflife) if len(bars[sym]) >= 2 else None
+        n = 0 if a is None else len(a.dates)
+        if fitting:
+            train = None if a is None else splits.code(a.dates) == 0
+            n_train = 0 if a is None else int(train.sum())
+            if n_train < lookback + horizon + 1:
+                reason = (
+                    f"{n_train} training sessions, need at least {lookback + horizon + 1} "
+                    f"(lookback {lookback} + horizon {horizon} + 1)"
+                )
+                log.warning("skipping %s: %s", sym, reason)
+                skipped[sym] = reason
+                continue
+            fitted[sym] = Scaler.fit(a.features[train])
+        elif n < lookback:
+            raise DataError(f"{sym}: only {n + 1} bars, need at least {lookback + 1} for lookback {lookback}")
+        arrays[sym] = a
+    if not arrays:
+        raise DataError("no ticker has enough history: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    return fitted, arrays, skipped
+
+
+def _target_scale(arrays: dict[str, TickerArrays], fitted, target_scale: str, vol_halflife: int):
+    """(N,) each row's target scale and (N,) its interval widening (see :func:`build_windows`)."""
+    if target_scale == "local":
+        scale = np.concatenate([a.local_vol for a in arrays.values()])
+        return scale, np.ones(len(scale))
+    if target_scale == "ticker":
+        scale = np.concatenate([np.full(len(a.dates), fitted[s].ret_std) for s, a in arrays.items()])
+        # the "ret" feature (always the first) is each row's daily log return
+        vol = [ewma_vol(a.features[:, 0], fitted[s].ret_std, vol_halflife) for s, a in arrays.items()]
+        return scale, np.concatenate(vol)
+    raise ValueError(f"unknown target scale {target_scale!r}")
 
 
 def ewma_vol(returns: np.ndarray, ret_std: float, halflife: int) -> np.ndarray:
