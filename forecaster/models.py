@@ -47,17 +47,23 @@ class QuantileRNN(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, self.steps * len(self.quantiles))
 
-    def forward(self, x: torch.Tensor, ticker: torch.Tensor) -> torch.Tensor:
-        """x: (B, L, F) standardised features, ticker: (B,) ids -> (B, steps, Q)."""
+    def forward(self, x: torch.Tensor, ticker: torch.Tensor, first: int | None = None) -> torch.Tensor:
+        """x: (B, L, F) standardised features, ticker: (B,) ids -> (B, steps, Q), the forecast
+        from the last row.
+
+        With ``first`` (forking sequences), a forecast from every row from ``first`` on:
+        (B, L - first, steps, Q); the one from row ``i`` has read rows ``0 .. i`` only.
+        """
         if self.embedding is not None:
             e = self.embedding(ticker)  # (B, E)
             x = torch.cat([x, e[:, None, :].expand(-1, x.shape[1], -1)], dim=-1)  # (B, L, F+E)
         out, _ = self.encoder(x)  # (B, L, hidden)
-        raw = self.head(self.dropout(out[:, -1]))  # (B, steps*Q)
-        return self._ordered(raw.view(x.shape[0], self.steps, len(self.quantiles)))
+        h = out[:, -1] if first is None else out[:, first:]  # (B, hidden) or (B, C, hidden)
+        raw = self.head(self.dropout(h))  # (B, [C,] steps*Q)
+        return self._ordered(raw.view(*h.shape[:-1], self.steps, len(self.quantiles)))
 
     def _ordered(self, raw: torch.Tensor) -> torch.Tensor:
-        """Monotone quantiles from raw outputs (B, S, Q): median free, gaps softplus."""
+        """Monotone quantiles from raw outputs (..., S, Q): median free, gaps softplus."""
         m = self.median_index
         med = raw[..., m : m + 1]
         below = torch.flip(torch.cumsum(torch.flip(F.softplus(raw[..., :m]), [-1]), -1), [-1])
