@@ -78,6 +78,11 @@ class Precision(str, Enum):
     bf16 = "bf16"
 
 
+class TrainMode(str, Enum):
+    forking = "forking"
+    window = "window"
+
+
 def _val(x):
     return x.value if isinstance(x, Enum) else x
 
@@ -254,6 +259,20 @@ def train(
     test_days: Annotated[int | None, typer.Option(help="Sessions in the held-out test split.")] = None,
     device: Annotated[Device | None, typer.Option(help="Where to train (auto: CUDA, then MPS, then CPU).")] = None,
     precision: Annotated[Precision | None, typer.Option(help="fp32, or bf16 autocast on CUDA.")] = None,
+    train_mode: Annotated[
+        TrainMode | None,
+        typer.Option(
+            "--train-mode",
+            help="forking (the encoder runs once over a stretch of history, a loss at every forecast origin; "
+            "the default) or window (one pass per window).",
+        ),
+    ] = None,
+    chunk: Annotated[
+        int | None, typer.Option(min=1, help="Forking mode: forecast origins per stretch (after lookback burn-in).")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=0, help="torch CPU threads (0: one per core this process may use).")
+    ] = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="Where to write the run (default runs/<model>-<timestamp>).", file_okay=False)
     ] = None,
@@ -309,6 +328,9 @@ def train(
                 "window.test_days": test_days,
                 "train.device": _val(device),
                 "train.precision": _val(precision),
+                "train.mode": _val(train_mode),
+                "train.chunk": chunk,
+                "train.threads": threads,
                 "run_dir": run_dir,
             },
         )
@@ -626,10 +648,9 @@ def info(
 
 def main() -> None:
     """Console-script entry point."""
-    # OpenMP threads that spin while waiting make torch many times slower whenever another
-    # process wants the same cores (a busy server, two cron jobs); yield the CPU instead.
-    # Must be set before torch is imported; an explicit setting in the environment wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from .threads import configure
+
+    configure()  # before torch is imported
     try:
         app()
     except SystemExit as e:

@@ -63,6 +63,10 @@ class TrainConfig(_Section):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast on CUDA")
     threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default)")
+    mode: Literal["forking", "window"] = Field(
+        "forking", description="forking: one encoder pass per stretch, a loss at every origin; window: one per window"
+    )
+    chunk: int = Field(32, gt=0, le=10_000, description="forecast origins per stretch in forking mode")
 
 
 class PredictConfig(_Section):

@@ -22,6 +22,7 @@ import torch
 
 from .config import Config
 from .errors import ConfigError, TrainingError
+from .forking import Stretches, epoch_chunks
 from .models import QuantileRNN, build_model, pinball_loss
 from .windows import WindowSet
 
@@ -222,7 +223,10 @@ class Trainer:
         )
         self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(self.opt, factor=0.5, patience=max(1, t.patience // 2))
         self.gen = torch.Generator().manual_seed(t.seed)
-        self.batches = Batches(ws, device, one_step=cfg.model.strategy == "recursive")
+        one_step = cfg.model.strategy == "recursive"
+        self.forking = t.mode == "forking"
+        self.batches = Batches(ws, device, one_step=one_step)
+        self.stretches = Stretches(ws, t.chunk, device, one_step) if self.forking else None
         self.epoch = 0
         self.best_val = math.inf
         self.best_state: dict | None = None
@@ -267,6 +271,35 @@ class Trainer:
         total, n = self.dist.sum(loss * len(mine), len(mine))
         return total / max(n, 1)
 
+    def _order(self, train_ends: np.ndarray):
+        """This rank's share of the epoch's training items in order, and the items per step:
+        windows (their last rows), or in forking mode :class:`Chunks` of origins."""
+        if not self.forking:
+            order = train_ends[torch.randperm(len(train_ends), generator=self.gen).numpy()]
+            return self.dist.shard(order), self.cfg.train.batch_size
+        chunks = epoch_chunks(train_ends, self.ws.ticker_id, self.cfg.train.chunk, self.gen)
+        return chunks[self.dist.shard(np.arange(len(chunks)))], self.stretches_per_step
+
+    @property
+    def stretches_per_step(self) -> int:
+        t = self.cfg.train
+        return max(1, t.batch_size // t.chunk)
+
+    def _loss(self, items, q: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """The mean pinball loss over one step's items and the number of forecast origins in it."""
+        prec = self.cfg.train.precision
+        if not self.forking:
+            x, tid, y = self.batches(items)
+            with _autocast(self.device, prec):
+                pred = self.net(x, tid)
+            return pinball_loss(pred.float(), y, q), len(y)
+        x, tid, y, mask = self.stretches(items)
+        with _autocast(self.device, prec):
+            pred = self.net(x, tid, self.ws.lookback - 1).float()  # (B, C, steps, Q): every origin of the chunk
+        if items.count.min() < self.stretches.chunk:  # some chunks are short: only real origins count
+            pred, y = pred[mask], y[mask]
+        return pinball_loss(pred, y, q), items.origins
+
     def epochs(
         self, train_ends: np.ndarray, val_ends: np.ndarray, on_batch: Callable[[int], None] | None = None
     ) -> Iterator[EpochRecord]:
@@ -276,15 +309,12 @@ class Trainer:
             epoch = self.epoch + 1
             start = time.perf_counter()
             self.net.train()
-            order = self.dist.shard(train_ends[torch.randperm(len(train_ends), generator=self.gen).numpy()])
+            order, per_step = self._order(train_ends)
             loss_sum = torch.zeros((), device=self.device)
             norm_sum = torch.zeros((), device=self.device)
-            n_batches = 0
-            for i in range(0, len(order), t.batch_size):
-                x, tid, y = self.batches(order[i : i + t.batch_size])
-                with _autocast(self.device, t.precision):
-                    pred = self.net(x, tid)
-                loss = pinball_loss(pred.float(), y, q)
+            n_batches = n_targets = 0
+            for i in range(0, len(order), per_step):
+                loss, n = self._loss(order[i : i + per_step], q)
                 finite = bool(torch.isfinite(loss))
                 if self.dist.active:  # every rank must stop together
                     finite = self.dist.sum(float(not finite))[0] == 0
@@ -300,8 +330,9 @@ class Trainer:
                 loss_sum += loss.detach()
                 norm_sum += norm.detach()
                 n_batches += 1
+                n_targets += n
                 if on_batch:
-                    on_batch(len(y))
+                    on_batch(n)
             val = self._val_loss(val_ends)
             if not math.isfinite(val):
                 raise TrainingError(f"validation loss became {val} at epoch {epoch}")
@@ -314,7 +345,7 @@ class Trainer:
                 self.stale += 1
             self.epoch = epoch
             train_loss, norm_mean, samples = self.dist.sum(
-                float(loss_sum) / max(n_batches, 1), float(norm_sum) / max(n_batches, 1), len(order)
+                float(loss_sum) / max(n_batches, 1), float(norm_sum) / max(n_batches, 1), n_targets
             )
             w = self.dist.world
             self.snapshot = self._capture()

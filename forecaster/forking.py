@@ -1,0 +1,130 @@
+"""Forking-sequence training: one pass of the encoder over a stretch, a loss at every origin.
+
+A window costs ``lookback`` recurrent steps for one forecast origin. Here the encoder reads a
+*stretch* of one ticker's rows, ``lookback - 1`` rows of burn-in followed by a *chunk* of up to
+``chunk`` consecutive forecast origins, and the multi-step loss is taken at every origin of the
+chunk (the "forking sequences" of MQ-RNN): ``lookback + chunk - 1`` steps for ``chunk`` origins.
+The first origin of a chunk reads exactly the ``lookback`` rows a window would; the later ones
+have read a little more of the same ticker's history.
+
+The origins are the windows' own (:meth:`forecaster.windows.WindowSet.ends` of the training
+split), so the split rules are the windows' rules: every origin's targets lie in its split, and
+a chunk never runs past its last origin (rows after it are zeros in the batch, never data).
+
+Chunking is planned per epoch: each ticker's run of consecutive origins is cut into chunks of
+``chunk`` origins from a random phase (the first chunk is 1 to ``chunk`` long), so a stretch
+starts at different rows from one epoch to the next, and every origin is in exactly one chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .windows import WindowSet
+
+
+@dataclass(frozen=True)
+class Chunks:
+    """Chunks of consecutive forecast origins: chunk ``k`` holds rows ``start[k] .. start[k] +
+    count[k] - 1`` as origins (all of one ticker)."""
+
+    start: np.ndarray  # (K,) int64 first origin's row
+    count: np.ndarray  # (K,) int64 origins in the chunk, 1 .. chunk
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    def __getitem__(self, idx) -> Chunks:
+        """The chunks at ``idx`` (a slice or an index array), in that order."""
+        return Chunks(self.start[idx], self.count[idx])
+
+    @property
+    def origins(self) -> int:
+        return int(self.count.sum())
+
+
+def runs(origins: np.ndarray, ticker_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Maximal runs of consecutive rows of one ticker in sorted ``origins``: (first row, length)."""
+    o = np.sort(np.asarray(origins, dtype=np.int64))
+    if len(o) == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    breaks = np.flatnonzero((np.diff(o) != 1) | (np.diff(ticker_id[o]) != 0)) + 1
+    first = np.concatenate([[0], breaks])
+    lengths = np.diff(np.concatenate([first, [len(o)]]))
+    return o[first], lengths.astype(np.int64)
+
+
+def plan_chunks(origins: np.ndarray, ticker_id: np.ndarray, chunk: int, phase: np.ndarray | None = None) -> Chunks:
+    """Cut each run of consecutive origins into chunks of at most ``chunk`` origins.
+
+    ``phase`` (one integer per run, in ``[0, chunk)``) shortens each run's first chunk to
+    ``chunk - phase`` origins, so the cuts move between epochs; None cuts from each run's start.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1, not {chunk}")
+    first, length = runs(origins, ticker_id)
+    if phase is None:
+        phase = np.zeros(len(first), np.int64)
+    phase = np.asarray(phase, dtype=np.int64)
+    # virtual cut points at first - phase + k*chunk; chunk k of a run spans the virtual
+    # [first - phase + k*chunk, first - phase + (k+1)*chunk) clipped to the run
+    n_chunks = (length + phase + chunk - 1) // chunk
+    run_of = np.repeat(np.arange(len(first)), n_chunks)
+    k = np.arange(len(run_of)) - np.repeat(np.cumsum(n_chunks) - n_chunks, n_chunks)
+    lo = np.maximum(first[run_of] - phase[run_of] + k * chunk, first[run_of])
+    hi = np.minimum(first[run_of] - phase[run_of] + (k + 1) * chunk, first[run_of] + length[run_of])
+    return Chunks(lo.astype(np.int64), (hi - lo).astype(np.int64))
+
+
+def epoch_chunks(origins: np.ndarray, ticker_id: np.ndarray, chunk: int, gen: torch.Generator) -> Chunks:
+    """One epoch's chunks in training order: random phases, then a random order, both drawn
+    from ``gen`` (the trainer's data-order generator, saved with a resumable run)."""
+    n_runs = len(runs(origins, ticker_id)[0])
+    phase = torch.randint(0, chunk, (n_runs,), generator=gen).numpy()
+    plan = plan_chunks(origins, ticker_id, chunk, phase)
+    return plan[torch.randperm(len(plan), generator=gen).numpy()]
+
+
+class Stretches:
+    """Turns chunks into tensors: inputs (B, lookback + chunk - 1, F), ticker ids (B,), targets
+    (B, chunk, steps) and a mask (B, chunk) of the positions that are real origins.
+
+    Gathered with torch from the stacked rows (a view of the numpy arrays on the CPU, one copy
+    on the device elsewhere), so the same code serves every device.
+    """
+
+    def __init__(self, ws: WindowSet, chunk: int, device: torch.device, one_step: bool):
+        self.ws, self.chunk, self.device, self.one_step = ws, chunk, device, one_step
+        self.lookback, self.horizon = ws.lookback, ws.horizon
+        self.x = torch.from_numpy(ws.x).to(device)  # (N, F)
+        self.log_close = torch.from_numpy(ws.log_close).to(device)  # (N,)
+        self.tscale = torch.from_numpy(ws.tscale).to(device)  # (K, H)
+        self.ticker_id = torch.from_numpy(ws.ticker_id).to(device)  # (N,)
+        self.rows = torch.arange(1 - self.lookback, chunk, device=device)  # (T,) offsets from the first origin
+        self.pos = torch.arange(chunk, device=device)  # (C,)
+        self.ahead = torch.arange(1, ws.horizon + 1, device=device)  # (H,)
+
+    @property
+    def length(self) -> int:
+        """Rows per stretch: ``lookback - 1`` of burn-in, then ``chunk`` origins."""
+        return self.lookback + self.chunk - 1
+
+    def __call__(self, chunks: Chunks) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        start = torch.from_numpy(chunks.start).to(self.device)  # (B,)
+        count = torch.from_numpy(chunks.count).to(self.device)  # (B,)
+        last = start + count - 1  # (B,) last origin of each chunk
+        mask = self.pos[None, :] < count[:, None]  # (B, C)
+        # input rows, never past the chunk's last origin: later rows are read as the last one
+        # and then zeroed (the encoder is causal, so they could not reach an earlier origin)
+        rows = torch.minimum(start[:, None] + self.rows[None, :], last[:, None])  # (B, T)
+        x = self.x[rows]  # (B, T, F)
+        burn = torch.ones(len(start), self.lookback - 1, dtype=torch.bool, device=self.device)
+        x = x.masked_fill(~torch.cat([burn, mask], 1)[:, :, None], 0.0)
+        origin = torch.minimum(start[:, None] + self.pos[None, :], last[:, None])  # (B, C)
+        tid = self.ticker_id[start]  # (B,)
+        cum = self.log_close[origin[:, :, None] + self.ahead] - self.log_close[origin][:, :, None]  # (B, C, H)
+        y = (cum / self.tscale[tid][:, None, :]).float()
+        return x, tid, (y[:, :, :1] if self.one_step else y), mask
