@@ -271,7 +271,7 @@ def train(
         int | None, typer.Option(min=1, help="Forking mode: forecast origins per stretch (after lookback burn-in).")
     ] = None,
     threads: Annotated[
-        int | None, typer.Option(min=0, help="torch CPU threads (0: one per core this process may use).")
+        int | None, typer.Option(min=0, help="torch CPU threads (default 1; 0: one per core this process may use).")
     ] = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="Where to write the run (default runs/<model>-<timestamp>).", file_okay=False)
@@ -648,9 +648,6 @@ def info(
 
 def main() -> None:
     """Console-script entry point."""
-    from .threads import configure
-
-    configure()  # before torch is imported
     try:
         app()
     except SystemExit as e:

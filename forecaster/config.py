@@ -62,7 +62,7 @@ class TrainConfig(_Section):
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast on CUDA")
-    threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default)")
+    threads: int = Field(1, ge=0, description="torch CPU threads (0: one per usable core)")
     mode: Literal["forking", "window"] = Field(
         "forking", description="forking: one encoder pass per stretch, a loss at every origin; window: one per window"
     )

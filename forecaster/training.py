@@ -24,6 +24,7 @@ from .config import Config
 from .errors import ConfigError, TrainingError
 from .forking import Stretches, epoch_chunks
 from .models import QuantileRNN, build_model, pinball_loss
+from .threads import usable_cores
 from .windows import WindowSet
 
 log = logging.getLogger("forecaster")
@@ -389,9 +390,14 @@ def data_hash(bars: dict) -> str:
 
 
 def set_threads(n: int) -> None:
-    if n > 0:
-        torch.set_num_threads(n)
-        os.environ.setdefault("OMP_NUM_THREADS", str(n))
+    """torch's CPU threads for this process: ``n``, or one per usable core when 0.
+
+    One thread is the default (``train.threads``): the small recurrent steps of these models
+    gain little from a second thread on an idle machine, and a team of threads that waits on
+    one another is many times slower as soon as another process wants the same cores. A fixed
+    count also keeps a seed's results the same whatever else the machine is doing (the thread
+    count changes how sums are split, and so their last bits)."""
+    torch.set_num_threads(n if n > 0 else usable_cores())
 
 
 def new_model(cfg: Config, ws: WindowSet) -> QuantileRNN:
