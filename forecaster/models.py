@@ -63,11 +63,16 @@ class QuantileRNN(nn.Module):
         return self._ordered(raw.view(*h.shape[:-1], self.steps, len(self.quantiles)))
 
     def _ordered(self, raw: torch.Tensor) -> torch.Tensor:
-        """Monotone quantiles from raw outputs (..., S, Q): median free, gaps softplus."""
+        """Monotone quantiles from raw outputs (..., S, Q): median free, gaps softplus, summed
+        outwards from the median (a single level on a side is its own sum: no cumsum then)."""
         m = self.median_index
         med = raw[..., m : m + 1]
-        below = torch.flip(torch.cumsum(torch.flip(F.softplus(raw[..., :m]), [-1]), -1), [-1])
-        above = torch.cumsum(F.softplus(raw[..., m + 1 :]), -1)
+        gaps = F.softplus(raw)  # (..., S, Q); the median's own entry is not used
+        below, above = gaps[..., :m], gaps[..., m + 1 :]
+        if below.shape[-1] > 1:
+            below = torch.flip(torch.cumsum(torch.flip(below, [-1]), -1), [-1])
+        if above.shape[-1] > 1:
+            above = torch.cumsum(above, -1)
         return torch.cat([med - below, med, med + above], dim=-1)
 
 
