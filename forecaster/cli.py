@@ -270,6 +270,12 @@ def train(
     chunk: Annotated[
         int | None, typer.Option(min=1, help="Forking mode: forecast origins per stretch (after lookback burn-in).")
     ] = None,
+    epoch_steps: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Forking mode: most steps per epoch; beyond, each step takes more origins (0: no limit)."
+        ),
+    ] = None,
     threads: Annotated[
         int | None, typer.Option(min=0, help="torch CPU threads (default 1; 0: one per core this process may use).")
     ] = None,
@@ -330,6 +336,7 @@ def train(
                 "train.precision": _val(precision),
                 "train.mode": _val(train_mode),
                 "train.chunk": chunk,
+                "train.epoch_steps": epoch_steps,
                 "train.threads": threads,
                 "run_dir": run_dir,
             },

@@ -67,6 +67,9 @@ class TrainConfig(_Section):
         "forking", description="forking: one encoder pass per stretch, a loss at every origin; window: one per window"
     )
     chunk: int = Field(32, gt=0, le=10_000, description="forecast origins per stretch in forking mode")
+    epoch_steps: int = Field(
+        1024, ge=0, description="forking: most optimisation steps per epoch, larger steps beyond (0: no limit)"
+    )
 
 
 class PredictConfig(_Section):

@@ -92,20 +92,20 @@ class Stretches:
     """Turns chunks into tensors: inputs (B, lookback + chunk - 1, F), ticker ids (B,), targets
     (B, chunk, steps) and a mask (B, chunk) of the positions that are real origins.
 
-    Gathered with torch from the stacked rows (a view of the numpy arrays on the CPU, one copy
-    on the device elsewhere), so the same code serves every device.
+    The row arithmetic is numpy; the gathers are torch, from the stacked rows (views of the
+    numpy arrays on the CPU, one copy on the device elsewhere), so every device runs the same
+    code. Targets come from a table of every row's targets as an origin, built once: one
+    gather per batch instead of the sums and divisions of :meth:`WindowSet.targets`, with the
+    same numbers.
     """
 
     def __init__(self, ws: WindowSet, chunk: int, device: torch.device, one_step: bool):
-        self.ws, self.chunk, self.device, self.one_step = ws, chunk, device, one_step
-        self.lookback, self.horizon = ws.lookback, ws.horizon
+        self.chunk, self.device, self.lookback = chunk, device, ws.lookback
         self.x = torch.from_numpy(ws.x).to(device)  # (N, F)
-        self.log_close = torch.from_numpy(ws.log_close).to(device)  # (N,)
-        self.tscale = torch.from_numpy(ws.tscale).to(device)  # (K, H)
         self.ticker_id = torch.from_numpy(ws.ticker_id).to(device)  # (N,)
-        self.rows = torch.arange(1 - self.lookback, chunk, device=device)  # (T,) offsets from the first origin
-        self.pos = torch.arange(chunk, device=device)  # (C,)
-        self.ahead = torch.arange(1, ws.horizon + 1, device=device)  # (H,)
+        self.targets = torch.from_numpy(target_table(ws, 1 if one_step else ws.horizon)).to(device)  # (N, steps)
+        self.offsets = np.arange(1 - ws.lookback, chunk, dtype=np.int64)  # (T,) rows from the first origin
+        self.positions = np.arange(chunk)  # (C,)
 
     @property
     def length(self) -> int:
@@ -113,18 +113,27 @@ class Stretches:
         return self.lookback + self.chunk - 1
 
     def __call__(self, chunks: Chunks) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        start = torch.from_numpy(chunks.start).to(self.device)  # (B,)
-        count = torch.from_numpy(chunks.count).to(self.device)  # (B,)
-        last = start + count - 1  # (B,) last origin of each chunk
-        mask = self.pos[None, :] < count[:, None]  # (B, C)
-        # input rows, never past the chunk's last origin: later rows are read as the last one
-        # and then zeroed (the encoder is causal, so they could not reach an earlier origin)
-        rows = torch.minimum(start[:, None] + self.rows[None, :], last[:, None])  # (B, T)
-        x = self.x[rows]  # (B, T, F)
-        burn = torch.ones(len(start), self.lookback - 1, dtype=torch.bool, device=self.device)
-        x = x.masked_fill(~torch.cat([burn, mask], 1)[:, :, None], 0.0)
-        origin = torch.minimum(start[:, None] + self.pos[None, :], last[:, None])  # (B, C)
-        tid = self.ticker_id[start]  # (B,)
-        cum = self.log_close[origin[:, :, None] + self.ahead] - self.log_close[origin][:, :, None]  # (B, C, H)
-        y = (cum / self.tscale[tid][:, None, :]).float()
-        return x, tid, (y[:, :, :1] if self.one_step else y), mask
+        last = chunks.start + chunks.count - 1  # (B,) last origin of each chunk
+        # input rows, never past the chunk's last origin: later positions repeat it and are
+        # zeroed below (the encoder is causal, so they could not reach an earlier origin)
+        rows = np.minimum(chunks.start[:, None] + self.offsets, last[:, None])  # (B, T)
+        mask = self.positions < chunks.count[:, None]  # (B, C)
+        r = torch.from_numpy(rows).to(self.device)
+        x = self.x[r]  # (B, T, F)
+        if not mask.all():
+            live = np.concatenate([np.ones((len(rows), self.lookback - 1), bool), mask], 1)  # (B, T)
+            x = x.masked_fill(~torch.from_numpy(live).to(self.device)[:, :, None], 0.0)
+        origins = r[:, self.lookback - 1 :]  # (B, C) the chunk's origins (the last one repeated)
+        return x, self.ticker_id[r[:, 0]], self.targets[origins], torch.from_numpy(mask).to(self.device)
+
+
+def target_table(ws: WindowSet, steps: int) -> np.ndarray:
+    """(N, steps) float32: the scaled cumulative log returns after each row, as
+    :meth:`WindowSet.targets` gives them for a window ending there (rows too close to their
+    ticker's end hold values that no valid origin reads)."""
+    n = len(ws.log_close)
+    out = np.empty((n, steps), np.float32)
+    for h in range(1, steps + 1):  # a column at a time: no (N, steps) float64 temporaries
+        ahead = ws.log_close[np.minimum(np.arange(h, n + h), n - 1)]
+        out[:, h - 1] = (ahead - ws.log_close) / ws.tscale[ws.ticker_id, h - 1]
+    return out

@@ -279,12 +279,18 @@ class Trainer:
             order = train_ends[torch.randperm(len(train_ends), generator=self.gen).numpy()]
             return self.dist.shard(order), self.cfg.train.batch_size
         chunks = epoch_chunks(train_ends, self.ws.ticker_id, self.cfg.train.chunk, self.gen)
-        return chunks[self.dist.shard(np.arange(len(chunks)))], self.stretches_per_step
+        mine = chunks[self.dist.shard(np.arange(len(chunks)))]
+        return mine, self.stretches_per_step(len(mine))
 
-    @property
-    def stretches_per_step(self) -> int:
+    def stretches_per_step(self, n_chunks: int) -> int:
+        """``batch_size`` origins per step (at least one stretch), and more when that would
+        take an epoch of more than ``epoch_steps`` steps: on a large data set a step costs
+        little more for many more origins, and there are steps enough per epoch anyway."""
         t = self.cfg.train
-        return max(1, t.batch_size // t.chunk)
+        per = max(1, t.batch_size // t.chunk)
+        if t.epoch_steps:
+            per = max(per, -(-n_chunks // t.epoch_steps))
+        return per
 
     def _loss(self, items, q: torch.Tensor) -> tuple[torch.Tensor, int]:
         """The mean pinball loss over one step's items and the number of forecast origins in it."""

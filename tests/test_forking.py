@@ -151,6 +151,18 @@ def test_an_epoch_counts_every_training_origin_once(sample_dir, strategy):
     assert all(np.isfinite(r.val_loss) and r.grad_norm > 0 for r in recs)
 
 
+@pytest.mark.parametrize("epoch_steps", [0, 3])
+def test_epoch_steps_bounds_the_steps_of_an_epoch(sample_dir, epoch_steps):
+    cfg, ws, trainer = _trainer(sample_dir, "forking", **{"train.epochs": 1, "train.epoch_steps": epoch_steps})
+    seen = []
+    (rec,) = trainer.epochs(ws.ends("train"), ws.ends("val"), on_batch=seen.append)
+    assert rec.samples == sum(seen) == len(ws.ends("train"))  # every origin still trains once
+    if epoch_steps:  # larger steps instead of more of them
+        assert len(seen) <= epoch_steps and max(seen) > cfg.train.batch_size
+    else:  # batch_size origins a step (at most: short chunks carry fewer)
+        assert max(seen) <= cfg.train.batch_size and len(seen) > 3
+
+
 def test_forking_learns_like_windows_on_the_sample(sample_dir):
     """Both modes lower the validation loss from the untrained model's."""
     from forecaster.training import Batches, evaluate_loss
