@@ -40,8 +40,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check forecaster tests benchmarks
 	$(BIN)/ruff check forecaster tests benchmarks
 
+# every benchmark area in its own clean process; BENCH_ARGS="--real-data DIR --readme" and more: benchmarks/README.md
 bench: $(STAMP)
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 sample: $(STAMP)
 	$(PY) -m forecaster.synthetic data/sample

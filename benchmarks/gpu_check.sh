@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# Train the synthetic 1,000-ticker universe for one epoch on CUDA, in fp32 and in bf16 autocast,
-# and print the training samples/s of each (samples / seconds of epoch 1 in the run's history.csv).
+# Train the synthetic 1,000-ticker universe for one epoch on CUDA in both training modes
+# (forking sequences and windows) at several batch sizes, and print the training targets/s of
+# each (samples / seconds of epoch 1 in the run's history.csv; samples count forecast origins in
+# both modes, and --batch-size is forecast origins per step in both). The largest batches fill
+# the device; the fastest batch of each mode is marked.
 #
 # Runs from the working tree with whatever python3 and torch the machine has (no venv, no
 # network, nothing installed): PYTHONPATH=<repo> python3 -m forecaster ...
 # Exits 0 with a message when there is no CUDA device; exits 3 naming the missing modules when
 # the forecaster cannot be imported.
 #
-#   benchmarks/gpu_check.sh                 # 1,000 tickers, 10 years
-#   TICKERS=200 benchmarks/gpu_check.sh     # smaller
+#   benchmarks/gpu_check.sh                          # 1,000 tickers, 10 years
+#   TICKERS=200 benchmarks/gpu_check.sh              # smaller
+#   MODES=forking BATCHES="8192 65536" benchmarks/gpu_check.sh
+#   PRECISIONS="fp32 bf16" benchmarks/gpu_check.sh   # also bf16 autocast
 #   PYTHON=/opt/py/bin/python3 KEEP=1 benchmarks/gpu_check.sh
-#   DEVICE=cpu TICKERS=20 benchmarks/gpu_check.sh   # try the script itself without a GPU
-#   WHEELS=/path/to/wheels benchmarks/gpu_check.sh  # unpack missing pure/compatible wheels first
-#   PRECISIONS=fp32 TRAIN_ARGS="--batch-size 2048" benchmarks/gpu_check.sh  # other settings
+#   DEVICE=cpu TICKERS=20 BATCHES=256 benchmarks/gpu_check.sh   # try the script without a GPU
+#   WHEELS=/path/to/wheels benchmarks/gpu_check.sh   # unpack missing pure/compatible wheels first
+#   TRAIN_ARGS="--chunk 64" benchmarks/gpu_check.sh  # other settings
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,7 +26,9 @@ TICKERS="${TICKERS:-1000}"
 YEARS="${YEARS:-10}"
 SEED="${SEED:-0}"
 DEVICE="${DEVICE:-cuda}"
-PRECISIONS="${PRECISIONS:-fp32 bf16}"
+PRECISIONS="${PRECISIONS:-fp32}"
+MODES="${MODES:-forking window}"
+BATCHES="${BATCHES:-256 4096 32768 131072}"
 read -r -a EXTRA <<<"${TRAIN_ARGS:-}"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export NO_COLOR=1
@@ -96,21 +103,27 @@ start=$(date +%s)
 echo "gpu_check: wrote $TICKERS synthetic tickers ($YEARS years) in $(( $(date +%s) - start )) s"
 LIST="$(cd "$WORK/data" && ls -- *.csv | sed 's/\.csv$//' | paste -sd, -)"
 
-# 4. one epoch per precision
+
+# 4. one epoch per mode, batch and precision
 declare -A RESULT
-for prec in $PRECISIONS; do
-  run="$WORK/run-$prec"
-  start="${EPOCHREALTIME:-$(date +%s)}"
-  if ! "$PY" -m forecaster train --source csv --data-dir "$WORK/data" --tickers "$LIST" \
-        --epochs 1 --device "$DEVICE" --precision "$prec" --run-dir "$run" --quiet "${EXTRA[@]}" \
-        >"$WORK/train-$prec.log" 2>&1; then
-    echo "gpu_check: training with --precision $prec failed; last lines:" >&2
-    tail -n 20 "$WORK/train-$prec.log" >&2
-    RESULT[$prec]="failed"
-    continue
-  fi
-  end="${EPOCHREALTIME:-$(date +%s)}"
-  RESULT[$prec]="$("$PY" - "$run" "$start" "$end" <<'EOF'
+declare -A RATE
+for mode in $MODES; do
+  for batch in $BATCHES; do
+    for prec in $PRECISIONS; do
+      key="$mode $batch $prec"
+      run="$WORK/run-$mode-$batch-$prec"
+      start="${EPOCHREALTIME:-$(date +%s)}"
+      if ! "$PY" -m forecaster train --source csv --data-dir "$WORK/data" --tickers "$LIST" \
+            --epochs 1 --device "$DEVICE" --precision "$prec" --train-mode "$mode" --batch-size "$batch" \
+            --run-dir "$run" --quiet "${EXTRA[@]}" >"$WORK/train.log" 2>&1; then
+        echo "gpu_check: training ($key) failed; last lines:" >&2
+        tail -n 20 "$WORK/train.log" >&2
+        RESULT[$key]="failed"
+        RATE[$key]=0
+        continue
+      fi
+      end="${EPOCHREALTIME:-$(date +%s)}"
+      line="$("$PY" - "$run" "$start" "$end" <<'EOF'
 import csv, json, sys
 from pathlib import Path
 run = Path(sys.argv[1])
@@ -121,14 +134,33 @@ try:
     wall = f"{float(sys.argv[3].replace(',', '.')) - float(sys.argv[2].replace(',', '.')):.1f} s"
 except ValueError:
     wall = "?"
-print(f"{samples / secs:>10,.0f} samples/s  ({samples:,} windows in {secs:.1f} s incl. validation; "
-      f"device {meta.get('device')}; {len(meta['tickers'])} tickers; command wall {wall})")
+print(f"{samples / secs:.0f}|{samples / secs:>12,.0f} targets/s  ({samples:,} origins, epoch {secs:.1f} s incl. "
+      f"validation; device {meta.get('device')}; {len(meta['tickers'])} tickers; command {wall})")
 EOF
 )"
+      RATE[$key]="${line%%|*}"
+      RESULT[$key]="${line#*|}"
+      rm -rf "$run"
+    done
+  done
 done
 
 echo
 echo "gpu_check: one epoch of the default model over the $TICKERS-ticker universe${TRAIN_ARGS:+ ($TRAIN_ARGS)}"
-for prec in $PRECISIONS; do
-  printf '  %-5s %s\n' "$prec" "${RESULT[$prec]}"
+for mode in $MODES; do
+  best=""
+  for batch in $BATCHES; do
+    for prec in $PRECISIONS; do
+      key="$mode $batch $prec"
+      if [[ -z "$best" || "${RATE[$key]}" -gt "${RATE[$best]}" ]]; then best="$key"; fi
+    done
+  done
+  for batch in $BATCHES; do
+    for prec in $PRECISIONS; do
+      key="$mode $batch $prec"
+      mark=""
+      if [[ "$key" == "$best" ]]; then mark="  <- fastest $mode"; fi
+      printf '  %-8s batch %-7s %-5s %s%s\n' "$mode" "$batch" "$prec" "${RESULT[$key]}" "$mark"
+    done
+  done
 done

@@ -14,5 +14,6 @@ Strategy = Literal["direct", "recursive"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Precision = Literal["fp32", "bf16"]
 TargetScale = Literal["local", "ticker"]
+TrainMode = Literal["forking", "window"]
 
 SOURCES: tuple[str, ...] = get_args(Source)

@@ -62,6 +62,7 @@ Cell = _choice("Cell", choices.Cell)
 Strategy = _choice("Strategy", choices.Strategy)
 Device = _choice("Device", choices.Device)
 Precision = _choice("Precision", choices.Precision)
+TrainMode = _choice("TrainMode", choices.TrainMode)
 
 # command-line option -> config key; flags override the config file, which overrides the defaults
 OVERRIDES = {
@@ -83,6 +84,10 @@ OVERRIDES = {
     "seed": "train.seed",
     "device": "train.device",
     "precision": "train.precision",
+    "train_mode": "train.mode",
+    "chunk": "train.chunk",
+    "epoch_steps": "train.epoch_steps",
+    "threads": "train.threads",
     "run_dir": "run_dir",
 }
 
@@ -234,6 +239,26 @@ def download(
         raise typer.Exit(rep.exit_code)
 
 
+TrainModeOpt = Annotated[
+    TrainMode | None,
+    typer.Option(
+        "--train-mode",
+        help="forking (the encoder runs once over a stretch of history, a loss at every forecast origin; "
+        "the default) or window (one pass per window).",
+    ),
+]
+ChunkOpt = Annotated[
+    int | None, typer.Option(min=1, help="Forking mode: forecast origins per stretch (after lookback burn-in).")
+]
+EpochStepsOpt = Annotated[
+    int | None,
+    typer.Option(min=0, help="Forking mode: most steps per epoch; beyond, each step takes more origins (0: no limit)."),
+]
+ThreadsOpt = Annotated[
+    int | None, typer.Option(min=0, help="torch CPU threads (default 1; 0: one per core this process may use).")
+]
+
+
 @app.command()
 def train(
     tickers_arg: ExtraTickers = None,
@@ -262,6 +287,10 @@ def train(
     test_days: Annotated[int | None, typer.Option(help="Sessions in the held-out test split.")] = None,
     device: Annotated[Device | None, typer.Option(help="Where to train (auto: CUDA, then MPS, then CPU).")] = None,
     precision: Annotated[Precision | None, typer.Option(help="fp32, or bf16 autocast on CUDA.")] = None,
+    train_mode: TrainModeOpt = None,
+    chunk: ChunkOpt = None,
+    epoch_steps: EpochStepsOpt = None,
+    threads: ThreadsOpt = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="Where to write the run (default runs/<model>-<timestamp>).", file_okay=False)
     ] = None,
@@ -422,6 +451,10 @@ def tune(
     test_days: Annotated[int | None, typer.Option(help="Sessions in the held-out test split (never used).")] = None,
     device: Annotated[Device | None, typer.Option(help="Where to train (auto: CUDA, then MPS, then CPU).")] = None,
     precision: Annotated[Precision | None, typer.Option(help="fp32, or bf16 autocast on CUDA.")] = None,
+    train_mode: TrainModeOpt = None,
+    chunk: ChunkOpt = None,
+    epoch_steps: EpochStepsOpt = None,
+    threads: ThreadsOpt = None,
     run_dir: Annotated[
         Path | None,
         typer.Option(
@@ -980,10 +1013,6 @@ app.command()(retrain)
 
 def main() -> None:
     """Console-script entry point."""
-    # OpenMP threads that spin while waiting make torch many times slower whenever another
-    # process wants the same cores (a busy server, two cron jobs); yield the CPU instead.
-    # Must be set before torch is imported; an explicit setting in the environment wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         app()
     except SystemExit as e:

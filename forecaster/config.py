@@ -27,7 +27,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from .choices import Cell, Device, Precision, Source, Strategy, TargetScale
+from .choices import Cell, Device, Precision, Source, Strategy, TargetScale, TrainMode
 from .errors import ConfigError
 
 QUANTILES = (0.1, 0.5, 0.9)
@@ -126,7 +126,14 @@ class TrainConfig(_Section):
     seed: int = Field(0, ge=0)
     device: Device = "auto"
     precision: Precision = Field("fp32", description="bf16 autocast on CUDA")
-    threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default)")
+    threads: int = Field(1, ge=0, description="torch CPU threads (0: one per usable core)")
+    mode: TrainMode = Field(
+        "forking", description="forking: one encoder pass per stretch, a loss at every origin; window: one per window"
+    )
+    chunk: int = Field(32, gt=0, le=10_000, description="forecast origins per stretch in forking mode")
+    epoch_steps: int = Field(
+        1024, ge=0, description="forking: most optimisation steps per epoch, larger steps beyond (0: no limit)"
+    )
 
 
 class PredictConfig(_Section):
@@ -251,6 +258,10 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _check_sizes(self) -> Config:
+        if self.model.ar_order > self.window.lookback:
+            raise ValueError(
+                f"model.ar_order ({self.model.ar_order}) must not exceed window.lookback ({self.window.lookback})"
+            )
         if self.window.horizon > self.window.lookback:
             raise ValueError(
                 f"window.horizon ({self.window.horizon}) must not exceed window.lookback ({self.window.lookback})"

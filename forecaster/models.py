@@ -4,7 +4,7 @@ head. Pure torch: it sees tensors only, never files or frames.
 ``direct`` emits all H steps from one head (many-to-many); ``recursive`` emits one step and is
 rolled forward at inference (:func:`forecaster.npinfer.roll_forward`). Quantiles are kept in order
 by construction: the median is free and every other level is the median plus or minus a
-cumulative softplus (:func:`forecaster.npinfer.ordering_matrix`).
+cumulative softplus.
 
 Training runs this module; every forecast (validation calibration, evaluate, predict) runs the
 same weights through the numpy forward pass in :mod:`forecaster.npinfer`.
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .npinfer import ar_feature, ordering_matrix
+from .npinfer import ar_feature
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -59,27 +59,40 @@ class QuantileRNN(nn.Module):
         if self.ar is not None:  # starts as no term at all: the data have to ask for one
             nn.init.zeros_(self.ar.weight)
             nn.init.zeros_(self.ar.bias)
-        order = torch.from_numpy(ordering_matrix(len(self.quantiles), self.median_index))
-        self.register_buffer("order", order, persistent=False)  # (Q-1, Q), not part of the weights
 
-    def forward(self, x: torch.Tensor, ticker: torch.Tensor) -> torch.Tensor:
-        """x: (B, L, F) standardised features, ticker: (B,) ids -> (B, steps, Q)."""
+    def forward(self, x: torch.Tensor, ticker: torch.Tensor, first: int | None = None) -> torch.Tensor:
+        """x: (B, L, F) standardised features, ticker: (B,) ids -> (B, steps, Q), the forecast
+        from the last row.
+
+        With ``first`` (forking sequences), a forecast from every row from ``first`` on:
+        (B, L - first, steps, Q); the one from row ``i`` has read rows ``0 .. i`` only.
+        """
         if self.embedding is not None:
             e = self.embedding(ticker)  # (B, E)
             x = torch.cat([x, e[:, None, :].expand(-1, x.shape[1], -1)], dim=-1)  # (B, L, F+E)
         out, _ = self.encoder(x)  # (B, L, hidden)
-        raw = self.head(self.dropout(out[:, -1])).view(x.shape[0], self.steps, len(self.quantiles))  # (B, S, Q)
+        h = out[:, -1] if first is None else out[:, first:]  # (B, hidden) or (B, C, hidden)
+        raw = self.head(self.dropout(h)).view(*h.shape[:-1], self.steps, len(self.quantiles))  # (B, [C,] S, Q)
         if self.ar is not None:
-            lags = x[:, -self.ar.in_features :, self.ar_feature]  # (B, k)
+            k = self.ar.in_features
+            lags = x[..., self.ar_feature].unfold(1, k, 1)  # (B, T-k+1, k): the k values up to each row
+            lags = lags[:, -1] if first is None else lags[:, first - k + 1 :]  # (B, [C,] k)
             m = self.median_index
             raw = torch.cat([raw[..., :m], raw[..., m : m + 1] + self.ar(lags)[..., None], raw[..., m + 1 :]], -1)
         return self._ordered(raw)
 
     def _ordered(self, raw: torch.Tensor) -> torch.Tensor:
-        """Monotone quantiles from raw outputs (B, S, Q): median free, gaps softplus."""
+        """Monotone quantiles from raw outputs (..., S, Q): median free, gaps softplus, summed
+        outwards from the median (a single level on a side is its own sum: no cumsum then)."""
         m = self.median_index
-        gaps = torch.cat([raw[..., :m], raw[..., m + 1 :]], dim=-1)  # (B, S, Q-1)
-        return raw[..., m : m + 1] + F.softplus(gaps) @ self.order
+        med = raw[..., m : m + 1]
+        gaps = F.softplus(raw)  # (..., S, Q); the median's own entry is not used
+        below, above = gaps[..., :m], gaps[..., m + 1 :]
+        if below.shape[-1] > 1:
+            below = torch.flip(torch.cumsum(torch.flip(below, [-1]), -1), [-1])
+        if above.shape[-1] > 1:
+            above = torch.cumsum(above, -1)
+        return torch.cat([med - below, med, med + above], dim=-1)
 
 
 def build_model(cfg, n_features: int, n_tickers: int, features: list[str] | None = None) -> QuantileRNN:

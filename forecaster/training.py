@@ -42,11 +42,13 @@ from .checkpoint import (
 from .config import COVERAGE, Config
 from .errors import EXIT_INTERRUPTED, ConfigError, TrainingError
 from .features import FEATURES
+from .forking import Stretches, epoch_chunks
 from .fsio import file_lock
 from .intervals import median_weights, walk_forward_scales, with_median
 from .models import QuantileRNN, build_model, pinball_loss
 from .npinfer import NumpyQuantileRNN, predict_scaled
 from .store import load_bars
+from .threads import usable_cores
 from .tickers import validate_ticker
 from .windows import Splits, WindowSet, build_windows, ending_before, make_splits
 
@@ -233,6 +235,9 @@ def _cloned(obj):
 class Trainer:
     """AdamW, gradient clipping, LR halving on plateau, early stopping with best-weights restore.
 
+    Trains on windows or, in forking mode (``train.mode``), on stretches that put the loss at
+    every origin of a chunk (:mod:`forecaster.forking`); either way ``batch_size`` origins a
+    step and validation on ``lookback``-long windows from a zero state, as inference reads.
     :meth:`epochs` yields one record per epoch. The state after each completed epoch (weights,
     optimiser, scheduler, data-order generator) is kept so an interrupted run can be saved and
     resumed exactly where it stopped.
@@ -255,7 +260,10 @@ class Trainer:
             self.opt, factor=LR_DECAY, patience=max(1, t.patience // 2)
         )
         self.gen = torch.Generator().manual_seed(t.seed)
-        self.batches = Batches(ws, device, one_step=cfg.model.strategy == "recursive")
+        one_step = cfg.model.strategy == "recursive"
+        self.forking = t.mode == "forking"
+        self.batches = Batches(ws, device, one_step=one_step)
+        self.stretches = Stretches(ws, t.chunk, device, one_step) if self.forking else None
         self.epoch = 0
         self.best_val = math.inf
         self.best_state: dict | None = None
@@ -300,6 +308,41 @@ class Trainer:
         total, n = self.dist.sum(loss * len(mine), len(mine))
         return total / max(n, 1)
 
+    def _order(self, train_ends: np.ndarray):
+        """This rank's share of the epoch's training items in order, and the items per step:
+        windows (their last rows), or in forking mode :class:`Chunks` of origins."""
+        if not self.forking:
+            order = train_ends[torch.randperm(len(train_ends), generator=self.gen).numpy()]
+            return self.dist.shard(order), self.cfg.train.batch_size
+        chunks = epoch_chunks(train_ends, self.ws.ticker_id, self.cfg.train.chunk, self.gen)
+        mine = chunks[self.dist.shard(np.arange(len(chunks)))]
+        return mine, self.stretches_per_step(len(mine))
+
+    def stretches_per_step(self, n_chunks: int) -> int:
+        """``batch_size`` origins per step (at least one stretch), and more when that would
+        take an epoch of more than ``epoch_steps`` steps: on a large data set a step costs
+        little more for many more origins, and there are steps enough per epoch anyway."""
+        t = self.cfg.train
+        per = max(1, t.batch_size // t.chunk)
+        if t.epoch_steps:
+            per = max(per, -(-n_chunks // t.epoch_steps))
+        return per
+
+    def _loss(self, items, q: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """The mean pinball loss over one step's items and the number of forecast origins in it."""
+        prec = self.cfg.train.precision
+        if not self.forking:
+            x, tid, y = self.batches(items)
+            with _autocast(self.device, prec):
+                pred = self.net(x, tid)
+            return pinball_loss(pred.float(), y, q), len(y)
+        x, tid, y, mask = self.stretches(items)
+        with _autocast(self.device, prec):
+            pred = self.net(x, tid, self.ws.lookback - 1).float()  # (B, C, steps, Q): every origin of the chunk
+        if items.count.min() < self.stretches.chunk:  # some chunks are short: only real origins count
+            pred, y = pred[mask], y[mask]
+        return pinball_loss(pred, y, q), items.origins
+
     def epochs(
         self, train_ends: np.ndarray, val_ends: np.ndarray, on_batch: Callable[[int], None] | None = None
     ) -> Iterator[EpochRecord]:
@@ -309,15 +352,12 @@ class Trainer:
             epoch = self.epoch + 1
             start = time.perf_counter()
             self.net.train()
-            order = self.dist.shard(train_ends[torch.randperm(len(train_ends), generator=self.gen).numpy()])
+            order, per_step = self._order(train_ends)
             loss_sum = torch.zeros((), device=self.device)
             norm_sum = torch.zeros((), device=self.device)
-            n_batches = 0
-            for i in range(0, len(order), t.batch_size):
-                x, tid, y = self.batches(order[i : i + t.batch_size])
-                with _autocast(self.device, t.precision):
-                    pred = self.net(x, tid)
-                loss = pinball_loss(pred.float(), y, q)
+            n_batches = n_targets = 0
+            for i in range(0, len(order), per_step):
+                loss, n = self._loss(order[i : i + per_step], q)
                 finite = bool(torch.isfinite(loss))
                 if self.dist.active:  # every rank must stop together
                     finite = self.dist.sum(float(not finite))[0] == 0
@@ -333,8 +373,9 @@ class Trainer:
                 loss_sum += loss.detach()
                 norm_sum += norm.detach()
                 n_batches += 1
+                n_targets += n
                 if on_batch:
-                    on_batch(len(y))
+                    on_batch(n)
             val = self._val_loss(val_ends)
             if not math.isfinite(val):
                 raise TrainingError(f"validation loss became {val} at epoch {epoch}")
@@ -347,7 +388,7 @@ class Trainer:
                 self.stale += 1
             self.epoch = epoch
             train_loss, norm_mean, samples = self.dist.sum(
-                float(loss_sum) / max(n_batches, 1), float(norm_sum) / max(n_batches, 1), len(order)
+                float(loss_sum) / max(n_batches, 1), float(norm_sum) / max(n_batches, 1), n_targets
             )
             w = self.dist.world
             self.snapshot = self._capture()
@@ -391,9 +432,14 @@ def data_hash(bars: dict) -> str:
 
 
 def set_threads(n: int) -> None:
-    if n > 0:
-        torch.set_num_threads(n)
-        os.environ.setdefault("OMP_NUM_THREADS", str(n))
+    """torch's CPU threads for this process: ``n``, or one per usable core when 0.
+
+    One thread is the default (``train.threads``): the small recurrent steps of these models
+    gain little from a second thread on an idle machine, and a team of threads that waits on
+    one another is many times slower as soon as another process wants the same cores. A fixed
+    count also keeps a seed's results the same whatever else the machine is doing (the thread
+    count changes how sums are split, and so their last bits)."""
+    torch.set_num_threads(n if n > 0 else usable_cores())
 
 
 def new_model(cfg: Config, ws: WindowSet) -> QuantileRNN:

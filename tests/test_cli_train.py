@@ -130,6 +130,27 @@ def test_train_flags_override_config_file(cli, small_dir, tmp_path):
     assert c["model"]["dropout"] == pytest.approx(0.1)  # the built-in default
 
 
+def test_train_mode_chunk_and_threads_flags(cli, small_dir, tmp_path):
+    cfg = _config_file(tmp_path / "c.toml", small_dir, epochs=1, extra='mode = "window"\nchunk = 8\n')
+    run = tmp_path / "r"
+    res = cli("train", "--config", cfg, "--run-dir", run, "-q")
+    assert res.exit_code == 0, res.stderr
+    t = json.loads((run / "run.json").read_text())["config"]["train"]
+    assert (t["mode"], t["chunk"]) == ("window", 8)  # the file over the defaults
+    rows = _history(run)
+    assert int(rows[0]["samples"]) == json.loads((run / "run.json").read_text())["windows"]["train"]
+    run2 = tmp_path / "r2"
+    res = cli("train", "--config", cfg, "--train-mode", "forking", "--chunk", "16", "--threads", "1", "--run-dir", run2)
+    assert res.exit_code == 0, res.stderr
+    meta = json.loads((run2 / "run.json").read_text())
+    assert (meta["config"]["train"]["mode"], meta["config"]["train"]["chunk"]) == ("forking", 16)
+    assert meta["config"]["train"]["threads"] == 1
+    # samples count forecast origins in both modes: one epoch covers every training origin
+    assert int(_history(run2)[0]["samples"]) == meta["windows"]["train"]
+    res = cli("train", "--config", cfg, "--train-mode", "sideways", "--run-dir", tmp_path / "r3")
+    assert res.exit_code == 2 and "sideways" in res.stderr
+
+
 def test_train_config_run_dir_is_used(cli, small_dir, tmp_path):
     cfg = _config_file(tmp_path / "c.toml", small_dir, epochs=1).read_text()
     path = tmp_path / "c2.toml"

@@ -76,7 +76,6 @@ def test_the_garch_fit_made_at_training_is_the_one_evaluate_would_make(run_copy)
     that fit equals the one it fits itself, and a run without it still gets the baseline."""
     import json
 
-
     meta = json.loads((run_copy / "run.json").read_text())
     assert all(t["garch"] is not None for t in meta["tickers"].values())
     with_fit = evaluate(run_copy).metrics

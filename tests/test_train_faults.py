@@ -19,8 +19,9 @@ from forecaster.training import Trainer, new_model, seed_everything, train
 from forecaster.windows import build_windows, make_splits
 
 
-def _trainer(sample_dir, epochs):
-    cfg = load_config(None, tiny_overrides(sample_dir, **{"train.epochs": epochs, "train.patience": 50}))
+def _trainer(sample_dir, epochs, mode="forking"):
+    over = {"train.epochs": epochs, "train.patience": 50, "train.mode": mode}
+    cfg = load_config(None, tiny_overrides(sample_dir, **over))
     bars = load_bars("csv", sample_dir, ["STOCKA", "STOCKB"])
     ws = build_windows(
         bars, cfg.window.lookback, cfg.window.horizon, make_splits(bars, cfg.window.val_days, cfg.window.test_days)
@@ -29,14 +30,18 @@ def _trainer(sample_dir, epochs):
     return Trainer(new_model(cfg, ws), ws, cfg, torch.device("cpu")), ws
 
 
-def test_resuming_continues_exactly_where_training_stopped(sample_dir):
-    straight, ws = _trainer(sample_dir, 4)
+@pytest.mark.parametrize("mode", ["forking", "window"])
+def test_resuming_continues_exactly_where_training_stopped(sample_dir, mode):
+    straight, ws = _trainer(sample_dir, 4, mode)
     recs = list(straight.epochs(ws.ends("train"), ws.ends("val")))
-    interrupted, ws2 = _trainer(sample_dir, 4)
+    interrupted, ws2 = _trainer(sample_dir, 4, mode)
     it = interrupted.epochs(ws2.ends("train"), ws2.ends("val"))
     first = [next(it), next(it)]  # two epochs, then "killed"
     saved = interrupted.state()
-    resumed, ws3 = _trainer(sample_dir, 4)
+    # whatever the interrupted process would have drawn next is gone with it
+    torch.manual_seed(12345)
+    interrupted.gen.manual_seed(999)
+    resumed, ws3 = _trainer(sample_dir, 4, mode)
     resumed.restore(saved)
     rest = list(resumed.epochs(ws3.ends("train"), ws3.ends("val")))
     assert [r.epoch for r in first + rest] == [1, 2, 3, 4]
@@ -171,8 +176,10 @@ def test_torchrun_two_cpu_processes(sample_dir, tmp_path):
     hist = pd.read_csv(run / "history.csv")
     assert len(hist) == 4
     assert hist["val_loss"].iloc[-1] < hist["val_loss"].iloc[0]
-    # each epoch saw (almost) every training window once across the two ranks
-    assert abs(hist["samples"].iloc[0] - meta["windows"]["train"]) <= 1
+    # each epoch saw (almost) every training origin once across the two ranks: the ranks take
+    # equal shares of the chunks of origins, so at most one chunk is left over
+    assert meta["config"]["train"]["mode"] == "forking"
+    assert 0 <= meta["windows"]["train"] - hist["samples"].min() <= meta["config"]["train"]["chunk"]
     # only one writer: no stray temporary directories next to the run
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ddp.") and "lock" not in p.name] == []
     from forecaster.prediction import predict

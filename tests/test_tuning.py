@@ -105,7 +105,9 @@ def test_a_tune_table_in_a_config_file_narrows_the_space(tmp_path):
 
 
 def test_a_space_that_reaches_an_invalid_config_is_refused_before_any_trial(tmp_path):
-    cfg = load_config(None, {"window.horizon": 5, "tune.space.lookback": [2, 30], "tune.study": "bad"})
+    cfg = load_config(
+        None, {"window.horizon": 5, "model.ar_order": 0, "tune.space.lookback": [2, 30], "tune.study": "bad"}
+    )
     with pytest.raises(ConfigError, match="horizon"):
         tune(cfg, root=tmp_path)
     assert not (tmp_path / "bad.db").exists()

@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Command latency and memory: ``forecaster --help``, ``import torch``, ``forecaster predict``
+on the demo run, and ``make demo``.
+
+Every command runs through a small launcher process (``python -S``) that reports its wall time
+and ``ru_maxrss`` of ``RUSAGE_CHILDREN``: the peak RSS of the command and of every process it
+waited for (for ``make demo``: the largest of train, evaluate and predict). Wall times are the
+median (min-max) of ``--repeats`` runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness  # noqa: E402
+
+TARGET_HELP_S = 0.3
+TARGET_PREDICT_S = 3.0
+
+
+def repeat(res: harness.Results, label: str, cmd: list[str], n: int, target: float | None = None, **kw) -> None:
+    runs = [harness.checked(harness.measure(cmd, **kw), label) for _ in range(n)]
+    s = harness.spread([r.wall for r in runs])
+    rss = max(r.max_rss_mb for r in runs)
+    res.details[label] = {"walls_s": [r.wall for r in runs], "max_rss_mb": rss}
+    res.add(
+        f"{label} ({n} runs)",
+        s["median"],
+        "s",
+        spread=harness.fmt_spread(s),
+        target=f"< {target:g}" if target else "",
+        met=s["median"] < target if target else None,
+        note=f"peak RSS {rss:.0f} MB",
+    )
+
+
+def run_make_demo(work: Path) -> harness.Proc:
+    """``make demo`` in a copy of the files it reads, so the tree's runs/ and forecasts/ are left
+    alone; the virtual environment is the tree's own and is never reinstalled (``-o`` its stamp)."""
+    tree = work / "demo-tree"
+    (tree / "data").mkdir(parents=True, exist_ok=True)
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy2(harness.ROOT / name, tree / name)
+    shutil.copytree(harness.ROOT / "configs", tree / "configs", dirs_exist_ok=True)
+    shutil.copytree(harness.ROOT / "data" / "sample", tree / "data" / "sample", dirs_exist_ok=True)
+    venv = Path(sys.prefix)
+    cmd = ["make", "--no-print-directory", "-o", str(venv / ".installed"), "demo", f"VENV={venv}"]
+    return harness.measure(cmd, cwd=tree, timeout=900)
+
+
+def main(argv=None) -> int:
+    ap = harness.area_args(__doc__.split("\n\n")[0], rounds=5)
+    ap.add_argument("--skip-make-demo", action="store_true", help="do not time `make demo`")
+    ap.add_argument("--demo-run", type=Path, default=None, help="time predict on this run instead of a fresh one")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.rounds, args.skip_make_demo = 3, True
+    res = harness.Results("cli")
+    fc = harness.forecaster_cmd()
+    work = Path(tempfile.mkdtemp(prefix="forecaster-cli-"))
+    try:
+        repeat(res, "forecaster --help", fc + ["--help"], args.rounds, TARGET_HELP_S)
+        repeat(res, "python -c 'import torch'", [harness.python(), "-c", "import torch"], min(args.rounds, 3))
+        demo_run = args.demo_run
+        if demo_run is None:
+            demo_run = work / "demo-run"
+            cfg = str(harness.ROOT / "configs" / "demo.toml")
+            cmd = fc + ["train", "--config", cfg, "--epochs", "2", "--run-dir", str(demo_run), "--quiet"]
+            p = harness.checked(harness.measure(cmd), "training the demo run")
+            res.add("train demo config, 2 epochs (setup)", p.wall, "s", note=f"peak RSS {p.max_rss_mb:.0f} MB")
+        out = work / "forecasts"
+        cmd = fc + ["predict", "--run", str(demo_run), "--offline", "--out", str(out)]
+        repeat(res, "predict --run <demo> --offline", cmd, args.rounds, TARGET_PREDICT_S)
+        if not args.skip_make_demo:
+            p = harness.checked(run_make_demo(work), "make demo")
+            res.details["make_demo"] = {"wall_s": p.wall, "max_rss_mb": p.max_rss_mb}
+            res.add("make demo (once)", p.wall, "s", note=f"peak RSS {p.max_rss_mb:.0f} MB")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return harness.finish(res, args.json)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

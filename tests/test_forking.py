@@ -1,0 +1,185 @@
+"""Forking-sequence training: chunking invariants (Hypothesis, over the same random ticker
+histories as the window tests), the stretches a batch is made of, and the training mode."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from forecaster.config import load_config
+from forecaster.forking import Stretches, epoch_chunks, plan_chunks, runs
+from forecaster.models import QuantileRNN
+from forecaster.training import Trainer, fit, new_model, seed_everything
+from tests.conftest import tiny_overrides
+from tests.test_windows import histories, params, setup
+
+chunks_st = st.integers(1, 40)
+settings_ = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _phases(draw_seed: int, n_runs: int, chunk: int) -> np.ndarray:
+    return np.random.default_rng(draw_seed).integers(0, chunk, n_runs)
+
+
+@settings_
+@given(histories, params, chunks_st, st.integers(0, 2**31 - 1), st.sampled_from(["train", "val", "test"]))
+def test_every_origin_is_in_exactly_one_chunk_of_one_ticker(starts, p, chunk, seed, split):
+    out = setup(starts, *p)
+    assume(out is not None)
+    _, _, ws = out
+    origins = ws.ends(split)
+    assume(len(origins) > 0)
+    first, length = runs(origins, ws.ticker_id)
+    phase = _phases(seed, len(first), chunk)
+    plan = plan_chunks(origins, ws.ticker_id, chunk, phase)
+    assert ((plan.count >= 1) & (plan.count <= chunk)).all()
+    covered = np.concatenate([np.arange(s, s + c) for s, c in zip(plan.start, plan.count)])
+    np.testing.assert_array_equal(np.sort(covered), np.sort(origins))  # each origin once
+    last = plan.start + plan.count - 1
+    assert (ws.ticker_id[plan.start] == ws.ticker_id[last]).all()  # one ticker per chunk
+    # the chunks of a run: the first is chunk - phase long (or the whole run), then full ones
+    n_expected = (length + phase + chunk - 1) // chunk
+    assert len(plan) == int(n_expected.sum())
+    starts_of_runs = np.isin(plan.start, first)
+    firsts = dict(zip(plan.start[starts_of_runs], plan.count[starts_of_runs]))
+    for f, n, ph in zip(first, length, phase):
+        assert firsts[f] == min(n, chunk - ph)
+
+
+@settings_
+@given(histories, params, chunks_st, st.integers(0, 2**31 - 1))
+def test_stretches_read_only_their_ticker_up_to_the_last_origin(starts, p, chunk, seed):
+    out = setup(starts, *p)
+    assume(out is not None)
+    _, _, ws = out
+    L, H = ws.lookback, ws.horizon
+    gen = torch.Generator().manual_seed(seed)
+    for split in ("train", "val"):
+        origins = ws.ends(split)
+        if len(origins) == 0:
+            continue
+        plan = epoch_chunks(origins, ws.ticker_id, chunk, gen)
+        x, tid, y, mask = Stretches(ws, chunk, torch.device("cpu"), one_step=False)(plan)
+        assert x.shape == (len(plan), L + chunk - 1, ws.x.shape[1]) and y.shape == (len(plan), chunk, H)
+        np.testing.assert_array_equal(mask.sum(1).numpy(), plan.count)
+        for b, (s, c) in enumerate(zip(plan.start, plan.count)):
+            k = ws.ticker_id[s]
+            lo, hi = ws.offsets[k], ws.offsets[k + 1]
+            rows = np.arange(s - L + 1, s + c)  # burn-in, then the chunk's origins
+            assert lo <= rows[0] and rows[-1] + H < hi  # inputs and targets inside the ticker
+            np.testing.assert_array_equal(x[b, : len(rows)].numpy(), ws.x[rows])
+            assert (x[b, len(rows) :] == 0).all()  # nothing after the last origin is read
+            assert tid[b] == k
+            o = np.arange(s, s + c)
+            np.testing.assert_allclose(y[b, :c].numpy(), ws.targets(o), rtol=1e-6)
+            # every target of every origin in the loss lies in the split of the first target
+            code = ("train", "val", "test").index(split)
+            assert (ws.split[o[:, None] + np.arange(1, H + 1)] == code).all()
+
+
+def test_runs_split_at_gaps_and_ticker_boundaries():
+    tid = np.array([0] * 10 + [1] * 10)
+    first, length = runs(np.array([2, 3, 4, 7, 8, 9, 10, 11, 15]), tid)
+    np.testing.assert_array_equal(first, [2, 7, 10, 15])  # 9 | 10 is a ticker boundary
+    np.testing.assert_array_equal(length, [3, 3, 2, 1])
+
+
+def test_plan_without_phase_cuts_from_the_start_of_each_run():
+    plan = plan_chunks(np.arange(100, 110), np.zeros(200, np.int64), 4)
+    np.testing.assert_array_equal(plan.start, [100, 104, 108])
+    np.testing.assert_array_equal(plan.count, [4, 4, 2])
+    with pytest.raises(ValueError):
+        plan_chunks(np.arange(3), np.zeros(3, np.int64), 0)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("strategy", ["direct", "recursive"])
+def test_each_origin_sees_the_rows_a_window_from_the_stretch_start_would(cell, strategy):
+    """The forecast at chunk position c is the forecast of the window of the stretch's first
+    L + c rows: at the first origin exactly what inference computes from its lookback window."""
+    torch.manual_seed(0)
+    m = QuantileRNN(
+        cell=cell,
+        n_features=6,
+        n_tickers=3,
+        hidden_size=8,
+        num_layers=2,
+        dropout=0.0,
+        embedding_dim=2,
+        horizon=4,
+        quantiles=[0.1, 0.5, 0.9],
+        strategy=strategy,
+    ).eval()
+    L, C = 7, 5
+    x, tid = torch.randn(3, L + C - 1, 6), torch.tensor([0, 2, 1])
+    with torch.no_grad():
+        forked = m(x, tid, L - 1)  # (B, C, steps, Q)
+        assert forked.shape == (3, C, 4 if strategy == "direct" else 1, 3)
+        for c in range(C):
+            torch.testing.assert_close(forked[:, c], m(x[:, : L + c], tid), rtol=1e-5, atol=1e-6)
+        # rows after a position never change its forecast (what makes zero padding harmless)
+        later = x.clone()
+        later[:, L + 1 :] = 99.0
+        torch.testing.assert_close(m(later, tid, L - 1)[:, :2], forked[:, :2])
+
+
+def _trainer(sample_dir, mode, **extra):
+    from forecaster.store import load_bars
+    from forecaster.windows import build_windows, make_splits
+
+    over = {"train.mode": mode, "train.chunk": 16, "train.epochs": 3, "train.patience": 50, **extra}
+    cfg = load_config(None, tiny_overrides(sample_dir, **over))
+    bars = load_bars("csv", sample_dir, ["STOCKA", "STOCKB"])
+    ws = build_windows(
+        bars, cfg.window.lookback, cfg.window.horizon, make_splits(bars, cfg.window.val_days, cfg.window.test_days)
+    )
+    seed_everything(cfg.train.seed)
+    return cfg, ws, Trainer(new_model(cfg, ws), ws, cfg, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("strategy", ["direct", "recursive"])
+def test_an_epoch_counts_every_training_origin_once(sample_dir, strategy):
+    cfg, ws, trainer = _trainer(sample_dir, "forking", **{"model.strategy": strategy})
+    seen = []
+    recs = list(trainer.epochs(ws.ends("train"), ws.ends("val"), on_batch=seen.append))
+    n = len(ws.ends("train"))
+    assert [r.samples for r in recs] == [n] * 3
+    assert sum(seen) == 3 * n
+    # batch_size counts origins: each step holds batch_size // chunk stretches
+    assert max(seen) <= cfg.train.batch_size
+    assert all(np.isfinite(r.val_loss) and r.grad_norm > 0 for r in recs)
+
+
+@pytest.mark.parametrize("epoch_steps", [0, 3])
+def test_epoch_steps_bounds_the_steps_of_an_epoch(sample_dir, epoch_steps):
+    cfg, ws, trainer = _trainer(sample_dir, "forking", **{"train.epochs": 1, "train.epoch_steps": epoch_steps})
+    seen = []
+    (rec,) = trainer.epochs(ws.ends("train"), ws.ends("val"), on_batch=seen.append)
+    assert rec.samples == sum(seen) == len(ws.ends("train"))  # every origin still trains once
+    if epoch_steps:  # larger steps instead of more of them
+        assert len(seen) <= epoch_steps and max(seen) > cfg.train.batch_size
+    else:  # batch_size origins a step (at most: short chunks carry fewer)
+        assert max(seen) <= cfg.train.batch_size and len(seen) > 3
+
+
+def test_forking_learns_like_windows_on_the_sample(sample_dir):
+    """Both modes lower the validation loss from the untrained model's."""
+    from forecaster.training import Batches, evaluate_loss
+
+    for mode in ("forking", "window"):
+        cfg, ws, trainer = _trainer(sample_dir, mode, **{"train.lr": 0.01})
+        before = evaluate_loss(
+            trainer.model, Batches(ws, torch.device("cpu"), False), ws.ends("val"), cfg.model.quantiles
+        )
+        recs = list(trainer.epochs(ws.ends("train"), ws.ends("val")))
+        assert min(r.val_loss for r in recs) < before, mode
+
+
+def test_nan_inputs_stop_forking_training_with_a_clear_error(sample_dir):
+    from forecaster.errors import TrainingError
+
+    cfg, ws, _ = _trainer(sample_dir, "forking")
+    ws.x[:] = np.nan
+    with pytest.raises(TrainingError, match="loss became nan"):
+        list(fit(new_model(cfg, ws), ws, cfg, torch.device("cpu"), ws.ends("train"), ws.ends("val")))

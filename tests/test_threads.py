@@ -1,0 +1,48 @@
+"""Thread settings: the usable cores, and how training applies the configured count."""
+
+import os
+
+import pytest
+
+from forecaster import threads
+
+
+@pytest.mark.parametrize(
+    "text, quota", [("max 100000\n", None), ("200000 100000\n", 2.0), ("150000 100000", 1.5), ("garbage", None)]
+)
+def test_cpu_quota_from_cgroup(tmp_path, text, quota):
+    p = tmp_path / "cpu.max"
+    p.write_text(text)
+    assert threads.cpu_quota(p) == quota
+    assert threads.cpu_quota(tmp_path / "missing") is None
+
+
+def test_usable_cores_follow_affinity_and_quota(monkeypatch, tmp_path):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(threads, "cpu_quota", lambda path=None: None)
+    assert threads.usable_cores() == 4
+    monkeypatch.setattr(threads, "cpu_quota", lambda path=None: 1.5)
+    assert threads.usable_cores() == 2  # a quota of 1.5 cores still runs on 2
+    monkeypatch.setattr(threads, "cpu_quota", lambda path=None: 0.2)
+    assert threads.usable_cores() == 1
+
+
+@pytest.mark.parametrize("threads", [1, 2, 0])
+def test_training_uses_the_configured_threads(threads, monkeypatch):
+    import torch
+
+    from forecaster.training import set_threads
+
+    monkeypatch.setattr("forecaster.training.usable_cores", lambda: 3)
+    before = torch.get_num_threads()
+    try:
+        set_threads(threads)
+        assert torch.get_num_threads() == (threads or 3)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_one_thread_is_the_default():
+    from forecaster.config import Config
+
+    assert Config().train.threads == 1
