@@ -573,12 +573,9 @@ _PRED_COLUMNS = (
 )
 
 
-def _scaled_errors(frame: pd.DataFrame, forecast: np.ndarray, scale: Mapping[str, float]):
-    """|actual - forecast| / scale of the row's ticker (NaN where the scale is unusable)."""
-    scales = np.array([float(scale.get(str(t), float("nan"))) for t in frame["ticker"]], dtype=float)
-    scales[~(np.isfinite(scales) & (scales > 0))] = np.nan
-    actual = frame["actual"].to_numpy(dtype=float)
-    return np.abs(actual - forecast) / scales
+def _scaled_errors(cols: Mapping[str, np.ndarray], forecast: np.ndarray) -> np.ndarray:
+    """|actual - forecast| / the MASE scale of the row's ticker (NaN where it is unusable)."""
+    return np.abs(cols["actual"] - forecast) / cols["mase_scale"]
 
 
 def _quantile_columns(model: str, model_name: str) -> tuple[str, ...] | None:
@@ -590,12 +587,13 @@ def _quantile_columns(model: str, model_name: str) -> tuple[str, ...] | None:
     return None
 
 
-def _point_metrics(frame: pd.DataFrame, step: int, model: str, fc: np.ndarray, mase_scale) -> dict:
-    """n, the point-forecast errors, and skill and DM vs naive, of one model on one group."""
-    actual = frame["actual"].to_numpy(dtype=float)
-    naive_fc = frame["naive"].to_numpy(dtype=float)
+def _point_metrics(cols: Mapping[str, np.ndarray], step: int, model: str, fc: np.ndarray) -> dict:
+    """n, the point-forecast errors, and skill and DM vs naive, of one model on one group
+    (``cols``: the group's columns as float arrays, ``ticker`` as labels)."""
+    actual = cols["actual"]
+    naive_fc = cols["naive"]
     valid = ~(np.isnan(actual) | np.isnan(fc))
-    scaled = _scaled_errors(frame, fc, mase_scale)[valid]
+    scaled = _scaled_errors(cols, fc)[valid]
     row = {
         "n": int(valid.sum()),
         "mae": mae(actual, fc),
@@ -606,15 +604,15 @@ def _point_metrics(frame: pd.DataFrame, step: int, model: str, fc: np.ndarray, m
     }
     # naive and the probabilistic baselines forecast the last close: no direction, no skill
     if model != "naive" and model not in PROBABILISTIC_MODELS:
-        row["directional_accuracy"] = directional_accuracy(actual, fc, frame["last_close"].to_numpy(dtype=float))
+        row["directional_accuracy"] = directional_accuracy(actual, fc, cols["last_close"])
         row["skill"] = skill(row["mae"], mae(actual, naive_fc))
         row["dm_pvalue"] = diebold_mariano(actual - fc, actual - naive_fc, h=step)[1]
     return row
 
 
-def _interval_metrics(frame: pd.DataFrame, step: int, quantiles: np.ndarray) -> dict:
+def _interval_metrics(cols: Mapping[str, np.ndarray], step: int, quantiles: np.ndarray) -> dict:
     """Coverage, width, pinball and the miss tests of a (rows, 3) p10/p50/p90 forecast."""
-    actual = frame["actual"].to_numpy(dtype=float)
+    actual = cols["actual"]
     lo, mid, hi = quantiles.T
     known = ~(np.isnan(actual) | np.isnan(lo) | np.isnan(hi))
     misses = np.where(known, (actual < lo) | (actual > hi), np.nan)
@@ -624,7 +622,7 @@ def _interval_metrics(frame: pd.DataFrame, step: int, quantiles: np.ndarray) -> 
         "pinball": pinball(actual, dict(zip(QUANTILES, (lo, mid, hi), strict=True))),
         "kupiec_pvalue": kupiec_pvalue(misses, INTERVAL_MISS_RATE),
         # independence of one-step misses only: h-step misses of overlapping periods are correlated
-        "christoffersen_pvalue": (christoffersen_pvalue(misses, frame["ticker"]) if step == 1 else float("nan")),
+        "christoffersen_pvalue": (christoffersen_pvalue(misses, cols["ticker"]) if step == 1 else float("nan")),
     }
 
 
@@ -645,19 +643,19 @@ def _dm_pinball_pvalue(actual: np.ndarray, losses: dict[str, np.ndarray], model_
 
 
 def _rows_for_group(
-    ticker: str, step: int, frame: pd.DataFrame, models: list[str], model_name: str, mase_scale
+    ticker: str, step: int, cols: Mapping[str, np.ndarray], models: list[str], model_name: str
 ) -> list[dict]:
-    actual = frame["actual"].to_numpy(dtype=float)
+    actual = cols["actual"]
     rows, losses = [], {}
     for model in models:
         columns = _quantile_columns(model, model_name)
         row = dict.fromkeys(METRIC_COLUMNS, float("nan")) | {"ticker": ticker, "model": model, "step": int(step)}
         if columns is None:
-            row |= _point_metrics(frame, step, model, frame[model].to_numpy(dtype=float), mase_scale)
+            row |= _point_metrics(cols, step, model, cols[model])
         else:
-            quantiles = frame[list(columns)].to_numpy(dtype=float)
-            row |= _point_metrics(frame, step, model, quantiles[:, 1], mase_scale)
-            row |= _interval_metrics(frame, step, quantiles)
+            quantiles = np.column_stack([cols[c] for c in columns])
+            row |= _point_metrics(cols, step, model, quantiles[:, 1])
+            row |= _interval_metrics(cols, step, quantiles)
             losses[model] = pinball_rows(actual, dict(zip(QUANTILES, quantiles.T, strict=True)))
         rows.append(row)
     rows[0]["dm_pinball_pvalue"] = _dm_pinball_pvalue(actual, losses, model_name, step)
@@ -724,16 +722,26 @@ def metrics_table(pred: pd.DataFrame, model_name: str, mase_scale: Mapping[str, 
     frame["ticker"] = frame["ticker"].astype(str)
     frame["step"] = frame["step"].astype(int)
     frame = frame.sort_values(["ticker", "step", "origin"], kind="mergesort").reset_index(drop=True)
+    # every column once as an array; a group is a set of row positions into them
+    columns = {c: frame[c].to_numpy(dtype=float) for c in frame.columns if c not in ("ticker", "origin", "step")}
+    columns["ticker"] = frame["ticker"].to_numpy(dtype=object)
+    codes, names = pd.factorize(frame["ticker"])
+    scales = np.array([float(mase_scale.get(t, float("nan"))) for t in names], dtype=float)
+    scales[~(np.isfinite(scales) & (scales > 0))] = np.nan
+    columns["mase_scale"] = scales[codes] if len(codes) else np.empty(0)
+
+    def group(rows: np.ndarray) -> dict[str, np.ndarray]:
+        return {c: v[rows] for c, v in columns.items()}
 
     rows: list[dict] = []
     sort_keys: list[tuple] = []
     model_rank = {m: i for i, m in enumerate(models)}
-    for (ticker, step), group in frame.groupby(["ticker", "step"], sort=True):
-        for row in _rows_for_group(ticker, step, group, models, model_name, mase_scale):
+    for (ticker, step), at in sorted(frame.groupby(["ticker", "step"]).indices.items()):
+        for row in _rows_for_group(ticker, step, group(at), models, model_name):
             rows.append(row)
             sort_keys.append((0, ticker, model_rank[row["model"]], row["step"]))
-    for step, group in frame.groupby("step", sort=True):
-        for row in _rows_for_group(POOLED, step, group, models, model_name, mase_scale):
+    for step, at in sorted(frame.groupby("step").indices.items()):
+        for row in _rows_for_group(POOLED, step, group(np.sort(at)), models, model_name):
             rows.append(row)
             sort_keys.append((1, POOLED, model_rank[row["model"]], row["step"]))
 
