@@ -6,6 +6,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from forecaster.errors import TickerError
@@ -83,7 +84,11 @@ def csv_safe_frame(df: pd.DataFrame) -> pd.DataFrame:
     for col in out.columns:
         series = out[col]
         if pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series):
-            out[col] = series.map(csv_safe, na_action="ignore")
+            codes, values = pd.factorize(series)  # each distinct value checked once
+            safe = [csv_safe(v) for v in values]
+            if any(a is not b for a, b in zip(safe, values, strict=True)):
+                mapped = np.asarray(safe, dtype=object)[codes]
+                out[col] = pd.Series(np.where(codes < 0, series.to_numpy(dtype=object), mapped), index=out.index)
     index = out.index
     if not isinstance(index, pd.MultiIndex) and (
         pd.api.types.is_object_dtype(index) or pd.api.types.is_string_dtype(index)
