@@ -114,3 +114,17 @@ def test_naive_scale():
     assert math.isnan(naive_scale([1.0]))
     close = _prices(50)
     assert naive_scale(close) == pytest.approx(np.mean(np.abs(np.diff(close))))
+
+
+def test_naive_is_the_close_to_the_bit_so_a_dm_test_against_it_sees_no_difference():
+    """A median that is the last close (the gate shut) must give the same errors as naive, to
+    the bit: a DM test on rounding noise reported 'p = 0.03' for two identical forecasts."""
+    from forecaster.metrics import diebold_mariano
+
+    close = _prices(600, seed=3)
+    origins = np.arange(100, 590)
+    fc = naive(close, origins, 5)
+    assert np.array_equal(fc, np.repeat(close[origins, None], 5, axis=1))
+    actual = close[np.minimum(origins[:, None] + np.arange(1, 6), 599)]
+    gate_shut = close[origins, None] * np.exp(np.zeros((len(origins), 5)))  # how evaluate prices it
+    assert all(math.isnan(p) for p in diebold_mariano((actual - gate_shut)[:, 4], (actual - fc)[:, 4], h=5))
