@@ -77,6 +77,11 @@ def run_one(name: str, config: Path | None, overrides: dict, seed: int, work: Pa
     return [{"dataset": name, "seed": seed, "step": h, **figures(report.metrics, cfg.model.cell, h)} for h in steps]
 
 
+def _p(value: float) -> str:
+    """A p-value; a dash where there is no test (the median is the last close: no difference)."""
+    return "-" if pd.isna(value) else f"{value:.2f}"
+
+
 def table(rows: pd.DataFrame) -> str:
     """Markdown, one line per data set and step, the seeds averaged."""
     mean = rows.drop(columns=["best_vol"]).groupby(["dataset", "step"], sort=False).mean(numeric_only=True)
@@ -88,10 +93,10 @@ def table(rows: pd.DataFrame) -> str:
     ]
     for (data, step), r in mean.iterrows():
         lines.append(
-            f"| {data} | {step} | {r.mae_ratio:.4f} | {r.mae_ratio_drift:.4f} | {r.mae_ratio_mean:.4f} | {r.dm_p:.2f} "
+            f"| {data} | {step} | {r.mae_ratio:.4f} | {r.mae_ratio_drift:.4f} | {r.mae_ratio_mean:.4f} | {_p(r.dm_p)} "
             f"| {r.pinball_ratio:.4f} | {r.pinball_ratio_hist:.4f} | {r.pinball_ratio_ewma:.4f} "
-            f"| {r.pinball_ratio_garch:.4f} | {r.dm_pinball_p:.2f} | {r.coverage:.1%} | {r.coverage_garch:.1%} "
-            f"| {r.kupiec_p:.2f} |"
+            f"| {r.pinball_ratio_garch:.4f} | {_p(r.dm_pinball_p)} | {r.coverage:.1%} | {r.coverage_garch:.1%} "
+            f"| {_p(r.kupiec_p)} |"
         )
     real = mean[mean.index.get_level_values(0).isin(REAL)]
     if len(real):
