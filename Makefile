@@ -30,11 +30,12 @@ smoke: $(STAMP)
 	$(BIN)/forecaster evaluate --run runs/smoke
 	$(BIN)/forecaster predict --run runs/smoke --offline
 
+# the tests in parallel, one worker per core (at most 4)
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses 4
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q -m "network or not network"
+	$(PY) -m pytest -q -n auto --maxprocesses 4 -m "network or not network"
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check forecaster tests benchmarks

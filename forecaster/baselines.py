@@ -189,16 +189,16 @@ class GarchParams:
         return self.alpha + 0.5 * self.gamma + self.beta
 
 
-def _with_median(log_close: np.ndarray, origins: np.ndarray, horizon: int) -> np.ndarray:
+def _with_median(close, origins: np.ndarray, horizon: int) -> np.ndarray:
     """(n, horizon, 3) array: NaN bounds, the last close as the median (bit for bit naive's)."""
     out = np.full((origins.shape[0], horizon, len(QUANTILES)), np.nan)
-    out[:, :, 1] = np.exp(log_close[origins])[:, None]
+    out[:, :, 1] = np.asarray(close, dtype=float)[origins][:, None]
     return out
 
 
-def _scaled_quantiles(log_close, origins, horizon, variance, z_lo, z_hi) -> np.ndarray:
+def _scaled_quantiles(close, log_close, origins, horizon, variance, z_lo, z_hi) -> np.ndarray:
     """Prices ``close[o] * exp(z * sqrt(variance))``; ``variance`` (n, horizon) of the log return."""
-    out = _with_median(log_close, origins, horizon)
+    out = _with_median(close, origins, horizon)
     sd = np.sqrt(variance)
     last = log_close[origins][:, None]
     out[:, :, 0] = np.exp(last + np.asarray(z_lo, dtype=float).reshape(-1, 1) * sd)
@@ -244,7 +244,7 @@ def hist(close, origins, horizon: int, window: int = HIST_WINDOW) -> np.ndarray:
     horizon, window = int(horizon), int(window)
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
-    out = _with_median(log_close, origins, horizon)
+    out = _with_median(close, origins, horizon)
     last = log_close[origins]
     for h in range(1, horizon + 1):
         returns = log_close[h:] - log_close[:-h]  # returns[i] ends at session i + h
@@ -287,7 +287,7 @@ def ewma(close, origins, horizon: int, lam: float = EWMA_LAMBDA) -> np.ndarray:
     log_close, origins, steps = _prepare(close, origins, horizon)
     variance = _ewma_variance(log_close, origins, float(lam))[:, None] * steps[None, :]
     z = NormalDist().inv_cdf(QUANTILES[-1])
-    return _scaled_quantiles(log_close, origins, int(horizon), variance, -z, z)
+    return _scaled_quantiles(close, log_close, origins, int(horizon), variance, -z, z)
 
 
 def fit_garch(returns_pct, start: GarchParams | None = None) -> GarchParams | None:
@@ -452,7 +452,7 @@ def garch(
     for k in range(1, horizon):
         per_step[:, k] = omega + persistence * per_step[:, k - 1]
     variance = np.cumsum(per_step, axis=1) / _PCT**2
-    return _scaled_quantiles(log_close, origins, horizon, variance, -z_hi, z_hi)
+    return _scaled_quantiles(close, log_close, origins, horizon, variance, -z_hi, z_hi)
 
 
 PROBABILISTIC_BASELINES = {"hist": hist, "ewma": ewma, "garch": garch}
