@@ -277,7 +277,7 @@ def train(
     num_layers: Annotated[int | None, typer.Option(help="Stacked recurrent layers.")] = None,
     dropout: Annotated[float | None, typer.Option(help="Dropout between layers and before the head.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Windows per optimisation step.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Forecast origins (windows) per optimisation step.")] = None,
     patience: Annotated[
         int | None, typer.Option(help="Epochs without validation improvement before stopping early.")
     ] = None,
@@ -401,13 +401,10 @@ def _progress(show: bool, epochs: int):
 TUNE_OVERRIDES = {"trials": "tune.trials", "timeout": "tune.timeout", "study": "tune.study", "storage": "tune.storage"}
 
 
-@app.command()
 def tune(
     tickers_arg: ExtraTickers = None,
     tickers: TickersOpt = None,
     config: ConfigOpt = None,
-    source: SourceOpt = None,
-    data_dir: DataDirOpt = None,
     trials: Annotated[
         int | None, typer.Option(min=1, help="Trials this process adds to the study (default 20).")
     ] = None,
@@ -428,33 +425,6 @@ def tune(
     train_best: Annotated[
         bool, typer.Option("--train-best", help="Train the best configuration into --run-dir when the search ends.")
     ] = False,
-    model: Annotated[Cell | None, typer.Option("--model", help="Fix the recurrent encoder (not searched).")] = None,
-    strategy: Annotated[
-        Strategy | None,
-        typer.Option(help="direct (one head emits all H steps) or recursive (one step, rolled forward)."),
-    ] = None,
-    lookback: Annotated[int | None, typer.Option(help="Fix the sessions of history per window.")] = None,
-    horizon: Annotated[int | None, typer.Option(help="Sessions to forecast ahead.")] = None,
-    hidden_size: Annotated[int | None, typer.Option(help="Fix the hidden units per layer.")] = None,
-    num_layers: Annotated[int | None, typer.Option(help="Fix the stacked recurrent layers.")] = None,
-    dropout: Annotated[float | None, typer.Option(help="Fix the dropout.")] = None,
-    epochs: Annotated[
-        int | None, typer.Option(help="Each trial's epoch budget (early stopping may end sooner).")
-    ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Fix the windows per optimisation step.")] = None,
-    patience: Annotated[
-        int | None, typer.Option(help="Epochs without validation improvement before a trial stops early.")
-    ] = None,
-    lr: Annotated[float | None, typer.Option(help="Fix the AdamW learning rate.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Training seed of every trial (the sampler's: tune.seed).")] = None,
-    val_days: Annotated[int | None, typer.Option(help="Sessions in the validation split (the objective).")] = None,
-    test_days: Annotated[int | None, typer.Option(help="Sessions in the held-out test split (never used).")] = None,
-    device: Annotated[Device | None, typer.Option(help="Where to train (auto: CUDA, then MPS, then CPU).")] = None,
-    precision: Annotated[Precision | None, typer.Option(help="fp32, or bf16 autocast on CUDA.")] = None,
-    train_mode: TrainModeOpt = None,
-    chunk: ChunkOpt = None,
-    epoch_steps: EpochStepsOpt = None,
-    threads: ThreadsOpt = None,
     run_dir: Annotated[
         Path | None,
         typer.Option(
@@ -467,13 +437,15 @@ def tune(
     json_out: JsonOpt = False,
     log_file: LogFileOpt = None,
     debug: DebugOpt = False,
+    **train_flags,
 ) -> None:
     """Search hyper-parameters with Optuna on the validation loss; never looks at the test split.
 
-    Each trial trains a model (the train options fix a value and take it out of the search;
-    --epochs is each trial's budget) and is scored by its best validation pinball loss. The study
-    is kept in runs/tune/<study>.db (or --storage), so the same command continues it after an
-    interruption; the results go to runs/tune/<study>/ (trials.csv, best.toml, history.png).
+    Each trial trains a model (every train option fixes a value and takes it out of the search;
+    --epochs is each trial's budget, --seed each trial's training seed) and is scored by its best
+    validation pinball loss. The study is kept in runs/tune/<study>.db (or --storage), so the
+    same command continues it after an interruption; the results go to runs/tune/<study>/
+    (trials.csv, best.toml, history.png).
     """
     setup_logging(quiet, log_file)
     options = locals()
@@ -482,7 +454,7 @@ def tune(
         from .tuning import train_best as do_train_best
         from .tuning import tune as do_tune
 
-        fixed = {k: v for k, v in overrides(options).items() if k not in ("data.tickers", "run_dir")}
+        fixed = {k: v for k, v in overrides(train_flags).items() if k != "data.tickers"}
         tuned = {key: _val(options[opt]) for opt, key in TUNE_OVERRIDES.items()}
         cfg = load_config(config, {**fixed, **tuned, "data.tickers": _tickers(tickers, tickers_arg)})
         show = sys.stderr.isatty() and not quiet and not json_out
@@ -998,17 +970,21 @@ def retrain(
 
 
 def _train_flags() -> list[inspect.Parameter]:
-    """train's options that set config keys, but --run-dir: retrain takes exactly these, so a
-    flag added to train is a flag of retrain too."""
+    """train's options that set config keys, but --run-dir: tune and retrain take exactly these."""
     params = inspect.signature(train, eval_str=True).parameters
     return [p for n, p in params.items() if n in OVERRIDES and n != "run_dir"]
 
 
-retrain.__signature__ = inspect.Signature(
-    [p for p in inspect.signature(retrain, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
-    + [p.replace(kind=p.KEYWORD_ONLY) for p in _train_flags()]
-)
-app.command()(retrain)
+def _with_train_flags(command):
+    """``command`` registered with its own options followed by every train flag (its
+    ``**train_flags``), so a flag added to train is one of tune and retrain too."""
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
+    command.__signature__ = inspect.Signature(own + [p.replace(kind=p.KEYWORD_ONLY) for p in _train_flags()])
+    return app.command()(command)
+
+
+_with_train_flags(tune)
+_with_train_flags(retrain)
 
 
 def main() -> None:
