@@ -532,6 +532,12 @@ def _show_tuning(res, final, quiet: bool, json_out: bool) -> None:
         _show_training(final, quiet, json_out)
 
 
+FailIfNoSkillOpt = Annotated[
+    bool, typer.Option("--fail-if-no-skill", help="Exit 1 unless the model beats naive significantly at every step.")
+]
+AlphaOpt = Annotated[float, typer.Option(help="Significance level of the skill verdict.", min=0, max=1)]
+
+
 @app.command()
 def evaluate(
     run: RunOpt,
@@ -540,11 +546,8 @@ def evaluate(
     source: SourceOpt = None,
     data_dir: DataDirOpt = None,
     plot: Annotated[bool, typer.Option("--plot", help="Write eval/plots/<TICKER>.png and training.png.")] = False,
-    fail_if_no_skill: Annotated[
-        bool,
-        typer.Option("--fail-if-no-skill", help="Exit 1 unless the model beats naive significantly at every step."),
-    ] = False,
-    alpha: Annotated[float, typer.Option(help="Significance level of the skill verdict.", min=0, max=1)] = 0.05,
+    fail_if_no_skill: FailIfNoSkillOpt = False,
+    alpha: AlphaOpt = 0.05,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     log_file: LogFileOpt = None,
@@ -818,11 +821,8 @@ def score(
             help="Exit 1 when the pooled p10-p90 coverage of a step is outside [LO, HI], e.g. 0.7,0.9.",
         ),
     ] = None,
-    fail_if_no_skill: Annotated[
-        bool,
-        typer.Option("--fail-if-no-skill", help="Exit 1 unless the model beats naive significantly at every step."),
-    ] = False,
-    alpha: Annotated[float, typer.Option(help="Significance level of the skill verdict.", min=0, max=1)] = 0.05,
+    fail_if_no_skill: FailIfNoSkillOpt = False,
+    alpha: AlphaOpt = 0.05,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     log_file: LogFileOpt = None,
