@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from run_variants import shifted_run
+from support import SLOW_TEST_TIMEOUT_S
 
 import forecaster
 import forecaster.checkpoint as checkpoint
@@ -193,6 +194,7 @@ def _temp_links(runs: Path) -> list[Path]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
 def test_sigkill_during_retrain_leaves_the_name_on_a_whole_run(helpers, small_run, tmp_path):
     helper = helpers["retrain"]
     runs = tmp_path / "runs"
@@ -206,8 +208,11 @@ def test_sigkill_during_retrain_leaves_the_name_on_a_whole_run(helpers, small_ru
     assert not _kill_after(helper, pid, None)
     took = time.monotonic() - started
     targets.append(_whole_target(runs))
-    kills = 0
-    for i in range(4):
+    kills = attempts = 0
+    # at least four retrainings, and more (up to ten) until two of them were killed mid-way: on a
+    # loaded machine a retraining can end before a kill timed from the first one's length
+    while attempts < 4 or (kills < 2 and attempts < 10):
+        i, attempts = attempts, attempts + 1
         before = {p.name for p in registry.runs_of("prod", runs)}
         pid = helper("retrain", str(runs))
         if i % 2:  # just after the challenger is written: comparing, switching, pruning
@@ -222,7 +227,7 @@ def test_sigkill_during_retrain_leaves_the_name_on_a_whole_run(helpers, small_ru
         targets.append(target)
     assert not _kill_after(helper, helper("retrain", str(runs)), None)  # what the kills left blocks nobody
     targets.append(_whole_target(runs))
-    assert kills >= 2, f"only {kills} of 4 retrainings were killed before they ended"
+    assert kills >= 2, f"only {kills} of {attempts} retrainings were killed before they ended"
     assert len(set(targets)) >= 3, targets  # the name moved on (first, then challengers)
     leftovers = [p.name for p in runs.iterdir() if p.name.startswith(".prod-") and not p.name.endswith("lock")]
     assert not [n for n in leftovers if "deleting" in n or n.endswith(".tmp")], leftovers
