@@ -90,10 +90,9 @@ def test_predict_gives_up_after_lock_timeout_naming_the_holder(cli, trained_run,
     finally:
         stop(holder)
     assert res.exit_code == EXIT_TEMPFAIL
-    assert 1.4 <= waited < 60, (
-        f"waited {waited:.2f} s: it must wait out --lock-timeout 1.5 and "
-        "then give up, long before the holder's 120 s are over"
-    )
+    # it waits out --lock-timeout 1.5, then gives up: within seconds, not when the holder's
+    # 120 s are over (nor at the suite's 60 s per-test timeout, which would fail it differently)
+    assert 1.4 <= waited < 10, f"waited {waited:.2f} s for --lock-timeout 1.5"
     assert f"pid {holder.pid}" in res.stderr and "--lock-timeout" in res.stderr
     assert not list((out / trained_run.name).glob("*.csv"))
 
