@@ -57,10 +57,10 @@ def test_walk_forward_uses_only_data_up_to_each_origin(trained_run, sample_dir):
     assert not np.allclose(base[base["origin"] == origin]["actual"], again[again["origin"] == origin]["actual"])
 
 
-def test_every_test_session_is_forecast_once_per_step(trained_run):
-    rep = evaluate(trained_run)
+def test_every_test_session_is_forecast_once_per_step(run_copy):
+    rep = evaluate(run_copy)  # a copy: evaluate writes eval/ into the run, which others share
     p = rep.predictions
-    test_days = load_run(trained_run).config.window.test_days
+    test_days = load_run(run_copy).config.window.test_days
     assert set(p["ticker"]) == {"STOCKA", "STOCKB"}
     for _sym, g in p.groupby("ticker"):
         assert (g["step"] == 1).sum() == test_days
