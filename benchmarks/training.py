@@ -40,6 +40,20 @@ def loop_cmd(loop: str, mode: str, cell: str, cfg: dict, args, extra=()) -> list
     return cmd + ["--seconds", str(args.seconds), "--targets", str(args.targets), "--seed", str(args.seed), *extra]
 
 
+def ratio(res: harness.Results, name: str, num: list, den: list, target: float | None, note: str) -> None:
+    """The median (min-max) of the per-round ratios ``num / den``, against ``target`` if any."""
+    r = harness.spread([n / d for n, d in zip(num, den)])
+    res.add(
+        name,
+        r["median"],
+        "x",
+        spread=harness.fmt_spread(r),
+        target=f">= {target:g}" if target else "",
+        met=r["median"] >= target if target else None,
+        note=note,
+    )
+
+
 def compare(res: harness.Results, label: str, cell: str, cfg: dict, args, forking_target: float | None) -> None:
     cases = {
         "project window": loop_cmd("project", "window", cell, cfg, args),
@@ -64,25 +78,21 @@ def compare(res: harness.Results, label: str, cell: str, cfg: dict, args, forkin
             spread=harness.fmt_spread(s),
             note=f"threads {runs[k][0]['threads']}",
         )
-    ratio = harness.spread([p / h for p, h in zip(tps["project window"], tps["hand"])])
-    res.add(
+    ratio(
+        res,
         f"{label}: project window / hand",
-        ratio["median"],
-        "x",
-        spread=harness.fmt_spread(ratio),
-        target=f">= {TARGET_HAND}",
-        met=ratio["median"] >= TARGET_HAND,
-        note="median of per-round ratios",
+        tps["project window"],
+        tps["hand"],
+        TARGET_HAND,
+        "median of per-round ratios",
     )
-    fork = harness.spread([f / p for f, p in zip(tps["project forking"], tps["project window"])])
-    res.add(
+    ratio(
+        res,
         f"{label}: forking / window",
-        fork["median"],
-        "x",
-        spread=harness.fmt_spread(fork),
-        target=f">= {forking_target:g}" if forking_target else "",
-        met=fork["median"] >= forking_target if forking_target else None,
-        note="training targets per second",
+        tps["project forking"],
+        tps["project window"],
+        forking_target,
+        "training targets per second",
     )
     res.details[label]["median_targets_per_s"] = {k: statistics.median(v) for k, v in tps.items()}
 

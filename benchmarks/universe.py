@@ -101,6 +101,20 @@ def read_cost(work: Path, n: int, seed: int) -> dict:
     return out
 
 
+def timed(res: harness.Results, key: str, name: str, target_s: float, cmd: list[str]) -> None:
+    """Run one command once in a fresh process: its wall time against ``target_s`` and peak RSS."""
+    p = harness.checked(harness.measure(cmd, timeout=3600), key)
+    res.details[key] = {"wall_s": p.wall, "max_rss_mb": p.max_rss_mb}
+    res.add(
+        name,
+        p.wall,
+        "s",
+        target=f"< {target_s:g}",
+        met=p.wall < target_s,
+        note=f"peak RSS {p.max_rss_mb:,.0f} MB",
+    )
+
+
 def main(argv=None) -> int:
     ap = harness.area_args(__doc__.split("\n\n")[0], rounds=1)
     ap.add_argument("--tickers", type=int, default=1000)
@@ -178,28 +192,19 @@ def main(argv=None) -> int:
                 met=p.max_rss_mb < TARGET_RSS_MB,
             )
             first_run = first_run or run
-        p = harness.checked(
-            harness.measure(fc + ["evaluate", "--run", str(first_run), "--quiet"], timeout=3600), "evaluate"
-        )
-        res.details["evaluate"] = {"wall_s": p.wall, "max_rss_mb": p.max_rss_mb}
-        res.add(
+        timed(
+            res,
+            "evaluate",
             "evaluate (walk-forward test split)",
-            p.wall,
-            "s",
-            target=f"< {TARGET_EVALUATE_S:g}",
-            met=p.wall < TARGET_EVALUATE_S,
-            note=f"peak RSS {p.max_rss_mb:,.0f} MB",
+            TARGET_EVALUATE_S,
+            fc + ["evaluate", "--run", str(first_run), "--quiet"],
         )
-        cmd = fc + ["predict", "--run", str(first_run), "--offline", "--out", str(work / "fc"), "--quiet"]
-        p = harness.checked(harness.measure(cmd, timeout=3600), "predict")
-        res.details["predict"] = {"wall_s": p.wall, "max_rss_mb": p.max_rss_mb}
-        res.add(
+        timed(
+            res,
+            "predict",
             "predict every ticker --offline",
-            p.wall,
-            "s",
-            target=f"< {TARGET_PREDICT_S:g}",
-            met=p.wall < TARGET_PREDICT_S,
-            note=f"peak RSS {p.max_rss_mb:,.0f} MB",
+            TARGET_PREDICT_S,
+            fc + ["predict", "--run", str(first_run), "--offline", "--out", str(work / "fc"), "--quiet"],
         )
         k = min(len(names), 100)
         cost = read_cost(work, k, args.seed)

@@ -69,11 +69,10 @@ def _prepare(close, origins, horizon: int) -> tuple[np.ndarray, np.ndarray, np.n
 
 def naive(close, origins, horizon: int) -> np.ndarray:
     """Random walk: every step forecasts the last observed close, ``y_hat[o, h] = close[o]``."""
+    # the close itself, not exp(log close): a median that is the last close must equal it to
+    # the bit, or a DM test between the two reads rounding noise as a difference
     _, origins, _ = _prepare(close, origins, horizon)
-    last = np.asarray(close, dtype=float)[origins]  # the close itself, not exp(log(close)): the
-    # model's median where it is the last close must equal this to the bit, or a DM test
-    # between the two would read rounding noise as a difference
-    return np.repeat(last[:, None], int(horizon), axis=1)
+    return _with_median(close, origins, int(horizon))[:, :, 1]
 
 
 def drift(close, origins, horizon: int) -> np.ndarray:

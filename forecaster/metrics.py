@@ -728,7 +728,7 @@ def metrics_table(pred: pd.DataFrame, model_name: str, mase_scale: Mapping[str, 
     codes, names = pd.factorize(frame["ticker"])
     scales = np.array([float(mase_scale.get(t, float("nan"))) for t in names], dtype=float)
     scales[~(np.isfinite(scales) & (scales > 0))] = np.nan
-    columns["mase_scale"] = scales[codes] if len(codes) else np.empty(0)
+    columns["mase_scale"] = scales[codes]
 
     def group(rows: np.ndarray) -> dict[str, np.ndarray]:
         return {c: v[rows] for c, v in columns.items()}

@@ -6,7 +6,6 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from forecaster.errors import TickerError
@@ -84,11 +83,10 @@ def csv_safe_frame(df: pd.DataFrame) -> pd.DataFrame:
     for col in out.columns:
         series = out[col]
         if pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series):
-            codes, values = pd.factorize(series)  # each distinct value checked once
-            safe = [csv_safe(v) for v in values]
-            if any(a is not b for a, b in zip(safe, values, strict=True)):
-                mapped = np.asarray(safe, dtype=object)[codes]
-                out[col] = pd.Series(np.where(codes < 0, series.to_numpy(dtype=object), mapped), index=out.index)
+            # each distinct value checked once; only the unsafe ones are rewritten
+            unsafe = {v: safe for v in series.dropna().unique() if (safe := csv_safe(v)) is not v}
+            if unsafe:
+                out[col] = series.replace(unsafe)
     index = out.index
     if not isinstance(index, pd.MultiIndex) and (
         pd.api.types.is_object_dtype(index) or pd.api.types.is_string_dtype(index)
