@@ -2,17 +2,67 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .fsio import atomic_write_text
 from .tickers import csv_safe_frame
 
+FLOAT_FORMAT = "%.10g"
+"""Floats in every CSV: ten significant digits, enough for a price or a loss, and no padding."""
+
+_NEEDS_QUOTES = re.compile(r'[",\r\n]')
+
 
 def to_csv_text(df: pd.DataFrame) -> str:
-    """CSV text with no cell able to start a spreadsheet formula; floats at full precision."""
-    return csv_safe_frame(df).to_csv(index=False, lineterminator="\n", float_format="%.10g")
+    """CSV text with no cell able to start a spreadsheet formula; floats as :data:`FLOAT_FORMAT`.
+
+    The text is what ``DataFrame.to_csv(index=False, float_format=FLOAT_FORMAT)`` writes, except
+    that a carriage return in a text cell is quoted (pandas leaves it bare, which many readers
+    take for a line end); frames of numbers, booleans and text are formatted a column at a time
+    with one ``%`` over the whole column (pandas formats cell by cell, three times slower on a
+    large evaluation).
+    """
+    df = csv_safe_frame(df)
+    columns = [_column_text(df.iloc[:, j]) for j in range(df.shape[1])]
+    if df.shape[1] == 0 or any(c is None for c in columns) or not all(isinstance(c, str) for c in df.columns):
+        return df.to_csv(index=False, lineterminator="\n", float_format=FLOAT_FORMAT)
+    header = ",".join(_quoted(name) for name in df.columns)
+    if df.shape[1] == 1:  # a lone empty field is written quoted, so that the row is not blank
+        columns = [['""' if v == "" else v for v in columns[0]]]
+    return "\n".join([header, *map(",".join, zip(*columns, strict=True))]) + "\n"
+
+
+def _column_text(series: pd.Series) -> list[str] | None:
+    """The CSV cells of one column, or None for a kind this fast path leaves to pandas."""
+    values = series.to_numpy()
+    n = len(values)
+    kind = values.dtype.kind
+    if kind == "f":
+        cells = ((FLOAT_FORMAT + "\n") * n % tuple(values.tolist())).split("\n")[:n] if n else []
+        for i in np.flatnonzero(np.isnan(values)):
+            cells[i] = ""
+        return cells
+    if kind in "iu":
+        return list(map(str, values.tolist()))
+    if kind == "b":
+        return ["True" if v else "False" for v in values.tolist()]
+    if pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty"):
+        cells = series.tolist()
+        for i in np.flatnonzero(series.isna().to_numpy()):
+            cells[i] = ""
+        for i in np.flatnonzero(series.str.contains(_NEEDS_QUOTES.pattern, regex=True, na=False).to_numpy()):
+            cells[i] = _quoted(cells[i])
+        return cells
+    return None  # dates, categories, numbers in a text column: pandas knows their format
+
+
+def _quoted(text: str) -> str:
+    """A CSV field: quoted (inner quotes doubled) when it holds a comma, a quote or a line break."""
+    return '"' + text.replace('"', '""') + '"' if _NEEDS_QUOTES.search(text) else text
 
 
 def write_csv(df: pd.DataFrame, path: Path) -> Path:
