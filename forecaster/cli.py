@@ -548,6 +548,12 @@ def evaluate(
     plot: Annotated[bool, typer.Option("--plot", help="Write eval/plots/<TICKER>.png and training.png.")] = False,
     fail_if_no_skill: FailIfNoSkillOpt = False,
     alpha: AlphaOpt = 0.05,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs", "-j", min=0, help="Processes sharing the tickers (0: one per core this process may use)."
+        ),
+    ] = 0,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     log_file: LogFileOpt = None,
@@ -563,7 +569,12 @@ def evaluate(
         from .evaluation import evaluate as do_evaluate
 
         rep = do_evaluate(
-            run, source=_val(source), data_dir=data_dir, tickers=_tickers(tickers, tickers_arg), plot=plot
+            run,
+            source=_val(source),
+            data_dir=data_dir,
+            tickers=_tickers(tickers, tickers_arg),
+            plot=plot,
+            jobs=jobs,
         )
         ok, verdict = rep.verdict(alpha)
         intervals_ok, interval_verdict = rep.interval_verdict(alpha)

@@ -675,7 +675,14 @@ def _probabilistic_models(pred: pd.DataFrame) -> list[str]:
     return present
 
 
-def metrics_table(pred: pd.DataFrame, model_name: str, mase_scale: Mapping[str, float]) -> pd.DataFrame:
+def metrics_table(
+    pred: pd.DataFrame,
+    model_name: str,
+    mase_scale: Mapping[str, float],
+    *,
+    per_ticker: bool = True,
+    pooled: bool = True,
+) -> pd.DataFrame:
     """Build the ``metrics.csv`` table (SPEC §8) from walk-forward predictions.
 
     ``pred`` has one row per (ticker, origin, step) with the columns ``ticker, origin, step,
@@ -705,9 +712,9 @@ def metrics_table(pred: pd.DataFrame, model_name: str, mase_scale: Mapping[str, 
       pinball loss on the same rows. A small value means the model's quantiles beat it; NaN
       when the predictions carry no probabilistic baseline.
 
-    Rows are sorted by ticker (the pooled ``ALL`` rows last), model (the run's model, then
-    naive, drift, mean, hist, ewma, garch) and step. A metric that does not apply is NaN
-    (empty in the CSV).
+    Rows are sorted by :func:`sort_metrics`. A metric that does not apply is NaN (empty in the
+    CSV). ``per_ticker=False`` leaves out the rows of each ticker, ``pooled=False`` the ``ALL``
+    rows: the two parts of a table computed apart, put together by :func:`sort_metrics`.
     """
     missing = [c for c in _PRED_COLUMNS if c not in pred.columns]
     if missing:
@@ -734,23 +741,33 @@ def metrics_table(pred: pd.DataFrame, model_name: str, mase_scale: Mapping[str, 
         return {c: v[rows] for c, v in columns.items()}
 
     rows: list[dict] = []
-    sort_keys: list[tuple] = []
-    model_rank = {m: i for i, m in enumerate(models)}
-    for (ticker, step), at in sorted(frame.groupby(["ticker", "step"]).indices.items()):
-        for row in _rows_for_group(ticker, step, group(at), models, model_name):
-            rows.append(row)
-            sort_keys.append((0, ticker, model_rank[row["model"]], row["step"]))
-    for step, at in sorted(frame.groupby("step").indices.items()):
-        for row in _rows_for_group(POOLED, step, group(np.sort(at)), models, model_name):
-            rows.append(row)
-            sort_keys.append((1, POOLED, model_rank[row["model"]], row["step"]))
-
-    order = sorted(range(len(rows)), key=sort_keys.__getitem__)
-    table = pd.DataFrame([rows[i] for i in order], columns=list(METRIC_COLUMNS))
+    if per_ticker:
+        for (ticker, step), at in frame.groupby(["ticker", "step"]).indices.items():
+            rows += _rows_for_group(ticker, step, group(at), models, model_name)
+    if pooled:
+        for step, at in frame.groupby("step").indices.items():
+            rows += _rows_for_group(POOLED, step, group(np.sort(at)), models, model_name)
+    table = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
     if table.empty:
         table = pd.DataFrame({c: pd.Series(dtype=float) for c in METRIC_COLUMNS})
         table["ticker"] = table["ticker"].astype(str)
         table["model"] = table["model"].astype(str)
     table["step"] = table["step"].astype(int)
     table["n"] = table["n"].astype(int)
-    return table.reset_index(drop=True)
+    return sort_metrics(table, model_name)
+
+
+def sort_metrics(table: pd.DataFrame, model_name: str) -> pd.DataFrame:
+    """``metrics.csv``'s order: by ticker (the pooled ``ALL`` rows last), model (the run's model,
+    then naive, drift, mean, hist, ewma, garch) and step."""
+    rank = {m: i for i, m in enumerate([str(model_name), *BASELINE_MODELS, *PROBABILISTIC_MODELS])}
+    keys = pd.DataFrame(
+        {
+            "pooled": (table["ticker"] == POOLED).to_numpy(),
+            "ticker": table["ticker"].to_numpy(),
+            "model": table["model"].map(rank).to_numpy(),
+            "step": table["step"].to_numpy(),
+        }
+    )
+    order = keys.sort_values(["pooled", "ticker", "model", "step"], kind="mergesort").index
+    return table.iloc[order].reset_index(drop=True)

@@ -86,3 +86,28 @@ def test_the_garch_fit_made_at_training_is_the_one_evaluate_would_make(run_copy)
     garch = [m[m["model"] == "garch"].reset_index(drop=True) for m in (with_fit, fitted_here)]
     pd.testing.assert_frame_equal(garch[0], garch[1], rtol=1e-9)
     assert garch[0]["pinball"].gt(0).all()
+
+
+def test_backtest_in_processes_equals_the_backtest_in_one(run_copy, monkeypatch):
+    """Tickers shared among processes, each block backtested apart: the same predictions and
+    metrics (pooled rows included), the same files byte for byte."""
+    from forecaster import evaluation
+
+    serial = evaluate(run_copy, jobs=1)
+    files = {name: path.read_bytes() for name, path in serial.files.items()}
+    monkeypatch.setattr(evaluation, "MIN_TICKERS_PER_JOB", 1)  # two tickers: a process each
+    pools = []
+
+    class Recorded(evaluation.ProcessPoolExecutor):
+        def map(self, fn, jobs):
+            jobs = list(jobs)
+            pools.append((self._max_workers, [list(bars) for _, bars, _ in jobs]))
+            return super().map(fn, jobs)
+
+    monkeypatch.setattr(evaluation, "ProcessPoolExecutor", Recorded)
+    shared = evaluate(run_copy, jobs=2)
+    assert pools == [(2, [["STOCKA"], ["STOCKB"]])]
+    pd.testing.assert_frame_equal(shared.predictions, serial.predictions)
+    pd.testing.assert_frame_equal(shared.metrics, serial.metrics)
+    assert {name: path.read_bytes() for name, path in shared.files.items()} == files
+    assert set(shared.metrics["ticker"]) == {"STOCKA", "STOCKB", "ALL"}
