@@ -20,11 +20,11 @@ import pandas as pd
 from .baselines import BASELINES, GARCH_REFIT_EVERY, PROBABILISTIC_BASELINES, GarchParams, naive_scale
 from .checkpoint import Run, load_run
 from .errors import DataError
-from .fsio import publish_files, replace_dir, sibling_temp_dir
+from .fsio import atomic_write_text, publish_files, replace_dir, sibling_temp_dir
 from .intervals import calibrated, start_scales, tracked_scales, with_median
 from .metrics import PROBABILISTIC_MODELS, QUANTILE_SUFFIXES, lag_share, metrics_table, sort_metrics
 from .npinfer import predict_scaled
-from .outputs import write_csv
+from .outputs import to_csv_text, write_csv
 from .store import load_bars
 from .threads import usable_cores
 from .windows import ending_before
@@ -247,58 +247,79 @@ def evaluate(
             why["split_start"],
         )
     present = {s: df for s, df in bars.items() if s not in missing}
-    pred, metrics = backtest(run, present, _mase_scales(bars, run.splits().val_start), jobs=jobs)
+    done = backtest(run, present, _mase_scales(bars, run.splits().val_start), jobs=jobs)
     report = EvalReport(
         run=run.name,
         model=cfg.model.cell,
-        metrics=metrics,
-        predictions=pred,
+        metrics=done.metrics,
+        predictions=done.predictions,
         out_dir=run.path / "eval",  # the run loaded, even if a promoted name moved since
-        lag=lag_report(pred),
+        lag=done.lag,
         missing=missing,
         median_weight=run.manifest.median_weights(),
     )
-    _write(report, run, bars, plot)
+    _write(report, run, bars, plot, done.predictions_csv)
     return report
 
 
-def backtest(
-    run: Run, bars: dict[str, pd.DataFrame], mase_scale: dict[str, float], jobs: int = 1
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`walk_forward` and its :func:`~forecaster.metrics.metrics_table`, the tickers
-    shared among ``jobs`` processes (0: one per usable core; fewer when there are few tickers).
-    Each ticker is backtested on its own, so the result is the same for any number of jobs; the
-    pooled rows are computed here, over every ticker's predictions."""
+@dataclass
+class Backtest:
+    """A run's walk-forward predictions, their metrics and lag report, and predictions.csv's
+    text (formatted where the predictions were made: on a large universe, seconds of work)."""
+
+    predictions: pd.DataFrame
+    metrics: pd.DataFrame
+    lag: pd.DataFrame
+    predictions_csv: str
+
+
+def backtest(run: Run, bars: dict[str, pd.DataFrame], mase_scale: dict[str, float], jobs: int = 1) -> Backtest:
+    """:func:`walk_forward`, its :func:`~forecaster.metrics.metrics_table` and :func:`lag_report`,
+    the tickers shared among ``jobs`` processes (0: one per usable core; fewer when there are
+    few tickers). Each ticker is backtested on its own, so the result is the same for any number
+    of jobs; the pooled rows are computed here, over every ticker's predictions."""
     model = run.config.model.cell
     names = [s for s in run.names if s in bars]  # walk_forward's order
     jobs = min(jobs or usable_cores(), len(names) // MIN_TICKERS_PER_JOB)
     if jobs <= 1:
-        pred = walk_forward(run, bars)
-        return pred, metrics_table(pred, model, mase_scale)
-    n_blocks = min(len(names), jobs * BLOCKS_PER_JOB)
-    blocks = [names[len(names) * i // n_blocks : len(names) * (i + 1) // n_blocks] for i in range(n_blocks)]
-    work = [(run, {s: bars[s] for s in block}, mase_scale) for block in blocks]
-    # fork where there is one: a worker starts in milliseconds, with the modules already loaded,
-    # arch's too (the garch baseline's; seconds to import, once instead of once per process)
-    import arch.univariate  # noqa: F401
+        parts = [_backtest_block((run, bars, mase_scale))]
+    else:
+        n_blocks = min(len(names), jobs * BLOCKS_PER_JOB)
+        blocks = [names[len(names) * i // n_blocks : len(names) * (i + 1) // n_blocks] for i in range(n_blocks)]
+        work = [(run, {s: bars[s] for s in block}, mase_scale) for block in blocks]
+        # fork where there is one: a worker starts in milliseconds, with the modules already
+        # loaded, arch's too (the garch baseline's; seconds to import, once, not once a process)
+        import arch.univariate  # noqa: F401
 
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(method)) as pool:
-        parts = [p for p in pool.map(_backtest_block, work) if p is not None]
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(method)) as pool:
+            parts = list(pool.map(_backtest_block, work))
+    parts = [p for p in parts if p is not None]
     if not parts:
-        return backtest(run, bars, mase_scale, jobs=1)  # no test window anywhere: walk_forward says so
-    pred = pd.concat([p for p, _ in parts], ignore_index=True)
+        walk_forward(run, bars)  # raises: no test window anywhere
+    pred = pd.concat([p.predictions for p in parts], ignore_index=True)
     pooled = metrics_table(pred, model, mase_scale, per_ticker=False)
-    return pred, sort_metrics(pd.concat([*(m for _, m in parts), pooled], ignore_index=True), model)
+    return Backtest(
+        predictions=pred,
+        metrics=sort_metrics(pd.concat([*(p.metrics for p in parts), pooled], ignore_index=True), model),
+        lag=pd.concat([p.lag for p in parts], ignore_index=True),
+        predictions_csv=to_csv_text(pred.iloc[:0][PREDICTION_COLUMNS]) + "".join(p.predictions_csv for p in parts),
+    )
 
 
-def _backtest_block(job) -> tuple[pd.DataFrame, pd.DataFrame] | None:
-    """One block's predictions and per-ticker metrics (None when none of it has test windows)."""
+def _backtest_block(job) -> Backtest | None:
+    """One block's predictions, per-ticker metrics, lag rows and predictions.csv rows (no
+    header); None when none of its tickers has a test window."""
     run, bars, mase_scale = job
     pred = _walk_forward(run, bars)
     if pred is None:
         return None
-    return pred, metrics_table(pred, run.config.model.cell, mase_scale, pooled=False)
+    return Backtest(
+        predictions=pred,
+        metrics=metrics_table(pred, run.config.model.cell, mase_scale, pooled=False),
+        lag=lag_report(pred),
+        predictions_csv=to_csv_text(pred[PREDICTION_COLUMNS], header=False),
+    )
 
 
 def _mase_scales(bars: dict[str, pd.DataFrame], val_start: pd.Timestamp) -> dict[str, float]:
@@ -306,14 +327,14 @@ def _mase_scales(bars: dict[str, pd.DataFrame], val_start: pd.Timestamp) -> dict
     return {s: naive_scale(df["close"][df.index < val_start].to_numpy()) for s, df in bars.items()}
 
 
-def _write(report: EvalReport, run: Run, bars: dict[str, pd.DataFrame], plot: bool) -> None:
+def _write(report: EvalReport, run: Run, bars: dict[str, pd.DataFrame], plot: bool, predictions_csv: str) -> None:
     """Write the evaluation into a temporary folder that replaces eval/ whole at the end, so a
     failure (a plot, a full disk) leaves the previous evaluation as it was."""
     out_dir = report.out_dir
     tmp = sibling_temp_dir(out_dir)
     try:
         write_csv(report.metrics, tmp / "metrics.csv")
-        write_csv(report.predictions[PREDICTION_COLUMNS], tmp / "predictions.csv")
+        atomic_write_text(tmp / "predictions.csv", predictions_csv)
         write_csv(report.lag, tmp / "lag.csv")
         if plot:
             # matplotlib costs a second to import: only when plots are asked for

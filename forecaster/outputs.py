@@ -17,23 +17,26 @@ FLOAT_FORMAT = "%.10g"
 _NEEDS_QUOTES = re.compile(r'[",\r\n]')
 
 
-def to_csv_text(df: pd.DataFrame) -> str:
+def to_csv_text(df: pd.DataFrame, header: bool = True) -> str:
     """CSV text with no cell able to start a spreadsheet formula; floats as :data:`FLOAT_FORMAT`.
 
     The text is what ``DataFrame.to_csv(index=False, float_format=FLOAT_FORMAT)`` writes, except
     that a carriage return in a text cell is quoted (pandas leaves it bare, which many readers
     take for a line end); frames of numbers, booleans and text are formatted a column at a time
     with one ``%`` over the whole column (pandas formats cell by cell, three times slower on a
-    large evaluation).
+    large evaluation). ``header=False`` leaves out the line of column names: the rows of one
+    part of a file.
     """
     df = csv_safe_frame(df)
     columns = [_column_text(df.iloc[:, j]) for j in range(df.shape[1])]
     if df.shape[1] == 0 or any(c is None for c in columns) or not all(isinstance(c, str) for c in df.columns):
-        return df.to_csv(index=False, lineterminator="\n", float_format=FLOAT_FORMAT)
-    header = ",".join(_quoted(name) for name in df.columns)
+        return df.to_csv(index=False, lineterminator="\n", float_format=FLOAT_FORMAT, header=header)
     if df.shape[1] == 1:  # a lone empty field is written quoted, so that the row is not blank
         columns = [['""' if v == "" else v for v in columns[0]]]
-    return "\n".join([header, *map(",".join, zip(*columns, strict=True))]) + "\n"
+    lines = list(map(",".join, zip(*columns, strict=True)))
+    if header:
+        lines.insert(0, ",".join(_quoted(name) for name in df.columns))
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 def _column_text(series: pd.Series) -> list[str] | None:

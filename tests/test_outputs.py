@@ -13,8 +13,8 @@ from forecaster.outputs import FLOAT_FORMAT, to_csv_text, write_csv
 from forecaster.tickers import csv_safe_frame
 
 
-def pandas_text(df: pd.DataFrame) -> str:
-    return csv_safe_frame(df).to_csv(index=False, lineterminator="\n", float_format=FLOAT_FORMAT)
+def pandas_text(df: pd.DataFrame, header: bool = True) -> str:
+    return csv_safe_frame(df).to_csv(index=False, lineterminator="\n", float_format=FLOAT_FORMAT, header=header)
 
 
 floats = st.floats(allow_nan=True, allow_infinity=True, width=64)
@@ -34,6 +34,11 @@ def test_text_is_what_pandas_writes(rows, string_dtype):
     df["flag"] = df["flag"].astype(bool)
     df["name"] = df["name"].astype("str" if string_dtype else object)
     assert to_csv_text(df) == pandas_text(df)
+    # the rows alone: parts of one file written apart and joined
+    assert to_csv_text(df, header=False) == pandas_text(df, header=False)
+    half = len(df) // 2
+    joined = to_csv_text(df.iloc[:half]) + to_csv_text(df.iloc[half:], header=False)
+    assert joined == pandas_text(df)
 
 
 @given(values=st.lists(texts, min_size=1, max_size=6))
