@@ -105,7 +105,10 @@ def _arrays(*values) -> list[np.ndarray]:
 
 def mae(actual, forecast) -> float:
     """Mean absolute error: mean(|actual - forecast|)."""
-    y, f = _arrays(actual, forecast)
+    return _mae(*_arrays(actual, forecast))
+
+
+def _mae(y: np.ndarray, f: np.ndarray) -> float:
     if y.size == 0:
         return float("nan")
     return float(np.mean(np.abs(y - f)))
@@ -113,7 +116,10 @@ def mae(actual, forecast) -> float:
 
 def rmse(actual, forecast) -> float:
     """Root mean squared error: sqrt(mean((actual - forecast)^2))."""
-    y, f = _arrays(actual, forecast)
+    return _rmse(*_arrays(actual, forecast))
+
+
+def _rmse(y: np.ndarray, f: np.ndarray) -> float:
     if y.size == 0:
         return float("nan")
     return float(np.sqrt(np.mean((y - f) ** 2)))
@@ -124,7 +130,10 @@ def mape(actual, forecast) -> float:
 
     Rows with ``actual == 0`` (where the ratio is undefined) are ignored as well.
     """
-    y, f = _arrays(actual, forecast)
+    return _mape(*_arrays(actual, forecast))
+
+
+def _mape(y: np.ndarray, f: np.ndarray) -> float:
     keep = y != 0
     y, f = y[keep], f[keep]
     if y.size == 0:
@@ -137,7 +146,10 @@ def smape(actual, forecast) -> float:
 
     A row with ``actual == forecast == 0`` counts as a perfect forecast (0).
     """
-    y, f = _arrays(actual, forecast)
+    return _smape(*_arrays(actual, forecast))
+
+
+def _smape(y: np.ndarray, f: np.ndarray) -> float:
     if y.size == 0:
         return float("nan")
     num = 2.0 * np.abs(y - f)
@@ -587,43 +599,46 @@ def _quantile_columns(model: str, model_name: str) -> tuple[str, ...] | None:
     return None
 
 
-def _point_metrics(cols: Mapping[str, np.ndarray], step: int, model: str, fc: np.ndarray) -> dict:
+def _point_metrics(cols: Mapping[str, np.ndarray], step: int, model: str, fc: np.ndarray, naive_mae: float) -> dict:
     """n, the point-forecast errors, and skill and DM vs naive, of one model on one group
     (``cols``: the group's columns as float arrays, ``ticker`` as labels)."""
     actual = cols["actual"]
-    naive_fc = cols["naive"]
     valid = ~(np.isnan(actual) | np.isnan(fc))
+    y, f = actual[valid], fc[valid]
     scaled = _scaled_errors(cols, fc)[valid]
     row = {
         "n": int(valid.sum()),
-        "mae": mae(actual, fc),
-        "rmse": rmse(actual, fc),
-        "mape": mape(actual, fc),
-        "smape": smape(actual, fc),
+        "mae": _mae(y, f),
+        "rmse": _rmse(y, f),
+        "mape": _mape(y, f),
+        "smape": _smape(y, f),
         "mase": (float(np.mean(scaled)) if scaled.size and not np.any(np.isnan(scaled)) else float("nan")),
     }
     # naive and the probabilistic baselines forecast the last close: no direction, no skill
     if model != "naive" and model not in PROBABILISTIC_MODELS:
         row["directional_accuracy"] = directional_accuracy(actual, fc, cols["last_close"])
-        row["skill"] = skill(row["mae"], mae(actual, naive_fc))
-        row["dm_pvalue"] = diebold_mariano(actual - fc, actual - naive_fc, h=step)[1]
+        row["skill"] = skill(row["mae"], naive_mae)
+        row["dm_pvalue"] = diebold_mariano(actual - fc, actual - cols["naive"], h=step)[1]
     return row
 
 
-def _interval_metrics(cols: Mapping[str, np.ndarray], step: int, quantiles: np.ndarray) -> dict:
-    """Coverage, width, pinball and the miss tests of a (rows, 3) p10/p50/p90 forecast."""
+def _interval_metrics(cols: Mapping[str, np.ndarray], step: int, quantiles: np.ndarray) -> tuple[dict, np.ndarray]:
+    """Coverage, width, pinball and the miss tests of a (rows, 3) p10/p50/p90 forecast, and
+    its per-row pinball loss."""
     actual = cols["actual"]
     lo, mid, hi = quantiles.T
     known = ~(np.isnan(actual) | np.isnan(lo) | np.isnan(hi))
     misses = np.where(known, (actual < lo) | (actual > hi), np.nan)
+    losses = pinball_rows(actual, dict(zip(QUANTILES, (lo, mid, hi), strict=True)))
+    scored = losses[~np.isnan(losses)]
     return {
         "coverage": coverage(actual, lo, hi),
         "width": width(lo, hi),
-        "pinball": pinball(actual, dict(zip(QUANTILES, (lo, mid, hi), strict=True))),
+        "pinball": float(np.mean(scored)) if scored.size else float("nan"),  # as pinball() has it
         "kupiec_pvalue": kupiec_pvalue(misses, INTERVAL_MISS_RATE),
         # independence of one-step misses only: h-step misses of overlapping periods are correlated
         "christoffersen_pvalue": (christoffersen_pvalue(misses, cols["ticker"]) if step == 1 else float("nan")),
-    }
+    }, losses
 
 
 def _dm_pinball_pvalue(actual: np.ndarray, losses: dict[str, np.ndarray], model_name: str, step: int) -> float:
@@ -647,16 +662,23 @@ def _rows_for_group(
 ) -> list[dict]:
     actual = cols["actual"]
     rows, losses = [], {}
+    naive_fc = cols["naive"]
+    naive_mae = mae(actual, naive_fc)
+    naive_row = None  # naive's point metrics, which are those of every forecast of the last close
     for model in models:
         columns = _quantile_columns(model, model_name)
         row = dict.fromkeys(METRIC_COLUMNS, float("nan")) | {"ticker": ticker, "model": model, "step": int(step)}
-        if columns is None:
-            row |= _point_metrics(cols, step, model, cols[model])
+        quantiles = None if columns is None else np.column_stack([cols[c] for c in columns])
+        fc = cols[model] if quantiles is None else quantiles[:, 1]
+        if model in PROBABILISTIC_MODELS and naive_row is not None and np.array_equal(fc, naive_fc, equal_nan=True):
+            row |= naive_row
         else:
-            quantiles = np.column_stack([cols[c] for c in columns])
-            row |= _point_metrics(cols, step, model, quantiles[:, 1])
-            row |= _interval_metrics(cols, step, quantiles)
-            losses[model] = pinball_rows(actual, dict(zip(QUANTILES, quantiles.T, strict=True)))
+            row |= _point_metrics(cols, step, model, fc, naive_mae)
+        if model == "naive":
+            naive_row = {k: row[k] for k in ("n", "mae", "rmse", "mape", "smape", "mase")}
+        if quantiles is not None:
+            interval, losses[model] = _interval_metrics(cols, step, quantiles)
+            row |= interval
         rows.append(row)
     rows[0]["dm_pinball_pvalue"] = _dm_pinball_pvalue(actual, losses, model_name, step)
     return rows
