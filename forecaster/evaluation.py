@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import shutil
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -232,22 +234,23 @@ def evaluate(
     run = load_run(run_dir)
     cfg = run.config
     names = run.select(tickers)
-    bars = load_bars(source or cfg.data.source, Path(data_dir or cfg.data.data_dir), names)
-    missing = ending_before(bars, run.splits().test_start)
-    if len(missing) == len(bars):
-        raise DataError(
-            f"no test windows: the bars of {', '.join(missing)} end before the run's test split starts "
-            f"({run.splits().test_start.date()})"
-        )
-    for sym, why in missing.items():
-        log.warning(
-            "%s: no test windows: its bars end %s, before the test split starts (%s)",
-            sym,
-            why["last_date"],
-            why["split_start"],
-        )
-    present = {s: df for s, df in bars.items() if s not in missing}
-    done = backtest(run, present, _mase_scales(bars, run.splits().val_start), jobs=jobs)
+    with _workers(_jobs(jobs, len(names))) as pool:  # started first: they load arch while this reads the bars
+        bars = load_bars(source or cfg.data.source, Path(data_dir or cfg.data.data_dir), names)
+        missing = ending_before(bars, run.splits().test_start)
+        if len(missing) == len(bars):
+            raise DataError(
+                f"no test windows: the bars of {', '.join(missing)} end before the run's test split starts "
+                f"({run.splits().test_start.date()})"
+            )
+        for sym, why in missing.items():
+            log.warning(
+                "%s: no test windows: its bars end %s, before the test split starts (%s)",
+                sym,
+                why["last_date"],
+                why["split_start"],
+            )
+        present = {s: df for s, df in bars.items() if s not in missing}
+        done = backtest(run, present, _mase_scales(bars, run.splits().val_start), pool=pool)
     report = EvalReport(
         run=run.name,
         model=cfg.model.cell,
@@ -273,27 +276,21 @@ class Backtest:
     predictions_csv: str
 
 
-def backtest(run: Run, bars: dict[str, pd.DataFrame], mase_scale: dict[str, float], jobs: int = 1) -> Backtest:
+def backtest(
+    run: Run, bars: dict[str, pd.DataFrame], mase_scale: dict[str, float], pool: ProcessPoolExecutor | None = None
+) -> Backtest:
     """:func:`walk_forward`, its :func:`~forecaster.metrics.metrics_table` and :func:`lag_report`,
-    the tickers shared among ``jobs`` processes (0: one per usable core; fewer when there are
-    few tickers). Each ticker is backtested on its own, so the result is the same for any number
-    of jobs; the pooled rows are computed here, over every ticker's predictions."""
+    the tickers shared among the processes of ``pool`` (see :func:`_workers`; None: all here).
+    Each ticker is backtested on its own, so the result is the same for any number of
+    processes; the pooled rows are computed here, over every ticker's predictions."""
     model = run.config.model.cell
-    names = [s for s in run.names if s in bars]  # walk_forward's order
-    jobs = min(jobs or usable_cores(), len(names) // MIN_TICKERS_PER_JOB)
-    if jobs <= 1:
+    if pool is None:
         parts = [_backtest_block((run, bars, mase_scale))]
     else:
-        n_blocks = min(len(names), jobs * BLOCKS_PER_JOB)
+        names = [s for s in run.names if s in bars]  # walk_forward's order
+        n_blocks = min(len(names), pool._max_workers * BLOCKS_PER_JOB)
         blocks = [names[len(names) * i // n_blocks : len(names) * (i + 1) // n_blocks] for i in range(n_blocks)]
-        work = [(run, {s: bars[s] for s in block}, mase_scale) for block in blocks]
-        # fork where there is one: a worker starts in milliseconds, with the modules already
-        # loaded, arch's too (the garch baseline's; seconds to import, once, not once a process)
-        import arch.univariate  # noqa: F401
-
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(method)) as pool:
-            parts = list(pool.map(_backtest_block, work))
+        parts = list(pool.map(_backtest_block, [(run, {s: bars[s] for s in block}, mase_scale) for block in blocks]))
     parts = [p for p in parts if p is not None]
     if not parts:
         walk_forward(run, bars)  # raises: no test window anywhere
@@ -305,6 +302,35 @@ def backtest(run: Run, bars: dict[str, pd.DataFrame], mase_scale: dict[str, floa
         lag=pd.concat([p.lag for p in parts], ignore_index=True),
         predictions_csv=to_csv_text(pred.iloc[:0][PREDICTION_COLUMNS]) + "".join(p.predictions_csv for p in parts),
     )
+
+
+def _jobs(jobs: int, n_tickers: int) -> int:
+    """Processes for a backtest of ``n_tickers``: ``jobs`` (0: one per usable core), fewer when
+    some would get less than :data:`MIN_TICKERS_PER_JOB` tickers."""
+    return max(1, min(jobs or usable_cores(), n_tickers // MIN_TICKERS_PER_JOB))
+
+
+@contextmanager
+def _workers(jobs: int) -> Iterator[ProcessPoolExecutor | None]:
+    """``jobs`` processes for :func:`backtest` (None for one: the work is done here), each
+    importing arch (the garch baseline's, seconds) as soon as it starts."""
+    if jobs <= 1:
+        yield None
+        return
+    # fork where there is one: a worker starts in milliseconds, with numpy and pandas loaded
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(method)) as pool:
+        for _ in range(jobs):
+            pool.submit(_load_arch)
+        try:
+            yield pool
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # a failure: the blocks not started yet are dropped
+            raise
+
+
+def _load_arch() -> None:
+    import arch.univariate  # noqa: F401  (a worker loads it before its first block; seconds)
 
 
 def _backtest_block(job) -> Backtest | None:

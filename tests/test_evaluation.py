@@ -101,7 +101,8 @@ def test_backtest_in_processes_equals_the_backtest_in_one(run_copy, monkeypatch)
     class Recorded(evaluation.ProcessPoolExecutor):
         def map(self, fn, jobs):
             jobs = list(jobs)
-            pools.append((self._max_workers, [list(bars) for _, bars, _ in jobs]))
+            if fn is evaluation._backtest_block:
+                pools.append((self._max_workers, [list(bars) for _, bars, _ in jobs]))
             return super().map(fn, jobs)
 
     monkeypatch.setattr(evaluation, "ProcessPoolExecutor", Recorded)
