@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 
 from forecaster.config import load_config
 from forecaster.forking import Stretches, epoch_chunks, plan_chunks, runs
-from forecaster.models import QuantileRNN
 from forecaster.training import Trainer, fit, new_model, seed_everything
 from tests.conftest import tiny_overrides
+from tests.test_models import net
 from tests.test_windows import histories, params, setup
 
 chunks_st = st.integers(1, 40)
@@ -98,19 +98,7 @@ def test_plan_without_phase_cuts_from_the_start_of_each_run():
 def test_each_origin_sees_the_rows_a_window_from_the_stretch_start_would(cell, strategy):
     """The forecast at chunk position c is the forecast of the window of the stretch's first
     L + c rows: at the first origin exactly what inference computes from its lookback window."""
-    torch.manual_seed(0)
-    m = QuantileRNN(
-        cell=cell,
-        n_features=6,
-        n_tickers=3,
-        hidden_size=8,
-        num_layers=2,
-        dropout=0.0,
-        embedding_dim=2,
-        horizon=4,
-        quantiles=[0.1, 0.5, 0.9],
-        strategy=strategy,
-    ).eval()
+    m = net(cell, strategy, emb=2).eval()
     L, C = 7, 5
     x, tid = torch.randn(3, L + C - 1, 6), torch.tensor([0, 2, 1])
     with torch.no_grad():
