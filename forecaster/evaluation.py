@@ -143,11 +143,15 @@ def walk_forward(run: Run, bars: dict[str, pd.DataFrame], track: bool = True) ->
     split-conformal calibration alone would have given."""
     pred = _walk_forward(run, bars, track)
     if pred is None:
-        raise DataError(
-            "no test windows: the data end before the run's test split "
-            f"(starting {run.splits().test_start.date()}) has {run.config.window.horizon} sessions"
-        )
+        raise _no_test_windows(run)
     return pred
+
+
+def _no_test_windows(run: Run) -> DataError:
+    return DataError(
+        "no test windows: the data end before the run's test split "
+        f"(starting {run.splits().test_start.date()}) has {run.config.window.horizon} sessions"
+    )
 
 
 def _walk_forward(run: Run, bars: dict[str, pd.DataFrame], track: bool = True) -> pd.DataFrame | None:
@@ -234,7 +238,7 @@ def evaluate(
     run = load_run(run_dir)
     cfg = run.config
     names = run.select(tickers)
-    with _workers(_jobs(jobs, len(names))) as pool:  # started first: they load arch while this reads the bars
+    with _workers(_jobs(jobs, len(names))) as pool:  # started first: they load arch while this reads bars
         bars = load_bars(source or cfg.data.source, Path(data_dir or cfg.data.data_dir), names)
         missing = ending_before(bars, run.splits().test_start)
         if len(missing) == len(bars):
@@ -250,7 +254,7 @@ def evaluate(
                 why["split_start"],
             )
         present = {s: df for s, df in bars.items() if s not in missing}
-        done = backtest(run, present, _mase_scales(bars, run.splits().val_start), pool=pool)
+        done = backtest(run, present, _mase_scales(bars, run.splits().val_start), pool)
     report = EvalReport(
         run=run.name,
         model=cfg.model.cell,
@@ -276,9 +280,7 @@ class Backtest:
     predictions_csv: str
 
 
-def backtest(
-    run: Run, bars: dict[str, pd.DataFrame], mase_scale: dict[str, float], pool: ProcessPoolExecutor | None = None
-) -> Backtest:
+def backtest(run: Run, bars: dict[str, pd.DataFrame], mase_scale: dict[str, float], pool: Workers | None) -> Backtest:
     """:func:`walk_forward`, its :func:`~forecaster.metrics.metrics_table` and :func:`lag_report`,
     the tickers shared among the processes of ``pool`` (see :func:`_workers`; None: all here).
     Each ticker is backtested on its own, so the result is the same for any number of
@@ -288,12 +290,13 @@ def backtest(
         parts = [_backtest_block((run, bars, mase_scale))]
     else:
         names = [s for s in run.names if s in bars]  # walk_forward's order
-        n_blocks = min(len(names), pool._max_workers * BLOCKS_PER_JOB)
+        n_blocks = min(len(names), pool.processes * BLOCKS_PER_JOB)
         blocks = [names[len(names) * i // n_blocks : len(names) * (i + 1) // n_blocks] for i in range(n_blocks)]
-        parts = list(pool.map(_backtest_block, [(run, {s: bars[s] for s in block}, mase_scale) for block in blocks]))
+        work = [(run, {s: bars[s] for s in block}, mase_scale) for block in blocks]
+        parts = list(pool.executor.map(_backtest_block, work))
     parts = [p for p in parts if p is not None]
     if not parts:
-        walk_forward(run, bars)  # raises: no test window anywhere
+        raise _no_test_windows(run)
     pred = pd.concat([p.predictions for p in parts], ignore_index=True)
     pooled = metrics_table(pred, model, mase_scale, per_ticker=False)
     return Backtest(
@@ -310,8 +313,16 @@ def _jobs(jobs: int, n_tickers: int) -> int:
     return max(1, min(jobs or usable_cores(), n_tickers // MIN_TICKERS_PER_JOB))
 
 
+@dataclass(frozen=True)
+class Workers:
+    """The processes a backtest shares its tickers among."""
+
+    executor: ProcessPoolExecutor
+    processes: int
+
+
 @contextmanager
-def _workers(jobs: int) -> Iterator[ProcessPoolExecutor | None]:
+def _workers(jobs: int) -> Iterator[Workers | None]:
     """``jobs`` processes for :func:`backtest` (None for one: the work is done here), each
     importing arch (the garch baseline's, seconds) as soon as it starts."""
     if jobs <= 1:
@@ -323,7 +334,7 @@ def _workers(jobs: int) -> Iterator[ProcessPoolExecutor | None]:
         for _ in range(jobs):
             pool.submit(_load_arch)
         try:
-            yield pool
+            yield Workers(pool, jobs)
         except BaseException:
             pool.shutdown(cancel_futures=True)  # a failure: the blocks not started yet are dropped
             raise

@@ -537,11 +537,13 @@ def pinball(actual, quantiles: Mapping[float, Sequence[float] | np.ndarray]) -> 
     """
     if not quantiles:
         return float("nan")
-    losses = pinball_rows(actual, quantiles)
-    losses = losses[~np.isnan(losses)]
-    if losses.size == 0:
-        return float("nan")
-    return float(np.mean(losses))
+    return _mean_known(pinball_rows(actual, quantiles))
+
+
+def _mean_known(losses: np.ndarray) -> float:
+    """The mean of the rows that are not NaN; NaN without one."""
+    known = losses[~np.isnan(losses)]
+    return float(np.mean(known)) if known.size else float("nan")
 
 
 def lag_share(forecast_change, last_change) -> tuple[float, float]:
@@ -630,11 +632,10 @@ def _interval_metrics(cols: Mapping[str, np.ndarray], step: int, quantiles: np.n
     known = ~(np.isnan(actual) | np.isnan(lo) | np.isnan(hi))
     misses = np.where(known, (actual < lo) | (actual > hi), np.nan)
     losses = pinball_rows(actual, dict(zip(QUANTILES, (lo, mid, hi), strict=True)))
-    scored = losses[~np.isnan(losses)]
     return {
         "coverage": coverage(actual, lo, hi),
         "width": width(lo, hi),
-        "pinball": float(np.mean(scored)) if scored.size else float("nan"),  # as pinball() has it
+        "pinball": _mean_known(losses),
         "kupiec_pvalue": kupiec_pvalue(misses, INTERVAL_MISS_RATE),
         # independence of one-step misses only: h-step misses of overlapping periods are correlated
         "christoffersen_pvalue": (christoffersen_pvalue(misses, cols["ticker"]) if step == 1 else float("nan")),
