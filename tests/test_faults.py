@@ -90,9 +90,10 @@ def test_predict_gives_up_after_lock_timeout_naming_the_holder(cli, trained_run,
     finally:
         stop(holder)
     assert res.exit_code == EXIT_TEMPFAIL
-    # it waits out --lock-timeout 1.5, then gives up: within seconds, not when the holder's
-    # 120 s are over (nor at the suite's 60 s per-test timeout, which would fail it differently)
-    assert 1.4 <= waited < 10, f"waited {waited:.2f} s for --lock-timeout 1.5"
+    # it waits out --lock-timeout 1.5 (never less: the lock is polled until that much time has
+    # passed), then gives up at once, not when the holder's 120 s are over: 1.55 s measured
+    # in-process; 5 s leaves room for a busy machine
+    assert 1.5 <= waited < 5, f"waited {waited:.2f} s for --lock-timeout 1.5"
     assert f"pid {holder.pid}" in res.stderr and "--lock-timeout" in res.stderr
     assert not list((out / trained_run.name).glob("*.csv"))
 
