@@ -238,23 +238,9 @@ def evaluate(
     run = load_run(run_dir)
     cfg = run.config
     names = run.select(tickers)
-    with _workers(_jobs(jobs, len(names))) as pool:  # started first: they load arch while this reads bars
-        bars = load_bars(source or cfg.data.source, Path(data_dir or cfg.data.data_dir), names)
-        missing = ending_before(bars, run.splits().test_start)
-        if len(missing) == len(bars):
-            raise DataError(
-                f"no test windows: the bars of {', '.join(missing)} end before the run's test split starts "
-                f"({run.splits().test_start.date()})"
-            )
-        for sym, why in missing.items():
-            log.warning(
-                "%s: no test windows: its bars end %s, before the test split starts (%s)",
-                sym,
-                why["last_date"],
-                why["split_start"],
-            )
-        present = {s: df for s, df in bars.items() if s not in missing}
-        done = backtest(run, present, _mase_scales(bars, run.splits().val_start), pool)
+    data = DataSource(source or cfg.data.source, Path(data_dir or cfg.data.data_dir))
+    with _workers(_jobs(jobs, len(names))) as pool:
+        done = backtest(run, names, data, pool, keep_closes=plot)
     report = EvalReport(
         run=run.name,
         model=cfg.model.cell,
@@ -262,48 +248,80 @@ def evaluate(
         predictions=done.predictions,
         out_dir=run.path / "eval",  # the run loaded, even if a promoted name moved since
         lag=done.lag,
-        missing=missing,
+        missing=done.missing,
         median_weight=run.manifest.median_weights(),
     )
-    _write(report, run, bars, plot, done.predictions_csv)
+    _write(report, run, done.closes, plot, done.predictions_csv)
     return report
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where a backtest reads its bars (see :func:`~forecaster.store.load_bars`)."""
+
+    source: str
+    data_dir: Path
 
 
 @dataclass
 class Backtest:
     """A run's walk-forward predictions, their metrics and lag report, and predictions.csv's
-    text (formatted where the predictions were made: on a large universe, seconds of work)."""
+    text (formatted where the predictions were made: on a large universe, seconds of work);
+    the tickers left out because their bars end before the test split, each with its last
+    date and the split's first; and, when asked for, each ticker's closes (for the plots)."""
 
     predictions: pd.DataFrame
     metrics: pd.DataFrame
     lag: pd.DataFrame
     predictions_csv: str
+    missing: dict[str, dict[str, str]] = field(default_factory=dict)
+    mase_scale: dict[str, float] = field(default_factory=dict)
+    closes: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
-def backtest(run: Run, bars: dict[str, pd.DataFrame], mase_scale: dict[str, float], pool: Workers | None) -> Backtest:
-    """:func:`walk_forward`, its :func:`~forecaster.metrics.metrics_table` and :func:`lag_report`,
-    the tickers shared among the processes of ``pool`` (see :func:`_workers`; None: all here).
-    Each ticker is backtested on its own, so the result is the same for any number of
-    processes; the pooled rows are computed here, over every ticker's predictions."""
+def backtest(
+    run: Run, names: list[str], data: DataSource, pool: Workers | None, *, keep_closes: bool = False
+) -> Backtest:
+    """Read the bars of ``names``, then :func:`walk_forward`, its
+    :func:`~forecaster.metrics.metrics_table` and :func:`lag_report`, the tickers shared among
+    the processes of ``pool`` (see :func:`_workers`; None: all here), each reading its own
+    tickers' bars. Each ticker is backtested on its own, so the result is the same for any
+    number of processes; the pooled rows are computed here, over every ticker's predictions.
+    Tickers whose bars end before the test split are named (a warning each) and left out."""
     model = run.config.model.cell
     if pool is None:
-        parts = [_backtest_block((run, bars, mase_scale))]
+        parts = [_backtest_block(_Block(run, names, data, keep_closes))]
     else:
-        names = [s for s in run.names if s in bars]  # walk_forward's order
         n_blocks = min(len(names), pool.processes * BLOCKS_PER_JOB)
         blocks = [names[len(names) * i // n_blocks : len(names) * (i + 1) // n_blocks] for i in range(n_blocks)]
-        work = [(run, {s: bars[s] for s in block}, mase_scale) for block in blocks]
-        parts = list(pool.executor.map(_backtest_block, work))
-    parts = [p for p in parts if p is not None]
-    if not parts:
+        parts = list(pool.executor.map(_backtest_block, [_Block(run, block, data, keep_closes) for block in blocks]))
+    missing = {s: why for p in parts for s, why in p.missing.items()}
+    split_start = run.splits().test_start.date()
+    if len(missing) == len(names):
+        raise DataError(
+            f"no test windows: the bars of {', '.join(missing)} end before the run's test split starts ({split_start})"
+        )
+    for sym, why in missing.items():
+        log.warning(
+            "%s: no test windows: its bars end %s, before the test split starts (%s)",
+            sym,
+            why["last_date"],
+            why["split_start"],
+        )
+    done = [p for p in parts if len(p.predictions)]
+    if not done:
         raise _no_test_windows(run)
-    pred = pd.concat([p.predictions for p in parts], ignore_index=True)
+    pred = pd.concat([p.predictions for p in done], ignore_index=True)
+    mase_scale = {s: v for p in parts for s, v in p.mase_scale.items()}
     pooled = metrics_table(pred, model, mase_scale, per_ticker=False)
     return Backtest(
         predictions=pred,
-        metrics=sort_metrics(pd.concat([*(p.metrics for p in parts), pooled], ignore_index=True), model),
-        lag=pd.concat([p.lag for p in parts], ignore_index=True),
-        predictions_csv=to_csv_text(pred.iloc[:0][PREDICTION_COLUMNS]) + "".join(p.predictions_csv for p in parts),
+        metrics=sort_metrics(pd.concat([*(p.metrics for p in done), pooled], ignore_index=True), model),
+        lag=pd.concat([p.lag for p in done], ignore_index=True),
+        predictions_csv=to_csv_text(pred.iloc[:0][PREDICTION_COLUMNS]) + "".join(p.predictions_csv for p in done),
+        missing=missing,
+        mase_scale=mase_scale,
+        closes={s: c for p in parts for s, c in p.closes.items()},
     )
 
 
@@ -344,18 +362,39 @@ def _load_arch() -> None:
     import arch.univariate  # noqa: F401  (a worker loads it before its first block; seconds)
 
 
-def _backtest_block(job) -> Backtest | None:
-    """One block's predictions, per-ticker metrics, lag rows and predictions.csv rows (no
-    header); None when none of its tickers has a test window."""
-    run, bars, mase_scale = job
-    pred = _walk_forward(run, bars)
+@dataclass(frozen=True)
+class _Block:
+    """Some of a backtest's tickers, backtested together by :func:`_backtest_block`."""
+
+    run: Run
+    names: list[str]
+    data: DataSource
+    keep_closes: bool
+
+
+def _backtest_block(block: _Block) -> Backtest:
+    """One block: its bars read, its tickers without test windows named, and the others'
+    predictions, per-ticker metrics, lag rows and predictions.csv rows (no header); empty
+    frames when none has a test window."""
+    run = block.run
+    bars = load_bars(block.data.source, block.data.data_dir, block.names)
+    splits = run.splits()
+    missing = ending_before(bars, splits.test_start)
+    present = {s: df for s, df in bars.items() if s not in missing}
+    mase_scale = _mase_scales(bars, splits.val_start)
+    closes = {s: df[["close"]] for s, df in present.items()} if block.keep_closes else {}
+    pred = _walk_forward(run, present) if present else None
     if pred is None:
-        return None
+        empty = pd.DataFrame()
+        return Backtest(empty, empty, empty, "", missing, mase_scale, closes)
     return Backtest(
         predictions=pred,
         metrics=metrics_table(pred, run.config.model.cell, mase_scale, pooled=False),
         lag=lag_report(pred),
         predictions_csv=to_csv_text(pred[PREDICTION_COLUMNS], header=False),
+        missing=missing,
+        mase_scale=mase_scale,
+        closes=closes,
     )
 
 
@@ -364,7 +403,7 @@ def _mase_scales(bars: dict[str, pd.DataFrame], val_start: pd.Timestamp) -> dict
     return {s: naive_scale(df["close"][df.index < val_start].to_numpy()) for s, df in bars.items()}
 
 
-def _write(report: EvalReport, run: Run, bars: dict[str, pd.DataFrame], plot: bool, predictions_csv: str) -> None:
+def _write(report: EvalReport, run: Run, closes: dict[str, pd.DataFrame], plot: bool, predictions_csv: str) -> None:
     """Write the evaluation into a temporary folder that replaces eval/ whole at the end, so a
     failure (a plot, a full disk) leaves the previous evaluation as it was."""
     out_dir = report.out_dir
@@ -377,7 +416,7 @@ def _write(report: EvalReport, run: Run, bars: dict[str, pd.DataFrame], plot: bo
             # matplotlib costs a second to import: only when plots are asked for
             from .plots import plot_report
 
-            plot_report(report, run, bars, tmp / "plots")
+            plot_report(report, run, closes, tmp / "plots")
         publish_files(tmp)
         replace_dir(tmp, out_dir)
     except BaseException:

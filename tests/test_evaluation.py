@@ -102,7 +102,7 @@ def test_backtest_in_processes_equals_the_backtest_in_one(run_copy, monkeypatch)
         def map(self, fn, jobs):
             jobs = list(jobs)
             if fn is evaluation._backtest_block:
-                pools.append((self._max_workers, [list(bars) for _, bars, _ in jobs]))
+                pools.append((self._max_workers, [block.names for block in jobs]))
             return super().map(fn, jobs)
 
     monkeypatch.setattr(evaluation, "ProcessPoolExecutor", Recorded)
