@@ -22,6 +22,7 @@ from forecaster.baselines import (
     garch_volatility,
     hist,
     naive,
+    unit_t_quantile,
 )
 from forecaster.metrics import coverage, pinball
 
@@ -196,6 +197,16 @@ def test_garch_filter_and_forecast_match_arch():
     np.testing.assert_allclose(got[:, 0], expected_lo, rtol=1e-9)
     vol = garch_volatility(close, np.array([origin]), max_window=window)
     assert vol[0] == pytest.approx(math.sqrt(variance[0]) / 100, rel=1e-9)
+
+
+@pytest.mark.parametrize("level", [0.1, 0.5, 0.9])
+def test_unit_t_quantile_is_archs_student_t_quantile(level):
+    """The garch bounds' Student-t quantile, to the last bit, over arch's whole range of nu."""
+    for nu in np.concatenate([np.linspace(2.05, 500.0, 997), [2.5, 4.0, 5.0, 30.0]]):
+        assert unit_t_quantile(level, float(nu)) == float(StudentsT().ppf(level, [nu])), nu
+    # scaled to unit variance: a t(5) quantile shrinks by sqrt(3/5), and far out it nears the normal's
+    assert unit_t_quantile(0.9, 5.0) == pytest.approx(1.475884 * math.sqrt(3 / 5), rel=1e-6)
+    assert unit_t_quantile(0.9, 500.0) == pytest.approx(Z90, rel=1e-3)
 
 
 def test_garch_blocks_filter_forward_with_the_block_parameters(monkeypatch):
