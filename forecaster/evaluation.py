@@ -346,25 +346,20 @@ class Workers:
 
 @contextmanager
 def _workers(jobs: int) -> Iterator[Workers | None]:
-    """``jobs`` processes for :func:`backtest` (None for one: the work is done here), each
-    importing arch (the garch baseline's, seconds) as soon as it starts."""
+    """``jobs`` processes for :func:`backtest` (None for one: the work is done here). arch,
+    seconds to import, is not loaded ahead: the garch baseline filters with the fit made at
+    training and imports it only where it has to fit."""
     if jobs <= 1:
         yield None
         return
     # fork where there is one: a worker starts in milliseconds, with numpy and pandas loaded
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(method)) as pool:
-        for _ in range(jobs):
-            pool.submit(_load_arch)
         try:
             yield Workers(pool, jobs)
         except BaseException:
             pool.shutdown(cancel_futures=True)  # a failure: the blocks not started yet are dropped
             raise
-
-
-def _load_arch() -> None:
-    import arch.univariate  # noqa: F401  (a worker loads it before its first block; seconds)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from support import python_env
 
 from forecaster.checkpoint import load_run
 from forecaster.evaluation import evaluate, lag_report, walk_forward
@@ -86,6 +87,32 @@ def test_the_garch_fit_made_at_training_is_the_one_evaluate_would_make(run_copy)
     garch = [m[m["model"] == "garch"].reset_index(drop=True) for m in (with_fit, fitted_here)]
     pd.testing.assert_frame_equal(garch[0], garch[1], rtol=1e-9)
     assert garch[0]["pinball"].gt(0).all()
+
+
+def test_evaluate_with_the_fits_made_at_training_does_not_load_arch(run_copy):
+    """arch takes seconds to import: evaluate loads it only for a ticker it must fit itself."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path; from forecaster.evaluation import evaluate; "
+        f"evaluate(Path({str(run_copy)!r}), jobs=1); print('arch' in sys.modules)"
+    )
+
+    def loads_arch() -> bool:
+        res = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=python_env(), timeout=120
+        )
+        assert res.returncode == 0, res.stderr
+        return res.stdout.strip().splitlines()[-1] == "True"
+
+    assert not loads_arch()
+    meta = json.loads((run_copy / "run.json").read_text())
+    for t in meta["tickers"].values():
+        t["garch"] = None  # no fit in the run: the baseline fits, with arch
+    (run_copy / "run.json").write_text(json.dumps(meta))
+    assert loads_arch()
 
 
 def test_backtest_in_processes_equals_the_backtest_in_one(run_copy, monkeypatch):
