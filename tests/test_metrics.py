@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from forecaster.metrics import (
+    INTERVAL_MISS_RATE,
     METRIC_COLUMNS,
     chi2_sf,
     christoffersen_pvalue,
@@ -675,3 +676,73 @@ def test_metrics_table_probabilistic_column_errors():
         metrics_table(pred, "garch", {})
     # only the baselines that are there get rows
     assert set(metrics_table(pred, "lstm", {})["model"]) == {"lstm", "naive", "drift", "mean", "hist"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 40), holes=st.floats(0.0, 0.4), zeros=st.booleans())
+def test_metrics_table_rows_are_the_metric_functions_to_the_last_bit(seed, n, holes, zeros):
+    """Each row of the table is what the public functions give on that group's rows, exactly:
+    with NaN actuals, forecasts and bounds, zero actuals and flat moves scattered in."""
+    rng = np.random.default_rng(seed)
+    rows = 2 * n
+    last = rng.choice([0.0, 1.0, 50.0], rows) if zeros else rng.uniform(5, 50, rows)
+    actual = last * np.exp(rng.normal(0, 0.05, rows))
+    flat = rng.random(rows) < 0.2
+    actual[flat] = last[flat]  # no move: no direction to call
+    pred = pd.DataFrame(
+        {
+            "ticker": np.repeat(["AAA", "BBB"], n),
+            "origin": np.tile(np.arange(n), 2),
+            "step": 1,
+            "actual": actual,
+            "last_close": last,
+            "p50": last * np.exp(rng.normal(0, 0.03, rows)),
+            "naive": last,
+            "drift": last * 1.001,
+            "mean": last * 0.999,
+        }
+    )
+    pred["p10"] = pred["p50"] * 0.95
+    pred["p90"] = pred["p50"] * 1.05
+    pred = _with_probabilistic(pred, {"hist": 1.0, "ewma": 2.0, "garch": 0.5})
+    for column in ("actual", "p50", "p10", "drift", "ewma_p90"):
+        pred.loc[rng.random(rows) < holes, column] = NAN
+    scale = {"AAA": 0.7, "BBB": float(rng.choice([NAN, 1.3]))}
+    table = metrics_table(pred, "lstm", scale).set_index(["ticker", "model"])
+
+    def same(got, want):
+        assert (math.isnan(got) and math.isnan(want)) or got == want, (got, want)
+
+    for ticker in ("AAA", "BBB", "ALL"):
+        g = pred if ticker == "ALL" else pred[pred["ticker"] == ticker]
+        y = g["actual"].to_numpy()
+        naive_fc = g["naive"].to_numpy()
+        for model, fc, bounds in [
+            ("lstm", g["p50"], ("p10", "p90")),
+            ("drift", g["drift"], None),
+            ("ewma", g["ewma_p50"], ("ewma_p10", "ewma_p90")),
+        ]:
+            row, fc = table.loc[(ticker, model)], fc.to_numpy()
+            keep = ~(np.isnan(y) | np.isnan(fc))
+            scaled_by = g["ticker"].map(scale).to_numpy()
+            same(row["mae"], mae(y, fc))
+            same(row["rmse"], rmse(y, fc))
+            same(row["mape"], mape(y, fc))
+            same(row["smape"], smape(y, fc))
+            want_mase = NAN
+            if keep.any():
+                errors = np.abs(y - fc)[keep] / scaled_by[keep]
+                want_mase = NAN if np.isnan(errors).any() else float(np.mean(errors))
+            same(row["mase"], want_mase)
+            if model == "ewma":
+                continue  # its median is the last close: naive's point rows, no direction or DM
+            same(row["directional_accuracy"], directional_accuracy(y, fc, g["last_close"]))
+            same(row["dm_pvalue"], diebold_mariano(y - fc, y - naive_fc, h=1)[1])
+            if bounds is not None:
+                lo, hi = (g[c].to_numpy() for c in bounds)
+                known = ~(np.isnan(y) | np.isnan(lo) | np.isnan(hi))
+                misses = np.where(known, (y < lo) | (y > hi), NAN)
+                same(row["coverage"], coverage(y, lo, hi))
+                same(row["width"], width(lo, hi))
+                same(row["kupiec_pvalue"], kupiec_pvalue(misses, INTERVAL_MISS_RATE))
+                same(row["christoffersen_pvalue"], christoffersen_pvalue(misses, g["ticker"].to_numpy()))
