@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -139,3 +141,26 @@ def test_backtest_in_processes_equals_the_backtest_in_one(run_copy, monkeypatch)
     pd.testing.assert_frame_equal(shared.metrics, serial.metrics)
     assert {name: path.read_bytes() for name, path in shared.files.items()} == files
     assert set(shared.metrics["ticker"]) == {"STOCKA", "STOCKB", "ALL"}
+
+
+def test_bad_bars_read_in_a_process_fail_as_they_do_in_one(run_copy, sample_dir, tmp_path, monkeypatch):
+    """Each process reads its own tickers' bars: a bad file fails the evaluation with the same
+    error in either case, and leaves no eval/ folder behind."""
+    from forecaster import evaluation
+    from forecaster.errors import DataError
+
+    bad = tmp_path / "bad"
+    shutil.copytree(sample_dir, bad)
+    lines = (bad / "STOCKB.csv").read_text().splitlines()
+    cells = lines[40].split(",")
+    lines[40] = ",".join([cells[0], "abc", *cells[2:]])
+    (bad / "STOCKB.csv").write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(evaluation, "MIN_TICKERS_PER_JOB", 1)  # two tickers: a process each
+    errors = []
+    for jobs in (1, 2):
+        with pytest.raises(DataError) as caught:
+            evaluate(run_copy, data_dir=bad, jobs=jobs)
+        errors.append(str(caught.value))
+    assert errors[0] == errors[1]
+    assert "STOCKB.csv" in errors[0] and "'abc'" in errors[0]
+    assert not (run_copy / "eval").exists()
