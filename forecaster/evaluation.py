@@ -294,6 +294,8 @@ def backtest(
     number of processes; the pooled rows are computed here, over every ticker's predictions.
     Tickers whose bars end before the test split are named (a warning each) and left out."""
     model = run.config.model.cell
+    asked = set(names)
+    names = [s for s in run.names if s in asked]  # walk_forward's order, whatever the order asked
     if pool is None:
         parts = [_backtest_block(_Block(run, names, data, keep_closes))]
     else:

@@ -141,6 +141,11 @@ def test_backtest_in_processes_equals_the_backtest_in_one(run_copy, monkeypatch)
     pd.testing.assert_frame_equal(shared.metrics, serial.metrics)
     assert {name: path.read_bytes() for name, path in shared.files.items()} == files
     assert set(shared.metrics["ticker"]) == {"STOCKA", "STOCKB", "ALL"}
+    # the tickers named in another order: the same blocks, the same files
+    pools.clear()
+    named = evaluate(run_copy, jobs=2, tickers=["STOCKB", "STOCKA"])
+    assert pools == [(2, [["STOCKA"], ["STOCKB"]])]
+    assert {name: path.read_bytes() for name, path in named.files.items()} == files
 
 
 def test_bad_bars_read_in_a_process_fail_as_they_do_in_one(run_copy, sample_dir, tmp_path, monkeypatch):
