@@ -67,7 +67,7 @@ class ModelConfig(_Section):
         "volatility at the origin, or the ticker's training volatility",
     )
     scale_halflife: int = Field(
-        20, gt=0, le=1000, description="half-life in sessions of the local volatility (target scale and rvol feature)"
+        60, gt=0, le=1000, description="half-life in sessions of the local volatility (target scale and rvol feature)"
     )
     ar_order: int = Field(
         5,

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .config import ModelConfig
+
 FEATURES = ["ret", "range", "body", "dvol", "rvol", "zret", "dow_sin", "dow_cos"]
 """What a new run's network reads, in order."""
 KNOWN_FEATURES = set(FEATURES)
@@ -75,7 +77,11 @@ def range_variance(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray) 
     return np.maximum(gk, 0.0)
 
 
-def make_arrays(bars: pd.DataFrame, names: list[str] | None = None, halflife: float = 20) -> TickerArrays:
+def make_arrays(
+    bars: pd.DataFrame,
+    names: list[str] | None = None,
+    halflife: float = ModelConfig.model_fields["scale_halflife"].default,
+) -> TickerArrays:
     """Feature matrix (the features ``names``, default :data:`FEATURES`), log closes and the local
     volatility (EWMA of the range variance with ``halflife`` sessions) for a validated OHLCV frame
     of at least 2 rows."""
