@@ -122,7 +122,7 @@ class TrainConfig(_Section):
     lr: float = Field(1e-3, gt=0, le=10)
     weight_decay: float = Field(1e-4, ge=0)
     grad_clip: float = Field(1.0, gt=0, description="max global gradient norm")
-    patience: int = Field(5, gt=0, description="epochs without validation gain before stopping")
+    patience: int = Field(12, gt=0, description="epochs without validation gain before stopping")
     seed: int = Field(0, ge=0)
     device: Device = "auto"
     precision: Precision = Field("fp32", description="bf16 autocast on CUDA")
