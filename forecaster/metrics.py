@@ -111,24 +111,14 @@ def _mean(x: np.ndarray) -> float:
 
 def mae(actual, forecast) -> float:
     """Mean absolute error: mean(|actual - forecast|)."""
-    return _mae(*_arrays(actual, forecast))
-
-
-def _mae(y: np.ndarray, f: np.ndarray) -> float:
-    if y.size == 0:
-        return float("nan")
-    return float(np.mean(np.abs(y - f)))
+    y, f = _arrays(actual, forecast)
+    return _mean(np.abs(y - f)) if y.size else float("nan")
 
 
 def rmse(actual, forecast) -> float:
     """Root mean squared error: sqrt(mean((actual - forecast)^2))."""
-    return _rmse(*_arrays(actual, forecast))
-
-
-def _rmse(y: np.ndarray, f: np.ndarray) -> float:
-    if y.size == 0:
-        return float("nan")
-    return float(np.sqrt(np.mean((y - f) ** 2)))
+    y, f = _arrays(actual, forecast)
+    return math.sqrt(_mean((y - f) ** 2)) if y.size else float("nan")
 
 
 def mape(actual, forecast) -> float:
@@ -136,15 +126,16 @@ def mape(actual, forecast) -> float:
 
     Rows with ``actual == 0`` (where the ratio is undefined) are ignored as well.
     """
-    return _mape(*_arrays(actual, forecast))
+    y, f = _arrays(actual, forecast)
+    return _mape(np.abs(y - f), y)
 
 
-def _mape(y: np.ndarray, f: np.ndarray) -> float:
-    keep = y != 0
-    y, f = y[keep], f[keep]
-    if y.size == 0:
-        return float("nan")
-    return float(100.0 * np.mean(np.abs(y - f) / np.abs(y)))
+def _mape(abs_err: np.ndarray, y: np.ndarray) -> float:
+    """:func:`mape` from the absolute errors of rows without NaN."""
+    nonzero = y != 0
+    if nonzero.all():
+        return 100.0 * _mean(abs_err / np.abs(y)) if y.size else float("nan")
+    return 100.0 * _mean(abs_err[nonzero] / np.abs(y[nonzero])) if nonzero.any() else float("nan")
 
 
 def smape(actual, forecast) -> float:
@@ -152,16 +143,32 @@ def smape(actual, forecast) -> float:
 
     A row with ``actual == forecast == 0`` counts as a perfect forecast (0).
     """
-    return _smape(*_arrays(actual, forecast))
+    y, f = _arrays(actual, forecast)
+    return _smape(np.abs(y - f), y, f)
 
 
-def _smape(y: np.ndarray, f: np.ndarray) -> float:
+def _smape(abs_err: np.ndarray, y: np.ndarray, f: np.ndarray) -> float:
+    """:func:`smape` from the absolute errors of rows without NaN."""
     if y.size == 0:
         return float("nan")
-    num = 2.0 * np.abs(y - f)
     den = np.abs(y) + np.abs(f)
-    ratio = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
-    return float(100.0 * np.mean(ratio))
+    ratio = np.divide(2.0 * abs_err, den, out=np.zeros_like(abs_err), where=den > 0)
+    return 100.0 * _mean(ratio)
+
+
+def _point_errors(y: np.ndarray, f: np.ndarray) -> dict[str, float]:
+    """:func:`mae`, :func:`rmse`, :func:`mape` and :func:`smape` of rows without NaN, the
+    errors taken once: a backtest computes thousands of these."""
+    if y.size == 0:
+        return dict.fromkeys(("mae", "rmse", "mape", "smape"), float("nan"))
+    err = y - f
+    abs_err = np.abs(err)
+    return {
+        "mae": _mean(abs_err),
+        "rmse": math.sqrt(_mean(err**2)),
+        "mape": _mape(abs_err, y),
+        "smape": _smape(abs_err, y, f),
+    }
 
 
 def mase(actual, forecast, scale: float) -> float:
@@ -183,12 +190,15 @@ def directional_accuracy(actual, forecast, last) -> float:
     actual equals ``last`` (no direction to call) are left out; a forecast equal to ``last``
     calls no direction and is a miss. NaN when no row is left.
     """
-    y, f, base = _arrays(actual, forecast, last)
+    return _directional(*_arrays(actual, forecast, last))
+
+
+def _directional(y: np.ndarray, f: np.ndarray, base: np.ndarray) -> float:
+    """:func:`directional_accuracy` of rows without NaN."""
     moved = y != base
     if not np.any(moved):
         return float("nan")
-    hits = np.sign(f[moved] - base[moved]) == np.sign(y[moved] - base[moved])
-    return float(np.mean(hits))
+    return _mean(np.sign(f[moved] - base[moved]) == np.sign(y[moved] - base[moved]))
 
 
 def skill(mae_model: float, mae_naive: float) -> float:
@@ -612,47 +622,26 @@ def _point_metrics(cols: Mapping[str, np.ndarray], step: int, model: str, fc: np
     """n, the point-forecast errors, and skill and DM vs naive, of one model on one group
     (``cols``: the group's columns as float arrays, ``ticker`` as labels). The same numbers as
     :func:`mae`, :func:`rmse`, :func:`mape`, :func:`smape`, :func:`mase`,
-    :func:`directional_accuracy` and :func:`diebold_mariano`, with the absolute errors taken
-    once (a backtest computes thousands of these rows)."""
+    :func:`directional_accuracy` and :func:`diebold_mariano`, from the group's arrays as they
+    are (a backtest computes thousands of these rows)."""
     actual = cols["actual"]
     valid = ~(np.isnan(actual) | np.isnan(fc))
     everywhere = bool(valid.all())
     y, f = (actual, fc) if everywhere else (actual[valid], fc[valid])
     n = int(y.size)
-    if n == 0:
-        row = dict.fromkeys(("mae", "rmse", "mape", "smape", "mase"), float("nan"))
-    else:
-        err = y - f
-        abs_err = np.abs(err)
-        abs_y = np.abs(y)
-        nonzero = y != 0
-        if nonzero.all():
-            mape_value = 100.0 * _mean(abs_err / abs_y)
-        else:
-            mape_value = 100.0 * _mean(abs_err[nonzero] / abs_y[nonzero]) if nonzero.any() else float("nan")
-        den = abs_y + np.abs(f)
-        ratio = np.divide(2.0 * abs_err, den, out=np.zeros_like(abs_err), where=den > 0)
-        scaled = abs_err / (cols["mase_scale"] if everywhere else cols["mase_scale"][valid])
-        row = {
-            "mae": _mean(abs_err),
-            "rmse": math.sqrt(_mean(err**2)),
-            "mape": mape_value,
-            "smape": 100.0 * _mean(ratio),
-            "mase": float("nan") if np.any(np.isnan(scaled)) else _mean(scaled),
-        }
+    row = _point_errors(y, f)
+    row["mase"] = float("nan")
+    if n:
+        scaled = np.abs(y - f) / (cols["mase_scale"] if everywhere else cols["mase_scale"][valid])
+        row["mase"] = float("nan") if np.any(np.isnan(scaled)) else _mean(scaled)
     row["n"] = n
     # naive and the probabilistic baselines forecast the last close: no direction, no skill
     if model != "naive" and model not in PROBABILISTIC_MODELS:
         last = cols["last_close"]
-        if everywhere and not np.isnan(last).any():
-            moved = actual != last
-            row["directional_accuracy"] = (
-                _mean(np.sign(fc[moved] - last[moved]) == np.sign(actual[moved] - last[moved]))
-                if moved.any()
-                else float("nan")
-            )
-        else:
-            row["directional_accuracy"] = directional_accuracy(actual, fc, last)
+        known = everywhere and not np.isnan(last).any()
+        row["directional_accuracy"] = (
+            _directional(actual, fc, last) if known else directional_accuracy(actual, fc, last)
+        )
         row["skill"] = skill(row["mae"], naive_mae)
         row["dm_pvalue"] = diebold_mariano(actual - fc, actual - cols["naive"], h=step)[1]
     return row
