@@ -111,8 +111,8 @@ class IntervalConfig(_Section):
         0.05,
         ge=0.0,
         le=1.0,
-        description="step of the online interval-scale tracker on the log scale: a miss of a one-step interval "
-        "widens it by exp(0.8 x rate), a hit narrows it by exp(-0.2 x rate); step h moves by rate / h (0: off)",
+        description="step of the online interval-scale tracker on the log scale: a miss widens the interval "
+        "by exp(0.8 x rate), a hit narrows it by exp(-0.2 x rate) (0: off)",
     )
 
 

@@ -11,12 +11,10 @@ whose targets use the ticker's training volatility, the recent EWMA volatility r
   conformal inference, Gibbs & Candès, 2021): every miss widens the interval a little, every
   hit narrows it a little less, so the long-run miss rate is pulled to the nominal 20 %
   whatever the regime, and nothing realised after an origin reaches its interval.
-- Training starts ``s`` where the test split starts at the split-conformal scale of the
-  validation split (:func:`split_conformal_scales`: the smallest that would have put 80 % of
-  its actuals inside, from the actuals realised before the test split; the run's
-  ``conformal``), then tracks it through the test split to the last bar (``conformal_online``,
-  what ``predict`` uses from there on). ``evaluate`` tracks through the test split from
-  ``conformal`` exactly as training did.
+- Training starts ``s`` at 1 at the first validation origin and tracks it through the
+  validation split (the run's ``conformal`` scale: where the test split starts), then through
+  the test split to the last bar (``conformal_online``, what ``predict`` uses from there on).
+  ``evaluate`` tracks through the test split from ``conformal`` exactly as training did.
 - :func:`forecast_scales` picks the scale a forecast uses, brought up to date by ``predict``
   through every outcome realised since the run's last bar; :func:`calibrated` applies it.
 - :func:`median_weights` decides, per step, whether the median is the network's or the last
@@ -33,7 +31,7 @@ import numpy as np
 
 from .config import COVERAGE, QUANTILES
 from .metrics import diebold_mariano
-from .windows import SPLITS, WindowSet
+from .windows import WindowSet
 
 LO, MID, HI = 0, QUANTILES.index(0.5), len(QUANTILES) - 1
 """Positions of the interval's ends and of the median along the quantile axis."""
@@ -66,20 +64,17 @@ def track_scales(scores, start, lags, rate: float, coverage: float = COVERAGE) -
     series (e.g. one ticker's steps); NaN where the actual is unknown. ``start`` (K,): the
     validation scales. ``lags`` (K,): sessions until a column's actual is known (the step h).
 
-    The scale in force at origin ``i`` is ``start * exp(rate / lag * sum(miss_j - (1 - coverage)))``
+    The scale in force at origin ``i`` is ``start * exp(rate * sum(miss_j - (1 - coverage)))``
     over the origins ``j <= i - lag`` whose actual is known, where ``miss_j`` says whether the
     actual fell outside the interval that was in force at ``j`` (score above that scale).
-    Nothing realised after origin ``i`` is used. The step shrinks with the lag because a
-    ``lag``-step forecast's misses come in runs: consecutive origins share ``lag - 1`` of the
-    sessions their actuals span, so one shock is about ``lag`` misses. Returns (N + 1, K): the
-    scales at the N origins and, last, at the session after the last origin (the next forecast's).
+    Nothing realised after origin ``i`` is used. Returns (N + 1, K): the scales at the N origins
+    and, last, at the session after the last origin (the next forecast's).
     """
     scores = np.asarray(scores, dtype=float)
     n, k = scores.shape
     lags = np.asarray(lags, dtype=np.int64).reshape(k)
     if np.any(lags < 1):
         raise ValueError("lags must be at least 1 session")
-    step = float(rate) / lags
     log_scale = np.log(np.maximum(np.asarray(start, dtype=float).reshape(k), 1e-12))
     out = np.empty((n + 1, k))
     miss = np.zeros((n, k))
@@ -92,20 +87,11 @@ def track_scales(scores, start, lags, rate: float, coverage: float = COVERAGE) -
         if ok.any():
             jj, cc = j[ok], cols[ok]
             real = known[jj, cc]
-            log_scale[cc[real]] += step[cc[real]] * (miss[jj[real], cc[real]] - target)
+            log_scale[cc[real]] += rate * (miss[jj[real], cc[real]] - target)
         out[i] = np.exp(log_scale)
         if i < n:
             miss[i] = np.where(known[i], scores[i] > out[i], 0.0)
     return out
-
-
-def conformal_quantile(scores, coverage: float = COVERAGE) -> float:
-    """The split-conformal scale of a set of scores: the ``ceil((n + 1) * coverage)``-th smallest
-    of the ``n`` known ones, the smallest scale that puts at least that share of them inside;
-    1.0 (the network's own interval) when there are too few for that rank to exist."""
-    known = np.sort(np.asarray(scores, dtype=float)[np.isfinite(scores)])
-    rank = int(np.ceil((len(known) + 1) * coverage))
-    return float(known[rank - 1]) if rank <= len(known) else 1.0
 
 
 def with_median(q: np.ndarray, weight) -> np.ndarray:
@@ -165,34 +151,15 @@ def walk_forward_scales(
     ws: WindowSet,
     rate: float,
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Training's calibration: each ticker's split-conformal scales of the validation origins
-    ``val`` (forecasts ``q_val``), where the test split starts, then tracked through the test
-    origins ``test`` to the session after the last bar. Returns both, per ticker: ``(at the
-    test split's start, after the last bar)``."""
-    start = split_conformal_scales(q_val, ws, val)
+    """Training's calibration: from 1 at the first validation origin, each ticker's scales
+    tracked through the validation origins ``val`` (forecasts ``q_val``) to where the test split
+    starts, then through the test origins ``test`` to the session after the last bar. Returns
+    both, per ticker: ``(at the test split's start, after the last bar)``."""
+    _, start = tracked_scales(q_val, ws, val, {}, rate)
     if len(test) == 0:
         return start, {}
     _, final = tracked_scales(q_test, ws, test, start, rate)
     return start, final
-
-
-def split_conformal_scales(
-    q: np.ndarray, ws: WindowSet, ends: np.ndarray, coverage: float = COVERAGE
-) -> dict[str, list[float]]:
-    """Per ticker and step, the :func:`conformal_quantile` of the scores of the forecasts ``q``
-    made at the validation origins ``ends``, from the actuals realised before the test split
-    (an origin's last steps may reach into it: those are left out, so nothing the test split
-    holds reaches its starting scale). Tickers without validation origins are absent."""
-    scores = _scores(q, ws, ends)
-    fut = np.minimum(ends[:, None] + np.arange(1, ws.horizon + 1), len(ws.split) - 1)
-    scores = np.where(ws.split[fut] == SPLITS.index("test"), np.nan, scores)
-    tid = ws.ticker_id[ends]
-    order = np.argsort(tid, kind="stable")
-    ids, first = np.unique(tid[order], return_index=True)
-    blocks = np.split(scores[order], first[1:])
-    return {
-        ws.names[i]: [conformal_quantile(b[:, h], coverage) for h in range(ws.horizon)] for i, b in zip(ids, blocks)
-    }
 
 
 def tracked_scales(
