@@ -82,10 +82,11 @@ def test_predict_waits_for_the_lock_up_to_lock_timeout(cli, trained_run, tmp_pat
 
 def test_predict_gives_up_after_lock_timeout_naming_the_holder(cli, trained_run, tmp_path):
     out = tmp_path / "fc"
+    timeout = 1.5
     holder = hold_lock(out / trained_run.name / ".lock", 120)
     try:
         started = time.monotonic()
-        res = cli("predict", "--run", trained_run, "--out", out, "--lock-timeout", "1.5")
+        res = cli("predict", "--run", trained_run, "--out", out, "--lock-timeout", str(timeout))
         waited = time.monotonic() - started
     finally:
         stop(holder)
@@ -93,7 +94,7 @@ def test_predict_gives_up_after_lock_timeout_naming_the_holder(cli, trained_run,
     # it waits out --lock-timeout 1.5 (never less: the lock is polled until that much time has
     # passed), then gives up at once, not when the holder's 120 s are over: 1.55 s measured
     # in-process; 5 s leaves room for a busy machine
-    assert 1.5 <= waited < 5, f"waited {waited:.2f} s for --lock-timeout 1.5"
+    assert timeout <= waited < 5, f"waited {waited:.2f} s for --lock-timeout {timeout}"
     assert f"pid {holder.pid}" in res.stderr and "--lock-timeout" in res.stderr
     assert not list((out / trained_run.name).glob("*.csv"))
 
