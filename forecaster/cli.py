@@ -24,7 +24,7 @@ from .errors import EXIT_INTERRUPTED, ForecasterError
 app = typer.Typer(
     name="forecaster",
     help="Forecast daily stock prices with RNN / LSTM / GRU models: download, train, evaluate "
-    "walk-forward against naive baselines, and predict the next trading sessions.",
+    "walk-forward against naive and volatility baselines, and predict the next trading sessions.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -1,8 +1,9 @@
-"""Walk-forward evaluation of a run on its held-out test split, against naive baselines.
+"""Walk-forward evaluation of a run on its held-out test split, against baselines.
 
 At every origin in the test period the model forecasts H sessions with data up to the origin
 only (the window's inputs end there); the forecasts are compared with the actual closes, and so
-are the naive (random walk), drift and historical-mean baselines.
+are the point baselines (naive random walk, drift, historical mean) and the interval baselines
+(historical simulation, EWMA, GJR-GARCH), each from the bars up to the origin only.
 """
 
 from __future__ import annotations
