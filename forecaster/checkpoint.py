@@ -352,13 +352,17 @@ def _migrate(raw: dict) -> dict:
     """A run.json of an earlier format as the current format describes it, with the settings it
     was made with. Format 1 predates the local target scale, the median gate and the highway:
     its targets were divided by the ticker's training volatility and its median was always the
-    network's."""
-    if raw.get("format_version") == 1 and isinstance(raw.get("config"), dict):
-        config = {**raw["config"]}
-        if isinstance(config.get("model"), dict):
-            config["model"] = {"target_scale": "ticker", "median_alpha": 1.0, "ar_order": 0, **config["model"]}
-        raw = {**raw, "config": config}
-    return raw
+    network's. A run that records no ``intervals.step_tracking`` tracked each step's interval
+    scale alone."""
+    if not isinstance(raw.get("config"), dict):
+        return raw
+    config = {**raw["config"]}
+    if raw.get("format_version") == 1 and isinstance(config.get("model"), dict):
+        config["model"] = {"target_scale": "ticker", "median_alpha": 1.0, "ar_order": 0, **config["model"]}
+    intervals = config.get("intervals", {})
+    if isinstance(intervals, dict) and "step_tracking" not in intervals:
+        config["intervals"] = {"step_tracking": "separate", **intervals}
+    return {**raw, "config": config}
 
 
 def _problems(err: ValidationError, most: int = 3) -> str:

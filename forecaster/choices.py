@@ -15,5 +15,6 @@ Device = Literal["auto", "cpu", "cuda", "mps"]
 Precision = Literal["fp32", "bf16"]
 TargetScale = Literal["local", "ticker"]
 TrainMode = Literal["forking", "window"]
+StepTracking = Literal["shared", "separate"]
 
 SOURCES: tuple[str, ...] = get_args(Source)

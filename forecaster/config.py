@@ -27,7 +27,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from .choices import Cell, Device, Precision, Source, Strategy, TargetScale, TrainMode
+from .choices import Cell, Device, Precision, Source, StepTracking, Strategy, TargetScale, TrainMode
 from .errors import ConfigError
 
 QUANTILES = (0.1, 0.5, 0.9)
@@ -113,6 +113,11 @@ class IntervalConfig(_Section):
         le=1.0,
         description="step of the online interval-scale tracker on the log scale: a miss widens the interval "
         "by exp(0.8 x rate), a hit narrows it by exp(-0.2 x rate) (0: off)",
+    )
+    step_tracking: StepTracking = Field(
+        "shared",
+        description="shared: every step's scale moves with the one-step misses (known a session later), and "
+        "step h's own misses correct it at rate / h; separate: each step tracked from its own misses alone at rate",
     )
 
 

@@ -165,7 +165,9 @@ def _walk_forward(run: Run, bars: dict[str, pd.DataFrame], track: bool = True) -
     q = with_median(predict_scaled(run.model, ws, ends, cfg.model.strategy), run.manifest.median_weights())
     conformal = run.manifest.conformal()
     if track:
-        scale, _ = tracked_scales(q, ws, ends, conformal, cfg.intervals.tracking_rate)
+        scale, _ = tracked_scales(
+            q, ws, ends, conformal, cfg.intervals.tracking_rate, steps=cfg.intervals.step_tracking
+        )
     else:
         scale = start_scales(ws, ends, conformal)
     lo, med, hi = calibrated(q, ws, ends, scale)

@@ -10,7 +10,11 @@ whose targets use the ticker's training volatility, the recent EWMA volatility r
   misses already realised at each one (online quantile tracking, in the spirit of adaptive
   conformal inference, Gibbs & Candès, 2021): every miss widens the interval a little, every
   hit narrows it a little less, so the long-run miss rate is pulled to the nominal 20 %
-  whatever the regime, and nothing realised after an origin reaches its interval.
+  whatever the regime, and nothing realised after an origin reaches its interval. By default
+  (``intervals.step_tracking = "shared"``, :func:`track_shared_scales`) every step's scale
+  moves with the one-step misses, which are known a session later, and each longer step's own
+  misses correct its level slowly; ``"separate"`` tracks each step from its own misses alone
+  (:func:`track_scales`).
 - Training starts ``s`` at 1 at the first validation origin and tracks it through the
   validation split (the run's ``conformal`` scale: where the test split starts), then through
   the test split to the last bar (``conformal_online``, what ``predict`` uses from there on).
@@ -94,6 +98,49 @@ def track_scales(scores, start, lags, rate: float, coverage: float = COVERAGE) -
     return out
 
 
+def track_shared_scales(scores, start, rate: float, coverage: float = COVERAGE) -> np.ndarray:
+    """Online scales of every step of T series at once, the steps sharing the one-step misses.
+
+    ``scores`` (N, T, H): :func:`scale_scores` of N origins one session apart, in time order, of
+    T series (tickers), step ``h`` in column ``h - 1``; NaN where the actual is unknown.
+    ``start`` (T, H): the scales at the first origin.
+
+    The scale of step ``h`` at origin ``i`` is ``start * exp(c + d_h)``:
+
+    - ``c = rate * sum(miss1_j - (1 - coverage))`` over the origins ``j <= i - 1`` whose
+      one-step actual is known: every step follows the one-step misses, the first to show
+      that the volatility has changed (a step-h miss is known only h sessions after its origin);
+    - ``d_h = rate / h * sum(missh_j - (1 - coverage))`` over ``j <= i - h`` (none for step 1):
+      step h's own misses correct its level, each counting 1 / h, since consecutive h-step
+      outcomes share h - 1 sessions and their misses come in runs.
+
+    A miss is an actual outside the interval in force at its origin. Nothing realised after
+    origin ``i`` is used. With H = 1 this is :func:`track_scales` with lag 1. Returns
+    (N + 1, T, H): the scales at the N origins and, last, at the session after the last one.
+    """
+    scores = np.asarray(scores, dtype=float)
+    n, t, steps = scores.shape
+    base = np.log(np.maximum(np.broadcast_to(np.asarray(start, dtype=float), (t, steps)), 1e-12))
+    common, own = np.zeros(t), np.zeros((t, steps))
+    rates = rate / np.arange(1, steps + 1)
+    target = 1.0 - float(coverage)
+    known = np.isfinite(scores)
+    miss = np.zeros((n, t, steps))
+    out = np.empty((n + 1, t, steps))
+    for i in range(n + 1):
+        for h in range(1, min(i, steps) + 1):  # the outcomes of origin i - h are known at i
+            j = i - h
+            step = np.where(known[j, :, h - 1], miss[j, :, h - 1] - target, 0.0)
+            if h == 1:
+                common += rate * step
+            else:
+                own[:, h - 1] += rates[h - 1] * step
+        out[i] = np.exp(base + common[:, None] + own)
+        if i < n:
+            miss[i] = np.where(known[i], scores[i] > out[i], 0.0)
+    return out
+
+
 def with_median(q: np.ndarray, weight) -> np.ndarray:
     """The forecasts ``q`` (B, H, 3) with the median ``weight * median`` (per step, broadcast along
     H; 0 is the last close, 1 the network's) and both interval ends moved with it, so the
@@ -150,15 +197,16 @@ def walk_forward_scales(
     test: np.ndarray,
     ws: WindowSet,
     rate: float,
+    steps: str = "shared",
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Training's calibration: from 1 at the first validation origin, each ticker's scales
     tracked through the validation origins ``val`` (forecasts ``q_val``) to where the test split
     starts, then through the test origins ``test`` to the session after the last bar. Returns
     both, per ticker: ``(at the test split's start, after the last bar)``."""
-    _, start = tracked_scales(q_val, ws, val, {}, rate)
+    _, start = tracked_scales(q_val, ws, val, {}, rate, steps=steps)
     if len(test) == 0:
         return start, {}
-    _, final = tracked_scales(q_test, ws, test, start, rate)
+    _, final = tracked_scales(q_test, ws, test, start, rate, steps=steps)
     return start, final
 
 
@@ -169,10 +217,13 @@ def tracked_scales(
     start: Mapping[str, list[float]],
     rate: float,
     coverage: float = COVERAGE,
+    steps: str = "shared",
 ) -> tuple[np.ndarray, dict[str, list[float]]]:
     """Walk-forward scales: each ticker's and step's scale starts at ``start`` at its first
-    origin and is then tracked online (:func:`track_scales`) from the misses already realised at
-    each origin, so no origin's interval uses its own future.
+    origin and is then tracked online from the misses already realised at each origin, so no
+    origin's interval uses its own future: the steps sharing the one-step misses
+    (``steps="shared"``, :func:`track_shared_scales`) or each step alone (``"separate"``,
+    :func:`track_scales`).
 
     ``ends`` must hold, per ticker, consecutive sessions in time order (``ws.origins(...)``).
     Returns the (B, H) scales of ``ends`` and, per ticker, the scales for a forecast from the
@@ -192,8 +243,13 @@ def tracked_scales(
     grid = np.full((n, len(ids), H), np.nan)
     grid[pos, col] = scores
     begin = begin_all[order[first]]  # (K, H): each ticker's scales at its first origin
-    lags = np.tile(np.arange(1, H + 1), len(ids))
-    tracked = track_scales(grid.reshape(n, -1), begin.ravel(), lags, rate, coverage).reshape(n + 1, len(ids), H)
+    if steps == "shared":
+        tracked = track_shared_scales(grid, begin, rate, coverage)
+    elif steps == "separate":
+        lags = np.tile(np.arange(1, H + 1), len(ids))
+        tracked = track_scales(grid.reshape(n, -1), begin.ravel(), lags, rate, coverage).reshape(n + 1, len(ids), H)
+    else:
+        raise ValueError(f"steps must be 'shared' or 'separate', not {steps!r}")
     final = {ws.names[i]: [float(v) for v in tracked[c, k]] for k, (i, c) in enumerate(zip(ids, counts))}
     return tracked[pos, col], final
 
@@ -204,6 +260,7 @@ def forecast_scales(
     ends: np.ndarray,
     forecast: Callable[[np.ndarray], np.ndarray],
     rate: float,
+    steps: str = "shared",
 ) -> tuple[np.ndarray, dict[str, int]]:
     """(B, H) scales for forecasts from the last row of each ticker (``ends``), and per ticker the
     number of sessions since the run's last bar that brought its scale up to date.
@@ -232,7 +289,7 @@ def forecast_scales(
     origins = np.concatenate(catch_up) if catch_up else np.empty(0, np.int64)
     if len(origins) == 0:
         return scale, {}
-    _, final = tracked_scales(forecast(origins), ws, origins, online, rate)
+    _, final = tracked_scales(forecast(origins), ws, origins, online, rate, steps=steps)
     for b, e in enumerate(ends):
         sym = ws.names[ws.ticker_id[e]]
         if sym in final:

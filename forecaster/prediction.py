@@ -241,7 +241,9 @@ def _forecast(run: Run, bars, cut, note_age: bool, now, report: ForecastReport) 
     def forecast(origins: np.ndarray) -> np.ndarray:
         return with_median(predict_scaled(run.model, ws, origins, cfg.model.strategy), median)
 
-    scale, report.recalibrated = forecast_scales(run.manifest.tickers, ws, ends, forecast, cfg.intervals.tracking_rate)
+    scale, report.recalibrated = forecast_scales(
+        run.manifest.tickers, ws, ends, forecast, cfg.intervals.tracking_rate, cfg.intervals.step_tracking
+    )
     lo, med, hi = calibrated(forecast(ends), ws, ends, scale)
     H = ws.horizon
     last_dates = pd.DatetimeIndex(ws.dates[ends])

@@ -615,6 +615,7 @@ def calibrate(weights: dict[str, np.ndarray], cfg: Config, data: TrainingData) -
         test,
         ws,
         cfg.intervals.tracking_rate,
+        cfg.intervals.step_tracking,
     )
     return Calibration(median, scales, online)
 

@@ -53,6 +53,7 @@ def test_golden_run_loads():
     assert all(len(v) == 3 for v in run.manifest.conformal().values())
     # written before the interval settings were recorded: the values it was made with
     assert (cfg.intervals.vol_halflife, cfg.intervals.tracking_rate) == (20, 0.05)
+    assert cfg.intervals.step_tracking == "separate"  # each step's scale tracked alone, as then
     with open(RUN / "history.csv", newline="") as f:
         reader = csv.DictReader(f)
         assert reader.fieldnames == HISTORY_COLUMNS

@@ -1,5 +1,6 @@
 """Calibrated intervals: the split-conformal scale, its online tracking (no look-ahead, the nominal
-long-run miss rate under a regime change), and the same scales in training, evaluate and predict."""
+long-run miss rate under a regime change; each step alone or the steps sharing the one-step
+misses), and the same scales in training, evaluate and predict."""
 
 import json
 from types import SimpleNamespace
@@ -17,6 +18,7 @@ from forecaster.intervals import (
     median_weights,
     scale_scores,
     track_scales,
+    track_shared_scales,
     tracked_scales,
     walk_forward_scales,
     with_median,
@@ -109,6 +111,100 @@ def test_lags_must_be_positive():
         track_scales(np.zeros((3, 1)), [1.0], lags=[0], rate=RATE)
 
 
+# ------------------------------------------------- the steps sharing the one-step misses
+
+
+def _walk(n, tickers, horizon, seed, jump_at=None):
+    """Scores of the h-step outcomes of a Gaussian random walk measured against intervals of
+    half-width z(0.9) * sqrt(h) (right at unit volatility), (n, tickers, horizon): consecutive
+    steps share sessions, as real h-step outcomes do. The volatility is 0.5 before ``jump_at``
+    and 2 from there on (1 throughout without one)."""
+    rng = np.random.default_rng(seed)
+    vol = np.ones(n + horizon)
+    if jump_at is not None:
+        vol[:jump_at], vol[jump_at:] = 0.5, 2.0
+    path = np.concatenate(
+        [np.zeros((1, tickers)), np.cumsum(rng.normal(size=(n + horizon, tickers)) * vol[:, None], 0)]
+    )
+    h = np.arange(1, horizon + 1)
+    ahead = path[np.arange(n)[:, None] + h][:, :, :].transpose(0, 2, 1) - path[:n, :, None]  # (n, tickers, H)
+    return np.abs(ahead) / (1.2816 * np.sqrt(h))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.floats(0.5, 2.0), st.floats(0.0, 0.3))
+def test_shared_tracking_of_one_step_is_tracking_it_alone(seed, start, unknown):
+    rng = np.random.default_rng(seed)
+    scores = rng.exponential(size=(60, 3))
+    scores[rng.random((60, 3)) < unknown] = NAN
+    shared = track_shared_scales(scores[:, :, None], np.full((3, 1), start), RATE)[:, :, 0]
+    alone = track_scales(scores, [start] * 3, lags=[1, 1, 1], rate=RATE)
+    np.testing.assert_allclose(shared, alone)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 5), st.integers(0, 39))
+def test_shared_tracking_has_no_look_ahead(seed, step, cut):
+    """Step h's outcome of origin j is known at origin j + h: changing every step-h score from
+    origin i - h + 1 on leaves every step's scales up to origin i unchanged."""
+    rng = np.random.default_rng(seed)
+    scores = rng.exponential(size=(40, 2, 5))
+    base = track_shared_scales(scores, np.ones((2, 5)), RATE)
+    changed = scores.copy()
+    first_unknown = max(cut - step + 1, 0)
+    changed[first_unknown:, :, step - 1] = rng.exponential(10, size=(40 - first_unknown, 2))
+    again = track_shared_scales(changed, np.ones((2, 5)), RATE)
+    np.testing.assert_array_equal(again[: cut + 1], base[: cut + 1])
+    assert again.shape == (41, 2, 5)
+
+
+def test_one_step_misses_widen_every_step():
+    """Every one-step actual outside, every longer one on the median: the longer steps widen
+    with the one-step misses (tracked alone they would narrow), and their own hits, each
+    counting 1 / h, hold them below the one-step scale."""
+    scores = np.zeros((50, 1, 3))
+    scores[:, :, 0] = 1e6
+    out = track_shared_scales(scores, np.ones((1, 3)), RATE)[:, 0]
+    assert np.all(np.diff(out, axis=0) > 0)
+    i = np.arange(51)
+    for h in (1, 2, 3):
+        own = 0.0 if h == 1 else -RATE / h * 0.2 * np.maximum(i - h + 1, 0)
+        np.testing.assert_allclose(out[:, h - 1], np.exp(RATE * 0.8 * i + own))
+    assert np.all(out[5:, 1:] < out[5:, :1])
+    alone = track_scales(scores[:, 0], [1.0] * 3, lags=[1, 2, 3], rate=RATE)
+    assert np.all(np.diff(alone[3:, 1:], axis=0) < 0)
+
+
+def test_shared_tracking_misses_20_percent_at_every_step():
+    """Intervals that are right for step 1 but a third too wide at the longer steps: each step's
+    own correction brings every step's long-run miss rate to the nominal 20 %."""
+    scores = _walk(4000, 4, 5, seed=1)
+    scores[:, :, 1:] *= 0.75  # the longer steps' intervals a third too wide
+    out = track_shared_scales(scores, np.ones((4, 5)), RATE)
+    for h in range(5):
+        assert miss_rate(scores[:, :, h], out[:, :, h]) == pytest.approx(0.2, abs=0.02), h
+
+
+def test_after_a_volatility_jump_the_longer_steps_catch_up_sooner_when_shared():
+    """Volatility quadruples: tracked alone, a step-h scale hears of it only h sessions after
+    each origin, and its misses, which overlap, widen it in fits; sharing the one-step misses
+    widens every step from the next session on. Over the 100 origins after the jump (8
+    tickers), each longer step misses less often, and both rules reach 20 % in the long run."""
+    jump = 1500
+    scores = _walk(3000, 8, 5, seed=2, jump_at=jump)
+    start = np.full((8, 5), 0.5)  # right for the calm regime
+    shared = track_shared_scales(scores, start, RATE)
+    alone = track_scales(scores.reshape(3000, -1), start.ravel(), np.tile(np.arange(1, 6), 8), RATE).reshape(3001, 8, 5)
+    after = slice(jump, jump + 100)
+    for h in range(1, 5):
+        soon_shared = miss_rate(scores[after, :, h], shared[jump : jump + 101, :, h])
+        soon_alone = miss_rate(scores[after, :, h], alone[jump : jump + 101, :, h])
+        assert soon_shared < soon_alone - 0.03, (h, soon_shared, soon_alone)
+    for out in (shared, alone):
+        for h in range(5):
+            assert miss_rate(scores[:, :, h], out[:, :, h]) == pytest.approx(0.2, abs=0.02)
+
+
 # -------------------------------------------------------------- over the forecasts of windows
 
 
@@ -154,13 +250,14 @@ def test_training_calibration_starts_at_one_and_reaches_nominal_through_validati
     assert walk_forward_scales(q(val), val, q(test[:0]), test[:0], ws, rate=0.05) == (start, {})
 
 
-def test_tracked_scales_match_tracking_each_ticker_alone():
+@pytest.mark.parametrize("steps", ["shared", "separate"])
+def test_tracked_scales_match_tracking_each_ticker_alone(steps):
     ws = _windows()
     H = ws.horizon
     ends = ws.origins("test")
     q = _forecasts(ws, ends)
     start = {"AAA": [1.2, 1.1, 1.0], "BBB": [0.9, 1.0, 1.3]}
-    scale, final = tracked_scales(q, ws, ends, start, RATE)
+    scale, final = tracked_scales(q, ws, ends, start, RATE, steps=steps)
     assert scale.shape == (len(ends), H) and set(final) == {"AAA", "BBB"}
     for k, sym in enumerate(ws.names):
         sel = np.nonzero(ws.ticker_id[ends] == k)[0]
@@ -170,10 +267,15 @@ def test_tracked_scales_match_tracking_each_ticker_alone():
         actual = np.where(fut <= last, ws.log_close[np.minimum(fut, last)] - ws.log_close[e][:, None], np.nan)
         actual = actual / ws.target_scale(e)
         s = scale_scores(actual, q[sel, :, 0], q[sel, :, 1], q[sel, :, 2], ws.vol[e][:, None])
-        alone = track_scales(s, start[sym], lags=np.arange(1, H + 1), rate=RATE)
+        if steps == "separate":
+            alone = track_scales(s, start[sym], lags=np.arange(1, H + 1), rate=RATE)
+        else:
+            alone = track_shared_scales(s[:, None, :], np.array([start[sym]]), RATE)[:, 0]
         np.testing.assert_allclose(scale[sel], alone[:-1])
         np.testing.assert_allclose(final[sym], alone[-1])
         np.testing.assert_allclose(scale[sel[0]], start[sym])  # the first origin: validation
+    with pytest.raises(ValueError, match="steps"):
+        tracked_scales(q, ws, ends, start, RATE, steps="each")
 
 
 def test_forecast_scales_use_online_only_from_the_last_bar_on():
@@ -243,10 +345,25 @@ def test_trained_run_stores_the_scales_evaluate_ends_with(trained_run):
     run, ws = _run_windows(trained_run)
     ends = ws.origins("test")
     q = with_median(predict_scaled(run.model, ws, ends, run.config.model.strategy), run.manifest.median_weights())
-    _, final = tracked_scales(q, ws, ends, run.manifest.conformal(), run.config.intervals.tracking_rate)
+    cfg = run.config
+    assert meta["config"]["intervals"]["step_tracking"] == cfg.intervals.step_tracking == "shared"
+    _, final = tracked_scales(q, ws, ends, run.manifest.conformal(), cfg.intervals.tracking_rate, steps="shared")
     for sym, t in meta["tickers"].items():
         assert len(t["conformal_online"]) == run.config.window.horizon
         np.testing.assert_allclose(t["conformal_online"], final[sym], rtol=1e-6)
+
+
+def test_a_run_that_records_no_step_tracking_keeps_tracking_each_step_alone(trained_run, run_copy):
+    """Runs written before the steps shared the one-step misses recorded no step_tracking:
+    evaluate and predict keep tracking them the way they were calibrated."""
+    from forecaster.checkpoint import load_run
+
+    old = run_copy
+    meta = json.loads((old / "run.json").read_text())
+    del meta["config"]["intervals"]["step_tracking"]
+    (old / "run.json").write_text(json.dumps(meta))
+    assert load_run(old).config.intervals.step_tracking == "separate"
+    assert load_run(trained_run).config.intervals.step_tracking == "shared"
 
 
 def _expected_forecast(run_dir, cut, which):
