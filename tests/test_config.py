@@ -50,6 +50,7 @@ def test_precedence_flags_over_file_over_defaults(tmp_path):
         ("[model]\nquantiles = [0.05, 0.5, 0.95]\n", "model.quantiles: Value error, only [0.1, 0.5, 0.9]"),
         ("[intervals]\nvol_halflife = 0\n", "intervals.vol_halflife"),
         ("[intervals]\ntracking_rate = -1\n", "intervals.tracking_rate"),
+        ('[intervals]\nstep_tracking = "each"\n', "intervals.step_tracking"),
         ("[train]\nbatch_size = 0\n", "train.batch_size"),
         ("not toml at all ===", "not valid TOML"),
     ],
