@@ -28,6 +28,7 @@ from forecaster.windows import Splits, build_windows
 
 RATE = 0.05
 NAN = float("nan")
+Z90 = 1.2816  # the standard normal's 90 % quantile
 
 
 def miss_rate(scores, scales):
@@ -127,8 +128,8 @@ def _walk(n, tickers, horizon, seed, jump_at=None):
         [np.zeros((1, tickers)), np.cumsum(rng.normal(size=(n + horizon, tickers)) * vol[:, None], 0)]
     )
     h = np.arange(1, horizon + 1)
-    ahead = path[np.arange(n)[:, None] + h][:, :, :].transpose(0, 2, 1) - path[:n, :, None]  # (n, tickers, H)
-    return np.abs(ahead) / (1.2816 * np.sqrt(h))
+    ahead = path[np.arange(n)[:, None] + h].transpose(0, 2, 1) - path[:n, :, None]  # (n, tickers, H)
+    return np.abs(ahead) / (Z90 * np.sqrt(h))
 
 
 @settings(max_examples=30, deadline=None)
