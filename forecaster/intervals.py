@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from .choices import StepTracking
 from .config import COVERAGE, QUANTILES
 from .metrics import diebold_mariano
 from .windows import WindowSet
@@ -197,7 +198,7 @@ def walk_forward_scales(
     test: np.ndarray,
     ws: WindowSet,
     rate: float,
-    steps: str = "shared",
+    steps: StepTracking = "shared",
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Training's calibration: from 1 at the first validation origin, each ticker's scales
     tracked through the validation origins ``val`` (forecasts ``q_val``) to where the test split
@@ -217,7 +218,7 @@ def tracked_scales(
     start: Mapping[str, list[float]],
     rate: float,
     coverage: float = COVERAGE,
-    steps: str = "shared",
+    steps: StepTracking = "shared",
 ) -> tuple[np.ndarray, dict[str, list[float]]]:
     """Walk-forward scales: each ticker's and step's scale starts at ``start`` at its first
     origin and is then tracked online from the misses already realised at each origin, so no
@@ -260,7 +261,7 @@ def forecast_scales(
     ends: np.ndarray,
     forecast: Callable[[np.ndarray], np.ndarray],
     rate: float,
-    steps: str = "shared",
+    steps: StepTracking = "shared",
 ) -> tuple[np.ndarray, dict[str, int]]:
     """(B, H) scales for forecasts from the last row of each ticker (``ends``), and per ticker the
     number of sessions since the run's last bar that brought its scale up to date.

@@ -156,18 +156,21 @@ def _smape(abs_err: np.ndarray, y: np.ndarray, f: np.ndarray) -> float:
     return 100.0 * _mean(ratio)
 
 
-def _point_errors(y: np.ndarray, f: np.ndarray) -> dict[str, float]:
-    """:func:`mae`, :func:`rmse`, :func:`mape` and :func:`smape` of rows without NaN, the
-    errors taken once: a backtest computes thousands of these."""
+def _point_errors(y: np.ndarray, f: np.ndarray, mase_scale: np.ndarray) -> dict[str, float]:
+    """:func:`mae`, :func:`rmse`, :func:`mape`, :func:`smape` and the MASE (each row's absolute
+    error over its ``mase_scale``; NaN if any scale is) of rows without NaN, the errors taken
+    once: a backtest computes thousands of these."""
     if y.size == 0:
-        return dict.fromkeys(("mae", "rmse", "mape", "smape"), float("nan"))
+        return dict.fromkeys(("mae", "rmse", "mape", "smape", "mase"), float("nan"))
     err = y - f
     abs_err = np.abs(err)
+    scaled = abs_err / mase_scale
     return {
         "mae": _mean(abs_err),
         "rmse": math.sqrt(_mean(err**2)),
         "mape": _mape(abs_err, y),
         "smape": _smape(abs_err, y, f),
+        "mase": float("nan") if np.any(np.isnan(scaled)) else _mean(scaled),
     }
 
 
@@ -629,11 +632,7 @@ def _point_metrics(cols: Mapping[str, np.ndarray], step: int, model: str, fc: np
     everywhere = bool(valid.all())
     y, f = (actual, fc) if everywhere else (actual[valid], fc[valid])
     n = int(y.size)
-    row = _point_errors(y, f)
-    row["mase"] = float("nan")
-    if n:
-        scaled = np.abs(y - f) / (cols["mase_scale"] if everywhere else cols["mase_scale"][valid])
-        row["mase"] = float("nan") if np.any(np.isnan(scaled)) else _mean(scaled)
+    row = _point_errors(y, f, cols["mase_scale"] if everywhere else cols["mase_scale"][valid])
     row["n"] = n
     # naive and the probabilistic baselines forecast the last close: no direction, no skill
     if model != "naive" and model not in PROBABILISTIC_MODELS:
