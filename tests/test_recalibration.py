@@ -1,5 +1,10 @@
 """predict brings a run's interval scale up to date with every outcome since the run's last bar:
-a run trained on a calm stretch keeps issuing calibrated intervals after the volatility doubles."""
+a run trained on a calm stretch issues calibrated intervals again some 50 sessions after the
+volatility doubles, where its own scale, never updated, keeps missing far too often.
+
+The first sessions after the jump miss often either way (35-48 % of the first 50 with the update,
+however long the network trained): the scale moves by a few per cent a session, so it needs
+dozens of sessions to double."""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from forecaster.training import train
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 AFTER = 150  # sessions forecast after the volatility doubles
+CATCH_UP = 50  # sessions the tracked scale is given to catch up before its coverage is checked
 
 
 WILD = Dynamics.random_walk(sigma=0.02, mu=0.0)  # the volatility doubles
@@ -53,7 +59,6 @@ def regime(tmp_path_factory):
         "window.lookback": 20,
         "window.horizon": 3,
         "model.hidden_size": 16,
-        "train.epochs": 4,
     }
     train(load_config(None, overrides), run_dir=root / "run")
     return root, bars
@@ -77,13 +82,16 @@ def test_coverage_after_the_volatility_doubles_stays_nominal(regime):
     actual = ws.realised(origins)[:, 0] * ws.target_scale(origins)[:, 0]
 
     def one_step_coverage(scale):
+        """Coverage of each ticker's one-step intervals over the sessions after the catch-up."""
         lo, _, hi = calibrated(q, ws, origins, scale)
-        return float(np.mean((actual >= lo[:, 0]) & (actual <= hi[:, 0])))
+        inside = ((actual >= lo[:, 0]) & (actual <= hi[:, 0])).reshape(len(TICKERS), AFTER)
+        return float(inside[:, CATCH_UP:].mean())
 
     with_update = one_step_coverage(tracked)
     without = one_step_coverage(start_scales(ws, origins, online))
-    assert with_update == pytest.approx(0.80, abs=0.03)
-    assert without < with_update - 0.03  # the run's own scale, never updated, lags the new regime
+    # 400 outcomes: a true coverage of 80 % is observed within 4 pp 95 % of the time
+    assert with_update == pytest.approx(0.80, abs=0.04)
+    assert without < with_update - 0.10  # the run's own scale, never updated, lags the new regime
 
     # and this is what predict issues, from the bars up to each date alone
     for k in (10, 75, AFTER - 1):
