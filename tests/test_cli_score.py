@@ -233,3 +233,28 @@ def test_alerts_for_cron_exit_1_with_one_line(cli, trained_run, out):
 def test_score_without_forecast_files_is_an_error(cli, trained_run, tmp_path):
     res = cli("score", "--run", trained_run, "--out", tmp_path / "nothing")
     assert res.exit_code == 1 and "no forecast files" in res.stderr
+
+
+def test_no_actuals_for_any_ticker_is_an_error_and_keeps_the_earlier_score(cli, trained_run, out, tmp_path):
+    folder = out / trained_run.name
+    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    before = (folder / "score.csv").read_bytes()
+    (tmp_path / "empty").mkdir()
+    res = cli("score", "--run", trained_run, "--out", out, "--data-dir", tmp_path / "empty", "--json")
+    assert res.exit_code == 1, res.stderr
+    assert "STOCKA" in res.stderr and "STOCKB" in res.stderr and "nothing" in res.stderr
+    assert (folder / "score.csv").read_bytes() == before
+
+
+def test_every_forecast_file_skipped_is_an_error_and_keeps_the_earlier_score(cli, trained_run, out):
+    folder = out / trained_run.name
+    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    before = (folder / "score.csv").read_bytes()
+    for day in ORIGINS:
+        other = pd.read_csv(folder / f"{day}.csv")
+        other["run"] = "another-run"
+        other.to_csv(folder / f"{day}.csv", index=False)
+    res = cli("score", "--run", trained_run, "--out", out)
+    assert res.exit_code == 1, res.stderr
+    assert all(f"{day}.csv" in res.stderr for day in ORIGINS) and "another-run" in res.stderr
+    assert (folder / "score.csv").read_bytes() == before
