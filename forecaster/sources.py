@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
+from pandas.tseries.api import guess_datetime_format
 
 from forecaster.errors import DataError, NetworkError, RateLimitError, TickerError
 from forecaster.sessions import DEFAULT_CALENDAR, is_open_session_unfinished
@@ -97,10 +98,35 @@ def _header_key(name: object) -> str:
 _OFFSET_RE = re.compile(r"^(\d{4}-\d\d-\d\d[ T]\d\d:\d\d(?::\d\d(?:\.\d+)?)?)\s*(?:Z|[+-]\d\d:?\d\d)$")
 
 
+def _dates_in_one_format(local: pd.Series) -> pd.Series:
+    """``local`` parsed with the one format guessed from its first date, month first, then day
+    first; the first that reads every date wins (else the last try, with NaT where it failed).
+
+    Parsing each date on its own would read "10/01/2024" month first and "15/01/2024" day
+    first in the same file, scrambling a day-first export without a word.
+    """
+    first = local[local != ""]
+    parsed = pd.Series(pd.NaT, index=local.index, dtype="datetime64[ns]")
+    if first.empty:
+        return parsed
+    for dayfirst in (False, True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # pandas' note on the day-first order it saw
+            fmt = guess_datetime_format(first.iloc[0], dayfirst=dayfirst)
+        if fmt is None:
+            continue
+        parsed = pd.to_datetime(local, errors="coerce", format=fmt)
+        if not parsed.isna().any():
+            break
+    return parsed
+
+
 def _parse_dates(raw: pd.Series, path: Path) -> pd.DatetimeIndex:
     text = raw.fillna("").astype(str).str.strip()
     local = text.str.replace(_OFFSET_RE, r"\1", regex=True)
     parsed = pd.to_datetime(local, errors="coerce", format="ISO8601")
+    if parsed.isna().any():
+        parsed = _dates_in_one_format(local)
     if parsed.isna().any():
         parsed = pd.to_datetime(local, errors="coerce", format="mixed")
     bad = parsed.isna()

@@ -76,6 +76,31 @@ def test_csv_empty_adj_close_column_is_ignored_and_us_dates_parse(tmp_path):
     assert df["close"].iloc[0] == 1.5
 
 
+@pytest.mark.parametrize(
+    ("dates", "expected"),
+    [
+        # day first (a European export): the first rows are ambiguous, the 15th is not
+        (
+            ["10/01/2024", "11/01/2024", "12/01/2024", "15/01/2024", "16/01/2024"],
+            ["2024-01-10", "2024-01-11", "2024-01-12", "2024-01-15", "2024-01-16"],
+        ),
+        # month first, the same days
+        (
+            ["01/10/2024", "01/11/2024", "01/12/2024", "01/15/2024", "01/16/2024"],
+            ["2024-01-10", "2024-01-11", "2024-01-12", "2024-01-15", "2024-01-16"],
+        ),
+        # wholly ambiguous: month first, as before
+        (["01/02/2024", "01/03/2024"], ["2024-01-02", "2024-01-03"]),
+    ],
+)
+def test_csv_slash_dates_are_read_with_one_order_for_the_whole_file(tmp_path, dates, expected):
+    rows = "".join(f"{d},{10 + i},{11 + i},{9 + i},{10.5 + i},100\n" for i, d in enumerate(dates))
+    write(tmp_path, "AAA.csv", "Date,Open,High,Low,Close,Volume\n" + rows)
+    df = sources.read_csv_bars(tmp_path, "AAA")
+    assert list(df.index.strftime("%Y-%m-%d")) == expected
+    assert list(df["open"]) == [10.0 + i for i in range(len(dates))]
+
+
 def test_csv_dates_with_utc_offsets_keep_the_session_date(tmp_path):
     # as written by DataFrame.to_csv of a yfinance history() frame; Tokyo must not shift a day
     write(
