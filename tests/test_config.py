@@ -64,6 +64,15 @@ def test_bad_config_is_a_one_line_error_naming_the_key(tmp_path, text, fragment)
     assert "\n" not in str(e.value)
 
 
+def test_config_file_not_utf8_is_a_config_error_naming_the_file(tmp_path):
+    p = tmp_path / "latin1.toml"
+    p.write_bytes('[data]\ntickers = ["AAA"]  # caf\u00e9\n'.encode("latin-1"))
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(p) in str(e.value) and "UTF-8" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.toml")
