@@ -95,7 +95,7 @@ def _header_key(name: object) -> str:
 
 # A time with a UTC offset, as in yfinance's own CSV export: keep the local wall time so the
 # date stays the exchange's session date (dropping the offset, never converting it).
-_OFFSET_RE = re.compile(r"^(\d{4}-\d\d-\d\d[ T]\d\d:\d\d(?::\d\d(?:\.\d+)?)?)\s*(?:Z|[+-]\d\d:?\d\d)$")
+_OFFSET_RE = re.compile(r"^(\d{4}-\d\d-\d\d[ T]\d\d:\d\d(?::\d\d(?:\.\d+)?)?)\s*(?:Z|[+-]\d\d(?::?\d\d)?)$")
 
 
 def _dates_in_one_format(local: pd.Series) -> pd.Series:

@@ -101,6 +101,19 @@ def test_csv_slash_dates_are_read_with_one_order_for_the_whole_file(tmp_path, da
     assert list(df["open"]) == [10.0 + i for i in range(len(dates))]
 
 
+@pytest.mark.parametrize("offset", ["+09", "+0900", "+09:00", "Z"])
+def test_csv_dates_with_any_iso_offset_form_keep_the_local_date(tmp_path, offset):
+    # ISO 8601 allows the offset as hours alone (+09) as well as +0900 and +09:00
+    write(
+        tmp_path,
+        "7203.T.csv",
+        f"Datetime,Open,High,Low,Close,Volume\n2024-03-08T00:00:00{offset},1,1,1,1,1\n2024-03-11T00:00:00{offset},1,1,1,1,1\n",
+    )
+    df = sources.read_csv_bars(tmp_path, "7203.T")
+    assert list(df.index.strftime("%Y-%m-%d")) == ["2024-03-08", "2024-03-11"]
+    assert_normalised(df)
+
+
 def test_csv_dates_with_utc_offsets_keep_the_session_date(tmp_path):
     # as written by DataFrame.to_csv of a yfinance history() frame; Tokyo must not shift a day
     write(
