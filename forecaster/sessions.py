@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "DEFAULT_CALENDAR",
+    "check_calendar",
     "get_calendar",
     "is_open_session_unfinished",
     "last_completed_session",
@@ -104,6 +105,14 @@ def _resolve_name(name: object) -> str:
         if candidate in names:
             return xcals.resolve_alias(candidate)
     raise _unknown(name)
+
+
+def check_calendar(name: object) -> str:
+    """The canonical name of exchange calendar ``name``, or a one-line ConfigError listing
+    valid names: for commands that record or use the calendar later (``train`` writes it into
+    the run that ``predict`` reads; ``download`` needs it only once a bar of today arrives), so
+    that a typo stops them before they do any work."""
+    return _resolve_name(name)
 
 
 def _clock_today() -> pd.Timestamp:

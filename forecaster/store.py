@@ -36,7 +36,7 @@ from forecaster.errors import (
     RateLimitError,
     TickerError,
 )
-from forecaster.sessions import DEFAULT_CALENDAR
+from forecaster.sessions import DEFAULT_CALENDAR, check_calendar
 from forecaster.sources import (
     COLUMNS,
     FIRST_DAY,
@@ -550,6 +550,7 @@ def download(
     if not symbols:
         return report
     if fetch is None:
+        check_calendar(calendar)  # before any ticker is written
         configure_yfinance(Path(data_dir) / ".yfinance-cache")
 
         def fetch_yahoo(t: str, start: DateLike | None, end: DateLike | None) -> pd.DataFrame:

@@ -47,6 +47,7 @@ from .fsio import file_lock
 from .intervals import median_weights, walk_forward_scales, with_median
 from .models import QuantileRNN, build_model, pinball_loss
 from .npinfer import NumpyQuantileRNN, predict_scaled
+from .sessions import check_calendar
 from .store import load_bars
 from .threads import usable_cores
 from .tickers import validate_ticker
@@ -511,6 +512,7 @@ def train(
     """
     now = datetime.now(UTC)
     tickers = _checked_tickers(cfg)
+    check_calendar(cfg.data.calendar)  # predict dates its forecasts with it: a typo stops here
     run_dir = Path(run_dir or cfg.run_dir or Path("runs") / f"{cfg.model.cell}-{now:%Y%m%d-%H%M%S}")
     state, history, splits = _resume_point(run_dir) if resume else (None, [], None)
     dist = Dist()

@@ -86,6 +86,19 @@ def test_download_writes_store_and_prints_table(cli, fake_fetch, tmp_path):
         assert str(bars.index[-1].date()) in cells
 
 
+def test_download_unknown_calendar_stops_before_any_ticker(cli, fake_fetch, tmp_path):
+    # the calendar is needed only once a bar of today arrives: a typo must stop the command
+    # before the first ticker is fetched, not halfway through the list
+    fake = fake_fetch({"AAA": make_bars("2024-01-02", 40, seed=1)})
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[data]\ncalendar = "XNYSE"\n')
+    data = tmp_path / "data"
+    res = cli("download", "AAA", "--config", cfg, "--data-dir", data)
+    assert res.exit_code == 1
+    assert "unknown exchange calendar 'XNYSE'" in res.stderr
+    assert fake.calls == [] and _parquets(data) == []
+
+
 def test_download_json_reports_rows_and_dates(cli, fake_fetch, tmp_path):
     a = make_bars("2024-01-02", 30, seed=3)
     fake_fetch({"AAA": a})

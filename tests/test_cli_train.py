@@ -221,6 +221,17 @@ def test_train_config_unknown_section_is_named(cli, small_dir, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_train_unknown_calendar_stops_before_training(cli, small_dir, tmp_path):
+    # predict dates its forecasts with the run's calendar: a typo must not wait until then
+    cfg = _config_file(tmp_path / "c.toml", small_dir)
+    cfg.write_text(cfg.read_text().replace('source = "csv"', 'source = "csv"\ncalendar = "XNYSE"'))
+    res = cli("train", "--config", cfg, "--run-dir", tmp_path / "r")
+    assert res.exit_code == 1
+    assert "unknown exchange calendar 'XNYSE'" in res.stderr and "XNYS" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
 def test_train_config_wrong_type_is_named(cli, small_dir, tmp_path):
     cfg = _config_file(tmp_path / "c.toml", small_dir)
     cfg.write_text(cfg.read_text().replace("hidden_size = 8", 'hidden_size = "big"'))
