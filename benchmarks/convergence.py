@@ -154,20 +154,15 @@ def main(argv=None) -> int:
                 time_to_reach(fr, wr["best_val"] * (1 + TARGET_VAL))
                 for fr, wr in zip(runs["forking"], runs["window"], strict=True)
             ]
-            if all(t is not None for t in reach):
-                res.add(
-                    f"{name}: forking time to window's best (+{TARGET_VAL * 100:g} %) / window's time to best",
-                    mean(reach) / w["time_to_best_s"],
-                    "x",
-                    note=f"{mean(reach):.2f} s vs {w['time_to_best_s']:.2f} s",
-                )
-            else:
-                res.add(
-                    f"{name}: forking time to window's best (+{TARGET_VAL * 100:g} %) / window's time to best",
-                    None,
-                    "x",
-                    note=f"not reached for {sum(t is None for t in reach)} of {len(reach)} seeds",
-                )
+            reached = all(t is not None for t in reach)
+            res.add(
+                f"{name}: forking time to window's best (+{TARGET_VAL * 100:g} %) / window's time to best",
+                mean(reach) / w["time_to_best_s"] if reached else None,
+                "x",
+                note=f"{mean(reach):.2f} s vs {w['time_to_best_s']:.2f} s"
+                if reached
+                else f"not reached for {sum(t is None for t in reach)} of {len(reach)} seeds",
+            )
             for h in (1, 5):
                 k = f"test_pinball_h{h}"
                 if w.get(k) is None:
