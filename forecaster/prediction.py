@@ -73,10 +73,14 @@ def _age_note(last: pd.Timestamp, cut, now, calendar: str) -> tuple[int, str]:
     return behind, f"last bar {last.date()}, {behind} session(s) before {what}"
 
 
-def _refresh(names, data_dir, calendar, max_staleness, now, session, lock_timeout, report) -> dict[str, str]:
-    """Update the store; return the tickers that must fail (stale and not refreshed)."""
+def _refresh(names, data_dir, calendar, max_staleness, now, cut, session, lock_timeout, report) -> dict[str, str]:
+    """Update the store; return the tickers that must fail (stale and not refreshed). Staleness
+    is counted to the latest completed session, or to ``cut`` (``--as-of``: as if today were
+    that day) when it is earlier."""
     result = download(names, data_dir, session=session, lock_timeout=lock_timeout, calendar=calendar)
     latest = last_completed_session(now, calendar)
+    if cut is not None:
+        latest = min(latest, cut)
     bad: dict[str, str] = {}
     for sym, reason in result.failed.items():
         try:
@@ -165,7 +169,7 @@ def predict(
         remove_stale_temps(target)
         if source == "yahoo" and not offline:
             report.failed.update(
-                _refresh(names, data_dir, cfg.data.calendar, staleness, now, session, lock_timeout, report)
+                _refresh(names, data_dir, cfg.data.calendar, staleness, now, cut, session, lock_timeout, report)
             )
         bars = _recent_bars(run, names, source, data_dir, cut, report.failed)
         if not bars:

@@ -433,6 +433,25 @@ def test_predict_yahoo_network_down_and_store_too_stale(cli, trained_run, sample
     assert not list((tmp_path / "fc").glob("*/*.csv"))
 
 
+def test_predict_as_of_with_network_down_counts_staleness_to_that_day(
+    cli, trained_run, sample_dir, tmp_path, monkeypatch
+):
+    """A backfill while Yahoo is down: the store reaches the --as-of day, so nothing is stale."""
+
+    def down(ticker, *a, **k):
+        raise NetworkError(f"{ticker}: cannot reach Yahoo (ConnectionError)")
+
+    monkeypatch.setattr(forecaster.store, "fetch_with_retry", down)
+    data, out = tmp_path / "data", tmp_path / "fc"
+    for sym in ("STOCKA", "STOCKB"):
+        save_store(data, sym, read_csv_bars(sample_dir, sym))  # ends 2024-12-31
+    args = ["--run", trained_run, "--source", "yahoo", "--data-dir", data, "--out", out, "--max-staleness", "0"]
+    res = cli("predict", *args, "--as-of", "2024-12-20")
+    assert res.exit_code == 0, res.stderr
+    assert "refresh failed" in res.stderr  # the fallback is still said
+    _check_forecast(_read(out / trained_run.name / "2024-12-20.csv"), ["STOCKA", "STOCKB"], 3, trained_run.name)
+
+
 def test_predict_lock_held_on_the_output(cli, trained_run, tmp_path):
     folder = tmp_path / "fc" / trained_run.name
     with fsio.file_lock(folder / ".lock"):
