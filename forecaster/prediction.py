@@ -73,10 +73,12 @@ def _age_note(last: pd.Timestamp, cut, now, calendar: str) -> tuple[int, str]:
     return behind, f"last bar {last.date()}, {behind} session(s) before {what}"
 
 
-def _refresh(names, data_dir, calendar, max_staleness, now, cut, session, lock_timeout, report) -> dict[str, str]:
-    """Update the store; return the tickers that must fail (stale and not refreshed). Staleness
-    is counted to the latest completed session, or to ``cut`` (``--as-of``: as if today were
-    that day) when it is earlier."""
+def _refresh(
+    names, data_dir, calendar, max_staleness, now, cut, session, lock_timeout, report
+) -> tuple[dict[str, str], set[str]]:
+    """Update the store; return the tickers that must fail (stale and not refreshed) and those
+    refreshed. Staleness is counted to the latest completed session, or to ``cut``
+    (``--as-of``: as if today were that day) when it is earlier."""
     result = download(names, data_dir, session=session, lock_timeout=lock_timeout, calendar=calendar)
     latest = last_completed_session(now, calendar)
     if cut is not None:
@@ -102,7 +104,7 @@ def _refresh(names, data_dir, calendar, max_staleness, now, cut, session, lock_t
             )
         if result.kinds[sym].temporary:
             report.network_failed.add(sym)
-    return bad
+    return bad, set(result.ok)
 
 
 def _shown(value: object, limit: int = 40) -> str:
@@ -167,17 +169,19 @@ def predict(
     target = _output_dir(Path(out or cfg.predict.out) / run.name)
     with file_lock(target / ".lock", lock_timeout):
         remove_stale_temps(target)
+        dated = set(names)  # the tickers whose last bar's age is said (a stale fallback already was)
         if source == "yahoo" and not offline:
-            report.failed.update(
-                _refresh(names, data_dir, cfg.data.calendar, staleness, now, cut, session, lock_timeout, report)
+            bad, dated = _refresh(
+                names, data_dir, cfg.data.calendar, staleness, now, cut, session, lock_timeout, report
             )
+            report.failed.update(bad)
         bars = _recent_bars(run, names, source, data_dir, cut, report.failed)
         if not bars:
             msg = "no forecast written: " + "; ".join(f"{k}: {v}" for k, v in report.failed.items())
             if report.failed and set(report.failed) <= report.network_failed:
                 raise TemporaryFailure(msg)
             raise DataError(msg)
-        report.forecasts = _forecast(run, bars, cut, offline or source == "csv", now, report)
+        report.forecasts = _forecast(run, bars, cut, dated, now, report)
         _write(report, target)
     return report
 
@@ -235,8 +239,9 @@ def _write(report: ForecastReport, target: Path) -> None:
             raise _write_error(exc, path) from None
 
 
-def _forecast(run: Run, bars, cut, note_age: bool, now, report: ForecastReport) -> pd.DataFrame:
-    """The forecast rows (SPEC §7) for the tickers in ``bars``; sets ``report.as_of``."""
+def _forecast(run: Run, bars, cut, dated: set[str], now, report: ForecastReport) -> pd.DataFrame:
+    """The forecast rows (SPEC §7) for the tickers in ``bars``; sets ``report.as_of``. For the
+    tickers in ``dated`` it says how far the last bar lags (a warning when it does at all)."""
     cfg = run.config
     ws = run.windows(bars)
     ends = ws.offsets[1:] - 1  # last row of each present ticker
@@ -273,7 +278,7 @@ def _forecast(run: Run, bars, cut, note_age: bool, now, report: ForecastReport) 
                     "run": run.name,
                 }
             )
-        if note_age:
+        if sym in dated:
             key = ("age", last)
             if key not in sessions:
                 sessions[key] = _age_note(last, cut, now, cfg.data.calendar)

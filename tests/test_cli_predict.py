@@ -211,6 +211,25 @@ def test_predict_offline_says_how_old_the_last_bar_is(cli, trained_run, sample_d
     assert "2024-12-31" in res.stderr
 
 
+def test_predict_online_says_when_yahoo_gives_only_old_bars(cli, trained_run, sample_dir, tmp_path, monkeypatch):
+    """The refresh works but Yahoo's newest bar is old (a delisted or suspended symbol, or a
+    bar not published yet): the forecast is made from it, and the operator is told."""
+    sample = {sym: read_csv_bars(sample_dir, sym) for sym in ("STOCKA", "STOCKB")}  # both end 2024-12-31
+
+    def fetch(ticker, start=None, end=None, **_):
+        bars = sample[ticker]
+        return bars if start is None else bars[bars.index >= pd.Timestamp(start)]
+
+    monkeypatch.setattr(forecaster.store, "fetch_with_retry", fetch)
+    out = tmp_path / "fc"
+    res = cli("predict", "--run", trained_run, "--source", "yahoo", "--data-dir", tmp_path / "data", "--out", out)
+    assert res.exit_code == 0, res.stderr
+    for sym in ("STOCKA", "STOCKB"):
+        line = next(ln for ln in res.stderr.splitlines() if f"{sym}: last bar 2024-12-31" in ln)
+        assert "before the latest completed session" in line and "refresh failed" not in line
+    assert (out / trained_run.name / "2024-12-31.csv").is_file()
+
+
 def test_predict_refresh_fails_but_stored_bars_are_recent_enough(cli, trained_run, sample_dir, tmp_path, monkeypatch):
     def down(ticker, *a, **k):
         raise NetworkError(f"{ticker}: cannot reach Yahoo")
