@@ -190,20 +190,41 @@ def compare(champ: Run, chall: Run, bars: dict[str, pd.DataFrame], alpha: float 
     worse_mae = not math.isnan(p) and p < alpha
     promote = bool(finite and not worse_pinball and not worse_mae)
     test_start = str(chall.manifest.splits.test_start)
+    reason = _reason(champ.name, a, b, p, alpha, test_start, finite=finite, promote=promote)
+    return Comparison(a, b, p, alpha, test_start, promote, reason, both)
+
+
+def _reason(
+    champ: str, a: Figures, b: Figures, p: float, alpha: float, test_start: str, *, finite: bool, promote: bool
+) -> str:
+    """The verdict in one line: which run stays, why, and the figures compared."""
+    if not finite:
+        return f"{b.run} is not promoted, {champ} stays: some of its forecasts are not finite"
     dm = "DM p n/a: identical or too few errors" if math.isnan(p) else f"one-sided DM p={p:.3g}"
+    pin_b, pin_a = _apart(b.pinball, a.pinball)
+    mae_b, mae_a = _apart(b.mae, a.mae)
     figures = (
-        f"pinball {b.pinball:.4g} against the champion's {a.pinball:.4g}, MAE {b.mae:.4g} against {a.mae:.4g} "
+        f"pinball {pin_b} against the champion's {pin_a}, MAE {mae_b} against {mae_a} "
         f"({dm}), {b.n} forecasts from {test_start}"
     )
-    if not finite:
-        reason = f"{chall.name} is not promoted, {champ.name} stays: some of its forecasts are not finite"
-    elif promote:
-        reason = f"{chall.name} is promoted over {champ.name}: {figures}"
-    else:
-        why = "higher pinball loss" if worse_pinball else ""
-        why += (" and " if why else "") + (f"significantly larger errors at {alpha}" if worse_mae else "")
-        reason = f"{chall.name} is not promoted, {champ.name} stays ({why}): {figures}"
-    return Comparison(a, b, p, alpha, test_start, promote, reason, both)
+    if promote:
+        return f"{b.run} is promoted over {champ}: {figures}"
+    why = []
+    if not b.pinball <= a.pinball:
+        why.append("higher pinball loss")
+    if not math.isnan(p) and p < alpha:
+        why.append(f"significantly larger errors at {alpha}")
+    return f"{b.run} is not promoted, {champ} stays ({' and '.join(why)}): {figures}"
+
+
+def _apart(x: float, y: float) -> tuple[str, str]:
+    """``x`` and ``y`` with 4 significant digits, more when that would print two different
+    numbers the same (a verdict decided by the 5th digit shows it)."""
+    for digits in range(4, 16):
+        fx, fy = f"{x:.{digits}g}", f"{y:.{digits}g}"
+        if fx != fy or x == y:
+            break
+    return fx, fy
 
 
 def _figures(run: str, both: pd.DataFrame, actual: np.ndarray, suffix: str) -> Figures:

@@ -3,6 +3,7 @@ when it is not worse on the same, most recent test sessions (SPEC §10)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -134,3 +135,27 @@ def test_retrain_exits_75_when_locked_and_1_without_a_champion(cli, runs):
     assert _target(runs) == "first" and registry.runs_of("prod", runs) == []
     res = cli("retrain", "staging", "--runs-dir", runs)
     assert res.exit_code == 1 and "promote a run first" in res.stderr
+
+
+def test_a_challenger_with_the_same_medians_and_worse_intervals_is_refused_for_its_pinball_alone(
+    small_run, small_dir, monkeypatch
+):
+    real = retraining.walk_forward
+
+    def slightly_off_for_the_challenger(run, bars, **kw):
+        pred = real(run, bars, **kw)
+        if run.name == "challenger":  # the same medians, p10 and p90 a hair further from the actual
+            for q in ("p10", "p90"):
+                pred[q] -= 1e-7 * pred[q] * np.sign(pred["actual"] - pred[q])
+        return pred
+
+    monkeypatch.setattr(retraining, "walk_forward", slightly_off_for_the_challenger)
+    champ = load_run(small_run)
+    chall = dataclasses.replace(champ, manifest=champ.manifest.model_copy(update={"name": "challenger"}))
+    c = retraining.compare(champ, chall, load_bars("csv", small_dir, ["STOCKA", "STOCKB"]))
+    assert not c.promote and c.challenger.pinball > c.champion.pinball
+    assert f"challenger is not promoted, {champ.name} stays (higher pinball loss): " in c.reason
+    # the loss decided in the 5th digit or later is shown with enough digits to see it
+    shown = c.reason.split("): pinball ")[1].split(", MAE")[0]
+    mine, theirs = shown.split(" against the champion's ")
+    assert float(mine) > float(theirs)
