@@ -937,7 +937,8 @@ def retrain(
     ] = None,
     runs_dir: RunsDirOpt = Path("runs"),
     keep: Annotated[
-        int, typer.Option(min=1, help="Run directories of NAME to keep (the one runs/NAME names is never deleted).")
+        int,
+        typer.Option(min=1, help="Run directories of NAME to keep (one a promoted name points at is never deleted)."),
     ] = 5,
     alpha: Annotated[
         float, typer.Option(help="Significance of the test that the challenger's MAE is worse.", min=0, max=1)

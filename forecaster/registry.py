@@ -10,7 +10,7 @@ which ``checkpoint.load_run`` does), so it sees one run whole. The relative targ
 
 The run directories that ``retrain`` writes for a name are its siblings ``NAME-YYYYmmdd-HHMMSS``
 (a ``-N`` suffix when two fall in one second); :func:`prune` keeps the newest of them and
-never the one the pointer names. Every change to a name happens under the lock
+never one that a promoted name points at. Every change to a name happens under the lock
 ``runs/.NAME.lock``, which ``retrain`` holds from training to promotion.
 """
 
@@ -133,6 +133,13 @@ def _remove_stale_links(pointer: Path) -> None:
             entry.unlink(missing_ok=True)
 
 
+def _named_runs(runs_dir: Path) -> set[Path]:
+    """The run directories that the links in ``runs_dir`` point at, resolved."""
+    if not runs_dir.is_dir():
+        return set()
+    return {follow_link(p).resolve() for p in runs_dir.iterdir() if p.is_symlink()}
+
+
 def new_run_dir(name: str, runs_dir: Path = DEFAULT_RUNS_DIR, now: datetime | None = None) -> Path:
     """A fresh ``runs_dir/NAME-YYYYmmdd-HHMMSS`` (with ``-2``, ``-3`` ... when taken)."""
     stamp = (now or datetime.now(UTC)).strftime(STAMP)
@@ -163,15 +170,15 @@ def runs_of(name: str, runs_dir: Path = DEFAULT_RUNS_DIR) -> list[Path]:
 
 
 def prune(name: str, keep: int, runs_dir: Path = DEFAULT_RUNS_DIR) -> Pruned:
-    """Delete all but the newest ``keep`` run directories of ``name``; never the one the
-    pointer names. Call with the name's lock held. Each one is renamed out of the way first,
-    so a deletion cut short never leaves a half-deleted directory that looks like a run; the
-    leftovers of one cut short, and of a run whose writer was killed, go too."""
+    """Delete all but the newest ``keep`` run directories of ``name``; never one that a
+    promoted name in ``runs_dir`` points at (this name's, or another promoted from it). Call
+    with the name's lock held. Each one is renamed out of the way first, so a deletion cut
+    short never leaves a half-deleted directory that looks like a run; the leftovers of one
+    cut short, and of a run whose writer was killed, go too."""
     if keep < 1:
         raise ConfigError(f"keep must be at least 1, not {keep}")
     runs_dir = Path(runs_dir)
-    current = pointer_target(pointer_path(name, runs_dir))
-    current = current.resolve() if current is not None else None
+    named = _named_runs(runs_dir)
     leftover = re.compile(r"\." + _runs_pattern(name) + r"(\..+\.tmp|" + re.escape(_TRASH) + ")")
     for entry in list(runs_dir.iterdir()) if runs_dir.is_dir() else []:
         if leftover.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink():
@@ -179,7 +186,7 @@ def prune(name: str, keep: int, runs_dir: Path = DEFAULT_RUNS_DIR) -> Pruned:
     result = Pruned()
     runs = runs_of(name, runs_dir)
     for i, run in enumerate(runs):
-        if i >= len(runs) - keep or run.resolve() == current:
+        if i >= len(runs) - keep or run.resolve() in named:
             result.kept.append(run)
             continue
         trash = run.with_name(f".{run.name}{_TRASH}")

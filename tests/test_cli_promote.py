@@ -135,3 +135,14 @@ def test_training_into_a_promoted_name_is_refused(cli, runs, small_dir):
     res = cli("train", *args, "--run-dir", runs / "prod")
     assert res.exit_code == 1 and "promoted name" in res.stderr
     assert os.readlink(runs / "prod") == "alpha" and (runs / "alpha" / "run.json").is_file()
+
+
+def test_prune_keeps_a_run_that_another_promoted_name_points_at(tmp_path):
+    runs = tmp_path / "runs"
+    for s in ["20260105-190000", "20260112-190000", "20260119-190000"]:
+        (runs / f"prod-{s}").mkdir(parents=True)
+    (runs / "prod").symlink_to("prod-20260119-190000")
+    (runs / "stable").symlink_to("prod-20260105-190000")  # `promote runs/prod --name stable`, weeks ago
+    result = registry.prune("prod", 1, runs)
+    assert [p.name for p in result.removed] == ["prod-20260112-190000"]
+    assert (runs / "stable" / ".").is_dir() and (runs / "prod" / ".").is_dir()
