@@ -16,7 +16,8 @@ metrics_table`): the median as the point forecast, the last close as the naive o
   the ratio, as if the forecast had been made from today's data.
 - A file that is not a forecast of this run (malformed, another run's) is named and skipped,
   and so is a ticker whose bars cannot be read: the report covers the rest (exit 3). When
-  nothing is left to score, that is an error (exit 1) and ``score.csv`` is not rewritten.
+  nothing is left to score (those skipped, or ``--since`` after the last forecast), that is an
+  error (exit 1) and ``score.csv`` is not rewritten.
 - The same forecast (ticker, as_of, step) found in two files is scored once, from the file of
   the later date.
 """
@@ -141,8 +142,8 @@ def score(
     ``since`` keeps the forecasts made on or after that date (their ``as_of``). Returns the
     report; its ``exit_code`` is 3 when forecast files or tickers were skipped (named in
     ``skipped`` and ``failed``). Raises a ForecasterError (exit 1) when the run cannot be read,
-    there is no forecast file at all, or every file or ticker was skipped so that nothing is
-    left to score; nothing is written then.
+    there is no forecast file at all, or nothing is left to score (every file or ticker
+    skipped, or no forecast made on or after ``since``); nothing is written then.
     """
     cut = parse_since(since)
     manifest = read_manifest(run_dir)
@@ -167,9 +168,12 @@ def score(
     closes = _closes(sorted(forecasts["ticker"].unique()), source or cfg.data.source, data_dir or cfg.data.data_dir)
     report.failed = {s: why for s, why in closes.items() if isinstance(why, str)}
     pred = _with_actuals(forecasts, {s: c for s, c in closes.items() if not isinstance(c, str)}, report.warnings)
-    if pred.empty and (report.skipped or report.failed):
+    if pred.empty:
         why = [f"{name}: {reason}" for name, reason in report.skipped.items()]
         why += [f"{sym}: {reason}" for sym, reason in report.failed.items()]
+        if cut is not None and forecasts.empty:
+            why.append(f"no forecast made on or after {cut.date()}")
+        why += report.warnings if not why else []
         raise DataError(f"nothing to score for run {manifest.name} in {folder}: " + "; ".join(why))
     report.scores = score_table(pred, cfg.model.cell)
     try:

@@ -258,3 +258,13 @@ def test_every_forecast_file_skipped_is_an_error_and_keeps_the_earlier_score(cli
     assert res.exit_code == 1, res.stderr
     assert all(f"{day}.csv" in res.stderr for day in ORIGINS) and "another-run" in res.stderr
     assert (folder / "score.csv").read_bytes() == before
+
+
+def test_since_after_every_forecast_is_an_error_and_keeps_the_earlier_score(cli, trained_run, out):
+    folder = out / trained_run.name
+    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    before = (folder / "score.csv").read_bytes()
+    res = cli("score", "--run", trained_run, "--out", out, "--since", "2025-06-30")
+    assert res.exit_code == 1, res.stdout
+    assert "nothing to score" in res.stderr and "no forecast made on or after 2025-06-30" in res.stderr
+    assert (folder / "score.csv").read_bytes() == before
