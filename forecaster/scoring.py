@@ -75,7 +75,7 @@ class ScoreReport:
     model: str
     folder: Path
     scores: pd.DataFrame  # SCORE_COLUMNS
-    read: list[str] = field(default_factory=list)  # forecast files scored
+    read: list[str] = field(default_factory=list)  # forecast files scored (made on or after --since)
     skipped: dict[str, str] = field(default_factory=dict)  # file name -> why it was not read
     failed: dict[str, str] = field(default_factory=dict)  # ticker -> why its forecasts were not scored
     warnings: list[str] = field(default_factory=list)
@@ -165,6 +165,7 @@ def score(
     forecasts = _latest_copies(frames)
     if cut is not None:
         forecasts = forecasts[forecasts["as_of"] >= cut]
+        report.read = [name for name in report.read if name in set(forecasts["file"])]
     closes = _closes(sorted(forecasts["ticker"].unique()), source or cfg.data.source, data_dir or cfg.data.data_dir)
     report.failed = {s: why for s, why in closes.items() if isinstance(why, str)}
     pred = _with_actuals(forecasts, {s: c for s, c in closes.items() if not isinstance(c, str)}, report.warnings)
@@ -239,7 +240,8 @@ def _latest_copies(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """All forecasts, each (ticker, as_of, step) once: from the latest file that holds it."""
     if not frames:
         empty = {c: pd.Series(dtype=float) for c in ["step", *_PRICES]}
-        return pd.DataFrame({"ticker": pd.Series(dtype=str), "as_of": pd.to_datetime([]), **empty})
+        none = pd.Series(dtype=str)
+        return pd.DataFrame({"ticker": none, "as_of": pd.to_datetime([]), **empty, "file": none})
     df = pd.concat(frames, ignore_index=True)  # files in date order
     return df.drop_duplicates(["ticker", "as_of", "step"], keep="last").reset_index(drop=True)
 

@@ -203,6 +203,7 @@ def test_since_scores_only_later_forecasts(cli, trained_run, out):
     doc = json.loads(res.stdout)
     got = pd.DataFrame(doc["scores"]).set_index(["ticker", "step"])
     assert list(got.loc["ALL", "n"]) == [4, 4, 2] and list(got.loc["ALL", "pending"]) == [2, 2, 4]
+    assert doc["read"] == [f"{d}.csv" for d in ORIGINS[1:]]  # the files scored, not the earlier one
     assert cli("score", "--run", trained_run, "--out", out, "--since", "24.12.2024").exit_code == 1
 
 
