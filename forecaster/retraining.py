@@ -125,6 +125,7 @@ def retrain(
     """
     runs_dir = Path(runs_dir)
     pointer = pointer_path(name, runs_dir)
+    champion(name, runs_dir)  # no champion: refused before the lock file (or a mistyped folder) is made
     with file_lock(lock_path(name, runs_dir), lock_timeout):
         champ_dir = champion(name, runs_dir)
         champ = load_run(champ_dir)

@@ -135,6 +135,10 @@ def test_retrain_exits_75_when_locked_and_1_without_a_champion(cli, runs):
     assert _target(runs) == "first" and registry.runs_of("prod", runs) == []
     res = cli("retrain", "staging", "--runs-dir", runs)
     assert res.exit_code == 1 and "promote a run first" in res.stderr
+    assert not (runs / ".staging.lock").exists()
+    res = cli("retrain", "prod", "--runs-dir", runs.parent / "mistyped" / "runs")
+    assert res.exit_code == 1 and "promote a run first" in res.stderr
+    assert not (runs.parent / "mistyped").exists()  # nothing made for a folder that is not there
 
 
 def test_a_challenger_with_the_same_medians_and_worse_intervals_is_refused_for_its_pinball_alone(
