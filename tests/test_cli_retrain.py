@@ -7,12 +7,15 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from run_variants import shifted_run
+from support import SLOW_TEST_TIMEOUT_S, python_env
 
 import forecaster.retraining as retraining
 from forecaster import registry
@@ -163,3 +166,34 @@ def test_a_challenger_with_the_same_medians_and_worse_intervals_is_refused_for_i
     shown = c.reason.split("): pinball ")[1].split(", MAE")[0]
     mine, theirs = shown.split(" against the champion's ")
     assert float(mine) > float(theirs)
+
+
+_STOPPED_WHILE_COMPARING = """
+import os, signal, sys
+import forecaster.retraining as retraining
+from forecaster.cli import main
+
+def stopped(*args, **kwargs):  # systemctl stop arrives while the two runs are backtested
+    os.kill(os.getpid(), signal.SIGTERM)
+    raise AssertionError("SIGTERM did not stop the comparison")
+
+retraining.compare = stopped
+sys.argv = ["forecaster", "retrain", "prod", "--runs-dir", sys.argv[1]]
+main()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
+def test_sigterm_while_comparing_exits_130_and_leaves_the_pointer(runs):
+    env = python_env(OMP_NUM_THREADS="1", NO_COLOR="1")
+    res = subprocess.run(
+        [sys.executable, "-c", _STOPPED_WHILE_COMPARING, str(runs)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+    )
+    assert res.returncode == 130, (res.returncode, res.stderr)
+    assert "interrupted" in res.stderr and "Traceback" not in res.stderr
+    assert _target(runs) == "first"
