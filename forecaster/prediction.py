@@ -65,6 +65,11 @@ def _utc(now: pd.Timestamp | None) -> pd.Timestamp:
     return now.tz_convert("UTC") if now.tzinfo else now.tz_localize("UTC")
 
 
+def _latest_possible_day(now) -> pd.Timestamp:
+    """The latest date it is anywhere on Earth (UTC+14): no bar can be dated after it."""
+    return (_utc(now) + pd.Timedelta(hours=14)).tz_localize(None).normalize()
+
+
 def _age_note(last: pd.Timestamp, cut, now, calendar: str) -> tuple[int, str]:
     """How far the last bar lags the as-of date, or else the latest completed session."""
     ref = cut if cut is not None else last_completed_session(now, calendar)
@@ -175,7 +180,7 @@ def predict(
                 names, data_dir, cfg.data.calendar, staleness, now, cut, session, lock_timeout, report
             )
             report.failed.update(bad)
-        bars = _recent_bars(run, names, source, data_dir, cut, report.failed)
+        bars = _recent_bars(run, names, source, data_dir, cut, now, report.failed)
         if not bars:
             msg = "no forecast written: " + "; ".join(f"{k}: {v}" for k, v in report.failed.items())
             if report.failed and set(report.failed) <= report.network_failed:
@@ -199,9 +204,10 @@ def _write_error(exc: OSError, where: Path) -> ForecasterError:
     return ForecasterError(f"cannot write forecasts to {where}: {reason}; earlier forecast files are unchanged")
 
 
-def _recent_bars(run: Run, names, source, data_dir, cut, failed: dict[str, str]) -> dict[str, pd.DataFrame]:
+def _recent_bars(run: Run, names, source, data_dir, cut, now, failed: dict[str, str]) -> dict[str, pd.DataFrame]:
     """Each ticker's bars up to ``cut``, trimmed to what the window and the volatility estimate
-    read; a ticker without enough of them is added to ``failed`` with the reason."""
+    read; a ticker without enough of them, or (without ``cut``) with bars dated after today, is
+    added to ``failed`` with the reason."""
     lookback = run.config.window.lookback
     halflife = max(run.config.intervals.vol_halflife, run.config.model.scale_halflife)
     keep = lookback + 1 + WARMUP_HALFLIVES * halflife  # plus the bars since the run's last one
@@ -219,6 +225,13 @@ def _recent_bars(run: Run, names, source, data_dir, cut, failed: dict[str, str])
             if len(df) == 0:
                 failed[sym] = f"no bars on or before --as-of {cut.date()}"
                 continue
+        elif df.index[-1] > (today := _latest_possible_day(now)):
+            ahead = df.index[df.index > today]
+            failed[sym] = (
+                f"{len(ahead)} bar(s) dated after today, from {ahead[0].date()} to {ahead[-1].date()}; "
+                "fix the data, or forecast from an earlier day with --as-of"
+            )
+            continue
         if len(df) < lookback + 1:
             failed[sym] = (
                 f"only {len(df)} bars up to {df.index[-1].date()}, need {lookback + 1} for lookback {lookback}"

@@ -365,6 +365,23 @@ def test_predict_one_of_two_tickers_failing_json(cli, trained_run, sample_dir, t
     assert "STOCKA" in res.stderr
 
 
+def test_predict_bar_dated_in_the_future_fails_that_ticker(cli, trained_run, sample_dir, tmp_path):
+    """A typo'd year in a CSV is not a forecast origin: the ticker fails, named with the date."""
+    data, out = tmp_path / "data", tmp_path / "fc"
+    shutil.copytree(sample_dir, data)
+    ahead = (pd.Timestamp.now() + pd.Timedelta(days=400)).strftime("%Y-%m-%d")
+    with open(data / "STOCKA.csv", "a") as f:
+        f.write(f"{ahead},50,51,49,50.5,1000\n")
+    res = cli("predict", "--run", trained_run, "--data-dir", data, "--out", out, "-q")
+    assert res.exit_code == 3
+    assert "STOCKA" in res.stderr and ahead in res.stderr and "after today" in res.stderr
+    df = _read(out / trained_run.name / "2024-12-31.csv")
+    _check_forecast(df, ["STOCKB"], 3, trained_run.name)
+    # --as-of leaves the bad bar out, so the ticker can still be forecast from before it
+    res = cli("predict", "--run", trained_run, "--data-dir", data, "--out", out, "-q", "--as-of", "2024-12-31")
+    assert res.exit_code == 0, res.stderr
+
+
 def test_predict_yahoo_refresh_fails_for_one_ticker(cli, trained_run, sample_dir, tmp_path, monkeypatch):
     good = read_csv_bars(sample_dir, "STOCKA")
 
