@@ -71,10 +71,14 @@ def _latest_possible_day(now) -> pd.Timestamp:
 
 
 def _age_note(last: pd.Timestamp, cut, now, calendar: str) -> tuple[int, str]:
-    """How far the last bar lags the as-of date, or else the latest completed session."""
-    ref = cut if cut is not None else last_completed_session(now, calendar)
+    """How far the last bar lags the as-of date, or the latest completed session when that is
+    earlier (an --as-of of today before the close: today's bar cannot exist yet)."""
+    ref = last_completed_session(now, calendar)
+    if cut is not None and cut <= ref:
+        ref, what = cut, f"--as-of {cut.date()}"
+    else:
+        what = f"the latest completed session ({ref.date()})"
     behind = sessions_after_count(last, ref, calendar)
-    what = f"--as-of {ref.date()}" if cut is not None else f"the latest completed session ({ref.date()})"
     return behind, f"last bar {last.date()}, {behind} session(s) before {what}"
 
 

@@ -16,6 +16,7 @@ import pytest
 import forecaster.store
 from forecaster import fsio
 from forecaster.errors import NetworkError, TickerError
+from forecaster.prediction import predict
 from forecaster.sources import read_csv_bars
 from forecaster.store import save_store
 
@@ -161,6 +162,21 @@ def test_predict_as_of_uses_only_bars_up_to_it(cli, trained_run, sample_dir, tmp
         results[label] = (out / trained_run.name / f"{as_of}.csv").read_bytes()
     assert results["full"] == results["cut"]
     assert results["changed"] == results["cut"]
+
+
+def test_predict_as_of_today_before_the_close_is_not_stale(trained_run, tmp_path):
+    """--as-of today in the morning: the last bar is yesterday's, as fresh as bars can be."""
+    # 2025-01-02 is the first session after 2024-12-31 (New Year's Day); 12:00 UTC is before its close
+    morning = pd.Timestamp("2025-01-02 12:00", tz="UTC")
+    rep = predict(trained_run, as_of="2025-01-02", out=tmp_path / "fc", now=morning)
+    assert rep.exit_code == 0
+    assert rep.warnings == []
+    assert any("0 session(s) before the latest completed session (2024-12-31)" in n for n in rep.notes)
+    # after the close the session of 2025-01-02 is missing, and that is said
+    evening = pd.Timestamp("2025-01-02 22:00", tz="UTC")
+    rep = predict(trained_run, as_of="2025-01-02", out=tmp_path / "fc", now=evening)
+    assert len(rep.warnings) == 2
+    assert all("1 session(s) before --as-of 2025-01-02" in w for w in rep.warnings)
 
 
 def test_predict_as_of_sets_latest_even_after_a_later_forecast(cli, trained_run, tmp_path):
