@@ -19,7 +19,7 @@ from typing import Annotated, get_args
 import typer
 
 from . import choices
-from .errors import EXIT_INTERRUPTED, ForecasterError
+from .errors import EXIT_ERROR, EXIT_INTERRUPTED, ForecasterError
 
 app = typer.Typer(
     name="forecaster",
@@ -152,8 +152,12 @@ def setup_logging(quiet: bool, log_file: Path | None) -> None:
     err.addFilter(lambda r: r.levelno >= logging.WARNING or not quiet)
     log.addHandler(err)
     if log_file:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(log_file)
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            fh = logging.FileHandler(log_file)
+        except OSError as exc:  # before any work: one line, exit 1, nothing written
+            log.error("cannot write the log file %s: %s", log_file, exc.strerror or type(exc).__name__)
+            raise typer.Exit(EXIT_ERROR) from None
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(fh)
 

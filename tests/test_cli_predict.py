@@ -12,6 +12,7 @@ import shutil
 
 import pandas as pd
 import pytest
+from support import assert_one_line_error
 
 import forecaster.store
 from forecaster import fsio
@@ -295,6 +296,13 @@ def test_predict_as_of_before_any_bar(cli, trained_run, tmp_path):
     assert res.exit_code == 1
     assert "STOCKA" in res.stderr and "STOCKB" in res.stderr
     assert not list((tmp_path / "fc").glob("*/*.csv"))
+
+
+def test_predict_unwritable_log_file_is_one_line(cli, trained_run, tmp_path):
+    (tmp_path / "logs").write_text("a file where the cron job expects a folder\n")
+    res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc", "--log-file", tmp_path / "logs" / "p.log")
+    assert_one_line_error(res, 1, "cannot write the log file", "p.log")
+    assert not (tmp_path / "fc").exists()
 
 
 def test_predict_missing_run_dir(cli, tmp_path):
