@@ -121,9 +121,11 @@ def _dates_in_one_format(local: pd.Series) -> pd.Series:
     return parsed
 
 
-def _parse_dates(raw: pd.Series, path: Path) -> pd.DatetimeIndex:
+def _parse_dates(raw: pd.Series, path: Path, blank: np.ndarray) -> pd.DatetimeIndex:
+    """The dates of ``raw``; NaT on the ``blank`` rows (every field empty), which the validator
+    then drops with a warning. Any other row without a readable date is a DataError."""
     text = raw.fillna("").astype(str).str.strip()
-    local = text.str.replace(_OFFSET_RE, r"\1", regex=True)
+    local = text.str.replace(_OFFSET_RE, r"\1", regex=True)[~blank]
     parsed = pd.to_datetime(local, errors="coerce", format="ISO8601")
     if parsed.isna().any():
         parsed = _dates_in_one_format(local)
@@ -131,11 +133,13 @@ def _parse_dates(raw: pd.Series, path: Path) -> pd.DatetimeIndex:
         parsed = pd.to_datetime(local, errors="coerce", format="mixed")
     bad = parsed.isna()
     if bad.any():
-        pos = int(np.flatnonzero(bad.to_numpy())[0])
+        pos = int(np.flatnonzero(~blank)[np.flatnonzero(bad.to_numpy())[0]])
         value = text.iloc[pos]
         what = f"unparseable date {value[:40]!r}" if value else "empty date"
         raise DataError(f"{path}: {what} in row {pos + 1}")
-    return pd.DatetimeIndex(parsed).normalize().astype("datetime64[ns]")
+    dates = np.full(len(text), np.datetime64("NaT"), dtype="datetime64[ns]")
+    dates[~blank] = pd.DatetimeIndex(parsed).normalize().astype("datetime64[ns]").to_numpy()
+    return pd.DatetimeIndex(dates)
 
 
 def read_csv_bars(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:
@@ -190,7 +194,9 @@ def _read_csv_frame(path: Path) -> pd.DataFrame:
     if raw.empty:
         raise DataError(f"{path}: has a header but no rows")
 
-    index = _parse_dates(raw[date_col], path)
+    # a row of empty fields (",,,,,", as spreadsheets export the rows below the data) is a
+    # blank line: dropped, with the validator's warning
+    index = _parse_dates(raw[date_col], path, raw.isna().all(axis=1).to_numpy())
     values: dict[str, np.ndarray] = {}
     for col in COLUMNS + ([adj_col] if adj_col else []):
         text = raw[col].str.strip()

@@ -191,6 +191,25 @@ def test_csv_bad_inputs_name_the_problem(tmp_path, text, expected):
     assert "\n" not in message
 
 
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        # a spreadsheet's export: rows of empty fields below the data
+        ("2024-01-02,10,11,9,10.5,1000\n2024-01-03,10.5,12,10,11.5,2000\n,,,,,\n,,,,,\n", ["01-02", "01-03"]),
+        # one in the middle of day-first dates: the whole file is still read day first
+        ("02/01/2024,10,11,9,10.5,1000\n,,,,,\n15/01/2024,10.5,12,10,11.5,2000\n", ["01-02", "01-15"]),
+    ],
+)
+def test_csv_rows_of_empty_fields_are_dropped_with_a_warning(tmp_path, caplog, rows, expected):
+    from forecaster.store import load_csv
+
+    write(tmp_path, "AAA.csv", "Date,Open,High,Low,Close,Volume\n" + rows)
+    with caplog.at_level(logging.WARNING, logger="forecaster"):
+        df = load_csv(tmp_path, "AAA")
+    assert list(df.index.strftime("%m-%d")) == expected
+    assert "AAA: dropped" in caplog.text and "missing date or price" in caplog.text
+
+
 def test_csv_missing_file_names_the_path(tmp_path):
     with pytest.raises(DataError) as info:
         sources.read_csv_bars(tmp_path, "NOPE")
