@@ -222,7 +222,7 @@ def _recent_bars(run: Run, names, source, data_dir, cut, now, failed: dict[str, 
         try:
             df = load_bars(source, data_dir, [sym])[sym]
         except ForecasterError as e:
-            failed[sym] = str(e)
+            failed[sym] = str(e).removeprefix(f"{sym}: ")  # the ticker is named once, by the reader
             continue
         if cut is not None:
             df = df[df.index <= cut]

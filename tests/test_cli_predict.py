@@ -385,8 +385,9 @@ def test_predict_one_of_two_tickers_failing_json(cli, trained_run, sample_dir, t
     assert res.exit_code == 3
     doc = json.loads(res.stdout)
     assert set(doc["failed"]) == {"STOCKA"}
+    assert doc["failed"]["STOCKA"].startswith("no CSV file at ")  # the key names the ticker
     assert {r["ticker"] for r in doc["forecasts"]} == {"STOCKB"}
-    assert "STOCKA" in res.stderr
+    assert "ERROR: STOCKA failed: no CSV file at " in res.stderr
 
 
 def test_predict_bar_dated_in_the_future_fails_that_ticker(cli, trained_run, sample_dir, tmp_path):
