@@ -191,7 +191,7 @@ def predict(
                 raise TemporaryFailure(msg)
             raise DataError(msg)
         report.forecasts = _forecast(run, bars, cut, dated, now, report)
-        _write(report, target)
+        _write(report, target, run.names)
     return report
 
 
@@ -246,14 +246,40 @@ def _recent_bars(run: Run, names, source, data_dir, cut, now, failed: dict[str, 
     return bars
 
 
-def _write(report: ForecastReport, target: Path) -> None:
+def _write(report: ForecastReport, target: Path, order: list[str]) -> None:
     """The dated file first, then latest.csv: a consumer that sees the new latest.csv can always
-    find the dated file it came from."""
-    for key, path in (("forecast", target / f"{report.as_of}.csv"), ("latest", target / "latest.csv")):
+    find the dated file it came from. The dated file keeps the rows an earlier file for the same
+    day holds for tickers not forecast now (``predict -t`` retrying the tickers that failed must
+    not erase the others' forecasts), in the run's ticker ``order``."""
+    dated = target / f"{report.as_of}.csv"
+    rows = _with_earlier_rows(report.forecasts, dated, report.run, order)
+    for key, path in (("forecast", dated), ("latest", target / "latest.csv")):
         try:
-            report.files[key] = write_csv(report.forecasts, path)
+            report.files[key] = write_csv(rows, path)
         except OSError as exc:
             raise _write_error(exc, path) from None
+
+
+def _with_earlier_rows(forecasts: pd.DataFrame, path: Path, run_name: str, order: list[str]) -> pd.DataFrame:
+    """``forecasts`` and the rows of the forecast file ``path`` (of this run) for the other
+    tickers; just ``forecasts`` when there is no such file or it is not one of this run's."""
+    try:
+        earlier = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if list(earlier.columns) != FORECAST_COLUMNS or not (earlier["run"] == run_name).all():
+            return forecasts
+        kept = earlier[~earlier["ticker"].isin(set(forecasts["ticker"]))]
+        if kept.empty:
+            return forecasts
+        kept = kept.astype({"step": "int64", **dict.fromkeys(["last_close", "p10", "p50", "p90"], "float64")})
+    except FileNotFoundError:
+        return forecasts
+    except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        log.warning("%s is unreadable (%s): replaced by this forecast alone", path, type(exc).__name__)
+        return forecasts
+    rows = pd.concat([kept, forecasts], ignore_index=True)
+    rank = {sym: i for i, sym in enumerate(order)}
+    position = rows["ticker"].map(lambda sym: rank.get(sym, len(rank)))
+    return rows.assign(_at=position).sort_values(["_at", "ticker", "step"], kind="stable").drop(columns="_at")
 
 
 def _forecast(run: Run, bars, cut, dated: set[str], now, report: ForecastReport) -> pd.DataFrame:

@@ -407,6 +407,23 @@ def test_predict_bar_dated_in_the_future_fails_that_ticker(cli, trained_run, sam
     assert res.exit_code == 0, res.stderr
 
 
+def test_predict_retrying_the_failed_ticker_keeps_the_others_forecasts(cli, trained_run, sample_dir, tmp_path):
+    """Exit 3, then `predict -t` for the ticker that failed: the day's file ends up whole."""
+    data, out = tmp_path / "data", tmp_path / "fc"
+    data.mkdir()
+    shutil.copy(sample_dir / "STOCKB.csv", data / "STOCKB.csv")  # STOCKA's file is late
+    assert cli("predict", "--run", trained_run, "--data-dir", data, "--out", out, "-q").exit_code == 3
+    dated = out / trained_run.name / "2024-12-31.csv"
+    first = _read(dated)
+    shutil.copy(sample_dir / "STOCKA.csv", data / "STOCKA.csv")
+    res = cli("predict", "--run", trained_run, "--data-dir", data, "--out", out, "-q", "-t", "STOCKA")
+    assert res.exit_code == 0, res.stderr
+    df = _read(dated)
+    _check_forecast(df, ["STOCKA", "STOCKB"], 3, trained_run.name)  # in the run's order
+    pd.testing.assert_frame_equal(df[df["ticker"] == "STOCKB"].reset_index(drop=True), first)
+    assert (out / trained_run.name / "latest.csv").read_bytes() == dated.read_bytes()
+
+
 def test_predict_yahoo_refresh_fails_for_one_ticker(cli, trained_run, sample_dir, tmp_path, monkeypatch):
     good = read_csv_bars(sample_dir, "STOCKA")
 
