@@ -514,7 +514,7 @@ def train(
     tickers = _checked_tickers(cfg)
     check_calendar(cfg.data.calendar)  # predict dates its forecasts with it: a typo stops here
     run_dir = Path(run_dir or cfg.run_dir or Path("runs") / f"{cfg.model.cell}-{now:%Y%m%d-%H%M%S}")
-    state, history, splits = _resume_point(run_dir) if resume else (None, [], None)
+    state, history, splits = _resume_point(run_dir, cfg) if resume else (None, [], None)
     dist = Dist()
     seed_everything(cfg.train.seed)
     set_threads(cfg.train.threads)
@@ -554,9 +554,54 @@ def _checked_tickers(cfg: Config) -> list[str]:
     return list(dict.fromkeys(validate_ticker(t) for t in cfg.data.tickers))
 
 
-def _resume_point(run_dir: Path) -> tuple[ResumeState, list[EpochRecord], Splits]:
+RESUME_FIXED = (
+    "data.tickers",
+    "window.lookback",
+    "window.horizon",
+    "window.val_days",
+    "window.test_days",
+    "model.cell",
+    "model.strategy",
+    "model.hidden_size",
+    "model.num_layers",
+    "model.embedding_dim",
+    "model.target_scale",
+    "model.scale_halflife",
+    "model.ar_order",
+    "train.lr",
+    "train.weight_decay",
+    "train.seed",
+)
+"""Settings an interrupted run keeps when it is resumed: the network's shape, the tickers, windows
+and splits its validation losses were measured on, and what the saved optimiser and random state
+already hold. Any other setting given with ``--resume`` (``--epochs``, ``--patience``, ...) applies."""
+
+
+def _setting(cfg: Config, key: str):
+    section, _, name = key.partition(".")
+    value = getattr(getattr(cfg, section), name)
+    return [validate_ticker(t) for t in dict.fromkeys(value)] if key == "data.tickers" else value
+
+
+def _check_resumable(before: Config, cfg: Config, run_dir: Path) -> None:
+    """Refuse to resume with a setting of :data:`RESUME_FIXED` changed: training would not
+    continue the run it names (and run.json would record a setting it was not trained with)."""
+    changed = [
+        f"{key} {_setting(before, key)} -> {_setting(cfg, key)}"
+        for key in RESUME_FIXED
+        if _setting(before, key) != _setting(cfg, key)
+    ]
+    if changed:
+        raise ConfigError(
+            f"cannot resume {run_dir} with other settings: {'; '.join(changed)}; an interrupted run goes on "
+            "with the network, data and optimiser it was started with (train a new run to change them)"
+        )
+
+
+def _resume_point(run_dir: Path, cfg: Config) -> tuple[ResumeState, list[EpochRecord], Splits]:
     """Where an interrupted run stopped: its trainer state, epoch history and splits."""
     manifest = read_manifest(run_dir)
+    _check_resumable(manifest.config, cfg, run_dir)
     state, rows = read_resume(run_dir)
     return state, [EpochRecord(**row) for row in rows], manifest.splits.splits()
 

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from support import run_meta
+from support import assert_one_line_error, run_meta
 
 from forecaster.synthetic import generate_bars, write_csv
 
@@ -306,3 +306,43 @@ def test_train_usage_errors(cli, small_dir, tmp_path, args):
     assert res.exit_code == 2
     assert "Usage" in res.stderr
     assert not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------------------- --resume
+
+
+def _interrupted_run(small_dir, run_dir):
+    """A run stopped after its first epoch, as Ctrl-C leaves it."""
+    from support import tiny_overrides
+
+    from forecaster.config import load_config
+    from forecaster.training import Interrupted, train
+
+    def stop(rec):
+        raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted):
+        train(load_config(None, tiny_overrides(small_dir, **{"train.epochs": 3})), run_dir=run_dir, on_epoch=stop)
+    return run_dir
+
+
+@pytest.mark.parametrize(
+    "flags,shown",
+    [
+        (["--hidden-size", "16"], "model.hidden_size 8 -> 16"),
+        (["--horizon", "2"], "window.horizon 3 -> 2"),
+        (["--lr", "0.05"], "train.lr 0.001 -> 0.05"),
+        (["--val-days", "50"], "window.val_days 100 -> 50"),
+        (["--tickers", "STOCKA"], "data.tickers"),
+    ],
+)
+def test_resume_refuses_a_setting_the_run_cannot_continue_with(cli, small_dir, tmp_path, flags, shown):
+    run = _interrupted_run(small_dir, tmp_path / "runs" / "stopped")
+    before = {f: (run / f).read_bytes() for f in os.listdir(run)}
+    res = cli("train", "--resume", run, *flags)
+    assert_one_line_error(res, 1, "cannot resume", shown)
+    assert {f: (run / f).read_bytes() for f in os.listdir(run)} == before
+    # the same tickers spelt otherwise, and a setting that may change: the run goes on
+    res = cli("train", "--resume", run, "--tickers", "stocka, stockb", "--epochs", "2")
+    assert res.exit_code == 0, res.stderr
+    assert run_meta(run)["status"] == "complete" and len(_history(run)) == 2
