@@ -324,7 +324,25 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     try:
         return Config.model_validate(tree)
     except ValidationError as e:
-        raise ConfigError(_format_validation(e, str(path) if path else "options")) from None
+        given = [k for k, v in (overrides or {}).items() if v is not None]
+        raise ConfigError(_format_validation(e, _origin(e, path, given))) from None
+
+
+def _origin(err: ValidationError, path: Path | None, given: list[str]) -> str:
+    """Where the bad values came from: the options (``given``: the dotted keys they set), the
+    file at ``path``, or both; a check across keys (loc empty) names every source there was."""
+    sources = [str(path)] if path is not None else []
+    sources += ["options"] if given or not sources else []
+    found = []
+    for e in err.errors():
+        key = ".".join(str(x) for x in e["loc"])
+        if not key:
+            found += sources
+        elif any(key == k or key.startswith(k + ".") for k in given) or path is None:
+            found.append("options")
+        else:
+            found.append(str(path))
+    return " and ".join(s for s in sources if s in found) or sources[0]
 
 
 def config_from_dict(tree: dict) -> Config:

@@ -76,3 +76,18 @@ def test_config_file_not_utf8_is_a_config_error_naming_the_file(tmp_path):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_a_bad_value_is_traced_to_where_it_came_from(tmp_path):
+    p = tmp_path / "ok.toml"
+    p.write_text("[window]\nlookback = 20\n\n[train]\nepochs = 2\n")
+    with pytest.raises(ConfigError) as flag:
+        load_config(p, {"window.lookback": 3000})
+    assert str(flag.value).startswith("invalid configuration (options): window.lookback")
+    p.write_text("[window]\nlookback = 0\n")
+    with pytest.raises(ConfigError) as both:
+        load_config(p, {"train.epochs": 0})
+    assert str(both.value).startswith(f"invalid configuration ({p} and options): ")
+    with pytest.raises(ConfigError) as file:
+        load_config(p, {"train.epochs": 3})
+    assert str(file.value).startswith(f"invalid configuration ({p}): window.lookback")
