@@ -511,7 +511,7 @@ def train(
     run and raises :class:`Interrupted`; ``resume=True`` continues the run at ``run_dir``.
     """
     now = datetime.now(UTC)
-    tickers = _checked_tickers(cfg)
+    tickers = checked_tickers(cfg)
     check_calendar(cfg.data.calendar)  # predict dates its forecasts with it: a typo stops here
     run_dir = Path(run_dir or cfg.run_dir or Path("runs") / f"{cfg.model.cell}-{now:%Y%m%d-%H%M%S}")
     state, history, splits = _resume_point(run_dir, cfg) if resume else (None, [], None)
@@ -548,7 +548,8 @@ def train(
     return TrainResult(run_dir=run_dir, manifest=manifest, history=history)
 
 
-def _checked_tickers(cfg: Config) -> list[str]:
+def checked_tickers(cfg: Config) -> list[str]:
+    """The config's tickers, validated and without repeats (an error when there are none)."""
     if not cfg.data.tickers:
         raise ConfigError("no tickers to train on: pass --tickers or set data.tickers")
     return list(dict.fromkeys(validate_ticker(t) for t in cfg.data.tickers))

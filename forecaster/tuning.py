@@ -36,10 +36,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .checkpoint import Origin, set_origin
 from .config import SEARCH_SPACE, Config, SearchDim, active_dims, config_from_dict, config_toml, load_config
-from .errors import ConfigError, TemporaryFailure, TrainingError
+from .errors import ConfigError, DataError, TemporaryFailure, TrainingError
 from .fsio import atomic_write_text
 from .outputs import write_csv
-from .training import EpochRecord, Interrupted, TrainResult, train
+from .store import load_bars
+from .training import EpochRecord, Interrupted, TrainResult, checked_tickers, train
 
 log = logging.getLogger("forecaster")
 
@@ -257,6 +258,11 @@ class Objective:
             except TrainingError as e:
                 trial.set_user_attr("error", str(e))
                 raise
+            except DataError as e:
+                # the bars were read before the first trial: what fails here is the trial's own
+                # setting (a lookback longer than every ticker's training split), not the data
+                trial.set_user_attr("error", str(e))
+                raise TrainingError(str(e)) from None
         m = res.manifest.metrics
         trial.set_user_attr("best_epoch", m.best_epoch)
         return float(m.best_val_loss)
@@ -367,6 +373,8 @@ def tune(
     t = cfg.tune
     dims = search_dims(cfg, fixed)
     check_space(cfg, dims)
+    # bad or missing data stops the search before it starts, not as one failed trial after another
+    load_bars(cfg.data.source, cfg.data.data_dir, checked_tickers(cfg))
     url = t.storage or embedded_url(t.study, Path(root))
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported here, once, plainly
     storage = open_storage(url, t.heartbeat)

@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from forecaster.checkpoint import Origin, read_manifest, set_origin
 from forecaster.config import SEARCH_SPACE, Config, SpaceConfig, TrainConfig, config_toml, load_config
-from forecaster.errors import ConfigError
+from forecaster.errors import ConfigError, DataError, TrainingError
 from forecaster.synthetic import generate_bars, write_csv
 from forecaster.training import EpochRecord, train
 from forecaster.tuning import (
@@ -293,6 +293,22 @@ def test_an_interrupted_or_killed_study_continues_and_the_trials_add_up(small_di
     assert list(scratch.iterdir()) == []
     # the resumed sampler does not replay the first proposals
     assert res.trials.loc[3, "lr"] != res.trials.loc[0, "lr"]
+
+
+def test_a_trial_whose_lookback_no_ticker_can_serve_fails_and_the_search_goes_on(small_dir, tmp_path):
+    # STOCKB has about 200 training sessions: no lookback of this space leaves it a window
+    cfg = _cfg(small_dir, **{"data.tickers": ["STOCKB"], "tune.trials": 3})
+    cfg.tune.space.lookback = [300, 400]
+    with pytest.raises(TrainingError, match="no trial of study t has completed; the first error: no ticker has"):
+        tune(cfg, root=tmp_path)
+    trials = pd.read_csv(tmp_path / "t" / "trials.csv")
+    assert list(trials["state"]) == ["FAIL"] * 3
+
+
+def test_bad_data_stops_the_search_before_its_first_trial(small_dir, tmp_path):
+    with pytest.raises(DataError, match="MISSING"):
+        tune(_cfg(small_dir, **{"data.tickers": ["STOCKA", "MISSING"]}), root=tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_study_refuses_to_continue_on_other_data(small_dir, tmp_path):
