@@ -25,7 +25,7 @@ from .checkpoint import Run, load_run
 from .errors import DataError
 from .fsio import atomic_write_text, publish_files, replace_dir, sibling_temp_dir
 from .intervals import calibrated, start_scales, tracked_scales, with_median
-from .metrics import PROBABILISTIC_MODELS, QUANTILE_SUFFIXES, lag_share, metrics_table, sort_metrics
+from .metrics import POOLED, PROBABILISTIC_MODELS, QUANTILE_SUFFIXES, lag_share, metrics_table, sort_metrics
 from .npinfer import predict_scaled
 from .outputs import to_csv_text, write_csv
 from .store import load_bars
@@ -246,6 +246,11 @@ def evaluate(
     run = load_run(run_dir)
     cfg = run.config
     names = run.select(tickers)
+    if POOLED in names:  # a run made before training refused the name
+        raise DataError(
+            f"{run.path} has a ticker named {POOLED}, the label of metrics.csv's pooled rows: the two could not "
+            f"be told apart; evaluate the other tickers by name, or train again without {POOLED}"
+        )
     data = DataSource(source or cfg.data.source, Path(data_dir or cfg.data.data_dir))
     with _workers(_jobs(jobs, len(names))) as pool:
         done = backtest(run, names, data, pool, keep_closes=plot)

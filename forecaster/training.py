@@ -45,6 +45,7 @@ from .features import FEATURES
 from .forking import Stretches, epoch_chunks
 from .fsio import file_lock
 from .intervals import median_weights, walk_forward_scales, with_median
+from .metrics import POOLED
 from .models import QuantileRNN, build_model, pinball_loss
 from .npinfer import NumpyQuantileRNN, predict_scaled
 from .sessions import check_calendar
@@ -552,7 +553,13 @@ def checked_tickers(cfg: Config) -> list[str]:
     """The config's tickers, validated and without repeats (an error when there are none)."""
     if not cfg.data.tickers:
         raise ConfigError("no tickers to train on: pass --tickers or set data.tickers")
-    return list(dict.fromkeys(validate_ticker(t) for t in cfg.data.tickers))
+    tickers = list(dict.fromkeys(validate_ticker(t) for t in cfg.data.tickers))
+    if POOLED in tickers:
+        raise ConfigError(
+            f"cannot train on a ticker named {POOLED}: that is the label of the rows pooling every ticker in "
+            "evaluate's metrics.csv and score's score.csv, which could not tell the two apart"
+        )
+    return tickers
 
 
 RESUME_FIXED = (

@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 import pytest
-from support import run_meta
+from support import assert_one_line_error, run_meta
 
 import forecaster.evaluation
 
@@ -250,6 +250,22 @@ def test_evaluate_data_missing_for_the_run(cli, run_copy, tmp_path):
     assert res.exit_code == 1
     assert "STOCKA" in res.stderr
     assert not (run_copy / "eval").exists()
+
+
+def test_evaluate_refuses_a_run_with_a_ticker_named_like_the_pooled_rows(cli, run_copy, sample_dir, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for src, dst in (("STOCKA", "STOCKA"), ("STOCKB", "ALL")):
+        (data / f"{dst}.csv").write_bytes((sample_dir / f"{src}.csv").read_bytes())
+    meta = run_meta(run_copy)  # a run made when training still took the name
+    meta["tickers"]["ALL"] = meta["tickers"].pop("STOCKB")
+    (run_copy / "run.json").write_text(json.dumps(meta))
+    res = cli("evaluate", "--run", run_copy, "--data-dir", data)
+    assert_one_line_error(res, 1, "named ALL")
+    assert not (run_copy / "eval").exists()
+    res = cli("evaluate", "--run", run_copy, "--data-dir", data, "STOCKA")
+    assert res.exit_code == 0, res.stderr
+    assert set(pd.read_csv(run_copy / "eval" / "metrics.csv")["ticker"]) == {"STOCKA", "ALL"}
 
 
 # ---------------------------------------------------------------------------- exit 2

@@ -248,6 +248,17 @@ def test_train_impossible_flag_combination(cli, small_dir, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_train_refuses_a_ticker_named_like_the_pooled_rows(cli, small_dir, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for sym in ("STOCKA", "STOCKB"):
+        (data / f"{sym}.csv").write_bytes((small_dir / f"{sym}.csv").read_bytes())
+    (data / "ALL.csv").write_bytes((small_dir / "STOCKB.csv").read_bytes())
+    res = cli("train", "--data-dir", data, "-t", "STOCKA,all", *TINY, "--run-dir", tmp_path / "r")
+    assert_one_line_error(res, 1, "ticker named ALL", "pooling every ticker")
+    assert not (tmp_path / "r").exists()
+
+
 def test_train_without_tickers(cli, small_dir, tmp_path):
     res = cli("train", "--data-dir", small_dir, *TINY, "--run-dir", tmp_path / "r")
     assert res.exit_code == 1
