@@ -515,7 +515,7 @@ def train(
     tickers = checked_tickers(cfg)
     check_calendar(cfg.data.calendar)  # predict dates its forecasts with it: a typo stops here
     run_dir = Path(run_dir or cfg.run_dir or Path("runs") / f"{cfg.model.cell}-{now:%Y%m%d-%H%M%S}")
-    state, history, splits = _resume_point(run_dir, cfg) if resume else (None, [], None)
+    state, history, splits, seconds_before = _resume_point(run_dir, cfg) if resume else (None, [], None, 0.0)
     dist = Dist()
     seed_everything(cfg.train.seed)
     set_threads(cfg.train.threads)
@@ -525,7 +525,7 @@ def train(
     if state is not None:
         trainer.restore(_trainer_state(state))
     lock = file_lock(run_dir.parent / f".{run_dir.name}.lock", lock_timeout) if dist.main else nullcontext()
-    started = time.perf_counter()
+    started = time.perf_counter() - seconds_before  # a resumed run counts the time it trained before
     manifest = None
     with lock, _sigterm_as_interrupt():
         try:
@@ -606,12 +606,14 @@ def _check_resumable(before: Config, cfg: Config, run_dir: Path) -> None:
         )
 
 
-def _resume_point(run_dir: Path, cfg: Config) -> tuple[ResumeState, list[EpochRecord], Splits]:
-    """Where an interrupted run stopped: its trainer state, epoch history and splits."""
+def _resume_point(run_dir: Path, cfg: Config) -> tuple[ResumeState, list[EpochRecord], Splits, float]:
+    """Where an interrupted run stopped: its trainer state, epoch history, splits and the seconds
+    it had trained."""
     manifest = read_manifest(run_dir)
     _check_resumable(manifest.config, cfg, run_dir)
     state, rows = read_resume(run_dir)
-    return state, [EpochRecord(**row) for row in rows], manifest.splits.splits()
+    history = [EpochRecord(**row) for row in rows]
+    return state, history, manifest.splits.splits(), manifest.metrics.train_seconds
 
 
 def load_training_data(cfg: Config, tickers: list[str], splits: Splits | None = None) -> TrainingData:

@@ -357,3 +357,13 @@ def test_resume_refuses_a_setting_the_run_cannot_continue_with(cli, small_dir, t
     res = cli("train", "--resume", run, "--tickers", "stocka, stockb", "--epochs", "2")
     assert res.exit_code == 0, res.stderr
     assert run_meta(run)["status"] == "complete" and len(_history(run)) == 2
+
+
+def test_a_resumed_run_counts_the_seconds_it_trained_before(cli, small_dir, tmp_path):
+    run = _interrupted_run(small_dir, tmp_path / "runs" / "stopped")
+    meta = run_meta(run)
+    meta["metrics"]["train_seconds"] = 1000.0  # as if the first epochs had taken that long
+    (run / "run.json").write_text(json.dumps(meta))
+    res = cli("train", "--resume", run, "--json")
+    assert res.exit_code == 0, res.stderr
+    assert 1000 < json.loads(res.stdout)["train_seconds"] == run_meta(run)["metrics"]["train_seconds"] < 1100
