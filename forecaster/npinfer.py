@@ -288,21 +288,33 @@ def predict_scaled(
     model: NumpyQuantileRNN, ws: WindowSet, ends: np.ndarray, strategy: str, batch_size: int = FORECAST_BATCH
 ) -> np.ndarray:
     """(B, H, Q) quantiles of the cumulative log return of the windows ending at ``ends``, in
-    units of their target scale (:meth:`forecaster.windows.WindowSet.target_scale`)."""
+    units of their target scale (:meth:`forecaster.windows.WindowSet.target_scale`).
+
+    Each ticker's windows go through passes of their own (in the order given, at most
+    ``batch_size`` a pass): a matrix product may round a row differently with the number of rows
+    beside it, so a window shared with other tickers would get a forecast that depends, in its
+    last bits, on which other tickers are forecast with it. This way a ticker's forecasts are the
+    same whether it is evaluated or forecast alone, with others, or in another process."""
     horizon = ws.horizon
-    out = []
+    ends = np.asarray(ends)
+    out = np.empty((len(ends), horizon, len(model.quantiles)), np.float32)
+    if len(ends) == 0:
+        return out
+    tid = ws.ticker_id[ends]
+    order = np.argsort(tid, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(tid[order])) + 1)
     # one BLAS thread: the products are too small to share (two threads were slower on two
     # cores), and processes backtesting side by side must not oversubscribe the cores
     with threadpool_limits(limits=1, user_api="blas"):
-        for i in range(0, len(ends), batch_size):
-            e = ends[i : i + batch_size]
-            x, tid = ws.inputs(e)
-            if strategy == "recursive":
-                dow = next_weekday_features(ws.dates[e], horizon)
-                factor, shift = ws.ret_feature(e)
-                out.append(roll_forward(model, x, tid, horizon, shift, dow, factor))
-            else:
-                out.append(model(x, tid))
-    if not out:
-        return np.empty((0, horizon, len(model.quantiles)), np.float32)
-    return np.concatenate(out).astype(np.float32, copy=False)
+        for group in groups:
+            for i in range(0, len(group), batch_size):
+                rows = group[i : i + batch_size]
+                e = ends[rows]
+                x, t = ws.inputs(e)
+                if strategy == "recursive":
+                    dow = next_weekday_features(ws.dates[e], horizon)
+                    factor, shift = ws.ret_feature(e)
+                    out[rows] = roll_forward(model, x, t, horizon, shift, dow, factor)
+                else:
+                    out[rows] = model(x, t)
+    return out

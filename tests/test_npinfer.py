@@ -218,6 +218,32 @@ def test_numpy_run_predicts_what_the_torch_run_predicts(some_run, sample_dir):
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 
 
+def test_a_tickers_forecasts_do_not_depend_on_the_tickers_forecast_beside_it(some_run, sample_dir, monkeypatch):
+    """Every pass of the forward pass holds one ticker's windows: a matrix product may round a row
+    differently with the number of rows beside it, so a ticker's forecasts are the same bits
+    alone as among other tickers' windows (evaluate in one process or several; predict -t)."""
+    from forecaster.store import load_bars
+
+    run = load_run(some_run)
+    ws = run.windows(load_bars("csv", sample_dir, run.names))
+    ends = np.random.default_rng(0).permutation(ws.origins("test"))  # the tickers interleaved
+    tid = ws.ticker_id[ends]
+    assert len(np.unique(tid)) == 2
+    passes = []
+    forward = npinfer.NumpyQuantileRNN.__call__
+
+    def recorded(self, x, t):
+        passes.append(np.unique(t))
+        return forward(self, x, t)
+
+    monkeypatch.setattr(npinfer.NumpyQuantileRNN, "__call__", recorded)
+    together = npinfer.predict_scaled(run.model, ws, ends, run.config.model.strategy, batch_size=64)
+    assert len(passes) > 2 and all(len(p) == 1 for p in passes)
+    for k in np.unique(tid):
+        alone = npinfer.predict_scaled(run.model, ws, ends[tid == k], run.config.model.strategy, batch_size=64)
+        assert np.array_equal(together[tid == k], alone)
+
+
 @pytest.mark.parametrize(
     "damage, fragment",
     [
