@@ -95,7 +95,8 @@ def readme_table(bench: dict) -> str:
     m = bench["meta"]
     lines.append("")
     lines.append(
-        f"Measured {m['started']} on {m['cpus']} CPUs ({m['usable_cpus']} usable), python {m['python']}; "
+        f"Measured {m['started']} on {m['cpus']} CPUs ({m['usable_cpus']} usable; "
+        f"{m.get('cpu', 'processor not recorded')}), python {m['python']}; "
         f"load average at start {m['load_start']['loadavg']}, at end {m['load_end']['loadavg']}; "
         f"{m['total_seconds']:.0f} s in all."
     )
