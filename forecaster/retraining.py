@@ -39,7 +39,7 @@ from .fsio import file_lock
 from .metrics import coverage, diebold_mariano, mae, pinball_rows, skill, width
 from .registry import DEFAULT_KEEP, DEFAULT_RUNS_DIR, champion, lock_path, new_run_dir, pointer_path, prune, switch
 from .store import load_bars
-from .training import _sigterm_as_interrupt, train
+from .training import sigterm_as_interrupt, train
 
 log = logging.getLogger("forecaster")
 
@@ -127,7 +127,7 @@ def retrain(
     pointer = pointer_path(name, runs_dir)
     champion(name, runs_dir)  # no champion: refused before the lock file (or a mistyped folder) is made
     # SIGTERM (systemctl stop) while the two runs are compared stops it like Ctrl-C (exit 130)
-    with _sigterm_as_interrupt(), file_lock(lock_path(name, runs_dir), lock_timeout):
+    with sigterm_as_interrupt(), file_lock(lock_path(name, runs_dir), lock_timeout):
         champ_dir = champion(name, runs_dir)
         champ = load_run(champ_dir)
         run_dir = new_run_dir(name, runs_dir, now or datetime.now(UTC))

@@ -477,7 +477,7 @@ class TrainingData:
 
 
 @contextmanager
-def _sigterm_as_interrupt():
+def sigterm_as_interrupt():
     """Let SIGTERM (what `kill` and systemd send) and SIGINT stop training like Ctrl-C does."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -527,7 +527,7 @@ def train(
     lock = file_lock(run_dir.parent / f".{run_dir.name}.lock", lock_timeout) if dist.main else nullcontext()
     started = time.perf_counter() - seconds_before  # a resumed run counts the time it trained before
     manifest = None
-    with lock, _sigterm_as_interrupt():
+    with lock, sigterm_as_interrupt():
         try:
             for rec in trainer.epochs(data.ends["train"], data.ends["val"], on_batch=on_batch):
                 history.append(rec)

@@ -19,10 +19,8 @@ import logging
 import os
 import re
 import shutil
-import signal
 import socket
 import tempfile
-import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -40,7 +38,7 @@ from .errors import ConfigError, DataError, TemporaryFailure, TrainingError
 from .fsio import atomic_write_text
 from .outputs import write_csv
 from .store import load_bars
-from .training import EpochRecord, Interrupted, TrainResult, checked_tickers, train
+from .training import EpochRecord, Interrupted, TrainResult, checked_tickers, sigterm_as_interrupt, train
 
 log = logging.getLogger("forecaster")
 
@@ -305,23 +303,6 @@ def _sampler_seed(cfg: Config, n_before: int) -> int:
     return seed + os.getpid() if cfg.tune.storage else seed
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """`kill` stops the search like Ctrl-C: the running trial is marked failed, results written."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 class _OncePerMessage(logging.Filter):
     """During trials: no info lines (training's own), each warning once rather than per trial."""
 
@@ -392,7 +373,7 @@ def tune(
             on_trial(trial, _best_value(study))
 
     try:
-        with _quiet_trials(), _sigterm_as_interrupt():
+        with _quiet_trials(), sigterm_as_interrupt():  # `kill` stops the search like Ctrl-C
             study.optimize(
                 objective,
                 n_trials=t.trials,
