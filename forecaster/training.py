@@ -258,9 +258,8 @@ class Trainer:
         self.opt = torch.optim.AdamW(
             model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=device.type in FUSED_ADAMW or None
         )
-        self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.opt, factor=LR_DECAY, patience=max(1, t.patience // 2)
-        )
+        self.plateau = max(1, t.patience // 2)  # epochs without a gain before the rate halves
+        self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(self.opt, factor=LR_DECAY, patience=self.plateau)
         self.gen = torch.Generator().manual_seed(t.seed)
         one_step = cfg.model.strategy == "recursive"
         self.forking = t.mode == "forking"
@@ -296,6 +295,7 @@ class Trainer:
         self.best_state = state["best"]
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
+        self.sched.patience = self.plateau  # a resumed run's --patience applies to both of its uses
         self.gen.set_state(state["generator"])
         if state.get("torch_rng") is not None:
             torch.set_rng_state(state["torch_rng"])

@@ -19,8 +19,8 @@ from forecaster.training import Trainer, new_model, seed_everything, train
 from forecaster.windows import build_windows, make_splits
 
 
-def _trainer(sample_dir, epochs, mode="forking"):
-    over = {"train.epochs": epochs, "train.patience": 50, "train.mode": mode}
+def _trainer(sample_dir, epochs, mode="forking", patience=50):
+    over = {"train.epochs": epochs, "train.patience": patience, "train.mode": mode}
     cfg = load_config(None, tiny_overrides(sample_dir, **over))
     bars = load_bars("csv", sample_dir, ["STOCKA", "STOCKB"])
     ws = build_windows(
@@ -48,6 +48,18 @@ def test_resuming_continues_exactly_where_training_stopped(sample_dir, mode):
     assert [r.val_loss for r in first + rest] == pytest.approx([r.val_loss for r in recs], rel=1e-6)
     for k, v in straight.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[k], v)
+
+
+def test_a_resumed_runs_patience_applies_to_the_learning_rate_schedule_too(sample_dir):
+    """``train --resume --patience N``: early stopping and the halving of the learning rate both
+    go by N, not the halving by the interrupted run's patience (saved in the scheduler's state)."""
+    first, ws = _trainer(sample_dir, 3, patience=12)
+    next(first.epochs(ws.ends("train"), ws.ends("val")))
+    assert first.sched.patience == 6
+    resumed, _ = _trainer(sample_dir, 3, patience=4)
+    resumed.restore(first.state())
+    assert resumed.sched.patience == 2
+    assert resumed.sched.state_dict()["patience"] == 2
 
 
 @pytest.mark.slow
