@@ -78,8 +78,9 @@ class EvalReport:
             step = int(r["step"])
             if step <= len(gate) and gate[step - 1] == 0:
                 lines.append(f"h={step}: the median is the last close (the network's did not beat it on validation)")
-            elif not better:
-                lines.append(f"h={int(r['step'])}: worse than naive (skill {r['skill']:+.2%})")
+            elif not better:  # a skill of exactly 0 (the same errors) is no better, not worse
+                how = "worse than" if pd.notna(r["skill"]) and r["skill"] < 0 else "no better than"
+                lines.append(f"h={step}: {how} naive (skill {r['skill']:+.2%})")
             elif not sig:
                 lines.append(
                     f"h={int(r['step'])}: not significantly better than naive "

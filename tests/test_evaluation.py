@@ -1,4 +1,5 @@
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -169,3 +170,25 @@ def test_bad_bars_read_in_a_process_fail_as_they_do_in_one(run_copy, sample_dir,
     assert errors[0] == errors[1]
     assert "STOCKB.csv" in errors[0] and "'abc'" in errors[0]
     assert not (run_copy / "eval").exists()
+
+
+def test_verdict_calls_a_skill_of_zero_no_better_and_only_a_negative_one_worse():
+    """A median equal to the last close has skill exactly 0: it is no better than naive, not
+    worse (``score --fail-if-no-skill`` reads the verdict without the run's median gate)."""
+    from forecaster.evaluation import EvalReport
+
+    rows = pd.DataFrame(
+        {
+            "ticker": "ALL",
+            "model": "lstm",
+            "step": [1, 2, 3],
+            "skill": [0.0, -0.0125, 0.02],
+            "dm_pvalue": [np.nan, 0.9, 0.3],
+        }
+    )
+    report = EvalReport(run="r", model="lstm", metrics=rows, predictions=pd.DataFrame(), out_dir=Path("."))
+    ok, sentence = report.verdict(0.05)
+    assert not ok
+    assert "h=1: no better than naive (skill +0.00%)" in sentence
+    assert "h=2: worse than naive (skill -1.25%)" in sentence
+    assert "h=3: not significantly better than naive (skill +2.00%, DM p=0.300)" in sentence
