@@ -78,12 +78,19 @@ def pointer_target(path: Path) -> Path | None:
     return follow_link(path) if path.is_symlink() else None
 
 
+def _what(path: Path) -> str:
+    """What stands at ``path`` where a promoted name's link should be."""
+    if not path.is_dir():
+        return "a file"
+    return "a run directory" if (path / "run.json").is_file() else "a folder"
+
+
 def champion(name: str, runs_dir: Path = DEFAULT_RUNS_DIR) -> Path:
     """The run directory ``runs/NAME`` points at; an error when there is no such pointer."""
     pointer = pointer_path(name, runs_dir)
     if not pointer.is_symlink():
         if pointer.exists():
-            raise ConfigError(f"{pointer} is a run directory, not a promoted name (a link made by promote)")
+            raise ConfigError(f"{pointer} is {_what(pointer)}, not a promoted name (a link made by promote)")
         raise ConfigError(f"no promoted name {pointer}: promote a run first (`forecaster promote RUN --name {name}`)")
     target = follow_link(pointer)
     if not target.is_dir():
@@ -109,7 +116,7 @@ def switch(pointer: Path, run_dir: Path) -> PromoteResult:
     load_run(target)  # only a whole, complete run can be promoted (refused with the reason)
     if pointer.exists() and not pointer.is_symlink():
         raise ConfigError(
-            f"{pointer} is a run directory, not a promoted name: move it away or promote under another name"
+            f"{pointer} is {_what(pointer)}, not a promoted name: move it away or promote under another name"
         )
     previous = pointer_target(pointer)
     pointer.parent.mkdir(parents=True, exist_ok=True)

@@ -77,8 +77,14 @@ def test_promote_refuses_what_is_not_a_whole_run(cli, runs):
     assert os.readlink(runs / "prod") == "alpha"
     # a real run directory under the name is not replaced
     res = cli("promote", runs / "alpha", "--name", "beta", "--runs-dir", runs)
-    assert res.exit_code == 1 and "not a promoted name" in res.stderr
+    assert res.exit_code == 1 and "is a run directory, not a promoted name" in res.stderr
     assert (runs / "beta").is_dir() and not (runs / "beta").is_symlink()
+    # nor is a file, and the message says what stands there
+    (runs / "notes").write_text("kept\n")
+    res = cli("promote", runs / "alpha", "--name", "notes", "--runs-dir", runs)
+    assert res.exit_code == 1 and "notes is a file, not a promoted name" in res.stderr, res.stderr
+    assert (runs / "notes").read_text() == "kept\n"
+    (runs / "notes").unlink()
     for bad in ("../escape", "a/b", ".hidden", ""):
         res = cli("promote", runs / "alpha", "--name", bad, "--runs-dir", runs)
         assert res.exit_code == 1 and "unusable name" in res.stderr, bad
