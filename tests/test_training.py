@@ -90,6 +90,52 @@ def test_early_stopping_restores_the_best_epoch(sample_dir):
     assert now != pytest.approx(recs[-1].val_loss, rel=1e-5)  # the best weights, not the last ones
 
 
+def test_validation_shared_among_threads_gives_the_same_loss_to_the_last_bit(sample_dir, torch_one_thread):
+    import threading
+
+    from forecaster.training import Batches, evaluate_loss
+
+    cfg, ws = _setup(sample_dir)
+    seed_everything(0)
+    model = new_model(cfg, ws)
+    calls = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x, tid):
+            calls.append((threading.current_thread().name, torch.is_grad_enabled(), len(x)))
+            return self.inner(x, tid)
+
+    spy, batches, ends = Spy(model), Batches(ws, torch.device("cpu"), False), ws.ends("val")
+    q = cfg.model.quantiles
+    alone = evaluate_loss(spy, batches, ends, q, batch_size=64, workers=1)
+    assert len(calls) == -(-len(ends) // 64) >= 3
+    calls.clear()
+    shared = evaluate_loss(spy, batches, ends, q, batch_size=64, workers=2)
+    assert shared == alone  # the same batches, their losses added in the same order
+    assert sorted(n for _, _, n in calls) == sorted(min(64, len(ends) - i) for i in range(0, len(ends), 64))
+    assert all(name.startswith("validation") for name, _, _ in calls)  # worker threads ran them
+    assert not any(grad for _, grad, _ in calls)  # without building a graph, in every thread
+    # one big batch: the same loss again (up to rounding), with or without threads
+    assert evaluate_loss(model, batches, ends, q, workers=2) == pytest.approx(alone, rel=1e-5)
+
+
+def test_validation_uses_a_thread_per_core_only_where_torch_runs_one(sample_dir, torch_one_thread, monkeypatch):
+    from forecaster.training import Trainer
+
+    cfg, ws = _setup(sample_dir)
+    monkeypatch.setattr("forecaster.training.usable_cores", lambda: 3)
+    assert Trainer(new_model(cfg, ws), ws, cfg, torch.device("cpu")).val_workers == 3
+    torch.set_num_threads(2)  # the fixture sets one thread back afterwards
+    try:
+        assert Trainer(new_model(cfg, ws), ws, cfg, torch.device("cpu")).val_workers == 1
+    finally:
+        torch.set_num_threads(1)
+
+
 def _accelerators(monkeypatch, *, cuda: bool, mps: bool) -> None:
     """Make torch report CUDA and Apple MPS as present or absent."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
