@@ -657,7 +657,12 @@ def predict(
     tickers_arg: ExtraTickers = None,
     tickers: TickersOpt = None,
     as_of: Annotated[
-        str | None, typer.Option("--as-of", help="Forecast as if today were DATE (YYYY-MM-DD), using bars up to it.")
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="Forecast as if today were DATE (YYYY-MM-DD), using bars up to it; the forecast is dated by "
+            "the last of them (a weekend or holiday gives the session before it).",
+        ),
     ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Folder for forecast CSVs (default forecasts/).", file_okay=False)

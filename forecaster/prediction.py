@@ -327,5 +327,7 @@ def _forecast(run: Run, bars, cut, dated: set[str], now, report: ForecastReport)
                 sessions[key] = _age_note(last, cut, now, cfg.data.calendar)
             behind, note = sessions[key]
             (report.warnings if behind > 0 else report.notes).append(f"{sym}: {note}")
-    report.as_of = str((cut or last_dates.max()).date())
+    # dated by the last bar forecast from, as the rows are: an --as-of on a weekend or a holiday
+    # is the session before it, never a day no row names
+    report.as_of = str(last_dates.max().date())
     return pd.DataFrame(rows, columns=FORECAST_COLUMNS)

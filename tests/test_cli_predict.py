@@ -132,6 +132,39 @@ def test_predict_as_of_skips_weekends_and_holidays(cli, trained_run, sample_dir,
         assert mine["last_close"].to_numpy() == pytest.approx(_close_on(sample_dir, sym, as_of))
 
 
+@pytest.mark.parametrize(
+    "as_of,session",
+    [
+        ("2024-07-06", "2024-07-05"),  # a Saturday
+        ("2024-07-07", "2024-07-05"),  # a Sunday
+        ("2024-07-04", "2024-07-03"),  # Independence Day
+        ("2024-03-29", "2024-03-28"),  # Good Friday
+        ("2024-12-25", "2024-12-24"),  # Christmas
+    ],
+)
+def test_predict_as_of_a_closed_day_is_dated_by_the_session_before(
+    cli, trained_run, sample_dir, tmp_path, as_of, session
+):
+    """The file name, the rows and --json all give the last session on or before --as-of."""
+    out = tmp_path / "fc"
+    res = cli("predict", "--run", trained_run, "--out", out, "--as-of", as_of, "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["as_of"] == session
+    assert {r["as_of"] for r in doc["forecasts"]} == {session}
+    folder = out / trained_run.name
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [f"{session}.csv", "latest.csv"]
+    df = _read(folder / f"{session}.csv")
+    assert (df["as_of"] == session).all()
+    for sym in ("STOCKA", "STOCKB"):
+        mine = df[df["ticker"] == sym]
+        assert mine["last_close"].to_numpy() == pytest.approx(_close_on(sample_dir, sym, session))
+    # the same forecast as one asked for that session by its own date
+    same = tmp_path / "same"
+    assert cli("predict", "--run", trained_run, "--out", same, "--as-of", session, "-q").exit_code == 0
+    assert (same / trained_run.name / f"{session}.csv").read_bytes() == (folder / f"{session}.csv").read_bytes()
+
+
 def test_predict_as_of_uses_only_bars_up_to_it(cli, trained_run, sample_dir, tmp_path):
     """--as-of on the full data == no --as-of on data cut at that date; later bars don't matter."""
     as_of = "2024-07-03"
