@@ -422,8 +422,24 @@ def _raise_if_nothing_completed(study: optuna.Study, result: TuneResult) -> None
 
 
 # ---- results ------------------------------------------------------------------------------------
+def _trained_with(trial: FrozenTrial, name: str) -> Any:
+    """The value of parameter ``name`` that ``trial`` trained with: sampled, or, where an
+    invocation of the study fixed that dimension (a flag, an empty list in the space), the
+    value of the configuration the trial recorded; None when it recorded none."""
+    if name in trial.params:
+        return trial.params[name]
+    key = next((d.key for d in SEARCH_SPACE if d.name == name), None)
+    if key is None:
+        return None
+    node: Any = trial.user_attrs.get("config")
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
 def trials_frame(trials: list[FrozenTrial]) -> pd.DataFrame:
-    """One row per trial: number, state, value, one column per parameter, seconds."""
+    """One row per trial: number, state, value, one column per parameter, seconds. A trial
+    run while a searched dimension was fixed gives the value it trained with."""
     order = [d.name for d in SEARCH_SPACE]
     names = {n for tr in trials for n in tr.params}
     params = [n for n in order if n in names] + sorted(names - set(order))
@@ -439,7 +455,7 @@ def trials_frame(trials: list[FrozenTrial]) -> pd.DataFrame:
                 "number": tr.number,
                 "state": tr.state.name,
                 "value": tr.value if tr.state == TrialState.COMPLETE else None,
-                **{n: tr.params.get(n) for n in params},
+                **{n: _trained_with(tr, n) for n in params},
                 "seconds": None if seconds is None else round(seconds, 3),
             }
         )

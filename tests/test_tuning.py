@@ -295,6 +295,19 @@ def test_an_interrupted_or_killed_study_continues_and_the_trials_add_up(small_di
     assert res.trials.loc[3, "lr"] != res.trials.loc[0, "lr"]
 
 
+def test_a_study_resumed_with_other_fixed_values_writes_every_cell_of_every_trial(small_dir, tmp_path):
+    """A dimension fixed by a flag in one invocation and searched in another: each trial's row
+    gives the value it trained with, whichever invocation ran it."""
+    cfg = _cfg(small_dir, **{"tune.trials": 1, "model.cell": "rnn", "model.hidden_size": 6})
+    tune(cfg, fixed={"model.cell"}, root=tmp_path)  # trial 0: cell fixed at rnn
+    res = tune(cfg, fixed={"model.hidden_size"}, root=tmp_path)  # trial 1: hidden_size fixed at 6
+    rows = pd.read_csv(tmp_path / "t" / "trials.csv")
+    assert list(rows["number"]) == [0, 1] and {"cell", "hidden_size"} <= set(rows.columns)
+    assert not rows.isna().any().any(), rows.to_string()
+    assert rows.loc[0, "cell"] == "rnn" and rows.loc[1, "hidden_size"] == 6
+    assert not res.trials.isna().any().any()
+
+
 def test_a_trial_whose_lookback_no_ticker_can_serve_fails_and_the_search_goes_on(small_dir, tmp_path):
     # STOCKB has about 200 training sessions: no lookback of this space leaves it a window
     cfg = _cfg(small_dir, **{"data.tickers": ["STOCKB"], "tune.trials": 3})
