@@ -32,6 +32,7 @@ from .npinfer import predict_scaled
 from .outputs import write_csv
 from .sessions import last_completed_session, next_sessions, sessions_after_count
 from .store import download, load_bars, load_store
+from .tickers import csv_safe
 
 log = logging.getLogger("forecaster")
 
@@ -265,7 +266,8 @@ def _with_earlier_rows(forecasts: pd.DataFrame, path: Path, run_name: str, order
     tickers; just ``forecasts`` when there is no such file or it is not one of this run's."""
     try:
         earlier = pd.read_csv(path, dtype=str, keep_default_na=False)
-        if list(earlier.columns) != FORECAST_COLUMNS or not (earlier["run"] == run_name).all():
+        # the file holds the name as written, neutralised when it reads as a formula
+        if list(earlier.columns) != FORECAST_COLUMNS or not earlier["run"].isin({run_name, csv_safe(run_name)}).all():
             return forecasts
         kept = earlier[~earlier["ticker"].isin(set(forecasts["ticker"]))]
         if kept.empty:

@@ -284,6 +284,22 @@ def test_run_name_that_looks_like_a_formula_is_neutralised_in_the_csv(cli, run_c
     assert not any(c.lstrip().startswith(("=", "+", "-", "@")) for c in cells)
 
 
+def test_predict_for_one_ticker_keeps_the_others_rows_under_a_run_name_that_looks_like_a_formula(
+    cli, run_copy, tmp_path
+):
+    """The file holds the neutralised name ('@daily): still this run's, so `predict -t` keeps
+    the other tickers' rows of the day."""
+    run = _renamed_run(run_copy, tmp_path, "@daily")
+    out = tmp_path / "fc"
+    assert cli("predict", "--run", run, "--out", out, "-q").exit_code == 0
+    dated = out / "@daily" / "2024-12-31.csv"
+    first = dated.read_bytes()
+    res = cli("predict", "--run", run, "--out", out, "-q", "-t", "STOCKB")
+    assert res.exit_code == 0, res.stderr
+    assert dated.read_bytes() == first
+    assert (out / "@daily" / "latest.csv").read_bytes() == first
+
+
 @pytest.mark.parametrize("meta_name", ["../../escaped", "..", "a/b", "", "x\ny"])
 def test_run_name_that_would_leave_the_output_folder_is_refused(cli, run_copy, tmp_path, meta_name):
     run = _renamed_run(run_copy, tmp_path, "r", meta_name)
