@@ -123,7 +123,8 @@ def _shown(value: object, limit: int = 40) -> str:
 
 
 def parse_as_of(as_of: str | date | None, now: pd.Timestamp | None = None) -> pd.Timestamp | None:
-    """``--as-of`` as a session date; ConfigError (exit 1) for a non-date or a future date.
+    """``--as-of`` as a session date; ConfigError (exit 1) for a non-date or a date that has
+    begun nowhere on Earth yet.
 
     A string must be YYYY-MM-DD; a ``datetime.date`` / ``pd.Timestamp`` is taken at its date.
     """
@@ -140,7 +141,7 @@ def parse_as_of(as_of: str | date | None, now: pd.Timestamp | None = None) -> pd
             day = pd.Timestamp(date.fromisoformat(text))
         except ValueError:
             raise ConfigError(f"--as-of {_shown(as_of)} is not a date; expected YYYY-MM-DD") from None
-    if day > _utc(now).tz_localize(None).normalize():
+    if day > _latest_possible_day(now):  # today east of UTC is not the future
         raise ConfigError(f"--as-of {day.date()} is in the future")
     return day
 

@@ -16,7 +16,7 @@ from support import assert_one_line_error
 
 import forecaster.store
 from forecaster import fsio
-from forecaster.errors import NetworkError, TickerError
+from forecaster.errors import ConfigError, NetworkError, TickerError
 from forecaster.prediction import predict
 from forecaster.sources import read_csv_bars
 from forecaster.store import save_store
@@ -315,6 +315,17 @@ def test_predict_as_of_in_the_future(cli, trained_run, tmp_path):
     assert res.exit_code == 1
     assert "future" in res.stderr
     assert not (tmp_path / "fc").exists()
+
+
+def test_predict_as_of_today_east_of_utc_is_not_the_future(trained_run, tmp_path):
+    """In Sydney at 10:00 on 2025-01-03 it is still 2025-01-02 in UTC: `--as-of $(date +%F)`
+    names today there, not a future day. A day that has begun nowhere on Earth still is one."""
+    sydney_morning = pd.Timestamp("2025-01-03 10:00", tz="Australia/Sydney")  # 2025-01-02 23:00 UTC
+    rep = predict(trained_run, as_of="2025-01-03", out=tmp_path / "fc", now=sydney_morning)
+    assert rep.exit_code == 0 and rep.as_of == "2024-12-31"  # the data's last bar before it
+    assert (tmp_path / "fc" / trained_run.name / "2024-12-31.csv").is_file()
+    with pytest.raises(ConfigError, match="--as-of 2025-01-04 is in the future"):
+        predict(trained_run, as_of="2025-01-04", out=tmp_path / "fc", now=sydney_morning)
 
 
 def test_predict_as_of_not_a_date(cli, trained_run, tmp_path):
