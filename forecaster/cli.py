@@ -743,13 +743,19 @@ def _show_forecast(rep, quiet: bool, json_out: bool) -> None:
 
 
 def _table(columns: list[str], rows: list[list], title: str | None = None) -> None:
-    """A table on stdout (plain text when stdout is not a terminal)."""
+    """A table on stdout (plain text when stdout is not a terminal). It is never narrowed
+    below the width of its cells: on a narrower terminal its lines wrap rather than lose
+    digits to an ellipsis."""
+    from rich.measure import Measurement
     from rich.table import Table  # rich's table module is only needed once there is a table
 
     t = Table(*columns, title=title)
     for row in rows:
         t.add_row(*(str(v) for v in row))
-    _stdout_console().print(t)
+    console = _stdout_console()
+    needed = Measurement.get(console, console.options.update_width(1 << 20), t).maximum
+    console.size = (max(console.width, needed), console.height)  # both: a dumb terminal ignores a width alone
+    console.print(t)
 
 
 @app.command()

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from support import FORECASTER, cli_env
 
 from forecaster.metrics import diebold_mariano
 from forecaster.prediction import predict
@@ -269,3 +273,40 @@ def test_since_after_every_forecast_is_an_error_and_keeps_the_earlier_score(cli,
     assert res.exit_code == 1, res.stdout
     assert "nothing to score" in res.stderr and "no forecast made on or after 2025-06-30" in res.stderr
     assert (folder / "score.csv").read_bytes() == before
+
+
+def _on_a_terminal(args, columns: int) -> tuple[int, str]:
+    """Run the installed command with its stdout on a terminal ``columns`` wide; its exit code
+    and what the terminal showed, without the style codes."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [str(FORECASTER), *map(str, args)], stdout=slave, stderr=subprocess.DEVNULL, env=cli_env(COLUMNS=str(columns))
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal is closed once the command has exited
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    code = proc.wait(timeout=60)
+    return code, re.sub(r"\x1b\[[0-9;]*m", "", b"".join(chunks).decode())
+
+
+def test_the_table_on_an_80_column_terminal_shows_every_figure_whole(trained_run, out):
+    code, shown = _on_a_terminal(["score", "--run", trained_run, "--out", out], 80)
+    assert code == 0, shown
+    assert "…" not in shown
+    scores = pd.read_csv(out / trained_run.name / "score.csv")
+    rows = {}
+    for ln in shown.splitlines():
+        cells = [c.strip() for c in ln.split("│")[1:-1]]
+        if len(cells) == 11:
+            rows[(cells[0], cells[1])] = cells
+    for r in scores.itertuples(index=False):
+        cells = rows[(r.ticker, str(r.step))]
+        assert [cells[4], cells[6], cells[10]] == [f"{r.mae:.4g}", f"{r.skill:+.2%}", f"{r.pinball:.4g}"], cells
