@@ -1014,8 +1014,17 @@ _with_train_flags(tune)
 _with_train_flags(retrain)
 
 
+def _closed_streams_to_devnull() -> None:
+    """A job started with stdout or stderr closed (``>&-``) has None there: what it would have
+    printed goes to the null device, and its files and exit code are what they would be."""
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
+
+
 def main() -> None:
     """Console-script entry point."""
+    _closed_streams_to_devnull()
     try:
         app()
     except SystemExit as e:

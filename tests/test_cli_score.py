@@ -310,3 +310,24 @@ def test_the_table_on_an_80_column_terminal_shows_every_figure_whole(trained_run
     for r in scores.itertuples(index=False):
         cells = rows[(r.ticker, str(r.step))]
         assert [cells[4], cells[6], cells[10]] == [f"{r.mae:.4g}", f"{r.skill:+.2%}", f"{r.pinball:.4g}"], cells
+
+
+def test_predict_and_score_with_stdout_or_stderr_closed_still_exit_0(trained_run, out):
+    """A job started with `>&-` or `2>&-`: what would have been printed is dropped; the files are
+    written and the exit code says so."""
+    folder = out / trained_run.name
+    (folder / "2024-12-31.csv").unlink()
+    predict = ["predict", "--run", trained_run, "--out", out, "--as-of", "2024-12-31", "--json"]
+    score = ["score", "--run", trained_run, "--out", out]
+    for closed, args in ((">&-", predict), ("2>&-", score), (">&- 2>&-", score)):
+        proc = subprocess.run(
+            ["bash", "-c", f'"$0" "$@" {closed}', FORECASTER, *map(str, args)],
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+            timeout=120,
+        )
+        assert proc.returncode == 0, (closed, args[0], proc.stdout, proc.stderr)
+        assert "Traceback" not in proc.stderr and "unexpected error" not in proc.stderr
+    assert (folder / "2024-12-31.csv").is_file()
+    assert pd.read_csv(folder / "score.csv")["n"].sum() > 0
