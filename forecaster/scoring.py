@@ -201,6 +201,11 @@ def _read_forecast(path: Path, run: str, tickers: set[str]) -> pd.DataFrame:
         raise _Malformed(f"not a forecast file: no column {', '.join(missing)}")
     if raw.empty:
         raise _Malformed("no forecast rows")
+    # every cell of a forecast is filled: an empty one is a file cut short (a copy that stopped
+    # midway), not another run's
+    short = (raw[FORECAST_COLUMNS] == "").any(axis=1).to_numpy()
+    if short.any():
+        raise _Malformed(f"row {int(np.flatnonzero(short)[0]) + 2} is incomplete (the file was cut short?)")
     others = sorted(set(raw["run"]) - {run, csv_safe(run)})
     if others:
         raise _Malformed(f"written by run {ascii(others[0][:60])}, not {run}")

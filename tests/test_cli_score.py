@@ -189,6 +189,16 @@ def test_score_with_corrupt_forecast_files_reports_the_others_and_exits_3(cli, t
     assert (folder / "score.csv").read_text() == clean
 
 
+def test_a_file_cut_short_is_named_as_such_not_as_another_runs(cli, trained_run, out):
+    folder = out / trained_run.name
+    text = (folder / "2024-12-31.csv").read_bytes()
+    (folder / "2024-12-23.csv").write_bytes(text[:-20])  # the last row ends inside its p90
+    res = cli("score", "--run", trained_run, "--out", out)
+    assert res.exit_code == 3, res.stderr
+    line = next(ln for ln in res.stderr.splitlines() if "2024-12-23.csv skipped" in ln)
+    assert "row 7 is incomplete" in line and "written by run" not in line, line
+
+
 def test_a_forecast_for_a_session_missing_from_the_data_is_named(cli, trained_run, out):
     folder = out / trained_run.name
     df = pd.read_csv(folder / "2024-12-20.csv", dtype=str)
