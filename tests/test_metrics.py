@@ -668,6 +668,46 @@ def test_metrics_table_pooled_christoffersen_chains_misses_per_ticker():
     assert pooled["christoffersen_pvalue"] == pytest.approx(expected)
 
 
+def test_metrics_table_orders_rows_by_ticker_then_origin_whatever_order_they_come_in():
+    """The pooled DM test runs over the errors in ticker order, then origin order, and each
+    ticker's over its origins in order; text origins and tickers, shuffled rows."""
+    rng = np.random.default_rng(7)
+    dates = pd.bdate_range("2023-01-02", periods=60).strftime("%Y-%m-%d")
+    parts = []
+    for ticker in ["MSFT", "AAPL", "ZM", "AMZN"]:
+        last = 100 + rng.normal(0, 1, len(dates)).cumsum()
+        actual = last + rng.normal(0, 2, len(dates))
+        p50 = actual + rng.normal(0, 1.5, len(dates)) + np.linspace(-3, 3, len(dates))  # errors drift over time
+        parts.append(
+            pd.DataFrame(
+                {
+                    "ticker": ticker,
+                    "origin": dates,
+                    "step": 2,
+                    "actual": actual,
+                    "last_close": last,
+                    "p10": p50 - 2,
+                    "p50": p50,
+                    "p90": p50 + 2,
+                    "naive": last,
+                    "drift": last,
+                    "mean": last,
+                }
+            )
+        )
+    pred = pd.concat(parts, ignore_index=True).sample(frac=1.0, random_state=1)
+    table = metrics_table(pred, "gru", {}).set_index(["ticker", "model", "step"])
+    ordered = pred.sort_values(["ticker", "origin"])
+    want = diebold_mariano(ordered["actual"] - ordered["p50"], ordered["actual"] - ordered["naive"], h=2)[1]
+    assert table.loc[("ALL", "gru", 2), "dm_pvalue"] == want
+    shuffled = diebold_mariano(pred["actual"] - pred["p50"], pred["actual"] - pred["naive"], h=2)[1]
+    assert shuffled != want  # the order matters to the test, so the check above can fail
+    one = ordered[ordered["ticker"] == "ZM"]
+    want_zm = diebold_mariano(one["actual"] - one["p50"], one["actual"] - one["naive"], h=2)[1]
+    assert table.loc[("ZM", "gru", 2), "dm_pvalue"] == want_zm
+    assert list(table.index.get_level_values("ticker").unique()) == ["AAPL", "AMZN", "MSFT", "ZM", "ALL"]
+
+
 def test_metrics_table_probabilistic_column_errors():
     pred = _with_probabilistic(_small_pred(), {"hist": 0.5})
     with pytest.raises(ValueError, match="hist_p90"):
