@@ -50,6 +50,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--readme", action="store_true", help="rewrite README.md's speed table from the results")
     ap.add_argument("--from-json", type=Path, default=None, help="do not run: render (and --readme) this bench.json")
+    ap.add_argument(
+        "--update",
+        action="store_true",
+        help="run only the chosen areas and put their rows in place of theirs in the last bench.json, "
+        "keeping the other areas' rows (the table then says which areas were measured when)",
+    )
     args = ap.parse_args(argv)
     chosen = [a for a in args.only.split(",") if a]
     skipped = {a for a in args.skip.split(",") if a}
@@ -100,6 +106,12 @@ def readme_table(bench: dict) -> str:
         f"load average at start {m['load_start']['loadavg']}, at end {m['load_end']['loadavg']}; "
         f"{m['total_seconds']:.0f} s in all."
     )
+    for u in m.get("updates", []):
+        lines.append(
+            f"Measured again {u['started']} ({u.get('cpu', 'processor not recorded')}; load average at start "
+            f"{u['load_start']['loadavg']}, at end {u['load_end']['loadavg']}; {u['total_seconds']:.0f} s): "
+            f"the {', '.join(u['areas'])} rows."
+        )
     return "\n".join(lines)
 
 
@@ -114,6 +126,20 @@ def write_readme(table: str) -> None:
     print(f"README.md: speed table rewritten ({table.count(chr(10)) + 1} lines)")
 
 
+def updated(last: dict, new: dict) -> dict:
+    """``last`` (a whole bench.json) with ``new``'s areas in place of its own, and a note of when
+    they were measured again in its meta."""
+    fresh = {payload["area"]: payload for payload in new["areas"]}
+    areas = [fresh.pop(payload["area"], payload) for payload in last["areas"]] + list(fresh.values())
+    note = {
+        k: new["meta"][k] for k in ("started", "cpu", "load_start", "load_end", "total_seconds") if k in new["meta"]
+    }
+    note["areas"] = [payload["area"] for payload in new["areas"]]
+    meta = dict(last["meta"])
+    meta["updates"] = [*meta.get("updates", []), note]
+    return {"meta": meta, "areas": areas}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.from_json:
@@ -126,6 +152,8 @@ def main(argv=None) -> int:
         areas = [run_area(a, args) for a in args.areas]
         meta.update(load_end=harness.load(), total_seconds=round(time.perf_counter() - started, 1), quick=args.quick)
         bench = {"meta": meta, "areas": areas}
+        if args.update:
+            bench = updated(json.loads((harness.RESULTS / "bench.json").read_text()), bench)
         (harness.RESULTS / "bench.json").write_text(json.dumps(bench, indent=2, default=str) + "\n")
     rows = [r for payload in bench["areas"] for r in harness.rows_from(payload)]
     print()
