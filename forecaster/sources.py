@@ -10,6 +10,7 @@ yfinance and pyarrow are imported inside functions only, so importing this modul
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import random
@@ -172,6 +173,7 @@ def _read_csv_frame(path: Path) -> pd.DataFrame:
             for sep, name in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
                 if sep in header:
                     raise DataError(f"{path}: looks like {name}-separated; expected commas")
+        _refuse_incomplete_lines(path)
         clean = _read_clean_csv(path)
         if clean is not None:
             return clean
@@ -211,6 +213,33 @@ def _read_csv_frame(path: Path) -> pd.DataFrame:
             )
         values[col] = numbers.to_numpy()
     return _assemble(values, index, adj_col)
+
+
+def _refuse_incomplete_lines(path: Path) -> None:
+    """DataError naming the first line with fewer fields than the header.
+
+    pandas fills the fields a line lacks with NaN, so a line cut off mid-write
+    (``2025-12-31,204.19,206.07,204.16,205.``: no volume, the close's last digits lost) would
+    read as a bar with a wrong close and a volume set to 0. Such a line cannot be repaired, as a
+    line longer than the header cannot. A line of empty fields (``,,,,,``) is no such line: it
+    is blank, and dropped with the validator's warning.
+    """
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            lines = csv.reader(f, skipinitialspace=True)
+            width = 0
+            for fields in lines:
+                if not any(s.strip() for s in fields):
+                    continue
+                if not width:
+                    width = len(fields)
+                elif len(fields) < width:
+                    raise DataError(
+                        f"{path}: line {lines.line_num} is incomplete ({len(fields)} of {width} fields; "
+                        "was the file cut off while it was written?)"
+                    )
+    except csv.Error:  # e.g. a NUL byte: pandas names the problem
+        return
 
 
 def _columns(raw: pd.DataFrame, path: Path) -> tuple[list[str], str, str | None]:

@@ -210,6 +210,37 @@ def test_csv_rows_of_empty_fields_are_dropped_with_a_warning(tmp_path, caplog, r
     assert "AAA: dropped" in caplog.text and "missing date or price" in caplog.text
 
 
+CUT_HEADER = "Date,Open,High,Low,Close,Volume\n"
+CUT_ROWS = "2024-01-02,10,11,9,10.5,1000\n2024-01-03,10.5,12,10,11.5,2000\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "fields"),
+    [
+        # a write cut off mid-line: the volume and the close's last digits lost, no newline
+        (CUT_HEADER + CUT_ROWS + "2024-01-04,11.5,12.1,10.9,11.", 4, 5),
+        (CUT_HEADER + CUT_ROWS + "2024-01-04,11.5,12", 4, 3),
+        (CUT_HEADER + CUT_ROWS + "2024-01-04", 4, 1),
+        # the same in the middle of the file, with CRLF line ends, and where spaces send it to pandas
+        (CUT_HEADER + "2024-01-02,10,11,9,10.5\n" + CUT_ROWS.replace("01-0", "01-1"), 2, 5),
+        ((CUT_HEADER + CUT_ROWS + "2024-01-04,11.5,12,11,11.\n").replace("\n", "\r\n"), 4, 5),
+        (CUT_HEADER + CUT_ROWS.replace(",", ", ") + "2024-01-04, 11.5, 12, 11, 11.", 4, 5),
+        # a row of empty fields (dropped as blank) before the cut line does not shift its number
+        (CUT_HEADER + CUT_ROWS + ",,,,,\n2024-01-04,11.5,12,11,11.", 5, 5),
+    ],
+)
+def test_csv_line_cut_off_is_an_error_naming_the_line(tmp_path, text, line, fields):
+    """A row with fewer fields than the header never becomes a bar (a cut-off close, a volume of 0)."""
+    from forecaster.store import load_csv
+
+    path = write(tmp_path, "AAA.csv", text)
+    with pytest.raises(DataError) as info:
+        load_csv(tmp_path, "AAA")
+    message = str(info.value)
+    assert message.startswith(f"{path}: line {line} is incomplete ({fields} of 6 fields"), message
+    assert "\n" not in message
+
+
 def test_csv_missing_file_names_the_path(tmp_path):
     with pytest.raises(DataError) as info:
         sources.read_csv_bars(tmp_path, "NOPE")
