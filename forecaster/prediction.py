@@ -7,7 +7,8 @@ latest completed session, and fails otherwise.
 Unattended runs: the arguments are checked before anything is fetched or written; the
 output folder ``OUT/<run>/`` is locked (``.lock``) for the whole refresh-and-write, so an
 overlapping run waits ``lock_timeout`` seconds and then exits 75 naming the holder; both CSV
-files are written to a temp name and renamed, the dated file first, then ``latest.csv``.
+files are written to a temp name and renamed, the dated file first, then ``latest.csv`` (unless
+it holds a forecast for a later day: it is always the newest).
 
 The network runs in numpy (:mod:`forecaster.npinfer`): forecasting never imports torch.
 """
@@ -252,14 +253,42 @@ def _write(report: ForecastReport, target: Path, order: list[str]) -> None:
     """The dated file first, then latest.csv: a consumer that sees the new latest.csv can always
     find the dated file it came from. The dated file keeps the rows an earlier file for the same
     day holds for tickers not forecast now (``predict -t`` retrying the tickers that failed must
-    not erase the others' forecasts), in the run's ticker ``order``."""
+    not erase the others' forecasts), in the run's ticker ``order``. latest.csv is the newest
+    forecast: one of this run for a later day than ``report.as_of`` (an ``--as-of`` in the
+    past, or ``-t`` for a ticker whose bars end earlier) is kept as it is, with a note."""
     dated = target / f"{report.as_of}.csv"
+    latest = target / "latest.csv"
     rows = _with_earlier_rows(report.forecasts, dated, report.run, order)
-    for key, path in (("forecast", dated), ("latest", target / "latest.csv")):
+    newer = _later_as_of(latest, report.as_of, report.run)
+    files = {"forecast": dated} if newer else {"forecast": dated, "latest": latest}
+    for key, path in files.items():
         try:
             report.files[key] = write_csv(rows, path)
         except OSError as exc:
             raise _write_error(exc, path) from None
+    if newer:  # first, so that it is shown however many notes on the bars' age follow
+        report.notes.insert(0, f"{latest} kept: it holds the forecast of {newer}, newer than {report.as_of}")
+
+
+def _later_as_of(path: Path, as_of: str, run_name: str) -> str | None:
+    """The day of the forecast file ``path`` when it is one of this run's and made for a day
+    after ``as_of``; None otherwise (no such file, an earlier or the same day, not a forecast
+    of this run), when it is to be replaced."""
+    try:
+        held = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError):
+        return None
+    if (
+        list(held.columns) != FORECAST_COLUMNS
+        or held.empty
+        or not held["run"].isin({run_name, csv_safe(run_name)}).all()
+    ):
+        return None
+    days = pd.to_datetime(held["as_of"], format="%Y-%m-%d", errors="coerce")
+    if days.isna().any():
+        return None
+    newest = days.max()
+    return str(newest.date()) if newest > pd.Timestamp(as_of) else None
 
 
 def _with_earlier_rows(forecasts: pd.DataFrame, path: Path, run_name: str, order: list[str]) -> pd.DataFrame:

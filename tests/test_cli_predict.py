@@ -213,13 +213,44 @@ def test_predict_as_of_today_before_the_close_is_not_stale(trained_run, tmp_path
     assert all("1 session(s) before --as-of 2025-01-02" in w for w in rep.warnings)
 
 
-def test_predict_as_of_sets_latest_even_after_a_later_forecast(cli, trained_run, tmp_path):
+def test_predict_as_of_an_earlier_day_keeps_the_newer_latest(cli, trained_run, tmp_path):
+    """latest.csv is the newest forecast: a forecast for an earlier day writes its dated file
+    only, and says so; one for the same day or a later one replaces latest.csv."""
     out = tmp_path / "fc"
-    assert cli("predict", "--run", trained_run, "--out", out, "-q").exit_code == 0
-    assert cli("predict", "--run", trained_run, "--out", out, "--as-of", "2024-07-03", "-q").exit_code == 0
     folder = out / trained_run.name
-    assert (folder / "latest.csv").read_bytes() == (folder / "2024-07-03.csv").read_bytes()
-    assert (folder / "2024-12-31.csv").is_file()
+    assert cli("predict", "--run", trained_run, "--out", out, "--as-of", "2024-10-01", "-q").exit_code == 0
+    assert cli("predict", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    newest = (folder / "2024-12-31.csv").read_bytes()
+    assert (folder / "latest.csv").read_bytes() == newest
+    res = cli("predict", "--run", trained_run, "--out", out, "--as-of", "2024-07-03", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert (folder / "2024-07-03.csv").is_file()
+    assert (folder / "latest.csv").read_bytes() == newest
+    assert json.loads(res.stdout)["files"] == {"forecast": str(folder / "2024-07-03.csv")}
+    assert f"{folder / 'latest.csv'} kept: it holds the forecast of 2024-12-31, newer than 2024-07-03" in res.stderr
+    res = cli("predict", "--run", trained_run, "--out", out, "--as-of", "2024-07-03")
+    assert "latest: " not in res.stdout and "kept" in res.stderr
+    res = cli("predict", "--run", trained_run, "--out", out, "-q")
+    assert res.exit_code == 0 and "kept" not in res.stderr
+    assert (folder / "latest.csv").read_bytes() == newest
+
+
+def test_predict_for_a_ticker_whose_bars_end_earlier_keeps_the_newer_latest(cli, trained_run, sample_dir, tmp_path):
+    """`predict -t STALE` for a ticker whose bars end days before the others' writes that older
+    day's file; latest.csv keeps the newer forecast of the others."""
+    data, out = tmp_path / "data", tmp_path / "fc"
+    shutil.copytree(sample_dir, data)
+    lines = (data / "STOCKB.csv").read_text().splitlines(keepends=True)
+    (data / "STOCKB.csv").write_text("".join(lines[:-3]))  # ends 2024-12-26
+    assert cli("predict", "--run", trained_run, "--data-dir", data, "--out", out, "-q").exit_code == 0
+    folder = out / trained_run.name
+    newest = (folder / "2024-12-31.csv").read_bytes()
+    assert (folder / "latest.csv").read_bytes() == newest
+    res = cli("predict", "--run", trained_run, "--data-dir", data, "--out", out, "-t", "STOCKB")
+    assert res.exit_code == 0, res.stderr
+    _check_forecast(_read(folder / "2024-12-26.csv"), ["STOCKB"], 3, trained_run.name)
+    assert (folder / "latest.csv").read_bytes() == newest
+    assert "newer than 2024-12-26" in res.stderr
 
 
 def test_predict_rerun_same_as_of_is_byte_identical(cli, trained_run, tmp_path):
