@@ -258,7 +258,7 @@ def _closes(tickers: list[str], source: str, data_dir: Path) -> dict[str, pd.Ser
         try:
             out[sym] = load_bars(source, Path(data_dir), [sym])[sym]["close"]
         except ForecasterError as exc:
-            out[sym] = f"no actuals: {exc}"
+            out[sym] = f"no actuals: {str(exc).removeprefix(f'{sym}: ')}"  # the ticker is named by the caller
     return out
 
 

@@ -258,7 +258,19 @@ def test_no_actuals_for_any_ticker_is_an_error_and_keeps_the_earlier_score(cli, 
     res = cli("score", "--run", trained_run, "--out", out, "--data-dir", tmp_path / "empty", "--json")
     assert res.exit_code == 1, res.stderr
     assert "STOCKA" in res.stderr and "STOCKB" in res.stderr and "nothing" in res.stderr
+    assert "STOCKA: no actuals: no CSV file at " in res.stderr, res.stderr  # the ticker named once
     assert (folder / "score.csv").read_bytes() == before
+
+
+def test_a_ticker_without_actuals_is_named_once_and_the_others_scored(cli, trained_run, sample_dir, out, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(sample_dir / "STOCKB.csv", data / "STOCKB.csv")
+    res = cli("score", "--run", trained_run, "--out", out, "--data-dir", data, "--json")
+    assert res.exit_code == 3, res.stderr
+    missing = data / "STOCKA.csv"
+    assert json.loads(res.stdout)["failed"] == {"STOCKA": f"no actuals: no CSV file at {missing}"}
+    assert f"ERROR: STOCKA failed: no actuals: no CSV file at {missing}" in res.stderr
 
 
 def test_every_forecast_file_skipped_is_an_error_and_keeps_the_earlier_score(cli, trained_run, out):
