@@ -313,13 +313,24 @@ def set_origin(run_dir: Path, origin: Origin) -> Manifest:
 # --------------------------------------------------------------------------------- reading
 
 
+def run_directory(path: Path) -> Path:
+    """``path`` with a promoted name's link resolved once; a RunFormatError when no directory
+    is there, which names the promoted name as well as the run it points at."""
+    path = Path(path)
+    run_dir = follow_link(path)
+    if run_dir.is_dir():
+        return run_dir
+    if run_dir == path:
+        raise RunFormatError(f"no run directory at {path}")
+    what = "is not a run directory" if run_dir.exists() else "does not exist (deleted?)"
+    raise RunFormatError(f"{path} points at {run_dir}, which {what}")
+
+
 def read_manifest(run_dir: Path) -> Manifest:
     """run.json, checked: present, JSON, this format version, every field of the right type.
 
     ``run_dir`` may be a promoted name (a symbolic link to a run directory)."""
-    run_dir = follow_link(run_dir)
-    if not run_dir.is_dir():
-        raise RunFormatError(f"no run directory at {run_dir}")
+    run_dir = run_directory(run_dir)
     path = run_dir / META
     try:
         raw = json.loads(path.read_text())
@@ -425,7 +436,7 @@ def load_run(run_dir: Path) -> Run:
     A promoted name (``runs/NAME``, a link that ``promote`` may switch at any moment) is
     resolved once, so the manifest and the weights come from the same run; ``Run.path`` is the
     run directory itself."""
-    run_dir = follow_link(run_dir)
+    run_dir = run_directory(run_dir)
     manifest = read_manifest(run_dir)
     if manifest.status != "complete":
         raise RunFormatError(

@@ -768,11 +768,11 @@ def info(
     """Show a run: config, tickers, date ranges, metrics, versions."""
     setup_logging(False, None)
     with handled(debug):
-        from .checkpoint import read_manifest
-        from .registry import pointer_target
+        from .checkpoint import read_manifest, run_directory
 
-        target = pointer_target(run)
-        m = read_manifest(run if target is None else target)
+        run_dir = run_directory(run)  # a promoted name resolved once, or named when its run is gone
+        target = run_dir if run_dir != Path(run) else None
+        m = read_manifest(run_dir)
         if json_out:
             pointer = {"pointer": {"name": str(run), "target": str(target)}} if target else {}
             _emit_json(json.loads(m.to_json()) | pointer)

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .checkpoint import load_run
-from .errors import ConfigError, ForecasterError, RunFormatError
+from .checkpoint import load_run, run_directory
+from .errors import ConfigError, ForecasterError
 from .fsio import file_lock, follow_link, is_temp_name, remove_stale_temps, swap_symlink
 
 log = logging.getLogger("forecaster")
@@ -92,10 +92,7 @@ def champion(name: str, runs_dir: Path = DEFAULT_RUNS_DIR) -> Path:
         if pointer.exists():
             raise ConfigError(f"{pointer} is {_what(pointer)}, not a promoted name (a link made by promote)")
         raise ConfigError(f"no promoted name {pointer}: promote a run first (`forecaster promote RUN --name {name}`)")
-    target = follow_link(pointer)
-    if not target.is_dir():
-        raise RunFormatError(f"{pointer} points at {target}, which is not a run directory")
-    return target
+    return run_directory(pointer)
 
 
 def promote(run_dir: Path, name: str, *, runs_dir: Path = DEFAULT_RUNS_DIR, lock_timeout: float = 0.0) -> PromoteResult:
@@ -112,7 +109,7 @@ def promote(run_dir: Path, name: str, *, runs_dir: Path = DEFAULT_RUNS_DIR, lock
 
 def switch(pointer: Path, run_dir: Path) -> PromoteResult:
     """:func:`promote`'s work, for a caller that already holds the name's lock."""
-    target = Path(run_dir).resolve()  # a promoted name is promoted as the run it names now
+    target = run_directory(run_dir).resolve()  # a promoted name is promoted as the run it names now
     load_run(target)  # only a whole, complete run can be promoted (refused with the reason)
     if pointer.exists() and not pointer.is_symlink():
         raise ConfigError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -89,6 +90,24 @@ def test_promote_refuses_what_is_not_a_whole_run(cli, runs):
         res = cli("promote", runs / "alpha", "--name", bad, "--runs-dir", runs)
         assert res.exit_code == 1 and "unusable name" in res.stderr, bad
     assert sorted(p.name for p in runs.iterdir() if not p.name.startswith(".")) == ["alpha", "beta", "prod"]
+
+
+def test_a_promoted_name_whose_run_was_deleted_is_named_in_the_error(cli, runs, tmp_path):
+    """Every command given the name says which name points where, not only the missing run."""
+    assert cli("promote", runs / "alpha", "--name", "prod", "--runs-dir", runs).exit_code == 0
+    shutil.rmtree(runs / "alpha")
+    name, gone = runs / "prod", (runs / "alpha").resolve()
+    for args in (
+        ["predict", "--run", name, "--out", tmp_path / "fc"],
+        ["evaluate", "--run", name],
+        ["score", "--run", name, "--out", tmp_path / "fc"],
+        ["info", name],
+        ["promote", name, "--name", "other", "--runs-dir", runs],
+        ["retrain", "prod", "--runs-dir", runs],
+    ):
+        res = cli(*args)
+        assert res.exit_code == 1, (args, res.stderr)
+        assert f"{name} points at {gone}, which does not exist" in res.stderr, (args, res.stderr)
 
 
 def test_promote_exits_75_while_the_name_is_locked(cli, runs):
