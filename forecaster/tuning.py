@@ -437,12 +437,17 @@ def _trained_with(trial: FrozenTrial, name: str) -> Any:
     return node
 
 
+def _param_names(trials: list[FrozenTrial]) -> list[str]:
+    """The parameters any of ``trials`` searched, in the order of the search space."""
+    order = [d.name for d in SEARCH_SPACE]
+    names = {n for tr in trials for n in tr.params}
+    return [n for n in order if n in names] + sorted(names - set(order))
+
+
 def trials_frame(trials: list[FrozenTrial]) -> pd.DataFrame:
     """One row per trial: number, state, value, one column per parameter, seconds. A trial
     run while a searched dimension was fixed gives the value it trained with."""
-    order = [d.name for d in SEARCH_SPACE]
-    names = {n for tr in trials for n in tr.params}
-    params = [n for n in order if n in names] + sorted(names - set(order))
+    params = _param_names(trials)
     rows = []
     for tr in sorted(trials, key=lambda x: x.number):
         seconds = (
@@ -463,12 +468,15 @@ def trials_frame(trials: list[FrozenTrial]) -> pd.DataFrame:
 
 
 def best_trial(trials: list[FrozenTrial], run_dir: Path) -> BestTrial | None:
+    """The completed trial of the lowest validation loss; its ``params`` are its row of
+    trials.csv: every parameter of the study, a value fixed by a flag when it ran included."""
     done = [tr for tr in trials if tr.state == TrialState.COMPLETE and tr.value is not None]
     if not done:
         return None
     tr = min(done, key=lambda x: (x.value, x.number))
     cfg = config_from_dict(tr.user_attrs["config"]).model_copy(update={"run_dir": run_dir})
-    return BestTrial(number=tr.number, value=float(tr.value), params=dict(tr.params), config=cfg)
+    params = {n: v for n in _param_names(trials) if (v := _trained_with(tr, n)) is not None}
+    return BestTrial(number=tr.number, value=float(tr.value), params=params, config=cfg)
 
 
 def write_results(study: optuna.Study, out: Path, run_dir: Path, url: str) -> TuneResult:

@@ -79,6 +79,23 @@ def test_tune_writes_its_results_and_the_best_config_trains(cli, small_dir, tmp_
     assert f"origin     tuning study s, trial {best['number']}" in res.stdout
 
 
+def test_the_best_trial_line_gives_a_value_fixed_by_a_flag_when_it_ran(cli, small_dir, tmp_path):
+    """Trial 0 ran with the cell fixed by a flag, trial 1 with the hidden size: whichever is
+    best, its line gives every parameter trials.csv (and best.toml) gives it."""
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    common = ["tune", "--config", conf, "--trials", "1", "--epochs", "1", "--study", "s"]
+    assert cli(*common, "--model", "rnn", "-q").exit_code == 0
+    res = cli(*common, "--hidden-size", "6")
+    assert res.exit_code == 0, res.stderr
+    trials = pd.read_csv(tmp_path / "cwd" / "runs" / "tune" / "s" / "trials.csv")
+    best = trials.loc[trials["value"].idxmin()]
+    params = [c for c in trials.columns if c not in ("number", "state", "value", "seconds")]
+    assert {"cell", "hidden_size"} <= set(params)
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith(f"best trial {best['number']}:"))
+    fixed = "cell rnn" if best["number"] == 0 else "hidden_size 6"
+    assert fixed in line and all(f"{p} " in line for p in params), line
+
+
 def test_tune_refuses_a_bad_space_with_one_line_and_exit_1(cli, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[tune.space]\nlookbak = [10, 20]\n")

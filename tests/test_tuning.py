@@ -306,6 +306,9 @@ def test_a_study_resumed_with_other_fixed_values_writes_every_cell_of_every_tria
     assert not rows.isna().any().any(), rows.to_string()
     assert rows.loc[0, "cell"] == "rnn" and rows.loc[1, "hidden_size"] == 6
     assert not res.trials.isna().any().any()
+    # the best trial's parameters (its line, --json) are its row, whichever trial it is
+    row = res.trials.set_index("number").loc[res.best.number].drop(["state", "value", "seconds"])
+    assert res.best.params == row.to_dict()
 
 
 def test_a_trial_whose_lookback_no_ticker_can_serve_fails_and_the_search_goes_on(small_dir, tmp_path):
