@@ -222,7 +222,8 @@ def _refuse_incomplete_lines(path: Path) -> None:
     (``2025-12-31,204.19,206.07,204.16,205.``: no volume, the close's last digits lost) would
     read as a bar with a wrong close and a volume set to 0. Such a line cannot be repaired, as a
     line longer than the header cannot. A line of empty fields (``,,,,,``) is no such line: it
-    is blank, and dropped with the validator's warning.
+    is blank, and dropped with the validator's warning; nor is one that only lacks the unnamed
+    fields of a header that ends with a comma.
     """
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
@@ -231,8 +232,8 @@ def _refuse_incomplete_lines(path: Path) -> None:
             for fields in lines:
                 if not any(s.strip() for s in fields):
                     continue
-                if not width:
-                    width = len(fields)
+                if not width:  # the header, less the unnamed fields at its end (a trailing comma)
+                    width = max(i + 1 for i, name in enumerate(fields) if name.strip())
                 elif len(fields) < width:
                     raise DataError(
                         f"{path}: line {lines.line_num} is incomplete ({len(fields)} of {width} fields; "

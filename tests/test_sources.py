@@ -241,6 +241,16 @@ def test_csv_line_cut_off_is_an_error_naming_the_line(tmp_path, text, line, fiel
     assert "\n" not in message
 
 
+def test_csv_header_ending_with_a_comma_does_not_make_every_line_incomplete(tmp_path):
+    from forecaster.store import load_csv
+
+    write(tmp_path, "AAA.csv", CUT_HEADER.replace("\n", ",\n") + CUT_ROWS)
+    assert list(load_csv(tmp_path, "AAA")["close"]) == [10.5, 11.5]
+    write(tmp_path, "AAA.csv", CUT_HEADER.replace("\n", ",\n") + CUT_ROWS + "2024-01-04,11.5,12,11,11.")
+    with pytest.raises(DataError, match="line 4 is incomplete \\(5 of 6 fields"):
+        load_csv(tmp_path, "AAA")
+
+
 def test_csv_missing_file_names_the_path(tmp_path):
     with pytest.raises(DataError) as info:
         sources.read_csv_bars(tmp_path, "NOPE")
