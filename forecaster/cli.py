@@ -682,8 +682,8 @@ def predict(
     """Forecast the next trading sessions and write the forecast CSV.
 
     Writes OUT/<run>/<as_of>.csv and OUT/<run>/latest.csv (kept as it is when it holds a later
-    day's forecast). Exit 3 if some tickers failed (the
-    rest are written), 75 if the network is down and no usable local data is left.
+    day's forecast). Exit 3 if some tickers failed (the rest are written), 75 if the network is
+    down and no usable local data is left.
     """
     setup_logging(quiet, log_file)
     with handled(debug):
