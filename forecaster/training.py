@@ -166,7 +166,11 @@ def evaluate_loss(
     starts = range(0, len(ends), batch_size)
     if workers > 1 and len(starts) > 1:
         with ThreadPoolExecutor(min(workers, len(starts)), thread_name_prefix="validation") as pool:
-            parts = list(pool.map(one, starts))
+            try:
+                parts = list(pool.map(one, starts))
+            except BaseException:  # Ctrl-C, SIGTERM, an error: the batches not started yet are dropped
+                pool.shutdown(cancel_futures=True)
+                raise
     else:
         parts = [one(s) for s in starts]
     total, n = 0.0, 0

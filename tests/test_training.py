@@ -123,6 +123,34 @@ def test_validation_shared_among_threads_gives_the_same_loss_to_the_last_bit(sam
     assert evaluate_loss(model, batches, ends, q, workers=2) == pytest.approx(alone, rel=1e-5)
 
 
+def test_an_interrupted_validation_drops_the_batches_not_started(sample_dir, torch_one_thread, monkeypatch):
+    import concurrent.futures
+
+    from forecaster.training import Batches, evaluate_loss
+
+    cfg, ws = _setup(sample_dir)
+    model = new_model(cfg, ws)
+    shutdowns = []
+
+    class Recording(concurrent.futures.ThreadPoolExecutor):
+        def shutdown(self, wait=True, *, cancel_futures=False):
+            shutdowns.append(cancel_futures)
+            super().shutdown(wait, cancel_futures=cancel_futures)
+
+    class Interrupted(torch.nn.Module):
+        def forward(self, x, tid):
+            raise KeyboardInterrupt  # as SIGTERM is turned into while training
+
+    monkeypatch.setattr("forecaster.training.ThreadPoolExecutor", Recording)
+    batches = Batches(ws, torch.device("cpu"), False)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_loss(Interrupted(), batches, ws.ends("val"), cfg.model.quantiles, batch_size=8, workers=2)
+    assert shutdowns and shutdowns[0] is True  # the queued batches are cancelled, not run to the end
+    shutdowns.clear()
+    evaluate_loss(model, batches, ws.ends("val"), cfg.model.quantiles, batch_size=8, workers=2)
+    assert shutdowns == [False]  # a pass that ends normally just closes its threads
+
+
 def test_validation_uses_a_thread_per_core_only_where_torch_runs_one(sample_dir, torch_one_thread, monkeypatch):
     from forecaster.training import Trainer
 
