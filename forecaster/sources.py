@@ -173,7 +173,7 @@ def _read_csv_frame(path: Path) -> pd.DataFrame:
             for sep, name in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
                 if sep in header:
                     raise DataError(f"{path}: looks like {name}-separated; expected commas")
-        _refuse_incomplete_lines(path)
+        _refuse_lines_of_wrong_length(path)
         clean = _read_clean_csv(path)
         if clean is not None:
             return clean
@@ -215,29 +215,34 @@ def _read_csv_frame(path: Path) -> pd.DataFrame:
     return _assemble(values, index, adj_col)
 
 
-def _refuse_incomplete_lines(path: Path) -> None:
-    """DataError naming the first line with fewer fields than the header.
+def _refuse_lines_of_wrong_length(path: Path) -> None:
+    """DataError naming the first line with fewer or more fields than the header.
 
     pandas fills the fields a line lacks with NaN, so a line cut off mid-write
     (``2025-12-31,204.19,206.07,204.16,205.``: no volume, the close's last digits lost) would
     read as a bar with a wrong close and a volume set to 0. Such a line cannot be repaired, as a
-    line longer than the header cannot. A line of empty fields (``,,,,,``) is no such line: it
-    is blank, and dropped with the validator's warning; nor is one that only lacks the unnamed
-    fields of a header that ends with a comma.
+    line longer than the header cannot (which of its fields are the bar's?). A line of empty
+    fields (``,,,,,``) is no such line: it is blank, and dropped with the validator's warning;
+    nor is one that only lacks the unnamed fields of a header that ends with a comma.
     """
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             lines = csv.reader(f, skipinitialspace=True)
-            width = 0
+            width = most = 0
             for fields in lines:
                 if not any(s.strip() for s in fields):
                     continue
                 if not width:  # the header, less the unnamed fields at its end (a trailing comma)
                     width = max(i + 1 for i, name in enumerate(fields) if name.strip())
+                    most = len(fields)
                 elif len(fields) < width:
                     raise DataError(
                         f"{path}: line {lines.line_num} is incomplete ({len(fields)} of {width} fields; "
                         "was the file cut off while it was written?)"
+                    )
+                elif len(fields) > most:
+                    raise DataError(
+                        f"{path}: line {lines.line_num} has more fields than the header ({len(fields)} of {most})"
                     )
     except csv.Error:  # e.g. a NUL byte: pandas names the problem
         return

@@ -173,11 +173,11 @@ def test_csv_is_not_sorted_or_repaired_here(tmp_path):
         ),
         (
             "date,open,high,low,close,volume\n2024-01-02,1,1,1,1,1,7,8\n",
-            "more fields than the header",
+            "line 2 has more fields than the header (8 of 6)",
         ),
         (
             "date,open,high,low,close,volume\n2024-01-02,1,1,1,1,1\n2024-01-02,1,1,1,1,1,7\n",
-            "not a readable CSV",
+            "line 3 has more fields than the header (7 of 6)",
         ),
     ],
 )
@@ -248,6 +248,40 @@ def test_csv_header_ending_with_a_comma_does_not_make_every_line_incomplete(tmp_
     assert list(load_csv(tmp_path, "AAA")["close"]) == [10.5, 11.5]
     write(tmp_path, "AAA.csv", CUT_HEADER.replace("\n", ",\n") + CUT_ROWS + "2024-01-04,11.5,12,11,11.")
     with pytest.raises(DataError, match="line 4 is incomplete \\(5 of 6 fields"):
+        load_csv(tmp_path, "AAA")
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "fields"),
+    [
+        (CUT_HEADER + "2024-01-02,1,1,1,1,1\n2024-01-03,1,1,1,1,1,7,8\n", 3, 8),
+        (CUT_HEADER + CUT_ROWS + "2024-01-04,11.5,12,11,11.5,3000,\n", 4, 7),
+        # with CRLF line ends, after a row of empty fields, and where spaces send it to pandas
+        ((CUT_HEADER + CUT_ROWS + ",,,,,\n2024-01-04,11.5,12,11,11.5,3000,9\n").replace("\n", "\r\n"), 5, 7),
+        (CUT_HEADER + CUT_ROWS.replace(",", ", ") + "2024-01-04, 11.5, 12, 11, 11.5, 3000, 9\n", 4, 7),
+        # a longer line before a shorter one: the first is named
+        (CUT_HEADER + "2024-01-02,1,1,1,1,1,7\n2024-01-03,1,1,1,1\n", 2, 7),
+    ],
+)
+def test_csv_line_with_more_fields_than_the_header_is_an_error_naming_the_line(tmp_path, text, line, fields):
+    from forecaster.store import load_csv
+
+    path = write(tmp_path, "AAA.csv", text)
+    with pytest.raises(DataError) as info:
+        load_csv(tmp_path, "AAA")
+    message = str(info.value)
+    assert message.startswith(f"{path}: line {line} has more fields than the header ({fields} of 6)"), message
+    assert "\n" not in message
+
+
+def test_csv_header_ending_with_a_comma_allows_its_unnamed_field_but_no_more(tmp_path):
+    from forecaster.store import load_csv
+
+    header = CUT_HEADER.replace("\n", ",\n")
+    write(tmp_path, "AAA.csv", header + CUT_ROWS.replace("\n", ",x\n"))
+    assert list(load_csv(tmp_path, "AAA")["close"]) == [10.5, 11.5]
+    write(tmp_path, "AAA.csv", header + CUT_ROWS + "2024-01-04,11.5,12,11,11.5,3000,x,y\n")
+    with pytest.raises(DataError, match="line 4 has more fields than the header \\(8 of 7\\)"):
         load_csv(tmp_path, "AAA")
 
 
