@@ -728,6 +728,7 @@ def _show_forecast(rep, quiet: bool, json_out: bool) -> None:
                 "as_of": rep.as_of,
                 "failed": rep.failed,
                 "warnings": rep.warnings,
+                "notes": rep.notes,
                 "recalibrated": rep.recalibrated,
                 "files": {k: str(v) for k, v in rep.files.items()},
                 "forecasts": json.loads(rep.forecasts.to_json(orient="records")),

@@ -76,7 +76,7 @@ def test_predict_json(cli, trained_run, tmp_path):
     res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc", "--json")
     assert res.exit_code == 0, res.stderr
     doc = json.loads(res.stdout)
-    assert set(doc) == {"run", "as_of", "failed", "warnings", "recalibrated", "files", "forecasts"}
+    assert set(doc) == {"run", "as_of", "failed", "warnings", "notes", "recalibrated", "files", "forecasts"}
     assert doc["recalibrated"] == {}  # forecast from the run's last bar: nothing to catch up on
     assert doc["run"] == trained_run.name
     assert doc["as_of"] == "2024-12-31"
@@ -226,8 +226,11 @@ def test_predict_as_of_an_earlier_day_keeps_the_newer_latest(cli, trained_run, t
     assert res.exit_code == 0, res.stderr
     assert (folder / "2024-07-03.csv").is_file()
     assert (folder / "latest.csv").read_bytes() == newest
-    assert json.loads(res.stdout)["files"] == {"forecast": str(folder / "2024-07-03.csv")}
-    assert f"{folder / 'latest.csv'} kept: it holds the forecast of 2024-12-31, newer than 2024-07-03" in res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["files"] == {"forecast": str(folder / "2024-07-03.csv")}
+    kept = f"{folder / 'latest.csv'} kept: it holds the forecast of 2024-12-31, newer than 2024-07-03"
+    assert kept in res.stderr
+    assert doc["notes"][0] == kept  # the same note, for a consumer that reads stdout only
     res = cli("predict", "--run", trained_run, "--out", out, "--as-of", "2024-07-03")
     assert "latest: " not in res.stdout and "kept" in res.stderr
     res = cli("predict", "--run", trained_run, "--out", out, "-q")
