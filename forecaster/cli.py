@@ -860,7 +860,8 @@ def score(
 
     Reads OUT/<run>/<as_of>.csv, writes OUT/<run>/score.csv (per ticker and step, and pooled
     ALL: n, pending, MAE, naive MAE, skill, DM p, coverage, width, pinball) and prints it. Exit 3
-    if some forecast files or tickers were skipped (named on stderr), 1 when an alert fires.
+    if some forecast files or tickers were skipped (named on stderr), 1 when an alert fires. A
+    run whose directory was deleted is scored from its forecasts when --source is given.
     """
     setup_logging(quiet, log_file)
     with handled(debug):

@@ -20,21 +20,28 @@ metrics_table`): the median as the point forecast, the last close as the naive o
   error (exit 1) and ``score.csv`` is not rewritten.
 - The same forecast (ticker, as_of, step) found in two files is scored once, from the file of
   the later date.
+- A run whose directory is gone (``retrain --keep`` deleted it) leaves its forecasts behind:
+  they are scored when the source is given (``--source``; the run's own is not known any more),
+  the run named by its path's last part, as its forecast files name it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pandas as pd
 
 from .checkpoint import read_manifest
-from .errors import EXIT_OK, EXIT_PARTIAL, ConfigError, DataError, ForecasterError
+from .choices import Cell
+from .config import DataConfig, PredictConfig
+from .errors import EXIT_OK, EXIT_PARTIAL, ConfigError, DataError, ForecasterError, RunFormatError
 from .evaluation import EvalReport
 from .metrics import POOLED, metrics_table
 from .outputs import write_csv
@@ -143,22 +150,36 @@ def score(
     report; its ``exit_code`` is 3 when forecast files or tickers were skipped (named in
     ``skipped`` and ``failed``). Raises a ForecasterError (exit 1) when the run cannot be read,
     there is no forecast file at all, or nothing is left to score (every file or ticker
-    skipped, or no forecast made on or after ``since``); nothing is written then.
+    skipped, or no forecast made on or after ``since``); nothing is written then. When nothing
+    is at ``run_dir`` any more, the forecasts of the run of that name are scored if ``source``
+    is given (an error otherwise), their tickers whatever they are.
     """
     cut = parse_since(since)
-    manifest = read_manifest(run_dir)
-    cfg = manifest.config
-    folder = Path(out or cfg.predict.out) / manifest.name
-    report = ScoreReport(
-        run=manifest.name, model=cfg.model.cell, folder=folder, scores=pd.DataFrame(columns=SCORE_COLUMNS)
-    )
+    gone = _gone_run_name(run_dir)
+    if gone is None:
+        manifest = read_manifest(run_dir)
+        cfg = manifest.config
+        run, model, tickers = manifest.name, cfg.model.cell, set(manifest.tickers)
+        folder = Path(out or cfg.predict.out) / run
+        source, data_dir = source or cfg.data.source, data_dir or cfg.data.data_dir
+    else:
+        run, model, tickers = gone, None, None
+        folder = Path(out or PredictConfig().out) / run
+    report = ScoreReport(run=run, model=model or "", folder=folder, scores=pd.DataFrame(columns=SCORE_COLUMNS))
     names = sorted(p.name for p in folder.iterdir() if FORECAST_FILE.fullmatch(p.name)) if folder.is_dir() else []
+    if gone is not None and not names:
+        raise RunFormatError(f"no run directory at {run_dir}, and no forecast files of run {run} in {folder}")
     if not names:
-        raise DataError(f"no forecast files of run {manifest.name} in {folder} (predict writes them there)")
+        raise DataError(f"no forecast files of run {run} in {folder} (predict writes them there)")
+    if gone is not None and source is None:
+        raise RunFormatError(
+            f"no run directory at {run_dir}: to score the forecasts of run {run} in {folder}, "
+            "give the source it read (--source, and --data-dir)"
+        )
     frames = []
     for name in names:
         try:
-            frames.append(_read_forecast(folder / name, manifest.name, set(manifest.tickers)))
+            frames.append(_read_forecast(folder / name, run, tickers))
             report.read.append(name)
         except _Malformed as exc:
             report.skipped[name] = str(exc)
@@ -166,7 +187,10 @@ def score(
     if cut is not None:
         forecasts = forecasts[forecasts["as_of"] >= cut]
         report.read = [name for name in report.read if name in set(forecasts["file"])]
-    closes = _closes(sorted(forecasts["ticker"].unique()), source or cfg.data.source, data_dir or cfg.data.data_dir)
+    if model is None:  # the run is gone: its model as its latest forecasts name it
+        named = forecasts["model"].iloc[-1] if len(forecasts) else ""
+        model = report.model = named if named in get_args(Cell) else "model"
+    closes = _closes(sorted(forecasts["ticker"].unique()), source, data_dir or DataConfig().data_dir)
     report.failed = {s: why for s, why in closes.items() if isinstance(why, str)}
     pred = _with_actuals(forecasts, {s: c for s, c in closes.items() if not isinstance(c, str)}, report.warnings)
     if pred.empty:
@@ -175,8 +199,8 @@ def score(
         if cut is not None and forecasts.empty:
             why.append(f"no forecast made on or after {cut.date()}")
         why += report.warnings if not why else []
-        raise DataError(f"nothing to score for run {manifest.name} in {folder}: " + "; ".join(why))
-    report.scores = score_table(pred, cfg.model.cell)
+        raise DataError(f"nothing to score for run {run} in {folder}: " + "; ".join(why))
+    report.scores = score_table(pred, model)
     try:
         report.files["score"] = write_csv(report.scores, folder / SCORE_FILE)
     except OSError as exc:
@@ -184,12 +208,22 @@ def score(
     return report
 
 
+def _gone_run_name(run_dir: Path) -> str | None:
+    """The name of the run at ``run_dir`` when nothing is there any more (no directory, no
+    link): the last part of the path. None when something is there (read as a run)."""
+    path = Path(run_dir)
+    if os.path.lexists(path) or path.name in ("", ".", ".."):
+        return None
+    return path.name
+
+
 class _Malformed(Exception):
     """A forecast file that cannot be scored, with the reason."""
 
 
-def _read_forecast(path: Path, run: str, tickers: set[str]) -> pd.DataFrame:
-    """One forecast file, checked: this run's, the forecast columns, valid values."""
+def _read_forecast(path: Path, run: str, tickers: set[str] | None) -> pd.DataFrame:
+    """One forecast file, checked: this run's, the forecast columns, valid values, and its
+    tickers among ``tickers`` (None: the run is gone, any ticker)."""
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
@@ -213,7 +247,7 @@ def _read_forecast(path: Path, run: str, tickers: set[str]) -> pd.DataFrame:
         symbols = {s: validate_ticker(s) for s in raw["ticker"].unique()}
     except ForecasterError as exc:
         raise _Malformed(str(exc)) from None
-    unknown = sorted(set(symbols.values()) - tickers)
+    unknown = sorted(set(symbols.values()) - tickers) if tickers is not None else []
     if unknown:
         raise _Malformed(f"ticker {unknown[0]} is not one of the run's")
     df = pd.DataFrame({"ticker": raw["ticker"].map(symbols)})
@@ -237,6 +271,7 @@ def _read_forecast(path: Path, run: str, tickers: set[str]) -> pd.DataFrame:
         row = int(np.flatnonzero(bad)[0])
         raise _Malformed(f"row {row + 2} is not a valid forecast (dates, step or prices)")
     df["step"] = df["step"].astype(int)
+    df["model"] = raw["model"]
     df["file"] = path.name
     return df
 
@@ -246,7 +281,7 @@ def _latest_copies(frames: list[pd.DataFrame]) -> pd.DataFrame:
     if not frames:
         empty = {c: pd.Series(dtype=float) for c in ["step", *_PRICES]}
         none = pd.Series(dtype=str)
-        return pd.DataFrame({"ticker": none, "as_of": pd.to_datetime([]), **empty, "file": none})
+        return pd.DataFrame({"ticker": none, "as_of": pd.to_datetime([]), **empty, "model": none, "file": none})
     df = pd.concat(frames, ignore_index=True)  # files in date order
     return df.drop_duplicates(["ticker", "as_of", "step"], keep="last").reset_index(drop=True)
 

@@ -231,6 +231,33 @@ def test_score_json(cli, trained_run, out):
     assert [r["ticker"] for r in doc["scores"]] == ["STOCKA"] * 3 + ["STOCKB"] * 3 + ["ALL"] * 3
 
 
+def test_forecasts_of_a_deleted_run_are_scored_with_the_source_named(cli, trained_run, sample_dir, out, tmp_path):
+    """`retrain --keep` deletes old run directories; their forecasts stay in OUT/<run>/ and
+    can still be scored when the source is given (the run that named it is gone)."""
+    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    folder = out / trained_run.name
+    scored = (folder / "score.csv").read_bytes()
+    (folder / "score.csv").unlink()
+    gone = tmp_path / "runs" / trained_run.name
+    shutil.copytree(trained_run, gone)
+    shutil.rmtree(gone)
+    res = cli("score", "--run", gone, "--out", out, "--source", "csv", "--data-dir", sample_dir, "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["run"] == trained_run.name and doc["read"] == [f"{d}.csv" for d in ORIGINS]
+    assert (folder / "score.csv").read_bytes() == scored
+    # the source is the run's to say: without --source the user is told to name it
+    res = cli("score", "--run", gone, "--out", out)
+    assert res.exit_code == 1
+    assert f"no run directory at {gone}" in res.stderr and "--source" in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    # a name with no forecasts either (a typo) says both
+    typo = tmp_path / "runs" / "tinyy"
+    res = cli("score", "--run", typo, "--out", out, "--source", "csv", "--data-dir", sample_dir)
+    assert res.exit_code == 1
+    assert f"no run directory at {typo}" in res.stderr and "no forecast files" in res.stderr, res.stderr
+
+
 def test_alerts_for_cron_exit_1_with_one_line(cli, trained_run, out):
     ok = cli("score", "--run", trained_run, "--out", out, "-q", "--fail-if-coverage-outside", "0,1")
     assert ok.exit_code == 0, ok.stderr
