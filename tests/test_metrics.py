@@ -476,25 +476,29 @@ def _walk_forward_pred(noise: float, seed: int = 0) -> pd.DataFrame:
             last = 100 + rng.normal(0, 1, n).cumsum()
             actual = last + rng.normal(0, 2 * step, n)
             p50 = actual + rng.normal(0, noise * step, n)
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "ticker": ticker,
-                        "origin": np.arange(n),
-                        "step": step,
-                        "date": pd.Timestamp("2024-01-01"),
-                        "actual": actual,
-                        "last_close": last,
-                        "p10": p50 - 2,
-                        "p50": p50,
-                        "p90": p50 + 2,
-                        "naive": last,
-                        "drift": last + 0.01,
-                        "mean": last - 0.01,
-                    }
-                )
-            )
+            frame = _point_pred(ticker, np.arange(n), step, actual, last, p50, drift=0.01)
+            frames.append(frame.assign(date=pd.Timestamp("2024-01-01")))
     return pd.concat(frames, ignore_index=True).sample(frac=1.0, random_state=0)
+
+
+def _point_pred(ticker, origin, step, actual, last, p50, drift: float = 0.0) -> pd.DataFrame:
+    """Prediction rows of one ticker and step: the model's p50 with a band of +-2 around it, naive
+    at the last close and drift and mean ``drift`` above and below it."""
+    return pd.DataFrame(
+        {
+            "ticker": ticker,
+            "origin": origin,
+            "step": step,
+            "actual": actual,
+            "last_close": last,
+            "p10": p50 - 2,
+            "p50": p50,
+            "p90": p50 + 2,
+            "naive": last,
+            "drift": last + drift,
+            "mean": last - drift,
+        }
+    )
 
 
 def test_metrics_table_sorting_and_skill_sign():
@@ -678,23 +682,7 @@ def test_metrics_table_orders_rows_by_ticker_then_origin_whatever_order_they_com
         last = 100 + rng.normal(0, 1, len(dates)).cumsum()
         actual = last + rng.normal(0, 2, len(dates))
         p50 = actual + rng.normal(0, 1.5, len(dates)) + np.linspace(-3, 3, len(dates))  # errors drift over time
-        parts.append(
-            pd.DataFrame(
-                {
-                    "ticker": ticker,
-                    "origin": dates,
-                    "step": 2,
-                    "actual": actual,
-                    "last_close": last,
-                    "p10": p50 - 2,
-                    "p50": p50,
-                    "p90": p50 + 2,
-                    "naive": last,
-                    "drift": last,
-                    "mean": last,
-                }
-            )
-        )
+        parts.append(_point_pred(ticker, dates, 2, actual, last, p50))
     pred = pd.concat(parts, ignore_index=True).sample(frac=1.0, random_state=1)
     table = metrics_table(pred, "gru", {}).set_index(["ticker", "model", "step"])
     ordered = pred.sort_values(["ticker", "origin"])

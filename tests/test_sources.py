@@ -231,14 +231,20 @@ CUT_ROWS = "2024-01-02,10,11,9,10.5,1000\n2024-01-03,10.5,12,10,11.5,2000\n"
 )
 def test_csv_line_cut_off_is_an_error_naming_the_line(tmp_path, text, line, fields):
     """A row with fewer fields than the header never becomes a bar (a cut-off close, a volume of 0)."""
+    path, message = _csv_error(tmp_path, text)
+    assert message.startswith(f"{path}: line {line} is incomplete ({fields} of 6 fields"), message
+
+
+def _csv_error(tmp_path, text: str):
+    """The path of AAA.csv holding ``text`` and the one-line DataError reading it gives."""
     from forecaster.store import load_csv
 
     path = write(tmp_path, "AAA.csv", text)
     with pytest.raises(DataError) as info:
         load_csv(tmp_path, "AAA")
     message = str(info.value)
-    assert message.startswith(f"{path}: line {line} is incomplete ({fields} of 6 fields"), message
     assert "\n" not in message
+    return path, message
 
 
 def test_csv_header_ending_with_a_comma_does_not_make_every_line_incomplete(tmp_path):
@@ -264,14 +270,8 @@ def test_csv_header_ending_with_a_comma_does_not_make_every_line_incomplete(tmp_
     ],
 )
 def test_csv_line_with_more_fields_than_the_header_is_an_error_naming_the_line(tmp_path, text, line, fields):
-    from forecaster.store import load_csv
-
-    path = write(tmp_path, "AAA.csv", text)
-    with pytest.raises(DataError) as info:
-        load_csv(tmp_path, "AAA")
-    message = str(info.value)
+    path, message = _csv_error(tmp_path, text)
     assert message.startswith(f"{path}: line {line} has more fields than the header ({fields} of 6)"), message
-    assert "\n" not in message
 
 
 def test_csv_header_ending_with_a_comma_allows_its_unnamed_field_but_no_more(tmp_path):
