@@ -706,16 +706,21 @@ def predict(
         raise typer.Exit(rep.exit_code)
 
 
-def _show_forecast(rep, quiet: bool, json_out: bool) -> None:
-    shown = rep.warnings if len(rep.warnings) <= 10 else rep.warnings[:5]
-    for w in shown:
-        log.warning("%s", w)
-    if len(shown) < len(rep.warnings):
-        log.warning(
-            "... and %d more such warnings (all of them are in the --json output)", len(rep.warnings) - len(shown)
+def _log_some(level: int, messages: list[str], what: str) -> None:
+    """Up to 10 messages, or the first 5 and how many more there are (a universe of tickers can
+    give one each): every one of them is in the --json output."""
+    shown = messages if len(messages) <= 10 else messages[:5]
+    for m in shown:
+        log.log(level, "%s", m)
+    if len(shown) < len(messages):
+        log.log(
+            level, "... and %d more such %s (all of them are in the --json output)", len(messages) - len(shown), what
         )
-    for n in rep.notes[:10]:
-        log.info("%s", n)
+
+
+def _show_forecast(rep, quiet: bool, json_out: bool) -> None:
+    _log_some(logging.WARNING, rep.warnings, "warnings")
+    _log_some(logging.INFO, rep.notes, "notes")
     if rep.recalibrated:
         log.info(
             "interval scales brought up to date with the outcomes of up to %d session(s) since the run's last bar",

@@ -629,3 +629,28 @@ def test_predict_lock_held_on_the_output(cli, trained_run, tmp_path):
     assert res.exit_code == 75
     assert f"pid {os.getpid()}" in res.stderr
     assert not list(folder.glob("*.csv"))
+
+
+@pytest.mark.parametrize(("count", "shown"), [(10, 10), (12, 5)])
+def test_many_warnings_and_notes_are_cut_short_alike_and_say_how_many_more(caplog, count, shown):
+    """A universe of tickers can give a note or a warning each: both are cut to the first five
+    past ten, with a line saying how many more there are; --json has them all."""
+    import logging
+    from types import SimpleNamespace
+
+    from forecaster.cli import _show_forecast
+
+    rep = SimpleNamespace(
+        warnings=[f"T{i}: last bar 2 sessions behind" for i in range(count)],
+        notes=[f"T{i}: last bar 2025-12-31" for i in range(count)],
+        recalibrated={},
+    )
+    with caplog.at_level(logging.INFO, logger="forecaster"):
+        _show_forecast(rep, quiet=True, json_out=False)
+    for level, what, messages in ((logging.WARNING, "warnings", rep.warnings), (logging.INFO, "notes", rep.notes)):
+        lines = [r.getMessage() for r in caplog.records if r.levelno == level]
+        assert lines[:shown] == messages[:shown]
+        if shown < count:
+            assert lines[shown:] == [f"... and {count - shown} more such {what} (all of them are in the --json output)"]
+        else:
+            assert len(lines) == count
