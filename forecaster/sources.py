@@ -187,6 +187,8 @@ def _read_csv_frame(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: the file is empty") from None
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:  # e.g. no permission to read it: this ticker fails, the others go on
+        raise DataError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
     except (pd.errors.ParserError, ValueError) as exc:
         reason = " ".join(str(exc).split())
         raise DataError(f"{path}: not a readable CSV file ({reason})") from None

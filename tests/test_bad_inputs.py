@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support import assert_one_line_error, run_meta
+from support import assert_one_line_error, error_lines, run_forecaster_minding_file_modes, run_meta
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -134,6 +134,25 @@ def test_bad_csv_for_one_of_two_tickers_is_partial(cli, trained_run, sample_dir,
     assert res.exit_code == 3, res.stderr
     assert "Traceback" not in res.stdout + res.stderr
     assert any(ln.startswith("ERROR") and "STOCKA" in ln for ln in res.stderr.splitlines())
+    written = (out / trained_run.name / "latest.csv").read_text()
+    assert "STOCKB" in written and "STOCKA" not in written
+
+
+def test_unreadable_csv_for_one_of_two_tickers_is_partial(trained_run, sample_dir, tmp_path):
+    """A file the job may not read fails its ticker, as a damaged one does: the other ticker's
+    forecast is still written (exit 3), not the whole run given up with exit 1."""
+    data, out = tmp_path / "data", tmp_path / "fc"
+    data.mkdir()
+    for sym in ("STOCKA", "STOCKB"):
+        shutil.copy(sample_dir / f"{sym}.csv", data / f"{sym}.csv")
+    (data / "STOCKA.csv").chmod(0)
+    res = run_forecaster_minding_file_modes(
+        "predict", "--run", trained_run, "--data-dir", data, "--out", out, cwd=tmp_path
+    )
+    assert res.returncode == 3, res.stderr
+    assert "Traceback" not in res.stdout + res.stderr
+    [line] = [ln for ln in error_lines(res) if "STOCKA" in ln]
+    assert "STOCKA.csv: cannot be read (Permission denied)" in line
     written = (out / trained_run.name / "latest.csv").read_text()
     assert "STOCKB" in written and "STOCKA" not in written
 

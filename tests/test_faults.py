@@ -32,6 +32,7 @@ from support import (
     FORECASTER,
     SLOW_TEST_TIMEOUT_S,
     TESTS,
+    UNPRIVILEGED_ROOT,
     error_lines,
     hold_lock,
     make_bars,
@@ -439,7 +440,6 @@ def test_sigkill_at_random_moments_never_leaves_a_torn_file(tmp_path):
 # together by one module fixture and each test then checks its own outcome.
 
 SETPRIV = shutil.which("setpriv")
-UNPRIVILEGED_ROOT = [SETPRIV or "setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner"]
 
 
 def cron_command(args, *, drop_root_powers: bool = False) -> list[str]:
