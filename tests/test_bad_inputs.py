@@ -536,3 +536,22 @@ def test_damaged_store_file_is_refused(cli, trained_run, sample_dir, tmp_path):
     )
     assert_one_line_error(res, 1, "STOCKA", "cannot read", "download")
     assert csv_files(tmp_path / "fc") == []
+
+
+def test_unreadable_store_file_is_not_called_damaged(trained_run, sample_dir, tmp_path):
+    """A store file the job may not read is likely whole: the error says why it cannot be read
+    and does not advise deleting the ticker's history."""
+    from forecaster.sources import read_csv_bars
+    from forecaster.store import save_store
+
+    data = tmp_path / "data"
+    for sym in ("STOCKA", "STOCKB"):
+        path = save_store(data, sym, read_csv_bars(sample_dir, sym))
+    path.chmod(0)
+    args = ["--source", "yahoo", "--offline", "--data-dir", data, "--out", tmp_path / "fc"]
+    res = run_forecaster_minding_file_modes("predict", "--run", trained_run, *args, cwd=tmp_path)
+    assert res.returncode == 3, res.stderr
+    [line] = [ln for ln in error_lines(res) if "STOCKB" in ln]
+    assert "cannot read" in line and "STOCKB.parquet (Permission denied)" in line
+    assert "delete" not in line and "download" not in line
+    assert "STOCKA" in (tmp_path / "fc" / trained_run.name / "latest.csv").read_text()
