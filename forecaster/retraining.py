@@ -33,12 +33,13 @@ import pandas as pd
 
 from .checkpoint import Run, load_run
 from .config import QUANTILES, load_config
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .evaluation import walk_forward
 from .fsio import file_lock
 from .metrics import coverage, diebold_mariano, mae, pinball_rows, skill, width
 from .registry import DEFAULT_KEEP, DEFAULT_RUNS_DIR, champion, lock_path, new_run_dir, pointer_path, prune, switch
 from .store import load_bars
+from .tickers import validate_ticker
 from .training import sigterm_as_interrupt, train
 
 log = logging.getLogger("forecaster")
@@ -132,6 +133,7 @@ def retrain(
         champ = load_run(champ_dir)
         run_dir = new_run_dir(name, runs_dir, now or datetime.now(UTC))
         cfg = load_config(None, {**(overrides or {}), "run_dir": str(run_dir)}, base=_stored(champ))
+        _check_comparable(champ, cfg.data.tickers)
         log.info("training challenger %s with %s's config", run_dir, champ.name)
         train(cfg, run_dir=run_dir, on_epoch=on_epoch, on_batch=on_batch, lock_timeout=lock_timeout)
         chall = load_run(run_dir)
@@ -151,6 +153,18 @@ def retrain(
         comparison=comparison,
         removed=removed,
     )
+
+
+def _check_comparable(champ: Run, tickers: list[str]) -> None:
+    """Refuse, before hours of training, a challenger that could not be compared with the
+    champion: one whose tickers are none of the champion's."""
+    asked = [validate_ticker(t) for t in tickers]
+    if asked and not any(s in champ.manifest.tickers for s in asked):
+        raise ConfigError(
+            f"the challenger's tickers ({', '.join(asked)}) are none of the champion's "
+            f"({', '.join(champ.names)}), so the two could not be compared: "
+            f"retrain with at least one of them, or train a new run and promote it"
+        )
 
 
 def _number(v):

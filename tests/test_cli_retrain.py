@@ -120,6 +120,22 @@ def test_a_failing_challenger_never_touches_the_pointer(cli, runs, tmp_path, mon
     assert _target(runs) == "first"
 
 
+def test_a_challenger_without_any_of_the_champions_tickers_is_refused_before_training(cli, runs, small_dir, tmp_path):
+    """Nothing could compare the two: said at once, not after the challenger has trained."""
+    data = shutil.copytree(small_dir, tmp_path / "data")
+    shutil.copy(data / "STOCKA.csv", data / "STOCKC.csv")
+    res = cli("retrain", "prod", "--runs-dir", runs, "--data-dir", data, "-t", "stockc")
+    assert res.exit_code == 1
+    [line] = [ln for ln in res.stderr.splitlines() if ln.startswith("ERROR")]
+    assert "STOCKC" in line and "none of the champion's (STOCKA, STOCKB)" in line
+    assert "training challenger" not in res.stderr
+    assert registry.runs_of("prod", runs) == [] and _target(runs) == "first"
+    # one ticker in common is enough: the two are compared on it
+    res = cli("retrain", "prod", "--runs-dir", runs, "--data-dir", data, "-t", "STOCKC,STOCKA", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["figures"]["challenger"]["n"] > 0
+
+
 def test_retrain_keeps_the_last_k_runs_of_the_name(cli, runs):
     made = []
     for _ in range(3):
