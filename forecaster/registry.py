@@ -103,6 +103,7 @@ def promote(run_dir: Path, name: str, *, runs_dir: Path = DEFAULT_RUNS_DIR, lock
     loaded or ``runs_dir/NAME`` is a real directory.
     """
     pointer = pointer_path(name, runs_dir)
+    load_run(run_directory(run_dir))  # refused before the name's lock file (or a mistyped --runs-dir) is made
     with file_lock(lock_path(name, runs_dir), lock_timeout):
         return switch(pointer, run_dir)
 

@@ -92,6 +92,17 @@ def test_promote_refuses_what_is_not_a_whole_run(cli, runs):
     assert sorted(p.name for p in runs.iterdir() if not p.name.startswith(".")) == ["alpha", "beta", "prod"]
 
 
+def test_a_run_that_cannot_be_promoted_leaves_nothing_behind(cli, runs, tmp_path):
+    """Refused with the reason, before the name's lock file, or the --runs-dir folder (a typo,
+    say), is made."""
+    (runs / "beta" / "model.safetensors").unlink()
+    for runs_dir in (runs, tmp_path / "mistyped" / "runs"):
+        res = cli("promote", runs / "beta", "--name", "prod", "--runs-dir", runs_dir)
+        assert res.exit_code == 1 and "model.safetensors is missing" in res.stderr
+    assert not (tmp_path / "mistyped").exists()
+    assert not (runs / ".prod.lock").exists() and not (runs / "prod").exists()
+
+
 def test_a_promoted_name_whose_run_was_deleted_is_named_in_the_error(cli, runs, tmp_path):
     """Every command given the name says which name points where, not only the missing run."""
     assert cli("promote", runs / "alpha", "--name", "prod", "--runs-dir", runs).exit_code == 0
