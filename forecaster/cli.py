@@ -114,7 +114,7 @@ TickersOpt = Annotated[
 ExtraTickers = Annotated[
     list[str] | None, typer.Argument(help="Tickers (alternative to --tickers).", show_default=False, metavar="TICKER")
 ]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and results.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors, warnings and results.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable result on stdout; logs on stderr.")]
 LogFileOpt = Annotated[
     Path | None, typer.Option("--log-file", help="Also append timestamped log lines to this file.", dir_okay=False)
@@ -148,7 +148,8 @@ def setup_logging(quiet: bool, log_file: Path | None) -> None:
     log.propagate = False
     err = logging.StreamHandler(sys.stderr)
     err.setLevel(logging.WARNING if quiet else logging.INFO)
-    err.setFormatter(logging.Formatter("%(levelname)s: %(message)s" if not quiet else "%(message)s"))
+    # --quiet leaves fewer lines, each marked as in full output: cron mail tells errors from warnings
+    err.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     err.addFilter(lambda r: r.levelno >= logging.WARNING or not quiet)
     log.addHandler(err)
     if log_file:

@@ -485,6 +485,23 @@ def test_predict_bar_dated_in_the_future_fails_that_ticker(cli, trained_run, sam
     assert res.exit_code == 0, res.stderr
 
 
+def test_predict_quiet_still_tells_errors_from_warnings(cli, trained_run, sample_dir, tmp_path):
+    """--quiet (as in the cron examples) drops the info lines, not the level of the lines it keeps."""
+    data, out = tmp_path / "data", tmp_path / "fc"
+    shutil.copytree(sample_dir, data)
+    (data / "STOCKA.csv").write_text("Date,Open,High,Low,Close,Volume\n")
+    res = cli("predict", "--run", trained_run, "--data-dir", data, "--out", out, "-q")
+    assert res.exit_code == 3
+    lines = res.stderr.splitlines()
+    assert [ln for ln in lines if "STOCKA" in ln] == [
+        f"ERROR: STOCKA failed: {data / 'STOCKA.csv'}: has a header but no rows"
+    ]
+    [stale] = [ln for ln in lines if "STOCKB" in ln]
+    assert stale.startswith("WARNING: STOCKB: last bar 2024-12-31, "), stale
+    assert all(ln.startswith(("ERROR: ", "WARNING: ")) for ln in lines), lines
+    assert res.stdout == ""
+
+
 def test_predict_csv_cut_off_mid_line_fails_that_ticker(cli, trained_run, sample_dir, tmp_path):
     """A CSV whose last line was cut off while it was written (no volume, the close's last
     digits lost) is not forecast from that torn bar: the ticker fails, named with the line."""
