@@ -265,7 +265,14 @@ def _write(report: ForecastReport, target: Path, order: list[str]) -> None:
         try:
             report.files[key] = write_csv(rows, path)
         except OSError as exc:
-            raise _write_error(exc, path) from None
+            if not report.files:
+                raise _write_error(exc, path) from None
+            # the dated file is in place: say so, rather than that nothing changed
+            reason = exc.strerror or type(exc).__name__
+            raise ForecasterError(
+                f"cannot write forecasts to {path}: {reason}; the forecast was written to {dated} only, "
+                f"{path.name} is unchanged"
+            ) from None
     if newer:  # first, so that it is shown however many notes on the bars' age follow
         report.notes.insert(0, f"{latest} kept: it holds the forecast of {newer}, newer than {report.as_of}")
 

@@ -323,6 +323,23 @@ def test_forecast_write_error_is_exit_1_and_keeps_earlier_forecasts(cli, trained
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_latest_csv_that_cannot_be_replaced_is_named_with_the_file_that_was_written(cli, trained_run, tmp_path):
+    """The dated file goes first: when latest.csv then cannot be replaced (here a folder stands
+    in its place), the error says where the forecast is, not that nothing changed."""
+    out = tmp_path / "fc"
+    folder = out / trained_run.name
+    (folder / "latest.csv").mkdir(parents=True)
+    res = cli("predict", "--run", trained_run, "--out", out)
+    assert res.exit_code == EXIT_ERROR
+    [line] = error_lines(res)
+    assert "Traceback" not in res.stderr
+    dated = folder / "2024-12-31.csv"
+    assert f"cannot write forecasts to {folder / 'latest.csv'}" in line
+    assert f"the forecast was written to {dated} only, latest.csv is unchanged" in line, line
+    assert "earlier forecast files are unchanged" not in line
+    assert dated.is_file() and (folder / "latest.csv").is_dir()
+
+
 def test_store_write_error_is_exit_1_and_keeps_the_stored_file(cli, tmp_path, monkeypatch):
     data = tmp_path / "d"
     bars = make_bars("2024-01-02", 40)
