@@ -207,7 +207,14 @@ def _emit_json(obj) -> None:
 @app.command()
 def download(
     tickers: Annotated[list[str], typer.Argument(help="Ticker symbols, e.g. AAPL BRK-B ^GSPC.")],
-    data_dir: DataDirOpt = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="Store root: the bars go to <data-dir>/store/<TICKER>.parquet (default data/).",
+            file_okay=False,
+        ),
+    ] = None,
     config: ConfigOpt = None,
     lock_timeout: LockOpt = 0.0,
     quiet: QuietOpt = False,

@@ -100,6 +100,12 @@ def test_the_common_options_are_where_the_spec_puts_them():
     assert {"--keep", "--runs-dir", "--lock-timeout"} <= opts["retrain"]
 
 
+def test_download_data_dir_help_speaks_of_the_store_only():
+    """download has no --source: its --data-dir is the store root, never a folder of CSV files."""
+    [opt] = [p for p in _group().commands["download"].params if "--data-dir" in getattr(p, "opts", [])]
+    assert "store/<TICKER>.parquet" in opt.help and "csv" not in opt.help.lower()
+
+
 @pytest.mark.parametrize("name", COMMANDS)
 def test_command_help_runs_and_lists_its_options(cli, name):
     res = cli(name, "--help")
