@@ -8,9 +8,9 @@ same state dict: the same tensor names and shapes, torch's gate orders (LSTM ``i
 ``r, z, n`` with ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``), in float32.
 :func:`predict_scaled` forecasts any set of windows, the recursive strategy included.
 
-Every window of a batch goes through two matrix products per layer and timestep (the input's
-and the state's), and one tanh for all the gates; the embedding's share of the input product
-is computed once per window (it is the same at every timestep).
+Every window of a batch goes through one matrix product per layer and timestep (the state's;
+the input's is taken for many timesteps at once) and one exp for all the gates; the embedding's
+share of the input product is computed once per window (it is the same at every timestep).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 FORECAST_BATCH = 1024
 """Windows per forward pass: a step's buffers (windows x gates floats, half a megabyte at 32
 LSTM units) stay in the cache; 8192 was a third slower on a 2-core machine."""
+INPUT_BLOCK_BYTES = 1 << 21
+"""About this much of the input side's products is computed ahead of the scan at a time."""
 
 
 def softplus(x: np.ndarray) -> np.ndarray:
@@ -123,7 +125,7 @@ class NumpyQuantileRNN:
         self.median_index = self.quantiles.index(0.5)
         self.steps = steps
         self.embedding = f32.get("embedding.weight")
-        # (W_ih^T, W_hh^T, b_ih, b_hh) per layer, transposed once for x @ W, in the scan's gate layout
+        # (W_ih^T, W_hh^T, bias, b_hn) per layer, transposed once for x @ W, in the scan's gate layout
         self.layers = [
             _scan_layout(
                 cell,
@@ -157,70 +159,78 @@ class NumpyQuantileRNN:
         """x: (B, L, F) standardised features, ticker: (B,) ids -> (B, steps, Q)."""
         x = np.asarray(x, dtype=np.float32)
         seq = np.ascontiguousarray(x.transpose(1, 0, 2))  # (L, B, F): time-major, each step contiguous
-        for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(self.layers):
-            fixed = b_ih  # the input side's constant part: the bias, and the embedding's share
+        for k, (w_ih, w_hh, fixed, b_hn) in enumerate(self.layers):
             if k == 0 and self.embedding is not None:
                 n_feat = x.shape[-1]
-                fixed = self.embedding[ticker] @ w_ih[n_feat:] + b_ih  # (B, G): the same at every timestep
+                fixed = self.embedding[ticker] @ w_ih[n_feat:] + fixed  # (B, G): the same at every timestep
                 w_ih = w_ih[:n_feat]
-            seq = self._scan(seq, w_ih, fixed, w_hh, b_hh)
+            seq = self._scan(seq, w_ih, fixed, w_hh, b_hn)
         raw = (seq[-1] @ self.head_w + self.head_b).reshape(x.shape[0], self.steps, len(self.quantiles))
         if self.ar_w is not None:
             lags = x[:, -self.ar_w.shape[0] :, self.ar_feature]  # (B, k)
             raw[..., self.median_index] += lags @ self.ar_w + self.ar_b
         return self._ordered(raw)
 
-    def _scan(self, seq: np.ndarray, w_ih: np.ndarray, fixed: np.ndarray, w_hh: np.ndarray, b_hh: np.ndarray):
+    def _scan(self, seq: np.ndarray, w_ih: np.ndarray, fixed: np.ndarray, w_hh: np.ndarray, b_hn):
         """One recurrent layer over (L, B, In) inputs -> (L, B, H) outputs.
 
-        The input product is taken a timestep at a time (one (L, B, G) array of them would be
-        the largest thing in memory), and every step writes into buffers made once: a fresh
-        megabyte-sized array costs page faults every time. Gates are in :func:`_scan_layout`'s
-        order, the sigmoid ones pre-halved: a single tanh serves every gate, ``sigmoid(x) =
-        (1 + tanh(x / 2)) / 2``.
+        The input side is one matrix product for a block of timesteps at a time (about
+        :data:`INPUT_BLOCK_BYTES` of it: one for all L would be the largest thing in memory),
+        with the biases added once; every step writes into buffers made once, as a fresh
+        megabyte-sized array costs page faults every time. Weights come in :func:`_scan_layout`'s
+        order and sign, so that every activation is ``1 / (1 + exp(a))`` of the gate's value
+        ``a``: the sigmoid's for sigmoid gates, ``tanh(x) = 2 sigmoid(2x) - 1`` for the others.
+        numpy's exp is vectorised on every x86-64 it runs on, its tanh on few.
         """
-        L, B, _ = seq.shape
-        H = w_hh.shape[0]
-        half = np.float32(0.5)
+        L, B, n_in = seq.shape
+        H, G = w_hh.shape
+        one, two, minus_two = np.float32(1), np.float32(2), np.float32(-2)
         out = np.empty((L, B, H), np.float32)
         h = np.zeros((B, H), np.float32)
         c = np.zeros((B, H), np.float32)
-        gates = np.empty((B, w_hh.shape[1]), np.float32)
-        given = np.empty_like(gates)  # the input side
+        gates = np.empty((B, G), np.float32)
         tmp = np.empty((B, H), np.float32)
-        for t in range(L):
-            np.matmul(h, w_hh, out=gates)
-            gates += b_hh
-            np.matmul(seq[t], w_ih, out=given)
-            given += fixed
-            if self.cell == "gru":  # r and z add both sides; n adds r * (W_hn h + b_hn) to the input side
-                rz = given[:, : 2 * H]
-                rz += gates[:, : 2 * H]
-                np.tanh(rz, out=rz)
-                rz *= half
-                rz += half
-                n = given[:, 2 * H :]
-                np.multiply(rz[:, :H], gates[:, 2 * H :], out=tmp)
-                n += tmp
-                np.tanh(n, out=n)
-                np.subtract(h, n, out=tmp)
-                tmp *= rz[:, H:]
-                np.add(n, tmp, out=out[t])  # (1 - z) * n + z * h
-            else:
-                gates += given
-                if self.cell == "lstm":  # i, f, o (halved), then g
-                    np.tanh(gates, out=gates)
-                    s = gates[:, : 3 * H]
-                    s *= half
-                    s += half
-                    c *= s[:, H : 2 * H]
-                    np.multiply(s[:, :H], gates[:, 3 * H :], out=tmp)
+        block = max(1, min(L, INPUT_BLOCK_BYTES // (4 * B * G)))
+        given = np.empty((block, B, G), np.float32)
+        flat_seq = seq.reshape(L * B, n_in)
+        with np.errstate(over="ignore"):  # exp(a) = inf for a large a: 1 / (1 + inf) = 0, the limit
+            for t in range(L):
+                j = t % block
+                if j == 0:  # the next block's input side
+                    n = min(block, L - t)
+                    np.matmul(flat_seq[t * B : (t + n) * B], w_ih, out=given[:n].reshape(n * B, G))
+                    given[:n] += fixed
+                np.matmul(h, w_hh, out=gates)
+                if self.cell == "gru":  # r and z add both sides; n adds r * (W_hn h + b_hn) to the input side
+                    rz = given[j, :, : 2 * H]
+                    rz += gates[:, : 2 * H]
+                    _sigmoid(rz, one)
+                    hn = gates[:, 2 * H :]
+                    hn += b_hn
+                    n_gate = given[j, :, 2 * H :]
+                    np.multiply(rz[:, :H], hn, out=tmp)
+                    n_gate += tmp
+                    _tanh(n_gate, one, two)
+                    np.subtract(h, n_gate, out=tmp)
+                    tmp *= rz[:, H:]
+                    np.add(n_gate, tmp, out=out[t])  # (1 - z) * n + z * h
+                elif self.cell == "lstm":  # i, f, o, then g
+                    gates += given[j]
+                    _sigmoid(gates, one)
+                    g = gates[:, 3 * H :]
+                    g *= two
+                    g -= one  # tanh(g) = 2 sigmoid(2g) - 1
+                    c *= gates[:, H : 2 * H]
+                    np.multiply(gates[:, :H], g, out=tmp)
                     c += tmp
-                    np.tanh(c, out=tmp)
-                    np.multiply(s[:, 2 * H :], tmp, out=out[t])
+                    np.multiply(c, minus_two, out=tmp)
+                    _tanh(tmp, one, two)
+                    np.multiply(gates[:, 2 * H : 3 * H], tmp, out=out[t])
                 else:
-                    np.tanh(gates, out=out[t])
-            h = out[t]
+                    gates += given[j]
+                    _tanh(gates, one, two)
+                    out[t] = gates
+                h = out[t]
         return out
 
     def _ordered(self, raw: np.ndarray) -> np.ndarray:
@@ -231,17 +241,40 @@ class NumpyQuantileRNN:
 
 
 def _scan_layout(cell: str, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray, b_hh: np.ndarray):
-    """A layer's weights as :meth:`NumpyQuantileRNN._scan` reads them: LSTM gates reordered from
-    torch's ``i, f, g, o`` to ``i, f, o, g``, and the sigmoid gates (LSTM ``i, f, o``, GRU ``r,
-    z``) halved, so that ``tanh`` of their pre-activation is ``tanh(x / 2)`` (exact: a power of 2)."""
+    """A layer's weights as :meth:`NumpyQuantileRNN._scan` reads them: ``(W_ih, W_hh, bias,
+    b_hn)``. LSTM gates are reordered from torch's ``i, f, g, o`` to ``i, f, o, g``; every gate
+    is negated, and the tanh ones (LSTM ``g``, GRU ``n``, the Elman cell) doubled too, so that
+    the scan's ``1 / (1 + exp(a))`` is the gate's activation (exact: a sign and a power of 2).
+    The two biases are added once (``bias``), but for the GRU's ``n`` gate, whose state side
+    ``b_hn`` is scaled by ``r`` (None for the other cells)."""
     H = w_hh.shape[0]
     gates = GATES[cell]
     order = {"lstm": [0, 1, 3, 2]}.get(cell, list(range(gates)))
-    halved = {"lstm": 3, "gru": 2}.get(cell, 0)  # the leading gates (after reordering) that are sigmoids
+    sigmoids = {"lstm": 3, "gru": 2}.get(cell, 0)  # the leading gates (after reordering) that are sigmoids
     cols = np.concatenate([np.arange(g * H, (g + 1) * H) for g in order])
-    scale = np.ones(gates * H, np.float32)
-    scale[: halved * H] = 0.5
-    return tuple(np.ascontiguousarray(a[..., cols] * scale) for a in (w_ih, w_hh, b_ih, b_hh))
+    scale = np.full(gates * H, -2.0, np.float32)
+    scale[: sigmoids * H] = -1.0
+    w_ih, w_hh, b_ih, b_hh = (np.ascontiguousarray(a[..., cols] * scale) for a in (w_ih, w_hh, b_ih, b_hh))
+    if cell != "gru":
+        return w_ih, w_hh, b_ih + b_hh, None
+    bias = b_ih.copy()
+    bias[: 2 * H] += b_hh[: 2 * H]
+    return w_ih, w_hh, bias, np.ascontiguousarray(b_hh[2 * H :])
+
+
+def _sigmoid(a: np.ndarray, one: np.float32) -> None:
+    """In place: ``1 / (1 + exp(a))``, the sigmoid of ``-a``."""
+    np.exp(a, out=a)
+    a += one
+    np.reciprocal(a, out=a)
+
+
+def _tanh(a: np.ndarray, one: np.float32, two: np.float32) -> None:
+    """In place: ``2 / (1 + exp(a)) - 1``, the tanh of ``-a / 2``."""
+    np.exp(a, out=a)
+    a += one
+    np.divide(two, a, out=a)
+    a -= one
 
 
 def roll_forward(

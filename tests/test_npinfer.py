@@ -100,6 +100,37 @@ def test_numpy_forward_equals_torch(cell, strategy, layers, emb, ar):
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("steps", [1, 4])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_input_side_taken_a_few_timesteps_at_a_time_matches_torch(cell, steps, monkeypatch):
+    """The input products of a block of timesteps at a time (one, or four of 15: the last block
+    short) give what torch gives, and what one block for every timestep gives."""
+    net, twin = _pair(cell, "direct", 2, 4)
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(9, 15, 6)).astype(np.float32) * 2
+    tid = rng.integers(0, 5, size=9)
+    whole = twin(x, tid)
+    gates = twin.layers[0][1].shape[1]
+    monkeypatch.setattr(npinfer, "INPUT_BLOCK_BYTES", steps * 9 * gates * 4)
+    seen = []
+    matmul = np.matmul
+
+    def spy(a, b, **kw):
+        seen.append(a.shape[0])
+        return matmul(a, b, **kw)
+
+    monkeypatch.setattr(npinfer.np, "matmul", spy)
+    got = twin(x, tid)
+    monkeypatch.undo()
+    # per layer: 15 state products of 9 rows, and the input products of the blocks
+    blocks = [9] * 15 if steps == 1 else [36, 36, 36, 27]
+    assert sorted(seen) == sorted(([9] * 15 + blocks) * 2)
+    with torch.no_grad():
+        want = net(torch.from_numpy(x), torch.from_numpy(tid)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got, whole, atol=1e-6, rtol=0)
+
+
 def test_roll_forward_feeds_its_own_median_back():
     _, twin = _pair("lstm", "recursive", 2, 3)
     rng = np.random.default_rng(3)
@@ -157,7 +188,7 @@ def test_softplus_is_stable():
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_saturated_gates_match_torch_without_overflow(cell):
-    """Inputs of 1e4: every gate saturates; the one-tanh gates neither overflow nor drift."""
+    """Inputs of 1e4: every gate saturates; the exp of its value neither warns nor drifts."""
     net, twin = _pair(cell, "direct", 2, 4, ar=0)
     x = np.random.default_rng(5).choice([-1e4, 1e4], size=(6, 12, 6)).astype(np.float32)
     tid = np.arange(6) % 5
