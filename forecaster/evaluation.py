@@ -39,9 +39,12 @@ PREDICTION_COLUMNS = ["ticker", "origin", "step", "date", "actual", "p10", "p50"
 MIN_TICKERS_PER_JOB = 8
 """A process of its own for the backtest only with this many tickers for each: starting one
 costs about a second, a ticker's backtest about 0.1 s."""
-BLOCKS_PER_JOB = 4
-"""The tickers are cut into this many blocks per process, so that one slow block (long
-histories, hard GARCH fits) does not leave the other processes idle at the end."""
+BLOCK_SHARE = 2
+"""Each block of tickers handed to a process is 1 / (this x processes) of the tickers not yet
+handed out: large blocks first, then smaller and smaller ones, so that no process is left
+idle long at the end waiting for another's last block..."""
+MIN_TICKERS_PER_BLOCK = 8
+"""...down to blocks of this many tickers (each block costs a few milliseconds to send)."""
 
 LAG_R2 = 0.95
 """The lag detector flags a forecast whose moves the last close explains beyond this R^2..."""
@@ -308,8 +311,7 @@ def backtest(
     if pool is None:
         parts = [_backtest_block(_Block(run, names, data, keep_closes))]
     else:
-        n_blocks = min(len(names), pool.processes * BLOCKS_PER_JOB)
-        blocks = [names[len(names) * i // n_blocks : len(names) * (i + 1) // n_blocks] for i in range(n_blocks)]
+        blocks = _blocks(names, pool.processes)
         parts = list(pool.executor.map(_backtest_block, [_Block(run, block, data, keep_closes) for block in blocks]))
     missing = {s: why for p in parts for s, why in p.missing.items()}
     split_start = run.splits().test_start.date()
@@ -339,6 +341,22 @@ def backtest(
         mase_scale=mase_scale,
         closes={s: c for p in parts for s, c in p.closes.items()},
     )
+
+
+def _blocks(names: list[str], processes: int) -> list[list[str]]:
+    """``names`` cut into blocks for ``processes`` processes, in order, each
+    :data:`BLOCK_SHARE` times smaller than the tickers left and the smallest of
+    :data:`MIN_TICKERS_PER_BLOCK` tickers and an even share."""
+    smallest = min(MIN_TICKERS_PER_BLOCK, -(-len(names) // processes))
+    blocks, start = [], 0
+    while start < len(names):
+        left = len(names) - start
+        size = max(smallest, -(-left // (BLOCK_SHARE * processes)))
+        if left - size < smallest:  # no block smaller than that at the end
+            size = left
+        blocks.append(names[start : start + size])
+        start += size
+    return blocks
 
 
 def _jobs(jobs: int, n_tickers: int) -> int:

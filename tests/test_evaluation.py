@@ -4,6 +4,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from support import python_env
 
 from forecaster.checkpoint import load_run
@@ -147,6 +149,28 @@ def test_backtest_in_processes_equals_the_backtest_in_one(run_copy, monkeypatch)
     named = evaluate(run_copy, jobs=2, tickers=["STOCKB", "STOCKA"])
     assert pools == [(2, [["STOCKA"], ["STOCKB"]])]
     assert {name: path.read_bytes() for name, path in named.files.items()} == files
+
+
+@given(st.integers(1, 3000), st.integers(2, 16))
+def test_blocks_cover_the_tickers_in_order_and_shrink_to_a_floor(n, processes):
+    """Large blocks first, then smaller ones: never below the floor (or an even share, for few
+    tickers), so no process idles long behind another's last block."""
+    from forecaster.evaluation import BLOCK_SHARE, MIN_TICKERS_PER_BLOCK, _blocks
+
+    names = [f"T{i}" for i in range(n)]
+    blocks = _blocks(names, processes)
+    assert [s for b in blocks for s in b] == names
+    sizes = [len(b) for b in blocks]
+    floor = min(MIN_TICKERS_PER_BLOCK, -(-n // processes))
+    assert min(sizes) >= floor
+    assert sizes[:-1] == sorted(sizes[:-1], reverse=True)  # the last may take the few left over
+    left = n
+    for size in sizes[:-1]:
+        assert size == max(floor, -(-left // (BLOCK_SHARE * processes)))
+        left -= size
+    assert sizes[-1] == left < max(floor, -(-left // (BLOCK_SHARE * processes))) + floor  # the rest joins the last
+    if n >= 4 * BLOCK_SHARE * processes * MIN_TICKERS_PER_BLOCK:  # a large universe: the last blocks are small
+        assert sizes[-1] < 2 * MIN_TICKERS_PER_BLOCK and sizes[0] >= n // (BLOCK_SHARE * processes)
 
 
 def test_bad_bars_read_in_a_process_fail_as_they_do_in_one(run_copy, sample_dir, tmp_path, monkeypatch):
