@@ -156,24 +156,6 @@ def _smape(abs_err: np.ndarray, y: np.ndarray, f: np.ndarray) -> float:
     return 100.0 * _mean(ratio)
 
 
-def _point_errors(y: np.ndarray, f: np.ndarray, mase_scale: np.ndarray) -> dict[str, float]:
-    """:func:`mae`, :func:`rmse`, :func:`mape`, :func:`smape` and the MASE (each row's absolute
-    error over its ``mase_scale``; NaN if any scale is) of rows without NaN, the errors taken
-    once: a backtest computes thousands of these."""
-    if y.size == 0:
-        return dict.fromkeys(("mae", "rmse", "mape", "smape", "mase"), float("nan"))
-    err = y - f
-    abs_err = np.abs(err)
-    scaled = abs_err / mase_scale
-    return {
-        "mae": _mean(abs_err),
-        "rmse": math.sqrt(_mean(err**2)),
-        "mape": _mape(abs_err, y),
-        "smape": _smape(abs_err, y, f),
-        "mase": float("nan") if np.any(np.isnan(scaled)) else _mean(scaled),
-    }
-
-
 def mase(actual, forecast, scale: float) -> float:
     """Mean absolute scaled error: MAE / ``scale``.
 
@@ -428,7 +410,11 @@ def _misses(misses, groups=None) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _kupiec_lr(hits: np.ndarray, rate: float) -> float:
-    n, x = hits.shape[0], int(hits.sum())
+    return _kupiec_lr_counts(hits.shape[0], int(hits.sum()), rate)
+
+
+def _kupiec_lr_counts(n: int, x: int, rate: float) -> float:
+    """Kupiec's likelihood ratio of ``x`` misses in ``n`` rows (``n > 0``)."""
     observed = x / n
     null = _xlogy(n - x, 1.0 - rate) + _xlogy(x, rate)
     alternative = _xlogy(n - x, 1.0 - observed) + _xlogy(x, observed)
@@ -461,6 +447,12 @@ def _christoffersen_lr(hits: np.ndarray, labels: np.ndarray) -> float:
     n00 = int(np.sum(~before & ~after))
     n11 = int(np.sum(before & after))
     n10 = int(np.sum(before & ~after))
+    return _christoffersen_lr_counts(n00, n01, n10, n11)
+
+
+def _christoffersen_lr_counts(n00: int, n01: int, n10: int, n11: int) -> float:
+    """Christoffersen's likelihood ratio from the counts of transitions ``n_ij`` from state
+    ``i`` to ``j`` (1: a miss); NaN without any."""
     total = n00 + n01 + n10 + n11
     if total == 0:
         return float("nan")
@@ -607,11 +599,6 @@ _PRED_COLUMNS = (
 )
 
 
-def _scaled_errors(cols: Mapping[str, np.ndarray], forecast: np.ndarray) -> np.ndarray:
-    """|actual - forecast| / the MASE scale of the row's ticker (NaN where it is unusable)."""
-    return np.abs(cols["actual"] - forecast) / cols["mase_scale"]
-
-
 def _quantile_columns(model: str, model_name: str) -> tuple[str, ...] | None:
     """The p10, p50, p90 columns of a model's forecast, None for a point forecast."""
     if model == model_name:
@@ -621,99 +608,172 @@ def _quantile_columns(model: str, model_name: str) -> tuple[str, ...] | None:
     return None
 
 
-def _point_metrics(cols: Mapping[str, np.ndarray], step: int, model: str, fc: np.ndarray, naive_mae: float) -> dict:
-    """n, the point-forecast errors, and skill and DM vs naive, of one model on one group
-    (``cols``: the group's columns as float arrays, ``ticker`` as labels). The same numbers as
-    :func:`mae`, :func:`rmse`, :func:`mape`, :func:`smape`, :func:`mase`,
-    :func:`directional_accuracy` and :func:`diebold_mariano`, from the group's arrays as they
-    are (a backtest computes thousands of these rows)."""
-    actual = cols["actual"]
-    valid = ~(np.isnan(actual) | np.isnan(fc))
-    everywhere = bool(valid.all())
-    y, f = (actual, fc) if everywhere else (actual[valid], fc[valid])
-    n = int(y.size)
-    row = _point_errors(y, f, cols["mase_scale"] if everywhere else cols["mase_scale"][valid])
-    row["n"] = n
-    # naive and the probabilistic baselines forecast the last close: no direction, no skill
-    if model != "naive" and model not in PROBABILISTIC_MODELS:
+class _Groups:
+    """Rows cut into groups (one table row per group and model): each group's rows together,
+    in time order, from ``start``; ``of`` is each row's group, ``step`` each group's step.
+    Every metric of the table is computed for all groups at once, with the definitions of
+    the functions above (a backtest of a thousand tickers has tens of thousands of groups)."""
+
+    def __init__(self, start: np.ndarray, rows: int, step: np.ndarray):
+        self.start, self.n, self.step = start, len(start), step
+        self.size = np.diff(np.append(start, rows))
+        self.of = np.repeat(np.arange(self.n), self.size)
+
+    def count(self, rows: np.ndarray) -> np.ndarray:
+        """Rows per group where ``rows`` is True."""
+        if self.n == 0:
+            return np.zeros(0, dtype=np.int64)
+        return np.add.reduceat(rows, self.start, dtype=np.int64)
+
+    def sum(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Per group: the sum of ``x`` over the rows where ``rows`` is True, to the last bit the
+        ``sum()`` of that group's rows (the groups of each size summed as the rows of one 2-D
+        array: numpy sums each row as it sums a 1-D array)."""
+        if rows.all():
+            n, start = self.size, self.start
+        else:
+            x, n = x[rows], self.count(rows)
+            start = np.cumsum(n) - n
+        out = np.zeros(self.n)
+        for size in np.unique(n[n > 0]):
+            which = np.flatnonzero(n == size)
+            if size < 1024:
+                out[which] = x[start[which, None] + np.arange(size)].sum(axis=1)
+            else:  # a few large groups (the pooled rows): no index array
+                out[which] = [x[a : a + size].sum() for a in start[which]]
+        return out
+
+    def mean(self, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Per group: the mean of ``x`` over the rows where ``rows`` is True; NaN without one."""
+        return _ratio(self.sum(x, rows), self.count(rows))
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den``, NaN where ``den`` is 0."""
+    return np.divide(num, den, out=np.full(len(num), np.nan), where=den > 0)
+
+
+def _point_columns(g: _Groups, cols: Mapping[str, np.ndarray], fc: np.ndarray, directional: bool) -> dict:
+    """Per group: ``n``, :func:`mae`, :func:`rmse`, :func:`mape`, :func:`smape`, the MASE (NaN
+    when the ticker has no usable scale) and, with ``directional``,
+    :func:`directional_accuracy`, of the rows where the actual and the forecast are known."""
+    y = cols["actual"]
+    valid = ~(np.isnan(y) | np.isnan(fc))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        err = y - fc
+        abs_err = np.abs(err)
+        den = np.abs(y) + np.abs(fc)
+        ratio = np.divide(2.0 * abs_err, den, out=np.zeros_like(abs_err), where=den > 0)
+        nonzero = valid & (y != 0)
+        relative = np.divide(abs_err, np.abs(y), out=np.zeros_like(abs_err), where=nonzero)
+        scaled = abs_err / cols["mase_scale"]
+    out = {
+        "n": g.count(valid),
+        "mae": g.mean(abs_err, valid),
+        "rmse": np.sqrt(g.mean(err * err, valid)),
+        "mape": 100.0 * g.mean(relative, nonzero),
+        "smape": 100.0 * g.mean(ratio, valid),
+        "mase": g.mean(scaled, valid),
+    }
+    if directional:
         last = cols["last_close"]
-        known = everywhere and not np.isnan(last).any()
-        row["directional_accuracy"] = (
-            _directional(actual, fc, last) if known else directional_accuracy(actual, fc, last)
-        )
-        row["skill"] = skill(row["mae"], naive_mae)
-        row["dm_pvalue"] = diebold_mariano(actual - fc, actual - cols["naive"], h=step)[1]
-    return row
+        moved = valid & ~np.isnan(last) & (y != last)
+        same = np.sign(fc - last) == np.sign(y - last)
+        out["directional_accuracy"] = _ratio(g.count(moved & same), g.count(moved))
+    return out
 
 
-def _interval_metrics(cols: Mapping[str, np.ndarray], step: int, quantiles: np.ndarray) -> tuple[dict, np.ndarray]:
-    """Coverage, width, pinball and the miss tests of a (rows, 3) p10/p50/p90 forecast, and
-    its per-row pinball loss: the numbers of :func:`coverage`, :func:`width`,
-    :func:`kupiec_pvalue` and :func:`christoffersen_pvalue`, with the misses found once."""
-    actual = cols["actual"]
-    lo, mid, hi = quantiles.T
+def _dm_pvalues(g: _Groups, d: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Per group: the p-value of :func:`diebold_mariano_differential` on the differential ``d``
+    of the rows where ``rows`` is True (in order), with ``h`` the group's step."""
+    d = d[rows]
+    n = g.count(rows)
+    stop = np.cumsum(n)
+    out = np.full(g.n, np.nan)
+    for i in np.flatnonzero(n >= 3):
+        out[i] = _diebold_mariano(d[stop[i] - n[i] : stop[i]], int(g.step[i]))[1]
+    return out
+
+
+def _interval_columns(g: _Groups, cols: Mapping[str, np.ndarray], lo, mid, hi) -> tuple[dict, np.ndarray]:
+    """Per group: :func:`coverage`, :func:`width`, :func:`pinball`, :func:`kupiec_pvalue` and,
+    on step 1, :func:`christoffersen_pvalue` (misses chained within a ticker only) of a p10,
+    p50, p90 forecast; and the per-row pinball losses."""
+    y = cols["actual"]
     bounds = ~(np.isnan(lo) | np.isnan(hi))
-    known = bounds & ~np.isnan(actual)
-    losses = pinball_rows(actual, dict(zip(QUANTILES, (lo, mid, hi), strict=True)))
-    y, a, b = (actual, lo, hi) if known.all() else (actual[known], lo[known], hi[known])
-    inside = (a <= y) & (y <= b)
-    hits = ~inside  # the misses of the rows with an actual and both bounds, in row order
-    # independence of one-step misses only: h-step misses of overlapping periods are correlated
-    christoffersen = float("nan")
-    if step == 1 and hits.shape[0] >= 2:
-        labels = cols["ticker"] if known.all() else cols["ticker"][known]
-        christoffersen = chi2_sf(_christoffersen_lr(hits, labels), 1)
-    spread = hi - lo if bounds.all() else hi[bounds] - lo[bounds]
-    return {
-        "coverage": _mean(inside) if y.size else float("nan"),
-        "width": _mean(spread) if spread.size else float("nan"),
-        "pinball": _mean_known(losses),
-        "kupiec_pvalue": chi2_sf(_kupiec_lr(hits, INTERVAL_MISS_RATE), 1) if hits.size else float("nan"),
-        "christoffersen_pvalue": christoffersen,
-    }, losses
+    known = bounds & ~np.isnan(y)
+    losses = pinball_rows(y, dict(zip(QUANTILES, (lo, mid, hi), strict=True)))
+    with np.errstate(invalid="ignore"):
+        inside = known & (lo <= y) & (y <= hi)
+        spread = hi - lo
+    n, misses = g.count(known), g.count(known & ~inside)
+    kupiec = [
+        chi2_sf(_kupiec_lr_counts(int(k), int(x), INTERVAL_MISS_RATE), 1) if k else np.nan
+        for k, x in zip(n, misses, strict=True)
+    ]
+    out = {
+        "coverage": _ratio(g.count(inside).astype(float), n),
+        "width": g.mean(spread, bounds),
+        "pinball": g.mean(losses, ~np.isnan(losses)),
+        "kupiec_pvalue": np.array(kupiec, dtype=float),
+        "christoffersen_pvalue": _christoffersen_column(g, cols["ticker_code"], known, ~inside, n),
+    }
+    return out, losses
 
 
-def _dm_pinball_pvalue(actual: np.ndarray, losses: dict[str, np.ndarray], model_name: str, step: int) -> float:
-    """DM p-value of the model's pinball loss against the best probabilistic baseline.
+def _christoffersen_column(g: _Groups, ticker: np.ndarray, known: np.ndarray, missed: np.ndarray, n) -> np.ndarray:
+    """Per step-1 group with two known rows or more: :func:`christoffersen_pvalue` of its
+    misses, transitions counted between consecutive known rows of one ticker."""
+    out = np.full(g.n, np.nan)
+    of, hits, tick = g.of[known], missed[known], ticker[known]
+    same = (of[1:] == of[:-1]) & (tick[1:] == tick[:-1])
+    before, after, where = hits[:-1][same], hits[1:][same], of[1:][same]
+    n00, n01, n10, n11 = (np.bincount(where[b & a], minlength=g.n) for b in (~before, before) for a in (~after, after))
+    for i in np.flatnonzero((g.step == 1) & (n >= 2)):
+        lr = _christoffersen_lr_counts(int(n00[i]), int(n01[i]), int(n10[i]), int(n11[i]))
+        out[i] = chi2_sf(lr, 1)
+    return out
 
-    The best baseline has the lowest mean pinball loss on the rows where every forecast is
-    known; the test runs on those rows. NaN without a probabilistic baseline.
-    """
+
+def _dm_pinball_column(g: _Groups, y: np.ndarray, losses: dict[str, np.ndarray], model_name: str) -> np.ndarray:
+    """Per group: the DM p-value of the model's pinball loss against the probabilistic baseline
+    with the lowest mean pinball loss on the rows where every forecast is known (the test runs
+    on those rows; the first such baseline on a tie). NaN without a probabilistic baseline."""
     baselines = [m for m in losses if m != model_name]
     if not baselines:
-        return float("nan")
-    common = ~np.any(np.isnan(np.vstack([actual, *losses.values()])), axis=0)
-    if not common.any():
-        return float("nan")
-    best = min(baselines, key=lambda m: _mean(losses[m][common]))
-    return diebold_mariano_differential(losses[model_name][common] - losses[best][common], h=step)[1]
+        return np.full(g.n, np.nan)
+    common = ~np.any(np.isnan(np.vstack([y, *losses.values()])), axis=0)
+    means = np.vstack([g.mean(losses[m], common) for m in baselines])
+    best = np.argmin(np.where(np.isnan(means), np.inf, means), axis=0)
+    stacked = np.vstack([losses[m] for m in baselines])
+    d = losses[model_name] - stacked[best[g.of], np.arange(len(g.of))]
+    return _dm_pvalues(g, d, common)
 
 
-def _rows_for_group(
-    ticker: str, step: int, cols: Mapping[str, np.ndarray], models: list[str], model_name: str
-) -> list[dict]:
-    actual = cols["actual"]
-    rows, losses = [], {}
-    naive_fc = cols["naive"]
-    naive_mae = mae(actual, naive_fc)
-    naive_row = None  # naive's point metrics, which are those of every forecast of the last close
+def _table_part(g: _Groups, cols: Mapping[str, np.ndarray], labels, models: list[str], model_name: str) -> pd.DataFrame:
+    """The metrics rows of every group (``labels``: each group's ticker) and model."""
+    y = cols["actual"]
+    naive_err = y - cols["naive"]
+    naive_known = ~np.isnan(naive_err)
+    naive_mae = g.mean(np.abs(naive_err), naive_known)
+    parts, losses = [], {}
     for model in models:
         columns = _quantile_columns(model, model_name)
-        row = dict.fromkeys(METRIC_COLUMNS, float("nan")) | {"ticker": ticker, "model": model, "step": int(step)}
-        quantiles = None if columns is None else np.column_stack([cols[c] for c in columns])
-        fc = cols[model] if quantiles is None else quantiles[:, 1]
-        if model in PROBABILISTIC_MODELS and naive_row is not None and np.array_equal(fc, naive_fc, equal_nan=True):
-            row |= naive_row
-        else:
-            row |= _point_metrics(cols, step, model, fc, naive_mae)
-        if model == "naive":
-            naive_row = {k: row[k] for k in ("n", "mae", "rmse", "mape", "smape", "mase")}
-        if quantiles is not None:
-            interval, losses[model] = _interval_metrics(cols, step, quantiles)
-            row |= interval
-        rows.append(row)
-    rows[0]["dm_pinball_pvalue"] = _dm_pinball_pvalue(actual, losses, model_name, step)
-    return rows
+        fc = cols[model] if columns is None else cols[columns[1]]
+        point = model != "naive" and model not in PROBABILISTIC_MODELS  # those forecast the last close
+        part = {"ticker": labels, "model": np.repeat(model, g.n), "step": g.step}
+        part |= _point_columns(g, cols, fc, directional=point)
+        if point:  # against naive: skill, and the DM test of the absolute errors
+            part["skill"] = 1.0 - _ratio(part["mae"], np.where(naive_mae == 0, 0.0, naive_mae))
+            with np.errstate(invalid="ignore"):
+                part["dm_pvalue"] = _dm_pvalues(g, np.abs(y - fc) - np.abs(naive_err), naive_known & ~np.isnan(fc))
+        if columns is not None:
+            interval, losses[model] = _interval_columns(g, cols, *(cols[c] for c in columns))
+            part |= interval
+        parts.append(part)
+    parts[0]["dm_pinball_pvalue"] = _dm_pinball_column(g, y, losses, model_name)
+    frame = pd.concat([pd.DataFrame(p) for p in parts], ignore_index=True)
+    return frame.reindex(columns=list(METRIC_COLUMNS))
 
 
 def _probabilistic_models(pred: pd.DataFrame) -> list[str]:
@@ -794,27 +854,26 @@ def metrics_table(
         c: pred[c].to_numpy(dtype=float) for c in [*_PRED_COLUMNS, *extra] if c not in ("ticker", "origin", "step")
     }
 
-    def ordered(order: np.ndarray) -> dict[str, np.ndarray]:
+    def part(order: np.ndarray, keys: list[np.ndarray]) -> pd.DataFrame:
         cols = {c: v[order] for c, v in values.items()}
-        cols["ticker"] = labels[tcodes[order]]
+        cols["ticker_code"] = tcodes[order]
         cols["mase_scale"] = scales[tcodes[order]]
-        return cols
+        keys = [k[order] for k in keys]
+        change = np.zeros(len(order), dtype=bool)
+        change[:1] = True
+        for k in keys:
+            change[1:] |= k[1:] != k[:-1]
+        starts = np.flatnonzero(change)
+        g = _Groups(starts, len(order), steps[order][starts])
+        group_labels = labels[tcodes[order][starts]] if len(keys) > 1 else np.repeat(POOLED, len(starts))
+        return _table_part(g, cols, group_labels.astype(object), models, model_name)
 
-    rows: list[dict] = []
+    parts = []
     if per_ticker:
-        order = np.lexsort((ocodes, steps, tcodes))
-        cols = ordered(order)
-        t, h = tcodes[order], steps[order]
-        for a, b in _runs(t, h):
-            group = {c: v[a:b] for c, v in cols.items()}
-            rows += _rows_for_group(str(labels[t[a]]), int(h[a]), group, models, model_name)
+        parts.append(part(np.lexsort((ocodes, steps, tcodes)), [tcodes, steps]))
     if pooled:
-        order = np.lexsort((ocodes, tcodes, steps))
-        cols = ordered(order)
-        h = steps[order]
-        for a, b in _runs(h):
-            rows += _rows_for_group(POOLED, int(h[a]), {c: v[a:b] for c, v in cols.items()}, models, model_name)
-    table = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
+        parts.append(part(np.lexsort((ocodes, tcodes, steps)), [steps]))
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(METRIC_COLUMNS))
     if table.empty:
         table = pd.DataFrame({c: pd.Series(dtype=float) for c in METRIC_COLUMNS})
         table["ticker"] = table["ticker"].astype(str)
@@ -822,19 +881,6 @@ def metrics_table(
     table["step"] = table["step"].astype(int)
     table["n"] = table["n"].astype(int)
     return sort_metrics(table, model_name)
-
-
-def _runs(*keys: np.ndarray) -> list[tuple[int, int]]:
-    """``(start, stop)`` of each run of rows where every key stays the same."""
-    n = len(keys[0])
-    if n == 0:
-        return []
-    change = np.zeros(n, dtype=bool)
-    change[0] = True
-    for k in keys:
-        change[1:] |= k[1:] != k[:-1]
-    starts = np.flatnonzero(change)
-    return list(zip(starts.tolist(), [*starts[1:].tolist(), n], strict=True))
 
 
 def sort_metrics(table: pd.DataFrame, model_name: str) -> pd.DataFrame:
