@@ -774,3 +774,62 @@ def test_metrics_table_rows_are_the_metric_functions_to_the_last_bit(seed, n, ho
                 same(row["width"], width(lo, hi))
                 same(row["kupiec_pvalue"], kupiec_pvalue(misses, INTERVAL_MISS_RATE))
                 same(row["christoffersen_pvalue"], christoffersen_pvalue(misses, g["ticker"].to_numpy()))
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), lengths=st.lists(st.integers(1, 30), min_size=1, max_size=4))
+def test_metrics_table_tests_of_several_steps_are_the_functions_to_the_last_bit(seed, lengths):
+    """Tickers of different lengths, steps 1 to 3, a few NaN: each group's DM tests (h = step)
+    and pinball loss are those of the public functions on its rows, exactly."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for k, n in enumerate(lengths):
+        origins = np.repeat(np.arange(n), 3)
+        last = rng.uniform(5, 50, 3 * n)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "ticker": f"T{k}",
+                    "origin": origins,
+                    "step": np.tile([1, 2, 3], n),
+                    "actual": last * np.exp(rng.normal(0, 0.05, 3 * n)),
+                    "last_close": last,
+                    "p50": last * np.exp(rng.normal(0, 0.03, 3 * n)),
+                    "naive": last,
+                    "drift": last * np.exp(rng.normal(0, 0.01, 3 * n)),
+                    "mean": last * 0.99,
+                }
+            )
+        )
+    pred = pd.concat(frames, ignore_index=True).sample(frac=1.0, random_state=seed % 1000)  # any row order
+    pred["p10"] = pred["p50"] * rng.uniform(0.9, 0.99, len(pred))
+    pred["p90"] = pred["p50"] * rng.uniform(1.01, 1.1, len(pred))
+    pred = _with_probabilistic(pred, {"hist": 1.0, "ewma": 0.5})
+    pred.loc[rng.random(len(pred)) < 0.1, "drift"] = NAN
+    pred.loc[rng.random(len(pred)) < 0.1, "hist_p10"] = NAN
+    table = metrics_table(pred, "gru", {}).set_index(["ticker", "model", "step"])
+
+    def same(got, want):
+        assert (math.isnan(got) and math.isnan(want)) or got == want, (got, want)
+
+    def levels(g, prefix):
+        return {q: g[f"{prefix}{s}"].to_numpy() for q, s in zip((0.1, 0.5, 0.9), ("p10", "p50", "p90"), strict=True)}
+
+    groups = [*pred.groupby(["ticker", "step"]), *((("ALL", h), g) for h, g in pred.groupby("step"))]
+    for (ticker, step), g in groups:
+        g = g.sort_values(["ticker", "origin"])
+        y = g["actual"].to_numpy()
+        for model in ("gru", "drift"):
+            fc = g["p50" if model == "gru" else model].to_numpy()
+            row = table.loc[(ticker, model, step)]
+            same(row["mae"], mae(y, fc))
+            same(row["dm_pvalue"], diebold_mariano(y - fc, y - g["naive"].to_numpy(), h=step)[1])
+        losses = {
+            name: pinball_rows(y, levels(g, prefix))
+            for name, prefix in (("gru", ""), ("hist", "hist_"), ("ewma", "ewma_"))
+        }
+        same(table.loc[(ticker, "hist", step), "pinball"], pinball(y, levels(g, "hist_")))
+        common = ~np.isnan(np.vstack(list(losses.values()))).any(axis=0)
+        best = min(("hist", "ewma"), key=lambda m: float(losses[m][common].sum() / common.sum()) if common.any() else 0)
+        want = diebold_mariano_differential(losses["gru"][common] - losses[best][common], h=step)[1]
+        same(table.loc[(ticker, "gru", step), "dm_pinball_pvalue"], want if common.any() else NAN)
