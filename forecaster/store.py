@@ -334,9 +334,8 @@ def _read_store_raw(path: Path, symbol: str) -> RawBars:
         return plain
     try:
         return pd.read_parquet(path)
-    except OSError as exc:  # e.g. no permission: the file may be whole, so deleting it is no advice
-        reason = os.strerror(exc.errno) if exc.errno else exc.strerror or type(exc).__name__
-        raise DataError(f"{symbol}: cannot read {path} ({reason})") from None
+    except PermissionError as exc:  # the file may be whole: deleting it is no advice
+        raise DataError(f"{symbol}: cannot read {path} ({os.strerror(exc.errno)})") from None
     except Exception as exc:  # pyarrow raises many types for a damaged file
         raise DataError(
             f"{symbol}: cannot read {path} ({type(exc).__name__}); delete it and run `forecaster download {symbol}`"
