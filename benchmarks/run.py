@@ -136,8 +136,19 @@ def updated(last: dict, new: dict) -> dict:
     }
     note["areas"] = [payload["area"] for payload in new["areas"]]
     meta = dict(last["meta"])
-    meta["updates"] = [*meta.get("updates", []), note]
+    meta["updates"] = [*superseded(meta.get("updates", []), note["areas"]), note]
     return {"meta": meta, "areas": areas}
+
+
+def superseded(notes: list[dict], areas: list[str]) -> list[dict]:
+    """The earlier notes of areas measured again, without ``areas`` (their rows are replaced);
+    a note left without an area is dropped."""
+    kept = []
+    for note in notes:
+        left = [a for a in note["areas"] if a not in areas]
+        if left:
+            kept.append({**note, "areas": left})
+    return kept
 
 
 def main(argv=None) -> int:
