@@ -159,9 +159,22 @@ def read_csv_raw(data_dir: str | os.PathLike[str], ticker: str) -> RawBars:
     """:func:`read_csv_bars`'s bars, as arrays when the fast reader could read the file."""
     path = ticker_file(data_dir, ticker, ".csv")
     if not path.is_file():
-        raise DataError(f"{validate_ticker(ticker)}: no CSV file at {path}")
+        raise DataError(f"{validate_ticker(ticker)}: no CSV file at {path}{relative_note(data_dir)}")
     plain = _plain_csv(path)
     return plain if plain is not None else _read_csv_frame(path)
+
+
+def relative_note(data_dir: str | os.PathLike[str]) -> str:
+    """For a relative data folder that does not exist here: where it was looked for (a run
+    keeps the data folder it was given, read from the directory a command runs in, so a cron
+    job started elsewhere looks in the wrong place). Empty otherwise."""
+    folder = Path(data_dir)
+    if folder.is_absolute() or folder.is_dir():
+        return ""
+    return (
+        f" (the data folder {folder} is relative to the current directory, {Path.cwd()}, and is not there: "
+        "run from the folder it is in, or pass --data-dir)"
+    )
 
 
 def _read_csv_frame(path: Path) -> pd.DataFrame:

@@ -47,6 +47,7 @@ from forecaster.sources import (
     configure_yfinance,
     fetch_with_retry,
     read_csv_raw,
+    relative_note,
 )
 from forecaster.tickers import ticker_file, validate_ticker
 
@@ -350,6 +351,8 @@ def load_store(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:
     symbol = validate_ticker(ticker)
     path = store_path(data_dir, symbol)
     if not path.is_file():
+        if note := relative_note(data_dir):  # the wrong folder, most likely, not a ticker never downloaded
+            raise DataError(f"{symbol}: no stored data at {path}{note}")
         raise DataError(f"{symbol}: no stored data at {path}; run `forecaster download {symbol}` first")
     return validate_bars(_read_store_raw(path, symbol), symbol)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -453,6 +454,27 @@ def test_predict_one_of_two_tickers_failing_csv(cli, trained_run, sample_dir, tm
     assert (out / trained_run.name / "latest.csv").read_bytes() == (
         out / trained_run.name / "2024-12-31.csv"
     ).read_bytes()
+
+
+def test_a_relative_data_folder_missing_here_is_named_with_the_current_directory(cli, run_copy, sample_dir, tmp_path):
+    """A run keeps a relative data folder as given: started from another directory (cron),
+    the error says the folder is relative to that directory, which it names; from the folder
+    the data are in, the same run forecasts."""
+    meta = json.loads((run_copy / "run.json").read_text())
+    meta["config"]["data"]["data_dir"] = "csv"
+    (run_copy / "run.json").write_text(json.dumps(meta))
+    res = cli("predict", "--run", run_copy, "--out", tmp_path / "fc", "--offline")
+    assert res.exit_code == 1, res.stderr
+    here = Path.cwd()
+    assert f"no CSV file at {Path('csv') / 'STOCKA.csv'} (the data folder csv is relative" in res.stderr
+    assert f"current directory, {here}, and is not there" in res.stderr
+    shutil.copytree(sample_dir, here / "csv")
+    res = cli("predict", "--run", run_copy, "--out", tmp_path / "fc", "--offline")
+    assert res.exit_code == 0, res.stderr
+    # a relative folder that is there but lacks the file: no such note
+    (here / "csv" / "STOCKA.csv").unlink()
+    res = cli("predict", "--run", run_copy, "--out", tmp_path / "fc", "--offline")
+    assert res.exit_code == 3 and "relative" not in res.stderr, res.stderr
 
 
 def test_predict_one_of_two_tickers_failing_json(cli, trained_run, sample_dir, tmp_path):

@@ -505,3 +505,24 @@ def test_load_bars_failing_ticker_is_named(tmp_path):
 def test_load_bars_unknown_source(tmp_path):
     with pytest.raises(ConfigError, match="unknown source"):
         store.load_bars("bloomberg", tmp_path, ["AAA"])
+
+
+def test_missing_store_file_under_a_relative_folder_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    """A relative data folder that is not in the current directory is named with that
+    directory (the wrong place, most likely); one that is there asks for a download."""
+    from forecaster.errors import DataError
+    from forecaster.store import load_store
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError) as caught:
+        load_store("data", "AAA")
+    assert f"the data folder data is relative to the current directory, {tmp_path}, and is not there" in str(
+        caught.value
+    )
+    assert "download" not in str(caught.value)
+    (tmp_path / "data").mkdir()
+    with pytest.raises(DataError) as caught:
+        load_store("data", "AAA")
+    assert "relative" not in str(caught.value) and "run `forecaster download AAA` first" in str(caught.value)
+    with pytest.raises(DataError, match="download AAA"):
+        load_store(tmp_path / "elsewhere", "AAA")  # an absolute folder: no note either
