@@ -182,7 +182,7 @@ class NumpyQuantileRNN:
         megabyte-sized array costs page faults every time. Weights come in :func:`_scan_layout`'s
         order and sign, so that every activation is ``1 / (1 + exp(a))`` of the gate's value
         ``a``: the sigmoid's for sigmoid gates, ``tanh(x) = 2 sigmoid(2x) - 1`` for the others.
-        numpy's exp is vectorised on every x86-64 it runs on, its tanh on few.
+        numpy's float32 exp took a half to a third of its tanh's time on a 2-core AMD EPYC.
         """
         L, B, n_in = seq.shape
         H, G = w_hh.shape
