@@ -19,7 +19,7 @@ from typing import Annotated, get_args
 import typer
 
 from . import choices
-from .errors import EXIT_ERROR, EXIT_INTERRUPTED, ForecasterError
+from .errors import EXIT_ERROR, EXIT_INTERRUPTED, RESULT, ForecasterError
 
 app = typer.Typer(
     name="forecaster",
@@ -151,6 +151,8 @@ def setup_logging(quiet: bool, log_file: Path | None) -> None:
     # --quiet leaves fewer lines, each marked as in full output: cron mail tells errors from warnings
     err.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     err.addFilter(lambda r: r.levelno >= logging.WARNING or not quiet)
+    # a command's result (retrain's verdict) is printed on stdout: the log file keeps it, stderr does not
+    err.addFilter(lambda r: not getattr(r, RESULT, False))
     log.addHandler(err)
     if log_file:
         try:
@@ -1007,9 +1009,10 @@ def retrain(
             )
         if json_out:
             _emit_json(rep.as_dict())
-        elif not quiet:
+        else:  # the verdict is the result, printed with --quiet too (a cron job mails it)
             print(rep.comparison.reason)
-            print(f"{rep.pointer} -> {(rep.challenger if rep.promoted else rep.champion)}")
+            if not quiet:
+                print(f"{rep.pointer} -> {(rep.challenger if rep.promoted else rep.champion)}")
 
 
 def _train_flags() -> list[inspect.Parameter]:

@@ -9,6 +9,10 @@ EXIT_PARTIAL = 3
 EXIT_TEMPFAIL = 75  # EX_TEMPFAIL from sysexits.h: retry later
 EXIT_INTERRUPTED = 130
 
+RESULT = "result"
+"""A log record with this attribute true (``extra={RESULT: True}``) is a command's result: the
+CLI prints it on stdout, and its log file keeps it, but stderr does not repeat it."""
+
 
 class ForecasterError(Exception):
     """An error shown to the user as one line; ``exit_code`` is what the CLI exits with."""

@@ -33,7 +33,7 @@ import pandas as pd
 
 from .checkpoint import Run, load_run
 from .config import QUANTILES, load_config
-from .errors import ConfigError, DataError
+from .errors import RESULT, ConfigError, DataError
 from .evaluation import walk_forward
 from .fsio import file_lock
 from .metrics import coverage, diebold_mariano, mae, pinball_rows, skill, width
@@ -140,7 +140,8 @@ def retrain(
         names = [s for s in chall.names if s in champ.manifest.tickers]
         bars = load_bars(cfg.data.source, cfg.data.data_dir, names) if names else {}
         comparison = compare(champ, chall, bars, alpha)
-        log.info("%s", comparison.reason)
+        # the command's result: the CLI prints it on stdout, so it is marked to stay off stderr
+        log.info("%s", comparison.reason, extra={RESULT: True})
         if comparison.promote:
             switch(pointer, run_dir)
         removed = prune(name, keep, runs_dir).removed

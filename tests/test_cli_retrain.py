@@ -79,6 +79,21 @@ def test_retrain_keeps_the_champion_when_the_challenger_is_worse(cli, runs, monk
     assert len(registry.runs_of("prod", runs)) == 1  # the challenger is kept to look at
 
 
+def test_the_verdict_is_printed_once_on_stdout_with_or_without_quiet(cli, runs, tmp_path):
+    """The verdict is retrain's result: on stdout once (cron mails it under --quiet), in the
+    log file, never repeated on stderr."""
+    res = cli("retrain", "prod", "--runs-dir", runs)
+    assert res.exit_code == 0, res.stderr
+    assert [ln for ln in res.stdout.splitlines() if " is promoted over first: " in ln]
+    assert "promoted" not in res.stderr
+    log_file = tmp_path / "logs" / "retrain.log"
+    res = cli("retrain", "prod", "--runs-dir", runs, "--quiet", "--log-file", log_file)
+    assert res.exit_code == 0, res.stderr
+    [verdict] = res.stdout.splitlines()
+    assert " is promoted over prod-" in verdict and res.stderr == ""
+    assert [ln for ln in log_file.read_text().splitlines() if "promoted" in ln][0].endswith(verdict)
+
+
 def test_champion_is_backtested_on_the_challengers_sessions_with_data_up_to_each_origin(small_run, small_dir, tmp_path):
     champ = load_run(small_run)
     chall_dir = tmp_path / "challenger"
