@@ -147,6 +147,41 @@ def test_readme_exit_code_table_is_exactly_the_documented_codes():
         assert missing == [], (code, table[code])
 
 
+# What the README's exit-code table says exits 2 (the parser refuses the command line) and what
+# exits 1 (a value the parser accepts, refused by the command), each with a command line showing it
+_USAGE_OR_REFUSED = [
+    (2, "an unknown option", ["predict", "--bogus"]),
+    (2, "a missing argument", ["promote", "{run}"]),
+    (2, "`--lock-timeout soon`", ["predict", "--lock-timeout", "soon"]),
+    (2, "`--max-staleness -1`", ["predict", "--max-staleness", "-1"]),
+    (2, "`--source ftp`", ["predict", "--source", "ftp"]),
+    (2, "a `--config` file that does not exist", ["train", "--config", "{out}/none.toml"]),
+    (2, "`--fail-if-coverage-outside` not `LO,HI`", ["score", "--fail-if-coverage-outside", "0.9"]),
+    (1, "`--as-of` or `--since` not a date", ["predict", "--as-of", "someday"]),
+    (1, "`--as-of` or `--since` not a date", ["score", "--since", "someday"]),
+    (1, "or in the future", ["predict", "--as-of", "2999-01-04"]),
+    (1, "a bad ticker symbol", ["predict", "../x"]),
+    (1, "(`--lookback 0`)", ["train", "--lookback", "0", "--run-dir", "{out}/r"]),
+]
+
+
+@pytest.mark.parametrize(("code", "phrase", "args"), _USAGE_OR_REFUSED)
+def test_readme_says_which_bad_values_exit_2_and_which_exit_1(
+    cli, trained_run, sample_dir, tmp_path, code, phrase, args
+):
+    rows = re.findall(r"^\|\s*(\d+)\s*\|\s*(.+?)\s*\|\s*$", _section(_readme(), "Exit codes"), re.M)
+    assert phrase in dict(rows)[str(code)], (code, phrase)
+    out = tmp_path / "out"
+    args = [a.format(run=trained_run, out=out) for a in args]
+    if args[0] == "train":
+        args += ["--source", "csv", "--data-dir", str(sample_dir), "-t", "STOCKA"]
+    elif args[0] in ("predict", "score"):
+        args += ["--run", str(trained_run), "--out", str(out)]
+    res = cli(*args)
+    assert res.exit_code == code, (res.exit_code, res.stdout + res.stderr)
+    assert not out.exists()  # nothing written either way
+
+
 def test_readme_documents_the_interrupted_exit_code():
     section = _section(_readme(), "Interrupting and resuming training")
     assert re.search(rf"\bexits\s+{EXIT_INTERRUPTED}\b", section), section
