@@ -781,17 +781,29 @@ def info(
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Show a run: config, tickers, date ranges, metrics, versions."""
+    """Show a run: config, tickers, date ranges, metrics, versions.
+
+    Exit 1 when the run cannot be used (its weights missing, unreadable or not matching its
+    config): what run.json tells is still shown, and why predict and promote refuse the run.
+    """
     setup_logging(False, None)
     with handled(debug):
-        from .checkpoint import read_manifest, run_directory
+        from .checkpoint import load_run, read_manifest, run_directory
+        from .errors import RunFormatError
 
         run_dir = run_directory(run)  # a promoted name resolved once, or named when its run is gone
         target = run_dir if run_dir != Path(run) else None
         m = read_manifest(run_dir)
+        unusable = None
+        if m.status == "complete":  # an interrupted run is shown as one, with how to resume it
+            try:
+                load_run(run_dir)  # what predict, evaluate and promote load (numpy: no torch)
+            except RunFormatError as e:
+                unusable = str(e)
         if json_out:
             pointer = {"pointer": {"name": str(run), "target": str(target)}} if target else {}
-            _emit_json(json.loads(m.to_json()) | pointer)
+            _emit_json(json.loads(m.to_json()) | pointer | ({"unusable": unusable} if unusable else {}))
+            _refuse_unusable(unusable)
             return
         c = m.config
         if target is not None:
@@ -799,6 +811,8 @@ def info(
         print(f"run        {m.name}  (format {m.format_version}, created {m.created_at.isoformat()})")
         if m.status != "complete":
             print(f"status     {m.status}: resume with `forecaster train --resume {run}`")
+        if unusable:
+            print(f"status     cannot be used (predict and promote refuse it): {unusable}")
         print(
             f"model      {c.model.cell} / {c.model.strategy}, hidden {c.model.hidden_size} x "
             f"{c.model.num_layers}, lookback {c.window.lookback}, horizon {c.window.horizon}"
@@ -822,6 +836,14 @@ def info(
         if evaluation.exists():
             print(f"evaluation {evaluation}")
         print("versions   " + ", ".join(f"{k} {v}" for k, v in m.versions.items()))
+        _refuse_unusable(unusable)
+
+
+def _refuse_unusable(unusable: str | None) -> None:
+    """Exit 1 with the reason, after info has shown what it could, for a run that cannot be used."""
+    if unusable:
+        log.error("the run cannot be used: %s", unusable)
+        raise typer.Exit(EXIT_ERROR)
 
 
 RunsDirOpt = Annotated[

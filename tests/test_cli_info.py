@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from support import run_meta
+from support import assert_one_line_error, run_meta
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -100,6 +100,44 @@ def test_info_damaged_run_json(cli, run_copy):
     assert res.exit_code == 1
     assert "not valid JSON" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def _without_weights(run):
+    (run / "model.safetensors").unlink()
+
+
+def _truncated_weights(run):
+    weights = run / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+
+
+def _weights_of_another_size(run):
+    meta = run_meta(run)
+    meta["config"]["model"]["hidden_size"] += 1
+    (run / "run.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        (_without_weights, "model.safetensors is missing"),
+        (_truncated_weights, "is not a readable safetensors file"),
+        (_weights_of_another_size, "does not match the run's config"),
+    ],
+)
+def test_info_on_a_run_predict_refuses_says_it_cannot_be_used_and_why(cli, run_copy, tmp_path, damage, why):
+    damage(run_copy)
+    refused = cli("predict", "--run", run_copy, "--out", tmp_path / "fc")
+    assert refused.exit_code == 1 and why in refused.stderr
+    res = cli("info", run_copy)
+    assert_one_line_error(res, 1, "cannot be used", why)
+    [status] = [ln for ln in res.stdout.splitlines() if ln.startswith("status")]
+    assert "cannot be used" in status and why in status
+    assert "ticker     STOCKA" in res.stdout and "versions" in res.stdout  # all run.json still tells
+    res = cli("info", run_copy, "--json")
+    assert res.exit_code == 1
+    doc = json.loads(res.stdout)
+    assert why in doc.pop("unusable") and doc == run_meta(run_copy)
 
 
 def test_info_newer_format_version(cli, run_copy):
