@@ -100,6 +100,15 @@ def test_the_common_options_are_where_the_spec_puts_them():
     assert {"--keep", "--runs-dir", "--lock-timeout"} <= opts["retrain"]
 
 
+def test_readme_options_table_names_every_command_with_lock_timeout():
+    """The shared options table says which commands take --lock-timeout: all of them, no other."""
+    [row] = [ln for ln in _readme().splitlines() if ln.startswith("| `--lock-timeout")]
+    meaning = row.split("|")[2]
+    listed = set(re.findall(r"\b(" + "|".join(COMMANDS) + r")\b", meaning.split(":")[0]))
+    having = {name for name, p in _params() if "--lock-timeout" in getattr(p, "opts", [])}
+    assert listed == having, (meaning, sorted(having))
+
+
 def test_download_data_dir_help_speaks_of_the_store_only():
     """download has no --source: its --data-dir is the store root, never a folder of CSV files."""
     [opt] = [p for p in _group().commands["download"].params if "--data-dir" in getattr(p, "opts", [])]
