@@ -249,6 +249,28 @@ def history_csv(history: list[dict]) -> str:
     return buf.getvalue()
 
 
+def check_run_target(run_dir: Path) -> None:
+    """Refuse a place a run cannot be written to, before any work: a run replaces the whole
+    directory it is written to, so that directory must be absent, empty or a run already (which
+    is replaced), never a promoted name, a file or a folder holding other files."""
+    run_dir = Path(run_dir)
+    if run_dir.is_symlink():  # the swap would replace the link with a directory
+        raise RunFormatError(
+            f"{run_dir} is a promoted name (a link to {follow_link(run_dir)}), not a place to write a run: "
+            "train into another directory and promote it"
+        )
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFormatError(f"{run_dir} is a file, not a place to write a run: choose another run directory")
+    if run_dir.is_dir() and not (run_dir / META).is_file():
+        found = sorted(p.name for p in run_dir.iterdir())
+        if found:
+            shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+            raise RunFormatError(
+                f"{run_dir} is not a run directory (it holds {shown}): writing a run there would replace "
+                "all of it; choose a new or empty run directory"
+            )
+
+
 def save_run(
     run_dir: Path,
     weights: dict[str, np.ndarray],
@@ -258,11 +280,7 @@ def save_run(
 ) -> Path:
     """Write a run into a temporary sibling directory, then move it into place whole."""
     run_dir = Path(run_dir)
-    if run_dir.is_symlink():  # the swap would replace the link with a directory
-        raise RunFormatError(
-            f"{run_dir} is a promoted name (a link to {follow_link(run_dir)}), not a place to write a run: "
-            "train into another directory and promote it"
-        )
+    check_run_target(run_dir)
     tmp = sibling_temp_dir(run_dir)
     try:
         save_file(_contiguous(weights), str(tmp / WEIGHTS), metadata={"format_version": str(FORMAT_VERSION)})

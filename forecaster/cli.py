@@ -464,13 +464,17 @@ def tune(
     setup_logging(quiet, log_file)
     options = locals()
     with handled(debug):
+        from .checkpoint import check_run_target
         from .config import load_config
+        from .tuning import best_run_dir
         from .tuning import train_best as do_train_best
         from .tuning import tune as do_tune
 
         fixed = {k: v for k, v in overrides(train_flags).items() if k != "data.tickers"}
         tuned = {key: _val(options[opt]) for opt, key in TUNE_OVERRIDES.items()}
         cfg = load_config(config, {**fixed, **tuned, "data.tickers": _tickers(tickers, tickers_arg)})
+        if train_best:  # a place the run cannot go is refused before the search, not after it
+            check_run_target(best_run_dir(cfg, run_dir))
         show = sys.stderr.isatty() and not quiet and not json_out
         with _tune_progress(show, cfg.tune.trials) as (on_epoch, on_trial):
             res = do_tune(cfg, fixed=fixed, run_dir=run_dir, on_epoch=on_epoch, on_trial=on_trial)

@@ -36,6 +36,7 @@ from .checkpoint import (
     RunMetrics,
     SplitDates,
     TickerEntry,
+    check_run_target,
     read_manifest,
     read_resume,
     save_run,
@@ -551,6 +552,7 @@ def train(
     tickers = checked_tickers(cfg)
     check_calendar(cfg.data.calendar)  # predict dates its forecasts with it: a typo stops here
     run_dir = Path(run_dir or cfg.run_dir or Path("runs") / f"{cfg.model.cell}-{now:%Y%m%d-%H%M%S}")
+    check_run_target(run_dir)  # refused now, not once the epochs are spent
     state, history, splits, seconds_before = _resume_point(run_dir, cfg) if resume else (None, [], None, 0.0)
     dist = Dist()
     seed_everything(cfg.train.seed)

@@ -333,6 +333,11 @@ def _quiet_trials() -> Iterator[None]:
             h.removeFilter(quiet)
 
 
+def best_run_dir(cfg: Config, run_dir: os.PathLike | None = None) -> Path:
+    """Where the best configuration's run goes: ``run_dir``, else ``runs/<study>-best``."""
+    return Path(run_dir) if run_dir is not None else Path("runs") / f"{cfg.tune.study}-best"
+
+
 def tune(
     cfg: Config,
     *,
@@ -364,7 +369,7 @@ def tune(
     fail_abandoned(study)
     remove_abandoned_trial_dirs()
     objective = Objective(cfg, dims, on_epoch)
-    final_dir = Path(run_dir) if run_dir is not None else Path("runs") / f"{t.study}-best"
+    final_dir = best_run_dir(cfg, run_dir)
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         if trial.state == TrialState.FAIL and "error" in trial.user_attrs:

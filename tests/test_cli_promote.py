@@ -170,6 +170,7 @@ def test_training_into_a_promoted_name_is_refused(cli, runs, small_dir):
     args += ["--horizon", "3", "--val-days", "100", "--test-days", "100", "--hidden-size", "4", "--epochs", "1"]
     res = cli("train", *args, "--run-dir", runs / "prod")
     assert res.exit_code == 1 and "promoted name" in res.stderr
+    assert "epoch" not in res.stderr  # refused before training, not once the epochs are spent
     assert os.readlink(runs / "prod") == "alpha" and (runs / "alpha" / "run.json").is_file()
 
 

@@ -290,6 +290,30 @@ def test_train_unavailable_device(cli, small_dir, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_train_refuses_a_run_dir_holding_other_files_before_training(cli, small_dir, tmp_path):
+    # a run replaces its whole directory: a folder of other files is never swapped away
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me\n")
+    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA", *TINY, "--run-dir", folder)
+    assert_one_line_error(res, 1, "is not a run directory", "notes.txt", "new or empty")
+    assert "epoch" not in res.stderr  # refused before training
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    assert (folder / "notes.txt").read_text() == "keep me\n"
+    # nor is a file (run_dir in a config file, where the parser cannot check it)
+    cfg = _config_file(tmp_path / "c.toml", small_dir, epochs=1)
+    cfg.write_text(f'run_dir = "{(folder / "notes.txt").as_posix()}"\n' + cfg.read_text())
+    res = cli("train", "--config", cfg)
+    assert_one_line_error(res, 1, "notes.txt is a file")
+    assert (folder / "notes.txt").read_text() == "keep me\n" and len(list(tmp_path.glob("data/.*"))) == 0
+    # an empty folder, or an earlier run, is written to
+    (folder / "notes.txt").unlink()
+    assert cli("train", "--data-dir", small_dir, "-t", "STOCKA", *TINY, "--run-dir", folder, "-q").exit_code == 0
+    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA", *TINY, "--run-dir", folder, "--epochs", "2", "-q")
+    assert res.exit_code == 0, res.stderr
+    assert {p.name for p in folder.iterdir()} == RUN_FILES and len(_history(folder)) == 2
+
+
 def test_train_error_is_one_line_without_traceback(cli, small_dir, tmp_path):
     res = cli("train", "--data-dir", small_dir, "-t", "STOCKA,MISSING", *TINY, "--run-dir", tmp_path / "r")
     assert res.exit_code == 1

@@ -104,6 +104,18 @@ def test_tune_refuses_a_bad_space_with_one_line_and_exit_1(cli, tmp_path):
     assert "tune.space.lookbak: unknown key" in res.stderr and res.stderr.count("\n") == 1
 
 
+def test_tune_train_best_refuses_a_run_dir_holding_other_files_before_the_search(cli, small_dir, tmp_path):
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "todo.txt").write_text("keep me\n")
+    res = cli("tune", "--config", conf, "--trials", "1", "--epochs", "1", "--train-best", "--run-dir", folder)
+    assert res.exit_code == 1
+    assert "is not a run directory" in res.stderr and res.stderr.count("\n") == 1
+    assert [p.name for p in folder.iterdir()] == ["todo.txt"]
+    assert not (tmp_path / "cwd" / "runs" / "tune").exists()  # no trial was run
+
+
 def test_tune_takes_every_train_option():
     commands = typer.main.get_command(app).commands
     opts = {name: {o for p in commands[name].params for o in getattr(p, "opts", [])} for name in ("train", "tune")}
