@@ -325,6 +325,12 @@ def train(
     Tickers come from --tickers, trailing arguments or the config file. The run directory holds
     model.safetensors, run.json and history.csv.
     """
+    if resume is not None and run_dir is not None and Path(run_dir).absolute() != Path(resume).absolute():
+        raise typer.BadParameter(
+            f"a resumed run is written back to its own directory ({resume}), not to {run_dir}; "
+            "leave --run-dir out (or copy the run there first and resume the copy)",
+            param_hint="'--run-dir' with '--resume'",
+        )
     setup_logging(quiet, log_file)
     options = locals()
     with handled(debug):

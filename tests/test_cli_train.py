@@ -391,3 +391,17 @@ def test_a_resumed_run_counts_the_seconds_it_trained_before(cli, small_dir, tmp_
     res = cli("train", "--resume", run, "--json")
     assert res.exit_code == 0, res.stderr
     assert 1000 < json.loads(res.stdout)["train_seconds"] == run_meta(run)["metrics"]["train_seconds"] < 1100
+
+
+def test_resume_refuses_another_run_dir_as_a_usage_error(cli, small_dir, tmp_path):
+    run = _interrupted_run(small_dir, tmp_path / "runs" / "stopped")
+    before = {f: (run / f).read_bytes() for f in os.listdir(run)}
+    res = cli("train", "--resume", run, "--run-dir", tmp_path / "runs" / "elsewhere")
+    assert res.exit_code == 2
+    assert "Usage" in res.stderr and "--run-dir" in res.stderr and "written back to its own directory" in res.stderr
+    assert not (tmp_path / "runs" / "elsewhere").exists()
+    assert {f: (run / f).read_bytes() for f in os.listdir(run)} == before  # still resumable, untouched
+    # the run's own directory, however spelt, is no conflict
+    res = cli("train", "--resume", run, "--run-dir", f"{run}/", "-q")
+    assert res.exit_code == 0, res.stderr
+    assert run_meta(run)["status"] == "complete"
