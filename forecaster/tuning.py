@@ -157,7 +157,20 @@ def open_storage(url: str, heartbeat: int):
     except ValueError as e:
         raise ConfigError(f"unusable storage URL {label}: {e}") from None
     except Exception as e:
+        if _is_bad_url(e):  # not a URL at all, or a database SQLAlchemy has no dialect for
+            first = str(e).strip().splitlines()[0].replace(url, label).rstrip(":")
+            raise ConfigError(f"unusable storage URL {label}: {first}; expected {STORAGE_FORMS}") from None
         raise _unreachable(e, url) from None
+
+
+STORAGE_FORMS = "journal:FILE, sqlite:///FILE, postgresql://..., mysql://..., redis://... or grpc://HOST:PORT"
+"""The storage URLs `--storage` takes, as an error message lists them."""
+
+
+def _is_bad_url(e: Exception) -> bool:
+    """SQLAlchemy's ArgumentError (NoSuchModuleError is one): the URL itself is wrong, which no
+    retry mends."""
+    return any(c.__name__ == "ArgumentError" and c.__module__.startswith("sqlalchemy") for c in type(e).__mro__)
 
 
 def _unreachable(e: Exception, url: str) -> Exception:

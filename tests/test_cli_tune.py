@@ -9,6 +9,7 @@ import tomllib
 import pandas as pd
 import pytest
 import typer.main
+from support import assert_one_line_error
 
 from forecaster.cli import app
 from forecaster.config import load_config
@@ -114,6 +115,22 @@ def test_tune_train_best_refuses_a_run_dir_holding_other_files_before_the_search
     assert "is not a run directory" in res.stderr and res.stderr.count("\n") == 1
     assert [p.name for p in folder.iterdir()] == ["todo.txt"]
     assert not (tmp_path / "cwd" / "runs" / "tune").exists()  # no trial was run
+
+
+@pytest.mark.parametrize(
+    "url,shown",
+    [
+        ("runs/tune/x.db", "Could not parse"),  # a path, not a URL
+        ("sqlite://x.db", "Invalid SQLite URL"),  # two slashes, not three
+        ("postgres://u:secret@db/optuna", "sqlalchemy.dialects:postgres"),  # postgresql:// is the name
+    ],
+)
+def test_tune_refuses_a_bad_storage_url_with_one_line_and_exit_1(cli, small_dir, tmp_path, url, shown):
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    res = cli("tune", "--config", conf, "--trials", "1", "--epochs", "1", "--storage", url)
+    assert_one_line_error(res, 1, "unusable storage URL", shown, "expected journal:FILE, sqlite:///FILE")
+    assert "secret" not in res.stderr
+    assert not (tmp_path / "cwd" / "runs").exists()
 
 
 def test_tune_takes_every_train_option():
