@@ -473,7 +473,10 @@ def read_resume(run_dir: Path) -> tuple[ResumeState, list[dict]]:
     """The saved training state and epoch history of an interrupted run."""
     path = Path(run_dir) / RESUME
     if not path.is_file():
-        raise RunFormatError(f"{run_dir} has nothing to resume (no {RESUME}: the run is complete)")
+        raise RunFormatError(
+            f"{run_dir} was interrupted but cannot be resumed: its {RESUME} (the optimiser and random "
+            "state training goes on from) is missing; train the run again without --resume"
+        )
     try:
         state = _unflatten(load_file(str(path)), _safetensors_metadata(path))
         with open(Path(run_dir) / HISTORY, newline="") as f:

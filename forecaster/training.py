@@ -42,7 +42,7 @@ from .checkpoint import (
     save_run,
 )
 from .config import COVERAGE, Config
-from .errors import EXIT_INTERRUPTED, ConfigError, TrainingError
+from .errors import EXIT_INTERRUPTED, ConfigError, RunFormatError, TrainingError
 from .features import FEATURES
 from .forking import Stretches, epoch_chunks
 from .fsio import file_lock
@@ -648,6 +648,8 @@ def _resume_point(run_dir: Path, cfg: Config) -> tuple[ResumeState, list[EpochRe
     """Where an interrupted run stopped: its trainer state, epoch history, splits and the seconds
     it had trained."""
     manifest = read_manifest(run_dir)
+    if manifest.status == "complete":
+        raise RunFormatError(f"{run_dir} has nothing to resume: the run is complete")
     _check_resumable(manifest.config, cfg, run_dir)
     state, rows = read_resume(run_dir)
     history = [EpochRecord(**row) for row in rows]

@@ -405,3 +405,18 @@ def test_resume_refuses_another_run_dir_as_a_usage_error(cli, small_dir, tmp_pat
     res = cli("train", "--resume", run, "--run-dir", f"{run}/", "-q")
     assert res.exit_code == 0, res.stderr
     assert run_meta(run)["status"] == "complete"
+
+
+def test_resume_says_why_a_run_cannot_be_resumed(cli, small_dir, tmp_path):
+    # an interrupted run whose resume state was lost is not called complete
+    run = _interrupted_run(small_dir, tmp_path / "runs" / "stopped")
+    (run / "resume.safetensors").unlink()
+    res = cli("train", "--resume", run)
+    line = assert_one_line_error(res, 1, "was interrupted but cannot be resumed", "resume.safetensors")
+    assert "complete" not in line and "without --resume" in line
+    assert run_meta(run)["status"] == "interrupted"
+    # a complete run is named as one, whatever flags come with it
+    done = tmp_path / "runs" / "done"
+    assert cli("train", "--data-dir", small_dir, "-t", "STOCKA", *TINY, "--run-dir", done, "-q").exit_code == 0
+    res = cli("train", "--resume", done, "--lr", "0.05")
+    assert_one_line_error(res, 1, "nothing to resume: the run is complete")
