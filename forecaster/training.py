@@ -653,6 +653,11 @@ def _resume_point(run_dir: Path, cfg: Config) -> tuple[ResumeState, list[EpochRe
     _check_resumable(manifest.config, cfg, run_dir)
     state, rows = read_resume(run_dir)
     history = [EpochRecord(**row) for row in rows]
+    if cfg.train.epochs < len(history):  # run.json would record a budget below what was trained
+        raise ConfigError(
+            f"cannot resume {run_dir} with --epochs {cfg.train.epochs}: it has already trained {len(history)} "
+            f"epochs; give --epochs {len(history)} or more (--epochs {len(history)} finishes it as it stands)"
+        )
     return state, history, manifest.splits.splits(), manifest.metrics.train_seconds
 
 

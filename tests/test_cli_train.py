@@ -346,15 +346,16 @@ def test_train_usage_errors(cli, small_dir, tmp_path, args):
 # ---------------------------------------------------------------------------- --resume
 
 
-def _interrupted_run(small_dir, run_dir):
-    """A run stopped after its first epoch, as Ctrl-C leaves it."""
+def _interrupted_run(small_dir, run_dir, after=1):
+    """A run stopped after its epoch ``after`` (the first by default), as Ctrl-C leaves it."""
     from support import tiny_overrides
 
     from forecaster.config import load_config
     from forecaster.training import Interrupted, train
 
     def stop(rec):
-        raise KeyboardInterrupt
+        if rec.epoch == after:
+            raise KeyboardInterrupt
 
     with pytest.raises(Interrupted):
         train(load_config(None, tiny_overrides(small_dir, **{"train.epochs": 3})), run_dir=run_dir, on_epoch=stop)
@@ -381,6 +382,21 @@ def test_resume_refuses_a_setting_the_run_cannot_continue_with(cli, small_dir, t
     res = cli("train", "--resume", run, "--tickers", "stocka, stockb", "--epochs", "2")
     assert res.exit_code == 0, res.stderr
     assert run_meta(run)["status"] == "complete" and len(_history(run)) == 2
+
+
+def test_resume_refuses_fewer_epochs_than_the_run_has_done(cli, small_dir, tmp_path):
+    # run.json would record train.epochs = 1 beside two epochs trained
+    run = _interrupted_run(small_dir, tmp_path / "runs" / "stopped", after=2)
+    before = {f: (run / f).read_bytes() for f in os.listdir(run)}
+    res = cli("train", "--resume", run, "--epochs", "1")
+    line = assert_one_line_error(res, 1, "cannot resume", "--epochs 1", "2 epochs")
+    assert "--epochs 2" in line  # the lowest budget it can go on with
+    assert {f: (run / f).read_bytes() for f in os.listdir(run)} == before
+    # as many epochs as it has done: nothing more to train, the run is finished as it stands
+    res = cli("train", "--resume", run, "--epochs", "2", "-q")
+    assert res.exit_code == 0, res.stderr
+    meta = run_meta(run)
+    assert meta["status"] == "complete" and meta["config"]["train"]["epochs"] == meta["metrics"]["epochs_run"] == 2
 
 
 def test_a_resumed_run_counts_the_seconds_it_trained_before(cli, small_dir, tmp_path):
