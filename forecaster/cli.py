@@ -175,8 +175,8 @@ def handled(debug: bool = False):
             raise
         log.error("%s", e)
         raise typer.Exit(e.exit_code) from None
-    except KeyboardInterrupt:
-        log.error("interrupted")
+    except KeyboardInterrupt as e:  # an interrupted search says what it kept; Ctrl-C elsewhere is plain
+        log.error("%s", str(e) or "interrupted")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except typer.Exit:
         raise

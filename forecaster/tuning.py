@@ -367,7 +367,8 @@ def tune(
     the best configuration's run goes (``best.toml``'s ``run_dir``; default
     ``runs/<study>-best``). ``on_epoch(trial_number, record)`` and ``on_trial(trial, best_value)``
     report progress. Ctrl-C or SIGTERM marks the running trial failed, writes the results of the
-    trials so far and raises KeyboardInterrupt; the same call later continues the study.
+    trials so far and raises :class:`SearchInterrupted` (a KeyboardInterrupt saying what was kept);
+    the same call later continues the study.
     """
     t = cfg.tune
     dims = search_dims(cfg, fixed)
@@ -390,6 +391,7 @@ def tune(
         if on_trial:
             on_trial(trial, _best_value(study))
 
+    stopped = False
     try:
         with _quiet_trials(), sigterm_as_interrupt():  # `kill` stops the search like Ctrl-C
             study.optimize(
@@ -400,11 +402,33 @@ def tune(
                 callbacks=[after_trial],
                 gc_after_trial=False,
             )
+    except KeyboardInterrupt:
+        stopped = True
     finally:  # interrupted or not, the trials so far are written out
         result = write_results(study, Path(root) / t.study, final_dir, url)
     result.added = objective.started
+    if stopped:
+        raise SearchInterrupted(_what_was_kept(result))
     _raise_if_nothing_completed(study, result)
     return result
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """The search was stopped by SIGINT/SIGTERM after its results were written; the message says
+    what the study keeps and how to go on with it."""
+
+
+def _what_was_kept(result: TuneResult) -> str:
+    counts = result.counts()
+    done = counts["complete"]
+    kept = f"{done} completed trial{'s' if done != 1 else ''}" if done else "no completed trial yet"
+    if counts["pruned"]:
+        kept += f" and {counts['pruned']} pruned"
+    files = ", ".join(str(path) for path in result.files.values())
+    return (
+        f"tuning interrupted: study {result.study} keeps {kept} in {result.storage}; written: {files}; "
+        "run the same command again to go on with the study (--trials N adds N trials to it)"
+    )
 
 
 def _load_study(storage, cfg: Config, url: str) -> optuna.Study:

@@ -4,6 +4,8 @@ run and its origin, and silence without a terminal."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import tomllib
 
 import pandas as pd
@@ -95,6 +97,42 @@ def test_the_best_trial_line_gives_a_value_fixed_by_a_flag_when_it_ran(cli, smal
     line = next(ln for ln in res.stdout.splitlines() if ln.startswith(f"best trial {best['number']}:"))
     fixed = "cell rnn" if best["number"] == 0 else "hidden_size 6"
     assert fixed in line and all(f"{p} " in line for p in params), line
+
+
+@pytest.mark.parametrize(
+    "sig,stopped_in",
+    [pytest.param(signal.SIGINT, 1, id="ctrl-c-in-trial-1"), pytest.param(signal.SIGTERM, 0, id="kill-in-trial-0")],
+)
+def test_an_interrupted_tune_says_what_it_kept_and_the_same_command_goes_on(
+    cli, small_dir, tmp_path, monkeypatch, sig, stopped_in
+):
+    from forecaster import tuning
+
+    real = tuning.PruningHook.__call__
+
+    def signalled(self, rec):  # Ctrl-C or `kill` while a trial trains
+        real(self, rec)
+        if self.trial.number == stopped_in:
+            os.kill(os.getpid(), sig)
+
+    monkeypatch.setattr(tuning.PruningHook, "__call__", signalled)
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    command = ["tune", "--config", conf, "--epochs", "1", "--study", "s"]
+    res = cli(*command, "--trials", "3")
+    line = assert_one_line_error(res, 130, "tuning interrupted", "study s", "s.db", "the same command")
+    out = tmp_path / "cwd" / "runs" / "tune" / "s"
+    written = sorted(p.name for p in out.iterdir())
+    # best.toml only once a trial has completed; the message names what is there, and no more
+    assert written == (["best.toml", "history.png", "trials.csv"] if stopped_in else ["history.png", "trials.csv"])
+    assert all(f"runs/tune/s/{name}" in line for name in written) and ("best.toml" in line) == bool(stopped_in)
+    assert ("1 completed trial" if stopped_in else "no completed trial") in line
+    # the same command goes on with the study: the interrupted trial is failed, the counts add up
+    monkeypatch.setattr(tuning.PruningHook, "__call__", real)
+    res = cli(*command, "--trials", "1")
+    assert res.exit_code == 0, res.stderr
+    trials = pd.read_csv(out / "trials.csv")
+    assert list(trials["number"]) == list(range(stopped_in + 2))
+    assert trials["state"].iloc[stopped_in] == "FAIL" and trials["state"].iloc[-1] in ("COMPLETE", "PRUNED")
 
 
 def test_tune_refuses_a_bad_space_with_one_line_and_exit_1(cli, tmp_path):
