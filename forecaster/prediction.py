@@ -206,9 +206,10 @@ def _output_dir(target: Path) -> Path:
     return target
 
 
-def _write_error(exc: OSError, where: Path) -> ForecasterError:
+def _write_error(exc: OSError, where: Path, left: str = "earlier forecast files are unchanged") -> ForecasterError:
+    """The error of a forecast file that could not be written, and what is ``left`` as it was."""
     reason = exc.strerror or type(exc).__name__
-    return ForecasterError(f"cannot write forecasts to {where}: {reason}; earlier forecast files are unchanged")
+    return ForecasterError(f"cannot write forecasts to {where}: {reason}; {left}")
 
 
 def _recent_bars(run: Run, names, source, data_dir, cut, now, failed: dict[str, str]) -> dict[str, pd.DataFrame]:
@@ -268,10 +269,8 @@ def _write(report: ForecastReport, target: Path, order: list[str]) -> None:
             if not report.files:
                 raise _write_error(exc, path) from None
             # the dated file is in place: say so, rather than that nothing changed
-            reason = exc.strerror or type(exc).__name__
-            raise ForecasterError(
-                f"cannot write forecasts to {path}: {reason}; the forecast was written to {dated} only, "
-                f"{path.name} is unchanged"
+            raise _write_error(
+                exc, path, f"the forecast was written to {dated} only, {path.name} is unchanged"
             ) from None
     if newer:  # first, so that it is shown however many notes on the bars' age follow
         report.notes.insert(0, f"{latest} kept: it holds the forecast of {newer}, newer than {report.as_of}")
