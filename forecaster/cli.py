@@ -109,7 +109,8 @@ SourceOpt = Annotated[
     typer.Option("--source", help="Where bars come from: yahoo (the local store filled by download) or csv."),
 ]
 TickersOpt = Annotated[
-    str | None, typer.Option("--tickers", "-t", help="Tickers, comma-separated (more may follow as arguments).")
+    list[str] | None,
+    typer.Option("--tickers", "-t", help="Tickers, comma-separated; may be repeated (more may follow as arguments)."),
 ]
 ExtraTickers = Annotated[
     list[str] | None, typer.Argument(help="Tickers (alternative to --tickers).", show_default=False, metavar="TICKER")
@@ -196,8 +197,9 @@ def handled(debug: bool = False):
         raise typer.Exit(1) from None
 
 
-def _tickers(opt: str | None, extra: list[str] | None) -> list[str] | None:
-    names = [t for part in (opt or "").split(",") for t in part.split() if t] + list(extra or [])
+def _tickers(opt: list[str] | None, extra: list[str] | None) -> list[str] | None:
+    """The tickers of every ``--tickers`` given (each comma-separated) and then the arguments."""
+    names = [t for value in opt or [] for part in value.split(",") for t in part.split() if t] + list(extra or [])
     return names or None
 
 
@@ -998,7 +1000,8 @@ def retrain(
         str, typer.Argument(help="The promoted name whose champion is challenged (runs/NAME).", metavar="NAME")
     ],
     tickers: Annotated[
-        str | None, typer.Option("--tickers", "-t", help="Tickers, comma-separated (default: the champion's).")
+        list[str] | None,
+        typer.Option("--tickers", "-t", help="Tickers, comma-separated; may be repeated (default: the champion's)."),
     ] = None,
     runs_dir: RunsDirOpt = Path("runs"),
     keep: Annotated[

@@ -109,6 +109,14 @@ def test_predict_one_ticker(cli, trained_run, tmp_path):
     _check_forecast(df, ["STOCKB"], 3, trained_run.name)
 
 
+def test_predict_tickers_option_given_twice_forecasts_both(cli, trained_run, tmp_path):
+    # `-t A -t B` is how many tools take a list: the first ticker must not be dropped silently
+    res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc", "-t", "STOCKA", "-t", "stockb", "-q")
+    assert res.exit_code == 0, res.stderr
+    df = _read(tmp_path / "fc" / trained_run.name / "latest.csv")
+    _check_forecast(df, ["STOCKA", "STOCKB"], 3, trained_run.name)
+
+
 @pytest.mark.parametrize(
     "as_of,dates",
     [
