@@ -142,6 +142,28 @@ def _stdout_console():
     return Console(no_color=not tty or "NO_COLOR" in os.environ, highlight=False, width=None if tty else 200)
 
 
+class _LogFileHandler(logging.FileHandler):
+    """The ``--log-file`` handler. A write that fails (a full disk, a file system gone
+    read-only) stops logging there, with one warning on stderr; logging would otherwise print
+    a traceback for every line after it, and the command's work goes on either way."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            super().handleError(record)
+            return
+        log.removeHandler(self)
+        try:
+            self.close()
+        except OSError:  # what is still buffered cannot be written either
+            pass
+        log.warning(
+            "cannot write the log file %s: %s; nothing more of this run goes there",
+            self.baseFilename,
+            exc.strerror or type(exc).__name__,
+        )
+
+
 def setup_logging(quiet: bool, log_file: Path | None) -> None:
     """Warnings (and info unless --quiet) to stderr; everything with timestamps to --log-file."""
     log.handlers.clear()
@@ -158,7 +180,7 @@ def setup_logging(quiet: bool, log_file: Path | None) -> None:
     if log_file:
         try:
             log_file.parent.mkdir(parents=True, exist_ok=True)
-            fh = logging.FileHandler(log_file)
+            fh = _LogFileHandler(log_file)
         except OSError as exc:  # before any work: one line, exit 1, nothing written
             log.error("cannot write the log file %s: %s", log_file, exc.strerror or type(exc).__name__)
             raise typer.Exit(EXIT_ERROR) from None

@@ -392,6 +392,16 @@ def test_predict_unwritable_log_file_is_one_line(cli, trained_run, tmp_path):
     assert not (tmp_path / "fc").exists()
 
 
+def test_predict_log_file_on_a_full_disk_is_one_warning_not_a_traceback_per_line(cli, trained_run, tmp_path):
+    # /dev/full opens like any file and fails every write with ENOSPC, as a log on a full disk does
+    res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc", "--log-file", "/dev/full")
+    assert res.exit_code == 0, res.stderr
+    assert "Traceback" not in res.stderr and "Logging error" not in res.stderr
+    [warning] = [ln for ln in res.stderr.splitlines() if "/dev/full" in ln]
+    assert warning.startswith("WARNING: cannot write the log file /dev/full: No space left on device")
+    assert (tmp_path / "fc" / trained_run.name / "latest.csv").is_file()
+
+
 def test_predict_missing_run_dir(cli, tmp_path):
     res = cli("predict", "--run", tmp_path / "nope", "--out", tmp_path / "fc")
     assert res.exit_code == 1
