@@ -395,6 +395,11 @@ def merge_bars(old: pd.DataFrame, new: pd.DataFrame, *, rtol: float = REVISION_R
     return merged, revised
 
 
+class StoreWriteError(ForecasterError):
+    """The store could not be written (a full disk, a read-only store): no other ticker would
+    fare better."""
+
+
 @dataclass(frozen=True)
 class UpdateResult:
     """What one ticker's update did."""
@@ -416,7 +421,7 @@ def update_ticker(
     overlap shows a revision, the full history is fetched again. A new ticker gets its full
     history. Stored data is only ever replaced by a validated, merged superset, so a failed
     fetch leaves the file untouched and no stored row is ever lost. A failed write is a
-    ForecasterError (fatal for the whole download, not just this ticker).
+    StoreWriteError (the end of the whole download, not just this ticker's failure).
     """
     symbol = validate_ticker(ticker)
     path = store_path(data_dir, symbol)
@@ -441,7 +446,7 @@ def update_ticker(
             save_store(data_dir, symbol, merged)
         except OSError as exc:  # disk full, read-only store: no other ticker would fare better
             reason = exc.strerror or str(exc) or type(exc).__name__
-            raise ForecasterError(f"cannot write {path}: {reason}; the stored file is unchanged") from None
+            raise StoreWriteError(f"cannot write {path}: {reason}; the stored file is unchanged") from None
     return UpdateResult(symbol, len(merged), merged.index[0].date(), merged.index[-1].date(), added, refetched)
 
 
@@ -540,7 +545,9 @@ def download(
     says whether today's bar is final (:func:`forecaster.sources.drop_unfinished_session`);
     it is not used with ``fetch``. Raises LockBusy when another process holds
     ``<data_dir>/store/.lock`` (after waiting ``lock_timeout`` seconds), and
-    ForecasterError when the store cannot be written at all.
+    ForecasterError when the store cannot be written before any ticker was stored; once one
+    was, a failed write fails that ticker and the ones after it in the report (a partial
+    download).
     """
     report = DownloadReport()
     symbols: list[str] = []
@@ -574,6 +581,14 @@ def download(
                 report.ok[symbol] = update_ticker(data_dir, symbol, fetch)
             except (DataError, NetworkError, RateLimitError) as exc:
                 report.fail(symbol, exc, FailureKind.of(exc))  # said once, by whoever reads the report
+            except StoreWriteError as exc:
+                if not report.ok:  # nothing written yet: the one error of the download
+                    raise
+                # the tickers stored so far are a partial download, reported with the rest
+                report.fail(symbol, exc, FailureKind.DATA)
+                for rest in symbols[i + 1 :]:
+                    report.fail(rest, "not tried: the store could not be written", FailureKind.DATA)
+                break
             kind = report.kinds.get(symbol)
             streak = streak + [kind] if kind is not None and kind.temporary else []
     return report

@@ -359,6 +359,37 @@ def test_store_write_error_is_exit_1_and_keeps_the_stored_file(cli, tmp_path, mo
     assert store.store_path(data, "AAA").read_bytes() == before
 
 
+def test_store_filling_up_after_some_tickers_is_exit_3_naming_what_was_written(cli, tmp_path, monkeypatch):
+    # exit 1 says nothing partial was written: once a ticker is stored, a disk that fills up
+    # on the next one is a partial download, the stored tickers reported with the others
+    data = tmp_path / "d"
+    bars = make_bars("2024-01-02", 40)
+    store.save_store(data, "BBB", bars.iloc[:30])
+    before = store.store_path(data, "BBB").read_bytes()
+    monkeypatch.setattr(forecaster.store, "fetch_with_retry", lambda t, s=None, e=None, **k: bars.copy())
+    real_to_parquet = pd.DataFrame.to_parquet
+    writes = []
+
+    def full_after_one(self, *a, **k):
+        writes.append(1)
+        if len(writes) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_to_parquet(self, *a, **k)
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", full_after_one)
+    res = cli("download", "AAA", "BBB", "CCC", "--data-dir", data, "--json")
+    assert res.exit_code == EXIT_PARTIAL, res.stderr
+    doc = json.loads(res.stdout)
+    assert set(doc["ok"]) == {"AAA"} and doc["ok"]["AAA"]["rows"] == 40
+    assert set(doc["failed"]) == {"BBB", "CCC"}
+    assert "No space left on device" in doc["failed"]["BBB"] and "BBB.parquet" in doc["failed"]["BBB"]
+    assert doc["failed"]["CCC"].startswith("not tried")
+    assert "Traceback" not in res.stderr
+    assert len(pd.read_parquet(store.store_path(data, "AAA"))) == 40
+    assert store.store_path(data, "BBB").read_bytes() == before
+    assert not store.store_path(data, "CCC").exists()
+
+
 # ============================================================================ SIGKILL at random
 
 
