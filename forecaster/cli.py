@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import math
 import os
 import sys
 from contextlib import contextmanager
@@ -788,9 +789,22 @@ def _show_forecast(rep, quiet: bool, json_out: bool) -> None:
         return
     cols = ["ticker", "as_of", "step", "date", "last_close", "p10", "p50", "p90"]
     money = {"last_close", "p10", "p50", "p90"}
-    _table(cols, [[f"{r[c]:.2f}" if c in money else r[c] for c in cols] for _, r in rep.forecasts.iterrows()])
+    rows = []
+    for _, r in rep.forecasts.iterrows():
+        places = _price_decimals(r["last_close"])
+        rows.append([f"{r[c]:.{places}f}" if c in money else r[c] for c in cols])
+    _table(cols, rows)
     for k, v in rep.files.items():
         print(f"{k}: {v}")
+
+
+def _price_decimals(price: float) -> int:
+    """Decimals that show ``price`` to four significant digits, and never fewer than two: a
+    price under a dollar (a penny stock, an exchange rate) keeps the digits its quantiles
+    differ in."""
+    if not (math.isfinite(price) and price > 0):
+        return 2
+    return max(2, 3 - math.floor(math.log10(price)))
 
 
 def _table(columns: list[str], rows: list[list], title: str | None = None) -> None:

@@ -291,6 +291,26 @@ def test_predict_offline_yahoo_store(cli, trained_run, sample_dir, tmp_path, mon
     assert (tmp_path / "fc2" / trained_run.name / "2024-12-31.csv").read_bytes() == from_store
 
 
+def test_predict_table_shows_a_price_under_a_dollar_to_its_significant_digits(cli, trained_run, sample_dir, tmp_path):
+    # a penny stock, an exchange rate or a coin: two decimals would print 0.01 for every
+    # quantile, an interval that cannot be seen
+    data = tmp_path / "data"
+    bars = read_csv_bars(sample_dir, "STOCKA")
+    bars[["open", "high", "low", "close"]] /= 10_000
+    save_store(data, "STOCKA", bars)
+    out = tmp_path / "fc"
+    args = ["--source", "yahoo", "--data-dir", data, "--offline", "--out", out, "-t", "STOCKA"]
+    res = cli("predict", "--run", trained_run, *args)
+    assert res.exit_code == 0, res.stderr
+    written = _read(out / trained_run.name / "latest.csv")
+    rows = [ln.replace("│", " ").split() for ln in res.stdout.splitlines() if " STOCKA " in ln]
+    assert len(rows) == len(written) == 3
+    for cells, (_, row) in zip(rows, written.iterrows(), strict=True):
+        shown = [float(c) for c in cells[4:8]]
+        assert shown == pytest.approx([row["last_close"], row["p10"], row["p50"], row["p90"]], rel=1e-3)
+    assert rows[0][5] != rows[0][7]  # p10 and p90 read apart
+
+
 def test_predict_offline_says_how_old_the_last_bar_is(cli, trained_run, sample_dir, tmp_path):
     """SPEC §6: with --offline it uses the store as it is and says how old the last bar is."""
     data = tmp_path / "data"
