@@ -497,7 +497,8 @@ def tune(
     with handled(debug):
         from .checkpoint import check_run_target
         from .config import load_config
-        from .tuning import best_run_dir
+        from .training import Interrupted
+        from .tuning import SearchInterrupted, best_run_dir
         from .tuning import train_best as do_train_best
         from .tuning import tune as do_tune
 
@@ -507,13 +508,23 @@ def tune(
         if train_best:  # a place the run cannot go is refused before the search, not after it
             check_run_target(best_run_dir(cfg, run_dir))
         show = sys.stderr.isatty() and not quiet and not json_out
-        with _tune_progress(show, cfg.tune.trials) as (on_epoch, on_trial):
-            res = do_tune(cfg, fixed=fixed, run_dir=run_dir, on_epoch=on_epoch, on_trial=on_trial)
+        try:
+            with _tune_progress(show, cfg.tune.trials) as (on_epoch, on_trial):
+                res = do_tune(cfg, fixed=fixed, run_dir=run_dir, on_epoch=on_epoch, on_trial=on_trial)
+        except SearchInterrupted as e:  # --json still says what the study keeps, then exit 130
+            if json_out:
+                _show_tuning(e.result, None, quiet, json_out, interrupted=str(e))
+            raise
         final = None
         if train_best:
-            with _progress(show, res.best.config.train.epochs if res.best else 1) as (on_epoch, on_batch):
-                on_epoch = on_epoch if show else None  # no epoch lines on cron either
-                final = do_train_best(res, on_epoch=on_epoch, on_batch=on_batch, lock_timeout=lock_timeout)
+            try:
+                with _progress(show, res.best.config.train.epochs if res.best else 1) as (on_epoch, on_batch):
+                    on_epoch = on_epoch if show else None  # no epoch lines on cron either
+                    final = do_train_best(res, on_epoch=on_epoch, on_batch=on_batch, lock_timeout=lock_timeout)
+            except Interrupted as e:  # the search is whole; the best run was saved resumable
+                if json_out:
+                    _show_tuning(res, None, quiet, json_out, interrupted=str(e), run_dir=res.best.config.run_dir)
+                raise
         _show_tuning(res, final, quiet, json_out)
 
 
@@ -550,8 +561,11 @@ def _tune_progress(show: bool, trials: int):
         yield on_epoch, on_trial
 
 
-def _show_tuning(res, final, quiet: bool, json_out: bool) -> None:
+def _show_tuning(res, final, quiet: bool, json_out: bool, interrupted: str | None = None, run_dir=None) -> None:
+    """The study's result; ``interrupted``: the line of an interrupted command (--json only: the
+    line itself goes to stderr), ``run_dir`` the resumable run an interrupted --train-best left."""
     counts = res.counts()
+    run_dir = final.run_dir if final is not None else run_dir
     if json_out:
         doc = {
             "study": res.study,
@@ -562,9 +576,10 @@ def _show_tuning(res, final, quiet: bool, json_out: bool) -> None:
             if res.best is None
             else {"number": res.best.number, "value": res.best.value, "params": res.best.params},
             "files": {k: str(v) for k, v in res.files.items()},
-            "run_dir": None if final is None else str(final.run_dir),
+            "run_dir": None if run_dir is None else str(run_dir),
+            "interrupted": interrupted is not None,
         }
-        _emit_json(doc)
+        _emit_json(doc | ({"message": interrupted} if interrupted else {}))
         return
     if quiet:
         return

@@ -408,14 +408,18 @@ def tune(
         result = write_results(study, Path(root) / t.study, final_dir, url)
     result.added = objective.started
     if stopped:
-        raise SearchInterrupted(_what_was_kept(result))
+        raise SearchInterrupted(_what_was_kept(result), result)
     _raise_if_nothing_completed(study, result)
     return result
 
 
 class SearchInterrupted(KeyboardInterrupt):
     """The search was stopped by SIGINT/SIGTERM after its results were written; the message says
-    what the study keeps and how to go on with it."""
+    what the study keeps and how to go on with it, ``result`` is what was written."""
+
+    def __init__(self, message: str, result: TuneResult):
+        super().__init__(message)
+        self.result = result
 
 
 def _what_was_kept(result: TuneResult) -> str:

@@ -11,7 +11,7 @@ import tomllib
 import pandas as pd
 import pytest
 import typer.main
-from support import assert_one_line_error
+from support import assert_one_line_error, run_meta
 
 from forecaster.cli import app
 from forecaster.config import load_config
@@ -133,6 +133,55 @@ def test_an_interrupted_tune_says_what_it_kept_and_the_same_command_goes_on(
     trials = pd.read_csv(out / "trials.csv")
     assert list(trials["number"]) == list(range(stopped_in + 2))
     assert trials["state"].iloc[stopped_in] == "FAIL" and trials["state"].iloc[-1] in ("COMPLETE", "PRUNED")
+
+
+def test_an_interrupted_tune_json_says_on_stdout_what_the_study_keeps(cli, small_dir, tmp_path, monkeypatch):
+    """`kill` in trial 1 of `tune --json`: exit 130, the line on stderr, and on stdout the
+    result a script reads, saying the same as the line."""
+    from forecaster import tuning
+
+    real = tuning.PruningHook.__call__
+
+    def signalled(self, rec):
+        real(self, rec)
+        if self.trial.number == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(tuning.PruningHook, "__call__", signalled)
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    res = cli("tune", "--config", conf, "--epochs", "1", "--study", "s", "--trials", "3", "--json")
+    line = assert_one_line_error(res, 130, "tuning interrupted", "1 completed trial")
+    doc = json.loads(res.stdout)
+    assert doc["interrupted"] is True and line == f"ERROR: {doc['message']}"
+    assert doc["study"] == "s" and doc["added"] == 2 and doc["run_dir"] is None
+    assert doc["trials"] == {"complete": 1, "pruned": 0, "failed": 1, "running": 0}
+    trials = pd.read_csv(tmp_path / "cwd" / "runs" / "tune" / "s" / "trials.csv")
+    assert doc["best"]["number"] == 0 and doc["best"]["value"] == pytest.approx(trials["value"].iloc[0])
+    assert sorted(doc["files"]) == ["best", "history", "trials"]
+    assert all((tmp_path / "cwd" / path).is_file() and path in line for path in doc["files"].values())
+
+
+def test_an_interrupted_train_best_json_gives_the_study_and_the_resumable_run(cli, small_dir, tmp_path, monkeypatch):
+    """`kill` while --train-best trains the best configuration: the search is whole, and
+    --json says so, with the run saved for `train --resume`."""
+    from forecaster import tuning
+
+    real = tuning.train
+
+    def killed_in_the_final_run(cfg, *, run_dir, on_epoch=None, **kw):
+        if "forecaster-trial-" in str(run_dir):  # a trial of the search trains as it would
+            return real(cfg, run_dir=run_dir, on_epoch=on_epoch, **kw)
+        return real(cfg, run_dir=run_dir, on_epoch=lambda rec: os.kill(os.getpid(), signal.SIGTERM), **kw)
+
+    monkeypatch.setattr(tuning, "train", killed_in_the_final_run)
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    res = cli("tune", "--config", conf, "--epochs", "2", "--study", "s", "--trials", "1", "--train-best", "--json")
+    line = assert_one_line_error(res, 130, "training interrupted", "runs/s-best", "--resume")
+    doc = json.loads(res.stdout)
+    assert doc["interrupted"] is True and line == f"ERROR: {doc['message']}"
+    assert doc["trials"]["complete"] == 1 and doc["best"]["number"] == 0
+    assert doc["run_dir"] == "runs/s-best"
+    assert run_meta(tmp_path / "cwd" / "runs" / "s-best")["status"] != "complete"
 
 
 def test_tune_refuses_a_bad_space_with_one_line_and_exit_1(cli, tmp_path):
