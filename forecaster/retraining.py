@@ -37,10 +37,20 @@ from .errors import RESULT, ConfigError, DataError
 from .evaluation import walk_forward
 from .fsio import file_lock
 from .metrics import coverage, diebold_mariano, mae, pinball_rows, skill, width
-from .registry import DEFAULT_KEEP, DEFAULT_RUNS_DIR, champion, lock_path, new_run_dir, pointer_path, prune, switch
+from .registry import (
+    DEFAULT_KEEP,
+    DEFAULT_RUNS_DIR,
+    champion,
+    lock_path,
+    new_run_dir,
+    pointer_path,
+    pointer_target,
+    prune,
+    switch,
+)
 from .store import load_bars
 from .tickers import validate_ticker
-from .training import sigterm_as_interrupt, train
+from .training import Interrupted, sigterm_as_interrupt, train
 
 log = logging.getLogger("forecaster")
 
@@ -135,16 +145,22 @@ def retrain(
         cfg = load_config(None, {**(overrides or {}), "run_dir": str(run_dir)}, base=_stored(champ))
         _check_comparable(champ, cfg.data.tickers)
         log.info("training challenger %s with %s's config", run_dir, champ.name)
-        train(cfg, run_dir=run_dir, on_epoch=on_epoch, on_batch=on_batch, lock_timeout=lock_timeout)
-        chall = load_run(run_dir)
-        names = [s for s in chall.names if s in champ.manifest.tickers]
-        bars = load_bars(cfg.data.source, cfg.data.data_dir, names) if names else {}
-        comparison = compare(champ, chall, bars, alpha)
-        # the command's result: the CLI prints it on stdout, so it is marked to stay off stderr
-        log.info("%s", comparison.reason, extra={RESULT: True})
-        if comparison.promote:
-            switch(pointer, run_dir)
-        removed = prune(name, keep, runs_dir).removed
+        stage = "while the challenger trained"
+        try:
+            train(cfg, run_dir=run_dir, on_epoch=on_epoch, on_batch=on_batch, lock_timeout=lock_timeout)
+            stage = "before the challenger was compared"
+            chall = load_run(run_dir)
+            names = [s for s in chall.names if s in champ.manifest.tickers]
+            bars = load_bars(cfg.data.source, cfg.data.data_dir, names) if names else {}
+            comparison = compare(champ, chall, bars, alpha)
+            # the command's result: the CLI prints it on stdout, so it is marked to stay off stderr
+            log.info("%s", comparison.reason, extra={RESULT: True})
+            stage = "after the comparison"
+            if comparison.promote:
+                switch(pointer, run_dir)
+            removed = prune(name, keep, runs_dir).removed
+        except (KeyboardInterrupt, Interrupted):
+            raise _interrupted(name, pointer, run_dir, stage) from None
     return RetrainReport(
         name=name,
         pointer=pointer,
@@ -153,6 +169,26 @@ def retrain(
         promoted=comparison.promote,
         comparison=comparison,
         removed=removed,
+    )
+
+
+def _interrupted(name: str, pointer: Path, run_dir: Path, stage: str) -> Interrupted:
+    """What an interrupted retrain left: where the name points, and the challenger's run. Not
+    `train --resume`, which training's own message advises: that would finish the challenger
+    but never compare it with the champion."""
+    target = pointer_target(pointer)
+    if target is not None and target.name == run_dir.name:
+        left = f"the challenger {run_dir} was promoted"
+    elif stage == "after the comparison":
+        left = f"the challenger {run_dir} was compared and not promoted"
+    elif (run_dir / "run.json").is_file():
+        done = "unfinished" if stage == "while the challenger trained" else "trained"
+        left = f"the challenger {run_dir} is left {done}, not compared and not promoted"
+    else:
+        left = "no challenger run was written"
+    return Interrupted(
+        f"retrain of {name} interrupted {stage}: {pointer} points at {target.name if target else 'nothing'}; "
+        f"{left}. Run `forecaster retrain {name}` again to train and compare a new challenger"
     )
 
 

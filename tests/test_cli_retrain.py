@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from run_variants import shifted_run
-from support import SLOW_TEST_TIMEOUT_S, python_env
+from support import SLOW_TEST_TIMEOUT_S, assert_one_line_error, python_env
 
 import forecaster.retraining as retraining
 from forecaster import registry
@@ -197,6 +198,25 @@ def test_a_challenger_with_the_same_medians_and_worse_intervals_is_refused_for_i
     shown = c.reason.split("): pinball ")[1].split(", MAE")[0]
     mine, theirs = shown.split(" against the champion's ")
     assert float(mine) > float(theirs)
+
+
+def test_an_interrupted_retrain_says_where_the_name_points_and_to_retrain_again(cli, runs, monkeypatch):
+    """`kill` while the challenger trains: exit 130, the name untouched, and the line says so
+    and what to do: retrain again, not `train --resume` (which would never compare the two)."""
+    real = retraining.train
+
+    def killed_in_epoch_1(cfg, *, run_dir, on_epoch=None, **kw):
+        return real(cfg, run_dir=run_dir, on_epoch=lambda rec: os.kill(os.getpid(), signal.SIGTERM), **kw)
+
+    monkeypatch.setattr(retraining, "train", killed_in_epoch_1)
+    res = cli("retrain", "prod", "--runs-dir", runs)
+    [challenger] = registry.runs_of("prod", runs)
+    line = assert_one_line_error(
+        res, 130, "retrain of prod interrupted while the challenger trained", "prod points at first"
+    )
+    assert f"the challenger {challenger} is left unfinished, not compared and not promoted" in line
+    assert "run `forecaster retrain prod` again" in line.lower() and "--resume" not in line
+    assert _target(runs) == "first"
 
 
 _STOPPED_WHILE_COMPARING = """
