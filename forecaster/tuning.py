@@ -38,7 +38,16 @@ from .errors import ConfigError, DataError, TemporaryFailure, TrainingError
 from .fsio import atomic_write_text
 from .outputs import write_csv
 from .store import load_bars
-from .training import EpochRecord, Interrupted, TrainResult, checked_tickers, sigterm_as_interrupt, train
+from .training import (
+    EpochRecord,
+    Interrupted,
+    TrainResult,
+    checked_tickers,
+    data_hash,
+    sigterm_as_interrupt,
+    train,
+)
+from .windows import make_splits
 
 log = logging.getLogger("forecaster")
 
@@ -288,8 +297,17 @@ def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _check_setup(study: optuna.Study, base: Config, searched: set[str]) -> None:
-    """A study compares trials on one data set and budget: refuse to continue it with others."""
+def objective_data(bars: dict[str, pd.DataFrame], cfg: Config) -> dict[str, Any]:
+    """What a trial's value depends on in the data: where the test split starts, and per ticker
+    a hash of its bars before it (a bar revised in the test split changes no trial)."""
+    test_start = make_splits(bars, cfg.window.val_days, cfg.window.test_days).test_start
+    hashes = {sym: data_hash({sym: df[df.index < test_start]}) for sym, df in bars.items()}
+    return {"test_start": str(test_start.date()), "bars": hashes}
+
+
+def _check_setup(study: optuna.Study, base: Config, searched: set[str], data: dict[str, Any]) -> None:
+    """A study compares trials on one data set and budget: refuse to continue it with others.
+    ``data``: :func:`objective_data` of the bars this command read."""
     setup = {
         k: v
         for k, v in _flat(base.model_dump(mode="json")).items()
@@ -299,6 +317,7 @@ def _check_setup(study: optuna.Study, base: Config, searched: set[str]) -> None:
     if before is None:
         study.set_user_attr("setup", setup)
         study.set_user_attr("searched", sorted(searched))
+        study.set_user_attr("data", data)
         return
     either = searched | set(study.user_attrs.get("searched", []))
     for k in sorted(set(setup) & set(before) - either):
@@ -307,6 +326,20 @@ def _check_setup(study: optuna.Study, base: Config, searched: set[str]) -> None:
                 f"study {study.study_name} was run with {k} = {before[k]!r}, this command has {setup[k]!r}: "
                 "use the same settings to continue it, or another --study name"
             )
+    seen = study.user_attrs.get("data")
+    if seen is None:  # a study begun before its data were recorded: from now on they are
+        study.set_user_attr("data", data)
+        return
+    if seen["test_start"] != data["test_start"]:
+        why = f"its test split started {seen['test_start']}, the bars read now start it {data['test_start']}"
+    else:
+        changed = sorted(s for s in set(data["bars"]) & set(seen["bars"]) if data["bars"][s] != seen["bars"][s])
+        why = f"the training or validation bars of {', '.join(changed)} have changed since" if changed else ""
+    if why:
+        raise DataError(
+            f"study {study.study_name} was run on other bars: {why}, so the trials would not compare; "
+            "tune on the bars it was run on, or start another --study name"
+        )
 
 
 def _sampler_seed(cfg: Config, n_before: int) -> int:
@@ -374,12 +407,12 @@ def tune(
     dims = search_dims(cfg, fixed)
     check_space(cfg, dims)
     # bad or missing data stops the search before it starts, not as one failed trial after another
-    load_bars(cfg.data.source, cfg.data.data_dir, checked_tickers(cfg))
+    data = objective_data(load_bars(cfg.data.source, cfg.data.data_dir, checked_tickers(cfg)), cfg)
     url = t.storage or embedded_url(t.study, Path(root))
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported here, once, plainly
     storage = open_storage(url, t.heartbeat)
     study = _load_study(storage, cfg, url)
-    _check_setup(study, cfg, {d.key for d, _ in dims})
+    _check_setup(study, cfg, {d.key for d, _ in dims}, data)
     fail_abandoned(study)
     remove_abandoned_trial_dirs()
     objective = Objective(cfg, dims, on_epoch)

@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 from forecaster.checkpoint import Origin, read_manifest, set_origin
 from forecaster.config import SEARCH_SPACE, Config, SpaceConfig, TrainConfig, config_toml, load_config
 from forecaster.errors import ConfigError, DataError, TrainingError
+from forecaster.sources import read_csv_bars
 from forecaster.synthetic import generate_bars, write_csv
 from forecaster.training import EpochRecord, train
 from forecaster.tuning import (
@@ -331,6 +332,37 @@ def test_a_study_refuses_to_continue_on_other_data(small_dir, tmp_path):
     tune(_cfg(small_dir, **{"tune.trials": 1}), root=tmp_path)
     with pytest.raises(ConfigError, match="train.epochs = 2, this command has 3"):
         tune(_cfg(small_dir, **{"tune.trials": 1, "train.epochs": 3}), root=tmp_path)
+
+
+def test_a_study_refuses_to_continue_on_other_bars_but_not_on_other_test_bars(small_dir, tmp_path):
+    """The same settings and tickers, but bars that changed since the study began (a bar
+    appended, as a refreshed store has, or a revised one): refused, naming the ticker, and
+    nothing added to the study. A copy of the same bars elsewhere, or bars changed only in the
+    test split (which no trial sees), continue it."""
+    root = tmp_path / "tune"
+    tune(_cfg(small_dir, **{"tune.trials": 1}), root=root)
+    bars = read_csv_bars(small_dir, "STOCKA")
+    test_start = make_splits({"A": bars}, 100, 100).test_start
+    prices = ["open", "high", "low", "close"]
+    data = tmp_path / "data"
+    data.mkdir()
+    for sym in ("STOCKA", "STOCKB"):
+        (data / f"{sym}.csv").write_bytes((small_dir / f"{sym}.csv").read_bytes())
+    revised = bars.copy()
+    revised.loc[revised.index >= test_start, prices] *= 1.01
+    write_csv(revised, data / "STOCKA.csv")
+    assert len(tune(_cfg(data, **{"tune.trials": 1}), root=root).trials) == 2
+    appended = pd.concat([bars, bars.iloc[[-1]].set_axis([bars.index[-1] + pd.offsets.BDay()])])
+    revised = bars.copy()
+    revised.loc[revised.index[300], "volume"] += 1
+    for changed, why in [
+        (appended, f"its test split started {test_start.date()}, the bars read now start it 20"),
+        (revised, "the training or validation bars of STOCKA have changed since"),
+    ]:
+        write_csv(changed, data / "STOCKA.csv")
+        with pytest.raises(DataError, match=f"study t was run on other bars: {why}"):
+            tune(_cfg(data, **{"tune.trials": 1}), root=root)
+    assert len(pd.read_csv(root / "t" / "trials.csv")) == 2
 
 
 # ---------------------------------------------------------------------------- two processes
