@@ -14,6 +14,7 @@ metrics_table`): the median as the point forecast, the last close as the naive o
   ``as_of`` session in the source differs from the ``last_close`` the forecast was made from
   (a split or dividend re-adjusted history), its quantiles and the naive forecast are scaled by
   the ratio, as if the forecast had been made from today's data.
+- With ``since``, the files of earlier days (``<as_of>.csv``) are not read at all.
 - A file that is not a forecast of this run (malformed, another run's) is named and skipped,
   and so is a ticker whose bars cannot be read: the report covers the rest (exit 3). When
   nothing is left to score (those skipped, or ``--since`` after the last forecast), that is an
@@ -176,6 +177,8 @@ def score(
             f"no run directory at {run_dir}: to score the forecasts of run {run} in {folder}, "
             "give the source it read (--source, and --data-dir)"
         )
+    if cut is not None:  # a file is named by the day its forecasts were made: one before --since is not read
+        names = [name for name in names if name.removesuffix(".csv") >= str(cut.date())]
     frames = []
     for name in names:
         try:

@@ -221,6 +221,26 @@ def test_since_scores_only_later_forecasts(cli, trained_run, out):
     assert cli("score", "--run", trained_run, "--out", out, "--since", "24.12.2024").exit_code == 1
 
 
+def test_since_does_not_read_the_files_of_earlier_days(cli, trained_run, out):
+    """`score --since` judging a recent stretch from cron: a torn file of a day before it holds
+    none of the forecasts asked for, so it neither makes the job exit 3 nor is named; a torn
+    file of a day on or after it still is."""
+    folder = out / trained_run.name
+    text = (folder / "2024-12-20.csv").read_bytes()
+    (folder / "2024-12-19.csv").write_bytes(text[: len(text) // 2])
+    res = cli("score", "--run", trained_run, "--out", out, "--since", "2024-12-24", "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["skipped"] == {} and "2024-12-19" not in res.stderr
+    assert doc["read"] == [f"{d}.csv" for d in ORIGINS[1:]]
+    (folder / "2024-12-26.csv").write_bytes(text[: len(text) // 2])
+    res = cli("score", "--run", trained_run, "--out", out, "--since", "2024-12-24", "--json")
+    assert res.exit_code == 3, res.stderr
+    assert list(json.loads(res.stdout)["skipped"]) == ["2024-12-26.csv"]
+    res = cli("score", "--run", trained_run, "--out", out)  # every day: both named
+    assert res.exit_code == 3 and "2024-12-19.csv skipped" in res.stderr and "2024-12-26.csv skipped" in res.stderr
+
+
 def test_score_json(cli, trained_run, out):
     res = cli("score", "--run", trained_run, "--out", out, "--json")
     assert res.exit_code == 0, res.stderr
