@@ -218,6 +218,8 @@ def file_lock(path: PathLike, timeout: float = 0) -> Iterator[None]:
             "retry later or pass --lock-timeout"
         ) from None
     except OSError as exc:
+        if blocker := file_in_the_way(lock_path.parent):
+            raise ForecasterError(f"cannot create the lock file {lock_path}: {not_a_folder(blocker)}") from None
         raise ForecasterError(f"cannot create the lock file {lock_path}: {_reason(exc)}") from None
     holder = _holder_file(lock_path)
     try:
@@ -236,6 +238,21 @@ def file_lock(path: PathLike, timeout: float = 0) -> Iterator[None]:
         with contextlib.suppress(OSError):
             holder.unlink(missing_ok=True)
         lock.release()
+
+
+def file_in_the_way(folder: PathLike) -> Path | None:
+    """The first of ``folder`` and the folders above it that exists but is not a folder (a
+    file where a folder has to be), or None when there is none."""
+    path = Path(folder)
+    for part in [*reversed(path.parents), path]:
+        if part.exists() and not part.is_dir():
+            return part
+    return None
+
+
+def not_a_folder(path: PathLike) -> str:
+    """What to say of ``path``, a file where a folder is needed."""
+    return f"{path} is a file, not a folder"
 
 
 def _reason(exc: OSError) -> str:

@@ -27,7 +27,7 @@ import pandas as pd
 from .checkpoint import Run, load_run
 from .choices import SOURCES
 from .errors import EXIT_OK, EXIT_PARTIAL, ConfigError, DataError, ForecasterError, TemporaryFailure
-from .fsio import file_lock, remove_stale_temps
+from .fsio import file_in_the_way, file_lock, not_a_folder, remove_stale_temps
 from .intervals import calibrated, forecast_scales, with_median
 from .npinfer import predict_scaled
 from .outputs import write_csv
@@ -202,6 +202,8 @@ def _output_dir(target: Path) -> Path:
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        if blocker := file_in_the_way(target):
+            raise ForecasterError(f"cannot write forecasts to {target}: {not_a_folder(blocker)}") from None
         raise _write_error(exc, target) from None
     return target
 

@@ -351,6 +351,8 @@ def load_store(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:
     symbol = validate_ticker(ticker)
     path = store_path(data_dir, symbol)
     if not path.is_file():
+        if blocker := fsio.file_in_the_way(path.parent):  # no ticker can be stored there either
+            raise DataError(f"{symbol}: no stored data: {fsio.not_a_folder(blocker)}")
         if note := relative_note(data_dir):  # the wrong folder, most likely, not a ticker never downloaded
             raise DataError(f"{symbol}: no stored data at {path}{note}")
         raise DataError(f"{symbol}: no stored data at {path}; run `forecaster download {symbol}` first")
@@ -561,6 +563,8 @@ def download(
             symbols.append(symbol)
     if not symbols:
         return report
+    if blocker := fsio.file_in_the_way(store_dir(data_dir)):  # said once, before anything is set up there
+        raise StoreWriteError(f"cannot store bars in {store_dir(data_dir)}: {fsio.not_a_folder(blocker)}")
     if fetch is None:
         check_calendar(calendar)  # before any ticker is written
         configure_yfinance(Path(data_dir) / ".yfinance-cache")

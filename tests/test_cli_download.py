@@ -11,6 +11,7 @@ import os
 
 import pandas as pd
 import pytest
+from support import assert_one_line_error
 from yf_fixtures import FakeYahoo, make_bars
 
 import forecaster.sources
@@ -211,6 +212,22 @@ def test_download_config_not_toml(cli, fake_fetch, tmp_path):
     res = cli("download", "AAA", "--config", cfg, "--data-dir", tmp_path / "d")
     assert res.exit_code == 1
     assert "TOML" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("file", "store"), [("data/store", "data/store"), ("data", "data/store"), ("data", "data/sub/store")]
+)
+def test_download_into_a_store_path_that_is_a_file_says_so_in_one_line(cli, fake_fetch, tmp_path, file, store):
+    fake = fake_fetch({"AAA": make_bars("2024-01-02", 20)})
+    (tmp_path / file).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / file).write_text("not a folder\n")
+    cfg = tmp_path / "c.toml"  # a data folder that is a file, from the config, passes the flag's own check
+    cfg.write_text(f'[data]\ndata_dir = "{(tmp_path / store).parent}"\n')
+    res = cli("download", "AAA", "--config", cfg)
+    line = assert_one_line_error(res, 1, f"{tmp_path / file} is a file, not a folder")
+    assert "exists" not in line.lower() and "Errno" not in res.stderr
+    assert fake.calls == []
+    assert (tmp_path / file).read_text() == "not a folder\n"
 
 
 def test_download_invalid_symbol(cli, fake_fetch, tmp_path):

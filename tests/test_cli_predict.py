@@ -452,6 +452,29 @@ def test_predict_no_data_for_any_ticker_is_an_error(cli, trained_run, tmp_path):
     assert not list((tmp_path / "fc").glob("*/*.csv"))
 
 
+@pytest.mark.parametrize("offline", [False, True])
+def test_predict_from_a_store_that_is_a_file_says_so_in_one_line(cli, trained_run, tmp_path, monkeypatch, offline):
+    def no_network(*a, **k):
+        raise AssertionError("a store that cannot be written is not refreshed")
+
+    monkeypatch.setattr(forecaster.store, "fetch_with_retry", no_network)
+    data, out = tmp_path / "data", tmp_path / "fc"
+    data.mkdir()
+    (data / "store").write_text("not a folder\n")
+    args = ["--run", trained_run, "--source", "yahoo", "--data-dir", data, "--out", out]
+    res = cli("predict", *args, *(["--offline"] if offline else []))
+    line = assert_one_line_error(res, 1, f"{data / 'store'} is a file, not a folder")
+    assert "exists" not in line.lower() and "download" not in line
+    assert not list(out.glob("*/*.csv"))
+
+
+def test_predict_out_that_is_a_file_below_the_folder_says_so(cli, trained_run, tmp_path):
+    (tmp_path / "fc").write_text("not a folder\n")
+    res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc" / "daily")
+    line = assert_one_line_error(res, 1, f"{tmp_path / 'fc'} is a file, not a folder")
+    assert "Not a directory" not in line
+
+
 # ---------------------------------------------------------------------------- exit 2
 
 
