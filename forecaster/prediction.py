@@ -99,8 +99,12 @@ def _refresh(
         try:
             last = load_store(data_dir, sym).index[-1]
         except DataError as exc:
-            stored = "nothing is stored" if "no stored data" in str(exc) else f"stored bars unusable: {exc}"
-            bad[sym] = f"refresh failed ({reason}) and {stored}"
+            why = str(exc).removeprefix(f"{sym}: ")  # the ticker is named once, by the reader
+            if why == reason:  # the refresh stopped at the stored bars themselves: one reason, said once
+                bad[sym] = f"refresh failed, the stored bars are unusable: {why}"
+            else:
+                stored = "nothing is stored" if "no stored data" in why else f"stored bars unusable: {why}"
+                bad[sym] = f"refresh failed ({reason}) and {stored}"
         else:
             behind = sessions_after_count(last, latest, calendar)
             if behind <= max_staleness:

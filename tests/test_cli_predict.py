@@ -634,6 +634,25 @@ def test_predict_yahoo_refresh_fails_for_one_ticker(cli, trained_run, sample_dir
     _check_forecast(df, ["STOCKA"], 3, trained_run.name)
 
 
+def test_predict_yahoo_damaged_store_file_gives_its_reason_once(cli, trained_run, sample_dir, tmp_path, monkeypatch):
+    good = read_csv_bars(sample_dir, "STOCKA")
+
+    def fetch(ticker, start=None, end=None, **_):
+        return good if start is None else good[good.index >= pd.Timestamp(start)]
+
+    monkeypatch.setattr(forecaster.store, "fetch_with_retry", fetch)
+    data, out = tmp_path / "data", tmp_path / "fc"
+    damaged = save_store(data, "STOCKB", read_csv_bars(sample_dir, "STOCKB"))
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    res = cli("predict", "--run", trained_run, "--source", "yahoo", "--data-dir", data, "--out", out)
+    assert res.exit_code == 3, res.stderr
+    [line] = [ln for ln in res.stderr.splitlines() if "STOCKB" in ln]
+    assert line.startswith("ERROR: STOCKB failed:")
+    assert line.count(f"cannot read {damaged}") == 1 and line.count("delete it") == 1, line
+    assert line.count("STOCKB:") == 0, line
+    _check_forecast(_read(out / trained_run.name / "latest.csv"), ["STOCKA"], 3, trained_run.name)
+
+
 def test_predict_yahoo_stale_store_and_refresh_failing_for_one(cli, trained_run, sample_dir, tmp_path, monkeypatch):
     """Stored bars far behind the latest session are not used when the refresh fails."""
     good = read_csv_bars(sample_dir, "STOCKA")
