@@ -20,7 +20,7 @@ from typing import Annotated, get_args
 import typer
 
 from . import choices
-from .errors import EXIT_ERROR, EXIT_INTERRUPTED, RESULT, ForecasterError
+from .errors import EXIT_ERROR, EXIT_INTERRUPTED, RESULT, ConfigError, ForecasterError
 
 app = typer.Typer(
     name="forecaster",
@@ -35,7 +35,22 @@ app = typer.Typer(
 
 log = logging.getLogger("forecaster")
 
+
 # ---- shared options ---------------------------------------------------------------------------
+def _keep_empty(value: str | None) -> Path | str | None:
+    """A folder option as a Path, but an empty one kept as "" (a Path would make it ".", the
+    current folder), so that the command refuses it (:func:`_refuse_empty`)."""
+    return value if value is None or value == "" else Path(value)
+
+
+def _refuse_empty(**options) -> None:
+    """A ConfigError (one line, exit 1) for the first folder option given as an empty string."""
+    for name, value in options.items():
+        if isinstance(value, str) and not value.strip():
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f'{flag} "" names no folder: give a folder name, or omit {flag} for its default')
+
+
 ConfigOpt = Annotated[
     Path | None,
     typer.Option(
@@ -49,6 +64,8 @@ DataDirOpt = Annotated[
         help="Data folder: the store root for --source yahoo (default data/), the "
         "folder of <TICKER>.csv files for --source csv.",
         file_okay=False,
+        path_type=str,
+        callback=_keep_empty,
     ),
 ]
 
@@ -240,6 +257,8 @@ def download(
             "--data-dir",
             help="Store root: the bars go to <data-dir>/store/<TICKER>.parquet (default data/).",
             file_okay=False,
+            path_type=str,
+            callback=_keep_empty,
         ),
     ] = None,
     config: ConfigOpt = None,
@@ -261,6 +280,7 @@ def download(
         from .store import download as do_download
         from .tickers import validate_ticker
 
+        _refuse_empty(data_dir=data_dir)
         cfg = load_config(config, {"data.data_dir": data_dir})
         syms = list(dict.fromkeys(validate_ticker(t) for t in tickers))  # refuse a bad symbol before any work
         rep = do_download(syms, cfg.data.data_dir, lock_timeout=lock_timeout, calendar=cfg.data.calendar)
@@ -632,6 +652,7 @@ def evaluate(
     with handled(debug):
         from .evaluation import evaluate as do_evaluate
 
+        _refuse_empty(data_dir=data_dir)
         rep = do_evaluate(
             run,
             source=_val(source),
@@ -725,7 +746,10 @@ def predict(
         ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Folder for forecast CSVs (default forecasts/).", file_okay=False)
+        Path | None,
+        typer.Option(
+            help="Folder for forecast CSVs (default forecasts/).", file_okay=False, path_type=str, callback=_keep_empty
+        ),
     ] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Never touch the network; use the store.")] = False,
     source: SourceOpt = None,
@@ -749,6 +773,7 @@ def predict(
     with handled(debug):
         from .prediction import predict as do_predict
 
+        _refuse_empty(out=out, data_dir=data_dir)
         rep = do_predict(
             run,
             as_of=as_of,
@@ -910,7 +935,14 @@ def _refuse_unusable(unusable: str | None) -> None:
 
 
 RunsDirOpt = Annotated[
-    Path, typer.Option("--runs-dir", help="Folder of the promoted names and their run directories.", file_okay=False)
+    Path,
+    typer.Option(
+        "--runs-dir",
+        help="Folder of the promoted names and their run directories.",
+        file_okay=False,
+        path_type=str,
+        callback=_keep_empty,
+    ),
 ]
 NameOpt = Annotated[str, typer.Option("--name", help="The name to point: runs/NAME (letters, digits, _ . -).")]
 
@@ -933,7 +965,12 @@ def score(
     run: RunOpt,
     out: Annotated[
         Path | None,
-        typer.Option(help="Folder the forecast CSVs were written to (default forecasts/).", file_okay=False),
+        typer.Option(
+            help="Folder the forecast CSVs were written to (default forecasts/).",
+            file_okay=False,
+            path_type=str,
+            callback=_keep_empty,
+        ),
     ] = None,
     source: SourceOpt = None,
     data_dir: DataDirOpt = None,
@@ -967,6 +1004,7 @@ def score(
     with handled(debug):
         from .scoring import score as do_score
 
+        _refuse_empty(out=out, data_dir=data_dir)
         rep = do_score(run, out=out, source=_val(source), data_dir=data_dir, since=since)
         alerts = [rep.coverage_alert(*fail_if_coverage_outside)] if fail_if_coverage_outside else []
         alerts += [rep.skill_alert(alpha)] if fail_if_no_skill else []
@@ -1039,6 +1077,7 @@ def promote(
     with handled(debug):
         from .registry import promote as do_promote
 
+        _refuse_empty(runs_dir=runs_dir)
         res = do_promote(run, name, runs_dir=runs_dir, lock_timeout=lock_timeout)
         if json_out:
             _emit_json({"name": res.name, "pointer": res.pointer, "target": res.target, "previous": res.previous})

@@ -40,11 +40,20 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def _folder_named(value: Any) -> Any:
+    """An empty folder name is refused: as a path it would be ".", the current folder."""
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("empty: name a folder")
+    return value
+
+
 class DataConfig(_Section):
     source: Source = Field("yahoo", description="where bars come from")
     data_dir: Path = Field(Path("data"), description="store root (yahoo) or CSV folder (csv)")
     tickers: list[str] = Field(default_factory=list, description="symbols to train on")
     calendar: str = Field("XNYS", description="exchange calendar for future session dates")
+
+    _not_empty = field_validator("data_dir", mode="before")(_folder_named)
 
 
 class WindowConfig(_Section):
@@ -144,6 +153,8 @@ class TrainConfig(_Section):
 class PredictConfig(_Section):
     out: Path = Field(Path("forecasts"), description="folder for forecast CSVs")
     max_staleness: int = Field(3, ge=0, description="sessions a stored bar may lag")
+
+    _not_empty = field_validator("out", mode="before")(_folder_named)
 
 
 _SECTIONS: dict[str, type[_Section]] = {
@@ -260,6 +271,8 @@ class Config(_Section):
     predict: PredictConfig = Field(default_factory=PredictConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
     run_dir: Path | None = Field(None, description="run directory (default runs/<name>)")
+
+    _not_empty = field_validator("run_dir", mode="before")(_folder_named)
 
     @model_validator(mode="after")
     def _check_sizes(self) -> Config:

@@ -342,6 +342,7 @@ CONFIGS = {
     "horizon > lookback": ("[window]\nlookback = 5\nhorizon = 10\n", "horizon", "lookback"),
     "bad enum": ('[model]\ncell = "transformer"\n', "model.cell", ""),
     "not toml": ("lookback = = 3\n", "TOML", ""),
+    "empty folder": ('[predict]\nout = ""\n', "predict.out", "empty: name a folder"),
 }
 
 
@@ -375,6 +376,28 @@ def test_bad_config_flags_are_one_line_exit_1(cli, small_dir, tmp_path, flags, k
     res = cli("train", "--source", "csv", "--data-dir", small_dir, "--tickers", "STOCKA", "--run-dir", run_dir, *flags)
     assert_one_line_error(res, 1, key)
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "flag"),
+    [
+        (["evaluate", "--run", "RUN"], "--data-dir"),
+        (["score", "--run", "RUN"], "--out"),
+        (["score", "--run", "RUN"], "--data-dir"),
+        (["promote", "RUN", "--name", "prod"], "--runs-dir"),
+    ],
+)
+def test_an_empty_folder_option_is_refused_not_taken_for_the_current_folder(cli, run_copy, command, flag):
+    before = all_files(Path.cwd())
+    res = cli(*[str(run_copy) if a == "RUN" else a for a in command], flag, "")
+    assert_one_line_error(res, 1, f'{flag} "" names no folder')
+    assert all_files(Path.cwd()) == before and not (run_copy / "eval").exists()
+
+
+def test_an_empty_data_dir_given_to_train_is_refused(cli, tmp_path):
+    res = cli("train", "--source", "csv", "--data-dir", "", "--tickers", "STOCKA", "--run-dir", tmp_path / "r")
+    assert_one_line_error(res, 1, "data.data_dir", "empty: name a folder")
+    assert not (tmp_path / "r").exists()
 
 
 # ---------------------------------------------------------------------------- --as-of

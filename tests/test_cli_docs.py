@@ -170,6 +170,8 @@ _USAGE_OR_REFUSED = [
     (1, "`--as-of` or `--since` not a date", ["score", "--since", "someday"]),
     (1, "or in the future", ["predict", "--as-of", "2999-01-04"]),
     (1, "a bad ticker symbol", ["predict", "../x"]),
+    (1, "an empty folder name", ["predict", "--data-dir", ""]),
+    (1, "an empty folder name", ["download", "AAA", "--data-dir", ""]),
     (1, "(`--lookback 0`)", ["train", "--lookback", "0", "--run-dir", "{out}/r"]),
 ]
 

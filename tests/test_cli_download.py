@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -228,6 +229,13 @@ def test_download_into_a_store_path_that_is_a_file_says_so_in_one_line(cli, fake
     assert "exists" not in line.lower() and "Errno" not in res.stderr
     assert fake.calls == []
     assert (tmp_path / file).read_text() == "not a folder\n"
+
+
+def test_download_an_empty_data_dir_is_refused_not_taken_for_the_current_folder(cli, fake_fetch, tmp_path):
+    fake = fake_fetch({"AAA": make_bars("2024-01-02", 20)})
+    res = cli("download", "AAA", "--data-dir", "")
+    assert_one_line_error(res, 1, '--data-dir "" names no folder')
+    assert fake.calls == [] and list(Path.cwd().iterdir()) == []
 
 
 def test_download_invalid_symbol(cli, fake_fetch, tmp_path):

@@ -475,6 +475,13 @@ def test_predict_out_that_is_a_file_below_the_folder_says_so(cli, trained_run, t
     assert "Not a directory" not in line
 
 
+@pytest.mark.parametrize("flag", ["--out", "--data-dir"])
+def test_predict_an_empty_folder_option_is_refused_not_taken_for_the_current_folder(cli, trained_run, flag):
+    res = cli("predict", "--run", trained_run, flag, "")
+    assert_one_line_error(res, 1, f'{flag} "" names no folder')
+    assert list(Path.cwd().iterdir()) == []
+
+
 # ---------------------------------------------------------------------------- exit 2
 
 
