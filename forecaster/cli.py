@@ -250,7 +250,7 @@ def _emit_json(obj) -> None:
 # ---- commands ---------------------------------------------------------------------------------
 @app.command()
 def download(
-    tickers: Annotated[list[str], typer.Argument(help="Ticker symbols, e.g. AAPL BRK-B ^GSPC.")],
+    tickers: Annotated[list[str], typer.Argument(help="Ticker symbols, e.g. AAPL BRK-B ^GSPC.", metavar="TICKER")],
     data_dir: Annotated[
         Path | None,
         typer.Option(
@@ -865,7 +865,16 @@ def _table(columns: list[str], rows: list[list], title: str | None = None) -> No
 
 @app.command()
 def info(
-    run: Annotated[Path, typer.Argument(help="Run directory.", file_okay=False)],
+    run: Annotated[
+        Path,
+        typer.Argument(
+            help="A run directory written by train, or a promoted name runs/NAME (shown with the run it points "
+            "at): its model settings, data source and folder, splits, tickers with their date ranges, metrics, "
+            "the evaluation's metrics.csv when there is one, and package versions are shown.",
+            file_okay=False,
+            metavar="DIR",
+        ),
+    ],
     json_out: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -1058,7 +1067,9 @@ def _show_score(rep, alerts: list[str], quiet: bool, json_out: bool) -> None:
 
 @app.command()
 def promote(
-    run: Annotated[Path, typer.Argument(help="Run directory to promote (a complete run).", file_okay=False)],
+    run: Annotated[
+        Path, typer.Argument(help="Run directory to promote (a complete run).", file_okay=False, metavar="DIR")
+    ],
     name: NameOpt,
     runs_dir: RunsDirOpt = Path("runs"),
     lock_timeout: LockOpt = 0.0,

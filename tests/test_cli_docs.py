@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import typer.core
 import typer.main
 from support import FORECASTER, ROOT, cli_env
 
@@ -59,6 +60,34 @@ def test_every_command_has_help(name):
 def test_every_option_and_argument_has_help():
     missing = [f"{cmd} {p.name}" for cmd, p in _params() if not (getattr(p, "help", None) or "").strip()]
     assert missing == []
+
+
+def test_every_argument_says_more_than_its_name():
+    """An argument's help says what it takes and what is done with it, not just "Run directory."."""
+    terse = [
+        f"{cmd} {p.name}: {p.help!r}"
+        for cmd, p in _params()
+        if isinstance(p, typer.core.TyperArgument) and len((p.help or "").split()) < 4
+    ]
+    assert terse == []
+
+
+def test_info_argument_help_says_what_it_takes_and_shows(cli):
+    res = cli("info", "--help")
+    assert res.exit_code == 0, res.stderr
+    text = " ".join(res.stdout.split())
+    assert "info [OPTIONS] {DIR}" in text  # braces: a required argument
+    for phrase in ("written by train", "promoted name runs/NAME", "date ranges", "metrics", "versions"):
+        assert phrase in text, phrase
+
+
+@pytest.mark.parametrize(("name", "usage"), [("info", "{DIR}"), ("promote", "{DIR}"), ("download", "{TICKER}...")])
+def test_usage_line_names_the_arguments_as_the_help_does(cli, name, usage):
+    """DIR and TICKER, as in the other commands' usage lines (NAME, [TICKER]...), not the
+    code's own names ({run}, {tickers})."""
+    res = cli(name, "--help")
+    [line] = [ln for ln in res.stdout.splitlines() if "Usage:" in ln]
+    assert line.rstrip().endswith(usage), line
 
 
 def test_the_common_options_are_where_the_spec_puts_them():
