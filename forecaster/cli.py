@@ -517,7 +517,8 @@ def tune(
     with handled(debug):
         from .checkpoint import check_run_target
         from .config import load_config
-        from .training import Interrupted
+        from .fsio import file_lock
+        from .training import Interrupted, run_lock_path
         from .tuning import SearchInterrupted, best_run_dir
         from .tuning import train_best as do_train_best
         from .tuning import tune as do_tune
@@ -526,7 +527,12 @@ def tune(
         tuned = {key: _val(options[opt]) for opt, key in TUNE_OVERRIDES.items()}
         cfg = load_config(config, {**fixed, **tuned, "data.tickers": _tickers(tickers, tickers_arg)})
         if train_best:  # a place the run cannot go is refused before the search, not after it
-            check_run_target(best_run_dir(cfg, run_dir))
+            target = best_run_dir(cfg, run_dir)
+            check_run_target(target)
+            # nor is a run another process holds: the lock is tried now and let go (taken for
+            # good when the final training starts)
+            with file_lock(run_lock_path(target), lock_timeout):
+                pass
         show = sys.stderr.isatty() and not quiet and not json_out
         try:
             with _tune_progress(show, cfg.tune.trials) as (on_epoch, on_trial):

@@ -562,7 +562,7 @@ def train(
     trainer = Trainer(new_model(cfg, data.ws).to(device), data.ws, cfg, device, dist)
     if state is not None:
         trainer.restore(_trainer_state(state))
-    lock = file_lock(run_dir.parent / f".{run_dir.name}.lock", lock_timeout) if dist.main else nullcontext()
+    lock = file_lock(run_lock_path(run_dir), lock_timeout) if dist.main else nullcontext()
     started = time.perf_counter() - seconds_before  # a resumed run counts the time it trained before
     manifest = None
     with lock, sigterm_as_interrupt():
@@ -585,6 +585,12 @@ def train(
     dist.barrier()
     dist.close()
     return TrainResult(run_dir=run_dir, manifest=manifest, history=history)
+
+
+def run_lock_path(run_dir: os.PathLike) -> Path:
+    """The lock ``train`` holds while it writes ``run_dir``: ``.<name>.lock`` beside it."""
+    run_dir = Path(run_dir)
+    return run_dir.parent / f".{run_dir.name}.lock"
 
 
 def checked_tickers(cfg: Config) -> list[str]:

@@ -225,3 +225,21 @@ def test_tune_takes_every_train_option():
     opts = {name: {o for p in commands[name].params for o in getattr(p, "opts", [])} for name in ("train", "tune")}
     assert opts["train"] - {"--resume"} <= opts["tune"]
     assert {"--trials", "--timeout", "--study", "--storage", "--train-best"} <= opts["tune"]
+
+
+def test_tune_train_best_exits_75_before_the_search_when_the_best_run_is_locked(cli, small_dir, tmp_path):
+    """Another run holds the lock on --train-best's run directory: exit 75 at once with the
+    lock-busy line, no trial run; once the lock is free the same command searches and trains
+    (the probe let the lock go again, and the final training takes it)."""
+    from forecaster.fsio import file_lock
+
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    command = ["tune", "--config", conf, "--trials", "1", "--epochs", "1", "--study", "s", "--train-best"]
+    lock = tmp_path / "cwd" / "runs" / ".s-best.lock"
+    with file_lock(lock):
+        res = cli(*command)
+    assert_one_line_error(res, 75, "another forecaster run holds", ".s-best.lock", "--lock-timeout")
+    assert not (tmp_path / "cwd" / "runs" / "tune").exists()  # no study, no trial
+    res = cli(*command)
+    assert res.exit_code == 0, res.stderr
+    assert run_meta(tmp_path / "cwd" / "runs" / "s-best")["status"] == "complete"
