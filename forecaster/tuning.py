@@ -401,20 +401,28 @@ def tune(
     ``runs/<study>-best``). ``on_epoch(trial_number, record)`` and ``on_trial(trial, best_value)``
     report progress. Ctrl-C or SIGTERM marks the running trial failed, writes the results of the
     trials so far and raises :class:`SearchInterrupted` (a KeyboardInterrupt saying what was kept);
-    the same call later continues the study.
+    the same call later continues the study. Before the first trial (the bars being read, the
+    study opened) it raises a plain KeyboardInterrupt saying there is nothing to keep yet.
     """
     t = cfg.tune
     dims = search_dims(cfg, fixed)
     check_space(cfg, dims)
-    # bad or missing data stops the search before it starts, not as one failed trial after another
-    data = objective_data(load_bars(cfg.data.source, cfg.data.data_dir, checked_tickers(cfg)), cfg)
     url = t.storage or embedded_url(t.study, Path(root))
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported here, once, plainly
-    storage = open_storage(url, t.heartbeat)
-    study = _load_study(storage, cfg, url)
-    _check_setup(study, cfg, {d.key for d, _ in dims}, data)
-    fail_abandoned(study)
-    remove_abandoned_trial_dirs()
+    try:
+        with sigterm_as_interrupt():  # `kill` before the first trial stops the command like Ctrl-C
+            # bad or missing data stops the search before it starts, not as one failed trial after another
+            data = objective_data(load_bars(cfg.data.source, cfg.data.data_dir, checked_tickers(cfg)), cfg)
+            optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported here, once, plainly
+            storage = open_storage(url, t.heartbeat)
+            study = _load_study(storage, cfg, url)
+            _check_setup(study, cfg, {d.key for d, _ in dims}, data)
+            fail_abandoned(study)
+            remove_abandoned_trial_dirs()
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(
+            f"tuning interrupted before its first trial, while the bars were read or study {t.study} was "
+            "opened: nothing to keep yet; run the same command again to start the search"
+        ) from None
     objective = Objective(cfg, dims, on_epoch)
     final_dir = best_run_dir(cfg, run_dir)
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import tomllib
 
 import pandas as pd
 import pytest
 import typer.main
-from support import assert_one_line_error, run_meta
+from support import SLOW_TEST_TIMEOUT_S, assert_one_line_error, python_env, run_meta
 
 from forecaster.cli import app
 from forecaster.config import load_config
@@ -243,3 +245,40 @@ def test_tune_train_best_exits_75_before_the_search_when_the_best_run_is_locked(
     res = cli(*command)
     assert res.exit_code == 0, res.stderr
     assert run_meta(tmp_path / "cwd" / "runs" / "s-best")["status"] == "complete"
+
+
+_KILLED_WHILE_READING = """
+import os, signal, sys
+import forecaster.tuning as tuning
+from forecaster.cli import main
+
+real = tuning.load_bars
+
+def killed(*args, **kwargs):  # `kill` arrives while the bars are read, before any trial
+    os.kill(os.getpid(), signal.SIGTERM)
+    return real(*args, **kwargs)
+
+tuning.load_bars = killed
+sys.argv = ["forecaster", "tune", "--config", sys.argv[1], "--trials", "1", "--epochs", "1", "--study", "s"]
+main()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
+def test_sigterm_while_tune_reads_the_data_exits_130_with_one_line(small_dir, tmp_path):
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    env = python_env(OMP_NUM_THREADS="1", NO_COLOR="1")
+    res = subprocess.run(
+        [sys.executable, "-c", _KILLED_WHILE_READING, str(conf)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=240,
+    )
+    assert res.returncode == 130, (res.returncode, res.stderr)
+    [line] = res.stderr.splitlines()
+    assert line.startswith("ERROR: tuning interrupted before its first trial") and "nothing" in line, line
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "runs" / "tune" / "s").exists()  # nothing written
