@@ -381,7 +381,7 @@ def train(
     with handled(debug):
         from .checkpoint import read_manifest
         from .config import load_config
-        from .training import Dist
+        from .training import Dist, Interrupted
         from .training import train as do_train
 
         base = None
@@ -391,25 +391,47 @@ def train(
         cfg = load_config(config, overrides(options, _tickers(tickers, tickers_arg)), base=base)
         main_rank = Dist().main
         show = sys.stderr.isatty() and not quiet and not json_out and main_rank
-        with _progress(show, cfg.train.epochs) as (on_epoch, on_batch):
-            res = do_train(
-                cfg,
-                run_dir=cfg.run_dir,
-                on_epoch=on_epoch if main_rank else None,
-                on_batch=on_batch,
-                lock_timeout=lock_timeout,
-                resume=resume is not None,
-            )
+        try:
+            with _progress(show, cfg.train.epochs) as (on_epoch, on_batch):
+                res = do_train(
+                    cfg,
+                    run_dir=cfg.run_dir,
+                    on_epoch=on_epoch if main_rank else None,
+                    on_batch=on_batch,
+                    lock_timeout=lock_timeout,
+                    resume=resume is not None,
+                )
+        except Interrupted as e:  # --json still says what the run left, then exit 130
+            if json_out and main_rank:
+                _show_interrupted_training(e)
+            raise
         if res.manifest is not None:  # None: another rank of a distributed job writes the run
             _show_training(res, quiet, json_out)
+
+
+def _training_doc(run_dir: Path, man) -> dict:
+    """train --json's account of the run ``man`` (its manifest) at ``run_dir``."""
+    doc = {"run_dir": str(run_dir), "name": man.name, **man.metrics.model_dump(mode="json")}
+    return {**doc, "windows": man.windows, "skipped": man.skipped, "no_validation": man.no_validation}
+
+
+def _show_interrupted_training(e) -> None:
+    """train --json when training was interrupted: what the saved run holds, whether
+    `train --resume` can continue it, and the line (also on stderr) as ``message``."""
+    from .checkpoint import read_manifest
+
+    run_dir = Path(e.details["run_dir"])
+    try:
+        doc = _training_doc(run_dir, read_manifest(run_dir))
+    except (ForecasterError, OSError):  # the run could not be saved: its place, and no more
+        doc = {"run_dir": str(run_dir), "name": run_dir.name}
+    _emit_json(doc | {"resumable": bool(e.details.get("resumable")), "interrupted": True, "message": str(e)})
 
 
 def _show_training(res, quiet: bool, json_out: bool) -> None:
     m = res.manifest.metrics
     if json_out:
-        doc = {"run_dir": str(res.run_dir), "name": res.manifest.name, **m.model_dump(mode="json")}
-        man = res.manifest
-        _emit_json({**doc, "windows": man.windows, "skipped": man.skipped, "no_validation": man.no_validation})
+        _emit_json(_training_doc(res.run_dir, res.manifest) | {"interrupted": False})
     elif not quiet:
         print(
             f"run written to {res.run_dir}  (best epoch {m.best_epoch} of {m.epochs_run}, "
@@ -1136,21 +1158,27 @@ def retrain(
     setup_logging(quiet, log_file)
     with handled(debug):
         from .retraining import retrain as do_retrain
+        from .training import Interrupted
 
         flags = overrides(train_flags, _tickers(tickers, None))
-        with _progress(sys.stderr.isatty() and not quiet and not json_out, 0) as (on_epoch, on_batch):
-            rep = do_retrain(
-                name,
-                overrides=flags,
-                runs_dir=runs_dir,
-                keep=keep,
-                alpha=alpha,
-                lock_timeout=lock_timeout,
-                on_epoch=on_epoch,
-                on_batch=on_batch,
-            )
+        try:
+            with _progress(sys.stderr.isatty() and not quiet and not json_out, 0) as (on_epoch, on_batch):
+                rep = do_retrain(
+                    name,
+                    overrides=flags,
+                    runs_dir=runs_dir,
+                    keep=keep,
+                    alpha=alpha,
+                    lock_timeout=lock_timeout,
+                    on_epoch=on_epoch,
+                    on_batch=on_batch,
+                )
+        except Interrupted as e:  # --json still says where the name points, then exit 130
+            if json_out:
+                _emit_json(e.details | {"interrupted": True, "message": str(e)})
+            raise
         if json_out:
-            _emit_json(rep.as_dict())
+            _emit_json(rep.as_dict() | {"interrupted": False})
         else:  # the verdict is the result, printed with --quiet too (a cron job mails it)
             print(rep.comparison.reason)
             if not quiet:

@@ -160,7 +160,7 @@ def retrain(
                 switch(pointer, run_dir)
             removed = prune(name, keep, runs_dir).removed
         except (KeyboardInterrupt, Interrupted):
-            raise _interrupted(name, pointer, run_dir, stage) from None
+            raise _interrupted(name, pointer, champ_dir, run_dir, stage) from None
     return RetrainReport(
         name=name,
         pointer=pointer,
@@ -172,23 +172,35 @@ def retrain(
     )
 
 
-def _interrupted(name: str, pointer: Path, run_dir: Path, stage: str) -> Interrupted:
+def _interrupted(name: str, pointer: Path, champ_dir: Path, run_dir: Path, stage: str) -> Interrupted:
     """What an interrupted retrain left: where the name points, and the challenger's run. Not
     `train --resume`, which training's own message advises: that would finish the challenger
-    but never compare it with the champion."""
+    but never compare it with the champion. Its ``details`` are those keys of
+    :meth:`RetrainReport.as_dict` that apply."""
     target = pointer_target(pointer)
-    if target is not None and target.name == run_dir.name:
+    promoted = target is not None and target.name == run_dir.name
+    written = promoted or (run_dir / "run.json").is_file()
+    if promoted:
         left = f"the challenger {run_dir} was promoted"
     elif stage == "after the comparison":
         left = f"the challenger {run_dir} was compared and not promoted"
-    elif (run_dir / "run.json").is_file():
+    elif written:
         done = "unfinished" if stage == "while the challenger trained" else "trained"
         left = f"the challenger {run_dir} is left {done}, not compared and not promoted"
     else:
         left = "no challenger run was written"
+    details = {
+        "name": name,
+        "promoted": promoted,
+        "champion": champ_dir.name,
+        "challenger": run_dir.name if written else None,
+        "pointer": str(pointer),
+        "points_to": target.name if target else None,
+    }
     return Interrupted(
         f"retrain of {name} interrupted {stage}: {pointer} points at {target.name if target else 'nothing'}; "
-        f"{left}. Run `forecaster retrain {name}` again to train and compare a new challenger"
+        f"{left}. Run `forecaster retrain {name}` again to train and compare a new challenger",
+        details,
     )
 
 

@@ -498,9 +498,15 @@ class TrainResult:
 
 
 class Interrupted(TrainingError):
-    """Training was stopped by SIGINT/SIGTERM; a resumable run was saved."""
+    """Training was stopped by SIGINT/SIGTERM; a resumable run was saved. ``details``: what
+    the interrupted command left (for train, ``run_dir`` and ``resumable``), as its --json
+    output gives it."""
 
     exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, message: str, details: dict | None = None):
+        super().__init__(message)
+        self.details = dict(details or {})
 
 
 @dataclass
@@ -577,7 +583,8 @@ def train(
             dist.close()
             raise Interrupted(
                 f"training interrupted after epoch {trainer.epoch}; a resumable run was saved to {run_dir}: "
-                f"continue with `forecaster train --resume {run_dir}`"
+                f"continue with `forecaster train --resume {run_dir}`",
+                {"run_dir": run_dir, "resumable": dist.main},
             ) from None
         trainer.restore_best()
         if dist.main:

@@ -248,3 +248,32 @@ def test_sigterm_while_comparing_exits_130_and_leaves_the_pointer(runs):
     assert res.returncode == 130, (res.returncode, res.stderr)
     assert "interrupted" in res.stderr and "Traceback" not in res.stderr
     assert _target(runs) == "first"
+
+
+def test_an_interrupted_retrain_json_says_on_stdout_where_the_name_points(cli, runs, monkeypatch):
+    """`kill` while the challenger of `retrain --json` trains: exit 130, the line on stderr, and
+    on stdout the keys of a finished retrain that apply, with interrupted and the line."""
+    real = retraining.train
+
+    def killed_in_epoch_1(cfg, *, run_dir, on_epoch=None, **kw):
+        return real(cfg, run_dir=run_dir, on_epoch=lambda rec: os.kill(os.getpid(), signal.SIGTERM), **kw)
+
+    monkeypatch.setattr(retraining, "train", killed_in_epoch_1)
+    res = cli("retrain", "prod", "--runs-dir", runs, "--json")
+    line = assert_one_line_error(res, 130, "retrain of prod interrupted while the challenger trained")
+    [challenger] = registry.runs_of("prod", runs)
+    assert json.loads(res.stdout) == {
+        "name": "prod",
+        "promoted": False,
+        "champion": "first",
+        "challenger": challenger.name,
+        "pointer": str(runs / "prod"),
+        "points_to": "first",
+        "interrupted": True,
+        "message": line.removeprefix("ERROR: "),
+    }
+    # a finished retrain says it was not interrupted
+    monkeypatch.setattr(retraining, "train", real)
+    res = cli("retrain", "prod", "--runs-dir", runs, "--json")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["interrupted"] is False

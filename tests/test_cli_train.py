@@ -175,7 +175,7 @@ def test_train_json_result(cli, small_dir, tmp_path):
         "windows",
         "skipped",
     } <= set(doc)
-    assert doc["name"] == "r"
+    assert doc["name"] == "r" and doc["interrupted"] is False
     assert doc["epochs_run"] == 1 and doc["best_epoch"] == 1
     assert doc["skipped"] == {}
     meta = run_meta(run)
@@ -436,3 +436,26 @@ def test_resume_says_why_a_run_cannot_be_resumed(cli, small_dir, tmp_path):
     assert cli("train", "--data-dir", small_dir, "-t", "STOCKA", *TINY, "--run-dir", done, "-q").exit_code == 0
     res = cli("train", "--resume", done, "--lr", "0.05")
     assert_one_line_error(res, 1, "nothing to resume: the run is complete")
+
+
+def test_an_interrupted_train_json_says_on_stdout_what_the_run_left(cli, small_dir, tmp_path, monkeypatch):
+    """`kill` during `train --json`: exit 130, the line on stderr, and on stdout the keys of a
+    finished train for the run saved, with resumable, interrupted and the line."""
+    import signal
+
+    from forecaster import training
+
+    real = training.train
+
+    def killed_in_epoch_1(cfg, *, on_epoch=None, **kw):
+        return real(cfg, on_epoch=lambda rec: os.kill(os.getpid(), signal.SIGTERM), **kw)
+
+    monkeypatch.setattr(training, "train", killed_in_epoch_1)
+    run = tmp_path / "r"
+    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA,STOCKB", *TINY, "--run-dir", run, "--json")
+    line = assert_one_line_error(res, 130, "training interrupted after epoch 1", "--resume")
+    doc = json.loads(res.stdout)
+    assert doc["interrupted"] is True and line == f"ERROR: {doc['message']}"
+    assert doc["run_dir"] == str(run) and doc["name"] == "r" and doc["resumable"] is True
+    assert doc["epochs_run"] == 1 and doc["best_epoch"] == 1 and doc["windows"] == run_meta(run)["windows"]
+    assert run_meta(run)["status"] == "interrupted"
