@@ -1135,7 +1135,11 @@ def retrain(
     runs_dir: RunsDirOpt = Path("runs"),
     keep: Annotated[
         int,
-        typer.Option(min=1, help="Run directories of NAME to keep (one a promoted name points at is never deleted)."),
+        typer.Option(
+            min=1,
+            help="Run directories of NAME to keep, unfinished ones (an interrupted retrain's) deleted first "
+            "(one a promoted name points at is never deleted).",
+        ),
     ] = 5,
     alpha: Annotated[
         float, typer.Option(help="Significance of the test that the challenger's MAE is worse.", min=0, max=1)

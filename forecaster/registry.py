@@ -9,13 +9,15 @@ which ``checkpoint.load_run`` does), so it sees one run whole. The relative targ
 ``runs/`` folder movable.
 
 The run directories that ``retrain`` writes for a name are its siblings ``NAME-YYYYmmdd-HHMMSS``
-(a ``-N`` suffix when two fall in one second); :func:`prune` keeps the newest of them and
-never one that a promoted name points at. Every change to a name happens under the lock
+(a ``-N`` suffix when two fall in one second); :func:`prune` keeps the newest of them (an
+unfinished one, left by an interrupted retrain, is the first to go) and never one that a
+promoted name points at. Every change to a name happens under the lock
 ``runs/.NAME.lock``, which ``retrain`` holds from training to promotion.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -174,10 +176,21 @@ def runs_of(name: str, runs_dir: Path = DEFAULT_RUNS_DIR) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def _finished(run: Path) -> bool:
+    """Whether ``run`` holds a finished run: not one whose training was interrupted (an
+    interrupted retrain's challenger), nor a folder without a readable run.json."""
+    try:
+        meta = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("status", "complete") == "complete"
+
+
 def prune(name: str, keep: int, runs_dir: Path = DEFAULT_RUNS_DIR) -> Pruned:
-    """Delete all but the newest ``keep`` run directories of ``name``; never one that a
-    promoted name in ``runs_dir`` points at (this name's, or another promoted from it). Call
-    with the name's lock held. Each one is renamed out of the way first, so a deletion cut
+    """Delete all but the newest ``keep`` run directories of ``name``, unfinished ones (an
+    interrupted retrain's challenger) first: one never pushes out a finished run. Never one
+    that a promoted name in ``runs_dir`` points at (this name's, or another promoted from it).
+    Call with the name's lock held. Each one is renamed out of the way first, so a deletion cut
     short never leaves a half-deleted directory that looks like a run; the leftovers of one
     cut short, and of a run whose writer was killed, go too."""
     if keep < 1:
@@ -190,6 +203,8 @@ def prune(name: str, keep: int, runs_dir: Path = DEFAULT_RUNS_DIR) -> Pruned:
             shutil.rmtree(entry, ignore_errors=True)
     result = Pruned()
     runs = runs_of(name, runs_dir)
+    done = {run: _finished(run) for run in runs}
+    runs = [r for r in runs if not done[r]] + [r for r in runs if done[r]]  # the first to go first
     for i, run in enumerate(runs):
         if i >= len(runs) - keep or run.resolve() in named:
             result.kept.append(run)

@@ -277,3 +277,26 @@ def test_an_interrupted_retrain_json_says_on_stdout_where_the_name_points(cli, r
     res = cli("retrain", "prod", "--runs-dir", runs, "--json")
     assert res.exit_code == 0, res.stderr
     assert json.loads(res.stdout)["interrupted"] is False
+
+
+def test_retrain_keep_prunes_an_unfinished_challenger_before_a_finished_run(cli, runs, monkeypatch):
+    """An interrupted retrain's challenger does not push a finished run out of --keep: it is
+    the first to go."""
+    res = cli("retrain", "prod", "--runs-dir", runs, "--json")
+    assert res.exit_code == 0, res.stderr
+    finished = json.loads(res.stdout)["challenger"]
+    real = retraining.train
+
+    def killed_in_epoch_1(cfg, *, run_dir, on_epoch=None, **kw):
+        return real(cfg, run_dir=run_dir, on_epoch=lambda rec: os.kill(os.getpid(), signal.SIGTERM), **kw)
+
+    monkeypatch.setattr(retraining, "train", killed_in_epoch_1)
+    assert cli("retrain", "prod", "--runs-dir", runs).exit_code == 130
+    unfinished = registry.runs_of("prod", runs)[-1].name
+    assert unfinished != finished and json.loads((runs / unfinished / "run.json").read_text())["status"] != "complete"
+    monkeypatch.setattr(retraining, "train", real)
+    res = cli("retrain", "prod", "--runs-dir", runs, "--keep", "2", "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["removed"] == [unfinished]
+    assert [p.name for p in registry.runs_of("prod", runs)] == [finished, doc["challenger"]]
