@@ -368,7 +368,8 @@ def train(
     """Train one global model over the tickers; write a run directory.
 
     Tickers come from --tickers, trailing arguments or the config file. The run directory holds
-    model.safetensors, run.json and history.csv.
+    model.safetensors, run.json and history.csv. Ctrl-C or SIGTERM saves a resumable run and
+    exits 130 (continue it with --resume).
     """
     if resume is not None and run_dir is not None and Path(run_dir).absolute() != Path(resume).absolute():
         raise typer.BadParameter(
@@ -531,8 +532,8 @@ def tune(
     Each trial trains a model (every train option fixes a value and takes it out of the search;
     --epochs is each trial's budget, --seed each trial's training seed) and is scored by its best
     validation pinball loss. The study is kept in runs/tune/<study>.db (or --storage), so the
-    same command continues it after an interruption; the results go to runs/tune/<study>/
-    (trials.csv, best.toml, history.png).
+    same command continues it after an interruption (Ctrl-C or SIGTERM exits 130); the results
+    go to runs/tune/<study>/ (trials.csv, best.toml, history.png).
     """
     setup_logging(quiet, log_file)
     options = locals()
@@ -1157,7 +1158,8 @@ def retrain(
     with the train flags given here on top of the champion's config. Both are backtested on the
     challenger's test split; it replaces the champion when its pinball loss is not higher and
     its MAE not significantly worse (one-sided DM test at --alpha). Exit 0 either way, 1 on
-    error (the pointer is untouched), 75 if the name is locked.
+    error (the pointer is untouched), 75 if the name is locked, 130 if interrupted (Ctrl-C,
+    SIGTERM: one line says where the name points; run the same retrain again).
     """
     setup_logging(quiet, log_file)
     with handled(debug):

@@ -301,7 +301,8 @@ def test_help_names_only_documented_exit_codes():
             if re.search(r"\bexit(s|ing)?\b", sentence, re.I):
                 named[where] = {int(n) for n in re.findall(r"\b\d+\b", sentence)}
     assert named, "no help text names an exit code"
-    odd = {where: codes - set(EXIT_CODES) for where, codes in named.items() if codes - set(EXIT_CODES)}
+    documented = {*EXIT_CODES, EXIT_INTERRUPTED}
+    odd = {where: codes - documented for where, codes in named.items() if codes - documented}
     assert odd == {}
 
 
@@ -316,3 +317,11 @@ def test_console_script_and_module_help():
         assert proc.returncode == 0, (argv, proc.stderr)
         assert _lists_all_commands(proc.stdout) == [], (argv, proc.stdout)
         assert "Usage" in proc.stdout
+
+
+@pytest.mark.parametrize("command", ["retrain", "train", "tune"])
+def test_the_help_of_the_commands_that_train_gives_exit_130_on_interruption(cli, command):
+    res = cli(command, "--help")
+    assert res.exit_code == 0
+    about = res.stdout.split("Options")[0]  # the command's description, before its options
+    assert "130" in about and "SIGTERM" in about, about
