@@ -351,12 +351,21 @@ def train(
     epoch_steps: EpochStepsOpt = None,
     threads: ThreadsOpt = None,
     run_dir: Annotated[
-        Path | None, typer.Option(help="Where to write the run (default runs/<model>-<timestamp>).", file_okay=False)
+        Path | None,
+        typer.Option(
+            help="Where to write the run (default runs/<model>-<timestamp>).",
+            file_okay=False,
+            path_type=str,
+            callback=_keep_empty,
+        ),
     ] = None,
     resume: Annotated[
         Path | None,
         typer.Option(
-            help="Continue an interrupted run (its config, with any flags given here on top).", file_okay=False
+            help="Continue an interrupted run (its config, with any flags given here on top).",
+            file_okay=False,
+            path_type=str,
+            callback=_keep_empty,
         ),
     ] = None,
     lock_timeout: LockOpt = 0.0,
@@ -385,6 +394,7 @@ def train(
         from .training import Dist, Interrupted
         from .training import train as do_train
 
+        _refuse_empty(run_dir=run_dir, resume=resume)
         base = None
         if resume is not None:
             base = read_manifest(resume).config.model_dump(mode="json")
@@ -518,6 +528,8 @@ def tune(
         typer.Option(
             help="Where --train-best writes the run, and best.toml's run_dir (default runs/<study>-best).",
             file_okay=False,
+            path_type=str,
+            callback=_keep_empty,
         ),
     ] = None,
     lock_timeout: LockOpt = 0.0,
@@ -546,6 +558,7 @@ def tune(
         from .tuning import train_best as do_train_best
         from .tuning import tune as do_tune
 
+        _refuse_empty(run_dir=run_dir)
         fixed = {k: v for k, v in overrides(train_flags).items() if k != "data.tickers"}
         tuned = {key: _val(options[opt]) for opt, key in TUNE_OVERRIDES.items()}
         cfg = load_config(config, {**fixed, **tuned, "data.tickers": _tickers(tickers, tickers_arg)})
@@ -1166,6 +1179,7 @@ def retrain(
         from .retraining import retrain as do_retrain
         from .training import Interrupted
 
+        _refuse_empty(runs_dir=runs_dir)
         flags = overrides(train_flags, _tickers(tickers, None))
         try:
             with _progress(sys.stderr.isatty() and not quiet and not json_out, 0) as (on_epoch, on_batch):

@@ -385,6 +385,10 @@ def test_bad_config_flags_are_one_line_exit_1(cli, small_dir, tmp_path, flags, k
         (["score", "--run", "RUN"], "--out"),
         (["score", "--run", "RUN"], "--data-dir"),
         (["promote", "RUN", "--name", "prod"], "--runs-dir"),
+        (["retrain", "prod"], "--runs-dir"),
+        (["train", "--source", "csv", "--tickers", "STOCKA", "--epochs", "1"], "--run-dir"),
+        (["train", "--epochs", "1"], "--resume"),
+        (["tune", "--source", "csv", "--tickers", "STOCKA", "--train-best"], "--run-dir"),
     ],
 )
 def test_an_empty_folder_option_is_refused_not_taken_for_the_current_folder(cli, run_copy, command, flag):
