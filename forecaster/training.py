@@ -563,11 +563,21 @@ def train(
     dist = Dist()
     seed_everything(cfg.train.seed)
     set_threads(cfg.train.threads)
-    data = load_training_data(cfg, tickers, splits)
-    device = dist.setup(resolve_device(cfg.train.device))
-    trainer = Trainer(new_model(cfg, data.ws).to(device), data.ws, cfg, device, dist)
-    if state is not None:
-        trainer.restore(_trainer_state(state))
+    with sigterm_as_interrupt():  # `kill` while the data are read stops it like Ctrl-C, with one line
+        try:
+            data = load_training_data(cfg, tickers, splits)
+            device = dist.setup(resolve_device(cfg.train.device))
+            trainer = Trainer(new_model(cfg, data.ws).to(device), data.ws, cfg, device, dist)
+            if state is not None:
+                trainer.restore(_trainer_state(state))
+        except KeyboardInterrupt:
+            dist.close()
+            then = f"continue with `forecaster train --resume {run_dir}`" if resume else "run the same command again"
+            raise Interrupted(
+                f"training interrupted before its first epoch, while the data were read: nothing was written to "
+                f"{run_dir}; {then}",
+                {"run_dir": run_dir, "resumable": resume and dist.main},
+            ) from None
     lock = file_lock(run_lock_path(run_dir), lock_timeout) if dist.main else nullcontext()
     started = time.perf_counter() - seconds_before  # a resumed run counts the time it trained before
     manifest = None

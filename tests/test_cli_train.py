@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from support import assert_one_line_error, run_meta
+from support import SLOW_TEST_TIMEOUT_S, assert_one_line_error, python_env, run_meta
 
 from forecaster.synthetic import generate_bars, write_csv
 
@@ -459,3 +461,44 @@ def test_an_interrupted_train_json_says_on_stdout_what_the_run_left(cli, small_d
     assert doc["run_dir"] == str(run) and doc["name"] == "r" and doc["resumable"] is True
     assert doc["epochs_run"] == 1 and doc["best_epoch"] == 1 and doc["windows"] == run_meta(run)["windows"]
     assert run_meta(run)["status"] == "interrupted"
+
+
+_KILLED_WHILE_READING = """
+import os, signal, sys
+import forecaster.training as training
+from forecaster.cli import main
+
+real = training.load_training_data
+
+def killed(*args, **kwargs):  # `kill` arrives while the data are read, before the first epoch
+    os.kill(os.getpid(), signal.SIGTERM)
+    return real(*args, **kwargs)
+
+training.load_training_data = killed
+sys.argv = ["forecaster", "train", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
+def test_sigterm_while_train_reads_the_data_exits_130_with_one_line(small_dir, tmp_path):
+    """`kill` before the first epoch: exit 130 with one line saying nothing was written (and
+    --json says so on stdout), not a process killed by the signal (143) without a word."""
+    run = tmp_path / "r"
+    args = ["--data-dir", str(small_dir), "-t", "STOCKA", *TINY, "--run-dir", str(run), "--json"]
+    res = subprocess.run(
+        [sys.executable, "-c", _KILLED_WHILE_READING, *args],
+        capture_output=True,
+        text=True,
+        env=python_env(OMP_NUM_THREADS="1", NO_COLOR="1"),
+        cwd=tmp_path,
+        timeout=240,
+    )
+    assert res.returncode == 130, (res.returncode, res.stderr)
+    [line] = res.stderr.splitlines()
+    assert line.startswith("ERROR: training interrupted before its first epoch"), line
+    assert "nothing was written" in line and "run the same command again" in line, line
+    doc = json.loads(res.stdout)
+    assert doc["interrupted"] is True and doc["resumable"] is False and doc["run_dir"] == str(run)
+    assert not run.exists()
