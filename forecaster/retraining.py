@@ -137,16 +137,18 @@ def retrain(
     runs_dir = Path(runs_dir)
     pointer = pointer_path(name, runs_dir)
     champion(name, runs_dir)  # no champion: refused before the lock file (or a mistyped folder) is made
-    # SIGTERM (systemctl stop) while the two runs are compared stops it like Ctrl-C (exit 130)
+    # SIGTERM (systemctl stop) once the lock is taken stops it like Ctrl-C (exit 130), with one line
     with sigterm_as_interrupt(), file_lock(lock_path(name, runs_dir), lock_timeout):
-        champ_dir = champion(name, runs_dir)
-        champ = load_run(champ_dir)
-        run_dir = new_run_dir(name, runs_dir, now or datetime.now(UTC))
-        cfg = load_config(None, {**(overrides or {}), "run_dir": str(run_dir)}, base=_stored(champ))
-        _check_comparable(champ, cfg.data.tickers)
-        log.info("training challenger %s with %s's config", run_dir, champ.name)
-        stage = "while the challenger trained"
+        champ_dir = run_dir = None
+        stage = "before the challenger trained"  # the champion is loaded, the challenger's config built
         try:
+            champ_dir = champion(name, runs_dir)
+            champ = load_run(champ_dir)
+            run_dir = new_run_dir(name, runs_dir, now or datetime.now(UTC))
+            cfg = load_config(None, {**(overrides or {}), "run_dir": str(run_dir)}, base=_stored(champ))
+            _check_comparable(champ, cfg.data.tickers)
+            log.info("training challenger %s with %s's config", run_dir, champ.name)
+            stage = "while the challenger trained"
             train(cfg, run_dir=run_dir, on_epoch=on_epoch, on_batch=on_batch, lock_timeout=lock_timeout)
             stage = "before the challenger was compared"
             chall = load_run(run_dir)
@@ -172,14 +174,15 @@ def retrain(
     )
 
 
-def _interrupted(name: str, pointer: Path, champ_dir: Path, run_dir: Path, stage: str) -> Interrupted:
+def _interrupted(name: str, pointer: Path, champ_dir: Path | None, run_dir: Path | None, stage: str) -> Interrupted:
     """What an interrupted retrain left: where the name points, and the challenger's run. Not
     `train --resume`, which training's own message advises: that would finish the challenger
     but never compare it with the champion. Its ``details`` are those keys of
-    :meth:`RetrainReport.as_dict` that apply."""
+    :meth:`RetrainReport.as_dict` that apply. ``champ_dir`` and ``run_dir`` are None when the
+    signal came before they were known."""
     target = pointer_target(pointer)
-    promoted = target is not None and target.name == run_dir.name
-    written = promoted or (run_dir / "run.json").is_file()
+    promoted = target is not None and run_dir is not None and target.name == run_dir.name
+    written = promoted or (run_dir is not None and (run_dir / "run.json").is_file())
     if promoted:
         left = f"the challenger {run_dir} was promoted"
     elif stage == "after the comparison":
@@ -192,7 +195,7 @@ def _interrupted(name: str, pointer: Path, champ_dir: Path, run_dir: Path, stage
     details = {
         "name": name,
         "promoted": promoted,
-        "champion": champ_dir.name,
+        "champion": (champ_dir or target).name if (champ_dir or target) else None,
         "challenger": run_dir.name if written else None,
         "pointer": str(pointer),
         "points_to": target.name if target else None,

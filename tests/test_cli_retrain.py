@@ -250,6 +250,54 @@ def test_sigterm_while_comparing_exits_130_and_leaves_the_pointer(runs):
     assert _target(runs) == "first"
 
 
+_STOPPED_WHILE_LOADING_THE_CHAMPION = """
+import os, signal, sys
+import forecaster.retraining as retraining
+from forecaster.cli import main
+
+real = retraining.load_run
+
+def stopped(*args, **kwargs):  # systemctl stop arrives once the lock is taken, before training
+    os.kill(os.getpid(), signal.SIGTERM)
+    return real(*args, **kwargs)
+
+retraining.load_run = stopped
+sys.argv = ["forecaster", "retrain", "prod", "--runs-dir", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
+def test_sigterm_while_the_champion_is_loaded_exits_130_with_one_line_and_json(runs):
+    """`kill` after the lock is taken, while the champion is loaded (before the challenger
+    trains): exit 130 with the line the later stages give, --json the document on stdout; not
+    a process killed by the signal or a bare "interrupted"."""
+    res = subprocess.run(
+        [sys.executable, "-c", _STOPPED_WHILE_LOADING_THE_CHAMPION, str(runs), "--json"],
+        capture_output=True,
+        text=True,
+        env=python_env(OMP_NUM_THREADS="1", NO_COLOR="1"),
+        timeout=240,
+    )
+    assert res.returncode == 130, (res.returncode, res.stderr)
+    [line] = res.stderr.splitlines()
+    assert line.startswith("ERROR: retrain of prod interrupted before the challenger trained"), line
+    assert "prod points at first; no challenger run was written" in line, line
+    assert "run `forecaster retrain prod` again" in line.lower(), line
+    assert json.loads(res.stdout) == {
+        "name": "prod",
+        "promoted": False,
+        "champion": "first",
+        "challenger": None,
+        "pointer": str(runs / "prod"),
+        "points_to": "first",
+        "interrupted": True,
+        "message": line.removeprefix("ERROR: "),
+    }
+    assert _target(runs) == "first" and registry.runs_of("prod", runs) == []
+
+
 def test_an_interrupted_retrain_json_says_on_stdout_where_the_name_points(cli, runs, monkeypatch):
     """`kill` while the challenger of `retrain --json` trains: exit 130, the line on stderr, and
     on stdout the keys of a finished retrain that apply, with interrupted and the line."""
