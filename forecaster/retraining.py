@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -137,11 +138,13 @@ def retrain(
     runs_dir = Path(runs_dir)
     pointer = pointer_path(name, runs_dir)
     champion(name, runs_dir)  # no champion: refused before the lock file (or a mistyped folder) is made
-    # SIGTERM (systemctl stop) once the lock is taken stops it like Ctrl-C (exit 130), with one line
-    with sigterm_as_interrupt(), file_lock(lock_path(name, runs_dir), lock_timeout):
+    # SIGTERM (systemctl stop) from the wait for the lock on stops it like Ctrl-C (exit 130), with one line
+    with sigterm_as_interrupt(), ExitStack() as held:
         champ_dir = run_dir = None
-        stage = "before the challenger trained"  # the champion is loaded, the challenger's config built
+        stage = "while it waited for the lock on the name"
         try:
+            held.enter_context(file_lock(lock_path(name, runs_dir), lock_timeout))
+            stage = "before the challenger trained"  # the champion is loaded, the challenger's config built
             champ_dir = champion(name, runs_dir)
             champ = load_run(champ_dir)
             run_dir = new_run_dir(name, runs_dir, now or datetime.now(UTC))

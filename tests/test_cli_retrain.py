@@ -298,6 +298,49 @@ def test_sigterm_while_the_champion_is_loaded_exits_130_with_one_line_and_json(r
     assert _target(runs) == "first" and registry.runs_of("prod", runs) == []
 
 
+_STOPPED_WHILE_WAITING_FOR_THE_LOCK = """
+import os, signal, sys
+from contextlib import contextmanager
+import forecaster.retraining as retraining
+from forecaster.cli import main
+
+real = retraining.file_lock
+
+@contextmanager
+def waiting(*args, **kwargs):  # systemctl stop arrives while another run holds the name
+    os.kill(os.getpid(), signal.SIGTERM)
+    with real(*args, **kwargs):
+        yield
+
+retraining.file_lock = waiting
+sys.argv = ["forecaster", "retrain", "prod", "--runs-dir", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
+def test_sigterm_while_waiting_for_the_lock_exits_130_with_one_line_and_json(runs):
+    """`kill` while `retrain --lock-timeout` waits for the name: exit 130 with one line saying
+    where the name points and that nothing was written (--json: the document), not a bare
+    "interrupted"."""
+    res = subprocess.run(
+        [sys.executable, "-c", _STOPPED_WHILE_WAITING_FOR_THE_LOCK, str(runs), "--lock-timeout", "60", "--json"],
+        capture_output=True,
+        text=True,
+        env=python_env(OMP_NUM_THREADS="1", NO_COLOR="1"),
+        timeout=240,
+    )
+    assert res.returncode == 130, (res.returncode, res.stderr)
+    [line] = res.stderr.splitlines()
+    assert line.startswith("ERROR: retrain of prod interrupted while it waited for the lock on the name"), line
+    assert "prod points at first; no challenger run was written" in line, line
+    doc = json.loads(res.stdout)
+    assert doc["interrupted"] is True and doc["message"] == line.removeprefix("ERROR: ")
+    assert doc["champion"] == doc["points_to"] == "first" and doc["challenger"] is None and doc["promoted"] is False
+    assert _target(runs) == "first" and registry.runs_of("prod", runs) == []
+
+
 def test_an_interrupted_retrain_json_says_on_stdout_where_the_name_points(cli, runs, monkeypatch):
     """`kill` while the challenger of `retrain --json` trains: exit 130, the line on stderr, and
     on stdout the keys of a finished retrain that apply, with interrupted and the line."""
