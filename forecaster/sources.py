@@ -489,9 +489,10 @@ def fetch_history(
 
     ``start`` is inclusive, ``end`` exclusive; ``start=None`` asks for the full history. A
     last bar whose session is still trading on the exchange ``calendar`` is left out
-    (:func:`drop_unfinished_session`). Raises RateLimitError (HTTP 429), TickerError (no
-    data: unknown/delisted symbol, or a Yahoo 5xx, which looks the same), NetworkError
-    (other transport errors) or DataError. Each message starts with the symbol.
+    (:func:`drop_unfinished_session`); when it is the only bar, a DataError says so. Raises
+    RateLimitError (HTTP 429), TickerError (no data: unknown/delisted symbol, or a Yahoo 5xx,
+    which looks the same), NetworkError (other transport errors) or DataError. Each message
+    starts with the symbol.
     """
     import yfinance as yf  # slow to import (about half a second): only when Yahoo is used
     from yfinance.exceptions import YFException, YFRateLimitError, YFTickerMissingError
@@ -529,7 +530,13 @@ def fetch_history(
         raise TickerError(no_data)
     tz = getattr(raw.index, "tz", None)
     bars = normalise_history(raw, symbol)
-    return drop_unfinished_session(bars, str(tz) if tz is not None else None, calendar=calendar, symbol=symbol)
+    done = drop_unfinished_session(bars, str(tz) if tz is not None else None, calendar=calendar, symbol=symbol)
+    if done.empty:  # a symbol's first day (a listing): "no usable bars" would say its data are bad
+        raise DataError(
+            f"{symbol}: Yahoo has only today's bar ({bars.index[-1].date()}), whose session has not closed yet: "
+            "nothing to store; run again after the close"
+        )
+    return done
 
 
 def _clear_yfinance_cache() -> None:

@@ -182,6 +182,31 @@ def test_download_through_offline_yahoo_stand_in(cli, monkeypatch, tmp_path):
     assert yahoo.chart_calls("AAA")
 
 
+def test_download_of_only_todays_unfinished_bar_says_to_run_again_after_the_close(
+    cli, monkeypatch, tmp_path, offline_yfinance
+):
+    """A symbol whose only bar is today's, still trading (a listing's first day; an exchange
+    rate, whose day is over only at midnight): one line saying so and when to run again, not
+    "no usable bars", as if its data were bad."""
+    today = pd.Timestamp.now(tz="Europe/London").tz_localize(None).normalize()
+    bars = make_bars("2024-01-02", 1, seed=5).set_axis(pd.DatetimeIndex([today], name="date"))
+    yahoo = FakeYahoo({"EURUSD=X": bars})
+    yahoo.timezones["EURUSD=X"] = "Europe/London"
+    real = forecaster.sources.fetch_with_retry
+
+    def via_fake(ticker, start=None, end=None, *, session=None, **_):
+        return real(ticker, start, end, session=yahoo.session(), sleep=lambda s: None)
+
+    monkeypatch.setattr(forecaster.store, "fetch_with_retry", via_fake)
+    data = tmp_path / "d"
+    res = cli("download", "EURUSD=X", "--data-dir", data)
+    assert res.exit_code == 1, res.stderr
+    line = next(ln for ln in res.stderr.splitlines() if ln.startswith("ERROR: EURUSD=X:"))
+    assert f"only today's bar ({today.date()})" in line and "run again after the close" in line, line
+    assert "no usable bars" not in res.stderr
+    assert _parquets(data) == []
+
+
 # ---------------------------------------------------------------------------- exit 1
 
 
