@@ -435,6 +435,7 @@ def update_ticker(
     else:
         start = old.index[max(len(old) - overlap_days, 0)]
         fresh = validate_bars(fetch(symbol, start, None), symbol)
+        _check_overlap(old, fresh, start, symbol, path)
         merged, revised = merge_bars(old, fresh)
         if revised:
             log.warning("%s: history was re-adjusted upstream; fetching it all again", symbol)
@@ -450,6 +451,21 @@ def update_ticker(
             reason = exc.strerror or str(exc) or type(exc).__name__
             raise StoreWriteError(f"cannot write {path}: {reason}; the stored file is unchanged") from None
     return UpdateResult(symbol, len(merged), merged.index[0].date(), merged.index[-1].date(), added, refetched)
+
+
+def _check_overlap(old: pd.DataFrame, fresh: pd.DataFrame, start: pd.Timestamp, symbol: str, path: Path) -> None:
+    """DataError when none of the stored sessions re-fetched from ``start`` came back: Yahoo's
+    series of the symbol is no longer the stored one (a delisted symbol given to another
+    security, say), and appending it would splice two series across a gap without a word."""
+    if fresh.index.isin(old.index).any():
+        return
+    tail = old.index[old.index >= start]
+    raise DataError(
+        f"{symbol}: Yahoo's bars no longer include the stored sessions {tail[0].date()} to {tail[-1].date()} "
+        f"(its bars run from {fresh.index[0].date()} to {fresh.index[-1].date()}): the symbol may now name "
+        f"another security; the stored file is unchanged. To store Yahoo's series instead, delete {path} "
+        f"and run `forecaster download {symbol}`"
+    )
 
 
 class FailureKind(StrEnum):

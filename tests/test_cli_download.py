@@ -325,6 +325,27 @@ def test_download_partial_failure_json(cli, fake_fetch, tmp_path):
     assert "ZZZ" in res.stderr
 
 
+def test_download_refuses_to_append_a_series_that_no_longer_has_the_stored_sessions(cli, fake_fetch, tmp_path):
+    """The symbol now names another security (delisted, then reused): Yahoo's bars start long
+    after the stored ones and share none of the sessions re-fetched for the overlap. They are
+    not appended across the gap as if one series went on; the ticker fails with what to do."""
+    data = tmp_path / "d"
+    stored = make_bars("2021-01-04", 60, seed=4)
+    fake_fetch({"AAA": stored, "BBB": make_bars("2024-01-02", 30, seed=5)})
+    assert cli("download", "AAA", "BBB", "--data-dir", data, "-q").exit_code == 0
+    before = (data / "store" / "AAA.parquet").read_bytes()
+    fake_fetch({"AAA": make_bars("2023-05-01", 40, seed=6), "BBB": make_bars("2024-01-02", 35, seed=5)})
+    res = cli("download", "AAA", "BBB", "--data-dir", data, "--json")
+    assert res.exit_code == 3, res.stderr
+    doc = json.loads(res.stdout)
+    assert set(doc["ok"]) == {"BBB"}
+    reason = doc["failed"]["AAA"]
+    assert f"no longer include the stored sessions {stored.index[-5].date()} to {stored.index[-1].date()}" in reason
+    assert "2023-05-01" in reason and "unchanged" in reason
+    assert f"delete {data / 'store' / 'AAA.parquet'} and run `forecaster download AAA`" in reason
+    assert (data / "store" / "AAA.parquet").read_bytes() == before
+
+
 # ---------------------------------------------------------------------------- exit 75
 
 
