@@ -97,7 +97,7 @@ def _refresh(
     bad: dict[str, str] = {}
     for sym, reason in result.failed.items():
         try:
-            last = load_store(data_dir, sym).index[-1]
+            dates = load_store(data_dir, sym).index
         except DataError as exc:
             why = str(exc).removeprefix(f"{sym}: ")  # the ticker is named once, by the reader
             if why == reason:  # the refresh stopped at the stored bars themselves: one reason, said once
@@ -106,11 +106,14 @@ def _refresh(
                 stored = "nothing is stored" if "no stored data" in why else f"stored bars unusable: {why}"
                 bad[sym] = f"refresh failed ({reason}) and {stored}"
         else:
+            last = dates[-1]
             behind = sessions_after_count(last, latest, calendar)
             if behind <= max_staleness:
+                upto = f"{last.date()}"
+                if cut is not None and last > cut and (dates <= cut).any():  # the bars after --as-of are not read
+                    upto = f"{dates[dates <= cut][-1].date()} (--as-of {cut.date()})"
                 report.warnings.append(
-                    f"{sym}: refresh failed ({reason}); using stored bars up to {last.date()} "
-                    f"({behind} sessions behind)"
+                    f"{sym}: refresh failed ({reason}); using stored bars up to {upto} ({behind} sessions behind)"
                 )
                 continue
             bad[sym] = (

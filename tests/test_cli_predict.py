@@ -748,6 +748,28 @@ def test_predict_as_of_with_network_down_counts_staleness_to_that_day(
     _check_forecast(_read(out / trained_run.name / "2024-12-20.csv"), ["STOCKA", "STOCKB"], 3, trained_run.name)
 
 
+def test_predict_as_of_a_weekend_with_network_down_names_the_bars_it_uses(
+    cli, trained_run, sample_dir, tmp_path, monkeypatch
+):
+    """A backfill for a Saturday while Yahoo is down: the fallback warning names the last bar
+    the forecast is made from (Friday's), not the store's last bar, which --as-of leaves out."""
+
+    def down(ticker, *a, **k):
+        raise NetworkError(f"{ticker}: cannot reach Yahoo (ConnectionError)")
+
+    monkeypatch.setattr(forecaster.store, "fetch_with_retry", down)
+    data, out = tmp_path / "data", tmp_path / "fc"
+    for sym in ("STOCKA", "STOCKB"):
+        save_store(data, sym, read_csv_bars(sample_dir, sym))  # ends 2024-12-31
+    args = ["--run", trained_run, "--source", "yahoo", "--data-dir", data, "--out", out, "--max-staleness", "0"]
+    res = cli("predict", *args, "--as-of", "2024-12-28")
+    assert res.exit_code == 0, res.stderr
+    for sym in ("STOCKA", "STOCKB"):
+        line = next(ln for ln in res.stderr.splitlines() if ln.startswith(f"WARNING: {sym}: refresh failed"))
+        assert "using stored bars up to 2024-12-27 (--as-of 2024-12-28)" in line and "2024-12-31" not in line, line
+    assert set(_read(out / trained_run.name / "2024-12-27.csv")["as_of"]) == {"2024-12-27"}
+
+
 def test_predict_lock_held_on_the_output(cli, trained_run, tmp_path):
     folder = tmp_path / "fc" / trained_run.name
     with fsio.file_lock(folder / ".lock"):
