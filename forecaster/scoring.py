@@ -244,6 +244,10 @@ def _read_forecast(path: Path, run: str, tickers: set[str] | None) -> pd.DataFra
     if short.any():
         raise _Malformed(f"row {int(np.flatnonzero(short)[0]) + 2} is incomplete (the file was cut short?)")
     others = sorted(set(raw["run"]) - {run, csv_safe(run)})
+    last = raw["run"].iloc[-1]
+    if last in others and _cut_in_last_field(path) and any(r.startswith(last) for r in (run, csv_safe(run))):
+        # the copy stopped inside the run's name on the last row: a torn file, not another run's
+        raise _Malformed(f"row {len(raw) + 1} is incomplete (the file was cut short?)")
     if others:
         raise _Malformed(f"written by run {ascii(others[0][:60])}, not {run}")
     try:
@@ -277,6 +281,20 @@ def _read_forecast(path: Path, run: str, tickers: set[str] | None) -> pd.DataFra
     df["model"] = raw["model"]
     df["file"] = path.name
     return df
+
+
+def _cut_in_last_field(path: Path) -> bool:
+    """True when the file does not end with a line break (predict ends every row with one):
+    its last field may be a prefix of what was being written."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() == 0:
+                return False
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) not in (b"\n", b"\r")
+    except OSError:
+        return False
 
 
 def _latest_copies(frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -199,6 +199,28 @@ def test_a_file_cut_short_is_named_as_such_not_as_another_runs(cli, trained_run,
     assert "row 7 is incomplete" in line and "written by run" not in line, line
 
 
+@pytest.mark.parametrize("kept", [1, 2, 3])
+def test_a_file_cut_inside_the_run_name_is_named_as_cut_short(cli, trained_run, out, kept):
+    folder = out / trained_run.name
+    text = (folder / "2024-12-31.csv").read_bytes()
+    assert text.endswith(b"," + trained_run.name.encode() + b"\n")
+    (folder / "2024-12-23.csv").write_bytes(text[: len(text) - 1 - len(trained_run.name) + kept])
+    res = cli("score", "--run", trained_run, "--out", out)
+    assert res.exit_code == 3, res.stderr
+    line = next(ln for ln in res.stderr.splitlines() if "2024-12-23.csv skipped" in ln)
+    assert "row 7 is incomplete" in line and "written by run" not in line, line
+
+
+def test_a_whole_last_row_without_a_line_break_is_scored(cli, trained_run, out):
+    folder = out / trained_run.name
+    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    before = (folder / "score.csv").read_bytes()
+    path = folder / "2024-12-31.csv"
+    path.write_bytes(path.read_bytes().rstrip(b"\n"))  # saved by an editor that drops the last line break
+    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    assert (folder / "score.csv").read_bytes() == before
+
+
 def test_a_forecast_for_a_session_missing_from_the_data_is_named(cli, trained_run, out):
     folder = out / trained_run.name
     df = pd.read_csv(folder / "2024-12-20.csv", dtype=str)
