@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -345,7 +346,12 @@ def garch_filter(returns_pct, params: GarchParams) -> np.ndarray:
 
 
 def _garch_state(
-    log_close: np.ndarray, origins: np.ndarray, refit_every: int, max_window: int, fixed: GarchParams | None
+    log_close: np.ndarray,
+    origins: np.ndarray,
+    refit_every: int,
+    max_window: int,
+    fixed: GarchParams | None,
+    where: Callable[[int], str] | None = None,
 ) -> tuple[np.ndarray, list[GarchParams | None]]:
     """One-step variance (percent squared) after each origin, and the parameters behind it.
 
@@ -355,8 +361,10 @@ def _garch_state(
     origin's variance uses only returns up to it. A failed fit reuses the previous block's
     parameters, or the EWMA variance (parameters None) when there are none; so does a block
     with fewer than :data:`GARCH_MIN_RETURNS` returns. With ``fixed`` parameters nothing is
-    fitted: all origins are one block filtered with them.
+    fitted: all origins are one block filtered with them. ``where(o)`` names origin ``o`` in
+    the warnings (by default ``origin o``, its index).
     """
+    where = where or (lambda o: f"origin {o}")
     refit_every, max_window = int(refit_every), int(max_window)
     if refit_every < 1 or max_window < 2:
         raise ValueError(f"refit_every must be >= 1 and max_window >= 2, got {refit_every}, {max_window}")
@@ -378,10 +386,15 @@ def _garch_state(
             fitted = fit_garch(returns[start:first], previous)
             if fitted is None:
                 fallback = "the previous fit" if previous is not None else "EWMA"
-                log.warning("GARCH fit at origin %d failed; using %s", first, fallback)
+                log.warning("GARCH fit at %s failed; using %s", where(first), fallback)
                 fitted = previous
         elif fitted is None:
-            log.warning("GARCH: %d returns before origin %d are too few for a fit; using EWMA", first, first)
+            log.warning(
+                "GARCH: %d returns before %s are too few for a fit (it needs %d); using EWMA",
+                first,
+                where(first),
+                GARCH_MIN_RETURNS,
+            )
         if fitted is None:
             variance[block] = _PCT**2 * _ewma_variance(log_close, origins[block])
         else:
@@ -401,6 +414,7 @@ def garch_volatility(
     refit_every: int = GARCH_REFIT_EVERY,
     max_window: int = GARCH_MAX_WINDOW,
     params: GarchParams | None = None,
+    where: Callable[[int], str] | None = None,
 ) -> np.ndarray:
     """GJR-GARCH one-step conditional volatility of the daily log return after each origin.
 
@@ -409,7 +423,7 @@ def garch_volatility(
     ``params``). NaN where the EWMA fallback has too little history.
     """
     log_close, origins, _ = _prepare(close, origins, 1)
-    variance, _ = _garch_state(log_close, origins, refit_every, max_window, params)
+    variance, _ = _garch_state(log_close, origins, refit_every, max_window, params, where)
     return np.sqrt(variance) / _PCT
 
 
@@ -420,6 +434,7 @@ def garch(
     refit_every: int = GARCH_REFIT_EVERY,
     max_window: int = GARCH_MAX_WINDOW,
     params: GarchParams | None = None,
+    where: Callable[[int], str] | None = None,
 ) -> np.ndarray:
     """GJR-GARCH(1,1), Student-t errors, zero mean, fitted with arch on returns in percent.
 
@@ -432,11 +447,12 @@ def garch(
 
     ``params``, fitted beforehand by :func:`fit_garch` on returns up to the earliest origin
     (say when the test split is cut), skip the fits, the expensive part: every origin is then
-    filtered with them.
+    filtered with them. ``where(o)`` names origin ``o`` (an index into ``close``) in the
+    warnings, e.g. by its ticker and date.
     """
     log_close, origins, _ = _prepare(close, origins, horizon)
     horizon = int(horizon)
-    one_step, used = _garch_state(log_close, origins, refit_every, max_window, params)
+    one_step, used = _garch_state(log_close, origins, refit_every, max_window, params, where)
     n = origins.shape[0]
     omega, persistence = np.zeros(n), np.ones(n)  # the EWMA fallback: v_k = v_1, normal quantiles
     z_hi = np.full(n, NormalDist().inv_cdf(QUANTILES[-1]))

@@ -212,12 +212,18 @@ def _ticker_rows(ws, ends, k: int, sym: str, lo, med, hi, fit=None) -> dict[str,
     local = ends[sel] - first
     params = _same_fit(fit, ws, ends[sel])
     for name, baseline in PROBABILISTIC_BASELINES.items():
-        extra = {"params": params} if name == "garch" and params is not None else {}
+        extra = {"where": _origin_of(sym, ws.dates[first:stop])} if name == "garch" else {}
+        extra |= {"params": params} if name == "garch" and params is not None else {}
         prices = baseline(close, local, H, **extra)  # (B, H, 3), from the bars up to each origin
         for j, suffix in enumerate(QUANTILE_SUFFIXES):
             frame[f"{name}_{suffix}"] = prices[:, :, j].ravel()
     keep = have.ravel()
     return {c: v[keep] for c, v in frame.items()}
+
+
+def _origin_of(sym: str, dates: np.ndarray):
+    """How the garch baseline's warnings name the origin at an index of ``sym``'s bars."""
+    return lambda o: f"origin {_days(dates[o : o + 1])[0]} of {sym}"
 
 
 def _days(dates: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 import pytest
-from support import assert_one_line_error, run_meta
+from support import assert_one_line_error, run_meta, tiny_overrides
 
 import forecaster.evaluation
 
@@ -150,6 +150,27 @@ def test_evaluate_names_a_ticker_whose_data_end_before_the_test_split(cli, run_c
     b[b["Date"] < "2024-03-01"].to_csv(data / "STOCKA.csv", index=False)
     res = cli("evaluate", "--run", run_copy, "--data-dir", data)
     assert res.exit_code == 1 and "end before the run's test split" in res.stderr
+
+
+def test_evaluate_names_the_ticker_and_date_of_a_garch_baseline_without_a_fit(cli, sample_dir, tmp_path):
+    """A ticker listed a year before the test split has too few returns for the garch fit:
+    the warning names it and its first origin, not an index into its bars."""
+    from forecaster.config import load_config
+    from forecaster.training import train
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "STOCKA.csv").write_text((sample_dir / "STOCKA.csv").read_text())
+    b = pd.read_csv(sample_dir / "STOCKB.csv")
+    b.tail(320).to_csv(data / "STOCKB.csv", index=False)
+    run = tmp_path / "run"
+    train(load_config(None, tiny_overrides(data, **{"train.epochs": 1})), run_dir=run)
+    res = cli("evaluate", "--run", run, "-q")
+    assert res.exit_code == 0, res.stderr
+    pred = pd.read_csv(run / "eval" / "predictions.csv")
+    first = pred.loc[pred["ticker"] == "STOCKB", "origin"].min()
+    warned = [ln for ln in res.stderr.splitlines() if "GARCH" in ln]
+    assert len(warned) == 1 and f"before origin {first} of STOCKB are too few for a fit" in warned[0], res.stderr
 
 
 def test_evaluate_quiet_prints_no_table(cli, run_copy):
