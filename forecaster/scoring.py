@@ -46,7 +46,7 @@ from .errors import EXIT_OK, EXIT_PARTIAL, ConfigError, DataError, ForecasterErr
 from .evaluation import EvalReport
 from .metrics import POOLED, metrics_table
 from .outputs import write_csv
-from .prediction import FORECAST_COLUMNS
+from .prediction import FORECAST_COLUMNS, _latest_possible_day
 from .store import load_bars
 from .tickers import csv_safe, validate_ticker
 
@@ -125,16 +125,20 @@ class ScoreReport:
 
 
 def parse_since(since: str | None) -> pd.Timestamp | None:
-    """``--since`` as a date; ConfigError for anything but YYYY-MM-DD."""
+    """``--since`` as a date; ConfigError for anything but YYYY-MM-DD, and for a day that has
+    not begun anywhere yet (no forecast can have been made on it)."""
     if since is None:
         return None
     text = str(since).strip()
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
         raise ConfigError(f"--since {ascii(text[:40])} is not a date; expected YYYY-MM-DD")
     try:
-        return pd.Timestamp(text)
+        day = pd.Timestamp(text)
     except ValueError:
         raise ConfigError(f"--since {text} is not a date; expected YYYY-MM-DD") from None
+    if day > _latest_possible_day(None):  # today east of UTC is not the future
+        raise ConfigError(f"--since {day.date()} is in the future")
+    return day
 
 
 def score(

@@ -366,6 +366,20 @@ def test_since_after_every_forecast_is_an_error_and_keeps_the_earlier_score(cli,
     assert (folder / "score.csv").read_bytes() == before
 
 
+def test_since_in_the_future_is_refused_as_such_and_keeps_the_earlier_score(cli, trained_run, out):
+    folder = out / trained_run.name
+    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    before = (folder / "score.csv").read_bytes()
+    ahead = (pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=3)).strftime("%Y-%m-%d")
+    res = cli("score", "--run", trained_run, "--out", out, "--since", ahead)
+    assert res.exit_code == 1, res.stdout
+    assert res.stderr.strip() == f"ERROR: --since {ahead} is in the future", res.stderr
+    assert (folder / "score.csv").read_bytes() == before
+    today = pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d")  # not the future: nothing made since, said so
+    res = cli("score", "--run", trained_run, "--out", out, "--since", today)
+    assert res.exit_code == 1 and f"no forecast made on or after {today}" in res.stderr, res.stderr
+
+
 def _on_a_terminal(args, columns: int) -> tuple[int, str]:
     """Run the installed command with its stdout on a terminal ``columns`` wide; its exit code
     and what the terminal showed, without the style codes."""
