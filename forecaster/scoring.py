@@ -239,6 +239,8 @@ def _read_forecast(path: Path, run: str, tickers: set[str] | None) -> pd.DataFra
         raise _Malformed(f"cannot be read ({exc.strerror or exc})") from None
     missing = [c for c in FORECAST_COLUMNS if c not in raw.columns]
     if missing:
+        if raw.empty and _cut_in_header(path):
+            raise _Malformed("it ends inside its header line (the file was cut short?)")
         raise _Malformed(f"not a forecast file: no column {', '.join(missing)}")
     if raw.empty:
         raise _Malformed("no forecast rows")
@@ -299,6 +301,16 @@ def _cut_in_last_field(path: Path) -> bool:
             return fh.read(1) not in (b"\n", b"\r")
     except OSError:
         return False
+
+
+def _cut_in_header(path: Path) -> bool:
+    """True when the whole file is the start of the header predict writes, cut off before its
+    line break."""
+    try:
+        text = path.read_bytes()[:200].decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return bool(text) and ",".join(FORECAST_COLUMNS).startswith(text)
 
 
 def _latest_copies(frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -211,6 +211,16 @@ def test_a_file_cut_inside_the_run_name_is_named_as_cut_short(cli, trained_run, 
     assert "row 7 is incomplete" in line and "written by run" not in line, line
 
 
+@pytest.mark.parametrize("kept", [10, 30, 52])
+def test_a_file_cut_inside_its_header_is_named_as_cut_short(cli, trained_run, out, kept):
+    folder = out / trained_run.name
+    (folder / "2024-12-23.csv").write_bytes((folder / "2024-12-31.csv").read_bytes()[:kept])
+    res = cli("score", "--run", trained_run, "--out", out)
+    assert res.exit_code == 3, res.stderr
+    line = next(ln for ln in res.stderr.splitlines() if "2024-12-23.csv skipped" in ln)
+    assert "cut short" in line and "not a forecast file" not in line, line
+
+
 def test_a_whole_last_row_without_a_line_break_is_scored(cli, trained_run, out):
     folder = out / trained_run.name
     assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
