@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 import pytest
-from support import assert_one_line_error, run_meta, tiny_overrides
+from support import ROOT, assert_one_line_error, run_meta, tiny_overrides
 
 import forecaster.evaluation
 
@@ -128,6 +128,14 @@ def test_evaluate_json(cli, run_copy):
     assert rows and all(list(r) == METRIC_COLUMNS for r in rows)
     on_disk = pd.read_csv(run_copy / "eval" / "metrics.csv")
     assert len(rows) == len(on_disk)
+
+
+def test_evaluate_json_keys_are_documented_in_the_readme(cli, run_copy):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Evaluation", 1)[1].split("\n## ", 1)[0]
+    doc = json.loads(cli("evaluate", "--run", run_copy, "--json").stdout)
+    keys = set(doc) | set(doc["lag"][0])
+    assert not [k for k in sorted(keys) if f"`{k}`" not in section]
 
 
 def test_evaluate_names_a_ticker_whose_data_end_before_the_test_split(cli, run_copy, sample_dir, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from support import assert_one_line_error, run_meta
+from support import ROOT, assert_one_line_error, run_meta
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -50,6 +50,18 @@ def test_info_json_is_the_run_metadata(cli, trained_run):
         "seed",
         "created_at",
     } <= set(doc)
+
+
+def test_info_json_keys_of_a_promoted_name_are_documented_in_the_readme(cli, run_copy):
+    assert cli("promote", run_copy, "--name", "prod", "--runs-dir", run_copy.parent, "-q").exit_code == 0
+    res = cli("info", run_copy.parent / "prod", "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    paragraph = readme[readme.index("Every command that takes a run") :].split("\n\n", 1)[0]
+    added = set(doc) - set(run_meta(run_copy))
+    assert added == {"pointer"}
+    assert not [k for k in sorted(added | set(doc["pointer"])) if f"`{k}`" not in paragraph]
 
 
 def test_info_mentions_evaluation_when_present(cli, run_copy):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from support import FORECASTER, cli_env
+from support import FORECASTER, ROOT, cli_env
 
 from forecaster.metrics import diebold_mariano
 from forecaster.prediction import predict
@@ -281,6 +281,13 @@ def test_score_json(cli, trained_run, out):
     assert doc["run"] == trained_run.name and doc["read"] == [f"{d}.csv" for d in ORIGINS]
     assert doc["skipped"] == {} and doc["alerts"] == []
     assert [r["ticker"] for r in doc["scores"]] == ["STOCKA"] * 3 + ["STOCKB"] * 3 + ["ALL"] * 3
+
+
+def test_score_json_keys_are_documented_in_the_readme(cli, trained_run, out):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Live scoring", 1)[1].split("\n## ", 1)[0]
+    doc = json.loads(cli("score", "--run", trained_run, "--out", out, "--json").stdout)
+    assert not [k for k in sorted(doc) if f"`{k}`" not in section]
 
 
 def test_forecasts_of_a_deleted_run_are_scored_with_the_source_named(cli, trained_run, sample_dir, out, tmp_path):
