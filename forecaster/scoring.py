@@ -102,13 +102,13 @@ class ScoreReport:
     def coverage_alert(self, lo: float, hi: float) -> str | None:
         """Why the pooled coverage of some step is outside [lo, hi]; None when it is not."""
         bad = [
-            f"h={int(r.step)} {r.coverage:.1%} (n={int(r.n)})"
+            f"h={int(r.step)} {_share_outside(r.coverage, lo, hi)} (n={int(r.n)})"
             for r in self.pooled().itertuples(index=False)
             if not lo <= r.coverage <= hi
         ]
         if not bad:
             return None
-        return f"interval coverage outside {lo:.0%}-{hi:.0%} in live forecasts: " + ", ".join(bad)
+        return f"interval coverage outside {_share(lo)}-{_share(hi)} in live forecasts: " + ", ".join(bad)
 
     def skill_alert(self, alpha: float = 0.05) -> str | None:
         """Why the model does not beat naive significantly at every scored step (the test of
@@ -122,6 +122,20 @@ class ScoreReport:
         )
         ok, verdict = report.verdict(alpha)
         return None if ok else f"no skill over the naive forecast in live forecasts: {verdict}"
+
+
+def _share(x: float) -> str:
+    """A bound as given: 0.705 is 70.5%, not a rounded 70% or 71%."""
+    return f"{100 * x:.10g}%"
+
+
+def _share_outside(x: float, lo: float, hi: float) -> str:
+    """A coverage outside [lo, hi] to as many decimals as show it outside (70.49% under a
+    bound of 70.5%, where one decimal would print the bound itself)."""
+    for places in range(1, 6):
+        if not lo <= round(x, places + 2) <= hi:
+            break
+    return f"{100 * x:.{places}f}%"
 
 
 def parse_since(since: str | None) -> pd.Timestamp | None:

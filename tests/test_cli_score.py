@@ -23,7 +23,7 @@ from support import FORECASTER, ROOT, cli_env
 
 from forecaster.metrics import diebold_mariano
 from forecaster.prediction import predict
-from forecaster.scoring import SCORE_COLUMNS
+from forecaster.scoring import SCORE_COLUMNS, ScoreReport
 from forecaster.sources import read_csv_bars
 from forecaster.synthetic import write_csv
 
@@ -329,6 +329,18 @@ def test_alerts_for_cron_exit_1_with_one_line(cli, trained_run, out):
     res = cli("score", "--run", trained_run, "--out", out, "-q", "--fail-if-no-skill")
     assert res.exit_code == 1 and "no skill" in res.stderr
     assert cli("score", "--run", trained_run, "--out", out, "--fail-if-coverage-outside", "0.9,0.8").exit_code == 2
+
+
+def test_coverage_alert_shows_the_bounds_as_given_and_a_coverage_that_reads_outside_them():
+    """A bound of 0.705 is 70.5% in the line (not a rounded 70% or 71%), and a coverage just
+    under it gets the decimals that show it under (70.49%, not 70.5%)."""
+    scores = pd.DataFrame(
+        {"ticker": ["ALL", "ALL", "STOCKA"], "step": [1, 2, 1], "n": [200, 200, 100], "coverage": [0.7049, 0.8, 0.1]}
+    )
+    rep = ScoreReport(run="r", model="lstm", folder=Path("f"), scores=scores)
+    assert rep.coverage_alert(0.705, 0.9) == "interval coverage outside 70.5%-90% in live forecasts: h=1 70.49% (n=200)"
+    assert rep.coverage_alert(0.7, 0.75) == "interval coverage outside 70%-75% in live forecasts: h=2 80.0% (n=200)"
+    assert rep.coverage_alert(0.7, 0.9) is None  # the one ticker's row is not the pooled figure
 
 
 def test_score_without_forecast_files_is_an_error(cli, trained_run, tmp_path):
