@@ -79,6 +79,20 @@ def python_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{TESTS}", **extra}
 
 
+def run_script(code: str, *args, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -c code args...`` in a fresh process (one torch thread, no colour) and
+    return what it printed and its exit code: for a signal the process sends itself, which
+    would stop the test runner if sent in-process."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=python_env(OMP_NUM_THREADS="1", NO_COLOR="1"),
+        cwd=cwd,
+        timeout=240,
+    )
+
+
 def cli_env(**extra: str) -> dict[str, str]:
     """This environment with plain, wide, colourless output, for the installed command."""
     return {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb", **extra}

@@ -8,15 +8,13 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from run_variants import shifted_run
-from support import SLOW_TEST_TIMEOUT_S, assert_one_line_error, python_env
+from support import SLOW_TEST_TIMEOUT_S, assert_one_line_error, run_script
 
 import forecaster.retraining as retraining
 from forecaster import registry
@@ -237,14 +235,7 @@ main()
 @pytest.mark.slow
 @pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
 def test_sigterm_while_comparing_exits_130_and_leaves_the_pointer(runs):
-    env = python_env(OMP_NUM_THREADS="1", NO_COLOR="1")
-    res = subprocess.run(
-        [sys.executable, "-c", _STOPPED_WHILE_COMPARING, str(runs)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=240,
-    )
+    res = run_script(_STOPPED_WHILE_COMPARING, runs)
     assert res.returncode == 130, (res.returncode, res.stderr)
     assert "interrupted" in res.stderr and "Traceback" not in res.stderr
     assert _target(runs) == "first"
@@ -273,13 +264,7 @@ def test_sigterm_while_the_champion_is_loaded_exits_130_with_one_line_and_json(r
     """`kill` after the lock is taken, while the champion is loaded (before the challenger
     trains): exit 130 with the line the later stages give, --json the document on stdout; not
     a process killed by the signal or a bare "interrupted"."""
-    res = subprocess.run(
-        [sys.executable, "-c", _STOPPED_WHILE_LOADING_THE_CHAMPION, str(runs), "--json"],
-        capture_output=True,
-        text=True,
-        env=python_env(OMP_NUM_THREADS="1", NO_COLOR="1"),
-        timeout=240,
-    )
+    res = run_script(_STOPPED_WHILE_LOADING_THE_CHAMPION, runs, "--json")
     assert res.returncode == 130, (res.returncode, res.stderr)
     [line] = res.stderr.splitlines()
     assert line.startswith("ERROR: retrain of prod interrupted before the challenger trained"), line
@@ -324,13 +309,7 @@ def test_sigterm_while_waiting_for_the_lock_exits_130_with_one_line_and_json(run
     """`kill` while `retrain --lock-timeout` waits for the name: exit 130 with one line saying
     where the name points and that nothing was written (--json: the document), not a bare
     "interrupted"."""
-    res = subprocess.run(
-        [sys.executable, "-c", _STOPPED_WHILE_WAITING_FOR_THE_LOCK, str(runs), "--lock-timeout", "60", "--json"],
-        capture_output=True,
-        text=True,
-        env=python_env(OMP_NUM_THREADS="1", NO_COLOR="1"),
-        timeout=240,
-    )
+    res = run_script(_STOPPED_WHILE_WAITING_FOR_THE_LOCK, runs, "--lock-timeout", "60", "--json")
     assert res.returncode == 130, (res.returncode, res.stderr)
     [line] = res.stderr.splitlines()
     assert line.startswith("ERROR: retrain of prod interrupted while it waited for the lock on the name"), line

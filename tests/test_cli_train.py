@@ -5,12 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from support import SLOW_TEST_TIMEOUT_S, assert_one_line_error, python_env, run_meta
+from support import SLOW_TEST_TIMEOUT_S, assert_one_line_error, run_meta, run_script
 
 from forecaster.synthetic import generate_bars, write_csv
 
@@ -486,15 +484,8 @@ def test_sigterm_while_train_reads_the_data_exits_130_with_one_line(small_dir, t
     """`kill` before the first epoch: exit 130 with one line saying nothing was written (and
     --json says so on stdout), not a process killed by the signal (143) without a word."""
     run = tmp_path / "r"
-    args = ["--data-dir", str(small_dir), "-t", "STOCKA", *TINY, "--run-dir", str(run), "--json"]
-    res = subprocess.run(
-        [sys.executable, "-c", _KILLED_WHILE_READING, *args],
-        capture_output=True,
-        text=True,
-        env=python_env(OMP_NUM_THREADS="1", NO_COLOR="1"),
-        cwd=tmp_path,
-        timeout=240,
-    )
+    args = ["--data-dir", small_dir, "-t", "STOCKA", *TINY, "--run-dir", run, "--json"]
+    res = run_script(_KILLED_WHILE_READING, *args, cwd=tmp_path)
     assert res.returncode == 130, (res.returncode, res.stderr)
     [line] = res.stderr.splitlines()
     assert line.startswith("ERROR: training interrupted before its first epoch"), line

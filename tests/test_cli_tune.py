@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import tomllib
 
 import pandas as pd
 import pytest
 import typer.main
-from support import SLOW_TEST_TIMEOUT_S, assert_one_line_error, python_env, run_meta
+from support import SLOW_TEST_TIMEOUT_S, assert_one_line_error, run_meta, run_script
 
 from forecaster.cli import app
 from forecaster.config import load_config
@@ -268,15 +266,7 @@ main()
 @pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
 def test_sigterm_while_tune_reads_the_data_exits_130_with_one_line(small_dir, tmp_path):
     conf = _config(tmp_path / "tune.toml", small_dir)
-    env = python_env(OMP_NUM_THREADS="1", NO_COLOR="1")
-    res = subprocess.run(
-        [sys.executable, "-c", _KILLED_WHILE_READING, str(conf)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=240,
-    )
+    res = run_script(_KILLED_WHILE_READING, conf, cwd=tmp_path)
     assert res.returncode == 130, (res.returncode, res.stderr)
     [line] = res.stderr.splitlines()
     assert line.startswith("ERROR: tuning interrupted before its first trial") and "nothing" in line, line
