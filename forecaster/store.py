@@ -79,12 +79,13 @@ def store_path(data_dir: str | os.PathLike[str], ticker: str) -> Path:
 # --------------------------------------------------------------------------- validation
 
 
-def validate_bars(bars: RawBars, ticker: str) -> pd.DataFrame:
+def validate_bars(bars: RawBars, ticker: str, *, path: Path | None = None) -> pd.DataFrame:
     """Return clean bars (a new frame) or raise DataError naming ticker, date and column.
 
-    ``bars`` is what a reader gives: a frame, or a fast reader's :class:`PlainBars`.
+    ``bars`` is what a reader gives: a frame, or a fast reader's :class:`PlainBars`; ``path``
+    the file it read them from, when a warning should name it (a CSV file the user can edit).
     Repairs, each with a warning: sorts by date, drops rows with a missing date or price,
-    keeps the last of duplicate dates, sets a missing volume to 0. Refuses non-finite or
+    keeps the last of duplicate dates (naming them), sets a missing volume to 0. Refuses non-finite or
     non-positive prices, negative volume, high < low, a close outside [low, high] by more than
     1 %, a one-day move over 20x, and an empty result. Bars that need no repair and pass
     every check (nearly all) are built straight from their arrays, with the same result.
@@ -98,7 +99,7 @@ def validate_bars(bars: RawBars, ticker: str) -> pd.DataFrame:
     out = _as_float_bars(bars.frame() if isinstance(bars, PlainBars) else bars, ticker)
     out = _drop_rows_without_date_or_price(out, ticker)
     out = _sort_by_date(out, ticker)
-    out = _keep_last_of_each_date(out, ticker)
+    out = _keep_last_of_each_date(out, ticker, path)
     out = _zero_missing_volume(out, ticker)
     # checks
     if out.empty:
@@ -143,12 +144,31 @@ def _sort_by_date(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
     return df.sort_index(kind="stable")
 
 
-def _keep_last_of_each_date(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
+def _keep_last_of_each_date(df: pd.DataFrame, ticker: str, path: Path | None = None) -> pd.DataFrame:
     dupes = df.index.duplicated(keep="last")
     if not dupes.any():
         return df
-    log.warning("%s: dropped %d row(s) with a duplicate date (kept the last)", ticker, dupes.sum())
+    where = f" in {path}" if path is not None else ""
+    log.warning(
+        "%s: dropped %d row(s) with a duplicate date%s (kept the last of each): %s",
+        ticker,
+        dupes.sum(),
+        where,
+        _some_dates(df.index[dupes].unique()),
+    )
     return df[~dupes]
+
+
+SHOWN_DATES = 3  # a warning about many dates names this many, then how many in all
+
+
+def _some_dates(dates: pd.DatetimeIndex) -> str:
+    """'2024-03-05' or '5 dates: 2024-03-05, 2024-03-06, 2024-03-07, ...' (the first ones)."""
+    shown = ", ".join(str(d.date()) for d in dates[:SHOWN_DATES])
+    if len(dates) == 1:
+        return shown
+    more = ", ..." if len(dates) > SHOWN_DATES else ""
+    return f"{len(dates)} dates: {shown}{more}"
 
 
 def _zero_missing_volume(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
@@ -362,7 +382,7 @@ def load_store(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:
 def load_csv(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:
     """Read and validate ``<data_dir>/<TICKER>.csv``; DataError when missing or unreadable."""
     symbol = validate_ticker(ticker)
-    return validate_bars(read_csv_raw(data_dir, symbol), symbol)
+    return validate_bars(read_csv_raw(data_dir, symbol), symbol, path=ticker_file(data_dir, symbol, ".csv"))
 
 
 def save_store(data_dir: str | os.PathLike[str], ticker: str, df: pd.DataFrame) -> Path:

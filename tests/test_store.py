@@ -526,3 +526,36 @@ def test_missing_store_file_under_a_relative_folder_says_where_it_was_looked_for
     assert "relative" not in str(caught.value) and "run `forecaster download AAA` first" in str(caught.value)
     with pytest.raises(DataError, match="download AAA"):
         load_store(tmp_path / "elsewhere", "AAA")  # an absolute folder: no note either
+
+
+def test_duplicate_dates_are_named_with_the_csv_file_they_are_in(tmp_path, caplog):
+    """A user fixing the file needs the dates and the file, not just a count."""
+    bars = make_bars("2024-01-02", 12)
+    one = pd.concat([bars, bars.iloc[[4]] * 1.01])
+    one.rename_axis("Date").rename(columns=str.title).to_csv(tmp_path / "AAA.csv")
+    with caplog.at_level(logging.WARNING, logger="forecaster"):
+        got = store.load_bars("csv", tmp_path, ["AAA"])["AAA"]
+    assert len(got) == 12
+    day = bars.index[4].date()
+    assert (
+        f"AAA: dropped 1 row(s) with a duplicate date in {tmp_path / 'AAA.csv'} (kept the last of each): {day}\n"
+        in (caplog.text)
+    )
+
+    caplog.clear()
+    many = pd.concat([bars, bars.iloc[[1, 2, 2, 5, 7, 9]]])  # five dates, one of them three times
+    many.rename_axis("Date").rename(columns=str.title).to_csv(tmp_path / "BBB.csv")
+    with caplog.at_level(logging.WARNING, logger="forecaster"):
+        store.load_bars("csv", tmp_path, ["BBB"])
+    first = ", ".join(str(d.date()) for d in bars.index[[1, 2, 5]])
+    assert f"BBB: dropped 6 row(s) with a duplicate date in {tmp_path / 'BBB.csv'} (kept the last of each): " in (
+        caplog.text
+    )
+    assert f"5 dates: {first}, ...\n" in caplog.text
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="forecaster"):
+        store.validate_bars(pd.concat([bars, bars.iloc[[3]]]), "CCC")
+    assert f"CCC: dropped 1 row(s) with a duplicate date (kept the last of each): {bars.index[3].date()}\n" in (
+        caplog.text
+    )
