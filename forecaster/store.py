@@ -61,6 +61,10 @@ RANGE_TOLERANCE = 0.01  # close may sit outside [low, high] by rounding, not by 
 OVERLAP_SESSIONS = 5  # an update re-fetches the last week of stored sessions, to see revisions
 REVISION_RTOL = 1e-6  # a stored close that moved by more than this (relative) was re-adjusted upstream
 BREAKER_AFTER = 3  # stop after this many tickers in a row failed with network/rate-limit errors
+# Consecutive bars further apart than this (calendar days) are warned about: sessions are
+# missing from the data. Weekends, long weekends, the 4 sessions NYSE lost after 9/11 (7 days)
+# and the longest Lunar New Year closures in Asia (11 days) stay below it.
+GAP_WARN_DAYS = 14
 
 _DAY_NS = 86_400_000_000_000
 _COLUMNS_INDEX = pd.Index(COLUMNS)
@@ -665,5 +669,28 @@ def load_bars(
     for raw in tickers:
         symbol = validate_ticker(raw)
         df = load(data_dir, symbol)
+        _warn_of_gaps(df, symbol)
         bars[symbol] = df if tail is None else df.iloc[-tail:]
     return bars
+
+
+def _warn_of_gaps(df: pd.DataFrame, ticker: str) -> None:
+    """One warning when consecutive bars are more than ``GAP_WARN_DAYS`` calendar days apart:
+    sessions missing from the data, which would be read as if the bars were consecutive (a
+    window across the gap, a "next session" weeks later). The bars are left as they are."""
+    days = df.index.asi8 // _DAY_NS
+    steps = np.diff(days)
+    wide = np.flatnonzero(steps > GAP_WARN_DAYS)
+    if not wide.size:
+        return
+    worst = int(wide[np.argmax(steps[wide])])
+    log.warning(
+        "%s: %d gap(s) of more than %d days between consecutive bars, the largest %d days from %s to %s: "
+        "sessions missing from the data are read as if the bars were consecutive",
+        ticker,
+        wide.size,
+        GAP_WARN_DAYS,
+        steps[worst],
+        df.index[worst].date(),
+        df.index[worst + 1].date(),
+    )

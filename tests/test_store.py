@@ -559,3 +559,31 @@ def test_duplicate_dates_are_named_with_the_csv_file_they_are_in(tmp_path, caplo
     assert f"CCC: dropped 1 row(s) with a duplicate date (kept the last of each): {bars.index[3].date()}\n" in (
         caplog.text
     )
+
+
+def test_load_bars_warns_once_of_sessions_missing_inside_the_bars(tmp_path, caplog):
+    """Ten sessions deleted from a CSV, twice: one warning naming the ticker,
+    the largest gap's dates and how many gaps; the bars are read as they are."""
+    bars = make_bars("2020-10-01", 60)
+    holed = bars.drop(bars.index[22:32]).drop(bars.index[45:55])  # 2020-11-02..13, 2020-12-03..16
+    holed.rename_axis("Date").rename(columns=str.title).to_csv(tmp_path / "AAA.csv")
+    with caplog.at_level(logging.WARNING, logger="forecaster"):
+        got = store.load_bars("csv", tmp_path, ["AAA"], tail=5)["AAA"]
+    pd.testing.assert_frame_equal(got, holed.iloc[-5:], check_freq=False, rtol=1e-12)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "AAA: 2 gap(s) of more than 14 days between consecutive bars, the largest 17 days from 2020-10-30 to "
+        "2020-11-16: sessions missing from the data are read as if the bars were consecutive"
+    ]
+
+
+def test_holidays_and_exchange_closures_are_no_gap(tmp_path, caplog):
+    """Long weekends, the four sessions NYSE lost after 9/11 and an 11-day Lunar New Year
+    closure are ordinary; nor does the shipped sample warn."""
+    bars = make_bars("2001-08-01", 80)
+    holes = ["2001-09-03", *pd.bdate_range("2001-09-11", "2001-09-14"), *pd.bdate_range("2001-10-22", "2001-10-29")]
+    store.save_store(tmp_path, "AAA", bars.drop(pd.DatetimeIndex(holes)))
+    with caplog.at_level(logging.WARNING, logger="forecaster"):
+        store.load_bars("yahoo", tmp_path, ["AAA"])
+        store.load_bars("csv", REPO_ROOT / "data" / "sample", ["STOCKA", "STOCKB"])
+    assert caplog.text == ""
