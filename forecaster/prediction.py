@@ -101,7 +101,7 @@ def _refresh(
         except DataError as exc:
             why = str(exc).removeprefix(f"{sym}: ")  # the ticker is named once, by the reader
             if why == reason:  # the refresh stopped at the stored bars themselves: one reason, said once
-                bad[sym] = f"refresh failed, the stored bars are unusable: {why}"
+                bad[sym] = f"refresh failed: {why}"  # e.g. "the stored file holds bad bars (...); delete ..."
             else:
                 stored = "nothing is stored" if "no stored data" in why else f"stored bars unusable: {why}"
                 bad[sym] = f"refresh failed ({reason}) and {stored}"

@@ -371,7 +371,8 @@ def _read_store_raw(path: Path, symbol: str) -> RawBars:
 
 
 def load_store(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:
-    """Read and validate the stored bars of ``ticker``; DataError when missing or unreadable."""
+    """Read and validate the stored bars of ``ticker``; DataError when missing or unreadable,
+    or when its bars fail validation (saying to delete the file and download it again)."""
     symbol = validate_ticker(ticker)
     path = store_path(data_dir, symbol)
     if not path.is_file():
@@ -380,7 +381,14 @@ def load_store(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:
         if note := relative_note(data_dir):  # the wrong folder, most likely, not a ticker never downloaded
             raise DataError(f"{symbol}: no stored data at {path}{note}")
         raise DataError(f"{symbol}: no stored data at {path}; run `forecaster download {symbol}` first")
-    return validate_bars(_read_store_raw(path, symbol), symbol)
+    raw = _read_store_raw(path, symbol)
+    try:
+        return validate_bars(raw, symbol)
+    except DataError as exc:  # bad bars written by an older version, or edited by hand: no update can mend them
+        why = str(exc).removeprefix(f"{symbol}: ")
+        raise DataError(
+            f"{symbol}: the stored file holds bad bars ({why}); delete {path} and run `forecaster download {symbol}`"
+        ) from None
 
 
 def load_csv(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:

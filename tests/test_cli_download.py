@@ -346,6 +346,31 @@ def test_download_refuses_to_append_a_series_that_no_longer_has_the_stored_sessi
     assert (data / "store" / "AAA.parquet").read_bytes() == before
 
 
+def test_download_store_file_with_a_bad_bar_says_to_delete_it(cli, fake_fetch, tmp_path):
+    """A close of -1 in the stored file (an older version, an edit by hand) is no bad answer
+    from Yahoo: every later download would fail the same way until the file is deleted."""
+    data = tmp_path / "d"
+    bars = make_bars("2021-01-04", 40, seed=4)
+    bad = bars.copy()
+    bad.loc["2021-01-18", "close"] = -1.0
+    path = forecaster.store.save_store(data, "AAA", bad)
+    before = path.read_bytes()
+    fake_fetch({"AAA": bars, "BBB": make_bars("2021-01-04", 40, seed=5)})
+    res = cli("download", "AAA", "BBB", "--data-dir", data, "--json")
+    assert res.exit_code == 3, res.stderr
+    assert json.loads(res.stdout)["failed"] == {
+        "AAA": "the stored file holds bad bars (close -1 on 2021-01-18 is not a finite positive price); "
+        f"delete {path} and run `forecaster download AAA`"
+    }
+    assert path.read_bytes() == before
+    # bad bars from Yahoo are Yahoo's: no file to delete
+    fake_fetch({"AAA": bars, "CCC": bad})
+    res = cli("download", "CCC", "--data-dir", data, "--json")
+    assert json.loads(res.stdout)["failed"] == {"CCC": "close -1 on 2021-01-18 is not a finite positive price"}
+    path.unlink()
+    assert cli("download", "AAA", "--data-dir", data, "-q").exit_code == 0
+
+
 # ---------------------------------------------------------------------------- exit 75
 
 

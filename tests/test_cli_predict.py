@@ -660,6 +660,32 @@ def test_predict_yahoo_damaged_store_file_gives_its_reason_once(cli, trained_run
     _check_forecast(_read(out / trained_run.name / "latest.csv"), ["STOCKA"], 3, trained_run.name)
 
 
+def test_predict_yahoo_store_file_with_a_bad_bar_says_to_delete_it_once(
+    cli, trained_run, sample_dir, tmp_path, monkeypatch
+):
+    """A stored close of -1 (an older version, an edit by hand) fails the refresh and the
+    stored bars alike: one reason, naming the stored file and what to do, said once."""
+
+    def fetch(ticker, start=None, end=None, **_):
+        good = read_csv_bars(sample_dir, ticker)
+        return good if start is None else good[good.index >= pd.Timestamp(start)]
+
+    monkeypatch.setattr(forecaster.store, "fetch_with_retry", fetch)
+    data, out = tmp_path / "data", tmp_path / "fc"
+    bad = read_csv_bars(sample_dir, "STOCKB")
+    bad.loc["2024-06-03", "close"] = -1.0
+    path = save_store(data, "STOCKB", bad)
+    save_store(data, "STOCKA", read_csv_bars(sample_dir, "STOCKA"))
+    res = cli("predict", "--run", trained_run, "--source", "yahoo", "--data-dir", data, "--out", out)
+    assert res.exit_code == 3, res.stderr
+    [line] = [ln for ln in res.stderr.splitlines() if "STOCKB" in ln]
+    assert line == (
+        "ERROR: STOCKB failed: refresh failed: the stored file holds bad bars (close -1 on 2024-06-03 is not a "
+        f"finite positive price); delete {path} and run `forecaster download STOCKB`"
+    ), line
+    _check_forecast(_read(out / trained_run.name / "latest.csv"), ["STOCKA"], 3, trained_run.name)
+
+
 def test_predict_yahoo_stale_store_and_refresh_failing_for_one(cli, trained_run, sample_dir, tmp_path, monkeypatch):
     """Stored bars far behind the latest session are not used when the refresh fails."""
     good = read_csv_bars(sample_dir, "STOCKA")
