@@ -686,7 +686,7 @@ def _warn_of_gaps(df: pd.DataFrame, ticker: str) -> None:
     """One warning when consecutive bars are more than ``GAP_WARN_DAYS`` calendar days apart:
     sessions missing from the data, which would be read as if the bars were consecutive (a
     window across the gap, a "next session" weeks later). The bars are left as they are."""
-    days = df.index.asi8 // _DAY_NS
+    days = df.index.values.astype("datetime64[D]").view(np.int64)  # whatever the index's resolution
     steps = np.diff(days)
     wide = np.flatnonzero(steps > GAP_WARN_DAYS)
     if not wide.size:

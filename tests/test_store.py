@@ -587,3 +587,15 @@ def test_holidays_and_exchange_closures_are_no_gap(tmp_path, caplog):
         store.load_bars("yahoo", tmp_path, ["AAA"])
         store.load_bars("csv", REPO_ROOT / "data" / "sample", ["STOCKA", "STOCKB"])
     assert caplog.text == ""
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_a_gap_is_measured_in_days_whatever_the_resolution_of_the_dates(caplog, unit):
+    bars = make_bars("2020-10-01", 40)
+    holed = bars.drop(bars.index[10:25])
+    holed = holed.set_axis(holed.index.as_unit(unit))
+    with caplog.at_level(logging.WARNING, logger="forecaster"):
+        store._warn_of_gaps(holed, "AAA")
+    [record] = caplog.records
+    assert "1 gap(s) of more than 14 days" in record.getMessage()
+    assert f"from {bars.index[9].date()} to {bars.index[25].date()}" in record.getMessage()
