@@ -198,6 +198,11 @@ def _command_line() -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+class LockUnavailable(ForecasterError):
+    """A lock file that cannot be created at all (a read-only or missing folder, a file in the
+    way): nothing can be written beside it."""
+
+
 @contextlib.contextmanager
 def file_lock(path: PathLike, timeout: float = 0) -> Iterator[None]:
     """Hold an OS-level lock on ``path`` for the block; raise LockBusy if another process has it.
@@ -205,7 +210,7 @@ def file_lock(path: PathLike, timeout: float = 0) -> Iterator[None]:
     ``timeout`` is how long to wait in seconds (0: one try; negative: wait forever). The lock
     dies with its process, so one left by a killed run never blocks. The holder (pid, host,
     command line, start time) is recorded in ``<path>.holder`` for the LockBusy message.
-    A lock that cannot be created at all (read-only or missing folder) is a ForecasterError.
+    A lock that cannot be created at all (read-only or missing folder) is a LockUnavailable.
     """
     lock_path = Path(path)
     try:
@@ -219,8 +224,8 @@ def file_lock(path: PathLike, timeout: float = 0) -> Iterator[None]:
         ) from None
     except OSError as exc:
         if blocker := file_in_the_way(lock_path.parent):
-            raise ForecasterError(f"cannot create the lock file {lock_path}: {not_a_folder(blocker)}") from None
-        raise ForecasterError(f"cannot create the lock file {lock_path}: {_reason(exc)}") from None
+            raise LockUnavailable(f"cannot create the lock file {lock_path}: {not_a_folder(blocker)}") from None
+        raise LockUnavailable(f"cannot create the lock file {lock_path}: {_reason(exc)}") from None
     holder = _holder_file(lock_path)
     try:
         info = {

@@ -27,12 +27,12 @@ import pandas as pd
 from .checkpoint import Run, load_run
 from .choices import SOURCES
 from .errors import EXIT_OK, EXIT_PARTIAL, ConfigError, DataError, ForecasterError, TemporaryFailure
-from .fsio import file_in_the_way, file_lock, not_a_folder, remove_stale_temps
+from .fsio import LockUnavailable, file_in_the_way, file_lock, not_a_folder, remove_stale_temps
 from .intervals import calibrated, forecast_scales, with_median
 from .npinfer import predict_scaled
 from .outputs import write_csv
 from .sessions import last_completed_session, next_sessions, sessions_after_count
-from .store import download, load_bars, load_store
+from .store import DownloadReport, FailureKind, StoreWriteError, download, load_bars, load_store, store_dir
 from .tickers import csv_safe
 
 log = logging.getLogger("forecaster")
@@ -90,7 +90,16 @@ def _refresh(
     """Update the store; return the tickers that must fail (stale and not refreshed) and those
     refreshed. Staleness is counted to the latest completed session, or to ``cut``
     (``--as-of``: as if today were that day) when it is earlier."""
-    result = download(names, data_dir, session=session, lock_timeout=lock_timeout, calendar=calendar)
+    try:
+        result = download(names, data_dir, session=session, lock_timeout=lock_timeout, calendar=calendar)
+    except (LockUnavailable, StoreWriteError) as exc:
+        if file_in_the_way(store_dir(data_dir)):  # nothing is stored there either: the one error
+            raise
+        # a read-only store (another user's downloads) or a full disk: every ticker's refresh
+        # failed, and its stored bars are used as for a network failure, if recent enough
+        result = DownloadReport()
+        for sym in names:
+            result.fail(sym, str(exc), FailureKind.DATA)
     latest = last_completed_session(now, calendar)
     if cut is not None:
         latest = min(latest, cut)

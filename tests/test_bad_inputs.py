@@ -565,6 +565,31 @@ def test_damaged_store_file_is_refused(cli, trained_run, sample_dir, tmp_path):
     assert csv_files(tmp_path / "fc") == []
 
 
+def test_predict_with_a_read_only_store_forecasts_from_the_stored_bars(trained_run, sample_dir, tmp_path):
+    """A store the job may read but not write (another user's downloads): the refresh fails
+    for every ticker, and each is forecast from its stored bars, recent enough, with a
+    warning, as when Yahoo is down; not exit 1 with nothing written."""
+    from forecaster.sources import read_csv_bars
+    from forecaster.store import save_store, store_dir
+
+    data = tmp_path / "data"
+    for sym in ("STOCKA", "STOCKB"):
+        save_store(data, sym, read_csv_bars(sample_dir, sym))  # ends 2024-12-31
+    store_dir(data).chmod(0o555)
+    args = ["--source", "yahoo", "--data-dir", data, "--out", tmp_path / "fc", "--as-of", "2024-12-31"]
+    res = run_forecaster_minding_file_modes(
+        "predict", "--run", trained_run, *args, "--max-staleness", "0", cwd=tmp_path
+    )
+    assert res.returncode == 0, res.stderr
+    for sym in ("STOCKA", "STOCKB"):
+        [line] = [ln for ln in res.stderr.splitlines() if ln.startswith(f"WARNING: {sym}: refresh failed")]
+        assert "cannot create the lock file" in line and "Permission denied" in line, line
+        assert "using stored bars up to 2024-12-31" in line, line
+    latest = (tmp_path / "fc" / trained_run.name / "latest.csv").read_text()
+    assert "STOCKA" in latest and "STOCKB" in latest
+    assert sorted(p.name for p in store_dir(data).iterdir()) == ["STOCKA.parquet", "STOCKB.parquet"]
+
+
 def test_unreadable_store_file_is_not_called_damaged(trained_run, sample_dir, tmp_path):
     """A store file the job may not read is likely whole: the error says why it cannot be read
     and does not advise deleting the ticker's history."""
