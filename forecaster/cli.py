@@ -889,6 +889,11 @@ def _price_decimals(price: float) -> int:
     return max(2, 3 - math.floor(math.log10(price)))
 
 
+def _count(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless ``n`` is one: 1 forecast file, 4 forecast files."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _table(columns: list[str], rows: list[list], title: str | None = None) -> None:
     """A table on stdout (plain text when stdout is not a terminal). It is never narrowed
     below the width of its cells: on a narrower terminal its lines wrap rather than lose
@@ -1101,7 +1106,7 @@ def _show_score(rep, alerts: list[str], quiet: bool, json_out: bool) -> None:
             + [f(r.coverage), f(r.width), f(r.pinball)]
             for r in rep.scores.itertuples(index=False)
         ],
-        title=f"live scores of run {rep.run} ({len(rep.read)} forecast files); skill = 1 - MAE/MAE naive",
+        title=f"live scores of run {rep.run} ({_count(len(rep.read), 'forecast file')}); skill = 1 - MAE/MAE naive",
     )
     for k, v in rep.files.items():
         print(f"{k}: {v}")

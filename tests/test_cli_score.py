@@ -465,3 +465,12 @@ def test_predict_and_score_with_stdout_or_stderr_closed_still_exit_0(trained_run
         assert "Traceback" not in proc.stderr and "unexpected error" not in proc.stderr
     assert (folder / "2024-12-31.csv").is_file()
     assert pd.read_csv(folder / "score.csv")["n"].sum() > 0
+
+
+def test_the_table_title_counts_the_forecast_files_in_words_that_agree(cli, trained_run, out):
+    res = cli("score", "--run", trained_run, "--out", out, "--since", "2024-12-31")
+    assert res.exit_code == 0, res.stderr
+    assert f"live scores of run {trained_run.name} (1 forecast file);" in res.stdout, res.stdout
+    res = cli("score", "--run", trained_run, "--out", out)
+    assert res.exit_code == 0, res.stderr
+    assert f"live scores of run {trained_run.name} (4 forecast files);" in res.stdout, res.stdout
