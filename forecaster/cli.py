@@ -1096,14 +1096,14 @@ def _show_score(rep, alerts: list[str], quiet: bool, json_out: bool) -> None:
     if quiet:
         return
 
-    def f(v, pct=False):
-        return "" if v != v else (f"{v:+.2%}" if pct else f"{v:.4g}")
+    def f(v, fmt=".4g"):
+        return "" if v != v else format(v, fmt)
 
     _table(
         ["ticker", "step", "n", "pending", "MAE", "MAE naive", "skill", "DM p", "coverage", "width", "pinball"],
         [
-            [r.ticker, r.step, r.n, r.pending, f(r.mae), f(r.mae_naive), f(r.skill, True), f(r.dm_pvalue)]
-            + [f(r.coverage), f(r.width), f(r.pinball)]
+            [r.ticker, r.step, r.n, r.pending, f(r.mae), f(r.mae_naive), f(r.skill, "+.2%"), f(r.dm_pvalue)]
+            + [f(r.coverage, ".1%"), f(r.width), f(r.pinball)]
             for r in rep.scores.itertuples(index=False)
         ],
         title=f"live scores of run {rep.run} ({_count(len(rep.read), 'forecast file')}); skill = 1 - MAE/MAE naive",

@@ -474,3 +474,20 @@ def test_the_table_title_counts_the_forecast_files_in_words_that_agree(cli, trai
     res = cli("score", "--run", trained_run, "--out", out)
     assert res.exit_code == 0, res.stderr
     assert f"live scores of run {trained_run.name} (4 forecast files);" in res.stdout, res.stdout
+
+
+def test_the_table_shows_coverage_as_a_percentage_and_the_files_keep_the_fraction(cli, trained_run, out):
+    """As evaluate's table does (80.0%), where score.csv and --json keep the share (0.8)."""
+    res = cli("score", "--run", trained_run, "--out", out)
+    assert res.exit_code == 0, res.stderr
+    scores = _score_csv(out, trained_run)
+    rows = {}
+    for ln in res.stdout.splitlines():
+        cells = [c.strip() for c in ln.split("│")[1:-1]]
+        if len(cells) == 11:
+            rows[(cells[0], cells[1])] = cells
+    shown = [rows[(r.ticker, str(r.step))][8] for r in scores.itertuples(index=False)]
+    assert shown == ["" if r.n == 0 else f"{r.coverage:.1%}" for r in scores.itertuples(index=False)]
+    assert all(0 <= c <= 1 for c in scores["coverage"].dropna())
+    doc = json.loads(cli("score", "--run", trained_run, "--out", out, "--json").stdout)
+    assert [r["coverage"] for r in doc["scores"]] == [None if c != c else c for c in scores["coverage"]]
