@@ -962,14 +962,15 @@ def info(
             f"{c.model.num_layers}, lookback {c.window.lookback}, horizon {c.window.horizon}"
         )
         print(f"data       {c.data.source} from {c.data.data_dir}, hash {m.data_hash[:16]}")
-        print(f"splits     validation from {m.splits.val_start}, test from {m.splits.test_start}; windows {m.windows}")
+        windows = ", ".join(f"{k} {v}" for k, v in m.windows.items())
+        print(f"splits     validation from {m.splits.val_start}, test from {m.splits.test_start}; windows {windows}")
         for s, t in m.tickers.items():
             print(f"ticker     {s}: {t.first_date} .. {t.last_date} ({t.rows} bars)")
         for s, why in m.skipped.items():
             print(f"skipped    {s}: {why}")
         for s, why in m.no_validation.items():
             print(f"no val.    {s}: bars end {why['last_date']}, before the validation split ({why['split_start']})")
-        print("metrics    " + ", ".join(f"{k} {v}" for k, v in m.metrics.model_dump().items()))
+        print("metrics    " + ", ".join(f"{k} {_figure(v)}" for k, v in m.metrics.model_dump().items()))
         if m.origin is not None:
             o = m.origin
             print(
@@ -981,6 +982,16 @@ def info(
             print(f"evaluation {evaluation}")
         print("versions   " + ", ".join(f"{k} {v}" for k, v in m.versions.items()))
         _refuse_unusable(unusable)
+
+
+def _figure(v) -> str:
+    """A metric as info shows it: a float to four significant digits (0.2211, not
+    0.22107268869876862; 12346 seconds, not 1.235e+04), anything else as it is."""
+    if v is None:
+        return "n/a"
+    if isinstance(v, float) and math.isfinite(v):
+        return f"{v:.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
+    return str(v)
 
 
 def _refuse_unusable(unusable: str | None) -> None:

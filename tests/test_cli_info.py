@@ -176,3 +176,19 @@ def test_info_usage_errors(cli, trained_run, args):
 def test_info_on_a_file_is_a_usage_error(cli, trained_run):
     res = cli("info", trained_run / "run.json")
     assert res.exit_code == 2
+
+
+def test_info_shows_window_counts_and_metrics_readably_and_json_keeps_them_whole(cli, trained_run):
+    meta = run_meta(trained_run)
+    res = cli("info", trained_run)
+    assert res.exit_code == 0, res.stderr
+    [splits] = [ln for ln in res.stdout.splitlines() if ln.startswith("splits")]
+    w = meta["windows"]
+    assert splits.endswith(f"; windows train {w['train']}, val {w['val']}, test {w['test']}"), splits
+    [metrics] = [ln for ln in res.stdout.splitlines() if ln.startswith("metrics")]
+    loss = meta["metrics"]["best_val_loss"]
+    assert f"best_val_loss {loss:.4g}," in metrics and repr(loss) not in metrics, metrics
+    assert f"best_epoch {meta['metrics']['best_epoch']}," in metrics, metrics
+    assert "{" not in res.stdout and "'" not in res.stdout
+    doc = json.loads(cli("info", trained_run, "--json").stdout)
+    assert doc["windows"] == w and doc["metrics"]["best_val_loss"] == loss
