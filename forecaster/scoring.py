@@ -23,7 +23,8 @@ metrics_table`): the median as the point forecast, the last close as the naive o
   the later date.
 - A run whose directory is gone (``retrain --keep`` deleted it) leaves its forecasts behind:
   they are scored when the source is given (``--source``; the run's own is not known any more),
-  the run named by its path's last part, as its forecast files name it.
+  the run named by its path's last part, as its forecast files name it. A promoted name that
+  points at such a run is an error that gives that command, with the run's own name.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import logging
 import math
 import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import get_args
@@ -44,6 +46,7 @@ from .choices import Cell
 from .config import DataConfig, PredictConfig
 from .errors import EXIT_OK, EXIT_PARTIAL, ConfigError, DataError, ForecasterError, RunFormatError
 from .evaluation import EvalReport
+from .fsio import follow_link
 from .metrics import POOLED, metrics_table
 from .outputs import write_csv
 from .prediction import FORECAST_COLUMNS, _latest_possible_day
@@ -176,6 +179,7 @@ def score(
     cut = parse_since(since)
     gone = _gone_run_name(run_dir)
     if gone is None:
+        _refuse_deleted_target(Path(run_dir), out, source, data_dir)
         manifest = read_manifest(run_dir)
         cfg = manifest.config
         run, model, tickers = manifest.name, cfg.model.cell, set(manifest.tickers)
@@ -236,6 +240,27 @@ def _gone_run_name(run_dir: Path) -> str | None:
     if os.path.lexists(path) or path.name in ("", ".", ".."):
         return None
     return path.name
+
+
+def _refuse_deleted_target(path: Path, out: Path | None, source: str | None, data_dir: Path | None) -> None:
+    """A promoted name whose run directory was deleted: an error that gives the command scoring
+    the run's forecasts, kept under the run's own name (or says there are none). Nothing when
+    ``path`` is not such a name."""
+    if not path.is_symlink() or path.exists():
+        return
+    target = follow_link(path)
+    shown = os.path.relpath(target) if not os.path.relpath(target).startswith("..") else str(target)
+    folder = Path(out or PredictConfig().out) / target.name
+    said = f"{path} points at {target}, which does not exist (deleted?)"
+    if not (folder.is_dir() and any(FORECAST_FILE.fullmatch(p.name) for p in folder.iterdir())):
+        raise RunFormatError(f"{said}, and there are no forecast files of run {target.name} in {folder}")
+    args = ["--run", shown] + (["--out", str(out)] if out is not None else [])
+    args += ["--source", source] if source else []
+    args += ["--data-dir", str(data_dir)] if data_dir is not None else []
+    command = "forecaster score " + " ".join(shlex.quote(a) for a in args)
+    if not source:  # only the run knew it: the user names it
+        command += " --source SOURCE" + (" [--data-dir DIR]" if data_dir is None else "")
+    raise RunFormatError(f"{said}; its forecasts are kept under its name in {folder}: score them with `{command}`")
 
 
 class _Malformed(Exception):

@@ -12,6 +12,7 @@ import json
 import os
 import pty
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -491,3 +492,33 @@ def test_the_table_shows_coverage_as_a_percentage_and_the_files_keep_the_fractio
     assert all(0 <= c <= 1 for c in scores["coverage"].dropna())
     doc = json.loads(cli("score", "--run", trained_run, "--out", out, "--json").stdout)
     assert [r["coverage"] for r in doc["scores"]] == [None if c != c else c for c in scores["coverage"]]
+
+
+def test_a_promoted_name_whose_run_was_deleted_says_how_to_score_its_forecasts(
+    cli, trained_run, sample_dir, out, tmp_path
+):
+    """`retrain --keep` deleted the run runs/prod points at: its forecasts are still under its
+    name, and the error gives the command that scores them (the run's name, not the pointer's)."""
+    runs = tmp_path / "runs"
+    shutil.copytree(trained_run, runs / trained_run.name)
+    assert cli("promote", runs / trained_run.name, "--name", "prod", "--runs-dir", runs, "-q").exit_code == 0
+    shutil.rmtree(runs / trained_run.name)
+    res = cli("score", "--run", runs / "prod", "--out", out, "--source", "csv", "--data-dir", sample_dir)
+    assert res.exit_code == 1
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    gone = (runs / trained_run.name).resolve()
+    assert f"{runs / 'prod'} points at {gone}, which does not exist" in res.stderr, res.stderr
+    command = re.search(r"`forecaster (score [^`]*)`", res.stderr)
+    assert command, res.stderr
+    args = shlex.split(command.group(1))
+    assert args[args.index("--run") + 1] == str(gone), args
+    again = cli(*args, "--json")
+    assert again.exit_code == 0, again.stderr
+    assert json.loads(again.stdout)["run"] == trained_run.name
+    # without --source the command asks for it, by the name the run read it with
+    res = cli("score", "--run", runs / "prod", "--out", out)
+    assert res.exit_code == 1 and f"--run {gone}" in res.stderr and "--source" in res.stderr, res.stderr
+    # and with no forecasts of the run either, that is said instead
+    res = cli("score", "--run", runs / "prod", "--out", tmp_path / "elsewhere", "--source", "csv")
+    assert res.exit_code == 1 and "no forecast files of run" in res.stderr, res.stderr
+    assert "`forecaster score" not in res.stderr, res.stderr
