@@ -386,9 +386,12 @@ def _with_actuals(forecasts: pd.DataFrame, closes: dict[str, pd.Series], warning
         if missing.any():
             days = sorted({str(d.date()) for d in dates[missing]})
             shown = ", ".join(days[:MISSING_SHOWN]) + (" ..." if len(days) > MISSING_SHOWN else "")
+            n = int(missing.sum())
+            what = "1 forecast" if n == 1 else f"{n} forecasts"
+            where = "a session" if len(days) == 1 else "sessions"
             warnings.append(
-                f"{sym}: {int(missing.sum())} forecast(s) for sessions the data does not have ({shown}); "
-                "the calendar and the data disagree, so they are not scored"
+                f"{sym}: {what} for {where} the data does not have ({shown}); "
+                f"the calendar and the data disagree, so {'it is' if n == 1 else 'they are'} not scored"
             )
         now = close.reindex(pd.DatetimeIndex(fc["as_of"])).to_numpy(dtype=float)
         then = fc["last_close"].to_numpy(dtype=float)

@@ -522,3 +522,23 @@ def test_a_promoted_name_whose_run_was_deleted_says_how_to_score_its_forecasts(
     res = cli("score", "--run", runs / "prod", "--out", tmp_path / "elsewhere", "--source", "csv")
     assert res.exit_code == 1 and "no forecast files of run" in res.stderr, res.stderr
     assert "`forecaster score" not in res.stderr, res.stderr
+
+
+def test_the_warning_about_sessions_missing_from_the_data_counts_in_agreeing_words(cli, trained_run, out):
+    folder = out / trained_run.name
+    df = pd.read_csv(folder / "2024-12-20.csv", dtype=str)
+    df.loc[(df["ticker"] == "STOCKA") & (df["step"] == "3"), "date"] = "2024-12-25"  # Christmas: no bar
+    df.loc[(df["ticker"] == "STOCKB") & (df["step"].isin(["2", "3"])), "date"] = "2024-12-25"
+    df.to_csv(folder / "2024-12-20.csv", index=False)
+    df = pd.read_csv(folder / "2024-12-24.csv", dtype=str)
+    df.loc[(df["ticker"] == "STOCKB") & (df["step"] == "3"), "date"] = "2024-12-28"  # a Saturday
+    df.to_csv(folder / "2024-12-24.csv", index=False)
+    res = cli("score", "--run", trained_run, "--out", out, "-q")
+    assert res.exit_code == 0, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if "the data does not have" in ln]
+    assert lines == [
+        "WARNING: STOCKA: 1 forecast for a session the data does not have (2024-12-25); "
+        "the calendar and the data disagree, so it is not scored",
+        "WARNING: STOCKB: 3 forecasts for sessions the data does not have (2024-12-25, 2024-12-28); "
+        "the calendar and the data disagree, so they are not scored",
+    ], res.stderr
