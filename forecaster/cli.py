@@ -1113,7 +1113,7 @@ def _show_score(rep, alerts: list[str], quiet: bool, json_out: bool) -> None:
     _table(
         ["ticker", "step", "n", "pending", "MAE", "MAE naive", "skill", "DM p", "coverage", "width", "pinball"],
         [
-            [r.ticker, r.step, r.n, r.pending, f(r.mae), f(r.mae_naive), f(r.skill, "+.2%"), f(r.dm_pvalue)]
+            [r.ticker, r.step, r.n, r.pending, f(r.mae), f(r.mae_naive), f(r.skill, "+.2%"), f(r.dm_pvalue, ".3f")]
             + [f(r.coverage, ".1%"), f(r.width), f(r.pinball)]
             for r in rep.scores.itertuples(index=False)
         ],

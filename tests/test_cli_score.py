@@ -542,3 +542,26 @@ def test_the_warning_about_sessions_missing_from_the_data_counts_in_agreeing_wor
         "WARNING: STOCKB: 3 forecasts for sessions the data does not have (2024-12-25, 2024-12-28); "
         "the calendar and the data disagree, so they are not scored",
     ], res.stderr
+
+
+def test_the_table_shows_dm_p_values_to_three_decimals_as_evaluate_does(capsys):
+    from forecaster.cli import _show_score
+
+    scores = pd.DataFrame(
+        {
+            "ticker": ["ALL", "ALL", "ALL"],
+            "step": [1, 2, 3],
+            "n": [250, 250, 1],
+            "pending": [0, 0, 0],
+            "mae": [1.5, 1.5, 1.5],
+            "mae_naive": [1.6, 1.6, 1.6],
+            "skill": [0.0625, 0.0625, 0.0625],
+            "dm_pvalue": [0.0456789, 1.2345e-07, np.nan],
+            "coverage": [0.8, 0.8, 1.0],
+            "width": [4.0, 4.0, 4.0],
+            "pinball": [0.5, 0.5, 0.5],
+        }
+    )
+    _show_score(ScoreReport(run="r", model="lstm", folder=Path("f"), scores=scores), [], False, False)
+    rows = [[c.strip() for c in ln.split("│")[1:-1]] for ln in capsys.readouterr().out.splitlines()]
+    assert [cells[7] for cells in rows if len(cells) == 11] == ["0.046", "0.000", ""]
