@@ -985,8 +985,8 @@ def info(
 
 
 def _figure(v) -> str:
-    """A metric as info shows it: a float to four significant digits (0.2211, not
-    0.22107268869876862; 12346 seconds, not 1.235e+04), anything else as it is."""
+    """A figure as info and score's table show it: a float to four significant digits (0.2211,
+    not 0.22107268869876862; 12346, not 1.235e+04), None as n/a, anything else as it is."""
     if v is None:
         return "n/a"
     if isinstance(v, float) and math.isfinite(v):
@@ -1107,8 +1107,8 @@ def _show_score(rep, alerts: list[str], quiet: bool, json_out: bool) -> None:
     if quiet:
         return
 
-    def f(v, fmt=".4g"):
-        return "" if v != v else format(v, fmt)
+    def f(v, fmt=None):  # prices to four significant digits, never as 1.235e+04
+        return "" if v != v else (_figure(v) if fmt is None else format(v, fmt))
 
     _table(
         ["ticker", "step", "n", "pending", "MAE", "MAE naive", "skill", "DM p", "coverage", "width", "pinball"],

@@ -565,3 +565,29 @@ def test_the_table_shows_dm_p_values_to_three_decimals_as_evaluate_does(capsys):
     _show_score(ScoreReport(run="r", model="lstm", folder=Path("f"), scores=scores), [], False, False)
     rows = [[c.strip() for c in ln.split("│")[1:-1]] for ln in capsys.readouterr().out.splitlines()]
     assert [cells[7] for cells in rows if len(cells) == 11] == ["0.046", "0.000", ""]
+
+
+def test_the_table_shows_large_price_errors_without_an_exponent(capsys):
+    """A ticker priced in the hundred thousands (BRK-A) has errors in the thousands: 12346,
+    not 1.235e+04."""
+    from forecaster.cli import _show_score
+
+    scores = pd.DataFrame(
+        {
+            "ticker": ["BRK-A"],
+            "step": [1],
+            "n": [250],
+            "pending": [0],
+            "mae": [12345.6],
+            "mae_naive": [9876.54],
+            "skill": [-0.25],
+            "dm_pvalue": [0.5],
+            "coverage": [0.8],
+            "width": [31415.9],
+            "pinball": [2718.28],
+        }
+    )
+    _show_score(ScoreReport(run="r", model="lstm", folder=Path("f"), scores=scores), [], False, False)
+    rows = [[c.strip() for c in ln.split("│")[1:-1]] for ln in capsys.readouterr().out.splitlines()]
+    [cells] = [cells for cells in rows if len(cells) == 11]
+    assert [cells[4], cells[5], cells[9], cells[10]] == ["12346", "9877", "31416", "2718"], cells
