@@ -738,8 +738,8 @@ def _print_metrics(rep) -> None:
     m = rep.metrics
     by = {(r.ticker, r.model, r.step): r for r in m.itertuples(index=False)}
 
-    def f(v, fmt=".4g"):
-        return "" if v != v else format(v, fmt)
+    def f(v, fmt=None):  # prices to four significant digits, never as 1.235e+04
+        return "" if v != v else (_figure(v) if fmt is None else format(v, fmt))
 
     rows = []
     for r in m[m["model"] == rep.model].itertuples(index=False):

@@ -319,3 +319,24 @@ def test_evaluate_usage_errors(cli, run_copy, args):
     assert "Error" in res.stderr
     assert res.stdout == ""
     assert not (run_copy / "eval").exists()
+
+
+def test_the_table_shows_large_price_errors_without_an_exponent(capsys):
+    """A ticker priced in the hundred thousands (BRK-A) has an MAE in the thousands: 12346, as
+    score's table shows it, not 1.235e+04."""
+    from types import SimpleNamespace
+
+    from forecaster.cli import _print_metrics
+
+    rows = [
+        ("lstm", 12345.6, -0.01, 0.5, 0.8, 0.6, 2718.28, 0.4),
+        ("drift", 12300.0, 0.002, 0.4, float("nan"), float("nan"), float("nan"), float("nan")),
+        ("garch", 12222.2, 0.0, float("nan"), 0.81, 0.7, 2700.0, float("nan")),
+    ]
+    cols = ["model", "mae", "skill", "dm_pvalue", "coverage", "kupiec_pvalue", "pinball", "dm_pinball_pvalue"]
+    metrics = pd.DataFrame(rows, columns=cols).assign(ticker="BRK-A", step=1, n=250)
+    rep = SimpleNamespace(model="lstm", run="r", metrics=metrics, median_weight=[1.0], lag=pd.DataFrame())
+    _print_metrics(rep)
+    table = [[c.strip() for c in ln.split("│")[1:-1]] for ln in capsys.readouterr().out.splitlines()]
+    [cells] = [cells for cells in table if cells and cells[0] == "BRK-A"]
+    assert cells[3] == "12346" and cells[9] == "1.007 garch", cells
