@@ -188,10 +188,14 @@ def test_download_of_only_todays_unfinished_bar_says_to_run_again_after_the_clos
     """A symbol whose only bar is today's, still trading (a listing's first day; an exchange
     rate, whose day is over only at midnight): one line saying so and when to run again, not
     "no usable bars", as if its data were bad."""
-    today = pd.Timestamp.now(tz="Europe/London").tz_localize(None).normalize()
+    # a zone where it is about noon now: Yahoo's bar of today (stamped 09:30 there) exists and
+    # the day is not over, whatever the hour the test runs at (Etc/GMT-5 is UTC+5)
+    offset = min(14, max(-12, 12 - pd.Timestamp.now(tz="UTC").hour))
+    tz = f"Etc/GMT{-offset:+d}"
+    today = pd.Timestamp.now(tz=tz).tz_localize(None).normalize()
     bars = make_bars("2024-01-02", 1, seed=5).set_axis(pd.DatetimeIndex([today], name="date"))
     yahoo = FakeYahoo({"EURUSD=X": bars})
-    yahoo.timezones["EURUSD=X"] = "Europe/London"
+    yahoo.timezones["EURUSD=X"] = tz
     real = forecaster.sources.fetch_with_retry
 
     def via_fake(ticker, start=None, end=None, *, session=None, **_):
