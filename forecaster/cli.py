@@ -51,6 +51,11 @@ def _refuse_empty(**options) -> None:
             raise ConfigError(f'{flag} "" names no folder: give a folder name, or omit {flag} for its default')
 
 
+def _folder_option(*names: str, help: str):
+    """A folder option whose empty value is refused, not taken for the current folder."""
+    return typer.Option(*names, help=help, file_okay=False, path_type=str, callback=_keep_empty)
+
+
 ConfigOpt = Annotated[
     Path | None,
     typer.Option(
@@ -59,13 +64,10 @@ ConfigOpt = Annotated[
 ]
 DataDirOpt = Annotated[
     Path | None,
-    typer.Option(
+    _folder_option(
         "--data-dir",
         help="Data folder: the store root for --source yahoo (default data/), the "
         "folder of <TICKER>.csv files for --source csv.",
-        file_okay=False,
-        path_type=str,
-        callback=_keep_empty,
     ),
 ]
 
@@ -253,12 +255,8 @@ def download(
     tickers: Annotated[list[str], typer.Argument(help="Ticker symbols, e.g. AAPL BRK-B ^GSPC.", metavar="TICKER")],
     data_dir: Annotated[
         Path | None,
-        typer.Option(
-            "--data-dir",
-            help="Store root: the bars go to <data-dir>/store/<TICKER>.parquet (default data/).",
-            file_okay=False,
-            path_type=str,
-            callback=_keep_empty,
+        _folder_option(
+            "--data-dir", help="Store root: the bars go to <data-dir>/store/<TICKER>.parquet (default data/)."
         ),
     ] = None,
     config: ConfigOpt = None,
@@ -352,21 +350,11 @@ def train(
     threads: ThreadsOpt = None,
     run_dir: Annotated[
         Path | None,
-        typer.Option(
-            help="Where to write the run (default runs/<model>-<timestamp>).",
-            file_okay=False,
-            path_type=str,
-            callback=_keep_empty,
-        ),
+        _folder_option(help="Where to write the run (default runs/<model>-<timestamp>)."),
     ] = None,
     resume: Annotated[
         Path | None,
-        typer.Option(
-            help="Continue an interrupted run (its config, with any flags given here on top).",
-            file_okay=False,
-            path_type=str,
-            callback=_keep_empty,
-        ),
+        _folder_option(help="Continue an interrupted run (its config, with any flags given here on top)."),
     ] = None,
     lock_timeout: LockOpt = 0.0,
     quiet: QuietOpt = False,
@@ -525,12 +513,7 @@ def tune(
     ] = False,
     run_dir: Annotated[
         Path | None,
-        typer.Option(
-            help="Where --train-best writes the run, and best.toml's run_dir (default runs/<study>-best).",
-            file_okay=False,
-            path_type=str,
-            callback=_keep_empty,
-        ),
+        _folder_option(help="Where --train-best writes the run, and best.toml's run_dir (default runs/<study>-best)."),
     ] = None,
     lock_timeout: LockOpt = 0.0,
     quiet: QuietOpt = False,
@@ -789,9 +772,7 @@ def predict(
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option(
-            help="Folder for forecast CSVs (default forecasts/).", file_okay=False, path_type=str, callback=_keep_empty
-        ),
+        _folder_option(help="Folder for forecast CSVs (default forecasts/)."),
     ] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Never touch the network; use the store.")] = False,
     source: SourceOpt = None,
@@ -1003,13 +984,7 @@ def _refuse_unusable(unusable: str | None) -> None:
 
 RunsDirOpt = Annotated[
     Path,
-    typer.Option(
-        "--runs-dir",
-        help="Folder of the promoted names and their run directories.",
-        file_okay=False,
-        path_type=str,
-        callback=_keep_empty,
-    ),
+    _folder_option("--runs-dir", help="Folder of the promoted names and their run directories."),
 ]
 NameOpt = Annotated[str, typer.Option("--name", help="The name to point: runs/NAME (letters, digits, _ . -).")]
 
@@ -1032,12 +1007,7 @@ def score(
     run: RunOpt,
     out: Annotated[
         Path | None,
-        typer.Option(
-            help="Folder the forecast CSVs were written to (default forecasts/).",
-            file_okay=False,
-            path_type=str,
-            callback=_keep_empty,
-        ),
+        _folder_option(help="Folder the forecast CSVs were written to (default forecasts/)."),
     ] = None,
     source: SourceOpt = None,
     data_dir: DataDirOpt = None,
