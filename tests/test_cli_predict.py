@@ -343,14 +343,27 @@ def test_predict_online_says_when_yahoo_gives_only_old_bars(cli, trained_run, sa
     assert (out / trained_run.name / "2024-12-31.csv").is_file()
 
 
-def test_predict_refresh_fails_but_stored_bars_are_recent_enough(cli, trained_run, sample_dir, tmp_path, monkeypatch):
+@pytest.fixture
+def yahoo_down(monkeypatch):
+    """Every Yahoo request fails as with the network down."""
+
     def down(ticker, *a, **k):
-        raise NetworkError(f"{ticker}: cannot reach Yahoo")
+        raise NetworkError(f"{ticker}: cannot reach Yahoo (ConnectionError)")
 
     monkeypatch.setattr(forecaster.store, "fetch_with_retry", down)
+
+
+@pytest.fixture
+def stored_sample(sample_dir, tmp_path):
+    """A store (``tmp_path / "data"``) holding the sample's bars, which end 2024-12-31."""
     data = tmp_path / "data"
     for sym in ("STOCKA", "STOCKB"):
         save_store(data, sym, read_csv_bars(sample_dir, sym))
+    return data
+
+
+def test_predict_refresh_fails_but_stored_bars_are_recent_enough(cli, trained_run, tmp_path, yahoo_down, stored_sample):
+    data = stored_sample
     res = cli(
         "predict",
         "--run",
@@ -718,11 +731,7 @@ def test_predict_yahoo_stale_store_and_refresh_failing_for_one(cli, trained_run,
 # ---------------------------------------------------------------------------- exit 75
 
 
-def test_predict_yahoo_network_down_and_nothing_stored(cli, trained_run, tmp_path, monkeypatch):
-    def down(ticker, *a, **k):
-        raise NetworkError(f"{ticker}: cannot reach Yahoo (ConnectionError)")
-
-    monkeypatch.setattr(forecaster.store, "fetch_with_retry", down)
+def test_predict_yahoo_network_down_and_nothing_stored(cli, trained_run, tmp_path, yahoo_down):
     out = tmp_path / "fc"
     res = cli("predict", "--run", trained_run, "--source", "yahoo", "--data-dir", tmp_path / "data", "--out", out)
     assert res.exit_code == 75
@@ -730,14 +739,8 @@ def test_predict_yahoo_network_down_and_nothing_stored(cli, trained_run, tmp_pat
     assert not list(out.glob("*/*.csv"))
 
 
-def test_predict_yahoo_network_down_and_store_too_stale(cli, trained_run, sample_dir, tmp_path, monkeypatch):
-    def down(ticker, *a, **k):
-        raise NetworkError(f"{ticker}: cannot reach Yahoo (ConnectionError)")
-
-    monkeypatch.setattr(forecaster.store, "fetch_with_retry", down)
-    data = tmp_path / "data"
-    for sym in ("STOCKA", "STOCKB"):
-        save_store(data, sym, read_csv_bars(sample_dir, sym))
+def test_predict_yahoo_network_down_and_store_too_stale(cli, trained_run, tmp_path, yahoo_down, stored_sample):
+    data = stored_sample
     res = cli(
         "predict",
         "--run",
@@ -756,17 +759,11 @@ def test_predict_yahoo_network_down_and_store_too_stale(cli, trained_run, sample
 
 
 def test_predict_as_of_with_network_down_counts_staleness_to_that_day(
-    cli, trained_run, sample_dir, tmp_path, monkeypatch
+    cli, trained_run, tmp_path, yahoo_down, stored_sample
 ):
     """A backfill while Yahoo is down: the store reaches the --as-of day, so nothing is stale."""
 
-    def down(ticker, *a, **k):
-        raise NetworkError(f"{ticker}: cannot reach Yahoo (ConnectionError)")
-
-    monkeypatch.setattr(forecaster.store, "fetch_with_retry", down)
-    data, out = tmp_path / "data", tmp_path / "fc"
-    for sym in ("STOCKA", "STOCKB"):
-        save_store(data, sym, read_csv_bars(sample_dir, sym))  # ends 2024-12-31
+    data, out = stored_sample, tmp_path / "fc"
     args = ["--run", trained_run, "--source", "yahoo", "--data-dir", data, "--out", out, "--max-staleness", "0"]
     res = cli("predict", *args, "--as-of", "2024-12-20")
     assert res.exit_code == 0, res.stderr
@@ -775,18 +772,12 @@ def test_predict_as_of_with_network_down_counts_staleness_to_that_day(
 
 
 def test_predict_as_of_a_weekend_with_network_down_names_the_bars_it_uses(
-    cli, trained_run, sample_dir, tmp_path, monkeypatch
+    cli, trained_run, tmp_path, yahoo_down, stored_sample
 ):
     """A backfill for a Saturday while Yahoo is down: the fallback warning names the last bar
     the forecast is made from (Friday's), not the store's last bar, which --as-of leaves out."""
 
-    def down(ticker, *a, **k):
-        raise NetworkError(f"{ticker}: cannot reach Yahoo (ConnectionError)")
-
-    monkeypatch.setattr(forecaster.store, "fetch_with_retry", down)
-    data, out = tmp_path / "data", tmp_path / "fc"
-    for sym in ("STOCKA", "STOCKB"):
-        save_store(data, sym, read_csv_bars(sample_dir, sym))  # ends 2024-12-31
+    data, out = stored_sample, tmp_path / "fc"
     args = ["--run", trained_run, "--source", "yahoo", "--data-dir", data, "--out", out, "--max-staleness", "0"]
     res = cli("predict", *args, "--as-of", "2024-12-28")
     assert res.exit_code == 0, res.stderr
