@@ -190,22 +190,15 @@ def test_score_with_corrupt_forecast_files_reports_the_others_and_exits_3(cli, t
     assert (folder / "score.csv").read_text() == clean
 
 
-def test_a_file_cut_short_is_named_as_such_not_as_another_runs(cli, trained_run, out):
-    folder = out / trained_run.name
-    text = (folder / "2024-12-31.csv").read_bytes()
-    (folder / "2024-12-23.csv").write_bytes(text[:-20])  # the last row ends inside its p90
-    res = cli("score", "--run", trained_run, "--out", out)
-    assert res.exit_code == 3, res.stderr
-    line = next(ln for ln in res.stderr.splitlines() if "2024-12-23.csv skipped" in ln)
-    assert "row 7 is incomplete" in line and "written by run" not in line, line
-
-
-@pytest.mark.parametrize("kept", [1, 2, 3])
-def test_a_file_cut_inside_the_run_name_is_named_as_cut_short(cli, trained_run, out, kept):
+@pytest.mark.parametrize("cut", ["in p90", "run name 1", "run name 2", "run name 3"])
+def test_a_file_cut_short_is_named_as_such_not_as_another_runs(cli, trained_run, out, cut):
+    """The last row ends inside its p90, or inside the run's name (1 to 3 of its letters kept,
+    which read as another run's name): the file is named as cut short."""
     folder = out / trained_run.name
     text = (folder / "2024-12-31.csv").read_bytes()
     assert text.endswith(b"," + trained_run.name.encode() + b"\n")
-    (folder / "2024-12-23.csv").write_bytes(text[: len(text) - 1 - len(trained_run.name) + kept])
+    end = len(text) - 20 if cut == "in p90" else len(text) - 1 - len(trained_run.name) + int(cut[-1])
+    (folder / "2024-12-23.csv").write_bytes(text[:end])
     res = cli("score", "--run", trained_run, "--out", out)
     assert res.exit_code == 3, res.stderr
     line = next(ln for ln in res.stderr.splitlines() if "2024-12-23.csv skipped" in ln)
