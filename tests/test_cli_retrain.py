@@ -217,17 +217,22 @@ def test_an_interrupted_retrain_says_where_the_name_points_and_to_retrain_again(
     assert _target(runs) == "first"
 
 
-_STOPPED_WHILE_COMPARING = """
+# `python -c` script: retrain, with SIGTERM arriving in the function of forecaster.retraining
+# named by the first argument (compare: while the runs are backtested; load_run: once the lock
+# is taken, while the champion loads; file_lock: while it waits for the lock)
+_STOPPED_IN = """
 import os, signal, sys
 import forecaster.retraining as retraining
 from forecaster.cli import main
 
-def stopped(*args, **kwargs):  # systemctl stop arrives while the two runs are backtested
-    os.kill(os.getpid(), signal.SIGTERM)
-    raise AssertionError("SIGTERM did not stop the comparison")
+real = getattr(retraining, sys.argv[1])
 
-retraining.compare = stopped
-sys.argv = ["forecaster", "retrain", "prod", "--runs-dir", sys.argv[1]]
+def stopped(*args, **kwargs):  # systemctl stop arrives during this call
+    os.kill(os.getpid(), signal.SIGTERM)
+    return real(*args, **kwargs)
+
+setattr(retraining, sys.argv[1], stopped)
+sys.argv = ["forecaster", "retrain", "prod", "--runs-dir", *sys.argv[2:]]
 main()
 """
 
@@ -235,27 +240,10 @@ main()
 @pytest.mark.slow
 @pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
 def test_sigterm_while_comparing_exits_130_and_leaves_the_pointer(runs):
-    res = run_script(_STOPPED_WHILE_COMPARING, runs)
+    res = run_script(_STOPPED_IN, "compare", runs)
     assert res.returncode == 130, (res.returncode, res.stderr)
     assert "interrupted" in res.stderr and "Traceback" not in res.stderr
     assert _target(runs) == "first"
-
-
-_STOPPED_WHILE_LOADING_THE_CHAMPION = """
-import os, signal, sys
-import forecaster.retraining as retraining
-from forecaster.cli import main
-
-real = retraining.load_run
-
-def stopped(*args, **kwargs):  # systemctl stop arrives once the lock is taken, before training
-    os.kill(os.getpid(), signal.SIGTERM)
-    return real(*args, **kwargs)
-
-retraining.load_run = stopped
-sys.argv = ["forecaster", "retrain", "prod", "--runs-dir", *sys.argv[1:]]
-main()
-"""
 
 
 @pytest.mark.slow
@@ -264,7 +252,7 @@ def test_sigterm_while_the_champion_is_loaded_exits_130_with_one_line_and_json(r
     """`kill` after the lock is taken, while the champion is loaded (before the challenger
     trains): exit 130 with the line the later stages give, --json the document on stdout; not
     a process killed by the signal or a bare "interrupted"."""
-    res = run_script(_STOPPED_WHILE_LOADING_THE_CHAMPION, runs, "--json")
+    res = run_script(_STOPPED_IN, "load_run", runs, "--json")
     assert res.returncode == 130, (res.returncode, res.stderr)
     [line] = res.stderr.splitlines()
     assert line.startswith("ERROR: retrain of prod interrupted before the challenger trained"), line
@@ -283,33 +271,13 @@ def test_sigterm_while_the_champion_is_loaded_exits_130_with_one_line_and_json(r
     assert _target(runs) == "first" and registry.runs_of("prod", runs) == []
 
 
-_STOPPED_WHILE_WAITING_FOR_THE_LOCK = """
-import os, signal, sys
-from contextlib import contextmanager
-import forecaster.retraining as retraining
-from forecaster.cli import main
-
-real = retraining.file_lock
-
-@contextmanager
-def waiting(*args, **kwargs):  # systemctl stop arrives while another run holds the name
-    os.kill(os.getpid(), signal.SIGTERM)
-    with real(*args, **kwargs):
-        yield
-
-retraining.file_lock = waiting
-sys.argv = ["forecaster", "retrain", "prod", "--runs-dir", *sys.argv[1:]]
-main()
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
 def test_sigterm_while_waiting_for_the_lock_exits_130_with_one_line_and_json(runs):
     """`kill` while `retrain --lock-timeout` waits for the name: exit 130 with one line saying
     where the name points and that nothing was written (--json: the document), not a bare
     "interrupted"."""
-    res = run_script(_STOPPED_WHILE_WAITING_FOR_THE_LOCK, runs, "--lock-timeout", "60", "--json")
+    res = run_script(_STOPPED_IN, "file_lock", runs, "--lock-timeout", "60", "--json")
     assert res.returncode == 130, (res.returncode, res.stderr)
     [line] = res.stderr.splitlines()
     assert line.startswith("ERROR: retrain of prod interrupted while it waited for the lock on the name"), line
