@@ -340,17 +340,32 @@ def test_latest_csv_that_cannot_be_replaced_is_named_with_the_file_that_was_writ
     assert dated.is_file() and (folder / "latest.csv").is_dir()
 
 
+def _stored_with_ten_bars_to_come(data, sym: str, monkeypatch) -> bytes:
+    """``sym`` stored with 30 bars, Yahoo (every ticker) answering with 40; the stored file's bytes."""
+    bars = make_bars("2024-01-02", 40)
+    store.save_store(data, sym, bars.iloc[:30])
+    monkeypatch.setattr(forecaster.store, "fetch_with_retry", lambda t, s=None, e=None, **k: bars.copy())
+    return store.store_path(data, sym).read_bytes()
+
+
+def _disk_full_after(writes: int, monkeypatch) -> None:
+    """Parquet writes fail as on a full disk once ``writes`` of them have been made."""
+    real_to_parquet = pd.DataFrame.to_parquet
+    made = []
+
+    def to_parquet(self, *a, **k):
+        if len(made) >= writes:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        made.append(1)
+        return real_to_parquet(self, *a, **k)
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", to_parquet)
+
+
 def test_store_write_error_is_exit_1_and_keeps_the_stored_file(cli, tmp_path, monkeypatch):
     data = tmp_path / "d"
-    bars = make_bars("2024-01-02", 40)
-    store.save_store(data, "AAA", bars.iloc[:30])
-    before = store.store_path(data, "AAA").read_bytes()
-    monkeypatch.setattr(forecaster.store, "fetch_with_retry", lambda t, s=None, e=None, **k: bars.copy())
-
-    def disk_full(self, *a, **k):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(pd.DataFrame, "to_parquet", disk_full)
+    before = _stored_with_ten_bars_to_come(data, "AAA", monkeypatch)
+    _disk_full_after(0, monkeypatch)
     res = cli("download", "AAA", "--data-dir", data)
     assert res.exit_code == EXIT_ERROR
     [line] = error_lines(res)
@@ -363,20 +378,8 @@ def test_store_filling_up_after_some_tickers_is_exit_3_naming_what_was_written(c
     # exit 1 says nothing partial was written: once a ticker is stored, a disk that fills up
     # on the next one is a partial download, the stored tickers reported with the others
     data = tmp_path / "d"
-    bars = make_bars("2024-01-02", 40)
-    store.save_store(data, "BBB", bars.iloc[:30])
-    before = store.store_path(data, "BBB").read_bytes()
-    monkeypatch.setattr(forecaster.store, "fetch_with_retry", lambda t, s=None, e=None, **k: bars.copy())
-    real_to_parquet = pd.DataFrame.to_parquet
-    writes = []
-
-    def full_after_one(self, *a, **k):
-        writes.append(1)
-        if len(writes) > 1:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_to_parquet(self, *a, **k)
-
-    monkeypatch.setattr(pd.DataFrame, "to_parquet", full_after_one)
+    before = _stored_with_ten_bars_to_come(data, "BBB", monkeypatch)
+    _disk_full_after(1, monkeypatch)
     res = cli("download", "AAA", "BBB", "CCC", "--data-dir", data, "--json")
     assert res.exit_code == EXIT_PARTIAL, res.stderr
     doc = json.loads(res.stdout)
