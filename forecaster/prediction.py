@@ -67,7 +67,7 @@ def _utc(now: pd.Timestamp | None) -> pd.Timestamp:
     return now.tz_convert("UTC") if now.tzinfo else now.tz_localize("UTC")
 
 
-def _latest_possible_day(now) -> pd.Timestamp:
+def latest_possible_day(now) -> pd.Timestamp:
     """The latest date it is anywhere on Earth (UTC+14): no bar can be dated after it."""
     return (_utc(now) + pd.Timedelta(hours=14)).tz_localize(None).normalize()
 
@@ -158,7 +158,7 @@ def parse_as_of(as_of: str | date | None, now: pd.Timestamp | None = None) -> pd
             day = pd.Timestamp(date.fromisoformat(text))
         except ValueError:
             raise ConfigError(f"--as-of {_shown(as_of)} is not a date; expected YYYY-MM-DD") from None
-    if day > _latest_possible_day(now):  # today east of UTC is not the future
+    if day > latest_possible_day(now):  # today east of UTC is not the future
         raise ConfigError(f"--as-of {day.date()} is in the future")
     return day
 
@@ -251,7 +251,7 @@ def _recent_bars(run: Run, names, source, data_dir, cut, now, failed: dict[str, 
             if len(df) == 0:
                 failed[sym] = f"no bars on or before --as-of {cut.date()}"
                 continue
-        elif df.index[-1] > (today := _latest_possible_day(now)):
+        elif df.index[-1] > (today := latest_possible_day(now)):
             ahead = df.index[df.index > today]
             failed[sym] = (
                 f"{len(ahead)} bar(s) dated after today, from {ahead[0].date()} to {ahead[-1].date()}; "

@@ -49,7 +49,7 @@ from .evaluation import EvalReport
 from .fsio import follow_link
 from .metrics import POOLED, metrics_table
 from .outputs import write_csv
-from .prediction import FORECAST_COLUMNS, _latest_possible_day
+from .prediction import FORECAST_COLUMNS, latest_possible_day
 from .store import load_bars
 from .tickers import csv_safe, validate_ticker
 
@@ -153,7 +153,7 @@ def parse_since(since: str | None) -> pd.Timestamp | None:
         day = pd.Timestamp(text)
     except ValueError:
         raise ConfigError(f"--since {text} is not a date; expected YYYY-MM-DD") from None
-    if day > _latest_possible_day(None):  # today east of UTC is not the future
+    if day > latest_possible_day(None):  # today east of UTC is not the future
         raise ConfigError(f"--since {day.date()} is in the future")
     return day
 
