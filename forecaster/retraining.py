@@ -137,12 +137,14 @@ def retrain(
     """
     runs_dir = Path(runs_dir)
     pointer = pointer_path(name, runs_dir)
-    champion(name, runs_dir)  # no champion: refused before the lock file (or a mistyped folder) is made
-    # SIGTERM (systemctl stop) from the wait for the lock on stops it like Ctrl-C (exit 130), with one line
+    # SIGTERM (systemctl stop) from the first check of the champion on stops it like Ctrl-C
+    # (exit 130), with one line
     with sigterm_as_interrupt(), ExitStack() as held:
         champ_dir = run_dir = None
-        stage = "while it waited for the lock on the name"
+        stage = "before it waited for the lock on the name"
         try:
+            champion(name, runs_dir)  # no champion: refused before the lock file (or a mistyped folder) is made
+            stage = "while it waited for the lock on the name"
             held.enter_context(file_lock(lock_path(name, runs_dir), lock_timeout))
             stage = "before the challenger trained"  # the champion is loaded, the challenger's config built
             champ_dir = champion(name, runs_dir)

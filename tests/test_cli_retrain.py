@@ -219,7 +219,8 @@ def test_an_interrupted_retrain_says_where_the_name_points_and_to_retrain_again(
 
 # `python -c` script: retrain, with SIGTERM arriving in the function of forecaster.retraining
 # named by the first argument (compare: while the runs are backtested; load_run: once the lock
-# is taken, while the champion loads; file_lock: while it waits for the lock)
+# is taken, while the champion loads; file_lock: while it waits for the lock; champion: first
+# called before the lock is asked for, to check that the name has a champion)
 _STOPPED_IN = """
 import os, signal, sys
 import forecaster.retraining as retraining
@@ -285,6 +286,31 @@ def test_sigterm_while_waiting_for_the_lock_exits_130_with_one_line_and_json(run
     doc = json.loads(res.stdout)
     assert doc["interrupted"] is True and doc["message"] == line.removeprefix("ERROR: ")
     assert doc["champion"] == doc["points_to"] == "first" and doc["challenger"] is None and doc["promoted"] is False
+    assert _target(runs) == "first" and registry.runs_of("prod", runs) == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
+def test_sigterm_while_the_champion_is_checked_exits_130_with_one_line_and_json(runs):
+    """`kill` before retrain asks for the lock, while it checks that the name has a champion:
+    exit 130 with the line the later stages give and --json the document, not a process killed
+    by the signal (143) that says nothing."""
+    res = run_script(_STOPPED_IN, "champion", runs, "--json")
+    assert res.returncode == 130, (res.returncode, res.stderr)
+    [line] = res.stderr.splitlines()
+    assert line.startswith("ERROR: retrain of prod interrupted before it waited for the lock on the name"), line
+    assert "prod points at first; no challenger run was written" in line, line
+    assert "run `forecaster retrain prod` again" in line.lower(), line
+    assert json.loads(res.stdout) == {
+        "name": "prod",
+        "promoted": False,
+        "champion": "first",
+        "challenger": None,
+        "pointer": str(runs / "prod"),
+        "points_to": "first",
+        "interrupted": True,
+        "message": line.removeprefix("ERROR: "),
+    }
     assert _target(runs) == "first" and registry.runs_of("prod", runs) == []
 
 
