@@ -402,7 +402,8 @@ def tune(
     report progress. Ctrl-C or SIGTERM marks the running trial failed, writes the results of the
     trials so far and raises :class:`SearchInterrupted` (a KeyboardInterrupt saying what was kept);
     the same call later continues the study. Before the first trial (the bars being read, the
-    study opened) it raises a plain KeyboardInterrupt saying there is nothing to keep yet.
+    study opened) its message says there is nothing to keep yet, and its ``result`` has no
+    trial and no file.
     """
     t = cfg.tune
     dims = search_dims(cfg, fixed)
@@ -419,9 +420,11 @@ def tune(
             fail_abandoned(study)
             remove_abandoned_trial_dirs()
     except KeyboardInterrupt:
-        raise KeyboardInterrupt(
+        nothing = TuneResult(study=t.study, storage=storage_label(url), trials=pd.DataFrame(), added=0, best=None)
+        raise SearchInterrupted(
             f"tuning interrupted before its first trial, while the bars were read or study {t.study} was "
-            "opened: nothing to keep yet; run the same command again to start the search"
+            "opened: nothing to keep yet; run the same command again to start the search",
+            nothing,
         ) from None
     objective = Objective(cfg, dims, on_epoch)
     final_dir = best_run_dir(cfg, run_dir)

@@ -257,7 +257,8 @@ def killed(*args, **kwargs):  # `kill` arrives while the bars are read, before a
     return real(*args, **kwargs)
 
 tuning.load_bars = killed
-sys.argv = ["forecaster", "tune", "--config", sys.argv[1], "--trials", "1", "--epochs", "1", "--study", "s"]
+conf, *more = sys.argv[1:]
+sys.argv = ["forecaster", "tune", "--config", conf, "--trials", "1", "--epochs", "1", "--study", "s", *more]
 main()
 """
 
@@ -271,4 +272,28 @@ def test_sigterm_while_tune_reads_the_data_exits_130_with_one_line(small_dir, tm
     [line] = res.stderr.splitlines()
     assert line.startswith("ERROR: tuning interrupted before its first trial") and "nothing" in line, line
     assert "Traceback" not in res.stderr
+    assert not (tmp_path / "runs" / "tune" / "s").exists()  # nothing written
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
+def test_sigterm_before_the_first_trial_of_tune_json_prints_the_study_on_stdout(small_dir, tmp_path):
+    """`kill` while `tune --json` reads the bars: exit 130, the line on stderr, and on stdout the
+    document an interrupted search gives, with no trial, no best and no file."""
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    res = run_script(_KILLED_WHILE_READING, conf, "--json", cwd=tmp_path)
+    assert res.returncode == 130, (res.returncode, res.stderr)
+    [line] = res.stderr.splitlines()
+    assert line.startswith("ERROR: tuning interrupted before its first trial"), line
+    assert json.loads(res.stdout) == {
+        "study": "s",
+        "storage": f"sqlite:///{(tmp_path / 'runs' / 'tune' / 's.db').resolve()}",
+        "added": 0,
+        "trials": {"complete": 0, "pruned": 0, "failed": 0, "running": 0},
+        "best": None,
+        "files": {},
+        "run_dir": None,
+        "interrupted": True,
+        "message": line.removeprefix("ERROR: "),
+    }
     assert not (tmp_path / "runs" / "tune" / "s").exists()  # nothing written
