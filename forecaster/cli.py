@@ -536,7 +536,7 @@ def tune(
         from .checkpoint import check_run_target
         from .config import load_config
         from .fsio import file_lock
-        from .training import Interrupted, run_lock_path
+        from .training import Interrupted, run_lock_path, sigterm_as_interrupt
         from .tuning import SearchInterrupted, best_run_dir
         from .tuning import train_best as do_train_best
         from .tuning import tune as do_tune
@@ -550,8 +550,14 @@ def tune(
             check_run_target(target)
             # nor is a run another process holds: the lock is tried now and let go (taken for
             # good when the final training starts)
-            with file_lock(run_lock_path(target), lock_timeout):
-                pass
+            try:
+                with sigterm_as_interrupt(), file_lock(run_lock_path(target), lock_timeout):
+                    pass
+            except KeyboardInterrupt:
+                raise KeyboardInterrupt(
+                    f"tuning interrupted before its first trial, while it waited for the lock on {target}: "
+                    "nothing was written; run the same command again to start the search"
+                ) from None
         show = sys.stderr.isatty() and not quiet and not json_out
         try:
             with _tune_progress(show, cfg.tune.trials) as (on_epoch, on_trial):

@@ -249,56 +249,23 @@ def test_sigterm_while_comparing_exits_130_and_leaves_the_pointer(runs):
 
 @pytest.mark.slow
 @pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
-def test_sigterm_while_the_champion_is_loaded_exits_130_with_one_line_and_json(runs):
-    """`kill` after the lock is taken, while the champion is loaded (before the challenger
-    trains): exit 130 with the line the later stages give, --json the document on stdout; not
-    a process killed by the signal or a bare "interrupted"."""
-    res = run_script(_STOPPED_IN, "load_run", runs, "--json")
+@pytest.mark.parametrize(
+    ("stopped_in", "stage", "flags"),
+    [
+        ("champion", "before it waited for the lock on the name", []),
+        ("file_lock", "while it waited for the lock on the name", ["--lock-timeout", "60"]),
+        ("load_run", "before the challenger trained", []),
+    ],
+)
+def test_sigterm_before_the_challenger_trains_exits_130_with_one_line_and_json(runs, stopped_in, stage, flags):
+    """`kill` while retrain checks the champion, waits for the name's lock (--lock-timeout) or
+    loads the champion: exit 130 with the line the later stages give (where the name points,
+    nothing written) and --json the document; not a process killed by the signal (143) that
+    says nothing, or a bare "interrupted"."""
+    res = run_script(_STOPPED_IN, stopped_in, runs, *flags, "--json")
     assert res.returncode == 130, (res.returncode, res.stderr)
     [line] = res.stderr.splitlines()
-    assert line.startswith("ERROR: retrain of prod interrupted before the challenger trained"), line
-    assert "prod points at first; no challenger run was written" in line, line
-    assert "run `forecaster retrain prod` again" in line.lower(), line
-    assert json.loads(res.stdout) == {
-        "name": "prod",
-        "promoted": False,
-        "champion": "first",
-        "challenger": None,
-        "pointer": str(runs / "prod"),
-        "points_to": "first",
-        "interrupted": True,
-        "message": line.removeprefix("ERROR: "),
-    }
-    assert _target(runs) == "first" and registry.runs_of("prod", runs) == []
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
-def test_sigterm_while_waiting_for_the_lock_exits_130_with_one_line_and_json(runs):
-    """`kill` while `retrain --lock-timeout` waits for the name: exit 130 with one line saying
-    where the name points and that nothing was written (--json: the document), not a bare
-    "interrupted"."""
-    res = run_script(_STOPPED_IN, "file_lock", runs, "--lock-timeout", "60", "--json")
-    assert res.returncode == 130, (res.returncode, res.stderr)
-    [line] = res.stderr.splitlines()
-    assert line.startswith("ERROR: retrain of prod interrupted while it waited for the lock on the name"), line
-    assert "prod points at first; no challenger run was written" in line, line
-    doc = json.loads(res.stdout)
-    assert doc["interrupted"] is True and doc["message"] == line.removeprefix("ERROR: ")
-    assert doc["champion"] == doc["points_to"] == "first" and doc["challenger"] is None and doc["promoted"] is False
-    assert _target(runs) == "first" and registry.runs_of("prod", runs) == []
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
-def test_sigterm_while_the_champion_is_checked_exits_130_with_one_line_and_json(runs):
-    """`kill` before retrain asks for the lock, while it checks that the name has a champion:
-    exit 130 with the line the later stages give and --json the document, not a process killed
-    by the signal (143) that says nothing."""
-    res = run_script(_STOPPED_IN, "champion", runs, "--json")
-    assert res.returncode == 130, (res.returncode, res.stderr)
-    [line] = res.stderr.splitlines()
-    assert line.startswith("ERROR: retrain of prod interrupted before it waited for the lock on the name"), line
+    assert line.startswith(f"ERROR: retrain of prod interrupted {stage}"), line
     assert "prod points at first; no challenger run was written" in line, line
     assert "run `forecaster retrain prod` again" in line.lower(), line
     assert json.loads(res.stdout) == {

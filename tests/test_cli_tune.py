@@ -245,19 +245,23 @@ def test_tune_train_best_exits_75_before_the_search_when_the_best_run_is_locked(
     assert run_meta(tmp_path / "cwd" / "runs" / "s-best")["status"] == "complete"
 
 
-_KILLED_WHILE_READING = """
-import os, signal, sys
-import forecaster.tuning as tuning
+# `python -c` script: tune with the config file given, SIGTERM arriving in the function named
+# by MODULE.FUNCTION (forecaster.tuning.load_bars: while the bars are read; forecaster.fsio.file_lock:
+# while --train-best's run directory lock is tried); more arguments are passed on
+_KILLED_IN = """
+import importlib, os, signal, sys
 from forecaster.cli import main
 
-real = tuning.load_bars
+where, conf, *more = sys.argv[1:]
+module, name = where.rsplit(".", 1)
+module = importlib.import_module(module)
+real = getattr(module, name)
 
-def killed(*args, **kwargs):  # `kill` arrives while the bars are read, before any trial
+def killed(*args, **kwargs):  # `kill` arrives during this call
     os.kill(os.getpid(), signal.SIGTERM)
     return real(*args, **kwargs)
 
-tuning.load_bars = killed
-conf, *more = sys.argv[1:]
+setattr(module, name, killed)
 sys.argv = ["forecaster", "tune", "--config", conf, "--trials", "1", "--epochs", "1", "--study", "s", *more]
 main()
 """
@@ -265,9 +269,22 @@ main()
 
 @pytest.mark.slow
 @pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
+def test_sigterm_while_train_best_waits_for_its_lock_exits_130_with_one_line(small_dir, tmp_path):
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    more = ["--train-best", "--lock-timeout", "60"]
+    res = run_script(_KILLED_IN, "forecaster.fsio.file_lock", conf, *more, cwd=tmp_path)
+    assert res.returncode == 130, (res.returncode, res.stderr)
+    [line] = res.stderr.splitlines()
+    assert line.startswith("ERROR: tuning interrupted before its first trial, while it waited for the lock"), line
+    assert "nothing was written" in line, line
+    assert not (tmp_path / "runs" / "tune").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
 def test_sigterm_while_tune_reads_the_data_exits_130_with_one_line(small_dir, tmp_path):
     conf = _config(tmp_path / "tune.toml", small_dir)
-    res = run_script(_KILLED_WHILE_READING, conf, cwd=tmp_path)
+    res = run_script(_KILLED_IN, "forecaster.tuning.load_bars", conf, cwd=tmp_path)
     assert res.returncode == 130, (res.returncode, res.stderr)
     [line] = res.stderr.splitlines()
     assert line.startswith("ERROR: tuning interrupted before its first trial") and "nothing" in line, line
@@ -281,7 +298,7 @@ def test_sigterm_before_the_first_trial_of_tune_json_prints_the_study_on_stdout(
     """`kill` while `tune --json` reads the bars: exit 130, the line on stderr, and on stdout the
     document an interrupted search gives, with no trial, no best and no file."""
     conf = _config(tmp_path / "tune.toml", small_dir)
-    res = run_script(_KILLED_WHILE_READING, conf, "--json", cwd=tmp_path)
+    res = run_script(_KILLED_IN, "forecaster.tuning.load_bars", conf, "--json", cwd=tmp_path)
     assert res.returncode == 130, (res.returncode, res.stderr)
     [line] = res.stderr.splitlines()
     assert line.startswith("ERROR: tuning interrupted before its first trial"), line
