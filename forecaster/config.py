@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
@@ -36,8 +37,38 @@ COVERAGE = QUANTILES[-1] - QUANTILES[0]
 """Nominal coverage of the [p10, p90] interval."""
 
 
+def _as_written(kind: Any, value: Any) -> None:
+    """Refuse a value of another kind than the key's, which validation would otherwise turn
+    into one silently: ``true`` into 1 epoch, ``"60"`` into 60, ``"no"`` into false."""
+    while get_origin(kind) is Annotated:
+        kind = get_args(kind)[0]
+    if kind is bool and not isinstance(value, bool):
+        raise ValueError(f"expected true or false, not {_written(value)}")
+    if kind in (int, float) and isinstance(value, (bool, str)):
+        whole = "a whole number" if kind is int else "a number"
+        raise ValueError(f"expected {whole}, not {_written(value)}")
+    if get_origin(kind) is list and isinstance(value, list) and get_args(kind):
+        for item in value:
+            _as_written(get_args(kind)[0], item)
+
+
+def _written(value: Any) -> str:
+    """``value`` as it reads in a TOML file: true / false, a string in quotes."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _same_kind(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None:
+            _as_written(field.annotation, value)
+        return value
 
 
 def _folder_named(value: Any) -> Any:

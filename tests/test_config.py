@@ -91,3 +91,31 @@ def test_a_bad_value_is_traced_to_where_it_came_from(tmp_path):
     with pytest.raises(ConfigError) as file:
         load_config(p, {"train.epochs": 3})
     assert str(file.value).startswith(f"invalid configuration ({p}): window.lookback")
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("[train]\nepochs = true\n", "train.epochs: Value error, expected a whole number, not true"),
+        ('[window]\nlookback = "60"\n', 'window.lookback: Value error, expected a whole number, not "60"'),
+        ('[model]\ndropout = "0.2"\n', 'model.dropout: Value error, expected a number, not "0.2"'),
+        ('[tune]\nprune = "no"\n', 'tune.prune: Value error, expected true or false, not "no"'),
+        ("[tune]\nprune = 0\n", "tune.prune: Value error, expected true or false, not 0"),
+        ("[tune.space]\nhidden_size = [8, true]\n", "tune.space.hidden_size: Value error, expected a whole number"),
+    ],
+)
+def test_a_value_of_another_kind_is_refused_not_converted(tmp_path, text, fragment):
+    """`epochs = true` is not one epoch, nor `prune = "no"` false: a wrong type is an error
+    (configs/default.toml says so), which names the key and the value as written."""
+    p = tmp_path / "kind.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert fragment in str(e.value)
+
+
+def test_numbers_of_either_kind_where_they_mean_the_same_are_kept(tmp_path):
+    p = tmp_path / "ok.toml"
+    p.write_text("[train]\nepochs = 3.0\nlr = 1\n[tune]\ntimeout = 5\n")
+    cfg = load_config(p)
+    assert (cfg.train.epochs, cfg.train.lr, cfg.tune.timeout) == (3, 1.0, 5.0)
