@@ -318,11 +318,30 @@ class Config(_Section):
         return self
 
 
+def _home(name: str) -> str | None:
+    """Where a key called ``name`` belongs: the top of the file for a top-level key, else the
+    sections that have it (the search space only when no other section does); None if none."""
+    field = Config.model_fields.get(name)
+    if field is not None and field.default_factory is None:
+        return "at the top of the file, before the first [section]"
+    sections: dict[str, type[BaseModel]] = {**_SECTIONS, "tune": TuneConfig}
+    homes = [f"[{section}]" for section, model in sections.items() if name in model.model_fields]
+    homes = homes or (["[tune.space]"] if name in SpaceConfig.model_fields else [])
+    return "in " + " or ".join(homes) if homes else None
+
+
+def _unknown_key(loc: tuple) -> str:
+    """The message for a key the config does not have there, with where a key of that name
+    belongs (a TOML key written below a [section] header is that section's, whatever was meant)."""
+    home = _home(str(loc[-1])) if loc else None
+    return f"unknown key here ({loc[-1]} belongs {home})" if home else "unknown key"
+
+
 def _format_validation(err: ValidationError, origin: str) -> str:
     parts = []
     for e in err.errors():
         key = ".".join(str(x) for x in e["loc"]) or "config"
-        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        msg = _unknown_key(e["loc"]) if e["type"] == "extra_forbidden" else e["msg"]
         parts.append(f"{key}: {msg}")
     return f"invalid configuration ({origin}): " + "; ".join(parts)
 

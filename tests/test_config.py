@@ -119,3 +119,24 @@ def test_numbers_of_either_kind_where_they_mean_the_same_are_kept(tmp_path):
     p.write_text("[train]\nepochs = 3.0\nlr = 1\n[tune]\ntimeout = 5\n")
     cfg = load_config(p)
     assert (cfg.train.epochs, cfg.train.lr, cfg.tune.timeout) == (3, 1.0, 5.0)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[train]\ntickers = ["AAA"]\n', "train.tickers: unknown key here (tickers belongs in [data])"),
+        ("epochs = 3\n", "epochs: unknown key here (epochs belongs in [train])"),
+        # a top-level key written below a section header is read as that section's
+        (
+            '[train]\nepochs = 3\nrun_dir = "runs/x"\n',
+            "train.run_dir: unknown key here (run_dir belongs at the top of the file, before the first [section])",
+        ),
+        ("[data]\nbogus = 1\n", "data.bogus: unknown key"),
+    ],
+)
+def test_a_key_in_the_wrong_section_says_where_it_belongs(tmp_path, text, message):
+    p = tmp_path / "misplaced.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value) == f"invalid configuration ({p}): {message}"
