@@ -359,8 +359,8 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
 def read_toml(path: Path) -> dict:
     """Read a TOML config file, turning every failure into a one-line ConfigError."""
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
+        # a byte-order mark, which some Windows editors write, is no part of the text
+        return tomllib.loads(Path(path).read_bytes().decode("utf-8").removeprefix("\ufeff"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as e:

@@ -140,3 +140,12 @@ def test_a_key_in_the_wrong_section_says_where_it_belongs(tmp_path, text, messag
     with pytest.raises(ConfigError) as e:
         load_config(p)
     assert str(e.value) == f"invalid configuration ({p}): {message}"
+
+
+def test_a_config_file_saved_with_a_byte_order_mark_is_read(tmp_path):
+    """Notepad and other Windows editors may start a UTF-8 file with a BOM; it is not taken for
+    a bad first line ("not valid TOML ... at line 1, column 1")."""
+    p = tmp_path / "bom.toml"
+    p.write_bytes(b'\xef\xbb\xbf[train]\nepochs = 3\n[data]\ntickers = ["AAA"]\n')
+    cfg = load_config(p)
+    assert cfg.train.epochs == 3 and cfg.data.tickers == ["AAA"]
