@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -327,6 +328,18 @@ def test_download_partial_failure_json(cli, fake_fetch, tmp_path):
     assert set(doc["ok"]) == {"AAA"}
     assert set(doc["failed"]) == {"ZZZ"}
     assert "ZZZ" in res.stderr
+
+
+def test_download_json_holds_the_keys_the_readme_names(cli, fake_fetch, tmp_path):
+    fake_fetch({"AAA": make_bars("2024-01-02", 20)})
+    res = cli("download", "AAA", "ZZZ", "--data-dir", tmp_path / "d", "--json")
+    assert res.exit_code == 3
+    doc = json.loads(res.stdout)
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8").split())
+    said = re.search(r"`download --json` prints `ok` \(per ticker stored: (.*?)\) and `failed`", readme)
+    assert said is not None, "the README does not say what download --json prints"
+    assert set(re.findall(r"`(\w+)`", said.group(1))) == set(doc["ok"]["AAA"])
+    assert set(doc) == {"ok", "failed"} and set(doc["failed"]) == {"ZZZ"}
 
 
 def test_download_refuses_to_append_a_series_that_no_longer_has_the_stored_sessions(cli, fake_fetch, tmp_path):

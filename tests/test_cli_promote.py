@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -45,6 +46,16 @@ def test_promote_points_the_name_at_the_run_and_switches_it(cli, runs):
     assert Path(doc["target"]) == (runs / "beta").resolve() and Path(doc["previous"]) == (runs / "alpha").resolve()
     assert os.readlink(pointer) == "beta"
     assert not [p for p in runs.iterdir() if p.name.endswith(".tmp")]  # no temp link left behind
+
+
+def test_promote_json_holds_the_keys_the_readme_names(cli, runs):
+    res = cli("promote", runs / "alpha", "--name", "prod", "--runs-dir", runs, "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    readme = " ".join((REPO_ROOT / "README.md").read_text(encoding="utf-8").split())
+    said = re.search(r"`promote` takes .*?its `--json` object holds (.*?)\. ", readme).group(1)
+    assert set(re.findall(r"`(\w+)`", said)) == set(doc)
+    assert doc["name"] == "prod" and doc["previous"] is None
 
 
 def test_predict_evaluate_score_and_info_take_a_promoted_name(cli, runs, tmp_path):
