@@ -318,22 +318,25 @@ class Config(_Section):
         return self
 
 
-def _home(name: str) -> str | None:
-    """Where a key called ``name`` belongs: the top of the file for a top-level key, else the
-    sections that have it (the search space only when no other section does); None if none."""
+def _home(loc: tuple) -> str | None:
+    """Where the key at ``loc`` belongs: the top of the file for a top-level key, else the
+    sections that have it (the search space too where the key was written in [tune], or when no
+    other section has it); None if none."""
+    name = str(loc[-1])
     field = Config.model_fields.get(name)
     if field is not None and field.default_factory is None:
         return "at the top of the file, before the first [section]"
     sections: dict[str, type[BaseModel]] = {**_SECTIONS, "tune": TuneConfig}
     homes = [f"[{section}]" for section, model in sections.items() if name in model.model_fields]
-    homes = homes or (["[tune.space]"] if name in SpaceConfig.model_fields else [])
+    if name in SpaceConfig.model_fields and (not homes or loc[0] == "tune"):
+        homes.append("[tune.space] (a search range)")
     return "in " + " or ".join(homes) if homes else None
 
 
 def _unknown_key(loc: tuple) -> str:
     """The message for a key the config does not have there, with where a key of that name
     belongs (a TOML key written below a [section] header is that section's, whatever was meant)."""
-    home = _home(str(loc[-1])) if loc else None
+    home = _home(loc) if loc else None
     return f"unknown key here ({loc[-1]} belongs {home})" if home else "unknown key"
 
 

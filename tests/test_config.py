@@ -132,6 +132,11 @@ def test_numbers_of_either_kind_where_they_mean_the_same_are_kept(tmp_path):
             "train.run_dir: unknown key here (run_dir belongs at the top of the file, before the first [section])",
         ),
         ("[data]\nbogus = 1\n", "data.bogus: unknown key"),
+        # a range under [tune] was meant for the search space
+        (
+            "[tune]\nlookback = [20, 60]\n",
+            "tune.lookback: unknown key here (lookback belongs in [window] or [tune.space] (a search range))",
+        ),
     ],
 )
 def test_a_key_in_the_wrong_section_says_where_it_belongs(tmp_path, text, message):
