@@ -340,6 +340,10 @@ def _unknown_key(loc: tuple) -> str:
     return f"unknown key here ({loc[-1]} belongs {home})" if home else "unknown key"
 
 
+_SECTION_NAMES = frozenset(k for k, f in Config.model_fields.items() if f.default_factory is not None)
+"""The tables of a config file: [data], [window], ... [tune]."""
+
+
 def _format_validation(err: ValidationError, origin: str) -> str:
     parts = []
     for e in err.errors():
@@ -380,6 +384,11 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     tree: dict = copy.deepcopy(base) if base is not None else {}
     if path is not None:
         for section, values in read_toml(path).items():
+            if section in _SECTION_NAMES and not isinstance(values, dict):
+                raise ConfigError(
+                    f"invalid configuration ({path}): {section} = {_written(values)}: {section} is a section, "
+                    f"written [{section}] on a line of its own with its keys below it"
+                )
             if isinstance(values, dict) and isinstance(tree.get(section), dict):
                 tree[section].update(values)
             else:

@@ -154,3 +154,17 @@ def test_a_config_file_saved_with_a_byte_order_mark_is_read(tmp_path):
     p.write_bytes(b'\xef\xbb\xbf[train]\nepochs = 3\n[data]\ntickers = ["AAA"]\n')
     cfg = load_config(p)
     assert cfg.train.epochs == 3 and cfg.data.tickers == ["AAA"]
+
+
+@pytest.mark.parametrize("flags", [None, {"data.tickers": ["AAA"]}])
+def test_a_section_written_as_a_value_is_named_as_such(tmp_path, flags):
+    """`data = "prices"` (meant as the data folder) is a section given a value: the error says
+    so, names the file, and is the same whether or not a flag sets a key of that section."""
+    p = tmp_path / "flat.toml"
+    p.write_text('data = "prices"\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(p, flags)
+    assert str(e.value) == (
+        f'invalid configuration ({p}): data = "prices": data is a section, '
+        "written [data] on a line of its own with its keys below it"
+    )
