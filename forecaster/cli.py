@@ -40,7 +40,11 @@ log = logging.getLogger("forecaster")
 def _keep_empty(value: str | None) -> Path | str | None:
     """A folder option as a Path, but an empty one kept as "" (a Path would make it ".", the
     current folder), so that the command refuses it (:func:`_refuse_empty`)."""
-    return value if value is None or value == "" else Path(value)
+    if value is None or value == "":
+        return value
+    from .config import home_expanded  # `--out=~/x`: no shell expands a ~ after =
+
+    return Path(home_expanded(value))
 
 
 def _refuse_empty(**options) -> None:

@@ -72,9 +72,21 @@ class _Section(BaseModel):
 
 
 def _folder_named(value: Any) -> Any:
-    """An empty folder name is refused: as a path it would be ".", the current folder."""
+    """An empty folder name is refused: as a path it would be ".", the current folder. A
+    leading ``~`` is the user's home, as in a shell (not a folder named ``~`` here)."""
     if isinstance(value, str) and not value.strip():
         raise ValueError("empty: name a folder")
+    return home_expanded(value)
+
+
+def home_expanded(value: Any) -> Any:
+    """``value`` (a path or its text) with a leading ``~`` or ``~user`` made the home folder;
+    anything else, or a home that cannot be found, as it is."""
+    if isinstance(value, (str, Path)) and str(value).startswith("~"):
+        try:
+            return Path(value).expanduser()
+        except RuntimeError:  # no HOME and no password entry
+            return value
     return value
 
 

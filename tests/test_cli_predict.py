@@ -495,6 +495,17 @@ def test_predict_an_empty_folder_option_is_refused_not_taken_for_the_current_fol
     assert list(Path.cwd().iterdir()) == []
 
 
+def test_predict_out_starting_with_a_tilde_is_in_the_home_folder(cli, trained_run, tmp_path, monkeypatch):
+    """`--out=~/fc`, which no shell expands (the ~ follows an =): the forecasts go to the home
+    folder's fc, not to a folder named ~ in the current directory."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    res = cli("predict", "--run", trained_run, "--offline", "--out=~/fc")
+    assert res.exit_code == 0, res.stderr
+    assert (home / "fc" / trained_run.name / "latest.csv").is_file()
+    assert not (Path.cwd() / "~").exists()
+
+
 # ---------------------------------------------------------------------------- exit 2
 
 

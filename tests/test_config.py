@@ -168,3 +168,15 @@ def test_a_section_written_as_a_value_is_named_as_such(tmp_path, flags):
         f'invalid configuration ({p}): data = "prices": data is a section, '
         "written [data] on a line of its own with its keys below it"
     )
+
+
+def test_a_folder_starting_with_a_tilde_is_in_the_home_folder(tmp_path, monkeypatch):
+    """`data_dir = "~/stocks"` in a config file (or `--out=~/fc`, which no shell expands) is
+    the home folder's stocks, as in a shell, not a folder named ~ in the current directory."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    conf = tmp_path / "c.toml"
+    conf.write_text('run_dir = "~/runs/r"\n[data]\ndata_dir = "~/stocks"\n[predict]\nout = "~/fc"\n')
+    cfg = load_config(conf)
+    home = tmp_path / "home"
+    assert (cfg.data.data_dir, cfg.run_dir, cfg.predict.out) == (home / "stocks", home / "runs" / "r", home / "fc")
+    assert load_config(None, {"data.data_dir": "a~b"}).data.data_dir == Path("a~b")  # only a leading ~
