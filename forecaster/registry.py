@@ -105,19 +105,26 @@ def promote(run_dir: Path, name: str, *, runs_dir: Path = DEFAULT_RUNS_DIR, lock
     loaded or ``runs_dir/NAME`` is a real directory.
     """
     pointer = pointer_path(name, runs_dir)
-    load_run(run_directory(run_dir))  # refused before the name's lock file (or a mistyped --runs-dir) is made
+    # refused before the name's lock file (or a mistyped --runs-dir) is made; checked again under the lock
+    load_run(run_directory(run_dir))
+    _check_pointer(pointer)
     with file_lock(lock_path(name, runs_dir), lock_timeout):
         return switch(pointer, run_dir)
+
+
+def _check_pointer(pointer: Path) -> None:
+    """ConfigError when ``pointer`` is a real file or folder, not a promoted name's link."""
+    if pointer.exists() and not pointer.is_symlink():
+        raise ConfigError(
+            f"{pointer} is {_what(pointer)}, not a promoted name: move it away or promote under another name"
+        )
 
 
 def switch(pointer: Path, run_dir: Path) -> PromoteResult:
     """:func:`promote`'s work, for a caller that already holds the name's lock."""
     target = run_directory(run_dir).resolve()  # a promoted name is promoted as the run it names now
     load_run(target)  # only a whole, complete run can be promoted (refused with the reason)
-    if pointer.exists() and not pointer.is_symlink():
-        raise ConfigError(
-            f"{pointer} is {_what(pointer)}, not a promoted name: move it away or promote under another name"
-        )
+    _check_pointer(pointer)
     previous = pointer_target(pointer)
     pointer.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_links(pointer)

@@ -114,6 +114,13 @@ def test_a_run_that_cannot_be_promoted_leaves_nothing_behind(cli, runs, tmp_path
     assert not (runs / ".prod.lock").exists() and not (runs / "prod").exists()
 
 
+def test_a_name_that_is_a_real_folder_is_refused_and_no_lock_file_is_left(cli, runs):
+    (runs / "plain").mkdir()
+    res = cli("promote", runs / "alpha", "--name", "plain", "--runs-dir", runs)
+    assert res.exit_code == 1 and "not a promoted name" in res.stderr, res.stderr
+    assert not (runs / ".plain.lock").exists() and list((runs / "plain").iterdir()) == []
+
+
 def test_a_promoted_name_whose_run_was_deleted_is_named_in_the_error(cli, runs, tmp_path):
     """Every command given the name says which name points where, not only the missing run."""
     assert cli("promote", runs / "alpha", "--name", "prod", "--runs-dir", runs).exit_code == 0
