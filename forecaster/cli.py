@@ -225,7 +225,7 @@ def handled(debug: bool = False):
     except KeyboardInterrupt as e:  # an interrupted search says what it kept; Ctrl-C elsewhere is plain
         log.error("%s", str(e) or "interrupted")
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    except typer.Exit:
+    except (typer.Exit, typer.BadParameter):  # a usage error the command found itself: exit 2
         raise
     except BrokenPipeError:  # the reader went away (`forecaster info RUN | head`): stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -256,7 +256,14 @@ def _emit_json(obj) -> None:
 # ---- commands ---------------------------------------------------------------------------------
 @app.command()
 def download(
-    tickers: Annotated[list[str], typer.Argument(help="Ticker symbols, e.g. AAPL BRK-B ^GSPC.", metavar="TICKER")],
+    tickers: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Ticker symbols, e.g. AAPL BRK-B ^GSPC (default: data.tickers of --config).",
+            metavar="TICKER",
+            show_default=False,
+        ),
+    ] = None,
     data_dir: Annotated[
         Path | None,
         _folder_option(
@@ -284,6 +291,16 @@ def download(
 
         _refuse_empty(data_dir=data_dir)
         cfg = load_config(config, {"data.data_dir": data_dir})
+        tickers = tickers or cfg.data.tickers
+        if not tickers:
+            raise typer.BadParameter("name the tickers, or give a --config that lists them", param_hint="TICKER")
+        if cfg.data.source == "csv":  # the store is what the yahoo source reads
+            log.warning(
+                "%s has source = csv, which reads <data-dir>/<TICKER>.csv files; download fills the store "
+                "%s, which only source = yahoo reads",
+                config,
+                Path(cfg.data.data_dir) / "store",
+            )
         syms = list(dict.fromkeys(validate_ticker(t) for t in tickers))  # refuse a bad symbol before any work
         rep = do_download(syms, cfg.data.data_dir, lock_timeout=lock_timeout, calendar=cfg.data.calendar)
         if json_out:

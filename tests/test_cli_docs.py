@@ -81,7 +81,7 @@ def test_info_argument_help_says_what_it_takes_and_shows(cli):
         assert phrase in text, phrase
 
 
-@pytest.mark.parametrize(("name", "usage"), [("info", "{DIR}"), ("promote", "{DIR}"), ("download", "{TICKER}...")])
+@pytest.mark.parametrize(("name", "usage"), [("info", "{DIR}"), ("promote", "{DIR}"), ("download", "[TICKER]...")])
 def test_usage_line_names_the_arguments_as_the_help_does(cli, name, usage):
     """DIR and TICKER, as in the other commands' usage lines (NAME, [TICKER]...), not the
     code's own names ({run}, {tickers})."""

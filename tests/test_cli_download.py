@@ -212,6 +212,35 @@ def test_download_of_only_todays_unfinished_bar_says_to_run_again_after_the_clos
     assert _parquets(data) == []
 
 
+def test_download_takes_the_tickers_of_its_config_when_none_is_named(cli, fake_fetch, tmp_path):
+    fake = fake_fetch({"AAA": make_bars("2024-01-02", 20), "BBB": make_bars("2024-01-02", 30)})
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[data]\ndata_dir = "{(tmp_path / "d").as_posix()}"\ntickers = ["AAA", "BBB"]\n')
+    res = cli("download", "--config", cfg)
+    assert res.exit_code == 0, res.stderr
+    assert _parquets(tmp_path / "d") == ["AAA.parquet", "BBB.parquet"]
+    res = cli("download", "BBB", "--config", cfg)  # named tickers come first
+    assert res.exit_code == 0 and [c[0] for c in fake.calls][-1:] == ["BBB"] and len(fake.calls) == 3
+
+
+def test_download_without_tickers_is_a_usage_error(cli, fake_fetch, tmp_path):
+    fake = fake_fetch({})
+    res = cli("download", "--data-dir", tmp_path / "d")
+    assert res.exit_code == 2 and "name the tickers, or give a --config that lists them" in res.stderr
+    assert fake.calls == [] and not (tmp_path / "d").exists()
+
+
+def test_download_with_a_csv_config_says_the_store_is_not_what_it_reads(cli, fake_fetch, tmp_path):
+    fake_fetch({"AAA": make_bars("2024-01-02", 20)})
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[data]\nsource = "csv"\ndata_dir = "{(tmp_path / "d").as_posix()}"\n')
+    res = cli("download", "AAA", "--config", cfg)
+    assert res.exit_code == 0, res.stderr
+    [line] = [ln for ln in res.stderr.splitlines() if ln.startswith("WARNING:")]
+    assert "source = csv" in line and "only source = yahoo reads" in line, line
+    assert _parquets(tmp_path / "d") == ["AAA.parquet"]
+
+
 # ---------------------------------------------------------------------------- exit 1
 
 
