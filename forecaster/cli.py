@@ -748,9 +748,6 @@ def _print_metrics(rep) -> None:
     m = rep.metrics
     by = {(r.ticker, r.model, r.step): r for r in m.itertuples(index=False)}
 
-    def f(v, fmt=None):  # prices to four significant digits, never as 1.235e+04
-        return "" if v != v else (_figure(v) if fmt is None else format(v, fmt))
-
     rows = []
     for r in m[m["model"] == rep.model].itertuples(index=False):
         vols = [by[(r.ticker, b, r.step)] for b in PROBABILISTIC_MODELS if (r.ticker, b, r.step) in by]
@@ -760,14 +757,14 @@ def _print_metrics(rep) -> None:
                 r.ticker,
                 r.step,
                 r.n,
-                f(r.mae),
-                f(r.skill, "+.2%"),
-                f(r.dm_pvalue, ".3f"),
-                f(by[(r.ticker, "drift", r.step)].skill, "+.2%"),
-                f(r.coverage, ".1%"),
-                f(r.kupiec_pvalue, ".2f"),
-                f(r.pinball / best.pinball, ".3f") + f" {best.model}" if best is not None else "",
-                f(r.dm_pinball_pvalue, ".3f"),
+                _cell(r.mae),
+                _cell(r.skill, "+.2%"),
+                _cell(r.dm_pvalue, ".3f"),
+                _cell(by[(r.ticker, "drift", r.step)].skill, "+.2%"),
+                _cell(r.coverage, ".1%"),
+                _cell(r.kupiec_pvalue, ".2f"),
+                _cell(r.pinball / best.pinball, ".3f") + f" {best.model}" if best is not None else "",
+                _cell(r.dm_pinball_pvalue, ".3f"),
             ]
         )
     columns = ["ticker", "step", "n", "MAE", "skill", "DM p", "skill drift", "coverage", "Kupiec p"]
@@ -992,6 +989,11 @@ def info(
         _refuse_unusable(unusable)
 
 
+def _cell(v, fmt: str | None = None) -> str:
+    """A table cell: empty for NaN, else ``format(v, fmt)``, or :func:`_figure` without one."""
+    return "" if v != v else (_figure(v) if fmt is None else format(v, fmt))
+
+
 def _figure(v) -> str:
     """A figure as info and score's table show it: a float to four significant digits (0.2211,
     not 0.22107268869876862; 12346, not 1.235e+04), None as n/a, anything else as it is."""
@@ -1104,14 +1106,11 @@ def _show_score(rep, alerts: list[str], quiet: bool, json_out: bool) -> None:
     if quiet:
         return
 
-    def f(v, fmt=None):  # prices to four significant digits, never as 1.235e+04
-        return "" if v != v else (_figure(v) if fmt is None else format(v, fmt))
-
     _table(
         ["ticker", "step", "n", "pending", "MAE", "MAE naive", "skill", "DM p", "coverage", "width", "pinball"],
         [
-            [r.ticker, r.step, r.n, r.pending, f(r.mae), f(r.mae_naive), f(r.skill, "+.2%"), f(r.dm_pvalue, ".3f")]
-            + [f(r.coverage, ".1%"), f(r.width), f(r.pinball)]
+            [r.ticker, r.step, r.n, r.pending, _cell(r.mae), _cell(r.mae_naive), _cell(r.skill, "+.2%")]
+            + [_cell(r.dm_pvalue, ".3f"), _cell(r.coverage, ".1%"), _cell(r.width), _cell(r.pinball)]
             for r in rep.scores.itertuples(index=False)
         ],
         title=f"live scores of run {rep.run} ({_count(len(rep.read), 'forecast file')}); skill = 1 - MAE/MAE naive",
