@@ -556,8 +556,7 @@ def tune(
     with handled(debug):
         from .checkpoint import check_run_target
         from .config import load_config
-        from .fsio import file_lock
-        from .training import Interrupted, run_lock_path, sigterm_as_interrupt
+        from .training import Interrupted
         from .tuning import SearchInterrupted, best_run_dir
         from .tuning import train_best as do_train_best
         from .tuning import tune as do_tune
@@ -567,22 +566,18 @@ def tune(
         tuned = {key: _val(options[opt]) for opt, key in TUNE_OVERRIDES.items()}
         cfg = load_config(config, {**fixed, **tuned, "data.tickers": _tickers(tickers, tickers_arg)})
         if train_best:  # a place the run cannot go is refused before the search, not after it
-            target = best_run_dir(cfg, run_dir)
-            check_run_target(target)
-            # nor is a run another process holds: the lock is tried now and let go (taken for
-            # good when the final training starts)
-            try:
-                with sigterm_as_interrupt(), file_lock(run_lock_path(target), lock_timeout):
-                    pass
-            except KeyboardInterrupt:
-                raise KeyboardInterrupt(
-                    f"tuning interrupted before its first trial, while it waited for the lock on {target}: "
-                    "nothing was written; run the same command again to start the search"
-                ) from None
+            check_run_target(best_run_dir(cfg, run_dir))
         show = sys.stderr.isatty() and not quiet and not json_out
         try:
             with _tune_progress(show, cfg.tune.trials) as (on_epoch, on_trial):
-                res = do_tune(cfg, fixed=fixed, run_dir=run_dir, on_epoch=on_epoch, on_trial=on_trial)
+                res = do_tune(
+                    cfg,
+                    fixed=fixed,
+                    run_dir=run_dir,
+                    on_epoch=on_epoch,
+                    on_trial=on_trial,
+                    best_lock_timeout=lock_timeout if train_best else None,  # nor one another run holds
+                )
         except SearchInterrupted as e:  # --json still says what the study keeps, then exit 130
             if json_out:
                 _show_tuning(e.result, None, quiet, json_out, interrupted=str(e))

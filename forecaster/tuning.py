@@ -35,7 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 from .checkpoint import Origin, set_origin
 from .config import SEARCH_SPACE, Config, SearchDim, active_dims, config_from_dict, config_toml, load_config
 from .errors import ConfigError, DataError, TemporaryFailure, TrainingError
-from .fsio import atomic_write_text
+from .fsio import atomic_write_text, file_lock
 from .outputs import write_csv
 from .store import load_bars
 from .training import (
@@ -44,6 +44,7 @@ from .training import (
     TrainResult,
     checked_tickers,
     data_hash,
+    run_lock_path,
     sigterm_as_interrupt,
     train,
 )
@@ -392,6 +393,7 @@ def tune(
     root: os.PathLike = TUNE_ROOT,
     on_epoch: Callable[[int, EpochRecord], None] | None = None,
     on_trial: Callable[[FrozenTrial, float | None], None] | None = None,
+    best_lock_timeout: float | None = None,
 ) -> TuneResult:
     """Run ``cfg.tune.trials`` more trials of the study ``cfg.tune.study`` (created if new) and
     write its results under ``root/<study>/``.
@@ -399,18 +401,27 @@ def tune(
     ``fixed``: config keys set on the command line, taken out of the search. ``run_dir``: where
     the best configuration's run goes (``best.toml``'s ``run_dir``; default
     ``runs/<study>-best``). ``on_epoch(trial_number, record)`` and ``on_trial(trial, best_value)``
-    report progress. Ctrl-C or SIGTERM marks the running trial failed, writes the results of the
+    report progress. With ``best_lock_timeout`` (``--train-best``), a best run directory
+    another process holds is refused before the search (LockBusy after waiting that many
+    seconds): its lock is tried and let go, and taken for good when that run trains. Ctrl-C or
+    SIGTERM marks the running trial failed, writes the results of the
     trials so far and raises :class:`SearchInterrupted` (a KeyboardInterrupt saying what was kept);
     the same call later continues the study. Before the first trial (the bars being read, the
-    study opened) its message says there is nothing to keep yet, and its ``result`` has no
-    trial and no file.
+    study opened, the lock tried) its message says nothing was written, and its ``result`` has
+    no trial and no file.
     """
     t = cfg.tune
     dims = search_dims(cfg, fixed)
     check_space(cfg, dims)
     url = t.storage or embedded_url(t.study, Path(root))
+    stage = f"while the bars were read or study {t.study} was opened"
     try:
         with sigterm_as_interrupt():  # `kill` before the first trial stops the command like Ctrl-C
+            if best_lock_timeout is not None:
+                target = best_run_dir(cfg, run_dir)
+                stage, before = f"while it waited for the lock on {target}", stage
+                with file_lock(run_lock_path(target), best_lock_timeout):
+                    stage = before
             # bad or missing data stops the search before it starts, not as one failed trial after another
             data = objective_data(load_bars(cfg.data.source, cfg.data.data_dir, checked_tickers(cfg)), cfg)
             optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported here, once, plainly
@@ -422,8 +433,8 @@ def tune(
     except KeyboardInterrupt:
         nothing = TuneResult(study=t.study, storage=storage_label(url), trials=pd.DataFrame(), added=0, best=None)
         raise SearchInterrupted(
-            f"tuning interrupted before its first trial, while the bars were read or study {t.study} was "
-            "opened: nothing to keep yet; run the same command again to start the search",
+            f"tuning interrupted before its first trial, {stage}: nothing was written; "
+            "run the same command again to start the search",
             nothing,
         ) from None
     objective = Objective(cfg, dims, on_epoch)
