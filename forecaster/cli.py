@@ -213,8 +213,9 @@ def setup_logging(quiet: bool, log_file: Path | None) -> None:
 
 
 @contextmanager
-def handled(debug: bool = False):
-    """Turn domain errors into one line on stderr and the documented exit code."""
+def handled(debug: bool = False, command: str = "forecaster"):
+    """Turn domain errors into one line on stderr and the documented exit code; ``command``
+    names the command in the line of an interruption."""
     try:
         yield
     except ForecasterError as e:
@@ -222,8 +223,8 @@ def handled(debug: bool = False):
             raise
         log.error("%s", e)
         raise typer.Exit(e.exit_code) from None
-    except KeyboardInterrupt as e:  # an interrupted search says what it kept; Ctrl-C elsewhere is plain
-        log.error("%s", str(e) or "interrupted")
+    except KeyboardInterrupt as e:  # an interrupted search or training says what it kept
+        log.error("%s", str(e) or _interrupted(command))
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except (typer.Exit, typer.BadParameter):  # a usage error the command found itself: exit 2
         raise
@@ -241,6 +242,30 @@ def handled(debug: bool = False):
             raise
         log.error("unexpected error: %s: %s (run with --debug for the traceback)", type(e).__name__, e)
         raise typer.Exit(1) from None
+
+
+def _interrupted(command: str) -> str:
+    """The line for a command stopped by Ctrl-C or SIGTERM: every file it writes is written
+    whole or not at all, so what it finished stays and nothing is left half-written."""
+    return (
+        f"{command} interrupted before it finished; the files it had written are whole and nothing "
+        "is half-written: run it again"
+    )
+
+
+def _sigterm_as_ctrl_c() -> None:
+    """Let SIGTERM (`kill`, `systemctl stop`, a cron wrapper's timeout) stop any command the
+    way Ctrl-C does: the files being written are removed, the locks released, one line is
+    printed, exit 130; by default the process would die at once (exit 143) and leave its
+    temporary files behind. Only in the main thread of the command-line process."""
+    import signal
+    import threading
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _tickers(opt: list[str] | None, extra: list[str] | None) -> list[str] | None:
@@ -284,7 +309,7 @@ def download(
     some tickers failed, 75 if the network is down or rate-limited for all of them.
     """
     setup_logging(quiet, log_file)
-    with handled(debug):
+    with handled(debug, "download"):
         from .config import load_config
         from .store import download as do_download
         from .tickers import validate_ticker
@@ -397,7 +422,7 @@ def train(
         )
     setup_logging(quiet, log_file)
     options = locals()
-    with handled(debug):
+    with handled(debug, "train"):
         from .checkpoint import read_manifest
         from .config import load_config
         from .training import Dist, Interrupted
@@ -553,7 +578,7 @@ def tune(
     """
     setup_logging(quiet, log_file)
     options = locals()
-    with handled(debug):
+    with handled(debug, "tune"):
         from .checkpoint import check_run_target
         from .config import load_config
         from .training import Interrupted
@@ -696,7 +721,7 @@ def evaluate(
     table and says plainly whether the model beats the naive forecast.
     """
     setup_logging(quiet, log_file)
-    with handled(debug):
+    with handled(debug, "evaluate"):
         from .evaluation import evaluate as do_evaluate
 
         _refuse_empty(data_dir=data_dir)
@@ -812,7 +837,7 @@ def predict(
     down and no usable local data is left.
     """
     setup_logging(quiet, log_file)
-    with handled(debug):
+    with handled(debug, "predict"):
         from .prediction import predict as do_predict
 
         _refuse_empty(out=out, data_dir=data_dir)
@@ -931,7 +956,7 @@ def info(
     config): what run.json tells is still shown, and why predict and promote refuse the run.
     """
     setup_logging(False, None)
-    with handled(debug):
+    with handled(debug, "info"):
         from .checkpoint import load_run, read_manifest, run_directory
         from .errors import RunFormatError
 
@@ -1062,7 +1087,7 @@ def score(
     run whose directory was deleted is scored from its forecasts when --source is given.
     """
     setup_logging(quiet, log_file)
-    with handled(debug):
+    with handled(debug, "score"):
         from .scoring import score as do_score
 
         _refuse_empty(out=out, data_dir=data_dir)
@@ -1134,7 +1159,7 @@ def promote(
     the name holds its lock.
     """
     setup_logging(quiet, log_file)
-    with handled(debug):
+    with handled(debug, "promote"):
         from .registry import promote as do_promote
 
         _refuse_empty(runs_dir=runs_dir)
@@ -1182,7 +1207,7 @@ def retrain(
     SIGTERM: one line says where the name points; run the same retrain again).
     """
     setup_logging(quiet, log_file)
-    with handled(debug):
+    with handled(debug, "retrain"):
         from .retraining import retrain as do_retrain
         from .training import Interrupted
 
@@ -1241,6 +1266,7 @@ def _closed_streams_to_devnull() -> None:
 def main() -> None:
     """Console-script entry point."""
     _closed_streams_to_devnull()
+    _sigterm_as_ctrl_c()
     try:
         app()
     except SystemExit as e:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import shutil
+import signal
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -389,12 +390,21 @@ def _workers(jobs: int) -> Iterator[Workers | None]:
         return
     # fork where there is one: a worker starts in milliseconds, with numpy and pandas loaded
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(method)) as pool:
+    context = multiprocessing.get_context(method)
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_signals) as pool:
         try:
             yield Workers(pool, jobs)
         except BaseException:
             pool.shutdown(cancel_futures=True)  # a failure: the blocks not started yet are dropped
             raise
+
+
+def _worker_signals() -> None:
+    """A worker leaves Ctrl-C to the command, which stops handing out blocks and waits for the
+    ones running, and dies quietly on SIGTERM (`systemctl stop` signals every process of the
+    command) rather than taking it for a Ctrl-C of its own: a traceback, or a pool that hangs."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @dataclass(frozen=True)

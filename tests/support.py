@@ -79,10 +79,11 @@ def python_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{TESTS}", **extra}
 
 
-def run_script(code: str, *args, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_script(code: str, *args, cwd: Path | None = None, own_group: bool = False) -> subprocess.CompletedProcess:
     """Run ``python -c code args...`` in a fresh process (one torch thread, no colour) and
     return what it printed and its exit code: for a signal the process sends itself, which
-    would stop the test runner if sent in-process."""
+    would stop the test runner if sent in-process. ``own_group``: in a process group of its
+    own, which it and its children may signal whole (as systemd signals a service's)."""
     return subprocess.run(
         [sys.executable, "-c", code, *map(str, args)],
         capture_output=True,
@@ -90,6 +91,7 @@ def run_script(code: str, *args, cwd: Path | None = None) -> subprocess.Complete
         env=python_env(OMP_NUM_THREADS="1", NO_COLOR="1"),
         cwd=cwd,
         timeout=240,
+        start_new_session=own_group,
     )
 
 

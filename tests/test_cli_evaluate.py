@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 import pytest
-from support import ROOT, assert_one_line_error, run_meta, tiny_overrides
+from support import ROOT, assert_one_line_error, run_meta, run_script, tiny_overrides
 
 import forecaster.evaluation
 
@@ -340,3 +341,39 @@ def test_the_table_shows_large_price_errors_without_an_exponent(capsys):
     table = [[c.strip() for c in ln.split("│")[1:-1]] for ln in capsys.readouterr().out.splitlines()]
     [cells] = [cells for cells in table if cells and cells[0] == "BRK-A"]
     assert cells[3] == "12346" and cells[9] == "1.007 garch", cells
+
+
+_STOPPED_IN_A_WORKER = """
+import os, signal, sys
+from forecaster import evaluation
+from forecaster.cli import main
+
+evaluation.MIN_TICKERS_PER_JOB = 1  # two tickers: a process each
+real = evaluation._backtest_block
+
+def stopped(block):  # `systemctl stop` signals every process of the service
+    os.killpg(0, signal.SIGTERM)
+    return real(block)
+
+evaluation._backtest_block = stopped
+sys.argv = ["forecaster", "evaluate", "--run", sys.argv[1], "--jobs", "2"]
+main()
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_to_evaluate_and_its_worker_processes_is_one_line_exit_130(run_copy):
+    """SIGTERM to the command and the processes it shares the tickers with: exit 130 with one
+    line, no traceback from a worker, the earlier evaluation kept and no temporary folder left,
+    rather than a process killed by the signal (143) that says nothing."""
+    forecaster.evaluation.evaluate(run_copy, jobs=1)
+    names = sorted(os.listdir(run_copy))
+    before = {p.name: p.read_bytes() for p in (run_copy / "eval").iterdir()}
+    res = run_script(_STOPPED_IN_A_WORKER, run_copy, own_group=True)
+    assert res.returncode == 130, (res.returncode, res.stderr)
+    assert res.stderr.splitlines() == [
+        "ERROR: evaluate interrupted before it finished; the files it had written are whole and "
+        "nothing is half-written: run it again"
+    ], res.stderr
+    assert {p.name: p.read_bytes() for p in (run_copy / "eval").iterdir()} == before
+    assert sorted(os.listdir(run_copy)) == names  # no temporary folder beside eval/

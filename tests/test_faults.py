@@ -627,12 +627,21 @@ def cron(trained_run, sample_dir, tmp_path_factory):
         cron_command(s.args()), cron_env(s.root / "home", FORECASTER_TEST_LOCK_AFTER=str(paused)), s.root
     )
 
+    # `systemctl stop` (SIGTERM) while a run writes latest.csv: it stops just before the rename
+    stopped = scenario("stopped")
+    stopped.before = earlier_forecasts(stopped.folder)
+    stopped_at = stopped.root / "paused"
+    env = cron_env(stopped.root / "home", FORECASTER_TEST_PAUSE=f"latest.csv:{stopped_at}")
+    stopped.proc = start(cron_command(stopped.args()), env, stopped.root)
+
     try:
         give_up = time.monotonic() + 300
-        while not paused.exists():
-            assert s.proc.poll() is None, s.proc.communicate()
-            assert time.monotonic() < give_up, "the first run never reached latest.csv"
-            time.sleep(0.1)
+        for marker, proc in ((paused, s.proc), (stopped_at, stopped.proc)):
+            while not marker.exists():
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < give_up, "a run never reached latest.csv"
+                time.sleep(0.1)
+        stopped.proc.send_signal(signal.SIGTERM)
         second.finish(timeout=300)
         s.proc.send_signal(signal.SIGKILL)
         for each in runs.values():
@@ -706,6 +715,24 @@ def test_cron_read_only_output_exits_1_and_keeps_earlier_forecasts(cron):
     [line] = error_lines(s.res)
     assert str(s.folder) in line and "Permission denied" in line
     assert csv_bytes(s.folder) == s.before
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
+def test_cron_sigterm_mid_write_exits_130_and_leaves_no_temp_file(cron):
+    """`systemctl stop` or a wrapper's timeout while latest.csv is written: one line, exit 130,
+    the dated file whole, latest.csv the earlier one and no temp file left behind, rather than
+    a process killed by the signal (143) that says nothing and leaves its temp file."""
+    s = cron["stopped"]
+    assert_plain(s.res)
+    assert s.res.returncode == 130, (s.res.returncode, s.res.stderr)
+    [line] = error_lines(s.res)
+    assert line.startswith("ERROR: predict interrupted before it finished"), line
+    assert "nothing is half-written" in line and "run it again" in line, line
+    assert not [p.name for p in s.folder.iterdir() if fsio.is_temp_name(p.name)]
+    assert (s.folder / "latest.csv").read_bytes() == s.before["latest.csv"]
+    dated = pd.read_csv(s.folder / "2024-12-31.csv")
+    assert list(dated.columns) == FORECAST_COLUMNS and len(dated) == 6
 
 
 @pytest.mark.slow
