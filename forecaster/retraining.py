@@ -158,7 +158,8 @@ def retrain(
             stage = "before the challenger was compared"
             chall = load_run(run_dir)
             names = [s for s in chall.names if s in champ.manifest.tickers]
-            bars = load_bars(cfg.data.source, cfg.data.data_dir, names) if names else {}
+            # the bars the challenger trained on, of which training has warned already
+            bars = load_bars(cfg.data.source, cfg.data.data_dir, names, warn_of_gaps=False) if names else {}
             comparison = compare(champ, chall, bars, alpha)
             # the command's result: the CLI prints it on stdout, so it is marked to stay off stderr
             log.info("%s", comparison.reason, extra={RESULT: True})

@@ -661,12 +661,14 @@ def load_bars(
     tickers: Iterable[str],
     *,
     tail: int | None = None,
+    warn_of_gaps: bool = True,
 ) -> dict[str, pd.DataFrame]:
     """Validated bars per ticker from ``source``: "csv" (``<data_dir>/<T>.csv``) or "yahoo"
     (the store under ``<data_dir>/store``). The first failing ticker raises its DataError.
 
     With ``tail``, each frame holds only its last ``tail`` rows, for callers that need recent
-    history only; the whole history is still read and validated.
+    history only; the whole history is still read and validated. ``warn_of_gaps=False``: no
+    warning of missing sessions, for a second read of bars the command has already warned of.
     """
     if source not in ("csv", "yahoo"):
         raise ConfigError(f"unknown source {source!r}; expected 'yahoo' or 'csv'")
@@ -677,7 +679,8 @@ def load_bars(
     for raw in tickers:
         symbol = validate_ticker(raw)
         df = load(data_dir, symbol)
-        _warn_of_gaps(df, symbol)
+        if warn_of_gaps:
+            _warn_of_gaps(df, symbol)
         bars[symbol] = df if tail is None else df.iloc[-tail:]
     return bars
 

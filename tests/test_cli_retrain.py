@@ -331,3 +331,16 @@ def test_retrain_keep_prunes_an_unfinished_challenger_before_a_finished_run(cli,
     doc = json.loads(res.stdout)
     assert doc["removed"] == [unfinished]
     assert [p.name for p in registry.runs_of("prod", runs)] == [finished, doc["challenger"]]
+
+
+def test_retrain_warns_once_of_sessions_missing_from_the_data(cli, runs, small_dir, tmp_path):
+    """Bars with a gap: one warning, from training the challenger, not a second one when the
+    same bars are read again to compare it with the champion."""
+    data = tmp_path / "data"
+    shutil.copytree(small_dir, data)
+    bars = pd.read_csv(data / "STOCKA.csv")
+    bars.drop(bars.index[40:60]).to_csv(data / "STOCKA.csv", index=False)  # four weeks missing
+    res = cli("retrain", "prod", "--runs-dir", runs, "--data-dir", data)
+    assert res.exit_code == 0, res.stderr
+    warnings = [ln for ln in res.stderr.splitlines() if "gap(s) of more than 14 days" in ln]
+    assert len(warnings) == 1 and warnings[0].startswith("WARNING: STOCKA: 1 gap(s)"), res.stderr
