@@ -212,19 +212,27 @@ def setup_logging(quiet: bool, log_file: Path | None) -> None:
         log.addHandler(fh)
 
 
+class _Printed:
+    """Whether the running command has printed its ``--json`` document."""
+
+    json = False
+
+
 @contextmanager
-def handled(debug: bool = False, command: str = "forecaster"):
+def handled(debug: bool = False, command: str = "forecaster", json_out: bool = False):
     """Turn domain errors into one line on stderr and the documented exit code; ``command``
-    names the command in the line of an interruption."""
+    names the command in the line of an interruption. With ``json_out``, a command that fails
+    before printing its document prints ``{"error": line, "exit_code": code}`` on stdout."""
+    _Printed.json = False
     try:
         yield
     except ForecasterError as e:
         if debug:
             raise
-        log.error("%s", e)
+        _failed(json_out, e.exit_code, "%s", e)
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt as e:  # an interrupted search or training says what it kept
-        log.error("%s", str(e) or _interrupted(command))
+        _failed(json_out, EXIT_INTERRUPTED, "%s", str(e) or _interrupted(command))
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except (typer.Exit, typer.BadParameter):  # a usage error the command found itself: exit 2
         raise
@@ -235,13 +243,24 @@ def handled(debug: bool = False, command: str = "forecaster"):
     except OSError as e:  # a file problem the library did not foresee: still one plain line
         if debug:
             raise
-        log.error("%s: %s", getattr(e, "filename", None) or "I/O error", e.strerror or e)
-        raise typer.Exit(1) from None
+        _failed(json_out, EXIT_ERROR, "%s: %s", getattr(e, "filename", None) or "I/O error", e.strerror or e)
+        raise typer.Exit(EXIT_ERROR) from None
     except Exception as e:  # an unexpected bug: one line, traceback only with --debug
         if debug:
             raise
-        log.error("unexpected error: %s: %s (run with --debug for the traceback)", type(e).__name__, e)
-        raise typer.Exit(1) from None
+        _failed(
+            json_out, EXIT_ERROR, "unexpected error: %s: %s (run with --debug for the traceback)", type(e).__name__, e
+        )
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+def _failed(json_out: bool, code: int, message: str, *args) -> None:
+    """One ERROR line on stderr for a command that exits ``code``; with ``--json``, unless the
+    command printed its document already (an interrupted training's), that line and the code
+    as one object on stdout."""
+    log.error(message, *args)
+    if json_out and not _Printed.json:
+        _emit_json({"error": message % args, "exit_code": code})
 
 
 def _interrupted(command: str) -> str:
@@ -276,6 +295,7 @@ def _tickers(opt: list[str] | None, extra: list[str] | None) -> list[str] | None
 
 def _emit_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    _Printed.json = True
 
 
 # ---- commands ---------------------------------------------------------------------------------
@@ -309,7 +329,7 @@ def download(
     some tickers failed, 75 if the network is down or rate-limited for all of them.
     """
     setup_logging(quiet, log_file)
-    with handled(debug, "download"):
+    with handled(debug, "download", json_out):
         from .config import load_config
         from .store import download as do_download
         from .tickers import validate_ticker
@@ -422,7 +442,7 @@ def train(
         )
     setup_logging(quiet, log_file)
     options = locals()
-    with handled(debug, "train"):
+    with handled(debug, "train", json_out):
         from .checkpoint import read_manifest
         from .config import load_config
         from .training import Dist, Interrupted
@@ -578,7 +598,7 @@ def tune(
     """
     setup_logging(quiet, log_file)
     options = locals()
-    with handled(debug, "tune"):
+    with handled(debug, "tune", json_out):
         from .checkpoint import check_run_target
         from .config import load_config
         from .training import Interrupted
@@ -721,7 +741,7 @@ def evaluate(
     table and says plainly whether the model beats the naive forecast.
     """
     setup_logging(quiet, log_file)
-    with handled(debug, "evaluate"):
+    with handled(debug, "evaluate", json_out):
         from .evaluation import evaluate as do_evaluate
 
         _refuse_empty(data_dir=data_dir)
@@ -837,7 +857,7 @@ def predict(
     down and no usable local data is left.
     """
     setup_logging(quiet, log_file)
-    with handled(debug, "predict"):
+    with handled(debug, "predict", json_out):
         from .prediction import predict as do_predict
 
         _refuse_empty(out=out, data_dir=data_dir)
@@ -956,7 +976,7 @@ def info(
     config): what run.json tells is still shown, and why predict and promote refuse the run.
     """
     setup_logging(False, None)
-    with handled(debug, "info"):
+    with handled(debug, "info", json_out):
         from .checkpoint import load_run, read_manifest, run_directory
         from .errors import RunFormatError
 
@@ -1087,7 +1107,7 @@ def score(
     run whose directory was deleted is scored from its forecasts when --source is given.
     """
     setup_logging(quiet, log_file)
-    with handled(debug, "score"):
+    with handled(debug, "score", json_out):
         from .scoring import score as do_score
 
         _refuse_empty(out=out, data_dir=data_dir)
@@ -1159,7 +1179,7 @@ def promote(
     the name holds its lock.
     """
     setup_logging(quiet, log_file)
-    with handled(debug, "promote"):
+    with handled(debug, "promote", json_out):
         from .registry import promote as do_promote
 
         _refuse_empty(runs_dir=runs_dir)
@@ -1207,7 +1227,7 @@ def retrain(
     SIGTERM: one line says where the name points; run the same retrain again).
     """
     setup_logging(quiet, log_file)
-    with handled(debug, "retrain"):
+    with handled(debug, "retrain", json_out):
         from .retraining import retrain as do_retrain
         from .training import Interrupted
 

@@ -607,3 +607,31 @@ def test_unreadable_store_file_is_not_called_damaged(trained_run, sample_dir, tm
     assert "cannot read" in line and "STOCKB.parquet (Permission denied)" in line
     assert "delete" not in line and "download" not in line
     assert "STOCKA" in (tmp_path / "fc" / trained_run.name / "latest.csv").read_text()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["download", "AAPL", "--data-dir", "{store_is_a_file}"],
+        ["train", "--source", "csv", "--data-dir", "{empty}", "--tickers", "STOCKA", "--run-dir", "{missing}"],
+        ["tune", "--source", "csv", "--data-dir", "{empty}", "--tickers", "STOCKA", "--trials", "1"],
+        ["evaluate", "--run", "{missing}"],
+        ["predict", "--run", "{missing}", "--offline"],
+        ["info", "{missing}"],
+        ["score", "--run", "{missing}"],
+        ["promote", "{missing}", "--name", "prod"],
+        ["retrain", "prod", "--runs-dir", "{empty}"],
+    ],
+    ids=lambda command: command[0],
+)
+def test_a_failed_command_with_json_prints_its_error_line_and_code_as_json(cli, tmp_path, command):
+    """`--json` on a command that fails as a whole: stdout holds one object with the ERROR
+    line and the exit code, not nothing (which a reader of stdout cannot parse)."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "store").write_text("not a folder")
+    names = {"empty": empty, "missing": tmp_path / "missing", "store_is_a_file": tmp_path / "data"}
+    res = cli(*[arg.format(**names) for arg in command], "--json")
+    line = assert_one_line_error(res, 1)
+    assert json.loads(res.stdout) == {"error": line.removeprefix("ERROR: "), "exit_code": 1}

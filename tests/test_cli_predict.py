@@ -748,6 +748,10 @@ def test_predict_yahoo_network_down_and_nothing_stored(cli, trained_run, tmp_pat
     assert res.exit_code == 75
     assert "STOCKA" in res.stderr and "STOCKB" in res.stderr
     assert not list(out.glob("*/*.csv"))
+    # --json: the line and the code on stdout, for a reader that parses it
+    res = cli("predict", "--run", trained_run, "--source", "yahoo", "--data-dir", tmp_path / "data", "--json")
+    line = assert_one_line_error(res, 75, "STOCKA", "STOCKB")
+    assert json.loads(res.stdout) == {"error": line.removeprefix("ERROR: "), "exit_code": 75}
 
 
 def test_predict_yahoo_network_down_and_store_too_stale(cli, trained_run, tmp_path, yahoo_down, stored_sample):
