@@ -304,7 +304,9 @@ def _read_forecast(path: Path, run: str, tickers: set[str] | None) -> pd.DataFra
         raise _Malformed(f"ticker {unknown[0]} is not one of the run's")
     df = pd.DataFrame({"ticker": raw["ticker"].map(symbols)})
     for col in ("as_of", "date"):
-        df[col] = pd.to_datetime(raw[col], format="%Y-%m-%d", errors="coerce")
+        day = pd.to_datetime(raw[col], format="%Y-%m-%d", errors="coerce")
+        # a year the bars' dates cannot hold (3024 for 2024) is no forecast date: NaT, a bad row
+        df[col] = day.where((day >= pd.Timestamp.min) & (day <= pd.Timestamp.max)).astype("datetime64[ns]")
     df["step"] = pd.to_numeric(raw["step"], errors="coerce")
     for col in _PRICES:
         df[col] = pd.to_numeric(raw[col], errors="coerce")

@@ -176,6 +176,24 @@ def test_other_runs_and_malformed_files_are_named_and_skipped(cli, trained_run, 
     pd.testing.assert_frame_equal(_score_csv(out, trained_run), clean)  # the others, exactly as before
 
 
+@pytest.mark.parametrize("col, typo", [("date", "3024-12-23"), ("as_of", "1024-12-20"), ("date", "9999-12-31")])
+def test_a_date_with_a_year_out_of_range_is_a_bad_row_not_an_unexpected_error(cli, trained_run, out, col, typo):
+    """A forecast file edited by hand with a mistyped year (3024 for 2024): that file is named
+    and skipped, the others scored, as for any other bad row."""
+    folder = out / trained_run.name
+    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    clean = _score_csv(out, trained_run)
+    shutil.copy(folder / "2024-12-20.csv", folder / "2024-12-19.csv")  # the same forecasts: scored once
+    edited = pd.read_csv(folder / "2024-12-20.csv", dtype=str)
+    edited.loc[0, col] = typo
+    edited.to_csv(folder / "2024-12-20.csv", index=False)
+    res = cli("score", "--run", trained_run, "--out", out)
+    assert res.exit_code == 3, res.stderr
+    assert "2024-12-20.csv skipped: row 2 is not a valid forecast" in res.stderr, res.stderr
+    assert "unexpected error" not in res.stderr
+    pd.testing.assert_frame_equal(_score_csv(out, trained_run), clean)
+
+
 def test_score_with_corrupt_forecast_files_reports_the_others_and_exits_3(cli, trained_run, out):
     folder = out / trained_run.name
     assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
