@@ -16,7 +16,7 @@ metrics_table`): the median as the point forecast, the last close as the naive o
   the ratio, as if the forecast had been made from today's data.
 - With ``since``, the files of earlier days (``<as_of>.csv``) are not read at all.
 - A file that is not a forecast of this run (malformed, another run's) is named and skipped,
-  and so is a ticker whose bars cannot be read: the report covers the rest (exit 3). When
+  and so is a ticker whose bars cannot be read or go past today: the report covers the rest (exit 3). When
   nothing is left to score (those skipped, or ``--since`` after the last forecast), that is an
   error (exit 1) and ``score.csv`` is not rewritten.
 - The same forecast (ticker, as_of, step) found in two files is scored once, from the file of
@@ -365,13 +365,23 @@ def _latest_copies(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def _closes(tickers: list[str], source: str, data_dir: Path) -> dict[str, pd.Series | str]:
-    """Each ticker's closes from the source, or the reason they cannot be read."""
+    """Each ticker's closes from the source, or the reason they cannot be read (bars dated
+    after today, a typo'd year, among them: predict refuses them too, and they would make every
+    pending forecast look like one for a session the data lacks)."""
+    today = latest_possible_day(None)
     out: dict[str, pd.Series | str] = {}
     for sym in tickers:
         try:
-            out[sym] = load_bars(source, Path(data_dir), [sym])[sym]["close"]
+            close = load_bars(source, Path(data_dir), [sym])[sym]["close"]
         except ForecasterError as exc:
             out[sym] = f"no actuals: {str(exc).removeprefix(f'{sym}: ')}"  # the ticker is named by the caller
+            continue
+        ahead = close.index[close.index > today]
+        if ahead.empty:
+            out[sym] = close
+            continue
+        first, last = ahead[0].date(), ahead[-1].date()
+        out[sym] = f"no actuals: {len(ahead)} bar(s) dated after today, from {first} to {last}; fix the data"
     return out
 
 

@@ -383,6 +383,25 @@ def test_a_ticker_without_actuals_is_named_once_and_the_others_scored(cli, train
     assert f"ERROR: STOCKA failed: no actuals: no CSV file at {missing}" in res.stderr
 
 
+def test_a_ticker_with_bars_dated_after_today_fails_and_its_pending_forecasts_are_not_called_missing(
+    cli, trained_run, sample_dir, out, tmp_path
+):
+    """A bar with a typo'd year (2204 for 2024) after the last real one: the ticker fails, named
+    with that bar, as in predict; its forecasts for sessions still to come are not reported as
+    forecasts for sessions the data lacks."""
+    data = _copy_data(sample_dir, tmp_path / "data")
+    with open(data / "STOCKA.csv", "a", encoding="utf-8") as fh:
+        fh.write("2204-12-31,652.0,657.0,639.0,652.0,849064\n")
+    res = cli("score", "--run", trained_run, "--out", out, "--data-dir", data, "--json")
+    assert res.exit_code == 3, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["failed"] == {
+        "STOCKA": "no actuals: 1 bar(s) dated after today, from 2204-12-31 to 2204-12-31; fix the data"
+    }
+    assert doc["warnings"] == [] and "does not have" not in res.stderr, res.stderr
+    assert {r["ticker"] for r in doc["scores"]} == {"STOCKB", "ALL"}
+
+
 def test_every_forecast_file_skipped_is_an_error_and_keeps_the_earlier_score(cli, trained_run, out):
     folder = out / trained_run.name
     assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
