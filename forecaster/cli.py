@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import sys
 from contextlib import contextmanager
 from enum import Enum
@@ -999,7 +1000,8 @@ def info(
             print(f"pointer    {run} -> {target}")
         print(f"run        {m.name}  (format {m.format_version}, created {m.created_at.isoformat()})")
         if m.status != "complete":
-            print(f"status     {m.status}: resume with `forecaster train --resume {run}`")
+            # the run directory itself: train refuses to write through a promoted name
+            print(f"status     {m.status}: resume with `forecaster train --resume {shlex.quote(str(run_dir))}`")
         if unusable:
             print(f"status     cannot be used (predict and promote refuse it): {unusable}")
         print(

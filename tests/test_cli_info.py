@@ -64,6 +64,21 @@ def test_info_json_keys_of_a_promoted_name_are_documented_in_the_readme(cli, run
     assert not [k for k in sorted(added | set(doc["pointer"])) if f"`{k}`" not in paragraph]
 
 
+def test_info_on_a_promoted_name_whose_run_was_interrupted_says_to_resume_the_run_itself(cli, run_copy):
+    """The champion retrained in place (`train --run-dir` of the run a name points at) and
+    stopped: the command info gives resumes the run directory, which train accepts, not the
+    promoted name, which it refuses."""
+    meta = run_meta(run_copy) | {"status": "interrupted"}
+    (run_copy / "run.json").write_text(json.dumps(meta), encoding="utf-8")
+    (run_copy.parent / "prod").symlink_to(run_copy.name)
+    res = cli("info", run_copy.parent / "prod")
+    assert res.exit_code == 0, res.stderr
+    status = next(ln for ln in res.stdout.splitlines() if ln.startswith("status"))
+    assert status.endswith(f"resume with `forecaster train --resume {run_copy.resolve()}`"), status
+    res = cli("info", run_copy)
+    assert f"resume with `forecaster train --resume {run_copy}`" in res.stdout
+
+
 def test_info_mentions_evaluation_when_present(cli, run_copy):
     assert "evaluation" not in cli("info", run_copy).stdout
     (run_copy / "eval").mkdir()
