@@ -34,6 +34,7 @@ import math
 import os
 import re
 import shlex
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import get_args
@@ -271,8 +272,17 @@ def _read_forecast(path: Path, run: str, tickers: set[str] | None) -> pd.DataFra
     """One forecast file, checked: this run's, the forecast columns, valid values, and its
     tickers among ``tickers`` (None: the run is gone, any ticker)."""
     try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+        with warnings.catch_warnings():
+            # a row longer than the header would silently become the index, or lose fields
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            raw = pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False)
+    except pd.errors.ParserWarning:
+        raise _Malformed("some rows have more fields than the header") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        longer = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        if longer:
+            width, line, seen = longer.groups()
+            raise _Malformed(f"row {line} has more fields than the header ({seen} of {width})") from None
         raise _Malformed(f"not a readable CSV file ({str(exc).splitlines()[0][:120]})") from None
     except OSError as exc:
         raise _Malformed(f"cannot be read ({exc.strerror or exc})") from None

@@ -223,6 +223,28 @@ def test_a_file_cut_short_is_named_as_such_not_as_another_runs(cli, trained_run,
     assert "row 7 is incomplete" in line and "written by run" not in line, line
 
 
+@pytest.mark.parametrize(
+    "rows, why",
+    [
+        ("every", "some rows have more fields than the header"),  # a spreadsheet's trailing commas
+        ("fourth", "row 5 has more fields than the header (11 of 10)"),  # a value pasted into one row
+    ],
+)
+def test_a_file_with_rows_longer_than_its_header_is_named_as_such(cli, trained_run, out, rows, why):
+    """A forecast file edited by hand whose rows have a field more than its header: named for
+    that, not as cut short, nor with the CSV parser's own words."""
+    folder = out / trained_run.name
+    lines = (folder / "2024-12-31.csv").read_text().splitlines(keepends=True)
+    edit = range(1, len(lines)) if rows == "every" else [4]
+    for i in edit:
+        lines[i] = lines[i].rstrip("\n") + ",x\n"
+    (folder / "2024-12-23.csv").write_text("".join(lines))
+    res = cli("score", "--run", trained_run, "--out", out)
+    assert res.exit_code == 3, res.stderr
+    line = next(ln for ln in res.stderr.splitlines() if "2024-12-23.csv skipped" in ln)
+    assert line.endswith(f"2024-12-23.csv skipped: {why}"), line
+
+
 @pytest.mark.parametrize("kept", [10, 30, 52])
 def test_a_file_cut_inside_its_header_is_named_as_cut_short(cli, trained_run, out, kept):
     folder = out / trained_run.name
