@@ -293,6 +293,11 @@ def _read_forecast(path: Path, run: str, tickers: set[str] | None) -> pd.DataFra
         raise _Malformed(f"not a forecast file: no column {', '.join(missing)}")
     if raw.empty:
         raise _Malformed("no forecast rows")
+    again = (raw[FORECAST_COLUMNS] == FORECAST_COLUMNS).all(axis=1).to_numpy()
+    if again.any():  # not a run named "run": files joined end to end, each with its header
+        raise _Malformed(
+            f"row {int(np.flatnonzero(again)[0]) + 2} repeats the header line (two files joined into one?)"
+        )
     # every cell of a forecast is filled: an empty one is a file cut short (a copy that stopped
     # midway), not another run's
     short = (raw[FORECAST_COLUMNS] == "").any(axis=1).to_numpy()

@@ -245,6 +245,18 @@ def test_a_file_with_rows_longer_than_its_header_is_named_as_such(cli, trained_r
     assert line.endswith(f"2024-12-23.csv skipped: {why}"), line
 
 
+def test_two_forecast_files_joined_into_one_are_named_as_such_not_as_another_runs(cli, trained_run, out):
+    """`cat 2024-12-20.csv 2024-12-24.csv > 2024-12-23.csv`: the second header is a row whose
+    run column reads "run"; the file is named for the repeated header, not as run 'run''s."""
+    folder = out / trained_run.name
+    joined = (folder / "2024-12-20.csv").read_bytes() + (folder / "2024-12-24.csv").read_bytes()
+    (folder / "2024-12-23.csv").write_bytes(joined)
+    res = cli("score", "--run", trained_run, "--out", out)
+    assert res.exit_code == 3, res.stderr
+    line = next(ln for ln in res.stderr.splitlines() if "2024-12-23.csv skipped" in ln)
+    assert line.endswith("skipped: row 8 repeats the header line (two files joined into one?)"), line
+
+
 @pytest.mark.parametrize("kept", [10, 30, 52])
 def test_a_file_cut_inside_its_header_is_named_as_cut_short(cli, trained_run, out, kept):
     folder = out / trained_run.name
