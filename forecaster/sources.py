@@ -99,6 +99,24 @@ def _header_key(name: object) -> str:
 _OFFSET_RE = re.compile(r"^(\d{4}-\d\d-\d\d[ T]\d\d:\d\d(?::\d\d(?:\.\d+)?)?)\s*(?:Z|[+-]\d\d(?::?\d\d)?)$")
 
 
+# A date whose year has two digits (01/07/22, 1.7.22 16:00), which pandas guesses no format for.
+_SHORT_YEAR_RE = re.compile(r"^(\d{1,2}([/.-])\d{1,2}\2)(\d\d)(?!\d)")
+
+
+def _guess_format(text: str, dayfirst: bool) -> str | None:
+    """The strptime format of the date ``text``, month first unless ``dayfirst``; None when
+    pandas cannot tell. A two-digit year is guessed as if it had four, then read as two."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # pandas' note on the day-first order it saw
+        fmt = guess_datetime_format(text, dayfirst=dayfirst)
+        short = _SHORT_YEAR_RE.match(text)
+        if fmt is None and short:
+            long = guess_datetime_format(f"{short[1]}20{short[3]}{text[short.end() :]}", dayfirst=dayfirst)
+            if long is not None and long.count("%Y") == 1:
+                fmt = long.replace("%Y", "%y")
+    return fmt
+
+
 def _dates_in_one_format(local: pd.Series) -> pd.Series:
     """``local`` parsed with the one format guessed from its first date, month first, then day
     first; the first that reads every date wins (else the last try, with NaT where it failed).
@@ -111,9 +129,7 @@ def _dates_in_one_format(local: pd.Series) -> pd.Series:
     if first.empty:
         return parsed
     for dayfirst in (False, True):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # pandas' note on the day-first order it saw
-            fmt = guess_datetime_format(first.iloc[0], dayfirst=dayfirst)
+        fmt = _guess_format(first.iloc[0], dayfirst)
         if fmt is None:
             continue
         parsed = pd.to_datetime(local, errors="coerce", format=fmt)

@@ -91,6 +91,10 @@ def test_csv_empty_adj_close_column_is_ignored_and_us_dates_parse(tmp_path):
         ),
         # wholly ambiguous: month first, as before
         (["01/02/2024", "01/03/2024"], ["2024-01-02", "2024-01-03"]),
+        # two-digit years (a spreadsheet's short date), day first and month first
+        (["10/01/24", "11/01/24", "12/01/24", "15/01/24"], ["2024-01-10", "2024-01-11", "2024-01-12", "2024-01-15"]),
+        (["10.01.24 16:00", "15.01.24 16:00"], ["2024-01-10", "2024-01-15"]),
+        (["1/10/24", "1/11/24", "1/15/24"], ["2024-01-10", "2024-01-11", "2024-01-15"]),
     ],
 )
 def test_csv_slash_dates_are_read_with_one_order_for_the_whole_file(tmp_path, dates, expected):
