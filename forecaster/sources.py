@@ -173,11 +173,28 @@ def read_csv_bars(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame
 
 def read_csv_raw(data_dir: str | os.PathLike[str], ticker: str) -> RawBars:
     """:func:`read_csv_bars`'s bars, as arrays when the fast reader could read the file."""
-    path = ticker_file(data_dir, ticker, ".csv")
+    path = csv_file(data_dir, ticker)
     if not path.is_file():
         raise DataError(f"{validate_ticker(ticker)}: no CSV file at {path}{relative_note(data_dir)}")
     plain = _plain_csv(path)
     return plain if plain is not None else _read_csv_frame(path)
+
+
+def csv_file(data_dir: str | os.PathLike[str], ticker: str) -> Path:
+    """``<data_dir>/<TICKER>.csv``, or else the one file there whose name differs from it only
+    in case (``aapl.csv``, as it would be read on a case-insensitive disk). DataError when
+    several do, as no one of them is the ticker's more than the others."""
+    path = ticker_file(data_dir, ticker, ".csv")
+    if path.is_file():
+        return path
+    try:
+        found = sorted(p for p in path.parent.iterdir() if p.name.lower() == path.name.lower() and p.is_file())
+    except OSError:  # no such folder, or not one that can be listed: named as missing
+        return path
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise DataError(f"{validate_ticker(ticker)}: several CSV files in {path.parent} could be its: {names}")
+    return found[0] if found else path
 
 
 def relative_note(data_dir: str | os.PathLike[str]) -> str:
@@ -343,7 +360,7 @@ def plain_csv_bars(data_dir: str | os.PathLike[str], ticker: str) -> PlainBars |
     missing or odd value, a short or long row, a duplicate column...) is left to the pandas
     paths, which name the problem.
     """
-    return _plain_csv(ticker_file(data_dir, ticker, ".csv"))
+    return _plain_csv(csv_file(data_dir, ticker))
 
 
 def _plain_csv(path: Path) -> PlainBars | None:

@@ -45,6 +45,7 @@ from forecaster.sources import (
     PlainBars,
     RawBars,
     configure_yfinance,
+    csv_file,
     fetch_with_retry,
     read_csv_raw,
     relative_note,
@@ -394,7 +395,7 @@ def load_store(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:
 def load_csv(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:
     """Read and validate ``<data_dir>/<TICKER>.csv``; DataError when missing or unreadable."""
     symbol = validate_ticker(ticker)
-    return validate_bars(read_csv_raw(data_dir, symbol), symbol, path=ticker_file(data_dir, symbol, ".csv"))
+    return validate_bars(read_csv_raw(data_dir, symbol), symbol, path=csv_file(data_dir, symbol))
 
 
 def save_store(data_dir: str | os.PathLike[str], ticker: str, df: pd.DataFrame) -> Path:

@@ -52,6 +52,20 @@ def test_csv_reads_normalised_frame(tmp_path):
     assert df.loc["2024-01-02", "volume"] == 1000.0
 
 
+def test_csv_file_named_in_another_case_is_read_and_two_such_are_refused(tmp_path):
+    # aapl.csv, as a case-insensitive disk would read it for AAPL; BRK-B's file as brk-b.csv
+    write(tmp_path, "aaa.csv", GOOD)
+    write(tmp_path, "brk-b.csv", GOOD)
+    assert list(sources.read_csv_bars(tmp_path, "AAA")["close"]) == [10.5, 11.5]
+    assert list(sources.read_csv_bars(tmp_path, "brk-b")["close"]) == [10.5, 11.5]
+    write(tmp_path, "Aaa.csv", GOOD)
+    with pytest.raises(DataError) as info:
+        sources.read_csv_bars(tmp_path, "AAA")
+    assert str(info.value) == f"AAA: several CSV files in {tmp_path} could be its: Aaa.csv, aaa.csv"
+    write(tmp_path, "AAA.csv", GOOD.replace("11.5,2000", "11.25,2000"))  # the exact name wins
+    assert list(sources.read_csv_bars(tmp_path, "AAA")["close"]) == [10.5, 11.25]
+
+
 def test_csv_header_is_case_and_space_insensitive_with_adj_close(tmp_path):
     write(
         tmp_path,
