@@ -315,12 +315,18 @@ def _key_columns(keys: list[str], path: Path) -> tuple[list[str], str, str | Non
 
 
 def _adjusted(values: dict[str, np.ndarray], adj_col: str | None) -> dict[str, np.ndarray]:
-    """``values`` with open/high/low scaled by adj_close/close and close set to adj_close."""
+    """``values`` with open/high/low scaled by adj_close/close and close set to adj_close.
+
+    A row whose close is not a positive number (0, -1, empty) is left as it is, so that the
+    checks refuse it (or drop it) as they would without the Adj Close column.
+    """
     if adj_col and not np.isnan(values[adj_col]).all():  # an all-empty Adj Close is ignored
-        ratio = values[adj_col] / values["close"]
+        close = values["close"]
+        usable = (close > 0) & np.isfinite(close)
+        ratio = np.divide(values[adj_col], close, out=np.ones_like(close), where=usable)
         for col in ("open", "high", "low"):
             values[col] = values[col] * ratio
-        values["close"] = values[adj_col]
+        values["close"] = np.where(usable, values[adj_col], close)
     return values
 
 

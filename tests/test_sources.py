@@ -2,6 +2,7 @@ import logging
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,26 @@ def test_csv_header_is_case_and_space_insensitive_with_adj_close(tmp_path):
     # auto-adjust: O/H/L scaled by adj/close = 0.5, close replaced by adj close
     assert (row["open"], row["high"], row["low"], row["close"]) == (5.0, 5.5, 4.5, 5.0)
     assert row["volume"] == 1000.0
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        # a zero row, as some exports write a session without trading: refused as without Adj Close
+        ("2024-01-03,0,0,0,0,0,0", "AAA: open 0 on 2024-01-03 is not a finite positive price"),
+        # a negative close is named as it is, not turned into a negative open
+        ("2024-01-03,10.5,12,10,-11.5,11.5,2000", "AAA: close -11.5 on 2024-01-03 is not a finite positive price"),
+    ],
+)
+def test_csv_with_adj_close_refuses_a_bar_without_a_positive_close(tmp_path, row, expected):
+    from forecaster.store import load_csv
+
+    write(tmp_path, "AAA.csv", f"Date,Open,High,Low,Close,Adj Close,Volume\n2024-01-02,10,11,9,10.5,10.5,1000\n{row}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's note on 0 / 0 would reach the user's terminal
+        with pytest.raises(DataError) as info:
+            load_csv(tmp_path, "AAA")
+    assert str(info.value) == expected
 
 
 def test_csv_empty_adj_close_column_is_ignored_and_us_dates_parse(tmp_path):
