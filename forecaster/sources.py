@@ -90,8 +90,9 @@ def empty_bars() -> pd.DataFrame:
 
 
 def _header_key(name: object) -> str:
-    """'  Adj_Close ' -> 'adj close': case, surrounding space and '_' vs ' ' do not matter."""
-    return " ".join(str(name).replace("_", " ").split()).lower()
+    """'  Adj_Close ' -> 'adj close': case, surrounding space and '_' vs ' ' do not matter, nor
+    do a dot or the stars of a footnote ('Adj. Close', 'Adj Close**')."""
+    return " ".join(re.sub(r"[_.*]", " ", str(name)).split()).lower()
 
 
 # A time with a UTC offset, as in yfinance's own CSV export: keep the local wall time so the

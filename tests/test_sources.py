@@ -100,6 +100,15 @@ def test_csv_with_adj_close_refuses_a_bar_without_a_positive_close(tmp_path, row
     assert str(info.value) == expected
 
 
+@pytest.mark.parametrize("adj", ["Adj. Close", "Adj Close**", "adj_close", "AdjClose", "Adjusted Close"])
+def test_csv_adj_close_column_in_any_common_spelling_adjusts_the_prices(tmp_path, adj):
+    # 'Adj. Close' as in Quandl's WIKI prices (after its unadjusted columns), 'Adj Close**' as on
+    # Yahoo's history page: an adjusted close left unread would give unadjusted prices unnoticed
+    write(tmp_path, "AAA.csv", f"Date,Open,High,Low,Close,Volume,{adj}\n2024-01-02,10,11,9,10,1000,5\n")
+    row = sources.read_csv_bars(tmp_path, "AAA").iloc[0]
+    assert (row["open"], row["high"], row["low"], row["close"]) == (5.0, 5.5, 4.5, 5.0)
+
+
 def test_csv_empty_adj_close_column_is_ignored_and_us_dates_parse(tmp_path):
     write(
         tmp_path,
