@@ -139,9 +139,10 @@ def _dates_in_one_format(local: pd.Series) -> pd.Series:
     return parsed
 
 
-def _parse_dates(raw: pd.Series, path: Path, blank: np.ndarray) -> pd.DatetimeIndex:
+def _parse_dates(raw: pd.Series, path: Path, blank: np.ndarray, lines: list[int] | None = None) -> pd.DatetimeIndex:
     """The dates of ``raw``; NaT on the ``blank`` rows (every field empty), which the validator
-    then drops with a warning. Any other row without a readable date is a DataError."""
+    then drops with a warning. Any other row without a readable date is a DataError, naming
+    its line (``lines``: see :func:`_row_lines`)."""
     text = raw.fillna("").astype(str).str.strip()
     local = text.str.replace(_OFFSET_RE, r"\1", regex=True)[~blank]
     parsed = pd.to_datetime(local, errors="coerce", format="ISO8601")
@@ -154,7 +155,7 @@ def _parse_dates(raw: pd.Series, path: Path, blank: np.ndarray) -> pd.DatetimeIn
         pos = int(np.flatnonzero(~blank)[np.flatnonzero(bad.to_numpy())[0]])
         value = text.iloc[pos]
         what = f"unparseable date {value[:40]!r}" if value else "empty date"
-        raise DataError(f"{path}: {what} in row {pos + 1}")
+        raise DataError(f"{path}: {what} ({_where(pos, lines)})")
     dates = np.full(len(text), np.datetime64("NaT"), dtype="datetime64[ns]")
     dates[~blank] = pd.DatetimeIndex(parsed).normalize().astype("datetime64[ns]").to_numpy()
     return pd.DatetimeIndex(dates)
@@ -247,7 +248,8 @@ def _read_csv_frame(path: Path) -> pd.DataFrame:
 
     # a row of empty fields (",,,,,", as spreadsheets export the rows below the data) is a
     # blank line: dropped, with the validator's warning
-    index = _parse_dates(raw[date_col], path, raw.isna().all(axis=1).to_numpy())
+    lines = _row_lines(path, len(raw))
+    index = _parse_dates(raw[date_col], path, raw.isna().all(axis=1).to_numpy(), lines)
     values: dict[str, np.ndarray] = {}
     for col in COLUMNS + ([adj_col] if adj_col else []):
         text = raw[col].str.strip()
@@ -258,10 +260,28 @@ def _read_csv_frame(path: Path) -> pd.DataFrame:
             pos = int(np.flatnonzero(bad.to_numpy())[0])
             raise DataError(
                 f"{path}: non-numeric value {text.iloc[pos][:40]!r} in column {col} "
-                f"on {index[pos].date()} (row {pos + 1})"
+                f"on {index[pos].date()} ({_where(pos, lines)})"
             )
         values[col] = numbers.to_numpy()
     return _assemble(values, index, adj_col)
+
+
+def _row_lines(path: Path, rows: int) -> list[int] | None:
+    """The line of the file each of pandas' ``rows`` rows was read from (blank lines above a
+    row move it down), or None when they cannot be told."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f, skipinitialspace=True)
+            # pandas skips the lines with nothing but spaces; a row of empty fields it keeps
+            lines = [reader.line_num for fields in reader if len(fields) > 1 or any(s.strip() for s in fields)]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return lines[1:] if len(lines) == rows + 1 else None
+
+
+def _where(pos: int, lines: list[int] | None) -> str:
+    """'line 7' for pandas' row ``pos``; 'row 6' (below the header) when its line is unknown."""
+    return f"line {lines[pos]}" if lines is not None else f"row {pos + 1}"
 
 
 def _refuse_lines_of_wrong_length(path: Path) -> None:

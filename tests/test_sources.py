@@ -205,11 +205,11 @@ def test_csv_is_not_sorted_or_repaired_here(tmp_path):
         ),
         (
             "date,open,high,low,close,volume\n2024-01-02,1,1,1,1,1\nnot-a-date,1,1,1,1,1\n",
-            "unparseable date 'not-a-date' in row 2",
+            "unparseable date 'not-a-date' (line 3)",
         ),
         (
             "date,open,high,low,close,volume\n2024-01-02,1,1,1,1,1\n,1,1,1,1,1\n",
-            "empty date in row 2",
+            "empty date (line 3)",
         ),
         (
             "date,open,high,low,close,volume\n2024-01-02,1,1,1,1,1\n2024-01-03,1,1,1,abc,1\n",
@@ -237,6 +237,27 @@ def test_csv_bad_inputs_name_the_problem(tmp_path, text, expected):
     assert expected in message
     assert str(path) in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        # two exports run together: the second one's header is line 5 (line 1 the first's)
+        (
+            "2024-01-02,10,11,9,10.5,1000\n\n   \nDate,Open,High,Low,Close,Volume\n2024-01-03,10,11,9,10.5,1000\n",
+            "unparseable date 'Date' (line 5)",
+        ),
+        (
+            "2024-01-02,10,11,9,10.5,1000\n\n,,,,,\n2024-01-03,10,11,9,10.5x,1000\n",
+            "in column close on 2024-01-03 (line 5)",
+        ),
+    ],
+)
+def test_csv_errors_name_the_line_an_editor_shows(tmp_path, rows, expected):
+    path = write(tmp_path, "AAA.csv", "Date,Open,High,Low,Close,Volume\n" + rows)
+    with pytest.raises(DataError) as info:
+        sources.read_csv_bars(tmp_path, "AAA")
+    assert str(info.value).startswith(f"{path}: ") and str(info.value).endswith(expected)
 
 
 @pytest.mark.parametrize(
