@@ -241,6 +241,10 @@ def _read_csv_frame(path: Path) -> pd.DataFrame:
         reason = " ".join(str(exc).split())
         raise DataError(f"{path}: not a readable CSV file ({reason})") from None
 
+    lines = _row_lines(path, len(raw))
+    if _is_yfinance_export(raw):  # its two lines below the header are a header too
+        raw = raw.iloc[2:].reset_index(drop=True).rename(columns={raw.columns[0]: "Date"})
+        lines = lines[2:] if lines is not None else None
     keys, date_col, adj_col = _columns(raw, path)
     raw.columns = keys
     if raw.empty:
@@ -248,7 +252,6 @@ def _read_csv_frame(path: Path) -> pd.DataFrame:
 
     # a row of empty fields (",,,,,", as spreadsheets export the rows below the data) is a
     # blank line: dropped, with the validator's warning
-    lines = _row_lines(path, len(raw))
     index = _parse_dates(raw[date_col], path, raw.isna().all(axis=1).to_numpy(), lines)
     values: dict[str, np.ndarray] = {}
     for col in COLUMNS + ([adj_col] if adj_col else []):
@@ -264,6 +267,15 @@ def _read_csv_frame(path: Path) -> pd.DataFrame:
             )
         values[col] = numbers.to_numpy()
     return _assemble(values, index, adj_col)
+
+
+def _is_yfinance_export(raw: pd.DataFrame) -> bool:
+    """True for what ``yf.download(...).to_csv()`` writes: a ``Price,Close,High,...`` header,
+    then a ``Ticker,AAPL,...`` line and a ``Date,,,,,`` line above the bars."""
+    if len(raw) < 2 or _header_key(raw.columns[0]) != "price":
+        return False
+    first = raw.iloc[:2, 0].fillna("").str.strip().str.lower().tolist()
+    return first[0] == "ticker" and first[1] in DATE_COLUMNS and bool(raw.iloc[1, 1:].isna().all())
 
 
 def _row_lines(path: Path, rows: int) -> list[int] | None:

@@ -109,6 +109,23 @@ def test_csv_adj_close_column_in_any_common_spelling_adjusts_the_prices(tmp_path
     assert (row["open"], row["high"], row["low"], row["close"]) == (5.0, 5.5, 4.5, 5.0)
 
 
+def test_csv_written_by_yfinance_download_is_read(tmp_path):
+    # yf.download("AAA").to_csv(): the column levels Price and Ticker, then the index's name
+    write(
+        tmp_path,
+        "AAA.csv",
+        "Price,Close,High,Low,Open,Volume\nTicker,AAA,AAA,AAA,AAA,AAA\nDate,,,,,\n"
+        "2024-01-02,10.5,11,9,10,1000\n2024-01-03,11.5,12,10,10.5,2000\nbad,1,1,1,1,1\n",
+    )
+    with pytest.raises(DataError, match=r"unparseable date 'bad' \(line 6\)"):
+        sources.read_csv_bars(tmp_path, "AAA")
+    write(tmp_path, "AAA.csv", (tmp_path / "AAA.csv").read_text().removesuffix("bad,1,1,1,1,1\n"))
+    df = sources.read_csv_bars(tmp_path, "AAA")
+    assert_normalised(df)
+    assert list(df.index.strftime("%Y-%m-%d")) == ["2024-01-02", "2024-01-03"]
+    assert list(df["open"]) == [10.0, 10.5] and list(df["close"]) == [10.5, 11.5]
+
+
 def test_csv_empty_adj_close_column_is_ignored_and_us_dates_parse(tmp_path):
     write(
         tmp_path,
