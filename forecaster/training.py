@@ -42,7 +42,7 @@ from .checkpoint import (
     save_run,
 )
 from .config import COVERAGE, Config
-from .errors import EXIT_INTERRUPTED, ConfigError, RunFormatError, TrainingError
+from .errors import EXIT_INTERRUPTED, ConfigError, DataError, RunFormatError, TrainingError
 from .features import FEATURES
 from .forking import Stretches, epoch_chunks
 from .fsio import file_lock
@@ -559,13 +559,16 @@ def train(
     check_calendar(cfg.data.calendar)  # predict dates its forecasts with it: a typo stops here
     run_dir = Path(run_dir or cfg.run_dir or Path("runs") / f"{cfg.model.cell}-{now:%Y%m%d-%H%M%S}")
     check_run_target(run_dir)  # refused now, not once the epochs are spent
-    state, history, splits, seconds_before = _resume_point(run_dir, cfg) if resume else (None, [], None, 0.0)
+    before = _resume_point(run_dir, cfg) if resume else None
+    state, history, splits, seconds_before = (None, [], None, 0.0) if before is None else before[1:]
     dist = Dist()
     seed_everything(cfg.train.seed)
     set_threads(cfg.train.threads)
     with sigterm_as_interrupt():  # `kill` while the data are read stops it like Ctrl-C, with one line
         try:
             data = load_training_data(cfg, tickers, splits)
+            if before is not None:
+                _check_same_data(before[0], data.ws, run_dir)
             device = dist.setup(resolve_device(cfg.train.device))
             trainer = Trainer(new_model(cfg, data.ws).to(device), data.ws, cfg, device, dist)
             if state is not None:
@@ -667,9 +670,9 @@ def _check_resumable(before: Config, cfg: Config, run_dir: Path) -> None:
         )
 
 
-def _resume_point(run_dir: Path, cfg: Config) -> tuple[ResumeState, list[EpochRecord], Splits, float]:
-    """Where an interrupted run stopped: its trainer state, epoch history, splits and the seconds
-    it had trained."""
+def _resume_point(run_dir: Path, cfg: Config) -> tuple[Manifest, ResumeState, list[EpochRecord], Splits, float]:
+    """Where an interrupted run stopped: its manifest, trainer state, epoch history, splits and
+    the seconds it had trained."""
     manifest = read_manifest(run_dir)
     if manifest.status == "complete":
         raise RunFormatError(f"{run_dir} has nothing to resume: the run is complete")
@@ -681,7 +684,25 @@ def _resume_point(run_dir: Path, cfg: Config) -> tuple[ResumeState, list[EpochRe
             f"cannot resume {run_dir} with --epochs {cfg.train.epochs}: it has already trained {len(history)} "
             f"epochs; give --epochs {len(history)} or more (--epochs {len(history)} finishes it as it stands)"
         )
-    return state, history, manifest.splits.splits(), manifest.metrics.train_seconds
+    return manifest, state, history, manifest.splits.splits(), manifest.metrics.train_seconds
+
+
+def _check_same_data(manifest: Manifest, ws: WindowSet, run_dir: Path) -> None:
+    """Refuse to resume on training bars other than the run's (another --data-dir or --source,
+    or bars revised since): the network learnt on those, with their normalisation."""
+    trained = sorted(manifest.tickers, key=lambda sym: manifest.tickers[sym].id)
+    if ws.names != trained:
+        raise DataError(
+            f"cannot resume {run_dir}: it was trained on {', '.join(trained)}, the bars read now give "
+            f"{', '.join(ws.names) or 'no ticker'} enough training history; resume it with the data it was "
+            "started on (its --source and --data-dir), or train a new run"
+        )
+    changed = [sym for sym in trained if manifest.tickers[sym].scaler != ws.scalers[sym]]
+    if changed:
+        raise DataError(
+            f"cannot resume {run_dir}: the training bars of {', '.join(changed)} are not those it was started "
+            "on; resume it with the data it was started on (its --source and --data-dir), or train a new run"
+        )
 
 
 def load_training_data(cfg: Config, tickers: list[str], splits: Splits | None = None) -> TrainingData:

@@ -384,6 +384,33 @@ def test_resume_refuses_a_setting_the_run_cannot_continue_with(cli, small_dir, t
     assert run_meta(run)["status"] == "complete" and len(_history(run)) == 2
 
 
+def test_resume_refuses_bars_other_than_those_it_was_trained_on(cli, small_dir, tmp_path):
+    # another --data-dir: once with a training bar revised, once with a ticker too short to train
+    run = _interrupted_run(small_dir, tmp_path / "runs" / "stopped")
+    before = {f: (run / f).read_bytes() for f in os.listdir(run)}
+    revised, short = tmp_path / "revised", tmp_path / "short"
+    for d in (revised, short):
+        d.mkdir()
+        for f in small_dir.iterdir():
+            (d / f.name).write_bytes(f.read_bytes())
+    lines = (revised / "STOCKA.csv").read_text().splitlines()
+    fields = lines[10].split(",")
+    fields[4] = f"{float(fields[4]) * 1.01:.4f}"  # one close of the training split, 1 % higher
+    lines[10] = ",".join(fields)
+    (revised / "STOCKA.csv").write_text("\n".join(lines) + "\n")
+    rows = (small_dir / "STOCKB.csv").read_text().splitlines()
+    (short / "STOCKB.csv").write_text("\n".join([rows[0], *rows[-50:]]) + "\n")  # bars of the test split only
+    res = cli("train", "--resume", run, "--data-dir", revised)
+    line = assert_one_line_error(res, 1, "cannot resume", "training bars of STOCKA", "--data-dir")
+    assert "STOCKB" not in line
+    res = cli("train", "--resume", run, "--data-dir", short)
+    assert_one_line_error(res, 1, "cannot resume", "trained on STOCKA, STOCKB", "give STOCKA enough")
+    assert {f: (run / f).read_bytes() for f in os.listdir(run)} == before  # still resumable, untouched
+    res = cli("train", "--resume", run, "--data-dir", small_dir, "-q")
+    assert res.exit_code == 0, res.stderr
+    assert run_meta(run)["status"] == "complete"
+
+
 def test_resume_refuses_fewer_epochs_than_the_run_has_done(cli, small_dir, tmp_path):
     # run.json would record train.epochs = 1 beside two epochs trained
     run = _interrupted_run(small_dir, tmp_path / "runs" / "stopped", after=2)
