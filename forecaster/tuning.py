@@ -15,6 +15,7 @@ Only the tune command imports this module, and with it Optuna.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -164,6 +165,8 @@ def open_storage(url: str, heartbeat: int):
             return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=GRACE_BEATS * heartbeat)
     except ImportError as e:
         raise ConfigError(f"storage {label} needs a package that is not installed: {e}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:  # a journal file that holds something else
+        raise _unreachable(e, url) from None
     except ValueError as e:
         raise ConfigError(f"unusable storage URL {label}: {e}") from None
     except Exception as e:
@@ -185,11 +188,18 @@ def _is_bad_url(e: Exception) -> bool:
 
 def _unreachable(e: Exception, url: str) -> Exception:
     """A database that cannot be reached now (server down, file locked) is worth retrying
-    later (exit 75); any other exception is returned as it is."""
-    if type(e).__name__ != "OperationalError":  # sqlalchemy's and the database drivers' name for it
-        return e
+    later (exit 75); a file that holds no study (not a database, not a journal: a ValueError
+    from reading it) is an error naming it; any other exception is returned as it is."""
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return TemporaryFailure(f"cannot reach the study storage {storage_label(url)}: {first}")
+    if type(e).__name__ == "OperationalError":  # sqlalchemy's and the database drivers' name for it
+        return TemporaryFailure(f"cannot reach the study storage {storage_label(url)}: {first}")
+    if type(e).__name__ == "DatabaseError" or isinstance(e, ValueError):
+        first = re.sub(r"^\([\w.]+\) ", "", first)  # sqlalchemy's "(sqlite3.DatabaseError) " prefix
+        return ConfigError(
+            f"the study storage {storage_label(url)} cannot be read as an Optuna study ({first}): "
+            "move that file away, or give another --study or --storage"
+        )
+    return e
 
 
 # ---- trials left running by a dead process ----------------------------------------------------
@@ -315,6 +325,11 @@ def _check_setup(study: optuna.Study, base: Config, searched: set[str], data: di
         if not k.startswith(LOCAL_KEYS) and k not in searched
     }
     before = study.user_attrs.get("setup")
+    if before is None and study.get_trials(deepcopy=False):
+        raise ConfigError(
+            f"study {study.study_name} was not made by forecaster tune "
+            "(its trials record no forecaster settings): give another --study name"
+        )
     if before is None:
         study.set_user_attr("setup", setup)
         study.set_user_attr("searched", sorted(searched))
@@ -571,7 +586,9 @@ def trials_frame(trials: list[FrozenTrial]) -> pd.DataFrame:
 def best_trial(trials: list[FrozenTrial], run_dir: Path) -> BestTrial | None:
     """The completed trial of the lowest validation loss; its ``params`` are its row of
     trials.csv: every parameter of the study, a value fixed by a flag when it ran included."""
-    done = [tr for tr in trials if tr.state == TrialState.COMPLETE and tr.value is not None]
+    done = [
+        tr for tr in trials if tr.state == TrialState.COMPLETE and tr.value is not None and "config" in tr.user_attrs
+    ]
     if not done:
         return None
     tr = min(done, key=lambda x: (x.value, x.number))

@@ -220,6 +220,43 @@ def test_tune_refuses_a_bad_storage_url_with_one_line_and_exit_1(cli, small_dir,
     assert not (tmp_path / "cwd" / "runs").exists()
 
 
+@pytest.mark.parametrize(
+    "name,content,shown",
+    [
+        ("default.db", b"not a database\n", "(file is not a database)"),  # the study's own file, damaged
+        ("study.log", b"not a journal\n", "(Expecting value"),
+    ],
+)
+def test_tune_refuses_a_storage_file_that_holds_no_study_with_one_line_and_exit_1(
+    cli, small_dir, tmp_path, name, content, shown
+):
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    store = tmp_path / "cwd" / "runs" / "tune" / name
+    store.parent.mkdir(parents=True)
+    store.write_bytes(content)
+    storage = [] if name == "default.db" else ["--storage", f"journal:{store}"]
+    res = cli("tune", "--config", conf, "--trials", "1", "--epochs", "1", *storage)
+    assert_one_line_error(res, 1, f"{store} cannot be read as an Optuna study", shown, "another --study")
+    assert "unexpected" not in res.stderr
+    if name == "default.db":  # (Optuna reads a journal's last line as one another process is writing)
+        assert store.read_bytes() == content
+    assert not (tmp_path / "cwd" / "runs" / "tune" / "default").exists()
+
+
+def test_tune_refuses_a_study_another_program_made_in_its_storage(cli, small_dir, tmp_path):
+    import optuna
+
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    other = optuna.create_study(study_name="shared", storage=url)
+    other.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    res = cli("tune", "--config", conf, "--trials", "1", "--epochs", "1", "--study", "shared", "--storage", url)
+    assert_one_line_error(res, 1, "study shared was not made by forecaster tune", "another --study")
+    study = optuna.load_study(study_name="shared", storage=url)
+    assert len(study.trials) == 2 and study.user_attrs == {}  # left as it was
+    assert not (tmp_path / "cwd" / "runs" / "tune" / "shared").exists()
+
+
 def test_tune_takes_every_train_option():
     commands = typer.main.get_command(app).commands
     opts = {name: {o for p in commands[name].params for o in getattr(p, "opts", [])} for name in ("train", "tune")}
