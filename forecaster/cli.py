@@ -792,6 +792,7 @@ def _print_metrics(rep) -> None:
     rows = []
     for r in m[m["model"] == rep.model].itertuples(index=False):
         vols = [by[(r.ticker, b, r.step)] for b in PROBABILISTIC_MODELS if (r.ticker, b, r.step) in by]
+        vols = [b for b in vols if not math.isnan(b.pinball)]  # one without quantiles (too little history) is not best
         best = min(vols, key=lambda b: b.pinball) if vols else None
         rows.append(
             [

@@ -182,6 +182,31 @@ def test_evaluate_names_the_ticker_and_date_of_a_garch_baseline_without_a_fit(cl
     assert len(warned) == 1 and f"before origin {first} of STOCKB are too few for a fit" in warned[0], res.stderr
 
 
+@pytest.mark.parametrize("bars", [22, 45])
+def test_evaluate_a_ticker_with_too_little_history_for_some_volatility_baselines(
+    cli, run_copy, sample_dir, tmp_path, bars
+):
+    """Bars listed a few weeks before their end (lookback 20): 22 leave one origin, before any
+    volatility baseline has the returns it needs; 45 leave hist without its 50 returns, but not
+    ewma. The report compares with the baselines that forecast, and says when none did."""
+    data = tmp_path / "data"
+    data.mkdir()
+    pd.read_csv(sample_dir / "STOCKA.csv").tail(bars).to_csv(data / "STOCKA.csv", index=False)
+    res = cli("evaluate", "--run", run_copy, "--data-dir", data, "STOCKA")
+    assert res.exit_code == 0, res.stdout + res.stderr
+    assert "Traceback" not in res.stdout + res.stderr and "nan" not in res.stdout
+    verdict = next(ln for ln in res.stdout.splitlines() if ln.startswith("The intervals"))
+    rows = [ln for ln in res.stdout.splitlines() if ln.startswith("│ STOCKA")]
+    if bars == 22:
+        assert "h=1: no volatility baseline could be scored (too little history), coverage" in verdict
+        assert [cell.strip() for cell in rows[0].split("│")][10] == ""  # pinball / best vol: none to name
+    else:
+        assert "h=1: pinball" in verdict and "hist's" not in verdict
+        for row in rows:  # pinball / best vol: a ratio to ewma or garch (fitted as ewma without its 250 returns)
+            ratio, best = row.split("│")[10].split()
+            assert float(ratio) > 0 and best in ("ewma", "garch"), rows
+
+
 def test_evaluate_quiet_prints_no_table(cli, run_copy):
     res = cli("evaluate", "--run", run_copy, "--quiet")
     assert res.exit_code == 0, res.stderr
