@@ -327,16 +327,14 @@ def backtest(
     missing = {s: why for p in parts for s, why in p.missing.items()}
     split_start = run.splits().test_start.date()
     if len(missing) == len(names):
-        raise DataError(
-            f"no test windows: the bars of {', '.join(missing)} end before the run's test split starts ({split_start})"
+        ended = [s for s, why in missing.items() if why["last_date"] < why["split_start"]]
+        reasons = [f"the bars of {', '.join(ended)} end before the run's test split starts ({split_start})"] * bool(
+            ended
         )
+        reasons += [f"{s}: {_no_origin(s, why, run)}" for s, why in missing.items() if s not in ended]
+        raise DataError(f"no test windows: {'; '.join(reasons)}")
     for sym, why in missing.items():
-        log.warning(
-            "%s: no test windows: its bars end %s, before the test split starts (%s)",
-            sym,
-            why["last_date"],
-            why["split_start"],
-        )
+        log.warning("%s: no test windows: %s", sym, _no_origin(sym, why, run))
     done = [p for p in parts if len(p.predictions)]
     if not done:
         raise _no_test_windows(run)
@@ -351,6 +349,18 @@ def backtest(
         missing=missing,
         mase_scale=mase_scale,
         closes={s: c for p in parts for s, c in p.closes.items()},
+    )
+
+
+def _no_origin(sym: str, why: dict[str, str], run: Run) -> str:
+    """Why ``sym`` has no test window: its bars end before the test split, or (ending in it)
+    are too few for one forecast that has an actual."""
+    if why["last_date"] < why["split_start"]:
+        return f"its bars end {why['last_date']}, before the test split starts ({why['split_start']})"
+    lookback = run.config.window.lookback
+    return (
+        f"its bars (to {why['last_date']}) are too few for one forecast with an actual: that takes at least "
+        f"{lookback + 2} bars (lookback {lookback}, one before them for the first return, one after the origin)"
     )
 
 
@@ -433,6 +443,9 @@ def _backtest_block(block: _Block) -> Backtest:
     mase_scale = _mase_scales(bars, splits.val_start)
     closes = {s: df[["close"]] for s, df in present.items()} if block.keep_closes else {}
     pred = _walk_forward(run, present) if present else None
+    forecast = set() if pred is None else set(pred["ticker"])
+    for sym in present.keys() - forecast:  # bars into the test split, but too few for one origin
+        missing[sym] = {"last_date": str(present[sym].index[-1].date()), "split_start": str(splits.test_start.date())}
     if pred is None:
         empty = pd.DataFrame()
         return Backtest(empty, empty, empty, "", missing, mase_scale, closes)

@@ -207,6 +207,27 @@ def test_evaluate_a_ticker_with_too_little_history_for_some_volatility_baselines
             assert float(ratio) > 0 and best in ("ewma", "garch"), rows
 
 
+def test_evaluate_names_a_ticker_whose_bars_are_too_few_for_one_test_origin(cli, run_copy, sample_dir, tmp_path):
+    """Bars that start inside the test split, one too few for a forecast with an actual
+    (lookback 20 + 2): named like a ticker whose bars end before the split, never dropped silently."""
+    data = tmp_path / "data"
+    data.mkdir()
+    a = pd.read_csv(sample_dir / "STOCKA.csv").tail(21)
+    a.to_csv(data / "STOCKA.csv", index=False)
+    (data / "STOCKB.csv").write_text((sample_dir / "STOCKB.csv").read_text())
+    res = cli("evaluate", "--run", run_copy, "--data-dir", data, "--json")
+    assert res.exit_code == 0, res.stderr
+    last = a["Date"].iloc[-1]
+    assert f"STOCKA: no test windows: its bars (to {last}) are too few for one forecast" in res.stderr
+    assert "at least 22 bars" in res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["missing"] == {"STOCKA": {"last_date": last, "split_start": run_meta(run_copy)["splits"]["test_start"]}}
+    assert {r["ticker"] for r in doc["metrics"]} == {"STOCKB", "ALL"}
+    res = cli("evaluate", "--run", run_copy, "--data-dir", data, "STOCKA")
+    line = assert_one_line_error(res, 1, "no test windows: STOCKA: its bars", "too few")
+    assert "end before" not in line
+
+
 def test_evaluate_quiet_prints_no_table(cli, run_copy):
     res = cli("evaluate", "--run", run_copy, "--quiet")
     assert res.exit_code == 0, res.stderr
