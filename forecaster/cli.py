@@ -52,7 +52,11 @@ def _refuse_empty(**options) -> None:
     """A ConfigError (one line, exit 1) for the first folder option given as an empty string."""
     for name, value in options.items():
         if isinstance(value, str) and not value.strip():
+            if name == "DIR":  # the run argument of info and promote, which has no default
+                raise ConfigError('DIR "" names no folder: give a run directory or a promoted name runs/NAME')
             flag = "--" + name.replace("_", "-")
+            if name == "run":
+                raise ConfigError(f'{flag} "" names no folder: give a run directory or a promoted name runs/NAME')
             raise ConfigError(f'{flag} "" names no folder: give a folder name, or omit {flag} for its default')
 
 
@@ -150,7 +154,8 @@ LockOpt = Annotated[
     float, typer.Option("--lock-timeout", min=0, help="Seconds to wait for another run's lock before exiting 75.")
 ]
 RunOpt = Annotated[
-    Path, typer.Option("--run", help="Run directory written by train, or a promoted name runs/NAME.", file_okay=False)
+    Path,
+    _folder_option("--run", help="Run directory written by train, or a promoted name runs/NAME."),
 ]
 
 
@@ -745,7 +750,7 @@ def evaluate(
     with handled(debug, "evaluate", json_out):
         from .evaluation import evaluate as do_evaluate
 
-        _refuse_empty(data_dir=data_dir)
+        _refuse_empty(run=run, data_dir=data_dir)
         rep = do_evaluate(
             run,
             source=_val(source),
@@ -862,7 +867,7 @@ def predict(
     with handled(debug, "predict", json_out):
         from .prediction import predict as do_predict
 
-        _refuse_empty(out=out, data_dir=data_dir)
+        _refuse_empty(run=run, out=out, data_dir=data_dir)
         rep = do_predict(
             run,
             as_of=as_of,
@@ -967,6 +972,8 @@ def info(
             "the evaluation's metrics.csv when there is one, and package versions are shown.",
             file_okay=False,
             metavar="DIR",
+            path_type=str,
+            callback=_keep_empty,
         ),
     ],
     json_out: JsonOpt = False,
@@ -982,6 +989,7 @@ def info(
         from .checkpoint import load_run, read_manifest, run_directory
         from .errors import RunFormatError
 
+        _refuse_empty(DIR=run)
         run_dir = run_directory(run)  # a promoted name resolved once, or named when its run is gone
         target = run_dir if run_dir != Path(run) else None
         m = read_manifest(run_dir)
@@ -1113,7 +1121,7 @@ def score(
     with handled(debug, "score", json_out):
         from .scoring import score as do_score
 
-        _refuse_empty(out=out, data_dir=data_dir)
+        _refuse_empty(run=run, out=out, data_dir=data_dir)
         rep = do_score(run, out=out, source=_val(source), data_dir=data_dir, since=since)
         alerts = [rep.coverage_alert(*fail_if_coverage_outside)] if fail_if_coverage_outside else []
         alerts += [rep.skill_alert(alpha)] if fail_if_no_skill else []
@@ -1165,7 +1173,14 @@ def _show_score(rep, alerts: list[str], quiet: bool, json_out: bool) -> None:
 @app.command()
 def promote(
     run: Annotated[
-        Path, typer.Argument(help="Run directory to promote (a complete run).", file_okay=False, metavar="DIR")
+        Path,
+        typer.Argument(
+            help="Run directory to promote (a complete run).",
+            file_okay=False,
+            metavar="DIR",
+            path_type=str,
+            callback=_keep_empty,
+        ),
     ],
     name: NameOpt,
     runs_dir: RunsDirOpt = Path("runs"),
@@ -1185,7 +1200,7 @@ def promote(
     with handled(debug, "promote", json_out):
         from .registry import promote as do_promote
 
-        _refuse_empty(runs_dir=runs_dir)
+        _refuse_empty(DIR=run, runs_dir=runs_dir)
         res = do_promote(run, name, runs_dir=runs_dir, lock_timeout=lock_timeout)
         if json_out:
             _emit_json({"name": res.name, "pointer": res.pointer, "target": res.target, "previous": res.previous})

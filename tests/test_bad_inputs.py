@@ -635,3 +635,23 @@ def test_a_failed_command_with_json_prints_its_error_line_and_code_as_json(cli, 
     res = cli(*[arg.format(**names) for arg in command], "--json")
     line = assert_one_line_error(res, 1)
     assert json.loads(res.stdout) == {"error": line.removeprefix("ERROR: "), "exit_code": 1}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["evaluate", "--run", ""],
+        ["predict", "--run", "", "--offline"],
+        ["score", "--run", ""],
+        ["info", ""],
+        ["promote", "", "--name", "prod"],
+    ],
+    ids=lambda command: command[0],
+)
+def test_an_empty_run_is_refused_not_taken_for_the_current_folder(cli, tmp_path, command):
+    """`--run ""` (or an empty DIR) is one line, exit 1, naming what to give; it was read as the
+    current folder ("ERROR: . is not a run: run.json is missing")."""
+    res = cli(*command)
+    line = assert_one_line_error(res, 1, '"" names no folder', "run directory or a promoted name")
+    assert "run.json" not in line
+    assert not (tmp_path / "runs").exists()  # promote made no name
