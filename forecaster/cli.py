@@ -1140,6 +1140,14 @@ def score(
 def _show_score(rep, alerts: list[str], quiet: bool, json_out: bool) -> None:
     for w in rep.warnings:
         log.warning("%s", w)
+    # the result, for --log-file (stdout has the table): each score leaves a line in the log
+    log.info(
+        "scored %s of run %s: %s",
+        _count(len(rep.read), "forecast file"),
+        rep.run,
+        ", ".join(f"{k} {v}" for k, v in rep.files.items()) or "nothing written",
+        extra={RESULT: True},
+    )
     if json_out:
         _emit_json(
             {
@@ -1202,6 +1210,14 @@ def promote(
 
         _refuse_empty(DIR=run, runs_dir=runs_dir)
         res = do_promote(run, name, runs_dir=runs_dir, lock_timeout=lock_timeout)
+        # the result, for --log-file (stdout has it below): a promotion leaves a line in the log
+        log.info(
+            "promoted %s -> %s%s",
+            res.pointer,
+            res.target,
+            f" (was {res.previous})" if res.previous else "",
+            extra={RESULT: True},
+        )
         if json_out:
             _emit_json({"name": res.name, "pointer": res.pointer, "target": res.target, "previous": res.previous})
         elif not quiet:

@@ -201,3 +201,16 @@ def test_prune_keeps_a_run_that_another_promoted_name_points_at(tmp_path):
     result = registry.prune("prod", 1, runs)
     assert [p.name for p in result.removed] == ["prod-20260112-190000"]
     assert (runs / "stable" / ".").is_dir() and (runs / "prod" / ".").is_dir()
+
+
+def test_promote_quiet_with_a_log_file_logs_the_switch(cli, runs, tmp_path):
+    """From cron (`-q --log-file`) a promotion leaves its line in the log, and nothing on stderr;
+    the log was empty."""
+    log = tmp_path / "promote.log"
+    cli("promote", runs / "alpha", "--name", "prod", "--runs-dir", runs)
+    res = cli("promote", runs / "beta", "--name", "prod", "--runs-dir", runs, "-q", "--log-file", log)
+    assert res.exit_code == 0 and res.stderr == "", res.stderr
+    [line] = log.read_text().splitlines()
+    assert line.endswith(
+        f"INFO promoted {runs / 'prod'} -> {(runs / 'beta').resolve()} (was {(runs / 'alpha').resolve()})"
+    )

@@ -655,3 +655,14 @@ def test_the_table_shows_large_price_errors_without_an_exponent(capsys):
     rows = [[c.strip() for c in ln.split("│")[1:-1]] for ln in capsys.readouterr().out.splitlines()]
     [cells] = [cells for cells in rows if len(cells) == 11]
     assert [cells[4], cells[5], cells[9], cells[10]] == ["12346", "9877", "31416", "2718"], cells
+
+
+def test_score_quiet_with_a_log_file_logs_what_was_scored(cli, trained_run, out, tmp_path):
+    """From cron (`-q --log-file`) each score leaves a line in the log naming the files it read
+    and wrote, and nothing on stderr; the log was empty."""
+    log = tmp_path / "score.log"
+    res = cli("score", "--run", trained_run, "--out", out, "-q", "--log-file", log)
+    assert res.exit_code == 0 and res.stderr == "", res.stderr
+    [line] = log.read_text().splitlines()
+    assert f"INFO scored {len(ORIGINS)} forecast files of run {trained_run.name}: " in line, line
+    assert str(out / trained_run.name / "score.csv") in line, line
