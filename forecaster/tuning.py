@@ -143,6 +143,12 @@ def open_storage(url: str, heartbeat: int):
     proxy) or any SQLAlchemy database URL (``sqlite:///...``, ``postgresql://...``,
     ``mysql://...``), the latter with a heartbeat so a killed worker's trial is failed."""
     label = storage_label(url)
+    for form, example in ((JOURNAL, "study.log"), ("sqlite:///", "study.db")):
+        path = Path(url[len(form) :]).expanduser() if url.startswith(form) else None
+        if path is not None and path.is_dir():  # "unable to open database file", which no retry mends
+            raise ConfigError(
+                f"the study storage {label} names a folder: name a file in it, e.g. {form}{path}/{example}"
+            )
     try:
         if url.startswith(JOURNAL):
             from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock

@@ -351,3 +351,18 @@ def test_sigterm_before_the_first_trial_of_tune_json_prints_the_study_on_stdout(
         "message": line.removeprefix("ERROR: "),
     }
     assert not (tmp_path / "runs" / "tune" / "s").exists()  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("url", "example"), [("sqlite:///{d}", "sqlite:///{d}/study.db"), ("journal:{d}", "journal:{d}/study.log")]
+)
+def test_tune_refuses_a_storage_that_names_a_folder_with_exit_1_not_75(cli, small_dir, tmp_path, url, example):
+    """A storage naming a folder is a mistake no retry mends: exit 1 with the fix, not 75
+    ("cannot reach the study storage ... unable to open database file"), which tells cron to
+    try again."""
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    res = cli("tune", "--config", conf, "--trials", "1", "--epochs", "1", "--storage", url.format(d=folder))
+    assert_one_line_error(res, 1, "names a folder", example.format(d=folder))
+    assert list(folder.iterdir()) == []
