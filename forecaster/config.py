@@ -359,9 +359,11 @@ _SECTION_NAMES = frozenset(k for k, f in Config.model_fields.items() if f.defaul
 def _format_validation(err: ValidationError, origin: str) -> str:
     parts = []
     for e in err.errors():
-        key = ".".join(str(x) for x in e["loc"]) or "config"
+        key = ".".join(str(x) for x in e["loc"])
         msg = _unknown_key(e["loc"]) if e["type"] == "extra_forbidden" else e["msg"]
-        parts.append(f"{key}: {msg}")
+        if e["type"] == "value_error" and "error" in e.get("ctx", {}):  # our own check's words, no "Value error, "
+            msg = str(e["ctx"]["error"])
+        parts.append(f"{key}: {msg}" if key else msg)  # a check across keys names them itself
     return f"invalid configuration ({origin}): " + "; ".join(parts)
 
 

@@ -47,7 +47,7 @@ def test_precedence_flags_over_file_over_defaults(tmp_path):
         ('[model]\ncell = "transformer"\n', "model.cell"),
         ("[model]\nquantiles = [0.9, 0.1]\n", "model.quantiles"),
         # other levels would silently mislabel the p10 / p90 columns: refused, with the reason
-        ("[model]\nquantiles = [0.05, 0.5, 0.95]\n", "model.quantiles: Value error, only [0.1, 0.5, 0.9]"),
+        ("[model]\nquantiles = [0.05, 0.5, 0.95]\n", "model.quantiles: only [0.1, 0.5, 0.9]"),
         ("[intervals]\nvol_halflife = 0\n", "intervals.vol_halflife"),
         ("[intervals]\ntracking_rate = -1\n", "intervals.tracking_rate"),
         ('[intervals]\nstep_tracking = "each"\n', "intervals.step_tracking"),
@@ -96,12 +96,12 @@ def test_a_bad_value_is_traced_to_where_it_came_from(tmp_path):
 @pytest.mark.parametrize(
     "text, fragment",
     [
-        ("[train]\nepochs = true\n", "train.epochs: Value error, expected a whole number, not true"),
-        ('[window]\nlookback = "60"\n', 'window.lookback: Value error, expected a whole number, not "60"'),
-        ('[model]\ndropout = "0.2"\n', 'model.dropout: Value error, expected a number, not "0.2"'),
-        ('[tune]\nprune = "no"\n', 'tune.prune: Value error, expected true or false, not "no"'),
-        ("[tune]\nprune = 0\n", "tune.prune: Value error, expected true or false, not 0"),
-        ("[tune.space]\nhidden_size = [8, true]\n", "tune.space.hidden_size: Value error, expected a whole number"),
+        ("[train]\nepochs = true\n", "train.epochs: expected a whole number, not true"),
+        ('[window]\nlookback = "60"\n', 'window.lookback: expected a whole number, not "60"'),
+        ('[model]\ndropout = "0.2"\n', 'model.dropout: expected a number, not "0.2"'),
+        ('[tune]\nprune = "no"\n', 'tune.prune: expected true or false, not "no"'),
+        ("[tune]\nprune = 0\n", "tune.prune: expected true or false, not 0"),
+        ("[tune.space]\nhidden_size = [8, true]\n", "tune.space.hidden_size: expected a whole number"),
     ],
 )
 def test_a_value_of_another_kind_is_refused_not_converted(tmp_path, text, fragment):
@@ -180,3 +180,12 @@ def test_a_folder_starting_with_a_tilde_is_in_the_home_folder(tmp_path, monkeypa
     home = tmp_path / "home"
     assert (cfg.data.data_dir, cfg.run_dir, cfg.predict.out) == (home / "stocks", home / "runs" / "r", home / "fc")
     assert load_config(None, {"data.data_dir": "a~b"}).data.data_dir == Path("a~b")  # only a leading ~
+
+
+def test_a_check_across_keys_reads_as_one_sentence_without_the_validator_s_prefixes(tmp_path):
+    """A check that spans keys names them itself: no "config: Value error, " before it."""
+    p = tmp_path / "bad.toml"
+    p.write_text("[window]\nlookback = 2\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value) == f"invalid configuration ({p}): model.ar_order (5) must not exceed window.lookback (2)"
