@@ -52,12 +52,12 @@ def _refuse_empty(**options) -> None:
     """A ConfigError (one line, exit 1) for the first folder option given as an empty string."""
     for name, value in options.items():
         if isinstance(value, str) and not value.strip():
-            if name == "DIR":  # the run argument of info and promote, which has no default
-                raise ConfigError('DIR "" names no folder: give a run directory or a promoted name runs/NAME')
-            flag = "--" + name.replace("_", "-")
-            if name == "run":
-                raise ConfigError(f'{flag} "" names no folder: give a run directory or a promoted name runs/NAME')
-            raise ConfigError(f'{flag} "" names no folder: give a folder name, or omit {flag} for its default')
+            flag = name if name.isupper() else "--" + name.replace("_", "-")  # DIR: an argument
+            if name in ("run", "DIR"):  # a run has no default to fall back on
+                fix = "give a run directory or a promoted name runs/NAME"
+            else:
+                fix = f"give a folder name, or omit {flag} for its default"
+            raise ConfigError(f'{flag} "" names no folder: {fix}')
 
 
 def _folder_option(*names: str, help: str):

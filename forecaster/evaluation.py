@@ -328,10 +328,9 @@ def backtest(
     split_start = run.splits().test_start.date()
     if len(missing) == len(names):
         ended = [s for s, why in missing.items() if why["last_date"] < why["split_start"]]
-        reasons = [f"the bars of {', '.join(ended)} end before the run's test split starts ({split_start})"] * bool(
-            ended
-        )
-        reasons += [f"{s}: {_no_origin(s, why, run)}" for s, why in missing.items() if s not in ended]
+        reasons = [f"{s}: {_no_origin(s, why, run)}" for s, why in missing.items() if s not in ended]
+        if ended:
+            reasons.insert(0, f"the bars of {', '.join(ended)} end before the run's test split starts ({split_start})")
         raise DataError(f"no test windows: {'; '.join(reasons)}")
     for sym, why in missing.items():
         log.warning("%s: no test windows: %s", sym, _no_origin(sym, why, run))

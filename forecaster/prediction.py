@@ -72,6 +72,15 @@ def latest_possible_day(now) -> pd.Timestamp:
     return (_utc(now) + pd.Timedelta(hours=14)).tz_localize(None).normalize()
 
 
+def dated_after_today(dates: pd.DatetimeIndex, now=None) -> str | None:
+    """'N bar(s) dated after today, from D1 to D2' for bars no day has reached yet (a mistyped
+    year), or None when there are none."""
+    ahead = dates[dates > latest_possible_day(now)]
+    if ahead.empty:
+        return None
+    return f"{len(ahead)} bar(s) dated after today, from {ahead[0].date()} to {ahead[-1].date()}"
+
+
 def _age_note(last: pd.Timestamp, cut, now, calendar: str) -> tuple[int, str]:
     """How far the last bar lags the as-of date, or the latest completed session when that is
     earlier (an --as-of of today before the close: today's bar cannot exist yet)."""
@@ -251,12 +260,8 @@ def _recent_bars(run: Run, names, source, data_dir, cut, now, failed: dict[str, 
             if len(df) == 0:
                 failed[sym] = f"no bars on or before --as-of {cut.date()}"
                 continue
-        elif df.index[-1] > (today := latest_possible_day(now)):
-            ahead = df.index[df.index > today]
-            failed[sym] = (
-                f"{len(ahead)} bar(s) dated after today, from {ahead[0].date()} to {ahead[-1].date()}; "
-                "fix the data, or forecast from an earlier day with --as-of"
-            )
+        elif ahead := dated_after_today(df.index, now):
+            failed[sym] = f"{ahead}; fix the data, or forecast from an earlier day with --as-of"
             continue
         if len(df) < lookback + 1:
             failed[sym] = (

@@ -50,7 +50,7 @@ from .evaluation import EvalReport
 from .fsio import follow_link
 from .metrics import POOLED, metrics_table
 from .outputs import write_csv
-from .prediction import FORECAST_COLUMNS, latest_possible_day
+from .prediction import FORECAST_COLUMNS, dated_after_today, latest_possible_day
 from .store import load_bars
 from .tickers import csv_safe, validate_ticker
 
@@ -383,7 +383,6 @@ def _closes(tickers: list[str], source: str, data_dir: Path) -> dict[str, pd.Ser
     """Each ticker's closes from the source, or the reason they cannot be read (bars dated
     after today, a typo'd year, among them: predict refuses them too, and they would make every
     pending forecast look like one for a session the data lacks)."""
-    today = latest_possible_day(None)
     out: dict[str, pd.Series | str] = {}
     for sym in tickers:
         try:
@@ -391,12 +390,8 @@ def _closes(tickers: list[str], source: str, data_dir: Path) -> dict[str, pd.Ser
         except ForecasterError as exc:
             out[sym] = f"no actuals: {str(exc).removeprefix(f'{sym}: ')}"  # the ticker is named by the caller
             continue
-        ahead = close.index[close.index > today]
-        if ahead.empty:
-            out[sym] = close
-            continue
-        first, last = ahead[0].date(), ahead[-1].date()
-        out[sym] = f"no actuals: {len(ahead)} bar(s) dated after today, from {first} to {last}; fix the data"
+        ahead = dated_after_today(close.index)
+        out[sym] = f"no actuals: {ahead}; fix the data" if ahead else close
     return out
 
 
