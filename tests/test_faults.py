@@ -38,6 +38,7 @@ from support import (
     make_bars,
     no_sleep,
     python_env,
+    run_script,
     stop,
 )
 from yf_fixtures import FakeYahoo
@@ -406,6 +407,42 @@ def _fresh_temp(*folders: Path) -> bool:
             except FileNotFoundError:  # renamed away while we looked
                 continue
     return False
+
+
+STOP_WHILE_STARTING = """
+import os, signal, sys
+
+SIG = getattr(signal, sys.argv[1])
+
+
+class StopOnImport:  # stops this process just as it starts importing the command line
+    def find_spec(self, name, path=None, target=None):
+        if name == "forecaster.cli":
+            os.kill(os.getpid(), SIG)
+        return None
+
+sys.meta_path.insert(0, StopOnImport())
+sys.argv = ["forecaster", "predict", "--help"]
+from forecaster.entry import main
+main()
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_while_the_command_starts_is_one_line_and_exit_130(sig):
+    """`systemctl stop` or Ctrl-C in the tenth of a second the command line takes to import:
+    one line and exit 130, as later on; not a silent 143 or a traceback."""
+    res = run_script(STOP_WHILE_STARTING, sig)
+    assert res.returncode == 130, (res.returncode, res.stderr)
+    assert error_lines(res) == ["ERROR: forecaster interrupted while starting; nothing was read or written"]
+    assert "Traceback" not in res.stderr and res.stdout == ""
+
+
+def test_the_installed_command_starts_from_the_entry_that_takes_signals():
+    from importlib.metadata import entry_points
+
+    (script,) = entry_points(group="console_scripts", name="forecaster")
+    assert script.value == "forecaster.entry:main"
 
 
 @pytest.mark.slow
