@@ -37,6 +37,25 @@ app = typer.Typer(
 log = logging.getLogger("forecaster")
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"forecaster {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", callback=_show_version, is_eager=True),
+    ] = False,
+) -> None:
+    """Forecast daily stock prices with RNN / LSTM / GRU models: download, train, evaluate
+    walk-forward against naive and volatility baselines, and predict the next trading sessions."""
+
+
 # ---- shared options ---------------------------------------------------------------------------
 def _keep_empty(value: str | None) -> Path | str | None:
     """A folder option as a Path, but an empty one kept as "" (a Path would make it ".", the

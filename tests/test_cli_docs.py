@@ -319,6 +319,14 @@ def test_console_script_and_module_help():
         assert "Usage" in proc.stdout
 
 
+def test_version_is_the_installed_package_version(cli):
+    from importlib.metadata import version
+
+    res = cli("--version")
+    assert res.exit_code == 0
+    assert res.stdout.strip() == f"forecaster {version('forecaster')}" == f"forecaster {forecaster.__version__}"
+
+
 @pytest.mark.parametrize("command", ["retrain", "train", "tune"])
 def test_the_help_of_the_commands_that_train_gives_exit_130_on_interruption(cli, command):
     res = cli(command, "--help")
