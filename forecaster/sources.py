@@ -100,27 +100,52 @@ def _header_key(name: object) -> str:
 _OFFSET_RE = re.compile(r"^(\d{4}-\d\d-\d\d[ T]\d\d:\d\d(?::\d\d(?:\.\d+)?)?)\s*(?:Z|[+-]\d\d(?::?\d\d)?)$")
 
 
-# A date whose year has two digits (01/07/22, 1.7.22 16:00), which pandas guesses no format for.
+# A date whose year has two digits (01/07/22, 1.7.22 16:00), which pandas guesses no format for;
+# and one whose two-digit year comes first (22-07-01, as some exports write them).
 _SHORT_YEAR_RE = re.compile(r"^(\d{1,2}([/.-])\d{1,2}\2)(\d\d)(?!\d)")
+_SHORT_YEAR_FIRST_RE = re.compile(r"^(\d\d)([/.-])(\d{1,2}\2\d{1,2})(?!\d)")
+
+# The orders of a date's fields, as they are preferred when several read a whole file: month
+# first (as pandas reads 01/02/2024), day first, then year first (a two-digit year only).
+_ORDERS = ("month", "day", "year")
 
 
-def _guess_format(text: str, dayfirst: bool) -> str | None:
-    """The strptime format of the date ``text``, month first unless ``dayfirst``; None when
-    pandas cannot tell. A two-digit year is guessed as if it had four, then read as two."""
+def _guess_format(text: str, order: str) -> str | None:
+    """The strptime format of the date ``text`` with its fields in ``order`` (one of
+    ``_ORDERS``); None when pandas cannot tell or ``text`` cannot be in that order.
+    A two-digit year is guessed as if it had four, then read as two."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # pandas' note on the day-first order it saw
-        fmt = guess_datetime_format(text, dayfirst=dayfirst)
+        if order == "year":
+            short = _SHORT_YEAR_FIRST_RE.match(text)
+            if not short:
+                return None
+            sep = short[2]
+            long = guess_datetime_format(f"20{short[1]}{sep}{short[3]}{text[short.end() :]}")
+            ok = long is not None and long.startswith(f"%Y{sep}%m{sep}%d") and long.count("%Y") == 1
+            return long.replace("%Y", "%y") if ok else None
+        fmt = guess_datetime_format(text, dayfirst=order == "day")
         short = _SHORT_YEAR_RE.match(text)
         if fmt is None and short:
-            long = guess_datetime_format(f"{short[1]}20{short[3]}{text[short.end() :]}", dayfirst=dayfirst)
+            long = guess_datetime_format(f"{short[1]}20{short[3]}{text[short.end() :]}", dayfirst=order == "day")
             if long is not None and long.count("%Y") == 1:
                 fmt = long.replace("%Y", "%y")
     return fmt
 
 
+def _in_date_order(parsed: pd.Series) -> bool:
+    """True when the dates run one way down the file, oldest first or newest first."""
+    steps = np.diff(parsed.dropna().to_numpy().view(np.int64))
+    return bool((steps >= 0).all() or (steps <= 0).all())
+
+
 def _dates_in_one_format(local: pd.Series) -> pd.Series:
-    """``local`` parsed with the one format guessed from its first date, month first, then day
-    first; the first that reads every date wins (else the last try, with NaT where it failed).
+    """``local`` parsed with one format for the whole file, guessed from its first date in
+    each order of its fields (``_ORDERS``). Of the formats that read every date, one that gives
+    the dates in date order wins (a file of daily bars is written in date order: read day
+    first, the 22-07-29, 22-08-01... of a year-first export run 2029-07-22, 2001-08-22...),
+    the first in ``_ORDERS`` when several do, or none does; when none reads every date, the
+    last try, with NaT where it failed.
 
     Parsing each date on its own would read "10/01/2024" month first and "15/01/2024" day
     first in the same file, scrambling a day-first export without a word.
@@ -129,14 +154,15 @@ def _dates_in_one_format(local: pd.Series) -> pd.Series:
     parsed = pd.Series(pd.NaT, index=local.index, dtype="datetime64[ns]")
     if first.empty:
         return parsed
-    for dayfirst in (False, True):
-        fmt = _guess_format(first.iloc[0], dayfirst)
+    whole = []
+    for order in _ORDERS:
+        fmt = _guess_format(first.iloc[0], order)
         if fmt is None:
             continue
         parsed = pd.to_datetime(local, errors="coerce", format=fmt)
         if not parsed.isna().any():
-            break
-    return parsed
+            whole.append(parsed)
+    return next((p for p in whole if _in_date_order(p)), whole[0]) if whole else parsed
 
 
 def _parse_dates(raw: pd.Series, path: Path, blank: np.ndarray, lines: list[int] | None = None) -> pd.DatetimeIndex:

@@ -166,6 +166,35 @@ def test_csv_slash_dates_are_read_with_one_order_for_the_whole_file(tmp_path, da
     assert list(df["open"]) == [10.0 + i for i in range(len(dates))]
 
 
+@pytest.mark.parametrize(
+    ("dates", "expected"),
+    [
+        # year first (22-06-29 for 2022-06-29): read day first, the dates would run 2029-06-22,
+        # 2030-06-22, 2001-07-22...; month first does not read 22-06-29 at all
+        (
+            ["22-06-29", "22-06-30", "22-07-01", "22-07-05"],
+            ["2022-06-29", "2022-06-30", "2022-07-01", "2022-07-05"],
+        ),
+        # newest first, and with slashes
+        (["22-07-05", "22-07-01", "22-06-30"], ["2022-07-05", "2022-07-01", "2022-06-30"]),
+        (["23/12/28", "23/12/29", "24/01/02"], ["2023-12-28", "2023-12-29", "2024-01-02"]),
+        # day first still wins where it reads the dates in date order: year first would not
+        (["29-06-22", "30-06-22", "01-07-22"], ["2022-06-29", "2022-06-30", "2022-07-01"]),
+        # every field 12 or less: month first, as for 01/02/2024
+        (["12-07-01", "12-07-02"], ["2001-12-07", "2002-12-07"]),
+    ],
+)
+def test_csv_dates_with_a_two_digit_year_first_are_read_year_first_when_no_other_order_fits(tmp_path, dates, expected):
+    from forecaster.store import load_csv
+
+    rows = "".join(f"{d},{10 + i},{11 + i},{9 + i},{10.5 + i},100\n" for i, d in enumerate(dates))
+    write(tmp_path, "AAA.csv", "Date,Open,High,Low,Close,Volume\n" + rows)
+    df = sources.read_csv_bars(tmp_path, "AAA")
+    assert list(df.index.strftime("%Y-%m-%d")) == expected
+    assert list(df["open"]) == [10.0 + i for i in range(len(dates))]
+    assert list(load_csv(tmp_path, "AAA").index.strftime("%Y-%m-%d")) == sorted(expected)
+
+
 @pytest.mark.parametrize("offset", ["+09", "+0900", "+09:00", "Z"])
 def test_csv_dates_with_any_iso_offset_form_keep_the_local_date(tmp_path, offset):
     # ISO 8601 allows the offset as hours alone (+09) as well as +0900 and +09:00
