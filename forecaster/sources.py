@@ -100,9 +100,9 @@ def _header_key(name: object) -> str:
 _OFFSET_RE = re.compile(r"^(\d{4}-\d\d-\d\d[ T]\d\d:\d\d(?::\d\d(?:\.\d+)?)?)\s*(?:Z|[+-]\d\d(?::?\d\d)?)$")
 
 
-# A date whose year has two digits (01/07/22, 1.7.22 16:00), which pandas guesses no format for;
-# and one whose two-digit year comes first (22-07-01, as some exports write them).
-_SHORT_YEAR_RE = re.compile(r"^(\d{1,2}([/.-])\d{1,2}\2)(\d\d)(?!\d)")
+# A date whose year has two digits (01/07/22, 1.7.22 16:00, 1-Jul-22), which pandas guesses no
+# format for; and one whose two-digit year comes first (22-07-01, as some exports write them).
+_SHORT_YEAR_RE = re.compile(r"^(\d{1,2}([/.-])(?:\d{1,2}|[A-Za-z]{3,9})\2)(\d\d)(?!\d)")
 _SHORT_YEAR_FIRST_RE = re.compile(r"^(\d\d)([/.-])(\d{1,2}\2\d{1,2})(?!\d)")
 
 # The orders of a date's fields, as they are preferred when several read a whole file: month
@@ -139,47 +139,80 @@ def _in_date_order(parsed: pd.Series) -> bool:
     return bool((steps >= 0).all() or (steps <= 0).all())
 
 
-def _dates_in_one_format(local: pd.Series) -> pd.Series:
-    """``local`` parsed with one format for the whole file, guessed from its first date in
-    each order of its fields (``_ORDERS``). Of the formats that read every date, one that gives
-    the dates in date order wins (a file of daily bars is written in date order: read day
-    first, the 22-07-29, 22-08-01... of a year-first export run 2029-07-22, 2001-08-22...),
-    the first in ``_ORDERS`` when several do, or none does; when none reads every date, the
-    last try, with NaT where it failed.
+def _layout(text: str) -> str:
+    """A date's layout: its runs of digits and of letters as 9 and a ('1-Jul-22' -> '9-a-9')."""
+    return re.sub(r"\d+", "9", re.sub(r"[A-Za-z]+", "a", text))
+
+
+def _dates_in_one_format(local: pd.Series, iso: pd.Series) -> tuple[pd.Series, object]:
+    """``local`` (the date fields, not all ISO) read in one format for the whole file, NaT
+    where a date is not in it; and the label of the first date it read (None when none was).
+
+    The formats tried: ISO (``iso``, ``local`` read as such) and the first date's, in each
+    order of its fields (``_ORDERS``). Of those that read every date, one that gives the dates
+    in date order wins (a file of daily bars is written in date order: read day first, the
+    22-07-29, 22-08-01... of a year-first export run 2029-07-22, 2001-08-22...), the first
+    in ``_ORDERS`` when several do, or none does. When no format reads every date, the
+    file's is the one that reads the most (those of the first date it leaves unread are tried
+    too), and the dates in another format are NaT. A layout pandas names no format for is
+    read date by date, as long as every date has that layout.
 
     Parsing each date on its own would read "10/01/2024" month first and "15/01/2024" day
     first in the same file, scrambling a day-first export without a word.
     """
-    first = local[local != ""]
-    parsed = pd.Series(pd.NaT, index=local.index, dtype="datetime64[ns]")
-    if first.empty:
-        return parsed
-    whole = []
-    for order in _ORDERS:
-        fmt = _guess_format(first.iloc[0], order)
-        if fmt is None:
-            continue
-        parsed = pd.to_datetime(local, errors="coerce", format=fmt)
-        if not parsed.isna().any():
-            whole.append(parsed)
-    return next((p for p in whole if _in_date_order(p)), whole[0]) if whole else parsed
+    dated = local[local != ""]
+    if dated.empty:
+        return iso, None
+    readings = {"ISO8601": iso}
+    for round_ in range(2):
+        if round_:  # the formats of the first date the best reading so far leaves unread
+            best = max(readings.values(), key=lambda p: int(p.notna().sum()))
+            text = dated[best[dated.index].isna()].iloc[0]
+        else:
+            text = dated.iloc[0]
+        for order in _ORDERS:
+            fmt = _guess_format(text, order)
+            if fmt is not None and fmt not in readings:
+                readings[fmt] = pd.to_datetime(local, errors="coerce", format=fmt)
+        whole = [p for p in readings.values() if p[dated.index].notna().all()]
+        if whole:
+            return next((p for p in whole if _in_date_order(p)), whole[0]), dated.index[0]
+    best = max(readings.values(), key=lambda p: int(p.notna().sum()))
+    if best.notna().any():
+        return best, best.index[best.notna().to_numpy()][0]
+    parsed = pd.to_datetime(local, errors="coerce", format="mixed")
+    other = dated.map(_layout) != _layout(dated.iloc[0])
+    if other.any():
+        parsed[other.index[other.to_numpy()][0]] = pd.NaT
+    return parsed, dated.index[0]
+
+
+def _is_a_date(text: str) -> bool:
+    """True when ``text`` reads as a date on its own."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return pd.notna(pd.to_datetime(pd.Series([text]), errors="coerce", format="mixed").iloc[0])
 
 
 def _parse_dates(raw: pd.Series, path: Path, blank: np.ndarray, lines: list[int] | None = None) -> pd.DatetimeIndex:
-    """The dates of ``raw``; NaT on the ``blank`` rows (every field empty), which the validator
-    then drops with a warning. Any other row without a readable date is a DataError, naming
-    its line (``lines``: see :func:`_row_lines`)."""
-    text = raw.fillna("").astype(str).str.strip()
+    """The dates of ``raw``, all in one format; NaT on the ``blank`` rows (every field empty),
+    which the validator then drops with a warning. Any other row without a date in the file's
+    format is a DataError, naming its line (``lines``: see :func:`_row_lines`)."""
+    text = raw.fillna("").astype(str).str.strip().reset_index(drop=True)
     local = text.str.replace(_OFFSET_RE, r"\1", regex=True)[~blank]
     parsed = pd.to_datetime(local, errors="coerce", format="ISO8601")
+    example = None
     if parsed.isna().any():
-        parsed = _dates_in_one_format(local)
-    if parsed.isna().any():
-        parsed = pd.to_datetime(local, errors="coerce", format="mixed")
+        parsed, example = _dates_in_one_format(local, parsed)
     bad = parsed.isna()
     if bad.any():
-        pos = int(np.flatnonzero(~blank)[np.flatnonzero(bad.to_numpy())[0]])
+        pos = int(bad.index[bad.to_numpy()][0])
         value = text.iloc[pos]
+        if value and example is not None and _is_a_date(local[pos]):
+            raise DataError(
+                f"{path}: date {value[:40]!r} ({_where(pos, lines)}) is not in the file's date format, that of "
+                f"{text.iloc[example][:40]!r} ({_where(int(example), lines)}); write every date of a file one way"
+            )
         what = f"unparseable date {value[:40]!r}" if value else "empty date"
         raise DataError(f"{path}: {what} ({_where(pos, lines)})")
     dates = np.full(len(text), np.datetime64("NaT"), dtype="datetime64[ns]")

@@ -84,6 +84,10 @@ def _bad_csv(case: str, rows: list[str]) -> str:
     if case == "unparseable date":
         rows[last - 5] = _replace_field(rows[last - 5], 0, "2024-13-45")
         return HEADER + "".join(rows)
+    if case == "mixed date formats":  # one date as 07/05/2024 among ISO dates
+        day = rows[last - 5].split(",")[0]
+        rows[last - 5] = _replace_field(rows[last - 5], 0, f"{day[5:7]}/{day[8:10]}/{day[:4]}")
+        return HEADER + "".join(rows)
     if case == "wrong delimiter":
         return HEADER.replace(",", ";") + "".join(r.replace(",", ";") for r in rows)
     if case == "every row empty":
@@ -107,6 +111,7 @@ REFUSED = {
     "empty file": ["the file is empty"],
     "header only": ["has a header but no rows"],
     "unparseable date": ["unparseable date '2024-13-45'"],
+    "mixed date formats": ["STOCKA.csv: date", "is not in the file's date format, that of", "(line 2)"],
     "wrong delimiter": ["';'-separated"],
     "every row empty": ["no usable bars"],
     "too short for the window": ["only 10 bars", "need 21"],

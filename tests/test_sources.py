@@ -156,6 +156,7 @@ def test_csv_empty_adj_close_column_is_ignored_and_us_dates_parse(tmp_path):
         (["10/01/24", "11/01/24", "12/01/24", "15/01/24"], ["2024-01-10", "2024-01-11", "2024-01-12", "2024-01-15"]),
         (["10.01.24 16:00", "15.01.24 16:00"], ["2024-01-10", "2024-01-15"]),
         (["1/10/24", "1/11/24", "1/15/24"], ["2024-01-10", "2024-01-11", "2024-01-15"]),
+        (["1-Jul-22", "5-Jul-22", "15-Jul-22"], ["2022-07-01", "2022-07-05", "2022-07-15"]),
     ],
 )
 def test_csv_slash_dates_are_read_with_one_order_for_the_whole_file(tmp_path, dates, expected):
@@ -256,6 +257,24 @@ def test_csv_is_not_sorted_or_repaired_here(tmp_path):
         (
             "date,open,high,low,close,volume\n2024-01-02,1,1,1,1,1\n,1,1,1,1,1\n",
             "empty date (line 3)",
+        ),
+        # dates in two formats: never read each in whatever way it parses
+        (
+            "date,open,high,low,close,volume\n2022-07-01,1,1,1,1,1\n2022-07-05,1,1,1,1,1\n07/06/2022,1,1,1,1,1\n",
+            "date '07/06/2022' (line 4) is not in the file's date format, that of '2022-07-01' (line 2)",
+        ),
+        # the file's format is that of most of its dates, not always the first one's
+        (
+            "date,open,high,low,close,volume\n07/01/2022,1,1,1,1,1\n2022-07-05,1,1,1,1,1\n2022-07-06,1,1,1,1,1\n",
+            "date '07/01/2022' (line 2) is not in the file's date format, that of '2022-07-05' (line 3)",
+        ),
+        (
+            "date,open,high,low,close,volume\n15/01/2024,1,1,1,1,1\n16/01/2024,1,1,1,1,1\n2024-01-17,1,1,1,1,1\n",
+            "date '2024-01-17' (line 4) is not in the file's date format, that of '15/01/2024' (line 2)",
+        ),
+        (
+            "date,open,high,low,close,volume\n1-Jul-22,1,1,1,1,1\n5-Jul-22,1,1,1,1,1\nJul 6 2022,1,1,1,1,1\n",
+            "date 'Jul 6 2022' (line 4) is not in the file's date format, that of '1-Jul-22' (line 2)",
         ),
         (
             "date,open,high,low,close,volume\n2024-01-02,1,1,1,1,1\n2024-01-03,1,1,1,abc,1\n",
