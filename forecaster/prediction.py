@@ -31,7 +31,13 @@ from .fsio import LockUnavailable, file_in_the_way, file_lock, not_a_folder, rem
 from .intervals import calibrated, forecast_scales, with_median
 from .npinfer import predict_scaled
 from .outputs import write_csv
-from .sessions import last_completed_session, next_sessions, sessions_after_count
+from .sessions import (
+    dated_after_today,
+    last_completed_session,
+    latest_possible_day,
+    next_sessions,
+    sessions_after_count,
+)
 from .store import DownloadReport, FailureKind, StoreWriteError, download, load_bars, load_store, store_dir
 from .tickers import csv_safe
 
@@ -59,26 +65,6 @@ class ForecastReport:
     def exit_code(self) -> int:
         """0 when every ticker was forecast, 3 (partial) when some failed and the rest were written."""
         return EXIT_PARTIAL if self.failed else EXIT_OK
-
-
-def _utc(now: pd.Timestamp | None) -> pd.Timestamp:
-    if now is None:
-        return pd.Timestamp.now(tz="UTC")
-    return now.tz_convert("UTC") if now.tzinfo else now.tz_localize("UTC")
-
-
-def latest_possible_day(now) -> pd.Timestamp:
-    """The latest date it is anywhere on Earth (UTC+14): no bar can be dated after it."""
-    return (_utc(now) + pd.Timedelta(hours=14)).tz_localize(None).normalize()
-
-
-def dated_after_today(dates: pd.DatetimeIndex, now=None) -> str | None:
-    """'N bar(s) dated after today, from D1 to D2' for bars no day has reached yet (a mistyped
-    year), or None when there are none."""
-    ahead = dates[dates > latest_possible_day(now)]
-    if ahead.empty:
-        return None
-    return f"{len(ahead)} bar(s) dated after today, from {ahead[0].date()} to {ahead[-1].date()}"
 
 
 def _age_note(last: pd.Timestamp, cut, now, calendar: str) -> tuple[int, str]:

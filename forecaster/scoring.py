@@ -50,7 +50,8 @@ from .evaluation import EvalReport
 from .fsio import follow_link
 from .metrics import POOLED, metrics_table
 from .outputs import write_csv
-from .prediction import FORECAST_COLUMNS, dated_after_today, latest_possible_day
+from .prediction import FORECAST_COLUMNS
+from .sessions import dated_after_today, latest_possible_day
 from .store import load_bars
 from .tickers import csv_safe, validate_ticker
 

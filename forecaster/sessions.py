@@ -211,6 +211,20 @@ def _as_instant(now: Any) -> pd.Timestamp:
     return ts.tz_convert("UTC").as_unit("ns")
 
 
+def latest_possible_day(now: Any = None) -> pd.Timestamp:
+    """The latest date it is anywhere on Earth (UTC+14): no bar can be dated after it."""
+    return (_as_instant(now) + pd.Timedelta(hours=14)).tz_localize(None).normalize()
+
+
+def dated_after_today(dates: pd.DatetimeIndex, now: Any = None) -> str | None:
+    """'N bar(s) dated after today, from D1 to D2' for bars no day has reached yet (a mistyped
+    year), or None when there are none."""
+    ahead = dates[dates > latest_possible_day(now)]
+    if ahead.empty:
+        return None
+    return f"{len(ahead)} bar(s) dated after today, from {ahead[0].date()} to {ahead[-1].date()}"
+
+
 def _plain(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(np.asarray(index, dtype="datetime64[ns]"))
 
