@@ -435,7 +435,7 @@ def _backtest_block(block: _Block) -> Backtest:
     predictions, per-ticker metrics, lag rows and predictions.csv rows (no header); empty
     frames when none has a test window."""
     run = block.run
-    bars = load_bars(block.data.source, block.data.data_dir, block.names)
+    bars = load_bars(block.data.source, block.data.data_dir, block.names, until_today=True)
     splits = run.splits()
     missing = ending_before(bars, splits.test_start)
     present = {s: df for s, df in bars.items() if s not in missing}

@@ -36,7 +36,7 @@ from forecaster.errors import (
     RateLimitError,
     TickerError,
 )
-from forecaster.sessions import DEFAULT_CALENDAR, check_calendar
+from forecaster.sessions import DEFAULT_CALENDAR, check_calendar, dated_after_today
 from forecaster.sources import (
     COLUMNS,
     FIRST_DAY,
@@ -663,6 +663,7 @@ def load_bars(
     *,
     tail: int | None = None,
     warn_of_gaps: bool = True,
+    until_today: bool = False,
 ) -> dict[str, pd.DataFrame]:
     """Validated bars per ticker from ``source``: "csv" (``<data_dir>/<T>.csv``) or "yahoo"
     (the store under ``<data_dir>/store``). The first failing ticker raises its DataError.
@@ -670,6 +671,9 @@ def load_bars(
     With ``tail``, each frame holds only its last ``tail`` rows, for callers that need recent
     history only; the whole history is still read and validated. ``warn_of_gaps=False``: no
     warning of missing sessions, for a second read of bars the command has already warned of.
+    ``until_today=True``: a ticker with bars dated after today (a mistyped year) fails too,
+    naming the first of them and its file, for the callers that read every bar (train,
+    evaluate, tune); predict and score name such bars in their own way.
     """
     if source not in ("csv", "yahoo"):
         raise ConfigError(f"unknown source {source!r}; expected 'yahoo' or 'csv'")
@@ -680,6 +684,14 @@ def load_bars(
     for raw in tickers:
         symbol = validate_ticker(raw)
         df = load(data_dir, symbol)
+        if until_today and (ahead := dated_after_today(df.index)):
+            if source == "csv":
+                raise DataError(f"{symbol}: {ahead}, in {csv_file(data_dir, symbol)}; fix the data")
+            path = store_path(data_dir, symbol)
+            raise DataError(
+                f"{symbol}: the stored file holds bad bars ({ahead}); "
+                f"delete {path} and run `forecaster download {symbol}`"
+            )
         if warn_of_gaps:
             _warn_of_gaps(df, symbol)
         bars[symbol] = df if tail is None else df.iloc[-tail:]

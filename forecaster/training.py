@@ -707,7 +707,7 @@ def _check_same_data(manifest: Manifest, ws: WindowSet, run_dir: Path) -> None:
 
 def load_training_data(cfg: Config, tickers: list[str], splits: Splits | None = None) -> TrainingData:
     """Bars, splits (computed unless given) and windows; an error when a split has no window."""
-    bars = load_bars(cfg.data.source, cfg.data.data_dir, tickers)
+    bars = load_bars(cfg.data.source, cfg.data.data_dir, tickers, until_today=True)
     w = cfg.window
     splits = splits or make_splits(bars, w.val_days, w.test_days)
     ws = build_windows(

@@ -444,7 +444,8 @@ def tune(
                 with file_lock(run_lock_path(target), best_lock_timeout):
                     stage = before
             # bad or missing data stops the search before it starts, not as one failed trial after another
-            data = objective_data(load_bars(cfg.data.source, cfg.data.data_dir, checked_tickers(cfg)), cfg)
+            bars = load_bars(cfg.data.source, cfg.data.data_dir, checked_tickers(cfg), until_today=True)
+            data = objective_data(bars, cfg)
             optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported here, once, plainly
             storage = open_storage(url, t.heartbeat)
             study = _load_study(storage, cfg, url)

@@ -70,6 +70,18 @@ def make_bars(start: str, n: int, *, price: float = 100.0, seed: int = 0, volume
     return pd.DataFrame({"open": open_, "high": high, "low": low, "close": close, "volume": vol}, index=dates)
 
 
+def csv_folder_with_a_bar_on(day: str, src: Path, dst: Path, ticker: str) -> Path:
+    """A copy at ``dst`` of the CSV folder ``src`` whose ``ticker`` has one more bar, dated
+    ``day``, with the values of its last one (as a mistyped year, 2204 for 2024, leaves it)."""
+    dst.mkdir(parents=True)
+    for path in src.glob("*.csv"):
+        shutil.copy(path, dst / path.name)
+    last = (dst / f"{ticker}.csv").read_text(encoding="utf-8").splitlines()[-1]
+    with open(dst / f"{ticker}.csv", "a", encoding="utf-8") as fh:
+        fh.write(f"{day},{last.split(',', 1)[1]}\n")
+    return dst
+
+
 # ---------------------------------------------------------------------------- subprocesses
 
 

@@ -7,7 +7,7 @@ import os
 
 import pandas as pd
 import pytest
-from support import ROOT, assert_one_line_error, run_meta, run_script, tiny_overrides
+from support import ROOT, assert_one_line_error, csv_folder_with_a_bar_on, run_meta, run_script, tiny_overrides
 
 import forecaster.evaluation
 
@@ -325,6 +325,15 @@ def test_evaluate_data_missing_for_the_run(cli, run_copy, tmp_path):
     res = cli("evaluate", "--run", run_copy, "--data-dir", tmp_path / "nodata")
     assert res.exit_code == 1
     assert "STOCKA" in res.stderr
+    assert not (run_copy / "eval").exists()
+
+
+def test_evaluate_refuses_a_ticker_with_a_bar_dated_after_today(cli, run_copy, sample_dir, tmp_path):
+    """A mistyped year (2204-07-01) after the last bar: refused as train refuses it, naming the
+    ticker, the date and the file, and nothing written (it was backtested as if it were a bar)."""
+    data = csv_folder_with_a_bar_on("2204-07-01", sample_dir, tmp_path / "data", "STOCKA")
+    res = cli("evaluate", "--run", run_copy, "--data-dir", data)
+    assert_one_line_error(res, 1, "STOCKA: 1 bar(s) dated after today, from 2204-07-01", f"in {data / 'STOCKA.csv'}")
     assert not (run_copy / "eval").exists()
 
 

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from support import SLOW_TEST_TIMEOUT_S, assert_one_line_error, run_meta, run_script
+from support import SLOW_TEST_TIMEOUT_S, assert_one_line_error, csv_folder_with_a_bar_on, run_meta, run_script
 
 from forecaster.synthetic import generate_bars, write_csv
 
@@ -203,6 +203,19 @@ def test_train_skips_a_ticker_too_short_with_a_warning(cli, small_dir, tmp_path)
 
 
 # ---------------------------------------------------------------------------- exit 1
+
+
+def test_train_refuses_a_ticker_with_a_bar_dated_after_today(cli, small_dir, tmp_path):
+    """A mistyped year (2204-07-01) fails the ticker as a bad bar does, naming the date and the
+    file, as predict and score do: it is not trained on with a warning of a 65,000-day gap."""
+    data = csv_folder_with_a_bar_on("2204-07-01", small_dir, tmp_path / "data", "STOCKB")
+    run = tmp_path / "r"
+    res = cli("train", "--data-dir", data, "-t", "STOCKA,STOCKB", *TINY, "--run-dir", run)
+    assert_one_line_error(
+        res, 1, "STOCKB: 1 bar(s) dated after today, from 2204-07-01 to 2204-07-01", f"in {data / 'STOCKB.csv'}"
+    )
+    assert "gap" not in res.stderr
+    assert not run.exists()
 
 
 def test_train_config_unknown_key_is_named(cli, small_dir, tmp_path):

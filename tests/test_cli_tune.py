@@ -11,7 +11,7 @@ import tomllib
 import pandas as pd
 import pytest
 import typer.main
-from support import SLOW_TEST_TIMEOUT_S, assert_one_line_error, run_meta, run_script
+from support import SLOW_TEST_TIMEOUT_S, assert_one_line_error, csv_folder_with_a_bar_on, run_meta, run_script
 
 from forecaster.cli import app
 from forecaster.config import load_config
@@ -202,6 +202,15 @@ def test_tune_train_best_refuses_a_run_dir_holding_other_files_before_the_search
     assert "is not a run directory" in res.stderr and res.stderr.count("\n") == 1
     assert [p.name for p in folder.iterdir()] == ["todo.txt"]
     assert not (tmp_path / "cwd" / "runs" / "tune").exists()  # no trial was run
+
+
+def test_tune_refuses_a_ticker_with_a_bar_dated_after_today_before_the_search(cli, small_dir, tmp_path):
+    """As train does: a mistyped year (2204-07-01) is named with its file, and no trial is run."""
+    data = csv_folder_with_a_bar_on("2204-07-01", small_dir, tmp_path / "data", "STOCKA")
+    conf = _config(tmp_path / "tune.toml", data)
+    res = cli("tune", "--config", conf, "--trials", "1", "--epochs", "1")
+    assert_one_line_error(res, 1, "STOCKA: 1 bar(s) dated after today, from 2204-07-01", f"in {data / 'STOCKA.csv'}")
+    assert not (tmp_path / "cwd" / "runs").exists()
 
 
 @pytest.mark.parametrize(

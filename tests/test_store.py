@@ -502,6 +502,27 @@ def test_load_bars_failing_ticker_is_named(tmp_path):
         store.load_bars("csv", tmp_path, ["BAD"])
 
 
+def test_load_bars_until_today_names_the_first_bar_dated_after_it_and_its_file(tmp_path):
+    """For train, evaluate and tune: a mistyped year (2204) fails the ticker, with its file;
+    without ``until_today`` the bars are read as they are (predict and score judge them)."""
+    bars = make_bars("2024-01-02", 5)
+    bars.index = bars.index[:-2].append(pd.DatetimeIndex(["2204-01-08", "2204-01-09"])).rename("date")
+    bars.rename_axis("Date").rename(columns=str.title).to_csv(tmp_path / "AAA.csv")
+    store.save_store(tmp_path, "BBB", bars)
+    assert store.load_bars("csv", tmp_path, ["AAA"])["AAA"].index[-1] == pd.Timestamp("2204-01-09")
+    with pytest.raises(DataError) as info:
+        store.load_bars("csv", tmp_path, ["AAA"], until_today=True)
+    path = tmp_path / "AAA.csv"
+    assert str(info.value) == f"AAA: 2 bar(s) dated after today, from 2204-01-08 to 2204-01-09, in {path}; fix the data"
+    with pytest.raises(DataError) as info:
+        store.load_bars("yahoo", tmp_path, ["BBB"], until_today=True)
+    path = store.store_path(tmp_path, "BBB")
+    assert str(info.value) == (
+        "BBB: the stored file holds bad bars (2 bar(s) dated after today, from 2204-01-08 to 2204-01-09); "
+        f"delete {path} and run `forecaster download BBB`"
+    )
+
+
 def test_load_bars_unknown_source(tmp_path):
     with pytest.raises(ConfigError, match="unknown source"):
         store.load_bars("bloomberg", tmp_path, ["AAA"])
