@@ -135,8 +135,8 @@ def _guess_format(text: str, order: str) -> str | None:
 
 def _in_date_order(parsed: pd.Series) -> bool:
     """True when the dates run one way down the file, oldest first or newest first."""
-    steps = np.diff(parsed.dropna().to_numpy().view(np.int64))
-    return bool((steps >= 0).all() or (steps <= 0).all())
+    days = pd.Index(parsed.dropna())
+    return bool(days.is_monotonic_increasing or days.is_monotonic_decreasing)
 
 
 def _layout(text: str) -> str:
