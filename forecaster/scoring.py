@@ -292,6 +292,10 @@ def _read_forecast(path: Path, run: str, tickers: set[str] | None) -> pd.DataFra
         if raw.empty and _cut_in_header(path):
             raise _Malformed("it ends inside its header line (the file was cut short?)")
         raise _Malformed(f"not a forecast file: no column {', '.join(missing)}")
+    # rows of empty fields after the last forecast (`,,,,,,` from a spreadsheet that saved an
+    # empty last row) hold nothing: dropped, as blank lines are; a row cut short keeps its ticker
+    filled = np.flatnonzero((raw != "").any(axis=1).to_numpy())
+    raw = raw.iloc[: filled[-1] + 1 if len(filled) else 0]
     if raw.empty:
         raise _Malformed("no forecast rows")
     again = (raw[FORECAST_COLUMNS] == FORECAST_COLUMNS).all(axis=1).to_numpy()

@@ -277,6 +277,22 @@ def test_a_whole_last_row_without_a_line_break_is_scored(cli, trained_run, out):
     assert (folder / "score.csv").read_bytes() == before
 
 
+@pytest.mark.parametrize("tail", [",,,,,,\n", ",,,,,,,,,\n\n\n", ",,,,,,,,,", '"","",,,,,,,,\n,,,\n'])
+def test_trailing_rows_of_empty_fields_are_ignored_not_taken_for_a_cut(cli, trained_run, out, tail):
+    """A forecast file saved by a spreadsheet with an empty last row (`,,,,,,`), blank lines
+    after it: the file is scored as it was, and the score is the same."""
+    folder = out / trained_run.name
+    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    before = (folder / "score.csv").read_bytes()
+    with open(folder / "2024-12-24.csv", "a", encoding="utf-8") as fh:
+        fh.write(tail)
+    res = cli("score", "--run", trained_run, "--out", out, "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["skipped"] == {} and doc["read"] == [f"{d}.csv" for d in ORIGINS], res.stderr
+    assert (folder / "score.csv").read_bytes() == before
+
+
 def test_a_forecast_for_a_session_missing_from_the_data_is_named(cli, trained_run, out):
     folder = out / trained_run.name
     df = pd.read_csv(folder / "2024-12-20.csv", dtype=str)
