@@ -185,10 +185,11 @@ def score(
         manifest = read_manifest(run_dir)
         cfg = manifest.config
         run, model, tickers = manifest.name, cfg.model.cell, set(manifest.tickers)
+        horizon = cfg.window.horizon
         folder = Path(out or cfg.predict.out) / run
         source, data_dir = source or cfg.data.source, data_dir or cfg.data.data_dir
     else:
-        run, model, tickers = gone, None, None
+        run, model, tickers, horizon = gone, None, None, None
         folder = Path(out or PredictConfig().out) / run
     report = ScoreReport(run=run, model=model or "", folder=folder, scores=pd.DataFrame(columns=SCORE_COLUMNS))
     names = sorted(p.name for p in folder.iterdir() if FORECAST_FILE.fullmatch(p.name)) if folder.is_dir() else []
@@ -206,7 +207,7 @@ def score(
     frames = []
     for name in names:
         try:
-            frames.append(_read_forecast(folder / name, run, tickers))
+            frames.append(_read_forecast(folder / name, run, tickers, horizon))
             report.read.append(name)
         except _Malformed as exc:
             report.skipped[name] = str(exc)
@@ -269,9 +270,10 @@ class _Malformed(Exception):
     """A forecast file that cannot be scored, with the reason."""
 
 
-def _read_forecast(path: Path, run: str, tickers: set[str] | None) -> pd.DataFrame:
+def _read_forecast(path: Path, run: str, tickers: set[str] | None, horizon: int | None) -> pd.DataFrame:
     """One forecast file, checked: this run's, the forecast columns, valid values, and its
-    tickers among ``tickers`` (None: the run is gone, any ticker)."""
+    tickers among ``tickers`` (None: the run is gone, any ticker), its steps from 1 to the
+    run's ``horizon`` (None: the run is gone, as many as the file's longest forecast has)."""
     try:
         with warnings.catch_warnings():
             # a row longer than the header would silently become the index, or lose fields
@@ -331,19 +333,29 @@ def _read_forecast(path: Path, run: str, tickers: set[str] | None) -> pd.DataFra
     for col in _PRICES:
         df[col] = pd.to_numeric(raw[col], errors="coerce")
     prices = df[_PRICES].to_numpy(dtype=float)
-    bad = (
+    step = df["step"].to_numpy(dtype=float)
+    whole = np.isfinite(step) & (step % 1 == 0)
+    # a step the run does not forecast (9 of a 5-step run, 0): with the run gone, the steps of
+    # the file's longest forecast (a hand-edited step leaves its ticker one step short)
+    sizes = df.groupby(["ticker", "as_of"]).size()
+    steps = horizon or (int(sizes.max()) if len(sizes) else 0)
+    outside = whole & ((step < 1) | (step > steps))
+    invalid = (
         df[["as_of", "date"]].isna().any(axis=1).to_numpy()
-        | ~np.isfinite(df["step"].to_numpy(dtype=float))
-        | (df["step"].to_numpy(dtype=float) % 1 != 0)
-        | (df["step"].to_numpy(dtype=float) < 1)
+        | ~whole
         | ~np.isfinite(prices).all(axis=1)
         | ~(prices > 0).all(axis=1)
         | ~((df["p10"] <= df["p50"]) & (df["p50"] <= df["p90"])).to_numpy()
         | ~(df["date"] > df["as_of"]).to_numpy()
     )
+    bad = invalid | outside
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise _Malformed(f"row {row + 2} is not a valid forecast (dates, step or prices)")
+        why = "dates, step or prices"
+        if not invalid[row]:  # a valid row but for its step: which steps the run has
+            limit = f"run {run} forecasts" if horizon else "the file's forecasts have"
+            why = f"step {int(step[row])}; {limit} steps 1 to {steps}"
+        raise _Malformed(f"row {row + 2} is not a valid forecast ({why})")
     df["step"] = df["step"].astype(int)
     df["model"] = raw["model"]
     df["file"] = path.name

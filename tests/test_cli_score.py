@@ -194,6 +194,47 @@ def test_a_date_with_a_year_out_of_range_is_a_bad_row_not_an_unexpected_error(cl
     pd.testing.assert_frame_equal(_score_csv(out, trained_run), clean)
 
 
+@pytest.mark.parametrize("typo", ["9", "4", "0", "-1"])
+def test_a_step_the_run_does_not_forecast_is_a_bad_row(cli, trained_run, out, typo):
+    """A forecast file edited by hand (or written by another tool) with a step outside the run's
+    horizon of 3 (9, 4, 0): that file is named and skipped with the row, the others scored, as
+    for any other bad row; before, step 9 was scored as a step of its own."""
+    folder = out / trained_run.name
+    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    clean = _score_csv(out, trained_run)
+    shutil.copy(folder / "2024-12-20.csv", folder / "2024-12-19.csv")  # the same forecasts: scored once
+    edited = pd.read_csv(folder / "2024-12-20.csv", dtype=str)
+    edited.loc[2, "step"] = typo  # STOCKA's step 3
+    edited.to_csv(folder / "2024-12-20.csv", index=False)
+    res = cli("score", "--run", trained_run, "--out", out)
+    assert res.exit_code == 3, res.stderr
+    want = f"row 4 is not a valid forecast (step {typo}; run {trained_run.name} forecasts steps 1 to 3)"
+    want = f"2024-12-20.csv skipped: {want}"
+    assert want in res.stderr, res.stderr
+    pd.testing.assert_frame_equal(_score_csv(out, trained_run), clean)
+
+
+def test_a_step_beyond_the_files_forecasts_is_a_bad_row_when_the_run_is_gone(
+    cli, trained_run, sample_dir, out, tmp_path
+):
+    """With the run directory deleted, the horizon is read from the file: its tickers'
+    forecasts have 3 steps, so a step 9 in place of one of them is a bad row."""
+    folder = out / trained_run.name
+    gone = tmp_path / "runs" / trained_run.name
+    args = ["score", "--run", gone, "--out", out, "--source", "csv", "--data-dir", sample_dir]
+    assert cli(*args, "-q").exit_code == 0
+    clean = _score_csv(out, trained_run)
+    shutil.copy(folder / "2024-12-20.csv", folder / "2024-12-19.csv")
+    edited = pd.read_csv(folder / "2024-12-20.csv", dtype=str)
+    edited.loc[5, "step"] = "9"  # STOCKB's step 3, the file's last row
+    edited.to_csv(folder / "2024-12-20.csv", index=False)
+    res = cli(*args)
+    assert res.exit_code == 3, res.stderr
+    want = "2024-12-20.csv skipped: row 7 is not a valid forecast (step 9; the file's forecasts have steps 1 to 3)"
+    assert want in res.stderr, res.stderr
+    pd.testing.assert_frame_equal(_score_csv(out, trained_run), clean)
+
+
 def test_score_with_corrupt_forecast_files_reports_the_others_and_exits_3(cli, trained_run, out):
     folder = out / trained_run.name
     assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
