@@ -19,6 +19,9 @@ metrics_table`): the median as the point forecast, the last close as the naive o
   and so is a ticker whose bars cannot be read or go past today: the report covers the rest (exit 3). When
   nothing is left to score (those skipped, or ``--since`` after the last forecast), that is an
   error (exit 1) and ``score.csv`` is not rewritten.
+- A file is torn when it is cut inside a line, or at a line end inside a ticker's steps (its
+  last row a step before the run's horizon, or, the run gone, before the file's longest
+  forecast's); rows of empty fields after its last forecast are ignored.
 - The same forecast (ticker, as_of, step) found in two files is scored once, from the file of
   the later date.
 - A run whose directory is gone (``retrain --keep`` deleted it) leaves its forecasts behind:
@@ -357,6 +360,14 @@ def _read_forecast(path: Path, run: str, tickers: set[str] | None, horizon: int 
             why = f"step {int(step[row])}; {limit} steps 1 to {steps}"
         raise _Malformed(f"row {row + 2} is not a valid forecast ({why})")
     df["step"] = df["step"].astype(int)
+    # predict ends every ticker's forecast with its last step: a file whose last row is an
+    # earlier one, and its ticker's last, was cut at a line end (a crash, a full disk)
+    end = df.iloc[-1]
+    mine = (df["ticker"] == end["ticker"]) & (df["as_of"] == end["as_of"])
+    if end["step"] < steps and df.loc[mine, "step"].max() == end["step"]:
+        raise _Malformed(
+            f"it ends at row {len(df) + 1}, step {end['step']} of {end['ticker']}'s {steps} (the file was cut short?)"
+        )
     df["model"] = raw["model"]
     df["file"] = path.name
     return df

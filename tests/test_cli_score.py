@@ -265,6 +265,34 @@ def test_a_file_cut_short_is_named_as_such_not_as_another_runs(cli, trained_run,
 
 
 @pytest.mark.parametrize(
+    "gone, kept, why",
+    [
+        (False, 2, "row 2, step 1 of STOCKA's 3"),
+        (False, 6, "row 6, step 2 of STOCKB's 3"),
+        (True, 6, "row 6, step 2 of STOCKB's 3"),  # STOCKA's forecast in the file has 3 steps
+    ],
+)
+def test_a_file_cut_at_a_line_end_inside_a_tickers_steps_is_named_as_cut_short(
+    cli, trained_run, sample_dir, out, tmp_path, gone, kept, why
+):
+    """A copy that stopped right after a line break, inside a ticker's steps (2 of its 3): the
+    file is named as cut short and skipped, as one cut inside a line is, not scored as a partial
+    forecast without a word. With the run deleted, the file's other forecasts give the steps."""
+    folder = out / trained_run.name
+    run = tmp_path / "runs" / trained_run.name if gone else trained_run
+    args = ["score", "--run", run, "--out", out] + (["--source", "csv", "--data-dir", sample_dir] if gone else [])
+    lines = (folder / "2024-12-31.csv").read_text().splitlines(keepends=True)
+    (folder / "2024-12-31.csv").write_text("".join(lines[:kept]))
+    res = cli(*args, "--json")
+    assert res.exit_code == 3, res.stderr
+    assert json.loads(res.stdout)["skipped"] == {"2024-12-31.csv": f"it ends at {why} (the file was cut short?)"}
+    assert f"2024-12-31.csv skipped: it ends at {why} (the file was cut short?)" in res.stderr, res.stderr
+    # scored as if the file were not there
+    (folder / "2024-12-31.csv").unlink()
+    assert json.loads(cli(*args, "--json").stdout)["scores"] == json.loads(res.stdout)["scores"]
+
+
+@pytest.mark.parametrize(
     "rows, why",
     [
         ("every", "some rows have more fields than the header"),  # a spreadsheet's trailing commas
