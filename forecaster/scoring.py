@@ -15,7 +15,9 @@ metrics_table`): the median as the point forecast, the last close as the naive o
   (a split or dividend re-adjusted history), its quantiles and the naive forecast are scaled by
   the ratio, as if the forecast had been made from today's data.
 - With ``since``, the files of earlier days (``<as_of>.csv``) are not read at all.
-- A file that is not a forecast of this run (malformed, another run's) is named and skipped,
+- A file that is not a forecast of this run (malformed, another run's, or another model's
+  trained again under the run's name: another cell in its ``model`` column, or every forecast
+  of another number of steps) is named and skipped,
   and so is a ticker whose bars cannot be read or go past today: the report covers the rest (exit 3). When
   nothing is left to score (those skipped, or ``--since`` after the last forecast), that is an
   error (exit 1) and ``score.csv`` is not rewritten.
@@ -207,14 +209,22 @@ def score(
         )
     if cut is not None:  # a file is named by the day its forecasts were made: one before --since is not read
         names = [name for name in names if name.removesuffix(".csv") >= str(cut.date())]
-    frames = []
+    frames = {}
     for name in names:
         try:
-            frames.append(_read_forecast(folder / name, run, tickers, horizon))
-            report.read.append(name)
+            frames[name] = _read_forecast(folder / name, run, tickers, horizon, model)
         except _Malformed as exc:
             report.skipped[name] = str(exc)
-    forecasts = _latest_copies(frames)
+    if model is None and frames:  # the run is gone: its model is the one its latest forecasts name
+        latest = frames[list(frames)[-1]]["model"].iloc[-1]
+        for name in list(frames):
+            if other := sorted(set(frames[name]["model"]) - {latest}):
+                how = f"{_cell(other[0])}, the latest forecasts are {_cell(latest)}'s"
+                report.skipped[name] = _another_model(run, how)
+                del frames[name]
+        report.skipped = dict(sorted(report.skipped.items()))
+    report.read = list(frames)
+    forecasts = _latest_copies(list(frames.values()))
     if cut is not None:
         forecasts = forecasts[forecasts["as_of"] >= cut]
         report.read = [name for name in report.read if name in set(forecasts["file"])]
@@ -273,10 +283,28 @@ class _Malformed(Exception):
     """A forecast file that cannot be scored, with the reason."""
 
 
-def _read_forecast(path: Path, run: str, tickers: set[str] | None, horizon: int | None) -> pd.DataFrame:
+def _another_model(run: str, how: str) -> str:
+    """Why a file of this run's name was not made by its model: another one trained under the
+    same name (``train --run-dir`` into the same folder again), ``how`` telling them apart."""
+    return f"written by another model named {run} ({how}; trained again under that name?)"
+
+
+def _cell(model: str) -> str:
+    """A model column's value as a message shows it: a cell's name, anything else quoted."""
+    return model if model in get_args(Cell) else ascii(model[:40])
+
+
+def _read_forecast(
+    path: Path, run: str, tickers: set[str] | None, horizon: int | None, cell: str | None
+) -> pd.DataFrame:
     """One forecast file, checked: this run's, the forecast columns, valid values, and its
     tickers among ``tickers`` (None: the run is gone, any ticker), its steps from 1 to the
-    run's ``horizon`` (None: the run is gone, as many as the file's longest forecast has)."""
+    run's ``horizon`` (None: the run is gone, as many as the file's longest forecast has).
+
+    With the run at hand, a file whose forecasts another model made (its ``model`` column
+    another ``cell``, or every forecast of another number of steps) is not the run's: the run
+    was trained again under its name, and its forecasts are kept apart from the earlier
+    model's."""
     try:
         with warnings.catch_warnings():
             # a row longer than the header would silently become the index, or lose fields
@@ -320,6 +348,8 @@ def _read_forecast(path: Path, run: str, tickers: set[str] | None, horizon: int 
         raise _Malformed(f"row {len(raw) + 1} is incomplete (the file was cut short?)")
     if others:
         raise _Malformed(f"written by run {ascii(others[0][:60])}, not {run}")
+    if cell is not None and (made := sorted(set(raw["model"]) - {cell})):
+        raise _Malformed(_another_model(run, f"{_cell(made[0])}, the run's is {cell}"))
     try:
         symbols = {s: validate_ticker(s) for s in raw["ticker"].unique()}
     except ForecasterError as exc:
@@ -351,6 +381,12 @@ def _read_forecast(path: Path, run: str, tickers: set[str] | None, horizon: int 
         | ~((df["p10"] <= df["p50"]) & (df["p50"] <= df["p90"])).to_numpy()
         | ~(df["date"] > df["as_of"]).to_numpy()
     )
+    if horizon and not invalid.any() and len(sizes) and (sizes == sizes.iloc[0]).all():
+        made = int(sizes.iloc[0])  # every forecast has steps 1..made: a model of that horizon
+        steps_of = df.groupby(["ticker", "as_of"])["step"]
+        whole_forecasts = steps_of.apply(lambda s: sorted(s) == list(range(1, made + 1))).all()
+        if made != horizon and whole_forecasts and (made > horizon or len(sizes) > 1):
+            raise _Malformed(_another_model(run, f"{made} steps, the run forecasts {horizon}"))
     bad = invalid | outside
     if bad.any():
         row = int(np.flatnonzero(bad)[0])

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from support import FORECASTER, ROOT, cli_env
+from support import FORECASTER, ROOT, cli_env, tiny_overrides
 
 from forecaster.metrics import diebold_mariano
 from forecaster.prediction import predict
@@ -174,6 +174,76 @@ def test_other_runs_and_malformed_files_are_named_and_skipped(cli, trained_run, 
         assert any(name in ln and why in ln for ln in res.stderr.splitlines()), (name, res.stderr)
     assert "unexpected error" not in res.stderr
     pd.testing.assert_frame_equal(_score_csv(out, trained_run), clean)  # the others, exactly as before
+
+
+def test_forecasts_of_a_model_trained_earlier_under_the_same_name_are_kept_apart(
+    cli, trained_run, sample_dir, out, tmp_path
+):
+    """`train --run-dir runs/tiny` again, with an LSTM this time: the forecasts the GRU made
+    under that name are named as another model's and skipped, the new model's are scored
+    alone (they were scored together, as one model's)."""
+    from forecaster.config import load_config
+    from forecaster.training import train
+
+    run = tmp_path / "runs" / trained_run.name  # the folder a GRU was trained in, and forecast from
+    train(load_config(None, tiny_overrides(sample_dir, **{"model.cell": "lstm"})), run_dir=run)
+    folder = out / run.name
+    alone = tmp_path / "alone"
+    predict(run, as_of="2024-12-30", out=alone, offline=True)
+    assert cli("score", "--run", run, "--out", alone, "-q").exit_code == 0
+    predict(run, as_of="2024-12-30", out=out, offline=True)
+    res = cli("score", "--run", run, "--out", out, "--json")
+    assert res.exit_code == 3, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["read"] == ["2024-12-30.csv"]
+    why = f"written by another model named {run.name} (gru, the run's is lstm; trained again under that name?)"
+    assert doc["skipped"] == {f"{d}.csv": why for d in ORIGINS}
+    assert f"2024-12-20.csv skipped: {why}" in res.stderr, res.stderr
+    assert (folder / "score.csv").read_bytes() == (alone / run.name / "score.csv").read_bytes()
+
+
+def _steps(path: Path, steps: list[int]) -> None:
+    """Rewrite the forecast file ``path`` as a model of ``steps`` would have written it: each
+    ticker's forecast cut to those steps, or lengthened with a step 4 a session after step 3."""
+    df = pd.read_csv(path, dtype=str)
+    later = (pd.to_datetime(df["date"]) + pd.offsets.BDay(1)).dt.strftime("%Y-%m-%d")
+    extra = df.assign(step="4", date=later)[df["step"] == "3"]
+    df = pd.concat([df, extra]).sort_values(["ticker", "step"], kind="stable")
+    df[df["step"].astype(int).isin(steps)].to_csv(path, index=False)
+
+
+@pytest.mark.parametrize("steps", [[1, 2], [1, 2, 3, 4]])
+def test_forecasts_of_another_horizon_are_named_as_another_models(cli, trained_run, out, steps):
+    """Every forecast of a file having 2 (or 4) steps where the run forecasts 3: a model of
+    another horizon trained under the run's name wrote it, not a cut or a bad row."""
+    folder = out / trained_run.name
+    clean = cli("score", "--run", trained_run, "--out", out, "--since", "2024-12-24", "--json")
+    assert clean.exit_code == 0, clean.stderr
+    _steps(folder / "2024-12-20.csv", steps)
+    res = cli("score", "--run", trained_run, "--out", out, "--json")
+    assert res.exit_code == 3, res.stderr
+    why = f"({len(steps)} steps, the run forecasts 3; trained again under that name?)"
+    named = f"written by another model named {trained_run.name} {why}"
+    assert json.loads(res.stdout)["skipped"] == {"2024-12-20.csv": named}
+    assert json.loads(res.stdout)["scores"] == json.loads(clean.stdout)["scores"]
+
+
+def test_forecasts_of_another_model_are_kept_apart_when_the_run_is_gone(cli, trained_run, sample_dir, out, tmp_path):
+    """With the run deleted, its model is the one its latest forecasts name: a file another
+    model wrote under the name is named and skipped."""
+    folder = out / trained_run.name
+    gone = tmp_path / "runs" / trained_run.name
+    args = ["score", "--run", gone, "--out", out, "--source", "csv", "--data-dir", sample_dir, "--json"]
+    clean = cli(*args, "--since", "2024-12-24")
+    assert clean.exit_code == 0, clean.stderr
+    df = pd.read_csv(folder / "2024-12-20.csv", dtype=str)
+    df.assign(model="lstm").to_csv(folder / "2024-12-20.csv", index=False)
+    res = cli(*args)
+    assert res.exit_code == 3, res.stderr
+    why = "(lstm, the latest forecasts are gru's; trained again under that name?)"
+    named = f"written by another model named {trained_run.name} {why}"
+    assert json.loads(res.stdout)["skipped"] == {"2024-12-20.csv": named}
+    assert json.loads(res.stdout)["scores"] == json.loads(clean.stdout)["scores"]
 
 
 @pytest.mark.parametrize("col, typo", [("date", "3024-12-23"), ("as_of", "1024-12-20"), ("date", "9999-12-31")])
