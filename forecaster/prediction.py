@@ -6,7 +6,9 @@ latest completed session, and fails otherwise.
 
 Unattended runs: the arguments are checked before anything is fetched or written; the
 output folder ``OUT/<run>/`` is locked (``.lock``) for the whole refresh-and-write, so an
-overlapping run waits ``lock_timeout`` seconds and then exits 75 naming the holder; both CSV
+overlapping run waits ``lock_timeout`` seconds and then exits 75 naming the holder (a folder
+that does not exist yet is made and locked only once there is a forecast to write, so that a
+run that writes nothing leaves nothing behind); both CSV
 files are written to a temp name and renamed, the dated file first, then ``latest.csv`` (unless
 it holds a forecast for a later day: it is always the newest).
 
@@ -189,9 +191,11 @@ def predict(
     data_dir = Path(data_dir or cfg.data.data_dir)
     staleness = cfg.predict.max_staleness if max_staleness is None else max_staleness
     report = ForecastReport(run=run.name, as_of="", forecasts=pd.DataFrame(columns=FORECAST_COLUMNS))
-    target = _output_dir(Path(out or cfg.predict.out) / run.name)
-    with file_lock(target / ".lock", lock_timeout):
-        remove_stale_temps(target)
+    target = Path(out or cfg.predict.out) / run.name
+    if blocker := file_in_the_way(target):
+        raise ForecasterError(f"cannot write forecasts to {target}: {not_a_folder(blocker)}")
+
+    def forecast() -> None:
         dated = set(names)  # the tickers whose last bar's age is said (a stale fallback already was)
         if source == "yahoo" and not offline:
             bad, dated = _refresh(
@@ -205,7 +209,22 @@ def predict(
                 raise TemporaryFailure(msg)
             raise DataError(msg)
         report.forecasts = _forecast(run, bars, cut, dated, now, report)
-        _write(report, target, run.names)
+
+    # A forecast folder that exists is locked for the whole refresh-and-write, so that an
+    # overlapping run does no network work. One that does not is made, and locked, only once
+    # there is a forecast to write, so that a run that writes nothing leaves no folder and no
+    # lock file behind (deleting the lock file afterwards would not be safe: another run may
+    # be waiting on it).
+    if target.is_dir():
+        with file_lock(target / ".lock", lock_timeout):
+            remove_stale_temps(target)
+            forecast()
+            _write(report, target, run.names)
+    else:
+        forecast()
+        with file_lock(_output_dir(target) / ".lock", lock_timeout):
+            remove_stale_temps(target)
+            _write(report, target, run.names)
     return report
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import assert_one_line_error
+from support import assert_one_line_error, hold_lock, stop
 
 import forecaster.store
 from forecaster import fsio
@@ -462,7 +462,48 @@ def test_predict_no_data_for_any_ticker_is_an_error(cli, trained_run, tmp_path):
     res = cli("predict", "--run", trained_run, "--data-dir", tmp_path / "empty", "--out", tmp_path / "fc")
     assert res.exit_code == 1
     assert "STOCKA" in res.stderr and "STOCKB" in res.stderr
-    assert not list((tmp_path / "fc").glob("*/*.csv"))
+    assert not (tmp_path / "fc").exists()  # no forecast folder, and no lock file in one
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_predict_that_writes_nothing_leaves_no_trace(cli, trained_run, tmp_path, yahoo_down, offline):
+    """Every ticker failed (offline with no stored bars: 1; the network down with none: 75):
+    neither the forecast folder nor its lock file is left behind; an existing folder is kept."""
+    out = tmp_path / "fc"
+    args = ["--run", trained_run, "--source", "yahoo", "--data-dir", tmp_path / "data", "--out", out]
+    res = cli("predict", *args, *(["--offline"] if offline else []))
+    assert res.exit_code == (1 if offline else 75), res.stderr
+    assert "no forecast written" in res.stderr
+    assert not out.exists()
+    (out / trained_run.name).mkdir(parents=True)
+    res = cli("predict", *args, *(["--offline"] if offline else []))
+    assert res.exit_code == (1 if offline else 75), res.stderr
+    assert (out / trained_run.name).is_dir() and not list((out / trained_run.name).glob("*.csv"))
+
+
+def test_predict_into_a_new_folder_waits_for_a_run_that_took_it_meanwhile(cli, trained_run, tmp_path, monkeypatch):
+    """A forecast folder that does not exist yet is made and locked only once there is a
+    forecast to write: a run that locked it meanwhile is waited for, and then exits 75 naming it."""
+    import forecaster.prediction as prediction
+
+    out = tmp_path / "fc"
+    holders = []
+    real = prediction._forecast
+
+    def forecast_while_another_run_takes_the_folder(*a, **k):
+        assert not out.exists()  # nothing is made before there is a forecast to write
+        holders.append(hold_lock(out / trained_run.name / ".lock", 120))
+        return real(*a, **k)
+
+    monkeypatch.setattr(prediction, "_forecast", forecast_while_another_run_takes_the_folder)
+    try:
+        res = cli("predict", "--run", trained_run, "--out", out)
+    finally:
+        for h in holders:
+            stop(h)
+    assert res.exit_code == 75, res.stderr
+    assert f"pid {holders[0].pid}" in res.stderr
+    assert not list((out / trained_run.name).glob("*.csv"))
 
 
 @pytest.mark.parametrize("offline", [False, True])
