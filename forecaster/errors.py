@@ -50,6 +50,10 @@ class NetworkError(TemporaryFailure):
     """The data source could not be reached (DNS, connection refused, timeout)."""
 
 
+class ServerError(NetworkError):
+    """The data source answered with a server error (HTTP 5xx)."""
+
+
 class RateLimitError(TemporaryFailure):
     """The data source answered HTTP 429 (too many requests)."""
 

@@ -10,6 +10,7 @@ yfinance and pyarrow are imported inside functions only, so importing this modul
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import os
@@ -18,7 +19,7 @@ import re
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -27,7 +28,7 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.api import guess_datetime_format
 
-from forecaster.errors import DataError, NetworkError, RateLimitError, TickerError
+from forecaster.errors import DataError, NetworkError, RateLimitError, ServerError, TickerError
 from forecaster.sessions import DEFAULT_CALENDAR, is_open_session_unfinished
 from forecaster.tickers import ticker_file, validate_ticker
 
@@ -49,7 +50,7 @@ RETRY_ATTEMPTS = 4  # tries in all for one ticker: rides out a short outage, giv
 RETRY_BASE_DELAY_S = 1.0  # the first backoff; it doubles with each retry, with full jitter
 RETRY_MAX_DELAY_S = 60.0  # no single wait longer than a minute
 RATE_LIMIT_SLOWDOWN = 5  # an HTTP 429 needs a longer pause than a dropped connection
-NO_DATA_RETRIES = 1  # a Yahoo 5xx looks like "no data": one more try tells them apart
+NO_DATA_RETRIES = 1  # one more try for "no data": a 5xx replayed from yfinance's cache is unseen
 TICKER_DEADLINE_S = 90.0  # hard limit per ticker, retries included, so no ticker can hold a cron run
 # Today's bar: when its session is over.
 CLOSE_GRACE_MINUTES = 15.0  # the closing auction's prints reach Yahoo a few minutes after the bell
@@ -520,8 +521,63 @@ class _ForwardToForecaster(logging.Handler):
         logging.getLogger("forecaster.yfinance").debug("%s", record.getMessage())
 
 
+# The lines yfinance logs at DEBUG for each request it makes (yfinance.data.YfData._make_request):
+# "url=<url>", then "response code=<status>" (twice when it tried a failed request again).
+_YF_REQUEST_LINE = re.compile(r"url=(\S+)")
+_YF_STATUS_LINE = re.compile(r"response code=(\d{3})")
+
+
+class _YahooAnswers(logging.Handler):
+    """The HTTP status of every chart request yfinance makes in a watched thread, read from
+    its DEBUG lines.
+
+    yfinance turns a Yahoo server error (HTTP 5xx) into the same empty answer, or the same
+    exception, as an unknown symbol's: the status it logs is where the two can still be told
+    apart. Each thread watches its own requests (tickers may be fetched side by side).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self._watched: dict[int, list[list[Any]]] = {}  # thread id -> [url, last status] per request
+
+    def emit(self, record: logging.LogRecord) -> None:
+        requests = self._watched.get(record.thread) if record.thread is not None else None
+        if requests is None:
+            return
+        text = str(record.msg).strip()  # yfinance's debug logger indents its lines
+        if url := _YF_REQUEST_LINE.fullmatch(text):
+            requests.append([url[1], None])
+        elif (status := _YF_STATUS_LINE.fullmatch(text)) and requests:
+            requests[-1][1] = int(status[1])
+
+    @contextlib.contextmanager
+    def watch(self) -> Iterator[list[list[Any]]]:
+        """Record the requests of the calling thread for the block: ``[url, status]`` each."""
+        key = threading.get_ident()
+        requests: list[list[Any]] = []
+        self._watched[key] = requests
+        try:
+            yield requests
+        finally:
+            self._watched.pop(key, None)
+
+
+_yahoo_answers = _YahooAnswers()
+
+
+def _server_error_status(requests: list[list[Any]], exc: BaseException | None = None) -> int | None:
+    """The status of Yahoo's answer to the last chart request of ``requests`` (None when it
+    did not answer) or, when none was seen, of the HTTP error ``exc``, if it is a server
+    error (5xx); else None."""
+    charts = [status for url, status in requests if "/v8/finance/chart/" in url]
+    status = charts[-1] if charts else getattr(getattr(exc, "response", None), "status_code", None)
+    return status if isinstance(status, int) and 500 <= status <= 599 else None
+
+
 def configure_yfinance(cache_dir: str | os.PathLike[str]) -> None:
-    """Set yfinance up once per process: private caches, quiet warnings, exceptions raised.
+    """Set yfinance up once per process: private caches, quiet warnings, exceptions raised,
+    and its log kept out of stderr, at DEBUG, where the HTTP status of each request is read
+    (a Yahoo 5xx is told from an unknown symbol by it).
 
     Later calls do nothing (yfinance cannot move its caches once they are open).
     """
@@ -535,6 +591,9 @@ def configure_yfinance(cache_dir: str | os.PathLike[str]) -> None:
     yf_log.propagate = False
     if not any(isinstance(h, _ForwardToForecaster) for h in yf_log.handlers):
         yf_log.addHandler(_ForwardToForecaster())
+    if _yahoo_answers not in yf_log.handlers:
+        yf_log.addHandler(_yahoo_answers)
+    yf_log.setLevel(logging.DEBUG)  # the HTTP status of each request is logged at DEBUG only
     directory = Path(cache_dir)
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -621,9 +680,10 @@ def fetch_history(
     ``start`` is inclusive, ``end`` exclusive; ``start=None`` asks for the full history. A
     last bar whose session is still trading on the exchange ``calendar`` is left out
     (:func:`drop_unfinished_session`); when it is the only bar, a DataError says so. Raises
-    RateLimitError (HTTP 429), TickerError (no data: unknown/delisted symbol, or a Yahoo 5xx,
-    which looks the same), NetworkError (other transport errors) or DataError. Each message
-    starts with the symbol.
+    RateLimitError (HTTP 429), ServerError (a Yahoo 5xx, which yfinance reports as it does an
+    unknown symbol: told apart by the status it logs, once :func:`configure_yfinance` has run),
+    TickerError (no data: unknown/delisted symbol), NetworkError (other transport errors) or
+    DataError. Each message starts with the symbol.
     """
     import yfinance as yf  # slow to import (about half a second): only when Yahoo is used
     from yfinance.exceptions import YFException, YFRateLimitError, YFTickerMissingError
@@ -642,22 +702,30 @@ def fetch_history(
     if end is not None:
         kwargs["end"] = _day(end)
     no_data = f"{symbol}: no data (unknown or delisted symbol?)"
+
+    def server_error(status: int) -> ServerError:
+        return ServerError(f"{symbol}: Yahoo server error (HTTP {status}); retry later")
+
     try:
-        raw = yf.Ticker(symbol, session=session).history(**kwargs)
+        with _yahoo_answers.watch() as requests:
+            raw = yf.Ticker(symbol, session=session).history(**kwargs)
     except YFRateLimitError:
         raise RateLimitError(f"{symbol}: Yahoo rate limit (HTTP 429); retry later") from None
-    except YFTickerMissingError:
-        raise TickerError(no_data) from None
-    except OSError as exc:
-        if _is_http_status(exc, 404):
+    except (YFException, OSError, ValueError, KeyError, TypeError) as exc:
+        # a 5xx first: yfinance gives it as a missing symbol, or chokes on the error page
+        if status := _server_error_status(requests, exc):
+            raise server_error(status) from None
+        if isinstance(exc, YFTickerMissingError) or _is_http_status(exc, 404):
             raise TickerError(no_data) from None
-        raise NetworkError(f"{symbol}: cannot reach Yahoo ({type(exc).__name__}: {exc})") from None
-    except YFException as exc:
-        raise DataError(f"{symbol}: Yahoo error: {exc}") from None
-    except (ValueError, KeyError, TypeError) as exc:  # yfinance choking on an odd answer
-        reason = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, OSError):
+            raise NetworkError(f"{symbol}: cannot reach Yahoo ({type(exc).__name__}: {exc})") from None
+        if isinstance(exc, YFException):
+            raise DataError(f"{symbol}: Yahoo error: {exc}") from None
+        reason = f"{type(exc).__name__}: {exc}"  # yfinance choking on an odd answer
         raise DataError(f"{symbol}: unexpected answer from Yahoo ({reason})") from exc
     if raw is None or raw.empty:
+        if status := _server_error_status(requests):
+            raise server_error(status)
         raise TickerError(no_data)
     tz = getattr(raw.index, "tz", None)
     bars = normalise_history(raw, symbol)
@@ -722,9 +790,9 @@ def fetch_with_retry(
 ) -> pd.DataFrame:
     """:func:`fetch_history` with retries: exponential backoff and full jitter.
 
-    Network errors and rate limits (with a ``RATE_LIMIT_SLOWDOWN`` times longer base delay)
-    are retried up to ``attempts`` tries in all; a "no data" answer is retried
-    ``NO_DATA_RETRIES`` times, as a Yahoo 5xx looks the same. yfinance's in-memory response
+    Network errors, Yahoo server errors (5xx) and rate limits (with a ``RATE_LIMIT_SLOWDOWN``
+    times longer base delay) are retried up to ``attempts`` tries in all; a "no data" answer
+    is retried ``NO_DATA_RETRIES`` times. yfinance's in-memory response
     cache is cleared before each retry, or it would replay the failure. ``deadline`` is a
     hard limit in seconds for the ticker: an attempt still running then is abandoned
     (NetworkError), and no retry starts that could not finish its wait before it. Re-raises

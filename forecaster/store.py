@@ -34,6 +34,7 @@ from forecaster.errors import (
     ForecasterError,
     NetworkError,
     RateLimitError,
+    ServerError,
     TickerError,
 )
 from forecaster.sessions import DEFAULT_CALENDAR, check_calendar, dated_after_today
@@ -506,18 +507,21 @@ class FailureKind(StrEnum):
 
     NETWORK = "network"  # Yahoo could not be reached, or did not answer in time
     RATE_LIMIT = "rate_limit"  # Yahoo answered HTTP 429
+    SERVER = "server"  # Yahoo answered with a server error (HTTP 5xx)
     NO_DATA = "no_data"  # Yahoo has no bars for the symbol (unknown or delisted)
     DATA = "data"  # an invalid symbol, or bars that failed validation
 
     @property
     def temporary(self) -> bool:
-        """True for failures worth retrying later (the network or Yahoo's rate limit)."""
-        return self in (FailureKind.NETWORK, FailureKind.RATE_LIMIT)
+        """True for failures worth retrying later (the network, Yahoo's rate limit or its server errors)."""
+        return self in (FailureKind.NETWORK, FailureKind.RATE_LIMIT, FailureKind.SERVER)
 
     @classmethod
     def of(cls, exc: Exception) -> FailureKind:
         if isinstance(exc, RateLimitError):
             return cls.RATE_LIMIT
+        if isinstance(exc, ServerError):
+            return cls.SERVER
         if isinstance(exc, NetworkError):
             return cls.NETWORK
         if isinstance(exc, TickerError):
@@ -649,8 +653,12 @@ def download(
 
 def _skip_the_rest(report: DownloadReport, rest: list[str], streak: list[FailureKind]) -> None:
     """The circuit breaker: report ``rest`` as failing like the ``streak`` before them."""
-    kind = FailureKind.RATE_LIMIT if all(k == FailureKind.RATE_LIMIT for k in streak) else FailureKind.NETWORK
-    why = "Yahoo keeps rate-limiting" if kind == FailureKind.RATE_LIMIT else "the network looks down"
+    if all(k == FailureKind.RATE_LIMIT for k in streak):
+        kind, why = FailureKind.RATE_LIMIT, "Yahoo keeps rate-limiting"
+    elif all(k == FailureKind.SERVER for k in streak):
+        kind, why = FailureKind.SERVER, "Yahoo keeps answering with server errors"
+    else:
+        kind, why = FailureKind.NETWORK, "the network looks down"
     log.warning("%d tickers in a row failed (%s): not trying the %d left", len(streak), why, len(rest))
     for symbol in rest:
         report.fail(symbol, f"not tried: {why}", kind)

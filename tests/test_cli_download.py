@@ -438,6 +438,64 @@ def test_download_network_down_for_every_ticker_is_tempfail(cli, fake_fetch, tmp
     assert lines[-1] == "ERROR: no ticker downloaded (2 failed); retry later"
 
 
+@pytest.fixture
+def via_yahoo(monkeypatch, offline_yfinance):
+    """Routes the fetch through the real yfinance code to an in-memory Yahoo with these answers."""
+
+    def install(answers):
+        yahoo = FakeYahoo(answers)
+        real = forecaster.sources.fetch_with_retry
+
+        def via_fake(ticker, start=None, end=None, *, session=None, **_):
+            return real(ticker, start, end, session=yahoo.session(), sleep=lambda s: None)
+
+        monkeypatch.setattr(forecaster.store, "fetch_with_retry", via_fake)
+        return yahoo
+
+    return install
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_download_yahoo_server_errors_are_tempfail_not_unknown_symbols(cli, via_yahoo, tmp_path, status):
+    """yfinance gives a Yahoo 5xx the empty answer of an unknown symbol: the server error is
+    still named, and a download left with nothing is a temporary failure (75), not exit 1.
+    Two symbols new to yfinance's time-zone cache, and one it knows (its answers differ)."""
+    new = [f"SRV{status}A", f"SRV{status}B"]
+    known = f"SRV{status}K"
+    yahoo = via_yahoo({known: make_bars("2024-01-02", 20)})
+    data = tmp_path / "d"
+    assert cli("download", known, "--data-dir", data, "-q").exit_code == 0
+    before = (data / "store" / f"{known}.parquet").read_bytes()
+    yahoo.answers.update(dict.fromkeys([*new, known], status))
+    res = cli("download", *new, known, "--data-dir", data)
+    assert res.exit_code == 75, res.stderr
+    for sym in (*new, known):
+        [line] = [ln for ln in res.stderr.splitlines() if ln.startswith(f"ERROR: {sym}:")]
+        assert line == f"ERROR: {sym}: Yahoo server error (HTTP {status}); retry later", line
+    assert "unknown or delisted" not in res.stderr
+    assert res.stderr.splitlines()[-1] == "ERROR: no ticker downloaded (3 failed); retry later"
+    assert (data / "store" / f"{known}.parquet").read_bytes() == before
+
+
+def test_download_a_yahoo_server_error_beside_a_good_ticker_is_partial(cli, via_yahoo, tmp_path):
+    via_yahoo({"GOODA": make_bars("2024-01-02", 20), "SRVP": 503})
+    data = tmp_path / "d"
+    res = cli("download", "GOODA", "SRVP", "--data-dir", data)
+    assert res.exit_code == 3, res.stderr
+    assert "ERROR: SRVP: Yahoo server error (HTTP 503); retry later" in res.stderr.splitlines()
+    assert _parquets(data) == ["GOODA.parquet"]
+
+
+def test_download_unknown_symbol_through_yfinance_is_still_an_error(cli, via_yahoo, tmp_path):
+    """Yahoo's 404 "No data found" stays an unknown symbol: exit 1, with that message."""
+    via_yahoo({})
+    res = cli("download", "NOSUCHA", "NOSUCHB", "--data-dir", tmp_path / "d")
+    assert res.exit_code == 1, res.stderr
+    for sym in ("NOSUCHA", "NOSUCHB"):
+        assert f"ERROR: {sym}: no data (unknown or delisted symbol?)" in res.stderr.splitlines()
+    assert "server error" not in res.stderr
+
+
 def test_download_network_down_keeps_existing_store(cli, fake_fetch, tmp_path):
     data = tmp_path / "d"
     fake = fake_fetch({"AAA": make_bars("2024-01-02", 20)})

@@ -362,6 +362,30 @@ def stored_sample(sample_dir, tmp_path):
     return data
 
 
+def test_predict_yahoo_server_errors_with_nothing_stored_is_tempfail(
+    cli, trained_run, tmp_path, monkeypatch, offline_yfinance
+):
+    """Yahoo answering 503 to every try (which yfinance gives as an unknown symbol) and no
+    stored bars: 75, naming the server error, not 1 for unknown symbols."""
+    from yf_fixtures import FakeYahoo
+
+    from forecaster import sources
+
+    yahoo = FakeYahoo({"STOCKA": 503, "STOCKB": 503})
+    real = sources.fetch_with_retry
+
+    def via_fake(ticker, start=None, end=None, *, session=None, **_):
+        return real(ticker, start, end, session=yahoo.session(), sleep=lambda s: None)
+
+    monkeypatch.setattr(forecaster.store, "fetch_with_retry", via_fake)
+    args = ["--run", trained_run, "--source", "yahoo", "--data-dir", tmp_path / "data", "--out", tmp_path / "fc"]
+    res = cli("predict", *args)
+    assert res.exit_code == 75, res.stderr
+    assert "STOCKA: refresh failed (Yahoo server error (HTTP 503); retry later)" in res.stderr
+    assert "unknown or delisted" not in res.stderr
+    assert not (tmp_path / "fc").exists()
+
+
 def test_predict_refresh_fails_but_stored_bars_are_recent_enough(cli, trained_run, tmp_path, yahoo_down, stored_sample):
     data = stored_sample
     res = cli(

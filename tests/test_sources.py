@@ -12,7 +12,7 @@ from yf_fixtures import FakeYahoo, make_bars
 
 import forecaster
 from forecaster import sources
-from forecaster.errors import DataError, NetworkError, RateLimitError, TickerError
+from forecaster.errors import DataError, NetworkError, RateLimitError, ServerError, TickerError
 
 REPO_ROOT = Path(next(iter(forecaster.__path__))).resolve().parent
 
@@ -478,6 +478,26 @@ def test_fetch_history_unknown_symbol_is_ticker_error():
     yahoo = FakeYahoo({})
     with pytest.raises(TickerError, match=r"^ZZZZ: no data \(unknown or delisted symbol\?\)$"):
         sources.fetch_history("ZZZZ", session=yahoo.session())
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_fetch_history_yahoo_server_error_is_not_an_unknown_symbol(status):
+    """yfinance answers a Yahoo 5xx as it does an unknown symbol, whether the symbol's time
+    zone is cached or not: the status it logs still tells them apart."""
+    yahoo = FakeYahoo({f"KNOWN{status}": make_bars("2024-01-02", 5)})
+    sources.fetch_history(f"KNOWN{status}", session=yahoo.session())  # its time zone is cached now
+    yahoo.answers.update({f"KNOWN{status}": status, f"NEW{status}": status})
+    for sym in (f"NEW{status}", f"KNOWN{status}"):
+        with pytest.raises(ServerError, match=rf"^{sym}: Yahoo server error \(HTTP {status}\); retry later$"):
+            sources.fetch_history(sym, "2024-01-02", "2024-01-09", session=yahoo.session())
+
+
+def test_retry_yahoo_server_error_backs_off_as_the_network_does():
+    yahoo = FakeYahoo({"DOWN5": 503})
+    sleep = FakeClock()
+    with pytest.raises(ServerError):
+        sources.fetch_with_retry("DOWN5", session=yahoo.session(), sleep=sleep, rng=lambda: 1.0)
+    assert sleep.sleeps == [1.0, 2.0, 4.0]  # 4 attempts, the network's base delay
 
 
 def test_fetch_history_rate_limit():

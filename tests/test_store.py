@@ -12,7 +12,7 @@ from yf_fixtures import FakeYahoo, make_bars
 
 import forecaster
 from forecaster import sources, store
-from forecaster.errors import ConfigError, DataError, LockBusy, NetworkError, TickerError
+from forecaster.errors import ConfigError, DataError, LockBusy, NetworkError, ServerError, TickerError
 from forecaster.sources import PlainBars
 from forecaster.store import DownloadReport, FailureKind, UpdateResult
 
@@ -345,6 +345,18 @@ def test_download_network_down_trips_circuit_breaker(tmp_path):
     assert not store.store_path(tmp_path, "A").exists()
 
 
+def test_download_yahoo_server_errors_trip_the_circuit_breaker_as_such(tmp_path):
+    """A Yahoo 5xx on every try is a temporary failure named as a server error, not "no data",
+    and a streak of them stops the download like a network outage does."""
+    yahoo = FakeYahoo(dict.fromkeys(["S1", "S2", "S3", "S4"], 503))
+    report = store.download(["S1", "S2", "S3", "S4"], tmp_path, fetch=yahoo_fetch(yahoo))
+    assert report.kinds == dict.fromkeys(["S1", "S2", "S3", "S4"], "server")
+    assert report.failed["S1"] == "Yahoo server error (HTTP 503); retry later"
+    assert report.failed["S4"] == "not tried: Yahoo keeps answering with server errors"
+    assert report.exit_code == 75
+    assert not any(s == "S4" for s, _ in yahoo.calls)
+
+
 def test_download_incremental_appends_only_new_rows(tmp_path):
     everything = make_bars("2024-01-02", 40)
     yahoo = FakeYahoo({"AAA": everything.iloc[:30]})
@@ -430,7 +442,9 @@ def test_download_report_exit_code_and_summary(ok, kinds, code, summary):
 
 def test_failure_kinds_are_their_strings():
     assert FailureKind.NETWORK == "network" and FailureKind.RATE_LIMIT == "rate_limit"
-    assert [k for k in FailureKind if k.temporary] == [FailureKind.NETWORK, FailureKind.RATE_LIMIT]
+    assert FailureKind.SERVER == "server"
+    assert [k for k in FailureKind if k.temporary] == [FailureKind.NETWORK, FailureKind.RATE_LIMIT, FailureKind.SERVER]
+    assert FailureKind.of(ServerError("x")) is FailureKind.SERVER
     assert FailureKind.of(TickerError("x")) is FailureKind.NO_DATA
     assert FailureKind.of(DataError("x")) is FailureKind.DATA
 
