@@ -233,17 +233,18 @@ def _ticker_arrays(bars, order, lookback, horizon, splits, scalers, features, ha
         a = make_arrays(bars[sym], features, halflife) if len(bars[sym]) >= 2 else None
         n = 0 if a is None else len(a.dates)
         if fitting:
-            train = None if a is None else splits.code(a.dates) == 0
-            n_train = 0 if a is None else int(train.sum())
-            if n_train < lookback + horizon + 1:
+            # one training window takes lookback + horizon rows, each a bar with the bar before
+            # it (for its return): lookback + horizon + 1 bars in the training split
+            n_bars = int((bars[sym].index < splits.val_start).sum())
+            if a is None or n_bars < lookback + horizon + 1:
                 reason = (
-                    f"{n_train} training sessions, need at least {lookback + horizon + 1} "
-                    f"(lookback {lookback} + horizon {horizon} + 1)"
+                    f"{n_bars} bars in the training split, need at least {lookback + horizon + 1} "
+                    f"(lookback {lookback} + horizon {horizon}, plus the bar before them for the first return)"
                 )
                 log.warning("skipping %s: %s", sym, reason)
                 skipped[sym] = reason
                 continue
-            fitted[sym] = Scaler.fit(a.features[train])
+            fitted[sym] = Scaler.fit(a.features[splits.code(a.dates) == 0])
         elif n < lookback:
             raise DataError(f"{sym}: only {n + 1} bars, need at least {lookback + 1} for lookback {lookback}")
         arrays[sym] = a

@@ -108,6 +108,29 @@ def test_short_ticker_is_skipped_with_a_warning_naming_it(caplog):
     assert any("SHORT" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.parametrize(("start", "kept"), [(314, True), (315, False)])
+def test_a_ticker_with_just_enough_training_bars_for_one_window_is_trained(caplog, start, kept):
+    """Lookback 20 + horizon 5, and the bar before them for the first return: 26 bars before
+    the validation split are one training window; 25 are too few, skipped with the reason."""
+    bars = {"LONG": frame(0, 400), "EDGE": frame(start, 400, seed=1)}
+    splits = make_splits(bars, 30, 30)
+    assert (bars["EDGE"].index < splits.val_start).sum() == 340 - start  # 26 or 25
+    with caplog.at_level("WARNING", logger="forecaster"):
+        ws = build_windows(bars, 20, 5, splits)
+    if kept:
+        assert ws.tickers == ["EDGE", "LONG"] and ws.skipped == {}
+        edge = ws.ends("train")[ws.ticker_id[ws.ends("train")] == ws.names.index("EDGE")]
+        assert len(edge) == 1
+    else:
+        assert ws.tickers == ["LONG"]
+        reason = (
+            "25 bars in the training split, need at least 26 "
+            "(lookback 20 + horizon 5, plus the bar before them for the first return)"
+        )
+        assert ws.skipped == {"EDGE": reason}
+        assert f"skipping EDGE: {reason}" in [r.getMessage() for r in caplog.records]
+
+
 def test_every_ticker_too_short_is_an_error():
     bars = {"A": frame(340, 400)}
     with pytest.raises(DataError, match="A"):
