@@ -105,6 +105,23 @@ def _choice(name: str, literal) -> type[Enum]:
     return Enum(name, {v: v for v in get_args(literal)}, type=str)
 
 
+def _one_of(kind: type[Enum]):
+    """The parser of an option whose value is one of ``kind``'s: a value that is not says so
+    in one line, as other bad option values do (Typer's own check puts pydantic's
+    "Value error, " before its words)."""
+
+    def parse(value):
+        if isinstance(value, kind):
+            return value
+        try:
+            return kind(value)
+        except ValueError:
+            shown = ", ".join(repr(k.value) for k in kind)
+            raise typer.BadParameter(f"{value!r} is not one of {shown}.") from None
+
+    return parse
+
+
 Source = _choice("Source", choices.Source)
 Cell = _choice("Cell", choices.Cell)
 Strategy = _choice("Strategy", choices.Strategy)
@@ -154,7 +171,11 @@ def _val(x):
 
 SourceOpt = Annotated[
     Source | None,
-    typer.Option("--source", help="Where bars come from: yahoo (the local store filled by download) or csv."),
+    typer.Option(
+        "--source",
+        help="Where bars come from: yahoo (the local store filled by download) or csv.",
+        parser=_one_of(Source),
+    ),
 ]
 TickersOpt = Annotated[
     list[str] | None,
@@ -393,6 +414,7 @@ TrainModeOpt = Annotated[
         "--train-mode",
         help="forking (the encoder runs once over a stretch of history, a loss at every forecast origin; "
         "the default) or window (one pass per window).",
+        parser=_one_of(TrainMode),
     ),
 ]
 ChunkOpt = Annotated[
@@ -414,10 +436,13 @@ def train(
     config: ConfigOpt = None,
     source: SourceOpt = None,
     data_dir: DataDirOpt = None,
-    model: Annotated[Cell | None, typer.Option("--model", help="Recurrent encoder.")] = None,
+    model: Annotated[Cell | None, typer.Option("--model", help="Recurrent encoder.", parser=_one_of(Cell))] = None,
     strategy: Annotated[
         Strategy | None,
-        typer.Option(help="direct (one head emits all H steps) or recursive (one step, rolled forward)."),
+        typer.Option(
+            help="direct (one head emits all H steps) or recursive (one step, rolled forward).",
+            parser=_one_of(Strategy),
+        ),
     ] = None,
     lookback: Annotated[int | None, typer.Option(help="Sessions of history per window.")] = None,
     horizon: Annotated[int | None, typer.Option(help="Sessions to forecast ahead.")] = None,
@@ -433,8 +458,13 @@ def train(
     seed: Annotated[int | None, typer.Option(help="Random seed (same seed, same model).")] = None,
     val_days: Annotated[int | None, typer.Option(help="Sessions in the validation split.")] = None,
     test_days: Annotated[int | None, typer.Option(help="Sessions in the held-out test split.")] = None,
-    device: Annotated[Device | None, typer.Option(help="Where to train (auto: CUDA, then MPS, then CPU).")] = None,
-    precision: Annotated[Precision | None, typer.Option(help="fp32, or bf16 autocast on CUDA.")] = None,
+    device: Annotated[
+        Device | None,
+        typer.Option(help="Where to train (auto: CUDA, then MPS, then CPU).", parser=_one_of(Device)),
+    ] = None,
+    precision: Annotated[
+        Precision | None, typer.Option(help="fp32, or bf16 autocast on CUDA.", parser=_one_of(Precision))
+    ] = None,
     train_mode: TrainModeOpt = None,
     chunk: ChunkOpt = None,
     epoch_steps: EpochStepsOpt = None,

@@ -384,6 +384,30 @@ def test_bad_config_flags_are_one_line_exit_1(cli, small_dir, tmp_path, flags, k
 
 
 @pytest.mark.parametrize(
+    ("command", "flag", "value", "choices"),
+    [
+        (["predict", "--run", "RUN"], "--source", "ftp", "'yahoo', 'csv'"),
+        (["evaluate", "--run", "RUN"], "--source", "ftp", "'yahoo', 'csv'"),
+        (["train"], "--source", "ftp", "'yahoo', 'csv'"),
+        (["train"], "--model", "transformer", "'rnn', 'lstm', 'gru'"),
+        (["train"], "--strategy", "sideways", "'direct', 'recursive'"),
+        (["train"], "--device", "tpu", "'auto', 'cpu', 'cuda', 'mps'"),
+        (["train"], "--precision", "fp8", "'fp32', 'bf16'"),
+        (["train"], "--train-mode", "batch", "'forking', 'window'"),
+    ],
+)
+def test_a_value_not_among_an_options_choices_is_one_clean_usage_line(cli, run_copy, command, flag, value, choices):
+    """Said in our words, as other bad option values are: no pydantic "Value error, " before them."""
+    before = all_files(Path.cwd())
+    res = cli(*[str(run_copy) if a == "RUN" else a for a in command], flag, value)
+    assert res.exit_code == 2 and res.stdout == ""
+    [line] = [ln for ln in res.stderr.splitlines() if "Invalid value" in ln]
+    assert line.endswith(f"Invalid value for '{flag}': '{value}' is not one of {choices}."), line
+    assert "Value error" not in res.stderr
+    assert all_files(Path.cwd()) == before
+
+
+@pytest.mark.parametrize(
     ("command", "flag"),
     [
         (["evaluate", "--run", "RUN"], "--data-dir"),
