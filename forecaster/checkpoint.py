@@ -121,7 +121,9 @@ class Manifest(_Record):
     tickers: dict[str, TickerEntry]
     skipped: dict[str, str] = Field(default_factory=dict)
     no_validation: dict[str, dict[str, str]] = Field(
-        default_factory=dict, description="tickers whose bars end before the validation split (last date, split start)"
+        default_factory=dict,
+        description="tickers without validation windows: bars ending before the validation split or "
+        "fewer than horizon sessions into it (last date, split start)",
     )
     splits: SplitDates
     windows: dict[str, int]

@@ -1074,7 +1074,8 @@ def info(
         for s, why in m.skipped.items():
             print(f"skipped    {s}: {why}")
         for s, why in m.no_validation.items():
-            print(f"no val.    {s}: bars end {why['last_date']}, before the validation split ({why['split_start']})")
+            when = "before" if why["last_date"] < why["split_start"] else "too soon after the start of"
+            print(f"no val.    {s}: bars end {why['last_date']}, {when} the validation split ({why['split_start']})")
         print("metrics    " + ", ".join(f"{k} {_figure(v)}" for k, v in m.metrics.model_dump().items()))
         if m.origin is not None:
             o = m.origin

@@ -54,7 +54,7 @@ from .sessions import check_calendar
 from .store import load_bars
 from .threads import usable_cores
 from .tickers import validate_ticker
-from .windows import Splits, WindowSet, build_windows, ending_before, make_splits
+from .windows import Splits, WindowSet, build_windows, make_splits, without_windows
 
 log = logging.getLogger("forecaster")
 
@@ -721,13 +721,16 @@ def load_training_data(cfg: Config, tickers: list[str], splits: Splits | None = 
         vol_halflife=cfg.intervals.vol_halflife,
     )
     ends = {s: ws.ends(s) for s in ("train", "val", "test")}
-    for sym, why in ending_before({s: bars[s] for s in ws.tickers}, splits.val_start).items():
+    for sym, why in without_windows(ws, bars, ends["val"], splits.val_start).items():
+        if why["last_date"] < why["split_start"]:
+            where = f"before the validation split starts ({why['split_start']})"
+        else:  # a forecast needs `horizon` sessions of the split after its origin
+            where = f"fewer than {w.horizon} sessions into the validation split (from {why['split_start']})"
         log.warning(
-            "%s: no validation windows: its bars end %s, before the validation split starts (%s); "
-            "it is trained on but neither calibrated nor evaluated",
+            "%s: no validation windows: its bars end %s, %s; it is trained on but neither calibrated nor evaluated",
             sym,
             why["last_date"],
-            why["split_start"],
+            where,
         )
     for split, what in (("train", "training"), ("val", "validation")):
         if len(ends[split]) == 0:
@@ -837,7 +840,7 @@ def _manifest(run_dir, cfg, data, history, calibration, now, seconds, trainer, i
         features=FeatureSpec(names=FEATURES),
         tickers=tickers,
         skipped=ws.skipped,
-        no_validation=ending_before({s: data.bars[s] for s in ws.tickers}, data.splits.val_start),
+        no_validation=without_windows(ws, data.bars, data.ends["val"], data.splits.val_start),
         splits=SplitDates(val_start=data.splits.val_start.date(), test_start=data.splits.test_start.date()),
         windows={s: int(len(e)) for s, e in data.ends.items()},
         data_hash=data_hash(data.bars),

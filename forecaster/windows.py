@@ -168,6 +168,20 @@ def ending_before(bars: dict[str, pd.DataFrame], start: pd.Timestamp) -> dict[st
     }
 
 
+def without_windows(
+    ws: WindowSet, bars: dict[str, pd.DataFrame], ends: np.ndarray, start: pd.Timestamp
+) -> dict[str, dict[str, str]]:
+    """The tickers of ``ws`` none of whose windows end at ``ends`` (one split's origins), the
+    split starting at ``start``: those whose bars end before it, and those whose bars reach
+    into it by too few sessions for one forecast. Each with its last date and ``start``."""
+    have = set(np.unique(ws.ticker_id[ends]).tolist())
+    return {
+        sym: {"last_date": str(bars[sym].index[-1].date()), "split_start": str(start.date())}
+        for k, sym in enumerate(ws.tickers)
+        if k not in have and len(bars[sym])
+    }
+
+
 def build_windows(
     bars: dict[str, pd.DataFrame],
     lookback: int,

@@ -247,6 +247,39 @@ def test_ticker_without_validation_windows_is_named(sample_dir, tmp_path, caplog
     assert any("OLDCO: no validation windows" in r.getMessage() and val_start in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.parametrize(("into_validation", "named"), [(2, True), (3, False)])
+def test_ticker_ending_too_soon_into_the_validation_split_is_named(
+    sample_dir, tmp_path, caplog, cli, into_validation, named
+):
+    """Bars reaching fewer than `horizon` (3) sessions into the validation split give no
+    validation window: named as a ticker ending before the split is; 3 sessions give one."""
+    import shutil
+
+    d = tmp_path / "data"
+    shutil.copytree(sample_dir, d)
+    df = pd.read_csv(d / "STOCKB.csv")
+    val_start = df["Date"].iloc[-200]  # the tiny config's splits: 100 validation, 100 test sessions
+    cut = df[df["Date"] < val_start].index[-1] + into_validation
+    df.iloc[: cut + 1].to_csv(d / "ENDSCO.csv", index=False)
+    cfg = load_config(None, tiny_overrides(d, **{"data.tickers": ["STOCKA", "ENDSCO"], "train.epochs": 1}))
+    with caplog.at_level("WARNING", logger="forecaster"):
+        res = train(cfg, run_dir=tmp_path / "run")
+    assert str(res.manifest.splits.val_start) == val_start
+    warned = [r.getMessage() for r in caplog.records if "ENDSCO: no validation windows" in r.getMessage()]
+    if named:
+        last = df["Date"].iloc[cut]
+        assert res.manifest.no_validation == {"ENDSCO": {"last_date": last, "split_start": val_start}}
+        assert warned == [
+            f"ENDSCO: no validation windows: its bars end {last}, fewer than 3 sessions into the validation "
+            f"split (from {val_start}); it is trained on but neither calibrated nor evaluated"
+        ]
+        shown = f"no val.    ENDSCO: bars end {last}, too soon after the start of the validation split ({val_start})"
+        assert shown in cli("info", str(tmp_path / "run")).stdout.splitlines()
+    else:
+        assert res.manifest.no_validation == {} and warned == []
+    assert "ENDSCO" in res.manifest.tickers
+
+
 def test_missing_ticker_file_names_it(sample_dir):
     cfg = load_config(None, tiny_overrides(sample_dir, **{"data.tickers": ["STOCKA", "NOPE"]}))
     with pytest.raises(DataError, match="NOPE"):
