@@ -12,6 +12,7 @@ import math
 import os
 import platform
 import random
+import re
 import signal
 import threading
 import time
@@ -560,6 +561,7 @@ def train(
     run_dir = Path(run_dir or cfg.run_dir or Path("runs") / f"{cfg.model.cell}-{now:%Y%m%d-%H%M%S}")
     check_run_target(run_dir)  # refused now, not once the epochs are spent
     before = _resume_point(run_dir, cfg) if resume else None
+    earlier = None if resume else _earlier_forecasts(run_dir, cfg)
     state, history, splits, seconds_before = (None, [], None, 0.0) if before is None else before[1:]
     dist = Dist()
     seed_everything(cfg.train.seed)
@@ -602,9 +604,30 @@ def train(
         trainer.restore_best()
         if dist.main:
             manifest = _save(run_dir, trainer, data, history, cfg, now, time.perf_counter() - started)
+            if earlier is not None:
+                log.warning(
+                    "%s replaced an earlier run of that name, whose forecasts are in %s: `forecaster score` "
+                    "cannot tell them from this model's unless they are moved aside (or train under a new name)",
+                    run_dir,
+                    earlier,
+                )
     dist.barrier()
     dist.close()
     return TrainResult(run_dir=run_dir, manifest=manifest, history=history)
+
+
+def _earlier_forecasts(run_dir: Path, cfg: Config) -> Path | None:
+    """The forecast folder (``predict.out``/<name>) of the run that ``run_dir`` holds now, when
+    it holds one and that folder has dated forecasts: a forecast file names only its run, so
+    once another model replaces the run, ``score`` would read them as the new model's."""
+    if not (run_dir / "run.json").is_file():
+        return None
+    folder = Path(cfg.predict.out) / run_dir.name
+    try:
+        dated = any(re.fullmatch(r"\d{4}-\d{2}-\d{2}\.csv", p.name) for p in folder.iterdir())
+    except OSError:  # no such folder, or not readable
+        return None
+    return folder if dated else None
 
 
 def run_lock_path(run_dir: os.PathLike) -> Path:

@@ -280,6 +280,27 @@ def test_ticker_ending_too_soon_into_the_validation_split_is_named(
     assert "ENDSCO" in res.manifest.tickers
 
 
+def test_training_again_into_a_run_with_forecasts_warns_that_score_cannot_tell_them_apart(sample_dir, tmp_path, caplog):
+    from forecaster.prediction import predict
+
+    out = tmp_path / "forecasts"
+    cfg = load_config(None, tiny_overrides(sample_dir, **{"train.epochs": 1, "predict.out": str(out)}))
+    run = tmp_path / "runs" / "prod"
+    with caplog.at_level("WARNING", logger="forecaster"):
+        train(cfg, run_dir=run)
+        report = predict(run, offline=True)
+        assert (out / "prod" / f"{report.as_of}.csv").is_file()
+        caplog.clear()
+        train(cfg, run_dir=tmp_path / "runs" / "other")  # a new name: nothing to say
+        assert not [r for r in caplog.records if "replaced an earlier run" in r.getMessage()]
+        train(cfg, run_dir=run)
+    (warned,) = [r.getMessage() for r in caplog.records if "replaced an earlier run" in r.getMessage()]
+    assert warned == (
+        f"{run} replaced an earlier run of that name, whose forecasts are in {out / 'prod'}: `forecaster score` "
+        "cannot tell them from this model's unless they are moved aside (or train under a new name)"
+    )
+
+
 def test_missing_ticker_file_names_it(sample_dir):
     cfg = load_config(None, tiny_overrides(sample_dir, **{"data.tickers": ["STOCKA", "NOPE"]}))
     with pytest.raises(DataError, match="NOPE"):
