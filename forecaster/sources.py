@@ -198,7 +198,7 @@ def _is_a_date(text: str) -> bool:
 def _parse_dates(raw: pd.Series, path: Path, blank: np.ndarray, lines: list[int] | None = None) -> pd.DatetimeIndex:
     """The dates of ``raw``, all in one format; NaT on the ``blank`` rows (every field empty),
     which the validator then drops with a warning. Any other row without a date in the file's
-    format is a DataError, naming its line (``lines``: see :func:`_row_lines`)."""
+    format is a DataError, naming its line (``lines``: see :func:`row_lines`)."""
     text = raw.fillna("").astype(str).str.strip().reset_index(drop=True)
     local = text.str.replace(_OFFSET_RE, r"\1", regex=True)[~blank]
     parsed = pd.to_datetime(local, errors="coerce", format="ISO8601")
@@ -211,11 +211,11 @@ def _parse_dates(raw: pd.Series, path: Path, blank: np.ndarray, lines: list[int]
         value = text.iloc[pos]
         if value and example is not None and _is_a_date(local[pos]):
             raise DataError(
-                f"{path}: date {value[:40]!r} ({_where(pos, lines)}) is not in the file's date format, that of "
-                f"{text.iloc[example][:40]!r} ({_where(int(example), lines)}); write every date of a file one way"
+                f"{path}: date {value[:40]!r} ({where_row(pos, lines)}) is not in the file's date format, that of "
+                f"{text.iloc[example][:40]!r} ({where_row(int(example), lines)}); write every date of a file one way"
             )
         what = f"unparseable date {value[:40]!r}" if value else "empty date"
-        raise DataError(f"{path}: {what} ({_where(pos, lines)})")
+        raise DataError(f"{path}: {what} ({where_row(pos, lines)})")
     dates = np.full(len(text), np.datetime64("NaT"), dtype="datetime64[ns]")
     dates[~blank] = pd.DatetimeIndex(parsed).normalize().astype("datetime64[ns]").to_numpy()
     return pd.DatetimeIndex(dates)
@@ -301,7 +301,7 @@ def _read_csv_frame(path: Path) -> pd.DataFrame:
         reason = " ".join(str(exc).split())
         raise DataError(f"{path}: not a readable CSV file ({reason})") from None
 
-    lines = _row_lines(path, len(raw))
+    lines = row_lines(path, len(raw))
     if _is_yfinance_export(raw):  # its two lines below the header are a header too
         raw = raw.iloc[2:].reset_index(drop=True).rename(columns={raw.columns[0]: "Date"})
         lines = lines[2:] if lines is not None else None
@@ -323,7 +323,7 @@ def _read_csv_frame(path: Path) -> pd.DataFrame:
             pos = int(np.flatnonzero(bad.to_numpy())[0])
             raise DataError(
                 f"{path}: non-numeric value {text.iloc[pos][:40]!r} in column {col} "
-                f"on {index[pos].date()} ({_where(pos, lines)})"
+                f"on {index[pos].date()} ({where_row(pos, lines)})"
             )
         values[col] = numbers.to_numpy()
     return _assemble(values, index, adj_col)
@@ -338,7 +338,7 @@ def _is_yfinance_export(raw: pd.DataFrame) -> bool:
     return first[0] == "ticker" and first[1] in DATE_COLUMNS and bool(raw.iloc[1, 1:].isna().all())
 
 
-def _row_lines(path: Path, rows: int) -> list[int] | None:
+def row_lines(path: Path, rows: int) -> list[int] | None:
     """The line of the file each of pandas' ``rows`` rows was read from (blank lines above a
     row move it down), or None when they cannot be told."""
     try:
@@ -351,7 +351,7 @@ def _row_lines(path: Path, rows: int) -> list[int] | None:
     return lines[1:] if len(lines) == rows + 1 else None
 
 
-def _where(pos: int, lines: list[int] | None) -> str:
+def where_row(pos: int, lines: list[int] | None) -> str:
     """'line 7' for pandas' row ``pos``; 'row 6' (below the header) when its line is unknown."""
     return f"line {lines[pos]}" if lines is not None else f"row {pos + 1}"
 
