@@ -57,6 +57,7 @@ from .metrics import POOLED, metrics_table
 from .outputs import write_csv
 from .prediction import FORECAST_COLUMNS
 from .sessions import dated_after_today, latest_possible_day
+from .sources import row_lines, where_row
 from .store import load_bars
 from .tickers import csv_safe, validate_ticker
 
@@ -316,10 +317,17 @@ def _read_forecast(
         longer = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
         if longer:
             width, line, seen = longer.groups()
-            raise _Malformed(f"row {line} has more fields than the header ({seen} of {width})") from None
+            raise _Malformed(f"line {line} has more fields than the header ({seen} of {width})") from None
         raise _Malformed(f"not a readable CSV file ({str(exc).splitlines()[0][:120]})") from None
     except OSError as exc:
         raise _Malformed(f"cannot be read ({exc.strerror or exc})") from None
+    rows = len(raw)
+
+    def where(pos: int) -> str:
+        """Row ``pos`` as a message names it: the line an editor shows it on (blank lines
+        above it move it down), read only when a message needs it."""
+        return where_row(pos, row_lines(path, rows))
+
     missing = [c for c in FORECAST_COLUMNS if c not in raw.columns]
     if missing:
         if raw.empty and _cut_in_header(path):
@@ -333,19 +341,17 @@ def _read_forecast(
         raise _Malformed("no forecast rows")
     again = (raw[FORECAST_COLUMNS] == FORECAST_COLUMNS).all(axis=1).to_numpy()
     if again.any():  # not a run named "run": files joined end to end, each with its header
-        raise _Malformed(
-            f"row {int(np.flatnonzero(again)[0]) + 2} repeats the header line (two files joined into one?)"
-        )
+        raise _Malformed(f"{where(int(np.flatnonzero(again)[0]))} repeats the header line (two files joined into one?)")
     # every cell of a forecast is filled: an empty one is a file cut short (a copy that stopped
     # midway), not another run's
     short = (raw[FORECAST_COLUMNS] == "").any(axis=1).to_numpy()
     if short.any():
-        raise _Malformed(f"row {int(np.flatnonzero(short)[0]) + 2} is incomplete (the file was cut short?)")
+        raise _Malformed(f"{where(int(np.flatnonzero(short)[0]))} is incomplete (the file was cut short?)")
     others = sorted(set(raw["run"]) - {run, csv_safe(run)})
     last = raw["run"].iloc[-1]
     if last in others and _cut_in_last_field(path) and any(r.startswith(last) for r in (run, csv_safe(run))):
         # the copy stopped inside the run's name on the last row: a torn file, not another run's
-        raise _Malformed(f"row {len(raw) + 1} is incomplete (the file was cut short?)")
+        raise _Malformed(f"{where(len(raw) - 1)} is incomplete (the file was cut short?)")
     if others:
         raise _Malformed(f"written by run {ascii(others[0][:60])}, not {run}")
     if cell is not None and (made := sorted(set(raw["model"]) - {cell})):
@@ -394,16 +400,15 @@ def _read_forecast(
         if not invalid[row]:  # a valid row but for its step: which steps the run has
             limit = f"run {run} forecasts" if horizon else "the file's forecasts have"
             why = f"step {int(step[row])}; {limit} steps 1 to {steps}"
-        raise _Malformed(f"row {row + 2} is not a valid forecast ({why})")
+        raise _Malformed(f"{where(row)} is not a valid forecast ({why})")
     df["step"] = df["step"].astype(int)
     # predict ends every ticker's forecast with its last step: a file whose last row is an
     # earlier one, and its ticker's last, was cut at a line end (a crash, a full disk)
     end = df.iloc[-1]
     mine = (df["ticker"] == end["ticker"]) & (df["as_of"] == end["as_of"])
     if end["step"] < steps and df.loc[mine, "step"].max() == end["step"]:
-        raise _Malformed(
-            f"it ends at row {len(df) + 1}, step {end['step']} of {end['ticker']}'s {steps} (the file was cut short?)"
-        )
+        at = f"{where(len(df) - 1)}, step {end['step']} of {end['ticker']}'s {steps}"
+        raise _Malformed(f"it ends at {at} (the file was cut short?)")
     df["model"] = raw["model"]
     df["file"] = path.name
     return df

@@ -169,7 +169,7 @@ def test_other_runs_and_malformed_files_are_named_and_skipped(cli, trained_run, 
         ("2024-12-10.csv", "another-run"),
         ("2024-12-11.csv", "skipped"),
         ("2024-12-12.csv", "no column date"),
-        ("2024-12-13.csv", "row 3"),
+        ("2024-12-13.csv", "line 3"),
     ]:
         assert any(name in ln and why in ln for ln in res.stderr.splitlines()), (name, res.stderr)
     assert "unexpected error" not in res.stderr
@@ -259,7 +259,7 @@ def test_a_date_with_a_year_out_of_range_is_a_bad_row_not_an_unexpected_error(cl
     edited.to_csv(folder / "2024-12-20.csv", index=False)
     res = cli("score", "--run", trained_run, "--out", out)
     assert res.exit_code == 3, res.stderr
-    assert "2024-12-20.csv skipped: row 2 is not a valid forecast" in res.stderr, res.stderr
+    assert "2024-12-20.csv skipped: line 2 is not a valid forecast" in res.stderr, res.stderr
     assert "unexpected error" not in res.stderr
     pd.testing.assert_frame_equal(_score_csv(out, trained_run), clean)
 
@@ -278,10 +278,30 @@ def test_a_step_the_run_does_not_forecast_is_a_bad_row(cli, trained_run, out, ty
     edited.to_csv(folder / "2024-12-20.csv", index=False)
     res = cli("score", "--run", trained_run, "--out", out)
     assert res.exit_code == 3, res.stderr
-    want = f"row 4 is not a valid forecast (step {typo}; run {trained_run.name} forecasts steps 1 to 3)"
+    want = f"line 4 is not a valid forecast (step {typo}; run {trained_run.name} forecasts steps 1 to 3)"
     want = f"2024-12-20.csv skipped: {want}"
     assert want in res.stderr, res.stderr
     pd.testing.assert_frame_equal(_score_csv(out, trained_run), clean)
+
+
+@pytest.mark.parametrize("blank", ["\n", "\n\n", "   \n"])
+def test_a_bad_row_below_blank_lines_is_named_by_the_line_an_editor_shows(cli, trained_run, out, blank):
+    """A forecast file edited by hand, a blank line (or two, or one of spaces) left after its
+    second line and a last_close of -1 on its STOCKA step 3 below them: the message names the
+    line that row is on, as the messages about a bars CSV file do (it named the row as if the
+    blank lines were not there: row 4 for line 5)."""
+    folder = out / trained_run.name
+    lines = (folder / "2024-12-20.csv").read_text().splitlines(keepends=True)
+    fields = lines[3].split(",")
+    assert fields[:3] == ["STOCKA", "2024-12-20", "3"]
+    fields[4] = "-1"  # last_close
+    lines[3] = ",".join(fields)
+    lines.insert(2, blank)
+    (folder / "2024-12-20.csv").write_text("".join(lines))
+    res = cli("score", "--run", trained_run, "--out", out)
+    assert res.exit_code == 3, res.stderr
+    line = 4 + blank.count("\n")
+    assert f"2024-12-20.csv skipped: line {line} is not a valid forecast (dates, step or prices)" in res.stderr
 
 
 def test_a_step_beyond_the_files_forecasts_is_a_bad_row_when_the_run_is_gone(
@@ -300,7 +320,7 @@ def test_a_step_beyond_the_files_forecasts_is_a_bad_row_when_the_run_is_gone(
     edited.to_csv(folder / "2024-12-20.csv", index=False)
     res = cli(*args)
     assert res.exit_code == 3, res.stderr
-    want = "2024-12-20.csv skipped: row 7 is not a valid forecast (step 9; the file's forecasts have steps 1 to 3)"
+    want = "2024-12-20.csv skipped: line 7 is not a valid forecast (step 9; the file's forecasts have steps 1 to 3)"
     assert want in res.stderr, res.stderr
     pd.testing.assert_frame_equal(_score_csv(out, trained_run), clean)
 
@@ -331,15 +351,15 @@ def test_a_file_cut_short_is_named_as_such_not_as_another_runs(cli, trained_run,
     res = cli("score", "--run", trained_run, "--out", out)
     assert res.exit_code == 3, res.stderr
     line = next(ln for ln in res.stderr.splitlines() if "2024-12-23.csv skipped" in ln)
-    assert "row 7 is incomplete" in line and "written by run" not in line, line
+    assert "line 7 is incomplete" in line and "written by run" not in line, line
 
 
 @pytest.mark.parametrize(
     "gone, kept, why",
     [
-        (False, 2, "row 2, step 1 of STOCKA's 3"),
-        (False, 6, "row 6, step 2 of STOCKB's 3"),
-        (True, 6, "row 6, step 2 of STOCKB's 3"),  # STOCKA's forecast in the file has 3 steps
+        (False, 2, "line 2, step 1 of STOCKA's 3"),
+        (False, 6, "line 6, step 2 of STOCKB's 3"),
+        (True, 6, "line 6, step 2 of STOCKB's 3"),  # STOCKA's forecast in the file has 3 steps
     ],
 )
 def test_a_file_cut_at_a_line_end_inside_a_tickers_steps_is_named_as_cut_short(
@@ -366,7 +386,7 @@ def test_a_file_cut_at_a_line_end_inside_a_tickers_steps_is_named_as_cut_short(
     "rows, why",
     [
         ("every", "some rows have more fields than the header"),  # a spreadsheet's trailing commas
-        ("fourth", "row 5 has more fields than the header (11 of 10)"),  # a value pasted into one row
+        ("fourth", "line 5 has more fields than the header (11 of 10)"),  # a value pasted into one row
     ],
 )
 def test_a_file_with_rows_longer_than_its_header_is_named_as_such(cli, trained_run, out, rows, why):
@@ -393,7 +413,7 @@ def test_two_forecast_files_joined_into_one_are_named_as_such_not_as_another_run
     res = cli("score", "--run", trained_run, "--out", out)
     assert res.exit_code == 3, res.stderr
     line = next(ln for ln in res.stderr.splitlines() if "2024-12-23.csv skipped" in ln)
-    assert line.endswith("skipped: row 8 repeats the header line (two files joined into one?)"), line
+    assert line.endswith("skipped: line 8 repeats the header line (two files joined into one?)"), line
 
 
 @pytest.mark.parametrize("kept", [10, 30, 52])
