@@ -23,7 +23,8 @@ metrics_table`): the median as the point forecast, the last close as the naive o
   error (exit 1) and ``score.csv`` is not rewritten.
 - A file is torn when it is cut inside a line, or at a line end inside a ticker's steps (its
   last row a step before the run's horizon, or, the run gone, before the file's longest
-  forecast's); rows of empty fields after its last forecast are ignored.
+  forecast's); rows of empty fields (a spreadsheet's empty row) are ignored wherever they
+  are, as blank lines are.
 - The same forecast (ticker, as_of, step) found in two files is scored once, from the file of
   the later date.
 - A run whose directory is gone (``retrain --keep`` deleted it) leaves its forecasts behind:
@@ -321,22 +322,23 @@ def _read_forecast(
         raise _Malformed(f"not a readable CSV file ({str(exc).splitlines()[0][:120]})") from None
     except OSError as exc:
         raise _Malformed(f"cannot be read ({exc.strerror or exc})") from None
-    rows = len(raw)
-
-    def where(pos: int) -> str:
-        """Row ``pos`` as a message names it: the line an editor shows it on (blank lines
-        above it move it down), read only when a message needs it."""
-        return where_row(pos, row_lines(path, rows))
-
     missing = [c for c in FORECAST_COLUMNS if c not in raw.columns]
     if missing:
         if raw.empty and _cut_in_header(path):
             raise _Malformed("it ends inside its header line (the file was cut short?)")
         raise _Malformed(f"not a forecast file: no column {', '.join(missing)}")
-    # rows of empty fields after the last forecast (`,,,,,,` from a spreadsheet that saved an
-    # empty last row) hold nothing: dropped, as blank lines are; a row cut short keeps its ticker
-    filled = np.flatnonzero((raw != "").any(axis=1).to_numpy())
-    raw = raw.iloc[: filled[-1] + 1 if len(filled) else 0]
+    # rows of empty fields (`,,,,,,` from a spreadsheet that saved an empty row, between the
+    # forecasts or below them) hold nothing: dropped wherever they are, as blank lines are; a
+    # row cut short keeps its ticker
+    rows = len(raw)
+    kept = np.flatnonzero((raw != "").any(axis=1).to_numpy())  # each row's place among pandas' rows
+    raw = raw.iloc[kept].reset_index(drop=True)
+
+    def where(pos: int) -> str:
+        """Row ``pos`` as a message names it: the line an editor shows it on (blank lines and
+        dropped rows above it move it down), read only when a message needs it."""
+        return where_row(int(kept[pos]), row_lines(path, rows))
+
     if raw.empty:
         raise _Malformed("no forecast rows")
     again = (raw[FORECAST_COLUMNS] == FORECAST_COLUMNS).all(axis=1).to_numpy()

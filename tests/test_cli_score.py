@@ -452,6 +452,36 @@ def test_trailing_rows_of_empty_fields_are_ignored_not_taken_for_a_cut(cli, trai
     assert (folder / "score.csv").read_bytes() == before
 
 
+@pytest.mark.parametrize("empty", [",,,,,,,,,\n", ",,,,,,\n", ',,,,,,,,,\n\n"","",,,\n'])
+def test_rows_of_empty_fields_between_the_forecasts_are_ignored_not_taken_for_a_cut(cli, trained_run, out, empty):
+    """A forecast file saved by a spreadsheet with an empty row between two of its forecasts
+    (`,,,,,,`): it holds no forecast and nothing was cut, so the file is scored as it was, as
+    with a blank line there (it was skipped: 'row 4 is incomplete (the file was cut short?)')."""
+    folder = out / trained_run.name
+    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    before = (folder / "score.csv").read_bytes()
+    lines = (folder / "2024-12-24.csv").read_text().splitlines(keepends=True)
+    lines.insert(4, empty)  # between STOCKA's forecast and STOCKB's
+    lines.insert(2, empty)  # inside STOCKA's
+    (folder / "2024-12-24.csv").write_text("".join(lines))
+    res = cli("score", "--run", trained_run, "--out", out, "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["skipped"] == {} and doc["read"] == [f"{d}.csv" for d in ORIGINS], res.stderr
+    assert (folder / "score.csv").read_bytes() == before
+
+
+def test_a_bad_row_below_rows_of_empty_fields_is_named_by_its_line(cli, trained_run, out):
+    folder = out / trained_run.name
+    lines = (folder / "2024-12-20.csv").read_text().splitlines(keepends=True)
+    lines[5] = lines[5].replace(",gru,", ",,")  # STOCKB's step 2 without its model
+    lines[2:2] = [",,,,,,,,,\n", "\n", ",,,\n"]
+    (folder / "2024-12-20.csv").write_text("".join(lines))
+    res = cli("score", "--run", trained_run, "--out", out)
+    assert res.exit_code == 3, res.stderr
+    assert "2024-12-20.csv skipped: line 9 is incomplete" in res.stderr, res.stderr
+
+
 def test_a_forecast_for_a_session_missing_from_the_data_is_named(cli, trained_run, out):
     folder = out / trained_run.name
     df = pd.read_csv(folder / "2024-12-20.csv", dtype=str)
