@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import json
 import os
 import shlex
@@ -253,6 +254,28 @@ def file_in_the_way(folder: PathLike) -> Path | None:
         if part.exists() and not part.is_dir():
             return part
     return None
+
+
+def cannot_make(folder: PathLike) -> OSError | None:
+    """The error that making ``folder`` (with the folders above it that do not exist yet)
+    would meet, told without making anything: the nearest folder above it that exists cannot
+    be written to or entered (``Permission denied``), or is on a read-only file system. None
+    when ``folder`` exists, when what is nearest is not a folder (:func:`file_in_the_way`
+    names it), or when making it would go through as far as permissions tell (root writes
+    anywhere unless its file-mode override was taken away; a full disk is only found by
+    writing)."""
+    path = Path(folder)
+    nearest = next((p for p in [path, *path.parents] if os.path.lexists(p)), None)
+    if nearest is None or nearest == path or not os.path.isdir(nearest):
+        return None
+    if os.access(nearest, os.W_OK | os.X_OK):
+        return None
+    try:
+        read_only = bool(os.statvfs(nearest).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows): the permission is what it says
+        read_only = False
+    code = errno.EROFS if read_only else errno.EACCES
+    return OSError(code, os.strerror(code), str(nearest))
 
 
 def not_a_folder(path: PathLike) -> str:

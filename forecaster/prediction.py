@@ -4,13 +4,14 @@ Freshness: without ``offline`` the store is refreshed first; a ticker whose refr
 back to its stored bars when the last one is at most ``max_staleness`` sessions behind the
 latest completed session, and fails otherwise.
 
-Unattended runs: the arguments are checked before anything is fetched or written; the
-output folder ``OUT/<run>/`` is locked (``.lock``) for the whole refresh-and-write, so an
-overlapping run waits ``lock_timeout`` seconds and then exits 75 naming the holder (a folder
-that does not exist yet is made and locked only once there is a forecast to write, so that a
-run that writes nothing leaves nothing behind); both CSV
-files are written to a temp name and renamed, the dated file first, then ``latest.csv`` (unless
-it holds a forecast for a later day: it is always the newest).
+Unattended runs: the arguments, and that an output folder that does not exist yet can be
+made, are checked before anything is fetched or written; the output folder ``OUT/<run>/`` is
+locked (``.lock``) for the whole refresh-and-write, so an overlapping run waits
+``lock_timeout`` seconds and then exits 75 naming the holder (a folder that does not exist yet
+is made and locked only once there is a forecast to write, so that a run that writes nothing
+leaves nothing behind); both CSV files are written to a temp name and renamed, the dated
+file first, then ``latest.csv`` (unless it holds a forecast for a later day: it is always the
+newest).
 
 The network runs in numpy (:mod:`forecaster.npinfer`): forecasting never imports torch.
 """
@@ -29,7 +30,7 @@ import pandas as pd
 from .checkpoint import Run, load_run
 from .choices import SOURCES
 from .errors import EXIT_OK, EXIT_PARTIAL, ConfigError, DataError, ForecasterError, TemporaryFailure
-from .fsio import LockUnavailable, file_in_the_way, file_lock, not_a_folder, remove_stale_temps
+from .fsio import LockUnavailable, cannot_make, file_in_the_way, file_lock, not_a_folder, remove_stale_temps
 from .intervals import calibrated, forecast_scales, with_median
 from .npinfer import predict_scaled
 from .outputs import write_csv
@@ -194,6 +195,8 @@ def predict(
     target = Path(out or cfg.predict.out) / run.name
     if blocker := file_in_the_way(target):
         raise ForecasterError(f"cannot write forecasts to {target}: {not_a_folder(blocker)}")
+    if denied := cannot_make(target):  # a read-only --out: refused before any network work
+        raise _write_error(denied, target)
 
     def forecast() -> None:
         dated = set(names)  # the tickers whose last bar's age is said (a stale fallback already was)

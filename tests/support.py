@@ -150,15 +150,16 @@ def hold_lock(lock: Path, seconds: float) -> subprocess.Popen:
 UNPRIVILEGED_ROOT = [shutil.which("setpriv") or "setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner"]
 
 
-def run_forecaster_minding_file_modes(*args, cwd: Path) -> subprocess.CompletedProcess:
+def run_forecaster_minding_file_modes(*args, cwd: Path, **extra: str) -> subprocess.CompletedProcess:
     """``python -m forecaster args`` in a child process for which file modes hold (as root,
     without the capabilities that let it ignore them), so that a file made unreadable with
-    ``chmod`` is unreadable to it. Plain, wide, colourless output; text stdout and stderr."""
+    ``chmod`` is unreadable to it. Plain, wide, colourless output; text stdout and stderr.
+    ``extra``: more environment variables (or other values of them) for the child."""
     cmd = [sys.executable, "-m", "forecaster", *map(str, args)]
     if os.geteuid() == 0:
         assert shutil.which("setpriv"), "setpriv (util-linux) is needed to test file modes as root"
         cmd = [*UNPRIVILEGED_ROOT, *cmd]
-    env = python_env(NO_COLOR="1", COLUMNS="200", TERM="dumb")
+    env = python_env(NO_COLOR="1", COLUMNS="200", TERM="dumb", **extra)
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=SLOW_TEST_TIMEOUT_S)
 
 

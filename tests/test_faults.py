@@ -30,6 +30,7 @@ import pandas as pd
 import pytest
 from support import (
     FORECASTER,
+    ROOT,
     SLOW_TEST_TIMEOUT_S,
     TESTS,
     UNPRIVILEGED_ROOT,
@@ -38,6 +39,7 @@ from support import (
     make_bars,
     no_sleep,
     python_env,
+    run_forecaster_minding_file_modes,
     run_script,
     stop,
 )
@@ -118,6 +120,36 @@ def test_predict_takes_its_lock_before_touching_the_network(cli, trained_run, sa
     assert res.exit_code == EXIT_TEMPFAIL
     assert calls == []  # an overlapping run does no network work and writes nothing
     assert not (tmp_path / "data" / "store").exists()
+
+
+def test_predict_into_an_out_folder_it_cannot_write_refuses_before_touching_the_network(
+    trained_run, sample_dir, tmp_path
+):
+    """`--out` a read-only folder, the run's forecast folder not made yet: the error the write
+    would meet, before the store is refreshed (it came once every ticker was downloaded), and
+    nothing made, neither the forecast folder nor the store."""
+    out = tmp_path / "fc"
+    out.mkdir(mode=0o555)
+    answers = {sym: str(sample_dir / f"{sym}.csv") for sym in ("STOCKA", "STOCKB")}
+    args = ["--run", trained_run, "--source", "yahoo", "--data-dir", tmp_path / "data"]
+    try:
+        res = run_forecaster_minding_file_modes(
+            "predict",
+            *args,
+            "--out",
+            out / "daily",  # made on the way, as the forecast folder is
+            cwd=tmp_path,
+            PYTHONPATH=os.pathsep.join(map(str, (ROOT, HOOKS, TESTS))),  # with Yahoo simulated
+            **yahoo_env(tmp_path, answers),
+        )
+    finally:
+        out.chmod(0o755)
+    assert res.returncode == EXIT_ERROR, res.stderr
+    folder = out / "daily" / trained_run.name
+    why = "Permission denied; earlier forecast files are unchanged"  # what the write would say
+    assert error_lines(res) == [f"ERROR: cannot write forecasts to {folder}: {why}"]
+    assert yahoo_log(tmp_path) == []  # no ticker fetched
+    assert not (tmp_path / "data").exists() and not list(out.iterdir())
 
 
 def test_download_waits_for_the_store_lock(cli, tmp_path, monkeypatch):
