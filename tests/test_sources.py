@@ -137,6 +137,15 @@ def test_csv_empty_adj_close_column_is_ignored_and_us_dates_parse(tmp_path):
     assert df["close"].iloc[0] == 1.5
 
 
+def _read_dated_rows(tmp_path, dates: list[str]):
+    """Bars read from AAA.csv, one row per date in file order, each row's open 10, 11, 12..."""
+    rows = "".join(f"{d},{10 + i},{11 + i},{9 + i},{10.5 + i},100\n" for i, d in enumerate(dates))
+    write(tmp_path, "AAA.csv", "Date,Open,High,Low,Close,Volume\n" + rows)
+    df = sources.read_csv_bars(tmp_path, "AAA")
+    assert list(df["open"]) == [10.0 + i for i in range(len(dates))]
+    return df
+
+
 @pytest.mark.parametrize(
     ("dates", "expected"),
     [
@@ -160,11 +169,8 @@ def test_csv_empty_adj_close_column_is_ignored_and_us_dates_parse(tmp_path):
     ],
 )
 def test_csv_slash_dates_are_read_with_one_order_for_the_whole_file(tmp_path, dates, expected):
-    rows = "".join(f"{d},{10 + i},{11 + i},{9 + i},{10.5 + i},100\n" for i, d in enumerate(dates))
-    write(tmp_path, "AAA.csv", "Date,Open,High,Low,Close,Volume\n" + rows)
-    df = sources.read_csv_bars(tmp_path, "AAA")
+    df = _read_dated_rows(tmp_path, dates)
     assert list(df.index.strftime("%Y-%m-%d")) == expected
-    assert list(df["open"]) == [10.0 + i for i in range(len(dates))]
 
 
 @pytest.mark.parametrize(
@@ -188,11 +194,8 @@ def test_csv_slash_dates_are_read_with_one_order_for_the_whole_file(tmp_path, da
 def test_csv_dates_with_a_two_digit_year_first_are_read_year_first_when_no_other_order_fits(tmp_path, dates, expected):
     from forecaster.store import load_csv
 
-    rows = "".join(f"{d},{10 + i},{11 + i},{9 + i},{10.5 + i},100\n" for i, d in enumerate(dates))
-    write(tmp_path, "AAA.csv", "Date,Open,High,Low,Close,Volume\n" + rows)
-    df = sources.read_csv_bars(tmp_path, "AAA")
+    df = _read_dated_rows(tmp_path, dates)
     assert list(df.index.strftime("%Y-%m-%d")) == expected
-    assert list(df["open"]) == [10.0 + i for i in range(len(dates))]
     assert list(load_csv(tmp_path, "AAA").index.strftime("%Y-%m-%d")) == sorted(expected)
 
 
