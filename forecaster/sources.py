@@ -518,7 +518,9 @@ class _ForwardToForecaster(logging.Handler):
     """Re-emit yfinance's log records at DEBUG on 'forecaster.yfinance' (kept out of stderr)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        logging.getLogger("forecaster.yfinance").debug("%s", record.getMessage())
+        target = logging.getLogger("forecaster.yfinance")
+        if target.isEnabledFor(logging.DEBUG):  # yfinance logs at DEBUG now: most records go nowhere
+            target.debug("%s", record.getMessage())
 
 
 # The lines yfinance logs at DEBUG for each request it makes (yfinance.data.YfData._make_request):

@@ -699,6 +699,20 @@ def test_configure_yfinance_sets_private_quiet_strict_mode(tmp_path, monkeypatch
         yf.set_tz_cache_location(previous)
 
 
+def test_yfinance_log_lines_reach_forecaster_yfinance_at_debug_and_never_stderr(capsys, caplog):
+    """configure_yfinance ran for the session (conftest): yfinance's own lines, DEBUG ones
+    included, are kept off stderr and re-emitted on 'forecaster.yfinance' when it listens."""
+    yf_log = logging.getLogger("yfinance")
+    yf_log.debug("url=https://example.invalid/v8/finance/chart/AAA")
+    yf_log.warning("AAA: possibly delisted")
+    assert capsys.readouterr().err == ""
+    with caplog.at_level(logging.DEBUG, logger="forecaster.yfinance"):
+        yf_log.debug("response code=200")
+        yf_log.warning("AAA: possibly delisted")
+    forwarded = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "forecaster.yfinance"]
+    assert forwarded == [(logging.DEBUG, "response code=200"), (logging.DEBUG, "AAA: possibly delisted")]
+
+
 def test_importing_the_data_layer_does_not_import_yfinance():
     code = "import sys, forecaster.sources, forecaster.store; sys.exit('yfinance' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
