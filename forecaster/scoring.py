@@ -344,11 +344,16 @@ def _read_forecast(
     again = (raw[FORECAST_COLUMNS] == FORECAST_COLUMNS).all(axis=1).to_numpy()
     if again.any():  # not a run named "run": files joined end to end, each with its header
         raise _Malformed(f"{where(int(np.flatnonzero(again)[0]))} repeats the header line (two files joined into one?)")
-    # every cell of a forecast is filled: an empty one is a file cut short (a copy that stopped
-    # midway), not another run's
-    short = (raw[FORECAST_COLUMNS] == "").any(axis=1).to_numpy()
+    # every cell of a forecast is filled: an empty one on the last row is a file cut short (a
+    # copy that stopped midway), not another run's; above it, a field emptied by hand
+    empty = raw[FORECAST_COLUMNS] == ""
+    short = empty.any(axis=1).to_numpy()
     if short.any():
-        raise _Malformed(f"{where(int(np.flatnonzero(short)[0]))} is incomplete (the file was cut short?)")
+        pos = int(np.flatnonzero(short)[0])
+        if pos == len(raw) - 1:
+            raise _Malformed(f"{where(pos)} is incomplete (the file was cut short?)")
+        blank = [c for c in FORECAST_COLUMNS if empty.iloc[pos][c]]
+        raise _Malformed(f"{where(pos)} is incomplete: no {', '.join(blank)}")
     others = sorted(set(raw["run"]) - {run, csv_safe(run)})
     last = raw["run"].iloc[-1]
     if last in others and _cut_in_last_field(path) and any(r.startswith(last) for r in (run, csv_safe(run))):

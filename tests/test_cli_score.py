@@ -479,7 +479,8 @@ def test_a_bad_row_below_rows_of_empty_fields_is_named_by_its_line(cli, trained_
     (folder / "2024-12-20.csv").write_text("".join(lines))
     res = cli("score", "--run", trained_run, "--out", out)
     assert res.exit_code == 3, res.stderr
-    assert "2024-12-20.csv skipped: line 9 is incomplete" in res.stderr, res.stderr
+    assert "2024-12-20.csv skipped: line 9 is incomplete: no model" in res.stderr, res.stderr
+    assert "cut short" not in res.stderr  # rows follow it: nothing was cut
 
 
 def test_a_forecast_for_a_session_missing_from_the_data_is_named(cli, trained_run, out):
