@@ -248,10 +248,11 @@ def file_lock(path: PathLike, timeout: float = 0) -> Iterator[None]:
 
 def file_in_the_way(folder: PathLike) -> Path | None:
     """The first of ``folder`` and the folders above it that exists but is not a folder (a
-    file where a folder has to be), or None when there is none."""
+    file where a folder has to be), or None when there is none. What cannot be looked at (below
+    a folder that cannot be entered) counts as not there: making it names the error."""
     path = Path(folder)
     for part in [*reversed(path.parents), path]:
-        if part.exists() and not part.is_dir():
+        if os.path.exists(part) and not os.path.isdir(part):
             return part
     return None
 

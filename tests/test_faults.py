@@ -122,14 +122,16 @@ def test_predict_takes_its_lock_before_touching_the_network(cli, trained_run, sa
     assert not (tmp_path / "data" / "store").exists()
 
 
+@pytest.mark.parametrize("mode", [0o555, 0o600], ids=["read-only", "cannot-be-entered"])
 def test_predict_into_an_out_folder_it_cannot_write_refuses_before_touching_the_network(
-    trained_run, sample_dir, tmp_path
+    trained_run, sample_dir, tmp_path, mode
 ):
-    """`--out` a read-only folder, the run's forecast folder not made yet: the error the write
-    would meet, before the store is refreshed (it came once every ticker was downloaded), and
-    nothing made, neither the forecast folder nor the store."""
+    """`--out` below a read-only folder, or one that cannot be entered, the run's forecast
+    folder not made yet: the error the write would meet, before the store is refreshed (it
+    came once every ticker was downloaded), and nothing made, neither the forecast folder nor
+    the store."""
     out = tmp_path / "fc"
-    out.mkdir(mode=0o555)
+    out.mkdir(mode=mode)
     answers = {sym: str(sample_dir / f"{sym}.csv") for sym in ("STOCKA", "STOCKB")}
     args = ["--run", trained_run, "--source", "yahoo", "--data-dir", tmp_path / "data"]
     try:
