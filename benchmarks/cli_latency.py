@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Command latency and memory: ``forecaster --help``, ``import torch``, ``forecaster predict``
-on the demo run, and ``make demo``.
+on the demo run, ``forecaster score`` of four years of its daily forecasts, and ``make demo``.
 
 Every command runs through a small launcher process (``python -S``) that reports its wall time
 and ``ru_maxrss`` of ``RUSAGE_CHILDREN``: the peak RSS of the command and of every process it
@@ -37,6 +37,29 @@ def repeat(res: harness.Results, label: str, cmd: list[str], n: int, target: flo
         met=s["median"] < target if target else None,
         note=f"peak RSS {rss:.0f} MB",
     )
+
+
+SCORED_FILES = 1000  # four years of daily forecasts
+
+
+def daily_forecasts(folder: Path, n: int) -> None:
+    """``n`` dated forecast files in ``folder``: the one ``predict`` wrote there, copied to each
+    of the ``n - 1`` sessions before it (as_of and dates moved along the exchange calendar), as
+    a cron job that forecasts every day leaves them."""
+    import exchange_calendars as xc
+    import pandas as pd
+
+    (made,) = [p for p in folder.glob("????-??-??.csv")]
+    df = pd.read_csv(made, dtype=str)
+    steps = df["step"].astype(int).to_numpy()
+    cal = xc.get_calendar("XNYS")
+    days = [str(d.date()) for d in cal.sessions_in_range(cal.first_session, cal.last_session)]
+    last = days.index(made.stem)
+    for i in range(last - n + 1, last):
+        out = df.copy()
+        out["as_of"] = days[i]
+        out["date"] = [days[i + k] for k in steps]
+        out.to_csv(folder / f"{days[i]}.csv", index=False)
 
 
 def run_make_demo(work: Path) -> harness.Proc:
@@ -76,6 +99,9 @@ def main(argv=None) -> int:
         out = work / "forecasts"
         cmd = fc + ["predict", "--run", str(demo_run), "--offline", "--out", str(out)]
         repeat(res, "predict --run <demo> --offline", cmd, args.rounds, TARGET_PREDICT_S)
+        daily_forecasts(out / demo_run.name, SCORED_FILES)
+        cmd = fc + ["score", "--run", str(demo_run), "--out", str(out), "--quiet"]
+        repeat(res, f"score --run <demo>, {SCORED_FILES:,} forecast files", cmd, min(args.rounds, 3))
         if not args.skip_make_demo:
             p = harness.checked(run_make_demo(work), "make demo")
             res.details["make_demo"] = {"wall_s": p.wall, "max_rss_mb": p.max_rss_mb}

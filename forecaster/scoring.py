@@ -331,7 +331,7 @@ def _read_forecast(
     # forecasts or below them) hold nothing: dropped wherever they are, as blank lines are; a
     # row cut short keeps its ticker
     rows = len(raw)
-    kept = np.flatnonzero((raw != "").any(axis=1).to_numpy())  # each row's place among pandas' rows
+    kept = np.flatnonzero((raw.to_numpy(dtype=object) != "").any(axis=1))  # each row's place among pandas' rows
     raw = raw.iloc[kept].reset_index(drop=True)
 
     def where(pos: int) -> str:
@@ -341,64 +341,69 @@ def _read_forecast(
 
     if raw.empty:
         raise _Malformed("no forecast rows")
-    again = (raw[FORECAST_COLUMNS] == FORECAST_COLUMNS).all(axis=1).to_numpy()
+    fields = raw[FORECAST_COLUMNS].to_numpy(dtype=object)  # numpy, not frame operations: a file is small
+    again = (fields == np.array(FORECAST_COLUMNS, dtype=object)).all(axis=1)
     if again.any():  # not a run named "run": files joined end to end, each with its header
         raise _Malformed(f"{where(int(np.flatnonzero(again)[0]))} repeats the header line (two files joined into one?)")
     # every cell of a forecast is filled: an empty one on the last row is a file cut short (a
     # copy that stopped midway), not another run's; above it, a field emptied by hand
-    empty = raw[FORECAST_COLUMNS] == ""
-    short = empty.any(axis=1).to_numpy()
+    empty = fields == ""
+    short = empty.any(axis=1)
     if short.any():
         pos = int(np.flatnonzero(short)[0])
         if pos == len(raw) - 1:
             raise _Malformed(f"{where(pos)} is incomplete (the file was cut short?)")
-        blank = [c for c in FORECAST_COLUMNS if empty.iloc[pos][c]]
+        blank = [c for c, e in zip(FORECAST_COLUMNS, empty[pos]) if e]
         raise _Malformed(f"{where(pos)} is incomplete: no {', '.join(blank)}")
-    others = sorted(set(raw["run"]) - {run, csv_safe(run)})
-    last = raw["run"].iloc[-1]
+    text = dict(zip(FORECAST_COLUMNS, fields.T))  # each column's fields, as strings
+    others = sorted(set(text["run"]) - {run, csv_safe(run)})
+    last = text["run"][-1]
     if last in others and _cut_in_last_field(path) and any(r.startswith(last) for r in (run, csv_safe(run))):
         # the copy stopped inside the run's name on the last row: a torn file, not another run's
         raise _Malformed(f"{where(len(raw) - 1)} is incomplete (the file was cut short?)")
     if others:
         raise _Malformed(f"written by run {ascii(others[0][:60])}, not {run}")
-    if cell is not None and (made := sorted(set(raw["model"]) - {cell})):
+    if cell is not None and (made := sorted(set(text["model"]) - {cell})):
         raise _Malformed(_another_model(run, f"{_cell(made[0])}, the run's is {cell}"))
     try:
-        symbols = {s: validate_ticker(s) for s in raw["ticker"].unique()}
+        symbols = {s: validate_ticker(s) for s in dict.fromkeys(text["ticker"])}
     except ForecasterError as exc:
         raise _Malformed(str(exc)) from None
     unknown = sorted(set(symbols.values()) - tickers) if tickers is not None else []
     if unknown:
         raise _Malformed(f"ticker {unknown[0]} is not one of the run's")
-    df = pd.DataFrame({"ticker": raw["ticker"].map(symbols)})
+    columns = {"ticker": [symbols[t] for t in text["ticker"]]}
     for col in ("as_of", "date"):
-        day = pd.to_datetime(raw[col], format="%Y-%m-%d", errors="coerce")
+        day = pd.to_datetime(text[col], format="%Y-%m-%d", errors="coerce")
         # a year the bars' dates cannot hold (3024 for 2024) is no forecast date: NaT, a bad row
-        df[col] = day.where((day >= pd.Timestamp.min) & (day <= pd.Timestamp.max)).astype("datetime64[ns]")
-    df["step"] = pd.to_numeric(raw["step"], errors="coerce")
-    for col in _PRICES:
-        df[col] = pd.to_numeric(raw[col], errors="coerce")
-    prices = df[_PRICES].to_numpy(dtype=float)
-    step = df["step"].to_numpy(dtype=float)
+        columns[col] = day.where((day >= pd.Timestamp.min) & (day <= pd.Timestamp.max)).astype("datetime64[ns]")
+    for col in ("step", *_PRICES):
+        columns[col] = pd.to_numeric(text[col], errors="coerce").astype(float)
+    df = pd.DataFrame(columns)
+    prices = np.column_stack([columns[c] for c in _PRICES])
+    step = columns["step"]
     whole = np.isfinite(step) & (step % 1 == 0)
     # a step the run does not forecast (9 of a 5-step run, 0): with the run gone, the steps of
     # the file's longest forecast (a hand-edited step leaves its ticker one step short)
     sizes = df.groupby(["ticker", "as_of"]).size()
     steps = horizon or (int(sizes.max()) if len(sizes) else 0)
     outside = whole & ((step < 1) | (step > steps))
+    as_of, date = columns["as_of"], columns["date"]
     invalid = (
-        df[["as_of", "date"]].isna().any(axis=1).to_numpy()
+        as_of.isna()
+        | date.isna()
         | ~whole
         | ~np.isfinite(prices).all(axis=1)
         | ~(prices > 0).all(axis=1)
-        | ~((df["p10"] <= df["p50"]) & (df["p50"] <= df["p90"])).to_numpy()
-        | ~(df["date"] > df["as_of"]).to_numpy()
+        | ~((prices[:, 1] <= prices[:, 2]) & (prices[:, 2] <= prices[:, 3]))
+        | ~(date > as_of)
     )
     if horizon and not invalid.any() and len(sizes) and (sizes == sizes.iloc[0]).all():
         made = int(sizes.iloc[0])  # every forecast has steps 1..made: a model of that horizon
         steps_of = df.groupby(["ticker", "as_of"])["step"]
-        whole_forecasts = steps_of.apply(lambda s: sorted(s) == list(range(1, made + 1))).all()
-        if made != horizon and whole_forecasts and (made > horizon or len(sizes) > 1):
+        if (made > horizon or (made < horizon and len(sizes) > 1)) and steps_of.apply(
+            lambda s: sorted(s) == list(range(1, made + 1))
+        ).all():
             raise _Malformed(_another_model(run, f"{made} steps, the run forecasts {horizon}"))
     bad = invalid | outside
     if bad.any():
