@@ -331,17 +331,17 @@ def _read_forecast(
     # forecasts or below them) hold nothing: dropped wherever they are, as blank lines are; a
     # row cut short keeps its ticker
     rows = len(raw)
-    kept = np.flatnonzero((raw.to_numpy(dtype=object) != "").any(axis=1))  # each row's place among pandas' rows
-    raw = raw.iloc[kept].reset_index(drop=True)
+    values = raw.to_numpy(dtype=object)  # numpy, not frame operations: a file is small
+    kept = np.flatnonzero((values != "").any(axis=1))  # each row's place among pandas' rows
+    fields = values[kept][:, [raw.columns.get_loc(c) for c in FORECAST_COLUMNS]]
 
     def where(pos: int) -> str:
         """Row ``pos`` as a message names it: the line an editor shows it on (blank lines and
         dropped rows above it move it down), read only when a message needs it."""
         return where_row(int(kept[pos]), row_lines(path, rows))
 
-    if raw.empty:
+    if not len(fields):
         raise _Malformed("no forecast rows")
-    fields = raw[FORECAST_COLUMNS].to_numpy(dtype=object)  # numpy, not frame operations: a file is small
     again = (fields == np.array(FORECAST_COLUMNS, dtype=object)).all(axis=1)
     if again.any():  # not a run named "run": files joined end to end, each with its header
         raise _Malformed(f"{where(int(np.flatnonzero(again)[0]))} repeats the header line (two files joined into one?)")
@@ -351,7 +351,7 @@ def _read_forecast(
     short = empty.any(axis=1)
     if short.any():
         pos = int(np.flatnonzero(short)[0])
-        if pos == len(raw) - 1:
+        if pos == len(fields) - 1:
             raise _Malformed(f"{where(pos)} is incomplete (the file was cut short?)")
         blank = [c for c, e in zip(FORECAST_COLUMNS, empty[pos]) if e]
         raise _Malformed(f"{where(pos)} is incomplete: no {', '.join(blank)}")
@@ -360,7 +360,7 @@ def _read_forecast(
     last = text["run"][-1]
     if last in others and _cut_in_last_field(path) and any(r.startswith(last) for r in (run, csv_safe(run))):
         # the copy stopped inside the run's name on the last row: a torn file, not another run's
-        raise _Malformed(f"{where(len(raw) - 1)} is incomplete (the file was cut short?)")
+        raise _Malformed(f"{where(len(fields) - 1)} is incomplete (the file was cut short?)")
     if others:
         raise _Malformed(f"written by run {ascii(others[0][:60])}, not {run}")
     if cell is not None and (made := sorted(set(text["model"]) - {cell})):
@@ -421,7 +421,7 @@ def _read_forecast(
     if end["step"] < steps and df.loc[mine, "step"].max() == end["step"]:
         at = f"{where(len(df) - 1)}, step {end['step']} of {end['ticker']}'s {steps}"
         raise _Malformed(f"it ends at {at} (the file was cut short?)")
-    df["model"] = raw["model"]
+    df["model"] = text["model"]
     df["file"] = path.name
     return df
 
