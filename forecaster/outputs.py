@@ -16,6 +16,17 @@ FLOAT_FORMAT = "%.10g"
 
 _NEEDS_QUOTES = re.compile(r'[",\r\n]')
 
+FORECAST_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.csv")
+"""The name of a dated forecast file, ``<as_of>.csv`` (``latest.csv`` is a copy of one)."""
+
+
+def has_dated_forecasts(folder: Path) -> bool:
+    """True when ``folder`` is a folder holding at least one dated forecast file."""
+    try:
+        return any(FORECAST_FILE.fullmatch(p.name) for p in folder.iterdir())
+    except OSError:  # no such folder, not a folder, or not readable
+        return False
+
 
 def to_csv_text(df: pd.DataFrame, header: bool = True) -> str:
     """CSV text with no cell able to start a spreadsheet formula; floats as :data:`FLOAT_FORMAT`.

@@ -55,7 +55,7 @@ from .errors import EXIT_OK, EXIT_PARTIAL, ConfigError, DataError, ForecasterErr
 from .evaluation import EvalReport
 from .fsio import follow_link
 from .metrics import POOLED, metrics_table
-from .outputs import write_csv
+from .outputs import FORECAST_FILE, has_dated_forecasts, write_csv
 from .prediction import FORECAST_COLUMNS
 from .sessions import dated_after_today, latest_possible_day
 from .sources import row_lines, where_row
@@ -78,7 +78,6 @@ SCORE_COLUMNS = [
     "pinball",
 ]
 SCORE_FILE = "score.csv"
-FORECAST_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.csv")
 """The dated forecast files ``predict`` writes (``latest.csv`` and ``score.csv`` do not match)."""
 REVISION_RTOL = 1e-6
 """A stored close that differs from a forecast's last_close by more than this (relative) was
@@ -270,7 +269,7 @@ def _refuse_deleted_target(path: Path, out: Path | None, source: str | None, dat
     shown = os.path.relpath(target) if not os.path.relpath(target).startswith("..") else str(target)
     folder = Path(out or PredictConfig().out) / target.name
     said = f"{path} points at {target}, which does not exist (deleted?)"
-    if not (folder.is_dir() and any(FORECAST_FILE.fullmatch(p.name) for p in folder.iterdir())):
+    if not has_dated_forecasts(folder):
         raise RunFormatError(f"{said}, and there are no forecast files of run {target.name} in {folder}")
     args = ["--run", shown] + (["--out", str(out)] if out is not None else [])
     args += ["--source", source] if source else []

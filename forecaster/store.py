@@ -387,10 +387,14 @@ def load_store(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:
     try:
         return validate_bars(raw, symbol)
     except DataError as exc:  # bad bars written by an older version, or edited by hand: no update can mend them
-        why = str(exc).removeprefix(f"{symbol}: ")
-        raise DataError(
-            f"{symbol}: the stored file holds bad bars ({why}); delete {path} and run `forecaster download {symbol}`"
-        ) from None
+        raise _bad_stored_bars(symbol, path, str(exc).removeprefix(f"{symbol}: ")) from None
+
+
+def _bad_stored_bars(symbol: str, path: Path, why: str) -> DataError:
+    """The error of a stored file whose bars no download can mend: delete it, download again."""
+    return DataError(
+        f"{symbol}: the stored file holds bad bars ({why}); delete {path} and run `forecaster download {symbol}`"
+    )
 
 
 def load_csv(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:
@@ -695,11 +699,7 @@ def load_bars(
         if until_today and (ahead := dated_after_today(df.index)):
             if source == "csv":
                 raise DataError(f"{symbol}: {ahead}, in {csv_file(data_dir, symbol)}; fix the data")
-            path = store_path(data_dir, symbol)
-            raise DataError(
-                f"{symbol}: the stored file holds bad bars ({ahead}); "
-                f"delete {path} and run `forecaster download {symbol}`"
-            )
+            raise _bad_stored_bars(symbol, store_path(data_dir, symbol), ahead)
         if warn_of_gaps:
             _warn_of_gaps(df, symbol)
         bars[symbol] = df if tail is None else df.iloc[-tail:]

@@ -12,7 +12,6 @@ import math
 import os
 import platform
 import random
-import re
 import signal
 import threading
 import time
@@ -51,6 +50,7 @@ from .intervals import median_weights, walk_forward_scales, with_median
 from .metrics import POOLED
 from .models import QuantileRNN, build_model, pinball_loss
 from .npinfer import NumpyQuantileRNN, predict_scaled
+from .outputs import has_dated_forecasts
 from .sessions import check_calendar
 from .store import load_bars
 from .threads import usable_cores
@@ -620,14 +620,8 @@ def _earlier_forecasts(run_dir: Path, cfg: Config) -> Path | None:
     """The forecast folder (``predict.out``/<name>) of the run that ``run_dir`` holds now, when
     it holds one and that folder has dated forecasts: a forecast file names only its run, so
     once another model replaces the run, ``score`` would read them as the new model's."""
-    if not (run_dir / "run.json").is_file():
-        return None
     folder = Path(cfg.predict.out) / run_dir.name
-    try:
-        dated = any(re.fullmatch(r"\d{4}-\d{2}-\d{2}\.csv", p.name) for p in folder.iterdir())
-    except OSError:  # no such folder, or not readable
-        return None
-    return folder if dated else None
+    return folder if (run_dir / "run.json").is_file() and has_dated_forecasts(folder) else None
 
 
 def run_lock_path(run_dir: os.PathLike) -> Path:
