@@ -127,6 +127,24 @@ def suggest(trial: optuna.Trial, dim: SearchDim, values: list) -> Any:
     return trial.suggest_float(dim.name, float(values[0]), float(values[1]), log=dim.log)
 
 
+def check_choices(study: optuna.Study, dims: list[tuple[SearchDim, list]]) -> None:
+    """Refuse, before any trial, a choice dimension whose values differ from those the study's
+    trials were drawn from: Optuna would fail every trial of this command on it. A range (an
+    integer or a float dimension) may change from one command to the next."""
+    before: dict[str, tuple] = {}
+    for tr in study.get_trials(deepcopy=False):
+        for name, dist in tr.distributions.items():
+            if isinstance(dist, optuna.distributions.CategoricalDistribution):
+                before.setdefault(name, dist.choices)
+    for dim, values in dims:
+        if dim.kind == "choice" and dim.name in before and tuple(values) != before[dim.name]:
+            raise ConfigError(
+                f"study {study.study_name} searched {dim.name} over {list(before[dim.name])}, this command over "
+                f"{list(values)}: the choices of a study cannot change; give [tune.space] {dim.name} the same "
+                "values (or fix it with a flag) to continue it, or another --study name"
+            )
+
+
 # ---- storage ----------------------------------------------------------------------------------
 def storage_label(url: str) -> str:
     """A storage URL fit to print: the password, if any, replaced by ***."""
@@ -450,6 +468,7 @@ def tune(
             storage = open_storage(url, t.heartbeat)
             study = _load_study(storage, cfg, url)
             _check_setup(study, cfg, {d.key for d, _ in dims}, data)
+            check_choices(study, dims)
             fail_abandoned(study)
             remove_abandoned_trial_dirs()
     except KeyboardInterrupt:

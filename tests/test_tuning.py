@@ -334,6 +334,20 @@ def test_a_study_refuses_to_continue_on_other_data(small_dir, tmp_path):
         tune(_cfg(small_dir, **{"tune.trials": 1, "train.epochs": 3}), root=tmp_path)
 
 
+def test_a_study_refuses_other_choices_before_any_trial_but_takes_another_range(small_dir, tmp_path):
+    """Optuna cannot draw a choice from other values than a study's trials were drawn from:
+    refused in one line naming the dimension, and no failed trial added to the study."""
+    tune(_cfg(small_dir, **{"tune.trials": 1, "tune.space.cell": ["gru", "rnn"]}), root=tmp_path)
+    with pytest.raises(ConfigError, match=r"study t searched cell over \['gru', 'rnn'\], this command over \['lstm'\]"):
+        tune(_cfg(small_dir, **{"tune.trials": 1, "tune.space.cell": ["lstm"]}), root=tmp_path)
+    study = optuna.load_study(study_name="t", storage=embedded_url("t", tmp_path))
+    assert [tr.state for tr in study.trials] == [TrialState.COMPLETE]
+    again = _cfg(small_dir, **{"tune.trials": 1, "tune.space.cell": ["gru", "rnn"]})
+    again.tune.space.lookback = [12, 20]
+    res = tune(again, root=tmp_path)
+    assert list(res.trials["state"]) == ["COMPLETE", "COMPLETE"]
+
+
 def test_a_study_refuses_to_continue_on_other_bars_but_not_on_other_test_bars(small_dir, tmp_path):
     """The same settings and tickers, but bars that changed since the study began (a bar
     appended, as a refreshed store has, or a revised one): refused, naming the ticker, and
