@@ -441,7 +441,10 @@ def _backtest_block(block: _Block) -> Backtest:
     present = {s: df for s, df in bars.items() if s not in missing}
     mase_scale = _mase_scales(bars, splits.val_start)
     closes = {s: df[["close"]] for s, df in present.items()} if block.keep_closes else {}
-    pred = _walk_forward(run, present) if present else None
+    # fewer bars than one forecast with an actual takes: named below, not given to the windows,
+    # which refuse a ticker shorter than a window as an error that would stop the others
+    enough = {s: df for s, df in present.items() if len(df) >= run.config.window.lookback + 2}
+    pred = _walk_forward(run, enough) if enough else None
     forecast = set() if pred is None else set(pred["ticker"])
     for sym in present.keys() - forecast:  # bars into the test split, but too few for one origin
         missing[sym] = {"last_date": str(present[sym].index[-1].date()), "split_start": str(splits.test_start.date())}

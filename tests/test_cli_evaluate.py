@@ -207,12 +207,14 @@ def test_evaluate_a_ticker_with_too_little_history_for_some_volatility_baselines
             assert float(ratio) > 0 and best in ("ewma", "garch"), rows
 
 
-def test_evaluate_names_a_ticker_whose_bars_are_too_few_for_one_test_origin(cli, run_copy, sample_dir, tmp_path):
-    """Bars that start inside the test split, one too few for a forecast with an actual
-    (lookback 20 + 2): named like a ticker whose bars end before the split, never dropped silently."""
+@pytest.mark.parametrize("bars", [1, 10, 21])
+def test_evaluate_names_a_ticker_whose_bars_are_too_few_for_one_test_origin(cli, run_copy, sample_dir, tmp_path, bars):
+    """Bars that start inside the test split, too few for a forecast with an actual (lookback
+    20 + 2; 21 is one too few, 10 or 1 not even a window): named like a ticker whose bars end
+    before the split, never dropped silently, and the other tickers evaluated."""
     data = tmp_path / "data"
     data.mkdir()
-    a = pd.read_csv(sample_dir / "STOCKA.csv").tail(21)
+    a = pd.read_csv(sample_dir / "STOCKA.csv").tail(bars)
     a.to_csv(data / "STOCKA.csv", index=False)
     (data / "STOCKB.csv").write_text((sample_dir / "STOCKB.csv").read_text())
     res = cli("evaluate", "--run", run_copy, "--data-dir", data, "--json")
