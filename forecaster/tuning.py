@@ -167,6 +167,8 @@ def open_storage(url: str, heartbeat: int):
             raise ConfigError(
                 f"the study storage {label} names a folder: name a file in it, e.g. {form}{path}/{example}"
             )
+    if url.startswith("sqlite:///"):
+        _refuse_read_only(Path(url[len("sqlite:///") :]).expanduser(), label)
     try:
         if url.startswith(JOURNAL):
             from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
@@ -198,6 +200,16 @@ def open_storage(url: str, heartbeat: int):
             first = str(e).strip().splitlines()[0].replace(url, label).rstrip(":")
             raise ConfigError(f"unusable storage URL {label}: {first}; expected {STORAGE_FORMS}") from None
         raise _unreachable(e, url) from None
+
+
+def _refuse_read_only(path: Path, label: str) -> None:
+    """SQLite writes the study file and a journal beside it: a folder or a file this process may
+    not write is an error to mend (exit 1), not a database to try again later (exit 75)."""
+    folder = path.parent
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write the study storage {label}: Permission denied on the folder {folder}")
+    if path.is_file() and not os.access(path, os.R_OK | os.W_OK):
+        raise ConfigError(f"cannot write the study storage {label}: Permission denied on {path}")
 
 
 STORAGE_FORMS = "journal:FILE, sqlite:///FILE, postgresql://..., mysql://..., redis://... or grpc://HOST:PORT"

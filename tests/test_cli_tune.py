@@ -11,7 +11,14 @@ import tomllib
 import pandas as pd
 import pytest
 import typer.main
-from support import SLOW_TEST_TIMEOUT_S, assert_one_line_error, csv_folder_with_a_bar_on, run_meta, run_script
+from support import (
+    SLOW_TEST_TIMEOUT_S,
+    assert_one_line_error,
+    csv_folder_with_a_bar_on,
+    run_forecaster_minding_file_modes,
+    run_meta,
+    run_script,
+)
 
 from forecaster.cli import app
 from forecaster.config import load_config
@@ -375,3 +382,29 @@ def test_tune_refuses_a_storage_that_names_a_folder_with_exit_1_not_75(cli, smal
     res = cli("tune", "--config", conf, "--trials", "1", "--epochs", "1", "--storage", url.format(d=folder))
     assert_one_line_error(res, 1, "names a folder", example.format(d=folder))
     assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("read_only", ["folder", "file"])
+def test_tune_refuses_a_study_file_it_cannot_write_with_exit_1_not_75(small_dir, tmp_path, read_only):
+    """runs/tune read-only for this user, or a study file that is: exit 1 naming it before any
+    trial, not 75 ("cannot reach the study storage ... unable to open database file"), which
+    tells cron to try again, nor an unexpected error once the first trial is recorded."""
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    studies = tmp_path / "runs" / "tune"
+    studies.mkdir(parents=True)
+    if read_only == "file":
+        (studies / "s.db").touch(mode=0o444)
+        at = studies / "s.db"
+    else:
+        studies.chmod(0o555)
+        at = f"the folder {studies}"
+    try:
+        res = run_forecaster_minding_file_modes(
+            "tune", "--config", conf, "--trials", "1", "--epochs", "1", "--study", "s", cwd=tmp_path
+        )
+    finally:
+        studies.chmod(0o755)
+    assert res.returncode == 1, res.stderr
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("ERROR")]
+    assert errors == [f"ERROR: cannot write the study storage sqlite:///{studies}/s.db: Permission denied on {at}"]
+    assert sorted(p.name for p in studies.iterdir()) == (["s.db"] if read_only == "file" else [])
