@@ -15,6 +15,7 @@ Only the tune command imports this module, and with it Optuna.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 from .checkpoint import Origin, set_origin
 from .config import SEARCH_SPACE, Config, SearchDim, active_dims, config_from_dict, config_toml, load_config
 from .errors import ConfigError, DataError, TemporaryFailure, TrainingError
-from .fsio import atomic_write_text, file_lock
+from .fsio import atomic_write_text, cannot_make, file_in_the_way, file_lock, not_a_folder
 from .outputs import write_csv
 from .store import load_bars
 from .training import (
@@ -465,6 +466,7 @@ def tune(
     dims = search_dims(cfg, fixed)
     check_space(cfg, dims)
     url = t.storage or embedded_url(t.study, Path(root))
+    _check_results_folder(Path(root) / t.study, t.study)
     stage = f"while the bars were read or study {t.study} was opened"
     try:
         with sigterm_as_interrupt():  # `kill` before the first trial stops the command like Ctrl-C
@@ -519,6 +521,20 @@ def tune(
         raise SearchInterrupted(_what_was_kept(result), result)
     _raise_if_nothing_completed(study, result)
     return result
+
+
+def _check_results_folder(out: Path, study: str) -> None:
+    """Refuse, before the first trial rather than after the search, a results folder that
+    cannot be made or written; nothing is made here."""
+    if blocker := file_in_the_way(out):
+        raise ConfigError(f"cannot write the results of study {study} to {out}: {not_a_folder(blocker)}")
+    denied = cannot_make(out)
+    if denied is None and out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
+        denied = OSError(errno.EACCES, os.strerror(errno.EACCES), str(out))
+    if denied is not None:
+        raise ConfigError(
+            f"cannot write the results of study {study} to {out}: {denied.strerror} on the folder {denied.filename}"
+        )
 
 
 class SearchInterrupted(KeyboardInterrupt):

@@ -386,25 +386,52 @@ def test_tune_refuses_a_storage_that_names_a_folder_with_exit_1_not_75(cli, smal
 
 @pytest.mark.parametrize("read_only", ["folder", "file"])
 def test_tune_refuses_a_study_file_it_cannot_write_with_exit_1_not_75(small_dir, tmp_path, read_only):
-    """runs/tune read-only for this user, or a study file that is: exit 1 naming it before any
-    trial, not 75 ("cannot reach the study storage ... unable to open database file"), which
-    tells cron to try again, nor an unexpected error once the first trial is recorded."""
+    """A SQLite storage in a folder this user cannot write, or a study file it cannot: exit 1
+    naming it before any trial, not 75 ("cannot reach the study storage ... unable to open
+    database file"), which tells cron to try again, nor an unexpected error once the first
+    trial is recorded."""
     conf = _config(tmp_path / "tune.toml", small_dir)
-    studies = tmp_path / "runs" / "tune"
-    studies.mkdir(parents=True)
+    studies = tmp_path / "studies"
+    studies.mkdir()
     if read_only == "file":
         (studies / "s.db").touch(mode=0o444)
         at = studies / "s.db"
     else:
         studies.chmod(0o555)
         at = f"the folder {studies}"
+    url = f"sqlite:///{studies}/s.db"
+    args = ["--trials", "1", "--epochs", "1", "--study", "s", "--storage", url]
     try:
-        res = run_forecaster_minding_file_modes(
-            "tune", "--config", conf, "--trials", "1", "--epochs", "1", "--study", "s", cwd=tmp_path
-        )
+        res = run_forecaster_minding_file_modes("tune", "--config", conf, *args, cwd=tmp_path)
     finally:
         studies.chmod(0o755)
     assert res.returncode == 1, res.stderr
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("ERROR")]
-    assert errors == [f"ERROR: cannot write the study storage sqlite:///{studies}/s.db: Permission denied on {at}"]
+    assert errors == [f"ERROR: cannot write the study storage {url}: Permission denied on {at}"]
     assert sorted(p.name for p in studies.iterdir()) == (["s.db"] if read_only == "file" else [])
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("blocked", ["read-only", "a file"])
+def test_tune_refuses_a_results_folder_it_cannot_write_before_the_first_trial(small_dir, tmp_path, blocked):
+    """runs/tune/<study>/ read-only, or a file in its place: refused before the search (it
+    was found once every trial had run, as a temporary file that could not be made), and
+    nothing added to the study."""
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    out = tmp_path / "runs" / "tune" / "s"
+    if blocked == "a file":
+        out.parent.mkdir(parents=True)
+        out.touch()
+        why = "runs/tune/s is a file, not a folder"
+    else:
+        out.mkdir(parents=True, mode=0o555)
+        why = "Permission denied on the folder runs/tune/s"
+    args = ["--trials", "1", "--epochs", "1", "--study", "s"]
+    try:
+        res = run_forecaster_minding_file_modes("tune", "--config", conf, *args, cwd=tmp_path)
+    finally:
+        out.chmod(0o755)
+    assert res.returncode == 1, res.stderr
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("ERROR")]
+    assert errors == [f"ERROR: cannot write the results of study s to runs/tune/s: {why}"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["s"]  # no study made
