@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
+
+log = logging.getLogger("forecaster")
 
 
 def _pyplot():
@@ -71,9 +74,32 @@ def plot_report(report, run, bars: dict[str, pd.DataFrame], out: Path) -> dict[s
     files = {}
     for sym in report.predictions["ticker"].unique():
         files[sym] = plot_ticker(report.predictions, bars[sym]["close"], sym, out / f"{sym}.png", steps)
-    hist = pd.read_csv(Path(run.path) / "history.csv")
-    files["training"] = plot_training(hist, out / "training.png")
+    hist = _training_history(Path(run.path) / "history.csv")
+    if hist is not None:
+        files["training"] = plot_training(hist, out / "training.png")
     return files
+
+
+def _training_history(path: Path) -> pd.DataFrame | None:
+    """The epochs of ``history.csv`` that training.png draws; None, with a warning, when the
+    file is missing, unreadable or holds no epoch with a validation loss (the evaluation and
+    the tickers' plots do not need it)."""
+    try:
+        hist = pd.read_csv(path)
+    except (OSError, ValueError) as e:  # pandas' EmptyDataError and ParserError are ValueErrors
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    else:
+        cols = ["epoch", "train_loss", "val_loss", "grad_norm"]
+        missing = [c for c in cols if c not in hist.columns]
+        if not missing:
+            hist = hist[cols].apply(pd.to_numeric, errors="coerce").dropna(subset=["epoch", "val_loss"])
+            if len(hist):
+                return hist
+            why = "no epoch with a validation loss"
+        else:
+            why = f"no column {', '.join(missing)}"
+    log.warning("training.png not drawn: %s: %s", path, why)
+    return None
 
 
 def plot_study(trials: pd.DataFrame, pruned_at: dict[int, float], path: Path, study: str) -> Path:

@@ -256,6 +256,31 @@ def test_evaluate_plot_writes_one_png_per_ticker(cli, run_copy):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize(
+    ("history", "why"),
+    [
+        (None, "No such file or directory"),
+        ("", "No columns to parse from file"),
+        ("epoch,train_loss,val_loss,grad_norm,lr,seconds,samples\n", "no epoch with a validation loss"),
+    ],
+    ids=["missing", "empty", "header-only"],
+)
+def test_evaluate_plot_of_a_run_without_a_readable_history_warns_and_writes_the_rest(cli, run_copy, history, why):
+    """history.csv gone or damaged (a run copied with its weights and run.json only): the
+    training plot is left out with a warning naming the file; the evaluation and the tickers'
+    plots are written. It was an 'unexpected error' after the whole backtest, nothing written."""
+    path = run_copy / "history.csv"
+    path.unlink()
+    if history is not None:
+        path.write_text(history)
+    res = cli("evaluate", "--run", run_copy, "--plot", "-q")
+    assert res.exit_code == 0, res.stderr
+    assert res.stderr.splitlines() == [f"WARNING: training.png not drawn: {path}: {why}"]
+    plots = run_copy / "eval" / "plots"
+    assert sorted(p.name for p in plots.iterdir()) == ["STOCKA.png", "STOCKB.png"]
+    assert (run_copy / "eval" / "metrics.csv").is_file()
+
+
 def test_evaluate_says_plainly_when_naive_is_not_beaten(cli, run_copy):
     # A 2-epoch model with 8 hidden units has no significant skill at every step.
     doc = json.loads(cli("evaluate", "--run", run_copy, "--json").stdout)
