@@ -339,8 +339,20 @@ def _tickers(opt: list[str] | None, extra: list[str] | None) -> list[str] | None
     return names or None
 
 
+def _json_ready(obj):
+    """``obj`` with every NaN or infinite float as None: JSON has no such numbers, and a
+    consumer's strict parser would refuse the whole document for one of them."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_ready(v) for v in obj]
+    return obj
+
+
 def _emit_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    sys.stdout.write(json.dumps(_json_ready(obj), indent=2, default=str, allow_nan=False) + "\n")
     _Printed.json = True
 
 

@@ -207,3 +207,16 @@ def test_info_shows_window_counts_and_metrics_readably_and_json_keeps_them_whole
     assert "{" not in res.stdout and "'" not in res.stdout
     doc = json.loads(cli("info", trained_run, "--json").stdout)
     assert doc["windows"] == w and doc["metrics"]["best_val_loss"] == loss
+
+
+def test_info_json_is_strict_json_when_run_json_holds_a_nan(cli, run_copy):
+    meta = json.loads((run_copy / "run.json").read_text())
+    meta["metrics"]["best_val_loss"] = float("nan")  # Python's json writes it as NaN
+    meta["metrics"]["train_seconds"] = float("inf")
+    (run_copy / "run.json").write_text(json.dumps(meta))
+    res = cli("info", run_copy, "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+    assert doc["metrics"]["best_val_loss"] is None
+    assert doc["metrics"]["train_seconds"] is None
+    assert doc["metrics"]["best_epoch"] == meta["metrics"]["best_epoch"]  # the rest as it was
