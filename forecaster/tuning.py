@@ -588,7 +588,8 @@ def _raise_if_nothing_completed(study: optuna.Study, result: TuneResult) -> None
         return
     errors = [tr.user_attrs["error"] for tr in study.get_trials(deepcopy=False) if "error" in tr.user_attrs]
     why = f"; the first error: {errors[0]}" if errors else ""
-    raise TrainingError(f"no trial of study {result.study} has completed{why}")
+    where = f" (every trial's state: {result.files['trials']})" if "trials" in result.files else ""
+    raise TrainingError(f"no trial of study {result.study} has completed{why}{where}")
 
 
 # ---- results ------------------------------------------------------------------------------------

@@ -316,8 +316,9 @@ def test_a_trial_whose_lookback_no_ticker_can_serve_fails_and_the_search_goes_on
     # STOCKB has about 200 training sessions: no lookback of this space leaves it a window
     cfg = _cfg(small_dir, **{"data.tickers": ["STOCKB"], "tune.trials": 3})
     cfg.tune.space.lookback = [300, 400]
-    with pytest.raises(TrainingError, match="no trial of study t has completed; the first error: no ticker has"):
+    with pytest.raises(TrainingError, match="no trial of study t has completed; the first error: no ticker has") as e:
         tune(cfg, root=tmp_path)
+    assert str(e.value).endswith(f"(every trial's state: {tmp_path / 't' / 'trials.csv'})")  # where to look
     trials = pd.read_csv(tmp_path / "t" / "trials.csv")
     assert list(trials["state"]) == ["FAIL"] * 3
 
