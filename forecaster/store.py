@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import os
+import shlex
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -365,8 +366,16 @@ def _read_store_raw(path: Path, symbol: str) -> RawBars:
         raise DataError(f"{symbol}: cannot read {path} ({os.strerror(exc.errno)})") from None
     except Exception as exc:  # pyarrow raises many types for a damaged file
         raise DataError(
-            f"{symbol}: cannot read {path} ({type(exc).__name__}); delete it and run `forecaster download {symbol}`"
+            f"{symbol}: cannot read {path} ({type(exc).__name__}); delete it and run {download_command(path, symbol)}"
         ) from None
+
+
+def download_command(path: Path, symbol: str) -> str:
+    """The ``download`` that stores ``symbol`` at ``path`` (its file in a store), in backquotes:
+    with ``--data-dir`` unless the store is the default one, which a bare download fills."""
+    root = Path(path).parent.parent
+    option = "" if root == Path("data") else f" --data-dir {shlex.quote(str(root))}"
+    return f"`forecaster download{option} {symbol}`"
 
 
 # --------------------------------------------------------------------------- the store
@@ -382,7 +391,7 @@ def load_store(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:
             raise DataError(f"{symbol}: no stored data: {fsio.not_a_folder(blocker)}")
         if note := relative_note(data_dir):  # the wrong folder, most likely, not a ticker never downloaded
             raise DataError(f"{symbol}: no stored data at {path}{note}")
-        raise DataError(f"{symbol}: no stored data at {path}; run `forecaster download {symbol}` first")
+        raise DataError(f"{symbol}: no stored data at {path}; run {download_command(path, symbol)} first")
     raw = _read_store_raw(path, symbol)
     try:
         return validate_bars(raw, symbol)
@@ -393,7 +402,7 @@ def load_store(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:
 def _bad_stored_bars(symbol: str, path: Path, why: str) -> DataError:
     """The error of a stored file whose bars no download can mend: delete it, download again."""
     return DataError(
-        f"{symbol}: the stored file holds bad bars ({why}); delete {path} and run `forecaster download {symbol}`"
+        f"{symbol}: the stored file holds bad bars ({why}); delete {path} and run {download_command(path, symbol)}"
     )
 
 
@@ -502,7 +511,7 @@ def _check_overlap(old: pd.DataFrame, fresh: pd.DataFrame, start: pd.Timestamp, 
         f"{symbol}: Yahoo's bars no longer include the stored sessions {tail[0].date()} to {tail[-1].date()} "
         f"(its bars run from {fresh.index[0].date()} to {fresh.index[-1].date()}): the symbol may now name "
         f"another security; the stored file is unchanged. To store Yahoo's series instead, delete {path} "
-        f"and run `forecaster download {symbol}`"
+        f"and run {download_command(path, symbol)}"
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 from pathlib import Path
 
 import pandas as pd
@@ -388,7 +389,7 @@ def test_download_refuses_to_append_a_series_that_no_longer_has_the_stored_sessi
     reason = doc["failed"]["AAA"]
     assert f"no longer include the stored sessions {stored.index[-5].date()} to {stored.index[-1].date()}" in reason
     assert "2023-05-01" in reason and "unchanged" in reason
-    assert f"delete {data / 'store' / 'AAA.parquet'} and run `forecaster download AAA`" in reason
+    assert f"delete {data / 'store' / 'AAA.parquet'} and run `forecaster download --data-dir {data} AAA`" in reason
     assert (data / "store" / "AAA.parquet").read_bytes() == before
 
 
@@ -406,7 +407,7 @@ def test_download_store_file_with_a_bad_bar_says_to_delete_it(cli, fake_fetch, t
     assert res.exit_code == 3, res.stderr
     assert json.loads(res.stdout)["failed"] == {
         "AAA": "the stored file holds bad bars (close -1 on 2021-01-18 is not a finite positive price); "
-        f"delete {path} and run `forecaster download AAA`"
+        f"delete {path} and run `forecaster download --data-dir {data} AAA`"
     }
     assert path.read_bytes() == before
     # bad bars from Yahoo are Yahoo's: no file to delete
@@ -519,3 +520,23 @@ def test_download_lock_held_is_tempfail_naming_holder(cli, fake_fetch, tmp_path)
     assert _parquets(data) == []
     # once the lock is free the same command works
     assert cli("download", "AAA", "--data-dir", data, "-q").exit_code == 0
+
+
+def test_train_without_stored_bars_names_a_download_into_its_own_data_folder(cli, fake_fetch, tmp_path):
+    """A config whose data folder is not the default one: the download the error asks for,
+    run as written, fills that folder (not data/ of the current directory), after which
+    the bars are found."""
+    root = tmp_path / "my store"
+    root.mkdir()
+    cfg = tmp_path / "prod.toml"
+    cfg.write_text(f'[data]\nsource = "yahoo"\ndata_dir = "{root}"\ntickers = ["AAA"]\n', encoding="utf-8")
+    res = cli("train", "--config", cfg, "--epochs", "1")
+    assert res.exit_code == 1
+    advice = re.search(r"run `forecaster (download [^`]*)` first", res.stderr)
+    assert advice, res.stderr
+    fake_fetch({"AAA": make_bars("2020-01-02", 60, seed=1)})
+    assert cli(*shlex.split(advice.group(1))).exit_code == 0
+    assert (root / "store" / "AAA.parquet").is_file()
+    assert not Path("data").exists()
+    res = cli("train", "--config", cfg, "--epochs", "1")
+    assert "no stored data" not in res.stderr

@@ -770,7 +770,7 @@ def test_predict_yahoo_store_file_with_a_bad_bar_says_to_delete_it_once(
     [line] = [ln for ln in res.stderr.splitlines() if "STOCKB" in ln]
     assert line == (
         "ERROR: STOCKB failed: refresh failed: the stored file holds bad bars (close -1 on 2024-06-03 is not a "
-        f"finite positive price); delete {path} and run `forecaster download STOCKB`"
+        f"finite positive price); delete {path} and run `forecaster download --data-dir {data} STOCKB`"
     ), line
     _check_forecast(_read(out / trained_run.name / "latest.csv"), ["STOCKA"], 3, trained_run.name)
 

@@ -180,7 +180,7 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 def test_load_missing_suggests_download(tmp_path):
-    with pytest.raises(DataError, match="run `forecaster download AAA` first"):
+    with pytest.raises(DataError, match=f"run `forecaster download --data-dir {tmp_path} AAA` first"):
         store.load_store(tmp_path, "AAA")
 
 
@@ -533,7 +533,7 @@ def test_load_bars_until_today_names_the_first_bar_dated_after_it_and_its_file(t
     path = store.store_path(tmp_path, "BBB")
     assert str(info.value) == (
         "BBB: the stored file holds bad bars (2 bar(s) dated after today, from 2204-01-08 to 2204-01-09); "
-        f"delete {path} and run `forecaster download BBB`"
+        f"delete {path} and run `forecaster download --data-dir {tmp_path} BBB`"
     )
 
 
@@ -559,8 +559,8 @@ def test_missing_store_file_under_a_relative_folder_says_where_it_was_looked_for
     with pytest.raises(DataError) as caught:
         load_store("data", "AAA")
     assert "relative" not in str(caught.value) and "run `forecaster download AAA` first" in str(caught.value)
-    with pytest.raises(DataError, match="download AAA"):
-        load_store(tmp_path / "elsewhere", "AAA")  # an absolute folder: no note either
+    with pytest.raises(DataError, match=f"download --data-dir {tmp_path / 'elsewhere'} AAA"):
+        load_store(tmp_path / "elsewhere", "AAA")  # an absolute folder: no note either, its folder in the command
 
 
 def test_duplicate_dates_are_named_with_the_csv_file_they_are_in(tmp_path, caplog):
