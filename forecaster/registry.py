@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -66,6 +67,13 @@ def check_name(name: str) -> str:
     return name
 
 
+def runs_dir_option(runs_dir: Path) -> str:
+    """`` --runs-dir DIR`` for a command that a message asks for, empty for the default folder:
+    run as written, the command acts on the folder the one that said it used."""
+    runs_dir = Path(runs_dir)
+    return "" if runs_dir == DEFAULT_RUNS_DIR else f" --runs-dir {shlex.quote(str(runs_dir))}"
+
+
 def pointer_path(name: str, runs_dir: Path = DEFAULT_RUNS_DIR) -> Path:
     return Path(runs_dir) / check_name(name)
 
@@ -93,7 +101,10 @@ def champion(name: str, runs_dir: Path = DEFAULT_RUNS_DIR) -> Path:
     if not pointer.is_symlink():
         if pointer.exists():
             raise ConfigError(f"{pointer} is {_what(pointer)}, not a promoted name (a link made by promote)")
-        raise ConfigError(f"no promoted name {pointer}: promote a run first (`forecaster promote RUN --name {name}`)")
+        raise ConfigError(
+            f"no promoted name {pointer}: promote a run first "
+            f"(`forecaster promote RUN --name {name}{runs_dir_option(runs_dir)}`)"
+        )
     return run_directory(pointer)
 
 

@@ -47,6 +47,7 @@ from .registry import (
     pointer_path,
     pointer_target,
     prune,
+    runs_dir_option,
     switch,
 )
 from .store import load_bars
@@ -168,7 +169,7 @@ def retrain(
                 switch(pointer, run_dir)
             removed = prune(name, keep, runs_dir).removed
         except (KeyboardInterrupt, Interrupted):
-            raise _interrupted(name, pointer, champ_dir, run_dir, stage) from None
+            raise _interrupted(name, runs_dir, champ_dir, run_dir, stage) from None
     return RetrainReport(
         name=name,
         pointer=pointer,
@@ -180,12 +181,13 @@ def retrain(
     )
 
 
-def _interrupted(name: str, pointer: Path, champ_dir: Path | None, run_dir: Path | None, stage: str) -> Interrupted:
+def _interrupted(name: str, runs_dir: Path, champ_dir: Path | None, run_dir: Path | None, stage: str) -> Interrupted:
     """What an interrupted retrain left: where the name points, and the challenger's run. Not
     `train --resume`, which training's own message advises: that would finish the challenger
     but never compare it with the champion. Its ``details`` are those keys of
     :meth:`RetrainReport.as_dict` that apply. ``champ_dir`` and ``run_dir`` are None when the
     signal came before they were known."""
+    pointer = pointer_path(name, runs_dir)
     target = pointer_target(pointer)
     promoted = target is not None and run_dir is not None and target.name == run_dir.name
     written = promoted or (run_dir is not None and (run_dir / "run.json").is_file())
@@ -208,7 +210,8 @@ def _interrupted(name: str, pointer: Path, champ_dir: Path | None, run_dir: Path
     }
     return Interrupted(
         f"retrain of {name} interrupted {stage}: {pointer} points at {target.name if target else 'nothing'}; "
-        f"{left}. Run `forecaster retrain {name}` again to train and compare a new challenger",
+        f"{left}. Run `forecaster retrain {name}{runs_dir_option(runs_dir)}` again to train and compare a new "
+        "challenger",
         details,
     )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import shutil
 import signal
 from pathlib import Path
@@ -213,8 +214,35 @@ def test_an_interrupted_retrain_says_where_the_name_points_and_to_retrain_again(
         res, 130, "retrain of prod interrupted while the challenger trained", "prod points at first"
     )
     assert f"the challenger {challenger} is left unfinished, not compared and not promoted" in line
-    assert "run `forecaster retrain prod` again" in line.lower() and "--resume" not in line
+    assert f"run `forecaster retrain prod --runs-dir {runs}` again" in line.lower() and "--resume" not in line
     assert _target(runs) == "first"
+
+
+def _command_in(line: str, program: str) -> list[str]:
+    """The arguments of the backquoted `forecaster PROGRAM ...` command in ``line``."""
+    quoted = line.split(f"`forecaster {program} ", 1)[1].split("`", 1)[0]
+    return [program, *shlex.split(quoted)]
+
+
+def test_the_commands_retrain_asks_for_name_its_runs_dir(cli, runs, monkeypatch):
+    """With --runs-dir elsewhere than runs/, the command a line asks for, run as written from
+    the same folder, acts on that folder: retrain again after an interruption, promote a run
+    under a name that has none there."""
+    real = retraining.train
+
+    def killed_in_epoch_1(cfg, *, run_dir, on_epoch=None, **kw):
+        return real(cfg, run_dir=run_dir, on_epoch=lambda rec: os.kill(os.getpid(), signal.SIGTERM), **kw)
+
+    monkeypatch.setattr(retraining, "train", killed_in_epoch_1)
+    line = assert_one_line_error(cli("retrain", "prod", "--runs-dir", runs), 130, "retrain of prod interrupted")
+    monkeypatch.setattr(retraining, "train", real)
+    res = cli(*_command_in(line, "retrain"))
+    assert res.exit_code == 0, res.stderr
+    assert _target(runs).startswith("prod-")  # the challenger trained again, and won the tie
+    line = assert_one_line_error(cli("retrain", "staging", "--runs-dir", runs), 1, "promote a run first")
+    args = _command_in(line, "promote")
+    assert cli(*[runs / "first" if a == "RUN" else a for a in args]).exit_code == 0
+    assert os.readlink(runs / "staging") == "first"
 
 
 # `python -c` script: retrain, with SIGTERM arriving in the function of forecaster.retraining
@@ -267,7 +295,7 @@ def test_sigterm_before_the_challenger_trains_exits_130_with_one_line_and_json(r
     [line] = res.stderr.splitlines()
     assert line.startswith(f"ERROR: retrain of prod interrupted {stage}"), line
     assert "prod points at first; no challenger run was written" in line, line
-    assert "run `forecaster retrain prod` again" in line.lower(), line
+    assert f"run `forecaster retrain prod --runs-dir {runs}` again" in line.lower(), line
     assert json.loads(res.stdout) == {
         "name": "prod",
         "promoted": False,
