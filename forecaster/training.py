@@ -95,10 +95,20 @@ def resolve_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda asked for, but torch sees no CUDA device")
+        raise ConfigError(_unavailable(name, "CUDA"))
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("--device mps asked for, but torch sees no MPS device")
+        raise ConfigError(_unavailable(name, "MPS"))
     return torch.device(name)
+
+
+def _unavailable(name: str, shown: str) -> str:
+    """Why a device cannot be used. It may come from --device, from train.device of a config
+    file or from the config of the run that is resumed or retrained (a run trained on another
+    machine): the key is named, and the flag that overrides it."""
+    return (
+        f"train.device is {name} (--device, or the config file, or the run resumed or retrained), but torch "
+        f"sees no {shown} device: pass `--device auto` to use what this machine has"
+    )
 
 
 class Batches:

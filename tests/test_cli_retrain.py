@@ -245,6 +245,24 @@ def test_the_commands_retrain_asks_for_name_its_runs_dir(cli, runs, monkeypatch)
     assert os.readlink(runs / "staging") == "first"
 
 
+def test_a_champion_trained_on_a_gpu_retrained_where_there_is_none_says_where_cuda_came_from(cli, runs, monkeypatch):
+    """The champion's config asks for CUDA (it was trained on another machine): the line
+    names the config key the device came from, not a --device never typed, and the flag it
+    gives trains the challenger."""
+    import torch
+
+    meta = json.loads((runs / "first" / "run.json").read_text(encoding="utf-8"))
+    meta["config"]["train"]["device"] = "cuda"
+    (runs / "first" / "run.json").write_text(json.dumps(meta), encoding="utf-8")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    line = assert_one_line_error(cli("retrain", "prod", "--runs-dir", runs), 1, "no CUDA device")
+    assert "--device cuda asked for" not in line and "train.device" in line, line
+    assert _target(runs) == "first"
+    flag = line.split("`", 2)[1]
+    res = cli("retrain", "prod", "--runs-dir", runs, *shlex.split(flag))
+    assert res.exit_code == 0, res.stderr
+
+
 # `python -c` script: retrain, with SIGTERM arriving in the function of forecaster.retraining
 # named by the first argument (compare: while the runs are backtested; load_run: once the lock
 # is taken, while the champion loads; file_lock: while it waits for the lock; champion: first

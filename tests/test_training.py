@@ -183,7 +183,9 @@ def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expe
 @pytest.mark.parametrize(("name", "shown"), [("cuda", "CUDA"), ("mps", "MPS")])
 def test_an_unavailable_device_is_a_config_error_naming_it(monkeypatch, name, shown):
     _accelerators(monkeypatch, cuda=False, mps=False)
-    with pytest.raises(ConfigError, match=rf"--device {name} asked for, but torch sees no {shown} device"):
+    with pytest.raises(
+        ConfigError, match=rf"train.device is {name} .*, but torch sees no {shown} device: pass `--device auto`"
+    ):
         resolve_device(name)
     _accelerators(monkeypatch, cuda=True, mps=True)
     assert resolve_device(name) == torch.device(name)  # present: used as asked
