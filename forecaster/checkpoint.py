@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shlex
 import shutil
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -461,7 +462,7 @@ def load_run(run_dir: Path) -> Run:
     if manifest.status != "complete":
         raise RunFormatError(
             f"{run_dir}: training was interrupted after epoch {manifest.metrics.epochs_run}; "
-            f"resume it with `forecaster train --resume {run_dir}`"
+            f"resume it with `forecaster train --resume {shlex.quote(str(run_dir))}`"
         )
     state = read_weights(run_dir)
     cfg = manifest.config

@@ -12,6 +12,7 @@ import math
 import os
 import platform
 import random
+import shlex
 import signal
 import threading
 import time
@@ -587,7 +588,11 @@ def train(
                 trainer.restore(_trainer_state(state))
         except KeyboardInterrupt:
             dist.close()
-            then = f"continue with `forecaster train --resume {run_dir}`" if resume else "run the same command again"
+            then = (
+                f"continue with `forecaster train --resume {shlex.quote(str(run_dir))}`"
+                if resume
+                else "run the same command again"
+            )
             raise Interrupted(
                 f"training interrupted before its first epoch, while the data were read: nothing was written to "
                 f"{run_dir}; {then}",
@@ -608,7 +613,7 @@ def train(
             dist.close()
             raise Interrupted(
                 f"training interrupted after epoch {trainer.epoch}; a resumable run was saved to {run_dir}: "
-                f"continue with `forecaster train --resume {run_dir}`",
+                f"continue with `forecaster train --resume {shlex.quote(str(run_dir))}`",
                 {"run_dir": run_dir, "resumable": dist.main},
             ) from None
         trainer.restore_best()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -214,3 +215,20 @@ def test_promote_quiet_with_a_log_file_logs_the_switch(cli, runs, tmp_path):
     assert line.endswith(
         f"INFO promoted {runs / 'prod'} -> {(runs / 'beta').resolve()} (was {(runs / 'alpha').resolve()})"
     )
+
+
+def test_the_resume_command_for_an_interrupted_run_in_a_folder_with_a_space_reads_back_as_its_path(
+    cli, trained_run, tmp_path
+):
+    """promote refuses a run whose training was interrupted with the command that resumes it:
+    a run directory whose name has a space in it is quoted there, so that the command, pasted
+    into a shell, names that directory and not two arguments."""
+    run = tmp_path / "my runs" / "run 1"
+    shutil.copytree(trained_run, run)
+    meta = json.loads((run / "run.json").read_text(encoding="utf-8")) | {"status": "interrupted"}
+    (run / "run.json").write_text(json.dumps(meta), encoding="utf-8")
+    res = cli("promote", run, "--name", "prod", "--runs-dir", tmp_path / "runs")
+    assert res.exit_code == 1
+    command = re.search(r"resume it with `forecaster (train [^`]*)`", res.stderr)
+    assert command, res.stderr
+    assert shlex.split(command.group(1)) == ["train", "--resume", str(run)]
