@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shlex
 import shutil
 from dataclasses import dataclass
@@ -448,6 +449,12 @@ def check_tensors(weights: Path, state: dict, expected: dict[str, tuple[int, ...
             + "; ".join(problems[:3])
             + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
         )
+
+
+def run_lock_path(run_dir: os.PathLike) -> Path:
+    """The lock ``train`` holds while it writes ``run_dir``: ``.<name>.lock`` beside it."""
+    run_dir = Path(run_dir)
+    return run_dir.parent / f".{run_dir.name}.lock"
 
 
 def load_run(run_dir: Path) -> Run:

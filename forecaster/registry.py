@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .checkpoint import load_run, run_directory
-from .errors import ConfigError, ForecasterError
+from .checkpoint import load_run, run_directory, run_lock_path
+from .errors import ConfigError, ForecasterError, LockBusy
 from .fsio import file_lock, follow_link, is_temp_name, remove_stale_temps, swap_symlink
 
 log = logging.getLogger("forecaster")
@@ -208,6 +208,7 @@ def prune(name: str, keep: int, runs_dir: Path = DEFAULT_RUNS_DIR) -> Pruned:
     """Delete all but the newest ``keep`` run directories of ``name``, unfinished ones (an
     interrupted retrain's challenger) first: one never pushes out a finished run. Never one
     that a promoted name in ``runs_dir`` points at (this name's, or another promoted from it).
+    Never one being trained (its run lock held: an unfinished challenger resumed by hand).
     Call with the name's lock held. Each one is renamed out of the way first, so a deletion cut
     short never leaves a half-deleted directory that looks like a run; the leftovers of one
     cut short, and of a run whose writer was killed, go too."""
@@ -227,9 +228,15 @@ def prune(name: str, keep: int, runs_dir: Path = DEFAULT_RUNS_DIR) -> Pruned:
         if i >= len(runs) - keep or run.resolve() in named:
             result.kept.append(run)
             continue
-        trash = run.with_name(f".{run.name}{_TRASH}")
-        os.replace(run, trash)
-        shutil.rmtree(trash, ignore_errors=True)
+        try:
+            with file_lock(run_lock_path(run)):  # a run being trained (`train --resume` of it) stays
+                trash = run.with_name(f".{run.name}{_TRASH}")
+                os.replace(run, trash)
+                shutil.rmtree(trash, ignore_errors=True)
+        except LockBusy:
+            log.info("%s kept: it is being trained (its lock is held)", run)
+            result.kept.append(run)
+            continue
         for lock in (f".{run.name}.lock", f".{run.name}.lock.holder"):  # train's lock on that run
             (runs_dir / lock).unlink(missing_ok=True)
         result.removed.append(run)

@@ -40,6 +40,7 @@ from .checkpoint import (
     check_run_target,
     read_manifest,
     read_resume,
+    run_lock_path,
     save_run,
 )
 from .config import COVERAGE, Config
@@ -637,12 +638,6 @@ def _earlier_forecasts(run_dir: Path, cfg: Config) -> Path | None:
     once another model replaces the run, ``score`` would read them as the new model's."""
     folder = Path(cfg.predict.out) / run_dir.name
     return folder if (run_dir / "run.json").is_file() and has_dated_forecasts(folder) else None
-
-
-def run_lock_path(run_dir: os.PathLike) -> Path:
-    """The lock ``train`` holds while it writes ``run_dir``: ``.<name>.lock`` beside it."""
-    run_dir = Path(run_dir)
-    return run_dir.parent / f".{run_dir.name}.lock"
 
 
 def checked_tickers(cfg: Config) -> list[str]:

@@ -34,7 +34,7 @@ import pandas as pd
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
-from .checkpoint import Origin, set_origin
+from .checkpoint import Origin, run_lock_path, set_origin
 from .config import SEARCH_SPACE, Config, SearchDim, active_dims, config_from_dict, config_toml, load_config
 from .errors import ConfigError, DataError, TemporaryFailure, TrainingError
 from .fsio import atomic_write_text, cannot_make, file_in_the_way, file_lock, not_a_folder
@@ -46,7 +46,6 @@ from .training import (
     TrainResult,
     checked_tickers,
     data_hash,
-    run_lock_path,
     sigterm_as_interrupt,
     train,
 )

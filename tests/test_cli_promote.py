@@ -204,6 +204,25 @@ def test_prune_keeps_a_run_that_another_promoted_name_points_at(tmp_path):
     assert (runs / "stable" / ".").is_dir() and (runs / "prod" / ".").is_dir()
 
 
+def test_prune_keeps_a_run_being_trained(tmp_path):
+    """An unfinished challenger resumed by hand (`train --resume`, as info advises) holds its
+    run lock while it trains: a retrain's pruning meanwhile leaves it, and its lock, alone."""
+    from forecaster.checkpoint import run_lock_path
+    from forecaster.fsio import file_lock
+
+    runs = tmp_path / "runs"
+    for s in ["20260105-190000", "20260112-190000", "20260119-190000"]:
+        (runs / f"prod-{s}").mkdir(parents=True)
+    (runs / "prod").symlink_to("prod-20260119-190000")
+    busy = runs / "prod-20260105-190000"
+    with file_lock(run_lock_path(busy)):
+        result = registry.prune("prod", 1, runs)
+        assert [p.name for p in result.removed] == ["prod-20260112-190000"]
+        assert busy.is_dir() and busy in result.kept and run_lock_path(busy).exists()
+    result = registry.prune("prod", 1, runs)  # once its training is over, it goes like any other
+    assert [p.name for p in result.removed] == [busy.name] and not run_lock_path(busy).exists()
+
+
 def test_promote_quiet_with_a_log_file_logs_the_switch(cli, runs, tmp_path):
     """From cron (`-q --log-file`) a promotion leaves its line in the log, and nothing on stderr;
     the log was empty."""
