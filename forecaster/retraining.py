@@ -161,7 +161,13 @@ def retrain(
             names = [s for s in chall.names if s in champ.manifest.tickers]
             # the bars the challenger trained on, of which training has warned already
             bars = load_bars(cfg.data.source, cfg.data.data_dir, names, warn_of_gaps=False) if names else {}
-            comparison = compare(champ, chall, bars, alpha)
+            # a champion's ticker that the challenger was to forecast but skipped (too short now)
+            dropped = {
+                s: chall.manifest.skipped.get(s, "not trained")
+                for s in cfg.data.tickers
+                if s in champ.manifest.tickers and s not in chall.manifest.tickers
+            }
+            comparison = compare(champ, chall, bars, alpha, dropped=dropped)
             # the command's result: the CLI prints it on stdout, so it is marked to stay off stderr
             log.info("%s", comparison.reason, extra={RESULT: True})
             stage = "after the comparison"
@@ -239,8 +245,12 @@ def _stored(run: Run) -> dict:
     return tree
 
 
-def compare(champ: Run, chall: Run, bars: dict[str, pd.DataFrame], alpha: float = ALPHA) -> Comparison:
-    """Both runs walk forward over the challenger's test split of ``bars``; the verdict."""
+def compare(
+    champ: Run, chall: Run, bars: dict[str, pd.DataFrame], alpha: float = ALPHA, dropped: dict[str, str] | None = None
+) -> Comparison:
+    """Both runs walk forward over the challenger's test split of ``bars``; the verdict. A
+    challenger that ``dropped`` some of the champion's tickers (ticker: why) is never promoted:
+    the name would stop forecasting them."""
     if not bars:
         raise DataError(f"{champ.name} and {chall.name} have no ticker in common: nothing to compare")
     window = replace(champ, manifest=champ.manifest.model_copy(update={"splits": chall.manifest.splits}))
@@ -265,18 +275,33 @@ def compare(champ: Run, chall: Run, bars: dict[str, pd.DataFrame], alpha: float 
     finite = np.isfinite(both[["p10_b", "p50_b", "p90_b"]].to_numpy(dtype=float)).all()
     worse_pinball = not b.pinball <= a.pinball
     worse_mae = not math.isnan(p) and p < alpha
-    promote = bool(finite and not worse_pinball and not worse_mae)
+    promote = bool(finite and not worse_pinball and not worse_mae and not dropped)
     test_start = str(chall.manifest.splits.test_start)
-    reason = _reason(champ.name, a, b, p, alpha, test_start, finite=finite, promote=promote)
+    reason = _reason(champ.name, a, b, p, alpha, test_start, finite=finite, promote=promote, dropped=dropped)
     return Comparison(a, b, p, alpha, test_start, promote, reason, both)
 
 
 def _reason(
-    champ: str, a: Figures, b: Figures, p: float, alpha: float, test_start: str, *, finite: bool, promote: bool
+    champ: str,
+    a: Figures,
+    b: Figures,
+    p: float,
+    alpha: float,
+    test_start: str,
+    *,
+    finite: bool,
+    promote: bool,
+    dropped: dict[str, str] | None = None,
 ) -> str:
     """The verdict in one line: which run stays, why, and the figures compared."""
     if not finite:
         return f"{b.run} is not promoted, {champ} stays: some of its forecasts are not finite"
+    if dropped:
+        lost = "; ".join(f"{s}: {why}" for s, why in dropped.items())
+        return (
+            f"{b.run} is not promoted, {champ} stays: it does not forecast {', '.join(dropped)}, which {champ} "
+            f"forecasts ({lost}); retrain with -t naming the others to drop {'it' if len(dropped) == 1 else 'them'}"
+        )
     dm = "DM p n/a: identical or too few errors" if math.isnan(p) else f"one-sided DM p={p:.3g}"
     pin_b, pin_a = _apart(b.pinball, a.pinball)
     mae_b, mae_a = _apart(b.mae, a.mae)

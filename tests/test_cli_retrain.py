@@ -390,3 +390,23 @@ def test_retrain_warns_once_of_sessions_missing_from_the_data(cli, runs, small_d
     assert res.exit_code == 0, res.stderr
     warnings = [ln for ln in res.stderr.splitlines() if "gap(s) of more than 14 days" in ln]
     assert len(warnings) == 1 and warnings[0].startswith("WARNING: STOCKA: 1 gap(s)"), res.stderr
+
+
+def test_a_challenger_that_skips_a_champions_ticker_is_not_promoted(cli, runs, small_dir, tmp_path):
+    """STOCKB's file now holds its last 210 sessions only (too few before the validation split
+    to train on): the challenger skips it with a warning. Promoted, it would silently end the
+    name's forecasts of STOCKB, so the champion stays, and the line says why."""
+    data = tmp_path / "data"
+    shutil.copytree(small_dir, data)
+    lines = (data / "STOCKB.csv").read_text().splitlines(keepends=True)
+    (data / "STOCKB.csv").write_text(lines[0] + "".join(lines[-210:]))
+    res = cli("retrain", "prod", "--runs-dir", runs, "--data-dir", data, "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["promoted"] is False and _target(runs) == "first"
+    assert "first stays: it does not forecast STOCKB, which first forecasts (STOCKB: " in doc["reason"]
+    assert doc["figures"]["challenger"]["n"] > 0  # compared on STOCKA all the same
+    # naming the tickers to keep drops STOCKB on purpose, and the comparison decides
+    res = cli("retrain", "prod", "--runs-dir", runs, "--data-dir", data, "-t", "STOCKA", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert "does not forecast" not in json.loads(res.stdout)["reason"]
