@@ -608,6 +608,9 @@ def train(
                 history.append(rec)
                 if on_epoch:
                     on_epoch(rec)
+            trainer.restore_best()
+            if dist.main:  # calibration and writing take a while: a stop then keeps the epochs too
+                manifest = _save(run_dir, trainer, data, history, cfg, now, time.perf_counter() - started)
         except KeyboardInterrupt:
             if dist.main:
                 _save(run_dir, trainer, data, history, cfg, now, time.perf_counter() - started, interrupted=True)
@@ -617,9 +620,7 @@ def train(
                 f"continue with `forecaster train --resume {shlex.quote(str(run_dir))}`",
                 {"run_dir": run_dir, "resumable": dist.main},
             ) from None
-        trainer.restore_best()
         if dist.main:
-            manifest = _save(run_dir, trainer, data, history, cfg, now, time.perf_counter() - started)
             if earlier is not None:
                 log.warning(
                     "%s replaced an earlier run of that name, whose forecasts are in %s: `forecaster score` "

@@ -533,3 +533,33 @@ def test_sigterm_while_train_reads_the_data_exits_130_with_one_line(small_dir, t
     doc = json.loads(res.stdout)
     assert doc["interrupted"] is True and doc["resumable"] is False and doc["run_dir"] == str(run)
     assert not run.exists()
+
+
+def test_a_stop_after_the_last_epoch_keeps_a_resumable_run(cli, small_dir, tmp_path, monkeypatch):
+    """`kill` while the trained model is calibrated and written: the epochs are kept in a
+    resumable run (exit 130), which --resume finishes without training again."""
+    import signal
+
+    from forecaster import training
+
+    real, calls = training.calibrate, []
+
+    def killed_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "calibrate", killed_once)
+    run = tmp_path / "r"
+    args = ["--data-dir", small_dir, "-t", "STOCKA,STOCKB", *TINY, "--epochs", "2", "--run-dir", run]
+    res = cli("train", *args, "--json")
+    assert_one_line_error(res, 130, "training interrupted after epoch 2", "--resume")
+    doc = json.loads(res.stdout)
+    assert doc["resumable"] is True and doc["epochs_run"] == 2
+    assert run_meta(run)["status"] == "interrupted" and (run / "resume.safetensors").is_file()
+    trained = [row["train_loss"] for row in _history(run)]
+    res = cli("train", "--resume", run, "-q")
+    assert res.exit_code == 0, res.stderr
+    assert run_meta(run)["status"] == "complete" and not (run / "resume.safetensors").exists()
+    assert [row["train_loss"] for row in _history(run)] == trained
