@@ -400,6 +400,8 @@ class Trainer:
     ) -> Iterator[EpochRecord]:
         t = self.cfg.train
         q = torch.tensor(self.cfg.model.quantiles, dtype=torch.float32, device=self.device)
+        if self.snapshot is None:  # stopped inside the first epoch, a run resumes from its start
+            self.snapshot = self._capture()
         while self.epoch < t.epochs and self.stale < t.patience:
             epoch = self.epoch + 1
             start = time.perf_counter()

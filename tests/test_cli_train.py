@@ -563,3 +563,31 @@ def test_a_stop_after_the_last_epoch_keeps_a_resumable_run(cli, small_dir, tmp_p
     assert res.exit_code == 0, res.stderr
     assert run_meta(run)["status"] == "complete" and not (run / "resume.safetensors").exists()
     assert [row["train_loss"] for row in _history(run)] == trained
+
+
+def test_a_run_stopped_inside_its_first_epoch_resumes_from_its_start(cli, small_dir, tmp_path):
+    """Ctrl-C after a few steps of epoch 1: the saved state is the one before the epoch, so the
+    resumed run trains exactly the epochs an uninterrupted run does."""
+    from support import tiny_overrides
+
+    from forecaster.config import load_config
+    from forecaster.training import Interrupted, train
+
+    cfg = load_config(None, tiny_overrides(small_dir))
+    train(cfg, run_dir=tmp_path / "whole")
+    steps = []
+
+    def stop_at_step_3(n):
+        steps.append(n)
+        if len(steps) == 3:
+            raise KeyboardInterrupt
+
+    run = tmp_path / "stopped"
+    with pytest.raises(Interrupted, match="after epoch 0"):
+        train(cfg, run_dir=run, on_batch=stop_at_step_3)
+    res = cli("train", "--resume", run, "-q")
+    assert res.exit_code == 0, res.stderr
+    losses = [[row[k] for k in ("epoch", "train_loss", "val_loss", "grad_norm")] for row in _history(run)]
+    assert losses == [
+        [row[k] for k in ("epoch", "train_loss", "val_loss", "grad_norm")] for row in _history(tmp_path / "whole")
+    ]
