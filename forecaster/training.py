@@ -46,7 +46,7 @@ from .checkpoint import (
 from .config import COVERAGE, Config
 from .errors import EXIT_INTERRUPTED, ConfigError, DataError, RunFormatError, TrainingError
 from .features import FEATURES
-from .forking import Stretches, epoch_chunks
+from .forking import Stretches, epoch_chunks, plan_chunks
 from .fsio import file_lock
 from .intervals import median_weights, walk_forward_scales, with_median
 from .metrics import POOLED
@@ -585,6 +585,8 @@ def train(
             data = load_training_data(cfg, tickers, splits)
             if before is not None:
                 _check_same_data(before[0], data.ws, run_dir)
+            if dist.active:
+                _check_shares(cfg, data, dist.world)
             device = dist.setup(resolve_device(cfg.train.device))
             trainer = Trainer(new_model(cfg, data.ws).to(device), data.ws, cfg, device, dist)
             if state is not None:
@@ -733,6 +735,24 @@ def _check_same_data(manifest: Manifest, ws: WindowSet, run_dir: Path) -> None:
             f"cannot resume {run_dir}: the training bars of {', '.join(changed)} are not those it was started "
             "on; resume it with the data it was started on (its --source and --data-dir), or train a new run"
         )
+
+
+def _check_shares(cfg: Config, data: TrainingData, world: int) -> None:
+    """Refuse a distributed job in which some process would get no training item (window or
+    chunk) in an epoch, or no validation window: the items are dealt out in equal shares, so
+    with fewer items than processes none would train, and the run would be its untrained start."""
+    t = cfg.train
+    if t.mode == "forking":  # an epoch has at least the chunks cut from each run's start
+        least = len(plan_chunks(data.ends["train"], data.ws.ticker_id, t.chunk))
+        what, fewer = f"chunks of training origins (--chunk {t.chunk})", "a smaller --chunk, "
+    else:
+        least, what, fewer = len(data.ends["train"]), "training windows", ""
+    for n, items in ((least, what), (len(data.ends["val"]), "validation windows")):
+        if n < world:
+            raise TrainingError(
+                f"{n} {items} cannot be shared among {world} processes, each of which needs one: "
+                f"train with fewer processes, {fewer}or more history"
+            )
 
 
 def load_training_data(cfg: Config, tickers: list[str], splits: Splits | None = None) -> TrainingData:

@@ -198,3 +198,19 @@ def test_torchrun_two_cpu_processes(sample_dir, tmp_path):
 
     out = predict(run, offline=True, out=tmp_path / "fc").forecasts
     assert np.isfinite(out[["p10", "p50", "p90"]].to_numpy()).all()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
+def test_torchrun_with_fewer_chunks_than_processes_is_refused(small_dir, tmp_path):
+    """One chunk of training origins for two processes: neither would train, so the job is
+    refused before training, naming why, and no run is written."""
+    run = tmp_path / "ddp"
+    cmd = [str(BIN / "torchrun"), "--nproc-per-node", "2", "--master-port", str(free_port()), "-m", "forecaster"]
+    cmd += ["train", "--source", "csv", "--data-dir", str(small_dir), "-t", "STOCKB", "--lookback", "20"]
+    cmd += ["--horizon", "3", "--val-days", "100", "--test-days", "100", "--hidden-size", "8", "--epochs", "1"]
+    cmd += ["--chunk", "1000", "--run-dir", str(run), "--quiet"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(OMP_NUM_THREADS="1"), timeout=300)
+    assert res.returncode != 0, res.stderr[-3000:]
+    assert "1 chunks of training origins (--chunk 1000) cannot be shared among 2 processes" in res.stderr
+    assert not run.exists()
