@@ -489,10 +489,19 @@ def read_resume(run_dir: Path) -> tuple[ResumeState, list[dict]]:
         )
     try:
         state = _unflatten(load_file(str(path)), _safetensors_metadata(path))
-        with open(Path(run_dir) / HISTORY, newline="") as f:
-            history = [_history_row(r) for r in csv.DictReader(f)]
     except (SafetensorError, OSError, KeyError, ValueError, TypeError) as e:
         raise RunFormatError(f"{path} is not a readable resume file ({e})") from None
+    hist = Path(run_dir) / HISTORY
+    try:
+        with open(hist, newline="") as f:
+            history = [_history_row(r) for r in csv.DictReader(f)]
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise RunFormatError(f"{hist} is not a readable epoch history ({e}): the run cannot be resumed") from None
+    if [row["epoch"] for row in history] != list(range(1, state.epoch + 1)):
+        raise RunFormatError(
+            f"{hist} does not hold epochs 1 to {state.epoch}, which {RESUME} was saved after "
+            f"({len(history)} rows): the run cannot be resumed; train it again without --resume"
+        )
     return state, history
 
 

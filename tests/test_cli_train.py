@@ -591,3 +591,19 @@ def test_a_run_stopped_inside_its_first_epoch_resumes_from_its_start(cli, small_
     assert losses == [
         [row[k] for k in ("epoch", "train_loss", "val_loss", "grad_norm")] for row in _history(tmp_path / "whole")
     ]
+
+
+def test_resume_refuses_an_epoch_history_that_does_not_match_the_saved_state(cli, small_dir, tmp_path):
+    """A history.csv cut short (or lost) beside a resume state saved after epoch 2: refused,
+    naming the file, where it was continued into a run whose history skipped epochs."""
+    run = _interrupted_run(small_dir, tmp_path / "runs" / "stopped", after=2)
+    lines = (run / "history.csv").read_text().splitlines(keepends=True)
+    (run / "history.csv").write_text("".join(lines[:2]))  # the header and epoch 1
+    before = {f: (run / f).read_bytes() for f in os.listdir(run)}
+    res = cli("train", "--resume", run)
+    assert_one_line_error(res, 1, "history.csv does not hold epochs 1 to 2", "cannot be resumed")
+    assert {f: (run / f).read_bytes() for f in os.listdir(run)} == before
+    (run / "history.csv").unlink()
+    res = cli("train", "--resume", run)
+    line = assert_one_line_error(res, 1, "history.csv is not a readable epoch history", "cannot be resumed")
+    assert "resume.safetensors" not in line
