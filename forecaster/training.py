@@ -588,6 +588,8 @@ def train(
             if dist.active:
                 _check_shares(cfg, data, dist.world)
             device = dist.setup(resolve_device(cfg.train.device))
+            if cfg.train.precision == "bf16" and device.type != "cuda" and dist.main:
+                log.warning("--precision bf16 is autocast on CUDA only: training on %s runs in fp32", device.type)
             trainer = Trainer(new_model(cfg, data.ws).to(device), data.ws, cfg, device, dist)
             if state is not None:
                 trainer.restore(_trainer_state(state))

@@ -617,3 +617,11 @@ def test_train_with_fewer_validation_days_than_the_horizon_says_so(cli, small_di
     line = assert_one_line_error(res, 1, "no validation windows", "val_days (2) is shorter than horizon (3)")
     assert "shorten" not in line and "at least horizon" in line
     assert not run.exists()
+
+
+def test_train_bf16_without_cuda_warns_that_it_trains_in_fp32(cli, small_dir, tmp_path):
+    """bf16 is autocast on CUDA only: on the CPU the run trains in fp32, and says so."""
+    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA", *TINY, "--precision", "bf16", "--device", "cpu")
+    assert res.exit_code == 0, res.stderr
+    warnings = [line for line in res.stderr.splitlines() if line.startswith("WARNING:")]
+    assert warnings == ["WARNING: --precision bf16 is autocast on CUDA only: training on cpu runs in fp32"]
