@@ -686,7 +686,9 @@ already hold. Any other setting given with ``--resume`` (``--epochs``, ``--patie
 def _setting(cfg: Config, key: str):
     section, _, name = key.partition(".")
     value = getattr(getattr(cfg, section), name)
-    return [validate_ticker(t) for t in dict.fromkeys(value)] if key == "data.tickers" else value
+    if key == "data.tickers":  # the model orders its tickers itself: only which ones counts
+        return sorted({validate_ticker(t) for t in value})
+    return value
 
 
 def _check_resumable(before: Config, cfg: Config, run_dir: Path) -> None:
