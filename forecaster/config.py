@@ -327,6 +327,12 @@ class Config(_Section):
             raise ValueError(
                 f"window.horizon ({self.window.horizon}) must not exceed window.lookback ({self.window.lookback})"
             )
+        for split in ("val_days", "test_days"):  # a window's targets all lie in its own split
+            if getattr(self.window, split) < self.window.horizon:
+                raise ValueError(
+                    f"window.{split} ({getattr(self.window, split)}) must be at least window.horizon "
+                    f"({self.window.horizon}): a window needs all its forecast sessions in its split, so none would fit"
+                )
         return self
 
 

@@ -786,11 +786,6 @@ def load_training_data(cfg: Config, tickers: list[str], splits: Splits | None = 
             why["last_date"],
             where,
         )
-    if len(ends["val"]) == 0 and w.val_days < w.horizon:  # shortening val_days would not help
-        raise TrainingError(
-            f"no validation windows: val_days ({w.val_days}) is shorter than horizon ({w.horizon}), and a "
-            "validation window needs all its horizon sessions in the split; give val_days of at least horizon"
-        )
     for split, what in (("train", "training"), ("val", "validation")):
         if len(ends[split]) == 0:
             raise TrainingError(f"no {what} windows: shorten lookback/horizon/val_days or add history")

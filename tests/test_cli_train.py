@@ -609,13 +609,15 @@ def test_resume_refuses_an_epoch_history_that_does_not_match_the_saved_state(cli
     assert "resume.safetensors" not in line
 
 
-def test_train_with_fewer_validation_days_than_the_horizon_says_so(cli, small_dir, tmp_path):
-    """--val-days below --horizon leaves no validation window whatever the data: the error says
-    to lengthen val_days, not to shorten it."""
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_train_with_fewer_split_days_than_the_horizon_says_so(cli, small_dir, tmp_path, split):
+    """--val-days or --test-days below --horizon leaves that split no window whatever the data
+    (a test split without one leaves evaluate nothing to score): refused before the data are
+    read, the error saying to lengthen the split, not to shorten it."""
     run = tmp_path / "r"
-    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA", *TINY, "--val-days", "2", "--run-dir", run)
-    line = assert_one_line_error(res, 1, "no validation windows", "val_days (2) is shorter than horizon (3)")
-    assert "shorten" not in line and "at least horizon" in line
+    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA", *TINY, f"--{split}-days", "2", "--run-dir", run)
+    line = assert_one_line_error(res, 1, f"window.{split}_days (2) must be at least window.horizon (3)")
+    assert "shorten" not in line
     assert not run.exists()
 
 
