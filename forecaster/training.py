@@ -493,7 +493,16 @@ def set_threads(n: int) -> None:
     one another is many times slower as soon as another process wants the same cores. A fixed
     count also keeps a seed's results the same whatever else the machine is doing (the thread
     count changes how sums are split, and so their last bits)."""
-    torch.set_num_threads(n if n > 0 else usable_cores())
+    cores = usable_cores()
+    if n > cores:  # threads beyond the cores only wait on one another, many times slower
+        log.warning(
+            "train.threads (--threads) is %d, more than the %d cores this process may use: it trains on %d",
+            n,
+            cores,
+            cores,
+        )
+        n = cores
+    torch.set_num_threads(n if n > 0 else cores)
 
 
 def new_model(cfg: Config, ws: WindowSet) -> QuantileRNN:

@@ -42,6 +42,26 @@ def test_training_uses_the_configured_threads(threads, monkeypatch):
         torch.set_num_threads(before)
 
 
+def test_more_threads_than_cores_are_cut_to_the_cores_with_a_warning(monkeypatch, caplog):
+    """A team of threads larger than the cores waits on itself: --threads 1000 on two cores
+    trained hundreds of times slower than one thread, without a word."""
+    import torch
+
+    from forecaster.training import set_threads
+
+    monkeypatch.setattr("forecaster.training.usable_cores", lambda: 2)
+    before = torch.get_num_threads()
+    try:
+        with caplog.at_level("WARNING", logger="forecaster"):
+            set_threads(1000)
+        assert torch.get_num_threads() == 2
+        assert [r.getMessage() for r in caplog.records] == [
+            "train.threads (--threads) is 1000, more than the 2 cores this process may use: it trains on 2"
+        ]
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_one_thread_is_the_default():
     from forecaster.config import Config
 
