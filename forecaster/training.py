@@ -232,12 +232,13 @@ class Dist:
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         return device
 
-    def shard(self, ends: np.ndarray) -> np.ndarray:
+    def shard(self, ends: np.ndarray, whole: bool = False) -> np.ndarray:
         """This rank's equal share (the tail that does not divide evenly is dropped, so every
-        rank runs the same number of batches)."""
+        rank runs the same number of training steps, each a collective); with ``whole``, every
+        item, the shares differing by one at most (validation: its only collective is the sum)."""
         if not self.active:
             return ends
-        n = len(ends) - len(ends) % self.world
+        n = len(ends) if whole else len(ends) - len(ends) % self.world
         return ends[self.rank : n : self.world]
 
     def sum(self, *values: float) -> list[float]:
@@ -348,7 +349,7 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------------
     def _val_loss(self, val_ends: np.ndarray) -> float:
-        mine = self.dist.shard(val_ends) if self.dist.active else val_ends
+        mine = self.dist.shard(val_ends, whole=True) if self.dist.active else val_ends
         loss = evaluate_loss(
             self.model,
             self.batches,

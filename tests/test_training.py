@@ -54,6 +54,31 @@ def _setup(sample_dir, **extra):
     return cfg, ws
 
 
+def test_distributed_validation_reads_every_validation_window(sample_dir, monkeypatch, torch_one_thread):
+    """Training steps are dealt out in equal shares (each is a collective), but validation's
+    loss is a sum across processes: each rank takes its share of every window, none dropped."""
+    from forecaster.training import Batches, Dist, Trainer, evaluate_loss
+
+    cfg, ws = _setup(sample_dir)
+    ends = ws.ends("val")[:7]
+    for rank in range(3):
+        monkeypatch.setenv("WORLD_SIZE", "3")
+        monkeypatch.setenv("RANK", str(rank))
+        dist = Dist()
+        assert list(dist.shard(ends, whole=True)) == list(ends[rank::3])
+        assert len(dist.shard(ends)) == 2  # training: the seventh is left out, 2 steps each
+    seed_everything(0)
+    model = new_model(cfg, ws)
+    monkeypatch.setenv("RANK", "0")
+    dist = Dist()
+    monkeypatch.setattr(dist, "sum", lambda *values: list(values))  # this rank's part alone
+    trainer = Trainer.__new__(Trainer)  # just what the validation pass reads
+    trainer.model, trainer.dist, trainer.cfg, trainer.val_workers = model, dist, cfg, 1
+    trainer.batches = Batches(ws, torch.device("cpu"), False)
+    mine = evaluate_loss(model, trainer.batches, ends[0::3], cfg.model.quantiles)
+    assert trainer._val_loss(ends) == mine  # windows 0, 3 and 6
+
+
 def test_nan_loss_stops_with_a_clear_error(sample_dir):
     cfg, ws = _setup(sample_dir)
     ws.x[:] = np.nan  # poisoned inputs
