@@ -259,9 +259,11 @@ def setup_logging(quiet: bool, log_file: Path | None) -> None:
 
 
 class _Printed:
-    """Whether the running command has printed its ``--json`` document."""
+    """Whether the running command has printed its ``--json`` document, and whether a command
+    has begun its work (entered :func:`handled`)."""
 
     json = False
+    started = False
 
 
 @contextmanager
@@ -270,6 +272,7 @@ def handled(debug: bool = False, command: str = "forecaster", json_out: bool = F
     names the command in the line of an interruption. With ``json_out``, a command that fails
     before printing its document prints ``{"error": line, "exit_code": code}`` on stdout."""
     _Printed.json = False
+    _Printed.started = True
     try:
         yield
     except ForecasterError as e:
@@ -1381,12 +1384,18 @@ def _closed_streams_to_devnull() -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    from .entry import stopped_while_starting
+
     _closed_streams_to_devnull()
     _sigterm_as_ctrl_c()
     try:
         app()
+    except KeyboardInterrupt:  # while typer builds the command line: no command has begun
+        stopped_while_starting()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if code == EXIT_INTERRUPTED and not _Printed.started:  # typer's own exit 130 for a
+            stopped_while_starting()  # Ctrl-C while it read the arguments, without a word
     else:
         code = 0
     # Skip the interpreter's teardown of torch and friends (about a second on a small machine):

@@ -4,7 +4,9 @@ Importing the command line (typer, rich and the commands) takes about a tenth of
 SIGTERM in that time (a service stopped just as cron started it, a wrapper's ``timeout``)
 would otherwise end the process with 143 and nothing said, and a Ctrl-C would print a
 traceback. Both stop it here with one line and exit 130, as they do later on: nothing has been
-read or written yet. Only the standard library is imported before the handler is set.
+read or written yet. Only the standard library is imported before the handler is set. The
+fifth of a second after the import, while typer builds the command line and reads the
+arguments, ends the same way (``forecaster.cli.main``).
 """
 
 from __future__ import annotations
@@ -20,16 +22,32 @@ def _stop(signum, frame):
     raise KeyboardInterrupt
 
 
+def stopped_while_starting() -> None:
+    """A command stopped before it began its work (the import of the command line, typer
+    building it and reading the arguments): one line, with ``--json`` the error object on
+    stdout too, and exit 130; nothing has been read or written yet."""
+    line = "forecaster interrupted while starting; nothing was read or written"
+    _say(sys.stderr, f"ERROR: {line}\n")
+    if "--json" in sys.argv[1:]:
+        import json
+
+        _say(sys.stdout, json.dumps({"error": line, "exit_code": EXIT_INTERRUPTED}, indent=2) + "\n")
+    os._exit(EXIT_INTERRUPTED)
+
+
+def _say(stream, text: str) -> None:
+    try:
+        stream.write(text)
+        stream.flush()
+    except (AttributeError, OSError, ValueError):  # the stream closed (``>&-``)
+        pass
+
+
 def main() -> None:
     """Console-script entry point: SIGTERM taken as Ctrl-C, then the command line."""
     signal.signal(signal.SIGTERM, _stop)
     try:
         from .cli import main as run
     except KeyboardInterrupt:
-        try:
-            sys.stderr.write("ERROR: forecaster interrupted while starting; nothing was read or written\n")
-            sys.stderr.flush()
-        except (OSError, ValueError):  # stderr closed
-            pass
-        os._exit(EXIT_INTERRUPTED)
+        stopped_while_starting()
     run()

@@ -472,6 +472,50 @@ def test_a_signal_while_the_command_starts_is_one_line_and_exit_130(sig):
     assert "Traceback" not in res.stderr and res.stdout == ""
 
 
+STOP_WHILE_THE_COMMAND_LINE_IS_READ = """
+import os, signal, sys
+
+import typer.core
+import typer.main
+
+SIG = getattr(signal, sys.argv[1])
+AT = sys.argv[2]
+
+
+def stop_then(real):  # stops this process once, just as typer reaches ``real``
+    def wrapper(*args, **kwargs):
+        if not getattr(wrapper, "done", False):
+            wrapper.done = True
+            os.kill(os.getpid(), SIG)
+        return real(*args, **kwargs)
+
+    return wrapper
+
+
+if AT == "building":  # typer turning the command functions into a command line
+    typer.main.get_group = stop_then(typer.main.get_group)
+else:  # reading the arguments, before the command runs
+    typer.core.TyperGroup.make_context = stop_then(typer.core.TyperGroup.make_context)
+sys.argv = ["forecaster", "predict", "--run", "runs/x", "--json"]
+from forecaster.entry import main
+main()
+"""
+
+
+@pytest.mark.parametrize("at", ["building", "parsing"])
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_while_the_command_line_is_read_is_one_line_and_exit_130(sig, at):
+    """The fifth of a second after the import, while typer builds the command line and reads
+    the arguments, is still starting: one line (and --json's object), exit 130; not a
+    traceback, nor a silent 130."""
+    res = run_script(STOP_WHILE_THE_COMMAND_LINE_IS_READ, sig, at)
+    assert res.returncode == 130, (res.returncode, res.stderr)
+    line = "forecaster interrupted while starting; nothing was read or written"
+    assert error_lines(res) == [f"ERROR: {line}"]
+    assert "Traceback" not in res.stderr
+    assert json.loads(res.stdout) == {"error": line, "exit_code": 130}
+
+
 def test_the_installed_command_starts_from_the_entry_that_takes_signals():
     from importlib.metadata import entry_points
 
