@@ -46,6 +46,9 @@ def _say(stream, text: str) -> None:
 def main() -> None:
     """Console-script entry point: SIGTERM taken as Ctrl-C, then the command line."""
     signal.signal(signal.SIGTERM, _stop)
+    # a shell script's `forecaster ... &` starts with SIGINT ignored; listen to it anyway, as
+    # training does, so that an interruption is never lost while the command starts
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         from .cli import main as run
     except KeyboardInterrupt:

@@ -472,6 +472,15 @@ def test_a_signal_while_the_command_starts_is_one_line_and_exit_130(sig):
     assert "Traceback" not in res.stderr and res.stdout == ""
 
 
+def test_ctrl_c_while_starting_stops_a_command_started_in_the_background():
+    """A shell script's `forecaster ... &` inherits SIGINT ignored. Training listens to it
+    anyway; so does the command from its start: a `kill -INT` while it starts was lost, and
+    the training it went on to ran to its end."""
+    res = run_script("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n" + STOP_WHILE_STARTING, "SIGINT")
+    assert res.returncode == 130, (res.returncode, res.stderr)
+    assert error_lines(res) == ["ERROR: forecaster interrupted while starting; nothing was read or written"]
+
+
 STOP_WHILE_THE_COMMAND_LINE_IS_READ = """
 import os, signal, sys
 
