@@ -1390,8 +1390,10 @@ def main() -> None:
     _sigterm_as_ctrl_c()
     try:
         app()
-    except KeyboardInterrupt:  # while typer builds the command line: no command has begun
-        stopped_while_starting()
+    except KeyboardInterrupt:
+        if not _Printed.started:  # while typer built the command line: no command had begun
+            stopped_while_starting()
+        code = EXIT_INTERRUPTED  # after the command's own handling: its lines are out already
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if code == EXIT_INTERRUPTED and not _Printed.started:  # typer's own exit 130 for a

@@ -525,6 +525,33 @@ def test_a_signal_while_the_command_line_is_read_is_one_line_and_exit_130(sig, a
     assert json.loads(res.stdout) == {"error": line, "exit_code": 130}
 
 
+@pytest.mark.parametrize("began", [False, True])
+def test_an_interruption_is_called_one_while_starting_only_before_a_command_began(monkeypatch, capsys, began):
+    """A KeyboardInterrupt that reaches the entry point after a command began (its own lines
+    are out) exits 130 without claiming that nothing was read or written."""
+    from forecaster import cli
+
+    def app():
+        cli._Printed.started = began
+        raise KeyboardInterrupt
+
+    def exit_now(code):
+        raise SystemExit(code)
+
+    monkeypatch.setattr(cli._Printed, "started", False)
+    monkeypatch.setattr(cli, "app", app)
+    monkeypatch.setattr(os, "_exit", exit_now)
+    monkeypatch.setattr(sys, "argv", ["forecaster", "predict"])
+    term = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as e:
+            cli.main()
+    finally:
+        signal.signal(signal.SIGTERM, term)
+    assert e.value.code == 130
+    assert ("interrupted while starting" in capsys.readouterr().err) is not began
+
+
 def test_the_installed_command_starts_from_the_entry_that_takes_signals():
     from importlib.metadata import entry_points
 
