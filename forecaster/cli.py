@@ -252,7 +252,11 @@ def setup_logging(quiet: bool, log_file: Path | None) -> None:
             log_file.parent.mkdir(parents=True, exist_ok=True)
             fh = _LogFileHandler(log_file)
         except OSError as exc:  # before any work: one line, exit 1, nothing written
-            log.error("cannot write the log file %s: %s", log_file, exc.strerror or type(exc).__name__)
+            from .fsio import file_in_the_way, not_a_folder
+
+            blocker = file_in_the_way(log_file.parent)  # "File exists" would say nothing of where
+            why = not_a_folder(blocker) if blocker else exc.strerror or type(exc).__name__
+            log.error("cannot write the log file %s: %s", log_file, why)
             raise typer.Exit(EXIT_ERROR) from None
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(fh)

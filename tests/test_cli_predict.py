@@ -445,7 +445,8 @@ def test_predict_as_of_before_any_bar(cli, trained_run, tmp_path):
 def test_predict_unwritable_log_file_is_one_line(cli, trained_run, tmp_path):
     (tmp_path / "logs").write_text("a file where the cron job expects a folder\n")
     res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc", "--log-file", tmp_path / "logs" / "p.log")
-    assert_one_line_error(res, 1, "cannot write the log file", "p.log")
+    line = assert_one_line_error(res, 1, "cannot write the log file", "p.log")
+    assert line.endswith(f"p.log: {tmp_path / 'logs'} is a file, not a folder")  # not "File exists"
     assert not (tmp_path / "fc").exists()
 
 
