@@ -164,7 +164,7 @@ def retrain(
             # a champion's ticker that the challenger was to forecast but skipped (too short now)
             dropped = {
                 s: chall.manifest.skipped.get(s, "not trained")
-                for s in cfg.data.tickers
+                for s in map(validate_ticker, cfg.data.tickers)
                 if s in champ.manifest.tickers and s not in chall.manifest.tickers
             }
             comparison = compare(champ, chall, bars, alpha, dropped=dropped)

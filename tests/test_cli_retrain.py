@@ -395,12 +395,13 @@ def test_retrain_warns_once_of_sessions_missing_from_the_data(cli, runs, small_d
 def test_a_challenger_that_skips_a_champions_ticker_is_not_promoted(cli, runs, small_dir, tmp_path):
     """STOCKB's file now holds its last 210 sessions only (too few before the validation split
     to train on): the challenger skips it with a warning. Promoted, it would silently end the
-    name's forecasts of STOCKB, so the champion stays, and the line says why."""
+    name's forecasts of STOCKB, so the champion stays, and the line says why (tickers asked for
+    in lower case too)."""
     data = tmp_path / "data"
     shutil.copytree(small_dir, data)
     lines = (data / "STOCKB.csv").read_text().splitlines(keepends=True)
     (data / "STOCKB.csv").write_text(lines[0] + "".join(lines[-210:]))
-    res = cli("retrain", "prod", "--runs-dir", runs, "--data-dir", data, "--json")
+    res = cli("retrain", "prod", "--runs-dir", runs, "--data-dir", data, "-t", "stocka,stockb", "--json")
     assert res.exit_code == 0, res.stderr
     doc = json.loads(res.stdout)
     assert doc["promoted"] is False and _target(runs) == "first"
