@@ -451,6 +451,11 @@ def check_tensors(weights: Path, state: dict, expected: dict[str, tuple[int, ...
         )
 
 
+def resume_command(run_dir: os.PathLike) -> str:
+    """The command that continues the interrupted run in ``run_dir``, in backquotes, ready to paste."""
+    return f"`forecaster train --resume {shlex.quote(str(run_dir))}`"
+
+
 def run_lock_path(run_dir: os.PathLike) -> Path:
     """The lock ``train`` holds while it writes ``run_dir``: ``.<name>.lock`` beside it."""
     run_dir = Path(run_dir)
@@ -469,7 +474,7 @@ def load_run(run_dir: Path) -> Run:
     if manifest.status != "complete":
         raise RunFormatError(
             f"{run_dir}: training was interrupted after epoch {manifest.metrics.epochs_run}; "
-            f"resume it with `forecaster train --resume {shlex.quote(str(run_dir))}`"
+            f"resume it with {resume_command(run_dir)}"
         )
     state = read_weights(run_dir)
     cfg = manifest.config

@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import os
-import shlex
 import sys
 from contextlib import contextmanager
 from enum import Enum
@@ -1054,7 +1053,7 @@ def info(
     """
     setup_logging(False, None)
     with handled(debug, "info", json_out):
-        from .checkpoint import load_run, read_manifest, run_directory
+        from .checkpoint import load_run, read_manifest, resume_command, run_directory
         from .errors import RunFormatError
 
         _refuse_empty(DIR=run)
@@ -1078,7 +1077,7 @@ def info(
         print(f"run        {m.name}  (format {m.format_version}, created {m.created_at.isoformat()})")
         if m.status != "complete":
             # the run directory itself: train refuses to write through a promoted name
-            print(f"status     {m.status}: resume with `forecaster train --resume {shlex.quote(str(run_dir))}`")
+            print(f"status     {m.status}: resume with {resume_command(run_dir)}")
         if unusable:
             print(f"status     cannot be used (predict and promote refuse it): {unusable}")
         print(

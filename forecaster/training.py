@@ -12,7 +12,6 @@ import math
 import os
 import platform
 import random
-import shlex
 import signal
 import threading
 import time
@@ -40,6 +39,7 @@ from .checkpoint import (
     check_run_target,
     read_manifest,
     read_resume,
+    resume_command,
     run_lock_path,
     save_run,
 )
@@ -605,11 +605,7 @@ def train(
                 trainer.restore(_trainer_state(state))
         except KeyboardInterrupt:
             dist.close()
-            then = (
-                f"continue with `forecaster train --resume {shlex.quote(str(run_dir))}`"
-                if resume
-                else "run the same command again"
-            )
+            then = f"continue with {resume_command(run_dir)}" if resume else "run the same command again"
             raise Interrupted(
                 f"training interrupted before its first epoch, while the data were read: nothing was written to "
                 f"{run_dir}; {then}",
@@ -633,7 +629,7 @@ def train(
             dist.close()
             raise Interrupted(
                 f"training interrupted after epoch {trainer.epoch}; a resumable run was saved to {run_dir}: "
-                f"continue with `forecaster train --resume {shlex.quote(str(run_dir))}`",
+                f"continue with {resume_command(run_dir)}",
                 {"run_dir": run_dir, "resumable": dist.main},
             ) from None
         if dist.main:
