@@ -140,6 +140,13 @@ def _in_date_order(parsed: pd.Series) -> bool:
     return bool(days.is_monotonic_increasing or days.is_monotonic_decreasing)
 
 
+def _typical_gap(parsed: pd.Series) -> float:
+    """The median number of days between consecutive dates (0 for fewer than two): daily bars
+    read in the wrong order of their fields lie months or years apart."""
+    days = parsed.dropna().to_numpy().astype("datetime64[D]").astype(np.int64)
+    return float(np.median(np.abs(np.diff(days)))) if len(days) > 1 else 0.0
+
+
 def _layout(text: str) -> str:
     """A date's layout: its runs of digits and of letters as 9 and a ('1-Jul-22' -> '9-a-9')."""
     return re.sub(r"\d+", "9", re.sub(r"[A-Za-z]+", "a", text))
@@ -152,8 +159,10 @@ def _dates_in_one_format(local: pd.Series, iso: pd.Series) -> tuple[pd.Series, o
     The formats tried: ISO (``iso``, ``local`` read as such) and the first date's, in each
     order of its fields (``_ORDERS``). Of those that read every date, one that gives the dates
     in date order wins (a file of daily bars is written in date order: read day first, the
-    22-07-29, 22-08-01... of a year-first export run 2029-07-22, 2001-08-22...), the first
-    in ``_ORDERS`` when several do, or none does. When no format reads every date, the
+    22-07-29, 22-08-01... of a year-first export run 2029-07-22, 2001-08-22...); of several,
+    the one whose consecutive dates lie closest together (22-07-01, 22-07-05 read day first
+    are in date order too, years apart), then the first in ``_ORDERS``; the first in
+    ``_ORDERS`` when none is in date order. When no format reads every date, the
     file's is the one that reads the most (those of the first date it leaves unread are tried
     too), and the dates in another format are NaT. A layout pandas names no format for is
     read date by date, as long as every date has that layout.
@@ -177,7 +186,8 @@ def _dates_in_one_format(local: pd.Series, iso: pd.Series) -> tuple[pd.Series, o
                 readings[fmt] = pd.to_datetime(local, errors="coerce", format=fmt)
         whole = [p for p in readings.values() if p[dated.index].notna().all()]
         if whole:
-            return next((p for p in whole if _in_date_order(p)), whole[0]), dated.index[0]
+            ordered = [p for p in whole if _in_date_order(p)]
+            return (min(ordered, key=_typical_gap) if ordered else whole[0]), dated.index[0]
     best = max(readings.values(), key=lambda p: int(p.notna().sum()))
     if best.notna().any():
         return best, best.index[best.notna().to_numpy()][0]

@@ -159,8 +159,9 @@ def _read_dated_rows(tmp_path, dates: list[str]):
             ["01/10/2024", "01/11/2024", "01/12/2024", "01/15/2024", "01/16/2024"],
             ["2024-01-10", "2024-01-11", "2024-01-12", "2024-01-15", "2024-01-16"],
         ),
-        # wholly ambiguous: month first, as before
+        # wholly ambiguous: month first, whose dates lie a day apart (day first: a month)
         (["01/02/2024", "01/03/2024"], ["2024-01-02", "2024-01-03"]),
+        (["02/01/2024", "03/01/2024"], ["2024-01-02", "2024-01-03"]),
         # two-digit years (a spreadsheet's short date), day first and month first
         (["10/01/24", "11/01/24", "12/01/24", "15/01/24"], ["2024-01-10", "2024-01-11", "2024-01-12", "2024-01-15"]),
         (["10.01.24 16:00", "15.01.24 16:00"], ["2024-01-10", "2024-01-15"]),
@@ -187,8 +188,16 @@ def test_csv_slash_dates_are_read_with_one_order_for_the_whole_file(tmp_path, da
         (["23/12/28", "23/12/29", "24/01/02"], ["2023-12-28", "2023-12-29", "2024-01-02"]),
         # day first still wins where it reads the dates in date order: year first would not
         (["29-06-22", "30-06-22", "01-07-22"], ["2022-06-29", "2022-06-30", "2022-07-01"]),
-        # every field 12 or less: month first, as for 01/02/2024
-        (["12-07-01", "12-07-02"], ["2001-12-07", "2002-12-07"]),
+        # every field 12 or less: month first and day first read them a year apart, year
+        # first a day apart, as daily bars are
+        (["12-07-01", "12-07-02"], ["2012-07-01", "2012-07-02"]),
+        # one month of a year-first export: day first reads it in date order too (2001-07-22,
+        # 2002-07-22...), but years apart
+        (
+            ["22-07-01", "22-07-05", "22-07-06", "22-07-07", "22-07-08", "22-07-11"],
+            ["2022-07-01", "2022-07-05", "2022-07-06", "2022-07-07", "2022-07-08", "2022-07-11"],
+        ),
+        (["24/01/02", "24/01/03", "24/01/04"], ["2024-01-02", "2024-01-03", "2024-01-04"]),
     ],
 )
 def test_csv_dates_with_a_two_digit_year_first_are_read_year_first_when_no_other_order_fits(tmp_path, dates, expected):
