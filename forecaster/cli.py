@@ -1053,8 +1053,9 @@ def info(
     """
     setup_logging(False, None)
     with handled(debug, "info", json_out):
-        from .checkpoint import load_run, read_manifest, resume_command, run_directory
+        from .checkpoint import load_run, read_manifest, run_directory
         from .errors import RunFormatError
+        from .registry import unfinished_advice
 
         _refuse_empty(DIR=run)
         run_dir = run_directory(run)  # a promoted name resolved once, or named when its run is gone
@@ -1077,7 +1078,7 @@ def info(
         print(f"run        {m.name}  (format {m.format_version}, created {m.created_at.isoformat()})")
         if m.status != "complete":
             # the run directory itself: train refuses to write through a promoted name
-            print(f"status     {m.status}: resume with {resume_command(run_dir)}")
+            print(f"status     {m.status}: {unfinished_advice(run_dir)}")
         if unusable:
             print(f"status     cannot be used (predict and promote refuse it): {unusable}")
         print(

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .checkpoint import load_run, run_directory, run_lock_path
+from .checkpoint import load_run, resume_command, run_directory, run_lock_path
 from .errors import ConfigError, ForecasterError, LockBusy
 from .fsio import file_lock, follow_link, is_temp_name, remove_stale_temps, swap_symlink
 
@@ -174,6 +174,36 @@ def new_run_dir(name: str, runs_dir: Path = DEFAULT_RUNS_DIR, now: datetime | No
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
     return candidate
+
+
+def _named(run_dir: Path) -> Path:
+    """``run_dir`` as a path whose last part is the run's folder name (``.`` resolved)."""
+    run_dir = Path(run_dir)
+    return run_dir.resolve() if run_dir.name in ("", ".", "..") else run_dir
+
+
+def challenger_of(run_dir: Path) -> str | None:
+    """The promoted name whose challenger ``run_dir`` is (a run directory named as retrain names
+    them, ``NAME-YYYYmmdd-HHMMSS``, beside the link ``NAME``), None for any other run."""
+    run_dir = _named(run_dir)
+    m = re.fullmatch(r"(.+)-\d{8}-\d{6}(?:-\d+)?", run_dir.name)
+    if not m or not _NAME.fullmatch(m.group(1)):
+        return None
+    return m.group(1) if (run_dir.parent / m.group(1)).is_symlink() else None
+
+
+def unfinished_advice(run_dir: Path) -> str:
+    """What to do with the interrupted run in ``run_dir``: for the challenger of an interrupted
+    retrain, retrain again (``train --resume`` would finish it but never compare it with the
+    champion nor promote it); for any other run, resume it."""
+    name = challenger_of(run_dir)
+    if name is None:
+        return f"resume with {resume_command(run_dir)}"
+    runs_dir = _named(run_dir).parent
+    return (
+        f"the unfinished challenger of {name}: run `forecaster retrain {name}{runs_dir_option(runs_dir)}` again "
+        f"to train and compare a new challenger (`train --resume` would finish it without comparing it)"
+    )
 
 
 def _runs_pattern(name: str) -> str:

@@ -218,6 +218,38 @@ def test_an_interrupted_retrain_says_where_the_name_points_and_to_retrain_again(
     assert _target(runs) == "first"
 
 
+@pytest.mark.parametrize("default_runs_dir", [True, False])
+def test_info_on_an_interrupted_challenger_says_to_retrain_again_as_retrain_does(
+    cli, runs, monkeypatch, default_runs_dir
+):
+    """The challenger a stopped retrain left: info gives the command retrain's own line gives
+    (retrain again), not `train --resume`, which would finish it but never compare it with the
+    champion nor promote it; run as written, that command trains and compares a new one."""
+    real = retraining.train
+
+    def killed_in_epoch_1(cfg, *, run_dir, on_epoch=None, **kw):
+        return real(cfg, run_dir=run_dir, on_epoch=lambda rec: os.kill(os.getpid(), signal.SIGTERM), **kw)
+
+    monkeypatch.setattr(retraining, "train", killed_in_epoch_1)
+    if default_runs_dir:  # the cron job's own folder: runs/ in the folder it runs in
+        monkeypatch.chdir(runs.parent)
+    where = Path("runs") if default_runs_dir else runs
+    line = assert_one_line_error(cli("retrain", "prod", "--runs-dir", where), 130, "retrain of prod interrupted")
+    [challenger] = registry.runs_of("prod", where)
+    res = cli("info", challenger)
+    assert res.exit_code == 0, res.stderr
+    [status] = [ln for ln in res.stdout.splitlines() if ln.startswith("status")]
+    assert _command_in(status, "retrain") == _command_in(line, "retrain"), (status, line)
+    assert "interrupted" in status and "`forecaster train --resume" not in status, status
+    monkeypatch.setattr(retraining, "train", real)
+    assert cli(*_command_in(status, "retrain")).exit_code == 0
+    assert _target(runs) != "first"  # a new challenger trained, was compared and won the tie
+    # a run of that form whose name has no link beside it is no challenger: resumed as any run
+    os.unlink(runs / "prod")
+    res = cli("info", challenger)
+    assert f"resume with `forecaster train --resume {challenger}`" in res.stdout, res.stdout
+
+
 def _command_in(line: str, program: str) -> list[str]:
     """The arguments of the backquoted `forecaster PROGRAM ...` command in ``line``."""
     quoted = line.split(f"`forecaster {program} ", 1)[1].split("`", 1)[0]
