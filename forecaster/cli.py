@@ -281,7 +281,8 @@ def handled(debug: bool = False, command: str = "forecaster", json_out: bool = F
     except ForecasterError as e:
         if debug:
             raise
-        _failed(json_out, e.exit_code, "%s", e)
+        if getattr(e, "shown", True):  # not on every rank of a distributed job: the line once
+            _failed(json_out, e.exit_code, "%s", e)
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt as e:  # an interrupted search or training says what it kept
         _failed(json_out, EXIT_INTERRUPTED, "%s", str(e) or _interrupted(command))

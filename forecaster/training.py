@@ -525,13 +525,16 @@ class TrainResult:
 class Interrupted(TrainingError):
     """Training was stopped by SIGINT/SIGTERM; a resumable run was saved. ``details``: what
     the interrupted command left (for train, ``run_dir`` and ``resumable``), as its --json
-    output gives it."""
+    output gives it. ``shown``: whether this process says so; in a distributed job only rank 0
+    does (the one that saves the run), the others exit 130 without a word, so the line is
+    printed once, not once per process."""
 
     exit_code = EXIT_INTERRUPTED
 
-    def __init__(self, message: str, details: dict | None = None):
+    def __init__(self, message: str, details: dict | None = None, *, shown: bool = True):
         super().__init__(message)
         self.details = dict(details or {})
+        self.shown = shown
 
 
 @dataclass
@@ -610,6 +613,7 @@ def train(
                 f"training interrupted before its first epoch, while the data were read: nothing was written to "
                 f"{run_dir}; {then}",
                 {"run_dir": run_dir, "resumable": resume and dist.main},
+                shown=dist.main,
             ) from None
     lock = file_lock(run_lock_path(run_dir), lock_timeout) if dist.main else nullcontext()
     started = time.perf_counter() - seconds_before  # a resumed run counts the time it trained before
@@ -631,6 +635,7 @@ def train(
                 f"training interrupted after epoch {trainer.epoch}; a resumable run was saved to {run_dir}: "
                 f"continue with {resume_command(run_dir)}",
                 {"run_dir": run_dir, "resumable": dist.main},
+                shown=dist.main,
             ) from None
         if dist.main:
             if earlier is not None:

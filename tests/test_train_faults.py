@@ -1,5 +1,6 @@
 """Interrupting, resuming, locking and distributing training."""
 
+import json
 import signal
 import subprocess
 import time
@@ -214,3 +215,45 @@ def test_torchrun_with_fewer_chunks_than_processes_is_refused(small_dir, tmp_pat
     assert res.returncode != 0, res.stderr[-3000:]
     assert "1 chunks of training origins (--chunk 1000) cannot be shared among 2 processes" in res.stderr
     assert not run.exists()
+
+
+def _stop_while_reading(monkeypatch):
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("forecaster.training.load_training_data", stopped)
+
+
+def _stop_after_the_epochs(monkeypatch):
+    def stopped(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("forecaster.training.Trainer.restore_best", stopped)
+
+
+@pytest.mark.parametrize("stop", [_stop_while_reading, _stop_after_the_epochs])
+@pytest.mark.parametrize("json_out", [False, True])
+def test_an_interrupted_distributed_training_says_so_once_from_rank_0(
+    cli, small_dir, tmp_path, monkeypatch, stop, json_out
+):
+    """Under torchrun every process is stopped, but only rank 0 saves the run: it alone says
+    what was left (the line, or --json's document); another rank exits 130 without a word, so
+    the job's output holds the line once, not once per process. A rank is what torchrun's
+    RANK says (here alone, WORLD_SIZE unset, so that no process group is needed)."""
+    stop(monkeypatch)
+    run = tmp_path / "run"
+    args = ["train", "--source", "csv", "--data-dir", small_dir, "-t", "STOCKA,STOCKB", "--lookback", "20"]
+    args += ["--horizon", "3", "--val-days", "100", "--test-days", "100", "--hidden-size", "8", "--epochs", "1"]
+    args += ["--run-dir", run] + (["--json"] if json_out else [])
+    monkeypatch.setenv("RANK", "1")
+    res = cli(*args)
+    assert res.exit_code == 130, res.stderr
+    assert res.stderr == "" and res.stdout == ""
+    assert not run.exists()
+    monkeypatch.setenv("RANK", "0")
+    res = cli(*args)
+    assert res.exit_code == 130, res.stderr
+    [line] = [ln for ln in res.stderr.splitlines() if ln.startswith("ERROR")]
+    assert "training interrupted" in line
+    if json_out:
+        assert json.loads(res.stdout)["interrupted"] is True
