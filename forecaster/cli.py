@@ -1050,13 +1050,14 @@ def info(
     """Show a run: config, tickers, date ranges, metrics, versions.
 
     Exit 1 when the run cannot be used (its weights missing, unreadable or not matching its
-    config): what run.json tells is still shown, and why predict and promote refuse the run.
+    config; an interrupted run that train --resume would refuse): what run.json tells is still
+    shown, and why the run cannot be used.
     """
     setup_logging(False, None)
     with handled(debug, "info", json_out):
-        from .checkpoint import load_run, read_manifest, run_directory
+        from .checkpoint import load_run, read_manifest, read_resume, run_directory
         from .errors import RunFormatError
-        from .registry import unfinished_advice
+        from .registry import challenger_of, unfinished_advice
 
         _refuse_empty(DIR=run)
         run_dir = run_directory(run)  # a promoted name resolved once, or named when its run is gone
@@ -1068,6 +1069,11 @@ def info(
                 load_run(run_dir)  # what predict, evaluate and promote load (numpy: no torch)
             except RunFormatError as e:
                 unusable = str(e)
+        elif challenger_of(run_dir) is None:  # the resume its line advises must be possible
+            try:
+                read_resume(run_dir)
+            except RunFormatError as e:
+                unusable = str(e)
         if json_out:
             pointer = {"pointer": {"name": str(run), "target": str(target)}} if target else {}
             _emit_json(json.loads(m.to_json()) | pointer | ({"unusable": unusable} if unusable else {}))
@@ -1077,7 +1083,7 @@ def info(
         if target is not None:
             print(f"pointer    {run} -> {target}")
         print(f"run        {m.name}  (format {m.format_version}, created {m.created_at.isoformat()})")
-        if m.status != "complete":
+        if m.status != "complete" and not unusable:
             # the run directory itself: train refuses to write through a promoted name
             print(f"status     {m.status}: {unfinished_advice(run_dir)}")
         if unusable:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from support import ROOT, assert_one_line_error, run_meta
+from support import ROOT, assert_one_line_error, run_meta, tiny_overrides
+
+from forecaster.config import load_config
+from forecaster.training import Interrupted, train
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -64,12 +67,24 @@ def test_info_json_keys_of_a_promoted_name_are_documented_in_the_readme(cli, run
     assert not [k for k in sorted(added | set(doc["pointer"])) if f"`{k}`" not in paragraph]
 
 
-def test_info_on_a_promoted_name_whose_run_was_interrupted_says_to_resume_the_run_itself(cli, run_copy):
+@pytest.fixture
+def interrupted_run(sample_dir, tmp_path):
+    """A tiny run whose training was stopped in its first epoch: saved, resumable."""
+
+    def stopped(rec):
+        raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        train(load_config(None, tiny_overrides(sample_dir)), run_dir=run, on_epoch=stopped)
+    return run
+
+
+def test_info_on_a_promoted_name_whose_run_was_interrupted_says_to_resume_the_run_itself(cli, interrupted_run):
     """The champion retrained in place (`train --run-dir` of the run a name points at) and
     stopped: the command info gives resumes the run directory, which train accepts, not the
     promoted name, which it refuses."""
-    meta = run_meta(run_copy) | {"status": "interrupted"}
-    (run_copy / "run.json").write_text(json.dumps(meta), encoding="utf-8")
+    run_copy = interrupted_run
     (run_copy.parent / "prod").symlink_to(run_copy.name)
     res = cli("info", run_copy.parent / "prod")
     assert res.exit_code == 0, res.stderr
@@ -77,6 +92,22 @@ def test_info_on_a_promoted_name_whose_run_was_interrupted_says_to_resume_the_ru
     assert status.endswith(f"resume with `forecaster train --resume {run_copy.resolve()}`"), status
     res = cli("info", run_copy)
     assert f"resume with `forecaster train --resume {run_copy}`" in res.stdout
+
+
+@pytest.mark.parametrize("lost", ["resume.safetensors", "history.csv"])
+def test_info_on_an_interrupted_run_that_cannot_be_resumed_says_so_not_to_resume_it(cli, interrupted_run, lost):
+    """An interrupted run missing what `train --resume` goes on from (copied in part, or a file
+    deleted): info does not advise the resume, which would be refused; it says why the run
+    cannot be used and what to do, as for a run whose weights are gone."""
+    (interrupted_run / lost).unlink()
+    refused = cli("train", "--resume", interrupted_run)
+    assert refused.exit_code == 1 and lost in refused.stderr
+    res = cli("info", interrupted_run)
+    assert_one_line_error(res, 1, "cannot be used", lost, "cannot be resumed")
+    [status] = [ln for ln in res.stdout.splitlines() if ln.startswith("status")]
+    assert "cannot be used" in status and lost in status and "resume with" not in status, status
+    doc = json.loads(cli("info", interrupted_run, "--json").stdout)
+    assert lost in doc["unusable"] and doc["status"] == "interrupted"
 
 
 def test_info_mentions_evaluation_when_present(cli, run_copy):
