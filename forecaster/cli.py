@@ -812,7 +812,8 @@ def evaluate(
     """Backtest a run walk-forward on its test split against baselines.
 
     Writes DIR/eval/metrics.csv and DIR/eval/predictions.csv (and plots with --plot), prints a
-    table and says plainly whether the model beats the naive forecast.
+    table and says plainly whether the model beats the naive forecast. Exit 3 if some tickers'
+    bars could not be read (named; the rest are evaluated and written).
     """
     setup_logging(quiet, log_file)
     with handled(debug, "evaluate", json_out):
@@ -849,9 +850,12 @@ def evaluate(
             print(interval_verdict)
             for k, v in rep.files.items():
                 print(f"{k}: {v}")
+        failed = [f"{sym} not evaluated: {why['error']}" for sym, why in rep.failed.items()]
+        _log_some(logging.ERROR, failed, "tickers not evaluated")
         if fail_if_no_skill and not ok:
             log.error("no skill over the naive forecast: %s", verdict)
             raise typer.Exit(1)
+        raise typer.Exit(rep.exit_code)
 
 
 def _print_metrics(rep) -> None:

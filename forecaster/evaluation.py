@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import shutil
 import signal
 from collections.abc import Iterator
@@ -23,19 +24,27 @@ import pandas as pd
 
 from .baselines import BASELINES, GARCH_REFIT_EVERY, PROBABILISTIC_BASELINES, GarchParams, naive_scale
 from .checkpoint import Run, load_run
-from .errors import DataError
+from .errors import EXIT_OK, EXIT_PARTIAL, DataError
 from .fsio import atomic_write_text, publish_files, replace_dir, sibling_temp_dir
 from .intervals import calibrated, start_scales, tracked_scales, with_median
 from .metrics import POOLED, PROBABILISTIC_MODELS, QUANTILE_SUFFIXES, lag_share, metrics_table, sort_metrics
 from .npinfer import predict_scaled
 from .outputs import to_csv_text, write_csv
-from .store import load_bars
+from .sources import csv_file
+from .store import load_bars, store_path
 from .threads import usable_cores
 from .windows import ending_before
 
 log = logging.getLogger("forecaster")
 
 PREDICTION_COLUMNS = ["ticker", "origin", "step", "date", "actual", "p10", "p50", "p90", "naive"]
+
+ENDED = "ended_before_test_split"
+"""Why a ticker is in a report's ``missing``: its bars end before the test split starts..."""
+TOO_FEW = "too_few_bars"
+"""...its bars reach into the test split, but are too few for one forecast with an actual..."""
+UNREADABLE = "unreadable"
+"""...or its bars could not be read: no file, an unreadable one, bad bars (a failure: exit 3)."""
 
 MIN_TICKERS_PER_JOB = 8
 """A process of its own for the backtest only with this many tickers for each: starting one
@@ -62,8 +71,19 @@ class EvalReport:
     out_dir: Path
     lag: pd.DataFrame = field(default_factory=pd.DataFrame)
     files: dict[str, Path] = field(default_factory=dict)
-    missing: dict[str, dict[str, str]] = field(default_factory=dict)  # tickers without test origins
+    missing: dict[str, dict[str, str]] = field(default_factory=dict)  # tickers not evaluated, each with its reason
     median_weight: list[float] | None = None  # per step: 1 the network's median, 0 the last close
+
+    @property
+    def failed(self) -> dict[str, dict[str, str]]:
+        """The tickers of ``missing`` whose bars could not be read (a missing file, bad bars)."""
+        return {s: why for s, why in self.missing.items() if why["reason"] == UNREADABLE}
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every ticker's bars were read, 3 (partial) when some could not be and the
+        others were evaluated. A ticker without test windows is named, but not a failure."""
+        return EXIT_PARTIAL if self.failed else EXIT_OK
 
     def overall(self) -> pd.DataFrame:
         """The pooled (ticker ALL) rows."""
@@ -280,7 +300,18 @@ def evaluate(
         median_weight=run.manifest.median_weights(),
     )
     _write(report, run, done.closes, plot, done.predictions_csv)
+    shown = _as_named(run_dir, report.out_dir)
+    report.files = {name: shown / path.relative_to(report.out_dir) for name, path in report.files.items()}
     return report
+
+
+def _as_named(run_dir: Path, path: Path) -> Path:
+    """``path``, a folder of the run loaded from ``run_dir``, in the style the user named the
+    run: relative when ``run_dir`` is (a promoted name, ``runs/NAME``, is resolved to an
+    absolute path to read the run through), absolute when it is."""
+    if Path(run_dir).is_absolute() or not path.is_absolute():
+        return path
+    return Path(os.path.relpath(path))
 
 
 @dataclass(frozen=True)
@@ -325,15 +356,21 @@ def backtest(
         blocks = _blocks(names, pool.processes)
         parts = list(pool.executor.map(_backtest_block, [_Block(run, block, data, keep_closes) for block in blocks]))
     missing = {s: why for p in parts for s, why in p.missing.items()}
+    missing = {s: missing[s] for s in names if s in missing}  # in the run's order, whatever the blocks'
     split_start = run.splits().test_start.date()
     if len(missing) == len(names):
-        ended = [s for s, why in missing.items() if why["last_date"] < why["split_start"]]
-        reasons = [f"{s}: {_no_origin(s, why, run)}" for s, why in missing.items() if s not in ended]
+        failed = [f"{s}: {why['error']}" for s, why in missing.items() if why["reason"] == UNREADABLE]
+        windowless = {s: why for s, why in missing.items() if why["reason"] != UNREADABLE}
+        ended = [s for s, why in windowless.items() if why["reason"] == ENDED]
+        reasons = [f"{s}: {_no_origin(s, why, run)}" for s, why in windowless.items() if s not in ended]
         if ended:
             reasons.insert(0, f"the bars of {', '.join(ended)} end before the run's test split starts ({split_start})")
-        raise DataError(f"no test windows: {'; '.join(reasons)}")
+        if reasons:
+            failed.append(f"no test windows: {'; '.join(reasons)}")
+        raise DataError("; ".join(failed))
     for sym, why in missing.items():
-        log.warning("%s: no test windows: %s", sym, _no_origin(sym, why, run))
+        if why["reason"] != UNREADABLE:  # those are errors, named by the caller
+            log.warning("%s: no test windows: %s", sym, _no_origin(sym, why, run))
     done = [p for p in parts if len(p.predictions)]
     if not done:
         raise _no_test_windows(run)
@@ -435,9 +472,9 @@ def _backtest_block(block: _Block) -> Backtest:
     predictions, per-ticker metrics, lag rows and predictions.csv rows (no header); empty
     frames when none has a test window."""
     run = block.run
-    bars = load_bars(block.data.source, block.data.data_dir, block.names, until_today=True)
+    bars, unreadable = _read_bars(block.data, block.names)
     splits = run.splits()
-    missing = ending_before(bars, splits.test_start)
+    missing = {s: {"reason": ENDED, **why} for s, why in ending_before(bars, splits.test_start).items()}
     present = {s: df for s, df in bars.items() if s not in missing}
     mase_scale = _mase_scales(bars, splits.val_start)
     closes = {s: df[["close"]] for s, df in present.items()} if block.keep_closes else {}
@@ -447,7 +484,12 @@ def _backtest_block(block: _Block) -> Backtest:
     pred = _walk_forward(run, enough) if enough else None
     forecast = set() if pred is None else set(pred["ticker"])
     for sym in present.keys() - forecast:  # bars into the test split, but too few for one origin
-        missing[sym] = {"last_date": str(present[sym].index[-1].date()), "split_start": str(splits.test_start.date())}
+        missing[sym] = {
+            "reason": TOO_FEW,
+            "last_date": str(present[sym].index[-1].date()),
+            "split_start": str(splits.test_start.date()),
+        }
+    missing |= unreadable
     if pred is None:
         empty = pd.DataFrame()
         return Backtest(empty, empty, empty, "", missing, mase_scale, closes)
@@ -460,6 +502,20 @@ def _backtest_block(block: _Block) -> Backtest:
         mase_scale=mase_scale,
         closes=closes,
     )
+
+
+def _read_bars(data: DataSource, names: list[str]) -> tuple[dict[str, pd.DataFrame], dict[str, dict[str, str]]]:
+    """The bars of each of ``names`` that can be read, and, for each of the others (no file, an
+    unreadable one, bad bars), the file and the error, with the reason :data:`UNREADABLE`."""
+    bars, failed = {}, {}
+    where = csv_file if data.source == "csv" else store_path
+    for sym in names:
+        try:
+            bars |= load_bars(data.source, data.data_dir, [sym], until_today=True)
+        except DataError as exc:
+            error = str(exc).removeprefix(f"{sym}: ")  # the ticker is named once, by the caller
+            failed[sym] = {"reason": UNREADABLE, "file": str(where(data.data_dir, sym)), "error": error}
+    return bars, failed
 
 
 def _mase_scales(bars: dict[str, pd.DataFrame], val_start: pd.Timestamp) -> dict[str, float]:

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import ROOT, assert_one_line_error, csv_folder_with_a_bar_on, run_meta, run_script, tiny_overrides
+from support import (
+    ROOT,
+    assert_one_line_error,
+    csv_folder_with_a_bar_on,
+    error_lines,
+    run_meta,
+    run_script,
+    tiny_overrides,
+)
 
 import forecaster.evaluation
 
@@ -153,7 +163,9 @@ def test_evaluate_names_a_ticker_whose_data_end_before_the_test_split(cli, run_c
     assert res.exit_code == 0, res.stderr
     assert f"STOCKB: no test windows: its bars end {last}, before the test split starts ({test_start})" in res.stderr
     doc = json.loads(res.stdout)
-    assert doc["missing"] == {"STOCKB": {"last_date": last, "split_start": test_start}}
+    assert doc["missing"] == {
+        "STOCKB": {"reason": "ended_before_test_split", "last_date": last, "split_start": test_start}
+    }
     assert {r["ticker"] for r in doc["metrics"]} == {"STOCKA", "ALL"}
     # when no ticker is left, it is an error that names them
     b[b["Date"] < "2024-03-01"].to_csv(data / "STOCKA.csv", index=False)
@@ -223,11 +235,76 @@ def test_evaluate_names_a_ticker_whose_bars_are_too_few_for_one_test_origin(cli,
     assert f"STOCKA: no test windows: its bars (to {last}) are too few for one forecast" in res.stderr
     assert "at least 22 bars" in res.stderr
     doc = json.loads(res.stdout)
-    assert doc["missing"] == {"STOCKA": {"last_date": last, "split_start": run_meta(run_copy)["splits"]["test_start"]}}
+    split_start = run_meta(run_copy)["splits"]["test_start"]
+    assert doc["missing"] == {"STOCKA": {"reason": "too_few_bars", "last_date": last, "split_start": split_start}}
     assert {r["ticker"] for r in doc["metrics"]} == {"STOCKB", "ALL"}
     res = cli("evaluate", "--run", run_copy, "--data-dir", data, "STOCKA")
     line = assert_one_line_error(res, 1, "no test windows: STOCKA: its bars", "too few")
     assert "end before" not in line
+
+
+def _data_without(sample_dir, folder, *gone: str):
+    """A copy of the sample's CSV folder at ``folder`` without the files of ``gone``."""
+    folder.mkdir()
+    for path in sample_dir.glob("*.csv"):
+        if path.stem not in gone:
+            (folder / path.name).write_bytes(path.read_bytes())
+    return folder
+
+
+def test_evaluate_a_ticker_whose_file_is_missing_evaluates_the_others_and_exits_3(cli, run_copy, sample_dir, tmp_path):
+    """STOCKB.csv deleted after training: STOCKB is named with the file on stderr and in
+    --json's ``missing``, STOCKA is evaluated and written, exit 3 (partial). It was exit 1,
+    nothing evaluated."""
+    data = _data_without(sample_dir, tmp_path / "data", "STOCKB")
+    res = cli("evaluate", "--run", run_copy, "--data-dir", data, "--json")
+    assert res.exit_code == 3, res.stderr
+    assert error_lines(res) == [f"ERROR: STOCKB not evaluated: no CSV file at {data / 'STOCKB.csv'}"]
+    doc = json.loads(res.stdout)
+    assert doc["missing"] == {
+        "STOCKB": {
+            "reason": "unreadable",
+            "file": str(data / "STOCKB.csv"),
+            "error": f"no CSV file at {data / 'STOCKB.csv'}",
+        }
+    }
+    assert {r["ticker"] for r in doc["metrics"]} == {"STOCKA", "ALL"}
+    assert set(pd.read_csv(run_copy / "eval" / "predictions.csv")["ticker"]) == {"STOCKA"}
+    # the table too, and the same exit code without --json
+    res = cli("evaluate", "--run", run_copy, "--data-dir", data)
+    assert res.exit_code == 3 and "walk-forward test metrics" in res.stdout, res.stderr
+    assert error_lines(res) == [f"ERROR: STOCKB not evaluated: no CSV file at {data / 'STOCKB.csv'}"]
+
+
+def test_evaluate_with_no_ticker_left_is_an_error_naming_each_and_keeps_the_earlier_evaluation(
+    cli, run_copy, sample_dir, tmp_path
+):
+    """STOCKA's file gone and STOCKB's bars ending before the test split: exit 1, one line that
+    names both, and eval/ as it was."""
+    assert cli("evaluate", "--run", run_copy, "-q").exit_code == 0
+    before = {p.name: p.read_bytes() for p in (run_copy / "eval").iterdir()}
+    data = _data_without(sample_dir, tmp_path / "data", "STOCKA")
+    b = pd.read_csv(data / "STOCKB.csv")
+    b[b["Date"] < "2024-03-01"].to_csv(data / "STOCKB.csv", index=False)
+    res = cli("evaluate", "--run", run_copy, "--data-dir", data, "--json")
+    line = assert_one_line_error(res, 1, f"STOCKA: no CSV file at {data / 'STOCKA.csv'}", "no test windows")
+    assert "the bars of STOCKB end before the run's test split starts" in line
+    assert {p.name: p.read_bytes() for p in (run_copy / "eval").iterdir()} == before
+
+
+def test_evaluate_json_files_are_named_as_the_run_is_for_a_promoted_name_too(cli, trained_run):
+    """``--run runs/NAME`` (a link that evaluate resolves once) gave absolute paths in
+    ``files``, ``--run runs/DIR`` relative ones: both are relative now, as the run was named,
+    as predict and score give theirs."""
+    shutil.copytree(trained_run, Path("runs") / "tiny")
+    assert cli("promote", "runs/tiny", "--name", "prod").exit_code == 0
+    expected = {name: f"runs/tiny/eval/{name}.csv" for name in ("metrics", "predictions", "lag")}
+    for run in ("runs/tiny", "runs/prod"):
+        res = cli("evaluate", "--run", run, "--json")
+        assert res.exit_code == 0, res.stderr
+        assert json.loads(res.stdout)["files"] == expected, run
+    res = cli("evaluate", "--run", Path("runs/prod").absolute(), "--json")
+    assert json.loads(res.stdout)["files"] == {k: str(Path(v).absolute()) for k, v in expected.items()}
 
 
 def test_evaluate_quiet_prints_no_table(cli, run_copy):
@@ -357,11 +434,16 @@ def test_evaluate_data_missing_for_the_run(cli, run_copy, tmp_path):
 
 def test_evaluate_refuses_a_ticker_with_a_bar_dated_after_today(cli, run_copy, sample_dir, tmp_path):
     """A mistyped year (2204-07-01) after the last bar: refused as train refuses it, naming the
-    ticker, the date and the file, and nothing written (it was backtested as if it were a bar)."""
+    ticker, the date and the file (it was backtested as if it were a bar); the other ticker is
+    evaluated (exit 3), and with that ticker alone nothing is written (exit 1)."""
     data = csv_folder_with_a_bar_on("2204-07-01", sample_dir, tmp_path / "data", "STOCKA")
-    res = cli("evaluate", "--run", run_copy, "--data-dir", data)
+    res = cli("evaluate", "--run", run_copy, "--data-dir", data, "STOCKA")
     assert_one_line_error(res, 1, "STOCKA: 1 bar(s) dated after today, from 2204-07-01", f"in {data / 'STOCKA.csv'}")
     assert not (run_copy / "eval").exists()
+    res = cli("evaluate", "--run", run_copy, "--data-dir", data, "-q")
+    line = assert_one_line_error(res, 3, "STOCKA not evaluated: 1 bar(s) dated after today, from 2204-07-01")
+    assert f"in {data / 'STOCKA.csv'}" in line
+    assert set(pd.read_csv(run_copy / "eval" / "predictions.csv")["ticker"]) == {"STOCKB"}
 
 
 def test_evaluate_refuses_a_run_with_a_ticker_named_like_the_pooled_rows(cli, run_copy, sample_dir, tmp_path):

@@ -174,25 +174,39 @@ def test_blocks_cover_the_tickers_in_order_and_shrink_to_a_floor(n, processes):
 
 
 def test_bad_bars_read_in_a_process_fail_as_they_do_in_one(run_copy, sample_dir, tmp_path, monkeypatch):
-    """Each process reads its own tickers' bars: a bad file fails the evaluation with the same
-    error in either case, and leaves no eval/ folder behind."""
+    """Each process reads its own tickers' bars: a bad file fails its ticker with the same
+    error in either case (the other is evaluated), and when every file is bad the evaluation
+    fails with the same error, leaving no eval/ folder behind."""
     from forecaster import evaluation
     from forecaster.errors import DataError
 
     bad = tmp_path / "bad"
     shutil.copytree(sample_dir, bad)
-    lines = (bad / "STOCKB.csv").read_text().splitlines()
-    cells = lines[40].split(",")
-    lines[40] = ",".join([cells[0], "abc", *cells[2:]])
-    (bad / "STOCKB.csv").write_text("\n".join(lines) + "\n")
     monkeypatch.setattr(evaluation, "MIN_TICKERS_PER_JOB", 1)  # two tickers: a process each
+
+    def spoil(sym):
+        lines = (bad / f"{sym}.csv").read_text().splitlines()
+        cells = lines[40].split(",")
+        lines[40] = ",".join([cells[0], "abc", *cells[2:]])
+        (bad / f"{sym}.csv").write_text("\n".join(lines) + "\n")
+
+    spoil("STOCKB")
+    failed = []
+    for jobs in (1, 2):
+        rep = evaluate(run_copy, data_dir=bad, jobs=jobs)
+        assert rep.exit_code == 3 and set(rep.predictions["ticker"]) == {"STOCKA"}
+        failed.append(rep.failed)
+    assert failed[0] == failed[1] and list(failed[0]) == ["STOCKB"]
+    assert failed[0]["STOCKB"]["file"] == str(bad / "STOCKB.csv") and "'abc'" in failed[0]["STOCKB"]["error"]
+    shutil.rmtree(run_copy / "eval")
+    spoil("STOCKA")
     errors = []
     for jobs in (1, 2):
         with pytest.raises(DataError) as caught:
             evaluate(run_copy, data_dir=bad, jobs=jobs)
         errors.append(str(caught.value))
     assert errors[0] == errors[1]
-    assert "STOCKB.csv" in errors[0] and "'abc'" in errors[0]
+    assert "STOCKA.csv" in errors[0] and "STOCKB.csv" in errors[0] and "'abc'" in errors[0]
     assert not (run_copy / "eval").exists()
 
 
