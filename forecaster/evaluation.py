@@ -39,6 +39,9 @@ log = logging.getLogger("forecaster")
 
 PREDICTION_COLUMNS = ["ticker", "origin", "step", "date", "actual", "p10", "p50", "p90", "naive"]
 
+NAMED_FAILURES = 5
+"""The error of an evaluation none of whose tickers' bars could be read names this many of them."""
+
 ENDED = "ended_before_test_split"
 """Why a ticker is in a report's ``missing``: its bars end before the test split starts..."""
 TOO_FEW = "too_few_bars"
@@ -360,6 +363,8 @@ def backtest(
     split_start = run.splits().test_start.date()
     if len(missing) == len(names):
         failed = [f"{s}: {why['error']}" for s, why in missing.items() if why["reason"] == UNREADABLE]
+        if len(failed) > NAMED_FAILURES:  # a universe of tickers in a folder that is not there: one line still
+            failed[NAMED_FAILURES:] = [f"and {len(failed) - NAMED_FAILURES} more tickers whose bars could not be read"]
         windowless = {s: why for s, why in missing.items() if why["reason"] != UNREADABLE}
         ended = [s for s, why in windowless.items() if why["reason"] == ENDED]
         reasons = [f"{s}: {_no_origin(s, why, run)}" for s, why in windowless.items() if s not in ended]

@@ -292,6 +292,16 @@ def test_evaluate_with_no_ticker_left_is_an_error_naming_each_and_keeps_the_earl
     assert {p.name: p.read_bytes() for p in (run_copy / "eval").iterdir()} == before
 
 
+def test_evaluate_with_no_readable_ticker_names_a_few_of_them_on_one_line(cli, run_copy, tmp_path, monkeypatch):
+    """A universe of tickers evaluated from a folder that is not there: the one error line names
+    the first few and counts the others, rather than one clause per ticker."""
+    monkeypatch.setattr(forecaster.evaluation, "NAMED_FAILURES", 1)  # two tickers stand for thousands
+    res = cli("evaluate", "--run", run_copy, "--data-dir", tmp_path / "nowhere")
+    line = assert_one_line_error(res, 1, "STOCKA: no CSV file at", "and 1 more tickers whose bars could not be read")
+    assert "STOCKB" not in line
+    assert not (run_copy / "eval").exists()
+
+
 def test_evaluate_json_files_are_named_as_the_run_is_for_a_promoted_name_too(cli, trained_run):
     """``--run runs/NAME`` (a link that evaluate resolves once) gave absolute paths in
     ``files``, ``--run runs/DIR`` relative ones: both are relative now, as the run was named,
