@@ -24,7 +24,7 @@ import pandas as pd
 
 from .baselines import BASELINES, GARCH_REFIT_EVERY, PROBABILISTIC_BASELINES, GarchParams, naive_scale
 from .checkpoint import Run, load_run
-from .errors import EXIT_OK, EXIT_PARTIAL, DataError
+from .errors import EXIT_OK, EXIT_PARTIAL, DataError, ForecasterError
 from .fsio import atomic_write_text, publish_files, replace_dir, sibling_temp_dir
 from .intervals import calibrated, start_scales, tracked_scales, with_median
 from .metrics import POOLED, PROBABILISTIC_MODELS, QUANTILE_SUFFIXES, lag_share, metrics_table, sort_metrics
@@ -290,19 +290,26 @@ def evaluate(
             f"be told apart; evaluate the other tickers by name, or train again without {POOLED}"
         )
     data = DataSource(source or cfg.data.source, Path(data_dir or cfg.data.data_dir))
-    with _workers(_jobs(jobs, len(names))) as pool:
-        done = backtest(run, names, data, pool, keep_closes=plot)
-    report = EvalReport(
-        run=run.name,
-        model=cfg.model.cell,
-        metrics=done.metrics,
-        predictions=done.predictions,
-        out_dir=run.path / "eval",  # the run loaded, even if a promoted name moved since
-        lag=done.lag,
-        missing=done.missing,
-        median_weight=run.manifest.median_weights(),
-    )
-    _write(report, run, done.closes, plot, done.predictions_csv)
+    out_dir = run.path / "eval"  # the run loaded, even if a promoted name moved since
+    # made first: a run folder that cannot be written fails now, not after a long backtest
+    tmp = _temp_dir(out_dir)
+    try:
+        with _workers(_jobs(jobs, len(names))) as pool:
+            done = backtest(run, names, data, pool, keep_closes=plot)
+        report = EvalReport(
+            run=run.name,
+            model=cfg.model.cell,
+            metrics=done.metrics,
+            predictions=done.predictions,
+            out_dir=out_dir,
+            lag=done.lag,
+            missing=done.missing,
+            median_weight=run.manifest.median_weights(),
+        )
+        _write(report, run, done.closes, plot, done.predictions_csv, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shown = _as_named(run_dir, report.out_dir)
     report.files = {name: shown / path.relative_to(report.out_dir) for name, path in report.files.items()}
     return report
@@ -528,11 +535,27 @@ def _mase_scales(bars: dict[str, pd.DataFrame], val_start: pd.Timestamp) -> dict
     return {s: naive_scale(df["close"][df.index < val_start].to_numpy()) for s, df in bars.items()}
 
 
-def _write(report: EvalReport, run: Run, closes: dict[str, pd.DataFrame], plot: bool, predictions_csv: str) -> None:
-    """Write the evaluation into a temporary folder that replaces eval/ whole at the end, so a
-    failure (a plot, a full disk) leaves the previous evaluation as it was."""
+def _temp_dir(out_dir: Path) -> Path:
+    """The temporary folder beside ``out_dir`` that the evaluation is written into."""
+    try:
+        return sibling_temp_dir(out_dir)
+    except OSError as exc:
+        raise _write_error(exc, out_dir) from None
+
+
+def _write_error(exc: OSError, out_dir: Path) -> ForecasterError:
+    """The error of an evaluation that could not be written to ``out_dir``, and what is left."""
+    left = "the previous evaluation is kept as it was" if out_dir.is_dir() else "nothing was written"
+    return ForecasterError(f"cannot write the evaluation to {out_dir}: {exc.strerror or exc}; {left}")
+
+
+def _write(
+    report: EvalReport, run: Run, closes: dict[str, pd.DataFrame], plot: bool, predictions_csv: str, tmp: Path
+) -> None:
+    """Write the evaluation into the temporary folder ``tmp`` (see :func:`_temp_dir`), which
+    replaces eval/ whole at the end, so a failure (a plot, a full disk) leaves the previous
+    evaluation as it was."""
     out_dir = report.out_dir
-    tmp = sibling_temp_dir(out_dir)
     try:
         write_csv(report.metrics, tmp / "metrics.csv")
         atomic_write_text(tmp / "predictions.csv", predictions_csv)
@@ -544,9 +567,8 @@ def _write(report: EvalReport, run: Run, closes: dict[str, pd.DataFrame], plot: 
             plot_report(report, run, closes, tmp / "plots")
         publish_files(tmp)
         replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    except OSError as exc:
+        raise _write_error(exc, out_dir) from None
     report.files = {name: out_dir / f"{name}.csv" for name in ("metrics", "predictions", "lag")}
     if plot:
         report.files["plots"] = out_dir / "plots"

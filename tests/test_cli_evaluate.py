@@ -14,6 +14,7 @@ from support import (
     assert_one_line_error,
     csv_folder_with_a_bar_on,
     error_lines,
+    run_forecaster_minding_file_modes,
     run_meta,
     run_script,
     tiny_overrides,
@@ -454,6 +455,28 @@ def test_evaluate_refuses_a_ticker_with_a_bar_dated_after_today(cli, run_copy, s
     line = assert_one_line_error(res, 3, "STOCKA not evaluated: 1 bar(s) dated after today, from 2204-07-01")
     assert f"in {data / 'STOCKA.csv'}" in line
     assert set(pd.read_csv(run_copy / "eval" / "predictions.csv")["ticker"]) == {"STOCKB"}
+
+
+def test_evaluate_in_a_run_folder_it_cannot_write_says_so_before_the_backtest(run_copy, tmp_path):
+    """A run folder without write permission (a shared run): one line naming eval/ and why,
+    the previous evaluation kept, before any bar is read; it named a temporary folder
+    (.eval.<random>.tmp) and came after the whole backtest."""
+    forecaster.evaluation.evaluate(run_copy, jobs=1)
+    before = {p.name: p.read_bytes() for p in (run_copy / "eval").iterdir()}
+    run_copy.chmod(0o555)
+    try:
+        res = run_forecaster_minding_file_modes(
+            "evaluate", "--run", run_copy, "--data-dir", tmp_path / "nowhere", cwd=tmp_path
+        )
+    finally:
+        run_copy.chmod(0o755)
+    assert res.returncode == 1, res.stderr
+    assert res.stderr.splitlines() == [
+        f"ERROR: cannot write the evaluation to {run_copy / 'eval'}: Permission denied; "
+        "the previous evaluation is kept as it was"
+    ]
+    assert {p.name: p.read_bytes() for p in (run_copy / "eval").iterdir()} == before
+    assert sorted(p.name for p in run_copy.iterdir()) == ["eval", "history.csv", "model.safetensors", "run.json"]
 
 
 def test_evaluate_refuses_a_run_with_a_ticker_named_like_the_pooled_rows(cli, run_copy, sample_dir, tmp_path):
