@@ -291,25 +291,22 @@ def evaluate(
         )
     data = DataSource(source or cfg.data.source, Path(data_dir or cfg.data.data_dir))
     out_dir = run.path / "eval"  # the run loaded, even if a promoted name moved since
-    # made first: a run folder that cannot be written fails now, not after a long backtest
-    tmp = _temp_dir(out_dir)
-    try:
-        with _workers(_jobs(jobs, len(names))) as pool:
-            done = backtest(run, names, data, pool, keep_closes=plot)
-        report = EvalReport(
-            run=run.name,
-            model=cfg.model.cell,
-            metrics=done.metrics,
-            predictions=done.predictions,
-            out_dir=out_dir,
-            lag=done.lag,
-            missing=done.missing,
-            median_weight=run.manifest.median_weights(),
-        )
-        _write(report, run, done.closes, plot, done.predictions_csv, tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    # a run folder that cannot be written fails now, not after a long backtest (the folder is
+    # made again to write in: one killed during the backtest leaves nothing behind)
+    _temp_dir(out_dir).rmdir()
+    with _workers(_jobs(jobs, len(names))) as pool:
+        done = backtest(run, names, data, pool, keep_closes=plot)
+    report = EvalReport(
+        run=run.name,
+        model=cfg.model.cell,
+        metrics=done.metrics,
+        predictions=done.predictions,
+        out_dir=out_dir,
+        lag=done.lag,
+        missing=done.missing,
+        median_weight=run.manifest.median_weights(),
+    )
+    _write(report, run, done.closes, plot, done.predictions_csv)
     shown = _as_named(run_dir, report.out_dir)
     report.files = {name: shown / path.relative_to(report.out_dir) for name, path in report.files.items()}
     return report
@@ -549,13 +546,11 @@ def _write_error(exc: OSError, out_dir: Path) -> ForecasterError:
     return ForecasterError(f"cannot write the evaluation to {out_dir}: {exc.strerror or exc}; {left}")
 
 
-def _write(
-    report: EvalReport, run: Run, closes: dict[str, pd.DataFrame], plot: bool, predictions_csv: str, tmp: Path
-) -> None:
-    """Write the evaluation into the temporary folder ``tmp`` (see :func:`_temp_dir`), which
-    replaces eval/ whole at the end, so a failure (a plot, a full disk) leaves the previous
-    evaluation as it was."""
+def _write(report: EvalReport, run: Run, closes: dict[str, pd.DataFrame], plot: bool, predictions_csv: str) -> None:
+    """Write the evaluation into a temporary folder that replaces eval/ whole at the end, so a
+    failure (a plot, a full disk) leaves the previous evaluation as it was."""
     out_dir = report.out_dir
+    tmp = _temp_dir(out_dir)
     try:
         write_csv(report.metrics, tmp / "metrics.csv")
         atomic_write_text(tmp / "predictions.csv", predictions_csv)
@@ -567,8 +562,11 @@ def _write(
             plot_report(report, run, closes, tmp / "plots")
         publish_files(tmp)
         replace_dir(tmp, out_dir)
-    except OSError as exc:
-        raise _write_error(exc, out_dir) from None
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise _write_error(exc, out_dir) from None
+        raise
     report.files = {name: out_dir / f"{name}.csv" for name in ("metrics", "predictions", "lag")}
     if plot:
         report.files["plots"] = out_dir / "plots"
