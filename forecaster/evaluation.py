@@ -76,6 +76,7 @@ class EvalReport:
     files: dict[str, Path] = field(default_factory=dict)
     missing: dict[str, dict[str, str]] = field(default_factory=dict)  # tickers not evaluated, each with its reason
     median_weight: list[float] | None = None  # per step: 1 the network's median, 0 the last close
+    asked: bool = False  # the tickers were named (--tickers), not every one of the run's
 
     @property
     def failed(self) -> dict[str, dict[str, str]]:
@@ -84,9 +85,10 @@ class EvalReport:
 
     @property
     def exit_code(self) -> int:
-        """0 when every ticker's bars were read, 3 (partial) when some could not be and the
-        others were evaluated. A ticker without test windows is named, but not a failure."""
-        return EXIT_PARTIAL if self.failed else EXIT_OK
+        """0 when every ticker was evaluated, 3 (partial) when some were not and the others
+        were. Of the run's tickers evaluated by default, one without test windows is named (a
+        warning) but is no failure; one asked for by name is."""
+        return EXIT_PARTIAL if self.failed or (self.asked and self.missing) else EXIT_OK
 
     def overall(self) -> pd.DataFrame:
         """The pooled (ticker ALL) rows."""
@@ -295,7 +297,7 @@ def evaluate(
     # made again to write in: one killed during the backtest leaves nothing behind)
     _temp_dir(out_dir).rmdir()
     with _workers(_jobs(jobs, len(names))) as pool:
-        done = backtest(run, names, data, pool, keep_closes=plot)
+        done = backtest(run, names, data, pool, keep_closes=plot, asked=bool(tickers))
     report = EvalReport(
         run=run.name,
         model=cfg.model.cell,
@@ -305,6 +307,7 @@ def evaluate(
         lag=done.lag,
         missing=done.missing,
         median_weight=run.manifest.median_weights(),
+        asked=bool(tickers),
     )
     _write(report, run, done.closes, plot, done.predictions_csv)
     shown = _as_named(run_dir, report.out_dir)
@@ -346,17 +349,24 @@ class Backtest:
 
 
 def backtest(
-    run: Run, names: list[str], data: DataSource, pool: Workers | None, *, keep_closes: bool = False
+    run: Run,
+    names: list[str],
+    data: DataSource,
+    pool: Workers | None,
+    *,
+    keep_closes: bool = False,
+    asked: bool = False,
 ) -> Backtest:
     """Read the bars of ``names``, then :func:`walk_forward`, its
     :func:`~forecaster.metrics.metrics_table` and :func:`lag_report`, the tickers shared among
     the processes of ``pool`` (see :func:`_workers`; None: all here), each reading its own
     tickers' bars. Each ticker is backtested on its own, so the result is the same for any
     number of processes; the pooled rows are computed here, over every ticker's predictions.
-    Tickers whose bars end before the test split are named (a warning each) and left out."""
+    Tickers whose bars end before the test split are named (a warning each, an error each
+    with ``asked``: tickers named by the user) and left out."""
     model = run.config.model.cell
-    asked = set(names)
-    names = [s for s in run.names if s in asked]  # walk_forward's order, whatever the order asked
+    wanted = set(names)
+    names = [s for s in run.names if s in wanted]  # walk_forward's order, whatever the order asked
     if pool is None:
         parts = [_backtest_block(_Block(run, names, data, keep_closes))]
     else:
@@ -379,7 +389,9 @@ def backtest(
         raise DataError("; ".join(failed))
     for sym, why in missing.items():
         if why["reason"] != UNREADABLE:  # those are errors, named by the caller
-            log.warning("%s: no test windows: %s", sym, _no_origin(sym, why, run))
+            log.log(
+                logging.ERROR if asked else logging.WARNING, "%s: no test windows: %s", sym, _no_origin(sym, why, run)
+            )
     done = [p for p in parts if len(p.predictions)]
     if not done:
         raise _no_test_windows(run)

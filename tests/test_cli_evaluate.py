@@ -220,6 +220,27 @@ def test_evaluate_a_ticker_with_too_little_history_for_some_volatility_baselines
             assert float(ratio) > 0 and best in ("ewma", "garch"), rows
 
 
+def test_evaluate_a_ticker_asked_for_by_name_without_test_windows_is_an_error_exit_3(
+    cli, run_copy, sample_dir, tmp_path
+):
+    """``evaluate STOCKA STOCKB`` (or -t) when STOCKB's bars end before the test split: an
+    error naming it, STOCKA evaluated, exit 3, as SPEC §1 asks of a ticker asked for explicitly;
+    it was a warning and exit 0, which a wrapper took for every ticker evaluated. Of the run's
+    tickers evaluated by default it stays a warning."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "STOCKA.csv").write_text((sample_dir / "STOCKA.csv").read_text())
+    b = pd.read_csv(sample_dir / "STOCKB.csv")
+    b[b["Date"] < "2024-03-01"].to_csv(data / "STOCKB.csv", index=False)
+    for named in (["STOCKA", "STOCKB"], ["-t", "STOCKA,STOCKB"]):
+        res = cli("evaluate", "--run", run_copy, "--data-dir", data, "-q", *named)
+        assert_one_line_error(res, 3, "STOCKB: no test windows: its bars end")
+        assert set(pd.read_csv(run_copy / "eval" / "predictions.csv")["ticker"]) == {"STOCKA"}
+    res = cli("evaluate", "--run", run_copy, "--data-dir", data, "-q")
+    assert res.exit_code == 0 and error_lines(res) == [], res.stderr
+    assert "WARNING: STOCKB: no test windows" in res.stderr
+
+
 @pytest.mark.parametrize("bars", [1, 10, 21])
 def test_evaluate_names_a_ticker_whose_bars_are_too_few_for_one_test_origin(cli, run_copy, sample_dir, tmp_path, bars):
     """Bars that start inside the test split, too few for a forecast with an actual (lookback
