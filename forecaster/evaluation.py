@@ -336,8 +336,10 @@ class DataSource:
 class Backtest:
     """A run's walk-forward predictions, their metrics and lag report, and predictions.csv's
     text (formatted where the predictions were made: on a large universe, seconds of work);
-    the tickers left out because their bars end before the test split, each with its last
-    date and the split's first; and, when asked for, each ticker's closes (for the plots)."""
+    the tickers left out, each with its ``reason``: bars that end before the test split
+    (:data:`ENDED`) or are too few for one origin (:data:`TOO_FEW`), with the last date and
+    the split's first, or bars that could not be read (:data:`UNREADABLE`), with the file and
+    the error; and, when asked for, each ticker's closes (for the plots)."""
 
     predictions: pd.DataFrame
     metrics: pd.DataFrame
@@ -552,10 +554,14 @@ def _temp_dir(out_dir: Path) -> Path:
         raise _write_error(exc, out_dir) from None
 
 
-def _write_error(exc: OSError, out_dir: Path) -> ForecasterError:
-    """The error of an evaluation that could not be written to ``out_dir``, and what is left."""
+def _write_error(exc: OSError, out_dir: Path, *, replacing: bool = False) -> ForecasterError:
+    """The error of an evaluation that could not be written to ``out_dir``, and what is left
+    (not said when it failed ``replacing`` the previous one: the new one may be in place)."""
+    why = exc.strerror or exc
+    if replacing:
+        return ForecasterError(f"cannot put the evaluation in place at {out_dir}: {why}")
     left = "the previous evaluation is kept as it was" if out_dir.is_dir() else "nothing was written"
-    return ForecasterError(f"cannot write the evaluation to {out_dir}: {exc.strerror or exc}; {left}")
+    return ForecasterError(f"cannot write the evaluation to {out_dir}: {why}; {left}")
 
 
 def _write(report: EvalReport, run: Run, closes: dict[str, pd.DataFrame], plot: bool, predictions_csv: str) -> None:
@@ -563,6 +569,7 @@ def _write(report: EvalReport, run: Run, closes: dict[str, pd.DataFrame], plot: 
     failure (a plot, a full disk) leaves the previous evaluation as it was."""
     out_dir = report.out_dir
     tmp = _temp_dir(out_dir)
+    replacing = False
     try:
         write_csv(report.metrics, tmp / "metrics.csv")
         atomic_write_text(tmp / "predictions.csv", predictions_csv)
@@ -573,11 +580,12 @@ def _write(report: EvalReport, run: Run, closes: dict[str, pd.DataFrame], plot: 
 
             plot_report(report, run, closes, tmp / "plots")
         publish_files(tmp)
+        replacing = True
         replace_dir(tmp, out_dir)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError):
-            raise _write_error(exc, out_dir) from None
+            raise _write_error(exc, out_dir, replacing=replacing) from None
         raise
     report.files = {name: out_dir / f"{name}.csv" for name in ("metrics", "predictions", "lag")}
     if plot:
