@@ -41,7 +41,16 @@ from .sessions import (
     next_sessions,
     sessions_after_count,
 )
-from .store import DownloadReport, FailureKind, StoreWriteError, download, load_bars, load_store, store_dir
+from .store import (
+    DownloadReport,
+    FailureKind,
+    StoreWriteError,
+    _warn_of_gaps,
+    download,
+    load_bars,
+    load_store,
+    store_dir,
+)
 from .tickers import csv_safe
 
 log = logging.getLogger("forecaster")
@@ -259,12 +268,15 @@ def _recent_bars(run: Run, names, source, data_dir, cut, now, failed: dict[str, 
         if sym in failed:
             continue
         try:
-            df = load_bars(source, data_dir, [sym])[sym]
+            # the gaps are warned of in the bars read: with --as-of, those up to it
+            df = load_bars(source, data_dir, [sym], warn_of_gaps=False)[sym]
         except ForecasterError as e:
             failed[sym] = str(e).removeprefix(f"{sym}: ")  # the ticker is named once, by the reader
             continue
         if cut is not None:
             df = df[df.index <= cut]
+        _warn_of_gaps(df, sym)
+        if cut is not None:
             if len(df) == 0:
                 failed[sym] = f"no bars on or before --as-of {cut.date()}"
                 continue

@@ -207,6 +207,25 @@ def test_predict_as_of_uses_only_bars_up_to_it(cli, trained_run, sample_dir, tmp
     assert results["changed"] == results["cut"]
 
 
+def test_predict_as_of_warns_of_a_gap_only_in_the_bars_it_reads(cli, trained_run, sample_dir, tmp_path):
+    """A gap of months after --as-of is in bars predict does not read: no warning that they are
+    read as if consecutive. One before it is in the bars read, and is warned of."""
+    data = tmp_path / "holed"
+    data.mkdir()
+    for sym in ("STOCKA", "STOCKB"):
+        lines = (sample_dir / f"{sym}.csv").read_text().splitlines(keepends=True)
+        # two months of 2024 missing; the bars on both sides as they are
+        kept = [ln for ln in lines[1:] if not "2024-09-01" <= ln[:10] <= "2024-10-31"]
+        (data / f"{sym}.csv").write_text(lines[0] + "".join(kept))
+    before = cli("predict", "--run", trained_run, "--data-dir", data, "--out", tmp_path / "o1", "--as-of", "2024-07-03")
+    assert before.exit_code == 0, before.stderr
+    assert "gap" not in before.stderr
+    after = cli("predict", "--run", trained_run, "--data-dir", data, "--out", tmp_path / "o2", "--as-of", "2024-12-31")
+    assert after.exit_code == 0, after.stderr
+    assert "STOCKA: 1 gap(s) of more than 14 days" in after.stderr
+    assert "from 2024-08-30 to 2024-11-01" in after.stderr
+
+
 def test_predict_as_of_today_before_the_close_is_not_stale(trained_run, tmp_path):
     """--as-of today in the morning: the last bar is yesterday's, as fresh as bars can be."""
     # 2025-01-02 is the first session after 2024-12-31 (New Year's Day); 12:00 UTC is before its close
