@@ -324,14 +324,10 @@ def _later_as_of(path: Path, as_of: str, run_name: str) -> str | None:
     after ``as_of``; None otherwise (no such file, an earlier or the same day, not a forecast
     of this run), when it is to be replaced."""
     try:
-        held = pd.read_csv(path, dtype=str, keep_default_na=False)
+        held = _forecast_fields(pd.read_csv(path, dtype=str, keep_default_na=False))
     except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError):
         return None
-    if (
-        list(held.columns) != FORECAST_COLUMNS
-        or held.empty
-        or not held["run"].isin({run_name, csv_safe(run_name)}).all()
-    ):
+    if held is None or held.empty or not held["run"].isin({run_name, csv_safe(run_name)}).all():
         return None
     days = pd.to_datetime(held["as_of"], format="%Y-%m-%d", errors="coerce")
     if days.isna().any():
@@ -340,13 +336,29 @@ def _later_as_of(path: Path, as_of: str, run_name: str) -> str | None:
     return str(newest.date()) if newest > pd.Timestamp(as_of) else None
 
 
+def _forecast_fields(df: pd.DataFrame) -> pd.DataFrame | None:
+    """The forecast columns of a forecast file read as text, in their order (a column added
+    by hand, or the columns reordered, leave its forecasts as they are, as ``score`` reads
+    them); None when one of them is missing."""
+    if not set(FORECAST_COLUMNS) <= set(df.columns):
+        return None
+    return df[FORECAST_COLUMNS]
+
+
 def _with_earlier_rows(forecasts: pd.DataFrame, path: Path, run_name: str, order: list[str]) -> pd.DataFrame:
     """``forecasts`` and the rows of the forecast file ``path`` (of this run) for the other
-    tickers; just ``forecasts`` when there is no such file or it is not one of this run's."""
+    tickers, in the forecast columns (one added by hand is left out); just ``forecasts`` when
+    there is no such file or it is not one of this run's (a warning when it is not a forecast
+    file at all)."""
     try:
-        earlier = pd.read_csv(path, dtype=str, keep_default_na=False)
+        read = pd.read_csv(path, dtype=str, keep_default_na=False)
+        earlier = _forecast_fields(read)
+        if earlier is None:
+            missing = ", ".join(c for c in FORECAST_COLUMNS if c not in read.columns)
+            log.warning("%s is not a forecast file (no column %s): replaced by this forecast alone", path, missing)
+            return forecasts
         # the file holds the name as written, neutralised when it reads as a formula
-        if list(earlier.columns) != FORECAST_COLUMNS or not earlier["run"].isin({run_name, csv_safe(run_name)}).all():
+        if not earlier["run"].isin({run_name, csv_safe(run_name)}).all():
             return forecasts
         kept = earlier[~earlier["ticker"].isin(set(forecasts["ticker"]))]
         if kept.empty:

@@ -732,6 +732,28 @@ def test_predict_retrying_the_failed_ticker_keeps_the_others_forecasts(cli, trai
     assert (out / trained_run.name / "latest.csv").read_bytes() == dated.read_bytes()
 
 
+def test_predict_retrying_one_ticker_keeps_the_others_rows_of_a_file_with_a_column_added(cli, trained_run, tmp_path):
+    """A column added by hand to the day's file (a note), or its columns reordered: `predict -t`
+    still keeps the other tickers' rows, as score still reads them; they were dropped without a
+    word. The file is written back in the forecast columns, as a run for every ticker writes it."""
+    out = tmp_path / "fc"
+    assert cli("predict", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    dated = out / trained_run.name / "2024-12-31.csv"
+    whole = dated.read_bytes()
+    edited = pd.read_csv(dated, dtype=str, keep_default_na=False)
+    edited.insert(0, "note", "checked")
+    edited[edited.columns[::-1]].to_csv(dated, index=False)
+    res = cli("predict", "--run", trained_run, "--out", out, "-q", "-t", "STOCKB")
+    assert res.exit_code == 0, res.stderr
+    assert dated.read_bytes() == whole
+    assert (out / trained_run.name / "latest.csv").read_bytes() == whole
+    edited.drop(columns=["model", "note"]).to_csv(dated, index=False)  # no longer a forecast file: said
+    res = cli("predict", "--run", trained_run, "--out", out, "-q", "-t", "STOCKB")
+    assert res.exit_code == 0, res.stderr
+    assert f"{dated} is not a forecast file (no column model): replaced by this forecast alone" in res.stderr
+    assert set(pd.read_csv(dated)["ticker"]) == {"STOCKB"}
+
+
 def test_predict_yahoo_refresh_fails_for_one_ticker(cli, trained_run, sample_dir, tmp_path, monkeypatch):
     good = read_csv_bars(sample_dir, "STOCKA")
 
