@@ -266,6 +266,20 @@ def test_predict_as_of_an_earlier_day_keeps_the_newer_latest(cli, trained_run, t
     assert (folder / "latest.csv").read_bytes() == newest
 
 
+def test_predict_as_of_an_earlier_day_keeps_a_newer_latest_with_a_column_added(cli, trained_run, tmp_path):
+    """latest.csv with a column added by hand still holds the newest forecast: an earlier
+    day's forecast leaves it as it is (it was replaced by the older forecast)."""
+    out = tmp_path / "fc"
+    latest = out / trained_run.name / "latest.csv"
+    assert cli("predict", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    pd.read_csv(latest, dtype=str, keep_default_na=False).assign(note="seen").to_csv(latest, index=False)
+    edited = latest.read_bytes()
+    res = cli("predict", "--run", trained_run, "--out", out, "--as-of", "2024-07-03")
+    assert res.exit_code == 0, res.stderr
+    assert latest.read_bytes() == edited
+    assert "kept: it holds the forecast of 2024-12-31, newer than 2024-07-03" in res.stderr
+
+
 def test_predict_for_a_ticker_whose_bars_end_earlier_keeps_the_newer_latest(cli, trained_run, sample_dir, tmp_path):
     """`predict -t STALE` for a ticker whose bars end days before the others' writes that older
     day's file; latest.csv keeps the newer forecast of the others."""
