@@ -23,12 +23,13 @@ import re
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pandas as pd
 
 from .checkpoint import Run, load_run
-from .choices import SOURCES
+from .choices import SOURCES, Cell
 from .errors import EXIT_OK, EXIT_PARTIAL, ConfigError, DataError, ForecasterError, TemporaryFailure
 from .fsio import LockUnavailable, cannot_make, file_in_the_way, file_lock, not_a_folder, remove_stale_temps
 from .intervals import calibrated, forecast_scales, with_median
@@ -231,12 +232,12 @@ def predict(
         with file_lock(target / ".lock", lock_timeout):
             remove_stale_temps(target)
             forecast()
-            _write(report, target, run.names)
+            _write(report, target, run)
     else:
         forecast()
         with file_lock(_output_dir(target) / ".lock", lock_timeout):
             remove_stale_temps(target)
-            _write(report, target, run.names)
+            _write(report, target, run)
     return report
 
 
@@ -293,16 +294,16 @@ def _recent_bars(run: Run, names, source, data_dir, cut, now, failed: dict[str, 
     return bars
 
 
-def _write(report: ForecastReport, target: Path, order: list[str]) -> None:
+def _write(report: ForecastReport, target: Path, run: Run) -> None:
     """The dated file first, then latest.csv: a consumer that sees the new latest.csv can always
     find the dated file it came from. The dated file keeps the rows an earlier file for the same
     day holds for tickers not forecast now (``predict -t`` retrying the tickers that failed must
-    not erase the others' forecasts), in the run's ticker ``order``. latest.csv is the newest
+    not erase the others' forecasts), in the run's ticker order. latest.csv is the newest
     forecast: one of this run for a later day than ``report.as_of`` (an ``--as-of`` in the
     past, or ``-t`` for a ticker whose bars end earlier) is kept as it is, with a note."""
     dated = target / f"{report.as_of}.csv"
     latest = target / "latest.csv"
-    rows = _with_earlier_rows(report.forecasts, dated, report.run, order)
+    rows = _with_earlier_rows(report.forecasts, dated, run)
     newer = _later_as_of(latest, report.as_of, report.run)
     files = {"forecast": dated} if newer else {"forecast": dated, "latest": latest}
     for key, path in files.items():
@@ -345,11 +346,13 @@ def _forecast_fields(df: pd.DataFrame) -> pd.DataFrame | None:
     return df[FORECAST_COLUMNS]
 
 
-def _with_earlier_rows(forecasts: pd.DataFrame, path: Path, run_name: str, order: list[str]) -> pd.DataFrame:
+def _with_earlier_rows(forecasts: pd.DataFrame, path: Path, run: Run) -> pd.DataFrame:
     """``forecasts`` and the rows of the forecast file ``path`` (of this run) for the other
     tickers, in the forecast columns (one added by hand is left out); just ``forecasts`` when
     there is no such file or it is not one of this run's (a warning when it is not a forecast
-    file at all)."""
+    file at all, or when another model trained under the run's name made those rows: one file
+    never mixes two models' forecasts, which ``score`` could not read)."""
+    run_name, order = run.name, run.names
     try:
         read = pd.read_csv(path, dtype=str, keep_default_na=False)
         earlier = _forecast_fields(read)
@@ -369,10 +372,33 @@ def _with_earlier_rows(forecasts: pd.DataFrame, path: Path, run_name: str, order
     except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         log.warning("%s is unreadable (%s): replaced by this forecast alone", path, type(exc).__name__)
         return forecasts
+    if other := _another_model(kept, run.config.model.cell, run.config.window.horizon):
+        log.warning(
+            "%s holds forecasts of another model named %s (%s; trained again under that name?): "
+            "replaced by this forecast alone",
+            path,
+            run_name,
+            other,
+        )
+        return forecasts
     rows = pd.concat([kept, forecasts], ignore_index=True)
     rank = {sym: i for i, sym in enumerate(order)}
     position = rows["ticker"].map(lambda sym: rank.get(sym, len(rank)))
     return rows.assign(_at=position).sort_values(["_at", "ticker", "step"], kind="stable").drop(columns="_at")
+
+
+def _another_model(rows: pd.DataFrame, cell: str, horizon: int) -> str | None:
+    """How the forecast ``rows`` show that a model other than the run's made them: another
+    cell in their ``model`` column, or a forecast of another number of steps; None when they
+    may be the run's."""
+    if made := sorted(set(rows["model"]) - {cell}):
+        shown = made[0] if made[0] in get_args(Cell) else ascii(made[0][:40])  # a cell, or what was typed
+        return f"{shown}, the run's is {cell}"
+    steps = rows.groupby(["ticker", "as_of"])["step"].max()
+    if (steps != horizon).any():
+        (sym, _), n = next((k, v) for k, v in steps.items() if v != horizon)
+        return f"{sym}'s forecast has {n} steps, the run forecasts {horizon}"
+    return None
 
 
 def _forecast(run: Run, bars, cut, dated: set[str], now, report: ForecastReport) -> pd.DataFrame:

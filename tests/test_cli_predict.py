@@ -768,6 +768,29 @@ def test_predict_retrying_one_ticker_keeps_the_others_rows_of_a_file_with_a_colu
     assert set(pd.read_csv(dated)["ticker"]) == {"STOCKB"}
 
 
+@pytest.mark.parametrize(
+    "edit, why",
+    [
+        (lambda df: df.assign(model="lstm"), "lstm, the run's is gru"),
+        (lambda df: df[df["step"] != "3"], "STOCKA's forecast has 2 steps, the run forecasts 3"),
+    ],
+)
+def test_predict_retrying_one_ticker_does_not_keep_another_models_rows(cli, trained_run, tmp_path, edit, why):
+    """The day's file made by another model trained under the run's name (another cell, another
+    horizon): `predict -t` replaces it with a warning, where it kept that model's rows beside
+    the run's, a file that score then skipped whole."""
+    out = tmp_path / "fc"
+    assert cli("predict", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    dated = out / trained_run.name / "2024-12-31.csv"
+    edit(pd.read_csv(dated, dtype=str, keep_default_na=False)).to_csv(dated, index=False)
+    res = cli("predict", "--run", trained_run, "--out", out, "-q", "-t", "STOCKB")
+    assert res.exit_code == 0, res.stderr
+    assert f"{dated} holds forecasts of another model named {trained_run.name} ({why};" in res.stderr
+    df = _read(dated)
+    _check_forecast(df, ["STOCKB"], 3, trained_run.name)
+    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+
+
 def test_predict_yahoo_refresh_fails_for_one_ticker(cli, trained_run, sample_dir, tmp_path, monkeypatch):
     good = read_csv_bars(sample_dir, "STOCKA")
 
