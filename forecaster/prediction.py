@@ -303,7 +303,7 @@ def _write(report: ForecastReport, target: Path, run: Run) -> None:
     past, or ``-t`` for a ticker whose bars end earlier) is kept as it is, with a note."""
     dated = target / f"{report.as_of}.csv"
     latest = target / "latest.csv"
-    rows = _with_earlier_rows(report.forecasts, dated, run)
+    rows = _with_earlier_rows(report.forecasts, dated, run, report.warnings)
     newer = _later_as_of(latest, report.as_of, report.run)
     files = {"forecast": dated} if newer else {"forecast": dated, "latest": latest}
     for key, path in files.items():
@@ -346,19 +346,20 @@ def _forecast_fields(df: pd.DataFrame) -> pd.DataFrame | None:
     return df[FORECAST_COLUMNS]
 
 
-def _with_earlier_rows(forecasts: pd.DataFrame, path: Path, run: Run) -> pd.DataFrame:
+def _with_earlier_rows(forecasts: pd.DataFrame, path: Path, run: Run, warnings: list[str]) -> pd.DataFrame:
     """``forecasts`` and the rows of the forecast file ``path`` (of this run) for the other
     tickers, in the forecast columns (one added by hand is left out); just ``forecasts`` when
-    there is no such file or it is not one of this run's (a warning when it is not a forecast
-    file at all, or when another model trained under the run's name made those rows: one file
-    never mixes two models' forecasts, which ``score`` could not read)."""
+    there is no such file or it is not one of this run's (added to ``warnings``, shown once the
+    file is written, when it is unreadable, not a forecast file at all, or when another model
+    trained under the run's name made those rows: one file never mixes two models' forecasts,
+    which ``score`` could not read)."""
     run_name, order = run.name, run.names
     try:
         read = pd.read_csv(path, dtype=str, keep_default_na=False)
         earlier = _forecast_fields(read)
         if earlier is None:
             missing = ", ".join(c for c in FORECAST_COLUMNS if c not in read.columns)
-            log.warning("%s is not a forecast file (no column %s): replaced by this forecast alone", path, missing)
+            warnings.append(f"{path} is not a forecast file (no column {missing}): replaced by this forecast alone")
             return forecasts
         # the file holds the name as written, neutralised when it reads as a formula
         if not earlier["run"].isin({run_name, csv_safe(run_name)}).all():
@@ -370,15 +371,12 @@ def _with_earlier_rows(forecasts: pd.DataFrame, path: Path, run: Run) -> pd.Data
     except FileNotFoundError:
         return forecasts
     except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        log.warning("%s is unreadable (%s): replaced by this forecast alone", path, type(exc).__name__)
+        warnings.append(f"{path} is unreadable ({type(exc).__name__}): replaced by this forecast alone")
         return forecasts
     if other := _another_model(kept, run.config.model.cell, run.config.window.horizon):
-        log.warning(
-            "%s holds forecasts of another model named %s (%s; trained again under that name?): "
-            "replaced by this forecast alone",
-            path,
-            run_name,
-            other,
+        warnings.append(
+            f"{path} holds forecasts of another model named {run_name} ({other}; trained again under that "
+            "name?): replaced by this forecast alone"
         )
         return forecasts
     rows = pd.concat([kept, forecasts], ignore_index=True)

@@ -783,9 +783,11 @@ def test_predict_retrying_one_ticker_does_not_keep_another_models_rows(cli, trai
     assert cli("predict", "--run", trained_run, "--out", out, "-q").exit_code == 0
     dated = out / trained_run.name / "2024-12-31.csv"
     edit(pd.read_csv(dated, dtype=str, keep_default_na=False)).to_csv(dated, index=False)
-    res = cli("predict", "--run", trained_run, "--out", out, "-q", "-t", "STOCKB")
+    res = cli("predict", "--run", trained_run, "--out", out, "-q", "-t", "STOCKB", "--json")
     assert res.exit_code == 0, res.stderr
-    assert f"{dated} holds forecasts of another model named {trained_run.name} ({why};" in res.stderr
+    said = f"{dated} holds forecasts of another model named {trained_run.name} ({why};"
+    assert said in res.stderr
+    assert any(w.startswith(said) for w in json.loads(res.stdout)["warnings"])  # for a consumer of stdout too
     df = _read(dated)
     _check_forecast(df, ["STOCKB"], 3, trained_run.name)
     assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
