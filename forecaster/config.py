@@ -39,12 +39,13 @@ COVERAGE = QUANTILES[-1] - QUANTILES[0]
 
 def _as_written(kind: Any, value: Any) -> None:
     """Refuse a value of another kind than the key's, which validation would otherwise turn
-    into one silently: ``true`` into 1 epoch, ``"60"`` into 60, ``"no"`` into false."""
+    into one silently: ``true`` into 1 epoch, ``"60"`` into 60, ``3.0`` into 3, ``"no"`` into
+    false. A whole number where a number is meant (``lr = 1``) is that number."""
     while get_origin(kind) is Annotated:
         kind = get_args(kind)[0]
     if kind is bool and not isinstance(value, bool):
         raise ValueError(f"expected true or false, not {_written(value)}")
-    if kind in (int, float) and isinstance(value, (bool, str)):
+    if kind in (int, float) and isinstance(value, (bool, str)) or kind is int and isinstance(value, float):
         whole = "a whole number" if kind is int else "a number"
         raise ValueError(f"expected {whole}, not {_written(value)}")
     if get_origin(kind) is list and isinstance(value, list) and get_args(kind):

@@ -340,6 +340,7 @@ CONFIGS = {
     "unknown key": ("[model]\nhiden_size = 8\n", "model.hiden_size", "unknown key"),
     "unknown section": ('[modle]\ncell = "gru"\n', "modle", "unknown key"),
     "wrong type": ('[window]\nlookback = "sixty"\n', "window.lookback", ""),
+    "float for a whole number": ("[window]\nhorizon = 3.0\n", "window.horizon", "expected a whole number, not 3.0"),
     "wrong type list": ('[data]\ntickers = "STOCKA"\n', "data.tickers", ""),
     "zero size": ("[model]\nhidden_size = 0\n", "model.hidden_size", "greater than 0"),
     "negative size": ("[train]\nbatch_size = -8\n", "train.batch_size", "greater than 0"),

@@ -109,6 +109,12 @@ def test_a_bad_value_is_traced_to_where_it_came_from(tmp_path):
         ('[tune]\nprune = "no"\n', 'tune.prune: expected true or false, not "no"'),
         ("[tune]\nprune = 0\n", "tune.prune: expected true or false, not 0"),
         ("[tune.space]\nhidden_size = [8, true]\n", "tune.space.hidden_size: expected a whole number"),
+        # a float where a whole number is meant: 3.0 is not quietly 3, nor 2.5 refused in other words
+        ("[window]\nhorizon = 3.0\n", "window.horizon: expected a whole number, not 3.0"),
+        ("[window]\nhorizon = 2.5\n", "window.horizon: expected a whole number, not 2.5"),
+        ("[train]\nepochs = 3.0\n", "train.epochs: expected a whole number, not 3.0"),
+        ("[tune]\ntrials = 1e3\n", "tune.trials: expected a whole number, not 1000.0"),
+        ("[tune.space]\nlookback = [20.0, 60]\n", "tune.space.lookback: expected a whole number, not 20.0"),
     ],
 )
 def test_a_value_of_another_kind_is_refused_not_converted(tmp_path, text, fragment):
@@ -121,11 +127,12 @@ def test_a_value_of_another_kind_is_refused_not_converted(tmp_path, text, fragme
     assert fragment in str(e.value)
 
 
-def test_numbers_of_either_kind_where_they_mean_the_same_are_kept(tmp_path):
+def test_a_whole_number_where_a_number_is_meant_is_kept(tmp_path):
     p = tmp_path / "ok.toml"
-    p.write_text("[train]\nepochs = 3.0\nlr = 1\n[tune]\ntimeout = 5\n")
+    p.write_text("[train]\nlr = 1\n[model]\ndropout = 0\n[tune]\ntimeout = 5\n[tune.space]\ndropout = [0, 1e-1]\n")
     cfg = load_config(p)
-    assert (cfg.train.epochs, cfg.train.lr, cfg.tune.timeout) == (3, 1.0, 5.0)
+    assert (cfg.train.lr, cfg.model.dropout, cfg.tune.timeout) == (1.0, 0.0, 5.0)
+    assert cfg.tune.space.dropout == [0.0, 0.1]
 
 
 @pytest.mark.parametrize(
