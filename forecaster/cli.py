@@ -83,10 +83,32 @@ def _folder_option(*names: str, help: str):
     return typer.Option(*names, help=help, file_okay=False, path_type=str, callback=_keep_empty)
 
 
+def _one_config(files: list[Path] | None) -> list[Path] | None:
+    """A command reads one config file: ``--config`` given twice is a usage error (the parser
+    would otherwise keep the last one and drop the other unsaid)."""
+    if files and len(files) > 1:
+        shown = ", ".join(str(f) for f in files)
+        raise typer.BadParameter(
+            f"given {len(files)} times ({shown}); a command reads one config file: put the keys in one file"
+        )
+    return files
+
+
+def _config_file(files: list[Path] | None) -> Path | None:
+    """The one ``--config`` file given, or None."""
+    return files[0] if files else None
+
+
 ConfigOpt = Annotated[
-    Path | None,
+    list[Path] | None,
     typer.Option(
-        "--config", help="TOML config file; command-line flags override it.", exists=True, dir_okay=False, readable=True
+        "--config",
+        help="TOML config file (one); command-line flags override it.",
+        exists=True,
+        dir_okay=False,
+        readable=True,
+        callback=_one_config,
+        metavar="<file>",
     ),
 ]
 DataDirOpt = Annotated[
@@ -400,7 +422,8 @@ def download(
         from .tickers import validate_ticker
 
         _refuse_empty(data_dir=data_dir)
-        cfg = load_config(config, {"data.data_dir": data_dir})
+        config_file = _config_file(config)
+        cfg = load_config(config_file, {"data.data_dir": data_dir})
         tickers = tickers or cfg.data.tickers
         if not tickers:
             raise typer.BadParameter("name the tickers, or give a --config that lists them", param_hint="TICKER")
@@ -408,7 +431,7 @@ def download(
             log.warning(
                 "%s has source = csv, which reads <data-dir>/<TICKER>.csv files; download fills the store "
                 "%s, which only source = yahoo reads",
-                config,
+                config_file,
                 Path(cfg.data.data_dir) / "store",
             )
         syms = list(dict.fromkeys(validate_ticker(t) for t in tickers))  # refuse a bad symbol before any work
@@ -527,7 +550,7 @@ def train(
         if resume is not None:
             base = read_manifest(resume).config.model_dump(mode="json")
             options["run_dir"] = resume
-        cfg = load_config(config, overrides(options, _tickers(tickers, tickers_arg)), base=base)
+        cfg = load_config(_config_file(config), overrides(options, _tickers(tickers, tickers_arg)), base=base)
         main_rank = Dist().main
         show = sys.stderr.isatty() and not quiet and not json_out and main_rank
         try:
@@ -683,7 +706,7 @@ def tune(
         _refuse_empty(run_dir=run_dir)
         fixed = {k: v for k, v in overrides(train_flags).items() if k != "data.tickers"}
         tuned = {key: _val(options[opt]) for opt, key in TUNE_OVERRIDES.items()}
-        cfg = load_config(config, {**fixed, **tuned, "data.tickers": _tickers(tickers, tickers_arg)})
+        cfg = load_config(_config_file(config), {**fixed, **tuned, "data.tickers": _tickers(tickers, tickers_arg)})
         if train_best:  # a place the run cannot go is refused before the search, not after it
             check_run_target(best_run_dir(cfg, run_dir))
         show = sys.stderr.isatty() and not quiet and not json_out

@@ -367,6 +367,33 @@ def test_bad_config_file_is_one_line_exit_1(cli, small_dir, tmp_path, case):
 
 
 @pytest.mark.parametrize(
+    "command",
+    [
+        ["download", "AAA"],
+        ["train", "--source", "csv", "--tickers", "STOCKA", "--run-dir", "RUN"],
+        ["tune", "--source", "csv", "-t", "STOCKA", "--train-best", "--run-dir", "RUN"],
+    ],
+)
+def test_config_given_twice_is_a_usage_error_naming_both_files(cli, small_dir, tmp_path, command):
+    """A command reads one config file: a second --config is refused, not read in place of the first."""
+    first, second = tmp_path / "a.toml", tmp_path / "b.toml"
+    first.write_text("[window]\nhorizon = 3\n")
+    second.write_text("[train]\nepochs = 1\n")
+    before = all_files(Path.cwd())
+    run = tmp_path / "r"
+    res = cli(
+        *[run if a == "RUN" else a for a in command], "--data-dir", small_dir, "--config", first, "--config", second
+    )
+    assert res.exit_code == 2 and res.stdout == "", res.stderr
+    [line] = [ln for ln in res.stderr.splitlines() if "Invalid value" in ln]
+    assert line.endswith(
+        f"Invalid value for '--config': given 2 times ({first}, {second}); a command reads one config file: "
+        "put the keys in one file"
+    ), line
+    assert all_files(Path.cwd()) == before and not run.exists()
+
+
+@pytest.mark.parametrize(
     "flags,key",
     [
         (["--lookback", "0"], "window.lookback"),
