@@ -181,7 +181,7 @@ class TrainConfig(_Section):
     weight_decay: float = Field(1e-4, ge=0)
     grad_clip: float = Field(1.0, gt=0, description="max global gradient norm")
     patience: int = Field(12, gt=0, description="epochs without validation gain before stopping")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**64 - 1, description="seeds torch, numpy and random (torch takes up to 2**64 - 1)")
     device: Device = "auto"
     precision: Precision = Field("fp32", description="bf16 autocast on CUDA")
     threads: int = Field(1, ge=0, description="torch CPU threads (0: one per usable core)")

@@ -402,6 +402,7 @@ def test_config_given_twice_is_a_usage_error_naming_both_files(cli, small_dir, t
         (["--epochs", "0"], "train.epochs"),
         (["--lookback", "5", "--horizon", "10"], "horizon"),
         (["--dropout", "1.5"], "model.dropout"),
+        (["--seed", str(2**64)], "train.seed"),
     ],
 )
 def test_bad_config_flags_are_one_line_exit_1(cli, small_dir, tmp_path, flags, key):

@@ -203,3 +203,15 @@ def test_a_check_across_keys_reads_as_one_sentence_without_the_validator_s_prefi
     with pytest.raises(ConfigError) as e:
         load_config(p)
     assert str(e.value) == f"invalid configuration ({p}): model.ar_order (5) must not exceed window.lookback (2)"
+
+
+def test_a_seed_torch_cannot_take_is_a_config_error_not_a_crash(tmp_path):
+    """torch seeds from 0 to 2**64 - 1: a larger train.seed is refused naming the key, where
+    training stopped with "unexpected error: Overflow when unpacking long long"."""
+    p = tmp_path / "seed.toml"
+    p.write_text(f"[train]\nseed = {2**64}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value).startswith(f"invalid configuration ({p}): train.seed: Input should be less than or equal to")
+    p.write_text(f"[train]\nseed = {2**64 - 1}\n")
+    assert load_config(p).train.seed == 2**64 - 1
