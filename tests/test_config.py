@@ -59,6 +59,8 @@ def test_precedence_flags_over_file_over_defaults(tmp_path):
         ("[intervals]\ntracking_rate = -1\n", "intervals.tracking_rate"),
         ('[intervals]\nstep_tracking = "each"\n', "intervals.step_tracking"),
         ("[train]\nbatch_size = 0\n", "train.batch_size"),
+        # an infinite weight decay turns every weight into nan at the first step
+        ("[train]\nweight_decay = inf\n", "train.weight_decay: Input should be a finite number"),
         ("not toml at all ===", "not valid TOML"),
     ],
 )
