@@ -45,7 +45,9 @@ def _as_written(kind: Any, value: Any) -> None:
         kind = get_args(kind)[0]
     if kind is bool and not isinstance(value, bool):
         raise ValueError(f"expected true or false, not {_written(value)}")
-    if kind in (int, float) and isinstance(value, (bool, str)) or kind is int and isinstance(value, float):
+    # nan is no number a key can take: said so, not "should be less than or equal to 10"
+    not_a_number = isinstance(value, float) and (kind is int or math.isnan(value))
+    if kind in (int, float) and (isinstance(value, (bool, str)) or not_a_number):
         whole = "a whole number" if kind is int else "a number"
         raise ValueError(f"expected {whole}, not {_written(value)}")
     if get_origin(kind) is list and isinstance(value, list) and get_args(kind):

@@ -117,6 +117,10 @@ def test_a_bad_value_is_traced_to_where_it_came_from(tmp_path):
         ("[train]\nepochs = 3.0\n", "train.epochs: expected a whole number, not 3.0"),
         ("[tune]\ntrials = 1e3\n", "tune.trials: expected a whole number, not 1000.0"),
         ("[tune.space]\nlookback = [20.0, 60]\n", "tune.space.lookback: expected a whole number, not 20.0"),
+        # nan compares false with every bound, which pydantic reported as the bound broken
+        ("[train]\nlr = nan\n", "train.lr: expected a number, not nan"),
+        ("[model]\ndropout = -nan\n", "model.dropout: expected a number, not nan"),
+        ("[tune.space]\nlr = [1e-4, nan]\n", "tune.space.lr: expected a number, not nan"),
     ],
 )
 def test_a_value_of_another_kind_is_refused_not_converted(tmp_path, text, fragment):
