@@ -83,15 +83,16 @@ def _folder_option(*names: str, help: str):
     return typer.Option(*names, help=help, file_okay=False, path_type=str, callback=_keep_empty)
 
 
-def _one_config(files: list[Path] | None) -> list[Path] | None:
+def _one_config(files: list[str] | None) -> list[Path] | None:
     """A command reads one config file: ``--config`` given twice is a usage error (the parser
-    would otherwise keep the last one and drop the other unsaid)."""
+    would otherwise keep the last one and drop the other unsaid). The names are checked as
+    written, so that ``--config ""`` does not exist rather than being the current folder."""
     if files and len(files) > 1:
-        shown = ", ".join(str(f) for f in files)
+        shown = ", ".join(files)
         raise typer.BadParameter(
             f"given {len(files)} times ({shown}); a command reads one config file: put the keys in one file"
         )
-    return files
+    return [Path(f) for f in files] if files else files
 
 
 def _config_file(files: list[Path] | None) -> Path | None:
@@ -107,6 +108,7 @@ ConfigOpt = Annotated[
         exists=True,
         dir_okay=False,
         readable=True,
+        path_type=str,
         callback=_one_config,
         metavar="<file>",
     ),

@@ -393,6 +393,15 @@ def test_config_given_twice_is_a_usage_error_naming_both_files(cli, small_dir, t
     assert all_files(Path.cwd()) == before and not run.exists()
 
 
+@pytest.mark.parametrize(("value", "problem"), [("", "does not exist"), ("FOLDER", "is a directory")])
+def test_a_config_that_is_no_file_is_a_usage_error_saying_why(cli, small_dir, tmp_path, value, problem):
+    """`--config ""` names no file: it does not exist (it is not the current folder, a directory)."""
+    value = str(tmp_path) if value == "FOLDER" else value
+    res = cli("train", "--source", "csv", "--data-dir", small_dir, "-t", "STOCKA", "--config", value)
+    assert res.exit_code == 2 and res.stdout == "", res.stderr
+    assert f"Invalid value for '--config': file {value!r} {problem}." in res.stderr, res.stderr
+
+
 @pytest.mark.parametrize(
     "flags,key",
     [
