@@ -50,6 +50,10 @@ def _as_written(kind: Any, value: Any) -> None:
     if kind in (int, float) and (isinstance(value, (bool, str)) or not_a_number):
         whole = "a whole number" if kind is int else "a number"
         raise ValueError(f"expected {whole}, not {_written(value)}")
+    if kind in (Path, Path | None) and not isinstance(value, (str, Path)):
+        raise ValueError(f"expected a folder name in quotes, not {_written(value)}")
+    if isinstance(kind, type) and issubclass(kind, BaseModel) and not isinstance(value, (dict, BaseModel)):
+        raise ValueError(f"expected a table (a [section] header with its keys below it), not {_written(value)}")
     if get_origin(kind) is list and isinstance(value, list) and get_args(kind):
         for item in value:
             _as_written(get_args(kind)[0], item)
@@ -59,6 +63,8 @@ def _written(value: Any) -> str:
     """``value`` as it reads in a TOML file: true / false, a string in quotes."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_written(v) for v in value) + "]"
     return json.dumps(value) if isinstance(value, str) else repr(value)
 
 

@@ -117,6 +117,11 @@ def test_a_bad_value_is_traced_to_where_it_came_from(tmp_path):
         ("[train]\nepochs = 3.0\n", "train.epochs: expected a whole number, not 3.0"),
         ("[tune]\ntrials = 1e3\n", "tune.trials: expected a whole number, not 1000.0"),
         ("[tune.space]\nlookback = [20.0, 60]\n", "tune.space.lookback: expected a whole number, not 20.0"),
+        # a folder or a table given another kind of value: what was expected, no Python class names
+        ("run_dir = 3\n", "run_dir: expected a folder name in quotes, not 3"),
+        ("[data]\ndata_dir = true\n", "data.data_dir: expected a folder name in quotes, not true"),
+        ('[predict]\nout = ["fc"]\n', 'predict.out: expected a folder name in quotes, not ["fc"]'),
+        ("[tune]\nspace = 3\n", "tune.space: expected a table (a [section] header with its keys below it), not 3"),
         # nan compares false with every bound, which pydantic reported as the bound broken
         ("[train]\nlr = nan\n", "train.lr: expected a number, not nan"),
         ("[model]\ndropout = -nan\n", "model.dropout: expected a number, not nan"),
