@@ -422,14 +422,29 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
                 tree[section].update(values)
             else:
                 tree[section] = values
+    read = copy.deepcopy(tree)
     for key, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(tree, key, value)
+    given = [k for k, v in (overrides or {}).items() if v is not None]
     try:
-        return Config.model_validate(tree)
+        cfg = Config.model_validate(tree)
     except ValidationError as e:
-        given = [k for k, v in (overrides or {}).items() if v is not None]
         raise ConfigError(_format_validation(e, _origin(e, path, given))) from None
+    if path is not None and given:
+        _check_file(read, path)
+    return cfg
+
+
+def _check_file(tree: dict, path: Path) -> None:
+    """Refuse a bad key of the file at ``path`` (``tree``: read on top of any base) that a flag
+    set over: the file is as wrong without the flag. A check across keys is the resolved
+    config's, which the flags may settle (``lookback = 4`` in the file, ``--lookback 20``)."""
+    try:
+        Config.model_validate(tree)
+    except ValidationError as e:
+        if all(err["loc"] for err in e.errors()):
+            raise ConfigError(_format_validation(e, str(path))) from None
 
 
 def _origin(err: ValidationError, path: Path | None, given: list[str]) -> str:

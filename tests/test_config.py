@@ -226,3 +226,26 @@ def test_a_seed_torch_cannot_take_is_a_config_error_not_a_crash(tmp_path):
     assert str(e.value).startswith(f"invalid configuration ({p}): train.seed: Input should be less than or equal to")
     p.write_text(f"[train]\nseed = {2**64 - 1}\n")
     assert load_config(p).train.seed == 2**64 - 1
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[train]\nepochs = "many"\n', 'train.epochs: expected a whole number, not "many"'),
+        ("[window]\nlookback = 3000\n", "window.lookback: Input should be less than or equal to 2000"),
+    ],
+)
+def test_a_bad_value_in_the_file_is_refused_even_where_a_flag_sets_that_key(tmp_path, text, message):
+    """The file is as wrong with the flag as without it: it is not read as fine until the day
+    the flag is left out."""
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p, {"train.epochs": 3, "window.lookback": 60})
+    assert str(e.value) == f"invalid configuration ({p}): {message}"
+
+
+def test_a_check_across_keys_of_the_file_may_be_settled_by_the_flags(tmp_path):
+    p = tmp_path / "short.toml"
+    p.write_text("[window]\nlookback = 4\n")  # ar_order 5 exceeds it, unless a flag lengthens it
+    assert load_config(p, {"window.lookback": 20}).window.lookback == 20
