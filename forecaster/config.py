@@ -50,7 +50,7 @@ def _as_written(kind: Any, value: Any) -> None:
     if kind in (int, float) and (isinstance(value, (bool, str)) or not_a_number):
         whole = "a whole number" if kind is int else "a number"
         raise ValueError(f"expected {whole}, not {_written(value)}")
-    if kind in (Path, Path | None) and not isinstance(value, (str, Path)):
+    if kind in (Path, Path | None) and value is not None and not isinstance(value, (str, Path)):  # TOML has no null
         raise ValueError(f"expected a folder name in quotes, not {_written(value)}")
     if isinstance(kind, type) and issubclass(kind, BaseModel) and not isinstance(value, (dict, BaseModel)):
         raise ValueError(f"expected a table (a [section] header with its keys below it), not {_written(value)}")

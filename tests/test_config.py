@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from forecaster.config import Config, load_config
+from forecaster.config import Config, config_from_dict, load_config
 from forecaster.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -249,3 +249,10 @@ def test_a_check_across_keys_of_the_file_may_be_settled_by_the_flags(tmp_path):
     p = tmp_path / "short.toml"
     p.write_text("[window]\nlookback = 4\n")  # ar_order 5 exceeds it, unless a flag lengthens it
     assert load_config(p, {"window.lookback": 20}).window.lookback == 20
+
+
+def test_a_stored_config_reads_back_with_no_run_dir():
+    """run.json keeps run_dir null when it was not set: no folder, not a folder of another kind."""
+    stored = Config().model_dump(mode="json")
+    assert stored["run_dir"] is None
+    assert config_from_dict(stored) == Config()
