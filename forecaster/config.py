@@ -12,6 +12,7 @@ import math
 import re
 import tomllib
 from dataclasses import dataclass
+from datetime import date, time
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
@@ -65,6 +66,8 @@ def _written(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, list):
         return "[" + ", ".join(_written(v) for v in value) + "]"
+    if isinstance(value, (date, time)):  # a TOML date or time (datetime is a date)
+        return value.isoformat()
     return json.dumps(value) if isinstance(value, str) else repr(value)
 
 

@@ -121,6 +121,11 @@ def test_a_bad_value_is_traced_to_where_it_came_from(tmp_path):
         ("run_dir = 3\n", "run_dir: expected a folder name in quotes, not 3"),
         ("[data]\ndata_dir = true\n", "data.data_dir: expected a folder name in quotes, not true"),
         ('[predict]\nout = ["fc"]\n', 'predict.out: expected a folder name in quotes, not ["fc"]'),
+        ("[data]\ndata_dir = 2024-07-03\n", "data.data_dir: expected a folder name in quotes, not 2024-07-03"),
+        (
+            "[predict]\nout = 2024-07-03T10:00:00\n",
+            "predict.out: expected a folder name in quotes, not 2024-07-03T10:00:00",
+        ),
         ("[tune]\nspace = 3\n", "tune.space: expected a table (a [section] header with its keys below it), not 3"),
         # nan compares false with every bound, which pydantic reported as the bound broken
         ("[train]\nlr = nan\n", "train.lr: expected a number, not nan"),
