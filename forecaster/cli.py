@@ -365,8 +365,18 @@ def _sigterm_as_ctrl_c() -> None:
 
 
 def _tickers(opt: list[str] | None, extra: list[str] | None) -> list[str] | None:
-    """The tickers of every ``--tickers`` given (each comma-separated) and then the arguments."""
-    names = [t for value in opt or [] for part in value.split(",") for t in part.split() if t] + list(extra or [])
+    """The tickers of every ``--tickers`` given (each comma-separated) and then the arguments;
+    None when neither is given (the command's default tickers). Tickers given but none named
+    (``-t ""``, ``-t ","``, an empty variable in quotes) is a usage error: the default is every
+    ticker, the opposite of the empty list a script meant."""
+    names = [t for value in opt or [] for part in value.split(",") for t in part.split() if t]
+    names += [t for t in extra or [] if t.strip()]
+    if (opt or extra) and not names:
+        given = " ".join(f'-t "{v}"' for v in opt or []) or " ".join(f'"{v}"' for v in extra or [])
+        raise typer.BadParameter(
+            f"{given} names no ticker: name at least one, or leave the tickers out for the default ones",
+            param_hint="'-t' / '--tickers'" if opt else "TICKER",
+        )
     return names or None
 
 

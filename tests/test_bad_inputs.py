@@ -286,6 +286,41 @@ def test_ticker_unknown_to_the_run_and_without_data(cli, trained_run, sample_dir
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["predict", "--run", "RUN", "--offline", "--out", "fc"],
+        ["evaluate", "--run", "RUN"],
+        ["train", "--source", "csv", "--data-dir", "DATA", "--tickers", "STOCKA", "--epochs", "1", "--run-dir", "r"],
+        ["tune", "--source", "csv", "--data-dir", "DATA", "--tickers", "STOCKA", "--trials", "1"],
+        ["retrain", "prod", "--runs-dir", "runs"],
+    ],
+    ids=lambda c: c[0],
+)
+@pytest.mark.parametrize("value", ["", ",", " ", " , ,"])
+def test_tickers_given_but_naming_none_is_a_usage_error_not_every_ticker(cli, run_copy, small_dir, command, value):
+    """`-t "$FAILED"` with nothing failed: the default (every ticker) is the opposite of what
+    was meant, so nothing runs. A --tickers of the config file before it changes nothing."""
+    before = all_files(Path.cwd())
+    args = [str(run_copy) if a == "RUN" else str(small_dir) if a == "DATA" else a for a in command]
+    if "--tickers" in args:  # the empty list replaces the one given earlier on the line
+        at = args.index("--tickers")
+        del args[at : at + 2]
+    res = cli(*args, "-t", value)
+    assert res.exit_code == 2, res.stderr
+    assert f'-t "{value}" names no ticker' in res.stderr and res.stdout == ""
+    assert all_files(Path.cwd()) == before and not (run_copy / "eval").exists()
+
+
+@pytest.mark.parametrize("value", ["", " "])
+def test_ticker_arguments_that_are_all_blank_are_a_usage_error(cli, run_copy, value):
+    """`predict --run R "$FAILED"`: an empty argument names no ticker either."""
+    res = cli("predict", "--run", run_copy, "--offline", "--out", "fc", value)
+    assert res.exit_code == 2, res.stderr
+    assert f'"{value}" names no ticker' in res.stderr and res.stdout == ""
+    assert not Path("fc").exists()
+
+
 def _renamed_run(run_copy: Path, tmp_path: Path, name: str, meta_name: str | None = None) -> Path:
     run = tmp_path / "runs" / name
     run.parent.mkdir(parents=True, exist_ok=True)
