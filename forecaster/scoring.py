@@ -53,7 +53,7 @@ from .choices import Cell
 from .config import DataConfig, PredictConfig
 from .errors import EXIT_OK, EXIT_PARTIAL, ConfigError, DataError, ForecasterError, RunFormatError
 from .evaluation import EvalReport
-from .fsio import follow_link
+from .fsio import file_in_the_way, follow_link, not_a_folder
 from .metrics import POOLED, metrics_table
 from .outputs import FORECAST_FILE, has_dated_forecasts, write_csv
 from .prediction import FORECAST_COLUMNS
@@ -202,6 +202,8 @@ def score(
     if gone is not None and not names:
         raise RunFormatError(f"no run directory at {run_dir}, and no forecast files of run {run} in {folder}")
     if not names:
+        if blocker := file_in_the_way(folder):  # not "no files": nothing can be read from a file
+            raise DataError(f"cannot read the forecasts of run {run}: {not_a_folder(blocker)}")
         raise DataError(f"no forecast files of run {run} in {folder} (predict writes them there)")
     if gone is not None and source is None:
         raise RunFormatError(
@@ -313,7 +315,9 @@ def _read_forecast(
             raw = pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False)
     except pd.errors.ParserWarning:
         raise _Malformed("some rows have more fields than the header") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+    except pd.errors.EmptyDataError:
+        raise _Malformed(_empty_why(path)) from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         longer = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
         if longer:
             width, line, seen = longer.groups()
@@ -423,6 +427,16 @@ def _read_forecast(
     df["model"] = text["model"]
     df["file"] = path.name
     return df
+
+
+def _empty_why(path: Path) -> str:
+    """Why a file pandas finds no columns in is skipped: empty (0 bytes: a write that never
+    happened, a full disk), or only blank lines."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = None
+    return "it is empty (0 bytes)" if size == 0 else "it holds only blank lines, no header"
 
 
 def _cut_in_last_field(path: Path) -> bool:

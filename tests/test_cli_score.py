@@ -600,6 +600,32 @@ def test_score_without_forecast_files_is_an_error(cli, trained_run, tmp_path):
     assert res.exit_code == 1 and "no forecast files" in res.stderr
 
 
+def test_score_where_the_runs_forecast_folder_is_a_file_says_so(cli, trained_run, tmp_path):
+    """Not "no forecast files (predict writes them there)": predict could not write there either."""
+    (tmp_path / "fc").mkdir()
+    (tmp_path / "fc" / trained_run.name).write_text("not a folder\n")
+    res = cli("score", "--run", trained_run, "--out", tmp_path / "fc")
+    assert res.exit_code == 1, res.stderr
+    assert f"{tmp_path / 'fc' / trained_run.name} is a file, not a folder" in res.stderr
+    assert "no forecast files" not in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "why"), [(b"", "it is empty (0 bytes)"), (b"\n\n", "it holds only blank lines, no header")]
+)
+def test_an_empty_forecast_file_is_named_as_empty(cli, trained_run, out, content, why):
+    folder = out / trained_run.name
+    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    clean = (folder / "score.csv").read_text()
+    (folder / "2024-12-23.csv").write_bytes(content)  # a write that never happened (a full disk)
+    res = cli("score", "--run", trained_run, "--out", out, "-q")
+    assert res.exit_code == 3, res.stderr
+    [line] = [ln for ln in res.stderr.splitlines() if "2024-12-23.csv" in ln]
+    assert line.endswith(f"2024-12-23.csv skipped: {why}"), line
+    assert "No columns to parse" not in res.stderr and "not a readable CSV" not in res.stderr
+    assert (folder / "score.csv").read_text() == clean
+
+
 def test_no_actuals_for_any_ticker_is_an_error_and_keeps_the_earlier_score(cli, trained_run, out, tmp_path):
     folder = out / trained_run.name
     assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
