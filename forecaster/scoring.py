@@ -10,6 +10,11 @@ metrics_table`): the median as the point forecast, the last close as the naive o
   now, so a revised bar is scored with its latest value and scoring twice gives the same
   numbers. A ``date`` after the ticker's last bar is pending; one on or before it that has no
   bar (the calendar and the data disagree, e.g. on a holiday) is named and not scored.
+- Only live forecasts are scored: one whose ``as_of`` is before its ticker's last bar in the
+  run (``predict --as-of`` a day of the data the run was trained, validated and tested on) is
+  in-sample, left out with one warning saying how many. One as of that last bar forecasts
+  only sessions after the run's data, and is live. With the run gone, its last bars are not
+  known: every forecast is scored.
 - Prices are compared in the data's current adjustment: when the close of the forecast's
   ``as_of`` session in the source differs from the ``last_close`` the forecast was made from
   (a split or dividend re-adjusted history), its quantiles and the naive forecast are scaled by
@@ -191,11 +196,12 @@ def score(
         manifest = read_manifest(run_dir)
         cfg = manifest.config
         run, model, tickers = manifest.name, cfg.model.cell, set(manifest.tickers)
+        ends = {s: pd.Timestamp(t.last_date) for s, t in manifest.tickers.items()}
         horizon = cfg.window.horizon
         folder = Path(out or cfg.predict.out) / run
         source, data_dir = source or cfg.data.source, data_dir or cfg.data.data_dir
     else:
-        run, model, tickers, horizon = gone, None, None, None
+        run, model, tickers, horizon, ends = gone, None, None, None, {}
         folder = Path(out or PredictConfig().out) / run
     report = ScoreReport(run=run, model=model or "", folder=folder, scores=pd.DataFrame(columns=SCORE_COLUMNS))
     names = sorted(p.name for p in folder.iterdir() if FORECAST_FILE.fullmatch(p.name)) if folder.is_dir() else []
@@ -230,6 +236,9 @@ def score(
     forecasts = _latest_copies(list(frames.values()))
     if cut is not None:
         forecasts = forecasts[forecasts["as_of"] >= cut]
+        report.read = [name for name in report.read if name in set(forecasts["file"])]
+    if ends:  # forecasts made inside the run's own data are not live: never mixed into its record
+        forecasts = _live_only(forecasts, ends, report.warnings)
         report.read = [name for name in report.read if name in set(forecasts["file"])]
     if model is None:  # the run is gone: its model as its latest forecasts name it
         named = forecasts["model"].iloc[-1] if len(forecasts) else ""
@@ -471,6 +480,37 @@ def _latest_copies(frames: list[pd.DataFrame]) -> pd.DataFrame:
         return pd.DataFrame({"ticker": none, "as_of": pd.to_datetime([]), **empty, "model": none, "file": none})
     df = pd.concat(frames, ignore_index=True)  # files in date order
     return df.drop_duplicates(["ticker", "as_of", "step"], keep="last").reset_index(drop=True)
+
+
+def _live_only(forecasts: pd.DataFrame, ends: dict[str, pd.Timestamp], warnings: list[str]) -> pd.DataFrame:
+    """The forecasts made from the end of the run's data on: those whose ``as_of`` is before
+    their ticker's last bar in the run (``predict --as-of`` a day the run was trained,
+    validated or tested on) forecast sessions the run had read, so they are left out, in one
+    warning saying how many. A forecast as of that last bar (``predict`` right after ``train``)
+    forecasts only sessions after it: live."""
+    last = forecasts["ticker"].map(ends)
+    inside = (forecasts["as_of"] < last).to_numpy()
+    if not inside.any():
+        return forecasts
+    made = forecasts[inside].drop_duplicates(["ticker", "as_of"])
+    n = len(made)
+    days = sorted({str(d.date()) for d in made["as_of"]})
+    shown = days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
+    what = "1 forecast" if n == 1 else f"{n} forecasts"
+    verb = "is" if n == 1 else "are"
+    warnings.append(
+        f"{what} made as of {shown}, before the end of the run's data ({_ends(ends)}), {verb} in-sample "
+        "(predict --as-of a day of the data the run was trained, validated and tested on) and not scored as live"
+    )
+    return forecasts[~inside].reset_index(drop=True)
+
+
+def _ends(ends: dict[str, pd.Timestamp]) -> str:
+    """The run's last bar: one date when its tickers share it, else each ticker's."""
+    days = {str(d.date()) for d in ends.values()}
+    if len(days) == 1:
+        return f"its last bar {days.pop()}"
+    return "last bars " + ", ".join(f"{s} {d.date()}" for s, d in sorted(ends.items()))
 
 
 def _closes(tickers: list[str], source: str, data_dir: Path) -> dict[str, pd.Series | str]:

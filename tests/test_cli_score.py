@@ -1,9 +1,10 @@
 """`forecaster score`: every forecast of a run joined with the realised closes (SPEC §9).
 
-The shared tiny run reads the CSV sample folder, whose bars end 2024-12-31. Forecasts are
-written by `predict --as-of` at four origins in the last days of 2024, so some of their
-sessions have closes (scored) and some lie in 2025 (pending). The expected figures are
-computed here from the forecast files and the sample's closes, row by row.
+The tiny run of this module was trained on the CSV sample's bars up to 2024-12-19; its data
+folder has received the rest since, to 2024-12-31, as a live one does. Forecasts are written
+by `predict --as-of` at four origins after its data ended, in the last days of 2024, so some
+of their sessions have closes (scored) and some lie in 2025 (pending). The expected figures
+are computed here from the forecast files and the sample's closes, row by row.
 """
 
 from __future__ import annotations
@@ -32,6 +33,30 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 ORIGINS = ["2024-12-20", "2024-12-24", "2024-12-27", "2024-12-31"]
 LEVELS = (0.1, 0.5, 0.9)
+TRAINED_TO = "2024-12-19"
+
+
+@pytest.fixture(scope="module")
+def trained_run(sample_dir, tmp_path_factory) -> Path:
+    """A tiny run trained on the sample's bars up to TRAINED_TO, whose data folder then got the
+    sample's later bars: the forecasts at ORIGINS are made after its data ended (live)."""
+    run_dir = tmp_path_factory.mktemp("live-runs") / "tiny"
+    _train_live(sample_dir, tmp_path_factory.mktemp("live-data"), run_dir)
+    return run_dir
+
+
+def _train_live(sample_dir: Path, data: Path, run_dir: Path, **overrides) -> None:
+    """Train a tiny run at ``run_dir`` on the sample's bars up to TRAINED_TO, copied to
+    ``data``, then give ``data`` the later bars, as the days after training do."""
+    from forecaster.config import load_config
+    from forecaster.training import train
+
+    for path in sample_dir.glob("*.csv"):
+        bars = read_csv_bars(sample_dir, path.stem)
+        write_csv(bars[bars.index <= TRAINED_TO], data / path.name)
+    train(load_config(None, tiny_overrides(data, **overrides)), run_dir=run_dir)
+    for path in sample_dir.glob("*.csv"):  # the bars that came in since
+        shutil.copy(path, data / path.name)
 
 
 @pytest.fixture(scope="module")
@@ -182,11 +207,9 @@ def test_forecasts_of_a_model_trained_earlier_under_the_same_name_are_kept_apart
     """`train --run-dir runs/tiny` again, with an LSTM this time: the forecasts the GRU made
     under that name are named as another model's and skipped, the new model's are scored
     alone (they were scored together, as one model's)."""
-    from forecaster.config import load_config
-    from forecaster.training import train
-
     run = tmp_path / "runs" / trained_run.name  # the folder a GRU was trained in, and forecast from
-    train(load_config(None, tiny_overrides(sample_dir, **{"model.cell": "lstm"})), run_dir=run)
+    (tmp_path / "data").mkdir()
+    _train_live(sample_dir, tmp_path / "data", run, **{"model.cell": "lstm"})
     folder = out / run.name
     alone = tmp_path / "alone"
     predict(run, as_of="2024-12-30", out=alone, offline=True)
@@ -200,6 +223,44 @@ def test_forecasts_of_a_model_trained_earlier_under_the_same_name_are_kept_apart
     assert doc["skipped"] == {f"{d}.csv": why for d in ORIGINS}
     assert f"2024-12-20.csv skipped: {why}" in res.stderr, res.stderr
     assert (folder / "score.csv").read_bytes() == (alone / run.name / "score.csv").read_bytes()
+
+
+def test_forecasts_made_inside_the_runs_data_are_left_out_of_the_live_scores(cli, trained_run, out):
+    """`predict --as-of` days the run was trained and tested on: backfilled, in-sample forecasts,
+    named in one warning and not mixed into the live record."""
+    folder = out / trained_run.name
+    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    live = (folder / "score.csv").read_bytes()
+    for day in ("2024-12-10", "2024-12-18"):
+        predict(trained_run, as_of=day, out=out, offline=True)
+    res = cli("score", "--run", trained_run, "--out", out, "--json")
+    assert res.exit_code == 0, res.stderr
+    assert (folder / "score.csv").read_bytes() == live
+    doc = json.loads(res.stdout)
+    said = (
+        "4 forecasts made as of 2024-12-10 to 2024-12-18, before the end of the run's data (its last bar "
+        f"{TRAINED_TO}), are in-sample"
+    )
+    assert [w for w in doc["warnings"] if "in-sample" in w] == [doc["warnings"][-1]]
+    assert doc["warnings"][-1].startswith(said) and res.stderr.count("in-sample") == 1
+    assert doc["read"] == [f"{d}.csv" for d in ORIGINS]
+    # with nothing live left, nothing is scored, and the line says why
+    only = out / "only"
+    predict(trained_run, as_of="2024-12-18", out=only, offline=True)
+    res = cli("score", "--run", trained_run, "--out", only)
+    assert res.exit_code == 1 and "nothing to score" in res.stderr and "in-sample" in res.stderr, res.stderr
+
+
+def test_a_forecast_as_of_the_runs_last_bar_is_live(cli, trained_run, out):
+    """`predict` right after `train`: every session it forecasts is after the run's data."""
+    predict(trained_run, as_of=TRAINED_TO, out=out, offline=True)
+    res = cli("score", "--run", trained_run, "--out", out, "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["read"] == [f"{d}.csv" for d in [TRAINED_TO, *ORIGINS]]
+    assert not [w for w in doc["warnings"] if "in-sample" in w]
+    pooled = {r["step"]: r["n"] for r in doc["scores"] if r["ticker"] == "ALL"}
+    assert pooled == {1: 8, 2: 8, 3: 6}  # two tickers' three steps more than the four origins' 6, 6, 4
 
 
 def _steps(path: Path, steps: list[int]) -> None:
