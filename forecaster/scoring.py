@@ -506,11 +506,12 @@ def _live_only(forecasts: pd.DataFrame, ends: dict[str, pd.Timestamp], warnings:
 
 
 def _ends(ends: dict[str, pd.Timestamp]) -> str:
-    """The run's last bar: one date when its tickers share it, else each ticker's."""
-    days = {str(d.date()) for d in ends.values()}
+    """The run's last bar: one date when its tickers share it, else the range of its tickers'
+    (a line, whatever the number of tickers)."""
+    days = sorted({str(d.date()) for d in ends.values()})
     if len(days) == 1:
-        return f"its last bar {days.pop()}"
-    return "last bars " + ", ".join(f"{s} {d.date()}" for s, d in sorted(ends.items()))
+        return f"its last bar {days[0]}"
+    return f"its tickers' last bars, {days[0]} to {days[-1]}"
 
 
 def _closes(tickers: list[str], source: str, data_dir: Path) -> dict[str, pd.Series | str]:

@@ -251,6 +251,33 @@ def test_forecasts_made_inside_the_runs_data_are_left_out_of_the_live_scores(cli
     assert res.exit_code == 1 and "nothing to score" in res.stderr and "in-sample" in res.stderr, res.stderr
 
 
+def test_in_sample_forecasts_of_tickers_whose_data_end_apart_are_told_in_one_short_line():
+    """Each ticker's forecasts are in-sample up to its own last bar in the run; the warning
+    gives the range of those bars, not one per ticker (a universe has thousands)."""
+    from forecaster.scoring import _live_only
+
+    day = pd.Timestamp
+    forecasts = pd.DataFrame(
+        {
+            "ticker": ["A", "A", "B", "B", "C"],
+            "as_of": [day("2024-12-10"), day("2024-12-20"), day("2024-12-10"), day("2024-12-20"), day("2024-12-20")],
+            "step": [1] * 5,
+        }
+    )
+    ends = {"A": day("2024-12-19"), "B": day("2024-12-10"), "C": day("2024-12-31")}
+    said: list[str] = []
+    live = _live_only(forecasts, ends, said)
+    assert list(zip(live["ticker"], live["as_of"].dt.strftime("%Y-%m-%d"))) == [
+        ("A", "2024-12-20"),
+        ("B", "2024-12-10"),  # as of its last bar: live
+        ("B", "2024-12-20"),
+    ]
+    assert len(said) == 1 and said[0].startswith(
+        "2 forecasts made as of 2024-12-10 to 2024-12-20, before the end of the run's data "
+        "(its tickers' last bars, 2024-12-10 to 2024-12-31), are in-sample"
+    )
+
+
 def test_a_forecast_as_of_the_runs_last_bar_is_live(cli, trained_run, out):
     """`predict` right after `train`: every session it forecasts is after the run's data."""
     predict(trained_run, as_of=TRAINED_TO, out=out, offline=True)
