@@ -398,7 +398,8 @@ def _sampler_seed(cfg: Config, n_before: int) -> int:
     # a resumed study must not replay the proposals it started with; workers sharing a study
     # must not all propose the same first trials
     seed = cfg.tune.seed + n_before
-    return seed + os.getpid() if cfg.tune.storage else seed
+    seed = seed + os.getpid() if cfg.tune.storage else seed
+    return seed % 2**32  # the sampler's numpy generator takes 0 to 2**32 - 1; the config any seed >= 0
 
 
 class _OncePerMessage(logging.Filter):

@@ -296,6 +296,18 @@ def test_an_interrupted_or_killed_study_continues_and_the_trials_add_up(small_di
     assert res.trials.loc[3, "lr"] != res.trials.loc[0, "lr"]
 
 
+def test_any_seed_the_config_takes_seeds_the_sampler(small_dir, tmp_path):
+    """tune.seed has no upper bound, Optuna's sampler takes 0 to 2**32 - 1: the largest seed it
+    takes still runs when the trials of a resumed study are added to it, and a seed past it
+    runs and proposes what the seed 2**32 below it proposes."""
+    last = _cfg(small_dir, **{"tune.trials": 1, "tune.seed": 2**32 - 1})
+    tune(last, root=tmp_path / "last")
+    res = tune(last, root=tmp_path / "last")  # resumed: one trial before
+    assert list(res.trials["state"]) == ["COMPLETE", "COMPLETE"]
+    far = tune(_cfg(small_dir, **{"tune.trials": 1, "tune.seed": 2**33 - 1}), root=tmp_path / "far")
+    assert far.trials.drop(columns="seconds").equals(res.trials.drop(columns="seconds").head(1))
+
+
 def test_a_study_resumed_with_other_fixed_values_writes_every_cell_of_every_trial(small_dir, tmp_path):
     """A dimension fixed by a flag in one invocation and searched in another: each trial's row
     gives the value it trained with, whichever invocation ran it."""
