@@ -246,6 +246,8 @@ def read_csv_bars(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame
 def read_csv_raw(data_dir: str | os.PathLike[str], ticker: str) -> RawBars:
     """:func:`read_csv_bars`'s bars, as arrays when the fast reader could read the file."""
     path = csv_file(data_dir, ticker)
+    if path.is_dir():  # not a missing file: one of that name is there, as a folder
+        raise DataError(f"{validate_ticker(ticker)}: {path} is a folder, not a CSV file")
     if not path.is_file():
         raise DataError(f"{validate_ticker(ticker)}: no CSV file at {path}{relative_note(data_dir)}")
     plain = _plain_csv(path)

@@ -386,6 +386,10 @@ def load_store(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:
     or when its bars fail validation (saying to delete the file and download it again)."""
     symbol = validate_ticker(ticker)
     path = store_path(data_dir, symbol)
+    if path.is_dir():  # not a ticker never downloaded: no download can write its file there
+        raise DataError(
+            f"{symbol}: {path} is a folder, not a stored file; move it away, then run {download_command(path, symbol)}"
+        )
     if not path.is_file():
         if blocker := fsio.file_in_the_way(path.parent):  # no ticker can be stored there either
             raise DataError(f"{symbol}: no stored data: {fsio.not_a_folder(blocker)}")

@@ -157,6 +157,17 @@ def test_download_takes_data_dir_from_config_and_flag_wins(cli, fake_fetch, tmp_
     assert _parquets(from_flag) == ["AAA.parquet"]
 
 
+def test_download_names_a_folder_in_the_place_of_a_stored_file_and_stores_the_others(cli, fake_fetch, tmp_path):
+    fake_fetch({"AAA": make_bars("2024-01-02", 20), "BBB": make_bars("2024-01-02", 20)})
+    data = tmp_path / "d"
+    (data / "store" / "AAA.parquet" / "kept").mkdir(parents=True)
+    res = cli("download", "AAA", "BBB", "--data-dir", data)
+    assert res.exit_code == 3, res.stderr
+    assert f"AAA: {data / 'store' / 'AAA.parquet'} is a folder, not a stored file; move it away" in res.stderr
+    assert "no stored data" not in res.stderr
+    assert _parquets(data) == ["AAA.parquet", "BBB.parquet"] and (data / "store" / "AAA.parquet" / "kept").is_dir()
+
+
 def test_download_log_file_gets_timestamped_lines(cli, fake_fetch, tmp_path):
     fake_fetch({"AAA": make_bars("2024-01-02", 20)})
     log_file = tmp_path / "logs" / "dl.log"

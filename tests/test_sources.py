@@ -11,7 +11,7 @@ import pytest
 from yf_fixtures import FakeYahoo, make_bars
 
 import forecaster
-from forecaster import sources
+from forecaster import sources, store
 from forecaster.errors import DataError, NetworkError, RateLimitError, ServerError, TickerError
 
 REPO_ROOT = Path(next(iter(forecaster.__path__))).resolve().parent
@@ -435,6 +435,17 @@ def test_csv_missing_file_names_the_path(tmp_path):
     with pytest.raises(DataError) as info:
         sources.read_csv_bars(tmp_path, "NOPE")
     assert str(tmp_path / "NOPE.csv") in str(info.value)
+
+
+def test_csv_file_name_taken_by_a_folder_is_said_to_be_a_folder(tmp_path):
+    (tmp_path / "AAA.csv").mkdir()
+    expected = f"AAA: {tmp_path / 'AAA.csv'} is a folder, not a CSV file"
+    with pytest.raises(DataError) as info:
+        sources.read_csv_bars(tmp_path, "AAA")
+    assert str(info.value) == expected
+    with pytest.raises(DataError) as info:
+        store.load_bars("csv", tmp_path, ["AAA"])
+    assert str(info.value) == expected
 
 
 def test_csv_not_utf8(tmp_path):

@@ -184,6 +184,16 @@ def test_load_missing_suggests_download(tmp_path):
         store.load_store(tmp_path, "AAA")
 
 
+def test_a_folder_named_as_a_stored_file_is_said_to_be_one(tmp_path):
+    store.store_path(tmp_path, "AAA").mkdir(parents=True)
+    with pytest.raises(DataError) as info:
+        store.load_store(tmp_path, "AAA")
+    assert str(info.value) == (
+        f"AAA: {tmp_path / 'store' / 'AAA.parquet'} is a folder, not a stored file; move it away, "
+        f"then run `forecaster download --data-dir {tmp_path} AAA`"
+    )
+
+
 def test_load_corrupt_parquet(tmp_path):
     path = store.store_path(tmp_path, "AAA")
     path.parent.mkdir(parents=True)
