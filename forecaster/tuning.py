@@ -525,7 +525,8 @@ def tune(
 
 def _check_results_folder(out: Path, study: str) -> None:
     """Refuse, before the first trial rather than after the search, a results folder that
-    cannot be made or written; nothing is made here."""
+    cannot be made or written, or that holds a folder in the place of a results file; nothing
+    is made here."""
     if blocker := file_in_the_way(out):
         raise ConfigError(f"cannot write the results of study {study} to {out}: {not_a_folder(blocker)}")
     denied = cannot_make(out)
@@ -535,6 +536,9 @@ def _check_results_folder(out: Path, study: str) -> None:
         raise ConfigError(
             f"cannot write the results of study {study} to {out}: {denied.strerror} on the folder {denied.filename}"
         )
+    for name in (TRIALS_CSV, BEST_TOML, HISTORY_PNG):  # a folder where a result file goes: no write replaces it
+        if (out / name).is_dir():
+            raise ConfigError(f"cannot write the results of study {study}: {out / name} is a folder, not a file")
 
 
 class SearchInterrupted(KeyboardInterrupt):

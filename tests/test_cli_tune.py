@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import tomllib
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -434,4 +435,16 @@ def test_tune_refuses_a_results_folder_it_cannot_write_before_the_first_trial(sm
     assert res.returncode == 1, res.stderr
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("ERROR")]
     assert errors == [f"ERROR: cannot write the results of study s to runs/tune/s: {why}"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["s"]  # no study made
+
+
+@pytest.mark.parametrize("name", ["trials.csv", "best.toml", "history.png"])
+def test_tune_refuses_a_folder_in_the_place_of_a_results_file_before_the_first_trial(cli, small_dir, tmp_path, name):
+    """A folder where a result goes was found once every trial had run, named as a temporary
+    file that is a folder: refused before the search, and nothing added to the study."""
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    out = tmp_path / "cwd" / "runs" / "tune" / "s"
+    (out / name).mkdir(parents=True)
+    res = cli("tune", "--config", conf, "--trials", "1", "--epochs", "1", "--study", "s")
+    assert_one_line_error(res, 1, f"cannot write the results of study s: {Path('runs/tune/s') / name} is a folder")
     assert sorted(p.name for p in out.parent.iterdir()) == ["s"]  # no study made
