@@ -467,6 +467,11 @@ def tune(
     check_space(cfg, dims)
     url = t.storage or embedded_url(t.study, Path(root))
     _check_results_folder(Path(root) / t.study, t.study)
+    if not t.storage and (db := Path(root) / f"{t.study}.db").is_dir():  # the results of a study named so
+        raise ConfigError(
+            f"study {t.study} is kept in the file {db}, and a folder has that name: "
+            "move the folder away, or give another --study name"
+        )
     stage = f"while the bars were read or study {t.study} was opened"
     try:
         with sigterm_as_interrupt():  # `kill` before the first trial stops the command like Ctrl-C

@@ -341,6 +341,19 @@ def test_bad_data_stops_the_search_before_its_first_trial(small_dir, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_folder_where_the_study_file_goes_is_named_before_any_trial(small_dir, tmp_path):
+    """runs/tune/t.db is where study t is kept, and the results folder of a study named t.db:
+    the folder is named, with no advice to give --storage a file inside it."""
+    (tmp_path / "t.db" / "kept").mkdir(parents=True)
+    with pytest.raises(ConfigError) as e:
+        tune(_cfg(small_dir), root=tmp_path)
+    assert str(e.value) == (
+        f"study t is kept in the file {tmp_path / 't.db'}, and a folder has that name: "
+        "move the folder away, or give another --study name"
+    )
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["kept", "t.db"]
+
+
 def test_a_study_refuses_to_continue_on_other_data(small_dir, tmp_path):
     tune(_cfg(small_dir, **{"tune.trials": 1}), root=tmp_path)
     with pytest.raises(ConfigError, match="train.epochs = 2, this command has 3"):
