@@ -167,6 +167,8 @@ def open_storage(url: str, heartbeat: int):
             raise ConfigError(
                 f"the study storage {label} names a folder: name a file in it, e.g. {form}{path}/{example}"
             )
+        if path is not None and (blocker := file_in_the_way(path.parent)):  # "File exists", naming no storage
+            raise ConfigError(f"cannot make the study storage {label}: {not_a_folder(blocker)}")
     if url.startswith("sqlite:///"):
         _refuse_read_only(Path(url[len("sqlite:///") :]).expanduser(), label)
     try:

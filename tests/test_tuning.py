@@ -153,6 +153,15 @@ def test_storage_urls():
 # ---------------------------------------------------------------------------- origin in the run
 
 
+@pytest.mark.parametrize("form", ["journal:", "sqlite:///"])
+def test_a_storage_file_below_a_file_is_refused_naming_the_file(tmp_path, form):
+    (tmp_path / "notes").write_text("")
+    url = f"{form}{tmp_path / 'notes' / 'study.db'}"
+    with pytest.raises(ConfigError) as e:
+        open_storage(url, 10)
+    assert str(e.value) == f"cannot make the study storage {url}: {tmp_path / 'notes'} is a file, not a folder"
+
+
 def test_a_run_records_its_origin(run_copy):
     before = json.loads((run_copy / "run.json").read_text())
     assert before["origin"] is None  # trained without a study
