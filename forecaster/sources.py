@@ -293,6 +293,10 @@ def _read_csv_frame(path: Path) -> pd.DataFrame:
             for sep, name in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
                 if sep in header:
                     raise DataError(f"{path}: looks like {name}-separated; expected commas")
+        # pandas renames a repeated name (Close, Close.1), which would read the first silently
+        keys = [k for k in map(_header_key, next(csv.reader([header], skipinitialspace=True), [])) if k]
+        if dupes := sorted({k for k in keys if keys.count(k) > 1}):
+            raise DataError(f"{path}: duplicate column(s) {', '.join(dupes)}")
         _refuse_lines_of_wrong_length(path)
         clean = _read_clean_csv(path)
         if clean is not None:

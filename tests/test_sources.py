@@ -296,6 +296,10 @@ def test_csv_is_not_sorted_or_repaired_here(tmp_path):
             "date,open,close,Close,high,low,volume\n2024-01-02,1,1,1,1,1,1\n",
             "duplicate column(s) close",
         ),
+        (  # the very same name twice: pandas would rename the second, and the first be read
+            "Date,Open,High,Low,Close,Volume,Close\n2024-01-02,1,1,1,1,1,9\n",
+            "duplicate column(s) close",
+        ),
         (
             "date,open,high,low,close,volume\n2024-01-02,1,1,1,1,1,7,8\n",
             "line 2 has more fields than the header (8 of 6)",
