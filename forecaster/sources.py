@@ -418,7 +418,13 @@ def _key_columns(keys: list[str], path: Path) -> tuple[list[str], str, str | Non
     date_col = next((c for c in DATE_COLUMNS if c in keys), None)
     missing = ([] if date_col else ["date"]) + [c for c in COLUMNS if c not in keys]
     if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(keys)})")
+        found = ["(no name)" if re.fullmatch(r"(unnamed: \d+)?", k) else k for k in keys]  # pandas' name for ""
+        hint = (
+            "; if the column with no name holds the dates, name it Date"
+            if "date" in missing and found[0] == "(no name)"
+            else ""
+        )
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(found)}){hint}")
     adj_col = next((c for c in ADJ_CLOSE_COLUMNS if c in keys), None)
     return keys, date_col, adj_col
 

@@ -296,6 +296,11 @@ def test_csv_is_not_sorted_or_repaired_here(tmp_path):
             "date,open,close,Close,high,low,volume\n2024-01-02,1,1,1,1,1,1\n",
             "duplicate column(s) close",
         ),
+        (  # pandas' df.to_csv() of a frame whose date index has no name
+            ",open,high,low,close,volume\n2024-01-02,1,1,1,1,1\n",
+            "missing column(s) date (found: (no name), open, high, low, close, volume); if the column with "
+            "no name holds the dates, name it Date",
+        ),
         (  # the very same name twice: pandas would rename the second, and the first be read
             "Date,Open,High,Low,Close,Volume,Close\n2024-01-02,1,1,1,1,1,9\n",
             "duplicate column(s) close",
