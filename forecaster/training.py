@@ -896,7 +896,7 @@ def _manifest(run_dir, cfg, data, history, calibration, now, seconds, trainer, i
             conformal_online=online.get(sym),
             garch=fits.get(sym),
         )
-    best = min(history, key=lambda r: r.val_loss) if history else None
+    best = kept_epoch(history)
     return Manifest(
         name=run_dir.name,
         status="interrupted" if interrupted else "complete",
@@ -922,6 +922,16 @@ def _manifest(run_dir, cfg, data, history, calibration, now, seconds, trainer, i
         versions=_versions(),
         median_weight=calibration.median_weight if calibration else None,
     )
+
+
+def kept_epoch(history: list[EpochRecord]) -> EpochRecord | None:
+    """The epoch whose weights training keeps, by the trainer's rule: the last to beat every
+    earlier one by more than :data:`MIN_IMPROVEMENT` (not merely the lowest validation loss)."""
+    best = None
+    for rec in history:
+        if best is None or rec.val_loss < best.val_loss - MIN_IMPROVEMENT:
+            best = rec
+    return best
 
 
 def _versions() -> dict[str, str]:

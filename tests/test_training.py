@@ -361,3 +361,18 @@ def test_device_resident_batches_equal_numpy_gathered_ones(sample_dir, one_step)
     for a, b in zip(Batches(ws, cpu, one_step, resident=True)(ends), Batches(ws, cpu, one_step, resident=False)(ends)):
         assert a.dtype == b.dtype and a.shape == b.shape
         assert torch.equal(a, b)
+
+
+def test_run_json_names_the_epoch_whose_weights_it_keeps(sample_dir, tmp_path, monkeypatch):
+    """An epoch that beats the best by less than the least improvement is not kept: run.json's
+    best epoch and loss are those of the weights written, not of that later epoch."""
+    from forecaster.checkpoint import read_manifest
+    from forecaster.training import MIN_IMPROVEMENT, Trainer
+
+    losses = iter([0.3, 0.3 - MIN_IMPROVEMENT / 2, 0.4])
+    monkeypatch.setattr(Trainer, "_val_loss", lambda self, ends: next(losses))
+    cfg = load_config(None, tiny_overrides(sample_dir, **{"train.epochs": 3}))
+    res = train(cfg, run_dir=tmp_path / "run")
+    m = read_manifest(tmp_path / "run").metrics
+    assert (m.best_epoch, m.best_val_loss, m.epochs_run) == (1, 0.3, 3)
+    assert [r.val_loss for r in res.history][:2] == [0.3, 0.3 - MIN_IMPROVEMENT / 2]
