@@ -587,6 +587,7 @@ def train(
     check_calendar(cfg.data.calendar)  # predict dates its forecasts with it: a typo stops here
     run_dir = Path(run_dir or cfg.run_dir or Path("runs") / f"{cfg.model.cell}-{now:%Y%m%d-%H%M%S}")
     check_run_target(run_dir)  # refused now, not once the epochs are spent
+    _check_data_outside(run_dir, cfg)
     before = _resume_point(run_dir, cfg) if resume else None
     earlier = None if resume else _earlier_forecasts(run_dir, cfg)
     state, history, splits, seconds_before = (None, [], None, 0.0) if before is None else before[1:]
@@ -656,6 +657,17 @@ def _earlier_forecasts(run_dir: Path, cfg: Config) -> Path | None:
     once another model replaces the run, ``score`` would read them as the new model's."""
     folder = Path(cfg.predict.out) / run_dir.name
     return folder if (run_dir / "run.json").is_file() and has_dated_forecasts(folder) else None
+
+
+def _check_data_outside(run_dir: Path, cfg: Config) -> None:
+    """Refuse a run directory that is, or holds, the data folder: writing the run replaces the
+    whole directory, which would delete the bars the run is trained on."""
+    data, target = Path(cfg.data.data_dir).resolve(), run_dir.resolve()
+    if data == target or target in data.parents:
+        raise ConfigError(
+            f"the data folder {cfg.data.data_dir} is inside the run directory {run_dir}, which the run replaces "
+            "whole (deleting the bars with it): keep the data elsewhere or choose another run directory"
+        )
 
 
 def checked_tickers(cfg: Config) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -447,6 +448,23 @@ def test_a_resumed_run_counts_the_seconds_it_trained_before(cli, small_dir, tmp_
     res = cli("train", "--resume", run, "--json")
     assert res.exit_code == 0, res.stderr
     assert 1000 < json.loads(res.stdout)["train_seconds"] == run_meta(run)["metrics"]["train_seconds"] < 1100
+
+
+def test_train_refuses_a_run_dir_that_holds_its_data_folder(cli, small_dir, tmp_path):
+    """A run replaces its whole directory: bars kept in a folder inside an earlier run (or in the
+    run's folder itself) would be deleted by the run trained on them."""
+    run = tmp_path / "run"
+    assert cli("train", "--data-dir", small_dir, "-t", "STOCKA", *TINY, "--run-dir", run, "-q").exit_code == 0
+    data = run / "bars"
+    shutil.copytree(small_dir, data)
+    before = sorted(p.name for p in data.iterdir())
+    for data_dir in (data, run):
+        if data_dir == run:
+            shutil.copy(small_dir / "STOCKA.csv", run / "STOCKA.csv")
+        res = cli("train", "--data-dir", data_dir, "-t", "STOCKA", *TINY, "--run-dir", run)
+        assert_one_line_error(res, 1, str(data_dir), "is inside the run directory", "keep the data elsewhere")
+        assert "epoch" not in res.stderr  # refused before training
+    assert sorted(p.name for p in data.iterdir()) == before and (run / "STOCKA.csv").is_file()
 
 
 def test_resume_refuses_another_run_dir_as_a_usage_error(cli, small_dir, tmp_path):
