@@ -549,6 +549,13 @@ def train(
             "leave --run-dir out (or copy the run there first and resume the copy)",
             param_hint="'--run-dir' with '--resume'",
         )
+    target = resume if resume is not None else run_dir
+    if log_file is not None and target is not None and Path(target).absolute() in Path(log_file).absolute().parents:
+        raise typer.BadParameter(
+            f"the log file {log_file} is inside the run directory {target}, which the run replaces whole "
+            "(the log would be lost with it); write the log elsewhere",
+            param_hint="'--log-file'",
+        )
     setup_logging(quiet, log_file)
     options = locals()
     with handled(debug, "train", json_out):

@@ -467,6 +467,36 @@ def test_train_refuses_a_run_dir_that_holds_its_data_folder(cli, small_dir, tmp_
     assert sorted(p.name for p in data.iterdir()) == before and (run / "STOCKA.csv").is_file()
 
 
+def test_train_refuses_a_log_file_inside_the_run_dir_as_a_usage_error(cli, small_dir, tmp_path):
+    """The run replaces its whole directory: a log written there would vanish with an earlier
+    run, or make a new run's directory look like a folder of other files."""
+    run = tmp_path / "run"
+    assert cli("train", "--data-dir", small_dir, "-t", "STOCKA", *TINY, "--run-dir", run, "-q").exit_code == 0
+    before = {f: (run / f).read_bytes() for f in os.listdir(run)}
+    for target in (run, tmp_path / "new"):
+        res = cli(
+            "train",
+            "--data-dir",
+            small_dir,
+            "-t",
+            "STOCKA",
+            *TINY,
+            "--run-dir",
+            target,
+            "--log-file",
+            target / "train.log",
+        )
+        assert res.exit_code == 2, res.stderr
+        assert "Usage" in res.stderr and "--log-file" in res.stderr and "write the log" in res.stderr
+    assert {f: (run / f).read_bytes() for f in os.listdir(run)} == before and not (tmp_path / "new").exists()
+    # beside the run, it is written and kept
+    res = cli(
+        "train", "--data-dir", small_dir, "-t", "STOCKA", *TINY, "--run-dir", run, "--log-file", tmp_path / "t.log"
+    )
+    assert res.exit_code == 0, res.stderr
+    assert "epoch 1" in (tmp_path / "t.log").read_text()
+
+
 def test_resume_refuses_another_run_dir_as_a_usage_error(cli, small_dir, tmp_path):
     run = _interrupted_run(small_dir, tmp_path / "runs" / "stopped")
     before = {f: (run / f).read_bytes() for f in os.listdir(run)}
