@@ -62,9 +62,10 @@ def dow_features(dates: np.ndarray) -> np.ndarray:
 
 def next_weekday_features(last_dates: np.ndarray, horizon: int) -> np.ndarray:
     """(B, H, 2) weekday features of the H weekdays after each date (holidays don't matter here:
-    only the day of the week is used)."""
+    only the day of the week is used). A weekend date counts from the Friday before it, so the
+    first weekday after it is the Monday."""
     days = np.asarray(last_dates).astype("datetime64[D]")
-    steps = np.busday_offset(days[:, None], np.arange(1, horizon + 1)[None, :], roll="forward")
+    steps = np.busday_offset(days[:, None], np.arange(1, horizon + 1)[None, :], roll="backward")
     return dow_features(steps.ravel().astype("datetime64[ns]")).reshape(len(days), horizon, 2)
 
 

@@ -114,3 +114,13 @@ def test_zero_volume_is_finite():
 @pytest.mark.parametrize("n", [2, 3])
 def test_tiny_frames(n):
     assert make_arrays(bars(n)).features.shape == (n - 1, len(FEATURES))
+
+
+@pytest.mark.parametrize("last", ["2024-01-05", "2024-01-06", "2024-01-07"])  # Friday, Saturday, Sunday
+def test_the_weekdays_after_a_weekend_bar_start_on_monday(last):
+    # a bar dated on a weekend (a crypto pair, a Saturday session) is followed by Monday, Tuesday...
+    from forecaster.features import dow_features, next_weekday_features
+
+    got = next_weekday_features(np.array([last], dtype="datetime64[ns]"), 3)[0]
+    want = dow_features(pd.bdate_range("2024-01-08", periods=3).to_numpy())
+    np.testing.assert_allclose(got, want, atol=1e-12)
