@@ -472,9 +472,12 @@ def load_run(run_dir: Path) -> Run:
     run_dir = run_directory(run_dir)
     manifest = read_manifest(run_dir)
     if manifest.status != "complete":
+        from .registry import unfinished_advice  # imported here: the registry imports this module
+
+        # the challenger of an interrupted retrain is retrained, not resumed (as info says)
         raise RunFormatError(
             f"{run_dir}: training was interrupted after epoch {manifest.metrics.epochs_run}; "
-            f"resume it with {resume_command(run_dir)}"
+            f"{unfinished_advice(run_dir)}"
         )
     state = read_weights(run_dir)
     cfg = manifest.config

@@ -248,6 +248,6 @@ def test_the_resume_command_for_an_interrupted_run_in_a_folder_with_a_space_read
     (run / "run.json").write_text(json.dumps(meta), encoding="utf-8")
     res = cli("promote", run, "--name", "prod", "--runs-dir", tmp_path / "runs")
     assert res.exit_code == 1
-    command = re.search(r"resume it with `forecaster (train [^`]*)`", res.stderr)
+    command = re.search(r"resume with `forecaster (train [^`]*)`", res.stderr)
     assert command, res.stderr
     assert shlex.split(command.group(1)) == ["train", "--resume", str(run)]

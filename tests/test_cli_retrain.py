@@ -250,6 +250,31 @@ def test_info_on_an_interrupted_challenger_says_to_retrain_again_as_retrain_does
     assert f"resume with `forecaster train --resume {challenger}`" in res.stdout, res.stdout
 
 
+def test_predict_evaluate_and_promote_of_an_interrupted_challenger_say_to_retrain_again(
+    cli, runs, small_dir, tmp_path, monkeypatch
+):
+    """The commands that refuse the challenger a stopped retrain left give info's advice
+    (retrain again), not `train --resume`, which would finish it but never compare it with
+    the champion; they said to resume it."""
+    real = retraining.train
+
+    def killed_in_epoch_1(cfg, *, run_dir, on_epoch=None, **kw):
+        return real(cfg, run_dir=run_dir, on_epoch=lambda rec: os.kill(os.getpid(), signal.SIGTERM), **kw)
+
+    monkeypatch.setattr(retraining, "train", killed_in_epoch_1)
+    retrain_line = assert_one_line_error(cli("retrain", "prod", "--runs-dir", runs), 130, "retrain of prod")
+    [challenger] = registry.runs_of("prod", runs)
+    for args in (
+        ["predict", "--run", challenger, "--data-dir", small_dir, "--out", tmp_path / "fc"],
+        ["evaluate", "--run", challenger, "--data-dir", small_dir],
+        ["promote", challenger, "--name", "staging", "--runs-dir", runs],
+    ):
+        line = assert_one_line_error(cli(*args), 1, f"{challenger}: training was interrupted after epoch")
+        assert "--resume" in line and "`forecaster train --resume" not in line, line
+        assert _command_in(line, "retrain") == _command_in(retrain_line, "retrain"), (line, retrain_line)
+    assert _target(runs) == "first" and not (runs / "staging").exists()
+
+
 def _command_in(line: str, program: str) -> list[str]:
     """The arguments of the backquoted `forecaster PROGRAM ...` command in ``line``."""
     quoted = line.split(f"`forecaster {program} ", 1)[1].split("`", 1)[0]
