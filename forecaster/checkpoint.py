@@ -498,13 +498,26 @@ def read_resume(run_dir: Path) -> tuple[ResumeState, list[dict]]:
     try:
         state = _unflatten(load_file(str(path)), _safetensors_metadata(path))
     except (SafetensorError, OSError, KeyError, ValueError, TypeError) as e:
-        raise RunFormatError(f"{path} is not a readable resume file ({e})") from None
+        raise RunFormatError(
+            f"{path} is not a readable resume file ({e}): the run cannot be resumed; train it again without --resume"
+        ) from None
     hist = Path(run_dir) / HISTORY
     try:
         with open(hist, newline="") as f:
             history = [_history_row(r) for r in csv.DictReader(f)]
     except (OSError, KeyError, ValueError, TypeError) as e:
-        raise RunFormatError(f"{hist} is not a readable epoch history ({e}): the run cannot be resumed") from None
+        if isinstance(e, FileNotFoundError):
+            why = "it is missing"
+        elif isinstance(e, OSError):
+            why = e.strerror or type(e).__name__  # the path is said once, before
+        elif isinstance(e, KeyError):
+            why = f"no {e.args[0]} column"
+        else:
+            why = str(e)
+        raise RunFormatError(
+            f"{run_dir} was interrupted but cannot be resumed: its {HISTORY} is not a readable epoch history "
+            f"({why}); train the run again without --resume"
+        ) from None
     if [row["epoch"] for row in history] != list(range(1, state.epoch + 1)):
         raise RunFormatError(
             f"{hist} does not hold epochs 1 to {state.epoch}, which {RESUME} was saved after "

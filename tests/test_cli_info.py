@@ -101,13 +101,29 @@ def test_info_on_an_interrupted_run_that_cannot_be_resumed_says_so_not_to_resume
     cannot be used and what to do, as for a run whose weights are gone."""
     (interrupted_run / lost).unlink()
     refused = cli("train", "--resume", interrupted_run)
-    assert refused.exit_code == 1 and lost in refused.stderr
+    # one line that names the run once, the file lost, and what to do (history.csv's said
+    # "... is not a readable epoch history ([Errno 2] No such file or directory: '...')", no more)
+    line = assert_one_line_error(
+        refused, 1, "cannot be resumed", f"its {lost} ", "train the run again without --resume"
+    )
+    assert line.count(str(interrupted_run)) == 1 and "Errno" not in line, line
     res = cli("info", interrupted_run)
     assert_one_line_error(res, 1, "cannot be used", lost, "cannot be resumed")
     [status] = [ln for ln in res.stdout.splitlines() if ln.startswith("status")]
     assert "cannot be used" in status and lost in status and "resume with" not in status, status
     doc = json.loads(cli("info", interrupted_run, "--json").stdout)
     assert lost in doc["unusable"] and doc["status"] == "interrupted"
+
+
+@pytest.mark.parametrize("damaged", ["resume.safetensors", "history.csv"])
+def test_resume_of_a_run_whose_resume_files_are_unreadable_says_to_train_it_again(cli, interrupted_run, damaged):
+    """resume.safetensors cut short, or a history.csv without its columns: one line naming the
+    file and what to do, as for one that is missing (it named the file and no way on)."""
+    (interrupted_run / damaged).write_text("epoch\n1\n")
+    line = assert_one_line_error(
+        cli("train", "--resume", interrupted_run), 1, damaged, "cannot be resumed", "again without --resume"
+    )
+    assert "Errno" not in line, line
 
 
 def test_info_mentions_evaluation_when_present(cli, run_copy):
