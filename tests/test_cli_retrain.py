@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from run_variants import shifted_run
-from support import SLOW_TEST_TIMEOUT_S, assert_one_line_error, run_script
+from support import SLOW_TEST_TIMEOUT_S, assert_one_line_error, run_forecaster_minding_file_modes, run_script
 
 import forecaster.retraining as retraining
 from forecaster import registry
@@ -300,6 +300,29 @@ def test_the_commands_retrain_asks_for_name_its_runs_dir(cli, runs, monkeypatch)
     args = _command_in(line, "promote")
     assert cli(*[runs / "first" if a == "RUN" else a for a in args]).exit_code == 0
     assert os.readlink(runs / "staging") == "first"
+
+
+@pytest.mark.parametrize("name_lock", ["left by an earlier promote", "never made"])
+def test_retrain_in_a_read_only_runs_folder_says_it_cannot_be_written_and_nothing_changed(runs, tmp_path, name_lock):
+    """A runs folder without write permission (a shared one, mounted read-only): one line
+    saying that the folder cannot be written and that nothing was changed, before the
+    champion loads; it said "cannot create the lock file runs/.prod-<time>.lock" (or
+    runs/.prod.lock), a file the user never asked for."""
+    if name_lock == "never made":
+        os.unlink(registry.lock_path("prod", runs))
+    before = sorted(p.name for p in runs.iterdir())
+    runs.chmod(0o555)
+    try:
+        res = run_forecaster_minding_file_modes("retrain", "prod", "--runs-dir", runs, cwd=tmp_path)
+    finally:
+        runs.chmod(0o755)
+    assert res.returncode == 1, res.stderr
+    [line] = res.stderr.splitlines()
+    assert line == (
+        f"ERROR: cannot retrain prod: the runs folder {runs} cannot be written (Permission denied); "
+        f"nothing was changed, {runs / 'prod'} points at first"
+    ), line
+    assert sorted(p.name for p in runs.iterdir()) == before and _target(runs) == "first"
 
 
 def test_a_champion_trained_on_a_gpu_retrained_where_there_is_none_says_where_cuda_came_from(cli, runs, monkeypatch):
