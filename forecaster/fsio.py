@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import errno
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -23,6 +24,8 @@ from filelock import FileLock, Timeout
 from forecaster.errors import ForecasterError, LockBusy
 
 PathLike = str | os.PathLike[str]
+
+log = logging.getLogger("forecaster")
 
 # The process umask, read once: temp files are created 0600 and get the usual mode on rename.
 _UMASK = os.umask(0o022)
@@ -125,7 +128,8 @@ def replace_dir(tmp_dir: PathLike, final_dir: PathLike) -> None:
 
     A reader sees the old directory or the new one, never a mix. ``tmp_dir`` must be on the
     same filesystem (see :func:`sibling_temp_dir`). The old contents are deleted afterwards,
-    as are leftovers of an earlier replace that was interrupted.
+    as are leftovers of an earlier replace that was interrupted; old contents that cannot be
+    deleted (a read-only ``final_dir``) are warned of, since the new ones are in place then.
     """
     tmp, final = Path(tmp_dir), Path(final_dir)
     if not tmp.is_dir():
@@ -136,7 +140,7 @@ def replace_dir(tmp_dir: PathLike, final_dir: PathLike) -> None:
     if not final.exists():
         os.replace(tmp, final)
     elif _exchange(tmp, final):
-        shutil.rmtree(tmp)  # now holds the old contents
+        _discard(tmp, final)  # now holds the old contents
     else:
         # Fallback: two renames; for a moment final_dir is absent, never half-written.
         backup = parent / f".{final.name}.replaced-{uuid.uuid4().hex[:8]}"
@@ -146,8 +150,22 @@ def replace_dir(tmp_dir: PathLike, final_dir: PathLike) -> None:
         except BaseException:
             os.replace(backup, final)
             raise
-        shutil.rmtree(backup, ignore_errors=True)
+        _discard(backup, final)
     _fsync_dir(parent)
+
+
+def _discard(old: Path, final: Path) -> None:
+    """Delete ``old``, the contents swapped out of ``final``: the new contents are in place,
+    so what cannot be deleted is a warning naming it, not a failure."""
+    try:
+        shutil.rmtree(old)
+    except OSError as exc:
+        log.warning(
+            "%s was replaced, but its old contents in %s could not be deleted (%s): delete it by hand",
+            final,
+            old,
+            _reason(exc),
+        )
 
 
 def swap_symlink(link: PathLike, target: str) -> None:

@@ -1,9 +1,11 @@
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
-from support import hold_lock, stop
+from support import UNPRIVILEGED_ROOT, hold_lock, python_env, stop
 
 from forecaster import fsio
 from forecaster.errors import EXIT_TEMPFAIL, LockBusy
@@ -80,6 +82,53 @@ def test_replace_dir_fallback_without_exchange(tmp_path, monkeypatch):
     fsio.replace_dir(tmp, final)
     assert [p.name for p in final.iterdir()] == ["new.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+# `python -c` script: replace the folder named by the first argument with one holding new.txt
+# (with the exchange the system offers, or the two renames when the second argument says so)
+_REPLACE = """
+import logging, sys
+from pathlib import Path
+from forecaster import fsio
+logging.basicConfig(format="%(levelname)s: %(message)s")
+if sys.argv[2] == "renames":
+    fsio._exchange = lambda a, b: False
+final = Path(sys.argv[1])
+tmp = fsio.sibling_temp_dir(final)
+(tmp / "new.txt").write_text("new")
+fsio.replace_dir(tmp, final)
+"""
+
+
+@pytest.mark.parametrize("swap", ["exchange", "renames"])
+def test_replace_dir_of_a_read_only_folder_is_done_and_warns_of_what_it_left(tmp_path, swap):
+    """A folder made read-only (a run's eval/), in a folder that can be written: the new
+    contents are swapped in, and the old ones, which cannot be deleted, are named in a warning;
+    it raised after the swap (the command failed with the new contents in place)."""
+    final = tmp_path / "eval"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    final.chmod(0o555)
+    cmd = [sys.executable, "-c", _REPLACE, str(final), swap]
+    try:
+        res = subprocess.run(
+            [*UNPRIVILEGED_ROOT, *cmd] if os.geteuid() == 0 else cmd,
+            capture_output=True,
+            text=True,
+            env=python_env(),
+            timeout=60,
+        )
+        left = [p for p in tmp_path.iterdir() if p.name != "eval"]
+    finally:
+        for p in tmp_path.iterdir():
+            p.chmod(0o755)
+    assert res.returncode == 0, res.stderr
+    assert [p.name for p in final.iterdir()] == ["new.txt"]
+    [old] = left
+    assert [p.name for p in old.iterdir()] == ["old.txt"]
+    [line] = res.stderr.splitlines()
+    assert line.startswith("WARNING: ") and str(final) in line and str(old) in line, line
+    assert "Permission denied" in line and "delete it by hand" in line, line
 
 
 def test_replace_dir_creates_missing_final(tmp_path):
