@@ -241,15 +241,29 @@ def prune(name: str, keep: int, runs_dir: Path = DEFAULT_RUNS_DIR) -> Pruned:
     Never one being trained (its run lock held: an unfinished challenger resumed by hand).
     Call with the name's lock held. Each one is renamed out of the way first, so a deletion cut
     short never leaves a half-deleted directory that looks like a run; the leftovers of one
-    cut short, and of a run whose writer was killed, go too."""
+    cut short, and of a run whose writer was killed, go too (not the temporary folder of a run
+    being written out now)."""
     if keep < 1:
         raise ConfigError(f"keep must be at least 1, not {keep}")
     runs_dir = Path(runs_dir)
     named = _named_runs(runs_dir)
-    leftover = re.compile(r"\." + _runs_pattern(name) + r"(\..+\.tmp|" + re.escape(_TRASH) + ")")
+    leftover = re.compile(r"\.(?P<run>" + _runs_pattern(name) + r")(?P<rest>\..+\.tmp|" + re.escape(_TRASH) + ")")
     for entry in list(runs_dir.iterdir()) if runs_dir.is_dir() else []:
-        if leftover.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink():
+        m = leftover.fullmatch(entry.name)
+        if not m or not entry.is_dir() or entry.is_symlink():
+            continue
+        if m.group("rest") == _TRASH:  # a deletion cut short: only ever made under the name's lock
             shutil.rmtree(entry, ignore_errors=True)
+            continue
+        run = runs_dir / m.group("run")
+        try:
+            with file_lock(run_lock_path(run)):  # a run being written out now: its writer holds that lock
+                shutil.rmtree(entry, ignore_errors=True)
+        except LockBusy:
+            continue
+        if not run.exists():  # the lock taken for a run that is not there
+            for lock in (f".{run.name}.lock", f".{run.name}.lock.holder"):
+                (runs_dir / lock).unlink(missing_ok=True)
     result = Pruned()
     runs = runs_of(name, runs_dir)
     done = {run: _finished(run) for run in runs}

@@ -215,12 +215,16 @@ def test_prune_keeps_a_run_being_trained(tmp_path):
         (runs / f"prod-{s}").mkdir(parents=True)
     (runs / "prod").symlink_to("prod-20260119-190000")
     busy = runs / "prod-20260105-190000"
+    writing = runs / f".{busy.name}.wr1t1ng0.tmp"  # the run that training is writing out now
+    writing.mkdir()
     with file_lock(run_lock_path(busy)):
         result = registry.prune("prod", 1, runs)
         assert [p.name for p in result.removed] == ["prod-20260112-190000"]
         assert busy.is_dir() and busy in result.kept and run_lock_path(busy).exists()
+        assert writing.is_dir()  # it was deleted under the writer, whose save then failed
     result = registry.prune("prod", 1, runs)  # once its training is over, it goes like any other
     assert [p.name for p in result.removed] == [busy.name] and not run_lock_path(busy).exists()
+    assert not writing.exists()  # as does what a writer killed since left
 
 
 def test_promote_quiet_with_a_log_file_logs_the_switch(cli, runs, tmp_path):
