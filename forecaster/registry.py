@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .checkpoint import load_run, resume_command, run_directory, run_lock_path
 from .errors import ConfigError, ForecasterError, LockBusy
-from .fsio import file_lock, follow_link, is_temp_name, remove_stale_temps, swap_symlink
+from .fsio import cannot_make, file_lock, follow_link, is_temp_name, remove_stale_temps, swap_symlink
 
 log = logging.getLogger("forecaster")
 
@@ -108,6 +108,21 @@ def champion(name: str, runs_dir: Path = DEFAULT_RUNS_DIR) -> Path:
     return run_directory(pointer)
 
 
+def check_writable(doing: str, name: str, runs_dir: Path) -> None:
+    """Refuse, before the name's lock file (or anything else) is made there, a runs folder that
+    cannot be written (read-only, or on a read-only mount): one line that says ``doing`` failed
+    and that nothing was changed."""
+    runs_dir = Path(runs_dir)
+    denied = cannot_make(runs_dir / f".{check_name(name)}.check")  # the folder's permission: nothing made
+    if denied is not None:
+        target = pointer_target(pointer_path(name, runs_dir))
+        where = f"{pointer_path(name, runs_dir)} points at {target.name}" if target else "no link was made"
+        raise ForecasterError(
+            f"cannot {doing}: the runs folder {runs_dir} cannot be written ({denied.strerror}); "
+            f"nothing was changed, {where}"
+        )
+
+
 def promote(run_dir: Path, name: str, *, runs_dir: Path = DEFAULT_RUNS_DIR, lock_timeout: float = 0.0) -> PromoteResult:
     """Point ``runs_dir/NAME`` at ``run_dir`` (a complete, loadable run) in one rename.
 
@@ -119,6 +134,7 @@ def promote(run_dir: Path, name: str, *, runs_dir: Path = DEFAULT_RUNS_DIR, lock
     # refused before the name's lock file (or a mistyped --runs-dir) is made; checked again under the lock
     load_run(run_directory(run_dir))
     _check_pointer(pointer)
+    check_writable(f"promote {run_dir} as {name}", name, runs_dir)
     with file_lock(lock_path(name, runs_dir), lock_timeout):
         return switch(pointer, run_dir)
 

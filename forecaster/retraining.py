@@ -34,14 +34,15 @@ import pandas as pd
 
 from .checkpoint import Run, load_run
 from .config import QUANTILES, load_config
-from .errors import RESULT, ConfigError, DataError, ForecasterError
+from .errors import RESULT, ConfigError, DataError
 from .evaluation import walk_forward
-from .fsio import cannot_make, file_lock
+from .fsio import file_lock
 from .metrics import coverage, diebold_mariano, mae, pinball_rows, skill, width
 from .registry import (
     DEFAULT_KEEP,
     DEFAULT_RUNS_DIR,
     champion,
+    check_writable,
     lock_path,
     new_run_dir,
     pointer_path,
@@ -145,7 +146,7 @@ def retrain(
         stage = "before it waited for the lock on the name"
         try:
             champion(name, runs_dir)  # no champion: refused before the lock file (or a mistyped folder) is made
-            _check_writable(name, runs_dir)  # before the lock files: neither could be made
+            check_writable(f"retrain {name}", name, runs_dir)  # before the lock files: neither could be made
             stage = "while it waited for the lock on the name"
             held.enter_context(file_lock(lock_path(name, runs_dir), lock_timeout))
             stage = "before the challenger trained"  # the champion is loaded, the challenger's config built
@@ -186,19 +187,6 @@ def retrain(
         comparison=comparison,
         removed=removed,
     )
-
-
-def _check_writable(name: str, runs_dir: Path) -> None:
-    """Refuse, before the name's lock and the challenger's run are made, a runs folder that
-    cannot be written (read-only, or mounted so): the line says nothing was changed."""
-    denied = cannot_make(runs_dir / f".{name}.check")  # the folder's own permission, nothing made
-    if denied is not None:
-        pointer = pointer_path(name, runs_dir)
-        target = pointer_target(pointer)
-        raise ForecasterError(
-            f"cannot retrain {name}: the runs folder {runs_dir} cannot be written ({denied.strerror}); "
-            f"nothing was changed, {pointer} points at {target.name if target else 'nothing'}"
-        )
 
 
 def _interrupted(name: str, runs_dir: Path, champ_dir: Path | None, run_dir: Path | None, stage: str) -> Interrupted:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from run_variants import shifted_run
+from support import run_forecaster_minding_file_modes
 
 import forecaster
 from forecaster import registry
@@ -158,6 +159,30 @@ def test_promote_exits_75_while_the_name_is_locked(cli, runs):
         holder.wait(timeout=30)
     assert res.exit_code == EXIT_TEMPFAIL and f"pid {holder.pid}" in res.stderr
     assert not (runs / "prod").exists()
+
+
+@pytest.mark.parametrize("name", ["prod", "staging"])
+def test_promote_in_a_read_only_runs_folder_says_it_cannot_be_written_and_nothing_changed(cli, runs, tmp_path, name):
+    """A runs folder without write permission: one line saying that the folder cannot be
+    written and that nothing was changed, for a name already promoted (whose lock file an
+    earlier promote left) and a new one; it said "cannot create the lock file runs/.NAME.lock"
+    or "cannot point runs/prod at ...", files the user never asked for."""
+    assert cli("promote", runs / "alpha", "--name", "prod", "--runs-dir", runs).exit_code == 0
+    before = sorted(p.name for p in runs.iterdir())
+    runs.chmod(0o555)
+    try:
+        res = run_forecaster_minding_file_modes(
+            "promote", runs / "beta", "--name", name, "--runs-dir", runs, cwd=tmp_path
+        )
+    finally:
+        runs.chmod(0o755)
+    assert res.returncode == 1, res.stderr
+    where = f"{runs / 'prod'} points at alpha" if name == "prod" else "no link was made"
+    assert res.stderr.splitlines() == [
+        f"ERROR: cannot promote {runs / 'beta'} as {name}: the runs folder {runs} cannot be written "
+        f"(Permission denied); nothing was changed, {where}"
+    ]
+    assert sorted(p.name for p in runs.iterdir()) == before and os.readlink(runs / "prod") == "alpha"
 
 
 def test_prune_keeps_the_newest_runs_of_the_name_and_the_one_it_names(tmp_path):
