@@ -29,7 +29,14 @@ from safetensors.numpy import load_file, save_file
 from .config import Config
 from .errors import DataError, RunFormatError
 from .features import FEATURES, KNOWN_FEATURES, Scaler
-from .fsio import atomic_write_text, follow_link, publish_files, replace_dir, sibling_temp_dir
+from .fsio import (
+    atomic_write_text,
+    follow_link,
+    publish_files,
+    remove_stale_temp_dirs,
+    replace_dir,
+    sibling_temp_dir,
+)
 from .npinfer import NumpyQuantileRNN, config_shapes
 from .tickers import validate_ticker
 from .windows import Splits, WindowSet, build_windows
@@ -282,9 +289,11 @@ def save_run(
     history: list[dict],
     resume: ResumeState | None = None,
 ) -> Path:
-    """Write a run into a temporary sibling directory, then move it into place whole."""
+    """Write a run into a temporary sibling directory, then move it into place whole. Called
+    with the run's lock held: the temporary directories of earlier writers that were killed go."""
     run_dir = Path(run_dir)
     check_run_target(run_dir)
+    remove_stale_temp_dirs(run_dir)
     tmp = sibling_temp_dir(run_dir)
     try:
         save_file(_contiguous(weights), str(tmp / WEIGHTS), metadata={"format_version": str(FORMAT_VERSION)})

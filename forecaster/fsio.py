@@ -8,6 +8,7 @@ import errno
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -96,6 +97,21 @@ def sibling_temp_dir(final_dir: PathLike) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
     os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; the result must be readable as usual
     return tmp
+
+
+def remove_stale_temp_dirs(final_dir: PathLike) -> None:
+    """Delete the temp directories that :func:`sibling_temp_dir` made for ``final_dir`` and a
+    killed writer left (``.<name>.<8 random characters>.tmp``). Call only while holding the lock
+    every writer of ``final_dir`` holds: no other writer is filling one now."""
+    final = Path(final_dir)
+    pattern = re.compile(re.escape(f".{final.name}.") + r"[a-z0-9_]{8}\.tmp")
+    try:
+        entries = list(os.scandir(final.parent))
+    except OSError:
+        return
+    for entry in entries:
+        if pattern.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def publish_files(directory: PathLike) -> None:

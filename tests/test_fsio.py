@@ -1,3 +1,4 @@
+import csv
 import os
 import signal
 import subprocess
@@ -129,6 +130,26 @@ def test_replace_dir_of_a_read_only_folder_is_done_and_warns_of_what_it_left(tmp
     [line] = res.stderr.splitlines()
     assert line.startswith("WARNING: ") and str(final) in line and str(old) in line, line
     assert "Permission denied" in line and "delete it by hand" in line, line
+
+
+def test_saving_a_run_removes_what_a_killed_writer_of_it_left(trained_run, tmp_path):
+    """A writer killed while it wrote the run out left its temp folder beside the run (a whole
+    copy of a run, each time): the next save of the run, under the same lock, deletes it, and
+    leaves alone those of other runs and files of the same form."""
+    from forecaster import checkpoint
+
+    run = tmp_path / "tiny"
+    left = [tmp_path / ".tiny.k1ll3d_0.tmp", tmp_path / ".tiny.2.abcdefgh.tmp", tmp_path / ".tiny-2.abcdefgh.tmp"]
+    for p in left:
+        p.mkdir()
+    (tmp_path / ".tiny.abcdefgh.tmp").write_text("not a folder")
+    manifest = checkpoint.read_manifest(trained_run)
+    history = [checkpoint._history_row(r) for r in csv.DictReader((trained_run / "history.csv").open())]
+    checkpoint.save_run(run, checkpoint.read_weights(trained_run), manifest, history)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [".tiny.2.abcdefgh.tmp", ".tiny-2.abcdefgh.tmp", ".tiny.abcdefgh.tmp", "tiny"]
+    )
+    assert checkpoint.load_run(run).name == manifest.name
 
 
 def test_replace_dir_creates_missing_final(tmp_path):
