@@ -331,9 +331,13 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _check_sizes(self) -> Config:
-        if self.model.ar_order > self.window.lookback:
+        if self.model.ar_order > self.window.lookback:  # the term reads the window's last ar_order returns
+            ar, lookback = self.model.ar_order, self.window.lookback
             raise ValueError(
-                f"model.ar_order ({self.model.ar_order}) must not exceed window.lookback ({self.window.lookback})"
+                f"window.lookback ({lookback}) must be at least model.ar_order ({ar}), the number of past returns "
+                f"the median's autoregressive term reads from the window: use a lookback of {ar} or more "
+                f"(--lookback), or set ar_order to at most {lookback} in the [model] section of a config "
+                "file (0: no autoregressive term)"
             )
         if self.window.horizon > self.window.lookback:
             raise ValueError(

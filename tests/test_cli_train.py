@@ -219,6 +219,18 @@ def test_train_refuses_a_ticker_with_a_bar_dated_after_today(cli, small_dir, tmp
     assert not run.exists()
 
 
+def test_train_lookback_below_ar_order_names_the_flag_and_the_way_out(cli, small_dir, tmp_path):
+    """`--lookback 2`: the error is about the lookback the user gave and how to settle it, not
+    about model.ar_order "exceeding" it, which no train flag sets."""
+    run = tmp_path / "r"
+    res = cli("train", "--source", "csv", "--data-dir", small_dir, "-t", "STOCKA", "--lookback", "2", "--run-dir", run)
+    line = assert_one_line_error(
+        res, 1, "window.lookback (2) must be at least model.ar_order (5)", "(--lookback)", "ar_order to at most 2"
+    )
+    assert "must not exceed" not in line
+    assert not run.exists()
+
+
 def test_train_config_unknown_key_is_named(cli, small_dir, tmp_path):
     cfg = _config_file(tmp_path / "c.toml", small_dir, extra="epoch = 3\n")  # in [train]
     res = cli("train", "--config", cfg, "--run-dir", tmp_path / "r")

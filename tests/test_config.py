@@ -218,7 +218,30 @@ def test_a_check_across_keys_reads_as_one_sentence_without_the_validator_s_prefi
     p.write_text("[window]\nlookback = 2\n")
     with pytest.raises(ConfigError) as e:
         load_config(p)
-    assert str(e.value) == f"invalid configuration ({p}): model.ar_order (5) must not exceed window.lookback (2)"
+    assert str(e.value).startswith(f"invalid configuration ({p}): window.lookback (2) must be at least model.ar_order")
+
+
+def test_a_lookback_below_ar_order_says_what_to_change_in_the_user_s_terms(tmp_path):
+    """No train flag sets ar_order: `--lookback 2` is refused saying the lookback must be at least
+    ar_order and what ar_order is, that a longer lookback or a lower ar_order in a config file
+    settles it, where it said "model.ar_order (5) must not exceed window.lookback (2)"."""
+    with pytest.raises(ConfigError) as e:
+        load_config(None, {"window.lookback": 2, "window.horizon": 2})
+    message = str(e.value)
+    assert message.startswith(
+        "invalid configuration (options): window.lookback (2) must be at least model.ar_order (5)"
+    )
+    for words in (
+        "past returns",
+        "autoregressive term",
+        "a lookback of 5 or more (--lookback)",
+        "at most 2",
+        "[model]",
+    ):
+        assert words in message, words
+    p = tmp_path / "ar.toml"
+    p.write_text("[model]\nar_order = 2\n")  # the way out the message names
+    assert load_config(p, {"window.lookback": 2, "window.horizon": 2}).window.lookback == 2
 
 
 def test_a_seed_torch_cannot_take_is_a_config_error_not_a_crash(tmp_path):
