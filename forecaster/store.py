@@ -86,6 +86,11 @@ def store_path(data_dir: str | os.PathLike[str], ticker: str) -> Path:
 # --------------------------------------------------------------------------- validation
 
 
+class NoUsableBars(DataError):
+    """Bars of which no row has a date and all four prices: nothing is left once they are
+    dropped (train skips such a ticker, as one too short for its window)."""
+
+
 def validate_bars(bars: RawBars, ticker: str, *, path: Path | None = None) -> pd.DataFrame:
     """Return clean bars (a new frame) or raise DataError naming ticker, date and column.
 
@@ -104,13 +109,15 @@ def validate_bars(bars: RawBars, ticker: str, *, path: Path | None = None) -> pd
         return clean
     # repairs
     out = _as_float_bars(bars.frame() if isinstance(bars, PlainBars) else bars, ticker)
+    rows = len(out)
     out = _drop_rows_without_date_or_price(out, ticker)
     out = _sort_by_date(out, ticker)
     out = _keep_last_of_each_date(out, ticker, path)
     out = _zero_missing_volume(out, ticker)
     # checks
     if out.empty:
-        raise DataError(f"{ticker}: no usable bars")
+        why = f": each of its {rows} row(s) lacks a date or one of {', '.join(PRICES)}" if rows else ""
+        raise NoUsableBars(f"{ticker}: no usable bars{why}")
     _refuse_bad_values(out, ticker)
     return out
 
@@ -400,7 +407,8 @@ def load_store(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:
     try:
         return validate_bars(raw, symbol)
     except DataError as exc:  # bad bars written by an older version, or edited by hand: no update can mend them
-        raise _bad_stored_bars(symbol, path, str(exc).removeprefix(f"{symbol}: ")) from None
+        error = _bad_stored_bars(symbol, path, str(exc).removeprefix(f"{symbol}: "))
+        raise (NoUsableBars(str(error)) if isinstance(exc, NoUsableBars) else error) from None
 
 
 def _bad_stored_bars(symbol: str, path: Path, why: str) -> DataError:
@@ -689,9 +697,12 @@ def load_bars(
     tail: int | None = None,
     warn_of_gaps: bool = True,
     until_today: bool = False,
+    unusable: dict[str, str] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Validated bars per ticker from ``source``: "csv" (``<data_dir>/<T>.csv``) or "yahoo"
-    (the store under ``<data_dir>/store``). The first failing ticker raises its DataError.
+    (the store under ``<data_dir>/store``). The first failing ticker raises its DataError;
+    with an ``unusable`` dict, a ticker with no usable bars (:class:`NoUsableBars`) is left out
+    instead, and its reason recorded there under its symbol.
 
     With ``tail``, each frame holds only its last ``tail`` rows, for callers that need recent
     history only; the whole history is still read and validated. ``warn_of_gaps=False``: no
@@ -708,7 +719,13 @@ def load_bars(
     bars: dict[str, pd.DataFrame] = {}
     for raw in tickers:
         symbol = validate_ticker(raw)
-        df = load(data_dir, symbol)
+        try:
+            df = load(data_dir, symbol)
+        except NoUsableBars as exc:
+            if unusable is None:
+                raise
+            unusable[symbol] = str(exc).removeprefix(f"{symbol}: ")
+            continue
         if until_today and (ahead := dated_after_today(df.index)):
             if source == "csv":
                 raise DataError(f"{symbol}: {ahead}, in {csv_file(data_dir, symbol)}; fix the data")

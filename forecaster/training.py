@@ -783,20 +783,35 @@ def _check_shares(cfg: Config, data: TrainingData, world: int) -> None:
 
 
 def load_training_data(cfg: Config, tickers: list[str], splits: Splits | None = None) -> TrainingData:
-    """Bars, splits (computed unless given) and windows; an error when a split has no window."""
-    bars = load_bars(cfg.data.source, cfg.data.data_dir, tickers, until_today=True)
+    """Bars, splits (computed unless given) and windows; an error when a split has no window.
+
+    A ticker with no usable bars is skipped with a warning, as one too short for a training
+    window is (both are in ``ws.skipped``); an error when no ticker is left."""
+    unusable: dict[str, str] = {}
+    bars = load_bars(cfg.data.source, cfg.data.data_dir, tickers, until_today=True, unusable=unusable)
+    for sym, why in unusable.items():
+        log.warning("skipping %s: %s", sym, why)
+    if not bars:
+        raise DataError("no ticker has usable bars: " + "; ".join(f"{k}: {v}" for k, v in unusable.items()))
     w = cfg.window
     splits = splits or make_splits(bars, w.val_days, w.test_days)
-    ws = build_windows(
-        bars,
-        w.lookback,
-        w.horizon,
-        splits,
-        features=FEATURES,
-        target_scale=cfg.model.target_scale,
-        scale_halflife=cfg.model.scale_halflife,
-        vol_halflife=cfg.intervals.vol_halflife,
-    )
+    try:
+        ws = build_windows(
+            bars,
+            w.lookback,
+            w.horizon,
+            splits,
+            features=FEATURES,
+            target_scale=cfg.model.target_scale,
+            scale_halflife=cfg.model.scale_halflife,
+            vol_halflife=cfg.intervals.vol_halflife,
+        )
+    except DataError as exc:  # every other ticker too short: the error names those without usable bars too
+        if not unusable or not str(exc).startswith("no ticker has enough history"):
+            raise
+        raise DataError(f"{exc}; " + "; ".join(f"{k}: {v}" for k, v in unusable.items())) from None
+    reasons = {**ws.skipped, **unusable}
+    ws.skipped = {sym: reasons[sym] for sym in tickers if sym in reasons}  # in the order asked for
     ends = {s: ws.ends(s) for s in ("train", "val", "test")}
     for sym, why in without_windows(ws, bars, ends["val"], splits.val_start).items():
         if why["last_date"] < why["split_start"]:

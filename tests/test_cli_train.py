@@ -9,7 +9,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support import SLOW_TEST_TIMEOUT_S, assert_one_line_error, csv_folder_with_a_bar_on, run_meta, run_script
+from support import (
+    SLOW_TEST_TIMEOUT_S,
+    assert_one_line_error,
+    csv_folder_with_a_bar_on,
+    error_lines,
+    run_meta,
+    run_script,
+)
 
 from forecaster.synthetic import generate_bars, write_csv
 
@@ -201,6 +208,40 @@ def test_train_skips_a_ticker_too_short_with_a_warning(cli, small_dir, tmp_path)
     meta = run_meta(run)
     assert set(meta["tickers"]) == {"STOCKA", "STOCKB"}
     assert set(meta["skipped"]) == {"NEWCO"}
+
+
+def _without_closes(src: Path, dst: Path) -> Path:
+    """``src``'s CSV file with every Close left empty: not one usable bar."""
+    header, *rows = src.read_text().splitlines()
+    assert header.split(",")[4] == "Close"
+    blanked = [",".join(fields[:4] + [""] + fields[5:]) for fields in (row.split(",") for row in rows)]
+    dst.write_text("\n".join([header, *blanked]) + "\n")
+    return dst
+
+
+def test_train_skips_a_ticker_without_usable_bars_with_a_warning(cli, small_dir, tmp_path):
+    """A ticker whose every bar lacks its close is skipped as a too-short one is, named with why,
+    where it stopped the training of the others ("NANC: no usable bars", exit 1); with no
+    other ticker left, training fails naming it."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "STOCKB.csv").write_bytes((small_dir / "STOCKB.csv").read_bytes())
+    _without_closes(small_dir / "STOCKA.csv", data / "NANC.csv")
+    run = tmp_path / "r"
+    res = cli("train", "--data-dir", data, "-t", "STOCKB", "NANC", *TINY, "--run-dir", run, "--json")
+    assert res.exit_code == 0, res.stderr
+    assert "WARNING: skipping NANC: no usable bars: each of its" in res.stderr
+    assert not error_lines(res)
+    doc = json.loads(res.stdout)
+    assert list(doc["skipped"]) == ["NANC"] and "no usable bars" in doc["skipped"]["NANC"]
+    meta = run_meta(run)
+    assert set(meta["tickers"]) == {"STOCKB"}
+    assert meta["skipped"] == doc["skipped"]
+
+    alone = tmp_path / "alone"
+    res = cli("train", "--data-dir", data, "-t", "NANC", *TINY, "--run-dir", alone)
+    assert_one_line_error(res, 1, "no ticker has usable bars: NANC: no usable bars")
+    assert not alone.exists()
 
 
 # ---------------------------------------------------------------------------- exit 1

@@ -526,6 +526,28 @@ def test_load_bars_failing_ticker_is_named(tmp_path):
         store.load_bars("csv", tmp_path, ["BAD"])
 
 
+def test_load_bars_leaves_out_a_ticker_without_usable_bars_only_when_asked(tmp_path):
+    """Train's read: a ticker whose every row lacks a price (a CSV file or a stored one) is left
+    out with its reason, where it stopped the read of every ticker; any other bad data still
+    fails, and a read without ``unusable`` (predict, evaluate) still raises for it."""
+    bars = make_bars("2024-01-02", 5)
+    bars.rename_axis("Date").rename(columns=str.title).to_csv(tmp_path / "AAA.csv")
+    bars.assign(close=np.nan).rename_axis("Date").rename(columns=str.title).to_csv(tmp_path / "NANC.csv")
+    store.save_store(tmp_path, "AAA", bars)
+    store.save_store(tmp_path, "NANC", bars.assign(close=np.nan))
+    for source in ("csv", "yahoo"):
+        unusable: dict[str, str] = {}
+        got = store.load_bars(source, tmp_path, ["nanc", "AAA"], unusable=unusable)
+        assert list(got) == ["AAA"]
+        assert list(unusable) == ["NANC"]
+        assert "no usable bars: each of its 5 row(s) lacks a date or one of open, high, low, close" in unusable["NANC"]
+        with pytest.raises(store.NoUsableBars, match="NANC: .*no usable bars"):
+            store.load_bars(source, tmp_path, ["AAA", "NANC"])
+    (tmp_path / "BAD.csv").write_text("date,open,high,low,close,volume\n2024-01-02,1,1,1,-1,1\n")
+    with pytest.raises(DataError, match="BAD: close -1 on 2024-01-02"):
+        store.load_bars("csv", tmp_path, ["AAA", "BAD"], unusable={})
+
+
 def test_load_bars_until_today_names_the_first_bar_dated_after_it_and_its_file(tmp_path):
     """For train, evaluate and tune: a mistyped year (2204) fails the ticker, with its file;
     without ``until_today`` the bars are read as they are (predict and score judge them)."""
