@@ -584,6 +584,8 @@ def train(
     """
     now = datetime.now(UTC)
     tickers = checked_tickers(cfg)
+    # run.json records the tickers as validated (AAPL for aapl, each once), which later commands read back
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"tickers": tickers})})
     check_calendar(cfg.data.calendar)  # predict dates its forecasts with it: a typo stops here
     run_dir = Path(run_dir or cfg.run_dir or Path("runs") / f"{cfg.model.cell}-{now:%Y%m%d-%H%M%S}")
     check_run_target(run_dir)  # refused now, not once the epochs are spent

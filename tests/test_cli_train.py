@@ -244,6 +244,24 @@ def test_train_skips_a_ticker_without_usable_bars_with_a_warning(cli, small_dir,
     assert not alone.exists()
 
 
+def test_train_records_its_tickers_as_trained_and_later_commands_read_them_back(cli, small_dir, tmp_path):
+    """`-t STOCKA STOCKB STOCKA stocka` trains STOCKA and STOCKB: run.json's config says so,
+    not the list as typed, and predict and evaluate forecast those two from it."""
+    run = tmp_path / "r"
+    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA", "STOCKB", "STOCKA", "stocka", *TINY, "--run-dir", run)
+    assert res.exit_code == 0, res.stderr
+    meta = run_meta(run)
+    assert meta["config"]["data"]["tickers"] == ["STOCKA", "STOCKB"]
+    assert set(meta["tickers"]) == {"STOCKA", "STOCKB"}
+    res = cli("predict", "--run", run, "--offline", "--out", tmp_path / "fc", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert {row["ticker"] for row in json.loads(res.stdout)["forecasts"]} == {"STOCKA", "STOCKB"}
+    res = cli("evaluate", "--run", run, "--quiet")
+    assert res.exit_code == 0, res.stderr
+    with open(run / "eval" / "metrics.csv", newline="") as f:
+        assert {"STOCKA", "STOCKB"} <= {row["ticker"] for row in csv.DictReader(f)}
+
+
 # ---------------------------------------------------------------------------- exit 1
 
 
