@@ -376,3 +376,30 @@ def test_run_json_names_the_epoch_whose_weights_it_keeps(sample_dir, tmp_path, m
     m = read_manifest(tmp_path / "run").metrics
     assert (m.best_epoch, m.best_val_loss, m.epochs_run) == (1, 0.3, 3)
     assert [r.val_loss for r in res.history][:2] == [0.3, 0.3 - MIN_IMPROVEMENT / 2]
+
+
+def test_training_data_skip_a_ticker_without_usable_bars_and_name_it_when_none_is_left(small_dir, tmp_path):
+    """A ticker whose every close is missing is left out of the windows and recorded as skipped
+    with why, among those too short for the window; when every other ticker is too short, the
+    error names both kinds."""
+    from forecaster.synthetic import generate_bars, write_csv
+    from forecaster.training import load_training_data
+
+    (tmp_path / "STOCKB.csv").write_bytes((small_dir / "STOCKB.csv").read_bytes())
+    write_csv(generate_bars("2024-09-03", "2024-12-31", seed=5), tmp_path / "NEWCO.csv")
+    (tmp_path / "NANC.csv").write_text("Date,Open,High,Low,Close,Volume\n2024-01-02,1,1.1,0.9,,100\n")
+    cfg = load_config(None, tiny_overrides(tmp_path))
+    data = load_training_data(cfg, ["NANC", "STOCKB", "NEWCO"])
+    assert data.ws.tickers == ["STOCKB"]
+    assert list(data.ws.skipped) == ["NANC", "NEWCO"]  # in the order asked for
+    assert (
+        data.ws.skipped["NANC"] == "no usable bars: each of its 1 row(s) lacks a date or one of open, high, low, close"
+    )
+    with pytest.raises(DataError) as e:
+        load_training_data(cfg, ["NEWCO", "NANC"], data.splits)  # the splits STOCKB gave
+    assert str(e.value).startswith("no ticker has enough history: NEWCO: ")
+    assert str(e.value).endswith(
+        "; NANC: no usable bars: each of its 1 row(s) lacks a date or one of open, high, low, close"
+    )
+    with pytest.raises(DataError, match=r"^no ticker has usable bars: NANC: no usable bars"):
+        load_training_data(cfg, ["NANC"])
