@@ -15,7 +15,9 @@ Row ``t`` of the features uses bars up to and including session ``t`` only:
 The local volatility ``sigma_t`` is an exponentially weighted average of each session's
 Garman–Klass range variance plus its overnight gap, ``(log open_t / close_{t-1})^2 +
 0.5 (log high_t / low_t)^2 - (2 log 2 - 1) (log close_t / open_t)^2``: the day's high and low carry
-several times more information about volatility than its close alone.
+several times more information about volatility than its close alone. An open outside the
+day's low-high range (a bad print; validation checks the close, not the open) is read at the
+nearer end of it, so one such bar cannot inflate the volatility for months.
 
 The target of a window whose last input row is ``t`` is the cumulative log return
 ``log(close_{t+h} / close_t)`` for ``h = 1..H``; prices are rebuilt as ``close_t * exp(.)``.
@@ -88,6 +90,7 @@ def make_arrays(
     of at least 2 rows."""
     names = FEATURES if names is None else list(names)
     o, h, lo, c, v = (bars[k].to_numpy(np.float64) for k in ("open", "high", "low", "close", "volume"))
+    o = np.clip(o, lo, h)  # an open off the day's range (a bad print, an unadjusted split) is read at its edge
     log_c = np.log(c)
     lv = np.log1p(np.maximum(v, 0.0))
     dates = bars.index.to_numpy()[1:]

@@ -124,3 +124,20 @@ def test_the_weekdays_after_a_weekend_bar_start_on_monday(last):
     got = next_weekday_features(np.array([last], dtype="datetime64[ns]"), 3)[0]
     want = dow_features(pd.bdate_range("2024-01-08", periods=3).to_numpy())
     np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+@pytest.mark.parametrize(("at", "factor", "edge"), [(12, 100.0, "high"), (12, 0.01, "low"), (5, 1.5, "high")])
+def test_an_open_off_the_days_range_is_read_at_its_edge(at, factor, edge):
+    # a bad print of the open (100x the high) would otherwise inflate the local volatility, and
+    # so the intervals, for months after it; read at the range's edge it is an ordinary bar
+    df = bars(60)
+    bad = df.copy()
+    bad.iloc[at, bad.columns.get_loc("open")] = df[edge].iloc[at] * factor
+    at_edge = df.copy()
+    at_edge.iloc[at, at_edge.columns.get_loc("open")] = df[edge].iloc[at]
+    a, b = make_arrays(bad), make_arrays(at_edge)
+    np.testing.assert_array_equal(a.features, b.features)
+    np.testing.assert_array_equal(a.local_vol, b.local_vol)
+    assert a.local_vol.max() < 0.05
+    # an open inside the range is read as it is
+    np.testing.assert_allclose(make_arrays(df).features[:, FEATURES.index("body")], np.log(1 / 1.001))
