@@ -46,11 +46,11 @@ from .store import (
     DownloadReport,
     FailureKind,
     StoreWriteError,
-    _warn_of_gaps,
     download,
     load_bars,
     load_store,
     store_dir,
+    warn_gaps,
 )
 from .tickers import csv_safe
 
@@ -276,7 +276,7 @@ def _recent_bars(run: Run, names, source, data_dir, cut, now, failed: dict[str, 
             continue
         if cut is not None:
             df = df[df.index <= cut]
-        _warn_of_gaps(df, sym)
+        warn_gaps(df, sym)
         if cut is not None:
             if len(df) == 0:
                 failed[sym] = f"no bars on or before --as-of {cut.date()}"

@@ -731,12 +731,12 @@ def load_bars(
                 raise DataError(f"{symbol}: {ahead}, in {csv_file(data_dir, symbol)}; fix the data")
             raise _bad_stored_bars(symbol, store_path(data_dir, symbol), ahead)
         if warn_of_gaps:
-            _warn_of_gaps(df, symbol)
+            warn_gaps(df, symbol)
         bars[symbol] = df if tail is None else df.iloc[-tail:]
     return bars
 
 
-def _warn_of_gaps(df: pd.DataFrame, ticker: str) -> None:
+def warn_gaps(df: pd.DataFrame, ticker: str) -> None:
     """One warning when consecutive bars are more than ``GAP_WARN_DAYS`` calendar days apart:
     sessions missing from the data, which would be read as if the bars were consecutive (a
     window across the gap, a "next session" weeks later). The bars are left as they are."""

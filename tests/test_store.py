@@ -662,7 +662,7 @@ def test_a_gap_is_measured_in_days_whatever_the_resolution_of_the_dates(caplog, 
     holed = bars.drop(bars.index[10:25])
     holed = holed.set_axis(holed.index.as_unit(unit))
     with caplog.at_level(logging.WARNING, logger="forecaster"):
-        store._warn_of_gaps(holed, "AAA")
+        store.warn_gaps(holed, "AAA")
     [record] = caplog.records
     assert "1 gap(s) of more than 14 days" in record.getMessage()
     assert f"from {bars.index[9].date()} to {bars.index[25].date()}" in record.getMessage()
