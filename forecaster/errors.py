@@ -60,3 +60,8 @@ class RateLimitError(TemporaryFailure):
 
 class LockBusy(TemporaryFailure):
     """Another forecaster process holds the lock on what this one wants to write."""
+
+
+class NoUsableBars(DataError):
+    """Bars of which no row has a date and all four prices, or a file with a header and no
+    rows: nothing to read (train and tune skip such a ticker, as one too short for its window)."""

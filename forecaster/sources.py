@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.api import guess_datetime_format
 
-from forecaster.errors import DataError, NetworkError, RateLimitError, ServerError, TickerError
+from forecaster.errors import DataError, NetworkError, NoUsableBars, RateLimitError, ServerError, TickerError
 from forecaster.sessions import DEFAULT_CALENDAR, is_open_session_unfinished
 from forecaster.tickers import ticker_file, validate_ticker
 
@@ -324,7 +324,7 @@ def _read_csv_frame(path: Path) -> pd.DataFrame:
     keys, date_col, adj_col = _columns(raw, path)
     raw.columns = keys
     if raw.empty:
-        raise DataError(f"{path}: has a header but no rows")
+        raise NoUsableBars(f"{path}: has a header but no rows")
 
     # a row of empty fields (",,,,,", as spreadsheets export the rows below the data) is a
     # blank line: dropped, with the validator's warning

@@ -34,6 +34,7 @@ from forecaster.errors import (
     DataError,
     ForecasterError,
     NetworkError,
+    NoUsableBars,
     RateLimitError,
     ServerError,
     TickerError,
@@ -84,11 +85,6 @@ def store_path(data_dir: str | os.PathLike[str], ticker: str) -> Path:
 
 
 # --------------------------------------------------------------------------- validation
-
-
-class NoUsableBars(DataError):
-    """Bars of which no row has a date and all four prices: nothing is left once they are
-    dropped (train skips such a ticker, as one too short for its window)."""
 
 
 def validate_bars(bars: RawBars, ticker: str, *, path: Path | None = None) -> pd.DataFrame:

@@ -483,7 +483,14 @@ def tune(
                 with file_lock(run_lock_path(target), best_lock_timeout):
                     stage = before
             # bad or missing data stops the search before it starts, not as one failed trial after another
-            bars = load_bars(cfg.data.source, cfg.data.data_dir, checked_tickers(cfg), until_today=True)
+            unusable: dict[str, str] = {}  # skipped with a warning, as train skips them
+            bars = load_bars(
+                cfg.data.source, cfg.data.data_dir, checked_tickers(cfg), until_today=True, unusable=unusable
+            )
+            for sym, why in unusable.items():
+                log.warning("skipping %s: %s", sym, why)
+            if not bars:
+                raise DataError("no ticker has usable bars: " + "; ".join(f"{k}: {v}" for k, v in unusable.items()))
             data = objective_data(bars, cfg)
             optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported here, once, plainly
             storage = open_storage(url, t.heartbeat)

@@ -448,3 +448,20 @@ def test_tune_refuses_a_folder_in_the_place_of_a_results_file_before_the_first_t
     res = cli("tune", "--config", conf, "--trials", "1", "--epochs", "1", "--study", "s")
     assert_one_line_error(res, 1, f"cannot write the results of study s: {Path('runs/tune/s') / name} is a folder")
     assert sorted(p.name for p in out.parent.iterdir()) == ["s"]  # no study made
+
+
+def test_tune_skips_a_ticker_without_bars_as_train_does(cli, small_dir, tmp_path):
+    """A ticker whose file has a header and no rows is skipped with a warning naming it, the
+    search goes on with the others (it stopped before the first trial); none left: one line."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "STOCKA.csv").write_bytes((small_dir / "STOCKA.csv").read_bytes())
+    (data / "STOCKB.csv").write_text("Date,Open,High,Low,Close,Volume\n")
+    conf = _config(tmp_path / "tune.toml", data)
+    res = cli("tune", "--config", conf, "--trials", "1", "--epochs", "1", "--hidden-size", "8")
+    assert res.exit_code == 0, res.stderr
+    assert f"WARNING: skipping STOCKB: {data / 'STOCKB.csv'}: has a header but no rows" in res.stderr
+    assert len(pd.read_csv(tmp_path / "cwd" / "runs" / "tune" / "default" / "trials.csv")) == 1
+
+    res = cli("tune", "--config", conf, "-t", "STOCKB", "--trials", "1", "--epochs", "1")
+    assert_one_line_error(res, 1, "no ticker has usable bars: STOCKB:", "has a header but no rows")
