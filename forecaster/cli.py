@@ -257,8 +257,10 @@ class _LogFileHandler(logging.FileHandler):
         )
 
 
-def setup_logging(quiet: bool, log_file: Path | None) -> None:
-    """Warnings (and info unless --quiet) to stderr; everything with timestamps to --log-file."""
+def setup_logging(quiet: bool, log_file: Path | None, json_out: bool = False) -> None:
+    """Warnings (and info unless --quiet) to stderr; everything with timestamps to --log-file.
+    A log file that cannot be opened fails the command before any work, with ``--json`` also
+    as the error object on stdout."""
     log.handlers.clear()
     log.setLevel(logging.INFO)
     log.propagate = False
@@ -279,7 +281,8 @@ def setup_logging(quiet: bool, log_file: Path | None) -> None:
 
             blocker = file_in_the_way(log_file.parent)  # "File exists" would say nothing of where
             why = not_a_folder(blocker) if blocker else exc.strerror or type(exc).__name__
-            log.error("cannot write the log file %s: %s", log_file, why)
+            _Printed.json = False
+            _failed(json_out, EXIT_ERROR, "cannot write the log file %s: %s", log_file, why)
             raise typer.Exit(EXIT_ERROR) from None
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(fh)
@@ -427,7 +430,7 @@ def download(
     sessions of overlap to catch revisions) into <data-dir>/store/<TICKER>.parquet. Exit 3 if
     some tickers failed, 75 if the network is down or rate-limited for all of them.
     """
-    setup_logging(quiet, log_file)
+    setup_logging(quiet, log_file, json_out)
     with handled(debug, "download", json_out):
         from .config import load_config
         from .store import download as do_download
@@ -556,7 +559,7 @@ def train(
             "(the log would be lost with it); write the log elsewhere",
             param_hint="'--log-file'",
         )
-    setup_logging(quiet, log_file)
+    setup_logging(quiet, log_file, json_out)
     options = locals()
     with handled(debug, "train", json_out):
         from .checkpoint import read_manifest
@@ -712,7 +715,7 @@ def tune(
     same command continues it after an interruption (Ctrl-C or SIGTERM exits 130); the results
     go to runs/tune/<study>/ (trials.csv, best.toml, history.png).
     """
-    setup_logging(quiet, log_file)
+    setup_logging(quiet, log_file, json_out)
     options = locals()
     with handled(debug, "tune", json_out):
         from .checkpoint import check_run_target
@@ -857,7 +860,7 @@ def evaluate(
     table and says plainly whether the model beats the naive forecast. Exit 3 if some tickers'
     bars could not be read (named; the rest are evaluated and written).
     """
-    setup_logging(quiet, log_file)
+    setup_logging(quiet, log_file, json_out)
     with handled(debug, "evaluate", json_out):
         from .evaluation import evaluate as do_evaluate
 
@@ -977,7 +980,7 @@ def predict(
     day's forecast). Exit 3 if some tickers failed (the rest are written), 75 if the network is
     down and no usable local data is left.
     """
-    setup_logging(quiet, log_file)
+    setup_logging(quiet, log_file, json_out)
     with handled(debug, "predict", json_out):
         from .prediction import predict as do_predict
 
@@ -1239,7 +1242,7 @@ def score(
     if some forecast files or tickers were skipped (named on stderr), 1 when an alert fires. A
     run whose directory was deleted is scored from its forecasts when --source is given.
     """
-    setup_logging(quiet, log_file)
+    setup_logging(quiet, log_file, json_out)
     with handled(debug, "score", json_out):
         from .scoring import score as do_score
 
@@ -1326,7 +1329,7 @@ def promote(
     given runs/NAME read the old run or the new one, whole. Exit 75 if a promote or retrain of
     the name holds its lock.
     """
-    setup_logging(quiet, log_file)
+    setup_logging(quiet, log_file, json_out)
     with handled(debug, "promote", json_out):
         from .registry import promote as do_promote
 
@@ -1382,7 +1385,7 @@ def retrain(
     error (the pointer is untouched), 75 if the name is locked, 130 if interrupted (Ctrl-C,
     SIGTERM: one line says where the name points; run the same retrain again).
     """
-    setup_logging(quiet, log_file)
+    setup_logging(quiet, log_file, json_out)
     with handled(debug, "retrain", json_out):
         from .retraining import retrain as do_retrain
         from .training import Interrupted

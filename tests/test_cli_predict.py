@@ -483,6 +483,18 @@ def test_predict_unwritable_log_file_is_one_line(cli, trained_run, tmp_path):
     assert not (tmp_path / "fc").exists()
 
 
+def test_predict_unwritable_log_file_with_json_prints_the_error_object(cli, trained_run, tmp_path):
+    """A log file that cannot be opened fails the command as a whole: with --json, stdout holds
+    the error object a wrapper parses, as for any other failure before a result."""
+    (tmp_path / "logs").write_text("a file where the cron job expects a folder\n")
+    res = cli(
+        "predict", "--run", trained_run, "--out", tmp_path / "fc", "--log-file", tmp_path / "logs" / "p.log", "--json"
+    )
+    line = assert_one_line_error(res, 1, "cannot write the log file", "p.log")
+    assert json.loads(res.stdout) == {"error": line.removeprefix("ERROR: "), "exit_code": 1}
+    assert not (tmp_path / "fc").exists()
+
+
 def test_predict_log_file_on_a_full_disk_is_one_warning_not_a_traceback_per_line(cli, trained_run, tmp_path):
     # /dev/full opens like any file and fails every write with ENOSPC, as a log on a full disk does
     res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc", "--log-file", "/dev/full")
