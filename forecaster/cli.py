@@ -207,7 +207,14 @@ TickersOpt = Annotated[
 ExtraTickers = Annotated[
     list[str] | None, typer.Argument(help="Tickers (alternative to --tickers).", show_default=False, metavar="TICKER")
 ]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors, warnings and results.")]
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        help="Print only errors and warnings (and --json's object, retrain's verdict): no tables or summaries.",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable result on stdout; logs on stderr.")]
 LogFileOpt = Annotated[
     Path | None, typer.Option("--log-file", help="Also append timestamped log lines to this file.", dir_okay=False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import json
 import pkgutil
 import re
 import subprocess
@@ -79,6 +80,19 @@ def test_info_argument_help_says_what_it_takes_and_shows(cli):
     assert "info [OPTIONS] {DIR}" in text  # braces: a required argument
     for phrase in ("written by train", "promoted name runs/NAME", "date ranges", "metrics", "versions"):
         assert phrase in text, phrase
+
+
+def test_quiet_does_what_its_help_says(cli, trained_run, tmp_path):
+    """--quiet keeps a successful predict silent on stdout (what a cron job wants) and the --json
+    object whole; its help says so rather than promising "results" it does not print."""
+    res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc", "--offline", "--quiet")
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout == ""
+    res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc", "--offline", "--quiet", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["run"] == trained_run.name
+    text = " ".join(cli("predict", "--help").stdout.split())
+    assert "Print only errors and warnings (and --json's object, retrain's verdict): no tables or summaries." in text
 
 
 @pytest.mark.parametrize(("name", "usage"), [("info", "{DIR}"), ("promote", "{DIR}"), ("download", "[TICKER]...")])
