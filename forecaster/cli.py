@@ -73,6 +73,8 @@ def _refuse_empty(**options) -> None:
             flag = name if name.isupper() else "--" + name.replace("_", "-")  # DIR: an argument
             if name in ("run", "DIR"):  # a run has no default to fall back on
                 fix = "give a run directory or a promoted name runs/NAME"
+            elif name == "resume":  # nor has --resume: without it, train starts a new run
+                fix = "give the interrupted run's directory, or omit --resume to train a new run"
             else:
                 fix = f"give a folder name, or omit {flag} for its default"
             raise ConfigError(f'{flag} "" names no folder: {fix}')

@@ -500,6 +500,16 @@ def test_an_empty_folder_option_is_refused_not_taken_for_the_current_folder(cli,
     assert all_files(Path.cwd()) == before and not (run_copy / "eval").exists()
 
 
+def test_an_empty_resume_says_what_to_give_not_a_default_it_lacks(cli):
+    """--resume has no default folder: the line says to name the run, or to leave --resume out
+    for a new run, not "omit --resume for its default"."""
+    before = all_files(Path.cwd())
+    res = cli("train", "--epochs", "1", "--resume", "")
+    line = assert_one_line_error(res, 1, '--resume "" names no folder')
+    assert line.endswith("give the interrupted run's directory, or omit --resume to train a new run")
+    assert all_files(Path.cwd()) == before
+
+
 def test_an_empty_data_dir_given_to_train_is_refused(cli, tmp_path):
     res = cli("train", "--source", "csv", "--data-dir", "", "--tickers", "STOCKA", "--run-dir", tmp_path / "r")
     assert_one_line_error(res, 1, "data.data_dir", "empty: name a folder")
