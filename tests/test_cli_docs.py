@@ -169,6 +169,14 @@ def test_command_help_runs_and_lists_its_options(cli, name):
                 assert opt in res.stdout, (name, opt)
 
 
+def test_readme_says_how_many_digits_a_forecast_csv_keeps():
+    """Significant digits, not decimals: a price of 205.13 keeps seven decimals, not ten."""
+    from forecaster.outputs import FLOAT_FORMAT
+
+    digits = int(re.fullmatch(r"%\.(\d+)g", FLOAT_FORMAT).group(1))
+    assert f"the CSV keeps {({10: 'ten'})[digits]} significant digits" in " ".join(_readme().split())
+
+
 def _readme() -> str:
     readme = ROOT / "README.md"
     assert readme.is_file(), "README.md is missing"
