@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import assert_one_line_error, hold_lock, stop
+from support import ROOT, assert_one_line_error, hold_lock, stop, tiny_overrides
 
 import forecaster.store
 from forecaster import fsio
@@ -992,3 +992,28 @@ def test_many_warnings_and_notes_are_cut_short_alike_and_say_how_many_more(caplo
             assert lines[shown:] == [f"... and {count - shown} more such {what} (all of them are in the --json output)"]
         else:
             assert len(lines) == count
+
+
+def test_predict_json_recalibrated_counts_the_sessions_of_each_ticker_as_the_readme_says(cli, sample_dir, tmp_path):
+    """A run trained on bars up to 2024-12-20 forecasting from bars up to 2024-12-31 catches up
+    on the six sessions between, for each ticker: `recalibrated` maps ticker to that count."""
+    from forecaster.config import load_config
+    from forecaster.training import train
+
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    for sym in ("STOCKA", "STOCKB"):
+        lines = (sample_dir / f"{sym}.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+        (cut / f"{sym}.csv").write_text(
+            "".join(lines[:1] + [ln for ln in lines[1:] if ln[:10] <= "2024-12-20"]), encoding="utf-8"
+        )
+    run = tmp_path / "run"
+    train(load_config(None, tiny_overrides(cut, **{"train.epochs": 1})), run_dir=run)
+    res = cli("predict", "--run", run, "--data-dir", sample_dir, "--out", tmp_path / "fc", "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["as_of"] == "2024-12-31"
+    assert doc["recalibrated"] == {"STOCKA": 6, "STOCKB": 6}  # Dec 23, 24, 26, 27, 30, 31
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    said = readme[readme.index("`--json` says how many sessions it caught up on") :].split(". ", 1)[0]
+    assert "per ticker" in said and "`recalibrated`" in said
