@@ -143,8 +143,9 @@ def replace_dir(tmp_dir: PathLike, final_dir: PathLike) -> None:
     """Put the fully written ``tmp_dir`` in place of ``final_dir``.
 
     A reader sees the old directory or the new one, never a mix. ``tmp_dir`` must be on the
-    same filesystem (see :func:`sibling_temp_dir`). The old contents are deleted afterwards,
-    as are leftovers of an earlier replace that was interrupted; old contents that cannot be
+    same filesystem (see :func:`sibling_temp_dir`). The new directory gets the permission
+    bits of the old one (a ``chmod`` of ``final_dir`` holds). The old contents are deleted
+    afterwards, as are leftovers of an earlier replace that was interrupted; old contents that cannot be
     deleted (a read-only ``final_dir``) are warned of, since the new ones are in place then.
     """
     tmp, final = Path(tmp_dir), Path(final_dir)
@@ -153,6 +154,8 @@ def replace_dir(tmp_dir: PathLike, final_dir: PathLike) -> None:
     parent = final.parent
     for stale in parent.glob(f".{final.name}.replaced-*"):
         shutil.rmtree(stale, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):  # the new folder keeps the old one's permissions
+        os.chmod(tmp, final.stat().st_mode & 0o7777)
     if not final.exists():
         os.replace(tmp, final)
     elif _exchange(tmp, final):

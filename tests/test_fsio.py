@@ -85,6 +85,22 @@ def test_replace_dir_fallback_without_exchange(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
 
 
+@pytest.mark.parametrize("swap", ["exchange", "renames"])
+def test_replace_dir_keeps_the_permissions_of_the_folder_it_replaces(tmp_path, monkeypatch, swap):
+    """A folder its user made 0750 (or read-only) stays so when it is replaced: the new one
+    came with the default mode (0755 under the usual umask)."""
+    if swap == "renames":
+        monkeypatch.setattr(fsio, "_exchange", lambda a, b: False)
+    final = tmp_path / "eval"
+    final.mkdir()
+    final.chmod(0o750)
+    tmp = fsio.sibling_temp_dir(final)
+    (tmp / "new.txt").write_text("new")
+    fsio.replace_dir(tmp, final)
+    assert [p.name for p in final.iterdir()] == ["new.txt"]
+    assert os.stat(final).st_mode & 0o7777 == 0o750
+
+
 # `python -c` script: replace the folder named by the first argument with one holding new.txt
 # (with the exchange the system offers, or the two renames when the second argument says so)
 _REPLACE = """
