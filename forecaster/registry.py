@@ -250,6 +250,15 @@ def _finished(run: Path) -> bool:
     return isinstance(meta, dict) and meta.get("status", "complete") == "complete"
 
 
+def _delete(trash: Path) -> None:
+    """Delete ``trash``, a run renamed out of the way to go; what cannot be deleted (a read-only
+    folder in it) is a warning naming it and why, since every prune tries it again."""
+    try:
+        shutil.rmtree(trash)
+    except OSError as exc:
+        log.warning("%s could not be deleted (%s): delete it by hand", trash, exc.strerror or exc)
+
+
 def prune(name: str, keep: int, runs_dir: Path = DEFAULT_RUNS_DIR) -> Pruned:
     """Delete all but the newest ``keep`` run directories of ``name``, unfinished ones (an
     interrupted retrain's challenger) first: one never pushes out a finished run. Never one
@@ -269,7 +278,7 @@ def prune(name: str, keep: int, runs_dir: Path = DEFAULT_RUNS_DIR) -> Pruned:
         if not m or not entry.is_dir() or entry.is_symlink():
             continue
         if m.group("rest") == _TRASH:  # a deletion cut short: only ever made under the name's lock
-            shutil.rmtree(entry, ignore_errors=True)
+            _delete(entry)
             continue
         run = runs_dir / m.group("run")
         try:
@@ -292,7 +301,7 @@ def prune(name: str, keep: int, runs_dir: Path = DEFAULT_RUNS_DIR) -> Pruned:
             with file_lock(run_lock_path(run)):  # a run being trained (`train --resume` of it) stays
                 trash = run.with_name(f".{run.name}{_TRASH}")
                 os.replace(run, trash)
-                shutil.rmtree(trash, ignore_errors=True)
+                _delete(trash)
         except LockBusy:
             log.info("%s kept: it is being trained (its lock is held)", run)
             result.kept.append(run)

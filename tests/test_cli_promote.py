@@ -3,7 +3,9 @@ a run takes the name (SPEC §10)."""
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import re
 import shlex
@@ -250,6 +252,37 @@ def test_prune_keeps_a_run_being_trained(tmp_path):
     result = registry.prune("prod", 1, runs)  # once its training is over, it goes like any other
     assert [p.name for p in result.removed] == [busy.name] and not run_lock_path(busy).exists()
     assert not writing.exists()  # as does what a writer killed since left
+
+
+def test_prune_warns_of_a_run_it_cannot_delete_once_per_prune(tmp_path, monkeypatch, caplog):
+    """A pruned run with a read-only folder inside (as a user without the rights to delete it)
+    was left as `.NAME-STAMP.deleting` without a word, and tried again on every retrain."""
+    runs = tmp_path / "runs"
+    for s in ["20260105-190000", "20260112-190000"]:
+        (runs / f"prod-{s}").mkdir(parents=True)
+    trash = runs / ".prod-20260105-190000.deleting"
+    rmtree = shutil.rmtree
+
+    def denied(path, ignore_errors=False, **kwargs):  # as rmtree meets a folder it cannot empty
+        if Path(path) == trash:
+            if ignore_errors:
+                return
+            raise PermissionError(errno.EACCES, "Permission denied", str(trash / "eval"))
+        return rmtree(path, ignore_errors=ignore_errors, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", denied)
+    for _ in range(2):  # the prune that renames it, then the next retrain's, which tries again
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="forecaster"):
+            registry.prune("prod", 1, runs)
+        [line] = [r.getMessage() for r in caplog.records]
+        assert str(trash) in line and "Permission denied" in line, line
+        assert trash.is_dir()
+    monkeypatch.setattr(shutil, "rmtree", rmtree)  # once it can be deleted, it goes without a word
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="forecaster"):
+        registry.prune("prod", 1, runs)
+    assert not caplog.records and sorted(p.name for p in runs.iterdir()) == ["prod-20260112-190000"]
 
 
 def test_promote_quiet_with_a_log_file_logs_the_switch(cli, runs, tmp_path):
