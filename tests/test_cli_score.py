@@ -671,6 +671,17 @@ def test_alerts_for_cron_exit_1_with_one_line(cli, trained_run, out):
     assert cli("score", "--run", trained_run, "--out", out, "--fail-if-coverage-outside", "0.9,0.8").exit_code == 2
 
 
+def test_an_alert_wins_over_skipped_files_as_the_readme_says(cli, trained_run, out):
+    """A malformed file alone is exit 3; with an alert firing too, exit 1, both named."""
+    (out / trained_run.name / "2025-10-02.csv").write_text("garbage,,\n")
+    res = cli("score", "--run", trained_run, "--out", out, "--json")
+    assert res.exit_code == 3, res.stderr
+    res = cli("score", "--run", trained_run, "--out", out, "--json", "--fail-if-coverage-outside", "0.99,1")
+    assert res.exit_code == 1, res.stderr
+    doc = json.loads(res.stdout)
+    assert "2025-10-02.csv" in doc["skipped"] and doc["alerts"]
+
+
 def test_coverage_alert_shows_the_bounds_as_given_and_a_coverage_that_reads_outside_them():
     """A bound of 0.705 is 70.5% in the line (not a rounded 70% or 71%), and a coverage just
     under it gets the decimals that show it under (70.49%, not 70.5%)."""
