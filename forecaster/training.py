@@ -784,17 +784,24 @@ def _check_shares(cfg: Config, data: TrainingData, world: int) -> None:
             )
 
 
-def load_training_data(cfg: Config, tickers: list[str], splits: Splits | None = None) -> TrainingData:
-    """Bars, splits (computed unless given) and windows; an error when a split has no window.
-
-    A ticker with no usable bars is skipped with a warning, as one too short for a training
-    window is (both are in ``ws.skipped``); an error when no ticker is left."""
+def usable_bars(cfg: Config, tickers: list[str]) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    """The bars of ``tickers`` that have any, and why each of the others has none (skipped with
+    a warning each); an error when no ticker is left."""
     unusable: dict[str, str] = {}
     bars = load_bars(cfg.data.source, cfg.data.data_dir, tickers, until_today=True, unusable=unusable)
     for sym, why in unusable.items():
         log.warning("skipping %s: %s", sym, why)
     if not bars:
         raise DataError("no ticker has usable bars: " + "; ".join(f"{k}: {v}" for k, v in unusable.items()))
+    return bars, unusable
+
+
+def load_training_data(cfg: Config, tickers: list[str], splits: Splits | None = None) -> TrainingData:
+    """Bars, splits (computed unless given) and windows; an error when a split has no window.
+
+    A ticker with no usable bars is skipped with a warning, as one too short for a training
+    window is (both are in ``ws.skipped``); an error when no ticker is left."""
+    bars, unusable = usable_bars(cfg, tickers)
     w = cfg.window
     splits = splits or make_splits(bars, w.val_days, w.test_days)
     try:

@@ -39,7 +39,6 @@ from .config import SEARCH_SPACE, Config, SearchDim, active_dims, config_from_di
 from .errors import ConfigError, DataError, TemporaryFailure, TrainingError
 from .fsio import atomic_write_text, cannot_make, file_in_the_way, file_lock, not_a_folder
 from .outputs import write_csv
-from .store import load_bars
 from .training import (
     EpochRecord,
     Interrupted,
@@ -48,6 +47,7 @@ from .training import (
     data_hash,
     sigterm_as_interrupt,
     train,
+    usable_bars,
 )
 from .windows import make_splits
 
@@ -483,14 +483,7 @@ def tune(
                 with file_lock(run_lock_path(target), best_lock_timeout):
                     stage = before
             # bad or missing data stops the search before it starts, not as one failed trial after another
-            unusable: dict[str, str] = {}  # skipped with a warning, as train skips them
-            bars = load_bars(
-                cfg.data.source, cfg.data.data_dir, checked_tickers(cfg), until_today=True, unusable=unusable
-            )
-            for sym, why in unusable.items():
-                log.warning("skipping %s: %s", sym, why)
-            if not bars:
-                raise DataError("no ticker has usable bars: " + "; ".join(f"{k}: {v}" for k, v in unusable.items()))
+            bars, _ = usable_bars(cfg, checked_tickers(cfg))  # one without bars skipped, as train skips it
             data = objective_data(bars, cfg)
             optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported here, once, plainly
             storage = open_storage(url, t.heartbeat)

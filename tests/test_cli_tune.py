@@ -300,7 +300,7 @@ def test_tune_train_best_exits_75_before_the_search_when_the_best_run_is_locked(
 
 
 # `python -c` script: tune with the config file given, SIGTERM arriving in the function named
-# by MODULE.FUNCTION (forecaster.tuning.load_bars: while the bars are read; forecaster.fsio.file_lock:
+# by MODULE.FUNCTION (forecaster.tuning.usable_bars: while the bars are read; forecaster.fsio.file_lock:
 # while --train-best's run directory lock is tried); more arguments are passed on
 _KILLED_IN = """
 import importlib, os, signal, sys
@@ -338,7 +338,7 @@ def test_sigterm_while_train_best_waits_for_its_lock_exits_130_with_one_line(sma
 @pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
 def test_sigterm_while_tune_reads_the_data_exits_130_with_one_line(small_dir, tmp_path):
     conf = _config(tmp_path / "tune.toml", small_dir)
-    res = run_script(_KILLED_IN, "forecaster.tuning.load_bars", conf, cwd=tmp_path)
+    res = run_script(_KILLED_IN, "forecaster.tuning.usable_bars", conf, cwd=tmp_path)
     assert res.returncode == 130, (res.returncode, res.stderr)
     [line] = res.stderr.splitlines()
     assert line.startswith("ERROR: tuning interrupted before its first trial") and "nothing" in line, line
@@ -352,7 +352,7 @@ def test_sigterm_before_the_first_trial_of_tune_json_prints_the_study_on_stdout(
     """`kill` while `tune --json` reads the bars: exit 130, the line on stderr, and on stdout the
     document an interrupted search gives, with no trial, no best and no file."""
     conf = _config(tmp_path / "tune.toml", small_dir)
-    res = run_script(_KILLED_IN, "forecaster.tuning.load_bars", conf, "--json", cwd=tmp_path)
+    res = run_script(_KILLED_IN, "forecaster.tuning.usable_bars", conf, "--json", cwd=tmp_path)
     assert res.returncode == 130, (res.returncode, res.stderr)
     [line] = res.stderr.splitlines()
     assert line.startswith("ERROR: tuning interrupted before its first trial"), line
