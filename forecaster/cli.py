@@ -177,6 +177,7 @@ OVERRIDES = {
     "train_mode": "train.mode",
     "chunk": "train.chunk",
     "epoch_steps": "train.epoch_steps",
+    "burn_in_grad": "train.burn_in_grad",
     "threads": "train.threads",
     "run_dir": "run_dir",
 }
@@ -490,6 +491,14 @@ EpochStepsOpt = Annotated[
     int | None,
     typer.Option(min=0, help="Forking mode: most steps per epoch; beyond, each step takes more origins (0: no limit)."),
 ]
+BurnInGradOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--burn-in-grad/--no-burn-in-grad",
+        help="Forking mode: backpropagate through each stretch's burn-in rows too, or only through its chunk's.",
+        show_default=False,
+    ),
+]
 ThreadsOpt = Annotated[
     int | None, typer.Option(min=0, help="torch CPU threads (default 1; 0: one per core this process may use).")
 ]
@@ -534,6 +543,7 @@ def train(
     train_mode: TrainModeOpt = None,
     chunk: ChunkOpt = None,
     epoch_steps: EpochStepsOpt = None,
+    burn_in_grad: BurnInGradOpt = None,
     threads: ThreadsOpt = None,
     run_dir: Annotated[
         Path | None,

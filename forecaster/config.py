@@ -203,6 +203,11 @@ class TrainConfig(_Section):
     epoch_steps: int = Field(
         1024, ge=0, description="forking: most optimisation steps per epoch, larger steps beyond (0: no limit)"
     )
+    burn_in_grad: bool = Field(
+        False,
+        description="forking: backpropagate through each stretch's burn-in rows as well as its chunk's "
+        "(false: the burn-in only sets the state, without gradient; about twice as fast a step)",
+    )
 
 
 class PredictConfig(_Section):

@@ -51,6 +51,9 @@ class QuantileRNN(nn.Module):
             dropout=dropout if num_layers > 1 else 0.0,
         )
         self.dropout = nn.Dropout(dropout)
+        # forking sequences: whether the gradient flows back through the rows before ``first``
+        # (set for training; not a weight, and inference never reads it)
+        self.burn_in_grad = True
         self.head = nn.Linear(hidden_size, self.steps * len(self.quantiles))
         # the autoregressive highway: the median of each step plus a linear function of the last
         # ``ar_order`` values of one input feature (the return in units of the local volatility)
@@ -70,8 +73,13 @@ class QuantileRNN(nn.Module):
         if self.embedding is not None:
             e = self.embedding(ticker)  # (B, E)
             x = torch.cat([x, e[:, None, :].expand(-1, x.shape[1], -1)], dim=-1)  # (B, L, F+E)
-        out, _ = self.encoder(x)  # (B, L, hidden)
-        h = out[:, -1] if first is None else out[:, first:]  # (B, hidden) or (B, C, hidden)
+        if first is not None and first > 0 and not self.burn_in_grad and torch.is_grad_enabled():
+            with torch.no_grad():  # the burn-in: its state, without a graph
+                _, state = self.encoder(x[:, :first])
+            h, _ = self.encoder(x[:, first:], state)  # (B, C, hidden)
+        else:
+            out, _ = self.encoder(x)  # (B, L, hidden)
+            h = out[:, -1] if first is None else out[:, first:]  # (B, hidden) or (B, C, hidden)
         raw = self.head(self.dropout(h)).view(*h.shape[:-1], self.steps, len(self.quantiles))  # (B, [C,] S, Q)
         if self.ar is not None:
             k = self.ar.in_features

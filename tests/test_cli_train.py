@@ -153,6 +153,10 @@ def test_train_mode_chunk_and_threads_flags(cli, small_dir, tmp_path):
     meta = json.loads((run2 / "run.json").read_text())
     assert (meta["config"]["train"]["mode"], meta["config"]["train"]["chunk"]) == ("forking", 16)
     assert meta["config"]["train"]["threads"] == 1
+    assert meta["config"]["train"]["burn_in_grad"] is False  # the default
+    res = cli("train", "--config", cfg, "--train-mode", "forking", "--burn-in-grad", "--run-dir", tmp_path / "r4", "-q")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads((tmp_path / "r4" / "run.json").read_text())["config"]["train"]["burn_in_grad"] is True
     # samples count forecast origins in both modes: one epoch covers every training origin
     assert int(_history(run2)[0]["samples"]) == meta["windows"]["train"]
     res = cli("train", "--config", cfg, "--train-mode", "sideways", "--run-dir", tmp_path / "r3")

@@ -112,6 +112,53 @@ def test_each_origin_sees_the_rows_a_window_from_the_stretch_start_would(cell, s
         torch.testing.assert_close(m(later, tid, L - 1)[:, :2], forked[:, :2])
 
 
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_a_burn_in_without_gradient_forecasts_the_same_and_sends_no_gradient_before_the_chunk(cell):
+    """Without gradient the burn-in only sets the state the chunk starts from: the same
+    forecasts, the same gradient on the chunk's rows, none on the burn-in's."""
+    L, C = 7, 5
+    x0, tid = torch.randn(3, L + C - 1, 6), torch.tensor([0, 2, 1])
+    out, grad = {}, {}
+    for flag in (True, False):
+        m = net(cell, emb=2).train()  # no dropout in net(): training mode is deterministic
+        m.burn_in_grad = flag
+        x = x0.clone().requires_grad_(True)
+        out[flag] = m(x, tid, L - 1)
+        (out[flag] * torch.linspace(-1, 1, out[flag].numel()).view_as(out[flag])).sum().backward()
+        grad[flag] = x.grad
+    torch.testing.assert_close(out[False], out[True], rtol=1e-5, atol=1e-6)
+    assert grad[True][:, : L - 1].abs().sum() > 0  # through the burn-in
+    assert torch.equal(grad[False][:, : L - 1], torch.zeros_like(grad[False][:, : L - 1]))
+    torch.testing.assert_close(grad[False][:, L - 1 :], grad[True][:, L - 1 :], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("burn_in_grad", [False, True])
+def test_forking_training_runs_the_burn_in_without_gradient_unless_asked(sample_dir, burn_in_grad):
+    """By default (``train.burn_in_grad = false``) each step runs the encoder over the
+    ``lookback - 1`` burn-in rows without a graph, then over the chunk with one."""
+    over = {"train.epochs": 1, "train.burn_in_grad": burn_in_grad}
+    cfg, ws, trainer = _trainer(sample_dir, "forking", **over)
+    calls = []
+    trainer.model.encoder.register_forward_hook(
+        lambda mod, args, out: calls.append((torch.is_grad_enabled(), mod.training, args[0].shape[1]))
+    )
+    (rec,) = trainer.epochs(ws.ends("train"), ws.ends("val"))
+    assert np.isfinite(rec.val_loss) and rec.grad_norm > 0
+    L, C = cfg.window.lookback, cfg.train.chunk
+    training = [c[::2] for c in calls if c[1]]
+    assert {n for _, n in training} <= set(range(1, L + C))
+    if burn_in_grad:  # one pass with gradient over burn-in and chunk
+        assert {g for g, _ in training} == {True} and max(n for _, n in training) == L - 1 + C
+    else:  # pairs: the burn-in without gradient, then the chunk (up to C rows) with it
+        assert training[0::2] == [(False, L - 1)] * (len(training) // 2)
+        assert {g for g, _ in training[1::2]} == {True} and max(n for _, n in training[1::2]) == C
+    assert all(n == L for g, train, n in calls if not train)  # validation reads whole windows
+
+
+def test_burn_in_grad_is_off_by_default():
+    assert load_config(None, {}).train.burn_in_grad is False
+
+
 def _trainer(sample_dir, mode, **extra):
     from forecaster.store import load_bars
     from forecaster.windows import build_windows, make_splits

@@ -367,6 +367,19 @@ def test_a_run_that_records_no_step_tracking_keeps_tracking_each_step_alone(trai
     assert load_run(trained_run).config.intervals.step_tracking == "shared"
 
 
+def test_a_run_that_records_no_burn_in_grad_was_trained_through_the_burn_in(trained_run, run_copy):
+    """Runs written before the burn-in went without gradient recorded no burn_in_grad: a
+    resumed or retrained one keeps training the way it was trained."""
+    from forecaster.checkpoint import load_run
+
+    old = run_copy
+    meta = json.loads((old / "run.json").read_text())
+    del meta["config"]["train"]["burn_in_grad"]
+    (old / "run.json").write_text(json.dumps(meta))
+    assert load_run(old).config.train.burn_in_grad is True
+    assert load_run(trained_run).config.train.burn_in_grad is False
+
+
 def _expected_forecast(run_dir, cut, which):
     """p10/p90 rebuilt from the full history with the run's validation scales
     (``which="conformal"``) or its tracked ones (``"conformal_online"``)."""
