@@ -206,7 +206,7 @@ class TrainConfig(_Section):
     burn_in_grad: bool = Field(
         False,
         description="forking: backpropagate through each stretch's burn-in rows as well as its chunk's "
-        "(false: the burn-in only sets the state, without gradient; about twice as fast a step)",
+        "(false: the burn-in only sets the state the chunk starts from, without gradient; faster)",
     )
 
 
