@@ -354,30 +354,26 @@ def test_trained_run_stores_the_scales_evaluate_ends_with(trained_run):
         np.testing.assert_allclose(t["conformal_online"], final[sym], rtol=1e-6)
 
 
-def test_a_run_that_records_no_step_tracking_keeps_tracking_each_step_alone(trained_run, run_copy):
-    """Runs written before the steps shared the one-step misses recorded no step_tracking:
-    evaluate and predict keep tracking them the way they were calibrated."""
+@pytest.mark.parametrize(
+    "section, key, then, now",
+    [
+        # before the steps shared the one-step misses: evaluate and predict keep tracking each
+        # step alone, the way the run was calibrated
+        ("intervals", "step_tracking", "separate", "shared"),
+        # before the burn-in went without gradient: a resumed or retrained run keeps training
+        # through it, the way it was trained
+        ("train", "burn_in_grad", True, False),
+    ],
+)
+def test_a_run_that_records_no_setting_reads_as_it_was_made(trained_run, run_copy, section, key, then, now):
     from forecaster.checkpoint import load_run
 
     old = run_copy
     meta = json.loads((old / "run.json").read_text())
-    del meta["config"]["intervals"]["step_tracking"]
+    del meta["config"][section][key]
     (old / "run.json").write_text(json.dumps(meta))
-    assert load_run(old).config.intervals.step_tracking == "separate"
-    assert load_run(trained_run).config.intervals.step_tracking == "shared"
-
-
-def test_a_run_that_records_no_burn_in_grad_was_trained_through_the_burn_in(trained_run, run_copy):
-    """Runs written before the burn-in went without gradient recorded no burn_in_grad: a
-    resumed or retrained one keeps training the way it was trained."""
-    from forecaster.checkpoint import load_run
-
-    old = run_copy
-    meta = json.loads((old / "run.json").read_text())
-    del meta["config"]["train"]["burn_in_grad"]
-    (old / "run.json").write_text(json.dumps(meta))
-    assert load_run(old).config.train.burn_in_grad is True
-    assert load_run(trained_run).config.train.burn_in_grad is False
+    assert getattr(getattr(load_run(old).config, section), key) == then
+    assert getattr(getattr(load_run(trained_run).config, section), key) == now
 
 
 def _expected_forecast(run_dir, cut, which):
