@@ -155,10 +155,6 @@ def test_forking_training_runs_the_burn_in_without_gradient_unless_asked(sample_
     assert all(n == L for g, train, n in calls if not train)  # validation reads whole windows
 
 
-def test_burn_in_grad_is_off_by_default():
-    assert load_config(None, {}).train.burn_in_grad is False
-
-
 def _trainer(sample_dir, mode, **extra):
     from forecaster.store import load_bars
     from forecaster.windows import build_windows, make_splits
