@@ -176,15 +176,16 @@ def replace_dir(tmp_dir: PathLike, final_dir: PathLike) -> None:
 def _discard(old: Path, final: Path) -> None:
     """Delete ``old``, the contents swapped out of ``final``: the new contents are in place,
     so what cannot be deleted is a warning naming it, not a failure."""
+    delete_tree(old, f"{final} was replaced, but its old contents in {old}")
+
+
+def delete_tree(path: PathLike, what: str) -> None:
+    """Delete the folder ``path``, which nothing needs any more: what cannot be deleted (a
+    read-only folder in it) is a warning, ``what`` naming it, not a failure."""
     try:
-        shutil.rmtree(old)
+        shutil.rmtree(path)
     except OSError as exc:
-        log.warning(
-            "%s was replaced, but its old contents in %s could not be deleted (%s): delete it by hand",
-            final,
-            old,
-            _reason(exc),
-        )
+        log.warning("%s could not be deleted (%s): delete it by hand", what, _reason(exc))
 
 
 def swap_symlink(link: PathLike, target: str) -> None:

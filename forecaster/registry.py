@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .checkpoint import load_run, resume_command, run_directory, run_lock_path
 from .errors import ConfigError, ForecasterError, LockBusy
-from .fsio import cannot_make, file_lock, follow_link, is_temp_name, remove_stale_temps, swap_symlink
+from .fsio import cannot_make, delete_tree, file_lock, follow_link, is_temp_name, remove_stale_temps, swap_symlink
 
 log = logging.getLogger("forecaster")
 
@@ -250,15 +250,6 @@ def _finished(run: Path) -> bool:
     return isinstance(meta, dict) and meta.get("status", "complete") == "complete"
 
 
-def _delete(trash: Path) -> None:
-    """Delete ``trash``, a run renamed out of the way to go; what cannot be deleted (a read-only
-    folder in it) is a warning naming it and why, since every prune tries it again."""
-    try:
-        shutil.rmtree(trash)
-    except OSError as exc:
-        log.warning("%s could not be deleted (%s): delete it by hand", trash, exc.strerror or exc)
-
-
 def prune(name: str, keep: int, runs_dir: Path = DEFAULT_RUNS_DIR) -> Pruned:
     """Delete all but the newest ``keep`` run directories of ``name``, unfinished ones (an
     interrupted retrain's challenger) first: one never pushes out a finished run. Never one
@@ -278,7 +269,7 @@ def prune(name: str, keep: int, runs_dir: Path = DEFAULT_RUNS_DIR) -> Pruned:
         if not m or not entry.is_dir() or entry.is_symlink():
             continue
         if m.group("rest") == _TRASH:  # a deletion cut short: only ever made under the name's lock
-            _delete(entry)
+            delete_tree(entry, str(entry))  # warned of: every prune tries it again
             continue
         run = runs_dir / m.group("run")
         try:
@@ -301,7 +292,7 @@ def prune(name: str, keep: int, runs_dir: Path = DEFAULT_RUNS_DIR) -> Pruned:
             with file_lock(run_lock_path(run)):  # a run being trained (`train --resume` of it) stays
                 trash = run.with_name(f".{run.name}{_TRASH}")
                 os.replace(run, trash)
-                _delete(trash)
+                delete_tree(trash, str(trash))
         except LockBusy:
             log.info("%s kept: it is being trained (its lock is held)", run)
             result.kept.append(run)
