@@ -153,22 +153,41 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
+VALIDATION_BATCH = 4096
+"""The most windows a validation batch holds."""
+VALIDATION_PARTS = 8
+"""A validation pass of fewer than ``8 x 4096`` windows on a CPU is cut into 8 batches (of at
+least 128 windows), so that up to 8 cores can share even a small one."""
+
+
+def validation_batch(n: int, device: torch.device) -> int:
+    """Windows per validation batch for a pass of ``n``: a function of ``n`` and the device type
+    only, never of the cores, so that the loss is the same on any machine of that type. On a
+    CPU a pass is cut into :data:`VALIDATION_PARTS` batches (at least 128 windows, at most
+    :data:`VALIDATION_BATCH`); elsewhere one thread runs it in the largest batches."""
+    if device.type != "cpu":
+        return VALIDATION_BATCH
+    return int(min(VALIDATION_BATCH, max(128, -(-n // VALIDATION_PARTS))))
+
+
 def evaluate_loss(
     model: QuantileRNN,
     batches: Batches,
     ends: np.ndarray,
     quantiles: list[float],
-    batch_size: int = 4096,
+    batch_size: int | None = None,
     precision: str = "fp32",
     workers: int = 1,
 ) -> float:
     """Mean pinball loss over the windows ending at ``ends`` (eval mode).
 
-    The windows go through in fixed batches of ``batch_size``, shared among ``workers`` threads
-    (each runs whole batches, on one torch thread: nothing waits on anything but the last
-    batch), and the batches' losses are added in their order: the result is the same, to the
-    last bit, for any number of workers."""
+    The windows go through in fixed batches of ``batch_size`` (by default
+    :func:`validation_batch`'s), shared among ``workers`` threads (each runs whole batches, on
+    one torch thread: nothing waits on anything but the last batch), and the batches' losses are
+    added in their order: the result is the same, to the last bit, for any number of workers."""
     model.eval()
+    if batch_size is None:
+        batch_size = validation_batch(len(ends), batches.device)
 
     def one(start: int) -> tuple[float, int]:
         with torch.no_grad():  # grad mode is per thread

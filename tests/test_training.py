@@ -144,8 +144,25 @@ def test_validation_shared_among_threads_gives_the_same_loss_to_the_last_bit(sam
     assert sorted(n for _, _, n in calls) == sorted(min(64, len(ends) - i) for i in range(0, len(ends), 64))
     assert all(name.startswith("validation") for name, _, _ in calls)  # worker threads ran them
     assert not any(grad for _, grad, _ in calls)  # without building a graph, in every thread
-    # one big batch: the same loss again (up to rounding), with or without threads
-    assert evaluate_loss(model, batches, ends, q, workers=2) == pytest.approx(alone, rel=1e-5)
+    # the default batches: the same loss again (up to rounding), to the last bit with or without threads
+    calls.clear()
+    default = evaluate_loss(spy, batches, ends, q, workers=2)
+    assert default == pytest.approx(alone, rel=1e-5)
+    assert len(calls) >= 2 and all(name.startswith("validation") for name, _, _ in calls)  # shared, small as it is
+    assert evaluate_loss(model, batches, ends, q, workers=1) == default
+
+
+@pytest.mark.parametrize(
+    ("n", "device", "batch"),
+    [(246, "cpu", 128), (992, "cpu", 128), (1_100, "cpu", 138), (8_000, "cpu", 1_000), (229_272, "cpu", 4_096)]
+    + [(246, "cuda", 4_096), (229_272, "cuda", 4_096)],
+)
+def test_a_validation_pass_is_cut_by_its_size_alone(n, device, batch):
+    """On a CPU even a small pass is cut into batches that the cores can share (8, of at least
+    128 windows, at most 4,096); on a GPU one thread runs the largest batches."""
+    from forecaster.training import validation_batch
+
+    assert validation_batch(n, torch.device(device)) == batch
 
 
 def test_an_interrupted_validation_drops_the_batches_not_started(sample_dir, torch_one_thread, monkeypatch):
