@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .npinfer import ar_feature
+from .npinfer import ar_feature, ordering_matrix
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -55,6 +55,13 @@ class QuantileRNN(nn.Module):
         # (set for training; not a weight, and inference never reads it)
         self.burn_in_grad = True
         self.head = nn.Linear(hidden_size, self.steps * len(self.quantiles))
+        q, m = len(self.quantiles), self.median_index
+        # (Q, Q): quantiles = median + softplus(raw) @ order, the median's own row zero (not weights:
+        # kept out of the state dict, made again from the quantiles)
+        order = torch.zeros(q, q)
+        order[[i for i in range(q) if i != m]] = torch.from_numpy(ordering_matrix(q, m))
+        self.register_buffer("order", order, persistent=False)
+        self.register_buffer("median_onehot", (torch.arange(q) == m).float(), persistent=False)
         # the autoregressive highway: the median of each step plus a linear function of the last
         # ``ar_order`` values of one input feature (the return in units of the local volatility)
         self.ar_feature = ar_feature
@@ -70,37 +77,32 @@ class QuantileRNN(nn.Module):
         With ``first`` (forking sequences), a forecast from every row from ``first`` on:
         (B, L - first, steps, Q); the one from row ``i`` has read rows ``0 .. i`` only.
         """
-        if self.embedding is not None:
-            e = self.embedding(ticker)  # (B, E)
-            x = torch.cat([x, e[:, None, :].expand(-1, x.shape[1], -1)], dim=-1)  # (B, L, F+E)
+        e = None if self.embedding is None else self.embedding(ticker)[:, None, :]  # (B, 1, E)
+
+        def inputs(rows: torch.Tensor) -> torch.Tensor:  # (B, T, F) features -> (B, T, F+E)
+            return rows if e is None else torch.cat([rows, e.expand(-1, rows.shape[1], -1)], dim=-1)
+
         if first is not None and first > 0 and not self.burn_in_grad and torch.is_grad_enabled():
             with torch.no_grad():  # the burn-in: its state, without a graph
-                _, state = self.encoder(x[:, :first])
-            h, _ = self.encoder(x[:, first:], state)  # (B, C, hidden)
+                _, state = self.encoder(inputs(x[:, :first]))
+            h, _ = self.encoder(inputs(x[:, first:]), state)  # (B, C, hidden)
         else:
-            out, _ = self.encoder(x)  # (B, L, hidden)
+            out, _ = self.encoder(inputs(x))  # (B, L, hidden)
             h = out[:, -1] if first is None else out[:, first:]  # (B, hidden) or (B, C, hidden)
         raw = self.head(self.dropout(h)).view(*h.shape[:-1], self.steps, len(self.quantiles))  # (B, [C,] S, Q)
-        if self.ar is not None:
+        if self.ar is not None:  # read from the features themselves: data, so no graph to build
             k = self.ar.in_features
             lags = x[..., self.ar_feature].unfold(1, k, 1)  # (B, T-k+1, k): the k values up to each row
             lags = lags[:, -1] if first is None else lags[:, first - k + 1 :]  # (B, [C,] k)
-            m = self.median_index
-            raw = torch.cat([raw[..., :m], raw[..., m : m + 1] + self.ar(lags)[..., None], raw[..., m + 1 :]], -1)
+            raw = raw + self.ar(lags)[..., None] * self.median_onehot  # added to the median only
         return self._ordered(raw)
 
     def _ordered(self, raw: torch.Tensor) -> torch.Tensor:
         """Monotone quantiles from raw outputs (..., S, Q): median free, gaps softplus, summed
-        outwards from the median (a single level on a side is its own sum: no cumsum then)."""
+        outwards from the median (:func:`forecaster.npinfer.ordering_matrix`, as the numpy
+        forward pass orders them)."""
         m = self.median_index
-        med = raw[..., m : m + 1]
-        gaps = F.softplus(raw)  # (..., S, Q); the median's own entry is not used
-        below, above = gaps[..., :m], gaps[..., m + 1 :]
-        if below.shape[-1] > 1:
-            below = torch.flip(torch.cumsum(torch.flip(below, [-1]), -1), [-1])
-        if above.shape[-1] > 1:
-            above = torch.cumsum(above, -1)
-        return torch.cat([med - below, med, med + above], dim=-1)
+        return raw[..., m : m + 1] + F.softplus(raw) @ self.order
 
 
 def build_model(cfg, n_features: int, n_tickers: int, features: list[str] | None = None) -> QuantileRNN:
