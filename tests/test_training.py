@@ -420,3 +420,39 @@ def test_training_data_skip_a_ticker_without_usable_bars_and_name_it_when_none_i
     )
     with pytest.raises(DataError, match=r"^no ticker has usable bars: NANC: no usable bars"):
         load_training_data(cfg, ["NANC"])
+
+
+def test_one_gradient_buffer_clips_as_torch_does(sample_dir, torch_one_thread):
+    """Every parameter's gradient is a view of one buffer, through training; clipping it as one
+    vector gives torch's clip_grad_norm_ (the norm and the scaled gradients)."""
+    from forecaster.models import pinball_loss
+    from forecaster.training import Trainer
+
+    cfg, ws = _setup(sample_dir, **{"model.dropout": 0.0, "train.epochs": 1})  # two passes alike
+    seed_everything(0)
+    model = new_model(cfg, ws)
+    trainer = Trainer(model, ws, cfg, torch.device("cpu"))
+    params = list(model.parameters())
+    sizes = sum(p.numel() for p in params)
+    assert trainer.grads.numel() == sizes
+    list(trainer.epochs(ws.ends("train"), ws.ends("val")))  # a training epoch keeps them there
+    buffer = trainer.grads.untyped_storage().data_ptr()
+    assert all(p.grad.untyped_storage().data_ptr() == buffer for p in params)
+    assert float(trainer.grads.abs().sum()) > 0  # and the backward pass filled them
+
+    model.train()
+    x, tid, y = trainer.batches(ws.ends("train")[:256])
+    q = torch.tensor(cfg.model.quantiles)
+
+    def clipped(clip):
+        trainer.grads.zero_()
+        (pinball_loss(model(x, tid), y, q) * 100).backward()
+        return clip(), [p.grad.clone() for p in params]
+
+    norm, grads = clipped(lambda: trainer._clip(0.01))
+    torch_norm, torch_grads = clipped(lambda: torch.nn.utils.clip_grad_norm_(params, 0.01))
+    assert float(norm) > 0.01  # it was clipped
+    assert float(norm) == pytest.approx(float(torch_norm), rel=1e-5)
+    for mine, theirs in zip(grads, torch_grads, strict=True):
+        torch.testing.assert_close(mine, theirs)
+    assert float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]))) == pytest.approx(0.01, rel=1e-4)
