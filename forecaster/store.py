@@ -96,13 +96,21 @@ def validate_bars(bars: RawBars, ticker: str, *, path: Path | None = None) -> pd
     keeps the last of duplicate dates (naming them), sets a missing volume to 0. Refuses non-finite or
     non-positive prices, negative volume, high < low, a close outside [low, high] by more than
     1 %, a one-day move over 20x, and an empty result. Bars that need no repair and pass
-    every check (nearly all) are built straight from their arrays, with the same result.
+    every check (nearly all) are built straight from their arrays, with the same result. An
+    open outside [low, high] by more than 1 % is kept, with a warning naming its dates (the
+    features read an open at the range's nearer end).
     """
     if not isinstance(bars, PlainBars):
         _check_layout(bars, ticker)
     clean = _validated_fast(bars)
-    if clean is not None:
-        return clean
+    if clean is None:
+        clean = _validated_slow(bars, ticker, path)
+    _warn_open_off_range(clean, ticker, path)
+    return clean
+
+
+def _validated_slow(bars: RawBars, ticker: str, path: Path | None) -> pd.DataFrame:
+    """:func:`validate_bars` step by step: the repairs with their warnings, then the checks."""
     # repairs
     out = _as_float_bars(bars.frame() if isinstance(bars, PlainBars) else bars, ticker)
     rows = len(out)
@@ -116,6 +124,23 @@ def validate_bars(bars: RawBars, ticker: str, *, path: Path | None = None) -> pd
         raise NoUsableBars(f"{ticker}: no usable bars{why}")
     _refuse_bad_values(out, ticker)
     return out
+
+
+def _warn_open_off_range(df: pd.DataFrame, ticker: str, path: Path | None = None) -> None:
+    """Warn of opens outside the day's low-high range by more than the rounding tolerance: a
+    bad print the features read at the range's edge, which the user may want to fix."""
+    o, high, low = (df[c].to_numpy() for c in ("open", "high", "low"))
+    off = (o > high * (1 + RANGE_TOLERANCE)) | (o < low * (1 - RANGE_TOLERANCE))
+    if off.any():
+        where = f" in {path}" if path is not None else ""
+        log.warning(
+            "%s: the open is outside the day's low-high range by more than %g %% on %s%s; "
+            "it is read at the range's nearer end",
+            ticker,
+            RANGE_TOLERANCE * 100,
+            _some_dates(df.index[off]),
+            where,
+        )
 
 
 def _check_layout(df: pd.DataFrame, ticker: str) -> None:

@@ -666,3 +666,30 @@ def test_a_gap_is_measured_in_days_whatever_the_resolution_of_the_dates(caplog, 
     [record] = caplog.records
     assert "1 gap(s) of more than 14 days" in record.getMessage()
     assert f"from {bars.index[9].date()} to {bars.index[25].date()}" in record.getMessage()
+
+
+def test_an_open_off_the_days_range_is_kept_and_named_with_its_dates(tmp_path, caplog):
+    """A bad open is no reason to refuse a ticker (the features read it at the range's edge),
+    but a user fixing the file needs to hear of it; an open off by rounding is not worth a word."""
+    bars = make_bars("2024-01-02", 12)
+    bad = bars.copy()
+    bad.iloc[3, bad.columns.get_loc("open")] = bars["high"].iloc[3] * 1.05  # 5 % above the high
+    bad.iloc[7, bad.columns.get_loc("open")] = bars["low"].iloc[7] * 0.9  # 10 % below the low
+    bad.iloc[9, bad.columns.get_loc("open")] = bars["high"].iloc[9] * 1.001  # rounding: silent
+    bad.rename_axis("Date").rename(columns=str.title).to_csv(tmp_path / "AAA.csv")
+    with caplog.at_level(logging.WARNING, logger="forecaster"):
+        got = store.load_bars("csv", tmp_path, ["AAA"])["AAA"]
+    assert len(got) == 12 and got["open"].iloc[3] == pytest.approx(bars["high"].iloc[3] * 1.05)  # kept as it is
+    days = ", ".join(str(bars.index[i].date()) for i in (3, 7))
+    assert caplog.messages == [
+        f"AAA: the open is outside the day's low-high range by more than 1 % on 2 dates: {days} in "
+        f"{tmp_path / 'AAA.csv'}; it is read at the range's nearer end"
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="forecaster"):
+        store.validate_bars(bad.iloc[:5], "AAA")  # a frame (no file to name), one bad row left in it
+        store.validate_bars(bad.iloc[8:], "AAA")  # only the rounding
+    assert caplog.messages == [
+        f"AAA: the open is outside the day's low-high range by more than 1 % on {bars.index[3].date()}; "
+        "it is read at the range's nearer end"
+    ]
