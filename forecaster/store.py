@@ -97,16 +97,13 @@ def validate_bars(bars: RawBars, ticker: str, *, path: Path | None = None) -> pd
     non-positive prices, negative volume, high < low, a close outside [low, high] by more than
     1 %, a one-day move over 20x, and an empty result. Bars that need no repair and pass
     every check (nearly all) are built straight from their arrays, with the same result. An
-    open outside [low, high] by more than 1 % is kept, with a warning naming its dates (the
-    features read an open at the range's nearer end).
+    open outside [low, high] is kept (the features read it at the range's nearer end); the
+    readers (:func:`load_store`, :func:`load_csv`) name one more than 1 % off in a warning.
     """
     if not isinstance(bars, PlainBars):
         _check_layout(bars, ticker)
     clean = _validated_fast(bars)
-    if clean is None:
-        clean = _validated_slow(bars, ticker, path)
-    _warn_open_off_range(clean, ticker, path)
-    return clean
+    return clean if clean is not None else _validated_slow(bars, ticker, path)
 
 
 def _validated_slow(bars: RawBars, ticker: str, path: Path | None) -> pd.DataFrame:
@@ -126,9 +123,10 @@ def _validated_slow(bars: RawBars, ticker: str, path: Path | None) -> pd.DataFra
     return out
 
 
-def _warn_open_off_range(df: pd.DataFrame, ticker: str, path: Path | None = None) -> None:
-    """Warn of opens outside the day's low-high range by more than the rounding tolerance: a
-    bad print the features read at the range's edge, which the user may want to fix."""
+def _warn_open_off_range(df: pd.DataFrame, ticker: str, path: Path | None = None) -> pd.DataFrame:
+    """``df``, after a warning of its opens outside the day's low-high range by more than the
+    rounding tolerance: bad prints the features read at the range's edge, which the user may
+    want to fix. Given when bars are read for use, not at each validation of a download."""
     o, high, low = (df[c].to_numpy() for c in ("open", "high", "low"))
     off = (o > high * (1 + RANGE_TOLERANCE)) | (o < low * (1 - RANGE_TOLERANCE))
     if off.any():
@@ -141,6 +139,7 @@ def _warn_open_off_range(df: pd.DataFrame, ticker: str, path: Path | None = None
             _some_dates(df.index[off]),
             where,
         )
+    return df
 
 
 def _check_layout(df: pd.DataFrame, ticker: str) -> None:
@@ -426,7 +425,7 @@ def load_store(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:
         raise DataError(f"{symbol}: no stored data at {path}; run {download_command(path, symbol)} first")
     raw = _read_store_raw(path, symbol)
     try:
-        return validate_bars(raw, symbol)
+        return _warn_open_off_range(validate_bars(raw, symbol), symbol)
     except DataError as exc:  # bad bars written by an older version, or edited by hand: no update can mend them
         error = _bad_stored_bars(symbol, path, str(exc).removeprefix(f"{symbol}: "))
         raise (NoUsableBars(str(error)) if isinstance(exc, NoUsableBars) else error) from None
@@ -442,7 +441,8 @@ def _bad_stored_bars(symbol: str, path: Path, why: str) -> DataError:
 def load_csv(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:
     """Read and validate ``<data_dir>/<TICKER>.csv``; DataError when missing or unreadable."""
     symbol = validate_ticker(ticker)
-    return validate_bars(read_csv_raw(data_dir, symbol), symbol, path=csv_file(data_dir, symbol))
+    path = csv_file(data_dir, symbol)
+    return _warn_open_off_range(validate_bars(read_csv_raw(data_dir, symbol), symbol, path=path), symbol, path)
 
 
 def save_store(data_dir: str | os.PathLike[str], ticker: str, df: pd.DataFrame) -> Path:

@@ -167,7 +167,7 @@ def validation_batch(n: int, device: torch.device) -> int:
     :data:`VALIDATION_BATCH`); elsewhere one thread runs it in the largest batches."""
     if device.type != "cpu":
         return VALIDATION_BATCH
-    return int(min(VALIDATION_BATCH, max(128, -(-n // VALIDATION_PARTS))))
+    return min(VALIDATION_BATCH, max(128, -(-n // VALIDATION_PARTS)))
 
 
 def evaluate_loss(

@@ -687,9 +687,11 @@ def test_an_open_off_the_days_range_is_kept_and_named_with_its_dates(tmp_path, c
     ]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="forecaster"):
-        store.validate_bars(bad.iloc[:5], "AAA")  # a frame (no file to name), one bad row left in it
-        store.validate_bars(bad.iloc[8:], "AAA")  # only the rounding
+        store.validate_bars(bad, "AAA")  # a download's validations: no word (the reads say it, once)
+        store.save_store(tmp_path / "data", "BBB", bad.iloc[:5])  # one bad row left
+        store.save_store(tmp_path / "data", "CCC", bad.iloc[8:])  # only the rounding
+        store.load_bars("yahoo", tmp_path / "data", ["BBB", "CCC"])
     assert caplog.messages == [
-        f"AAA: the open is outside the day's low-high range by more than 1 % on {bars.index[3].date()}; "
+        f"BBB: the open is outside the day's low-high range by more than 1 % on {bars.index[3].date()}; "
         "it is read at the range's nearer end"
     ]
