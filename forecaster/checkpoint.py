@@ -38,7 +38,7 @@ from .fsio import (
     sibling_temp_dir,
 )
 from .npinfer import NumpyQuantileRNN, config_shapes
-from .tickers import validate_ticker
+from .tickers import NAMED_TICKERS, some_names, validate_ticker
 from .windows import Splits, WindowSet, build_windows
 
 FORMAT_VERSION = 2
@@ -224,7 +224,12 @@ class Run:
         names = list(dict.fromkeys(validate_ticker(t) for t in tickers)) if tickers else self.names
         unknown = [t for t in names if t not in self.manifest.tickers]
         if unknown:
-            raise DataError(f"the run was not trained on {', '.join(unknown)}; it knows {', '.join(self.names)}")
+            known = self.names
+            raise DataError(
+                f"the run was not trained on {some_names(unknown)}; "
+                f"it knows {len(known)} ticker(s): {some_names(known)}"
+                + (f" (`forecaster info {self.path}` lists them all)" if len(known) > NAMED_TICKERS else "")
+            )
         return names
 
 

@@ -33,6 +33,7 @@ from .outputs import to_csv_text, write_csv
 from .sources import csv_file
 from .store import load_bars, store_path
 from .threads import usable_cores
+from .tickers import some_names
 from .windows import ending_before
 
 log = logging.getLogger("forecaster")
@@ -385,7 +386,7 @@ def backtest(
         ended = [s for s, why in windowless.items() if why["reason"] == ENDED]
         reasons = [f"{s}: {_no_origin(s, why, run)}" for s, why in windowless.items() if s not in ended]
         if ended:
-            reasons.insert(0, f"the bars of {', '.join(ended)} end before the run's test split starts ({split_start})")
+            reasons.insert(0, f"the bars of {some_names(ended)} end before the run's test split starts ({split_start})")
         if reasons:
             failed.append(f"no test windows: {'; '.join(reasons)}")
         raise DataError("; ".join(failed))

@@ -52,7 +52,7 @@ from .registry import (
     switch,
 )
 from .store import load_bars
-from .tickers import validate_ticker
+from .tickers import some_names, validate_ticker
 from .training import Interrupted, sigterm_as_interrupt, train
 
 log = logging.getLogger("forecaster")
@@ -230,8 +230,8 @@ def _check_comparable(champ: Run, tickers: list[str]) -> None:
     asked = [validate_ticker(t) for t in tickers]
     if asked and not any(s in champ.manifest.tickers for s in asked):
         raise ConfigError(
-            f"the challenger's tickers ({', '.join(asked)}) are none of the champion's "
-            f"({', '.join(champ.names)}), so the two could not be compared: "
+            f"the challenger's tickers ({some_names(asked)}) are none of the champion's "
+            f"({some_names(champ.names)}), so the two could not be compared: "
             f"retrain with at least one of them, or train a new run and promote it"
         )
 

@@ -22,6 +22,27 @@ _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n")
 _FORMULA_STARTS = ("=", "+", "-", "@")
 
 
+NAMED_TICKERS = 10
+"""Tickers named in one message at most: a universe of them would bury the message."""
+
+
+def some_names(names: list[str]) -> str:
+    """Up to :data:`NAMED_TICKERS` of ``names``, comma-separated, and how many more there are."""
+    if len(names) <= NAMED_TICKERS:
+        return ", ".join(names)
+    shown = NAMED_TICKERS - 1
+    return f"{', '.join(names[:shown])} and {len(names) - shown} more"
+
+
+def some_reasons(reasons: dict[str, str]) -> str:
+    """``TICKER: why`` for up to :data:`NAMED_TICKERS` tickers, and how many more there are."""
+    items = [f"{sym}: {why}" for sym, why in reasons.items()]
+    if len(items) <= NAMED_TICKERS:
+        return "; ".join(items)
+    shown = NAMED_TICKERS - 1
+    return "; ".join(items[:shown]) + f"; and {len(items) - shown} more tickers"
+
+
 def _shown(value: object, limit: int = 24) -> str:
     """A short, ASCII-only repr of untrusted input, for error messages."""
     text = str(value)

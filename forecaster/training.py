@@ -56,7 +56,7 @@ from .outputs import has_dated_forecasts
 from .sessions import check_calendar
 from .store import load_bars
 from .threads import usable_cores
-from .tickers import validate_ticker
+from .tickers import some_names, some_reasons, validate_ticker
 from .windows import Splits, WindowSet, build_windows, make_splits, without_windows
 
 log = logging.getLogger("forecaster")
@@ -804,8 +804,8 @@ def _check_same_data(manifest: Manifest, ws: WindowSet, run_dir: Path) -> None:
     trained = sorted(manifest.tickers, key=lambda sym: manifest.tickers[sym].id)
     if ws.names != trained:
         raise DataError(
-            f"cannot resume {run_dir}: it was trained on {', '.join(trained)}, the bars read now give "
-            f"{', '.join(ws.names) or 'no ticker'} enough training history; resume it with the data it was "
+            f"cannot resume {run_dir}: it was trained on {some_names(trained)}, the bars read now give "
+            f"{some_names(ws.names) or 'no ticker'} enough training history; resume it with the data it was "
             "started on (its --source and --data-dir), or train a new run"
         )
     changed = [sym for sym in trained if manifest.tickers[sym].scaler != ws.scalers[sym]]
@@ -847,7 +847,7 @@ def usable_bars(cfg: Config, tickers: list[str]) -> tuple[dict[str, pd.DataFrame
 
 
 def _reasons(unusable: dict[str, str]) -> str:
-    return "; ".join(f"{sym}: {why}" for sym, why in unusable.items())
+    return some_reasons(unusable)
 
 
 def load_training_data(cfg: Config, tickers: list[str], splits: Splits | None = None) -> TrainingData:

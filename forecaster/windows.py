@@ -21,6 +21,7 @@ import pandas as pd
 from .config import IntervalConfig, ModelConfig
 from .errors import DataError
 from .features import Scaler, TickerArrays, make_arrays
+from .tickers import some_reasons
 
 log = logging.getLogger("forecaster")
 
@@ -263,7 +264,7 @@ def _ticker_arrays(bars, order, lookback, horizon, splits, scalers, features, ha
             raise DataError(f"{sym}: only {n + 1} bars, need at least {lookback + 1} for lookback {lookback}")
         arrays[sym] = a
     if not arrays:
-        raise DataError("no ticker has enough history: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+        raise DataError(f"no ticker has enough history: {some_reasons(skipped)}")
     return fitted, arrays, skipped
 
 

@@ -277,7 +277,10 @@ def test_hostile_ticker_never_becomes_a_path(cli, trained_run, sample_dir, tmp_p
 
 def test_ticker_unknown_to_the_run_and_without_data(cli, trained_run, sample_dir, tmp_path):
     res = cli("predict", "--run", trained_run, "--data-dir", sample_dir, "--out", tmp_path / "fc", "-t", "ZZZZ")
-    assert_one_line_error(res, 1, "ZZZZ", "not trained on")
+    line = assert_one_line_error(res, 1, "ZZZZ", "not trained on")
+    known = json.loads((trained_run / "run.json").read_text())["tickers"]
+    assert f"it knows {len(known)} ticker(s): {', '.join(sorted(known, key=lambda s: known[s]['id']))}" in line
+    assert "more" not in line and "forecaster info" not in line  # a few tickers: all of them named
     assert not (tmp_path / "fc").exists()
     res = cli(
         "train", "--source", "csv", "--data-dir", sample_dir, "--tickers", "ZZZZ", "--run-dir", tmp_path / "runs" / "r"
@@ -767,3 +770,26 @@ def test_an_empty_run_is_refused_not_taken_for_the_current_folder(cli, tmp_path,
     line = assert_one_line_error(res, 1, '"" names no folder', "run directory or a promoted name")
     assert "run.json" not in line
     assert not (tmp_path / "runs").exists()  # promote made no name
+
+
+def test_a_universe_of_tickers_is_not_listed_in_one_error_line(tmp_path):
+    """A run trained on a thousand tickers names ten of them at most (and the unknown ones the
+    same way) and says where to see the rest, rather than one line of thousands of characters."""
+    from types import SimpleNamespace
+
+    from forecaster.checkpoint import Run
+    from forecaster.errors import DataError
+    from forecaster.tickers import NAMED_TICKERS
+
+    known = [f"T{i:04d}" for i in range(1000)]
+    run = SimpleNamespace(manifest=SimpleNamespace(tickers=dict.fromkeys(known)), names=known, path=tmp_path / "r")
+    assert Run.select(run, ["T0005", "T0002"]) == ["T0005", "T0002"]
+    unknown = [f"ZZ{i}" for i in range(30)]
+    with pytest.raises(DataError) as err:
+        Run.select(run, ["T0001", *unknown])
+    msg = str(err.value)
+    shown = NAMED_TICKERS - 1
+    assert msg.startswith(f"the run was not trained on {', '.join(unknown[:shown])} and {30 - shown} more;")
+    assert f"it knows 1000 ticker(s): {', '.join(known[:shown])} and {1000 - shown} more" in msg
+    assert f"`forecaster info {tmp_path / 'r'}` lists them all" in msg
+    assert "T0001" not in msg.split(";")[0] and len(msg) < 400

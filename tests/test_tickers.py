@@ -6,7 +6,15 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from forecaster.errors import DataError, TickerError
-from forecaster.tickers import csv_safe, csv_safe_frame, ticker_file, validate_ticker
+from forecaster.tickers import (
+    NAMED_TICKERS,
+    csv_safe,
+    csv_safe_frame,
+    some_names,
+    some_reasons,
+    ticker_file,
+    validate_ticker,
+)
 
 
 @pytest.mark.parametrize(
@@ -139,3 +147,16 @@ def test_csv_safe_frame_touches_only_text_columns():
     assert out["p50"].tolist() == [-1.0, 2.0]
     assert list(out.index) == ["'+a", "b"]
     assert df["ticker"].iloc[0] == "=EVIL"  # input untouched
+
+
+@pytest.mark.parametrize("n", [0, 1, NAMED_TICKERS, NAMED_TICKERS + 1, 1000])
+def test_a_message_names_ten_tickers_at_most(n):
+    names = [f"T{i:04d}" for i in range(n)]
+    text, reasons = some_names(names), some_reasons({s: f"why {s}" for s in names})
+    if n <= NAMED_TICKERS:  # every one of them, nothing said about more
+        assert text == ", ".join(names) and "more" not in text
+        assert reasons == "; ".join(f"{s}: why {s}" for s in names)
+    else:
+        shown = NAMED_TICKERS - 1
+        assert text == ", ".join(names[:shown]) + f" and {n - shown} more"
+        assert reasons == "; ".join(f"{s}: why {s}" for s in names[:shown]) + f"; and {n - shown} more tickers"

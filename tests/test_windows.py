@@ -137,6 +137,16 @@ def test_every_ticker_too_short_is_an_error():
         build_windows(bars, 50, 5, make_splits(bars, 20, 20))
 
 
+def test_a_universe_too_short_names_ten_tickers_and_counts_the_rest():
+    bars = {f"T{i:02d}": frame(340, 400, seed=i) for i in range(25)}
+    with pytest.raises(DataError) as e:
+        build_windows(bars, 50, 5, make_splits(bars, 20, 20))
+    msg = str(e.value)
+    assert msg.startswith("no ticker has enough history: T00: ")
+    assert msg.count("bars in the training split") == 9 and "T08: " in msg and "T09" not in msg
+    assert msg.endswith("; and 16 more tickers")
+
+
 def test_batches_are_gathered_from_the_stacked_rows():
     bars = {"A": frame(0, 400, 1), "B": frame(200, 400, 2)}
     splits = make_splits(bars, 50, 50)
