@@ -506,7 +506,7 @@ def _backtest_block(block: _Block) -> Backtest:
     # which refuse a ticker shorter than a window as an error that would stop the others
     enough = {s: df for s, df in present.items() if len(df) >= run.config.window.lookback + 2}
     pred = _walk_forward(run, enough) if enough else None
-    forecast = set() if pred is None else set(pred["ticker"])
+    forecast = set() if pred is None else set(pred["ticker"].unique())
     for sym in present.keys() - forecast:  # bars into the test split, but too few for one origin
         missing[sym] = {
             "reason": TOO_FEW,
