@@ -988,6 +988,16 @@ def predict(
         int | None, typer.Option(min=0, help="Sessions a stored bar may lag when the refresh fails (default 3).")
     ] = None,
     lock_timeout: LockOpt = 0.0,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=0,
+            help="Processes sharing the tickers (0: one per core this process may use, and only where each "
+            "gets at least 100 tickers).",
+        ),
+    ] = 0,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     log_file: LogFileOpt = None,
@@ -1014,6 +1024,7 @@ def predict(
             tickers=_tickers(tickers, tickers_arg),
             max_staleness=max_staleness,
             lock_timeout=lock_timeout,
+            jobs=jobs,
         )
         _show_forecast(rep, quiet, json_out)
         for sym, reason in rep.failed.items():

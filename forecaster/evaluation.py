@@ -9,13 +9,8 @@ are the point baselines (naive random walk, drift, historical mean) and the inte
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import shutil
-import signal
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,9 +25,11 @@ from .intervals import calibrated, start_scales, tracked_scales, with_median
 from .metrics import POOLED, PROBABILISTIC_MODELS, QUANTILE_SUFFIXES, lag_share, metrics_table, sort_metrics
 from .npinfer import predict_scaled
 from .outputs import to_csv_text, write_csv
+from .pool import Workers, processes_for
+from .pool import blocks as _blocks
+from .pool import workers as _workers
 from .sources import csv_file
 from .store import load_bars, store_path
-from .threads import usable_cores
 from .tickers import some_names
 from .windows import ending_before
 
@@ -53,13 +50,6 @@ UNREADABLE = "unreadable"
 MIN_TICKERS_PER_JOB = 8
 """A process of its own for the backtest only with this many tickers for each: starting one
 costs about a second, a ticker's backtest about 0.1 s."""
-BLOCK_SHARE = 2
-"""Each block of tickers handed to a process is 1 / (this x processes) of the tickers not yet
-handed out: large blocks first, then smaller and smaller ones, so that no process is left
-idle long at the end waiting for another's last block..."""
-MIN_TICKERS_PER_BLOCK = 8
-"""...down to blocks of this many tickers (each block costs a few milliseconds to send)."""
-
 LAG_R2 = 0.95
 """The lag detector flags a forecast whose moves the last close explains beyond this R^2..."""
 LAG_SLOPE_TOL = 0.05
@@ -297,6 +287,8 @@ def evaluate(
     # a run folder that cannot be written fails now, not after a long backtest (the folder is
     # made again to write in: one killed during the backtest leaves nothing behind)
     _temp_dir(out_dir).rmdir()
+    # arch, seconds to import, is not loaded ahead of the processes: the garch baseline filters
+    # with the fit made at training and imports it only where it has to fit
     with _workers(_jobs(jobs, len(names))) as pool:
         done = backtest(run, names, data, pool, keep_closes=plot, asked=bool(tickers))
     report = EvalReport(
@@ -424,61 +416,10 @@ def _no_origin(sym: str, why: dict[str, str], run: Run) -> str:
     )
 
 
-def _blocks(names: list[str], processes: int) -> list[list[str]]:
-    """``names`` cut into blocks for ``processes`` processes, in order, each
-    :data:`BLOCK_SHARE` times smaller than the tickers left and the smallest of
-    :data:`MIN_TICKERS_PER_BLOCK` tickers and an even share."""
-    smallest = min(MIN_TICKERS_PER_BLOCK, -(-len(names) // processes))
-    blocks, start = [], 0
-    while start < len(names):
-        left = len(names) - start
-        size = max(smallest, -(-left // (BLOCK_SHARE * processes)))
-        if left - size < smallest:  # no block smaller than that at the end
-            size = left
-        blocks.append(names[start : start + size])
-        start += size
-    return blocks
-
-
 def _jobs(jobs: int, n_tickers: int) -> int:
     """Processes for a backtest of ``n_tickers``: ``jobs`` (0: one per usable core), fewer when
     some would get less than :data:`MIN_TICKERS_PER_JOB` tickers."""
-    return max(1, min(jobs or usable_cores(), n_tickers // MIN_TICKERS_PER_JOB))
-
-
-@dataclass(frozen=True)
-class Workers:
-    """The processes a backtest shares its tickers among."""
-
-    executor: ProcessPoolExecutor
-    processes: int
-
-
-@contextmanager
-def _workers(jobs: int) -> Iterator[Workers | None]:
-    """``jobs`` processes for :func:`backtest` (None for one: the work is done here). arch,
-    seconds to import, is not loaded ahead: the garch baseline filters with the fit made at
-    training and imports it only where it has to fit."""
-    if jobs <= 1:
-        yield None
-        return
-    # fork where there is one: a worker starts in milliseconds, with numpy and pandas loaded
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    context = multiprocessing.get_context(method)
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_signals) as pool:
-        try:
-            yield Workers(pool, jobs)
-        except BaseException:
-            pool.shutdown(cancel_futures=True)  # a failure: the blocks not started yet are dropped
-            raise
-
-
-def _worker_signals() -> None:
-    """A worker leaves Ctrl-C to the command, which stops handing out blocks and waits for the
-    ones running, and dies quietly on SIGTERM (`systemctl stop` signals every process of the
-    command) rather than taking it for a Ctrl-C of its own: a traceback, or a pool that hangs."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    return processes_for(jobs, n_tickers, MIN_TICKERS_PER_JOB)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import ROOT, assert_one_line_error, hold_lock, stop, tiny_overrides
+from support import ROOT, assert_one_line_error, hold_lock, run_script, stop, tiny_overrides
 
 import forecaster.store
 from forecaster import fsio
@@ -1017,3 +1017,88 @@ def test_predict_json_recalibrated_counts_the_sessions_of_each_ticker_as_the_rea
     readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
     said = readme[readme.index("`--json` says how many sessions it caught up on") :].split(". ", 1)[0]
     assert "per ticker" in said and "`recalibrated`" in said
+
+
+def test_predict_shared_among_processes_writes_the_same_forecasts_and_report(sample_dir, tmp_path, monkeypatch):
+    """`--jobs 2` forecasts each ticker in a process of its own (here one ticker a process) and
+    writes the same files byte for byte, with the same report (failures, warnings, notes,
+    recalibrations, as-of date), as one process does: a ticker is forecast alone either way."""
+    from forecaster import pool, prediction
+    from forecaster.config import load_config
+    from forecaster.training import train
+
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    for sym in ("STOCKA", "STOCKB"):  # the run ends on 2024-12-20: predict catches up on six sessions
+        lines = (sample_dir / f"{sym}.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+        (cut / f"{sym}.csv").write_text(
+            "".join(lines[:1] + [ln for ln in lines[1:] if ln[:10] <= "2024-12-20"]), encoding="utf-8"
+        )
+    run = tmp_path / "run"
+    train(load_config(None, tiny_overrides(cut, **{"train.epochs": 1})), run_dir=run)
+    monkeypatch.setattr(prediction, "MIN_TICKERS_PER_JOB", 1)  # two tickers: a process each
+    pools = []
+
+    class Recorded(pool.ProcessPoolExecutor):
+        def map(self, fn, jobs):
+            jobs = list(jobs)
+            if fn is prediction._forecast_block:
+                pools.append((self._max_workers, [block.names for block in jobs]))
+            return super().map(fn, jobs)
+
+    monkeypatch.setattr(pool, "ProcessPoolExecutor", Recorded)
+    one_ticker = tmp_path / "one"  # STOCKB has no file: it fails in its own process
+    one_ticker.mkdir()
+    shutil.copy(sample_dir / "STOCKA.csv", one_ticker / "STOCKA.csv")
+    for data, failed in ((sample_dir, set()), (one_ticker, {"STOCKB"})):
+        reports, files = [], []
+        for jobs in (1, 2):
+            out = tmp_path / f"fc-{data.name}-{jobs}"
+            rep = predict(run, data_dir=data, out=out, jobs=jobs)
+            reports.append(rep)
+            files.append({p.name: p.read_bytes() for p in sorted((out / "run").glob("*.csv"))})
+        assert pools == [(2, [["STOCKA"], ["STOCKB"]])]
+        pools.clear()
+        serial, shared = reports
+        assert set(shared.failed) == failed and shared.exit_code == (3 if failed else 0)
+        assert files[0] == files[1] and set(files[1]) == {"2024-12-31.csv", "latest.csv"}
+        pd.testing.assert_frame_equal(shared.forecasts, serial.forecasts)
+        for key in ("as_of", "failed", "warnings", "notes", "recalibrated"):
+            assert getattr(shared, key) == getattr(serial, key), key
+        assert shared.recalibrated == {s: 6 for s in ("STOCKA", "STOCKB") if s not in failed}
+
+
+_STOPPED_IN_A_WORKER = """
+import os, signal, sys
+from forecaster import prediction
+from forecaster.cli import main
+
+prediction.MIN_TICKERS_PER_JOB = 1  # two tickers: a process each
+real = prediction._forecast_block
+
+def stopped(block):  # `systemctl stop` signals every process of the service
+    os.killpg(0, signal.SIGTERM)
+    return real(block)
+
+prediction._forecast_block = stopped
+sys.argv = ["forecaster", "predict", "--run", sys.argv[1], "--out", sys.argv[2], "--jobs", "2"]
+main()
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_to_predict_and_its_worker_processes_is_one_line_exit_130(trained_run, tmp_path):
+    """SIGTERM to a predict shared among processes, the way `systemctl stop` sends it to all of
+    them: exit 130 with one line and no traceback from a worker; the earlier forecast files are
+    kept as they were, and nothing half-written is left beside them."""
+    out = tmp_path / "fc"
+    predict(trained_run, out=out, jobs=1)
+    folder = out / trained_run.name
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    res = run_script(_STOPPED_IN_A_WORKER, trained_run, out, own_group=True)
+    assert res.returncode == 130, (res.returncode, res.stderr)
+    assert res.stderr.splitlines() == [
+        "ERROR: predict interrupted before it finished; the files it had written are whole and "
+        "nothing is half-written: run it again"
+    ], res.stderr
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

@@ -123,21 +123,21 @@ def test_evaluate_with_the_fits_made_at_training_does_not_load_arch(run_copy):
 def test_backtest_in_processes_equals_the_backtest_in_one(run_copy, monkeypatch):
     """Tickers shared among processes, each block backtested apart: the same predictions and
     metrics (pooled rows included), the same files byte for byte."""
-    from forecaster import evaluation
+    from forecaster import evaluation, pool
 
     serial = evaluate(run_copy, jobs=1)
     files = {name: path.read_bytes() for name, path in serial.files.items()}
     monkeypatch.setattr(evaluation, "MIN_TICKERS_PER_JOB", 1)  # two tickers: a process each
     pools = []
 
-    class Recorded(evaluation.ProcessPoolExecutor):
+    class Recorded(pool.ProcessPoolExecutor):
         def map(self, fn, jobs):
             jobs = list(jobs)
             if fn is evaluation._backtest_block:
                 pools.append((self._max_workers, [block.names for block in jobs]))
             return super().map(fn, jobs)
 
-    monkeypatch.setattr(evaluation, "ProcessPoolExecutor", Recorded)
+    monkeypatch.setattr(pool, "ProcessPoolExecutor", Recorded)
     shared = evaluate(run_copy, jobs=2)
     assert pools == [(2, [["STOCKA"], ["STOCKB"]])]
     pd.testing.assert_frame_equal(shared.predictions, serial.predictions)
@@ -155,7 +155,8 @@ def test_backtest_in_processes_equals_the_backtest_in_one(run_copy, monkeypatch)
 def test_blocks_cover_the_tickers_in_order_and_shrink_to_a_floor(n, processes):
     """Large blocks first, then smaller ones: never below the floor (or an even share, for few
     tickers), so no process idles long behind another's last block."""
-    from forecaster.evaluation import BLOCK_SHARE, MIN_TICKERS_PER_BLOCK, _blocks
+    from forecaster.pool import BLOCK_SHARE, MIN_TICKERS_PER_BLOCK
+    from forecaster.pool import blocks as _blocks
 
     names = [f"T{i}" for i in range(n)]
     blocks = _blocks(names, processes)

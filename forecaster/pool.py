@@ -1,0 +1,78 @@
+"""Processes sharing a command's tickers (``evaluate --jobs``, ``predict --jobs``).
+
+Each ticker is worked on alone, so a command gives the same result on any number of processes;
+the tickers go out in blocks, in order, and the results come back in that order.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from .threads import usable_cores
+
+BLOCK_SHARE = 2
+"""Each block of tickers handed to a process is 1 / (this x processes) of the tickers not yet
+handed out: large blocks first, then smaller and smaller ones, so that no process is left
+idle long at the end waiting for another's last block..."""
+MIN_TICKERS_PER_BLOCK = 8
+"""...down to blocks of this many tickers (each block costs a few milliseconds to send)."""
+
+
+def processes_for(jobs: int, n_tickers: int, min_per_job: int) -> int:
+    """Processes for ``n_tickers``: ``jobs`` (0: one per usable core), fewer when some would
+    get less than ``min_per_job`` tickers."""
+    return max(1, min(jobs or usable_cores(), n_tickers // min_per_job))
+
+
+def blocks(names: list[str], processes: int) -> list[list[str]]:
+    """``names`` cut into blocks for ``processes`` processes, in order, each
+    :data:`BLOCK_SHARE` times smaller than the tickers left and the smallest of
+    :data:`MIN_TICKERS_PER_BLOCK` tickers and an even share."""
+    smallest = min(MIN_TICKERS_PER_BLOCK, -(-len(names) // processes))
+    out, start = [], 0
+    while start < len(names):
+        left = len(names) - start
+        size = max(smallest, -(-left // (BLOCK_SHARE * processes)))
+        if left - size < smallest:  # no block smaller than that at the end
+            size = left
+        out.append(names[start : start + size])
+        start += size
+    return out
+
+
+@dataclass(frozen=True)
+class Workers:
+    """The processes a command shares its tickers among."""
+
+    executor: ProcessPoolExecutor
+    processes: int
+
+
+@contextmanager
+def workers(processes: int) -> Iterator[Workers | None]:
+    """``processes`` processes (None for one: the work is done here)."""
+    if processes <= 1:
+        yield None
+        return
+    # fork where there is one: a worker starts in milliseconds, with numpy and pandas loaded
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    with ProcessPoolExecutor(processes, mp_context=context, initializer=_worker_signals) as pool:
+        try:
+            yield Workers(pool, processes)
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # a failure: the blocks not started yet are dropped
+            raise
+
+
+def _worker_signals() -> None:
+    """A worker leaves Ctrl-C to the command, which stops handing out blocks and waits for the
+    ones running, and dies quietly on SIGTERM (`systemctl stop` signals every process of the
+    command) rather than taking it for a Ctrl-C of its own: a traceback, or a pool that hangs."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
