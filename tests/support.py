@@ -202,3 +202,45 @@ def assert_one_line_error(res, code: int, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in errors[0], (fragment, errors[0])
     return errors[0]
+
+
+def record_blocks(monkeypatch, module, block: str) -> list[tuple[int, list[list[str]]]]:
+    """Share ``module``'s tickers one to a process (its ``MIN_TICKERS_PER_JOB`` set to 1) and
+    record, for every pool that maps ``module.<block>``, its processes and its blocks' tickers."""
+    from forecaster import pool
+
+    monkeypatch.setattr(module, "MIN_TICKERS_PER_JOB", 1)
+    pools = []
+
+    class Recorded(pool.ProcessPoolExecutor):
+        def map(self, fn, jobs):
+            jobs = list(jobs)
+            if fn is getattr(module, block):
+                pools.append((self._max_workers, [job.names for job in jobs]))
+            return super().map(fn, jobs)
+
+    monkeypatch.setattr(pool, "ProcessPoolExecutor", Recorded)
+    return pools
+
+
+def stopped_in_a_worker(module: str, block: str, *argv: str) -> str:
+    """A script that runs ``forecaster ARGV`` (``{0}``, ``{1}``... read from its own arguments)
+    with ``forecaster.<module>``'s tickers one to a process, where the first block to start
+    sends SIGTERM to the whole process group, as ``systemctl stop`` does to a service."""
+    args = ", ".join(repr(a) if not a.startswith("{") else f"sys.argv[{int(a[1:-1]) + 1}]" for a in argv)
+    return f"""
+import os, signal, sys
+from forecaster import {module}
+from forecaster.cli import main
+
+{module}.MIN_TICKERS_PER_JOB = 1  # two tickers: a process each
+real = {module}.{block}
+
+def stopped(block):
+    os.killpg(0, signal.SIGTERM)
+    return real(block)
+
+{module}.{block} = stopped
+sys.argv = ["forecaster", {args}]
+main()
+"""

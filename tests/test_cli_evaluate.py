@@ -17,6 +17,7 @@ from support import (
     run_forecaster_minding_file_modes,
     run_meta,
     run_script,
+    stopped_in_a_worker,
     tiny_overrides,
 )
 
@@ -561,22 +562,7 @@ def test_the_table_shows_large_price_errors_without_an_exponent(capsys):
     assert cells[3] == "12346" and cells[9] == "1.007 garch", cells
 
 
-_STOPPED_IN_A_WORKER = """
-import os, signal, sys
-from forecaster import evaluation
-from forecaster.cli import main
-
-evaluation.MIN_TICKERS_PER_JOB = 1  # two tickers: a process each
-real = evaluation._backtest_block
-
-def stopped(block):  # `systemctl stop` signals every process of the service
-    os.killpg(0, signal.SIGTERM)
-    return real(block)
-
-evaluation._backtest_block = stopped
-sys.argv = ["forecaster", "evaluate", "--run", sys.argv[1], "--jobs", "2"]
-main()
-"""
+_STOPPED_IN_A_WORKER = stopped_in_a_worker("evaluation", "_backtest_block", "evaluate", "--run", "{0}", "--jobs", "2")
 
 
 @pytest.mark.slow

@@ -13,7 +13,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import ROOT, assert_one_line_error, hold_lock, run_script, stop, tiny_overrides
+from support import (
+    ROOT,
+    assert_one_line_error,
+    hold_lock,
+    record_blocks,
+    run_script,
+    stop,
+    stopped_in_a_worker,
+    tiny_overrides,
+)
 
 import forecaster.store
 from forecaster import fsio
@@ -1023,7 +1032,7 @@ def test_predict_shared_among_processes_writes_the_same_forecasts_and_report(sam
     """`--jobs 2` forecasts each ticker in a process of its own (here one ticker a process) and
     writes the same files byte for byte, with the same report (failures, warnings, notes,
     recalibrations, as-of date), as one process does: a ticker is forecast alone either way."""
-    from forecaster import pool, prediction
+    from forecaster import prediction
     from forecaster.config import load_config
     from forecaster.training import train
 
@@ -1036,17 +1045,7 @@ def test_predict_shared_among_processes_writes_the_same_forecasts_and_report(sam
         )
     run = tmp_path / "run"
     train(load_config(None, tiny_overrides(cut, **{"train.epochs": 1})), run_dir=run)
-    monkeypatch.setattr(prediction, "MIN_TICKERS_PER_JOB", 1)  # two tickers: a process each
-    pools = []
-
-    class Recorded(pool.ProcessPoolExecutor):
-        def map(self, fn, jobs):
-            jobs = list(jobs)
-            if fn is prediction._forecast_block:
-                pools.append((self._max_workers, [block.names for block in jobs]))
-            return super().map(fn, jobs)
-
-    monkeypatch.setattr(pool, "ProcessPoolExecutor", Recorded)
+    pools = record_blocks(monkeypatch, prediction, "_forecast_block")  # two tickers: a process each
     one_ticker = tmp_path / "one"  # STOCKB has no file: it fails in its own process
     one_ticker.mkdir()
     shutil.copy(sample_dir / "STOCKA.csv", one_ticker / "STOCKA.csv")
@@ -1068,22 +1067,9 @@ def test_predict_shared_among_processes_writes_the_same_forecasts_and_report(sam
         assert shared.recalibrated == {s: 6 for s in ("STOCKA", "STOCKB") if s not in failed}
 
 
-_STOPPED_IN_A_WORKER = """
-import os, signal, sys
-from forecaster import prediction
-from forecaster.cli import main
-
-prediction.MIN_TICKERS_PER_JOB = 1  # two tickers: a process each
-real = prediction._forecast_block
-
-def stopped(block):  # `systemctl stop` signals every process of the service
-    os.killpg(0, signal.SIGTERM)
-    return real(block)
-
-prediction._forecast_block = stopped
-sys.argv = ["forecaster", "predict", "--run", sys.argv[1], "--out", sys.argv[2], "--jobs", "2"]
-main()
-"""
+_STOPPED_IN_A_WORKER = stopped_in_a_worker(
+    "prediction", "_forecast_block", "predict", "--run", "{0}", "--out", "{1}", "--jobs", "2"
+)
 
 
 @pytest.mark.slow

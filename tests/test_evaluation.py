@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from support import python_env
+from support import python_env, record_blocks
 
 from forecaster.checkpoint import load_run
 from forecaster.evaluation import evaluate, lag_report, walk_forward
@@ -123,21 +123,11 @@ def test_evaluate_with_the_fits_made_at_training_does_not_load_arch(run_copy):
 def test_backtest_in_processes_equals_the_backtest_in_one(run_copy, monkeypatch):
     """Tickers shared among processes, each block backtested apart: the same predictions and
     metrics (pooled rows included), the same files byte for byte."""
-    from forecaster import evaluation, pool
+    from forecaster import evaluation
 
     serial = evaluate(run_copy, jobs=1)
     files = {name: path.read_bytes() for name, path in serial.files.items()}
-    monkeypatch.setattr(evaluation, "MIN_TICKERS_PER_JOB", 1)  # two tickers: a process each
-    pools = []
-
-    class Recorded(pool.ProcessPoolExecutor):
-        def map(self, fn, jobs):
-            jobs = list(jobs)
-            if fn is evaluation._backtest_block:
-                pools.append((self._max_workers, [block.names for block in jobs]))
-            return super().map(fn, jobs)
-
-    monkeypatch.setattr(pool, "ProcessPoolExecutor", Recorded)
+    pools = record_blocks(monkeypatch, evaluation, "_backtest_block")  # two tickers: a process each
     shared = evaluate(run_copy, jobs=2)
     assert pools == [(2, [["STOCKA"], ["STOCKB"]])]
     pd.testing.assert_frame_equal(shared.predictions, serial.predictions)
