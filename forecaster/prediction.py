@@ -228,12 +228,12 @@ def predict(
         processes = processes_for(jobs, len(todo), MIN_TICKERS_PER_JOB)
         if processes > 1:
             get_calendar(cfg.data.calendar)  # built once, here: the processes inherit it
+        work = [
+            _Block(run, block, source, data_dir, cut, now, frozenset(dated))
+            for block in (blocks(todo, processes) if processes > 1 else [todo])
+        ]
         with workers(processes) as pool:
-            parts = [
-                _Block(run, block, source, data_dir, cut, now, frozenset(dated))
-                for block in (blocks(todo, processes) if pool else [todo])
-            ]
-            parts = list(pool.executor.map(_forecast_block, parts)) if pool else [_forecast_block(parts[0])]
+            parts = list(pool.executor.map(_forecast_block, work)) if pool else [_forecast_block(work[0])]
         for part in parts:  # in the tickers' order, as one process would have them
             report.failed.update(part.failed)
             report.warnings += part.warnings
