@@ -64,15 +64,45 @@ def workers(processes: int) -> Iterator[Workers | None]:
     context = multiprocessing.get_context(method)
     with ProcessPoolExecutor(processes, mp_context=context, initializer=_worker_signals) as pool:
         try:
+            # every process is started now, with the stop signals held: one that arrives while a
+            # process is still starting (as the first block of another stops the command) waits
+            # for that process to take its own handlers, instead of the command's
+            with _stop_signals_held():
+                pool.submit(_started)
             yield Workers(pool, processes)
         except BaseException:
             pool.shutdown(cancel_futures=True)  # a failure: the blocks not started yet are dropped
             raise
 
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM held back in this thread (and in the processes it starts) until the
+    block ends; one that comes meanwhile is delivered then."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+def _started() -> None:
+    """The first task, which makes the pool start its processes."""
+
+
 def _worker_signals() -> None:
     """A worker leaves Ctrl-C to the command, which stops handing out blocks and waits for the
     ones running, and dies quietly on SIGTERM (`systemctl stop` signals every process of the
-    command) rather than taking it for a Ctrl-C of its own: a traceback, or a pool that hangs."""
+    command) rather than taking it for a Ctrl-C of its own: a traceback, or a pool that hangs.
+    It starts with both signals held (:func:`workers`), so that neither reaches the command's
+    own handlers, which it inherits; one that came before is delivered here, to these."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)

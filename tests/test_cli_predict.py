@@ -1088,3 +1088,37 @@ def test_sigterm_to_predict_and_its_worker_processes_is_one_line_exit_130(traine
         "nothing is half-written: run it again"
     ], res.stderr
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+_STOPPED_AS_THE_PROCESSES_START = """
+import os, signal, sys
+from forecaster import pool, prediction
+from forecaster.cli import main
+
+prediction.MIN_TICKERS_PER_JOB = 1  # two tickers: a process each
+submit = pool.ProcessPoolExecutor.submit
+
+def submit_then_stop(self, *args, **kwargs):  # the processes are forked at the first task
+    future = submit(self, *args, **kwargs)
+    os.killpg(0, signal.SIGTERM)  # while they are still starting
+    return future
+
+pool.ProcessPoolExecutor.submit = submit_then_stop
+sys.argv = ["forecaster", "predict", "--run", sys.argv[1], "--out", sys.argv[2], "--jobs", "2"]
+main()
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_while_the_worker_processes_start_is_one_line_exit_130(trained_run, tmp_path):
+    """SIGTERM to the whole command just as its processes are forked, before they have taken
+    their own signal handlers: none of them takes it for the command's Ctrl-C (a traceback per
+    process); one line, exit 130, nothing written."""
+    out = tmp_path / "fc"
+    res = run_script(_STOPPED_AS_THE_PROCESSES_START, trained_run, out, own_group=True)
+    assert res.returncode == 130, (res.returncode, res.stderr)
+    assert res.stderr.splitlines() == [
+        "ERROR: predict interrupted before it finished; the files it had written are whole and "
+        "nothing is half-written: run it again"
+    ], res.stderr
+    assert not out.exists()
