@@ -244,3 +244,13 @@ def stopped(block):
 sys.argv = ["forecaster", {args}]
 main()
 """
+
+
+def assert_stopped_with_one_line(res: subprocess.CompletedProcess, command: str) -> None:
+    """``command`` stopped by a signal: exit 130 and one line on stderr, no traceback from any
+    of its processes."""
+    assert res.returncode == 130, (res.returncode, res.stderr)
+    assert res.stderr.splitlines() == [
+        f"ERROR: {command} interrupted before it finished; the files it had written are whole and "
+        "nothing is half-written: run it again"
+    ], res.stderr

@@ -12,6 +12,7 @@ import pytest
 from support import (
     ROOT,
     assert_one_line_error,
+    assert_stopped_with_one_line,
     csv_folder_with_a_bar_on,
     error_lines,
     run_forecaster_minding_file_modes,
@@ -574,10 +575,6 @@ def test_sigterm_to_evaluate_and_its_worker_processes_is_one_line_exit_130(run_c
     names = sorted(os.listdir(run_copy))
     before = {p.name: p.read_bytes() for p in (run_copy / "eval").iterdir()}
     res = run_script(_STOPPED_IN_A_WORKER, run_copy, own_group=True)
-    assert res.returncode == 130, (res.returncode, res.stderr)
-    assert res.stderr.splitlines() == [
-        "ERROR: evaluate interrupted before it finished; the files it had written are whole and "
-        "nothing is half-written: run it again"
-    ], res.stderr
+    assert_stopped_with_one_line(res, "evaluate")
     assert {p.name: p.read_bytes() for p in (run_copy / "eval").iterdir()} == before
     assert sorted(os.listdir(run_copy)) == names  # no temporary folder beside eval/

@@ -16,6 +16,7 @@ import pytest
 from support import (
     ROOT,
     assert_one_line_error,
+    assert_stopped_with_one_line,
     hold_lock,
     record_blocks,
     run_script,
@@ -1082,11 +1083,7 @@ def test_sigterm_to_predict_and_its_worker_processes_is_one_line_exit_130(traine
     folder = out / trained_run.name
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     res = run_script(_STOPPED_IN_A_WORKER, trained_run, out, own_group=True)
-    assert res.returncode == 130, (res.returncode, res.stderr)
-    assert res.stderr.splitlines() == [
-        "ERROR: predict interrupted before it finished; the files it had written are whole and "
-        "nothing is half-written: run it again"
-    ], res.stderr
+    assert_stopped_with_one_line(res, "predict")
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
@@ -1116,9 +1113,5 @@ def test_sigterm_while_the_worker_processes_start_is_one_line_exit_130(trained_r
     process); one line, exit 130, nothing written."""
     out = tmp_path / "fc"
     res = run_script(_STOPPED_AS_THE_PROCESSES_START, trained_run, out, own_group=True)
-    assert res.returncode == 130, (res.returncode, res.stderr)
-    assert res.stderr.splitlines() == [
-        "ERROR: predict interrupted before it finished; the files it had written are whole and "
-        "nothing is half-written: run it again"
-    ], res.stderr
+    assert_stopped_with_one_line(res, "predict")
     assert not out.exists()
