@@ -228,8 +228,9 @@ def predict(
         processes = processes_for(jobs, len(todo), MIN_TICKERS_PER_JOB)
         if processes > 1:
             get_calendar(cfg.data.calendar)  # built once, here: the processes inherit it
+        dated = frozenset(dated)
         work = [
-            _Block(run, block, source, data_dir, cut, now, frozenset(dated))
+            _Block(run, block, source, data_dir, cut, now, dated)
             for block in (blocks(todo, processes) if processes > 1 else [todo])
         ]
         with workers(processes) as pool:

@@ -28,19 +28,21 @@ NAMED_TICKERS = 10
 
 def some_names(names: list[str]) -> str:
     """Up to :data:`NAMED_TICKERS` of ``names``, comma-separated, and how many more there are."""
-    if len(names) <= NAMED_TICKERS:
-        return ", ".join(names)
-    shown = NAMED_TICKERS - 1
-    return f"{', '.join(names[:shown])} and {len(names) - shown} more"
+    return _capped(names, ", ", " and {} more")
 
 
 def some_reasons(reasons: dict[str, str]) -> str:
     """``TICKER: why`` for up to :data:`NAMED_TICKERS` tickers, and how many more there are."""
-    items = [f"{sym}: {why}" for sym, why in reasons.items()]
+    return _capped([f"{sym}: {why}" for sym, why in reasons.items()], "; ", "; and {} more tickers")
+
+
+def _capped(items: list[str], sep: str, more: str) -> str:
+    """``items`` joined by ``sep``; past :data:`NAMED_TICKERS`, the first ones and ``more``
+    with the count of the others."""
     if len(items) <= NAMED_TICKERS:
-        return "; ".join(items)
+        return sep.join(items)
     shown = NAMED_TICKERS - 1
-    return "; ".join(items[:shown]) + f"; and {len(items) - shown} more tickers"
+    return sep.join(items[:shown]) + more.format(len(items) - shown)
 
 
 def _shown(value: object, limit: int = 24) -> str:

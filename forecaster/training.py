@@ -842,12 +842,8 @@ def usable_bars(cfg: Config, tickers: list[str]) -> tuple[dict[str, pd.DataFrame
     for sym, why in unusable.items():
         log.warning("skipping %s: %s", sym, why)
     if not bars:
-        raise DataError(f"no ticker has usable bars: {_reasons(unusable)}")
+        raise DataError(f"no ticker has usable bars: {some_reasons(unusable)}")
     return bars, unusable
-
-
-def _reasons(unusable: dict[str, str]) -> str:
-    return some_reasons(unusable)
 
 
 def load_training_data(cfg: Config, tickers: list[str], splits: Splits | None = None) -> TrainingData:
@@ -872,7 +868,7 @@ def load_training_data(cfg: Config, tickers: list[str], splits: Splits | None = 
     except DataError as exc:  # every other ticker too short: the error names those without usable bars too
         if not unusable or not str(exc).startswith("no ticker has enough history"):
             raise
-        raise DataError(f"{exc}; {_reasons(unusable)}") from None
+        raise DataError(f"{exc}; {some_reasons(unusable)}") from None
     reasons = {**ws.skipped, **unusable}
     ws.skipped = {sym: reasons[sym] for sym in tickers if sym in reasons}  # in the order asked for
     ends = {s: ws.ends(s) for s in ("train", "val", "test")}
