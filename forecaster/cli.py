@@ -319,7 +319,7 @@ def handled(debug: bool = False, command: str = "forecaster", json_out: bool = F
         if debug:
             raise
         if getattr(e, "shown", True):  # not on every rank of a distributed job: the line once
-            _failed(json_out, e.exit_code, "%s", e)
+            _failed(json_out, e.exit_code, "%s", e, extra=e.json_extra)
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt as e:  # an interrupted search or training says what it kept
         _failed(json_out, EXIT_INTERRUPTED, "%s", str(e) or _interrupted(command))
@@ -344,13 +344,13 @@ def handled(debug: bool = False, command: str = "forecaster", json_out: bool = F
         raise typer.Exit(EXIT_ERROR) from None
 
 
-def _failed(json_out: bool, code: int, message: str, *args) -> None:
+def _failed(json_out: bool, code: int, message: str, *args, extra: dict | None = None) -> None:
     """One ERROR line on stderr for a command that exits ``code``; with ``--json``, unless the
     command printed its document already (an interrupted training's), that line and the code
-    as one object on stdout."""
+    as one object on stdout, with the ``extra`` keys (what the line had no room for)."""
     log.error(message, *args)
     if json_out and not _Printed.json:
-        _emit_json({"error": message % args, "exit_code": code})
+        _emit_json({"error": message % args, "exit_code": code} | (extra or {}))
 
 
 def _interrupted(command: str) -> str:
@@ -882,6 +882,7 @@ def evaluate(
     setup_logging(quiet, log_file, json_out)
     with handled(debug, "evaluate", json_out):
         from .evaluation import evaluate as do_evaluate
+        from .tickers import log_some
 
         _refuse_empty(run=run, data_dir=data_dir)
         rep = do_evaluate(
@@ -915,7 +916,7 @@ def evaluate(
             for k, v in rep.files.items():
                 print(f"{k}: {v}")
         failed = [f"{sym} not evaluated: {why['error']}" for sym, why in rep.failed.items()]
-        _log_some(logging.ERROR, failed, "tickers not evaluated")
+        log_some(logging.ERROR, failed, "tickers not evaluated")
         if fail_if_no_skill and not ok:
             log.error("no skill over the naive forecast: %s", verdict)
             raise typer.Exit(1)
@@ -1012,6 +1013,7 @@ def predict(
     setup_logging(quiet, log_file, json_out)
     with handled(debug, "predict", json_out):
         from .prediction import predict as do_predict
+        from .tickers import log_some
 
         _refuse_empty(run=run, out=out, data_dir=data_dir)
         rep = do_predict(
@@ -1027,26 +1029,15 @@ def predict(
             jobs=jobs,
         )
         _show_forecast(rep, quiet, json_out)
-        for sym, reason in rep.failed.items():
-            log.error("%s failed: %s", sym, reason)
+        log_some(logging.ERROR, [f"{sym} failed: {reason}" for sym, reason in rep.failed.items()], "failed tickers")
         raise typer.Exit(rep.exit_code)
 
 
-def _log_some(level: int, messages: list[str], what: str) -> None:
-    """Up to 10 messages, or the first 5 and how many more there are (a universe of tickers can
-    give one each): every one of them is in the --json output."""
-    shown = messages if len(messages) <= 10 else messages[:5]
-    for m in shown:
-        log.log(level, "%s", m)
-    if len(shown) < len(messages):
-        log.log(
-            level, "... and %d more such %s (all of them are in the --json output)", len(messages) - len(shown), what
-        )
-
-
 def _show_forecast(rep, quiet: bool, json_out: bool) -> None:
-    _log_some(logging.WARNING, rep.warnings, "warnings")
-    _log_some(logging.INFO, rep.notes, "notes")
+    from .tickers import log_some
+
+    log_some(logging.WARNING, rep.warnings, "warnings")
+    log_some(logging.INFO, rep.notes, "notes")
     if rep.recalibrated:
         log.info(
             "interval scales brought up to date with the outcomes of up to %d session(s) since the run's last bar",
@@ -1275,6 +1266,7 @@ def score(
     setup_logging(quiet, log_file, json_out)
     with handled(debug, "score", json_out):
         from .scoring import score as do_score
+        from .tickers import log_some
 
         _refuse_empty(run=run, out=out, data_dir=data_dir)
         rep = do_score(run, out=out, source=_val(source), data_dir=data_dir, since=since)
@@ -1282,10 +1274,9 @@ def score(
         alerts += [rep.skill_alert(alpha)] if fail_if_no_skill else []
         alerts = [a for a in alerts if a]
         _show_score(rep, alerts, quiet, json_out)
-        for name, reason in rep.skipped.items():
-            log.error("%s skipped: %s", rep.folder / name, reason)
-        for sym, reason in rep.failed.items():
-            log.error("%s failed: %s", sym, reason)
+        skipped = [f"{rep.folder / name} skipped: {reason}" for name, reason in rep.skipped.items()]
+        log_some(logging.ERROR, skipped, "skipped forecast files")
+        log_some(logging.ERROR, [f"{sym} failed: {reason}" for sym, reason in rep.failed.items()], "failed tickers")
         if alerts:
             log.error("%s", "; ".join(alerts))
             raise typer.Exit(1)
@@ -1293,8 +1284,9 @@ def score(
 
 
 def _show_score(rep, alerts: list[str], quiet: bool, json_out: bool) -> None:
-    for w in rep.warnings:
-        log.warning("%s", w)
+    from .tickers import log_some
+
+    log_some(logging.WARNING, rep.warnings, "warnings")
     # the result, for --log-file (stdout has the table): each score leaves a line in the log
     log.info(
         "scored %s of run %s: %s",

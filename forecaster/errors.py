@@ -18,6 +18,14 @@ class ForecasterError(Exception):
     """An error shown to the user as one line; ``exit_code`` is what the CLI exits with."""
 
     exit_code = EXIT_ERROR
+    json_extra: dict | None = None
+    """Keys the ``--json`` error object adds to the line: what one line has no room for (every
+    ticker that failed, when a universe of them did)."""
+
+    def with_json(self, **keys) -> ForecasterError:
+        """This error, with ``keys`` for the ``--json`` error object."""
+        self.json_extra = keys
+        return self
 
 
 class ConfigError(ForecasterError):

@@ -30,7 +30,7 @@ from .pool import blocks as _blocks
 from .pool import workers as _workers
 from .sources import csv_file
 from .store import load_bars, store_path
-from .tickers import some_names
+from .tickers import NAMED_TICKERS, some_names, some_reasons
 from .windows import ending_before
 
 log = logging.getLogger("forecaster")
@@ -376,17 +376,20 @@ def backtest(
             failed[NAMED_FAILURES:] = [f"and {len(failed) - NAMED_FAILURES} more tickers whose bars could not be read"]
         windowless = {s: why for s, why in missing.items() if why["reason"] != UNREADABLE}
         ended = [s for s, why in windowless.items() if why["reason"] == ENDED]
-        reasons = [f"{s}: {_no_origin(s, why, run)}" for s, why in windowless.items() if s not in ended]
+        reasons = [some_reasons({s: _no_origin(s, why, run) for s, why in windowless.items() if s not in ended})]
         if ended:
             reasons.insert(0, f"the bars of {some_names(ended)} end before the run's test split starts ({split_start})")
-        if reasons:
-            failed.append(f"no test windows: {'; '.join(reasons)}")
-        raise DataError("; ".join(failed))
-    for sym, why in missing.items():
-        if why["reason"] != UNREADABLE:  # those are errors, named by the caller
-            log.log(
-                logging.ERROR if asked else logging.WARNING, "%s: no test windows: %s", sym, _no_origin(sym, why, run)
-            )
+        if any(reasons):
+            failed.append(f"no test windows: {'; '.join(r for r in reasons if r)}")
+        raise DataError("; ".join(failed)).with_json(missing=missing)
+    windowless = [(sym, why) for sym, why in missing.items() if why["reason"] != UNREADABLE]  # those: the caller's
+    level = logging.ERROR if asked else logging.WARNING
+    shown = windowless if len(windowless) <= NAMED_TICKERS else windowless[: NAMED_TICKERS - 1]
+    for sym, why in shown:
+        log.log(level, "%s: no test windows: %s", sym, _no_origin(sym, why, run))
+    if len(shown) < len(windowless):
+        more = len(windowless) - len(shown)
+        log.log(level, "and %d more tickers without test windows (the --json output lists them all)", more)
     done = [p for p in parts if len(p.predictions)]
     if not done:
         raise _no_test_windows(run)

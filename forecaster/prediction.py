@@ -54,7 +54,7 @@ from .store import (
     store_dir,
     warn_gaps,
 )
-from .tickers import csv_safe
+from .tickers import csv_safe, some_reasons
 
 log = logging.getLogger("forecaster")
 
@@ -242,10 +242,10 @@ def predict(
             report.recalibrated |= part.recalibrated
         done = [part for part in parts if len(part.forecasts)]
         if not done:
-            msg = "no forecast written: " + "; ".join(f"{k}: {v}" for k, v in report.failed.items())
+            msg = "no forecast written: " + some_reasons(report.failed)
             if report.failed and set(report.failed) <= report.network_failed:
-                raise TemporaryFailure(msg)
-            raise DataError(msg)
+                raise TemporaryFailure(msg).with_json(failed=report.failed)
+            raise DataError(msg).with_json(failed=report.failed)
         report.forecasts = pd.concat([part.forecasts for part in done], ignore_index=True)
         report.as_of = max(part.as_of for part in done)
 

@@ -1,7 +1,9 @@
-"""Ticker symbols: validation, safe file names, and spreadsheet-safe CSV values."""
+"""Ticker symbols: validation, safe file names, spreadsheet-safe CSV values, and messages that
+name many of them."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -9,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from forecaster.errors import TickerError
+
+log = logging.getLogger("forecaster")
 
 MAX_TICKER_LEN = 20
 
@@ -34,6 +38,17 @@ def some_names(names: list[str]) -> str:
 def some_reasons(reasons: dict[str, str]) -> str:
     """``TICKER: why`` for up to :data:`NAMED_TICKERS` tickers, and how many more there are."""
     return _capped([f"{sym}: {why}" for sym, why in reasons.items()], "; ", "; and {} more tickers")
+
+
+def log_some(level: int, messages: list[str], what: str) -> None:
+    """Log up to :data:`NAMED_TICKERS` ``messages`` (one per ticker, say), or the first ones and
+    how many more there are: a universe of tickers would bury the rest of the output. Every
+    one of them is in the command's ``--json`` output."""
+    shown = messages if len(messages) <= NAMED_TICKERS else messages[: NAMED_TICKERS - 1]
+    for m in shown:
+        log.log(level, "%s", m)
+    if len(shown) < len(messages):
+        log.log(level, "and %d more %s (the --json output lists them all)", len(messages) - len(shown), what)
 
 
 def _capped(items: list[str], sep: str, more: str) -> str:

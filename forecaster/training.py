@@ -56,7 +56,7 @@ from .outputs import has_dated_forecasts
 from .sessions import check_calendar
 from .store import load_bars
 from .threads import usable_cores
-from .tickers import some_names, some_reasons, validate_ticker
+from .tickers import log_some, some_names, some_reasons, validate_ticker
 from .windows import Splits, WindowSet, build_windows, make_splits, without_windows
 
 log = logging.getLogger("forecaster")
@@ -839,8 +839,7 @@ def usable_bars(cfg: Config, tickers: list[str]) -> tuple[dict[str, pd.DataFrame
     a warning each); an error when no ticker is left."""
     unusable: dict[str, str] = {}
     bars = load_bars(cfg.data.source, cfg.data.data_dir, tickers, until_today=True, unusable=unusable)
-    for sym, why in unusable.items():
-        log.warning("skipping %s: %s", sym, why)
+    log_some(logging.WARNING, [f"skipping {sym}: {why}" for sym, why in unusable.items()], "tickers skipped")
     if not bars:
         raise DataError(f"no ticker has usable bars: {some_reasons(unusable)}")
     return bars, unusable
@@ -872,17 +871,19 @@ def load_training_data(cfg: Config, tickers: list[str], splits: Splits | None = 
     reasons = {**ws.skipped, **unusable}
     ws.skipped = {sym: reasons[sym] for sym in tickers if sym in reasons}  # in the order asked for
     ends = {s: ws.ends(s) for s in ("train", "val", "test")}
+    short = [f"skipping {sym}: {why}" for sym, why in ws.skipped.items() if sym not in unusable]
+    log_some(logging.WARNING, short, "tickers skipped")
+    no_val = []
     for sym, why in without_windows(ws, bars, ends["val"], splits.val_start).items():
         if why["last_date"] < why["split_start"]:
             where = f"before the validation split starts ({why['split_start']})"
         else:  # a forecast needs `horizon` sessions of the split after its origin
             where = f"fewer than {w.horizon} sessions into the validation split (from {why['split_start']})"
-        log.warning(
-            "%s: no validation windows: its bars end %s, %s; it is trained on but neither calibrated nor evaluated",
-            sym,
-            why["last_date"],
-            where,
+        no_val.append(
+            f"{sym}: no validation windows: its bars end {why['last_date']}, {where}; "
+            "it is trained on but neither calibrated nor evaluated"
         )
+    log_some(logging.WARNING, no_val, "tickers without validation windows")
     for split, what in (("train", "training"), ("val", "validation")):
         if len(ends[split]) == 0:
             raise TrainingError(f"no {what} windows: shorten lookback/horizon/val_days or add history")

@@ -12,7 +12,6 @@ all of its rows in one ticker (no window crosses a ticker or split boundary).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,8 +21,6 @@ from .config import IntervalConfig, ModelConfig
 from .errors import DataError
 from .features import Scaler, TickerArrays, make_arrays
 from .tickers import some_reasons
-
-log = logging.getLogger("forecaster")
 
 SPLITS = ("train", "val", "test")
 
@@ -199,7 +196,7 @@ def build_windows(
     """Stack tickers into one WindowSet.
 
     Training: ``scalers`` is None and each ticker's scaler is fitted on its training rows only;
-    a ticker with too few rows for one training window is skipped with a warning naming it.
+    a ticker with too few rows for one training window is skipped, its reason in ``skipped``.
     Evaluation / prediction: pass the run's ``scalers`` and ``tickers`` (its embedding order);
     every ticker then keeps its id, and one without enough rows raises a DataError naming it.
 
@@ -256,8 +253,7 @@ def _ticker_arrays(bars, order, lookback, horizon, splits, scalers, features, ha
                     f"{n_bars} bars in the training split, need at least {lookback + horizon + 1} "
                     f"(lookback {lookback} + horizon {horizon}, plus the bar before them for the first return)"
                 )
-                log.warning("skipping %s: %s", sym, reason)
-                skipped[sym] = reason
+                skipped[sym] = reason  # the caller says so
                 continue
             fitted[sym] = Scaler.fit(a.features[splits.code(a.dates) == 0])
         elif n < lookback:

@@ -793,3 +793,111 @@ def test_a_universe_of_tickers_is_not_listed_in_one_error_line(tmp_path):
     assert f"it knows 1000 ticker(s): {', '.join(known[:shown])} and {1000 - shown} more" in msg
     assert f"`forecaster info {tmp_path / 'r'}` lists them all" in msg
     assert "T0001" not in msg.split(";")[0] and len(msg) < 400
+
+
+# ---------------------------------------------------------------------------- many tickers at once
+
+MANY = [f"T{i:02d}" for i in range(12)]
+
+
+@pytest.fixture(scope="module")
+def many_tickers(tmp_path_factory) -> tuple[Path, Path]:
+    """A CSV folder of 12 tickers with 2.5 years each (and 12 with 30 bars), and a run trained
+    on the 12: a small universe, past the ten tickers a message names."""
+    from support import tiny_overrides
+
+    from forecaster.config import load_config
+    from forecaster.synthetic import generate_bars, write_csv
+    from forecaster.training import train
+
+    data = tmp_path_factory.mktemp("many")
+    for i, sym in enumerate(MANY):
+        write_csv(generate_bars("2022-07-01", "2024-12-31", seed=100 + i), data / f"{sym}.csv")
+        write_csv(generate_bars("2024-11-01", "2024-12-13", seed=200 + i), data / f"S{sym}.csv")
+    run = tmp_path_factory.mktemp("many-runs") / "many"
+    train(load_config(None, tiny_overrides(data, **{"data.tickers": MANY, "train.epochs": 1})), run_dir=run)
+    return data, run
+
+
+def _lines(stderr: str, level: str) -> list[str]:
+    return [line.removeprefix(f"{level}: ") for line in stderr.splitlines() if line.startswith(f"{level}: ")]
+
+
+def test_many_tickers_skipped_by_train_are_named_ten_lines_at_most(cli, many_tickers, tmp_path):
+    data, _ = many_tickers
+    short = [f"S{sym}" for sym in MANY]
+    res = cli(
+        "train",
+        "--source",
+        "csv",
+        "--data-dir",
+        data,
+        "--tickers",
+        ",".join(MANY[:2] + short),
+        "--epochs",
+        "1",
+        "--lookback",
+        "20",
+        "--horizon",
+        "3",
+        "--run-dir",
+        tmp_path / "run",
+        "--quiet",
+    )
+    assert res.exit_code == 0, res.stderr
+    skipped = [w for w in _lines(res.stderr, "WARNING") if w.startswith("skipping") or w.startswith("and ")]
+    assert skipped[:9] == [f"skipping {s}: {skipped[0].split(': ', 1)[1]}" for s in short[:9]]
+    assert skipped[9:] == ["and 3 more tickers skipped (the --json output lists them all)"]
+    assert list(run_meta(tmp_path / "run")["skipped"]) == short  # every one of them in the run
+
+
+def test_many_tickers_failing_in_predict_are_named_ten_lines_at_most(cli, many_tickers, tmp_path):
+    data, run = many_tickers
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(data / "T00.csv", one / "T00.csv")
+    res = cli("predict", "--run", run, "--data-dir", one, "--out", tmp_path / "fc")
+    assert res.exit_code == 3, res.stderr
+    errors = _lines(res.stderr, "ERROR")
+    assert errors[:9] == [f"{s} failed: no CSV file at {one / s}.csv" for s in MANY[1:10]]
+    assert errors[9:] == ["and 2 more failed tickers (the --json output lists them all)"]
+    res = cli("predict", "--run", run, "--data-dir", one, "--out", tmp_path / "fc", "--json")
+    assert res.exit_code == 3
+    assert list(json.loads(res.stdout)["failed"]) == MANY[1:]
+
+
+def test_a_universe_failing_in_predict_is_one_line_and_json_names_every_ticker(cli, many_tickers, tmp_path):
+    _, run = many_tickers
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = cli("predict", "--run", run, "--data-dir", empty, "--out", tmp_path / "fc", "--json")
+    line = assert_one_line_error(res, 1, "no forecast written: T00: no CSV file at ", "; and 3 more tickers")
+    assert "T08: " in line and "T09" not in line
+    doc = json.loads(res.stdout)
+    assert doc["error"] == line.removeprefix("ERROR: ") and doc["exit_code"] == 1
+    assert doc["failed"] == {s: f"no CSV file at {empty / s}.csv" for s in MANY}
+
+
+def test_many_tickers_without_test_windows_in_evaluate_are_named_ten_lines_at_most(cli, many_tickers, tmp_path):
+    import pandas as pd
+
+    data, run = many_tickers
+    ended = tmp_path / "ended"
+    ended.mkdir()
+    shutil.copy(data / "T00.csv", ended / "T00.csv")
+    for sym in MANY[1:]:  # delisted before the test split
+        df = pd.read_csv(data / f"{sym}.csv")
+        df[df["Date"] < "2024-06-01"].to_csv(ended / f"{sym}.csv", index=False)
+    res = cli("evaluate", "--run", run, "--data-dir", ended, "--json")
+    assert res.exit_code == 0, res.stderr
+    warned = [w for w in _lines(res.stderr, "WARNING") if "no test windows" in w or w.startswith("and ")]
+    assert [w.split(":")[0] for w in warned[:9]] == MANY[1:10]
+    assert warned[9:] == ["and 2 more tickers without test windows (the --json output lists them all)"]
+    assert list(json.loads(res.stdout)["missing"]) == MANY[1:]
+    # every ticker without test windows: one line, and every one of them in --json
+    for sym in MANY[:1]:
+        df = pd.read_csv(data / f"{sym}.csv")
+        df[df["Date"] < "2024-06-01"].to_csv(ended / f"{sym}.csv", index=False)
+    res = cli("evaluate", "--run", run, "--data-dir", ended, "--json")
+    line = assert_one_line_error(res, 1, "the bars of T00, T01, ", " and 3 more end before the run's test split")
+    assert list(json.loads(res.stdout)["missing"]) == MANY and len(line) < 400

@@ -916,10 +916,12 @@ def test_predict_yahoo_network_down_and_nothing_stored(cli, trained_run, tmp_pat
     assert res.exit_code == 75
     assert "STOCKA" in res.stderr and "STOCKB" in res.stderr
     assert not list(out.glob("*/*.csv"))
-    # --json: the line and the code on stdout, for a reader that parses it
+    # --json: the line, the code and every ticker's reason on stdout, for a reader that parses it
     res = cli("predict", "--run", trained_run, "--source", "yahoo", "--data-dir", tmp_path / "data", "--json")
     line = assert_one_line_error(res, 75, "STOCKA", "STOCKB")
-    assert json.loads(res.stdout) == {"error": line.removeprefix("ERROR: "), "exit_code": 75}
+    why = "refresh failed (cannot reach Yahoo (ConnectionError)) and nothing is stored"
+    failed = {"STOCKA": why, "STOCKB": why}
+    assert json.loads(res.stdout) == {"error": line.removeprefix("ERROR: "), "exit_code": 75, "failed": failed}
 
 
 def test_predict_yahoo_network_down_and_store_too_stale(cli, trained_run, tmp_path, yahoo_down, stored_sample):
@@ -979,9 +981,9 @@ def test_predict_lock_held_on_the_output(cli, trained_run, tmp_path):
     assert not list(folder.glob("*.csv"))
 
 
-@pytest.mark.parametrize(("count", "shown"), [(10, 10), (12, 5)])
+@pytest.mark.parametrize(("count", "shown"), [(10, 10), (12, 9)])
 def test_many_warnings_and_notes_are_cut_short_alike_and_say_how_many_more(caplog, count, shown):
-    """A universe of tickers can give a note or a warning each: both are cut to the first five
+    """A universe of tickers can give a note or a warning each: both are cut to the first nine
     past ten, with a line saying how many more there are; --json has them all."""
     import logging
     from types import SimpleNamespace
@@ -999,7 +1001,7 @@ def test_many_warnings_and_notes_are_cut_short_alike_and_say_how_many_more(caplo
         lines = [r.getMessage() for r in caplog.records if r.levelno == level]
         assert lines[:shown] == messages[:shown]
         if shown < count:
-            assert lines[shown:] == [f"... and {count - shown} more such {what} (all of them are in the --json output)"]
+            assert lines[shown:] == [f"and {count - shown} more {what} (the --json output lists them all)"]
         else:
             assert len(lines) == count
 

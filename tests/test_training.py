@@ -252,7 +252,9 @@ def test_short_ticker_skipped_and_recorded(sample_dir, tmp_path):
 
 
 @pytest.mark.parametrize(("training_bars", "kept"), [(24, True), (23, False)])
-def test_a_ticker_with_bars_for_exactly_one_training_window_is_trained(sample_dir, tmp_path, training_bars, kept):
+def test_a_ticker_with_bars_for_exactly_one_training_window_is_trained(
+    sample_dir, tmp_path, caplog, training_bars, kept
+):
     """Lookback 20 + horizon 3, plus the bar before them for the first return: 24 bars before
     the validation split make one training window, and the ticker is trained; 23 do not."""
     import shutil
@@ -262,15 +264,20 @@ def test_a_ticker_with_bars_for_exactly_one_training_window_is_trained(sample_di
     df = pd.read_csv(d / "STOCKA.csv").tail(100 + 100 + training_bars)  # val_days + test_days + those
     df.to_csv(d / "NEWCO.csv", index=False)
     cfg = load_config(None, tiny_overrides(d, **{"data.tickers": ["STOCKA", "NEWCO"], "train.epochs": 1}))
-    res = train(cfg, run_dir=tmp_path / "run")
+    with caplog.at_level("WARNING", logger="forecaster"):
+        res = train(cfg, run_dir=tmp_path / "run")
+    warned = [r.getMessage() for r in caplog.records if "NEWCO" in r.getMessage()]
     if kept:
         assert list(res.manifest.tickers) == ["NEWCO", "STOCKA"] and res.manifest.skipped == {}
+        assert warned == []
     else:
         assert list(res.manifest.tickers) == ["STOCKA"]
-        assert res.manifest.skipped == {
-            "NEWCO": "23 bars in the training split, need at least 24 "
+        reason = (
+            "23 bars in the training split, need at least 24 "
             "(lookback 20 + horizon 3, plus the bar before them for the first return)"
-        }
+        )
+        assert res.manifest.skipped == {"NEWCO": reason}
+        assert warned == [f"skipping NEWCO: {reason}"]
 
 
 def test_ticker_without_validation_windows_is_named(sample_dir, tmp_path, caplog):
