@@ -8,6 +8,8 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 from arch.univariate import StudentsT, arch_model
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from forecaster import baselines
 from forecaster.baselines import (
@@ -117,6 +119,34 @@ def test_hist_matches_loop_reference(window):
     # too little history: NaN bounds, but always the median
     assert np.isnan(got[0, :, [0, 2]]).all() and np.isnan(got[1, :, [0, 2]]).all()
     assert np.all(np.isfinite(got[:, :, 1]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 700),
+    window=st.sampled_from([1, 2, 37, 60, 500]),
+    ends=st.lists(st.integers(-5, 699), min_size=1, max_size=40),
+    decimals=st.sampled_from([None, 2]),
+    seed=st.integers(0, 2**16),
+)
+def test_window_quantiles_are_each_windows_own_to_the_last_bit(n, window, ends, decimals, seed):
+    """Each end's quantiles are those of its own sorted window (numpy's linear method, the
+    same arithmetic), to the last bit: with ties, scattered ends and windows cut by the start."""
+    values = np.random.default_rng(seed).standard_t(3, n)
+    if decimals is not None:
+        values = np.round(values, decimals)  # ties
+    ends = np.array([e for e in ends if e < n], dtype=np.int64)
+    got = baselines._window_quantiles(values, ends, window, (0.1, 0.9))
+    for i, e in enumerate(ends):
+        sample = np.sort(values[max(0, e - window + 1) : e + 1]) if e >= 0 else []  # e < 0: no value yet
+        for k, q in enumerate((0.1, 0.9)):
+            if len(sample) < baselines.HIST_MIN_RETURNS:
+                assert np.isnan(got[k, i])
+                continue
+            position = (len(sample) - 1) * q
+            below = math.floor(position)
+            low, high = sample[below], sample[min(below + 1, len(sample) - 1)]
+            assert got[k, i] == low + (position - below) * (high - low)
 
 
 def test_hist_uses_only_the_last_window_sessions():
