@@ -331,6 +331,9 @@ def _read_csv_frame(path: Path) -> pd.DataFrame:
     index = _parse_dates(raw[date_col], path, raw.isna().all(axis=1).to_numpy(), lines)
     values: dict[str, np.ndarray] = {}
     for col in COLUMNS + ([adj_col] if adj_col else []):
+        if col not in raw.columns:  # no volume column: every row's volume is missing (set to 0, with a warning)
+            values[col] = np.full(len(raw), np.nan)
+            continue
         text = raw[col].str.strip()
         numbers = pd.to_numeric(text, errors="coerce").astype("float64")
         missing_marks = text.str.lower().isin(_MISSING)
@@ -416,7 +419,7 @@ def _key_columns(keys: list[str], path: Path) -> tuple[list[str], str, str | Non
     if dupes:
         raise DataError(f"{path}: duplicate column(s) {', '.join(dupes)}")
     date_col = next((c for c in DATE_COLUMNS if c in keys), None)
-    missing = ([] if date_col else ["date"]) + [c for c in COLUMNS if c not in keys]
+    missing = ([] if date_col else ["date"]) + [c for c in COLUMNS if c not in keys and c != "volume"]
     if missing:
         found = ["(no name)" if re.fullmatch(r"(unnamed: \d+)?", k) else k for k in keys]  # pandas' name for ""
         hint = (
@@ -460,8 +463,8 @@ def _read_clean_csv(path: Path) -> pd.DataFrame | None:
         keys, date_col, adj_col = _columns(raw, path)
         raw.columns = keys
         wanted = COLUMNS + ([adj_col] if adj_col else [])
-        if raw.empty or not all(pd.api.types.is_numeric_dtype(raw[c]) for c in wanted):
-            return None
+        if raw.empty or not all(c in raw.columns and pd.api.types.is_numeric_dtype(raw[c]) for c in wanted):
+            return None  # a missing volume column too: the careful path reads it
         index = pd.DatetimeIndex(pd.to_datetime(raw[date_col], format="%Y-%m-%d")).astype("datetime64[ns]")
         if index.isna().any():
             return None
@@ -502,6 +505,8 @@ def _plain_csv(path: Path) -> PlainBars | None:
         _, date_col, adj_col = _key_columns([_header_key(n) for n in names], path)
         wanted = COLUMNS + ([adj_col] if adj_col else [])
         used = {_header_key(n): n for n in names}
+        if "volume" not in used:  # the careful path reads it, and says so
+            return None
         types = {used[c]: pa.float64() for c in wanted} | {used[date_col]: pa.date32()}
         table = pcsv.read_csv(
             pa.BufferReader(data),

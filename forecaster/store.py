@@ -209,7 +209,10 @@ def _zero_missing_volume(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
     no_volume = df["volume"].isna()
     if not no_volume.any():
         return df
-    log.warning("%s: set a missing volume to 0 on %d row(s)", ticker, no_volume.sum())
+    if no_volume.all():  # a file without a volume column (an index, an exchange rate): a note, not a warning
+        log.info("%s: no volume: set to 0 on all %d rows (its volume feature is flat)", ticker, len(df))
+    else:
+        log.warning("%s: set a missing volume to 0 on %d row(s)", ticker, no_volume.sum())
     return df.assign(volume=df["volume"].fillna(0.0))
 
 

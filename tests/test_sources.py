@@ -252,7 +252,7 @@ def test_csv_is_not_sorted_or_repaired_here(tmp_path):
         ("", "is empty"),
         ("\n\n", "is empty"),
         ("date,open,high,low,close,volume\n", "has a header but no rows"),
-        ("date,open,high,low,close\n2024-01-02,1,1,1,1\n", "missing column(s) volume"),
+        ("date,open,high,close,volume\n2024-01-02,1,1,1,1\n", "missing column(s) low"),
         ("day,open,high,low,close,volume\n2024-01-02,1,1,1,1,1\n", "missing column(s) date"),
         (
             "date;open;high;low;close;volume\n2024-01-02;1,5;1;1;1;1\n",

@@ -52,6 +52,22 @@ def test_validate_repairs_order_duplicates_and_nan_rows_with_warnings(caplog):
     assert "set a missing volume to 0 on 1 row(s)" in text
 
 
+def test_a_csv_without_a_volume_column_is_read_with_zero_volume_and_a_warning(tmp_path, caplog):
+    """An index's or an exchange rate's file often has no volume: its bars are read, with a
+    volume of 0 on every row and one note saying so (not a warning: a cron job's --quiet
+    output stays empty); the prices are those of the file."""
+    bars = make_bars("2024-01-02", 30)
+    prices = bars.drop(columns="volume").rename_axis("Date")
+    prices.to_csv(tmp_path / "IDX.csv", date_format="%Y-%m-%d")
+    with caplog.at_level(logging.INFO, logger="forecaster"):
+        got = store.load_csv(tmp_path, "IDX")
+    assert (got["volume"] == 0.0).all() and len(got) == 30
+    np.testing.assert_allclose(got[["open", "high", "low", "close"]].to_numpy(), prices.to_numpy(), rtol=1e-15)
+    assert [r.getMessage() for r in caplog.records] == [
+        "IDX: no volume: set to 0 on all 30 rows (its volume feature is flat)"
+    ]
+
+
 def test_validate_clean_frame_passes_silently(caplog):
     bars = make_bars("2024-01-02", 10)
     with caplog.at_level(logging.WARNING, logger="forecaster"):

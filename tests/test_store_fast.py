@@ -436,7 +436,10 @@ BAD_CSV = {
     "duplicate columns": _csv(*[r + ",1" for r in ROWS], header=HEADER.strip() + ",Close\n"),
     "same column twice": _csv(*[r + ",1" for r in ROWS], header=HEADER.strip() + ",close\n"),
     "empty header name": _csv(*[r + ",1" for r in ROWS], header=HEADER.strip() + ",\n"),
-    "missing column": _csv("2024-01-02,10,11,9,10.5", header="Date,Open,High,Low,Close\n"),
+    "missing column": _csv("2024-01-02,10,11,10.5,1000", header="Date,Open,High,Close,Volume\n"),
+    "no volume column": _csv(
+        "2024-01-02,10,11,9,10.5", "2024-01-03,10.5,12,10,11.5", header="Date,Open,High,Low,Close\n"
+    ),
     "semicolons": HEADER.replace(",", ";") + ROWS[0].replace(",", ";") + "\n",
     "adj close": _csv("2024-01-02,10,11,9,10.5,5.25,1000", header="Date,Open,High,Low,Close,Adj Close,Volume\n"),
     "empty adj close": _csv("2024-01-02,10,11,9,10.5,,1000", header="Date,Open,High,Low,Close,Adj Close,Volume\n"),
