@@ -571,10 +571,12 @@ def train(
             "leave --run-dir out (or copy the run there first and resume the copy)",
             param_hint="'--run-dir' with '--resume'",
         )
-    target = resume if resume is not None else run_dir
+    target, whose = (resume, "") if resume is not None else (run_dir, "")
+    if log_file is not None and target is None:  # the run directory the config names (or the default)
+        target, whose = _configured_run_dir(config, locals()), " (the config's run_dir)"
     if log_file is not None and target is not None and Path(target).absolute() in Path(log_file).absolute().parents:
         raise typer.BadParameter(
-            f"the log file {log_file} is inside the run directory {target}, which the run replaces whole "
+            f"the log file {log_file} is inside the run directory {target}{whose}, which the run replaces whole "
             "(the log would be lost with it); write the log elsewhere",
             param_hint="'--log-file'",
         )
@@ -610,6 +612,19 @@ def train(
             raise
         if res.manifest is not None:  # None: another rank of a distributed job writes the run
             _show_training(res, quiet, json_out)
+
+
+def _configured_run_dir(config: list[Path] | None, options: dict) -> Path | None:
+    """The run directory ``train`` writes when no ``--run-dir`` is given: the config's
+    ``run_dir`` (or the default); None when the config cannot be read, whose error the command
+    then reports with its log set up."""
+    from .config import load_config
+
+    try:
+        tickers = _tickers(options["tickers"], options["tickers_arg"])
+        return load_config(_config_file(config), overrides(options, tickers)).run_dir
+    except Exception:
+        return None
 
 
 def _training_doc(run_dir: Path, man) -> dict:

@@ -572,6 +572,22 @@ def test_train_refuses_a_log_file_inside_the_run_dir_as_a_usage_error(cli, small
     assert "epoch 1" in (tmp_path / "t.log").read_text()
 
 
+def test_train_refuses_a_log_file_inside_the_configs_run_dir_as_a_usage_error(cli, small_dir, tmp_path):
+    """The same when the run directory comes from the config file: refused before the log is
+    opened, so no folder is made there (one holding only a log would not be a run directory)."""
+    run = tmp_path / "from-config"
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(f'run_dir = "{run.as_posix()}"\n')
+    args = ["train", "--config", cfg, "--data-dir", small_dir, "-t", "STOCKA", *TINY]
+    res = cli(*args, "--log-file", run / "logs" / "train.log")
+    assert res.exit_code == 2, res.stderr
+    assert "Usage" in res.stderr and "(the config's run_dir)" in res.stderr and "write the log" in res.stderr
+    assert not run.exists()
+    res = cli(*args, "--log-file", tmp_path / "train.log", "-q")  # beside it: trained, and the log kept
+    assert res.exit_code == 0, res.stderr
+    assert (run / "run.json").is_file() and "epoch 1" in (tmp_path / "train.log").read_text()
+
+
 def test_resume_refuses_another_run_dir_as_a_usage_error(cli, small_dir, tmp_path):
     run = _interrupted_run(small_dir, tmp_path / "runs" / "stopped")
     before = {f: (run / f).read_bytes() for f in os.listdir(run)}
