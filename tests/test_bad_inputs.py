@@ -826,24 +826,8 @@ def _lines(stderr: str, level: str) -> list[str]:
 def test_many_tickers_skipped_by_train_are_named_ten_lines_at_most(cli, many_tickers, tmp_path):
     data, _ = many_tickers
     short = [f"S{sym}" for sym in MANY]
-    res = cli(
-        "train",
-        "--source",
-        "csv",
-        "--data-dir",
-        data,
-        "--tickers",
-        ",".join(MANY[:2] + short),
-        "--epochs",
-        "1",
-        "--lookback",
-        "20",
-        "--horizon",
-        "3",
-        "--run-dir",
-        tmp_path / "run",
-        "--quiet",
-    )
+    flags = ["--source", "csv", "--epochs", "1", "--lookback", "20", "--horizon", "3", "--quiet"]
+    res = cli("train", "--data-dir", data, "-t", ",".join(MANY[:2] + short), *flags, "--run-dir", tmp_path / "run")
     assert res.exit_code == 0, res.stderr
     skipped = [w for w in _lines(res.stderr, "WARNING") if w.startswith("skipping") or w.startswith("and ")]
     assert skipped[:9] == [f"skipping {s}: {skipped[0].split(': ', 1)[1]}" for s in short[:9]]
