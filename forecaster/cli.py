@@ -571,8 +571,8 @@ def train(
             "leave --run-dir out (or copy the run there first and resume the copy)",
             param_hint="'--run-dir' with '--resume'",
         )
-    target, whose = (resume, "") if resume is not None else (run_dir, "")
-    if log_file is not None and target is None:  # the run directory the config names (or the default)
+    target, whose = resume if resume is not None else run_dir, ""
+    if log_file is not None and target is None:  # the run directory the config file names, if any
         target, whose = _configured_run_dir(config, locals()), " (the config's run_dir)"
     if log_file is not None and target is not None and Path(target).absolute() in Path(log_file).absolute().parents:
         raise typer.BadParameter(
@@ -616,8 +616,8 @@ def train(
 
 def _configured_run_dir(config: list[Path] | None, options: dict) -> Path | None:
     """The run directory ``train`` writes when no ``--run-dir`` is given: the config's
-    ``run_dir`` (or the default); None when the config cannot be read, whose error the command
-    then reports with its log set up."""
+    ``run_dir``. None without one (a new folder named after the time is made then) or when the
+    config cannot be read, whose error the command then reports with its log set up."""
     from .config import load_config
 
     try:

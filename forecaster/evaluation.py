@@ -30,7 +30,7 @@ from .pool import blocks as _blocks
 from .pool import workers as _workers
 from .sources import csv_file
 from .store import load_bars, store_path
-from .tickers import NAMED_TICKERS, some_names, some_reasons
+from .tickers import log_some, some_names, some_reasons
 from .windows import ending_before
 
 log = logging.getLogger("forecaster")
@@ -382,14 +382,12 @@ def backtest(
         if any(reasons):
             failed.append(f"no test windows: {'; '.join(r for r in reasons if r)}")
         raise DataError("; ".join(failed)).with_json(missing=missing)
-    windowless = [(sym, why) for sym, why in missing.items() if why["reason"] != UNREADABLE]  # those: the caller's
-    level = logging.ERROR if asked else logging.WARNING
-    shown = windowless if len(windowless) <= NAMED_TICKERS else windowless[: NAMED_TICKERS - 1]
-    for sym, why in shown:
-        log.log(level, "%s: no test windows: %s", sym, _no_origin(sym, why, run))
-    if len(shown) < len(windowless):
-        more = len(windowless) - len(shown)
-        log.log(level, "and %d more tickers without test windows (the --json output lists them all)", more)
+    windowless = [  # the unreadable ones are errors, named by the caller
+        f"{sym}: no test windows: {_no_origin(sym, why, run)}"
+        for sym, why in missing.items()
+        if why["reason"] != UNREADABLE
+    ]
+    log_some(logging.ERROR if asked else logging.WARNING, windowless, "tickers without test windows")
     done = [p for p in parts if len(p.predictions)]
     if not done:
         raise _no_test_windows(run)

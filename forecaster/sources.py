@@ -331,7 +331,7 @@ def _read_csv_frame(path: Path) -> pd.DataFrame:
     index = _parse_dates(raw[date_col], path, raw.isna().all(axis=1).to_numpy(), lines)
     values: dict[str, np.ndarray] = {}
     for col in COLUMNS + ([adj_col] if adj_col else []):
-        if col not in raw.columns:  # no volume column: every row's volume is missing (set to 0, with a warning)
+        if col not in raw.columns:  # no volume column: every row's volume is missing (validation sets it to 0)
             values[col] = np.full(len(raw), np.nan)
             continue
         text = raw[col].str.strip()
