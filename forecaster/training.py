@@ -836,7 +836,7 @@ def _check_shares(cfg: Config, data: TrainingData, world: int) -> None:
 
 def usable_bars(cfg: Config, tickers: list[str]) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
     """The bars of ``tickers`` that have any, and why each of the others has none (skipped with
-    a warning each); an error when no ticker is left."""
+    a warning each, ten lines at most); an error when no ticker is left."""
     unusable: dict[str, str] = {}
     bars = load_bars(cfg.data.source, cfg.data.data_dir, tickers, until_today=True, unusable=unusable)
     log_some(logging.WARNING, [f"skipping {sym}: {why}" for sym, why in unusable.items()], "tickers skipped")
