@@ -834,15 +834,21 @@ def _check_shares(cfg: Config, data: TrainingData, world: int) -> None:
             )
 
 
-def usable_bars(cfg: Config, tickers: list[str]) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
-    """The bars of ``tickers`` that have any, and why each of the others has none (skipped with
-    a warning each, ten lines at most); an error when no ticker is left."""
+def usable_bars(cfg: Config, tickers: list[str], warn: bool = True) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    """The bars of ``tickers`` that have any, and why each of the others has none (skipped,
+    with a warning each unless ``warn`` is false, ten lines at most); an error when no ticker
+    is left."""
     unusable: dict[str, str] = {}
     bars = load_bars(cfg.data.source, cfg.data.data_dir, tickers, until_today=True, unusable=unusable)
-    log_some(logging.WARNING, [f"skipping {sym}: {why}" for sym, why in unusable.items()], "tickers skipped")
+    if warn:
+        _warn_skipped(unusable)
     if not bars:
         raise DataError(f"no ticker has usable bars: {some_reasons(unusable)}")
     return bars, unusable
+
+
+def _warn_skipped(skipped: dict[str, str]) -> None:
+    log_some(logging.WARNING, [f"skipping {sym}: {why}" for sym, why in skipped.items()], "tickers skipped")
 
 
 def load_training_data(cfg: Config, tickers: list[str], splits: Splits | None = None) -> TrainingData:
@@ -850,7 +856,7 @@ def load_training_data(cfg: Config, tickers: list[str], splits: Splits | None = 
 
     A ticker with no usable bars is skipped with a warning, as one too short for a training
     window is (both are in ``ws.skipped``); an error when no ticker is left."""
-    bars, unusable = usable_bars(cfg, tickers)
+    bars, unusable = usable_bars(cfg, tickers, warn=False)  # named below with those too short
     w = cfg.window
     splits = splits or make_splits(bars, w.val_days, w.test_days)
     try:
@@ -871,8 +877,7 @@ def load_training_data(cfg: Config, tickers: list[str], splits: Splits | None = 
     reasons = {**ws.skipped, **unusable}
     ws.skipped = {sym: reasons[sym] for sym in tickers if sym in reasons}  # in the order asked for
     ends = {s: ws.ends(s) for s in ("train", "val", "test")}
-    short = [f"skipping {sym}: {why}" for sym, why in ws.skipped.items() if sym not in unusable]
-    log_some(logging.WARNING, short, "tickers skipped")
+    _warn_skipped(ws.skipped)
     no_val = []
     for sym, why in without_windows(ws, bars, ends["val"], splits.val_start).items():
         if why["last_date"] < why["split_start"]:

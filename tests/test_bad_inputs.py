@@ -824,15 +824,26 @@ def _lines(stderr: str, level: str) -> list[str]:
 
 
 def test_many_tickers_skipped_by_train_are_named_ten_lines_at_most(cli, many_tickers, tmp_path):
-    data, _ = many_tickers
-    short = [f"S{sym}" for sym in MANY]
+    """Too short for a window or without a usable bar: one list of skipped tickers, ten lines."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ["T00", "T01", *(f"ST{i:02d}" for i in range(6))]:
+        shutil.copy(many_tickers[0] / f"{name}.csv", data / f"{name}.csv")
+    for i in range(6):
+        (data / f"E{i:02d}.csv").write_text("Date,Open,High,Low,Close,Volume\n")  # a header, no rows
+    skipped = (
+        [f"E{i:02d}" for i in range(0, 6, 2)] + [f"ST{i:02d}" for i in range(6)] + [f"E{i:02d}" for i in (1, 3, 5)]
+    )
     flags = ["--source", "csv", "--epochs", "1", "--lookback", "20", "--horizon", "3", "--quiet"]
-    res = cli("train", "--data-dir", data, "-t", ",".join(MANY[:2] + short), *flags, "--run-dir", tmp_path / "run")
+    res = cli(
+        "train", "--data-dir", data, "-t", ",".join(["T00", "T01", *skipped]), *flags, "--run-dir", tmp_path / "r"
+    )
     assert res.exit_code == 0, res.stderr
-    skipped = [w for w in _lines(res.stderr, "WARNING") if w.startswith("skipping") or w.startswith("and ")]
-    assert skipped[:9] == [f"skipping {s}: {skipped[0].split(': ', 1)[1]}" for s in short[:9]]
-    assert skipped[9:] == ["and 3 more tickers skipped (the --json output lists them all)"]
-    assert list(run_meta(tmp_path / "run")["skipped"]) == short  # every one of them in the run
+    lines = [w for w in _lines(res.stderr, "WARNING") if w.startswith("skipping") or w.startswith("and ")]
+    assert [w.split(":")[0] for w in lines[:9]] == [f"skipping {s}" for s in skipped[:9]]  # in the order asked
+    assert "has a header but no rows" in lines[0] and "bars in the training split" in lines[3]
+    assert lines[9:] == ["and 3 more tickers skipped (the --json output lists them all)"]
+    assert list(run_meta(tmp_path / "r")["skipped"]) == skipped  # every one of them in the run
 
 
 def test_many_tickers_failing_in_predict_are_named_ten_lines_at_most(cli, many_tickers, tmp_path):
