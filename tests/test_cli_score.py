@@ -997,3 +997,18 @@ def test_score_quiet_with_a_log_file_logs_what_was_scored(cli, trained_run, out,
     [line] = log.read_text().splitlines()
     assert f"INFO scored {len(ORIGINS)} forecast files of run {trained_run.name}: " in line, line
     assert str(out / trained_run.name / "score.csv") in line, line
+
+
+def test_many_files_skipped_are_named_ten_lines_at_most(cli, trained_run, out):
+    """A year of forecast files gone bad gives ten lines on stderr, not one per file; --json
+    names every one with its reason."""
+    folder = out / trained_run.name
+    bad = [f"2023-01-{d:02d}.csv" for d in range(2, 14)]
+    for name in bad:
+        (folder / name).write_text("not,a,forecast\n1,2,3\n")
+    res = cli("score", "--run", trained_run, "--out", out, "--json")
+    assert res.exit_code == 3, res.stderr
+    errors = [line.removeprefix("ERROR: ") for line in res.stderr.splitlines() if line.startswith("ERROR: ")]
+    assert [e.split(" skipped: ")[0] for e in errors[:9]] == [str(folder / n) for n in bad[:9]]
+    assert errors[9:] == ["and 3 more skipped forecast files (the --json output lists them all)"]
+    assert sorted(json.loads(res.stdout)["skipped"]) == bad
