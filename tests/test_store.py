@@ -52,7 +52,7 @@ def test_validate_repairs_order_duplicates_and_nan_rows_with_warnings(caplog):
     assert "set a missing volume to 0 on 1 row(s)" in text
 
 
-def test_a_csv_without_a_volume_column_is_read_with_zero_volume_and_a_warning(tmp_path, caplog):
+def test_a_csv_without_a_volume_column_is_read_with_zero_volume_and_a_note(tmp_path, caplog):
     """An index's or an exchange rate's file often has no volume: its bars are read, with a
     volume of 0 on every row and one note saying so (not a warning: a cron job's --quiet
     output stays empty); the prices are those of the file."""
