@@ -192,6 +192,11 @@ def error_lines(res) -> list[str]:
     return lines
 
 
+def log_lines(res, level: str) -> list[str]:
+    """The messages of stderr's ``level`` lines (``WARNING``, ``ERROR``...), without the prefix."""
+    return [ln.removeprefix(f"{level}: ") for ln in res.stderr.splitlines() if ln.startswith(f"{level}: ")]
+
+
 def assert_one_line_error(res, code: int, *fragments: str) -> str:
     """Exit ``code``, no traceback, exactly one ERROR line on stderr holding ``fragments``."""
     out = res.stdout + res.stderr

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from support import FORECASTER, ROOT, cli_env, tiny_overrides
+from support import FORECASTER, ROOT, cli_env, log_lines, tiny_overrides
 
 from forecaster.metrics import diebold_mariano
 from forecaster.prediction import predict
@@ -1008,7 +1008,7 @@ def test_many_files_skipped_are_named_ten_lines_at_most(cli, trained_run, out):
         (folder / name).write_text("not,a,forecast\n1,2,3\n")
     res = cli("score", "--run", trained_run, "--out", out, "--json")
     assert res.exit_code == 3, res.stderr
-    errors = [line.removeprefix("ERROR: ") for line in res.stderr.splitlines() if line.startswith("ERROR: ")]
+    errors = log_lines(res, "ERROR")
     assert [e.split(" skipped: ")[0] for e in errors[:9]] == [str(folder / n) for n in bad[:9]]
     assert errors[9:] == ["and 3 more skipped forecast files (the --json output lists them all)"]
     assert sorted(json.loads(res.stdout)["skipped"]) == bad
