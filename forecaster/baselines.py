@@ -208,27 +208,31 @@ def _scaled_quantiles(close, log_close, origins, horizon, variance, z_lo, z_hi) 
 
 
 def _window_quantiles(values: np.ndarray, ends: np.ndarray, window: int, levels) -> np.ndarray:
-    """Quantiles (numpy's linear method) of ``values[max(0, e - window + 1) : e + 1]`` per end ``e``.
+    """Quantiles (numpy's linear method) of ``values[max(0, e - window + 1) : e + 1]`` per end ``e``,
+    leaving out NaN; of each column of ``values`` when it has two dimensions.
 
-    Returns ``(len(levels), len(ends))``; NaN where fewer than :data:`HIST_MIN_RETURNS` values
-    are there (``e < 0`` means none). The values from the first window's start to the last end
-    go through pandas' rolling quantile once per level: a sorted window updated one value in,
-    one out, where sorting every window took about twice as long (250 windows of 500). Its
-    interpolation is numpy's linear one, ``low + (position - below) * (high - low)``, with the
-    same order statistics, so the quantiles are the same to the last bit.
+    Returns ``(len(levels), len(ends))``, or ``(len(levels), len(ends), columns)``; NaN where
+    fewer than :data:`HIST_MIN_RETURNS` values are there (``e < 0`` means none). The rows from
+    the first window's start to the last end go through pandas' rolling quantile once per level:
+    a sorted window updated one value in, one out, where sorting every window took about twice
+    as long (250 windows of 500). Its interpolation is numpy's linear one,
+    ``low + (position - below) * (high - low)``, with the same order statistics, so the
+    quantiles are the same to the last bit; a NaN is not put in the window, so a column that
+    starts later (NaN before) gives what its values alone would.
     """
-    out = np.full((len(levels), ends.shape[0]), np.nan)
-    count = np.clip(ends + 1, 0, window)
-    usable = count >= HIST_MIN_RETURNS
-    if not usable.any():
-        return out
-    lo, hi = int(ends[usable].min()), int(ends[usable].max())
-    first = max(0, lo - window + 1)
-    rolling = pd.Series(values[first : hi + 1]).rolling(window, min_periods=HIST_MIN_RETURNS)
-    rows = ends[usable] - first
-    for k, q in enumerate(levels):
-        out[k, usable] = rolling.quantile(q).to_numpy()[rows]
-    return out
+    values = np.asarray(values, dtype=float)
+    columns = values if values.ndim > 1 else values[:, None]
+    ends = np.asarray(ends)
+    out = np.full((len(levels), ends.shape[0], columns.shape[1]), np.nan)
+    some = np.clip(ends + 1, 0, window) >= HIST_MIN_RETURNS  # rows in the window (NaN or not)
+    if some.any():
+        lo, hi = int(ends[some].min()), int(ends[some].max())
+        first = max(0, lo - window + 1)
+        rolling = pd.DataFrame(columns[first : hi + 1]).rolling(window, min_periods=HIST_MIN_RETURNS)
+        rows = ends[some] - first
+        for k, q in enumerate(levels):
+            out[k, some] = rolling.quantile(q).to_numpy()[rows]
+    return out if values.ndim > 1 else out[..., 0]
 
 
 def hist(close, origins, horizon: int, window: int = HIST_WINDOW) -> np.ndarray:
@@ -238,19 +242,22 @@ def hist(close, origins, horizon: int, window: int = HIST_WINDOW) -> np.ndarray:
     ``log close[t] - log close[t - h]`` ending at the last ``window`` sessions up to the origin
     (``t = o - window + 1 .. o``, ``t >= h``); its 10 % and 90 % quantiles (linear
     interpolation) give the outer levels, clipped so that they never cross the median (the last
-    close). Bounds are NaN when fewer than :data:`HIST_MIN_RETURNS` returns are there.
+    close). Bounds are NaN when fewer than :data:`HIST_MIN_RETURNS` returns are there. The
+    steps are the columns of one table of returns by the session they end at (NaN before the
+    first), whose windows end at the origins: one rolling pass per level for every step.
     """
     log_close, origins, _ = _prepare(close, origins, horizon)
     horizon, window = int(horizon), int(window)
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
     out = _with_median(close, origins, horizon)
-    last = log_close[origins]
+    returns = np.full((log_close.shape[0], horizon), np.nan)  # [t, h - 1]: the h-step return ending at t
     for h in range(1, horizon + 1):
-        returns = log_close[h:] - log_close[:-h]  # returns[i] ends at session i + h
-        q = _window_quantiles(returns, origins - h, window, (QUANTILES[0], QUANTILES[-1]))
-        out[:, h - 1, 0] = np.exp(last + np.minimum(q[0], 0.0))
-        out[:, h - 1, 2] = np.exp(last + np.maximum(q[1], 0.0))
+        returns[h:, h - 1] = log_close[h:] - log_close[:-h]
+    q = _window_quantiles(returns, origins, window, (QUANTILES[0], QUANTILES[-1]))  # (2, origins, steps)
+    last = log_close[origins][:, None]
+    out[:, :, 0] = np.exp(last + np.minimum(q[0], 0.0))
+    out[:, :, 2] = np.exp(last + np.maximum(q[1], 0.0))
     return out
 
 

@@ -149,6 +149,30 @@ def test_window_quantiles_are_each_windows_own_to_the_last_bit(n, window, ends, 
             assert got[k, i] == low + (position - below) * (high - low)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 700),
+    window=st.sampled_from([1, 60, 500]),
+    starts=st.lists(st.integers(0, 120), min_size=1, max_size=6),
+    ends=st.lists(st.integers(-5, 699), min_size=1, max_size=40),
+    seed=st.integers(0, 2**16),
+)
+def test_window_quantiles_of_columns_starting_later_are_each_columns_own(n, window, starts, ends, seed):
+    """A column that starts later (NaN before, as hist's longer steps do) gets, to the last bit,
+    the quantiles of its own values alone: a NaN is never in a window, nor counted in it."""
+    values = np.random.default_rng(seed).standard_t(3, (n, len(starts)))
+    for j, start in enumerate(starts):
+        values[:start, j] = np.nan
+    ends = np.array([e for e in ends if e < n], dtype=np.int64)
+    got = baselines._window_quantiles(values, ends, window, (0.1, 0.9))
+    assert got.shape == (2, len(ends), len(starts))
+    for j, start in enumerate(starts):
+        alone = baselines._window_quantiles(values[start:, j], ends - start, window, (0.1, 0.9))
+        # a window cut by the column's start holds fewer values: the same rule of at least
+        # HIST_MIN_RETURNS values applies to what is there
+        np.testing.assert_array_equal(got[:, :, j], alone)
+
+
 def test_hist_uses_only_the_last_window_sessions():
     # calm for 600 sessions, then 100 wild ones: a 100-session window sees only the wild part
     rng = np.random.default_rng(5)
