@@ -53,25 +53,41 @@ def to_csv_text(df: pd.DataFrame, header: bool = True) -> str:
 def _column_text(series: pd.Series) -> list[str] | None:
     """The CSV cells of one column, or None for a kind this fast path leaves to pandas."""
     values = series.to_numpy()
-    n = len(values)
     kind = values.dtype.kind
     if kind == "f":
-        cells = ((FLOAT_FORMAT + "\n") * n % tuple(values.tolist())).split("\n")[:n] if n else []
-        for i in np.flatnonzero(np.isnan(values)):
-            cells[i] = ""
-        return cells
+        return _float_cells(values)
     if kind in "iu":
         return list(map(str, values.tolist()))
     if kind == "b":
         return ["True" if v else "False" for v in values.tolist()]
     if pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty"):
-        cells = series.tolist()
-        for i in np.flatnonzero(series.isna().to_numpy()):
-            cells[i] = ""
-        for i in np.flatnonzero(series.str.contains(_NEEDS_QUOTES.pattern, regex=True, na=False).to_numpy()):
-            cells[i] = _quoted(cells[i])
-        return cells
+        # each distinct text once (a ticker, a date: repeated on many rows), then -1, a missing
+        # cell, takes the empty one at the end
+        codes, distinct = pd.factorize(series)
+        cells = [_quoted(text) for text in distinct.tolist()] + [""]
+        return list(map(cells.__getitem__, codes.tolist()))
     return None  # dates, categories, numbers in a text column: pandas knows their format
+
+
+REPEATS_FROM = 1000
+"""A float column of this many rows or more, of which at most half are distinct values (a
+backtest's actuals and last closes: each close at several steps and origins), is formatted one
+distinct value at a time."""
+
+
+def _float_cells(values: np.ndarray) -> list[str]:
+    """The cells of a float column: :data:`FLOAT_FORMAT`, empty for NaN."""
+    n = len(values)
+    if n >= REPEATS_FROM:
+        # distinct by their bits, so that 0.0 and -0.0 (written "0" and "-0") stay apart
+        codes, distinct = pd.factorize(values.view(f"i{values.itemsize}"))
+        if 2 * len(distinct) <= n:
+            cells = _float_cells(distinct.view(values.dtype))
+            return list(map(cells.__getitem__, codes.tolist()))
+    cells = ((FLOAT_FORMAT + "\n") * n % tuple(values.tolist())).split("\n")[:n] if n else []
+    for i in np.flatnonzero(np.isnan(values)):
+        cells[i] = ""
+    return cells
 
 
 def _quoted(text: str) -> str:

@@ -9,7 +9,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forecaster.outputs import FLOAT_FORMAT, to_csv_text, write_csv
+from forecaster.outputs import FLOAT_FORMAT, REPEATS_FROM, to_csv_text, write_csv
 from forecaster.tickers import csv_safe_frame
 
 
@@ -39,6 +39,34 @@ def test_text_is_what_pandas_writes(rows, string_dtype):
     half = len(df) // 2
     joined = to_csv_text(df.iloc[:half]) + to_csv_text(df.iloc[half:], header=False)
     assert joined == pandas_text(df)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    pool=st.lists(floats, min_size=1, max_size=6),
+    names=st.lists(texts, min_size=1, max_size=6),
+    rows=st.integers(REPEATS_FROM, REPEATS_FROM + 300),
+    string_dtype=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_columns_of_repeated_values_are_what_pandas_writes(pool, names, rows, string_dtype, seed):
+    """A long column of few distinct values (a backtest's actuals, its tickers and dates) is
+    formatted one distinct value at a time: the same text, 0.0 apart from -0.0, NaN empty."""
+    rng = np.random.default_rng(seed)
+    values = np.array(pool, dtype=float)[rng.integers(0, len(pool), rows)]
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range is inf there
+        single = values.astype(np.float32)
+    df = pd.DataFrame(
+        {
+            "x": values,
+            "x32": single,
+            "name": pd.Series(np.array(names, dtype=object)[rng.integers(0, len(names), rows)], dtype=object),
+            "distinct": rng.standard_normal(rows),
+        }
+    )
+    df["name"] = df["name"].astype("str" if string_dtype else object)
+    assert to_csv_text(df) == pandas_text(df)
+    assert to_csv_text(df, header=False) == pandas_text(df, header=False)
 
 
 @given(values=st.lists(texts, min_size=1, max_size=6))
