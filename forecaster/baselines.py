@@ -342,14 +342,16 @@ def garch_filter(returns_pct, params: GarchParams) -> np.ndarray:
     w = EWMA_LAMBDA ** np.arange(tau)  # arch weighs its backcast with the RiskMetrics decay too
     backcast = float(np.sum(eps[:tau] ** 2 * w) / w.sum())
     omega, alpha, gamma, beta = params.omega, params.alpha, params.gamma, params.beta
-    out = np.empty(eps.size + 1)
+    down = alpha + gamma  # the weight of a negative return
     s = omega + (alpha + 0.5 * gamma + beta) * backcast
-    # a recursion in plain floats: ~0.4 us a step, about a millisecond per block of origins
-    for t, e in enumerate(eps.tolist()):
-        out[t] = s
-        s = omega + (alpha + gamma if e < 0 else alpha) * e * e + beta * s
-    out[-1] = s
-    return out
+    # a recursion in plain floats, into a list: ~0.3 us a step (0.36 writing into an array)
+    out = []
+    keep = out.append
+    for e in eps.tolist():
+        keep(s)
+        s = omega + (down if e < 0 else alpha) * e * e + beta * s
+    keep(s)
+    return np.array(out)
 
 
 def _garch_state(

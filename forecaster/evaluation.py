@@ -217,11 +217,13 @@ def _ticker_rows(ws, ends, k: int, sym: str, lo, med, hi, fit=None) -> dict[str,
     have = fut < stop  # steps whose actual exists (the last origins lack some)
     fut = np.minimum(fut, stop - 1)
     close_o = ws.close[ends[sel]]
+    start = int(ends[sel].min())
+    days = _days(ws.dates[start : int(fut.max()) + 1])  # each session's text once: origins and target dates
     frame = {
         "ticker": np.repeat(sym, len(sel) * H),
-        "origin": np.repeat(_days(ws.dates[ends[sel]]), H),
+        "origin": np.repeat(days[ends[sel] - start], H),
         "step": np.tile(np.arange(1, H + 1), len(sel)),
-        "date": _days(ws.dates[fut].ravel()),
+        "date": days[fut.ravel() - start],
         "actual": ws.close[fut].ravel(),
         "last_close": np.repeat(close_o, H),
     }
