@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import shlex
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -140,6 +141,66 @@ def _warn_open_off_range(df: pd.DataFrame, ticker: str, path: Path | None = None
             where,
         )
     return df
+
+
+SPLIT_RATIOS = (2, 3, 4, 5, 10)
+"""A CSV file's closes are checked for a one-day move to 1/n or n times the close before: what a
+split n-for-1 (or a reverse split 1-for-n) does to prices not adjusted for it..."""
+SPLIT_TOLERANCE = 0.03
+"""...within 3 % (the day's own move on top of the split)..."""
+SPLIT_VOLUME_SESSIONS = 20
+"""...and, when the file has volumes, with the median volume of this many sessions after it moved
+the other way by at least the square root of n (a split multiplies the shares traded by n)."""
+
+
+def _warn_split_like_moves(df: pd.DataFrame, ticker: str, path: Path | None = None) -> pd.DataFrame:
+    """``df``, after a warning naming each one-day move that looks like a split its prices are
+    not adjusted for (:data:`SPLIT_RATIOS`): the features and targets would read it as a
+    return of -50 % (2-for-1) or +900 % (1-for-10). A CSV file may hold raw prices; the store
+    holds Yahoo's adjusted ones, where such a move is the market's."""
+    moves = _split_like_moves(df["close"].to_numpy(), df["volume"].to_numpy())
+    if moves:
+        shown = [
+            f"{df.index[t].date()} ({df['close'].iloc[t - 1]:.6g} -> {df['close'].iloc[t]:.6g}: "
+            + (f"1/{n} of the close before, as at a {n}-for-1 split)" if down else f"{n}x, as at a 1-for-{n} split)")
+            for t, n, down in moves[:SHOWN_DATES]
+        ]
+        more = f" and {len(moves) - SHOWN_DATES} more" if len(moves) > SHOWN_DATES else ""
+        where = f" in {path}" if path is not None else ""
+        log.warning(
+            "%s: the close moves by a split's ratio on %s%s%s; if the prices are not adjusted for splits, each "
+            "reads as a one-day return that never happened: give adjusted prices (an 'Adj Close' column is "
+            "applied to the others when the file has one)",
+            ticker,
+            ", ".join(shown),
+            more,
+            where,
+        )
+    return df
+
+
+def _split_like_moves(close: np.ndarray, volume: np.ndarray) -> list[tuple[int, int, bool]]:
+    """Each row ``t`` whose close is about 1/n or n times the one before (``n`` in
+    :data:`SPLIT_RATIOS`), with ``n`` and whether it fell, in date order; where the volumes
+    are known, only those after which the median volume moved the other way by sqrt(n) or more."""
+    if len(close) < 2:
+        return []
+    move = np.log(close[1:] / close[:-1])
+    has_volume = bool(np.any(volume > 0))
+    found = []
+    for n in SPLIT_RATIOS:
+        for i in np.flatnonzero(np.abs(np.abs(move) - math.log(n)) < math.log1p(SPLIT_TOLERANCE)):
+            t, down = int(i) + 1, bool(move[i] < 0)
+            if has_volume:
+                before = volume[max(0, t - SPLIT_VOLUME_SESSIONS) : t]
+                after = volume[t + 1 : t + 1 + SPLIT_VOLUME_SESSIONS]
+                if len(before) == 0 or len(after) == 0:
+                    continue
+                was, now = float(np.median(before)), float(np.median(after))
+                if not (now >= was * math.sqrt(n) if down else was >= now * math.sqrt(n)):
+                    continue
+            found.append((t, n, down))
+    return sorted(found)
 
 
 def _check_layout(df: pd.DataFrame, ticker: str) -> None:
@@ -442,10 +503,12 @@ def _bad_stored_bars(symbol: str, path: Path, why: str) -> DataError:
 
 
 def load_csv(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:
-    """Read and validate ``<data_dir>/<TICKER>.csv``; DataError when missing or unreadable."""
+    """Read and validate ``<data_dir>/<TICKER>.csv``; DataError when missing or unreadable. A
+    warning names opens off the day's range and moves like a split the prices are not adjusted for."""
     symbol = validate_ticker(ticker)
     path = csv_file(data_dir, symbol)
-    return _warn_open_off_range(validate_bars(read_csv_raw(data_dir, symbol), symbol, path=path), symbol, path)
+    bars = validate_bars(read_csv_raw(data_dir, symbol), symbol, path=path)
+    return _warn_split_like_moves(_warn_open_off_range(bars, symbol, path), symbol, path)
 
 
 def save_store(data_dir: str | os.PathLike[str], ticker: str, df: pd.DataFrame) -> Path:

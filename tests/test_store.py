@@ -684,6 +684,54 @@ def test_a_gap_is_measured_in_days_whatever_the_resolution_of_the_dates(caplog, 
     assert f"from {bars.index[9].date()} to {bars.index[25].date()}" in record.getMessage()
 
 
+def _as_if_split(bars: pd.DataFrame, row: int, n: float) -> pd.DataFrame:
+    """``bars`` as a file not adjusted for a split at ``row`` looks: the prices before it ``n``
+    times higher and the volumes ``n`` times lower (``n`` < 1: a reverse split)."""
+    out = bars.copy()
+    out.iloc[:row, :4] *= n
+    out.iloc[:row, 4] = np.round(out.iloc[:row, 4] / n)
+    return out
+
+
+def test_a_csv_not_adjusted_for_a_split_is_named_with_the_day_and_ratio(tmp_path, caplog):
+    """A 2-for-1 split or a 1-for-10 reverse split left in raw prices reads as a -69 % or +230 %
+    log return: the bars are kept, but the day is named. A real halving of the price (the
+    volume traded does not double) is not, nor is anything in the store, whose bars Yahoo adjusts."""
+    bars = make_bars("2024-01-02", 80)
+    files = {
+        "RAW": _as_if_split(bars, 40, 2),
+        "REV": _as_if_split(bars, 50, 0.1),
+        "CRASH": pd.concat([bars.iloc[:30], bars.iloc[30:] * [0.5, 0.5, 0.5, 0.5, 1]]),
+        "NOVOL": _as_if_split(bars, 60, 3).drop(columns="volume"),
+        "OK": bars,
+    }
+    for name, frame in files.items():
+        frame.rename_axis("Date").rename(columns=str.title).to_csv(tmp_path / f"{name}.csv")
+    with caplog.at_level(logging.WARNING, logger="forecaster"):
+        got = store.load_bars("csv", tmp_path, list(files))
+    np.testing.assert_allclose(got["RAW"]["close"], files["RAW"]["close"], rtol=1e-12)  # kept as they are
+
+    def said(name, row, ratio):
+        c = files[name]["close"]
+        return (
+            f"{name}: the close moves by a split's ratio on {bars.index[row].date()} ({c.iloc[row - 1]:.6g} -> "
+            f"{c.iloc[row]:.6g}: {ratio}) in {tmp_path / (name + '.csv')}; if the prices are not adjusted for "
+            "splits, each reads as a one-day return that never happened: give adjusted prices (an 'Adj Close' "
+            "column is applied to the others when the file has one)"
+        )
+
+    assert caplog.messages == [
+        said("RAW", 40, "1/2 of the close before, as at a 2-for-1 split"),
+        said("REV", 50, "10x, as at a 1-for-10 split"),
+        said("NOVOL", 60, "1/3 of the close before, as at a 3-for-1 split"),  # no volume to tell
+    ]
+    caplog.clear()
+    store.save_store(tmp_path / "data", "RAW", files["RAW"])
+    with caplog.at_level(logging.WARNING, logger="forecaster"):
+        store.load_bars("yahoo", tmp_path / "data", ["RAW"])
+    assert caplog.messages == []
+
+
 def test_an_open_off_the_days_range_is_kept_and_named_with_its_dates(tmp_path, caplog):
     """A bad open is no reason to refuse a ticker (the features read it at the range's edge),
     but a user fixing the file needs to hear of it; an open off by rounding is not worth a word."""
