@@ -150,11 +150,17 @@ def lag_report(pred: pd.DataFrame) -> pd.DataFrame:
     the last close. A forecast that is "the last value shifted forward" has slope ~1 and
     R^2 ~1: its movement is explained entirely by what already happened, and it carries nothing
     the naive forecast does not. Flagged when R^2 > 0.95 and the slope is within 0.05 of 1.
+    Tickers in the order they first appear; each one's rows in origin order.
     """
+    one = pred["step"].to_numpy() == 1
+    tickers, names = pd.factorize(pred["ticker"][one])
+    origins, _ = pd.factorize(pred["origin"][one], sort=True)
+    origins = np.where(origins < 0, origins.max(initial=0) + 1, origins)  # a missing origin sorts last
+    order = np.lexsort((origins, tickers))  # by ticker, then origin: each ticker's rows together
+    p50, last = (pred[c].to_numpy(dtype=float)[one][order] for c in ("p50", "last_close"))
     rows = []
-    for sym, p in pred[pred["step"] == 1].groupby("ticker", sort=False):
-        p = p.sort_values("origin")
-        slope, r2 = lag_share(p["p50"].diff().to_numpy()[1:], p["last_close"].diff().to_numpy()[1:])
+    for sym, rows_of in zip(names, np.split(np.arange(len(order)), np.flatnonzero(np.diff(tickers[order])) + 1)):
+        slope, r2 = lag_share(np.diff(p50[rows_of]), np.diff(last[rows_of]))
         flagged = bool(r2 > LAG_R2 and abs(slope - 1) < LAG_SLOPE_TOL)
         rows.append({"ticker": sym, "slope": slope, "r2": r2, "copies_last_value": flagged})
     return pd.DataFrame(rows, columns=["ticker", "slope", "r2", "copies_last_value"])

@@ -41,6 +41,22 @@ def test_lag_detector_does_not_flag_a_forecast_with_information():
     assert lag.loc[0, "r2"] < 0.5
 
 
+def test_lag_report_reads_each_tickers_rows_in_origin_order_whatever_the_rows_order():
+    """Two tickers' rows shuffled together, steps 1 and 2 mixed: each ticker's report is that of
+    its own step-1 rows in origin order, the tickers in the order they first appear."""
+    copy = _pred(lambda last, actual: last * 1.0001).assign(ticker="COPY")
+    oracle = _pred(lambda last, actual: actual, seed=1).assign(ticker="ORACLE")
+    later = _pred(lambda last, actual: actual * 2, seed=2).assign(ticker="COPY", step=2)  # step 2: not read
+    rows = pd.concat([oracle, copy, later], ignore_index=True)
+    alone = pd.concat([lag_report(oracle), lag_report(copy)], ignore_index=True)
+    shuffled = rows.sample(frac=1.0, random_state=3)
+    first = list(dict.fromkeys(shuffled.loc[shuffled["step"] == 1, "ticker"]))
+    got = lag_report(shuffled)
+    assert got["ticker"].tolist() == first
+    pd.testing.assert_frame_equal(got.set_index("ticker").loc[["ORACLE", "COPY"]], alone.set_index("ticker"))
+    assert got.set_index("ticker").loc["COPY", "copies_last_value"]
+
+
 def test_walk_forward_uses_only_data_up_to_each_origin(trained_run, sample_dir):
     run = load_run(trained_run)
     bars = load_bars("csv", sample_dir, run.names)
