@@ -327,6 +327,11 @@ def fit_garch(returns_pct, start: GarchParams | None = None) -> GarchParams | No
     return params
 
 
+def fit_garch_each(samples: list[np.ndarray]) -> list[GarchParams | None]:
+    """:func:`fit_garch` of each sample of returns (a block of tickers for one process)."""
+    return [fit_garch(returns) for returns in samples]
+
+
 def garch_filter(returns_pct, params: GarchParams) -> np.ndarray:
     """Conditional variances (percent squared) of the GJR-GARCH recursion over ``returns_pct``.
 

@@ -54,13 +54,14 @@ class Workers:
 
 
 @contextmanager
-def workers(processes: int) -> Iterator[Workers | None]:
-    """``processes`` processes (None for one: the work is done here)."""
+def workers(processes: int, *, fresh: bool = False) -> Iterator[Workers | None]:
+    """``processes`` processes (None for one: the work is done here); ``fresh``: each started
+    as a new interpreter, never a copy of this process (one that has run threads: training's)."""
     if processes <= 1:
         yield None
         return
     # fork where there is one: a worker starts in milliseconds, with numpy and pandas loaded
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() and not fresh else "spawn"
     context = multiprocessing.get_context(method)
     with ProcessPoolExecutor(processes, mp_context=context, initializer=_worker_signals) as pool:
         try:

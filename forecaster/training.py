@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from . import __version__
-from .baselines import GARCH_MAX_WINDOW, GARCH_MIN_RETURNS, fit_garch
+from .baselines import GARCH_MAX_WINDOW, GARCH_MIN_RETURNS, fit_garch_each
 from .checkpoint import (
     FeatureSpec,
     GarchFit,
@@ -53,6 +53,7 @@ from .metrics import POOLED
 from .models import QuantileRNN, build_model, pinball_loss
 from .npinfer import NumpyQuantileRNN, predict_scaled
 from .outputs import has_dated_forecasts
+from .pool import blocks, processes_for, workers
 from .sessions import check_calendar
 from .store import load_bars
 from .threads import usable_cores
@@ -947,11 +948,17 @@ def _save(
     return manifest
 
 
+MIN_GARCH_FITS_PER_PROCESS = 50
+"""The garch fits of a run share the usable cores, each process given this many tickers at least:
+one costs about 2 s to start and import arch, the time of some 30 fits."""
+
+
 def garch_fits(ws: WindowSet) -> dict[str, GarchFit]:
     """Per ticker, the garch baseline's fit at its first test origin: what evaluate would fit,
-    done once here (a GJR-GARCH fit costs tens of milliseconds a ticker)."""
+    done once here (a GJR-GARCH fit costs tens of milliseconds a ticker). Many tickers share the
+    usable cores (:data:`MIN_GARCH_FITS_PER_PROCESS`), each fit the same wherever it is made."""
     origins = ws.origins("test")
-    fits = {}
+    todo = []  # (ticker, its returns up to the origin, the origin's session, its close)
     for k, sym in enumerate(ws.tickers):
         mine = origins[ws.ticker_id[origins] == ws.names.index(sym)]
         if len(mine) == 0:
@@ -961,11 +968,24 @@ def garch_fits(ws: WindowSet) -> dict[str, GarchFit]:
         if first < GARCH_MIN_RETURNS:
             continue
         returns = 100.0 * np.diff(np.log(close[: first + 1]))  # percent, as the baseline fits
-        p = fit_garch(returns[max(0, first - GARCH_MAX_WINDOW) :])
-        if p is not None:
-            day = pd.Timestamp(ws.dates[ws.offsets[k] + first]).date()
-            fits[sym] = GarchFit(**asdict(p), origin=day, close=float(close[first]))
-    return fits
+        day = pd.Timestamp(ws.dates[ws.offsets[k] + first]).date()
+        todo.append((sym, returns[max(0, first - GARCH_MAX_WINDOW) :], day, float(close[first])))
+    fitted = _fit_garch_shared([returns for _, returns, _, _ in todo])
+    return {
+        sym: GarchFit(**asdict(p), origin=day, close=close)
+        for (sym, _, day, close), p in zip(todo, fitted, strict=True)
+        if p is not None
+    }
+
+
+def _fit_garch_shared(samples: list[np.ndarray]) -> list:
+    """:func:`fit_garch` of each sample, in order, in processes of their own when there are
+    enough: fresh interpreters, as this one has run training's threads."""
+    with workers(processes_for(0, len(samples), MIN_GARCH_FITS_PER_PROCESS), fresh=True) as pool:
+        if pool is None:
+            return fit_garch_each(samples)
+        shares = [[samples[i] for i in block] for block in blocks(list(range(len(samples))), pool.processes)]
+        return [p for part in pool.executor.map(fit_garch_each, shares) for p in part]
 
 
 def _manifest(run_dir, cfg, data, history, calibration, now, seconds, trainer, interrupted) -> Manifest:

@@ -463,3 +463,25 @@ def test_one_gradient_buffer_clips_as_torch_does(sample_dir, torch_one_thread):
     for mine, theirs in zip(grads, torch_grads, strict=True):
         torch.testing.assert_close(mine, theirs)
     assert float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]))) == pytest.approx(0.01, rel=1e-4)
+
+
+def test_garch_fits_shared_among_fresh_processes_are_those_made_here(sample_dir, monkeypatch):
+    """A universe's garch fits are shared among processes started afresh (training has run
+    threads in this one): every ticker gets the fit this process makes, to the last bit."""
+    from forecaster import pool, training
+
+    cfg = load_config(None, tiny_overrides(sample_dir))
+    data = training.load_training_data(cfg, cfg.data.tickers)
+    here = training.garch_fits(data.ws)
+    assert sorted(here) == ["STOCKA", "STOCKB"]  # the sample's returns are enough for a fit
+    monkeypatch.setattr(training, "processes_for", lambda jobs, n, least: 2)  # two, even on one core
+    started = []
+
+    class Recorded(pool.ProcessPoolExecutor):
+        def __init__(self, *args, mp_context=None, **kwargs):
+            started.append(mp_context.get_start_method())
+            super().__init__(*args, mp_context=mp_context, **kwargs)
+
+    monkeypatch.setattr(pool, "ProcessPoolExecutor", Recorded)
+    assert training.garch_fits(data.ws) == here
+    assert started == ["spawn"]
