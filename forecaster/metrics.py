@@ -292,11 +292,12 @@ def student_t_cdf(x: float, dof: float) -> float:
 
 def _autocovariance(centred: np.ndarray, lag: int) -> float:
     """Sample autocovariance at ``lag`` with the 1/n normalisation of a series whose mean is
-    already subtracted."""
+    already subtracted: numpy's sum of the products, as :func:`_dm_statistics` takes it for
+    many series at once (a dot product may round differently)."""
     n = centred.shape[0]
     if lag == 0:
-        return float(np.dot(centred, centred) / n)
-    return float(np.dot(centred[lag:], centred[:-lag]) / n)
+        return float((centred * centred).sum() / n)
+    return float((centred[lag:] * centred[:-lag]).sum() / n)
 
 
 def diebold_mariano(e_model, e_bench, h: int = 1, power: float = 1) -> tuple[float, float]:
@@ -371,6 +372,38 @@ def _diebold_mariano(d: np.ndarray, h: int) -> tuple[float, float]:
         return nan
     statistic = float(_mean(d) / math.sqrt(variance / n) * math.sqrt(factor))
     return statistic, student_t_cdf(statistic, n - 1)
+
+
+def _dm_statistics(d: np.ndarray, h: int) -> np.ndarray:
+    """The statistic of :func:`_diebold_mariano` for each row of ``d`` (differentials of one
+    length and step ``h``, without NaN), NaN where that test has none: the same arithmetic in the
+    same order, row by row, so the same values to the last bit (numpy sums each row of a 2-D
+    array as it sums a 1-D one)."""
+    m, n = d.shape
+    out = np.full(m, np.nan)
+    factor = (n + 1 - 2 * h + h * (h - 1) / n) / n if n >= 3 else 0.0
+    if not factor > 0:
+        return out
+    ok = np.isfinite(d).all(axis=1) & ~(d == d[:, :1]).all(axis=1)
+    d = d[ok]
+    mean = d.sum(axis=1) / n
+    centred = d - mean[:, None]
+    max_lag = min(h - 1, n - 1)
+    gammas = [(centred * centred).sum(axis=1) / n]
+    gammas += [(centred[:, k:] * centred[:, :-k]).sum(axis=1) / n for k in range(1, max_lag + 1)]
+    total = 0  # the sums of _diebold_mariano, term by term from 0 as Python's sum() adds them
+    for g in gammas[1:]:
+        total = total + g
+    variance = gammas[0] + 2.0 * total
+    if not np.all(variance > 0):
+        weighted = 0
+        for k in range(1, max_lag + 1):
+            weighted = weighted + (1.0 - k / h) * gammas[k]
+        variance = np.where(variance > 0, variance, gammas[0] + 2.0 * weighted)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        statistic = mean / np.sqrt(variance / n) * math.sqrt(factor)
+    out[ok] = np.where((gammas[0] > 0) & (variance > 0), statistic, np.nan)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -688,10 +721,12 @@ def _dm_pvalues(g: _Groups, d: np.ndarray, rows: np.ndarray) -> np.ndarray:
     of the rows where ``rows`` is True (in order), with ``h`` the group's step."""
     d = d[rows]
     n = g.count(rows)
-    stop = np.cumsum(n)
+    start = np.cumsum(n) - n
     out = np.full(g.n, np.nan)
-    for i in np.flatnonzero(n >= 3):
-        out[i] = _diebold_mariano(d[stop[i] - n[i] : stop[i]], int(g.step[i]))[1]
+    for size, step in {(int(a), int(b)) for a, b in zip(n[n >= 3], g.step[n >= 3], strict=True)}:
+        which = np.flatnonzero((n == size) & (g.step == step))  # the groups of one length and step, at once
+        statistics = _dm_statistics(d[start[which, None] + np.arange(size)], step)
+        out[which] = [student_t_cdf(x, size - 1) for x in statistics.tolist()]
     return out
 
 

@@ -833,3 +833,31 @@ def test_metrics_table_tests_of_several_steps_are_the_functions_to_the_last_bit(
         best = min(("hist", "ewma"), key=lambda m: float(losses[m][common].sum() / common.sum()) if common.any() else 0)
         want = diebold_mariano_differential(losses["gru"][common] - losses[best][common], h=step)[1]
         same(table.loc[(ticker, "gru", step), "dm_pinball_pvalue"], want if common.any() else NAN)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    m=st.integers(1, 6),
+    n=st.integers(1, 40),
+    h=st.integers(1, 8),
+    constant=st.integers(0, 2),
+    alternate=st.booleans(),
+    decimals=st.sampled_from([None, 1]),
+    seed=st.integers(0, 2**16),
+)
+def test_dm_statistics_of_many_series_are_each_series_own_to_the_last_bit(m, n, h, constant, alternate, decimals, seed):
+    """The metrics table tests groups of one length and step at once: each row's statistic is
+    the one the test of that series alone gives, to the last bit, where the test has none too
+    (a constant series, too few rows for h) and where the Bartlett weights take over."""
+    from forecaster.metrics import _diebold_mariano, _dm_statistics
+
+    rng = np.random.default_rng(seed)
+    d = rng.standard_t(3, (m, n))
+    if alternate:  # strongly negative autocorrelation: the plain long-run variance is not positive
+        d += 3.0 * (-1.0) ** np.arange(n)
+    if decimals is not None:
+        d = np.round(d, decimals)  # ties, and at n = 1 or 2, rows that are constant
+    d[:constant] = d[:constant, :1]  # constant rows: no test
+    got = _dm_statistics(d, h)
+    want = [_diebold_mariano(row.copy(), h)[0] for row in d]
+    np.testing.assert_array_equal(got, want)
