@@ -78,8 +78,9 @@ distinct value at a time."""
 def _float_cells(values: np.ndarray) -> list[str]:
     """The cells of a float column: :data:`FLOAT_FORMAT`, empty for NaN."""
     n = len(values)
-    if n >= REPEATS_FROM:
-        # distinct by their bits, so that 0.0 and -0.0 (written "0" and "-0") stay apart
+    if n >= REPEATS_FROM and values.itemsize in (2, 4, 8):
+        # distinct by their bits (as integers of the same size), so that 0.0 and -0.0 (written
+        # "0" and "-0") stay apart
         codes, distinct = pd.factorize(values.view(f"i{values.itemsize}"))
         if 2 * len(distinct) <= n:
             cells = _float_cells(distinct.view(values.dtype))
