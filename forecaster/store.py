@@ -158,10 +158,11 @@ def _warn_split_like_moves(df: pd.DataFrame, ticker: str, path: Path | None = No
     not adjusted for (:data:`SPLIT_RATIOS`): the features and targets would read it as a
     return of -50 % (2-for-1) or +900 % (1-for-10). A CSV file may hold raw prices; the store
     holds Yahoo's adjusted ones, where such a move is the market's."""
-    moves = _split_like_moves(df["close"].to_numpy(), df["volume"].to_numpy())
+    close = df["close"].to_numpy()
+    moves = _split_like_moves(close, df["volume"].to_numpy())
     if moves:
         shown = [
-            f"{df.index[t].date()} ({df['close'].iloc[t - 1]:.6g} -> {df['close'].iloc[t]:.6g}: "
+            f"{df.index[t].date()} ({close[t - 1]:.6g} -> {close[t]:.6g}: "
             + (f"1/{n} of the close before, as at a {n}-for-1 split)" if down else f"{n}x, as at a 1-for-{n} split)")
             for t, n, down in moves[:SHOWN_DATES]
         ]

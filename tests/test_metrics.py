@@ -10,6 +10,8 @@ from hypothesis.extra.numpy import arrays
 from forecaster.metrics import (
     INTERVAL_MISS_RATE,
     METRIC_COLUMNS,
+    _diebold_mariano,
+    _dm_statistics,
     chi2_sf,
     christoffersen_pvalue,
     conditional_coverage_pvalue,
@@ -849,8 +851,6 @@ def test_dm_statistics_of_many_series_are_each_series_own_to_the_last_bit(m, n, 
     """The metrics table tests groups of one length and step at once: each row's statistic is
     the one the test of that series alone gives, to the last bit, where the test has none too
     (a constant series, too few rows for h) and where the Bartlett weights take over."""
-    from forecaster.metrics import _diebold_mariano, _dm_statistics
-
     rng = np.random.default_rng(seed)
     d = rng.standard_t(3, (m, n))
     if alternate:  # strongly negative autocorrelation: the plain long-run variance is not positive
