@@ -1,4 +1,4 @@
-"""Processes sharing a command's tickers (``evaluate --jobs``, ``predict --jobs``).
+"""Processes sharing a command's tickers (``evaluate --jobs``, ``predict --jobs``, a run's garch fits).
 
 Each ticker is worked on alone, so a command gives the same result on any number of processes;
 the tickers go out in blocks, in order, and the results come back in that order.
@@ -10,7 +10,7 @@ import multiprocessing
 import signal
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 from .threads import usable_cores
@@ -72,8 +72,22 @@ def workers(processes: int, *, fresh: bool = False) -> Iterator[Workers | None]:
                 pool.submit(_started)
             yield Workers(pool, processes)
         except BaseException:
-            pool.shutdown(cancel_futures=True)  # a failure: the blocks not started yet are dropped
+            _stop_now(pool)
             raise
+
+
+def _stop_now(pool: ProcessPoolExecutor) -> None:
+    """A failure or a stop (Ctrl-C, SIGTERM): the blocks not started are dropped and the running
+    ones ended, not waited for. A process only returns its block's result, it writes nothing, so
+    nothing is lost; waiting would keep a Ctrl-C waiting seconds (a block of garch fits, say)."""
+    if hasattr(pool, "terminate_workers"):  # Python 3.14 and later
+        pool.terminate_workers()
+        return
+    running = list((getattr(pool, "_processes", None) or {}).values())  # gone after shutdown
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in running:
+        with suppress(ProcessLookupError, ValueError):  # it ended meanwhile, or was closed
+            process.terminate()
 
 
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -98,8 +112,8 @@ def _started() -> None:
 
 
 def _worker_signals() -> None:
-    """A worker leaves Ctrl-C to the command, which stops handing out blocks and waits for the
-    ones running, and dies quietly on SIGTERM (`systemctl stop` signals every process of the
+    """A worker leaves Ctrl-C to the command, which stops handing out blocks and ends the
+    processes (:func:`_stop_now`), and dies quietly on SIGTERM (`systemctl stop` signals every process of the
     command) rather than taking it for a Ctrl-C of its own: a traceback, or a pool that hangs.
     It starts with both signals held (:func:`workers`), so that neither reaches the command's
     own handlers, which it inherits; one that came before is delivered here, to these."""

@@ -1,0 +1,50 @@
+"""The processes a command shares its tickers among."""
+
+import os
+
+from support import run_script
+
+_STOPPED_WHILE_BLOCKS_RUN = """
+import os, signal, sys, time
+from pathlib import Path
+from forecaster.pool import workers
+
+marks = Path(sys.argv[1])
+
+def block(k):
+    (marks / f"started-{os.getpid()}").touch()
+    time.sleep(30)  # waited for, the blocks would finish and leave their marks
+    (marks / f"finished-{k}").touch()
+    return k
+
+try:
+    with workers(2) as pool:
+        results = pool.executor.map(block, [0, 1])
+        while len(list(marks.glob("started-*"))) < 2:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: the workers ignore it, the command stops
+        list(results)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_stop_ends_the_running_blocks_rather_than_waiting_for_them(tmp_path):
+    """Ctrl-C while every process is inside a long block: the command gets its interrupt back at
+    once, and the processes are ended (a block's result is only ever returned, so nothing is
+    lost), not left to finish their blocks."""
+    res = run_script(_STOPPED_WHILE_BLOCKS_RUN, tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == ["interrupted"]
+    pids = [int(p.name.removeprefix("started-")) for p in tmp_path.glob("started-*")]
+    assert len(pids) == 2
+    assert not [pid for pid in pids if _alive(pid)]
+    assert not list(tmp_path.glob("finished-*"))
