@@ -1,4 +1,5 @@
-"""Processes sharing a command's tickers (``evaluate --jobs``, ``predict --jobs``, a run's garch fits).
+"""Processes sharing a command's tickers (``evaluate --jobs``, ``predict --jobs``, the garch
+fits at the end of ``train``).
 
 Each ticker is worked on alone, so a command gives the same result on any number of processes;
 the tickers go out in blocks, in order, and the results come back in that order.
@@ -113,8 +114,9 @@ def _started() -> None:
 
 def _worker_signals() -> None:
     """A worker leaves Ctrl-C to the command, which stops handing out blocks and ends the
-    processes (:func:`_stop_now`), and dies quietly on SIGTERM (`systemctl stop` signals every process of the
-    command) rather than taking it for a Ctrl-C of its own: a traceback, or a pool that hangs.
+    processes (:func:`_stop_now`), and dies quietly on SIGTERM (`systemctl stop` signals every
+    process of the command) rather than taking it for a Ctrl-C of its own: a traceback, or a
+    pool that hangs.
     It starts with both signals held (:func:`workers`), so that neither reaches the command's
     own handlers, which it inherits; one that came before is delivered here, to these."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
