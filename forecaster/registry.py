@@ -17,6 +17,7 @@ promoted name points at. Every change to a name happens under the lock
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,7 +30,16 @@ from pathlib import Path
 
 from .checkpoint import load_run, resume_command, run_directory, run_lock_path
 from .errors import ConfigError, ForecasterError, LockBusy
-from .fsio import cannot_make, delete_tree, file_lock, follow_link, is_temp_name, remove_stale_temps, swap_symlink
+from .fsio import (
+    LockUnavailable,
+    cannot_make,
+    delete_tree,
+    file_lock,
+    follow_link,
+    is_temp_name,
+    remove_stale_temps,
+    swap_symlink,
+)
 
 log = logging.getLogger("forecaster")
 
@@ -136,7 +146,7 @@ def promote(run_dir: Path, name: str, *, runs_dir: Path = DEFAULT_RUNS_DIR, lock
     _check_pointer(pointer)
     check_writable(f"promote {run_dir} as {name}", name, runs_dir)
     with file_lock(lock_path(name, runs_dir), lock_timeout):
-        return switch(pointer, run_dir)
+        return switch(pointer, run_dir, lock_timeout)
 
 
 def _check_pointer(pointer: Path) -> None:
@@ -147,9 +157,20 @@ def _check_pointer(pointer: Path) -> None:
         )
 
 
-def switch(pointer: Path, run_dir: Path) -> PromoteResult:
-    """:func:`promote`'s work, for a caller that already holds the name's lock."""
+def switch(pointer: Path, run_dir: Path, lock_timeout: float = 0.0) -> PromoteResult:
+    """:func:`promote`'s work, for a caller that already holds the name's lock. The run's own
+    lock is held too, so the run is neither being trained into nor being deleted by another
+    name's :func:`prune` while the link to it is made."""
     target = run_directory(run_dir).resolve()  # a promoted name is promoted as the run it names now
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(file_lock(run_lock_path(target), lock_timeout))
+        except LockUnavailable:
+            pass  # a run in a folder that cannot be written: nothing can train into it or delete it
+        return _switch(pointer, target)
+
+
+def _switch(pointer: Path, target: Path) -> PromoteResult:
     load_run(target)  # only a whole, complete run can be promoted (refused with the reason)
     _check_pointer(pointer)
     previous = pointer_target(pointer)
@@ -290,6 +311,9 @@ def prune(name: str, keep: int, runs_dir: Path = DEFAULT_RUNS_DIR) -> Pruned:
             continue
         try:
             with file_lock(run_lock_path(run)):  # a run being trained (`train --resume` of it) stays
+                if run.resolve() in _named_runs(runs_dir):  # promoted under another name since the look above
+                    result.kept.append(run)
+                    continue
                 trash = run.with_name(f".{run.name}{_TRASH}")
                 os.replace(run, trash)
                 delete_tree(trash, str(trash))

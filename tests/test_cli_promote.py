@@ -231,6 +231,40 @@ def test_prune_keeps_a_run_that_another_promoted_name_points_at(tmp_path):
     assert (runs / "stable" / ".").is_dir() and (runs / "prod" / ".").is_dir()
 
 
+def test_prune_keeps_a_run_promoted_under_another_name_while_it_prunes(tmp_path, monkeypatch):
+    """A promote of another name may land after prune has looked at the links and before it
+    deletes: the run it points at now must stay (prune looks again under the run's lock)."""
+    runs = tmp_path / "runs"
+    for s in ["20260105-190000", "20260112-190000", "20260119-190000"]:
+        (runs / f"prod-{s}").mkdir(parents=True)
+    (runs / "prod").symlink_to("prod-20260119-190000")
+    finished = registry._finished
+
+    def promoted_meanwhile(run: Path) -> bool:
+        if not (runs / "stable").is_symlink():  # `promote runs/prod-20260112-190000 --name stable`
+            (runs / "stable").symlink_to("prod-20260112-190000")
+        return finished(run)
+
+    monkeypatch.setattr(registry, "_finished", promoted_meanwhile)
+    result = registry.prune("prod", 1, runs)
+    assert [p.name for p in result.removed] == ["prod-20260105-190000"]
+    assert (runs / "stable" / ".").is_dir() and runs / "prod-20260112-190000" in result.kept
+
+
+def test_promote_waits_for_the_lock_of_a_run_being_written_and_then_exits_75(cli, runs):
+    """A run being trained into (or deleted by a prune) holds its lock: promote does not point
+    a name at it meanwhile."""
+    from forecaster.checkpoint import run_lock_path
+    from forecaster.fsio import file_lock
+
+    with file_lock(run_lock_path(runs / "alpha")):
+        res = cli("promote", runs / "alpha", "--name", "prod", "--runs-dir", runs)
+        assert res.exit_code == EXIT_TEMPFAIL and ".alpha.lock" in res.stderr, res.stderr
+        assert not (runs / "prod").exists()
+    assert cli("promote", runs / "alpha", "--name", "prod", "--runs-dir", runs).exit_code == 0
+    assert os.readlink(runs / "prod") == "alpha"
+
+
 def test_prune_keeps_a_run_being_trained(tmp_path):
     """An unfinished challenger resumed by hand (`train --resume`, as info advises) holds its
     run lock while it trains: a retrain's pruning meanwhile leaves it, and its lock, alone."""
