@@ -277,6 +277,12 @@ def check_run_target(run_dir: Path) -> None:
         )
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFormatError(f"{run_dir} is a file, not a place to write a run: choose another run directory")
+    if names := promoted_names_of(run_dir):  # a stop mid-training would leave the name serving an unfinished run
+        shown = ", ".join(str(n) for n in names)
+        raise RunFormatError(
+            f"{run_dir} is the run that the promoted name {shown} points at: training into it would replace the "
+            f"model that name serves; train into another directory and promote it"
+        )
     if run_dir.is_dir() and not (run_dir / META).is_file():
         found = sorted(p.name for p in run_dir.iterdir())
         if found:
@@ -285,6 +291,20 @@ def check_run_target(run_dir: Path) -> None:
                 f"{run_dir} is not a run directory (it holds {shown}): writing a run there would replace "
                 "all of it; choose a new or empty run directory"
             )
+
+
+def promoted_names_of(run_dir: Path) -> list[Path]:
+    """The promoted names (links) beside ``run_dir`` that point at it."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or run_dir.is_symlink():
+        return []
+    target, folder = run_dir.resolve(), run_dir.resolve().parent
+    try:
+        links = sorted(p for p in folder.iterdir() if p.is_symlink())
+    except OSError:
+        return []
+    beside = run_dir.parent if run_dir.name not in ("", ".", "..") else folder
+    return [beside / p.name for p in links if follow_link(p).resolve() == target]
 
 
 def save_run(

@@ -547,7 +547,10 @@ def train(
     threads: ThreadsOpt = None,
     run_dir: Annotated[
         Path | None,
-        _folder_option(help="Where to write the run (default runs/<model>-<timestamp>)."),
+        _folder_option(
+            help="Where to write the run (default runs/<model>-<timestamp>): new, empty or an earlier run that "
+            "no promoted name points at, replaced whole."
+        ),
     ] = None,
     resume: Annotated[
         Path | None,

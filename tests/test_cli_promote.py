@@ -220,6 +220,21 @@ def test_training_into_a_promoted_name_is_refused(cli, runs, small_dir):
     assert os.readlink(runs / "prod") == "alpha" and (runs / "alpha" / "run.json").is_file()
 
 
+def test_training_into_the_run_a_promoted_name_points_at_is_refused(cli, runs, small_dir):
+    """Trained into again and stopped, the run would have left the name serving an unfinished
+    run, which predict refuses: the model a name serves changes only by promote or retrain."""
+    assert cli("promote", runs / "alpha", "--name", "prod", "--runs-dir", runs).exit_code == 0
+    before = (runs / "alpha" / "run.json").read_text()
+    args = ["--source", "csv", "--data-dir", small_dir, "--tickers", "STOCKA,STOCKB", "--lookback", "20"]
+    args += ["--horizon", "3", "--val-days", "100", "--test-days", "100", "--hidden-size", "4", "--epochs", "1"]
+    res = cli("train", *args, "--run-dir", runs / "alpha")
+    assert res.exit_code == 1 and f"promoted name {runs / 'prod'} points at" in " ".join(res.stderr.split())
+    assert "epoch" not in res.stderr
+    assert (runs / "alpha" / "run.json").read_text() == before and os.readlink(runs / "prod") == "alpha"
+    res = cli("train", *args, "--run-dir", runs / "beta")  # a run no name points at is replaced as before
+    assert res.exit_code == 0, res.stderr
+
+
 def test_prune_keeps_a_run_that_another_promoted_name_points_at(tmp_path):
     runs = tmp_path / "runs"
     for s in ["20260105-190000", "20260112-190000", "20260119-190000"]:
