@@ -1171,6 +1171,8 @@ def info(
         if target is not None:
             print(f"pointer    {run} -> {target}")
         print(f"run        {m.name}  (format {m.format_version}, created {m.created_at.isoformat()})")
+        if m.name != run_dir.resolve().name:  # moved or copied since: its forecasts keep the recorded name
+            print(f"moved      trained as {m.name}: its forecasts go to {Path(c.predict.out) / m.name}")
         if m.status != "complete" and not unusable:
             # the run directory itself: train refuses to write through a promoted name
             print(f"status     {m.status}: {unfinished_advice(run_dir)}")

@@ -267,3 +267,15 @@ def test_info_json_is_strict_json_when_run_json_holds_a_nan(cli, run_copy):
     assert doc["metrics"]["best_val_loss"] is None
     assert doc["metrics"]["train_seconds"] is None
     assert doc["metrics"]["best_epoch"] == meta["metrics"]["best_epoch"]  # the rest as it was
+
+
+def test_a_moved_run_says_its_forecasts_keep_the_name_it_was_trained_as(cli, trained_run, run_copy, tmp_path):
+    name = run_meta(trained_run)["name"]
+    assert "moved" not in cli("info", trained_run).stdout
+    moved = run_copy.rename(tmp_path / "elsewhere")
+    res = cli("info", moved)
+    assert res.exit_code == 0, res.stderr
+    assert f"trained as {name}: its forecasts go to forecasts/{name}" in res.stdout
+    res = cli("predict", "--run", moved, "--offline", "--out", tmp_path / "fc", "-q")
+    assert res.exit_code == 0, res.stderr
+    assert (tmp_path / "fc" / name / "latest.csv").is_file() and not (tmp_path / "fc" / "elsewhere").exists()
