@@ -449,7 +449,7 @@ def download(
         _refuse_empty(data_dir=data_dir)
         config_file = _config_file(config)
         cfg = load_config(config_file, {"data.data_dir": data_dir})
-        tickers = tickers or cfg.data.tickers
+        tickers = _tickers(None, tickers) or cfg.data.tickers  # `download ""`: a usage error, as for train
         if not tickers:
             raise typer.BadParameter("name the tickers, or give a --config that lists them", param_hint="TICKER")
         if cfg.data.source == "csv":  # the store is what the yahoo source reads

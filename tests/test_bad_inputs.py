@@ -324,6 +324,16 @@ def test_ticker_arguments_that_are_all_blank_are_a_usage_error(cli, run_copy, va
     assert not Path("fc").exists()
 
 
+@pytest.mark.parametrize("value", ["", " "])
+def test_download_of_blank_ticker_arguments_is_a_usage_error_and_nothing_is_made(cli, value):
+    """`download "$NEW"` with nothing new: not a bad symbol (exit 1) but no ticker named, as
+    every other command says it (exit 2), and the store is not made."""
+    res = cli("download", "--data-dir", "store-here", "--json", value)
+    assert res.exit_code == 2, res.stderr
+    assert f'"{value}" names no ticker' in res.stderr and res.stdout == ""
+    assert not Path("store-here").exists()
+
+
 def _renamed_run(run_copy: Path, tmp_path: Path, name: str, meta_name: str | None = None) -> Path:
     run = tmp_path / "runs" / name
     run.parent.mkdir(parents=True, exist_ok=True)
