@@ -689,11 +689,13 @@ def _progress(show: bool, epochs: int):
         transient=False,
     ) as bar:
         task = bar.add_task("train", total=None, epoch=1, status="")
+        last = []
 
         def on_batch(n):
             bar.advance(task, n)
 
         def on_epoch(r):
+            last[:] = [r]
             bar.update(
                 task,
                 epoch=r.epoch + 1,
@@ -702,7 +704,11 @@ def _progress(show: bool, epochs: int):
                 status=f"train {r.train_loss:.4f} val {r.val_loss:.4f}",
             )
 
-        yield on_epoch, on_batch
+        try:
+            yield on_epoch, on_batch
+        finally:  # the bar left on screen shows the last epoch trained, whole, not the next one
+            if last:
+                bar.update(task, epoch=last[0].epoch, completed=last[0].samples, total=last[0].samples)
 
 
 # tune-only option -> config key
@@ -998,13 +1004,18 @@ def predict(
     ] = None,
     out: Annotated[
         Path | None,
-        _folder_option(help="Folder for forecast CSVs (default forecasts/)."),
+        _folder_option(help="Folder for forecast CSVs (default: the run's predict.out, forecasts/ unless set)."),
     ] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Never touch the network; use the store.")] = False,
     source: SourceOpt = None,
     data_dir: DataDirOpt = None,
     max_staleness: Annotated[
-        int | None, typer.Option(min=0, help="Sessions a stored bar may lag when the refresh fails (default 3).")
+        int | None,
+        typer.Option(
+            min=0,
+            help="Sessions a stored bar may lag when the refresh fails "
+            "(default: the run's predict.max_staleness, 3 unless set).",
+        ),
     ] = None,
     lock_timeout: LockOpt = 0.0,
     jobs: Annotated[
@@ -1253,7 +1264,9 @@ def score(
     run: RunOpt,
     out: Annotated[
         Path | None,
-        _folder_option(help="Folder the forecast CSVs were written to (default forecasts/)."),
+        _folder_option(
+            help="Folder the forecast CSVs were written to (default: the run's predict.out, forecasts/ unless set)."
+        ),
     ] = None,
     source: SourceOpt = None,
     data_dir: DataDirOpt = None,

@@ -780,3 +780,25 @@ def test_train_skips_a_ticker_whose_file_has_no_rows(cli, small_dir, tmp_path):
     assert res.exit_code == 0, res.stderr
     assert f"WARNING: skipping NEW: {data / 'NEW.csv'}: has a header but no rows" in res.stderr
     assert set(run_meta(run)["tickers"]) == {"STOCKB"}
+
+
+def test_the_progress_bar_left_on_screen_shows_the_last_epoch_trained(monkeypatch):
+    """On a terminal the bar reads `epoch N+1` while epoch N+1 trains; once training stops it
+    must read the last epoch trained, full, not an epoch that never ran."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from forecaster import cli as cli_module
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=100, no_color=True)
+    monkeypatch.setattr(cli_module, "_stderr_console", lambda: console)
+    with cli_module._progress(True, 5) as (on_epoch, on_batch):
+        for epoch in (1, 2):
+            on_batch(64)
+            on_epoch(SimpleNamespace(epoch=epoch, samples=64, train_loss=0.5, val_loss=0.6))
+    final = screen.getvalue().replace("\r", "\n").splitlines()
+    shown = [line for line in final if "epoch" in line][-1]
+    assert "epoch 2" in shown and "epoch 3" not in shown, final
