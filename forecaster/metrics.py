@@ -75,7 +75,7 @@ their quantiles as ``<name>_p10``, ``<name>_p50``, ``<name>_p90``."""
 QUANTILE_SUFFIXES: tuple[str, ...] = ("p10", "p50", "p90")
 """The quantile columns of a forecast, for the levels in :data:`forecaster.config.QUANTILES`."""
 
-INTERVAL_MISS_RATE = 1.0 - COVERAGE
+INTERVAL_MISS_RATE = round(1.0 - COVERAGE, 12)  # 0.2, not 1 - (0.9 - 0.1) = 0.19999999999999996
 """Nominal miss rate of the p10-p90 interval, tested by ``kupiec_pvalue``."""
 
 POOLED = "ALL"
@@ -741,10 +741,15 @@ def _interval_columns(g: _Groups, cols: Mapping[str, np.ndarray], lo, mid, hi) -
     with np.errstate(invalid="ignore"):
         inside = known & (lo <= y) & (y <= hi)
         spread = hi - lo
-    n, misses = g.count(known), g.count(known & ~inside)
+    n = g.count(known)
+    # h-step forecasts from consecutive origins share h - 1 days, so their misses come in runs and
+    # a test that takes them as independent rejects a right interval far too often: Kupiec's test
+    # reads every h-th origin of each ticker, whose forecasts do not overlap
+    apart = known & (_position_in_ticker(g, cols["ticker_code"]) % g.step[g.of] == 0)
+    tested, misses = g.count(apart), g.count(apart & ~inside)
     kupiec = [
         chi2_sf(_kupiec_lr_counts(int(k), int(x), INTERVAL_MISS_RATE), 1) if k else np.nan
-        for k, x in zip(n, misses, strict=True)
+        for k, x in zip(tested, misses, strict=True)
     ]
     out = {
         "coverage": _ratio(g.count(inside).astype(float), n),
@@ -754,6 +759,14 @@ def _interval_columns(g: _Groups, cols: Mapping[str, np.ndarray], lo, mid, hi) -
         "christoffersen_pvalue": _christoffersen_column(g, cols["ticker_code"], known, ~inside, n),
     }
     return out, losses
+
+
+def _position_in_ticker(g: _Groups, ticker: np.ndarray) -> np.ndarray:
+    """Each row's place (0, 1, ...) among its ticker's rows of its group, in origin order."""
+    rows = np.arange(len(g.of))
+    first = np.ones(len(g.of), dtype=bool)
+    first[1:] = (g.of[1:] != g.of[:-1]) | (ticker[1:] != ticker[:-1])
+    return rows - np.maximum.accumulate(np.where(first, rows, 0))
 
 
 def _christoffersen_column(g: _Groups, ticker: np.ndarray, known: np.ndarray, missed: np.ndarray, n) -> np.ndarray:
@@ -853,7 +866,8 @@ def metrics_table(
       (and, like naive's, ``directional_accuracy``, ``skill`` and ``dm_pvalue`` are NaN).
     - ``coverage``, ``width`` and ``pinball`` (over levels 0.1, 0.5, 0.9) are for the rows of
       forecasts with quantiles: the model and the probabilistic baselines; so are
-      ``kupiec_pvalue`` (do the p10-p90 misses occur 20 % of the time?) and
+      ``kupiec_pvalue`` (do the p10-p90 misses occur 20 % of the time? at step h on every h-th
+      origin of each ticker, the first one included, whose forecasts do not overlap) and
       ``christoffersen_pvalue`` (are one-step misses independent? step 1 only; pooled rows
       chain misses within each ticker only).
     - ``dm_pinball_pvalue``, on the model's rows only: the one-sided DM test (``h = step``) of

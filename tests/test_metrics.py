@@ -861,3 +861,34 @@ def test_dm_statistics_of_many_series_are_each_series_own_to_the_last_bit(m, n, 
     got = _dm_statistics(d, h)
     want = [_diebold_mariano(row.copy(), h)[0] for row in d]
     np.testing.assert_array_equal(got, want)
+
+
+def test_kupiec_at_step_h_reads_every_h_th_origin_of_each_ticker():
+    """h-step forecasts of consecutive origins overlap, so their misses come in runs: the test
+    reads origins 0, h, 2h ... of each ticker (here exactly the missed ones at h=3), one step
+    ahead every origin; coverage still counts every row."""
+    n, frames = 30, []
+    origin = np.arange(n)
+    missed = origin % 3 == 0
+    for ticker in ["ZZZ", "AAA"]:
+        for step in (1, 3):
+            actual = 100.0 + origin
+            p50 = actual + np.where(missed, 5.0, 0.0)  # the band is p50 +- 2
+            frames.append(
+                _point_pred(ticker, origin, step, actual, actual - 1, p50).assign(date=pd.Timestamp("2024-01-01"))
+            )
+    pred = pd.concat(frames, ignore_index=True).sample(frac=1.0, random_state=1)
+    by = metrics_table(pred, "gru", {"AAA": 1.0, "ZZZ": 1.0}).set_index(["ticker", "model", "step"])
+    for ticker, tickers in (("AAA", 1), ("ZZZ", 1), ("ALL", 2)):
+        one, three = by.loc[(ticker, "gru", 1)], by.loc[(ticker, "gru", 3)]
+        assert one["kupiec_pvalue"] == pytest.approx(kupiec_pvalue(np.tile(missed, tickers), 0.2), rel=1e-12)
+        assert three["kupiec_pvalue"] == pytest.approx(kupiec_pvalue([True] * 10 * tickers, 0.2), rel=1e-12)
+        assert one["coverage"] == three["coverage"] == pytest.approx(2 / 3)
+
+
+def test_kupiec_of_an_interval_missing_exactly_a_fifth_of_the_time_is_one():
+    n = 250
+    p50 = np.where(np.arange(n) % 5 == 0, 105.0, 100.0)  # 50 misses in 250: the nominal rate
+    pred = _point_pred("AAA", np.arange(n), 1, np.full(n, 100.0), np.full(n, 99.0), p50)
+    table = metrics_table(pred.assign(date=pd.Timestamp("2024-01-01")), "gru", {"AAA": 1.0})
+    assert table.set_index(["ticker", "model"]).loc[("AAA", "gru"), "kupiec_pvalue"] == 1.0
