@@ -950,16 +950,12 @@ def evaluate(
 def _print_metrics(rep) -> None:
     """One row per ticker and step: the median against naive and drift, the intervals against the
     best volatility baseline (lowest pinball loss among hist, ewma, garch)."""
-    from .metrics import PROBABILISTIC_MODELS
-
     m = rep.metrics
     by = {(r.ticker, r.model, r.step): r for r in m.itertuples(index=False)}
 
     rows = []
     for r in m[m["model"] == rep.model].itertuples(index=False):
-        vols = [by[(r.ticker, b, r.step)] for b in PROBABILISTIC_MODELS if (r.ticker, b, r.step) in by]
-        vols = [b for b in vols if not math.isnan(b.pinball)]  # one without quantiles (too little history) is not best
-        best = min(vols, key=lambda b: b.pinball) if vols else None
+        best = r.best_vol if isinstance(r.best_vol, str) else None  # none: too little history for any
         rows.append(
             [
                 r.ticker,
@@ -971,7 +967,7 @@ def _print_metrics(rep) -> None:
                 _cell(by[(r.ticker, "drift", r.step)].skill, "+.2%"),
                 _cell(r.coverage, ".1%"),
                 _cell(r.kupiec_pvalue, ".2f"),
-                _cell(r.pinball / best.pinball, ".3f") + f" {best.model}" if best is not None else "",
+                _cell(r.pinball_ratio, ".3f") + f" {best}" if best is not None else "",
                 _cell(r.dm_pinball_pvalue, ".3f"),
             ]
         )

@@ -62,6 +62,8 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "kupiec_pvalue",
     "christoffersen_pvalue",
     "dm_pinball_pvalue",
+    "best_vol",
+    "pinball_ratio",
 )
 """The columns of ``metrics.csv``, in order (new ones are only ever appended)."""
 
@@ -783,19 +785,30 @@ def _christoffersen_column(g: _Groups, ticker: np.ndarray, known: np.ndarray, mi
     return out
 
 
-def _dm_pinball_column(g: _Groups, y: np.ndarray, losses: dict[str, np.ndarray], model_name: str) -> np.ndarray:
-    """Per group: the DM p-value of the model's pinball loss against the probabilistic baseline
-    with the lowest mean pinball loss on the rows where every forecast is known (the test runs
-    on those rows; the first such baseline on a tie). NaN without a probabilistic baseline."""
+def _dm_pinball_columns(g: _Groups, y: np.ndarray, losses: dict[str, np.ndarray], model_name: str) -> dict:
+    """Per group, against the probabilistic baseline with the lowest mean pinball loss on the
+    rows where every forecast is known (the first such baseline on a tie), on those rows: the
+    DM p-value of the model's pinball loss, that baseline's name and the ratio of the model's
+    mean pinball loss to its. A baseline without a forecast in the group (too little history
+    for it at every origin) is left out. NaN (and no name) without a baseline or such a row."""
     baselines = [m for m in losses if m != model_name]
     if not baselines:
-        return np.full(g.n, np.nan)
-    common = ~np.any(np.isnan(np.vstack([y, *losses.values()])), axis=0)
+        return {"dm_pinball_pvalue": np.full(g.n, np.nan), "best_vol": np.full(g.n, np.nan, dtype=object)}
+    common = ~np.isnan(y) & ~np.isnan(losses[model_name])
+    for m in baselines:
+        known = ~np.isnan(losses[m])
+        common &= known | (g.count(known) == 0)[g.of]
     means = np.vstack([g.mean(losses[m], common) for m in baselines])
     best = np.argmin(np.where(np.isnan(means), np.inf, means), axis=0)
     stacked = np.vstack([losses[m] for m in baselines])
     d = losses[model_name] - stacked[best[g.of], np.arange(len(g.of))]
-    return _dm_pvalues(g, d, common)
+    best_mean = means[best, np.arange(g.n)]
+    scored = ~np.isnan(best_mean)
+    return {
+        "dm_pinball_pvalue": _dm_pvalues(g, d, common),
+        "best_vol": np.where(scored, np.asarray(baselines, dtype=object)[best], np.nan),
+        "pinball_ratio": _ratio(g.mean(losses[model_name], common), np.where(scored, best_mean, np.nan)),
+    }
 
 
 def _table_part(g: _Groups, cols: Mapping[str, np.ndarray], labels, models: list[str], model_name: str) -> pd.DataFrame:
@@ -819,7 +832,7 @@ def _table_part(g: _Groups, cols: Mapping[str, np.ndarray], labels, models: list
             interval, losses[model] = _interval_columns(g, cols, *(cols[c] for c in columns))
             part |= interval
         parts.append(part)
-    parts[0]["dm_pinball_pvalue"] = _dm_pinball_column(g, y, losses, model_name)
+    parts[0] |= _dm_pinball_columns(g, y, losses, model_name)
     frame = pd.concat([pd.DataFrame(p) for p in parts], ignore_index=True)
     return frame.reindex(columns=list(METRIC_COLUMNS))
 
@@ -872,8 +885,10 @@ def metrics_table(
       chain misses within each ticker only).
     - ``dm_pinball_pvalue``, on the model's rows only: the one-sided DM test (``h = step``) of
       the model's per-row pinball loss against the probabilistic baseline with the lowest mean
-      pinball loss on the same rows. A small value means the model's quantiles beat it; NaN
-      when the predictions carry no probabilistic baseline.
+      pinball loss on the same rows (the rows where every forecast is known). A small value
+      means the model's quantiles beat it; NaN when the predictions carry no probabilistic
+      baseline. ``best_vol`` names that baseline and ``pinball_ratio`` is the model's mean
+      pinball loss over its, on those rows (empty when no row has every forecast).
 
     Rows are sorted by :func:`sort_metrics`. A metric that does not apply is NaN (empty in the
     CSV). ``per_ticker=False`` leaves out the rows of each ticker, ``pooled=False`` the ``ALL``

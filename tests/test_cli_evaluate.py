@@ -45,6 +45,8 @@ METRIC_COLUMNS = [
     "kupiec_pvalue",
     "christoffersen_pvalue",
     "dm_pinball_pvalue",
+    "best_vol",
+    "pinball_ratio",
 ]
 PREDICTION_COLUMNS = ["ticker", "origin", "step", "date", "actual", "p10", "p50", "p90", "naive"]
 MODELS = {"gru", "naive", "drift", "mean", "hist", "ewma", "garch"}
@@ -549,12 +551,14 @@ def test_the_table_shows_large_price_errors_without_an_exponent(capsys):
 
     from forecaster.cli import _print_metrics
 
+    nan = float("nan")
     rows = [
-        ("lstm", 12345.6, -0.01, 0.5, 0.8, 0.6, 2718.28, 0.4),
-        ("drift", 12300.0, 0.002, 0.4, float("nan"), float("nan"), float("nan"), float("nan")),
-        ("garch", 12222.2, 0.0, float("nan"), 0.81, 0.7, 2700.0, float("nan")),
+        ("lstm", 12345.6, -0.01, 0.5, 0.8, 0.6, 2718.28, 0.4, "garch", 2718.28 / 2700.0),
+        ("drift", 12300.0, 0.002, 0.4, nan, nan, nan, nan, nan, nan),
+        ("garch", 12222.2, 0.0, nan, 0.81, 0.7, 2700.0, nan, nan, nan),
     ]
     cols = ["model", "mae", "skill", "dm_pvalue", "coverage", "kupiec_pvalue", "pinball", "dm_pinball_pvalue"]
+    cols += ["best_vol", "pinball_ratio"]
     metrics = pd.DataFrame(rows, columns=cols).assign(ticker="BRK-A", step=1, n=250)
     rep = SimpleNamespace(model="lstm", run="r", metrics=metrics, median_weight=[1.0], lag=pd.DataFrame())
     _print_metrics(rep)

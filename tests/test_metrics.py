@@ -560,7 +560,13 @@ def test_metrics_table_probabilistic_rows_hand_computed():
     pred = _with_probabilistic(_small_pred(), {"hist": 0.5, "ewma": 1.5, "garch": 1.0})
     table = metrics_table(pred, "lstm", {"AAA": 1.0, "BBB": 2.0})
     assert list(table.columns) == list(METRIC_COLUMNS)
-    assert list(table.columns[-3:]) == ["kupiec_pvalue", "christoffersen_pvalue", "dm_pinball_pvalue"]
+    assert list(table.columns[-5:]) == [
+        "kupiec_pvalue",
+        "christoffersen_pvalue",
+        "dm_pinball_pvalue",
+        "best_vol",
+        "pinball_ratio",
+    ]
     assert list(table["model"]) == ["lstm", "naive", "drift", "mean", *PROBABILISTIC] * 3
     by = table.set_index(["ticker", "model"])
 
@@ -593,6 +599,39 @@ def test_metrics_table_probabilistic_rows_hand_computed():
     # two rows per ticker are too few for a DM test; the four pooled ones are enough
     assert table.loc[table["ticker"] != "ALL", "dm_pinball_pvalue"].isna().all()
     assert 0 < by.loc[("ALL", "lstm"), "dm_pinball_pvalue"] < 1
+
+
+def test_the_best_volatility_baseline_and_the_ratio_are_those_of_the_dm_test_on_the_same_rows():
+    """hist without forecasts on the first, wild half of the origins (too little history): its
+    own mean pinball loss is over the calm half only, so compared with the model's over every
+    origin it looked far better than it is. The baseline named, the ratio and the DM test are
+    all on the origins where every forecast is known; a baseline with none in the group is
+    left out rather than leaving the group without a comparison."""
+    rng = np.random.default_rng(3)
+    n = 200
+    last = np.full(n, 100.0)
+    scale = np.where(np.arange(n) < 100, 8.0, 1.0)  # volatile, then calm
+    actual = last + rng.normal(0, scale)
+    pred = _point_pred("AAA", np.arange(n), 1, actual, last, last.copy())
+    pred["p10"], pred["p90"] = last - 1.28 * scale, last + 1.28 * scale  # the right interval
+    pred = _with_probabilistic(pred, {"hist": 1.28, "ewma": 6.0})
+    pred.loc[:99, ["hist_p10", "hist_p50", "hist_p90"]] = np.nan
+    pred["date"] = pd.Timestamp("2024-01-01")
+    row = metrics_table(pred, "gru", {"AAA": 1.0}).set_index(["ticker", "model"]).loc[("AAA", "gru")]
+    calm = pred.iloc[100:]
+    losses = {
+        m: pinball_rows(
+            calm["actual"].to_numpy(), dict(zip((0.1, 0.5, 0.9), (calm[f"{p}10"], calm[f"{p}50"], calm[f"{p}90"])))
+        )
+        for m, p in (("gru", "p"), ("hist", "hist_p"), ("ewma", "ewma_p"))
+    }
+    assert row["best_vol"] == "hist"  # the right width on the calm half, where ewma's is far too wide
+    assert row["pinball_ratio"] == pytest.approx(np.mean(losses["gru"]) / np.mean(losses["hist"]), rel=1e-12)
+    assert row["pinball_ratio"] == pytest.approx(1.0, abs=1e-12)  # the same quantiles there
+    assert math.isnan(row["dm_pinball_pvalue"])  # equal losses: no test
+    pred[["hist_p10", "hist_p50", "hist_p90"]] = np.nan  # no hist forecast at all: ewma, on every row
+    row = metrics_table(pred, "gru", {"AAA": 1.0}).set_index(["ticker", "model"]).loc[("AAA", "gru")]
+    assert row["best_vol"] == "ewma" and 0 < row["dm_pinball_pvalue"] < 0.05 and row["pinball_ratio"] < 1
 
 
 def test_metrics_table_without_probabilistic_baselines_keeps_the_model_interval_tests():
