@@ -522,7 +522,7 @@ def tune(
     except KeyboardInterrupt:
         stopped = True
     finally:  # interrupted or not, the trials so far are written out
-        result = write_results(study, Path(root) / t.study, final_dir, url)
+        result = write_results(study, Path(root) / t.study, final_dir, url, cfg)
     result.added = objective.started
     if stopped:
         raise SearchInterrupted(_what_was_kept(result), result)
@@ -649,25 +649,45 @@ def trials_frame(trials: list[FrozenTrial]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["number", "state", "value", *params, "seconds"])
 
 
-def best_trial(trials: list[FrozenTrial], run_dir: Path) -> BestTrial | None:
+def _here(tree: dict, base: Config | None) -> dict:
+    """A trial's recorded config with this process's own settings (:data:`LOCAL_KEYS`: the data
+    folder, device, threads, predict and tune sections) in place of those of the process, or
+    the earlier run of the command, that ran the trial."""
+    if base is None:
+        return tree
+    tree = json.loads(json.dumps(tree))
+    for key, value in _flat(base.model_dump(mode="json")).items():
+        if key.startswith(LOCAL_KEYS) and key != "run_dir":
+            *path, name = key.split(".")
+            node = tree
+            for part in path:
+                node = node.setdefault(part, {})
+            node[name] = value
+    return tree
+
+
+def best_trial(trials: list[FrozenTrial], run_dir: Path, base: Config | None = None) -> BestTrial | None:
     """The completed trial of the lowest validation loss; its ``params`` are its row of
-    trials.csv: every parameter of the study, a value fixed by a flag when it ran included."""
+    trials.csv: every parameter of the study, a value fixed by a flag when it ran included.
+    Its config takes this command's own settings (``base``'s :data:`LOCAL_KEYS`): the best
+    trial may have run on another machine, or before the data folder moved."""
     done = [
         tr for tr in trials if tr.state == TrialState.COMPLETE and tr.value is not None and "config" in tr.user_attrs
     ]
     if not done:
         return None
     tr = min(done, key=lambda x: (x.value, x.number))
-    cfg = config_from_dict(tr.user_attrs["config"]).model_copy(update={"run_dir": run_dir})
+    cfg = config_from_dict(_here(tr.user_attrs["config"], base)).model_copy(update={"run_dir": run_dir})
     params = {n: v for n in _param_names(trials) if (v := _trained_with(tr, n)) is not None}
     return BestTrial(number=tr.number, value=float(tr.value), params=params, config=cfg)
 
 
-def write_results(study: optuna.Study, out: Path, run_dir: Path, url: str) -> TuneResult:
-    """``trials.csv``, ``history.png`` and (once a trial has completed) ``best.toml``."""
+def write_results(study: optuna.Study, out: Path, run_dir: Path, url: str, base: Config | None = None) -> TuneResult:
+    """``trials.csv``, ``history.png`` and (once a trial has completed) ``best.toml``, with
+    ``base``'s settings of this machine (:func:`best_trial`)."""
     trials = study.get_trials(deepcopy=False)
     frame = trials_frame(trials)
-    best = best_trial(trials, run_dir)
+    best = best_trial(trials, run_dir, base)
     files = {"trials": write_csv(frame, out / TRIALS_CSV)}
     if best is not None:
         header = (

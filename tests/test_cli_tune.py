@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import tomllib
 from pathlib import Path
@@ -88,6 +89,27 @@ def test_tune_writes_its_results_and_the_best_config_trains(cli, small_dir, tmp_
     res = cli("info", "runs/best")
     assert res.exit_code == 0, res.stderr
     assert f"origin     tuning study s, trial {best['number']}" in res.stdout
+
+
+def test_train_best_and_best_toml_take_this_commands_data_folder_and_threads(cli, small_dir, tmp_path):
+    """The best trial ran before the data folder moved (or on another machine of the study):
+    its recorded folder, device and threads are that process's, and --train-best failed after
+    the whole search; best.toml and the run take this command's own."""
+    first = tmp_path / "first"
+    shutil.copytree(small_dir, first)
+    conf = _config(tmp_path / "tune.toml", first)
+    common = ["tune", "--config", conf, "--epochs", "1", "--study", "s", "--trials", "1"]
+    assert cli(*common, "-q").exit_code == 0
+    moved = first.rename(tmp_path / "moved")
+    # a learning rate that diverges: the best trial stays the one that read the old folder
+    res = cli(*common, "--lr", "10", "--data-dir", moved, "--threads", "2", "--train-best", "--run-dir", "runs/b")
+    assert res.exit_code == 0, res.stderr
+    trials = pd.read_csv(tmp_path / "cwd" / "runs" / "tune" / "s" / "trials.csv")
+    assert trials.loc[trials["value"].idxmin(), "number"] == 0
+    best = tomllib.loads((tmp_path / "cwd" / "runs" / "tune" / "s" / "best.toml").read_text())
+    assert Path(best["data"]["data_dir"]) == moved and best["train"]["threads"] == 2
+    run = json.loads((tmp_path / "cwd" / "runs" / "b" / "run.json").read_text())
+    assert Path(run["config"]["data"]["data_dir"]) == moved and run["origin"]["trial"] == 0
 
 
 def test_the_best_trial_line_gives_a_value_fixed_by_a_flag_when_it_ran(cli, small_dir, tmp_path):
