@@ -450,6 +450,21 @@ def test_download_network_down_for_every_ticker_is_tempfail(cli, fake_fetch, tmp
     assert lines[-1] == "ERROR: no ticker downloaded (2 failed); retry later"
 
 
+def test_download_json_when_every_ticker_fails_is_the_error_object_with_each_reason(cli, fake_fetch, tmp_path):
+    """Failed as a whole (75 here, 1 for bad bars): stdout holds the error object every command
+    prints then, so a wrapper reading `.exit_code` sees the outage, with each ticker's reason."""
+    down = NetworkError("cannot reach Yahoo (ConnectionError: network is unreachable)")
+    fake_fetch({"AAA": down, "BBB": down})
+    res = cli("download", "AAA", "BBB", "--data-dir", tmp_path / "d", "--json")
+    assert res.exit_code == 75
+    assert json.loads(res.stdout) == {
+        "error": "no ticker downloaded (2 failed); retry later",
+        "exit_code": 75,
+        "failed": {"AAA": str(down), "BBB": str(down)},
+    }
+    assert res.stderr.strip().splitlines()[-1] == "ERROR: no ticker downloaded (2 failed); retry later"
+
+
 @pytest.fixture
 def via_yahoo(monkeypatch, offline_yfinance):
     """Routes the fetch through the real yfinance code to an in-memory Yahoo with these answers."""
