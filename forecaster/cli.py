@@ -1280,11 +1280,14 @@ def score(
             "--fail-if-coverage-outside",
             metavar="LO,HI",
             callback=_coverage_bounds,
-            help="Exit 1 when the pooled p10-p90 coverage of a step is outside [LO, HI], e.g. 0.7,0.9.",
+            help="Exit 1 when the pooled p10-p90 coverage of a step is outside [LO, HI], e.g. 0.7,0.9, "
+            "by more than chance (a one-sided binomial test at --alpha).",
         ),
     ] = None,
     fail_if_no_skill: FailIfNoSkillOpt = False,
-    alpha: AlphaOpt = 0.05,
+    alpha: Annotated[
+        float, typer.Option(help="Significance level of both alerts' tests (coverage and skill).", min=0, max=1)
+    ] = 0.05,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     log_file: LogFileOpt = None,
@@ -1304,7 +1307,7 @@ def score(
 
         _refuse_empty(run=run, out=out, data_dir=data_dir)
         rep = do_score(run, out=out, source=_val(source), data_dir=data_dir, since=since)
-        alerts = [rep.coverage_alert(*fail_if_coverage_outside)] if fail_if_coverage_outside else []
+        alerts = [rep.coverage_alert(*fail_if_coverage_outside, alpha)] if fail_if_coverage_outside else []
         alerts += [rep.skill_alert(alpha)] if fail_if_no_skill else []
         alerts = [a for a in alerts if a]
         _show_score(rep, alerts, quiet, json_out)

@@ -115,13 +115,20 @@ class ScoreReport:
         s = self.scores
         return s[(s["ticker"] == POOLED) & (s["n"] > 0)]
 
-    def coverage_alert(self, lo: float, hi: float) -> str | None:
-        """Why the pooled coverage of some step is outside [lo, hi]; None when it is not."""
-        bad = [
-            f"h={int(r.step)} {_share_outside(r.coverage, lo, hi)} (n={int(r.n)})"
-            for r in self.pooled().itertuples(index=False)
-            if not lo <= r.coverage <= hi
-        ]
+    def coverage_alert(self, lo: float, hi: float, alpha: float = 0.05) -> str | None:
+        """Why the pooled coverage of some step is outside [lo, hi] by more than chance; None
+        when it is not. A step alerts when its coverage is below ``lo`` (above ``hi``) and the
+        one-sided exact binomial test of its forecasts rejects a true coverage of ``lo``
+        (``hi``) at ``alpha``: two forecasts both outside a right 80 % interval, which happens
+        one day in twenty-five, are no drift. The test takes the forecasts as independent,
+        which same-day forecasts of several tickers and overlapping h-step ones are not."""
+        bad = []
+        for r in self.pooled().itertuples(index=False):
+            if lo <= r.coverage <= hi:
+                continue
+            p = coverage_pvalue(round(r.coverage * r.n), int(r.n), lo if r.coverage < lo else hi)
+            if p < alpha:
+                bad.append(f"h={int(r.step)} {_share_outside(r.coverage, lo, hi)} (n={int(r.n)}, p={p:.2g})")
         if not bad:
             return None
         return f"interval coverage outside {_share(lo)}-{_share(hi)} in live forecasts: " + ", ".join(bad)
@@ -138,6 +145,17 @@ class ScoreReport:
         )
         ok, verdict = report.verdict(alpha)
         return None if ok else f"no skill over the naive forecast in live forecasts: {verdict}"
+
+
+def coverage_pvalue(inside: int, n: int, bound: float) -> float:
+    """The one-sided exact binomial p-value of ``inside`` forecasts of ``n`` inside their
+    interval against a true coverage of ``bound``: the chance of as few (``inside`` under
+    ``bound * n``) or as many (over it) as seen."""
+    from scipy.special import bdtr, bdtrc  # the binomial's tails, without scipy.stats' import time
+
+    if inside < bound * n:
+        return float(bdtr(inside, n, bound))
+    return 1.0 if inside == 0 else float(bdtrc(inside - 1, n, bound))
 
 
 def _share(x: float) -> str:

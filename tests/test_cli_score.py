@@ -10,6 +10,7 @@ are computed here from the forecast files and the sample's closes, row by row.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pty
 import re
@@ -25,7 +26,7 @@ from support import FORECASTER, ROOT, cli_env, log_lines, tiny_overrides
 
 from forecaster.metrics import diebold_mariano
 from forecaster.prediction import predict
-from forecaster.scoring import SCORE_COLUMNS, ScoreReport
+from forecaster.scoring import SCORE_COLUMNS, ScoreReport, coverage_pvalue
 from forecaster.sources import read_csv_bars
 from forecaster.synthetic import write_csv
 
@@ -686,12 +687,35 @@ def test_coverage_alert_shows_the_bounds_as_given_and_a_coverage_that_reads_outs
     """A bound of 0.705 is 70.5% in the line (not a rounded 70% or 71%), and a coverage just
     under it gets the decimals that show it under (70.49%, not 70.5%)."""
     scores = pd.DataFrame(
-        {"ticker": ["ALL", "ALL", "STOCKA"], "step": [1, 2, 1], "n": [200, 200, 100], "coverage": [0.7049, 0.8, 0.1]}
+        {"ticker": ["ALL", "ALL", "STOCKA"], "step": [1, 2, 1], "n": [200, 2000, 100], "coverage": [0.7049, 0.8, 0.1]}
     )
     rep = ScoreReport(run="r", model="lstm", folder=Path("f"), scores=scores)
-    assert rep.coverage_alert(0.705, 0.9) == "interval coverage outside 70.5%-90% in live forecasts: h=1 70.49% (n=200)"
-    assert rep.coverage_alert(0.7, 0.75) == "interval coverage outside 70%-75% in live forecasts: h=2 80.0% (n=200)"
+    p = coverage_pvalue(141, 200, 0.705)  # 70.49 % of 200 is 141 inside: chance, at any usual level
+    assert 0.4 < p < 0.6 and rep.coverage_alert(0.705, 0.9) is None
+    assert rep.coverage_alert(0.705, 0.9, alpha=0.6) == (
+        f"interval coverage outside 70.5%-90% in live forecasts: h=1 70.49% (n=200, p={p:.2g})"
+    )
+    p = coverage_pvalue(1600, 2000, 0.75)
+    assert p < 0.05 and rep.coverage_alert(0.7, 0.75) == (
+        f"interval coverage outside 70%-75% in live forecasts: h=2 80.0% (n=2000, p={p:.2g})"
+    )
     assert rep.coverage_alert(0.7, 0.9) is None  # the one ticker's row is not the pooled figure
+
+
+def test_coverage_pvalue_is_the_exact_binomial_tail_beyond_the_bound():
+    """Two forecasts both outside (0 of 2 inside) against a coverage of 70 %: 0.3 ** 2 = 9 %,
+    no alert at 5 %; 0 of 3: 2.7 %, an alert. Above the upper bound, the upper tail."""
+    assert coverage_pvalue(0, 2, 0.7) == pytest.approx(0.09, rel=1e-12)
+    assert coverage_pvalue(0, 3, 0.7) == pytest.approx(0.027, rel=1e-12)
+    assert coverage_pvalue(2, 2, 0.9) == pytest.approx(0.81, rel=1e-12)
+    assert coverage_pvalue(10, 10, 0.7) == pytest.approx(0.7**10, rel=1e-12)
+    n, k = 40, 22
+    lower = sum(math.comb(n, i) * 0.7**i * 0.3 ** (n - i) for i in range(k + 1))
+    assert coverage_pvalue(k, n, 0.7) == pytest.approx(lower, rel=1e-10)
+    scores = pd.DataFrame({"ticker": ["ALL", "ALL"], "step": [1, 2], "n": [2, 3], "coverage": [0.0, 0.0]})
+    rep = ScoreReport(run="r", model="lstm", folder=Path("f"), scores=scores)
+    said = rep.coverage_alert(0.7, 0.9)
+    assert said == "interval coverage outside 70%-90% in live forecasts: h=2 0.0% (n=3, p=0.027)"
 
 
 def test_score_without_forecast_files_is_an_error(cli, trained_run, tmp_path):
