@@ -7,7 +7,8 @@ pooled (``ALL``) rows of ``metrics.csv``:
 - the MAE ratio to the naive forecast of the model and of the drift and mean baselines;
 - the pinball loss (levels 0.1, 0.5, 0.9) of the model and of the hist, ewma and garch
   baselines, as a ratio to the best of those three on the same data and step;
-- the coverage of the 80 % interval and Kupiec's p-value (h = 1), of the model and the garch;
+- the coverage of the 80 % interval, of the model and the garch, and the model's Kupiec p-value
+  (at the last step on every h-th origin, whose forecasts do not overlap);
 - the Diebold-Mariano p-values of the model against naive (MAE) and against the best
   volatility baseline (pinball).
 
