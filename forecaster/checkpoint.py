@@ -32,6 +32,7 @@ from .features import FEATURES, KNOWN_FEATURES, Scaler
 from .fsio import (
     atomic_write_text,
     follow_link,
+    links_in,
     publish_files,
     remove_stale_temp_dirs,
     replace_dir,
@@ -298,13 +299,9 @@ def promoted_names_of(run_dir: Path) -> list[Path]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir() or run_dir.is_symlink():
         return []
-    target, folder = run_dir.resolve(), run_dir.resolve().parent
-    try:
-        links = sorted(p for p in folder.iterdir() if p.is_symlink())
-    except OSError:
-        return []
-    beside = run_dir.parent if run_dir.name not in ("", ".", "..") else folder
-    return [beside / p.name for p in links if follow_link(p).resolve() == target]
+    target = run_dir.resolve()
+    beside = run_dir.parent if run_dir.name not in ("", ".", "..") else target.parent
+    return [beside / link.name for link, to in links_in(target.parent).items() if to == target]
 
 
 def save_run(

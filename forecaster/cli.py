@@ -461,20 +461,18 @@ def download(
             )
         syms = list(dict.fromkeys(validate_ticker(t) for t in tickers))  # refuse a bad symbol before any work
         rep = do_download(syms, cfg.data.data_dir, lock_timeout=lock_timeout, calendar=cfg.data.calendar)
+        for line in rep.failure_lines():
+            log.error("%s", line)
         if rep.failed and not rep.ok:  # failed as a whole: --json's error object, as predict's
-            for line in rep.failure_lines():
-                log.error("%s", line)
             _failed(json_out, rep.exit_code, "%s", rep.summary(), extra={"failed": dict(rep.failed)})
             raise typer.Exit(rep.exit_code)
         if json_out:
             _emit_json(rep.as_dict())
-        elif rep.ok and not quiet:
+        elif not quiet:
             _table(
                 ["ticker", "rows", "first", "last", "added"],
                 [[s, r.rows, str(r.first)[:10], str(r.last)[:10], r.added] for s, r in rep.ok.items()],
             )
-        for line in rep.failure_lines():
-            log.error("%s", line)
         if rep.failed:
             log.error("%s", rep.summary())
         raise typer.Exit(rep.exit_code)

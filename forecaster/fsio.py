@@ -218,6 +218,16 @@ def follow_link(path: PathLike) -> Path:
     return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
+def links_in(folder: PathLike) -> dict[Path, Path]:
+    """The symbolic links directly in ``folder``, each with the path it resolves to; none when
+    the folder is missing or cannot be read."""
+    try:
+        entries = sorted(Path(folder).iterdir())
+    except OSError:
+        return {}
+    return {p: Path(os.path.realpath(p)) for p in entries if p.is_symlink()}
+
+
 def _holder_file(lock_path: Path) -> Path:
     return lock_path.with_name(lock_path.name + ".holder")
 

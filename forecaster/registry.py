@@ -37,6 +37,7 @@ from .fsio import (
     file_lock,
     follow_link,
     is_temp_name,
+    links_in,
     remove_stale_temps,
     swap_symlink,
 )
@@ -197,9 +198,7 @@ def _remove_stale_links(pointer: Path) -> None:
 
 def _named_runs(runs_dir: Path) -> set[Path]:
     """The run directories that the links in ``runs_dir`` point at, resolved."""
-    if not runs_dir.is_dir():
-        return set()
-    return {follow_link(p).resolve() for p in runs_dir.iterdir() if p.is_symlink()}
+    return set(links_in(runs_dir).values())
 
 
 def new_run_dir(name: str, runs_dir: Path = DEFAULT_RUNS_DIR, now: datetime | None = None) -> Path:

@@ -15,6 +15,7 @@ Only the tune command imports this module, and with it Optuna.
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import json
 import logging
@@ -655,7 +656,7 @@ def _here(tree: dict, base: Config | None) -> dict:
     the earlier run of the command, that ran the trial."""
     if base is None:
         return tree
-    tree = json.loads(json.dumps(tree))
+    tree = copy.deepcopy(tree)
     for key, value in _flat(base.model_dump(mode="json")).items():
         if key.startswith(LOCAL_KEYS) and key != "run_dir":
             *path, name = key.split(".")
