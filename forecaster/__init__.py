@@ -3,7 +3,10 @@
 Every command of the CLI is a plain function here (imported lazily, so ``import forecaster`` and
 ``forecaster --help`` stay fast)::
 
-    from forecaster import load_config, train, evaluate, predict, tune
+    from forecaster import load_config, download, train, evaluate, predict, score, promote, retrain, tune
+
+Each returns what the command prints (a result object) and raises :class:`ForecasterError`, whose
+``exit_code`` is the command's, where the command fails as a whole.
 """
 
 __version__ = "0.1.0"
@@ -18,6 +21,10 @@ _LAZY = {
     "evaluate": "evaluation",
     "predict": "prediction",
     "tune": "tuning",
+    "score": "scoring",
+    "promote": "registry",
+    "retrain": "retraining",
+    "ForecasterError": "errors",
 }
 
 __all__ = ["__version__", *_LAZY]

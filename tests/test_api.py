@@ -1,0 +1,64 @@
+"""The Python API: every command is a function of the package, and the README's example runs."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import forecaster
+from forecaster.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _section(title: str) -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    head = f"\n## {title}\n"
+    assert head in text, f"README lacks the section {title!r}"
+    return text.split(head, 1)[1].split("\n## ", 1)[0]
+
+
+def test_every_command_but_info_is_a_function_of_the_package():
+    import typer.main
+
+    commands = set(typer.main.get_command(app).commands)
+    assert commands - {"info"} <= set(forecaster.__all__), commands - set(forecaster.__all__)
+    for name in commands - {"info"}:
+        assert callable(getattr(forecaster, name)), name
+
+
+def test_the_readme_table_names_only_functions_the_package_has():
+    names = re.findall(r"^\| `(\w+)\(", _section("From Python"), re.M)
+    assert {"train", "evaluate", "predict", "score", "promote", "retrain", "download", "tune"} <= set(names)
+    for name in names:
+        assert name in forecaster.__all__ and callable(getattr(forecaster, name)), name
+
+
+def test_an_unknown_name_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="no attribute 'trian'"):
+        forecaster.trian  # noqa: B018
+
+
+def test_the_readme_example_runs_and_writes_what_it_says(tmp_path):
+    code = re.search(r"```python\n(.*?)```", _section("From Python"), re.S).group(1)
+    shutil.copytree(ROOT / "configs", tmp_path / "configs")
+    shutil.copytree(ROOT / "data" / "sample", tmp_path / "data" / "sample")
+    (tmp_path / "example.py").write_text(code, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    run = tmp_path / "runs" / "api"
+    assert (run / "model.safetensors").is_file() and (run / "eval" / "metrics.csv").is_file()
+    assert (tmp_path / "runs" / "api-prod").resolve() == run.resolve()
+    dated = sorted(p.name for p in (tmp_path / "forecasts" / "api").glob("2*.csv"))
+    assert dated == ["2025-12-31.csv"], dated
+    lines = done.stdout.splitlines()
+    assert any(re.match(r"\d+\s+garch\s", line.strip()) for line in lines), done.stdout
+    assert any("STOCKB" in line and "2026-01-02" in line for line in lines), done.stdout
+    assert lines[-1] == "1 no run directory at runs/no-such-run", lines[-1]
