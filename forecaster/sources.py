@@ -226,8 +226,16 @@ def _parse_dates(raw: pd.Series, path: Path, blank: np.ndarray, lines: list[int]
             )
         what = f"unparseable date {value[:40]!r}" if value else "empty date"
         raise DataError(f"{path}: {what} ({where_row(pos, lines)})")
+    days = pd.DatetimeIndex(parsed).to_numpy().astype("datetime64[D]")
+    outside = (days < FIRST_DAY) | (days > LAST_DAY)
+    if outside.any():  # a mistyped year (2925, 0025): no nanosecond timestamp holds it
+        pos = int(parsed.index[np.flatnonzero(outside)[0]])
+        raise DataError(
+            f"{path}: date {text.iloc[pos][:40]!r} ({where_row(pos, lines)}) is outside the years "
+            f"{FIRST_DAY.astype(object).year}-{LAST_DAY.astype(object).year} that a date can take; a mistyped year?"
+        )
     dates = np.full(len(text), np.datetime64("NaT"), dtype="datetime64[ns]")
-    dates[~blank] = pd.DatetimeIndex(parsed).normalize().astype("datetime64[ns]").to_numpy()
+    dates[~blank] = days.astype("datetime64[ns]")
     return pd.DatetimeIndex(dates)
 
 
@@ -345,6 +353,13 @@ def _read_csv_frame(path: Path) -> pd.DataFrame:
                 f"on {index[pos].date()} ({where_row(pos, lines)})"
             )
         values[col] = numbers.to_numpy()
+    bad = _bad_adjustments(values, adj_col)
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{path}: {adj_col} {raw[adj_col].iloc[pos].strip()[:40]} on {index[pos].date()} ({where_row(pos, lines)}) "
+            "is not a finite positive price"
+        )
     return _assemble(values, index, adj_col)
 
 
@@ -432,6 +447,15 @@ def _key_columns(keys: list[str], path: Path) -> tuple[list[str], str, str | Non
     return keys, date_col, adj_col
 
 
+def _bad_adjustments(values: dict[str, np.ndarray], adj_col: str | None) -> np.ndarray:
+    """The rows whose close is a positive number and whose adjusted close is given but is not
+    one (0, -5.25, inf): scaled by it, their open would be named as the bad price."""
+    if not adj_col or np.isnan(values[adj_col]).all():
+        return np.zeros(len(values["close"]), dtype=bool)
+    close, adj = values["close"], values[adj_col]
+    return (close > 0) & np.isfinite(close) & ~np.isnan(adj) & ~((adj > 0) & np.isfinite(adj))
+
+
 def _adjusted(values: dict[str, np.ndarray], adj_col: str | None) -> dict[str, np.ndarray]:
     """``values`` with open/high/low scaled by adj_close/close and close set to adj_close.
 
@@ -470,7 +494,10 @@ def _read_clean_csv(path: Path) -> pd.DataFrame | None:
             return None
     except (DataError, ValueError, TypeError, Warning, pd.errors.ParserError, UnicodeDecodeError):
         return None
-    return _assemble({c: raw[c].to_numpy(np.float64) for c in wanted}, index, adj_col)
+    values = {c: raw[c].to_numpy(np.float64) for c in wanted}
+    if _bad_adjustments(values, adj_col).any():
+        return None  # the careful path names the row
+    return _assemble(values, index, adj_col)
 
 
 def plain_csv_bars(data_dir: str | os.PathLike[str], ticker: str) -> PlainBars | None:
@@ -530,6 +557,7 @@ def _plain_csv(path: Path) -> PlainBars | None:
         and (days <= LAST_DAY).all()
         and all((np.abs(v) < _TEXT_NUMBER).all() for v in values.values())
         and not (np.signbit(volume) & (volume == 0)).any()  # pandas may read a "-0" volume as 0
+        and not _bad_adjustments(values, adj_col).any()
     ):
         return None
     values = _adjusted(values, adj_col)

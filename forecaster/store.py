@@ -221,7 +221,14 @@ def _as_float_bars(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
     index = out.index
     if index.tz is not None:
         index = index.tz_localize(None)
-    out.index = index.normalize().astype("datetime64[ns]").rename("date")
+    days = index.to_numpy().astype("datetime64[D]")
+    outside = (days < FIRST_DAY) | (days > LAST_DAY)
+    if outside.any():  # no nanosecond timestamp holds it: named, not an unexpected error
+        raise DataError(
+            f"{ticker}: date {days[outside][0]} is outside the years {FIRST_DAY.astype(object).year}-"
+            f"{LAST_DAY.astype(object).year} that a date can take"
+        )
+    out.index = pd.DatetimeIndex(days.astype("datetime64[ns]"), name="date")
     return out
 
 
@@ -229,7 +236,13 @@ def _drop_rows_without_date_or_price(df: pd.DataFrame, ticker: str) -> pd.DataFr
     unusable = df.index.isna() | df[PRICES].isna().any(axis=1).to_numpy()
     if not unusable.any():
         return df
-    log.warning("%s: dropped %d row(s) with a missing date or price", ticker, unusable.sum())
+    dated = df.index[unusable & ~df.index.isna()]
+    log.warning(
+        "%s: dropped %d row(s) with a missing date or price%s",
+        ticker,
+        unusable.sum(),
+        f" ({_some_dates(dated)})" if len(dated) else "",
+    )
     return df[~unusable]
 
 

@@ -482,6 +482,15 @@ def test_evaluate_refuses_a_ticker_with_a_bar_dated_after_today(cli, run_copy, s
     assert set(pd.read_csv(run_copy / "eval" / "predictions.csv")["ticker"]) == {"STOCKB"}
 
 
+def test_evaluate_fails_only_the_ticker_with_a_year_no_date_can_take(cli, run_copy, sample_dir, tmp_path):
+    """2925 for 2025: the other ticker is evaluated (exit 3); it was an unexpected error, exit 1."""
+    data = csv_folder_with_a_bar_on("2925-07-01", sample_dir, tmp_path / "data", "STOCKA")
+    res = cli("evaluate", "--run", run_copy, "--data-dir", data, "-q")
+    line = assert_one_line_error(res, 3, "STOCKA not evaluated", f"{data / 'STOCKA.csv'}: date '2925-07-01'")
+    assert "outside the years 1678-2261" in line
+    assert set(pd.read_csv(run_copy / "eval" / "predictions.csv")["ticker"]) == {"STOCKB"}
+
+
 def test_evaluate_in_a_run_folder_it_cannot_write_says_so_before_the_backtest(run_copy, tmp_path):
     """A run folder without write permission (a shared run): one line naming eval/ and why,
     the previous evaluation kept, before any bar is read; it named a temporary folder

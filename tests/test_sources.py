@@ -87,6 +87,19 @@ def test_csv_header_is_case_and_space_insensitive_with_adj_close(tmp_path):
         ("2024-01-03,0,0,0,0,0,0", "AAA: open 0 on 2024-01-03 is not a finite positive price"),
         # a negative close is named as it is, not turned into a negative open
         ("2024-01-03,10.5,12,10,-11.5,11.5,2000", "AAA: close -11.5 on 2024-01-03 is not a finite positive price"),
+        # a bad adjusted close is named in its own column and line, not as the open it would scale
+        (
+            "2024-01-03,10.5,12,10,11.5,-5.75,2000",
+            "{path}: adj close -5.75 on 2024-01-03 (line 3) is not a finite positive price",
+        ),
+        (
+            "2024-01-03,10.5,12,10,11.5,0,2000",
+            "{path}: adj close 0 on 2024-01-03 (line 3) is not a finite positive price",
+        ),
+        (
+            "2024-01-03,10.5,12,10,11.5,inf,2000",
+            "{path}: adj close inf on 2024-01-03 (line 3) is not a finite positive price",
+        ),
     ],
 )
 def test_csv_with_adj_close_refuses_a_bar_without_a_positive_close(tmp_path, row, expected):
@@ -97,7 +110,7 @@ def test_csv_with_adj_close_refuses_a_bar_without_a_positive_close(tmp_path, row
         warnings.simplefilter("error")  # numpy's note on 0 / 0 would reach the user's terminal
         with pytest.raises(DataError) as info:
             load_csv(tmp_path, "AAA")
-    assert str(info.value) == expected
+    assert str(info.value) == expected.format(path=tmp_path / "AAA.csv")
 
 
 @pytest.mark.parametrize("adj", ["Adj. Close", "Adj Close**", "adj_close", "AdjClose", "Adjusted Close"])

@@ -46,7 +46,7 @@ def test_validate_repairs_order_duplicates_and_nan_rows_with_warnings(caplog):
     assert out.loc["2024-01-03", "close"] == pytest.approx(bars.loc["2024-01-03", "close"] * 1.01)
     assert out["volume"].iloc[3] == 0.0
     text = caplog.text
-    assert "dropped 1 row(s) with a missing date or price" in text
+    assert "AAA: dropped 1 row(s) with a missing date or price (2024-01-05)" in text
     assert "sorted 6 rows" in text
     assert "dropped 1 row(s) with a duplicate date" in text
     assert "set a missing volume to 0 on 1 row(s)" in text
@@ -583,6 +583,32 @@ def test_load_bars_until_today_names_the_first_bar_dated_after_it_and_its_file(t
         "BBB: the stored file holds bad bars (2 bar(s) dated after today, from 2204-01-08 to 2204-01-09); "
         f"delete {path} and run `forecaster download --data-dir {tmp_path} BBB`"
     )
+
+
+@pytest.mark.parametrize("day", ["2925-01-08", "0025-01-08"])
+def test_a_date_no_timestamp_holds_is_named_with_its_file_and_line_not_an_unexpected_error(tmp_path, day):
+    """A year mistyped beyond what a date can take (2925, 0025): a DataError naming the file,
+    the line and the date, so the ticker fails alone; it was an uncaught OutOfBoundsDatetime
+    ("unexpected error"), which stopped every ticker of predict and evaluate."""
+    bars = make_bars("2024-01-02", 5)
+    bars.rename_axis("Date").rename(columns=str.title).to_csv(tmp_path / "AAA.csv")
+    text = (tmp_path / "AAA.csv").read_text().replace("2024-01-05", day)
+    (tmp_path / "AAA.csv").write_text(text)
+    with pytest.raises(DataError) as info:
+        store.load_bars("csv", tmp_path, ["AAA"])
+    assert str(info.value) == (
+        f"{tmp_path / 'AAA.csv'}: date '{day}' (line 5) is outside the years 1678-2261 that a date can take; "
+        "a mistyped year?"
+    )
+
+
+def test_a_stored_date_no_timestamp_holds_is_named_with_the_advice_to_download_again(tmp_path):
+    bars = make_bars("2024-01-02", 3)
+    bars.index = pd.DatetimeIndex(np.array(["2024-01-02", "2024-01-03", "2500-01-04"], dtype="datetime64[s]"), name="date")
+    store.store_dir(tmp_path).mkdir(parents=True)
+    bars.to_parquet(store.store_path(tmp_path, "AAA"))
+    with pytest.raises(DataError, match=r"^AAA: the stored file holds bad bars \(date 2500-01-04 is outside the years"):
+        store.load_bars("yahoo", tmp_path, ["AAA"])
 
 
 def test_load_bars_unknown_source(tmp_path):
