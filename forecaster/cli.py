@@ -1200,6 +1200,11 @@ def info(
         for s, why in m.skipped.items():
             print(f"skipped    {s}: {why}")
         for s, why in m.no_validation.items():
+            if why["last_date"] >= str(m.splits.test_start):
+                print(
+                    f"no val.    {s}: too few bars in the validation split (a gap in them); bars end {why['last_date']}"
+                )
+                continue
             when = "before" if why["last_date"] < why["split_start"] else "too soon after the start of"
             print(f"no val.    {s}: bars end {why['last_date']}, {when} the validation split ({why['split_start']})")
         print("metrics    " + ", ".join(f"{k} {_figure(v)}" for k, v in m.metrics.model_dump().items()))

@@ -880,13 +880,23 @@ def load_training_data(cfg: Config, tickers: list[str], splits: Splits | None = 
     ends = {s: ws.ends(s) for s in ("train", "val", "test")}
     _warn_skipped(ws.skipped)
     no_val = []
+    test_start = str(splits.test_start.date())
     for sym, why in without_windows(ws, bars, ends["val"], splits.val_start).items():
-        if why["last_date"] < why["split_start"]:
-            where = f"before the validation split starts ({why['split_start']})"
+        last, start = why["last_date"], why["split_start"]
+        if last >= test_start:  # bars on both sides of the split: a gap over it
+            inside = int(((bars[sym].index >= splits.val_start) & (bars[sym].index < splits.test_start)).sum())
+            no_val.append(
+                f"{sym}: no validation windows: {inside} of its bars fall in the validation split ({start} to "
+                f"{test_start}), a gap in them, fewer than the {w.horizon} sessions one forecast needs; it is trained "
+                "on and evaluated, but its intervals are not calibrated"
+            )
+            continue
+        if last < start:
+            where = f"before the validation split starts ({start})"
         else:  # a forecast needs `horizon` sessions of the split after its origin
-            where = f"fewer than {w.horizon} sessions into the validation split (from {why['split_start']})"
+            where = f"fewer than {w.horizon} sessions into the validation split (from {start})"
         no_val.append(
-            f"{sym}: no validation windows: its bars end {why['last_date']}, {where}; "
+            f"{sym}: no validation windows: its bars end {last}, {where}; "
             "it is trained on but neither calibrated nor evaluated"
         )
     log_some(logging.WARNING, no_val, "tickers without validation windows")

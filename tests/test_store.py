@@ -604,7 +604,8 @@ def test_a_date_no_timestamp_holds_is_named_with_its_file_and_line_not_an_unexpe
 
 def test_a_stored_date_no_timestamp_holds_is_named_with_the_advice_to_download_again(tmp_path):
     bars = make_bars("2024-01-02", 3)
-    bars.index = pd.DatetimeIndex(np.array(["2024-01-02", "2024-01-03", "2500-01-04"], dtype="datetime64[s]"), name="date")
+    days = np.array(["2024-01-02", "2024-01-03", "2500-01-04"], dtype="datetime64[s]")
+    bars.index = pd.DatetimeIndex(days, name="date")
     store.store_dir(tmp_path).mkdir(parents=True)
     bars.to_parquet(store.store_path(tmp_path, "AAA"))
     with pytest.raises(DataError, match=r"^AAA: the stored file holds bad bars \(date 2500-01-04 is outside the years"):

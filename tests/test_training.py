@@ -298,6 +298,36 @@ def test_ticker_without_validation_windows_is_named(sample_dir, tmp_path, caplog
     assert any("OLDCO: no validation windows" in r.getMessage() and val_start in r.getMessage() for r in caplog.records)
 
 
+def test_ticker_whose_bars_skip_the_validation_split_is_named_as_such_and_evaluated(sample_dir, tmp_path, caplog, cli):
+    """A gap over the validation split (one bar left in it): named as a gap, not as bars that
+    end there (its bars end in the test split), and evaluated there, as the warning says."""
+    import shutil
+
+    from forecaster.evaluation import evaluate
+
+    d = tmp_path / "data"
+    shutil.copytree(sample_dir, d)
+    df = pd.read_csv(d / "STOCKB.csv")
+    val_start, test_start = df["Date"].iloc[-200], df["Date"].iloc[-100]  # the tiny config's splits
+    df[(df["Date"] < val_start) | (df["Date"] >= test_start) | (df["Date"] == df["Date"].iloc[-150])].to_csv(
+        d / "GAPCO.csv", index=False
+    )
+    cfg = load_config(None, tiny_overrides(d, **{"data.tickers": ["STOCKA", "GAPCO"], "train.epochs": 1}))
+    with caplog.at_level("WARNING", logger="forecaster"):
+        res = train(cfg, run_dir=tmp_path / "run")
+    assert str(res.manifest.splits.test_start) == test_start
+    warned = [r.getMessage() for r in caplog.records if "GAPCO: no validation windows" in r.getMessage()]
+    assert warned == [
+        f"GAPCO: no validation windows: 1 of its bars fall in the validation split ({val_start} to {test_start}), "
+        "a gap in them, fewer than the 3 sessions one forecast needs; it is trained on and evaluated, but its "
+        "intervals are not calibrated"
+    ]
+    shown = f"no val.    GAPCO: too few bars in the validation split (a gap in them); bars end {df['Date'].iloc[-1]}"
+    assert shown in cli("info", str(tmp_path / "run")).stdout.splitlines()
+    report = evaluate(tmp_path / "run", jobs=1)
+    assert "GAPCO" in set(report.predictions["ticker"]) and "GAPCO" not in report.missing
+
+
 @pytest.mark.parametrize(("into_validation", "named"), [(2, True), (3, False)])
 def test_ticker_ending_too_soon_into_the_validation_split_is_named(
     sample_dir, tmp_path, caplog, cli, into_validation, named
