@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import shlex
 import shutil
@@ -28,7 +29,7 @@ from safetensors.numpy import load_file, save_file
 
 from .config import Config
 from .errors import DataError, RunFormatError
-from .features import FEATURES, KNOWN_FEATURES, Scaler
+from .features import CALENDAR, FEATURES, KNOWN_FEATURES, Scaler
 from .fsio import (
     atomic_write_text,
     follow_link,
@@ -449,10 +450,25 @@ def _check_consistent(m: Manifest, path: Path) -> None:
     if sorted(t.id for t in m.tickers.values()) != list(range(len(m.tickers))):
         raise RunFormatError(f"{path} is malformed: ticker ids are not 0..{len(m.tickers) - 1}")
     horizon = m.config.window.horizon
+    if m.median_weight is not None and (
+        len(m.median_weight) != horizon or not all(0 <= w <= 1 for w in m.median_weight)
+    ):
+        raise RunFormatError(f"{path} is malformed: median_weight is not {horizon} weights from 0 to 1")
+    continuous = len(names) - CALENDAR
     for sym, t in m.tickers.items():
         for field, values in (("conformal", t.conformal), ("conformal_online", t.conformal_online)):
             if values is not None and len(values) != horizon:
                 raise RunFormatError(f"{path} is malformed: {sym}.{field} has {len(values)} steps, not {horizon}")
+            if values is not None and not all(0 < v < math.inf for v in values):
+                raise RunFormatError(f"{path} is malformed: {sym}.{field} holds a scale that is not a positive number")
+        sc = t.scaler
+        if len(sc.mean) != continuous or len(sc.std) != continuous:
+            raise RunFormatError(
+                f"{path} is malformed: {sym}'s scaler has {len(sc.mean)} means and {len(sc.std)} deviations, "
+                f"not one per continuous feature ({continuous})"
+            )
+        if not (all(map(math.isfinite, sc.mean)) and all(0 < v < math.inf for v in [*sc.std, sc.ret_std])):
+            raise RunFormatError(f"{path} is malformed: {sym}'s scaler holds a value that is not a finite number")
 
 
 def read_weights(run_dir: Path) -> dict[str, np.ndarray]:
@@ -517,6 +533,8 @@ def load_run(run_dir: Path) -> Run:
     cfg = manifest.config
     n_features = len(manifest.features.names)
     check_tensors(run_dir / WEIGHTS, state, config_shapes(cfg, n_features, len(manifest.tickers)))
+    if bad := next((k for k, v in state.items() if not np.isfinite(v).all()), None):
+        raise RunFormatError(f"{run_dir / WEIGHTS} holds weights that are not finite numbers ({bad}): it is damaged")
     model = NumpyQuantileRNN.from_config(cfg, state, manifest.features.names)
     return Run(path=run_dir, manifest=manifest, model=model)
 

@@ -465,9 +465,16 @@ def _forecast(run: Run, bars, cut, dated: set[str], now, report: ForecastReport)
     lo, med, hi = calibrated(forecast(ends), ws, ends, scale)
     H = ws.horizon
     last_dates = pd.DatetimeIndex(ws.dates[ends])
+    closes = ws.close[ends][:, None]
+    with np.errstate(over="ignore", invalid="ignore"):
+        prices = [closes * np.exp(x) for x in (lo, med, hi)]
+    finite = np.logical_and.reduce([np.isfinite(p).all(axis=1) for p in prices])
     rows = []
     sessions: dict = {}  # next sessions and age note per distinct last date (most tickers share one)
     for i, sym in enumerate(ws.tickers):
+        if not finite[i]:  # never an empty cell in a file cron jobs read: the ticker fails
+            report.failed[sym] = "its forecast is not a finite number: the run's weights or statistics are damaged"
+            continue
         last = last_dates[i]
         if last not in sessions:
             sessions[last] = next_sessions(last, H, cfg.data.calendar)
@@ -480,9 +487,9 @@ def _forecast(run: Run, bars, cut, dated: set[str], now, report: ForecastReport)
                     "step": h + 1,
                     "date": str(pd.Timestamp(sessions[last][h]).date()),
                     "last_close": c,
-                    "p10": c * float(np.exp(lo[i, h])),
-                    "p50": c * float(np.exp(med[i, h])),
-                    "p90": c * float(np.exp(hi[i, h])),
+                    "p10": float(prices[0][i, h]),
+                    "p50": float(prices[1][i, h]),
+                    "p90": float(prices[2][i, h]),
                     "model": cfg.model.cell,
                     "run": run.name,
                 }
@@ -495,5 +502,6 @@ def _forecast(run: Run, bars, cut, dated: set[str], now, report: ForecastReport)
             (report.warnings if behind > 0 else report.notes).append(f"{sym}: {note}")
     # dated by the last bar forecast from, as the rows are: an --as-of on a weekend or a holiday
     # is the session before it, never a day no row names
-    report.as_of = str(last_dates.max().date())
+    if finite.any():
+        report.as_of = str(last_dates[finite].max().date())
     return pd.DataFrame(rows, columns=FORECAST_COLUMNS)

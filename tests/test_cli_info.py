@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 from support import ROOT, assert_one_line_error, run_meta, tiny_overrides
 
@@ -191,10 +193,20 @@ def _weights_of_another_size(run):
     (run / "run.json").write_text(json.dumps(meta))
 
 
+def _a_weight_not_a_number(run):
+    from safetensors.numpy import load_file, save_file
+
+    state = load_file(str(run / "model.safetensors"))
+    name = sorted(state)[0]
+    state[name] = state[name] * np.nan
+    save_file(state, str(run / "model.safetensors"))
+
+
 @pytest.mark.parametrize(
     ("damage", "why"),
     [
         (_without_weights, "model.safetensors is missing"),
+        (_a_weight_not_a_number, "holds weights that are not finite numbers"),
         (_truncated_weights, "is not a readable safetensors file"),
         (_weights_of_another_size, "does not match the run's config"),
     ],
@@ -212,6 +224,56 @@ def test_info_on_a_run_predict_refuses_says_it_cannot_be_used_and_why(cli, run_c
     assert res.exit_code == 1
     doc = json.loads(res.stdout)
     assert why in doc.pop("unusable") and doc == run_meta(run_copy)
+
+
+def _set(path: str, value):
+    def damage(meta):
+        *keys, last = path.split(".")
+        node = meta
+        for k in keys:
+            node = node[k]
+        node[last] = value(node[last]) if callable(value) else value
+
+    return damage
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        (_set("tickers.STOCKA.scaler.std", lambda v: [0.0] * len(v)), "STOCKA's scaler holds a value that is not a"),
+        (_set("tickers.STOCKA.scaler.mean", [1.0]), "STOCKA's scaler has 1 means and"),
+        (_set("tickers.STOCKB.conformal_online", lambda v: [float("nan")] * len(v)), "STOCKB.conformal_online holds"),
+        (_set("tickers.STOCKB.conformal", lambda v: [-1.0] * len(v)), "STOCKB.conformal holds a scale that is not"),
+        (_set("median_weight", [1.0]), "median_weight is not 3 weights from 0 to 1"),
+    ],
+)
+def test_a_run_json_whose_numbers_cannot_make_a_forecast_is_refused_saying_which(cli, run_copy, tmp_path, damage, why):
+    """Each of these made predict write empty or collapsed quantiles with exit 0 (or an
+    unexpected error), and info call the run usable."""
+    meta = run_meta(run_copy)
+    damage(meta)
+    (run_copy / "run.json").write_text(json.dumps(meta))
+    for args in (("predict", "--run", run_copy, "--out", tmp_path / "fc", "--offline"), ("info", run_copy)):
+        assert_one_line_error(cli(*args), 1, "is malformed", why)
+    assert not (tmp_path / "fc").exists()
+
+
+def test_a_forecast_that_is_not_a_finite_number_fails_its_ticker_and_is_not_written(run_copy, tmp_path, monkeypatch):
+    from forecaster import prediction
+
+    real = prediction.calibrated
+
+    def broken(*args):
+        lo, med, hi = (x.copy() for x in real(*args))
+        hi[0, -1] = np.inf  # the first ticker's last step
+        return lo, med, hi
+
+    monkeypatch.setattr(prediction, "calibrated", broken)
+    report = prediction.predict(run_copy, out=tmp_path / "fc", offline=True, jobs=1)
+    assert report.exit_code == 3 and list(report.failed) == ["STOCKA"]
+    assert "not a finite number" in report.failed["STOCKA"]
+    written = pd.read_csv(tmp_path / "fc" / run_meta(run_copy)["name"] / "latest.csv")
+    assert set(written["ticker"]) == {"STOCKB"} and written[["p10", "p50", "p90"]].notna().all().all()
 
 
 def test_info_newer_format_version(cli, run_copy):
