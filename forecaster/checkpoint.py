@@ -227,8 +227,10 @@ class Run:
         unknown = [t for t in names if t not in self.manifest.tickers]
         if unknown:
             known = self.names
+            skipped = [t for t in unknown if t in self.manifest.skipped]
+            why = f" ({skipped[0]} was skipped at training: {self.manifest.skipped[skipped[0]]})" if skipped else ""
             raise DataError(
-                f"the run was not trained on {some_names(unknown)}; "
+                f"the run was not trained on {some_names(unknown)}{why}; "
                 f"it knows {len(known)} ticker(s): {some_names(known)}"
                 + (f" (`forecaster info {self.path}` lists them all)" if len(known) > NAMED_TICKERS else "")
             )

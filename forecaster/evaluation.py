@@ -487,7 +487,10 @@ def _read_bars(data: DataSource, names: list[str]) -> tuple[dict[str, pd.DataFra
             bars |= load_bars(data.source, data.data_dir, [sym], until_today=True)
         except DataError as exc:
             error = str(exc).removeprefix(f"{sym}: ")  # the ticker is named once, by the caller
-            failed[sym] = {"reason": UNREADABLE, "file": str(where(data.data_dir, sym)), "error": error}
+            file = str(where(data.data_dir, sym))
+            if file not in error:  # a bad bar is named by its date and column: say in which file
+                error = f"{error}, in {file}"
+            failed[sym] = {"reason": UNREADABLE, "file": file, "error": error}
     return bars, failed
 
 

@@ -325,14 +325,14 @@ def _recent_bars(run: Run, names, source, data_dir, cut, now, failed: dict[str, 
             continue
         if cut is not None:
             df = df[df.index <= cut]
-        warn_gaps(df, sym)
         if cut is not None:
             if len(df) == 0:
                 failed[sym] = f"no bars on or before --as-of {cut.date()}"
                 continue
-        elif ahead := dated_after_today(df.index, now):
+        elif ahead := dated_after_today(df.index, now):  # a gap up to that bar would be no news
             failed[sym] = f"{ahead}; fix the data, or forecast from an earlier day with --as-of"
             continue
+        warn_gaps(df, sym)
         if len(df) < lookback + 1:
             failed[sym] = (
                 f"only {len(df)} bars up to {df.index[-1].date()}, need {lookback + 1} for lookback {lookback}"

@@ -491,6 +491,17 @@ def test_evaluate_fails_only_the_ticker_with_a_year_no_date_can_take(cli, run_co
     assert set(pd.read_csv(run_copy / "eval" / "predictions.csv")["ticker"]) == {"STOCKB"}
 
 
+def test_evaluate_names_the_file_of_a_ticker_with_a_bad_bar(cli, run_copy, sample_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(sample_dir, data)
+    df = pd.read_csv(data / "STOCKA.csv")
+    df.loc[len(df) // 2, "Close"] = -1.0
+    df.to_csv(data / "STOCKA.csv", index=False)
+    day = df.loc[len(df) // 2, "Date"]
+    res = cli("evaluate", "--run", run_copy, "--data-dir", data, "-q")
+    assert_one_line_error(res, 3, f"STOCKA not evaluated: close -1 on {day}", f"in {data / 'STOCKA.csv'}")
+
+
 def test_evaluate_in_a_run_folder_it_cannot_write_says_so_before_the_backtest(run_copy, tmp_path):
     """A run folder without write permission (a shared run): one line naming eval/ and why,
     the previous evaluation kept, before any bar is read; it named a temporary folder

@@ -137,13 +137,18 @@ def test_info_mentions_evaluation_when_present(cli, run_copy):
     assert str(run_copy / "eval" / "metrics.csv") in res.stdout
 
 
-def test_info_shows_skipped_tickers(cli, run_copy):
+def test_info_shows_skipped_tickers(cli, run_copy, tmp_path):
     meta = run_meta(run_copy)
     meta["skipped"] = {"NEWCO": "40 training sessions, need at least 24"}
     (run_copy / "run.json").write_text(json.dumps(meta))
     res = cli("info", run_copy)
     assert res.exit_code == 0, res.stderr
     assert "NEWCO" in res.stdout
+    # asked for by name, it is refused with the reason it was skipped, not as a ticker never seen
+    res = cli("predict", "--run", run_copy, "-t", "NEWCO", "--offline", "--out", tmp_path / "fc")
+    assert_one_line_error(
+        res, 1, "the run was not trained on NEWCO (NEWCO was skipped at training: 40 training sessions, need at least"
+    )
 
 
 def test_info_does_not_change_the_run(cli, run_copy):
