@@ -571,7 +571,7 @@ def train(
     model.safetensors, run.json and history.csv. Ctrl-C or SIGTERM saves a resumable run and
     exits 130 (continue it with --resume).
     """
-    if resume is not None and run_dir is not None and Path(run_dir).absolute() != Path(resume).absolute():
+    if resume is not None and run_dir is not None and Path(run_dir).resolve() != Path(resume).resolve():
         raise typer.BadParameter(
             f"a resumed run is written back to its own directory ({resume}), not to {run_dir}; "
             "leave --run-dir out (or copy the run there first and resume the copy)",
@@ -580,12 +580,7 @@ def train(
     target, whose = resume if resume is not None else run_dir, ""
     if log_file is not None and target is None:  # the run directory the config file names, if any
         target, whose = _configured_run_dir(config, locals()), " (the config's run_dir)"
-    if log_file is not None and target is not None and Path(target).absolute() in Path(log_file).absolute().parents:
-        raise typer.BadParameter(
-            f"the log file {log_file} is inside the run directory {target}{whose}, which the run replaces whole "
-            "(the log would be lost with it); write the log elsewhere",
-            param_hint="'--log-file'",
-        )
+    _refuse_log_inside(log_file, target, whose)
     setup_logging(quiet, log_file, json_out)
     options = locals()
     with handled(debug, "train", json_out):
@@ -620,6 +615,17 @@ def train(
             _show_training(res, quiet, json_out)
 
 
+def _refuse_log_inside(log_file: Path | None, target: Path | None, whose: str = "") -> None:
+    """A usage error when ``log_file`` is inside the run directory ``target``, which the run
+    replaces whole (``..`` and links resolved: ``runs/a/../b`` is ``runs/b``)."""
+    if log_file is not None and target is not None and Path(target).resolve() in Path(log_file).resolve().parents:
+        raise typer.BadParameter(
+            f"the log file {log_file} is inside the run directory {target}{whose}, which the run replaces whole "
+            "(the log would be lost with it); write the log elsewhere",
+            param_hint="'--log-file'",
+        )
+
+
 def _configured_run_dir(config: list[Path] | None, options: dict) -> Path | None:
     """The run directory ``train`` writes when no ``--run-dir`` is given: the config's
     ``run_dir``. None without one (a new folder named after the time is made then) or when the
@@ -629,6 +635,21 @@ def _configured_run_dir(config: list[Path] | None, options: dict) -> Path | None
     try:
         tickers = _tickers(options["tickers"], options["tickers_arg"])
         return load_config(_config_file(config), overrides(options, tickers)).run_dir
+    except Exception:
+        return None
+
+
+def _tune_best_dir(config: list[Path] | None, options: dict) -> Path | None:
+    """Where ``tune --train-best`` writes the best run; None when the config cannot be read,
+    whose error the command then reports with its log set up."""
+    from .config import load_config
+    from .tuning import best_run_dir
+
+    if options["run_dir"] is not None:
+        return Path(options["run_dir"])
+    try:
+        study = {"tune.study": options["study"]} if options["study"] is not None else {}
+        return best_run_dir(load_config(_config_file(config), study))
     except Exception:
         return None
 
@@ -761,6 +782,9 @@ def tune(
     same command continues it after an interruption (Ctrl-C or SIGTERM exits 130); the results
     go to runs/tune/<study>/ (trials.csv, best.toml, history.png).
     """
+    if train_best and log_file is not None:
+        best, whose = _tune_best_dir(config, locals()), " (where --train-best writes the best run)"
+        _refuse_log_inside(log_file, best, whose)
     setup_logging(quiet, log_file, json_out)
     options = locals()
     with handled(debug, "tune", json_out):

@@ -548,7 +548,9 @@ def test_train_refuses_a_log_file_inside_the_run_dir_as_a_usage_error(cli, small
     run = tmp_path / "run"
     assert cli("train", "--data-dir", small_dir, "-t", "STOCKA", *TINY, "--run-dir", run, "-q").exit_code == 0
     before = {f: (run / f).read_bytes() for f in os.listdir(run)}
-    for target in (run, tmp_path / "new"):
+    # the run's folder spelt through another one (runs/a/../run) is the same folder
+    (tmp_path / "a").mkdir()
+    for target in (run, tmp_path / "new", tmp_path / "a" / ".." / "run"):
         res = cli(
             "train",
             "--data-dir",
@@ -597,7 +599,8 @@ def test_resume_refuses_another_run_dir_as_a_usage_error(cli, small_dir, tmp_pat
     assert not (tmp_path / "runs" / "elsewhere").exists()
     assert {f: (run / f).read_bytes() for f in os.listdir(run)} == before  # still resumable, untouched
     # the run's own directory, however spelt, is no conflict
-    res = cli("train", "--resume", run, "--run-dir", f"{run}/", "-q")
+    (tmp_path / "a").mkdir()
+    res = cli("train", "--resume", run, "--run-dir", tmp_path / "a" / ".." / "runs" / "stopped", "-q")
     assert res.exit_code == 0, res.stderr
     assert run_meta(run)["status"] == "complete"
 

@@ -42,6 +42,21 @@ def _config(path, small_dir):
     return path
 
 
+@pytest.mark.parametrize("run_dir", [None, "runs/best"])
+def test_tune_train_best_refuses_a_log_file_inside_the_best_runs_folder_before_the_search(
+    cli, small_dir, tmp_path, run_dir
+):
+    """The best run replaces its whole folder, as train's does: the log was deleted with it (or,
+    for a new folder, made it look like a folder of other files after the whole search)."""
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    best = Path(run_dir or "runs/s-best")
+    args = ["tune", "--config", conf, "--trials", "1", "--epochs", "1", "--study", "s", "--train-best"]
+    res = cli(*args, *(["--run-dir", run_dir] if run_dir else []), "--log-file", best / "tune.log")
+    assert res.exit_code == 2, res.stderr
+    assert "--log-file" in res.stderr and "where --train-best writes the best run" in res.stderr
+    assert not (tmp_path / "cwd" / "runs").exists()  # no study, no log, no folder
+
+
 def test_tune_writes_its_results_and_the_best_config_trains(cli, small_dir, tmp_path):
     conf = _config(tmp_path / "tune.toml", small_dir)
     res = cli(
