@@ -7,6 +7,7 @@ validation weights in the model; callers decide what to draw and when to save.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import math
 import os
@@ -17,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -638,7 +639,50 @@ def train(
     # run.json records the tickers as validated (AAPL for aapl, each once), which later commands read back
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"tickers": tickers})})
     check_calendar(cfg.data.calendar)  # predict dates its forecasts with it: a typo stops here
-    run_dir = Path(run_dir or cfg.run_dir or Path("runs") / f"{cfg.model.cell}-{now:%Y%m%d-%H%M%S}")
+    options = {"on_epoch": on_epoch, "on_batch": on_batch, "lock_timeout": lock_timeout, "resume": resume}
+    if run_dir is not None or cfg.run_dir is not None or not Dist().main:
+        return _train(cfg, tickers, Path(run_dir or cfg.run_dir or _default_run_dir(cfg, now)), now, **options)
+    # a folder named after the second: made now, so that two trainings started in the same
+    # second do not write one run over the other; removed again if nothing is written to it
+    run_dir = _reserve(_default_run_dir(cfg, now))
+    try:
+        return _train(cfg, tickers, run_dir, now, **options)
+    except BaseException:
+        with suppress(OSError):
+            run_dir.rmdir()  # only while empty: an interrupted run saved there stays
+        raise
+
+
+def _default_run_dir(cfg: Config, now: datetime) -> Path:
+    return Path("runs") / f"{cfg.model.cell}-{now:%Y%m%d-%H%M%S}"
+
+
+def _reserve(path: Path) -> Path:
+    """A new, empty folder at ``path``, or at ``path-2``, ``path-3``... when that one exists."""
+    for n in itertools.count(1):
+        candidate = path if n == 1 else path.with_name(f"{path.name}-{n}")
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise RunFormatError(f"cannot make the run directory {candidate}: {exc.strerror or exc}") from None
+    raise AssertionError("unreachable")
+
+
+def _train(
+    cfg: Config,
+    tickers: list[str],
+    run_dir: Path,
+    now: datetime,
+    *,
+    on_epoch=None,
+    on_batch=None,
+    lock_timeout: float = 0.0,
+    resume: bool = False,
+) -> TrainResult:
+    """:func:`train` into ``run_dir``, its config checked."""
     check_run_target(run_dir)  # refused now, not once the epochs are spent
     _check_data_outside(run_dir, cfg)
     before = _resume_point(run_dir, cfg) if resume else None

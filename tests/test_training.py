@@ -1,11 +1,12 @@
 import csv
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from support import tiny_overrides
+from support import run_meta, tiny_overrides
 
 from forecaster.config import load_config
 from forecaster.errors import ConfigError, DataError, TrainingError
@@ -515,3 +516,25 @@ def test_garch_fits_shared_among_fresh_processes_are_those_made_here(sample_dir,
     monkeypatch.setattr(pool, "ProcessPoolExecutor", Recorded)
     assert training.garch_fits(data.ws) == here
     assert started == ["spawn"]
+
+
+def test_trainings_started_in_the_same_second_each_get_their_own_run_directory(sample_dir, tmp_path, monkeypatch):
+    """Without --run-dir a run is named after the second it started: a second training in that
+    second wrote its run over the first one's (both said they had written it). The name is
+    now taken by making the folder, the next one gets -2; a training that fails leaves none."""
+    from forecaster import training
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(training, "_default_run_dir", lambda cfg, now: Path("runs") / "gru-20261204-101010")
+    first = train(load_config(None, tiny_overrides(sample_dir, **{"data.tickers": ["STOCKA"], "train.epochs": 1})))
+    second = train(load_config(None, tiny_overrides(sample_dir, **{"data.tickers": ["STOCKB"], "train.epochs": 1})))
+    assert (first.run_dir, second.run_dir) == (Path("runs/gru-20261204-101010"), Path("runs/gru-20261204-101010-2"))
+    assert list(run_meta(first.run_dir)["tickers"]) == ["STOCKA"] and list(run_meta(second.run_dir)["tickers"]) == [
+        "STOCKB"
+    ]
+    with pytest.raises(DataError):
+        train(load_config(None, tiny_overrides(tmp_path / "no-data")))
+    assert sorted(p.name for p in Path("runs").iterdir() if not p.name.startswith(".")) == [
+        "gru-20261204-101010",
+        "gru-20261204-101010-2",
+    ]
