@@ -267,6 +267,11 @@ class _LogFileHandler(logging.FileHandler):
         )
 
 
+ON_BAR = "on_bar"
+"""A log record with this attribute true is shown by the progress bar on stderr: the log file
+keeps it, the stderr handler leaves it out."""
+
+
 def setup_logging(quiet: bool, log_file: Path | None, json_out: bool = False) -> None:
     """Warnings (and info unless --quiet) to stderr; everything with timestamps to --log-file.
     A log file that cannot be opened fails the command before any work, with ``--json`` also
@@ -281,6 +286,7 @@ def setup_logging(quiet: bool, log_file: Path | None, json_out: bool = False) ->
     err.addFilter(lambda r: r.levelno >= logging.WARNING or not quiet)
     # a command's result (retrain's verdict) is printed on stdout: the log file keeps it, stderr does not
     err.addFilter(lambda r: not getattr(r, RESULT, False))
+    err.addFilter(lambda r: not getattr(r, ON_BAR, False))  # the progress bar shows it on stderr
     log.addHandler(err)
     if log_file:
         try:
@@ -684,23 +690,19 @@ def _show_training(res, quiet: bool, json_out: bool) -> None:
         )
 
 
+def _log_epoch(r, on_bar: bool = False) -> None:
+    """The epoch's line in the log; ``on_bar``: the progress bar shows it, so stderr does not."""
+    extra = {ON_BAR: True} if on_bar else None
+    msg = "epoch %d: train %.4f  val %.4f  grad-norm %.3f  lr %.2g  %.1fs"
+    log.info(msg, r.epoch, r.train_loss, r.val_loss, r.grad_norm, r.lr, r.seconds, extra=extra)
+
+
 @contextmanager
 def _progress(show: bool, epochs: int):
-    """A rich progress bar on a terminal; plain log lines per epoch otherwise."""
+    """A rich progress bar on a terminal; plain log lines per epoch otherwise (and in the log
+    file, bar or not)."""
     if not show:
-
-        def on_epoch(r):
-            log.info(
-                "epoch %d: train %.4f  val %.4f  grad-norm %.3f  lr %.2g  %.1fs",
-                r.epoch,
-                r.train_loss,
-                r.val_loss,
-                r.grad_norm,
-                r.lr,
-                r.seconds,
-            )
-
-        yield on_epoch, None
+        yield _log_epoch, None
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -720,6 +722,7 @@ def _progress(show: bool, epochs: int):
 
         def on_epoch(r):
             last[:] = [r]
+            _log_epoch(r, on_bar=True)
             bar.update(
                 task,
                 epoch=r.epoch + 1,

@@ -789,7 +789,6 @@ def test_the_progress_bar_left_on_screen_shows_the_last_epoch_trained(monkeypatc
     """On a terminal the bar reads `epoch N+1` while epoch N+1 trains; once training stops it
     must read the last epoch trained, full, not an epoch that never ran."""
     import io
-    from types import SimpleNamespace
 
     from rich.console import Console
 
@@ -801,7 +800,43 @@ def test_the_progress_bar_left_on_screen_shows_the_last_epoch_trained(monkeypatc
     with cli_module._progress(True, 5) as (on_epoch, on_batch):
         for epoch in (1, 2):
             on_batch(64)
-            on_epoch(SimpleNamespace(epoch=epoch, samples=64, train_loss=0.5, val_loss=0.6))
+            on_epoch(_record(epoch))
     final = screen.getvalue().replace("\r", "\n").splitlines()
     shown = [line for line in final if "epoch" in line][-1]
     assert "epoch 2" in shown and "epoch 3" not in shown, final
+
+
+def _record(epoch: int):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(epoch=epoch, samples=64, train_loss=0.5, val_loss=0.6, grad_norm=0.1, lr=1e-3, seconds=0.2)
+
+
+def test_the_log_file_has_every_epoch_line_when_the_progress_bar_shows_them(monkeypatch, tmp_path, capsys):
+    """On a terminal the bar shows the epochs on stderr; the log file kept none of them, so a
+    log of an interactive training had no record of it. Stderr still shows the bar alone."""
+    import io
+    import logging
+
+    from rich.console import Console
+
+    from forecaster import cli as cli_module
+
+    monkeypatch.setattr(cli_module, "_stderr_console", lambda: Console(file=io.StringIO(), force_terminal=True))
+    logger = logging.getLogger("forecaster")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    try:
+        cli_module.setup_logging(False, tmp_path / "train.log")
+        with cli_module._progress(True, 5) as (on_epoch, on_batch):
+            for epoch in (1, 2):
+                on_batch(64)
+                on_epoch(_record(epoch))
+    finally:
+        for h in logger.handlers:
+            h.close()
+        logger.handlers[:], logger.level, logger.propagate = saved
+    lines = (tmp_path / "train.log").read_text().splitlines()
+    assert [line.split(" INFO ", 1)[1] for line in lines] == [
+        f"epoch {n}: train 0.5000  val 0.6000  grad-norm 0.100  lr 0.001  0.2s" for n in (1, 2)
+    ]
+    assert "epoch" not in capsys.readouterr().err
