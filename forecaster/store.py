@@ -228,7 +228,7 @@ def _as_float_bars(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
             f"{ticker}: date {days[outside][0]} is outside the years {FIRST_DAY.astype(object).year}-"
             f"{LAST_DAY.astype(object).year} that a date can take"
         )
-    out.index = pd.DatetimeIndex(days.astype("datetime64[ns]"), name="date")
+    out.index = index.normalize().astype("datetime64[ns]").rename("date")
     return out
 
 

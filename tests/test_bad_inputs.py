@@ -792,7 +792,9 @@ def test_a_universe_of_tickers_is_not_listed_in_one_error_line(tmp_path):
     from forecaster.tickers import NAMED_TICKERS
 
     known = [f"T{i:04d}" for i in range(1000)]
-    run = SimpleNamespace(manifest=SimpleNamespace(tickers=dict.fromkeys(known)), names=known, path=tmp_path / "r")
+    run = SimpleNamespace(
+        manifest=SimpleNamespace(tickers=dict.fromkeys(known), skipped={}), names=known, path=tmp_path / "r"
+    )
     assert Run.select(run, ["T0005", "T0002"]) == ["T0005", "T0002"]
     unknown = [f"ZZ{i}" for i in range(30)]
     with pytest.raises(DataError) as err:
