@@ -255,6 +255,7 @@ class ResumeState:
     scheduler: dict
     generator: np.ndarray
     torch_rng: np.ndarray | None
+    cuda_rng: np.ndarray | None = None  # the CUDA generator dropout draws from on a GPU
 
 
 # --------------------------------------------------------------------------------- writing
@@ -348,6 +349,8 @@ def _flatten(state: ResumeState) -> tuple[dict[str, np.ndarray], dict[str, str]]
     tensors["generator"] = state.generator
     if state.torch_rng is not None:
         tensors["torch_rng"] = state.torch_rng
+    if state.cuda_rng is not None:
+        tensors["cuda_rng"] = state.cuda_rng
     meta = {
         "epoch": state.epoch,
         "best_val": state.best_val,
@@ -609,4 +612,5 @@ def _unflatten(tensors: dict[str, np.ndarray], meta: dict[str, str]) -> ResumeSt
         scheduler=m["scheduler"],
         generator=tensors["generator"],
         torch_rng=tensors.get("torch_rng"),
+        cuda_rng=tensors.get("cuda_rng"),
     )

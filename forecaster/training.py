@@ -147,7 +147,8 @@ class Batches:
         y = self.ws.targets(ends)
         if self.one_step:
             y = y[:, :1]
-        return torch.from_numpy(x), torch.from_numpy(tid), torch.from_numpy(y)
+        # on the CPU the tensors share numpy's memory; on another device (mps) they are copied there
+        return tuple(torch.from_numpy(a).to(self.device) for a in (x, tid, y))
 
 
 def _autocast(device: torch.device, precision: str):
@@ -231,6 +232,7 @@ class Dist:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = torch.device("cpu")  # where the collectives' tensors go: set by setup
 
     @property
     def active(self) -> bool:
@@ -251,6 +253,7 @@ class Dist:
             torch.cuda.set_device(device)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        self.device = device
         return device
 
     def shard(self, ends: np.ndarray, whole: bool = False) -> np.ndarray:
@@ -267,7 +270,8 @@ class Dist:
             return list(values)
         import torch.distributed as dist
 
-        t = torch.tensor(values, dtype=torch.float64)
+        # on the device the process group serves: NCCL (CUDA) reduces no CPU tensor
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
         return t.tolist()
 
@@ -358,6 +362,8 @@ class Trainer:
             "scheduler": self.sched.state_dict(),
             "generator": self.gen.get_state().clone(),
             "torch_rng": torch.get_rng_state(),
+            # on a GPU dropout draws from the device's generator
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
         }  # dropout draws from the global generator
 
     def restore(self, state: dict) -> None:
@@ -370,6 +376,8 @@ class Trainer:
         self.gen.set_state(state["generator"])
         if state.get("torch_rng") is not None:
             torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.snapshot = state
 
     # -- the loop -------------------------------------------------------------------------------
@@ -1132,6 +1140,7 @@ def _resume_state(trainer: Trainer) -> ResumeState:
         scheduler=st["scheduler"],
         generator=st["generator"].numpy(),
         torch_rng=st["torch_rng"].numpy(),
+        cuda_rng=None if st.get("cuda_rng") is None else st["cuda_rng"].numpy(),
     )
 
 
@@ -1151,4 +1160,5 @@ def _trainer_state(r: ResumeState) -> dict:
         "scheduler": r.scheduler,
         "generator": torch.from_numpy(r.generator.copy()),
         "torch_rng": None if r.torch_rng is None else torch.from_numpy(r.torch_rng.copy()),
+        "cuda_rng": None if r.cuda_rng is None else torch.from_numpy(r.cuda_rng.copy()),
     }

@@ -418,6 +418,52 @@ def test_device_resident_batches_equal_numpy_gathered_ones(sample_dir, one_step)
         assert torch.equal(a, b)
 
 
+def test_numpy_gathered_batches_go_to_the_device_the_model_is_on(sample_dir):
+    """Off CUDA and off the CPU (mps), the batches numpy gathers were left on the CPU: the first
+    batch failed against a model on the device. The meta device stands in for one here."""
+    from forecaster.training import Batches
+
+    _, ws = _setup(sample_dir)
+    ends = ws.ends("train")[:50]
+    batch = Batches(ws, torch.device("meta"), False)(ends)
+    assert [t.device.type for t in batch] == ["meta"] * 3
+    assert [tuple(t.shape) for t in batch] == [tuple(t.shape) for t in Batches(ws, torch.device("cpu"), False)(ends)]
+
+
+def test_the_collective_sum_is_on_the_device_of_the_process_group(monkeypatch):
+    """A job on GPUs joins an NCCL group, which reduces no CPU tensor: the sums each training
+    step makes (is the loss finite everywhere?) failed at the first step."""
+    import torch.distributed
+
+    from forecaster.training import Dist
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    seen = []
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda t: seen.append(t.device.type))
+    dist = Dist()
+    assert dist.sum(1.0) == [1.0] and seen == ["cpu"]
+    dist.device = torch.device("meta")  # what setup sets for a job on GPUs (cuda:LOCAL_RANK)
+    seen.clear()
+    with pytest.raises(NotImplementedError):  # a meta tensor has no values to give back
+        dist.sum(1.0)
+    assert seen == ["meta"]
+
+
+def test_a_resume_file_keeps_the_state_of_the_cuda_generator(tmp_path):
+    """Dropout on a GPU draws from the device's generator: without its state, the epochs after
+    a resume drew other masks than an uninterrupted run."""
+    from forecaster.checkpoint import ResumeState, _flatten, _unflatten
+
+    rng = np.arange(16, dtype=np.uint8)
+    state = ResumeState(
+        epoch=3, best_val=0.5, stale=1, model={"w": np.ones(2, np.float32)}, best=None, optimizer={},
+        param_groups=[], scheduler={}, generator=np.zeros(8, np.uint8), torch_rng=None, cuda_rng=rng,
+    )  # fmt: skip
+    back = _unflatten(*_flatten(state))
+    assert np.array_equal(back.cuda_rng, rng)
+    assert _unflatten(*_flatten(ResumeState(**{**state.__dict__, "cuda_rng": None}))).cuda_rng is None
+
+
 def test_run_json_names_the_epoch_whose_weights_it_keeps(sample_dir, tmp_path, monkeypatch):
     """An epoch that beats the best by less than the least improvement is not kept: run.json's
     best epoch and loss are those of the weights written, not of that later epoch."""
