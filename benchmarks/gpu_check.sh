@@ -58,7 +58,7 @@ fi
 "$PY" - <<'EOF' || exit 3
 import importlib, sys
 mods = ["torch", "numpy", "pandas", "pyarrow", "typer", "rich", "safetensors", "pydantic",
-        "exchange_calendars", "filelock"]
+        "exchange_calendars", "filelock", "scipy", "arch"]  # arch: the garch fit after the epochs
 missing = []
 for m in mods:
     try:
@@ -152,7 +152,7 @@ for mode in $MODES; do
   for batch in $BATCHES; do
     for prec in $PRECISIONS; do
       key="$mode $batch $prec"
-      if [[ -z "$best" || "${RATE[$key]}" -gt "${RATE[$best]}" ]]; then best="$key"; fi
+      if [[ "${RATE[$key]}" -gt 0 && ( -z "$best" || "${RATE[$key]}" -gt "${RATE[$best]}" ) ]]; then best="$key"; fi
     done
   done
   for batch in $BATCHES; do

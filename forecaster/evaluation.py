@@ -519,7 +519,8 @@ def _write_error(exc: OSError, out_dir: Path, *, replacing: bool = False) -> For
 
 def _write(report: EvalReport, run: Run, closes: dict[str, pd.DataFrame], plot: bool, predictions_csv: str) -> None:
     """Write the evaluation into a temporary folder that replaces eval/ whole at the end, so a
-    failure (a plot, a full disk) leaves the previous evaluation as it was."""
+    failure (a full disk) leaves the previous evaluation as it was; a plot that cannot be drawn
+    is named in a warning and left out."""
     out_dir = report.out_dir
     tmp = _temp_dir(out_dir)
     replacing = False
@@ -541,5 +542,5 @@ def _write(report: EvalReport, run: Run, closes: dict[str, pd.DataFrame], plot: 
             raise _write_error(exc, out_dir, replacing=replacing) from None
         raise
     report.files = {name: out_dir / f"{name}.csv" for name in ("metrics", "predictions", "lag")}
-    if plot:
+    if plot and (out_dir / "plots").is_dir():
         report.files["plots"] = out_dir / "plots"

@@ -68,15 +68,30 @@ def plot_training(history: pd.DataFrame, path: Path) -> Path:
 
 def plot_report(report, run, bars: dict[str, pd.DataFrame], out: Path) -> dict[str, Path]:
     """Write ``<out>/<TICKER>.png`` per ticker and ``<out>/training.png``; return their paths."""
-    out.mkdir(parents=True, exist_ok=True)
     H = run.config.window.horizon
     steps = [1] if H == 1 else [1, H]
     files = {}
-    for sym in report.predictions["ticker"].unique():
-        files[sym] = plot_ticker(report.predictions, bars[sym]["close"], sym, out / f"{sym}.png", steps)
+    try:
+        plt = _pyplot()
+    except Exception as e:  # a broken matplotlib or MPLBACKEND: the evaluation is written without plots
+        log.warning("plots not drawn: matplotlib cannot be used (%s: %s)", type(e).__name__, e)
+        return files
+    out.mkdir(parents=True, exist_ok=True)
+    drawings = [
+        (sym, lambda sym=sym: plot_ticker(report.predictions, bars[sym]["close"], sym, out / f"{sym}.png", steps))
+        for sym in report.predictions["ticker"].unique()
+    ]
     hist = _training_history(Path(run.path) / "history.csv")
     if hist is not None:
-        files["training"] = plot_training(hist, out / "training.png")
+        drawings.append(("training", lambda: plot_training(hist, out / "training.png")))
+    for name, draw in drawings:
+        try:
+            files[name] = draw()
+        except OSError:  # the folder cannot be written (a full disk): nothing of the evaluation can
+            raise
+        except Exception as e:  # one plot that cannot be drawn costs that plot, not the evaluation
+            log.warning("%s.png not drawn: %s: %s", name, type(e).__name__, e)
+            plt.close("all")
     return files
 
 

@@ -394,6 +394,35 @@ def test_evaluate_plot_of_a_run_without_a_readable_history_warns_and_writes_the_
     assert (run_copy / "eval" / "metrics.csv").is_file()
 
 
+def test_a_plot_that_cannot_be_drawn_costs_that_plot_not_the_evaluation(cli, run_copy, monkeypatch):
+    """One ticker's plot raising (a matplotlib edge case) threw away the whole backtest's files
+    with an 'unexpected error'; so did a matplotlib that cannot be used at all."""
+    from forecaster import plots
+
+    real = plots.plot_ticker
+
+    def flaky(pred, history, sym, path, steps):
+        if sym == "STOCKA":
+            raise ValueError("cannot draw this one")
+        return real(pred, history, sym, path, steps)
+
+    monkeypatch.setattr(plots, "plot_ticker", flaky)
+    res = cli("evaluate", "--run", run_copy, "--plot", "-q")
+    assert res.exit_code == 0, res.stderr
+    assert res.stderr.splitlines() == ["WARNING: STOCKA.png not drawn: ValueError: cannot draw this one"]
+    assert sorted(p.name for p in (run_copy / "eval" / "plots").iterdir()) == ["STOCKB.png", "training.png"]
+    assert (run_copy / "eval" / "metrics.csv").is_file() and (run_copy / "eval" / "predictions.csv").is_file()
+
+    def broken():
+        raise ImportError("no backend")
+
+    monkeypatch.setattr(plots, "_pyplot", broken)
+    res = cli("evaluate", "--run", run_copy, "--plot", "-q")
+    assert res.exit_code == 0, res.stderr
+    assert res.stderr.splitlines() == ["WARNING: plots not drawn: matplotlib cannot be used (ImportError: no backend)"]
+    assert (run_copy / "eval" / "metrics.csv").is_file() and not (run_copy / "eval" / "plots").exists()
+
+
 def test_evaluate_says_plainly_when_naive_is_not_beaten(cli, run_copy):
     # A 2-epoch model with 8 hidden units has no significant skill at every step.
     doc = json.loads(cli("evaluate", "--run", run_copy, "--json").stdout)
