@@ -1089,10 +1089,7 @@ def predict(
 
 
 def _show_forecast(rep, quiet: bool, json_out: bool) -> None:
-    from .tickers import log_some
-
-    log_some(logging.WARNING, rep.warnings, "warnings")
-    log_some(logging.INFO, rep.notes, "notes")
+    # its warnings and notes are logged by predict itself
     if rep.recalibrated:
         log.info(
             "interval scales brought up to date with the outcomes of up to %d session(s) since the run's last bar",
@@ -1351,9 +1348,7 @@ def score(
 
 
 def _show_score(rep, alerts: list[str], quiet: bool, json_out: bool) -> None:
-    from .tickers import log_some
-
-    log_some(logging.WARNING, rep.warnings, "warnings")
+    # its warnings are logged by score itself
     # the result, for --log-file (stdout has the table): each score leaves a line in the log
     log.info(
         "scored %s of run %s: %s",

@@ -44,6 +44,7 @@ from .sessions import (
     next_sessions,
     sessions_after_count,
 )
+from .sources import relative_note
 from .store import (
     DownloadReport,
     FailureKind,
@@ -54,7 +55,7 @@ from .store import (
     store_dir,
     warn_gaps,
 )
-from .tickers import csv_safe, some_reasons
+from .tickers import csv_safe, log_some, some_reasons
 
 log = logging.getLogger("forecaster")
 
@@ -217,6 +218,11 @@ def predict(
     if denied := cannot_make(target):  # a read-only --out: refused before any network work
         raise _write_error(denied, target)
 
+    if source == "yahoo" and not offline and (note := relative_note(data_dir)):
+        # the wrong directory, most likely (a cron job's): not a network failure to retry, nor a
+        # new store to start in the wrong place
+        raise DataError(f"no store to refresh{note}")
+
     def forecast() -> None:
         dated = set(names)  # the tickers whose last bar's age is said (a stale fallback already was)
         if source == "yahoo" and not offline:
@@ -264,7 +270,14 @@ def predict(
         with file_lock(_output_dir(target) / ".lock", lock_timeout):
             remove_stale_temps(target)
             _write(report, target, run)
+    _log_messages(report)  # here, not by the command line only: a Python caller's logging shows them too
     return report
+
+
+def _log_messages(report: ForecastReport) -> None:
+    """The report's warnings and notes, each list cut short past ten (``--json`` has them all)."""
+    log_some(logging.WARNING, report.warnings, "warnings")
+    log_some(logging.INFO, report.notes, "notes")
 
 
 def _output_dir(target: Path) -> Path:

@@ -65,7 +65,7 @@ from .prediction import FORECAST_COLUMNS
 from .sessions import dated_after_today, latest_possible_day
 from .sources import row_lines, where_row
 from .store import load_bars
-from .tickers import csv_safe, validate_ticker
+from .tickers import csv_safe, log_some, validate_ticker
 
 log = logging.getLogger("forecaster")
 
@@ -276,6 +276,7 @@ def score(
         report.files["score"] = write_csv(report.scores, folder / SCORE_FILE)
     except OSError as exc:
         raise ForecasterError(f"cannot write {folder / SCORE_FILE}: {exc.strerror or exc}") from None
+    log_some(logging.WARNING, report.warnings, "warnings")  # for a Python caller's logging too
     return report
 
 

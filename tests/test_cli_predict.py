@@ -449,6 +449,18 @@ def test_predict_refresh_fails_but_stored_bars_are_recent_enough(cli, trained_ru
     assert (tmp_path / "fc" / trained_run.name / "2024-12-31.csv").is_file()
 
 
+def test_predict_from_the_wrong_directory_names_it_and_makes_no_store_there(cli, trained_run, tmp_path, yahoo_down):
+    """A cron job started outside the folder its run's relative data folder is in: exit 75
+    ("retry later", forever) with nothing named, and a new store begun in the wrong place.
+    Now one line naming the directory, exit 1, nothing made."""
+    cwd = tmp_path / "cwd"
+    res = cli("predict", "--run", trained_run, "--source", "yahoo", "--data-dir", "data", "--out", tmp_path / "fc")
+    assert_one_line_error(
+        res, 1, f"no store to refresh (the data folder data is relative to the current directory, {cwd}, and is not"
+    )
+    assert not (cwd / "data").exists() and not (tmp_path / "fc").exists()
+
+
 # ---------------------------------------------------------------------------- exit 1
 
 
@@ -989,15 +1001,14 @@ def test_many_warnings_and_notes_are_cut_short_alike_and_say_how_many_more(caplo
     import logging
     from types import SimpleNamespace
 
-    from forecaster.cli import _show_forecast
+    from forecaster.prediction import _log_messages
 
     rep = SimpleNamespace(
         warnings=[f"T{i}: last bar 2 sessions behind" for i in range(count)],
         notes=[f"T{i}: last bar 2025-12-31" for i in range(count)],
-        recalibrated={},
     )
     with caplog.at_level(logging.INFO, logger="forecaster"):
-        _show_forecast(rep, quiet=True, json_out=False)
+        _log_messages(rep)
     for level, what, messages in ((logging.WARNING, "warnings", rep.warnings), (logging.INFO, "notes", rep.notes)):
         lines = [r.getMessage() for r in caplog.records if r.levelno == level]
         assert lines[:shown] == messages[:shown]
