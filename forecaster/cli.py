@@ -328,7 +328,8 @@ def handled(debug: bool = False, command: str = "forecaster", json_out: bool = F
             _failed(json_out, e.exit_code, "%s", e, extra=e.json_extra)
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt as e:  # an interrupted search or training says what it kept
-        _failed(json_out, EXIT_INTERRUPTED, "%s", str(e) or _interrupted(command))
+        if not _other_rank():  # a distributed job's Ctrl-C reaches every process: one line
+            _failed(json_out, EXIT_INTERRUPTED, "%s", str(e) or _interrupted(command))
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except (typer.Exit, typer.BadParameter):  # a usage error the command found itself: exit 2
         raise
@@ -344,6 +345,8 @@ def handled(debug: bool = False, command: str = "forecaster", json_out: bool = F
     except Exception as e:  # an unexpected bug: one line, traceback only with --debug
         if debug:
             raise
+        if _other_rank() and _peer_lost(e):  # the process that stopped the job says why
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         _failed(
             json_out, EXIT_ERROR, "unexpected error: %s: %s (run with --debug for the traceback)", type(e).__name__, e
         )
@@ -355,8 +358,19 @@ def _failed(json_out: bool, code: int, message: str, *args, extra: dict | None =
     command printed its document already (an interrupted training's), that line and the code
     as one object on stdout, with the ``extra`` keys (what the line had no room for)."""
     log.error(message, *args)
-    if json_out and not _Printed.json:
+    if json_out and not _Printed.json and not _other_rank():  # stdout: one document per job
         _emit_json({"error": message % args, "exit_code": code} | (extra or {}))
+
+
+def _other_rank() -> bool:
+    """Whether this process is one of a distributed (torchrun) job's, other than rank 0."""
+    return os.environ.get("WORLD_SIZE", "1") not in ("", "1") and os.environ.get("RANK", "0") not in ("", "0")
+
+
+def _peer_lost(exc: BaseException) -> bool:
+    from .training import peer_lost  # torch is loaded already in a distributed job
+
+    return peer_lost(exc)
 
 
 def _interrupted(command: str) -> str:

@@ -13,6 +13,7 @@ import math
 import os
 import platform
 import random
+import re
 import signal
 import threading
 import time
@@ -149,6 +150,14 @@ class Batches:
             y = y[:, :1]
         # on the CPU the tensors share numpy's memory; on another device (mps) they are copied there
         return tuple(torch.from_numpy(a).to(self.device) for a in (x, tid, y))
+
+
+def peer_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective failing because another process of the job went away
+    (NCCL's errors, gloo's "Connection reset by peer")."""
+    import torch.distributed as dist
+
+    return isinstance(exc, dist.DistError) or bool(re.search(r"gloo|nccl|by peer", str(exc), re.IGNORECASE))
 
 
 def _autocast(device: torch.device, precision: str):
@@ -733,12 +742,19 @@ def _train(
             trainer.restore_best()
             if dist.main:  # calibration and writing take a while: a stop then keeps the epochs too
                 manifest = _save(run_dir, trainer, data, history, cfg, now, time.perf_counter() - started)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, RuntimeError) as exc:
+            lost = isinstance(exc, RuntimeError)
+            if lost and not (dist.active and peer_lost(exc)):
+                raise
+            # another process of a distributed job stopped (killed, or its node gone): the epochs
+            # trained so far are kept as they are on Ctrl-C, not lost with an unexpected error
             if dist.main:
                 _save(run_dir, trainer, data, history, cfg, now, time.perf_counter() - started, interrupted=True)
-            dist.close()
+            if not lost:
+                dist.close()  # a group that lost a member cannot be left in order
+            why = "another process of the distributed job stopped" if lost else "training interrupted"
             raise Interrupted(
-                f"training interrupted after epoch {trainer.epoch}; a resumable run was saved to {run_dir}: "
+                f"{why} after epoch {trainer.epoch}; a resumable run was saved to {run_dir}: "
                 f"continue with {resume_command(run_dir)}",
                 {"run_dir": run_dir, "resumable": dist.main},
                 shown=dist.main,

@@ -1,16 +1,18 @@
 """Interrupting, resuming, locking and distributing training."""
 
 import json
+import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
-from support import BIN, SLOW_TEST_TIMEOUT_S, cli_env, free_port, run_meta, start_forecaster, tiny_overrides
+from support import BIN, ROOT, SLOW_TEST_TIMEOUT_S, cli_env, free_port, run_meta, start_forecaster, tiny_overrides
 
 from forecaster.config import load_config
 from forecaster.errors import LockBusy
@@ -215,6 +217,60 @@ def test_torchrun_with_fewer_chunks_than_processes_is_refused(small_dir, tmp_pat
     assert res.returncode != 0, res.stderr[-3000:]
     assert "1 chunks of training origins (--chunk 1000) cannot be shared among 2 processes" in res.stderr
     assert not run.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
+def test_a_distributed_job_that_loses_a_process_keeps_the_epochs_trained(small_dir, tmp_path):
+    """Rank 1 dies after its third epoch: rank 0's next collective failed with gloo's
+    "Connection reset by peer", an 'unexpected error' that lost every epoch trained. Now rank
+    0 saves them as a resumable run and says so once, whichever reaches it first: the broken
+    collective or torchrun stopping it."""
+    run = tmp_path / "ddp"
+    cmd = [str(BIN / "torchrun"), "--nproc-per-node", "2", "--master-port", str(free_port()), "-m", "forecaster"]
+    cmd += ["train", "--source", "csv", "--data-dir", str(small_dir), "-t", "STOCKA,STOCKB", "--lookback", "20"]
+    cmd += ["--horizon", "3", "--val-days", "100", "--test-days", "100", "--hidden-size", "8", "--epochs", "50"]
+    cmd += ["--patience", "50", "--chunk", "16", "--run-dir", str(run), "--quiet"]
+    hooks = Path(__file__).parent / "fault_hooks"
+    env = cli_env(
+        OMP_NUM_THREADS="1",
+        FORECASTER_TEST_RANK_DIES="1:3",
+        PYTHONPATH=os.pathsep.join(map(str, (ROOT, hooks, Path(__file__).parent))),
+    )
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode != 0
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("ERROR")]
+    assert len(errors) == 1 and "a resumable run was saved to" in errors[0], res.stderr[-3000:]
+    assert "unexpected error" not in res.stderr
+    meta = run_meta(run)
+    assert meta["status"] == "interrupted" and meta["metrics"]["epochs_run"] >= 3
+    assert (run / "resume.safetensors").is_file()
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_a_distributed_job_prints_one_json_document_and_other_ranks_no_interruption_line(
+    cli, small_dir, tmp_path, monkeypatch, rank
+):
+    """Every process of a job refusing the same bad config printed its --json error object on
+    the job's one stdout: two documents, not JSON. A Ctrl-C while the config is read, which
+    reaches every process, printed its line once per process. Rank 0 alone does both now."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", rank)
+    args = ["train", "--source", "csv", "--data-dir", small_dir, "-t", "STOCKA", "--horizon", "3", "--val-days", "2"]
+    res = cli(*args, "--run-dir", tmp_path / "run", "--json")
+    assert res.exit_code == 1
+    assert "val_days" in res.stderr  # each process says why it stopped
+    assert (res.stdout != "") == (rank == "0")
+    if rank == "0":
+        assert json.loads(res.stdout)["exit_code"] == 1
+
+    def stopped(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("forecaster.config.load_config", stopped)
+    res = cli(*args, "--run-dir", tmp_path / "run")
+    assert res.exit_code == 130
+    assert (res.stderr != "") == (rank == "0")
 
 
 def _stop_while_reading(monkeypatch):

@@ -16,6 +16,10 @@ Nothing here is installed or shipped, and without the variables below it does no
     Just before ``os.replace`` puts a file called <file name> in place, write the process id
     to <marker path> and sleep (so the test can kill the process at exactly that point).
 
+``FORECASTER_TEST_RANK_DIES=<rank>:<epoch>``
+    In the process of a torchrun job whose RANK is <rank>, end the process at once (exit 9)
+    once that epoch is trained, as a killed process or a lost machine would.
+
 ``FORECASTER_TEST_LOCK_AFTER=<marker path>``
     Wait until <marker path> exists before taking any lock (``forecaster.fsio.file_lock``),
     so that two runs started together reach their lock in a known order.
@@ -103,6 +107,25 @@ def _install_lock_gate(marker: str) -> None:
     fsio.file_lock = file_lock
 
 
+def _install_death(setting: str) -> None:
+    rank, epoch = setting.split(":")
+    if os.environ.get("RANK") != rank:
+        return
+    from forecaster import training
+
+    real_epochs = training.Trainer.epochs
+
+    def epochs(self, *args, **kwargs):
+        for record in real_epochs(self, *args, **kwargs):
+            yield record
+            if record.epoch >= int(epoch):
+                os._exit(9)
+
+    training.Trainer.epochs = epochs
+
+
+if os.environ.get("FORECASTER_TEST_RANK_DIES"):
+    _install_death(os.environ["FORECASTER_TEST_RANK_DIES"])
 if os.environ.get("FORECASTER_TEST_YAHOO"):
     _install_fake_yahoo(os.environ["FORECASTER_TEST_YAHOO"])
 if os.environ.get("FORECASTER_TEST_PAUSE"):
