@@ -479,6 +479,8 @@ def _check_consistent(m: Manifest, path: Path) -> None:
 def read_weights(run_dir: Path) -> dict[str, np.ndarray]:
     """The weights of a run as float arrays named as torch names them."""
     weights = Path(run_dir) / WEIGHTS
+    if weights.is_dir():
+        raise RunFormatError(f"{run_dir} is not a complete run: its {WEIGHTS} is a folder, not a weights file")
     if not weights.is_file():
         raise RunFormatError(f"{run_dir} is not a complete run: {WEIGHTS} is missing")
     try:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .fsio import atomic_writer
+
 log = logging.getLogger("forecaster")
 
 
@@ -17,6 +19,17 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(plt, fig, path: Path) -> Path:
+    """``fig`` as a PNG at ``path``, written whole or not at all (an interrupted study keeps its
+    previous history.png, not half of a new one)."""
+    try:
+        with atomic_writer(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=110)
+    finally:
+        plt.close(fig)
+    return path
 
 
 def plot_ticker(pred: pd.DataFrame, history: pd.Series, sym: str, path: Path, steps: list[int]) -> Path:
@@ -38,9 +51,7 @@ def plot_ticker(pred: pd.DataFrame, history: pd.Series, sym: str, path: Path, st
         ax.legend(loc="upper left", fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_training(history: pd.DataFrame, path: Path) -> Path:
@@ -61,9 +72,7 @@ def plot_training(history: pd.DataFrame, path: Path) -> Path:
     b.set_yscale("log")
     b.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_report(report, run, bars: dict[str, pd.DataFrame], out: Path) -> dict[str, Path]:
@@ -140,6 +149,4 @@ def plot_study(trials: pd.DataFrame, pruned_at: dict[int, float], path: Path, st
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

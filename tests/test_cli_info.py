@@ -187,6 +187,11 @@ def _without_weights(run):
     (run / "model.safetensors").unlink()
 
 
+def _weights_a_folder(run):
+    (run / "model.safetensors").unlink()
+    (run / "model.safetensors").mkdir()
+
+
 def _truncated_weights(run):
     weights = run / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
@@ -211,6 +216,7 @@ def _a_weight_not_a_number(run):
     ("damage", "why"),
     [
         (_without_weights, "model.safetensors is missing"),
+        (_weights_a_folder, "its model.safetensors is a folder, not a weights file"),
         (_a_weight_not_a_number, "holds weights that are not finite numbers"),
         (_truncated_weights, "is not a readable safetensors file"),
         (_weights_of_another_size, "does not match the run's config"),
