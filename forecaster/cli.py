@@ -310,6 +310,7 @@ class _Printed:
 
     json = False
     started = False
+    command = ""  # the command running (train: perhaps one process of a distributed job)
 
 
 @contextmanager
@@ -319,6 +320,7 @@ def handled(debug: bool = False, command: str = "forecaster", json_out: bool = F
     before printing its document prints ``{"error": line, "exit_code": code}`` on stdout."""
     _Printed.json = False
     _Printed.started = True
+    _Printed.command = command
     try:
         yield
     except ForecasterError as e:
@@ -363,8 +365,13 @@ def _failed(json_out: bool, code: int, message: str, *args, extra: dict | None =
 
 
 def _other_rank() -> bool:
-    """Whether this process is one of a distributed (torchrun) job's, other than rank 0."""
-    return os.environ.get("WORLD_SIZE", "1") not in ("", "1") and os.environ.get("RANK", "0") not in ("", "0")
+    """Whether this process is one of a distributed (torchrun) training job's, other than rank
+    0 (another command run where a job runner sets RANK for every process is no such rank)."""
+    return (
+        _Printed.command == "train"
+        and os.environ.get("WORLD_SIZE", "1") not in ("", "1")
+        and os.environ.get("RANK", "0") not in ("", "0")
+    )
 
 
 def _peer_lost(exc: BaseException) -> bool:
@@ -591,7 +598,7 @@ def train(
     model.safetensors, run.json and history.csv. Ctrl-C or SIGTERM saves a resumable run and
     exits 130 (continue it with --resume).
     """
-    if resume is not None and run_dir is not None and Path(run_dir).resolve() != Path(resume).resolve():
+    if resume is not None and run_dir is not None and _resolved(run_dir) != _resolved(resume):
         raise typer.BadParameter(
             f"a resumed run is written back to its own directory ({resume}), not to {run_dir}; "
             "leave --run-dir out (or copy the run there first and resume the copy)",
@@ -635,10 +642,18 @@ def train(
             _show_training(res, quiet, json_out)
 
 
+def _resolved(path: Path) -> Path:
+    """``path`` with ``..`` and links resolved; absolute only, where a link loops."""
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):  # a link loop: the command names it once it opens the path
+        return Path(path).absolute()
+
+
 def _refuse_log_inside(log_file: Path | None, target: Path | None, whose: str = "") -> None:
     """A usage error when ``log_file`` is inside the run directory ``target``, which the run
     replaces whole (``..`` and links resolved: ``runs/a/../b`` is ``runs/b``)."""
-    if log_file is not None and target is not None and Path(target).resolve() in Path(log_file).resolve().parents:
+    if log_file is not None and target is not None and _resolved(target) in _resolved(log_file).parents:
         raise typer.BadParameter(
             f"the log file {log_file} is inside the run directory {target}{whose}, which the run replaces whole "
             "(the log would be lost with it); write the log elsewhere",

@@ -190,7 +190,7 @@ class TrainConfig(_Section):
     batch_size: int = Field(256, gt=0, le=1_000_000)
     lr: float = Field(1e-3, gt=0, le=10)
     weight_decay: float = Field(1e-4, ge=0, allow_inf_nan=False)
-    grad_clip: float = Field(1.0, gt=0, allow_inf_nan=False, description="max global gradient norm")
+    grad_clip: float = Field(1.0, gt=0, description="max global gradient norm")
     patience: int = Field(12, gt=0, description="epochs without validation gain before stopping")
     seed: int = Field(0, ge=0, le=2**64 - 1, description="seeds torch, numpy and random (torch takes up to 2**64 - 1)")
     device: Device = "auto"

@@ -27,8 +27,9 @@ def stopped_while_starting() -> None:
     building it and reading the arguments): one line, with ``--json`` the error object on
     stdout too, and exit 130; nothing has been read or written yet."""
     line = "forecaster interrupted while starting; nothing was read or written"
-    if os.environ.get("WORLD_SIZE", "1") not in ("", "1") and os.environ.get("RANK", "0") not in ("", "0"):
-        os._exit(EXIT_INTERRUPTED)  # a distributed job's other processes: rank 0 says it, once
+    training = sys.argv[1:2] == ["train"]
+    if training and os.environ.get("WORLD_SIZE", "1") not in ("", "1") and os.environ.get("RANK", "0") not in ("", "0"):
+        os._exit(EXIT_INTERRUPTED)  # a distributed training's other processes: rank 0 says it, once
     _say(sys.stderr, f"ERROR: {line}\n")
     if "--json" in sys.argv[1:]:
         import json

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import pandas as pd
 from .fsio import atomic_writer
 
 log = logging.getLogger("forecaster")
+
+_CANNOT_WRITE = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+"""What stops a plot's file from being written: the evaluation's files cannot be either."""
 
 
 def _pyplot():
@@ -96,8 +100,11 @@ def plot_report(report, run, bars: dict[str, pd.DataFrame], out: Path) -> dict[s
     for name, draw in drawings:
         try:
             files[name] = draw()
-        except OSError:  # the folder cannot be written (a full disk): nothing of the evaluation can
-            raise
+        except OSError as e:
+            if e.errno in _CANNOT_WRITE:  # a full disk, a read-only folder: nothing of the evaluation can be
+                raise
+            log.warning("%s.png not drawn: %s: %s", name, type(e).__name__, e)  # a stale font cache, say
+            plt.close("all")
         except Exception as e:  # one plot that cannot be drawn costs that plot, not the evaluation
             log.warning("%s.png not drawn: %s: %s", name, type(e).__name__, e)
             plt.close("all")

@@ -209,7 +209,7 @@ def predict(
     cfg = run.config
     names = run.select(tickers)
     source = source or cfg.data.source
-    data_dir = Path(data_dir or cfg.data.data_dir)
+    data_dir_given, data_dir = data_dir, Path(data_dir or cfg.data.data_dir)
     staleness = cfg.predict.max_staleness if max_staleness is None else max_staleness
     report = ForecastReport(run=run.name, as_of="", forecasts=pd.DataFrame(columns=FORECAST_COLUMNS))
     target = Path(out or cfg.predict.out) / run.name
@@ -218,9 +218,10 @@ def predict(
     if denied := cannot_make(target):  # a read-only --out: refused before any network work
         raise _write_error(denied, target)
 
-    if source == "yahoo" and not offline and (note := relative_note(data_dir)):
-        # the wrong directory, most likely (a cron job's): not a network failure to retry, nor a
-        # new store to start in the wrong place
+    if source == "yahoo" and not offline and data_dir_given is None and (note := relative_note(data_dir)):
+        # the run's own relative folder is not here: the wrong directory, most likely (a cron
+        # job's), not a network failure to retry, nor a new store to start in the wrong place
+        # (--data-dir naming a new folder starts one)
         raise DataError(f"no store to refresh{note}")
 
     def forecast() -> None:

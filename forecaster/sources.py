@@ -143,7 +143,9 @@ def _in_date_order(parsed: pd.Series) -> bool:
 def _typical_gap(parsed: pd.Series) -> float:
     """The median number of days between consecutive dates (0 for fewer than two): daily bars
     read in the wrong order of their fields lie months or years apart."""
-    days = parsed.dropna().to_numpy().astype("datetime64[D]").astype(np.int64)
+    stamps = pd.DatetimeIndex(parsed.dropna())
+    days = stamps.tz_localize(None) if stamps.tz is not None else stamps  # the local dates, not UTC's
+    days = days.to_numpy().astype("datetime64[D]").astype(np.int64)
     return float(np.median(np.abs(np.diff(days)))) if len(days) > 1 else 0.0
 
 
@@ -226,7 +228,10 @@ def _parse_dates(raw: pd.Series, path: Path, blank: np.ndarray, lines: list[int]
             )
         what = f"unparseable date {value[:40]!r}" if value else "empty date"
         raise DataError(f"{path}: {what} ({where_row(pos, lines)})")
-    days = pd.DatetimeIndex(parsed).to_numpy().astype("datetime64[D]")
+    stamps = pd.DatetimeIndex(parsed)
+    if stamps.tz is not None:  # "Jan 02 2024 22:00 -0500": the local date, as for ISO dates, not UTC's
+        stamps = stamps.tz_localize(None)
+    days = stamps.to_numpy().astype("datetime64[D]")
     outside = (days < FIRST_DAY) | (days > LAST_DAY)
     if outside.any():  # a mistyped year (2925, 0025): no nanosecond timestamp holds it
         pos = int(parsed.index[np.flatnonzero(outside)[0]])

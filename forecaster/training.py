@@ -154,10 +154,14 @@ class Batches:
 
 def peer_lost(exc: BaseException) -> bool:
     """Whether ``exc`` is a collective failing because another process of the job went away
-    (NCCL's errors, gloo's "Connection reset by peer")."""
+    (gloo's "Connection reset by peer" / "Connection closed by peer", a network error of the
+    process group), not some other failure of a collective (out of memory, a size mismatch)."""
     import torch.distributed as dist
 
-    return isinstance(exc, dist.DistError) or bool(re.search(r"gloo|nccl|by peer", str(exc), re.IGNORECASE))
+    text = str(exc)
+    return isinstance(exc, dist.DistNetworkError) or bool(
+        re.search(r"(reset|closed) by peer|connection (reset|closed|refused)|broken pipe", text, re.IGNORECASE)
+    )
 
 
 def _autocast(device: torch.device, precision: str):
@@ -262,7 +266,8 @@ class Dist:
             torch.cuda.set_device(device)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        self.device = device
+        if device.type == "cuda":  # NCCL reduces tensors on the GPU; gloo those on the CPU
+            self.device = device
         return device
 
     def shard(self, ends: np.ndarray, whole: bool = False) -> np.ndarray:
@@ -670,21 +675,43 @@ def train(
         raise
 
 
+@contextmanager
+def _signals_ignored():
+    """SIGINT and SIGTERM ignored while a resumable run is saved (in the main thread): a second
+    Ctrl-C, or the SIGTERM torchrun sends every process once one has stopped, would otherwise cut
+    the save short and lose the epochs it keeps."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
 def _default_run_dir(cfg: Config, now: datetime) -> Path:
     return Path("runs") / f"{cfg.model.cell}-{now:%Y%m%d-%H%M%S}"
 
 
 def _reserve(path: Path) -> Path:
     """A new, empty folder at ``path``, or at ``path-2``, ``path-3``... when that one exists."""
-    for n in itertools.count(1):
-        candidate = path if n == 1 else path.with_name(f"{path.name}-{n}")
-        try:
-            candidate.mkdir(parents=True)
-            return candidate
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise RunFormatError(f"cannot make the run directory {candidate}: {exc.strerror or exc}") from None
+    candidate = path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for n in itertools.count(2):
+            try:
+                candidate.mkdir()
+                return candidate
+            except FileExistsError:
+                if not os.path.lexists(candidate):  # not a name taken: something else is in the way
+                    raise
+                candidate = path.with_name(f"{path.name}-{n}")
+    except OSError as exc:
+        parent = path.parent
+        why = f"{parent} is a link to {os.readlink(parent)}, which is not there" if parent.is_symlink() else None
+        raise RunFormatError(f"cannot make the run directory {candidate}: {why or exc.strerror or exc}") from None
     raise AssertionError("unreachable")
 
 
@@ -749,10 +776,12 @@ def _train(
             # another process of a distributed job stopped (killed, or its node gone): the epochs
             # trained so far are kept as they are on Ctrl-C, not lost with an unexpected error
             if dist.main:
-                _save(run_dir, trainer, data, history, cfg, now, time.perf_counter() - started, interrupted=True)
+                with _signals_ignored():  # torchrun's SIGTERM after Ctrl-C or a lost process: the save finishes
+                    _save(run_dir, trainer, data, history, cfg, now, time.perf_counter() - started, interrupted=True)
             if not lost:
                 dist.close()  # a group that lost a member cannot be left in order
-            why = "another process of the distributed job stopped" if lost else "training interrupted"
+            first = str(exc).strip().splitlines()[0][:200] if lost else ""
+            why = f"another process of the distributed job stopped ({first})" if lost else "training interrupted"
             raise Interrupted(
                 f"{why} after epoch {trainer.epoch}; a resumable run was saved to {run_dir}: "
                 f"continue with {resume_command(run_dir)}",

@@ -19,6 +19,7 @@ from support import (
     assert_stopped_with_one_line,
     hold_lock,
     record_blocks,
+    run_meta,
     run_script,
     stop,
     stopped_in_a_worker,
@@ -449,16 +450,22 @@ def test_predict_refresh_fails_but_stored_bars_are_recent_enough(cli, trained_ru
     assert (tmp_path / "fc" / trained_run.name / "2024-12-31.csv").is_file()
 
 
-def test_predict_from_the_wrong_directory_names_it_and_makes_no_store_there(cli, trained_run, tmp_path, yahoo_down):
+def test_predict_from_the_wrong_directory_names_it_and_makes_no_store_there(cli, run_copy, tmp_path, yahoo_down):
     """A cron job started outside the folder its run's relative data folder is in: exit 75
     ("retry later", forever) with nothing named, and a new store begun in the wrong place.
-    Now one line naming the directory, exit 1, nothing made."""
+    Now one line naming the directory, exit 1, nothing made. A new folder named by --data-dir
+    is a new store to start, as before."""
+    meta = run_meta(run_copy)
+    meta["config"]["data"] |= {"source": "yahoo", "data_dir": "data"}
+    (run_copy / "run.json").write_text(json.dumps(meta))
     cwd = tmp_path / "cwd"
-    res = cli("predict", "--run", trained_run, "--source", "yahoo", "--data-dir", "data", "--out", tmp_path / "fc")
+    res = cli("predict", "--run", run_copy, "--out", tmp_path / "fc")
     assert_one_line_error(
         res, 1, f"no store to refresh (the data folder data is relative to the current directory, {cwd}, and is not"
     )
     assert not (cwd / "data").exists() and not (tmp_path / "fc").exists()
+    res = cli("predict", "--run", run_copy, "--data-dir", "new", "--out", tmp_path / "fc")
+    assert res.exit_code == 75 and "refresh failed" in res.stderr  # Yahoo is down here: retry later
 
 
 # ---------------------------------------------------------------------------- exit 1

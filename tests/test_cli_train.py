@@ -574,6 +574,14 @@ def test_train_refuses_a_log_file_inside_the_run_dir_as_a_usage_error(cli, small
     assert "epoch 1" in (tmp_path / "t.log").read_text()
 
 
+def test_a_log_file_below_a_link_loop_is_one_error_line_not_a_traceback(cli, small_dir, tmp_path):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    args = ["train", "--data-dir", small_dir, "-t", "STOCKA", *TINY, "--run-dir", tmp_path / "run"]
+    res = cli(*args, "--log-file", tmp_path / "loop" / "t.log")
+    assert res.exit_code == 1 and "Traceback" not in res.stderr
+    assert_one_line_error(res, 1, "cannot write the log file")
+
+
 def test_train_refuses_a_log_file_inside_the_configs_run_dir_as_a_usage_error(cli, small_dir, tmp_path):
     """The same when the run directory comes from the config file: refused before the log is
     opened, so no folder is made there (one holding only a log would not be a run directory)."""

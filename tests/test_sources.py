@@ -759,3 +759,14 @@ def test_importing_the_data_layer_does_not_import_yfinance():
     code = "import sys, forecaster.sources, forecaster.store; sys.exit('yfinance' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
+
+
+def test_dates_with_a_utc_offset_in_another_format_keep_their_local_date(tmp_path):
+    """'Jan 02 2024 22:00 -0500' is the evening of 2 January where it was written, as its ISO
+    form is: it read as 3 January (UTC's date), a Saturday for a Friday's bar."""
+    rows = "".join(f'"Jan {d:02d} 2024 22:00 -0500",10,11,9,10.5,100\n' for d in (2, 3, 4, 5))
+    write(tmp_path, "AAA.csv", "Date,Open,High,Low,Close,Volume\n" + rows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's note on time zones would reach the user's terminal
+        df = sources.read_csv_bars(tmp_path, "AAA")
+    assert list(df.index.strftime("%Y-%m-%d")) == ["2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"]

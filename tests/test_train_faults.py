@@ -273,6 +273,15 @@ def test_a_distributed_job_prints_one_json_document_and_other_ranks_no_interrupt
     assert (res.stderr != "") == (rank == "0")
 
 
+def test_a_command_other_than_train_where_a_job_runner_sets_rank_prints_its_json(cli, tmp_path, monkeypatch):
+    """Some job runners set WORLD_SIZE and RANK for every process: a predict there is no rank
+    of a training job, and keeps its --json error document."""
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "2")
+    res = cli("predict", "--run", tmp_path / "nothing", "--json")
+    assert res.exit_code == 1 and json.loads(res.stdout)["exit_code"] == 1
+
+
 def _stop_while_reading(monkeypatch):
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt

@@ -9,7 +9,7 @@ import torch
 from support import run_meta, tiny_overrides
 
 from forecaster.config import load_config
-from forecaster.errors import ConfigError, DataError, TrainingError
+from forecaster.errors import ConfigError, DataError, RunFormatError, TrainingError
 from forecaster.training import fit, new_model, resolve_device, seed_everything, train
 from forecaster.windows import build_windows, make_splits
 
@@ -584,3 +584,14 @@ def test_trainings_started_in_the_same_second_each_get_their_own_run_directory(s
         "gru-20261204-101010",
         "gru-20261204-101010-2",
     ]
+
+
+def test_a_default_run_directory_under_a_broken_link_is_one_error_not_a_loop(sample_dir, tmp_path, monkeypatch):
+    """`runs` a link to a folder that is gone: making a run directory there looped forever on
+    `-2`, `-3`... (each taken for a name in use). Now the link and where it points are named."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").symlink_to(tmp_path / "gone")
+    with pytest.raises(RunFormatError) as err:
+        train(load_config(None, tiny_overrides(sample_dir, **{"train.epochs": 1})))
+    assert f"runs is a link to {tmp_path / 'gone'}, which is not there" in str(err.value)
+    assert not (tmp_path / "gone").exists()
