@@ -365,13 +365,10 @@ def _failed(json_out: bool, code: int, message: str, *args, extra: dict | None =
 
 
 def _other_rank() -> bool:
-    """Whether this process is one of a distributed (torchrun) training job's, other than rank
-    0 (another command run where a job runner sets RANK for every process is no such rank)."""
-    return (
-        _Printed.command == "train"
-        and os.environ.get("WORLD_SIZE", "1") not in ("", "1")
-        and os.environ.get("RANK", "0") not in ("", "0")
-    )
+    """Whether the running command is a distributed training's process other than rank 0."""
+    from .entry import other_training_rank
+
+    return other_training_rank(_Printed.command)
 
 
 def _peer_lost(exc: BaseException) -> bool:

@@ -27,8 +27,7 @@ def stopped_while_starting() -> None:
     building it and reading the arguments): one line, with ``--json`` the error object on
     stdout too, and exit 130; nothing has been read or written yet."""
     line = "forecaster interrupted while starting; nothing was read or written"
-    training = sys.argv[1:2] == ["train"]
-    if training and os.environ.get("WORLD_SIZE", "1") not in ("", "1") and os.environ.get("RANK", "0") not in ("", "0"):
+    if other_training_rank(sys.argv[1] if len(sys.argv) > 1 else ""):
         os._exit(EXIT_INTERRUPTED)  # a distributed training's other processes: rank 0 says it, once
     _say(sys.stderr, f"ERROR: {line}\n")
     if "--json" in sys.argv[1:]:
@@ -36,6 +35,17 @@ def stopped_while_starting() -> None:
 
         _say(sys.stdout, json.dumps({"error": line, "exit_code": EXIT_INTERRUPTED}, indent=2) + "\n")
     os._exit(EXIT_INTERRUPTED)
+
+
+def other_training_rank(command: str) -> bool:
+    """Whether ``command`` runs as a process of a distributed (torchrun) training job other than
+    rank 0, which alone says what the job did (another command run where a job runner sets RANK
+    for every process is no such rank)."""
+    return (
+        command == "train"
+        and os.environ.get("WORLD_SIZE", "1") not in ("", "1")
+        and os.environ.get("RANK", "0") not in ("", "0")
+    )
 
 
 def _say(stream, text: str) -> None:

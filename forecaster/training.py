@@ -710,7 +710,8 @@ def _reserve(path: Path) -> Path:
                 candidate = path.with_name(f"{path.name}-{n}")
     except OSError as exc:
         parent = path.parent
-        why = f"{parent} is a link to {os.readlink(parent)}, which is not there" if parent.is_symlink() else None
+        gone = parent.is_symlink() and not parent.exists()
+        why = f"{parent} is a link to {os.readlink(parent)}, which is not there" if gone else None
         raise RunFormatError(f"cannot make the run directory {candidate}: {why or exc.strerror or exc}") from None
     raise AssertionError("unreachable")
 
