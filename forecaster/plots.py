@@ -100,12 +100,9 @@ def plot_report(report, run, bars: dict[str, pd.DataFrame], out: Path) -> dict[s
     for name, draw in drawings:
         try:
             files[name] = draw()
-        except OSError as e:
-            if e.errno in _CANNOT_WRITE:  # a full disk, a read-only folder: nothing of the evaluation can be
-                raise
-            log.warning("%s.png not drawn: %s: %s", name, type(e).__name__, e)  # a stale font cache, say
-            plt.close("all")
         except Exception as e:  # one plot that cannot be drawn costs that plot, not the evaluation
+            if isinstance(e, OSError) and e.errno in _CANNOT_WRITE:  # a full disk: nothing of it can be written
+                raise
             log.warning("%s.png not drawn: %s: %s", name, type(e).__name__, e)
             plt.close("all")
     return files

@@ -140,12 +140,19 @@ def _in_date_order(parsed: pd.Series) -> bool:
     return bool(days.is_monotonic_increasing or days.is_monotonic_decreasing)
 
 
+def _local_days(parsed: pd.Series) -> np.ndarray:
+    """The dates of ``parsed`` as datetime64[D], each the local date where it was written
+    ("Jan 02 2024 22:00 -0500" is 2 January, as its ISO form is, not UTC's 3 January)."""
+    stamps = pd.DatetimeIndex(parsed)
+    if stamps.tz is not None:
+        stamps = stamps.tz_localize(None)
+    return stamps.to_numpy().astype("datetime64[D]")
+
+
 def _typical_gap(parsed: pd.Series) -> float:
     """The median number of days between consecutive dates (0 for fewer than two): daily bars
     read in the wrong order of their fields lie months or years apart."""
-    stamps = pd.DatetimeIndex(parsed.dropna())
-    days = stamps.tz_localize(None) if stamps.tz is not None else stamps  # the local dates, not UTC's
-    days = days.to_numpy().astype("datetime64[D]").astype(np.int64)
+    days = _local_days(parsed.dropna()).astype(np.int64)
     return float(np.median(np.abs(np.diff(days)))) if len(days) > 1 else 0.0
 
 
@@ -228,10 +235,7 @@ def _parse_dates(raw: pd.Series, path: Path, blank: np.ndarray, lines: list[int]
             )
         what = f"unparseable date {value[:40]!r}" if value else "empty date"
         raise DataError(f"{path}: {what} ({where_row(pos, lines)})")
-    stamps = pd.DatetimeIndex(parsed)
-    if stamps.tz is not None:  # "Jan 02 2024 22:00 -0500": the local date, as for ISO dates, not UTC's
-        stamps = stamps.tz_localize(None)
-    days = stamps.to_numpy().astype("datetime64[D]")
+    days = _local_days(parsed)
     outside = (days < FIRST_DAY) | (days > LAST_DAY)
     if outside.any():  # a mistyped year (2925, 0025): no nanosecond timestamp holds it
         pos = int(parsed.index[np.flatnonzero(outside)[0]])
