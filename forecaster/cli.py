@@ -46,6 +46,7 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def _main(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option("--version", help="Print the version and exit.", callback=_show_version, is_eager=True),
@@ -53,6 +54,7 @@ def _main(
 ) -> None:
     """Forecast daily stock prices with RNN / LSTM / GRU models: download, train, evaluate
     walk-forward against naive and volatility baselines, and predict the next trading sessions."""
+    _Printed.command = ctx.invoked_subcommand or ""  # before the command opens its log file
 
 
 # ---- shared options ---------------------------------------------------------------------------

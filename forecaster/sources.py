@@ -98,7 +98,9 @@ def _header_key(name: object) -> str:
 
 # A time with a UTC offset, as in yfinance's own CSV export: keep the local wall time so the
 # date stays the exchange's session date (dropping the offset, never converting it).
-_OFFSET_RE = re.compile(r"^(\d{4}-\d\d-\d\d[ T]\d\d:\d\d(?::\d\d(?:\.\d+)?)?)\s*(?:Z|[+-]\d\d(?::?\d\d)?)$")
+_OFFSET_RE = re.compile(
+    r"^(.*\d:\d\d(?::\d\d(?:\.\d+)?)?(?:\s*[AaPp][Mm])?)\s*(?:Z|UTC|GMT|[+-]\d\d(?::?\d\d)?)$"
+)  # after a time, in any layout: "2024-01-02T22:00-05:00", "Jan 02 2024 22:00 -0500"
 
 
 # A date whose year has two digits (01/07/22, 1.7.22 16:00, 1-Jul-22), which pandas guesses no

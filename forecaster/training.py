@@ -49,7 +49,7 @@ from .config import COVERAGE, Config
 from .errors import EXIT_INTERRUPTED, ConfigError, DataError, RunFormatError, TrainingError
 from .features import FEATURES
 from .forking import Stretches, epoch_chunks, plan_chunks
-from .fsio import file_lock
+from .fsio import file_in_the_way, file_lock, not_a_folder
 from .intervals import median_weights, walk_forward_scales, with_median
 from .metrics import POOLED
 from .models import QuantileRNN, build_model, pinball_loss
@@ -158,9 +158,14 @@ def peer_lost(exc: BaseException) -> bool:
     process group), not some other failure of a collective (out of memory, a size mismatch)."""
     import torch.distributed as dist
 
-    text = str(exc)
+    text = str(exc)  # a process gone: its connection closed, or (its machine gone) no answer in time
     return isinstance(exc, dist.DistNetworkError) or bool(
-        re.search(r"(reset|closed) by peer|connection (reset|closed|refused)|broken pipe", text, re.IGNORECASE)
+        re.search(
+            r"(reset|closed) by peer|connection (reset|closed|refused)|broken pipe"
+            r"|timed out waiting \d+ms for (recv|send)",
+            text,
+            re.IGNORECASE,
+        )
     )
 
 
@@ -623,17 +628,22 @@ class TrainingData:
 
 @contextmanager
 def sigterm_as_interrupt():
-    """Let SIGTERM (what `kill` and systemd send) and SIGINT stop training like Ctrl-C does."""
+    """Let SIGTERM (what `kill` and systemd send) and SIGINT stop training like Ctrl-C does,
+    once: the signals after the first are ignored while what it stopped saves its work."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
+    stopping = []
+
     def handler(signum, frame):
-        raise KeyboardInterrupt
+        if not stopping:  # once: a second signal (torchrun's SIGTERM after Ctrl-C) must not cut
+            stopping.append(signum)  # short the save that the first one started
+            raise KeyboardInterrupt
 
     old_term = signal.signal(signal.SIGTERM, handler)
     # a process started in the background by a shell ignores SIGINT; training listens anyway
-    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    old_int = signal.signal(signal.SIGINT, handler)
     try:
         yield
     finally:
@@ -710,9 +720,13 @@ def _reserve(path: Path) -> Path:
                 candidate = path.with_name(f"{path.name}-{n}")
     except OSError as exc:
         parent = path.parent
-        gone = parent.is_symlink() and not parent.exists()
-        why = f"{parent} is a link to {os.readlink(parent)}, which is not there" if gone else None
-        raise RunFormatError(f"cannot make the run directory {candidate}: {why or exc.strerror or exc}") from None
+        if blocker := file_in_the_way(parent):
+            why = not_a_folder(blocker)
+        elif parent.is_symlink() and not parent.exists():
+            why = f"{parent} is a link to {os.readlink(parent)}, which is not there (or loops)"
+        else:
+            why = exc.strerror or str(exc)
+        raise RunFormatError(f"cannot make the run directory {candidate}: {why}") from None
     raise AssertionError("unreachable")
 
 
@@ -777,11 +791,16 @@ def _train(
             # another process of a distributed job stopped (killed, or its node gone): the epochs
             # trained so far are kept as they are on Ctrl-C, not lost with an unexpected error
             if dist.main:
-                with _signals_ignored():  # torchrun's SIGTERM after Ctrl-C or a lost process: the save finishes
-                    _save(run_dir, trainer, data, history, cfg, now, time.perf_counter() - started, interrupted=True)
+                seconds = time.perf_counter() - started
+                try:
+                    with _signals_ignored():  # torchrun's SIGTERM after a lost process: the save finishes
+                        _save(run_dir, trainer, data, history, cfg, now, seconds, interrupted=True)
+                except KeyboardInterrupt:  # one already pending as the save began: saved again, whole
+                    with _signals_ignored():
+                        _save(run_dir, trainer, data, history, cfg, now, seconds, interrupted=True)
             if not lost:
                 dist.close()  # a group that lost a member cannot be left in order
-            first = str(exc).strip().splitlines()[0][:200] if lost else ""
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200] if lost else ""
             why = f"another process of the distributed job stopped ({first})" if lost else "training interrupted"
             raise Interrupted(
                 f"{why} after epoch {trainer.epoch}; a resumable run was saved to {run_dir}: "

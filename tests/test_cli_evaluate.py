@@ -423,6 +423,28 @@ def test_a_plot_that_cannot_be_drawn_costs_that_plot_not_the_evaluation(cli, run
     assert (run_copy / "eval" / "metrics.csv").is_file() and not (run_copy / "eval" / "plots").exists()
 
 
+def test_a_full_disk_while_plotting_fails_the_evaluation_and_another_file_error_costs_the_plot(
+    cli, run_copy, monkeypatch
+):
+    import errno
+
+    from forecaster import plots
+
+    def failing(code):
+        def plot(pred, history, sym, path, steps):
+            raise OSError(code, os.strerror(code))
+
+        return plot
+
+    monkeypatch.setattr(plots, "plot_ticker", failing(errno.ENOSPC))
+    res = cli("evaluate", "--run", run_copy, "--plot", "-q")
+    assert res.exit_code == 1 and not (run_copy / "eval").exists()  # nothing of it could be written either
+    monkeypatch.setattr(plots, "plot_ticker", failing(errno.ENOENT))  # a stale font cache, say
+    res = cli("evaluate", "--run", run_copy, "--plot", "-q")
+    assert res.exit_code == 0, res.stderr
+    assert sorted(p.name for p in (run_copy / "eval" / "plots").iterdir()) == ["training.png"]
+
+
 def test_evaluate_says_plainly_when_naive_is_not_beaten(cli, run_copy):
     # A 2-epoch model with 8 hidden units has no significant skill at every step.
     doc = json.loads(cli("evaluate", "--run", run_copy, "--json").stdout)

@@ -770,3 +770,7 @@ def test_dates_with_a_utc_offset_in_another_format_keep_their_local_date(tmp_pat
         warnings.simplefilter("error")  # numpy's note on time zones would reach the user's terminal
         df = sources.read_csv_bars(tmp_path, "AAA")
     assert list(df.index.strftime("%Y-%m-%d")) == ["2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"]
+    # across a change to daylight saving time the offset changes: it was an unexpected error
+    rows = '"Mar 08 2024 4:00 PM -0500",10,11,9,10.5,100\n"Mar 11 2024 4:00 PM -0400",10,11,9,10.5,100\n'
+    write(tmp_path, "BBB.csv", "Date,Open,High,Low,Close,Volume\n" + rows)
+    assert list(sources.read_csv_bars(tmp_path, "BBB").index.strftime("%Y-%m-%d")) == ["2024-03-08", "2024-03-11"]

@@ -273,6 +273,17 @@ def test_a_distributed_job_prints_one_json_document_and_other_ranks_no_interrupt
     assert (res.stderr != "") == (rank == "0")
 
 
+def test_another_rank_of_a_training_whose_log_file_cannot_be_opened_prints_no_json(cli, tmp_path, monkeypatch):
+    """That error comes before the command's work starts: the rank was not known yet there."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    (tmp_path / "f").touch()
+    for rank, printed in (("1", False), ("0", True)):
+        monkeypatch.setenv("RANK", rank)
+        res = cli("train", "-t", "STOCKA", "--log-file", tmp_path / "f" / "x.log", "--json")
+        assert res.exit_code == 1 and "cannot write the log file" in res.stderr
+        assert (res.stdout != "") == printed
+
+
 def test_a_command_other_than_train_where_a_job_runner_sets_rank_prints_its_json(cli, tmp_path, monkeypatch):
     """Some job runners set WORLD_SIZE and RANK for every process: a predict there is no rank
     of a training job, and keeps its --json error document."""

@@ -595,3 +595,10 @@ def test_a_default_run_directory_under_a_broken_link_is_one_error_not_a_loop(sam
         train(load_config(None, tiny_overrides(sample_dir, **{"train.epochs": 1})))
     assert f"runs is a link to {tmp_path / 'gone'}, which is not there" in str(err.value)
     assert not (tmp_path / "gone").exists()
+
+
+def test_a_default_run_directory_under_a_file_named_runs_says_so(sample_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").write_text("")
+    with pytest.raises(RunFormatError, match="runs is a file, not a folder"):
+        train(load_config(None, tiny_overrides(sample_dir, **{"train.epochs": 1})))
