@@ -40,6 +40,7 @@ _MISSING = ["nan", "na", "n/a", "null", "none", "-"]
 # The earliest and latest dates a datetime64[ns] index can hold, with a margin.
 FIRST_DAY = np.datetime64("1678-01-01", "D")
 LAST_DAY = np.datetime64("2261-12-31", "D")
+YEARS_HELD = f"{FIRST_DAY.astype(object).year}-{LAST_DAY.astype(object).year}"
 # pandas reads an integer this large or larger as text, not as a number: such a CSV value is
 # left to the careful reader, which names it.
 _TEXT_NUMBER = 1e18
@@ -242,8 +243,8 @@ def _parse_dates(raw: pd.Series, path: Path, blank: np.ndarray, lines: list[int]
     if outside.any():  # a mistyped year (2925, 0025): no nanosecond timestamp holds it
         pos = int(parsed.index[np.flatnonzero(outside)[0]])
         raise DataError(
-            f"{path}: date {text.iloc[pos][:40]!r} ({where_row(pos, lines)}) is outside the years "
-            f"{FIRST_DAY.astype(object).year}-{LAST_DAY.astype(object).year} that a date can take; a mistyped year?"
+            f"{path}: date {text.iloc[pos][:40]!r} ({where_row(pos, lines)}) is outside the years {YEARS_HELD} "
+            "that a date can take; a mistyped year?"
         )
     dates = np.full(len(text), np.datetime64("NaT"), dtype="datetime64[ns]")
     dates[~blank] = days.astype("datetime64[ns]")

@@ -45,6 +45,7 @@ from forecaster.sources import (
     COLUMNS,
     FIRST_DAY,
     LAST_DAY,
+    YEARS_HELD,
     DateLike,
     PlainBars,
     RawBars,
@@ -224,10 +225,7 @@ def _as_float_bars(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
     days = index.to_numpy().astype("datetime64[D]")
     outside = (days < FIRST_DAY) | (days > LAST_DAY)
     if outside.any():  # no nanosecond timestamp holds it: named, not an unexpected error
-        raise DataError(
-            f"{ticker}: date {days[outside][0]} is outside the years {FIRST_DAY.astype(object).year}-"
-            f"{LAST_DAY.astype(object).year} that a date can take"
-        )
+        raise DataError(f"{ticker}: date {days[outside][0]} is outside the years {YEARS_HELD} that a date can take")
     out.index = index.normalize().astype("datetime64[ns]").rename("date")
     return out
 
