@@ -47,7 +47,19 @@ FORMAT_VERSION = 2
 """The run format this forecaster writes. It reads every earlier one too (see :func:`_migrate`)."""
 WEIGHTS, META, HISTORY, RESUME = "model.safetensors", "run.json", "history.csv", "resume.safetensors"
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "grad_norm", "lr", "seconds", "samples"]
-TARGET = "log(close[t+h]/close[t]) / (ret_std*sqrt(h))"
+TARGET = "log(close[t+h]/close[t]) / (ret_std*sqrt(h))"  # model.target_scale = "ticker"; what older runs say
+
+
+def target_formula(model) -> str:
+    """What a run's targets are, in words, for run.json: ``model`` is the run's ModelConfig."""
+    if model.target_scale == "ticker":
+        return TARGET
+    return (
+        "log(close[t+h]/close[t]) / (local_vol[t]*sqrt(h)); local_vol: the range-based volatility of one "
+        f"session at the origin, half-life {model.scale_halflife} sessions"
+    )
+
+
 """What the network's outputs are, in words (recorded in every run)."""
 
 _RESERVED_NAMES = {"", ".", ".."}

@@ -192,7 +192,10 @@ def _walk_forward(run: Run, bars: dict[str, pd.DataFrame], track: bool = True) -
     ends = ws.origins("test")
     if len(ends) == 0:
         return None
-    q = with_median(predict_scaled(run.model, ws, ends, cfg.model.strategy), run.manifest.median_weights())
+    q = with_median(
+        predict_scaled(run.model, ws, ends, cfg.model.strategy, calendar=cfg.data.calendar),
+        run.manifest.median_weights(),
+    )
     conformal = run.manifest.conformal()
     if track:
         scale, _ = tracked_scales(

@@ -26,12 +26,15 @@ Working in returns (not price levels) is what keeps a model honest against the r
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from .config import ModelConfig
+from .errors import ConfigError
+from .sessions import next_sessions
 
 FEATURES = ["ret", "range", "body", "dvol", "rvol", "zret", "dow_sin", "dow_cos"]
 """What a new run's network reads, in order."""
@@ -62,12 +65,18 @@ def dow_features(dates: np.ndarray) -> np.ndarray:
     return np.stack([np.sin(angle), np.cos(angle)], axis=1)
 
 
-def next_weekday_features(last_dates: np.ndarray, horizon: int) -> np.ndarray:
-    """(B, H, 2) weekday features of the H weekdays after each date (holidays don't matter here:
-    only the day of the week is used). A weekend date counts from the Friday before it, so the
-    first weekday after it is the Monday."""
+def next_weekday_features(last_dates: np.ndarray, horizon: int, calendar: str | None = None) -> np.ndarray:
+    """(B, H, 2) weekday features of the H sessions of exchange ``calendar`` after each date (a
+    Friday before a Monday holiday is followed by Tuesday); with None, or for a date beyond
+    the calendar's holiday data, of the H weekdays after it. A weekend date counts from the
+    Friday before it, so the first weekday after it is the Monday."""
     days = np.asarray(last_dates).astype("datetime64[D]")
     steps = np.busday_offset(days[:, None], np.arange(1, horizon + 1)[None, :], roll="backward")
+    if calendar is not None:
+        unique, back = np.unique(days, return_inverse=True)
+        for k, day in enumerate(unique):
+            with suppress(ConfigError):  # a day beyond the calendar's holiday data keeps the weekdays
+                steps[back == k] = next_sessions(day, horizon, calendar).to_numpy().astype("datetime64[D]")
     return dow_features(steps.ravel().astype("datetime64[ns]")).reshape(len(days), horizon, 2)
 
 

@@ -320,10 +320,17 @@ def roll_forward(
 
 
 def predict_scaled(
-    model: NumpyQuantileRNN, ws: WindowSet, ends: np.ndarray, strategy: str, batch_size: int = FORECAST_BATCH
+    model: NumpyQuantileRNN,
+    ws: WindowSet,
+    ends: np.ndarray,
+    strategy: str,
+    batch_size: int = FORECAST_BATCH,
+    calendar: str | None = None,
 ) -> np.ndarray:
     """(B, H, Q) quantiles of the cumulative log return of the windows ending at ``ends``, in
-    units of their target scale (:meth:`forecaster.windows.WindowSet.target_scale`).
+    units of their target scale (:meth:`forecaster.windows.WindowSet.target_scale`). The
+    recursive strategy's later steps read the weekdays of ``calendar``'s next sessions (of the
+    next weekdays with None).
 
     Each ticker's windows go through passes of their own (in the order given, at most
     ``batch_size`` a pass): a matrix product may round a row differently with the number of rows
@@ -347,7 +354,7 @@ def predict_scaled(
                 e = ends[rows]
                 x, t = ws.inputs(e)
                 if strategy == "recursive":
-                    dow = next_weekday_features(ws.dates[e], horizon)
+                    dow = next_weekday_features(ws.dates[e], horizon, calendar)
                     factor, shift = ws.ret_feature(e)
                     out[rows] = roll_forward(model, x, t, horizon, shift, dow, factor)
                 else:

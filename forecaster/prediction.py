@@ -89,8 +89,15 @@ class ForecastReport:
 
 def _age_note(last: pd.Timestamp, cut, now, calendar: str) -> tuple[int, str]:
     """How far the last bar lags the as-of date, or the latest completed session when that is
-    earlier (an --as-of of today before the close: today's bar cannot exist yet)."""
-    ref = last_completed_session(now, calendar)
+    earlier (an --as-of of today before the close: today's bar cannot exist yet). A calendar
+    whose data does not reach today (exchange_calendars holds some exchanges' holidays only a
+    few years ahead) counts to the as-of date alone."""
+    try:
+        ref = last_completed_session(now, calendar)
+    except ConfigError:
+        if cut is None:
+            raise
+        ref = cut
     if cut is not None and cut <= ref:
         ref, what = cut, f"--as-of {cut.date()}"
     else:
@@ -471,7 +478,9 @@ def _forecast(run: Run, bars, cut, dated: set[str], now, report: ForecastReport)
     median = run.manifest.median_weights()
 
     def forecast(origins: np.ndarray) -> np.ndarray:
-        return with_median(predict_scaled(run.model, ws, origins, cfg.model.strategy), median)
+        return with_median(
+            predict_scaled(run.model, ws, origins, cfg.model.strategy, calendar=cfg.data.calendar), median
+        )
 
     scale, report.recalibrated = forecast_scales(
         run.manifest.tickers, ws, ends, forecast, cfg.intervals.tracking_rate, cfg.intervals.step_tracking

@@ -569,7 +569,23 @@ def _with_actuals(forecasts: pd.DataFrame, closes: dict[str, pd.Series], warning
                 f"{sym}: {what} for {where} the data does not have ({shown}); "
                 f"the calendar and the data disagree, so {'it is' if n == 1 else 'they are'} not scored"
             )
-        now = close.reindex(pd.DatetimeIndex(fc["as_of"])).to_numpy(dtype=float)
+        # step h's actual is the data's h-th bar after the forecast's as_of, as in training: a
+        # date the calendar puts elsewhere (the data of another exchange) would score the wrong bar
+        origins = pd.DatetimeIndex(fc["as_of"])
+        bars = close.index.searchsorted(dates, side="right") - close.index.searchsorted(origins, side="right")
+        astray = known & ~missing & (bars != fc["step"].to_numpy())
+        if astray.any():
+            first = np.flatnonzero(astray)[0]
+            n = int(astray.sum())
+            what = "1 forecast is" if n == 1 else f"{n} forecasts are"
+            warnings.append(
+                f"{sym}: {what} dated other than the data's bars (e.g. step {fc['step'].iloc[first]} as of "
+                f"{origins[first].date()}, dated {dates[first].date()}, which is bar {bars[first]} of the data after "
+                f"it); the calendar and the data disagree (set data.calendar to the ticker's exchange), so "
+                f"{'it is' if n == 1 else 'they are'} not scored"
+            )
+            missing = missing | astray
+        now = close.reindex(origins).to_numpy(dtype=float)
         then = fc["last_close"].to_numpy(dtype=float)
         factor = np.where(np.isfinite(now) & (np.abs(now / then - 1) > REVISION_RTOL), now / then, 1.0)
         part = pd.DataFrame(

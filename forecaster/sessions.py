@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -39,6 +39,7 @@ __all__ = [
     "is_open_session_unfinished",
     "last_completed_session",
     "next_sessions",
+    "not_sessions",
     "sessions_after_count",
     "sessions_in_range",
 ]
@@ -109,10 +110,13 @@ def _resolve_name(name: object) -> str:
 
 def check_calendar(name: object) -> str:
     """The canonical name of exchange calendar ``name``, or a one-line ConfigError listing
-    valid names: for commands that record or use the calendar later (``train`` writes it into
-    the run that ``predict`` reads; ``download`` needs it only once a bar of today arrives), so
-    that a typo stops them before they do any work."""
-    return _resolve_name(name)
+    valid names (or saying why a known one cannot be built): for commands that record or use
+    the calendar later (``train`` writes it into the run that ``predict`` reads; ``download``
+    needs it only once a bar of today arrives), so that a typo stops them before they do any
+    work."""
+    canonical = _resolve_name(name)
+    _default_span(canonical)
+    return canonical
 
 
 def _clock_today() -> pd.Timestamp:
@@ -143,8 +147,17 @@ def _build(name: str, start: pd.Timestamp, end: pd.Timestamp) -> _Span:
     bmin, bmax = _bounds(name)
     lo = start if bmin is None else max(start, bmin)
     hi = end if bmax is None else min(end, bmax)
+    if lo > hi:  # every date asked about lies outside the exchange's holiday data
+        raise ConfigError(f"exchange calendar {name!r} has no sessions from {start.date()} to {end.date()}")
     with _quiet():
-        cal = xcals.get_calendar(name, start=lo, end=hi)
+        try:
+            cal = xcals.get_calendar(name, start=lo, end=hi)
+        except Exception as exc:  # a calendar this version of exchange_calendars cannot build
+            why = " ".join(f"{type(exc).__name__}: {exc}".split())
+            raise ConfigError(
+                f"exchange calendar {name!r} cannot be built by exchange_calendars {xcals.__version__} "
+                f"({why[:100]}{' ...' if len(why) > 100 else ''}); set data.calendar to another exchange"
+            ) from exc
         sessions = pd.DatetimeIndex(np.asarray(cal.sessions, dtype="datetime64[ns]"))
         closes = cal.closes.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
     return _Span(cal, lo, hi, sessions, pd.DatetimeIndex(closes))
@@ -167,23 +180,29 @@ def get_calendar(name: str = DEFAULT_CALENDAR) -> ExchangeCalendar:
 def _covering(name: str, first: pd.Timestamp | None, last: pd.Timestamp | None, strict: bool = True) -> _Span:
     """A calendar span whose dates include ``first`` and ``last``.
 
-    Where the exchange has no holiday data up to ``last``, ``strict`` makes that a
-    ``ConfigError``; otherwise the widest span available is returned.
+    A ``first`` before the exchange's holiday data is a ``ConfigError`` (a search there would
+    answer with the data's first sessions); so is a ``last`` after it with ``strict``, which
+    otherwise gets the widest span available.
     """
     span = _default_span(name)
     need_lo = first is not None and first < span.start
     need_hi = last is not None and last > span.end
     if not (need_lo or need_hi):
         return span
+    bmin, bmax = _bounds(_resolve_name(name))
+    beyond = [
+        (first, "from", bmin) if need_lo and bmin is not None and first < bmin else None,
+        (last, "up to", bmax) if strict and need_hi and bmax is not None and last > bmax else None,
+        (first, "up to", bmax) if first is not None and bmax is not None and first > bmax else None,
+    ]
+    for day, word, bound in filter(None, beyond):
+        raise ConfigError(
+            f"exchange calendar {name!r} only has sessions {word} {bound.date()}; cannot answer for {day.date()}"
+        )
     # Only the years asked about (plus one after), so a far-off date builds a small calendar.
     lo = span.start if first is None else pd.Timestamp(year=first.year, month=1, day=1)
     hi = span.end if last is None else pd.Timestamp(year=last.year + 1, month=12, day=31)
-    wider = _build(_resolve_name(name), lo, hi)
-    if strict and need_hi and last > wider.end:
-        raise ConfigError(
-            f"exchange calendar {name!r} only has sessions up to {wider.end.date()}; cannot answer for {last.date()}"
-        )
-    return wider
+    return _build(_resolve_name(name), lo, hi)
 
 
 def _as_date(value: Any, what: str = "date") -> pd.Timestamp:
@@ -239,6 +258,23 @@ def sessions_in_range(start: Any, end: Any, calendar: str = DEFAULT_CALENDAR) ->
     i = sessions.searchsorted(lo, side="left")
     j = sessions.searchsorted(hi, side="right")
     return _plain(sessions[i:j])
+
+
+def not_sessions(dates: pd.DatetimeIndex, calendar: str = DEFAULT_CALENDAR) -> pd.DatetimeIndex:
+    """The ``dates`` (sorted dates of daily bars) that are not sessions of ``calendar``: the
+    bars of another exchange, open on days this one is not. Dates outside the calendar's
+    holiday data are not judged."""
+    if len(dates) == 0:
+        return pd.DatetimeIndex([], dtype="datetime64[ns]")
+    bmin, bmax = _bounds(_resolve_name(calendar))
+    lo, hi = _as_date(dates[0], "date"), _as_date(dates[-1], "date")
+    lo = lo if bmin is None else max(lo, bmin)
+    hi = hi if bmax is None else min(hi, bmax)
+    if lo > hi:
+        return pd.DatetimeIndex([], dtype="datetime64[ns]")
+    inside = _plain(dates)
+    inside = inside[(inside >= lo) & (inside <= hi)]
+    return inside[~inside.isin(sessions_in_range(lo, hi, calendar))]
 
 
 def next_sessions(after: Any, n: int, calendar: str = DEFAULT_CALENDAR) -> pd.DatetimeIndex:
@@ -323,8 +359,10 @@ def is_open_session_unfinished(
     calendar's); the session is over ``grace`` after its close on ``calendar`` (earlier on half
     days). A date ``calendar`` does not trade gives False, or, with ``fallback_close_hour``,
     True before that hour of the local day (a bar from an exchange the calendar does not
-    describe). ``calendar=None`` is a market that trades round the clock: today is unfinished
-    until the local day is over (``tz`` is then required).
+    describe). So does a ``tz`` whose clock differs from the calendar's at ``now`` (a Tokyo
+    ticker in a run on the New York calendar: New York's close says nothing of Tokyo's), and a
+    day beyond the calendar's holiday data. ``calendar=None`` is a market that trades round the
+    clock: today is unfinished until the local day is over (``tz`` is then required).
     """
     day = _as_date(date, "date")
     instant = _as_instant(now)
@@ -337,7 +375,10 @@ def is_open_session_unfinished(
         return False
     if calendar is None:
         return True
-    close = _session_close(day, calendar)
+    close = None
+    if instant.tz_convert(_default_span(calendar).calendar.tz).utcoffset() == local_now.utcoffset():
+        with suppress(ConfigError):  # a day past the calendar's data: the fallback decides
+            close = _session_close(day, calendar)
     if close is None:
         return fallback_close_hour is not None and local_now.hour < fallback_close_hour
     return bool(instant.tz_localize(None) < close + grace)

@@ -44,6 +44,7 @@ from .checkpoint import (
     resume_command,
     run_lock_path,
     save_run,
+    target_formula,
 )
 from .config import COVERAGE, Config
 from .errors import EXIT_INTERRUPTED, ConfigError, DataError, RunFormatError, TrainingError
@@ -56,7 +57,7 @@ from .models import QuantileRNN, build_model, pinball_loss
 from .npinfer import NumpyQuantileRNN, predict_scaled
 from .outputs import has_dated_forecasts
 from .pool import blocks, processes_for, workers
-from .sessions import check_calendar
+from .sessions import check_calendar, not_sessions
 from .store import load_bars
 from .threads import usable_cores
 from .tickers import log_some, some_names, some_reasons, validate_ticker
@@ -969,12 +970,28 @@ def _warn_skipped(skipped: dict[str, str]) -> None:
     log_some(logging.WARNING, [f"skipping {sym}: {why}" for sym, why in skipped.items()], "tickers skipped")
 
 
+def _warn_other_exchanges(bars: dict[str, pd.DataFrame], calendar: str) -> None:
+    """A warning for each ticker with bars on days that are not sessions of the run's calendar:
+    step h of its forecasts is its h-th next bar, but they are dated by that calendar."""
+    lines = []
+    for sym, df in bars.items():
+        off = not_sessions(df.index, calendar)
+        if len(off):
+            lines.append(
+                f"{sym}: {len(off)} of its bars fall on days that are not {calendar} sessions (e.g. {off[0].date()}): "
+                f"its forecasts would be dated by another exchange's sessions; set data.calendar to its exchange "
+                "(one per run)"
+            )
+    log_some(logging.WARNING, lines, "tickers with bars off the calendar")
+
+
 def load_training_data(cfg: Config, tickers: list[str], splits: Splits | None = None) -> TrainingData:
     """Bars, splits (computed unless given) and windows; an error when a split has no window.
 
     A ticker with no usable bars is skipped with a warning, as one too short for a training
     window is (both are in ``ws.skipped``); an error when no ticker is left."""
     bars, unusable = usable_bars(cfg, tickers, warn=False)  # named below with those too short
+    _warn_other_exchanges(bars, cfg.data.calendar)
     w = cfg.window
     splits = splits or make_splits(bars, w.val_days, w.test_days)
     try:
@@ -1039,13 +1056,16 @@ def calibrate(weights: dict[str, np.ndarray], cfg: Config, data: TrainingData) -
     net = NumpyQuantileRNN.from_config(cfg, weights, FEATURES)
     ws, strategy = data.ws, cfg.model.strategy
     median = median_weights(
-        predict_scaled(net, ws, data.ends["val"], strategy), ws, data.ends["val"], cfg.model.median_alpha
+        predict_scaled(net, ws, data.ends["val"], strategy, calendar=cfg.data.calendar),
+        ws,
+        data.ends["val"],
+        cfg.model.median_alpha,
     )
     val, test = ws.origins("val"), ws.origins("test")
     scales, online = walk_forward_scales(
-        with_median(predict_scaled(net, ws, val, strategy), median),
+        with_median(predict_scaled(net, ws, val, strategy, calendar=cfg.data.calendar), median),
         val,
-        with_median(predict_scaled(net, ws, test, strategy), median),
+        with_median(predict_scaled(net, ws, test, strategy, calendar=cfg.data.calendar), median),
         test,
         ws,
         cfg.intervals.tracking_rate,
@@ -1141,7 +1161,7 @@ def _manifest(run_dir, cfg, data, history, calibration, now, seconds, trainer, i
         status="interrupted" if interrupted else "complete",
         created_at=now.replace(microsecond=0),
         config=cfg,
-        features=FeatureSpec(names=FEATURES),
+        features=FeatureSpec(names=FEATURES, target=target_formula(cfg.model)),
         tickers=tickers,
         skipped=ws.skipped,
         no_validation=without_windows(ws, data.bars, data.ends["val"], data.splits.val_start),

@@ -963,6 +963,36 @@ def test_the_warning_about_sessions_missing_from_the_data_counts_in_agreeing_wor
     ], res.stderr
 
 
+def test_a_forecast_dated_past_a_bar_the_calendar_does_not_know_is_not_scored_against_a_later_bar(
+    cli, trained_run, sample_dir, out, tmp_path
+):
+    """Data of an exchange open on a day the run's calendar is not (a bar on 2024-12-25 under
+    the New York calendar): step h is the data's h-th bar after the as-of date, so a forecast
+    dated by the calendar past that bar would be scored against a later step's outcome. Before,
+    it was, without a word."""
+    data = _copy_data(sample_dir, tmp_path / "data")
+    bars = read_csv_bars(data, "STOCKA")
+    extra = bars.loc[[pd.Timestamp("2024-12-24")]].set_axis([pd.Timestamp("2024-12-25")])
+    write_csv(pd.concat([bars, extra]).sort_index(), data / "STOCKA.csv")
+    res = cli("score", "--run", trained_run, "--out", out, "--data-dir", data, "--json")
+    assert res.exit_code == 0, res.stderr
+    rows = pd.concat([pd.read_csv(out / trained_run.name / f"{d}.csv", dtype=str) for d in ORIGINS])
+    a = rows[rows["ticker"] == "STOCKA"]
+    # scored before: as of a day before the extra bar, dated after it and by 2024-12-31
+    astray = a[(a["as_of"] < "2024-12-25") & (a["date"] > "2024-12-25") & (a["date"] <= "2024-12-31")]
+    assert len(astray) >= 2
+    doc = json.loads(res.stdout)
+    warned = [w for w in doc["warnings"] if w.startswith("STOCKA:")]
+    assert len(warned) == 1 and warned[0].startswith(f"STOCKA: {len(astray)} forecasts are dated other than"), warned
+    assert "set data.calendar to the ticker's exchange" in warned[0], warned
+    got = {(r["ticker"], r["step"]): r["n"] for r in doc["scores"]}
+    clean = cli("score", "--run", trained_run, "--out", out, "--json")
+    before = {(r["ticker"], r["step"]): r["n"] for r in json.loads(clean.stdout)["scores"]}
+    for step, n in astray.groupby("step").size().items():
+        assert got[("STOCKA", int(step))] == before[("STOCKA", int(step))] - n
+        assert got[("STOCKB", int(step))] == before[("STOCKB", int(step))]
+
+
 def test_the_table_shows_dm_p_values_to_three_decimals_as_evaluate_does(capsys):
     from forecaster.cli import _show_score
 

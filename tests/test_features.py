@@ -141,3 +141,20 @@ def test_an_open_off_the_days_range_is_read_at_its_edge(at, factor, edge):
     assert a.local_vol.max() < 0.05
     # an open inside the range is read as it is
     np.testing.assert_allclose(make_arrays(df).features[:, FEATURES.index("body")], np.log(1 / 1.001))
+
+
+def test_the_weekdays_after_a_friday_before_a_holiday_skip_the_holiday_on_the_calendar():
+    """The recursive strategy's later steps read the weekdays of the calendar's next sessions:
+    after Friday 2025-01-17 New York is closed on Monday (Martin Luther King Day), so the next
+    three sessions are Tuesday to Thursday; the plain next weekdays would say Monday to Wednesday."""
+    from forecaster.features import dow_features, next_weekday_features
+
+    friday = np.array(["2025-01-17", "2025-01-10"], dtype="datetime64[ns]")
+    got = next_weekday_features(friday, 3, "XNYS")
+    np.testing.assert_allclose(got[0], dow_features(pd.bdate_range("2025-01-21", periods=3).to_numpy()), atol=1e-12)
+    np.testing.assert_allclose(got[1], dow_features(pd.bdate_range("2025-01-13", periods=3).to_numpy()), atol=1e-12)
+    plain = next_weekday_features(friday, 3)
+    np.testing.assert_allclose(plain[0], dow_features(pd.bdate_range("2025-01-20", periods=3).to_numpy()), atol=1e-12)
+    # a day before a calendar's holiday data keeps the plain weekdays rather than failing
+    before = np.array(["1985-01-04"], dtype="datetime64[ns]")
+    np.testing.assert_allclose(next_weekday_features(before, 3, "XTKS"), next_weekday_features(before, 3), atol=1e-12)

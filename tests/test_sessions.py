@@ -236,10 +236,35 @@ def test_is_open_session_unfinished_today_in_the_given_time_zone():
     # is today, and the New York session of the 8th has not even opened.
     now = pd.Timestamp("2025-07-08 10:00", tz="Asia/Tokyo")
     assert is_open_session_unfinished("2025-07-08", now) is False  # not today in New York
-    assert is_open_session_unfinished("2025-07-08", now, tz="Asia/Tokyo") is True
     assert is_open_session_unfinished("2025-07-08", now, "XTKS", tz="Asia/Tokyo") is True
     after_tokyo_close = pd.Timestamp("2025-07-08 16:00", tz="Asia/Tokyo")
     assert is_open_session_unfinished("2025-07-08", after_tokyo_close, "XTKS", tz="Asia/Tokyo") is False
+
+
+def test_a_bar_in_a_time_zone_other_than_the_calendars_is_judged_by_the_local_hour_not_that_close():
+    """A Tokyo ticker in a run on the New York calendar: New York's close says nothing of
+    Tokyo's. Before, a Tokyo bar was dropped as unfinished until New York closed (every
+    evening forecast in Tokyo a session late), and a New York bar under the Tokyo calendar
+    was kept as final hours before New York closed."""
+    fallback = {"fallback_close_hour": 18}
+    tokyo_evening = pd.Timestamp("2025-07-08 19:00", tz="Asia/Tokyo")  # 06:00 in New York
+    assert is_open_session_unfinished("2025-07-08", tokyo_evening, "XNYS", tz="Asia/Tokyo", **fallback) is False
+    tokyo_morning = pd.Timestamp("2025-07-08 10:00", tz="Asia/Tokyo")
+    assert is_open_session_unfinished("2025-07-08", tokyo_morning, "XNYS", tz="Asia/Tokyo", **fallback) is True
+    assert is_open_session_unfinished("2025-07-08", tokyo_morning, "XNYS", tz="Asia/Tokyo") is False
+    new_york_morning = ny("2025-07-08 10:56")  # 23:56 in Tokyo, long after its close
+    assert is_open_session_unfinished("2025-07-08", new_york_morning, "XTKS", tz="America/New_York", **fallback)
+    # a zone on the calendar's clock (Toronto on New York's) keeps the calendar's close, half days too
+    assert is_open_session_unfinished("2025-12-24", ny("2025-12-24 13:30"), "XNYS", tz="America/Toronto") is False
+
+
+def test_a_day_past_a_calendars_holiday_data_is_judged_by_the_local_hour():
+    """exchange_calendars holds the Shanghai exchange's holidays only to 2026-12-31: a bar of a
+    later day was an unexpected error for download and predict."""
+    noon = pd.Timestamp("2027-03-05 12:00", tz="Asia/Shanghai")
+    assert is_open_session_unfinished("2027-03-05", noon, "XSHG", fallback_close_hour=18) is True
+    evening = pd.Timestamp("2027-03-05 19:00", tz="Asia/Shanghai")
+    assert is_open_session_unfinished("2027-03-05", evening, "XSHG", fallback_close_hour=18) is False
 
 
 def test_is_open_session_unfinished_fallback_hour_on_a_day_the_calendar_does_not_trade():
@@ -270,6 +295,58 @@ def test_unknown_calendar_is_config_error():
         sessions_in_range("2025-01-01", "2025-02-01", calendar="")
 
 
+def test_dates_outside_a_calendars_holiday_data_are_config_errors_not_wrong_sessions():
+    """exchange_calendars holds some exchanges' holidays for a span only (Shanghai: from
+    1990-12-03 to 2026-12-31 in the version this was written with). Before, a date before the
+    span was answered with the span's first sessions (the day after 1989-06-01 was 1990-12-03)
+    and a date after it was an unexpected ValueError."""
+    first, last = sessions_module._bounds("XSHG")
+    assert first is not None and last is not None  # a bounded calendar, or this test tests nothing
+    before = first - pd.Timedelta(days=200)
+    after = last + pd.Timedelta(days=60)
+    for ask in (
+        lambda: next_sessions(before, 3, calendar="XSHG"),
+        lambda: sessions_after_count(before, first + pd.Timedelta(days=10), calendar="XSHG"),
+        lambda: sessions_in_range(before, first + pd.Timedelta(days=10), calendar="XSHG"),
+    ):
+        with pytest.raises(
+            ConfigError, match=f"only has sessions from {first.date()}; cannot answer for {before.date()}"
+        ):
+            ask()
+    for ask in (
+        lambda: next_sessions(after, 3, calendar="XSHG"),
+        lambda: sessions_in_range(last - pd.Timedelta(days=10), after, calendar="XSHG"),
+        lambda: last_completed_session(after + pd.Timedelta(hours=12), calendar="XSHG"),
+    ):
+        with pytest.raises(
+            ConfigError, match=f"only has sessions up to {last.date()}; cannot answer for {after.date()}"
+        ):
+            ask()
+    inside = first + pd.Timedelta(days=200)
+    assert len(next_sessions(inside, 3, calendar="XSHG")) == 3
+
+
+def test_a_calendar_that_cannot_be_built_is_one_config_error(monkeypatch):
+    """exchange_calendars 4.13 cannot build its Tel Aviv calendar at all: train accepted the
+    name, then predict and download failed with a 90 KB unexpected error."""
+    import exchange_calendars
+
+    def broken(name, **kwargs):
+        raise ValueError("Special dates [" + ", ".join(["Timestamp('1990-01-07 13:40:00+0000')"] * 2000) + "]")
+
+    monkeypatch.setattr(exchange_calendars, "get_calendar", broken)
+    sessions_module._build.cache_clear()
+    try:
+        with pytest.raises(ConfigError) as info:
+            sessions_module.check_calendar("XLON")
+    finally:
+        monkeypatch.undo()
+        sessions_module._build.cache_clear()
+    message = str(info.value)
+    assert message.startswith("exchange calendar 'XLON' cannot be built by exchange_calendars "), message
+    assert "ValueError: Special dates" in message and len(message) < 300, message
+
+
 def test_calendar_is_cached_and_aliases_resolve():
     assert get_calendar("XNYS") is get_calendar("XNYS")
     assert get_calendar("NYSE").name == "XNYS"
@@ -292,3 +369,17 @@ def test_module_does_not_import_exchange_calendars_at_import_time():
             top_level.append(node.module or "")
     assert top_level, "expected some top-level imports"
     assert not any(name.split(".")[0] == "exchange_calendars" for name in top_level)
+
+
+def test_a_forecast_as_of_a_day_the_calendar_holds_is_dated_after_its_data_ends():
+    """predict --as-of 1993-06-01 on a Shanghai run, run after that calendar's holiday data
+    ends (2026-12-31): the age of the last bar is counted to the as-of date. Before, today's
+    session could not be found and the whole forecast failed."""
+    from forecaster.prediction import _age_note
+
+    _, last = sessions_module._bounds("XSHG")
+    later = last + pd.Timedelta(days=60)
+    behind, note = _age_note(pd.Timestamp("1993-05-28"), pd.Timestamp("1993-06-01"), later, "XSHG")
+    assert (behind, note) == (2, "last bar 1993-05-28, 2 session(s) before --as-of 1993-06-01")  # 05-31, 06-01
+    with pytest.raises(ConfigError, match=f"only has sessions up to {last.date()}"):
+        _age_note(pd.Timestamp("1993-05-28"), None, later, "XSHG")

@@ -299,6 +299,31 @@ def test_ticker_without_validation_windows_is_named(sample_dir, tmp_path, caplog
     assert any("OLDCO: no validation windows" in r.getMessage() and val_start in r.getMessage() for r in caplog.records)
 
 
+def test_a_ticker_with_bars_on_days_the_calendar_does_not_trade_is_named(sample_dir, tmp_path, caplog):
+    """Bars of another exchange (open on days New York is not) under the default calendar: its
+    forecasts would be dated by New York's sessions, so the warning names the first such day.
+    The sample, all New York sessions, gets no such warning."""
+    import shutil
+
+    d = tmp_path / "data"
+    shutil.copytree(sample_dir, d)
+    df = pd.read_csv(d / "STOCKB.csv")
+    days = pd.to_datetime(df["Date"])
+    moved = days.where(days.dt.day_of_week != 4, days + pd.Timedelta(days=1))  # Fridays' bars on Saturdays
+    abroad = df.assign(Date=moved.dt.strftime("%Y-%m-%d"))
+    abroad.to_csv(d / "ABROAD.csv", index=False)
+    first = moved[days.dt.day_of_week == 4].iloc[0].date()
+    cfg = load_config(None, tiny_overrides(d, **{"data.tickers": ["STOCKA", "ABROAD"], "train.epochs": 1}))
+    with caplog.at_level("WARNING", logger="forecaster"):
+        train(cfg, run_dir=tmp_path / "run")
+    warned = [r.getMessage() for r in caplog.records if "sessions (e.g." in r.getMessage()]
+    n = int((days.dt.day_of_week == 4).sum())
+    assert warned == [
+        f"ABROAD: {n} of its bars fall on days that are not XNYS sessions (e.g. {first}): its forecasts would be "
+        "dated by another exchange's sessions; set data.calendar to its exchange (one per run)"
+    ]
+
+
 def test_ticker_whose_bars_skip_the_validation_split_is_named_as_such_and_evaluated(sample_dir, tmp_path, caplog, cli):
     """A gap over the validation split (one bar left in it): named as a gap, not as bars that
     end there (its bars end in the test split), and evaluated there, as the warning says."""
@@ -602,3 +627,19 @@ def test_a_default_run_directory_under_a_file_named_runs_says_so(sample_dir, tmp
     (tmp_path / "runs").write_text("")
     with pytest.raises(RunFormatError, match="runs is a file, not a folder"):
         train(load_config(None, tiny_overrides(sample_dir, **{"train.epochs": 1})))
+
+
+@pytest.mark.parametrize("scale", ["local", "ticker"])
+def test_run_json_says_what_the_targets_were_divided_by(sample_dir, tmp_path, scale):
+    """run.json described every run's targets as divided by the ticker's volatility, also the
+    default runs, whose targets are divided by the local volatility at the origin."""
+    import json
+
+    cfg = load_config(None, tiny_overrides(sample_dir, **{"model.target_scale": scale, "train.epochs": 1}))
+    train(cfg, run_dir=tmp_path / "run")
+    target = json.loads((tmp_path / "run" / "run.json").read_text())["features"]["target"]
+    if scale == "local":
+        assert target.startswith("log(close[t+h]/close[t]) / (local_vol[t]*sqrt(h))"), target
+        assert f"half-life {cfg.model.scale_halflife} sessions" in target, target
+    else:
+        assert target == "log(close[t+h]/close[t]) / (ret_std*sqrt(h))"
