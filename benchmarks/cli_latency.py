@@ -5,7 +5,7 @@ on the demo run, ``forecaster score`` of four years of its daily forecasts, and 
 Every command runs through a small launcher process (``python -S``) that reports its wall time
 and ``ru_maxrss`` of ``RUSAGE_CHILDREN``: the peak RSS of the command and of every process it
 waited for (for ``make demo``: the largest of train, evaluate and predict). Wall times are the
-median (min-max) of ``--repeats`` runs.
+median (min-max) of ``--rounds`` runs.
 """
 
 from __future__ import annotations
@@ -81,8 +81,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-make-demo", action="store_true", help="do not time `make demo`")
     ap.add_argument("--demo-run", type=Path, default=None, help="time predict on this run instead of a fresh one")
     args = ap.parse_args(argv)
-    if args.quick:
-        args.rounds, args.skip_make_demo = 3, True
+    harness.quick(ap, args, rounds=3, skip_make_demo=True)
     res = harness.Results("cli")
     fc = harness.forecaster_cmd()
     work = Path(tempfile.mkdtemp(prefix="forecaster-cli-"))

@@ -50,14 +50,16 @@ def figures(metrics: pd.DataFrame, model: str, step: int) -> dict:
     """One step's figures from the pooled rows of metrics.csv."""
     m = metrics[(metrics["ticker"] == "ALL") & (metrics["step"] == step)].set_index("model")
     vols = m.loc[list(PROBABILISTIC_MODELS)]
-    best = vols["pinball"].idxmin()
+    # the best baseline and the ratio as evaluate reports them (over the origins every forecaster
+    # has), so that the ratio and its DM p-value are about the same baseline and rows
+    best = m.loc[model, "best_vol"]
     naive_mae = m.loc["naive", "mae"]
     row = {
         "mae_ratio": m.loc[model, "mae"] / naive_mae,
         "mae_ratio_drift": m.loc["drift", "mae"] / naive_mae,
         "mae_ratio_mean": m.loc["mean", "mae"] / naive_mae,
         "dm_p": m.loc[model, "dm_pvalue"],
-        "pinball_ratio": m.loc[model, "pinball"] / vols.loc[best, "pinball"],
+        "pinball_ratio": m.loc[model, "pinball_ratio"],
         "best_vol": best,
         "dm_pinball_p": m.loc[model, "dm_pinball_pvalue"],
         "coverage": m.loc[model, "coverage"],
@@ -78,14 +80,28 @@ def run_one(name: str, config: Path | None, overrides: dict, seed: int, work: Pa
     return [{"dataset": name, "seed": seed, "step": h, **figures(report.metrics, cfg.model.cell, h)} for h in steps]
 
 
-def _p(value: float) -> str:
-    """A p-value; a dash where there is no test (the median is the last close: no difference)."""
+def _p(value) -> str:
+    """A p-value; a dash where there is no test (the median is the last close: no difference);
+    text (the seeds' own values) as it is."""
+    if isinstance(value, str):
+        return value
     return "-" if pd.isna(value) else f"{value:.2f}"
 
 
+def _seeds_p(values: pd.Series):
+    """The seeds' p-values in one cell: their mean, a dash when no seed has a test, and each
+    seed's own (a dash for none) when only some have: a mean of the others would pass for all."""
+    if values.isna().all() or values.notna().all():
+        return values.mean()
+    return " / ".join(_p(v) for v in values)
+
+
 def table(rows: pd.DataFrame) -> str:
-    """Markdown, one line per data set and step, the seeds averaged."""
-    mean = rows.drop(columns=["best_vol"]).groupby(["dataset", "step"], sort=False).mean(numeric_only=True)
+    """Markdown, one line per data set and step, the seeds averaged (p-values: see _seeds_p)."""
+    groups = rows.drop(columns=["best_vol"]).groupby(["dataset", "step"], sort=False)
+    mean = groups.mean(numeric_only=True)
+    for col in ("dm_p", "dm_pinball_p"):
+        mean[col] = groups[col].agg(_seeds_p).astype(object)
     best = rows.groupby(["dataset", "step"], sort=False)["best_vol"].agg(lambda s: "/".join(sorted(set(s))))
     lines = [
         "| data | h | MAE / naive: model | drift | mean | DM p | pinball / best vol: model | hist | ewma | garch "
@@ -119,7 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--epochs", type=int, default=None, help="override the epoch budget (a quick check)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "compare_models.csv")
+    p.add_argument("--from-csv", type=Path, default=None, help="do not train: print the table of this --out file")
     args = p.parse_args(argv)
+    if args.from_csv is not None:
+        print(table(pd.read_csv(args.from_csv)))
+        return 0
     rows = []
     work = Path(tempfile.mkdtemp(prefix="compare-"))
     try:

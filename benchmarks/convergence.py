@@ -83,7 +83,7 @@ def time_to_reach(run: dict, level: float) -> float | None:
 
 
 def main(argv=None) -> int:
-    ap = harness.area_args(__doc__.split("\n\n")[0], rounds=1)
+    ap = harness.area_args(__doc__.split("\n\n")[0], rounds=None)
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--real-data", type=Path, default=None, help="a folder of <TICKER>.csv daily bars")
     ap.add_argument("--real-tickers", default="GOOG,ORCL,YHOO")

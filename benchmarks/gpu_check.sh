@@ -115,7 +115,7 @@ for mode in $MODES; do
       start="${EPOCHREALTIME:-$(date +%s)}"
       if ! "$PY" -m forecaster train --source csv --data-dir "$WORK/data" --tickers "$LIST" \
             --epochs 1 --device "$DEVICE" --precision "$prec" --train-mode "$mode" --batch-size "$batch" \
-            --run-dir "$run" --quiet "${EXTRA[@]}" >"$WORK/train.log" 2>&1; then
+            --run-dir "$run" --quiet ${EXTRA[@]+"${EXTRA[@]}"} >"$WORK/train.log" 2>&1; then
         echo "gpu_check: training ($key) failed; last lines:" >&2
         tail -n 20 "$WORK/train.log" >&2
         RESULT[$key]="failed"

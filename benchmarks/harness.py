@@ -87,6 +87,31 @@ def machine() -> dict:
     }
 
 
+def _cpu_clock() -> tuple[float, float, float] | None:
+    """(wall seconds, CPU seconds the whole machine was busy, CPU seconds of this process's
+    waited-for children), or None where /proc/stat cannot be read."""
+    import resource
+
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in (fields + ["0"] * 8)[:8])
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    return time.perf_counter(), busy, children.ru_utime + children.ru_stime
+
+
+def other_cores(before, after) -> float | None:
+    """How many cores, on average, something other than the measured child kept busy between
+    two :func:`_cpu_clock` readings (a virtual machine's stolen time included): a figure taken
+    beside such load is not a quiet machine's."""
+    if before is None or after is None or after[0] <= before[0]:
+        return None
+    other = (after[1] - before[1]) - (after[2] - before[2])
+    return round(max(other, 0.0) / (after[0] - before[0]), 3)
+
+
 # ---- repeated, interleaved measurements --------------------------------------------------------
 def interleave(cases: dict[str, Callable[[], dict]], rounds: int, on_result=None) -> dict[str, list[dict]]:
     """Run every case once per round, in the same order each round (A B C A B C ...), so that
@@ -94,9 +119,11 @@ def interleave(cases: dict[str, Callable[[], dict]], rounds: int, on_result=None
     out: dict[str, list[dict]] = {k: [] for k in cases}
     for r in range(rounds):
         for name, fn in cases.items():
+            before = _cpu_clock()
             res = fn()
             res["round"] = r
             res["load_after"] = load()
+            res["other_cores"] = other_cores(before, _cpu_clock())
             out[name].append(res)
             if on_result:
                 on_result(name, res)
@@ -148,10 +175,59 @@ def child_json(cmd: list[str], *, env: dict | None = None, timeout: float = 900,
 @dataclass
 class Proc:
     wall: float
-    max_rss_mb: float
+    max_rss_mb: float  # the largest single process's peak RSS (the command's or a descendant's)
     rc: int
     out: str
     err: str
+    peak_mb: float | None = None  # the most memory of all its processes alive at once (summed PSS, sampled)
+
+
+def _session_pss_kb(sid: int) -> int | None:
+    """The summed proportional set size of every process of session ``sid`` (Linux), in kB:
+    pages shared between processes (torch's libraries, loaded by every worker) counted once in
+    all. None where /proc cannot tell."""
+    total, seen = 0, False
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) != sid:
+                continue
+            with open(f"/proc/{entry.name}/smaps_rollup", encoding="ascii", errors="replace") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+                        seen = True
+                        break
+        except (OSError, ValueError):  # gone since the scan, or not ours to read
+            continue
+    return total if seen else None
+
+
+class _MemorySampler:
+    """The peak of :func:`_session_pss_kb` over a command's life, read every ``every`` seconds
+    in a thread: ``ru_maxrss`` gives only the largest single process, not worker processes
+    alive at the same time."""
+
+    def __init__(self, sid: int, every: float = 0.05):
+        import threading
+
+        self.sid, self.every, self.peak_kb = sid, every, None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            kb = _session_pss_kb(self.sid)
+            if kb is not None:
+                self.peak_kb = kb if self.peak_kb is None else max(self.peak_kb, kb)
+            self._stop.wait(self.every)
+
+    def stop(self) -> float | None:
+        self._stop.set()
+        self._thread.join()
+        return None if self.peak_kb is None else self.peak_kb / 1024.0
 
 
 # The launcher (python -S, a few MB) starts the command and reports its wall time and the peak
@@ -169,7 +245,8 @@ sys.exit(rc)
 
 
 def measure(cmd: list[str], *, cwd: Path | None = None, timeout: float = 900, env: dict | None = None) -> Proc:
-    """Run ``cmd`` in the clean environment: its wall time and peak RSS (with its children)."""
+    """Run ``cmd`` in the clean environment: its wall time, the largest peak RSS of it and its
+    children, and (on Linux) the most memory all of them held at once."""
     with tempfile.TemporaryDirectory() as tmp:
         stats = Path(tmp) / "stats"
         out_path, err_path = Path(tmp) / "out", Path(tmp) / "err"
@@ -183,15 +260,22 @@ def measure(cmd: list[str], *, cwd: Path | None = None, timeout: float = 900, en
                 env=env or clean_env(),
                 start_new_session=True,
             )
+            sampler = _MemorySampler(p.pid) if Path("/proc/self/smaps_rollup").exists() else None
             try:
                 rc = p.wait(timeout=timeout)
             except subprocess.TimeoutExpired:  # stop the command and whatever it started
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
                 rc = 124
+            peak = sampler.stop() if sampler else None
         wall, rss_kb = (float(x) for x in stats.read_text().split()) if stats.is_file() else (timeout, 0)
         return Proc(
-            wall, rss_kb / 1024.0, rc, out_path.read_text(errors="replace"), err_path.read_text("utf-8", "replace")
+            wall,
+            rss_kb / 1024.0,
+            rc,
+            out_path.read_text(errors="replace"),
+            err_path.read_text("utf-8", "replace"),
+            peak,
         )
 
 
@@ -260,14 +344,47 @@ def rows_from(payload: dict) -> list[Row]:
     return [Row(**r) for r in payload["rows"]]
 
 
-def area_args(description: str, **defaults) -> argparse.ArgumentParser:
-    """The options every area script takes."""
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def area_args(description: str, rounds: int | None = 3) -> argparse.ArgumentParser:
+    """The options every area script takes (``--rounds`` where the area repeats its cases:
+    ``rounds`` is its default, None for an area that runs each case once)."""
     ap = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="a short smoke run: fewer rounds, smaller workloads")
-    ap.add_argument("--rounds", type=int, default=defaults.get("rounds", 3), help="interleaved repeats")
+    ap.add_argument(
+        "--quick", action="store_true", help="a short smoke run: fewer rounds, smaller workloads (options given win)"
+    )
+    if rounds is not None:
+        ap.add_argument("--rounds", type=positive_int, default=rounds, help="interleaved repeats")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument("--seed", type=int, default=0)
     return ap
+
+
+def quick(ap: argparse.ArgumentParser, args: argparse.Namespace, **smaller) -> None:
+    """With ``--quick``, the smaller workload ``smaller`` for every option left at its default:
+    an option given on the command line is kept."""
+    if args.quick:
+        for name, value in smaller.items():
+            if getattr(args, name) == ap.get_default(name):
+                setattr(args, name, value)
+
+
+def names_from(ap: argparse.ArgumentParser, option: str, text: str, known, empty_ok: bool = False) -> list[str]:
+    """The comma-separated names of ``option``, each one of ``known``, or an argparse error."""
+    names = [n for n in text.split(",") if n]
+    bad = [n for n in names if n not in known]
+    if bad or not (names or empty_ok):
+        ap.error(f"{option}: unknown {', '.join(map(repr, bad)) or 'empty list'}; choose from {', '.join(known)}")
+    return names
 
 
 def finish(res: Results, json_path: Path | None) -> int:

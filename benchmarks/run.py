@@ -13,7 +13,9 @@ Areas, each a script that also runs on its own (``--help`` for its options):
 - ``cli``: command latency and memory (``benchmarks/cli_latency.py``).
 
 Writes ``benchmarks/results/<area>.json`` and ``benchmarks/results/bench.json`` (all rows), and
-with ``--readme`` rewrites the table between the ``bench-table`` markers of README.md.
+with ``--readme`` rewrites the table between the ``bench-table`` markers of README.md (a failed
+area as a FAILED row; with ``--update`` it keeps its earlier rows). A ``--quick`` smoke run
+writes to ``benchmarks/results/quick/`` and cannot be published with ``--readme``/``--update``.
 """
 
 from __future__ import annotations
@@ -63,11 +65,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     if bad:
         ap.error(f"unknown area(s) {', '.join(bad)}; choose from {', '.join(AREAS)}")
     args.areas = [a for a in AREAS if a in chosen and a not in skipped]
+    if not args.areas and args.from_json is None:
+        ap.error("no area left to run (--only and --skip leave none)")
+    if args.quick and (args.readme or args.update):
+        ap.error("a --quick smoke run is not published: drop --readme and --update")
     return args
 
 
+def results_dir(args) -> Path:
+    """Where a run's JSON files go: a --quick smoke run's apart, so it never replaces the
+    figures the README was made from."""
+    return harness.RESULTS / "quick" if args.quick else harness.RESULTS
+
+
+def failed(payload: dict) -> bool:
+    return any(r["name"] == "FAILED" for r in payload["rows"])
+
+
 def run_area(area: str, args) -> dict:
-    out = harness.RESULTS / f"{area}.json"
+    out = results_dir(args) / f"{area}.json"
     out.unlink(missing_ok=True)
     cmd = [harness.python(), str(harness.BENCH / AREAS[area]), "--json", str(out), "--seed", str(args.seed)]
     if args.quick:
@@ -93,6 +109,9 @@ def readme_table(bench: dict) -> str:
     ]
     for payload in bench["areas"]:
         for r in harness.rows_from(payload):
+            if r.name == "FAILED":  # a failed area says so where its rows would be
+                lines.append(f"| {r.area} | FAILED ({r.note}) | - |  |  | NO |")
+                continue
             if not r.target and not (r.area == "training" and r.unit == "targets/s"):
                 continue
             cells = r.cells()
@@ -107,8 +126,11 @@ def readme_table(bench: dict) -> str:
         f"{m['total_seconds']:.0f} s in all."
     )
     for u in m.get("updates", []):
+        where = u.get("cpu", "processor not recorded")
+        if "cpus" in u:
+            where = f"{u['cpus']} CPUs, {u.get('usable_cpus')} usable; {where}; python {u.get('python')}"
         lines.append(
-            f"Measured again {u['started']} ({u.get('cpu', 'processor not recorded')}; load average at start "
+            f"Measured again {u['started']} ({where}; load average at start "
             f"{u['load_start']['loadavg']}, at end {u['load_end']['loadavg']}; {u['total_seconds']:.0f} s): "
             f"the {', '.join(u['areas'])} rows."
         )
@@ -128,13 +150,16 @@ def write_readme(table: str) -> None:
 
 def updated(last: dict, new: dict) -> dict:
     """``last`` (a whole bench.json) with ``new``'s areas in place of its own, and a note of when
-    they were measured again in its meta."""
-    fresh = {payload["area"]: payload for payload in new["areas"]}
+    they were measured again in its meta. An area that failed this time keeps its earlier rows
+    (a failed area new to ``last`` is added, as FAILED)."""
+    known = {payload["area"] for payload in last["areas"]}
+    fresh = {p["area"]: p for p in new["areas"] if not (failed(p) and p["area"] in known)}
     areas = [fresh.pop(payload["area"], payload) for payload in last["areas"]] + list(fresh.values())
-    note = {
-        k: new["meta"][k] for k in ("started", "cpu", "load_start", "load_end", "total_seconds") if k in new["meta"]
-    }
-    note["areas"] = [payload["area"] for payload in new["areas"]]
+    keys = ("started", "cpus", "usable_cpus", "python", "cpu", "load_start", "load_end", "total_seconds")
+    note = {k: new["meta"][k] for k in keys if k in new["meta"]}
+    note["areas"] = [p["area"] for p in new["areas"] if not failed(p)]
+    if not note["areas"]:
+        return last
     meta = dict(last["meta"])
     meta["updates"] = [*superseded(meta.get("updates", []), note["areas"]), note]
     return {"meta": meta, "areas": areas}
@@ -159,13 +184,13 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         meta = harness.machine()
         print(f"forecaster benchmarks: {', '.join(args.areas)}; load {meta['load_start']}", flush=True)
-        harness.RESULTS.mkdir(parents=True, exist_ok=True)
+        results_dir(args).mkdir(parents=True, exist_ok=True)
         areas = [run_area(a, args) for a in args.areas]
         meta.update(load_end=harness.load(), total_seconds=round(time.perf_counter() - started, 1), quick=args.quick)
         bench = {"meta": meta, "areas": areas}
         if args.update:
             bench = updated(json.loads((harness.RESULTS / "bench.json").read_text()), bench)
-        (harness.RESULTS / "bench.json").write_text(json.dumps(bench, indent=2, default=str) + "\n")
+        (results_dir(args) / "bench.json").write_text(json.dumps(bench, indent=2, default=str) + "\n")
     rows = [r for payload in bench["areas"] for r in harness.rows_from(payload)]
     print()
     print(harness.render_table(rows))
@@ -173,8 +198,10 @@ def main(argv=None) -> int:
     print(f"\nload average at start {m['load_start']}, at end {m['load_end']}; {m['total_seconds']:.0f} s")
     if args.readme:
         write_readme(readme_table(bench))
-    failed = [r for r in rows if r.name == "FAILED"]
-    return 1 if failed else 0
+    if args.from_json is None and any(failed(p) for p in areas):
+        print("some areas FAILED" + (": they keep their earlier rows" if args.update else ""), file=sys.stderr)
+        return 1
+    return 1 if any(r.name == "FAILED" for r in rows) else 0
 
 
 if __name__ == "__main__":

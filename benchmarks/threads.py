@@ -89,17 +89,21 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=6.0, help="timed seconds per measurement")
     ap.add_argument("--targets", type=int, default=3000, help="forecast origins per pass")
     args = ap.parse_args(argv)
-    if args.quick:
-        args.rounds, args.seconds, args.targets, args.configs = 1, 2.0, 1500, "default"
-    settings = {k: SETTINGS[k] for k in args.settings.split(",") if k}
+    harness.quick(ap, args, rounds=1, seconds=2.0, targets=1500, configs="default")
+    configs = harness.names_from(ap, "--configs", args.configs, CONFIGS)
+    modes = harness.names_from(ap, "--modes", args.modes, ("window", "forking"))
+    situations = harness.names_from(ap, "--situations", args.situations, SITUATIONS)
+    settings = {
+        k: SETTINGS[k] for k in harness.names_from(ap, "--settings", args.settings, SETTINGS, bool(args.setting))
+    }
     settings.update(parse_setting(s) for s in args.setting)
     res = harness.Results("threads")
     res.meta.update(rounds=args.rounds, seconds=args.seconds, settings={k: v for k, v in settings.items()})
     cells = {}
-    for cfg_name in args.configs.split(","):
-        for mode in args.modes.split(","):
+    for cfg_name in configs:
+        for mode in modes:
             for sname, (env, extra) in settings.items():
-                for situation in args.situations.split(","):
+                for situation in situations:
                     cmd = loop_cmd(CONFIGS[cfg_name], mode, extra, args.seconds, args.targets, args.seed)
                     key = f"{cfg_name}|{mode}|{sname}|{situation}"
                     cells[key] = lambda s=situation, c=cmd, e=harness.clean_env(env): run_cell(s, c, e, args.seconds)

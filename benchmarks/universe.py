@@ -6,8 +6,11 @@
 folder, then each command runs once as a separate process from the clean environment:
 
 - ``forecaster train --epochs 1`` with the default configuration, once per ``--modes`` (the
-  default mode, forking; ``window`` takes minutes): the command's wall time and peak RSS, and
+  default mode, forking; ``window`` takes minutes): the command's wall time and memory, and
   the epoch's seconds (``history.csv``, validation included) and training targets per second;
+  the memory target is the most that all of its processes (its garch fits run in workers
+  beside it) held at once, their proportional set sizes summed every 0.05 s, and each row also
+  gives the largest single process's peak RSS;
 - ``forecaster evaluate`` and ``forecaster predict --offline`` of the first mode's run.
 
 Two more rows time ``forecaster.store.load_bars`` per ticker from CSV files and from the store
@@ -104,19 +107,19 @@ def read_cost(work: Path, n: int, seed: int) -> dict:
 def timed(res: harness.Results, key: str, name: str, target_s: float, cmd: list[str]) -> None:
     """Run one command once in a fresh process: its wall time against ``target_s`` and peak RSS."""
     p = harness.checked(harness.measure(cmd, timeout=3600), key)
-    res.details[key] = {"wall_s": p.wall, "max_rss_mb": p.max_rss_mb}
-    res.add(
-        name,
-        p.wall,
-        "s",
-        target=f"< {target_s:g}",
-        met=p.wall < target_s,
-        note=f"peak RSS {p.max_rss_mb:,.0f} MB",
-    )
+    res.details[key] = {"wall_s": p.wall, "max_rss_mb": p.max_rss_mb, "peak_mb": p.peak_mb}
+    res.add(name, p.wall, "s", target=f"< {target_s:g}", met=p.wall < target_s, note=memory_note(p))
+
+
+def memory_note(p: harness.Proc) -> str:
+    """The memory a command held: all its processes at once where that was measured, and the
+    largest single process."""
+    together = "" if p.peak_mb is None else f"peak memory {p.peak_mb:,.0f} MB (all its processes at once); "
+    return f"{together}largest process's peak RSS {p.max_rss_mb:,.0f} MB"
 
 
 def main(argv=None) -> int:
-    ap = harness.area_args(__doc__.split("\n\n")[0], rounds=1)
+    ap = harness.area_args(__doc__.split("\n\n")[0], rounds=None)
     ap.add_argument("--tickers", type=int, default=1000)
     ap.add_argument("--years", type=float, default=10.0)
     ap.add_argument("--modes", default="forking", help="training modes to time, comma-separated (window is slow)")
@@ -161,6 +164,7 @@ def main(argv=None) -> int:
             res.details[f"train_{mode}"] = {
                 "wall_s": p.wall,
                 "max_rss_mb": p.max_rss_mb,
+                "peak_mb": p.peak_mb,
                 "windows": meta["windows"],
                 "tickers": len(meta["tickers"]),
                 "skipped": len(meta.get("skipped", {})),
@@ -182,14 +186,18 @@ def main(argv=None) -> int:
                 f"train ({mode}): the command, {len(meta['tickers'])} tickers (wall)",
                 p.wall,
                 "s",
-                note=f"peak RSS {p.max_rss_mb:,.0f} MB; {len(meta.get('skipped', {}))} tickers too short, skipped",
+                note=f"{memory_note(p)}; {len(meta.get('skipped', {}))} tickers too short, skipped",
             )
+            # the memory of the whole command: its garch fits run in worker processes beside it
+            peak = p.max_rss_mb if p.peak_mb is None else max(p.peak_mb, p.max_rss_mb)
+            what = "peak RSS (largest process)" if p.peak_mb is None else "peak memory, all its processes at once"
             res.add(
-                f"train ({mode}): peak RSS",
-                p.max_rss_mb,
+                f"train ({mode}): {what}",
+                peak,
                 "MB",
                 target=f"< {TARGET_RSS_MB:g}",
-                met=p.max_rss_mb < TARGET_RSS_MB,
+                met=peak < TARGET_RSS_MB,
+                note=memory_note(p),
             )
             first_run = first_run or run
         timed(

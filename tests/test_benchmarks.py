@@ -1,0 +1,99 @@
+"""The benchmark runner's bookkeeping (no benchmark is run here): what a failed area, an update
+and a smoke run do to the published table and results."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from support import ROOT
+
+sys.path.append(str(ROOT / "benchmarks"))
+
+import harness  # noqa: E402
+import run  # noqa: E402
+
+
+def _meta(started: str) -> dict:
+    load = {"loadavg": [0.1, 0.2, 0.3], "running": 0}
+    return {
+        "started": started,
+        "cpus": 2,
+        "usable_cpus": 2,
+        "python": "3.11.7",
+        "cpu": "a CPU",
+        "load_start": load,
+        "load_end": load,
+        "total_seconds": 10.0,
+    }
+
+
+def _area(area: str, value: float) -> dict:
+    row = harness.Row(area, f"{area} thing", value, "s", target="< 30", met=value < 30)
+    return {"area": area, "rows": [row.__dict__], "meta": {}, "details": {}}
+
+
+def _failed(area: str) -> dict:
+    row = harness.Row(area, "FAILED", None, "", met=False, note="exit code 1")
+    return {"area": area, "rows": [row.__dict__], "meta": {}, "details": {}}
+
+
+def test_an_area_that_fails_in_an_update_keeps_its_earlier_rows_and_is_not_said_to_be_measured_again():
+    last = {"meta": _meta("2026-01-01 00:00:00"), "areas": [_area("universe", 20.0), _area("cli", 0.1)]}
+    new = {"meta": _meta("2026-02-02 00:00:00"), "areas": [_failed("universe"), _area("cli", 0.2)]}
+    bench = run.updated(last, new)
+    rows = {(a["area"], r["name"]): r["value"] for a in bench["areas"] for r in a["rows"]}
+    assert rows == {("universe", "universe thing"): 20.0, ("cli", "cli thing"): 0.2}
+    assert [u["areas"] for u in bench["meta"]["updates"]] == [["cli"]]
+    table = run.readme_table(bench)
+    assert "| universe | universe thing | 20.0 | s | < 30 | yes |" in table, table
+    assert "Measured again 2026-02-02 00:00:00 (2 CPUs, 2 usable; a CPU; python 3.11.7;" in table, table
+    # every area failed: the results stay as they were
+    assert run.updated(last, {"meta": _meta("2026-03-03 00:00:00"), "areas": [_failed("cli")]}) == last
+
+
+def test_a_failed_area_is_a_failed_row_of_the_table_not_a_missing_one():
+    bench = {"meta": _meta("2026-01-01 00:00:00"), "areas": [_failed("universe"), _area("cli", 0.1)]}
+    table = run.readme_table(bench)
+    assert "| universe | FAILED (exit code 1) | - |  |  | NO |" in table, table
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--quick", "--readme"], ["--quick", "--update"], ["--only", "cli", "--skip", "cli"], ["--only", "nope"]],
+)
+def test_arguments_that_would_publish_a_smoke_run_or_run_nothing_are_refused(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        run.parse_args(argv)
+    assert info.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_a_smoke_run_writes_apart_from_the_published_results():
+    assert run.results_dir(run.parse_args(["--quick"])) == harness.RESULTS / "quick"
+    assert run.results_dir(run.parse_args([])) == harness.RESULTS
+
+
+def test_quick_keeps_the_options_given_and_unknown_names_are_argument_errors(capsys):
+    ap = harness.area_args("x", rounds=3)
+    ap.add_argument("--cells", default="lstm,gru,rnn")
+    args = ap.parse_args(["--quick", "--cells", "gru"])
+    harness.quick(ap, args, rounds=1, cells="lstm")
+    assert (args.rounds, args.cells) == (1, "gru")
+    assert harness.names_from(ap, "--cells", "gru,rnn", ("lstm", "gru", "rnn")) == ["gru", "rnn"]
+    with pytest.raises(SystemExit):
+        harness.names_from(ap, "--cells", "gruu", ("lstm", "gru", "rnn"))
+    assert "unknown 'gruu'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ap.parse_args(["--rounds", "0"])
+
+
+def test_the_comparison_shows_each_seeds_p_value_when_only_some_seeds_have_a_test():
+    """A median gate open for one seed and shut for the other: the mean of the one p-value
+    would pass for both seeds', and the dash would no longer mean 'no test'."""
+    import compare_models
+    import pandas as pd
+
+    assert compare_models._seeds_p(pd.Series([0.2, float("nan")])) == "0.20 / -"
+    assert compare_models._p(compare_models._seeds_p(pd.Series([float("nan"), float("nan")]))) == "-"
+    assert compare_models._p(compare_models._seeds_p(pd.Series([0.2, 0.4]))) == "0.30"
