@@ -47,7 +47,9 @@ FORMAT_VERSION = 2
 """The run format this forecaster writes. It reads every earlier one too (see :func:`_migrate`)."""
 WEIGHTS, META, HISTORY, RESUME = "model.safetensors", "run.json", "history.csv", "resume.safetensors"
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "grad_norm", "lr", "seconds", "samples"]
-TARGET = "log(close[t+h]/close[t]) / (ret_std*sqrt(h))"  # model.target_scale = "ticker"; what older runs say
+TARGET = "log(close[t+h]/close[t]) / (ret_std*sqrt(h))"
+"""What the network's outputs are, in words, with ``model.target_scale = "ticker"`` (and what
+every run said before runs said which scale they used)."""
 
 
 def target_formula(model) -> str:
@@ -59,8 +61,6 @@ def target_formula(model) -> str:
         f"session at the origin, half-life {model.scale_halflife} sessions"
     )
 
-
-"""What the network's outputs are, in words (recorded in every run)."""
 
 _RESERVED_NAMES = {"", ".", ".."}
 
