@@ -20,6 +20,7 @@ from typing import Annotated, get_args
 import typer
 
 from . import choices
+from .entry import on_stop_signal, stop_begun
 from .errors import EXIT_ERROR, EXIT_INTERRUPTED, RESULT, ConfigError, ForecasterError
 
 app = typer.Typer(
@@ -323,6 +324,7 @@ def handled(debug: bool = False, command: str = "forecaster", json_out: bool = F
     _Printed.json = False
     _Printed.started = True
     _Printed.command = command
+    stop_begun(False)
     try:
         yield
     except ForecasterError as e:
@@ -396,11 +398,8 @@ def _sigterm_as_ctrl_c() -> None:
     import signal
     import threading
 
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGTERM, on_stop_signal)  # Ctrl-C, unless the command is already stopping
 
 
 def _tickers(opt: list[str] | None, extra: list[str] | None) -> list[str] | None:

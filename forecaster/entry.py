@@ -17,8 +17,22 @@ import sys
 
 EXIT_INTERRUPTED = 130
 
+_stopping = [False]  # a command of this process was stopped and is saving, or saying so
 
-def _stop(signum, frame):
+
+def stop_begun(begun: bool = True) -> None:
+    """Say that this command was stopped (the first SIGINT/SIGTERM, or a distributed job that
+    lost a process) and is saving its work or saying what it kept: from then on the command
+    line's handlers ignore those signals (torchrun sends SIGTERM to every process once one has
+    stopped), so that one arriving as the line is printed cannot end the process without it.
+    ``False`` at the start of each command."""
+    _stopping[0] = begun
+
+
+def on_stop_signal(signum, frame):
+    """SIGINT and SIGTERM in the command line: Ctrl-C, unless the command is already stopping."""
+    if _stopping[0]:
+        return
     raise KeyboardInterrupt
 
 
@@ -58,10 +72,10 @@ def _say(stream, text: str) -> None:
 
 def main() -> None:
     """Console-script entry point: SIGTERM taken as Ctrl-C, then the command line."""
-    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGTERM, on_stop_signal)
     # a shell script's `forecaster ... &` starts with SIGINT ignored; listen to it anyway, as
     # training does, so that an interruption is never lost while the command starts
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, on_stop_signal)
     try:
         from .cli import main as run
     except KeyboardInterrupt:

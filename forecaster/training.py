@@ -47,6 +47,7 @@ from .checkpoint import (
     target_formula,
 )
 from .config import COVERAGE, Config
+from .entry import stop_begun
 from .errors import EXIT_INTERRUPTED, ConfigError, DataError, RunFormatError, TrainingError
 from .features import FEATURES
 from .forking import Stretches, epoch_chunks, plan_chunks
@@ -639,7 +640,8 @@ def sigterm_as_interrupt():
 
     def handler(signum, frame):
         if not stopping:  # once: a second signal (torchrun's SIGTERM after Ctrl-C) must not cut
-            stopping.append(signum)  # short the save that the first one started
+            stopping.append(signum)  # short the save that the first one started, nor (once the
+            stop_begun()  # command line's handlers are back) the line that says what it kept
             raise KeyboardInterrupt
 
     old_term = signal.signal(signal.SIGTERM, handler)
@@ -791,6 +793,7 @@ def _train(
                 raise
             # another process of a distributed job stopped (killed, or its node gone): the epochs
             # trained so far are kept as they are on Ctrl-C, not lost with an unexpected error
+            stop_begun()  # torchrun's SIGTERM, which follows, must not cut the save or its line short
             if dist.main:
                 seconds = time.perf_counter() - started
                 try:

@@ -685,6 +685,43 @@ def test_sigterm_while_train_reads_the_data_exits_130_with_one_line(small_dir, t
     assert not run.exists()
 
 
+_KILLED_TWICE = """
+import os, signal, sys
+import forecaster.cli as cli
+import forecaster.training as training
+from forecaster.cli import main
+
+real_train, real_failed = training.train, cli._failed
+
+def killed_in_epoch_1(cfg, *, on_epoch=None, **kw):
+    return real_train(cfg, on_epoch=lambda rec: os.kill(os.getpid(), signal.SIGTERM), **kw)
+
+def failed_as_a_second_sigterm_arrives(*args, **kwargs):  # torchrun's, after a stop
+    os.kill(os.getpid(), signal.SIGTERM)
+    return real_failed(*args, **kwargs)
+
+training.train, cli._failed = killed_in_epoch_1, failed_as_a_second_sigterm_arrives
+sys.argv = ["forecaster", "train", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
+def test_a_second_signal_as_the_interruption_is_reported_does_not_swallow_its_line(small_dir, tmp_path):
+    """A stopped training saved its run, then a second SIGTERM (torchrun sends one to every
+    process of a job once one has stopped) arrived as the line was printed: it ended the
+    process with 130 and no line at all, so a distributed job that lost a process sometimes
+    said nothing of the run it saved. Now the line is printed."""
+    run = tmp_path / "r"
+    args = ["--data-dir", small_dir, "-t", "STOCKA,STOCKB", *TINY, "--run-dir", run]
+    res = run_script(_KILLED_TWICE, *args, cwd=tmp_path)
+    assert res.returncode == 130, (res.returncode, res.stderr)
+    [line] = res.stderr.splitlines()
+    assert line.startswith("ERROR: training interrupted after epoch 1") and "--resume" in line, line
+    assert run_meta(run)["status"] == "interrupted" and (run / "resume.safetensors").is_file()
+
+
 def test_a_stop_after_the_last_epoch_keeps_a_resumable_run(cli, small_dir, tmp_path, monkeypatch):
     """`kill` while the trained model is calibrated and written: the epochs are kept in a
     resumable run (exit 130), which --resume finishes without training again."""
