@@ -940,7 +940,14 @@ def evaluate(
     tickers: TickersOpt = None,
     source: SourceOpt = None,
     data_dir: DataDirOpt = None,
-    plot: Annotated[bool, typer.Option("--plot", help="Write eval/plots/<TICKER>.png and training.png.")] = False,
+    plot: Annotated[
+        bool | None,
+        typer.Option(
+            "--plot/--no-plot",
+            help="Write eval/plots/<TICKER>.png and training.png (default: for a run of at most 20 tickers).",
+            show_default=False,
+        ),
+    ] = None,
     fail_if_no_skill: FailIfNoSkillOpt = False,
     alpha: AlphaOpt = 0.05,
     jobs: Annotated[
@@ -956,7 +963,7 @@ def evaluate(
 ) -> None:
     """Backtest a run walk-forward on its test split against baselines.
 
-    Writes DIR/eval/metrics.csv and DIR/eval/predictions.csv (and plots with --plot), prints a
+    Writes DIR/eval/metrics.csv, DIR/eval/predictions.csv and plots (up to 20 tickers), prints a
     table and says plainly whether the model beats the naive forecast. Exit 3 if some tickers'
     bars could not be read (named; the rest are evaluated and written).
     """

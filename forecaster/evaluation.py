@@ -272,21 +272,30 @@ def _same_fit(fit, ws, ends: np.ndarray) -> GarchParams | None:
     return GarchParams(fit.omega, fit.alpha, fit.gamma, fit.beta, fit.nu) if same else None
 
 
+PLOT_TICKERS = 20
+"""The most tickers ``evaluate`` draws plots for unless asked (a plot takes about a tenth of a
+second: a universe's would take minutes)."""
+
+
 def evaluate(
     run_dir: Path,
     *,
     source: str | None = None,
     data_dir: Path | None = None,
     tickers: list[str] | None = None,
-    plot: bool = False,
+    plot: bool | None = False,
     jobs: int = 0,
 ) -> EvalReport:
     """Backtest ``run_dir`` and write ``eval/metrics.csv``, ``eval/predictions.csv`` and
-    ``eval/lag.csv`` (and plots with ``plot``); ``jobs`` processes share the tickers (0: one
-    per core this process may use)."""
+    ``eval/lag.csv`` (and plots with ``plot``; None: when at most :data:`PLOT_TICKERS` tickers
+    are evaluated); ``jobs`` processes share the tickers (0: one per core this process may use)."""
     run = load_run(run_dir)
     cfg = run.config
     names = run.select(tickers)
+    if plot is None:
+        plot = len(names) <= PLOT_TICKERS
+        if not plot:
+            log.info("plots not drawn for %d tickers (more than %d): --plot draws them", len(names), PLOT_TICKERS)
     if POOLED in names:  # a run made before training refused the name
         raise DataError(
             f"{run.path} has a ticker named {POOLED}, the label of metrics.csv's pooled rows: the two could not "

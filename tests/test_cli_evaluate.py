@@ -307,7 +307,7 @@ def test_evaluate_with_no_ticker_left_is_an_error_naming_each_and_keeps_the_earl
 ):
     """STOCKA's file gone and STOCKB's bars ending before the test split: exit 1, one line that
     names both, and eval/ as it was."""
-    assert cli("evaluate", "--run", run_copy, "-q").exit_code == 0
+    assert cli("evaluate", "--run", run_copy, "-q", "--no-plot").exit_code == 0
     before = {p.name: p.read_bytes() for p in (run_copy / "eval").iterdir()}
     data = _data_without(sample_dir, tmp_path / "data", "STOCKA")
     b = pd.read_csv(data / "STOCKB.csv")
@@ -335,6 +335,7 @@ def test_evaluate_json_files_are_named_as_the_run_is_for_a_promoted_name_too(cli
     shutil.copytree(trained_run, Path("runs") / "tiny")
     assert cli("promote", "runs/tiny", "--name", "prod").exit_code == 0
     expected = {name: f"runs/tiny/eval/{name}.csv" for name in ("metrics", "predictions", "lag")}
+    expected["plots"] = "runs/tiny/eval/plots"  # drawn by default for a run of a few tickers
     for run in ("runs/tiny", "runs/prod"):
         res = cli("evaluate", "--run", run, "--json")
         assert res.exit_code == 0, res.stderr
@@ -367,6 +368,27 @@ def test_evaluate_plot_writes_one_png_per_ticker(cli, run_copy):
         png = plots / f"{sym}.png"
         assert png.is_file()
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_draws_the_plots_of_a_small_run_unless_told_not_to_and_names_the_plots_it_leaves_out(
+    cli, run_copy, monkeypatch
+):
+    """SPEC: evaluate writes eval/plots/<TICKER>.png. They were drawn only with --plot; now by
+    default for a run of at most 20 tickers (a universe's would take minutes), --no-plot for none."""
+    from forecaster import evaluation
+
+    plots = run_copy / "eval" / "plots"
+    res = cli("evaluate", "--run", run_copy, "-q")
+    assert res.exit_code == 0, res.stderr
+    assert sorted(p.name for p in plots.iterdir()) == ["STOCKA.png", "STOCKB.png", "training.png"]
+    assert cli("evaluate", "--run", run_copy, "--no-plot", "-q").exit_code == 0
+    assert not plots.exists()
+    monkeypatch.setattr(evaluation, "PLOT_TICKERS", 1)
+    res = cli("evaluate", "--run", run_copy)
+    assert res.exit_code == 0 and not plots.exists(), res.stderr
+    assert "plots not drawn for 2 tickers (more than 1): --plot draws them" in res.stderr, res.stderr
+    assert cli("evaluate", "--run", run_copy, "--plot", "-q").exit_code == 0
+    assert sorted(p.name for p in plots.iterdir()) == ["STOCKA.png", "STOCKB.png", "training.png"]
 
 
 @pytest.mark.parametrize(
