@@ -416,13 +416,18 @@ def _forecast_fields(df: pd.DataFrame) -> pd.DataFrame | None:
     return df[FORECAST_COLUMNS]
 
 
+NAMED_LATER = 5
+"""Tickers named in the warning about forecasts kept because their bars went back."""
+
+
 def _with_earlier_rows(forecasts: pd.DataFrame, path: Path, run: Run, warnings: list[str]) -> pd.DataFrame:
     """``forecasts`` and the rows of the forecast file ``path`` (of this run) for the other
     tickers, in the forecast columns (one added by hand is left out); just ``forecasts`` when
     there is no such file or it is not one of this run's (added to ``warnings``, shown once the
     file is written, when it is unreadable, not a forecast file at all, or when another model
     trained under the run's name made those rows: one file never mixes two models' forecasts,
-    which ``score`` could not read)."""
+    which ``score`` could not read). A ticker's rows made from a later day than its forecast now
+    are kept in place of it, with a warning."""
     run_name, order = run.name, run.names
     try:
         read = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -434,6 +439,19 @@ def _with_earlier_rows(forecasts: pd.DataFrame, path: Path, run: Run, warnings: 
         # the file holds the name as written, neutralised when it reads as a formula
         if not earlier["run"].isin({run_name, csv_safe(run_name)}).all():
             return forecasts
+        # a ticker whose rows here are as of a later day than its forecast now (its bars went
+        # back: a revision, a stale copy) keeps them: the file is that day's record for score
+        now_as_of = forecasts.groupby("ticker")["as_of"].max()
+        then_as_of = earlier.groupby("ticker")["as_of"].max()
+        later = sorted(t for t in now_as_of.index if t in then_as_of.index and then_as_of[t] > now_as_of[t])
+        if later:
+            days = ", ".join(f"{t} as of {then_as_of[t]}, now {now_as_of[t]}" for t in later[:NAMED_LATER])
+            more = f" and {len(later) - NAMED_LATER} more" if len(later) > NAMED_LATER else ""
+            warnings.append(
+                f"{path} keeps the forecasts of tickers whose bars now end before the day they were made from "
+                f"({days}{more}): their data went back (revised, or an older copy?)"
+            )
+            forecasts = forecasts[~forecasts["ticker"].isin(later)]
         kept = earlier[~earlier["ticker"].isin(set(forecasts["ticker"]))]
         if kept.empty:
             return forecasts

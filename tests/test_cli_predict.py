@@ -309,6 +309,28 @@ def test_predict_for_a_ticker_whose_bars_end_earlier_keeps_the_newer_latest(cli,
     assert "newer than 2024-12-26" in res.stderr
 
 
+def test_predict_again_after_a_tickers_bars_went_back_a_day_keeps_its_forecast_of_that_day(
+    cli, trained_run, sample_dir, tmp_path
+):
+    """Both tickers forecast as of 2024-12-31, then STOCKA's last bar gone (a revision, an older
+    copy of its file) and predict run again: the day's file lost STOCKA's forecast as of
+    2024-12-31 to one as of 2024-12-30, with exit 0 and no word, and score with it. Now the
+    day's file keeps it, with a warning."""
+    data, out = tmp_path / "data", tmp_path / "fc"
+    shutil.copytree(sample_dir, data)
+    assert cli("predict", "--run", trained_run, "--data-dir", data, "--out", out, "-q").exit_code == 0
+    dated = out / trained_run.name / "2024-12-31.csv"
+    first = dated.read_bytes()
+    lines = (data / "STOCKA.csv").read_text().splitlines(keepends=True)
+    (data / "STOCKA.csv").write_text("".join(lines[:-1]))  # ends 2024-12-30
+    res = cli("predict", "--run", trained_run, "--data-dir", data, "--out", out, "--json")
+    assert res.exit_code == 0, res.stderr
+    assert dated.read_bytes() == first
+    assert _read(out / trained_run.name / "latest.csv").equals(_read(dated))
+    [warned] = [w for w in json.loads(res.stdout)["warnings"] if "went back" in w]
+    assert "(STOCKA as of 2024-12-31, now 2024-12-30)" in warned, warned
+
+
 def test_predict_rerun_same_as_of_is_byte_identical(cli, trained_run, tmp_path):
     out = tmp_path / "fc"
     dated = out / trained_run.name / "2024-10-01.csv"
