@@ -25,10 +25,11 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from safetensors import SafetensorError, safe_open
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
+from safetensors.numpy import save as save_tensors
 
 from .config import Config
-from .errors import DataError, RunFormatError
+from .errors import DataError, RunFormatError, RunWriteError
 from .features import CALENDAR, FEATURES, KNOWN_FEATURES, Scaler
 from .fsio import (
     atomic_write_text,
@@ -334,14 +335,22 @@ def save_run(
     remove_stale_temp_dirs(run_dir)
     tmp = sibling_temp_dir(run_dir)
     try:
-        save_file(_contiguous(weights), str(tmp / WEIGHTS), metadata={"format_version": str(FORMAT_VERSION)})
+        # serialised here and written by Python, whose errors (a full disk) are OSErrors
+        (tmp / WEIGHTS).write_bytes(
+            save_tensors(_contiguous(weights), metadata={"format_version": str(FORMAT_VERSION)})
+        )
         (tmp / META).write_text(manifest.to_json())
         (tmp / HISTORY).write_text(history_csv(history))
         if resume is not None:
             tensors, meta = _flatten(resume)
-            save_file(tensors, str(tmp / RESUME), metadata=meta)
+            (tmp / RESUME).write_bytes(save_tensors(tensors, metadata=meta))
         publish_files(tmp)
         replace_dir(tmp, run_dir)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RunWriteError(
+            f"cannot write the run {run_dir}: {exc.strerror or exc}; nothing there was changed"
+        ) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -44,6 +44,11 @@ class RunFormatError(ForecasterError):
     """A run directory that cannot be loaded: missing files, wrong format version, bad tensors."""
 
 
+class RunWriteError(ForecasterError):
+    """A run directory that cannot be written (a full disk, a read-only folder): nothing of
+    it is changed."""
+
+
 class TrainingError(ForecasterError):
     """Training could not go on (NaN / infinite loss, no usable windows)."""
 

@@ -722,6 +722,31 @@ def test_a_second_signal_as_the_interruption_is_reported_does_not_swallow_its_li
     assert run_meta(run)["status"] == "interrupted" and (run / "resume.safetensors").is_file()
 
 
+_FULL_DISK = """
+import resource, sys
+from forecaster.cli import main
+
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # files of at most 4 kB: the weights do not fit
+sys.argv = ["forecaster", "train", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
+def test_a_run_that_cannot_be_written_is_one_line_and_leaves_nothing(small_dir, tmp_path):
+    """A full disk as the run is written: safetensors' own error was an 'unexpected error'
+    naming neither the run nor what was left."""
+    run = tmp_path / "runs" / "r"
+    args = ["--data-dir", small_dir, "-t", "STOCKA,STOCKB", *TINY, "--run-dir", run]
+    res = run_script(_FULL_DISK, *args, "-q", cwd=tmp_path)
+    assert res.returncode == 1, (res.returncode, res.stderr)
+    # (matplotlib, imported by arch, may say that its font cache could not be saved either)
+    [line] = [ln for ln in res.stderr.splitlines() if ln.startswith("ERROR")]
+    assert line.startswith(f"ERROR: cannot write the run {run}: File too large; nothing there was changed"), line
+    assert not run.exists() and not [p for p in run.parent.iterdir() if not p.name.endswith(".lock")]
+
+
 def test_a_stop_after_the_last_epoch_keeps_a_resumable_run(cli, small_dir, tmp_path, monkeypatch):
     """`kill` while the trained model is calibrated and written: the epochs are kept in a
     resumable run (exit 130), which --resume finishes without training again."""
