@@ -270,6 +270,20 @@ def _finished(run: Path) -> bool:
     return isinstance(meta, dict) and meta.get("status", "complete") == "complete"
 
 
+def _drop_orphan_lock(run: Path) -> None:
+    """Delete the lock files of ``run``, a run folder that is not there, unless a training holds
+    the lock now (about to write it)."""
+    lock = run_lock_path(run)
+    try:
+        with file_lock(lock):
+            pass
+    except LockBusy:
+        return
+    if not run.exists():
+        for path in (lock, lock.with_name(lock.name + ".holder")):
+            path.unlink(missing_ok=True)
+
+
 def prune(name: str, keep: int, runs_dir: Path = DEFAULT_RUNS_DIR) -> Pruned:
     """Delete all but the newest ``keep`` run directories of ``name``, unfinished ones (an
     interrupted retrain's challenger) first: one never pushes out a finished run. Never one
@@ -284,7 +298,11 @@ def prune(name: str, keep: int, runs_dir: Path = DEFAULT_RUNS_DIR) -> Pruned:
     runs_dir = Path(runs_dir)
     named = _named_runs(runs_dir)
     leftover = re.compile(r"\.(?P<run>" + _runs_pattern(name) + r")(?P<rest>\..+\.tmp|" + re.escape(_TRASH) + ")")
+    run_lock = re.compile(r"\.(?P<run>" + _runs_pattern(name) + r")\.lock(\.holder)?")
     for entry in list(runs_dir.iterdir()) if runs_dir.is_dir() else []:
+        if (m := run_lock.fullmatch(entry.name)) and not (runs_dir / m.group("run")).exists():
+            _drop_orphan_lock(runs_dir / m.group("run"))  # a retrain killed before its challenger was written
+            continue
         m = leftover.fullmatch(entry.name)
         if not m or not entry.is_dir() or entry.is_symlink():
             continue

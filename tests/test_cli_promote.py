@@ -303,6 +303,29 @@ def test_prune_keeps_a_run_being_trained(tmp_path):
     assert not writing.exists()  # as does what a writer killed since left
 
 
+def test_prune_deletes_the_lock_files_of_challengers_never_written_unless_one_is_being_trained(tmp_path):
+    """A retrain killed before its challenger was written left the challenger's lock and
+    holder files behind, one or two more with each such kill, forever."""
+    from forecaster.checkpoint import run_lock_path
+    from forecaster.fsio import file_lock
+
+    runs = tmp_path / "runs"
+    (runs / "prod-20260119-190000").mkdir(parents=True)
+    (runs / "prod").symlink_to("prod-20260119-190000")
+    gone = [runs / f"prod-2026010{d}-190000" for d in (5, 6)]
+    for run in gone:
+        run_lock_path(run).touch()
+        run_lock_path(run).with_name(run_lock_path(run).name + ".holder").write_text("{}")
+    training = runs / "prod-20260126-190000"  # a retrain about to write its challenger
+    other = runs / ".other-20260105-190000.lock"  # another name's: not this prune's
+    other.touch()
+    with file_lock(run_lock_path(training)):
+        registry.prune("prod", 1, runs)
+        assert sorted(p.name for p in runs.iterdir() if p.name.startswith(".")) == sorted(
+            [run_lock_path(training).name, run_lock_path(training).name + ".holder", other.name]
+        )
+
+
 def test_prune_warns_of_a_run_it_cannot_delete_once_per_prune(tmp_path, monkeypatch, caplog):
     """A pruned run with a read-only folder inside (as a user without the rights to delete it)
     was left as `.NAME-STAMP.deleting` without a word, and tried again on every retrain."""
