@@ -175,7 +175,8 @@ def directional_accuracy(actual, forecast, last) -> float:
 
     A row counts as a hit when sign(forecast - last) == sign(actual - last). Rows where the
     actual equals ``last`` (no direction to call) are left out; a forecast equal to ``last``
-    calls no direction and is a miss. NaN when no row is left.
+    calls no direction and is a miss. NaN when no row is left, or when the forecast calls no
+    direction on any row (it is the last close throughout: the metric does not apply).
     """
     return _directional(*_arrays(actual, forecast, last))
 
@@ -183,7 +184,7 @@ def directional_accuracy(actual, forecast, last) -> float:
 def _directional(y: np.ndarray, f: np.ndarray, base: np.ndarray) -> float:
     """:func:`directional_accuracy` of rows without NaN."""
     moved = y != base
-    if not np.any(moved):
+    if not np.any(moved) or not np.any(moved & (f != base)):
         return float("nan")
     return _mean(np.sign(f[moved] - base[moved]) == np.sign(y[moved] - base[moved]))
 
@@ -714,7 +715,8 @@ def _point_columns(g: _Groups, cols: Mapping[str, np.ndarray], fc: np.ndarray, d
         last = cols["last_close"]
         moved = valid & ~np.isnan(last) & (y != last)
         same = np.sign(fc - last) == np.sign(y - last)
-        out["directional_accuracy"] = _ratio(g.count(moved & same), g.count(moved))
+        called = g.count(moved & (fc != last))  # none: the last close throughout, no direction to score
+        out["directional_accuracy"] = np.where(called > 0, _ratio(g.count(moved & same), g.count(moved)), np.nan)
     return out
 
 

@@ -108,6 +108,19 @@ def test_directional_accuracy():
     assert directional_accuracy([9.0, NAN], [8.0, 12.0], [10.0, 10.0]) == 1.0
 
 
+def test_directional_accuracy_is_empty_for_a_forecast_that_is_the_last_close_throughout():
+    """A median gate shut on validation makes the model's median the last close: it calls no
+    direction, so the metric does not apply (SPEC: empty). It read 0, as if every call was wrong."""
+    actual, last = [11.0, 9.0, 12.0], [10.0, 10.0, 10.0]
+    assert math.isnan(directional_accuracy(actual, last, last))
+    pred = _small_pred()
+    pred.loc[pred["ticker"] == "AAA", "p50"] = pred["last_close"]
+    by = metrics_table(pred, "lstm", {"AAA": 1.0, "BBB": 2.0}).set_index(["ticker", "model"])
+    assert math.isnan(by.loc[("AAA", "lstm"), "directional_accuracy"])
+    assert by.loc[("BBB", "lstm"), "directional_accuracy"] == 0.0  # one flat call, one wrong way: calls made
+    assert by.loc[("ALL", "lstm"), "directional_accuracy"] == 0.0
+
+
 def test_skill_sign():
     assert skill(0.8, 1.0) == pytest.approx(0.2)
     assert skill(1.2, 1.0) == pytest.approx(-0.2)
