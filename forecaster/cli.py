@@ -1192,8 +1192,9 @@ def info(
         Path,
         typer.Argument(
             help="A run directory written by train, or a promoted name runs/NAME (shown with the run it points "
-            "at): its model settings, data source and folder, splits, tickers with their date ranges, metrics, "
-            "the evaluation's metrics.csv when there is one, and package versions are shown.",
+            "at): its model and training settings, data source and folder, splits, tickers with their date "
+            "ranges, metrics, the pooled figures of its evaluation when there is one, and package versions "
+            "are shown.",
             file_okay=False,
             metavar="DIR",
             path_type=str,
@@ -1250,7 +1251,16 @@ def info(
             f"model      {c.model.cell} / {c.model.strategy}, hidden {c.model.hidden_size} x "
             f"{c.model.num_layers}, lookback {c.window.lookback}, horizon {c.window.horizon}"
         )
-        print(f"data       {c.data.source} from {c.data.data_dir}, hash {m.data_hash[:16]}")
+        print(f"data       {c.data.source} from {c.data.data_dir}, calendar {c.data.calendar}, hash {m.data_hash[:16]}")
+        t = c.train
+        print(
+            f"training   {t.mode}, epochs {t.epochs} (patience {t.patience}), batch {t.batch_size}, lr {t.lr}, "
+            f"weight decay {t.weight_decay}, dropout {c.model.dropout}, seed {t.seed}, device {t.device}"
+        )
+        print(
+            f"intervals  tracking rate {c.intervals.tracking_rate} ({c.intervals.step_tracking}); forecasts to "
+            f"{c.predict.out}/, stored bars at most {c.predict.max_staleness} sessions old"
+        )
         windows = ", ".join(f"{k} {v}" for k, v in m.windows.items())
         print(f"splits     validation from {m.splits.val_start}, test from {m.splits.test_start}; windows {windows}")
         for s, t in m.tickers.items():
@@ -1275,8 +1285,33 @@ def info(
         evaluation = Path(run if target is None else target) / "eval" / "metrics.csv"
         if evaluation.exists():
             print(f"evaluation {evaluation}")
+            for line in _evaluation_lines(evaluation, c.model.cell):
+                print(f"           {line}")
         print("versions   " + ", ".join(f"{k} {v}" for k, v in m.versions.items()))
         _refuse_unusable(unusable)
+
+
+def _evaluation_lines(path: Path, model: str) -> list[str]:
+    """The pooled figures of an evaluation's metrics.csv, a line per step: the median against
+    naive, the intervals against the best volatility baseline and their coverage (or why the
+    file cannot be read)."""
+    import pandas as pd
+
+    from .metrics import POOLED
+
+    try:
+        m = pd.read_csv(path)
+        rows = m[(m["ticker"] == POOLED) & (m["model"] == model)].sort_values("step")
+        lines = []
+        for r in rows.itertuples():
+            vs = f" ({r.best_vol})" if isinstance(r.best_vol, str) else ""
+            lines.append(
+                f"step {r.step}: MAE / naive {_cell(1 - r.skill, '.4f')}, pinball / best volatility baseline"
+                f"{vs} {_cell(r.pinball_ratio, '.4f')}, 80 % coverage {_cell(r.coverage, '.1%')}, n {r.n}"
+            )
+        return lines
+    except (OSError, ValueError, KeyError, AttributeError, pd.errors.ParserError) as e:
+        return [f"(unreadable: {type(e).__name__}: {e})"]
 
 
 def _cell(v, fmt: str | None = None) -> str:

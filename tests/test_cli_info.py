@@ -34,6 +34,12 @@ def test_info_shows_tickers_date_ranges_and_config(cli, trained_run):
     assert meta["data_hash"][:16] in out
     assert "torch" in out and "pandas" in out  # versions
     assert "best_epoch" in out  # metrics
+    cfg = meta["config"]
+    t = cfg["train"]
+    assert f"training   {t['mode']}, epochs {t['epochs']} (patience {t['patience']}), batch {t['batch_size']}, " in out
+    assert f"lr {t['lr']}, weight decay {t['weight_decay']}, dropout {cfg['model']['dropout']}, seed {t['seed']}" in out
+    assert f"calendar {cfg['data']['calendar']}" in out
+    assert f"tracking rate {cfg['intervals']['tracking_rate']} ({cfg['intervals']['step_tracking']})" in out
     assert res.stderr == ""
 
 
@@ -135,6 +141,23 @@ def test_info_mentions_evaluation_when_present(cli, run_copy):
     res = cli("info", run_copy)
     assert res.exit_code == 0
     assert str(run_copy / "eval" / "metrics.csv") in res.stdout
+    assert "(unreadable: KeyError" in res.stdout  # a file without the columns named, not a crash
+
+
+def test_info_shows_the_evaluations_pooled_figures_step_by_step(cli, run_copy):
+    """SPEC: info shows the run's metrics; it named the evaluation's file, none of its figures."""
+    import pandas as pd
+
+    assert cli("evaluate", "--run", run_copy, "-q", "--no-plot").exit_code == 0
+    m = pd.read_csv(run_copy / "eval" / "metrics.csv")
+    model = run_meta(run_copy)["config"]["model"]["cell"]
+    pooled = m[(m["ticker"] == "ALL") & (m["model"] == model)].sort_values("step")
+    out = cli("info", run_copy).stdout
+    shown = [ln.strip() for ln in out.splitlines() if ln.strip().startswith("step ")]
+    assert len(shown) == len(pooled) > 0, out
+    for line, r in zip(shown, pooled.itertuples(), strict=True):
+        assert line.startswith(f"step {r.step}: MAE / naive {1 - r.skill:.4f}, "), line
+        assert f"({r.best_vol}) {r.pinball_ratio:.4f}, 80 % coverage {r.coverage:.1%}, n {r.n}" in line, line
 
 
 def test_info_shows_skipped_tickers(cli, run_copy, tmp_path):
