@@ -472,8 +472,7 @@ class Trainer:
                     finite = self.dist.sum(float(not finite))[0] == 0
                 if not finite:
                     raise TrainingError(
-                        f"loss became {float(loss.detach())} at epoch {epoch}, batch {n_batches + 1}: "
-                        "try a lower --lr; the last good run (if any) is kept"
+                        f"loss became {float(loss.detach())} at epoch {epoch}, batch {n_batches + 1}: try a lower --lr"
                     )
                 if self.grads is None:
                     self.opt.zero_grad(set_to_none=True)
@@ -778,12 +777,20 @@ def _train(
     lock = file_lock(run_lock_path(run_dir), lock_timeout) if dist.main else nullcontext()
     started = time.perf_counter() - seconds_before  # a resumed run counts the time it trained before
     manifest = None
+    diverged = None
     with lock, sigterm_as_interrupt():
         try:
-            for rec in trainer.epochs(data.ends["train"], data.ends["val"], on_batch=on_batch):
-                history.append(rec)
-                if on_epoch:
-                    on_epoch(rec)
+            try:
+                for rec in trainer.epochs(data.ends["train"], data.ends["val"], on_batch=on_batch):
+                    history.append(rec)
+                    if on_epoch:
+                        on_epoch(rec)
+            except TrainingError as exc:  # a NaN loss: the last good checkpoint is kept, if there is one
+                if trainer.best_state is None:
+                    raise TrainingError(
+                        f"{exc}; no epoch finished, so nothing was written to {run_dir} (a run already there is kept)"
+                    ) from None
+                diverged = exc
             trainer.restore_best()
             if dist.main:  # calibration and writing take a while: a stop then keeps the epochs too
                 manifest = _save(run_dir, trainer, data, history, cfg, now, time.perf_counter() - started)
@@ -822,6 +829,12 @@ def _train(
                 )
     dist.barrier()
     dist.close()
+    if diverged is not None:
+        kept = kept_epoch(history)
+        raise TrainingError(
+            f"{diverged}; the last good checkpoint, epoch {kept.epoch} (validation loss {kept.val_loss:.5f}), "
+            f"was calibrated and written to {run_dir}, a complete run that forecasts"
+        )
     return TrainResult(run_dir=run_dir, manifest=manifest, history=history)
 
 

@@ -101,6 +101,35 @@ def test_nan_during_train_keeps_the_previous_run(sample_dir, run_copy, monkeypat
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
+def test_a_nan_loss_after_good_epochs_keeps_the_last_good_checkpoint_as_a_run(sample_dir, tmp_path, monkeypatch):
+    """SPEC: a NaN loss stops the run with a clear error and keeps the last good checkpoint.
+    The epochs before it were thrown away with the run; now the best of them is calibrated and
+    written as a complete run, and the error says so."""
+    import json
+
+    import forecaster.models as models
+    from forecaster.prediction import predict
+
+    real, done = models.pinball_loss, []
+
+    def nan_after_epoch_2(p, y, q):
+        loss = real(p, y, q)
+        return loss * float("nan") if len(done) >= 2 else loss
+
+    monkeypatch.setattr("forecaster.training.pinball_loss", nan_after_epoch_2)
+    cfg = load_config(None, tiny_overrides(sample_dir, **{"train.epochs": 6}))
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError) as info:
+        train(cfg, run_dir=run, on_epoch=done.append)
+    message = str(info.value)
+    assert message.startswith("loss became nan at epoch 3, batch 1: try a lower --lr; "), message
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["status"] == "complete" and meta["metrics"]["epochs_run"] == 2, meta["metrics"]
+    kept = meta["metrics"]["best_epoch"]
+    assert f"the last good checkpoint, epoch {kept} (validation loss" in message and str(run) in message, message
+    assert predict(run, out=tmp_path / "fc", offline=True).exit_code == 0
+
+
 def test_early_stopping_restores_the_best_epoch(sample_dir):
     cfg, ws = _setup(sample_dir, **{"train.epochs": 12, "train.patience": 2, "train.lr": 0.05})
     seed_everything(0)  # this seed's validation loss is lowest at epoch 3 of 12
