@@ -29,6 +29,11 @@ def stop_begun(begun: bool = True) -> None:
     _stopping[0] = begun
 
 
+def stopping() -> bool:
+    """Whether :func:`stop_begun` was said (and not taken back) in this process."""
+    return _stopping[0]
+
+
 def on_stop_signal(signum, frame):
     """SIGINT and SIGTERM in the command line: Ctrl-C, unless the command is already stopping."""
     if _stopping[0]:

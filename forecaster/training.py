@@ -48,6 +48,7 @@ from .checkpoint import (
 )
 from .config import COVERAGE, Config
 from .entry import stop_begun
+from .entry import stopping as stop_said
 from .errors import EXIT_INTERRUPTED, ConfigError, DataError, RunFormatError, TrainingError
 from .features import FEATURES
 from .forking import Stretches, epoch_chunks, plan_chunks
@@ -636,11 +637,15 @@ def sigterm_as_interrupt():
         return
 
     stopping = []
+    stop_begun(False)  # nothing is stopping as this begins (a process may train more than once)
 
     def handler(signum, frame):
-        if not stopping:  # once: a second signal (torchrun's SIGTERM after Ctrl-C) must not cut
-            stopping.append(signum)  # short the save that the first one started, nor (once the
-            stop_begun()  # command line's handlers are back) the line that says what it kept
+        # once: a second signal (torchrun's SIGTERM after Ctrl-C) must not cut short the save
+        # that the first one started (here or in a training nested in this one, as retrain's
+        # is), nor, once the command line's handlers are back, the line that says what it kept
+        if not stopping and not stop_said():
+            stopping.append(signum)
+            stop_begun()
             raise KeyboardInterrupt
 
     old_term = signal.signal(signal.SIGTERM, handler)
