@@ -26,15 +26,15 @@ Working in returns (not price levels) is what keeps a model honest against the r
 
 from __future__ import annotations
 
-from contextlib import suppress
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 
+from . import sessions as sessions_module
 from .config import ModelConfig
 from .errors import ConfigError
-from .sessions import next_sessions
 
 FEATURES = ["ret", "range", "body", "dvol", "rvol", "zret", "dow_sin", "dow_cos"]
 """What a new run's network reads, in order."""
@@ -72,12 +72,36 @@ def next_weekday_features(last_dates: np.ndarray, horizon: int, calendar: str | 
     Friday before it, so the first weekday after it is the Monday."""
     days = np.asarray(last_dates).astype("datetime64[D]")
     steps = np.busday_offset(days[:, None], np.arange(1, horizon + 1)[None, :], roll="backward")
-    if calendar is not None:
-        unique, back = np.unique(days, return_inverse=True)
-        for k, day in enumerate(unique):
-            with suppress(ConfigError):  # a day beyond the calendar's holiday data keeps the weekdays
-                steps[back == k] = next_sessions(day, horizon, calendar).to_numpy().astype("datetime64[D]")
+    sessions = _sessions_after(calendar, days, horizon) if calendar is not None and len(days) else None
+    if sessions is not None and len(sessions):
+        at = np.searchsorted(sessions, days, side="right")[:, None] + np.arange(horizon)[None, :]
+        known = (days >= sessions[0]) & (at[:, -1] < len(sessions))  # within the calendar's data
+        steps[known] = sessions[at[known]]
     return dow_features(steps.ravel().astype("datetime64[ns]")).reshape(len(days), horizon, 2)
+
+
+def _sessions_after(calendar: str, days: np.ndarray, horizon: int) -> np.ndarray | None:
+    """The sessions of ``calendar`` from the first of ``days`` to well past the last one's
+    ``horizon`` sessions (clipped to the calendar's holiday data), as datetime64[D]; None for a
+    calendar that cannot be built. One look-up for every date of a pass."""
+    if not _buildable(calendar):
+        return None
+    lo, hi = pd.Timestamp(days.min()), pd.Timestamp(days.max()) + pd.Timedelta(days=2 * horizon + 31)
+    first, last = sessions_module.calendar_bounds(calendar)
+    lo = lo if first is None else max(lo, first)
+    hi = hi if last is None else min(hi, last)
+    if lo > hi:
+        return None
+    return sessions_module.sessions_in_range(lo, hi, calendar).to_numpy().astype("datetime64[D]")
+
+
+@lru_cache(maxsize=16)
+def _buildable(calendar: str) -> bool:
+    try:
+        sessions_module.get_calendar(sessions_module.check_calendar(calendar))
+    except ConfigError:
+        return False
+    return True
 
 
 def range_variance(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray) -> np.ndarray:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "DEFAULT_CALENDAR",
+    "calendar_bounds",
     "check_calendar",
     "get_calendar",
     "is_open_session_unfinished",
@@ -258,6 +259,11 @@ def sessions_in_range(start: Any, end: Any, calendar: str = DEFAULT_CALENDAR) ->
     i = sessions.searchsorted(lo, side="left")
     j = sessions.searchsorted(hi, side="right")
     return _plain(sessions[i:j])
+
+
+def calendar_bounds(calendar: str = DEFAULT_CALENDAR) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+    """The first and last dates ``calendar`` has holiday data for (None: open-ended)."""
+    return _bounds(_resolve_name(calendar))
 
 
 def not_sessions(dates: pd.DatetimeIndex, calendar: str = DEFAULT_CALENDAR) -> pd.DatetimeIndex:
