@@ -122,7 +122,12 @@ def _refresh(
         result = DownloadReport()
         for sym in names:
             result.fail(sym, str(exc), FailureKind.DATA)
-    latest = last_completed_session(now, calendar)
+    try:
+        latest = last_completed_session(now, calendar)
+    except ConfigError:  # the calendar's data end before today: staleness counts to --as-of alone
+        if cut is None:
+            raise
+        latest = cut
     if cut is not None:
         latest = min(latest, cut)
     bad: dict[str, str] = {}
@@ -439,33 +444,34 @@ def _with_earlier_rows(forecasts: pd.DataFrame, path: Path, run: Run, warnings: 
         # the file holds the name as written, neutralised when it reads as a formula
         if not earlier["run"].isin({run_name, csv_safe(run_name)}).all():
             return forecasts
-        # a ticker whose rows here are as of a later day than its forecast now (its bars went
-        # back: a revision, a stale copy) keeps them: the file is that day's record for score
-        now_as_of = forecasts.groupby("ticker")["as_of"].max()
-        then_as_of = earlier.groupby("ticker")["as_of"].max()
-        later = sorted(t for t in now_as_of.index if t in then_as_of.index and then_as_of[t] > now_as_of[t])
-        if later:
-            days = ", ".join(f"{t} as of {then_as_of[t]}, now {now_as_of[t]}" for t in later[:NAMED_LATER])
-            more = f" and {len(later) - NAMED_LATER} more" if len(later) > NAMED_LATER else ""
-            warnings.append(
-                f"{path} keeps the forecasts of tickers whose bars now end before the day they were made from "
-                f"({days}{more}): their data went back (revised, or an older copy?)"
-            )
-            forecasts = forecasts[~forecasts["ticker"].isin(later)]
-        kept = earlier[~earlier["ticker"].isin(set(forecasts["ticker"]))]
-        if kept.empty:
-            return forecasts
-        kept = kept.astype({"step": "int64", **dict.fromkeys(["last_close", "p10", "p50", "p90"], "float64")})
+        earlier = earlier.astype({"step": "int64", **dict.fromkeys(["last_close", "p10", "p50", "p90"], "float64")})
     except FileNotFoundError:
         return forecasts
     except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         warnings.append(f"{path} is unreadable ({type(exc).__name__}): replaced by this forecast alone")
         return forecasts
-    if other := _another_model(kept, run.config.model.cell, run.config.window.horizon):
+    if other := _another_model(earlier, run.config.model.cell, run.config.window.horizon):
         warnings.append(
             f"{path} holds forecasts of another model named {run_name} ({other}; trained again under that "
             "name?): replaced by this forecast alone"
         )
+        return forecasts
+    # a ticker whose rows here are as of a later day than its forecast now (its bars went
+    # back: a revision, a stale copy) keeps them: the file is that day's record for score
+    now_as_of = forecasts.groupby("ticker")["as_of"].max()
+    then_as_of = earlier.groupby("ticker")["as_of"].max()
+    later = sorted(t for t in now_as_of.index if t in then_as_of.index and then_as_of[t] > now_as_of[t])
+    if later:
+        days = ", ".join(f"{t} as of {then_as_of[t]}, now {now_as_of[t]}" for t in later[:NAMED_LATER])
+        more = f" and {len(later) - NAMED_LATER} more" if len(later) > NAMED_LATER else ""
+        warnings.append(
+            f"{path} keeps the forecasts of tickers whose bars now end before the day they were made from "
+            f"({days}{more}): their data went back (revised, or an older copy?), and their forecasts now are "
+            "not written"
+        )
+        forecasts = forecasts[~forecasts["ticker"].isin(later)]
+    kept = earlier[~earlier["ticker"].isin(set(forecasts["ticker"]))]
+    if kept.empty:
         return forecasts
     rows = pd.concat([kept, forecasts], ignore_index=True)
     rank = {sym: i for i, sym in enumerate(order)}
