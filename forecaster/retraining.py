@@ -157,7 +157,16 @@ def retrain(
             _check_comparable(champ, cfg.data.tickers)
             log.info("training challenger %s with %s's config", run_dir, champ.name)
             stage = "while the challenger trained"
-            train(cfg, run_dir=run_dir, on_epoch=on_epoch, on_batch=on_batch, lock_timeout=lock_timeout)
+            # a challenger that diverges writes nothing: it is never compared, so it could only be
+            # pruned, one day, in place of a finished run
+            train(
+                cfg,
+                run_dir=run_dir,
+                on_epoch=on_epoch,
+                on_batch=on_batch,
+                lock_timeout=lock_timeout,
+                keep_diverged=False,
+            )
             stage = "before the challenger was compared"
             chall = load_run(run_dir)
             names = [s for s in chall.names if s in champ.manifest.tickers]

@@ -472,7 +472,7 @@ class Trainer:
                 if self.dist.active:  # every rank must stop together
                     finite = self.dist.sum(float(not finite))[0] == 0
                 if not finite:
-                    raise TrainingError(
+                    raise Diverged(
                         f"loss became {float(loss.detach())} at epoch {epoch}, batch {n_batches + 1}: try a lower --lr"
                     )
                 if self.grads is None:
@@ -490,7 +490,7 @@ class Trainer:
                     on_batch(n)
             val = self._val_loss(val_ends)
             if not math.isfinite(val):
-                raise TrainingError(f"validation loss became {val} at epoch {epoch}")
+                raise Diverged(f"validation loss became {val} at epoch {epoch}")
             lr = self.opt.param_groups[0]["lr"]
             self.sched.step(val)
             if val < self.best_val - MIN_IMPROVEMENT:
@@ -603,6 +603,10 @@ class TrainResult:
     history: list[EpochRecord]
 
 
+class Diverged(TrainingError):
+    """The loss (or the validation loss) stopped being a finite number: the weights diverged."""
+
+
 class Interrupted(TrainingError):
     """Training was stopped by SIGINT/SIGTERM; a resumable run was saved. ``details``: what
     the interrupted command left (for train, ``run_dir`` and ``resumable``), as its --json
@@ -666,19 +670,28 @@ def train(
     on_batch=None,
     lock_timeout: float = 0.0,
     resume: bool = False,
+    keep_diverged: bool = True,
 ) -> TrainResult:
     """Train one global model over ``cfg.data.tickers`` and write its run directory.
 
     Under ``torchrun`` (WORLD_SIZE > 1) the windows are sharded across ranks with
     DistributedDataParallel and only rank 0 writes the run. SIGINT or SIGTERM saves a resumable
-    run and raises :class:`Interrupted`; ``resume=True`` continues the run at ``run_dir``.
+    run and raises :class:`Interrupted`; ``resume=True`` continues the run at ``run_dir``. A
+    NaN loss raises :class:`Diverged`, after writing the best epoch before it as the run when
+    ``keep_diverged`` (a tuning trial or a challenger, which only the finished run serves, do not).
     """
     now = datetime.now(UTC)
     tickers = checked_tickers(cfg)
     # run.json records the tickers as validated (AAPL for aapl, each once), which later commands read back
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"tickers": tickers})})
     check_calendar(cfg.data.calendar)  # predict dates its forecasts with it: a typo stops here
-    options = {"on_epoch": on_epoch, "on_batch": on_batch, "lock_timeout": lock_timeout, "resume": resume}
+    options = {
+        "on_epoch": on_epoch,
+        "on_batch": on_batch,
+        "lock_timeout": lock_timeout,
+        "resume": resume,
+        "keep_diverged": keep_diverged,
+    }
     if run_dir is not None or cfg.run_dir is not None or not Dist().main:
         return _train(cfg, tickers, Path(run_dir or cfg.run_dir or _default_run_dir(cfg, now)), now, **options)
     # a folder named after the second: made now, so that two trainings started in the same
@@ -747,6 +760,7 @@ def _train(
     on_batch=None,
     lock_timeout: float = 0.0,
     resume: bool = False,
+    keep_diverged: bool = True,
 ) -> TrainResult:
     """:func:`train` into ``run_dir``, its config checked."""
     check_run_target(run_dir)  # refused now, not once the epochs are spent
@@ -790,9 +804,11 @@ def _train(
                     history.append(rec)
                     if on_epoch:
                         on_epoch(rec)
-            except TrainingError as exc:  # a NaN loss: the last good checkpoint is kept, if there is one
+            except Diverged as exc:  # a NaN loss: the last good checkpoint is kept, if there is one
+                if not keep_diverged:
+                    raise
                 if trainer.best_state is None:
-                    raise TrainingError(
+                    raise Diverged(
                         f"{exc}; no epoch finished, so nothing was written to {run_dir} (a run already there is kept)"
                     ) from None
                 diverged = exc
@@ -836,7 +852,7 @@ def _train(
     dist.close()
     if diverged is not None:
         kept = kept_epoch(history)
-        raise TrainingError(
+        raise Diverged(
             f"{diverged}; the last good checkpoint, epoch {kept.epoch} (validation loss {kept.val_loss:.5f}), "
             f"was calibrated and written to {run_dir}, a complete run that forecasts"
         )

@@ -321,7 +321,10 @@ class Objective:
         with tempfile.TemporaryDirectory(prefix=f"{TRIAL_DIR}{os.getpid()}-") as tmp:
             try:
                 res = train(
-                    cfg, run_dir=Path(tmp) / "run", on_epoch=PruningHook(trial, cfg.train.epochs, self.on_epoch)
+                    cfg,
+                    run_dir=Path(tmp) / "run",
+                    on_epoch=PruningHook(trial, cfg.train.epochs, self.on_epoch),
+                    keep_diverged=False,  # a trial that diverges fails: its run would go with it
                 )
             except Interrupted:
                 raise KeyboardInterrupt from None  # the study marks the trial failed and stops

@@ -135,6 +135,34 @@ def test_a_failing_challenger_never_touches_the_pointer(cli, runs, tmp_path, mon
     assert _target(runs) == "first"
 
 
+def test_a_challenger_that_diverges_after_good_epochs_writes_no_run(cli, runs, monkeypatch):
+    """train keeps the last good checkpoint of a diverged run; a challenger must not: it would
+    never be compared, and the next prune would count it as a finished run."""
+    import forecaster.models as models
+    from forecaster import training
+
+    real, real_epochs, done = models.pinball_loss, training.Trainer.epochs, []
+
+    def epochs(self, *args, **kwargs):
+        for record in real_epochs(self, *args, **kwargs):
+            done.append(record)
+            yield record
+
+    def nan_after_epoch_1(p, y, q):
+        return real(p, y, q) * (float("nan") if done else 1.0)
+
+    monkeypatch.setattr(training.Trainer, "epochs", epochs)
+    monkeypatch.setattr("forecaster.training.pinball_loss", nan_after_epoch_1)
+    before = sorted(p.name for p in runs.iterdir())
+    res = cli("retrain", "prod", "--runs-dir", runs, "--epochs", "4")
+    assert res.exit_code == 1 and "loss became nan at epoch 2" in res.stderr, res.stderr
+    assert "last good checkpoint" not in res.stderr
+    assert _target(runs) == "first"
+    assert sorted(p.name for p in runs.iterdir() if not p.name.startswith(".")) == [
+        n for n in before if not n.startswith(".")
+    ]
+
+
 def test_a_challenger_without_any_of_the_champions_tickers_is_refused_before_training(cli, runs, small_dir, tmp_path):
     """Nothing could compare the two: said at once, not after the challenger has trained."""
     data = shutil.copytree(small_dir, tmp_path / "data")
