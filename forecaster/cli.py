@@ -1301,6 +1301,11 @@ def _evaluation_lines(path: Path, model: str) -> list[str]:
 
     try:
         m = pd.read_csv(path)
+        lacking = [
+            c for c in ("ticker", "model", "step", "n", "skill", "coverage", "best_vol", "pinball_ratio") if c not in m
+        ]
+        if lacking:
+            return [f"(made by an older evaluate, without {', '.join(lacking)}: run evaluate again to see its figures)"]
         rows = m[(m["ticker"] == POOLED) & (m["model"] == model)].sort_values("step")
         lines = []
         for r in rows.itertuples():
@@ -1613,6 +1618,10 @@ def main() -> None:
             stopped_while_starting()  # Ctrl-C while it read the arguments, without a word
     else:
         code = 0
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the command is over: a signal now cannot cut its exit short
+        signal.signal(sig, signal.SIG_IGN)
     # Skip the interpreter's teardown of torch and friends (about a second on a small machine):
     # everything this process writes is already flushed and renamed into place by now.
     for stream in (sys.stdout, sys.stderr):

@@ -276,12 +276,11 @@ def _drop_orphan_lock(run: Path) -> None:
     lock = run_lock_path(run)
     try:
         with file_lock(lock):
-            pass
+            if not run.exists():  # deleted while held: no training can be holding it meanwhile
+                for path in (lock, lock.with_name(lock.name + ".holder")):
+                    path.unlink(missing_ok=True)
     except LockBusy:
         return
-    if not run.exists():
-        for path in (lock, lock.with_name(lock.name + ".holder")):
-            path.unlink(missing_ok=True)
 
 
 def prune(name: str, keep: int, runs_dir: Path = DEFAULT_RUNS_DIR) -> Pruned:

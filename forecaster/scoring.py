@@ -573,16 +573,23 @@ def _with_actuals(forecasts: pd.DataFrame, closes: dict[str, pd.Series], warning
         # date the calendar puts elsewhere (the data of another exchange) would score the wrong bar
         origins = pd.DatetimeIndex(fc["as_of"])
         bars = close.index.searchsorted(dates, side="right") - close.index.searchsorted(origins, side="right")
-        astray = known & ~missing & (bars != fc["step"].to_numpy())
-        if astray.any():
+        steps = fc["step"].to_numpy()
+        for astray, why in (
+            (
+                known & ~missing & (bars > steps),
+                "the data have bars on days the calendar does not trade (set data.calendar to the ticker's exchange)",
+            ),
+            (known & ~missing & (bars < steps), "the data lack sessions of the calendar there (a gap)"),
+        ):
+            if not astray.any():
+                continue
             first = np.flatnonzero(astray)[0]
             n = int(astray.sum())
             what = "1 forecast is" if n == 1 else f"{n} forecasts are"
             warnings.append(
-                f"{sym}: {what} dated other than the data's bars (e.g. step {fc['step'].iloc[first]} as of "
+                f"{sym}: {what} dated other than the data's bars (e.g. step {steps[first]} as of "
                 f"{origins[first].date()}, dated {dates[first].date()}, which is bar {bars[first]} of the data after "
-                f"it); the calendar and the data disagree (set data.calendar to the ticker's exchange), so "
-                f"{'it is' if n == 1 else 'they are'} not scored"
+                f"it): {why}, so {'it is' if n == 1 else 'they are'} not scored"
             )
             missing = missing | astray
         now = close.reindex(origins).to_numpy(dtype=float)

@@ -984,7 +984,10 @@ def test_a_forecast_dated_past_a_bar_the_calendar_does_not_know_is_not_scored_ag
     doc = json.loads(res.stdout)
     warned = [w for w in doc["warnings"] if w.startswith("STOCKA:")]
     assert len(warned) == 1 and warned[0].startswith(f"STOCKA: {len(astray)} forecasts are dated other than"), warned
-    assert "set data.calendar to the ticker's exchange" in warned[0], warned
+    assert (
+        "the data have bars on days the calendar does not trade (set data.calendar to the ticker's exchange)"
+        in warned[0]
+    ), warned
     got = {(r["ticker"], r["step"]): r["n"] for r in doc["scores"]}
     clean = cli("score", "--run", trained_run, "--out", out, "--json")
     before = {(r["ticker"], r["step"]): r["n"] for r in json.loads(clean.stdout)["scores"]}
