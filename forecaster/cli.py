@@ -1618,10 +1618,6 @@ def main() -> None:
             stopped_while_starting()  # Ctrl-C while it read the arguments, without a word
     else:
         code = 0
-    import signal
-
-    for sig in (signal.SIGINT, signal.SIGTERM):  # the command is over: a signal now cannot cut its exit short
-        signal.signal(sig, signal.SIG_IGN)
     # Skip the interpreter's teardown of torch and friends (about a second on a small machine):
     # everything this process writes is already flushed and renamed into place by now.
     for stream in (sys.stdout, sys.stderr):
