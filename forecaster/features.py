@@ -72,18 +72,20 @@ def next_weekday_features(last_dates: np.ndarray, horizon: int, calendar: str | 
     Friday before it, so the first weekday after it is the Monday."""
     days = np.asarray(last_dates).astype("datetime64[D]")
     steps = np.busday_offset(days[:, None], np.arange(1, horizon + 1)[None, :], roll="backward")
-    sessions = _sessions_after(calendar, days, horizon) if calendar is not None and len(days) else None
-    if sessions is not None and len(sessions):
+    found = _sessions_after(calendar, days, horizon) if calendar is not None and len(days) else None
+    if found is not None:
+        sessions, start = found  # every session of the calendar from ``start`` on, to past the last date
         at = np.searchsorted(sessions, days, side="right")[:, None] + np.arange(horizon)[None, :]
-        known = (days >= sessions[0]) & (at[:, -1] < len(sessions))  # within the calendar's data
+        known = (days >= start) & (at[:, -1] < len(sessions))  # within the calendar's data
         steps[known] = sessions[at[known]]
     return dow_features(steps.ravel().astype("datetime64[ns]")).reshape(len(days), horizon, 2)
 
 
-def _sessions_after(calendar: str, days: np.ndarray, horizon: int) -> np.ndarray | None:
+def _sessions_after(calendar: str, days: np.ndarray, horizon: int) -> tuple[np.ndarray, np.datetime64] | None:
     """The sessions of ``calendar`` from the first of ``days`` to well past the last one's
-    ``horizon`` sessions (clipped to the calendar's holiday data), as datetime64[D]; None for a
-    calendar that cannot be built. One look-up for every date of a pass."""
+    ``horizon`` sessions (clipped to the calendar's holiday data), as datetime64[D], with the
+    first date they cover (a date from then on, a session or not, finds its next sessions in
+    them); None for a calendar that cannot be built. One look-up for every date of a pass."""
     if not _buildable(calendar):
         return None
     lo, hi = pd.Timestamp(days.min()), pd.Timestamp(days.max()) + pd.Timedelta(days=2 * horizon + 31)
@@ -92,7 +94,8 @@ def _sessions_after(calendar: str, days: np.ndarray, horizon: int) -> np.ndarray
     hi = hi if last is None else min(hi, last)
     if lo > hi:
         return None
-    return sessions_module.sessions_in_range(lo, hi, calendar).to_numpy().astype("datetime64[D]")
+    sessions = sessions_module.sessions_in_range(lo, hi, calendar).to_numpy().astype("datetime64[D]")
+    return sessions, np.datetime64(lo.date(), "D")
 
 
 @lru_cache(maxsize=16)

@@ -444,7 +444,7 @@ def _with_earlier_rows(forecasts: pd.DataFrame, path: Path, run: Run, warnings: 
         # the file holds the name as written, neutralised when it reads as a formula
         if not earlier["run"].isin({run_name, csv_safe(run_name)}).all():
             return forecasts
-        earlier = earlier.astype({"step": "int64", **dict.fromkeys(["last_close", "p10", "p50", "p90"], "float64")})
+        earlier = earlier.astype({"step": "int64"})
     except FileNotFoundError:
         return forecasts
     except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -472,6 +472,11 @@ def _with_earlier_rows(forecasts: pd.DataFrame, path: Path, run: Run, warnings: 
         forecasts = forecasts[~forecasts["ticker"].isin(later)]
     kept = earlier[~earlier["ticker"].isin(set(forecasts["ticker"]))]
     if kept.empty:
+        return forecasts
+    try:  # only the rows kept need be numbers: a bad cell of a ticker forecast again goes with it
+        kept = kept.astype(dict.fromkeys(["last_close", "p10", "p50", "p90"], "float64"))
+    except ValueError as exc:
+        warnings.append(f"{path} is unreadable ({type(exc).__name__}): replaced by this forecast alone")
         return forecasts
     rows = pd.concat([kept, forecasts], ignore_index=True)
     rank = {sym: i for i, sym in enumerate(order)}

@@ -312,11 +312,11 @@ def prune(name: str, keep: int, runs_dir: Path = DEFAULT_RUNS_DIR) -> Pruned:
         try:
             with file_lock(run_lock_path(run)):  # a run being written out now: its writer holds that lock
                 shutil.rmtree(entry, ignore_errors=True)
+                if not run.exists():  # the lock taken for a run that is not there: deleted while held
+                    for lock in (f".{run.name}.lock", f".{run.name}.lock.holder"):
+                        (runs_dir / lock).unlink(missing_ok=True)
         except LockBusy:
             continue
-        if not run.exists():  # the lock taken for a run that is not there
-            for lock in (f".{run.name}.lock", f".{run.name}.lock.holder"):
-                (runs_dir / lock).unlink(missing_ok=True)
     result = Pruned()
     runs = runs_of(name, runs_dir)
     done = {run: _finished(run) for run in runs}

@@ -579,7 +579,11 @@ def _with_actuals(forecasts: pd.DataFrame, closes: dict[str, pd.Series], warning
                 known & ~missing & (bars > steps),
                 "the data have bars on days the calendar does not trade (set data.calendar to the ticker's exchange)",
             ),
-            (known & ~missing & (bars < steps), "the data lack sessions of the calendar there (a gap)"),
+            (
+                known & ~missing & (bars < steps),
+                "the data lack sessions of the calendar there (a gap, or the ticker's exchange was closed: check "
+                "data.calendar)",
+            ),
         ):
             if not astray.any():
                 continue

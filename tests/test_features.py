@@ -158,3 +158,32 @@ def test_the_weekdays_after_a_friday_before_a_holiday_skip_the_holiday_on_the_ca
     # a day before a calendar's holiday data keeps the plain weekdays rather than failing
     before = np.array(["1985-01-04"], dtype="datetime64[ns]")
     np.testing.assert_allclose(next_weekday_features(before, 3, "XTKS"), next_weekday_features(before, 3), atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("days", "calendar"),
+    [
+        (["2025-01-08", "2025-01-09", "2025-01-17"], "XNYS"),  # 01-09: New York closed (a day of mourning)
+        (["2025-01-09"], "XNYS"),
+        (["1996-12-27", "1997-01-02", "1997-01-03"], "XTKS"),  # XTKS's holiday data start in 1997
+        (["2026-12-21", "2026-12-24", "2026-12-31"], "XSHG"),  # XSHG's end on 2026-12-31
+    ],
+)
+def test_each_dates_next_sessions_are_the_calendars_whatever_dates_share_its_pass(days, calendar):
+    """One look-up serves a pass: a date must get the same steps alone as beside others, the
+    calendar's next sessions where it holds them (a day that is not a session included), else
+    the next weekdays."""
+    from forecaster.errors import ConfigError
+    from forecaster.features import dow_features, next_weekday_features
+    from forecaster.sessions import next_sessions
+
+    dates = np.array(days, dtype="datetime64[ns]")
+    together = next_weekday_features(dates, 8, calendar)
+    for k, day in enumerate(dates):
+        alone = next_weekday_features(dates[k : k + 1], 8, calendar)[0]
+        np.testing.assert_allclose(together[k], alone, atol=1e-12)
+        try:
+            want = dow_features(next_sessions(day, 8, calendar).to_numpy())
+        except ConfigError:  # beyond the calendar's data: the next weekdays
+            want = next_weekday_features(dates[k : k + 1], 8)[0]
+        np.testing.assert_allclose(alone, want, atol=1e-12, err_msg=str(day))
