@@ -832,6 +832,21 @@ def test_predict_retrying_one_ticker_keeps_the_others_rows_of_a_file_with_a_colu
     assert set(pd.read_csv(dated)["ticker"]) == {"STOCKB"}
 
 
+def test_predict_retrying_a_ticker_whose_rows_hold_a_bad_cell_keeps_the_others_rows(cli, trained_run, tmp_path):
+    """A cell that is not a number in the rows of the ticker forecast again: those rows are
+    replaced anyway, so the other tickers' rows stay (the whole file was called unreadable)."""
+    out = tmp_path / "fc"
+    assert cli("predict", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    dated = out / trained_run.name / "2024-12-31.csv"
+    whole = dated.read_bytes()
+    edited = pd.read_csv(dated, dtype=str, keep_default_na=False)
+    edited.loc[edited["ticker"] == "STOCKB", "p10"] = "n/a"
+    edited.to_csv(dated, index=False)
+    res = cli("predict", "--run", trained_run, "--out", out, "-t", "STOCKB")
+    assert res.exit_code == 0 and "unreadable" not in res.stderr, res.stderr
+    assert dated.read_bytes() == whole
+
+
 @pytest.mark.parametrize(
     "edit, why",
     [
