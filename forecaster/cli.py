@@ -1257,10 +1257,8 @@ def info(
             f"training   {t.mode}, epochs {t.epochs} (patience {t.patience}), batch {t.batch_size}, lr {t.lr}, "
             f"weight decay {t.weight_decay}, dropout {c.model.dropout}, seed {t.seed}, device {t.device}"
         )
-        print(
-            f"intervals  tracking rate {c.intervals.tracking_rate} ({c.intervals.step_tracking}); forecasts to "
-            f"{c.predict.out}/, stored bars at most {c.predict.max_staleness} sessions old"
-        )
+        print(f"intervals  tracking rate {c.intervals.tracking_rate} ({c.intervals.step_tracking})")
+        print(f"predict    forecasts to {c.predict.out}/, stored bars at most {c.predict.max_staleness} sessions old")
         windows = ", ".join(f"{k} {v}" for k, v in m.windows.items())
         print(f"splits     validation from {m.splits.val_start}, test from {m.splits.test_start}; windows {windows}")
         for s, t in m.tickers.items():
