@@ -685,20 +685,17 @@ def train(
     # run.json records the tickers as validated (AAPL for aapl, each once), which later commands read back
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"tickers": tickers})})
     check_calendar(cfg.data.calendar)  # predict dates its forecasts with it: a typo stops here
-    options = {
-        "on_epoch": on_epoch,
-        "on_batch": on_batch,
-        "lock_timeout": lock_timeout,
-        "resume": resume,
-        "keep_diverged": keep_diverged,
-    }
+
+    def into(path: Path) -> TrainResult:
+        return _train(cfg, tickers, path, now, on_epoch, on_batch, lock_timeout, resume, keep_diverged)
+
     if run_dir is not None or cfg.run_dir is not None or not Dist().main:
-        return _train(cfg, tickers, Path(run_dir or cfg.run_dir or _default_run_dir(cfg, now)), now, **options)
+        return into(Path(run_dir or cfg.run_dir or _default_run_dir(cfg, now)))
     # a folder named after the second: made now, so that two trainings started in the same
     # second do not write one run over the other; removed again if nothing is written to it
     run_dir = _reserve(_default_run_dir(cfg, now))
     try:
-        return _train(cfg, tickers, run_dir, now, **options)
+        return into(run_dir)
     except BaseException:
         with suppress(OSError):
             run_dir.rmdir()  # only while empty: an interrupted run saved there stays
@@ -755,14 +752,13 @@ def _train(
     tickers: list[str],
     run_dir: Path,
     now: datetime,
-    *,
-    on_epoch=None,
-    on_batch=None,
-    lock_timeout: float = 0.0,
-    resume: bool = False,
-    keep_diverged: bool = True,
+    on_epoch,
+    on_batch,
+    lock_timeout: float,
+    resume: bool,
+    keep_diverged: bool,
 ) -> TrainResult:
-    """:func:`train` into ``run_dir``, its config checked."""
+    """:func:`train` into ``run_dir``, its config checked (the other arguments are train's)."""
     check_run_target(run_dir)  # refused now, not once the epochs are spent
     _check_data_outside(run_dir, cfg)
     before = _resume_point(run_dir, cfg) if resume else None
