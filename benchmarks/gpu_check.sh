@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Train the synthetic 1,000-ticker universe for one epoch on CUDA in both training modes
-# (forking sequences and windows) at several batch sizes, and print the training targets/s of
-# each (samples / seconds of epoch 1 in the run's history.csv; samples count forecast origins in
-# both modes, and --batch-size is forecast origins per step in both). The largest batches fill
-# the device; the fastest batch of each mode is marked.
+# First the whole loop on CUDA: the demo config trained on the device, evaluated and forecast
+# (and, for comparison, trained on the CPU too). Then train the synthetic 1,000-ticker universe
+# for one epoch on CUDA in both training modes (forking sequences and windows) at several batch
+# sizes, and print the training targets/s of each (samples / seconds of epoch 1 in the run's
+# history.csv; samples count forecast origins in both modes, and --batch-size is forecast
+# origins per step in both: forking runs here pass --epoch-steps 0, so that no step takes more
+# origins than the batch). The largest batches fill the device; the fastest batch of each mode
+# is marked.
 #
 # Runs from the working tree with whatever python3 and torch the machine has (no venv, no
 # network, nothing installed): PYTHONPATH=<repo> python3 -m forecaster ...
@@ -18,6 +21,7 @@
 #   DEVICE=cpu TICKERS=20 BATCHES=256 benchmarks/gpu_check.sh   # try the script without a GPU
 #   WHEELS=/path/to/wheels benchmarks/gpu_check.sh   # unpack missing pure/compatible wheels first
 #   TRAIN_ARGS="--chunk 64" benchmarks/gpu_check.sh  # other settings
+#   LOOP=0 benchmarks/gpu_check.sh                   # skip the demo loop
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,6 +33,7 @@ DEVICE="${DEVICE:-cuda}"
 PRECISIONS="${PRECISIONS:-fp32}"
 MODES="${MODES:-forking window}"
 BATCHES="${BATCHES:-256 4096 32768 131072}"
+LOOP="${LOOP:-1}"
 read -r -a EXTRA <<<"${TRAIN_ARGS:-}"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export NO_COLOR=1
@@ -97,16 +102,60 @@ then
   exit 0
 fi
 
-# 3. the universe, as CSV files
+# 3. the loop on the device: train the demo config, evaluate it, forecast from it
+if [[ "$LOOP" == 1 ]]; then
+  devices=("$DEVICE")
+  if [[ "$DEVICE" != cpu ]]; then devices+=(cpu); fi
+  for dev in "${devices[@]}"; do
+    start=$(date +%s)
+    if ! (cd "$ROOT" && "$PY" -m forecaster train --config configs/demo.toml --device "$dev" --threads 0 \
+            --run-dir "$WORK/demo-$dev" --quiet) >"$WORK/loop.log" 2>&1; then
+      echo "gpu_check: training the demo config on $dev failed; last lines:" >&2
+      tail -n 20 "$WORK/loop.log" >&2
+      continue
+    fi
+    "$PY" - "$WORK/demo-$dev" "$dev" "$(( $(date +%s) - start ))" <<'EOF'
+import csv, json, sys
+from pathlib import Path
+run = Path(sys.argv[1])
+rows = list(csv.DictReader(open(run / "history.csv")))
+best = min(rows, key=lambda r: float(r["val_loss"]))
+meta = json.loads((run / "run.json").read_text())
+print(f"gpu_check: demo trained on {sys.argv[2]} (run.json device: {meta.get('device')}): {len(rows)} epochs, "
+      f"best validation pinball {float(best['val_loss']):.5f} at epoch {best['epoch']}, "
+      f"{sum(float(r['seconds']) for r in rows):.1f} s of epochs, command {sys.argv[3]} s")
+EOF
+  done
+  if [[ -d "$WORK/demo-$DEVICE" ]]; then
+    if (cd "$ROOT" && "$PY" -m forecaster evaluate --run "$WORK/demo-$DEVICE" --no-plot) >"$WORK/loop.log" 2>&1; then
+      echo "gpu_check: evaluate of the $DEVICE-trained demo run exited 0; its last lines:"
+      tail -n 10 "$WORK/loop.log" | sed 's/^/  /'
+    else
+      echo "gpu_check: evaluate of the $DEVICE-trained demo run failed; last lines:" >&2
+      tail -n 20 "$WORK/loop.log" >&2
+    fi
+    if (cd "$ROOT" && "$PY" -m forecaster predict --run "$WORK/demo-$DEVICE" --offline --out "$WORK/forecasts") \
+          >"$WORK/loop.log" 2>&1; then
+      n=$(find "$WORK/forecasts" -name "*.csv" ! -name latest.csv -exec cat {} + | grep -vc "^ticker" || true)
+      echo "gpu_check: predict --offline of the $DEVICE-trained demo run exited 0: $n forecast rows"
+    else
+      echo "gpu_check: predict of the $DEVICE-trained demo run failed; last lines:" >&2
+      tail -n 20 "$WORK/loop.log" >&2
+    fi
+  fi
+fi
+
+# 4. the universe, as CSV files
 start=$(date +%s)
 "$PY" -m forecaster.synthetic "$WORK/data" --universe "$TICKERS" --years "$YEARS" --seed "$SEED" >/dev/null
 echo "gpu_check: wrote $TICKERS synthetic tickers ($YEARS years) in $(( $(date +%s) - start )) s"
 LIST="$(cd "$WORK/data" && ls -- *.csv | sed 's/\.csv$//' | paste -sd, -)"
 
 
-# 4. one epoch per mode, batch and precision
+# 5. one epoch per mode, batch and precision
 declare -A RESULT
 declare -A RATE
+declare -A STEPS=([forking]="--epoch-steps 0" [window]="")
 for mode in $MODES; do
   for batch in $BATCHES; do
     for prec in $PRECISIONS; do
@@ -115,6 +164,7 @@ for mode in $MODES; do
       start="${EPOCHREALTIME:-$(date +%s)}"
       if ! "$PY" -m forecaster train --source csv --data-dir "$WORK/data" --tickers "$LIST" \
             --epochs 1 --device "$DEVICE" --precision "$prec" --train-mode "$mode" --batch-size "$batch" \
+            ${STEPS[$mode]} \
             --run-dir "$run" --quiet ${EXTRA[@]+"${EXTRA[@]}"} >"$WORK/train.log" 2>&1; then
         echo "gpu_check: training ($key) failed; last lines:" >&2
         tail -n 20 "$WORK/train.log" >&2
@@ -140,6 +190,7 @@ EOF
 )"
       RATE[$key]="${line%%|*}"
       RESULT[$key]="${line#*|}"
+      printf 'gpu_check: %-8s batch %-7s %-5s %s\n' "$mode" "$batch" "$prec" "${RESULT[$key]}"
       rm -rf "$run"
     done
   done
