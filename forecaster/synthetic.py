@@ -58,6 +58,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -278,6 +279,12 @@ def generate_bars(
     return _frame(sessions, np.column_stack([rounded[c][:, 0] for c in _COLUMNS]))
 
 
+MAX_TICKERS = 10_000
+"""Tickers of a universe at most: their names have four digits, SYN0000 to SYN9999."""
+MAX_YEARS = 200
+"""Years of a universe's history, less than this."""
+
+
 def generate_universe(
     n_tickers: int,
     years: float = 10,
@@ -297,21 +304,25 @@ def generate_universe(
     """
     if isinstance(n_tickers, bool) or not isinstance(n_tickers, (int, np.integer)):
         raise ValueError(f"n_tickers must be an integer, got {n_tickers!r}")
-    if n_tickers < 1:
-        raise ValueError(f"n_tickers must be at least 1, got {n_tickers}")
-    if not years > 0:
-        raise ValueError(f"years must be positive, got {years!r}")
+    if not 1 <= n_tickers <= MAX_TICKERS:
+        raise ValueError(f"n_tickers must be from 1 to {MAX_TICKERS:,}, got {n_tickers}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if not 0 < years < MAX_YEARS:
+        raise ValueError(f"years must be more than 0 and less than {MAX_YEARS}, got {years!r}")
     last = pd.Timestamp(end).normalize()
-    first = last - pd.Timedelta(days=round(float(years) * 365.25) - 1)
-    sessions = sessions_in_range(first, last)
+    try:
+        first = last - pd.Timedelta(days=round(float(years) * 365.25) - 1)
+        sessions = sessions_in_range(first, last)
+    except (OverflowError, pd.errors.OutOfBoundsDatetime, pd.errors.OutOfBoundsTimedelta) as exc:
+        raise ValueError(f"{years} years up to {last.date()} reach beyond the dates pandas can hold: {exc}") from None
     n_steps = len(sessions)
     if n_steps < MIN_SESSIONS:
         raise ValueError(
             f"{years} years up to {last.date()} give {n_steps} sessions; each ticker needs at least {MIN_SESSIONS}"
         )
 
-    width = max(4, len(str(n_tickers - 1)))
-    names = [f"SYN{i:0{width}d}" for i in range(n_tickers)]
+    names = [f"SYN{i:04d}" for i in range(n_tickers)]
     shocks = np.empty((5, n_steps, n_tickers))
     start_price = np.empty(n_tickers)
     base_volume = np.empty(n_tickers)
@@ -347,11 +358,19 @@ def generate_universe(
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
+    """``path`` replaced by ``text`` in one rename, with the mode of the file it replaces, or the
+    usual one (mkstemp makes its file readable by its owner alone)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
+        try:
+            os.chmod(tmp, path.stat().st_mode & 0o7777)
+        except FileNotFoundError:
+            umask = os.umask(0o022)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -417,21 +436,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="instead of the sample, write N synthetic tickers SYN0000.csv, SYN0001.csv, ...",
     )
-    parser.add_argument("--years", type=float, default=10.0, help="history length of the universe (default 10)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the universe (default 0)")
-    parser.add_argument("--end", default="2025-12-31", help="last date of the universe (default 2025-12-31)")
+    parser.add_argument("--years", type=float, default=None, help="history length of the universe (default 10)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the universe (default 0)")
+    parser.add_argument("--end", default=None, help="last date of the universe (default 2025-12-31)")
     args = parser.parse_args(argv)
+    if not args.out_dir.strip():
+        parser.error('OUT_DIR "" names no folder')
+    universe_only = [f"--{k}" for k in ("years", "seed", "end") if getattr(args, k) is not None]
+    if args.universe is None and universe_only:
+        parser.error(f"{', '.join(universe_only)} only apply with --universe (the sample is fixed)")
 
-    if args.universe is None:
-        paths = write_sample(args.out_dir)
-    else:
-        if args.universe < 1:
-            parser.error("--universe must be at least 1")
-        try:
-            frames = generate_universe(args.universe, args.years, seed=args.seed, end=args.end)
-        except ValueError as exc:
-            parser.error(str(exc))
-        paths = [write_csv(df, Path(args.out_dir) / f"{name}.csv") for name, df in frames.items()]
+    try:
+        if args.universe is None:
+            paths = write_sample(args.out_dir)
+        else:
+            years = 10.0 if args.years is None else args.years
+            try:
+                end = pd.Timestamp("2025-12-31" if args.end is None else args.end)
+            except ValueError:
+                parser.error(f"--end {args.end!r} is not a date; expected YYYY-MM-DD")
+            if pd.isna(end):
+                parser.error(f"--end {args.end!r} is not a date; expected YYYY-MM-DD")
+            if end.normalize() > pd.Timestamp.now().normalize():
+                parser.error(f"--end {end.date()} is after today: training refuses bars dated after today")
+            try:
+                frames = generate_universe(args.universe, years, seed=args.seed or 0, end=end)
+            except ValueError as exc:
+                parser.error(
+                    str(exc)
+                    .replace("n_tickers", "--universe")
+                    .replace("years must", "--years must")
+                    .replace("seed must", "--seed must")
+                )
+            paths = [write_csv(df, Path(args.out_dir) / f"{name}.csv") for name, df in frames.items()]
+    except OSError as exc:
+        print(f"error: cannot write into {args.out_dir}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     for p in paths[:10]:
         print(p)
     if len(paths) > 10:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -295,3 +296,56 @@ def test_universe_rejects_too_short_history():
         generate_universe(3, 1, seed=0)
     with pytest.raises(ValueError):
         generate_universe(0, 5, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--universe", "2", "--years", "inf"], "--years must be more than 0"),
+        (["--universe", "2", "--years", "1e6"], "--years must be more than 0"),
+        (["--years", "3"], "only apply with --universe"),
+        (["--seed", "5"], "only apply with --universe"),
+        (["--universe", "10001"], "--universe must be from 1 to 10,000"),
+        (["--universe", "2", "--seed", "-1"], "--seed must be a non-negative integer"),
+        (["--universe", "2", "--end", "2300-01-01"], "is after today"),
+        (["--universe", "2", "--end", "soon"], "is not a date"),
+    ],
+)
+def test_cli_refuses_what_it_cannot_write_in_one_line(tmp_path, capsys, args, said):
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path / "out"), *args])
+    assert exc.value.code == 2
+    assert said in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_refuses_an_empty_folder_name(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main([""])
+    assert exc.value.code == 2 and 'OUT_DIR "" names no folder' in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_says_in_one_line_when_the_folder_cannot_be_written(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main([str(tmp_path / "file")]) == 1
+    assert capsys.readouterr().err.startswith(f"error: cannot write into {tmp_path / 'file'}:")
+
+
+def test_written_files_have_the_usual_mode_or_the_one_they_replace(tmp_path):
+    old = os.umask(0o022)
+    try:
+        paths = write_sample(tmp_path)
+        assert {p.stat().st_mode & 0o777 for p in paths} == {0o644}
+        paths[0].chmod(0o640)
+        write_sample(tmp_path)
+        assert paths[0].stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
+
+
+def test_universe_names_keep_four_digits():
+    assert list(generate_universe(3, 2, seed=0)) == ["SYN0000", "SYN0001", "SYN0002"]
+    with pytest.raises(ValueError, match="from 1 to 10,000"):
+        generate_universe(10_001, 2, seed=0)
