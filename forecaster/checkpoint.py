@@ -41,7 +41,7 @@ from .fsio import (
     sibling_temp_dir,
 )
 from .npinfer import NumpyQuantileRNN, config_shapes
-from .tickers import NAMED_TICKERS, some_names, validate_ticker
+from .tickers import NAMED_TICKERS, given_tickers, some_names, validate_ticker
 from .windows import Splits, WindowSet, build_windows
 
 FORMAT_VERSION = 2
@@ -233,10 +233,11 @@ class Run:
             vol_halflife=cfg.intervals.vol_halflife,
         )
 
-    def select(self, tickers: list[str] | None) -> list[str]:
-        """The tickers asked for (every one of the run's when None), checked: each a valid symbol
-        the run was trained on."""
-        names = list(dict.fromkeys(validate_ticker(t) for t in tickers)) if tickers else self.names
+    def select(self, tickers: str | list[str] | None) -> list[str]:
+        """The tickers asked for (every one of the run's when None; see :func:`given_tickers`),
+        checked: each a valid symbol the run was trained on."""
+        given = given_tickers(tickers)
+        names = list(dict.fromkeys(validate_ticker(t) for t in given)) if given is not None else self.names
         unknown = [t for t in names if t not in self.manifest.tickers]
         if unknown:
             known = self.names

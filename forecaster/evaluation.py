@@ -20,7 +20,7 @@ import pandas as pd
 from .baselines import BASELINES, GARCH_REFIT_EVERY, PROBABILISTIC_BASELINES, GarchParams, naive_scale
 from .checkpoint import Run, load_run
 from .errors import EXIT_OK, EXIT_PARTIAL, DataError, ForecasterError
-from .fsio import atomic_write_text, publish_files, replace_dir, sibling_temp_dir
+from .fsio import atomic_write_text, publish_files, refuse_empty_folders, replace_dir, sibling_temp_dir
 from .intervals import calibrated, start_scales, tracked_scales, with_median
 from .metrics import POOLED, PROBABILISTIC_MODELS, QUANTILE_SUFFIXES, lag_share, metrics_table, sort_metrics
 from .npinfer import predict_scaled
@@ -289,6 +289,7 @@ def evaluate(
     """Backtest ``run_dir`` and write ``eval/metrics.csv``, ``eval/predictions.csv`` and
     ``eval/lag.csv`` (and plots with ``plot``; None: when at most :data:`PLOT_TICKERS` tickers
     are evaluated); ``jobs`` processes share the tickers (0: one per core this process may use)."""
+    refuse_empty_folders(run_dir=run_dir, data_dir=data_dir)
     run = load_run(run_dir)
     cfg = run.config
     names = run.select(tickers)

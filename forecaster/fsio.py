@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from filelock import FileLock, Timeout
 
-from forecaster.errors import ForecasterError, LockBusy
+from forecaster.errors import ConfigError, ForecasterError, LockBusy
 
 PathLike = str | os.PathLike[str]
 
@@ -364,3 +364,12 @@ def remove_stale_temps(directory: PathLike, min_age: float = 3600.0) -> int:
         except OSError:
             continue
     return removed
+
+
+def refuse_empty_folders(**folders: object) -> None:
+    """A ConfigError for the first of ``folders`` (keyword name: value) given as an empty string,
+    which a path would take for the current folder, and a default would quietly replace: the
+    library refuses what the command line refuses (``--out ""``)."""
+    for name, value in folders.items():
+        if isinstance(value, str) and not value.strip():
+            raise ConfigError(f'{name}="" names no folder: give a folder name, or None for its default')

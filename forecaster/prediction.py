@@ -31,7 +31,15 @@ import pandas as pd
 from .checkpoint import Run, load_run
 from .choices import SOURCES, Cell
 from .errors import EXIT_OK, EXIT_PARTIAL, ConfigError, DataError, ForecasterError, TemporaryFailure
-from .fsio import LockUnavailable, cannot_make, file_in_the_way, file_lock, not_a_folder, remove_stale_temps
+from .fsio import (
+    LockUnavailable,
+    cannot_make,
+    file_in_the_way,
+    file_lock,
+    not_a_folder,
+    refuse_empty_folders,
+    remove_stale_temps,
+)
 from .intervals import calibrated, forecast_scales, with_median
 from .npinfer import predict_scaled
 from .outputs import write_csv
@@ -214,6 +222,7 @@ def predict(
     network reasons or another run holds the output lock for more than ``lock_timeout`` seconds,
     and a ForecasterError (exit 1) for anything else; in those two cases nothing is written.
     """
+    refuse_empty_folders(run_dir=run_dir, out=out, data_dir=data_dir)
     cut = parse_as_of(as_of, now)
     if source not in (None, *SOURCES):
         raise ConfigError(f"unknown source {_shown(source)}; expected one of {', '.join(SOURCES)}")

@@ -38,6 +38,7 @@ from .fsio import (
     follow_link,
     is_temp_name,
     links_in,
+    refuse_empty_folders,
     remove_stale_temps,
     swap_symlink,
 )
@@ -141,6 +142,7 @@ def promote(run_dir: Path, name: str, *, runs_dir: Path = DEFAULT_RUNS_DIR, lock
     longer than ``lock_timeout`` seconds, a ForecasterError (exit 1) when the run cannot be
     loaded or ``runs_dir/NAME`` is a real directory.
     """
+    refuse_empty_folders(run_dir=run_dir, runs_dir=runs_dir)
     pointer = pointer_path(name, runs_dir)
     # refused before the name's lock file (or a mistyped --runs-dir) is made; checked again under the lock
     load_run(run_directory(run_dir))

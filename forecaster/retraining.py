@@ -36,7 +36,7 @@ from .checkpoint import Run, load_run
 from .config import QUANTILES, load_config
 from .errors import RESULT, ConfigError, DataError
 from .evaluation import walk_forward
-from .fsio import file_lock
+from .fsio import file_lock, refuse_empty_folders
 from .metrics import coverage, diebold_mariano, mae, pinball_rows, skill, width
 from .registry import (
     DEFAULT_KEEP,
@@ -137,6 +137,7 @@ def retrain(
     Raises LockBusy (exit 75) when the name is locked, a ForecasterError (exit 1) when there is
     no champion, the data are bad or training fails (a NaN loss); the pointer is untouched then.
     """
+    refuse_empty_folders(runs_dir=runs_dir)
     runs_dir = Path(runs_dir)
     pointer = pointer_path(name, runs_dir)
     # SIGTERM (systemctl stop) from the first check of the champion on stops it like Ctrl-C

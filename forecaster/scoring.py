@@ -58,7 +58,7 @@ from .choices import Cell
 from .config import DataConfig, PredictConfig
 from .errors import EXIT_OK, EXIT_PARTIAL, ConfigError, DataError, ForecasterError, RunFormatError
 from .evaluation import EvalReport
-from .fsio import file_in_the_way, follow_link, not_a_folder
+from .fsio import file_in_the_way, follow_link, not_a_folder, refuse_empty_folders
 from .metrics import POOLED, metrics_table
 from .outputs import FORECAST_FILE, has_dated_forecasts, write_csv
 from .prediction import FORECAST_COLUMNS
@@ -207,6 +207,7 @@ def score(
     is at ``run_dir`` any more, the forecasts of the run of that name are scored if ``source``
     is given (an error otherwise), their tickers whatever they are.
     """
+    refuse_empty_folders(run_dir=run_dir, out=out, data_dir=data_dir)
     cut = parse_since(since)
     gone = _gone_run_name(run_dir)
     if gone is None:

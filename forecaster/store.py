@@ -55,7 +55,7 @@ from forecaster.sources import (
     read_csv_raw,
     relative_note,
 )
-from forecaster.tickers import ticker_file, validate_ticker
+from forecaster.tickers import given_tickers, ticker_file, validate_ticker
 
 log = logging.getLogger("forecaster")
 
@@ -728,6 +728,8 @@ def download(
     was, a failed write fails that ticker and the ones after it in the report (a partial
     download).
     """
+    if isinstance(tickers, str):  # one ticker or a comma-separated list, not its letters
+        tickers = given_tickers(tickers)
     report = DownloadReport()
     symbols: list[str] = []
     for raw in tickers:
@@ -814,6 +816,8 @@ def load_bars(
         raise ConfigError(f"unknown source {source!r}; expected 'yahoo' or 'csv'")
     if tail is not None and (isinstance(tail, bool) or not isinstance(tail, int) or tail < 1):
         raise ValueError(f"tail must be a positive integer or None, got {tail!r}")
+    if isinstance(tickers, str):  # one ticker or a comma-separated list, not its letters
+        tickers = given_tickers(tickers)
     load = load_csv if source == "csv" else load_store
     bars: dict[str, pd.DataFrame] = {}
     for raw in tickers:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
-from forecaster.errors import TickerError
+from forecaster.errors import ConfigError, TickerError
 
 log = logging.getLogger("forecaster")
 
@@ -64,6 +65,26 @@ def _shown(value: object, limit: int = 24) -> str:
     """A short, ASCII-only repr of untrusted input, for error messages."""
     text = str(value)
     return ascii(text[:limit]) + ("..." if len(text) > limit else "")
+
+
+def given_tickers(tickers: str | Iterable[str] | None) -> list[str] | None:
+    """The tickers a library caller named, as the command line reads them: None when none were
+    given (the default ones); a string is one ticker or several, comma-separated. Given but
+    naming none (``[]``, ``""``, ``","``) is a ConfigError, not the default tickers: a retry of
+    an empty list of failed tickers must do nothing, not everything."""
+    if tickers is None:
+        return None
+    values = [tickers] if isinstance(tickers, str) else list(tickers)
+    names = []
+    for value in values:
+        if not isinstance(value, str):
+            raise TickerError(f"invalid ticker {_shown(value)}: expected a string")
+        names += [t for part in value.split(",") for t in part.split() if t]
+    if not names:
+        raise ConfigError(
+            f"tickers {_shown(tickers)} name no ticker: name at least one, or pass None for the default ones"
+        )
+    return names
 
 
 def validate_ticker(symbol: str) -> str:

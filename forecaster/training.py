@@ -52,7 +52,7 @@ from .entry import stopping as stop_said
 from .errors import EXIT_INTERRUPTED, ConfigError, DataError, RunFormatError, TrainingError
 from .features import FEATURES
 from .forking import Stretches, epoch_chunks, plan_chunks
-from .fsio import file_in_the_way, file_lock, not_a_folder
+from .fsio import file_in_the_way, file_lock, not_a_folder, refuse_empty_folders
 from .intervals import median_weights, walk_forward_scales, with_median
 from .metrics import POOLED
 from .models import QuantileRNN, build_model, pinball_loss
@@ -680,6 +680,7 @@ def train(
     NaN loss raises :class:`Diverged`, after writing the best epoch before it as the run when
     ``keep_diverged`` (a tuning trial or a challenger, which only the finished run serves, do not).
     """
+    refuse_empty_folders(run_dir=run_dir)
     now = datetime.now(UTC)
     tickers = checked_tickers(cfg)
     # run.json records the tickers as validated (AAPL for aapl, each once), which later commands read back

@@ -38,7 +38,7 @@ from optuna.trial import FrozenTrial, TrialState
 from .checkpoint import Origin, run_lock_path, set_origin
 from .config import SEARCH_SPACE, Config, SearchDim, active_dims, config_from_dict, config_toml, load_config
 from .errors import ConfigError, DataError, TemporaryFailure, TrainingError
-from .fsio import atomic_write_text, cannot_make, file_in_the_way, file_lock, not_a_folder
+from .fsio import atomic_write_text, cannot_make, file_in_the_way, file_lock, not_a_folder, refuse_empty_folders
 from .outputs import write_csv
 from .training import (
     EpochRecord,
@@ -97,9 +97,22 @@ def search_dims(cfg: Config, fixed: Iterable[str] = ()) -> list[tuple[SearchDim,
     """The dimensions searched, each with its values or [low, high]: every dimension the config
     has, less those whose key is in ``fixed`` (set on the command line) or whose range in
     ``[tune.space]`` is empty."""
-    fixed = set(fixed)
+    fixed = {fixed} if isinstance(fixed, str) else set(fixed)  # one key, not its letters
+    known = _dotted_keys(cfg.model_dump())
+    if unknown := sorted(k for k in fixed if k not in known):
+        raise ConfigError(f"unknown config key(s) among the fixed ones: {', '.join(map(repr, unknown))}")
     space = cfg.tune.space.model_dump()
     return [(d, space[d.name]) for d in active_dims() if d.key not in fixed and space[d.name]]
+
+
+def _dotted_keys(tree: dict, prefix: str = "") -> set[str]:
+    """Every key of a config's ``model_dump()``, dotted (``train.epochs``), sections too."""
+    keys = set()
+    for k, v in tree.items():
+        keys.add(prefix + k)
+        if isinstance(v, dict):
+            keys |= _dotted_keys(v, f"{prefix}{k}.")
+    return keys
 
 
 def trial_config(base: Config, params: dict[str, Any]) -> Config:
@@ -468,6 +481,7 @@ def tune(
     study opened, the lock tried) its message says nothing was written, and its ``result`` has
     no trial and no file.
     """
+    refuse_empty_folders(run_dir=run_dir, root=root)
     t = cfg.tune
     dims = search_dims(cfg, fixed)
     check_space(cfg, dims)

@@ -1,0 +1,94 @@
+"""The library takes the command line's arguments the way the command line does: a string of
+tickers is tickers, not letters; tickers given but naming none are refused, not every ticker; an
+empty folder name is refused, not the current folder or a default one."""
+
+from __future__ import annotations
+
+import pytest
+from support import tiny_overrides
+
+import forecaster as fc
+from forecaster.config import load_config
+from forecaster.errors import ConfigError, DataError, TickerError
+from forecaster.tickers import given_tickers
+from forecaster.tuning import search_dims
+
+
+@pytest.mark.parametrize(
+    ("given", "names"),
+    [(None, None), ("STOCKA", ["STOCKA"]), ("a, b", ["a", "b"]), (["A", "B,C"], ["A", "B", "C"]), (("X",), ["X"])],
+)
+def test_tickers_given_as_on_the_command_line(given, names):
+    assert given_tickers(given) == names
+
+
+@pytest.mark.parametrize("given", [[], "", " , ", ()])
+def test_tickers_given_but_naming_none_are_refused(given):
+    with pytest.raises(ConfigError, match="name no ticker"):
+        given_tickers(given)
+
+
+def test_a_ticker_that_is_not_a_string_is_refused():
+    with pytest.raises(TickerError, match="expected a string"):
+        given_tickers([7])
+
+
+def test_predict_and_evaluate_read_a_string_as_tickers_and_refuse_an_empty_list(run_copy, tmp_path):
+    out = tmp_path / "forecasts"
+    rep = fc.predict(run_copy, offline=True, out=out, tickers="stocka")
+    assert sorted(set(rep.forecasts["ticker"])) == ["STOCKA"]
+    with pytest.raises(ConfigError, match="name no ticker"):
+        fc.predict(run_copy, offline=True, out=out, tickers=[])
+    with pytest.raises(ConfigError, match="name no ticker"):
+        fc.evaluate(run_copy, tickers=[])
+
+
+def test_load_bars_reads_a_string_as_tickers(sample_dir):
+    bars = fc.load_bars("csv", sample_dir, "STOCKA,STOCKB")
+    assert list(bars) == ["STOCKA", "STOCKB"]
+
+
+def test_download_reads_a_string_as_tickers(tmp_path):
+    asked = []
+
+    def fetch(symbol, start, end):
+        asked.append(symbol)
+        raise DataError(f"{symbol}: no rows")
+
+    rep = fc.download("AAPL", tmp_path, fetch=fetch)
+    assert asked == ["AAPL"] and list(rep.failed) == ["AAPL"]
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda run, tmp: fc.predict(run, offline=True, out=""), "out"),
+        (lambda run, tmp: fc.score(run, out=""), "out"),
+        (lambda run, tmp: fc.evaluate(run, data_dir=""), "data_dir"),
+        (lambda run, tmp: fc.promote(run, "prod", runs_dir=""), "runs_dir"),
+        (lambda run, tmp: fc.retrain("prod", runs_dir=""), "runs_dir"),
+        (lambda run, tmp: fc.evaluate(""), "run_dir"),
+    ],
+)
+def test_an_empty_folder_name_is_refused_by_the_library_too(run_copy, tmp_path, monkeypatch, call, name):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=f'{name}="" names no folder'):
+        call(run_copy, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing made here
+
+
+def test_train_refuses_an_empty_run_dir_before_it_trains(sample_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, {**tiny_overrides(sample_dir), "run_dir": "runs/default"})
+    with pytest.raises(ConfigError, match='run_dir="" names no folder'):
+        fc.train(cfg, run_dir="")
+    assert not list(tmp_path.iterdir())
+
+
+def test_tune_takes_one_fixed_key_as_a_key_and_refuses_unknown_ones(sample_dir):
+    cfg = load_config(None, tiny_overrides(sample_dir))
+    keys = {d.key for d, _ in search_dims(cfg)}
+    assert "model.hidden_size" in keys
+    assert {d.key for d, _ in search_dims(cfg, "model.hidden_size")} == keys - {"model.hidden_size"}
+    with pytest.raises(ConfigError, match="'train.nope'"):
+        search_dims(cfg, ["train.nope"])
