@@ -4,8 +4,8 @@
 # for one epoch on CUDA in both training modes (forking sequences and windows) at several batch
 # sizes, and print the training targets/s of each (samples / seconds of epoch 1 in the run's
 # history.csv; samples count forecast origins in both modes, and --batch-size is forecast
-# origins per step in both: forking runs here pass --epoch-steps 0, so that no step takes more
-# origins than the batch). The largest batches fill the device; the fastest batch of each mode
+# origins per step in both: forking runs here pass --epoch-steps 0, so that a step takes the
+# batch, rounded down to whole stretches of --chunk origins). The largest batches fill the device; the fastest batch of each mode
 # is marked.
 #
 # Runs from the working tree with whatever python3 and torch the machine has (no venv, no
@@ -42,8 +42,19 @@ if ! command -v "$PY" >/dev/null 2>&1; then
   echo "gpu_check: no $PY on this machine (set PYTHON=/path/to/python3)" >&2
   exit 3
 fi
+if [[ "$PY" == */* ]]; then PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")"; fi  # steps below run from $ROOT
+for mode in $MODES; do
+  if [[ "$mode" != forking && "$mode" != window ]]; then echo "gpu_check: unknown mode $mode in MODES" >&2; exit 2; fi
+done
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/forecaster-gpu-check.XXXXXX")"
+if ! WORK="$(mktemp -d "${TMPDIR:-/tmp}/forecaster-gpu-check.XXXXXX" 2>/dev/null)"; then
+  echo "gpu_check: cannot make a temporary folder in ${TMPDIR:-/tmp} (set TMPDIR to a writable folder)" >&2
+  exit 1
+fi
+WORK="$(cd "$WORK" && pwd)"
+FAILED=0
+# a step that ended on Ctrl-C or SIGTERM (the forecaster exits 130 for both) ends the check too
+stopped() { if [[ "$1" == 130 || "$1" == 143 ]]; then echo "gpu_check: stopped" >&2; exit 130; fi; }
 if [[ "${KEEP:-0}" != 1 ]]; then
   trap 'rm -rf "$WORK"' EXIT
 else
@@ -108,8 +119,12 @@ if [[ "$LOOP" == 1 ]]; then
   if [[ "$DEVICE" != cpu ]]; then devices+=(cpu); fi
   for dev in "${devices[@]}"; do
     start=$(date +%s)
-    if ! (cd "$ROOT" && "$PY" -m forecaster train --config configs/demo.toml --device "$dev" --threads 0 \
-            --run-dir "$WORK/demo-$dev" --quiet) >"$WORK/loop.log" 2>&1; then
+    rc=0
+    (cd "$ROOT" && "$PY" -m forecaster train --config configs/demo.toml --device "$dev" --threads 0 \
+      --run-dir "$WORK/demo-$dev" --quiet) >"$WORK/loop.log" 2>&1 || rc=$?
+    if [[ $rc != 0 ]]; then
+      stopped $rc
+      FAILED=1
       echo "gpu_check: training the demo config on $dev failed; last lines:" >&2
       tail -n 20 "$WORK/loop.log" >&2
       continue
@@ -127,18 +142,26 @@ print(f"gpu_check: demo trained on {sys.argv[2]} (run.json device: {meta.get('de
 EOF
   done
   if [[ -d "$WORK/demo-$DEVICE" ]]; then
-    if (cd "$ROOT" && "$PY" -m forecaster evaluate --run "$WORK/demo-$DEVICE" --no-plot) >"$WORK/loop.log" 2>&1; then
+    rc=0
+    (cd "$ROOT" && "$PY" -m forecaster evaluate --run "$WORK/demo-$DEVICE" --no-plot) >"$WORK/loop.log" 2>&1 || rc=$?
+    if [[ $rc == 0 ]]; then
       echo "gpu_check: evaluate of the $DEVICE-trained demo run exited 0; its last lines:"
       tail -n 10 "$WORK/loop.log" | sed 's/^/  /'
     else
+      stopped $rc
+      FAILED=1
       echo "gpu_check: evaluate of the $DEVICE-trained demo run failed; last lines:" >&2
       tail -n 20 "$WORK/loop.log" >&2
     fi
-    if (cd "$ROOT" && "$PY" -m forecaster predict --run "$WORK/demo-$DEVICE" --offline --out "$WORK/forecasts") \
-          >"$WORK/loop.log" 2>&1; then
+    rc=0
+    (cd "$ROOT" && "$PY" -m forecaster predict --run "$WORK/demo-$DEVICE" --offline --out "$WORK/forecasts") \
+      >"$WORK/loop.log" 2>&1 || rc=$?
+    if [[ $rc == 0 ]]; then
       n=$(find "$WORK/forecasts" -name "*.csv" ! -name latest.csv -exec cat {} + | grep -vc "^ticker" || true)
       echo "gpu_check: predict --offline of the $DEVICE-trained demo run exited 0: $n forecast rows"
     else
+      stopped $rc
+      FAILED=1
       echo "gpu_check: predict of the $DEVICE-trained demo run failed; last lines:" >&2
       tail -n 20 "$WORK/loop.log" >&2
     fi
@@ -162,10 +185,14 @@ for mode in $MODES; do
       key="$mode $batch $prec"
       run="$WORK/run-$mode-$batch-$prec"
       start="${EPOCHREALTIME:-$(date +%s)}"
-      if ! "$PY" -m forecaster train --source csv --data-dir "$WORK/data" --tickers "$LIST" \
-            --epochs 1 --device "$DEVICE" --precision "$prec" --train-mode "$mode" --batch-size "$batch" \
-            ${STEPS[$mode]} \
-            --run-dir "$run" --quiet ${EXTRA[@]+"${EXTRA[@]}"} >"$WORK/train.log" 2>&1; then
+      rc=0
+      "$PY" -m forecaster train --source csv --data-dir "$WORK/data" --tickers "$LIST" \
+        --epochs 1 --device "$DEVICE" --precision "$prec" --train-mode "$mode" --batch-size "$batch" \
+        ${STEPS[$mode]-} \
+        --run-dir "$run" --quiet ${EXTRA[@]+"${EXTRA[@]}"} >"$WORK/train.log" 2>&1 || rc=$?
+      if [[ $rc != 0 ]]; then
+        stopped $rc
+        FAILED=1
         echo "gpu_check: training ($key) failed; last lines:" >&2
         tail -n 20 "$WORK/train.log" >&2
         RESULT[$key]="failed"
@@ -215,3 +242,7 @@ for mode in $MODES; do
     done
   done
 done
+if [[ "$FAILED" != 0 ]]; then
+  echo "gpu_check: some steps failed (above)" >&2
+  exit 1
+fi

@@ -131,3 +131,54 @@ def test_the_gpu_check_runs_the_demo_loop_and_both_modes_on_the_device_it_is_giv
     assert "fastest forking" in text and "fastest window" in text
     assert "failed" not in text + out.stderr
     assert not list(tmp_path.glob("forecaster-gpu-check.*"))  # its temporary folder is removed
+
+
+def _gpu_check(tmp_path, **env):
+    import os
+    import subprocess
+
+    full = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "DEVICE": "cpu",
+        "TICKERS": "12",
+        "YEARS": "4",
+        "BATCHES": "512",
+        "TMPDIR": str(tmp_path),
+        **env,
+    }
+    full.pop("PYTHONPATH", None)
+    return subprocess.Popen(
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh")],
+        env=full,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_the_gpu_check_exits_1_when_a_step_failed_and_2_for_an_unknown_mode(tmp_path):
+    proc = _gpu_check(tmp_path, LOOP="0", MODES="window", TRAIN_ARGS="--no-such-flag")
+    out, err = proc.communicate(timeout=110)
+    assert proc.returncode == 1 and "some steps failed" in err
+    proc = _gpu_check(tmp_path, MODES="windo")
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and "unknown mode windo" in err
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_ctrl_c_stops_the_whole_gpu_check_not_only_the_training_under_way(tmp_path):
+    import os
+    import signal
+    import time
+
+    proc = _gpu_check(tmp_path, LOOP="0", MODES="window", BATCHES="256 512", TICKERS="40", YEARS="6")
+    time.sleep(6)  # the universe written, the first training under way
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=100)
+    assert proc.returncode == 130, (out, err)
+    assert "batch 512" not in out  # the next training was not started
