@@ -99,40 +99,6 @@ def test_the_comparison_shows_each_seeds_p_value_when_only_some_seeds_have_a_tes
     assert compare_models._p(compare_models._seeds_p(pd.Series([0.2, 0.4]))) == "0.30"
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(180)
-def test_the_gpu_check_runs_the_demo_loop_and_both_modes_on_the_device_it_is_given(tmp_path):
-    """The GPU check, tried on the CPU: the demo trained, evaluated and forecast, then a line per
-    mode of the universe's epoch, each honouring its batch."""
-    import os
-    import re
-    import subprocess
-
-    env = {
-        **os.environ,
-        "PYTHON": sys.executable,
-        "DEVICE": "cpu",
-        "TICKERS": "12",
-        "YEARS": "4",
-        "BATCHES": "512",
-        "TMPDIR": str(tmp_path),
-    }
-    env.pop("PYTHONPATH", None)
-    out = subprocess.run(
-        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=170
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    text = out.stdout
-    assert "demo trained on cpu (run.json device: cpu)" in text
-    assert "evaluate of the cpu-trained demo run exited 0" in text
-    assert "predict --offline of the cpu-trained demo run exited 0: 10 forecast rows" in text
-    for mode in ("forking", "window"):
-        assert re.search(rf"^gpu_check: {mode} +batch 512 +fp32 +[\d,]+ targets/s", text, re.M), mode
-    assert "fastest forking" in text and "fastest window" in text
-    assert "failed" not in text + out.stderr
-    assert not list(tmp_path.glob("forecaster-gpu-check.*"))  # its temporary folder is removed
-
-
 def _gpu_check(tmp_path, **env):
     import os
     import subprocess
@@ -156,6 +122,27 @@ def _gpu_check(tmp_path, **env):
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_the_gpu_check_runs_the_demo_loop_and_both_modes_on_the_device_it_is_given(tmp_path):
+    """The GPU check, tried on the CPU: the demo trained, evaluated and forecast, then a line per
+    mode of the universe's epoch, each honouring its batch."""
+    import re
+
+    proc = _gpu_check(tmp_path)
+    stdout, stderr = proc.communicate(timeout=170)
+    assert proc.returncode == 0, stderr[-2000:]
+    text = stdout
+    assert "demo trained on cpu (run.json device: cpu)" in text
+    assert "evaluate of the cpu-trained demo run exited 0" in text
+    assert "predict --offline of the cpu-trained demo run exited 0: 10 forecast rows" in text
+    for mode in ("forking", "window"):
+        assert re.search(rf"^gpu_check: {mode} +batch 512 +fp32 +[\d,]+ targets/s", text, re.M), mode
+    assert "fastest forking" in text and "fastest window" in text
+    assert "failed" not in text + stderr
+    assert not list(tmp_path.glob("forecaster-gpu-check.*"))  # its temporary folder is removed
 
 
 @pytest.mark.slow
