@@ -407,7 +407,9 @@ def _tickers(opt: list[str] | None, extra: list[str] | None) -> list[str] | None
     None when neither is given (the command's default tickers). Tickers given but none named
     (``-t ""``, ``-t ","``, an empty variable in quotes) is a usage error: the default is every
     ticker, the opposite of the empty list a script meant."""
-    names = [t for value in opt or [] for part in value.split(",") for t in part.split() if t]
+    from .tickers import split_tickers
+
+    names = split_tickers(opt or [])
     names += [t for t in extra or [] if t.strip()]
     if (opt or extra) and not names:
         given = " ".join(f'-t "{v}"' for v in opt or []) or " ".join(f'"{v}"' for v in extra or [])

@@ -67,10 +67,7 @@ def atomic_writer(path: PathLike, mode: str = "w") -> Iterator[IO[Any]]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        try:
-            os.chmod(tmp, target.stat().st_mode & 0o7777)
-        except FileNotFoundError:
-            os.chmod(tmp, 0o666 & ~_UMASK)
+        take_mode(tmp, target)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -82,6 +79,15 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically."""
     with atomic_writer(path, "wb") as f:
         f.write(data)
+
+
+def take_mode(tmp: PathLike, target: PathLike) -> None:
+    """Give ``tmp``, about to replace ``target``, the mode of ``target``, or the usual one when
+    there is none yet (mkstemp makes its file readable by its owner alone)."""
+    try:
+        os.chmod(tmp, Path(target).stat().st_mode & 0o7777)
+    except FileNotFoundError:
+        os.chmod(tmp, 0o666 & ~_UMASK)
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:

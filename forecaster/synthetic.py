@@ -68,6 +68,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from forecaster.fsio import take_mode
 from forecaster.sessions import DEFAULT_CALENDAR, sessions_in_range
 
 __all__ = [
@@ -358,19 +359,13 @@ def generate_universe(
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    """``path`` replaced by ``text`` in one rename, with the mode of the file it replaces, or the
-    usual one (mkstemp makes its file readable by its owner alone)."""
+    """``path`` replaced by ``text`` in one rename (no fsync: a universe is a thousand files)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
-        try:
-            os.chmod(tmp, path.stat().st_mode & 0o7777)
-        except FileNotFoundError:
-            umask = os.umask(0o022)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
+        take_mode(tmp, path)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -67,6 +67,11 @@ def _shown(value: object, limit: int = 24) -> str:
     return ascii(text[:limit]) + ("..." if len(text) > limit else "")
 
 
+def split_tickers(values: Iterable[str]) -> list[str]:
+    """The tickers of ``values``, each a ticker or several separated by commas or spaces."""
+    return [t for value in values for part in value.split(",") for t in part.split() if t]
+
+
 def given_tickers(tickers: str | Iterable[str] | None) -> list[str] | None:
     """The tickers a library caller named, as the command line reads them: None when none were
     given (the default ones); a string is one ticker or several, comma-separated. Given but
@@ -75,11 +80,10 @@ def given_tickers(tickers: str | Iterable[str] | None) -> list[str] | None:
     if tickers is None:
         return None
     values = [tickers] if isinstance(tickers, str) else list(tickers)
-    names = []
     for value in values:
         if not isinstance(value, str):
             raise TickerError(f"invalid ticker {_shown(value)}: expected a string")
-        names += [t for part in value.split(",") for t in part.split() if t]
+    names = split_tickers(values)
     if not names:
         raise ConfigError(
             f"tickers {_shown(tickers)} name no ticker: name at least one, or pass None for the default ones"
