@@ -761,6 +761,7 @@ def _train(
 ) -> TrainResult:
     """:func:`train` into ``run_dir``, its config checked (the other arguments are train's)."""
     check_run_target(run_dir)  # refused now, not once the epochs are spent
+    wanted = resolve_device(cfg.train.device)  # and a device this machine lacks, before the data are read
     _check_data_outside(run_dir, cfg)
     before = _resume_point(run_dir, cfg) if resume else None
     earlier = None if resume else _earlier_forecasts(run_dir, cfg)
@@ -775,7 +776,7 @@ def _train(
                 _check_same_data(before[0], data.ws, run_dir)
             if dist.active:
                 _check_shares(cfg, data, dist.world)
-            device = dist.setup(resolve_device(cfg.train.device))
+            device = dist.setup(wanted)
             if cfg.train.precision == "bf16" and device.type != "cuda" and dist.main:
                 log.warning("--precision bf16 is autocast on CUDA only: training on %s runs in fp32", device.type)
             trainer = Trainer(new_model(cfg, data.ws).to(device), data.ws, cfg, device, dist)

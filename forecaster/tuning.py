@@ -46,6 +46,7 @@ from .training import (
     TrainResult,
     checked_tickers,
     data_hash,
+    resolve_device,
     sigterm_as_interrupt,
     train,
     usable_bars,
@@ -492,6 +493,7 @@ def tune(
             f"study {t.study} is kept in the file {db}, and a folder has that name: "
             "move the folder away, or give another --study name"
         )
+    resolve_device(cfg.train.device)  # a device this machine lacks stops the search before a trial is recorded
     stage = f"while the bars were read or study {t.study} was opened"
     try:
         with sigterm_as_interrupt():  # `kill` before the first trial stops the command like Ctrl-C

@@ -672,3 +672,16 @@ def test_run_json_says_what_the_targets_were_divided_by(sample_dir, tmp_path, sc
         assert f"half-life {cfg.model.scale_halflife} sessions" in target, target
     else:
         assert target == "log(close[t+h]/close[t]) / (ret_std*sqrt(h))"
+
+
+def test_a_device_this_machine_lacks_is_refused_before_the_data_are_read(sample_dir, tmp_path, monkeypatch):
+    import torch
+
+    from forecaster import training
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(training, "load_training_data", lambda *a, **k: pytest.fail("the data were read"))
+    cfg = load_config(None, tiny_overrides(sample_dir, **{"train.device": "cuda"}))
+    with pytest.raises(ConfigError, match="CUDA"):
+        training.train(cfg, run_dir=tmp_path / "r")
+    assert not (tmp_path / "r").exists()

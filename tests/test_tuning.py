@@ -479,3 +479,12 @@ def test_two_processes_share_one_study_through_a_journal_file(small_dir, tmp_pat
 def test_importing_the_cli_does_not_import_optuna():
     code = "import sys, forecaster.cli; assert 'optuna' not in sys.modules and 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_a_device_this_machine_lacks_stops_the_search_before_any_trial_is_recorded(small_dir, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="CUDA"):
+        tune(_cfg(small_dir, **{"train.device": "cuda", "tune.trials": 1}), root=tmp_path / "tune")
+    assert not (tmp_path / "tune").exists()  # no study, no trials.csv
