@@ -19,7 +19,7 @@
 #   PRECISIONS="fp32 bf16" benchmarks/gpu_check.sh   # also bf16 autocast
 #   PYTHON=/opt/py/bin/python3 KEEP=1 benchmarks/gpu_check.sh
 #   DEVICE=cpu TICKERS=20 BATCHES=256 benchmarks/gpu_check.sh   # try the script without a GPU
-#   WHEELS=/path/to/wheels benchmarks/gpu_check.sh   # unpack missing pure/compatible wheels first
+#   WHEELS=/path/to/wheels benchmarks/gpu_check.sh   # unpack the wheels of modules it cannot import
 #   TRAIN_ARGS="--chunk 64" benchmarks/gpu_check.sh  # other settings
 #   LOOP=0 benchmarks/gpu_check.sh                   # skip the demo loop
 set -euo pipefail
@@ -62,11 +62,22 @@ else
 fi
 
 # wheels for what this python lacks (no pip, no network needed: a wheel is a zip file)
+# (only the wheels whose modules this python cannot import: the folder comes before its own
+# packages on PYTHONPATH, so a wheel of one it has, a CPU torch say, would hide it)
 if [[ -n "${WHEELS:-}" ]]; then
   mkdir -p "$WORK/deps"
-  for w in "$WHEELS"/*.whl; do
-    if [[ -e "$w" ]]; then "$PY" -m zipfile -e "$w" "$WORK/deps"; fi
-  done
+  "$PY" - "$WHEELS" "$WORK/deps" <<'EOF'
+import importlib.util, sys, zipfile
+from pathlib import Path
+for wheel in sorted(Path(sys.argv[1]).glob("*.whl")):
+    with zipfile.ZipFile(wheel) as z:
+        tops = {n.split("/")[0].removesuffix(".py") for n in z.namelist()}
+        tops = {t for t in tops if not t.endswith((".dist-info", ".data")) and t.isidentifier()}
+        if tops and all(importlib.util.find_spec(t) is not None for t in tops):
+            continue
+        z.extractall(sys.argv[2])
+        print(f"gpu_check: unpacked {wheel.name}")
+EOF
   export PYTHONPATH="$PYTHONPATH:$WORK/deps"
 fi
 
@@ -185,6 +196,11 @@ for mode in $MODES; do
       key="$mode $batch $prec"
       run="$WORK/run-$mode-$batch-$prec"
       start="${EPOCHREALTIME:-$(date +%s)}"
+      if [[ "$prec" == bf16 && "$DEVICE" != cuda ]]; then  # train would run it in fp32
+        RESULT[$key]="skipped: bf16 autocast is for cuda only"
+        RATE[$key]=0
+        continue
+      fi
       rc=0
       "$PY" -m forecaster train --source csv --data-dir "$WORK/data" --tickers "$LIST" \
         --epochs 1 --device "$DEVICE" --precision "$prec" --train-mode "$mode" --batch-size "$batch" \

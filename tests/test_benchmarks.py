@@ -3,6 +3,7 @@ published table and results; and the GPU check, tried small on the CPU."""
 
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
@@ -129,8 +130,6 @@ def _gpu_check(tmp_path, **env):
 def test_the_gpu_check_runs_the_demo_loop_and_both_modes_on_the_device_it_is_given(tmp_path):
     """The GPU check, tried on the CPU: the demo trained, evaluated and forecast, then a line per
     mode of the universe's epoch, each honouring its batch."""
-    import re
-
     proc = _gpu_check(tmp_path)
     stdout, stderr = proc.communicate(timeout=170)
     assert proc.returncode == 0, stderr[-2000:]
@@ -169,3 +168,26 @@ def test_ctrl_c_stops_the_whole_gpu_check_not_only_the_training_under_way(tmp_pa
     out, err = proc.communicate(timeout=100)
     assert proc.returncode == 130, (out, err)
     assert "batch 512" not in out  # the next training was not started
+
+
+def _wheel(folder, module: str, code: str):
+    import zipfile
+
+    folder.mkdir(exist_ok=True)
+    with zipfile.ZipFile(folder / f"{module}-0.0.1-py3-none-any.whl", "w") as z:
+        z.writestr(f"{module}/__init__.py", code)
+        z.writestr(f"{module}-0.0.1.dist-info/METADATA", f"Name: {module}\nVersion: 0.0.1\n")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_the_gpu_check_unpacks_only_wheels_of_missing_modules_and_skips_bf16_off_cuda(tmp_path):
+    wheels = tmp_path / "wheels"
+    _wheel(wheels, "filelock", "raise ImportError('the wheel hid the installed filelock')\n")
+    _wheel(wheels, "gpu_check_probe_module", "")
+    proc = _gpu_check(tmp_path, LOOP="0", MODES="window", WHEELS=str(wheels), PRECISIONS="fp32 bf16")
+    out, err = proc.communicate(timeout=110)
+    assert proc.returncode == 0, err[-2000:]
+    assert "unpacked gpu_check_probe_module-0.0.1" in out and "unpacked filelock" not in out
+    assert re.search(r"window +batch 512 +bf16 +skipped: bf16 autocast is for cuda only", out)
+    assert re.search(r"window +batch 512 +fp32 +[\d,]+ targets/s", out)
