@@ -1255,9 +1255,12 @@ def info(
         )
         print(f"data       {c.data.source} from {c.data.data_dir}, calendar {c.data.calendar}, hash {m.data_hash[:16]}")
         t = c.train
+        device = m.device if t.device == m.device else f"{m.device} (--device {t.device})"
+        autocast = t.precision == "bf16" and m.device.startswith("cuda")  # bf16 is autocast on CUDA only
+        precision = "bf16" if autocast else "fp32" if t.precision == "fp32" else "fp32 (bf16 asked: CUDA only)"
         print(
             f"training   {t.mode}, epochs {t.epochs} (patience {t.patience}), batch {t.batch_size}, lr {t.lr}, "
-            f"weight decay {t.weight_decay}, dropout {c.model.dropout}, seed {t.seed}, device {t.device}"
+            f"weight decay {t.weight_decay}, dropout {c.model.dropout}, seed {t.seed}, device {device}, {precision}"
         )
         print(f"intervals  tracking rate {c.intervals.tracking_rate} ({c.intervals.step_tracking})")
         print(f"predict    forecasts to {c.predict.out}/, stored bars at most {c.predict.max_staleness} sessions old")

@@ -39,6 +39,9 @@ def test_info_shows_tickers_date_ranges_and_config(cli, trained_run):
     assert f"training   {t['mode']}, epochs {t['epochs']} (patience {t['patience']}), batch {t['batch_size']}, " in out
     assert f"lr {t['lr']}, weight decay {t['weight_decay']}, dropout {cfg['model']['dropout']}, seed {t['seed']}" in out
     assert f"calendar {cfg['data']['calendar']}" in out
+    # the device it trained on, and what was asked when that differs
+    asked = "" if t["device"] == meta["device"] else f" (--device {t['device']})"
+    assert f"seed {t['seed']}, device {meta['device']}{asked}, fp32\n" in out
     assert f"tracking rate {cfg['intervals']['tracking_rate']} ({cfg['intervals']['step_tracking']})" in out
     assert res.stderr == ""
 
@@ -375,3 +378,13 @@ def test_a_moved_run_says_its_forecasts_keep_the_name_it_was_trained_as(cli, tra
     res = cli("predict", "--run", moved, "--offline", "--out", tmp_path / "fc", "-q")
     assert res.exit_code == 0, res.stderr
     assert (tmp_path / "fc" / name / "latest.csv").is_file() and not (tmp_path / "fc" / "elsewhere").exists()
+
+
+def test_info_names_the_device_used_and_a_bf16_that_ran_in_fp32(cli, run_copy):
+    doc = json.loads((run_copy / "run.json").read_text())
+    doc["config"]["train"].update(device="auto", precision="bf16")
+    doc["device"] = "cpu"
+    (run_copy / "run.json").write_text(json.dumps(doc))
+    res = cli("info", run_copy)
+    assert res.exit_code == 0, res.stderr
+    assert "device cpu (--device auto), fp32 (bf16 asked: CUDA only)" in res.stdout
