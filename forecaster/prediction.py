@@ -19,7 +19,6 @@ The network runs in numpy (:mod:`forecaster.npinfer`): forecasting never imports
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -48,8 +47,8 @@ from .sessions import (
     dated_after_today,
     get_calendar,
     last_completed_session,
-    latest_possible_day,
     next_sessions,
+    parse_day,
     sessions_after_count,
 )
 from .sources import relative_note
@@ -175,27 +174,8 @@ def _shown(value: object, limit: int = 40) -> str:
 
 
 def parse_as_of(as_of: str | date | None, now: pd.Timestamp | None = None) -> pd.Timestamp | None:
-    """``--as-of`` as a session date; ConfigError (exit 1) for a non-date or a date that has
-    begun nowhere on Earth yet.
-
-    A string must be YYYY-MM-DD; a ``datetime.date`` / ``pd.Timestamp`` is taken at its date.
-    """
-    if as_of is None:
-        return None
-    if isinstance(as_of, date):  # datetime and pd.Timestamp are dates too
-        day = pd.Timestamp(as_of)
-        day = (day.tz_localize(None) if day.tzinfo else day).normalize()
-    else:
-        text = str(as_of).strip()
-        try:
-            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-                raise ValueError(text)
-            day = pd.Timestamp(date.fromisoformat(text))
-        except ValueError:
-            raise ConfigError(f"--as-of {_shown(as_of)} is not a date; expected YYYY-MM-DD") from None
-    if day > latest_possible_day(now):  # today east of UTC is not the future
-        raise ConfigError(f"--as-of {day.date()} is in the future")
-    return day
+    """``--as-of`` as a session date (:func:`forecaster.sessions.parse_day`)."""
+    return parse_day(as_of, "--as-of", now)
 
 
 def predict(

@@ -47,6 +47,7 @@ import re
 import shlex
 import warnings
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import get_args
 
@@ -56,13 +57,13 @@ import pandas as pd
 from .checkpoint import read_manifest
 from .choices import Cell
 from .config import DataConfig, PredictConfig
-from .errors import EXIT_OK, EXIT_PARTIAL, ConfigError, DataError, ForecasterError, RunFormatError
+from .errors import EXIT_OK, EXIT_PARTIAL, DataError, ForecasterError, RunFormatError
 from .evaluation import EvalReport
 from .fsio import file_in_the_way, follow_link, not_a_folder, refuse_empty_folders
 from .metrics import POOLED, metrics_table
 from .outputs import FORECAST_FILE, has_dated_forecasts, write_csv
 from .prediction import FORECAST_COLUMNS
-from .sessions import dated_after_today, latest_possible_day
+from .sessions import dated_after_today, parse_day
 from .sources import row_lines, where_row
 from .store import load_bars
 from .tickers import csv_safe, log_some, validate_ticker
@@ -172,21 +173,9 @@ def _share_outside(x: float, lo: float, hi: float) -> str:
     return f"{100 * x:.{places}f}%"
 
 
-def parse_since(since: str | None) -> pd.Timestamp | None:
-    """``--since`` as a date; ConfigError for anything but YYYY-MM-DD, and for a day that has
-    not begun anywhere yet (no forecast can have been made on it)."""
-    if since is None:
-        return None
-    text = str(since).strip()
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-        raise ConfigError(f"--since {ascii(text[:40])} is not a date; expected YYYY-MM-DD")
-    try:
-        day = pd.Timestamp(text)
-    except ValueError:
-        raise ConfigError(f"--since {text} is not a date; expected YYYY-MM-DD") from None
-    if day > latest_possible_day(None):  # today east of UTC is not the future
-        raise ConfigError(f"--since {day.date()} is in the future")
-    return day
+def parse_since(since: str | date | None) -> pd.Timestamp | None:
+    """``--since`` as a date (:func:`forecaster.sessions.parse_day`)."""
+    return parse_day(since, "--since")
 
 
 def score(

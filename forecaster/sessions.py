@@ -18,6 +18,7 @@ as UTC, and ``None`` means the current time.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -234,6 +235,32 @@ def _as_instant(now: Any) -> pd.Timestamp:
 def latest_possible_day(now: Any = None) -> pd.Timestamp:
     """The latest date it is anywhere on Earth (UTC+14): no bar can be dated after it."""
     return (_as_instant(now) + pd.Timedelta(hours=14)).tz_localize(None).normalize()
+
+
+def parse_day(value: Any, flag: str, now: Any = None) -> pd.Timestamp | None:
+    """``value`` (``--as-of``, ``--since``) as a date: a string must be YYYY-MM-DD, and a
+    ``datetime.date`` or ``pd.Timestamp`` is taken at its date. ConfigError (naming ``flag``)
+    for anything else and for a day that has begun nowhere on Earth yet; None stays None."""
+    from datetime import date
+
+    from forecaster.tickers import _shown
+
+    if value is None:
+        return None
+    if isinstance(value, date) and not pd.isna(value):  # datetime and pd.Timestamp are dates too
+        day = pd.Timestamp(value)
+        day = (day.tz_localize(None) if day.tzinfo else day).normalize()
+    else:
+        text = str(value).strip()
+        try:
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+                raise ValueError(text)
+            day = pd.Timestamp(date.fromisoformat(text))
+        except ValueError:
+            raise ConfigError(f"{flag} {_shown(value)} is not a date; expected YYYY-MM-DD") from None
+    if day > latest_possible_day(now):  # today east of UTC is not the future
+        raise ConfigError(f"{flag} {day.date()} is in the future")
+    return day
 
 
 def dated_after_today(dates: pd.DatetimeIndex, now: Any = None) -> str | None:

@@ -92,3 +92,36 @@ def test_tune_takes_one_fixed_key_as_a_key_and_refuses_unknown_ones(sample_dir):
     assert {d.key for d, _ in search_dims(cfg, "model.hidden_size")} == keys - {"model.hidden_size"}
     with pytest.raises(ConfigError, match="'train.nope'"):
         search_dims(cfg, ["train.nope"])
+
+
+@pytest.mark.parametrize("flag", ["--as-of", "--since"])
+def test_dates_are_read_alike_for_as_of_and_since(flag):
+    import datetime as dt
+
+    import pandas as pd
+
+    from forecaster.sessions import parse_day
+
+    day = pd.Timestamp("2025-01-02")
+    for value in ("2025-01-02", dt.date(2025, 1, 2), dt.datetime(2025, 1, 2, 15), pd.Timestamp("2025-01-02 09:30")):
+        assert parse_day(value, flag) == day
+    assert parse_day(pd.Timestamp("2025-01-02 23:00", tz="Asia/Tokyo"), flag) == day
+    assert parse_day(None, flag) is None
+    for bad in (pd.NaT, "2025-1-2", "soon", 20250102):
+        with pytest.raises(ConfigError, match=f"{flag} .* is not a date; expected YYYY-MM-DD"):
+            parse_day(bad, flag)
+    with pytest.raises(ConfigError, match=f"{flag} 2999-01-01 is in the future"):
+        parse_day("2999-01-01", flag)
+
+
+def test_score_takes_a_timestamp_for_since_as_predict_takes_one_for_as_of(run_copy, tmp_path):
+    import pandas as pd
+
+    out = tmp_path / "forecasts"
+    fc.predict(run_copy, offline=True, out=out, as_of=pd.Timestamp("2024-12-20"))
+    # (that forecast lies inside the run's own data, so neither has a live forecast to score)
+    with pytest.raises(DataError) as as_text:
+        fc.score(run_copy, out=out, since="2024-11-01")
+    with pytest.raises(DataError) as as_timestamp:
+        fc.score(run_copy, out=out, since=pd.Timestamp("2024-11-01 10:00"))
+    assert str(as_timestamp.value) == str(as_text.value)
