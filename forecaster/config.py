@@ -11,6 +11,7 @@ import json
 import math
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, time
 from pathlib import Path
@@ -422,6 +423,8 @@ def read_toml(path: Path) -> dict:
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None, base: dict | None = None) -> Config:
     """Defaults, then ``base`` (a stored config) or the TOML file at ``path``, then dotted
     ``overrides`` (None values skipped)."""
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise TypeError(f"overrides must be a dict of dotted keys, not {type(overrides).__name__}")
     tree: dict = copy.deepcopy(base) if base is not None else {}
     if path is not None:
         for section, values in read_toml(path).items():

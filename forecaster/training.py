@@ -87,6 +87,25 @@ class EpochRecord:
         return asdict(self)
 
 
+@contextmanager
+def caller_state_kept():
+    """torch's thread count and the random states of Python, numpy and torch as they were
+    before, once the block ends: training sets them for itself (:func:`set_threads`,
+    :func:`seed_everything`), and a program that trains from Python keeps its own."""
+    threads = torch.get_num_threads()
+    py, np_state, cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        random.setstate(py)
+        np.random.set_state(np_state)
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch (CPU and every CUDA device) from one number."""
     random.seed(seed)
@@ -680,27 +699,30 @@ def train(
     NaN loss raises :class:`Diverged`, after writing the best epoch before it as the run when
     ``keep_diverged`` (a tuning trial or a challenger, which only the finished run serves, do not).
     """
+    if not isinstance(cfg, Config):
+        raise TypeError(f"cfg must be a Config (from forecaster.load_config), not {type(cfg).__name__}")
     refuse_empty_folders(run_dir=run_dir)
-    now = datetime.now(UTC)
-    tickers = checked_tickers(cfg)
-    # run.json records the tickers as validated (AAPL for aapl, each once), which later commands read back
-    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"tickers": tickers})})
-    check_calendar(cfg.data.calendar)  # predict dates its forecasts with it: a typo stops here
+    with caller_state_kept():  # a library caller's threads and random streams are theirs again after
+        now = datetime.now(UTC)
+        tickers = checked_tickers(cfg)
+        # run.json records the tickers as validated (AAPL for aapl, each once), which later commands read back
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"tickers": tickers})})
+        check_calendar(cfg.data.calendar)  # predict dates its forecasts with it: a typo stops here
 
-    def into(path: Path) -> TrainResult:
-        return _train(cfg, tickers, path, now, on_epoch, on_batch, lock_timeout, resume, keep_diverged)
+        def into(path: Path) -> TrainResult:
+            return _train(cfg, tickers, path, now, on_epoch, on_batch, lock_timeout, resume, keep_diverged)
 
-    if run_dir is not None or cfg.run_dir is not None or not Dist().main:
-        return into(Path(run_dir or cfg.run_dir or _default_run_dir(cfg, now)))
-    # a folder named after the second: made now, so that two trainings started in the same
-    # second do not write one run over the other; removed again if nothing is written to it
-    run_dir = _reserve(_default_run_dir(cfg, now))
-    try:
-        return into(run_dir)
-    except BaseException:
-        with suppress(OSError):
-            run_dir.rmdir()  # only while empty: an interrupted run saved there stays
-        raise
+        if run_dir is not None or cfg.run_dir is not None or not Dist().main:
+            return into(Path(run_dir or cfg.run_dir or _default_run_dir(cfg, now)))
+        # a folder named after the second: made now, so that two trainings started in the same
+        # second do not write one run over the other; removed again if nothing is written to it
+        run_dir = _reserve(_default_run_dir(cfg, now))
+        try:
+            return into(run_dir)
+        except BaseException:
+            with suppress(OSError):
+                run_dir.rmdir()  # only while empty: an interrupted run saved there stays
+            raise
 
 
 @contextmanager

@@ -482,6 +482,8 @@ def tune(
     study opened, the lock tried) its message says nothing was written, and its ``result`` has
     no trial and no file.
     """
+    if not isinstance(cfg, Config):
+        raise TypeError(f"cfg must be a Config (from forecaster.load_config), not {type(cfg).__name__}")
     refuse_empty_folders(run_dir=run_dir, root=root)
     t = cfg.tune
     dims = search_dims(cfg, fixed)

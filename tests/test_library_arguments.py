@@ -125,3 +125,38 @@ def test_score_takes_a_timestamp_for_since_as_predict_takes_one_for_as_of(run_co
     with pytest.raises(DataError) as as_timestamp:
         fc.score(run_copy, out=out, since=pd.Timestamp("2024-11-01 10:00"))
     assert str(as_timestamp.value) == str(as_text.value)
+
+
+def test_training_from_python_leaves_the_callers_threads_and_random_streams_as_they_were(sample_dir, tmp_path):
+    import random
+
+    import numpy as np
+    import torch
+
+    cfg = load_config(None, {**tiny_overrides(sample_dir), "train.threads": 1, "train.epochs": 1})
+    before = torch.get_num_threads()
+    torch.set_num_threads(2 if before != 2 else 3)
+    threads = torch.get_num_threads()
+    random.seed(123), np.random.seed(123), torch.manual_seed(123)
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(123), np.random.seed(123), torch.manual_seed(123)
+    try:
+        fc.train(cfg, run_dir=tmp_path / "r")
+        assert torch.get_num_threads() == threads
+        assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    ("call", "said"),
+    [
+        (lambda: fc.train({"train": {"epochs": 1}}), "cfg must be a Config"),
+        (lambda: fc.train("configs/smoke.toml"), "cfg must be a Config"),
+        (lambda: fc.tune("configs/smoke.toml"), "cfg must be a Config"),
+        (lambda: fc.load_config(None, [("train.epochs", 3)]), "overrides must be a dict"),
+    ],
+)
+def test_arguments_of_the_wrong_type_are_named_up_front(call, said):
+    with pytest.raises(TypeError, match=said):
+        call()
