@@ -14,6 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
+from .errors import ConfigError
 from .threads import usable_cores
 
 BLOCK_SHARE = 2
@@ -27,6 +28,8 @@ MIN_TICKERS_PER_BLOCK = 8
 def processes_for(jobs: int, n_tickers: int, min_per_job: int) -> int:
     """Processes for ``n_tickers``: ``jobs`` (0: one per usable core), fewer when some would
     get less than ``min_per_job`` tickers."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 0:
+        raise ConfigError(f"jobs must be a whole number, 0 or more (0: one per core), not {jobs!r}")
     return max(1, min(jobs or usable_cores(), n_tickers // min_per_job))
 
 

@@ -212,6 +212,8 @@ def predict(
     source = source or cfg.data.source
     data_dir_given, data_dir = data_dir, Path(data_dir or cfg.data.data_dir)
     staleness = cfg.predict.max_staleness if max_staleness is None else max_staleness
+    if isinstance(staleness, bool) or not isinstance(staleness, int) or staleness < 0:
+        raise ConfigError(f"max_staleness must be a whole number of sessions, 0 or more, not {staleness!r}")
     report = ForecastReport(run=run.name, as_of="", forecasts=pd.DataFrame(columns=FORECAST_COLUMNS))
     target = Path(out or cfg.predict.out) / run.name
     if blocker := file_in_the_way(target):

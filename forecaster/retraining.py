@@ -138,6 +138,8 @@ def retrain(
     no champion, the data are bad or training fails (a NaN loss); the pointer is untouched then.
     """
     refuse_empty_folders(runs_dir=runs_dir)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+        raise ConfigError(f"alpha must be a significance level from 0 to 1, not {alpha!r}")
     runs_dir = Path(runs_dir)
     pointer = pointer_path(name, runs_dir)
     # SIGTERM (systemctl stop) from the first check of the champion on stops it like Ctrl-C

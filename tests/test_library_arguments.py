@@ -160,3 +160,20 @@ def test_training_from_python_leaves_the_callers_threads_and_random_streams_as_t
 def test_arguments_of_the_wrong_type_are_named_up_front(call, said):
     with pytest.raises(TypeError, match=said):
         call()
+
+
+@pytest.mark.parametrize(
+    ("call", "said"),
+    [
+        (lambda run, tmp: fc.evaluate(run, jobs=-1), "jobs must be a whole number"),
+        (lambda run, tmp: fc.evaluate(run, jobs="2"), "jobs must be a whole number"),
+        (lambda run, tmp: fc.predict(run, offline=True, out=tmp / "fc", jobs=2.5), "jobs must be a whole number"),
+        (lambda run, tmp: fc.predict(run, offline=True, out=tmp / "fc", max_staleness=-1), "max_staleness must be"),
+        (lambda run, tmp: fc.retrain("prod", runs_dir=tmp / "runs", alpha=5), "alpha must be a significance level"),
+    ],
+)
+def test_values_the_command_line_refuses_are_refused_by_the_library(run_copy, tmp_path, call, said):
+    with pytest.raises(ConfigError, match=said):
+        call(run_copy, tmp_path)
+    assert not (tmp_path / "fc").exists() and not (tmp_path / "runs").exists()
+    assert not (run_copy / "eval").exists()
