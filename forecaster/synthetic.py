@@ -452,6 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error(f"--end {args.end!r} is not a date; expected YYYY-MM-DD")
             if pd.isna(end):
                 parser.error(f"--end {args.end!r} is not a date; expected YYYY-MM-DD")
+            end = end.tz_localize(None) if end.tzinfo else end  # the date as written
             if end.normalize() > pd.Timestamp.now().normalize():
                 parser.error(f"--end {end.date()} is after today: training refuses bars dated after today")
             try:
