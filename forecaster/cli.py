@@ -530,7 +530,12 @@ BurnInGradOpt = Annotated[
     ),
 ]
 ThreadsOpt = Annotated[
-    int | None, typer.Option(min=0, help="torch CPU threads (default 1; 0: one per core this process may use).")
+    int | None,
+    typer.Option(
+        min=0,
+        help="torch CPU threads (default 1; with 1, window training computes each batch in two halves side by "
+        "side; 0: one per core this process may use).",
+    ),
 ]
 
 

@@ -196,7 +196,12 @@ class TrainConfig(_Section):
     seed: int = Field(0, ge=0, le=2**64 - 1, description="seeds torch, numpy and random (torch takes up to 2**64 - 1)")
     device: Device = "auto"
     precision: Precision = Field("fp32", description="bf16 autocast on CUDA")
-    threads: int = Field(1, ge=0, description="torch CPU threads (0: one per usable core)")
+    threads: int = Field(
+        1,
+        ge=0,
+        description="torch CPU threads (0: one per usable core); with 1, window training computes each batch "
+        "in two halves side by side",
+    )
     mode: TrainMode = Field(
         "forking", description="forking: one encoder pass per stretch, a loss at every origin; window: one per window"
     )

@@ -12,6 +12,8 @@ same weights through the numpy forward pass in :mod:`forecaster.npinfer`.
 
 from __future__ import annotations
 
+import threading
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -19,6 +21,18 @@ from torch.nn import functional as F
 from .npinfer import ar_feature, ordering_matrix
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+DRAW_TURN = threading.local()
+"""Where training runs a batch's pieces side by side, each thread's wait for its turn to draw
+random numbers (``DRAW_TURN.wait``, a callable; unset elsewhere): dropout draws from torch's one
+generator, so the pieces draw in their order and a seed gives the same masks whatever the timing."""
+
+
+def _in_turn(fn, *args):
+    wait = getattr(DRAW_TURN, "wait", None)
+    if wait is not None:
+        wait()
+    return fn(*args)
 
 
 class QuantileRNN(nn.Module):
@@ -82,14 +96,17 @@ class QuantileRNN(nn.Module):
         def inputs(rows: torch.Tensor) -> torch.Tensor:  # (B, T, F) features -> (B, T, F+E)
             return rows if e is None else torch.cat([rows, e.expand(-1, rows.shape[1], -1)], dim=-1)
 
+        drawn = self.training and self.encoder.dropout > 0  # dropout between the encoder's layers
+        encoder = (lambda *a: _in_turn(self.encoder, *a)) if drawn else self.encoder
         if first is not None and first > 0 and not self.burn_in_grad and torch.is_grad_enabled():
             with torch.no_grad():  # the burn-in: its state, without a graph
-                _, state = self.encoder(inputs(x[:, :first]))
-            h, _ = self.encoder(inputs(x[:, first:]), state)  # (B, C, hidden)
+                _, state = encoder(inputs(x[:, :first]))
+            h, _ = encoder(inputs(x[:, first:]), state)  # (B, C, hidden)
         else:
-            out, _ = self.encoder(inputs(x))  # (B, L, hidden)
+            out, _ = encoder(inputs(x))  # (B, L, hidden)
             h = out[:, -1] if first is None else out[:, first:]  # (B, hidden) or (B, C, hidden)
-        raw = self.head(self.dropout(h)).view(*h.shape[:-1], self.steps, len(self.quantiles))  # (B, [C,] S, Q)
+        h = _in_turn(self.dropout, h) if self.training else h
+        raw = self.head(h).view(*h.shape[:-1], self.steps, len(self.quantiles))  # (B, [C,] S, Q)
         if self.ar is not None:  # read from the features themselves: data, so no graph to build
             k = self.ar.in_features
             lags = x[..., self.ar_feature].unfold(1, k, 1)  # (B, T-k+1, k): the k values up to each row

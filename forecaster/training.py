@@ -55,7 +55,7 @@ from .forking import Stretches, epoch_chunks, plan_chunks
 from .fsio import file_in_the_way, file_lock, not_a_folder, refuse_empty_folders
 from .intervals import median_weights, walk_forward_scales, with_median
 from .metrics import POOLED
-from .models import QuantileRNN, build_model, pinball_loss
+from .models import DRAW_TURN, QuantileRNN, build_model, pinball_loss
 from .npinfer import NumpyQuantileRNN, predict_scaled
 from .outputs import has_dated_forecasts
 from .pool import blocks, processes_for, workers
@@ -256,6 +256,21 @@ def evaluate_loss(
     return total / max(n, 1)
 
 
+WINDOW_PIECES = 2
+"""Pieces each window-training batch is cut into on a CPU where torch runs one thread."""
+
+
+def window_pieces(device: torch.device, dist: Dist, forking: bool) -> int:
+    """Pieces each training batch is cut into, each computed in a thread of its own on one torch
+    thread and their gradients added in order: :data:`WINDOW_PIECES` in window training on a CPU
+    where torch runs one thread (the default), else one. A window batch is big enough to share
+    that way (a forking step's few long stretches are not: it does not gain from a second
+    thread); the count does not depend on the cores, so neither do a seed's results."""
+    if forking or device.type != "cpu" or dist.active or torch.get_num_threads() != 1:
+        return 1
+    return WINDOW_PIECES
+
+
 def validation_workers(device: torch.device, dist: Dist) -> int:
     """Threads sharing a validation pass's batches: one per usable core on a CPU where torch
     runs one thread (the default), else one. Whole batches a thread, so unlike a team of
@@ -386,6 +401,8 @@ class Trainer:
         self.stale = 0
         self.snapshot: dict | None = None  # state after the last completed epoch
         self.val_workers = validation_workers(device, self.dist)
+        self.pieces = window_pieces(device, self.dist, self.forking)
+        self.params = [p for p in model.parameters() if p.requires_grad]
 
     # -- resumable state ------------------------------------------------------------------------
     def state(self) -> dict:
@@ -470,8 +487,61 @@ class Trainer:
             pred, y = pred[mask], y[mask]
         return pinball_loss(pred, y, q), items.origins
 
+    def _pieces_backward(self, items: np.ndarray, q: torch.Tensor, pool: ThreadPoolExecutor | None):
+        """The loss and gradient of one window batch, computed as :attr:`pieces` pieces side by
+        side (in ``pool``'s threads; in this one without a pool): each piece's loss weighted by its
+        share of the windows, the first piece's gradient put into ``.grad`` and the others' added
+        to it in their order. Dropout's draws are made in the pieces' order
+        (:data:`forecaster.models.DRAW_TURN`)."""
+        parts = np.array_split(items, min(self.pieces, len(items)))
+        drawn = [threading.Event() for _ in parts]  # piece i has made all its random draws
+
+        def piece(i: int) -> tuple[torch.Tensor, tuple | None]:
+            DRAW_TURN.wait = drawn[i - 1].wait if i else None
+            try:
+                loss, n = self._loss(parts[i], q)
+            finally:  # the next piece must not wait for a piece that failed
+                DRAW_TURN.wait = None
+                drawn[i].set()
+            share = loss * (n / len(items))
+            if i == 0:
+                share.backward()
+                return loss.detach() * n, None
+            return loss.detach() * n, torch.autograd.grad(share, self.params, allow_unused=True)
+
+        if pool is None:
+            done = [piece(i) for i in range(len(parts))]
+        else:
+            futures = [pool.submit(piece, i) for i in range(len(parts))]
+            done = [f.result() for f in futures]
+        total = done[0][0]
+        for weighted, grads in done[1:]:
+            total = total + weighted
+            for p, g in zip(self.params, grads):
+                if g is None:
+                    continue
+                if p.grad is None:
+                    p.grad = g
+                else:
+                    p.grad.add_(g)
+        return total / len(items), len(items)
+
     def epochs(
         self, train_ends: np.ndarray, val_ends: np.ndarray, on_batch: Callable[[int], None] | None = None
+    ) -> Iterator[EpochRecord]:
+        workers = min(self.pieces, usable_cores())
+        if workers < 2:
+            yield from self._epochs(train_ends, val_ends, on_batch, None)
+            return
+        with ThreadPoolExecutor(workers, thread_name_prefix="training") as pool:
+            yield from self._epochs(train_ends, val_ends, on_batch, pool)
+
+    def _epochs(
+        self,
+        train_ends: np.ndarray,
+        val_ends: np.ndarray,
+        on_batch: Callable[[int], None] | None,
+        pool: ThreadPoolExecutor | None,
     ) -> Iterator[EpochRecord]:
         t = self.cfg.train
         q = torch.tensor(self.cfg.model.quantiles, dtype=torch.float32, device=self.device)
@@ -486,7 +556,15 @@ class Trainer:
             norm_sum = torch.zeros((), device=self.device)
             n_batches = n_targets = 0
             for i in range(0, len(order), per_step):
-                loss, n = self._loss(order[i : i + per_step], q)
+                items = order[i : i + per_step]
+                if self.pieces > 1:  # the gradient too
+                    if self.grads is None:
+                        self.opt.zero_grad(set_to_none=False)
+                    else:
+                        self.grads.zero_()
+                    loss, n = self._pieces_backward(items, q, pool)
+                else:
+                    loss, n = self._loss(items, q)
                 finite = bool(torch.isfinite(loss))
                 if self.dist.active:  # every rank must stop together
                     finite = self.dist.sum(float(not finite))[0] == 0
@@ -494,11 +572,12 @@ class Trainer:
                     raise Diverged(
                         f"loss became {float(loss.detach())} at epoch {epoch}, batch {n_batches + 1}: try a lower --lr"
                     )
-                if self.grads is None:
-                    self.opt.zero_grad(set_to_none=True)
-                else:
-                    self.grads.zero_()
-                loss.backward()
+                if self.pieces == 1:
+                    if self.grads is None:
+                        self.opt.zero_grad(set_to_none=True)
+                    else:
+                        self.grads.zero_()
+                    loss.backward()
                 norm = self._clip(t.grad_clip)
                 self.opt.step()
                 loss_sum += loss.detach()

@@ -1,0 +1,146 @@
+"""Window training on a CPU with one torch thread cuts each batch into pieces computed side by
+side: the gradient must be the whole batch's, and a seed's results must not depend on the cores
+or on which thread gets ahead."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from support import tiny_overrides
+
+from forecaster.config import load_config
+from forecaster.models import DRAW_TURN, pinball_loss
+from forecaster.store import load_bars
+from forecaster.training import WINDOW_PIECES, Dist, Trainer, new_model, seed_everything, window_pieces
+from forecaster.windows import build_windows, make_splits
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def _trainer(sample_dir, **extra):
+    over = {"train.mode": "window", "train.epochs": 2, "train.patience": 50, "model.cell": "lstm", **extra}
+    cfg = load_config(None, tiny_overrides(sample_dir, **over))
+    bars = load_bars("csv", sample_dir, ["STOCKA", "STOCKB"])
+    ws = build_windows(
+        bars, cfg.window.lookback, cfg.window.horizon, make_splits(bars, cfg.window.val_days, cfg.window.test_days)
+    )
+    seed_everything(cfg.train.seed)
+    return cfg, ws, Trainer(new_model(cfg, ws), ws, cfg, torch.device("cpu"))
+
+
+def _train(sample_dir, **extra) -> tuple[list, dict]:
+    cfg, ws, trainer = _trainer(sample_dir, **extra)
+    records = list(trainer.epochs(ws.ends("train"), ws.ends("val")))
+    return [(r.train_loss, r.val_loss, r.grad_norm) for r in records], trainer.model.state_dict()
+
+
+def first_piece() -> bool:
+    """Whether the piece being computed in this thread is its batch's first (the only one that
+    does not wait for a turn to draw)."""
+    return getattr(DRAW_TURN, "wait", None) is None
+
+
+def _same_bits(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_window_training_on_one_torch_thread_cuts_its_batches_in_pieces(sample_dir):
+    cpu = torch.device("cpu")
+    assert WINDOW_PIECES >= 2
+    assert window_pieces(cpu, Dist(), forking=False) == WINDOW_PIECES
+    assert window_pieces(cpu, Dist(), forking=True) == 1  # a forking step does not gain from it
+    assert window_pieces(torch.device("cuda"), Dist(), forking=False) == 1
+    torch.set_num_threads(2)  # torch's own team of threads: no pieces on top (the fixture restores one)
+    try:
+        assert window_pieces(cpu, Dist(), forking=False) == 1
+    finally:
+        torch.set_num_threads(1)
+    _, _, trainer = _trainer(sample_dir)
+    assert trainer.pieces == WINDOW_PIECES
+
+
+def test_the_pieces_gradient_is_the_whole_batchs(sample_dir):
+    """Each piece's loss weighted by its share of the windows: the gradient and the loss are
+    those of the batch taken whole (up to rounding), for an odd batch as for an even one."""
+    cfg, ws, trainer = _trainer(sample_dir, **{"model.dropout": 0.0})
+    q = torch.tensor(cfg.model.quantiles)
+    trainer.net.train()
+    for items in (ws.ends("train")[:128], ws.ends("train")[5:122]):
+        trainer.opt.zero_grad(set_to_none=False)
+        x, tid, y = trainer.batches(items)
+        whole = pinball_loss(trainer.net(x, tid).float(), y, q)
+        whole.backward()
+        expected = [p.grad.clone() for p in trainer.params]
+        trainer.grads.zero_()
+        loss, n = trainer._pieces_backward(items, q, None)
+        assert n == len(items)
+        assert float(loss) == pytest.approx(float(whole.detach()), rel=1e-6)
+        for p, g in zip(trainer.params, expected):
+            assert torch.allclose(p.grad, g, rtol=1e-4, atol=1e-7)
+        assert any(float(g.abs().max()) > 0 for g in expected)
+
+
+def test_a_seed_trains_the_same_bits_on_one_core_as_on_several(sample_dir, monkeypatch):
+    """With dropout: its draws follow the pieces' order whichever thread runs them."""
+    monkeypatch.setattr("forecaster.training.usable_cores", lambda: 1)
+    alone = _train(sample_dir, **{"model.dropout": 0.3})
+    monkeypatch.setattr("forecaster.training.usable_cores", lambda: 2)
+    shared = _train(sample_dir, **{"model.dropout": 0.3})
+    assert alone[0] == shared[0]
+    assert _same_bits(alone[1], shared[1])
+
+
+def test_a_later_piece_that_gets_ahead_waits_for_its_turn_to_draw(sample_dir, monkeypatch):
+    """The first piece is held back while its batch is gathered: the second one runs its encoder
+    meanwhile but must make its dropout draws after the first's, as on one core."""
+    monkeypatch.setattr("forecaster.training.usable_cores", lambda: 1)
+    alone = _train(sample_dir, **{"model.dropout": 0.3, "model.num_layers": 2})
+    monkeypatch.setattr("forecaster.training.usable_cores", lambda: 2)
+    cfg, ws, trainer = _trainer(sample_dir, **{"model.dropout": 0.3, "model.num_layers": 2})
+    loss, delayed = trainer._loss, []
+
+    def slow_first_piece(items, q):
+        if first_piece() and len(delayed) < 40:
+            delayed.append(threading.current_thread().name)
+            time.sleep(0.01)  # the other piece gets ahead
+        return loss(items, q)
+
+    trainer._loss = slow_first_piece
+    records = list(trainer.epochs(ws.ends("train"), ws.ends("val")))
+    assert len(delayed) == 40 and all(name.startswith("training") for name in delayed)  # in the pool's threads
+    assert [(r.train_loss, r.val_loss, r.grad_norm) for r in records] == alone[0]
+    assert _same_bits(trainer.model.state_dict(), alone[1])
+
+
+def test_a_failing_piece_raises_and_leaves_no_piece_waiting(sample_dir, monkeypatch):
+    monkeypatch.setattr("forecaster.training.usable_cores", lambda: 2)
+    cfg, ws, trainer = _trainer(sample_dir)
+
+    def failing(items, q):
+        if first_piece():
+            raise MemoryError("no room for this batch")
+        return loss(items, q)
+
+    loss, trainer._loss = trainer._loss, failing
+    done = []
+
+    def run():
+        try:
+            list(trainer.epochs(ws.ends("train"), ws.ends("val")))
+        except MemoryError as e:
+            done.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(30)
+    assert not t.is_alive() and done and "no room" in str(done[0])
+
+
+def test_window_runs_keep_their_results_with_pieces(sample_dir):
+    """The same seed twice: the same losses and weights (timing between the threads aside)."""
+    a = _train(sample_dir)
+    b = _train(sample_dir)
+    assert a[0] == b[0] and _same_bits(a[1], b[1])
+    assert np.isfinite([v for rec in a[0] for v in rec]).all()
