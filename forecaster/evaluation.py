@@ -289,7 +289,7 @@ def evaluate(
     """Backtest ``run_dir`` and write ``eval/metrics.csv``, ``eval/predictions.csv`` and
     ``eval/lag.csv`` (and plots with ``plot``; None: when at most :data:`PLOT_TICKERS` tickers
     are evaluated); ``jobs`` processes share the tickers (0: one per core this process may use)."""
-    refuse_empty_folders(run_dir=run_dir, data_dir=data_dir)
+    refuse_empty_folders(run_dir=run_dir, data_dir=data_dir, required=("run_dir",))
     run = load_run(run_dir)
     cfg = run.config
     names = run.select(tickers)

@@ -372,10 +372,16 @@ def remove_stale_temps(directory: PathLike, min_age: float = 3600.0) -> int:
     return removed
 
 
-def refuse_empty_folders(**folders: object) -> None:
+def refuse_empty_folders(*, required: tuple[str, ...] = (), **folders: object) -> None:
     """A ConfigError for the first of ``folders`` (keyword name: value) given as an empty string,
     which a path would take for the current folder, and a default would quietly replace: the
-    library refuses what the command line refuses (``--out ""``)."""
+    library refuses what the command line refuses (``--out ""``). A TypeError, naming the
+    argument, for a value that is no folder name at all (not a str or a path; None only where
+    the argument is not ``required``), rather than an error from deep inside."""
     for name, value in folders.items():
+        if value is None and name not in required:
+            continue
+        if not isinstance(value, (str, os.PathLike)):
+            raise TypeError(f"{name} must be a folder name (a str or a path), not {type(value).__name__}")
         if isinstance(value, str) and not value.strip():
             raise ConfigError(f'{name}="" names no folder: give a folder name, or None for its default')

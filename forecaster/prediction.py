@@ -202,7 +202,7 @@ def predict(
     network reasons or another run holds the output lock for more than ``lock_timeout`` seconds,
     and a ForecasterError (exit 1) for anything else; in those two cases nothing is written.
     """
-    refuse_empty_folders(run_dir=run_dir, out=out, data_dir=data_dir)
+    refuse_empty_folders(run_dir=run_dir, out=out, data_dir=data_dir, required=("run_dir",))
     cut = parse_as_of(as_of, now)
     if source not in (None, *SOURCES):
         raise ConfigError(f"unknown source {_shown(source)}; expected one of {', '.join(SOURCES)}")

@@ -142,7 +142,7 @@ def promote(run_dir: Path, name: str, *, runs_dir: Path = DEFAULT_RUNS_DIR, lock
     longer than ``lock_timeout`` seconds, a ForecasterError (exit 1) when the run cannot be
     loaded or ``runs_dir/NAME`` is a real directory.
     """
-    refuse_empty_folders(run_dir=run_dir, runs_dir=runs_dir)
+    refuse_empty_folders(run_dir=run_dir, runs_dir=runs_dir, required=("run_dir", "runs_dir"))
     pointer = pointer_path(name, runs_dir)
     # refused before the name's lock file (or a mistyped --runs-dir) is made; checked again under the lock
     load_run(run_directory(run_dir))

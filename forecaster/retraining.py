@@ -137,7 +137,7 @@ def retrain(
     Raises LockBusy (exit 75) when the name is locked, a ForecasterError (exit 1) when there is
     no champion, the data are bad or training fails (a NaN loss); the pointer is untouched then.
     """
-    refuse_empty_folders(runs_dir=runs_dir)
+    refuse_empty_folders(runs_dir=runs_dir, required=("runs_dir",))
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
         raise ConfigError(f"alpha must be a significance level from 0 to 1, not {alpha!r}")
     runs_dir = Path(runs_dir)

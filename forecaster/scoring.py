@@ -196,7 +196,7 @@ def score(
     is at ``run_dir`` any more, the forecasts of the run of that name are scored if ``source``
     is given (an error otherwise), their tickers whatever they are.
     """
-    refuse_empty_folders(run_dir=run_dir, out=out, data_dir=data_dir)
+    refuse_empty_folders(run_dir=run_dir, out=out, data_dir=data_dir, required=("run_dir",))
     cut = parse_since(since)
     gone = _gone_run_name(run_dir)
     if gone is None:

@@ -484,7 +484,7 @@ def tune(
     """
     if not isinstance(cfg, Config):
         raise TypeError(f"cfg must be a Config (from forecaster.load_config), not {type(cfg).__name__}")
-    refuse_empty_folders(run_dir=run_dir, root=root)
+    refuse_empty_folders(run_dir=run_dir, root=root, required=("root",))
     t = cfg.tune
     dims = search_dims(cfg, fixed)
     check_space(cfg, dims)

@@ -165,6 +165,38 @@ def test_arguments_of_the_wrong_type_are_named_up_front(call, said):
 @pytest.mark.parametrize(
     ("call", "said"),
     [
+        (lambda run, tmp: fc.evaluate(None), "run_dir must be a folder name .* not NoneType"),
+        (lambda run, tmp: fc.evaluate(7), "run_dir must be a folder name .* not int"),
+        (lambda run, tmp: fc.predict(None, offline=True, out=tmp / "fc"), "run_dir must be a folder name"),
+        (lambda run, tmp: fc.predict(run, offline=True, out=3), "out must be a folder name .* not int"),
+        (lambda run, tmp: fc.score(None, out=tmp / "fc"), "run_dir must be a folder name"),
+        (lambda run, tmp: fc.score(run, data_dir=["data"]), "data_dir must be a folder name .* not list"),
+        (lambda run, tmp: fc.promote(None, "prod", runs_dir=tmp / "runs"), "run_dir must be a folder name"),
+        (lambda run, tmp: fc.promote(run, "prod", runs_dir=None), "runs_dir must be a folder name"),
+        (lambda run, tmp: fc.retrain("prod", runs_dir=None), "runs_dir must be a folder name"),
+    ],
+)
+def test_a_folder_argument_that_is_no_folder_name_is_named_up_front(run_copy, tmp_path, monkeypatch, call, said):
+    """Before, these failed inside pathlib (``expected str, bytes or os.PathLike object``)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TypeError, match=said):
+        call(run_copy, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing made here
+
+
+def test_train_and_tune_name_a_run_dir_of_the_wrong_type(sample_dir):
+    cfg = load_config(None, tiny_overrides(sample_dir))
+    with pytest.raises(TypeError, match="run_dir must be a folder name .* not int"):
+        fc.train(cfg, run_dir=5)
+    with pytest.raises(TypeError, match="root must be a folder name .* not bool"):
+        fc.tune(cfg, root=True)
+    with pytest.raises(TypeError, match="root must be a folder name .* not NoneType"):
+        fc.tune(cfg, root=None)
+
+
+@pytest.mark.parametrize(
+    ("call", "said"),
+    [
         (lambda run, tmp: fc.evaluate(run, jobs=-1), "jobs must be a whole number"),
         (lambda run, tmp: fc.evaluate(run, jobs="2"), "jobs must be a whole number"),
         (lambda run, tmp: fc.predict(run, offline=True, out=tmp / "fc", jobs=2.5), "jobs must be a whole number"),
