@@ -134,11 +134,15 @@ class Dynamics:
             (self.omega > 0 and math.isfinite(self.omega), "omega must be positive"),
             (self.alpha >= 0 and self.beta >= 0, "alpha and beta must be non-negative"),
             (self.alpha + self.beta < 1.0, "alpha + beta must be below 1 (stationary variance)"),
-            (self.t_dof is None or self.t_dof > 2.0, "t_dof must be above 2, or None"),
+            (self.t_dof is None or 2.0 < self.t_dof < math.inf, "t_dof must be a finite number above 2, or None"),
             (self.base_volume > 0 and math.isfinite(self.base_volume), "base_volume must be > 0"),
             (0.0 <= self.volume_ar < 1.0, "volume_ar must be in [0, 1)"),
-            (self.volume_noise >= 0, "volume_noise must be non-negative"),
-            (self.gap_scale >= 0 and self.range_scale >= 0, "gap/range scales must be >= 0"),
+            (math.isfinite(self.volume_beta), "volume_beta must be finite"),
+            (0 <= self.volume_noise < math.inf, "volume_noise must be non-negative and finite"),
+            (
+                0 <= self.gap_scale < math.inf and 0 <= self.range_scale < math.inf,
+                "gap/range scales must be >= 0 and finite",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -392,6 +396,8 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
         raise ValueError("write_csv: prices and volume must be finite")
     if (volume < 0).any():
         raise ValueError("write_csv: volume must be non-negative")
+    if (np.rint(volume) >= 2.0**63).any():  # a whole number of shares in a signed 64-bit integer
+        raise ValueError("write_csv: volume must be below 2**63 shares")
 
     dates = df.index.strftime("%Y-%m-%d")
     rounded = np.round(prices, _PRICE_DECIMALS) + 0.0  # + 0.0 turns -0.0 into 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from pathlib import Path
 
@@ -175,6 +176,35 @@ def test_dynamics_is_frozen_and_validated():
         Dynamics(ar=1.0)
     with pytest.raises(ValueError, match="t_dof"):
         Dynamics(t_dof=2.0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("t_dof", math.inf),
+        ("t_dof", math.nan),
+        ("volume_beta", math.nan),
+        ("volume_beta", math.inf),
+        ("volume_noise", math.inf),
+        ("gap_scale", math.inf),
+        ("range_scale", math.nan),
+    ],
+)
+def test_dynamics_that_would_make_nan_or_infinite_bars_are_refused(field, value):
+    """Before, these gave bars of NaN (or infinite volumes) without a word."""
+    said = "gap/range scales" if field.endswith("_scale") else field
+    with pytest.raises(ValueError, match=f"Dynamics: {said} must be"):
+        Dynamics(**{field: value})
+
+
+def test_write_csv_refuses_a_volume_that_no_64_bit_integer_holds(tmp_path):
+    df = generate_bars("2024-01-01", "2024-01-31", seed=4)
+    df["volume"] = 1e19  # written as -9223372036854775808 before
+    with pytest.raises(ValueError, match="volume must be below"):
+        write_csv(df, tmp_path / "X.csv")
+    assert not (tmp_path / "X.csv").exists()
+    df["volume"] = 2.0**62
+    assert write_csv(df, tmp_path / "X.csv").read_text().splitlines()[1].endswith(",4611686018427387904")
 
 
 def test_generate_bars_rejects_bad_arguments():
