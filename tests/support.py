@@ -49,6 +49,24 @@ def tiny_overrides(data_dir: Path, **extra) -> dict:
     return base
 
 
+def sample_trainer(data_dir: Path, **overrides):
+    """(cfg, windows, Trainer) of a tiny model over the sample's two tickers, seeded, on the CPU."""
+    import torch
+
+    from forecaster.config import load_config
+    from forecaster.store import load_bars
+    from forecaster.training import Trainer, new_model, seed_everything
+    from forecaster.windows import build_windows, make_splits
+
+    cfg = load_config(None, tiny_overrides(data_dir, **overrides))
+    bars = load_bars("csv", data_dir, ["STOCKA", "STOCKB"])
+    ws = build_windows(
+        bars, cfg.window.lookback, cfg.window.horizon, make_splits(bars, cfg.window.val_days, cfg.window.test_days)
+    )
+    seed_everything(cfg.train.seed)
+    return cfg, ws, Trainer(new_model(cfg, ws), ws, cfg, torch.device("cpu"))
+
+
 def run_meta(run: Path) -> dict:
     """The run's ``run.json`` as a dict."""
     return json.loads((Path(run) / "run.json").read_text(encoding="utf-8"))

@@ -7,10 +7,9 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from forecaster.config import load_config
 from forecaster.forking import Stretches, epoch_chunks, plan_chunks, runs
-from forecaster.training import Trainer, fit, new_model, seed_everything
-from tests.conftest import tiny_overrides
+from forecaster.training import fit, new_model
+from tests.support import sample_trainer
 from tests.test_models import net
 from tests.test_windows import histories, params, setup
 
@@ -156,17 +155,8 @@ def test_forking_training_runs_the_burn_in_without_gradient_unless_asked(sample_
 
 
 def _trainer(sample_dir, mode, **extra):
-    from forecaster.store import load_bars
-    from forecaster.windows import build_windows, make_splits
-
     over = {"train.mode": mode, "train.chunk": 16, "train.epochs": 3, "train.patience": 50, **extra}
-    cfg = load_config(None, tiny_overrides(sample_dir, **over))
-    bars = load_bars("csv", sample_dir, ["STOCKA", "STOCKB"])
-    ws = build_windows(
-        bars, cfg.window.lookback, cfg.window.horizon, make_splits(bars, cfg.window.val_days, cfg.window.test_days)
-    )
-    seed_everything(cfg.train.seed)
-    return cfg, ws, Trainer(new_model(cfg, ws), ws, cfg, torch.device("cpu"))
+    return sample_trainer(sample_dir, **over)
 
 
 @pytest.mark.parametrize("strategy", ["direct", "recursive"])

@@ -8,26 +8,17 @@ import time
 import numpy as np
 import pytest
 import torch
-from support import tiny_overrides
+from support import sample_trainer
 
-from forecaster.config import load_config
 from forecaster.models import DRAW_TURN, pinball_loss
-from forecaster.store import load_bars
-from forecaster.training import WINDOW_PIECES, Dist, Trainer, new_model, seed_everything, window_pieces
-from forecaster.windows import build_windows, make_splits
+from forecaster.training import WINDOW_PIECES, Dist, window_pieces
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _trainer(sample_dir, **extra):
     over = {"train.mode": "window", "train.epochs": 2, "train.patience": 50, "model.cell": "lstm", **extra}
-    cfg = load_config(None, tiny_overrides(sample_dir, **over))
-    bars = load_bars("csv", sample_dir, ["STOCKA", "STOCKB"])
-    ws = build_windows(
-        bars, cfg.window.lookback, cfg.window.horizon, make_splits(bars, cfg.window.val_days, cfg.window.test_days)
-    )
-    seed_everything(cfg.train.seed)
-    return cfg, ws, Trainer(new_model(cfg, ws), ws, cfg, torch.device("cpu"))
+    return sample_trainer(sample_dir, **over)
 
 
 def _train(sample_dir, **extra) -> tuple[list, dict]:
