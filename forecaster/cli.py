@@ -533,8 +533,8 @@ ThreadsOpt = Annotated[
     int | None,
     typer.Option(
         min=0,
-        help="torch CPU threads (default 1; with 1, window training computes each batch in two halves side by "
-        "side; 0: one per core this process may use).",
+        help="torch CPU threads (default 1; with 1, window training on a CPU computes each batch in two halves, "
+        "side by side where two cores are usable; 0: one per core this process may use).",
     ),
 ]
 

@@ -199,8 +199,8 @@ class TrainConfig(_Section):
     threads: int = Field(
         1,
         ge=0,
-        description="torch CPU threads (0: one per usable core); with 1, window training computes each batch "
-        "in two halves side by side",
+        description="torch CPU threads (0: one per usable core); with 1, window training on a CPU computes "
+        "each batch in two halves, side by side where two cores are usable",
     )
     mode: TrainMode = Field(
         "forking", description="forking: one encoder pass per stretch, a loss at every origin; window: one per window"

@@ -497,17 +497,20 @@ class Trainer:
         drawn = [threading.Event() for _ in parts]  # piece i has made all its random draws
 
         def piece(i: int) -> tuple[torch.Tensor, tuple | None]:
-            DRAW_TURN.wait = drawn[i - 1].wait if i else None
-            try:
-                loss, n = self._loss(parts[i], q)
-            finally:  # the next piece must not wait for a piece that failed
-                DRAW_TURN.wait = None
-                drawn[i].set()
-            share = loss * (n / len(items))
-            if i == 0:
-                share.backward()
-                return loss.detach() * n, None
-            return loss.detach() * n, torch.autograd.grad(share, self.params, allow_unused=True)
+            # grad mode and autocast are per thread: the same in the pool's threads as in the
+            # caller's (a CPU trains in fp32), whatever the caller has set
+            with torch.enable_grad(), torch.autocast("cpu", enabled=False):
+                DRAW_TURN.wait = drawn[i - 1].wait if i else None
+                try:
+                    loss, n = self._loss(parts[i], q)
+                finally:  # the next piece must not wait for a piece that failed
+                    DRAW_TURN.wait = None
+                    drawn[i].set()
+                share = loss * (n / len(items))
+                if i == 0:
+                    share.backward()
+                    return loss.detach() * n, None
+                return loss.detach() * n, torch.autograd.grad(share, self.params, allow_unused=True)
 
         if pool is None:
             done = [piece(i) for i in range(len(parts))]
@@ -564,7 +567,8 @@ class Trainer:
                         self.grads.zero_()
                     loss, n = self._pieces_backward(items, q, pool)
                 else:
-                    loss, n = self._loss(items, q)
+                    with torch.enable_grad():  # whatever the caller has set
+                        loss, n = self._loss(items, q)
                 finite = bool(torch.isfinite(loss))
                 if self.dist.active:  # every rank must stop together
                     finite = self.dist.sum(float(not finite))[0] == 0

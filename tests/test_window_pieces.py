@@ -135,3 +135,22 @@ def test_window_runs_keep_their_results_with_pieces(sample_dir):
     b = _train(sample_dir)
     assert a[0] == b[0] and _same_bits(a[1], b[1])
     assert np.isfinite([v for rec in a[0] for v in rec]).all()
+
+
+@pytest.mark.parametrize("cores", [1, 2])
+def test_the_callers_grad_mode_and_autocast_do_not_reach_the_halves(sample_dir, monkeypatch, cores):
+    """Both are per thread: the pool's threads never see them, so without this the caller's
+    thread (one core) would train differently from the pool (two), or not at all."""
+    monkeypatch.setattr("forecaster.training.usable_cores", lambda: 2)
+    expected = _train(sample_dir)
+    monkeypatch.setattr("forecaster.training.usable_cores", lambda: cores)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got = _train(sample_dir)
+    assert got[0] == expected[0] and _same_bits(got[1], expected[1])
+
+
+def test_forking_trains_under_a_callers_no_grad_too(sample_dir):
+    cfg, ws, trainer = _trainer(sample_dir, **{"train.mode": "forking", "train.chunk": 16})
+    with torch.no_grad():
+        records = list(trainer.epochs(ws.ends("train"), ws.ends("val")))
+    assert len(records) == 2 and all(r.grad_norm > 0 for r in records)
