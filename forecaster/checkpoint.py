@@ -445,7 +445,8 @@ def _migrate(raw: dict) -> dict:
     was made with. Format 1 predates the local target scale, the median gate and the highway:
     its targets were divided by the ticker's training volatility and its median was always the
     network's. A run that records no ``intervals.step_tracking`` tracked each step's interval
-    scale alone; one that records no ``train.burn_in_grad`` backpropagated through the burn-in."""
+    scale alone; one that records no ``train.burn_in_grad`` backpropagated through the burn-in;
+    one that records no ``train.halves`` computed each window batch whole."""
     if not isinstance(raw.get("config"), dict):
         return raw
     config = {**raw["config"]}
@@ -455,8 +456,8 @@ def _migrate(raw: dict) -> dict:
     if isinstance(intervals, dict) and "step_tracking" not in intervals:
         config["intervals"] = {"step_tracking": "separate", **intervals}
     train = config.get("train", {})
-    if isinstance(train, dict) and "burn_in_grad" not in train:
-        config["train"] = {"burn_in_grad": True, **train}
+    if isinstance(train, dict):
+        config["train"] = {"burn_in_grad": True, "halves": False, **train}
     return {**raw, "config": config}
 
 

@@ -181,6 +181,7 @@ OVERRIDES = {
     "chunk": "train.chunk",
     "epoch_steps": "train.epoch_steps",
     "burn_in_grad": "train.burn_in_grad",
+    "halves": "train.halves",
     "threads": "train.threads",
     "run_dir": "run_dir",
 }
@@ -529,6 +530,15 @@ BurnInGradOpt = Annotated[
         show_default=False,
     ),
 ]
+HalvesOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--halves/--no-halves",
+        help="Window mode on a CPU with one torch thread: compute each batch in two halves, side by side "
+        "(the default), or whole, on one core.",
+        show_default=False,
+    ),
+]
 ThreadsOpt = Annotated[
     int | None,
     typer.Option(
@@ -579,6 +589,7 @@ def train(
     chunk: ChunkOpt = None,
     epoch_steps: EpochStepsOpt = None,
     burn_in_grad: BurnInGradOpt = None,
+    halves: HalvesOpt = None,
     threads: ThreadsOpt = None,
     run_dir: Annotated[
         Path | None,

@@ -209,6 +209,11 @@ class TrainConfig(_Section):
     epoch_steps: int = Field(
         1024, ge=0, description="forking: most optimisation steps per epoch, larger steps beyond (0: no limit)"
     )
+    halves: bool = Field(
+        True,
+        description="window training on a CPU with one torch thread: each batch in two halves, side by side "
+        "where two cores are usable (false: each batch whole, on one core)",
+    )
     burn_in_grad: bool = Field(
         False,
         description="forking: backpropagate through each stretch's burn-in rows as well as its chunk's "

@@ -260,13 +260,14 @@ WINDOW_PIECES = 2
 """Pieces each window-training batch is cut into on a CPU where torch runs one thread."""
 
 
-def window_pieces(device: torch.device, dist: Dist, forking: bool) -> int:
+def window_pieces(device: torch.device, dist: Dist, forking: bool, halves: bool = True) -> int:
     """Pieces each training batch is cut into, each computed in a thread of its own on one torch
     thread and their gradients added in order: :data:`WINDOW_PIECES` in window training on a CPU
-    where torch runs one thread (the default), else one. A window batch is big enough to share
-    that way (a forking step's few long stretches are not: it does not gain from a second
-    thread); the count does not depend on the cores, so neither do a seed's results."""
-    if forking or device.type != "cpu" or dist.active or torch.get_num_threads() != 1:
+    where torch runs one thread (the default), unless ``halves`` (``train.halves``) is off;
+    else one. A window batch is big enough to share that way (a forking step's few long
+    stretches are not: it does not gain from a second thread); the count does not depend on the
+    cores, so neither do a seed's results."""
+    if not halves or forking or device.type != "cpu" or dist.active or torch.get_num_threads() != 1:
         return 1
     return WINDOW_PIECES
 
@@ -401,7 +402,7 @@ class Trainer:
         self.stale = 0
         self.snapshot: dict | None = None  # state after the last completed epoch
         self.val_workers = validation_workers(device, self.dist)
-        self.pieces = window_pieces(device, self.dist, self.forking)
+        self.pieces = window_pieces(device, self.dist, self.forking, t.halves)
         self.params = [p for p in model.parameters() if p.requires_grad]
 
     # -- resumable state ------------------------------------------------------------------------

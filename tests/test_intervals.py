@@ -363,6 +363,8 @@ def test_trained_run_stores_the_scales_evaluate_ends_with(trained_run):
         # before the burn-in went without gradient: a resumed or retrained run keeps training
         # through it, the way it was trained
         ("train", "burn_in_grad", True, False),
+        # before window batches were cut into halves: resumed or retrained whole, as it was trained
+        ("train", "halves", False, True),
     ],
 )
 def test_a_run_that_records_no_setting_reads_as_it_was_made(trained_run, run_copy, section, key, then, now):

@@ -48,8 +48,11 @@ def test_window_training_on_one_torch_thread_cuts_its_batches_in_pieces(sample_d
         assert window_pieces(cpu, Dist(), forking=False) == 1
     finally:
         torch.set_num_threads(1)
+    assert window_pieces(cpu, Dist(), forking=False, halves=False) == 1
     _, _, trainer = _trainer(sample_dir)
     assert trainer.pieces == WINDOW_PIECES
+    _, _, trainer = _trainer(sample_dir, **{"train.halves": False})  # --no-halves
+    assert trainer.pieces == 1
 
 
 def test_the_pieces_gradient_is_the_whole_batchs(sample_dir):
