@@ -366,7 +366,8 @@ class Trainer:
 
     Trains on windows or, in forking mode (``train.mode``), on stretches that put the loss at
     every origin of a chunk (:mod:`forecaster.forking`); either way ``batch_size`` origins a
-    step and validation on ``lookback``-long windows from a zero state, as inference reads.
+    step and validation on ``lookback``-long windows from a zero state, as inference reads. A
+    window batch may be computed in pieces side by side (:func:`window_pieces`).
     :meth:`epochs` yields one record per epoch. The state after each completed epoch (weights,
     optimiser, scheduler, data-order generator) is kept so an interrupted run can be saved and
     resumed exactly where it stopped.
