@@ -157,3 +157,24 @@ def test_forking_trains_under_a_callers_no_grad_too(sample_dir):
     with torch.no_grad():
         records = list(trainer.epochs(ws.ends("train"), ws.ends("val")))
     assert len(records) == 2 and all(r.grad_norm > 0 for r in records)
+
+
+def test_the_halves_threads_end_with_the_training(sample_dir, monkeypatch):
+    """Run to the end, or left after one epoch (the generator dropped): no thread of the halves
+    stays behind."""
+    import gc
+
+    monkeypatch.setattr("forecaster.training.usable_cores", lambda: 2)
+    cfg, ws, trainer = _trainer(sample_dir)
+    list(trainer.epochs(ws.ends("train"), ws.ends("val")))
+    cfg, ws, trainer = _trainer(sample_dir)
+    epochs = trainer.epochs(ws.ends("train"), ws.ends("val"))
+    next(epochs)
+    assert any(t.name.startswith("training") for t in threading.enumerate())  # the pool is there
+    epochs.close()
+    del epochs
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while any(t.name.startswith("training") for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("training")]
