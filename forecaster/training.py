@@ -562,11 +562,11 @@ class Trainer:
             n_batches = n_targets = 0
             for i in range(0, len(order), per_step):
                 items = order[i : i + per_step]
+                if self.grads is None:
+                    self.opt.zero_grad(set_to_none=True)
+                else:
+                    self.grads.zero_()
                 if self.pieces > 1:  # the gradient too
-                    if self.grads is None:
-                        self.opt.zero_grad(set_to_none=False)
-                    else:
-                        self.grads.zero_()
                     loss, n = self._pieces_backward(items, q, pool)
                 else:
                     with torch.enable_grad():  # whatever the caller has set
@@ -579,10 +579,6 @@ class Trainer:
                         f"loss became {float(loss.detach())} at epoch {epoch}, batch {n_batches + 1}: try a lower --lr"
                     )
                 if self.pieces == 1:
-                    if self.grads is None:
-                        self.opt.zero_grad(set_to_none=True)
-                    else:
-                        self.grads.zero_()
                     loss.backward()
                 norm = self._clip(t.grad_clip)
                 self.opt.step()
