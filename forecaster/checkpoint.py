@@ -446,7 +446,8 @@ def _migrate(raw: dict) -> dict:
     its targets were divided by the ticker's training volatility and its median was always the
     network's. A run that records no ``intervals.step_tracking`` tracked each step's interval
     scale alone; one that records no ``train.burn_in_grad`` backpropagated through the burn-in;
-    one that records no ``train.halves`` computed each window batch whole."""
+    one that records no ``train.burn_in_dropout`` applied dropout there; one that records no
+    ``train.halves`` computed each window batch whole."""
     if not isinstance(raw.get("config"), dict):
         return raw
     config = {**raw["config"]}
@@ -457,7 +458,7 @@ def _migrate(raw: dict) -> dict:
         config["intervals"] = {"step_tracking": "separate", **intervals}
     train = config.get("train", {})
     if isinstance(train, dict):
-        config["train"] = {"burn_in_grad": True, "halves": False, **train}
+        config["train"] = {"burn_in_grad": True, "burn_in_dropout": True, "halves": False, **train}
     return {**raw, "config": config}
 
 

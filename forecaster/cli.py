@@ -181,6 +181,7 @@ OVERRIDES = {
     "chunk": "train.chunk",
     "epoch_steps": "train.epoch_steps",
     "burn_in_grad": "train.burn_in_grad",
+    "burn_in_dropout": "train.burn_in_dropout",
     "halves": "train.halves",
     "threads": "train.threads",
     "run_dir": "run_dir",
@@ -530,6 +531,15 @@ BurnInGradOpt = Annotated[
         show_default=False,
     ),
 ]
+BurnInDropoutOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--burn-in-dropout/--no-burn-in-dropout",
+        help="Forking mode, burn-in without gradient: apply the dropout between layers to the burn-in rows too, "
+        "or set the chunk's starting state without dropout, as inference does (the default).",
+        show_default=False,
+    ),
+]
 HalvesOpt = Annotated[
     bool | None,
     typer.Option(
@@ -589,6 +599,7 @@ def train(
     chunk: ChunkOpt = None,
     epoch_steps: EpochStepsOpt = None,
     burn_in_grad: BurnInGradOpt = None,
+    burn_in_dropout: BurnInDropoutOpt = None,
     halves: HalvesOpt = None,
     threads: ThreadsOpt = None,
     run_dir: Annotated[

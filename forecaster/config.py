@@ -219,6 +219,12 @@ class TrainConfig(_Section):
         description="forking: backpropagate through each stretch's burn-in rows as well as its chunk's "
         "(false: the burn-in only sets the state the chunk starts from, without gradient; faster)",
     )
+    burn_in_dropout: bool = Field(
+        False,
+        description="forking, burn-in without gradient: apply the dropout between the encoder's layers to the "
+        "burn-in rows too (false: the burn-in sets the chunk's starting state as inference would, without "
+        "dropout; faster)",
+    )
 
 
 class PredictConfig(_Section):

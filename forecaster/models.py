@@ -35,6 +35,20 @@ def _in_turn(fn, *args):
     return fn(*args)
 
 
+def _without_dropout(module: nn.Module):
+    """``module`` called in eval mode (no dropout), its mode restored after."""
+
+    def call(*args):
+        was = module.training
+        module.train(False)
+        try:
+            return module(*args)
+        finally:
+            module.train(was)
+
+    return call
+
+
 class QuantileRNN(nn.Module):
     def __init__(
         self,
@@ -68,6 +82,9 @@ class QuantileRNN(nn.Module):
         # forking sequences: whether the gradient flows back through the rows before ``first``
         # (set for training; not a weight, and inference never reads it)
         self.burn_in_grad = True
+        # and, when the burn-in runs without gradient, whether the dropout between the encoder's
+        # layers applies there too (False: its state is computed as inference computes it)
+        self.burn_in_dropout = True
         self.head = nn.Linear(hidden_size, self.steps * len(self.quantiles))
         q, m = len(self.quantiles), self.median_index
         # (Q, Q): quantiles = median + softplus(raw) @ order, the median's own row zero (not weights:
@@ -100,7 +117,8 @@ class QuantileRNN(nn.Module):
         encoder = (lambda *a: _in_turn(self.encoder, *a)) if drawn else self.encoder
         if first is not None and first > 0 and not self.burn_in_grad and torch.is_grad_enabled():
             with torch.no_grad():  # the burn-in: its state, without a graph
-                _, state = encoder(inputs(x[:, :first]))
+                burn = encoder if self.burn_in_dropout or not drawn else _without_dropout(self.encoder)
+                _, state = burn(inputs(x[:, :first]))
             h, _ = encoder(inputs(x[:, first:]), state)  # (B, C, hidden)
         else:
             out, _ = encoder(inputs(x))  # (B, L, hidden)

@@ -378,7 +378,7 @@ class Trainer:
         self.cfg, self.ws, self.device = cfg, ws, device
         self.dist = dist or Dist()
         self.model = model
-        model.burn_in_grad = t.burn_in_grad
+        model.burn_in_grad, model.burn_in_dropout = t.burn_in_grad, t.burn_in_dropout
         self.net = model  # what is called: the DDP wrapper when distributed
         if self.dist.active:
             from torch.nn.parallel import DistributedDataParallel

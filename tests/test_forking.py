@@ -154,6 +154,71 @@ def test_forking_training_runs_the_burn_in_without_gradient_unless_asked(sample_
     assert all(n == L for g, train, n in calls if not train)  # validation reads whole windows
 
 
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_a_burn_in_without_gradient_skips_the_dropout_between_layers_unless_asked(cell):
+    """With two layers and dropout, the burn-in (without gradient) sets the chunk's starting
+    state as inference would, without dropout, unless ``burn_in_dropout`` is on; the chunk itself
+    keeps its dropout, and the encoder is left in training mode."""
+    from forecaster.models import QuantileRNN
+
+    L, C = 9, 4
+    x, tid = torch.randn(3, L + C - 1, 6), torch.tensor([0, 2, 1])
+    for flag in (False, True):
+        torch.manual_seed(1)
+        m = QuantileRNN(
+            cell=cell,
+            n_features=6,
+            n_tickers=3,
+            hidden_size=8,
+            num_layers=2,
+            dropout=0.5,
+            embedding_dim=2,
+            horizon=3,
+            quantiles=[0.1, 0.5, 0.9],
+            strategy="direct",
+        ).train()
+        m.burn_in_grad, m.burn_in_dropout = False, flag
+        calls = []
+        m.encoder.register_forward_hook(
+            lambda mod, args, out, calls=calls: calls.append((mod.training, args[0], out[1]))
+        )
+        m(x, tid, L - 1)
+        assert m.encoder.training and m.training
+        (burn_mode, burn_in, burn_state), (chunk_mode, _, _) = calls
+        assert burn_in.shape[1] == L - 1 and (burn_mode, chunk_mode) == (flag, True)
+        with torch.no_grad():
+            _, plain = m.encoder.eval()(burn_in)
+        m.train()
+        same = [torch.equal(a, b) for a, b in zip(_states(burn_state), _states(plain))]
+        assert all(same) != flag  # without its dropout exactly the plain state; with it, not
+
+
+def _states(state):
+    return state if isinstance(state, tuple) else (state,)
+
+
+def test_forking_training_runs_the_burn_in_without_dropout_by_default(sample_dir):
+    """Two layers with dropout: every burn-in call of an epoch runs in eval mode without a
+    graph; with ``train.burn_in_dropout`` in training mode, like the chunks."""
+    seen = {}
+    for flag in (False, True):
+        over = {"train.epochs": 1, "model.num_layers": 2, "model.dropout": 0.2, "train.burn_in_dropout": flag}
+        cfg, ws, trainer = _trainer(sample_dir, "forking", **over)
+        calls = []
+        trainer.model.encoder.register_forward_hook(
+            lambda mod, args, out, calls=calls: calls.append((torch.is_grad_enabled(), mod.training, args[0].shape[1]))
+        )
+        (rec,) = trainer.epochs(ws.ends("train"), ws.ends("val"))
+        assert np.isfinite(rec.val_loss) and rec.grad_norm > 0
+        L = cfg.window.lookback
+        burn = [c for c in calls if not c[0] and c[2] == L - 1]
+        chunks = [c for c in calls if c[0]]
+        assert len(burn) == len(chunks) > 0 and {c[1] for c in chunks} == {True}
+        assert {c[1] for c in burn} == {flag}
+        seen[flag] = rec.val_loss
+    assert seen[False] != seen[True]  # a different state, so different training
+
+
 def _trainer(sample_dir, mode, **extra):
     over = {"train.mode": mode, "train.chunk": 16, "train.epochs": 3, "train.patience": 50, **extra}
     return sample_trainer(sample_dir, **over)
