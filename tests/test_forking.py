@@ -159,24 +159,10 @@ def test_a_burn_in_without_gradient_skips_the_dropout_between_layers_unless_aske
     """With two layers and dropout, the burn-in (without gradient) sets the chunk's starting
     state as inference would, without dropout, unless ``burn_in_dropout`` is on; the chunk itself
     keeps its dropout, and the encoder is left in training mode."""
-    from forecaster.models import QuantileRNN
-
     L, C = 9, 4
     x, tid = torch.randn(3, L + C - 1, 6), torch.tensor([0, 2, 1])
     for flag in (False, True):
-        torch.manual_seed(1)
-        m = QuantileRNN(
-            cell=cell,
-            n_features=6,
-            n_tickers=3,
-            hidden_size=8,
-            num_layers=2,
-            dropout=0.5,
-            embedding_dim=2,
-            horizon=3,
-            quantiles=[0.1, 0.5, 0.9],
-            strategy="direct",
-        ).train()
+        m = net(cell, emb=2, dropout=0.5).train()
         m.burn_in_grad, m.burn_in_dropout = False, flag
         calls = []
         m.encoder.register_forward_hook(

@@ -6,7 +6,7 @@ from forecaster.models import QuantileRNN, pinball_loss
 Q = [0.1, 0.5, 0.9]
 
 
-def net(cell="lstm", strategy="direct", horizon=4, quantiles=Q, emb=3):
+def net(cell="lstm", strategy="direct", horizon=4, quantiles=Q, emb=3, dropout=0.0):
     torch.manual_seed(0)
     return QuantileRNN(
         cell=cell,
@@ -14,7 +14,7 @@ def net(cell="lstm", strategy="direct", horizon=4, quantiles=Q, emb=3):
         n_tickers=3,
         hidden_size=8,
         num_layers=2,
-        dropout=0.0,
+        dropout=dropout,
         embedding_dim=emb,
         horizon=horizon,
         quantiles=quantiles,
