@@ -112,7 +112,9 @@ def project(args) -> dict:
 
     cfg = config(args)
     cfg.train.epochs, cfg.train.patience = 10_000, 10_000
-    if not args.torch_defaults:
+    if args.torch_defaults:  # torch's own team of threads, as with --threads 0: batches computed whole
+        cfg.train.threads = 0
+    else:
         set_threads(cfg.train.threads)  # what `forecaster train` does after
     ws, ends = origins(args)
     seed_everything(cfg.train.seed)

@@ -544,7 +544,7 @@ HalvesOpt = Annotated[
     bool | None,
     typer.Option(
         "--halves/--no-halves",
-        help="Window mode on a CPU with one torch thread: compute each batch in two halves, side by side "
+        help="Window mode on a CPU with --threads 1: compute each batch in two halves, side by side "
         "(the default), or whole, on one core.",
         show_default=False,
     ),

@@ -211,7 +211,7 @@ class TrainConfig(_Section):
     )
     halves: bool = Field(
         True,
-        description="window training on a CPU with one torch thread: each batch in two halves, side by side "
+        description="window training on a CPU with train.threads = 1: each batch in two halves, side by side "
         "where two cores are usable (false: each batch whole, on one core)",
     )
     burn_in_grad: bool = Field(

@@ -257,17 +257,18 @@ def evaluate_loss(
 
 
 WINDOW_PIECES = 2
-"""Pieces each window-training batch is cut into on a CPU where torch runs one thread."""
+"""Pieces each window-training batch is cut into on a CPU with ``train.threads = 1``."""
 
 
-def window_pieces(device: torch.device, dist: Dist, forking: bool, halves: bool = True) -> int:
+def window_pieces(device: torch.device, dist: Dist, forking: bool, halves: bool = True, threads: int = 1) -> int:
     """Pieces each training batch is cut into, each computed in a thread of its own on one torch
     thread and their gradients added in order: :data:`WINDOW_PIECES` in window training on a CPU
-    where torch runs one thread (the default), unless ``halves`` (``train.halves``) is off;
-    else one. A window batch is big enough to share that way (a forking step's few long
-    stretches are not: it does not gain from a second thread); the count does not depend on the
-    cores, so neither do a seed's results."""
-    if not halves or forking or device.type != "cpu" or dist.active or torch.get_num_threads() != 1:
+    with ``threads`` (``train.threads``) 1, the default, unless ``halves`` (``train.halves``) is
+    off; else one. A window batch is big enough to share that way (a forking step's few long
+    stretches are not: it does not gain from a second thread). The count follows the settings
+    alone, never the cores (``--threads 2`` runs one torch thread on a one-core machine, and is
+    still computed whole), so neither do a seed's dropout masks."""
+    if not halves or forking or device.type != "cpu" or dist.active or threads != 1:
         return 1
     return WINDOW_PIECES
 
@@ -403,7 +404,7 @@ class Trainer:
         self.stale = 0
         self.snapshot: dict | None = None  # state after the last completed epoch
         self.val_workers = validation_workers(device, self.dist)
-        self.pieces = window_pieces(device, self.dist, self.forking, t.halves)
+        self.pieces = window_pieces(device, self.dist, self.forking, t.halves, t.threads)
         self.params = [p for p in model.parameters() if p.requires_grad]
 
     # -- resumable state ------------------------------------------------------------------------

@@ -43,16 +43,32 @@ def test_window_training_on_one_torch_thread_cuts_its_batches_in_pieces(sample_d
     assert window_pieces(cpu, Dist(), forking=False) == WINDOW_PIECES
     assert window_pieces(cpu, Dist(), forking=True) == 1  # a forking step does not gain from it
     assert window_pieces(torch.device("cuda"), Dist(), forking=False) == 1
-    torch.set_num_threads(2)  # torch's own team of threads: no pieces on top (the fixture restores one)
-    try:
-        assert window_pieces(cpu, Dist(), forking=False) == 1
-    finally:
-        torch.set_num_threads(1)
+    for threads in (0, 2):  # torch's own team of threads: no pieces on top
+        assert window_pieces(cpu, Dist(), forking=False, threads=threads) == 1
     assert window_pieces(cpu, Dist(), forking=False, halves=False) == 1
     _, _, trainer = _trainer(sample_dir)
     assert trainer.pieces == WINDOW_PIECES
     _, _, trainer = _trainer(sample_dir, **{"train.halves": False})  # --no-halves
     assert trainer.pieces == 1
+
+
+@pytest.mark.parametrize("threads", [0, 1, 2])
+def test_the_pieces_follow_the_settings_not_the_cores(sample_dir, monkeypatch, threads):
+    """``--threads 2`` on a one-core machine runs one torch thread, yet its batches are computed
+    whole, as on two cores: the dropout masks, and so the weights, do not depend on the machine."""
+    from forecaster.training import set_threads
+
+    seen = set()
+    before = torch.get_num_threads()
+    try:
+        for cores in (1, 2):
+            monkeypatch.setattr("forecaster.training.usable_cores", lambda cores=cores: cores)
+            set_threads(threads)  # what train does: one torch thread on one core, whatever was asked
+            _, _, trainer = _trainer(sample_dir, **{"train.threads": threads})
+            seen.add(trainer.pieces)
+    finally:
+        torch.set_num_threads(before)
+    assert seen == {WINDOW_PIECES if threads == 1 else 1}
 
 
 def test_the_pieces_gradient_is_the_whole_batchs(sample_dir):
