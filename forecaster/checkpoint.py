@@ -440,26 +440,38 @@ def read_manifest(run_dir: Path) -> Manifest:
 READABLE_VERSIONS = (1, 2)
 
 
+EARLIER_SETTINGS = {
+    "intervals": {"step_tracking": "separate"},
+    "train": {"burn_in_grad": True, "burn_in_dropout": True, "halves": False},
+}
+"""Settings that came later, by section, with the value each had before it existed: a run (or a
+tune trial) that records none was made that way. Its intervals tracked each step's scale alone;
+it backpropagated through the burn-in, applied dropout there, and computed each window batch
+whole."""
+
+
+def as_made(config: dict) -> dict:
+    """``config`` (a run's or a tune trial's settings, by section) with every setting of
+    :data:`EARLIER_SETTINGS` it does not record at the value it was made with."""
+    out = {**config}
+    for section, earlier in EARLIER_SETTINGS.items():
+        part = out.get(section, {})
+        if isinstance(part, dict):
+            out[section] = {**earlier, **part}
+    return out
+
+
 def _migrate(raw: dict) -> dict:
     """A run.json of an earlier format as the current format describes it, with the settings it
     was made with. Format 1 predates the local target scale, the median gate and the highway:
     its targets were divided by the ticker's training volatility and its median was always the
-    network's. A run that records no ``intervals.step_tracking`` tracked each step's interval
-    scale alone; one that records no ``train.burn_in_grad`` backpropagated through the burn-in;
-    one that records no ``train.burn_in_dropout`` applied dropout there; one that records no
-    ``train.halves`` computed each window batch whole."""
+    network's. A setting of :data:`EARLIER_SETTINGS` it does not record reads as it was then."""
     if not isinstance(raw.get("config"), dict):
         return raw
     config = {**raw["config"]}
     if raw.get("format_version") == 1 and isinstance(config.get("model"), dict):
         config["model"] = {"target_scale": "ticker", "median_alpha": 1.0, "ar_order": 0, **config["model"]}
-    intervals = config.get("intervals", {})
-    if isinstance(intervals, dict) and "step_tracking" not in intervals:
-        config["intervals"] = {"step_tracking": "separate", **intervals}
-    train = config.get("train", {})
-    if isinstance(train, dict):
-        config["train"] = {"burn_in_grad": True, "burn_in_dropout": True, "halves": False, **train}
-    return {**raw, "config": config}
+    return {**raw, "config": as_made(config)}
 
 
 def _problems(err: ValidationError, most: int = 3) -> str:

@@ -35,7 +35,7 @@ import pandas as pd
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
-from .checkpoint import Origin, run_lock_path, set_origin
+from .checkpoint import EARLIER_SETTINGS, Origin, as_made, run_lock_path, set_origin
 from .config import SEARCH_SPACE, Config, SearchDim, active_dims, config_from_dict, config_toml, load_config
 from .errors import ConfigError, DataError, TemporaryFailure, TrainingError
 from .fsio import atomic_write_text, cannot_make, file_in_the_way, file_lock, not_a_folder, refuse_empty_folders
@@ -391,6 +391,9 @@ def _check_setup(study: optuna.Study, base: Config, searched: set[str], data: di
         study.set_user_attr("searched", sorted(searched))
         study.set_user_attr("data", data)
         return
+    # a setting that came after the study began: its trials ran with the value it had before
+    earlier = {f"{section}.{k}": v for section, keys in EARLIER_SETTINGS.items() for k, v in keys.items()}
+    before = {**earlier, **before}
     either = searched | set(study.user_attrs.get("searched", []))
     for k in sorted(set(setup) & set(before) - either):
         if setup[k] != before[k]:
@@ -699,7 +702,8 @@ def best_trial(trials: list[FrozenTrial], run_dir: Path, base: Config | None = N
     if not done:
         return None
     tr = min(done, key=lambda x: (x.value, x.number))
-    cfg = config_from_dict(_here(tr.user_attrs["config"], base)).model_copy(update={"run_dir": run_dir})
+    made = as_made(tr.user_attrs["config"])  # a trial run before a setting existed: as it ran
+    cfg = config_from_dict(_here(made, base)).model_copy(update={"run_dir": run_dir})
     params = {n: v for n in _param_names(trials) if (v := _trained_with(tr, n)) is not None}
     return BestTrial(number=tr.number, value=float(tr.value), params=params, config=cfg)
 

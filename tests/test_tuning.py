@@ -3,6 +3,7 @@ resuming after an interrupt or a killed process, and two processes on one study.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -367,6 +368,39 @@ def test_a_study_refuses_to_continue_on_other_data(small_dir, tmp_path):
     tune(_cfg(small_dir, **{"tune.trials": 1}), root=tmp_path)
     with pytest.raises(ConfigError, match="train.epochs = 2, this command has 3"):
         tune(_cfg(small_dir, **{"tune.trials": 1, "train.epochs": 3}), root=tmp_path)
+
+
+def test_a_study_begun_before_a_setting_existed_continues_only_as_its_trials_ran(small_dir, tmp_path):
+    """A study that records no ``train.burn_in_dropout`` ran its trials with the dropout in the
+    burn-in, as forecaster did then: continued with today's default it is refused, naming the
+    setting; with the setting as it was, it goes on."""
+    tune(_cfg(small_dir, **{"tune.trials": 1}), root=tmp_path)
+    study = optuna.load_study(study_name="t", storage=embedded_url("t", tmp_path))
+    setup = dict(study.user_attrs["setup"])
+    assert setup.pop("train.burn_in_dropout") is False
+    study.set_user_attr("setup", setup)
+    with pytest.raises(ConfigError, match="train.burn_in_dropout = True, this command has False"):
+        tune(_cfg(small_dir, **{"tune.trials": 1}), root=tmp_path)
+    res = tune(_cfg(small_dir, **{"tune.trials": 1, "train.burn_in_dropout": True}), root=tmp_path)
+    assert list(res.trials["state"]) == ["COMPLETE", "COMPLETE"]
+
+
+def test_a_best_trial_run_before_a_setting_existed_is_written_as_it_ran(small_dir, tmp_path):
+    """best.toml trains the best trial as it was trained: a trial whose config records none of
+    the later settings gets their earlier values, not today's defaults."""
+    from forecaster.tuning import best_trial
+
+    tune(_cfg(small_dir, **{"tune.trials": 1}), root=tmp_path)
+    study = optuna.load_study(study_name="t", storage=embedded_url("t", tmp_path))
+    (trial,) = copy.deepcopy(study.get_trials())
+    now = best_trial([trial], tmp_path / "best").config.train
+    assert (now.burn_in_grad, now.burn_in_dropout, now.halves) == (False, False, True)
+    for key in ("burn_in_grad", "burn_in_dropout", "halves"):
+        del trial.user_attrs["config"]["train"][key]
+    del trial.user_attrs["config"]["intervals"]["step_tracking"]
+    then = best_trial([trial], tmp_path / "best").config
+    assert (then.train.burn_in_grad, then.train.burn_in_dropout, then.train.halves) == (True, True, False)
+    assert then.intervals.step_tracking == "separate"
 
 
 def test_a_study_refuses_other_choices_before_any_trial_but_takes_another_range(small_dir, tmp_path):
