@@ -550,64 +550,79 @@ class Trainer:
         pool: ThreadPoolExecutor | None,
     ) -> Iterator[EpochRecord]:
         t = self.cfg.train
-        q = torch.tensor(self.cfg.model.quantiles, dtype=torch.float32, device=self.device)
-        if self.snapshot is None:  # stopped inside the first epoch, a run resumes from its start
-            self.snapshot = self._capture()
+        with torch.inference_mode(False):  # a caller's inference mode (per thread) never reaches training
+            q = torch.tensor(self.cfg.model.quantiles, dtype=torch.float32, device=self.device)
+            if self.snapshot is None:  # stopped inside the first epoch, a run resumes from its start
+                self.snapshot = self._capture()
         while self.epoch < t.epochs and self.stale < t.patience:
-            epoch = self.epoch + 1
-            start = time.perf_counter()
-            self.net.train()
-            order, per_step = self._order(train_ends)
-            loss_sum = torch.zeros((), device=self.device)
-            norm_sum = torch.zeros((), device=self.device)
-            n_batches = n_targets = 0
-            for i in range(0, len(order), per_step):
-                items = order[i : i + per_step]
-                if self.grads is None:
-                    self.opt.zero_grad(set_to_none=True)
-                else:
-                    self.grads.zero_()
-                if self.pieces > 1:  # the gradient too
-                    loss, n = self._pieces_backward(items, q, pool)
-                else:
-                    with torch.enable_grad():  # whatever the caller has set
-                        loss, n = self._loss(items, q)
-                finite = bool(torch.isfinite(loss))
-                if self.dist.active:  # every rank must stop together
-                    finite = self.dist.sum(float(not finite))[0] == 0
-                if not finite:
-                    raise Diverged(
-                        f"loss became {float(loss.detach())} at epoch {epoch}, batch {n_batches + 1}: try a lower --lr"
-                    )
-                if self.pieces == 1:
-                    loss.backward()
-                norm = self._clip(t.grad_clip)
-                self.opt.step()
-                loss_sum += loss.detach()
-                norm_sum += norm.detach()
-                n_batches += 1
-                n_targets += n
-                if on_batch:
-                    on_batch(n)
-            val = self._val_loss(val_ends)
-            if not math.isfinite(val):
-                raise Diverged(f"validation loss became {val} at epoch {epoch}")
-            lr = self.opt.param_groups[0]["lr"]
-            self.sched.step(val)
-            if val < self.best_val - MIN_IMPROVEMENT:
-                self.best_val, self.stale = val, 0
-                self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-            else:
-                self.stale += 1
-            self.epoch = epoch
-            train_loss, norm_mean, samples = self.dist.sum(
-                float(loss_sum) / max(n_batches, 1), float(norm_sum) / max(n_batches, 1), n_targets
-            )
-            w = self.dist.world
-            self.snapshot = self._capture()
-            yield EpochRecord(epoch, train_loss / w, val, norm_mean / w, lr, time.perf_counter() - start, int(samples))
+            with torch.inference_mode(False):
+                rec = self._epoch(train_ends, val_ends, on_batch, pool, q)
+            yield rec
             if self.stale >= t.patience:
-                log.info("early stop at epoch %d (best val %.5f)", epoch, self.best_val)
+                log.info("early stop at epoch %d (best val %.5f)", rec.epoch, self.best_val)
+
+    def _epoch(
+        self,
+        train_ends: np.ndarray,
+        val_ends: np.ndarray,
+        on_batch: Callable[[int], None] | None,
+        pool: ThreadPoolExecutor | None,
+        q: torch.Tensor,
+    ) -> EpochRecord:
+        """One epoch: its training steps, then the validation loss, the schedule and the best weights."""
+        t = self.cfg.train
+        epoch = self.epoch + 1
+        start = time.perf_counter()
+        self.net.train()
+        order, per_step = self._order(train_ends)
+        loss_sum = torch.zeros((), device=self.device)
+        norm_sum = torch.zeros((), device=self.device)
+        n_batches = n_targets = 0
+        for i in range(0, len(order), per_step):
+            items = order[i : i + per_step]
+            if self.grads is None:
+                self.opt.zero_grad(set_to_none=True)
+            else:
+                self.grads.zero_()
+            if self.pieces > 1:  # the gradient too
+                loss, n = self._pieces_backward(items, q, pool)
+            else:
+                with torch.enable_grad():  # whatever the caller has set
+                    loss, n = self._loss(items, q)
+            finite = bool(torch.isfinite(loss))
+            if self.dist.active:  # every rank must stop together
+                finite = self.dist.sum(float(not finite))[0] == 0
+            if not finite:
+                raise Diverged(
+                    f"loss became {float(loss.detach())} at epoch {epoch}, batch {n_batches + 1}: try a lower --lr"
+                )
+            if self.pieces == 1:
+                loss.backward()
+            norm = self._clip(t.grad_clip)
+            self.opt.step()
+            loss_sum += loss.detach()
+            norm_sum += norm.detach()
+            n_batches += 1
+            n_targets += n
+            if on_batch:
+                on_batch(n)
+        val = self._val_loss(val_ends)
+        if not math.isfinite(val):
+            raise Diverged(f"validation loss became {val} at epoch {epoch}")
+        lr = self.opt.param_groups[0]["lr"]
+        self.sched.step(val)
+        if val < self.best_val - MIN_IMPROVEMENT:
+            self.best_val, self.stale = val, 0
+            self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        else:
+            self.stale += 1
+        self.epoch = epoch
+        train_loss, norm_mean, samples = self.dist.sum(
+            float(loss_sum) / max(n_batches, 1), float(norm_sum) / max(n_batches, 1), n_targets
+        )
+        w = self.dist.world
+        self.snapshot = self._capture()
+        return EpochRecord(epoch, train_loss / w, val, norm_mean / w, lr, time.perf_counter() - start, int(samples))
 
     def _clip(self, max_norm: float) -> torch.Tensor:
         """Scale the gradient down to a global norm of at most ``max_norm`` (as

@@ -168,11 +168,22 @@ def test_the_callers_grad_mode_and_autocast_do_not_reach_the_halves(sample_dir, 
     assert got[0] == expected[0] and _same_bits(got[1], expected[1])
 
 
-def test_forking_trains_under_a_callers_no_grad_too(sample_dir):
-    cfg, ws, trainer = _trainer(sample_dir, **{"train.mode": "forking", "train.chunk": 16})
-    with torch.no_grad():
-        records = list(trainer.epochs(ws.ends("train"), ws.ends("val")))
-    assert len(records) == 2 and all(r.grad_norm > 0 for r in records)
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+@pytest.mark.parametrize("train_mode, halves", [("forking", True), ("window", False), ("window", True)])
+def test_training_under_a_callers_no_grad_or_inference_mode_trains_as_without(sample_dir, mode, train_mode, halves):
+    """A Trainer made as usual, its epochs run under the caller's no_grad or inference_mode:
+    forking steps, whole window batches and halves train as they would without it."""
+    over = {"train.mode": train_mode, "train.chunk": 16, "train.halves": halves}
+    _, ws, trainer = _trainer(sample_dir, **over)
+    expected = [rec.as_row() for rec in trainer.epochs(ws.ends("train"), ws.ends("val"))]
+    _, ws, trainer = _trainer(sample_dir, **over)
+    with getattr(torch, mode)():
+        records = [rec.as_row() for rec in trainer.epochs(ws.ends("train"), ws.ends("val"))]
+        assert torch.is_inference_mode_enabled() == (mode == "inference_mode")  # the caller's, kept
+    assert len(records) == 2 and all(r["grad_norm"] > 0 for r in records)
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in records] == [
+        {k: v for k, v in r.items() if k != "seconds"} for r in expected
+    ]
 
 
 def test_the_halves_threads_end_with_the_training(sample_dir, monkeypatch):
