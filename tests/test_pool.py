@@ -43,7 +43,7 @@ def test_a_stop_ends_the_running_blocks_rather_than_waiting_for_them(tmp_path):
     lost), not left to finish their blocks."""
     res = run_script(_STOPPED_WHILE_BLOCKS_RUN, tmp_path)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.splitlines() == ["interrupted"]
+    assert res.stdout.splitlines() == ["interrupted"], res.stderr
     pids = [int(p.name.removeprefix("started-")) for p in tmp_path.glob("started-*")]
     assert len(pids) == 2
     assert not [pid for pid in pids if _alive(pid)]
