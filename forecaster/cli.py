@@ -992,9 +992,9 @@ def evaluate(
 ) -> None:
     """Backtest a run walk-forward on its test split against baselines.
 
-    Writes DIR/eval/metrics.csv, DIR/eval/predictions.csv and plots (up to 20 tickers), prints a
-    table and says plainly whether the model beats the naive forecast. Exit 3 if some tickers'
-    bars could not be read (named; the rest are evaluated and written).
+    Writes DIR/eval/metrics.csv, DIR/eval/predictions.csv, DIR/eval/lag.csv and plots (up to 20
+    tickers), prints a table and says plainly whether the model beats the naive forecast. Exit 3
+    if some tickers' bars could not be read (named; the rest are evaluated and written).
     """
     setup_logging(quiet, log_file, json_out)
     with handled(debug, "evaluate", json_out):
