@@ -10,6 +10,9 @@ from pathlib import Path
 from forecaster.pool import workers
 
 marks = Path(sys.argv[1])
+# Ctrl-C raises KeyboardInterrupt here as in the command line, which listens to it (entry.main)
+# even where it starts ignored: under `make test &`, say, a background job ignores SIGINT
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 def block(k):
     (marks / f"started-{os.getpid()}").touch()
