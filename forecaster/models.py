@@ -35,18 +35,14 @@ def _in_turn(fn, *args):
     return fn(*args)
 
 
-def _without_dropout(module: nn.Module):
-    """``module`` called in eval mode (no dropout), its mode restored after."""
-
-    def call(*args):
-        was = module.training
-        module.train(False)
-        try:
-            return module(*args)
-        finally:
-            module.train(was)
-
-    return call
+def _without_dropout(module: nn.Module, *args):
+    """``module(*args)`` in eval mode (no dropout), its mode restored after."""
+    was = module.training
+    module.train(False)
+    try:
+        return module(*args)
+    finally:
+        module.train(was)
 
 
 class QuantileRNN(nn.Module):
@@ -117,8 +113,10 @@ class QuantileRNN(nn.Module):
         encoder = (lambda *a: _in_turn(self.encoder, *a)) if drawn else self.encoder
         if first is not None and first > 0 and not self.burn_in_grad and torch.is_grad_enabled():
             with torch.no_grad():  # the burn-in: its state, without a graph
-                burn = encoder if self.burn_in_dropout or not drawn else _without_dropout(self.encoder)
-                _, state = burn(inputs(x[:, :first]))
+                if self.burn_in_dropout or not drawn:
+                    _, state = encoder(inputs(x[:, :first]))
+                else:  # as inference computes it
+                    _, state = _without_dropout(self.encoder, inputs(x[:, :first]))
             h, _ = encoder(inputs(x[:, first:]), state)  # (B, C, hidden)
         else:
             out, _ = encoder(inputs(x))  # (B, L, hidden)

@@ -392,8 +392,7 @@ def _check_setup(study: optuna.Study, base: Config, searched: set[str], data: di
         study.set_user_attr("data", data)
         return
     # a setting that came after the study began: its trials ran with the value it had before
-    earlier = {f"{section}.{k}": v for section, keys in EARLIER_SETTINGS.items() for k, v in keys.items()}
-    before = {**earlier, **before}
+    before = {**_flat(EARLIER_SETTINGS), **before}
     either = searched | set(study.user_attrs.get("searched", []))
     for k in sorted(set(setup) & set(before) - either):
         if setup[k] != before[k]:
