@@ -442,12 +442,12 @@ READABLE_VERSIONS = (1, 2)
 
 EARLIER_SETTINGS = {
     "intervals": {"step_tracking": "separate"},
-    "train": {"burn_in_grad": True, "burn_in_dropout": True, "halves": False},
+    "train": {"burn_in_grad": True, "burn_in_dropout": True, "burn_in_ahead": False, "halves": False},
 }
 """Settings that came later, by section, with the value each had before it existed: a run (or a
 tune trial) that records none was made that way. Its intervals tracked each step's scale alone;
-it backpropagated through the burn-in, applied dropout there, and computed each window batch
-whole."""
+it backpropagated through the burn-in, applied dropout there, computed each burn-in from the
+weights of its own step, and computed each window batch whole."""
 
 
 def as_made(config: dict) -> dict:

@@ -182,6 +182,7 @@ OVERRIDES = {
     "epoch_steps": "train.epoch_steps",
     "burn_in_grad": "train.burn_in_grad",
     "burn_in_dropout": "train.burn_in_dropout",
+    "burn_in_ahead": "train.burn_in_ahead",
     "halves": "train.halves",
     "threads": "train.threads",
     "run_dir": "run_dir",
@@ -540,6 +541,16 @@ BurnInDropoutOpt = Annotated[
         show_default=False,
     ),
 ]
+BurnInAheadOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--burn-in-ahead/--no-burn-in-ahead",
+        help="Forking mode, burn-in without gradient or dropout: compute each step's burn-in during the step "
+        "before, from the weights before that step's update, on a second core where there is one (the "
+        "default), or after the update, in turn.",
+        show_default=False,
+    ),
+]
 HalvesOpt = Annotated[
     bool | None,
     typer.Option(
@@ -600,6 +611,7 @@ def train(
     epoch_steps: EpochStepsOpt = None,
     burn_in_grad: BurnInGradOpt = None,
     burn_in_dropout: BurnInDropoutOpt = None,
+    burn_in_ahead: BurnInAheadOpt = None,
     halves: HalvesOpt = None,
     threads: ThreadsOpt = None,
     run_dir: Annotated[

@@ -225,6 +225,12 @@ class TrainConfig(_Section):
         "burn-in rows too (false: the burn-in sets the chunk's starting state as inference would, without "
         "dropout; faster)",
     )
+    burn_in_ahead: bool = Field(
+        True,
+        description="forking, burn-in without gradient or dropout: compute each step's burn-in during the step "
+        "before, from the weights before that step's update, on a second core where there is one (false: after "
+        "the update, in turn)",
+    )
 
 
 class PredictConfig(_Section):

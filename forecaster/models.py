@@ -12,6 +12,7 @@ same weights through the numpy forward pass in :mod:`forecaster.npinfer`.
 
 from __future__ import annotations
 
+import copy
 import threading
 
 import torch
@@ -97,12 +98,20 @@ class QuantileRNN(nn.Module):
             nn.init.zeros_(self.ar.weight)
             nn.init.zeros_(self.ar.bias)
 
-    def forward(self, x: torch.Tensor, ticker: torch.Tensor, first: int | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        ticker: torch.Tensor,
+        first: int | None = None,
+        state: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
+    ) -> torch.Tensor:
         """x: (B, L, F) standardised features, ticker: (B,) ids -> (B, steps, Q), the forecast
         from the last row.
 
         With ``first`` (forking sequences), a forecast from every row from ``first`` on:
-        (B, L - first, steps, Q); the one from row ``i`` has read rows ``0 .. i`` only.
+        (B, L - first, steps, Q); the one from row ``i`` has read rows ``0 .. i`` only. With
+        ``state`` too, the encoder's state after rows ``0 .. first - 1``, computed beforehand
+        (:meth:`burn_in`): those rows are not run again (the AR term still reads them).
         """
         e = None if self.embedding is None else self.embedding(ticker)[:, None, :]  # (B, 1, E)
 
@@ -111,7 +120,11 @@ class QuantileRNN(nn.Module):
 
         drawn = self.training and self.encoder.dropout > 0  # dropout between the encoder's layers
         encoder = (lambda *a: _in_turn(self.encoder, *a)) if drawn else self.encoder
-        if first is not None and first > 0 and not self.burn_in_grad and torch.is_grad_enabled():
+        if state is not None:
+            if not first:
+                raise ValueError("a burn-in state needs the row its chunk starts at (first)")
+            h, _ = encoder(inputs(x[:, first:]), state)  # (B, C, hidden)
+        elif first is not None and first > 0 and not self.burn_in_grad and torch.is_grad_enabled():
             with torch.no_grad():  # the burn-in: its state, without a graph
                 if self.burn_in_dropout or not drawn:
                     _, state = encoder(inputs(x[:, :first]))
@@ -130,12 +143,32 @@ class QuantileRNN(nn.Module):
             raw = raw + self.ar(lags)[..., None] * self.median_onehot  # added to the median only
         return self._ordered(raw)
 
+    def burn_in(self, x: torch.Tensor, ticker: torch.Tensor, first: int):
+        """The encoder's state after rows ``0 .. first - 1`` of ``x`` (B, L, F), without a graph,
+        in this module's mode (an :func:`eval_twin` computes it as inference does, without
+        dropout): what :meth:`forward` takes as ``state``."""
+        with torch.no_grad():
+            rows = x[:, :first]
+            if self.embedding is not None:
+                e = self.embedding(ticker)[:, None, :]
+                rows = torch.cat([rows, e.expand(-1, first, -1)], dim=-1)
+            return self.encoder(rows)[1]
+
     def _ordered(self, raw: torch.Tensor) -> torch.Tensor:
         """Monotone quantiles from raw outputs (..., S, Q): median free, gaps softplus, summed
         outwards from the median (:func:`forecaster.npinfer.ordering_matrix`, as the numpy
         forward pass orders them)."""
         m = self.median_index
         return raw[..., m : m + 1] + F.softplus(raw) @ self.order
+
+
+def eval_twin(model: QuantileRNN) -> QuantileRNN:
+    """A second module over the same parameter and buffer tensors as ``model``, kept in eval
+    mode: it reads the weights as they are, so another thread can compute with it (a burn-in
+    ahead, :meth:`QuantileRNN.burn_in`) while ``model`` trains, without either touching the
+    other's mode."""
+    shared = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    return copy.deepcopy(model, memo=shared).eval()
 
 
 def build_model(cfg, n_features: int, n_tickers: int, features: list[str] | None = None) -> QuantileRNN:

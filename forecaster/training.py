@@ -55,7 +55,7 @@ from .forking import Stretches, epoch_chunks, plan_chunks
 from .fsio import file_in_the_way, file_lock, not_a_folder, refuse_empty_folders
 from .intervals import median_weights, walk_forward_scales, with_median
 from .metrics import POOLED
-from .models import DRAW_TURN, QuantileRNN, build_model, pinball_loss
+from .models import DRAW_TURN, QuantileRNN, build_model, eval_twin, pinball_loss
 from .npinfer import NumpyQuantileRNN, predict_scaled
 from .outputs import has_dated_forecasts
 from .pool import blocks, processes_for, workers
@@ -273,6 +273,16 @@ def window_pieces(device: torch.device, dist: Dist, forking: bool, halves: bool 
     return WINDOW_PIECES
 
 
+def burn_in_ahead(cfg: Config) -> bool:
+    """Whether forking training computes each step's burn-in during the step before
+    (``train.burn_in_ahead``): only where the burn-in has no gradient (``train.burn_in_grad``
+    off) and no dropout (one layer, no dropout, or ``train.burn_in_dropout`` off), so that it
+    draws nothing and its state depends on the weights alone."""
+    t, m = cfg.train, cfg.model
+    dropped = m.num_layers > 1 and m.dropout > 0 and t.burn_in_dropout
+    return t.burn_in_ahead and not t.burn_in_grad and not dropped and cfg.window.lookback > 1
+
+
 def validation_workers(device: torch.device, dist: Dist) -> int:
     """Threads sharing a validation pass's batches: one per usable core on a CPU where torch
     runs one thread (the default), else one. Whole batches a thread, so unlike a team of
@@ -405,6 +415,9 @@ class Trainer:
         self.snapshot: dict | None = None  # state after the last completed epoch
         self.val_workers = validation_workers(device, self.dist)
         self.pieces = window_pieces(device, self.dist, self.forking, t.halves, t.threads)
+        # forking: each step's burn-in computed during the step before (see :meth:`_burn_in`)
+        self.ahead = self.forking and burn_in_ahead(cfg)
+        self.twin = eval_twin(model) if self.ahead else None
         self.params = [p for p in model.parameters() if p.requires_grad]
 
     # -- resumable state ------------------------------------------------------------------------
@@ -475,20 +488,45 @@ class Trainer:
             per = max(per, -(-n_chunks // t.epoch_steps))
         return per
 
-    def _loss(self, items, q: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """The mean pinball loss over one step's items and the number of forecast origins in it."""
+    def _loss(self, items, q: torch.Tensor, ready: tuple | None = None) -> tuple[torch.Tensor, int]:
+        """The mean pinball loss over one step's items and the number of forecast origins in it;
+        in forking mode ``ready`` is their stretches and burn-in state made beforehand
+        (:meth:`_burn_in`), if they were."""
         prec = self.cfg.train.precision
         if not self.forking:
             x, tid, y = self.batches(items)
             with _autocast(self.device, prec):
                 pred = self.net(x, tid)
             return pinball_loss(pred.float(), y, q), len(y)
-        x, tid, y, mask = self.stretches(items)
+        (x, tid, y, mask), state = ready if ready is not None else (self.stretches(items), None)
         with _autocast(self.device, prec):
-            pred = self.net(x, tid, self.ws.lookback - 1).float()  # (B, C, steps, Q): every origin of the chunk
+            # (B, C, steps, Q): every origin of the chunk
+            pred = self.net(x, tid, self.ws.lookback - 1, state).float()
         if items.count.min() < self.stretches.chunk:  # some chunks are short: only real origins count
             pred, y = pred[mask], y[mask]
         return pinball_loss(pred, y, q), items.origins
+
+    def _burn_in(self, items) -> tuple[tuple, torch.Tensor | tuple]:
+        """Forking mode with :attr:`ahead`: the stretches of ``items`` and their burn-in state,
+        computed as inference computes it (:func:`forecaster.models.eval_twin`) from the weights
+        as they are now. The trainer makes them for the next step while this one runs (in a
+        thread of the pool, or else in turn after this step's backward pass: the weights, the
+        numbers and the draws are the same either way, for it draws nothing), and for an
+        epoch's first step from its own weights."""
+        batch = self.stretches(items)
+        return batch, self.twin.burn_in(batch[0], batch[1], self.ws.lookback - 1)
+
+    def _pool_threads(self) -> int:
+        """Threads beside this one that an epoch's steps use: the window pieces' (one per
+        usable core, up to :attr:`pieces`), or one for the next forking step's burn-in on a CPU
+        with one torch thread (``train.threads``) where two cores are usable; 0: no pool."""
+        cores = usable_cores()
+        if cores < 2:
+            return 0
+        if self.pieces > 1:
+            return min(self.pieces, cores)
+        solo = self.device.type == "cpu" and not self.dist.active and self.cfg.train.threads == 1
+        return 1 if self.ahead and solo else 0
 
     def _pieces_backward(self, items: np.ndarray, q: torch.Tensor, pool: ThreadPoolExecutor | None):
         """The loss and gradient of one window batch, computed as :attr:`pieces` pieces side by
@@ -535,8 +573,8 @@ class Trainer:
     def epochs(
         self, train_ends: np.ndarray, val_ends: np.ndarray, on_batch: Callable[[int], None] | None = None
     ) -> Iterator[EpochRecord]:
-        workers = min(self.pieces, usable_cores())
-        if workers < 2:
+        workers = self._pool_threads()
+        if not workers:
             yield from self._epochs(train_ends, val_ends, on_batch, None)
             return
         with ThreadPoolExecutor(workers, thread_name_prefix="training") as pool:
@@ -578,13 +616,20 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         norm_sum = torch.zeros((), device=self.device)
         n_batches = n_targets = 0
+        ready = None  # forking with the burn-in ahead: this step's stretches and burn-in state
         for i in range(0, len(order), per_step):
             items = order[i : i + per_step]
             if self.grads is None:
                 self.opt.zero_grad(set_to_none=True)
             else:
                 self.grads.zero_()
-            if self.pieces > 1:  # the gradient too
+            if self.ahead:
+                ready = ready or self._burn_in(items)  # an epoch's first step: from its own weights
+                following = order[i + per_step : i + 2 * per_step]
+                job = pool.submit(self._burn_in, following) if pool is not None and len(following) else None
+                with torch.enable_grad():
+                    loss, n = self._loss(items, q, ready)
+            elif self.pieces > 1:  # the gradient too
                 loss, n = self._pieces_backward(items, q, pool)
             else:
                 with torch.enable_grad():  # whatever the caller has set
@@ -598,6 +643,8 @@ class Trainer:
                 )
             if self.pieces == 1:
                 loss.backward()
+            if self.ahead:  # before the update: the next burn-in reads the weights this step read
+                ready = (job.result() if job is not None else self._burn_in(following)) if len(following) else None
             norm = self._clip(t.grad_clip)
             self.opt.step()
             loss_sum += loss.detach()

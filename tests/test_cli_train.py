@@ -161,6 +161,10 @@ def test_train_mode_chunk_and_threads_flags(cli, small_dir, tmp_path):
     res = cli("train", "--config", cfg, "--burn-in-dropout", "--num-layers", "2", "--run-dir", tmp_path / "r6", "-q")
     assert res.exit_code == 0, res.stderr
     assert json.loads((tmp_path / "r6" / "run.json").read_text())["config"]["train"]["burn_in_dropout"] is True
+    assert meta["config"]["train"]["burn_in_ahead"] is True  # the default
+    res = cli("train", "--config", cfg, "--no-burn-in-ahead", "--run-dir", tmp_path / "r7", "-q")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads((tmp_path / "r7" / "run.json").read_text())["config"]["train"]["burn_in_ahead"] is False
     assert meta["config"]["train"]["halves"] is True  # the default
     res = cli("train", "--config", cfg, "--train-mode", "window", "--no-halves", "--run-dir", tmp_path / "r5", "-q")
     assert res.exit_code == 0, res.stderr

@@ -134,8 +134,9 @@ def test_a_burn_in_without_gradient_forecasts_the_same_and_sends_no_gradient_bef
 @pytest.mark.parametrize("burn_in_grad", [False, True])
 def test_forking_training_runs_the_burn_in_without_gradient_unless_asked(sample_dir, burn_in_grad):
     """By default (``train.burn_in_grad = false``) each step runs the encoder over the
-    ``lookback - 1`` burn-in rows without a graph, then over the chunk with one."""
-    over = {"train.epochs": 1, "train.burn_in_grad": burn_in_grad}
+    ``lookback - 1`` burn-in rows without a graph, then over the chunk with one (here in turn,
+    ``train.burn_in_ahead`` off: the burn-in ahead is tested below)."""
+    over = {"train.epochs": 1, "train.burn_in_grad": burn_in_grad, "train.burn_in_ahead": False}
     cfg, ws, trainer = _trainer(sample_dir, "forking", **over)
     calls = []
     trainer.model.encoder.register_forward_hook(
@@ -185,10 +186,12 @@ def _states(state):
 
 def test_forking_training_runs_the_burn_in_without_dropout_by_default(sample_dir):
     """Two layers with dropout: every burn-in call of an epoch runs in eval mode without a
-    graph; with ``train.burn_in_dropout`` in training mode, like the chunks."""
+    graph; with ``train.burn_in_dropout`` in training mode, like the chunks (in turn, as the
+    burn-in ahead is off)."""
     seen = {}
     for flag in (False, True):
         over = {"train.epochs": 1, "model.num_layers": 2, "model.dropout": 0.2, "train.burn_in_dropout": flag}
+        over["train.burn_in_ahead"] = False
         cfg, ws, trainer = _trainer(sample_dir, "forking", **over)
         calls = []
         trainer.model.encoder.register_forward_hook(
@@ -203,6 +206,134 @@ def test_forking_training_runs_the_burn_in_without_dropout_by_default(sample_dir
         assert {c[1] for c in burn} == {flag}
         seen[flag] = rec.val_loss
     assert seen[False] != seen[True]  # a different state, so different training
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_a_burn_in_state_given_to_the_forward_pass_forecasts_as_its_own_burn_in(cell):
+    """``burn_in`` computes the state the forward pass would reach after ``first`` rows; given
+    it, the forward pass forecasts the same, and the gradient reaches only the chunk's rows."""
+    L, C = 8, 5
+    m = net(cell, emb=2).train()
+    m.burn_in_grad = False
+    x = torch.randn(3, L + C - 1, 6, requires_grad=True)
+    tid = torch.tensor([1, 0, 2])
+    state = m.burn_in(x, tid, L - 1)
+    assert all(not s.requires_grad for s in _states(state))
+    given_ = m(x, tid, L - 1, state)
+    torch.testing.assert_close(given_, m(x, tid, L - 1), rtol=0, atol=0)
+    given_.sum().backward()
+    assert torch.equal(x.grad[:, : L - 1], torch.zeros_like(x.grad[:, : L - 1]))
+    assert x.grad[:, L - 1 :].abs().sum() > 0
+    with pytest.raises(ValueError, match="first"):
+        m(x, tid, None, state)
+
+
+def test_an_eval_twin_shares_the_weights_and_keeps_its_own_mode():
+    from forecaster.models import eval_twin
+
+    m = net("lstm", emb=2, dropout=0.5).train()
+    twin = eval_twin(m)
+    assert all(a is b for a, b in zip(m.parameters(), twin.parameters()))
+    assert not twin.training and not twin.encoder.training and m.training and m.encoder.training
+    with torch.no_grad():  # a change to the model's weights is the twin's too
+        m.encoder.weight_hh_l0.add_(1.0)
+    x, tid = torch.randn(2, 9, 6), torch.tensor([0, 1])
+    for a, b in zip(_states(twin.burn_in(x, tid, 6)), _states(m.eval().burn_in(x, tid, 6))):
+        assert torch.equal(a, b)
+
+
+def _burn_in_calls(trainer):
+    """(input, state) of every burn-in the trainer's eval twin computes, in order."""
+    calls = []
+    trainer.twin.encoder.register_forward_hook(lambda mod, args, out: calls.append((args[0], out[1])))
+    return calls
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_the_burn_in_ahead_reads_the_weights_before_the_previous_steps_update(sample_dir, layers):
+    """With ``train.burn_in_ahead`` (the default) a step's burn-in is computed during the step
+    before, from the weights that step read: the n-th burn-in of an epoch equals the eval-mode
+    encoder's state from the weights before update n - 1 (the first, before update 0), without
+    dropout or a graph, and the chunks run in training mode with one."""
+    over = {"train.epochs": 1, "model.num_layers": layers, "model.dropout": 0.3 if layers > 1 else 0.0}
+    cfg, ws, trainer = _trainer(sample_dir, "forking", **over)
+    assert trainer.ahead
+    weights = []  # the encoder's weights before each update
+    trainer.opt.register_step_pre_hook(
+        lambda opt, args, kwargs: weights.append({k: v.clone() for k, v in trainer.model.encoder.state_dict().items()})
+    )
+    burn = _burn_in_calls(trainer)
+    chunks = []
+    trainer.model.encoder.register_forward_hook(
+        lambda mod, args, out: chunks.append((torch.is_grad_enabled(), mod.training, args[0].shape[1]))
+    )
+    (rec,) = trainer.epochs(ws.ends("train"), ws.ends("val"))
+    assert np.isfinite(rec.val_loss)
+    L, steps = cfg.window.lookback, len(weights)
+    assert steps > 2 and len(burn) == steps
+    trained = [c for c in chunks if c[1]]
+    assert len(trained) == steps and {(g, n <= cfg.train.chunk) for g, _, n in trained} == {(True, True)}
+    enc = trainer.model.encoder  # an encoder of the same shape, filled with each snapshot
+    check = type(enc)(enc.input_size, enc.hidden_size, layers, batch_first=True, dropout=enc.dropout).eval()
+
+    def state_from(w, rows):
+        check.load_state_dict(w)
+        with torch.no_grad():
+            return _states(check(rows)[1])
+
+    for n, (rows, state) in enumerate(burn):
+        assert rows.shape[1] == L - 1 and all(not s.requires_grad for s in _states(state))
+        ahead = state_from(weights[max(n - 1, 0)], rows)
+        assert all(torch.equal(a, b) for a, b in zip(_states(state), ahead)), n
+        if n:  # not from the weights of its own step, which the burn-in in turn would read
+            own = state_from(weights[n], rows)
+            assert not all(torch.equal(a, b) for a, b in zip(_states(state), own)), n
+
+
+def test_the_burn_in_ahead_trains_alike_on_one_core_and_on_two(sample_dir, monkeypatch):
+    """Computed in a thread beside the step or in turn after its backward pass, the next burn-in
+    reads the same weights and draws nothing: the same training to the last bit."""
+    import forecaster.training as training
+
+    out = {}
+    for cores in (1, 2):
+        monkeypatch.setattr(training, "usable_cores", lambda cores=cores: cores)
+        over = {"train.epochs": 2, "model.num_layers": 2, "model.dropout": 0.2}
+        cfg, ws, trainer = _trainer(sample_dir, "forking", **over)
+        assert trainer._pool_threads() == (cores - 1)
+        recs = list(trainer.epochs(ws.ends("train"), ws.ends("val")))
+        out[cores] = ([r.val_loss for r in recs], torch.cat([p.detach().flatten() for p in trainer.model.parameters()]))
+    assert out[1][0] == out[2][0]
+    assert torch.equal(out[1][1], out[2][1])
+
+
+@pytest.mark.parametrize(
+    "over, ahead",
+    [
+        ({}, True),
+        ({"train.burn_in_ahead": False}, False),
+        ({"train.burn_in_grad": True}, False),  # the burn-in needs this step's graph
+        ({"model.num_layers": 2, "model.dropout": 0.2, "train.burn_in_dropout": True}, False),  # it would draw
+        ({"model.num_layers": 1, "model.dropout": 0.2, "train.burn_in_dropout": True}, True),  # no layers between
+        ({"model.num_layers": 2, "model.dropout": 0.0, "train.burn_in_dropout": True}, True),
+        ({"train.mode": "window"}, False),
+    ],
+)
+def test_the_burn_in_is_made_ahead_only_where_it_draws_nothing_and_needs_no_graph(sample_dir, over, ahead):
+    cfg, ws, trainer = _trainer(sample_dir, over.pop("train.mode", "forking"), **{"train.epochs": 1, **over})
+    assert trainer.ahead == ahead and (trainer.twin is not None) == ahead
+    (rec,) = trainer.epochs(ws.ends("train"), ws.ends("val"))
+    assert np.isfinite(rec.val_loss)
+
+
+def test_the_burn_in_ahead_changes_training_only_a_little(sample_dir):
+    """A burn-in from the weights one update older: different numbers, about the same fit."""
+    seen = {}
+    for flag in (True, False):
+        cfg, ws, trainer = _trainer(sample_dir, "forking", **{"train.epochs": 2, "train.burn_in_ahead": flag})
+        seen[flag] = [r.val_loss for r in trainer.epochs(ws.ends("train"), ws.ends("val"))]
+    assert seen[True] != seen[False]
+    np.testing.assert_allclose(seen[True], seen[False], rtol=0.01)
 
 
 def _trainer(sample_dir, mode, **extra):

@@ -365,6 +365,8 @@ def test_trained_run_stores_the_scales_evaluate_ends_with(trained_run):
         ("train", "burn_in_grad", True, False),
         # before the burn-in went without dropout: kept with it, the way the run was trained
         ("train", "burn_in_dropout", True, False),
+        # before the burn-in was made a step ahead: made in turn, as it was trained
+        ("train", "burn_in_ahead", False, True),
         # before window batches were cut into halves: resumed or retrained whole, as it was trained
         ("train", "halves", False, True),
     ],

@@ -394,12 +394,14 @@ def test_a_best_trial_run_before_a_setting_existed_is_written_as_it_ran(small_di
     study = optuna.load_study(study_name="t", storage=embedded_url("t", tmp_path))
     (trial,) = copy.deepcopy(study.get_trials())
     now = best_trial([trial], tmp_path / "best").config.train
-    assert (now.burn_in_grad, now.burn_in_dropout, now.halves) == (False, False, True)
-    for key in ("burn_in_grad", "burn_in_dropout", "halves"):
+    assert (now.burn_in_grad, now.burn_in_dropout, now.burn_in_ahead, now.halves) == (False, False, True, True)
+    for key in ("burn_in_grad", "burn_in_dropout", "burn_in_ahead", "halves"):
         del trial.user_attrs["config"]["train"][key]
     del trial.user_attrs["config"]["intervals"]["step_tracking"]
     then = best_trial([trial], tmp_path / "best").config
-    assert (then.train.burn_in_grad, then.train.burn_in_dropout, then.train.halves) == (True, True, False)
+    then_train = then.train
+    assert (then_train.burn_in_grad, then_train.burn_in_dropout, then_train.burn_in_ahead) == (True, True, False)
+    assert then_train.halves is False
     assert then.intervals.step_tracking == "separate"
 
 
