@@ -308,6 +308,27 @@ def test_the_burn_in_ahead_trains_alike_on_one_core_and_on_two(sample_dir, monke
 
 
 @pytest.mark.parametrize(
+    "over, threads",
+    [
+        ({}, 1),  # the next burn-in beside the step
+        ({"train.threads": 2}, 0),  # torch's team of threads has the cores: in turn
+        ({"train.threads": 0}, 0),
+        ({"train.burn_in_ahead": False}, 0),
+        ({"train.mode": "window"}, 2),  # the window halves'
+        ({"train.mode": "window", "train.halves": False}, 0),
+    ],
+)
+def test_a_second_thread_computes_the_next_burn_in_only_beside_one_torch_thread(sample_dir, monkeypatch, over, threads):
+    import forecaster.training as training
+
+    monkeypatch.setattr(training, "usable_cores", lambda: 2)
+    cfg, ws, trainer = _trainer(sample_dir, over.pop("train.mode", "forking"), **over)
+    assert trainer._pool_threads() == threads
+    monkeypatch.setattr(training, "usable_cores", lambda: 1)
+    assert trainer._pool_threads() == 0
+
+
+@pytest.mark.parametrize(
     "over, ahead",
     [
         ({}, True),
