@@ -514,7 +514,8 @@ class Trainer:
         numbers and the draws are the same either way, for it draws nothing), and for an
         epoch's first step from its own weights."""
         batch = self.stretches(items)
-        return batch, self.twin.burn_in(batch[0], batch[1], self.ws.lookback - 1)
+        with _autocast(self.device, self.cfg.train.precision):  # as the chunk runs (bf16 on a GPU: not in a thread)
+            return batch, self.twin.burn_in(batch[0], batch[1], self.ws.lookback - 1)
 
     def _pool_threads(self) -> int:
         """Threads beside this one that an epoch's steps use: the window pieces' (one per
