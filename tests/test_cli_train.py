@@ -153,22 +153,18 @@ def test_train_mode_chunk_and_threads_flags(cli, small_dir, tmp_path):
     meta = json.loads((run2 / "run.json").read_text())
     assert (meta["config"]["train"]["mode"], meta["config"]["train"]["chunk"]) == ("forking", 16)
     assert meta["config"]["train"]["threads"] == 1
-    assert meta["config"]["train"]["burn_in_grad"] is False  # the default
-    res = cli("train", "--config", cfg, "--train-mode", "forking", "--burn-in-grad", "--run-dir", tmp_path / "r4", "-q")
-    assert res.exit_code == 0, res.stderr
-    assert json.loads((tmp_path / "r4" / "run.json").read_text())["config"]["train"]["burn_in_grad"] is True
-    assert meta["config"]["train"]["burn_in_dropout"] is False  # the default
-    res = cli("train", "--config", cfg, "--burn-in-dropout", "--num-layers", "2", "--run-dir", tmp_path / "r6", "-q")
-    assert res.exit_code == 0, res.stderr
-    assert json.loads((tmp_path / "r6" / "run.json").read_text())["config"]["train"]["burn_in_dropout"] is True
-    assert meta["config"]["train"]["burn_in_ahead"] is True  # the default
-    res = cli("train", "--config", cfg, "--no-burn-in-ahead", "--run-dir", tmp_path / "r7", "-q")
-    assert res.exit_code == 0, res.stderr
-    assert json.loads((tmp_path / "r7" / "run.json").read_text())["config"]["train"]["burn_in_ahead"] is False
-    assert meta["config"]["train"]["halves"] is True  # the default
-    res = cli("train", "--config", cfg, "--train-mode", "window", "--no-halves", "--run-dir", tmp_path / "r5", "-q")
-    assert res.exit_code == 0, res.stderr
-    assert json.loads((tmp_path / "r5" / "run.json").read_text())["config"]["train"]["halves"] is False
+    # each switch: its default in run2, and the other value recorded when the flag gives it
+    switches = [
+        ("burn_in_grad", False, ["--train-mode", "forking", "--burn-in-grad"]),
+        ("burn_in_dropout", False, ["--burn-in-dropout", "--num-layers", "2"]),
+        ("burn_in_ahead", True, ["--no-burn-in-ahead"]),
+        ("halves", True, ["--train-mode", "window", "--no-halves"]),
+    ]
+    for key, default, flags in switches:
+        assert meta["config"]["train"][key] is default, key
+        res = cli("train", "--config", cfg, *flags, "--run-dir", tmp_path / f"r-{key}", "-q")
+        assert res.exit_code == 0, res.stderr
+        assert json.loads((tmp_path / f"r-{key}" / "run.json").read_text())["config"]["train"][key] is (not default)
     # samples count forecast origins in both modes: one epoch covers every training origin
     assert int(_history(run2)[0]["samples"]) == meta["windows"]["train"]
     res = cli("train", "--config", cfg, "--train-mode", "sideways", "--run-dir", tmp_path / "r3")
