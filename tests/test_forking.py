@@ -1,6 +1,9 @@
 """Forking-sequence training: chunking invariants (Hypothesis, over the same random ticker
 histories as the window tests), the stretches a batch is made of, and the training mode."""
 
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -242,19 +245,36 @@ def test_an_eval_twin_shares_the_weights_and_keeps_its_own_mode():
         assert torch.equal(a, b)
 
 
-def _burn_in_calls(trainer):
-    """(input, state) of every burn-in the trainer's eval twin computes, in order."""
+def _burn_in_calls(trainer, threads: list | None = None):
+    """(input, state) of every burn-in the trainer's eval twin computes, in order; the name of
+    the thread each ran on into ``threads``. A burn-in off the main thread starts 10 ms late, so
+    that one still running when the step's update comes would read the updated weights."""
     calls = []
-    trainer.twin.encoder.register_forward_hook(lambda mod, args, out: calls.append((args[0], out[1])))
+
+    def late(mod, args):
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(0.01)
+
+    def seen(mod, args, out):
+        calls.append((args[0], out[1]))
+        if threads is not None:
+            threads.append(threading.current_thread().name)
+
+    trainer.twin.encoder.register_forward_pre_hook(late)
+    trainer.twin.encoder.register_forward_hook(seen)
     return calls
 
 
 @pytest.mark.parametrize("layers", [1, 2])
-def test_the_burn_in_ahead_reads_the_weights_before_the_previous_steps_update(sample_dir, layers):
+def test_the_burn_in_ahead_reads_the_weights_before_the_previous_steps_update(sample_dir, monkeypatch, layers):
     """With ``train.burn_in_ahead`` (the default) a step's burn-in is computed during the step
     before, from the weights that step read: the n-th burn-in of an epoch equals the eval-mode
     encoder's state from the weights before update n - 1 (the first, before update 0), without
-    dropout or a graph, and the chunks run in training mode with one."""
+    dropout or a graph, and the chunks run in training mode with one. On two cores every
+    burn-in after the first runs in the pool's thread, and is done before the update."""
+    import forecaster.training as training
+
+    monkeypatch.setattr(training, "usable_cores", lambda: 2)
     over = {"train.epochs": 1, "model.num_layers": layers, "model.dropout": 0.3 if layers > 1 else 0.0}
     cfg, ws, trainer = _trainer(sample_dir, "forking", **over)
     assert trainer.ahead
@@ -262,7 +282,8 @@ def test_the_burn_in_ahead_reads_the_weights_before_the_previous_steps_update(sa
     trainer.opt.register_step_pre_hook(
         lambda opt, args, kwargs: weights.append({k: v.clone() for k, v in trainer.model.encoder.state_dict().items()})
     )
-    burn = _burn_in_calls(trainer)
+    threads = []
+    burn = _burn_in_calls(trainer, threads)
     chunks = []
     trainer.model.encoder.register_forward_hook(
         lambda mod, args, out: chunks.append((torch.is_grad_enabled(), mod.training, args[0].shape[1]))
@@ -271,6 +292,8 @@ def test_the_burn_in_ahead_reads_the_weights_before_the_previous_steps_update(sa
     assert np.isfinite(rec.val_loss)
     L, steps = cfg.window.lookback, len(weights)
     assert steps > 2 and len(burn) == steps
+    assert threads[0] == threading.main_thread().name  # an epoch's first: in turn
+    assert all(name.startswith("training") for name in threads[1:])  # the others beside a step
     trained = [c for c in chunks if c[1]]
     assert len(trained) == steps and {(g, n <= cfg.train.chunk) for g, _, n in trained} == {(True, True)}
     enc = trainer.model.encoder  # an encoder of the same shape, filled with each snapshot
@@ -288,6 +311,28 @@ def test_the_burn_in_ahead_reads_the_weights_before_the_previous_steps_update(sa
         if n:  # not from the weights of its own step, which the burn-in in turn would read
             own = state_from(weights[n], rows)
             assert not all(torch.equal(a, b) for a, b in zip(_states(state), own)), n
+
+
+@pytest.mark.parametrize("cores", [1, 2])
+def test_with_the_weights_held_still_the_burn_in_ahead_trains_as_the_burn_in_in_turn(sample_dir, monkeypatch, cores):
+    """The burn-in ahead differs from the one in turn only in the weights it reads: with the
+    updates switched off, each step's loss is the same to the last bit (so each step trains on
+    its own stretches, each with its own burn-in)."""
+    import forecaster.training as training
+
+    monkeypatch.setattr(training, "usable_cores", lambda: cores)
+    losses = {}
+    for ahead in (True, False):
+        over = {"train.epochs": 1, "model.num_layers": 2, "model.dropout": 0.2, "train.burn_in_ahead": ahead}
+        cfg, ws, trainer = _trainer(sample_dir, "forking", **over)
+        trainer.opt.step = lambda: None
+        seen = []
+        trainer.model.head.register_forward_hook(lambda mod, args, out, seen=seen: seen.append(out.detach().clone()))
+        (rec,) = trainer.epochs(ws.ends("train"), ws.ends("val"))
+        losses[ahead] = (rec.train_loss, seen)
+    assert losses[True][0] == losses[False][0]
+    assert len(losses[True][1]) == len(losses[False][1]) > 2
+    assert all(torch.equal(a, b) for a, b in zip(losses[True][1], losses[False][1], strict=True))
 
 
 def test_the_burn_in_ahead_trains_alike_on_one_core_and_on_two(sample_dir, monkeypatch):
