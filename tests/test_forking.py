@@ -326,8 +326,10 @@ def test_with_the_weights_held_still_the_burn_in_ahead_trains_as_the_burn_in_in_
         over = {"train.epochs": 1, "model.num_layers": 2, "model.dropout": 0.2, "train.burn_in_ahead": ahead}
         cfg, ws, trainer = _trainer(sample_dir, "forking", **over)
         trainer.opt.step = lambda: None
-        seen = []
-        trainer.model.head.register_forward_hook(lambda mod, args, out, seen=seen: seen.append(out.detach().clone()))
+        seen = []  # the training steps' head outputs (validation's batches finish in any order)
+        trainer.model.head.register_forward_hook(
+            lambda mod, args, out, seen=seen: seen.append(out.detach().clone()) if mod.training else None
+        )
         (rec,) = trainer.epochs(ws.ends("train"), ws.ends("val"))
         losses[ahead] = (rec.train_loss, seen)
     assert losses[True][0] == losses[False][0]
