@@ -113,10 +113,10 @@ class QuantileRNN(nn.Module):
         ``state`` too, the encoder's state after rows ``0 .. first - 1``, computed beforehand
         (:meth:`burn_in`): those rows are not run again (the AR term still reads them).
         """
-        e = None if self.embedding is None else self.embedding(ticker)[:, None, :]  # (B, 1, E)
+        e = self._embedded(ticker)
 
-        def inputs(rows: torch.Tensor) -> torch.Tensor:  # (B, T, F) features -> (B, T, F+E)
-            return rows if e is None else torch.cat([rows, e.expand(-1, rows.shape[1], -1)], dim=-1)
+        def inputs(rows: torch.Tensor) -> torch.Tensor:
+            return self._joined(rows, e)
 
         drawn = self.training and self.encoder.dropout > 0  # dropout between the encoder's layers
         encoder = (lambda *a: _in_turn(self.encoder, *a)) if drawn else self.encoder
@@ -148,11 +148,16 @@ class QuantileRNN(nn.Module):
         in this module's mode (an :func:`eval_twin` computes it as inference does, without
         dropout): what :meth:`forward` takes as ``state``."""
         with torch.no_grad():
-            rows = x[:, :first]
-            if self.embedding is not None:
-                e = self.embedding(ticker)[:, None, :]
-                rows = torch.cat([rows, e.expand(-1, first, -1)], dim=-1)
-            return self.encoder(rows)[1]
+            return self.encoder(self._joined(x[:, :first], self._embedded(ticker)))[1]
+
+    def _embedded(self, ticker: torch.Tensor) -> torch.Tensor | None:
+        """(B,) ticker ids -> (B, 1, E) embeddings, None without an embedding."""
+        return None if self.embedding is None else self.embedding(ticker)[:, None, :]
+
+    @staticmethod
+    def _joined(rows: torch.Tensor, e: torch.Tensor | None) -> torch.Tensor:
+        """(B, T, F) features -> (B, T, F+E), the ticker's embedding on every row."""
+        return rows if e is None else torch.cat([rows, e.expand(-1, rows.shape[1], -1)], dim=-1)
 
     def _ordered(self, raw: torch.Tensor) -> torch.Tensor:
         """Monotone quantiles from raw outputs (..., S, Q): median free, gaps softplus, summed

@@ -628,13 +628,11 @@ class Trainer:
                 ready = ready or self._burn_in(items)  # an epoch's first step: from its own weights
                 following = order[i + per_step : i + 2 * per_step]
                 job = pool.submit(self._burn_in, following) if pool is not None and len(following) else None
-                with torch.enable_grad():
-                    loss, n = self._loss(items, q, ready)
-            elif self.pieces > 1:  # the gradient too
+            if self.pieces > 1:  # the gradient too
                 loss, n = self._pieces_backward(items, q, pool)
             else:
                 with torch.enable_grad():  # whatever the caller has set
-                    loss, n = self._loss(items, q)
+                    loss, n = self._loss(items, q, ready)
             finite = bool(torch.isfinite(loss))
             if self.dist.active:  # every rank must stop together
                 finite = self.dist.sum(float(not finite))[0] == 0
