@@ -42,6 +42,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--horizon", type=int, default=5)
     ap.add_argument("--chunk", type=int, default=None, help="forking: origins per stretch (default: the config's)")
     ap.add_argument("--threads", type=int, default=None, help="project loop: train.threads (default: the config's)")
+    ap.add_argument(
+        "--burn-in-ahead",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="forking: train.burn_in_ahead (default: the config's)",
+    )
     ap.add_argument("--targets", type=int, default=3000, help="forecast origins per pass (at least)")
     ap.add_argument("--seconds", type=float, default=8.0, help="time the passes for at least this long")
     ap.add_argument("--passes", type=int, default=2, help="timed passes (at least)")
@@ -87,6 +93,7 @@ def config(args):
         "train.mode": args.mode,
         "train.chunk": args.chunk,
         "train.threads": args.threads,
+        "train.burn_in_ahead": args.burn_in_ahead,
         "train.device": "cpu",
         "train.seed": args.seed,
     }
