@@ -1243,6 +1243,7 @@ def info(
         ),
     ],
     json_out: JsonOpt = False,
+    log_file: LogFileOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Show a run: config, tickers, date ranges, metrics, versions.
@@ -1251,7 +1252,7 @@ def info(
     config; an interrupted run that train --resume would refuse): what run.json tells is still
     shown, and why the run cannot be used.
     """
-    setup_logging(False, None)
+    setup_logging(False, log_file, json_out)
     with handled(debug, "info", json_out):
         from .checkpoint import load_run, read_manifest, read_resume, run_directory
         from .errors import RunFormatError

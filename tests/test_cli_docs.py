@@ -110,7 +110,7 @@ def test_the_common_options_are_where_the_spec_puts_them():
         assert {"--quiet", "--json", "--log-file"} <= opts[name], name
     for name in ("train", "evaluate", "predict"):
         assert {"--source", "--data-dir"} <= opts[name], name
-    assert "--json" in opts["info"]
+    assert {"--json", "--log-file"} <= opts["info"]
     assert {"--config", "--data-dir"} <= opts["download"]
     assert {
         "--config",

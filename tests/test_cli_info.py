@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -261,6 +262,21 @@ def test_info_on_a_run_predict_refuses_says_it_cannot_be_used_and_why(cli, run_c
     assert res.exit_code == 1
     doc = json.loads(res.stdout)
     assert why in doc.pop("unusable") and doc == run_meta(run_copy)
+
+
+def test_info_from_cron_leaves_why_a_run_cannot_be_used_in_the_log_file(cli, run_copy, tmp_path):
+    """`info --log-file` (a cron job checking the champion before it forecasts): the error line
+    goes to the log, with a timestamp, as well as to stderr; a usable run leaves no error there."""
+    log = tmp_path / "logs" / "info.log"
+    ok = cli("info", run_copy, "--log-file", log)
+    assert ok.exit_code == 0 and "ERROR" not in (log.read_text() if log.exists() else "")
+    _without_weights(run_copy)
+    res = cli("info", run_copy, "--log-file", log)
+    assert_one_line_error(res, 1, "cannot be used", "model.safetensors is missing")
+    [line] = [ln for ln in log.read_text().splitlines() if "ERROR" in ln]
+    assert "model.safetensors is missing" in line and re.match(r"\d{4}-\d\d-\d\d", line)
+    res = cli("info", run_copy, "--json", "--log-file", tmp_path)  # a folder: refused before anything is shown
+    assert res.exit_code == 2 and "--log-file" in res.stderr
 
 
 def _set(path: str, value):
