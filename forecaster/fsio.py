@@ -323,14 +323,30 @@ def cannot_make(folder: PathLike) -> OSError | None:
     nearest = next((p for p in [path, *path.parents] if os.path.lexists(p)), None)
     if nearest is None or nearest == path or not os.path.isdir(nearest):
         return None
-    if os.access(nearest, os.W_OK | os.X_OK):
+    return _unwritable(nearest)
+
+
+def cannot_write_into(folder: PathLike) -> OSError | None:
+    """The error that writing a file into ``folder`` would meet, told without writing: for a
+    folder that exists, that it cannot be written to or entered, or is on a read-only file
+    system; for one that does not, :func:`cannot_make`'s."""
+    path = Path(folder)
+    if not os.path.isdir(path):
+        return cannot_make(path)
+    return _unwritable(path)
+
+
+def _unwritable(folder: Path) -> OSError | None:
+    """``Permission denied`` or ``Read-only file system`` for a folder that a file cannot be
+    made in, as far as permissions tell; None when one can."""
+    if os.access(folder, os.W_OK | os.X_OK):
         return None
     try:
-        read_only = bool(os.statvfs(nearest).f_flag & os.ST_RDONLY)
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
     except (OSError, AttributeError):  # no statvfs (Windows): the permission is what it says
         read_only = False
     code = errno.EROFS if read_only else errno.EACCES
-    return OSError(code, os.strerror(code), str(nearest))
+    return OSError(code, os.strerror(code), str(folder))
 
 
 def not_a_folder(path: PathLike) -> str:

@@ -32,7 +32,7 @@ from .choices import SOURCES, Cell
 from .errors import EXIT_OK, EXIT_PARTIAL, ConfigError, DataError, ForecasterError, TemporaryFailure
 from .fsio import (
     LockUnavailable,
-    cannot_make,
+    cannot_write_into,
     file_in_the_way,
     file_lock,
     not_a_folder,
@@ -218,7 +218,7 @@ def predict(
     target = Path(out or cfg.predict.out) / run.name
     if blocker := file_in_the_way(target):
         raise ForecasterError(f"cannot write forecasts to {target}: {not_a_folder(blocker)}")
-    if denied := cannot_make(target):  # a read-only --out: refused before any network work
+    if denied := cannot_write_into(target):  # a read-only --out or forecast folder: refused before any network work
         raise _write_error(denied, target)
 
     if source == "yahoo" and not offline and data_dir_given is None and (note := relative_note(data_dir)):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import errno
 import json
 import logging
 import os
@@ -38,7 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 from .checkpoint import EARLIER_SETTINGS, Origin, as_made, run_lock_path, set_origin
 from .config import SEARCH_SPACE, Config, SearchDim, active_dims, config_from_dict, config_toml, load_config
 from .errors import ConfigError, DataError, TemporaryFailure, TrainingError
-from .fsio import atomic_write_text, cannot_make, file_in_the_way, file_lock, not_a_folder, refuse_empty_folders
+from .fsio import atomic_write_text, cannot_write_into, file_in_the_way, file_lock, not_a_folder, refuse_empty_folders
 from .outputs import write_csv
 from .training import (
     EpochRecord,
@@ -560,10 +559,7 @@ def _check_results_folder(out: Path, study: str) -> None:
     is made here."""
     if blocker := file_in_the_way(out):
         raise ConfigError(f"cannot write the results of study {study} to {out}: {not_a_folder(blocker)}")
-    denied = cannot_make(out)
-    if denied is None and out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
-        denied = OSError(errno.EACCES, os.strerror(errno.EACCES), str(out))
-    if denied is not None:
+    if (denied := cannot_write_into(out)) is not None:
         raise ConfigError(
             f"cannot write the results of study {study} to {out}: {denied.strerror} on the folder {denied.filename}"
         )

@@ -757,14 +757,17 @@ def cron(trained_run, sample_dir, tmp_path_factory):
     env = cron_env(s.root / "home", **yahoo_env(s.root, answers))
     s.proc = start(cron_command(s.args("--source", "yahoo", "--data-dir", s.data)), env, s.root)
 
-    # a read-only output folder: 1
+    # a forecast folder made read-only after earlier runs (their lock file still there): 1,
+    # before any network work
     s = scenario("read_only")
     s.before = earlier_forecasts(s.folder)
+    (s.folder / ".lock").touch()
     for p in (s.out, s.folder):
         os.chmod(p, 0o555)
-    cmd = cron_command(s.args("--data-dir", sample_dir), drop_root_powers=True)
+    cmd = cron_command(s.args("--source", "yahoo", "--data-dir", s.data), drop_root_powers=True)
+    env = cron_env(s.root / "home", **yahoo_env(s.root, {"STOCKA": str(sample_dir / "STOCKA.csv")}))
     if os.geteuid() != 0 or SETPRIV:
-        s.proc = start(cmd, cron_env(s.root / "home"), s.root)
+        s.proc = start(cmd, env, s.root)
 
     # two overlapping runs: the first stops (holding the lock) just before replacing
     # latest.csv and is SIGKILLed there; the second reaches the lock only after that
@@ -866,6 +869,7 @@ def test_cron_read_only_output_exits_1_and_keeps_earlier_forecasts(cron):
     [line] = error_lines(s.res)
     assert str(s.folder) in line and "Permission denied" in line
     assert csv_bytes(s.folder) == s.before
+    assert yahoo_log(s.root) == [] and not s.data.exists()  # refused before the refresh
 
 
 @pytest.mark.slow
