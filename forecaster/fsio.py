@@ -300,6 +300,21 @@ def file_lock(path: PathLike, timeout: float = 0) -> Iterator[None]:
         lock.release()
 
 
+def ends_mid_line(path: PathLike) -> bool:
+    """True when the file does not end with a line break (a forecast file ends every row with
+    one): a copy or a write stopped inside its last row, whose last field may be a prefix of
+    what was being written. False for an empty file or one that cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() == 0:
+                return False
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) not in (b"\n", b"\r")
+    except OSError:
+        return False
+
+
 def file_in_the_way(folder: PathLike) -> Path | None:
     """The first of ``folder`` and the folders above it that exists but is not a folder (a
     file where a folder has to be), or None when there is none. What cannot be looked at (below

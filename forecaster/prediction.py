@@ -33,6 +33,7 @@ from .errors import EXIT_OK, EXIT_PARTIAL, ConfigError, DataError, ForecasterErr
 from .fsio import (
     LockUnavailable,
     cannot_write_into,
+    ends_mid_line,
     file_in_the_way,
     file_lock,
     not_a_folder,
@@ -412,6 +413,9 @@ def _forecast_fields(df: pd.DataFrame) -> pd.DataFrame | None:
     return df[FORECAST_COLUMNS]
 
 
+REPLACED = "replaced by this forecast alone"
+"""How a warning about a day's forecast file that ``predict -t`` could not add to ends."""
+
 NAMED_LATER = 5
 """Tickers named in the warning about forecasts kept because their bars went back."""
 
@@ -423,28 +427,43 @@ def _with_earlier_rows(forecasts: pd.DataFrame, path: Path, run: Run, warnings: 
     file is written, when it is unreadable, not a forecast file at all, or when another model
     trained under the run's name made those rows: one file never mixes two models' forecasts,
     which ``score`` could not read). A ticker's rows made from a later day than its forecast now
-    are kept in place of it, with a warning."""
+    are kept in place of it, with a warning. A file cut short (a write or a copy stopped
+    midway: its last row torn, or its last forecast without its last steps) keeps its whole
+    forecasts; the incomplete one is left out, with a warning."""
     run_name, order = run.name, run.names
     try:
         read = pd.read_csv(path, dtype=str, keep_default_na=False)
         earlier = _forecast_fields(read)
         if earlier is None:
             missing = ", ".join(c for c in FORECAST_COLUMNS if c not in read.columns)
-            warnings.append(f"{path} is not a forecast file (no column {missing}): replaced by this forecast alone")
+            warnings.append(f"{path} is not a forecast file (no column {missing}): {REPLACED}")
             return forecasts
         # the file holds the name as written, neutralised when it reads as a formula
-        if not earlier["run"].isin({run_name, csv_safe(run_name)}).all():
+        foreign = ~earlier["run"].isin({run_name, csv_safe(run_name)})
+        torn = bool(foreign.iloc[-1] and not foreign.iloc[:-1].any() and ends_mid_line(path))
+        if torn:  # a write or copy stopped inside the last row: the rows before it are whole
+            earlier, foreign = earlier.iloc[:-1], foreign.iloc[:-1]
+        if foreign.any():
+            other = ascii(earlier["run"][foreign].iloc[0][:60])
+            warnings.append(f"{path} holds forecasts of run {other}, not {run_name}: {REPLACED}")
             return forecasts
         earlier = earlier.astype({"step": "int64"})
     except FileNotFoundError:
         return forecasts
     except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        warnings.append(f"{path} is unreadable ({type(exc).__name__}): replaced by this forecast alone")
+        warnings.append(f"{path} is unreadable ({type(exc).__name__}): {REPLACED}")
         return forecasts
-    if other := _another_model(earlier, run.config.model.cell, run.config.window.horizon):
+    horizon = run.config.window.horizon
+    if len(earlier) and (cut := _last_forecast_cut_short(earlier, horizon)) is not None:
+        earlier, torn = earlier[~cut], True
+    if torn:
+        warnings.append(f"{path} was cut short: its last forecast was incomplete and is left out, the others kept")
+        if earlier.empty:
+            return forecasts
+    if other := _another_model(earlier, run.config.model.cell, horizon):
         warnings.append(
             f"{path} holds forecasts of another model named {run_name} ({other}; trained again under that "
-            "name?): replaced by this forecast alone"
+            f"name?): {REPLACED}"
         )
         return forecasts
     # a ticker whose rows here are as of a later day than its forecast now (its bars went
@@ -467,12 +486,26 @@ def _with_earlier_rows(forecasts: pd.DataFrame, path: Path, run: Run, warnings: 
     try:  # only the rows kept need be numbers: a bad cell of a ticker forecast again goes with it
         kept = kept.astype(dict.fromkeys(["last_close", "p10", "p50", "p90"], "float64"))
     except ValueError as exc:
-        warnings.append(f"{path} is unreadable ({type(exc).__name__}): replaced by this forecast alone")
+        warnings.append(f"{path} is unreadable ({type(exc).__name__}): {REPLACED}")
         return forecasts
     rows = pd.concat([kept, forecasts], ignore_index=True)
     rank = {sym: i for i, sym in enumerate(order)}
     position = rows["ticker"].map(lambda sym: rank.get(sym, len(rank)))
     return rows.assign(_at=position).sort_values(["_at", "ticker", "step"], kind="stable").drop(columns="_at")
+
+
+def _last_forecast_cut_short(rows: pd.DataFrame, horizon: int) -> pd.Series | None:
+    """The rows of the last forecast in ``rows`` (the last row's ticker and day) when they show
+    a file cut at the end of a line: steps 1 to n only, n below ``horizon``, where every other
+    forecast holds all of them; None otherwise."""
+    last = rows.iloc[-1]
+    mine = (rows["ticker"] == last["ticker"]) & (rows["as_of"] == last["as_of"])
+    steps = rows.loc[mine, "step"].tolist()
+    if steps != list(range(1, len(steps) + 1)) or len(steps) >= horizon:
+        return None
+    if (rows[~mine].groupby(["ticker", "as_of"])["step"].max() != horizon).any():
+        return None
+    return mine
 
 
 def _another_model(rows: pd.DataFrame, cell: str, horizon: int) -> str | None:

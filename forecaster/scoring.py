@@ -59,7 +59,7 @@ from .choices import Cell
 from .config import DataConfig, PredictConfig
 from .errors import EXIT_OK, EXIT_PARTIAL, DataError, ForecasterError, RunFormatError
 from .evaluation import EvalReport
-from .fsio import file_in_the_way, follow_link, not_a_folder, refuse_empty_folders
+from .fsio import ends_mid_line, file_in_the_way, follow_link, not_a_folder, refuse_empty_folders
 from .metrics import POOLED, metrics_table
 from .outputs import FORECAST_FILE, has_dated_forecasts, write_csv
 from .prediction import FORECAST_COLUMNS
@@ -379,7 +379,7 @@ def _read_forecast(
     text = dict(zip(FORECAST_COLUMNS, fields.T))  # each column's fields, as strings
     others = sorted(set(text["run"]) - {run, csv_safe(run)})
     last = text["run"][-1]
-    if last in others and _cut_in_last_field(path) and any(r.startswith(last) for r in (run, csv_safe(run))):
+    if last in others and ends_mid_line(path) and any(r.startswith(last) for r in (run, csv_safe(run))):
         # the copy stopped inside the run's name on the last row: a torn file, not another run's
         raise _Malformed(f"{where(len(fields) - 1)} is incomplete (the file was cut short?)")
     if others:
@@ -455,20 +455,6 @@ def _empty_why(path: Path) -> str:
     except OSError:
         size = None
     return "it is empty (0 bytes)" if size == 0 else "it holds only blank lines, no header"
-
-
-def _cut_in_last_field(path: Path) -> bool:
-    """True when the file does not end with a line break (predict ends every row with one):
-    its last field may be a prefix of what was being written."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            if fh.tell() == 0:
-                return False
-            fh.seek(-1, os.SEEK_END)
-            return fh.read(1) not in (b"\n", b"\r")
-    except OSError:
-        return False
 
 
 def _cut_in_header(path: Path) -> bool:

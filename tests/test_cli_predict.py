@@ -872,6 +872,55 @@ def test_predict_retrying_one_ticker_does_not_keep_another_models_rows(cli, trai
     assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
 
 
+def _cut_in_the_last_field(path):
+    path.write_bytes(path.read_bytes()[:-3])  # the last row ends inside the run's name
+
+
+def _cut_at_a_line_end(path):
+    path.write_bytes(b"".join(path.read_bytes().splitlines(keepends=True)[:-1]))  # STOCKB without its last step
+
+
+@pytest.mark.parametrize("cut", [_cut_in_the_last_field, _cut_at_a_line_end])
+def test_predict_retrying_a_ticker_in_a_file_cut_short_keeps_the_whole_forecasts_and_says_so(
+    cli, trained_run, tmp_path, cut
+):
+    """The day's file cut short (a copy or a disk that stopped midway): `predict -t` dropped
+    every other ticker's rows without a word when the last row was torn, and blamed another
+    model when the file ended at a line break. Now the whole forecasts are kept and the
+    incomplete one is left out, with a warning."""
+    out = tmp_path / "fc"
+    assert cli("predict", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    dated = out / trained_run.name / "2024-12-31.csv"
+    whole = dated.read_bytes()
+    said = f"{dated} was cut short: its last forecast was incomplete and is left out, the others kept"
+    cut(dated)
+    res = cli("predict", "--run", trained_run, "--out", out, "-q", "-t", "STOCKB", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert said in res.stderr and said in json.loads(res.stdout)["warnings"]
+    assert "another model" not in res.stderr
+    assert dated.read_bytes() == whole  # STOCKA's rows kept, STOCKB's made again
+    cut(dated)
+    res = cli("predict", "--run", trained_run, "--out", out, "-q", "-t", "STOCKA")
+    assert res.exit_code == 0 and said in res.stderr, res.stderr
+    df = _read(dated)
+    _check_forecast(df, ["STOCKA"], 3, trained_run.name)  # STOCKB's forecast was incomplete: not kept
+    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+
+
+def test_predict_retrying_a_ticker_in_a_file_of_another_run_says_it_replaces_it(cli, trained_run, tmp_path):
+    """A day's file whose rows name another run (copied into this run's folder by hand) was
+    replaced without a word."""
+    out = tmp_path / "fc"
+    assert cli("predict", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    dated = out / trained_run.name / "2024-12-31.csv"
+    pd.read_csv(dated, dtype=str, keep_default_na=False).assign(run="elsewhere").to_csv(dated, index=False)
+    res = cli("predict", "--run", trained_run, "--out", out, "-q", "-t", "STOCKB")
+    assert res.exit_code == 0, res.stderr
+    said = f"{dated} holds forecasts of run 'elsewhere', not {trained_run.name}: replaced by this forecast alone"
+    assert said in res.stderr
+    _check_forecast(_read(dated), ["STOCKB"], 3, trained_run.name)
+
+
 def test_predict_yahoo_refresh_fails_for_one_ticker(cli, trained_run, sample_dir, tmp_path, monkeypatch):
     good = read_csv_bars(sample_dir, "STOCKA")
 
