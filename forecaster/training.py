@@ -1193,22 +1193,38 @@ def load_training_data(cfg: Config, tickers: list[str], splits: Splits | None = 
     bars, unusable = usable_bars(cfg, tickers, warn=False)  # named below with those too short
     _warn_other_exchanges(bars, cfg.data.calendar)
     w = cfg.window
-    splits = splits or make_splits(bars, w.val_days, w.test_days)
-    try:
-        ws = build_windows(
-            bars,
-            w.lookback,
-            w.horizon,
-            splits,
-            features=FEATURES,
-            target_scale=cfg.model.target_scale,
-            scale_halflife=cfg.model.scale_halflife,
-            vol_halflife=cfg.intervals.vol_halflife,
-        )
-    except DataError as exc:  # every other ticker too short: the error names those without usable bars too
-        if not unusable or not str(exc).startswith("no ticker has enough history"):
-            raise
-        raise DataError(f"{exc}; {some_reasons(unusable)}") from None
+
+    def windows(splits: Splits) -> WindowSet:
+        try:
+            return build_windows(
+                bars,
+                w.lookback,
+                w.horizon,
+                splits,
+                features=FEATURES,
+                target_scale=cfg.model.target_scale,
+                scale_halflife=cfg.model.scale_halflife,
+                vol_halflife=cfg.intervals.vol_halflife,
+            )
+        except DataError as exc:  # every other ticker too short: the error names those without usable bars too
+            if not unusable or not str(exc).startswith("no ticker has enough history"):
+                raise
+            raise DataError(f"{exc}; {some_reasons(unusable)}") from None
+
+    if splits is not None:  # a resumed run's own
+        ws = windows(splits)
+    else:
+        splits = make_splits(bars, w.val_days, w.test_days)
+        ws = windows(splits)
+        # the splits are counted over the tickers trained: a ticker skipped as too short (one
+        # listed lately, whose bars run past the others') must not set them. Without it they
+        # can only come earlier, so that more may be skipped: until none is
+        while ws.skipped:
+            kept = make_splits({s: b for s, b in bars.items() if s not in ws.skipped}, w.val_days, w.test_days)
+            if kept == splits:
+                break
+            splits = kept
+            ws = windows(splits)
     reasons = {**ws.skipped, **unusable}
     ws.skipped = {sym: reasons[sym] for sym in tickers if sym in reasons}  # in the order asked for
     ends = {s: ws.ends(s) for s in ("train", "val", "test")}

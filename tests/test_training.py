@@ -560,6 +560,32 @@ def test_training_data_skip_a_ticker_without_usable_bars_and_name_it_when_none_i
         load_training_data(cfg, ["NANC"])
 
 
+def test_a_ticker_skipped_as_too_short_does_not_set_the_splits(small_dir, tmp_path):
+    """A ticker listed lately whose bars run past the others' is skipped (too few training
+    bars), and its dates set the splits all the same: the ticker trained got its test split
+    after its last bar (no test window: evaluate had nothing to score) while train said
+    nothing. The splits are those of the tickers trained."""
+    from forecaster.store import load_bars
+    from forecaster.synthetic import generate_bars, write_csv
+    from forecaster.training import load_training_data
+    from forecaster.windows import make_splits
+
+    (tmp_path / "STOCKB.csv").write_bytes((small_dir / "STOCKB.csv").read_bytes())
+    write_csv(generate_bars("2025-01-02", "2025-09-30", seed=5), tmp_path / "NEWCO.csv")  # after STOCKB's last bar
+    cfg = load_config(None, tiny_overrides(tmp_path))
+    bars = load_bars("csv", tmp_path, ["STOCKB", "NEWCO"])
+    everyone = make_splits(bars, 100, 100)
+    assert everyone.test_start > bars["STOCKB"].index[-1]  # NEWCO's dates made them: no test bar of STOCKB
+    data = load_training_data(cfg, ["STOCKB", "NEWCO"])
+    assert data.ws.tickers == ["STOCKB"] and list(data.ws.skipped) == ["NEWCO"]
+    assert data.splits == make_splits({"STOCKB": bars["STOCKB"]}, 100, 100)
+    assert data.splits.test_start == bars["STOCKB"].index[-100]
+    assert len(data.ends["val"]) and len(data.ends["test"])  # STOCKB is validated and evaluated
+    assert data.ws.skipped["NEWCO"].startswith("0 bars in the training split")
+    given = load_training_data(cfg, ["STOCKB", "NEWCO"], everyone)  # a resumed run's splits stay as recorded
+    assert given.splits == everyone
+
+
 def test_one_gradient_buffer_clips_as_torch_does(sample_dir, torch_one_thread):
     """Every parameter's gradient is a view of one buffer, through training; clipping it as one
     vector gives torch's clip_grad_norm_ (the norm and the scaled gradients)."""
