@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, get_args
@@ -689,13 +689,14 @@ def _resolved(path: Path) -> Path:
         return Path(path).absolute()
 
 
-def _refuse_log_inside(log_file: Path | None, target: Path | None, whose: str = "") -> None:
+def _refuse_log_inside(log_file: Path | None, target: Path | None, whose: str = "", what: str = "") -> None:
     """A usage error when ``log_file`` is inside the run directory ``target``, which the run
-    replaces whole (``..`` and links resolved: ``runs/a/../b`` is ``runs/b``)."""
+    replaces whole (``..`` and links resolved: ``runs/a/../b`` is ``runs/b``); ``what``: the
+    folder ``target`` is and what replaces it, when not a run directory and the run."""
     if log_file is not None and target is not None and _resolved(target) in _resolved(log_file).parents:
+        what = what or f"the run directory {target}{whose}, which the run replaces whole"
         raise typer.BadParameter(
-            f"the log file {log_file} is inside the run directory {target}{whose}, which the run replaces whole "
-            "(the log would be lost with it); write the log elsewhere",
+            f"the log file {log_file} is inside {what} (the log would be lost with it); write the log elsewhere",
             param_hint="'--log-file'",
         )
 
@@ -1008,6 +1009,12 @@ def evaluate(
     tickers), prints a table and says plainly whether the model beats the naive forecast. Exit 3
     if some tickers' bars could not be read (named; the rest are evaluated and written).
     """
+    if log_file is not None:
+        from .checkpoint import run_directory
+
+        with suppress(ForecasterError, OSError):  # no run there: the command says so
+            out, shown = run_directory(run) / "eval", Path(run) / "eval"  # shown as named (a promoted name too)
+            _refuse_log_inside(log_file, out, what=f"the evaluation folder {shown}, which evaluate replaces whole")
     setup_logging(quiet, log_file, json_out)
     with handled(debug, "evaluate", json_out):
         from .evaluation import evaluate as do_evaluate

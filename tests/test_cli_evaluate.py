@@ -344,6 +344,28 @@ def test_evaluate_json_files_are_named_as_the_run_is_for_a_promoted_name_too(cli
     assert json.loads(res.stdout)["files"] == {k: str(Path(v).absolute()) for k, v in expected.items()}
 
 
+def test_evaluate_refuses_a_log_file_inside_the_evaluation_folder_it_replaces(cli, trained_run):
+    """`--log-file RUN/eval/evaluate.log`: evaluate replaces eval/ whole, and the log went with
+    it, exit 0, without a word. A usage error now, as train's log inside its run directory is,
+    through a promoted name too; beside eval/, the log is kept."""
+    shutil.copytree(trained_run, Path("runs") / "tiny")
+    assert cli("evaluate", "--run", "runs/tiny", "-q").exit_code == 0
+    before = {p.name: p.read_bytes() for p in Path("runs/tiny/eval").glob("*.csv")}
+    assert cli("promote", "runs/tiny", "--name", "prod").exit_code == 0
+    for run in ("runs/tiny", "runs/prod"):
+        res = cli("evaluate", "--run", run, "--log-file", "runs/tiny/eval/logs/evaluate.log")
+        assert res.exit_code == 2, res.stderr
+        assert "Usage" in res.stderr and f"inside the evaluation folder {Path(run) / 'eval'}," in res.stderr
+        assert "write the log elsewhere" in res.stderr
+        assert {p.name: p.read_bytes() for p in Path("runs/tiny/eval").glob("*.csv")} == before
+        assert not Path("runs/tiny/eval/logs").exists()
+    res = cli("evaluate", "--run", "runs/prod", "-q", "--no-plot", "--log-file", "runs/tiny/evaluate.log")
+    assert res.exit_code == 0, res.stderr
+    assert Path("runs/tiny/evaluate.log").is_file() and Path("runs/tiny/eval/metrics.csv").is_file()
+    res = cli("evaluate", "--run", "runs/nothing", "--log-file", "x.log")  # no run: said as before
+    assert res.exit_code == 1 and "no run directory at runs/nothing" in res.stderr, res.stderr
+
+
 def test_evaluate_quiet_prints_no_table(cli, run_copy):
     res = cli("evaluate", "--run", run_copy, "--quiet")
     assert res.exit_code == 0, res.stderr
