@@ -328,7 +328,7 @@ def _read_csv_frame(path: Path) -> pd.DataFrame:
     except pd.errors.ParserWarning:
         raise DataError(f"{path}: some rows have more fields than the header") from None
     except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: the file is empty") from None
+        raise NoUsableBars(f"{path}: the file is empty") from None  # no bars, as a header alone
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text") from None
     except OSError as exc:  # e.g. no permission to read it: this ticker fails, the others go on

@@ -849,17 +849,21 @@ def test_train_bf16_without_cuda_warns_that_it_trains_in_fp32(cli, small_dir, tm
     assert warnings == ["WARNING: --precision bf16 is autocast on CUDA only: training on cpu runs in fp32"]
 
 
-def test_train_skips_a_ticker_whose_file_has_no_rows(cli, small_dir, tmp_path):
-    """A CSV with its header and no row yet (a ticker just added to a folder) is a ticker without
-    bars: skipped with a warning, the others trained (it stopped the whole training)."""
+@pytest.mark.parametrize(
+    ("text", "why"), [("Date,Open,High,Low,Close,Volume\n", "has a header but no rows"), ("", "the file is empty")]
+)
+def test_train_skips_a_ticker_whose_file_has_no_rows(cli, small_dir, tmp_path, text, why):
+    """A CSV with its header and no row yet (a ticker just added to a folder), or with nothing
+    at all yet, is a ticker without bars: skipped with a warning, the others trained (it stopped
+    the whole training; the empty file still did, where the header alone was skipped)."""
     data = tmp_path / "data"
     data.mkdir()
     (data / "STOCKB.csv").write_bytes((small_dir / "STOCKB.csv").read_bytes())
-    (data / "NEW.csv").write_text("Date,Open,High,Low,Close,Volume\n")
+    (data / "NEW.csv").write_text(text)
     run = tmp_path / "r"
     res = cli("train", "--data-dir", data, "-t", "STOCKB", "NEW", *TINY, "--run-dir", run)
     assert res.exit_code == 0, res.stderr
-    assert f"WARNING: skipping NEW: {data / 'NEW.csv'}: has a header but no rows" in res.stderr
+    assert f"WARNING: skipping NEW: {data / 'NEW.csv'}: {why}" in res.stderr
     assert set(run_meta(run)["tickers"]) == {"STOCKB"}
 
 
