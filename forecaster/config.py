@@ -191,7 +191,7 @@ class TrainConfig(_Section):
     batch_size: int = Field(256, gt=0, le=1_000_000)
     lr: float = Field(1e-3, gt=0, le=10)
     weight_decay: float = Field(1e-4, ge=0, allow_inf_nan=False)
-    grad_clip: float = Field(1.0, gt=0, description="max global gradient norm")
+    grad_clip: float = Field(1.0, gt=0, allow_inf_nan=False, description="max global gradient norm")
     patience: int = Field(12, gt=0, description="epochs without validation gain before stopping")
     seed: int = Field(0, ge=0, le=2**64 - 1, description="seeds torch, numpy and random (torch takes up to 2**64 - 1)")
     device: Device = "auto"
@@ -328,7 +328,9 @@ class TuneConfig(_Section):
     study: str = Field("default", description="study name: runs/tune/<study>.db and runs/tune/<study>/")
     storage: str = Field("", description="Optuna storage URL (empty: the SQLite file runs/tune/<study>.db)")
     trials: int = Field(20, gt=0, description="trials each `forecaster tune` process adds to the study")
-    timeout: float = Field(0.0, ge=0, description="seconds after which no new trial starts (0: no limit)")
+    timeout: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="seconds after which no new trial starts (0: no limit)"
+    )
     seed: int = Field(0, ge=0, description="seed of the TPE sampler")
     startup_trials: int = Field(5, ge=0, description="random trials before TPE models the space")
     prune: bool = Field(True, description="stop trials whose validation loss trails the median")

@@ -61,6 +61,9 @@ def test_precedence_flags_over_file_over_defaults(tmp_path):
         ("[train]\nbatch_size = 0\n", "train.batch_size"),
         # an infinite weight decay turns every weight into nan at the first step
         ("[train]\nweight_decay = inf\n", "train.weight_decay: Input should be a finite number"),
+        # an infinite clip was taken (no clipping), and run.json then held Infinity, which is no JSON
+        ("[train]\ngrad_clip = inf\n", "train.grad_clip: Input should be a finite number"),
+        ("[tune]\ntimeout = inf\n", "tune.timeout: Input should be a finite number"),
         ("not toml at all ===", "not valid TOML"),
     ],
 )
