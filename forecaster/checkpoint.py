@@ -475,7 +475,10 @@ def _migrate(raw: dict) -> dict:
 
 
 def _problems(err: ValidationError, most: int = 3) -> str:
-    parts = [f"{'.'.join(str(x) for x in e['loc']) or 'run'}: {e['msg']}" for e in err.errors()]
+    def said(e) -> str:  # a check of the config's own, in its words (no "Value error, ")
+        return str(e["ctx"]["error"]) if e["type"] == "value_error" and "error" in e.get("ctx", {}) else e["msg"]
+
+    parts = [f"{'.'.join(str(x) for x in e['loc']) or 'run'}: {said(e)}" for e in err.errors()]
     more = f" (and {len(parts) - most} more)" if len(parts) > most else ""
     return "; ".join(parts[:most]) + more
 

@@ -50,7 +50,7 @@ def make_splits(bars: dict[str, pd.DataFrame], val_days: int, test_days: int) ->
     union = pd.DatetimeIndex(sorted(set().union(*(set(b.index) for b in bars.values()))))
     if len(union) < val_days + test_days + 2:
         raise DataError(
-            f"only {len(union)} sessions in the data: not enough for "
+            f"only {len(union)} session{'s' if len(union) != 1 else ''} in the data: not enough for "
             f"val_days={val_days} + test_days={test_days} plus training"
         )
     return Splits(val_start=union[-(val_days + test_days)], test_start=union[-test_days])

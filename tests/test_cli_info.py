@@ -329,6 +329,17 @@ def test_a_forecast_that_is_not_a_finite_number_fails_its_ticker_and_is_not_writ
     assert set(written["ticker"]) == {"STOCKB"} and written[["p10", "p50", "p90"]].notna().all().all()
 
 
+def test_a_bad_setting_in_run_json_is_said_in_the_configs_own_words(cli, run_copy):
+    """A setting of the wrong kind in run.json: the same words as in a config file, not
+    pydantic's "Value error, " before them."""
+    meta = run_meta(run_copy)
+    meta["config"]["window"]["lookback"] = 20.5
+    (run_copy / "run.json").write_text(json.dumps(meta))
+    res = cli("info", run_copy)
+    line = assert_one_line_error(res, 1, "run.json is malformed: config.window.lookback: expected a whole number")
+    assert "Value error" not in line
+
+
 def test_info_newer_format_version(cli, run_copy):
     meta = run_meta(run_copy)
     meta["format_version"] = 3

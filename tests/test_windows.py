@@ -219,3 +219,10 @@ def test_splits_round_trip_and_count_from_the_latest_date():
 def test_not_enough_sessions_for_the_splits():
     with pytest.raises(DataError, match="not enough"):
         make_splits({"A": frame(0, 50)}, 30, 30)
+
+
+@pytest.mark.parametrize(("n", "said"), [(1, "only 1 session in the data"), (3, "only 3 sessions in the data")])
+def test_splits_of_too_few_sessions_say_how_many(n, said):
+    with pytest.raises(DataError) as e:
+        make_splits({"AAA": make_bars("2024-01-02", n)}, 2, 2)
+    assert str(e.value).startswith(f"{said}: not enough for val_days=2 + test_days=2 plus training")
