@@ -780,7 +780,7 @@ def fetch_history(
             raw = yf.Ticker(symbol, session=session).history(**kwargs)
     except YFRateLimitError:
         raise RateLimitError(f"{symbol}: Yahoo rate limit (HTTP 429); retry later") from None
-    except (YFException, OSError, ValueError, KeyError, TypeError) as exc:
+    except Exception as exc:  # whatever yfinance raises fails this ticker alone, never the others
         # a 5xx first: yfinance gives it as a missing symbol, or chokes on the error page
         if status := _server_error_status(requests, exc):
             raise server_error(status) from None

@@ -195,6 +195,30 @@ def test_download_through_offline_yahoo_stand_in(cli, monkeypatch, tmp_path):
     assert yahoo.chart_calls("AAA")
 
 
+NO_RESULT = json.dumps({"chart": {"result": [], "error": None}})  # yfinance's time-zone probe raises IndexError on it
+
+
+def test_an_answer_yfinance_chokes_on_fails_its_ticker_alone(cli, monkeypatch, tmp_path):
+    """A chart answer with an empty result made yfinance raise IndexError, which stopped the
+    whole download as an unexpected error (exit 1): the ticker before it stored but not
+    reported, the one after it never tried. It fails that ticker alone now, named, exit 3."""
+    yahoo = FakeYahoo({"AAA": make_bars("2024-01-02", 30), "NORES": NO_RESULT, "CCC": make_bars("2024-01-02", 30)})
+    real = forecaster.sources.fetch_with_retry
+
+    def via_fake(ticker, start=None, end=None, *, session=None, **_):
+        return real(ticker, start, end, session=yahoo.session(), sleep=lambda s: None)
+
+    monkeypatch.setattr(forecaster.store, "fetch_with_retry", via_fake)
+    data = tmp_path / "d"
+    res = cli("download", "AAA", "NORES", "CCC", "--data-dir", data, "--json")
+    assert res.exit_code == 3, res.stderr
+    doc = json.loads(res.stdout)
+    assert set(doc["ok"]) == {"AAA", "CCC"}
+    assert doc["failed"]["NORES"].startswith("unexpected answer from Yahoo (IndexError")
+    assert len(_stored(data, "AAA")) == 30 and len(_stored(data, "CCC")) == 30
+    assert "unexpected error" not in res.stderr
+
+
 def test_download_of_only_todays_unfinished_bar_says_to_run_again_after_the_close(
     cli, monkeypatch, tmp_path, offline_yfinance
 ):

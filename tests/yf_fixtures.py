@@ -7,7 +7,8 @@ requests (chart, cookie, crumb, quoteSummary) from memory:
     sources.fetch_history("AAA", session=yahoo.session())
 
 A value is either a frame of daily bars (served as a v8 chart payload, filtered by the
-request's period1/period2 like Yahoo does) or an int HTTP status (429, 404, 500...). Unknown
+request's period1/period2 like Yahoo does), an int HTTP status (429, 404, 500...) or a str,
+a body answered with 200 as it is. Unknown
 symbols get Yahoo's 404 "No data found" answer. ``yahoo.adjclose`` and ``yahoo.timezones`` set a
 symbol's adjusted close and exchange timezone. ``yahoo.down = True`` makes every request
 raise ``requests.ConnectionError``. ``yahoo.calls`` records (symbol, params) of chart calls.
@@ -82,10 +83,10 @@ def chart_payload(
 
 
 class FakeYahoo:
-    """In-memory Yahoo: ``answers`` maps SYMBOL -> bars frame or HTTP status code."""
+    """In-memory Yahoo: ``answers`` maps SYMBOL -> bars frame, HTTP status code or 200 body."""
 
-    def __init__(self, answers: Mapping[str, pd.DataFrame | int] | None = None) -> None:
-        self.answers: dict[str, pd.DataFrame | int] = {k.upper(): v for k, v in (answers or {}).items()}
+    def __init__(self, answers: Mapping[str, pd.DataFrame | int | str] | None = None) -> None:
+        self.answers: dict[str, pd.DataFrame | int | str] = {k.upper(): v for k, v in (answers or {}).items()}
         self.adjclose: dict[str, pd.Series] = {}  # SYMBOL -> adjusted close, default close
         self.timezones: dict[str, str] = {}  # SYMBOL -> exchange tz, default New York
         self.down = False
@@ -100,6 +101,8 @@ class FakeYahoo:
             symbol = unquote(path.rsplit("/", 1)[-1]).upper()
             self.calls.append((symbol, params))
             got = self.answers.get(symbol, 404)
+            if isinstance(got, str):  # a body as it is, answered 200
+                return 200, got
             if isinstance(got, int):
                 if got == 429:
                     return 429, "Too Many Requests"
