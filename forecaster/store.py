@@ -555,6 +555,34 @@ def merge_bars(old: pd.DataFrame, new: pd.DataFrame, *, rtol: float = REVISION_R
     return merged, revised
 
 
+def _rescaled_to(old: pd.DataFrame, full: pd.DataFrame, symbol: str) -> pd.DataFrame:
+    """``old`` with the rows that the re-adjusted history ``full`` lacks (a session Yahoo no
+    longer lists, or older than the history it gives) brought to its price scale, named in a
+    warning: each row's prices times the ratio of the new close to the stored one at the next
+    date both hold (the last such date for rows after it). A dividend or a split rescales every
+    earlier price by one factor, so that ratio is the row's own; kept as they were, those rows
+    would splice two price scales into one history (a jump of the split's size). Rows ``full``
+    holds are replaced by it anyway."""
+    lacking = ~old.index.isin(full.index)
+    shared = old.index.intersection(full.index)
+    if not lacking.any() or len(shared) == 0:
+        return old
+    ratio = (full.loc[shared, "close"].to_numpy(dtype="float64")) / old.loc[shared, "close"].to_numpy(dtype="float64")
+    at = np.minimum(shared.searchsorted(old.index[lacking]), len(shared) - 1)
+    out = old.copy()
+    prices = ["open", "high", "low", "close"]
+    out.loc[lacking, prices] = old.loc[lacking, prices].to_numpy(dtype="float64") * ratio[at][:, None]
+    days = old.index[lacking]
+    log.warning(
+        "%s: %d stored bar(s) that the re-adjusted history lacks (%s to %s) were rescaled to its prices",
+        symbol,
+        len(days),
+        days[0].date(),
+        days[-1].date(),
+    )
+    return out
+
+
 class StoreWriteError(ForecasterError):
     """The store could not be written (a full disk, a read-only store): no other ticker would
     fare better."""
@@ -598,7 +626,7 @@ def update_ticker(
         if revised:
             log.warning("%s: history was re-adjusted upstream; fetching it all again", symbol)
             full = validate_bars(fetch(symbol, None, None), symbol)
-            merged, _ = merge_bars(old, full)
+            merged, _ = merge_bars(_rescaled_to(old, full, symbol), full)
             refetched = True
         merged = validate_bars(merged, symbol)  # the seam between stored and fetched rows too
         added = int((~merged.index.isin(old.index)).sum())

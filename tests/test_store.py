@@ -294,6 +294,33 @@ def test_update_revision_refetches_full_history(tmp_path):
     pd.testing.assert_frame_equal(store.load_store(tmp_path, "AAA"), adjusted, check_freq=False)
 
 
+def test_a_refetch_rescales_the_stored_bars_the_readjusted_history_lacks(tmp_path, caplog):
+    """A split re-adjusts history upstream, and Yahoo's new history lacks a session stored
+    before (and begins later than the store): those stored bars kept the old price scale, a
+    +100 % then -50 % move spliced into the history without a word. Now they are brought to
+    the new scale, and named."""
+    everything = make_bars("2024-01-02", 60, seed=3)
+    store.save_store(tmp_path, "AAA", everything.iloc[:50])
+    adjusted = everything.copy()
+    adjusted.iloc[:, :4] *= 0.5  # a 2:1 split since the last download: every earlier price halved
+    lacked = everything.index[[0, 1, 2, 3, 20]]  # older than Yahoo's history; a session it dropped
+    served = adjusted.iloc[4:].drop(index=everything.index[20])
+    with caplog.at_level(logging.WARNING, logger="forecaster"):
+        result = store.update_ticker(tmp_path, "AAA", ScriptedSource(served))
+    assert result.refetched
+    stored = store.load_store(tmp_path, "AAA")
+    assert list(stored.index) == list(everything.index)  # nothing lost
+    for day in lacked:
+        np.testing.assert_allclose(stored.loc[day, ["open", "high", "low", "close"]], adjusted.loc[day].iloc[:4])
+        assert stored.loc[day, "volume"] == everything.loc[day, "volume"]
+    returns = np.diff(np.log(stored["close"].to_numpy()))
+    assert np.abs(returns).max() < 0.1  # no jump of the split's size anywhere
+    assert any(
+        "5 stored bar(s) that the re-adjusted history lacks (2024-01-02 to 2024-01-30)" in r.getMessage()
+        for r in caplog.records
+    )
+
+
 @pytest.mark.parametrize("error", [NetworkError("AAA: cannot reach Yahoo"), DataError("AAA: no usable bars")])
 def test_failed_update_leaves_store_byte_identical(tmp_path, error):
     store.save_store(tmp_path, "AAA", make_bars("2024-01-02", 30))
