@@ -707,7 +707,8 @@ def drop_unfinished_session(
     symbol: str | None = None,
     grace_minutes: float = CLOSE_GRACE_MINUTES,
 ) -> pd.DataFrame:
-    """Drop a last bar dated today (exchange time zone ``tz``) while that session is trading.
+    """Drop the last bar dated today (exchange time zone ``tz``), and any other row of that
+    day, while that session is trading.
 
     Yahoo's daily series can end with the session in progress; such a bar would later change
     and look like a revision. The close is that of the session on the exchange ``calendar``
@@ -727,7 +728,8 @@ def drop_unfinished_session(
         grace=pd.Timedelta(minutes=grace_minutes),
         fallback_close_hour=close_hour,
     )
-    return df.iloc[:-1] if unfinished else df
+    # every row of that day: Yahoo's frame can hold the session in progress twice
+    return df[df.index.normalize() != df.index[-1].normalize()] if unfinished else df
 
 
 def _is_http_status(exc: BaseException, status: int) -> bool:

@@ -652,6 +652,18 @@ def test_drop_unfinished_session():
     assert len(sources.drop_unfinished_session(bars, "America/New_York", next_day)) == 3
 
 
+def test_drop_unfinished_session_drops_every_row_of_that_day():
+    """Yahoo's frame with the session in progress twice: both rows go (the last one alone
+    went, and the other, a partial bar, was stored)."""
+    bars = make_bars("2024-01-02", 3)  # ends 2024-01-04
+    twice = pd.concat([bars, bars.iloc[-1:] * 1.01])
+    during = pd.Timestamp("2024-01-04 15:00", tz="America/New_York").tz_convert("UTC")
+    got = sources.drop_unfinished_session(twice, "America/New_York", during)
+    pd.testing.assert_frame_equal(got, bars.iloc[:2], check_freq=False)
+    after = pd.Timestamp("2024-01-04 19:00", tz="America/New_York").tz_convert("UTC")
+    assert len(sources.drop_unfinished_session(twice, "America/New_York", after)) == 4
+
+
 def _ending(day: str) -> pd.DataFrame:
     bars = make_bars("2024-11-01", 60)
     return bars[bars.index <= pd.Timestamp(day)]
