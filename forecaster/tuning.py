@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import socket
 import tempfile
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 from optuna.exceptions import ExperimentalWarning
@@ -416,10 +418,14 @@ def _check_setup(study: optuna.Study, base: Config, searched: set[str], data: di
 
 
 def _sampler_seed(cfg: Config, n_before: int) -> int:
-    # a resumed study must not replay the proposals it started with; workers sharing a study
-    # must not all propose the same first trials
+    """The TPE sampler's seed: ``tune.seed`` plus the trials already in the study, so that a
+    resumed study does not replay the proposals it started with. With ``tune.storage`` (a study
+    that several processes share) mixed with a random value of this process's own: workers
+    started together must not propose the same trials (their process ids, added before, are
+    consecutive, or all alike in containers, as the counts of trials they see may be)."""
     seed = cfg.tune.seed + n_before
-    seed = seed + os.getpid() if cfg.tune.storage else seed
+    if cfg.tune.storage:
+        seed = int(np.random.SeedSequence([seed, secrets.randbits(64)]).generate_state(1)[0])
     return seed % 2**32  # the sampler's numpy generator takes 0 to 2**32 - 1; the config any seed >= 0
 
 

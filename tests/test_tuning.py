@@ -364,6 +364,21 @@ def test_a_folder_where_the_study_file_goes_is_named_before_any_trial(small_dir,
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["kept", "t.db"]
 
 
+def test_processes_sharing_a_study_seed_their_samplers_apart_and_one_alone_as_its_seed_says(small_dir, monkeypatch):
+    """Workers sharing a study through a storage added their process id to the seed: two
+    started together (consecutive ids, each seeing one trial fewer or more; in containers one
+    id for all) drew the same seed and ran the same trials. With a storage each process mixes
+    in a random value of its own; without one the seed is tune.seed plus the trials before."""
+    from forecaster import tuning
+
+    alone = _cfg(small_dir, **{"tune.seed": 7})
+    assert tuning._sampler_seed(alone, 3) == tuning._sampler_seed(alone, 3) == 10
+    shared = _cfg(small_dir, **{"tune.seed": 7, "tune.storage": "journal:study.log"})
+    monkeypatch.setattr(os, "getpid", lambda: 1)  # a container: every worker is process 1
+    seeds = {tuning._sampler_seed(shared, 0) for _ in range(20)}
+    assert len(seeds) == 20 and all(0 <= s < 2**32 for s in seeds)
+
+
 def test_a_study_refuses_to_continue_on_other_data(small_dir, tmp_path):
     tune(_cfg(small_dir, **{"tune.trials": 1}), root=tmp_path)
     with pytest.raises(ConfigError, match="train.epochs = 2, this command has 3"):
