@@ -22,8 +22,10 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -550,8 +552,10 @@ def tune(
             )
     except KeyboardInterrupt:
         stopped = True
-    finally:  # interrupted or not, the trials so far are written out
-        result = write_results(study, Path(root) / t.study, final_dir, url, cfg)
+    finally:  # interrupted or not, the trials so far are written out, whole
+        with _signals_held() as caught:
+            result = write_results(study, Path(root) / t.study, final_dir, url, cfg)
+        stopped = stopped or bool(caught)
     result.added = objective.started
     if stopped:
         raise SearchInterrupted(_what_was_kept(result), result)
@@ -572,6 +576,24 @@ def _check_results_folder(out: Path, study: str) -> None:
     for name in (TRIALS_CSV, BEST_TOML, HISTORY_PNG):  # a folder where a result file goes: no write replaces it
         if (out / name).is_dir():
             raise ConfigError(f"cannot write the results of study {study}: {out / name} is a folder, not a file")
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM noted, not raised, while the results are written (in the main
+    thread): a Ctrl-C then would leave them half-written and say nothing of what the study
+    keeps. The list holds the signals caught; the caller stops once the results are out."""
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    before = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in signals}
+    try:
+        yield caught
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 class SearchInterrupted(KeyboardInterrupt):

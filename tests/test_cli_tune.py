@@ -180,6 +180,33 @@ def test_an_interrupted_tune_says_what_it_kept_and_the_same_command_goes_on(
     assert trials["state"].iloc[stopped_in] == "FAIL" and trials["state"].iloc[-1] in ("COMPLETE", "PRUNED")
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_tune_writes_its_results_lets_them_be_written_and_says_what_was_kept(
+    cli, small_dir, tmp_path, monkeypatch, sig
+):
+    """Ctrl-C or `kill` after the last trial, while the results are written: the write went
+    unfinished (no history.png) and the line was the generic one, with --json's error object
+    in place of the result. The results are written whole now, then the search stops as an
+    interrupted one does."""
+    from forecaster import plots
+
+    real = plots.plot_study
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), sig)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(plots, "plot_study", signalled)
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    res = cli("tune", "--config", conf, "--epochs", "1", "--study", "s", "--trials", "1", "--json")
+    line = assert_one_line_error(res, 130, "tuning interrupted", "1 completed trial")
+    doc = json.loads(res.stdout)
+    assert doc["interrupted"] is True and line == f"ERROR: {doc['message']}"
+    out = tmp_path / "cwd" / "runs" / "tune" / "s"
+    assert sorted(p.name for p in out.iterdir()) == ["best.toml", "history.png", "trials.csv"]
+    assert len(pd.read_csv(out / "trials.csv")) == 1
+
+
 def test_an_interrupted_tune_json_says_on_stdout_what_the_study_keeps(cli, small_dir, tmp_path, monkeypatch):
     """`kill` in trial 1 of `tune --json`: exit 130, the line on stderr, and on stdout the
     result a script reads, saying the same as the line."""
