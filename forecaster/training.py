@@ -34,6 +34,7 @@ from .checkpoint import (
     FeatureSpec,
     GarchFit,
     Manifest,
+    Origin,
     ResumeState,
     RunMetrics,
     SplitDates,
@@ -931,6 +932,7 @@ def _train(
     before = _resume_point(run_dir, cfg) if resume else None
     earlier = None if resume else _earlier_forecasts(run_dir, cfg)
     state, history, splits, seconds_before = (None, [], None, 0.0) if before is None else before[1:]
+    origin = None if before is None else before[0].origin  # a tuned run resumed: still the study's
     dist = Dist()
     seed_everything(cfg.train.seed)
     set_threads(cfg.train.threads)
@@ -977,7 +979,8 @@ def _train(
                 diverged = exc
             trainer.restore_best()
             if dist.main:  # calibration and writing take a while: a stop then keeps the epochs too
-                manifest = _save(run_dir, trainer, data, history, cfg, now, time.perf_counter() - started)
+                seconds = time.perf_counter() - started
+                manifest = _save(run_dir, trainer, data, history, cfg, now, seconds, origin=origin)
         except (KeyboardInterrupt, RuntimeError) as exc:
             lost = isinstance(exc, RuntimeError)
             if lost and not (dist.active and peer_lost(exc)):
@@ -989,10 +992,10 @@ def _train(
                 seconds = time.perf_counter() - started
                 try:
                     with _signals_ignored():  # torchrun's SIGTERM after a lost process: the save finishes
-                        _save(run_dir, trainer, data, history, cfg, now, seconds, interrupted=True)
+                        _save(run_dir, trainer, data, history, cfg, now, seconds, interrupted=True, origin=origin)
                 except KeyboardInterrupt:  # one already pending as the save began: saved again, whole
                     with _signals_ignored():
-                        _save(run_dir, trainer, data, history, cfg, now, seconds, interrupted=True)
+                        _save(run_dir, trainer, data, history, cfg, now, seconds, interrupted=True, origin=origin)
             if not lost:
                 dist.close()  # a group that lost a member cannot be left in order
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200] if lost else ""
@@ -1299,14 +1302,18 @@ def _save(
     now: datetime,
     seconds: float,
     interrupted: bool = False,
+    origin: Origin | None = None,
 ) -> Manifest:
-    """Write the run (and, when interrupted, the resume state beside it)."""
+    """Write the run (and, when interrupted, the resume state beside it); ``origin``: the
+    tuning study that chose its configuration, kept from the run resumed."""
     resume = _resume_state(trainer) if interrupted else None
     if interrupted and trainer.best_state is not None:
         trainer.model.load_state_dict(trainer.best_state)
     weights = numpy_state(trainer.model)
     calibration = None if interrupted else calibrate(weights, cfg, data)
     manifest = _manifest(run_dir, cfg, data, history, calibration, now, seconds, trainer, interrupted)
+    if origin is not None:
+        manifest = manifest.model_copy(update={"origin": origin})
     save_run(run_dir, weights, manifest, [r.as_row() for r in history], resume=resume)
     return manifest
 

@@ -766,9 +766,15 @@ def train_best(result: TuneResult, *, on_epoch=None, on_batch=None, lock_timeout
     if result.best is None:
         raise TrainingError(f"study {result.study} has no completed trial to train")
     best = result.best
-    res = train(
-        best.config, run_dir=best.config.run_dir, on_epoch=on_epoch, on_batch=on_batch, lock_timeout=lock_timeout
-    )
     origin = Origin(study=result.study, trial=best.number, val_loss=best.value, storage=result.storage)
+    try:
+        res = train(
+            best.config, run_dir=best.config.run_dir, on_epoch=on_epoch, on_batch=on_batch, lock_timeout=lock_timeout
+        )
+    except Interrupted as exc:  # the run saved to resume records the study too, and train --resume keeps it
+        saved = Path(exc.details.get("run_dir") or best.config.run_dir)
+        if exc.details.get("resumable") and (saved / "run.json").is_file():
+            set_origin(saved, origin)
+        raise
     res.manifest = set_origin(res.run_dir, origin)
     return res

@@ -253,7 +253,16 @@ def test_an_interrupted_train_best_json_gives_the_study_and_the_resumable_run(cl
     assert doc["interrupted"] is True and line == f"ERROR: {doc['message']}"
     assert doc["trials"]["complete"] == 1 and doc["best"]["number"] == 0
     assert doc["run_dir"] == "runs/s-best"
-    assert run_meta(tmp_path / "cwd" / "runs" / "s-best")["status"] != "complete"
+    run = tmp_path / "cwd" / "runs" / "s-best"
+    assert run_meta(run)["status"] != "complete"
+    # the run saved to resume names the study, and keeps it once resumed (it lost it: no origin)
+    assert (run_meta(run)["origin"]["study"], run_meta(run)["origin"]["trial"]) == ("s", 0)
+    monkeypatch.setattr(tuning, "train", real)
+    res = cli("train", "--resume", "runs/s-best", "-q")
+    assert res.exit_code == 0, res.stderr
+    meta = run_meta(run)
+    assert meta["status"] == "complete" and (meta["origin"]["study"], meta["origin"]["trial"]) == ("s", 0)
+    assert "origin     tuning study s, trial 0 " in cli("info", "runs/s-best").stdout
 
 
 def test_tune_refuses_a_bad_space_with_one_line_and_exit_1(cli, tmp_path):
