@@ -398,7 +398,7 @@ def _check_setup(study: optuna.Study, base: Config, searched: set[str], data: di
     before = {**_flat(EARLIER_SETTINGS), **before}
     either = searched | set(study.user_attrs.get("searched", []))
     for k in sorted(set(setup) & set(before) - either):
-        if setup[k] != before[k]:
+        if _setting_value(k, setup[k]) != _setting_value(k, before[k]):
             raise ConfigError(
                 f"study {study.study_name} was run with {k} = {before[k]!r}, this command has {setup[k]!r}: "
                 "use the same settings to continue it, or another --study name"
@@ -417,6 +417,14 @@ def _check_setup(study: optuna.Study, base: Config, searched: set[str], data: di
             f"study {study.study_name} was run on other bars: {why}, so the trials would not compare; "
             "tune on the bars it was run on, or start another --study name"
         )
+
+
+def _setting_value(key: str, value: Any) -> Any:
+    """A setting as it tells on the trials: the tickers as a set (train reads them in its own
+    order, and once each), any other as it is."""
+    if key == "data.tickers" and isinstance(value, list):
+        return sorted(set(value))
+    return value
 
 
 def _sampler_seed(cfg: Config, n_before: int) -> int:

@@ -379,6 +379,16 @@ def test_processes_sharing_a_study_seed_their_samplers_apart_and_one_alone_as_it
     assert len(seeds) == 20 and all(0 <= s < 2**32 for s in seeds)
 
 
+def test_a_study_continues_with_its_tickers_in_another_order_but_not_with_other_tickers(small_dir, tmp_path):
+    """Train reads the tickers in its own order and once each, so the same tickers in another
+    order, or one named twice, make the same trials: the study went on refusing them."""
+    tune(_cfg(small_dir, **{"tune.trials": 1, "data.tickers": ["STOCKA", "STOCKB"]}), root=tmp_path)
+    res = tune(_cfg(small_dir, **{"tune.trials": 1, "data.tickers": ["STOCKB", "STOCKA", "STOCKB"]}), root=tmp_path)
+    assert len(res.trials) == 2
+    with pytest.raises(ConfigError, match=r"data.tickers = \['STOCKA', 'STOCKB'\], this command has \['STOCKA'\]"):
+        tune(_cfg(small_dir, **{"tune.trials": 1, "data.tickers": ["STOCKA"]}), root=tmp_path)
+
+
 def test_a_study_refuses_to_continue_on_other_data(small_dir, tmp_path):
     tune(_cfg(small_dir, **{"tune.trials": 1}), root=tmp_path)
     with pytest.raises(ConfigError, match="train.epochs = 2, this command has 3"):
