@@ -184,9 +184,10 @@ def retrain(
             comparison = compare(champ, chall, bars, alpha, dropped=dropped)
             # the command's result: the CLI prints it on stdout, so it is marked to stay off stderr
             log.info("%s", comparison.reason, extra={RESULT: True})
-            stage = "after the comparison"
+            stage = WON if comparison.promote else "after the comparison"
             if comparison.promote:
                 switch(pointer, run_dir)
+            stage = "after the comparison"
             removed = prune(name, keep, runs_dir).removed
         except (KeyboardInterrupt, Interrupted):
             raise _interrupted(name, runs_dir, champ_dir, run_dir, stage) from None
@@ -201,6 +202,10 @@ def retrain(
     )
 
 
+WON = "after the comparison, which the challenger won"
+"""The stage of a retrain whose challenger won, until the name points at it."""
+
+
 def _interrupted(name: str, runs_dir: Path, champ_dir: Path | None, run_dir: Path | None, stage: str) -> Interrupted:
     """What an interrupted retrain left: where the name points, and the challenger's run. Not
     `train --resume`, which training's own message advises: that would finish the challenger
@@ -213,6 +218,8 @@ def _interrupted(name: str, runs_dir: Path, champ_dir: Path | None, run_dir: Pat
     written = promoted or (run_dir is not None and (run_dir / "run.json").is_file())
     if promoted:
         left = f"the challenger {run_dir} was promoted"
+    elif stage == WON:  # stopped as the name was to be switched: still the champion's
+        left = f"the challenger {run_dir} won the comparison but was not promoted: the name was not switched yet"
     elif stage == "after the comparison":
         left = f"the challenger {run_dir} was compared and not promoted"
     elif written:

@@ -246,6 +246,25 @@ def test_an_interrupted_retrain_says_where_the_name_points_and_to_retrain_again(
     assert _target(runs) == "first"
 
 
+def test_a_retrain_stopped_as_the_winner_was_to_be_promoted_says_it_won(cli, runs, monkeypatch):
+    """A stop between the comparison the challenger won (a tie: the same config, seed and data)
+    and the switch of the name: the line
+    said the challenger "was compared and not promoted", as if it had lost."""
+
+    def stopped(pointer, run_dir):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(retraining, "switch", stopped)
+    res = cli("retrain", "prod", "--runs-dir", runs)
+    [challenger] = registry.runs_of("prod", runs)
+    line = assert_one_line_error(res, 130, "retrain of prod interrupted after the comparison, which the challenger won")
+    assert (
+        f"the challenger {challenger} won the comparison but was not promoted" in line
+        and "prod points at first" in line
+    )
+    assert _target(runs) == "first"
+
+
 @pytest.mark.parametrize("default_runs_dir", [True, False])
 def test_info_on_an_interrupted_challenger_says_to_retrain_again_as_retrain_does(
     cli, runs, monkeypatch, default_runs_dir
