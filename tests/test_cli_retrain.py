@@ -248,8 +248,8 @@ def test_an_interrupted_retrain_says_where_the_name_points_and_to_retrain_again(
 
 def test_a_retrain_stopped_as_the_winner_was_to_be_promoted_says_it_won(cli, runs, monkeypatch):
     """A stop between the comparison the challenger won (a tie: the same config, seed and data)
-    and the switch of the name: the line
-    said the challenger "was compared and not promoted", as if it had lost."""
+    and the switch of the name: the line said the challenger "was compared and not promoted",
+    as if it had lost."""
 
     def stopped(pointer, run_dir):
         raise KeyboardInterrupt
