@@ -237,6 +237,8 @@ def _ticker_rows(ws, ends, k: int, sym: str, lo, med, hi, fit=None) -> dict[str,
     }
     for name, arr in (("p10", lo), ("p50", med), ("p90", hi)):
         frame[name] = (close_o[:, None] * np.exp(arr[sel])).ravel()
+    # the ticker's closes from its second bar on (the first has no return, so no row): the
+    # drift's line starts there
     close = ws.close[first:stop]
     for name, baseline in BASELINES.items():
         frame[name] = baseline(close, ends[sel] - first, H).ravel()
