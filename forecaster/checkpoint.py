@@ -568,13 +568,19 @@ def load_run(run_dir: Path) -> Run:
     run_dir = run_directory(run_dir)
     manifest = read_manifest(run_dir)
     if manifest.status != "complete":
-        from .registry import unfinished_advice  # imported here: the registry imports this module
+        from .registry import challenger_of, unfinished_advice  # here: the registry imports this module
 
+        stopped = f"{run_dir}: training was interrupted after epoch {manifest.metrics.epochs_run}"
+        if challenger_of(run_dir) is None:  # advised to resume: only if it can be (as info says)
+            try:
+                read_resume(run_dir)
+            except RunFormatError as exc:
+                why = str(exc)
+                raise RunFormatError(
+                    why if why.startswith(f"{run_dir} was interrupted") else f"{stopped}; {why}"
+                ) from None
         # the challenger of an interrupted retrain is retrained, not resumed (as info says)
-        raise RunFormatError(
-            f"{run_dir}: training was interrupted after epoch {manifest.metrics.epochs_run}; "
-            f"{unfinished_advice(run_dir)}"
-        )
+        raise RunFormatError(f"{stopped}; {unfinished_advice(run_dir)}")
     state = read_weights(run_dir)
     cfg = manifest.config
     n_features = len(manifest.features.names)

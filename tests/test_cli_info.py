@@ -125,6 +125,10 @@ def test_info_on_an_interrupted_run_that_cannot_be_resumed_says_so_not_to_resume
     assert "cannot be used" in status and lost in status and "resume with" not in status, status
     doc = json.loads(cli("info", interrupted_run, "--json").stdout)
     assert lost in doc["unusable"] and doc["status"] == "interrupted"
+    # nor do the commands that refuse it (they advised `train --resume`, which is refused)
+    for args in (("predict", "--run", interrupted_run, "--offline"), ("evaluate", "--run", interrupted_run)):
+        line = assert_one_line_error(cli(*args), 1, "cannot be resumed", lost, "train the run again without --resume")
+        assert "resume with" not in line and line.count(str(interrupted_run)) == 1, line
 
 
 @pytest.mark.parametrize("damaged", ["resume.safetensors", "history.csv"])

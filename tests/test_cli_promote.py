@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from run_variants import shifted_run
-from support import run_forecaster_minding_file_modes
+from support import run_forecaster_minding_file_modes, tiny_overrides
 
 import forecaster
 from forecaster import registry
@@ -371,15 +371,20 @@ def test_promote_quiet_with_a_log_file_logs_the_switch(cli, runs, tmp_path):
 
 
 def test_the_resume_command_for_an_interrupted_run_in_a_folder_with_a_space_reads_back_as_its_path(
-    cli, trained_run, tmp_path
+    cli, sample_dir, tmp_path
 ):
     """promote refuses a run whose training was interrupted with the command that resumes it:
     a run directory whose name has a space in it is quoted there, so that the command, pasted
     into a shell, names that directory and not two arguments."""
+    from forecaster.config import load_config
+    from forecaster.training import Interrupted, train
+
+    def stopped(rec):
+        raise KeyboardInterrupt
+
     run = tmp_path / "my runs" / "run 1"
-    shutil.copytree(trained_run, run)
-    meta = json.loads((run / "run.json").read_text(encoding="utf-8")) | {"status": "interrupted"}
-    (run / "run.json").write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(Interrupted):  # a resumable run, saved in its first epoch
+        train(load_config(None, tiny_overrides(sample_dir)), run_dir=run, on_epoch=stopped)
     res = cli("promote", run, "--name", "prod", "--runs-dir", tmp_path / "runs")
     assert res.exit_code == 1
     command = re.search(r"resume with `forecaster (train [^`]*)`", res.stderr)
