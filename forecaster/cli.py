@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import sys
 from contextlib import contextmanager, suppress
 from enum import Enum
@@ -650,18 +651,21 @@ def train(
     setup_logging(quiet, log_file, json_out)
     options = locals()
     with handled(debug, "train", json_out):
-        from .checkpoint import read_manifest
-        from .config import load_config
-        from .training import Dist, Interrupted
-        from .training import train as do_train
+        try:  # torch's import takes a second or two: a stop in it is said as training's own
+            from .checkpoint import read_manifest
+            from .config import load_config
+            from .training import Dist, Interrupted
+            from .training import train as do_train
 
-        _refuse_empty(run_dir=run_dir, resume=resume)
-        base = None
-        if resume is not None:
-            base = read_manifest(resume).config.model_dump(mode="json")
-            options["run_dir"] = resume
-        cfg = load_config(_config_file(config), overrides(options, _tickers(tickers, tickers_arg)), base=base)
-        main_rank = Dist().main
+            _refuse_empty(run_dir=run_dir, resume=resume)
+            base = None
+            if resume is not None:
+                base = read_manifest(resume).config.model_dump(mode="json")
+                options["run_dir"] = resume
+            cfg = load_config(_config_file(config), overrides(options, _tickers(tickers, tickers_arg)), base=base)
+            main_rank = Dist().main
+        except KeyboardInterrupt:
+            raise _training_stopped_starting(json_out, resume, run_dir) from None
         show = sys.stderr.isatty() and not quiet and not json_out and main_rank
         try:
             with _progress(show, cfg.train.epochs) as (on_epoch, on_batch):
@@ -733,6 +737,24 @@ def _training_doc(run_dir: Path, man) -> dict:
     """train --json's account of the run ``man`` (its manifest) at ``run_dir``."""
     doc = {"run_dir": str(run_dir), "name": man.name, **man.metrics.model_dump(mode="json")}
     return {**doc, "windows": man.windows, "skipped": man.skipped, "no_validation": man.no_validation}
+
+
+def _training_stopped_starting(json_out: bool, resume: Path | None, run_dir: Path | None) -> KeyboardInterrupt:
+    """train stopped while it started (torch imported, the config read), before any data were
+    read: the line that says so (nothing written; a resumed run as it was), with --json its
+    result as an interrupted training's, printed here; returned for the caller to raise."""
+    from .entry import other_training_rank
+
+    if resume is not None:  # checkpoint.resume_command's words; no module imported now
+        then = f"continue with `forecaster train --resume {shlex.quote(str(resume))}`"
+    else:
+        then = "run the same command again"
+    line = f"training interrupted while it started, before the data were read: nothing was written; {then}"
+    if json_out and not other_training_rank("train"):
+        where = resume if resume is not None else run_dir
+        doc = {"run_dir": None if where is None else str(where), "resumable": resume is not None}
+        _emit_json(doc | {"interrupted": True, "message": line})
+    return KeyboardInterrupt(line)
 
 
 def _show_interrupted_training(e) -> None:

@@ -693,6 +693,43 @@ def test_sigterm_while_train_reads_the_data_exits_130_with_one_line(small_dir, t
     assert not run.exists()
 
 
+_KILLED_WHILE_STARTING = """
+import os, signal, sys
+import forecaster.config as config
+from forecaster.cli import main
+
+real = config.load_config
+
+def killed(*args, **kwargs):  # `kill` while train starts (torch imported, the config read)
+    os.kill(os.getpid(), signal.SIGTERM)
+    return real(*args, **kwargs)
+
+config.load_config = killed
+sys.argv = ["forecaster", "train", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
+def test_sigterm_while_train_starts_says_nothing_was_written_and_json_gives_the_result(small_dir, tmp_path):
+    """`kill` in train's first second or two, before the data are read: the line was the
+    generic one ("the files it had written are whole") and --json's the error object, with
+    no `resumable`. Now training's own, as a stop while the data are read gives them."""
+    run = tmp_path / "r"
+    args = ["--data-dir", small_dir, "-t", "STOCKA", *TINY, "--run-dir", run, "--json"]
+    res = run_script(_KILLED_WHILE_STARTING, *args, cwd=tmp_path)
+    assert res.returncode == 130, (res.returncode, res.stderr)
+    [line] = res.stderr.splitlines()
+    assert line == (
+        "ERROR: training interrupted while it started, before the data were read: nothing was written; "
+        "run the same command again"
+    ), line
+    doc = json.loads(res.stdout)
+    assert doc == {"run_dir": str(run), "resumable": False, "interrupted": True, "message": line[len("ERROR: ") :]}
+    assert not run.exists()
+
+
 _KILLED_TWICE = """
 import os, signal, sys
 import forecaster.cli as cli
