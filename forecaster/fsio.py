@@ -415,4 +415,5 @@ def refuse_empty_folders(*, required: tuple[str, ...] = (), **folders: object) -
         if not isinstance(value, (str, os.PathLike)):
             raise TypeError(f"{name} must be a folder name (a str or a path), not {type(value).__name__}")
         if isinstance(value, str) and not value.strip():
-            raise ConfigError(f'{name}="" names no folder: give a folder name, or None for its default')
+            default = "" if name in required else ", or None for its default"
+            raise ConfigError(f'{name}="" names no folder: give a folder name{default}')

@@ -72,9 +72,11 @@ def test_download_reads_a_string_as_tickers(tmp_path):
 )
 def test_an_empty_folder_name_is_refused_by_the_library_too(run_copy, tmp_path, monkeypatch, call, name):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match=f'{name}="" names no folder'):
+    with pytest.raises(ConfigError, match=f'{name}="" names no folder') as e:
         call(run_copy, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing made here
+    # None only where it stands for a default (runs_dir=None and run_dir=None are TypeErrors)
+    assert ("or None for its default" in str(e.value)) == (name in ("out", "data_dir")), str(e.value)
 
 
 def test_train_refuses_an_empty_run_dir_before_it_trains(sample_dir, tmp_path, monkeypatch):
