@@ -659,19 +659,19 @@ def test_an_interrupted_train_json_says_on_stdout_what_the_run_left(cli, small_d
     assert run_meta(run)["status"] == "interrupted"
 
 
-_KILLED_WHILE_READING = """
-import os, signal, sys
-import forecaster.training as training
+_KILLED_IN = """
+import importlib, os, signal, sys
 from forecaster.cli import main
 
-real = training.load_training_data
+module, name = importlib.import_module(sys.argv[1]), sys.argv[2]
+real = getattr(module, name)
 
-def killed(*args, **kwargs):  # `kill` arrives while the data are read, before the first epoch
+def killed(*args, **kwargs):  # `kill` arrives as train calls module.name
     os.kill(os.getpid(), signal.SIGTERM)
     return real(*args, **kwargs)
 
-training.load_training_data = killed
-sys.argv = ["forecaster", "train", *sys.argv[1:]]
+setattr(module, name, killed)
+sys.argv = ["forecaster", "train", *sys.argv[3:]]
 main()
 """
 
@@ -683,7 +683,7 @@ def test_sigterm_while_train_reads_the_data_exits_130_with_one_line(small_dir, t
     --json says so on stdout), not a process killed by the signal (143) without a word."""
     run = tmp_path / "r"
     args = ["--data-dir", small_dir, "-t", "STOCKA", *TINY, "--run-dir", run, "--json"]
-    res = run_script(_KILLED_WHILE_READING, *args, cwd=tmp_path)
+    res = run_script(_KILLED_IN, "forecaster.training", "load_training_data", *args, cwd=tmp_path)
     assert res.returncode == 130, (res.returncode, res.stderr)
     [line] = res.stderr.splitlines()
     assert line.startswith("ERROR: training interrupted before its first epoch"), line
@@ -691,23 +691,6 @@ def test_sigterm_while_train_reads_the_data_exits_130_with_one_line(small_dir, t
     doc = json.loads(res.stdout)
     assert doc["interrupted"] is True and doc["resumable"] is False and doc["run_dir"] == str(run)
     assert not run.exists()
-
-
-_KILLED_WHILE_STARTING = """
-import os, signal, sys
-import forecaster.config as config
-from forecaster.cli import main
-
-real = config.load_config
-
-def killed(*args, **kwargs):  # `kill` while train starts (torch imported, the config read)
-    os.kill(os.getpid(), signal.SIGTERM)
-    return real(*args, **kwargs)
-
-config.load_config = killed
-sys.argv = ["forecaster", "train", *sys.argv[1:]]
-main()
-"""
 
 
 @pytest.mark.slow
@@ -718,7 +701,8 @@ def test_sigterm_while_train_starts_says_nothing_was_written_and_json_gives_the_
     no `resumable`. Now training's own, as a stop while the data are read gives them."""
     run = tmp_path / "r"
     args = ["--data-dir", small_dir, "-t", "STOCKA", *TINY, "--run-dir", run, "--json"]
-    res = run_script(_KILLED_WHILE_STARTING, *args, cwd=tmp_path)
+    # while the config is read, torch imported: before the data are read
+    res = run_script(_KILLED_IN, "forecaster.config", "load_config", *args, cwd=tmp_path)
     assert res.returncode == 130, (res.returncode, res.stderr)
     [line] = res.stderr.splitlines()
     assert line == (
