@@ -28,7 +28,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file
 from safetensors.numpy import save as save_tensors
 
-from .config import Config
+from .config import Config, said
 from .errors import DataError, RunFormatError, RunWriteError
 from .features import CALENDAR, FEATURES, KNOWN_FEATURES, Scaler
 from .fsio import (
@@ -475,9 +475,6 @@ def _migrate(raw: dict) -> dict:
 
 
 def _problems(err: ValidationError, most: int = 3) -> str:
-    def said(e) -> str:  # a check of the config's own, in its words (no "Value error, ")
-        return str(e["ctx"]["error"]) if e["type"] == "value_error" and "error" in e.get("ctx", {}) else e["msg"]
-
     parts = [f"{'.'.join(str(x) for x in e['loc']) or 'run'}: {said(e)}" for e in err.errors()]
     more = f" (and {len(parts) - most} more)" if len(parts) > most else ""
     return "; ".join(parts[:most]) + more

@@ -408,13 +408,19 @@ _SECTION_NAMES = frozenset(k for k, f in Config.model_fields.items() if f.defaul
 """The tables of a config file: [data], [window], ... [tune]."""
 
 
+def said(e: dict) -> str:
+    """What one of pydantic's errors ``e`` says: a check of the config's own in its words (no
+    "Value error, " before them), any other as pydantic puts it."""
+    if e["type"] == "value_error" and "error" in e.get("ctx", {}):
+        return str(e["ctx"]["error"])
+    return e["msg"]
+
+
 def _format_validation(err: ValidationError, origin: str) -> str:
     parts = []
     for e in err.errors():
         key = ".".join(str(x) for x in e["loc"])
-        msg = _unknown_key(e["loc"]) if e["type"] == "extra_forbidden" else e["msg"]
-        if e["type"] == "value_error" and "error" in e.get("ctx", {}):  # our own check's words, no "Value error, "
-            msg = str(e["ctx"]["error"])
+        msg = _unknown_key(e["loc"]) if e["type"] == "extra_forbidden" else said(e)
         parts.append(f"{key}: {msg}" if key else msg)  # a check across keys names them itself
     return f"invalid configuration ({origin}): " + "; ".join(parts)
 
