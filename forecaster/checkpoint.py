@@ -44,7 +44,7 @@ from .npinfer import NumpyQuantileRNN, config_shapes
 from .tickers import NAMED_TICKERS, given_tickers, some_names, validate_ticker
 from .windows import Splits, WindowSet, build_windows
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """The run format this forecaster writes. It reads every earlier one too (see :func:`_migrate`)."""
 WEIGHTS, META, HISTORY, RESUME = "model.safetensors", "run.json", "history.csv", "resume.safetensors"
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "grad_norm", "lr", "seconds", "samples"]
@@ -97,6 +97,11 @@ class TickerEntry(_Record):
     conformal: list[float] = Field(description="validation-split interval scale per step")
     conformal_online: list[float] | None = Field(
         None, description="the scale tracked online to the last bar, for forecasts from it on"
+    )
+    conformal_pending: list[list[float]] | None = Field(
+        None,
+        description="the scales in force at the last horizon - 1 test origins, oldest first: their outcomes "
+        "after the last bar count as they are known",
     )
     garch: GarchFit | None = Field(None, description="the garch baseline's fit at the first test origin")
 
@@ -437,7 +442,7 @@ def read_manifest(run_dir: Path) -> Manifest:
     return manifest
 
 
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
 
 
 EARLIER_SETTINGS = {
@@ -497,7 +502,13 @@ def _check_consistent(m: Manifest, path: Path) -> None:
         raise RunFormatError(f"{path} is malformed: median_weight is not {horizon} weights from 0 to 1")
     continuous = len(names) - CALENDAR
     for sym, t in m.tickers.items():
-        for field, values in (("conformal", t.conformal), ("conformal_online", t.conformal_online)):
+        pending = t.conformal_pending or []
+        if len(pending) > horizon - 1:
+            raise RunFormatError(
+                f"{path} is malformed: {sym}.conformal_pending has {len(pending)} origins, not at most {horizon - 1}"
+            )
+        named = [("conformal", t.conformal), ("conformal_online", t.conformal_online)]
+        for field, values in named + [("conformal_pending", row) for row in pending]:
             if values is not None and len(values) != horizon:
                 raise RunFormatError(f"{path} is malformed: {sym}.{field} has {len(values)} steps, not {horizon}")
             if values is not None and not all(0 < v < math.inf for v in values):

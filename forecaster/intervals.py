@@ -62,7 +62,9 @@ def apply_scales(lo, mid, hi, scale, vol) -> tuple[np.ndarray, np.ndarray]:
     return mid - f * (mid - lo), mid + f * (hi - mid)
 
 
-def track_scales(scores, start, lags, rate: float, coverage: float = COVERAGE) -> np.ndarray:
+def track_scales(
+    scores, start, lags, rate: float, coverage: float = COVERAGE, given: np.ndarray | None = None
+) -> np.ndarray:
     """Online scales for consecutive forecast origins, from the errors realised before each.
 
     ``scores`` (N, K): :func:`scale_scores` of N origins one session apart, in time order, for K
@@ -74,21 +76,30 @@ def track_scales(scores, start, lags, rate: float, coverage: float = COVERAGE) -
     actual fell outside the interval that was in force at ``j`` (score above that scale).
     Nothing realised after origin ``i`` is used. Returns (N + 1, K): the scales at the N origins
     and, last, at the session after the last origin (the next forecast's).
+
+    ``given`` (P, K) resumes a tracking stopped at origin P: the scales that were in force at the
+    first P origins, and ``start`` the scale at origin P, which counted every outcome known there.
+    The outcomes still unknown there (origin ``j < P`` at a lag beyond ``P - j``) count when
+    they are realised, against the scales given.
     """
     scores = np.asarray(scores, dtype=float)
     n, k = scores.shape
     lags = np.asarray(lags, dtype=np.int64).reshape(k)
     if np.any(lags < 1):
         raise ValueError("lags must be at least 1 session")
+    p = _resumed_at(given, n, k)
     log_scale = np.log(np.maximum(np.asarray(start, dtype=float).reshape(k), 1e-12))
     out = np.empty((n + 1, k))
     miss = np.zeros((n, k))
     known = np.isfinite(scores)
     cols = np.arange(k)
     target = 1.0 - float(coverage)
-    for i in range(n + 1):
+    if p:
+        out[:p] = given
+        miss[:p] = np.where(known[:p], scores[:p] > out[:p], 0.0)
+    for i in range(p, n + 1):
         j = i - lags
-        ok = j >= 0
+        ok = (j >= 0) & (i > p)  # at the origin resumed from, ``start`` counted the outcomes known
         if ok.any():
             jj, cc = j[ok], cols[ok]
             real = known[jj, cc]
@@ -99,7 +110,20 @@ def track_scales(scores, start, lags, rate: float, coverage: float = COVERAGE) -
     return out
 
 
-def track_shared_scales(scores, start, rate: float, coverage: float = COVERAGE) -> np.ndarray:
+def _resumed_at(given: np.ndarray | None, n: int, k) -> int:
+    """The number of origins whose scales are ``given`` (0 for None), checked against N and the
+    shape of a row."""
+    if given is None:
+        return 0
+    shape = np.shape(given)
+    if shape[1:] != np.shape(np.empty(k)) or shape[0] > n:
+        raise ValueError(f"given scales of shape {shape} do not fit {n} origins of shape {np.shape(np.empty(k))}")
+    return shape[0]
+
+
+def track_shared_scales(
+    scores, start, rate: float, coverage: float = COVERAGE, given: np.ndarray | None = None
+) -> np.ndarray:
     """Online scales of every step of T series at once, the steps sharing the one-step misses.
 
     ``scores`` (N, T, H): :func:`scale_scores` of N origins one session apart, in time order, of
@@ -118,9 +142,13 @@ def track_shared_scales(scores, start, rate: float, coverage: float = COVERAGE) 
     A miss is an actual outside the interval in force at its origin. Nothing realised after
     origin ``i`` is used. With H = 1 this is :func:`track_scales` with lag 1. Returns
     (N + 1, T, H): the scales at the N origins and, last, at the session after the last one.
+
+    ``given`` (P, T, H) resumes a tracking stopped at origin P, as :func:`track_scales` does:
+    the scales in force at the first P origins, ``start`` those at origin P.
     """
     scores = np.asarray(scores, dtype=float)
     n, t, steps = scores.shape
+    p = _resumed_at(given, n, (t, steps))
     base = np.log(np.maximum(np.broadcast_to(np.asarray(start, dtype=float), (t, steps)), 1e-12))
     common, own = np.zeros(t), np.zeros((t, steps))
     rates = rate / np.arange(1, steps + 1)
@@ -128,8 +156,13 @@ def track_shared_scales(scores, start, rate: float, coverage: float = COVERAGE) 
     known = np.isfinite(scores)
     miss = np.zeros((n, t, steps))
     out = np.empty((n + 1, t, steps))
-    for i in range(n + 1):
-        for h in range(1, min(i, steps) + 1):  # the outcomes of origin i - h are known at i
+    if p:
+        out[:p] = given
+        miss[:p] = np.where(known[:p], scores[:p] > out[:p], 0.0)
+    for i in range(p, n + 1):
+        # the outcomes of origin i - h are known at i; at the origin resumed from, ``start``
+        # counted those already
+        for h in range(1, min(i, steps) + 1) if i > p else ():
             j = i - h
             step = np.where(known[j, :, h - 1], miss[j, :, h - 1] - target, 0.0)
             if h == 1:
@@ -199,16 +232,23 @@ def walk_forward_scales(
     ws: WindowSet,
     rate: float,
     steps: StepTracking = "shared",
-) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[list[float]]]]:
     """Training's calibration: from 1 at the first validation origin, each ticker's scales
     tracked through the validation origins ``val`` (forecasts ``q_val``) to where the test split
     starts, then through the test origins ``test`` to the session after the last bar. Returns
-    both, per ticker: ``(at the test split's start, after the last bar)``."""
+    three per ticker: ``(at the test split's start, after the last bar, pending)``, pending the
+    scales in force at the last H - 1 test origins (oldest first), whose longer steps end after
+    the last bar: :func:`forecast_scales` counts those outcomes when they are known."""
     _, start = tracked_scales(q_val, ws, val, {}, rate, steps=steps)
     if len(test) == 0:
-        return start, {}
-    _, final = tracked_scales(q_test, ws, test, start, rate, steps=steps)
-    return start, final
+        return start, {}, {}
+    in_force, final = tracked_scales(q_test, ws, test, start, rate, steps=steps)
+    pending = {}
+    for sym in final:
+        mine = np.flatnonzero(ws.ticker_id[test] == ws.names.index(sym))
+        last = mine[np.argsort(test[mine])][-(ws.horizon - 1) :] if ws.horizon > 1 else mine[:0]
+        pending[sym] = [[float(v) for v in row] for row in in_force[last]]
+    return start, final, pending
 
 
 def tracked_scales(
@@ -219,9 +259,10 @@ def tracked_scales(
     rate: float,
     coverage: float = COVERAGE,
     steps: StepTracking = "shared",
+    given: Mapping[str, list[list[float]]] | None = None,
 ) -> tuple[np.ndarray, dict[str, list[float]]]:
     """Walk-forward scales: each ticker's and step's scale starts at ``start`` at its first
-    origin and is then tracked online from the misses already realised at each origin, so no
+    origin and is then tracked online from the misses already realised at each one, so no
     origin's interval uses its own future: the steps sharing the one-step misses
     (``steps="shared"``, :func:`track_shared_scales`) or each step alone (``"separate"``,
     :func:`track_scales`).
@@ -229,29 +270,46 @@ def tracked_scales(
     ``ends`` must hold, per ticker, consecutive sessions in time order (``ws.origins(...)``).
     Returns the (B, H) scales of ``ends`` and, per ticker, the scales for a forecast from the
     session after its last origin (its last bar, when the origins are ``origins("test")``).
+
+    ``given`` resumes a ticker's tracking: the scales that were in force at its first origins
+    (one list of H per origin, as many as it lists), ``start`` its scales at the origin after
+    them; their outcomes not yet known there count when they are realised.
     """
     H, B = ws.horizon, len(ends)
     scores = _scores(q, ws, ends)
     begin_all = start_scales(ws, ends, start)
     tid = ws.ticker_id[ends]
-    # align tickers by position: row p of column block k is ticker k's p-th origin
+    # align tickers by position: row p of column block k is ticker k's p-th origin, shifted so
+    # that every ticker's tracking starts (or resumes) at the same row
     order = np.lexsort((ends, tid))
     ids, first, counts = np.unique(tid[order], return_index=True, return_counts=True)
+    given = given or {}
+    lead = np.array([len(given.get(ws.names[i]) or ()) for i in ids], np.int64)
+    if np.any(lead > counts):
+        raise ValueError("more scales given for a ticker than it has origins")
+    p = int(lead.max()) if B else 0
+    shift = p - lead
     pos = np.empty(B, np.int64)
-    pos[order] = np.arange(B) - np.repeat(first, counts)
+    pos[order] = np.arange(B) - np.repeat(first, counts) + np.repeat(shift, counts)
     col = np.searchsorted(ids, tid)
-    n = int(counts.max()) if B else 0
+    n = int((counts + shift).max()) if B else 0
     grid = np.full((n, len(ids), H), np.nan)
     grid[pos, col] = scores
-    begin = begin_all[order[first]]  # (K, H): each ticker's scales at its first origin
+    begin = begin_all[order[first]]  # (K, H): each ticker's scales where its tracking starts
+    fixed = np.ones((p, len(ids), H))  # rows before a ticker's own have no outcome: never counted
+    for k, i in enumerate(ids):
+        if lead[k]:
+            fixed[shift[k] :, k] = np.asarray(given[ws.names[i]], dtype=float).reshape(lead[k], H)
     if steps == "shared":
-        tracked = track_shared_scales(grid, begin, rate, coverage)
+        tracked = track_shared_scales(grid, begin, rate, coverage, given=fixed if p else None)
     elif steps == "separate":
         lags = np.tile(np.arange(1, H + 1), len(ids))
-        tracked = track_scales(grid.reshape(n, -1), begin.ravel(), lags, rate, coverage).reshape(n + 1, len(ids), H)
+        tracked = track_scales(
+            grid.reshape(n, -1), begin.ravel(), lags, rate, coverage, given=fixed.reshape(p, -1) if p else None
+        ).reshape(n + 1, len(ids), H)
     else:
         raise ValueError(f"steps must be 'shared' or 'separate', not {steps!r}")
-    final = {ws.names[i]: [float(v) for v in tracked[c, k]] for k, (i, c) in enumerate(zip(ids, counts))}
+    final = {ws.names[i]: [float(v) for v in tracked[c + d, k]] for k, (i, c, d) in enumerate(zip(ids, counts, shift))}
     return tracked[pos, col], final
 
 
@@ -266,16 +324,18 @@ def forecast_scales(
     """(B, H) scales for forecasts from the last row of each ticker (``ends``), and per ticker the
     number of sessions since the run's last bar that brought its scale up to date.
 
-    ``tickers`` maps a name to its run entry (``conformal``, ``conformal_online``, ``last_date``).
-    An origin on or after the ticker's last bar of training starts from the scale the run tracked
-    to that bar (``conformal_online``) and tracks it, as ``evaluate`` does, through every origin
-    since, with the outcomes known by now: ``forecast(origins)`` gives the network's (B, H, 3)
-    forecasts for them. A run trained months ago still issues calibrated intervals. An origin
-    inside the run's own data uses the scale at the start of its test split (``conformal``):
-    nothing realised after it may reach it."""
+    ``tickers`` maps a name to its run entry (``conformal``, ``conformal_online``,
+    ``conformal_pending``, ``last_date``). An origin after the ticker's last bar of training
+    resumes the tracking the run stopped at that bar, as ``evaluate`` tracks on through it: from
+    the scale there (``conformal_online``), with the outcomes known by now of every origin since
+    and of the run's last H - 1 test origins, judged against the scales that were in force at
+    them (``conformal_pending``; runs made without them miss those few). ``forecast(origins)``
+    gives the network's (B, H, 3) forecasts for those origins. A run trained months ago still
+    issues calibrated intervals. An origin inside the run's own data uses the scale at the start
+    of its test split (``conformal``): nothing realised after it may reach it."""
     scale = start_scales(ws, ends, {s: t.conformal for s, t in tickers.items()})
     origin_days = ws.dates[ends].astype("datetime64[D]")
-    catch_up, online = [], {}
+    catch_up, online, given, since = [], {}, {}, []
     for b, e in enumerate(ends):
         sym = ws.names[ws.ticker_id[e]]
         t = tickers.get(sym)
@@ -286,16 +346,24 @@ def forecast_scales(
         scale[b] = online[sym] = t.conformal_online
         first = ws.offsets[np.searchsorted(ws.offsets, e, side="right") - 1]
         rows = np.arange(first, e)
-        catch_up.append(rows[ws.dates[rows].astype("datetime64[D]") >= np.datetime64(t.last_date)])
+        rows = rows[ws.dates[rows].astype("datetime64[D]") >= np.datetime64(t.last_date)]
+        pending = t.conformal_pending or []
+        at_last = len(rows) and ws.dates[rows[0]].astype("datetime64[D]") == np.datetime64(t.last_date)
+        if pending and at_last and rows[0] - len(pending) >= first + ws.lookback - 1:
+            given[sym] = pending  # the rows before the run's last bar: its last test origins
+            rows = np.concatenate([np.arange(rows[0] - len(pending), rows[0]), rows])
+        catch_up.append(rows)
+        since.append(rows[len(given.get(sym, ())) :])
     origins = np.concatenate(catch_up) if catch_up else np.empty(0, np.int64)
-    if len(origins) == 0:
+    counted = np.concatenate(since) if since else np.empty(0, np.int64)
+    if len(counted) == 0:
         return scale, {}
-    _, final = tracked_scales(forecast(origins), ws, origins, online, rate, steps=steps)
+    _, final = tracked_scales(forecast(origins), ws, origins, online, rate, steps=steps, given=given)
     for b, e in enumerate(ends):
         sym = ws.names[ws.ticker_id[e]]
         if sym in final:
             scale[b] = final[sym]
-    counts = np.bincount(ws.ticker_id[origins], minlength=len(ws.names))
+    counts = np.bincount(ws.ticker_id[counted], minlength=len(ws.names))
     return scale, {ws.names[i]: int(n) for i, n in enumerate(counts) if n}
 
 

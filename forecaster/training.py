@@ -1267,6 +1267,7 @@ class Calibration:
     median_weight: list[float]
     scales: dict[str, list[float]]
     online: dict[str, list[float]]
+    pending: dict[str, list[list[float]]]
 
 
 def calibrate(weights: dict[str, np.ndarray], cfg: Config, data: TrainingData) -> Calibration:
@@ -1281,7 +1282,7 @@ def calibrate(weights: dict[str, np.ndarray], cfg: Config, data: TrainingData) -
         cfg.model.median_alpha,
     )
     val, test = ws.origins("val"), ws.origins("test")
-    scales, online = walk_forward_scales(
+    scales, online, pending = walk_forward_scales(
         with_median(predict_scaled(net, ws, val, strategy, calendar=cfg.data.calendar), median),
         val,
         with_median(predict_scaled(net, ws, test, strategy, calendar=cfg.data.calendar), median),
@@ -1290,7 +1291,7 @@ def calibrate(weights: dict[str, np.ndarray], cfg: Config, data: TrainingData) -
         cfg.intervals.tracking_rate,
         cfg.intervals.step_tracking,
     )
-    return Calibration(median, scales, online)
+    return Calibration(median, scales, online, pending)
 
 
 def _save(
@@ -1362,6 +1363,7 @@ def _manifest(run_dir, cfg, data, history, calibration, now, seconds, trainer, i
     ws, H = data.ws, cfg.window.horizon
     scales = calibration.scales if calibration else {}
     online = calibration.online if calibration else {}
+    pending = calibration.pending if calibration else {}
     fits = garch_fits(ws) if calibration else {}
     tickers = {}
     for k, sym in enumerate(ws.tickers):
@@ -1376,6 +1378,7 @@ def _manifest(run_dir, cfg, data, history, calibration, now, seconds, trainer, i
             scaler=ws.scalers[sym],
             conformal=[float(x) for x in scales.get(sym, [1.0] * H)],
             conformal_online=online.get(sym),
+            conformal_pending=pending.get(sym),
             garch=fits.get(sym),
         )
     best = kept_epoch(history)

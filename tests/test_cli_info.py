@@ -302,6 +302,9 @@ def _set(path: str, value):
         (_set("tickers.STOCKB.conformal_online", lambda v: [float("nan")] * len(v)), "STOCKB.conformal_online holds"),
         (_set("tickers.STOCKB.conformal", lambda v: [-1.0] * len(v)), "STOCKB.conformal holds a scale that is not"),
         (_set("median_weight", [1.0]), "median_weight is not 3 weights from 0 to 1"),
+        (_set("tickers.STOCKA.conformal_pending", lambda v: [v[0], [0.0] * 3]), "STOCKA.conformal_pending holds"),
+        (_set("tickers.STOCKA.conformal_pending", lambda v: [v[0][:2]]), "STOCKA.conformal_pending has 2 steps"),
+        (_set("tickers.STOCKA.conformal_pending", lambda v: [v[0]] * 3), "pending has 3 origins, not at most 2"),
     ],
 )
 def test_a_run_json_whose_numbers_cannot_make_a_forecast_is_refused_saying_which(cli, run_copy, tmp_path, damage, why):
@@ -346,7 +349,7 @@ def test_a_bad_setting_in_run_json_is_said_in_the_configs_own_words(cli, run_cop
 
 def test_info_newer_format_version(cli, run_copy):
     meta = run_meta(run_copy)
-    meta["format_version"] = 3
+    meta["format_version"] = 4
     (run_copy / "run.json").write_text(json.dumps(meta))
     res = cli("info", run_copy)
     assert res.exit_code == 1

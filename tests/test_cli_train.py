@@ -83,7 +83,7 @@ def test_train_writes_a_complete_run(cli, small_dir, tmp_path):
     rows = _history(run)
     assert len(rows) == 1 and rows[0]["epoch"] == "1"
     meta = run_meta(run)
-    assert meta["format_version"] == 2
+    assert meta["format_version"] == 3
     assert meta["name"] == "first"
     assert set(meta["tickers"]) == {"STOCKA", "STOCKB"}
     assert meta["tickers"]["STOCKA"]["first_date"] == "2022-07-01"

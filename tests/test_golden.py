@@ -37,7 +37,7 @@ def test_golden_run_loads():
     run = load_run(RUN)
     # written in format 1, read as what it was made with: targets on the ticker's training
     # volatility, the network's median at every step, the six features of that time
-    assert run.manifest.format_version == 1 and FORMAT_VERSION == 2
+    assert run.manifest.format_version == 1 and FORMAT_VERSION == 3
     assert (run.config.model.target_scale, run.config.model.median_alpha) == ("ticker", 1.0)
     assert run.manifest.median_weights() == [1.0, 1.0, 1.0]
     assert run.manifest.features.names == ["ret", "range", "body", "dvol", "dow_sin", "dow_cos"]

@@ -209,7 +209,9 @@ def test_after_a_volatility_jump_the_longer_steps_catch_up_sooner_when_shared():
 # -------------------------------------------------------------- over the forecasts of windows
 
 
-def _windows(n_a=400, n_b=300, horizon=3):
+def _windows(n_a=400, n_b=300, horizon=3, cut=0):
+    """Two tickers' windows; ``cut``: their last sessions left out (as a run trained that many
+    sessions ago saw them), the splits where they are with all the sessions."""
     rng = np.random.default_rng(3)
     bars = {}
     for sym, n in (("AAA", n_a), ("BBB", n_b)):
@@ -219,6 +221,7 @@ def _windows(n_a=400, n_b=300, horizon=3):
             {"open": close, "high": close * 1.01, "low": close * 0.99, "close": close, "volume": 1e6}, index=idx
         )
     dates = bars["AAA"].index
+    bars = {sym: df.iloc[: len(df) - cut] for sym, df in bars.items()}
     return build_windows(bars, 20, horizon, Splits(val_start=dates[-200], test_start=dates[-100]))
 
 
@@ -239,8 +242,8 @@ def test_training_calibration_starts_at_one_and_reaches_nominal_through_validati
         zero = np.zeros((len(ends), ws.horizon))
         return np.stack([zero - half, zero, zero + half], -1)
 
-    start, final = walk_forward_scales(q(val), val, q(test), test, ws, rate=0.05)
-    assert set(start) == set(final) == {"AAA", "BBB"}
+    start, final, pending = walk_forward_scales(q(val), val, q(test), test, ws, rate=0.05)
+    assert set(start) == set(final) == set(pending) == {"AAA", "BBB"}
     for sym in ("AAA", "BBB"):
         assert all(1.4 < s < 2.6 for s in start[sym])  # widened from 1 by the misses of validation
     scale, _ = tracked_scales(q(test), ws, test, start, 0.05)
@@ -248,7 +251,7 @@ def test_training_calibration_starts_at_one_and_reaches_nominal_through_validati
     actual = ws.realised(test) * ws.target_scale(test)
     assert coverage(actual.ravel(), lo.ravel(), hi.ravel()) == pytest.approx(0.8, abs=0.04)
     # with no test origin, only the start comes back
-    assert walk_forward_scales(q(val), val, q(test[:0]), test[:0], ws, rate=0.05) == (start, {})
+    assert walk_forward_scales(q(val), val, q(test[:0]), test[:0], ws, rate=0.05) == (start, {}, {})
 
 
 @pytest.mark.parametrize("steps", ["shared", "separate"])
@@ -285,7 +288,9 @@ def test_forecast_scales_use_online_only_from_the_last_bar_on():
     last = {s: pd.Timestamp(ws.dates[at_end[k]]).date() for k, s in enumerate(ws.names)}
 
     def entry(conformal, online=None, day=None, sym="AAA"):
-        return SimpleNamespace(conformal=conformal, conformal_online=online, last_date=day or last[sym])
+        return SimpleNamespace(
+            conformal=conformal, conformal_online=online, conformal_pending=None, last_date=day or last[sym]
+        )
 
     def forecast(origins):
         return _forecasts(ws, origins)
@@ -300,26 +305,50 @@ def test_forecast_scales_use_online_only_from_the_last_bar_on():
     np.testing.assert_array_equal(forecast_scales(old_run, ws, at_end, forecast, RATE)[0], np.full((2, 3), 1.5))
 
 
-def test_forecast_scales_catch_up_with_every_outcome_since_the_runs_last_bar():
-    """A run trained 30 sessions ago: its tracked scale moves on through those 30 origins with
-    what has been realised since, exactly as evaluate's tracking would have moved it."""
-    ws = _windows()
+def _forecast_of(ws, origins):
+    """Forecasts that depend on the origin's ticker and session alone, whichever windows hold it:
+    intervals narrow enough to miss often."""
+    day = ws.dates[origins].astype("datetime64[D]").astype(np.int64)
+    med = 0.3 * np.sin(day * 1.3 + ws.ticker_id[origins])[:, None] * np.ones(ws.horizon)
+    return np.stack([med - 0.4, med, med + 0.4], -1)
+
+
+@pytest.mark.parametrize("steps", ["shared", "separate"])
+def test_forecast_scales_catch_up_to_the_scales_evaluate_tracks_on_the_same_bars(steps):
+    """A run trained 30 sessions ago, then forecasting now: its scale moves on through every
+    outcome realised since its last bar, those of its last test origins included (their longer
+    steps ended after it), exactly as evaluate's tracking through the test split reaches it."""
+    run_ws, ws = _windows(cut=30), _windows()
+    assert run_ws.names == ws.names and len(ws.dates) == len(run_ws.dates) + 60
+    f = _forecast_of
+    val, test = run_ws.origins("val"), run_ws.origins("test")
+    start, online, pending = walk_forward_scales(f(run_ws, val), val, f(run_ws, test), test, run_ws, RATE, steps)
+    assert all(len(pending[s]) == ws.horizon - 1 for s in ws.names)
+    last = {s: pd.Timestamp(run_ws.dates[run_ws.offsets[k + 1] - 1]).date() for k, s in enumerate(ws.names)}
+
+    def entries(with_pending):
+        return {
+            s: SimpleNamespace(
+                conformal=start[s],
+                conformal_online=online[s],
+                conformal_pending=pending[s] if with_pending else None,
+                last_date=last[s],
+            )
+            for s in ws.names
+        }
+
     at_end = ws.offsets[1:] - 1
-    trained = {k: at_end[k] - 30 for k in range(2)}
-    tickers = {
-        s: SimpleNamespace(
-            conformal=[1.0, 1.0, 1.0],
-            conformal_online=[1.5, 1.2, 0.9],
-            last_date=pd.Timestamp(ws.dates[trained[k]]).date(),
-        )
-        for k, s in enumerate(ws.names)
-    }
-    scale, caught_up = forecast_scales(tickers, ws, at_end, lambda o: _forecasts(ws, o, half=0.3), RATE)
+    scale, caught_up = forecast_scales(entries(True), ws, at_end, lambda o: f(ws, o), RATE, steps)
     assert caught_up == {"AAA": 30, "BBB": 30}
-    since = np.concatenate([np.arange(trained[k], at_end[k]) for k in range(2)])
-    _, final = tracked_scales(_forecasts(ws, since, half=0.3), ws, since, {s: [1.5, 1.2, 0.9] for s in ws.names}, RATE)
-    np.testing.assert_allclose(scale, [final["AAA"], final["BBB"]])
-    assert (scale > np.array([1.5, 1.2, 0.9])).all()  # intervals far too narrow: the scale widened
+    now_test = ws.origins("test")
+    _, evaluated = tracked_scales(f(ws, now_test), ws, now_test, start, RATE, steps=steps)
+    np.testing.assert_allclose(scale, [evaluated["AAA"], evaluated["BBB"]], rtol=1e-12)
+    assert (scale > 1.5).all()  # intervals far too narrow: the scale widened
+    # a run that did not keep its pending scales: the one-step scale is the same, the longer
+    # steps miss the outcomes that ended after its last bar
+    older, _ = forecast_scales(entries(False), ws, at_end, lambda o: f(ws, o), RATE, steps)
+    np.testing.assert_allclose(older[:, 0], scale[:, 0], rtol=1e-12)
+    assert not np.allclose(older[:, 1:], scale[:, 1:], rtol=1e-3)
 
 
 # ------------------------------------------------------------- the same scales in every command
@@ -440,3 +469,54 @@ def test_median_weights_keep_the_network_only_where_validation_shows_it_beats_na
     assert median_weights(noise, ws, ends, alpha=0.05) == [0.0, 0.0, 0.0]
     assert median_weights(noise, ws, ends, alpha=1.0) == [1.0, 1.0, 1.0]  # always the network's
     assert median_weights(informed, ws, ends, alpha=0.0) == [0.0, 0.0, 0.0]  # always the last close
+
+
+def test_a_run_trained_weeks_ago_forecasts_with_the_intervals_evaluate_gives_that_day(sample_dir, tmp_path):
+    """Trained on bars that end 30 sessions ago, then the store caught up: predict's forecast
+    from a day since holds, at every step, the interval evaluate's walk forward gives that day.
+    The run's last test origins' longer steps ended after its last bar: they count too."""
+    import shutil
+
+    from support import tiny_overrides
+
+    from forecaster.config import load_config
+    from forecaster.evaluation import evaluate
+    from forecaster.prediction import predict
+    from forecaster.training import train
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in sorted(sample_dir.glob("*.csv")):
+        rows = f.read_text().splitlines(keepends=True)
+        (data / f.name).write_text("".join(rows[:-30]))  # bars up to 30 sessions ago
+    run = tmp_path / "runs" / "weeks-ago"
+    train(load_config(None, tiny_overrides(data, **{"train.epochs": 1})), run_dir=run)
+    meta = json.loads((run / "run.json").read_text())
+    assert all(len(t["conformal_pending"]) == 2 for t in meta["tickers"].values())
+    for f in sorted(sample_dir.glob("*.csv")):
+        shutil.copy(f, data / f.name)  # the store has the sessions since
+    walked = evaluate(run).predictions
+    day = sorted(walked["origin"].astype(str).unique())[-12]
+    got = predict(run, offline=True, out=tmp_path / "fc", as_of=day).forecasts
+    assert set(got["as_of"].astype(str)) == {day}
+    want = walked[walked["origin"].astype(str) == day]
+    both = got.merge(want, on=["ticker", "step"], suffixes=("", "_eval"))
+    assert len(both) == 2 * 3
+    for col in ("p10", "p50", "p90"):
+        np.testing.assert_allclose(both[col].to_numpy(float), both[f"{col}_eval"].to_numpy(float), rtol=1e-6)
+
+
+def test_a_run_of_the_format_before_the_pending_scales_still_forecasts(run_copy, tmp_path):
+    """Format 2 kept no pending scales: its forecasts catch up on the outcomes since its last bar."""
+    from forecaster.checkpoint import load_run
+    from forecaster.prediction import predict
+
+    meta = json.loads((run_copy / "run.json").read_text())
+    assert meta["format_version"] == 3
+    meta["format_version"] = 2
+    for t in meta["tickers"].values():
+        del t["conformal_pending"]
+    (run_copy / "run.json").write_text(json.dumps(meta))
+    assert all(t.conformal_pending is None for t in load_run(run_copy).manifest.tickers.values())
+    report = predict(run_copy, offline=True, out=tmp_path / "fc")
+    assert report.exit_code == 0 and len(report.forecasts) == 2 * 3
