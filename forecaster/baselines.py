@@ -303,6 +303,9 @@ def fit_garch(returns_pct, start: GarchParams | None = None) -> GarchParams | No
     ``start`` (the previous fit, say) seeds the optimiser. A fit that raises, does not
     converge, or gives non-finite or non-stationary parameters is a failure.
     """
+    from .plots import import_matplotlib
+
+    import_matplotlib()  # arch imports it, and it refuses an MPLBACKEND it does not know
     from arch.univariate import arch_model  # arch pulls in statsmodels: seconds to import
 
     returns_pct = np.asarray(returns_pct, dtype=float)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -16,9 +18,33 @@ _CANNOT_WRITE = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQ
 """What stops a plot's file from being written: the evaluation's files cannot be either."""
 
 
-def _pyplot():
-    import matplotlib
+def import_matplotlib():
+    """matplotlib, whatever ``MPLBACKEND`` says. Set to a backend matplotlib does not know, it
+    refuses to be imported at all, and so does ``arch`` (the garch fits), which imports it:
+    forecaster draws files only, so it imports it with the Agg backend instead (the variable
+    is left as it was)."""
+    try:
+        import matplotlib
+    except ValueError as e:
+        if "backend" not in str(e):
+            raise
+        for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+            del sys.modules[name]  # the half-made import, so that it is made again
+        wanted = os.environ.get("MPLBACKEND")
+        os.environ["MPLBACKEND"] = "Agg"
+        try:
+            import matplotlib
+        finally:
+            if wanted is None:
+                os.environ.pop("MPLBACKEND", None)
+            else:
+                os.environ["MPLBACKEND"] = wanted
+        log.debug("MPLBACKEND=%r is not a backend matplotlib knows: Agg used", wanted)
+    return matplotlib
 
+
+def _pyplot():
+    matplotlib = import_matplotlib()
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

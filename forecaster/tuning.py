@@ -756,7 +756,12 @@ def write_results(study: optuna.Study, out: Path, run_dir: Path, url: str, base:
     if len(frame):
         from .plots import plot_study  # matplotlib: only once there is something to draw
 
-        files["history"] = plot_study(frame, _last_reported(trials), out / HISTORY_PNG, study.study_name)
+        try:
+            files["history"] = plot_study(frame, _last_reported(trials), out / HISTORY_PNG, study.study_name)
+        except OSError:
+            raise  # the results folder cannot be written: as for the other files
+        except Exception as e:  # a broken matplotlib: the study's results are written without it
+            log.warning("%s not drawn: matplotlib cannot be used (%s: %s)", HISTORY_PNG, type(e).__name__, e)
     return TuneResult(study=study.study_name, storage=storage_label(url), trials=frame, added=0, best=best, files=files)
 
 

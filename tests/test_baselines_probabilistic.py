@@ -358,3 +358,34 @@ def test_garch_with_given_parameters_fits_nothing(monkeypatch):
     np.testing.assert_allclose(vol, np.sqrt(garch_filter(returns[:899], params)[600:]) / 100, rtol=1e-12)
     with pytest.raises(ValueError):
         garch_volatility(close, origins, refit_every=0)
+
+
+def test_an_mplbackend_matplotlib_does_not_know_stops_neither_the_garch_fit_nor_the_plots(tmp_path):
+    """matplotlib refuses to be imported at all under such an MPLBACKEND, and arch imports it:
+    train lost a finished training at its garch fits, and tune its results at their plot."""
+    import subprocess
+    import sys
+
+    from support import python_env
+
+    code = """
+import os, sys
+import numpy as np
+import pandas as pd
+from pathlib import Path
+from forecaster.baselines import fit_garch
+from forecaster.plots import plot_training
+r = np.random.default_rng(0).standard_t(5, 1500)
+fit = fit_garch(r)
+assert fit is not None and 0 < fit.persistence < 1, fit
+h = pd.DataFrame({"epoch": [1, 2], "train_loss": [0.3, 0.2], "val_loss": [0.31, 0.25], "grad_norm": [1.0, 0.5]})
+path = plot_training(h, Path(sys.argv[1]))
+assert open(path, "rb").read(8) == b"\\x89PNG\\r\\n\\x1a\\n"
+assert os.environ["MPLBACKEND"] == "bogus"  # left as it was
+print("ok")
+"""
+    env = python_env(MPLBACKEND="bogus", OMP_NUM_THREADS="1")
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "t.png")], capture_output=True, text=True, env=env, timeout=240
+    )
+    assert res.returncode == 0 and res.stdout == "ok\n", res.stderr[-2000:]

@@ -538,3 +538,23 @@ def test_tune_skips_a_ticker_without_bars_as_train_does(cli, small_dir, tmp_path
 
     res = cli("tune", "--config", conf, "-t", "STOCKB", "--trials", "1", "--epochs", "1")
     assert_one_line_error(res, 1, "no ticker has usable bars: STOCKB:", "has a header but no rows")
+
+
+def test_a_matplotlib_that_cannot_be_used_costs_the_history_plot_not_the_study(cli, small_dir, tmp_path, monkeypatch):
+    """The plot is drawn last: a matplotlib that cannot be imported made tune fail with an
+    'unexpected error' after every trial had run, and --json gave the error object."""
+    from forecaster import plots
+
+    def broken(*args):
+        raise ImportError("no backend")
+
+    monkeypatch.setattr(plots, "_pyplot", broken)
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    args = ("--trials", "1", "--epochs", "1", "--hidden-size", "8", "--study", "p", "--json")
+    res = cli("tune", "--config", conf, *args)
+    assert res.exit_code == 0, res.stderr
+    why = "matplotlib cannot be used (ImportError: no backend)"
+    assert res.stderr.splitlines() == [f"WARNING: history.png not drawn: {why}"]
+    out = tmp_path / "cwd" / "runs" / "tune" / "p"
+    assert sorted(p.name for p in out.iterdir()) == ["best.toml", "trials.csv"]
+    assert json.loads(res.stdout)["study"] == "p"
