@@ -294,6 +294,9 @@ def setup_logging(quiet: bool, log_file: Path | None, json_out: bool = False) ->
     # a command's result (retrain's verdict) is printed on stdout: the log file keeps it, stderr does not
     err.addFilter(lambda r: not getattr(r, RESULT, False))
     err.addFilter(lambda r: not getattr(r, ON_BAR, False))  # the progress bar shows it on stderr
+    # every process of a distributed training reads the same data: rank 0 alone warns of them
+    others = _other_rank()
+    err.addFilter(lambda r: r.levelno >= logging.ERROR or not others)
     log.addHandler(err)
     if log_file:
         try:
@@ -308,6 +311,7 @@ def setup_logging(quiet: bool, log_file: Path | None, json_out: bool = False) ->
             _failed(json_out, EXIT_ERROR, "cannot write the log file %s: %s", log_file, why)
             raise typer.Exit(EXIT_ERROR) from None
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        fh.addFilter(lambda r: r.levelno >= logging.ERROR or not others)
         log.addHandler(fh)
 
 

@@ -344,6 +344,17 @@ class Dist:
         dist.all_reduce(t)
         return t.tolist()
 
+    def agree(self, failed: bool, value: int) -> tuple[bool, bool]:
+        """Over every process: did any fail, and do all hold the same ``value`` (below 2**52)?
+        One collective."""
+        if not self.active:
+            return failed, True
+        import torch.distributed as dist
+
+        t = torch.tensor([float(failed), float(value), -float(value)], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t[0] > 0), bool(t[1] == -t[2])
+
     def barrier(self) -> None:
         if self.active:
             import torch.distributed as dist
@@ -938,12 +949,20 @@ def _train(
     set_threads(cfg.train.threads)
     with sigterm_as_interrupt():  # `kill` while the data are read stops it like Ctrl-C, with one line
         try:
-            data = load_training_data(cfg, tickers, splits)
-            if before is not None:
-                _check_same_data(before[0], data.ws, run_dir)
-            if dist.active:
-                _check_shares(cfg, data, dist.world)
+            # every process joins the group before it reads the data, so that one whose data
+            # fail can tell the others, which would otherwise wait for it until gloo's timeout
             device = dist.setup(wanted)
+            try:
+                data = load_training_data(cfg, tickers, splits)
+                if before is not None:
+                    _check_same_data(before[0], data.ws, run_dir)
+            except Exception as exc:
+                if not dist.active:
+                    raise
+                _same_data(dist, None, exc)
+            if dist.active:
+                _same_data(dist, data, None)
+                _check_shares(cfg, data, dist.world)
             if cfg.train.precision == "bf16" and device.type != "cuda" and dist.main:
                 log.warning("--precision bf16 is autocast on CUDA only: training on %s runs in fp32", device.type)
             trainer = Trainer(new_model(cfg, data.ws).to(device), data.ws, cfg, device, dist)
@@ -1138,6 +1157,27 @@ def _check_same_data(manifest: Manifest, ws: WindowSet, run_dir: Path) -> None:
         )
 
 
+def _same_data(dist: Dist, data: TrainingData | None, failure: Exception | None) -> None:
+    """Refuse a distributed job one of whose processes could not read its data (``failure``, its
+    own error, raised there) or whose processes read different bars (a stale copy on one node,
+    a store refreshed as they started): each would train on its own, their steps paired wrongly,
+    and the run written as if all had read rank 0's. Every process calls it, once."""
+    digest = 0 if data is None else int(data_hash(data.bars)[:13], 16)
+    failed, same = dist.agree(failure is not None, digest)
+    if failure is not None:
+        dist.close()
+        raise failure
+    if failed:
+        dist.close()
+        raise DataError("another process of the distributed job could not read its data (its error line says why)")
+    if not same:
+        dist.close()
+        raise DataError(
+            "the processes of the distributed job read different bars: every node needs the same data, "
+            "from a shared folder or identical copies"
+        )
+
+
 def _check_shares(cfg: Config, data: TrainingData, world: int) -> None:
     """Refuse a distributed job in which some process would get no training item (window or
     chunk) in an epoch, or no validation window: the items are dealt out in equal shares, so
@@ -1148,11 +1188,11 @@ def _check_shares(cfg: Config, data: TrainingData, world: int) -> None:
         what, fewer = f"chunks of training origins (--chunk {t.chunk})", "a smaller --chunk, "
     else:
         least, what, fewer = len(data.ends["train"]), "training windows", ""
-    for n, items in ((least, what), (len(data.ends["val"]), "validation windows")):
+    for n, items, hint in ((least, what, fewer), (len(data.ends["val"]), "validation windows", "")):
         if n < world:
             raise TrainingError(
                 f"{n} {items} cannot be shared among {world} processes, each of which needs one: "
-                f"train with fewer processes, {fewer}or more history"
+                f"train with fewer processes, {hint}or more history"
             )
 
 

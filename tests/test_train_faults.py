@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -245,6 +246,68 @@ def test_a_distributed_job_that_loses_a_process_keeps_the_epochs_trained(small_d
     meta = run_meta(run)
     assert meta["status"] == "interrupted" and meta["metrics"]["epochs_run"] >= 3
     assert (run / "resume.safetensors").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
+@pytest.mark.parametrize("rank_reads", ["older bars", "no bars"])
+def test_a_distributed_job_whose_processes_read_different_data_is_refused_by_every_one(small_dir, tmp_path, rank_reads):
+    """Rank 1 reads its own copy of the data. A stale one (STOCKB's last 60 sessions missing)
+    trained without a word, the ranks' steps paired wrongly, and the run was written as
+    complete. One it cannot read at all made it exit at once while rank 0 waited for it in
+    the process group until gloo's timeout (30 minutes). Now every process refuses the job."""
+    own = tmp_path / "node-b"
+    own.mkdir()
+    if rank_reads == "older bars":
+        for f in small_dir.glob("*.csv"):
+            rows = f.read_text().splitlines(keepends=True)
+            (own / f.name).write_text("".join(rows[:-60] if f.stem == "STOCKB" else rows))
+    run = tmp_path / "ddp"
+    cmd = [str(BIN / "torchrun"), "--nproc-per-node", "2", "--master-port", str(free_port()), "-m", "forecaster"]
+    cmd += ["train", "--source", "csv", "--data-dir", str(small_dir), "-t", "STOCKA,STOCKB", "--lookback", "20"]
+    cmd += ["--horizon", "3", "--val-days", "100", "--test-days", "100", "--hidden-size", "8", "--epochs", "2"]
+    cmd += ["--run-dir", str(run), "--quiet", "--json"]
+    hooks = Path(__file__).parent / "fault_hooks"
+    env = cli_env(
+        OMP_NUM_THREADS="1",
+        FORECASTER_TEST_RANK_DATA=f"1:{own}",
+        PYTHONPATH=os.pathsep.join(map(str, (ROOT, hooks, Path(__file__).parent))),
+    )
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert res.returncode == 1, res.stderr[-3000:]
+    errors = sorted(ln for ln in res.stderr.splitlines() if ln.startswith("ERROR"))
+    if rank_reads == "older bars":
+        assert len(errors) == 2 and all("the processes of the distributed job read different bars" in e for e in errors)
+    else:
+        assert len(errors) == 2, res.stderr[-3000:]
+        assert "STOCKA: no CSV file" in errors[0]  # rank 1's own
+        assert "another process of the distributed job could not read its data" in errors[1]
+    assert json.loads(res.stdout)["error"]  # rank 0's, alone
+    assert not run.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
+def test_a_distributed_job_warns_of_its_data_once(small_dir, tmp_path):
+    """Every process reads the same bars: each printed the same warnings, on stderr and in the
+    log file, once per process."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in small_dir.glob("*.csv"):
+        shutil.copy(f, data / f.name)
+    rows = (small_dir / "STOCKA.csv").read_text().splitlines(keepends=True)
+    (data / "SHORT.csv").write_text("".join(rows[:-250]))  # its bars end before the validation split
+    run, log_file = tmp_path / "ddp", tmp_path / "train.log"
+    cmd = [str(BIN / "torchrun"), "--nproc-per-node", "2", "--master-port", str(free_port()), "-m", "forecaster"]
+    cmd += ["train", "--source", "csv", "--data-dir", str(data), "-t", "STOCKA,STOCKB,SHORT", "--lookback", "20"]
+    cmd += ["--horizon", "3", "--val-days", "100", "--test-days", "100", "--hidden-size", "8", "--epochs", "1"]
+    cmd += ["--run-dir", str(run), "--quiet", "--log-file", str(log_file)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(OMP_NUM_THREADS="1"), timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    said = [ln for ln in res.stderr.splitlines() if "SHORT: no validation windows" in ln]
+    assert len(said) == 1 and said[0].startswith("WARNING"), res.stderr[-3000:]
+    assert sum("SHORT: no validation windows" in ln for ln in log_file.read_text().splitlines()) == 1
+    assert run_meta(run)["no_validation"]["SHORT"]
 
 
 @pytest.mark.parametrize("rank", ["0", "1"])

@@ -711,3 +711,22 @@ def test_a_device_this_machine_lacks_is_refused_before_the_data_are_read(sample_
     with pytest.raises(ConfigError, match="CUDA"):
         training.train(cfg, run_dir=tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("mode", ["forking", "window"])
+def test_a_distributed_job_refused_for_its_validation_windows_is_not_told_to_shorten_its_chunks(mode):
+    """The chunk length sets how many training items there are, not validation windows."""
+    from types import SimpleNamespace
+
+    from forecaster.training import _check_shares
+
+    cfg = load_config(None, {"train.mode": mode, "train.chunk": 32})
+    ws = SimpleNamespace(ticker_id=np.zeros(5000, np.int64))
+    few_val = SimpleNamespace(ws=ws, ends={"train": np.arange(100, 4000), "val": np.arange(4000, 4001)})
+    with pytest.raises(TrainingError, match="1 validation windows cannot be shared among 2") as e:
+        _check_shares(cfg, few_val, 2)
+    assert "--chunk" not in str(e.value) and "fewer processes, or more history" in str(e.value)
+    few_train = SimpleNamespace(ws=ws, ends={"train": np.arange(100, 101), "val": np.arange(4000, 4100)})
+    with pytest.raises(TrainingError, match="cannot be shared among 2") as e:
+        _check_shares(cfg, few_train, 2)
+    assert ("a smaller --chunk" in str(e.value)) == (mode == "forking")

@@ -20,6 +20,10 @@ Nothing here is installed or shipped, and without the variables below it does no
     In the process of a torchrun job whose RANK is <rank>, end the process at once (exit 9)
     once that epoch is trained, as a killed process or a lost machine would.
 
+``FORECASTER_TEST_RANK_DATA=<rank>:<folder>``
+    In the process of a torchrun job whose RANK is <rank>, read the bars from <folder> instead
+    of the configured data folder, as a node with its own copy of the data would.
+
 ``FORECASTER_TEST_LOCK_AFTER=<marker path>``
     Wait until <marker path> exists before taking any lock (``forecaster.fsio.file_lock``),
     so that two runs started together reach their lock in a known order.
@@ -124,6 +128,23 @@ def _install_death(setting: str) -> None:
     training.Trainer.epochs = epochs
 
 
+def _install_rank_data(setting: str) -> None:
+    rank, folder = setting.split(":", 1)
+    if os.environ.get("RANK") != rank:
+        return
+    from forecaster import training
+
+    real_load = training.load_training_data
+
+    def load_training_data(cfg, *args, **kwargs):
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"data_dir": folder})})
+        return real_load(cfg, *args, **kwargs)
+
+    training.load_training_data = load_training_data
+
+
+if os.environ.get("FORECASTER_TEST_RANK_DATA"):
+    _install_rank_data(os.environ["FORECASTER_TEST_RANK_DATA"])
 if os.environ.get("FORECASTER_TEST_RANK_DIES"):
     _install_death(os.environ["FORECASTER_TEST_RANK_DIES"])
 if os.environ.get("FORECASTER_TEST_YAHOO"):
