@@ -239,17 +239,31 @@ RunOpt = Annotated[
 ]
 
 
-def _stderr_console():
+def _console(**options):
+    """A rich console that, when its reader goes away (`forecaster predict ... | head -1`), drops
+    the rest of its output and lets the command end with its own exit code: rich's own exits 1
+    at once, without a word, after the forecasts were written."""
     from rich.console import Console
 
-    return Console(stderr=True, no_color=not sys.stderr.isatty() or "NO_COLOR" in os.environ, highlight=False)
+    class Tolerant(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.file.fileno())  # nor may the flush at exit fail
+            except (OSError, ValueError, AttributeError):  # a stream without a descriptor
+                pass
+
+    return Tolerant(**options)
+
+
+def _stderr_console():
+    return _console(stderr=True, no_color=not sys.stderr.isatty() or "NO_COLOR" in os.environ, highlight=False)
 
 
 def _stdout_console():
-    from rich.console import Console
-
     tty = sys.stdout.isatty()
-    return Console(no_color=not tty or "NO_COLOR" in os.environ, highlight=False, width=None if tty else 200)
+    return _console(no_color=not tty or "NO_COLOR" in os.environ, highlight=False, width=None if tty else 200)
 
 
 class _LogFileHandler(logging.FileHandler):

@@ -21,6 +21,7 @@ from support import (
     record_blocks,
     run_meta,
     run_script,
+    start_forecaster,
     stop,
     stopped_in_a_worker,
     tiny_overrides,
@@ -1222,3 +1223,23 @@ def test_sigterm_while_the_worker_processes_start_is_one_line_exit_130(trained_r
     res = run_script(_STOPPED_AS_THE_PROCESSES_START, trained_run, out, own_group=True)
     assert_stopped_with_one_line(res, "predict")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_a_reader_that_goes_away_costs_the_table_not_the_exit_code(trained_run, run_copy, tmp_path, command):
+    """`forecaster predict ... | head -1`: the table's first write found the pipe closed, and
+    rich ended the command with exit 1 and no line, after the forecasts were written."""
+    out = tmp_path / "fc"
+    args = {
+        "predict": ("predict", "--run", trained_run, "--offline", "--out", out),
+        "evaluate": ("evaluate", "--run", run_copy, "--no-plot"),
+    }[command]
+    proc = start_forecaster(*args)
+    proc.stdout.close()  # the reader is gone before the command prints
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, err
+    assert "ERROR" not in err and "Traceback" not in err
+    if command == "predict":
+        assert (out / trained_run.name / "latest.csv").is_file()
+    if command == "evaluate":
+        assert (run_copy / "eval" / "metrics.csv").is_file()
