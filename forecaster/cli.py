@@ -257,6 +257,12 @@ def _console(**options):
     return Tolerant(**options)
 
 
+def _bar_shown() -> bool:
+    """Whether a progress bar can be drawn: stderr is a terminal that moves its cursor (on a
+    dumb one rich draws the bar once, at the end, so the epochs' lines are shown instead)."""
+    return sys.stderr.isatty() and os.environ.get("TERM", "").lower() not in ("dumb", "unknown")
+
+
 def _stderr_console():
     return _console(stderr=True, no_color=not sys.stderr.isatty() or "NO_COLOR" in os.environ, highlight=False)
 
@@ -264,6 +270,20 @@ def _stderr_console():
 def _stdout_console():
     tty = sys.stdout.isatty()
     return _console(no_color=not tty or "NO_COLOR" in os.environ, highlight=False, width=None if tty else 200)
+
+
+class _CurrentStderr(logging.StreamHandler):
+    """Log lines to whatever ``sys.stderr`` is as each is written: while a progress bar is drawn,
+    rich's stand-in, which prints them on lines of their own above the bar (the stream as it was
+    when logging was set up glued them onto the bar's line)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler sets it: the stream is always the current one
+        pass
 
 
 class _LogFileHandler(logging.FileHandler):
@@ -300,7 +320,7 @@ def setup_logging(quiet: bool, log_file: Path | None, json_out: bool = False) ->
     log.handlers.clear()
     log.setLevel(logging.INFO)
     log.propagate = False
-    err = logging.StreamHandler(sys.stderr)
+    err = _CurrentStderr()
     err.setLevel(logging.WARNING if quiet else logging.INFO)
     # --quiet leaves fewer lines, each marked as in full output: cron mail tells errors from warnings
     err.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
@@ -684,7 +704,7 @@ def train(
             main_rank = Dist().main
         except KeyboardInterrupt:
             raise _training_stopped_starting(json_out, resume, run_dir) from None
-        show = sys.stderr.isatty() and not quiet and not json_out and main_rank
+        show = _bar_shown() and not quiet and not json_out and main_rank
         try:
             with _progress(show, cfg.train.epochs) as (on_epoch, on_batch):
                 res = do_train(
@@ -913,7 +933,7 @@ def tune(
         cfg = load_config(_config_file(config), {**fixed, **tuned, "data.tickers": _tickers(tickers, tickers_arg)})
         if train_best:  # a place the run cannot go is refused before the search, not after it
             check_run_target(best_run_dir(cfg, run_dir))
-        show = sys.stderr.isatty() and not quiet and not json_out
+        show = _bar_shown() and not quiet and not json_out
         try:
             with _tune_progress(show, cfg.tune.trials) as (on_epoch, on_trial):
                 res = do_tune(
@@ -1641,7 +1661,7 @@ def retrain(
         _refuse_empty(runs_dir=runs_dir)
         flags = overrides(train_flags, _tickers(tickers, None))
         try:
-            with _progress(sys.stderr.isatty() and not quiet and not json_out, 0) as (on_epoch, on_batch):
+            with _progress(_bar_shown() and not quiet and not json_out, 0) as (on_epoch, on_batch):
                 rep = do_retrain(
                     name,
                     overrides=flags,

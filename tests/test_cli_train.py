@@ -943,3 +943,59 @@ def test_the_log_file_has_every_epoch_line_when_the_progress_bar_shows_them(monk
         f"epoch {n}: train 0.5000  val 0.6000  grad-norm 0.100  lr 0.001  0.2s" for n in (1, 2)
     ]
     assert "epoch" not in capsys.readouterr().err
+
+
+def _on_a_terminal(args, env_extra: dict[str, str], timeout: float = 120) -> tuple[int, list[str]]:
+    """Run the installed command with stderr on a pseudo-terminal; its exit code and the lines
+    a terminal would show (after each carriage return, escape sequences left out)."""
+    import os
+    import pty
+    import re
+    import subprocess
+
+    from support import FORECASTER, cli_env
+
+    master, slave = pty.openpty()
+    env = cli_env(COLUMNS="150", **env_extra)
+    proc = subprocess.Popen(
+        [str(FORECASTER), *map(str, args)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, env=env
+    )
+    os.close(slave)
+    raw = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal's other end closed: the command is done
+            break
+        if not chunk:
+            break
+        raw += chunk
+    os.close(master)
+    proc.stdout.read()
+    code = proc.wait(timeout=timeout)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw.decode("utf-8", "replace"))
+    return code, [line.rstrip("\r").split("\r")[-1] for line in text.split("\n")]  # the tty's "\r\n"
+
+
+def test_log_lines_during_the_progress_bar_have_lines_of_their_own(small_dir, tmp_path):
+    """The log went to stderr as it was before the bar was drawn: its lines were appended to
+    the bar's line ("... 0:00:01INFO: early stop at epoch 3") and stayed glued in the scrollback."""
+    args = ["train", *TINY, "--data-dir", small_dir, "-t", "STOCKA,STOCKB", "--epochs", "40", "--patience", "1"]
+    args += ["--run-dir", tmp_path / "r"]
+    code, lines = _on_a_terminal(args, {"TERM": "xterm-256color"})
+    assert code == 0, lines
+    stopped = [line for line in lines if "early stop at epoch" in line]
+    assert len(stopped) == 1 and stopped[0].startswith("INFO: early stop at epoch"), lines
+    assert any(line.startswith("epoch ") and "━" in line for line in lines), lines  # the bar was drawn
+
+
+def test_a_dumb_terminal_shows_the_epochs_as_lines(small_dir, tmp_path):
+    """On TERM=dumb rich draws no moving bar: nothing showed until the end, when the bar was
+    drawn once. The epochs' lines are shown instead, as when stderr is not a terminal."""
+    args = ["train", *TINY, "--data-dir", small_dir, "-t", "STOCKA,STOCKB", "--epochs", "3"]
+    code, lines = _on_a_terminal([*args, "--run-dir", tmp_path / "r"], {"TERM": "dumb"})
+    assert code == 0, lines
+    assert [line[: len("INFO: epoch 1:")] for line in lines if line.startswith("INFO: epoch ")] == [
+        f"INFO: epoch {n}:" for n in (1, 2, 3)
+    ], lines
+    assert not any("━" in line for line in lines), lines
