@@ -68,6 +68,11 @@ def plot_ticker(pred: pd.DataFrame, history: pd.Series, sym: str, path: Path, st
     fig, axes = plt.subplots(len(steps), 1, figsize=(11, 3.6 * len(steps)), squeeze=False)
     for ax, step in zip(axes[:, 0], steps):
         p = pred[(pred["ticker"] == sym) & (pred["step"] == step)]
+        ax.set_title(f"{sym}: walk-forward forecasts {step} session(s) ahead")
+        if p.empty:  # its bars end fewer than ``step`` sessions into the test split
+            ax.text(0.5, 0.5, f"no forecast {step} session(s) ahead: the bars end too soon", ha="center")
+            ax.set_axis_off()
+            continue
         dates = pd.to_datetime(p["date"])
         start = dates.min() - pd.Timedelta(days=120)
         past = history[(history.index >= start) & (history.index < dates.min())]
@@ -76,7 +81,6 @@ def plot_ticker(pred: pd.DataFrame, history: pd.Series, sym: str, path: Path, st
         ax.fill_between(dates, p["p10"], p["p90"], color="tab:blue", alpha=0.22, label="calibrated p10–p90")
         ax.plot(dates, p["p50"], color="tab:blue", lw=1.1, label=f"median forecast, h={step}")
         ax.plot(dates, p["naive"], color="tab:orange", lw=0.8, ls="--", label="naive (last close)")
-        ax.set_title(f"{sym}: walk-forward forecasts {step} session(s) ahead")
         ax.set_ylabel("price")
         ax.legend(loc="upper left", fontsize=8)
         ax.grid(alpha=0.3)

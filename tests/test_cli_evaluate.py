@@ -697,3 +697,38 @@ def test_sigterm_to_evaluate_and_its_worker_processes_is_one_line_exit_130(run_c
     assert_stopped_with_one_line(res, "evaluate")
     assert {p.name: p.read_bytes() for p in (run_copy / "eval").iterdir()} == before
     assert sorted(os.listdir(run_copy)) == names  # no temporary folder beside eval/
+
+
+def test_a_ticker_without_forecasts_at_the_last_step_gets_a_panel_that_says_so(tmp_path, monkeypatch):
+    """Its bars end fewer sessions into the test split than the horizon: the last step's panel
+    was empty, with an axis of meaningless hours."""
+    from forecaster import plots
+
+    days = pd.bdate_range("2024-06-03", periods=3)
+    pred = pd.DataFrame(
+        {
+            "ticker": "SHORT",
+            "step": 1,
+            "date": days.strftime("%Y-%m-%d"),
+            "actual": [10.0, 10.2, 10.1],
+            "p10": 9.5,
+            "p50": 10.0,
+            "p90": 10.5,
+            "naive": 10.0,
+        }
+    )
+    history = pd.Series(10.0, index=pd.bdate_range("2024-01-02", "2024-05-31"))
+    drawn = []
+    real = plots._save
+
+    def spy(plt, fig, path):
+        drawn.extend((ax.get_title(), ax.axison, [t.get_text() for t in ax.texts]) for ax in fig.axes)
+        return real(plt, fig, path)
+
+    monkeypatch.setattr(plots, "_save", spy)
+    path = plots.plot_ticker(pred, history, "SHORT", tmp_path / "SHORT.png", [1, 3])
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (first, on1, said1), (last, on3, said3) = drawn
+    assert "1 session(s) ahead" in first and on1 and said1 == []
+    assert "3 session(s) ahead" in last and not on3
+    assert said3 == ["no forecast 3 session(s) ahead: the bars end too soon"]
