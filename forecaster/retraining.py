@@ -140,6 +140,8 @@ def retrain(
     refuse_empty_folders(runs_dir=runs_dir, required=("runs_dir",))
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
         raise ConfigError(f"alpha must be a significance level from 0 to 1, not {alpha!r}")
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:  # before the training, not after it
+        raise ConfigError(f"keep must be a whole number of runs, at least 1, not {keep!r}")
     runs_dir = Path(runs_dir)
     pointer = pointer_path(name, runs_dir)
     # SIGTERM (systemctl stop) from the first check of the champion on stops it like Ctrl-C

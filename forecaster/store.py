@@ -756,8 +756,12 @@ def download(
     was, a failed write fails that ticker and the ones after it in the report (a partial
     download).
     """
-    if isinstance(tickers, str):  # one ticker or a comma-separated list, not its letters
-        tickers = given_tickers(tickers)
+    fsio.refuse_empty_folders(data_dir=data_dir, required=("data_dir",))  # not the current folder
+    # one ticker or a comma-separated list, not its letters; none named ([], "") is refused, as
+    # `-t ""` is: a retry of an empty list of failed tickers must not pass for a download
+    tickers = given_tickers(tickers) if isinstance(tickers, str) else list(tickers)
+    if not tickers:
+        given_tickers(tickers)
     report = DownloadReport()
     symbols: list[str] = []
     for raw in tickers:

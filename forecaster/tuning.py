@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import logging
 import os
@@ -474,6 +475,22 @@ def best_run_dir(cfg: Config, run_dir: os.PathLike | None = None) -> Path:
     return Path(run_dir) if run_dir is not None else Path("runs") / f"{cfg.tune.study}-best"
 
 
+def _keeps_optuna_verbosity(fn):
+    """``fn`` with Optuna's log level put back as it was when it returns: the search quiets
+    Optuna's own lines (its failures are reported once, plainly), not the caller's."""
+
+    @functools.wraps(fn)
+    def kept(*args, **kwargs):
+        before = optuna.logging.get_verbosity()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            optuna.logging.set_verbosity(before)
+
+    return kept
+
+
+@_keeps_optuna_verbosity
 def tune(
     cfg: Config,
     *,

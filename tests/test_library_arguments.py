@@ -48,6 +48,18 @@ def test_load_bars_reads_a_string_as_tickers(sample_dir):
     assert list(bars) == ["STOCKA", "STOCKB"]
 
 
+@pytest.mark.parametrize("given", [[], (), "", " , "])
+def test_download_refuses_tickers_naming_none(tmp_path, given):
+    """`[]` returned an empty report with exit code 0: a retry of no failed tickers read as done."""
+
+    def fetch(symbol, start, end):
+        raise AssertionError("nothing may be fetched")
+
+    with pytest.raises(ConfigError, match="name no ticker"):
+        fc.download(given, tmp_path / "data", fetch=fetch)
+    assert not (tmp_path / "data").exists()
+
+
 def test_download_reads_a_string_as_tickers(tmp_path):
     asked = []
 
@@ -60,23 +72,25 @@ def test_download_reads_a_string_as_tickers(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("call", "name"),
+    ("call", "name", "has_default"),
     [
-        (lambda run, tmp: fc.predict(run, offline=True, out=""), "out"),
-        (lambda run, tmp: fc.score(run, out=""), "out"),
-        (lambda run, tmp: fc.evaluate(run, data_dir=""), "data_dir"),
-        (lambda run, tmp: fc.promote(run, "prod", runs_dir=""), "runs_dir"),
-        (lambda run, tmp: fc.retrain("prod", runs_dir=""), "runs_dir"),
-        (lambda run, tmp: fc.evaluate(""), "run_dir"),
+        (lambda run, tmp: fc.predict(run, offline=True, out=""), "out", True),
+        (lambda run, tmp: fc.score(run, out=""), "out", True),
+        (lambda run, tmp: fc.evaluate(run, data_dir=""), "data_dir", True),
+        (lambda run, tmp: fc.promote(run, "prod", runs_dir=""), "runs_dir", False),
+        (lambda run, tmp: fc.retrain("prod", runs_dir=""), "runs_dir", False),
+        (lambda run, tmp: fc.evaluate(""), "run_dir", False),
+        # download went to Yahoo and made store/ and .yfinance-cache/ in the current folder
+        (lambda run, tmp: fc.download(["AAPL"], ""), "data_dir", False),
     ],
 )
-def test_an_empty_folder_name_is_refused_by_the_library_too(run_copy, tmp_path, monkeypatch, call, name):
+def test_an_empty_folder_name_is_refused_by_the_library_too(run_copy, tmp_path, monkeypatch, call, name, has_default):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=f'{name}="" names no folder') as e:
         call(run_copy, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing made here
     # None only where it stands for a default (runs_dir=None and run_dir=None are TypeErrors)
-    assert ("or None for its default" in str(e.value)) == (name in ("out", "data_dir")), str(e.value)
+    assert ("or None for its default" in str(e.value)) == has_default, str(e.value)
 
 
 def test_train_refuses_an_empty_run_dir_before_it_trains(sample_dir, tmp_path, monkeypatch):
@@ -150,6 +164,20 @@ def test_training_from_python_leaves_the_callers_threads_and_random_streams_as_t
         torch.set_num_threads(before)
 
 
+def test_tuning_from_python_leaves_optunas_log_level_as_it_was(sample_dir, tmp_path):
+    """The search quiets Optuna's own lines: the caller's level stayed changed (ERROR)."""
+    import optuna
+
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    try:
+        cfg = load_config(None, {**tiny_overrides(sample_dir), "train.epochs": 1, "tune.trials": 1})
+        fc.tune(cfg, root=tmp_path / "tune")
+        assert optuna.logging.get_verbosity() == optuna.logging.INFO
+    finally:
+        optuna.logging.set_verbosity(before)
+
+
 @pytest.mark.parametrize(
     ("call", "said"),
     [
@@ -204,6 +232,10 @@ def test_train_and_tune_name_a_run_dir_of_the_wrong_type(sample_dir):
         (lambda run, tmp: fc.predict(run, offline=True, out=tmp / "fc", jobs=2.5), "jobs must be a whole number"),
         (lambda run, tmp: fc.predict(run, offline=True, out=tmp / "fc", max_staleness=-1), "max_staleness must be"),
         (lambda run, tmp: fc.retrain("prod", runs_dir=tmp / "runs", alpha=5), "alpha must be a significance level"),
+        # keep was checked as the old runs were pruned: after the challenger was trained and promoted
+        (lambda run, tmp: fc.retrain("prod", runs_dir=tmp / "runs", keep=0), "keep must be a whole number .* not 0"),
+        (lambda run, tmp: fc.retrain("prod", runs_dir=tmp / "runs", keep="3"), "keep must be a whole number"),
+        (lambda run, tmp: fc.retrain("prod", runs_dir=tmp / "runs", keep=True), "keep must be a whole number"),
     ],
 )
 def test_values_the_command_line_refuses_are_refused_by_the_library(run_copy, tmp_path, call, said):
