@@ -32,6 +32,7 @@ from pydantic.fields import FieldInfo
 
 from .choices import Cell, Device, Precision, Source, StepTracking, Strategy, TargetScale, TrainMode
 from .errors import ConfigError
+from .tickers import split_tickers
 
 QUANTILES = (0.1, 0.5, 0.9)
 """The quantile levels every model and baseline forecasts: p10, p50 (the point forecast), p90."""
@@ -110,6 +111,12 @@ class DataConfig(_Section):
     calendar: str = Field("XNYS", description="exchange calendar for future session dates")
 
     _not_empty = field_validator("data_dir", mode="before")(_folder_named)
+
+    @field_validator("tickers", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        """One string of symbols separated by commas (or spaces), as ``--tickers`` takes them."""
+        return split_tickers([value]) if isinstance(value, str) else value
 
 
 class WindowConfig(_Section):
@@ -408,11 +415,37 @@ _SECTION_NAMES = frozenset(k for k, f in Config.model_fields.items() if f.defaul
 """The tables of a config file: [data], [window], ... [tune]."""
 
 
+_EXPECTED = {
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "finite_number": "a finite number",
+    "string_type": "text in quotes",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "list_type": "a list in brackets, such as [1, 2]",
+    "dict_type": "a table",
+    "model_type": "a table",
+}
+"""pydantic's type errors, by their type, in the words of a config file: what the key takes."""
+
+_BOUNDS = {"gt": "greater than", "ge": "at least", "lt": "less than", "le": "at most"}
+_BOUND_TYPES = {"greater_than": "gt", "greater_than_equal": "ge", "less_than": "lt", "less_than_equal": "le"}
+
+
 def said(e: dict) -> str:
-    """What one of pydantic's errors ``e`` says: a check of the config's own in its words (no
-    "Value error, " before them), any other as pydantic puts it."""
-    if e["type"] == "value_error" and "error" in e.get("ctx", {}):
-        return str(e["ctx"]["error"])
+    """What one of pydantic's errors ``e`` says, in the config's own words: a check of the
+    config's own as it words it (no "Value error, " before it), a value of the wrong kind or
+    out of range as what the key takes and what it was given; any other as pydantic puts it."""
+    ctx = e.get("ctx") or {}
+    if e["type"] == "value_error" and "error" in ctx:
+        return str(ctx["error"])
+    if e["type"] in _EXPECTED and "input" in e:
+        return f"expected {_EXPECTED[e['type']]}, not {_written(e['input'])}"
+    if (bound := _BOUND_TYPES.get(e["type"])) and bound in ctx and "input" in e:
+        return f"must be {_BOUNDS[bound]} {ctx[bound]}, not {_written(e['input'])}"
     return e["msg"]
 
 
@@ -442,6 +475,8 @@ def read_toml(path: Path) -> dict:
         return tomllib.loads(Path(path).read_bytes().decode("utf-8").removeprefix("\ufeff"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder, not a file") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
     except UnicodeDecodeError as e:
@@ -455,6 +490,8 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     ``overrides`` (None values skipped)."""
     if overrides is not None and not isinstance(overrides, Mapping):
         raise TypeError(f"overrides must be a dict of dotted keys, not {type(overrides).__name__}")
+    if path is not None and not str(path).strip():  # not the current folder, read as a file
+        raise ConfigError('config file "" names no file: give a file name, or None for the defaults alone')
     tree: dict = copy.deepcopy(base) if base is not None else {}
     if path is not None:
         for section, values in read_toml(path).items():
@@ -500,10 +537,11 @@ def _origin(err: ValidationError, path: Path | None, given: list[str]) -> str:
     found = []
     for e in err.errors():
         key = ".".join(str(x) for x in e["loc"])
-        if not key:
-            found += sources
-        elif any(key == k or key.startswith(k + ".") for k in given) or path is None:
-            found.append("options")
+        if not key:  # a check across keys names them: the options where it names one they set
+            named = any(k in said(e) for k in given)
+            found += [s for s in sources if s != "options" or named or path is None]
+        elif any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in given) or path is None:
+            found.append("options")  # (the key an option set, a part of it, or the section it named)
         else:
             found.append(str(path))
     return " and ".join(s for s in sources if s in found) or sources[0]

@@ -60,10 +60,10 @@ def test_precedence_flags_over_file_over_defaults(tmp_path):
         ('[intervals]\nstep_tracking = "each"\n', "intervals.step_tracking"),
         ("[train]\nbatch_size = 0\n", "train.batch_size"),
         # an infinite weight decay turns every weight into nan at the first step
-        ("[train]\nweight_decay = inf\n", "train.weight_decay: Input should be a finite number"),
+        ("[train]\nweight_decay = inf\n", "train.weight_decay: expected a finite number, not inf"),
         # an infinite clip was taken (no clipping), and run.json then held Infinity, which is no JSON
-        ("[train]\ngrad_clip = inf\n", "train.grad_clip: Input should be a finite number"),
-        ("[tune]\ntimeout = inf\n", "tune.timeout: Input should be a finite number"),
+        ("[train]\ngrad_clip = inf\n", "train.grad_clip: expected a finite number, not inf"),
+        ("[tune]\ntimeout = inf\n", "tune.timeout: expected a finite number, not inf"),
         ("not toml at all ===", "not valid TOML"),
     ],
 )
@@ -88,6 +88,33 @@ def test_config_file_not_utf8_is_a_config_error_naming_the_file(tmp_path):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="is a folder, not a file"):
+        load_config(tmp_path)
+    with pytest.raises(ConfigError, match='config file "" names no file'):  # it read the current folder
+        load_config("")
+
+
+def test_tickers_may_be_one_string_as_the_command_line_takes_them(tmp_path):
+    p = tmp_path / "t.toml"
+    p.write_text('[data]\ntickers = "aaa, BBB ccc"\n')
+    assert load_config(p).data.tickers == ["aaa", "BBB", "ccc"]
+    assert load_config(None, {"data.tickers": "AAA,BBB"}).data.tickers == ["AAA", "BBB"]
+
+
+def test_a_section_or_a_check_across_keys_is_traced_to_where_it_came_from(tmp_path):
+    """An option naming an unknown section was blamed on the file; a check across keys of the
+    file on the options too, when the only option given was another key (--run-dir)."""
+    p = tmp_path / "h30.toml"
+    p.write_text("[window]\nhorizon = 30\nlookback = 20\n")
+    with pytest.raises(ConfigError) as section:
+        load_config(p, {"foo.bar": 1})
+    assert str(section.value) == "invalid configuration (options): foo: unknown key"
+    with pytest.raises(ConfigError) as file:
+        load_config(p, {"run_dir": "runs/x"})
+    assert str(file.value).startswith(f"invalid configuration ({p}): window.horizon (30) must not exceed")
+    with pytest.raises(ConfigError) as both:
+        load_config(p, {"window.horizon": 30})
+    assert str(both.value).startswith(f"invalid configuration ({p} and options): window.horizon (30)")
 
 
 def test_a_bad_value_is_traced_to_where_it_came_from(tmp_path):
@@ -134,6 +161,13 @@ def test_a_bad_value_is_traced_to_where_it_came_from(tmp_path):
         ("[train]\nlr = nan\n", "train.lr: expected a number, not nan"),
         ("[model]\ndropout = -nan\n", "model.dropout: expected a number, not nan"),
         ("[tune.space]\nlr = [1e-4, nan]\n", "tune.space.lr: expected a number, not nan"),
+        # what pydantic said in its own words ("Input should be a valid integer"), in the file's
+        ("[train]\nepochs = 1979-05-27\n", "train.epochs: expected a whole number, not 1979-05-27"),
+        ("[train]\nlr = 1979-05-27\n", "train.lr: expected a number, not 1979-05-27"),
+        ("[data]\ncalendar = 5\n", "data.calendar: expected text in quotes, not 5"),
+        ('[data]\ntickers = ["AAA", 5]\n', "data.tickers.1: expected text in quotes, not 5"),
+        ('[tune.space]\ncell = "rnn"\n', 'tune.space.cell: expected a list in brackets, such as [1, 2], not "rnn"'),
+        ("[train]\nepochs = 0\n", "train.epochs: must be greater than 0, not 0"),
     ],
 )
 def test_a_value_of_another_kind_is_refused_not_converted(tmp_path, text, fragment):
@@ -254,7 +288,7 @@ def test_a_seed_torch_cannot_take_is_a_config_error_not_a_crash(tmp_path):
     p.write_text(f"[train]\nseed = {2**64}\n")
     with pytest.raises(ConfigError) as e:
         load_config(p)
-    assert str(e.value).startswith(f"invalid configuration ({p}): train.seed: Input should be less than or equal to")
+    assert str(e.value) == f"invalid configuration ({p}): train.seed: must be at most {2**64 - 1}, not {2**64}"
     p.write_text(f"[train]\nseed = {2**64 - 1}\n")
     assert load_config(p).train.seed == 2**64 - 1
 
@@ -263,7 +297,7 @@ def test_a_seed_torch_cannot_take_is_a_config_error_not_a_crash(tmp_path):
     "text, message",
     [
         ('[train]\nepochs = "many"\n', 'train.epochs: expected a whole number, not "many"'),
-        ("[window]\nlookback = 3000\n", "window.lookback: Input should be less than or equal to 2000"),
+        ("[window]\nlookback = 3000\n", "window.lookback: must be at most 2000, not 3000"),
     ],
 )
 def test_a_bad_value_in_the_file_is_refused_even_where_a_flag_sets_that_key(tmp_path, text, message):
