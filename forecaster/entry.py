@@ -81,6 +81,11 @@ def main() -> None:
     # a shell script's `forecaster ... &` starts with SIGINT ignored; listen to it anyway, as
     # training does, so that an interruption is never lost while the command starts
     signal.signal(signal.SIGINT, on_stop_signal)
+    for stream in (sys.stdout, sys.stderr):  # a path or ticker its encoding lacks (PYTHONIOENCODING=ascii)
+        try:  # is written escaped, not an error once the files are written
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):  # closed (`>&-`), or not a text stream
+            pass
     try:
         from .cli import main as run
     except KeyboardInterrupt:

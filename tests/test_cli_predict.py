@@ -1243,3 +1243,18 @@ def test_a_reader_that_goes_away_costs_the_table_not_the_exit_code(trained_run, 
         assert (out / trained_run.name / "latest.csv").is_file()
     if command == "evaluate":
         assert (run_copy / "eval" / "metrics.csv").is_file()
+
+
+def test_a_path_the_output_encoding_lacks_is_written_escaped(trained_run, tmp_path):
+    """With PYTHONIOENCODING=ascii, a forecast folder named with an accent made predict fail
+    with an 'unexpected error: UnicodeEncodeError' (exit 1) after writing the forecasts."""
+    from support import cli_env
+
+    out = tmp_path / "fc_\u00e9"
+    proc = start_forecaster(
+        "predict", "--run", trained_run, "--offline", "--out", out, env=cli_env(PYTHONIOENCODING="ascii")
+    )
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "fc_\\xe9" in stdout + stderr and "Error" not in stderr
+    assert (out / trained_run.name / "latest.csv").is_file()
