@@ -5,15 +5,19 @@ on the data as the source holds it now, into ``runs/NAME-YYYYmmdd-HHMMSS``. Both
 backtested walk-forward (:func:`forecaster.evaluation.walk_forward`, the forecasts ``evaluate``
 makes) on the same sessions: the challenger's test split, the last ``test_days`` sessions. Each
 forecast uses data up to its origin only; the champion keeps its own normalisation and interval
-calibration, and its intervals are tracked from its validation scales as the challenger's are.
-Only the (ticker, origin, step) forecasts that both made are compared.
+calibration. The challenger's intervals are tracked from its validation scales; the champion's
+from its own test split's start on, through every session since, so each is the interval it
+issued live (``predict`` brings its scale up to date the same way), not one started afresh from
+a validation scale a year old. Only the (ticker, origin, step) forecasts that both made are
+compared.
 
 The challenger is promoted when, on those forecasts, its mean pinball loss is not higher than
 the champion's and its median's absolute errors are not significantly larger (one-sided
 Diebold–Mariano test of "the champion is more accurate" at ``alpha``, over every ticker and
 step in (ticker, step, origin) order with ``h`` the horizon). A tie goes to the challenger: it
-has seen the newer data. The champion was trained earlier, so its validation split may
-overlap the first sessions of the new test window; that can only flatter the champion.
+has seen the newer data. Where the challenger's test split starts before the champion's (a
+longer ``--test-days``), the champion walks forward from there instead, its validation split
+perhaps overlapping the first sessions compared; that can only flatter the champion.
 
 The name's lock is held throughout: a second retrain or a promote of the same name waits
 ``lock_timeout`` seconds and then exits 75. The pointer moves only after the challenger is
@@ -276,7 +280,9 @@ def compare(
     the name would stop forecasting them."""
     if not bars:
         raise DataError(f"{champ.name} and {chall.name} have no ticker in common: nothing to compare")
-    window = replace(champ, manifest=champ.manifest.model_copy(update={"splits": chall.manifest.splits}))
+    window = champ  # its intervals as issued live: tracked from its own test split's start
+    if chall.manifest.splits.test_start < champ.manifest.splits.test_start:
+        window = replace(champ, manifest=champ.manifest.model_copy(update={"splits": chall.manifest.splits}))
     pred = {
         "champion": walk_forward(window, {s: b for s, b in bars.items() if s in champ.manifest.tickers}),
         "challenger": walk_forward(chall, {s: b for s, b in bars.items() if s in chall.manifest.tickers}),

@@ -120,6 +120,30 @@ def test_champion_is_backtested_on_the_challengers_sessions_with_data_up_to_each
     assert not bad.promote and bad.challenger.pinball > bad.champion.pinball and bad.dm_pvalue < 0.05
 
 
+def test_the_champions_intervals_are_those_it_issued_live(small_dir, tmp_path):
+    """A champion trained 40 sessions ago: its scale was started afresh at the challenger's test
+    split from its validation scale, a stale one, not tracked on as its live forecasts were.
+    Now its forecasts compared are those evaluate's walk forward (and predict, live) gives."""
+    from forecaster.evaluation import evaluate
+
+    old = tmp_path / "old"
+    old.mkdir()
+    for f in small_dir.glob("*.csv"):
+        rows = f.read_text().splitlines(keepends=True)
+        (old / f.name).write_text("".join(rows[:-40]))
+    champ_dir, chall_dir = tmp_path / "champion", tmp_path / "challenger"
+    train(load_config(None, tiny_overrides(old)), run_dir=champ_dir)
+    for f in small_dir.glob("*.csv"):
+        shutil.copy(f, old / f.name)  # the store caught up
+    train(load_config(None, tiny_overrides(old, **{"window.test_days": 60, "train.seed": 1})), run_dir=chall_dir)
+    c = retraining.compare(load_run(champ_dir), load_run(chall_dir), load_bars("csv", old, ["STOCKA", "STOCKB"]))
+    walked = evaluate(champ_dir).predictions.astype({"origin": str})
+    mine = c.forecasts.astype({"origin": str}).merge(walked, on=["ticker", "origin", "step"])
+    assert len(mine) == len(c.forecasts) > 0
+    for q in ("p10", "p50", "p90"):
+        np.testing.assert_allclose(mine[f"{q}_a"], mine[q], rtol=1e-9)
+
+
 def test_a_failing_challenger_never_touches_the_pointer(cli, runs, tmp_path, monkeypatch):
     empty = tmp_path / "empty"
     empty.mkdir()
