@@ -175,6 +175,7 @@ def retrain(
                 on_batch=on_batch,
                 lock_timeout=lock_timeout,
                 keep_diverged=False,
+                distributed=False,  # one process, whatever a job runner sets
             )
             stage = "before the challenger was compared"
             chall = load_run(run_dir)

@@ -294,12 +294,14 @@ def validation_workers(device: torch.device, dist: Dist) -> int:
 
 
 class Dist:
-    """This process's place in a torchrun job (world size 1 when not distributed)."""
+    """This process's place in a torchrun job (world size 1 when not distributed, or ``alone``:
+    a training that is one process whatever the environment says)."""
 
-    def __init__(self):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    def __init__(self, alone: bool = False):
+        env = {} if alone else os.environ
+        self.world = int(env.get("WORLD_SIZE", "1"))
+        self.rank = int(env.get("RANK", "0"))
+        self.local_rank = int(env.get("LOCAL_RANK", "0"))
         self.device = torch.device("cpu")  # where the collectives' tensors go: set by setup
 
     @property
@@ -708,7 +710,7 @@ def fit(
 ) -> Iterator[EpochRecord]:
     """Train ``model`` in this process; yields a record per epoch and leaves the best
     validation weights in the model when the generator ends (or is closed)."""
-    trainer = Trainer(model, ws, cfg, device)
+    trainer = Trainer(model, ws, cfg, device, Dist(alone=True))
     try:
         yield from trainer.epochs(train_ends, val_ends, on_batch)
     finally:
@@ -845,11 +847,14 @@ def train(
     lock_timeout: float = 0.0,
     resume: bool = False,
     keep_diverged: bool = True,
+    distributed: bool = True,
 ) -> TrainResult:
     """Train one global model over ``cfg.data.tickers`` and write its run directory.
 
     Under ``torchrun`` (WORLD_SIZE > 1) the windows are sharded across ranks with
-    DistributedDataParallel and only rank 0 writes the run. SIGINT or SIGTERM saves a resumable
+    DistributedDataParallel and only rank 0 writes the run; ``distributed=False`` trains in
+    this process alone whatever the environment says (a tuning trial, a retrain's challenger:
+    a job runner may set WORLD_SIZE for every process it starts). SIGINT or SIGTERM saves a resumable
     run and raises :class:`Interrupted`; ``resume=True`` continues the run at ``run_dir``. A
     NaN loss raises :class:`Diverged`, after writing the best epoch before it as the run when
     ``keep_diverged`` (a tuning trial or a challenger, which only the finished run serves, do not).
@@ -865,9 +870,9 @@ def train(
         check_calendar(cfg.data.calendar)  # predict dates its forecasts with it: a typo stops here
 
         def into(path: Path) -> TrainResult:
-            return _train(cfg, tickers, path, now, on_epoch, on_batch, lock_timeout, resume, keep_diverged)
+            return _train(cfg, tickers, path, now, on_epoch, on_batch, lock_timeout, resume, keep_diverged, distributed)
 
-        if run_dir is not None or cfg.run_dir is not None or not Dist().main:
+        if run_dir is not None or cfg.run_dir is not None or not Dist(alone=not distributed).main:
             return into(Path(run_dir or cfg.run_dir or _default_run_dir(cfg, now)))
         # a folder named after the second: made now, so that two trainings started in the same
         # second do not write one run over the other; removed again if nothing is written to it
@@ -935,6 +940,7 @@ def _train(
     lock_timeout: float,
     resume: bool,
     keep_diverged: bool,
+    distributed: bool = True,
 ) -> TrainResult:
     """:func:`train` into ``run_dir``, its config checked (the other arguments are train's)."""
     check_run_target(run_dir)  # refused now, not once the epochs are spent
@@ -944,7 +950,7 @@ def _train(
     earlier = None if resume else _earlier_forecasts(run_dir, cfg)
     state, history, splits, seconds_before = (None, [], None, 0.0) if before is None else before[1:]
     origin = None if before is None else before[0].origin  # a tuned run resumed: still the study's
-    dist = Dist()
+    dist = Dist(alone=not distributed)
     seed_everything(cfg.train.seed)
     set_threads(cfg.train.threads)
     with sigterm_as_interrupt():  # `kill` while the data are read stops it like Ctrl-C, with one line

@@ -343,6 +343,7 @@ class Objective:
                     run_dir=Path(tmp) / "run",
                     on_epoch=PruningHook(trial, cfg.train.epochs, self.on_epoch),
                     keep_diverged=False,  # a trial that diverges fails: its run would go with it
+                    distributed=False,  # each trial is one process, whatever a job runner sets
                 )
             except Interrupted:
                 raise KeyboardInterrupt from None  # the study marks the trial failed and stops
@@ -799,7 +800,12 @@ def train_best(result: TuneResult, *, on_epoch=None, on_batch=None, lock_timeout
     origin = Origin(study=result.study, trial=best.number, val_loss=best.value, storage=result.storage)
     try:
         res = train(
-            best.config, run_dir=best.config.run_dir, on_epoch=on_epoch, on_batch=on_batch, lock_timeout=lock_timeout
+            best.config,
+            run_dir=best.config.run_dir,
+            on_epoch=on_epoch,
+            on_batch=on_batch,
+            lock_timeout=lock_timeout,
+            distributed=False,
         )
     except Interrupted as exc:  # the run saved to resume records the study too, and train --resume keeps it
         saved = Path(exc.details.get("run_dir") or best.config.run_dir)

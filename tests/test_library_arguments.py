@@ -243,3 +243,13 @@ def test_values_the_command_line_refuses_are_refused_by_the_library(run_copy, tm
         call(run_copy, tmp_path)
     assert not (tmp_path / "fc").exists() and not (tmp_path / "runs").exists()
     assert not (run_copy / "eval").exists()
+
+
+def test_a_tuning_trial_trains_alone_where_a_job_runner_set_world_size(sample_dir, tmp_path, monkeypatch):
+    """Every trial read WORLD_SIZE and RANK as a torchrun job's and tried to join a process
+    group: 'unexpected error: ... environment variable MASTER_ADDR expected'."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    cfg = load_config(None, {**tiny_overrides(sample_dir), "train.epochs": 1, "tune.trials": 1})
+    res = fc.tune(cfg, root=tmp_path / "tune")
+    assert list(res.trials["state"]) == ["COMPLETE"]
