@@ -87,7 +87,7 @@ def track_scales(
     lags = np.asarray(lags, dtype=np.int64).reshape(k)
     if np.any(lags < 1):
         raise ValueError("lags must be at least 1 session")
-    p = _resumed_at(given, n, k)
+    p = _resumed_at(given, n, (k,))
     log_scale = np.log(np.maximum(np.asarray(start, dtype=float).reshape(k), 1e-12))
     out = np.empty((n + 1, k))
     miss = np.zeros((n, k))
@@ -110,14 +110,14 @@ def track_scales(
     return out
 
 
-def _resumed_at(given: np.ndarray | None, n: int, k) -> int:
+def _resumed_at(given: np.ndarray | None, n: int, row: tuple[int, ...]) -> int:
     """The number of origins whose scales are ``given`` (0 for None), checked against N and the
     shape of a row."""
     if given is None:
         return 0
     shape = np.shape(given)
-    if shape[1:] != np.shape(np.empty(k)) or shape[0] > n:
-        raise ValueError(f"given scales of shape {shape} do not fit {n} origins of shape {np.shape(np.empty(k))}")
+    if shape[1:] != row or shape[0] > n:
+        raise ValueError(f"given scales of shape {shape} do not fit {n} origins of shape {row}")
     return shape[0]
 
 
@@ -243,11 +243,13 @@ def walk_forward_scales(
     if len(test) == 0:
         return start, {}, {}
     in_force, final = tracked_scales(q_test, ws, test, start, rate, steps=steps)
+    tid = ws.ticker_id[test]
+    order = np.lexsort((test, tid))  # each ticker's origins together, in time order
+    ids, first, counts = np.unique(tid[order], return_index=True, return_counts=True)
     pending = {}
-    for sym in final:
-        mine = np.flatnonzero(ws.ticker_id[test] == ws.names.index(sym))
-        last = mine[np.argsort(test[mine])][-(ws.horizon - 1) :] if ws.horizon > 1 else mine[:0]
-        pending[sym] = [[float(v) for v in row] for row in in_force[last]]
+    for i, f, c in zip(ids, first, counts):
+        last = order[f + max(c - (ws.horizon - 1), 0) : f + c]
+        pending[ws.names[i]] = [[float(v) for v in row] for row in in_force[last]]
     return start, final, pending
 
 
