@@ -2,9 +2,11 @@
 interleaved repeats, medians with their range, the result table and the JSON file, and a
 launcher that measures a command's wall time and peak memory.
 
-Every measurement runs in a child process started with :func:`clean_env`: the caller's
-environment without any OpenMP / MKL / BLAS threading variable, the same for the project and
-for the reference loops, so each side runs with exactly the settings it makes itself.
+Every measurement runs in a child process started with :func:`clean_env`: a few variables of
+the caller's environment that say where things are (PATH, HOME, the locale, the temporary
+folder) and nothing else (no threading, oneDNN, allocator, CUDA, torchrun or Python path
+setting), the same for the project and for the reference loops, so each side runs with exactly
+the settings it makes itself.
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 RESULTS = BENCH / "results"
-THREAD_VARS = ("OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", "BLIS_", "VECLIB_", "NUMEXPR_")
+KEPT_VARS = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "VIRTUAL_ENV")
+"""The caller's variables a measured child keeps: where things are, never how to run them."""
 
 
 def clean_env(extra: dict | None = None) -> dict:
-    """The environment of every measured child: this one minus threading variables."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(THREAD_VARS)}
+    """The environment of every measured child: :data:`KEPT_VARS` of this one (a threading,
+    oneDNN, allocator, CUDA, torchrun or PYTHONPATH setting would change what is measured),
+    then ``extra``."""
+    env = {k: os.environ[k] for k in KEPT_VARS if k in os.environ}
     env.update({"NO_COLOR": "1", "COLUMNS": "160", "PYTHONUNBUFFERED": "1"})
     env.update(extra or {})
     return env
@@ -87,7 +92,7 @@ def machine() -> dict:
     }
 
 
-def _cpu_clock() -> tuple[float, float, float] | None:
+def cpu_clock() -> tuple[float, float, float] | None:
     """(wall seconds, CPU seconds the whole machine was busy, CPU seconds of this process's
     waited-for children), or None where /proc/stat cannot be read."""
     import resource
@@ -104,7 +109,7 @@ def _cpu_clock() -> tuple[float, float, float] | None:
 
 def other_cores(before, after) -> float | None:
     """How many cores, on average, something other than the measured child kept busy between
-    two :func:`_cpu_clock` readings (a virtual machine's stolen time included): a figure taken
+    two :func:`cpu_clock` readings (a virtual machine's stolen time included): a figure taken
     beside such load is not a quiet machine's."""
     if before is None or after is None or after[0] <= before[0]:
         return None
@@ -119,11 +124,11 @@ def interleave(cases: dict[str, Callable[[], dict]], rounds: int, on_result=None
     out: dict[str, list[dict]] = {k: [] for k in cases}
     for r in range(rounds):
         for name, fn in cases.items():
-            before = _cpu_clock()
+            before = cpu_clock()
             res = fn()
             res["round"] = r
             res["load_after"] = load()
-            res["other_cores"] = other_cores(before, _cpu_clock())
+            res["other_cores"] = other_cores(before, cpu_clock())
             out[name].append(res)
             if on_result:
                 on_result(name, res)

@@ -180,6 +180,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.from_json:
         bench = json.loads(args.from_json.read_text())
+        if args.readme and bench.get("meta", {}).get("quick"):
+            print(f"{args.from_json} holds a --quick smoke run: it is not published", file=sys.stderr)
+            return 2
     else:
         started = time.perf_counter()
         meta = harness.machine()

@@ -105,6 +105,7 @@ def compare(res: harness.Results, label: str, cell: str, cfg: dict, args, forkin
         tps["project window"],
         forking_target,
         "training targets per second",
+        busy,  # the modes suffer unequally from a busy machine too (one thread against two)
     )
     res.details[label]["median_targets_per_s"] = {k: statistics.median(v) for k, v in tps.items()}
 

@@ -70,6 +70,34 @@ def test_arguments_that_would_publish_a_smoke_run_or_run_nothing_are_refused(arg
     assert "error:" in capsys.readouterr().err
 
 
+def test_a_smoke_runs_results_are_not_published_from_their_file_either(tmp_path, monkeypatch, capsys):
+    written = []
+    monkeypatch.setattr(run, "write_readme", written.append)
+    quick = tmp_path / "bench.json"
+    quick.write_text(run.json.dumps({"meta": {**_meta("2026-01-01 00:00:00"), "quick": True}, "areas": []}))
+    assert run.main(["--from-json", str(quick), "--readme"]) == 2
+    assert written == [] and "--quick smoke run" in capsys.readouterr().err
+
+
+def test_a_measured_child_keeps_no_setting_of_the_callers_environment(monkeypatch):
+    """Only where things are: a threading, oneDNN, CUDA, torchrun or PYTHONPATH setting of the
+    caller would change what is measured (only the threading ones were taken out)."""
+    for k, v in {
+        "OMP_NUM_THREADS": "7",
+        "PYTHONPATH": "/elsewhere",
+        "CUDA_VISIBLE_DEVICES": "",
+        "WORLD_SIZE": "2",
+        "ONEDNN_VERBOSE": "1",
+        "LD_PRELOAD": "x.so",
+        "HOME": "/home/me",
+    }.items():
+        monkeypatch.setenv(k, v)
+    env = harness.clean_env({"OMP_WAIT_POLICY": "PASSIVE"})
+    assert env["HOME"] == "/home/me" and env["OMP_WAIT_POLICY"] == "PASSIVE"
+    for k in ("OMP_NUM_THREADS", "PYTHONPATH", "CUDA_VISIBLE_DEVICES", "WORLD_SIZE", "ONEDNN_VERBOSE", "LD_PRELOAD"):
+        assert k not in env
+
+
 def test_a_smoke_run_writes_apart_from_the_published_results():
     assert run.results_dir(run.parse_args(["--quick"])) == harness.RESULTS / "quick"
     assert run.results_dir(run.parse_args([])) == harness.RESULTS
