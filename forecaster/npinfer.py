@@ -16,6 +16,7 @@ share of the input product is computed once per window (it is the same at every 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -287,13 +288,17 @@ def roll_forward(
     ret_shift: np.ndarray,
     next_dow: np.ndarray,
     ret_factor: np.ndarray | None = None,
+    fed: Sequence[tuple[int, np.ndarray, np.ndarray]] = (),
+    carried: Sequence[int] = (),
 ) -> np.ndarray:
     """The recursive strategy: a one-step model rolled forward H steps. Each step appends a row
     with the predicted median return as the ``ret`` feature (``r * ret_factor - ret_shift``, (B,)
-    each: from units of the target scale to the standardised feature), the other market features
-    at their training mean (0 after scaling) and the next weekday. Medians add up, the steps'
-    spreads add in quadrature (independent steps); (B, H, Q) in units of the target scale
-    times ``sqrt(h)``."""
+    each: from units of the target scale to the standardised feature) and as each feature of
+    ``fed`` (column, factor, shift: the return in units of the local volatility, which the
+    autoregressive term reads), the features of ``carried`` as the row before had them (the
+    local volatility: it persists), the other market features at their training mean (0 after
+    scaling) and the next weekday. Medians add up, the steps' spreads add in quadrature
+    (independent steps); (B, H, Q) in units of the target scale times ``sqrt(h)``."""
     m = model.median_index
     x = np.asarray(x, dtype=np.float32)
     ret_shift = np.asarray(ret_shift, dtype=np.float32)
@@ -314,6 +319,10 @@ def roll_forward(
         out.append(levels / np.float32(math.sqrt(h + 1)))
         new = np.zeros_like(x[:, :1])  # (B, 1, F)
         new[:, 0, 0] = r * factor - ret_shift
+        for col, f, shift in fed:
+            new[:, 0, col] = r * f - shift
+        for col in carried:
+            new[:, 0, col] = x[:, -1, col]
         new[:, 0, -2:] = next_dow[:, h]
         x = np.concatenate([x[:, 1:], new], axis=1)
     return np.stack(out, axis=1)
@@ -356,7 +365,8 @@ def predict_scaled(
                 if strategy == "recursive":
                     dow = next_weekday_features(ws.dates[e], horizon, calendar)
                     factor, shift = ws.ret_feature(e)
-                    out[rows] = roll_forward(model, x, t, horizon, shift, dow, factor)
+                    fed, carried = ws.fed_back(e)
+                    out[rows] = roll_forward(model, x, t, horizon, shift, dow, factor, fed, carried)
                 else:
                     out[rows] = model(x, t)
     return out

@@ -19,7 +19,7 @@ import pandas as pd
 
 from .config import IntervalConfig, ModelConfig
 from .errors import DataError
-from .features import Scaler, TickerArrays, make_arrays
+from .features import FEATURES, Scaler, TickerArrays, make_arrays
 from .tickers import some_reasons
 
 SPLITS = ("train", "val", "test")
@@ -77,6 +77,7 @@ class WindowSet:
     scale: np.ndarray  # (N,) float64: a window ending at row t has targets divided by scale[t] * sqrt(h)
     vol: np.ndarray  # (N,) interval widening at each row (1.0 where the targets are already local)
     skipped: dict[str, str] = field(default_factory=dict)
+    features: list[str] = field(default_factory=lambda: list(FEATURES))  # the columns of x
 
     @property
     def sqrt_h(self) -> np.ndarray:
@@ -141,6 +142,26 @@ class WindowSet:
                 shift[i] = self.scalers[s].mean[0] / self.scalers[s].std[0]
         tid = self.ticker_id[ends]
         return self.scale[ends] / ret_std[tid], shift[tid]
+
+    def fed_back(self, ends: np.ndarray) -> tuple[list[tuple[int, np.ndarray, np.ndarray]], list[int]]:
+        """What a recursive forecast from the windows ending at ``ends`` puts in the row it adds
+        besides ``ret`` (:meth:`ret_feature`): ``zret``, the predicted return in units of the
+        local volatility at the origin, as (column, factor, shift) with ``r * factor - shift``
+        (B,) each; and the columns carried over from the row before (``rvol``: the local
+        volatility persists). Nothing for features a run does not have."""
+        names = self.features
+        if "zret" not in names or "rvol" not in names:
+            return [], []
+        z, rv = names.index("zret"), names.index("rvol")
+        mean = np.zeros((len(self.names), 2))
+        std = np.ones((len(self.names), 2))
+        for i, s in enumerate(self.names):
+            if s in self.scalers:
+                mean[i] = self.scalers[s].mean[z], self.scalers[s].mean[rv]
+                std[i] = self.scalers[s].std[z], self.scalers[s].std[rv]
+        tid = self.ticker_id[ends]
+        local = np.exp(self.x[ends, rv].astype(np.float64) * std[tid, 1] + mean[tid, 1])  # sigma at the origin
+        return [(z, self.scale[ends] / local / std[tid, 0], mean[tid, 0] / std[tid, 0])], [rv]
 
     def targets(self, ends: np.ndarray) -> np.ndarray:
         """(B, H) scaled cumulative log returns after each window (every target must exist)."""
@@ -230,6 +251,7 @@ def build_windows(
         scale=scale,
         vol=vol,
         skipped=skipped,
+        features=list(features) if features is not None else list(FEATURES),
     )
 
 

@@ -22,10 +22,11 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @torch.no_grad()
-def torch_roll_forward(model, x, ticker, horizon, ret_shift, next_dow, ret_factor=1.0):
+def torch_roll_forward(model, x, ticker, horizon, ret_shift, next_dow, ret_factor=1.0, fed=(), carried=()):
     """The recursive strategy written with torch ops, as the reference for the numpy one: each
-    step appends the predicted median return (the other market features at their training mean,
-    0 after scaling) and the next weekday; medians add up, the steps' spreads add in quadrature."""
+    step appends the predicted median return (also as each ``fed`` feature, the ``carried``
+    ones as the row before had them, the other market features at their training mean, 0 after
+    scaling) and the next weekday; medians add up, the steps' spreads add in quadrature."""
     m = model.median_index
     cum = torch.zeros(x.shape[0])
     lo_sq = torch.zeros(x.shape[0], m)
@@ -41,6 +42,10 @@ def torch_roll_forward(model, x, ticker, horizon, ret_shift, next_dow, ret_facto
         out.append(levels / (h + 1) ** 0.5)
         new = torch.zeros_like(x[:, :1])
         new[:, 0, 0] = r * ret_factor - ret_shift
+        for col, f, shift in fed:
+            new[:, 0, col] = r * torch.as_tensor(f).float() - torch.as_tensor(shift).float()
+        for col in carried:
+            new[:, 0, col] = x[:, -1, col]
         new[:, 0, -2:] = next_dow[:, h]
         x = torch.cat([x[:, 1:], new], dim=1)
     return torch.stack(out, dim=1)
@@ -148,6 +153,26 @@ def test_roll_forward_feeds_its_own_median_back():
     np.testing.assert_allclose(out[:, 1, 1] * 2**0.5, out[:, 0, 1] + second, rtol=1e-5)
 
 
+def test_roll_forward_feeds_the_predicted_return_to_the_autoregressive_term():
+    """The row added for each step held the predicted return as ``ret`` alone: the highway,
+    which reads the return in units of the local volatility, saw the average return from step 2
+    on, so an AR(1) term forecast one step and no more."""
+    _, twin = _pair("lstm", "recursive", 1, 3, ar=1)
+    for w in (twin.head_w, twin.head_b):
+        w[...] = 0  # the median is the highway's alone: 0.5 times the last return read
+    twin.ar_w[...] = 0.5
+    twin.ar_b[...] = 0
+    x = np.zeros((1, 10, 6), np.float32)
+    x[:, -1, 2] = 1.0
+    tid, shift, dow = np.array([0]), np.zeros(1, np.float32), np.zeros((1, 3, 2), np.float32)
+    fed = [(2, np.ones(1, np.float32), np.zeros(1, np.float32))]
+    out = npinfer.roll_forward(twin, x, tid, 3, shift, dow, None, fed)
+    cumulative = out[0, :, 1] * np.sqrt([1, 2, 3])
+    np.testing.assert_allclose(cumulative, [0.5, 0.75, 0.875], rtol=1e-6)
+    alone = npinfer.roll_forward(twin, x, tid, 3, shift, dow) * np.sqrt([1, 2, 3])[:, None]
+    np.testing.assert_allclose(alone[0, :, 1], [0.5, 0.5, 0.5], rtol=1e-6)  # as it was
+
+
 def test_many_quantiles_stay_ordered_and_match_torch():
     net, twin = _pair("lstm", "direct", 1, 3, quantiles=(0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95))
     x = np.random.default_rng(2).normal(size=(16, 10, 6)).astype(np.float32) * 10
@@ -240,7 +265,9 @@ def test_numpy_run_predicts_what_the_torch_run_predicts(some_run, sample_dir):
     if cfg.model.strategy == "recursive":
         factor, shift = (torch.from_numpy(a).float() for a in ws.ret_feature(ends))
         dow = torch.from_numpy(next_weekday_features(ws.dates[ends], cfg.window.horizon)).float()
-        want = torch_roll_forward(net, x, tid, cfg.window.horizon, shift, dow, factor).numpy()
+        fed, carried = ws.fed_back(ends)
+        assert [c for c, _, _ in fed] == [names.index("zret")] and carried == [names.index("rvol")]
+        want = torch_roll_forward(net, x, tid, cfg.window.horizon, shift, dow, factor, fed, carried).numpy()
     else:
         with torch.no_grad():
             want = net(x, tid).numpy()
