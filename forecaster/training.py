@@ -971,6 +971,17 @@ def _train(
                 _check_shares(cfg, data, dist.world)
             if cfg.train.precision == "bf16" and device.type != "cuda" and dist.main:
                 log.warning("--precision bf16 is autocast on CUDA only: training on %s runs in fp32", device.type)
+            t = cfg.train
+            if t.mode == "forking" and t.batch_size % t.chunk and dist.main:  # a step takes whole chunks
+                per = max(1, t.batch_size // t.chunk)
+                log.warning(
+                    "--batch-size %d is not a multiple of --chunk %d: each forking step takes %d whole chunk(s), "
+                    "%d forecast origins",
+                    t.batch_size,
+                    t.chunk,
+                    per,
+                    per * t.chunk,
+                )
             trainer = Trainer(new_model(cfg, data.ws).to(device), data.ws, cfg, device, dist)
             if state is not None:
                 trainer.restore(_trainer_state(state))

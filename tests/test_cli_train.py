@@ -870,6 +870,22 @@ def test_train_bf16_without_cuda_warns_that_it_trains_in_fp32(cli, small_dir, tm
     assert warnings == ["WARNING: --precision bf16 is autocast on CUDA only: training on cpu runs in fp32"]
 
 
+@pytest.mark.parametrize(("batch", "per", "origins"), [(100, 3, 96), (16, 1, 32)])
+def test_a_forking_batch_that_is_not_whole_chunks_says_what_a_step_takes(cli, small_dir, tmp_path, batch, per, origins):
+    """A forking step takes whole chunks: --batch-size 16 trained 32 origins a step, and 100 took
+    96, without a word, where the batch is said to count the origins of a step."""
+    args = ["train", "--data-dir", small_dir, "-t", "STOCKA", *TINY, "--batch-size", str(batch)]
+    res = cli(*args, "--run-dir", tmp_path / "r")
+    assert res.exit_code == 0, res.stderr
+    warnings = [line for line in res.stderr.splitlines() if line.startswith("WARNING:")]
+    assert warnings == [
+        f"WARNING: --batch-size {batch} is not a multiple of --chunk 32: each forking step takes {per} whole "
+        f"chunk(s), {origins} forecast origins"
+    ]
+    res = cli(*args, "--train-mode", "window", "--run-dir", tmp_path / "w")  # a window step takes the batch
+    assert res.exit_code == 0 and "WARNING" not in res.stderr, res.stderr
+
+
 @pytest.mark.parametrize(
     ("text", "why"), [("Date,Open,High,Low,Close,Volume\n", "has a header but no rows"), ("", "the file is empty")]
 )
