@@ -233,12 +233,20 @@ def score(
         except _Malformed as exc:
             report.skipped[name] = str(exc)
     if model is None and frames:  # the run is gone: its model is the one its latest forecasts name
-        latest = frames[list(frames)[-1]]["model"].iloc[-1]
+        last = frames[list(frames)[-1]]
+        latest = last["model"].iloc[-1]
+        steps = int(last.groupby(["ticker", "as_of"]).size().max())  # and its horizon, theirs
         for name in list(frames):
+            sizes = frames[name].groupby(["ticker", "as_of"]).size()
+            made = int(sizes.iloc[0]) if len(sizes) and (sizes == sizes.iloc[0]).all() else steps
             if other := sorted(set(frames[name]["model"]) - {latest}):
                 how = f"{_cell(other[0])}, the latest forecasts are {_cell(latest)}'s"
-                report.skipped[name] = _another_model(run, how)
-                del frames[name]
+            elif made > steps or (made < steps and len(sizes) > 1):  # every forecast of another horizon
+                how = f"{made} steps, the latest forecasts have {steps}"
+            else:
+                continue
+            report.skipped[name] = _another_model(run, how)
+            del frames[name]
         report.skipped = dict(sorted(report.skipped.items()))
     report.read = list(frames)
     forecasts = _latest_copies(list(frames.values()))

@@ -335,6 +335,26 @@ def test_forecasts_of_another_model_are_kept_apart_when_the_run_is_gone(cli, tra
     assert json.loads(res.stdout)["scores"] == json.loads(clean.stdout)["scores"]
 
 
+@pytest.mark.parametrize("steps", [[1, 2], [1, 2, 3, 4]])
+def test_forecasts_of_another_horizon_are_kept_apart_when_the_run_is_gone(
+    cli, trained_run, sample_dir, out, tmp_path, steps
+):
+    """With the run deleted, its horizon is that of its latest forecasts: a file of another
+    horizon was scored with them, its extra steps as rows of their own, exit 0."""
+    folder = out / trained_run.name
+    gone = tmp_path / "runs" / trained_run.name
+    args = ["score", "--run", gone, "--out", out, "--source", "csv", "--data-dir", sample_dir, "--json"]
+    clean = cli(*args, "--since", "2024-12-24")
+    assert clean.exit_code == 0, clean.stderr
+    _steps(folder / "2024-12-20.csv", steps)
+    res = cli(*args)
+    assert res.exit_code == 3, res.stderr
+    why = f"({len(steps)} steps, the latest forecasts have 3; trained again under that name?)"
+    named = f"written by another model named {trained_run.name} {why}"
+    assert json.loads(res.stdout)["skipped"] == {"2024-12-20.csv": named}
+    assert json.loads(res.stdout)["scores"] == json.loads(clean.stdout)["scores"]
+
+
 @pytest.mark.parametrize("col, typo", [("date", "3024-12-23"), ("as_of", "1024-12-20"), ("date", "9999-12-31")])
 def test_a_date_with_a_year_out_of_range_is_a_bad_row_not_an_unexpected_error(cli, trained_run, out, col, typo):
     """A forecast file edited by hand with a mistyped year (3024 for 2024): that file is named
