@@ -102,10 +102,8 @@ class EvalReport:
                 how = "worse than" if pd.notna(r["skill"]) and r["skill"] < 0 else "no better than"
                 lines.append(f"h={step}: {how} naive (skill {r['skill']:+.2%})")
             elif not sig:
-                lines.append(
-                    f"h={int(r['step'])}: not significantly better than naive "
-                    f"(skill {r['skill']:+.2%}, DM p={r['dm_pvalue']:.3f})"
-                )
+                p = f"DM p={r['dm_pvalue']:.3f}" if pd.notna(r["dm_pvalue"]) else "DM p n/a: too few forecasts"
+                lines.append(f"h={int(r['step'])}: not significantly better than naive (skill {r['skill']:+.2%}, {p})")
         if ok:
             return True, f"The model beats the naive forecast at every step (DM p < {alpha})."
         return False, (

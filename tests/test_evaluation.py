@@ -226,9 +226,9 @@ def test_verdict_calls_a_skill_of_zero_no_better_and_only_a_negative_one_worse()
         {
             "ticker": "ALL",
             "model": "lstm",
-            "step": [1, 2, 3],
-            "skill": [0.0, -0.0125, 0.02],
-            "dm_pvalue": [np.nan, 0.9, 0.3],
+            "step": [1, 2, 3, 4],
+            "skill": [0.0, -0.0125, 0.02, 0.9325],
+            "dm_pvalue": [np.nan, 0.9, 0.3, np.nan],
         }
     )
     report = EvalReport(run="r", model="lstm", metrics=rows, predictions=pd.DataFrame(), out_dir=Path("."))
@@ -237,3 +237,5 @@ def test_verdict_calls_a_skill_of_zero_no_better_and_only_a_negative_one_worse()
     assert "h=1: no better than naive (skill +0.00%)" in sentence
     assert "h=2: worse than naive (skill -1.25%)" in sentence
     assert "h=3: not significantly better than naive (skill +2.00%, DM p=0.300)" in sentence
+    # two forecasts scored: no test to read, said so rather than "DM p=nan"
+    assert "h=4: not significantly better than naive (skill +93.25%, DM p n/a: too few forecasts)" in sentence
