@@ -8,7 +8,8 @@ starts from the same clean environment. Two loops:
   thread setting ``forecaster train`` applies (``train.threads``, by default one thread), in
   ``--mode window`` or ``forking``;
 - ``hand``: a plain PyTorch loop with torch's defaults: pre-built window tensors, the same
-  recurrent cell over the 6 features, a linear head, AdamW, the pinball loss; nothing set.
+  recurrent cell over the 8 features, a linear head, AdamW (the project's weight decay), the
+  pinball loss; nothing set.
 
 Both train on the same forecast origins: every training origin of the first synthetic tickers
 of ``forecaster.synthetic.generate_universe``, at least ``--targets`` of them. One pass over
