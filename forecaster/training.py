@@ -1303,12 +1303,15 @@ def load_training_data(cfg: Config, tickers: list[str], splits: Splits | None = 
             continue
         if last < start:
             where = f"before the validation split starts ({start})"
+            then = "it is trained on but neither calibrated nor evaluated"
         else:  # a forecast needs `horizon` sessions of the split after its origin
             where = f"fewer than {w.horizon} sessions into the validation split (from {start})"
-        no_val.append(
-            f"{sym}: no validation windows: its bars end {last}, {where}; "
-            "it is trained on but neither calibrated nor evaluated"
-        )
+            inside = int((bars[sym].index >= splits.val_start).sum())
+            then = (
+                f"it is trained on and not evaluated, its intervals calibrated on the {inside} "
+                f"validation session(s) it has"
+            )
+        no_val.append(f"{sym}: no validation windows: its bars end {last}, {where}; {then}")
     log_some(logging.WARNING, no_val, "tickers without validation windows")
     for split, what in (("train", "training"), ("val", "validation")):
         if len(ends[split]) == 0:

@@ -407,8 +407,11 @@ def test_ticker_ending_too_soon_into_the_validation_split_is_named(
         assert res.manifest.no_validation == {"ENDSCO": {"last_date": last, "split_start": val_start}}
         assert warned == [
             f"ENDSCO: no validation windows: its bars end {last}, fewer than 3 sessions into the validation "
-            f"split (from {val_start}); it is trained on but neither calibrated nor evaluated"
+            f"split (from {val_start}); it is trained on and not evaluated, its intervals calibrated on the "
+            f"{into_validation} validation session(s) it has"
         ]
+        # its one-step outcomes there did move its scale: "neither calibrated" was not so
+        assert res.manifest.tickers["ENDSCO"].conformal != [1.0, 1.0, 1.0]
         shown = f"no val.    ENDSCO: bars end {last}, too soon after the start of the validation split ({val_start})"
         assert shown in cli("info", str(tmp_path / "run")).stdout.splitlines()
     else:
