@@ -55,6 +55,9 @@ WORK="$(cd "$WORK" && pwd)"
 FAILED=0
 # a step that ended on Ctrl-C or SIGTERM (the forecaster exits 130 for both) ends the check too
 stopped() { if [[ "$1" == 130 || "$1" == 143 ]]; then echo "gpu_check: stopped" >&2; exit 130; fi; }
+# and so does Ctrl-C or SIGTERM at any other moment (writing the universe, a python step): bash
+# would otherwise die of the signal itself, after the step's traceback
+trap 'echo "gpu_check: stopped" >&2; exit 130' INT TERM
 if [[ "${KEEP:-0}" != 1 ]]; then
   trap 'rm -rf "$WORK"' EXIT
 else
