@@ -8,7 +8,9 @@ the tickers go out in blocks, in order, and the results come back in that order.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager, suppress
@@ -67,7 +69,9 @@ def workers(processes: int, *, fresh: bool = False) -> Iterator[Workers | None]:
     # fork where there is one: a worker starts in milliseconds, with numpy and pandas loaded
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() and not fresh else "spawn"
     context = multiprocessing.get_context(method)
-    with ProcessPoolExecutor(processes, mp_context=context, initializer=_worker_signals) as pool:
+    with ProcessPoolExecutor(
+        processes, mp_context=context, initializer=_worker_signals, initargs=(os.getpid(),)
+    ) as pool:
         try:
             # every process is started now, with the stop signals held: one that arrives while a
             # process is still starting (as the first block of another stops the command) waits
@@ -95,6 +99,22 @@ def _stop_now(pool: ProcessPoolExecutor) -> None:
 
 
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this process when ``parent`` dies (Linux), and end it now if that
+    happened already; elsewhere nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl to call: as before
+        return
+    if os.getppid() != parent:  # the command died before the request was made
+        os._exit(1)
 
 
 @contextmanager
@@ -115,14 +135,17 @@ def _started() -> None:
     """The first task, which makes the pool start its processes."""
 
 
-def _worker_signals() -> None:
+def _worker_signals(parent: int) -> None:
     """A worker leaves Ctrl-C to the command, which stops handing out blocks and ends the
     processes (:func:`_stop_now`), and dies quietly on SIGTERM (`systemctl stop` signals every
     process of the command) rather than taking it for a Ctrl-C of its own: a traceback, or a
     pool that hangs.
     It starts with both signals held (:func:`workers`), so that neither reaches the command's
-    own handlers, which it inherits; one that came before is delivered here, to these."""
+    own handlers, which it inherits; one that came before is delivered here, to these.
+    On Linux it also dies with the command (``parent``): one killed outright (SIGKILL: the OOM
+    killer, ``timeout -s KILL``) left its workers waiting on their pipes for ever."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with(parent)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)

@@ -2,6 +2,7 @@
 
 import os
 
+import pytest
 from support import run_script
 
 _STOPPED_WHILE_BLOCKS_RUN = """
@@ -51,3 +52,37 @@ def test_a_stop_ends_the_running_blocks_rather_than_waiting_for_them(tmp_path):
     assert len(pids) == 2
     assert not [pid for pid in pids if _alive(pid)]
     assert not list(tmp_path.glob("finished-*"))
+
+
+_KILLED_WHILE_BLOCKS_RUN = """
+import os, signal, sys, time
+from pathlib import Path
+from forecaster.pool import workers
+
+marks = Path(sys.argv[1])
+with workers(2, fresh=sys.argv[2] == "spawn") as pool:
+    results = pool.executor.map(time.sleep, [60, 60])
+    time.sleep(1)  # both blocks under way
+    for pid in pool.executor._processes:
+        (marks / f"started-{pid}").touch()
+    os.kill(os.getpid(), signal.SIGKILL)  # the OOM killer, `timeout -s KILL`: no handler runs
+"""
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_the_workers_die_with_a_command_killed_outright(tmp_path, start):
+    """SIGKILL leaves the command no moment to end its workers: they stayed, their parent gone,
+    waiting on their pipes for ever (evaluate --jobs, predict --jobs, train's garch fits)."""
+    import time
+
+    res = run_script(_KILLED_WHILE_BLOCKS_RUN, tmp_path, start)
+    assert res.returncode == -9, res.stderr
+    pids = [int(p.name.removeprefix("started-")) for p in tmp_path.glob("started-*")]
+    assert len(pids) == 2
+    give_up = time.monotonic() + 10
+    while [pid for pid in pids if _alive(pid)] and time.monotonic() < give_up:
+        time.sleep(0.05)
+    left = [pid for pid in pids if _alive(pid)]
+    for pid in left:  # not left behind by this test either
+        os.kill(pid, 9)
+    assert not left
