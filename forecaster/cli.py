@@ -1058,6 +1058,7 @@ def evaluate(
             "--jobs", "-j", min=0, help="Processes sharing the tickers (0: one per core this process may use)."
         ),
     ] = 0,
+    lock_timeout: LockOpt = 0.0,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
     log_file: LogFileOpt = None,
@@ -1067,7 +1068,8 @@ def evaluate(
 
     Writes DIR/eval/metrics.csv, DIR/eval/predictions.csv, DIR/eval/lag.csv and plots (up to 20
     tickers), prints a table and says plainly whether the model beats the naive forecast. Exit 3
-    if some tickers' bars could not be read (named; the rest are evaluated and written).
+    if some tickers' bars could not be read (named; the rest are evaluated and written), 75 if
+    the run is locked (being trained, or evaluated by another process).
     """
     if log_file is not None:
         from .checkpoint import run_directory
@@ -1088,6 +1090,7 @@ def evaluate(
             tickers=_tickers(tickers, tickers_arg),
             plot=plot,
             jobs=jobs,
+            lock_timeout=lock_timeout,
         )
         ok, verdict = rep.verdict(alpha)
         intervals_ok, interval_verdict = rep.interval_verdict(alpha)

@@ -18,9 +18,17 @@ import numpy as np
 import pandas as pd
 
 from .baselines import BASELINES, GARCH_REFIT_EVERY, PROBABILISTIC_BASELINES, GarchParams, naive_scale
-from .checkpoint import Run, load_run
+from .checkpoint import Run, load_run, run_lock_path
 from .errors import EXIT_OK, EXIT_PARTIAL, DataError, ForecasterError
-from .fsio import atomic_write_text, publish_files, refuse_empty_folders, replace_dir, sibling_temp_dir
+from .fsio import (
+    atomic_write_text,
+    file_lock,
+    publish_files,
+    refuse_empty_folders,
+    remove_stale_temp_dirs,
+    replace_dir,
+    sibling_temp_dir,
+)
 from .intervals import calibrated, start_scales, tracked_scales, with_median
 from .metrics import POOLED, PROBABILISTIC_MODELS, QUANTILE_SUFFIXES, lag_share, metrics_table, sort_metrics
 from .npinfer import predict_scaled
@@ -285,12 +293,25 @@ def evaluate(
     tickers: list[str] | None = None,
     plot: bool | None = False,
     jobs: int = 0,
+    lock_timeout: float = 0.0,
 ) -> EvalReport:
     """Backtest ``run_dir`` and write ``eval/metrics.csv``, ``eval/predictions.csv`` and
     ``eval/lag.csv`` (and plots with ``plot``; None: when at most :data:`PLOT_TICKERS` tickers
-    are evaluated); ``jobs`` processes share the tickers (0: one per core this process may use)."""
+    are evaluated); ``jobs`` processes share the tickers (0: one per core this process may use).
+
+    The run's lock is held throughout (LockBusy after ``lock_timeout`` seconds): a training
+    rewriting the run, a retrain deleting it or another evaluation of it would otherwise leave
+    this one's files in a run that is no longer the one evaluated, or a run folder that had gone."""
     refuse_empty_folders(run_dir=run_dir, data_dir=data_dir, required=("run_dir",))
-    run = load_run(run_dir)
+    path = load_run(run_dir).path  # its errors (no run there, a name whose run is gone) first
+    with file_lock(run_lock_path(path), lock_timeout):
+        run = load_run(path)  # as it is now that no training may rewrite it
+        remove_stale_temp_dirs(path / "eval")  # left by an evaluation killed outright
+        return _evaluate(run, run_dir, source, data_dir, tickers, plot, jobs)
+
+
+def _evaluate(run: Run, run_dir, source, data_dir, tickers, plot, jobs) -> EvalReport:
+    """:func:`evaluate` of the loaded ``run``, its lock held."""
     cfg = run.config
     names = run.select(tickers)
     if plot is None:

@@ -15,9 +15,11 @@ from support import (
     assert_stopped_with_one_line,
     csv_folder_with_a_bar_on,
     error_lines,
+    hold_lock,
     run_forecaster_minding_file_modes,
     run_meta,
     run_script,
+    stop,
     stopped_in_a_worker,
     tiny_overrides,
 )
@@ -732,3 +734,25 @@ def test_a_ticker_without_forecasts_at_the_last_step_gets_a_panel_that_says_so(t
     assert "1 session(s) ahead" in first and on1 and said1 == []
     assert "3 session(s) ahead" in last and not on3
     assert said3 == ["no forecast 3 session(s) ahead: the bars end too soon"]
+
+
+def test_evaluate_holds_the_runs_lock_and_clears_what_a_killed_evaluation_left(cli, run_copy):
+    """evaluate took no lock: a training that replaced the run meanwhile (or a retrain that
+    deleted it) got this evaluation's files, an old model's, in the new run, or a run folder
+    back with eval/ alone in it; and an evaluation killed outright left its temporary folder
+    in the run for ever."""
+    from forecaster.checkpoint import run_lock_path
+
+    holder = hold_lock(run_lock_path(run_copy), 60)  # a training of that run under way
+    try:
+        res = cli("evaluate", "--run", run_copy, "--no-plot")
+        assert_one_line_error(res, 75, "another forecaster run holds", run_lock_path(run_copy).name)
+        assert not (run_copy / "eval").exists()
+    finally:
+        stop(holder)
+    left = run_copy / ".eval.k1ll3d00.tmp"  # an evaluation killed with SIGKILL
+    left.mkdir()
+    (left / "predictions.csv").write_text("ticker,origin\n")
+    res = cli("evaluate", "--run", run_copy, "--no-plot", "-q")
+    assert res.exit_code == 0, res.stderr
+    assert not left.exists() and (run_copy / "eval" / "metrics.csv").is_file()
