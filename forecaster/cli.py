@@ -367,6 +367,8 @@ def handled(debug: bool = False, command: str = "forecaster", json_out: bool = F
     _Printed.started = True
     _Printed.command = command
     stop_begun(False)
+    stdout = sys.stdout
+    sys.stdout = _ReaderMayGo(stdout)
     try:
         yield
     except ForecasterError as e:
@@ -381,9 +383,8 @@ def handled(debug: bool = False, command: str = "forecaster", json_out: bool = F
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except (typer.Exit, typer.BadParameter):  # a usage error the command found itself: exit 2
         raise
-    except BrokenPipeError:  # the reader went away (`forecaster info RUN | head`): stop quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+    except BrokenPipeError:  # the reader went away, in a write not made through stdout: stop quietly
+        _to_devnull(stdout)
         raise typer.Exit(0) from None
     except OSError as e:  # a file problem the library did not foresee: still one plain line
         if debug:
@@ -399,6 +400,50 @@ def handled(debug: bool = False, command: str = "forecaster", json_out: bool = F
             json_out, EXIT_ERROR, "unexpected error: %s: %s (run with --debug for the traceback)", type(e).__name__, e
         )
         raise typer.Exit(EXIT_ERROR) from None
+    finally:
+        with suppress(OSError, ValueError):  # what is still buffered: a reader gone is noted, not raised
+            sys.stdout.flush()
+        sys.stdout = stdout
+
+
+class _ReaderMayGo:
+    """``sys.stdout`` while a command runs: once its reader has gone away (`forecaster predict
+    ... | head -1`), what is printed is dropped, and the command goes on to the end and exits
+    with its own code (a partial forecast's 3, an unusable run's 1), not 0 at the first write
+    that found the pipe closed."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._gone = False
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._gone = True
+                _to_devnull(self._stream)
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._gone = True
+                _to_devnull(self._stream)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _to_devnull(stream) -> None:
+    """Point ``stream``'s descriptor at /dev/null, so that its flush at exit cannot fail either."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+    except (OSError, ValueError, AttributeError):  # a stream without a descriptor (a test's)
+        pass
 
 
 def _failed(json_out: bool, code: int, message: str, *args, extra: dict | None = None) -> None:

@@ -336,7 +336,7 @@ def prune(name: str, keep: int, runs_dir: Path = DEFAULT_RUNS_DIR) -> Pruned:
                 os.replace(run, trash)
                 delete_tree(trash, str(trash))
         except LockBusy:
-            log.info("%s kept: it is being trained (its lock is held)", run)
+            log.info("%s kept: it is in use (its lock is held: being trained or evaluated)", run)
             result.kept.append(run)
             continue
         for lock in (f".{run.name}.lock", f".{run.name}.lock.holder"):  # train's lock on that run

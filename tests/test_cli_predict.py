@@ -1258,3 +1258,27 @@ def test_a_path_the_output_encoding_lacks_is_written_escaped(trained_run, tmp_pa
     assert proc.returncode == 0, stderr
     assert "fc_\\xe9" in stdout + stderr and "Error" not in stderr
     assert (out / trained_run.name / "latest.csv").is_file()
+
+
+@pytest.mark.parametrize("command", ["predict", "info"])
+def test_a_reader_that_goes_away_leaves_the_commands_own_exit_code(
+    trained_run, sample_dir, run_copy, tmp_path, command
+):
+    """The first write that found the pipe closed ended the command with exit 0: a forecast
+    with a failed ticker (3) or an unusable run (1) read as done to the wrapper."""
+    import shutil
+
+    if command == "predict":  # one of the two tickers has no bars: exit 3
+        partial = tmp_path / "partial"
+        partial.mkdir()
+        shutil.copy(sample_dir / "STOCKA.csv", partial / "STOCKA.csv")
+        args, code = ("predict", "--run", trained_run, "--offline", "--source", "csv", "--data-dir", partial), 3
+        args += ("--out", tmp_path / "fc")
+    else:  # its weights gone: info shows what it can, then exits 1
+        (run_copy / "model.safetensors").unlink()
+        args, code = ("info", run_copy), 1
+    proc = start_forecaster(*args)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == code, err
+    assert "Traceback" not in err and "Exception ignored" not in err
