@@ -503,6 +503,11 @@ def _check_consistent(m: Manifest, path: Path) -> None:
     continuous = len(names) - CALENDAR
     for sym, t in m.tickers.items():
         pending = t.conformal_pending or []
+        if t.conformal_pending is None and t.conformal_online is not None and m.format_version >= 3:
+            raise RunFormatError(  # format 3 keeps them wherever it tracked the test split
+                f"{path} is malformed: {sym}.conformal_pending is missing "
+                "(the scales in force at its last test origins)"
+            )
         if len(pending) > horizon - 1:
             raise RunFormatError(
                 f"{path} is malformed: {sym}.conformal_pending has {len(pending)} origins, not at most {horizon - 1}"

@@ -602,7 +602,8 @@ TrainModeOpt = Annotated[
     ),
 ]
 ChunkOpt = Annotated[
-    int | None, typer.Option(min=1, help="Forking mode: forecast origins per stretch (after lookback burn-in).")
+    int | None,
+    typer.Option(min=1, help="Forking mode: forecast origins per stretch (after lookback - 1 rows of burn-in)."),
 ]
 EpochStepsOpt = Annotated[
     int | None,

@@ -305,6 +305,7 @@ def _set(path: str, value):
         (_set("tickers.STOCKA.conformal_pending", lambda v: [v[0], [0.0] * 3]), "STOCKA.conformal_pending holds"),
         (_set("tickers.STOCKA.conformal_pending", lambda v: [v[0][:2]]), "STOCKA.conformal_pending has 2 steps"),
         (_set("tickers.STOCKA.conformal_pending", lambda v: [v[0]] * 3), "pending has 3 origins, not at most 2"),
+        (_set("tickers.STOCKA.conformal_pending", None), "STOCKA.conformal_pending is missing"),
     ],
 )
 def test_a_run_json_whose_numbers_cannot_make_a_forecast_is_refused_saying_which(cli, run_copy, tmp_path, damage, why):
