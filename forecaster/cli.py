@@ -248,11 +248,7 @@ def _console(**options):
     class Tolerant(Console):
         def on_broken_pipe(self) -> None:
             self.quiet = True
-            try:
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, self.file.fileno())  # nor may the flush at exit fail
-            except (OSError, ValueError, AttributeError):  # a stream without a descriptor
-                pass
+            _to_devnull(self.file)
 
     return Tolerant(**options)
 
@@ -330,7 +326,11 @@ def setup_logging(quiet: bool, log_file: Path | None, json_out: bool = False) ->
     err.addFilter(lambda r: not getattr(r, ON_BAR, False))  # the progress bar shows it on stderr
     # every process of a distributed training reads the same data: rank 0 alone warns of them
     others = _other_rank()
-    err.addFilter(lambda r: r.levelno >= logging.ERROR or not others)
+
+    def rank_0_warns(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or not others
+
+    err.addFilter(rank_0_warns)
     log.addHandler(err)
     if log_file:
         try:
@@ -345,7 +345,7 @@ def setup_logging(quiet: bool, log_file: Path | None, json_out: bool = False) ->
             _failed(json_out, EXIT_ERROR, "cannot write the log file %s: %s", log_file, why)
             raise typer.Exit(EXIT_ERROR) from None
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        fh.addFilter(lambda r: r.levelno >= logging.ERROR or not others)
+        fh.addFilter(rank_0_warns)
         log.addHandler(fh)
 
 
