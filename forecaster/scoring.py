@@ -241,7 +241,7 @@ def score(
             made = int(sizes.iloc[0]) if len(sizes) and (sizes == sizes.iloc[0]).all() else steps
             if other := sorted(set(frames[name]["model"]) - {latest}):
                 how = f"{_cell(other[0])}, the latest forecasts are {_cell(latest)}'s"
-            elif made > steps or (made < steps and len(sizes) > 1):  # every forecast of another horizon
+            elif _another_horizon(made, steps, len(sizes)):
                 how = f"{made} steps, the latest forecasts have {steps}"
             else:
                 continue
@@ -310,6 +310,13 @@ def _refuse_deleted_target(path: Path, out: Path | None, source: str | None, dat
 
 class _Malformed(Exception):
     """A forecast file that cannot be scored, with the reason."""
+
+
+def _another_horizon(made: int, horizon: int, forecasts: int) -> bool:
+    """Whether ``forecasts`` forecasts of ``made`` steps each were made by a model of another
+    horizon than ``horizon``: more steps, or fewer in more than one forecast (one alone may be a
+    file cut short)."""
+    return made > horizon or (made < horizon and forecasts > 1)
 
 
 def _another_model(run: str, how: str) -> str:
@@ -430,9 +437,10 @@ def _read_forecast(
     if horizon and not invalid.any() and len(sizes) and (sizes == sizes.iloc[0]).all():
         made = int(sizes.iloc[0])  # every forecast has steps 1..made: a model of that horizon
         steps_of = df.groupby(["ticker", "as_of"])["step"]
-        if (made > horizon or (made < horizon and len(sizes) > 1)) and steps_of.apply(
-            lambda s: sorted(s) == list(range(1, made + 1))
-        ).all():
+        if (
+            _another_horizon(made, horizon, len(sizes))
+            and steps_of.apply(lambda s: sorted(s) == list(range(1, made + 1))).all()
+        ):
             raise _Malformed(_another_model(run, f"{made} steps, the run forecasts {horizon}"))
     bad = invalid | outside
     if bad.any():

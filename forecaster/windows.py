@@ -134,14 +134,19 @@ class WindowSet:
     def ret_feature(self, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """How a one-step return r, in units of the target scale of the windows ending at
         ``ends``, becomes the standardised ``ret`` feature: ``r * factor - shift``, both (B,)."""
-        ret_std = np.ones(len(self.names))
-        shift = np.zeros(len(self.names))
+        mean, std = self._stats([0])
+        tid = self.ticker_id[ends]
+        return self.scale[ends] / std[tid, 0], mean[tid, 0] / std[tid, 0]
+
+    def _stats(self, cols: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(K, C) each ticker's training mean and deviation of the feature columns ``cols``
+        (0 and 1 for a ticker without a scaler)."""
+        mean, std = np.zeros((len(self.names), len(cols))), np.ones((len(self.names), len(cols)))
         for i, s in enumerate(self.names):
             if s in self.scalers:
-                ret_std[i] = self.scalers[s].std[0]
-                shift[i] = self.scalers[s].mean[0] / self.scalers[s].std[0]
-        tid = self.ticker_id[ends]
-        return self.scale[ends] / ret_std[tid], shift[tid]
+                mean[i] = [self.scalers[s].mean[c] for c in cols]
+                std[i] = [self.scalers[s].std[c] for c in cols]
+        return mean, std
 
     def fed_back(self, ends: np.ndarray) -> tuple[list[tuple[int, np.ndarray, np.ndarray]], list[int]]:
         """What a recursive forecast from the windows ending at ``ends`` puts in the row it adds
@@ -153,12 +158,7 @@ class WindowSet:
         if "zret" not in names or "rvol" not in names:
             return [], []
         z, rv = names.index("zret"), names.index("rvol")
-        mean = np.zeros((len(self.names), 2))
-        std = np.ones((len(self.names), 2))
-        for i, s in enumerate(self.names):
-            if s in self.scalers:
-                mean[i] = self.scalers[s].mean[z], self.scalers[s].mean[rv]
-                std[i] = self.scalers[s].std[z], self.scalers[s].std[rv]
+        mean, std = self._stats([z, rv])
         tid = self.ticker_id[ends]
         local = np.exp(self.x[ends, rv].astype(np.float64) * std[tid, 1] + mean[tid, 1])  # sigma at the origin
         return [(z, self.scale[ends] / local / std[tid, 0], mean[tid, 0] / std[tid, 0])], [rv]
