@@ -111,6 +111,9 @@ def _age_note(last: pd.Timestamp, cut, now, calendar: str) -> tuple[int, str]:
     else:
         what = f"the latest completed session ({ref.date()})"
     behind = sessions_after_count(last, ref, calendar)
+    if behind == 0:
+        up_to = "the latest completed session" if what.startswith("the") else f"the last session up to {what}"
+        return 0, f"last bar {last.date()}, {up_to}"
     return behind, f"last bar {last.date()}, {behind} session(s) before {what}"
 
 

@@ -245,7 +245,7 @@ def test_predict_as_of_today_before_the_close_is_not_stale(trained_run, tmp_path
     rep = predict(trained_run, as_of="2025-01-02", out=tmp_path / "fc", now=morning)
     assert rep.exit_code == 0
     assert rep.warnings == []
-    assert any("0 session(s) before the latest completed session (2024-12-31)" in n for n in rep.notes)
+    assert "STOCKA: last bar 2024-12-31, the latest completed session" in rep.notes
     # after the close the session of 2025-01-02 is missing, and that is said
     evening = pd.Timestamp("2025-01-02 22:00", tz="UTC")
     rep = predict(trained_run, as_of="2025-01-02", out=tmp_path / "fc", now=evening)

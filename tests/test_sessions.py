@@ -381,5 +381,8 @@ def test_a_forecast_as_of_a_day_the_calendar_holds_is_dated_after_its_data_ends(
     later = last + pd.Timedelta(days=60)
     behind, note = _age_note(pd.Timestamp("1993-05-28"), pd.Timestamp("1993-06-01"), later, "XSHG")
     assert (behind, note) == (2, "last bar 1993-05-28, 2 session(s) before --as-of 1993-06-01")  # 05-31, 06-01
+    # a bar as fresh as the as-of date allows (1993-05-29 and 30 are a weekend) says so, not "0 before"
+    behind, note = _age_note(pd.Timestamp("1993-05-28"), pd.Timestamp("1993-05-30"), later, "XSHG")
+    assert (behind, note) == (0, "last bar 1993-05-28, the last session up to --as-of 1993-05-30")
     with pytest.raises(ConfigError, match=f"only has sessions up to {last.date()}"):
         _age_note(pd.Timestamp("1993-05-28"), None, later, "XSHG")
