@@ -890,27 +890,27 @@ def _progress(show: bool, epochs: int):
         transient=False,
     ) as bar:
         task = bar.add_task("train", total=None, epoch=1, status="")
-        last = []
+        last = []  # the epoch just ended, until the next one's first step
 
         def on_batch(n):
+            if last:  # the bar moves on to the next epoch only once that one trains
+                bar.update(task, epoch=last.pop().epoch + 1, completed=0)
             bar.advance(task, n)
 
         def on_epoch(r):
             last[:] = [r]
             _log_epoch(r, on_bar=True)
+            # whole, at the epoch it ended: the bar reads that while the run is finished
+            # (calibration, baselines, writing), where no next epoch will run
             bar.update(
                 task,
-                epoch=r.epoch + 1,
-                completed=0,
+                epoch=r.epoch,
+                completed=r.samples,
                 total=r.samples,
                 status=f"train {r.train_loss:.4f} val {r.val_loss:.4f}",
             )
 
-        try:
-            yield on_epoch, on_batch
-        finally:  # the bar left on screen shows the last epoch trained, whole, not the next one
-            if last:
-                bar.update(task, epoch=last[0].epoch, completed=last[0].samples, total=last[0].samples)
+        yield on_epoch, on_batch
 
 
 # tune-only option -> config key

@@ -905,24 +905,45 @@ def test_train_skips_a_ticker_whose_file_has_no_rows(cli, small_dir, tmp_path, t
 
 
 def test_the_progress_bar_left_on_screen_shows_the_last_epoch_trained(monkeypatch):
-    """On a terminal the bar reads `epoch N+1` while epoch N+1 trains; once training stops it
+    """On a terminal the bar reads `epoch N+1` while epoch N+1 trains; once training stops,
+    and while the run is finished after it (calibration, baselines: seconds to a minute), it
     must read the last epoch trained, full, not an epoch that never ran."""
     import io
 
+    import rich.progress
     from rich.console import Console
 
     from forecaster import cli as cli_module
 
-    screen = io.StringIO()
-    console = Console(file=screen, force_terminal=True, width=100, no_color=True)
+    console = Console(file=io.StringIO(), force_terminal=True, width=100, no_color=True)
     monkeypatch.setattr(cli_module, "_stderr_console", lambda: console)
+    bars = []
+
+    class Seen(rich.progress.Progress):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            bars.append(self)
+
+    monkeypatch.setattr(rich.progress, "Progress", Seen)
+
+    def shown():
+        console.file = io.StringIO()
+        bars[0].refresh()
+        return console.file.getvalue()
+
     with cli_module._progress(True, 5) as (on_epoch, on_batch):
-        for epoch in (1, 2):
-            on_batch(64)
-            on_epoch(_record(epoch))
-    final = screen.getvalue().replace("\r", "\n").splitlines()
-    shown = [line for line in final if "epoch" in line][-1]
-    assert "epoch 2" in shown and "epoch 3" not in shown, final
+        on_batch(32)
+        assert "epoch 1" in shown()
+        on_batch(32)
+        on_epoch(_record(1))
+        on_batch(32)  # epoch 2 trains
+        assert "epoch 2" in shown()
+        on_batch(32)
+        on_epoch(_record(2))
+        finishing = shown()  # early stopping, or the cap: the run is being finished
+        assert "epoch 2" in finishing and "epoch 3" not in finishing, finishing
+        assert "val 0.6000" in finishing
+    assert "epoch 3" not in shown()
 
 
 def _record(epoch: int):
