@@ -1390,7 +1390,7 @@ def info(
             except RunFormatError as e:
                 unusable = str(e)
         if json_out:
-            pointer = {"pointer": {"name": str(run), "target": str(target)}} if target else {}
+            pointer = {"pointer": {"name": run.name, "path": str(run), "target": str(target)}} if target else {}
             _emit_json(json.loads(m.to_json()) | pointer | ({"unusable": unusable} if unusable else {}))
             _refuse_unusable(unusable)
             return

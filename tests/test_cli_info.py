@@ -76,6 +76,11 @@ def test_info_json_keys_of_a_promoted_name_are_documented_in_the_readme(cli, run
     paragraph = readme[readme.index("Every command that takes a run") :].split("\n\n", 1)[0]
     added = set(doc) - set(run_meta(run_copy))
     assert added == {"pointer"}
+    assert doc["pointer"] == {
+        "name": "prod",
+        "path": str(run_copy.parent / "prod"),
+        "target": str(run_copy.resolve()),
+    }
     assert not [k for k in sorted(added | set(doc["pointer"])) if f"`{k}`" not in paragraph]
 
 
