@@ -571,14 +571,42 @@ def run_lock_path(run_dir: os.PathLike) -> Path:
     return run_dir.parent / f".{run_dir.name}.lock"
 
 
+READ_TRIES = 3
+"""Reads of a run that ``train`` replaced meanwhile, before the run's contents are taken as they are."""
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def load_run(run_dir: Path) -> Run:
     """Load and check a complete run for forecasting; every problem is a RunFormatError that
     says what is wrong. The network runs in numpy: this never imports torch.
 
     A promoted name (``runs/NAME``, a link that ``promote`` may switch at any moment) is
     resolved once, so the manifest and the weights come from the same run; ``Run.path`` is the
-    run directory itself."""
+    run directory itself. A run that ``train --run-dir`` puts in place of another while it is
+    read (a new directory in one rename) is read again, so the manifest and the weights come
+    from one training, never one from each."""
     run_dir = run_directory(run_dir)
+    for tries_left in range(READ_TRIES - 1, -1, -1):
+        before = _identity(run_dir)
+        try:
+            run = _load_run_once(run_dir)
+        except RunFormatError:
+            if tries_left and _identity(run_dir) != before:
+                continue  # replaced while read: what was missing or mismatched may be there now
+            raise
+        if not tries_left or _identity(run_dir) == before:
+            return run
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _load_run_once(run_dir: Path) -> Run:
     manifest = read_manifest(run_dir)
     if manifest.status != "complete":
         from .registry import challenger_of, unfinished_advice  # here: the registry imports this module

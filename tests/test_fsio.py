@@ -1,5 +1,6 @@
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -218,3 +219,41 @@ def test_lock_of_killed_holder_is_free_at_once(lock_holder):
     with fsio.file_lock(lock, timeout=0):
         pass
     assert time.monotonic() - started < 1
+
+
+@pytest.mark.parametrize("swap", ["exchange", "renames"])
+def test_a_run_replaced_while_it_is_read_is_read_whole_from_the_new_one(trained_run, tmp_path, monkeypatch, swap):
+    """`train --run-dir` puts a new run in place of the one a cron `predict` is reading: the
+    manifest (calibration, tickers, gate) and the weights must come from one training. They
+    came from one each: the old run.json and the new model.safetensors."""
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    from forecaster import checkpoint
+
+    if swap == "renames":
+        monkeypatch.setattr(fsio, "_exchange", lambda a, b: False)
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    new = fsio.sibling_temp_dir(run)
+    shutil.copytree(trained_run, new, dirs_exist_ok=True)
+    doc = json.loads((new / "run.json").read_text())
+    doc["created_at"] = "2030-01-01T00:00:00+00:00"
+    (new / "run.json").write_text(json.dumps(doc))
+    halved = {k: v * 0.5 for k, v in load_file(str(new / "model.safetensors")).items()}
+    save_file(halved, str(new / "model.safetensors"))
+
+    real, reads = checkpoint.read_weights, []
+
+    def replaced_meanwhile(run_dir):
+        if not reads:  # the manifest was read: now the new run takes the old one's place
+            fsio.replace_dir(new, run)
+        reads.append(real(run_dir))
+        return reads[-1]
+
+    monkeypatch.setattr(checkpoint, "read_weights", replaced_meanwhile)
+    loaded = checkpoint.load_run(run)
+    assert loaded.manifest.created_at.year == 2030
+    assert len(reads) == 2 and reads[-1]["head.weight"].tolist() == halved["head.weight"].tolist()
+    assert loaded.model.head_w.T.tolist() == halved["head.weight"].tolist()
