@@ -120,6 +120,14 @@ class SplitDates(_Record):
         return Splits.from_dict(self.model_dump(mode="json"))
 
 
+class NoValidation(_Record):
+    """A ticker trained on without validation windows: where its bars end, and where the
+    validation split starts."""
+
+    last_date: date
+    split_start: date
+
+
 class RunMetrics(_Record):
     best_epoch: int | None
     best_val_loss: float | None
@@ -149,7 +157,7 @@ class Manifest(_Record):
     features: FeatureSpec
     tickers: dict[str, TickerEntry]
     skipped: dict[str, str] = Field(default_factory=dict)
-    no_validation: dict[str, dict[str, str]] = Field(
+    no_validation: dict[str, NoValidation] = Field(
         default_factory=dict,
         description="tickers without validation windows: bars ending before the validation split or "
         "fewer than horizon sessions into it (last date, split start)",

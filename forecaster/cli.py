@@ -820,7 +820,7 @@ def _tune_best_dir(config: list[Path] | None, options: dict) -> Path | None:
 def _training_doc(run_dir: Path, man) -> dict:
     """train --json's account of the run ``man`` (its manifest) at ``run_dir``."""
     doc = {"run_dir": str(run_dir), "name": man.name, **man.metrics.model_dump(mode="json")}
-    return {**doc, "windows": man.windows, "skipped": man.skipped, "no_validation": man.no_validation}
+    return {**doc, "windows": man.windows, "skipped": man.skipped, "no_validation": man.model_dump(mode="json")["no_validation"]}
 
 
 def _training_stopped_starting(json_out: bool, resume: Path | None, run_dir: Path | None) -> KeyboardInterrupt:
@@ -1427,13 +1427,11 @@ def info(
         for s, why in m.skipped.items():
             print(f"skipped    {s}: {why}")
         for s, why in m.no_validation.items():
-            if why["last_date"] >= str(m.splits.test_start):
-                print(
-                    f"no val.    {s}: too few bars in the validation split (a gap in them); bars end {why['last_date']}"
-                )
+            if why.last_date >= m.splits.test_start:
+                print(f"no val.    {s}: too few bars in the validation split (a gap in them); bars end {why.last_date}")
                 continue
-            when = "before" if why["last_date"] < why["split_start"] else "too soon after the start of"
-            print(f"no val.    {s}: bars end {why['last_date']}, {when} the validation split ({why['split_start']})")
+            when = "before" if why.last_date < why.split_start else "too soon after the start of"
+            print(f"no val.    {s}: bars end {why.last_date}, {when} the validation split ({why.split_start})")
         print("metrics    " + ", ".join(f"{k} {_figure(v)}" for k, v in m.metrics.model_dump().items()))
         if m.origin is not None:
             o = m.origin

@@ -353,6 +353,24 @@ def test_a_bad_setting_in_run_json_is_said_in_the_configs_own_words(cli, run_cop
     assert "Value error" not in line
 
 
+@pytest.mark.parametrize("json_out", [False, True])
+def test_a_ticker_without_validation_missing_its_dates_in_run_json_is_said_alike_in_text_and_json(
+    cli, run_copy, json_out
+):
+    """A hand-edited no_validation entry without its dates: text `info` failed with a bare
+    KeyError where `--json` and `evaluate` took it; now the run is malformed for all of them."""
+    meta = run_meta(run_copy)
+    meta["no_validation"] = {"STOCKB": {"last_date": "2024-01-02"}}
+    (run_copy / "run.json").write_text(json.dumps(meta))
+    res = cli("info", run_copy, *(["--json"] if json_out else []))
+    assert res.exit_code == 1
+    want = "run.json is malformed: no_validation.STOCKB.split_start"
+    if json_out:
+        assert want in json.loads(res.stdout)["error"]
+    else:
+        assert_one_line_error(res, 1, want)
+
+
 def test_info_newer_format_version(cli, run_copy):
     meta = run_meta(run_copy)
     meta["format_version"] = 4

@@ -323,7 +323,9 @@ def test_ticker_without_validation_windows_is_named(sample_dir, tmp_path, caplog
     with caplog.at_level("WARNING", logger="forecaster"):
         res = train(cfg, run_dir=tmp_path / "run")
     val_start = str(res.manifest.splits.val_start)
-    assert res.manifest.no_validation == {"OLDCO": {"last_date": old["Date"].iloc[-1], "split_start": val_start}}
+    assert res.manifest.model_dump(mode="json")["no_validation"] == {
+        "OLDCO": {"last_date": old["Date"].iloc[-1], "split_start": val_start}
+    }
     assert "OLDCO" in res.manifest.tickers  # still trained on
     assert any("OLDCO: no validation windows" in r.getMessage() and val_start in r.getMessage() for r in caplog.records)
 
@@ -404,7 +406,9 @@ def test_ticker_ending_too_soon_into_the_validation_split_is_named(
     warned = [r.getMessage() for r in caplog.records if "ENDSCO: no validation windows" in r.getMessage()]
     if named:
         last = df["Date"].iloc[cut]
-        assert res.manifest.no_validation == {"ENDSCO": {"last_date": last, "split_start": val_start}}
+        assert res.manifest.model_dump(mode="json")["no_validation"] == {
+            "ENDSCO": {"last_date": last, "split_start": val_start}
+        }
         assert warned == [
             f"ENDSCO: no validation windows: its bars end {last}, fewer than 3 sessions into the validation "
             f"split (from {val_start}); it is trained on and not evaluated, its intervals calibrated on the "
