@@ -10,6 +10,7 @@ arrays, so reading a run never needs torch), everything else is JSON checked fie
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import math
@@ -36,6 +37,7 @@ from .fsio import (
     follow_link,
     links_in,
     publish_files,
+    refuse_empty_folders,
     remove_stale_temp_dirs,
     replace_dir,
     sibling_temp_dir,
@@ -410,10 +412,20 @@ def set_origin(run_dir: Path, origin: Origin) -> Manifest:
 def run_directory(path: Path) -> Path:
     """``path`` with a promoted name's link resolved once; a RunFormatError when no directory
     is there, which names the promoted name as well as the run it points at."""
+    refuse_empty_folders(run_dir=path, required=("run_dir",))  # "" is no run, not the current folder
     path = Path(path)
     run_dir = follow_link(path)
     if run_dir.is_dir():
         return run_dir
+    if path.is_symlink():
+        try:
+            os.path.realpath(path, strict=True)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise RunFormatError(
+                    f"{path} is a symbolic link that leads back to itself (a loop of links): "
+                    "promote a run to that name again"
+                ) from None
     if run_dir == path:
         raise RunFormatError(f"no run directory at {path}")
     what = "is not a run directory" if run_dir.exists() else "does not exist (deleted?)"

@@ -371,6 +371,15 @@ def test_a_ticker_without_validation_missing_its_dates_in_run_json_is_said_alike
         assert_one_line_error(res, 1, want)
 
 
+def test_a_loop_of_links_is_named_as_one(cli, tmp_path):
+    """Two names pointing at each other: it said the name pointed at itself, "which does not
+    exist (deleted?)"."""
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    res = cli("info", tmp_path / "a")
+    assert_one_line_error(res, 1, f"{tmp_path / 'a'} is a symbolic link that leads back to itself (a loop of links)")
+
+
 def test_info_newer_format_version(cli, run_copy):
     meta = run_meta(run_copy)
     meta["format_version"] = 4

@@ -80,6 +80,8 @@ def test_download_reads_a_string_as_tickers(tmp_path):
         (lambda run, tmp: fc.promote(run, "prod", runs_dir=""), "runs_dir", False),
         (lambda run, tmp: fc.retrain("prod", runs_dir=""), "runs_dir", False),
         (lambda run, tmp: fc.evaluate(""), "run_dir", False),
+        # read the run in the current folder, or said "." was not a run
+        (lambda run, tmp: fc.load_run(""), "run_dir", False),
         # download went to Yahoo and made store/ and .yfinance-cache/ in the current folder
         (lambda run, tmp: fc.download(["AAPL"], ""), "data_dir", False),
     ],
