@@ -46,6 +46,7 @@ from .outputs import write_csv
 from .pool import blocks, processes_for, workers
 from .sessions import (
     dated_after_today,
+    not_sessions,
     get_calendar,
     last_completed_session,
     next_sessions,
@@ -95,9 +96,10 @@ class ForecastReport:
         return EXIT_PARTIAL if self.failed else EXIT_OK
 
 
-def _age_note(last: pd.Timestamp, cut, now, calendar: str) -> tuple[int, str]:
+def _age_note(last: pd.Timestamp, cut, now, calendar: str) -> tuple[bool, str]:
     """How far the last bar lags the as-of date, or the latest completed session when that is
-    earlier (an --as-of of today before the close: today's bar cannot exist yet). A calendar
+    earlier (an --as-of of today before the close: today's bar cannot exist yet), and whether
+    that is a warning (a bar behind, or one ahead of the latest completed session). A calendar
     whose data does not reach today (exchange_calendars holds some exchanges' holidays only a
     few years ahead) counts to the as-of date alone."""
     try:
@@ -110,11 +112,16 @@ def _age_note(last: pd.Timestamp, cut, now, calendar: str) -> tuple[int, str]:
         ref, what = cut, f"--as-of {cut.date()}"
     else:
         what = f"the latest completed session ({ref.date()})"
+    if last > ref:  # a bar of today before the close, or of a day that is no session
+        return True, (
+            f"last bar {last.date()} is after {what}: a bar of a session still trading (its close not "
+            f"final), or of a day {calendar} does not trade"
+        )
     behind = sessions_after_count(last, ref, calendar)
     if behind == 0:
         up_to = "the latest completed session" if what.startswith("the") else f"the last session up to {what}"
-        return 0, f"last bar {last.date()}, {up_to}"
-    return behind, f"last bar {last.date()}, {behind} session(s) before {what}"
+        return False, f"last bar {last.date()}, {up_to}"
+    return True, f"last bar {last.date()}, {behind} session(s) before {what}"
 
 
 def _refresh(
@@ -160,11 +167,11 @@ def _refresh(
                 if cut is not None and last > cut and (dates <= cut).any():  # the bars after --as-of are not read
                     upto = f"{dates[dates <= cut][-1].date()} (--as-of {cut.date()})"
                 report.warnings.append(
-                    f"{sym}: refresh failed ({reason}); using stored bars up to {upto} ({behind} sessions behind)"
+                    f"{sym}: refresh failed ({reason}); using stored bars up to {upto} ({behind} session(s) behind)"
                 )
                 continue
             bad[sym] = (
-                f"refresh failed ({reason}); stored bars end {last.date()}, {behind} sessions behind "
+                f"refresh failed ({reason}); stored bars end {last.date()}, {behind} session(s) behind "
                 f"(max {max_staleness})"
             )
         if result.kinds[sym].temporary:
@@ -321,16 +328,21 @@ def _forecast_block(block: _Block) -> ForecastReport:
     """One block's bars read and forecast: a report of its rows (none when no ticker could be
     read), failures, warnings, notes and recalibrations, dated by its latest last bar."""
     part = ForecastReport(run=block.run.name, as_of="", forecasts=pd.DataFrame(columns=FORECAST_COLUMNS))
-    bars = _recent_bars(block.run, block.names, block.source, block.data_dir, block.cut, block.now, part.failed)
+    bars = _recent_bars(
+        block.run, block.names, block.source, block.data_dir, block.cut, block.now, part.failed, part.warnings
+    )
     if bars:
         part.forecasts = _forecast(block.run, bars, block.cut, block.dated, block.now, part)
     return part
 
 
-def _recent_bars(run: Run, names, source, data_dir, cut, now, failed: dict[str, str]) -> dict[str, pd.DataFrame]:
+def _recent_bars(
+    run: Run, names, source, data_dir, cut, now, failed: dict[str, str], warnings: list[str]
+) -> dict[str, pd.DataFrame]:
     """Each ticker's bars up to ``cut``, trimmed to what the window and the volatility estimate
     read; a ticker without enough of them, or (without ``cut``) with bars dated after today, is
-    added to ``failed`` with the reason."""
+    added to ``failed`` with the reason. Bars since the run's on days the run's calendar does
+    not trade are warned of (``train`` named those it read)."""
     lookback = run.config.window.lookback
     halflife = max(run.config.intervals.vol_halflife, run.config.model.scale_halflife)
     keep = lookback + 1 + WARMUP_HALFLIVES * halflife  # plus the bars since the run's last one
@@ -360,8 +372,24 @@ def _recent_bars(run: Run, names, source, data_dir, cut, now, failed: dict[str, 
             )
             continue
         since = int((df.index >= pd.Timestamp(run.manifest.tickers[sym].last_date)).sum())
+        if off := _off_calendar(df.index[-max(since, 1) :], run.config.data.calendar):
+            warnings.append(f"{sym}: {off}")
         bars[sym] = df.iloc[-(keep + since) :]
     return bars
+
+
+def _off_calendar(dates: pd.DatetimeIndex, calendar: str) -> str | None:
+    """What is wrong with ``dates`` (a ticker's newest bars) on ``calendar``: bars on days it
+    does not trade, which a forecast dated by its sessions would follow; None when all trade."""
+    off = not_sessions(dates, calendar)
+    if not len(off):
+        return None
+    which = "its last bar" if off[-1] == dates[-1] else "a bar"
+    return (
+        f"{len(off)} of its bars since the run's last fall on days that are not {calendar} sessions, "
+        f"{which} on {off[-1].date()} ({off[-1].day_name()}): dates shifted by a time zone (bars stamped in "
+        f"UTC?), or bars of another exchange; its forecasts are dated by {calendar}'s sessions after its last bar"
+    )
 
 
 def _write(report: ForecastReport, target: Path, run: Run) -> None:
@@ -577,8 +605,8 @@ def _forecast(run: Run, bars, cut, dated: set[str], now, report: ForecastReport)
             key = ("age", last)
             if key not in sessions:
                 sessions[key] = _age_note(last, cut, now, cfg.data.calendar)
-            behind, note = sessions[key]
-            (report.warnings if behind > 0 else report.notes).append(f"{sym}: {note}")
+            warn, note = sessions[key]
+            (report.warnings if warn else report.notes).append(f"{sym}: {note}")
     # dated by the last bar forecast from, as the rows are: an --as-of on a weekend or a holiday
     # is the session before it, never a day no row names
     if finite.any():

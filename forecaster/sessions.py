@@ -165,6 +165,12 @@ def _build(name: str, start: pd.Timestamp, end: pd.Timestamp) -> _Span:
     return _Span(cal, lo, hi, sessions, pd.DatetimeIndex(closes))
 
 
+def _xcals_version() -> str:
+    import exchange_calendars as xcals
+
+    return xcals.__version__
+
+
 def _default_span(name: str) -> _Span:
     end = pd.Timestamp(year=_clock_today().year + _YEARS_AHEAD, month=12, day=31)
     return _build(_resolve_name(name), _DEFAULT_START, end)
@@ -198,8 +204,15 @@ def _covering(name: str, first: pd.Timestamp | None, last: pd.Timestamp | None, 
         (first, "up to", bmax) if first is not None and bmax is not None and first > bmax else None,
     ]
     for day, word, bound in filter(None, beyond):
+        later = (
+            f" (exchange_calendars {_xcals_version()}: a newer version may hold later years, "
+            "pip install -U exchange-calendars)"
+            if word == "up to"
+            else ""
+        )
         raise ConfigError(
             f"exchange calendar {name!r} only has sessions {word} {bound.date()}; cannot answer for {day.date()}"
+            + later
         )
     # Only the years asked about (plus one after), so a far-off date builds a small calendar.
     lo = span.start if first is None else pd.Timestamp(year=first.year, month=1, day=1)

@@ -253,6 +253,47 @@ def test_predict_as_of_today_before_the_close_is_not_stale(trained_run, tmp_path
     assert all("1 session(s) before --as-of 2025-01-02" in w for w in rep.warnings)
 
 
+def _with_bars(sample_dir, dest: Path, rows: dict[str, list[str]]) -> Path:
+    """A copy of the sample's CSV files with ``rows`` (dates) appended to the tickers named,
+    each a bar at the ticker's last close."""
+    dest.mkdir()
+    for sym in ("STOCKA", "STOCKB"):
+        text = (sample_dir / f"{sym}.csv").read_text()
+        close = text.splitlines()[-1].split(",")[4]
+        added = "".join(f"{day},{close},{close},{close},{close},1000\n" for day in rows.get(sym, []))
+        (dest / f"{sym}.csv").write_text(text + added)
+    return dest
+
+
+def test_a_bar_on_a_day_the_calendar_does_not_trade_is_warned_of(trained_run, sample_dir, tmp_path):
+    """A Saturday bar (dates stamped in UTC, a bad export): predict forecast from it and dated
+    the forecast by it without a word, and its age note called it the latest completed session."""
+    data = _with_bars(sample_dir, tmp_path / "data", {"STOCKA": ["2025-01-02", "2025-01-03", "2025-01-04"]})
+    monday = pd.Timestamp("2025-01-06 15:00", tz="UTC")  # before the close: Friday's is the latest
+    rep = predict(trained_run, data_dir=data, out=tmp_path / "fc", now=monday, offline=True)
+    assert rep.exit_code == 0
+    [off] = [w for w in rep.warnings if "not XNYS sessions" in w]
+    assert off.startswith("STOCKA: 1 of its bars since the run's last fall on days that are not XNYS sessions")
+    assert "its last bar on 2025-01-04 (Saturday)" in off
+    assert [w for w in rep.warnings if w.startswith("STOCKA: last bar 2025-01-04 is after the latest completed")]
+    assert not [w for w in rep.warnings if w.startswith("STOCKB") and "not XNYS" in w]
+
+
+def test_a_bar_of_a_session_still_trading_is_not_called_the_latest_completed(trained_run, sample_dir, tmp_path):
+    """A CSV holding today's bar before the close: its close is the price of the moment. The
+    note said "last bar 2025-01-02, the latest completed session" (an info line), where the
+    latest completed session was 2024-12-31."""
+    data = _with_bars(sample_dir, tmp_path / "data", {"STOCKA": ["2025-01-02"]})
+    morning = pd.Timestamp("2025-01-02 15:00", tz="UTC")  # 10:00 in New York
+    rep = predict(trained_run, data_dir=data, out=tmp_path / "fc", now=morning, offline=True)
+    assert (
+        "STOCKA: last bar 2025-01-02 is after the latest completed session (2024-12-31): a bar of a session "
+        "still trading (its close not final), or of a day XNYS does not trade"
+    ) in rep.warnings
+    assert "STOCKB: last bar 2024-12-31, the latest completed session" in rep.notes
+    assert not [w for w in rep.warnings if "not XNYS sessions" in w]  # 2025-01-02 is a session
+
+
 def test_predict_as_of_an_earlier_day_keeps_the_newer_latest(cli, trained_run, tmp_path):
     """latest.csv is the newest forecast: a forecast for an earlier day writes its dated file
     only, and says so; one for the same day or a later one replaces latest.csv."""
