@@ -1442,21 +1442,24 @@ def info(
         evaluation = Path(run if target is None else target) / "eval" / "metrics.csv"
         if evaluation.exists():
             print(f"evaluation {evaluation}")
-            for line in _evaluation_lines(evaluation, c.model.cell):
+            for line in _evaluation_lines(evaluation, c.model.cell, list(m.tickers)):
                 print(f"           {line}")
         print("versions   " + ", ".join(f"{k} {v}" for k, v in m.versions.items()))
         _refuse_unusable(unusable)
 
 
-def _evaluation_lines(path: Path, model: str) -> list[str]:
+def _evaluation_lines(path: Path, model: str, tickers: list[str]) -> list[str]:
     """The pooled figures of an evaluation's metrics.csv, a line per step: the median against
     naive, the intervals against the best volatility baseline and their coverage (or why the
-    file cannot be read)."""
+    file cannot be read), and over which of the run's ``tickers`` when not all of them."""
     import pandas as pd
 
     from .metrics import POOLED
+    from .tickers import some_names
 
     try:
+        if not path.read_bytes().endswith(b"\n"):  # evaluate writes whole files: one cut or edited
+            return ["(cut short: its last line is incomplete; run evaluate again to see its figures)"]
         m = pd.read_csv(path)
         lacking = [
             c for c in ("ticker", "model", "step", "n", "skill", "coverage", "best_vol", "pinball_ratio") if c not in m
@@ -1464,7 +1467,12 @@ def _evaluation_lines(path: Path, model: str) -> list[str]:
         if lacking:
             return [f"(made by an older evaluate, without {', '.join(lacking)}: run evaluate again to see its figures)"]
         rows = m[(m["ticker"] == POOLED) & (m["model"] == model)].sort_values("step")
+        if rows.empty:
+            return [f"(no pooled figures of the {model} model in it: run evaluate again to see them)"]
         lines = []
+        scored = [t for t in tickers if t in set(m["ticker"])]
+        if len(scored) < len(tickers):
+            lines.append(f"over {len(scored)} of the run's {len(tickers)} tickers ({some_names(scored)})")
         for r in rows.itertuples():
             vs = f" ({r.best_vol})" if isinstance(r.best_vol, str) else ""
             lines.append(

@@ -173,6 +173,28 @@ def test_info_shows_the_evaluations_pooled_figures_step_by_step(cli, run_copy):
         assert f"({r.best_vol}) {r.pinball_ratio:.4f}, 80 % coverage {r.coverage:.1%}, n {r.n}" in line, line
 
 
+def test_info_says_when_the_evaluation_is_cut_short_or_covers_some_tickers_only(cli, run_copy):
+    """A metrics.csv cut inside a row showed that row's step with blank figures; one cut before
+    the pooled rows showed the heading alone; an evaluation of one ticker of two looked like
+    the whole run's."""
+    metrics = run_copy / "eval" / "metrics.csv"
+    assert cli("evaluate", "--run", run_copy, "-q", "--no-plot", "STOCKA").exit_code == 0
+    out = cli("info", run_copy).stdout
+    assert "over 1 of the run's 2 tickers (STOCKA)" in out, out
+    assert cli("evaluate", "--run", run_copy, "-q", "--no-plot").exit_code == 0
+    whole = metrics.read_text()
+    assert "tickers (" not in cli("info", run_copy).stdout
+    metrics.write_text(whole[: whole.rindex("ALL,") + 10])  # inside the last pooled row
+    out = cli("info", run_copy).stdout
+    assert "(cut short: its last line is incomplete; run evaluate again to see its figures)" in out, out
+    assert "step " not in out
+    lines = whole.splitlines(keepends=True)
+    metrics.write_text("".join(ln for ln in lines if not ln.startswith("ALL,")))
+    model = run_meta(run_copy)["config"]["model"]["cell"]
+    out = cli("info", run_copy).stdout
+    assert f"(no pooled figures of the {model} model in it: run evaluate again to see them)" in out, out
+
+
 def test_info_shows_skipped_tickers(cli, run_copy, tmp_path):
     meta = run_meta(run_copy)
     meta["skipped"] = {"NEWCO": "40 training sessions, need at least 24"}
