@@ -212,7 +212,12 @@ SourceOpt = Annotated[
 ]
 TickersOpt = Annotated[
     list[str] | None,
-    typer.Option("--tickers", "-t", help="Tickers, comma-separated; may be repeated (more may follow as arguments)."),
+    typer.Option(
+        "--tickers",
+        "-t",
+        metavar="<tickers>",
+        help="Tickers, comma-separated; may be repeated (more may follow as arguments).",
+    ),
 ]
 ExtraTickers = Annotated[
     list[str] | None, typer.Argument(help="Tickers (alternative to --tickers).", show_default=False, metavar="TICKER")
@@ -231,7 +236,10 @@ LogFileOpt = Annotated[
 ]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
 LockOpt = Annotated[
-    float, typer.Option("--lock-timeout", min=0, help="Seconds to wait for another run's lock before exiting 75.")
+    float,
+    typer.Option(
+        "--lock-timeout", min=0, metavar="<float>", help="Seconds to wait for another run's lock before exiting 75."
+    ),
 ]
 RunOpt = Annotated[
     Path,
@@ -603,11 +611,17 @@ TrainModeOpt = Annotated[
 ]
 ChunkOpt = Annotated[
     int | None,
-    typer.Option(min=1, help="Forking mode: forecast origins per stretch (after lookback - 1 rows of burn-in)."),
+    typer.Option(
+        min=1, metavar="<int>", help="Forking mode: forecast origins per stretch (after lookback - 1 rows of burn-in)."
+    ),
 ]
 EpochStepsOpt = Annotated[
     int | None,
-    typer.Option(min=0, help="Forking mode: most steps per epoch; beyond, each step takes more origins (0: no limit)."),
+    typer.Option(
+        min=0,
+        metavar="<int>",
+        help="Forking mode: most steps per epoch; beyond, each step takes more origins (0: no limit).",
+    ),
 ]
 BurnInGradOpt = Annotated[
     bool | None,
@@ -649,6 +663,7 @@ ThreadsOpt = Annotated[
     int | None,
     typer.Option(
         min=0,
+        metavar="<int>",
         help="torch CPU threads (default 1; with 1, window training on a CPU computes each batch in two halves, "
         "side by side where two cores are usable; 0: one per core this process may use).",
     ),
@@ -820,7 +835,12 @@ def _tune_best_dir(config: list[Path] | None, options: dict) -> Path | None:
 def _training_doc(run_dir: Path, man) -> dict:
     """train --json's account of the run ``man`` (its manifest) at ``run_dir``."""
     doc = {"run_dir": str(run_dir), "name": man.name, **man.metrics.model_dump(mode="json")}
-    return {**doc, "windows": man.windows, "skipped": man.skipped, "no_validation": man.model_dump(mode="json")["no_validation"]}
+    return {
+        **doc,
+        "windows": man.windows,
+        "skipped": man.skipped,
+        "no_validation": man.model_dump(mode="json")["no_validation"],
+    }
 
 
 def _training_stopped_starting(json_out: bool, resume: Path | None, run_dir: Path | None) -> KeyboardInterrupt:
@@ -922,10 +942,11 @@ def tune(
     tickers: TickersOpt = None,
     config: ConfigOpt = None,
     trials: Annotated[
-        int | None, typer.Option(min=1, help="Trials this process adds to the study (default 20).")
+        int | None, typer.Option(min=1, metavar="<int>", help="Trials this process adds to the study (default 20).")
     ] = None,
     timeout: Annotated[
-        float | None, typer.Option(min=0, help="Start no new trial after this many seconds (0: no limit).")
+        float | None,
+        typer.Option(min=0, metavar="<float>", help="Start no new trial after this many seconds (0: no limit)."),
     ] = None,
     study: Annotated[
         str | None, typer.Option(help="Study name: runs/tune/<study>.db and runs/tune/<study>/ (default 'default').")
@@ -1078,7 +1099,9 @@ def _show_tuning(res, final, quiet: bool, json_out: bool, interrupted: str | Non
 FailIfNoSkillOpt = Annotated[
     bool, typer.Option("--fail-if-no-skill", help="Exit 1 unless the model beats naive significantly at every step.")
 ]
-AlphaOpt = Annotated[float, typer.Option(help="Significance level of the skill verdict.", min=0, max=1)]
+AlphaOpt = Annotated[
+    float, typer.Option(help="Significance level of the skill verdict.", min=0, metavar="<float>", max=1)
+]
 
 
 @app.command()
@@ -1101,7 +1124,11 @@ def evaluate(
     jobs: Annotated[
         int,
         typer.Option(
-            "--jobs", "-j", min=0, help="Processes sharing the tickers (0: one per core this process may use)."
+            "--jobs",
+            "-j",
+            min=0,
+            metavar="<int>",
+            help="Processes sharing the tickers (0: one per core this process may use).",
         ),
     ] = 0,
     lock_timeout: LockOpt = 0.0,
@@ -1230,6 +1257,7 @@ def predict(
         int | None,
         typer.Option(
             min=0,
+            metavar="<int>",
             help="Sessions a stored bar may lag when the refresh fails "
             "(default: the run's predict.max_staleness, 3 unless set).",
         ),
@@ -1241,6 +1269,7 @@ def predict(
             "--jobs",
             "-j",
             min=0,
+            metavar="<int>",
             help="Processes sharing the tickers (0: one per core this process may use, and only where each "
             "gets at least 100 tickers).",
         ),
@@ -1552,7 +1581,10 @@ def score(
     ] = None,
     fail_if_no_skill: FailIfNoSkillOpt = False,
     alpha: Annotated[
-        float, typer.Option(help="Significance level of both alerts' tests (coverage and skill).", min=0, max=1)
+        float,
+        typer.Option(
+            help="Significance level of both alerts' tests (coverage and skill).", min=0, metavar="<float>", max=1
+        ),
     ] = 0.05,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
@@ -1678,19 +1710,28 @@ def retrain(
     ],
     tickers: Annotated[
         list[str] | None,
-        typer.Option("--tickers", "-t", help="Tickers, comma-separated; may be repeated (default: the champion's)."),
+        typer.Option(
+            "--tickers",
+            "-t",
+            metavar="<tickers>",
+            help="Tickers, comma-separated; may be repeated (default: the champion's).",
+        ),
     ] = None,
     runs_dir: RunsDirOpt = Path("runs"),
     keep: Annotated[
         int,
         typer.Option(
             min=1,
+            metavar="<int>",
             help="Run directories of NAME to keep, unfinished ones (an interrupted retrain's) deleted first "
             "(one a promoted name points at is never deleted).",
         ),
     ] = 5,
     alpha: Annotated[
-        float, typer.Option(help="Significance of the test that the challenger's MAE is worse.", min=0, max=1)
+        float,
+        typer.Option(
+            help="Significance of the test that the challenger's MAE is worse.", min=0, metavar="<float>", max=1
+        ),
     ] = 0.05,
     lock_timeout: LockOpt = 0.0,
     quiet: QuietOpt = False,

@@ -167,6 +167,9 @@ def test_command_help_runs_and_lists_its_options(cli, name):
         for opt in getattr(p, "opts", []):
             if opt.startswith("--"):
                 assert opt in res.stdout, (name, opt)
+    # an option's value is named as the others are (<int>), not by a Python type (<int range>, <list[str]>)
+    options = res.stdout[res.stdout.index("Options:") :]
+    assert "range>" not in options and "list[" not in options, options
 
 
 def test_readme_says_how_many_digits_a_forecast_csv_keeps():
