@@ -36,6 +36,7 @@ from .fsio import (
     atomic_write_text,
     follow_link,
     links_in,
+    lock_holder,
     publish_files,
     refuse_empty_folders,
     remove_stale_temp_dirs,
@@ -427,6 +428,8 @@ def run_directory(path: Path) -> Path:
                     "promote a run to that name again"
                 ) from None
     if run_dir == path:
+        if holder := lock_holder(run_lock_path(path)):
+            raise RunFormatError(f"no run directory at {path} yet: a training is writing it ({holder})")
         raise RunFormatError(f"no run directory at {path}")
     what = "is not a run directory" if run_dir.exists() else "does not exist (deleted?)"
     raise RunFormatError(f"{path} points at {run_dir}, which {what}")

@@ -246,6 +246,26 @@ def _describe_holder(lock_path: Path) -> str:
         return "holder unknown"
 
 
+def lock_holder(path: PathLike) -> str | None:
+    """Who holds the lock ``path`` (as a LockBusy message says it), when a live process on this
+    machine does; None otherwise. Only read, never taken: a reader that merely looks must not
+    make a writer starting at that moment find the lock busy."""
+    try:
+        info = json.loads(_holder_file(Path(path)).read_text(encoding="utf-8"))
+        pid, host = int(info["pid"]), info["host"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None  # a holder killed before it could clean up
+    except PermissionError:
+        pass  # alive, another user's
+    return _describe_holder(Path(path))
+
+
 def _command_line() -> str:
     args = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else ["python"]
     text = shlex.join(args)

@@ -46,10 +46,10 @@ from .outputs import write_csv
 from .pool import blocks, processes_for, workers
 from .sessions import (
     dated_after_today,
-    not_sessions,
     get_calendar,
     last_completed_session,
     next_sessions,
+    not_sessions,
     parse_day,
     sessions_after_count,
 )

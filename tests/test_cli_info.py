@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from support import ROOT, assert_one_line_error, run_meta, tiny_overrides
+from support import ROOT, assert_one_line_error, hold_lock, run_meta, stop, tiny_overrides
 
 from forecaster.config import load_config
 from forecaster.training import Interrupted, train
@@ -224,6 +224,23 @@ def test_info_missing_run_dir(cli, tmp_path):
     assert res.exit_code == 1
     assert "gone" in res.stderr
     assert res.stdout == ""
+
+
+def test_info_on_a_run_being_trained_says_so(cli, tmp_path):
+    """While train writes runs/inprog (its lock held), info said only "no run directory"."""
+    lock = tmp_path / ".inprog.lock"
+    holder = hold_lock(lock, 60)
+    try:
+        res = cli("info", tmp_path / "inprog")
+    finally:
+        stop(holder)
+    assert_one_line_error(
+        res, 1, f"no run directory at {tmp_path / 'inprog'} yet: a training is writing it (pid {holder.pid} on "
+    )
+    # a holder killed before it could clean up (its file left, its pid gone) says nothing of a training
+    assert (tmp_path / ".inprog.lock.holder").exists()
+    line = assert_one_line_error(cli("info", tmp_path / "inprog"), 1, f"no run directory at {tmp_path / 'inprog'}")
+    assert "training" not in line
 
 
 def test_info_not_a_run(cli, tmp_path):
