@@ -865,9 +865,11 @@ def train(
     with caller_state_kept():  # a library caller's threads and random streams are theirs again after
         now = datetime.now(UTC)
         tickers = checked_tickers(cfg)
-        # run.json records the tickers as validated (AAPL for aapl, each once), which later commands read back
-        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"tickers": tickers})})
-        check_calendar(cfg.data.calendar)  # predict dates its forecasts with it: a typo stops here
+        # predict dates its forecasts with the calendar: a typo stops here. run.json records it by
+        # its exchange's name (XNYS for nyse), and the tickers as validated (AAPL for aapl, each
+        # once), which later commands read back
+        calendar = check_calendar(cfg.data.calendar)
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"tickers": tickers, "calendar": calendar})})
 
         def into(path: Path) -> TrainResult:
             return _train(cfg, tickers, path, now, on_epoch, on_batch, lock_timeout, resume, keep_diverged, distributed)

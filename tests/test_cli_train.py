@@ -329,6 +329,15 @@ def test_train_unknown_calendar_stops_before_training(cli, small_dir, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_calendar_given_by_another_of_its_names_is_recorded_by_its_exchanges(cli, small_dir, tmp_path):
+    """calendar = " nyse " trained on the New York calendar, and run.json and info showed " nyse "."""
+    cfg = _config_file(tmp_path / "c.toml", small_dir)
+    cfg.write_text(cfg.read_text().replace('source = "csv"', 'source = "csv"\ncalendar = " nyse "'))
+    res = cli("train", "--config", cfg, "--run-dir", tmp_path / "r", "--epochs", "1")
+    assert res.exit_code == 0, res.stderr
+    assert run_meta(tmp_path / "r")["config"]["data"]["calendar"] == "XNYS"
+
+
 def test_train_config_wrong_type_is_named(cli, small_dir, tmp_path):
     cfg = _config_file(tmp_path / "c.toml", small_dir)
     cfg.write_text(cfg.read_text().replace("hidden_size = 8", 'hidden_size = "big"'))
