@@ -144,14 +144,29 @@ def _warn_open_off_range(df: pd.DataFrame, ticker: str, path: Path | None = None
     return df
 
 
-SPLIT_RATIOS = (2, 3, 4, 5, 10)
-"""A CSV file's closes are checked for a one-day move to 1/n or n times the close before: what a
-split n-for-1 (or a reverse split 1-for-n) does to prices not adjusted for it..."""
+SPLIT_RATIOS: tuple[tuple[int, int], ...] = (
+    (3, 2), (2, 1), (3, 1), (4, 1), (5, 1), (8, 1), (10, 1), (15, 1), (20, 1), (25, 1), (30, 1), (50, 1), (100, 1)
+)  # fmt: skip
+"""A CSV file's closes are checked for a one-day move to b/a or a/b times the close before: what
+a split a-for-b (or a reverse split b-for-a) does to prices not adjusted for it, for the ratios
+that splits use (3-for-2, 2-for-1 ... 100-for-1; a move of more than :data:`MAX_DAILY_FACTOR`
+is refused, its error asking whether a split is not adjusted for)..."""
 SPLIT_TOLERANCE = 0.03
 """...within 3 % (the day's own move on top of the split)..."""
 SPLIT_VOLUME_SESSIONS = 20
 """...and, when the file has volumes, with the median volume of this many sessions after it moved
-the other way by at least the square root of n (a split multiplies the shares traded by n)."""
+the other way by at least the square root of a/b (a split multiplies the shares traded by a/b)..."""
+SPLIT_SPIKE = 3.0
+"""...and, for a ratio under 2 (3-for-2), whose one-day move a crash or a rally can make, with
+the volume of the day itself at most this many times the ratio over the median before it:
+a split day trades about a/b times the shares, a day of news many times more."""
+
+
+def _split_ratio_text(a: int, b: int, down: bool) -> str:
+    """'1/2 of the close before, as at a 2-for-1 split', '10x, as at a 1-for-10 split'."""
+    if down:
+        return f"{b}/{a} of the close before, as at a {a}-for-{b} split"
+    return f"{a / b:g}x, as at a {b}-for-{a} split"
 
 
 def _warn_split_like_moves(df: pd.DataFrame, ticker: str, path: Path | None = None) -> pd.DataFrame:
@@ -163,9 +178,8 @@ def _warn_split_like_moves(df: pd.DataFrame, ticker: str, path: Path | None = No
     moves = _split_like_moves(close, df["volume"].to_numpy())
     if moves:
         shown = [
-            f"{df.index[t].date()} ({close[t - 1]:.6g} -> {close[t]:.6g}: "
-            + (f"1/{n} of the close before, as at a {n}-for-1 split)" if down else f"{n}x, as at a 1-for-{n} split)")
-            for t, n, down in moves[:SHOWN_DATES]
+            f"{df.index[t].date()} ({close[t - 1]:.6g} -> {close[t]:.6g}: {_split_ratio_text(a, b, down)})"
+            for t, (a, b), down in moves[:SHOWN_DATES]
         ]
         more = f" and {len(moves) - SHOWN_DATES} more" if len(moves) > SHOWN_DATES else ""
         where = f" in {path}" if path is not None else ""
@@ -181,16 +195,27 @@ def _warn_split_like_moves(df: pd.DataFrame, ticker: str, path: Path | None = No
     return df
 
 
-def _split_like_moves(close: np.ndarray, volume: np.ndarray) -> list[tuple[int, int, bool]]:
-    """Each row ``t`` whose close is about 1/n or n times the one before (``n`` in
-    :data:`SPLIT_RATIOS`), with ``n`` and whether it fell, in date order; where the volumes
-    are known, only those after which the median volume moved the other way by sqrt(n) or more."""
+def _split_ratio_of(move: float) -> tuple[int, int] | None:
+    """The ratio ``(a, b)`` of :data:`SPLIT_RATIOS` whose log is within :data:`SPLIT_TOLERANCE`
+    of ``|move|`` (a one-day log change of the close), or None."""
+    for a, b in SPLIT_RATIOS:
+        if abs(abs(move) - math.log(a / b)) < math.log1p(SPLIT_TOLERANCE):
+            return a, b
+    return None
+
+
+def _split_like_moves(close: np.ndarray, volume: np.ndarray) -> list[tuple[int, tuple[int, int], bool]]:
+    """Each row ``t`` whose close is about b/a or a/b times the one before (``(a, b)`` in
+    :data:`SPLIT_RATIOS`), with ``(a, b)`` and whether it fell, in date order; where the volumes
+    are known, only those after which the median volume moved the other way by sqrt(a/b) or
+    more (and, for a ratio under 2, whose own volume is no spike: :data:`SPLIT_SPIKE`)."""
     if len(close) < 2:
         return []
     move = np.log(close[1:] / close[:-1])
     has_volume = bool(np.any(volume > 0))
     found = []
-    for n in SPLIT_RATIOS:
+    for a, b in SPLIT_RATIOS:
+        n = a / b
         for i in np.flatnonzero(np.abs(np.abs(move) - math.log(n)) < math.log1p(SPLIT_TOLERANCE)):
             t, down = int(i) + 1, bool(move[i] < 0)
             if has_volume:
@@ -201,7 +226,10 @@ def _split_like_moves(close: np.ndarray, volume: np.ndarray) -> list[tuple[int, 
                 was, now = float(np.median(before)), float(np.median(after))
                 if not (now >= was * math.sqrt(n) if down else was >= now * math.sqrt(n)):
                     continue
-            found.append((t, n, down))
+                usual = was * n if down else was / n  # the day's usual shares, counted after the split
+                if n < 2 and volume[t] > SPLIT_SPIKE * usual:
+                    continue
+            found.append((t, (a, b), down))
     return sorted(found)
 
 
@@ -319,7 +347,22 @@ def _refuse_bad_values(df: pd.DataFrame, ticker: str) -> None:
         if failing.size:
             pos = first + int(failing[0])
             value = df[column].iloc[pos]
+            if first == 1:  # the one-day move: raw prices across a split, most likely
+                problem = _absurd_move(float(df[column].iloc[pos - 1]), float(value))
             raise DataError(f"{ticker}: {column} {value:g} on {df.index[pos].date()} {problem}")
+
+
+def _absurd_move(before: float, close: float) -> str:
+    """What is wrong with a close more than :data:`MAX_DAILY_FACTOR` times away from the one
+    ``before`` it, and what to do: such a move is a split the prices are not adjusted for,
+    far more often than a market's."""
+    ratio = _split_ratio_of(math.log(close / before))
+    down = close < before
+    seen = f"{before:g} -> {close:g}" + (f": {_split_ratio_text(*ratio, down)}" if ratio else "")
+    return (
+        f"is more than {MAX_DAILY_FACTOR:g}x away from the previous close ({seen}); not adjusted for a split? "
+        "Give prices adjusted for splits (an 'Adj Close' column is applied to the others when the file has one)"
+    )
 
 
 # --------------------------------------------------------------------------- the fast check
