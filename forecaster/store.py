@@ -558,11 +558,18 @@ def _bad_stored_bars(symbol: str, path: Path, why: str) -> DataError:
 
 
 def load_csv(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:
-    """Read and validate ``<data_dir>/<TICKER>.csv``; DataError when missing or unreadable. A
+    """Read and validate ``<data_dir>/<TICKER>.csv``; DataError when missing or unreadable, or
+    when its bars are bad (naming the file, as every command that reads it then does). A
     warning names opens off the day's range and moves like a split the prices are not adjusted for."""
     symbol = validate_ticker(ticker)
     path = csv_file(data_dir, symbol)
-    bars = validate_bars(read_csv_raw(data_dir, symbol), symbol, path=path)
+    raw = read_csv_raw(data_dir, symbol)
+    try:
+        bars = validate_bars(raw, symbol, path=path)
+    except DataError as exc:  # a bad bar is named by its date and column: say in which file, for every command
+        if str(path) in str(exc):
+            raise
+        raise type(exc)(f"{exc}, in {path}") from None
     return _warn_split_like_moves(_warn_open_off_range(bars, symbol, path), symbol, path)
 
 
