@@ -95,7 +95,8 @@ def validate_bars(bars: RawBars, ticker: str, *, path: Path | None = None) -> pd
     ``bars`` is what a reader gives: a frame, or a fast reader's :class:`PlainBars`; ``path``
     the file it read them from, when a warning should name it (a CSV file the user can edit).
     Repairs, each with a warning: sorts by date, drops rows with a missing date or price,
-    keeps the last of duplicate dates (naming them), sets a missing volume to 0. Refuses non-finite or
+    keeps the last of duplicate dates (naming them), gives a missing volume the last known one
+    (0 on every row of bars without any). Refuses non-finite or
     non-positive prices, negative volume, high < low, a close outside [low, high] by more than
     1 %, a one-day move over 20x, and an empty result. Bars that need no repair and pass
     every check (nearly all) are built straight from their arrays, with the same result. An
@@ -116,7 +117,7 @@ def _validated_slow(bars: RawBars, ticker: str, path: Path | None) -> pd.DataFra
     out = _drop_rows_without_date_or_price(out, ticker)
     out = _sort_by_date(out, ticker)
     out = _keep_last_of_each_date(out, ticker, path)
-    out = _zero_missing_volume(out, ticker)
+    out = _fill_missing_volume(out, ticker, path)
     # checks
     if out.empty:
         why = f": each of its {rows} row(s) lacks a date or one of {', '.join(PRICES)}" if rows else ""
@@ -306,15 +307,28 @@ def _some_dates(dates: pd.DatetimeIndex) -> str:
     return f"{len(dates)} dates: {shown}{more}"
 
 
-def _zero_missing_volume(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
+def _fill_missing_volume(df: pd.DataFrame, ticker: str, path: Path | None = None) -> pd.DataFrame:
+    """``df`` with each missing volume the last known one before it (the first known one, for
+    rows before any): the volume change the network reads is then 0 there, as no news, where a
+    volume of 0 made it about +-16 standard deviations on both sides of the gap (and a last bar
+    without its volume, as some sources give the latest day, moved the forecast). A file with
+    no volume at all gets 0 on every row, with a note."""
     no_volume = df["volume"].isna()
     if not no_volume.any():
         return df
     if no_volume.all():  # a file without a volume column (an index, an exchange rate): a note, not a warning
         log.info("%s: no volume: set to 0 on all %d rows (its volume feature is flat)", ticker, len(df))
-    else:
-        log.warning("%s: set a missing volume to 0 on %d row(s)", ticker, no_volume.sum())
-    return df.assign(volume=df["volume"].fillna(0.0))
+        return df.assign(volume=0.0)
+    where = f" in {path}" if path is not None else ""
+    log.warning(
+        "%s: %d row(s) without a volume%s (%s) take the volume of the bar before them (the first known one "
+        "before any), so their volume change reads 0",
+        ticker,
+        no_volume.sum(),
+        where,
+        _some_dates(df.index[no_volume.to_numpy()]),
+    )
+    return df.assign(volume=df["volume"].ffill().bfill())
 
 
 def _checks(columns: Sequence[np.ndarray]) -> Iterator[tuple[str, int, np.ndarray, str]]:

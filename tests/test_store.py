@@ -44,12 +44,16 @@ def test_validate_repairs_order_duplicates_and_nan_rows_with_warnings(caplog):
     assert out.index.is_monotonic_increasing and out.index.is_unique
     assert len(out) == 5 and pd.Timestamp("2024-01-05") not in out.index
     assert out.loc["2024-01-03", "close"] == pytest.approx(bars.loc["2024-01-03", "close"] * 1.01)
-    assert out["volume"].iloc[3] == 0.0
+    assert out.index[3] == pd.Timestamp("2024-01-08")
+    assert out["volume"].iloc[3] == bars.loc["2024-01-04", "volume"]  # the last known one, not 0
     text = caplog.text
     assert "AAA: dropped 1 row(s) with a missing date or price (2024-01-05)" in text
     assert "sorted 6 rows" in text
     assert "dropped 1 row(s) with a duplicate date" in text
-    assert "set a missing volume to 0 on 1 row(s)" in text
+    assert (
+        "AAA: 1 row(s) without a volume (2024-01-08) take the volume of the bar before them (the first known "
+        "one before any), so their volume change reads 0"
+    ) in text
 
 
 def test_a_csv_without_a_volume_column_is_read_with_zero_volume_and_a_note(tmp_path, caplog):
