@@ -197,14 +197,29 @@ def _with_median(close, origins: np.ndarray, horizon: int) -> np.ndarray:
     return out
 
 
+def _set_bounds(out: np.ndarray, last: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Put ``exp(last + lower)`` and ``exp(last + upper)`` (log offsets from the last close,
+    ``lower <= 0 <= upper``) as the bounds of ``out`` around its median, the last close, on the
+    right side of it to the bit: ``exp(log close + 0)`` is not always the close (``exp(log 10)``
+    is 10.000000000000002), so a spread of 0, a price that never moved, would put p10 above the
+    close and miss every actual by a rounding error. An offset of 0 gives the close itself, and
+    a bound that rounding puts across the median is the median. A NaN bound stays NaN."""
+    median = out[:, :, 1]
+    for k, offset in ((0, lower), (2, upper)):
+        bound = np.exp(last + offset)
+        bound = np.where(offset == 0, median, bound)
+        out[:, :, k] = np.minimum(bound, median) if k == 0 else np.maximum(bound, median)
+    return out
+
+
 def _scaled_quantiles(close, log_close, origins, horizon, variance, z_lo, z_hi) -> np.ndarray:
     """Prices ``close[o] * exp(z * sqrt(variance))``; ``variance`` (n, horizon) of the log return."""
     out = _with_median(close, origins, horizon)
     sd = np.sqrt(variance)
     last = log_close[origins][:, None]
-    out[:, :, 0] = np.exp(last + np.asarray(z_lo, dtype=float).reshape(-1, 1) * sd)
-    out[:, :, 2] = np.exp(last + np.asarray(z_hi, dtype=float).reshape(-1, 1) * sd)
-    return out
+    lower = np.asarray(z_lo, dtype=float).reshape(-1, 1) * sd
+    upper = np.asarray(z_hi, dtype=float).reshape(-1, 1) * sd
+    return _set_bounds(out, last, lower, upper)
 
 
 def _window_quantiles(values: np.ndarray, ends: np.ndarray, window: int, levels) -> np.ndarray:
@@ -256,9 +271,7 @@ def hist(close, origins, horizon: int, window: int = HIST_WINDOW) -> np.ndarray:
         returns[h:, h - 1] = log_close[h:] - log_close[:-h]
     q = _window_quantiles(returns, origins, window, (QUANTILES[0], QUANTILES[-1]))  # (2, origins, steps)
     last = log_close[origins][:, None]
-    out[:, :, 0] = np.exp(last + np.minimum(q[0], 0.0))
-    out[:, :, 2] = np.exp(last + np.maximum(q[1], 0.0))
-    return out
+    return _set_bounds(out, last, np.minimum(q[0], 0.0), np.maximum(q[1], 0.0))
 
 
 def _ewma_variance(log_close: np.ndarray, origins: np.ndarray, lam: float = EWMA_LAMBDA) -> np.ndarray:

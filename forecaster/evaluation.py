@@ -136,6 +136,13 @@ class EvalReport:
                 continue
             # the baseline the DM test compared with, on the origins where every forecast is known
             ratio, p = r["pinball_ratio"], r["dm_pinball_pvalue"]
+            if pd.isna(ratio):  # the baseline hit every actual (a price that never moved): nothing to beat
+                ok = False
+                lines.append(
+                    f"h={int(step)}: {r['best_vol']}'s pinball loss is 0 (its bounds held every actual: "
+                    f"the price did not move), so there is no ratio to it, {coverage}"
+                )
+                continue
             sig = bool(ratio < 1 and pd.notna(p) and p < alpha)
             ok &= sig
             test = f"DM p={p:.3f}" if pd.notna(p) else "DM p n/a"

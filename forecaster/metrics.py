@@ -77,6 +77,11 @@ their quantiles as ``<name>_p10``, ``<name>_p50``, ``<name>_p90``."""
 QUANTILE_SUFFIXES: tuple[str, ...] = ("p10", "p50", "p90")
 """The quantile columns of a forecast, for the levels in :data:`forecaster.config.QUANTILES`."""
 
+PINBALL_FLOOR = 1e-12
+"""A mean pinball loss at most this fraction of the mean actual price is read as 0: rounding
+noise (a bound of ``exp(log 10) = 10.000000000000002`` around a close of 10), not a loss that a
+ratio can be taken to. A real spread, even one tick of a cent on a $10,000 price, is 1e-6 of it."""
+
 INTERVAL_MISS_RATE = round(1.0 - COVERAGE, 12)  # 0.2, not 1 - (0.9 - 0.1) = 0.19999999999999996
 """Nominal miss rate of the p10-p90 interval, tested by ``kupiec_pvalue``."""
 
@@ -806,10 +811,14 @@ def _dm_pinball_columns(g: _Groups, y: np.ndarray, losses: dict[str, np.ndarray]
     d = losses[model_name] - stacked[best[g.of], np.arange(len(g.of))]
     best_mean = means[best, np.arange(g.n)]
     scored = ~np.isnan(best_mean)
+    # a baseline that hit every actual (a price that never moved) has a loss of 0, or of a
+    # rounding error: a ratio to that is no figure (3e10 for a flat ticker), so it is left empty
+    level = g.mean(np.abs(y), common)
+    perfect = scored & (best_mean <= PINBALL_FLOOR * np.where(np.isnan(level), 0.0, level))
     return {
         "dm_pinball_pvalue": _dm_pvalues(g, d, common),
         "best_vol": np.where(scored, np.asarray(baselines, dtype=object)[best], np.nan),
-        "pinball_ratio": _ratio(g.mean(losses[model_name], common), np.where(scored, best_mean, np.nan)),
+        "pinball_ratio": _ratio(g.mean(losses[model_name], common), np.where(scored & ~perfect, best_mean, np.nan)),
     }
 
 
@@ -890,7 +899,9 @@ def metrics_table(
       pinball loss on the same rows (the rows where every forecast is known). A small value
       means the model's quantiles beat it; NaN when the predictions carry no probabilistic
       baseline. ``best_vol`` names that baseline and ``pinball_ratio`` is the model's mean
-      pinball loss over its, on those rows (empty when no row has every forecast).
+      pinball loss over its, on those rows (empty when no row has every forecast, and when
+      that baseline's loss is 0 or below :data:`PINBALL_FLOOR` times the mean actual price: a
+      baseline that hit every actual, as on a price that never moved).
 
     Rows are sorted by :func:`sort_metrics`. A metric that does not apply is NaN (empty in the
     CSV). ``per_ticker=False`` leaves out the rows of each ticker, ``pooled=False`` the ``ALL``

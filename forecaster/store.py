@@ -95,7 +95,8 @@ def validate_bars(bars: RawBars, ticker: str, *, path: Path | None = None) -> pd
     ``bars`` is what a reader gives: a frame, or a fast reader's :class:`PlainBars`; ``path``
     the file it read them from, when a warning should name it (a CSV file the user can edit).
     Repairs, each with a warning: sorts by date, drops rows with a missing date or price,
-    keeps the last of duplicate dates (naming them), sets a missing volume to 0. Refuses non-finite or
+    keeps the last of duplicate dates (naming them), gives a missing volume the last known one
+    (0 on every row of bars without any). Refuses non-finite or
     non-positive prices, negative volume, high < low, a close outside [low, high] by more than
     1 %, a one-day move over 20x, and an empty result. Bars that need no repair and pass
     every check (nearly all) are built straight from their arrays, with the same result. An
@@ -116,7 +117,7 @@ def _validated_slow(bars: RawBars, ticker: str, path: Path | None) -> pd.DataFra
     out = _drop_rows_without_date_or_price(out, ticker)
     out = _sort_by_date(out, ticker)
     out = _keep_last_of_each_date(out, ticker, path)
-    out = _zero_missing_volume(out, ticker)
+    out = _fill_missing_volume(out, ticker, path)
     # checks
     if out.empty:
         why = f": each of its {rows} row(s) lacks a date or one of {', '.join(PRICES)}" if rows else ""
@@ -144,14 +145,29 @@ def _warn_open_off_range(df: pd.DataFrame, ticker: str, path: Path | None = None
     return df
 
 
-SPLIT_RATIOS = (2, 3, 4, 5, 10)
-"""A CSV file's closes are checked for a one-day move to 1/n or n times the close before: what a
-split n-for-1 (or a reverse split 1-for-n) does to prices not adjusted for it..."""
+SPLIT_RATIOS: tuple[tuple[int, int], ...] = (
+    (3, 2), (2, 1), (3, 1), (4, 1), (5, 1), (8, 1), (10, 1), (15, 1), (20, 1), (25, 1), (30, 1), (50, 1), (100, 1)
+)  # fmt: skip
+"""A CSV file's closes are checked for a one-day move to b/a or a/b times the close before: what
+a split a-for-b (or a reverse split b-for-a) does to prices not adjusted for it, for the ratios
+that splits use (3-for-2, 2-for-1 ... 100-for-1; a move of more than :data:`MAX_DAILY_FACTOR`
+is refused, its error asking whether a split is not adjusted for)..."""
 SPLIT_TOLERANCE = 0.03
 """...within 3 % (the day's own move on top of the split)..."""
 SPLIT_VOLUME_SESSIONS = 20
 """...and, when the file has volumes, with the median volume of this many sessions after it moved
-the other way by at least the square root of n (a split multiplies the shares traded by n)."""
+the other way by at least the square root of a/b (a split multiplies the shares traded by a/b)..."""
+SPLIT_SPIKE = 3.0
+"""...and, for a ratio under 2 (3-for-2), whose one-day move a crash or a rally can make, with
+the volume of the day itself at most this many times the ratio over the median before it:
+a split day trades about a/b times the shares, a day of news many times more."""
+
+
+def _split_ratio_text(a: int, b: int, down: bool) -> str:
+    """'1/2 of the close before, as at a 2-for-1 split', '10x, as at a 1-for-10 split'."""
+    if down:
+        return f"{b}/{a} of the close before, as at a {a}-for-{b} split"
+    return f"{a / b:g}x, as at a {b}-for-{a} split"
 
 
 def _warn_split_like_moves(df: pd.DataFrame, ticker: str, path: Path | None = None) -> pd.DataFrame:
@@ -163,9 +179,8 @@ def _warn_split_like_moves(df: pd.DataFrame, ticker: str, path: Path | None = No
     moves = _split_like_moves(close, df["volume"].to_numpy())
     if moves:
         shown = [
-            f"{df.index[t].date()} ({close[t - 1]:.6g} -> {close[t]:.6g}: "
-            + (f"1/{n} of the close before, as at a {n}-for-1 split)" if down else f"{n}x, as at a 1-for-{n} split)")
-            for t, n, down in moves[:SHOWN_DATES]
+            f"{df.index[t].date()} ({close[t - 1]:.6g} -> {close[t]:.6g}: {_split_ratio_text(a, b, down)})"
+            for t, (a, b), down in moves[:SHOWN_DATES]
         ]
         more = f" and {len(moves) - SHOWN_DATES} more" if len(moves) > SHOWN_DATES else ""
         where = f" in {path}" if path is not None else ""
@@ -181,16 +196,27 @@ def _warn_split_like_moves(df: pd.DataFrame, ticker: str, path: Path | None = No
     return df
 
 
-def _split_like_moves(close: np.ndarray, volume: np.ndarray) -> list[tuple[int, int, bool]]:
-    """Each row ``t`` whose close is about 1/n or n times the one before (``n`` in
-    :data:`SPLIT_RATIOS`), with ``n`` and whether it fell, in date order; where the volumes
-    are known, only those after which the median volume moved the other way by sqrt(n) or more."""
+def _split_ratio_of(move: float) -> tuple[int, int] | None:
+    """The ratio ``(a, b)`` of :data:`SPLIT_RATIOS` whose log is within :data:`SPLIT_TOLERANCE`
+    of ``|move|`` (a one-day log change of the close), or None."""
+    for a, b in SPLIT_RATIOS:
+        if abs(abs(move) - math.log(a / b)) < math.log1p(SPLIT_TOLERANCE):
+            return a, b
+    return None
+
+
+def _split_like_moves(close: np.ndarray, volume: np.ndarray) -> list[tuple[int, tuple[int, int], bool]]:
+    """Each row ``t`` whose close is about b/a or a/b times the one before (``(a, b)`` in
+    :data:`SPLIT_RATIOS`), with ``(a, b)`` and whether it fell, in date order; where the volumes
+    are known, only those after which the median volume moved the other way by sqrt(a/b) or
+    more (and, for a ratio under 2, whose own volume is no spike: :data:`SPLIT_SPIKE`)."""
     if len(close) < 2:
         return []
     move = np.log(close[1:] / close[:-1])
     has_volume = bool(np.any(volume > 0))
     found = []
-    for n in SPLIT_RATIOS:
+    for a, b in SPLIT_RATIOS:
+        n = a / b
         for i in np.flatnonzero(np.abs(np.abs(move) - math.log(n)) < math.log1p(SPLIT_TOLERANCE)):
             t, down = int(i) + 1, bool(move[i] < 0)
             if has_volume:
@@ -201,7 +227,10 @@ def _split_like_moves(close: np.ndarray, volume: np.ndarray) -> list[tuple[int, 
                 was, now = float(np.median(before)), float(np.median(after))
                 if not (now >= was * math.sqrt(n) if down else was >= now * math.sqrt(n)):
                     continue
-            found.append((t, n, down))
+                usual = was * n if down else was / n  # the day's usual shares, counted after the split
+                if n < 2 and volume[t] > SPLIT_SPIKE * usual:
+                    continue
+            found.append((t, (a, b), down))
     return sorted(found)
 
 
@@ -278,15 +307,28 @@ def _some_dates(dates: pd.DatetimeIndex) -> str:
     return f"{len(dates)} dates: {shown}{more}"
 
 
-def _zero_missing_volume(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
+def _fill_missing_volume(df: pd.DataFrame, ticker: str, path: Path | None = None) -> pd.DataFrame:
+    """``df`` with each missing volume the last known one before it (the first known one, for
+    rows before any): the volume change the network reads is then 0 there, as no news, where a
+    volume of 0 made it about +-16 standard deviations on both sides of the gap (and a last bar
+    without its volume, as some sources give the latest day, moved the forecast). A file with
+    no volume at all gets 0 on every row, with a note."""
     no_volume = df["volume"].isna()
     if not no_volume.any():
         return df
     if no_volume.all():  # a file without a volume column (an index, an exchange rate): a note, not a warning
         log.info("%s: no volume: set to 0 on all %d rows (its volume feature is flat)", ticker, len(df))
-    else:
-        log.warning("%s: set a missing volume to 0 on %d row(s)", ticker, no_volume.sum())
-    return df.assign(volume=df["volume"].fillna(0.0))
+        return df.assign(volume=0.0)
+    where = f" in {path}" if path is not None else ""
+    log.warning(
+        "%s: %d row(s) without a volume%s (%s) take the volume of the bar before them (the first known one "
+        "before any), so their volume change reads 0",
+        ticker,
+        no_volume.sum(),
+        where,
+        _some_dates(df.index[no_volume.to_numpy()]),
+    )
+    return df.assign(volume=df["volume"].ffill().bfill())
 
 
 def _checks(columns: Sequence[np.ndarray]) -> Iterator[tuple[str, int, np.ndarray, str]]:
@@ -319,7 +361,22 @@ def _refuse_bad_values(df: pd.DataFrame, ticker: str) -> None:
         if failing.size:
             pos = first + int(failing[0])
             value = df[column].iloc[pos]
+            if first == 1:  # the one-day move: raw prices across a split, most likely
+                problem = _absurd_move(float(df[column].iloc[pos - 1]), float(value))
             raise DataError(f"{ticker}: {column} {value:g} on {df.index[pos].date()} {problem}")
+
+
+def _absurd_move(before: float, close: float) -> str:
+    """What is wrong with a close more than :data:`MAX_DAILY_FACTOR` times away from the one
+    ``before`` it, and what to do: such a move is a split the prices are not adjusted for,
+    far more often than a market's."""
+    ratio = _split_ratio_of(math.log(close / before))
+    down = close < before
+    seen = f"{before:g} -> {close:g}" + (f": {_split_ratio_text(*ratio, down)}" if ratio else "")
+    return (
+        f"is more than {MAX_DAILY_FACTOR:g}x away from the previous close ({seen}); not adjusted for a split? "
+        "Give prices adjusted for splits (an 'Adj Close' column is applied to the others when the file has one)"
+    )
 
 
 # --------------------------------------------------------------------------- the fast check
@@ -515,11 +572,18 @@ def _bad_stored_bars(symbol: str, path: Path, why: str) -> DataError:
 
 
 def load_csv(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:
-    """Read and validate ``<data_dir>/<TICKER>.csv``; DataError when missing or unreadable. A
+    """Read and validate ``<data_dir>/<TICKER>.csv``; DataError when missing or unreadable, or
+    when its bars are bad (naming the file, as every command that reads it then does). A
     warning names opens off the day's range and moves like a split the prices are not adjusted for."""
     symbol = validate_ticker(ticker)
     path = csv_file(data_dir, symbol)
-    bars = validate_bars(read_csv_raw(data_dir, symbol), symbol, path=path)
+    raw = read_csv_raw(data_dir, symbol)
+    try:
+        bars = validate_bars(raw, symbol, path=path)
+    except DataError as exc:  # a bad bar is named by its date and column: say in which file, for every command
+        if str(path) in str(exc):
+            raise
+        raise type(exc)(f"{exc}, in {path}") from None
     return _warn_split_like_moves(_warn_open_off_range(bars, symbol, path), symbol, path)
 
 

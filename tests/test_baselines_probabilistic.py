@@ -192,6 +192,31 @@ def test_hist_bounds_never_cross_the_median():
     assert out[0, 1, 2] == pytest.approx(close[299] * 1.01**2)
 
 
+@pytest.mark.parametrize("name", ["hist", "ewma", "garch"])
+@pytest.mark.parametrize("price", [10.0, 20.0, 156.743])
+def test_a_price_that_never_moved_gets_bounds_at_the_close_to_the_bit(name, price):
+    """exp(log 10) is 10.000000000000002: bounds built as exp(log close + 0) put p10 above a
+    close that never moves, so every actual was a miss and the pinball ratio to it ~3e10."""
+    flat = np.full(300, price)
+    out = PROBABILISTIC_BASELINES[name](flat, np.arange(100, 299), 3)
+    assert not np.isnan(out).any()
+    assert (out == price).all()  # p10, p50 and p90 the close itself
+    assert coverage(flat[101:], out[:, 0, 0], out[:, 0, 2]) == 1.0
+
+
+@pytest.mark.parametrize("name", ["hist", "ewma", "garch"])
+def test_bounds_never_cross_the_last_close_even_by_a_rounding_error(name):
+    """Prices on a one-cent grid that rarely move: spreads of 0 or next to it."""
+    rng = np.random.default_rng(4)
+    close = 10.0 + 0.01 * np.cumsum(rng.random(600) < 0.02)
+    out = PROBABILISTIC_BASELINES[name](close, np.arange(200, 599), 3)
+    known = ~np.isnan(out[:, :, 0])
+    assert known.any()
+    assert (out[:, :, 0][known] <= out[:, :, 1][known]).all()
+    assert (out[:, :, 2][known] >= out[:, :, 1][known]).all()
+    assert (out[:, :, 1] == close[200:599, None]).all()
+
+
 # ---------------------------------------------------------------- ewma
 
 

@@ -1323,3 +1323,23 @@ def test_a_reader_that_goes_away_leaves_the_commands_own_exit_code(
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == code, err
     assert "Traceback" not in err and "Exception ignored" not in err
+
+
+def test_a_last_bar_without_its_volume_does_not_move_the_forecast(trained_run, sample_dir, tmp_path):
+    """Some sources give the latest day without its volume. Read as 0, its log-volume change
+    was about -14 (standard deviations beyond anything trained on) and moved the forecast; it
+    now takes the volume of the bar before, as if the volume had not changed."""
+    from forecaster.prediction import predict
+
+    forecasts = {}
+    for case in ("empty", "same"):
+        data = tmp_path / case
+        data.mkdir()
+        shutil.copy(sample_dir / "STOCKB.csv", data / "STOCKB.csv")
+        lines = (sample_dir / "STOCKA.csv").read_text().splitlines()
+        before = lines[-2].rsplit(",", 1)[1]
+        lines[-1] = lines[-1].rsplit(",", 1)[0] + "," + ("" if case == "empty" else before)
+        (data / "STOCKA.csv").write_text("\n".join(lines) + "\n")
+        report = predict(trained_run, offline=True, data_dir=data, out=tmp_path / f"fc-{case}")
+        forecasts[case] = report.forecasts.set_index(["ticker", "step"])[["p10", "p50", "p90"]]
+    pd.testing.assert_frame_equal(forecasts["empty"], forecasts["same"], check_exact=True)

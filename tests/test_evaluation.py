@@ -239,3 +239,28 @@ def test_verdict_calls_a_skill_of_zero_no_better_and_only_a_negative_one_worse()
     assert "h=3: not significantly better than naive (skill +2.00%, DM p=0.300)" in sentence
     # two forecasts scored: no test to read, said so rather than "DM p=nan"
     assert "h=4: not significantly better than naive (skill +93.25%, DM p n/a: too few forecasts)" in sentence
+
+
+def test_interval_verdict_says_a_baseline_with_a_loss_of_zero_leaves_no_ratio():
+    """A price that never moved: the best baseline hit every actual, its pinball loss 0 and the
+    ratio empty. The verdict says so instead of quoting "pinball nanx" (or 3e10x, before)."""
+    from forecaster.evaluation import EvalReport
+
+    rows = pd.DataFrame(
+        {
+            "ticker": "ALL",
+            "model": ["lstm", "hist", "lstm", "hist"],
+            "step": [1, 1, 2, 2],
+            "coverage": [1.0, 1.0, 0.8, 0.8],
+            "kupiec_pvalue": [0.0, 0.0, 0.5, 0.5],
+            "dm_pinball_pvalue": [1.0, np.nan, 0.01, np.nan],
+            "best_vol": ["hist", np.nan, "hist", np.nan],
+            "pinball_ratio": [np.nan, np.nan, 0.9, np.nan],
+        }
+    )
+    report = EvalReport(run="r", model="lstm", metrics=rows, predictions=pd.DataFrame(), out_dir=Path("."))
+    ok, sentence = report.interval_verdict(0.05)
+    assert not ok
+    assert "h=1: hist's pinball loss is 0 (its bounds held every actual: the price did not move)" in sentence
+    assert "nan" not in sentence
+    assert "h=2: pinball 0.900x hist's (DM p=0.010)" in sentence

@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forecaster.features import FEATURES, MIN_VOL, Scaler, make_arrays, range_variance
+from forecaster.store import validate_bars
 
 
 def bars(n=30, seed=0):
@@ -187,3 +188,20 @@ def test_each_dates_next_sessions_are_the_calendars_whatever_dates_share_its_pas
         except ConfigError:  # beyond the calendar's data: the next weekdays
             want = next_weekday_features(dates[k : k + 1], 8)[0]
         np.testing.assert_allclose(alone, want, atol=1e-12, err_msg=str(day))
+
+
+def test_a_missing_volume_reads_as_no_change_in_volume():
+    """A missing volume was set to 0, so the log-volume change was about -8 and +8 (+-16
+    standard deviations) on the two sides of each gap, and a last bar without one moved the
+    forecast. It now takes the last known volume (the first known one at the start): no change."""
+    raw = bars(30)
+    holed = raw.copy()
+    missing = [0, 1, 10, 11, 12, 29]  # at the start, a gap, the last bar
+    holed.iloc[missing, holed.columns.get_loc("volume")] = np.nan
+    clean = validate_bars(holed, "AAA")
+    assert clean["volume"].iloc[[0, 1]].tolist() == [raw["volume"].iloc[2]] * 2
+    assert clean["volume"].iloc[10:13].tolist() == [raw["volume"].iloc[9]] * 3
+    assert clean["volume"].iloc[29] == raw["volume"].iloc[28]
+    dvol = make_arrays(clean).features[:, FEATURES.index("dvol")]  # row t - 1 is bar t's change
+    assert dvol[[0, 9, 10, 11, 28]].tolist() == [0.0] * 5
+    assert np.abs(dvol).max() <= np.log(5000 / 1000) + 1e-9  # no more than the file's own volumes move

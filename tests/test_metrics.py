@@ -647,6 +647,26 @@ def test_the_best_volatility_baseline_and_the_ratio_are_those_of_the_dm_test_on_
     assert row["best_vol"] == "ewma" and 0 < row["dm_pinball_pvalue"] < 0.05 and row["pinball_ratio"] < 1
 
 
+@pytest.mark.parametrize("rounding", [0.0, 2e-15, 1e-13])
+def test_no_pinball_ratio_to_a_baseline_whose_loss_is_zero_or_a_rounding_error(rounding):
+    """A ticker that never moved: every baseline's bounds sit on the close (or a rounding error
+    off it), the model's a little around it. The ratio to a loss of 0, or of 1e-16, was ~3e10
+    in metrics.csv and the verdict; now it is empty, the baseline still named."""
+    n = 60
+    last = np.full(n, 10.0)
+    pred = _point_pred("FLAT", np.arange(n), 1, last.copy(), last, last.copy())
+    pred["p10"], pred["p90"] = last - 1e-4, last + 1e-4
+    pred = _with_probabilistic(pred, {"hist": rounding, "ewma": rounding, "garch": rounding})
+    pred["date"] = pd.Timestamp("2024-01-02")
+    row = metrics_table(pred, "gru", {"FLAT": 1.0}).set_index(["ticker", "model"]).loc[("FLAT", "gru")]
+    assert row["best_vol"] == "hist"
+    assert math.isnan(row["pinball_ratio"])
+    # a real spread, however small (a tenth of a cent on 10), still gives its ratio
+    pred = _with_probabilistic(pred, {"hist": 1e-3, "ewma": 1e-3, "garch": 1e-3})
+    row = metrics_table(pred, "gru", {"FLAT": 1.0}).set_index(["ticker", "model"]).loc[("FLAT", "gru")]
+    assert row["pinball_ratio"] == pytest.approx(0.1)
+
+
 def test_metrics_table_without_probabilistic_baselines_keeps_the_model_interval_tests():
     table = metrics_table(_walk_forward_pred(noise=0.5), "rnn", {"AAA": 1.0, "ZZZ": 1.0})
     assert list(table.columns) == list(METRIC_COLUMNS)

@@ -84,9 +84,12 @@ def test_csv_header_is_case_and_space_insensitive_with_adj_close(tmp_path):
     ("row", "expected"),
     [
         # a zero row, as some exports write a session without trading: refused as without Adj Close
-        ("2024-01-03,0,0,0,0,0,0", "AAA: open 0 on 2024-01-03 is not a finite positive price"),
+        ("2024-01-03,0,0,0,0,0,0", "AAA: open 0 on 2024-01-03 is not a finite positive price, in {path}"),
         # a negative close is named as it is, not turned into a negative open
-        ("2024-01-03,10.5,12,10,-11.5,11.5,2000", "AAA: close -11.5 on 2024-01-03 is not a finite positive price"),
+        (
+            "2024-01-03,10.5,12,10,-11.5,11.5,2000",
+            "AAA: close -11.5 on 2024-01-03 is not a finite positive price, in {path}",
+        ),
         # a bad adjusted close is named in its own column and line, not as the open it would scale
         (
             "2024-01-03,10.5,12,10,11.5,-5.75,2000",

@@ -44,12 +44,16 @@ def test_validate_repairs_order_duplicates_and_nan_rows_with_warnings(caplog):
     assert out.index.is_monotonic_increasing and out.index.is_unique
     assert len(out) == 5 and pd.Timestamp("2024-01-05") not in out.index
     assert out.loc["2024-01-03", "close"] == pytest.approx(bars.loc["2024-01-03", "close"] * 1.01)
-    assert out["volume"].iloc[3] == 0.0
+    assert out.index[3] == pd.Timestamp("2024-01-08")
+    assert out["volume"].iloc[3] == bars.loc["2024-01-04", "volume"]  # the last known one, not 0
     text = caplog.text
     assert "AAA: dropped 1 row(s) with a missing date or price (2024-01-05)" in text
     assert "sorted 6 rows" in text
     assert "dropped 1 row(s) with a duplicate date" in text
-    assert "set a missing volume to 0 on 1 row(s)" in text
+    assert (
+        "AAA: 1 row(s) without a volume (2024-01-08) take the volume of the bar before them (the first known "
+        "one before any), so their volume change reads 0"
+    ) in text
 
 
 def test_a_csv_without_a_volume_column_is_read_with_zero_volume_and_a_note(tmp_path, caplog):
@@ -120,7 +124,17 @@ def test_validate_close_slightly_outside_range_is_tolerated():
 def test_validate_absurd_one_day_move():
     bars = make_bars("2024-01-02", 5)
     bars.loc["2024-01-05", ["open", "high", "low", "close"]] *= 25
-    with pytest.raises(DataError, match="close .* on 2024-01-05 is more than 20x away"):
+    with pytest.raises(DataError, match="close .* on 2024-01-05 is more than 20x away") as caught:
+        store.validate_bars(bars, "AAA")
+    # most often a split the prices are not adjusted for: the error says which, and what to do
+    before, after = bars["close"].iloc[2], bars["close"].iloc[3]
+    assert str(caught.value) == (
+        f"AAA: close {after:g} on 2024-01-05 is more than 20x away from the previous close ({before:g} -> "
+        f"{after:g}: 25x, as at a 1-for-25 split); not adjusted for a split? Give prices adjusted for splits "
+        "(an 'Adj Close' column is applied to the others when the file has one)"
+    )
+    bars.loc["2024-01-05", ["open", "high", "low", "close"]] *= 1.4  # 35x: no split's ratio
+    with pytest.raises(DataError, match=r"previous close \([0-9.]+ -> [0-9.]+\); not adjusted for a split\?"):
         store.validate_bars(bars, "AAA")
 
 
@@ -783,6 +797,51 @@ def test_a_csv_not_adjusted_for_a_split_is_named_with_the_day_and_ratio(tmp_path
     store.save_store(tmp_path / "data", "RAW", files["RAW"])
     with caplog.at_level(logging.WARNING, logger="forecaster"):
         store.load_bars("yahoo", tmp_path / "data", ["RAW"])
+    assert caplog.messages == []
+
+
+@pytest.mark.parametrize(
+    ("n", "said"),
+    [
+        (1.5, "2/3 of the close before, as at a 3-for-2 split"),
+        (8, "1/8 of the close before, as at a 8-for-1 split"),
+        (15, "1/15 of the close before, as at a 15-for-1 split"),
+        (1 / 8, "8x, as at a 1-for-8 split"),
+        (1 / 15, "15x, as at a 1-for-15 split"),
+        (1 / 20, "20x, as at a 1-for-20 split"),
+    ],
+)
+def test_a_csv_not_adjusted_for_a_split_of_any_usual_ratio_is_named(tmp_path, caplog, n, said):
+    """Only 2, 3, 4, 5 and 10 were looked for: a 3-for-2 split or a 1-for-8, 1-for-15 or 1-for-20
+    reverse split passed without a word, and blew up the intervals."""
+    bars = make_bars("2024-01-02", 80)
+    raw = _as_if_split(bars, 40, n)
+    raw.rename_axis("Date").rename(columns=str.title).to_csv(tmp_path / "RAW.csv")
+    with caplog.at_level(logging.WARNING, logger="forecaster"):
+        store.load_bars("csv", tmp_path, ["RAW"])
+    c = raw["close"]
+    assert caplog.messages == [
+        f"RAW: the close moves by a split's ratio on {bars.index[40].date()} ({c.iloc[39]:.6g} -> {c.iloc[40]:.6g}: "
+        f"{said}) in {tmp_path / 'RAW.csv'}; if the prices are not adjusted for splits, each reads as a one-day "
+        "return that never happened: give adjusted prices (an 'Adj Close' column is applied to the others when "
+        "the file has one)"
+    ]
+
+
+def test_a_crash_or_rally_of_a_small_splits_ratio_on_heavy_trading_is_not_named(tmp_path, caplog):
+    """A fall to 2/3 (or a rise of half) on news: the volume that day is many times the usual
+    and stays high after, as after a 3-for-2 split, but a split day trades about 1.5 times the
+    usual shares, not ten times them."""
+    bars = make_bars("2024-01-02", 80)
+    crash = pd.concat([bars.iloc[:40], bars.iloc[40:] * [2 / 3, 2 / 3, 2 / 3, 2 / 3, 2]])
+    crash.iloc[40, 4] = bars["volume"].iloc[40] * 10
+    rally = pd.concat([bars.iloc[:40], bars.iloc[40:] * [1.5, 1.5, 1.5, 1.5, 1]])
+    rally.iloc[40, 4] = bars["volume"].iloc[40] * 10
+    rally.iloc[41:, 4] = np.round(bars["volume"].iloc[41:] / 2)  # and trading calms down after it
+    for name, frame in (("CRASH", crash), ("RALLY", rally)):
+        frame.rename_axis("Date").rename(columns=str.title).to_csv(tmp_path / f"{name}.csv")
+    with caplog.at_level(logging.WARNING, logger="forecaster"):
+        store.load_bars("csv", tmp_path, ["CRASH", "RALLY"])
     assert caplog.messages == []
 
 

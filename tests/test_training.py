@@ -554,15 +554,13 @@ def test_training_data_skip_a_ticker_without_usable_bars_and_name_it_when_none_i
     data = load_training_data(cfg, ["NANC", "STOCKB", "NEWCO"])
     assert data.ws.tickers == ["STOCKB"]
     assert list(data.ws.skipped) == ["NANC", "NEWCO"]  # in the order asked for
-    assert (
-        data.ws.skipped["NANC"] == "no usable bars: each of its 1 row(s) lacks a date or one of open, high, low, close"
-    )
+    why = "no usable bars: each of its 1 row(s) lacks a date or one of open, high, low, close"
+    why += f", in {tmp_path / 'NANC.csv'}"  # the file to look at
+    assert data.ws.skipped["NANC"] == why
     with pytest.raises(DataError) as e:
         load_training_data(cfg, ["NEWCO", "NANC"], data.splits)  # the splits STOCKB gave
     assert str(e.value).startswith("no ticker has enough history: NEWCO: ")
-    assert str(e.value).endswith(
-        "; NANC: no usable bars: each of its 1 row(s) lacks a date or one of open, high, low, close"
-    )
+    assert str(e.value).endswith(f"; NANC: {why}")
     with pytest.raises(DataError, match=r"^no ticker has usable bars: NANC: no usable bars"):
         load_training_data(cfg, ["NANC"])
 
