@@ -38,7 +38,7 @@ import pandas as pd
 
 from .checkpoint import Run, load_run
 from .config import QUANTILES, load_config
-from .errors import RESULT, ConfigError, DataError
+from .errors import RESULT, ConfigError, DataError, ForecasterError, LockBusy
 from .evaluation import walk_forward
 from .fsio import file_lock, refuse_empty_folders
 from .metrics import coverage, diebold_mariano, mae, pinball_rows, skill, width
@@ -198,6 +198,14 @@ def retrain(
             removed = prune(name, keep, runs_dir).removed
         except (KeyboardInterrupt, Interrupted):
             raise _interrupted(name, runs_dir, champ_dir, run_dir, stage) from None
+        except ForecasterError as exc:
+            # a cron mail says what failed and that the name is as it was (the error's own type,
+            # and so exit code, kept); a busy lock says so itself, and a won comparison moved it
+            untouched = champ_dir is not None and stage not in (WON, "after the comparison")
+            if untouched and not isinstance(exc, LockBusy) and len(exc.args) == 1:
+                where = f"{pointer} still points at {champ_dir.name}"
+                exc.args = (f"retrain of {name} failed {stage} ({where}): {exc}",)
+            raise
     return RetrainReport(
         name=name,
         pointer=pointer,

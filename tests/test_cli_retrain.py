@@ -150,6 +150,11 @@ def test_a_failing_challenger_never_touches_the_pointer(cli, runs, tmp_path, mon
     res = cli("retrain", "prod", "--runs-dir", runs, "--data-dir", empty)
     assert res.exit_code == 1 and "STOCKA" in res.stderr
     assert _target(runs) == "first"
+    # the cron mail's line says what failed and that the name is as it was
+    [line] = [ln for ln in res.stderr.splitlines() if ln.startswith("ERROR")]
+    assert line.startswith(
+        f"ERROR: retrain of prod failed while the challenger trained ({runs / 'prod'} still points at first): "
+    ), line
     import forecaster.models as models
 
     real = models.pinball_loss
