@@ -51,7 +51,7 @@ from .config import COVERAGE, Config
 from .entry import stop_begun
 from .entry import stopping as stop_said
 from .errors import EXIT_INTERRUPTED, ConfigError, DataError, RunFormatError, TrainingError
-from .features import FEATURES
+from .features import CALENDAR, FEATURES
 from .forking import Stretches, epoch_chunks, plan_chunks
 from .fsio import file_in_the_way, file_lock, not_a_folder, refuse_empty_folders
 from .intervals import median_weights, walk_forward_scales, with_median
@@ -64,7 +64,7 @@ from .sessions import check_calendar, not_sessions
 from .store import load_bars
 from .threads import usable_cores
 from .tickers import log_some, some_names, some_reasons, validate_ticker
-from .windows import Splits, WindowSet, build_windows, make_splits, without_windows
+from .windows import SPLITS, Splits, WindowSet, build_windows, make_splits, without_windows
 
 log = logging.getLogger("forecaster")
 
@@ -1247,6 +1247,51 @@ def _warn_other_exchanges(bars: dict[str, pd.DataFrame], calendar: str) -> None:
     log_some(logging.WARNING, lines, "tickers with bars off the calendar")
 
 
+FAR_OUTSIDE = 15.0
+"""Standard deviations (of a ticker's training split) beyond which an input read later is
+named: on GOOG, ORCL and YHOO the inputs stay within 13 in the training split and 8 after it."""
+
+INPUT_WORDS = {
+    "ret": "daily return",
+    "range": "day's range",
+    "body": "close against open",
+    "dvol": "volume change",
+    "rvol": "local volatility",
+    "zret": "return in units of the local volatility",
+}
+
+
+def _warn_unlike_training(ws: WindowSet) -> None:
+    """A warning for each ticker whose bars after the training split give the network an input
+    far outside those of its training split (a crash, or a listing that first traded flat: a
+    SPAC at 10.00 in cent ticks, then a stock), or whose close never moved over the training
+    split: what the network forecasts from there is an extrapolation, which validation and
+    evaluate then score."""
+    lines = []
+    names = ws.features[: len(ws.features) - CALENDAR]
+    train = SPLITS.index("train")
+    for k, sym in enumerate(ws.tickers):
+        lo, hi = ws.offsets[k], ws.offsets[k + 1]
+        part = ws.split[lo:hi]
+        if (part == train).any() and np.ptp(ws.log_close[lo:hi][part == train]) == 0:
+            lines.append(
+                f"{sym}: its close never moved over the training split: the network learnt nothing of its "
+                "returns, and its forecasts are its last close with the intervals of the other tickers' shapes"
+            )
+            continue
+        later = np.abs(ws.x[lo:hi, : len(names)][part != train])
+        if not later.size or (top := float(later.max())) <= FAR_OUTSIDE:
+            continue
+        row, col = np.unravel_index(int(later.argmax()), later.shape)
+        day = pd.Timestamp(ws.dates[lo:hi][part != train][row]).date()
+        lines.append(
+            f"{sym}: its {INPUT_WORDS.get(names[col], names[col])} on {day} is {top:.0f} standard deviations "
+            "from its training split's mean: the network saw no input like it, and forecasts from there "
+            "extrapolate (a crash, or training bars unlike the later ones: prices that barely moved at first?)"
+        )
+    log_some(logging.WARNING, lines, "tickers whose later inputs are unlike their training ones")
+
+
 def load_training_data(cfg: Config, tickers: list[str], splits: Splits | None = None) -> TrainingData:
     """Bars, splits (computed unless given) and windows; an error when a split has no window.
 
@@ -1315,6 +1360,7 @@ def load_training_data(cfg: Config, tickers: list[str], splits: Splits | None = 
             )
         no_val.append(f"{sym}: no validation windows: its bars end {last}, {where}; {then}")
     log_some(logging.WARNING, no_val, "tickers without validation windows")
+    _warn_unlike_training(ws)
     for split, what in (("train", "training"), ("val", "validation")):
         if len(ends[split]) == 0:
             raise TrainingError(f"no {what} windows: shorten lookback/horizon/val_days or add history")

@@ -355,6 +355,34 @@ def test_a_ticker_with_bars_on_days_the_calendar_does_not_trade_is_named(sample_
     ]
 
 
+def test_a_ticker_whose_later_inputs_are_unlike_its_training_ones_is_named(sample_dir, tmp_path, caplog):
+    """A listing that traded flat at 10.00 through the training split, in cent ticks, then
+    moved as a stock: its later inputs lie tens of deviations outside what the network saw.
+    One that never moved at all is named too. The sample's tickers are not."""
+    import shutil
+
+    d = tmp_path / "data"
+    shutil.copytree(sample_dir, d)
+    df = pd.read_csv(d / "STOCKB.csv")
+    calm = len(df) - 200  # the training split: all but the last 200 sessions (val 100, test 100)
+    ticks = 10.0 + np.resize([0.0, 0.01, 0.0, -0.01], calm)
+    spac = df.copy()
+    for col in ("Open", "High", "Low", "Close"):
+        moved = df[col].to_numpy() * 10.0 / df["Close"].iloc[calm]
+        spac[col] = np.concatenate([ticks + {"High": 0.01, "Low": -0.01}.get(col, 0.0), moved[calm:]])
+    spac.to_csv(d / "SPAC.csv", index=False)
+    df.assign(Open=10.0, High=10.0, Low=10.0, Close=10.0).to_csv(d / "FLAT.csv", index=False)
+    cfg = load_config(None, tiny_overrides(d, **{"data.tickers": ["STOCKA", "SPAC", "FLAT"], "train.epochs": 1}))
+    with caplog.at_level("WARNING", logger="forecaster"):
+        train(cfg, run_dir=tmp_path / "run")
+    warned = [r.getMessage() for r in caplog.records if "training split" in r.getMessage()]
+    assert len(warned) == 2, warned
+    spac_line, flat_line = sorted(warned, reverse=True)
+    assert spac_line.startswith("SPAC: its ") and "standard deviations from its training split's mean" in spac_line
+    assert int(spac_line.split(" is ")[1].split()[0]) > 15
+    assert flat_line.startswith("FLAT: its close never moved over the training split")
+
+
 def test_ticker_whose_bars_skip_the_validation_split_is_named_as_such_and_evaluated(sample_dir, tmp_path, caplog, cli):
     """A gap over the validation split (one bar left in it): named as a gap, not as bars that
     end there (its bars end in the test split), and evaluated there, as the warning says."""
