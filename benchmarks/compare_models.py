@@ -26,6 +26,7 @@ Prints Markdown tables and writes the rows as CSV (``benchmarks/results/compare_
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -128,18 +129,71 @@ def table(rows: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _whole(least: int):
+    """An argparse type: a whole number of at least ``least``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{value} is below {least}")
+        return value
+
+    return parse
+
+
+COLUMNS = {"dataset", "seed", "step", "best_vol", "dm_p", "dm_pinball_p"}
+"""Columns a results file of this script has (and the table reads)."""
+
+
+def _results(p: argparse.ArgumentParser, path: Path) -> pd.DataFrame:
+    """The rows of a results file of this script, or a usage error (exit 2) saying why not."""
+    try:
+        rows = pd.read_csv(path)
+    except (OSError, ValueError) as exc:  # missing, a folder, empty, not a CSV file
+        p.error(f"--from-csv {path}: cannot be read ({type(exc).__name__}: {' '.join(str(exc).split())})")
+    if lacking := sorted(COLUMNS - set(rows.columns)):
+        p.error(f"--from-csv {path}: not a results file of this script (no {', '.join(lacking)} column)")
+    if rows.empty:
+        p.error(f"--from-csv {path}: holds no results")
+    return rows
+
+
+def _check_data(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Every data set asked for can be trained, before any is: a wrong folder skipped the real
+    series and the results file lost their rows."""
+    others = [d for d in args.datasets if d != "sample"]
+    if not others:
+        return
+    if args.real is None:
+        p.error(f"{', '.join(others)}: give --real DIR, the folder of their CSV files (or --datasets sample)")
+    if not args.real.is_dir():
+        p.error(f"--real {args.real} is not a folder")
+    if missing := [d for d in others if not (args.real / f"{d}.csv").is_file()]:
+        p.error(f"--real {args.real} has no {', '.join(f'{d}.csv' for d in missing)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--real", type=Path, help="folder with GOOG.csv, ORCL.csv, YHOO.csv (csv source)")
     p.add_argument("--datasets", nargs="+", default=["sample", *REAL], help="which data sets")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    p.add_argument("--epochs", type=int, default=None, help="override the epoch budget (a quick check)")
+    p.add_argument("--seeds", nargs="+", type=_whole(0), default=[0, 1])
+    p.add_argument("--epochs", type=_whole(1), default=None, help="override the epoch budget (a quick check)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "compare_models.csv")
     p.add_argument("--from-csv", type=Path, default=None, help="do not train: print the table of this --out file")
     args = p.parse_args(argv)
     if args.from_csv is not None:
-        print(table(pd.read_csv(args.from_csv)))
+        print(table(_results(p, args.from_csv)))
         return 0
+    _check_data(p, args)
+    try:  # before ten minutes of training, not after
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        p.error(f"--out {args.out}: its folder cannot be made ({exc.strerror or exc})")
+    if args.out.is_dir() or not os.access(args.out if args.out.exists() else args.out.parent, os.W_OK):
+        p.error(f"--out {args.out}: cannot be written")
     rows = []
     work = Path(tempfile.mkdtemp(prefix="compare-"))
     try:
@@ -159,8 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     frame = pd.DataFrame(rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(args.out, index=False, float_format="%.6g")
+    frame.to_csv(args.out, index=False, float_format="%.10g")  # --from-csv gives the same table
     print(table(frame))
     return 0
 

@@ -97,7 +97,10 @@ def main(argv=None) -> int:
     ap.add_argument("--real-tickers", default="GOOG,ORCL,YHOO")
     ap.add_argument("--train-args", default="", help="extra flags for every `forecaster train`")
     args = ap.parse_args(argv)
-    seeds = [int(s) for s in args.seeds.split(",")]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        ap.error(f"--seeds {args.seeds!r}: whole numbers, comma-separated")
     if args.quick:
         seeds = seeds[:1]
     sets = {"sample (demo.toml)": ["--config", str(harness.ROOT / "configs" / "demo.toml")]}

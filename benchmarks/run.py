@@ -31,6 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
 
+REAL_TICKERS = ("GOOG", "ORCL", "YHOO")
+"""The real series the convergence area reads from ``--real-data``."""
+
 AREAS = {
     "training": "training.py",
     "threads": "threads.py",
@@ -69,6 +72,19 @@ def parse_args(argv=None) -> argparse.Namespace:
         ap.error("no area left to run (--only and --skip leave none)")
     if args.quick and (args.readme or args.update):
         ap.error("a --quick smoke run is not published: drop --readme and --update")
+    if args.from_json is not None:
+        if args.update or args.quick:
+            ap.error("--from-json runs nothing: drop --update and --quick")
+        try:
+            args.bench = json.loads(args.from_json.read_text())
+            args.bench["areas"], args.bench["meta"]  # noqa: B018 - what a bench.json holds
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            why = " ".join(f"{type(exc).__name__}: {exc}".split())
+            ap.error(f"--from-json {args.from_json}: not a bench.json this script wrote ({why})")
+    elif args.real_data is not None and "convergence" in args.areas:
+        # a wrong folder left the real series out and published the table without them
+        if missing := [t for t in REAL_TICKERS if not (args.real_data / f"{t}.csv").is_file()]:
+            ap.error(f"--real-data {args.real_data}: no {', '.join(f'{t}.csv' for t in missing)} there")
     return args
 
 
@@ -179,7 +195,7 @@ def superseded(notes: list[dict], areas: list[str]) -> list[dict]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.from_json:
-        bench = json.loads(args.from_json.read_text())
+        bench = args.bench
         if args.readme and bench.get("meta", {}).get("quick"):
             print(f"{args.from_json} holds a --quick smoke run: it is not published", file=sys.stderr)
             return 2

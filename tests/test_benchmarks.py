@@ -70,6 +70,24 @@ def test_arguments_that_would_publish_a_smoke_run_or_run_nothing_are_refused(arg
     assert "error:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--from-json", "{tmp}/none.json"], "not a bench.json this script wrote (FileNotFoundError"),
+        (["--from-json", "{tmp}/empty.json"], "not a bench.json this script wrote (KeyError: 'areas')"),
+        (["--from-json", "{tmp}/empty.json", "--update"], "--from-json runs nothing: drop --update and --quick"),
+        # a mistyped folder left the real series out of a table published after 40 minutes
+        (["--only", "convergence", "--real-data", "{tmp}"], "no GOOG.csv, ORCL.csv, YHOO.csv there"),
+    ],
+)
+def test_a_file_or_folder_the_benchmarks_cannot_use_is_refused_in_one_line(argv, said, tmp_path, capsys):
+    (tmp_path / "empty.json").write_text("{}")
+    with pytest.raises(SystemExit) as info:
+        run.parse_args([a.format(tmp=tmp_path) for a in argv])
+    assert info.value.code == 2
+    assert said in capsys.readouterr().err
+
+
 def test_a_smoke_runs_results_are_not_published_from_their_file_either(tmp_path, monkeypatch, capsys):
     written = []
     monkeypatch.setattr(run, "write_readme", written.append)
@@ -126,6 +144,31 @@ def test_the_comparison_shows_each_seeds_p_value_when_only_some_seeds_have_a_tes
     assert compare_models._seeds_p(pd.Series([0.2, float("nan")])) == "0.20 / -"
     assert compare_models._p(compare_models._seeds_p(pd.Series([float("nan"), float("nan")]))) == "-"
     assert compare_models._p(compare_models._seeds_p(pd.Series([0.2, 0.4]))) == "0.30"
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        # the real series skipped, and the results file left with the sample's rows alone
+        (["--real", "{tmp}/nowhere"], "--real {tmp}/nowhere is not a folder"),
+        (["--datasets", "GOOG"], "GOOG: give --real DIR"),
+        (["--datasets", "sample", "FOO", "--real", "{tmp}"], "--real {tmp} has no FOO.csv"),
+        (["--epochs", "0"], "argument --epochs: 0 is below 1"),
+        (["--from-csv", "{tmp}/none.csv"], "--from-csv {tmp}/none.csv: cannot be read (FileNotFoundError"),
+        (["--from-csv", "{tmp}/other.csv"], "--from-csv {tmp}/other.csv: not a results file of this script"),
+    ],
+)
+def test_the_comparison_refuses_what_it_cannot_run_before_it_trains_or_writes(tmp_path, capsys, args, said):
+    import compare_models
+
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    out = tmp_path / "results.csv"
+    out.write_text("kept\n")
+    with pytest.raises(SystemExit) as e:
+        compare_models.main([a.format(tmp=tmp_path) for a in args] + ["--out", str(out)])
+    assert e.value.code == 2
+    assert said.format(tmp=tmp_path) in capsys.readouterr().err
+    assert out.read_text() == "kept\n"
 
 
 def _gpu_check(tmp_path, **env):
