@@ -288,6 +288,19 @@ MAX_TICKERS = 10_000
 """Tickers of a universe at most: their names have four digits, SYN0000 to SYN9999."""
 MAX_YEARS = 200
 """Years of a universe's history, less than this."""
+FIRST_SESSION = pd.Timestamp("1970-01-02")
+"""A universe's sessions start on or after this: exchange_calendars' New York calendar holds
+no holidays before 1970 (it would trade on Christmas Day)."""
+BYTES_PER_BAR = 250
+"""Memory a universe takes while it is made, per ticker and session (about 210 measured)."""
+
+
+def _memory() -> int | None:
+    """This machine's memory in bytes, where the system says."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def generate_universe(
@@ -316,15 +329,27 @@ def generate_universe(
     if not 0 < years < MAX_YEARS:
         raise ValueError(f"years must be more than 0 and less than {MAX_YEARS}, got {years!r}")
     last = pd.Timestamp(end).normalize()
+    shown = str(last)[:10] if last.year >= 1000 else str(last).split()[0]  # .date() fails before year 1
     try:
         first = last - pd.Timedelta(days=round(float(years) * 365.25) - 1)
-        sessions = sessions_in_range(first, last)
     except (OverflowError, pd.errors.OutOfBoundsDatetime, pd.errors.OutOfBoundsTimedelta) as exc:
-        raise ValueError(f"{years} years up to {last.date()} reach beyond the dates pandas can hold: {exc}") from None
+        raise ValueError(f"{years} years up to {shown} reach beyond the dates pandas can hold: {exc}") from None
+    if first < FIRST_SESSION:
+        raise ValueError(
+            f"{years} years up to {shown} start before {FIRST_SESSION.year}, where the New York calendar holds no "
+            "holidays (Christmas Day would be a session): fewer years, or a later end"
+        )
+    sessions = sessions_in_range(first, last)
     n_steps = len(sessions)
     if n_steps < MIN_SESSIONS:
         raise ValueError(
-            f"{years} years up to {last.date()} give {n_steps} sessions; each ticker needs at least {MIN_SESSIONS}"
+            f"{years} years up to {shown} give {n_steps} sessions; each ticker needs at least {MIN_SESSIONS}"
+        )
+    need, have = n_tickers * n_steps * BYTES_PER_BAR, _memory()
+    if have is not None and need > have / 2:
+        raise ValueError(
+            f"{n_tickers:,} tickers of {n_steps:,} sessions need about {need / 2**30:.1f} GiB while they are made, "
+            f"more than half this machine's memory ({have / 2**30:.1f} GiB): fewer tickers or years"
         )
 
     names = [f"SYN{i:04d}" for i in range(n_tickers)]
@@ -445,7 +470,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error('OUT_DIR "" names no folder')
     universe_only = [f"--{k}" for k in ("years", "seed", "end") if getattr(args, k) is not None]
     if args.universe is None and universe_only:
-        parser.error(f"{', '.join(universe_only)} only apply with --universe (the sample is fixed)")
+        verb = "apply" if len(universe_only) > 1 else "applies"
+        parser.error(f"{', '.join(universe_only)} only {verb} with --universe (the sample is fixed)")
 
     try:
         if args.universe is None:
@@ -471,6 +497,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     .replace("seed must", "--seed must")
                 )
             paths = [write_csv(df, Path(args.out_dir) / f"{name}.csv") for name, df in frames.items()]
+            written = {p.name for p in paths}
+            others = sorted(p.name for p in Path(args.out_dir).glob("SYN*.csv") if p.name not in written)
+            if others:  # an earlier, larger universe: the folder now mixes two
+                shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+                print(
+                    f"warning: {args.out_dir} also holds {shown} of another universe: a command reading the "
+                    "whole folder reads them too; delete them, or write into an empty folder",
+                    file=sys.stderr,
+                )
     except OSError as exc:
         print(f"error: cannot write into {args.out_dir}: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -333,8 +333,12 @@ def test_universe_rejects_too_short_history():
     [
         (["--universe", "2", "--years", "inf"], "--years must be more than 0"),
         (["--universe", "2", "--years", "1e6"], "--years must be more than 0"),
-        (["--years", "3"], "only apply with --universe"),
-        (["--seed", "5"], "only apply with --universe"),
+        (["--years", "3"], "--years only applies with --universe"),
+        (["--seed", "5", "--end", "2020-01-01"], "--seed, --end only apply with --universe"),
+        # the New York calendar of exchange_calendars trades on Christmas Day before 1970
+        (["--universe", "2", "--years", "60"], "start before 1970, where the New York calendar holds no holidays"),
+        # its own error message failed: a year before 1 has no Python date
+        (["--universe", "1", "--end=-1"], "10.0 years up to -001-01-01 start before 1970"),
         (["--universe", "10001"], "--universe must be from 1 to 10,000"),
         (["--universe", "2", "--seed", "-1"], "--seed must be a non-negative integer"),
         (["--universe", "2", "--end", "2300-01-01"], "is after today"),
@@ -347,6 +351,29 @@ def test_cli_refuses_what_it_cannot_write_in_one_line(tmp_path, capsys, args, sa
     assert exc.value.code == 2
     assert said in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_refuses_a_universe_larger_than_the_machine_can_hold(tmp_path, capsys, monkeypatch):
+    """10,000 tickers of 55 years: a MemoryError traceback after minutes of work."""
+    import forecaster.synthetic as synthetic
+
+    monkeypatch.setattr(synthetic, "_memory", lambda: 8 * 2**30)  # whatever this machine has
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path / "out"), "--universe", "10000", "--years", "55"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "10,000 tickers of 13,8" in err and "more than half this machine's memory (8.0 GiB)" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_warns_of_files_of_another_universe_left_in_the_folder(tmp_path, capsys):
+    """A smaller universe written where a larger one was: the folder mixed the two silently."""
+    out = tmp_path / "u"
+    assert main([str(out), "--universe", "3", "--years", "2"]) == 0
+    assert "another universe" not in capsys.readouterr().err
+    assert main([str(out), "--universe", "2", "--years", "2"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {out} also holds SYN0002.csv of another universe" in err
 
 
 def test_cli_refuses_an_empty_folder_name(tmp_path, monkeypatch, capsys):
