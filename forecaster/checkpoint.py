@@ -424,8 +424,7 @@ def run_directory(path: Path) -> Path:
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise RunFormatError(
-                    f"{path} is a symbolic link that leads back to itself (a loop of links): "
-                    "promote a run to that name again"
+                    f"{path} is a symbolic link that leads into a loop of links: promote a run to that name again"
                 ) from None
     if run_dir == path:
         if holder := lock_holder(run_lock_path(path)):

@@ -7,6 +7,7 @@ Heavy libraries (torch, pandas, yfinance, matplotlib) are imported inside the co
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import logging
 import math
@@ -1487,9 +1488,12 @@ def _evaluation_lines(path: Path, model: str, tickers: list[str]) -> list[str]:
     from .tickers import some_names
 
     try:
-        if not path.read_bytes().endswith(b"\n"):  # evaluate writes whole files: one cut or edited
+        raw = path.read_bytes()
+        if not raw:
+            return ["(empty: run evaluate again to see its figures)"]
+        if not raw.endswith(b"\n"):  # evaluate writes whole files: one cut or edited
             return ["(cut short: its last line is incomplete; run evaluate again to see its figures)"]
-        m = pd.read_csv(path)
+        m = pd.read_csv(io.BytesIO(raw))
         lacking = [
             c for c in ("ticker", "model", "step", "n", "skill", "coverage", "best_vol", "pinball_ratio") if c not in m
         ]
@@ -1499,14 +1503,18 @@ def _evaluation_lines(path: Path, model: str, tickers: list[str]) -> list[str]:
         if rows.empty:
             return [f"(no pooled figures of the {model} model in it: run evaluate again to see them)"]
         lines = []
-        scored = [t for t in tickers if t in set(m["ticker"])]
+        present = set(m["ticker"])
+        scored = [t for t in tickers if t in present]
         if len(scored) < len(tickers):
             lines.append(f"over {len(scored)} of the run's {len(tickers)} tickers ({some_names(scored)})")
         for r in rows.itertuples():
             vs = f" ({r.best_vol})" if isinstance(r.best_vol, str) else ""
+            ratio = _cell(r.pinball_ratio, ".4f")
+            if not ratio and vs:  # a baseline that held every actual: a price that never moved
+                ratio = "none (its loss is 0)"
             lines.append(
                 f"step {r.step}: MAE / naive {_cell(1 - r.skill, '.4f')}, pinball / best volatility baseline"
-                f"{vs} {_cell(r.pinball_ratio, '.4f')}, 80 % coverage {_cell(r.coverage, '.1%')}, n {r.n}"
+                f"{vs} {ratio}, 80 % coverage {_cell(r.coverage, '.1%')}, n {r.n}"
             )
         return lines
     except (OSError, ValueError, KeyError, AttributeError, pd.errors.ParserError) as e:

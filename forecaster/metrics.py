@@ -816,7 +816,8 @@ def _dm_pinball_columns(g: _Groups, y: np.ndarray, losses: dict[str, np.ndarray]
     level = g.mean(np.abs(y), common)
     perfect = scored & (best_mean <= PINBALL_FLOOR * np.where(np.isnan(level), 0.0, level))
     return {
-        "dm_pinball_pvalue": _dm_pvalues(g, d, common),
+        # no test against a baseline with no loss either: the ratio, baseline and test go together
+        "dm_pinball_pvalue": np.where(perfect, np.nan, _dm_pvalues(g, d, common)),
         "best_vol": np.where(scored, np.asarray(baselines, dtype=object)[best], np.nan),
         "pinball_ratio": _ratio(g.mean(losses[model_name], common), np.where(scored & ~perfect, best_mean, np.nan)),
     }

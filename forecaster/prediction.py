@@ -112,12 +112,13 @@ def _age_note(last: pd.Timestamp, cut, now, calendar: str) -> tuple[bool, str]:
         ref, what = cut, f"--as-of {cut.date()}"
     else:
         what = f"the latest completed session ({ref.date()})"
+    traded = not len(not_sessions(pd.DatetimeIndex([last]), calendar))
     if last > ref:  # a bar of today before the close, or of a day that is no session
-        return True, (
-            f"last bar {last.date()} is after {what}: a bar of a session still trading (its close not "
-            f"final), or of a day {calendar} does not trade"
-        )
+        why = "a bar of a session still trading (its close not final)" if traded else f"a day {calendar} does not trade"
+        return True, f"last bar {last.date()} is after {what}: {why}"
     behind = sessions_after_count(last, ref, calendar)
+    if behind == 0 and not traded:  # as fresh as can be, but dated on a day of no session
+        return False, f"last bar {last.date()}, a day {calendar} does not trade"
     if behind == 0:
         up_to = "the latest completed session" if what.startswith("the") else f"the last session up to {what}"
         return False, f"last bar {last.date()}, {up_to}"

@@ -158,9 +158,10 @@ SPLIT_VOLUME_SESSIONS = 20
 """...and, when the file has volumes, with the median volume of this many sessions after it moved
 the other way by at least the square root of a/b (a split multiplies the shares traded by a/b)..."""
 SPLIT_SPIKE = 3.0
-"""...and, for a ratio under 2 (3-for-2), whose one-day move a crash or a rally can make, with
-the volume of the day itself at most this many times the ratio over the median before it:
-a split day trades about a/b times the shares, a day of news many times more."""
+"""...and, for a ratio under 2 (3-for-2), whose one-day move a crash or a rally can make: a fall
+only (no 2-for-3 reverse splits), in a file with volumes, with the volume of the day itself at
+most this many times the ratio over the median before it: a split day trades about a/b times
+the shares, a day of news many times more."""
 
 
 def _split_ratio_text(a: int, b: int, down: bool) -> str:
@@ -217,8 +218,12 @@ def _split_like_moves(close: np.ndarray, volume: np.ndarray) -> list[tuple[int, 
     found = []
     for a, b in SPLIT_RATIOS:
         n = a / b
+        if n < 2 and not has_volume:  # a move of a third, without volumes to tell a split from news
+            continue
         for i in np.flatnonzero(np.abs(np.abs(move) - math.log(n)) < math.log1p(SPLIT_TOLERANCE)):
             t, down = int(i) + 1, bool(move[i] < 0)
+            if n < 2 and not down:  # 3-for-2 splits are usual; 2-for-3 reverse splits are not
+                continue
             if has_volume:
                 before = volume[max(0, t - SPLIT_VOLUME_SESSIONS) : t]
                 after = volume[t + 1 : t + 1 + SPLIT_VOLUME_SESSIONS]

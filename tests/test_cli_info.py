@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 
@@ -193,6 +194,14 @@ def test_info_says_when_the_evaluation_is_cut_short_or_covers_some_tickers_only(
     model = run_meta(run_copy)["config"]["model"]["cell"]
     out = cli("info", run_copy).stdout
     assert f"(no pooled figures of the {model} model in it: run evaluate again to see them)" in out, out
+    metrics.write_text("")
+    assert "(empty: run evaluate again to see its figures)" in cli("info", run_copy).stdout
+    # a baseline that held every actual (a price that never moved): no ratio, and info says why
+    flat = pd.read_csv(io.StringIO(whole))
+    flat.loc[flat["ticker"] == "ALL", "pinball_ratio"] = float("nan")
+    flat.to_csv(metrics, index=False)
+    shown = [ln for ln in cli("info", run_copy).stdout.splitlines() if ln.strip().startswith("step 1:")]
+    assert shown and "baseline (" in shown[0] and ") none (its loss is 0), 80 % coverage" in shown[0], shown
 
 
 def test_info_shows_skipped_tickers(cli, run_copy, tmp_path):
@@ -416,7 +425,7 @@ def test_a_loop_of_links_is_named_as_one(cli, tmp_path):
     (tmp_path / "a").symlink_to("b")
     (tmp_path / "b").symlink_to("a")
     res = cli("info", tmp_path / "a")
-    assert_one_line_error(res, 1, f"{tmp_path / 'a'} is a symbolic link that leads back to itself (a loop of links)")
+    assert_one_line_error(res, 1, f"{tmp_path / 'a'} is a symbolic link that leads into a loop of links")
 
 
 def test_info_newer_format_version(cli, run_copy):

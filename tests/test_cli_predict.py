@@ -275,7 +275,14 @@ def test_a_bar_on_a_day_the_calendar_does_not_trade_is_warned_of(trained_run, sa
     [off] = [w for w in rep.warnings if "not XNYS sessions" in w]
     assert off.startswith("STOCKA: 1 of its bars since the run's last fall on days that are not XNYS sessions")
     assert "its last bar on 2025-01-04 (Saturday)" in off
-    assert [w for w in rep.warnings if w.startswith("STOCKA: last bar 2025-01-04 is after the latest completed")]
+    assert (
+        "STOCKA: last bar 2025-01-04 is after the latest completed session (2025-01-03): a day XNYS does not trade"
+        in (rep.warnings)
+    )
+    # forecast as of the Sunday after: as fresh as the day allows, but not called a session
+    tuesday = pd.Timestamp("2025-01-07 15:00", tz="UTC")
+    rep = predict(trained_run, data_dir=data, out=tmp_path / "fc2", now=tuesday, offline=True, as_of="2025-01-05")
+    assert "STOCKA: last bar 2025-01-04, a day XNYS does not trade" in rep.notes
     assert not [w for w in rep.warnings if w.startswith("STOCKB") and "not XNYS" in w]
 
 
@@ -288,7 +295,7 @@ def test_a_bar_of_a_session_still_trading_is_not_called_the_latest_completed(tra
     rep = predict(trained_run, data_dir=data, out=tmp_path / "fc", now=morning, offline=True)
     assert (
         "STOCKA: last bar 2025-01-02 is after the latest completed session (2024-12-31): a bar of a session "
-        "still trading (its close not final), or of a day XNYS does not trade"
+        "still trading (its close not final)"
     ) in rep.warnings
     assert "STOCKB: last bar 2024-12-31, the latest completed session" in rep.notes
     assert not [w for w in rep.warnings if "not XNYS sessions" in w]  # 2025-01-02 is a session

@@ -661,6 +661,7 @@ def test_no_pinball_ratio_to_a_baseline_whose_loss_is_zero_or_a_rounding_error(r
     row = metrics_table(pred, "gru", {"FLAT": 1.0}).set_index(["ticker", "model"]).loc[("FLAT", "gru")]
     assert row["best_vol"] == "hist"
     assert math.isnan(row["pinball_ratio"])
+    assert math.isnan(row["dm_pinball_pvalue"])  # no test against it either: ratio and test go together
     # a real spread, however small (a tenth of a cent on 10), still gives its ratio
     pred = _with_probabilistic(pred, {"hist": 1e-3, "ewma": 1e-3, "garch": 1e-3})
     row = metrics_table(pred, "gru", {"FLAT": 1.0}).set_index(["ticker", "model"]).loc[("FLAT", "gru")]

@@ -845,6 +845,18 @@ def test_a_crash_or_rally_of_a_small_splits_ratio_on_heavy_trading_is_not_named(
     assert caplog.messages == []
 
 
+def test_a_move_of_a_third_is_named_a_split_only_as_a_3_for_2_in_a_file_with_volumes(tmp_path, caplog):
+    """A rise to 1.5 times was named as a "2-for-3 split", a reverse split no one makes; and in a
+    file without volumes, any fall of a third was named, with nothing to tell it from news."""
+    bars = make_bars("2024-01-02", 80)
+    _as_if_split(bars, 40, 1 / 1.5).rename_axis("Date").rename(columns=str.title).to_csv(tmp_path / "UP.csv")
+    no_volume = _as_if_split(bars, 40, 1.5).drop(columns="volume")
+    no_volume.rename_axis("Date").rename(columns=str.title).to_csv(tmp_path / "NOVOL.csv")
+    with caplog.at_level(logging.WARNING, logger="forecaster"):
+        store.load_bars("csv", tmp_path, ["UP", "NOVOL"])
+    assert not [m for m in caplog.messages if "split" in m], caplog.messages
+
+
 def test_an_open_off_the_days_range_is_kept_and_named_with_its_dates(tmp_path, caplog):
     """A bad open is no reason to refuse a ticker (the features read it at the range's edge),
     but a user fixing the file needs to hear of it; an open off by rounding is not worth a word."""

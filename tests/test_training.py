@@ -365,7 +365,7 @@ def test_a_ticker_whose_later_inputs_are_unlike_its_training_ones_is_named(sampl
     shutil.copytree(sample_dir, d)
     df = pd.read_csv(d / "STOCKB.csv")
     calm = len(df) - 200  # the training split: all but the last 200 sessions (val 100, test 100)
-    ticks = 10.0 + np.resize([0.0, 0.01, 0.0, -0.01], calm)
+    ticks = 10.0 + np.resize([0.0] * 9 + [0.01], calm)  # a cent up on one day in ten
     spac = df.copy()
     for col in ("Open", "High", "Low", "Close"):
         moved = df[col].to_numpy() * 10.0 / df["Close"].iloc[calm]
@@ -379,7 +379,7 @@ def test_a_ticker_whose_later_inputs_are_unlike_its_training_ones_is_named(sampl
     assert len(warned) == 2, warned
     spac_line, flat_line = sorted(warned, reverse=True)
     assert spac_line.startswith("SPAC: its ") and "standard deviations from its training split's mean" in spac_line
-    assert int(spac_line.split(" is ")[1].split()[0]) > 15
+    assert int(spac_line.split(" is ")[1].split()[0]) > 50
     assert flat_line.startswith("FLAT: its close never moved over the training split")
 
 
