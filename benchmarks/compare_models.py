@@ -43,6 +43,9 @@ from forecaster.evaluation import evaluate  # noqa: E402
 from forecaster.metrics import PROBABILISTIC_MODELS  # noqa: E402
 from forecaster.training import train  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
+
 REAL = ("GOOG", "ORCL", "YHOO")
 PROTOCOL = {"window.test_days": 250, "window.val_days": 250, "window.horizon": 5}
 
@@ -129,21 +132,6 @@ def table(rows: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _whole(least: int):
-    """An argparse type: a whole number of at least ``least``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < least:
-            raise argparse.ArgumentTypeError(f"{value} is below {least}")
-        return value
-
-    return parse
-
-
 COLUMNS = {"dataset", "seed", "step", "best_vol", "dm_p", "dm_pinball_p"}
 """Columns a results file of this script has (and the table reads)."""
 
@@ -179,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--real", type=Path, help="folder with GOOG.csv, ORCL.csv, YHOO.csv (csv source)")
     p.add_argument("--datasets", nargs="+", default=["sample", *REAL], help="which data sets")
-    p.add_argument("--seeds", nargs="+", type=_whole(0), default=[0, 1])
-    p.add_argument("--epochs", type=_whole(1), default=None, help="override the epoch budget (a quick check)")
+    p.add_argument("--seeds", nargs="+", type=harness.at_least(0), default=[0, 1])
+    p.add_argument("--epochs", type=harness.at_least(1), default=None, help="override the epoch budget (a quick check)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "compare_models.csv")
     p.add_argument("--from-csv", type=Path, default=None, help="do not train: print the table of this --out file")
     args = p.parse_args(argv)

@@ -238,32 +238,36 @@ def _holder_file(lock_path: Path) -> Path:
     return lock_path.with_name(lock_path.name + ".holder")
 
 
-def _describe_holder(lock_path: Path) -> str:
+def _holder(lock_path: Path) -> tuple[int, str, str] | None:
+    """The holder recorded beside ``lock_path``: its pid, host and description; None when no
+    readable record is there."""
     try:
         info = json.loads(_holder_file(lock_path).read_text(encoding="utf-8"))
-        return f"pid {int(info['pid'])} on {info['host']}, started {info['started']}: {info['command']}"
+        pid, host = int(info["pid"]), info["host"]
+        return pid, host, f"pid {pid} on {host}, started {info['started']}: {info['command']}"
     except (OSError, ValueError, KeyError, TypeError):
-        return "holder unknown"
+        return None
+
+
+def _describe_holder(lock_path: Path) -> str:
+    holder = _holder(lock_path)
+    return holder[2] if holder else "holder unknown"
 
 
 def lock_holder(path: PathLike) -> str | None:
     """Who holds the lock ``path`` (as a LockBusy message says it), when a live process on this
     machine does; None otherwise. Only read, never taken: a reader that merely looks must not
     make a writer starting at that moment find the lock busy."""
-    try:
-        info = json.loads(_holder_file(Path(path)).read_text(encoding="utf-8"))
-        pid, host = int(info["pid"]), info["host"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if host != socket.gethostname():
+    holder = _holder(Path(path))
+    if holder is None or holder[1] != socket.gethostname():
         return None
     try:
-        os.kill(pid, 0)
+        os.kill(holder[0], 0)
     except ProcessLookupError:
         return None  # a holder killed before it could clean up
     except PermissionError:
         pass  # alive, another user's
-    return _describe_holder(Path(path))
+    return holder[2]
 
 
 def _command_line() -> str:

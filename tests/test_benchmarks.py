@@ -153,7 +153,7 @@ def test_the_comparison_shows_each_seeds_p_value_when_only_some_seeds_have_a_tes
         (["--real", "{tmp}/nowhere"], "--real {tmp}/nowhere is not a folder"),
         (["--datasets", "GOOG"], "GOOG: give --real DIR"),
         (["--datasets", "sample", "FOO", "--real", "{tmp}"], "--real {tmp} has no FOO.csv"),
-        (["--epochs", "0"], "argument --epochs: 0 is below 1"),
+        (["--epochs", "0"], "argument --epochs: must be at least 1, not 0"),
         (["--from-csv", "{tmp}/none.csv"], "--from-csv {tmp}/none.csv: cannot be read (FileNotFoundError"),
         (["--from-csv", "{tmp}/other.csv"], "--from-csv {tmp}/other.csv: not a results file of this script"),
     ],
