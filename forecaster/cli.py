@@ -506,7 +506,7 @@ def _tickers(opt: list[str] | None, extra: list[str] | None) -> list[str] | None
     from .tickers import split_tickers
 
     names = split_tickers(opt or [])
-    names += [t for t in extra or [] if t.strip()]
+    names += split_tickers(extra or [])  # an argument "A,B" (or "A B") as -t reads it
     if (opt or extra) and not names:
         given = " ".join(f'-t "{v}"' for v in opt or []) or " ".join(f'"{v}"' for v in extra or [])
         raise typer.BadParameter(

@@ -115,8 +115,13 @@ class DataConfig(_Section):
     @field_validator("tickers", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
-        """One string of symbols separated by commas (or spaces), as ``--tickers`` takes them."""
-        return split_tickers([value]) if isinstance(value, str) else value
+        """One string of symbols separated by commas (or spaces), as ``--tickers`` takes them, or
+        a list of such strings."""
+        if isinstance(value, str):
+            return split_tickers([value])
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return split_tickers(value)
+        return value
 
 
 class WindowConfig(_Section):

@@ -17,10 +17,10 @@ log = logging.getLogger("forecaster")
 
 MAX_TICKER_LEN = 20
 
-# Yahoo-style: an optional "^" (indices), then letters/digits with single ".", "-" or "="
-# separators inside (BRK-B, 7203.T, EURUSD=X, GC=F). It must start and end with a letter or
-# digit, so no symbol can look like an option ("-x"), a formula ("=x") or a path part ("..").
-_TICKER_RE = re.compile(r"\^?[A-Z0-9](?:[A-Z0-9.\-=]*[A-Z0-9])?")
+# Yahoo-style: an optional "^" (indices), then letters/digits with ".", "-", "=" or "&" inside
+# (BRK-B, 7203.T, EURUSD=X, GC=F, M&M.NS). It must start and end with a letter or digit, so no
+# symbol can look like an option ("-x"), a formula ("=x") or a path part ("..").
+_TICKER_RE = re.compile(r"\^?[A-Z0-9](?:[A-Z0-9.\-=&]*[A-Z0-9])?")
 _SUFFIX_RE = re.compile(r"(?:\.[a-z0-9]+)+")
 
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n")

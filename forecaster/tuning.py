@@ -41,9 +41,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .checkpoint import EARLIER_SETTINGS, Origin, as_made, run_lock_path, set_origin
 from .config import SEARCH_SPACE, Config, SearchDim, active_dims, config_from_dict, config_toml, load_config
-from .errors import ConfigError, DataError, TemporaryFailure, TrainingError
+from .errors import ConfigError, DataError, TemporaryFailure, TickerError, TrainingError
 from .fsio import atomic_write_text, cannot_write_into, file_in_the_way, file_lock, not_a_folder, refuse_empty_folders
 from .outputs import write_csv
+from .tickers import validate_ticker
 from .training import (
     EpochRecord,
     Interrupted,
@@ -422,11 +423,19 @@ def _check_setup(study: optuna.Study, base: Config, searched: set[str], data: di
 
 
 def _setting_value(key: str, value: Any) -> Any:
-    """A setting as it tells on the trials: the tickers as a set (train reads them in its own
-    order, and once each), any other as it is."""
+    """A setting as it tells on the trials: the tickers as a set of symbols (train reads them
+    in its own order, once each, and ``brk-b`` as ``BRK-B``), any other as it is."""
     if key == "data.tickers" and isinstance(value, list):
-        return sorted(set(value))
+        return sorted({_symbol(t) for t in value})
     return value
+
+
+def _symbol(text: Any) -> Any:
+    """``text`` as train reads the ticker (a study's stored setting that is none, as it is)."""
+    try:
+        return validate_ticker(text)
+    except (TickerError, TypeError, AttributeError):
+        return text
 
 
 def _sampler_seed(cfg: Config, n_before: int) -> int:

@@ -123,6 +123,14 @@ def test_train_tickers_as_arguments_and_default_run_dir(cli, small_dir):
     assert set(meta["tickers"]) == {"STOCKA", "STOCKB"}
 
 
+def test_one_argument_of_comma_separated_tickers_is_read_as_tickers_as_evaluate_reads_it(cli, small_dir, tmp_path):
+    """`train "STOCKA,stockb"` (a variable holding a list): "invalid ticker 'STOCKA,STOCKB'", where
+    evaluate and predict, and train's -t, read the two tickers."""
+    res = cli("train", "STOCKA,stockb", "--data-dir", small_dir, *TINY, "--run-dir", tmp_path / "r", "-q")
+    assert res.exit_code == 0, res.stderr
+    assert set(run_meta(tmp_path / "r")["tickers"]) == {"STOCKA", "STOCKB"}
+
+
 def test_train_flags_override_config_file(cli, small_dir, tmp_path):
     cfg = _config_file(tmp_path / "c.toml", small_dir, epochs=2, extra='[predict]\nout = "elsewhere"\n')
     run = tmp_path / "r"

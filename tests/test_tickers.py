@@ -29,6 +29,7 @@ from forecaster.tickers import (
         ("GC=F", "GC=F"),
         ("BTC-USD", "BTC-USD"),
         ("A", "A"),
+        ("m&m.ns", "M&M.NS"),  # Mahindra & Mahindra on the NSE: refused, and with it no spelling
     ],
 )
 def test_valid_symbols_are_normalised(raw, expected):
@@ -61,6 +62,8 @@ def test_valid_symbols_are_normalised(raw, expected):
         "A\x00B",
         "A;B",
         "$AAPL",
+        "&M",
+        "M&",
     ],
 )
 def test_invalid_symbols_raise_ticker_error(raw):

@@ -385,6 +385,9 @@ def test_a_study_continues_with_its_tickers_in_another_order_but_not_with_other_
     tune(_cfg(small_dir, **{"tune.trials": 1, "data.tickers": ["STOCKA", "STOCKB"]}), root=tmp_path)
     res = tune(_cfg(small_dir, **{"tune.trials": 1, "data.tickers": ["STOCKB", "STOCKA", "STOCKB"]}), root=tmp_path)
     assert len(res.trials) == 2
+    # nor in another case, or with spaces: train reads " stockb" as STOCKB
+    res = tune(_cfg(small_dir, **{"tune.trials": 1, "data.tickers": [" stockb", "StockA"]}), root=tmp_path)
+    assert len(res.trials) == 3
     with pytest.raises(ConfigError, match=r"data.tickers = \['STOCKA', 'STOCKB'\], this command has \['STOCKA'\]"):
         tune(_cfg(small_dir, **{"tune.trials": 1, "data.tickers": ["STOCKA"]}), root=tmp_path)
 
