@@ -840,7 +840,7 @@ def _training_doc(run_dir: Path, man) -> dict:
         **doc,
         "windows": man.windows,
         "skipped": man.skipped,
-        "no_validation": man.model_dump(mode="json")["no_validation"],
+        "no_validation": {sym: why.model_dump(mode="json") for sym, why in man.no_validation.items()},
     }
 
 

@@ -197,13 +197,15 @@ def _warn_split_like_moves(df: pd.DataFrame, ticker: str, path: Path | None = No
     return df
 
 
+def _at_ratio(move, a: int, b: int):
+    """Whether ``|move|`` (one-day log changes of the close) is a split a-for-b's, within
+    :data:`SPLIT_TOLERANCE`."""
+    return np.abs(np.abs(move) - math.log(a / b)) < math.log1p(SPLIT_TOLERANCE)
+
+
 def _split_ratio_of(move: float) -> tuple[int, int] | None:
-    """The ratio ``(a, b)`` of :data:`SPLIT_RATIOS` whose log is within :data:`SPLIT_TOLERANCE`
-    of ``|move|`` (a one-day log change of the close), or None."""
-    for a, b in SPLIT_RATIOS:
-        if abs(abs(move) - math.log(a / b)) < math.log1p(SPLIT_TOLERANCE):
-            return a, b
-    return None
+    """The ratio ``(a, b)`` of :data:`SPLIT_RATIOS` of the one-day log change ``move``, or None."""
+    return next(((a, b) for a, b in SPLIT_RATIOS if _at_ratio(move, a, b)), None)
 
 
 def _split_like_moves(close: np.ndarray, volume: np.ndarray) -> list[tuple[int, tuple[int, int], bool]]:
@@ -220,7 +222,7 @@ def _split_like_moves(close: np.ndarray, volume: np.ndarray) -> list[tuple[int, 
         n = a / b
         if n < 2 and not has_volume:  # a move of a third, without volumes to tell a split from news
             continue
-        for i in np.flatnonzero(np.abs(np.abs(move) - math.log(n)) < math.log1p(SPLIT_TOLERANCE)):
+        for i in np.flatnonzero(_at_ratio(move, a, b)):
             t, down = int(i) + 1, bool(move[i] < 0)
             if n < 2 and not down:  # 3-for-2 splits are usual; 2-for-3 reverse splits are not
                 continue
