@@ -63,7 +63,7 @@ from .fsio import ends_mid_line, file_in_the_way, follow_link, not_a_folder, ref
 from .metrics import POOLED, metrics_table
 from .outputs import FORECAST_FILE, has_dated_forecasts, write_csv
 from .prediction import FORECAST_COLUMNS
-from .sessions import dated_after_today, parse_day
+from .sessions import dated_after_today, last_completed_session, parse_day, sessions_after_count
 from .sources import row_lines, where_row
 from .store import load_bars
 from .tickers import csv_safe, log_some, validate_ticker
@@ -92,6 +92,8 @@ MISSING_SHOWN = 3
 """Dates named per ticker in the warning about forecasts for sessions missing from the data."""
 
 _PRICES = ["last_close", "p10", "p50", "p90"]
+_APART_COLUMNS = ["ticker", "origin", "step", "actual", "p10", "p90"]
+"""What :meth:`ScoreReport.coverage_alert` reads of each forecast."""
 
 
 @dataclass
@@ -105,6 +107,8 @@ class ScoreReport:
     failed: dict[str, str] = field(default_factory=dict)  # ticker -> why its forecasts were not scored
     warnings: list[str] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
+    # one row per forecast scored or pending: ticker, origin, step, actual (NaN: pending), p10, p90
+    forecasts: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=_APART_COLUMNS))
 
     @property
     def exit_code(self) -> int:
@@ -119,17 +123,21 @@ class ScoreReport:
     def coverage_alert(self, lo: float, hi: float, alpha: float = 0.05) -> str | None:
         """Why the pooled coverage of some step is outside [lo, hi] by more than chance; None
         when it is not. A step alerts when its coverage is below ``lo`` (above ``hi``) and the
-        one-sided exact binomial test of its forecasts rejects a true coverage of ``lo``
-        (``hi``) at ``alpha``: two forecasts both outside a right 80 % interval, which happens
-        one day in twenty-five, are no drift. The test takes the forecasts as independent,
-        which same-day forecasts of several tickers and overlapping h-step ones are not."""
+        one-sided exact binomial test rejects a true coverage of ``lo`` (``hi``) at ``alpha``:
+        two forecasts both outside a right 80 % interval, which happens one day in twenty-five,
+        are no drift. h-step forecasts from consecutive origins share h - 1 sessions, so their
+        misses come in runs: the test reads every h-th forecast of each ticker, which do not
+        overlap (as evaluate's Kupiec test does). Same-day forecasts of several tickers are
+        still taken as independent, which they are not."""
         bad = []
         for r in self.pooled().itertuples(index=False):
             if lo <= r.coverage <= hi:
                 continue
-            p = coverage_pvalue(round(r.coverage * r.n), int(r.n), lo if r.coverage < lo else hi)
+            inside, n = _apart_counts(self.forecasts, int(r.step))
+            p = coverage_pvalue(inside, n, lo, below=True) if r.coverage < lo else coverage_pvalue(inside, n, hi)
             if p < alpha:
-                bad.append(f"h={int(r.step)} {_share_outside(r.coverage, lo, hi)} (n={int(r.n)}, p={p:.2g})")
+                of = "" if n == r.n else f" over the {n} that do not overlap"
+                bad.append(f"h={int(r.step)} {_share_outside(r.coverage, lo, hi)} (n={int(r.n)}, p={p:.2g}{of})")
         if not bad:
             return None
         return f"interval coverage outside {_share(lo)}-{_share(hi)} in live forecasts: " + ", ".join(bad)
@@ -148,15 +156,31 @@ class ScoreReport:
         return None if ok else f"no skill over the naive forecast in live forecasts: {verdict}"
 
 
-def coverage_pvalue(inside: int, n: int, bound: float) -> float:
+def coverage_pvalue(inside: int, n: int, bound: float, below: bool | None = None) -> float:
     """The one-sided exact binomial p-value of ``inside`` forecasts of ``n`` inside their
-    interval against a true coverage of ``bound``: the chance of as few (``inside`` under
-    ``bound * n``) or as many (over it) as seen."""
+    interval against a true coverage of ``bound``: the chance of as few as seen (``below``;
+    by default when ``inside`` is under ``bound * n``) or as many (otherwise). 1.0 with no
+    forecast."""
     from scipy.special import bdtr, bdtrc  # the binomial's tails, without scipy.stats' import time
 
-    if inside < bound * n:
+    if n == 0:
+        return 1.0
+    if below is None:
+        below = inside < bound * n
+    if below:
         return float(bdtr(inside, n, bound))
     return 1.0 if inside == 0 else float(bdtrc(inside - 1, n, bound))
+
+
+def _apart_counts(forecasts: pd.DataFrame, step: int) -> tuple[int, int]:
+    """(inside, scored) of every ``step``-th scored ``step``-step forecast of each ticker, in
+    the order of their origins: forecasts that share no session (origins at least ``step``
+    sessions apart)."""
+    f = forecasts[(forecasts["step"] == step) & forecasts[["actual", "p10", "p90"]].notna().all(axis=1)]
+    f = f.sort_values(["ticker", "origin"], kind="stable")
+    kept = f[f.groupby("ticker", sort=False).cumcount().to_numpy() % step == 0]
+    inside = (kept["p10"] <= kept["actual"]) & (kept["actual"] <= kept["p90"])
+    return int(inside.sum()), len(kept)
 
 
 def _share(x: float) -> str:
@@ -185,6 +209,7 @@ def score(
     source: str | None = None,
     data_dir: Path | None = None,
     since: str | None = None,
+    now: pd.Timestamp | None = None,
 ) -> ScoreReport:
     """Score every forecast written for ``run_dir`` and write ``OUT/<run>/score.csv``.
 
@@ -194,7 +219,10 @@ def score(
     there is no forecast file at all, or nothing is left to score (every file or ticker
     skipped, or no forecast made on or after ``since``); nothing is written then. When nothing
     is at ``run_dir`` any more, the forecasts of the run of that name are scored if ``source``
-    is given (an error otherwise), their tickers whatever they are.
+    is given (an error otherwise), their tickers whatever they are. A ticker whose forecasts
+    wait for sessions that have closed, its bars more than the run's ``predict.max_staleness``
+    sessions behind the latest completed one (``now``: the current time by default), is
+    named in a warning: its data stopped coming in.
     """
     refuse_empty_folders(run_dir=run_dir, out=out, data_dir=data_dir, required=("run_dir",))
     cut = parse_since(since)
@@ -261,7 +289,10 @@ def score(
         model = report.model = named if named in get_args(Cell) else "model"
     closes = _closes(sorted(forecasts["ticker"].unique()), source, data_dir or DataConfig().data_dir)
     report.failed = {s: why for s, why in closes.items() if isinstance(why, str)}
-    pred = _with_actuals(forecasts, {s: c for s, c in closes.items() if not isinstance(c, str)}, report.warnings)
+    known = {s: c for s, c in closes.items() if not isinstance(c, str)}
+    pred = _with_actuals(forecasts, known, report.warnings)
+    if gone is None:  # a deleted run's calendar is not known
+        report.warnings += _overdue(pred, known, cfg.data.calendar, cfg.predict.max_staleness, now)
     if pred.empty:
         why = [f"{name}: {reason}" for name, reason in report.skipped.items()]
         why += [f"{sym}: {reason}" for sym, reason in report.failed.items()]
@@ -270,6 +301,7 @@ def score(
         why += report.warnings if not why else []
         raise DataError(f"nothing to score for run {run} in {folder}: " + "; ".join(why))
     report.scores = score_table(pred, model)
+    report.forecasts = pred[_APART_COLUMNS]
     try:
         report.files["score"] = write_csv(report.scores, folder / SCORE_FILE)
     except OSError as exc:
@@ -595,6 +627,7 @@ def _with_actuals(forecasts: pd.DataFrame, closes: dict[str, pd.Series], warning
             {
                 "ticker": sym,
                 "origin": fc["as_of"].dt.strftime("%Y-%m-%d").to_numpy(),
+                "date": dates,
                 "step": fc["step"].to_numpy(),
                 "actual": actual,
                 "last_close": then * factor,
@@ -603,8 +636,42 @@ def _with_actuals(forecasts: pd.DataFrame, closes: dict[str, pd.Series], warning
         )
         parts.append(part[~missing])
     if not parts:
-        return pd.DataFrame(columns=["ticker", "origin", "step", "actual", "last_close", "p10", "p50", "p90"])
+        return pd.DataFrame(columns=["ticker", "origin", "date", "step", "actual", "last_close", "p10", "p50", "p90"])
     return pd.concat(parts, ignore_index=True)
+
+
+def _overdue(pred: pd.DataFrame, closes: dict[str, pd.Series], calendar: str, staleness: int, now) -> list[str]:
+    """One warning per ticker whose pending forecasts include sessions that have closed while
+    its bars end more than ``staleness`` sessions before the latest completed session: a feed
+    that stopped, whose forecasts would otherwise wait unscored, without a word, for ever."""
+    waiting = pred[pred["actual"].isna()]
+    if waiting.empty:
+        return []
+    try:
+        latest = last_completed_session(now, calendar)
+    except ValueError:  # a calendar without data for today: predict says so
+        return []
+    out = []
+    for sym, rows in waiting.groupby("ticker", sort=True):
+        dates = pd.DatetimeIndex(rows["date"])
+        dates = dates[dates <= latest]
+        if dates.empty:
+            continue
+        last = closes[sym].index[-1]
+        try:
+            behind = sessions_after_count(last, latest, calendar)
+        except ValueError:
+            continue
+        if behind <= staleness:
+            continue
+        what = "1 forecast" if len(dates) == 1 else f"{len(dates)} forecasts"
+        out.append(
+            f"{sym}: {what} for sessions that have closed ({dates.min().date()} to {dates.max().date()}) "
+            f"wait for their closes, but its bars end {last.date()}, {behind} sessions before the latest "
+            f"completed one ({latest.date()}): its data are not being refreshed (run `forecaster download` or "
+            "`predict`, or update its file)"
+        )
+    return out
 
 
 def score_table(pred: pd.DataFrame, model: str) -> pd.DataFrame:

@@ -37,6 +37,21 @@ LEVELS = (0.1, 0.5, 0.9)
 TRAINED_TO = "2024-12-19"
 
 
+LIVE_NOW = pd.Timestamp("2025-01-01 12:00", tz="UTC")
+"""The clock of this module's scores: the evening after the data's last session (2024-12-31), so
+the forecasts still pending are not overdue."""
+
+
+@pytest.fixture(autouse=True)
+def _live_clock(monkeypatch):
+    """``score`` reads the time of LIVE_NOW, not the real one (then every pending forecast of
+    these 2024 data would be long overdue)."""
+    from forecaster import scoring
+
+    real = scoring.last_completed_session
+    monkeypatch.setattr(scoring, "last_completed_session", lambda now, cal: real(LIVE_NOW if now is None else now, cal))
+
+
 @pytest.fixture(scope="module")
 def trained_run(sample_dir, tmp_path_factory) -> Path:
     """A tiny run trained on the sample's bars up to TRAINED_TO, whose data folder then got the
@@ -703,23 +718,36 @@ def test_an_alert_wins_over_skipped_files_as_the_readme_says(cli, trained_run, o
     assert "2025-10-02.csv" in doc["skipped"] and doc["alerts"]
 
 
+def _alert_report(rows: list[tuple[str, int, int, bool]]) -> ScoreReport:
+    """A report of forecasts (ticker, origin number, step, inside its interval?): the actual
+    is 100, the interval [99, 101] or [101, 102]; its pooled rows as score computes them."""
+    f = pd.DataFrame(rows, columns=["ticker", "origin", "step", "inside"])
+    f["origin"] = (pd.Timestamp("2030-01-01") + pd.to_timedelta(f["origin"], "D")).dt.strftime("%Y-%m-%d")
+    f = f.assign(actual=100.0, p10=np.where(f["inside"], 99.0, 101.0), p90=np.where(f["inside"], 101.0, 102.0))
+    pooled = f.groupby("step")["inside"].agg(["size", "mean"]).reset_index()
+    scores = pd.DataFrame({"ticker": "ALL", "step": pooled["step"], "n": pooled["size"], "coverage": pooled["mean"]})
+    return ScoreReport(run="r", model="lstm", folder=Path("f"), scores=scores, forecasts=f)
+
+
 def test_coverage_alert_shows_the_bounds_as_given_and_a_coverage_that_reads_outside_them():
     """A bound of 0.705 is 70.5% in the line (not a rounded 70% or 71%), and a coverage just
     under it gets the decimals that show it under (70.49%, not 70.5%)."""
-    scores = pd.DataFrame(
-        {"ticker": ["ALL", "ALL", "STOCKA"], "step": [1, 2, 1], "n": [200, 2000, 100], "coverage": [0.7049, 0.8, 0.1]}
-    )
-    rep = ScoreReport(run="r", model="lstm", folder=Path("f"), scores=scores)
-    p = coverage_pvalue(141, 200, 0.705)  # 70.49 % of 200 is 141 inside: chance, at any usual level
+    rep = _alert_report([("A", i, 1, i < 7049) for i in range(10000)])
+    p = coverage_pvalue(7049, 10000, 0.705)  # 70.49 % inside: chance, at any usual level
     assert 0.4 < p < 0.6 and rep.coverage_alert(0.705, 0.9) is None
     assert rep.coverage_alert(0.705, 0.9, alpha=0.6) == (
-        f"interval coverage outside 70.5%-90% in live forecasts: h=1 70.49% (n=200, p={p:.2g})"
+        f"interval coverage outside 70.5%-90% in live forecasts: h=1 70.49% (n=10000, p={p:.2g})"
     )
-    p = coverage_pvalue(1600, 2000, 0.75)
+    # two steps ahead every other forecast is tested: 800 of the 1,000 whose origins are 2 apart
+    rep = _alert_report([("A", i, 2, i % 10 < 8) for i in range(2000)])
+    p = coverage_pvalue(800, 1000, 0.75)
     assert p < 0.05 and rep.coverage_alert(0.7, 0.75) == (
-        f"interval coverage outside 70%-75% in live forecasts: h=2 80.0% (n=2000, p={p:.2g})"
+        f"interval coverage outside 70%-75% in live forecasts: h=2 80.0% (n=2000, p={p:.2g} over the 1000 that do "
+        "not overlap)"
     )
-    assert rep.coverage_alert(0.7, 0.9) is None  # the one ticker's row is not the pooled figure
+    rep = _alert_report([("A", i, 1, True) for i in range(200)] + [("B", i, 1, False) for i in range(60)])
+    rep.scores = pd.concat([rep.scores, pd.DataFrame({"ticker": ["B"], "step": [1], "n": [60], "coverage": [0.0]})])
+    assert rep.coverage_alert(0.7, 0.9) is None  # the one ticker's row is not the pooled figure (76.9 %)
 
 
 def test_coverage_pvalue_is_the_exact_binomial_tail_beyond_the_bound():
@@ -729,13 +757,59 @@ def test_coverage_pvalue_is_the_exact_binomial_tail_beyond_the_bound():
     assert coverage_pvalue(0, 3, 0.7) == pytest.approx(0.027, rel=1e-12)
     assert coverage_pvalue(2, 2, 0.9) == pytest.approx(0.81, rel=1e-12)
     assert coverage_pvalue(10, 10, 0.7) == pytest.approx(0.7**10, rel=1e-12)
+    assert coverage_pvalue(9, 10, 0.7, below=True) == pytest.approx(1 - 0.7**10, rel=1e-12)
+    assert coverage_pvalue(0, 0, 0.7) == 1.0
     n, k = 40, 22
     lower = sum(math.comb(n, i) * 0.7**i * 0.3 ** (n - i) for i in range(k + 1))
     assert coverage_pvalue(k, n, 0.7) == pytest.approx(lower, rel=1e-10)
-    scores = pd.DataFrame({"ticker": ["ALL", "ALL"], "step": [1, 2], "n": [2, 3], "coverage": [0.0, 0.0]})
-    rep = ScoreReport(run="r", model="lstm", folder=Path("f"), scores=scores)
+    rep = _alert_report([("A", i, 1, False) for i in range(2)] + [("A", i, 3, False) for i in range(3)])
+    assert rep.coverage_alert(0.7, 0.9) is None  # three overlapping 3-step misses: one that does not overlap, p 0.3
+    rep = _alert_report([("A", i, 1, False) for i in range(3)])
     said = rep.coverage_alert(0.7, 0.9)
-    assert said == "interval coverage outside 70%-90% in live forecasts: h=2 0.0% (n=3, p=0.027)"
+    assert said == "interval coverage outside 70%-90% in live forecasts: h=1 0.0% (n=3, p=0.027)"
+
+
+def test_overlapping_forecasts_of_a_right_interval_seldom_alert():
+    """A random walk forecast with its true 10 % and 90 % quantiles, one ticker, five steps
+    ahead, scored after 20 sessions: consecutive 5-step forecasts share 4 of their 5 returns,
+    so their misses come in runs. Counted as independent forecasts, 8.2 % of 2,000 such months
+    alerted (20.7 % of 300 when scored on each of the 20 days, as cron does); read every h-th,
+    1.7 % (5.0 %)."""
+    rng = np.random.default_rng(7)
+    z = 1.2815515655446004  # the normal's 90 % quantile
+    fired, months = 0, 400
+    for _ in range(months):
+        walk = np.concatenate([[0.0], np.cumsum(rng.standard_normal(25))])
+        rows = []
+        for origin in range(20):
+            for h in range(1, 6):
+                if origin + h <= 20:  # its session has closed
+                    move = walk[origin + h] - walk[origin]
+                    rows.append(("A", origin, h, abs(move) <= z * math.sqrt(h)))
+        fired += _alert_report(rows).coverage_alert(0.7, 0.9) is not None
+    assert fired / months < 0.04, fired
+
+
+def test_forecasts_waiting_on_a_feed_that_stopped_are_named(cli, trained_run, out):
+    """Forecasts for sessions long closed, still pending because the data end on 2024-12-31:
+    score names each such ticker (its data are not refreshed), where it used to say nothing
+    and exit 0 for ever; within predict's staleness allowance (3 sessions) nothing is said."""
+    from forecaster.scoring import score
+
+    assert not [w for w in score(trained_run, out=out).warnings if "not being refreshed" in w]
+    late = score(trained_run, out=out, now=pd.Timestamp("2025-01-06 22:00", tz="UTC")).warnings  # 3 sessions on
+    assert not [w for w in late if "not being refreshed" in w]
+    later = score(trained_run, out=out, now=pd.Timestamp("2025-01-07 22:00", tz="UTC")).warnings  # 4
+    assert len([w for w in later if "4 sessions before the latest completed one (2025-01-07)" in w]) == 2, later
+    rep = score(trained_run, out=out, now=pd.Timestamp("2025-03-03 22:00", tz="UTC"))
+    said = [w for w in rep.warnings if "not being refreshed" in w]
+    assert [w.split(":")[0] for w in said] == ["STOCKA", "STOCKB"], rep.warnings
+    assert "its bars end 2024-12-31, 40 sessions before the latest completed one (2025-03-03)" in said[0]
+    pending = pd.read_csv(out / trained_run.name / "score.csv").query("ticker == 'STOCKA'")["pending"].sum()
+    assert f"STOCKA: {pending} forecasts for sessions that have closed (2025-01-02 to " in said[0]
+    assert rep.exit_code == 0  # nothing skipped: the forecasts wait, they are not lost
+    res = cli("score", "--run", trained_run, "--out", out, "-q")  # this module's clock: the evening of 2024-12-31
+    assert res.exit_code == 0 and "not being refreshed" not in res.stderr
 
 
 def test_score_without_forecast_files_is_an_error(cli, trained_run, tmp_path):
