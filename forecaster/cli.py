@@ -880,9 +880,10 @@ def _show_training(res, quiet: bool, json_out: bool) -> None:
     if json_out:
         _emit_json(_training_doc(res.run_dir, res.manifest) | {"interrupted": False})
     elif not quiet:
+        one = " (one step ahead)" if res.manifest.config.model.strategy == "recursive" else ""
         print(
             f"run written to {res.run_dir}  (best epoch {m.best_epoch} of {m.epochs_run}, "
-            f"validation pinball {m.best_val_loss:.4f}, {m.train_seconds:.1f} s)"
+            f"validation pinball{one} {m.best_val_loss:.4f}, {m.train_seconds:.1f} s)"
         )
 
 
@@ -1435,9 +1436,14 @@ def info(
             print(f"status     {m.status}: {unfinished_advice(run_dir)}")
         if unusable:
             print(f"status     cannot be used (predict and promote refuse it): {unusable}")
+        mc = c.model
         print(
-            f"model      {c.model.cell} / {c.model.strategy}, hidden {c.model.hidden_size} x "
-            f"{c.model.num_layers}, lookback {c.window.lookback}, horizon {c.window.horizon}"
+            f"model      {mc.cell} / {mc.strategy}, hidden {mc.hidden_size} x "
+            f"{mc.num_layers}, lookback {c.window.lookback}, horizon {c.window.horizon}"
+        )
+        print(
+            f"           targets in units of the {mc.target_scale} volatility (half-life {mc.scale_halflife}), "
+            f"AR terms {mc.ar_order}, ticker embedding {mc.embedding_dim}, median gate p < {mc.median_alpha}"
         )
         print(f"data       {c.data.source} from {c.data.data_dir}, calendar {c.data.calendar}, hash {m.data_hash[:16]}")
         t = c.train
@@ -1448,7 +1454,18 @@ def info(
             f"training   {t.mode}, epochs {t.epochs} (patience {t.patience}), batch {t.batch_size}, lr {t.lr}, "
             f"weight decay {t.weight_decay}, dropout {c.model.dropout}, seed {t.seed}, device {device}, {precision}"
         )
-        print(f"intervals  tracking rate {c.intervals.tracking_rate} ({c.intervals.step_tracking})")
+        if t.mode == "forking":
+            print(f"           chunk {t.chunk}, at most {t.epoch_steps or 'any number of'} steps an epoch")
+        if mc.strategy == "recursive":
+            print(
+                "           a recursive run trains and validates its one-step forecasts: "
+                "its validation loss is one step's"
+            )
+        track = c.intervals
+        tracked = (
+            f"tracking rate {track.tracking_rate} ({track.step_tracking})" if track.tracking_rate else "tracking off"
+        )
+        print(f"intervals  {tracked}, volatility half-life {track.vol_halflife}")
         print(f"predict    forecasts to {c.predict.out}/, stored bars at most {c.predict.max_staleness} sessions old")
         windows = ", ".join(f"{k} {v}" for k, v in m.windows.items())
         print(f"splits     validation from {m.splits.val_start}, test from {m.splits.test_start}; windows {windows}")

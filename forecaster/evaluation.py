@@ -75,6 +75,7 @@ class EvalReport:
     files: dict[str, Path] = field(default_factory=dict)
     missing: dict[str, dict[str, str]] = field(default_factory=dict)  # tickers not evaluated, each with its reason
     median_weight: list[float] | None = None  # per step: 1 the network's median, 0 the last close
+    median_alpha: float | None = None  # the run's model.median_alpha (0: the gate shut at every step by design)
     asked: bool = False  # the tickers were named (--tickers), not every one of the run's
 
     @property
@@ -105,7 +106,12 @@ class EvalReport:
             ok &= bool(sig and better)
             step = int(r["step"])
             if step <= len(gate) and gate[step - 1] == 0:
-                lines.append(f"h={step}: the median is the last close (the network's did not beat it on validation)")
+                why = (
+                    "model.median_alpha = 0 never uses the network's"
+                    if self.median_alpha is not None and self.median_alpha <= 0
+                    else "the network's did not beat it on validation"
+                )
+                lines.append(f"h={step}: the median is the last close ({why})")
             elif not better:  # a skill of exactly 0 (the same errors) is no better, not worse
                 how = "worse than" if pd.notna(r["skill"]) and r["skill"] < 0 else "no better than"
                 lines.append(f"h={step}: {how} naive (skill {r['skill']:+.2%})")
@@ -348,6 +354,7 @@ def _evaluate(run: Run, run_dir, source, data_dir, tickers, plot, jobs) -> EvalR
         lag=done.lag,
         missing=done.missing,
         median_weight=run.manifest.median_weights(),
+        median_alpha=cfg.model.median_alpha,
         asked=bool(tickers),
     )
     _write(report, run, done.closes, plot, done.predictions_csv)

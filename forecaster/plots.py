@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .fsio import atomic_writer
@@ -62,8 +63,15 @@ def _save(plt, fig, path: Path) -> Path:
     return path
 
 
+FEW_POINTS = 40
+"""A series of at most this many forecasts is drawn with markers, and its interval as bars too:
+a line or band of one point is not drawn at all."""
+
+
 def plot_ticker(pred: pd.DataFrame, history: pd.Series, sym: str, path: Path, steps: list[int]) -> Path:
-    """Recent closes, the walk-forward median forecast with its interval band, and actuals."""
+    """Recent closes, the walk-forward median forecast with its interval band, and actuals.
+    A median that is the last close at every origin (the gate shut it off) is one line,
+    labelled so, rather than a line hidden under the naive one."""
     plt = _pyplot()
     fig, axes = plt.subplots(len(steps), 1, figsize=(11, 3.6 * len(steps)), squeeze=False)
     for ax, step in zip(axes[:, 0], steps):
@@ -74,28 +82,39 @@ def plot_ticker(pred: pd.DataFrame, history: pd.Series, sym: str, path: Path, st
             ax.set_axis_off()
             continue
         dates = pd.to_datetime(p["date"])
+        few = len(p) <= FEW_POINTS
+        mark = {"marker": "o", "ms": 3} if few else {}
         start = dates.min() - pd.Timedelta(days=120)
         past = history[(history.index >= start) & (history.index < dates.min())]
         ax.plot(past.index, past.to_numpy(), color="0.45", lw=1, label="history")
-        ax.plot(dates, p["actual"], color="black", lw=1, label="actual close")
-        ax.fill_between(dates, p["p10"], p["p90"], color="tab:blue", alpha=0.22, label="calibrated p10–p90")
-        ax.plot(dates, p["p50"], color="tab:blue", lw=1.1, label=f"median forecast, h={step}")
-        ax.plot(dates, p["naive"], color="tab:orange", lw=0.8, ls="--", label="naive (last close)")
+        ax.plot(dates, p["actual"], color="black", lw=1, label="actual close", **mark)
+        band = {"color": "tab:blue", "alpha": 0.22}
+        ax.fill_between(dates, p["p10"], p["p90"], label="calibrated p10–p90", **band)
+        if few:
+            ax.vlines(dates, p["p10"], p["p90"], lw=4, **band)
+        if np.array_equal(p["p50"].to_numpy(), p["naive"].to_numpy()):
+            label = f"median forecast, h={step} = naive (last close)"
+            ax.plot(dates, p["p50"], color="tab:blue", lw=1.1, label=label, **mark)
+        else:
+            ax.plot(dates, p["naive"], color="tab:orange", lw=0.8, ls="--", label="naive (last close)", **mark)
+            ax.plot(dates, p["p50"], color="tab:blue", lw=1.1, label=f"median forecast, h={step}", **mark)
         ax.set_ylabel("price")
-        ax.legend(loc="upper left", fontsize=8)
+        ax.legend(loc="best", fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return _save(plt, fig, path)
 
 
-def plot_training(history: pd.DataFrame, path: Path) -> Path:
-    """Train and validation loss, and the gradient norm, per epoch."""
+def plot_training(history: pd.DataFrame, path: Path, kept: int | None = None) -> Path:
+    """Train and validation loss, and the gradient norm, per epoch; ``kept`` marks the epoch
+    whose weights the run kept (run.json's ``best_epoch``; by default the lowest validation loss)."""
     plt = _pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
     a.plot(history["epoch"], history["train_loss"], marker="o", label="train")
     a.plot(history["epoch"], history["val_loss"], marker="o", label="validation")
-    best = history.loc[history["val_loss"].idxmin()]
-    a.axvline(best["epoch"], color="0.5", ls=":", label=f"best epoch {int(best['epoch'])}")
+    if kept is None:
+        kept = int(history.loc[history["val_loss"].idxmin(), "epoch"])
+    a.axvline(kept, color="0.5", ls=":", label=f"kept: epoch {kept}")
     a.set_title("pinball loss")
     a.set_xlabel("epoch")
     a.legend()
@@ -105,6 +124,8 @@ def plot_training(history: pd.DataFrame, path: Path) -> Path:
     b.set_xlabel("epoch")
     b.set_yscale("log")
     b.grid(alpha=0.3)
+    for ax in (a, b):
+        ax.xaxis.get_major_locator().set_params(integer=True)
     fig.tight_layout()
     return _save(plt, fig, path)
 
@@ -126,7 +147,8 @@ def plot_report(report, run, bars: dict[str, pd.DataFrame], out: Path) -> dict[s
     ]
     hist = _training_history(Path(run.path) / "history.csv")
     if hist is not None:
-        drawings.append(("training", lambda: plot_training(hist, out / "training.png")))
+        kept = run.manifest.metrics.best_epoch
+        drawings.append(("training", lambda: plot_training(hist, out / "training.png", kept)))
     for name, draw in drawings:
         try:
             files[name] = draw()

@@ -736,6 +736,69 @@ def test_a_ticker_without_forecasts_at_the_last_step_gets_a_panel_that_says_so(t
     assert said3 == ["no forecast 3 session(s) ahead: the bars end too soon"]
 
 
+def _drawn(monkeypatch) -> list:
+    """The axes of every figure plots saves, kept open for reading."""
+    from forecaster import plots
+
+    axes = []
+    real = plots._save
+
+    def spy(plt, fig, path):
+        axes.extend(fig.axes)
+        return real(plt, fig, path)
+
+    monkeypatch.setattr(plots, "_save", spy)
+    return axes
+
+
+def test_one_forecast_is_drawn_and_a_median_that_is_the_last_close_is_one_labelled_line(tmp_path, monkeypatch):
+    """A series of one forecast was a line and a band of one point, which matplotlib draws as
+    nothing; and a median equal to naive at every origin hid under naive's dashed line."""
+    from forecaster import plots
+
+    pred = pd.DataFrame(
+        {
+            "ticker": "T",
+            "step": [1, 1, 3],
+            "date": ["2024-06-03", "2024-06-04", "2024-06-05"],
+            "actual": [10.0, 10.2, 10.1],
+            "p10": 9.5,
+            "p50": [10.0, 10.1, 10.05],
+            "p90": 10.5,
+            "naive": [10.0, 10.0, 10.05],
+        }
+    )
+    history = pd.Series(10.0, index=pd.bdate_range("2024-01-02", "2024-05-31"))
+    axes = _drawn(monkeypatch)
+    plots.plot_ticker(pred, history, "T", tmp_path / "T.png", [1, 3])
+    one, three = axes
+    labels = {ln.get_label(): ln for ln in three.get_lines()}
+    assert set(labels) == {"history", "actual close", "median forecast, h=3 = naive (last close)"}
+    assert all(ln.get_marker() == "o" for name, ln in labels.items() if name != "history")
+    from matplotlib.collections import LineCollection
+    from matplotlib.dates import date2num
+
+    bars = [c.get_segments() for c in three.collections if isinstance(c, LineCollection)]
+    day = date2num(pd.Timestamp("2024-06-05"))
+    assert [[seg.tolist() for seg in b] for b in bars] == [[[[day, 9.5], [day, 10.5]]]]  # the interval, as a bar
+    # one step ahead the median moved off the last close once: both lines, the median's drawn last
+    assert [ln.get_label() for ln in one.get_lines()][-2:] == ["naive (last close)", "median forecast, h=1"]
+
+
+def test_the_training_plot_marks_the_epoch_the_run_kept(tmp_path, monkeypatch):
+    """Not merely the lowest validation loss: a gain under 1e-6 keeps the earlier epoch."""
+    from forecaster import plots
+
+    hist = pd.DataFrame(
+        {"epoch": [1, 2, 3], "train_loss": [0.3, 0.2, 0.2], "val_loss": [0.25, 0.2, 0.2 - 5e-7], "grad_norm": 0.1}
+    )
+    axes = _drawn(monkeypatch)
+    plots.plot_training(hist, tmp_path / "a.png", kept=2)
+    plots.plot_training(hist, tmp_path / "b.png")
+    kept = [ln for ax in axes for ln in ax.get_lines() if ln.get_label().startswith("kept")]
+    assert [(ln.get_label(), ln.get_xdata()[0]) for ln in kept] == [("kept: epoch 2", 2), ("kept: epoch 3", 3)]
+
+
 def test_evaluate_holds_the_runs_lock_and_clears_what_a_killed_evaluation_left(cli, run_copy):
     """evaluate took no lock: a training that replaced the run meanwhile (or a retrain that
     deleted it) got this evaluation's files, an old model's, in the new run, or a run folder

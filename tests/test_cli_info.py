@@ -44,8 +44,53 @@ def test_info_shows_tickers_date_ranges_and_config(cli, trained_run):
     # the device it trained on, and what was asked when that differs
     asked = "" if t["device"] == meta["device"] else f" (--device {t['device']})"
     assert f"seed {t['seed']}, device {meta['device']}{asked}, fp32\n" in out
-    assert f"tracking rate {cfg['intervals']['tracking_rate']} ({cfg['intervals']['step_tracking']})" in out
+    track, m = cfg["intervals"], cfg["model"]
+    half_life = f"volatility half-life {track['vol_halflife']}\n"
+    assert f"intervals  tracking rate {track['tracking_rate']} ({track['step_tracking']}), {half_life}" in out
+    scale = f"targets in units of the {m['target_scale']} volatility (half-life {m['scale_halflife']})"
+    assert f"{scale}, AR terms {m['ar_order']}, ticker embedding {m['embedding_dim']}, " in out
+    assert f"median gate p < {m['median_alpha']}\n" in out
     assert res.stderr == ""
+
+
+def test_info_says_a_recursive_runs_validation_loss_is_one_steps_and_tracking_off(cli, sample_dir, tmp_path):
+    """A recursive run's validation loss is its one-step forecasts' (not comparable with a direct
+    run's over every step), said by info and by train; a tracking rate of 0 is "off", not
+    "0.0 (shared)"."""
+    run = tmp_path / "rec"
+    over = tiny_overrides(sample_dir, **{"model.strategy": "recursive", "intervals.tracking_rate": 0.0})
+    train(load_config(None, over), run_dir=run)
+    out = cli("info", run).stdout
+    assert "a recursive run trains and validates its one-step forecasts: its validation loss is one step's\n" in out
+    assert "intervals  tracking off, volatility half-life 20\n" in out
+    assert "chunk 32, at most 1024 steps an epoch\n" in out
+    res = cli(
+        "train",
+        "--source",
+        "csv",
+        "--data-dir",
+        sample_dir,
+        "-t",
+        "STOCKA,STOCKB",
+        "--strategy",
+        "recursive",
+        "--lookback",
+        "20",
+        "--horizon",
+        "3",
+        "--val-days",
+        "100",
+        "--test-days",
+        "100",
+        "--hidden-size",
+        "8",
+        "--epochs",
+        "1",
+        "--run-dir",
+        tmp_path / "rec2",
+    )
+    assert res.exit_code == 0, res.stderr
+    assert "validation pinball (one step ahead) " in res.stdout
 
 
 def test_info_json_is_the_run_metadata(cli, trained_run):

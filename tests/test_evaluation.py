@@ -241,6 +241,24 @@ def test_verdict_calls_a_skill_of_zero_no_better_and_only_a_negative_one_worse()
     assert "h=4: not significantly better than naive (skill +93.25%, DM p n/a: too few forecasts)" in sentence
 
 
+def test_verdict_says_why_the_median_is_the_last_close():
+    """Gate shut by the validation test, or by ``model.median_alpha = 0`` at every step: the
+    latter read "the network's did not beat it on validation" though no test was made."""
+    from forecaster.evaluation import EvalReport
+
+    rows = pd.DataFrame({"ticker": "ALL", "model": "lstm", "step": [1, 2], "skill": 0.0, "dm_pvalue": np.nan})
+    said = {}
+    for alpha in (0.05, 0.0):
+        report = EvalReport(
+            run="r", model="lstm", metrics=rows, predictions=pd.DataFrame(), out_dir=Path("."), median_weight=[0.0, 0.0]
+        )
+        report.median_alpha = alpha
+        said[alpha] = report.verdict(0.05)[1]
+    assert "h=2: the median is the last close (the network's did not beat it on validation)" in said[0.05]
+    assert "h=1: the median is the last close (model.median_alpha = 0 never uses the network's)" in said[0.0]
+    assert "did not beat it" not in said[0.0]
+
+
 def test_interval_verdict_says_a_baseline_with_a_loss_of_zero_leaves_no_ratio():
     """A price that never moved: the best baseline hit every actual, its pinball loss 0 and the
     ratio empty. The verdict says so instead of quoting "pinball nanx" (or 3e10x, before)."""
