@@ -109,6 +109,8 @@ class ScoreReport:
     files: dict[str, Path] = field(default_factory=dict)
     # one row per forecast scored or pending: ticker, origin, step, actual (NaN: pending), p10, p90
     forecasts: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=_APART_COLUMNS))
+    median_weight: list[float] | None = None  # the run's, per step (0: the median is the last close)
+    median_alpha: float | None = None  # the run's model.median_alpha
 
     @property
     def exit_code(self) -> int:
@@ -150,7 +152,13 @@ class ScoreReport:
             return None
         table = pooled.assign(model=self.model)
         report = EvalReport(
-            run=self.run, model=self.model, metrics=table, predictions=pd.DataFrame(), out_dir=self.folder
+            run=self.run,
+            model=self.model,
+            metrics=table,
+            predictions=pd.DataFrame(),
+            out_dir=self.folder,
+            median_weight=self.median_weight,
+            median_alpha=self.median_alpha,
         )
         ok, verdict = report.verdict(alpha)
         return None if ok else f"no skill over the naive forecast in live forecasts: {verdict}"
@@ -240,6 +248,8 @@ def score(
         run, model, tickers, horizon, ends = gone, None, None, None, {}
         folder = Path(out or PredictConfig().out) / run
     report = ScoreReport(run=run, model=model or "", folder=folder, scores=pd.DataFrame(columns=SCORE_COLUMNS))
+    if gone is None:  # why a median is the last close, as evaluate says it
+        report.median_weight, report.median_alpha = manifest.median_weights(), cfg.model.median_alpha
     names = sorted(p.name for p in folder.iterdir() if FORECAST_FILE.fullmatch(p.name)) if folder.is_dir() else []
     if gone is not None and not names:
         raise RunFormatError(f"no run directory at {run_dir}, and no forecast files of run {run} in {folder}")

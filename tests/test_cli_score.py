@@ -704,6 +704,12 @@ def test_alerts_for_cron_exit_1_with_one_line(cli, trained_run, out):
     # six forecasts per step cannot show significant skill
     res = cli("score", "--run", trained_run, "--out", out, "-q", "--fail-if-no-skill")
     assert res.exit_code == 1 and "no skill" in res.stderr
+    # a step whose median the gate shut says so, as evaluate's verdict does, not "skill +0.00%"
+    gate = json.loads((trained_run / "run.json").read_text())["median_weight"]
+    assert 0.0 in gate, gate
+    for step, w in enumerate(gate, 1):
+        said = f"h={step}: the median is the last close (the network's did not beat it on validation)"
+        assert (said in res.stderr) == (w == 0), res.stderr
     assert cli("score", "--run", trained_run, "--out", out, "--fail-if-coverage-outside", "0.9,0.8").exit_code == 2
 
 
