@@ -167,8 +167,11 @@ def check_choices(study: optuna.Study, dims: list[tuple[SearchDim, list]]) -> No
 
 # ---- storage ----------------------------------------------------------------------------------
 def storage_label(url: str) -> str:
-    """A storage URL fit to print: the password, if any, replaced by ***."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+    """A storage URL fit to print: the password, if any, replaced by ***: the one after
+    ``user:``, read up to the ``@`` as SQLAlchemy reads it (it may hold ``/`` and ``:``), and a
+    ``password=`` query parameter."""
+    url = re.sub(r"^([^:/]+://[^:/@]*:)[^@]*@", r"\1***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 def embedded_url(study: str, root: Path = TUNE_ROOT) -> str:

@@ -146,6 +146,23 @@ def test_storage_urls():
         == "postgresql://user:***@db.example:5432/optuna"
     )
     assert storage_label("sqlite:///runs/tune/x.db") == "sqlite:///runs/tune/x.db"
+    # a password with '/' or ':' in it (SQLAlchemy reads it up to the '@'), or given as a query parameter
+    for url in (
+        "postgresql://tuner:s3cr/et@127.0.0.1:5432/optuna",
+        "postgresql://tuner:a:b/c@127.0.0.1/optuna",
+        "postgresql://127.0.0.1:5432/optuna?user=tuner&password=s3cr/et",
+        "redis://:s3cr/et@localhost:6379/0",
+    ):
+        shown = storage_label(url)
+        assert "s3cr" not in shown and "a:b" not in shown and "***" in shown, shown
+    assert storage_label("postgresql://tuner:s3cr/et@127.0.0.1:5432/optuna") == (
+        "postgresql://tuner:***@127.0.0.1:5432/optuna"
+    )
+    assert (
+        storage_label("postgresql://h/o?Password=x&sslmode=require") == "postgresql://h/o?Password=***&sslmode=require"
+    )
+    assert storage_label("postgresql://tuner@db/optuna") == "postgresql://tuner@db/optuna"  # no password
+    assert storage_label("journal:runs/tune/a:b@c.log") == "journal:runs/tune/a:b@c.log"
     with pytest.raises(ConfigError, match="not installed"):
         open_storage("postgresql://u:p@localhost/x", 10)  # no driver installed: one clear line
     assert embedded_url("s", Path("/r")) == "sqlite:////r/s.db"
