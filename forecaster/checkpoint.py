@@ -597,7 +597,8 @@ READ_TRIES = 3
 """Reads of a run that ``train`` replaced meanwhile, before the run's contents are taken as they are."""
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
+def path_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of what is at ``path`` (a run replaced whole gets another), None when nothing is."""
     try:
         st = os.stat(path)
     except OSError:
@@ -616,14 +617,14 @@ def load_run(run_dir: Path) -> Run:
     from one training, never one from each."""
     run_dir = run_directory(run_dir)
     for tries_left in range(READ_TRIES - 1, -1, -1):
-        before = _identity(run_dir)
+        before = path_identity(run_dir)
         try:
             run = _load_run_once(run_dir)
         except RunFormatError:
-            if tries_left and _identity(run_dir) != before:
+            if tries_left and path_identity(run_dir) != before:
                 continue  # replaced while read: what was missing or mismatched may be there now
             raise
-        if not tries_left or _identity(run_dir) == before:
+        if not tries_left or path_identity(run_dir) == before:
             return run
     raise AssertionError("unreachable")  # pragma: no cover
 

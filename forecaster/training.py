@@ -40,6 +40,7 @@ from .checkpoint import (
     SplitDates,
     TickerEntry,
     check_run_target,
+    path_identity,
     read_manifest,
     read_resume,
     resume_command,
@@ -50,7 +51,7 @@ from .checkpoint import (
 from .config import COVERAGE, Config
 from .entry import stop_begun
 from .entry import stopping as stop_said
-from .errors import EXIT_INTERRUPTED, ConfigError, DataError, RunFormatError, TrainingError
+from .errors import EXIT_INTERRUPTED, ConfigError, DataError, RunFormatError, TemporaryFailure, TrainingError
 from .features import CALENDAR, FEATURES
 from .forking import Stretches, epoch_chunks, plan_chunks
 from .fsio import file_in_the_way, file_lock, not_a_folder, refuse_empty_folders
@@ -948,6 +949,7 @@ def _train(
     check_run_target(run_dir)  # refused now, not once the epochs are spent
     wanted = resolve_device(cfg.train.device)  # and a device this machine lacks, before the data are read
     _check_data_outside(run_dir, cfg)
+    read_as = path_identity(run_dir) if resume else None  # which run was read: the lock is taken later
     before = _resume_point(run_dir, cfg) if resume else None
     earlier = None if resume else _earlier_forecasts(run_dir, cfg)
     state, history, splits, seconds_before = (None, [], None, 0.0) if before is None else before[1:]
@@ -1001,6 +1003,13 @@ def _train(
     manifest = None
     diverged = None
     with lock, sigterm_as_interrupt():
+        if resume and dist.main and path_identity(run_dir) != read_as:
+            # another training wrote the run while this one waited for its lock (finished it, or
+            # trained a new one there): the state read before would go on from a stale epoch
+            raise TemporaryFailure(
+                f"{run_dir} was written by another training while this one waited for its lock; nothing was "
+                f"changed: run {resume_command(run_dir)} again to resume what is there now"
+            )
         try:
             try:
                 for rec in trainer.epochs(data.ends["train"], data.ends["val"], on_batch=on_batch):

@@ -498,6 +498,37 @@ def test_resume_refuses_a_setting_the_run_cannot_continue_with(cli, small_dir, t
     assert run_meta(run)["status"] == "complete" and len(_history(run)) == 2
 
 
+def test_a_resume_that_waited_for_the_lock_does_not_go_on_from_a_run_written_meanwhile(
+    cli, small_dir, tmp_path, monkeypatch
+):
+    """While a resume waited for the run's lock, another training wrote the run (finished it,
+    or trained a new one there): the resume went on from the epoch it had read before and
+    replaced that newer run. Now it changes nothing and says to run it again (exit 75)."""
+    from forecaster import training
+
+    run = _interrupted_run(small_dir, tmp_path / "runs" / "stopped")
+    real = training.file_lock
+
+    def written_while_waiting(path, timeout):
+        newer = run.with_name("newer")
+        shutil.copytree(run, newer)
+        (newer / "written-meanwhile").write_text("")
+        os.rename(run, run.with_name("older"))
+        os.rename(newer, run)  # a training's run, replaced whole
+        return real(path, timeout)
+
+    monkeypatch.setattr(training, "file_lock", written_while_waiting)
+    before = {f: (run / f).read_bytes() for f in os.listdir(tmp_path / "runs" / "stopped")}
+    res = cli("train", "--resume", run)
+    assert_one_line_error(res, 75, f"{run} was written by another training while this one waited for its lock")
+    assert "written-meanwhile" in os.listdir(run)
+    assert {f: (run / f).read_bytes() for f in os.listdir(run)} == before | {"written-meanwhile": b""}
+    monkeypatch.setattr(training, "file_lock", real)
+    res = cli("train", "--resume", run)  # again: it resumes what is there now
+    assert res.exit_code == 0, res.stderr
+    assert run_meta(run)["status"] == "complete"
+
+
 def test_resume_refuses_bars_other_than_those_it_was_trained_on(cli, small_dir, tmp_path):
     # another --data-dir: once with a training bar revised, once with a ticker too short to train
     run = _interrupted_run(small_dir, tmp_path / "runs" / "stopped")
