@@ -27,6 +27,7 @@ import signal
 import socket
 import tempfile
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -211,9 +212,17 @@ def open_storage(url: str, heartbeat: int):
             return optuna.storages.GrpcStorageProxy(host=host or "localhost", port=int(port))
         if url.startswith("sqlite:///"):
             Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)  # the heartbeat argument
-            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=GRACE_BEATS * heartbeat)
+        for attempt in range(1, SCHEMA_TRIES + 1):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ExperimentalWarning)  # the heartbeat argument
+                    return optuna.storages.RDBStorage(
+                        url, heartbeat_interval=heartbeat, grace_period=GRACE_BEATS * heartbeat
+                    )
+            except Exception as e:
+                if attempt == SCHEMA_TRIES or not _made_meanwhile(e):
+                    raise
+                time.sleep(0.1 * attempt)  # another process is making the tables: they are there in a moment
     except ImportError as e:
         raise ConfigError(f"storage {label} needs a package that is not installed: {e}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:  # a journal file that holds something else
@@ -225,6 +234,18 @@ def open_storage(url: str, heartbeat: int):
             first = str(e).strip().splitlines()[0].replace(url, label).rstrip(":")
             raise ConfigError(f"unusable storage URL {label}: {first}; expected {STORAGE_FORMS}") from None
         raise _unreachable(e, url) from None
+
+
+SCHEMA_TRIES = 5
+"""Openings of a database storage whose tables another process was making at the same moment."""
+
+
+def _made_meanwhile(e: Exception) -> bool:
+    """Whether ``e`` is a database's tables or study being made by another process at the same
+    moment (tune processes started together on a new study): "table ... already exists", or a
+    unique key another process wrote first. Opening again finds them made."""
+    names = {c.__name__ for c in type(e).__mro__}
+    return "IntegrityError" in names or ("OperationalError" in names and "already exists" in str(e))
 
 
 def _refuse_read_only(path: Path, label: str) -> None:
@@ -663,10 +684,14 @@ def _load_study(storage, cfg: Config, url: str) -> optuna.Study:
         if t.prune
         else optuna.pruners.NopPruner()
     )
-    try:
-        study = optuna.create_study(study_name=t.study, storage=storage, direction="minimize", load_if_exists=True)
-    except Exception as e:
-        raise _unreachable(e, url) from None
+    for attempt in range(1, SCHEMA_TRIES + 1):
+        try:
+            study = optuna.create_study(study_name=t.study, storage=storage, direction="minimize", load_if_exists=True)
+            break
+        except Exception as e:
+            if attempt == SCHEMA_TRIES or not _made_meanwhile(e):
+                raise _unreachable(e, url) from None
+            time.sleep(0.1 * attempt)
     if study.direction != optuna.study.StudyDirection.MINIMIZE:
         raise ConfigError(f"study {t.study} in {storage_label(url)} maximises its objective: not a forecaster study")
     sampler = optuna.samplers.TPESampler(

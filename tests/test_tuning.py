@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 
 from forecaster.checkpoint import Origin, read_manifest, set_origin
 from forecaster.config import SEARCH_SPACE, Config, SpaceConfig, TrainConfig, config_toml, load_config
-from forecaster.errors import ConfigError, DataError, TrainingError
+from forecaster.errors import ConfigError, DataError, TemporaryFailure, TrainingError
 from forecaster.sources import read_csv_bars
 from forecaster.synthetic import generate_bars, write_csv
 from forecaster.training import EpochRecord, train
@@ -166,6 +166,51 @@ def test_storage_urls():
     with pytest.raises(ConfigError, match="not installed"):
         open_storage("postgresql://u:p@localhost/x", 10)  # no driver installed: one clear line
     assert embedded_url("s", Path("/r")) == "sqlite:////r/s.db"
+
+
+class IntegrityError(Exception):
+    """Named as SQLAlchemy's: a unique key another process wrote first."""
+
+
+class OperationalError(Exception):
+    """Named as SQLAlchemy's."""
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [
+        IntegrityError("UNIQUE constraint failed: alembic_version.version_num"),
+        OperationalError("(sqlite3.OperationalError) table studies already exists"),
+    ],
+)
+def test_a_study_database_made_by_another_process_at_the_same_moment_is_opened(tmp_path, monkeypatch, raised):
+    """Tune processes started together on a new study: all but one found the tables (or the
+    alembic version) made by another in the middle of making them, and stopped with "unexpected
+    error: IntegrityError" (exit 1) or "cannot reach the study storage" (exit 75). Opened
+    again, the tables are there."""
+    import optuna
+
+    real, calls = optuna.storages.RDBStorage, []
+
+    def made_meanwhile(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise raised
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", made_meanwhile)
+    storage = open_storage(f"sqlite:///{tmp_path / 'race.db'}", 60)
+    assert len(calls) == 2 and storage.get_all_studies() == []
+    calls.clear()
+
+    def locked(*args, **kwargs):
+        calls.append(1)
+        raise OperationalError("(sqlite3.OperationalError) database is locked")
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", locked)
+    with pytest.raises(TemporaryFailure, match="database is locked"):  # not tried again at once: exit 75
+        open_storage(f"sqlite:///{tmp_path / 'locked.db'}", 60)
+    assert len(calls) == 1
 
 
 # ---------------------------------------------------------------------------- origin in the run
