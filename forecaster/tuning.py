@@ -434,7 +434,13 @@ def _check_setup(study: optuna.Study, base: Config, searched: set[str], data: di
     if seen is None:  # a study begun before its data were recorded: from now on they are
         study.set_user_attr("data", data)
         return
-    if seen["test_start"] != data["test_start"]:
+    added, lost = sorted(set(data["bars"]) - set(seen["bars"])), sorted(set(seen["bars"]) - set(data["bars"]))
+    if added or lost:  # the same tickers asked for, but one skipped (no usable bars) then or now
+        why = "; ".join(
+            [f"{', '.join(added)} trained on now, not then"] * bool(added)
+            + [f"{', '.join(lost)} trained on then, not now (skipped: no usable bars?)"] * bool(lost)
+        )
+    elif seen["test_start"] != data["test_start"]:
         why = f"its test split started {seen['test_start']}, the bars read now start it {data['test_start']}"
     else:
         changed = sorted(s for s in set(data["bars"]) & set(seen["bars"]) if data["bars"][s] != seen["bars"][s])

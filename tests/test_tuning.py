@@ -538,6 +538,17 @@ def test_a_study_refuses_to_continue_on_other_bars_but_not_on_other_test_bars(sm
         with pytest.raises(DataError, match=f"study t was run on other bars: {why}"):
             tune(_cfg(data, **{"tune.trials": 1}), root=root)
     assert len(pd.read_csv(root / "t" / "trials.csv")) == 2
+    # the same tickers asked for, one of them skipped (a file of a header alone) now or then
+    write_csv(bars, data / "STOCKA.csv")
+    (data / "STOCKB.csv").write_text((small_dir / "STOCKB.csv").read_text().splitlines()[0] + "\n")
+    with pytest.raises(DataError, match="study t was run on other bars: STOCKB trained on then, not now"):
+        tune(_cfg(data, **{"tune.trials": 1}), root=root)
+    other = tmp_path / "tune-b"
+    tune(_cfg(data, **{"tune.trials": 1}), root=other)  # a study begun without STOCKB
+    (data / "STOCKB.csv").write_bytes((small_dir / "STOCKB.csv").read_bytes())
+    with pytest.raises(DataError, match="study t was run on other bars: STOCKB trained on now, not then"):
+        tune(_cfg(data, **{"tune.trials": 1}), root=other)
+    assert len(pd.read_csv(root / "t" / "trials.csv")) == 2 and len(pd.read_csv(other / "t" / "trials.csv")) == 1
 
 
 # ---------------------------------------------------------------------------- two processes
