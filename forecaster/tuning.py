@@ -217,7 +217,11 @@ def open_storage(url: str, heartbeat: int):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", ExperimentalWarning)  # the heartbeat argument
                     return optuna.storages.RDBStorage(
-                        url, heartbeat_interval=heartbeat, grace_period=GRACE_BEATS * heartbeat
+                        url,
+                        heartbeat_interval=heartbeat,
+                        grace_period=GRACE_BEATS * heartbeat,
+                        # a write waits for another process's rather than failing after sqlite's 5 s
+                        engine_kwargs={"connect_args": {"timeout": SQLITE_BUSY_S}} if url.startswith("sqlite:") else {},
                     )
             except Exception as e:
                 if attempt == SCHEMA_TRIES or not _made_meanwhile(e):
@@ -236,6 +240,8 @@ def open_storage(url: str, heartbeat: int):
         raise _unreachable(e, url) from None
 
 
+SQLITE_BUSY_S = 60
+"""Seconds a write to a SQLite study waits while another process holds the file's lock."""
 SCHEMA_TRIES = 5
 """Openings of a database storage whose tables another process was making at the same moment."""
 
@@ -266,6 +272,17 @@ def _is_bad_url(e: Exception) -> bool:
     """SQLAlchemy's ArgumentError (NoSuchModuleError is one): the URL itself is wrong, which no
     retry mends."""
     return any(c.__name__ == "ArgumentError" and c.__module__.startswith("sqlalchemy") for c in type(e).__mro__)
+
+
+def _storage_cause(e: BaseException) -> BaseException:
+    """The database's own error under ``e`` (Optuna wraps a failed commit, "database is locked"
+    among them, in a StorageInternalError), or ``e``."""
+    seen = e
+    while seen is not None:
+        if type(seen).__name__ == "OperationalError":
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return e
 
 
 def _unreachable(e: Exception, url: str) -> Exception:
@@ -604,7 +621,7 @@ def tune(
         if on_trial:
             on_trial(trial, _best_value(study))
 
-    stopped = False
+    stopped, failure = False, None
     try:
         with _quiet_trials(), sigterm_as_interrupt():  # `kill` stops the search like Ctrl-C
             study.optimize(
@@ -617,10 +634,23 @@ def tune(
             )
     except KeyboardInterrupt:
         stopped = True
+    except Exception as e:  # the storage failing under a trial (a database locked for longer than it waits)?
+        failure = _unreachable(_storage_cause(e), url)
+        if not isinstance(failure, TemporaryFailure):
+            failure = None
+            raise
     finally:  # interrupted or not, the trials so far are written out, whole
         with _signals_held() as caught:
-            result = write_results(study, Path(root) / t.study, final_dir, url, cfg)
+            if failure is None:
+                result = write_results(study, Path(root) / t.study, final_dir, url, cfg)
+            else:  # as far as the storage still answers
+                with contextlib.suppress(Exception):
+                    write_results(study, Path(root) / t.study, final_dir, url, cfg)
         stopped = stopped or bool(caught)
+    if failure is not None:
+        raise TemporaryFailure(
+            f"{failure}; the study keeps the trials it had recorded: run the same command again to go on with it"
+        ) from None
     result.added = objective.started
     if stopped:
         raise SearchInterrupted(_what_was_kept(result), result)

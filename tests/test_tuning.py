@@ -213,6 +213,39 @@ def test_a_study_database_made_by_another_process_at_the_same_moment_is_opened(t
     assert len(calls) == 1
 
 
+def test_a_study_database_locked_under_a_trial_stops_the_search_as_a_temporary_failure(
+    small_dir, tmp_path, monkeypatch
+):
+    """A SQLite study locked by another process for longer than a write waits: Optuna's
+    StorageInternalError ("invalid data in the commit, e.g. exceeding max length") was an
+    unexpected error, exit 1. It is the locked database, worth a retry (exit 75), and the
+    results of the trials so far are written."""
+    from optuna.exceptions import StorageInternalError
+
+    from forecaster import tuning
+
+    real, calls = tuning.Objective.__call__, []
+
+    def locked(self, trial):
+        calls.append(trial.number)
+        if len(calls) == 2:
+            try:
+                raise OperationalError("(sqlite3.OperationalError) database is locked")
+            except OperationalError as e:
+                raise StorageInternalError("An exception is raised during the commit.") from e
+        return real(self, trial)
+
+    monkeypatch.setattr(tuning.Objective, "__call__", locked)
+    with pytest.raises(TemporaryFailure, match=r"database is locked; .* run the same command again") as caught:
+        tune(_cfg(small_dir, **{"tune.trials": 3}), root=tmp_path)
+    assert caught.value.exit_code == 75 and calls == [0, 1]
+    assert list(pd.read_csv(tmp_path / "t" / "trials.csv")["state"]) == ["COMPLETE", "FAIL"]
+    # any other error under a trial is still what it is
+    monkeypatch.setattr(tuning.Objective, "__call__", lambda self, trial: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        tune(_cfg(small_dir, **{"tune.trials": 1}), root=tmp_path)
+
+
 # ---------------------------------------------------------------------------- origin in the run
 
 
