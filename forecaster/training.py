@@ -1118,13 +1118,26 @@ RESUME_FIXED = (
     "model.target_scale",
     "model.scale_halflife",
     "model.ar_order",
+    "model.dropout",
     "train.lr",
     "train.weight_decay",
     "train.seed",
+    "train.batch_size",
+    "train.grad_clip",
+    "train.mode",
+    "train.chunk",
+    "train.epoch_steps",
+    "train.burn_in_grad",
+    "train.burn_in_dropout",
 )
 """Settings an interrupted run keeps when it is resumed: the network's shape, the tickers, windows
-and splits its validation losses were measured on, and what the saved optimiser and random state
-already hold. Any other setting given with ``--resume`` (``--epochs``, ``--patience``, ...) applies."""
+and splits its validation losses were measured on, what the saved optimiser and random state
+already hold, and how its steps are made (dropout, batch, clipping, training mode). The budget
+(``--epochs``, ``--patience``) may change, and so may the machine's settings
+(:data:`RESUME_MACHINE`, said in a warning)."""
+RESUME_MACHINE = ("train.device", "train.precision", "train.threads", "train.halves", "train.burn_in_ahead")
+"""Settings of the machine a run is resumed on: they may differ from the epochs before (another
+machine, a GPU), which can move the numbers in their last bits; a resume names each that changed."""
 
 
 def _setting(cfg: Config, key: str):
@@ -1146,7 +1159,18 @@ def _check_resumable(before: Config, cfg: Config, run_dir: Path) -> None:
     if changed:
         raise ConfigError(
             f"cannot resume {run_dir} with other settings: {'; '.join(changed)}; an interrupted run goes on "
-            "with the network, data and optimiser it was started with (train a new run to change them)"
+            "with the network, data, optimiser and steps it was started with (train a new run to change them)"
+        )
+    if moved := [
+        f"{key} {_setting(before, key)} -> {_setting(cfg, key)}"
+        for key in RESUME_MACHINE
+        if _setting(before, key) != _setting(cfg, key)
+    ]:
+        log.warning(
+            "resuming %s with %s: the epochs from here are computed otherwise than those before (the numbers "
+            "may differ in their last bits), and run.json records the new settings",
+            run_dir,
+            "; ".join(moved),
         )
 
 

@@ -484,6 +484,10 @@ def _interrupted_run(small_dir, run_dir, after=1):
         (["--lr", "0.05"], "train.lr 0.001 -> 0.05"),
         (["--val-days", "50"], "window.val_days 100 -> 50"),
         (["--tickers", "STOCKA"], "data.tickers"),
+        (["--dropout", "0.3"], "model.dropout 0.1 -> 0.3"),
+        (["--batch-size", "64"], "train.batch_size 128 -> 64"),
+        (["--train-mode", "window"], "train.mode forking -> window"),
+        (["--chunk", "8"], "train.chunk 32 -> 8"),
     ],
 )
 def test_resume_refuses_a_setting_the_run_cannot_continue_with(cli, small_dir, tmp_path, flags, shown):
@@ -496,6 +500,16 @@ def test_resume_refuses_a_setting_the_run_cannot_continue_with(cli, small_dir, t
     res = cli("train", "--resume", run, "--tickers", "stockb, STOCKA", "--epochs", "2")
     assert res.exit_code == 0, res.stderr
     assert run_meta(run)["status"] == "complete" and len(_history(run)) == 2
+
+
+def test_resume_on_other_machine_settings_says_so(cli, small_dir, tmp_path):
+    """--threads, --no-halves and the like may change on another machine: the resume goes on
+    and a warning names each, as the epochs after it are computed otherwise."""
+    run = _interrupted_run(small_dir, tmp_path / "runs" / "stopped")
+    res = cli("train", "--resume", run, "--threads", "2", "--no-halves")
+    assert res.exit_code == 0, res.stderr
+    warned = [ln for ln in res.stderr.splitlines() if "the epochs from here are computed otherwise" in ln]
+    assert len(warned) == 1 and "train.threads 1 -> 2; train.halves True -> False" in warned[0], res.stderr
 
 
 def test_a_resume_that_waited_for_the_lock_does_not_go_on_from_a_run_written_meanwhile(
