@@ -286,6 +286,7 @@ class ResumeState:
     generator: np.ndarray
     torch_rng: np.ndarray | None
     cuda_rng: np.ndarray | None = None  # the CUDA generator dropout draws from on a GPU
+    fitted_on: dict[str, str] | None = None  # per ticker, the hash of its bars before the test split (None: not kept)
 
 
 # --------------------------------------------------------------------------------- writing
@@ -395,6 +396,7 @@ def _flatten(state: ResumeState) -> tuple[dict[str, np.ndarray], dict[str, str]]
         "stale": state.stale,
         "param_groups": state.param_groups,
         "scheduler": state.scheduler,
+        "fitted_on": state.fitted_on,
     }
     return _contiguous(tensors), {"state": json.dumps(meta, default=float)}
 
@@ -724,4 +726,5 @@ def _unflatten(tensors: dict[str, np.ndarray], meta: dict[str, str]) -> ResumeSt
         generator=tensors["generator"],
         torch_rng=tensors.get("torch_rng"),
         cuda_rng=tensors.get("cuda_rng"),
+        fitted_on=m.get("fitted_on"),  # a run interrupted before it was kept has none
     )

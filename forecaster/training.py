@@ -965,7 +965,7 @@ def _train(
             try:
                 data = load_training_data(cfg, tickers, splits)
                 if before is not None:
-                    _check_same_data(before[0], data.ws, run_dir)
+                    _check_same_data(before[0], data.ws, run_dir, before[1].fitted_on, data)
             except Exception as exc:
                 if not dist.active:
                     raise
@@ -1191,9 +1191,14 @@ def _resume_point(run_dir: Path, cfg: Config) -> tuple[Manifest, ResumeState, li
     return manifest, state, history, manifest.splits.splits(), manifest.metrics.train_seconds
 
 
-def _check_same_data(manifest: Manifest, ws: WindowSet, run_dir: Path) -> None:
-    """Refuse to resume on training bars other than the run's (another --data-dir or --source,
-    or bars revised since): the network learnt on those, with their normalisation."""
+def _check_same_data(
+    manifest: Manifest, ws: WindowSet, run_dir: Path, fitted_on: dict[str, str] | None = None, data=None
+) -> None:
+    """Refuse to resume on training or validation bars other than the run's (another --data-dir
+    or --source, or bars revised since): the network learnt on those, with their normalisation,
+    and its earlier epochs' validation losses, which the best epoch is chosen by, were measured
+    on those. ``fitted_on``: the resume state's :func:`fitted_hashes` (None in a run saved
+    before they were kept: its training bars are checked through their normalisation alone)."""
     trained = sorted(manifest.tickers, key=lambda sym: manifest.tickers[sym].id)
     if ws.names != trained:
         raise DataError(
@@ -1202,6 +1207,14 @@ def _check_same_data(manifest: Manifest, ws: WindowSet, run_dir: Path) -> None:
             "started on (its --source and --data-dir), or train a new run"
         )
     changed = [sym for sym in trained if manifest.tickers[sym].scaler != ws.scalers[sym]]
+    if not changed and fitted_on is not None and data is not None:
+        now = fitted_hashes(data.bars, data.splits.test_start)
+        if revised := [sym for sym in trained if fitted_on.get(sym) != now.get(sym)]:
+            raise DataError(
+                f"cannot resume {run_dir}: the training or validation bars of {', '.join(revised)} are not those "
+                "it was started on (its earlier epochs' validation losses were measured on those); resume it "
+                "with the data it was started on (its --source and --data-dir), or train a new run"
+            )
     if changed:
         raise DataError(
             f"cannot resume {run_dir}: the training bars of {', '.join(changed)} are not those it was started "
@@ -1451,7 +1464,7 @@ def _save(
 ) -> Manifest:
     """Write the run (and, when interrupted, the resume state beside it); ``origin``: the
     tuning study that chose its configuration, kept from the run resumed."""
-    resume = _resume_state(trainer) if interrupted else None
+    resume = _resume_state(trainer, fitted_hashes(data.bars, data.splits.test_start)) if interrupted else None
     if interrupted and trainer.best_state is not None:
         trainer.model.load_state_dict(trainer.best_state)
     weights = numpy_state(trainer.model)
@@ -1573,8 +1586,15 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _resume_state(trainer: Trainer) -> ResumeState:
-    """The trainer's state after its last completed epoch, as numpy arrays for the run."""
+def fitted_hashes(bars: dict[str, pd.DataFrame], test_start: pd.Timestamp) -> dict[str, str]:
+    """Per ticker, a hash of its bars before ``test_start``: those training and validation read
+    (a bar appended since, or revised in the test split, changes none)."""
+    return {sym: data_hash({sym: df[df.index < test_start]}) for sym, df in bars.items()}
+
+
+def _resume_state(trainer: Trainer, fitted_on: dict[str, str] | None = None) -> ResumeState:
+    """The trainer's state after its last completed epoch, as numpy arrays for the run, and
+    ``fitted_on``: :func:`fitted_hashes` of the bars it trained and validated on."""
     st = trainer.state()
 
     def arrays(tensors: dict | None) -> dict[str, np.ndarray] | None:
@@ -1596,6 +1616,7 @@ def _resume_state(trainer: Trainer) -> ResumeState:
         generator=st["generator"].numpy(),
         torch_rng=st["torch_rng"].numpy(),
         cuda_rng=None if st.get("cuda_rng") is None else st["cuda_rng"].numpy(),
+        fitted_on=fitted_on,
     )
 
 

@@ -51,7 +51,7 @@ from .training import (
     Interrupted,
     TrainResult,
     checked_tickers,
-    data_hash,
+    fitted_hashes,
     resolve_device,
     sigterm_as_interrupt,
     train,
@@ -415,8 +415,7 @@ def objective_data(bars: dict[str, pd.DataFrame], cfg: Config) -> dict[str, Any]
     """What a trial's value depends on in the data: where the test split starts, and per ticker
     a hash of its bars before it (a bar revised in the test split changes no trial)."""
     test_start = make_splits(bars, cfg.window.val_days, cfg.window.test_days).test_start
-    hashes = {sym: data_hash({sym: df[df.index < test_start]}) for sym, df in bars.items()}
-    return {"test_start": str(test_start.date()), "bars": hashes}
+    return {"test_start": str(test_start.date()), "bars": fitted_hashes(bars, test_start)}
 
 
 def _check_setup(study: optuna.Study, base: Config, searched: set[str], data: dict[str, Any]) -> None:

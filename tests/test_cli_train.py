@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from support import (
     SLOW_TEST_TIMEOUT_S,
@@ -566,6 +567,35 @@ def test_resume_refuses_bars_other_than_those_it_was_trained_on(cli, small_dir, 
     assert_one_line_error(res, 1, "cannot resume", "trained on STOCKA, STOCKB", "give STOCKA enough")
     assert {f: (run / f).read_bytes() for f in os.listdir(run)} == before  # still resumable, untouched
     res = cli("train", "--resume", run, "--data-dir", small_dir, "-q")
+    assert res.exit_code == 0, res.stderr
+    assert run_meta(run)["status"] == "complete"
+
+
+def test_resume_refuses_revised_validation_bars_but_takes_bars_appended_since(cli, small_dir, tmp_path):
+    """A validation bar revised since the run stopped: its earlier epochs' validation losses
+    were measured on the old bars and the best epoch would be chosen across both; the
+    normalisation (fitted on the training split) did not see it, so the resume went on."""
+    from forecaster.sources import read_csv_bars
+
+    run = _interrupted_run(small_dir, tmp_path / "runs" / "stopped")
+    before = {f: (run / f).read_bytes() for f in os.listdir(run)}
+    meta = run_meta(run)
+    val_start, test_start = meta["splits"]["val_start"], meta["splits"]["test_start"]
+    data = tmp_path / "data"
+    shutil.copytree(small_dir, data)
+    bars = read_csv_bars(small_dir, "STOCKA")
+    revised = bars.copy()
+    day = revised.index[(revised.index >= val_start) & (revised.index < test_start)][10]
+    revised.loc[day, ["open", "high", "low", "close"]] *= 1.10
+    write_csv(revised, data / "STOCKA.csv")
+    res = cli("train", "--resume", run, "--data-dir", data)
+    assert_one_line_error(res, 1, "cannot resume", "the training or validation bars of STOCKA are not those")
+    assert {f: (run / f).read_bytes() for f in os.listdir(run)} == before
+    # a bar revised in the test split, and one appended since (a refreshed store): it goes on
+    later = bars.copy()
+    later.loc[later.index[-3], "close"] *= 1.01
+    write_csv(pd.concat([later, later.iloc[[-1]].set_axis([later.index[-1] + pd.offsets.BDay()])]), data / "STOCKA.csv")
+    res = cli("train", "--resume", run, "--data-dir", data, "-q")
     assert res.exit_code == 0, res.stderr
     assert run_meta(run)["status"] == "complete"
 
