@@ -115,7 +115,7 @@ def _validated_slow(bars: RawBars, ticker: str, path: Path | None) -> pd.DataFra
     out = _as_float_bars(bars.frame() if isinstance(bars, PlainBars) else bars, ticker)
     rows = len(out)
     out = _drop_rows_without_date_or_price(out, ticker)
-    out = _sort_by_date(out, ticker)
+    out = _sort_by_date(out, ticker, path)
     out = _keep_last_of_each_date(out, ticker, path)
     out = _fill_missing_volume(out, ticker, path)
     # checks
@@ -280,10 +280,16 @@ def _drop_rows_without_date_or_price(df: pd.DataFrame, ticker: str) -> pd.DataFr
     return df[~unusable]
 
 
-def _sort_by_date(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
+def _sort_by_date(df: pd.DataFrame, ticker: str, path: Path | None = None) -> pd.DataFrame:
+    """The bars oldest first. A file written newest first (as many sites export) is read from
+    its end, with no warning: a row pasted above another of the same date is the later one,
+    and so is kept (:func:`_keep_last_of_each_date`). Dates in no order are sorted, warned of."""
     if df.index.is_monotonic_increasing:
         return df
-    log.warning("%s: dates were out of order; sorted %d rows", ticker, len(df))
+    if df.index.is_monotonic_decreasing:
+        return df.iloc[::-1]
+    where = f" in {path}" if path is not None else ""
+    log.warning("%s: dates were out of order%s; sorted %d rows", ticker, where, len(df))
     return df.sort_index(kind="stable")
 
 

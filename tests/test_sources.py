@@ -789,3 +789,38 @@ def test_dates_with_a_utc_offset_in_another_format_keep_their_local_date(tmp_pat
     rows = '"Mar 08 2024 4:00 PM -0500",10,11,9,10.5,100\n"Mar 11 2024 4:00 PM -0400",10,11,9,10.5,100\n'
     write(tmp_path, "BBB.csv", "Date,Open,High,Low,Close,Volume\n" + rows)
     assert list(sources.read_csv_bars(tmp_path, "BBB").index.strftime("%Y-%m-%d")) == ["2024-03-08", "2024-03-11"]
+
+
+def test_a_newest_first_file_is_read_quietly_and_keeps_the_row_pasted_above_a_date_it_repeats(tmp_path, caplog):
+    """Newest-first exports (Investing, Nasdaq, Alpha Vantage) are updated by pasting rows at the
+    top: of a date written twice, the upper row is the later one. The stable sort kept the lower,
+    stale one; and every read of such a file warned that its dates were out of order."""
+    from forecaster.store import load_csv
+
+    write(
+        tmp_path,
+        "AAA.csv",
+        "Date,Open,High,Low,Close,Volume\n"
+        "2024-01-04,12,13,11,12.8,300\n"  # today's final bar, pasted above
+        "2024-01-04,12,13,11,12.5,150\n"  # the provisional one of the same day
+        "2024-01-03,11,12,10,11.5,200\n"
+        "2024-01-02,10,11,9,10.5,100\n",
+    )
+    with caplog.at_level("WARNING", logger="forecaster"):
+        df = load_csv(tmp_path, "AAA")
+    assert list(df["close"]) == [10.5, 11.5, 12.8] and list(df["volume"]) == [100, 200, 300]
+    said = [r.getMessage() for r in caplog.records]
+    assert not [m for m in said if "out of order" in m], said
+    assert [m for m in said if "duplicate date" in m and str(tmp_path / "AAA.csv") in m], said
+    caplog.clear()
+    write(
+        tmp_path,
+        "BBB.csv",
+        "Date,Open,High,Low,Close,Volume\n2024-01-03,11,12,10,11.5,200\n"
+        "2024-01-02,10,11,9,10.5,100\n2024-01-04,12,13,11,12.8,300\n",
+    )
+    with caplog.at_level("WARNING", logger="forecaster"):
+        assert list(load_csv(tmp_path, "BBB")["close"]) == [10.5, 11.5, 12.8]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"BBB: dates were out of order in {tmp_path / 'BBB.csv'}; sorted 3 rows"
+    ]
