@@ -445,6 +445,8 @@ def _key_columns(keys: list[str], path: Path) -> tuple[list[str], str, str | Non
     dupes = sorted({k for k in keys if keys.count(k) > 1})
     if dupes:
         raise DataError(f"{path}: duplicate column(s) {', '.join(dupes)}")
+    if "volume" not in keys and "vol" in keys:  # 'Vol' or 'Vol.', as some exports name it
+        keys = ["volume" if k == "vol" else k for k in keys]
     date_col = next((c for c in DATE_COLUMNS if c in keys), None)
     missing = ([] if date_col else ["date"]) + [c for c in COLUMNS if c not in keys and c != "volume"]
     if missing:

@@ -824,3 +824,16 @@ def test_a_newest_first_file_is_read_quietly_and_keeps_the_row_pasted_above_a_da
     assert [r.getMessage() for r in caplog.records] == [
         f"BBB: dates were out of order in {tmp_path / 'BBB.csv'}; sorted 3 rows"
     ]
+
+
+@pytest.mark.parametrize("name", ["Vol", "Vol.", "vol"])
+def test_a_volume_column_named_vol_is_read(tmp_path, name):
+    """It was ignored: the volume set to 0 on every row, with a note for a file without one."""
+    write(
+        tmp_path,
+        "AAA.csv",
+        f"Date,Open,High,Low,Close,{name}\n2024-01-02,10,11,9,10.5,1000\n2024-01-03,10.5,12,10,11.5,2000\n",
+    )
+    assert list(sources.read_csv_bars(tmp_path, "AAA")["volume"]) == [1000.0, 2000.0]
+    write(tmp_path, "BBB.csv", "Date,Open,High,Low,Close,Vol,Volume\n2024-01-02,10,11,9,10.5,1,1000\n")
+    assert list(sources.read_csv_bars(tmp_path, "BBB")["volume"]) == [1000.0]  # a column named Volume wins
