@@ -246,9 +246,32 @@ def _parse_dates(raw: pd.Series, path: Path, blank: np.ndarray, lines: list[int]
             f"{path}: date {text.iloc[pos][:40]!r} ({where_row(pos, lines)}) is outside the years {YEARS_HELD} "
             "that a date can take; a mistyped year?"
         )
+    _refuse_intraday(parsed, days, text, path, lines)
     dates = np.full(len(text), np.datetime64("NaT"), dtype="datetime64[ns]")
     dates[~blank] = days.astype("datetime64[ns]")
     return pd.DatetimeIndex(dates)
+
+
+def _refuse_intraday(parsed: pd.Series, days: np.ndarray, text: pd.Series, path: Path, lines) -> None:
+    """DataError for a file of intraday bars (a day's rows at several times of day): read as
+    daily bars, each day would be its last bar, with that bar's volume. Daily bars stamped
+    with one time of day (a UTC offset's midnight, a close at 16:00) are no such file."""
+    stamps = pd.DatetimeIndex(parsed)
+    if stamps.tz is not None:
+        stamps = stamps.tz_localize(None)
+    clock = (stamps - stamps.normalize()).to_numpy()
+    if not clock.any():
+        return
+    first = pd.Series(clock, index=days).groupby(level=0).transform("first").to_numpy()
+    if not (other := np.flatnonzero(clock != first)).size:
+        return
+    pos = int(parsed.index[other[0]])
+    earlier = int(parsed.index[np.flatnonzero((days == days[other[0]]) & (clock == first[other[0]]))[0]])
+    raise DataError(
+        f"{path}: {text.iloc[earlier][:40]!r} ({where_row(earlier, lines)}) and {text.iloc[pos][:40]!r} "
+        f"({where_row(pos, lines)}) are bars of one day at two times: intraday bars, where daily ones (one "
+        "row a session) are read; resample them to daily bars"
+    )
 
 
 def read_csv_bars(data_dir: str | os.PathLike[str], ticker: str) -> pd.DataFrame:

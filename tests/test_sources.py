@@ -837,3 +837,36 @@ def test_a_volume_column_named_vol_is_read(tmp_path, name):
     assert list(sources.read_csv_bars(tmp_path, "AAA")["volume"]) == [1000.0, 2000.0]
     write(tmp_path, "BBB.csv", "Date,Open,High,Low,Close,Vol,Volume\n2024-01-02,10,11,9,10.5,1,1000\n")
     assert list(sources.read_csv_bars(tmp_path, "BBB")["volume"]) == [1000.0]  # a column named Volume wins
+
+
+def test_intraday_bars_are_refused_naming_two_rows_of_one_day(tmp_path):
+    """An hourly or minute export read as daily bars: each day was its last intraday bar, with
+    that bar's volume, and only a warning of dropped duplicate dates."""
+    write(
+        tmp_path,
+        "AAA.csv",
+        "Datetime,Open,High,Low,Close,Volume\n"
+        "2024-01-02 09:30:00-05:00,10,11,9,10.5,100\n"
+        "2024-01-02 10:30:00-05:00,10.5,11,10,10.7,50\n"
+        "2024-01-03 09:30:00-05:00,10.7,12,10,11.5,80\n",
+    )
+    with pytest.raises(
+        DataError,
+        match=r"'2024-01-02 09:30:00-05:00' \(line 2\) and '2024-01-02 10:30:00-05:00' "
+        r"\(line 3\) are bars of one day at two times: intraday bars",
+    ):
+        sources.read_csv_bars(tmp_path, "AAA")
+    # daily bars stamped with one time of day each, even where the time changes (a DST offset)
+    write(
+        tmp_path,
+        "BBB.csv",
+        "Date,Open,High,Low,Close,Volume\n"
+        "2024-03-08 00:00:00-05:00,10,11,9,10.5,100\n"
+        "2024-03-11 00:00:00-04:00,10.5,11,10,10.7,50\n"
+        "2024-03-12 16:00:00,10.7,12,10,11.5,80\n",
+    )
+    assert list(sources.read_csv_bars(tmp_path, "BBB").index.strftime("%Y-%m-%d")) == [
+        "2024-03-08",
+        "2024-03-11",
+        "2024-03-12",
+    ]
