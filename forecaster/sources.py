@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import logging
 import os
 import random
@@ -328,10 +329,12 @@ def relative_note(data_dir: str | os.PathLike[str]) -> str:
 
 
 def _read_csv_frame(path: Path) -> pd.DataFrame:
-    """The careful reader: pandas, with each problem named."""
+    """The careful reader: pandas, with each problem named. Every check and the parse read one
+    copy of the file's text (read once), so a file written meanwhile cannot pass a check in one
+    state and be parsed in another."""
     try:
-        with open(path, encoding="utf-8-sig") as f:
-            header = f.readline()
+        text = _whole_lines(path, path.read_bytes().decode("utf-8-sig"))
+        header = io.StringIO(text).readline()
         if "," not in header:
             for sep, name in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
                 if sep in header:
@@ -340,14 +343,14 @@ def _read_csv_frame(path: Path) -> pd.DataFrame:
         keys = [k for k in map(_header_key, next(csv.reader([header], skipinitialspace=True), [])) if k]
         if dupes := sorted({k for k in keys if keys.count(k) > 1}):
             raise DataError(f"{path}: duplicate column(s) {', '.join(dupes)}")
-        _refuse_lines_of_wrong_length(path)
-        clean = _read_clean_csv(path)
+        _refuse_lines_of_wrong_length(path, text)
+        clean = _read_clean_csv(path, text)
         if clean is not None:
             return clean
         with warnings.catch_warnings():
             # A row longer than the header would silently become the index, or lose fields.
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            raw = pd.read_csv(path, dtype=str, skipinitialspace=True, encoding="utf-8-sig", index_col=False)
+            raw = pd.read_csv(io.StringIO(text), dtype=str, skipinitialspace=True, index_col=False)
     except pd.errors.ParserWarning:
         raise DataError(f"{path}: some rows have more fields than the header") from None
     except pd.errors.EmptyDataError:
@@ -360,7 +363,7 @@ def _read_csv_frame(path: Path) -> pd.DataFrame:
         reason = " ".join(str(exc).split())
         raise DataError(f"{path}: not a readable CSV file ({reason})") from None
 
-    lines = row_lines(path, len(raw))
+    lines = row_lines(path, len(raw), text)
     if _is_yfinance_export(raw):  # its two lines below the header are a header too
         raw = raw.iloc[2:].reset_index(drop=True).rename(columns={raw.columns[0]: "Date"})
         lines = lines[2:] if lines is not None else None
@@ -398,6 +401,27 @@ def _read_csv_frame(path: Path) -> pd.DataFrame:
     return _assemble(values, index, adj_col)
 
 
+def _whole_lines(path: Path, text: str) -> str:
+    """``text`` without a last line that has no line end, when lines above it have one: a file
+    read while it was being written ends that way, its last bar cut anywhere (``...,132`` for a
+    volume of 13269200, a close of ``44.9`` for 44.970001), which no check could tell from a
+    bar. It is left out with a warning naming the file and the line; a file written whole ends
+    its last line (a writer that does not, should)."""
+    if not text or text.endswith(("\n", "\r")):
+        return text
+    cut = max(text.rfind("\n"), text.rfind("\r"))
+    if cut < 0 or not text[cut + 1 :].strip(" \t"):  # the header alone, or spaces after the last line end
+        return text
+    line = len(text[: cut + 1].splitlines()) + 1
+    log.warning(
+        "%s: line %d, the last, has no line end, as a file read while it is being written has: it was not read "
+        "(end a file's last line, and write it whole to another name, then move it into place)",
+        path,
+        line,
+    )
+    return text[: cut + 1]
+
+
 def _is_yfinance_export(raw: pd.DataFrame) -> bool:
     """True for what ``yf.download(...).to_csv()`` writes: a ``Price,Close,High,...`` header,
     then a ``Ticker,AAPL,...`` line and a ``Date,,,,,`` line above the bars."""
@@ -407,11 +431,12 @@ def _is_yfinance_export(raw: pd.DataFrame) -> bool:
     return first[0] == "ticker" and first[1] in DATE_COLUMNS and bool(raw.iloc[1, 1:].isna().all())
 
 
-def row_lines(path: Path, rows: int) -> list[int] | None:
+def row_lines(path: Path, rows: int, text: str | None = None) -> list[int] | None:
     """The line of the file each of pandas' ``rows`` rows was read from (blank lines above a
-    row move it down), or None when they cannot be told."""
+    row move it down), or None when they cannot be told; ``text``: the file's text, as read
+    (by default it is read from ``path``)."""
     try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
+        with io.StringIO(text, newline="") if text is not None else open(path, encoding="utf-8-sig", newline="") as f:
             reader = csv.reader(f, skipinitialspace=True)
             # pandas skips the lines with nothing but spaces; a row of empty fields it keeps
             lines = [reader.line_num for fields in reader if len(fields) > 1 or any(s.strip() for s in fields)]
@@ -425,7 +450,7 @@ def where_row(pos: int, lines: list[int] | None) -> str:
     return f"line {lines[pos]}" if lines is not None else f"row {pos + 1}"
 
 
-def _refuse_lines_of_wrong_length(path: Path) -> None:
+def _refuse_lines_of_wrong_length(path: Path, text: str) -> None:
     """DataError naming the first line with fewer or more fields than the header.
 
     pandas fills the fields a line lacks with NaN, so a line cut off mid-write
@@ -436,7 +461,7 @@ def _refuse_lines_of_wrong_length(path: Path) -> None:
     nor is one that only lacks the unnamed fields of a header that ends with a comma.
     """
     try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
+        with io.StringIO(text, newline="") as f:
             lines = csv.reader(f, skipinitialspace=True)
             width = most = 0
             for fields in lines:
@@ -514,13 +539,16 @@ def _assemble(values: dict[str, np.ndarray], index: pd.DatetimeIndex, adj_col: s
     return pd.DataFrame({c: values[c] for c in COLUMNS}, index=index.rename("date"))
 
 
-def _read_clean_csv(path: Path) -> pd.DataFrame | None:
-    """The fast path for a well-formed file: numeric columns parsed in C and plain YYYY-MM-DD
-    dates. None when anything is unusual; the careful path then finds and names the problem."""
+def _read_clean_csv(path: Path, text: str | None = None) -> pd.DataFrame | None:
+    """The fast path for a well-formed file (``text``, read from ``path``; by default read
+    now): numeric columns parsed in C and plain YYYY-MM-DD dates. None when anything is
+    unusual; the careful path then finds and names the problem."""
     try:
+        if text is None:
+            text = path.read_bytes().decode("utf-8-sig")
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            raw = pd.read_csv(path, skipinitialspace=True, encoding="utf-8-sig", index_col=False)
+            raw = pd.read_csv(io.StringIO(text), skipinitialspace=True, index_col=False)
         keys, date_col, adj_col = _columns(raw, path)
         raw.columns = keys
         wanted = COLUMNS + ([adj_col] if adj_col else [])
@@ -559,6 +587,8 @@ def _plain_csv(path: Path) -> PlainBars | None:
         data = path.read_bytes()
         if data.startswith(b"\xef\xbb\xbf"):
             data = data[3:]
+        if not data.endswith((b"\n", b"\r")):  # a last line perhaps cut: the careful reader says so
+            return None
         end = data.find(b"\n")
         header = data[:end].removesuffix(b"\r")
         if end < 0 or b'"' in header or data.find(b" ", end) >= 0 or data.find(b"\t", end) >= 0:

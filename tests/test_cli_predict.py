@@ -828,18 +828,20 @@ def test_predict_quiet_still_tells_errors_from_warnings(cli, trained_run, sample
     assert res.stdout == ""
 
 
-def test_predict_csv_cut_off_mid_line_fails_that_ticker(cli, trained_run, sample_dir, tmp_path):
+def test_predict_csv_cut_off_mid_line_forecasts_from_the_bar_before(cli, trained_run, sample_dir, tmp_path):
     """A CSV whose last line was cut off while it was written (no volume, the close's last
-    digits lost) is not forecast from that torn bar: the ticker fails, named with the line."""
+    digits lost, no line end) is not forecast from that torn bar: the line is left out, named
+    in a warning, and the ticker forecast from the bar before it."""
     data, out = tmp_path / "data", tmp_path / "fc"
     shutil.copytree(sample_dir, data)
     text = (data / "STOCKA.csv").read_bytes()
     (data / "STOCKA.csv").write_bytes(text[: text.rindex(b",") - 3])
     lines = text.count(b"\n")
     res = cli("predict", "--run", trained_run, "--data-dir", data, "--out", out, "-q")
-    assert res.exit_code == 3
-    assert f"STOCKA failed: {data / 'STOCKA.csv'}: line {lines} is incomplete (5 of 6 fields" in res.stderr
-    _check_forecast(_read(out / trained_run.name / "2024-12-31.csv"), ["STOCKB"], 3, trained_run.name)
+    assert res.exit_code == 0, res.stderr
+    assert f"{data / 'STOCKA.csv'}: line {lines}, the last, has no line end" in res.stderr
+    rows = _read(out / trained_run.name / "2024-12-31.csv")
+    assert dict(rows.groupby("ticker")["as_of"].first()) == {"STOCKA": "2024-12-30", "STOCKB": "2024-12-31"}
 
 
 def test_predict_retrying_the_failed_ticker_keeps_the_others_forecasts(cli, trained_run, sample_dir, tmp_path):
