@@ -600,6 +600,7 @@ def tune(
             optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported here, once, plainly
             storage = open_storage(url, t.heartbeat)
             study = _load_study(storage, cfg, url)
+            _check_results_of_another_study(study, Path(root) / t.study, url)
             _check_setup(study, cfg, {d.key for d, _ in dims}, data)
             check_choices(study, dims)
             fail_abandoned(study)
@@ -655,6 +656,23 @@ def tune(
         raise SearchInterrupted(_what_was_kept(result), result)
     _raise_if_nothing_completed(study, result)
     return result
+
+
+def _check_results_of_another_study(study: optuna.Study, out: Path, url: str) -> None:
+    """Refuse a study with no trial whose results folder holds the trials of another: the same
+    --study in another storage (one left out, or another given) would replace their results."""
+    if study.get_trials(deepcopy=False):
+        return
+    try:
+        kept = len(pd.read_csv(out / TRIALS_CSV))
+    except (OSError, ValueError):  # none there, or nothing readable: nothing to lose
+        return
+    if kept:
+        raise ConfigError(
+            f"{out} holds the results of {kept} trial(s) of a study {study.study_name}, and {storage_label(url)} has "
+            "no trial of it: give the --storage that study is kept in to continue it, or move that folder away "
+            "(or give another --study name) to start a new one"
+        )
 
 
 def _check_results_folder(out: Path, study: str) -> None:

@@ -584,6 +584,20 @@ def test_a_study_refuses_to_continue_on_other_bars_but_not_on_other_test_bars(sm
     assert len(pd.read_csv(root / "t" / "trials.csv")) == 2 and len(pd.read_csv(other / "t" / "trials.csv")) == 1
 
 
+def test_a_study_in_another_storage_keeps_its_results_folder(small_dir, tmp_path):
+    """A study kept in a journal file, then the same --study without --storage: a new, empty
+    study in the default file replaced the results of the journal's trials."""
+    root = tmp_path / "tune"
+    journal = f"journal:{tmp_path / 'j.log'}"
+    tune(_cfg(small_dir, **{"tune.trials": 1, "tune.storage": journal}), root=root)
+    before = {f.name: f.read_bytes() for f in (root / "t").iterdir()}
+    with pytest.raises(ConfigError, match=r"holds the results of 1 trial\(s\) of a study t, and .* has no trial of it"):
+        tune(_cfg(small_dir, **{"tune.trials": 1}), root=root)
+    assert {f.name: f.read_bytes() for f in (root / "t").iterdir()} == before
+    res = tune(_cfg(small_dir, **{"tune.trials": 1, "tune.storage": journal}), root=root)  # its own storage: on
+    assert len(res.trials) == 2
+
+
 # ---------------------------------------------------------------------------- two processes
 
 
