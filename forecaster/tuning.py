@@ -484,16 +484,49 @@ def _symbol(text: Any) -> Any:
         return text
 
 
-def _sampler_seed(cfg: Config, n_before: int) -> int:
+def _sampler_seed(cfg: Config, n_before: int, slot: int = 0) -> int:
     """The TPE sampler's seed: ``tune.seed`` plus the trials already in the study, so that a
     resumed study does not replay the proposals it started with. With ``tune.storage`` (a study
     that several processes share) mixed with a random value of this process's own: workers
     started together must not propose the same trials (their process ids, added before, are
-    consecutive, or all alike in containers, as the counts of trials they see may be)."""
+    consecutive, or all alike in containers, as the counts of trials they see may be). On the
+    default storage mixed with the process's ``slot`` (:func:`_worker_slot`) when it is not the
+    first: the first process's proposals stay those of its seed."""
     seed = cfg.tune.seed + n_before
     if cfg.tune.storage:
         seed = int(np.random.SeedSequence([seed, secrets.randbits(64)]).generate_state(1)[0])
+    elif slot:
+        seed = int(np.random.SeedSequence([seed, slot]).generate_state(1)[0])
     return seed % 2**32  # the sampler's numpy generator takes 0 to 2**32 - 1; the config any seed >= 0
+
+
+WORKER_SLOTS = 64
+"""Processes on one default study file that get numbers of their own (more share the last)."""
+
+
+@contextlib.contextmanager
+def _worker_slot(root: Path, study: str) -> Iterator[int]:
+    """The lowest number (0, 1, ...) no other process searching ``study`` in its default file on
+    this machine holds, held until the search ends (a lock that dies with its process)."""
+    from filelock import FileLock, Timeout
+
+    root.mkdir(parents=True, exist_ok=True)
+    for slot in range(WORKER_SLOTS):
+        lock = FileLock(root / f".{study}.worker{slot}.lock", timeout=0, thread_local=False)
+        try:
+            lock.acquire()
+        except Timeout:
+            continue
+        except OSError:  # a folder that takes no lock file: one process's numbers, as before
+            break
+        try:
+            yield slot
+        finally:
+            lock.release()
+            with contextlib.suppress(OSError):  # no lock file left behind (at worst two share a number)
+                os.unlink(lock.lock_file)
+        return
+    yield 0
 
 
 class _OncePerMessage(logging.Filter):
@@ -585,77 +618,81 @@ def tune(
             f"study {t.study} is kept in the file {db}, and a folder has that name: "
             "move the folder away, or give another --study name"
         )
-    resolve_device(cfg.train.device)  # a device this machine lacks stops the search before a trial is recorded
-    stage = f"while the bars were read or study {t.study} was opened"
-    try:
-        with sigterm_as_interrupt():  # `kill` before the first trial stops the command like Ctrl-C
-            if best_lock_timeout is not None:
-                target = best_run_dir(cfg, run_dir)
-                stage, before = f"while it waited for the lock on {target}", stage
-                with file_lock(run_lock_path(target), best_lock_timeout):
-                    stage = before
-            # bad or missing data stops the search before it starts, not as one failed trial after another
-            bars, _ = usable_bars(cfg, checked_tickers(cfg))  # one without bars skipped, as train skips it
-            data = objective_data(bars, cfg)
-            optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported here, once, plainly
-            storage = open_storage(url, t.heartbeat)
-            study = _load_study(storage, cfg, url)
-            _check_results_of_another_study(study, Path(root) / t.study, url)
-            _check_setup(study, cfg, {d.key for d, _ in dims}, data)
-            check_choices(study, dims)
-            fail_abandoned(study)
-            remove_abandoned_trial_dirs()
-    except KeyboardInterrupt:
-        nothing = TuneResult(study=t.study, storage=storage_label(url), trials=pd.DataFrame(), added=0, best=None)
-        raise SearchInterrupted(
-            f"tuning interrupted before its first trial, {stage}: nothing was written; "
-            "run the same command again to start the search",
-            nothing,
-        ) from None
-    objective = Objective(cfg, dims, on_epoch)
-    final_dir = best_run_dir(cfg, run_dir)
+    with contextlib.ExitStack() as held:  # this process's number among those on the default storage file
+        resolve_device(cfg.train.device)  # a device this machine lacks stops the search before a trial is recorded
+        stage = f"while the bars were read or study {t.study} was opened"
+        try:
+            with sigterm_as_interrupt():  # `kill` before the first trial stops the command like Ctrl-C
+                if best_lock_timeout is not None:
+                    target = best_run_dir(cfg, run_dir)
+                    stage, before = f"while it waited for the lock on {target}", stage
+                    with file_lock(run_lock_path(target), best_lock_timeout):
+                        stage = before
+                # bad or missing data stops the search before it starts, not as one failed trial after another
+                bars, _ = usable_bars(cfg, checked_tickers(cfg))  # one without bars skipped, as train skips it
+                data = objective_data(bars, cfg)
+                optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported here, once, plainly
+                # processes sharing the default storage file get numbers (0 for the first) that make their
+                # proposals differ; taken once the data and the device are known good, as nothing is made before
+                slot = 0 if t.storage else held.enter_context(_worker_slot(Path(root), t.study))
+                storage = open_storage(url, t.heartbeat)
+                study = _load_study(storage, cfg, url, slot)
+                _check_results_of_another_study(study, Path(root) / t.study, url)
+                _check_setup(study, cfg, {d.key for d, _ in dims}, data)
+                check_choices(study, dims)
+                fail_abandoned(study)
+                remove_abandoned_trial_dirs()
+        except KeyboardInterrupt:
+            nothing = TuneResult(study=t.study, storage=storage_label(url), trials=pd.DataFrame(), added=0, best=None)
+            raise SearchInterrupted(
+                f"tuning interrupted before its first trial, {stage}: nothing was written; "
+                "run the same command again to start the search",
+                nothing,
+            ) from None
+        objective = Objective(cfg, dims, on_epoch)
+        final_dir = best_run_dir(cfg, run_dir)
 
-    def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-        if trial.state == TrialState.FAIL and "error" in trial.user_attrs:
-            log.warning("trial %d failed: %s", trial.number, trial.user_attrs["error"])
-        if on_trial:
-            on_trial(trial, _best_value(study))
+        def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+            if trial.state == TrialState.FAIL and "error" in trial.user_attrs:
+                log.warning("trial %d failed: %s", trial.number, trial.user_attrs["error"])
+            if on_trial:
+                on_trial(trial, _best_value(study))
 
-    stopped, failure = False, None
-    try:
-        with _quiet_trials(), sigterm_as_interrupt():  # `kill` stops the search like Ctrl-C
-            study.optimize(
-                objective,
-                n_trials=t.trials,
-                timeout=t.timeout or None,
-                catch=(TrainingError,),
-                callbacks=[after_trial],
-                gc_after_trial=False,
-            )
-    except KeyboardInterrupt:
-        stopped = True
-    except Exception as e:  # the storage failing under a trial (a database locked for longer than it waits)?
-        failure = _unreachable(_storage_cause(e), url)
-        if not isinstance(failure, TemporaryFailure):
-            failure = None
-            raise
-    finally:  # interrupted or not, the trials so far are written out, whole
-        with _signals_held() as caught:
-            if failure is None:
-                result = write_results(study, Path(root) / t.study, final_dir, url, cfg)
-            else:  # as far as the storage still answers
-                with contextlib.suppress(Exception):
-                    write_results(study, Path(root) / t.study, final_dir, url, cfg)
-        stopped = stopped or bool(caught)
-    if failure is not None:
-        raise TemporaryFailure(
-            f"{failure}; the study keeps the trials it had recorded: run the same command again to go on with it"
-        ) from None
-    result.added = objective.started
-    if stopped:
-        raise SearchInterrupted(_what_was_kept(result), result)
-    _raise_if_nothing_completed(study, result)
-    return result
+        stopped, failure = False, None
+        try:
+            with _quiet_trials(), sigterm_as_interrupt():  # `kill` stops the search like Ctrl-C
+                study.optimize(
+                    objective,
+                    n_trials=t.trials,
+                    timeout=t.timeout or None,
+                    catch=(TrainingError,),
+                    callbacks=[after_trial],
+                    gc_after_trial=False,
+                )
+        except KeyboardInterrupt:
+            stopped = True
+        except Exception as e:  # the storage failing under a trial (a database locked for longer than it waits)?
+            failure = _unreachable(_storage_cause(e), url)
+            if not isinstance(failure, TemporaryFailure):
+                failure = None
+                raise
+        finally:  # interrupted or not, the trials so far are written out, whole
+            with _signals_held() as caught:
+                if failure is None:
+                    result = write_results(study, Path(root) / t.study, final_dir, url, cfg)
+                else:  # as far as the storage still answers
+                    with contextlib.suppress(Exception):
+                        write_results(study, Path(root) / t.study, final_dir, url, cfg)
+            stopped = stopped or bool(caught)
+        if failure is not None:
+            raise TemporaryFailure(
+                f"{failure}; the study keeps the trials it had recorded: run the same command again to go on with it"
+            ) from None
+        result.added = objective.started
+        if stopped:
+            raise SearchInterrupted(_what_was_kept(result), result)
+        _raise_if_nothing_completed(study, result)
+        return result
 
 
 def _check_results_of_another_study(study: optuna.Study, out: Path, url: str) -> None:
@@ -730,7 +767,7 @@ def _what_was_kept(result: TuneResult) -> str:
     )
 
 
-def _load_study(storage, cfg: Config, url: str) -> optuna.Study:
+def _load_study(storage, cfg: Config, url: str, slot: int = 0) -> optuna.Study:
     t = cfg.tune
     pruner = (
         optuna.pruners.MedianPruner(n_startup_trials=t.prune_startup_trials, n_warmup_steps=t.prune_warmup_epochs)
@@ -748,7 +785,7 @@ def _load_study(storage, cfg: Config, url: str) -> optuna.Study:
     if study.direction != optuna.study.StudyDirection.MINIMIZE:
         raise ConfigError(f"study {t.study} in {storage_label(url)} maximises its objective: not a forecaster study")
     sampler = optuna.samplers.TPESampler(
-        seed=_sampler_seed(cfg, len(study.get_trials(deepcopy=False))), n_startup_trials=t.startup_trials
+        seed=_sampler_seed(cfg, len(study.get_trials(deepcopy=False)), slot), n_startup_trials=t.startup_trials
     )
     return optuna.load_study(study_name=t.study, storage=storage, sampler=sampler, pruner=pruner)
 

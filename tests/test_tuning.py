@@ -3,6 +3,7 @@ resuming after an interrupt or a killed process, and two processes on one study.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -596,6 +597,34 @@ def test_a_study_in_another_storage_keeps_its_results_folder(small_dir, tmp_path
     assert {f.name: f.read_bytes() for f in (root / "t").iterdir()} == before
     res = tune(_cfg(small_dir, **{"tune.trials": 1, "tune.storage": journal}), root=root)  # its own storage: on
     assert len(res.trials) == 2
+
+
+def test_processes_on_the_default_study_file_propose_different_trials(small_dir, tmp_path):
+    """Two tune processes on one default study (no --storage) both seeded tune.seed plus the
+    trials they saw (none): they ran the same trials. Each now holds a number of its own, and
+    any but the first mixes it into the seed; the first keeps its seed's proposals."""
+    from forecaster.tuning import _sampler_seed, _worker_slot
+
+    with _worker_slot(tmp_path, "s") as first, _worker_slot(tmp_path, "s") as second:
+        assert (first, second) == (0, 1)
+        with _worker_slot(tmp_path, "other") as alone:
+            assert alone == 0
+    with _worker_slot(tmp_path, "s") as again:
+        assert again == 0  # let go at the end
+    assert not list(tmp_path.glob(".*.lock"))
+    cfg = _cfg(small_dir)
+    assert _sampler_seed(cfg, 3, 0) == cfg.tune.seed + 3
+    assert _sampler_seed(cfg, 3, 1) == _sampler_seed(cfg, 3, 1) != _sampler_seed(cfg, 3, 2) != cfg.tune.seed + 3
+
+    def proposals(root: Path, busy: bool) -> list:
+        cfg = _cfg(small_dir, **{"tune.trials": 2})
+        with _worker_slot(root, "t") if busy else contextlib.nullcontext():  # another process's search under way
+            res = tune(cfg, root=root)
+        return res.trials[["lookback", "hidden_size"]].values.tolist()
+
+    alone = proposals(tmp_path / "a", busy=False)
+    assert proposals(tmp_path / "b", busy=False) == alone  # the first process: its seed's proposals
+    assert proposals(tmp_path / "c", busy=True) != alone
 
 
 # ---------------------------------------------------------------------------- two processes
