@@ -293,6 +293,8 @@ def read_csv_raw(data_dir: str | os.PathLike[str], ticker: str) -> RawBars:
     if path.is_dir():  # not a missing file: one of that name is there, as a folder
         raise DataError(f"{validate_ticker(ticker)}: {path} is a folder, not a CSV file")
     if not path.is_file():
+        if path.is_symlink():  # there, but a link to nothing
+            raise DataError(f"{validate_ticker(ticker)}: {path} is a link to {os.readlink(path)}, which does not exist")
         raise DataError(f"{validate_ticker(ticker)}: no CSV file at {path}{relative_note(data_dir)}")
     plain = _plain_csv(path)
     return plain if plain is not None else _read_csv_frame(path)
@@ -309,6 +311,8 @@ def csv_file(data_dir: str | os.PathLike[str], ticker: str) -> Path:
         found = sorted(p for p in path.parent.iterdir() if p.name.lower() == path.name.lower() and p.is_file())
     except OSError:  # no such folder, or not one that can be listed: named as missing
         return path
+    if len({p.resolve() for p in found}) < len(found):  # links to one file under several names: that file
+        found = sorted({p.resolve(): p for p in sorted(found, reverse=True)}.values())
     if len(found) > 1:
         names = ", ".join(p.name for p in found)
         raise DataError(f"{validate_ticker(ticker)}: several CSV files in {path.parent} could be its: {names}")

@@ -936,3 +936,19 @@ def test_the_careful_reader_parses_the_text_it_checked(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "_refuse_lines_of_wrong_length", then_appended)
     df = sources.read_csv_bars(tmp_path, "AAA")
     assert list(df["close"]) == [10.5, 11.5] and list(df["volume"]) == [1000, 2000]
+
+
+def test_a_csv_link_to_nothing_says_so_and_one_file_under_two_names_is_read(tmp_path):
+    """A dangling link read as 'no CSV file at ...'; a file and a link to it under another case
+    were 'several CSV files could be its'."""
+    (tmp_path / "AAA.csv").symlink_to(tmp_path / "gone.csv")
+    with pytest.raises(
+        DataError, match=rf"AAA: {tmp_path / 'AAA.csv'} is a link to {tmp_path / 'gone.csv'}, which does not exist"
+    ):
+        sources.read_csv_bars(tmp_path, "AAA")
+    write(tmp_path, "msft.csv", GOOD)
+    (tmp_path / "MSFT.CSV").symlink_to(tmp_path / "msft.csv")
+    assert list(sources.read_csv_bars(tmp_path, "MSFT")["close"]) == [10.5, 11.5]
+    write(tmp_path, "Msft.csv", GOOD)  # a second file: which is the ticker's?
+    with pytest.raises(DataError, match="several CSV files .* could be its: MSFT.CSV, Msft.csv"):
+        sources.read_csv_bars(tmp_path, "MSFT")
