@@ -185,6 +185,11 @@ def open_storage(url: str, heartbeat: int):
     proxy) or any SQLAlchemy database URL (``sqlite:///...``, ``postgresql://...``,
     ``mysql://...``), the latter with a heartbeat so a killed worker's trial is failed."""
     label = storage_label(url)
+    if re.fullmatch(r"sqlite:///?(:memory:)?(\?.*)?", url):  # SQLite in memory: the study would end with the command
+        raise ConfigError(
+            f"the study storage {label} is a database in memory, which keeps nothing once the command ends: "
+            "name a file, e.g. sqlite:///runs/tune/study.db"
+        )
     for form, example in ((JOURNAL, "study.log"), ("sqlite:///", "study.db")):
         path = Path(url[len(form) :]).expanduser() if url.startswith(form) else None
         if path is not None and path.is_dir():  # "unable to open database file", which no retry mends

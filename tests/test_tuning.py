@@ -167,6 +167,9 @@ def test_storage_urls():
     with pytest.raises(ConfigError, match="not installed"):
         open_storage("postgresql://u:p@localhost/x", 10)  # no driver installed: one clear line
     assert embedded_url("s", Path("/r")) == "sqlite:////r/s.db"
+    for memory in ("sqlite:///:memory:", "sqlite://", "sqlite:///:memory:?cache=shared"):
+        with pytest.raises(ConfigError, match="a database in memory, which keeps nothing once the command ends"):
+            open_storage(memory, 10)
 
 
 class IntegrityError(Exception):
