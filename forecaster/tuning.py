@@ -535,15 +535,18 @@ def _worker_slot(root: Path, study: str) -> Iterator[int]:
 
 
 class _OncePerMessage(logging.Filter):
-    """During trials: no info lines (training's own), each warning once rather than per trial."""
+    """During trials (:attr:`trials`): no info lines (training's own), each warning once rather
+    than per trial, nor one given before them (a ticker skipped, said as the bars are first
+    read). Before them every line passes, its warnings noted."""
 
     def __init__(self):
         super().__init__()
         self.seen: set[str] = set()
+        self.trials = False
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
-            return False
+            return not self.trials
         msg = record.getMessage()
         if msg in self.seen:
             return False
@@ -552,8 +555,10 @@ class _OncePerMessage(logging.Filter):
 
 
 @contextlib.contextmanager
-def _quiet_trials() -> Iterator[None]:
-    quiet = _OncePerMessage()
+def _filtered(quiet: _OncePerMessage, trials: bool) -> Iterator[None]:
+    """``quiet`` on the logger's handlers for the block: noting warnings before the trials, or
+    (``trials``) quieting them."""
+    quiet.trials = trials
     handlers = list(log.handlers)
     for h in handlers:
         h.addFilter(quiet)
@@ -626,8 +631,9 @@ def tune(
     with contextlib.ExitStack() as held:  # this process's number among those on the default storage file
         resolve_device(cfg.train.device)  # a device this machine lacks stops the search before a trial is recorded
         stage = f"while the bars were read or study {t.study} was opened"
+        quiet = _OncePerMessage()  # a warning of the bars read now is not given again by each trial
         try:
-            with sigterm_as_interrupt():  # `kill` before the first trial stops the command like Ctrl-C
+            with _filtered(quiet, trials=False), sigterm_as_interrupt():  # `kill` before the first trial: as Ctrl-C
                 if best_lock_timeout is not None:
                     target = best_run_dir(cfg, run_dir)
                     stage, before = f"while it waited for the lock on {target}", stage
@@ -665,7 +671,7 @@ def tune(
 
         stopped, failure = False, None
         try:
-            with _quiet_trials(), sigterm_as_interrupt():  # `kill` stops the search like Ctrl-C
+            with _filtered(quiet, trials=True), sigterm_as_interrupt():  # `kill` stops the search like Ctrl-C
                 study.optimize(
                     objective,
                     n_trials=t.trials,
