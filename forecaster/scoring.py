@@ -92,7 +92,7 @@ MISSING_SHOWN = 3
 """Dates named per ticker in the warning about forecasts for sessions missing from the data."""
 
 _PRICES = ["last_close", "p10", "p50", "p90"]
-_APART_COLUMNS = ["ticker", "origin", "step", "actual", "p10", "p90"]
+_APART_COLUMNS = ["ticker", "at", "step", "actual", "p10", "p90"]
 """What :meth:`ScoreReport.coverage_alert` reads of each forecast."""
 
 
@@ -136,7 +136,8 @@ class ScoreReport:
             if lo <= r.coverage <= hi:
                 continue
             inside, n = _apart_counts(self.forecasts, int(r.step))
-            p = coverage_pvalue(inside, n, lo, below=True) if r.coverage < lo else coverage_pvalue(inside, n, hi)
+            below = r.coverage < lo
+            p = coverage_pvalue(inside, n, lo if below else hi, below=below)
             if p < alpha:
                 of = "" if n == r.n else f" over the {n} that do not overlap"
                 bad.append(f"h={int(r.step)} {_share_outside(r.coverage, lo, hi)} (n={int(r.n)}, p={p:.2g}{of})")
@@ -181,12 +182,19 @@ def coverage_pvalue(inside: int, n: int, bound: float, below: bool | None = None
 
 
 def _apart_counts(forecasts: pd.DataFrame, step: int) -> tuple[int, int]:
-    """(inside, scored) of every ``step``-th scored ``step``-step forecast of each ticker, in
-    the order of their origins: forecasts that share no session (origins at least ``step``
-    sessions apart)."""
+    """(inside, scored) of the scored ``step``-step forecasts of each ticker that share no
+    session: in the order of their origins, each one whose origin is at least ``step`` bars
+    (``at``, the origin's place in the ticker's bars) after that of the last one kept. Daily
+    forecasts keep every ``step``-th; weekly 5-step ones, or days a job missed, all they can."""
     f = forecasts[(forecasts["step"] == step) & forecasts[["actual", "p10", "p90"]].notna().all(axis=1)]
-    f = f.sort_values(["ticker", "origin"], kind="stable")
-    kept = f[f.groupby("ticker", sort=False).cumcount().to_numpy() % step == 0]
+    f = f.sort_values(["ticker", "at"], kind="stable")
+    keep = np.zeros(len(f), dtype=bool)
+    at, tickers = f["at"].to_numpy(), f["ticker"].to_numpy()
+    last = None
+    for i in range(len(f)):
+        if i == 0 or tickers[i] != tickers[i - 1] or at[i] - last >= step:
+            keep[i], last = True, at[i]
+    kept = f[keep]
     inside = (kept["p10"] <= kept["actual"]) & (kept["actual"] <= kept["p90"])
     return int(inside.sum()), len(kept)
 
@@ -637,6 +645,7 @@ def _with_actuals(forecasts: pd.DataFrame, closes: dict[str, pd.Series], warning
             {
                 "ticker": sym,
                 "origin": fc["as_of"].dt.strftime("%Y-%m-%d").to_numpy(),
+                "at": close.index.searchsorted(origins),  # the origin's place in the ticker's bars
                 "date": dates,
                 "step": fc["step"].to_numpy(),
                 "actual": actual,
@@ -646,7 +655,9 @@ def _with_actuals(forecasts: pd.DataFrame, closes: dict[str, pd.Series], warning
         )
         parts.append(part[~missing])
     if not parts:
-        return pd.DataFrame(columns=["ticker", "origin", "date", "step", "actual", "last_close", "p10", "p50", "p90"])
+        return pd.DataFrame(
+            columns=["ticker", "origin", "at", "date", "step", "actual", "last_close", "p10", "p50", "p90"]
+        )
     return pd.concat(parts, ignore_index=True)
 
 
@@ -659,7 +670,7 @@ def _overdue(pred: pd.DataFrame, closes: dict[str, pd.Series], calendar: str, st
         return []
     try:
         latest = last_completed_session(now, calendar)
-    except ValueError:  # a calendar without data for today: predict says so
+    except (ValueError, ForecasterError):  # a calendar without data for today: predict says so
         return []
     out = []
     for sym, rows in waiting.groupby("ticker", sort=True):
@@ -670,7 +681,7 @@ def _overdue(pred: pd.DataFrame, closes: dict[str, pd.Series], calendar: str, st
         last = closes[sym].index[-1]
         try:
             behind = sessions_after_count(last, latest, calendar)
-        except ValueError:
+        except (ValueError, ForecasterError):
             continue
         if behind <= staleness:
             continue

@@ -727,8 +727,7 @@ def test_an_alert_wins_over_skipped_files_as_the_readme_says(cli, trained_run, o
 def _alert_report(rows: list[tuple[str, int, int, bool]]) -> ScoreReport:
     """A report of forecasts (ticker, origin number, step, inside its interval?): the actual
     is 100, the interval [99, 101] or [101, 102]; its pooled rows as score computes them."""
-    f = pd.DataFrame(rows, columns=["ticker", "origin", "step", "inside"])
-    f["origin"] = (pd.Timestamp("2030-01-01") + pd.to_timedelta(f["origin"], "D")).dt.strftime("%Y-%m-%d")
+    f = pd.DataFrame(rows, columns=["ticker", "at", "step", "inside"])  # at: the origin's bar
     f = f.assign(actual=100.0, p10=np.where(f["inside"], 99.0, 101.0), p90=np.where(f["inside"], 101.0, 102.0))
     pooled = f.groupby("step")["inside"].agg(["size", "mean"]).reset_index()
     scores = pd.DataFrame({"ticker": "ALL", "step": pooled["step"], "n": pooled["size"], "coverage": pooled["mean"]})
@@ -775,6 +774,22 @@ def test_coverage_pvalue_is_the_exact_binomial_tail_beyond_the_bound():
     assert said == "interval coverage outside 70%-90% in live forecasts: h=1 0.0% (n=3, p=0.027)"
 
 
+def test_the_coverage_alert_tests_the_side_it_names_and_keeps_forecasts_that_do_not_overlap():
+    """Above the upper bound over all forecasts while the ones that do not overlap are below it:
+    the lower tail was read (p 0.0067, an alert of coverage too high). Weekly 5-step forecasts
+    share no session: every one is tested, not every fifth."""
+    rows = [("A", i, 5, not (i % 5 == 0 and i < 20)) for i in range(25)]  # 84 % inside; the kept: 1 of 5
+    assert _alert_report(rows).coverage_alert(0.6, 0.8) is None
+    weekly = [("A", 5 * i, 5, i % 2 == 1) for i in range(30)]  # 50 % inside, none overlapping
+    p = coverage_pvalue(15, 30, 0.7)
+    assert p < 0.05 and _alert_report(weekly).coverage_alert(0.7, 0.9) == (
+        f"interval coverage outside 70%-90% in live forecasts: h=5 50.0% (n=30, p={p:.2g})"
+    )
+    # a missed day: origins 0, 1, 2, 7, 8 at step 2 keep 0, 2, 7 (1 and 8 share sessions with those)
+    rep = _alert_report([("A", at, 2, False) for at in (0, 1, 2, 7, 8)])
+    assert rep.coverage_alert(0.7, 0.9).endswith("(n=5, p=0.027 over the 3 that do not overlap)")
+
+
 def test_overlapping_forecasts_of_a_right_interval_seldom_alert():
     """A random walk forecast with its true 10 % and 90 % quantiles, one ticker, five steps
     ahead, scored after 20 sessions: consecutive 5-step forecasts share 4 of their 5 returns,
@@ -816,6 +831,20 @@ def test_forecasts_waiting_on_a_feed_that_stopped_are_named(cli, trained_run, ou
     assert rep.exit_code == 0  # nothing skipped: the forecasts wait, they are not lost
     res = cli("score", "--run", trained_run, "--out", out, "-q")  # this module's clock: the evening of 2024-12-31
     assert res.exit_code == 0 and "not being refreshed" not in res.stderr
+
+
+def test_score_goes_on_when_the_runs_calendar_has_no_data_for_today(cli, trained_run, out, monkeypatch):
+    """The check above reads the calendar: one whose data end before today (exchange_calendars
+    4.13 ends Shanghai's on 2026-12-31) made every score fail, where it never read one before."""
+    from forecaster import scoring
+    from forecaster.errors import ConfigError
+
+    def ended(now, calendar):
+        raise ConfigError(f"exchange calendar {calendar!r} only has sessions up to 2026-12-31")
+
+    monkeypatch.setattr(scoring, "last_completed_session", ended)
+    res = cli("score", "--run", trained_run, "--out", out, "-q")
+    assert res.exit_code == 0 and res.stderr == "", res.stderr
 
 
 def test_score_without_forecast_files_is_an_error(cli, trained_run, tmp_path):
