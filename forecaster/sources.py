@@ -385,6 +385,8 @@ def _read_csv_frame(path: Path) -> pd.DataFrame:
             values[col] = np.full(len(raw), np.nan)
             continue
         text = raw[col].str.strip()
+        if col == "volume":  # 1.23M, 950.20K: volumes as some sites write them (Investing's "Vol.")
+            text = _volume_units(text)
         numbers = pd.to_numeric(text, errors="coerce").astype("float64")
         missing_marks = text.str.lower().isin(_MISSING)
         bad = text.notna() & (text != "") & numbers.isna() & ~missing_marks
@@ -424,6 +426,18 @@ def _whole_lines(path: Path, text: str) -> str:
         line,
     )
     return text[: cut + 1]
+
+
+_VOLUME_UNITS = {"K": "e3", "M": "e6", "B": "e9"}
+
+
+def _volume_units(text: pd.Series) -> pd.Series:
+    """Volumes written with a unit (``1.23M``, ``950.20K``, ``2B``) as plain numbers' text."""
+    found = text.str.extract(r"^(\d+(?:\.\d*)?|\.\d+)\s*([KMBkmb])$")
+    has = found[0].notna()
+    if not has.any():
+        return text
+    return text.where(~has, found[0] + found[1].str.upper().map(_VOLUME_UNITS))
 
 
 def _is_yfinance_export(raw: pd.DataFrame) -> bool:

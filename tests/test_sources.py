@@ -884,6 +884,29 @@ def test_a_volume_column_named_vol_is_read(tmp_path, name):
     assert list(sources.read_csv_bars(tmp_path, "BBB")["volume"]) == [1000.0]  # a column named Volume wins
 
 
+def test_volumes_written_with_a_unit_are_read(tmp_path):
+    """Investing.com writes its "Vol." as 1.23M or 950.20K: read as numbers (a "Vol." column was
+    first ignored, then such values failed the ticker as non-numeric)."""
+    write(
+        tmp_path,
+        "AAA.csv",
+        "Date,Open,High,Low,Close,Vol.\n2024-01-02,10,11,9,10.5,1.2M\n2024-01-03,10.5,12,10,11.5,950.20K\n"
+        '2024-01-04,11.5,12,11,11.7,2b\n2024-01-05,11.5,12,11,11.7,"1,000"\n',
+    )
+    with pytest.raises(DataError, match="non-numeric value '1,000' in column volume on 2024-01-05"):
+        sources.read_csv_bars(tmp_path, "AAA")
+    write(
+        tmp_path,
+        "AAA.csv",
+        "Date,Open,High,Low,Close,Vol.\n2024-01-02,10,11,9,10.5,1.2M\n2024-01-03,10.5,12,10,11.5,950.20K\n"
+        "2024-01-04,11.5,12,11,11.7,2b\n2024-01-05,11.5,12,11,11.7,1500\n",
+    )
+    assert list(sources.read_csv_bars(tmp_path, "AAA")["volume"]) == [1.2e6, 950200.0, 2e9, 1500.0]
+    write(tmp_path, "BBB.csv", "Date,Open,High,Low,Close,1.5M\n2024-01-02,10,11,9,1.5M,1\n")  # prices take no unit
+    with pytest.raises(DataError, match="non-numeric value '1.5M' in column close"):
+        sources.read_csv_bars(tmp_path, "BBB")
+
+
 def test_intraday_bars_are_refused_naming_two_rows_of_one_day(tmp_path):
     """An hourly or minute export read as daily bars: each day was its last intraday bar, with
     that bar's volume, and only a warning of dropped duplicate dates."""
