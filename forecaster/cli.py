@@ -1441,9 +1441,15 @@ def info(
             f"model      {mc.cell} / {mc.strategy}, hidden {mc.hidden_size} x "
             f"{mc.num_layers}, lookback {c.window.lookback}, horizon {c.window.horizon}"
         )
+        scale = (
+            f"local volatility (half-life {mc.scale_halflife})" if mc.target_scale == "local" else "ticker's volatility"
+        )
+        gate = {0.0: "off (always the last close)", 1.0: "off (always the network's)"}.get(
+            mc.median_alpha, f"p < {mc.median_alpha}"
+        )
         print(
-            f"           targets in units of the {mc.target_scale} volatility (half-life {mc.scale_halflife}), "
-            f"AR terms {mc.ar_order}, ticker embedding {mc.embedding_dim}, median gate p < {mc.median_alpha}"
+            f"           targets in units of the {scale}, AR terms {mc.ar_order}, "
+            f"ticker embedding {mc.embedding_dim}, median gate {gate}"
         )
         print(f"data       {c.data.source} from {c.data.data_dir}, calendar {c.data.calendar}, hash {m.data_hash[:16]}")
         t = c.train
@@ -1455,7 +1461,8 @@ def info(
             f"weight decay {t.weight_decay}, dropout {c.model.dropout}, seed {t.seed}, device {device}, {precision}"
         )
         if t.mode == "forking":
-            print(f"           chunk {t.chunk}, at most {t.epoch_steps or 'any number of'} steps an epoch")
+            steps = f"at most {t.epoch_steps} steps an epoch" if t.epoch_steps else "no limit on the steps an epoch"
+            print(f"           chunk {t.chunk}, {steps}")
         if mc.strategy == "recursive":
             print(
                 "           a recursive run trains and validates its one-step forecasts: "

@@ -170,9 +170,9 @@ def check_choices(study: optuna.Study, dims: list[tuple[SearchDim, list]]) -> No
 def storage_label(url: str) -> str:
     """A storage URL fit to print: the password, if any, replaced by ***: the one after
     ``user:``, read up to the ``@`` as SQLAlchemy reads it (it may hold ``/`` and ``:``), and a
-    ``password=`` query parameter."""
+    ``password=`` or ``passwd=`` query parameter (MySQL's drivers take the latter)."""
     url = re.sub(r"^([^:/]+://[^:/@]*:)[^@]*@", r"\1***@", url)
-    return re.sub(r"([?&]password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
+    return re.sub(r"([?&](?:password|passwd)=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 def embedded_url(study: str, root: Path = TUNE_ROOT) -> str:
@@ -506,7 +506,7 @@ def _sampler_seed(cfg: Config, n_before: int, slot: int = 0) -> int:
 
 
 WORKER_SLOTS = 64
-"""Processes on one default study file that get numbers of their own (more share the last)."""
+"""Processes on one default study file that get numbers of their own (any more share the number 64)."""
 
 
 @contextlib.contextmanager
@@ -531,7 +531,7 @@ def _worker_slot(root: Path, study: str) -> Iterator[int]:
             with contextlib.suppress(OSError):  # no lock file left behind (at worst two share a number)
                 os.unlink(lock.lock_file)
         return
-    yield 0
+    yield WORKER_SLOTS
 
 
 class _OncePerMessage(logging.Filter):

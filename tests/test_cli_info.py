@@ -47,7 +47,8 @@ def test_info_shows_tickers_date_ranges_and_config(cli, trained_run):
     track, m = cfg["intervals"], cfg["model"]
     half_life = f"volatility half-life {track['vol_halflife']}\n"
     assert f"intervals  tracking rate {track['tracking_rate']} ({track['step_tracking']}), {half_life}" in out
-    scale = f"targets in units of the {m['target_scale']} volatility (half-life {m['scale_halflife']})"
+    assert m["target_scale"] == "local"
+    scale = f"targets in units of the local volatility (half-life {m['scale_halflife']})"
     assert f"{scale}, AR terms {m['ar_order']}, ticker embedding {m['embedding_dim']}, " in out
     assert f"median gate p < {m['median_alpha']}\n" in out
     assert res.stderr == ""
@@ -58,12 +59,23 @@ def test_info_says_a_recursive_runs_validation_loss_is_one_steps_and_tracking_of
     run's over every step), said by info and by train; a tracking rate of 0 is "off", not
     "0.0 (shared)"."""
     run = tmp_path / "rec"
-    over = tiny_overrides(sample_dir, **{"model.strategy": "recursive", "intervals.tracking_rate": 0.0})
+    over = tiny_overrides(
+        sample_dir,
+        **{
+            "model.strategy": "recursive",
+            "intervals.tracking_rate": 0.0,
+            "model.median_alpha": 0.0,
+            "model.target_scale": "ticker",
+            "train.epoch_steps": 0,
+        },
+    )
     train(load_config(None, over), run_dir=run)
     out = cli("info", run).stdout
+    assert "targets in units of the ticker's volatility, AR terms 5, ticker embedding 4, " in out
+    assert "median gate off (always the last close)\n" in out
+    assert "chunk 32, no limit on the steps an epoch\n" in out
     assert "a recursive run trains and validates its one-step forecasts: its validation loss is one step's\n" in out
     assert "intervals  tracking off, volatility half-life 20\n" in out
-    assert "chunk 32, at most 1024 steps an epoch\n" in out
     res = cli(
         "train",
         "--source",

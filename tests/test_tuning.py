@@ -153,6 +153,7 @@ def test_storage_urls():
         "postgresql://tuner:a:b/c@127.0.0.1/optuna",
         "postgresql://127.0.0.1:5432/optuna?user=tuner&password=s3cr/et",
         "redis://:s3cr/et@localhost:6379/0",
+        "mysql://u@h/db?passwd=s3cret&charset=utf8",
     ):
         shown = storage_label(url)
         assert "s3cr" not in shown and "a:b" not in shown and "***" in shown, shown
