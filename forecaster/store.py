@@ -115,8 +115,9 @@ def _validated_slow(bars: RawBars, ticker: str, path: Path | None) -> pd.DataFra
     out = _as_float_bars(bars.frame() if isinstance(bars, PlainBars) else bars, ticker)
     rows = len(out)
     out = _drop_rows_without_date_or_price(out, ticker)
+    newest_first = not out.index.is_monotonic_increasing and out.index.is_monotonic_decreasing
     out = _sort_by_date(out, ticker, path)
-    out = _keep_last_of_each_date(out, ticker, path)
+    out = _keep_last_of_each_date(out, ticker, path, newest_first)
     out = _fill_missing_volume(out, ticker, path)
     # checks
     if out.empty:
@@ -293,16 +294,21 @@ def _sort_by_date(df: pd.DataFrame, ticker: str, path: Path | None = None) -> pd
     return df.sort_index(kind="stable")
 
 
-def _keep_last_of_each_date(df: pd.DataFrame, ticker: str, path: Path | None = None) -> pd.DataFrame:
+def _keep_last_of_each_date(
+    df: pd.DataFrame, ticker: str, path: Path | None = None, newest_first: bool = False
+) -> pd.DataFrame:
+    """The last row of each date (of a file written ``newest_first``, read from its end: the
+    upper row), with a warning naming the dates."""
     dupes = df.index.duplicated(keep="last")
     if not dupes.any():
         return df
     where = f" in {path}" if path is not None else ""
     log.warning(
-        "%s: dropped %d row(s) with a duplicate date%s (kept the last of each): %s",
+        "%s: dropped %d row(s) with a duplicate date%s (kept the %s of each): %s",
         ticker,
         dupes.sum(),
         where,
+        "upper row, the file being written newest first," if newest_first else "last",
         _some_dates(df.index[dupes].unique()),
     )
     return df[~dupes]

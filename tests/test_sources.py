@@ -856,7 +856,10 @@ def test_a_newest_first_file_is_read_quietly_and_keeps_the_row_pasted_above_a_da
     assert list(df["close"]) == [10.5, 11.5, 12.8] and list(df["volume"]) == [100, 200, 300]
     said = [r.getMessage() for r in caplog.records]
     assert not [m for m in said if "out of order" in m], said
-    assert [m for m in said if "duplicate date" in m and str(tmp_path / "AAA.csv") in m], said
+    assert [m for m in said if "duplicate date" in m] == [
+        f"AAA: dropped 1 row(s) with a duplicate date in {tmp_path / 'AAA.csv'} (kept the upper row, the file being "
+        "written newest first, of each): 2024-01-04"
+    ]
     caplog.clear()
     write(
         tmp_path,
