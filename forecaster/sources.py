@@ -311,8 +311,13 @@ def csv_file(data_dir: str | os.PathLike[str], ticker: str) -> Path:
         found = sorted(p for p in path.parent.iterdir() if p.name.lower() == path.name.lower() and p.is_file())
     except OSError:  # no such folder, or not one that can be listed: named as missing
         return path
-    if len({p.resolve() for p in found}) < len(found):  # links to one file under several names: that file
-        found = sorted({p.resolve(): p for p in sorted(found, reverse=True)}.values())
+
+    def same(p: Path) -> tuple[int, int]:
+        st = p.stat()
+        return st.st_dev, st.st_ino
+
+    if len({same(p) for p in found}) < len(found):  # one file under several names (links): that file
+        found = sorted({same(p): p for p in sorted(found, reverse=True)}.values())
     if len(found) > 1:
         names = ", ".join(p.name for p in found)
         raise DataError(f"{validate_ticker(ticker)}: several CSV files in {path.parent} could be its: {names}")

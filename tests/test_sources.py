@@ -975,6 +975,8 @@ def test_a_csv_link_to_nothing_says_so_and_one_file_under_two_names_is_read(tmp_
     write(tmp_path, "msft.csv", GOOD)
     (tmp_path / "MSFT.CSV").symlink_to(tmp_path / "msft.csv")
     assert list(sources.read_csv_bars(tmp_path, "MSFT")["close"]) == [10.5, 11.5]
+    os.link(tmp_path / "msft.csv", tmp_path / "mSFT.csv")  # a hard link: the same file too
+    assert list(sources.read_csv_bars(tmp_path, "MSFT")["close"]) == [10.5, 11.5]
     write(tmp_path, "Msft.csv", GOOD)  # a second file: which is the ticker's?
     with pytest.raises(DataError, match="several CSV files .* could be its: MSFT.CSV, Msft.csv"):
         sources.read_csv_bars(tmp_path, "MSFT")
