@@ -555,6 +555,27 @@ class _OncePerMessage(logging.Filter):
 
 
 @contextlib.contextmanager
+def _heartbeat_failures_said() -> Iterator[None]:
+    """A trial's heartbeat that cannot be written (the study's database locked longer than a
+    write waits) ends Optuna's heartbeat thread with a traceback of some 70 lines on stderr:
+    one warning line instead, naming the error. Other threads' errors are left as they are."""
+    before = threading.excepthook
+
+    def hook(args) -> None:
+        if args.thread is not None and "_record_heartbeat" in args.thread.name and args.exc_value is not None:
+            first = (str(args.exc_value).strip().splitlines() or [type(args.exc_value).__name__])[0]
+            log.warning("a trial's heartbeat could not be written to the study storage: %s", first)
+            return
+        before(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = before
+
+
+@contextlib.contextmanager
 def _filtered(quiet: _OncePerMessage, trials: bool) -> Iterator[None]:
     """``quiet`` on the logger's handlers for the block: noting warnings before the trials, or
     (``trials``) quieting them."""
@@ -671,7 +692,7 @@ def tune(
 
         stopped, failure = False, None
         try:
-            with _filtered(quiet, trials=True), sigterm_as_interrupt():  # `kill` stops the search like Ctrl-C
+            with _filtered(quiet, trials=True), _heartbeat_failures_said(), sigterm_as_interrupt():  # `kill`: as Ctrl-C
                 study.optimize(
                     objective,
                     n_trials=t.trials,

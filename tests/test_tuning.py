@@ -705,3 +705,37 @@ def test_a_device_this_machine_lacks_stops_the_search_before_any_trial_is_record
     with pytest.raises(ConfigError, match="CUDA"):
         tune(_cfg(small_dir, **{"train.device": "cuda", "tune.trials": 1}), root=tmp_path / "tune")
     assert not (tmp_path / "tune").exists()  # no study, no trials.csv
+
+
+def test_a_heartbeat_that_cannot_be_written_is_one_warning_line(caplog, capsys):
+    """Optuna's heartbeat thread, ended by a locked database, printed a traceback of some 70
+    lines before the search's own one-line error; another thread's error is left as it is."""
+    import threading
+
+    from forecaster.tuning import _heartbeat_failures_said
+
+    def heartbeat():
+        raise OperationalError("(sqlite3.OperationalError) database is locked\n[SQL: UPDATE trial_heartbeats ...]")
+
+    def other():
+        raise ZeroDivisionError("not a heartbeat")
+
+    seen = []
+    before = threading.excepthook
+    threading.excepthook = lambda args: seen.append(type(args.exc_value).__name__)
+    try:
+        with caplog.at_level("WARNING", logger="forecaster"), _heartbeat_failures_said():
+            for target in (heartbeat, other):
+                t = threading.Thread(target=target, name=f"Thread-9 ({target.__name__})")
+                t.start()
+                t.join()
+            named = threading.Thread(target=heartbeat, name="Thread-7 (_record_heartbeat)")
+            named.start()
+            named.join()
+    finally:
+        threading.excepthook = before
+    assert seen == ["OperationalError", "ZeroDivisionError"]  # not a heartbeat thread by name: as before
+    assert [r.getMessage() for r in caplog.records] == [
+        "a trial's heartbeat could not be written to the study storage: (sqlite3.OperationalError) database is locked"
+    ]
+    assert threading.excepthook is not None and capsys.readouterr().err == ""
