@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from support import ROOT, assert_one_line_error, hold_lock, run_meta, stop, tiny_overrides
 
-from forecaster.config import load_config
+from forecaster.config import config_toml, load_config
 from forecaster.training import Interrupted, train
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -76,31 +76,9 @@ def test_info_says_a_recursive_runs_validation_loss_is_one_steps_and_tracking_of
     assert "chunk 32, no limit on the steps an epoch\n" in out
     assert "a recursive run trains and validates its one-step forecasts: its validation loss is one step's\n" in out
     assert "intervals  tracking off, volatility half-life 20\n" in out
-    res = cli(
-        "train",
-        "--source",
-        "csv",
-        "--data-dir",
-        sample_dir,
-        "-t",
-        "STOCKA,STOCKB",
-        "--strategy",
-        "recursive",
-        "--lookback",
-        "20",
-        "--horizon",
-        "3",
-        "--val-days",
-        "100",
-        "--test-days",
-        "100",
-        "--hidden-size",
-        "8",
-        "--epochs",
-        "1",
-        "--run-dir",
-        tmp_path / "rec2",
-    )
+    conf = tmp_path / "recursive.toml"  # the same configuration, trained again from the command line
+    conf.write_text(config_toml(load_config(None, over)))
+    res = cli("train", "--config", conf, "--run-dir", tmp_path / "rec2", "--epochs", "1")
     assert res.exit_code == 0, res.stderr
     assert "validation pinball (one step ahead) " in res.stdout
 
