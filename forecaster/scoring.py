@@ -107,7 +107,7 @@ class ScoreReport:
     failed: dict[str, str] = field(default_factory=dict)  # ticker -> why its forecasts were not scored
     warnings: list[str] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
-    # one row per forecast scored or pending: ticker, origin, step, actual (NaN: pending), p10, p90
+    # one row per forecast scored or pending: ticker, at (its origin's bar), step, actual (NaN: pending), p10, p90
     forecasts: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=_APART_COLUMNS))
     median_weight: list[float] | None = None  # the run's, per step (0: the median is the last close)
     median_alpha: float | None = None  # the run's model.median_alpha
@@ -128,9 +128,9 @@ class ScoreReport:
         one-sided exact binomial test rejects a true coverage of ``lo`` (``hi``) at ``alpha``:
         two forecasts both outside a right 80 % interval, which happens one day in twenty-five,
         are no drift. h-step forecasts from consecutive origins share h - 1 sessions, so their
-        misses come in runs: the test reads every h-th forecast of each ticker, which do not
-        overlap (as evaluate's Kupiec test does). Same-day forecasts of several tickers are
-        still taken as independent, which they are not."""
+        misses come in runs: the test reads those of each ticker that do not overlap
+        (:func:`_apart_counts`), as evaluate's Kupiec test does. Same-day forecasts of several
+        tickers are still taken as independent, which they are not."""
         bad = []
         for r in self.pooled().itertuples(index=False):
             if lo <= r.coverage <= hi:

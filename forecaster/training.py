@@ -1151,21 +1151,18 @@ def _setting(cfg: Config, key: str):
 def _check_resumable(before: Config, cfg: Config, run_dir: Path) -> None:
     """Refuse to resume with a setting of :data:`RESUME_FIXED` changed: training would not
     continue the run it names (and run.json would record a setting it was not trained with)."""
-    changed = [
-        f"{key} {_setting(before, key)} -> {_setting(cfg, key)}"
-        for key in RESUME_FIXED
-        if _setting(before, key) != _setting(cfg, key)
-    ]
-    if changed:
+
+    def changes(keys: tuple[str, ...]) -> list[str]:
+        return [
+            f"{k} {_setting(before, k)} -> {_setting(cfg, k)}" for k in keys if _setting(before, k) != _setting(cfg, k)
+        ]
+
+    if changed := changes(RESUME_FIXED):
         raise ConfigError(
             f"cannot resume {run_dir} with other settings: {'; '.join(changed)}; an interrupted run goes on "
             "with the network, data, optimiser and steps it was started with (train a new run to change them)"
         )
-    if moved := [
-        f"{key} {_setting(before, key)} -> {_setting(cfg, key)}"
-        for key in RESUME_MACHINE
-        if _setting(before, key) != _setting(cfg, key)
-    ]:
+    if moved := changes(RESUME_MACHINE):
         log.warning(
             "resuming %s with %s: the epochs from here are computed otherwise than those before (the numbers "
             "may differ in their last bits), and run.json records the new settings",
