@@ -114,7 +114,7 @@ def _validated_slow(bars: RawBars, ticker: str, path: Path | None) -> pd.DataFra
     # repairs
     out = _as_float_bars(bars.frame() if isinstance(bars, PlainBars) else bars, ticker)
     rows = len(out)
-    out = _drop_rows_without_date_or_price(out, ticker)
+    out = _drop_rows_without_date_or_price(out, ticker, path)
     newest_first = not out.index.is_monotonic_increasing and out.index.is_monotonic_decreasing
     out = _sort_by_date(out, ticker, path)
     out = _keep_last_of_each_date(out, ticker, path, newest_first)
@@ -267,15 +267,18 @@ def _as_float_bars(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
     return out
 
 
-def _drop_rows_without_date_or_price(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
+def _drop_rows_without_date_or_price(df: pd.DataFrame, ticker: str, path: Path | None = None) -> pd.DataFrame:
+    """The rows with a date and every price (an empty adjusted close empties the row's prices),
+    with a warning naming the file and the dates of those dropped."""
     unusable = df.index.isna() | df[PRICES].isna().any(axis=1).to_numpy()
     if not unusable.any():
         return df
     dated = df.index[unusable & ~df.index.isna()]
     log.warning(
-        "%s: dropped %d row(s) with a missing date or price%s",
+        "%s: dropped %d row(s) with a missing date or price (an adjusted close too)%s%s",
         ticker,
         unusable.sum(),
+        f" in {path}" if path is not None else "",
         f" ({_some_dates(dated)})" if len(dated) else "",
     )
     return df[~unusable]

@@ -980,3 +980,22 @@ def test_a_csv_link_to_nothing_says_so_and_one_file_under_two_names_is_read(tmp_
     write(tmp_path, "Msft.csv", GOOD)  # a second file: which is the ticker's?
     with pytest.raises(DataError, match="several CSV files .* could be its: MSFT.CSV, Msft.csv"):
         sources.read_csv_bars(tmp_path, "MSFT")
+
+
+def test_a_row_dropped_for_an_empty_adjusted_close_is_named_with_its_file(tmp_path, caplog):
+    """Its close there, its Adj Close empty (as on a newest row some sites fill late): the warning
+    named neither the file nor that the adjusted close counts."""
+    from forecaster.store import load_csv
+
+    path = write(
+        tmp_path,
+        "AAA.csv",
+        "Date,Open,High,Low,Close,Adj Close,Volume\n2024-01-02,10,11,9,10.5,10.5,100\n"
+        "2024-01-03,10.5,12,10,11.5,11.5,200\n2024-01-04,11.5,12,11,11.7,,300\n",
+    )
+    with caplog.at_level(logging.WARNING, logger="forecaster"):
+        assert len(load_csv(tmp_path, "AAA")) == 2
+    assert (
+        f"AAA: dropped 1 row(s) with a missing date or price (an adjusted close too) in {path} (2024-01-04)"
+        in caplog.text
+    )

@@ -47,7 +47,7 @@ def test_validate_repairs_order_duplicates_and_nan_rows_with_warnings(caplog):
     assert out.index[3] == pd.Timestamp("2024-01-08")
     assert out["volume"].iloc[3] == bars.loc["2024-01-04", "volume"]  # the last known one, not 0
     text = caplog.text
-    assert "AAA: dropped 1 row(s) with a missing date or price (2024-01-05)" in text
+    assert "AAA: dropped 1 row(s) with a missing date or price (an adjusted close too) (2024-01-05)" in text
     assert "sorted 6 rows" in text
     assert "dropped 1 row(s) with a duplicate date" in text
     assert (
