@@ -308,9 +308,12 @@ def csv_file(data_dir: str | os.PathLike[str], ticker: str) -> Path:
     if path.is_file():
         return path
     try:
-        found = sorted(p for p in path.parent.iterdir() if p.name.lower() == path.name.lower() and p.is_file())
+        named = [p for p in path.parent.iterdir() if p.name.lower() == path.name.lower()]
     except OSError:  # no such folder, or not one that can be listed: named as missing
         return path
+    found = sorted(p for p in named if p.is_file())
+    if not found and (dangling := sorted(p for p in named if p.is_symlink() and not p.exists())):
+        return dangling[0]  # a link to nothing, which the reader names as one
 
     def same(p: Path) -> tuple[int, int]:
         st = p.stat()

@@ -972,6 +972,9 @@ def test_a_csv_link_to_nothing_says_so_and_one_file_under_two_names_is_read(tmp_
         DataError, match=rf"AAA: {tmp_path / 'AAA.csv'} is a link to {tmp_path / 'gone.csv'}, which does not exist"
     ):
         sources.read_csv_bars(tmp_path, "AAA")
+    (tmp_path / "bbb.csv").symlink_to(tmp_path / "gone.csv")  # in another case than the ticker's
+    with pytest.raises(DataError, match=rf"BBB: {tmp_path / 'bbb.csv'} is a link to .*gone.csv, which does not exist"):
+        sources.read_csv_bars(tmp_path, "BBB")
     write(tmp_path, "msft.csv", GOOD)
     (tmp_path / "MSFT.CSV").symlink_to(tmp_path / "msft.csv")
     assert list(sources.read_csv_bars(tmp_path, "MSFT")["close"]) == [10.5, 11.5]
