@@ -1198,8 +1198,9 @@ def evaluate(
 
 
 def _print_metrics(rep) -> None:
-    """One row per ticker and step: the median against naive and drift, the intervals against the
-    best volatility baseline (lowest pinball loss among hist, ewma, garch)."""
+    """One row per ticker and step: the median against naive, and the skill of the drift and mean
+    baselines beside it; the intervals against the best volatility baseline (lowest pinball
+    loss among hist, ewma, garch)."""
     m = rep.metrics
     by = {(r.ticker, r.model, r.step): r for r in m.itertuples(index=False)}
 
@@ -1215,13 +1216,15 @@ def _print_metrics(rep) -> None:
                 _cell(r.skill, "+.2%"),
                 _cell(r.dm_pvalue, ".3f"),
                 _cell(by[(r.ticker, "drift", r.step)].skill, "+.2%"),
+                _cell(by[(r.ticker, "mean", r.step)].skill, "+.2%"),
                 _cell(r.coverage, ".1%"),
                 _cell(r.kupiec_pvalue, ".2f"),
                 _cell(r.pinball_ratio, ".3f") + f" {best}" if best is not None else "",
                 _cell(r.dm_pinball_pvalue, ".3f"),
             ]
         )
-    columns = ["ticker", "step", "n", "MAE", "skill", "DM p", "skill drift", "coverage", "Kupiec p"]
+    columns = ["ticker", "step", "n", "MAE", "skill", "DM p", "skill drift", "skill mean"]
+    columns += ["coverage", "Kupiec p"]
     columns += ["pinball / best vol", "DM p (pinball)"]
     title = f"walk-forward test metrics of {rep.model} (run {rep.run}); skill = 1 - MAE/MAE naive"
     _table(columns, rows, title=title)

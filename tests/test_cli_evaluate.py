@@ -218,11 +218,11 @@ def test_evaluate_a_ticker_with_too_little_history_for_some_volatility_baselines
     rows = [ln for ln in res.stdout.splitlines() if ln.startswith("│ STOCKA")]
     if bars == 22:
         assert "h=1: no volatility baseline could be scored (too little history), coverage" in verdict
-        assert [cell.strip() for cell in rows[0].split("│")][10] == ""  # pinball / best vol: none to name
+        assert [cell.strip() for cell in rows[0].split("│")][11] == ""  # pinball / best vol: none to name
     else:
         assert "h=1: pinball" in verdict and "hist's" not in verdict
         for row in rows:  # pinball / best vol: a ratio to ewma or garch (fitted as ewma without its 250 returns)
-            ratio, best = row.split("│")[10].split()
+            ratio, best = row.split("│")[11].split()
             assert float(ratio) > 0 and best in ("ewma", "garch"), rows
 
 
@@ -672,6 +672,7 @@ def test_the_table_shows_large_price_errors_without_an_exponent(capsys):
     rows = [
         ("lstm", 12345.6, -0.01, 0.5, 0.8, 0.6, 2718.28, 0.4, "garch", 2718.28 / 2700.0),
         ("drift", 12300.0, 0.002, 0.4, nan, nan, nan, nan, nan, nan),
+        ("mean", 12400.0, -0.0045, 0.7, nan, nan, nan, nan, nan, nan),
         ("garch", 12222.2, 0.0, nan, 0.81, 0.7, 2700.0, nan, nan, nan),
     ]
     cols = ["model", "mae", "skill", "dm_pvalue", "coverage", "kupiec_pvalue", "pinball", "dm_pinball_pvalue"]
@@ -681,7 +682,8 @@ def test_the_table_shows_large_price_errors_without_an_exponent(capsys):
     _print_metrics(rep)
     table = [[c.strip() for c in ln.split("│")[1:-1]] for ln in capsys.readouterr().out.splitlines()]
     [cells] = [cells for cells in table if cells and cells[0] == "BRK-A"]
-    assert cells[3] == "12346" and cells[9] == "1.007 garch", cells
+    assert cells[3] == "12346" and cells[10] == "1.007 garch", cells
+    assert cells[6:8] == ["+0.20%", "-0.45%"], cells  # the skill of drift, then of mean
 
 
 _STOPPED_IN_A_WORKER = stopped_in_a_worker("evaluation", "_backtest_block", "evaluate", "--run", "{0}", "--jobs", "2")
