@@ -69,6 +69,19 @@ def target_formula(model) -> str:
 _RESERVED_NAMES = {"", ".", ".."}
 
 
+def unusable_run_name(name: str) -> str | None:
+    """Why ``name`` cannot name a run (None: it can). The name becomes a folder under the
+    forecast directory, so it must be one plain path component, printable, of at most 200 bytes."""
+    if (
+        name in _RESERVED_NAMES
+        or len(name.encode("utf-8", "surrogateescape")) > 200
+        or any(ch in name for ch in "/\\\0")
+        or not name.isprintable()
+    ):
+        return f"unusable run name {ascii(name[:40])}: it must be a plain folder name"
+    return None
+
+
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -181,14 +194,8 @@ class Manifest(_Record):
     @field_validator("name")
     @classmethod
     def _plain_name(cls, name: str) -> str:
-        # the name becomes a folder under the forecast directory: one plain path component
-        if (
-            name in _RESERVED_NAMES
-            or len(name.encode()) > 200
-            or any(ch in name for ch in "/\\\0")
-            or not name.isprintable()
-        ):
-            raise ValueError(f"unusable run name {ascii(name[:40])}: it must be a plain folder name")
+        if (why := unusable_run_name(name)) is not None:
+            raise ValueError(why)
         return name
 
     @property
@@ -306,6 +313,8 @@ def check_run_target(run_dir: Path) -> None:
     directory it is written to, so that directory must be absent, empty or a run already (which
     is replaced), never a promoted name, a file or a folder holding other files."""
     run_dir = Path(run_dir)
+    if (why := unusable_run_name(run_dir.name)) is not None:  # its forecasts' folder is named after it
+        raise RunFormatError(f"{why}: choose another run directory")
     if run_dir.is_symlink():  # the swap would replace the link with a directory
         raise RunFormatError(
             f"{run_dir} is a promoted name (a link to {follow_link(run_dir)}), not a place to write a run: "

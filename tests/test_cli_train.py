@@ -625,6 +625,16 @@ def test_a_resumed_run_counts_the_seconds_it_trained_before(cli, small_dir, tmp_
     assert 1000 < json.loads(res.stdout)["train_seconds"] == run_meta(run)["metrics"]["train_seconds"] < 1100
 
 
+@pytest.mark.parametrize("name", ["a\tb", "line\nbreak", "x" * 201, ".."])
+def test_train_refuses_a_run_name_that_cannot_name_a_folder_before_training(cli, small_dir, tmp_path, name):
+    """The run's name (its folder's) names its forecasts' folder too: a tab, a newline, a name
+    over 200 bytes or ``..`` is refused in one line before any epoch, not after them all."""
+    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA", *TINY, "--run-dir", f"{tmp_path}/runs/{name}")
+    assert_one_line_error(res, 1, "unusable run name", "plain folder name", "choose another run directory")
+    assert "epoch" not in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
 def test_train_refuses_a_run_dir_that_holds_its_data_folder(cli, small_dir, tmp_path):
     """A run replaces its whole directory: bars kept in a folder inside an earlier run (or in the
     run's folder itself) would be deleted by the run trained on them."""
