@@ -233,10 +233,10 @@ def predict(
     if denied := cannot_write_into(target):  # a read-only --out or forecast folder: refused before any network work
         raise _write_error(denied, target)
 
-    if source == "yahoo" and not offline and data_dir_given is None and (note := relative_note(data_dir)):
-        # the run's own relative folder is not here: the wrong directory, most likely (a cron
-        # job's), not a network failure to retry, nor a new store to start in the wrong place
-        # (--data-dir naming a new folder starts one)
+    if source == "yahoo" and not offline and data_dir_given is None and (note := relative_note(data_dir, True)):
+        # the run's own folder is not here: the wrong directory, most likely (a cron job's), or
+        # a disk not mounted; not a network failure to retry, nor a new store to start in the
+        # wrong place (--data-dir naming a new folder starts one)
         raise DataError(f"no store to refresh{note}")
 
     def forecast() -> None:

@@ -327,13 +327,21 @@ def csv_file(data_dir: str | os.PathLike[str], ticker: str) -> Path:
     return found[0] if found else path
 
 
-def relative_note(data_dir: str | os.PathLike[str]) -> str:
+def relative_note(data_dir: str | os.PathLike[str], absolute: bool = False) -> str:
     """For a relative data folder that does not exist here: where it was looked for (a run
     keeps the data folder it was given, read from the directory a command runs in, so a cron
-    job started elsewhere looks in the wrong place). Empty otherwise."""
+    job started elsewhere looks in the wrong place). With ``absolute``, an absolute folder that
+    is not there is named too (moved, deleted, or a disk not mounted). Empty otherwise."""
     folder = Path(data_dir)
-    if folder.is_absolute() or folder.is_dir():
+    if folder.is_dir():
         return ""
+    if folder.is_absolute():
+        if not absolute:
+            return ""
+        return (
+            f" (the data folder {folder} is not there: moved, deleted or on a disk not mounted; "
+            "pass --data-dir to use another)"
+        )
     return (
         f" (the data folder {folder} is relative to the current directory, {Path.cwd()}, and is not there: "
         "run from the folder it is in, or pass --data-dir)"

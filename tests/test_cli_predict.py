@@ -537,6 +537,13 @@ def test_predict_from_the_wrong_directory_names_it_and_makes_no_store_there(cli,
     assert not (cwd / "data").exists() and not (tmp_path / "fc").exists()
     res = cli("predict", "--run", run_copy, "--data-dir", "new", "--out", tmp_path / "fc")
     assert res.exit_code == 75 and "refresh failed" in res.stderr  # Yahoo is down here: retry later
+    # an absolute folder that is gone (a disk not mounted): the same, and nothing made there
+    gone = tmp_path / "mnt" / "store-disk"
+    meta["config"]["data"]["data_dir"] = str(gone)
+    (run_copy / "run.json").write_text(json.dumps(meta))
+    res = cli("predict", "--run", run_copy, "--out", tmp_path / "fc2")
+    assert_one_line_error(res, 1, f"no store to refresh (the data folder {gone} is not there")
+    assert not (tmp_path / "mnt").exists() and not (tmp_path / "fc2").exists()
 
 
 # ---------------------------------------------------------------------------- exit 1
