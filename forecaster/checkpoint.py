@@ -311,7 +311,8 @@ def history_csv(history: list[dict]) -> str:
 def check_run_target(run_dir: Path) -> None:
     """Refuse a place a run cannot be written to, before any work: a run replaces the whole
     directory it is written to, so that directory must be absent, empty or a run already (which
-    is replaced), never a promoted name, a file or a folder holding other files."""
+    is replaced: one whose run.json reads as a run's), never a promoted name, a file or a folder
+    holding other files."""
     run_dir = Path(run_dir)
     if (why := unusable_run_name(run_dir.name)) is not None:  # its forecasts' folder is named after it
         raise RunFormatError(f"{why}: choose another run directory")
@@ -328,7 +329,15 @@ def check_run_target(run_dir: Path) -> None:
             f"{run_dir} is the run that the promoted name {shown} points at: training into it would replace the "
             f"model that name serves; train into another directory and promote it"
         )
-    if run_dir.is_dir() and not (run_dir / META).is_file():
+    if run_dir.is_dir() and (run_dir / META).is_file():
+        try:  # only a run is replaced: a stray run.json does not make a folder one
+            read_manifest(run_dir)
+        except (RunFormatError, OSError) as e:
+            raise RunFormatError(
+                f"{run_dir} is not a run directory ({e}): writing a run there would replace all of it; "
+                "choose a new or empty run directory"
+            ) from None
+    elif run_dir.is_dir():
         found = sorted(p.name for p in run_dir.iterdir())
         if found:
             shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")

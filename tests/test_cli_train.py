@@ -625,6 +625,22 @@ def test_a_resumed_run_counts_the_seconds_it_trained_before(cli, small_dir, tmp_
     assert 1000 < json.loads(res.stdout)["train_seconds"] == run_meta(run)["metrics"]["train_seconds"] < 1100
 
 
+@pytest.mark.parametrize("meta", ['{"hello": 1}', '{"format_', "", '{"format_version": 3}'])
+def test_train_refuses_a_folder_whose_run_json_is_not_a_runs(cli, small_dir, tmp_path, meta):
+    """A run replaces its whole directory, so only a run is replaced: a folder holding a file
+    that happens to be called run.json (not JSON, not a run's, cut short) and the user's other
+    files is refused before training, as every other command refuses to read it as a run."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "run.json").write_text(meta)
+    (folder / "notes.txt").write_text("keep me\n")
+    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA", *TINY, "--run-dir", folder)
+    assert_one_line_error(res, 1, f"{folder} is not a run directory", "run.json", "new or empty")
+    assert "epoch" not in res.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt", "run.json"]
+    assert (folder / "notes.txt").read_text() == "keep me\n" and (folder / "run.json").read_text() == meta
+
+
 @pytest.mark.parametrize("name", ["a\tb", "line\nbreak", "x" * 201, ".."])
 def test_train_refuses_a_run_name_that_cannot_name_a_folder_before_training(cli, small_dir, tmp_path, name):
     """The run's name (its folder's) names its forecasts' folder too: a tab, a newline, a name
