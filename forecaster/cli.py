@@ -14,6 +14,7 @@ import math
 import os
 import shlex
 import sys
+import traceback
 from contextlib import contextmanager, suppress
 from enum import Enum
 from pathlib import Path
@@ -235,7 +236,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable result o
 LogFileOpt = Annotated[
     Path | None, typer.Option("--log-file", help="Also append timestamped log lines to this file.", dir_okay=False)
 ]
-DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
+DebugOpt = Annotated[
+    bool,
+    typer.Option("--debug", help="Show the full traceback of an error before its line (the exit code stays the same)."),
+]
 LockOpt = Annotated[
     float,
     typer.Option(
@@ -371,7 +375,9 @@ class _Printed:
 def handled(debug: bool = False, command: str = "forecaster", json_out: bool = False):
     """Turn domain errors into one line on stderr and the documented exit code; ``command``
     names the command in the line of an interruption. With ``json_out``, a command that fails
-    before printing its document prints ``{"error": line, "exit_code": code}`` on stdout."""
+    before printing its document prints ``{"error": line, "exit_code": code}`` on stdout. With
+    ``debug``, the error's traceback comes first on stderr; the line, the document and the exit
+    code stay the same (a wrapper told 75, "try again later", is told it with --debug too)."""
     _Printed.json = False
     _Printed.started = True
     _Printed.command = command
@@ -382,7 +388,7 @@ def handled(debug: bool = False, command: str = "forecaster", json_out: bool = F
         yield
     except ForecasterError as e:
         if debug:
-            raise
+            _traceback(e)
         if getattr(e, "shown", True):  # not on every rank of a distributed job: the line once
             _failed(json_out, e.exit_code, "%s", e, extra=e.json_extra)
         raise typer.Exit(e.exit_code) from None
@@ -397,22 +403,28 @@ def handled(debug: bool = False, command: str = "forecaster", json_out: bool = F
         raise typer.Exit(0) from None
     except OSError as e:  # a file problem the library did not foresee: still one plain line
         if debug:
-            raise
+            _traceback(e)
         _failed(json_out, EXIT_ERROR, "%s: %s", getattr(e, "filename", None) or "I/O error", e.strerror or e)
         raise typer.Exit(EXIT_ERROR) from None
     except Exception as e:  # an unexpected bug: one line, traceback only with --debug
-        if debug:
-            raise
         if _other_rank() and _peer_lost(e):  # the process that stopped the job says why
             raise typer.Exit(EXIT_INTERRUPTED) from None
-        _failed(
-            json_out, EXIT_ERROR, "unexpected error: %s: %s (run with --debug for the traceback)", type(e).__name__, e
-        )
+        if debug:
+            _traceback(e)
+        hint = "" if debug else " (run with --debug for the traceback)"
+        _failed(json_out, EXIT_ERROR, "unexpected error: %s: %s%s", type(e).__name__, e, hint)
         raise typer.Exit(EXIT_ERROR) from None
     finally:
         with suppress(OSError, ValueError):  # what is still buffered: a reader gone is noted, not raised
             sys.stdout.flush()
         sys.stdout = stdout
+
+
+def _traceback(e: BaseException) -> None:
+    """``--debug``: the error's traceback on stderr, before its one line."""
+    with suppress(OSError, ValueError):
+        traceback.print_exception(e, file=sys.stderr)
+        sys.stderr.flush()
 
 
 class _ReaderMayGo:

@@ -1088,6 +1088,26 @@ def test_predict_yahoo_network_down_and_nothing_stored(cli, trained_run, tmp_pat
     assert json.loads(res.stdout) == {"error": line.removeprefix("ERROR: "), "exit_code": 75, "failed": failed}
 
 
+def test_debug_adds_the_traceback_and_keeps_the_line_the_document_and_the_exit_code(
+    cli, trained_run, tmp_path, yahoo_down, monkeypatch
+):
+    """--debug shows where an error came from, and changes nothing else: a cron job run with it
+    is still told 75 ("try again later"), with the error's line and --json's document, where a
+    traceback alone used to end the command with 1 and nothing on stdout."""
+    args = ["predict", "--run", trained_run, "--source", "yahoo", "--data-dir", tmp_path / "data", "--json"]
+    plain = cli(*args)
+    res = cli(*args, "--debug")
+    assert res.exit_code == 75 and json.loads(res.stdout) == json.loads(plain.stdout)
+    assert "Traceback (most recent call last)" in res.stderr and "TemporaryFailure" in res.stderr
+    assert res.stderr.rstrip().splitlines()[-1] == plain.stderr.rstrip().splitlines()[-1]  # the same ERROR line
+    # an unexpected error: its traceback, then the one line, without the advice to run with --debug
+    monkeypatch.setattr("forecaster.prediction.load_run", lambda *a, **k: 1 / 0)
+    res = cli("predict", "--run", trained_run, "--offline", "--debug")
+    assert res.exit_code == 1 and "ZeroDivisionError" in res.stderr and "Traceback" in res.stderr
+    last = res.stderr.rstrip().splitlines()[-1]
+    assert last.startswith("ERROR: unexpected error: ZeroDivisionError") and "--debug" not in last
+
+
 def test_predict_yahoo_network_down_and_store_too_stale(cli, trained_run, tmp_path, yahoo_down, stored_sample):
     data = stored_sample
     res = cli(
