@@ -212,6 +212,31 @@ SourceOpt = Annotated[
         parser=_one_of(Source),
     ),
 ]
+
+
+def _recorded_data_options(whose: str) -> tuple:
+    """``--source`` and ``--data-dir`` of a command that reads a run: by default ``whose``
+    (the run's, the champion's) source and folder, not the built-in ones."""
+    source = Annotated[
+        Source | None,
+        typer.Option(
+            "--source",
+            help=f"Where bars come from: yahoo (the local store filled by download) or csv (default: {whose}).",
+            parser=_one_of(Source),
+        ),
+    ]
+    data_dir = Annotated[
+        Path | None,
+        _folder_option(
+            "--data-dir",
+            help=f"Data folder: the store root for --source yahoo, the folder of <TICKER>.csv files for "
+            f"--source csv (default: {whose}).",
+        ),
+    ]
+    return source, data_dir
+
+
+RunSourceOpt, RunDataDirOpt = _recorded_data_options("the run's")
 TickersOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -1123,8 +1148,8 @@ def evaluate(
     run: RunOpt,
     tickers_arg: ExtraTickers = None,
     tickers: TickersOpt = None,
-    source: SourceOpt = None,
-    data_dir: DataDirOpt = None,
+    source: RunSourceOpt = None,
+    data_dir: RunDataDirOpt = None,
     plot: Annotated[
         bool | None,
         typer.Option(
@@ -1268,8 +1293,8 @@ def predict(
         _folder_option(help="Folder for forecast CSVs (default: the run's predict.out, forecasts/ unless set)."),
     ] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Never touch the network; use the store.")] = False,
-    source: SourceOpt = None,
-    data_dir: DataDirOpt = None,
+    source: RunSourceOpt = None,
+    data_dir: RunDataDirOpt = None,
     max_staleness: Annotated[
         int | None,
         typer.Option(
@@ -1611,8 +1636,8 @@ def score(
             help="Folder the forecast CSVs were written to (default: the run's predict.out, forecasts/ unless set)."
         ),
     ] = None,
-    source: SourceOpt = None,
-    data_dir: DataDirOpt = None,
+    source: RunSourceOpt = None,
+    data_dir: RunDataDirOpt = None,
     since: Annotated[
         str | None, typer.Option("--since", help="Score only forecasts made on or after DATE (YYYY-MM-DD).")
     ] = None,
@@ -1833,16 +1858,21 @@ def _train_flags() -> list[inspect.Parameter]:
     return [p for n, p in params.items() if n in OVERRIDES and n != "run_dir"]
 
 
-def _with_train_flags(command):
+def _with_train_flags(command, recorded: str | None = None):
     """``command`` registered with its own options followed by every train flag (its
-    ``**train_flags``), so a flag added to train is one of tune and retrain too."""
+    ``**train_flags``), so a flag added to train is one of tune and retrain too. With
+    ``recorded``, ``--source`` and ``--data-dir`` say that their default is that run's."""
     own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
-    command.__signature__ = inspect.Signature(own + [p.replace(kind=p.KEYWORD_ONLY) for p in _train_flags()])
+    flags = [p.replace(kind=p.KEYWORD_ONLY) for p in _train_flags()]
+    if recorded is not None:
+        kinds = dict(zip(("source", "data_dir"), _recorded_data_options(recorded), strict=True))
+        flags = [p.replace(annotation=kinds[p.name]) if p.name in kinds else p for p in flags]
+    command.__signature__ = inspect.Signature(own + flags)
     return app.command()(command)
 
 
 _with_train_flags(tune)
-_with_train_flags(retrain)
+_with_train_flags(retrain, recorded="the champion's")
 
 
 def _closed_streams_to_devnull() -> None:

@@ -158,6 +158,20 @@ def test_download_data_dir_help_speaks_of_the_store_only():
     assert "store/<TICKER>.parquet" in opt.help and "csv" not in opt.help.lower()
 
 
+@pytest.mark.parametrize(
+    ("name", "default"),
+    [("evaluate", "the run's"), ("predict", "the run's"), ("score", "the run's"), ("retrain", "the champion's")],
+)
+def test_source_and_data_dir_help_of_a_command_reading_a_run_says_whose_they_are(name, default):
+    """A command that reads a run takes the source and data folder the run recorded (retrain:
+    the champion's), so its help says so rather than train's built-in ``data/``."""
+    opts = {o: p for p in _group().commands[name].params for o in getattr(p, "opts", [])}
+    for flag in ("--source", "--data-dir"):
+        assert f"(default: {default})" in opts[flag].help and "default data/" not in opts[flag].help, flag
+    [train_dir] = [p for p in _group().commands["train"].params if "--data-dir" in getattr(p, "opts", [])]
+    assert "(default data/)" in train_dir.help  # train's own default is the built-in folder
+
+
 @pytest.mark.parametrize("name", COMMANDS)
 def test_command_help_runs_and_lists_its_options(cli, name):
     res = cli(name, "--help")
