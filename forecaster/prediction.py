@@ -64,7 +64,7 @@ from .store import (
     store_dir,
     warn_gaps,
 )
-from .tickers import csv_safe, log_some, some_reasons
+from .tickers import csv_safe, log_some, some_reasons, warnings_into
 
 log = logging.getLogger("forecaster")
 
@@ -352,8 +352,9 @@ def _recent_bars(
         if sym in failed:
             continue
         try:
-            # the gaps are warned of in the bars read: with --as-of, those up to it
-            df = load_bars(source, data_dir, [sym], warn_of_gaps=False)[sym]
+            with warnings_into(warnings):  # the reader's (rows repaired, dropped): in the report's
+                # the gaps are warned of in the bars read: with --as-of, those up to it
+                df = load_bars(source, data_dir, [sym], warn_of_gaps=False)[sym]
         except ForecasterError as e:
             failed[sym] = str(e).removeprefix(f"{sym}: ")  # the ticker is named once, by the reader
             continue
@@ -366,7 +367,8 @@ def _recent_bars(
         elif ahead := dated_after_today(df.index, now):  # a gap up to that bar would be no news
             failed[sym] = f"{ahead}; fix the data, or forecast from an earlier day with --as-of"
             continue
-        warn_gaps(df, sym)
+        with warnings_into(warnings):
+            warn_gaps(df, sym)
         if len(df) < lookback + 1:
             failed[sym] = (
                 f"only {len(df)} bars up to {df.index[-1].date()}, need {lookback + 1} for lookback {lookback}"

@@ -65,8 +65,8 @@ from .outputs import FORECAST_FILE, has_dated_forecasts, write_csv
 from .prediction import FORECAST_COLUMNS
 from .sessions import dated_after_today, last_completed_session, parse_day, sessions_after_count
 from .sources import row_lines, where_row
-from .store import load_bars
-from .tickers import csv_safe, log_some, validate_ticker
+from .store import load_bars, warn_gaps
+from .tickers import csv_safe, log_some, validate_ticker, warnings_into
 
 log = logging.getLogger("forecaster")
 
@@ -305,7 +305,7 @@ def score(
     if model is None:  # the run is gone: its model as its latest forecasts name it
         named = forecasts["model"].iloc[-1] if len(forecasts) else ""
         model = report.model = named if named in get_args(Cell) else "model"
-    closes = _closes(sorted(forecasts["ticker"].unique()), source, data_dir or DataConfig().data_dir)
+    closes = _closes(sorted(forecasts["ticker"].unique()), source, data_dir or DataConfig().data_dir, report.warnings)
     report.failed = {s: why for s, why in closes.items() if isinstance(why, str)}
     known = {s: c for s, c in closes.items() if not isinstance(c, str)}
     pred = _with_actuals(forecasts, known, report.warnings)
@@ -575,19 +575,25 @@ def _ends(ends: dict[str, pd.Timestamp]) -> str:
     return f"its tickers' last bars, {days[0]} to {days[-1]}"
 
 
-def _closes(tickers: list[str], source: str, data_dir: Path) -> dict[str, pd.Series | str]:
+def _closes(tickers: list[str], source: str, data_dir: Path, warnings: list[str]) -> dict[str, pd.Series | str]:
     """Each ticker's closes from the source, or the reason they cannot be read (bars dated
     after today, a typo'd year, among them: predict refuses them too, and they would make every
-    pending forecast look like one for a session the data lacks)."""
+    pending forecast look like one for a session the data lacks). The reader's warnings (gaps,
+    rows repaired or dropped) go into ``warnings``."""
     out: dict[str, pd.Series | str] = {}
     for sym in tickers:
         try:
-            close = load_bars(source, Path(data_dir), [sym])[sym]["close"]
+            with warnings_into(warnings):
+                bars = load_bars(source, Path(data_dir), [sym], warn_of_gaps=False)[sym]
         except ForecasterError as exc:
             out[sym] = f"no actuals: {str(exc).removeprefix(f'{sym}: ')}"  # the ticker is named by the caller
             continue
-        ahead = dated_after_today(close.index)
-        out[sym] = f"no actuals: {ahead}; fix the data" if ahead else close
+        if ahead := dated_after_today(bars.index):  # a gap up to that bar would be no news
+            out[sym] = f"no actuals: {ahead}; fix the data"
+            continue
+        with warnings_into(warnings):
+            warn_gaps(bars, sym)
+        out[sym] = bars["close"]
     return out
 
 

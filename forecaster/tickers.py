@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from collections.abc import Iterable
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -39,6 +41,26 @@ def some_names(names: list[str]) -> str:
 def some_reasons(reasons: dict[str, str]) -> str:
     """``TICKER: why`` for up to :data:`NAMED_TICKERS` tickers, and how many more there are."""
     return _capped([f"{sym}: {why}" for sym, why in reasons.items()], "; ", "; and {} more tickers")
+
+
+@contextmanager
+def warnings_into(messages: list[str]):
+    """Every warning this thread logs meanwhile goes into ``messages`` instead of out: a
+    command that reports its warnings (``--json``'s ``warnings``) then has them all, those of
+    the bars it read included, and logs them once, with :func:`log_some`."""
+    thread = threading.get_ident()
+
+    def kept(record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and record.thread == thread:
+            messages.append(record.getMessage())
+            return False
+        return True
+
+    log.addFilter(kept)
+    try:
+        yield messages
+    finally:
+        log.removeFilter(kept)
 
 
 def log_some(level: int, messages: list[str], what: str) -> None:

@@ -236,6 +236,14 @@ def test_predict_as_of_warns_of_a_gap_only_in_the_bars_it_reads(cli, trained_run
     assert after.exit_code == 0, after.stderr
     assert "STOCKA: 1 gap(s) of more than 14 days" in after.stderr
     assert "from 2024-08-30 to 2024-11-01" in after.stderr
+    # --json lists it among the warnings, as every other warning of the run; stderr says it once
+    args = ("predict", "--run", trained_run, "--data-dir", data, "--out", tmp_path / "o3", "--as-of", "2024-12-31")
+    res = cli(*args, "--json")
+    warned = json.loads(res.stdout)["warnings"]
+    said = [ln.removeprefix("WARNING: ") for ln in res.stderr.splitlines() if "gap(s)" in ln]
+    assert [w for w in warned if "gap(s)" in w] == said != []
+    assert {w[:6] for w in warned if "gap(s)" in w} == {"STOCKA", "STOCKB"}
+    assert all(res.stderr.count(w) == 1 for w in warned)
 
 
 def test_predict_as_of_today_before_the_close_is_not_stale(trained_run, tmp_path):

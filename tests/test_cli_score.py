@@ -659,6 +659,21 @@ def test_score_json(cli, trained_run, out):
     assert [r["ticker"] for r in doc["scores"]] == ["STOCKA"] * 3 + ["STOCKB"] * 3 + ["ALL"] * 3
 
 
+def test_score_json_warnings_hold_those_of_the_bars_read(cli, trained_run, out, sample_dir, tmp_path):
+    """A warning about the bars score reads (here a gap of two months in STOCKB's) is in
+    --json's ``warnings`` as the others are, and said once on stderr."""
+    data = tmp_path / "holed"
+    shutil.copytree(json.loads((trained_run / "run.json").read_text())["config"]["data"]["data_dir"], data)
+    lines = (data / "STOCKB.csv").read_text().splitlines(keepends=True)
+    kept = [ln for ln in lines[1:] if not "2024-06-01" <= ln[:10] <= "2024-07-31"]
+    (data / "STOCKB.csv").write_text(lines[0] + "".join(kept))
+    res = cli("score", "--run", trained_run, "--out", out, "--data-dir", data, "--json")
+    assert res.exit_code == 0, res.stderr
+    warned = [w for w in json.loads(res.stdout)["warnings"] if "gap(s)" in w]
+    assert len(warned) == 1 and warned[0].startswith("STOCKB: 1 gap(s) of more than 14 days"), res.stdout
+    assert res.stderr.count("gap(s)") == 1 and warned[0] in res.stderr
+
+
 def test_score_json_keys_are_documented_in_the_readme(cli, trained_run, out):
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Live scoring", 1)[1].split("\n## ", 1)[0]
