@@ -912,16 +912,24 @@ def _show_interrupted_training(e) -> None:
     _emit_json(doc | {"resumable": bool(e.details.get("resumable")), "interrupted": True, "message": str(e)})
 
 
-def _show_training(res, quiet: bool, json_out: bool) -> None:
+def _training_line(res) -> str:
+    """The result of a training, in one line."""
     m = res.manifest.metrics
+    one = " (one step ahead)" if res.manifest.config.model.strategy == "recursive" else ""
+    return (
+        f"run written to {res.run_dir}  (best epoch {m.best_epoch} of {m.epochs_run}, "
+        f"validation pinball{one} {m.best_val_loss:.4f}, {m.train_seconds:.1f} s)"
+    )
+
+
+def _show_training(res, quiet: bool, json_out: bool, logged: bool = False) -> None:
+    line = _training_line(res)
+    if not logged:  # the result, for --log-file: stdout has it, or the document
+        log.info("%s", line, extra={RESULT: True})
     if json_out:
         _emit_json(_training_doc(res.run_dir, res.manifest) | {"interrupted": False})
     elif not quiet:
-        one = " (one step ahead)" if res.manifest.config.model.strategy == "recursive" else ""
-        print(
-            f"run written to {res.run_dir}  (best epoch {m.best_epoch} of {m.epochs_run}, "
-            f"validation pinball{one} {m.best_val_loss:.4f}, {m.train_seconds:.1f} s)"
-        )
+        print(line)
 
 
 def _log_epoch(r, on_bar: bool = False) -> None:
@@ -1105,6 +1113,17 @@ def _show_tuning(res, final, quiet: bool, json_out: bool, interrupted: str | Non
     line itself goes to stderr), ``run_dir`` the resumable run an interrupted --train-best left."""
     counts = res.counts()
     run_dir = final.run_dir if final is not None else run_dir
+    summary = f"study {res.study} ({res.storage}): {res.added} trial(s) run now; in all " + ", ".join(
+        f"{v} {k}" for k, v in counts.items()
+    )
+    best = None
+    if res.best is not None:
+        params = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in res.best.params.items())
+        best = f"best trial {res.best.number}: validation pinball {res.best.value:.5f} ({params})"
+    if interrupted is None:  # the result, for --log-file
+        log.info("%s%s", summary, f"; {best}" if best else "", extra={RESULT: True})
+        if final is not None:
+            log.info("%s", _training_line(final), extra={RESULT: True})
     if json_out:
         doc = {
             "study": res.study,
@@ -1122,17 +1141,13 @@ def _show_tuning(res, final, quiet: bool, json_out: bool, interrupted: str | Non
         return
     if quiet:
         return
-    print(
-        f"study {res.study} ({res.storage}): {res.added} trial(s) run now; in all "
-        + ", ".join(f"{v} {k}" for k, v in counts.items())
-    )
-    if res.best is not None:
-        params = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in res.best.params.items())
-        print(f"best trial {res.best.number}: validation pinball {res.best.value:.5f} ({params})")
+    print(summary)
+    if best is not None:
+        print(best)
     for k, v in res.files.items():
         print(f"{k}: {v}")
     if final is not None:
-        _show_training(final, quiet, json_out)
+        _show_training(final, quiet, json_out, logged=True)
 
 
 FailIfNoSkillOpt = Annotated[
@@ -1206,6 +1221,8 @@ def evaluate(
         )
         ok, verdict = rep.verdict(alpha)
         intervals_ok, interval_verdict = rep.interval_verdict(alpha)
+        # the result, for --log-file (stdout has the verdicts, or the document)
+        log.info("evaluated run %s: %s %s", rep.run, verdict, interval_verdict, extra={RESULT: True})
         if json_out:
             _emit_json(
                 {
@@ -1351,7 +1368,16 @@ def predict(
 
 
 def _show_forecast(rep, quiet: bool, json_out: bool) -> None:
-    # its warnings and notes are logged by predict itself
+    # its warnings and notes are logged by predict itself; the result, for --log-file (stdout
+    # has the table, or the document): each forecast leaves a line in the log
+    log.info(
+        "forecast %s of run %s as of %s: %s",
+        _count(rep.forecasts["ticker"].nunique(), "ticker"),
+        rep.run,
+        rep.as_of,
+        ", ".join(f"{k} {v}" for k, v in rep.files.items()),
+        extra={RESULT: True},
+    )
     if rep.recalibrated:
         log.info(
             "interval scales brought up to date with the outcomes of up to %d session(s) since the run's last bar",

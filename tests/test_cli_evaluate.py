@@ -121,6 +121,18 @@ def test_evaluate_writes_metrics_and_predictions(cli, run_copy, sample_dir):
     assert str(run_copy / "eval" / "predictions.csv") in out
 
 
+def test_evaluate_quiet_with_a_log_file_logs_its_verdicts(cli, run_copy, tmp_path):
+    """With `-q --log-file` the verdicts reach the log as the command's result (stdout stays
+    empty), so a scheduled evaluation leaves a record of whether the model beat naive."""
+    log = tmp_path / "evaluate.log"
+    res = cli("evaluate", "--run", run_copy, "--no-plot", "-q", "--log-file", log)
+    assert res.exit_code == 0 and res.stdout == "", res.stdout
+    [line] = [ln for ln in log.read_text().splitlines() if " INFO evaluated run " in ln]
+    doc = json.loads(cli("evaluate", "--run", run_copy, "--no-plot", "--json").stdout)
+    assert line.split(" INFO ", 1)[1] == f"evaluated run {doc['run']}: {doc['verdict']} {doc['interval_verdict']}"
+    assert "evaluated run" not in res.stderr
+
+
 def test_evaluate_json(cli, run_copy):
     res = cli("evaluate", "--run", run_copy, "--json")
     assert res.exit_code == 0, res.stderr

@@ -1096,6 +1096,22 @@ def test_predict_yahoo_network_down_and_nothing_stored(cli, trained_run, tmp_pat
     assert json.loads(res.stdout) == {"error": line.removeprefix("ERROR: "), "exit_code": 75, "failed": failed}
 
 
+def test_predict_quiet_with_a_log_file_logs_what_was_forecast(cli, trained_run, tmp_path):
+    """From cron (`-q --log-file`, the README's line) each forecast leaves its result in the log:
+    how many tickers, the day, the files written; stdout and stderr do not get it."""
+    log, out = tmp_path / "predict.log", tmp_path / "fc"
+    res = cli("predict", "--run", trained_run, "--offline", "--out", out, "-q", "--log-file", log)
+    assert res.exit_code == 0 and res.stdout == "", res.stderr
+    [line] = [ln for ln in log.read_text().splitlines() if " INFO forecast " in ln]
+    folder = out / trained_run.name
+    assert f"forecast 2 tickers of run {trained_run.name} as of 2024-12-31: " in line, line
+    assert f"forecast {folder / '2024-12-31.csv'}, latest {folder / 'latest.csv'}" in line, line
+    assert "forecast 2 tickers" not in res.stderr
+    res = cli("predict", "--run", trained_run, "--offline", "--out", out, "--json", "--log-file", log)
+    assert json.loads(res.stdout)["as_of"] == "2024-12-31"  # the document alone on stdout
+    assert len([ln for ln in log.read_text().splitlines() if " INFO forecast " in ln]) == 2
+
+
 def test_debug_adds_the_traceback_and_keeps_the_line_the_document_and_the_exit_code(
     cli, trained_run, tmp_path, yahoo_down, monkeypatch
 ):

@@ -625,6 +625,20 @@ def test_a_resumed_run_counts_the_seconds_it_trained_before(cli, small_dir, tmp_
     assert 1000 < json.loads(res.stdout)["train_seconds"] == run_meta(run)["metrics"]["train_seconds"] < 1100
 
 
+def test_train_quiet_with_a_log_file_logs_where_the_run_went(cli, small_dir, tmp_path):
+    """`-q --log-file` (or --json): the result line, where the run went and its best epoch, is
+    in the log; stdout has nothing (or the document alone) and stderr does not repeat it."""
+    log, run = tmp_path / "train.log", tmp_path / "r"
+    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA", *TINY, "--run-dir", run, "-q", "--log-file", log)
+    assert res.exit_code == 0 and res.stdout == "", res.stdout
+    [line] = [ln for ln in log.read_text().splitlines() if " INFO run written to " in ln]
+    assert f"run written to {run}  (best epoch " in line and "validation pinball" in line, line
+    assert "run written" not in res.stderr
+    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA", *TINY, "--run-dir", run, "--json", "--log-file", log)
+    assert json.loads(res.stdout)["run_dir"] == str(run)
+    assert len([ln for ln in log.read_text().splitlines() if " INFO run written to " in ln]) == 2
+
+
 @pytest.mark.parametrize("meta", ['{"hello": 1}', '{"format_', "", '{"format_version": 3}'])
 def test_train_refuses_a_folder_whose_run_json_is_not_a_runs(cli, small_dir, tmp_path, meta):
     """A run replaces its whole directory, so only a run is replaced: a folder holding a file
