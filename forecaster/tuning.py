@@ -633,8 +633,9 @@ def tune(
     SIGTERM marks the running trial failed, writes the results of the
     trials so far and raises :class:`SearchInterrupted` (a KeyboardInterrupt saying what was kept);
     the same call later continues the study. Before the first trial (the bars being read, the
-    study opened, the lock tried) its message says nothing was written, and its ``result`` has
-    no trial and no file.
+    study opened, the lock tried) its message says nothing was written (or names the study's
+    file and results folder if they were made by then, with no trial in them), and its
+    ``result`` has no trial and no file.
     """
     if not isinstance(cfg, Config):
         raise TypeError(f"cfg must be a Config (from forecaster.load_config), not {type(cfg).__name__}")
@@ -649,6 +650,9 @@ def tune(
             f"study {t.study} is kept in the file {db}, and a folder has that name: "
             "move the folder away, or give another --study name"
         )
+    # what the search may make before its first trial: said, if an interrupt comes then
+    made = [Path(root)] + ([] if t.storage else [Path(root) / f"{t.study}.db"]) + [Path(root) / t.study]
+    made = [p for p in made if not p.exists()]
     with contextlib.ExitStack() as held:  # this process's number among those on the default storage file
         resolve_device(cfg.train.device)  # a device this machine lacks stops the search before a trial is recorded
         stage = f"while the bars were read or study {t.study} was opened"
@@ -676,8 +680,12 @@ def tune(
                 remove_abandoned_trial_dirs()
         except KeyboardInterrupt:
             nothing = TuneResult(study=t.study, storage=storage_label(url), trials=pd.DataFrame(), added=0, best=None)
+            if made := [str(p) for p in made if p.exists() and p != Path(root)]:  # the folder of studies aside
+                kept = f"no trial was run ({' and '.join(made)} made for the study, without a trial, and kept)"
+            else:
+                kept = "nothing was written"
             raise SearchInterrupted(
-                f"tuning interrupted before its first trial, {stage}: nothing was written; "
+                f"tuning interrupted before its first trial, {stage}: {kept}; "
                 "run the same command again to start the search",
                 nothing,
             ) from None

@@ -421,6 +421,28 @@ def test_sigterm_while_tune_reads_the_data_exits_130_with_one_line(small_dir, tm
 
 @pytest.mark.slow
 @pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
+def test_sigterm_while_tune_opens_its_study_names_the_file_it_made(small_dir, tmp_path):
+    """`kill` once the study's file has been made, before the study is in it: the line does not
+    say that nothing was written, but names the file left (empty of trials), which the same
+    command goes on with."""
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    res = run_script(_KILLED_IN, "forecaster.tuning._load_study", conf, cwd=tmp_path)
+    assert res.returncode == 130, (res.returncode, res.stderr)
+    [line] = res.stderr.splitlines()
+    db = Path("runs") / "tune" / "s.db"
+    assert (tmp_path / db).is_file()
+    assert line.startswith("ERROR: tuning interrupted before its first trial") and "nothing" not in line, line
+    assert f"no trial was run ({db} made for the study, without a trial, and kept)" in line, line
+    command = "import sys\nfrom forecaster.cli import main\nsys.argv = ['forecaster', *sys.argv[1:]]\nmain()"
+    again = run_script(
+        command, "tune", "--config", conf, "--trials", "1", "--epochs", "1", "--study", "s", cwd=tmp_path
+    )
+    assert again.returncode == 0, again.stderr
+    assert len(pd.read_csv(tmp_path / "runs" / "tune" / "s" / "trials.csv")) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
 def test_sigterm_before_the_first_trial_of_tune_json_prints_the_study_on_stdout(small_dir, tmp_path):
     """`kill` while `tune --json` reads the bars: exit 130, the line on stderr, and on stdout the
     document an interrupted search gives, with no trial, no best and no file."""
