@@ -1342,7 +1342,8 @@ def predict(
 
     Writes OUT/<run>/<as_of>.csv and OUT/<run>/latest.csv (kept as it is when it holds a later
     day's forecast). Exit 3 if some tickers failed (the rest are written), 75 if the network is
-    down and no usable local data is left.
+    down and no usable local data is left, or another predict of the run holds its forecast
+    folder's lock.
     """
     setup_logging(quiet, log_file, json_out)
     with handled(debug, "predict", json_out):
