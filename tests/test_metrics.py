@@ -477,6 +477,19 @@ def test_metrics_table_missing_scale_gives_nan_mase():
     assert math.isnan(by.loc[("ALL", "gru"), "mase"])
 
 
+@pytest.mark.parametrize("bad", [0.0, -2.0])
+def test_metrics_table_gives_no_mase_to_a_ticker_whose_scale_is_zero_or_negative(bad):
+    """A ticker whose price never moved in training (its one-step naive MAE 0), or a scale gone
+    negative: its MASE is empty, not inf or a negative figure, and the pooled MASE is empty too,
+    not inf, as for a ticker with no scale at all."""
+    table = metrics_table(_small_pred(), "gru", {"AAA": 1.0, "BBB": bad})
+    by = table.set_index(["ticker", "model"])
+    assert by.loc[("AAA", "gru"), "mase"] == pytest.approx(0.5)
+    assert math.isnan(by.loc[("BBB", "gru"), "mase"])
+    assert math.isnan(by.loc[("ALL", "gru"), "mase"])
+    assert by.loc[("BBB", "gru"), "mae"] == pytest.approx(2.0)  # the other metrics are there
+
+
 def test_metrics_table_missing_column_is_an_error():
     with pytest.raises(ValueError, match="drift"):
         metrics_table(_small_pred().drop(columns="drift"), "gru", {})
