@@ -305,6 +305,24 @@ def test_forecast_scales_use_online_only_from_the_last_bar_on():
     np.testing.assert_array_equal(forecast_scales(old_run, ws, at_end, forecast, RATE)[0], np.full((2, 3), 1.5))
 
 
+def test_forecast_scales_ignore_a_validation_scale_list_of_the_wrong_length():
+    """A run.json whose ``conformal`` list has fewer (or more) values than the run has steps,
+    edited by hand or written by another version: a forecast inside the run's data uses 1.0 at
+    every step for that ticker, not its one value spread over every step, nor an error; the
+    other ticker's list of the right length is used."""
+    ws = _windows()
+    at_end = ws.offsets[1:] - 1
+    earlier = at_end - 10  # an --as-of inside the run's data: the validation scales
+
+    def entry(conformal):
+        return SimpleNamespace(conformal=conformal, conformal_online=None, conformal_pending=None, last_date=None)
+
+    for wrong in ([2.0], [2.0, 2.0, 2.0, 2.0]):
+        tickers = {"AAA": entry(wrong), "BBB": entry([1.5, 1.6, 1.7])}
+        scale, _ = forecast_scales(tickers, ws, earlier, lambda o: _forecasts(ws, o), RATE)
+        np.testing.assert_array_equal(scale, [[1.0, 1.0, 1.0], [1.5, 1.6, 1.7]])
+
+
 def _forecast_of(ws, origins):
     """Forecasts that depend on the origin's ticker and session alone, whichever windows hold it:
     intervals narrow enough to miss often."""
