@@ -489,6 +489,32 @@ def test_median_weights_keep_the_network_only_where_validation_shows_it_beats_na
     assert median_weights(informed, ws, ends, alpha=0.0) == [0.0, 0.0, 0.0]  # always the last close
 
 
+def _scaled_errors(ws, ends, r):
+    """Medians whose errors are the naive forecast's (the realised move) times ``r``: the
+    model's error over naive's is ``r`` at each window and step."""
+    y = ws.realised(ends)
+    m = y * (1 - r)
+    return np.stack([m - 1, m, m + 1], -1)
+
+
+def test_a_median_worse_than_naive_is_never_kept_whatever_alpha():
+    """A median a little worse than the last close at every step (its errors 1 % larger on
+    average): the one-sided DM p-values are under 0.9 by chance, yet with alpha 0.9 the gate
+    keeps the last close at every step, never a median that did worse on validation."""
+    from forecaster.metrics import diebold_mariano
+
+    ws = _windows()
+    ends = ws.ends("val")
+    every_other = np.where(np.arange(len(ends)) % 2 == 0, 1.0, -1.0)[:, None]
+    q = _scaled_errors(ws, ends, 1.01 + 0.5 * every_other)
+    y = ws.realised(ends) * ws.target_scale(ends)
+    e_model = y - q[:, :, 1] * ws.target_scale(ends)
+    for h in range(ws.horizon):
+        assert np.mean(np.abs(e_model[:, h])) > np.mean(np.abs(y[:, h]))  # worse than naive
+        assert 0.5 < diebold_mariano(e_model[:, h], y[:, h], h=h + 1)[1] < 0.9
+    assert median_weights(q, ws, ends, alpha=0.9) == [0.0, 0.0, 0.0]
+
+
 def test_a_run_trained_weeks_ago_forecasts_with_the_intervals_evaluate_gives_that_day(sample_dir, tmp_path):
     """Trained on bars that end 30 sessions ago, then the store caught up: predict's forecast
     from a day since holds, at every step, the interval evaluate's walk forward gives that day.
