@@ -515,6 +515,26 @@ def test_a_median_worse_than_naive_is_never_kept_whatever_alpha():
     assert median_weights(q, ws, ends, alpha=0.9) == [0.0, 0.0, 0.0]
 
 
+def test_the_median_gate_at_step_h_allows_for_the_overlap_of_h_step_errors():
+    """Five-step forecasts whose advantage over naive comes and goes in runs of five origins,
+    as h-step errors of consecutive origins do (they share h - 1 sessions): read as independent
+    errors the step-5 advantage is significant at 0.5 %, read with the overlap it is not, so
+    the gate keeps the last close at step 5. Steps 1 to 4, far better than naive, keep theirs."""
+    from forecaster.metrics import diebold_mariano
+
+    ws = _windows(horizon=5)
+    ends = ws.ends("val")
+    runs = np.where(np.arange(len(ends)) // 5 % 2 == 0, 1.0, -1.0)
+    r = np.full((len(ends), 5), 0.5)  # half the naive error: far better
+    r[:, 4] = 0.92 + 0.5 * runs  # 8 % better on average, in runs of five origins
+    q = _scaled_errors(ws, ends, r)
+    y = ws.realised(ends)[:, 4] * ws.target_scale(ends)[:, 4]
+    e_model = y * r[:, 4]
+    alpha = 0.005
+    assert diebold_mariano(e_model, y, h=1)[1] < alpha < diebold_mariano(e_model, y, h=5)[1]
+    assert median_weights(q, ws, ends, alpha=alpha) == [1.0, 1.0, 1.0, 1.0, 0.0]
+
+
 def test_a_run_trained_weeks_ago_forecasts_with_the_intervals_evaluate_gives_that_day(sample_dir, tmp_path):
     """Trained on bars that end 30 sessions ago, then the store caught up: predict's forecast
     from a day since holds, at every step, the interval evaluate's walk forward gives that day.
