@@ -155,6 +155,33 @@ def test_scoring_twice_gives_the_same_numbers(cli, trained_run, out):
     assert (out / trained_run.name / "score.csv").read_bytes() == first
 
 
+def test_a_forecast_found_in_two_files_is_scored_from_the_later_file(cli, trained_run, out, tmp_path):
+    """The 2024-12-20 forecasts copied into a file of a later day, STOCKA's one-step median
+    edited there: the forecast is scored once, with the later file's median, exactly as if
+    the edit had been made in the 2024-12-20 file itself; copied into a file of an earlier
+    day, the 2024-12-20 file's own median is scored."""
+    folder = out / trained_run.name
+    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    clean = (folder / "score.csv").read_bytes()
+    original = (folder / "2024-12-20.csv").read_bytes()
+    edited = pd.read_csv(folder / "2024-12-20.csv", dtype=str)
+    row = (edited["ticker"] == "STOCKA") & (edited["step"] == "1")
+    edited.loc[row, "p50"] = edited.loc[row, "p90"]  # still a valid forecast: p10 <= p50 <= p90
+    edited.to_csv(folder / "2024-12-20.csv", index=False)
+    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    with_edit = (folder / "score.csv").read_bytes()
+    assert with_edit != clean  # the edit shows in the score
+    (folder / "2024-12-20.csv").write_bytes(original)
+    edited.to_csv(folder / "2024-12-23.csv", index=False)  # a later file: its copy is the one scored
+    res = cli("score", "--run", trained_run, "--out", out, "--json")
+    assert res.exit_code == 0, res.stderr
+    assert (folder / "score.csv").read_bytes() == with_edit
+    assert "2024-12-23.csv" in json.loads(res.stdout)["read"]
+    (folder / "2024-12-23.csv").rename(folder / "2024-12-19.csv")  # an earlier file: the 2024-12-20 one's
+    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    assert (folder / "score.csv").read_bytes() == clean
+
+
 def _copy_data(sample_dir: Path, dst: Path) -> Path:
     shutil.copytree(sample_dir, dst)
     return dst
