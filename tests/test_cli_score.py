@@ -766,6 +766,34 @@ def test_an_alert_wins_over_skipped_files_as_the_readme_says(cli, trained_run, o
     assert "2025-10-02.csv" in doc["skipped"] and doc["alerts"]
 
 
+def test_a_step_whose_forecasts_are_all_pending_does_not_fire_the_skill_alert(cli, trained_run, out):
+    """Every step with a scored forecast beats naive significantly and step 3's forecasts all
+    wait for their sessions (n 0): --fail-if-no-skill has nothing against the model, so it does
+    not fire; once step 3 has forecasts that are not significantly better, it does. Forecasts
+    all still pending (the latest file alone): nothing is judged, exit 0."""
+    nan = float("nan")
+    scores = pd.DataFrame(
+        {
+            "ticker": ["ALL"] * 3,
+            "step": [1, 2, 3],
+            "n": [250, 248, 0],
+            "pending": [0, 2, 250],
+            "skill": [0.1, 0.08, nan],
+            "dm_pvalue": [0.001, 0.002, nan],
+        }
+    )
+    rep = ScoreReport(run="r", model="lstm", folder=Path("f"), scores=scores)
+    assert rep.skill_alert(0.05) is None
+    rep.scores = scores.assign(n=[250, 248, 240], skill=[0.1, 0.08, 0.01], dm_pvalue=[0.001, 0.002, 0.3])
+    said = rep.skill_alert(0.05)
+    assert said is not None and "h=3: not significantly better than naive" in said and "h=1" not in said, said
+    res = cli("score", "--run", trained_run, "--out", out, "--since", "2024-12-31", "--json", "--fail-if-no-skill")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["alerts"] == [] and "no skill" not in res.stderr, res.stderr
+    assert all(r["n"] == 0 for r in doc["scores"]) and all(r["pending"] > 0 for r in doc["scores"])
+
+
 def _alert_report(rows: list[tuple[str, int, int, bool]]) -> ScoreReport:
     """A report of forecasts (ticker, origin number, step, inside its interval?): the actual
     is 100, the interval [99, 101] or [101, 102]; its pooled rows as score computes them."""
