@@ -219,6 +219,33 @@ def test_history_readjusted_after_a_split_is_scored_in_the_new_units(cli, traine
         np.testing.assert_allclose(after[col], before[col], rtol=1e-3, atol=1e-9, err_msg=col)
 
 
+def test_a_forecast_whose_as_of_bar_is_gone_from_the_data_is_still_scored(cli, trained_run, sample_dir, out, tmp_path):
+    """STOCKA's bar of 2024-12-24 removed from the data since its forecast was made (a revised
+    history): the forecast as of that day cannot be checked against a re-adjustment and is
+    scored in the prices it was made in, not dropped from n, MAE and coverage without a word."""
+    data = _copy_data(sample_dir, tmp_path / "data")
+    bars = read_csv_bars(data, "STOCKA")
+    write_csv(bars.drop(pd.Timestamp("2024-12-24")), data / "STOCKA.csv")
+    res = cli("score", "--run", trained_run, "--out", out, "--data-dir", data, "--since", "2024-12-24", "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert not [w for w in doc["warnings"] if w.startswith("STOCKA:")], doc["warnings"]
+    got = pd.DataFrame(doc["scores"]).set_index(["ticker", "step"])
+    rows = pd.concat([pd.read_csv(out / trained_run.name / f"{d}.csv", dtype=str) for d in ORIGINS[1:]])
+    a = rows[rows["ticker"] == "STOCKA"].copy()
+    closes = read_csv_bars(data, "STOCKA")["close"]
+    a["actual"] = [closes.get(pd.Timestamp(d), np.nan) for d in a["date"]]
+    done = a[a["actual"].notna()]
+    assert (done["as_of"] == "2024-12-24").sum() == 3  # its sessions, 12-26 to 12-30, have closes
+    for step, g in done.groupby("step"):
+        e = g["actual"] - g["p50"].astype(float)
+        inside = (g["p10"].astype(float) <= g["actual"]) & (g["actual"] <= g["p90"].astype(float))
+        row = got.loc[("STOCKA", int(step))]
+        assert row["n"] == len(g)
+        assert row["mae"] == pytest.approx(e.abs().mean(), rel=1e-6)
+        assert row["coverage"] == pytest.approx(inside.mean())
+
+
 def test_other_runs_and_malformed_files_are_named_and_skipped(cli, trained_run, out):
     folder = out / trained_run.name
     assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
