@@ -462,6 +462,26 @@ def test_a_step_the_run_does_not_forecast_is_a_bad_row(cli, trained_run, out, ty
     pd.testing.assert_frame_equal(_score_csv(out, trained_run), clean)
 
 
+def test_a_forecast_dated_on_its_own_as_of_day_is_a_bad_row(cli, trained_run, out):
+    """A forecast file edited by hand whose STOCKA one-step forecast is dated on its as_of day
+    (a forecast of a session already closed when it was made): that file is named as not a
+    valid forecast and skipped, the others scored, as for any other bad row."""
+    folder = out / trained_run.name
+    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    clean = _score_csv(out, trained_run)
+    shutil.copy(folder / "2024-12-20.csv", folder / "2024-12-19.csv")  # the same forecasts: scored once
+    edited = pd.read_csv(folder / "2024-12-20.csv", dtype=str)
+    assert list(edited.loc[0, ["ticker", "as_of", "step"]]) == ["STOCKA", "2024-12-20", "1"]
+    edited.loc[0, "date"] = "2024-12-20"
+    edited.to_csv(folder / "2024-12-20.csv", index=False)
+    res = cli("score", "--run", trained_run, "--out", out, "--json")
+    assert res.exit_code == 3, res.stderr
+    assert json.loads(res.stdout)["skipped"] == {
+        "2024-12-20.csv": "line 2 is not a valid forecast (dates, step or prices)"
+    }
+    pd.testing.assert_frame_equal(_score_csv(out, trained_run), clean)
+
+
 @pytest.mark.parametrize("blank", ["\n", "\n\n", "   \n"])
 def test_a_bad_row_below_blank_lines_is_named_by_the_line_an_editor_shows(cli, trained_run, out, blank):
     """A forecast file edited by hand, a blank line (or two, or one of spaces) left after its
