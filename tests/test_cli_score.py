@@ -872,6 +872,27 @@ def test_coverage_alert_shows_the_bounds_as_given_and_a_coverage_that_reads_outs
     assert rep.coverage_alert(0.7, 0.9) is None  # the one ticker's row is not the pooled figure (76.9 %)
 
 
+def test_the_coverage_alert_counts_an_actual_on_a_bound_as_inside_as_the_coverage_does():
+    """Twenty one-step forecasts: 4 with the actual strictly inside the interval, 8 with it
+    exactly on p10 or p90, 8 outside. The coverage counts those on a bound as inside (60 %),
+    and so does the alert's test: 12 of 20 against 70 % is chance (p 0.23), no alert; counted
+    outside, 4 of 20 would have fired."""
+    from forecaster.metrics import coverage
+
+    lo = [99.0] * 4 + [100.0] * 4 + [99.0] * 4 + [101.0] * 8
+    hi = [101.0] * 4 + [101.0] * 4 + [100.0] * 4 + [102.0] * 8
+    f = pd.DataFrame({"ticker": "A", "at": range(20), "step": 1, "actual": 100.0, "p10": lo, "p90": hi})
+    share = coverage(f["actual"], f["p10"], f["p90"])
+    assert share == pytest.approx(0.6)
+    scores = pd.DataFrame({"ticker": ["ALL"], "step": [1], "n": [20], "coverage": [share]})
+    rep = ScoreReport(run="r", model="lstm", folder=Path("f"), scores=scores, forecasts=f)
+    p = coverage_pvalue(12, 20, 0.7)
+    assert 0.2 < p < 0.3 and rep.coverage_alert(0.7, 0.9) is None
+    assert rep.coverage_alert(0.7, 0.9, alpha=0.5) == (
+        f"interval coverage outside 70%-90% in live forecasts: h=1 60.0% (n=20, p={p:.2g})"
+    )
+
+
 def test_coverage_pvalue_is_the_exact_binomial_tail_beyond_the_bound():
     """Two forecasts both outside (0 of 2 inside) against a coverage of 70 %: 0.3 ** 2 = 9 %,
     no alert at 5 %; 0 of 3: 2.7 %, an alert. Above the upper bound, the upper tail."""
