@@ -1263,6 +1263,35 @@ def test_a_forecast_dated_past_a_bar_the_calendar_does_not_know_is_not_scored_ag
         assert got[("STOCKB", int(step))] == before[("STOCKB", int(step))]
 
 
+def test_a_forecast_dated_on_the_datas_last_bar_is_checked_against_the_calendar_too(
+    cli, trained_run, sample_dir, out, tmp_path
+):
+    """A bar on Saturday 2024-12-28 in STOCKA's data, which end on 2024-12-31: every forecast
+    made before that bar for a session after it is a bar off the data's and is not scored,
+    the one as of 2024-12-27 dated 2024-12-31, the data's last bar, included (it was scored
+    against the wrong bar, without a word)."""
+    data = _copy_data(sample_dir, tmp_path / "data")
+    bars = read_csv_bars(data, "STOCKA")
+    assert bars.index[-1] == pd.Timestamp("2024-12-31")
+    extra = bars.loc[[pd.Timestamp("2024-12-27")]].set_axis([pd.Timestamp("2024-12-28")])
+    write_csv(pd.concat([bars, extra]).sort_index(), data / "STOCKA.csv")
+    res = cli("score", "--run", trained_run, "--out", out, "--data-dir", data, "--json")
+    assert res.exit_code == 0, res.stderr
+    rows = pd.concat([pd.read_csv(out / trained_run.name / f"{d}.csv", dtype=str) for d in ORIGINS])
+    a = rows[rows["ticker"] == "STOCKA"]
+    astray = a[(a["as_of"] < "2024-12-28") & (a["date"] > "2024-12-28") & (a["date"] <= "2024-12-31")]
+    assert "2024-12-31" in set(astray["date"])  # step 2 as of 2024-12-27
+    doc = json.loads(res.stdout)
+    warned = [w for w in doc["warnings"] if w.startswith("STOCKA:")]
+    assert len(warned) == 1 and warned[0].startswith(f"STOCKA: {len(astray)} forecasts are dated other than"), warned
+    got = {(r["ticker"], r["step"]): r["n"] for r in doc["scores"]}
+    clean = cli("score", "--run", trained_run, "--out", out, "--json")
+    before = {(r["ticker"], r["step"]): r["n"] for r in json.loads(clean.stdout)["scores"]}
+    for step, n in astray.groupby("step").size().items():
+        assert got[("STOCKA", int(step))] == before[("STOCKA", int(step))] - n
+        assert got[("STOCKB", int(step))] == before[("STOCKB", int(step))]
+
+
 def test_the_table_shows_dm_p_values_to_three_decimals_as_evaluate_does(capsys):
     from forecaster.cli import _show_score
 
