@@ -138,6 +138,24 @@ def test_validate_absurd_one_day_move():
         store.validate_bars(bars, "AAA")
 
 
+def test_validate_a_close_that_collapses_to_under_a_twentieth_is_refused_as_a_jump_up_is():
+    """A close of 4 the day after one of 100 (a 25-for-1 split the prices are not adjusted for,
+    or a mistyped price) is refused with the same clear error as a 25x jump up, naming the day
+    and both closes; it must not reach the features as a -97 % return."""
+    bars = make_bars("2024-01-02", 5)
+    bars[["open", "high", "low", "close"]] = 100.0
+    bars.loc[bars.index >= "2024-01-04", ["open", "high", "low", "close"]] = 4.0  # stays there
+    with pytest.raises(DataError) as caught:
+        store.validate_bars(bars, "AAA")
+    assert str(caught.value) == (
+        "AAA: close 4 on 2024-01-04 is more than 20x away from the previous close (100 -> 4: 1/25 of the close "
+        "before, as at a 25-for-1 split); not adjusted for a split? Give prices adjusted for splits "
+        "(an 'Adj Close' column is applied to the others when the file has one)"
+    )
+    bars.loc[bars.index >= "2024-01-04", ["open", "high", "low", "close"]] = 5.0  # 1/20: a fall the market makes
+    assert store.validate_bars(bars, "AAA")["close"].iloc[-1] == 5.0
+
+
 def test_validate_empty_and_all_nan_are_errors():
     with pytest.raises(DataError, match="AAA: no usable bars"):
         store.validate_bars(sources.empty_bars(), "AAA")
