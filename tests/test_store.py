@@ -314,6 +314,21 @@ def test_update_without_news_does_not_rewrite(tmp_path):
     assert result.added == 0 and path.stat().st_mtime == 1
 
 
+def test_update_saves_a_revised_volume_and_range_of_the_overlap(tmp_path):
+    """Yahoo amends the volume (and the high) of a recent session after the fact: a refresh
+    that brings no new session and the same closes still saves the amended bar, without
+    fetching the whole history again. The stored file kept the first, partial figures."""
+    bars = make_bars("2024-01-02", 30)
+    store.save_store(tmp_path, "AAA", bars)
+    amended = bars.copy()
+    amended.loc[amended.index[-1], "volume"] += 123_456  # the day's final volume
+    amended.loc[amended.index[-2], "high"] *= 1.001
+    src = ScriptedSource(amended)
+    result = store.update_ticker(tmp_path, "AAA", src, overlap_days=5)
+    assert (result.added, result.refetched) == (0, False) and len(src.calls) == 1
+    pd.testing.assert_frame_equal(store.load_store(tmp_path, "AAA"), amended, check_freq=False)
+
+
 def test_update_revision_refetches_full_history(tmp_path):
     everything = make_bars("2024-01-02", 40)
     store.save_store(tmp_path, "AAA", everything.iloc[:30])
