@@ -143,6 +143,25 @@ def test_a_universe_too_short_names_ten_tickers_and_counts_the_rest():
     assert msg.endswith("; and 16 more tickers")
 
 
+def test_a_ticker_with_one_bar_too_few_for_a_window_is_an_error_naming_it_when_forecasting():
+    """With the run's scalers (evaluate, predict): lookback 10 takes 11 bars, the first one for
+    the first return. A ticker with only 10 is refused with a DataError that names it and says
+    how many it has and needs, rather than kept without a window; 11 make one window."""
+    bars = {"A": frame(0, 400, 1), "B": frame(0, 400, 2)}
+    splits = make_splits(bars, 50, 50)
+    trained = build_windows(bars, 10, 3, splits)
+    for n, refused in ((10, True), (11, False)):
+        short = {"A": bars["A"], "B": bars["B"].iloc[-n:]}
+        if refused:
+            with pytest.raises(DataError) as e:
+                build_windows(short, 10, 3, splits, trained.scalers, trained.tickers)
+            assert str(e.value) == "B: only 10 bars, need at least 11 for lookback 10"
+        else:
+            ws = build_windows(short, 10, 3, splits, trained.scalers, trained.tickers)
+            b = ws.names.index("B")
+            assert ws.offsets[b + 1] - ws.offsets[b] == 10  # 10 rows: one window of 10
+
+
 def test_batches_are_gathered_from_the_stacked_rows():
     bars = {"A": frame(0, 400, 1), "B": frame(200, 400, 2)}
     splits = make_splits(bars, 50, 50)
