@@ -162,6 +162,23 @@ def test_a_ticker_with_one_bar_too_few_for_a_window_is_an_error_naming_it_when_f
             assert ws.offsets[b + 1] - ws.offsets[b] == 10  # 10 rows: one window of 10
 
 
+def test_the_interval_widening_of_a_short_ticker_is_finite_from_its_first_row():
+    """target_scale "ticker": the intervals are widened by an EWMA volatility whose half-life
+    (30) is longer than the ticker's history (a ticker listed 15 sessions ago, lookback 10).
+    Every row has a widening (the EWMA of the returns so far), so its forecasts have intervals,
+    not NaN quantiles."""
+    bars = {"A": frame(0, 400, 1), "B": frame(0, 400, 2)}
+    splits = make_splits(bars, 50, 50)
+    trained = build_windows(bars, 10, 3, splits, target_scale="ticker", vol_halflife=30)
+    short = {"A": bars["A"], "B": bars["B"].iloc[-15:]}
+    ws = build_windows(short, 10, 3, splits, trained.scalers, trained.tickers, target_scale="ticker", vol_halflife=30)
+    b = ws.names.index("B")
+    vol = ws.vol[ws.offsets[b] : ws.offsets[b + 1]]
+    assert len(vol) == 14 and np.isfinite(vol).all() and (vol > 0).all()
+    first_return = np.log(bars["B"]["close"].iloc[-14] / bars["B"]["close"].iloc[-15])
+    assert vol[0] == pytest.approx(abs(first_return) / ws.scalers["B"].ret_std)  # the EWMA of one return
+
+
 def test_batches_are_gathered_from_the_stacked_rows():
     bars = {"A": frame(0, 400, 1), "B": frame(200, 400, 2)}
     splits = make_splits(bars, 50, 50)
