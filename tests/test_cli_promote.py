@@ -210,6 +210,23 @@ def test_prune_keeps_the_newest_runs_of_the_name_and_the_one_it_names(tmp_path):
     ]
 
 
+def test_prune_orders_the_runs_made_in_one_second_by_their_number_not_as_text(tmp_path):
+    """Eleven retrains in the same second get -2 ... -11 after the stamp: runs_of lists them in
+    the order they were made (-2 before -10), so `retrain --keep 3` deletes the oldest eight and
+    keeps -9, -10 and -11, not -8, -9 and the first."""
+    runs = tmp_path / "runs"
+    stamp = "20260119-190000"
+    made = [f"prod-{stamp}"] + [f"prod-{stamp}-{n}" for n in range(2, 12)]
+    for name in reversed(made):  # the folder's listing order is no help
+        (runs / name).mkdir(parents=True)
+    (runs / "prod").symlink_to("prod-20260105-190000")  # a champion made earlier
+    (runs / "prod-20260105-190000").mkdir()
+    assert [p.name for p in registry.runs_of("prod", runs)] == ["prod-20260105-190000", *made]
+    result = registry.prune("prod", 3, runs)
+    assert [p.name for p in result.removed] == made[:-3]
+    assert sorted(p.name for p in runs.iterdir()) == sorted(["prod", "prod-20260105-190000", *made[-3:]])
+
+
 def test_training_into_a_promoted_name_is_refused(cli, runs, small_dir):
     assert cli("promote", runs / "alpha", "--name", "prod", "--runs-dir", runs).exit_code == 0
     args = ["--source", "csv", "--data-dir", small_dir, "--tickers", "STOCKA,STOCKB", "--lookback", "20"]
