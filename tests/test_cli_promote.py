@@ -227,6 +227,25 @@ def test_prune_orders_the_runs_made_in_one_second_by_their_number_not_as_text(tm
     assert sorted(p.name for p in runs.iterdir()) == sorted(["prod", "prod-20260105-190000", *made[-3:]])
 
 
+def test_prune_counts_a_run_json_without_a_status_as_finished(tmp_path):
+    """run.json of a run made before the status was recorded has none: it is a finished run,
+    pruned in its turn by age, not first like an interrupted challenger."""
+    runs = tmp_path / "runs"
+    status = {
+        "prod-20260105-190000": {"status": "complete"},
+        "prod-20260112-190000": {},  # an older run: no status
+        "prod-20260119-190000": {"status": "interrupted"},
+        "prod-20260126-190000": {"status": "complete"},
+    }
+    for name, extra in status.items():
+        (runs / name).mkdir(parents=True)
+        (runs / name / "run.json").write_text(json.dumps({"name": name, **extra}))
+    (runs / "prod").symlink_to("prod-20260126-190000")
+    result = registry.prune("prod", 2, runs)
+    assert [p.name for p in result.removed] == ["prod-20260119-190000", "prod-20260105-190000"]
+    assert [p.name for p in registry.runs_of("prod", runs)] == ["prod-20260112-190000", "prod-20260126-190000"]
+
+
 def test_training_into_a_promoted_name_is_refused(cli, runs, small_dir):
     assert cli("promote", runs / "alpha", "--name", "prod", "--runs-dir", runs).exit_code == 0
     args = ["--source", "csv", "--data-dir", small_dir, "--tickers", "STOCKA,STOCKB", "--lookback", "20"]
