@@ -192,6 +192,30 @@ def test_evaluate_names_a_ticker_whose_data_end_before_the_test_split(cli, run_c
     assert res.exit_code == 1 and "end before the run's test split" in res.stderr
 
 
+def test_evaluate_forecasts_a_ticker_whose_last_bar_is_the_test_splits_first_session(
+    cli, run_copy, sample_dir, tmp_path
+):
+    """STOCKB's bars end on the test split's first session: the origin the session before has
+    an actual for its first step, so STOCKB is evaluated (one forecast) and not named as missing:
+    only bars that end before the split have no test window."""
+    data = tmp_path / "data"
+    data.mkdir()
+    test_start = run_meta(run_copy)["splits"]["test_start"]
+    (data / "STOCKA.csv").write_text((sample_dir / "STOCKA.csv").read_text())
+    b = pd.read_csv(sample_dir / "STOCKB.csv")
+    b[b["Date"] <= test_start].to_csv(data / "STOCKB.csv", index=False)
+    assert b.loc[b["Date"] <= test_start, "Date"].iloc[-1] == test_start
+    res = cli("evaluate", "--run", run_copy, "--data-dir", data, "--json")
+    assert res.exit_code == 0, res.stderr
+    assert "no test windows" not in res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["missing"] == {}
+    assert {r["ticker"] for r in doc["metrics"]} >= {"STOCKA", "STOCKB"}
+    pred = pd.read_csv(run_copy / "eval" / "predictions.csv")
+    b_rows = pred[pred["ticker"] == "STOCKB"]
+    assert len(b_rows) == 1 and b_rows["step"].iloc[0] == 1 and b_rows["date"].iloc[0] == test_start
+
+
 def test_evaluate_names_the_ticker_and_date_of_a_garch_baseline_without_a_fit(cli, sample_dir, tmp_path):
     """A ticker listed a year before the test split has too few returns for the garch fit:
     the warning names it and its first origin, not an index into its bars."""
