@@ -375,6 +375,26 @@ def test_latest_csv_that_cannot_be_replaced_is_named_with_the_file_that_was_writ
     assert dated.is_file() and (folder / "latest.csv").is_dir()
 
 
+def test_a_dated_file_that_cannot_be_written_leaves_latest_csv_as_it_was(cli, trained_run, tmp_path):
+    """The dated file goes first: when it cannot be written (here a folder stands in its place),
+    latest.csv still holds the earlier forecast, which a consumer can trace to its dated file,
+    and the error says that the earlier files are unchanged."""
+    out = tmp_path / "fc"
+    folder = out / trained_run.name
+    assert cli("predict", "--run", trained_run, "--out", out, "--as-of", "2024-07-03", "-q").exit_code == 0
+    before = (folder / "latest.csv").read_bytes()
+    assert b"2024-07-03" in before
+    (folder / "2024-12-31.csv").mkdir()
+    res = cli("predict", "--run", trained_run, "--out", out)
+    assert res.exit_code == EXIT_ERROR
+    [line] = error_lines(res)
+    assert "Traceback" not in res.stderr
+    assert f"cannot write forecasts to {folder / '2024-12-31.csv'}" in line
+    assert line.endswith("earlier forecast files are unchanged"), line
+    assert (folder / "latest.csv").read_bytes() == before
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
 def _stored_with_ten_bars_to_come(data, sym: str, monkeypatch) -> bytes:
     """``sym`` stored with 30 bars, Yahoo (every ticker) answering with 40; the stored file's bytes."""
     bars = make_bars("2024-01-02", 40)
