@@ -104,3 +104,32 @@ def test_coverage_is_nominal_again_once_the_scale_has_caught_up(regime):
         lo, _, hi = calibrated(q[k : k + 1], ws, origins[k : k + 1], tracked[k : k + 1])
         close = ws.close[origins[k]]
         np.testing.assert_allclose([row["p10"], row["p90"]], close * np.exp([lo[0, 0], hi[0, 0]]), rtol=1e-6)
+
+
+def test_predict_from_a_run_trained_long_ago_issues_the_intervals_evaluate_walks_forward(sample_dir, tmp_path):
+    """Years of bars, a run trained 150 sessions ago whose volatility half-lives (2 sessions) make
+    predict read only a short tail of them: the tail reaches back past the run's last bar, so the
+    catch-up of the interval scale sees every session since, and predict's p10 / p50 / p90 at an
+    origin are those evaluate's walk forward gives at the same origin."""
+    from support import tiny_overrides
+
+    from forecaster.evaluation import evaluate
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in sample_dir.glob("*.csv"):
+        rows = f.read_text().splitlines(keepends=True)
+        (data / f.name).write_text("".join(rows[:-150]))  # the data when the run was trained
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(data, **{"model.scale_halflife": 2, "intervals.vol_halflife": 2})
+    train(load_config(None, overrides), run_dir=run_dir)
+    for f in sample_dir.glob("*.csv"):
+        (data / f.name).write_bytes(f.read_bytes())  # the store caught up since
+    walked = evaluate(run_dir, jobs=1).predictions.astype({"origin": str})
+    as_of = sorted(walked["origin"].unique())[-10]  # 140 sessions after the run's last bar
+    report = predict(run_dir, as_of=as_of, out=tmp_path / "fc", offline=True, jobs=1)
+    assert report.exit_code == 0 and report.recalibrated == {"STOCKA": 140, "STOCKB": 140}
+    live = report.forecasts.merge(walked[walked["origin"] == as_of], on=["ticker", "step"], suffixes=("", "_walk"))
+    assert len(live) == 6  # two tickers, three steps
+    for q in ("p10", "p50", "p90"):
+        np.testing.assert_allclose(live[q], live[f"{q}_walk"], rtol=1e-9)
