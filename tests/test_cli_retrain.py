@@ -256,6 +256,67 @@ def test_a_challenger_with_the_same_medians_and_worse_intervals_is_refused_for_i
     assert float(mine) > float(theirs)
 
 
+def _compare_rigged(small_run, small_dir, monkeypatch, *, champion=None, challenger=None):
+    """retraining.compare of the champion with itself renamed "challenger", each one's walk
+    forward changed by ``champion(pred)`` / ``challenger(pred)``: two runs whose forecasts
+    differ in a known way."""
+    real = retraining.walk_forward
+
+    def rigged(run, bars, **kw):
+        pred = real(run, bars, **kw).copy()
+        change = challenger if run.name == "challenger" else champion
+        return pred if change is None else change(pred)
+
+    monkeypatch.setattr(retraining, "walk_forward", rigged)
+    champ = load_run(small_run)
+    chall = dataclasses.replace(champ, manifest=champ.manifest.model_copy(update={"name": "challenger"}))
+    return retraining.compare(champ, chall, load_bars("csv", small_dir, ["STOCKA", "STOCKB"]))
+
+
+def _further_off(pred, by: float):
+    """The forecasts with p10 and p90 moved further from the actual by ``by`` (a share of
+    each): a higher pinball loss, whatever the intervals' coverage was."""
+    for q in ("p10", "p90"):
+        pred[q] -= by * pred[q] * np.sign(pred["actual"] - pred[q])
+    return pred
+
+
+def test_a_challenger_with_significantly_larger_median_errors_is_refused_though_its_pinball_is_lower(
+    small_run, small_dir, monkeypatch
+):
+    """The challenger's intervals are much closer to the actuals than the champion's (its pinball
+    loss is lower), but every median of it is 1 % further from the actual: the Diebold-Mariano
+    test finds its errors significantly larger, and the champion stays, the reason saying so."""
+
+    def worse_medians(pred):
+        pred["p50"] += 0.01 * pred["p50"] * np.sign(pred["p50"] - pred["actual"])
+        return pred
+
+    c = _compare_rigged(
+        small_run, small_dir, monkeypatch, champion=lambda p: _further_off(p, 0.1), challenger=worse_medians
+    )
+    assert c.challenger.pinball < c.champion.pinball and c.challenger.mae > c.champion.mae
+    assert c.dm_pvalue < c.alpha
+    assert not c.promote
+    assert f"challenger is not promoted, {c.champion.run} stays (significantly larger errors at 0.05): " in c.reason
+
+
+def test_a_challenger_not_significantly_worse_is_promoted(small_run, small_dir, monkeypatch):
+    """A challenger whose medians are a hair closer to the actuals and whose intervals are a hair
+    less far off: nothing says it is worse (DM p far above alpha), so it is promoted."""
+
+    def a_hair_better(pred):
+        pred["p50"] += 0.001 * (pred["actual"] - pred["p50"])
+        return pred
+
+    c = _compare_rigged(
+        small_run, small_dir, monkeypatch, champion=lambda p: _further_off(p, 1e-4), challenger=a_hair_better
+    )
+    assert c.dm_pvalue > c.alpha and c.challenger.pinball <= c.champion.pinball
+    assert c.promote
+    assert c.reason.startswith(f"challenger is promoted over {c.champion.run}: pinball ")
+
+
 def test_an_interrupted_retrain_says_where_the_name_points_and_to_retrain_again(cli, runs, monkeypatch):
     """`kill` while the challenger trains: exit 130, the name untouched, and the line says so
     and what to do: retrain again, not `train --resume` (which would never compare the two)."""
