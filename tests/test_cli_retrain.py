@@ -317,6 +317,26 @@ def test_a_challenger_not_significantly_worse_is_promoted(small_run, small_dir, 
     assert c.reason.startswith(f"challenger is promoted over {c.champion.run}: pinball ")
 
 
+def test_a_challenger_with_a_forecast_that_is_not_finite_is_never_promoted(small_run, small_dir, monkeypatch):
+    """One p90 of the challenger overflowed to inf: it is not promoted, and the reason says its
+    forecasts are not finite, even against a champion one of whose p90 overflowed too (both
+    pinball losses infinite, so they compare as equal, and the medians are the same)."""
+
+    def one_p90_overflowed(row: int):
+        def change(pred):
+            pred.loc[pred.index[row], "p90"] = np.inf
+            return pred
+
+        return change
+
+    c = _compare_rigged(
+        small_run, small_dir, monkeypatch, champion=one_p90_overflowed(0), challenger=one_p90_overflowed(-1)
+    )
+    assert c.champion.pinball == c.challenger.pinball == np.inf
+    assert not c.promote
+    assert c.reason == f"challenger is not promoted, {c.champion.run} stays: some of its forecasts are not finite"
+
+
 def test_an_interrupted_retrain_says_where_the_name_points_and_to_retrain_again(cli, runs, monkeypatch):
     """`kill` while the challenger trains: exit 130, the name untouched, and the line says so
     and what to do: retrain again, not `train --resume` (which would never compare the two)."""
