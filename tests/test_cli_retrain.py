@@ -337,6 +337,35 @@ def test_a_challenger_with_a_forecast_that_is_not_finite_is_never_promoted(small
     assert c.reason == f"challenger is not promoted, {c.champion.run} stays: some of its forecasts are not finite"
 
 
+def test_the_dm_p_value_is_that_of_the_errors_of_each_ticker_and_step_in_origin_order(
+    small_run, small_dir, monkeypatch
+):
+    """The p-value compared with alpha is the Diebold-Mariano test of the two runs' median
+    errors with h = the horizon (3): the errors of a ticker's step run in origin order, so the
+    autocorrelation of overlapping h-step errors is that of consecutive forecasts of one step."""
+    from forecaster.metrics import diebold_mariano
+
+    rng = np.random.default_rng(0)
+
+    def noisy(pred):
+        pred["p50"] *= np.exp(rng.normal(0.0, 0.005, len(pred)))
+        return pred
+
+    c = _compare_rigged(small_run, small_dir, monkeypatch, challenger=noisy)
+    assert load_run(small_run).config.window.horizon == 3
+
+    def p_value(order, h):
+        fc = c.forecasts.sort_values(order, kind="mergesort")
+        actual = fc["actual_a"].to_numpy(dtype=float)
+        return diebold_mariano(actual - fc["p50_a"].to_numpy(), actual - fc["p50_b"].to_numpy(), h=h)[1]
+
+    expected = p_value(["ticker", "step", "origin"], 3)
+    assert c.dm_pvalue == pytest.approx(expected, rel=1e-12, abs=0)
+    # and the order and the horizon matter to it
+    assert expected != pytest.approx(p_value(["ticker", "origin", "step"], 3), rel=1e-6)
+    assert expected != pytest.approx(p_value(["ticker", "step", "origin"], 1), rel=1e-6)
+
+
 def test_an_interrupted_retrain_says_where_the_name_points_and_to_retrain_again(cli, runs, monkeypatch):
     """`kill` while the challenger trains: exit 130, the name untouched, and the line says so
     and what to do: retrain again, not `train --resume` (which would never compare the two)."""
