@@ -128,3 +128,14 @@ def test_naive_is_the_close_to_the_bit_so_a_dm_test_against_it_sees_no_differenc
     actual = close[np.minimum(origins[:, None] + np.arange(1, 6), 599)]
     gate_shut = close[origins, None] * np.exp(np.zeros((len(origins), 5)))  # how evaluate prices it
     assert all(math.isnan(p) for p in diebold_mariano((actual - gate_shut)[:, 4], (actual - fc)[:, 4], h=5))
+
+
+@pytest.mark.parametrize(("back", "counted"), [(250, True), (251, False)])
+def test_mean_by_default_averages_the_last_250_returns(back, counted):
+    """The README's mean baseline: the mean log return of the last 250 sessions. A single +10 %
+    day 250 returns before the origin moves the forecast; one 251 returns back does not."""
+    close = np.full(401, 100.0)
+    close[401 - back :] = 110.0  # the return ending at session 401 - back is the jump
+    out = mean(close, np.array([400]), 2)
+    drift_per_step = math.log(1.1) / 250 if counted else 0.0
+    np.testing.assert_allclose(out[0], 110.0 * np.exp(drift_per_step * np.array([1, 2])), rtol=1e-12)
