@@ -414,3 +414,52 @@ print("ok")
         [sys.executable, "-c", code, str(tmp_path / "t.png")], capture_output=True, text=True, env=env, timeout=240
     )
     assert res.returncode == 0 and res.stdout == "ok\n", res.stderr[-2000:]
+
+
+def test_hist_by_default_reads_the_h_step_returns_of_the_last_500_sessions():
+    """The README's hist: the quantiles of the returns of the last 500 sessions. Wild returns
+    300 to 450 sessions before the origin widen the bounds; the calm ones before them do not."""
+    rng = np.random.default_rng(11)
+    returns = rng.normal(0, 0.002, 1000)
+    returns[550:700] = rng.normal(0, 0.05, 150)  # sessions 551 to 700
+    close = 100 * np.exp(np.concatenate(([0.0], np.cumsum(returns))))
+    got = hist(close, np.array([1000]), 1)[0, 0]
+    expected = np.quantile(returns[-500:], [0.1, 0.9])  # the returns ending at sessions 501 .. 1000
+    np.testing.assert_allclose(np.log(got[[0, 2]] / close[1000]), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize(("name", "needs"), [("hist", HIST_MIN_RETURNS), ("ewma", 20)])
+def test_hist_needs_50_returns_before_an_origin_and_ewma_20(name, needs):
+    """The README: hist needs 50 returns before an origin and ewma 20; with one fewer the
+    bounds are empty (NaN), while the median is always the last close."""
+    assert HIST_MIN_RETURNS == 50
+    close = _prices(200, seed=12)
+    out = PROBABILISTIC_BASELINES[name](close, np.array([needs - 1, needs]), 2)  # origin o: o returns
+    assert np.isnan(out[0, :, [0, 2]]).all()
+    assert np.isfinite(out[1, 0]).all() and out[1, 0, 0] < out[1, 0, 1] < out[1, 0, 2]
+    np.testing.assert_array_equal(out[:, :, 1], naive(close, np.array([needs - 1, needs]), 2))
+
+
+def test_garch_by_default_fits_at_most_2000_returns_and_refits_every_250_origins(monkeypatch, caplog):
+    """The README's garch: fitted at the first origin on at most the 2,000 returns before it,
+    and fitted again every 250 origins; with fewer than 250 returns before an origin, no fit."""
+    fits = []
+
+    def recording_fit(sample, start=None):
+        fits.append(len(sample))
+        return None  # no fit: the EWMA variance, which is all this test needs
+
+    monkeypatch.setattr(baselines, "fit_garch", recording_fit)
+    close = _prices(2900, seed=13)
+    with caplog.at_level(logging.WARNING, logger="forecaster"):
+        garch(close, np.arange(2300, 2800), 1)  # blocks from origins 2300 and 2550
+        assert fits == [2000, 2000]
+        fits.clear()
+        garch(close, np.array([1200]), 1)
+        assert fits == [1200]
+        fits.clear()
+        garch(close, np.array([249, 250]), 1)  # 249 returns: too few; the block's first origin decides
+        assert fits == []
+        garch(close, np.array([250]), 1)
+        assert fits == [250]
+    assert "GARCH: 249 returns before origin 249 are too few for a fit (it needs 250); using EWMA" in caplog.text
