@@ -205,3 +205,17 @@ def test_a_missing_volume_reads_as_no_change_in_volume():
     dvol = make_arrays(clean).features[:, FEATURES.index("dvol")]  # row t - 1 is bar t's change
     assert dvol[[0, 9, 10, 11, 28]].tolist() == [0.0] * 5
     assert np.abs(dvol).max() <= np.log(5000 / 1000) + 1e-9  # no more than the file's own volumes move
+
+
+def test_each_rows_range_and_prices_are_its_own_sessions():
+    """Row t - 1 of the arrays is bar t: its range is that day's high over low (not the day
+    before's), and its close and log close are that day's, the ones the forecasts start from."""
+    df = bars(30)
+    df.iloc[10, df.columns.get_loc("high")] = df["close"].iloc[10] * 1.10  # one wide day
+    a = make_arrays(df)
+    want = np.log(df["high"].to_numpy()[1:] / df["low"].to_numpy()[1:])
+    np.testing.assert_allclose(a.features[:, FEATURES.index("range")], want, rtol=1e-12)
+    assert a.features[9, FEATURES.index("range")] == pytest.approx(np.log(1.10 / 0.98))
+    np.testing.assert_array_equal(a.dates, df.index.to_numpy()[1:])
+    np.testing.assert_array_equal(a.close, df["close"].to_numpy()[1:])
+    np.testing.assert_allclose(a.log_close, np.log(df["close"].to_numpy()[1:]), rtol=1e-15)
