@@ -219,3 +219,29 @@ def test_each_rows_range_and_prices_are_its_own_sessions():
     np.testing.assert_array_equal(a.dates, df.index.to_numpy()[1:])
     np.testing.assert_array_equal(a.close, df["close"].to_numpy()[1:])
     np.testing.assert_allclose(a.log_close, np.log(df["close"].to_numpy()[1:]), rtol=1e-15)
+
+
+def test_the_weekday_is_on_a_five_day_circle_friday_next_to_monday():
+    """Monday is (sin 0, cos 1), and Friday lies as close to Monday as Tuesday does: the
+    network sees the weekend as one step, as a 7-day circle would not have it."""
+    from forecaster.features import dow_features
+
+    week = dow_features(pd.bdate_range("2024-01-08", periods=5).to_numpy())  # Monday to Friday
+    np.testing.assert_allclose(week[0], [0.0, 1.0], atol=1e-15)
+    step = np.linalg.norm(np.diff(week, axis=0), axis=1)
+    np.testing.assert_allclose(step, np.linalg.norm(week[4] - week[0]), rtol=1e-12)
+    np.testing.assert_allclose(week[2], [np.sin(4 * np.pi / 5), np.cos(4 * np.pi / 5)], rtol=1e-12)
+
+
+def test_the_scaler_records_the_return_std_and_leaves_a_constant_column_unscaled():
+    """ret_std, the unit of the network's targets, is the std of the one-session returns (the
+    first feature). A column constant in training (volume never changed) keeps std 1, so a
+    later move of it enters as it is instead of as a 1e12-sigma input."""
+    f = make_arrays(bars(200)).features.copy()
+    f[:, FEATURES.index("dvol")] = 0.0
+    sc = Scaler.fit(f)
+    assert sc.ret_std == pytest.approx(f[:, 0].std(), rel=1e-12)
+    assert sc.std[FEATURES.index("dvol")] == 1.0
+    later = f[:3].copy()
+    later[:, FEATURES.index("dvol")] = 0.5
+    np.testing.assert_allclose(sc.transform(later)[:, FEATURES.index("dvol")], 0.5)
