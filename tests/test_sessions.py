@@ -388,3 +388,46 @@ def test_a_forecast_as_of_a_day_the_calendar_holds_is_dated_after_its_data_ends(
     assert (warn, note) == (False, "last bar 1993-05-28, the last session up to --as-of 1993-05-30")
     with pytest.raises(ConfigError, match=f"only has sessions up to {last.date()}"):
         _age_note(pd.Timestamp("1993-05-28"), None, later, "XSHG")
+
+
+# --- dates of today and of the future ---------------------------------------------------------
+
+
+def test_a_day_already_begun_east_of_utc_is_not_in_the_future():
+    """At 10:00 UTC it is already tomorrow at UTC+14 (Kiritimati): an --as-of of that day, or a
+    bar dated on it, is not from the future; the day after is, and so is that day at 09:59."""
+    from forecaster.sessions import dated_after_today, latest_possible_day, parse_day
+
+    at_ten = pd.Timestamp("2025-01-02 10:00", tz="UTC")
+    assert latest_possible_day(at_ten) == ts("2025-01-03")
+    assert latest_possible_day(at_ten - pd.Timedelta(minutes=1)) == ts("2025-01-02")
+    assert parse_day("2025-01-03", "--as-of", now=at_ten) == ts("2025-01-03")
+    with pytest.raises(ConfigError, match="--as-of 2025-01-03 is in the future"):
+        parse_day("2025-01-03", "--as-of", now=at_ten - pd.Timedelta(minutes=1))
+    with pytest.raises(ConfigError, match="--since 2025-01-04 is in the future"):
+        parse_day("2025-01-04", "--since", now=at_ten)
+    bars = pd.DatetimeIndex(dates("2025-01-02", "2025-01-03"))
+    assert dated_after_today(bars, at_ten) is None
+    late = bars.append(pd.DatetimeIndex(dates("2025-01-04", "2025-02-01")))
+    assert dated_after_today(late, at_ten) == "2 bar(s) dated after today, from 2025-01-04 to 2025-02-01"
+
+
+def test_a_tz_aware_date_east_of_utc_keeps_its_wall_date():
+    """The morning of 2025-12-24 in Tokyo is still 12-23 in UTC: the date is the 24th, whose
+    next session is the 26th (not the 24th, as the UTC date would give)."""
+    tokyo = pd.Timestamp("2025-12-24 08:00", tz="Asia/Tokyo")
+    assert list(next_sessions(tokyo, 1)) == dates("2025-12-26")
+    assert sessions_after_count(tokyo, "2025-12-26") == 1
+    assert list(sessions_in_range(tokyo, tokyo)) == dates("2025-12-24")
+
+
+def test_bars_outside_a_calendars_holiday_data_are_not_called_non_sessions():
+    """Shanghai's holiday data start on 1990-12-03: a bar of 1990-11-30 cannot be judged and is
+    not named, while a Saturday bar inside the data is."""
+    from forecaster.sessions import not_sessions
+
+    first, _ = sessions_module._bounds("XSHG")
+    assert first == ts("1990-12-03")  # the data this test is written for
+    bars = pd.DatetimeIndex(dates("1990-11-29", "1990-11-30", "1990-12-03", "1990-12-08", "1990-12-10"))
+    assert list(not_sessions(bars, "XSHG")) == dates("1990-12-08")
+    assert list(not_sessions(bars[:2], "XSHG")) == []
