@@ -282,3 +282,91 @@ def test_interval_verdict_says_a_baseline_with_a_loss_of_zero_leaves_no_ratio():
     assert "h=1: hist's pinball loss is 0 (its bounds held every actual: the price did not move)" in sentence
     assert "nan" not in sentence
     assert "h=2: pinball 0.900x hist's (DM p=0.010)" in sentence
+
+
+@pytest.mark.parametrize(("slope", "flagged"), [(1.03, True), (1.3, False), (0.7, False)])
+def test_lag_detector_flags_only_a_slope_within_005_of_one(slope, flagged):
+    """A median whose moves are exactly 1.3 (or 0.7) times the last close's is fully explained by
+    it (R^2 = 1) but is no copy of it: it extrapolates (or damps) the move. Only a slope within
+    0.05 of 1 is the last value shifted forward."""
+    lag = lag_report(_pred(lambda last, actual: slope * last - (slope - 1) * 100.0))
+    assert lag.loc[0, "slope"] == pytest.approx(slope, rel=1e-9) and lag.loc[0, "r2"] == pytest.approx(1.0)
+    assert bool(lag.loc[0, "copies_last_value"]) is flagged
+
+
+def test_mase_divides_by_the_naive_error_over_the_training_split(trained_run, sample_dir):
+    """MASE's denominator is each ticker's one-step naive MAE over its training split (bars
+    before the validation split), not over the validation split too."""
+    from forecaster.baselines import naive_scale
+    from forecaster.evaluation import DataSource, backtest
+
+    run = load_run(trained_run)
+    done = backtest(run, run.names, DataSource("csv", sample_dir), None)
+    bars = load_bars("csv", sample_dir, run.names)
+    val_start = pd.Timestamp(run.splits().val_start)
+    for sym, df in bars.items():
+        train = df["close"][df.index < val_start].to_numpy()
+        assert done.mase_scale[sym] == pytest.approx(naive_scale(train), rel=1e-12)
+        assert done.mase_scale[sym] != pytest.approx(
+            naive_scale(df["close"][df.index < pd.Timestamp(run.splits().test_start)].to_numpy()), rel=1e-9
+        )
+        p = done.predictions[(done.predictions["ticker"] == sym) & (done.predictions["step"] == 1)]
+        m = done.metrics.set_index(["ticker", "model", "step"]).loc[(sym, "naive", 1)]
+        assert m["mase"] == pytest.approx(np.mean(np.abs(p["actual"] - p["naive"])) / naive_scale(train), rel=1e-9)
+
+
+def test_a_ticker_whose_bars_end_on_the_split_start_is_called_too_few_not_ended():
+    """Bars that end on the test split's first session reach into it: the message says they are
+    too few for one forecast with an actual, not that they end before the split."""
+    from types import SimpleNamespace
+
+    from forecaster.evaluation import TOO_FEW, _no_origin
+
+    run = SimpleNamespace(config=SimpleNamespace(window=SimpleNamespace(lookback=20)))
+    why = {"reason": TOO_FEW, "last_date": "2024-07-01", "split_start": "2024-07-01"}
+    said = _no_origin("X", why, run)
+    assert said.startswith("its bars (to 2024-07-01) are too few for one forecast with an actual")
+    assert "22 bars" in said
+    why["last_date"] = "2024-06-28"
+    assert _no_origin("X", why, run) == "its bars end 2024-06-28, before the test split starts (2024-07-01)"
+
+
+def test_the_runs_garch_fit_serves_only_origins_it_would_have_been_made_for(trained_run, sample_dir):
+    """The fit made at training is used for the test origins when it was made at the first one,
+    on its close, and no refit falls due among them (250 origins); otherwise the baseline fits
+    itself, as it would without the run's fit."""
+    from forecaster.baselines import GARCH_REFIT_EVERY, GarchParams
+    from forecaster.evaluation import _same_fit
+
+    run = load_run(trained_run)
+    ws = run.windows(load_bars("csv", sample_dir, run.names))
+    ends = ws.origins("test")
+    sym = ws.tickers[0]
+    mine = ends[ws.ticker_id[ends] == ws.names.index(sym)]
+    fit = run.manifest.tickers[sym].garch
+    got = _same_fit(fit, ws, mine)
+    assert got == GarchParams(fit.omega, fit.alpha, fit.gamma, fit.beta, fit.nu)
+    longer = int(mine.min()) + np.arange(GARCH_REFIT_EVERY + 1)
+    assert _same_fit(fit, ws, longer[:GARCH_REFIT_EVERY]) == got
+    assert _same_fit(fit, ws, longer) is None  # a refit due at the 251st origin
+    assert _same_fit(fit, ws, mine[1:]) is None  # made at another origin
+    assert _same_fit(fit.model_copy(update={"close": fit.close * 1.01}), ws, mine) is None  # on other bars
+
+
+def test_lag_detector_does_not_flag_a_median_with_moves_of_its_own():
+    """A median that moves one for one with the last close on average (slope 1) but has moves
+    of its own as large as half the close's variance (R^2 = 2/3) carries information beyond
+    the last value: only R^2 > 0.95 with a slope near 1 is called a copy."""
+
+    def own_moves(last, actual):
+        d = np.diff(last)
+        e = np.random.default_rng(5).normal(0, 1, d.size)
+        x = np.column_stack((np.ones_like(d), d))
+        e -= x @ np.linalg.lstsq(x, e, rcond=None)[0]  # uncorrelated with the close's moves
+        e *= np.sqrt(0.5 * d.var() / e.var())
+        return last[0] + np.concatenate(([0.0], np.cumsum(d + e)))
+
+    lag = lag_report(_pred(own_moves))
+    assert lag.loc[0, "slope"] == pytest.approx(1.0, rel=1e-9)
+    assert lag.loc[0, "r2"] == pytest.approx(2 / 3, rel=1e-9)
+    assert not bool(lag.loc[0, "copies_last_value"])
