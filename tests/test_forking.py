@@ -95,6 +95,34 @@ def test_plan_without_phase_cuts_from_the_start_of_each_run():
         plan_chunks(np.arange(3), np.zeros(3, np.int64), 0)
 
 
+def test_each_epoch_cuts_a_run_of_origins_at_other_rows():
+    """The cuts move from epoch to epoch: over the epochs the first chunk of a run is every
+    length from 1 to ``chunk`` origins, so a stretch (and the burn-in before it) starts at
+    other rows, not at the same ``chunk``-aligned rows every epoch."""
+    tid = np.zeros(200, np.int64)
+    origins = np.arange(20, 120)
+    gen = torch.Generator().manual_seed(0)
+    firsts = set()
+    for _ in range(40):
+        plan = epoch_chunks(origins, tid, 4, gen)
+        assert plan.origins == len(origins)
+        firsts.add(int(plan.count[plan.start == 20][0]))
+    assert firsts == {1, 2, 3, 4}
+
+
+def test_an_epochs_chunks_are_trained_in_a_shuffled_order_not_ticker_after_ticker():
+    """A step takes chunks from anywhere in the training split: an epoch's chunks are not in
+    row order (one ticker's history after another's, oldest first), and the same generator
+    state gives the same order (a resumed run trains as the straight one)."""
+    tid = np.repeat([0, 1, 2], 100)
+    origins = np.concatenate([np.arange(10, 90), np.arange(110, 190), np.arange(210, 290)])
+    plan = epoch_chunks(origins, tid, 8, torch.Generator().manual_seed(3))
+    again = epoch_chunks(origins, tid, 8, torch.Generator().manual_seed(3))
+    np.testing.assert_array_equal(plan.start, again.start)
+    assert not (np.diff(plan.start) > 0).all()
+    assert set(tid[plan.start[: len(plan) // 3]]) == {0, 1, 2}  # every ticker early in the epoch
+
+
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("strategy", ["direct", "recursive"])
 def test_each_origin_sees_the_rows_a_window_from_the_stretch_start_would(cell, strategy):
@@ -454,3 +482,22 @@ def test_nan_inputs_stop_forking_training_with_a_clear_error(sample_dir):
     ws.x[:] = np.nan
     with pytest.raises(TrainingError, match="loss became nan"):
         list(fit(new_model(cfg, ws), ws, cfg, torch.device("cpu"), ws.ends("train"), ws.ends("val")))
+
+
+def test_a_short_chunks_loss_counts_only_its_real_origins(sample_dir):
+    """A chunk of 5 origins in a stretch made for 16 has the loss of those 5 origins alone (as
+    with --chunk 5): the positions after its last origin, zeros in the batch, are no part of it."""
+    from forecaster.forking import Chunks
+
+    losses = []
+    for chunk in (16, 5):
+        cfg, ws, trainer = _trainer(sample_dir, "forking", **{"train.chunk": chunk, "train.batch_size": 16})
+        trainer.model.eval()
+        starts = ws.ends("train")[[0, 40]]
+        items = Chunks(starts.astype(np.int64), np.array([5, 5], np.int64))
+        q = torch.tensor(cfg.model.quantiles)
+        with torch.no_grad():
+            loss, n = trainer._loss(items, q)
+        assert n == 10
+        losses.append(float(loss))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
