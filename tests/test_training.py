@@ -145,6 +145,54 @@ def test_early_stopping_restores_the_best_epoch(sample_dir):
     assert now != pytest.approx(recs[-1].val_loss, rel=1e-5)  # the best weights, not the last ones
 
 
+def test_an_epoch_within_the_least_improvement_of_the_best_neither_keeps_its_weights_nor_resets_patience(
+    sample_dir, monkeypatch
+):
+    """Two epochs that beat the first by less than MIN_IMPROVEMENT (float noise) are no
+    progress: training stops ``patience`` epochs after the first, and the model left holds the
+    first epoch's weights, those run.json names as the best epoch's."""
+    from forecaster.training import MIN_IMPROVEMENT, Trainer
+
+    losses = iter([0.3, 0.3 - MIN_IMPROVEMENT / 2, 0.3 - MIN_IMPROVEMENT / 2, 0.2, 0.1])
+    monkeypatch.setattr(Trainer, "_val_loss", lambda self, ends: next(losses))
+    cfg, ws = _setup(sample_dir, **{"train.epochs": 5, "train.patience": 2})
+    model = new_model(cfg, ws)
+    after = []  # the weights at the end of each epoch
+    for _ in fit(model, ws, cfg, torch.device("cpu"), ws.ends("train"), ws.ends("val")):
+        after.append({k: v.clone() for k, v in model.state_dict().items()})
+    assert len(after) == 3  # epoch 1, then two epochs without progress
+    assert any(not torch.equal(after[0][k], after[2][k]) for k in after[0])  # the epochs did train
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, after[0][k], rtol=0, atol=0)
+
+
+def test_the_learning_rate_halves_after_half_the_patience_without_progress(sample_dir, monkeypatch):
+    """With --patience 6 and a validation loss that never improves, epochs 1 to 5 train at
+    --lr and epoch 6 at half of it: the rate halves once more than 3 (patience // 2) epochs after
+    the best have not beaten it, and history.csv's lr is the rate the epoch trained at."""
+    from forecaster.training import Trainer
+
+    monkeypatch.setattr(Trainer, "_val_loss", lambda self, ends: 0.5)
+    cfg, ws = _setup(sample_dir, **{"train.epochs": 6, "train.patience": 6, "train.lr": 0.004})
+    recs = list(fit(new_model(cfg, ws), ws, cfg, torch.device("cpu"), ws.ends("train"), ws.ends("val")))
+    assert [r.lr for r in recs] == pytest.approx([0.004] * 5 + [0.002], rel=1e-12)
+
+
+def test_a_validation_loss_that_is_not_a_number_stops_training_with_a_clear_error(sample_dir, monkeypatch):
+    """Finite training steps but a NaN validation loss: training stops at that epoch naming it,
+    rather than going on with an epoch that can never count as the best."""
+    from forecaster.training import Diverged, Trainer
+
+    losses = iter([0.3, math.nan, 0.2])
+    monkeypatch.setattr(Trainer, "_val_loss", lambda self, ends: next(losses))
+    cfg, ws = _setup(sample_dir, **{"train.epochs": 3})
+    seen = []
+    with pytest.raises(Diverged, match="validation loss became nan at epoch 2"):
+        for rec in fit(new_model(cfg, ws), ws, cfg, torch.device("cpu"), ws.ends("train"), ws.ends("val")):
+            seen.append(rec.epoch)
+    assert seen == [1]
+
+
 def test_validation_shared_among_threads_gives_the_same_loss_to_the_last_bit(sample_dir, torch_one_thread):
     import threading
 
