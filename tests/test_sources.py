@@ -325,6 +325,14 @@ def test_csv_is_not_sorted_or_repaired_here(tmp_path):
             "date,open,high,low,close,volume\n2024-01-02,1,1,1,1,1,7,8\n",
             "line 2 has more fields than the header (8 of 6)",
         ),
+        (  # every price column is needed; only volume may be left out
+            "date,high,low,close,volume\n2024-01-02,1,1,1,1\n",
+            "missing column(s) open (found: date, high, low, close, volume)",
+        ),
+        (  # a mistyped year in a file the careful reader reads (a space after a comma)
+            "date,open,high,low,close,volume\n2024-01-02,1,1,1,1,1\n2925-01-03, 1,1,1,1,1\n",
+            "date '2925-01-03' (line 3) is outside the years 1678-2261 that a date can take; a mistyped year?",
+        ),
         (
             "date,open,high,low,close,volume\n2024-01-02,1,1,1,1,1\n2024-01-02,1,1,1,1,1,7\n",
             "line 3 has more fields than the header (7 of 6)",
