@@ -739,3 +739,58 @@ def test_a_heartbeat_that_cannot_be_written_is_one_warning_line(caplog, capsys):
         "a trial's heartbeat could not be written to the study storage: (sqlite3.OperationalError) database is locked"
     ]
     assert threading.excepthook is not None and capsys.readouterr().err == ""
+
+
+# ---------------------------------------------------------------------------- values and the best trial
+
+
+def test_a_trials_value_is_its_best_epochs_validation_loss_not_its_last(small_dir, tmp_path, monkeypatch):
+    """A trial whose validation loss rose after its best epoch is worth that best epoch (the
+    weights its run keeps), in trials.csv and best.toml's header; best.toml has no [tune] table
+    (a storage URL's password never reaches a train config)."""
+    from forecaster.training import Trainer
+
+    losses = iter([0.3, 0.2, 0.4])
+    monkeypatch.setattr(Trainer, "_val_loss", lambda self, ends: next(losses))
+    cfg = _cfg(small_dir, **{"tune.trials": 1, "train.epochs": 3, "train.patience": 5})
+    res = tune(cfg, root=tmp_path)
+    assert list(res.trials["value"]) == [pytest.approx(0.2)] and res.best.value == pytest.approx(0.2)
+    text = (tmp_path / "t" / "best.toml").read_text()
+    assert "validation pinball loss 0.2." in text
+    assert "tune" not in tomllib.loads(text)
+
+
+def test_the_best_trial_is_the_completed_one_of_the_lowest_value_the_first_of_a_tie(small_dir, tmp_path):
+    """best.toml and --train-best take the completed trial of the lowest validation loss; of two
+    alike, the earlier (a pruned trial, which has no value, is never it)."""
+    from optuna.distributions import IntDistribution
+
+    from forecaster.tuning import best_trial
+
+    config = _cfg(small_dir).model_dump(mode="json")
+
+    def trial(number, value, state=TrialState.COMPLETE):
+        tr = optuna.trial.create_trial(
+            state=state,
+            value=value,
+            params={"num_layers": 1 + number % 2},
+            distributions={"num_layers": IntDistribution(1, 2)},
+            user_attrs={"config": config},
+        )
+        tr.number = number
+        return tr
+
+    trials = [trial(0, 0.5), trial(1, 0.2), trial(2, 0.9), trial(3, 0.2), trial(4, None, TrialState.PRUNED)]
+    best = best_trial(trials, tmp_path / "best")
+    assert (best.number, best.value, best.params) == (1, 0.2, {"num_layers": 2})
+
+
+def test_an_integer_dimension_reaches_both_ends_of_its_range():
+    """``num_layers = [1, 2]`` in [tune.space] tries 1 and 2: the high end is in the range."""
+    from forecaster.tuning import suggest
+
+    dims = dict((d.name, (d, v)) for d, v in search_dims(load_config(None, {"tune.space.num_layers": [1, 2]})))
+    dim, values = dims["num_layers"]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = {suggest(study.ask(), dim, values) for _ in range(30)}
+    assert seen == {1, 2}
