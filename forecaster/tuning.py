@@ -651,8 +651,7 @@ def tune(
             "move the folder away, or give another --study name"
         )
     # what the search may make before its first trial: said, if an interrupt comes then
-    made = [Path(root)] + ([] if t.storage else [Path(root) / f"{t.study}.db"]) + [Path(root) / t.study]
-    made = [p for p in made if not p.exists()]
+    made = [p for p in ([] if t.storage else [Path(root) / f"{t.study}.db"]) + [Path(root) / t.study] if not p.exists()]
     with contextlib.ExitStack() as held:  # this process's number among those on the default storage file
         resolve_device(cfg.train.device)  # a device this machine lacks stops the search before a trial is recorded
         stage = f"while the bars were read or study {t.study} was opened"
@@ -680,7 +679,7 @@ def tune(
                 remove_abandoned_trial_dirs()
         except KeyboardInterrupt:
             nothing = TuneResult(study=t.study, storage=storage_label(url), trials=pd.DataFrame(), added=0, best=None)
-            if made := [str(p) for p in made if p.exists() and p != Path(root)]:  # the folder of studies aside
+            if made := [str(p) for p in made if p.exists()]:
                 kept = f"no trial was run ({' and '.join(made)} made for the study, without a trial, and kept)"
             else:
                 kept = "nothing was written"
