@@ -187,6 +187,7 @@ OVERRIDES = {
     "burn_in_dropout": "train.burn_in_dropout",
     "burn_in_ahead": "train.burn_in_ahead",
     "halves": "train.halves",
+    "checkpoint_every": "train.checkpoint_every",
     "threads": "train.threads",
     "run_dir": "run_dir",
 }
@@ -697,6 +698,16 @@ HalvesOpt = Annotated[
         show_default=False,
     ),
 ]
+CheckpointEveryOpt = Annotated[
+    float | None,
+    typer.Option(
+        min=0,
+        metavar="<seconds>",
+        help="Save a new run as a resumable checkpoint every this many seconds of training, so that a process "
+        "killed outright (kill -9, out of memory, a power cut) can be resumed from the last one with --resume "
+        "(default 60; 0: no checkpoints). A run already in --run-dir is only replaced once training ends.",
+    ),
+]
 ThreadsOpt = Annotated[
     int | None,
     typer.Option(
@@ -751,6 +762,7 @@ def train(
     burn_in_dropout: BurnInDropoutOpt = None,
     burn_in_ahead: BurnInAheadOpt = None,
     halves: HalvesOpt = None,
+    checkpoint_every: CheckpointEveryOpt = None,
     threads: ThreadsOpt = None,
     run_dir: Annotated[
         Path | None,
@@ -773,7 +785,8 @@ def train(
 
     Tickers come from --tickers, trailing arguments or the config file. The run directory holds
     model.safetensors, run.json and history.csv. Ctrl-C or SIGTERM saves a resumable run and
-    exits 130 (continue it with --resume).
+    exits 130 (continue it with --resume). A new run is also saved resumable every
+    --checkpoint-every seconds while it trains, for a process killed outright.
     """
     if resume is not None and run_dir is not None and _resolved(run_dir) != _resolved(resume):
         raise typer.BadParameter(

@@ -243,6 +243,13 @@ class TrainConfig(_Section):
         "before, from the weights before that step's update, on a second core where there is one (false: after "
         "the update, in turn)",
     )
+    checkpoint_every: float = Field(
+        60.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="seconds of training between the resumable checkpoints of a new run (or of the run resumed), "
+        "so that a process killed outright can be resumed from the last one (0: no checkpoints)",
+    )
 
 
 class PredictConfig(_Section):

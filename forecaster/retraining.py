@@ -176,6 +176,7 @@ def retrain(
                 lock_timeout=lock_timeout,
                 keep_diverged=False,
                 distributed=False,  # one process, whatever a job runner sets
+                checkpoints=False,  # a challenger cut short is trained again, never resumed
             )
             stage = "before the challenger was compared"
             chall = load_run(run_dir)

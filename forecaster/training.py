@@ -14,6 +14,7 @@ import os
 import platform
 import random
 import re
+import shutil
 import signal
 import threading
 import time
@@ -51,7 +52,15 @@ from .checkpoint import (
 from .config import COVERAGE, Config
 from .entry import stop_begun
 from .entry import stopping as stop_said
-from .errors import EXIT_INTERRUPTED, ConfigError, DataError, RunFormatError, TemporaryFailure, TrainingError
+from .errors import (
+    EXIT_INTERRUPTED,
+    ConfigError,
+    DataError,
+    RunFormatError,
+    RunWriteError,
+    TemporaryFailure,
+    TrainingError,
+)
 from .features import CALENDAR, FEATURES
 from .forking import Stretches, epoch_chunks, plan_chunks
 from .fsio import file_in_the_way, file_lock, not_a_folder, refuse_empty_folders
@@ -608,7 +617,7 @@ class Trainer:
             q = torch.tensor(self.cfg.model.quantiles, dtype=torch.float32, device=self.device)
             if self.snapshot is None:  # stopped inside the first epoch, a run resumes from its start
                 self.snapshot = self._capture()
-        while self.epoch < t.epochs and self.stale < t.patience:
+        while not self.finished:
             with torch.inference_mode(False):
                 rec = self._epoch(train_ends, val_ends, on_batch, pool, q)
             yield rec
@@ -693,6 +702,12 @@ class Trainer:
         norm = torch.linalg.vector_norm(self.grads)
         self.grads.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))
         return norm
+
+    @property
+    def finished(self) -> bool:
+        """Whether :meth:`epochs` has no epoch left to train (its budget spent, or stopped early)."""
+        t = self.cfg.train
+        return self.epoch >= t.epochs or self.stale >= t.patience
 
     def restore_best(self) -> None:
         if self.best_state is not None:
@@ -849,6 +864,7 @@ def train(
     resume: bool = False,
     keep_diverged: bool = True,
     distributed: bool = True,
+    checkpoints: bool = True,
 ) -> TrainResult:
     """Train one global model over ``cfg.data.tickers`` and write its run directory.
 
@@ -859,6 +875,10 @@ def train(
     run and raises :class:`Interrupted`; ``resume=True`` continues the run at ``run_dir``. A
     NaN loss raises :class:`Diverged`, after writing the best epoch before it as the run when
     ``keep_diverged`` (a tuning trial or a challenger, which only the finished run serves, do not).
+    Every ``train.checkpoint_every`` seconds a new run (or the run resumed) is saved as an
+    interrupted one, so that a process killed outright can be resumed from there
+    (:class:`_Checkpoints`); ``checkpoints=False`` saves none (a tuning trial, whose run goes; a
+    retrain's challenger, trained again rather than resumed).
     """
     if not isinstance(cfg, Config):
         raise TypeError(f"cfg must be a Config (from forecaster.load_config), not {type(cfg).__name__}")
@@ -873,7 +893,8 @@ def train(
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"tickers": tickers, "calendar": calendar})})
 
         def into(path: Path) -> TrainResult:
-            return _train(cfg, tickers, path, now, on_epoch, on_batch, lock_timeout, resume, keep_diverged, distributed)
+            how = (on_epoch, on_batch, lock_timeout, resume, keep_diverged, distributed, checkpoints)
+            return _train(cfg, tickers, path, now, *how)
 
         if run_dir is not None or cfg.run_dir is not None or not Dist(alone=not distributed).main:
             return into(Path(run_dir or cfg.run_dir or _default_run_dir(cfg, now)))
@@ -944,6 +965,7 @@ def _train(
     resume: bool,
     keep_diverged: bool,
     distributed: bool = True,
+    checkpoints: bool = True,
 ) -> TrainResult:
     """:func:`train` into ``run_dir``, its config checked (the other arguments are train's)."""
     check_run_target(run_dir)  # refused now, not once the epochs are spent
@@ -1002,7 +1024,9 @@ def _train(
     started = time.perf_counter() - seconds_before  # a resumed run counts the time it trained before
     manifest = None
     diverged = None
-    with lock, sigterm_as_interrupt():
+    every = (cfg.train.checkpoint_every or None) if checkpoints and dist.main else None  # 0: none
+    # entered once the lock is held: whether the folder holds something a checkpoint must not replace
+    with lock, sigterm_as_interrupt(), _Checkpoints(run_dir, every, resume) as saver:
         if resume and dist.main and path_identity(run_dir) != read_as:
             # another training wrote the run while this one waited for its lock (finished it, or
             # trained a new one there): the state read before would go on from a stale epoch
@@ -1010,12 +1034,19 @@ def _train(
                 f"{run_dir} was written by another training while this one waited for its lock; nothing was "
                 f"changed: run {resume_command(run_dir)} again to resume what is there now"
             )
+
+        def checkpoint() -> None:
+            seconds = time.perf_counter() - started
+            _save(run_dir, trainer, data, history, cfg, now, seconds, interrupted=True, origin=origin, keep=True)
+
         try:
             try:
                 for rec in trainer.epochs(data.ends["train"], data.ends["val"], on_batch=on_batch):
                     history.append(rec)
                     if on_epoch:
                         on_epoch(rec)
+                    if saver.due(trainer):
+                        saver.save(checkpoint)
             except Diverged as exc:  # a NaN loss: the last good checkpoint is kept, if there is one
                 if not keep_diverged:
                     raise
@@ -1458,19 +1489,80 @@ def _save(
     seconds: float,
     interrupted: bool = False,
     origin: Origin | None = None,
+    keep: bool = False,
 ) -> Manifest:
     """Write the run (and, when interrupted, the resume state beside it); ``origin``: the
-    tuning study that chose its configuration, kept from the run resumed."""
+    tuning study that chose its configuration, kept from the run resumed. An interrupted run's
+    weights are its best epoch's, which the trainer then holds too, unless ``keep`` (a
+    checkpoint, after which training goes on)."""
     resume = _resume_state(trainer, fitted_hashes(data.bars, data.splits.test_start)) if interrupted else None
-    if interrupted and trainer.best_state is not None:
-        trainer.model.load_state_dict(trainer.best_state)
-    weights = numpy_state(trainer.model)
+    best = trainer.best_state if interrupted else None
+    if best is not None and keep:
+        weights = {k: v.detach().cpu().float().numpy() for k, v in best.items()}
+    else:
+        if best is not None:
+            trainer.model.load_state_dict(best)
+        weights = numpy_state(trainer.model)
     calibration = None if interrupted else calibrate(weights, cfg, data)
     manifest = _manifest(run_dir, cfg, data, history, calibration, now, seconds, trainer, interrupted)
     if origin is not None:
         manifest = manifest.model_copy(update={"origin": origin})
     save_run(run_dir, weights, manifest, [r.as_row() for r in history], resume=resume)
     return manifest
+
+
+class _Checkpoints:
+    """Every ``every`` seconds of training (None: never), the run so far saved as an interrupted,
+    resumable one: a training killed outright (``kill -9``, out of memory, a power cut) resumes
+    from its last checkpoint rather than from nothing. Only into a folder that held nothing when
+    the training took its lock, or the run it resumes: a run that was there (one that forecasts
+    every day) stays until the new one replaces it whole. Entered with the run's lock held; left
+    by an error other than :class:`Interrupted` (whose own save replaces the checkpoint), a new
+    run's checkpoint is removed, the folder left as it was found."""
+
+    def __init__(self, run_dir: Path, every: float | None, resume: bool):
+        self.run_dir, self.every, self.resume = run_dir, every, resume
+        self.fresh = False  # the folder was absent or empty
+        self.existed = False
+        self.written = False
+        self.warned = False
+        self.last = 0.0
+
+    def __enter__(self) -> _Checkpoints:
+        self.existed = self.run_dir.is_dir()
+        self.fresh = not self.existed or not any(self.run_dir.iterdir())
+        if not (self.fresh or self.resume):
+            self.every = None
+        self.last = self._now()
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if kind is None or issubclass(kind, Interrupted) or not (self.written and self.fresh):
+            return
+        with suppress(OSError):
+            shutil.rmtree(self.run_dir)
+            if self.existed:
+                self.run_dir.mkdir()
+
+    def due(self, trainer: Trainer) -> bool:
+        """Whether to save now: the interval has passed and an epoch is still to come (the last
+        one's run is written whole right after)."""
+        return self.every is not None and not trainer.finished and self._now() - self.last >= self.every
+
+    def save(self, write: Callable[[], None]) -> None:
+        """``write`` the checkpoint; one that cannot be written is said once, and training goes on."""
+        try:
+            write()
+            self.written = True
+        except RunWriteError as exc:
+            if not self.warned:
+                log.warning("%s; training goes on, and a process killed now loses its epochs", exc)
+                self.warned = True
+        self.last = self._now()
+
+    @staticmethod
+    def _now() -> float:
+        return time.perf_counter()
 
 
 MIN_GARCH_FITS_PER_PROCESS = 50

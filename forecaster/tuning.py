@@ -391,6 +391,7 @@ class Objective:
                     on_epoch=PruningHook(trial, cfg.train.epochs, self.on_epoch),
                     keep_diverged=False,  # a trial that diverges fails: its run would go with it
                     distributed=False,  # each trial is one process, whatever a job runner sets
+                    checkpoints=False,  # its run goes with the trial: the study is what resumes
                 )
             except Interrupted:
                 raise KeyboardInterrupt from None  # the study marks the trial failed and stops

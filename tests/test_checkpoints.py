@@ -1,0 +1,251 @@
+"""A training's checkpoints: a new run saved resumable every ``train.checkpoint_every`` seconds,
+so that a process killed outright (SIGKILL, the out-of-memory killer, a power cut) resumes from
+its last one, and a run already in the folder is never replaced before training ends."""
+
+import logging
+import shutil
+import signal
+import time
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+from support import SLOW_TEST_TIMEOUT_S, run_meta, start_forecaster, tiny_overrides
+
+from forecaster import training
+from forecaster.config import load_config
+from forecaster.errors import RunWriteError
+from forecaster.training import train
+
+
+def _cfg(sample_dir, every, epochs=4, **extra):
+    return load_config(
+        None,
+        tiny_overrides(sample_dir, **{"train.epochs": epochs, "train.patience": 50, "train.checkpoint_every": every})
+        | extra,
+    )
+
+
+def _seen_at_each_epoch(run):
+    """An on_epoch hook recording, at each epoch's end, what the run folder's run.json says
+    (None: no run.json): a checkpoint made after epoch k is seen at epoch k + 1."""
+    seen = []
+
+    def hook(rec):
+        meta = run_meta(run) if (run / "run.json").is_file() else None
+        seen.append(None if meta is None else (meta["status"], meta["metrics"]["epochs_run"], meta["created_at"]))
+
+    return seen, hook
+
+
+def test_a_new_run_is_saved_resumable_after_each_epoch_while_it_trains(sample_dir, tmp_path):
+    run = tmp_path / "run"
+    seen, hook = _seen_at_each_epoch(run)
+    train(_cfg(sample_dir, 1e-6), run_dir=run, on_epoch=hook)
+    # epoch 1 sees nothing yet; epoch k sees the checkpoint of epoch k - 1
+    assert seen[0] is None
+    assert [s[:2] for s in seen[1:]] == [("interrupted", 1), ("interrupted", 2), ("interrupted", 3)]
+    # no checkpoint after the last epoch: the finished run is written whole instead
+    meta = run_meta(run)
+    assert meta["status"] == "complete" and meta["metrics"]["epochs_run"] == 4
+    assert not (run / "resume.safetensors").exists()
+
+
+def test_checkpoint_every_0_saves_none(sample_dir, tmp_path):
+    run = tmp_path / "run"
+    seen, hook = _seen_at_each_epoch(run)
+    train(_cfg(sample_dir, 0), run_dir=run, on_epoch=hook)
+    assert seen == [None] * 4
+    assert run_meta(run)["status"] == "complete"
+
+
+def test_checkpoints_come_no_sooner_than_the_interval(sample_dir, tmp_path, monkeypatch):
+    clock = iter(range(0, 10_000, 25))  # every reading of the clock 25 s after the one before
+    monkeypatch.setattr(training._Checkpoints, "_now", staticmethod(lambda: float(next(clock))))
+    run = tmp_path / "run"
+    seen, hook = _seen_at_each_epoch(run)
+    train(_cfg(sample_dir, 60, epochs=6), run_dir=run, on_epoch=hook)
+    # the clock reads 0 at the start, then 25, 50 and 75 after epochs 1-3 (due: saved, the clock
+    # read again, 100), 125 and 150 after epochs 4 and 5; none after the last epoch
+    assert [None if s is None else s[1] for s in seen] == [None, None, None, 3, 3, 3]
+
+
+def test_a_run_already_in_the_folder_stays_until_training_ends(sample_dir, tmp_path, trained_run):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    before = run_meta(run)
+    seen, hook = _seen_at_each_epoch(run)
+    train(_cfg(sample_dir, 1e-6), run_dir=run, on_epoch=hook)
+    assert seen == [("complete", before["metrics"]["epochs_run"], before["created_at"])] * 4
+    assert before["metrics"]["epochs_run"] == 2 and run_meta(run)["metrics"]["epochs_run"] == 4  # replaced at the end
+
+
+def test_a_resumed_run_is_checkpointed_too(sample_dir, tmp_path):
+    run = tmp_path / "run"
+    cfg = _cfg(sample_dir, 0, epochs=2)
+
+    def stop(rec):
+        raise KeyboardInterrupt
+
+    with pytest.raises(training.Interrupted):
+        train(cfg, run_dir=run, on_epoch=stop)
+    assert run_meta(run)["metrics"]["epochs_run"] == 1
+    seen, hook = _seen_at_each_epoch(run)
+    train(_cfg(sample_dir, 1e-6, epochs=5), run_dir=run, on_epoch=hook, resume=True)
+    assert [s[:2] for s in seen] == [("interrupted", 1), ("interrupted", 2), ("interrupted", 3), ("interrupted", 4)]
+    assert run_meta(run)["status"] == "complete"
+
+
+@pytest.mark.parametrize("existed", [False, True])
+def test_a_training_that_fails_takes_its_checkpoint_away(sample_dir, tmp_path, existed):
+    run = tmp_path / "run"
+    if existed:
+        run.mkdir()
+
+    def fail_at_3(rec):
+        if rec.epoch == 3:
+            assert (run / "run.json").is_file()  # the checkpoint of epoch 2
+            raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        train(_cfg(sample_dir, 1e-6), run_dir=run, on_epoch=fail_at_3)
+    # the folder as it was found: absent, or there and empty
+    assert run.is_dir() == existed and (not existed or not any(run.iterdir()))
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+
+
+def test_a_failed_training_into_the_default_folder_leaves_no_folder(sample_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def fail_at_3(rec):
+        if rec.epoch == 3:
+            raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        train(_cfg(sample_dir, 1e-6), on_epoch=fail_at_3)
+    # only the lock file beside the folder, as every training leaves it
+    assert [p.name for p in (tmp_path / "runs").iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_a_checkpoint_that_cannot_be_written_is_said_once_and_training_goes_on(
+    sample_dir, tmp_path, monkeypatch, caplog
+):
+    real = training.save_run
+
+    def no_room(run_dir, weights, manifest, history, resume=None):
+        if manifest.status != "complete":
+            raise RunWriteError(f"cannot write the run {run_dir}: No space left on device; nothing there was changed")
+        return real(run_dir, weights, manifest, history, resume=resume)
+
+    monkeypatch.setattr(training, "save_run", no_room)
+    run = tmp_path / "run"
+    with caplog.at_level(logging.WARNING, logger="forecaster"):
+        res = train(_cfg(sample_dir, 1e-6), run_dir=run)
+    assert res.manifest.status == "complete" and run_meta(run)["metrics"]["epochs_run"] == 4
+    said = [r.getMessage() for r in caplog.records if "No space left on device" in r.getMessage()]
+    assert len(said) == 1 and "training goes on" in said[0]
+
+
+def test_a_checkpoint_keeps_training_where_it_was(sample_dir, tmp_path):
+    """A checkpoint saves the best epoch's weights as the run's without loading them into the
+    network being trained: the epochs after it are those of a training without checkpoints."""
+    fast = {"train.lr": 0.01}  # a validation loss that rises at an epoch before the last
+    plain = train(_cfg(sample_dir, 0, epochs=5, **fast), run_dir=tmp_path / "plain")
+    losses = [r.val_loss for r in plain.history]
+    assert any(loss > min(losses[:k]) for k, loss in enumerate(losses[:-1]) if k), losses
+    saved = train(_cfg(sample_dir, 1e-6, epochs=5, **fast), run_dir=tmp_path / "saved")
+    assert [r.val_loss for r in saved.history] == losses
+    a, b = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("plain", "saved"))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_tuning_trials_save_no_checkpoints(monkeypatch, tmp_path):
+    from forecaster import tuning
+
+    seen = []
+
+    def spy(*args, **kw):
+        seen.append(kw.get("checkpoints", True))
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(tuning, "train", spy)
+    objective = tuning.Objective(load_config(None, {}), [])
+    trial = type("T", (), {"set_user_attr": lambda *a: None, "study": None})()
+    monkeypatch.setattr(tuning, "fail_abandoned", lambda study: None)
+    monkeypatch.setattr(tuning, "trial_config", lambda base, values: base)
+    with pytest.raises(ValueError, match="stop here"):
+        objective(trial)
+    assert seen == [False]
+
+
+def test_a_retrains_challenger_saves_no_checkpoints(trained_run, tmp_path):
+    from forecaster import registry, retraining
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    shutil.copytree(trained_run, runs / "first")
+    registry.promote(runs / "first", "prod", runs_dir=runs)
+    seen = []
+
+    def hook(rec):
+        seen.append(sorted(p.parent.name for p in runs.glob("prod-*/run.json")))
+
+    overrides = {"train.checkpoint_every": 1e-6, "train.epochs": 4, "train.patience": 50}
+    report = retraining.retrain("prod", runs_dir=runs, overrides=overrides, on_epoch=hook)
+    assert seen == [[]] * 4
+    assert run_meta(report.challenger)["metrics"]["epochs_run"] == 4
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
+def test_a_training_killed_outright_resumes_from_its_last_checkpoint(sample_dir, tmp_path):
+    """SIGKILL, which no handler sees: the last checkpoint is a resumable run, and resuming it
+    ends where a training never killed ends."""
+    args = [
+        "--source",
+        "csv",
+        "--data-dir",
+        sample_dir,
+        "--tickers",
+        "STOCKA,STOCKB",
+        "--lookback",
+        "20",
+        "--horizon",
+        "3",
+        "--val-days",
+        "100",
+        "--test-days",
+        "100",
+        "--hidden-size",
+        "8",
+        "--model",
+        "gru",
+        "--epochs",
+        "8",
+        "--patience",
+        "50",
+    ]
+    straight = tmp_path / "straight"
+    p = start_forecaster("train", *args, "--run-dir", straight, "-q")
+    _, err = p.communicate(timeout=240)
+    assert p.returncode == 0, err
+    run = tmp_path / "killed"
+    p = start_forecaster("train", *args, "--run-dir", run, "--checkpoint-every", "0.000001")
+    deadline, seen = time.time() + 120, ""
+    while time.time() < deadline:  # epoch 4's line: the checkpoints of epochs 2 or 3 are there
+        line = p.stderr.readline()
+        seen += line
+        if "epoch 4:" in line or not line:
+            break
+    p.send_signal(signal.SIGKILL)
+    p.communicate(timeout=60)
+    assert "epoch 4:" in seen, seen
+    meta = run_meta(run)
+    assert meta["status"] == "interrupted" and 3 <= meta["metrics"]["epochs_run"] <= 4
+    p = start_forecaster("train", "--resume", run, "-q")
+    _, err = p.communicate(timeout=240)
+    assert p.returncode == 0, err
+    assert run_meta(run)["status"] == "complete" and not (run / "resume.safetensors").exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    a, b = load_file(str(straight / "model.safetensors")), load_file(str(run / "model.safetensors"))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
