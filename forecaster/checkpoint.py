@@ -369,7 +369,11 @@ def save_run(
     run_dir = Path(run_dir)
     check_run_target(run_dir)
     remove_stale_temp_dirs(run_dir)
-    tmp = sibling_temp_dir(run_dir)
+    try:
+        tmp = sibling_temp_dir(run_dir)
+    except OSError as exc:  # a full disk may have no room for one more folder
+        why = exc.strerror or exc
+        raise RunWriteError(f"cannot write the run {run_dir}: {why}; nothing there was changed") from exc
     try:
         # serialised here and written by Python, whose errors (a full disk) are OSErrors
         (tmp / WEIGHTS).write_bytes(

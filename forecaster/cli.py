@@ -918,10 +918,11 @@ def _show_interrupted_training(e) -> None:
     from .checkpoint import read_manifest
 
     run_dir = Path(e.details["run_dir"])
-    try:
-        doc = _training_doc(run_dir, read_manifest(run_dir))
-    except (ForecasterError, OSError):  # the run could not be saved: its place, and no more
-        doc = {"run_dir": str(run_dir), "name": run_dir.name}
+    doc = {"run_dir": str(run_dir), "name": run_dir.name}  # the run could not be saved: its place, and no more
+    # a run left there that this training did not save, or could not resume, is not its result
+    if e.details.get("saved") is not False or e.details.get("resumable"):
+        with suppress(ForecasterError, OSError):
+            doc = _training_doc(run_dir, read_manifest(run_dir))
     _emit_json(doc | {"resumable": bool(e.details.get("resumable")), "interrupted": True, "message": str(e)})
 
 

@@ -56,6 +56,7 @@ from .errors import (
     EXIT_INTERRUPTED,
     ConfigError,
     DataError,
+    ForecasterError,
     RunFormatError,
     RunWriteError,
     TemporaryFailure,
@@ -1066,18 +1067,24 @@ def _train(
             # another process of a distributed job stopped (killed, or its node gone): the epochs
             # trained so far are kept as they are on Ctrl-C, not lost with an unexpected error
             stop_begun()  # torchrun's SIGTERM, which follows, must not cut the save or its line short
+            unsaved = None  # why the resumable run could not be saved (a full disk)
             if dist.main:
                 seconds = time.perf_counter() - started
                 try:
-                    with _signals_ignored():  # torchrun's SIGTERM after a lost process: the save finishes
-                        _save(run_dir, trainer, data, history, cfg, now, seconds, interrupted=True, origin=origin)
-                except KeyboardInterrupt:  # one already pending as the save began: saved again, whole
-                    with _signals_ignored():
-                        _save(run_dir, trainer, data, history, cfg, now, seconds, interrupted=True, origin=origin)
+                    try:
+                        with _signals_ignored():  # torchrun's SIGTERM after a lost process: the save finishes
+                            _save(run_dir, trainer, data, history, cfg, now, seconds, interrupted=True, origin=origin)
+                    except KeyboardInterrupt:  # one already pending as the save began: saved again, whole
+                        with _signals_ignored():
+                            _save(run_dir, trainer, data, history, cfg, now, seconds, interrupted=True, origin=origin)
+                except RunWriteError as e:
+                    unsaved = e
             if not lost:
                 dist.close()  # a group that lost a member cannot be left in order
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200] if lost else ""
             why = f"another process of the distributed job stopped ({first})" if lost else "training interrupted"
+            if unsaved is not None:
+                raise _unsaved(why, trainer.epoch, unsaved, run_dir) from None
             raise Interrupted(
                 f"{why} after epoch {trainer.epoch}; a resumable run was saved to {run_dir}: "
                 f"continue with {resume_command(run_dir)}",
@@ -1101,6 +1108,28 @@ def _train(
             f"was calibrated and written to {run_dir}, a complete run that forecasts"
         )
     return TrainResult(run_dir=run_dir, manifest=manifest, history=history)
+
+
+def _unsaved(why: str, epoch: int, error: RunWriteError, run_dir: Path) -> Interrupted:
+    """A stopped training whose resumable run could not be written (``error``): what the run
+    directory holds instead, resumable when that is an interrupted run (a checkpoint, or the run
+    that was being resumed)."""
+    try:
+        left = read_manifest(run_dir)
+    except (ForecasterError, OSError):
+        left = None
+    resumable = left is not None and left.status != "complete"
+    if resumable:
+        then = (
+            f"{run_dir} holds the resumable run of epoch {left.metrics.epochs_run}: "
+            f"continue with {resume_command(run_dir)}"
+        )
+    else:
+        then = "the epochs trained are lost: run the same command again once the run can be written"
+    return Interrupted(
+        f"{why} after epoch {epoch}, and the resumable run could not be saved ({error}); {then}",
+        {"run_dir": run_dir, "resumable": resumable, "saved": False},
+    )
 
 
 def _earlier_forecasts(run_dir: Path, cfg: Config) -> Path | None:

@@ -249,3 +249,124 @@ def test_a_training_killed_outright_resumes_from_its_last_checkpoint(sample_dir,
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     a, b = load_file(str(straight / "model.safetensors")), load_file(str(run / "model.safetensors"))
     assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def _no_room_for_folders(monkeypatch, calls: int | None = None):
+    """The run writer's temporary folder cannot be made (a disk with no room left for one more
+    folder), for the first ``calls`` attempts (None: every one)."""
+    import errno
+
+    from forecaster import checkpoint
+
+    real, made = checkpoint.sibling_temp_dir, []
+
+    def full(final_dir):
+        made.append(final_dir)
+        if calls is None or len(made) <= calls:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(final_dir)
+
+    monkeypatch.setattr(checkpoint, "sibling_temp_dir", full)
+    return made
+
+
+def test_a_run_whose_temporary_folder_cannot_be_made_is_a_run_write_error(trained_run, tmp_path, monkeypatch):
+    from forecaster.checkpoint import read_manifest, save_run
+
+    _no_room_for_folders(monkeypatch)
+    run = tmp_path / "run"
+    with pytest.raises(RunWriteError, match=f"cannot write the run {run}: No space left on device; nothing"):
+        save_run(run, {}, read_manifest(trained_run), [])
+    assert not run.exists()
+
+
+def test_checkpoints_with_no_room_for_their_folder_are_said_once_and_training_goes_on(
+    sample_dir, tmp_path, monkeypatch, caplog
+):
+    made = _no_room_for_folders(monkeypatch, calls=3)  # the checkpoints of epochs 1-3; the run fits
+    run = tmp_path / "run"
+    with caplog.at_level(logging.WARNING, logger="forecaster"):
+        res = train(_cfg(sample_dir, 1e-6), run_dir=run)
+    assert len(made) == 4 and res.manifest.status == "complete" and run_meta(run)["metrics"]["epochs_run"] == 4
+    said = [r.getMessage() for r in caplog.records if "No space left on device" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(f"cannot write the run {run}") and "training goes on" in said[0]
+
+
+def _stop_at(epoch):
+    def hook(rec):
+        if rec.epoch == epoch:
+            raise KeyboardInterrupt
+
+    return hook
+
+
+def test_a_stop_whose_run_cannot_be_saved_says_the_epochs_are_lost(sample_dir, tmp_path, monkeypatch):
+    _no_room_for_folders(monkeypatch)
+    run = tmp_path / "run"
+    with pytest.raises(training.Interrupted) as caught:
+        train(_cfg(sample_dir, 0), run_dir=run, on_epoch=_stop_at(2))
+    msg = str(caught.value)
+    assert msg.startswith("training interrupted after epoch 2, and the resumable run could not be saved (cannot write")
+    assert "No space left on device" in msg and msg.endswith(
+        "the epochs trained are lost: run the same command again once the run can be written"
+    )
+    assert caught.value.details["resumable"] is False and caught.value.exit_code == 130
+    assert not run.exists()
+
+
+def test_a_stop_whose_run_cannot_be_saved_points_at_the_last_checkpoint(sample_dir, tmp_path, monkeypatch):
+    from forecaster import checkpoint
+
+    real = checkpoint.sibling_temp_dir
+    calls = []
+
+    def full_after_2(final_dir):  # the checkpoints of epochs 1 and 2 fit; then the disk is full
+        calls.append(final_dir)
+        if len(calls) > 2:
+            import errno
+
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(final_dir)
+
+    monkeypatch.setattr(checkpoint, "sibling_temp_dir", full_after_2)
+    run = tmp_path / "run"
+    with pytest.raises(training.Interrupted) as caught:
+        train(_cfg(sample_dir, 1e-6, epochs=6), run_dir=run, on_epoch=_stop_at(4))
+    msg = str(caught.value)
+    assert "after epoch 4, and the resumable run could not be saved" in msg
+    assert msg.endswith(f"{run} holds the resumable run of epoch 2: continue with `forecaster train --resume {run}`")
+    assert caught.value.details["resumable"] is True
+    assert run_meta(run)["status"] == "interrupted" and run_meta(run)["metrics"]["epochs_run"] == 2
+
+
+def test_a_stop_whose_run_cannot_be_saved_prints_no_other_runs_figures_as_json(
+    cli, sample_dir, trained_run, tmp_path, monkeypatch
+):
+    """--json of a stop whose save failed: the run directory, not the figures of the earlier run
+    still there (not this training's)."""
+    import json
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    real_epochs = training.Trainer.epochs
+
+    def stopped(self, *args, **kw):
+        for rec in real_epochs(self, *args, **kw):
+            yield rec
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training.Trainer, "epochs", stopped)
+    _no_room_for_folders(monkeypatch)
+    args = ["--source", "csv", "--data-dir", sample_dir, "-t", "STOCKA,STOCKB", "--lookback", "20", "--horizon", "3"]
+    args += ["--val-days", "100", "--test-days", "100", "--model", "gru", "--hidden-size", "8", "--epochs", "3"]
+    res = cli("train", *args, "--run-dir", run, "--json")
+    assert res.exit_code == 130, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc == {
+        "run_dir": str(run),
+        "name": "run",
+        "resumable": False,
+        "interrupted": True,
+        "message": doc["message"],
+    }
+    assert "could not be saved" in doc["message"] and run_meta(run)["status"] == "complete"
