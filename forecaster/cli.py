@@ -324,7 +324,14 @@ class _CurrentStderr(logging.StreamHandler):
 class _LogFileHandler(logging.FileHandler):
     """The ``--log-file`` handler. A write that fails (a full disk, a file system gone
     read-only) stops logging there, with one warning on stderr; logging would otherwise print
-    a traceback for every line after it, and the command's work goes on either way."""
+    a traceback for every line after it, and the command's work goes on either way. A last
+    line cut short (by an earlier run on a full disk) is ended first, so this run's first line
+    starts a line of its own."""
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        if _ends_mid_line(path):
+            self.stream.write("\n")  # written with the first line (a disk still full: its warning)
 
     def handleError(self, record: logging.LogRecord) -> None:
         exc = sys.exc_info()[1]
@@ -341,6 +348,18 @@ class _LogFileHandler(logging.FileHandler):
             self.baseFilename,
             exc.strerror or type(exc).__name__,
         )
+
+
+def _ends_mid_line(path: Path) -> bool:
+    """Whether the regular file at ``path`` ends with something other than a line break."""
+    try:
+        if not path.is_file() or path.stat().st_size == 0:
+            return False
+        with path.open("rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except OSError:  # cannot be read back (a log file open to write only): as it is
+        return False
 
 
 ON_BAR = "on_bar"

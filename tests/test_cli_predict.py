@@ -1112,6 +1112,20 @@ def test_predict_quiet_with_a_log_file_logs_what_was_forecast(cli, trained_run, 
     assert len([ln for ln in log.read_text().splitlines() if " INFO forecast " in ln]) == 2
 
 
+def test_a_log_file_whose_last_line_was_cut_short_gets_the_next_line_on_a_line_of_its_own(cli, trained_run, tmp_path):
+    """An earlier run that filled the disk left half a line in the log: this run's first line
+    does not run on from it."""
+    log, out = tmp_path / "predict.log", tmp_path / "fc"
+    log.write_text("2026-12-05 09:07:02,625 INFO epoch 1: train 0.")
+    res = cli("predict", "--run", trained_run, "--offline", "--out", out, "-q", "--log-file", log)
+    assert res.exit_code == 0, res.stderr
+    lines = log.read_text().splitlines()
+    assert lines[0] == "2026-12-05 09:07:02,625 INFO epoch 1: train 0."
+    assert len(lines) >= 2 and all(ln[:4].isdigit() for ln in lines[1:]), lines
+    res = cli("predict", "--run", trained_run, "--offline", "--out", out, "-q", "--log-file", log)
+    assert "\n\n" not in log.read_text()  # a whole last line: nothing added before the next
+
+
 def test_debug_adds_the_traceback_and_keeps_the_line_the_document_and_the_exit_code(
     cli, trained_run, tmp_path, yahoo_down, monkeypatch
 ):
