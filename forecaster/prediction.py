@@ -412,13 +412,22 @@ def _write(report: ForecastReport, target: Path, run: Run) -> None:
             report.files[key] = write_csv(rows, path)
         except OSError as exc:
             if not report.files:
-                raise _write_error(exc, path) from None
+                raise _write_error(exc, path, _left_as_it_was(target)) from None
             # the dated file is in place: say so, rather than that nothing changed
             raise _write_error(
                 exc, path, f"the forecast was written to {dated} only, {path.name} is unchanged"
             ) from None
     if newer:  # first, so that it is shown however many notes on the bars' age follow
         report.notes.insert(0, f"{latest} kept: it holds the forecast of {newer}, newer than {report.as_of}")
+
+
+def _left_as_it_was(target: Path) -> str:
+    """What a forecast that could not be written leaves in ``target``, said after the error."""
+    try:
+        earlier = any(p.suffix == ".csv" for p in target.iterdir())
+    except OSError:
+        earlier = True
+    return "earlier forecast files are unchanged" if earlier else "no forecast file was written"
 
 
 def _later_as_of(path: Path, as_of: str, run_name: str) -> str | None:

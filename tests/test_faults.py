@@ -358,6 +358,24 @@ def test_forecast_write_error_is_exit_1_and_keeps_earlier_forecasts(cli, trained
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_a_first_forecast_that_cannot_be_written_says_nothing_was(cli, trained_run, tmp_path, monkeypatch):
+    """A full disk at the first forecast into a new folder: no earlier file to keep, so the line
+    says none was written rather than that earlier files are unchanged."""
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    out = tmp_path / "fc"
+    res = cli("predict", "--run", trained_run, "--out", out)
+    assert res.exit_code == EXIT_ERROR
+    [line] = error_lines(res)
+    folder = out / trained_run.name
+    assert line.startswith(f"ERROR: cannot write forecasts to {folder / '2024-12-31.csv'}: No space left on device")
+    assert line.endswith("; no forecast file was written"), line
+    assert not list(folder.glob("*.csv"))
+
+
 def test_latest_csv_that_cannot_be_replaced_is_named_with_the_file_that_was_written(cli, trained_run, tmp_path):
     """The dated file goes first: when latest.csv then cannot be replaced (here a folder stands
     in its place), the error says where the forecast is, not that nothing changed."""
