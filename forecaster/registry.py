@@ -186,8 +186,9 @@ def _switch(pointer: Path, target: Path) -> PromoteResult:
         link = str(target)
     try:
         swap_symlink(pointer, link)
-    except OSError as exc:
-        raise ForecasterError(f"cannot point {pointer} at {target}: {exc.strerror or exc}") from None
+    except OSError as exc:  # the new link replaces the old in one rename, or not at all
+        where = f"{pointer} still points at {previous.name}" if previous else "no link was made"
+        raise ForecasterError(f"cannot point {pointer} at {target}: {exc.strerror or exc}; {where}") from None
     return PromoteResult(name=pointer.name, pointer=pointer, target=follow_link(pointer), previous=previous)
 
 

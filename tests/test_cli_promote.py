@@ -118,6 +118,29 @@ def test_a_run_that_cannot_be_promoted_leaves_nothing_behind(cli, runs, tmp_path
     assert not (runs / ".prod.lock").exists() and not (runs / "prod").exists()
 
 
+@pytest.mark.parametrize("first", [True, False])
+def test_a_link_that_cannot_be_made_says_where_the_name_still_points(cli, runs, monkeypatch, first):
+    """A disk with no room for one more link (no inodes left): the name is switched in one
+    rename or not at all, and the line says which run it still names."""
+    if not first:
+        assert cli("promote", runs / "alpha", "--name", "prod", "--runs-dir", runs).exit_code == 0
+
+    def no_room(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "symlink", no_room)
+    res = cli("promote", runs / "beta", "--name", "prod", "--runs-dir", runs)
+    assert res.exit_code == 1
+    [line] = [ln for ln in res.stderr.splitlines() if ln.startswith("ERROR")]
+    assert line.startswith(
+        f"ERROR: cannot point {runs / 'prod'} at {(runs / 'beta').resolve()}: No space left on device"
+    )
+    if first:
+        assert line.endswith("; no link was made") and not os.path.lexists(runs / "prod")
+    else:
+        assert line.endswith(f"; {runs / 'prod'} still points at alpha") and os.readlink(runs / "prod") == "alpha"
+
+
 def test_a_name_that_is_a_real_folder_is_refused_and_no_lock_file_is_left(cli, runs):
     (runs / "plain").mkdir()
     res = cli("promote", runs / "alpha", "--name", "plain", "--runs-dir", runs)
