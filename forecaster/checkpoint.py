@@ -658,6 +658,11 @@ def _load_run_once(run_dir: Path) -> Run:
     if manifest.status != "complete":
         from .registry import challenger_of, unfinished_advice  # here: the registry imports this module
 
+        if lock_holder(run_lock_path(run_dir)):  # a checkpoint of a training still running
+            raise RunFormatError(
+                f"{run_dir} is being trained: it holds a checkpoint after epoch {manifest.metrics.epochs_run}, not a "
+                f"finished run; {unfinished_advice(run_dir)}"
+            )
         stopped = f"{run_dir}: training was interrupted after epoch {manifest.metrics.epochs_run}"
         if challenger_of(run_dir) is None:  # advised to resume: only if it can be (as info says)
             try:

@@ -1501,8 +1501,9 @@ def info(
     """
     setup_logging(False, log_file, json_out)
     with handled(debug, "info", json_out):
-        from .checkpoint import load_run, read_manifest, read_resume, run_directory
+        from .checkpoint import load_run, read_manifest, read_resume, run_directory, run_lock_path
         from .errors import RunFormatError
+        from .fsio import lock_holder
         from .registry import challenger_of, unfinished_advice
 
         _refuse_empty(DIR=run)
@@ -1533,7 +1534,9 @@ def info(
             print(f"moved      trained as {m.name}: its forecasts go to {Path(c.predict.out) / m.name}")
         if m.status != "complete" and not unusable:
             # the run directory itself: train refuses to write through a promoted name
-            print(f"status     {m.status}: {unfinished_advice(run_dir)}")
+            live = lock_holder(run_lock_path(run_dir))  # still training: a checkpoint
+            status = f"being trained (a checkpoint after epoch {m.metrics.epochs_run})" if live else m.status
+            print(f"status     {status}: {unfinished_advice(run_dir)}")
         if unusable:
             print(f"status     cannot be used (predict and promote refuse it): {unusable}")
         mc = c.model

@@ -38,6 +38,7 @@ from .fsio import (
     follow_link,
     is_temp_name,
     links_in,
+    lock_holder,
     refuse_empty_folders,
     remove_stale_temps,
     swap_symlink,
@@ -234,7 +235,10 @@ def challenger_of(run_dir: Path) -> str | None:
 def unfinished_advice(run_dir: Path) -> str:
     """What to do with the interrupted run in ``run_dir``: for the challenger of an interrupted
     retrain, retrain again (``train --resume`` would finish it but never compare it with the
-    champion nor promote it); for any other run, resume it."""
+    champion nor promote it); for any other run, resume it. A run whose training is still going
+    (its lock held by a live process: what it holds is a checkpoint) is waited for."""
+    if holder := lock_holder(run_lock_path(run_dir)):
+        return f"a training is writing it now ({holder}): wait for it to end"
     name = challenger_of(run_dir)
     if name is None:
         return f"resume with {resume_command(run_dir)}"

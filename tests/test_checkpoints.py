@@ -51,6 +51,30 @@ def test_a_new_run_is_saved_resumable_after_each_epoch_while_it_trains(sample_di
     assert not (run / "resume.safetensors").exists()
 
 
+def test_a_checkpoint_of_a_training_still_running_is_named_as_one(sample_dir, tmp_path):
+    """While the training goes on, its checkpoint is refused for forecasting as one being
+    trained, to wait for, not as an interrupted run to resume (which would wait for its lock)."""
+    from forecaster.checkpoint import load_run
+    from forecaster.errors import RunFormatError
+
+    run = tmp_path / "run"
+    said = {}
+
+    def look(rec):
+        if rec.epoch == 3:
+            with pytest.raises(RunFormatError) as caught:
+                load_run(run)
+            said["load"] = str(caught.value)
+            p = start_forecaster("info", run)
+            said["info"] = p.communicate(timeout=120)[0]
+
+    train(_cfg(sample_dir, 1e-6), run_dir=run, on_epoch=look)
+    assert said["load"].startswith(f"{run} is being trained: it holds a checkpoint after epoch 2, not a finished run; ")
+    assert "a training is writing it now (pid " in said["load"] and said["load"].endswith("wait for it to end")
+    [line] = [ln for ln in said["info"].splitlines() if ln.startswith("status")]
+    assert line.startswith("status     being trained (a checkpoint after epoch 2): a training is writing it now (pid ")
+
+
 def test_checkpoint_every_0_saves_none(sample_dir, tmp_path):
     run = tmp_path / "run"
     seen, hook = _seen_at_each_epoch(run)
@@ -242,6 +266,9 @@ def test_a_training_killed_outright_resumes_from_its_last_checkpoint(sample_dir,
     assert "epoch 4:" in seen, seen
     meta = run_meta(run)
     assert meta["status"] == "interrupted" and 3 <= meta["metrics"]["epochs_run"] <= 4
+    p = start_forecaster("info", run)  # its training gone: a run to resume
+    [line] = [ln for ln in p.communicate(timeout=120)[0].splitlines() if ln.startswith("status")]
+    assert line == f"status     interrupted: resume with `forecaster train --resume {run}`", line
     p = start_forecaster("train", "--resume", run, "-q")
     _, err = p.communicate(timeout=240)
     assert p.returncode == 0, err
