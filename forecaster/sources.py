@@ -668,6 +668,7 @@ def _plain_csv(path: Path) -> PlainBars | None:
 # --------------------------------------------------------------------------- Yahoo
 
 _yf_configured = False
+_yf_cache_dir: Path | None = None  # where configure_yfinance put yfinance's caches
 
 
 class _ForwardToForecaster(logging.Handler):
@@ -739,7 +740,7 @@ def configure_yfinance(cache_dir: str | os.PathLike[str]) -> None:
 
     Later calls do nothing (yfinance cannot move its caches once they are open).
     """
-    global _yf_configured
+    global _yf_configured, _yf_cache_dir
     if _yf_configured:
         return
     import yfinance as yf  # slow to import (about half a second): only when Yahoo is used
@@ -760,6 +761,7 @@ def configure_yfinance(cache_dir: str | os.PathLike[str]) -> None:
         log.warning("cannot use %s for yfinance's cache (%s); using its default", directory, exc)
     else:
         yf.set_tz_cache_location(str(directory))
+        _yf_cache_dir = directory
     config = getattr(yf, "config", None)
     if config is not None and hasattr(config, "debug"):
         config.debug.hide_exceptions = False
@@ -872,6 +874,10 @@ def fetch_history(
     except YFRateLimitError:
         raise RateLimitError(f"{symbol}: Yahoo rate limit (HTTP 429); retry later") from None
     except Exception as exc:  # whatever yfinance raises fails this ticker alone, never the others
+        if (full := _cache_full(exc)) is not None:  # its SQLite caches on a full disk: nothing of Yahoo's doing
+            raise DataError(
+                f"{symbol}: cannot write yfinance's cache {_yfinance_cache_folder()}: No space left on device ({full})"
+            ) from None
         # a 5xx first: yfinance gives it as a missing symbol, or chokes on the error page
         if status := _server_error_status(requests, exc):
             raise server_error(status) from None
@@ -896,6 +902,28 @@ def fetch_history(
             "nothing to store; run again after the close"
         )
     return done
+
+
+def _cache_full(exc: BaseException) -> str | None:
+    """SQLite's words when yfinance's cache (peewee over sqlite3) meets a full disk or quota,
+    found under ``exc``; None for any other error."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__name__ == "OperationalError" and "database or disk is full" in str(seen):
+            return "database or disk is full"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _yfinance_cache_folder() -> str:
+    """The folder of yfinance's SQLite caches: ``<data-dir>/.yfinance-cache`` as
+    :func:`configure_yfinance` set it, or its own default where that could not be used."""
+    try:
+        from yfinance import cache
+
+        return str(cache._TzDBManager.get_location())
+    except Exception:  # another yfinance than the one this was written against
+        return str(_yf_cache_dir) if _yf_cache_dir is not None else "(its default folder)"
 
 
 def _clear_yfinance_cache() -> None:

@@ -590,3 +590,26 @@ def test_train_without_stored_bars_names_a_download_into_its_own_data_folder(cli
     assert not Path("data").exists()
     res = cli("train", "--config", cfg, "--epochs", "1")
     assert "no stored data" not in res.stderr
+
+
+def test_download_with_yfinances_cache_on_a_full_disk_names_the_cache_not_yahoo(cli, via_yahoo, tmp_path, monkeypatch):
+    """The disk of <data-dir>/.yfinance-cache full: yfinance's SQLite cache raised "database or
+    disk is full", told as "unexpected answer from Yahoo", which blames Yahoo. The line names
+    the cache's folder and the full disk, exit 1 (not 75: no retry makes room)."""
+    import peewee
+    from yfinance import cache
+
+    def full(self, *args, **kwargs):
+        raise peewee.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(cache._TzCache, "lookup", full)
+    via_yahoo({"FULLA": make_bars("2024-01-02", 20)})
+    data = tmp_path / "d"
+    res = cli("download", "FULLA", "--data-dir", data)
+    assert res.exit_code == 1, res.stderr
+    folder = cache._TzDBManager.get_location()
+    assert res.stderr.splitlines() == [
+        f"ERROR: FULLA: cannot write yfinance's cache {folder}: No space left on device (database or disk is full)",
+        "ERROR: no ticker downloaded (1 failed)",
+    ]
+    assert "Yahoo" not in res.stderr.replace("yfinance's", "")
