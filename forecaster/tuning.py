@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import functools
 import json
 import logging
@@ -42,7 +43,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .checkpoint import EARLIER_SETTINGS, Origin, as_made, run_lock_path, set_origin
 from .config import SEARCH_SPACE, Config, SearchDim, active_dims, config_from_dict, config_toml, load_config
-from .errors import ConfigError, DataError, TemporaryFailure, TickerError, TrainingError
+from .errors import (
+    ConfigError,
+    DataError,
+    ForecasterError,
+    TemporaryFailure,
+    TickerError,
+    TrainingError,
+)
 from .fsio import atomic_write_text, cannot_write_into, file_in_the_way, file_lock, not_a_folder, refuse_empty_folders
 from .outputs import write_csv
 from .tickers import validate_ticker
@@ -263,10 +271,19 @@ def _refuse_read_only(path: Path, label: str) -> None:
     """SQLite writes the study file and a journal beside it: a folder or a file this process may
     not write is an error to mend (exit 1), not a database to try again later (exit 75)."""
     folder = path.parent
-    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"cannot write the study storage {label}: Permission denied on the folder {folder}")
+    if folder.is_dir() and (denied := cannot_write_into(folder)) is not None:  # Read-only file system, or no permission
+        raise ConfigError(f"cannot write the study storage {label}: {denied.strerror} on the folder {folder}")
     if path.is_file() and not os.access(path, os.R_OK | os.W_OK):
-        raise ConfigError(f"cannot write the study storage {label}: Permission denied on {path}")
+        raise ConfigError(f"cannot write the study storage {label}: {_why_not_writable(path)} on {path}")
+
+
+def _why_not_writable(path: Path) -> str:
+    """Why a file that exists cannot be written: its file system is read-only, or permissions."""
+    try:
+        read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows): the permission is what it says
+        read_only = False
+    return os.strerror(errno.EROFS if read_only else errno.EACCES)
 
 
 STORAGE_FORMS = "journal:FILE, sqlite:///FILE, postgresql://..., mysql://..., redis://... or grpc://HOST:PORT"
@@ -290,11 +307,29 @@ def _storage_cause(e: BaseException) -> BaseException:
     return e
 
 
+DISK_FULL = ("database or disk is full", "No space left on device")
+"""What a database says when the disk under it (or a quota) is full: SQLite's SQLITE_FULL, and
+the server's own words (PostgreSQL's "could not extend file ...")."""
+
+
+def _storage_place(url: str) -> str:
+    """The study's file for a SQLite or journal storage, else its URL fit to print."""
+    for form in ("sqlite:///", JOURNAL):
+        if url.startswith(form):
+            return url[len(form) :].split("?", 1)[0]
+    return storage_label(url)
+
+
 def _unreachable(e: Exception, url: str) -> Exception:
     """A database that cannot be reached now (server down, file locked) is worth retrying
-    later (exit 75); a file that holds no study (not a database, not a journal: a ValueError
-    from reading it) is an error naming it; any other exception is returned as it is."""
+    later (exit 75); one whose disk is full is not (exit 1, naming its file: a retry every so
+    often finds it as full); a file that holds no study (not a database, not a journal: a
+    ValueError from reading it) is an error naming it; any other exception is returned as it is."""
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if type(e).__name__ == "OperationalError" and any(words in str(e) for words in DISK_FULL):
+        why = re.sub(r"^\([\w.]+\) ", "", first)  # sqlalchemy's "(sqlite3.OperationalError) " prefix
+        why = why if "No space left on device" in why else f"No space left on device ({why})"
+        return ForecasterError(f"cannot write the study storage {_storage_place(url)}: {why}")
     if type(e).__name__ == "OperationalError":  # sqlalchemy's and the database drivers' name for it
         return TemporaryFailure(f"cannot reach the study storage {storage_label(url)}: {first}")
     if type(e).__name__ == "DatabaseError" or isinstance(e, ValueError):
@@ -678,6 +713,12 @@ def tune(
                 check_choices(study, dims)
                 fail_abandoned(study)
                 remove_abandoned_trial_dirs()
+        except ForecasterError:
+            raise
+        except Exception as e:  # the study's database failing as the study is made (its disk full)
+            if type(cause := _storage_cause(e)).__name__ != "OperationalError":
+                raise
+            raise _unreachable(cause, url) from None
         except KeyboardInterrupt:
             nothing = TuneResult(study=t.study, storage=storage_label(url), trials=pd.DataFrame(), added=0, best=None)
             if made := [str(p) for p in made if p.exists()]:
@@ -711,11 +752,10 @@ def tune(
                 )
         except KeyboardInterrupt:
             stopped = True
-        except Exception as e:  # the storage failing under a trial (a database locked for longer than it waits)?
-            failure = _unreachable(_storage_cause(e), url)
-            if not isinstance(failure, TemporaryFailure):
-                failure = None
+        except Exception as e:  # the storage failing under a trial (locked for longer than it waits, its disk full)?
+            if type(cause := _storage_cause(e)).__name__ != "OperationalError":
                 raise
+            failure = _unreachable(cause, url)
         finally:  # interrupted or not, the trials so far are written out, whole
             with _signals_held() as caught:
                 if failure is None:
@@ -725,9 +765,10 @@ def tune(
                         write_results(study, Path(root) / t.study, final_dir, url, cfg)
             stopped = stopped or bool(caught)
         if failure is not None:
-            raise TemporaryFailure(
-                f"{failure}; the study keeps the trials it had recorded: run the same command again to go on with it"
-            ) from None
+            again = "run the same command again to go on with it"
+            if not isinstance(failure, TemporaryFailure):  # a full disk: no retry mends it until space is made
+                again = f"make room, then {again}"
+            raise type(failure)(f"{failure}; the study keeps the trials it had recorded: {again}") from None
         result.added = objective.started
         if stopped:
             raise SearchInterrupted(_what_was_kept(result), result)
@@ -820,7 +861,7 @@ def _load_study(storage, cfg: Config, url: str, slot: int = 0) -> optuna.Study:
             break
         except Exception as e:
             if attempt == SCHEMA_TRIES or not _made_meanwhile(e):
-                raise _unreachable(e, url) from None
+                raise _unreachable(_storage_cause(e), url) from None
             time.sleep(0.1 * attempt)
     if study.direction != optuna.study.StudyDirection.MINIMIZE:
         raise ConfigError(f"study {t.study} in {storage_label(url)} maximises its objective: not a forecaster study")

@@ -581,3 +581,74 @@ def test_a_matplotlib_that_cannot_be_used_costs_the_history_plot_not_the_study(c
     out = tmp_path / "cwd" / "runs" / "tune" / "p"
     assert sorted(p.name for p in out.iterdir()) == ["best.toml", "trials.csv"]
     assert json.loads(res.stdout)["study"] == "p"
+
+
+class OperationalError(Exception):
+    """Named as SQLAlchemy's and sqlite3's."""
+
+
+def _disk_full(message: str = "An exception is raised during the commit."):
+    """Optuna's StorageInternalError over SQLite's answer on a full disk, as a commit gets it."""
+    from optuna.exceptions import StorageInternalError
+
+    try:
+        raise OperationalError("(sqlite3.OperationalError) database or disk is full")
+    except OperationalError as e:
+        raise StorageInternalError(message) from e
+
+
+@pytest.mark.parametrize("where", ["opened", "made", "set up"])
+def test_a_full_disk_under_the_study_file_is_an_error_naming_it_not_a_temporary_failure(
+    cli, small_dir, tmp_path, monkeypatch, where
+):
+    """The disk of runs/tune/<study>.db full as the storage is opened, as the study is made in
+    it, or as its settings are recorded: it said "cannot reach the study storage" with exit 75,
+    which a timer retries every so often to no end, or "unexpected error: StorageInternalError".
+    One line naming the file and the full disk, exit 1."""
+    import optuna
+
+    from forecaster import tuning
+
+    if where == "opened":
+        monkeypatch.setattr(
+            optuna.storages,
+            "RDBStorage",
+            lambda *a, **k: (_ for _ in ()).throw(
+                OperationalError("(sqlite3.OperationalError) database or disk is full")
+            ),
+        )
+    elif where == "made":
+        monkeypatch.setattr(optuna, "create_study", lambda *a, **k: _disk_full())
+    else:
+        monkeypatch.setattr(tuning.optuna.Study, "set_user_attr", lambda *a, **k: _disk_full())
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    res = cli("tune", "--config", conf, "--trials", "1", "--epochs", "1", "--study", "f")
+    db = (tmp_path / "cwd" / "runs" / "tune" / "f.db").resolve()
+    assert_one_line_error(
+        res, 1, f"cannot write the study storage {db}: No space left on device (database or disk is full)"
+    )
+
+
+def test_a_full_disk_under_a_trial_stops_the_search_with_exit_1_and_keeps_the_trials(
+    cli, small_dir, tmp_path, monkeypatch
+):
+    """The study's disk fills during the search: exit 1 (not 75: waiting does not make room),
+    one line naming the file, the trials so far written."""
+    from forecaster import tuning
+
+    real, calls = tuning.Objective.__call__, []
+
+    def full(self, trial):
+        calls.append(trial.number)
+        if len(calls) == 2:
+            _disk_full()
+        return real(self, trial)
+
+    monkeypatch.setattr(tuning.Objective, "__call__", full)
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    res = cli("tune", "--config", conf, "--trials", "3", "--epochs", "1", "--study", "f")
+    db = (tmp_path / "cwd" / "runs" / "tune" / "f.db").resolve()
+    assert_one_line_error(
+        res, 1, f"cannot write the study storage {db}: No space left on device", "keeps the trials it had recorded"
+    )
+    assert list(pd.read_csv(tmp_path / "cwd" / "runs" / "tune" / "f" / "trials.csv")["state"]) == ["COMPLETE", "FAIL"]

@@ -251,6 +251,34 @@ def test_a_study_database_locked_under_a_trial_stops_the_search_as_a_temporary_f
         tune(_cfg(small_dir, **{"tune.trials": 1}), root=tmp_path)
 
 
+def test_a_study_file_on_a_read_only_file_system_is_refused_saying_so(tmp_path, monkeypatch):
+    """A SQLite study in a folder of a file system mounted read-only: the line said
+    "Permission denied on the folder", which sends the user to chmod, to no end. It gives the
+    reason, as the results folder's check does."""
+    import os as os_module
+    from types import SimpleNamespace
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    real_access, real_statvfs = os_module.access, os_module.statvfs
+
+    def access(path, mode, *args, **kwargs):
+        return False if Path(path) == folder and mode & os_module.W_OK else real_access(path, mode, *args, **kwargs)
+
+    def statvfs(path):
+        if Path(path) == folder:
+            return SimpleNamespace(f_flag=os_module.ST_RDONLY)
+        return real_statvfs(path)
+
+    monkeypatch.setattr(os_module, "access", access)
+    monkeypatch.setattr(os_module, "statvfs", statvfs)
+    url = f"sqlite:///{folder / 's.db'}"
+    with pytest.raises(ConfigError) as caught:
+        open_storage(url, 60)
+    assert str(caught.value) == f"cannot write the study storage {url}: Read-only file system on the folder {folder}"
+    assert caught.value.exit_code == 1
+
+
 # ---------------------------------------------------------------------------- origin in the run
 
 
