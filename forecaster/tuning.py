@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -47,6 +48,7 @@ from .errors import (
     ConfigError,
     DataError,
     ForecasterError,
+    RunWriteError,
     TemporaryFailure,
     TickerError,
     TrainingError,
@@ -967,28 +969,50 @@ def best_trial(trials: list[FrozenTrial], run_dir: Path, base: Config | None = N
 
 def write_results(study: optuna.Study, out: Path, run_dir: Path, url: str, base: Config | None = None) -> TuneResult:
     """``trials.csv``, ``history.png`` and (once a trial has completed) ``best.toml``, with
-    ``base``'s settings of this machine (:func:`best_trial`)."""
+    ``base``'s settings of this machine (:func:`best_trial`). A trials.csv or best.toml that
+    cannot be written is an error naming it (the study keeps its trials in its storage); a
+    history.png, a warning: the plot of the trials before is taken away, not left stale."""
     trials = study.get_trials(deepcopy=False)
     frame = trials_frame(trials)
     best = best_trial(trials, run_dir, base)
-    files = {"trials": write_csv(frame, out / TRIALS_CSV)}
-    if best is not None:
-        header = (
-            f"The best trial of study {study.study_name} ({storage_label(url)}): trial {best.number}, "
-            f"validation pinball loss {best.value:.6g}.\n`forecaster train --config {out / BEST_TOML}` trains it."
-        )
-        atomic_write_text(out / BEST_TOML, config_toml(best.config, header, exclude=("tune",)))
-        files["best"] = out / BEST_TOML
+    target = out / TRIALS_CSV
+    try:
+        files = {"trials": write_csv(frame, target)}
+        if best is not None:
+            header = (
+                f"The best trial of study {study.study_name} ({storage_label(url)}): trial {best.number}, "
+                f"validation pinball loss {best.value:.6g}.\n`forecaster train --config {out / BEST_TOML}` trains it."
+            )
+            target = out / BEST_TOML
+            atomic_write_text(target, config_toml(best.config, header, exclude=("tune",)))
+            files["best"] = target
+    except OSError as e:
+        raise ForecasterError(
+            f"cannot write {target}: {e.strerror or e}; study {study.study_name} keeps its trials in "
+            f"{storage_label(url)}: once {out} can be written, the same command writes its results again"
+        ) from None
     if len(frame):
         from .plots import plot_study  # matplotlib: only once there is something to draw
 
         try:
             files["history"] = plot_study(frame, _last_reported(trials), out / HISTORY_PNG, study.study_name)
-        except OSError:
-            raise  # the results folder cannot be written: as for the other files
-        except Exception as e:  # a broken matplotlib: the study's results are written without it
-            log.warning("%s not drawn: matplotlib cannot be used (%s: %s)", HISTORY_PNG, type(e).__name__, e)
+        except Exception as e:  # a broken matplotlib, or a full disk: the study's results are written without it
+            if isinstance(e, OSError):
+                stale = _without_stale_plot(out / HISTORY_PNG)
+                log.warning("%s not drawn: cannot write it: %s%s", out / HISTORY_PNG, e.strerror or e, stale)
+            else:
+                log.warning("%s not drawn: matplotlib cannot be used (%s: %s)", HISTORY_PNG, type(e).__name__, e)
     return TuneResult(study=study.study_name, storage=storage_label(url), trials=frame, added=0, best=best, files=files)
+
+
+def _without_stale_plot(path: Path) -> str:
+    """Take away the history.png of the trials before (it would be taken for this one's); what
+    to add to the warning: nothing, or that the old one is still there, and stale."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as e:
+        return f"; the {HISTORY_PNG} there, of the trials before, is stale (cannot remove it: {e.strerror or e})"
+    return ""
 
 
 def _last_reported(trials: list[FrozenTrial]) -> dict[int, float]:
@@ -1020,5 +1044,20 @@ def train_best(result: TuneResult, *, on_epoch=None, on_batch=None, lock_timeout
         if exc.details.get("resumable") and (saved / "run.json").is_file():
             set_origin(saved, origin)
         raise
+    except RunWriteError as exc:  # a full disk under the run: the search is whole, and says how to train it again
+        raise RunWriteError(f"{exc}; {_kept_for_training_again(result)}") from None
     res.manifest = set_origin(res.run_dir, origin)
     return res
+
+
+def _kept_for_training_again(result: TuneResult) -> str:
+    """What an error of ``--train-best`` adds: the study and best.toml are kept, and the
+    command that trains the best trial again (best.toml's run_dir is the run's)."""
+    toml = result.files.get("best")
+    again = (
+        f"`forecaster train --config {shlex.quote(str(toml))}` trains the best trial again"
+        if toml is not None
+        else "the same command trains it again"
+    )
+    kept = f"study {result.study} ({result.storage})" + (f" and {toml}" if toml is not None else "")
+    return f"{kept} are kept: {again}"

@@ -652,3 +652,91 @@ def test_a_full_disk_under_a_trial_stops_the_search_with_exit_1_and_keeps_the_tr
         res, 1, f"cannot write the study storage {db}: No space left on device", "keeps the trials it had recorded"
     )
     assert list(pd.read_csv(tmp_path / "cwd" / "runs" / "tune" / "f" / "trials.csv")["state"]) == ["COMPLETE", "FAIL"]
+
+
+def _no_space(*args, **kwargs):
+    import errno
+
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("before", [False, True])
+def test_a_history_plot_that_cannot_be_written_costs_the_plot_alone_and_leaves_none_stale(
+    cli, small_dir, tmp_path, monkeypatch, before
+):
+    """The results folder's disk full once trials.csv and best.toml are written: the search
+    ended with "I/O error: No space left on device", exit 1, the history.png of the trials
+    before left beside the new results. A warning naming the plot now, exit 0, and no
+    history.png that is not of these trials."""
+    from forecaster import plots
+
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    args = ("tune", "--config", conf, "--trials", "1", "--epochs", "1", "--study", "p")
+    out = tmp_path / "cwd" / "runs" / "tune" / "p"
+    if before:
+        assert cli(*args).exit_code == 0
+        assert (out / "history.png").is_file()
+    monkeypatch.setattr(plots, "_save", _no_space)
+    res = cli(*args)
+    assert res.exit_code == 0, res.stderr
+    assert res.stderr.splitlines() == [
+        f"WARNING: {Path('runs/tune/p/history.png')} not drawn: cannot write it: No space left on device"
+    ]
+    assert sorted(p.name for p in out.iterdir()) == ["best.toml", "trials.csv"]
+    assert len(pd.read_csv(out / "trials.csv")) == 1 + before
+
+
+@pytest.mark.parametrize("name", ["trials.csv", "best.toml"])
+def test_a_results_file_that_cannot_be_written_is_one_line_naming_it_and_the_study_keeps_its_trials(
+    cli, small_dir, tmp_path, monkeypatch, name
+):
+    """trials.csv or best.toml that cannot be written (a full disk): one line naming the file
+    and saying the study keeps its trials, exit 1; the same command goes on once there is room."""
+    from forecaster import tuning
+
+    writer = "write_csv" if name == "trials.csv" else "atomic_write_text"
+    real = getattr(tuning, writer)
+    monkeypatch.setattr(tuning, writer, _no_space)
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    args = ("tune", "--config", conf, "--trials", "1", "--epochs", "1", "--study", "w")
+    res = cli(*args)
+    assert_one_line_error(
+        res, 1, f"cannot write {Path('runs/tune/w') / name}: No space left on device", "study w keeps its trials in"
+    )
+    monkeypatch.setattr(tuning, writer, real)
+    res = cli(*args)
+    assert res.exit_code == 0, res.stderr
+    assert len(pd.read_csv(tmp_path / "cwd" / "runs" / "tune" / "w" / "trials.csv")) == 2
+
+
+def test_a_best_run_that_cannot_be_written_says_the_study_is_kept_and_how_to_train_it_again(
+    cli, small_dir, tmp_path, monkeypatch
+):
+    """--train-best whose run folder's disk is full: "cannot write the run ...; nothing there
+    was changed", and no word of the search. It says the study and best.toml are kept, and the
+    command that trains the best trial again."""
+    from forecaster import tuning
+    from forecaster.errors import RunWriteError
+
+    real = tuning.train
+
+    def full(cfg, *, run_dir, **kw):
+        if "forecaster-trial-" in str(run_dir):  # a trial of the search trains as it would
+            return real(cfg, run_dir=run_dir, **kw)
+        raise RunWriteError(f"cannot write the run {run_dir}: No space left on device; nothing there was changed")
+
+    monkeypatch.setattr(tuning, "train", full)
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    res = cli("tune", "--config", conf, "--epochs", "1", "--study", "s", "--trials", "1", "--train-best")
+    best = Path("runs/tune/s/best.toml")
+    assert_one_line_error(
+        res,
+        1,
+        "cannot write the run runs/s-best: No space left on device; nothing there was changed",
+        f"study s (sqlite:///{(tmp_path / 'cwd' / 'runs' / 'tune' / 's.db').resolve()}) and {best} are kept",
+        f"`forecaster train --config {best}` trains the best trial again",
+    )
+    monkeypatch.setattr(tuning, "train", real)
+    res = cli("train", "--config", str(best), "-q")
+    assert res.exit_code == 0, res.stderr
+    assert run_meta(tmp_path / "cwd" / "runs" / "s-best")["status"] == "complete"
