@@ -238,15 +238,28 @@ def _holder_file(lock_path: Path) -> Path:
     return lock_path.with_name(lock_path.name + ".holder")
 
 
-def _holder(lock_path: Path) -> tuple[int, str, str] | None:
-    """The holder recorded beside ``lock_path``: its pid, host and description; None when no
-    readable record is there."""
+def _holder(lock_path: Path) -> tuple[int, str, str, str] | None:
+    """The holder recorded beside ``lock_path``: its pid, host, description and the UTC time it
+    took the lock; None when no readable record is there."""
     try:
         info = json.loads(_holder_file(lock_path).read_text(encoding="utf-8"))
-        pid, host = int(info["pid"]), info["host"]
-        return pid, host, f"pid {pid} on {host}, started {info['started']}: {info['command']}"
+        pid, host, started = int(info["pid"]), info["host"], str(info["started"])
+        return pid, host, f"pid {pid} on {host}, started {started}: {info['command']}", started
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _started_after(pid: int, when: str) -> bool:
+    """Whether process ``pid`` started after the UTC time ``when`` (as a holder records it): then
+    it is another process that was given the pid of a holder killed since (after a reboot, say).
+    False where that cannot be told (no /proc)."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(ln.split()[1]) for ln in Path("/proc/stat").read_text().splitlines() if ln.startswith("btime"))
+        began = boot + ticks / os.sysconf("SC_CLK_TCK")
+        return began > datetime.strptime(when, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp() + 2
+    except (OSError, ValueError, IndexError, StopIteration, AttributeError):
+        return False
 
 
 def _describe_holder(lock_path: Path) -> str:
@@ -267,6 +280,8 @@ def lock_holder(path: PathLike) -> str | None:
         return None  # a holder killed before it could clean up
     except PermissionError:
         pass  # alive, another user's
+    if _started_after(holder[0], holder[3]):
+        return None  # its pid given to a process started since
     return holder[2]
 
 

@@ -221,6 +221,26 @@ def test_lock_of_killed_holder_is_free_at_once(lock_holder):
     assert time.monotonic() - started < 1
 
 
+@pytest.mark.parametrize("recorded", ["2000-01-01T00:00:00Z", "now"])
+def test_a_holder_record_whose_pid_went_to_a_process_started_since_names_no_holder(tmp_path, recorded):
+    """A holder killed outright leaves its record; after a reboot its pid may belong to a
+    process started since (here this one, against a record dated before it began), which does
+    not hold the lock. A record taken after the process began names it."""
+    import json
+    import socket
+    from datetime import UTC, datetime
+
+    lock = tmp_path / ".lock"
+    when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if recorded == "now" else recorded
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "started": when, "command": "forecaster train"}
+    (tmp_path / ".lock.holder").write_text(json.dumps(record))
+    held = fsio.lock_holder(lock)
+    if recorded == "now":
+        assert held == f"pid {os.getpid()} on {socket.gethostname()}, started {when}: forecaster train"
+    else:
+        assert held is None
+
+
 @pytest.mark.parametrize("swap", ["exchange", "renames"])
 def test_a_run_replaced_while_it_is_read_is_read_whole_from_the_new_one(trained_run, tmp_path, monkeypatch, swap):
     """`train --run-dir` puts a new run in place of the one a cron `predict` is reading: the
