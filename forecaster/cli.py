@@ -16,7 +16,7 @@ import shlex
 import sys
 import traceback
 from contextlib import contextmanager, suppress
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated, get_args
 
@@ -131,9 +131,12 @@ DataDirOpt = Annotated[
 ]
 
 
-def _choice(name: str, literal) -> type[Enum]:
-    """A Typer choice type with exactly the values of one of the config's ``Literal`` types."""
-    return Enum(name, {v: v for v in get_args(literal)}, type=str)
+def _choice(name: str, literal) -> type[StrEnum]:
+    """A Typer choice type with exactly the values of one of the config's ``Literal`` types.
+
+    A StrEnum, whose str() is its value: Typer before 0.29 maps a parsed value back through
+    str(), and would turn a plain str-Enum member ("Source.csv") into None, dropping the option."""
+    return StrEnum(name, {v: v for v in get_args(literal)})
 
 
 def _one_of(kind: type[Enum]):
