@@ -14,7 +14,7 @@ from forecaster.forking import Stretches, epoch_chunks, plan_chunks, runs
 from forecaster.training import fit, new_model
 from tests.support import sample_trainer
 from tests.test_models import net
-from tests.test_windows import histories, params, setup
+from tests.test_windows import histories, params, windows_for
 
 chunks_st = st.integers(1, 40)
 settings_ = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -27,7 +27,7 @@ def _phases(draw_seed: int, n_runs: int, chunk: int) -> np.ndarray:
 @settings_
 @given(histories, params, chunks_st, st.integers(0, 2**31 - 1), st.sampled_from(["train", "val", "test"]))
 def test_every_origin_is_in_exactly_one_chunk_of_one_ticker(starts, p, chunk, seed, split):
-    out = setup(starts, *p)
+    out = windows_for(starts, *p)
     assume(out is not None)
     _, _, ws = out
     origins = ws.ends(split)
@@ -52,7 +52,7 @@ def test_every_origin_is_in_exactly_one_chunk_of_one_ticker(starts, p, chunk, se
 @settings_
 @given(histories, params, chunks_st, st.integers(0, 2**31 - 1))
 def test_stretches_read_only_their_ticker_up_to_the_last_origin(starts, p, chunk, seed):
-    out = setup(starts, *p)
+    out = windows_for(starts, *p)
     assume(out is not None)
     _, _, ws = out
     L, H = ws.lookback, ws.horizon

@@ -23,7 +23,7 @@ histories = st.lists(st.integers(0, 300), min_size=1, max_size=4)  # listing off
 params = st.tuples(st.integers(2, 15), st.integers(1, 5), st.integers(5, 40), st.integers(5, 40))
 
 
-def setup(starts, L, H, val, test):
+def windows_for(starts, L, H, val, test):
     """Bars, splits and windows. An example where no ticker has the training sessions for one
     window is discarded, once the refusal is checked (``test_every_ticker_too_short_is_an_error``
     pins that case)."""
@@ -42,7 +42,7 @@ def setup(starts, L, H, val, test):
 @given(histories, params)
 def test_window_invariants(starts, p):
     L, H, val, test = p
-    bars, splits, ws = setup(starts, L, H, val, test)
+    bars, splits, ws = windows_for(starts, L, H, val, test)
     all_ends = ws.ends()
     per_split = {s: ws.ends(s) for s in ("train", "val", "test")}
     assert sum(len(e) for e in per_split.values()) == len(all_ends)
@@ -68,7 +68,7 @@ def test_window_invariants(starts, p):
 @given(histories, params)
 def test_window_count_formula(starts, p):
     L, H, val, test = p
-    _, splits, ws = setup(starts, L, H, val, test)
+    _, splits, ws = windows_for(starts, L, H, val, test)
     expected = 0
     for k in range(len(ws.tickers)):
         codes = ws.split[ws.offsets[k] : ws.offsets[k + 1]]
@@ -86,7 +86,7 @@ def test_window_count_formula(starts, p):
 @given(histories, params)
 def test_scaler_sees_training_rows_only(starts, p):
     L, H, val, test = p
-    bars, splits, ws = setup(starts, L, H, val, test)
+    bars, splits, ws = windows_for(starts, L, H, val, test)
     for sym in ws.tickers:
         a = make_arrays(bars[sym])
         train = a.features[pd.DatetimeIndex(a.dates) < splits.val_start]
