@@ -218,6 +218,27 @@ def _is_a_date(text: str) -> bool:
         return pd.notna(pd.to_datetime(pd.Series([text]), errors="coerce", format="mixed").iloc[0])
 
 
+def _beyond_nanoseconds(text: str) -> bool:
+    """True when ``text`` is a date outside the years a nanosecond timestamp holds."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            stamp = pd.Timestamp(text)  # a coarser unit than nanoseconds where it has to
+        except (ValueError, OverflowError):
+            return False
+    if pd.isna(stamp):
+        return False
+    day = np.datetime64(f"{stamp.year:04d}-{stamp.month:02d}-{stamp.day:02d}", "D")
+    return bool(day < FIRST_DAY or day > LAST_DAY)
+
+
+def _outside_years(path: Path, value: str, pos: int, lines: list[int] | None) -> DataError:
+    return DataError(
+        f"{path}: date {value[:40]!r} ({where_row(pos, lines)}) is outside the years {YEARS_HELD} "
+        "that a date can take; a mistyped year?"
+    )
+
+
 def _parse_dates(raw: pd.Series, path: Path, blank: np.ndarray, lines: list[int] | None = None) -> pd.DatetimeIndex:
     """The dates of ``raw``, all in one format; NaT on the ``blank`` rows (every field empty),
     which the validator then drops with a warning. Any other row without a date in the file's
@@ -237,16 +258,15 @@ def _parse_dates(raw: pd.Series, path: Path, blank: np.ndarray, lines: list[int]
                 f"{path}: date {value[:40]!r} ({where_row(pos, lines)}) is not in the file's date format, that of "
                 f"{text.iloc[example][:40]!r} ({where_row(int(example), lines)}); write every date of a file one way"
             )
+        if value and _beyond_nanoseconds(local[pos]):  # pandas before 3 parses such a date as NaT
+            raise _outside_years(path, value, pos, lines)
         what = f"unparseable date {value[:40]!r}" if value else "empty date"
         raise DataError(f"{path}: {what} ({where_row(pos, lines)})")
     days = _local_days(parsed)
     outside = (days < FIRST_DAY) | (days > LAST_DAY)
     if outside.any():  # a mistyped year (2925, 0025): no nanosecond timestamp holds it
         pos = int(parsed.index[np.flatnonzero(outside)[0]])
-        raise DataError(
-            f"{path}: date {text.iloc[pos][:40]!r} ({where_row(pos, lines)}) is outside the years {YEARS_HELD} "
-            "that a date can take; a mistyped year?"
-        )
+        raise _outside_years(path, text.iloc[pos], pos, lines)
     _refuse_intraday(parsed, days, text, path, lines)
     dates = np.full(len(text), np.datetime64("NaT"), dtype="datetime64[ns]")
     dates[~blank] = days.astype("datetime64[ns]")
