@@ -38,6 +38,9 @@ DATE_COLUMNS = ("date", "datetime", "timestamp")
 ADJ_CLOSE_COLUMNS = ("adj close", "adjclose", "adjusted close")
 _MISSING = ["nan", "na", "n/a", "null", "none", "-"]
 
+# pandas 3 reads every decimal to the nearest float and deprecates float_precision; before 3
+# the default parser is one bit off now and then, and round_trip is the exact one
+_EXACT_FLOATS: dict[str, str] = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
 # The earliest and latest dates a datetime64[ns] index can hold, with a margin.
 FIRST_DAY = np.datetime64("1678-01-01", "D")
 LAST_DAY = np.datetime64("2261-12-31", "D")
@@ -424,6 +427,9 @@ def _read_csv_frame(path: Path) -> pd.DataFrame:
         if col == "volume":  # 1.23M, 950.20K: volumes as some sites write them (Investing's "Vol.")
             text = _volume_units(text)
         numbers = pd.to_numeric(text, errors="coerce").astype("float64")
+        # pandas before 3 reads some decimals one bit off the nearest float: read those it took again
+        took = numbers.notna().to_numpy()
+        numbers[took] = text[took].astype("float64")
         missing_marks = text.str.lower().isin(_MISSING)
         bad = text.notna() & (text != "") & numbers.isna() & ~missing_marks
         if bad.any():
@@ -602,7 +608,7 @@ def _read_clean_csv(path: Path, text: str | None = None) -> pd.DataFrame | None:
             text = path.read_bytes().decode("utf-8-sig")
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            raw = pd.read_csv(io.StringIO(text), skipinitialspace=True, index_col=False)
+            raw = pd.read_csv(io.StringIO(text), skipinitialspace=True, index_col=False, **_EXACT_FLOATS)
         keys, date_col, adj_col = _columns(raw, path)
         raw.columns = keys
         wanted = COLUMNS + ([adj_col] if adj_col else [])

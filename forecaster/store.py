@@ -263,7 +263,7 @@ def _as_float_bars(df: pd.DataFrame, ticker: str) -> pd.DataFrame:
     outside = (days < FIRST_DAY) | (days > LAST_DAY)
     if outside.any():  # no nanosecond timestamp holds it: named, not an unexpected error
         raise DataError(f"{ticker}: date {days[outside][0]} is outside the years {YEARS_HELD} that a date can take")
-    out.index = index.normalize().astype("datetime64[ns]").rename("date")
+    out.index = index.astype("datetime64[ns]").normalize().rename("date")  # normalize last: it sets the freq
     return out
 
 
