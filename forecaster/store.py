@@ -522,7 +522,10 @@ def _read_plain_store(path: Path) -> PlainBars | None:
     try:
         with pq.ParquetFile(path, pre_buffer=False) as file:
             schema = file.schema_arrow
-            name = _plain_index_column((schema.metadata or {}).get(b"pandas"))
+            metadata = schema.metadata or {}
+            if b"PANDAS_ATTRS" in metadata:  # attrs that pandas wrote, which pyarrow 15 keeps nowhere else
+                return None
+            name = _plain_index_column(metadata.get(b"pandas"))
             if name is None:
                 return None
             fields = [schema.field(c) for c in [*COLUMNS, name]]
