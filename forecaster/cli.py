@@ -723,7 +723,6 @@ HalvesOpt = Annotated[
 CheckpointEveryOpt = Annotated[
     float | None,
     typer.Option(
-        min=0,
         metavar="<seconds>",
         help="Save a new run as a resumable checkpoint every this many seconds of training, so that a process "
         "killed outright (kill -9, out of memory, a power cut) can be resumed from the last one with --resume "
@@ -1524,9 +1523,11 @@ def info(
                 read_resume(run_dir)
             except RunFormatError as e:
                 unusable = str(e)
+        live = lock_holder(run_lock_path(run_dir)) if m.status != "complete" else None  # a checkpoint
         if json_out:
             pointer = {"pointer": {"name": run.name, "path": str(run), "target": str(target)}} if target else {}
-            _emit_json(json.loads(m.to_json()) | pointer | ({"unusable": unusable} if unusable else {}))
+            training = {"being_trained": live} if live else {}
+            _emit_json(json.loads(m.to_json()) | pointer | training | ({"unusable": unusable} if unusable else {}))
             _refuse_unusable(unusable)
             return
         c = m.config
@@ -1537,7 +1538,6 @@ def info(
             print(f"moved      trained as {m.name}: its forecasts go to {Path(c.predict.out) / m.name}")
         if m.status != "complete" and not unusable:
             # the run directory itself: train refuses to write through a promoted name
-            live = lock_holder(run_lock_path(run_dir))  # still training: a checkpoint
             status = f"being trained (a checkpoint after epoch {m.metrics.epochs_run})" if live else m.status
             print(f"status     {status}: {unfinished_advice(run_dir)}")
         if unusable:
@@ -1918,18 +1918,19 @@ def retrain(
                 print(f"{rep.pointer} -> {(rep.challenger if rep.promoted else rep.champion)}")
 
 
-def _train_flags() -> list[inspect.Parameter]:
-    """train's options that set config keys, but --run-dir: tune and retrain take exactly these."""
+def _train_flags(without: tuple[str, ...] = ()) -> list[inspect.Parameter]:
+    """train's options that set config keys, but --run-dir (and ``without``): tune and retrain
+    take exactly these."""
     params = inspect.signature(train, eval_str=True).parameters
-    return [p for n, p in params.items() if n in OVERRIDES and n != "run_dir"]
+    return [p for n, p in params.items() if n in OVERRIDES and n != "run_dir" and n not in without]
 
 
-def _with_train_flags(command, recorded: str | None = None):
+def _with_train_flags(command, recorded: str | None = None, without: tuple[str, ...] = ()):
     """``command`` registered with its own options followed by every train flag (its
-    ``**train_flags``), so a flag added to train is one of tune and retrain too. With
-    ``recorded``, ``--source`` and ``--data-dir`` say that their default is that run's."""
+    ``**train_flags``) but ``without``, so a flag added to train is one of tune and retrain too.
+    With ``recorded``, ``--source`` and ``--data-dir`` say that their default is that run's."""
     own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
-    flags = [p.replace(kind=p.KEYWORD_ONLY) for p in _train_flags()]
+    flags = [p.replace(kind=p.KEYWORD_ONLY) for p in _train_flags(without)]
     if recorded is not None:
         kinds = dict(zip(("source", "data_dir"), _recorded_data_options(recorded), strict=True))
         flags = [p.replace(annotation=kinds[p.name]) if p.name in kinds else p for p in flags]
@@ -1938,7 +1939,8 @@ def _with_train_flags(command, recorded: str | None = None):
 
 
 _with_train_flags(tune)
-_with_train_flags(retrain, recorded="the champion's")
+# a challenger saves no checkpoints (one cut short is trained again, not resumed)
+_with_train_flags(retrain, recorded="the champion's", without=("checkpoint_every",))
 
 
 def _closed_streams_to_devnull() -> None:

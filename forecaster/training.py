@@ -866,6 +866,7 @@ def train(
     keep_diverged: bool = True,
     distributed: bool = True,
     checkpoints: bool = True,
+    origin: Origin | None = None,
 ) -> TrainResult:
     """Train one global model over ``cfg.data.tickers`` and write its run directory.
 
@@ -879,7 +880,8 @@ def train(
     Every ``train.checkpoint_every`` seconds a new run (or the run resumed) is saved as an
     interrupted one, so that a process killed outright can be resumed from there
     (:class:`_Checkpoints`); ``checkpoints=False`` saves none (a tuning trial, whose run goes; a
-    retrain's challenger, trained again rather than resumed).
+    retrain's challenger, trained again rather than resumed). ``origin``: the tuning study that
+    chose the configuration, recorded in every save of the run (a run resumed keeps its own).
     """
     if not isinstance(cfg, Config):
         raise TypeError(f"cfg must be a Config (from forecaster.load_config), not {type(cfg).__name__}")
@@ -894,7 +896,7 @@ def train(
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"tickers": tickers, "calendar": calendar})})
 
         def into(path: Path) -> TrainResult:
-            how = (on_epoch, on_batch, lock_timeout, resume, keep_diverged, distributed, checkpoints)
+            how = (on_epoch, on_batch, lock_timeout, resume, keep_diverged, distributed, checkpoints, origin)
             return _train(cfg, tickers, path, now, *how)
 
         if run_dir is not None or cfg.run_dir is not None or not Dist(alone=not distributed).main:
@@ -967,6 +969,7 @@ def _train(
     keep_diverged: bool,
     distributed: bool = True,
     checkpoints: bool = True,
+    origin: Origin | None = None,
 ) -> TrainResult:
     """:func:`train` into ``run_dir``, its config checked (the other arguments are train's)."""
     check_run_target(run_dir)  # refused now, not once the epochs are spent
@@ -976,7 +979,8 @@ def _train(
     before = _resume_point(run_dir, cfg) if resume else None
     earlier = None if resume else _earlier_forecasts(run_dir, cfg)
     state, history, splits, seconds_before = (None, [], None, 0.0) if before is None else before[1:]
-    origin = None if before is None else before[0].origin  # a tuned run resumed: still the study's
+    if before is not None:
+        origin = before[0].origin  # a tuned run resumed: still the study's
     dist = Dist(alone=not distributed)
     seed_everything(cfg.train.seed)
     set_threads(cfg.train.threads)
@@ -1035,6 +1039,8 @@ def _train(
                 f"{run_dir} was written by another training while this one waited for its lock; nothing was "
                 f"changed: run {resume_command(run_dir)} again to resume what is there now"
             )
+        if not resume and dist.main:
+            _warn_of_an_interrupted_run(run_dir)
 
         def checkpoint() -> None:
             seconds = time.perf_counter() - started
@@ -1047,7 +1053,7 @@ def _train(
                     if on_epoch:
                         on_epoch(rec)
                     if saver.due(trainer):
-                        saver.save(checkpoint)
+                        saver.save(checkpoint, trainer.epoch)
             except Diverged as exc:  # a NaN loss: the last good checkpoint is kept, if there is one
                 if not keep_diverged:
                     raise
@@ -1059,7 +1065,10 @@ def _train(
             trainer.restore_best()
             if dist.main:  # calibration and writing take a while: a stop then keeps the epochs too
                 seconds = time.perf_counter() - started
-                manifest = _save(run_dir, trainer, data, history, cfg, now, seconds, origin=origin)
+                try:
+                    manifest = _save(run_dir, trainer, data, history, cfg, now, seconds, origin=origin)
+                except RunWriteError as exc:  # a full disk: the last checkpoint stays, to finish later
+                    raise saver.kept(exc) from None
         except (KeyboardInterrupt, RuntimeError) as exc:
             lost = isinstance(exc, RuntimeError)
             if lost and not (dist.active and peer_lost(exc)):
@@ -1108,6 +1117,24 @@ def _train(
             f"was calibrated and written to {run_dir}, a complete run that forecasts"
         )
     return TrainResult(run_dir=run_dir, manifest=manifest, history=history)
+
+
+def _warn_of_an_interrupted_run(run_dir: Path) -> None:
+    """A new training into a folder that holds an interrupted run (one stopped, or killed after
+    a checkpoint, perhaps while this one waited for its lock) replaces it when it ends: said, with
+    how to continue that run instead."""
+    try:
+        there = read_manifest(run_dir) if (run_dir / "run.json").is_file() else None
+    except (ForecasterError, OSError):
+        return
+    if there is not None and there.status != "complete":
+        log.warning(
+            "%s holds an interrupted run, trained for %d epochs, which this new training replaces when it ends: "
+            "to continue that run instead, stop this one and run %s",
+            run_dir,
+            there.metrics.epochs_run,
+            resume_command(run_dir),
+        )
 
 
 def _unsaved(why: str, epoch: int, error: RunWriteError, run_dir: Path) -> Interrupted:
@@ -1554,6 +1581,7 @@ class _Checkpoints:
         self.fresh = False  # the folder was absent or empty
         self.existed = False
         self.written = False
+        self.epoch = 0  # of the last checkpoint written
         self.warned = False
         self.last = 0.0
 
@@ -1578,16 +1606,37 @@ class _Checkpoints:
         one's run is written whole right after)."""
         return self.every is not None and not trainer.finished and self._now() - self.last >= self.every
 
-    def save(self, write: Callable[[], None]) -> None:
-        """``write`` the checkpoint; one that cannot be written is said once, and training goes on."""
+    def save(self, write: Callable[[], None], epoch: int) -> None:
+        """``write`` the checkpoint after ``epoch``; one that cannot be written is said once, and
+        training goes on."""
         try:
             write()
-            self.written = True
+            self.written, self.epoch = True, epoch
         except RunWriteError as exc:
             if not self.warned:
-                log.warning("%s; training goes on, and a process killed now loses its epochs", exc)
+                log.warning("%s; training goes on, and %s", exc, self._if_killed())
                 self.warned = True
         self.last = self._now()
+
+    def _if_killed(self) -> str:
+        """What a process killed now leaves to resume."""
+        if self.written:
+            return f"a process killed now resumes from the checkpoint after epoch {self.epoch}"
+        if self.resume:
+            return "a process killed now resumes from where this training resumed it"
+        return "a process killed now loses its epochs"
+
+    def kept(self, error: RunWriteError) -> RunWriteError:
+        """The run could not be written when training ended (a full disk): its last checkpoint,
+        if any, stays in its place, to finish with ``train --resume`` once there is room."""
+        if not self.written:
+            return error
+        self.written = False  # not taken away on the way out
+        said = str(error).removesuffix("; nothing there was changed")
+        return RunWriteError(
+            f"{said}; it holds the checkpoint after epoch {self.epoch}: {resume_command(self.run_dir)} "
+            "finishes the run once it can be written"
+        )
 
     @staticmethod
     def _now() -> float:

@@ -1038,6 +1038,7 @@ def train_best(result: TuneResult, *, on_epoch=None, on_batch=None, lock_timeout
             on_batch=on_batch,
             lock_timeout=lock_timeout,
             distributed=False,
+            origin=origin,  # in its checkpoints too: one resumed after a kill still records the study
         )
     except Interrupted as exc:  # the run saved to resume records the study too, and train --resume keeps it
         saved = Path(exc.details.get("run_dir") or best.config.run_dir)

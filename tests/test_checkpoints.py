@@ -2,7 +2,9 @@
 so that a process killed outright (SIGKILL, the out-of-memory killer, a power cut) resumes from
 its last one, and a run already in the folder is never replaced before training ends."""
 
+import json
 import logging
+import os
 import shutil
 import signal
 import time
@@ -67,12 +69,15 @@ def test_a_checkpoint_of_a_training_still_running_is_named_as_one(sample_dir, tm
             said["load"] = str(caught.value)
             p = start_forecaster("info", run)
             said["info"] = p.communicate(timeout=120)[0]
+            p = start_forecaster("info", run, "--json")
+            said["json"] = json.loads(p.communicate(timeout=120)[0])
 
     train(_cfg(sample_dir, 1e-6), run_dir=run, on_epoch=look)
     assert said["load"].startswith(f"{run} is being trained: it holds a checkpoint after epoch 2, not a finished run; ")
     assert "a training is writing it now (pid " in said["load"] and said["load"].endswith("wait for it to end")
     [line] = [ln for ln in said["info"].splitlines() if ln.startswith("status")]
     assert line.startswith("status     being trained (a checkpoint after epoch 2): a training is writing it now (pid ")
+    assert said["json"]["status"] == "interrupted" and said["json"]["being_trained"].startswith(f"pid {os.getpid()} ")
 
 
 def test_checkpoint_every_0_saves_none(sample_dir, tmp_path):
@@ -316,7 +321,111 @@ def test_checkpoints_with_no_room_for_their_folder_are_said_once_and_training_go
         res = train(_cfg(sample_dir, 1e-6), run_dir=run)
     assert len(made) == 4 and res.manifest.status == "complete" and run_meta(run)["metrics"]["epochs_run"] == 4
     said = [r.getMessage() for r in caplog.records if "No space left on device" in r.getMessage()]
-    assert len(said) == 1 and said[0].startswith(f"cannot write the run {run}") and "training goes on" in said[0]
+    assert len(said) == 1 and said[0].startswith(f"cannot write the run {run}")
+    assert said[0].endswith("; training goes on, and a process killed now loses its epochs"), said[0]
+
+
+def test_a_checkpoint_that_cannot_be_written_after_one_that_was_names_the_one_to_resume(
+    sample_dir, tmp_path, monkeypatch, caplog
+):
+    from forecaster import checkpoint
+
+    real, calls = checkpoint.sibling_temp_dir, []
+
+    def full_from_the_second(final_dir):  # the checkpoint of epoch 1 fits; those after do not
+        calls.append(final_dir)
+        if 2 <= len(calls) <= 3:
+            import errno
+
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(final_dir)
+
+    monkeypatch.setattr(checkpoint, "sibling_temp_dir", full_from_the_second)
+    run = tmp_path / "run"
+    with caplog.at_level(logging.WARNING, logger="forecaster"):
+        train(_cfg(sample_dir, 1e-6), run_dir=run)
+    said = [r.getMessage() for r in caplog.records if "No space left on device" in r.getMessage()]
+    assert len(said) == 1
+    assert said[0].endswith("; training goes on, and a process killed now resumes from the checkpoint after epoch 1")
+
+
+def test_a_run_that_cannot_be_written_when_training_ends_keeps_its_last_checkpoint(sample_dir, tmp_path, monkeypatch):
+    """A full disk at the end: the checkpoint is what the epochs left, and --resume finishes the
+    run from it once there is room, rather than training them all again."""
+    real = training.save_run
+
+    def no_room_at_the_end(run_dir, weights, manifest, history, resume=None):
+        if manifest.status == "complete":
+            raise RunWriteError(f"cannot write the run {run_dir}: No space left on device; nothing there was changed")
+        return real(run_dir, weights, manifest, history, resume=resume)
+
+    monkeypatch.setattr(training, "save_run", no_room_at_the_end)
+    run = tmp_path / "run"
+    with pytest.raises(RunWriteError) as caught:
+        train(_cfg(sample_dir, 1e-6), run_dir=run)
+    assert str(caught.value) == (
+        f"cannot write the run {run}: No space left on device; it holds the checkpoint after epoch 3: "
+        f"`forecaster train --resume {run}` finishes the run once it can be written"
+    )
+    assert run_meta(run)["status"] == "interrupted" and run_meta(run)["metrics"]["epochs_run"] == 3
+    monkeypatch.setattr(training, "save_run", real)
+    res = train(_cfg(sample_dir, 1e-6), run_dir=run, resume=True)
+    assert res.manifest.status == "complete" and [r.epoch for r in res.history] == [1, 2, 3, 4]
+
+
+def test_a_tuned_runs_checkpoints_record_its_study(sample_dir, tmp_path):
+    from forecaster.checkpoint import Origin
+
+    origin = Origin(study="s", trial=3, val_loss=0.25, storage="sqlite:///s.db")
+    run = tmp_path / "run"
+    seen = []
+    train(_cfg(sample_dir, 1e-6, epochs=3), run_dir=run, on_epoch=lambda rec: seen.append(_origin(run)), origin=origin)
+    assert seen[1:] == [origin.model_dump(mode="json")] * 2 and _origin(run) == origin.model_dump(mode="json")
+
+
+def _origin(run):
+    return run_meta(run).get("origin") if (run / "run.json").is_file() else None
+
+
+def test_train_best_records_the_study_in_the_runs_checkpoints(monkeypatch):
+    from forecaster import tuning
+    from forecaster.checkpoint import Origin
+
+    given = {}
+
+    def spy(cfg, **kw):
+        given.update(kw)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(tuning, "train", spy)
+    best = type("Best", (), {"number": 4, "value": 0.2, "config": load_config(None, {})})()
+    result = type("Result", (), {"best": best, "study": "s", "storage": "sqlite:///s.db", "files": {}})()
+    with pytest.raises(ValueError, match="stop here"):
+        tuning.train_best(result)
+    assert given["origin"] == Origin(study="s", trial=4, val_loss=0.2, storage="sqlite:///s.db")
+
+
+def test_a_new_training_into_an_interrupted_run_says_it_replaces_it(sample_dir, tmp_path, caplog):
+    run = tmp_path / "run"
+    with pytest.raises(training.Interrupted):
+        train(_cfg(sample_dir, 0, epochs=3), run_dir=run, on_epoch=_stop_at(2))
+    with caplog.at_level(logging.WARNING, logger="forecaster"):
+        train(_cfg(sample_dir, 0, epochs=2), run_dir=run)
+    said = [r.getMessage() for r in caplog.records if "holds an interrupted run" in r.getMessage()]
+    assert said == [
+        f"{run} holds an interrupted run, trained for 2 epochs, which this new training replaces when it ends: to "
+        f"continue that run instead, stop this one and run `forecaster train --resume {run}`"
+    ]
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf"])
+def test_a_checkpoint_interval_that_is_no_number_of_seconds_is_refused(cli, sample_dir, tmp_path, value):
+    data = ["--source", "csv", "--data-dir", sample_dir, "-t", "STOCKA,STOCKB"]
+    res = cli("train", *data, "--checkpoint-every", value, "--run-dir", tmp_path / "r")
+    assert res.exit_code == 1, res.stderr
+    [line] = [ln for ln in res.stderr.splitlines() if ln.startswith("ERROR")]
+    assert line.startswith("ERROR: invalid configuration (options): train.checkpoint_every: "), line
+    assert not (tmp_path / "r").exists()
 
 
 def _stop_at(epoch):

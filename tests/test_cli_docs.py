@@ -137,9 +137,11 @@ def test_the_common_options_are_where_the_spec_puts_them():
     assert {"--run", "--out", "--source", "--data-dir", "--since"} <= opts["score"]
     assert {"--fail-if-coverage-outside", "--fail-if-no-skill"} <= opts["score"]
     assert {"--name", "--runs-dir", "--lock-timeout"} <= opts["promote"]
-    # retrain takes every train flag that sets a config key (not --run-dir, not --resume)
+    # retrain takes every train flag that sets a config key (not --run-dir, not --resume, and not
+    # --checkpoint-every: a challenger saves none), tune every one but --run-dir and --resume
     train_flags = {o for o in opts["train"] if o.startswith("--")} - {"--run-dir", "--resume", "--config"}
-    assert train_flags <= opts["retrain"]
+    assert train_flags - {"--checkpoint-every"} <= opts["retrain"] and "--checkpoint-every" not in opts["retrain"]
+    assert train_flags <= opts["tune"]
     assert {"--keep", "--runs-dir", "--lock-timeout"} <= opts["retrain"]
 
 
