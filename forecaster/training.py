@@ -1574,7 +1574,7 @@ class _Checkpoints:
     the training took its lock, or the run it resumes: a run that was there (one that forecasts
     every day) stays until the new one replaces it whole. Entered with the run's lock held; left
     by an error other than :class:`Interrupted` (whose own save replaces the checkpoint), a new
-    run's checkpoint is removed, the folder left as it was found."""
+    run's checkpoint is removed, the folder left as it was found, unless :meth:`kept` keeps it."""
 
     def __init__(self, run_dir: Path, every: float | None, resume: bool):
         self.run_dir, self.every, self.resume = run_dir, every, resume
