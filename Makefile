@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-all lint bench smoke sample clean
+.PHONY: install demo test test-all test-oldest lint bench smoke sample clean
 
 install: $(STAMP)
 
@@ -38,6 +38,15 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -n auto --maxprocesses 4 -m "network or not network"
 
+# the tests against the oldest versions pyproject.toml allows (.ci/oldest.txt), in a venv of their own
+OLDEST := .venv-oldest
+test-oldest:
+	$(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/python -m pip install --quiet --upgrade pip
+	$(OLDEST)/bin/python -m pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	$(OLDEST)/bin/python -m pip install --quiet -c .ci/oldest.txt -e ".[dev]"
+	$(OLDEST)/bin/python -m pytest -q -n auto --maxprocesses 4 -p no:cacheprovider
+
 lint: $(STAMP)
 	$(BIN)/ruff format --check forecaster tests benchmarks
 	$(BIN)/ruff check forecaster tests benchmarks
@@ -50,4 +59,4 @@ sample: $(STAMP)
 	$(PY) -m forecaster.synthetic data/sample
 
 clean:
-	rm -rf $(VENV) runs forecasts data/store .pytest_cache
+	rm -rf $(VENV) $(OLDEST) runs forecasts data/store .pytest_cache
