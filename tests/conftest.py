@@ -7,7 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from support import tiny_overrides
+
+# No property test fails on time: an example that runs slowly on a busy machine is no bug (speed is
+# what the benchmarks measure). A test's own @settings still sets its number of examples.
+settings.register_profile("forecaster", deadline=None)
+settings.load_profile("forecaster")
 
 
 @pytest.fixture(autouse=True)
