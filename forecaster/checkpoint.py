@@ -458,6 +458,20 @@ def run_directory(path: Path) -> Path:
     raise RunFormatError(f"{path} points at {run_dir}, which {what}")
 
 
+def _why_no_manifest(run_dir: Path) -> str:
+    """Why the folder ``run_dir`` holds no run.json: a training writing it, a training killed
+    before its first save (an empty folder), or else it is missing."""
+    if holder := lock_holder(run_lock_path(run_dir)):
+        return f"not yet, a training is writing it ({holder})"
+    try:
+        empty = not any(Path(run_dir).iterdir())
+    except OSError:
+        empty = False
+    if empty:
+        return f"the folder is empty, no {META} (as a training stopped before its first save leaves it)"
+    return f"{META} is missing"
+
+
 def read_manifest(run_dir: Path) -> Manifest:
     """run.json, checked: present, JSON, this format version, every field of the right type.
 
@@ -467,7 +481,7 @@ def read_manifest(run_dir: Path) -> Manifest:
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
-        raise RunFormatError(f"{run_dir} is not a run: {META} is missing") from None
+        raise RunFormatError(f"{run_dir} is not a run: {_why_no_manifest(run_dir)}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunFormatError(f"{path} is not valid JSON ({e})") from None
     if not isinstance(raw, dict) or "format_version" not in raw:

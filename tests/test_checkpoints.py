@@ -80,6 +80,34 @@ def test_a_checkpoint_of_a_training_still_running_is_named_as_one(sample_dir, tm
     assert said["json"]["status"] == "interrupted" and said["json"]["being_trained"].startswith(f"pid {os.getpid()} ")
 
 
+def test_a_folder_with_no_run_yet_says_why(sample_dir, tmp_path):
+    """An empty folder (a training killed before its first checkpoint leaves one), or one a
+    training is still writing its first epochs into, rather than a bare 'run.json is missing'."""
+    from forecaster.checkpoint import read_manifest
+    from forecaster.errors import RunFormatError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(RunFormatError) as caught:
+        read_manifest(run)
+    assert str(caught.value) == (
+        f"{run} is not a run: the folder is empty, no run.json (as a training stopped before its first save leaves it)"
+    )
+    said = []
+
+    def look(rec):
+        if rec.epoch == 1:
+            with pytest.raises(RunFormatError) as caught:
+                read_manifest(run)
+            said.append(str(caught.value))
+
+    train(_cfg(sample_dir, 0, epochs=2), run_dir=run, on_epoch=look)
+    assert said[0].startswith(f"{run} is not a run: not yet, a training is writing it (pid {os.getpid()} ")
+    (run / "run.json").unlink()
+    with pytest.raises(RunFormatError, match=r"is not a run: run\.json is missing$"):
+        read_manifest(run)
+
+
 def test_checkpoint_every_0_saves_none(sample_dir, tmp_path):
     run = tmp_path / "run"
     seen, hook = _seen_at_each_epoch(run)
