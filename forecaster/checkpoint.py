@@ -33,7 +33,6 @@ from .config import Config, said
 from .errors import DataError, RunFormatError, RunWriteError
 from .features import CALENDAR, FEATURES, KNOWN_FEATURES, Scaler
 from .fsio import (
-    atomic_write_text,
     follow_link,
     links_in,
     lock_holder,
@@ -421,14 +420,6 @@ def _flatten(state: ResumeState) -> tuple[dict[str, np.ndarray], dict[str, str]]
         "fitted_on": state.fitted_on,
     }
     return _contiguous(tensors), {"state": json.dumps(meta, default=float)}
-
-
-def set_origin(run_dir: Path, origin: Origin) -> Manifest:
-    """Record in a written run where its configuration came from (run.json replaced atomically)."""
-    run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir).model_copy(update={"origin": origin})
-    atomic_write_text(run_dir / META, manifest.to_json())
-    return manifest
 
 
 # --------------------------------------------------------------------------------- reading

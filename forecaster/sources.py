@@ -427,9 +427,9 @@ def _read_csv_frame(path: Path) -> pd.DataFrame:
         if col == "volume":  # 1.23M, 950.20K: volumes as some sites write them (Investing's "Vol.")
             text = _volume_units(text)
         numbers = pd.to_numeric(text, errors="coerce").astype("float64")
-        # pandas before 3 reads some decimals one bit off the nearest float: read those it took again
-        took = numbers.notna().to_numpy()
-        numbers[took] = text[took].astype("float64")
+        if _EXACT_FLOATS:  # pandas before 3 reads some decimals one bit off the nearest float: again, exactly
+            took = numbers.notna().to_numpy()
+            numbers[took] = text[took].astype("float64")
         missing_marks = text.str.lower().isin(_MISSING)
         bad = text.notna() & (text != "") & numbers.isna() & ~missing_marks
         if bad.any():

@@ -42,7 +42,7 @@ import pandas as pd
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
-from .checkpoint import EARLIER_SETTINGS, Origin, as_made, run_lock_path, set_origin
+from .checkpoint import EARLIER_SETTINGS, Origin, as_made, run_lock_path
 from .config import SEARCH_SPACE, Config, SearchDim, active_dims, config_from_dict, config_toml, load_config
 from .errors import (
     ConfigError,
@@ -1038,16 +1038,12 @@ def train_best(result: TuneResult, *, on_epoch=None, on_batch=None, lock_timeout
             on_batch=on_batch,
             lock_timeout=lock_timeout,
             distributed=False,
-            origin=origin,  # in its checkpoints too: one resumed after a kill still records the study
+            # every save of the run records the study: the finished run, one saved to resume (and
+            # train --resume keeps it), its checkpoints
+            origin=origin,
         )
-    except Interrupted as exc:  # the run saved to resume records the study too, and train --resume keeps it
-        saved = Path(exc.details.get("run_dir") or best.config.run_dir)
-        if exc.details.get("resumable") and (saved / "run.json").is_file():
-            set_origin(saved, origin)
-        raise
     except RunWriteError as exc:  # a full disk under the run: the search is whole, and says how to train it again
         raise RunWriteError(f"{exc}; {_kept_for_training_again(result)}") from None
-    res.manifest = set_origin(res.run_dir, origin)
     return res
 
 

@@ -23,7 +23,7 @@ import pytest
 from conftest import tiny_overrides
 from optuna.trial import TrialState
 
-from forecaster.checkpoint import Origin, read_manifest, set_origin
+from forecaster.checkpoint import Origin, read_manifest
 from forecaster.config import SEARCH_SPACE, Config, SpaceConfig, TrainConfig, config_toml, load_config
 from forecaster.errors import ConfigError, DataError, TemporaryFailure, TrainingError
 from forecaster.sources import read_csv_bars
@@ -291,12 +291,13 @@ def test_a_storage_file_below_a_file_is_refused_naming_the_file(tmp_path, form):
     assert str(e.value) == f"cannot make the study storage {url}: {tmp_path / 'notes'} is a file, not a folder"
 
 
-def test_a_run_records_its_origin(run_copy):
+def test_a_run_records_its_origin(run_copy, sample_dir, tmp_path):
     before = json.loads((run_copy / "run.json").read_text())
     assert before["origin"] is None  # trained without a study
-    m = set_origin(run_copy, Origin(study="s", trial=3, val_loss=0.25, storage="sqlite:///x.db"))
-    assert read_manifest(run_copy).origin == m.origin
-    assert json.loads((run_copy / "run.json").read_text())["origin"]["trial"] == 3
+    origin = Origin(study="s", trial=3, val_loss=0.25, storage="sqlite:///x.db")
+    m = train(load_config(None, tiny_overrides(sample_dir)), run_dir=tmp_path / "tuned", origin=origin).manifest
+    assert read_manifest(tmp_path / "tuned").origin == m.origin == origin
+    assert json.loads((tmp_path / "tuned" / "run.json").read_text())["origin"]["trial"] == 3
 
 
 # ---------------------------------------------------------------------------- pruning
