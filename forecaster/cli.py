@@ -1461,16 +1461,17 @@ def _count(n: int, noun: str) -> str:
 
 
 def _table(columns: list[str], rows: list[list], title: str | None = None) -> None:
-    """A table on stdout (plain text when stdout is not a terminal). It is never narrowed
-    below the width of its cells: on a narrower terminal its lines wrap rather than lose
-    digits to an ellipsis."""
+    """A table on stdout; when stdout is not a terminal (a log file, a pipe), plain ASCII text
+    without colour, its columns split by ``|``. It is never narrowed below the width of its
+    cells: on a narrower terminal its lines wrap rather than lose digits to an ellipsis."""
+    from rich import box
     from rich.measure import Measurement
     from rich.table import Table  # rich's table module is only needed once there is a table
 
-    t = Table(*columns, title=title)
+    console = _stdout_console()
+    t = Table(*columns, title=title, box=box.HEAVY_HEAD if sys.stdout.isatty() else box.ASCII2)
     for row in rows:
         t.add_row(*(str(v) for v in row))
-    console = _stdout_console()
     needed = Measurement.get(console, console.options.update_width(1 << 20), t).maximum
     console.size = (max(console.width, needed), console.height)  # both: a dumb terminal ignores a width alone
     console.print(t)

@@ -18,9 +18,13 @@ settings.load_profile("forecaster")
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path_factory):
-    """No test touches the real home, cache or colour settings."""
-    cache = tmp_path_factory.getbasetemp() / "xdg-cache"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    """No test touches the real home, cache, temporary folder or colour settings: the commands a
+    test starts (torchrun's log folders among what they write) keep their temporary files under
+    the test session's folder, which pytest removes in time."""
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(base / "xdg-cache"))
+    (base / "tmp").mkdir(exist_ok=True)
+    monkeypatch.setenv("TMPDIR", str(base / "tmp"))
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("COLUMNS", "200")
 

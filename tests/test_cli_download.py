@@ -84,7 +84,7 @@ def test_download_writes_store_and_prints_table(cli, fake_fetch, tmp_path):
     # the table: one row per ticker with its row count, first and last date
     row = {sym: next(ln for ln in res.stdout.splitlines() if f" {sym} " in ln) for sym in ("AAA", "BRK-B")}
     for sym, bars in (("AAA", a), ("BRK-B", b)):
-        cells = row[sym].replace("│", " ").split()
+        cells = row[sym].replace("|", " ").split()
         assert str(len(bars)) in cells
         assert str(bars.index[0].date()) in cells
         assert str(bars.index[-1].date()) in cells

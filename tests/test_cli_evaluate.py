@@ -251,14 +251,14 @@ def test_evaluate_a_ticker_with_too_little_history_for_some_volatility_baselines
     assert res.exit_code == 0, res.stdout + res.stderr
     assert "Traceback" not in res.stdout + res.stderr and "nan" not in res.stdout
     verdict = next(ln for ln in res.stdout.splitlines() if ln.startswith("The intervals"))
-    rows = [ln for ln in res.stdout.splitlines() if ln.startswith("│ STOCKA")]
+    rows = [ln for ln in res.stdout.splitlines() if ln.startswith("| STOCKA")]
     if bars == 22:
         assert "h=1: no volatility baseline could be scored (too little history), coverage" in verdict
-        assert [cell.strip() for cell in rows[0].split("│")][11] == ""  # pinball / best vol: none to name
+        assert [cell.strip() for cell in rows[0].split("|")][11] == ""  # pinball / best vol: none to name
     else:
         assert "h=1: pinball" in verdict and "hist's" not in verdict
         for row in rows:  # pinball / best vol: a ratio to ewma or garch (fitted as ewma without its 250 returns)
-            ratio, best = row.split("│")[11].split()
+            ratio, best = row.split("|")[11].split()
             assert float(ratio) > 0 and best in ("ewma", "garch"), rows
 
 
@@ -716,7 +716,7 @@ def test_the_table_shows_large_price_errors_without_an_exponent(capsys):
     metrics = pd.DataFrame(rows, columns=cols).assign(ticker="BRK-A", step=1, n=250)
     rep = SimpleNamespace(model="lstm", run="r", metrics=metrics, median_weight=[1.0], lag=pd.DataFrame())
     _print_metrics(rep)
-    table = [[c.strip() for c in ln.split("│")[1:-1]] for ln in capsys.readouterr().out.splitlines()]
+    table = [[c.strip() for c in ln.split("|")[1:-1]] for ln in capsys.readouterr().out.splitlines()]
     [cells] = [cells for cells in table if cells and cells[0] == "BRK-A"]
     assert cells[3] == "12346" and cells[10] == "1.007 garch", cells
     assert cells[6:8] == ["+0.20%", "-0.45%"], cells  # the skill of drift, then of mean

@@ -426,7 +426,7 @@ def test_predict_table_shows_a_price_under_a_dollar_to_its_significant_digits(cl
     res = cli("predict", "--run", trained_run, *args)
     assert res.exit_code == 0, res.stderr
     written = _read(out / trained_run.name / "latest.csv")
-    rows = [ln.replace("│", " ").split() for ln in res.stdout.splitlines() if " STOCKA " in ln]
+    rows = [ln.replace("|", " ").split() for ln in res.stdout.splitlines() if " STOCKA " in ln]
     assert len(rows) == len(written) == 3
     for cells, (_, row) in zip(rows, written.iterrows(), strict=True):
         shown = [float(c) for c in cells[4:8]]

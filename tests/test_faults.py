@@ -708,7 +708,9 @@ def start(cmd: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
 
 
 def assert_plain(res) -> None:
-    """No colour codes, no progress bar (carriage returns), no traceback."""
+    """No colour codes, no progress bar (carriage returns), no traceback; tables in ASCII (a
+    log file or a pipe gets no box-drawing characters)."""
+    assert res.stdout.isascii(), res.stdout
     for stream in (res.stdout, res.stderr):
         assert "\x1b" not in stream, stream
         assert "\r" not in stream, stream
