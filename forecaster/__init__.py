@@ -18,6 +18,7 @@ _LAZY = {
     "load_bars": "store",
     "train": "training",
     "load_run": "checkpoint",
+    "list_runs": "registry",
     "evaluate": "evaluation",
     "predict": "prediction",
     "tune": "tuning",

@@ -1485,7 +1485,8 @@ def info(
             help="A run directory written by train, or a promoted name runs/NAME (shown with the run it points "
             "at): its model and training settings, data source and folder, splits, tickers with their date "
             "ranges, metrics, the pooled figures of its evaluation when there is one, and package versions "
-            "are shown.",
+            "are shown. A folder of runs (runs/) lists its runs instead: each one's status, model, best "
+            "validation loss, and the promoted names that point at it.",
             file_okay=False,
             metavar="DIR",
             path_type=str,
@@ -1496,7 +1497,7 @@ def info(
     log_file: LogFileOpt = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Show a run: config, tickers, date ranges, metrics, versions.
+    """Show a run: config, tickers, date ranges, metrics, versions; or list a folder of runs.
 
     Exit 1 when the run cannot be used (its weights missing, unreadable or not matching its
     config; an interrupted run that train --resume would refuse): what run.json tells is still
@@ -1510,6 +1511,9 @@ def info(
         from .registry import challenger_of, unfinished_advice
 
         _refuse_empty(DIR=run)
+        if _is_runs_folder(Path(run)):
+            _show_runs(Path(run), json_out)
+            return
         run_dir = run_directory(run)  # a promoted name resolved once, or named when its run is gone
         target = run_dir if run_dir != Path(run) else None
         m = read_manifest(run_dir)
@@ -1607,6 +1611,95 @@ def info(
                 print(f"           {line}")
         print("versions   " + ", ".join(f"{k} {v}" for k, v in m.versions.items()))
         _refuse_unusable(unusable)
+
+
+def _is_runs_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder of runs for ``info`` to list: a directory (not a link) with
+    no run.json, that no training is writing as a run, and that holds a run or a promoted name."""
+    from .checkpoint import META, run_lock_path
+    from .fsio import lock_holder
+    from .registry import list_runs
+
+    if path.is_symlink() or not path.is_dir() or (path / META).exists() or (path / META).is_symlink():
+        return False
+    if lock_holder(run_lock_path(path)):
+        return False
+    try:
+        return bool(list_runs(path))
+    except (OSError, ForecasterError):
+        return False
+
+
+def _show_runs(folder: Path, json_out: bool) -> None:
+    """``info`` of a folder of runs: a table of them, then a line for each that needs a word
+    (why it cannot be read, how to resume it, who trains it, where a name points)."""
+    import datetime
+
+    from .registry import list_runs
+
+    entries = list_runs(folder)
+    if json_out:
+        rows = []
+        for e in entries:
+            row = {"run": e.run, "path": str(e.path), "status": e.status, "names": e.names, "detail": e.detail}
+            row |= dict.fromkeys(("created_at", "model", "tickers", "best_epoch", "epochs_run", "best_val_loss"))
+            row["evaluated"] = e.evaluated
+            if (m := e.manifest) is not None:
+                c = m.config
+                row |= {
+                    "created_at": m.model_dump(mode="json", include={"created_at"})["created_at"],  # as run.json has it
+                    "model": {
+                        "cell": c.model.cell,
+                        "hidden_size": c.model.hidden_size,
+                        "num_layers": c.model.num_layers,
+                        "lookback": c.window.lookback,
+                        "horizon": c.window.horizon,
+                    },
+                    "tickers": m.names,
+                    "best_epoch": m.metrics.best_epoch,
+                    "epochs_run": m.metrics.epochs_run,
+                    "best_val_loss": m.metrics.best_val_loss,
+                }
+            rows.append(row)
+        _emit_json({"folder": str(folder), "runs": rows})
+        return
+    table = []
+    for e in entries:
+        m = e.manifest
+        if m is None:
+            table.append([e.run, e.status, "", "", "", "", "", "", ", ".join(e.names)])
+            continue
+        c = m.config
+        best = "" if m.metrics.best_val_loss is None else f"{m.metrics.best_val_loss:.5f}"
+        status = e.status if m.status == "complete" else f"{e.status} (epoch {m.metrics.epochs_run})"
+        table.append(
+            [
+                e.run,
+                status,
+                m.created_at.astimezone(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
+                f"{c.model.cell}, hidden {c.model.hidden_size}x{c.model.num_layers}",
+                f"{c.window.lookback} / {c.window.horizon}",
+                len(m.tickers),
+                best,
+                "yes" if e.evaluated else "",
+                ", ".join(e.names),
+            ]
+        )
+    columns = [
+        "run",
+        "status",
+        "created (UTC)",
+        "model",
+        "lookback / horizon",
+        "tickers",
+        "best val",
+        "evaluated",
+        "names",
+    ]
+    _table(columns, table, title=f"runs in {folder}")
+    for e in entries:
+        if e.detail and e.status != "complete":
+            print(f"{e.run}: {e.detail}")
 
 
 def _evaluation_lines(path: Path, model: str, tickers: list[str]) -> list[str]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .checkpoint import load_run, resume_command, run_directory, run_lock_path
+from .checkpoint import Manifest, load_run, resume_command, run_directory, run_lock_path
 from .errors import ConfigError, ForecasterError, LockBusy
 from .fsio import (
     LockUnavailable,
@@ -348,3 +348,70 @@ def prune(name: str, keep: int, runs_dir: Path = DEFAULT_RUNS_DIR) -> Pruned:
             (runs_dir / lock).unlink(missing_ok=True)
         result.removed.append(run)
     return result
+
+
+@dataclass
+class RunEntry:
+    """One row of :func:`list_runs`. ``status`` is one of ``complete``, ``interrupted``,
+    ``being trained``, ``empty`` (a training stopped before its first save), ``unreadable``
+    (``detail`` says why) or ``link`` (a promoted name whose run is not in the folder; ``detail``
+    says where it points). ``names`` are the promoted names in the folder that point at it."""
+
+    run: str
+    path: Path
+    status: str
+    manifest: Manifest | None = None
+    names: list[str] = field(default_factory=list)
+    detail: str | None = None
+    evaluated: bool = False
+
+
+def list_runs(folder: Path = DEFAULT_RUNS_DIR) -> list[RunEntry]:
+    """The runs in ``folder`` (``runs/`` by default), by name: every directory holding a
+    ``run.json`` or made by a training (its lock beside it), with its status and the promoted
+    names that point at it; a promoted name whose run is elsewhere or gone is a row of its own.
+    Other folders (``tune/``) and hidden entries are left out. Reads, never writes or locks."""
+    from .checkpoint import META, _why_no_manifest, read_manifest
+
+    refuse_empty_folders(folder=folder, required=("folder",))
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"no folder {folder}")
+    links = links_in(folder)
+    rows: dict[Path, RunEntry] = {}
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(".") or entry.is_symlink() or not entry.is_dir():
+            continue
+        lock = run_lock_path(entry)
+        if (entry / META).exists() or (entry / META).is_symlink():
+            try:
+                m = read_manifest(entry)
+            except ForecasterError as e:
+                row = RunEntry(entry.name, entry, "unreadable", detail=str(e))
+            else:
+                row = RunEntry(
+                    entry.name, entry, m.status, manifest=m, evaluated=(entry / "eval" / "metrics.csv").is_file()
+                )
+                if m.status != "complete":
+                    holder = lock_holder(lock)
+                    row.status = "being trained" if holder else "interrupted"
+                    row.detail = holder or unfinished_advice(entry)
+        elif lock.exists():  # made by a training that has written nothing yet
+            holder = lock_holder(lock)
+            row = RunEntry(
+                entry.name, entry, "being trained" if holder else "empty", detail=holder or _why_no_manifest(entry)
+            )
+            if not holder and any(entry.iterdir()):
+                row.status = "unreadable"
+        else:
+            continue
+        rows[entry.resolve()] = row
+    for link, target in sorted(links.items()):
+        if is_temp_name(link.name) or link.name.startswith("."):
+            continue
+        if (row := rows.get(target)) is not None:
+            row.names.append(link.name)
+        else:
+            where = f"points at {target}" + ("" if target.is_dir() else ", which is not there")
+            rows[link] = RunEntry(link.name, link, "link", names=[link.name], detail=where)
+    return sorted(rows.values(), key=lambda r: r.run)

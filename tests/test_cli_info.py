@@ -538,3 +538,117 @@ def test_info_names_the_device_used_and_a_bf16_that_ran_in_fp32(cli, run_copy):
     res = cli("info", run_copy)
     assert res.exit_code == 0, res.stderr
     assert "device cpu (--device auto), fp32 (bf16 asked: CUDA only)" in res.stdout
+
+
+def _table_rows(text: str) -> dict[str, list[str]]:
+    """The body rows of the ASCII table on ``text`` (stdout not a terminal), by their first cell."""
+    rows = [[c.strip() for c in ln.split("|")[1:-1]] for ln in text.splitlines() if ln.startswith("|")]
+    return {cells[0]: cells for cells in rows[1:]}
+
+
+@pytest.fixture
+def runs_folder(trained_run, interrupted_run, tmp_path):
+    """A folder of runs as it is after a while: a promoted champion that was evaluated, a run
+    stopped mid-training, a training killed before its first save (its folder empty, its lock
+    left), a damaged run.json, a promoted name whose run was deleted, and a study's folder."""
+    import shutil
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    shutil.copytree(trained_run, runs / "champ")
+    (runs / "champ" / "eval").mkdir(exist_ok=True)
+    (runs / "champ" / "eval" / "metrics.csv").write_text("ticker,model,step\n")
+    (runs / "prod").symlink_to("champ")
+    shutil.copytree(trained_run, runs / "plain")
+    shutil.rmtree(runs / "plain" / "eval", ignore_errors=True)
+    shutil.copytree(interrupted_run, runs / "stopped")
+    (runs / "killed").mkdir()
+    (runs / ".killed.lock").touch()
+    shutil.copytree(trained_run, runs / "broken")
+    (runs / "broken" / "run.json").write_text("{ truncated")
+    (runs / "old").symlink_to("old-20260101-000000")
+    (runs / "tune" / "default").mkdir(parents=True)
+    (runs / "tune" / "default.db").write_bytes(b"")
+    return runs
+
+
+def test_info_of_a_folder_of_runs_lists_each_with_its_status_and_names(cli, runs_folder):
+    """`info runs/` said "run.json is missing"; it lists the runs: what each is, whether it can
+    be used, which names point at it, and a line for each that needs a word."""
+    res = cli("info", runs_folder)
+    assert res.exit_code == 0, res.stderr
+    rows = _table_rows(res.stdout)
+    assert sorted(rows) == ["broken", "champ", "killed", "old", "plain", "stopped"]  # not tune/, nor the links
+    assert {run: cells[1] for run, cells in rows.items()} == {
+        "broken": "unreadable",
+        "champ": "complete",
+        "killed": "empty",
+        "old": "link",
+        "plain": "complete",
+        "stopped": f"interrupted (epoch {run_meta(runs_folder / 'stopped')['metrics']['epochs_run']})",
+    }
+    meta = run_meta(runs_folder / "champ")
+    champ = rows["champ"]
+    assert champ[3] == f"{meta['config']['model']['cell']}, hidden {meta['config']['model']['hidden_size']}x1"
+    assert champ[5] == str(len(meta["tickers"])) and champ[6] == f"{meta['metrics']['best_val_loss']:.5f}"
+    assert (champ[7], champ[8]) == ("yes", "prod")
+    assert (rows["plain"][7], rows["plain"][8]) == ("", "")
+    lines = [ln for ln in res.stdout.splitlines() if not ln.startswith(("|", "+")) and ":" in ln]
+    said = dict(ln.split(": ", 1) for ln in lines)
+    assert said["stopped"] == f"resume with `forecaster train --resume {runs_folder / 'stopped'}`"
+    assert "as a training stopped before its first save leaves it" in said["killed"]
+    assert "not valid JSON" in said["broken"]
+    assert said["old"] == f"points at {runs_folder / 'old-20260101-000000'}, which is not there"
+    assert not {"champ", "plain"} & set(said)
+
+
+def test_info_json_of_a_folder_of_runs_gives_every_row_the_same_keys(cli, runs_folder):
+    res = cli("info", runs_folder, "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["folder"] == str(runs_folder)
+    runs = {r["run"]: r for r in doc["runs"]}
+    assert len({tuple(sorted(r)) for r in doc["runs"]}) == 1
+    meta = run_meta(runs_folder / "champ")
+    assert runs["champ"] | {"model": None} == {
+        "run": "champ",
+        "path": str(runs_folder / "champ"),
+        "status": "complete",
+        "names": ["prod"],
+        "detail": None,
+        "created_at": meta["created_at"],
+        "model": None,
+        "tickers": sorted(meta["tickers"], key=lambda s: meta["tickers"][s]["id"]),
+        "best_epoch": meta["metrics"]["best_epoch"],
+        "epochs_run": meta["metrics"]["epochs_run"],
+        "best_val_loss": meta["metrics"]["best_val_loss"],
+        "evaluated": True,
+    }
+    assert runs["champ"]["model"]["lookback"] == meta["config"]["window"]["lookback"]
+    assert runs["stopped"]["status"] == "interrupted" and runs["killed"]["status"] == "empty"
+    assert runs["broken"]["best_val_loss"] is None and "not valid JSON" in runs["broken"]["detail"]
+    assert runs["old"]["names"] == ["old"] and runs["plain"]["evaluated"] is False
+
+
+def test_info_of_a_folder_of_runs_names_the_trainings_going_on(cli, runs_folder):
+    """A run whose training holds its lock is being trained, with a checkpoint (an interrupted
+    run.json) or before its first one (an empty folder); the line names the process."""
+    holders = [hold_lock(runs_folder / ".stopped.lock", 60), hold_lock(runs_folder / ".killed.lock", 60)]
+    try:
+        res = cli("info", runs_folder)
+    finally:
+        for holder in holders:
+            stop(holder)
+    assert res.exit_code == 0, res.stderr
+    rows = _table_rows(res.stdout)
+    assert rows["stopped"][1].startswith("being trained (epoch ") and rows["killed"][1] == "being trained"
+    for run, holder in zip(("stopped", "killed"), holders, strict=True):
+        line = next(ln for ln in res.stdout.splitlines() if ln.startswith(f"{run}: "))
+        assert f"pid {holder.pid} on " in line, line
+
+
+def test_info_of_a_folder_holding_no_run_says_it_is_not_one(cli, tmp_path):
+    """A study's folder, or any other without a run in it, is not taken for a folder of runs."""
+    (tmp_path / "runs" / "tune" / "default").mkdir(parents=True)
+    line = assert_one_line_error(cli("info", tmp_path / "runs"), 1, "")
+    assert "run.json is missing" in line, line
