@@ -1465,13 +1465,18 @@ def _table(columns: list[str], rows: list[list], title: str | None = None) -> No
     without colour, its columns split by ``|``. It is never narrowed below the width of its
     cells: on a narrower terminal its lines wrap rather than lose digits to an ellipsis."""
     from rich import box
+    from rich.markup import escape
     from rich.measure import Measurement
     from rich.table import Table  # rich's table module is only needed once there is a table
 
     console = _stdout_console()
-    t = Table(*columns, title=title, box=box.HEAVY_HEAD if sys.stdout.isatty() else box.ASCII2)
-    for row in rows:
-        t.add_row(*(str(v) for v in row))
+    t = Table(
+        *columns,
+        title=None if title is None else escape(title),
+        box=box.HEAVY_HEAD if sys.stdout.isatty() else box.ASCII2,
+    )
+    for row in rows:  # as they are: a folder named "[red]x" is no markup
+        t.add_row(*(escape(str(v)) for v in row))
     needed = Measurement.get(console, console.options.update_width(1 << 20), t).maximum
     console.size = (max(console.width, needed), console.height)  # both: a dumb terminal ignores a width alone
     console.print(t)
@@ -1505,29 +1510,19 @@ def info(
     """
     setup_logging(False, log_file, json_out)
     with handled(debug, "info", json_out):
-        from .checkpoint import load_run, read_manifest, read_resume, run_directory, run_lock_path
-        from .errors import RunFormatError
+        from .checkpoint import read_manifest, run_directory, run_lock_path
         from .fsio import lock_holder
-        from .registry import challenger_of, unfinished_advice
+        from .registry import unfinished_advice, unusable_reason
 
         _refuse_empty(DIR=run)
-        if _is_runs_folder(Path(run)):
-            _show_runs(Path(run), json_out)
+        if (entries := _runs_in(Path(run))) is not None:
+            _show_runs(Path(run), entries, json_out)
             return
         run_dir = run_directory(run)  # a promoted name resolved once, or named when its run is gone
         target = run_dir if run_dir != Path(run) else None
         m = read_manifest(run_dir)
-        unusable = None
-        if m.status == "complete":  # an interrupted run is shown as one, with how to resume it
-            try:
-                load_run(run_dir)  # what predict, evaluate and promote load (numpy: no torch)
-            except RunFormatError as e:
-                unusable = str(e)
-        elif challenger_of(run_dir) is None:  # the resume its line advises must be possible
-            try:
-                read_resume(run_dir)
-            except RunFormatError as e:
-                unusable = str(e)
+        # what predict, evaluate and promote load (numpy: no torch), or the resume its line advises
+        unusable = unusable_reason(run_dir, m)
         live = lock_holder(run_lock_path(run_dir)) if m.status != "complete" else None  # a checkpoint
         if json_out:
             pointer = {"pointer": {"name": run.name, "path": str(run), "target": str(target)}} if target else {}
@@ -1613,31 +1608,34 @@ def info(
         _refuse_unusable(unusable)
 
 
-def _is_runs_folder(path: Path) -> bool:
-    """Whether ``path`` is a folder of runs for ``info`` to list: a directory (not a link) with
-    no run.json, that no training is writing as a run, and that holds a run or a promoted name."""
-    from .checkpoint import META, run_lock_path
+def _runs_in(path: Path) -> list | None:
+    """The rows of :func:`~forecaster.registry.list_runs` when ``path`` is a folder of runs for
+    ``info`` to list: a directory (or a link to one) with no run.json, that no training is
+    writing as a run, and that holds a run or a training's folder, not only links. None for
+    anything else; a directory that is neither a run nor a folder of runs is an error saying so."""
+    from .checkpoint import META, _why_no_manifest, run_lock_path
+    from .errors import RunFormatError
     from .fsio import lock_holder
     from .registry import list_runs
 
-    if path.is_symlink() or not path.is_dir() or (path / META).exists() or (path / META).is_symlink():
-        return False
-    if lock_holder(run_lock_path(path)):
-        return False
     try:
-        return bool(list_runs(path))
-    except (OSError, ForecasterError):
-        return False
+        if not path.is_dir() or (path / META).exists() or (path / META).is_symlink():
+            return None
+    except OSError:
+        return None  # what the run's own reading says of it
+    if lock_holder(run_lock_path(path)):
+        return None  # a run whose training has not written it yet
+    entries = list_runs(path)
+    if any(e.status != "link" for e in entries):
+        return entries
+    raise RunFormatError(f"{path} is not a run, nor a folder of runs: {_why_no_manifest(path)}")
 
 
-def _show_runs(folder: Path, json_out: bool) -> None:
+def _show_runs(folder: Path, entries: list, json_out: bool) -> None:
     """``info`` of a folder of runs: a table of them, then a line for each that needs a word
     (why it cannot be read, how to resume it, who trains it, where a name points)."""
     import datetime
 
-    from .registry import list_runs
-
-    entries = list_runs(folder)
     if json_out:
         rows = []
         for e in entries:

@@ -354,8 +354,11 @@ def prune(name: str, keep: int, runs_dir: Path = DEFAULT_RUNS_DIR) -> Pruned:
 class RunEntry:
     """One row of :func:`list_runs`. ``status`` is one of ``complete``, ``interrupted``,
     ``being trained``, ``empty`` (a training stopped before its first save), ``unreadable``
-    (``detail`` says why) or ``link`` (a promoted name whose run is not in the folder; ``detail``
-    says where it points). ``names`` are the promoted names in the folder that point at it."""
+    (its run.json or folder cannot be read), ``unusable`` (its run.json can, but predict or
+    ``train --resume`` would refuse the run) or ``link`` (a promoted name whose run is gone or
+    a loop of links); ``detail`` says why, how to resume, or who trains it. ``names`` are the
+    promoted names in the folder that point at it (a run linked in from elsewhere is listed
+    under its link's name)."""
 
     run: str
     path: Path
@@ -366,52 +369,113 @@ class RunEntry:
     evaluated: bool = False
 
 
+def unusable_reason(run_dir: Path, manifest: Manifest) -> str | None:
+    """Why the run in ``run_dir`` cannot be used though its run.json reads: a complete run that
+    predict, evaluate and promote would refuse (its weights missing, unreadable or not matching
+    its config), or an interrupted one whose resume files ``train --resume`` would refuse (the
+    unfinished challenger of a retrain is never resumed: it is retrained). None when usable."""
+    from .checkpoint import read_resume
+    from .errors import RunFormatError
+
+    try:
+        if manifest.status == "complete":
+            load_run(run_dir)
+        elif challenger_of(run_dir) is None:
+            read_resume(run_dir)
+    except RunFormatError as e:
+        return str(e)
+    return None
+
+
+def _run_row(entry: Path, name: str) -> RunEntry | None:
+    """The row of the folder ``entry`` (listed as ``name``): a run, or a folder a training made;
+    None for any other folder. OSErrors (a folder that cannot be read) reach the caller."""
+    from .checkpoint import META, _why_no_manifest, read_manifest
+
+    lock = run_lock_path(entry)
+    meta = entry / META
+    if meta.exists() or meta.is_symlink():
+        try:
+            m = read_manifest(entry)
+        except ForecasterError as e:
+            return RunEntry(name, entry, "unreadable", detail=str(e))
+        except OSError as e:
+            return RunEntry(name, entry, "unreadable", detail=f"cannot read {meta}: {e.strerror or e}")
+        row = RunEntry(name, entry, m.status, manifest=m, evaluated=(entry / "eval" / "metrics.csv").is_file())
+        if m.status != "complete" and (holder := lock_holder(lock)):
+            row.status, row.detail = "being trained", holder
+        elif (why := unusable_reason(entry, m)) is not None:
+            row.status, row.detail = "unusable", why
+        elif m.status != "complete":
+            row.detail = unfinished_advice(entry)
+        return row
+    if not lock.exists():
+        return None
+    if holder := lock_holder(lock):  # made by a training that has written nothing yet
+        return RunEntry(name, entry, "being trained", detail=holder)
+    if any(entry.iterdir()):
+        return RunEntry(name, entry, "unreadable", detail=_why_no_manifest(entry))
+    return RunEntry(name, entry, "empty", detail=_why_no_manifest(entry))
+
+
 def list_runs(folder: Path = DEFAULT_RUNS_DIR) -> list[RunEntry]:
     """The runs in ``folder`` (``runs/`` by default), by name: every directory holding a
-    ``run.json`` or made by a training (its lock beside it), with its status and the promoted
-    names that point at it; a promoted name whose run is elsewhere or gone is a row of its own.
-    Other folders (``tune/``) and hidden entries are left out. Reads, never writes or locks."""
-    from .checkpoint import META, _why_no_manifest, read_manifest
+    ``run.json`` or made by a training (its lock beside it), a training that has not made its
+    folder yet, and a run elsewhere that a link in the folder points at; each with its status
+    and the promoted names that point at it. A link to nothing (its run deleted) or into a loop
+    is a row of its own; other folders (``tune/``), other links and hidden entries are left out.
+    A run that cannot be read is a row saying why, never an error. Reads, never writes or locks;
+    an entry that goes while it is read is left out."""
+    import errno
+
+    from .checkpoint import META
 
     refuse_empty_folders(folder=folder, required=("folder",))
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(f"no folder {folder}")
-    links = links_in(folder)
-    rows: dict[Path, RunEntry] = {}
-    for entry in sorted(folder.iterdir()):
-        if entry.name.startswith(".") or entry.is_symlink() or not entry.is_dir():
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as e:
+        raise ConfigError(f"cannot read the folder {folder}: {e.strerror or e}") from None
+    rows: dict[str, RunEntry] = {}  # by the real path of each run
+
+    def add(entry: Path, name: str) -> None:
+        try:
+            if entry.is_dir() and (row := _run_row(entry, name)) is not None:
+                rows[os.path.realpath(entry)] = row
+        except FileNotFoundError:  # gone while it was read (pruned, or replaced whole)
+            return
+        except OSError as e:
+            rows[os.path.realpath(entry)] = RunEntry(name, entry, "unreadable", detail=f"{entry}: {e.strerror or e}")
+
+    links = []
+    for entry in entries:
+        if entry.name.startswith("."):
             continue
-        lock = run_lock_path(entry)
-        if (entry / META).exists() or (entry / META).is_symlink():
-            try:
-                m = read_manifest(entry)
-            except ForecasterError as e:
-                row = RunEntry(entry.name, entry, "unreadable", detail=str(e))
-            else:
-                row = RunEntry(
-                    entry.name, entry, m.status, manifest=m, evaluated=(entry / "eval" / "metrics.csv").is_file()
-                )
-                if m.status != "complete":
-                    holder = lock_holder(lock)
-                    row.status = "being trained" if holder else "interrupted"
-                    row.detail = holder or unfinished_advice(entry)
-        elif lock.exists():  # made by a training that has written nothing yet
-            holder = lock_holder(lock)
-            row = RunEntry(
-                entry.name, entry, "being trained" if holder else "empty", detail=holder or _why_no_manifest(entry)
-            )
-            if not holder and any(entry.iterdir()):
-                row.status = "unreadable"
+        if entry.is_symlink():
+            links.append(entry)
         else:
+            add(entry, entry.name)
+    present = {e.name for e in entries}
+    for entry in entries:  # trainings yet to make their folder: their lock is there, held
+        m = re.fullmatch(r"\.([^.].*)\.lock", entry.name)
+        if m and m.group(1) not in present and (holder := lock_holder(entry)):
+            run = folder / m.group(1)
+            rows[os.path.realpath(run)] = RunEntry(run.name, run, "being trained", detail=f"{holder}, no folder yet")
+    for link in links:
+        try:
+            target = os.path.realpath(link, strict=True)
+            linked_in = target not in rows and Path(target, META).exists()  # a run made elsewhere
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                rows[str(link)] = RunEntry(link.name, link, "link", None, [link.name], "leads into a loop of links")
+            elif isinstance(e, FileNotFoundError):
+                where = f"points at {os.path.realpath(link)}, which is not there"
+                rows[str(link)] = RunEntry(link.name, link, "link", None, [link.name], where)
             continue
-        rows[entry.resolve()] = row
-    for link, target in sorted(links.items()):
-        if is_temp_name(link.name) or link.name.startswith("."):
-            continue
-        if (row := rows.get(target)) is not None:
-            row.names.append(link.name)
-        else:
-            where = f"points at {target}" + ("" if target.is_dir() else ", which is not there")
-            rows[link] = RunEntry(link.name, link, "link", names=[link.name], detail=where)
+        if linked_in:
+            add(Path(target), link.name)
+        if target in rows:
+            rows[target].names.append(link.name)
     return sorted(rows.values(), key=lambda r: r.run)

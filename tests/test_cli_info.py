@@ -5,11 +5,22 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
-from support import ROOT, assert_one_line_error, hold_lock, run_meta, stop, tiny_overrides
+from support import (
+    ROOT,
+    UNPRIVILEGED_ROOT,
+    assert_one_line_error,
+    hold_lock,
+    python_env,
+    run_meta,
+    stop,
+    tiny_overrides,
+)
 
 from forecaster.config import config_toml, load_config
 from forecaster.training import Interrupted, train
@@ -569,6 +580,18 @@ def runs_folder(trained_run, interrupted_run, tmp_path):
     (runs / "old").symlink_to("old-20260101-000000")
     (runs / "tune" / "default").mkdir(parents=True)
     (runs / "tune" / "default.db").write_bytes(b"")
+    (runs / "docs").symlink_to(runs / "tune")  # a link to a folder that is no run
+    shutil.copytree(trained_run, runs / "noweights")
+    (runs / "noweights" / "model.safetensors").unlink()
+    shutil.copytree(trained_run, runs / "jsondir")
+    (runs / "jsondir" / "run.json").unlink()
+    (runs / "jsondir" / "run.json").mkdir()
+    (runs / "loop").symlink_to("loop2")
+    (runs / "loop2").symlink_to("loop")
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(trained_run, elsewhere / "ext")
+    (runs / "ext").symlink_to(elsewhere / "ext")
+    shutil.copytree(trained_run, runs / "[red]alert")  # a name, not markup
     return runs
 
 
@@ -578,15 +601,22 @@ def test_info_of_a_folder_of_runs_lists_each_with_its_status_and_names(cli, runs
     res = cli("info", runs_folder)
     assert res.exit_code == 0, res.stderr
     rows = _table_rows(res.stdout)
-    assert sorted(rows) == ["broken", "champ", "killed", "old", "plain", "stopped"]  # not tune/, nor the links
-    assert {run: cells[1] for run, cells in rows.items()} == {
+    epochs = run_meta(runs_folder / "stopped")["metrics"]["epochs_run"]
+    assert {run: cells[1] for run, cells in rows.items()} == {  # not tune/, nor a link to it or to a run listed
+        "[red]alert": "complete",
         "broken": "unreadable",
         "champ": "complete",
+        "ext": "complete",  # a run linked in from elsewhere, under its link's name
+        "jsondir": "unreadable",
         "killed": "empty",
+        "loop": "link",
+        "loop2": "link",
+        "noweights": "unusable",
         "old": "link",
         "plain": "complete",
-        "stopped": f"interrupted (epoch {run_meta(runs_folder / 'stopped')['metrics']['epochs_run']})",
+        "stopped": f"interrupted (epoch {epochs})",
     }
+    assert rows["ext"][8] == "ext" and rows["noweights"][6] == rows["champ"][6]
     meta = run_meta(runs_folder / "champ")
     champ = rows["champ"]
     assert champ[3] == f"{meta['config']['model']['cell']}, hidden {meta['config']['model']['hidden_size']}x1"
@@ -599,7 +629,11 @@ def test_info_of_a_folder_of_runs_lists_each_with_its_status_and_names(cli, runs
     assert "as a training stopped before its first save leaves it" in said["killed"]
     assert "not valid JSON" in said["broken"]
     assert said["old"] == f"points at {runs_folder / 'old-20260101-000000'}, which is not there"
-    assert not {"champ", "plain"} & set(said)
+    assert said["loop"] == said["loop2"] == "leads into a loop of links"
+    assert said["jsondir"].startswith(f"cannot read {runs_folder / 'jsondir' / 'run.json'}: ")
+    assert "model.safetensors" in said["noweights"]  # what `info` of that run, and predict, say of it
+    assert said["noweights"] in cli("info", runs_folder / "noweights").stdout
+    assert not {"champ", "plain", "ext", "[red]alert"} & set(said)
 
 
 def test_info_json_of_a_folder_of_runs_gives_every_row_the_same_keys(cli, runs_folder):
@@ -631,9 +665,11 @@ def test_info_json_of_a_folder_of_runs_gives_every_row_the_same_keys(cli, runs_f
 
 
 def test_info_of_a_folder_of_runs_names_the_trainings_going_on(cli, runs_folder):
-    """A run whose training holds its lock is being trained, with a checkpoint (an interrupted
-    run.json) or before its first one (an empty folder); the line names the process."""
-    holders = [hold_lock(runs_folder / ".stopped.lock", 60), hold_lock(runs_folder / ".killed.lock", 60)]
+    """A run whose training holds its lock is being trained: with a checkpoint (an interrupted
+    run.json), before its first one (an empty folder), or before it made its folder at all
+    (`train --run-dir` and retrain make it at their first save); the line names the process."""
+    runs = ("stopped", "killed", "fresh")
+    holders = [hold_lock(runs_folder / f".{run}.lock", 60) for run in runs]
     try:
         res = cli("info", runs_folder)
     finally:
@@ -641,14 +677,60 @@ def test_info_of_a_folder_of_runs_names_the_trainings_going_on(cli, runs_folder)
             stop(holder)
     assert res.exit_code == 0, res.stderr
     rows = _table_rows(res.stdout)
-    assert rows["stopped"][1].startswith("being trained (epoch ") and rows["killed"][1] == "being trained"
-    for run, holder in zip(("stopped", "killed"), holders, strict=True):
+    assert rows["stopped"][1].startswith("being trained (epoch ")
+    assert rows["killed"][1] == rows["fresh"][1] == "being trained"
+    for run, holder in zip(runs, holders, strict=True):
         line = next(ln for ln in res.stdout.splitlines() if ln.startswith(f"{run}: "))
         assert f"pid {holder.pid} on " in line, line
 
 
-def test_info_of_a_folder_holding_no_run_says_it_is_not_one(cli, tmp_path):
-    """A study's folder, or any other without a run in it, is not taken for a folder of runs."""
-    (tmp_path / "runs" / "tune" / "default").mkdir(parents=True)
-    line = assert_one_line_error(cli("info", tmp_path / "runs"), 1, "")
-    assert "run.json is missing" in line, line
+def test_info_lists_a_folder_of_runs_reached_through_a_link(cli, runs_folder, tmp_path):
+    """runs/ kept on another disk and linked in (`runs -> /data/runs`); a promoted name still
+    shows its run."""
+    (tmp_path / "link").symlink_to(runs_folder)
+    for given in (tmp_path / "link", f"{tmp_path / 'link'}/"):
+        res = cli("info", given)
+        assert res.exit_code == 0, res.stderr
+        assert _table_rows(res.stdout)["champ"][8] == "prod"
+    res = cli("info", tmp_path / "link" / "prod")
+    assert res.exit_code == 0 and res.stdout.startswith(f"pointer    {tmp_path / 'link' / 'prod'} -> "), res.stdout
+
+
+def test_info_of_a_folder_of_runs_that_cannot_be_read_says_so(runs_folder):
+    """A run folder no one may read is a row saying why; the rest are listed as before."""
+    from forecaster.registry import list_runs
+
+    (runs_folder / "plain").chmod(0)
+    try:
+        script = (
+            "import sys; from forecaster.registry import list_runs\n"
+            "for r in list_runs(sys.argv[1]): print(r.run, r.status, r.detail, sep='|')"
+        )
+        done = subprocess.run(
+            [*UNPRIVILEGED_ROOT, sys.executable, "-c", script, str(runs_folder)],
+            capture_output=True,
+            text=True,
+            env=python_env(),
+            timeout=60,
+        )
+    finally:
+        (runs_folder / "plain").chmod(0o755)
+    assert done.returncode == 0, done.stderr
+    said = {run: (status, detail) for run, status, detail in (ln.split("|") for ln in done.stdout.splitlines())}
+    assert said["plain"][0] == "unreadable" and "Permission denied" in said["plain"][1], said["plain"]
+    assert {r.run for r in list_runs(runs_folder)} == set(said)
+
+
+@pytest.mark.parametrize("holds", ["nothing", "a study", "links only"])
+def test_info_of_a_folder_holding_no_run_says_it_is_not_one(cli, tmp_path, holds):
+    """A new empty runs/, a study's folder, or a folder of links to anything but runs (a
+    project's root) is not taken for a folder of runs, and the line says what it is not."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    if holds == "a study":
+        (runs / "tune" / "default").mkdir(parents=True)
+    elif holds == "links only":
+        (tmp_path / "docs").mkdir()
+        (runs / "docs").symlink_to(tmp_path / "docs")
+        (runs / "gone").symlink_to(tmp_path / "gone")
+    assert_one_line_error(cli("info", runs), 1, f"{runs} is not a run, nor a folder of runs: ")
