@@ -357,6 +357,16 @@ def _check_horizon(h) -> int:
     return h
 
 
+def _added(terms) -> float:
+    """``terms`` added one by one from 0, left to right, each sum rounded as :func:`_dm_statistics`
+    adds its arrays. Not ``sum()``: from Python 3.12 it compensates a sum of floats (Neumaier), so
+    its last bit differs from that of plain addition, and from one Python to another."""
+    total = 0
+    for term in terms:
+        total = total + term
+    return total
+
+
 def _diebold_mariano(d: np.ndarray, h: int) -> tuple[float, float]:
     """The test of :func:`diebold_mariano_differential` on a differential without NaN."""
     nan = (float("nan"), float("nan"))
@@ -370,9 +380,9 @@ def _diebold_mariano(d: np.ndarray, h: int) -> tuple[float, float]:
     gammas = [_autocovariance(centred, k) for k in range(max_lag + 1)]
     if gammas[0] <= 0:
         return nan
-    variance = gammas[0] + 2.0 * sum(gammas[1:])
+    variance = gammas[0] + 2.0 * _added(gammas[1:])
     if not variance > 0:
-        variance = gammas[0] + 2.0 * sum((1.0 - k / h) * gammas[k] for k in range(1, max_lag + 1))
+        variance = gammas[0] + 2.0 * _added((1.0 - k / h) * gammas[k] for k in range(1, max_lag + 1))
     if not variance > 0:
         return nan
     factor = (n + 1 - 2 * h + h * (h - 1) / n) / n
@@ -399,7 +409,7 @@ def _dm_statistics(d: np.ndarray, h: int) -> np.ndarray:
     max_lag = min(h - 1, n - 1)
     gammas = [(centred * centred).sum(axis=1) / n]
     gammas += [(centred[:, k:] * centred[:, :-k]).sum(axis=1) / n for k in range(1, max_lag + 1)]
-    total = 0  # the sums of _diebold_mariano, term by term from 0 as Python's sum() adds them
+    total = 0  # the sums of _diebold_mariano, term by term from 0 as its _added() adds them
     for g in gammas[1:]:
         total = total + g
     variance = gammas[0] + 2.0 * total
