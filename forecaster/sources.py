@@ -271,7 +271,7 @@ def _parse_dates(raw: pd.Series, path: Path, blank: np.ndarray, lines: list[int]
         pos = int(parsed.index[np.flatnonzero(outside)[0]])
         raise _outside_years(path, text.iloc[pos], pos, lines)
     _refuse_intraday(parsed, days, text, path, lines)
-    dates = np.full(len(text), np.datetime64("NaT"), dtype="datetime64[ns]")
+    dates = np.full(len(text), np.datetime64("NaT", "ns"), dtype="datetime64[ns]")
     dates[~blank] = days.astype("datetime64[ns]")
     return pd.DatetimeIndex(dates)
 

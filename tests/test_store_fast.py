@@ -284,7 +284,7 @@ def _bad_frames() -> dict[str, pd.DataFrame]:
         good.index.where(good.index != good.index[3], good.index[3] + pd.Timedelta(1))
     )
     nat = good.index.to_numpy().copy()
-    nat[0] = np.datetime64("NaT")
+    nat[0] = np.datetime64("NaT", "ns")
     cases["NaT first"] = good.set_axis(pd.DatetimeIndex(nat, name="date"))
     cases["tz-aware"] = good.tz_localize("Asia/Tokyo")
     cases["empty"] = good.iloc[:0]
