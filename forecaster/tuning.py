@@ -255,6 +255,15 @@ def open_storage(url: str, heartbeat: int):
         raise _unreachable(e, url) from None
 
 
+def close_storage(storage) -> None:
+    """Close the database connections an SQLAlchemy storage (Optuna's RDBStorage) keeps in its
+    engine's pool. Left to the garbage collector, each SQLite connection warns on Python 3.13+
+    (ResourceWarning: unclosed database); a journal, Redis or gRPC storage has no engine."""
+    if (engine := getattr(storage, "engine", None)) is not None:
+        storage.remove_session()
+        engine.dispose()
+
+
 SQLITE_BUSY_S = 60
 """Seconds a write to a SQLite study waits while another process holds the file's lock."""
 SCHEMA_TRIES = 5
@@ -709,6 +718,7 @@ def tune(
                 # proposals differ; taken once the data and the device are known good, as nothing is made before
                 slot = 0 if t.storage else held.enter_context(_worker_slot(Path(root), t.study))
                 storage = open_storage(url, t.heartbeat)
+                held.callback(close_storage, storage)
                 study = _load_study(storage, cfg, url, slot)
                 _check_results_of_another_study(study, Path(root) / t.study, url)
                 _check_setup(study, cfg, {d.key for d, _ in dims}, data)
