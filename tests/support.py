@@ -12,6 +12,8 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +67,22 @@ def sample_trainer(data_dir: Path, **overrides):
     )
     seed_everything(cfg.train.seed)
     return cfg, ws, Trainer(new_model(cfg, ws), ws, cfg, torch.device("cpu"))
+
+
+@contextmanager
+def study_storage(url: str) -> Iterator:
+    """An Optuna storage on the database ``url`` for a test to read or make a study in, its
+    database connections closed at the end (each one left to the garbage collector warns on
+    Python 3.13+: ResourceWarning, unclosed database)."""
+    import optuna
+
+    from forecaster.tuning import close_storage
+
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        yield storage
+    finally:
+        close_storage(storage)
 
 
 def run_meta(run: Path) -> dict:

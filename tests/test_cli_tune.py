@@ -20,6 +20,7 @@ from support import (
     run_forecaster_minding_file_modes,
     run_meta,
     run_script,
+    study_storage,
 )
 
 from forecaster.cli import app
@@ -338,12 +339,14 @@ def test_tune_refuses_a_study_another_program_made_in_its_storage(cli, small_dir
 
     conf = _config(tmp_path / "tune.toml", small_dir)
     url = f"sqlite:///{tmp_path / 'other.db'}"
-    other = optuna.create_study(study_name="shared", storage=url)
-    other.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    with study_storage(url) as storage:
+        other = optuna.create_study(study_name="shared", storage=storage)
+        other.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
     res = cli("tune", "--config", conf, "--trials", "1", "--epochs", "1", "--study", "shared", "--storage", url)
     assert_one_line_error(res, 1, "study shared was not made by forecaster tune", "another --study")
-    study = optuna.load_study(study_name="shared", storage=url)
-    assert len(study.trials) == 2 and study.user_attrs == {}  # left as it was
+    with study_storage(url) as storage:
+        study = optuna.load_study(study_name="shared", storage=storage)
+        assert len(study.trials) == 2 and study.user_attrs == {}  # left as it was
     assert not (tmp_path / "cwd" / "runs" / "tune" / "shared").exists()
 
 

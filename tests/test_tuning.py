@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 from conftest import tiny_overrides
 from optuna.trial import TrialState
+from support import study_storage
 
 from forecaster.checkpoint import Origin, read_manifest
 from forecaster.config import SEARCH_SPACE, Config, SpaceConfig, TrainConfig, config_toml, load_config
@@ -532,10 +533,11 @@ def test_a_study_begun_before_a_setting_existed_continues_only_as_its_trials_ran
     burn-in, as forecaster did then: continued with today's default it is refused, naming the
     setting; with the setting as it was, it goes on."""
     tune(_cfg(small_dir, **{"tune.trials": 1}), root=tmp_path)
-    study = optuna.load_study(study_name="t", storage=embedded_url("t", tmp_path))
-    setup = dict(study.user_attrs["setup"])
-    assert setup.pop("train.burn_in_dropout") is False
-    study.set_user_attr("setup", setup)
+    with study_storage(embedded_url("t", tmp_path)) as storage:
+        study = optuna.load_study(study_name="t", storage=storage)
+        setup = dict(study.user_attrs["setup"])
+        assert setup.pop("train.burn_in_dropout") is False
+        study.set_user_attr("setup", setup)
     with pytest.raises(ConfigError, match="train.burn_in_dropout = True, this command has False"):
         tune(_cfg(small_dir, **{"tune.trials": 1}), root=tmp_path)
     res = tune(_cfg(small_dir, **{"tune.trials": 1, "train.burn_in_dropout": True}), root=tmp_path)
@@ -548,8 +550,8 @@ def test_a_best_trial_run_before_a_setting_existed_is_written_as_it_ran(small_di
     from forecaster.tuning import best_trial
 
     tune(_cfg(small_dir, **{"tune.trials": 1}), root=tmp_path)
-    study = optuna.load_study(study_name="t", storage=embedded_url("t", tmp_path))
-    (trial,) = copy.deepcopy(study.get_trials())
+    with study_storage(embedded_url("t", tmp_path)) as storage:
+        (trial,) = copy.deepcopy(optuna.load_study(study_name="t", storage=storage).get_trials())
     now = best_trial([trial], tmp_path / "best").config.train
     assert (now.burn_in_grad, now.burn_in_dropout, now.burn_in_ahead, now.halves) == (False, False, True, True)
     for key in ("burn_in_grad", "burn_in_dropout", "burn_in_ahead", "halves"):
@@ -568,8 +570,8 @@ def test_a_study_refuses_other_choices_before_any_trial_but_takes_another_range(
     tune(_cfg(small_dir, **{"tune.trials": 1, "tune.space.cell": ["gru", "rnn"]}), root=tmp_path)
     with pytest.raises(ConfigError, match=r"study t searched cell over \['gru', 'rnn'\], this command over \['lstm'\]"):
         tune(_cfg(small_dir, **{"tune.trials": 1, "tune.space.cell": ["lstm"]}), root=tmp_path)
-    study = optuna.load_study(study_name="t", storage=embedded_url("t", tmp_path))
-    assert [tr.state for tr in study.trials] == [TrialState.COMPLETE]
+    with study_storage(embedded_url("t", tmp_path)) as storage:
+        assert [tr.state for tr in optuna.load_study(study_name="t", storage=storage).trials] == [TrialState.COMPLETE]
     again = _cfg(small_dir, **{"tune.trials": 1, "tune.space.cell": ["gru", "rnn"]})
     again.tune.space.lookback = [12, 20]
     res = tune(again, root=tmp_path)
