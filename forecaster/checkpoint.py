@@ -449,7 +449,7 @@ def run_directory(path: Path) -> Path:
     raise RunFormatError(f"{path} points at {run_dir}, which {what}")
 
 
-def _why_no_manifest(run_dir: Path) -> str:
+def why_no_manifest(run_dir: Path) -> str:
     """Why the folder ``run_dir`` holds no run.json: a training writing it, a training killed
     before its first save (an empty folder), or else it is missing."""
     if holder := lock_holder(run_lock_path(run_dir)):
@@ -472,7 +472,7 @@ def read_manifest(run_dir: Path) -> Manifest:
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
-        raise RunFormatError(f"{run_dir} is not a run: {_why_no_manifest(run_dir)}") from None
+        raise RunFormatError(f"{run_dir} is not a run: {why_no_manifest(run_dir)}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunFormatError(f"{path} is not valid JSON ({e})") from None
     if not isinstance(raw, dict) or "format_version" not in raw:

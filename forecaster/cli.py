@@ -1613,7 +1613,7 @@ def _runs_in(path: Path) -> list | None:
     ``info`` to list: a directory (or a link to one) with no run.json, that no training is
     writing as a run, and that holds a run or a training's folder, not only links. None for
     anything else; a directory that is neither a run nor a folder of runs is an error saying so."""
-    from .checkpoint import META, _why_no_manifest, run_lock_path
+    from .checkpoint import META, run_lock_path, why_no_manifest
     from .errors import RunFormatError
     from .fsio import lock_holder
     from .registry import list_runs
@@ -1628,7 +1628,7 @@ def _runs_in(path: Path) -> list | None:
     entries = list_runs(path)
     if any(e.status != "link" for e in entries):
         return entries
-    raise RunFormatError(f"{path} is not a run, nor a folder of runs: {_why_no_manifest(path)}")
+    raise RunFormatError(f"{path} is not a run, nor a folder of runs: {why_no_manifest(path)}")
 
 
 def _show_runs(folder: Path, entries: list, json_out: bool) -> None:

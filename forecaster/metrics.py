@@ -357,10 +357,11 @@ def _check_horizon(h) -> int:
     return h
 
 
-def _added(terms) -> float:
-    """``terms`` added one by one from 0, left to right, each sum rounded as :func:`_dm_statistics`
-    adds its arrays. Not ``sum()``: from Python 3.12 it compensates a sum of floats (Neumaier), so
-    its last bit differs from that of plain addition, and from one Python to another."""
+def _added(terms):
+    """``terms`` (numbers, or arrays added element by element) added one by one from 0, left to
+    right, each sum rounded: the one order both Diebold-Mariano paths share. Not ``sum()``: from
+    Python 3.12 it compensates a sum of floats (Neumaier), so its last bit differs from that of
+    plain addition, and from one Python to another."""
     total = 0
     for term in terms:
         total = total + term
@@ -409,14 +410,9 @@ def _dm_statistics(d: np.ndarray, h: int) -> np.ndarray:
     max_lag = min(h - 1, n - 1)
     gammas = [(centred * centred).sum(axis=1) / n]
     gammas += [(centred[:, k:] * centred[:, :-k]).sum(axis=1) / n for k in range(1, max_lag + 1)]
-    total = 0  # the sums of _diebold_mariano, term by term from 0 as its _added() adds them
-    for g in gammas[1:]:
-        total = total + g
-    variance = gammas[0] + 2.0 * total
+    variance = gammas[0] + 2.0 * _added(gammas[1:])  # each row's sums as _diebold_mariano's, term by term
     if not np.all(variance > 0):
-        weighted = 0
-        for k in range(1, max_lag + 1):
-            weighted = weighted + (1.0 - k / h) * gammas[k]
+        weighted = _added((1.0 - k / h) * gammas[k] for k in range(1, max_lag + 1))
         variance = np.where(variance > 0, variance, gammas[0] + 2.0 * weighted)
     with np.errstate(invalid="ignore", divide="ignore"):
         statistic = mean / np.sqrt(variance / n) * math.sqrt(factor)

@@ -390,7 +390,7 @@ def unusable_reason(run_dir: Path, manifest: Manifest) -> str | None:
 def _run_row(entry: Path, name: str) -> RunEntry | None:
     """The row of the folder ``entry`` (listed as ``name``): a run, or a folder a training made;
     None for any other folder. OSErrors (a folder that cannot be read) reach the caller."""
-    from .checkpoint import META, _why_no_manifest, read_manifest
+    from .checkpoint import META, read_manifest, why_no_manifest
 
     lock = run_lock_path(entry)
     meta = entry / META
@@ -414,8 +414,8 @@ def _run_row(entry: Path, name: str) -> RunEntry | None:
     if holder := lock_holder(lock):  # made by a training that has written nothing yet
         return RunEntry(name, entry, "being trained", detail=holder)
     if any(entry.iterdir()):
-        return RunEntry(name, entry, "unreadable", detail=_why_no_manifest(entry))
-    return RunEntry(name, entry, "empty", detail=_why_no_manifest(entry))
+        return RunEntry(name, entry, "unreadable", detail=why_no_manifest(entry))
+    return RunEntry(name, entry, "empty", detail=why_no_manifest(entry))
 
 
 def list_runs(folder: Path = DEFAULT_RUNS_DIR) -> list[RunEntry]:
