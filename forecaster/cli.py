@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import re
 import shlex
 import sys
 import traceback
@@ -1460,6 +1461,16 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with its control characters written as escapes (a newline as ``\\n``): a name
+    holding one (a folder can) keeps to its own row of a table or line of a listing, and cannot
+    move the terminal's cursor or change its colours."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 def _table(columns: list[str], rows: list[list], title: str | None = None) -> None:
     """A table on stdout; when stdout is not a terminal (a log file, a pipe), plain ASCII text
     without colour, its columns split by ``|``. It is never narrowed below the width of its
@@ -1472,11 +1483,11 @@ def _table(columns: list[str], rows: list[list], title: str | None = None) -> No
     console = _stdout_console()
     t = Table(
         *columns,
-        title=None if title is None else escape(title),
+        title=None if title is None else escape(printable(title)),
         box=box.HEAVY_HEAD if sys.stdout.isatty() else box.ASCII2,
     )
     for row in rows:  # as they are: a folder named "[red]x" is no markup
-        t.add_row(*(escape(str(v)) for v in row))
+        t.add_row(*(escape(printable(str(v))) for v in row))
     needed = Measurement.get(console, console.options.update_width(1 << 20), t).maximum
     console.size = (max(console.width, needed), console.height)  # both: a dumb terminal ignores a width alone
     console.print(t)
@@ -1697,7 +1708,7 @@ def _show_runs(folder: Path, entries: list, json_out: bool) -> None:
     _table(columns, table, title=f"runs in {folder}")
     for e in entries:
         if e.detail and e.status != "complete":
-            print(f"{e.run}: {e.detail}")
+            print(printable(f"{e.run}: {e.detail}"))
 
 
 def _evaluation_lines(path: Path, model: str, tickers: list[str]) -> list[str]:

@@ -734,3 +734,25 @@ def test_info_of_a_folder_holding_no_run_says_it_is_not_one(cli, tmp_path, holds
         (runs / "docs").symlink_to(tmp_path / "docs")
         (runs / "gone").symlink_to(tmp_path / "gone")
     assert_one_line_error(cli("info", runs), 1, f"{runs} is not a run, nor a folder of runs: ")
+
+
+def test_a_run_named_with_control_characters_keeps_to_its_own_row(cli, trained_run, tmp_path):
+    """A folder's name may hold a newline or an escape sequence: listed as it is, the newline
+    split the run's row in two and the escape reached the terminal. Both are shown escaped."""
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(trained_run, runs / "two\nlines")
+    shutil.copytree(trained_run, runs / "red\x1b[31m")
+    shutil.copytree(trained_run, runs / "bad\tjson")
+    (runs / "bad\tjson" / "run.json").write_text("{")  # listed with a line that says why
+    res = cli("info", runs)
+    assert res.exit_code == 0, res.stderr
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", res.stdout)  # only the lines' own newlines
+    rows = _table_rows(res.stdout)
+    assert {run: cells[1] for run, cells in rows.items()} == {
+        r"two\nlines": "complete",
+        r"red\x1b[31m": "complete",
+        r"bad\tjson": "unreadable",
+    }
+    assert any(ln.startswith(r"bad\tjson: ") for ln in res.stdout.splitlines())
