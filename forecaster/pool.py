@@ -11,9 +11,10 @@ import multiprocessing
 import os
 import signal
 import sys
+import types
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 
 from .errors import ConfigError
@@ -69,9 +70,12 @@ def workers(processes: int, *, fresh: bool = False) -> Iterator[Workers | None]:
     # fork where there is one: a worker starts in milliseconds, with numpy and pandas loaded
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() and not fresh else "spawn"
     context = multiprocessing.get_context(method)
-    with ProcessPoolExecutor(
-        processes, mp_context=context, initializer=_worker_signals, initargs=(os.getpid(),)
-    ) as pool:
+    with (
+        _main_left_out() if method == "spawn" else nullcontext(),
+        ProcessPoolExecutor(
+            processes, mp_context=context, initializer=_worker_signals, initargs=(os.getpid(),)
+        ) as pool,
+    ):
         try:
             # every process is started now, with the stop signals held: one that arrives while a
             # process is still starting (as the first block of another stops the command) waits
@@ -82,6 +86,21 @@ def workers(processes: int, *, fresh: bool = False) -> Iterator[Workers | None]:
         except BaseException:
             _stop_now(pool)
             raise
+
+
+@contextmanager
+def _main_left_out() -> Iterator[None]:
+    """The program's main module out of sight while processes are started anew: a new process
+    would run the script that called the library again, top to bottom (its training, say), unless
+    every line of it were under ``if __name__ == "__main__":``. The workers need only this
+    package's functions, which they import."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")  # no file, no spec: as under ``python -c``
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
 
 
 def _stop_now(pool: ProcessPoolExecutor) -> None:

@@ -1,12 +1,14 @@
 import csv
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from support import run_meta, tiny_overrides
+from support import python_env, run_meta, tiny_overrides
 
 from forecaster.config import load_config
 from forecaster.errors import ConfigError, DataError, RunFormatError, TrainingError
@@ -811,3 +813,22 @@ def test_a_distributed_job_refused_for_its_validation_windows_is_not_told_to_sho
     with pytest.raises(TrainingError, match="cannot be shared among 2") as e:
         _check_shares(cfg, few_train, 2)
     assert ("a smaller --chunk" in str(e.value)) == (mode == "forking")
+
+
+def test_processes_started_anew_do_not_run_the_calling_script_again(tmp_path):
+    """A script that trains over many tickers, its lines not under ``if __name__ ==
+    "__main__":``. The garch fits at the end go to processes started as new interpreters, and each
+    ran the whole script again (its training too) before failing: the run was lost to a
+    BrokenProcessPool. They start without it now."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from forecaster.pool import workers\n"
+        "print('the script ran', flush=True)\n"
+        "with workers(2, fresh=True) as pool:\n"
+        "    print(sorted(pool.executor.map(abs, [-3, -1, -2])))\n"
+    )
+    res = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=python_env(), cwd=tmp_path, timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == ["the script ran", "[1, 2, 3]"]
