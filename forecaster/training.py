@@ -644,6 +644,7 @@ class Trainer:
         n_batches = n_targets = 0
         ready = None  # forking with the burn-in ahead: this step's stretches and burn-in state
         for i in range(0, len(order), per_step):
+            raise_if_stopped()
             items = order[i : i + per_step]
             if self.grads is None:
                 self.opt.zero_grad(set_to_none=True)
@@ -825,6 +826,19 @@ class TrainingData:
     ends: dict[str, np.ndarray]
 
 
+_STOPS: list[list[int]] = []
+"""The signals received by each :func:`sigterm_as_interrupt` now open, the innermost last."""
+
+
+def raise_if_stopped() -> None:
+    """Raise again the stop that a signal asked for and that was lost: its KeyboardInterrupt,
+    raised wherever the program happened to be, fell inside a finalizer (a database connection's
+    cleanup, collected at that moment), where Python reports it as ignored and drops it. Called
+    before each training step and each trial of a search, so that the stop still stops them."""
+    if any(_STOPS):  # an outer one's too: a search's, lost between two trials
+        raise KeyboardInterrupt
+
+
 @contextmanager
 def sigterm_as_interrupt():
     """Let SIGTERM (what `kill` and systemd send) and SIGINT stop training like Ctrl-C does,
@@ -848,9 +862,11 @@ def sigterm_as_interrupt():
     old_term = signal.signal(signal.SIGTERM, handler)
     # a process started in the background by a shell ignores SIGINT; training listens anyway
     old_int = signal.signal(signal.SIGINT, handler)
+    _STOPS.append(stopping)
     try:
         yield
     finally:
+        _STOPS.pop()
         signal.signal(signal.SIGTERM, old_term)
         signal.signal(signal.SIGINT, old_int)
 

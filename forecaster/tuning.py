@@ -62,6 +62,7 @@ from .training import (
     TrainResult,
     checked_tickers,
     fitted_hashes,
+    raise_if_stopped,
     resolve_device,
     sigterm_as_interrupt,
     train,
@@ -750,6 +751,7 @@ def tune(
                 log.warning("trial %d failed: %s", trial.number, trial.user_attrs["error"])
             if on_trial:
                 on_trial(trial, _best_value(study))
+            raise_if_stopped()  # a stop lost in the storage's code as the trial was recorded
 
         stopped, failure = False, None
         try:

@@ -32,6 +32,7 @@ from forecaster.synthetic import generate_bars, write_csv
 from forecaster.training import EpochRecord, train
 from forecaster.tuning import (
     PruningHook,
+    SearchInterrupted,
     _machine,
     embedded_url,
     open_storage,
@@ -842,3 +843,34 @@ def test_an_integer_dimension_reaches_both_ends_of_its_range():
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen = {suggest(study.ask(), dim, values) for _ in range(30)}
     assert seen == {1, 2}
+
+
+def _lose_a_stop_signal() -> None:
+    """SIGTERM as it arrives inside a finalizer (a database connection's cleanup, run by the
+    garbage collector at that moment): the handler's KeyboardInterrupt is raised there, and
+    Python reports it as ignored and drops it."""
+    import signal
+
+    with contextlib.suppress(KeyboardInterrupt):
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+
+
+@pytest.mark.parametrize("where", ["in a trial", "between trials"])
+def test_a_stop_signal_lost_in_a_finalizer_still_stops_the_search(small_dir, tmp_path, where):
+    """One `kill` in about thirty ran the whole search to its end and exited 0: its interrupt had
+    been dropped inside the storage's cleanup code, and every later signal was ignored as the
+    first one's echo. The stop it asked for now comes at the next training step or trial."""
+    cfg = _cfg(small_dir, **{"tune.trials": 3})
+
+    def on_epoch(number, rec):
+        if where == "in a trial" and number == 1:
+            _lose_a_stop_signal()
+
+    def on_trial(trial, best):
+        if where == "between trials" and trial.number == 0:
+            _lose_a_stop_signal()
+
+    with pytest.raises(SearchInterrupted):
+        tune(cfg, root=tmp_path, on_epoch=on_epoch, on_trial=on_trial)
+    states = list(pd.read_csv(tmp_path / "t" / "trials.csv")["state"])
+    assert states == (["COMPLETE", "FAIL"] if where == "in a trial" else ["COMPLETE"])
