@@ -16,6 +16,7 @@ import random
 import re
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -863,9 +864,18 @@ def sigterm_as_interrupt():
     # a process started in the background by a shell ignores SIGINT; training listens anyway
     old_int = signal.signal(signal.SIGINT, handler)
     _STOPS.append(stopping)
+    old_hook = sys.unraisablehook
+
+    def unraisable(info):
+        # the stop dropped in a finalizer: not a second message, as it is kept (raise_if_stopped)
+        if not (stopping and isinstance(info.exc_value, KeyboardInterrupt)):
+            old_hook(info)
+
+    sys.unraisablehook = unraisable
     try:
         yield
     finally:
+        sys.unraisablehook = old_hook
         _STOPS.pop()
         signal.signal(signal.SIGTERM, old_term)
         signal.signal(signal.SIGINT, old_int)
