@@ -27,6 +27,18 @@ def test_usable_cores_follow_affinity_and_quota(monkeypatch, tmp_path):
     assert threads.usable_cores() == 1
 
 
+@pytest.mark.parametrize("count, cores", [(6, 6), (None, 1)])
+def test_usable_cores_fall_back_to_the_cpu_count_without_an_affinity(monkeypatch, count, cores):
+    """Where there is no CPU affinity to read (macOS, Windows) the cores are the machine's count,
+    or one when even that is unknown, still capped by a quota."""
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: count)
+    monkeypatch.setattr(threads, "cpu_quota", lambda path=None: None)
+    assert threads.usable_cores() == cores
+    monkeypatch.setattr(threads, "cpu_quota", lambda path=None: 2.5)
+    assert threads.usable_cores() == min(cores, 3)
+
+
 @pytest.mark.parametrize("threads", [1, 2, 0])
 def test_training_uses_the_configured_threads(threads, monkeypatch):
     import torch
