@@ -5,6 +5,70 @@ import os
 import pytest
 from support import run_script
 
+
+def test_processes_are_the_jobs_asked_for_or_the_cores_but_never_too_few_tickers_each(monkeypatch):
+    """``--jobs 0`` is a process per usable core; no process is started for fewer than
+    ``min_per_job`` tickers, and one always does the work, however few the tickers."""
+    from forecaster import pool
+
+    monkeypatch.setattr(pool, "usable_cores", lambda: 6)
+    assert pool.processes_for(0, 1000, 8) == 6
+    assert pool.processes_for(4, 1000, 8) == 4
+    assert pool.processes_for(4, 24, 8) == 3  # 24 tickers: three processes of 8, not four of 6
+    assert pool.processes_for(0, 23, 8) == 2
+    assert pool.processes_for(4, 7, 8) == 1  # too few for two processes: the work is done here
+    assert pool.processes_for(0, 0, 8) == 1
+
+
+@pytest.mark.parametrize("jobs", [-1, True, 2.0, "2", None])
+def test_processes_for_refuses_jobs_that_are_no_count(jobs):
+    from forecaster.errors import ConfigError
+    from forecaster.pool import processes_for
+
+    with pytest.raises(ConfigError, match="jobs must be a whole number, 0 or more"):
+        processes_for(jobs, 100, 8)
+
+
+def test_blocks_start_at_a_share_of_the_tickers_and_shrink_to_the_floor():
+    """Two processes, 100 tickers: a quarter first (1 / (BLOCK_SHARE x processes)), then a
+    quarter of what is left, down to blocks of 8; the 7 left over join the last block."""
+    from forecaster.pool import blocks
+
+    names = [f"T{i}" for i in range(100)]
+    assert [len(b) for b in blocks(names, 2)] == [25, 19, 14, 11, 8, 8, 15]
+    assert [len(b) for b in blocks(names[:12], 4)] == [3, 3, 3, 3]  # few tickers: an even share each
+
+
+# a stop signal that comes while a worker process starts, before it has taken its own handlers:
+# here each worker sends itself a Ctrl-C first thing, which the command's handler (inherited)
+# would take for its own
+_SIGNALLED_WHILE_WORKERS_START = """
+import os, signal
+from forecaster import pool
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
+real = pool._worker_signals
+
+def signalled_first(parent):
+    os.kill(os.getpid(), signal.SIGINT)
+    real(parent)
+
+pool._worker_signals = signalled_first
+with pool.workers(2) as shared:
+    print(len(shared.executor._processes), sum(shared.executor.map(abs, [-1, -2, -3])), flush=True)
+"""
+
+
+def test_a_ctrl_c_that_comes_while_the_workers_start_waits_for_their_own_handlers():
+    """Every worker is started as the pool is opened, with the stop signals held until it has
+    taken its own handlers (it ignores a Ctrl-C, which is the command's to handle): one that
+    came sooner went to the command's handler, copied into the worker, which broke the pool."""
+    res = run_script(_SIGNALLED_WHILE_WORKERS_START)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == ["2 6"]
+    assert res.stderr == ""
+
+
 _STOPPED_WHILE_BLOCKS_RUN = """
 import os, signal, sys, time
 from pathlib import Path
