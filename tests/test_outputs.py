@@ -9,7 +9,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forecaster.outputs import FLOAT_FORMAT, REPEATS_FROM, to_csv_text, write_csv
+from forecaster.outputs import FLOAT_FORMAT, REPEATS_FROM, has_dated_forecasts, to_csv_text, write_csv
 from forecaster.tickers import csv_safe_frame
 
 
@@ -85,6 +85,8 @@ def test_odd_columns_fall_back_to_pandas():
     )
     assert to_csv_text(df) == pandas_text(df)
     assert to_csv_text(pd.DataFrame()) == pandas_text(pd.DataFrame())
+    numbered = pd.DataFrame({0: [1.5, 2.0], 1: ["a", "b"]})  # column names that are not text
+    assert to_csv_text(numbered) == pandas_text(numbered)
 
 
 def test_a_carriage_return_is_quoted():
@@ -102,3 +104,22 @@ def test_written_file_reads_back(tmp_path):
     assert back["ticker"].tolist() == ["'=CMD", "A,B", 'say "hi"']  # a formula never starts a cell
     np.testing.assert_allclose(back["p50"], [1 / 3, 1e-12, 0.0], rtol=1e-9)
     assert back["step"].tolist() == [1, 2, 3]
+
+
+def test_floats_are_written_to_ten_significant_digits():
+    """A price or a loss of ten significant digits is written whole, and no more digits than
+    those (no float noise, no padding)."""
+    df = pd.DataFrame({"p50": [1234.567891, 0.1 + 0.2, 1 / 3, 2.5e-7, 100.0]})
+    assert to_csv_text(df) == "p50\n1234.567891\n0.3\n0.3333333333\n2.5e-07\n100\n"
+
+
+def test_a_folder_has_dated_forecasts_only_with_a_file_named_by_its_date(tmp_path):
+    """``<as_of>.csv`` is a forecast file; ``latest.csv``, a copy made by hand or a temp file
+    beside them is not, and a missing folder or a file has none."""
+    assert not has_dated_forecasts(tmp_path / "missing")
+    for name in ("latest.csv", "2024-12-31 (copy).csv", "2024-12-31.csv.bak", ".2024-12-31.csv.ab12cd.tmp"):
+        (tmp_path / name).write_text("x\n")
+    assert not has_dated_forecasts(tmp_path)
+    assert not has_dated_forecasts(tmp_path / "latest.csv")
+    (tmp_path / "2024-12-31.csv").write_text("x\n")
+    assert has_dated_forecasts(tmp_path)
