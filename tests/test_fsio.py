@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from support import UNPRIVILEGED_ROOT, hold_lock, python_env, stop
@@ -277,3 +278,228 @@ def test_a_run_replaced_while_it_is_read_is_read_whole_from_the_new_one(trained_
     assert loaded.manifest.created_at.year == 2030
     assert len(reads) == 2 and reads[-1]["head.weight"].tolist() == halved["head.weight"].tolist()
     assert loaded.model.head_w.T.tolist() == halved["head.weight"].tolist()
+
+
+def _usual_mode(kind: int) -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return kind & ~umask
+
+
+def test_atomic_writer_interrupted_keeps_the_old_file_and_removes_the_temp(tmp_path):
+    """Ctrl-C inside the block (a KeyboardInterrupt, no Exception) leaves no temp file either."""
+    target = tmp_path / "out.csv"
+    target.write_text("old\n")
+    with pytest.raises(KeyboardInterrupt):
+        with fsio.atomic_writer(target) as f:
+            f.write("new, half written")
+            raise KeyboardInterrupt
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+def test_published_files_get_the_usual_mode(tmp_path):
+    """A run's files are readable as the umask says, whatever mode they were written with."""
+    (tmp_path / "weights").write_bytes(b"w")
+    (tmp_path / "weights").chmod(0o600)
+    (tmp_path / "sub").mkdir()
+    fsio.publish_files(tmp_path)
+    assert (tmp_path / "weights").stat().st_mode & 0o777 == _usual_mode(0o666)
+
+
+def test_replace_dir_puts_the_old_folder_back_when_the_new_one_cannot_take_its_place(tmp_path, monkeypatch):
+    """The two renames of the fallback: when the second fails, the old folder is put back, not
+    left under its backup name with nothing at the final one."""
+    monkeypatch.setattr(fsio, "_exchange", lambda a, b: False)
+    final = tmp_path / "run"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    tmp = fsio.sibling_temp_dir(final)
+    (tmp / "new.txt").write_text("new")
+    real = os.replace
+
+    def second_fails(src, dst):
+        if str(src) == str(tmp):
+            raise OSError(28, "No space left on device")
+        real(src, dst)
+
+    monkeypatch.setattr(fsio.os, "replace", second_fails)
+    with pytest.raises(OSError, match="No space left"):
+        fsio.replace_dir(tmp, final)
+    assert [p.name for p in final.iterdir()] == ["old.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["run", tmp.name])
+
+
+def test_swap_symlink_over_a_real_folder_fails_and_leaves_no_temp_link(tmp_path):
+    (tmp_path / "target").mkdir()
+    (tmp_path / "prod").mkdir()
+    (tmp_path / "prod" / "file").write_text("x")
+    with pytest.raises(OSError):
+        fsio.swap_symlink(tmp_path / "prod", "target")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prod", "target"]
+    fsio.swap_symlink(tmp_path / "link", "target")
+    assert os.readlink(tmp_path / "link") == "target"
+
+
+def test_follow_link_resolves_a_link_and_leaves_any_other_path_as_given(tmp_path, monkeypatch):
+    (tmp_path / "real" / "run").mkdir(parents=True)
+    (tmp_path / "via").symlink_to(tmp_path / "real")
+    (tmp_path / "prod").symlink_to(tmp_path / "real" / "run")
+    monkeypatch.chdir(tmp_path)
+    assert fsio.follow_link("prod") == tmp_path / "real" / "run"
+    assert fsio.follow_link("via/run") == Path("via/run")  # a link above it is no matter
+
+
+def test_stale_temp_dirs_are_those_named_as_sibling_temp_dir_names_them(tmp_path):
+    """Only ``.<name>.<8 characters>.tmp`` folders go: a folder of the user's with a name alike
+    (fewer characters, another run's name) stays."""
+    made = fsio.sibling_temp_dir(tmp_path / "run")
+    kept = [tmp_path / ".run.old.tmp", tmp_path / ".run.abcdefghi.tmp", tmp_path / ".run2.abcdefgh.tmp"]
+    for p in kept:
+        p.mkdir()
+    fsio.remove_stale_temp_dirs(tmp_path / "run")
+    assert not made.exists()
+    assert all(p.is_dir() for p in kept)
+
+
+def test_a_live_holder_that_took_the_lock_as_it_started_is_named(lock_holder):
+    """The holder's start time, read from /proc, is known only to the second (as is the time in
+    its record): a holder that took the lock in its first moments must not be taken for a
+    process started after the record."""
+    import socket
+
+    proc, lock = lock_holder
+    held = fsio.lock_holder(lock)
+    assert held is not None and held.startswith(f"pid {proc.pid} on {socket.gethostname()}, started ")
+
+
+def _record_holder(lock, pid, **extra):
+    import json
+    import socket
+    from datetime import UTC, datetime
+
+    when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    record = {"pid": pid, "host": socket.gethostname(), "started": when, "command": "forecaster train", **extra}
+    lock.with_name(lock.name + ".holder").write_text(json.dumps(record))
+
+
+def test_a_holder_record_of_a_dead_process_or_another_host_names_no_holder(tmp_path):
+    lock = tmp_path / ".lock"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait(timeout=30)
+    _record_holder(lock, dead.pid)
+    assert fsio.lock_holder(lock) is None
+    _record_holder(lock, os.getpid(), host="elsewhere.invalid")
+    assert fsio.lock_holder(lock) is None
+    _record_holder(lock, os.getpid())
+    assert fsio.lock_holder(lock).startswith(f"pid {os.getpid()} on ")
+
+
+def test_a_holder_of_another_user_that_cannot_be_signalled_is_named(tmp_path, monkeypatch):
+    """os.kill(pid, 0) on another user's live process is a PermissionError: it is alive."""
+    lock = tmp_path / ".lock"
+    _record_holder(lock, os.getpid())
+
+    def not_yours(pid, sig):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(fsio.os, "kill", not_yours)
+    assert fsio.lock_holder(lock).startswith(f"pid {os.getpid()} on ")
+
+
+def test_the_holders_command_line_is_recorded_printable_and_cut_to_200_characters(tmp_path, monkeypatch):
+    import json
+
+    lock = tmp_path / ".lock"
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/forecaster", "train", "--run-dir", "a\x1bb", "x" * 300])
+    with fsio.file_lock(lock):
+        command = json.loads((tmp_path / ".lock.holder").read_text())["command"]
+    assert command.startswith("forecaster train --run-dir 'a?b' ")
+    assert len(command) == 200 and command.endswith("xxx...")
+
+
+def test_file_lock_waits_for_the_holder_up_to_its_timeout(tmp_path):
+    lock = tmp_path / ".lock"
+    proc = hold_lock(lock, 0.5)
+    try:
+        with fsio.file_lock(lock, timeout=30):
+            assert (tmp_path / ".lock.holder").read_text().count(f'"pid": {os.getpid()}') == 1
+    finally:
+        stop(proc)
+
+
+def test_a_holder_record_that_cannot_be_written_does_not_cost_the_lock(tmp_path, monkeypatch):
+    def disk_full(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fsio, "atomic_write_text", disk_full)
+    ran = []
+    with fsio.file_lock(tmp_path / ".lock"):
+        ran.append(True)
+    assert ran == [True]
+
+
+@pytest.mark.parametrize(
+    ("content", "cut"), [(b"", False), (b"a,b\n1,2\n", False), (b"a,b\r\n1,2\r", False), (b"a,b\n1,2", True)]
+)
+def test_ends_mid_line(tmp_path, content, cut):
+    path = tmp_path / "f.csv"
+    path.write_bytes(content)
+    assert fsio.ends_mid_line(path) is cut
+    assert fsio.ends_mid_line(tmp_path / "missing.csv") is False
+
+
+def test_cannot_make_or_write_into_a_folder_says_why_without_making_anything(tmp_path, monkeypatch):
+    """What the permissions refuse, told up front: Permission denied, or Read-only file system
+    where the folder's file system is mounted read-only; nothing for a folder that exists
+    already (cannot_make) or that can be written."""
+    import errno
+
+    present = tmp_path / "present"
+    present.mkdir()
+    assert fsio.cannot_make(present / "new") is None and fsio.cannot_write_into(present) is None
+    monkeypatch.setattr(fsio.os, "access", lambda path, mode: False)
+    assert fsio.cannot_make(present) is None  # there already: nothing to make
+    denied = fsio.cannot_make(present / "new" / "deeper")
+    assert (denied.errno, denied.filename) == (errno.EACCES, str(present))
+    assert fsio.cannot_write_into(present).errno == errno.EACCES
+    monkeypatch.setattr(fsio.os, "statvfs", lambda path: type("vfs", (), {"f_flag": os.ST_RDONLY})())
+    read_only = fsio.cannot_write_into(present)
+    assert (read_only.errno, read_only.strerror) == (errno.EROFS, os.strerror(errno.EROFS))
+    assert not list(present.iterdir())
+
+
+def test_only_old_temp_files_of_atomic_writer_are_removed(tmp_path):
+    """A temp file (``.<name>.<random>.tmp``) older than min_age is a killed writer's: removed
+    and counted. A newer one (a live writer's), another dot-file, a folder or a link of that
+    name stays."""
+    old, new = tmp_path / ".prices.csv.ab12cd.tmp", tmp_path / ".prices.csv.ef34gh.tmp"
+    other = [tmp_path / ".prices.tmp", tmp_path / "prices.csv.ab12.tmp"]
+    for p in (old, new, *other):
+        p.write_text("x")
+    (tmp_path / ".run.abcdefgh.tmp").mkdir()
+    (tmp_path / ".latest.ab12cd.tmp").symlink_to(other[1])
+    hour_ago = time.time() - 3600
+    for p in (old, *other, tmp_path / ".run.abcdefgh.tmp"):
+        os.utime(p, (hour_ago, hour_ago))
+    os.utime(tmp_path / ".latest.ab12cd.tmp", (hour_ago, hour_ago), follow_symlinks=False)
+    assert fsio.is_temp_name(old.name) and not fsio.is_temp_name(".prices.tmp")
+    assert fsio.remove_stale_temps(tmp_path, min_age=600) == 1
+    assert not old.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [new.name, *(p.name for p in other), ".run.abcdefgh.tmp", ".latest.ab12cd.tmp"]
+    )
+    assert fsio.remove_stale_temps(tmp_path / "missing") == 0
+
+
+def test_refuse_empty_folders():
+    """A blank folder name is refused, None only where the folder is optional."""
+    from forecaster.errors import ConfigError
+
+    fsio.refuse_empty_folders(out=None, run_dir="runs/a", required=("run_dir",))
+    with pytest.raises(ConfigError, match='out="" names no folder: give a folder name, or None for its default'):
+        fsio.refuse_empty_folders(out="  ")
+    with pytest.raises(ConfigError, match='run_dir="" names no folder: give a folder name$'):
+        fsio.refuse_empty_folders(run_dir=" ", required=("run_dir",))
+    with pytest.raises(TypeError, match="run_dir must be a folder name .* not NoneType"):
+        fsio.refuse_empty_folders(run_dir=None, required=("run_dir",))
