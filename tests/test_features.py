@@ -245,3 +245,32 @@ def test_the_scaler_records_the_return_std_and_leaves_a_constant_column_unscaled
     later = f[:3].copy()
     later[:, FEATURES.index("dvol")] = 0.5
     np.testing.assert_allclose(sc.transform(later)[:, FEATURES.index("dvol")], 0.5)
+
+
+def test_the_volume_change_is_the_log_ratio_of_volumes_plus_one():
+    df = bars(30)
+    df.iloc[5, df.columns.get_loc("volume")] = 0.0  # no trade at all: still finite
+    v = df["volume"].to_numpy()
+    dvol = make_arrays(df).features[:, FEATURES.index("dvol")]
+    np.testing.assert_allclose(dvol, np.log((v[1:] + 1) / (v[:-1] + 1)), rtol=1e-12)
+
+
+def test_a_quiet_tickers_small_returns_are_standardised_not_left_as_constant():
+    """Only a column that does not move (std under 1e-12) is left unscaled: a quiet ticker (a
+    money-market fund, 0.01 % a day) still has its returns standardised, and their std is the
+    unit of its targets."""
+    df = bars(200)
+    close = 100 * np.exp(np.cumsum(np.random.default_rng(1).normal(0, 1e-4, len(df))))
+    df["close"], df["open"], df["high"], df["low"] = close, close, close * 1.0001, close * 0.9999
+    f = make_arrays(df).features
+    sc = Scaler.fit(f)
+    assert sc.ret_std == pytest.approx(f[:, 0].std(), rel=1e-12) and sc.ret_std < 2e-4
+    z = sc.transform(f)[:, : len(sc.mean)]
+    np.testing.assert_allclose(z[:, FEATURES.index("ret")].std(), 1.0, rtol=1e-4)
+
+
+def test_no_dates_have_no_next_weekdays_on_a_calendar_either():
+    from forecaster.features import next_weekday_features
+
+    for calendar in (None, "XNYS"):
+        assert next_weekday_features(np.array([], dtype="datetime64[ns]"), 3, calendar).shape == (0, 3, 2)
