@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import forecaster.sessions as sessions_module
 from forecaster.errors import ConfigError
 from forecaster.sessions import (
+    check_calendar,
     get_calendar,
     is_open_session_unfinished,
     last_completed_session,
@@ -352,6 +353,24 @@ def test_a_calendar_that_cannot_be_built_is_one_config_error(monkeypatch):
 def test_calendar_is_cached_and_aliases_resolve():
     assert get_calendar("XNYS") is get_calendar("XNYS")
     assert get_calendar("NYSE").name == "XNYS"
+
+
+def test_a_calendar_name_is_read_in_any_case_and_without_blanks_around_it():
+    assert check_calendar("xnys") == "XNYS"
+    assert check_calendar(" nyse ") == "XNYS"
+    assert list(next_sessions("2025-12-24", 1, calendar="xnys")) == dates("2025-12-26")
+
+
+@pytest.mark.parametrize("n", [True, 1.0, "1"])
+def test_a_count_of_sessions_that_is_no_integer_is_refused(n):
+    with pytest.raises(ValueError, match="n must be a non-negative integer"):
+        next_sessions("2025-06-02", n)
+
+
+@pytest.mark.parametrize("call", [lambda: next_sessions(pd.NaT, 1), lambda: sessions_in_range("2025-01-02", pd.NaT)])
+def test_a_missing_date_is_refused_not_taken_for_a_day(call):
+    with pytest.raises(ValueError, match="is missing \\(NaT\\)"):
+        call()
 
 
 def test_other_calendar_has_its_own_holidays():
