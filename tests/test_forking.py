@@ -501,3 +501,14 @@ def test_a_short_chunks_loss_counts_only_its_real_origins(sample_dir):
         assert n == 10
         losses.append(float(loss))
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_a_recursive_models_stretches_carry_one_step_targets(sample_dir):
+    """The recursive strategy trains on the next session alone: its stretches' targets are
+    the first step of the direct strategy's, not all of them."""
+    _, ws, _ = sample_trainer(sample_dir)
+    plan = plan_chunks(ws.ends("train")[:40], ws.ticker_id, 8)
+    _, _, y_direct, mask = Stretches(ws, 8, torch.device("cpu"), one_step=False)(plan)
+    _, _, y_one, _ = Stretches(ws, 8, torch.device("cpu"), one_step=True)(plan)
+    assert y_direct.shape[-1] == ws.horizon and y_one.shape == (*y_direct.shape[:-1], 1)
+    torch.testing.assert_close(y_one[mask], y_direct[mask][:, :1])
