@@ -321,3 +321,24 @@ def test_a_stored_config_reads_back_with_no_run_dir():
     stored = Config().model_dump(mode="json")
     assert stored["run_dir"] is None
     assert config_from_dict(stored) == Config()
+
+
+@pytest.mark.parametrize(
+    ("key", "values"),
+    [
+        ("data.source", ["yahoo", "csv"]),
+        ("model.cell", ["rnn", "lstm", "gru"]),
+        ("model.strategy", ["direct", "recursive"]),
+        ("model.target_scale", ["local", "ticker"]),
+        ("intervals.step_tracking", ["shared", "separate"]),
+        ("train.device", ["auto", "cpu", "cuda", "mps"]),
+        ("train.precision", ["fp32", "bf16"]),
+        ("train.mode", ["forking", "window"]),
+    ],
+)
+def test_every_documented_choice_is_taken_and_another_refused(key, values):
+    section, name = key.split(".")
+    for value in values:
+        assert getattr(getattr(load_config(None, {key: value}), section), name) == value
+    with pytest.raises(ConfigError, match=name):
+        load_config(None, {key: "other"})
