@@ -75,13 +75,20 @@ def test_replace_dir_swaps_whole_directory(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
 
 
-def test_replace_dir_fallback_without_exchange(tmp_path, monkeypatch):
+def _old_and_new_without_exchange(tmp_path, monkeypatch):
+    """A run folder holding old.txt and its replacement holding new.txt, on a file system
+    without renameat2's exchange (the fallback of two renames)."""
     monkeypatch.setattr(fsio, "_exchange", lambda a, b: False)
     final = tmp_path / "run"
     final.mkdir()
     (final / "old.txt").write_text("old")
     tmp = fsio.sibling_temp_dir(final)
     (tmp / "new.txt").write_text("new")
+    return final, tmp
+
+
+def test_replace_dir_fallback_without_exchange(tmp_path, monkeypatch):
+    final, tmp = _old_and_new_without_exchange(tmp_path, monkeypatch)
     fsio.replace_dir(tmp, final)
     assert [p.name for p in final.iterdir()] == ["new.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
@@ -310,12 +317,7 @@ def test_published_files_get_the_usual_mode(tmp_path):
 def test_replace_dir_puts_the_old_folder_back_when_the_new_one_cannot_take_its_place(tmp_path, monkeypatch):
     """The two renames of the fallback: when the second fails, the old folder is put back, not
     left under its backup name with nothing at the final one."""
-    monkeypatch.setattr(fsio, "_exchange", lambda a, b: False)
-    final = tmp_path / "run"
-    final.mkdir()
-    (final / "old.txt").write_text("old")
-    tmp = fsio.sibling_temp_dir(final)
-    (tmp / "new.txt").write_text("new")
+    final, tmp = _old_and_new_without_exchange(tmp_path, monkeypatch)
     real = os.replace
 
     def second_fails(src, dst):
