@@ -1,4 +1,4 @@
-"""The ``forecaster`` command's entry point: it can be stopped cleanly from its first instant.
+"""The ``forecaster`` command's entry point: it can be stopped cleanly from its first line.
 
 Importing the command line (typer, rich and the commands) takes about a tenth of a second. A
 SIGTERM in that time (a service stopped just as cron started it, a wrapper's ``timeout``)
@@ -6,7 +6,8 @@ would otherwise end the process with 143 and nothing said, and a Ctrl-C would pr
 traceback. Both stop it here with one line and exit 130, as they do later on: nothing has been
 read or written yet. Only the standard library is imported before the handler is set. The
 fifth of a second after the import, while typer builds the command line and reads the
-arguments, ends the same way (``forecaster.cli.main``).
+arguments, ends the same way (``forecaster.cli.main``). Before this module runs, while the
+interpreter starts (a few hundredths of a second), a signal meets the system's defaults.
 """
 
 from __future__ import annotations
@@ -75,12 +76,34 @@ def _say(stream, text: str) -> None:
         pass
 
 
+def take_stop_signals() -> None:
+    """SIGTERM taken as Ctrl-C, and SIGINT listened to (a shell script's `forecaster ... &`
+    starts with it ignored), so that an interruption is never lost while the command starts; and
+    one whose KeyboardInterrupt Python drops (raised inside a finalizer, a weak reference's
+    callback as the garbage collector runs it: "Exception ignored in ...") is delivered again."""
+    signal.signal(signal.SIGTERM, on_stop_signal)
+    signal.signal(signal.SIGINT, on_stop_signal)
+    sys.unraisablehook = _stop_delivered_again(sys.unraisablehook)
+
+
+def _stop_delivered_again(then):
+    def hook(info) -> None:
+        if isinstance(info.exc_value, KeyboardInterrupt) and signal.getsignal(signal.SIGINT) is on_stop_signal:
+            import _thread
+            import threading
+
+            # from another thread, a moment later: made here, the interrupt would be raised in
+            # this hook as soon as the call returned, and dropped again
+            threading.Timer(0.01, _thread.interrupt_main).start()
+            return
+        then(info)
+
+    return hook
+
+
 def main() -> None:
     """Console-script entry point: SIGTERM taken as Ctrl-C, then the command line."""
-    signal.signal(signal.SIGTERM, on_stop_signal)
-    # a shell script's `forecaster ... &` starts with SIGINT ignored; listen to it anyway, as
-    # training does, so that an interruption is never lost while the command starts
-    signal.signal(signal.SIGINT, on_stop_signal)
+    take_stop_signals()
     for stream in (sys.stdout, sys.stderr):  # a path or ticker its encoding lacks (PYTHONIOENCODING=ascii)
         try:  # is written escaped, not an error once the files are written
             stream.reconfigure(errors="backslashreplace")

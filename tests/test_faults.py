@@ -590,6 +590,49 @@ def test_an_interruption_is_called_one_while_starting_only_before_a_command_bega
     assert ("interrupted while starting" in capsys.readouterr().err) is not began
 
 
+STOP_DROPPED_IN_A_FINALIZER = """
+import os, signal, sys
+from pathlib import Path
+from forecaster import prediction
+
+SIG = getattr(signal, sys.argv[1])
+
+
+class Collected:  # freed as the command runs; the signal arrives while its finalizer runs
+    def __del__(self):
+        os.kill(os.getpid(), SIG)
+        for _ in range(100000):  # the handler runs here: Python drops its KeyboardInterrupt
+            pass
+
+
+real = prediction.load_run
+
+
+def load_run(path):
+    Collected()
+    return real(path)
+
+
+prediction.load_run = load_run
+sys.argv = ["forecaster", "predict", "--run", sys.argv[2], "--offline", "--out", sys.argv[3]]
+from forecaster.entry import main
+main()
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_stop_dropped_in_a_finalizer_still_stops_the_command(sig, run_copy, tmp_path):
+    """A signal whose KeyboardInterrupt fell inside a finalizer (a weak reference's callback as
+    the garbage collector ran it) was dropped by Python with an "Exception ignored" traceback,
+    and the command ran on to exit 0. It is delivered again: one line, exit 130, nothing written."""
+    out = tmp_path / "forecasts"
+    res = run_script(STOP_DROPPED_IN_A_FINALIZER, sig, run_copy, out)
+    assert res.returncode == 130, (res.returncode, res.stderr)
+    assert len(error_lines(res)) == 1 and "interrupted" in error_lines(res)[0]
+    assert "Exception ignored" not in res.stderr and "Traceback" not in res.stderr
+    assert not out.exists() or not any(out.rglob("*.csv"))
+
+
 def test_the_installed_command_starts_from_the_entry_that_takes_signals():
     from importlib.metadata import entry_points
 
