@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -295,3 +296,15 @@ def assert_stopped_with_one_line(res: subprocess.CompletedProcess, command: str)
         f"ERROR: {command} interrupted before it finished; the files it had written are whole and "
         "nothing is half-written: run it again"
     ], res.stderr
+
+
+class _SignalledWhileCollected:
+    def __del__(self):  # the signal arrives as the garbage collector runs this
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+
+
+def drop_a_stop_signal() -> None:
+    """SIGTERM as it arrives inside a finalizer (a database connection's cleanup, run by the
+    garbage collector at that moment): the handler's KeyboardInterrupt is raised there, and
+    Python drops it, with an "Exception ignored" message."""
+    _SignalledWhileCollected()  # freed at once: its finalizer runs here

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from support import python_env, run_meta, tiny_overrides
+from support import drop_a_stop_signal, python_env, run_meta, tiny_overrides
 
 from forecaster.config import load_config
 from forecaster.errors import ConfigError, DataError, RunFormatError, TrainingError
@@ -839,17 +839,11 @@ def test_a_stop_signal_lost_in_a_finalizer_still_stops_training(sample_dir, tmp_
     ignored" message), and the signals after it were ignored as its echo: training went on to its
     last epoch. It stops at the next step, saved as a run to resume, as for any stop, and says
     so once: the dropped interrupt prints nothing of its own."""
-    import signal
-
     from forecaster.training import Interrupted
-
-    class Collected:
-        def __del__(self):  # the signal arrives as the garbage collector runs this
-            signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
 
     def lost_at_the_first_epoch(rec):
         if rec.epoch == 1:
-            Collected()  # freed at once: its finalizer runs here
+            drop_a_stop_signal()
 
     dropped = []
     monkeypatch.setattr(sys, "unraisablehook", dropped.append)  # what Python would print

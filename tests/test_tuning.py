@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 from conftest import tiny_overrides
 from optuna.trial import TrialState
-from support import study_storage
+from support import drop_a_stop_signal, study_storage
 
 from forecaster.checkpoint import Origin, read_manifest
 from forecaster.config import SEARCH_SPACE, Config, SpaceConfig, TrainConfig, config_toml, load_config
@@ -845,21 +845,6 @@ def test_an_integer_dimension_reaches_both_ends_of_its_range():
     assert seen == {1, 2}
 
 
-class _Collected:
-    """SIGTERM as it arrives inside a finalizer (a database connection's cleanup, run by the
-    garbage collector at that moment): the handler's KeyboardInterrupt is raised there, and
-    Python drops it, with an "Exception ignored" message."""
-
-    def __del__(self):
-        import signal
-
-        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
-
-
-def _lose_a_stop_signal() -> None:
-    _Collected()  # freed at once: its finalizer runs here
-
-
 @pytest.mark.parametrize("where", ["in a trial", "between trials"])
 def test_a_stop_signal_lost_in_a_finalizer_still_stops_the_search(small_dir, tmp_path, where, monkeypatch):
     """One `kill` in about thirty ran the whole search to its end and exited 0: its interrupt had
@@ -869,11 +854,11 @@ def test_a_stop_signal_lost_in_a_finalizer_still_stops_the_search(small_dir, tmp
 
     def on_epoch(number, rec):
         if where == "in a trial" and number == 1:
-            _lose_a_stop_signal()
+            drop_a_stop_signal()
 
     def on_trial(trial, best):
         if where == "between trials" and trial.number == 0:
-            _lose_a_stop_signal()
+            drop_a_stop_signal()
 
     dropped = []
     monkeypatch.setattr(sys, "unraisablehook", dropped.append)  # what Python would print
