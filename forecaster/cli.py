@@ -939,6 +939,9 @@ def _show_interrupted_training(e) -> None:
     `train --resume` can continue it, and the line (also on stderr) as ``message``."""
     from .checkpoint import read_manifest
 
+    if e.details.get("run_dir") is None:  # stopped before its folder was named (one named after the time)
+        _emit_json({"run_dir": None, "resumable": False, "interrupted": True, "message": str(e)})
+        return
     run_dir = Path(e.details["run_dir"])
     doc = {"run_dir": str(run_dir), "name": run_dir.name}  # the run could not be saved: its place, and no more
     # a run left there that this training did not save, or could not resume, is not its result

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -914,11 +914,14 @@ def train(
     refuse_empty_folders(run_dir=run_dir)
     with caller_state_kept():  # a library caller's threads and random streams are theirs again after
         now = datetime.now(UTC)
-        tickers = checked_tickers(cfg)
-        # predict dates its forecasts with the calendar: a typo stops here. run.json records it by
-        # its exchange's name (XNYS for nyse), and the tickers as validated (AAPL for aapl, each
-        # once), which later commands read back
-        calendar = check_calendar(cfg.data.calendar)
+        named = None if (run_dir or cfg.run_dir) is None else Path(run_dir or cfg.run_dir)
+        stopped = _stopped_before_training(named, resume, Dist(alone=not distributed), "as it started")
+        with sigterm_as_interrupt(), stopped:
+            tickers = checked_tickers(cfg)
+            # predict dates its forecasts with the calendar: a typo stops here. run.json records it by
+            # its exchange's name (XNYS for nyse), and the tickers as validated (AAPL for aapl, each
+            # once), which later commands read back
+            calendar = check_calendar(cfg.data.calendar)
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"tickers": tickers, "calendar": calendar})})
 
         def into(path: Path) -> TrainResult:
@@ -952,6 +955,28 @@ def _signals_ignored():
     finally:
         for s, handler in before.items():
             signal.signal(s, handler)
+
+
+@contextmanager
+def _stopped_before_training(run_dir: Path | None, resume: bool, dist: Dist, what: str = "") -> Iterator[list[str]]:
+    """A stop (Ctrl-C, SIGTERM) before the first epoch, ``what`` the command was doing then (the
+    list it yields, to change as the work goes on): :class:`Interrupted`, with the line that
+    nothing was written (a run being resumed is left as it was, to resume), as a stop during
+    the epochs gives its own."""
+    doing = [what]
+    try:
+        yield doing
+    except KeyboardInterrupt:
+        what = doing[0]
+        dist.close()
+        then = f"continue with {resume_command(run_dir)}" if resume else "run the same command again"
+        where = "" if run_dir is None else f" to {run_dir}"
+        raise Interrupted(
+            f"training interrupted before its first epoch{', ' + what if what else ''}: nothing was written{where}; "
+            f"{then}",
+            {"run_dir": run_dir, "resumable": resume and dist.main, "saved": False},
+            shown=dist.main,
+        ) from None
 
 
 def _default_run_dir(cfg: Config, now: datetime) -> Path:
@@ -998,75 +1023,71 @@ def _train(
     origin: Origin | None = None,
 ) -> TrainResult:
     """:func:`train` into ``run_dir``, its config checked (the other arguments are train's)."""
-    check_run_target(run_dir)  # refused now, not once the epochs are spent
-    wanted = resolve_device(cfg.train.device)  # and a device this machine lacks, before the data are read
-    _check_data_outside(run_dir, cfg)
-    read_as = path_identity(run_dir) if resume else None  # which run was read: the lock is taken later
-    before = _resume_point(run_dir, cfg) if resume else None
-    earlier = None if resume else _earlier_forecasts(run_dir, cfg)
-    state, history, splits, seconds_before = (None, [], None, 0.0) if before is None else before[1:]
-    if before is not None:
-        origin = before[0].origin  # a tuned run resumed: still the study's
     dist = Dist(alone=not distributed)
-    seed_everything(cfg.train.seed)
-    set_threads(cfg.train.threads)
-    with sigterm_as_interrupt():  # `kill` while the data are read stops it like Ctrl-C, with one line
+    # `kill` while the run and the data are read stops it like Ctrl-C, with one line
+    with sigterm_as_interrupt(), _stopped_before_training(run_dir, resume, dist, "while the data were read"):
+        check_run_target(run_dir)  # refused now, not once the epochs are spent
+        wanted = resolve_device(cfg.train.device)  # and a device this machine lacks, before the data are read
+        _check_data_outside(run_dir, cfg)
+        read_as = path_identity(run_dir) if resume else None  # which run was read: the lock is taken later
+        before = _resume_point(run_dir, cfg) if resume else None
+        earlier = None if resume else _earlier_forecasts(run_dir, cfg)
+        state, history, splits, seconds_before = (None, [], None, 0.0) if before is None else before[1:]
+        if before is not None:
+            origin = before[0].origin  # a tuned run resumed: still the study's
+        seed_everything(cfg.train.seed)
+        set_threads(cfg.train.threads)
+        # every process joins the group before it reads the data, so that one whose data
+        # fail can tell the others, which would otherwise wait for it until gloo's timeout
+        device = dist.setup(wanted)
         try:
-            # every process joins the group before it reads the data, so that one whose data
-            # fail can tell the others, which would otherwise wait for it until gloo's timeout
-            device = dist.setup(wanted)
-            try:
-                data = load_training_data(cfg, tickers, splits)
-                if before is not None:
-                    _check_same_data(before[0], data.ws, run_dir, before[1].fitted_on, data)
-            except Exception as exc:
-                if not dist.active:
-                    raise
-                _same_data(dist, None, exc)
-            if dist.active:
-                _same_data(dist, data, None)
-                _check_shares(cfg, data, dist.world)
-            if cfg.train.precision == "bf16" and device.type != "cuda" and dist.main:
-                log.warning("--precision bf16 is autocast on CUDA only: training on %s runs in fp32", device.type)
-            t = cfg.train
-            if t.mode == "forking" and t.batch_size % t.chunk and dist.main:  # a step takes whole chunks
-                per = max(1, t.batch_size // t.chunk)
-                log.warning(
-                    "--batch-size %d is not a multiple of --chunk %d: each forking step takes %d whole chunk(s), "
-                    "%d forecast origins",
-                    t.batch_size,
-                    t.chunk,
-                    per,
-                    per * t.chunk,
-                )
-            trainer = Trainer(new_model(cfg, data.ws).to(device), data.ws, cfg, device, dist)
-            if state is not None:
-                trainer.restore(_trainer_state(state))
-        except KeyboardInterrupt:
-            dist.close()
-            then = f"continue with {resume_command(run_dir)}" if resume else "run the same command again"
-            raise Interrupted(
-                f"training interrupted before its first epoch, while the data were read: nothing was written to "
-                f"{run_dir}; {then}",
-                {"run_dir": run_dir, "resumable": resume and dist.main},
-                shown=dist.main,
-            ) from None
-    lock = file_lock(run_lock_path(run_dir), lock_timeout) if dist.main else nullcontext()
+            data = load_training_data(cfg, tickers, splits)
+            if before is not None:
+                _check_same_data(before[0], data.ws, run_dir, before[1].fitted_on, data)
+        except Exception as exc:
+            if not dist.active:
+                raise
+            _same_data(dist, None, exc)
+        if dist.active:
+            _same_data(dist, data, None)
+            _check_shares(cfg, data, dist.world)
+        if cfg.train.precision == "bf16" and device.type != "cuda" and dist.main:
+            log.warning("--precision bf16 is autocast on CUDA only: training on %s runs in fp32", device.type)
+        t = cfg.train
+        if t.mode == "forking" and t.batch_size % t.chunk and dist.main:  # a step takes whole chunks
+            per = max(1, t.batch_size // t.chunk)
+            log.warning(
+                "--batch-size %d is not a multiple of --chunk %d: each forking step takes %d whole chunk(s), "
+                "%d forecast origins",
+                t.batch_size,
+                t.chunk,
+                per,
+                per * t.chunk,
+            )
+        trainer = Trainer(new_model(cfg, data.ws).to(device), data.ws, cfg, device, dist)
+        if state is not None:
+            trainer.restore(_trainer_state(state))
     started = time.perf_counter() - seconds_before  # a resumed run counts the time it trained before
     manifest = None
     diverged = None
     every = (cfg.train.checkpoint_every or None) if checkpoints and dist.main else None  # 0: none
-    # entered once the lock is held: whether the folder holds something a checkpoint must not replace
-    with lock, sigterm_as_interrupt(), _Checkpoints(run_dir, every, resume) as saver:
-        if resume and dist.main and path_identity(run_dir) != read_as:
-            # another training wrote the run while this one waited for its lock (finished it, or
-            # trained a new one there): the state read before would go on from a stale epoch
-            raise TemporaryFailure(
-                f"{run_dir} was written by another training while this one waited for its lock; nothing was "
-                f"changed: run {resume_command(run_dir)} again to resume what is there now"
-            )
-        if not resume and dist.main:
-            _warn_of_an_interrupted_run(run_dir)
+    with ExitStack() as held:
+        # a stop while this waits for the run's lock (--lock-timeout) is said as one before the data
+        with _stopped_before_training(run_dir, resume, dist, "while it waited for the run directory's lock") as doing:
+            held.enter_context(file_lock(run_lock_path(run_dir), lock_timeout) if dist.main else nullcontext())
+            doing[0] = ""
+            held.enter_context(sigterm_as_interrupt())
+            # entered once the lock is held: whether the folder holds something a checkpoint must not replace
+            saver = held.enter_context(_Checkpoints(run_dir, every, resume))
+            if resume and dist.main and path_identity(run_dir) != read_as:
+                # another training wrote the run while this one waited for its lock (finished it, or
+                # trained a new one there): the state read before would go on from a stale epoch
+                raise TemporaryFailure(
+                    f"{run_dir} was written by another training while this one waited for its lock; nothing was "
+                    f"changed: run {resume_command(run_dir)} again to resume what is there now"
+                )
+            if not resume and dist.main:
+                _warn_of_an_interrupted_run(run_dir)
 
         def checkpoint() -> None:
             seconds = time.perf_counter() - started

@@ -846,6 +846,55 @@ def test_sigterm_while_train_starts_says_nothing_was_written_and_json_gives_the_
     assert not run.exists()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
+@pytest.mark.parametrize(
+    "stopped_in,doing",
+    [
+        ("check_calendar", "as it started"),  # the calendar's library imported: before the run is named
+        ("_resume_point", "while the data were read"),  # the run's checkpoint read
+        ("file_lock", "while it waited for the run directory's lock"),  # --lock-timeout: a wait
+        ("_Checkpoints", ""),  # the lock held, the epochs not begun
+    ],
+)
+def test_sigterm_before_a_resumed_run_trains_says_it_stays_resumable(small_dir, tmp_path, stopped_in, doing):
+    """`kill` of `train --resume` after the config was read and before the first epoch: the
+    generic line ("the files it had written are whole") and the error object, which said
+    neither that the run was left as it was nor how to resume it. Now training's own."""
+    run = _interrupted_run(small_dir, tmp_path / "runs" / "stopped")
+    before = {f: (run / f).read_bytes() for f in os.listdir(run)}
+    res = run_script(_KILLED_IN, "forecaster.training", stopped_in, "--resume", run, "--json", cwd=tmp_path)
+    assert res.returncode == 130, (res.returncode, res.stderr)
+    [line] = res.stderr.splitlines()
+    doing = f", {doing}" if doing else ""
+    assert line == (
+        f"ERROR: training interrupted before its first epoch{doing}: nothing was written to {run}; "
+        f"continue with `forecaster train --resume {run}`"
+    ), line
+    doc = json.loads(res.stdout)
+    assert doc["interrupted"] is True and doc["resumable"] is True and doc["message"] == line[len("ERROR: ") :]
+    assert doc["run_dir"] == str(run) and doc["epochs_run"] == 1  # the run as it was, to resume
+    assert {f: (run / f).read_bytes() for f in os.listdir(run)} == before
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
+def test_sigterm_before_a_new_run_is_named_says_nothing_was_written(small_dir, tmp_path):
+    """`kill` as training checks its calendar, before a run named after the time has a folder:
+    one line, and --json the result of a training that wrote nothing, with no folder named."""
+    args = ["--data-dir", small_dir, "-t", "STOCKA", *TINY, "--json"]
+    res = run_script(_KILLED_IN, "forecaster.training", "check_calendar", *args, cwd=tmp_path)
+    assert res.returncode == 130, (res.returncode, res.stderr)
+    [line] = res.stderr.splitlines()
+    assert line == (
+        "ERROR: training interrupted before its first epoch, as it started: nothing was written; "
+        "run the same command again"
+    ), line
+    doc = json.loads(res.stdout)
+    assert doc == {"run_dir": None, "resumable": False, "interrupted": True, "message": line[len("ERROR: ") :]}
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
 _KILLED_TWICE = """
 import os, signal, sys
 import forecaster.cli as cli
