@@ -57,7 +57,7 @@ from .registry import (
 )
 from .store import load_bars
 from .tickers import some_names, validate_ticker
-from .training import Interrupted, sigterm_as_interrupt, train
+from .training import Interrupted, raise_if_stopped, sigterm_as_interrupt, train
 
 log = logging.getLogger("forecaster")
 
@@ -179,6 +179,8 @@ def retrain(
                 checkpoints=False,  # a challenger cut short is trained again, never resumed
             )
             stage = "before the challenger was compared"
+            # a stop whose interrupt Python dropped (raised in a finalizer) stops it at the next stage
+            raise_if_stopped()
             chall = load_run(run_dir)
             names = [s for s in chall.names if s in champ.manifest.tickers]
             # the bars the challenger trained on, of which training has warned already
@@ -193,9 +195,11 @@ def retrain(
             # the command's result: the CLI prints it on stdout, so it is marked to stay off stderr
             log.info("%s", comparison.reason, extra={RESULT: True})
             stage = WON if comparison.promote else "after the comparison"
+            raise_if_stopped()
             if comparison.promote:
                 switch(pointer, run_dir)
             stage = "after the comparison"
+            raise_if_stopped()
             removed = prune(name, keep, runs_dir).removed
         except (KeyboardInterrupt, Interrupted):
             raise _interrupted(name, runs_dir, champ_dir, run_dir, stage) from None

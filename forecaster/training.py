@@ -877,6 +877,8 @@ def sigterm_as_interrupt():
     finally:
         sys.unraisablehook = old_hook
         _STOPS.pop()
+        if _STOPS:  # a stop that what this covered ended without (lost after its last step): the
+            _STOPS[-1].extend(stopping)  # enclosing one's now, a retrain's or a search's, to stop at its next check
         signal.signal(signal.SIGTERM, old_term)
         signal.signal(signal.SIGINT, old_int)
 

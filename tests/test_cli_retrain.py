@@ -15,7 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from run_variants import shifted_run
-from support import SLOW_TEST_TIMEOUT_S, assert_one_line_error, run_forecaster_minding_file_modes, run_script
+from support import (
+    SLOW_TEST_TIMEOUT_S,
+    assert_one_line_error,
+    drop_a_stop_signal,
+    run_forecaster_minding_file_modes,
+    run_script,
+)
 
 import forecaster.retraining as retraining
 from forecaster import registry
@@ -402,6 +408,42 @@ def test_a_retrain_stopped_as_the_winner_was_to_be_promoted_says_it_won(cli, run
         and "prod points at first" in line
     )
     assert _target(runs) == "first"
+
+
+@pytest.mark.parametrize(
+    ("module", "function", "stage", "left"),
+    [
+        # lost as the challenger's finished run was written, after its last step: its training
+        # had no step left to stop at
+        ("training", "_save", "before the challenger was compared", "is left trained, not compared"),
+        # lost as the runs were backtested: the winner is not switched to
+        ("retraining", "compare", "after the comparison, which the challenger won", "won the comparison but was not"),
+        # lost as the name was switched: the older runs are not pruned
+        ("retraining", "switch", "after the comparison", "was promoted"),
+    ],
+)
+def test_a_stop_lost_in_a_finalizer_still_stops_a_retrain(cli, runs, monkeypatch, module, function, stage, left):
+    """SIGTERM's interrupt raised inside a finalizer is dropped by Python, and the signals after
+    it were ignored as its echo: retrain compared, switched the name and pruned, and exited 0.
+    It stops at the next stage, with the line any stop there gives."""
+    import forecaster.training as training
+
+    where = {"training": training, "retraining": retraining}[module]
+    real = getattr(where, function)
+
+    def lost_meanwhile(*args, **kwargs):
+        drop_a_stop_signal()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(where, function, lost_meanwhile)
+    dropped = []
+    monkeypatch.setattr("sys.unraisablehook", dropped.append)  # what Python would print
+    res = cli("retrain", "prod", "--runs-dir", runs, "--keep", "1")
+    [challenger] = registry.runs_of("prod", runs)
+    points = challenger.name if function == "switch" else "first"
+    line = assert_one_line_error(res, 130, f"retrain of prod interrupted {stage}", f"prod points at {points}")
+    assert f"the challenger {challenger} {left}" in line, line
+    assert _target(runs) == points and (runs / "first").is_dir() and dropped == []  # nothing pruned
 
 
 @pytest.mark.parametrize("default_runs_dir", [True, False])
