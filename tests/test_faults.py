@@ -591,7 +591,7 @@ def test_an_interruption_is_called_one_while_starting_only_before_a_command_bega
 
 
 STOP_DROPPED_IN_A_FINALIZER = """
-import os, signal, sys
+import os, signal, sys, time
 from pathlib import Path
 from forecaster import prediction
 
@@ -610,7 +610,9 @@ real = prediction.load_run
 
 def load_run(path):
     Collected()
-    return real(path)
+    run = real(path)
+    time.sleep(0.5)  # the command still has work to do as the stop comes back, however busy the machine
+    return run
 
 
 prediction.load_run = load_run
