@@ -298,10 +298,10 @@ def score(
     forecasts = _latest_copies(list(frames.values()))
     if cut is not None:
         forecasts = forecasts[forecasts["as_of"] >= cut]
-        report.read = [name for name in report.read if name in set(forecasts["file"])]
+        report.read = _still_read(report.read, forecasts)
     if ends:  # forecasts made inside the run's own data are not live: never mixed into its record
         forecasts = _live_only(forecasts, ends, report.warnings)
-        report.read = [name for name in report.read if name in set(forecasts["file"])]
+        report.read = _still_read(report.read, forecasts)
     if model is None:  # the run is gone: its model as its latest forecasts name it
         named = forecasts["model"].iloc[-1] if len(forecasts) else ""
         model = report.model = named if named in get_args(Cell) else "model"
@@ -326,6 +326,14 @@ def score(
         raise ForecasterError(f"cannot write {folder / SCORE_FILE}: {exc.strerror or exc}") from None
     log_some(logging.WARNING, report.warnings, "warnings")  # for a Python caller's logging too
     return report
+
+
+def _still_read(names: list[str], forecasts: pd.DataFrame) -> list[str]:
+    """The files of ``names`` that some forecast of ``forecasts`` still comes from, in their
+    order. The files of ``forecasts`` are gathered once: a set built again for each name would
+    read every forecast once per file, a time that grows with the square of the days forecast."""
+    kept = set(forecasts["file"].unique())
+    return [name for name in names if name in kept]
 
 
 def _gone_run_name(run_dir: Path) -> str | None:

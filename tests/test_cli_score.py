@@ -321,6 +321,38 @@ def test_forecasts_made_inside_the_runs_data_are_left_out_of_the_live_scores(cli
     assert res.exit_code == 1 and "nothing to score" in res.stderr and "in-sample" in res.stderr, res.stderr
 
 
+def test_score_looks_at_each_forecast_a_few_times_however_many_files_hold_them(trained_run, out, monkeypatch):
+    """A daily job's score reads every forecast file of the run, so its work must grow with the
+    forecasts, not with their number times the number of files: the files still scored were
+    once found by gathering every forecast's file again for each file, which made a score of
+    five years of 84 tickers' daily forecasts take minutes. Counted as the values of pandas
+    columns walked one by one, over a forecast of every session since the run's data ended."""
+    from forecaster.scoring import score
+
+    for day in ("2024-12-19", "2024-12-23", "2024-12-26", "2024-12-30"):  # with ORIGINS: every live session
+        predict(trained_run, as_of=day, out=out, offline=True)
+    folder = out / trained_run.name
+    files = sorted(folder.glob("2024-*.csv"))
+    rows = sum(len(pd.read_csv(f)) for f in files)
+    walked = [0]
+    walk = pd.Series.__iter__
+
+    def counted(series):
+        for value in walk(series):
+            walked[0] += 1
+            yield value
+
+    monkeypatch.setattr(pd.Series, "__iter__", counted)
+    report = score(trained_run, out=out)
+    assert report.read == [f.name for f in files] and len(files) == 8
+    pooled = report.scores[report.scores["ticker"] == "ALL"]
+    assert int(pooled["n"].sum() + pooled["pending"].sum()) == rows  # every forecast scored or pending
+    assert walked[0] <= 4 * rows, f"{walked[0]} values walked for {rows} forecast rows in {len(files)} files"
+    walked[0] = 0  # --since keeps the files of its days the same way
+    assert score(trained_run, out=out, since="2024-12-23").read == [f.name for f in files[2:]]
+    assert walked[0] <= 4 * rows, f"{walked[0]} values walked for {rows} forecast rows with --since"
+
+
 def test_in_sample_forecasts_of_tickers_whose_data_end_apart_are_told_in_one_short_line():
     """Each ticker's forecasts are in-sample up to its own last bar in the run; the warning
     gives the range of those bars, not one per ticker (a universe has thousands)."""
