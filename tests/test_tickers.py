@@ -1,3 +1,5 @@
+import logging
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -7,6 +9,7 @@ from hypothesis import strategies as st
 
 from forecaster.errors import DataError, TickerError
 from forecaster.tickers import (
+    MAX_TICKER_LEN,
     NAMED_TICKERS,
     csv_safe,
     csv_safe_frame,
@@ -14,6 +17,7 @@ from forecaster.tickers import (
     some_reasons,
     ticker_file,
     validate_ticker,
+    warnings_into,
 )
 
 
@@ -29,6 +33,7 @@ from forecaster.tickers import (
         ("GC=F", "GC=F"),
         ("BTC-USD", "BTC-USD"),
         ("A", "A"),
+        ("x" * MAX_TICKER_LEN, "X" * MAX_TICKER_LEN),  # the longest symbol taken
         ("m&m.ns", "M&M.NS"),  # Mahindra & Mahindra on the NSE: refused, and with it no spelling
     ],
 )
@@ -124,6 +129,11 @@ def test_any_accepted_symbol_is_a_plain_file_name(raw):
         ("@cmd", "'@cmd"),
         ("\tx", "'\tx"),
         ("\rx", "'\rx"),
+        ("\nx", "'\nx"),
+        # some spreadsheets trim leading spaces before reading a cell
+        (" =1+2", "' =1+2"),
+        ("  -2+3", "'  -2+3"),
+        ("  AAPL", "  AAPL"),
         ("AAPL", "AAPL"),
         ("", ""),
         (-1.5, -1.5),
@@ -163,3 +173,29 @@ def test_a_message_names_ten_tickers_at_most(n):
         shown = NAMED_TICKERS - 1
         assert text == ", ".join(names[:shown]) + f" and {n - shown} more"
         assert reasons == "; ".join(f"{s}: why {s}" for s in names[:shown]) + f"; and {n - shown} more tickers"
+
+
+def test_warnings_logged_meanwhile_are_kept_and_only_they(caplog):
+    """A command that reports its warnings takes those this thread logs, and only those:
+    errors and other levels are still shown, as are another thread's warnings and any logged
+    after the block."""
+    log = logging.getLogger("forecaster")
+    shown: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: shown.append(record.getMessage())
+    kept: list[str] = []
+    log.addHandler(handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="forecaster"):
+            with warnings_into(kept) as into:
+                log.warning("AAA: 2 rows repaired")
+                log.error("BBB failed")
+                log.info("reading CCC")
+                other = threading.Thread(target=log.warning, args=("DDD: from another thread",))
+                other.start()
+                other.join()
+            log.warning("EEE: after the block")
+    finally:
+        log.removeHandler(handler)
+    assert into is kept and kept == ["AAA: 2 rows repaired"]
+    assert shown == ["BBB failed", "reading CCC", "DDD: from another thread", "EEE: after the block"]
