@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 
@@ -6,19 +8,21 @@ from forecaster.models import QuantileRNN, pinball_loss
 Q = [0.1, 0.5, 0.9]
 
 
-def net(cell="lstm", strategy="direct", horizon=4, quantiles=Q, emb=3, dropout=0.0):
+def net(cell="lstm", strategy="direct", horizon=4, quantiles=Q, emb=3, dropout=0.0, layers=2, ar=0):
     torch.manual_seed(0)
     return QuantileRNN(
         cell=cell,
         n_features=6,
         n_tickers=3,
         hidden_size=8,
-        num_layers=2,
+        num_layers=layers,
         dropout=dropout,
         embedding_dim=emb,
         horizon=horizon,
         quantiles=quantiles,
         strategy=strategy,
+        ar_order=ar,
+        ar_feature=2 if ar else None,
     )
 
 
@@ -69,3 +73,43 @@ def test_pinball_minimiser_is_the_quantile():
         opt.step()
     expected = torch.quantile(y, torch.tensor(Q))
     assert torch.allclose(q.detach().flatten(), expected, atol=0.08)
+
+
+def test_one_layer_with_dropout_builds_without_a_warning():
+    """The default network (one layer, dropout 0.1) drops out after the encoder only: torch's
+    encoder would warn on every training if it were given the dropout between layers too."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = net(layers=1, dropout=0.1)
+    assert m.encoder.dropout == 0.0 and m.dropout.p == 0.1
+
+
+def test_the_autoregressive_term_starts_as_no_term_at_all():
+    """A new network with the highway forecasts what the same network without it forecasts:
+    the term starts at zero, so only the data can make it matter."""
+    x, tid = torch.randn(4, 10, 6), torch.tensor([0, 1, 2, 0])
+    plain = net(ar=0)
+    highway = net(ar=3)
+    with torch.no_grad():
+        torch.testing.assert_close(highway.eval()(x, tid), plain.eval()(x, tid), rtol=0, atol=0)
+
+
+def test_dropout_applies_in_training_only():
+    """One layer: the dropout after the encoder draws a new mask each training pass, and is
+    off in eval mode (forecasts are deterministic)."""
+    m = net(layers=1, dropout=0.5)
+    x, tid = torch.randn(8, 10, 6), torch.randint(0, 3, (8,))
+    with torch.no_grad():
+        m.train()
+        assert not torch.equal(m(x, tid), m(x, tid))
+        m.eval()
+        assert torch.equal(m(x, tid), m(x, tid))
+
+
+def test_build_model_takes_the_configured_dropout():
+    from forecaster.config import load_config
+    from forecaster.models import build_model
+
+    cfg = load_config(None, {"model.dropout": 0.3, "model.num_layers": 2, "model.ar_order": 0})
+    m = build_model(cfg, n_features=6, n_tickers=2, features=None)
+    assert m.dropout.p == 0.3 and m.encoder.dropout == 0.3
