@@ -1,9 +1,10 @@
+import copy
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from forecaster.config import Config, config_from_dict, load_config
+from forecaster.config import Config, config_from_dict, config_toml, load_config
 from forecaster.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -342,3 +343,79 @@ def test_every_documented_choice_is_taken_and_another_refused(key, values):
         assert getattr(getattr(load_config(None, {key: value}), section), name) == value
     with pytest.raises(ConfigError, match=name):
         load_config(None, {key: "other"})
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        # the shortest window, with a horizon and an autoregressive order as long as it
+        {"window.lookback": 2, "window.horizon": 2, "model.ar_order": 2},
+        {"window.lookback": 250, "window.horizon": 250},  # the longest horizon
+        {"window.horizon": 5, "window.val_days": 5, "window.test_days": 5},  # splits of one window each
+        {"model.dropout": 0.99},
+        {"model.embedding_dim": 0},  # no ticker embedding
+        {"predict.max_staleness": 0},  # no stored bar may lag
+        {"tune.space.lookback": [30, 30], "tune.space.dropout": [0.2, 0.2]},  # a range of one value
+    ],
+)
+def test_a_value_at_the_edge_of_what_a_key_takes_is_taken(over):
+    dumped = load_config(None, over).model_dump()
+    for key, value in over.items():
+        node = dumped
+        for part in key.split("."):
+            node = node[part]
+        assert node == value, key
+
+
+@pytest.mark.parametrize(
+    "over, message",
+    [
+        (
+            {"window.lookback": 1, "window.horizon": 1, "model.ar_order": 0},
+            "window.lookback: must be greater than 1, not 1",
+        ),
+        (
+            {"window.lookback": 300, "window.horizon": 251, "window.val_days": 300, "window.test_days": 300},
+            "window.horizon: must be at most 250, not 251",
+        ),
+        ({"model.dropout": 1.0}, "model.dropout: must be less than 1.0, not 1.0"),
+        ({"model.dropout": float("nan")}, "model.dropout: expected a number, not nan"),
+        ({"model.embedding_dim": -1}, "model.embedding_dim: must be at least 0, not -1"),
+        ({"predict.max_staleness": -1}, "predict.max_staleness: must be at least 0, not -1"),
+        # a study's files are runs/tune/<study>.db and runs/tune/<study>/: never hidden ones
+        ({"tune.study": ".hidden"}, "tune.study: a study name is 1-100 letters, digits, '.', '_' or '-', starting"),
+    ],
+)
+def test_a_value_just_past_the_edge_of_what_a_key_takes_is_refused(over, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, over)
+    assert str(e.value).startswith(f"invalid configuration (options): {message}")
+
+
+def test_a_resumed_runs_settings_are_kept_where_the_config_file_does_not_set_them(tmp_path):
+    """``train --resume RUN --config FILE``: the file's keys go over the run's stored settings
+    key by key, a section the file names keeping the run's other keys; the stored settings
+    themselves are left as they were."""
+    stored = load_config(None, {"train.lr": 0.01, "train.batch_size": 64, "model.cell": "gru"}).model_dump(mode="json")
+    kept = copy.deepcopy(stored)
+    p = tmp_path / "more.toml"
+    p.write_text("[train]\nepochs = 40\n")
+    cfg = load_config(p, {"train.patience": 5, "model.hidden_size": 16}, base=stored)
+    assert (cfg.train.epochs, cfg.train.patience, cfg.model.hidden_size) == (40, 5, 16)
+    assert (cfg.train.lr, cfg.train.batch_size, cfg.model.cell) == (0.01, 64, "gru")
+    assert stored == kept
+
+
+def test_tickers_may_be_a_list_of_comma_separated_strings(tmp_path):
+    p = tmp_path / "t.toml"
+    p.write_text('[data]\ntickers = ["aaa, BBB", "ccc"]\n')
+    assert load_config(p).data.tickers == ["aaa", "BBB", "ccc"]
+    assert load_config(None, {"data.tickers": ["AAA,BBB", "CCC"]}).data.tickers == ["AAA", "BBB", "CCC"]
+
+
+def test_the_defaults_written_as_a_config_file_read_back_the_same(tmp_path):
+    """run_dir unset (None) is left out of the file, not written as a folder named "None"."""
+    p = tmp_path / "defaults.toml"
+    p.write_text(config_toml(Config(), "the defaults"))
+    assert "run_dir" not in p.read_text()
+    assert load_config(p) == Config()
