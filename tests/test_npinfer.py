@@ -375,3 +375,11 @@ def test_evaluate_predict_score_and_promote_work_where_torch_cannot_be_imported(
     assert (run_copy / "eval" / "metrics.csv").is_file()
     name = json.loads((run_copy / "run.json").read_text())["name"]
     assert (out / name / "latest.csv").is_file()
+
+
+def test_the_autoregressive_term_reads_the_zret_feature_and_says_so_when_it_is_missing():
+    assert npinfer.ar_feature(0, None) is None  # no term, no feature needed
+    assert npinfer.ar_feature(3, ["ret", "rvol", "zret", "dow_sin", "dow_cos"]) == 2
+    for features in (None, ["ret", "range", "dow_sin", "dow_cos"]):
+        with pytest.raises(ValueError, match="model.ar_order needs the zret feature among the inputs"):
+            npinfer.ar_feature(3, features)
