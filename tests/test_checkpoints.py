@@ -2,6 +2,7 @@
 so that a process killed outright (SIGKILL, the out-of-memory killer, a power cut) resumes from
 its last one, and a run already in the folder is never replaced before training ends."""
 
+import errno
 import json
 import logging
 import os
@@ -10,13 +11,14 @@ import signal
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 from safetensors.numpy import load_file
 from support import SLOW_TEST_TIMEOUT_S, run_meta, start_forecaster, tiny_overrides
 
 from forecaster import training
 from forecaster.config import load_config
-from forecaster.errors import RunWriteError
+from forecaster.errors import RunFormatError, RunWriteError
 from forecaster.training import train
 
 
@@ -513,3 +515,165 @@ def test_a_stop_whose_run_cannot_be_saved_prints_no_other_runs_figures_as_json(
         "message": doc["message"],
     }
     assert "could not be saved" in doc["message"] and run_meta(run)["status"] == "complete"
+
+
+def test_a_run_whose_files_cannot_reach_the_disk_leaves_the_run_that_was_there(trained_run, tmp_path, monkeypatch):
+    """Every file of a run is flushed to the disk before the run is put in place: a disk that
+    fails at the flush is a RunWriteError, the run already in the folder stays as it was, and
+    no temporary folder is left beside it."""
+    from forecaster.checkpoint import read_manifest, read_weights, save_run
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    manifest = read_manifest(trained_run).model_copy(update={"status": "interrupted"})
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(RunWriteError, match=f"cannot write the run {run}: No space left on device; nothing"):
+        save_run(run, read_weights(trained_run), manifest, [])
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_an_interrupted_runs_training_state_reads_back_as_it_was_saved(trained_run, tmp_path):
+    """What training goes on from after an interruption (the weights, the best epoch's, the
+    optimiser's slots, the random generators, the bars' hashes) reads back whole."""
+    from forecaster.checkpoint import ResumeState, read_manifest, read_resume, read_weights, save_run
+
+    weights = read_weights(trained_run)
+    history = pd.read_csv(trained_run / "history.csv").to_dict("records")
+    rng = np.random.default_rng(0)
+    saved = ResumeState(
+        epoch=len(history),
+        best_val=0.25,
+        stale=1,
+        model=weights,
+        best={k: v + 1 for k, v in weights.items()},
+        optimizer={i: {"exp_avg": rng.normal(size=v.shape).astype(np.float32)} for i, v in enumerate(weights.values())},
+        param_groups=[{"lr": 0.001, "params": list(range(len(weights)))}],
+        scheduler={"best": 0.25, "num_bad_epochs": 1},
+        generator=rng.integers(0, 255, 16, dtype=np.uint8),
+        torch_rng=rng.integers(0, 255, 32, dtype=np.uint8),
+        cuda_rng=rng.integers(0, 255, 8, dtype=np.uint8),
+        fitted_on={"STOCKA": "a1", "STOCKB": "b2"},
+    )
+    run = tmp_path / "run"
+    save_run(run, weights, read_manifest(trained_run).model_copy(update={"status": "interrupted"}), history, saved)
+    got, got_history = read_resume(run)
+    assert (got.epoch, got.best_val, got.stale) == (saved.epoch, saved.best_val, saved.stale)
+    assert (got.param_groups, got.scheduler, got.fitted_on) == (saved.param_groups, saved.scheduler, saved.fitted_on)
+    for name in ("model", "best"):
+        want, have = getattr(saved, name), getattr(got, name)
+        assert have.keys() == want.keys() and all(np.array_equal(have[k], want[k]) for k in want), name
+    assert got.optimizer.keys() == saved.optimizer.keys()
+    assert all(np.array_equal(got.optimizer[i]["exp_avg"], s["exp_avg"]) for i, s in saved.optimizer.items())
+    for name in ("generator", "torch_rng", "cuda_rng"):
+        assert np.array_equal(getattr(got, name), getattr(saved, name)), name
+    assert got_history == history
+
+
+def test_a_folder_holding_other_files_is_no_place_to_write_a_run(trained_run, tmp_path):
+    """A run replaces the whole folder it is written to: a folder holding anything but a run
+    is refused before anything is written, its files kept; an empty folder is taken."""
+    from forecaster.checkpoint import read_manifest, read_weights, save_run
+
+    weights, manifest = read_weights(trained_run), read_manifest(trained_run)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for name in ("a.md", "b.md", "c.md", "d.md"):
+        (notes / name).write_text(f"notes {name}")
+    with pytest.raises(RunFormatError) as e:
+        save_run(notes, weights, manifest, [])
+    assert str(e.value) == (
+        f"{notes} is not a run directory (it holds a.md, b.md, c.md and 1 more): writing a run there would "
+        "replace all of it; choose a new or empty run directory"
+    )
+    assert {p.name: p.read_text() for p in notes.iterdir()} == {
+        n: f"notes {n}" for n in ("a.md", "b.md", "c.md", "d.md")
+    }
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    save_run(empty, weights, manifest, [])
+    assert (empty / "run.json").is_file()
+
+
+def test_a_run_name_may_take_up_to_200_bytes():
+    """The name becomes a folder of forecasts: up to 200 bytes in UTF-8, however many characters."""
+    from forecaster.checkpoint import unusable_run_name
+
+    assert unusable_run_name("r" * 200) is None
+    assert unusable_run_name("\u00e9" * 100) is None  # 2 bytes each
+    for name in ("r" * 201, "\u00e9" * 100 + "r"):
+        assert unusable_run_name(name) == f"unusable run name {ascii(name[:40])}: it must be a plain folder name"
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        pytest.param(
+            lambda m: m.update(median_weight=[0.5, 1.5, 0.5]),
+            "median_weight is not 3 weights from 0 to 1",
+            id="median weight above 1",
+        ),
+        pytest.param(
+            lambda m: m.update(median_weight=[0.5, -0.1, 0.5]),
+            "median_weight is not 3 weights from 0 to 1",
+            id="median weight below 0",
+        ),
+        pytest.param(
+            lambda m: m["features"].update(
+                names=["ret", "range", "body", "dvol", "rvol", "zret", "dow_cos", "dow_sin"]
+            ),
+            "with the calendar pair last",
+            id="calendar pair swapped",
+        ),
+    ],
+)
+def test_a_run_whose_parts_disagree_is_refused_saying_which(run_copy, edit, fragment):
+    """What run.json says about its steps and features must agree with the rest before any forecast
+    is made from it."""
+    from forecaster.checkpoint import load_run
+
+    path = run_copy / "run.json"
+    meta = json.loads(path.read_text())
+    edit(meta)
+    path.write_text(json.dumps(meta))
+    with pytest.raises(RunFormatError) as e:
+        load_run(run_copy)
+    assert fragment in str(e.value)
+
+
+def test_a_ticker_asked_for_twice_is_forecast_once(trained_run):
+    from forecaster.checkpoint import load_run
+
+    run = load_run(trained_run)
+    assert run.select("stockb, STOCKA, STOCKB") == ["STOCKB", "STOCKA"]
+    assert run.select(None) == ["STOCKA", "STOCKB"]
+
+
+def test_a_resume_refuses_an_epoch_history_longer_than_its_saved_state(trained_run, tmp_path):
+    """history.csv must hold exactly the epochs the resume state was saved after: a row more
+    (a later epoch's, whose state was not saved) would be counted as trained."""
+    from forecaster.checkpoint import ResumeState, read_manifest, read_resume, read_weights, save_run
+
+    history = pd.read_csv(trained_run / "history.csv").to_dict("records")
+    weights = read_weights(trained_run)
+    state = ResumeState(
+        epoch=len(history) - 1,
+        best_val=0.25,
+        stale=0,
+        model=weights,
+        best=None,
+        optimizer={},
+        param_groups=[],
+        scheduler={},
+        generator=np.zeros(4, np.uint8),
+        torch_rng=None,
+    )
+    run = tmp_path / "run"
+    save_run(run, weights, read_manifest(trained_run).model_copy(update={"status": "interrupted"}), history, state)
+    with pytest.raises(RunFormatError, match=f"does not hold epochs 1 to {len(history) - 1}, which resume.safetensors"):
+        read_resume(run)
