@@ -1163,9 +1163,12 @@ def test_the_log_file_has_every_epoch_line_when_the_progress_bar_shows_them(monk
     assert "epoch" not in capsys.readouterr().err
 
 
-def _on_a_terminal(args, env_extra: dict[str, str], timeout: float = 120) -> tuple[int, list[str]]:
-    """Run the installed command with stderr on a pseudo-terminal; its exit code and the lines
-    a terminal would show (after each carriage return, escape sequences left out)."""
+def _on_a_terminal(
+    args, env_extra: dict[str, str | None], timeout: float = 120, escapes: list[str] | None = None
+) -> tuple[int, list[str]]:
+    """Run the installed command with stderr on a pseudo-terminal (``env_extra``'s variables set,
+    or unset where None); its exit code and the lines a terminal would show (after each carriage
+    return, escape sequences left out; given a list as ``escapes``, those sequences are added to it)."""
     import os
     import pty
     import re
@@ -1174,7 +1177,7 @@ def _on_a_terminal(args, env_extra: dict[str, str], timeout: float = 120) -> tup
     from support import FORECASTER, cli_env
 
     master, slave = pty.openpty()
-    env = cli_env(COLUMNS="150", **env_extra)
+    env = {k: v for k, v in cli_env(COLUMNS="150", **env_extra).items() if v is not None}
     proc = subprocess.Popen(
         [str(FORECASTER), *map(str, args)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, env=env
     )
@@ -1191,7 +1194,10 @@ def _on_a_terminal(args, env_extra: dict[str, str], timeout: float = 120) -> tup
     os.close(master)
     proc.stdout.read()
     code = proc.wait(timeout=timeout)
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw.decode("utf-8", "replace"))
+    text = raw.decode("utf-8", "replace")
+    if escapes is not None:
+        escapes += re.findall(r"\x1b\[[0-9;?]*[A-Za-z]", text)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
     return code, [line.rstrip("\r").split("\r")[-1] for line in text.split("\n")]  # the tty's "\r\n"
 
 
@@ -1217,3 +1223,16 @@ def test_a_dumb_terminal_shows_the_epochs_as_lines(small_dir, tmp_path):
         f"INFO: epoch {n}:" for n in (1, 2, 3)
     ], lines
     assert not any("━" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("no_color", [True, False])
+def test_the_progress_bar_on_a_terminal_is_coloured_unless_no_color_is_set(small_dir, tmp_path, no_color):
+    """NO_COLOR is honoured on a terminal too: the bar is drawn without a colour, as the tables are."""
+    args = ["train", *TINY, "--data-dir", small_dir, "-t", "STOCKA,STOCKB", "--run-dir", tmp_path / "r"]
+    escapes: list[str] = []
+    env = {"TERM": "xterm-256color", "NO_COLOR": "1" if no_color else None}
+    code, lines = _on_a_terminal(args, env, escapes=escapes)
+    assert code == 0, lines
+    assert any(line.startswith("epoch ") and "━" in line for line in lines), lines  # the bar was drawn
+    colours = [e for e in escapes if e.endswith("m") and any(p.startswith(("3", "9")) for p in e[2:-1].split(";"))]
+    assert (colours == []) is no_color, escapes
