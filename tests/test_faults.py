@@ -466,6 +466,24 @@ def test_store_filling_up_after_some_tickers_is_exit_3_naming_what_was_written(c
     assert not store.store_path(data, "CCC").exists()
 
 
+@pytest.mark.parametrize("filename", ["/srv/market/bars.parquet", None])
+def test_a_file_error_no_check_foresaw_is_one_line_naming_the_file(cli, trained_run, monkeypatch, filename):
+    """An OSError that reaches the command line unexplained is still one plain line, exit 1:
+    the file it happened to (or "I/O error" when it names none) and why, with --json the
+    error object."""
+    from forecaster import prediction
+
+    def denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", filename)
+
+    monkeypatch.setattr(prediction, "predict", denied)
+    res = cli("predict", "--run", trained_run, "--offline", "--json")
+    assert res.exit_code == EXIT_ERROR
+    line = f"{filename or 'I/O error'}: Permission denied"
+    assert error_lines(res) == [f"ERROR: {line}"] and "Traceback" not in res.stderr
+    assert json.loads(res.stdout) == {"error": line, "exit_code": EXIT_ERROR}
+
+
 # ============================================================================ SIGKILL at random
 
 
