@@ -1146,6 +1146,17 @@ def test_debug_adds_the_traceback_and_keeps_the_line_the_document_and_the_exit_c
     assert last.startswith("ERROR: unexpected error: ZeroDivisionError") and "--debug" not in last
 
 
+def test_an_unexpected_error_is_one_line_that_says_how_to_see_its_traceback(cli, trained_run, monkeypatch):
+    """Without --debug a bug is one line, exit 1, naming the exception and pointing at --debug;
+    --json gives that line as the error object."""
+    monkeypatch.setattr("forecaster.prediction.load_run", lambda *a, **k: 1 / 0)
+    res = cli("predict", "--run", trained_run, "--offline", "--json")
+    assert res.exit_code == 1 and "Traceback" not in res.stderr
+    line = "unexpected error: ZeroDivisionError: division by zero (run with --debug for the traceback)"
+    assert res.stderr.splitlines() == [f"ERROR: {line}"]
+    assert json.loads(res.stdout) == {"error": line, "exit_code": 1}
+
+
 def test_predict_yahoo_network_down_and_store_too_stale(cli, trained_run, tmp_path, yahoo_down, stored_sample):
     data = stored_sample
     res = cli(
