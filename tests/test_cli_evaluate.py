@@ -722,6 +722,31 @@ def test_the_table_shows_large_price_errors_without_an_exponent(capsys):
     assert cells[6:8] == ["+0.20%", "-0.45%"], cells  # the skill of drift, then of mean
 
 
+@pytest.mark.parametrize("median_weight", [[0.0], [1.0]])
+def test_the_report_names_a_median_that_copies_the_last_close_and_says_when_the_gate_chose_it(capsys, median_weight):
+    """A median that moves with the last close is named with the slope and R^2 that show it;
+    when the gate shut the network's median off at the first step, the line says that is by
+    design rather than a flaw of the model."""
+    from types import SimpleNamespace
+
+    from forecaster.cli import _print_metrics
+
+    metrics = pd.DataFrame(
+        {"model": ["lstm", "drift", "mean"], "mae": 1.0, "skill": 0.0, "dm_pvalue": 0.5, "coverage": 0.8}
+    ).assign(ticker="STOCKA", step=1, n=100, kupiec_pvalue=0.5, dm_pinball_pvalue=0.5, best_vol="hist")
+    metrics = metrics.assign(pinball_ratio=1.0)
+    lag = pd.DataFrame(
+        {"ticker": ["STOCKA", "STOCKB"], "slope": [1.013, 0.4], "r2": [0.991, 0.2], "copies_last_value": [True, False]}
+    )
+    rep = SimpleNamespace(model="lstm", run="r", metrics=metrics, median_weight=median_weight, lag=lag)
+    _print_metrics(rep)
+    said = [ln for ln in capsys.readouterr().out.splitlines() if "median forecast moves" in ln]
+    line = "STOCKA: the median forecast moves with the last close (slope 1.01, R^2 0.99): it is essentially the last"
+    line += " value shifted forward"
+    gated = " (by design: its one-step median is the last close, see below)"
+    assert said == [line + gated if median_weight == [0.0] else line]
+
+
 _STOPPED_IN_A_WORKER = stopped_in_a_worker("evaluation", "_backtest_block", "evaluate", "--run", "{0}", "--jobs", "2")
 
 
@@ -810,6 +835,7 @@ def test_one_forecast_is_drawn_and_a_median_that_is_the_last_close_is_one_labell
     axes = _drawn(monkeypatch)
     plots.plot_ticker(pred, history, "T", tmp_path / "T.png", [1, 3])
     one, three = axes
+    assert one.get_ylabel() == three.get_ylabel() == "price"
     labels = {ln.get_label(): ln for ln in three.get_lines()}
     assert set(labels) == {"history", "actual close", "median forecast, h=3 = naive (last close)"}
     assert all(ln.get_marker() == "o" for name, ln in labels.items() if name != "history")
@@ -835,6 +861,11 @@ def test_the_training_plot_marks_the_epoch_the_run_kept(tmp_path, monkeypatch):
     plots.plot_training(hist, tmp_path / "b.png")
     kept = [ln for ax in axes for ln in ax.get_lines() if ln.get_label().startswith("kept")]
     assert [(ln.get_label(), ln.get_xdata()[0]) for ln in kept] == [("kept: epoch 2", 2), ("kept: epoch 3", 3)]
+    assert [(ax.get_title(), ax.get_xlabel()) for ax in axes[:2]] == [
+        ("pinball loss", "epoch"),
+        ("mean gradient norm before clipping", "epoch"),
+    ]
+    assert axes[1].get_yscale() == "log"
 
 
 def test_evaluate_holds_the_runs_lock_and_clears_what_a_killed_evaluation_left(cli, run_copy):

@@ -834,6 +834,16 @@ def test_alerts_for_cron_exit_1_with_one_line(cli, trained_run, out):
     assert cli("score", "--run", trained_run, "--out", out, "--fail-if-coverage-outside", "0.9,0.8").exit_code == 2
 
 
+@pytest.mark.parametrize("bounds", ["0.8,0.8", "0.9,0.8", "-0.1,0.9", "0.7,1.1", "0.8", "a,b"])
+def test_coverage_bounds_that_are_no_interval_of_fractions_are_a_usage_error(cli, trained_run, out, bounds):
+    """LO must lie below HI (0.8,0.8 is no interval), both between 0 and 1: otherwise a usage
+    error (exit 2) naming the value given, before any score is written."""
+    res = cli("score", "--run", trained_run, "--out", out, "--fail-if-coverage-outside", bounds)
+    assert res.exit_code == 2, res.stderr
+    assert repr(bounds) in res.stderr and res.stdout == ""
+    assert not (out / trained_run.name / "score.csv").exists()
+
+
 def test_an_alert_wins_over_skipped_files_as_the_readme_says(cli, trained_run, out):
     """A malformed file alone is exit 3; with an alert firing too, exit 1, both named."""
     (out / trained_run.name / "2025-10-02.csv").write_text("garbage,,\n")
