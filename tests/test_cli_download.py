@@ -90,6 +90,26 @@ def test_download_writes_store_and_prints_table(cli, fake_fetch, tmp_path):
         assert str(bars.index[-1].date()) in cells
 
 
+def test_download_table_says_how_many_bars_each_ticker_gained(cli, fake_fetch, tmp_path):
+    """Each row: the ticker, its stored rows, first and last date, and the bars this download
+    added (all of them the first time, only the new sessions after that)."""
+    bars = make_bars("2024-01-02", 45, seed=4)
+    fake_fetch({"AAA": bars.iloc[:40]})
+    data = tmp_path / "data"
+
+    def table(res):
+        assert res.exit_code == 0, res.stderr
+        return [[c.strip() for c in ln.split("|")[1:-1]] for ln in res.stdout.splitlines() if ln.startswith("|")]
+
+    first, last = str(bars.index[0].date()), str(bars.index[39].date())
+    assert table(cli("download", "AAA", "--data-dir", data)) == [
+        ["ticker", "rows", "first", "last", "added"],
+        ["AAA", "40", first, last, "40"],
+    ]
+    fake_fetch({"AAA": bars})
+    assert table(cli("download", "AAA", "--data-dir", data))[1] == ["AAA", "45", first, str(bars.index[-1].date()), "5"]
+
+
 def test_download_unknown_calendar_stops_before_any_ticker(cli, fake_fetch, tmp_path):
     # the calendar is needed only once a bar of today arrives: a typo must stop the command
     # before the first ticker is fetched, not halfway through the list

@@ -238,6 +238,17 @@ def test_retrain_exits_75_when_locked_and_1_without_a_champion(cli, runs):
     assert not (runs.parent / "mistyped").exists()  # nothing made for a folder that is not there
 
 
+@pytest.mark.parametrize(("flag", "value"), [("--keep", "0"), ("--alpha", "1.5"), ("--alpha", "-0.1")])
+def test_retrain_refuses_a_keep_or_alpha_out_of_range_before_training(cli, runs, flag, value):
+    """--keep counts the run directories of the name kept, at least one: 0 is a usage error, as
+    an --alpha outside [0, 1] is; no challenger is trained and the name still points where it did."""
+    before = sorted(p.name for p in runs.iterdir())
+    res = cli("retrain", "prod", "--runs-dir", runs, flag, value)
+    assert res.exit_code == 2, res.stderr
+    assert flag in res.stderr and res.stdout == ""
+    assert sorted(p.name for p in runs.iterdir()) == before and _target(runs) == "first"
+
+
 def test_a_challenger_with_the_same_medians_and_worse_intervals_is_refused_for_its_pinball_alone(
     small_run, small_dir, monkeypatch
 ):

@@ -743,3 +743,36 @@ def test_a_best_run_that_cannot_be_written_says_the_study_is_kept_and_how_to_tra
     res = cli("train", "--config", str(best), "-q")
     assert res.exit_code == 0, res.stderr
     assert run_meta(tmp_path / "cwd" / "runs" / "s-best")["status"] == "complete"
+
+
+def test_the_study_plot_draws_each_trial_against_its_number(tmp_path, monkeypatch):
+    """history.png: completed trials and the best so far by trial number, each pruned trial at
+    the loss it last reported, each failed one as a line, named once in the legend."""
+    from forecaster import plots
+
+    axes = []
+    real = plots._save
+
+    def spy(plt, fig, path):
+        axes.extend(fig.axes)
+        return real(plt, fig, path)
+
+    monkeypatch.setattr(plots, "_save", spy)
+    trials = pd.DataFrame(
+        {
+            "number": [0, 1, 2, 3, 4],
+            "state": ["COMPLETE", "FAIL", "COMPLETE", "PRUNED", "FAIL"],
+            "value": [0.5, None, 0.4, None, None],
+        }
+    )
+    path = plots.plot_study(trials, {3: 0.7}, tmp_path / "study" / "history.png", "s1")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    [ax] = axes
+    assert ax.get_title() == "study s1: validation pinball loss per trial"
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("trial", "validation pinball loss (best epoch)")
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels == ["completed trial", "best so far", "pruned (last reported)", "failed"]
+    pruned = [ln for ln in ax.get_lines() if ln.get_label() == "pruned (last reported)"]
+    assert [(list(ln.get_xdata()), list(ln.get_ydata())) for ln in pruned] == [([3], [0.7])]
+    failed = [ln for ln in ax.get_lines() if ln.get_linestyle() == "-" and ln.get_xdata()[0] in (1, 4)]
+    assert sorted(ln.get_xdata()[0] for ln in failed) == [1, 4]
