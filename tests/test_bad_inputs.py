@@ -314,7 +314,8 @@ def test_tickers_given_but_naming_none_is_a_usage_error_not_every_ticker(cli, ru
         del args[at : at + 2]
     res = cli(*args, "-t", value)
     assert res.exit_code == 2, res.stderr
-    assert f'-t "{value}" names no ticker' in res.stderr and res.stdout == ""
+    assert f"Invalid value for '-t' / '--tickers': -t \"{value}\" names no ticker" in res.stderr, res.stderr
+    assert res.stdout == ""
     assert all_files(Path.cwd()) == before and not (run_copy / "eval").exists()
 
 
@@ -323,7 +324,7 @@ def test_ticker_arguments_that_are_all_blank_are_a_usage_error(cli, run_copy, va
     """`predict --run R "$FAILED"`: an empty argument names no ticker either."""
     res = cli("predict", "--run", run_copy, "--offline", "--out", "fc", value)
     assert res.exit_code == 2, res.stderr
-    assert f'"{value}" names no ticker' in res.stderr and res.stdout == ""
+    assert f'Invalid value for TICKER: "{value}" names no ticker' in res.stderr and res.stdout == ""
     assert not Path("fc").exists()
 
 

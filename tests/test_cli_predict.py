@@ -432,6 +432,10 @@ def test_predict_table_shows_a_price_under_a_dollar_to_its_significant_digits(cl
         shown = [float(c) for c in cells[4:8]]
         assert shown == pytest.approx([row["last_close"], row["p10"], row["p50"], row["p90"]], rel=1e-3)
     assert rows[0][5] != rows[0][7]  # p10 and p90 read apart
+    # four significant digits of the last close (0.06520, not 0.0652), its quantiles to as many decimals
+    digits = {len(c.split(".")[1]) for cells in rows for c in cells[4:8]}
+    assert [len(c.replace(".", "").lstrip("0")) for cells in rows for c in cells[4:5]] == [4, 4, 4]
+    assert len(digits) == 1, rows
 
 
 def test_predict_offline_says_how_old_the_last_bar_is(cli, trained_run, sample_dir, tmp_path):
@@ -1258,6 +1262,8 @@ def test_predict_json_recalibrated_counts_the_sessions_of_each_ticker_as_the_rea
     doc = json.loads(res.stdout)
     assert doc["as_of"] == "2024-12-31"
     assert doc["recalibrated"] == {"STOCKA": 6, "STOCKB": 6}  # Dec 23, 24, 26, 27, 30, 31
+    said = "INFO: interval scales brought up to date with the outcomes of up to 6 session(s) since the run's last bar"
+    assert said in res.stderr.splitlines(), res.stderr
     readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
     said = readme[readme.index("`--json` says how many sessions it caught up on") :].split(". ", 1)[0]
     assert "per ticker" in said and "`recalibrated`" in said
