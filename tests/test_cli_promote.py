@@ -52,6 +52,16 @@ def test_promote_points_the_name_at_the_run_and_switches_it(cli, runs):
     assert not [p for p in runs.iterdir() if p.name.endswith(".tmp")]  # no temp link left behind
 
 
+def test_promote_says_where_the_name_pointed_before(cli, runs):
+    """The line names the run the name points at now and, when it pointed elsewhere, that one too."""
+    alpha, beta = (runs / "alpha").resolve(), (runs / "beta").resolve()
+    res = cli("promote", runs / "alpha", "--name", "prod", "--runs-dir", runs)
+    assert res.exit_code == 0 and res.stdout == f"{runs / 'prod'} -> {alpha}\n", res.stdout
+    res = cli("promote", runs / "beta", "--name", "prod", "--runs-dir", runs)
+    assert res.exit_code == 0 and res.stdout == f"{runs / 'prod'} -> {beta}  (was {alpha})\n", res.stdout
+    assert cli("promote", runs / "beta", "--name", "prod", "--runs-dir", runs, "-q").stdout == ""
+
+
 def test_promote_json_holds_the_keys_the_readme_names(cli, runs):
     res = cli("promote", runs / "alpha", "--name", "prod", "--runs-dir", runs, "--json")
     assert res.exit_code == 0, res.stderr
