@@ -82,6 +82,8 @@ def test_retrain_keeps_the_champion_when_the_challenger_is_worse(cli, runs, monk
     assert res.exit_code == 0, res.stderr
     assert "is not promoted, first stays" in res.stdout
     assert _target(runs) == "first"
+    pointer, target = res.stdout.splitlines()[-1].split(" -> ")
+    assert (pointer, Path(target).name) == (str(runs / "prod"), "first")  # where the name still points
     assert len(registry.runs_of("prod", runs)) == 1  # the challenger is kept to look at
 
 
@@ -92,6 +94,8 @@ def test_the_verdict_is_printed_once_on_stdout_with_or_without_quiet(cli, runs, 
     assert res.exit_code == 0, res.stderr
     assert [ln for ln in res.stdout.splitlines() if " is promoted over first: " in ln]
     assert "promoted" not in res.stderr
+    pointer, target = res.stdout.splitlines()[-1].split(" -> ")
+    assert (pointer, Path(target).name) == (str(runs / "prod"), _target(runs))  # the challenger now
     log_file = tmp_path / "logs" / "retrain.log"
     res = cli("retrain", "prod", "--runs-dir", runs, "--quiet", "--log-file", log_file)
     assert res.exit_code == 0, res.stderr
