@@ -457,8 +457,9 @@ def test_evaluate_draws_the_plots_of_a_small_run_unless_told_not_to_and_names_th
         (None, "No such file or directory"),
         ("", "No columns to parse from file"),
         ("epoch,train_loss,val_loss,grad_norm,lr,seconds,samples\n", "no epoch with a validation loss"),
+        ("epoch,train_loss,lr\n1,0.5,0.001\n", "no column val_loss, grad_norm"),
     ],
-    ids=["missing", "empty", "header-only"],
+    ids=["missing", "empty", "header-only", "columns-missing"],
 )
 def test_evaluate_plot_of_a_run_without_a_readable_history_warns_and_writes_the_rest(cli, run_copy, history, why):
     """history.csv gone or damaged (a run copied with its weights and run.json only): the
