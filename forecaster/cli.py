@@ -302,13 +302,18 @@ def _bar_shown() -> bool:
     return sys.stderr.isatty() and os.environ.get("TERM", "").lower() not in ("dumb", "unknown")
 
 
+def _no_color() -> bool:
+    """NO_COLOR set to anything but nothing (https://no-color.org: an empty one asks for nothing)."""
+    return os.environ.get("NO_COLOR", "") != ""
+
+
 def _stderr_console():
-    return _console(stderr=True, no_color=not sys.stderr.isatty() or "NO_COLOR" in os.environ, highlight=False)
+    return _console(stderr=True, no_color=not sys.stderr.isatty() or _no_color(), highlight=False)
 
 
 def _stdout_console():
     tty = sys.stdout.isatty()
-    return _console(no_color=not tty or "NO_COLOR" in os.environ, highlight=False, width=None if tty else 200)
+    return _console(no_color=not tty or _no_color(), highlight=False, width=None if tty else 200)
 
 
 class _CurrentStderr(logging.StreamHandler):
