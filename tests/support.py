@@ -308,3 +308,18 @@ def drop_a_stop_signal() -> None:
     garbage collector at that moment): the handler's KeyboardInterrupt is raised there, and
     Python drops it, with an "Exception ignored" message."""
     _SignalledWhileCollected()  # freed at once: its finalizer runs here
+
+
+def axes_drawn(monkeypatch) -> list:
+    """The axes of every figure the plots save from now on, kept open for reading."""
+    from forecaster import plots
+
+    axes = []
+    real = plots._save
+
+    def spy(plt, fig, path):
+        axes.extend(fig.axes)
+        return real(plt, fig, path)
+
+    monkeypatch.setattr(plots, "_save", spy)
+    return axes

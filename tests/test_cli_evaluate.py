@@ -13,6 +13,7 @@ from support import (
     ROOT,
     assert_one_line_error,
     assert_stopped_with_one_line,
+    axes_drawn,
     csv_folder_with_a_bar_on,
     error_lines,
     hold_lock,
@@ -800,21 +801,6 @@ def test_a_ticker_without_forecasts_at_the_last_step_gets_a_panel_that_says_so(t
     assert said3 == ["no forecast 3 session(s) ahead: the bars end too soon"]
 
 
-def _drawn(monkeypatch) -> list:
-    """The axes of every figure plots saves, kept open for reading."""
-    from forecaster import plots
-
-    axes = []
-    real = plots._save
-
-    def spy(plt, fig, path):
-        axes.extend(fig.axes)
-        return real(plt, fig, path)
-
-    monkeypatch.setattr(plots, "_save", spy)
-    return axes
-
-
 def test_one_forecast_is_drawn_and_a_median_that_is_the_last_close_is_one_labelled_line(tmp_path, monkeypatch):
     """A series of one forecast was a line and a band of one point, which matplotlib draws as
     nothing; and a median equal to naive at every origin hid under naive's dashed line."""
@@ -833,7 +819,7 @@ def test_one_forecast_is_drawn_and_a_median_that_is_the_last_close_is_one_labell
         }
     )
     history = pd.Series(10.0, index=pd.bdate_range("2024-01-02", "2024-05-31"))
-    axes = _drawn(monkeypatch)
+    axes = axes_drawn(monkeypatch)
     plots.plot_ticker(pred, history, "T", tmp_path / "T.png", [1, 3])
     one, three = axes
     assert one.get_ylabel() == three.get_ylabel() == "price"
@@ -857,7 +843,7 @@ def test_the_training_plot_marks_the_epoch_the_run_kept(tmp_path, monkeypatch):
     hist = pd.DataFrame(
         {"epoch": [1, 2, 3], "train_loss": [0.3, 0.2, 0.2], "val_loss": [0.25, 0.2, 0.2 - 5e-7], "grad_norm": 0.1}
     )
-    axes = _drawn(monkeypatch)
+    axes = axes_drawn(monkeypatch)
     plots.plot_training(hist, tmp_path / "a.png", kept=2)
     plots.plot_training(hist, tmp_path / "b.png")
     kept = [ln for ax in axes for ln in ax.get_lines() if ln.get_label().startswith("kept")]

@@ -827,23 +827,33 @@ def test_sigterm_while_train_reads_the_data_exits_130_with_one_line(small_dir, t
 
 @pytest.mark.slow
 @pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
-def test_sigterm_while_train_starts_says_nothing_was_written_and_json_gives_the_result(small_dir, tmp_path):
+@pytest.mark.parametrize(
+    ("module", "stopped_in", "named", "said"),
+    [
+        # while the config is read, torch imported: before the data are read
+        ("forecaster.config", "load_config", True, "while it started, before the data were read"),
+        # as training checks its calendar, before a run named after the time has a folder
+        ("forecaster.training", "check_calendar", False, "before its first epoch, as it started"),
+    ],
+)
+def test_sigterm_while_train_starts_says_nothing_was_written_and_json_gives_the_result(
+    small_dir, tmp_path, module, stopped_in, named, said
+):
     """`kill` in train's first second or two, before the data are read: the line was the
     generic one ("the files it had written are whole") and --json's the error object, with
-    no `resumable`. Now training's own, as a stop while the data are read gives them."""
+    no `resumable`. Now training's own, as a stop while the data are read gives them; with no
+    --run-dir, no folder is named yet (`run_dir` null) and none is left."""
     run = tmp_path / "r"
-    args = ["--data-dir", small_dir, "-t", "STOCKA", *TINY, "--run-dir", run, "--json"]
-    # while the config is read, torch imported: before the data are read
-    res = run_script(_KILLED_IN, "forecaster.config", "load_config", *args, cwd=tmp_path)
+    args = ["--data-dir", small_dir, "-t", "STOCKA", *TINY, "--json", *(["--run-dir", run] if named else [])]
+    res = run_script(_KILLED_IN, module, stopped_in, *args, cwd=tmp_path)
     assert res.returncode == 130, (res.returncode, res.stderr)
     [line] = res.stderr.splitlines()
-    assert line == (
-        "ERROR: training interrupted while it started, before the data were read: nothing was written; "
-        "run the same command again"
-    ), line
+    assert line == f"ERROR: training interrupted {said}: nothing was written; run the same command again", line
     doc = json.loads(res.stdout)
-    assert doc == {"run_dir": str(run), "resumable": False, "interrupted": True, "message": line[len("ERROR: ") :]}
-    assert not run.exists()
+    where = str(run) if named else None
+    assert doc == {"run_dir": where, "resumable": False, "interrupted": True, "message": line[len("ERROR: ") :]}
+    runs = tmp_path / "runs"
+    assert not run.exists() and (not runs.exists() or not any(runs.iterdir()))
 
 
 @pytest.mark.slow
@@ -875,24 +885,6 @@ def test_sigterm_before_a_resumed_run_trains_says_it_stays_resumable(small_dir, 
     assert doc["interrupted"] is True and doc["resumable"] is True and doc["message"] == line[len("ERROR: ") :]
     assert doc["run_dir"] == str(run) and doc["epochs_run"] == 1  # the run as it was, to resume
     assert {f: (run / f).read_bytes() for f in os.listdir(run)} == before
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
-def test_sigterm_before_a_new_run_is_named_says_nothing_was_written(small_dir, tmp_path):
-    """`kill` as training checks its calendar, before a run named after the time has a folder:
-    one line, and --json the result of a training that wrote nothing, with no folder named."""
-    args = ["--data-dir", small_dir, "-t", "STOCKA", *TINY, "--json"]
-    res = run_script(_KILLED_IN, "forecaster.training", "check_calendar", *args, cwd=tmp_path)
-    assert res.returncode == 130, (res.returncode, res.stderr)
-    [line] = res.stderr.splitlines()
-    assert line == (
-        "ERROR: training interrupted before its first epoch, as it started: nothing was written; "
-        "run the same command again"
-    ), line
-    doc = json.loads(res.stdout)
-    assert doc == {"run_dir": None, "resumable": False, "interrupted": True, "message": line[len("ERROR: ") :]}
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 _KILLED_TWICE = """

@@ -16,6 +16,7 @@ import typer.main
 from support import (
     SLOW_TEST_TIMEOUT_S,
     assert_one_line_error,
+    axes_drawn,
     csv_folder_with_a_bar_on,
     run_forecaster_minding_file_modes,
     run_meta,
@@ -750,14 +751,7 @@ def test_the_study_plot_draws_each_trial_against_its_number(tmp_path, monkeypatc
     the loss it last reported, each failed one as a line, named once in the legend."""
     from forecaster import plots
 
-    axes = []
-    real = plots._save
-
-    def spy(plt, fig, path):
-        axes.extend(fig.axes)
-        return real(plt, fig, path)
-
-    monkeypatch.setattr(plots, "_save", spy)
+    axes = axes_drawn(monkeypatch)
     trials = pd.DataFrame(
         {
             "number": [0, 1, 2, 3, 4],
