@@ -1026,59 +1026,57 @@ def _train(
 ) -> TrainResult:
     """:func:`train` into ``run_dir``, its config checked (the other arguments are train's)."""
     dist = Dist(alone=not distributed)
-    # `kill` while the run and the data are read stops it like Ctrl-C, with one line
-    with sigterm_as_interrupt(), _stopped_before_training(run_dir, resume, dist, "while the data were read"):
-        check_run_target(run_dir)  # refused now, not once the epochs are spent
-        wanted = resolve_device(cfg.train.device)  # and a device this machine lacks, before the data are read
-        _check_data_outside(run_dir, cfg)
-        read_as = path_identity(run_dir) if resume else None  # which run was read: the lock is taken later
-        before = _resume_point(run_dir, cfg) if resume else None
-        earlier = None if resume else _earlier_forecasts(run_dir, cfg)
-        state, history, splits, seconds_before = (None, [], None, 0.0) if before is None else before[1:]
-        if before is not None:
-            origin = before[0].origin  # a tuned run resumed: still the study's
-        seed_everything(cfg.train.seed)
-        set_threads(cfg.train.threads)
-        # every process joins the group before it reads the data, so that one whose data
-        # fail can tell the others, which would otherwise wait for it until gloo's timeout
-        device = dist.setup(wanted)
-        try:
-            data = load_training_data(cfg, tickers, splits)
-            if before is not None:
-                _check_same_data(before[0], data.ws, run_dir, before[1].fitted_on, data)
-        except Exception as exc:
-            if not dist.active:
-                raise
-            _same_data(dist, None, exc)
-        if dist.active:
-            _same_data(dist, data, None)
-            _check_shares(cfg, data, dist.world)
-        if cfg.train.precision == "bf16" and device.type != "cuda" and dist.main:
-            log.warning("--precision bf16 is autocast on CUDA only: training on %s runs in fp32", device.type)
-        t = cfg.train
-        if t.mode == "forking" and t.batch_size % t.chunk and dist.main:  # a step takes whole chunks
-            per = max(1, t.batch_size // t.chunk)
-            log.warning(
-                "--batch-size %d is not a multiple of --chunk %d: each forking step takes %d whole chunk(s), "
-                "%d forecast origins",
-                t.batch_size,
-                t.chunk,
-                per,
-                per * t.chunk,
-            )
-        trainer = Trainer(new_model(cfg, data.ws).to(device), data.ws, cfg, device, dist)
-        if state is not None:
-            trainer.restore(_trainer_state(state))
-    started = time.perf_counter() - seconds_before  # a resumed run counts the time it trained before
     manifest = None
     diverged = None
     every = (cfg.train.checkpoint_every or None) if checkpoints and dist.main else None  # 0: none
     with ExitStack() as held:
-        # a stop while this waits for the run's lock (--lock-timeout) is said as one before the data
-        with _stopped_before_training(run_dir, resume, dist, "while it waited for the run directory's lock") as doing:
+        # `kill` from here to the first epoch stops it like Ctrl-C, with one line saying nothing was written
+        with _stopped_before_training(run_dir, resume, dist, "while the data were read") as doing:
+            held.enter_context(sigterm_as_interrupt())
+            check_run_target(run_dir)  # refused now, not once the epochs are spent
+            wanted = resolve_device(cfg.train.device)  # and a device this machine lacks, before the data are read
+            _check_data_outside(run_dir, cfg)
+            read_as = path_identity(run_dir) if resume else None  # which run was read: the lock is taken later
+            before = _resume_point(run_dir, cfg) if resume else None
+            earlier = None if resume else _earlier_forecasts(run_dir, cfg)
+            state, history, splits, seconds_before = (None, [], None, 0.0) if before is None else before[1:]
+            if before is not None:
+                origin = before[0].origin  # a tuned run resumed: still the study's
+            seed_everything(cfg.train.seed)
+            set_threads(cfg.train.threads)
+            # every process joins the group before it reads the data, so that one whose data
+            # fail can tell the others, which would otherwise wait for it until gloo's timeout
+            device = dist.setup(wanted)
+            try:
+                data = load_training_data(cfg, tickers, splits)
+                if before is not None:
+                    _check_same_data(before[0], data.ws, run_dir, before[1].fitted_on, data)
+            except Exception as exc:
+                if not dist.active:
+                    raise
+                _same_data(dist, None, exc)
+            if dist.active:
+                _same_data(dist, data, None)
+                _check_shares(cfg, data, dist.world)
+            if cfg.train.precision == "bf16" and device.type != "cuda" and dist.main:
+                log.warning("--precision bf16 is autocast on CUDA only: training on %s runs in fp32", device.type)
+            t = cfg.train
+            if t.mode == "forking" and t.batch_size % t.chunk and dist.main:  # a step takes whole chunks
+                per = max(1, t.batch_size // t.chunk)
+                log.warning(
+                    "--batch-size %d is not a multiple of --chunk %d: each forking step takes %d whole chunk(s), "
+                    "%d forecast origins",
+                    t.batch_size,
+                    t.chunk,
+                    per,
+                    per * t.chunk,
+                )
+            trainer = Trainer(new_model(cfg, data.ws).to(device), data.ws, cfg, device, dist)
+            if state is not None:
+                trainer.restore(_trainer_state(state))
+            doing[0] = "while it waited for the run directory's lock"
             held.enter_context(file_lock(run_lock_path(run_dir), lock_timeout) if dist.main else nullcontext())
             doing[0] = ""
-            held.enter_context(sigterm_as_interrupt())
             # entered once the lock is held: whether the folder holds something a checkpoint must not replace
             saver = held.enter_context(_Checkpoints(run_dir, every, resume))
             if resume and dist.main and path_identity(run_dir) != read_as:
@@ -1090,6 +1088,8 @@ def _train(
                 )
             if not resume and dist.main:
                 _warn_of_an_interrupted_run(run_dir)
+
+        started = time.perf_counter() - seconds_before  # a resumed run counts the time it trained before
 
         def checkpoint() -> None:
             seconds = time.perf_counter() - started
