@@ -41,7 +41,6 @@ metrics_table`): the median as the point forecast, the last close as the naive o
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import shlex
@@ -296,6 +295,7 @@ def score(
         report.skipped = dict(sorted(report.skipped.items()))
     report.read = list(frames)
     forecasts = _latest_copies(list(frames.values()))
+    frames.clear()  # joined into forecasts: each file's own frame is not needed again
     if cut is not None:
         forecasts = forecasts[forecasts["as_of"] >= cut]
         report.read = _still_read(report.read, forecasts)
@@ -546,7 +546,8 @@ def _latest_copies(frames: list[pd.DataFrame]) -> pd.DataFrame:
     if not frames:
         empty = {c: pd.Series(dtype=float) for c in ["step", *_PRICES]}
         none = pd.Series(dtype=str)
-        return pd.DataFrame({"ticker": none, "as_of": pd.to_datetime([]), **empty, "model": none, "file": none})
+        days = {"as_of": pd.to_datetime([]), "date": pd.to_datetime([])}
+        return pd.DataFrame({"ticker": none, **days, **empty, "model": none, "file": none})
     df = pd.concat(frames, ignore_index=True)  # files in date order
     return df.drop_duplicates(["ticker", "as_of", "step"], keep="last").reset_index(drop=True)
 
@@ -607,29 +608,45 @@ def _closes(tickers: list[str], source: str, data_dir: Path, warnings: list[str]
 
 def _with_actuals(forecasts: pd.DataFrame, closes: dict[str, pd.Series], warnings: list[str]) -> pd.DataFrame:
     """The rows ``metrics_table`` scores: one per forecast of a ticker with bars, its actual
-    (NaN while pending) and the naive forecast, prices in the data's current adjustment."""
-    parts = []
-    for sym, fc in forecasts[forecasts["ticker"].isin(list(closes))].groupby("ticker", sort=True):
+    (NaN while pending) and the naive forecast, prices in the data's current adjustment.
+
+    The rows are grouped by ticker (in ticker order), each ticker's in the order of
+    ``forecasts``. Each column is one array filled ticker by ticker, and the frame is made once:
+    years of daily forecasts of many tickers are held once more, not once per step of the way."""
+    codes, names = pd.factorize(forecasts["ticker"].astype(str), sort=True)
+    with_bars = np.array([name in closes for name in names], dtype=bool)
+    order = np.argsort(codes, kind="stable")
+    order = order[with_bars[codes[order]]]  # the rows of tickers with bars, ticker by ticker
+    starts = np.searchsorted(codes[order], np.arange(len(names) + 1))
+    dates_all = forecasts["date"].to_numpy()[order]
+    origins_all = forecasts["as_of"].to_numpy()[order]
+    steps_all = forecasts["step"].to_numpy()[order]
+    last_close = forecasts["last_close"].to_numpy(dtype=float)[order]
+    n = len(order)
+    actual, at = np.full(n, np.nan), np.zeros(n, dtype=np.int64)
+    factor, drop = np.ones(n), np.zeros(n, dtype=bool)
+    for code, sym in enumerate(names):
+        if not with_bars[code] or starts[code] == starts[code + 1]:
+            continue
+        rows = slice(starts[code], starts[code + 1])
         close = closes[sym]
-        dates = pd.DatetimeIndex(fc["date"])
+        dates, origins, steps = pd.DatetimeIndex(dates_all[rows]), pd.DatetimeIndex(origins_all[rows]), steps_all[rows]
         known = dates <= close.index[-1]
-        actual = close.reindex(dates).to_numpy(dtype=float)
-        missing = known & np.isnan(actual)
+        actual[rows] = close.reindex(dates).to_numpy(dtype=float)
+        missing = known & np.isnan(actual[rows])
         if missing.any():
             days = sorted({str(d.date()) for d in dates[missing]})
             shown = ", ".join(days[:MISSING_SHOWN]) + (" ..." if len(days) > MISSING_SHOWN else "")
-            n = int(missing.sum())
-            what = "1 forecast" if n == 1 else f"{n} forecasts"
+            count = int(missing.sum())
+            what = "1 forecast" if count == 1 else f"{count} forecasts"
             where = "a session" if len(days) == 1 else "sessions"
             warnings.append(
                 f"{sym}: {what} for {where} the data does not have ({shown}); "
-                f"the calendar and the data disagree, so {'it is' if n == 1 else 'they are'} not scored"
+                f"the calendar and the data disagree, so {'it is' if count == 1 else 'they are'} not scored"
             )
         # step h's actual is the data's h-th bar after the forecast's as_of, as in training: a
         # date the calendar puts elsewhere (the data of another exchange) would score the wrong bar
-        origins = pd.DatetimeIndex(fc["as_of"])
         bars = close.index.searchsorted(dates, side="right") - close.index.searchsorted(origins, side="right")
-        steps = fc["step"].to_numpy()
         for astray, why in (
             (
                 known & ~missing & (bars > steps),
@@ -644,35 +661,33 @@ def _with_actuals(forecasts: pd.DataFrame, closes: dict[str, pd.Series], warning
             if not astray.any():
                 continue
             first = np.flatnonzero(astray)[0]
-            n = int(astray.sum())
-            what = "1 forecast is" if n == 1 else f"{n} forecasts are"
+            count = int(astray.sum())
+            what = "1 forecast is" if count == 1 else f"{count} forecasts are"
             warnings.append(
                 f"{sym}: {what} dated other than the data's bars (e.g. step {steps[first]} as of "
                 f"{origins[first].date()}, dated {dates[first].date()}, which is bar {bars[first]} of the data after "
-                f"it): {why}, so {'it is' if n == 1 else 'they are'} not scored"
+                f"it): {why}, so {'it is' if count == 1 else 'they are'} not scored"
             )
             missing = missing | astray
+        drop[rows] = missing
+        at[rows] = close.index.searchsorted(origins)  # the origin's place in the ticker's bars
         now = close.reindex(origins).to_numpy(dtype=float)
-        then = fc["last_close"].to_numpy(dtype=float)
-        factor = np.where(np.isfinite(now) & (np.abs(now / then - 1) > REVISION_RTOL), now / then, 1.0)
-        part = pd.DataFrame(
-            {
-                "ticker": sym,
-                "origin": fc["as_of"].dt.strftime("%Y-%m-%d").to_numpy(),
-                "at": close.index.searchsorted(origins),  # the origin's place in the ticker's bars
-                "date": dates,
-                "step": fc["step"].to_numpy(),
-                "actual": actual,
-                "last_close": then * factor,
-                **{q: fc[q].to_numpy(dtype=float) * factor for q in ("p10", "p50", "p90")},
-            }
-        )
-        parts.append(part[~missing])
-    if not parts:
-        return pd.DataFrame(
-            columns=["ticker", "origin", "at", "date", "step", "actual", "last_close", "p10", "p50", "p90"]
-        )
-    return pd.concat(parts, ignore_index=True)
+        then = last_close[rows]
+        factor[rows] = np.where(np.isfinite(now) & (np.abs(now / then - 1) > REVISION_RTOL), now / then, 1.0)
+    keep = order[~drop]
+    kept = ~drop
+    return pd.DataFrame(
+        {
+            "ticker": names[codes[keep]],
+            "origin": origins_all[kept],  # dates order as their text does
+            "at": at[kept],
+            "date": dates_all[kept],
+            "step": steps_all[kept],
+            "actual": actual[kept],
+            **{q: forecasts[q].to_numpy(dtype=float)[keep] * factor[kept] for q in ("last_close", "p10", "p50", "p90")},
+        },
+        columns=["ticker", "origin", "at", "date", "step", "actual", "last_close", "p10", "p50", "p90"],
+    )
 
 
 def _overdue(pred: pd.DataFrame, closes: dict[str, pd.Series], calendar: str, staleness: int, now) -> list[str]:
@@ -718,10 +733,20 @@ def score_table(pred: pd.DataFrame, model: str) -> pd.DataFrame:
     """
     if pred.empty:
         return pd.DataFrame(columns=SCORE_COLUMNS)
-    frame = pred.assign(naive=pred["last_close"], drift=math.nan, mean=math.nan)
-    waiting = frame["actual"].isna()
+    waiting = pred["actual"].isna()
+    gone = waiting.to_numpy()
     # a pending forecast keeps its group in the table but adds to no metric (width included)
-    frame.loc[waiting, ["p10", "p50", "p90", "naive"]] = math.nan
+    scored = {c: np.where(gone, np.nan, pred[c].to_numpy(dtype=float)) for c in ("p10", "p50", "p90", "last_close")}
+    frame = pd.DataFrame(
+        {
+            **{c: pred[c] for c in ("ticker", "origin", "step", "actual", "last_close")},
+            **{c: scored[c] for c in ("p10", "p50", "p90")},
+            "naive": scored["last_close"],
+            "drift": np.full(len(pred), np.nan),
+            "mean": np.full(len(pred), np.nan),
+        },
+        copy=False,
+    )
     table = metrics_table(frame, model, {})
     mine = table[table["model"] == model].set_index(["ticker", "step"])
     naive = table[table["model"] == "naive"].set_index(["ticker", "step"])["mae"]
