@@ -466,40 +466,36 @@ def _read_forecast(
     unknown = sorted(set(symbols.values()) - tickers) if tickers is not None else []
     if unknown:
         raise _Malformed(f"ticker {unknown[0]} is not one of the run's")
-    columns = {"ticker": [symbols[t] for t in text["ticker"]]}
-    for col in ("as_of", "date"):
-        day = pd.to_datetime(text[col], format="%Y-%m-%d", errors="coerce")
-        # a year the bars' dates cannot hold (3024 for 2024) is no forecast date: NaT, a bad row
-        columns[col] = day.where((day >= pd.Timestamp.min) & (day <= pd.Timestamp.max)).astype("datetime64[ns]")
-    for col in ("step", *_PRICES):
-        columns[col] = pd.to_numeric(text[col], errors="coerce").astype(float)
-    df = pd.DataFrame(columns)
-    prices = np.column_stack([columns[c] for c in _PRICES])
-    step = columns["step"]
+    tcode, tnames = pd.factorize(text["ticker"])
+    ticker = np.array([symbols[t] for t in tnames], dtype=object)[tcode]
+    (as_of, date), acode = _days(text["as_of"], text["date"])
+    step = pd.to_numeric(text["step"], errors="coerce").astype(float)
+    prices = np.column_stack([pd.to_numeric(text[c], errors="coerce").astype(float) for c in _PRICES])
     whole = np.isfinite(step) & (step % 1 == 0)
+    # a forecast is a (ticker, as_of) pair, as a groupby of the two counts them: one without a
+    # date (NaT) is none
+    pair = tcode * (acode.max(initial=0) + 1) + acode
+    sizes = np.bincount(pair[~np.isnat(as_of)])
+    sizes = sizes[sizes > 0]
     # a step the run does not forecast (9 of a 5-step run, 0): with the run gone, the steps of
     # the file's longest forecast (a hand-edited step leaves its ticker one step short)
-    sizes = df.groupby(["ticker", "as_of"]).size()
     steps = horizon or (int(sizes.max()) if len(sizes) else 0)
     outside = whole & ((step < 1) | (step > steps))
-    as_of, date = columns["as_of"], columns["date"]
     invalid = (
-        as_of.isna()
-        | date.isna()
+        np.isnat(as_of)
+        | np.isnat(date)
         | ~whole
         | ~np.isfinite(prices).all(axis=1)
         | ~(prices > 0).all(axis=1)
         | ~((prices[:, 1] <= prices[:, 2]) & (prices[:, 2] <= prices[:, 3]))
         | ~(date > as_of)
     )
-    if horizon and not invalid.any() and len(sizes) and (sizes == sizes.iloc[0]).all():
-        made = int(sizes.iloc[0])  # every forecast has steps 1..made: a model of that horizon
-        steps_of = df.groupby(["ticker", "as_of"])["step"]
-        if (
-            _another_horizon(made, horizon, len(sizes))
-            and steps_of.apply(lambda s: sorted(s) == list(range(1, made + 1))).all()
-        ):
-            raise _Malformed(_another_model(run, f"{made} steps, the run forecasts {horizon}"))
+    if horizon and not invalid.any() and len(sizes) and (sizes == sizes[0]).all():
+        made = int(sizes[0])  # every forecast has steps 1..made: a model of that horizon
+        if _another_horizon(made, horizon, len(sizes)):
+            steps_of = pd.Series(step).groupby(pair)
+            if steps_of.apply(lambda s: sorted(s) == list(range(1, made + 1))).all():
+                raise _Malformed(_another_model(run, f"{made} steps, the run forecasts {horizon}"))
     bad = invalid | outside
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
@@ -508,17 +504,36 @@ def _read_forecast(
             limit = f"run {run} forecasts" if horizon else "the file's forecasts have"
             why = f"step {int(step[row])}; {limit} steps 1 to {steps}"
         raise _Malformed(f"{where(row)} is not a valid forecast ({why})")
-    df["step"] = df["step"].astype(int)
+    step = step.astype(int)
     # predict ends every ticker's forecast with its last step: a file whose last row is an
     # earlier one, and its ticker's last, was cut at a line end (a crash, a full disk)
-    end = df.iloc[-1]
-    mine = (df["ticker"] == end["ticker"]) & (df["as_of"] == end["as_of"])
-    if end["step"] < steps and df.loc[mine, "step"].max() == end["step"]:
-        at = f"{where(len(df) - 1)}, step {end['step']} of {end['ticker']}'s {steps}"
+    last = step[-1]
+    if last < steps and step[pair == pair[-1]].max() == last:
+        at = f"{where(len(step) - 1)}, step {last} of {ticker[-1]}'s {steps}"
         raise _Malformed(f"it ends at {at} (the file was cut short?)")
-    df["model"] = text["model"]
-    df["file"] = path.name
-    return df
+    return pd.DataFrame(
+        {
+            "ticker": ticker,
+            "as_of": as_of,
+            "date": date,
+            "step": step,
+            **dict(zip(_PRICES, prices.T)),
+            "model": text["model"],
+            "file": path.name,
+        }
+    )
+
+
+def _days(*columns: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each column's dates, written ``YYYY-MM-DD``, as datetime64[ns], NaT where a field is no
+    such date; and the first column's fields' places among its distinct fields. Each distinct
+    field is parsed once (a file holds a few dates, on many rows)."""
+    at, distinct = pd.factorize(np.concatenate(columns))
+    day = pd.to_datetime(np.asarray(distinct, dtype=object), format="%Y-%m-%d", errors="coerce")
+    # a year the bars' dates cannot hold (3024 for 2024) is no forecast date: NaT, a bad row
+    day = day.where((day >= pd.Timestamp.min) & (day <= pd.Timestamp.max)).astype("datetime64[ns]").to_numpy()
+    parts = np.split(at, np.cumsum([len(c) for c in columns])[:-1])
+    return [day[p] for p in parts], parts[0]
 
 
 def _empty_why(path: Path) -> str:
