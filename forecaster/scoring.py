@@ -466,8 +466,9 @@ def _read_forecast(
     unknown = sorted(set(symbols.values()) - tickers) if tickers is not None else []
     if unknown:
         raise _Malformed(f"ticker {unknown[0]} is not one of the run's")
-    tcode, tnames = pd.factorize(text["ticker"])
-    ticker = np.array([symbols[t] for t in tnames], dtype=object)[tcode]
+    written, spellings = pd.factorize(text["ticker"])
+    ticker = np.array([symbols[t] for t in spellings], dtype=object)[written]
+    tcode, _ = pd.factorize(ticker)  # two spellings of one symbol are one ticker
     (as_of, date), acode = _days(text["as_of"], text["date"])
     step = pd.to_numeric(text["step"], errors="coerce").astype(float)
     prices = np.column_stack([pd.to_numeric(text[c], errors="coerce").astype(float) for c in _PRICES])

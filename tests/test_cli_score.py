@@ -555,6 +555,30 @@ def test_a_step_beyond_the_files_forecasts_is_a_bad_row_when_the_run_is_gone(
     pd.testing.assert_frame_equal(_score_csv(out, trained_run), clean)
 
 
+def test_a_ticker_spelt_two_ways_in_a_file_is_one_forecast_when_the_run_is_gone(
+    cli, trained_run, sample_dir, out, tmp_path
+):
+    """A ticker is read upper-cased: a file that writes a forecast's first steps as stocka and
+    its last as STOCKA holds one forecast of 3 steps, not two short ones. With the run gone the
+    horizon is read from the file's longest forecast, so two short ones would make every step
+    3 a step too many."""
+    folder = out / trained_run.name
+    gone = tmp_path / "runs" / trained_run.name
+    args = ["score", "--run", gone, "--out", out, "--source", "csv", "--data-dir", sample_dir]
+    assert cli(*args, "-q").exit_code == 0
+    clean = _score_csv(out, trained_run)
+    for day in ORIGINS:
+        edited = pd.read_csv(folder / f"{day}.csv", dtype=str)
+        for ticker in ("STOCKA", "STOCKB"):
+            rows = edited.index[edited["ticker"] == ticker]
+            assert edited.loc[rows, "step"].tolist() == ["1", "2", "3"]
+            edited.loc[rows[:2], "ticker"] = ticker.lower()
+        edited.to_csv(folder / f"{day}.csv", index=False)
+    res = cli(*args)
+    assert res.exit_code == 0, res.stderr
+    pd.testing.assert_frame_equal(_score_csv(out, trained_run), clean)
+
+
 def test_score_with_corrupt_forecast_files_reports_the_others_and_exits_3(cli, trained_run, out):
     folder = out / trained_run.name
     assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
