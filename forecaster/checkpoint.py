@@ -36,6 +36,7 @@ from .fsio import (
     follow_link,
     links_in,
     lock_holder,
+    lock_holding,
     publish_files,
     refuse_empty_folders,
     remove_stale_temp_dirs,
@@ -442,8 +443,11 @@ def run_directory(path: Path) -> Path:
                     f"{path} is a symbolic link that leads into a loop of links: promote a run to that name again"
                 ) from None
     if run_dir == path:
-        if holder := lock_holder(run_lock_path(path)):
-            raise RunFormatError(f"no run directory at {path} yet: a training is writing it ({holder})")
+        held = lock_holding(run_lock_path(path))
+        if held and held[1] == NAME_LOCK:  # the first promote of the name, before its link is made
+            raise RunFormatError(f"no run directory at {path} yet: it is being promoted ({held[0]})")
+        if held:
+            raise RunFormatError(f"no run directory at {path} yet: a training is writing it ({held[0]})")
         raise RunFormatError(f"no run directory at {path}")
     what = "is not a run directory" if run_dir.exists() else "does not exist (deleted?)"
     raise RunFormatError(f"{path} points at {run_dir}, which {what}")
@@ -620,6 +624,13 @@ def run_lock_path(run_dir: os.PathLike) -> Path:
     """The lock ``train`` holds while it writes ``run_dir``: ``.<name>.lock`` beside it."""
     run_dir = Path(run_dir)
     return run_dir.parent / f".{run_dir.name}.lock"
+
+
+NAME_LOCK = "name"
+"""The purpose a promote or retrain records holding a promoted name's lock ``runs/.NAME.lock``
+(:func:`forecaster.fsio.file_lock`). That is the file :func:`run_lock_path` gives for
+``runs/NAME``, so that no training writes a run there while the name is switched; held for the
+name, it is no training of a run ``NAME``."""
 
 
 READ_TRIES = 3

@@ -238,14 +238,22 @@ def _holder_file(lock_path: Path) -> Path:
     return lock_path.with_name(lock_path.name + ".holder")
 
 
-def _holder(lock_path: Path) -> tuple[int, str, str, str] | None:
-    """The holder recorded beside ``lock_path``: its pid, host, description and the UTC time it
-    took the lock; None when no readable record is there."""
+def _holder(lock_path: Path) -> tuple[int, str, str, str, str | None] | None:
+    """The holder recorded beside ``lock_path``: its pid, host, description, the UTC time it
+    took the lock and what it holds it for (None when it did not say: every record before the
+    field was added); None when no readable record is there."""
     try:
         info = json.loads(_holder_file(lock_path).read_text(encoding="utf-8"))
         pid, host, started = int(info["pid"]), info["host"], str(info["started"])
-        return pid, host, f"pid {pid} on {host}, started {started}: {info['command']}", started
-    except (OSError, ValueError, KeyError, TypeError):
+        purpose = info.get("purpose")
+        return (
+            pid,
+            host,
+            f"pid {pid} on {host}, started {started}: {info['command']}",
+            started,
+            purpose if isinstance(purpose, str) else None,
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
@@ -271,6 +279,14 @@ def lock_holder(path: PathLike) -> str | None:
     """Who holds the lock ``path`` (as a LockBusy message says it), when a live process on this
     machine does; None otherwise. Only read, never taken: a reader that merely looks must not
     make a writer starting at that moment find the lock busy."""
+    held = lock_holding(path)
+    return held[0] if held else None
+
+
+def lock_holding(path: PathLike) -> tuple[str, str | None] | None:
+    """Who holds the lock ``path`` (as :func:`lock_holder` says it) and the ``purpose`` it gave
+    :func:`file_lock` (None when it gave none), when a live process on this machine holds it;
+    None otherwise. Read from one record, so the two always belong to the same holder."""
     holder = _holder(Path(path))
     if holder is None or holder[1] != socket.gethostname():
         return None
@@ -282,7 +298,7 @@ def lock_holder(path: PathLike) -> str | None:
         pass  # alive, another user's
     if _started_after(holder[0], holder[3]):
         return None  # its pid given to a process started since
-    return holder[2]
+    return holder[2], holder[4]
 
 
 def _command_line() -> str:
@@ -298,12 +314,14 @@ class LockUnavailable(ForecasterError):
 
 
 @contextlib.contextmanager
-def file_lock(path: PathLike, timeout: float = 0) -> Iterator[None]:
+def file_lock(path: PathLike, timeout: float = 0, *, purpose: str | None = None) -> Iterator[None]:
     """Hold an OS-level lock on ``path`` for the block; raise LockBusy if another process has it.
 
     ``timeout`` is how long to wait in seconds (0: one try; negative: wait forever). The lock
     dies with its process, so one left by a killed run never blocks. The holder (pid, host,
-    command line, start time) is recorded in ``<path>.holder`` for the LockBusy message.
+    command line, start time, and ``purpose`` when given: what the lock is held for, where one
+    file is locked for more than one thing) is recorded in ``<path>.holder`` for the LockBusy
+    message and :func:`lock_holding`.
     A lock that cannot be created at all (read-only or missing folder) is a LockUnavailable.
     """
     lock_path = Path(path)
@@ -328,6 +346,8 @@ def file_lock(path: PathLike, timeout: float = 0) -> Iterator[None]:
             "command": _command_line(),
             "started": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
+        if purpose is not None:
+            info["purpose"] = purpose
         try:
             atomic_write_text(holder, json.dumps(info) + "\n")
         except OSError:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .checkpoint import Manifest, load_run, resume_command, run_directory, run_lock_path
+from .checkpoint import NAME_LOCK, Manifest, load_run, resume_command, run_directory, run_lock_path
 from .errors import ConfigError, ForecasterError, LockBusy
 from .fsio import (
     LockUnavailable,
@@ -39,6 +39,7 @@ from .fsio import (
     is_temp_name,
     links_in,
     lock_holder,
+    lock_holding,
     refuse_empty_folders,
     remove_stale_temps,
     swap_symlink,
@@ -95,6 +96,13 @@ def lock_path(name: str, runs_dir: Path = DEFAULT_RUNS_DIR) -> Path:
     return Path(runs_dir) / f".{check_name(name)}.lock"
 
 
+def _training(lock: Path) -> str | None:
+    """Who trains the run whose lock is ``lock`` (as :func:`~forecaster.fsio.lock_holder` says
+    it): its live holder, unless that holds it as a promoted name's lock; None otherwise."""
+    held = lock_holding(lock)
+    return held[0] if held and held[1] != NAME_LOCK else None
+
+
 def pointer_target(path: Path) -> Path | None:
     """The run directory a promoted name points at, None when ``path`` is not a pointer."""
     path = Path(path)
@@ -149,7 +157,7 @@ def promote(run_dir: Path, name: str, *, runs_dir: Path = DEFAULT_RUNS_DIR, lock
     load_run(run_directory(run_dir))
     _check_pointer(pointer)
     check_writable(f"promote {run_dir} as {name}", name, runs_dir)
-    with file_lock(lock_path(name, runs_dir), lock_timeout):
+    with file_lock(lock_path(name, runs_dir), lock_timeout, purpose=NAME_LOCK):  # no training, for info
         return switch(pointer, run_dir, lock_timeout)
 
 
@@ -402,7 +410,7 @@ def _run_row(entry: Path, name: str) -> RunEntry | None:
         except OSError as e:
             return RunEntry(name, entry, "unreadable", detail=f"cannot read {meta}: {e.strerror or e}")
         row = RunEntry(name, entry, m.status, manifest=m, evaluated=(entry / "eval" / "metrics.csv").is_file())
-        if m.status != "complete" and (holder := lock_holder(lock)):
+        if m.status != "complete" and (holder := _training(lock)):
             row.status, row.detail = "being trained", holder
         elif (why := unusable_reason(entry, m)) is not None:
             row.status, row.detail = "unusable", why
@@ -411,7 +419,7 @@ def _run_row(entry: Path, name: str) -> RunEntry | None:
         return row
     if not lock.exists():
         return None
-    if holder := lock_holder(lock):  # made by a training that has written nothing yet
+    if holder := _training(lock):  # made by a training that has written nothing yet
         return RunEntry(name, entry, "being trained", detail=holder)
     if any(entry.iterdir()):
         return RunEntry(name, entry, "unreadable", detail=why_no_manifest(entry))
@@ -458,9 +466,11 @@ def list_runs(folder: Path = DEFAULT_RUNS_DIR) -> list[RunEntry]:
         else:
             add(entry, entry.name)
     present = {e.name for e in entries}
-    for entry in entries:  # trainings yet to make their folder: their lock is there, held
+    # trainings yet to make their folder: their lock is there, held; not a promote's lock on a
+    # name whose link is not made yet (the name is listed once it points at its run)
+    for entry in entries:
         m = re.fullmatch(r"\.([^.].*)\.lock", entry.name)
-        if m and m.group(1) not in present and (holder := lock_holder(entry)):
+        if m and m.group(1) not in present and (holder := _training(entry)):
             run = folder / m.group(1)
             rows[os.path.realpath(run)] = RunEntry(run.name, run, "being trained", detail=f"{holder}, no folder yet")
     for link in links:

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .checkpoint import Run, load_run
+from .checkpoint import NAME_LOCK, Run, load_run
 from .config import QUANTILES, load_config
 from .errors import RESULT, ConfigError, DataError, ForecasterError, LockBusy
 from .evaluation import walk_forward
@@ -157,7 +157,7 @@ def retrain(
             champion(name, runs_dir)  # no champion: refused before the lock file (or a mistyped folder) is made
             check_writable(f"retrain {name}", name, runs_dir)  # before the lock files: neither could be made
             stage = "while it waited for the lock on the name"
-            held.enter_context(file_lock(lock_path(name, runs_dir), lock_timeout))
+            held.enter_context(file_lock(lock_path(name, runs_dir), lock_timeout, purpose=NAME_LOCK))
             stage = "before the challenger trained"  # the champion is loaded, the challenger's config built
             champ_dir = champion(name, runs_dir)
             champ = load_run(champ_dir)

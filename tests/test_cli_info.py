@@ -684,6 +684,59 @@ def test_info_of_a_folder_of_runs_names_the_trainings_going_on(cli, runs_folder)
         assert f"pid {holder.pid} on " in line, line
 
 
+_PAUSED_PROMOTE = """
+import sys
+from forecaster import registry
+from forecaster.cli import app
+
+def paused(*args, **kwargs):  # the name's lock is held: wait for a line before the link is made
+    print("holding", flush=True)
+    sys.stdin.readline()
+    return switch(*args, **kwargs)
+
+switch, registry.switch = registry.switch, paused
+sys.argv = ["forecaster", "promote", *sys.argv[1:]]
+app()
+"""
+
+
+def test_info_does_not_take_the_first_promote_of_a_name_for_a_training(cli, runs_folder):
+    """The first promote of a name holds the name's lock, runs/.NAME.lock, before its link is
+    made: the file a training of a run runs/NAME locks. info listed the name as a run "being
+    trained" by the promote ("no folder yet"), and info of the name said a training was writing
+    it. The folder is listed as it was before the switch; info of the name says it is being
+    promoted, by whom."""
+    before = cli("info", runs_folder)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _PAUSED_PROMOTE, runs_folder / "plain", "--name", "staging", "--runs-dir", runs_folder],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=python_env(),
+    )
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().strip() == "holding"
+        assert (runs_folder / ".staging.lock.holder").exists() and not (runs_folder / "staging").is_symlink()
+        listed, listed_json = cli("info", runs_folder), cli("info", runs_folder, "--json")
+        named = cli("info", runs_folder / "staging")
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        stop(proc)
+    assert listed.exit_code == 0, listed.stderr
+    assert listed.stdout == before.stdout  # no row, nor line, for the name
+    assert "staging" not in {r["run"] for r in json.loads(listed_json.stdout)["runs"]}
+    assert named.exit_code == 1
+    assert f"no run directory at {runs_folder / 'staging'} yet: it is being promoted (pid {proc.pid} on " in (
+        named.stderr
+    ), named.stderr
+    assert "training" not in named.stderr
+    after = cli("info", runs_folder)
+    assert _table_rows(after.stdout)["plain"][8] == "staging" and "staging" not in _table_rows(after.stdout)
+
+
 def test_info_lists_a_folder_of_runs_reached_through_a_link(cli, runs_folder, tmp_path):
     """runs/ kept on another disk and linked in (`runs -> /data/runs`); a promoted name still
     shows its run."""

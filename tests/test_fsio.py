@@ -385,6 +385,22 @@ def _record_holder(lock, pid, **extra):
     lock.with_name(lock.name + ".holder").write_text(json.dumps(record))
 
 
+def test_a_lock_held_for_a_purpose_says_it_and_one_recorded_without_says_none(tmp_path):
+    """One lock file can be locked for more than one thing (a promoted name's lock is the file a
+    training of a run of that name would lock): the purpose its holder gave is read with who it
+    is, from one record. A record without one (every earlier version's) reads as before."""
+    lock = tmp_path / ".lock"
+    with fsio.file_lock(lock, purpose="name"):
+        held = fsio.lock_holding(lock)
+        assert held is not None and held[1] == "name" and held[0] == fsio.lock_holder(lock)
+        assert held[0].startswith(f"pid {os.getpid()} on ")
+    assert fsio.lock_holding(lock) is None
+    _record_holder(lock, os.getpid())
+    assert fsio.lock_holding(lock) == (fsio.lock_holder(lock), None)
+    _record_holder(lock, os.getpid(), purpose=["not", "a", "word"])
+    assert fsio.lock_holding(lock) == (fsio.lock_holder(lock), None)
+
+
 def test_a_holder_record_of_a_dead_process_or_another_host_names_no_holder(tmp_path):
     lock = tmp_path / ".lock"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
