@@ -232,7 +232,7 @@ def open_storage(url: str, heartbeat: int):
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", ExperimentalWarning)  # the heartbeat argument
-                    return optuna.storages.RDBStorage(
+                    return _RDBStorage(
                         url,
                         heartbeat_interval=heartbeat,
                         grace_period=GRACE_BEATS * heartbeat,
@@ -256,13 +256,32 @@ def open_storage(url: str, heartbeat: int):
         raise _unreachable(e, url) from None
 
 
+class _RDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDBStorage, its engine disposed when its making fails. The constructor makes the
+    engine, then connects to make the tables and check their version; when that fails (a file
+    that is no database, a server that does not answer, a stop meanwhile) it raises, with no
+    storage handed back to close, and the connection stayed open (the file with it) until the
+    garbage collector came by."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        try:
+            super().__init__(*args, **kwargs)
+        except BaseException:
+            close_storage(self)
+            raise
+
+
 def close_storage(storage) -> None:
     """Close the database connections an SQLAlchemy storage (Optuna's RDBStorage) keeps in its
-    engine's pool. Left to the garbage collector, each SQLite connection warns on Python 3.13+
+    engine's pool, also those of one whose making failed part way. Left to the garbage
+    collector, each SQLite connection keeps its file open until then, and warns on Python 3.13+
     (ResourceWarning: unclosed database); a journal, Redis or gRPC storage has no engine."""
     if (engine := getattr(storage, "engine", None)) is not None:
-        storage.remove_session()
-        engine.dispose()
+        try:
+            if getattr(storage, "scoped_session", None) is not None:
+                storage.remove_session()
+        finally:
+            engine.dispose()
 
 
 SQLITE_BUSY_S = 60

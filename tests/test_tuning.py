@@ -13,6 +13,7 @@ import tempfile
 import textwrap
 import time
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import get_args
 
@@ -195,9 +196,9 @@ def test_a_study_database_made_by_another_process_at_the_same_moment_is_opened(t
     alembic version) made by another in the middle of making them, and stopped with "unexpected
     error: IntegrityError" (exit 1) or "cannot reach the study storage" (exit 75). Opened
     again, the tables are there."""
-    import optuna
+    from forecaster import tuning
 
-    real, calls = optuna.storages.RDBStorage, []
+    real, calls = tuning._RDBStorage, []  # Optuna's RDBStorage
 
     def made_meanwhile(*args, **kwargs):
         calls.append(1)
@@ -205,7 +206,7 @@ def test_a_study_database_made_by_another_process_at_the_same_moment_is_opened(t
             raise raised
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(optuna.storages, "RDBStorage", made_meanwhile)
+    monkeypatch.setattr(tuning, "_RDBStorage", made_meanwhile)
     storage = open_storage(f"sqlite:///{tmp_path / 'race.db'}", 60)
     assert len(calls) == 2 and storage.get_all_studies() == []
     calls.clear()
@@ -214,7 +215,7 @@ def test_a_study_database_made_by_another_process_at_the_same_moment_is_opened(t
         calls.append(1)
         raise OperationalError("(sqlite3.OperationalError) database is locked")
 
-    monkeypatch.setattr(optuna.storages, "RDBStorage", locked)
+    monkeypatch.setattr(tuning, "_RDBStorage", locked)
     with pytest.raises(TemporaryFailure, match="database is locked"):  # not tried again at once: exit 75
         open_storage(f"sqlite:///{tmp_path / 'locked.db'}", 60)
     assert len(calls) == 1
@@ -282,6 +283,80 @@ def test_a_study_file_on_a_read_only_file_system_is_refused_saying_so(tmp_path, 
 
 
 # ---------------------------------------------------------------------------- origin in the run
+
+
+def _open_on(path: Path) -> list[str]:
+    """The file descriptors of this process open on ``path``."""
+    fds = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}") == str(path):
+                fds.append(fd)
+    return fds
+
+
+@contextlib.contextmanager
+def _engines_disposed() -> Iterator[list]:
+    """The SQLAlchemy engines disposed within the block, and no garbage collection meanwhile:
+    a connection left open stays open (the collector would close it some time later)."""
+    import gc
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    disposed: list = []
+
+    def record(engine):
+        disposed.append(engine)
+
+    event.listen(Engine, "engine_disposed", record)
+    gc.disable()
+    try:
+        yield disposed
+    finally:
+        gc.enable()
+        event.remove(Engine, "engine_disposed", record)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="the open files are read from /proc")
+def test_a_study_file_that_is_no_database_is_refused_and_its_connection_closed(tmp_path):
+    """`tune --storage sqlite:///FILE` on a file that is no database: Optuna's RDBStorage made
+    its engine, connected, failed to make the tables and raised, handing back no storage to
+    close; the connection (the file with it) stayed open until the garbage collector came by
+    (Python 3.13+: ResourceWarning, unclosed database). The same error, the file closed."""
+    bad = tmp_path / "notes.db"
+    bad.write_bytes(b"not a database\n")
+    url = f"sqlite:///{bad}"
+    with _engines_disposed() as disposed, pytest.raises(ConfigError) as caught:
+        open_storage(url, 60)
+    assert str(caught.value) == (
+        f"the study storage {url} cannot be read as an Optuna study (file is not a database): "
+        "move that file away, or give another --study or --storage"
+    )
+    assert caught.value.exit_code == 1
+    assert _open_on(bad) == [] and len(disposed) == 1
+    assert bad.read_bytes() == b"not a database\n"
+
+
+def test_a_stop_while_the_study_file_is_opened_closes_its_connection(tmp_path):
+    """Ctrl-C (or `kill`, made one) as Optuna connects to make the study's tables: the stop goes
+    on, the storage's engine disposed (its pooled connections closed; the one the stop caught
+    checked out is closed as it is let go), and the file opens again."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    def stopped(connection):
+        raise KeyboardInterrupt
+
+    event.listen(Engine, "engine_connect", stopped)
+    try:
+        with _engines_disposed() as disposed, pytest.raises(KeyboardInterrupt):
+            open_storage(f"sqlite:///{tmp_path / 'new.db'}", 60)
+    finally:
+        event.remove(Engine, "engine_connect", stopped)
+    assert len(disposed) == 1
+    with study_storage(f"sqlite:///{tmp_path / 'new.db'}") as storage:  # opened again, it works
+        assert storage.get_all_studies() == []
 
 
 @pytest.mark.parametrize("form", ["journal:", "sqlite:///"])
