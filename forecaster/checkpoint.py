@@ -501,12 +501,16 @@ READABLE_VERSIONS = (1, 2, 3)
 
 
 EARLIER_SETTINGS = {
-    "intervals": {"step_tracking": "separate"},
-    "train": {"burn_in_grad": True, "burn_in_dropout": True, "burn_in_ahead": False, "halves": False},
+    "model": {"ar_order": 0},
+    "intervals": {"vol_halflife": 20, "tracking_rate": 0.05, "step_tracking": "separate"},
+    "train": {"mode": "window", "burn_in_grad": True, "burn_in_dropout": True, "burn_in_ahead": False, "halves": False},
 }
 """Settings that came later, by section, with the value each had before it existed: a run (or a
-tune trial) that records none was made that way. Its intervals tracked each step's scale alone;
-it backpropagated through the burn-in, applied dropout there, computed each burn-in from the
+tune trial) that records none was made that way. Its median had no autoregressive term (its
+weights hold none); it was trained one window per origin (before the forking mode); its
+intervals followed an EWMA volatility of half-life 20 sessions and were tracked at rate 0.05
+(format 1's constants, whatever today's defaults are), each step's scale alone; it
+backpropagated through the burn-in, applied dropout there, computed each burn-in from the
 weights of its own step, and computed each window batch whole."""
 
 
@@ -523,14 +527,15 @@ def as_made(config: dict) -> dict:
 
 def _migrate(raw: dict) -> dict:
     """A run.json of an earlier format as the current format describes it, with the settings it
-    was made with. Format 1 predates the local target scale, the median gate and the highway:
-    its targets were divided by the ticker's training volatility and its median was always the
-    network's. A setting of :data:`EARLIER_SETTINGS` it does not record reads as it was then."""
+    was made with. Format 1 predates the local target scale and the median gate: its targets
+    were divided by the ticker's training volatility and its median was always the network's. A
+    setting of :data:`EARLIER_SETTINGS` it does not record (the highway's, of format 1 and of
+    the first format 2 runs) reads as it was then."""
     if not isinstance(raw.get("config"), dict):
         return raw
     config = {**raw["config"]}
     if raw.get("format_version") == 1 and isinstance(config.get("model"), dict):
-        config["model"] = {"target_scale": "ticker", "median_alpha": 1.0, "ar_order": 0, **config["model"]}
+        config["model"] = {"target_scale": "ticker", "median_alpha": 1.0, **config["model"]}
     return {**raw, "config": as_made(config)}
 
 
