@@ -707,6 +707,12 @@ def _load_run_once(run_dir: Path) -> Run:
 
 def read_resume(run_dir: Path) -> tuple[ResumeState, list[dict]]:
     """The saved training state and epoch history of an interrupted run."""
+    trained_on = read_manifest(run_dir).features.names
+    if trained_on != FEATURES:  # the network's inputs are this forecaster's: an earlier one's cannot go on
+        raise RunFormatError(
+            f"{run_dir} was interrupted but cannot be resumed: an earlier forecaster trained it on the inputs "
+            f"{', '.join(trained_on)}, this one trains on {', '.join(FEATURES)}; train the run again without --resume"
+        )
     path = Path(run_dir) / RESUME
     if not path.is_file():
         raise RunFormatError(

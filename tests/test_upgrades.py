@@ -1,5 +1,5 @@
 """A run written by an earlier forecaster, used by this one: it forecasts, resumes and retrains as
-it was made.
+it was made, or says plainly why it cannot.
 
 Each test builds the older run from one written by the current code, edited to what the older
 version wrote (a setting it did not record, the tensors and inputs it had)."""
@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from safetensors.numpy import load_file, save_file
-from support import run_meta, tiny_overrides
+from support import assert_one_line_error, run_meta, tiny_overrides
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -89,3 +89,34 @@ def test_a_run_made_before_the_training_modes_is_resumed_one_window_per_origin(c
     meta = run_meta(run)
     assert meta["status"] == "complete" and meta["config"]["train"]["mode"] == "window"
 
+
+def test_an_interrupted_run_of_other_inputs_says_it_cannot_be_resumed(cli, small_dir, tmp_path):
+    """A run an earlier forecaster trained on other inputs (before the zret feature) cannot go on
+    with this one's: resume said its training bars were not those it was started on, though
+    they were; now it says why, and info and predict say the same."""
+    from forecaster.features import CALENDAR, FEATURES
+
+    run = _interrupted_run(small_dir, tmp_path / "runs" / "stopped")
+    gone = FEATURES.index("zret")
+    assert gone < len(FEATURES) - CALENDAR
+
+    def before_zret(meta):
+        meta["format_version"] = 2
+        meta["features"]["names"] = [f for f in FEATURES if f != "zret"]
+        meta["config"]["model"]["ar_order"] = 0  # the term reads zret
+        for t in meta["tickers"].values():
+            t.pop("conformal_pending", None)
+            for stat in ("mean", "std"):
+                del t["scaler"][stat][gone]
+
+    _edit_meta(run, before_zret)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    inputs = ", ".join(f for f in FEATURES if f != "zret")
+    res = cli("train", "--resume", run)
+    line = assert_one_line_error(res, 1, str(run), "cannot be resumed", inputs, "without --resume")
+    assert "are not those it was started on" not in line
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    res = cli("predict", "--run", run, "--offline", "--out", tmp_path / "fc")
+    assert_one_line_error(res, 1, "cannot be resumed", inputs)
+    res = cli("info", run)  # a run that cannot be used: said on its status line, exit 1
+    assert res.exit_code == 1 and "cannot be used" in res.stdout and "cannot be resumed" in res.stdout, res.stdout
