@@ -918,29 +918,33 @@ def train(
         now = datetime.now(UTC)
         named = None if (run_dir or cfg.run_dir) is None else Path(run_dir or cfg.run_dir)
         stopped = _stopped_before_training(named, resume, Dist(alone=not distributed), "as it started")
-        with sigterm_as_interrupt(), stopped:
+        # one stop handler from here to the end: a stop before the run's own (:func:`_train`'s)
+        # takes over, as the run's folder is named or made, is training's own too, not the
+        # command line's generic line; `starting` is emptied once the run's own has taken over
+        with sigterm_as_interrupt(), stopped as starting:
             tickers = checked_tickers(cfg)
             # predict dates its forecasts with the calendar: a typo stops here. run.json records it by
             # its exchange's name (XNYS for nyse), and the tickers as validated (AAPL for aapl, each
             # once), which later commands read back
             calendar = check_calendar(cfg.data.calendar)
-        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"tickers": tickers, "calendar": calendar})})
+            data = cfg.data.model_copy(update={"tickers": tickers, "calendar": calendar})
+            cfg = cfg.model_copy(update={"data": data})
 
-        def into(path: Path) -> TrainResult:
-            how = (on_epoch, on_batch, lock_timeout, resume, keep_diverged, distributed, checkpoints, origin)
-            return _train(cfg, tickers, path, now, *how)
+            def into(path: Path) -> TrainResult:
+                how = (on_epoch, on_batch, lock_timeout, resume, keep_diverged, distributed, checkpoints, origin)
+                return _train(cfg, tickers, path, now, *how, starting=starting)
 
-        if run_dir is not None or cfg.run_dir is not None or not Dist(alone=not distributed).main:
-            return into(Path(run_dir or cfg.run_dir or _default_run_dir(cfg, now)))
-        # a folder named after the second: made now, so that two trainings started in the same
-        # second do not write one run over the other; removed again if nothing is written to it
-        run_dir = _reserve(_default_run_dir(cfg, now))
-        try:
-            return into(run_dir)
-        except BaseException:
-            with suppress(OSError):
-                run_dir.rmdir()  # only while empty: an interrupted run saved there stays
-            raise
+            if run_dir is not None or cfg.run_dir is not None or not Dist(alone=not distributed).main:
+                return into(Path(run_dir or cfg.run_dir or _default_run_dir(cfg, now)))
+            # a folder named after the second: made now, so that two trainings started in the same
+            # second do not write one run over the other; removed again if nothing is written to it
+            run_dir = _reserve(_default_run_dir(cfg, now))
+            try:
+                return into(run_dir)
+            except BaseException:
+                with suppress(OSError):
+                    run_dir.rmdir()  # only while empty: an interrupted run saved there stays
+                raise
 
 
 @contextmanager
@@ -969,6 +973,8 @@ def _stopped_before_training(run_dir: Path | None, resume: bool, dist: Dist, wha
     try:
         yield doing
     except KeyboardInterrupt:
+        if not doing:  # emptied: a stop the epochs' own handling (or the run once written) meets, as it is
+            raise
         what = doing[0]
         dist.close()
         then = f"continue with {resume_command(run_dir)}" if resume else "run the same command again"
@@ -1023,8 +1029,11 @@ def _train(
     distributed: bool = True,
     checkpoints: bool = True,
     origin: Origin | None = None,
+    starting: list[str] | None = None,
 ) -> TrainResult:
-    """:func:`train` into ``run_dir``, its config checked (the other arguments are train's)."""
+    """:func:`train` into ``run_dir``, its config checked (the other arguments are train's).
+    ``starting``: what :func:`train`'s own stop before training yielded, emptied here once this
+    run's takes over (a stop later is this one's to say)."""
     dist = Dist(alone=not distributed)
     manifest = None
     diverged = None
@@ -1032,6 +1041,8 @@ def _train(
     with ExitStack() as held:
         # `kill` from here to the first epoch stops it like Ctrl-C, with one line saying nothing was written
         with _stopped_before_training(run_dir, resume, dist, "while the data were read") as doing:
+            if starting is not None:
+                starting.clear()  # a stop from here on is said by this one (or, after the epochs, as it is)
             held.enter_context(sigterm_as_interrupt())
             check_run_target(run_dir)  # refused now, not once the epochs are spent
             wanted = resolve_device(cfg.train.device)  # and a device this machine lacks, before the data are read

@@ -887,6 +887,26 @@ def test_sigterm_before_a_resumed_run_trains_says_it_stays_resumable(small_dir, 
     assert {f: (run / f).read_bytes() for f in os.listdir(run)} == before
 
 
+def test_a_stop_as_the_run_folder_is_made_is_trainings_own(cli, small_dir, tmp_path, monkeypatch):
+    """A stop between the checks of tickers and calendar and the run's own stop handler (as the
+    folder named after the time is made) met the command line's handler: the generic line ("the
+    files it had written are whole") and --json's error object, not training's line that
+    nothing was written. The KeyboardInterrupt is the one SIGTERM raises there."""
+    from forecaster import training
+
+    def stopped(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_reserve", stopped)
+    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA", *TINY, "--json")
+    line = assert_one_line_error(res, 130)
+    said = "training interrupted before its first epoch, as it started: nothing was written; run the same command again"
+    assert line == f"ERROR: {said}", line
+    assert json.loads(res.stdout) == {"run_dir": None, "resumable": False, "interrupted": True, "message": said}
+    runs = tmp_path / "runs"
+    assert not runs.exists() or not any(runs.iterdir())
+
+
 _KILLED_TWICE = """
 import os, signal, sys
 import forecaster.cli as cli
