@@ -527,14 +527,16 @@ def _read_forecast(
 
 def _days(*columns: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
     """Each column's dates, written ``YYYY-MM-DD``, as datetime64[ns], NaT where a field is no
-    such date; and the first column's fields' places among its distinct fields. Each distinct
-    field is parsed once (a file holds a few dates, on many rows)."""
+    such date; and the first column's dates' places among its distinct dates (NaT's all one, 0).
+    Each distinct field is parsed once (a file holds a few dates, on many rows); two fields of
+    one date (2024-01-05, 2024-1-5, which the format reads alike) have one place."""
     at, distinct = pd.factorize(np.concatenate(columns))
     day = pd.to_datetime(np.asarray(distinct, dtype=object), format="%Y-%m-%d", errors="coerce")
     # a year the bars' dates cannot hold (3024 for 2024) is no forecast date: NaT, a bad row
     day = day.where((day >= pd.Timestamp.min) & (day <= pd.Timestamp.max)).astype("datetime64[ns]").to_numpy()
+    same, _ = pd.factorize(day)  # each distinct field's date among the distinct dates; NaT: -1
     parts = np.split(at, np.cumsum([len(c) for c in columns])[:-1])
-    return [day[p] for p in parts], parts[0]
+    return [day[p] for p in parts], same[parts[0]] + 1
 
 
 def _empty_why(path: Path) -> str:

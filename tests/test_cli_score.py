@@ -579,6 +579,32 @@ def test_a_ticker_spelt_two_ways_in_a_file_is_one_forecast_when_the_run_is_gone(
     pd.testing.assert_frame_equal(_score_csv(out, trained_run), clean)
 
 
+def test_an_origin_written_two_ways_in_a_file_is_one_forecast_when_the_run_is_gone(
+    cli, trained_run, sample_dir, tmp_path
+):
+    """A date is read as YYYY-MM-DD, which takes 2024-12-5 for 2024-12-05: a file that writes a
+    forecast's first steps as of 2024-12-05 and its last as of 2024-12-5 holds one forecast of 3
+    steps, as the ticker spelt two ways does. Each spelling was counted as a forecast of its
+    own, so with the run gone (the horizon read from the file's longest forecast, 2 steps) every
+    step 3 was a step too many and the file was skipped."""
+    out = tmp_path / "fc"
+    predict(trained_run, as_of="2024-12-05", out=out, offline=True)
+    folder = out / trained_run.name
+    gone = tmp_path / "runs" / trained_run.name
+    args = ["score", "--run", gone, "--out", out, "--source", "csv", "--data-dir", sample_dir]
+    assert cli(*args, "-q").exit_code == 0
+    clean = _score_csv(out, trained_run)
+    edited = pd.read_csv(folder / "2024-12-05.csv", dtype=str)
+    for ticker in ("STOCKA", "STOCKB"):
+        rows = edited.index[edited["ticker"] == ticker]
+        assert edited.loc[rows, "step"].tolist() == ["1", "2", "3"]
+        edited.loc[rows[2:], "as_of"] = "2024-12-5"
+    edited.to_csv(folder / "2024-12-05.csv", index=False)
+    res = cli(*args)
+    assert res.exit_code == 0, res.stderr
+    pd.testing.assert_frame_equal(_score_csv(out, trained_run), clean)
+
+
 def test_score_with_corrupt_forecast_files_reports_the_others_and_exits_3(cli, trained_run, out):
     folder = out / trained_run.name
     assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
