@@ -45,6 +45,7 @@ from .metrics import coverage, diebold_mariano, mae, pinball_rows, skill, width
 from .registry import (
     DEFAULT_KEEP,
     DEFAULT_RUNS_DIR,
+    _finished,
     champion,
     check_writable,
     lock_path,
@@ -243,7 +244,8 @@ def _interrupted(name: str, runs_dir: Path, champ_dir: Path | None, run_dir: Pat
     elif stage == "after the comparison":
         left = f"the challenger {run_dir} was compared and not promoted"
     elif written:
-        done = "unfinished" if stage == "while the challenger trained" else "trained"
+        # a stop as the challenger's training returned finds its run written whole: trained
+        done = "unfinished" if stage == "while the challenger trained" and not _finished(run_dir) else "trained"
         left = f"the challenger {run_dir} is left {done}, not compared and not promoted"
     else:
         left = "no challenger run was written"

@@ -406,6 +406,25 @@ def test_an_interrupted_retrain_says_where_the_name_points_and_to_retrain_again(
     assert _target(runs) == "first"
 
 
+def test_a_stop_as_the_challengers_training_returns_says_it_is_trained(cli, runs, monkeypatch):
+    """A stop once the challenger's run was written whole, as its training returned (before
+    retrain's next stage): the line called the finished challenger "unfinished", which `info`
+    and prune then treated as a finished run."""
+    real = retraining.train
+
+    def stopped_as_it_returns(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt  # what SIGTERM raises there
+
+    monkeypatch.setattr(retraining, "train", stopped_as_it_returns)
+    res = cli("retrain", "prod", "--runs-dir", runs)
+    [challenger] = registry.runs_of("prod", runs)
+    line = assert_one_line_error(res, 130, "retrain of prod interrupted while the challenger trained")
+    assert f"the challenger {challenger} is left trained, not compared and not promoted" in line, line
+    assert json.loads((challenger / "run.json").read_text())["status"] == "complete"
+    assert _target(runs) == "first"
+
+
 def test_a_retrain_stopped_as_the_winner_was_to_be_promoted_says_it_won(cli, runs, monkeypatch):
     """A stop between the comparison the challenger won (a tie: the same config, seed and data)
     and the switch of the name: the line said the challenger "was compared and not promoted",
