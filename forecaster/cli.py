@@ -16,7 +16,7 @@ import re
 import shlex
 import sys
 import traceback
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated, get_args
@@ -828,6 +828,7 @@ def train(
     setup_logging(quiet, log_file, json_out)
     options = locals()
     with handled(debug, "train", json_out):
+        bar = ExitStack()  # the progress bar, made before training as its import takes a moment
         try:  # torch's import takes a second or two: a stop in it is said as training's own
             from .checkpoint import read_manifest
             from .config import load_config
@@ -841,11 +842,13 @@ def train(
                 options["run_dir"] = resume
             cfg = load_config(_config_file(config), overrides(options, _tickers(tickers, tickers_arg)), base=base)
             main_rank = Dist().main
+            show = _bar_shown() and not quiet and not json_out and main_rank
+            on_epoch, on_batch = bar.enter_context(_progress(show, cfg.train.epochs))
         except KeyboardInterrupt:
+            bar.close()
             raise _training_stopped_starting(json_out, resume, run_dir) from None
-        show = _bar_shown() and not quiet and not json_out and main_rank
         try:
-            with _progress(show, cfg.train.epochs) as (on_epoch, on_batch):
+            with bar:
                 res = do_train(
                     cfg,
                     run_dir=cfg.run_dir,

@@ -907,6 +907,30 @@ def test_a_stop_as_the_run_folder_is_made_is_trainings_own(cli, small_dir, tmp_p
     assert not runs.exists() or not any(runs.iterdir())
 
 
+def test_a_stop_as_the_progress_bar_is_made_is_trainings_own(cli, small_dir, tmp_path, monkeypatch):
+    """The progress bar (its import, on a terminal) was made after the stop of a starting train
+    was training's own and before training's handler: a stop then gave the generic line and
+    --json's error object. Now the line that nothing was written, as a stop a moment before."""
+    from contextlib import contextmanager
+
+    from forecaster import cli as cli_module
+
+    @contextmanager
+    def stopped(show, epochs):
+        raise KeyboardInterrupt
+        yield
+
+    monkeypatch.setattr(cli_module, "_progress", stopped)
+    run = tmp_path / "r"
+    res = cli("train", "--data-dir", small_dir, "-t", "STOCKA", *TINY, "--run-dir", run, "--json")
+    line = assert_one_line_error(res, 130)
+    said = "training interrupted while it started, before the data were read: nothing was written; "
+    assert line == f"ERROR: {said}run the same command again", line
+    doc = json.loads(res.stdout)
+    assert doc == {"run_dir": str(run), "resumable": False, "interrupted": True, "message": line[len("ERROR: ") :]}
+    assert not run.exists()
+
+
 _KILLED_TWICE = """
 import os, signal, sys
 import forecaster.cli as cli
