@@ -930,9 +930,9 @@ def train(
             data = cfg.data.model_copy(update={"tickers": tickers, "calendar": calendar})
             cfg = cfg.model_copy(update={"data": data})
 
-            def into(path: Path) -> TrainResult:
+            def into(path: Path, reserved: bool = False) -> TrainResult:
                 how = (on_epoch, on_batch, lock_timeout, resume, keep_diverged, distributed, checkpoints, origin)
-                return _train(cfg, tickers, path, now, *how, starting=starting)
+                return _train(cfg, tickers, path, now, *how, starting=starting, reserved=reserved)
 
             if run_dir is not None or cfg.run_dir is not None or not Dist(alone=not distributed).main:
                 return into(Path(run_dir or cfg.run_dir or _default_run_dir(cfg, now)))
@@ -940,7 +940,7 @@ def train(
             # second do not write one run over the other; removed again if nothing is written to it
             run_dir = _reserve(_default_run_dir(cfg, now))
             try:
-                return into(run_dir)
+                return into(run_dir, reserved=True)
             except BaseException:
                 with suppress(OSError):
                     run_dir.rmdir()  # only while empty: an interrupted run saved there stays
@@ -1030,17 +1030,21 @@ def _train(
     checkpoints: bool = True,
     origin: Origin | None = None,
     starting: list[str] | None = None,
+    reserved: bool = False,
 ) -> TrainResult:
     """:func:`train` into ``run_dir``, its config checked (the other arguments are train's).
     ``starting``: what :func:`train`'s own stop before training yielded, emptied here once this
-    run's takes over (a stop later is this one's to say)."""
+    run's takes over (a stop later is this one's to say). ``reserved``: ``run_dir`` is the
+    folder :func:`train` made for a run named after the time, removed again when nothing is
+    written to it, so a stop before the first epoch names no folder."""
     dist = Dist(alone=not distributed)
     manifest = None
     diverged = None
     every = (cfg.train.checkpoint_every or None) if checkpoints and dist.main else None  # 0: none
     with ExitStack() as held:
         # `kill` from here to the first epoch stops it like Ctrl-C, with one line saying nothing was written
-        with _stopped_before_training(run_dir, resume, dist, "while the data were read") as doing:
+        named = None if reserved else run_dir
+        with _stopped_before_training(named, resume, dist, "while the data were read") as doing:
             if starting is not None:
                 starting.clear()  # a stop from here on is said by this one (or, after the epochs, as it is)
             held.enter_context(sigterm_as_interrupt())

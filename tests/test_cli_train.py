@@ -827,6 +827,25 @@ def test_sigterm_while_train_reads_the_data_exits_130_with_one_line(small_dir, t
 
 @pytest.mark.slow
 @pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
+def test_sigterm_while_a_run_named_after_the_time_reads_its_data_names_no_folder(small_dir, tmp_path):
+    """Without --run-dir the run's folder (named after the time) is made before the data are
+    read and removed again when a stop comes before anything is written: the line and --json
+    named that folder, gone by the time they were read. Now they name none, as a stop before
+    the folder is made does."""
+    args = ["--data-dir", small_dir, "-t", "STOCKA", *TINY, "--json"]
+    res = run_script(_KILLED_IN, "forecaster.training", "load_training_data", *args, cwd=tmp_path)
+    assert res.returncode == 130, (res.returncode, res.stderr)
+    [line] = res.stderr.splitlines()
+    said = "training interrupted before its first epoch, while the data were read: nothing was written; "
+    assert line == f"ERROR: {said}run the same command again", line
+    doc = json.loads(res.stdout)
+    assert doc == {"run_dir": None, "resumable": False, "interrupted": True, "message": line[len("ERROR: ") :]}
+    runs = tmp_path / "runs"
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SLOW_TEST_TIMEOUT_S)
 @pytest.mark.parametrize(
     ("module", "stopped_in", "named", "said"),
     [
