@@ -514,6 +514,77 @@ def test_a_forecast_dated_on_its_own_as_of_day_is_a_bad_row(cli, trained_run, ou
     pd.testing.assert_frame_equal(_score_csv(out, trained_run), clean)
 
 
+@pytest.mark.parametrize(
+    "edit, valid",
+    [
+        ({"p10": "p50", "p90": "p50"}, True),  # one price for all three quantiles: a forecast sure of it
+        ({"p90": "p10"}, False),  # a median above the p90
+        ({"p10": "p90"}, False),  # a p10 above the median
+        ({"p90": "inf"}, False),
+        ({"last_close": "inf"}, False),
+    ],
+)
+def test_quantiles_in_order_are_a_forecast_and_others_a_bad_row(cli, trained_run, sample_dir, out, edit, valid):
+    """STOCKA's one-step forecast as of 2024-12-20 edited by hand: quantiles that meet (p10 =
+    p50 = p90) are a forecast, scored with the others; a median outside its interval, or an
+    infinite price, is a bad row, its file named and skipped."""
+    folder = out / trained_run.name
+    shutil.copy(folder / "2024-12-20.csv", folder / "2024-12-19.csv")  # the same forecasts: scored once
+    edited = pd.read_csv(folder / "2024-12-20.csv", dtype=str)
+    assert list(edited.loc[0, ["ticker", "as_of", "step"]]) == ["STOCKA", "2024-12-20", "1"]
+    for col, value in edit.items():
+        edited.loc[0, col] = edited.loc[0, value] if value in edited.columns else value
+    edited.to_csv(folder / "2024-12-20.csv", index=False)
+    res = cli("score", "--run", trained_run, "--out", out, "--json")
+    doc = json.loads(res.stdout)
+    if not valid:
+        assert res.exit_code == 3, res.stderr
+        assert doc["skipped"] == {"2024-12-20.csv": "line 2 is not a valid forecast (dates, step or prices)"}
+        return
+    assert res.exit_code == 0, res.stderr
+    assert doc["skipped"] == {} and "2024-12-20.csv" in doc["read"], res.stderr  # its copy in 2024-12-19.csv is older
+    got, want = _score_csv(out, trained_run), _expected(folder, sample_dir)
+    for col in ("n", "mae", "coverage", "width", "pinball"):
+        np.testing.assert_allclose(got[col], want[col], rtol=1e-6, err_msg=col)
+
+
+def test_a_bad_row_in_a_file_of_another_horizon_is_named_as_a_bad_row(cli, trained_run, out):
+    """A file whose forecasts have 2 steps where the run forecasts 3, one of its medians
+    unreadable: the file is named for its bad row, as any file with one is, not as another
+    model's (which a file of whole forecasts of 2 steps is)."""
+    folder = out / trained_run.name
+    _steps(folder / "2024-12-20.csv", [1, 2])
+    edited = pd.read_csv(folder / "2024-12-20.csv", dtype=str)
+    assert list(edited.loc[1, ["ticker", "step"]]) == ["STOCKA", "2"]
+    edited.loc[1, "p50"] = "n/a"
+    edited.to_csv(folder / "2024-12-20.csv", index=False)
+    res = cli("score", "--run", trained_run, "--out", out, "--json")
+    assert res.exit_code == 3, res.stderr
+    assert json.loads(res.stdout)["skipped"] == {
+        "2024-12-20.csv": "line 3 is not a valid forecast (dates, step or prices)"
+    }
+
+
+def test_dates_a_spreadsheet_rewrote_as_month_day_year_are_bad_rows_not_guessed(cli, trained_run, out):
+    """A forecast file saved by a spreadsheet that wrote its dates as 12/20/2024: a date is read
+    as YYYY-MM-DD only (03/04/2025 is March or April by the locale), so the file is named and
+    skipped, the others scored."""
+    folder = out / trained_run.name
+    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    clean = _score_csv(out, trained_run)
+    shutil.copy(folder / "2024-12-20.csv", folder / "2024-12-19.csv")  # the same forecasts: scored once
+    edited = pd.read_csv(folder / "2024-12-20.csv", dtype=str)
+    for col in ("as_of", "date"):
+        edited[col] = pd.to_datetime(edited[col]).dt.strftime("%m/%d/%Y")
+    edited.to_csv(folder / "2024-12-20.csv", index=False)
+    res = cli("score", "--run", trained_run, "--out", out, "--json")
+    assert res.exit_code == 3, res.stderr
+    assert json.loads(res.stdout)["skipped"] == {
+        "2024-12-20.csv": "line 2 is not a valid forecast (dates, step or prices)"
+    }
+    pd.testing.assert_frame_equal(_score_csv(out, trained_run), clean)
+
+
 @pytest.mark.parametrize("blank", ["\n", "\n\n", "   \n"])
 def test_a_bad_row_below_blank_lines_is_named_by_the_line_an_editor_shows(cli, trained_run, out, blank):
     """A forecast file edited by hand, a blank line (or two, or one of spaces) left after its
@@ -660,6 +731,48 @@ def test_a_file_cut_at_a_line_end_inside_a_tickers_steps_is_named_as_cut_short(
     # scored as if the file were not there
     (folder / "2024-12-31.csv").unlink()
     assert json.loads(cli(*args, "--json").stdout)["scores"] == json.loads(res.stdout)["scores"]
+
+
+def _joined(folder: Path, first: str, second: str) -> list[str]:
+    """The lines of a file holding ``first``'s forecasts and then ``second``'s, as a file the
+    two were joined into by hand (the second header left out)."""
+    lines = (folder / f"{first}.csv").read_text().splitlines(keepends=True)
+    return lines + (folder / f"{second}.csv").read_text().splitlines(keepends=True)[1:]
+
+
+def test_a_file_of_two_days_cut_inside_its_last_forecast_is_named_as_cut_short(cli, trained_run, out):
+    """A file holding the forecasts as of 2024-12-20 and then those as of 2024-12-24, cut at a
+    line end after STOCKB's step 2 of the second: its last forecast lacks a step, so the file is
+    named as cut short, though STOCKB's forecast as of 2024-12-20 above it has all 3."""
+    folder = out / trained_run.name
+    lines = _joined(folder, "2024-12-20", "2024-12-24")
+    assert len(lines) == 13 and lines[-2].startswith("STOCKB,2024-12-24,2,")
+    (folder / "2024-12-24.csv").write_text("".join(lines[:-1]))
+    res = cli("score", "--run", trained_run, "--out", out, "--json")
+    assert res.exit_code == 3, res.stderr
+    why = "it ends at line 12, step 2 of STOCKB's 3 (the file was cut short?)"
+    assert json.loads(res.stdout)["skipped"] == {"2024-12-24.csv": why}
+
+
+def test_rows_without_a_readable_as_of_are_no_forecast_when_the_run_is_gone(
+    cli, trained_run, sample_dir, out, tmp_path
+):
+    """With the run deleted, the steps are those of the file's longest forecast; rows whose
+    as_of cannot be read belong to no forecast, however many there are: STOCKB's 6 rows of a
+    two-day file with unreadable as_of fields do not make a forecast of 6 steps, so the step 4
+    typed over STOCKA's step 3 is still named as beyond the file's 3."""
+    folder = out / trained_run.name
+    gone = tmp_path / "runs" / trained_run.name
+    lines = _joined(folder, "2024-12-20", "2024-12-24")
+    assert lines[3].startswith("STOCKA,2024-12-20,3,")
+    lines[3] = lines[3].replace("STOCKA,2024-12-20,3,", "STOCKA,2024-12-20,4,")
+    lines = [ln.replace(",2024-12-2", ",2024-12-x", 1) if ln.startswith("STOCKB,") else ln for ln in lines]
+    (folder / "2024-12-24.csv").write_text("".join(lines))
+    args = ["score", "--run", gone, "--out", out, "--source", "csv", "--data-dir", sample_dir, "--json"]
+    res = cli(*args)
+    assert res.exit_code == 3, res.stderr
+    why = "line 4 is not a valid forecast (step 4; the file's forecasts have steps 1 to 3)"
+    assert json.loads(res.stdout)["skipped"] == {"2024-12-24.csv": why}
 
 
 @pytest.mark.parametrize(
@@ -1356,6 +1469,26 @@ def test_a_forecast_dated_past_a_bar_the_calendar_does_not_know_is_not_scored_ag
     for step, n in astray.groupby("step").size().items():
         assert got[("STOCKA", int(step))] == before[("STOCKA", int(step))] - n
         assert got[("STOCKB", int(step))] == before[("STOCKB", int(step))]
+
+
+def test_the_warning_about_forecasts_dated_off_the_datas_bars_gives_the_earliest_as_its_example(
+    cli, trained_run, sample_dir, out, tmp_path
+):
+    """STOCKB's data with a bar on 2024-12-25, a day the New York calendar does not trade: its
+    forecasts dated past that bar are named in one warning, whose example is the earliest of
+    them in the order of the files (step 3 as of 2024-12-20), the same on every score."""
+    data = _copy_data(sample_dir, tmp_path / "data")
+    bars = read_csv_bars(data, "STOCKB")
+    added = bars.loc[[pd.Timestamp("2024-12-24")]].set_axis([pd.Timestamp("2024-12-25")])
+    write_csv(pd.concat([bars, added]).sort_index(), data / "STOCKB.csv")
+    res = cli("score", "--run", trained_run, "--out", out, "--data-dir", data, "--json")
+    assert res.exit_code == 0, res.stderr
+    warned = [w for w in json.loads(res.stdout)["warnings"] if w.startswith("STOCKB:")]
+    assert len(warned) == 1, warned
+    assert warned[0].startswith(
+        "STOCKB: 4 forecasts are dated other than the data's bars (e.g. step 3 as of 2024-12-20, dated "
+        "2024-12-26, which is bar 4 of the data after it): "
+    ), warned
 
 
 def test_the_table_shows_dm_p_values_to_three_decimals_as_evaluate_does(capsys):
