@@ -688,7 +688,9 @@ def _with_actuals(forecasts: pd.DataFrame, closes: dict[str, pd.Series], warning
             )
             missing = missing | astray
         drop[rows] = missing
-        at[rows] = close.index.searchsorted(origins)  # the origin's place in the ticker's bars
+        # the origin's place in the ticker's bars: how many are on or before it, so that step h is
+        # bar at + h - 1 whether the origin's own bar is there or gone from the data since
+        at[rows] = close.index.searchsorted(origins, side="right")
         now = close.reindex(origins).to_numpy(dtype=float)
         then = last_close[rows]
         factor[rows] = np.where(np.isfinite(now) & (np.abs(now / then - 1) > REVISION_RTOL), now / then, 1.0)

@@ -1566,3 +1566,29 @@ def test_many_files_skipped_are_named_ten_lines_at_most(cli, trained_run, out):
     assert [e.split(" skipped: ")[0] for e in errors[:9]] == [str(folder / n) for n in bad[:9]]
     assert errors[9:] == ["and 3 more skipped forecast files (the --json output lists them all)"]
     assert sorted(json.loads(res.stdout)["skipped"]) == bad
+
+
+def test_the_coverage_alert_reads_the_forecast_after_one_whose_as_of_bar_is_gone_as_apart(
+    trained_run, sample_dir, out, tmp_path
+):
+    """STOCKA's bar of 2024-12-24 gone from the data since its forecast was made: that
+    forecast's 2 steps are the sessions of 2024-12-26 and 2024-12-27, those of the forecast as of
+    2024-12-27 are 2024-12-30 and 2024-12-31, so the two share no session and the coverage
+    alert's test reads both, as it reads STOCKB's. It took the forecast as of 2024-12-24 for one
+    made on 2024-12-26 and read one of the two only ("over the 3 that do not overlap")."""
+    from forecaster.scoring import score
+
+    data = _copy_data(sample_dir, tmp_path / "data")
+    bars = read_csv_bars(data, "STOCKA")
+    write_csv(bars.drop(pd.Timestamp("2024-12-24")), data / "STOCKA.csv")
+    folder = out / trained_run.name
+    for day in ORIGINS:  # every 2-step interval far below its actual: a miss
+        df = pd.read_csv(folder / f"{day}.csv", dtype=str)
+        df.loc[df["step"] == "2", ["p10", "p50", "p90"]] = "1.0"
+        df.to_csv(folder / f"{day}.csv", index=False)
+    rep = score(trained_run, out=out, data_dir=data, since="2024-12-24")
+    assert rep.exit_code == 0 and rep.warnings == [], rep.warnings
+    step2 = rep.pooled().set_index("step").loc[2]
+    assert (step2["n"], step2["coverage"]) == (4, 0.0)  # as of 2024-12-24 and 2024-12-27, each ticker
+    alert = rep.coverage_alert(0.8, 0.95)
+    assert "h=2 0.0% (n=4, p=0.0016)" in alert, alert  # 0.2 ** 4: all 4 read
