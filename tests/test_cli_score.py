@@ -494,17 +494,30 @@ def test_a_step_the_run_does_not_forecast_is_a_bad_row(cli, trained_run, out, ty
     pd.testing.assert_frame_equal(_score_csv(out, trained_run), clean)
 
 
-def test_a_forecast_dated_on_its_own_as_of_day_is_a_bad_row(cli, trained_run, out):
-    """A forecast file edited by hand whose STOCKA one-step forecast is dated on its as_of day
-    (a forecast of a session already closed when it was made): that file is named as not a
+def _dated_on_its_as_of_day(edited: pd.DataFrame) -> None:
+    """STOCKA's one-step forecast dated on its as_of day: a forecast of a session already
+    closed when it was made."""
+    assert list(edited.loc[0, ["ticker", "as_of", "step"]]) == ["STOCKA", "2024-12-20", "1"]
+    edited.loc[0, "date"] = "2024-12-20"
+
+
+def _month_day_year(edited: pd.DataFrame) -> None:
+    """Every date as a spreadsheet may save it, 12/20/2024: a date is read as YYYY-MM-DD only
+    (03/04/2025 is March or April by the locale), never guessed."""
+    for col in ("as_of", "date"):
+        edited[col] = pd.to_datetime(edited[col]).dt.strftime("%m/%d/%Y")
+
+
+@pytest.mark.parametrize("edit", [_dated_on_its_as_of_day, _month_day_year])
+def test_dates_edited_by_hand_into_no_forecast_make_a_bad_row(cli, trained_run, out, edit):
+    """A forecast file edited by hand into dates no forecast has: that file is named as not a
     valid forecast and skipped, the others scored, as for any other bad row."""
     folder = out / trained_run.name
     assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
     clean = _score_csv(out, trained_run)
     shutil.copy(folder / "2024-12-20.csv", folder / "2024-12-19.csv")  # the same forecasts: scored once
     edited = pd.read_csv(folder / "2024-12-20.csv", dtype=str)
-    assert list(edited.loc[0, ["ticker", "as_of", "step"]]) == ["STOCKA", "2024-12-20", "1"]
-    edited.loc[0, "date"] = "2024-12-20"
+    edit(edited)
     edited.to_csv(folder / "2024-12-20.csv", index=False)
     res = cli("score", "--run", trained_run, "--out", out, "--json")
     assert res.exit_code == 3, res.stderr
@@ -563,26 +576,6 @@ def test_a_bad_row_in_a_file_of_another_horizon_is_named_as_a_bad_row(cli, train
     assert json.loads(res.stdout)["skipped"] == {
         "2024-12-20.csv": "line 3 is not a valid forecast (dates, step or prices)"
     }
-
-
-def test_dates_a_spreadsheet_rewrote_as_month_day_year_are_bad_rows_not_guessed(cli, trained_run, out):
-    """A forecast file saved by a spreadsheet that wrote its dates as 12/20/2024: a date is read
-    as YYYY-MM-DD only (03/04/2025 is March or April by the locale), so the file is named and
-    skipped, the others scored."""
-    folder = out / trained_run.name
-    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
-    clean = _score_csv(out, trained_run)
-    shutil.copy(folder / "2024-12-20.csv", folder / "2024-12-19.csv")  # the same forecasts: scored once
-    edited = pd.read_csv(folder / "2024-12-20.csv", dtype=str)
-    for col in ("as_of", "date"):
-        edited[col] = pd.to_datetime(edited[col]).dt.strftime("%m/%d/%Y")
-    edited.to_csv(folder / "2024-12-20.csv", index=False)
-    res = cli("score", "--run", trained_run, "--out", out, "--json")
-    assert res.exit_code == 3, res.stderr
-    assert json.loads(res.stdout)["skipped"] == {
-        "2024-12-20.csv": "line 2 is not a valid forecast (dates, step or prices)"
-    }
-    pd.testing.assert_frame_equal(_score_csv(out, trained_run), clean)
 
 
 @pytest.mark.parametrize("blank", ["\n", "\n\n", "   \n"])
