@@ -914,6 +914,8 @@ def train(
     if not isinstance(cfg, Config):
         raise TypeError(f"cfg must be a Config (from forecaster.load_config), not {type(cfg).__name__}")
     refuse_empty_folders(run_dir=run_dir)
+    if resume and run_dir is None and cfg.run_dir is None:  # not a new run named after the time
+        raise ConfigError("resume=True continues the run at run_dir: name it (run_dir=..., or the config's run_dir)")
     with caller_state_kept():  # a library caller's threads and random streams are theirs again after
         now = datetime.now(UTC)
         named = None if (run_dir or cfg.run_dir) is None else Path(run_dir or cfg.run_dir)

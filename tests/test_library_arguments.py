@@ -103,6 +103,16 @@ def test_train_refuses_an_empty_run_dir_before_it_trains(sample_dir, tmp_path, m
     assert not list(tmp_path.iterdir())
 
 
+def test_train_refuses_to_resume_a_run_it_is_not_told_the_folder_of(sample_dir, tmp_path, monkeypatch):
+    """resume=True without a run_dir made a folder named after the time and said that it held
+    no run; now it says which folder to name, before anything is made."""
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, tiny_overrides(sample_dir))
+    with pytest.raises(ConfigError, match="resume=True continues the run at run_dir: name it"):
+        fc.train(cfg, resume=True)
+    assert not list(tmp_path.iterdir())
+
+
 def test_tune_takes_one_fixed_key_as_a_key_and_refuses_unknown_ones(sample_dir):
     cfg = load_config(None, tiny_overrides(sample_dir))
     keys = {d.key for d, _ in search_dims(cfg)}
