@@ -644,7 +644,7 @@ def _with_actuals(forecasts: pd.DataFrame, closes: dict[str, pd.Series], warning
     actual, at = np.full(n, np.nan), np.zeros(n, dtype=np.int64)
     factor, drop = np.ones(n), np.zeros(n, dtype=bool)
     for code, sym in enumerate(names):
-        if not with_bars[code] or starts[code] == starts[code + 1]:
+        if not with_bars[code]:  # every ticker named has rows: names come from the forecasts
             continue
         rows = slice(starts[code], starts[code + 1])
         close = closes[sym]
