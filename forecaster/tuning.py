@@ -224,8 +224,12 @@ def open_storage(url: str, heartbeat: int):
 
             return optuna.storages.JournalStorage(JournalRedisBackend(url))
         if url.startswith("grpc://"):
+            if _GRPC_PROXY is None:
+                raise ConfigError(f"storage {label} needs Optuna 4.2 or later, not {optuna.__version__}")
             host, _, port = url[len("grpc://") :].rstrip("/").rpartition(":")
-            return optuna.storages.GrpcStorageProxy(host=host or "localhost", port=int(port))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)  # a warning on every tune, to no end
+                return _GRPC_PROXY(host=host or "localhost", port=int(port))
         if url.startswith("sqlite:///"):
             Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         for attempt in range(1, SCHEMA_TRIES + 1):
@@ -271,11 +275,20 @@ class _RDBStorage(optuna.storages.RDBStorage):
             raise
 
 
+_GRPC_PROXY = getattr(optuna.storages, "GrpcStorageProxy", None)
+"""Optuna's client of a storage served over gRPC (Optuna 4.2 and later; None before)."""
+
+
 def close_storage(storage) -> None:
     """Close the database connections an SQLAlchemy storage (Optuna's RDBStorage) keeps in its
-    engine's pool, also those of one whose making failed part way. Left to the garbage
-    collector, each SQLite connection keeps its file open until then, and warns on Python 3.13+
-    (ResourceWarning: unclosed database); a journal, Redis or gRPC storage has no engine."""
+    engine's pool, also those of one whose making failed part way, and a gRPC storage's channel.
+    Left to the garbage collector, each SQLite connection keeps its file open until then, and
+    warns on Python 3.13+ (ResourceWarning: unclosed database); a gRPC channel keeps its
+    connection and threads, for as long as a Python caller's process lives. A journal file is
+    not held open between writes."""
+    if _GRPC_PROXY is not None and isinstance(storage, _GRPC_PROXY):
+        storage.close()
+        return
     if (engine := getattr(storage, "engine", None)) is not None:
         try:
             if getattr(storage, "scoped_session", None) is not None:

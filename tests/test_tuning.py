@@ -942,3 +942,37 @@ def test_a_stop_signal_lost_in_a_finalizer_still_stops_the_search(small_dir, tmp
     states = list(pd.read_csv(tmp_path / "t" / "trials.csv")["state"])
     assert states == (["COMPLETE", "FAIL"] if where == "in a trial" else ["COMPLETE"])
     assert dropped == []  # the stop's one line is the search's own
+
+
+def test_a_grpc_storage_is_closed_with_its_channel():
+    """A gRPC storage's channel (a connection and its threads) was left open when tune ended,
+    for as long as a Python caller's process lived."""
+    from types import SimpleNamespace
+
+    from forecaster.tuning import close_storage
+
+    proxy = object.__new__(optuna.storages.GrpcStorageProxy)  # made without a server to reach
+    closed = []
+    proxy._channel = SimpleNamespace(close=lambda: closed.append(True))
+    close_storage(proxy)
+    assert closed == [True]
+
+
+def test_a_grpc_storage_url_with_an_optuna_that_has_no_grpc_client_says_which_it_needs(monkeypatch):
+    from forecaster import tuning
+
+    monkeypatch.setattr(tuning, "_GRPC_PROXY", None)  # Optuna 4.0 and 4.1
+    with pytest.raises(ConfigError, match=r"^storage grpc://localhost:13000 needs Optuna 4\.2 or later, not "):
+        open_storage("grpc://localhost:13000", 10)
+
+
+def test_a_grpc_storage_url_warns_of_nothing(recwarn):
+    from forecaster.tuning import close_storage
+
+    try:
+        storage = open_storage("grpc://localhost:13000", 10)  # its channel connects when first used
+    except ConfigError as e:  # grpcio is not among the dependencies
+        assert "needs a package that is not installed: No module named 'grpc'" in str(e)
+    else:
+        close_storage(storage)
+    assert not [w for w in recwarn if issubclass(w.category, optuna.exceptions.ExperimentalWarning)]
