@@ -309,12 +309,14 @@ def score(
     report.failed = {s: why for s, why in closes.items() if isinstance(why, str)}
     known = {s: c for s, c in closes.items() if not isinstance(c, str)}
     pred = _with_actuals(forecasts, known, report.warnings)
+    none_since = cut is not None and forecasts.empty
+    del forecasts  # in pred now, with their actuals: not held through the scoring
     if gone is None:  # a deleted run's calendar is not known
         report.warnings += _overdue(pred, known, cfg.data.calendar, cfg.predict.max_staleness, now)
     if pred.empty:
         why = [f"{name}: {reason}" for name, reason in report.skipped.items()]
         why += [f"{sym}: {reason}" for sym, reason in report.failed.items()]
-        if cut is not None and forecasts.empty:
+        if none_since:
             why.append(f"no forecast made on or after {cut.date()}")
         why += report.warnings if not why else []
         raise DataError(f"nothing to score for run {run} in {folder}: " + "; ".join(why))
