@@ -633,17 +633,7 @@ def lag_share(forecast_change, last_change) -> tuple[float, float]:
 # --------------------------------------------------------------------------------------------
 # the metrics.csv table
 
-_PRED_COLUMNS = (
-    "ticker",
-    "origin",
-    "step",
-    "actual",
-    "last_close",
-    "p10",
-    "p50",
-    "p90",
-    *BASELINE_MODELS,
-)
+_PRED_COLUMNS = ("ticker", "origin", "step", "actual", "last_close", "p10", "p50", "p90")
 
 
 def _quantile_columns(model: str, model_name: str) -> tuple[str, ...] | None:
@@ -875,6 +865,7 @@ def metrics_table(
     *,
     per_ticker: bool = True,
     pooled: bool = True,
+    baselines: tuple[str, ...] = BASELINE_MODELS,
 ) -> pd.DataFrame:
     """Build the ``metrics.csv`` table (SPEC §8) from walk-forward predictions.
 
@@ -913,15 +904,21 @@ def metrics_table(
     Rows are sorted by :func:`sort_metrics`. A metric that does not apply is NaN (empty in the
     CSV). ``per_ticker=False`` leaves out the rows of each ticker, ``pooled=False`` the ``ALL``
     rows: the two parts of a table computed apart, put together by :func:`sort_metrics`.
+    ``baselines`` (some of :data:`BASELINE_MODELS`, ``naive`` among them) limits the point
+    baselines to those, whose columns alone ``pred`` then needs: live scoring has only the
+    last close.
     """
-    missing = [c for c in _PRED_COLUMNS if c not in pred.columns]
+    if "naive" not in baselines or set(baselines) - set(BASELINE_MODELS):
+        raise ValueError(f"baselines must be some of {', '.join(BASELINE_MODELS)}, naive among them, not {baselines!r}")
+    baselines = tuple(b for b in BASELINE_MODELS if b in baselines)  # in the table's order
+    missing = [c for c in (*_PRED_COLUMNS, *baselines) if c not in pred.columns]
     if missing:
         raise ValueError(f"predictions are missing columns: {', '.join(missing)}")
     model_name = str(model_name)
     if model_name in BASELINE_MODELS or model_name in PROBABILISTIC_MODELS:
         raise ValueError(f"model name {model_name!r} clashes with a baseline name")
     probabilistic = _probabilistic_models(pred)
-    models = [model_name, *BASELINE_MODELS, *probabilistic]
+    models = [model_name, *baselines, *probabilistic]
     extra = [f"{m}_{suffix}" for m in probabilistic for suffix in QUANTILE_SUFFIXES]
     # every column once as an array, in (ticker, step, origin) order for the ticker rows and
     # (step, ticker, origin) for the pooled ones: a group is then a slice of them. Sorting the
@@ -935,7 +932,9 @@ def metrics_table(
     scales = np.array([float(mase_scale.get(t, float("nan"))) for t in tnames], dtype=float)
     scales[~(np.isfinite(scales) & (scales > 0))] = np.nan
     values = {
-        c: pred[c].to_numpy(dtype=float) for c in [*_PRED_COLUMNS, *extra] if c not in ("ticker", "origin", "step")
+        c: pred[c].to_numpy(dtype=float)
+        for c in [*_PRED_COLUMNS, *baselines, *extra]
+        if c not in ("ticker", "origin", "step")
     }
 
     def part(order: np.ndarray, keys: list[np.ndarray]) -> pd.DataFrame:

@@ -764,12 +764,10 @@ def score_table(pred: pd.DataFrame, model: str) -> pd.DataFrame:
             **{c: pred[c] for c in ("ticker", "origin", "step", "actual", "last_close")},
             **{c: scored[c] for c in ("p10", "p50", "p90")},
             "naive": scored["last_close"],
-            "drift": np.full(len(pred), np.nan),
-            "mean": np.full(len(pred), np.nan),
         },
         copy=False,
     )
-    table = metrics_table(frame, model, {})
+    table = metrics_table(frame, model, {}, baselines=("naive",))
     mine = table[table["model"] == model].set_index(["ticker", "step"])
     naive = table[table["model"] == "naive"].set_index(["ticker", "step"])["mae"]
     pending = pd.concat(

@@ -495,6 +495,29 @@ def test_metrics_table_missing_column_is_an_error():
         metrics_table(_small_pred().drop(columns="drift"), "gru", {})
 
 
+@pytest.mark.parametrize("pooled", [True, False])
+def test_metrics_table_of_some_baselines_is_the_full_tables_rows_of_them(pooled):
+    """Live scoring has only the last close: the table of the naive baseline alone, from
+    predictions without drift and mean columns, is the full table's rows of the other models,
+    to the last bit, in its order."""
+    pred = _walk_forward_pred(noise=0.5)
+    full = metrics_table(pred, "rnn", {"AAA": 1.0, "ZZZ": 2.0}, pooled=pooled)
+    lean = metrics_table(
+        pred.drop(columns=["drift", "mean"]), "rnn", {"AAA": 1.0, "ZZZ": 2.0}, pooled=pooled, baselines=("naive",)
+    )
+    expected = full[~full["model"].isin(["drift", "mean"])].reset_index(drop=True)
+    assert set(lean["model"]) == {"rnn", "naive"}
+    pd.testing.assert_frame_equal(lean, expected)
+    some = metrics_table(pred.drop(columns="drift"), "rnn", {}, baselines=("mean", "naive"))
+    assert list(dict.fromkeys(some["model"])) == ["rnn", "naive", "mean"]  # the table's order
+
+
+@pytest.mark.parametrize("baselines", [(), ("drift",), ("naive", "garch"), ("naive", "rnn")])
+def test_metrics_table_refuses_baselines_without_naive_or_unknown(baselines):
+    with pytest.raises(ValueError, match="baselines must be some of naive, drift, mean, naive among them"):
+        metrics_table(_small_pred(), "lstm", {}, baselines=baselines)
+
+
 def _walk_forward_pred(noise: float, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     frames = []
