@@ -709,6 +709,7 @@ def _with_actuals(forecasts: pd.DataFrame, closes: dict[str, pd.Series], warning
             **{q: forecasts[q].to_numpy(dtype=float)[keep] * factor[kept] for q in ("last_close", "p10", "p50", "p90")},
         },
         columns=["ticker", "origin", "at", "date", "step", "actual", "last_close", "p10", "p50", "p90"],
+        copy=False,  # each array is new: not copied once more into the frame
     )
 
 
