@@ -1,11 +1,15 @@
-"""The project as pip installs it: what its source distribution holds."""
+"""The project as pip installs it: what its source distribution holds and what its code imports."""
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
+import tomllib
 
 import pytest
 from support import ROOT
@@ -45,3 +49,46 @@ def test_the_sdist_holds_what_the_tests_read_and_no_outputs(tmp_path):
 
     assert sorted(expected - members) == []
     assert [m for m in members if m.startswith(NOT_SHIPPED) or "__pycache__" in m] == []
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _runtime_imports() -> set[str]:
+    """Top-level modules the package imports, except where it catches their ImportError."""
+    found = set()
+    for path in (ROOT / "forecaster").glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        optional = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Try) and any(
+                isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
+                for h in node.handlers
+            ):
+                optional |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+        for node in ast.walk(tree):
+            if id(node) in optional:
+                continue
+            if isinstance(node, ast.Import):
+                found |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+    return found - set(sys.stdlib_module_names) - {"forecaster", "__future__"}
+
+
+def test_every_module_imported_at_run_time_is_a_declared_dependency():
+    """A module of the dev extras (pytest, hypothesis) or of no declared distribution, imported
+    by the package, works in a checkout and fails where pip installed only the dependencies."""
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        project = tomllib.load(f)["project"]
+    declared = {_canonical(re.match(r"[A-Za-z0-9._-]+", req)[0]) for req in project["dependencies"]}
+    distributions = importlib.metadata.packages_distributions()
+    imported = _runtime_imports()
+    assert {"torch", "numpy", "typer"} <= imported
+    undeclared = {
+        module: distributions.get(module)
+        for module in imported
+        if not declared & {_canonical(d) for d in distributions.get(module, [])}
+    }
+    assert undeclared == {}
