@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from run_variants import shifted_run
-from support import run_forecaster_minding_file_modes, tiny_overrides
+from support import ROOT, run_forecaster_minding_file_modes, tiny_overrides
 
 import forecaster
 from forecaster import registry
@@ -25,7 +25,9 @@ from forecaster.errors import EXIT_TEMPFAIL
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
-REPO_ROOT = Path(next(iter(forecaster.__path__))).resolve().parent
+# the folder holding the package under test (the checkout, or site-packages where it is installed):
+# a subprocess given it as PYTHONPATH imports the same forecaster
+PACKAGE_PARENT = Path(next(iter(forecaster.__path__))).resolve().parent
 
 
 @pytest.fixture
@@ -66,7 +68,7 @@ def test_promote_json_holds_the_keys_the_readme_names(cli, runs):
     res = cli("promote", runs / "alpha", "--name", "prod", "--runs-dir", runs, "--json")
     assert res.exit_code == 0, res.stderr
     doc = json.loads(res.stdout)
-    readme = " ".join((REPO_ROOT / "README.md").read_text(encoding="utf-8").split())
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
     said = re.search(r"`promote` takes .*?its `--json` object holds (.*?)\. ", readme).group(1)
     assert set(re.findall(r"`(\w+)`", said)) == set(doc)
     assert doc["name"] == "prod" and doc["previous"] is None
@@ -182,7 +184,7 @@ def test_promote_exits_75_while_the_name_is_locked(cli, runs):
         "with fsio.file_lock(sys.argv[1]):\n"
         "    print('locked', flush=True)\n    time.sleep(60)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE_PARENT)}
     holder = subprocess.Popen(
         [sys.executable, "-c", code, str(registry.lock_path("prod", runs))], stdout=subprocess.PIPE, text=True, env=env
     )

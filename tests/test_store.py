@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from support import ROOT
 from yf_fixtures import FakeYahoo, make_bars
 
 import forecaster
@@ -16,7 +17,9 @@ from forecaster.errors import ConfigError, DataError, LockBusy, NetworkError, Se
 from forecaster.sources import PlainBars
 from forecaster.store import DownloadReport, FailureKind, UpdateResult
 
-REPO_ROOT = Path(next(iter(forecaster.__path__))).resolve().parent
+# the folder holding the package under test (the checkout, or site-packages where it is installed):
+# a subprocess given it as PYTHONPATH imports the same forecaster
+PACKAGE_PARENT = Path(next(iter(forecaster.__path__))).resolve().parent
 
 
 pytestmark = pytest.mark.usefixtures("offline_yfinance")
@@ -578,7 +581,7 @@ def test_download_refuses_while_another_process_holds_the_lock(tmp_path):
         "with fsio.file_lock(sys.argv[1]):\n    print('locked', flush=True)\n"
         "    time.sleep(60)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE_PARENT)}
     lock = tmp_path / "store" / ".lock"
     proc = subprocess.Popen([sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE, text=True, env=env)
     try:
@@ -769,7 +772,7 @@ def test_holidays_and_exchange_closures_are_no_gap(tmp_path, caplog):
     store.save_store(tmp_path, "AAA", bars.drop(pd.DatetimeIndex(holes)))
     with caplog.at_level(logging.WARNING, logger="forecaster"):
         store.load_bars("yahoo", tmp_path, ["AAA"])
-        store.load_bars("csv", REPO_ROOT / "data" / "sample", ["STOCKA", "STOCKB"])
+        store.load_bars("csv", ROOT / "data" / "sample", ["STOCKA", "STOCKB"])
     assert caplog.text == ""
 
 
