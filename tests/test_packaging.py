@@ -12,7 +12,6 @@ import tarfile
 import tomllib
 from pathlib import Path
 
-import pytest
 from support import ROOT
 
 import forecaster
@@ -30,7 +29,6 @@ def _files(root, folder: str) -> set[str]:
 
 
 def test_the_sdist_holds_what_the_tests_read_and_no_outputs(tmp_path):
-    pytest.importorskip("setuptools")
     src = tmp_path / "src"
     shutil.copytree(ROOT, src, ignore=_IGNORED)
     expected = {"Makefile", "README.md", "pyproject.toml", ".ci/oldest.txt"}
