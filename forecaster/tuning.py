@@ -222,7 +222,9 @@ def open_storage(url: str, heartbeat: int):
         if url.startswith(("redis://", "rediss://")):
             from optuna.storages.journal import JournalRedisBackend
 
-            return optuna.storages.JournalStorage(JournalRedisBackend(url))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)  # a warning on every tune, to no end
+                return optuna.storages.JournalStorage(JournalRedisBackend(url))
         if url.startswith("grpc://"):
             if _GRPC_PROXY is None:
                 raise ConfigError(f"storage {label} needs Optuna 4.2 or later, not {optuna.__version__}")
@@ -248,7 +250,7 @@ def open_storage(url: str, heartbeat: int):
                     raise
                 time.sleep(0.1 * attempt)  # another process is making the tables: they are there in a moment
     except ImportError as e:
-        raise ConfigError(f"storage {label} needs a package that is not installed: {e}") from None
+        raise ConfigError(f"storage {label} needs a package that is not installed: {_missing_package(e)}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:  # a journal file that holds something else
         raise _unreachable(e, url) from None
     except ValueError as e:
@@ -258,6 +260,30 @@ def open_storage(url: str, heartbeat: int):
             first = str(e).strip().splitlines()[0].replace(url, label).rstrip(":")
             raise ConfigError(f"unusable storage URL {label}: {first}; expected {STORAGE_FORMS}") from None
         raise _unreachable(e, url) from None
+
+
+_PIP_NAMES = {
+    "psycopg": "psycopg[binary]",  # postgresql:// with SQLAlchemy 2.1 and later
+    "psycopg2": "psycopg2-binary",  # postgresql:// before, and postgresql+psycopg2://
+    "MySQLdb": "mysqlclient",  # mysql://
+    "pymysql": "PyMySQL",  # mysql+pymysql://
+    "redis": "redis",
+    "grpc": "grpcio",
+}
+"""The package pip installs each storage's driver module from, where the names differ."""
+
+
+def _missing_package(e: ImportError) -> str:
+    """Which module a storage's driver lacks and what installs it: the module Optuna or
+    SQLAlchemy failed to import, found in the chain of ``e`` (their own message names no
+    package: "Failed to import DB access module ... install appropriate one")."""
+    cause: BaseException | None = e
+    while cause is not None:
+        if isinstance(cause, ModuleNotFoundError) and cause.name:
+            top = cause.name.split(".")[0]
+            return f"no module named {top!r} (pip install {shlex.quote(_PIP_NAMES.get(top, top))})"
+        cause = cause.__cause__ or cause.__context__
+    return str(e)
 
 
 class _RDBStorage(optuna.storages.RDBStorage):

@@ -966,13 +966,44 @@ def test_a_grpc_storage_url_with_an_optuna_that_has_no_grpc_client_says_which_it
         open_storage("grpc://localhost:13000", 10)
 
 
-def test_a_grpc_storage_url_warns_of_nothing(recwarn):
+@pytest.mark.parametrize(
+    "url, missing",
+    [
+        ("grpc://localhost:13000", "no module named 'grpc' (pip install grpcio)"),
+        ("redis://localhost:1/0", "no module named 'redis' (pip install redis)"),
+    ],
+)
+def test_a_grpc_or_redis_storage_url_warns_of_nothing(recwarn, url, missing):
+    """Optuna's ExperimentalWarning, with a line of its source, on every tune through them."""
     from forecaster.tuning import close_storage
 
     try:
-        storage = open_storage("grpc://localhost:13000", 10)  # its channel connects when first used
-    except ConfigError as e:  # grpcio is not among the dependencies
-        assert "needs a package that is not installed: No module named 'grpc'" in str(e)
+        storage = open_storage(url, 10)  # a gRPC channel connects when first used
+    except (ConfigError, TemporaryFailure) as e:  # grpcio and redis are not among the dependencies
+        assert isinstance(e, TemporaryFailure) or f"needs a package that is not installed: {missing}" in str(e)
     else:
         close_storage(storage)
     assert not [w for w in recwarn if issubclass(w.category, optuna.exceptions.ExperimentalWarning)]
+
+
+def test_a_storage_without_its_driver_names_the_module_and_what_installs_it():
+    """Optuna's own words named no package ("Failed to import DB access module for the specified
+    storage URL. Please install appropriate one."), and the README's psycopg2-binary is not the
+    driver SQLAlchemy 2.1 reads postgresql:// with."""
+    from forecaster.tuning import _missing_package
+
+    with pytest.raises(ConfigError) as raised:
+        open_storage("mysql+pymysql://tuner@db.example/optuna", 10)  # PyMySQL is no dependency
+    assert str(raised.value) == (
+        "storage mysql+pymysql://tuner@db.example/optuna needs a package that is not installed: "
+        "no module named 'pymysql' (pip install PyMySQL)"
+    )
+    for module, pip in (("psycopg", "'psycopg[binary]'"), ("psycopg2._psycopg", "psycopg2-binary"), ("zzz", "zzz")):
+        try:
+            try:
+                raise ModuleNotFoundError(f"No module named {module!r}", name=module)
+            except ImportError as inner:
+                raise ImportError("Failed to import DB access module. Please install appropriate one.") from inner
+        except ImportError as e:
+            assert _missing_package(e) == f"no module named {module.split('.')[0]!r} (pip install {pip})"
+    assert _missing_package(ImportError("cannot import name X")) == "cannot import name X"  # no module named: as said
