@@ -21,6 +21,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+import torch
 from conftest import tiny_overrides
 from optuna.trial import TrialState
 from support import drop_a_stop_signal, study_storage
@@ -484,6 +485,9 @@ def test_an_interrupted_or_killed_study_continues_and_the_trials_add_up(small_di
     root = tmp_path / "tune"
     scratch = tmp_path / "scratch"  # where trials train
     scratch.mkdir()
+    # torch makes its compiler's cache folder in the temporary folder the first time a process
+    # builds an optimiser: made now, where it is torch's, when no earlier test here trained
+    torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     cfg = _cfg(small_dir, **{"tune.trials": 3})
 
