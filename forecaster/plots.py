@@ -44,22 +44,20 @@ def import_matplotlib():
     return matplotlib
 
 
-def _pyplot():
-    matplotlib = import_matplotlib()
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _figure():
+    """matplotlib's ``Figure``, drawn without pyplot: a program that calls forecaster keeps its
+    own backend and figures (a notebook's inline plots, a window's) as they were."""
+    import_matplotlib()
+    from matplotlib.figure import Figure
 
-    return plt
+    return Figure
 
 
-def _save(plt, fig, path: Path) -> Path:
+def _save(fig, path: Path) -> Path:
     """``fig`` as a PNG at ``path``, written whole or not at all (an interrupted study keeps its
     previous history.png, not half of a new one)."""
-    try:
-        with atomic_writer(path, "wb") as f:
-            fig.savefig(f, format="png", dpi=110)
-    finally:
-        plt.close(fig)
+    with atomic_writer(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
     return path
 
 
@@ -72,8 +70,8 @@ def plot_ticker(pred: pd.DataFrame, history: pd.Series, sym: str, path: Path, st
     """Recent closes, the walk-forward median forecast with its interval band, and actuals.
     A median that is the last close at every origin (the gate shut it off) is one line,
     labelled so, rather than a line hidden under the naive one."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(len(steps), 1, figsize=(11, 3.6 * len(steps)), squeeze=False)
+    fig = _figure()(figsize=(11, 3.6 * len(steps)))
+    axes = fig.subplots(len(steps), 1, squeeze=False)
     for ax, step in zip(axes[:, 0], steps):
         p = pred[(pred["ticker"] == sym) & (pred["step"] == step)]
         ax.set_title(f"{sym}: walk-forward forecasts {step} session(s) ahead")
@@ -102,14 +100,14 @@ def plot_ticker(pred: pd.DataFrame, history: pd.Series, sym: str, path: Path, st
         ax.legend(loc="best", fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(plt, fig, path)
+    return _save(fig, path)
 
 
 def plot_training(history: pd.DataFrame, path: Path, kept: int | None = None) -> Path:
     """Train and validation loss, and the gradient norm, per epoch; ``kept`` marks the epoch
     whose weights the run kept (run.json's ``best_epoch``; by default the lowest validation loss)."""
-    plt = _pyplot()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig = _figure()(figsize=(11, 3.8))
+    a, b = fig.subplots(1, 2)
     a.plot(history["epoch"], history["train_loss"], marker="o", label="train")
     a.plot(history["epoch"], history["val_loss"], marker="o", label="validation")
     if kept is None:
@@ -127,7 +125,7 @@ def plot_training(history: pd.DataFrame, path: Path, kept: int | None = None) ->
     for ax in (a, b):
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.tight_layout()
-    return _save(plt, fig, path)
+    return _save(fig, path)
 
 
 def plot_report(report, run, bars: dict[str, pd.DataFrame], out: Path) -> dict[str, Path]:
@@ -136,7 +134,7 @@ def plot_report(report, run, bars: dict[str, pd.DataFrame], out: Path) -> dict[s
     steps = [1] if H == 1 else [1, H]
     files = {}
     try:
-        plt = _pyplot()
+        _figure()
     except Exception as e:  # a broken matplotlib or MPLBACKEND: the evaluation is written without plots
         log.warning("plots not drawn: matplotlib cannot be used (%s: %s)", type(e).__name__, e)
         return files
@@ -156,7 +154,6 @@ def plot_report(report, run, bars: dict[str, pd.DataFrame], out: Path) -> dict[s
             if isinstance(e, OSError) and e.errno in _CANNOT_WRITE:  # a full disk: nothing of it can be written
                 raise
             log.warning("%s.png not drawn: %s: %s", name, type(e).__name__, e)
-            plt.close("all")
     return files
 
 
@@ -185,9 +182,9 @@ def _training_history(path: Path) -> pd.DataFrame | None:
 def plot_study(trials: pd.DataFrame, pruned_at: dict[int, float], path: Path, study: str) -> Path:
     """The optimisation history: each completed trial's validation loss, the best so far, and
     the loss at which each pruned trial was stopped."""
-    plt = _pyplot()
+    fig = _figure()(figsize=(9, 4.2))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(9, 4.2))
+    ax = fig.subplots()
     done = trials[trials["state"] == "COMPLETE"].sort_values("number")
     if len(done):
         ax.plot(done["number"], done["value"], "o", color="tab:blue", label="completed trial")
@@ -205,4 +202,4 @@ def plot_study(trials: pd.DataFrame, pruned_at: dict[int, float], path: Path, st
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(plt, fig, path)
+    return _save(fig, path)

@@ -317,9 +317,9 @@ def axes_drawn(monkeypatch) -> list:
     axes = []
     real = plots._save
 
-    def spy(plt, fig, path):
+    def spy(fig, path):
         axes.extend(fig.axes)
-        return real(plt, fig, path)
+        return real(fig, path)
 
     monkeypatch.setattr(plots, "_save", spy)
     return axes

@@ -64,3 +64,33 @@ def test_the_readme_example_runs_and_writes_what_it_says(tmp_path):
     assert lines[-1] == "1 no run directory at runs/no-such-run", lines[-1]
     # predict's warnings reach the caller's logging, as the README's comment says
     assert "WARNING:forecaster:STOCKA: last bar 2025-12-31, " in done.stderr, done.stderr
+
+
+def test_plots_leave_the_callers_matplotlib_backend_and_figures_as_they_were(run_copy, monkeypatch):
+    """evaluate(plot=True) switched the program's pyplot to Agg (a notebook's inline plots
+    stopped showing), and a plot that could not be drawn closed every figure the program had
+    open."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from forecaster import plots
+
+    real = plots.plot_ticker
+
+    def flaky(pred, history, sym, path, steps):
+        if sym == "STOCKA":
+            raise ValueError("cannot draw this one")
+        return real(pred, history, sym, path, steps)
+
+    monkeypatch.setattr(plots, "plot_ticker", flaky)
+    before = matplotlib.get_backend()
+    plt.switch_backend("svg")  # a backend of the program's own, not forecaster's Agg
+    mine = plt.figure()
+    try:
+        forecaster.evaluate(run_copy, plot=True, jobs=1)
+        assert sorted(p.name for p in (run_copy / "eval" / "plots").iterdir()) == ["STOCKB.png", "training.png"]
+        assert matplotlib.get_backend() == "svg"
+        assert plt.get_fignums() == [mine.number]
+    finally:
+        plt.close(mine)
+        plt.switch_backend(before)

@@ -500,7 +500,7 @@ def test_a_plot_that_cannot_be_drawn_costs_that_plot_not_the_evaluation(cli, run
     def broken():
         raise ImportError("no backend")
 
-    monkeypatch.setattr(plots, "_pyplot", broken)
+    monkeypatch.setattr(plots, "_figure", broken)
     res = cli("evaluate", "--run", run_copy, "--plot", "-q")
     assert res.exit_code == 0, res.stderr
     assert res.stderr.splitlines() == ["WARNING: plots not drawn: matplotlib cannot be used (ImportError: no backend)"]
@@ -788,9 +788,9 @@ def test_a_ticker_without_forecasts_at_the_last_step_gets_a_panel_that_says_so(t
     drawn = []
     real = plots._save
 
-    def spy(plt, fig, path):
+    def spy(fig, path):
         drawn.extend((ax.get_title(), ax.axison, [t.get_text() for t in ax.texts]) for ax in fig.axes)
-        return real(plt, fig, path)
+        return real(fig, path)
 
     monkeypatch.setattr(plots, "_save", spy)
     path = plots.plot_ticker(pred, history, "SHORT", tmp_path / "SHORT.png", [1, 3])

@@ -604,7 +604,7 @@ def test_a_matplotlib_that_cannot_be_used_costs_the_history_plot_not_the_study(c
     def broken(*args):
         raise ImportError("no backend")
 
-    monkeypatch.setattr(plots, "_pyplot", broken)
+    monkeypatch.setattr(plots, "_figure", broken)
     conf = _config(tmp_path / "tune.toml", small_dir)
     args = ("--trials", "1", "--epochs", "1", "--hidden-size", "8", "--study", "p", "--json")
     res = cli("tune", "--config", conf, *args)
