@@ -827,6 +827,9 @@ class TrainingData:
     ends: dict[str, np.ndarray]
 
 
+_ONE_TRAINING = threading.RLock()
+"""Held by :func:`train` (again by one nested in it: a retrain's, a search's trial)."""
+
 _STOPS: list[list[int]] = []
 """The signals received by each :func:`sigterm_as_interrupt` now open, the innermost last."""
 
@@ -916,7 +919,9 @@ def train(
     refuse_empty_folders(run_dir=run_dir)
     if resume and run_dir is None and cfg.run_dir is None:  # not a new run named after the time
         raise ConfigError("resume=True continues the run at run_dir: name it (run_dir=..., or the config's run_dir)")
-    with caller_state_kept():  # a library caller's threads and random streams are theirs again after
+    # one training at a time in a process: the seeds, random streams and thread count it sets are
+    # the process's, so two at once from a program's threads drew from each other's streams
+    with _ONE_TRAINING, caller_state_kept():  # a library caller's threads and random streams are theirs again after
         now = datetime.now(UTC)
         named = None if (run_dir or cfg.run_dir) is None else Path(run_dir or cfg.run_dir)
         stopped = _stopped_before_training(named, resume, Dist(alone=not distributed), "as it started")

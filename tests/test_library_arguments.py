@@ -176,6 +176,32 @@ def test_training_from_python_leaves_the_callers_threads_and_random_streams_as_t
         torch.set_num_threads(before)
 
 
+def test_trainings_started_at_once_from_two_threads_train_as_one_alone_does(sample_dir, tmp_path):
+    """A scheduler's pool of threads: two trainings of one seed at once drew from the one
+    random stream the process has, and neither gave the weights that seed gives alone."""
+    import threading
+
+    cfg = load_config(None, {**tiny_overrides(sample_dir), "train.threads": 1})
+    fc.train(cfg, run_dir=tmp_path / "alone")
+    errors = []
+
+    def train(name):
+        try:
+            fc.train(cfg, run_dir=tmp_path / name)
+        except BaseException as e:  # said by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=train, args=(f"at-once-{i}",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    alone = (tmp_path / "alone" / "model.safetensors").read_bytes()
+    for i in range(2):
+        assert (tmp_path / f"at-once-{i}" / "model.safetensors").read_bytes() == alone, i
+
+
 def test_tuning_from_python_leaves_optunas_log_level_as_it_was(sample_dir, tmp_path):
     """The search quiets Optuna's own lines: the caller's level stayed changed (ERROR)."""
     import optuna
