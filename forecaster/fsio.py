@@ -28,9 +28,21 @@ PathLike = str | os.PathLike[str]
 
 log = logging.getLogger("forecaster")
 
-# The process umask, read once: temp files are created 0600 and get the usual mode on rename.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
+
+def _umask() -> int:
+    """The process umask as it is now (a program may set its own after importing forecaster):
+    temp files are created 0600 and get the usual mode on rename. Read from /proc where there
+    is one: os.umask reads it only by setting it, for a moment, for every thread."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -87,7 +99,7 @@ def take_mode(tmp: PathLike, target: PathLike) -> None:
     try:
         os.chmod(tmp, Path(target).stat().st_mode & 0o7777)
     except FileNotFoundError:
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.chmod(tmp, 0o666 & ~_umask())
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:
@@ -101,7 +113,7 @@ def sibling_temp_dir(final_dir: PathLike) -> Path:
     final = Path(final_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
-    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; the result must be readable as usual
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the result must be readable as usual
     return tmp
 
 
@@ -122,9 +134,10 @@ def remove_stale_temp_dirs(final_dir: PathLike) -> None:
 
 def publish_files(directory: PathLike) -> None:
     """fsync every file in ``directory`` and give it the permissions the umask asks for."""
+    mode = 0o666 & ~_umask()
     for f in Path(directory).iterdir():
         if f.is_file():
-            os.chmod(f, 0o666 & ~_UMASK)
+            os.chmod(f, mode)
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
 

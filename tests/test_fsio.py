@@ -293,6 +293,20 @@ def _usual_mode(kind: int) -> int:
     return kind & ~umask
 
 
+@pytest.mark.parametrize("umask", [0o077, 0o027])
+def test_new_files_follow_the_umask_the_program_sets_after_importing(tmp_path, umask):
+    """The umask was read once, as forecaster was imported: a program that set its own later
+    (a daemon's 077) got files and folders readable by everyone."""
+    before = os.umask(umask)
+    try:
+        fsio.atomic_write_text(tmp_path / "new.csv", "x\n")
+        folder = fsio.sibling_temp_dir(tmp_path / "eval")
+    finally:
+        os.umask(before)
+    assert oct((tmp_path / "new.csv").stat().st_mode & 0o777) == oct(0o666 & ~umask)
+    assert oct(folder.stat().st_mode & 0o777) == oct(0o777 & ~umask)
+
+
 def test_atomic_writer_interrupted_keeps_the_old_file_and_removes_the_temp(tmp_path):
     """Ctrl-C inside the block (a KeyboardInterrupt, no Exception) leaves no temp file either."""
     target = tmp_path / "out.csv"
