@@ -16,6 +16,7 @@ share of the input product is computed once per window (it is the same at every 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -328,6 +329,12 @@ def roll_forward(
     return np.stack(out, axis=1)
 
 
+_ONE_BLAS_LIMIT = threading.Lock()
+"""Held while a forecast holds BLAS at one thread: limits that overlapped in a program's threads
+left BLAS one thread for good (each put back what it found, or a limit that another thread had
+set, which the library does not take back from there)."""
+
+
 def predict_scaled(
     model: NumpyQuantileRNN,
     ws: WindowSet,
@@ -356,7 +363,7 @@ def predict_scaled(
     groups = np.split(order, np.flatnonzero(np.diff(tid[order])) + 1)
     # one BLAS thread: the products are too small to share (two threads were slower on two
     # cores), and processes backtesting side by side must not oversubscribe the cores
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _ONE_BLAS_LIMIT, threadpool_limits(limits=1, user_api="blas"):
         for group in groups:
             for i in range(0, len(group), batch_size):
                 rows = group[i : i + batch_size]

@@ -383,3 +383,58 @@ def test_the_autoregressive_term_reads_the_zret_feature_and_says_so_when_it_is_m
     for features in (None, ["ret", "range", "dow_sin", "dow_cos"]):
         with pytest.raises(ValueError, match="model.ar_order needs the zret feature among the inputs"):
             npinfer.ar_feature(3, features)
+
+
+def test_forecasts_from_two_threads_at_once_leave_the_process_its_blas_threads(trained_run, sample_dir):
+    """Each forecast held BLAS at one thread and then put back what it found: one that began
+    while another held it found one thread, and put that back after the other had ended, for
+    good (a scheduler's threads evaluating two runs left numpy one thread from then on)."""
+    import threading
+    import time
+
+    from threadpoolctl import threadpool_info
+
+    from forecaster.store import load_bars
+
+    run = load_run(trained_run)
+    ws = run.windows(load_bars("csv", sample_dir, run.names))
+    ends = ws.offsets[1:] - 1
+    first_in, second_started, first_done = threading.Event(), threading.Event(), threading.Event()
+
+    class Waits:
+        """The run's network, made to wait inside the forecast."""
+
+        def __init__(self, entered, then, linger=0.0):
+            self.entered, self.then, self.linger = entered, then, linger
+
+        def __getattr__(self, name):
+            return getattr(run.model, name)
+
+        def __call__(self, *args):
+            self.entered.set()
+            self.then.wait(30)
+            time.sleep(self.linger)
+            return run.model(*args)
+
+    def blas() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    def second_forecast():
+        second_started.set()
+        npinfer.predict_scaled(Waits(threading.Event(), first_done), ws, ends[1:], "direct")
+
+    before = blas()
+    if not before or max(before) < 2:
+        pytest.skip("BLAS runs one thread here already")
+    # the first begins, the second begins while it runs, the first ends, then the second
+    first = threading.Thread(
+        target=npinfer.predict_scaled, args=(Waits(first_in, second_started, 0.3), ws, ends[:1], "direct")
+    )
+    second = threading.Thread(target=second_forecast)
+    first.start()
+    assert first_in.wait(30)
+    second.start()
+    first.join(30)
+    first_done.set()
+    second.join(30)
+    assert blas() == before
