@@ -421,7 +421,7 @@ def backtest(
         parts = [_backtest_block(_Block(run, names, data, keep_closes))]
     else:
         blocks = _blocks(names, pool.processes)
-        parts = list(pool.executor.map(_backtest_block, [_Block(run, block, data, keep_closes) for block in blocks]))
+        parts = pool.map(_backtest_block, [_Block(run, block, data, keep_closes) for block in blocks])
     missing = {s: why for p in parts for s, why in p.missing.items()}
     missing = {s: missing[s] for s in names if s in missing}  # in the run's order, whatever the blocks'
     split_start = run.splits().test_start.date()

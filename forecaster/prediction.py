@@ -256,7 +256,7 @@ def predict(
             for block in (blocks(todo, processes) if processes > 1 else [todo])
         ]
         with workers(processes) as pool:
-            parts = list(pool.executor.map(_forecast_block, work)) if pool else [_forecast_block(work[0])]
+            parts = pool.map(_forecast_block, work) if pool else [_forecast_block(work[0])]
         for part in parts:  # in the tickers' order, as one process would have them
             report.failed.update(part.failed)
             report.warnings += part.warnings

@@ -1751,7 +1751,7 @@ def _fit_garch_shared(samples: list[np.ndarray]) -> list:
         if pool is None:
             return fit_garch_each(samples)
         shares = [[samples[i] for i in block] for block in blocks(list(range(len(samples))), pool.processes)]
-        return [p for part in pool.executor.map(fit_garch_each, shares) for p in part]
+        return [p for part in pool.map(fit_garch_each, shares) for p in part]
 
 
 def _manifest(run_dir, cfg, data, history, calibration, now, seconds, trainer, interrupted) -> Manifest:

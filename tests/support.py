@@ -253,15 +253,15 @@ def record_blocks(monkeypatch, module, block: str) -> list[tuple[int, list[list[
 
     monkeypatch.setattr(module, "MIN_TICKERS_PER_JOB", 1)
     pools = []
+    shared = pool.Workers.map
 
-    class Recorded(pool.ProcessPoolExecutor):
-        def map(self, fn, jobs):
-            jobs = list(jobs)
-            if fn is getattr(module, block):
-                pools.append((self._max_workers, [job.names for job in jobs]))
-            return super().map(fn, jobs)
+    def recorded(self, fn, jobs):
+        jobs = list(jobs)
+        if fn is getattr(module, block):
+            pools.append((self.executor._max_workers, [job.names for job in jobs]))
+        return shared(self, fn, jobs)
 
-    monkeypatch.setattr(pool, "ProcessPoolExecutor", Recorded)
+    monkeypatch.setattr(pool.Workers, "map", recorded)
     return pools
 
 

@@ -118,6 +118,43 @@ def test_a_stop_ends_the_running_blocks_rather_than_waiting_for_them(tmp_path):
     assert not list(tmp_path.glob("finished-*"))
 
 
+_STOPPED_AND_GOING_ON = """
+import os, signal, threading, time
+from forecaster.pool import workers
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
+def block(k):
+    time.sleep(0.02)  # short blocks: the pool is handing out the next ones as the stop comes
+    return k
+
+for _ in range(3):  # a program that goes on: a notebook, a scheduler
+    try:
+        with workers(2) as pool:
+            threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl-C
+            pool.map(block, range(2000))
+    except KeyboardInterrupt:
+        pass
+    time.sleep(0.3)  # what the pool's own threads would do meanwhile
+    try:
+        dead = os.waitpid(-1, os.WNOHANG)[0]  # a child ended and not waited for
+    except ChildProcessError:  # no child at all
+        dead = 0
+    print(dead, sorted(t.name for t in threading.enumerate()), flush=True)
+"""
+
+
+def test_a_stop_leaves_a_program_that_goes_on_no_dead_process_thread_or_traceback():
+    """A program that goes on after a stop (a notebook, a scheduler calling evaluate or predict
+    with jobs), with blocks still waiting for a process: a Ctrl-C left it, more often than not,
+    two dead processes not waited for, a thread of the pool's, and the pool's own traceback
+    (InvalidStateError: CANCELLED) on its stderr."""
+    res = run_script(_STOPPED_AND_GOING_ON)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == ["0 ['MainThread']"] * 3
+    assert res.stderr == ""
+
+
 _KILLED_WHILE_BLOCKS_RUN = """
 import os, signal, sys, time
 from pathlib import Path
