@@ -477,8 +477,8 @@ def read_manifest(run_dir: Path) -> Manifest:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
         raise RunFormatError(f"{run_dir} is not a run: {why_no_manifest(run_dir)}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunFormatError(f"{path} is not valid JSON ({e})") from None
+    except (ValueError, RecursionError) as e:  # a JSON error, a number of over 4300 digits, deep nesting
+        raise RunFormatError(f"{path} is not valid JSON ({_json_problem(e)})") from None
     if not isinstance(raw, dict) or "format_version" not in raw:
         raise RunFormatError(f"{path} has no format_version: not a forecaster run")
     version = raw["format_version"]
@@ -498,6 +498,16 @@ def read_manifest(run_dir: Path) -> Manifest:
 
 
 READABLE_VERSIONS = (1, 2, 3)
+
+
+def _json_problem(exc: Exception) -> str:
+    """What ``json.loads`` found wrong, in a few words: its own message, or what a number too
+    long for Python to read or a nesting too deep for its recursion limit is."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):
+        return str(exc)
+    return "a number with too many digits" if "integer string conversion" in str(exc) else str(exc)
 
 
 EARLIER_SETTINGS = {
@@ -721,9 +731,10 @@ def read_resume(run_dir: Path) -> tuple[ResumeState, list[dict]]:
         )
     try:
         state = _unflatten(load_file(str(path)), _safetensors_metadata(path))
-    except (SafetensorError, OSError, KeyError, ValueError, TypeError) as e:
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError, RecursionError) as e:
+        why = _json_problem(e) if isinstance(e, (ValueError, RecursionError)) else e
         raise RunFormatError(
-            f"{path} is not a readable resume file ({e}): the run cannot be resumed; train it again without --resume"
+            f"{path} is not a readable resume file ({why}): the run cannot be resumed; train it again without --resume"
         ) from None
     hist = Path(run_dir) / HISTORY
     try:

@@ -266,7 +266,7 @@ def _holder(lock_path: Path) -> tuple[int, str, str, str, str | None] | None:
             started,
             purpose if isinstance(purpose, str) else None,
         )
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None
 
 

@@ -280,7 +280,7 @@ def _finished(run: Path) -> bool:
     interrupted retrain's challenger), nor a folder without a readable run.json."""
     try:
         meta = json.loads((run / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return False
     return isinstance(meta, dict) and meta.get("status", "complete") == "complete"
 

@@ -591,6 +591,12 @@ def _damage(run: Path, case: str, tmp_path: Path) -> str:
     if case == "invalid json":
         meta_path.write_text('{"format_version": 1, "name": ')
         return "not valid JSON"
+    if case == "json nested too deeply":  # json's recursion limit, not a JSON error
+        meta_path.write_text("[" * 100_000 + "]" * 100_000)
+        return "not valid JSON (nested too deeply)"
+    if case == "json number too long":  # over Python's 4300 digits of an int read from text
+        meta_path.write_text(json.dumps(meta).replace('"format_version": 3', '"format_version": ' + "9" * 5000))
+        return "not valid JSON (a number with too many digits)"
     if case == "json not an object":
         meta_path.write_text("[1, 2, 3]")
         return "format_version"
@@ -620,6 +626,8 @@ RUN_CASES = [
     "empty weights",
     "weights are a directory",
     "invalid json",
+    "json nested too deeply",
+    "json number too long",
     "json not an object",
     "json wrong types",
     "tensors do not match config",

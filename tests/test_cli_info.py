@@ -636,6 +636,25 @@ def test_info_of_a_folder_of_runs_lists_each_with_its_status_and_names(cli, runs
     assert not {"champ", "plain", "ext", "[red]alert"} & set(said)
 
 
+def test_info_of_a_folder_lists_a_run_json_that_json_cannot_read_as_unreadable(cli, trained_run, tmp_path):
+    """A run.json nested deeper than Python's recursion limit, or holding a number of more digits
+    than Python reads, was an "unexpected error" that ended the whole listing."""
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(trained_run, runs / "good")
+    for name, text in (("deep", "[" * 100_000 + "]" * 100_000), ("long", '{"format_version": ' + "9" * 5000 + "}")):
+        (runs / name).mkdir()
+        (runs / name / "run.json").write_text(text)
+    res = cli("info", runs, "--json")
+    assert res.exit_code == 0, res.stderr
+    rows = {r["run"]: r for r in json.loads(res.stdout)["runs"]}
+    statuses = {run: r["status"] for run, r in rows.items()}
+    assert statuses == {"good": "complete", "deep": "unreadable", "long": "unreadable"}
+    assert rows["deep"]["detail"].endswith("is not valid JSON (nested too deeply)")
+    assert rows["long"]["detail"].endswith("is not valid JSON (a number with too many digits)")
+
+
 def test_info_json_of_a_folder_of_runs_gives_every_row_the_same_keys(cli, runs_folder):
     res = cli("info", runs_folder, "--json")
     assert res.exit_code == 0, res.stderr

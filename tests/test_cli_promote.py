@@ -281,6 +281,19 @@ def test_prune_counts_a_run_json_without_a_status_as_finished(tmp_path):
     assert [p.name for p in registry.runs_of("prod", runs)] == ["prod-20260112-190000", "prod-20260126-190000"]
 
 
+def test_prune_takes_a_run_json_json_cannot_read_for_an_unfinished_run(tmp_path):
+    """A run.json nested deeper than Python's recursion limit stopped the pruning (and so the
+    retrain) with an unexpected error; it is a folder without a readable run.json, pruned first."""
+    runs = tmp_path / "runs"
+    for name in ("prod-20260105-190000", "prod-20260112-190000", "prod-20260119-190000"):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "run.json").write_text(json.dumps({"name": name, "status": "complete"}))
+    (runs / "prod-20260112-190000" / "run.json").write_text("[" * 100_000 + "]" * 100_000)
+    (runs / "prod").symlink_to("prod-20260119-190000")
+    result = registry.prune("prod", 2, runs)
+    assert [p.name for p in result.removed] == ["prod-20260112-190000"]
+
+
 def test_training_into_a_promoted_name_is_refused(cli, runs, small_dir):
     assert cli("promote", runs / "alpha", "--name", "prod", "--runs-dir", runs).exit_code == 0
     args = ["--source", "csv", "--data-dir", small_dir, "--tickers", "STOCKA,STOCKB", "--lookback", "20"]

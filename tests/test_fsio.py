@@ -249,6 +249,14 @@ def test_a_holder_record_whose_pid_went_to_a_process_started_since_names_no_hold
         assert held is None
 
 
+def test_a_holder_record_json_cannot_read_names_no_holder(tmp_path):
+    """A holder record nested deeper than Python's recursion limit is no readable record, as a
+    torn one is, not an unexpected error."""
+    lock = tmp_path / ".lock"
+    (tmp_path / ".lock.holder").write_text("[" * 100_000 + "]" * 100_000)
+    assert fsio.lock_holder(lock) is None
+
+
 @pytest.mark.parametrize("swap", ["exchange", "renames"])
 def test_a_run_replaced_while_it_is_read_is_read_whole_from_the_new_one(trained_run, tmp_path, monkeypatch, swap):
     """`train --run-dir` puts a new run in place of the one a cron `predict` is reading: the
