@@ -20,6 +20,7 @@ import re
 import threading
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from pathlib import Path
@@ -45,6 +46,15 @@ _EXACT_FLOATS: dict[str, str] = {} if int(pd.__version__.split(".")[0]) >= 3 els
 FIRST_DAY = np.datetime64("1678-01-01", "D")
 LAST_DAY = np.datetime64("2261-12-31", "D")
 YEARS_HELD = f"{FIRST_DAY.astype(object).year}-{LAST_DAY.astype(object).year}"
+MAX_DATE_LENGTH = 100
+"""Characters a date field may have: the longest way of writing a date and time with its zone
+("Wednesday, 31 December 2025 16:00:00.000000 America/Argentina/ComodRivadavia") is 78. Longer
+text is no date, and the parser that reads dates in other formats takes a time that grows with
+the square of its length (93 s for a field of a million characters)."""
+MAX_COLUMNS = 1000
+"""Fields a CSV file's header may have: a price file has a handful, a spreadsheet's export a few
+empty ones more. A header of a million commas (a 1 MB file) would be read as that many columns
+of every row."""
 # pandas reads an integer this large or larger as text, not as a number: such a CSV value is
 # left to the careful reader, which names it.
 _TEXT_NUMBER = 1e18
@@ -247,6 +257,12 @@ def _parse_dates(raw: pd.Series, path: Path, blank: np.ndarray, lines: list[int]
     which the validator then drops with a warning. Any other row without a date in the file's
     format is a DataError, naming its line (``lines``: see :func:`row_lines`)."""
     text = raw.fillna("").astype(str).str.strip().reset_index(drop=True)
+    if (long := np.flatnonzero(text.str.len().to_numpy() > MAX_DATE_LENGTH)).size:
+        pos = int(long[0])
+        raise DataError(
+            f"{path}: unparseable date {text.iloc[pos][:40]!r}... ({where_row(pos, lines)}), "
+            f"{len(text.iloc[pos])} characters long"
+        )
     local = text.str.replace(_OFFSET_RE, r"\1", regex=True)[~blank]
     parsed = pd.to_datetime(local, errors="coerce", format="ISO8601")
     example = None
@@ -383,8 +399,13 @@ def _read_csv_frame(path: Path) -> pd.DataFrame:
                 if sep in header:
                     raise DataError(f"{path}: looks like {name}-separated; expected commas")
         # pandas renames a repeated name (Close, Close.1), which would read the first silently
-        keys = [k for k in map(_header_key, next(csv.reader([header], skipinitialspace=True), [])) if k]
-        if dupes := sorted({k for k in keys if keys.count(k) > 1}):
+        fields = next(csv.reader([header], skipinitialspace=True), [])
+        if len(fields) > MAX_COLUMNS:
+            raise DataError(
+                f"{path}: its header has {len(fields)} fields, not a price file's few (at most {MAX_COLUMNS})"
+            )
+        keys = [k for k in map(_header_key, fields) if k]
+        if dupes := _repeated(keys):
             raise DataError(f"{path}: duplicate column(s) {', '.join(dupes)}")
         _refuse_lines_of_wrong_length(path, text)
         clean = _read_clean_csv(path, text)
@@ -548,10 +569,14 @@ def _columns(raw: pd.DataFrame, path: Path) -> tuple[list[str], str, str | None]
     return _key_columns([_header_key(c) for c in raw.columns], path)
 
 
+def _repeated(keys: list[str]) -> list[str]:
+    """The keys found more than once in ``keys``, sorted."""
+    return sorted(k for k, n in Counter(keys).items() if n > 1)
+
+
 def _key_columns(keys: list[str], path: Path) -> tuple[list[str], str, str | None]:
     """:func:`_columns` from the normalised header keys."""
-    dupes = sorted({k for k in keys if keys.count(k) > 1})
-    if dupes:
+    if dupes := _repeated(keys):
         raise DataError(f"{path}: duplicate column(s) {', '.join(dupes)}")
     if "volume" not in keys and "vol" in keys:  # 'Vol' or 'Vol.', as some exports name it
         keys = ["volume" if k == "vol" else k for k in keys]
@@ -656,6 +681,8 @@ def _plain_csv(path: Path) -> PlainBars | None:
         if not data.isascii():
             data.decode("utf-8")
         names = header.decode("utf-8").split(",")
+        if len(names) > MAX_COLUMNS:  # the careful reader says so
+            return None
         _, date_col, adj_col = _key_columns([_header_key(n) for n in names], path)
         wanted = COLUMNS + ([adj_col] if adj_col else [])
         used = {_header_key(n): n for n in names}

@@ -349,6 +349,40 @@ def test_csv_bad_inputs_name_the_problem(tmp_path, text, expected):
     assert "\n" not in message
 
 
+ROWS = "".join(f"2024-01-{d:02d},1,1,1,1,1\n" for d in range(2, 30))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a million characters in a date field: 93 s in the parser of other date formats, which
+        # takes a time that grows with the square of the field's length
+        (
+            "date,open,high,low,close,volume\n" + ROWS + "9" * 1_000_000 + ",1,1,1,1,1\n",
+            "unparseable date '9999999999999999999999999999999999999999'... (row 29), 1000000 characters long",
+        ),
+        # a header of a million fields, named or left empty: each name was counted among all
+        # the others (hours), then each row read as a million columns
+        (
+            "date,open,high,low,close,volume" + "".join(f",c{i}" for i in range(1_000_000)) + "\n" + ROWS,
+            "its header has 1000006 fields, not a price file's few (at most 1000)",
+        ),
+        ("date,open,high,low,close,volume" + "," * 1_000_000 + "\n" + ROWS, "its header has 1000006 fields"),
+    ],
+    ids=["long date", "a million named columns", "a million empty columns"],
+)
+def test_a_csv_file_of_a_few_megabytes_is_refused_in_seconds_not_hours(tmp_path, text, expected):
+    import time
+
+    started = time.monotonic()
+    path = write(tmp_path, "BAD.csv", text)
+    with pytest.raises(DataError) as info:
+        sources.read_csv_bars(tmp_path, "BAD")
+    assert time.monotonic() - started < 10
+    message = str(info.value)
+    assert expected in message and str(path) in message
+
+
 @pytest.mark.parametrize(
     ("rows", "expected"),
     [
