@@ -30,7 +30,7 @@ from safetensors.numpy import load_file
 from safetensors.numpy import save as save_tensors
 
 from .config import Config, said
-from .errors import DataError, RunFormatError, RunWriteError
+from .errors import DataError, RunFormatError, RunWriteError, TickerError
 from .features import CALENDAR, FEATURES, KNOWN_FEATURES, Scaler
 from .fsio import (
     follow_link,
@@ -482,7 +482,7 @@ def read_manifest(run_dir: Path) -> Manifest:
     if not isinstance(raw, dict) or "format_version" not in raw:
         raise RunFormatError(f"{path} has no format_version: not a forecaster run")
     version = raw["format_version"]
-    if version not in READABLE_VERSIONS:
+    if version not in READABLE_VERSIONS or isinstance(version, bool):  # true == 1
         newer = isinstance(version, int) and version > FORMAT_VERSION
         raise RunFormatError(
             f"{run_dir} has run format {version!r}; this forecaster reads formats "
@@ -563,6 +563,15 @@ def _check_consistent(m: Manifest, path: Path) -> None:
             f"{path.parent} was trained on features {names}, this forecaster computes {sorted(KNOWN_FEATURES)} "
             "with the calendar pair last"
         )
+    for sym in m.tickers:  # each is read as a file name, written in forecasts, looked up by name
+        try:
+            same = validate_ticker(sym) == sym
+        except TickerError:
+            same = False
+        if not same:
+            raise RunFormatError(
+                f"{path} is malformed: tickers holds {ascii(sym[:40])}, not a ticker symbol as written"
+            )
     if sorted(t.id for t in m.tickers.values()) != list(range(len(m.tickers))):
         raise RunFormatError(f"{path} is malformed: ticker ids are not 0..{len(m.tickers) - 1}")
     horizon = m.config.window.horizon

@@ -597,6 +597,18 @@ def _damage(run: Path, case: str, tmp_path: Path) -> str:
     if case == "json number too long":  # over Python's 4300 digits of an int read from text
         meta_path.write_text(json.dumps(meta).replace('"format_version": 3', '"format_version": ' + "9" * 5000))
         return "not valid JSON (a number with too many digits)"
+    if case == "ticker in lower case":  # the run looked it up upper-cased: an unexpected KeyError
+        meta["tickers"]["stocka"] = meta["tickers"].pop("STOCKA")
+        meta_path.write_text(json.dumps(meta))
+        return "run.json is malformed: tickers holds 'stocka', not a ticker symbol as written"
+    if case == "ticker a formula":
+        meta["tickers"]["=1+1"] = meta["tickers"].pop("STOCKA")
+        meta_path.write_text(json.dumps(meta))
+        return "run.json is malformed: tickers holds '=1+1', not a ticker symbol as written"
+    if case == "format_version true":  # true == 1 in Python: read as a format 1 run
+        meta["format_version"] = True
+        meta_path.write_text(json.dumps(meta))
+        return "has run format True"
     if case == "json not an object":
         meta_path.write_text("[1, 2, 3]")
         return "format_version"
@@ -629,6 +641,9 @@ RUN_CASES = [
     "json nested too deeply",
     "json number too long",
     "json not an object",
+    "ticker in lower case",
+    "ticker a formula",
+    "format_version true",
     "json wrong types",
     "tensors do not match config",
     "newer format version",
