@@ -42,7 +42,7 @@ from .fsio import (
 )
 from .intervals import calibrated, forecast_scales, with_median
 from .npinfer import predict_scaled
-from .outputs import write_csv
+from .outputs import read_forecast_csv, write_csv
 from .pool import blocks, processes_for, workers
 from .sessions import (
     dated_after_today,
@@ -435,7 +435,7 @@ def _later_as_of(path: Path, as_of: str, run_name: str) -> str | None:
     after ``as_of``; None otherwise (no such file, an earlier or the same day, not a forecast
     of this run), when it is to be replaced."""
     try:
-        held = _forecast_fields(pd.read_csv(path, dtype=str, keep_default_na=False))
+        held = _forecast_fields(read_forecast_csv(path))
     except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError):
         return None
     if held is None or held.empty or not held["run"].isin({run_name, csv_safe(run_name)}).all():
@@ -475,7 +475,7 @@ def _with_earlier_rows(forecasts: pd.DataFrame, path: Path, run: Run, warnings: 
     forecasts; the incomplete one is left out, with a warning."""
     run_name, order = run.name, run.names
     try:
-        read = pd.read_csv(path, dtype=str, keep_default_na=False)
+        read = read_forecast_csv(path)
         earlier = _forecast_fields(read)
         if earlier is None:
             missing = ", ".join(c for c in FORECAST_COLUMNS if c not in read.columns)
