@@ -493,6 +493,10 @@ def read_toml(path: Path) -> dict:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start}), as TOML requires") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is not valid TOML: its arrays or tables are nested too deeply") from None
+    except ValueError:  # tomllib's int() of a number of over 4300 digits
+        raise ConfigError(f"config file {path} is not valid TOML: a number has more digits than can be read") from None
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
 

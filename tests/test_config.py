@@ -1,4 +1,5 @@
 import copy
+import re
 import tomllib
 from pathlib import Path
 
@@ -419,3 +420,20 @@ def test_the_defaults_written_as_a_config_file_read_back_the_same(tmp_path):
     p.write_text(config_toml(Config(), "the defaults"))
     assert "run_dir" not in p.read_text()
     assert load_config(p) == Config()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("x = " + "[" * 100_000 + "]" * 100_000 + "\n", "its arrays or tables are nested too deeply"),
+        ("[train]\nepochs = " + "9" * 5000 + "\n", "a number has more digits than can be read"),
+    ],
+    ids=["nested too deeply", "a number of 5000 digits"],
+)
+def test_a_config_file_tomllib_cannot_read_is_a_config_error(tmp_path, text, expected):
+    """tomllib raises RecursionError and ValueError for these, not TOMLDecodeError: they were
+    an unexpected error."""
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"config file {re.escape(str(path))} is not valid TOML: {expected}"):
+        load_config(path)
