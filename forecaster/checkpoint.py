@@ -767,7 +767,56 @@ def read_resume(run_dir: Path) -> tuple[ResumeState, list[dict]]:
             f"{hist} does not hold epochs 1 to {state.epoch}, which {RESUME} was saved after "
             f"({len(history)} rows): the run cannot be resumed; train it again without --resume"
         )
+    _check_resume_state(state, read_manifest(run_dir), path)
     return state, history
+
+
+def _check_resume_state(state: ResumeState, manifest: Manifest, path: Path) -> None:
+    """Refuse a resume state that training could not load: its weights (and the best epoch's),
+    the optimiser's moments and the random states not the shapes and kinds the run's config
+    gives, its optimiser and scheduler settings not tables. torch would refuse them only once
+    the data were read, with a message of several lines, or (the moments) train on with them."""
+    expected = config_shapes(manifest.config, len(manifest.features.names), len(manifest.tickers))
+    shapes = list(expected.values())
+    problems = []
+    for part, tensors in (("model", state.model), ("best", state.best or {})):
+        problems += [f"missing {part}.{k}" for k in expected if part == "model" and k not in tensors]
+        problems += [f"unexpected {part}.{k}" for k in tensors if k not in expected]
+        problems += [
+            f"{part}.{k} has shape {tuple(v.shape)}, config needs {expected[k]}"
+            for k, v in tensors.items()
+            if k in expected and tuple(v.shape) != expected[k]
+        ]
+    for i, slots in state.optimizer.items():
+        if not 0 <= i < len(shapes):
+            problems.append(f"unexpected opt.{i}")
+            continue
+        problems += [
+            f"opt.{i}.{name} has shape {tuple(v.shape)}, config needs {shapes[i]}"
+            for name, v in slots.items()
+            if name != "step" and tuple(v.shape) != shapes[i]
+        ]
+    for name in ("generator", "torch_rng", "cuda_rng"):
+        rng = getattr(state, name)
+        if rng is not None and (rng.dtype != np.uint8 or rng.ndim != 1):
+            problems.append(f"{name} is not a random generator's state")
+    groups = state.param_groups
+    if not isinstance(groups, list) or not groups or not all(isinstance(g, dict) for g in groups):
+        problems.append("param_groups is not a list of tables")
+    elif not all(_positive_number(g.get("lr")) and isinstance(g.get("params"), list) for g in groups):
+        problems.append("param_groups holds a group without a learning rate or parameters")
+    if not isinstance(state.scheduler, dict) or "optimizer" in state.scheduler:  # torch never saves that one
+        problems.append("scheduler is not a scheduler's state")
+    if problems:
+        raise RunFormatError(
+            f"{path} does not match the run's config ({'; '.join(problems[:3])}"
+            + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+            + "): the run cannot be resumed; train it again without --resume"
+        )
+
+
+def _positive_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf
 
 
 def _safetensors_metadata(path: Path) -> dict[str, str]:

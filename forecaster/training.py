@@ -33,6 +33,7 @@ import torch
 from . import __version__
 from .baselines import GARCH_MAX_WINDOW, GARCH_MIN_RETURNS, fit_garch_each
 from .checkpoint import (
+    RESUME,
     FeatureSpec,
     GarchFit,
     Manifest,
@@ -1095,7 +1096,14 @@ def _train(
                 )
             trainer = Trainer(new_model(cfg, data.ws).to(device), data.ws, cfg, device, dist)
             if state is not None:
-                trainer.restore(_trainer_state(state))
+                try:
+                    trainer.restore(_trainer_state(state))
+                except (RuntimeError, ValueError, TypeError, KeyError) as exc:  # what the checks cannot see
+                    why = " ".join(str(exc).split())[:300]
+                    raise RunFormatError(
+                        f"{run_dir / RESUME} cannot be loaded ({why}): the run cannot be resumed; train it again "
+                        "without --resume"
+                    ) from None
             doing[0] = "while it waited for the run directory's lock"
             held.enter_context(file_lock(run_lock_path(run_dir), lock_timeout) if dist.main else nullcontext())
             doing[0] = ""

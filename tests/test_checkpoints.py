@@ -542,17 +542,20 @@ def test_an_interrupted_runs_training_state_reads_back_as_it_was_saved(trained_r
     """What training goes on from after an interruption (the weights, the best epoch's, the
     optimiser's slots, the random generators, the bars' hashes) reads back whole."""
     from forecaster.checkpoint import ResumeState, read_manifest, read_resume, read_weights, save_run
+    from forecaster.npinfer import config_shapes
 
     weights = read_weights(trained_run)
     history = pd.read_csv(trained_run / "history.csv").to_dict("records")
     rng = np.random.default_rng(0)
+    meta = read_manifest(trained_run)  # the optimiser's slots go by the parameters' order, the state dict's
+    order = list(config_shapes(meta.config, len(meta.features.names), len(meta.tickers)))
     saved = ResumeState(
         epoch=len(history),
         best_val=0.25,
         stale=1,
         model=weights,
         best={k: v + 1 for k, v in weights.items()},
-        optimizer={i: {"exp_avg": rng.normal(size=v.shape).astype(np.float32)} for i, v in enumerate(weights.values())},
+        optimizer={i: {"exp_avg": rng.normal(size=weights[k].shape).astype(np.float32)} for i, k in enumerate(order)},
         param_groups=[{"lr": 0.001, "params": list(range(len(weights)))}],
         scheduler={"best": 0.25, "num_bad_epochs": 1},
         generator=rng.integers(0, 255, 16, dtype=np.uint8),

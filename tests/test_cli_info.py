@@ -194,6 +194,72 @@ def test_resume_of_a_run_whose_resume_files_are_unreadable_says_to_train_it_agai
     assert "Errno" not in line, line
 
 
+def _rewrite_resume(run, change) -> None:
+    """Rewrite run's resume.safetensors with ``change(tensors, state)`` applied to its tensors
+    and the JSON state in its metadata."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    path = run / "resume.safetensors"
+    tensors = load_file(path)
+    with safe_open(str(path), "numpy") as f:
+        state = json.loads(f.metadata()["state"])
+    change(tensors, state)
+    save_file(tensors, path, metadata={"state": json.dumps(state)})
+
+
+def _first_opt(tensors: dict) -> str:
+    return next(k for k in sorted(tensors) if k.startswith("opt.") and k.endswith(".exp_avg"))
+
+
+RESUME_DAMAGE = {
+    "weights of another shape": (
+        lambda t, s: t.update({"model.head.bias": np.zeros(1, np.float32)}),
+        "model.head.bias has shape (1,)",
+    ),
+    "a weight missing": (lambda t, s: t.pop("model.head.bias"), "missing model.head.bias"),
+    "a moment of another shape": (  # torch loaded it and trained on, without a word
+        lambda t, s: t.update({_first_opt(t): np.zeros(7, np.float32)}),
+        "has shape (7,)",
+    ),
+    "param_groups not a list": (lambda t, s: s.update(param_groups="x"), "param_groups is not a list of tables"),
+    "a learning rate in words": (
+        lambda t, s: s["param_groups"][0].update(lr="fast"),
+        "param_groups holds a group without a learning rate",
+    ),
+    "scheduler not a table": (lambda t, s: s.update(scheduler=[1]), "scheduler is not a scheduler's state"),
+    "generator of floats": (
+        lambda t, s: t.update(generator=np.zeros(3, np.float32)),
+        "generator is not a random generator's state",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(RESUME_DAMAGE))
+def test_a_resume_state_that_does_not_fit_the_run_is_refused_by_info_and_resume_in_one_line(cli, interrupted_run, case):
+    """A resume.safetensors whose tensors or settings do not fit the run (copied from another
+    run, edited): info called the run resumable, and `train --resume` read the data and then
+    failed with torch's "unexpected error" of several lines, or trained on with the wrong moments."""
+    change, fragment = RESUME_DAMAGE[case]
+    _rewrite_resume(interrupted_run, change)
+    res = cli("info", interrupted_run)
+    assert_one_line_error(res, 1, "cannot be used", fragment, "cannot be resumed")
+    line = assert_one_line_error(
+        cli("train", "--resume", interrupted_run), 1, fragment, "train it again without --resume"
+    )
+    assert "unexpected error" not in line
+
+
+def test_a_resume_state_torch_cannot_load_is_one_line_naming_the_file(cli, interrupted_run):
+    """What the checks of the resume file cannot see, torch's scheduler refuses when it loads it:
+    one line naming the file, not an unexpected error."""
+    _rewrite_resume(interrupted_run, lambda t, s: s["scheduler"].update(mode="evil"))
+    line = assert_one_line_error(
+        cli("train", "--resume", interrupted_run), 1, "resume.safetensors cannot be loaded", "mode evil"
+    )
+    assert "unexpected error" not in line
+
+
 def test_info_mentions_evaluation_when_present(cli, run_copy):
     assert "evaluation" not in cli("info", run_copy).stdout
     (run_copy / "eval").mkdir()
