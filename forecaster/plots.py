@@ -161,12 +161,12 @@ def _training_history(path: Path) -> pd.DataFrame | None:
     """The epochs of ``history.csv`` that training.png draws; None, with a warning, when the
     file is missing, unreadable or holds no epoch with a validation loss (the evaluation and
     the tickers' plots do not need it)."""
-    try:
-        hist = pd.read_csv(path)
+    cols = ["epoch", "train_loss", "val_loss", "grad_norm"]
+    try:  # those columns alone: a header of a million commas is not a million columns of each row
+        hist = pd.read_csv(path, usecols=lambda name: name in cols)
     except (OSError, ValueError) as e:  # pandas' EmptyDataError and ParserError are ValueErrors
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
     else:
-        cols = ["epoch", "train_loss", "val_loss", "grad_norm"]
         missing = [c for c in cols if c not in hist.columns]
         if not missing:
             hist = hist[cols].apply(pd.to_numeric, errors="coerce").dropna(subset=["epoch", "val_loss"])
