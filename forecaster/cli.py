@@ -1554,18 +1554,18 @@ def info(
             return
         c = m.config
         if target is not None:
-            print(f"pointer    {run} -> {target}")
-        print(f"run        {m.name}  (format {m.format_version}, created {m.created_at.isoformat()})")
+            _say(f"pointer    {run} -> {target}")
+        _say(f"run        {m.name}  (format {m.format_version}, created {m.created_at.isoformat()})")
         if m.name != run_dir.resolve().name:  # moved or copied since: its forecasts keep the recorded name
-            print(f"moved      trained as {m.name}: its forecasts go to {Path(c.predict.out) / m.name}")
+            _say(f"moved      trained as {m.name}: its forecasts go to {Path(c.predict.out) / m.name}")
         if m.status != "complete" and not unusable:
             # the run directory itself: train refuses to write through a promoted name
             status = f"being trained (a checkpoint after epoch {m.metrics.epochs_run})" if live else m.status
-            print(f"status     {status}: {unfinished_advice(run_dir)}")
+            _say(f"status     {status}: {unfinished_advice(run_dir)}")
         if unusable:
-            print(f"status     cannot be used (predict and promote refuse it): {unusable}")
+            _say(f"status     cannot be used (predict and promote refuse it): {unusable}")
         mc = c.model
-        print(
+        _say(
             f"model      {mc.cell} / {mc.strategy}, hidden {mc.hidden_size} x "
             f"{mc.num_layers}, lookback {c.window.lookback}, horizon {c.window.horizon}"
         )
@@ -1575,24 +1575,24 @@ def info(
         gate = {0.0: "off (always the last close)", 1.0: "off (always the network's)"}.get(
             mc.median_alpha, f"p < {mc.median_alpha}"
         )
-        print(
+        _say(
             f"           targets in units of the {scale}, AR terms {mc.ar_order}, "
             f"ticker embedding {mc.embedding_dim}, median gate {gate}"
         )
-        print(f"data       {c.data.source} from {c.data.data_dir}, calendar {c.data.calendar}, hash {m.data_hash[:16]}")
+        _say(f"data       {c.data.source} from {c.data.data_dir}, calendar {c.data.calendar}, hash {m.data_hash[:16]}")
         t = c.train
         device = m.device if t.device == m.device else f"{m.device} (--device {t.device})"
         autocast = t.precision == "bf16" and m.device.startswith("cuda")  # bf16 is autocast on CUDA only
         precision = "bf16" if autocast else "fp32" if t.precision == "fp32" else "fp32 (bf16 asked: CUDA only)"
-        print(
+        _say(
             f"training   {t.mode}, epochs {t.epochs} (patience {t.patience}), batch {t.batch_size}, lr {t.lr}, "
             f"weight decay {t.weight_decay}, dropout {c.model.dropout}, seed {t.seed}, device {device}, {precision}"
         )
         if t.mode == "forking":
             steps = f"at most {t.epoch_steps} steps an epoch" if t.epoch_steps else "no limit on the steps an epoch"
-            print(f"           chunk {t.chunk}, {steps}")
+            _say(f"           chunk {t.chunk}, {steps}")
         if mc.strategy == "recursive":
-            print(
+            _say(
                 "           a recursive run trains and validates its one-step forecasts: "
                 "its validation loss is one step's"
             )
@@ -1600,33 +1600,33 @@ def info(
         tracked = (
             f"tracking rate {track.tracking_rate} ({track.step_tracking})" if track.tracking_rate else "tracking off"
         )
-        print(f"intervals  {tracked}, volatility half-life {track.vol_halflife}")
-        print(f"predict    forecasts to {c.predict.out}/, stored bars at most {c.predict.max_staleness} sessions old")
+        _say(f"intervals  {tracked}, volatility half-life {track.vol_halflife}")
+        _say(f"predict    forecasts to {c.predict.out}/, stored bars at most {c.predict.max_staleness} sessions old")
         windows = ", ".join(f"{k} {v}" for k, v in m.windows.items())
-        print(f"splits     validation from {m.splits.val_start}, test from {m.splits.test_start}; windows {windows}")
+        _say(f"splits     validation from {m.splits.val_start}, test from {m.splits.test_start}; windows {windows}")
         for s, t in m.tickers.items():
-            print(f"ticker     {s}: {t.first_date} .. {t.last_date} ({t.rows} bars)")
+            _say(f"ticker     {s}: {t.first_date} .. {t.last_date} ({t.rows} bars)")
         for s, why in m.skipped.items():
-            print(f"skipped    {s}: {why}")
+            _say(f"skipped    {s}: {why}")
         for s, why in m.no_validation.items():
             if why.last_date >= m.splits.test_start:
-                print(f"no val.    {s}: too few bars in the validation split (a gap in them); bars end {why.last_date}")
+                _say(f"no val.    {s}: too few bars in the validation split (a gap in them); bars end {why.last_date}")
                 continue
             when = "before" if why.last_date < why.split_start else "too soon after the start of"
-            print(f"no val.    {s}: bars end {why.last_date}, {when} the validation split ({why.split_start})")
-        print("metrics    " + ", ".join(f"{k} {_figure(v)}" for k, v in m.metrics.model_dump().items()))
+            _say(f"no val.    {s}: bars end {why.last_date}, {when} the validation split ({why.split_start})")
+        _say("metrics    " + ", ".join(f"{k} {_figure(v)}" for k, v in m.metrics.model_dump().items()))
         if m.origin is not None:
             o = m.origin
-            print(
+            _say(
                 f"origin     tuning study {o.study}, trial {o.trial} (validation pinball {o.val_loss:.5f}, "
                 f"storage {o.storage})"
             )
         evaluation = Path(run if target is None else target) / "eval" / "metrics.csv"
         if evaluation.exists():
-            print(f"evaluation {evaluation}")
+            _say(f"evaluation {evaluation}")
             for line in _evaluation_lines(evaluation, c.model.cell, list(m.tickers)):
-                print(f"           {line}")
-        print("versions   " + ", ".join(f"{k} {v}" for k, v in m.versions.items()))
+                _say(f"           {line}")
+        _say("versions   " + ", ".join(f"{k} {v}" for k, v in m.versions.items()))
         _refuse_unusable(unusable)
 
 
@@ -1768,6 +1768,12 @@ def _evaluation_lines(path: Path, model: str, tickers: list[str]) -> list[str]:
 def _cell(v, fmt: str | None = None) -> str:
     """A table cell: empty for NaN, else ``format(v, fmt)``, or :func:`_figure` without one."""
     return "" if v != v else (_figure(v) if fmt is None else format(v, fmt))
+
+
+def _say(line: str) -> None:
+    """Print a line of ``info``, its control characters (an escape sequence in a run.json from
+    elsewhere, which would clear the screen or retitle the terminal) written as escapes."""
+    print("".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in line))
 
 
 def _figure(v) -> str:

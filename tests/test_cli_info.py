@@ -260,6 +260,22 @@ def test_a_resume_state_torch_cannot_load_is_one_line_naming_the_file(cli, inter
     assert "unexpected error" not in line
 
 
+def test_info_writes_the_control_characters_of_a_run_json_as_escapes(cli, run_copy):
+    """A run.json from elsewhere whose free text (a skipped ticker's reason, the device, a
+    version) holds escape sequences: info printed them raw, to clear the screen, retitle the
+    terminal or show a link to anywhere."""
+    meta = run_meta(run_copy)
+    meta["skipped"] = {"ZZZ": "\x1b]8;;http://example.invalid\x07click\x1b]8;;\x07"}
+    meta["device"] = "\x1b[2Jcpu"
+    meta["versions"]["torch"] = "\x1b]0;title\x07"
+    (run_copy / "run.json").write_text(json.dumps(meta))
+    res = cli("info", run_copy)
+    assert res.exit_code == 0, res.stderr
+    assert "\x1b" not in res.stdout and "\x07" not in res.stdout
+    assert "skipped    ZZZ: \\x1b]8;;http://example.invalid\\x07click\\x1b]8;;\\x07" in res.stdout
+    assert "device \\x1b[2Jcpu" in res.stdout and "torch \\x1b]0;title\\x07" in res.stdout
+
+
 def test_info_mentions_evaluation_when_present(cli, run_copy):
     assert "evaluation" not in cli("info", run_copy).stdout
     (run_copy / "eval").mkdir()
