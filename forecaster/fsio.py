@@ -202,7 +202,10 @@ def delete_tree(path: PathLike, what: str) -> None:
     """Delete the folder ``path``, which nothing needs any more: what cannot be deleted (a
     read-only folder in it) is a warning, ``what`` naming it, not a failure."""
     try:
-        shutil.rmtree(path)
+        if Path(path).is_symlink():  # a link put where a folder was (eval/ -> elsewhere): the link alone
+            Path(path).unlink()
+        else:
+            shutil.rmtree(path)
     except OSError as exc:
         log.warning("%s could not be deleted (%s): delete it by hand", what, _reason(exc))
 

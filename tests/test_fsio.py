@@ -543,3 +543,22 @@ def test_refuse_empty_folders():
         fsio.refuse_empty_folders(run_dir=" ", required=("run_dir",))
     with pytest.raises(TypeError, match="run_dir must be a folder name .* not NoneType"):
         fsio.refuse_empty_folders(run_dir=None, required=("run_dir",))
+
+
+def test_replacing_a_folder_that_is_a_link_replaces_the_link_and_leaves_what_it_points_at(tmp_path, caplog):
+    """A run's eval/ made a link to a folder elsewhere (a copied run): evaluate's replace put
+    the new folder in place and then left the link aside as a hidden folder, with a warning on
+    every evaluation that it could not be deleted. The link goes; what it pointed at stays."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.txt").write_text("keep")
+    final = tmp_path / "run" / "eval"
+    final.parent.mkdir()
+    final.symlink_to(elsewhere)
+    new = fsio.sibling_temp_dir(final)
+    (new / "metrics.csv").write_text("new")
+    with caplog.at_level("WARNING", logger="forecaster"):
+        fsio.replace_dir(new, final)
+    assert not final.is_symlink() and (final / "metrics.csv").read_text() == "new"
+    assert sorted(p.name for p in final.parent.iterdir()) == ["eval"]
+    assert (elsewhere / "precious.txt").read_text() == "keep" and not caplog.records
