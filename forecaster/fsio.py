@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from stat import S_ISREG
 from typing import IO, Any
 
 from filelock import FileLock, Timeout
@@ -97,7 +98,10 @@ def take_mode(tmp: PathLike, target: PathLike) -> None:
     """Give ``tmp``, about to replace ``target``, the mode of ``target``, or the usual one when
     there is none yet (mkstemp makes its file readable by its owner alone)."""
     try:
-        os.chmod(tmp, Path(target).stat().st_mode & 0o7777)
+        mode = Path(target).stat().st_mode
+        if not S_ISREG(mode):  # a link to /dev/zero (mode 666) gives the file no mode of its own
+            raise FileNotFoundError(target)
+        os.chmod(tmp, mode & 0o7777)
     except FileNotFoundError:
         os.chmod(tmp, 0o666 & ~_umask())
 

@@ -925,6 +925,28 @@ def test_predict_over_a_forecast_file_with_a_header_of_a_million_fields_replaces
     assert dated.read_bytes() == latest.read_bytes() == whole
 
 
+def test_predict_over_a_days_file_that_is_a_link_to_dev_zero_replaces_it(cli, trained_run, tmp_path):
+    """The day's file a link to /dev/zero (in a forecast folder unpacked from elsewhere): its
+    header was read until memory ran out; it is no forecast file, replaced as an unreadable one."""
+    import resource
+
+    out = tmp_path / "fc"
+    assert cli("predict", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    dated = out / trained_run.name / "2024-12-31.csv"
+    whole = dated.read_bytes()
+    dated.unlink()
+    dated.symlink_to("/dev/zero")
+    limit = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (8 << 30, limit[1]))  # a failure, not the machine's memory
+    try:
+        res = cli("predict", "--run", trained_run, "--out", out, "-q")
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, limit)
+    assert res.exit_code == 0, res.stderr
+    assert f"{dated} is unreadable (ValueError): replaced by this forecast alone" in res.stderr
+    assert not dated.is_symlink() and dated.read_bytes() == whole
+
+
 def test_predict_retrying_a_ticker_whose_rows_hold_a_bad_cell_keeps_the_others_rows(cli, trained_run, tmp_path):
     """A cell that is not a number in the rows of the ticker forecast again: those rows are
     replaced anyway, so the other tickers' rows stay (the whole file was called unreadable)."""

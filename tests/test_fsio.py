@@ -562,3 +562,13 @@ def test_replacing_a_folder_that_is_a_link_replaces_the_link_and_leaves_what_it_
     assert not final.is_symlink() and (final / "metrics.csv").read_text() == "new"
     assert sorted(p.name for p in final.parent.iterdir()) == ["eval"]
     assert (elsewhere / "precious.txt").read_text() == "keep" and not caplog.records
+
+
+def test_a_file_written_over_a_link_to_a_device_takes_the_usual_mode_not_the_devices(tmp_path):
+    """latest.csv made a link to /dev/zero (mode 666): the forecast written in its place was
+    writable by every user of the machine."""
+    target = tmp_path / "latest.csv"
+    target.symlink_to("/dev/null")
+    fsio.atomic_write_text(target, "x\n")
+    assert not target.is_symlink() and target.read_text() == "x\n"
+    assert target.stat().st_mode & 0o777 == 0o666 & ~fsio._UMASK
