@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 from pathlib import Path
 
@@ -36,19 +38,25 @@ minutes for a file of ten rows."""
 
 def read_forecast_csv(path: Path) -> pd.DataFrame:
     """A forecast file as text cells (``pd.read_csv(path, dtype=str, keep_default_na=False)``);
-    a ValueError, before pandas reads it, when its header has more than :data:`MAX_FIELDS` fields
-    (or is longer than any such header), or when it is no regular file (a link to /dev/zero, a
-    pipe: endless, or never ending)."""
+    a ValueError first where :func:`refuse_unreadable_forecast` finds one."""
+    refuse_unreadable_forecast(path)
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def refuse_unreadable_forecast(path: Path) -> None:
+    """A ValueError, before pandas reads ``path``, when its header has more than
+    :data:`MAX_FIELDS` fields (or is longer than any such header), or when it is no regular file
+    (a link to /dev/zero, a pipe: endless, or never ending); FileNotFoundError when it is not
+    there."""
     if not Path(path).is_file():
         if not Path(path).exists():
-            raise FileNotFoundError(path)
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
         raise ValueError("not a regular file")
     with open(path, "rb") as f:
         header = f.readline(MAX_FIELDS * 64)
     fields = header.count(b",") + 1
     if fields > MAX_FIELDS or (len(header) == MAX_FIELDS * 64 and not header.endswith(b"\n")):
         raise ValueError(f"its header has {fields} fields or more, not a forecast file's ten")
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
 def to_csv_text(df: pd.DataFrame, header: bool = True) -> str:

@@ -60,7 +60,7 @@ from .errors import EXIT_OK, EXIT_PARTIAL, DataError, ForecasterError, RunFormat
 from .evaluation import EvalReport
 from .fsio import ends_mid_line, file_in_the_way, follow_link, not_a_folder, refuse_empty_folders
 from .metrics import POOLED, metrics_table
-from .outputs import FORECAST_FILE, has_dated_forecasts, write_csv
+from .outputs import FORECAST_FILE, has_dated_forecasts, refuse_unreadable_forecast, write_csv
 from .prediction import FORECAST_COLUMNS
 from .sessions import dated_after_today, last_completed_session, parse_day, sessions_after_count
 from .sources import row_lines, where_row
@@ -402,6 +402,7 @@ def _read_forecast(
     was trained again under its name, and its forecasts are kept apart from the earlier
     model's."""
     try:
+        refuse_unreadable_forecast(path)  # a header of a million commas, a link to /dev/zero
         with warnings.catch_warnings():
             # a row longer than the header would silently become the index, or lose fields
             warnings.simplefilter("error", pd.errors.ParserWarning)

@@ -271,6 +271,27 @@ def test_other_runs_and_malformed_files_are_named_and_skipped(cli, trained_run, 
     pd.testing.assert_frame_equal(_score_csv(out, trained_run), clean)  # the others, exactly as before
 
 
+def test_a_file_of_a_million_columns_or_a_link_to_an_endless_one_is_skipped_at_once(cli, trained_run, out):
+    """Someone else's forecast folder: a file whose header is a million commas (1 MB) was read
+    by pandas as a million columns of every row (11.7 GB and minutes), and one that links to
+    /dev/zero was read until memory ran out."""
+    folder = out / trained_run.name
+    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    clean = _score_csv(out, trained_run)
+    (folder / "2024-12-10.csv").write_text("," * 1_000_000 + "\n1\n")
+    (folder / "2024-12-11.csv").symlink_to("/dev/zero")
+    (folder / "2024-12-12.csv").symlink_to(folder / "gone.csv")  # a link to nothing
+    res = cli("score", "--run", trained_run, "--out", out, "--json")
+    assert res.exit_code == 3, res.stderr
+    skipped = json.loads(res.stdout)["skipped"]
+    assert skipped["2024-12-10.csv"] == (
+        "not a readable CSV file (its header has 64001 fields or more, not a forecast file's ten)"
+    )
+    assert skipped["2024-12-11.csv"] == "not a readable CSV file (not a regular file)"
+    assert skipped["2024-12-12.csv"] == "cannot be read (No such file or directory)"
+    pd.testing.assert_frame_equal(_score_csv(out, trained_run), clean)  # the others, exactly as before
+
+
 def test_forecasts_of_a_model_trained_earlier_under_the_same_name_are_kept_apart(
     cli, trained_run, sample_dir, out, tmp_path
 ):
