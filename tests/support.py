@@ -323,3 +323,17 @@ def axes_drawn(monkeypatch) -> list:
 
     monkeypatch.setattr(plots, "_save", spy)
     return axes
+
+
+def stocka_plot_fails(monkeypatch) -> None:
+    """STOCKA's plot raises (a matplotlib edge case), the other plots are drawn."""
+    from forecaster import plots
+
+    real = plots.plot_ticker
+
+    def flaky(pred, history, sym, path, steps):
+        if sym == "STOCKA":
+            raise ValueError("cannot draw this one")
+        return real(pred, history, sym, path, steps)
+
+    monkeypatch.setattr(plots, "plot_ticker", flaky)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import stocka_plot_fails
 
 import forecaster
 from forecaster.cli import app
@@ -73,16 +74,7 @@ def test_plots_leave_the_callers_matplotlib_backend_and_figures_as_they_were(run
     import matplotlib
     import matplotlib.pyplot as plt
 
-    from forecaster import plots
-
-    real = plots.plot_ticker
-
-    def flaky(pred, history, sym, path, steps):
-        if sym == "STOCKA":
-            raise ValueError("cannot draw this one")
-        return real(pred, history, sym, path, steps)
-
-    monkeypatch.setattr(plots, "plot_ticker", flaky)
+    stocka_plot_fails(monkeypatch)
     before = matplotlib.get_backend()
     plt.switch_backend("svg")  # a backend of the program's own, not forecaster's Agg
     mine = plt.figure()

@@ -20,6 +20,7 @@ from support import (
     run_forecaster_minding_file_modes,
     run_meta,
     run_script,
+    stocka_plot_fails,
     stop,
     stopped_in_a_worker,
     tiny_overrides,
@@ -483,14 +484,7 @@ def test_a_plot_that_cannot_be_drawn_costs_that_plot_not_the_evaluation(cli, run
     with an 'unexpected error'; so did a matplotlib that cannot be used at all."""
     from forecaster import plots
 
-    real = plots.plot_ticker
-
-    def flaky(pred, history, sym, path, steps):
-        if sym == "STOCKA":
-            raise ValueError("cannot draw this one")
-        return real(pred, history, sym, path, steps)
-
-    monkeypatch.setattr(plots, "plot_ticker", flaky)
+    stocka_plot_fails(monkeypatch)
     res = cli("evaluate", "--run", run_copy, "--plot", "-q")
     assert res.exit_code == 0, res.stderr
     assert res.stderr.splitlines() == ["WARNING: STOCKA.png not drawn: ValueError: cannot draw this one"]
