@@ -16,6 +16,7 @@ share of the input product is computed once per window (it is the same at every 
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Sequence
 
@@ -333,6 +334,17 @@ _ONE_BLAS_LIMIT = threading.Lock()
 """Held while a forecast holds BLAS at one thread: limits that overlapped in a program's threads
 left BLAS one thread for good (each put back what it found, or a limit that another thread had
 set, which the library does not take back from there)."""
+
+
+def _blas_limit_free() -> None:
+    """A process forked while another thread forecast has the lock free: that thread is not
+    in it to let the lock go, and its first forecast (a worker's block) would wait for ever."""
+    global _ONE_BLAS_LIMIT
+    _ONE_BLAS_LIMIT = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_blas_limit_free)
 
 
 def predict_scaled(

@@ -831,6 +831,17 @@ class TrainingData:
 _ONE_TRAINING = threading.RLock()
 """Held by :func:`train` (again by one nested in it: a retrain's, a search's trial)."""
 
+
+def _training_lock_free() -> None:
+    """A process forked while another thread trained has the lock free: that thread is not in
+    it to let the lock go, and a training there would wait for ever."""
+    global _ONE_TRAINING
+    _ONE_TRAINING = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_training_lock_free)
+
 _STOPS: list[list[int]] = []
 """The signals received by each :func:`sigterm_as_interrupt` now open, the innermost last."""
 

@@ -291,3 +291,42 @@ def test_a_tuning_trial_trains_alone_where_a_job_runner_set_world_size(sample_di
     cfg = load_config(None, {**tiny_overrides(sample_dir), "train.epochs": 1, "tune.trials": 1})
     res = fc.tune(cfg, root=tmp_path / "tune")
     assert list(res.trials["state"]) == ["COMPLETE"]
+
+
+def test_a_process_forked_while_another_thread_trains_can_train():
+    """A program forking workers (multiprocessing's fork) while one of its threads trains: the
+    child found the one-training lock held by a thread it does not have, and its training waited
+    for ever."""
+    import multiprocessing
+    import threading
+
+    from forecaster import training
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork here")
+    inside, done = threading.Event(), threading.Event()
+
+    def training_thread():
+        with training._ONE_TRAINING:
+            inside.set()
+            done.wait(30)
+
+    other = threading.Thread(target=training_thread)
+    other.start()
+    try:
+        assert inside.wait(30)
+        child = multiprocessing.get_context("fork").Process(target=_exit_1_unless_training_may_start)
+        child.start()
+        child.join(30)
+        assert child.exitcode == 0
+    finally:
+        done.set()
+        other.join(30)
+
+
+def _exit_1_unless_training_may_start() -> None:
+    import os
+
+    from forecaster import training
+
+    os._exit(0 if training._ONE_TRAINING.acquire(timeout=5) else 1)

@@ -438,3 +438,37 @@ def test_forecasts_from_two_threads_at_once_leave_the_process_its_blas_threads(t
     first_done.set()
     second.join(30)
     assert blas() == before
+
+
+def _blas_limit_takes(_) -> bool:
+    """In a worker: whether a forecast there can take the BLAS limit (False: it would wait for ever)."""
+    took = npinfer._ONE_BLAS_LIMIT.acquire(timeout=5)
+    if took:
+        npinfer._ONE_BLAS_LIMIT.release()
+    return took
+
+
+def test_a_worker_forked_while_another_thread_forecasts_can_forecast():
+    """A program's thread forecasting as another evaluates with --jobs: the workers, forked
+    while the first held BLAS at one thread, found its lock taken by a thread they do not have,
+    and the evaluation waited for ever."""
+    import threading
+
+    from forecaster.pool import workers
+
+    inside, done = threading.Event(), threading.Event()
+
+    def forecasting():
+        with npinfer._ONE_BLAS_LIMIT:
+            inside.set()
+            done.wait(30)
+
+    other = threading.Thread(target=forecasting)
+    other.start()
+    try:
+        assert inside.wait(30)
+        with workers(2) as pool:
+            assert pool.map(_blas_limit_takes, [0, 1]) == [True, True]
+    finally:
+        done.set()
+        other.join(30)
