@@ -779,8 +779,10 @@ def _check_resume_state(state: ResumeState, manifest: Manifest, path: Path) -> N
     expected = config_shapes(manifest.config, len(manifest.features.names), len(manifest.tickers))
     shapes = list(expected.values())
     problems = []
-    for part, tensors in (("model", state.model), ("best", state.best or {})):
-        problems += [f"missing {part}.{k}" for k in expected if part == "model" and k not in tensors]
+    for part, tensors in (("model", state.model), ("best", state.best)):
+        if tensors is None:  # no best epoch kept yet
+            continue
+        problems += [f"missing {part}.{k}" for k in expected if k not in tensors]
         problems += [f"unexpected {part}.{k}" for k in tensors if k not in expected]
         problems += [
             f"{part}.{k} has shape {tuple(v.shape)}, config needs {expected[k]}"

@@ -218,6 +218,8 @@ RESUME_DAMAGE = {
         "model.head.bias has shape (1,)",
     ),
     "a weight missing": (lambda t, s: t.pop("model.head.bias"), "missing model.head.bias"),
+    # the best epoch's weights are loaded only once training ends: an unexpected error then
+    "a best epoch's weight missing": (lambda t, s: t.pop("best.head.bias"), "missing best.head.bias"),
     "a moment of another shape": (  # torch loaded it and trained on, without a word
         lambda t, s: t.update({_first_opt(t): np.zeros(7, np.float32)}),
         "has shape (7,)",
