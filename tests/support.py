@@ -6,6 +6,7 @@ Test modules import them with ``from support import ...``: pytest puts ``tests/`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -337,3 +338,25 @@ def stocka_plot_fails(monkeypatch) -> None:
         return real(pred, history, sym, path, steps)
 
     monkeypatch.setattr(plots, "plot_ticker", flaky)
+
+
+@contextlib.contextmanager
+def held_by_another_thread(lock):
+    """``lock`` taken and held by another thread of this process while the block runs."""
+    import threading
+
+    inside, done = threading.Event(), threading.Event()
+
+    def holding():
+        with lock:
+            inside.set()
+            done.wait(30)
+
+    other = threading.Thread(target=holding)
+    other.start()
+    try:
+        assert inside.wait(30)
+        yield
+    finally:
+        done.set()
+        other.join(30)

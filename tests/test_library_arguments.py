@@ -5,7 +5,7 @@ empty folder name is refused, not the current folder or a default one."""
 from __future__ import annotations
 
 import pytest
-from support import tiny_overrides
+from support import held_by_another_thread, tiny_overrides
 
 import forecaster as fc
 from forecaster.config import load_config
@@ -298,30 +298,16 @@ def test_a_process_forked_while_another_thread_trains_can_train():
     child found the one-training lock held by a thread it does not have, and its training waited
     for ever."""
     import multiprocessing
-    import threading
 
     from forecaster import training
 
     if "fork" not in multiprocessing.get_all_start_methods():
         pytest.skip("no fork here")
-    inside, done = threading.Event(), threading.Event()
-
-    def training_thread():
-        with training._ONE_TRAINING:
-            inside.set()
-            done.wait(30)
-
-    other = threading.Thread(target=training_thread)
-    other.start()
-    try:
-        assert inside.wait(30)
+    with held_by_another_thread(training._ONE_TRAINING):
         child = multiprocessing.get_context("fork").Process(target=_exit_1_unless_training_may_start)
         child.start()
         child.join(30)
         assert child.exitcode == 0
-    finally:
-        done.set()
-        other.join(30)
 
 
 def _exit_1_unless_training_may_start() -> None:

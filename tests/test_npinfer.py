@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.numpy import load_file, save_file
-from support import assert_one_line_error, python_env, tiny_overrides
+from support import assert_one_line_error, held_by_another_thread, python_env, tiny_overrides
 
 from forecaster import npinfer
 from forecaster.checkpoint import load_run, read_weights
@@ -452,23 +452,7 @@ def test_a_worker_forked_while_another_thread_forecasts_can_forecast():
     """A program's thread forecasting as another evaluates with --jobs: the workers, forked
     while the first held BLAS at one thread, found its lock taken by a thread they do not have,
     and the evaluation waited for ever."""
-    import threading
-
     from forecaster.pool import workers
 
-    inside, done = threading.Event(), threading.Event()
-
-    def forecasting():
-        with npinfer._ONE_BLAS_LIMIT:
-            inside.set()
-            done.wait(30)
-
-    other = threading.Thread(target=forecasting)
-    other.start()
-    try:
-        assert inside.wait(30)
-        with workers(2) as pool:
-            assert pool.map(_blas_limit_takes, [0, 1]) == [True, True]
-    finally:
-        done.set()
-        other.join(30)
+    with held_by_another_thread(npinfer._ONE_BLAS_LIMIT), workers(2) as pool:
+        assert pool.map(_blas_limit_takes, [0, 1]) == [True, True]
