@@ -1773,7 +1773,7 @@ def _cell(v, fmt: str | None = None) -> str:
 def _say(line: str) -> None:
     """Print a line of ``info``, its control characters (an escape sequence in a run.json from
     elsewhere, which would clear the screen or retitle the terminal) written as escapes."""
-    print("".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in line))
+    print(printable(line))
 
 
 def _figure(v) -> str:
