@@ -301,8 +301,6 @@ def test_a_process_forked_while_another_thread_trains_can_train():
 
     from forecaster import training
 
-    if "fork" not in multiprocessing.get_all_start_methods():
-        pytest.skip("no fork here")
     with held_by_another_thread(training._ONE_TRAINING):
         child = multiprocessing.get_context("fork").Process(target=_exit_1_unless_training_may_start)
         child.start()
