@@ -21,6 +21,7 @@ from support import (
     drop_a_stop_signal,
     run_forecaster_minding_file_modes,
     run_script,
+    tiny_overrides,
 )
 
 import forecaster.retraining as retraining
@@ -32,7 +33,6 @@ from forecaster.fsio import file_lock
 from forecaster.prediction import predict
 from forecaster.store import load_bars
 from forecaster.training import train
-from tests.conftest import tiny_overrides
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

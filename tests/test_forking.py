@@ -9,12 +9,12 @@ import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from support import sample_trainer
+from test_models import net
+from test_windows import histories, params, windows_for
 
 from forecaster.forking import Stretches, epoch_chunks, plan_chunks, runs
 from forecaster.training import fit, new_model
-from tests.support import sample_trainer
-from tests.test_models import net
-from tests.test_windows import histories, params, windows_for
 
 chunks_st = st.integers(1, 40)
 settings_ = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])

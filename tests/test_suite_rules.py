@@ -58,3 +58,17 @@ def test_hypothesis_examples_are_discarded_with_assume_not_return(path):
         for ret in _own_returns(fn)
     ]
     assert bad == [], f"{path.name}: early return in a @given test: {bad}"
+
+
+@pytest.mark.parametrize("path", sorted(TESTS.glob("*.py")), ids=lambda p: p.name)
+def test_helpers_are_imported_by_module_name_not_as_a_tests_package(path):
+    """The tests folder is not a package: ``from tests.support import ...`` works only when the
+    suite runs as ``python -m pytest`` from the checkout, and stops a plain ``pytest`` (which puts
+    the tests folder, not the checkout, on the path) at collection."""
+    bad = [
+        f"line {node.lineno}"
+        for node in ast.walk(_tree(path))
+        if (isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "tests")
+        or (isinstance(node, ast.Import) and any(a.name.split(".")[0] == "tests" for a in node.names))
+    ]
+    assert bad == [], f"{path.name}: imports from a 'tests' package at {bad}"
