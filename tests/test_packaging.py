@@ -42,7 +42,7 @@ def test_the_sdist_holds_what_the_tests_read_and_no_outputs(tmp_path):
     (src / "benchmarks/results/quick/bench.json").write_text("{}")
 
     out = tmp_path / "dist"
-    code = "import sys, setuptools.build_meta as b; print(b.build_sdist(sys.argv[1]))"
+    code = "import sys, hatchling.build as b; print(b.build_sdist(sys.argv[1]))"
     proc = subprocess.run([sys.executable, "-c", code, str(out)], cwd=src, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     with tarfile.open(out / proc.stdout.strip().splitlines()[-1]) as tar:
