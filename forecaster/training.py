@@ -1109,6 +1109,11 @@ def _train(
             if state is not None:
                 try:
                     trainer.restore(_trainer_state(state))
+                except torch.cuda.OutOfMemoryError as exc:  # the device's, not the file's fault
+                    raise TrainingError(
+                        f"{device} ran out of memory loading the state to resume ({_first_line(exc)}); nothing "
+                        f"was changed: resume on the CPU with {resume_command(run_dir)[:-1]} --device cpu`"
+                    ) from None
                 except (RuntimeError, ValueError, TypeError, KeyError) as exc:  # what the checks cannot see
                     why = " ".join(str(exc).split())[:300]
                     raise RunFormatError(
@@ -1144,6 +1149,8 @@ def _train(
                         on_epoch(rec)
                     if saver.due(trainer):
                         saver.save(checkpoint, trainer.epoch)
+            except torch.cuda.OutOfMemoryError as exc:
+                raise _out_of_memory(exc, device, trainer, saver, checkpoint if dist.main else None) from None
             except Diverged as exc:  # a NaN loss: the last good checkpoint is kept, if there is one
                 if not keep_diverged:
                     raise
@@ -1180,7 +1187,7 @@ def _train(
                     unsaved = e
             if not lost:
                 dist.close()  # a group that lost a member cannot be left in order
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200] if lost else ""
+            first = _first_line(exc) if lost else ""
             why = f"another process of the distributed job stopped ({first})" if lost else "training interrupted"
             if unsaved is not None:
                 raise _unsaved(why, trainer.epoch, unsaved, run_dir) from None
@@ -1657,6 +1664,37 @@ def _save(
     return manifest
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _out_of_memory(
+    exc: BaseException,
+    device: torch.device,
+    trainer: Trainer,
+    saver: _Checkpoints,
+    write: Callable[[], None] | None,
+) -> TrainingError:
+    """The error for a device that ran out of memory in training. The epochs trained so far are
+    kept as a resumable run where a checkpoint may go (a new run, or the run resumed), which can
+    continue on the CPU; a run that was in the folder is left whole."""
+    said = _first_line(exc)
+    exc.__traceback__ = None  # the failed step's tensors go with it
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    epoch = saver.keep_now(write, trainer) if write is not None else None
+    if epoch is None:
+        return TrainingError(
+            f"{device} ran out of memory in epoch {trainer.epoch + 1} ({said}): train again with a smaller "
+            "--batch-size, or on the CPU (--device cpu)"
+        )
+    return TrainingError(
+        f"{device} ran out of memory in epoch {trainer.epoch + 1} ({said}); the {epoch} epoch(s) trained were saved "
+        f"to {saver.run_dir} as a resumable run: continue it on the CPU with {resume_command(saver.run_dir)[:-1]} "
+        "--device cpu`, or train again with a smaller --batch-size"
+    )
+
+
 class _Checkpoints:
     """Every ``every`` seconds of training (None: never), the run so far saved as an interrupted,
     resumable one: a training killed outright (``kill -9``, out of memory, a power cut) resumes
@@ -1715,6 +1753,20 @@ class _Checkpoints:
         if self.resume:
             return "a process killed now resumes from where this training resumed it"
         return "a process killed now loses its epochs"
+
+    def keep_now(self, write: Callable[[], None], trainer: Trainer) -> int | None:
+        """After a failure the run can go on from (the device out of memory): the epochs trained so
+        far written by ``write`` as a resumable run and kept, where a checkpoint may go; the epoch
+        it holds, or None where nothing was written (no epoch trained, a run already in the
+        folder, or the write failed)."""
+        if trainer.epoch == 0 or not (self.fresh or self.resume):
+            return None
+        try:
+            write()
+        except RunWriteError:
+            return None
+        self.written = False  # not taken away on the way out
+        return trainer.epoch
 
     def kept(self, error: RunWriteError) -> RunWriteError:
         """The run could not be written when training ended (a full disk): its last checkpoint,

@@ -13,12 +13,13 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from safetensors.numpy import load_file
 from support import SLOW_TEST_TIMEOUT_S, run_meta, start_forecaster, tiny_overrides
 
 from forecaster import training
 from forecaster.config import load_config
-from forecaster.errors import RunFormatError, RunWriteError
+from forecaster.errors import RunFormatError, RunWriteError, TrainingError
 from forecaster.training import train
 
 
@@ -680,3 +681,72 @@ def test_a_resume_refuses_an_epoch_history_longer_than_its_saved_state(trained_r
     save_run(run, weights, read_manifest(trained_run).model_copy(update={"status": "interrupted"}), history, state)
     with pytest.raises(RunFormatError, match=f"does not hold epochs 1 to {len(history) - 1}, which resume.safetensors"):
         read_resume(run)
+
+
+def _out_of_memory_at(monkeypatch, epoch: int):
+    """The device runs out of memory as ``epoch`` starts (what a GPU's allocator raises)."""
+    real = training.Trainer._epoch
+
+    def epoch_or_oom(self, *args, **kwargs):
+        if self.epoch + 1 == epoch:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(training.Trainer, "_epoch", epoch_or_oom)
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_a_device_out_of_memory_keeps_a_new_runs_epochs_to_resume_on_the_cpu(sample_dir, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    _out_of_memory_at(monkeypatch, 3)
+    with pytest.raises(TrainingError, match="ran out of memory in epoch 3") as err:
+        train(_cfg(sample_dir, 1e-6), run_dir=run)  # checkpointed after each epoch, as a failure takes away
+    msg = str(err.value)
+    assert "the 2 epoch(s) trained were saved" in msg and "--device cpu" in msg and "\n" not in msg
+    meta = run_meta(run)
+    assert meta["status"] == "interrupted" and meta["metrics"]["epochs_run"] == 2
+    monkeypatch.undo()
+    done = train(_cfg(sample_dir, 0), run_dir=run, resume=True)
+    assert [r.epoch for r in done.history] == [1, 2, 3, 4] and run_meta(run)["status"] == "complete"
+
+
+def test_a_device_out_of_memory_in_the_first_epoch_leaves_nothing(sample_dir, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    _out_of_memory_at(monkeypatch, 1)
+    with pytest.raises(TrainingError, match=r"ran out of memory in epoch 1 .*smaller --batch-size"):
+        train(_cfg(sample_dir, 0), run_dir=run)
+    assert not run.exists()
+
+
+def test_a_device_out_of_memory_leaves_a_run_in_the_folder_whole(sample_dir, tmp_path, monkeypatch, trained_run):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    before = _files(run)
+    _out_of_memory_at(monkeypatch, 3)
+    with pytest.raises(TrainingError, match=r"ran out of memory in epoch 3 .*smaller --batch-size") as err:
+        train(_cfg(sample_dir, 0), run_dir=run)
+    assert "saved" not in str(err.value)
+    assert _files(run) == before
+
+
+def test_a_device_out_of_memory_while_resuming_is_not_called_a_bad_file(sample_dir, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+
+    def stop(rec):
+        raise KeyboardInterrupt
+
+    with pytest.raises(training.Interrupted):
+        train(_cfg(sample_dir, 0), run_dir=run, on_epoch=stop)
+    before = _files(run)
+
+    def no_room(self, state):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+
+    monkeypatch.setattr(training.Trainer, "restore", no_room)
+    with pytest.raises(TrainingError, match="ran out of memory loading the state to resume") as err:
+        train(_cfg(sample_dir, 0), run_dir=run, resume=True)
+    assert "cannot be loaded" not in str(err.value) and "--device cpu" in str(err.value)
+    assert _files(run) == before
