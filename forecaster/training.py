@@ -1150,7 +1150,9 @@ def _train(
                     if saver.due(trainer):
                         saver.save(checkpoint, trainer.epoch)
             except torch.cuda.OutOfMemoryError as exc:
-                raise _out_of_memory(exc, device, trainer, saver, checkpoint if dist.main else None) from None
+                # a tuning trial's or a challenger's run goes with it: nothing to keep
+                keep = checkpoint if checkpoints and dist.main else None
+                raise _out_of_memory(exc, device, trainer, saver, keep) from None
             except Diverged as exc:  # a NaN loss: the last good checkpoint is kept, if there is one
                 if not keep_diverged:
                     raise

@@ -750,3 +750,12 @@ def test_a_device_out_of_memory_while_resuming_is_not_called_a_bad_file(sample_d
         train(_cfg(sample_dir, 0), run_dir=run, resume=True)
     assert "cannot be loaded" not in str(err.value) and "--device cpu" in str(err.value)
     assert _files(run) == before
+
+
+def test_a_device_out_of_memory_keeps_nothing_of_a_training_without_checkpoints(sample_dir, tmp_path, monkeypatch):
+    """A tuning trial's or a retrain challenger's run goes with it: it is not kept to resume."""
+    run = tmp_path / "run"
+    _out_of_memory_at(monkeypatch, 3)
+    with pytest.raises(TrainingError, match=r"ran out of memory in epoch 3 .*smaller --batch-size") as err:
+        train(_cfg(sample_dir, 1e-6), run_dir=run, checkpoints=False)
+    assert "saved" not in str(err.value) and not run.exists()
