@@ -1011,3 +1011,21 @@ def test_a_storage_without_its_driver_names_the_module_and_what_installs_it():
         except ImportError as e:
             assert _missing_package(e) == f"no module named {module.split('.')[0]!r} (pip install {pip})"
     assert _missing_package(ImportError("cannot import name X")) == "cannot import name X"  # no module named: as said
+
+
+def test_a_trial_that_runs_the_device_out_of_memory_fails_and_the_search_goes_on(small_dir, tmp_path, monkeypatch):
+    from forecaster import training
+
+    real, calls = training.Trainer._epoch, []
+
+    def first_trial_runs_out(self, *args, **kwargs):
+        calls.append(self)
+        if calls[0] is self and self.epoch == 1:  # the first trial, in its second epoch
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(training.Trainer, "_epoch", first_trial_runs_out)
+    res = tune(_cfg(small_dir, **{"tune.trials": 2}), root=tmp_path)
+    trials = pd.read_csv(tmp_path / "t" / "trials.csv")
+    assert list(trials["state"]) == ["FAIL", "COMPLETE"] and res.best.number == 1
+    assert list(tmp_path.rglob("resume.safetensors")) == []
