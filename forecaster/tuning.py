@@ -313,7 +313,8 @@ def close_storage(storage) -> None:
     connection and threads, for as long as a Python caller's process lives. A journal file is
     not held open between writes."""
     if _GRPC_PROXY is not None and isinstance(storage, _GRPC_PROXY):
-        storage.close()
+        if hasattr(storage, "close"):  # Optuna 4.3 and later: 4.2's client keeps its channel to itself
+            storage.close()
         return
     if (engine := getattr(storage, "engine", None)) is not None:
         try:
