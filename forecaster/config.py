@@ -495,7 +495,9 @@ def read_toml(path: Path) -> dict:
         raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start}), as TOML requires") from None
     except RecursionError:
         raise ConfigError(f"config file {path} is not valid TOML: its arrays or tables are nested too deeply") from None
-    except ValueError:  # tomllib's int() of a number of over 4300 digits
+    except ValueError as e:  # tomllib's int() of a number of over 4300 digits, or a name holding a NUL
+        if "integer string conversion" not in str(e):
+            raise ConfigError(f"cannot read config file {ascii(str(path))}: {e}") from None
         raise ConfigError(f"config file {path} is not valid TOML: a number has more digits than can be read") from None
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None

@@ -437,3 +437,11 @@ def test_a_config_file_tomllib_cannot_read_is_a_config_error(tmp_path, text, exp
     path.write_text(text)
     with pytest.raises(ConfigError, match=f"config file {re.escape(str(path))} is not valid TOML: {expected}"):
         load_config(path)
+
+
+def test_a_config_path_holding_a_nul_is_a_config_error_that_says_so(tmp_path):
+    """A name with a NUL byte cannot be opened (ValueError: embedded null byte): it was called
+    a TOML file with a number of too many digits."""
+    with pytest.raises(ConfigError, match="cannot read config file .*: embedded null byte") as raised:
+        load_config(tmp_path / "a\0b.toml")
+    assert "digits" not in str(raised.value) and "\0" not in str(raised.value)
