@@ -401,7 +401,7 @@ def _unreachable(e: Exception, url: str) -> Exception:
         why = re.sub(r"^\([\w.]+\) ", "", first)  # sqlalchemy's "(sqlite3.OperationalError) " prefix
         why = why if "No space left on device" in why else f"No space left on device ({why})"
         return ForecasterError(f"cannot write the study storage {_storage_place(url)}: {why}")
-    if type(e).__name__ == "OperationalError":  # sqlalchemy's and the database drivers' name for it
+    if type(e).__name__ == "OperationalError" or _redis_down(e):  # sqlalchemy's and the drivers' name for it
         return TemporaryFailure(f"cannot reach the study storage {storage_label(url)}: {first}")
     if type(e).__name__ == "DatabaseError" or isinstance(e, ValueError):
         first = re.sub(r"^\([\w.]+\) ", "", first)  # sqlalchemy's "(sqlite3.DatabaseError) " prefix
@@ -410,6 +410,12 @@ def _unreachable(e: Exception, url: str) -> Exception:
             "move that file away, or give another --study or --storage"
         )
     return e
+
+
+def _redis_down(e: Exception) -> bool:
+    """Whether ``e`` is redis' own ConnectionError or TimeoutError (a RedisError, no OSError): a
+    Redis server that cannot be reached now."""
+    return type(e).__module__.startswith("redis") and type(e).__name__ in ("ConnectionError", "TimeoutError")
 
 
 # ---- trials left running by a dead process ----------------------------------------------------

@@ -1000,6 +1000,21 @@ def test_a_grpc_or_redis_storage_url_warns_of_nothing(recwarn, url, missing):
     assert not [w for w in recwarn if issubclass(w.category, optuna.exceptions.ExperimentalWarning)]
 
 
+def test_a_redis_storage_that_cannot_be_reached_is_a_temporary_failure(monkeypatch):
+    """redis' ConnectionError (its server down, where the redis package is installed) was an
+    unexpected error, not a storage to try again later (exit 75), as a database's is."""
+
+    class ConnectionError(Exception):  # redis.exceptions.ConnectionError, a RedisError, no OSError
+        __module__ = "redis.exceptions"
+
+    def unreachable(url):
+        raise ConnectionError("Error 111 connecting to localhost:1. Connection refused.")
+
+    monkeypatch.setattr(optuna.storages.journal, "JournalRedisBackend", unreachable)
+    with pytest.raises(TemporaryFailure, match=r"^cannot reach the study storage redis://localhost:1/0: Error 111 "):
+        open_storage("redis://localhost:1/0", 10)
+
+
 def test_a_storage_without_its_driver_names_the_module_and_what_installs_it():
     """Optuna's own words named no package ("Failed to import DB access module for the specified
     storage URL. Please install appropriate one."), and the README's psycopg2-binary is not the
