@@ -275,13 +275,20 @@ def test_a_file_of_a_million_columns_or_a_link_to_an_endless_one_is_skipped_at_o
     """Someone else's forecast folder: a file whose header is a million commas (1 MB) was read
     by pandas as a million columns of every row (11.7 GB and minutes), and one that links to
     /dev/zero was read until memory ran out."""
+    import resource
+
     folder = out / trained_run.name
     assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
     clean = _score_csv(out, trained_run)
     (folder / "2024-12-10.csv").write_text("," * 1_000_000 + "\n1\n")
     (folder / "2024-12-11.csv").symlink_to("/dev/zero")
     (folder / "2024-12-12.csv").symlink_to(folder / "gone.csv")  # a link to nothing
-    res = cli("score", "--run", trained_run, "--out", out, "--json")
+    limit = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (8 << 30, limit[1]))  # a failure, not the machine's memory
+    try:
+        res = cli("score", "--run", trained_run, "--out", out, "--json")
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, limit)
     assert res.exit_code == 3, res.stderr
     skipped = json.loads(res.stdout)["skipped"]
     assert skipped["2024-12-10.csv"] == (
