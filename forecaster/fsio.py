@@ -35,9 +35,9 @@ def _umask() -> int:
     temp files are created 0600 and get the usual mode on rename. Read from /proc where there
     is one: os.umask reads it only by setting it, for a moment, for every thread."""
     try:
-        with open("/proc/self/status", encoding="ascii") as f:
+        with open("/proc/self/status", "rb") as f:  # bytes: the process name may be in any encoding
             for line in f:
-                if line.startswith("Umask:"):
+                if line.startswith(b"Umask:"):
                     return int(line.split()[1], 8)
     except (OSError, ValueError):
         pass

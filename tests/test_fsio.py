@@ -315,6 +315,24 @@ def test_new_files_follow_the_umask_the_program_sets_after_importing(tmp_path, u
     assert oct(folder.stat().st_mode & 0o777) == oct(0o777 & ~umask)
 
 
+def test_the_umask_is_read_without_setting_it_whatever_the_process_is_named(tmp_path, monkeypatch):
+    """The umask is read from /proc's status of the process, whose name may be any bytes: read
+    as ASCII, a name like 'prévu' made it set the umask for a moment, for every thread."""
+    status = tmp_path / "status"
+    status.write_bytes("Name:\tprévu\nState:\tR (running)\nUmask:\t0027\n".encode())
+    real_open = open
+
+    def proc_status(path, *args, **kwargs):
+        return real_open(status if path == "/proc/self/status" else path, *args, **kwargs)
+
+    def set_for_every_thread(mask):
+        raise AssertionError("os.umask called")
+
+    monkeypatch.setattr(fsio, "open", proc_status, raising=False)
+    monkeypatch.setattr(fsio.os, "umask", set_for_every_thread)
+    assert fsio._umask() == 0o027
+
+
 def test_atomic_writer_interrupted_keeps_the_old_file_and_removes_the_temp(tmp_path):
     """Ctrl-C inside the block (a KeyboardInterrupt, no Exception) leaves no temp file either."""
     target = tmp_path / "out.csv"
