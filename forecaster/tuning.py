@@ -372,7 +372,7 @@ def _storage_cause(e: BaseException) -> BaseException:
     among them, in a StorageInternalError), or ``e``."""
     seen = e
     while seen is not None:
-        if type(seen).__name__ == "OperationalError":
+        if _storage_down(seen):
             return seen
         seen = seen.__cause__ or seen.__context__
     return e
@@ -401,7 +401,7 @@ def _unreachable(e: Exception, url: str) -> Exception:
         why = re.sub(r"^\([\w.]+\) ", "", first)  # sqlalchemy's "(sqlite3.OperationalError) " prefix
         why = why if "No space left on device" in why else f"No space left on device ({why})"
         return ForecasterError(f"cannot write the study storage {_storage_place(url)}: {why}")
-    if type(e).__name__ == "OperationalError" or _redis_down(e):  # sqlalchemy's and the drivers' name for it
+    if _storage_down(e):
         return TemporaryFailure(f"cannot reach the study storage {storage_label(url)}: {first}")
     if type(e).__name__ == "DatabaseError" or isinstance(e, ValueError):
         first = re.sub(r"^\([\w.]+\) ", "", first)  # sqlalchemy's "(sqlite3.DatabaseError) " prefix
@@ -412,7 +412,25 @@ def _unreachable(e: Exception, url: str) -> Exception:
     return e
 
 
-def _redis_down(e: Exception) -> bool:
+def _storage_down(e: BaseException) -> bool:
+    """Whether ``e`` says the study's storage cannot be reached or used now: a database's
+    OperationalError (sqlalchemy's and the drivers' name for it: locked, server down, disk full),
+    a Redis server or a gRPC storage server that does not answer."""
+    return type(e).__name__ == "OperationalError" or _redis_down(e) or _grpc_down(e)
+
+
+def _grpc_down(e: BaseException) -> bool:
+    """Whether ``e`` is a gRPC call that failed because its server cannot be reached now (an
+    RpcError whose code is UNAVAILABLE or DEADLINE_EXCEEDED)."""
+    if not type(e).__module__.startswith("grpc") or not callable(getattr(e, "code", None)):
+        return False
+    try:
+        return getattr(e.code(), "name", None) in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+    except Exception:  # an RpcError that is not a call's: no code to read
+        return False
+
+
+def _redis_down(e: BaseException) -> bool:
     """Whether ``e`` is redis' own ConnectionError or TimeoutError (a RedisError, no OSError): a
     Redis server that cannot be reached now."""
     return type(e).__module__.startswith("redis") and type(e).__name__ in ("ConnectionError", "TimeoutError")
@@ -794,7 +812,7 @@ def tune(
         except ForecasterError:
             raise
         except Exception as e:  # the study's database failing as the study is made (its disk full)
-            if type(cause := _storage_cause(e)).__name__ != "OperationalError":
+            if not _storage_down(cause := _storage_cause(e)):
                 raise
             raise _unreachable(cause, url) from None
         except KeyboardInterrupt:
@@ -832,7 +850,7 @@ def tune(
         except KeyboardInterrupt:
             stopped = True
         except Exception as e:  # the storage failing under a trial (locked for longer than it waits, its disk full)?
-            if type(cause := _storage_cause(e)).__name__ != "OperationalError":
+            if not _storage_down(cause := _storage_cause(e)):
                 raise
             failure = _unreachable(cause, url)
         finally:  # interrupted or not, the trials so far are written out, whole

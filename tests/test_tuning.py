@@ -255,6 +255,67 @@ def test_a_study_database_locked_under_a_trial_stops_the_search_as_a_temporary_f
         tune(_cfg(small_dir, **{"tune.trials": 1}), root=tmp_path)
 
 
+class _RedisConnectionError(Exception):  # redis.exceptions.ConnectionError: a RedisError, no OSError
+    __module__ = "redis.exceptions"
+
+
+_RedisConnectionError.__name__ = _RedisConnectionError.__qualname__ = "ConnectionError"
+
+
+class _Unavailable:
+    name = "UNAVAILABLE"
+
+
+class _GrpcCallError(Exception):  # grpc._channel._InactiveRpcError of a server that is down
+    __module__ = "grpc._channel"
+
+    def code(self):
+        return _Unavailable()
+
+
+@pytest.mark.parametrize(
+    "down",
+    [
+        _RedisConnectionError("Error 111 connecting to localhost:6379. Connection refused."),
+        _GrpcCallError("failed to connect to all addresses; last error: UNAVAILABLE"),
+    ],
+    ids=["redis", "grpc"],
+)
+def test_a_storage_server_gone_under_a_trial_stops_the_search_as_a_temporary_failure(
+    small_dir, tmp_path, monkeypatch, down
+):
+    """A Redis or gRPC storage server that stops answering during the search was an unexpected
+    error (exit 1), where a database server's is a failure to retry (exit 75), the trials so far
+    written."""
+    from forecaster import tuning
+
+    real, calls = tuning.Objective.__call__, []
+
+    def server_gone(self, trial):
+        calls.append(trial.number)
+        if len(calls) == 2:
+            raise down
+        return real(self, trial)
+
+    monkeypatch.setattr(tuning.Objective, "__call__", server_gone)
+    with pytest.raises(TemporaryFailure, match=r"^cannot reach the study storage .*; .* run the same command again"):
+        tune(_cfg(small_dir, **{"tune.trials": 3}), root=tmp_path)
+    assert calls == [0, 1]
+    assert list(pd.read_csv(tmp_path / "t" / "trials.csv")["state"]) == ["COMPLETE", "FAIL"]
+
+
+def test_a_grpc_storage_server_that_cannot_be_reached_is_a_temporary_failure(small_dir, tmp_path, monkeypatch):
+    """The first call to a gRPC storage whose server is down, as the study is loaded: exit 75."""
+    from forecaster import tuning
+
+    def down(*args, **kwargs):
+        raise _GrpcCallError("failed to connect to all addresses; last error: UNAVAILABLE: ipv4:127.0.0.1:1")
+
+    monkeypatch.setattr(tuning, "_load_study", down)
+    with pytest.raises(TemporaryFailure, match=r"^cannot reach the study storage .*UNAVAILABLE"):
+        tune(_cfg(small_dir), root=tmp_path)
+
+
 def test_a_study_file_on_a_read_only_file_system_is_refused_saying_so(tmp_path, monkeypatch):
     """A SQLite study in a folder of a file system mounted read-only: the line said
     "Permission denied on the folder", which sends the user to chmod, to no end. It gives the
