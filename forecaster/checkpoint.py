@@ -33,11 +33,13 @@ from .config import Config, said
 from .errors import DataError, RunFormatError, RunWriteError, TickerError
 from .features import CALENDAR, FEATURES, KNOWN_FEATURES, Scaler
 from .fsio import (
+    NotARegularFile,
     follow_link,
     links_in,
     lock_holder,
     lock_holding,
     publish_files,
+    read_own_file,
     refuse_empty_folders,
     remove_stale_temp_dirs,
     replace_dir,
@@ -474,9 +476,11 @@ def read_manifest(run_dir: Path) -> Manifest:
     run_dir = run_directory(run_dir)
     path = run_dir / META
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(read_own_file(path))
     except FileNotFoundError:
         raise RunFormatError(f"{run_dir} is not a run: {why_no_manifest(run_dir)}") from None
+    except NotARegularFile as e:
+        raise RunFormatError(f"{path} is {e} (a link to a device, a pipe): not a forecaster run") from None
     except (ValueError, RecursionError) as e:  # a JSON error, a number of over 4300 digits, deep nesting
         raise RunFormatError(f"{path} is not valid JSON ({_json_problem(e)})") from None
     if not isinstance(raw, dict) or "format_version" not in raw:
@@ -747,8 +751,7 @@ def read_resume(run_dir: Path) -> tuple[ResumeState, list[dict]]:
         ) from None
     hist = Path(run_dir) / HISTORY
     try:
-        with open(hist, newline="") as f:
-            history = [_history_row(r) for r in csv.DictReader(f)]
+        history = [_history_row(r) for r in csv.DictReader(io.StringIO(read_own_file(hist), newline=""))]
     except (OSError, KeyError, ValueError, TypeError) as e:
         if isinstance(e, FileNotFoundError):
             why = "it is missing"

@@ -263,7 +263,7 @@ def _holder(lock_path: Path) -> tuple[int, str, str, str, str | None] | None:
     took the lock and what it holds it for (None when it did not say: every record before the
     field was added); None when no readable record is there."""
     try:
-        info = json.loads(_holder_file(lock_path).read_text(encoding="utf-8"))
+        info = json.loads(read_own_file(_holder_file(lock_path)))
         pid, host, started = int(info["pid"]), info["host"], str(info["started"])
         purpose = info.get("purpose")
         return (
@@ -377,6 +377,23 @@ def file_lock(path: PathLike, timeout: float = 0, *, purpose: str | None = None)
         with contextlib.suppress(OSError):
             holder.unlink(missing_ok=True)
         lock.release()
+
+
+class NotARegularFile(ValueError):
+    """A file this program writes (run.json, history.csv, a lock's record) found to be something
+    else: a link to a device such as /dev/zero (endless) or a pipe (never ending)."""
+
+
+def read_own_file(path: PathLike) -> str:
+    """The UTF-8 text of ``path``, a file this program writes, checked to be a regular file
+    before anything is read from it (:class:`NotARegularFile`, a ValueError, otherwise: a run
+    folder from elsewhere can hold a link to /dev/zero). A pipe is opened without waiting for
+    a writer. FileNotFoundError and the other OSErrors as ``open`` gives them."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not S_ISREG(os.fstat(fd).st_mode):
+            raise NotARegularFile("not a regular file")
+        return f.read().decode("utf-8")
 
 
 def ends_mid_line(path: PathLike) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import os
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .fsio import atomic_writer
+from .fsio import atomic_writer, read_own_file
 
 log = logging.getLogger("forecaster")
 
@@ -163,7 +164,7 @@ def _training_history(path: Path) -> pd.DataFrame | None:
     the tickers' plots do not need it)."""
     cols = ["epoch", "train_loss", "val_loss", "grad_norm"]
     try:  # those columns alone: a header of a million commas is not a million columns of each row
-        hist = pd.read_csv(path, usecols=lambda name: name in cols)
+        hist = pd.read_csv(io.StringIO(read_own_file(path)), usecols=lambda name: name in cols)
     except (OSError, ValueError) as e:  # pandas' EmptyDataError and ParserError are ValueErrors
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
     else:

@@ -40,6 +40,7 @@ from .fsio import (
     links_in,
     lock_holder,
     lock_holding,
+    read_own_file,
     refuse_empty_folders,
     remove_stale_temps,
     swap_symlink,
@@ -279,7 +280,7 @@ def _finished(run: Path) -> bool:
     """Whether ``run`` holds a finished run: not one whose training was interrupted (an
     interrupted retrain's challenger), nor a folder without a readable run.json."""
     try:
-        meta = json.loads((run / "run.json").read_text(encoding="utf-8"))
+        meta = json.loads(read_own_file(run / "run.json"))
     except (OSError, ValueError, RecursionError):
         return False
     return isinstance(meta, dict) and meta.get("status", "complete") == "complete"

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import UNPRIVILEGED_ROOT, hold_lock, python_env, stop
+from support import UNPRIVILEGED_ROOT, hold_lock, python_env, stop, tiny_overrides
 
 from forecaster import fsio
 from forecaster.errors import EXIT_TEMPFAIL, LockBusy
@@ -590,3 +590,64 @@ def test_a_file_written_over_a_link_to_a_device_takes_the_usual_mode_not_the_dev
     fsio.atomic_write_text(target, "x\n")
     assert not target.is_symlink() and target.read_text() == "x\n"
     assert target.stat().st_mode & 0o777 == 0o666 & ~fsio._umask()
+
+
+def _pipe(path):
+    """A named pipe at ``path``: opening it to read waits for a writer, and reading it never ends
+    while one is there. Without the check, each read below hangs until the test's timeout."""
+    os.mkfifo(path)
+    return path
+
+
+def test_an_own_file_that_is_a_pipe_or_a_device_is_refused_before_it_is_read(tmp_path):
+    (tmp_path / "ok.json").write_text('{"a": "é"}', encoding="utf-8")
+    assert fsio.read_own_file(tmp_path / "ok.json") == '{"a": "é"}'
+    (tmp_path / "device.json").symlink_to(os.devnull)
+    for path in (_pipe(tmp_path / "pipe.json"), tmp_path / "device.json"):
+        with pytest.raises(fsio.NotARegularFile, match="not a regular file"):
+            fsio.read_own_file(path)
+    with pytest.raises(FileNotFoundError):
+        fsio.read_own_file(tmp_path / "absent.json")
+
+
+def test_the_files_of_a_run_from_elsewhere_that_are_pipes_are_refused_not_waited_on(trained_run, tmp_path, caplog):
+    """A run folder copied from elsewhere whose run.json or history.csv is a pipe (or a link to
+    /dev/zero) hung info, evaluate --plot, train --resume and retrain's pruning (or read until
+    memory ran out); so did a lock's record of its holder."""
+    from forecaster import checkpoint, plots, registry
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / "run.json").unlink()
+    _pipe(run / "run.json")
+    with pytest.raises(checkpoint.RunFormatError, match=r"run\.json is not a regular file .*: not a forecaster run"):
+        checkpoint.read_manifest(run)
+    assert registry._finished(run) is False
+
+    (run / "history.csv").unlink()
+    _pipe(run / "history.csv")
+    assert plots._training_history(run / "history.csv") is None
+    assert "training.png not drawn" in caplog.text and "not a regular file" in caplog.text
+
+    lock = tmp_path / ".run.lock"
+    _pipe(fsio._holder_file(lock))
+    assert fsio._holder(lock) is None
+
+
+def test_an_interrupted_runs_history_that_is_a_pipe_is_refused_on_resume(tmp_path, sample_dir):
+    from forecaster import checkpoint, training
+    from forecaster.config import load_config
+
+    run = tmp_path / "run"
+
+    def stop(rec):
+        raise KeyboardInterrupt
+
+    with pytest.raises(training.Interrupted):
+        training.train(load_config(None, tiny_overrides(sample_dir)), run_dir=run, on_epoch=stop)
+    (run / "history.csv").unlink()
+    _pipe(run / "history.csv")
+    with pytest.raises(
+        checkpoint.RunFormatError, match=r"history\.csv is not a readable epoch history \(not a regular"
+    ):
+        checkpoint.read_resume(run)
