@@ -53,7 +53,11 @@ ENDED = "ended_before_test_split"
 TOO_FEW = "too_few_bars"
 """...its bars reach into the test split, but are too few for one forecast with an actual..."""
 UNREADABLE = "unreadable"
-"""...or its bars could not be read: no file, an unreadable one, bad bars (a failure: exit 3)."""
+"""...or its bars could not be read: no file, an unreadable one, bad bars (a failure: exit 3)..."""
+NOT_FINITE = "forecast_not_finite"
+"""...or its forecasts are not all finite positive prices: the run's weights or figures overflow
+(a failure: exit 3; no row of it is written)."""
+FAILURES = (UNREADABLE, NOT_FINITE)
 
 MIN_TICKERS_PER_JOB = 8
 """A process of its own for the backtest only with this many tickers for each: starting one
@@ -80,8 +84,9 @@ class EvalReport:
 
     @property
     def failed(self) -> dict[str, dict[str, str]]:
-        """The tickers of ``missing`` whose bars could not be read (a missing file, bad bars)."""
-        return {s: why for s, why in self.missing.items() if why["reason"] == UNREADABLE}
+        """The tickers of ``missing`` whose bars could not be read (a missing file, bad bars) or
+        whose forecasts are not finite positive prices."""
+        return {s: why for s, why in self.missing.items() if why["reason"] in FAILURES}
 
     @property
     def exit_code(self) -> int:
@@ -254,8 +259,9 @@ def _ticker_rows(ws, ends, k: int, sym: str, lo, med, hi, fit=None) -> dict[str,
         "actual": ws.close[fut].ravel(),
         "last_close": np.repeat(close_o, H),
     }
-    for name, arr in (("p10", lo), ("p50", med), ("p90", hi)):
-        frame[name] = (close_o[:, None] * np.exp(arr[sel])).ravel()
+    with np.errstate(over="ignore", invalid="ignore"):  # a price that is no finite number fails its ticker
+        for name, arr in (("p10", lo), ("p50", med), ("p90", hi)):
+            frame[name] = (close_o[:, None] * np.exp(arr[sel])).ravel()
     # the ticker's closes from its second bar on (the first has no return, so no row): the
     # drift's line starts there
     close = ws.close[first:stop]
@@ -426,10 +432,10 @@ def backtest(
     missing = {s: missing[s] for s in names if s in missing}  # in the run's order, whatever the blocks'
     split_start = run.splits().test_start.date()
     if len(missing) == len(names):
-        failed = [f"{s}: {why['error']}" for s, why in missing.items() if why["reason"] == UNREADABLE]
+        failed = [f"{s}: {why['error']}" for s, why in missing.items() if why["reason"] in FAILURES]
         if len(failed) > NAMED_FAILURES:  # a universe of tickers in a folder that is not there: one line still
             failed[NAMED_FAILURES:] = [f"and {len(failed) - NAMED_FAILURES} more tickers whose bars could not be read"]
-        windowless = {s: why for s, why in missing.items() if why["reason"] != UNREADABLE}
+        windowless = {s: why for s, why in missing.items() if why["reason"] not in FAILURES}
         ended = [s for s, why in windowless.items() if why["reason"] == ENDED]
         reasons = [some_reasons({s: _no_origin(s, why, run) for s, why in windowless.items() if s not in ended})]
         if ended:
@@ -440,7 +446,7 @@ def backtest(
     windowless = [  # the unreadable ones are errors, named by the caller
         f"{sym}: no test windows: {_no_origin(sym, why, run)}"
         for sym, why in missing.items()
-        if why["reason"] != UNREADABLE
+        if why["reason"] not in FAILURES
     ]
     log_some(logging.ERROR if asked else logging.WARNING, windowless, "tickers without test windows")
     done = [p for p in parts if len(p.predictions)]
@@ -510,6 +516,8 @@ def _backtest_block(block: _Block) -> Backtest:
             "last_date": str(present[sym].index[-1].date()),
             "split_start": str(splits.test_start.date()),
         }
+    if pred is not None:
+        pred = _without_unusable_forecasts(pred, missing)
     missing |= unreadable
     if pred is None:
         empty = pd.DataFrame()
@@ -523,6 +531,24 @@ def _backtest_block(block: _Block) -> Backtest:
         mase_scale=mase_scale,
         closes=closes,
     )
+
+
+def _without_unusable_forecasts(pred: pd.DataFrame, missing: dict) -> pd.DataFrame | None:
+    """``pred`` without the tickers some of whose forecasts are not finite positive prices (a
+    network or interval scale that overflows), each added to ``missing`` as a failure, as predict
+    fails them: a report never holds an infinite, empty or zero price. None when none is left."""
+    prices = pred[["p10", "p50", "p90"]].to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.isfinite(prices) & (prices > 0)).all(axis=1)
+    if not bad.any():
+        return pred
+    for sym in pd.unique(pred["ticker"][bad]):
+        missing[sym] = {
+            "reason": NOT_FINITE,
+            "error": "its forecast is not a finite positive price: the run's weights or statistics are damaged",
+        }
+    pred = pred[~pred["ticker"].isin(missing)].reset_index(drop=True)
+    return pred if len(pred) else None
 
 
 def _read_bars(data: DataSource, names: list[str]) -> tuple[dict[str, pd.DataFrame], dict[str, dict[str, str]]]:

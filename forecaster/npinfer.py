@@ -375,7 +375,9 @@ def predict_scaled(
     groups = np.split(order, np.flatnonzero(np.diff(tid[order])) + 1)
     # one BLAS thread: the products are too small to share (two threads were slower on two
     # cores), and processes backtesting side by side must not oversubscribe the cores
-    with _ONE_BLAS_LIMIT, threadpool_limits(limits=1, user_api="blas"):
+    # a network that overflows gives forecasts that are no finite number, which every caller
+    # refuses, naming the ticker: numpy's warnings about it would only add lines to the log
+    with _ONE_BLAS_LIMIT, threadpool_limits(limits=1, user_api="blas"), np.errstate(over="ignore", invalid="ignore"):
         for group in groups:
             for i in range(0, len(group), batch_size):
                 rows = group[i : i + batch_size]

@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from support import (
@@ -587,6 +588,38 @@ def test_evaluate_truncated_weights(cli, run_copy):
     assert res.exit_code == 1
     assert "model.safetensors" in res.stderr
     assert not (run_copy / "eval").exists()
+
+
+def _overflowing_scales(run: Path, *tickers: str) -> None:
+    """Give ``tickers`` an interval scale that run.json accepts (finite, positive) but whose
+    intervals overflow to infinite prices."""
+    meta = run_meta(run)
+    for sym in tickers:
+        meta["tickers"][sym]["conformal"] = [1e300] * len(meta["tickers"][sym]["conformal"])
+    (run / "run.json").write_text(json.dumps(meta))
+
+
+def test_evaluate_fails_a_ticker_whose_forecasts_are_not_finite_prices(cli, run_copy):
+    """No infinite or zero price is written to predictions.csv: that ticker fails (exit 3)."""
+    _overflowing_scales(run_copy, "STOCKA")
+    res = cli("evaluate", "--run", run_copy, "--no-plot")
+    assert_one_line_error(res, 3, "STOCKA", "not a finite positive price")
+    pred = pd.read_csv(run_copy / "eval" / "predictions.csv")
+    assert set(pred["ticker"]) == {"STOCKB"}
+    prices = pred[["p10", "p50", "p90"]].to_numpy()
+    assert np.isfinite(prices).all() and (prices > 0).all()
+    metrics = pd.read_csv(run_copy / "eval" / "metrics.csv")
+    assert "STOCKA" not in set(metrics["ticker"])
+
+
+def test_evaluate_of_no_finite_forecast_fails_and_keeps_the_earlier_report(cli, run_copy):
+    assert cli("evaluate", "--run", run_copy, "--no-plot").exit_code == 0
+    before = (run_copy / "eval" / "predictions.csv").read_bytes()
+    _overflowing_scales(run_copy, "STOCKA", "STOCKB")
+    res = cli("evaluate", "--run", run_copy, "--no-plot")
+    assert_one_line_error(res, 1, "STOCKA", "STOCKB", "not a finite positive price")
+    assert "RuntimeWarning" not in res.stderr
+    assert (run_copy / "eval" / "predictions.csv").read_bytes() == before
 
 
 def test_evaluate_data_missing_for_the_run(cli, run_copy, tmp_path):
