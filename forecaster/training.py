@@ -1168,6 +1168,15 @@ def _train(
                     manifest = _save(run_dir, trainer, data, history, cfg, now, seconds, origin=origin)
                 except RunWriteError as exc:  # a full disk: the last checkpoint stays, to finish later
                     raise saver.kept(exc) from None
+                except Diverged as exc:  # weights that forecast no finite price: no run is written
+                    why = f"{exc}: try a lower --lr or train.weight_decay"
+                    if diverged is not None:
+                        why = (
+                            f"{diverged}; the best epoch before it, {kept_epoch(history).epoch}, cannot be kept: {exc}"
+                        )
+                    if not keep_diverged:  # a trial or a challenger: its run was never to be kept
+                        raise Diverged(why) from None
+                    raise Diverged(f"{why}; nothing was written to {run_dir} (a run already there is kept)") from None
         except (KeyboardInterrupt, RuntimeError) as exc:
             lost = isinstance(exc, RuntimeError)
             if lost and not (dist.active and peer_lost(exc)):
@@ -1615,23 +1624,38 @@ def calibrate(weights: dict[str, np.ndarray], cfg: Config, data: TrainingData) -
     forecast uses."""
     net = NumpyQuantileRNN.from_config(cfg, weights, FEATURES)
     ws, strategy = data.ws, cfg.model.strategy
-    median = median_weights(
-        predict_scaled(net, ws, data.ends["val"], strategy, calendar=cfg.data.calendar),
-        ws,
-        data.ends["val"],
-        cfg.model.median_alpha,
-    )
+
+    def forecast(ends: np.ndarray, split: str) -> np.ndarray:
+        return _usable(predict_scaled(net, ws, ends, strategy, calendar=cfg.data.calendar), ws, ends, split)
+
+    median = median_weights(forecast(data.ends["val"], "validation"), ws, data.ends["val"], cfg.model.median_alpha)
     val, test = ws.origins("val"), ws.origins("test")
     scales, online, pending = walk_forward_scales(
-        with_median(predict_scaled(net, ws, val, strategy, calendar=cfg.data.calendar), median),
+        with_median(forecast(val, "validation"), median),
         val,
-        with_median(predict_scaled(net, ws, test, strategy, calendar=cfg.data.calendar), median),
+        with_median(forecast(test, "test"), median),
         test,
         ws,
         cfg.intervals.tracking_rate,
         cfg.intervals.step_tracking,
     )
     return Calibration(median, scales, online, pending)
+
+
+def _usable(q: np.ndarray, ws, ends: np.ndarray, split: str) -> np.ndarray:
+    """The forecasts ``q`` made at ``ends``, when every one of them is a finite positive price;
+    otherwise :class:`Diverged`: weights whose validation loss stayed a finite number can still
+    overflow the forward pass, and such a run would forecast nothing."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        prices = ws.close[ends][:, None, None] * np.exp(q * ws.target_scale(ends)[:, :, None])
+        bad = ~(np.isfinite(prices) & (prices > 0)).all(axis=(1, 2))
+    if bad.any():
+        names = [ws.names[i] for i in np.unique(ws.ticker_id[ends[bad]])]
+        raise Diverged(
+            f"the network's forecasts on the {split} split are not finite positive prices ({some_names(names)}): "
+            "its weights diverged"
+        )
+    return q
 
 
 def _save(

@@ -132,6 +132,42 @@ def test_a_nan_loss_after_good_epochs_keeps_the_last_good_checkpoint_as_a_run(sa
     assert predict(run, out=tmp_path / "fc", offline=True).exit_code == 0
 
 
+def test_weights_that_forecast_no_finite_price_are_not_written_as_a_run(sample_dir, run_copy):
+    """A weight decay far too large: the validation loss stays a finite number (1e27), but the
+    forward pass overflows. No run that forecasts nothing is written; the one there is kept."""
+    before = {p.name: p.read_bytes() for p in run_copy.iterdir() if p.is_file()}
+    cfg = load_config(None, tiny_overrides(sample_dir, **{"train.epochs": 1, "train.weight_decay": 7000}))
+    with pytest.raises(TrainingError) as info:
+        train(cfg, run_dir=run_copy)
+    message = str(info.value)
+    assert "forecasts on the validation split are not finite positive prices" in message, message
+    assert "weight_decay" in message and f"nothing was written to {run_copy}" in message, message
+    assert {p.name: p.read_bytes() for p in run_copy.iterdir() if p.is_file()} == before
+
+
+def test_a_trial_whose_weights_forecast_no_finite_price_fails_without_naming_its_folder(sample_dir, tmp_path):
+    """keep_diverged=False (a tuning trial, a challenger): its temporary folder is not the user's."""
+    from forecaster.training import Diverged
+
+    cfg = load_config(None, tiny_overrides(sample_dir, **{"train.epochs": 1, "train.weight_decay": 7000}))
+    with pytest.raises(Diverged) as info:
+        train(cfg, run_dir=tmp_path / "trial", keep_diverged=False)
+    message = str(info.value)
+    assert "not finite positive prices" in message and str(tmp_path) not in message, message
+    assert not (tmp_path / "trial").exists()
+
+
+def test_a_nan_loss_after_an_epoch_that_forecasts_no_finite_price_writes_no_run(sample_dir, tmp_path):
+    cfg = load_config(None, tiny_overrides(sample_dir, **{"train.epochs": 8, "train.weight_decay": 7000}))
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError) as info:
+        train(cfg, run_dir=run)
+    message = str(info.value)
+    assert message.startswith("loss became inf at epoch "), message
+    assert "the best epoch before it, 1, cannot be kept" in message and "nothing was written" in message, message
+    assert not run.exists()
+
+
 def test_early_stopping_restores_the_best_epoch(sample_dir):
     cfg, ws = _setup(sample_dir, **{"train.epochs": 12, "train.patience": 2, "train.lr": 0.05})
     seed_everything(0)  # this seed's validation loss is lowest at epoch 3 of 12
