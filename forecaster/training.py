@@ -1177,6 +1177,8 @@ def _train(
                     if not keep_diverged:  # a trial or a challenger: its run was never to be kept
                         raise Diverged(why) from None
                     raise Diverged(f"{why}; nothing was written to {run_dir} (a run already there is kept)") from None
+                if keep_diverged and diverged is None:  # a trial or a challenger is compared with others
+                    _warn_if_worse_than_no_move(trainer, data, manifest)
         except (KeyboardInterrupt, RuntimeError) as exc:
             lost = isinstance(exc, RuntimeError)
             if lost and not (dist.active and peer_lost(exc)):
@@ -1225,6 +1227,35 @@ def _train(
             f"was calibrated and written to {run_dir}, a complete run that forecasts"
         )
     return TrainResult(run_dir=run_dir, manifest=manifest, history=history)
+
+
+def no_move_loss(batches: Batches, ends: np.ndarray, quantiles: list[float]) -> float:
+    """The validation loss of a forecast of no move at all (every quantile 0): the windows
+    ending at ``ends``, pooled as :func:`evaluate_loss` pools them."""
+    total, n = 0.0, 0
+    for start in range(0, len(ends), 4096):
+        _, _, y = batches(ends[start : start + 4096])
+        zero = torch.zeros((*y.shape, len(quantiles)), dtype=torch.float32, device=y.device)
+        total += float(pinball_loss(zero, y.float(), quantiles)) * len(y)
+        n += len(y)
+    return total / max(n, 1)
+
+
+def _warn_if_worse_than_no_move(trainer: Trainer, data: TrainingData, manifest: Manifest) -> None:
+    """Say so when the run's best validation loss is no better than forecasting no move at all:
+    training went wrong (a learning rate far too high, say) and its forecasts, finite as they
+    are, should not be used before they are evaluated."""
+    best = manifest.metrics.best_val_loss
+    flat = no_move_loss(trainer.batches, data.ends["val"], trainer.cfg.model.quantiles)
+    if math.isfinite(flat) and best >= flat:
+        log.warning(
+            "the validation pinball loss %.4f is no better than forecasting no move at all (%.4f): training "
+            "went wrong (a learning rate, %g, too high?) and the run's forecasts and intervals are not to be "
+            "trusted; evaluate it before use",
+            best,
+            flat,
+            trainer.cfg.train.lr,
+        )
 
 
 def _warn_of_an_interrupted_run(run_dir: Path) -> None:

@@ -168,6 +168,21 @@ def test_a_nan_loss_after_an_epoch_that_forecasts_no_finite_price_writes_no_run(
     assert not run.exists()
 
 
+def test_a_run_no_better_than_no_move_is_written_with_a_warning(sample_dir, tmp_path, caplog):
+    """A learning rate far too high whose loss stays finite: the run is written (its forecasts are
+    finite), but the user is told its validation loss is worse than forecasting no move at all."""
+    cfg = load_config(None, tiny_overrides(sample_dir, **{"train.lr": 10, "model.cell": "rnn", "train.epochs": 4}))
+    with caplog.at_level("WARNING", logger="forecaster"):
+        res = train(cfg, run_dir=tmp_path / "bad")
+    warned = [r.getMessage() for r in caplog.records if "no move" in r.getMessage()]
+    assert len(warned) == 1 and f"{res.manifest.metrics.best_val_loss:.4f}" in warned[0], warned
+    assert "learning rate, 10, too high" in warned[0], warned
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="forecaster"):
+        train(load_config(None, tiny_overrides(sample_dir)), run_dir=tmp_path / "good")
+    assert not [r for r in caplog.records if "no move" in r.getMessage()]
+
+
 def test_early_stopping_restores_the_best_epoch(sample_dir):
     cfg, ws = _setup(sample_dir, **{"train.epochs": 12, "train.patience": 2, "train.lr": 0.05})
     seed_everything(0)  # this seed's validation loss is lowest at epoch 3 of 12
