@@ -818,6 +818,18 @@ def _check_resume_state(state: ResumeState, manifest: Manifest, path: Path) -> N
             + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
             + "): the run cannot be resumed; train it again without --resume"
         )
+    # a checkpoint is saved only after an epoch whose losses were finite: a value that is not
+    # one (or a negative second moment) is damage, which training would meet as a NaN loss
+    tensors = [
+        (f"{part}.{k}", v) for part, t in (("model", state.model), ("best", state.best)) for k, v in (t or {}).items()
+    ]
+    tensors += [(f"opt.{i}.{name}", v) for i, slots in state.optimizer.items() for name, v in slots.items()]
+    if bad := [k for k, v in tensors if not np.isfinite(v).all() or (k.endswith(".exp_avg_sq") and (v < 0).any())]:
+        raise RunFormatError(
+            f"{path} holds values that are not finite numbers, or negative second moments ({', '.join(bad[:3])}"
+            + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            + "): it is damaged; the run cannot be resumed; train it again without --resume"
+        )
 
 
 def _positive_number(value: object) -> bool:

@@ -438,6 +438,33 @@ def test_a_checkpoint_interval_that_is_no_number_of_seconds_is_refused(cli, samp
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize(
+    ("key", "value"), [("model.head.bias", np.nan), ("opt.0.exp_avg", np.inf), ("opt.0.exp_avg_sq", -1.0)]
+)
+def test_a_resume_file_holding_values_that_are_no_finite_numbers_is_refused(sample_dir, tmp_path, key, value):
+    """Not trained on to a NaN loss blamed on the learning rate, the interrupted run replaced."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    run = tmp_path / "run"
+    with pytest.raises(training.Interrupted):
+        train(_cfg(sample_dir, 0, epochs=3), run_dir=run, on_epoch=_stop_at(2))
+    path = run / "resume.safetensors"
+    with safe_open(str(path), framework="numpy") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    tensors[key] = tensors[key].copy()
+    tensors[key].flat[0] = value
+    save_file(tensors, str(path), metadata=meta)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(RunFormatError) as caught:
+        train(_cfg(sample_dir, 0, epochs=3), run_dir=run, resume=True)
+    msg = str(caught.value)
+    assert msg.startswith(f"{path} holds values that are not finite numbers") and f"({key})" in msg, msg
+    assert msg.endswith("train it again without --resume"), msg
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
 def _stop_at(epoch):
     def hook(rec):
         if rec.epoch == epoch:
