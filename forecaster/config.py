@@ -392,6 +392,15 @@ class Config(_Section):
             raise ValueError(
                 f"window.horizon ({self.window.horizon}) must not exceed window.lookback ({self.window.lookback})"
             )
+        t = self.train
+        # AdamW multiplies every weight by 1 - lr * weight_decay at each step: at 1 or more the
+        # weights are wiped out, or flip sign and grow until the loss is NaN
+        if t.lr * t.weight_decay >= 1:
+            raise ValueError(
+                f"train.weight_decay ({t.weight_decay:g}) times train.lr ({t.lr:g}) must be below 1: AdamW "
+                "multiplies the weights by 1 - lr x weight_decay at every step, so they would be wiped out or flip "
+                f"sign and grow until the loss is NaN; use a weight_decay below {1 / t.lr:g} (or a lower --lr)"
+            )
         for split in ("val_days", "test_days"):  # a window's targets all lie in its own split
             if getattr(self.window, split) < self.window.horizon:
                 raise ValueError(

@@ -318,6 +318,22 @@ def test_a_check_across_keys_of_the_file_may_be_settled_by_the_flags(tmp_path):
     assert load_config(p, {"window.lookback": 20}).window.lookback == 20
 
 
+def test_a_weight_decay_that_wipes_out_the_weights_at_each_step_is_refused(tmp_path):
+    """AdamW multiplies the weights by 1 - lr x weight_decay: at 1 or more training can only
+    diverge, which it did to a NaN loss blamed on the learning rate."""
+    p = tmp_path / "decay.toml"
+    p.write_text("[train]\nweight_decay = 7000\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(p)
+    msg = str(caught.value)
+    assert msg.startswith(f"invalid configuration ({p}): train.weight_decay (7000) times train.lr (0.001)"), msg
+    assert "use a weight_decay below 1000" in msg, msg
+    with pytest.raises(ConfigError, match="must be below 1"):
+        load_config(None, {"train.lr": 10, "train.weight_decay": 0.1})
+    assert load_config(p, {"train.lr": 1e-5}).train.weight_decay == 7000  # a flag may settle it
+    assert load_config(None, {"train.lr": 10}).train.lr == 10  # the default weight decay takes any lr
+
+
 def test_a_stored_config_reads_back_with_no_run_dir():
     """run.json keeps run_dir null when it was not set: no folder, not a folder of another kind."""
     stored = Config().model_dump(mode="json")

@@ -132,11 +132,18 @@ def test_a_nan_loss_after_good_epochs_keeps_the_last_good_checkpoint_as_a_run(sa
     assert predict(run, out=tmp_path / "fc", offline=True).exit_code == 0
 
 
+def _overflowing(cfg):
+    """``cfg`` with a weight decay that the config refuses (lr x weight_decay of 7): the weights
+    flip sign and grow until the forward pass overflows while the validation loss is still a
+    finite number (1e27), as a learning rate far too high can make them."""
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"weight_decay": 7000})})
+
+
 def test_weights_that_forecast_no_finite_price_are_not_written_as_a_run(sample_dir, run_copy):
-    """A weight decay far too large: the validation loss stays a finite number (1e27), but the
-    forward pass overflows. No run that forecasts nothing is written; the one there is kept."""
+    """The validation loss stays a finite number (1e27), but the forward pass overflows. No run
+    that forecasts nothing is written; the one there is kept."""
     before = {p.name: p.read_bytes() for p in run_copy.iterdir() if p.is_file()}
-    cfg = load_config(None, tiny_overrides(sample_dir, **{"train.epochs": 1, "train.weight_decay": 7000}))
+    cfg = _overflowing(load_config(None, tiny_overrides(sample_dir, **{"train.epochs": 1})))
     with pytest.raises(TrainingError) as info:
         train(cfg, run_dir=run_copy)
     message = str(info.value)
@@ -149,7 +156,7 @@ def test_a_trial_whose_weights_forecast_no_finite_price_fails_without_naming_its
     """keep_diverged=False (a tuning trial, a challenger): its temporary folder is not the user's."""
     from forecaster.training import Diverged
 
-    cfg = load_config(None, tiny_overrides(sample_dir, **{"train.epochs": 1, "train.weight_decay": 7000}))
+    cfg = _overflowing(load_config(None, tiny_overrides(sample_dir, **{"train.epochs": 1})))
     with pytest.raises(Diverged) as info:
         train(cfg, run_dir=tmp_path / "trial", keep_diverged=False)
     message = str(info.value)
@@ -158,7 +165,7 @@ def test_a_trial_whose_weights_forecast_no_finite_price_fails_without_naming_its
 
 
 def test_a_nan_loss_after_an_epoch_that_forecasts_no_finite_price_writes_no_run(sample_dir, tmp_path):
-    cfg = load_config(None, tiny_overrides(sample_dir, **{"train.epochs": 8, "train.weight_decay": 7000}))
+    cfg = _overflowing(load_config(None, tiny_overrides(sample_dir, **{"train.epochs": 8})))
     run = tmp_path / "run"
     with pytest.raises(TrainingError) as info:
         train(cfg, run_dir=run)
