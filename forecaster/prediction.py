@@ -587,12 +587,15 @@ def _forecast(run: Run, bars, cut, dated: set[str], now, report: ForecastReport)
     closes = ws.close[ends][:, None]
     with np.errstate(over="ignore", invalid="ignore"):
         prices = [closes * np.exp(x) for x in (lo, med, hi)]
-    finite = np.logical_and.reduce([np.isfinite(p).all(axis=1) for p in prices])
+        # a price of 0 (an interval end overflowing downwards) is no price either: score refuses it
+        finite = np.logical_and.reduce([(np.isfinite(p) & (p > 0)).all(axis=1) for p in prices])
     rows = []
     sessions: dict = {}  # next sessions and age note per distinct last date (most tickers share one)
     for i, sym in enumerate(ws.tickers):
-        if not finite[i]:  # never an empty cell in a file cron jobs read: the ticker fails
-            report.failed[sym] = "its forecast is not a finite number: the run's weights or statistics are damaged"
+        if not finite[i]:  # never an empty cell, nor a zero price, in a file cron jobs read: the ticker fails
+            report.failed[sym] = (
+                "its forecast is not a finite positive price: the run's weights or statistics are damaged"
+            )
             continue
         last = last_dates[i]
         if last not in sessions:

@@ -515,7 +515,7 @@ def test_a_forecast_that_is_not_a_finite_number_fails_its_ticker_and_is_not_writ
     monkeypatch.setattr(prediction, "calibrated", broken)
     report = prediction.predict(run_copy, out=tmp_path / "fc", offline=True, jobs=1)
     assert report.exit_code == 3 and list(report.failed) == ["STOCKA"]
-    assert "not a finite number" in report.failed["STOCKA"]
+    assert "not a finite positive price" in report.failed["STOCKA"]
     written = pd.read_csv(tmp_path / "fc" / run_meta(run_copy)["name"] / "latest.csv")
     assert set(written["ticker"]) == {"STOCKB"} and written[["p10", "p50", "p90"]].notna().all().all()
 

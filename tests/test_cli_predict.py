@@ -646,6 +646,25 @@ def test_predict_damaged_run_json(cli, run_copy, tmp_path):
     assert not (tmp_path / "fc").exists()
 
 
+def test_predict_writes_no_zero_price_of_a_lower_quantile_that_overflows(cli, run_copy, tmp_path):
+    """Finite weights whose lower interval ends overflow to a price of 0 (which score refuses as
+    no price): every ticker fails, nothing is written, the forecasts made before are kept."""
+    from safetensors.numpy import load_file, save_file
+
+    out = tmp_path / "fc"
+    assert cli("predict", "--run", run_copy, "--out", out, "--as-of", "2024-12-02").exit_code == 0
+    [folder] = out.iterdir()  # named after the run
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    weights = load_file(str(run_copy / "model.safetensors"))
+    bias = weights["head.bias"].copy()
+    bias[0::3] = 1e30  # each step's gap below the median (quantiles 0.1, 0.5, 0.9)
+    weights["head.bias"] = bias
+    save_file(weights, str(run_copy / "model.safetensors"))
+    res = cli("predict", "--run", run_copy, "--out", out, "--as-of", "2024-12-03")
+    assert_one_line_error(res, 1, "no forecast written", "STOCKA", "STOCKB", "not a finite positive price")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
 def test_predict_no_data_for_any_ticker_is_an_error(cli, trained_run, tmp_path):
     (tmp_path / "empty").mkdir()
     res = cli("predict", "--run", trained_run, "--data-dir", tmp_path / "empty", "--out", tmp_path / "fc")
