@@ -1229,16 +1229,19 @@ def _train(
     return TrainResult(run_dir=run_dir, manifest=manifest, history=history)
 
 
-def no_move_loss(batches: Batches, ends: np.ndarray, quantiles: list[float]) -> float:
-    """The validation loss of a forecast of no move at all (every quantile 0): the windows
-    ending at ``ends``, pooled as :func:`evaluate_loss` pools them."""
+def no_move_loss(ws: WindowSet, ends: np.ndarray, quantiles: list[float], one_step: bool) -> float:
+    """The validation loss of a forecast of no move at all (every quantile 0) over the windows
+    ending at ``ends``, pooled as :func:`evaluate_loss` pools them (the first step alone for a
+    one-step model); NaN without windows. The targets alone are read, not the windows' inputs."""
+    q = np.asarray(quantiles, dtype=np.float64)
     total, n = 0.0, 0
-    for start in range(0, len(ends), 4096):
-        _, _, y = batches(ends[start : start + 4096])
-        zero = torch.zeros((*y.shape, len(quantiles)), dtype=torch.float32, device=y.device)
-        total += float(pinball_loss(zero, y.float(), quantiles)) * len(y)
-        n += len(y)
-    return total / max(n, 1)
+    for start in range(0, len(ends), 65536):
+        y = ws.targets(ends[start : start + 65536]).astype(np.float64)[..., None]  # (B, H, 1)
+        if one_step:
+            y = y[:, :1]
+        total += float(np.maximum(q * y, (q - 1) * y).sum())
+        n += y.shape[0] * y.shape[1] * len(q)
+    return total / n if n else math.nan
 
 
 def _warn_if_worse_than_no_move(trainer: Trainer, data: TrainingData, manifest: Manifest) -> None:
@@ -1246,7 +1249,8 @@ def _warn_if_worse_than_no_move(trainer: Trainer, data: TrainingData, manifest: 
     training went wrong (a learning rate far too high, say) and its forecasts, finite as they
     are, should not be used before they are evaluated."""
     best = manifest.metrics.best_val_loss
-    flat = no_move_loss(trainer.batches, data.ends["val"], trainer.cfg.model.quantiles)
+    cfg = trainer.cfg
+    flat = no_move_loss(data.ws, data.ends["val"], cfg.model.quantiles, cfg.model.strategy == "recursive")
     if math.isfinite(flat) and best >= flat:
         log.warning(
             "the validation pinball loss %.4f is no better than forecasting no move at all (%.4f): training "

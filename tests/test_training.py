@@ -190,6 +190,20 @@ def test_a_run_no_better_than_no_move_is_written_with_a_warning(sample_dir, tmp_
     assert not [r for r in caplog.records if "no move" in r.getMessage()]
 
 
+@pytest.mark.parametrize("one_step", [False, True])
+def test_the_no_move_loss_is_the_validation_loss_of_forecasts_of_zero(sample_dir, one_step):
+    from forecaster.models import pinball_loss
+    from forecaster.training import Batches, no_move_loss
+
+    cfg, ws = _setup(sample_dir)
+    ends = ws.ends("val")
+    _, _, y = Batches(ws, torch.device("cpu"), one_step)(ends)
+    zero = torch.zeros((*y.shape, len(cfg.model.quantiles)))
+    expected = float(pinball_loss(zero, y, cfg.model.quantiles))
+    assert no_move_loss(ws, ends, cfg.model.quantiles, one_step) == pytest.approx(expected, rel=1e-6)
+    assert math.isnan(no_move_loss(ws, ends[:0], cfg.model.quantiles, one_step))
+
+
 def test_early_stopping_restores_the_best_epoch(sample_dir):
     cfg, ws = _setup(sample_dir, **{"train.epochs": 12, "train.patience": 2, "train.lr": 0.05})
     seed_everything(0)  # this seed's validation loss is lowest at epoch 3 of 12
