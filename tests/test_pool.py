@@ -170,6 +170,62 @@ with workers(2, fresh=sys.argv[2] == "spawn") as pool:
 """
 
 
+def test_a_stop_in_the_middle_of_the_blocks_cancels_none_of_them_from_the_caller():
+    """The blocks not started are dropped by the pool as it is ended, never cancelled from the
+    thread the stop reaches: ``executor.map`` cancelled them there, and the pool, finding its
+    processes ended, then failed on the cancelled blocks and left dead processes behind."""
+    from concurrent.futures import Executor, Future
+
+    from forecaster.pool import Workers
+
+    class Blocks(Executor):  # the first block stopped, the others not started yet
+        def __init__(self):
+            self.futures = []
+
+        def submit(self, fn, *args, **kwargs):
+            future = Future()
+            if not self.futures:
+                future.set_exception(KeyboardInterrupt())
+            self.futures.append(future)
+            return future
+
+    blocks = Blocks()
+    with pytest.raises(KeyboardInterrupt):
+        Workers(blocks, 2).map(len, ["a", "bb", "ccc"])
+    assert len(blocks.futures) == 3 and not any(f.cancelled() for f in blocks.futures[1:])
+
+
+def test_a_stop_waits_for_each_process_it_ends():
+    """A process ended and never waited for stays a dead (zombie) process of a program that goes
+    on, one more at each stop."""
+    from forecaster import pool
+
+    class Process:
+        def __init__(self):
+            self.calls = []
+
+        def terminate(self):
+            self.calls.append("terminate")
+
+        def join(self, timeout=None):
+            self.calls.append(("join", timeout))
+
+    class Pool:
+        def __init__(self, processes):
+            self._processes = dict(enumerate(processes))
+
+        def shutdown(self, wait=True, cancel_futures=False):
+            assert (wait, cancel_futures) == (False, True)
+
+        def terminate_workers(self):  # Python 3.14: ends its processes itself
+            for process in self._processes.values():
+                process.terminate()
+
+    processes = [Process(), Process()]
+    pool._stop_now(Pool(processes))
+    assert [p.calls for p in processes] == [["terminate", ("join", pool.STOP_WAIT_S)]] * 2
+
+
 @pytest.mark.parametrize("start", ["fork", "spawn"])
 def test_the_workers_die_with_a_command_killed_outright(tmp_path, start):
     """SIGKILL leaves the command no moment to end its workers: they stayed, their parent gone,
