@@ -55,8 +55,9 @@ def refuse_unreadable_forecast(path: Path) -> None:
     with open(path, "rb") as f:
         header = f.readline(MAX_FIELDS * 64)
     fields = header.count(b",") + 1
-    if fields > MAX_FIELDS or (len(header) == MAX_FIELDS * 64 and not header.endswith(b"\n")):
-        raise ValueError(f"its header has {fields} fields or more, not a forecast file's ten")
+    cut = len(header) == MAX_FIELDS * 64 and not header.endswith(b"\n")  # read no further
+    if fields > MAX_FIELDS or cut:
+        raise ValueError(f"its header has {fields}{' fields or more' if cut else ' fields'}, not a forecast file's ten")
 
 
 def to_csv_text(df: pd.DataFrame, header: bool = True) -> str:

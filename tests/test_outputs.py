@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -123,3 +124,19 @@ def test_a_folder_has_dated_forecasts_only_with_a_file_named_by_its_date(tmp_pat
     assert not has_dated_forecasts(tmp_path / "latest.csv")
     (tmp_path / "2024-12-31.csv").write_text("x\n")
     assert has_dated_forecasts(tmp_path)
+
+
+def test_a_forecast_file_with_too_many_header_fields_is_refused_saying_how_many(tmp_path):
+    from forecaster.outputs import refuse_unreadable_forecast
+
+    whole = tmp_path / "whole.csv"
+    whole.write_text("," * 2000 + "\nx\n")
+    with pytest.raises(ValueError, match=r"^its header has 2001 fields, not a forecast file's ten$"):
+        refuse_unreadable_forecast(whole)
+    cut = tmp_path / "cut.csv"  # more than is read of a header: the count is a floor
+    cut.write_text("," * 100_000 + "\n")
+    with pytest.raises(ValueError, match=r"^its header has 64001 fields or more, not a forecast file's ten$"):
+        refuse_unreadable_forecast(cut)
+    fine = tmp_path / "fine.csv"
+    fine.write_text("a,b\n1,2\n")
+    refuse_unreadable_forecast(fine)
