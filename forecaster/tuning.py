@@ -229,6 +229,10 @@ def open_storage(url: str, heartbeat: int):
             if _GRPC_PROXY is None:
                 raise ConfigError(f"storage {label} needs Optuna 4.2 or later, not {optuna.__version__}")
             host, _, port = url[len("grpc://") :].rstrip("/").rpartition(":")
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(
+                    f"unusable storage URL {label}: a gRPC storage is grpc://HOST:PORT, with a port number"
+                )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExperimentalWarning)  # a warning on every tune, to no end
                 return _GRPC_PROXY(host=host or "localhost", port=int(port))

@@ -1038,6 +1038,19 @@ def test_a_grpc_storage_of_an_optuna_whose_client_has_no_close_is_left_as_it_is(
     tuning.close_storage(Proxy())
 
 
+@pytest.mark.parametrize("url", ["grpc://localhost", "grpc://localhost:", "grpc://localhost:port", "grpc://h:70000"])
+def test_a_grpc_storage_url_without_a_port_number_says_what_is_expected(monkeypatch, url):
+    from forecaster import tuning
+
+    class Proxy:  # Optuna's GrpcStorageProxy, made without a server
+        def __init__(self, host, port):
+            raise AssertionError(f"made with port {port!r}")
+
+    monkeypatch.setattr(tuning, "_GRPC_PROXY", Proxy)
+    with pytest.raises(ConfigError, match=r": a gRPC storage is grpc://HOST:PORT, with a port number$"):
+        open_storage(url, 10)
+
+
 def test_a_grpc_storage_url_with_an_optuna_that_has_no_grpc_client_says_which_it_needs(monkeypatch):
     from forecaster import tuning
 
