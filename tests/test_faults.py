@@ -618,9 +618,13 @@ SIG = getattr(signal, sys.argv[1])
 
 class Collected:  # freed as the command runs; the signal arrives while its finalizer runs
     def __del__(self):
-        os.kill(os.getpid(), SIG)
-        for _ in range(100000):  # the handler runs here: Python drops its KeyboardInterrupt
-            pass
+        try:
+            os.kill(os.getpid(), SIG)
+            for _ in range(100000):  # the handler runs here: Python drops its KeyboardInterrupt
+                pass
+        except KeyboardInterrupt:
+            os.write(1, b"the interrupt fell in the finalizer\\n")
+            raise
 
 
 real = prediction.load_run
@@ -629,7 +633,11 @@ real = prediction.load_run
 def load_run(path):
     Collected()
     run = real(path)
-    time.sleep(0.5)  # the command still has work to do as the stop comes back, however busy the machine
+    # the command still has work to do as the stop comes back: it comes in a moment however busy
+    # the machine, and stops this wait; a stop lost for good lets the command go on after it
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
     return run
 
 
@@ -647,6 +655,7 @@ def test_a_stop_dropped_in_a_finalizer_still_stops_the_command(sig, run_copy, tm
     and the command ran on to exit 0. It is delivered again: one line, exit 130, nothing written."""
     out = tmp_path / "forecasts"
     res = run_script(STOP_DROPPED_IN_A_FINALIZER, sig, run_copy, out)
+    assert "the interrupt fell in the finalizer" in res.stdout, (res.returncode, res.stdout, res.stderr)
     assert res.returncode == 130, (res.returncode, res.stderr)
     assert len(error_lines(res)) == 1 and "interrupted" in error_lines(res)[0]
     assert "Exception ignored" not in res.stderr and "Traceback" not in res.stderr
