@@ -12,6 +12,7 @@ interpreter starts (a few hundredths of a second), a signal meets the system's d
 
 from __future__ import annotations
 
+import _thread
 import os
 import signal
 import sys
@@ -35,9 +36,16 @@ def stopping() -> bool:
     return _stopping[0]
 
 
+_in_hook = [0]  # the main thread is in the unraisable hook below (nested calls counted)
+_main_thread = [None]  # the thread that took the stop signals: the one their handler runs in
+
+
 def on_stop_signal(signum, frame):
     """SIGINT and SIGTERM in the command line: Ctrl-C, unless the command is already stopping."""
     if _stopping[0]:
+        return
+    if _in_hook[0]:  # raised in the hook, Python would drop it again ("Exception ignored in
+        _deliver_again()  # sys.unraisablehook") and nothing would deliver it once more: put off
         return
     raise KeyboardInterrupt
 
@@ -83,22 +91,35 @@ def take_stop_signals() -> None:
     callback as the garbage collector runs it: "Exception ignored in ...") is delivered again."""
     signal.signal(signal.SIGTERM, on_stop_signal)
     signal.signal(signal.SIGINT, on_stop_signal)
+    _main_thread[0] = _thread.get_ident()
     sys.unraisablehook = _stop_delivered_again(sys.unraisablehook)
 
 
 def _stop_delivered_again(then):
     def hook(info) -> None:
-        if isinstance(info.exc_value, KeyboardInterrupt) and signal.getsignal(signal.SIGINT) is on_stop_signal:
-            import _thread
-            import threading
-
-            # from another thread, a moment later: made here, the interrupt would be raised in
-            # this hook as soon as the call returned, and dropped again
-            threading.Timer(0.01, _thread.interrupt_main).start()
-            return
-        then(info)
+        main = _thread.get_ident() == _main_thread[0]
+        if main:
+            _in_hook[0] += 1
+        try:
+            if isinstance(info.exc_value, KeyboardInterrupt) and signal.getsignal(signal.SIGINT) is on_stop_signal:
+                _deliver_again()
+                return
+            then(info)
+        finally:
+            if main:
+                _in_hook[0] -= 1
 
     return hook
+
+
+def _deliver_again() -> None:
+    """Raise the stop again in the main thread, from another thread a moment later: made here,
+    the interrupt would be raised in the hook as soon as the call returned, and dropped again.
+    Should it still come while the main thread is in the hook (held up there on a busy
+    machine), :func:`on_stop_signal` puts it off once more rather than raise it there."""
+    import threading
+
+    threading.Timer(0.01, _thread.interrupt_main).start()
 
 
 def main() -> None:
