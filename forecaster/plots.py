@@ -22,10 +22,26 @@ _CANNOT_WRITE = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQ
 
 
 def import_matplotlib():
-    """matplotlib, whatever ``MPLBACKEND`` says. Set to a backend matplotlib does not know, it
-    refuses to be imported at all, and so does ``arch`` (the garch fits), which imports it:
-    forecaster draws files only, so it imports it with the Agg backend instead (the variable
-    is left as it was)."""
+    """matplotlib, whatever ``MPLBACKEND`` says, and in silence where its folders cannot be
+    written. Set to a backend matplotlib does not know, it refuses to be imported at all, and
+    so does ``arch`` (the garch fits), which imports it: forecaster draws files only, so it
+    imports it with the Agg backend instead (the variable is left as it was). Where its
+    config or cache folder cannot be made (a service's user whose HOME or XDG_CACHE_HOME it
+    cannot write), matplotlib uses a temporary one and says so in two lines on stderr, each
+    time cron runs the command: that note is left out (the folders are logged at debug level)."""
+    mpl_log = logging.getLogger("matplotlib")
+    level = mpl_log.level
+    mpl_log.setLevel(logging.ERROR)
+    try:
+        matplotlib = _import_matplotlib()
+        matplotlib.get_cachedir()  # found (or made) once per process, here: the font cache's folder
+    finally:
+        mpl_log.setLevel(level)
+    log.debug("matplotlib's config folder %s, cache folder %s", matplotlib.get_configdir(), matplotlib.get_cachedir())
+    return matplotlib
+
+
+def _import_matplotlib():
     try:
         import matplotlib
     except ValueError as e:

@@ -416,6 +416,38 @@ print("ok")
     assert res.returncode == 0 and res.stdout == "ok\n", res.stderr[-2000:]
 
 
+def test_a_home_matplotlib_cannot_write_into_prints_nothing(tmp_path):
+    """A service's user whose HOME (or XDG_CACHE_HOME) cannot be written: matplotlib, which
+    train's garch fits import through arch and evaluate --plot draws with, said in two lines
+    on stderr (not marked WARNING:, with --quiet too) that it made a temporary folder instead,
+    each time cron ran the command. It does so in silence, and still draws."""
+    import subprocess
+    import sys
+
+    from support import python_env
+
+    code = """
+import sys
+import pandas as pd
+from pathlib import Path
+from forecaster.plots import import_matplotlib, plot_training
+import_matplotlib()
+h = pd.DataFrame({"epoch": [1, 2], "train_loss": [0.3, 0.2], "val_loss": [0.31, 0.25], "grad_norm": [1.0, 0.5]})
+path = plot_training(h, Path(sys.argv[1]))
+assert open(path, "rb").read(8) == b"\\x89PNG\\r\\n\\x1a\\n"
+print("ok")
+"""
+    (tmp_path / "not-a-folder").write_text("")
+    home = str(tmp_path / "not-a-folder")  # no folder can be made under it, not even by root
+    env = python_env(HOME=home, XDG_CONFIG_HOME=home, XDG_CACHE_HOME=home, OMP_NUM_THREADS="1")
+    env.pop("MPLCONFIGDIR", None)
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "t.png")], capture_output=True, text=True, env=env, timeout=240
+    )
+    assert res.returncode == 0 and res.stdout == "ok\n", res.stderr[-2000:]
+    assert res.stderr == ""
+
+
 def test_hist_by_default_reads_the_h_step_returns_of_the_last_500_sessions():
     """The README's hist: the quantiles of the returns of the last 500 sessions. Wild returns
     300 to 450 sessions before the origin widen the bounds; the calm ones before them do not."""
