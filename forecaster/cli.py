@@ -307,13 +307,21 @@ def _no_color() -> bool:
     return os.environ.get("NO_COLOR", "") != ""
 
 
+def _plain(tty: bool) -> dict:
+    """No colour and no other style codes (bold, italic) without a terminal, FORCE_COLOR or
+    not (a CI runner's or a wrapper's), nor on one with NO_COLOR: rich's ``no_color`` alone
+    keeps the bold and the italic."""
+    plain = not tty or _no_color()
+    return {"no_color": plain, "color_system": None if plain else "auto"}
+
+
 def _stderr_console():
-    return _console(stderr=True, no_color=not sys.stderr.isatty() or _no_color(), highlight=False)
+    return _console(stderr=True, **_plain(sys.stderr.isatty()), highlight=False)
 
 
 def _stdout_console():
     tty = sys.stdout.isatty()
-    return _console(no_color=not tty or _no_color(), highlight=False, width=None if tty else 200)
+    return _console(**_plain(tty), highlight=False, width=None if tty else 200)
 
 
 class _CurrentStderr(logging.StreamHandler):

@@ -1456,6 +1456,40 @@ def test_a_path_the_output_encoding_lacks_is_written_escaped(trained_run, tmp_pa
     assert (out / trained_run.name / "latest.csv").is_file()
 
 
+def test_no_style_codes_in_a_pipe_with_force_color_nor_on_a_terminal_with_no_color(trained_run, tmp_path):
+    """FORCE_COLOR (set by some CI runners and wrappers) made the table in a pipe or a log file
+    carry bold and italic codes, and NO_COLOR on a terminal left them in: the README's plain
+    output, with no escape codes, is what a reader gets without a terminal or with NO_COLOR."""
+    import pty
+    import subprocess
+
+    from support import FORECASTER, cli_env
+
+    args = ("predict", "--run", trained_run, "--offline", "--out", tmp_path / "fc")
+    env = {k: v for k, v in cli_env(FORCE_COLOR="1", TERM="xterm").items() if k != "NO_COLOR"}
+    proc = start_forecaster(*args, env=env)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "| ticker" in stdout and "\x1b" not in stdout + stderr, stdout
+    master, slave = pty.openpty()  # stdout on a terminal, NO_COLOR=1
+    proc = subprocess.Popen(
+        [str(FORECASTER), *map(str, args)], stdout=slave, stderr=subprocess.DEVNULL, env=cli_env(TERM="xterm")
+    )
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal is closed once the command has exited
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    assert proc.wait(timeout=120) == 0
+    assert b"ticker" in shown and b"\x1b" not in shown, shown
+
+
 @pytest.mark.parametrize("command", ["predict", "info"])
 def test_a_reader_that_goes_away_leaves_the_commands_own_exit_code(
     trained_run, sample_dir, run_copy, tmp_path, command
