@@ -972,7 +972,7 @@ def _training_line(res) -> str:
     m = res.manifest.metrics
     one = " (one step ahead)" if res.manifest.config.model.strategy == "recursive" else ""
     return (
-        f"run written to {res.run_dir}  (best epoch {m.best_epoch} of {m.epochs_run}, "
+        f"run written to {shown_path(res.run_dir)}  (best epoch {m.best_epoch} of {m.epochs_run}, "
         f"validation pinball{one} {m.best_val_loss:.4f}, {m.train_seconds:.1f} s)"
     )
 
@@ -1200,7 +1200,7 @@ def _show_tuning(res, final, quiet: bool, json_out: bool, interrupted: str | Non
     if best is not None:
         print(best)
     for k, v in res.files.items():
-        print(f"{k}: {v}")
+        print(f"{k}: {shown_path(v)}")
     if final is not None:
         _show_training(final, quiet, json_out, logged=True)
 
@@ -1297,7 +1297,7 @@ def evaluate(
             print(verdict)
             print(interval_verdict)
             for k, v in rep.files.items():
-                print(f"{k}: {v}")
+                print(f"{k}: {shown_path(v)}")
         failed = [f"{sym} not evaluated: {why['error']}" for sym, why in rep.failed.items()]
         log_some(logging.ERROR, failed, "tickers not evaluated")
         if fail_if_no_skill and not ok:
@@ -1463,7 +1463,7 @@ def _show_forecast(rep, quiet: bool, json_out: bool) -> None:
         rows.append([f"{r[c]:.{places}f}" if c in money else r[c] for c in cols])
     _table(cols, rows)
     for k, v in rep.files.items():
-        print(f"{k}: {v}")
+        print(f"{k}: {shown_path(v)}")
 
 
 def _price_decimals(price: float) -> int:
@@ -1488,6 +1488,24 @@ def printable(text: str) -> str:
     holding one (a folder can) keeps to its own row of a table or line of a listing, and cannot
     move the terminal's cursor or change its colours."""
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def shown_path(path) -> str:
+    """``path`` as a shell reads it back: as it is where it holds only the characters a shell
+    leaves alone, else in single quotes; with a control character in it (a newline, an escape),
+    in bash's ``$'...'`` with that character escaped, so that it keeps to its line and cannot
+    move the terminal's cursor or change its colours."""
+    text = str(path)
+    if not _CONTROL.search(text):
+        return shlex.quote(text)
+    text = text.replace("\\", "\\\\").replace("'", "\\'")
+    return "$'" + _CONTROL.sub(_c_escape, text) + "'"
+
+
+def _c_escape(match) -> str:
+    """A control character as ``$'...'`` writes it: ``\\n``, ``\\x1b``; ``\\u0085`` above ASCII."""
+    c = match.group()
+    return repr(c)[1:-1] if c < "\x80" else f"\\u{ord(c):04x}"
 
 
 def _table(columns: list[str], rows: list[list], title: str | None = None) -> None:
@@ -1921,7 +1939,7 @@ def _show_score(rep, alerts: list[str], quiet: bool, json_out: bool) -> None:
         title=f"live scores of run {rep.run} ({_count(len(rep.read), 'forecast file')}); skill = 1 - MAE/MAE naive",
     )
     for k, v in rep.files.items():
-        print(f"{k}: {v}")
+        print(f"{k}: {shown_path(v)}")
 
 
 @app.command()
@@ -1967,7 +1985,8 @@ def promote(
         if json_out:
             _emit_json({"name": res.name, "pointer": res.pointer, "target": res.target, "previous": res.previous})
         elif not quiet:
-            print(f"{res.pointer} -> {res.target}" + (f"  (was {res.previous})" if res.previous else ""))
+            was = f"  (was {shown_path(res.previous)})" if res.previous else ""
+            print(f"{shown_path(res.pointer)} -> {shown_path(res.target)}{was}")
 
 
 def retrain(
@@ -2043,7 +2062,7 @@ def retrain(
         else:  # the verdict is the result, printed with --quiet too (a cron job mails it)
             print(rep.comparison.reason)
             if not quiet:
-                print(f"{rep.pointer} -> {(rep.challenger if rep.promoted else rep.champion)}")
+                print(f"{shown_path(rep.pointer)} -> {shown_path(rep.challenger if rep.promoted else rep.champion)}")
 
 
 def _train_flags(without: tuple[str, ...] = ()) -> list[inspect.Parameter]:

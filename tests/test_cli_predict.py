@@ -1456,6 +1456,24 @@ def test_a_path_the_output_encoding_lacks_is_written_escaped(trained_run, tmp_pa
     assert (out / trained_run.name / "latest.csv").is_file()
 
 
+def test_the_files_written_are_named_as_a_shell_reads_them_back(cli, trained_run, tmp_path):
+    """`latest: PATH` printed the folder as it was: one with a space or a quote could not be
+    pasted back into a shell, and one with a newline or an escape (ESC[31m turned the terminal
+    red) broke the line or moved the cursor."""
+    import shlex
+
+    out = tmp_path / "fc f $x 'q\""
+    res = cli("predict", "--run", trained_run, "--offline", "--out", out)
+    assert res.exit_code == 0, res.stderr
+    forecast, latest = res.stdout.splitlines()[-2:]
+    assert shlex.split(latest.removeprefix("latest: ")) == [str(out / trained_run.name / "latest.csv")], latest
+    assert shlex.split(forecast.removeprefix("forecast: "))[0].startswith(str(out / trained_run.name) + "/")
+    res = cli("predict", "--run", trained_run, "--offline", "--out", tmp_path / "fc\nx\x1b[31m")
+    assert res.exit_code == 0, res.stderr
+    assert "\x1b" not in res.stdout
+    assert res.stdout.splitlines()[-1] == f"latest: $'{tmp_path}/fc\\nx\\x1b[31m/{trained_run.name}/latest.csv'"
+
+
 def test_no_style_codes_in_a_pipe_with_force_color_nor_on_a_terminal_with_no_color(trained_run, tmp_path):
     """FORCE_COLOR (set by some CI runners and wrappers) made the table in a pipe or a log file
     carry bold and italic codes, and NO_COLOR on a terminal left them in: the README's plain
