@@ -379,6 +379,16 @@ def _ends_mid_line(path: Path) -> bool:
         return False
 
 
+class _OneLine(logging.Formatter):
+    """A log line whose message keeps to its line: a control character in it (a path or name
+    with a newline or an escape) is written as an escape (``\\n``, ``\\x1b``), so that an error is
+    one line, marked, and cannot move the terminal's cursor or change its colours. A
+    traceback (``--debug``) is printed apart, as it is."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
+
+
 ON_BAR = "on_bar"
 """A log record with this attribute true is shown by the progress bar on stderr: the log file
 keeps it, the stderr handler leaves it out."""
@@ -394,7 +404,7 @@ def setup_logging(quiet: bool, log_file: Path | None, json_out: bool = False) ->
     err = _CurrentStderr()
     err.setLevel(logging.WARNING if quiet else logging.INFO)
     # --quiet leaves fewer lines, each marked as in full output: cron mail tells errors from warnings
-    err.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    err.setFormatter(_OneLine("%(levelname)s: %(message)s"))
     err.addFilter(lambda r: r.levelno >= logging.WARNING or not quiet)
     # a command's result (retrain's verdict) is printed on stdout: the log file keeps it, stderr does not
     err.addFilter(lambda r: not getattr(r, RESULT, False))
@@ -419,7 +429,7 @@ def setup_logging(quiet: bool, log_file: Path | None, json_out: bool = False) ->
             _Printed.json = False
             _failed(json_out, EXIT_ERROR, "cannot write the log file %s: %s", log_file, why)
             raise typer.Exit(EXIT_ERROR) from None
-        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        fh.setFormatter(_OneLine("%(asctime)s %(levelname)s %(message)s"))
         fh.addFilter(rank_0_warns)
         log.addHandler(fh)
 

@@ -912,3 +912,15 @@ def test_a_run_named_with_control_characters_keeps_to_its_own_row(cli, trained_r
         r"bad\tjson": "unreadable",
     }
     assert any(ln.startswith(r"bad\tjson: ") for ln in res.stdout.splitlines())
+
+
+def test_an_error_naming_a_path_with_a_newline_or_an_escape_is_one_line(cli, tmp_path):
+    """`info` of a folder named with a newline and an ESC (a name pasted from elsewhere, a
+    script's variable): its error line was two lines on stderr and in the log file, the second
+    not marked ERROR (cron's grep missed it), and ESC[31m turned the terminal red."""
+    log = tmp_path / "cron.log"
+    res = cli("info", tmp_path / "no\nsuch\x1b[31m", "--log-file", log)
+    assert res.exit_code == 1
+    assert res.stderr == f"ERROR: no run directory at {tmp_path}/no\\nsuch\\x1b[31m\n", res.stderr
+    lines = log.read_text().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(f"ERROR no run directory at {tmp_path}/no\\nsuch\\x1b[31m"), lines
