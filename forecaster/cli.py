@@ -6,6 +6,7 @@ Heavy libraries (torch, pandas, yfinance, matplotlib) are imported inside the co
 
 from __future__ import annotations
 
+import codecs
 import inspect
 import io
 import json
@@ -483,6 +484,10 @@ def handled(debug: bool = False, command: str = "forecaster", json_out: bool = F
             raise typer.Exit(EXIT_INTERRUPTED) from None
         if debug:
             _traceback(e)
+        if _unencodable_path(e):  # a run or config made under a UTF-8 locale, read under another
+            why = "cannot be a file name under this locale (its file names are %s): run under a UTF-8 one"
+            _failed(json_out, EXIT_ERROR, "%s " + why + " (LC_ALL=C.UTF-8)", e.object, e.encoding)
+            raise typer.Exit(EXIT_ERROR) from None
         hint = "" if debug else " (run with --debug for the traceback)"
         _failed(json_out, EXIT_ERROR, "unexpected error: %s: %s%s", type(e).__name__, e, hint)
         raise typer.Exit(EXIT_ERROR) from None
@@ -490,6 +495,17 @@ def handled(debug: bool = False, command: str = "forecaster", json_out: bool = F
         with suppress(OSError, ValueError):  # what is still buffered: a reader gone is noted, not raised
             sys.stdout.flush()
         sys.stdout = stdout
+
+
+def _unencodable_path(e: BaseException) -> bool:
+    """Whether ``e`` is a path that the file names' encoding (a locale that is not UTF-8,
+    LC_ALL=fr_FR.ISO-8859-1) cannot write: a folder name from a run or a config file made under
+    a UTF-8 locale, `données 予測`."""
+    return (
+        isinstance(e, UnicodeEncodeError)
+        and isinstance(e.object, str)
+        and codecs.lookup(e.encoding).name == codecs.lookup(sys.getfilesystemencoding()).name
+    )
 
 
 def _traceback(e: BaseException) -> None:

@@ -924,3 +924,19 @@ def test_an_error_naming_a_path_with_a_newline_or_an_escape_is_one_line(cli, tmp
     assert res.stderr == f"ERROR: no run directory at {tmp_path}/no\\nsuch\\x1b[31m\n", res.stderr
     lines = log.read_text().splitlines()
     assert len(lines) == 1 and lines[0].endswith(f"ERROR no run directory at {tmp_path}/no\\nsuch\\x1b[31m"), lines
+
+
+def test_a_path_the_file_name_encoding_lacks_is_one_line_saying_so(cli, run_copy, monkeypatch):
+    """Under a locale that is not UTF-8 (LC_ALL=fr_FR.ISO-8859-1), a run whose data folder was
+    recorded as `données 予測` cannot be opened: that was an 'unexpected error:
+    UnicodeEncodeError' pointing at a bug, where the path and the locale are what to change."""
+    import forecaster.cli
+
+    def unencodable(path):
+        raise UnicodeEncodeError("latin-1", "/srv/données 予測", 13, 15, "ordinal not in range(256)")
+
+    monkeypatch.setattr(forecaster.cli.sys, "getfilesystemencoding", lambda: "latin-1")
+    monkeypatch.setattr("forecaster.checkpoint.read_manifest", unencodable)
+    res = cli("info", run_copy)
+    line = assert_one_line_error(res, 1, "/srv/données 予測", "latin-1", "UTF-8")
+    assert "unexpected error" not in line
