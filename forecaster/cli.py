@@ -347,7 +347,9 @@ class _LogFileHandler(logging.FileHandler):
     starts a line of its own."""
 
     def __init__(self, path: Path):
-        super().__init__(path)
+        # UTF-8 as every file forecaster writes, not the locale's encoding (cron's LC_ALL=C with
+        # UTF-8 mode off is ASCII): a line naming a folder it lacks would be lost, with a traceback
+        super().__init__(path, encoding="utf-8", errors="backslashreplace")
         if _ends_mid_line(path):
             self.stream.write("\n")  # written with the first line (a disk still full: its warning)
 

@@ -940,3 +940,19 @@ def test_a_path_the_file_name_encoding_lacks_is_one_line_saying_so(cli, run_copy
     res = cli("info", run_copy)
     line = assert_one_line_error(res, 1, "/srv/données 予測", "latin-1", "UTF-8")
     assert "unexpected error" not in line
+
+
+def test_a_log_file_under_a_locale_that_is_not_utf8_takes_any_name(tmp_path):
+    """--log-file was written in the locale's encoding: under cron's LC_ALL=C with UTF-8 mode
+    off (PYTHONUTF8=0), a line naming `prévisions 予測` printed '--- Logging error ---' and a
+    traceback on stderr, and the log file lost the line. It is UTF-8, whatever the locale."""
+    from support import cli_env, start_forecaster
+
+    log = tmp_path / "cron.log"
+    proc = start_forecaster(
+        "info", tmp_path / "prévisions 予測", "--log-file", log, env=cli_env(LC_ALL="C", PYTHONUTF8="0")
+    )
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "Logging error" not in stderr and "Traceback" not in stderr, stderr
+    lines = log.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 1 and f"ERROR no run directory at {tmp_path}/pr" in lines[0], lines
