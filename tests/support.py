@@ -360,3 +360,39 @@ def held_by_another_thread(lock):
     finally:
         done.set()
         other.join(30)
+
+
+@contextmanager
+def memory_capped(limit: int = 8 << 30) -> Iterator[None]:
+    """This process's address space held to ``limit`` bytes while the block runs: a read that
+    never ends (a link to /dev/zero) fails there, rather than taking the machine's memory and
+    the test runner with it."""
+    import resource
+
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, before[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, before)
+
+
+def on_a_terminal(args, env: dict[str, str], timeout: float = 120) -> tuple[int, bytes]:
+    """Run the installed command with its stdout on a terminal (a pty); its exit code and the
+    bytes the terminal was sent, style codes included."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([str(FORECASTER), *map(str, args)], stdout=slave, stderr=subprocess.DEVNULL, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal is closed once the command has exited
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    return proc.wait(timeout=timeout), b"".join(chunks)

@@ -18,6 +18,7 @@ from support import (
     assert_one_line_error,
     assert_stopped_with_one_line,
     hold_lock,
+    memory_capped,
     record_blocks,
     run_meta,
     run_script,
@@ -947,7 +948,6 @@ def test_predict_over_a_forecast_file_with_a_header_of_a_million_fields_replaces
 def test_predict_over_a_days_file_that_is_a_link_to_dev_zero_replaces_it(cli, trained_run, tmp_path):
     """The day's file a link to /dev/zero (in a forecast folder unpacked from elsewhere): its
     header was read until memory ran out; it is no forecast file, replaced as an unreadable one."""
-    import resource
 
     out = tmp_path / "fc"
     assert cli("predict", "--run", trained_run, "--out", out, "-q").exit_code == 0
@@ -955,12 +955,8 @@ def test_predict_over_a_days_file_that_is_a_link_to_dev_zero_replaces_it(cli, tr
     whole = dated.read_bytes()
     dated.unlink()
     dated.symlink_to("/dev/zero")
-    limit = resource.getrlimit(resource.RLIMIT_AS)
-    resource.setrlimit(resource.RLIMIT_AS, (8 << 30, limit[1]))  # a failure, not the machine's memory
-    try:
+    with memory_capped():  # a failure, not the machine's memory
         res = cli("predict", "--run", trained_run, "--out", out, "-q")
-    finally:
-        resource.setrlimit(resource.RLIMIT_AS, limit)
     assert res.exit_code == 0, res.stderr
     assert f"{dated} is unreadable (ValueError): replaced by this forecast alone" in res.stderr
     assert not dated.is_symlink() and dated.read_bytes() == whole
@@ -1478,10 +1474,7 @@ def test_no_style_codes_in_a_pipe_with_force_color_nor_on_a_terminal_with_no_col
     """FORCE_COLOR (set by some CI runners and wrappers) made the table in a pipe or a log file
     carry bold and italic codes, and NO_COLOR on a terminal left them in: the README's plain
     output, with no escape codes, is what a reader gets without a terminal or with NO_COLOR."""
-    import pty
-    import subprocess
-
-    from support import FORECASTER, cli_env
+    from support import cli_env, on_a_terminal
 
     args = ("predict", "--run", trained_run, "--offline", "--out", tmp_path / "fc")
     env = {k: v for k, v in cli_env(FORCE_COLOR="1", TERM="xterm").items() if k != "NO_COLOR"}
@@ -1489,22 +1482,8 @@ def test_no_style_codes_in_a_pipe_with_force_color_nor_on_a_terminal_with_no_col
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
     assert "| ticker" in stdout and "\x1b" not in stdout + stderr, stdout
-    master, slave = pty.openpty()  # stdout on a terminal, NO_COLOR=1
-    proc = subprocess.Popen(
-        [str(FORECASTER), *map(str, args)], stdout=slave, stderr=subprocess.DEVNULL, env=cli_env(TERM="xterm")
-    )
-    os.close(slave)
-    shown = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # the terminal is closed once the command has exited
-            break
-        if not chunk:
-            break
-        shown += chunk
-    os.close(master)
-    assert proc.wait(timeout=120) == 0
+    code, shown = on_a_terminal(args, cli_env(TERM="xterm"))  # stdout on a terminal, NO_COLOR=1
+    assert code == 0
     assert b"ticker" in shown and b"\x1b" not in shown, shown
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import pty
 import re
 import shlex
 import shutil
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from support import FORECASTER, ROOT, cli_env, log_lines, tiny_overrides
+from support import FORECASTER, ROOT, cli_env, log_lines, memory_capped, on_a_terminal, tiny_overrides
 
 from forecaster.metrics import diebold_mariano
 from forecaster.prediction import predict
@@ -275,7 +274,6 @@ def test_a_file_of_a_million_columns_or_a_link_to_an_endless_one_is_skipped_at_o
     """Someone else's forecast folder: a file whose header is a million commas (1 MB) was read
     by pandas as a million columns of every row (11.7 GB and minutes), and one that links to
     /dev/zero was read until memory ran out."""
-    import resource
 
     folder = out / trained_run.name
     assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
@@ -283,12 +281,8 @@ def test_a_file_of_a_million_columns_or_a_link_to_an_endless_one_is_skipped_at_o
     (folder / "2024-12-10.csv").write_text("," * 1_000_000 + "\n1\n")
     (folder / "2024-12-11.csv").symlink_to("/dev/zero")
     (folder / "2024-12-12.csv").symlink_to(folder / "gone.csv")  # a link to nothing
-    limit = resource.getrlimit(resource.RLIMIT_AS)
-    resource.setrlimit(resource.RLIMIT_AS, (8 << 30, limit[1]))  # a failure, not the machine's memory
-    try:
+    with memory_capped():  # a failure, not the machine's memory
         res = cli("score", "--run", trained_run, "--out", out, "--json")
-    finally:
-        resource.setrlimit(resource.RLIMIT_AS, limit)
     assert res.exit_code == 3, res.stderr
     skipped = json.loads(res.stdout)["skipped"]
     assert skipped["2024-12-10.csv"] == (
@@ -1325,23 +1319,8 @@ def test_since_in_the_future_is_refused_as_such_and_keeps_the_earlier_score(cli,
 def _on_a_terminal(args, columns: int) -> tuple[int, str]:
     """Run the installed command with its stdout on a terminal ``columns`` wide; its exit code
     and what the terminal showed, without the style codes."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [str(FORECASTER), *map(str, args)], stdout=slave, stderr=subprocess.DEVNULL, env=cli_env(COLUMNS=str(columns))
-    )
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # the terminal is closed once the command has exited
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(master)
-    code = proc.wait(timeout=60)
-    return code, re.sub(r"\x1b\[[0-9;]*m", "", b"".join(chunks).decode())
+    code, shown = on_a_terminal(args, cli_env(COLUMNS=str(columns)), timeout=60)
+    return code, re.sub(r"\x1b\[[0-9;]*m", "", shown.decode())
 
 
 def test_the_table_on_an_80_column_terminal_shows_every_figure_whole(trained_run, out):
