@@ -1177,7 +1177,7 @@ def _train(
                     if not keep_diverged:  # a trial or a challenger: its run was never to be kept
                         raise Diverged(why) from None
                     raise Diverged(f"{why}; nothing was written to {run_dir} (a run already there is kept)") from None
-                if keep_diverged and diverged is None:  # a trial or a challenger is compared with others
+                if keep_diverged and diverged is None:  # not a trial nor a challenger, which are compared with others
                     _warn_if_worse_than_no_move(trainer, data, manifest)
         except (KeyboardInterrupt, RuntimeError) as exc:
             lost = isinstance(exc, RuntimeError)
