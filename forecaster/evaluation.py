@@ -32,7 +32,7 @@ from .fsio import (
 from .intervals import calibrated, start_scales, tracked_scales, with_median
 from .metrics import POOLED, PROBABILISTIC_MODELS, QUANTILE_SUFFIXES, lag_share, metrics_table, sort_metrics
 from .npinfer import predict_scaled
-from .outputs import to_csv_text, write_csv
+from .outputs import NOT_A_PRICE, are_prices, to_csv_text, write_csv
 from .pool import Workers, processes_for
 from .pool import blocks as _blocks
 from .pool import workers as _workers
@@ -537,16 +537,11 @@ def _without_unusable_forecasts(pred: pd.DataFrame, missing: dict) -> pd.DataFra
     """``pred`` without the tickers some of whose forecasts are not finite positive prices (a
     network or interval scale that overflows), each added to ``missing`` as a failure, as predict
     fails them: a report never holds an infinite, empty or zero price. None when none is left."""
-    prices = pred[["p10", "p50", "p90"]].to_numpy(dtype=float)
-    with np.errstate(invalid="ignore"):
-        bad = ~(np.isfinite(prices) & (prices > 0)).all(axis=1)
+    bad = ~are_prices(pred[["p10", "p50", "p90"]].to_numpy(dtype=float)).all(axis=1)
     if not bad.any():
         return pred
     for sym in pd.unique(pred["ticker"][bad]):
-        missing[sym] = {
-            "reason": NOT_FINITE,
-            "error": "its forecast is not a finite positive price: the run's weights or statistics are damaged",
-        }
+        missing[sym] = {"reason": NOT_FINITE, "error": NOT_A_PRICE}
     pred = pred[~pred["ticker"].isin(missing)].reset_index(drop=True)
     return pred if len(pred) else None
 

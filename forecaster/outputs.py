@@ -60,6 +60,18 @@ def refuse_unreadable_forecast(path: Path) -> None:
         raise ValueError(f"its header has {fields}{' fields or more' if cut else ' fields'}, not a forecast file's ten")
 
 
+NOT_A_PRICE = "its forecast is not a finite positive price: the run's weights or statistics are damaged"
+"""Why a ticker fails whose forecast :func:`are_prices` refuses (predict, evaluate)."""
+
+
+def are_prices(values: np.ndarray) -> np.ndarray:
+    """Where ``values`` (forecast prices, perhaps an overflowed ``close * exp(x)``) are prices:
+    finite and above 0. An interval end that overflows downwards is 0, which ``score`` refuses
+    too; no file forecaster writes holds anything else."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(values) & (values > 0)
+
+
 def to_csv_text(df: pd.DataFrame, header: bool = True) -> str:
     """CSV text with no cell able to start a spreadsheet formula; floats as :data:`FLOAT_FORMAT`.
 

@@ -186,10 +186,9 @@ def _training_history(path: Path) -> pd.DataFrame | None:
     except (OSError, ValueError, csv.Error) as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
     else:
-        missing = [c for c in cols if c not in (header or [])]
         if header is None:
             why = "No columns to parse from file"
-        elif missing:
+        elif missing := [c for c in cols if c not in header]:
             why = f"no column {', '.join(missing)}"
         else:
             # those columns alone, read in one pass: a header of a million commas is not a million

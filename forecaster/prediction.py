@@ -42,7 +42,7 @@ from .fsio import (
 )
 from .intervals import calibrated, forecast_scales, with_median
 from .npinfer import predict_scaled
-from .outputs import read_forecast_csv, write_csv
+from .outputs import NOT_A_PRICE, are_prices, read_forecast_csv, write_csv
 from .pool import blocks, processes_for, workers
 from .sessions import (
     dated_after_today,
@@ -587,15 +587,12 @@ def _forecast(run: Run, bars, cut, dated: set[str], now, report: ForecastReport)
     closes = ws.close[ends][:, None]
     with np.errstate(over="ignore", invalid="ignore"):
         prices = [closes * np.exp(x) for x in (lo, med, hi)]
-        # a price of 0 (an interval end overflowing downwards) is no price either: score refuses it
-        finite = np.logical_and.reduce([(np.isfinite(p) & (p > 0)).all(axis=1) for p in prices])
+    finite = np.logical_and.reduce([are_prices(p).all(axis=1) for p in prices])
     rows = []
     sessions: dict = {}  # next sessions and age note per distinct last date (most tickers share one)
     for i, sym in enumerate(ws.tickers):
         if not finite[i]:  # never an empty cell, nor a zero price, in a file cron jobs read: the ticker fails
-            report.failed[sym] = (
-                "its forecast is not a finite positive price: the run's weights or statistics are damaged"
-            )
+            report.failed[sym] = NOT_A_PRICE
             continue
         last = last_dates[i]
         if last not in sessions:

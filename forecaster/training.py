@@ -71,7 +71,7 @@ from .intervals import median_weights, walk_forward_scales, with_median
 from .metrics import POOLED
 from .models import DRAW_TURN, QuantileRNN, build_model, eval_twin, pinball_loss
 from .npinfer import NumpyQuantileRNN, predict_scaled
-from .outputs import has_dated_forecasts
+from .outputs import are_prices, has_dated_forecasts
 from .pool import blocks, processes_for, workers
 from .sessions import check_calendar, not_sessions
 from .store import load_bars
@@ -1683,7 +1683,7 @@ def _usable(q: np.ndarray, ws, ends: np.ndarray, split: str) -> np.ndarray:
     overflow the forward pass, and such a run would forecast nothing."""
     with np.errstate(over="ignore", invalid="ignore"):
         prices = ws.close[ends][:, None, None] * np.exp(q * ws.target_scale(ends)[:, :, None])
-        bad = ~(np.isfinite(prices) & (prices > 0)).all(axis=(1, 2))
+    bad = ~are_prices(prices).all(axis=(1, 2))
     if bad.any():
         names = [ws.names[i] for i in np.unique(ws.ticker_id[ends[bad]])]
         raise Diverged(
