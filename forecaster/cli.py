@@ -458,7 +458,6 @@ def handled(debug: bool = False, command: str = "forecaster", json_out: bool = F
     _Printed.command = command
     stop_begun(False)
     stdout = sys.stdout
-    sys.stdout = _ReaderMayGo(stdout)
     try:
         yield
     except ForecasterError as e:
@@ -496,7 +495,6 @@ def handled(debug: bool = False, command: str = "forecaster", json_out: bool = F
     finally:
         with suppress(OSError, ValueError):  # what is still buffered: a reader gone is noted, not raised
             sys.stdout.flush()
-        sys.stdout = stdout
 
 
 def _unencodable_path(e: BaseException) -> bool:
@@ -518,31 +516,38 @@ def _traceback(e: BaseException) -> None:
 
 
 class _ReaderMayGo:
-    """``sys.stdout`` while a command runs: once its reader has gone away (`forecaster predict
-    ... | head -1`), what is printed is dropped, and the command goes on to the end and exits
-    with its own code (a partial forecast's 3, an unusable run's 1), not 0 at the first write
-    that found the pipe closed."""
+    """``sys.stdout`` while the command line runs: once its reader has gone away (`forecaster
+    predict ... | head -1`), what is printed is dropped, and the command goes on to the end and
+    exits with its own code (a partial forecast's 3, an unusable run's 1), not 0 at the first
+    write that found the pipe closed. A write that fails otherwise (``> /dev/full``, a log on a
+    full disk) drops the rest too, and is kept in ``failed``: the command ends as it would have,
+    and :func:`main` says that its output was lost."""
 
     def __init__(self, stream):
         self._stream = stream
         self._gone = False
+        self.failed: OSError | None = None
 
     def write(self, text: str) -> int:
         if not self._gone:
             try:
                 return self._stream.write(text)
-            except BrokenPipeError:
-                self._gone = True
-                _to_devnull(self._stream)
+            except OSError as e:
+                self._lost(e)
         return len(text)
 
     def flush(self) -> None:
         if not self._gone:
             try:
                 self._stream.flush()
-            except BrokenPipeError:
-                self._gone = True
-                _to_devnull(self._stream)
+            except OSError as e:
+                self._lost(e)
+
+    def _lost(self, exc: OSError) -> None:
+        self._gone = True
+        if not isinstance(exc, BrokenPipeError):  # a reader gone is no failure; a full disk is
+            self.failed = exc
+        _to_devnull(self._stream)
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
@@ -2126,12 +2131,23 @@ def _closed_streams_to_devnull() -> None:
             setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
 
 
+def _output_lost(exc: OSError) -> None:
+    line = f"cannot write to stdout: {exc.strerror or exc}; what the command printed there is incomplete"
+    if log.handlers:  # a command's: on stderr and in its --log-file
+        log.error(line)
+    else:  # --help, --version, a usage error
+        from .entry import _say
+
+        _say(sys.stderr, f"ERROR: {line}\n")
+
+
 def main() -> None:
     """Console-script entry point."""
     from .entry import stopped_while_starting
 
     _closed_streams_to_devnull()
     _sigterm_as_ctrl_c()
+    out = sys.stdout = _ReaderMayGo(sys.stdout)
     try:
         app()
     except KeyboardInterrupt:
@@ -2151,5 +2167,8 @@ def main() -> None:
             stream.flush()
         except (OSError, ValueError):
             pass
+    if out.failed:  # what the user asked for (a --json document, a table, --help) did not all reach stdout
+        _output_lost(out.failed)
+        code = code or EXIT_ERROR
     logging.shutdown()
     os._exit(code)

@@ -374,3 +374,20 @@ def test_the_help_of_the_commands_that_train_gives_exit_130_on_interruption(cli,
     assert res.exit_code == 0
     about = res.stdout.split("Options")[0]  # the command's description, before its options
     assert "130" in about and "SIGTERM" in about, about
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["predict", "--help"]])
+def test_help_and_version_to_a_reader_gone_or_a_full_disk(argv):
+    """`forecaster --help | head -1` exited 1 (the parser's end on a closed pipe), where the
+    README says a reader gone costs the output, not the exit code; `forecaster --help >
+    /dev/full` printed a traceback and "Exception ignored", exit 120."""
+    env = {k: v for k, v in cli_env().items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.Popen([FORECASTER, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc.stdout.close()  # the reader is gone before the command prints
+    assert (proc.wait(timeout=120), proc.stderr.read()) == (0, "")
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([FORECASTER, *argv], stdout=full, stderr=subprocess.PIPE, text=True, env=env, timeout=120)
+    assert (proc.returncode, proc.stderr) == (
+        1,
+        "ERROR: cannot write to stdout: No space left on device; what the command printed there is incomplete\n",
+    )

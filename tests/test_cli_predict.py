@@ -14,9 +14,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from support import (
+    FORECASTER,
     ROOT,
     assert_one_line_error,
     assert_stopped_with_one_line,
+    error_lines,
     hold_lock,
     memory_capped,
     record_blocks,
@@ -1529,3 +1531,31 @@ def test_a_last_bar_without_its_volume_does_not_move_the_forecast(trained_run, s
         report = predict(trained_run, offline=True, data_dir=data, out=tmp_path / f"fc-{case}")
         forecasts[case] = report.forecasts.set_index(["ticker", "step"])[["p10", "p50", "p90"]]
     pd.testing.assert_frame_equal(forecasts["empty"], forecasts["same"], check_exact=True)
+
+
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_a_stdout_that_cannot_be_written_fails_the_command_in_one_line(trained_run, tmp_path, unbuffered):
+    """`forecaster predict --json > /dev/full` (stdout on a full disk): with stdout buffered,
+    as under cron, the document was lost and the command exited 0; unbuffered, it printed two
+    tracebacks. The forecast is written, one line says that stdout could not be, exit 1."""
+    import subprocess
+
+    from support import cli_env
+
+    out = tmp_path / "fc"
+    env = cli_env(PYTHONUNBUFFERED=unbuffered)
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [FORECASTER, "predict", "--run", trained_run, "--offline", "--out", out, "--json"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
+    assert error_lines(proc) == [
+        "ERROR: cannot write to stdout: No space left on device; what the command printed there is incomplete"
+    ]
+    assert (out / trained_run.name / "latest.csv").is_file()
