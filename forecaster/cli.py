@@ -516,12 +516,13 @@ def _traceback(e: BaseException) -> None:
 
 
 class _ReaderMayGo:
-    """``sys.stdout`` while the command line runs: once its reader has gone away (`forecaster
-    predict ... | head -1`), what is printed is dropped, and the command goes on to the end and
-    exits with its own code (a partial forecast's 3, an unusable run's 1), not 0 at the first
-    write that found the pipe closed. A write that fails otherwise (``> /dev/full``, a log on a
-    full disk) drops the rest too, and is kept in ``failed``: the command ends as it would have,
-    and :func:`main` says that its output was lost."""
+    """``sys.stdout`` (and ``sys.stderr``) while the command line runs: once its reader has gone
+    away (`forecaster predict ... | head -1`), what is printed is dropped, and the command goes on
+    to the end and exits with its own code (a partial forecast's 3, an unusable run's 1, a usage
+    error's 2), not 0 at the first write that found the pipe closed, nor 120 from the interpreter.
+    A write that fails otherwise (``> /dev/full``, a log on a full disk) drops the rest too, and
+    is kept in ``failed``: the command ends as it would have, and :func:`main` says that its
+    output was lost."""
 
     def __init__(self, stream):
         self._stream = stream
@@ -2148,6 +2149,7 @@ def main() -> None:
     _closed_streams_to_devnull()
     _sigterm_as_ctrl_c()
     out = sys.stdout = _ReaderMayGo(sys.stdout)
+    sys.stderr = _ReaderMayGo(sys.stderr)  # a usage error's lines (`2>&1 | head -1`) as well as the log's
     try:
         app()
     except KeyboardInterrupt:

@@ -391,3 +391,17 @@ def test_help_and_version_to_a_reader_gone_or_a_full_disk(argv):
         1,
         "ERROR: cannot write to stdout: No space left on device; what the command printed there is incomplete\n",
     )
+
+
+def test_a_usage_error_whose_lines_cannot_be_written_still_exits_2():
+    """`forecaster train --bogus 2>&1 | head -1` exited 120, not the usage error's 2: the
+    parser's lines met the closed pipe, and so did the interpreter's own at exit; the same
+    with stderr on a full disk (`2> /dev/full`)."""
+    env = {k: v for k, v in cli_env().items() if k != "PYTHONUNBUFFERED"}
+    argv = [FORECASTER, "train", "--bogus"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc.stderr.close()  # the reader is gone before the command prints
+    assert (proc.wait(timeout=120), proc.stdout.read()) == (2, "")
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=full, text=True, env=env, timeout=120)
+    assert (proc.returncode, proc.stdout) == (2, "")
