@@ -1559,3 +1559,29 @@ def test_a_stdout_that_cannot_be_written_fails_the_command_in_one_line(trained_r
         "ERROR: cannot write to stdout: No space left on device; what the command printed there is incomplete"
     ]
     assert (out / trained_run.name / "latest.csv").is_file()
+
+
+def test_a_closed_standard_stream_leaves_its_number_to_the_null_device(trained_run, tmp_path):
+    """Started with stdin, stdout and stderr closed (`<&- >&- 2>&-`), the command opened the null
+    device for stdout and stderr as numbers 0 and 1, and its log file took number 2: whatever a
+    library or a worker process writes to its stderr went into the log (a pool's pipe took a
+    free number as well). The null device now holds each closed number, as it would the stream."""
+    import subprocess
+    import time
+
+    from support import TESTS, python_env
+
+    paused = tmp_path / "paused"  # written as predict is about to put latest.csv in place
+    hooks = f"{TESTS / 'fault_hooks'}{os.pathsep}{TESTS}"
+    env = python_env(PYTHONPATH=hooks, FORECASTER_TEST_PAUSE=f"latest.csv:{paused}")
+    args = ["predict", "--run", trained_run, "--offline", "--out", tmp_path / "fc", "--log-file", tmp_path / "log"]
+    proc = subprocess.Popen(["sh", "-c", 'exec "$@" <&- >&- 2>&-', "sh", FORECASTER, *args], env=env)
+    try:
+        while not paused.exists():
+            assert proc.poll() is None, proc.returncode
+            time.sleep(0.1)
+        numbers = {fd: os.readlink(f"/proc/{proc.pid}/fd/{fd}") for fd in (0, 1, 2)}
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    assert numbers == {0: os.devnull, 1: os.devnull, 2: os.devnull}
