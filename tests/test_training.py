@@ -1,5 +1,7 @@
 import csv
+import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from support import drop_a_stop_signal, python_env, run_meta, tiny_overrides
+from support import ROOT, drop_a_stop_signal, python_env, run_meta, tiny_overrides
 
 from forecaster.config import load_config
 from forecaster.errors import ConfigError, DataError, RunFormatError, TrainingError
@@ -35,6 +37,39 @@ def test_same_seed_same_forecasts_different_seed_different(sample_dir, tmp_path)
     cols = ["p10", "p50", "p90"]
     pd.testing.assert_frame_equal(runs["a"][cols], runs["b"][cols])
     assert not np.allclose(runs["a"][cols].to_numpy(float), runs["c"][cols].to_numpy(float))
+
+
+def _leaves(node, path=""):
+    """Every value of a parsed ``run.json`` by its dotted path (list items by their index)."""
+    if isinstance(node, dict):
+        return {k: v for key, sub in node.items() for k, v in _leaves(sub, f"{path}.{key}" if path else key).items()}
+    if isinstance(node, list):
+        return {k: v for i, sub in enumerate(node) for k, v in _leaves(sub, f"{path}[{i}]").items()}
+    return {path: node}
+
+
+def test_the_readme_names_all_that_differs_between_two_trainings_of_one_seed(sample_dir, tmp_path):
+    """Users compare two runs of the same bars, configuration and seed file by file: the weights
+    are the same byte for byte, and the README's "Reproducibility" names every field of
+    ``run.json`` and column of ``history.csv`` that still differs (the clock's)."""
+    cfg = load_config(None, tiny_overrides(sample_dir, **{"train.epochs": 1}))
+    runs = []
+    for _ in range(2):  # into one folder, as a training repeated to check it is
+        train(cfg, run_dir=tmp_path / "run")
+        files = {f: (tmp_path / "run" / f).read_bytes() for f in ("model.safetensors", "run.json", "history.csv")}
+        runs.append(files)
+    a, b = runs
+    assert a["model.safetensors"] == b["model.safetensors"]
+    first, second = (_leaves(json.loads(r["run.json"])) for r in runs)
+    assert first.keys() == second.keys()
+    fields = sorted(k for k in first if first[k] != second[k])
+    rows = [list(csv.DictReader(r["history.csv"].decode().splitlines())) for r in runs]
+    columns = sorted({c for x, y in zip(*rows) for c in x if x[c] != y[c]})
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Reproducibility\n", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"`([^`]+)`", section.split("\n\n", 1)[0])
+    assert all(f in named for f in fields), (fields, named)
+    assert all(c in named for c in columns), (columns, named)
 
 
 def test_history_records_every_epoch_with_gradient_norm(trained_run):
