@@ -814,7 +814,10 @@ def train(
         int | None, typer.Option(help="Epochs without validation improvement before stopping early.")
     ] = None,
     lr: Annotated[float | None, typer.Option(help="AdamW learning rate.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed (same seed, same model).")] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="Random seed: the same seed, data and --threads train the same model on one kind of CPU."),
+    ] = None,
     val_days: Annotated[int | None, typer.Option(help="Sessions in the validation split.")] = None,
     test_days: Annotated[int | None, typer.Option(help="Sessions in the held-out test split.")] = None,
     device: Annotated[
