@@ -823,6 +823,12 @@ class DownloadReport:
         return {"ok": {s: vars(r) for s, r in self.ok.items()}, "failed": dict(self.failed)}
 
 
+def _refuse_no_tickers(tickers: Iterable[str] | None) -> None:
+    """None, which names the default tickers elsewhere, is refused here: they are a config's."""
+    if tickers is None:
+        raise ConfigError("tickers=None names the default tickers, which only a config holds: name them ('AAPL,MSFT')")
+
+
 def download(
     tickers: Iterable[str],
     data_dir: str | os.PathLike[str],
@@ -846,6 +852,7 @@ def download(
     download).
     """
     fsio.refuse_empty_folders(data_dir=data_dir, required=("data_dir",))  # not the current folder
+    _refuse_no_tickers(tickers)
     # one ticker or a comma-separated list, not its letters; none named ([], "") is refused, as
     # `-t ""` is: a retry of an empty list of failed tickers must not pass for a download
     tickers = given_tickers(tickers) if isinstance(tickers, str) else list(tickers)
@@ -937,6 +944,7 @@ def load_bars(
         raise ConfigError(f"unknown source {source!r}; expected 'yahoo' or 'csv'")
     if tail is not None and (isinstance(tail, bool) or not isinstance(tail, int) or tail < 1):
         raise ValueError(f"tail must be a positive integer or None, got {tail!r}")
+    _refuse_no_tickers(tickers)
     if isinstance(tickers, str):  # one ticker or a comma-separated list, not its letters
         tickers = given_tickers(tickers)
     load = load_csv if source == "csv" else load_store

@@ -60,6 +60,20 @@ def test_download_refuses_tickers_naming_none(tmp_path, given):
     assert not (tmp_path / "data").exists()
 
 
+def test_download_and_load_bars_refuse_none_as_tickers(tmp_path, sample_dir):
+    """None names the default tickers, which only a config holds: these raised TypeError
+    ('NoneType' object is not iterable), an unexpected error on the command line's terms."""
+
+    def fetch(symbol, start, end):
+        raise AssertionError("nothing may be fetched")
+
+    with pytest.raises(ConfigError, match="default tickers, which only a config holds"):
+        fc.download(None, tmp_path / "data", fetch=fetch)
+    assert not (tmp_path / "data").exists()
+    with pytest.raises(ConfigError, match="default tickers, which only a config holds"):
+        fc.load_bars("csv", sample_dir, None)
+
+
 def test_download_reads_a_string_as_tickers(tmp_path):
     asked = []
 
