@@ -17,6 +17,7 @@ import math
 import os
 import shlex
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -34,6 +35,7 @@ from .errors import DataError, RunFormatError, RunWriteError, TickerError
 from .features import CALENDAR, FEATURES, KNOWN_FEATURES, Scaler
 from .fsio import (
     NotARegularFile,
+    PathLike,
     follow_link,
     links_in,
     lock_holder,
@@ -258,7 +260,7 @@ class Run:
             vol_halflife=cfg.intervals.vol_halflife,
         )
 
-    def select(self, tickers: str | list[str] | None) -> list[str]:
+    def select(self, tickers: str | Iterable[str] | None) -> list[str]:
         """The tickers asked for (every one of the run's when None; see :func:`given_tickers`),
         checked: each a valid symbol the run was trained on."""
         given = given_tickers(tickers)
@@ -428,7 +430,7 @@ def _flatten(state: ResumeState) -> tuple[dict[str, np.ndarray], dict[str, str]]
 # --------------------------------------------------------------------------------- reading
 
 
-def run_directory(path: Path) -> Path:
+def run_directory(path: PathLike) -> Path:
     """``path`` with a promoted name's link resolved once; a RunFormatError when no directory
     is there, which names the promoted name as well as the run it points at."""
     refuse_empty_folders(run_dir=path, required=("run_dir",))  # "" is no run, not the current folder
@@ -469,7 +471,7 @@ def why_no_manifest(run_dir: Path) -> str:
     return f"{META} is missing"
 
 
-def read_manifest(run_dir: Path) -> Manifest:
+def read_manifest(run_dir: PathLike) -> Manifest:
     """run.json, checked: present, JSON, this format version, every field of the right type.
 
     ``run_dir`` may be a promoted name (a symbolic link to a run directory)."""
@@ -674,7 +676,7 @@ def path_identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def load_run(run_dir: Path) -> Run:
+def load_run(run_dir: PathLike) -> Run:
     """Load and check a complete run for forecasting; every problem is a RunFormatError that
     says what is wrong. The network runs in numpy: this never imports torch.
 

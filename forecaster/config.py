@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -489,7 +490,7 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def read_toml(path: Path) -> dict:
+def read_toml(path: str | os.PathLike[str]) -> dict:
     """Read a TOML config file, turning every failure into a one-line ConfigError."""
     try:
         # a byte-order mark, which some Windows editors write, is no part of the text
@@ -512,7 +513,9 @@ def read_toml(path: Path) -> dict:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
 
 
-def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None, base: dict | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike[str] | None = None, overrides: dict[str, Any] | None = None, base: dict | None = None
+) -> Config:
     """Defaults, then ``base`` (a stored config) or the TOML file at ``path``, then dotted
     ``overrides`` (None values skipped)."""
     if overrides is not None and not isinstance(overrides, Mapping):
@@ -545,7 +548,7 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
     return cfg
 
 
-def _check_file(tree: dict, path: Path) -> None:
+def _check_file(tree: dict, path: str | os.PathLike[str]) -> None:
     """Refuse a bad key of the file at ``path`` (``tree``: read on top of any base) that a flag
     set over: the file is as wrong without the flag. A check across keys is the resolved
     config's, which the flags may settle (``lookback = 4`` in the file, ``--lookback 20``)."""
@@ -556,7 +559,7 @@ def _check_file(tree: dict, path: Path) -> None:
             raise ConfigError(_format_validation(e, str(path))) from None
 
 
-def _origin(err: ValidationError, path: Path | None, given: list[str]) -> str:
+def _origin(err: ValidationError, path: str | os.PathLike[str] | None, given: list[str]) -> str:
     """Where the bad values came from: the options (``given``: the dotted keys they set), the
     file at ``path``, or both; a check across keys (loc empty) names every source there was."""
     sources = [str(path)] if path is not None else []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from .baselines import BASELINES, GARCH_REFIT_EVERY, PROBABILISTIC_BASELINES, Ga
 from .checkpoint import Run, load_run, run_lock_path
 from .errors import EXIT_OK, EXIT_PARTIAL, DataError, ForecasterError
 from .fsio import (
+    PathLike,
     atomic_write_text,
     file_lock,
     publish_files,
@@ -305,11 +307,11 @@ second: a universe's would take minutes)."""
 
 
 def evaluate(
-    run_dir: Path,
+    run_dir: PathLike,
     *,
     source: str | None = None,
-    data_dir: Path | None = None,
-    tickers: list[str] | None = None,
+    data_dir: PathLike | None = None,
+    tickers: str | Iterable[str] | None = None,
     plot: bool | None = False,
     jobs: int = 0,
     lock_timeout: float = 0.0,

@@ -19,6 +19,7 @@ The network runs in numpy (:mod:`forecaster.npinfer`): forecasting never imports
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -32,6 +33,7 @@ from .choices import SOURCES, Cell
 from .errors import EXIT_OK, EXIT_PARTIAL, ConfigError, DataError, ForecasterError, TemporaryFailure
 from .fsio import (
     LockUnavailable,
+    PathLike,
     cannot_write_into,
     ends_mid_line,
     file_in_the_way,
@@ -191,14 +193,14 @@ def parse_as_of(as_of: str | date | None, now: pd.Timestamp | None = None) -> pd
 
 
 def predict(
-    run_dir: Path,
+    run_dir: PathLike,
     *,
-    as_of: str | None = None,
-    out: Path | None = None,
+    as_of: str | date | None = None,
+    out: PathLike | None = None,
     offline: bool = False,
     source: str | None = None,
-    data_dir: Path | None = None,
-    tickers: list[str] | None = None,
+    data_dir: PathLike | None = None,
+    tickers: str | Iterable[str] | None = None,
     max_staleness: int | None = None,
     now: pd.Timestamp | None = None,
     session=None,

@@ -32,6 +32,7 @@ from .checkpoint import NAME_LOCK, Manifest, load_run, resume_command, run_direc
 from .errors import ConfigError, ForecasterError, LockBusy
 from .fsio import (
     LockUnavailable,
+    PathLike,
     cannot_make,
     delete_tree,
     file_lock,
@@ -89,11 +90,11 @@ def runs_dir_option(runs_dir: Path) -> str:
     return "" if runs_dir == DEFAULT_RUNS_DIR else f" --runs-dir {shlex.quote(str(runs_dir))}"
 
 
-def pointer_path(name: str, runs_dir: Path = DEFAULT_RUNS_DIR) -> Path:
+def pointer_path(name: str, runs_dir: PathLike = DEFAULT_RUNS_DIR) -> Path:
     return Path(runs_dir) / check_name(name)
 
 
-def lock_path(name: str, runs_dir: Path = DEFAULT_RUNS_DIR) -> Path:
+def lock_path(name: str, runs_dir: PathLike = DEFAULT_RUNS_DIR) -> Path:
     return Path(runs_dir) / f".{check_name(name)}.lock"
 
 
@@ -130,7 +131,7 @@ def champion(name: str, runs_dir: Path = DEFAULT_RUNS_DIR) -> Path:
     return run_directory(pointer)
 
 
-def check_writable(doing: str, name: str, runs_dir: Path) -> None:
+def check_writable(doing: str, name: str, runs_dir: PathLike) -> None:
     """Refuse, before the name's lock file (or anything else) is made there, a runs folder that
     cannot be written (read-only, or on a read-only mount): one line that says ``doing`` failed
     and that nothing was changed."""
@@ -145,7 +146,9 @@ def check_writable(doing: str, name: str, runs_dir: Path) -> None:
         )
 
 
-def promote(run_dir: Path, name: str, *, runs_dir: Path = DEFAULT_RUNS_DIR, lock_timeout: float = 0.0) -> PromoteResult:
+def promote(
+    run_dir: PathLike, name: str, *, runs_dir: PathLike = DEFAULT_RUNS_DIR, lock_timeout: float = 0.0
+) -> PromoteResult:
     """Point ``runs_dir/NAME`` at ``run_dir`` (a complete, loadable run) in one rename.
 
     Raises LockBusy (exit 75) when another promote or retrain of the name holds its lock
@@ -170,7 +173,7 @@ def _check_pointer(pointer: Path) -> None:
         )
 
 
-def switch(pointer: Path, run_dir: Path, lock_timeout: float = 0.0) -> PromoteResult:
+def switch(pointer: Path, run_dir: PathLike, lock_timeout: float = 0.0) -> PromoteResult:
     """:func:`promote`'s work, for a caller that already holds the name's lock. The run's own
     lock is held too, so the run is neither being trained into nor being deleted by another
     name's :func:`prune` while the link to it is made."""
@@ -427,7 +430,7 @@ def _run_row(entry: Path, name: str) -> RunEntry | None:
     return RunEntry(name, entry, "empty", detail=why_no_manifest(entry))
 
 
-def list_runs(folder: Path = DEFAULT_RUNS_DIR) -> list[RunEntry]:
+def list_runs(folder: PathLike = DEFAULT_RUNS_DIR) -> list[RunEntry]:
     """The runs in ``folder`` (``runs/`` by default), by name: every directory holding a
     ``run.json`` or made by a training (its lock beside it), a training that has not made its
     folder yet, and a run elsewhere that a link in the folder points at; each with its status

@@ -40,7 +40,7 @@ from .checkpoint import NAME_LOCK, Run, load_run
 from .config import QUANTILES, load_config
 from .errors import RESULT, ConfigError, DataError, ForecasterError, LockBusy
 from .evaluation import walk_forward
-from .fsio import file_lock, refuse_empty_folders
+from .fsio import PathLike, file_lock, refuse_empty_folders
 from .metrics import coverage, diebold_mariano, mae, pinball_rows, skill, width
 from .registry import (
     DEFAULT_KEEP,
@@ -128,7 +128,7 @@ def retrain(
     name: str,
     *,
     overrides: dict | None = None,
-    runs_dir: Path = DEFAULT_RUNS_DIR,
+    runs_dir: PathLike = DEFAULT_RUNS_DIR,
     keep: int = DEFAULT_KEEP,
     alpha: float = ALPHA,
     lock_timeout: float = 0.0,

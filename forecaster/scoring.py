@@ -58,7 +58,7 @@ from .choices import Cell
 from .config import DataConfig, PredictConfig
 from .errors import EXIT_OK, EXIT_PARTIAL, DataError, ForecasterError, RunFormatError
 from .evaluation import EvalReport
-from .fsio import ends_mid_line, file_in_the_way, follow_link, not_a_folder, refuse_empty_folders
+from .fsio import PathLike, ends_mid_line, file_in_the_way, follow_link, not_a_folder, refuse_empty_folders
 from .metrics import POOLED, metrics_table
 from .outputs import FORECAST_FILE, has_dated_forecasts, refuse_unreadable_forecast, write_csv
 from .prediction import FORECAST_COLUMNS
@@ -218,12 +218,12 @@ def parse_since(since: str | date | None) -> pd.Timestamp | None:
 
 
 def score(
-    run_dir: Path,
+    run_dir: PathLike,
     *,
-    out: Path | None = None,
+    out: PathLike | None = None,
     source: str | None = None,
-    data_dir: Path | None = None,
-    since: str | None = None,
+    data_dir: PathLike | None = None,
+    since: str | date | None = None,
     now: pd.Timestamp | None = None,
 ) -> ScoreReport:
     """Score every forecast written for ``run_dir`` and write ``OUT/<run>/score.csv``.
@@ -338,7 +338,7 @@ def _still_read(names: list[str], forecasts: pd.DataFrame) -> list[str]:
     return [name for name in names if name in kept]
 
 
-def _gone_run_name(run_dir: Path) -> str | None:
+def _gone_run_name(run_dir: PathLike) -> str | None:
     """The name of the run at ``run_dir`` when nothing is there any more (no directory, no
     link): the last part of the path. None when something is there (read as a run)."""
     path = Path(run_dir)
@@ -347,7 +347,7 @@ def _gone_run_name(run_dir: Path) -> str | None:
     return path.name
 
 
-def _refuse_deleted_target(path: Path, out: Path | None, source: str | None, data_dir: Path | None) -> None:
+def _refuse_deleted_target(path: Path, out: PathLike | None, source: str | None, data_dir: PathLike | None) -> None:
     """A promoted name whose run directory was deleted: an error that gives the command scoring
     the run's forecasts, kept under the run's own name (or says there are none). Nothing when
     ``path`` is not such a name."""
@@ -605,7 +605,7 @@ def _ends(ends: dict[str, pd.Timestamp]) -> str:
     return f"its tickers' last bars, {days[0]} to {days[-1]}"
 
 
-def _closes(tickers: list[str], source: str, data_dir: Path, warnings: list[str]) -> dict[str, pd.Series | str]:
+def _closes(tickers: list[str], source: str, data_dir: PathLike, warnings: list[str]) -> dict[str, pd.Series | str]:
     """Each ticker's closes from the source, or the reason they cannot be read (bars dated
     after today, a typo'd year, among them: predict refuses them too, and they would make every
     pending forecast look like one for a session the data lacks). The reader's warnings (gaps,

@@ -66,7 +66,7 @@ from .errors import (
 )
 from .features import CALENDAR, FEATURES
 from .forking import Stretches, epoch_chunks, plan_chunks
-from .fsio import file_in_the_way, file_lock, not_a_folder, refuse_empty_folders
+from .fsio import PathLike, file_in_the_way, file_lock, not_a_folder, refuse_empty_folders
 from .intervals import median_weights, walk_forward_scales, with_median
 from .metrics import POOLED
 from .models import DRAW_TURN, QuantileRNN, build_model, eval_twin, pinball_loss
@@ -901,7 +901,7 @@ def sigterm_as_interrupt():
 def train(
     cfg: Config,
     *,
-    run_dir: os.PathLike | None = None,
+    run_dir: PathLike | None = None,
     on_epoch=None,
     on_batch=None,
     lock_timeout: float = 0.0,

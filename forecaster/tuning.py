@@ -53,7 +53,15 @@ from .errors import (
     TickerError,
     TrainingError,
 )
-from .fsio import atomic_write_text, cannot_write_into, file_in_the_way, file_lock, not_a_folder, refuse_empty_folders
+from .fsio import (
+    PathLike,
+    atomic_write_text,
+    cannot_write_into,
+    file_in_the_way,
+    file_lock,
+    not_a_folder,
+    refuse_empty_folders,
+)
 from .outputs import write_csv
 from .tickers import validate_ticker
 from .training import (
@@ -725,7 +733,7 @@ def _filtered(quiet: _OncePerMessage, trials: bool) -> Iterator[None]:
             h.removeFilter(quiet)
 
 
-def best_run_dir(cfg: Config, run_dir: os.PathLike | None = None) -> Path:
+def best_run_dir(cfg: Config, run_dir: PathLike | None = None) -> Path:
     """Where the best configuration's run goes: ``run_dir``, else ``runs/<study>-best``."""
     return Path(run_dir) if run_dir is not None else Path("runs") / f"{cfg.tune.study}-best"
 
@@ -750,8 +758,8 @@ def tune(
     cfg: Config,
     *,
     fixed: Iterable[str] = (),
-    run_dir: os.PathLike | None = None,
-    root: os.PathLike = TUNE_ROOT,
+    run_dir: PathLike | None = None,
+    root: PathLike = TUNE_ROOT,
     on_epoch: Callable[[int, EpochRecord], None] | None = None,
     on_trial: Callable[[FrozenTrial, float | None], None] | None = None,
     best_lock_timeout: float | None = None,

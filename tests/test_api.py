@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import inspect
+import os
 import re
 import shutil
 import subprocess
 import sys
+import types
+import typing
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -38,6 +44,33 @@ def test_the_readme_table_names_only_functions_the_package_has():
     assert {"train", "evaluate", "predict", "score", "promote", "retrain", "download", "tune"} <= set(names)
     for name in names:
         assert name in forecaster.__all__ and callable(getattr(forecaster, name)), name
+
+
+def _members(hint) -> tuple:
+    return typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+
+
+def test_the_functions_annotations_take_what_the_readme_passes():
+    """A folder as a str, tickers as a comma-separated str, a date as a date: the annotations
+    said Path (or os.PathLike) and list[str], so a type checker refused the README's own calls."""
+    folders = {"path", "run_dir", "out", "data_dir", "runs_dir", "folder", "root"}
+    checked = set()
+    for name in forecaster.__all__:
+        function = getattr(forecaster, name)
+        if not inspect.isfunction(function):
+            continue
+        for param, hint in typing.get_type_hints(function).items():
+            takes = _members(hint)
+            if param in folders:
+                assert str in takes and os.PathLike[str] in takes, (name, param, hint)
+            elif param == "tickers":
+                assert str in takes or Iterable[str] in takes, (name, param, hint)
+            elif param in ("as_of", "since"):
+                assert str in takes and dt.date in takes, (name, param, hint)
+            else:
+                continue
+            checked.add(param)
+    assert checked == folders | {"tickers", "as_of", "since"}
 
 
 def test_an_unknown_name_is_an_attribute_error():
