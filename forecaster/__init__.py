@@ -9,7 +9,26 @@ Each returns what the command prints (a result object) and raises :class:`Foreca
 ``exit_code`` is the command's, where the command fails as a whole.
 """
 
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # what a type checker reads (the package ships ``py.typed``), each name
+    # re-exported as such; at run time they are imported when first used (``__getattr__``)
+    from .checkpoint import load_run as load_run
+    from .config import Config as Config
+    from .config import load_config as load_config
+    from .errors import ForecasterError as ForecasterError
+    from .evaluation import evaluate as evaluate
+    from .prediction import predict as predict
+    from .registry import list_runs as list_runs
+    from .registry import promote as promote
+    from .retraining import retrain as retrain
+    from .scoring import score as score
+    from .store import download as download
+    from .store import load_bars as load_bars
+    from .training import train as train
+    from .tuning import tune as tune
 
 _LAZY = {
     "Config": "config",

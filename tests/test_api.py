@@ -46,6 +46,23 @@ def test_the_readme_table_names_only_functions_the_package_has():
         assert name in forecaster.__all__ and callable(getattr(forecaster, name)), name
 
 
+def test_a_type_checker_sees_every_name_the_package_exports():
+    """``import forecaster as fc; fc.predict(...)`` is checked only if the names imported for type
+    checkers (each re-exported as such) are the ones the package serves lazily, from the same
+    modules, and the package ships ``py.typed``."""
+    import ast
+
+    init = Path(forecaster.__file__)
+    tree = ast.parse(init.read_text(encoding="utf-8"))
+    block = next(n for n in tree.body if isinstance(n, ast.If) and getattr(n.test, "id", "") == "TYPE_CHECKING")
+    imported = {
+        alias.name: node.module for node in block.body if isinstance(node, ast.ImportFrom) for alias in node.names
+    }
+    re_exported = {alias.name == alias.asname for node in block.body for alias in node.names}
+    assert imported == forecaster._LAZY and re_exported == {True}
+    assert (init.parent / "py.typed").is_file()
+
+
 def _members(hint) -> tuple:
     return typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
 
