@@ -1824,7 +1824,8 @@ def _evaluation_lines(path: Path, model: str, tickers: list[str]) -> list[str]:
                 f"{vs} {ratio}, 80 % coverage {_cell(r.coverage, '.1%')}, n {r.n}"
             )
         return lines
-    except (OSError, ValueError, KeyError, AttributeError, pd.errors.ParserError) as e:
+    except (OSError, ValueError, KeyError, AttributeError, TypeError, pd.errors.ParserError) as e:
+        # TypeError: a word where a figure should be (a file edited by hand), read as text
         return [f"(unreadable: {type(e).__name__}: {e})"]
 
 

@@ -288,6 +288,21 @@ def test_info_mentions_evaluation_when_present(cli, run_copy):
     assert "(made by an older evaluate, without step, n, skill" in res.stdout  # not a crash
 
 
+def test_info_names_an_evaluation_with_a_word_for_a_figure_as_unreadable(cli, run_copy):
+    """A metrics.csv edited by hand, a word where the pooled skill was: info ended with an
+    unexpected error (TypeError, exit 1) before the versions, where any other unreadable
+    figure is a line saying so."""
+    model = run_meta(run_copy)["config"]["model"]["cell"]
+    (run_copy / "eval").mkdir()
+    (run_copy / "eval" / "metrics.csv").write_text(
+        f"ticker,model,step,n,skill,coverage,best_vol,pinball_ratio\nALL,{model},1,240,high,0.8,garch,1.01\n"
+    )
+    res = cli("info", run_copy)
+    assert res.exit_code == 0, res.stderr
+    assert "(unreadable: TypeError: " in res.stdout, res.stdout
+    assert "versions   forecaster" in res.stdout
+
+
 def test_info_shows_the_evaluations_pooled_figures_step_by_step(cli, run_copy):
     """SPEC: info shows the run's metrics; it named the evaluation's file, none of its figures."""
     import pandas as pd
