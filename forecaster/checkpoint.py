@@ -754,7 +754,7 @@ def read_resume(run_dir: Path) -> tuple[ResumeState, list[dict]]:
     hist = Path(run_dir) / HISTORY
     try:
         history = [_history_row(r) for r in csv.DictReader(io.StringIO(read_own_file(hist), newline=""))]
-    except (OSError, KeyError, ValueError, TypeError) as e:
+    except (OSError, KeyError, ValueError, TypeError, OverflowError) as e:  # OverflowError: an epoch of 1e400
         if isinstance(e, FileNotFoundError):
             why = "it is missing"
         elif isinstance(e, OSError):

@@ -194,6 +194,22 @@ def test_resume_of_a_run_whose_resume_files_are_unreadable_says_to_train_it_agai
     assert "Errno" not in line, line
 
 
+def test_an_epoch_history_with_an_infinite_epoch_is_unreadable_not_an_unexpected_error(cli, interrupted_run):
+    """history.csv's epoch written 1e400 (edited, or damaged): train --resume and info of the
+    run ended with an unexpected OverflowError, and info of the folder listed no run at all,
+    where it names each run that cannot be used and why."""
+    history = interrupted_run / "history.csv"
+    history.write_text(history.read_text().replace("\n1,", "\n1e400,"))
+    line = assert_one_line_error(
+        cli("train", "--resume", interrupted_run), 1, "history.csv is not a readable epoch history", "infinity"
+    )
+    assert "unexpected" not in line, line
+    assert_one_line_error(cli("info", interrupted_run), 1, "cannot be used", "history.csv")
+    res = cli("info", interrupted_run.parent)
+    assert res.exit_code == 0, res.stderr
+    assert f"{interrupted_run.name}: " in res.stdout and "not a readable epoch history" in res.stdout, res.stdout
+
+
 def _rewrite_resume(run, change) -> None:
     """Rewrite run's resume.safetensors with ``change(tensors, state)`` applied to its tensors
     and the JSON state in its metadata."""
