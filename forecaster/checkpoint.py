@@ -746,8 +746,8 @@ def read_resume(run_dir: Path) -> tuple[ResumeState, list[dict]]:
         )
     try:
         state = _unflatten(load_file(str(path)), _safetensors_metadata(path))
-    except (SafetensorError, OSError, KeyError, ValueError, TypeError, RecursionError) as e:
-        why = _json_problem(e) if isinstance(e, (ValueError, RecursionError)) else e
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError, RecursionError, OverflowError) as e:
+        why = _json_problem(e) if isinstance(e, (ValueError, RecursionError)) else e  # OverflowError: epoch Infinity
         raise RunFormatError(
             f"{path} is not a readable resume file ({why}): the run cannot be resumed; train it again without --resume"
         ) from None

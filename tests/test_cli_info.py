@@ -210,6 +210,20 @@ def test_an_epoch_history_with_an_infinite_epoch_is_unreadable_not_an_unexpected
     assert f"{interrupted_run.name}: " in res.stdout and "not a readable epoch history" in res.stdout, res.stdout
 
 
+def test_a_resume_state_with_an_infinite_epoch_is_unreadable_not_an_unexpected_error(cli, interrupted_run):
+    """resume.safetensors whose state says epoch Infinity (JSON that Python reads): train
+    --resume, info of the run and info of its folder ended with an unexpected OverflowError."""
+    _rewrite_resume(interrupted_run, lambda t, s: s.update(epoch=float("inf")))
+    line = assert_one_line_error(
+        cli("train", "--resume", interrupted_run), 1, "resume.safetensors is not a readable resume file", "infinity"
+    )
+    assert "unexpected" not in line, line
+    assert_one_line_error(cli("info", interrupted_run), 1, "cannot be used", "resume.safetensors")
+    res = cli("info", interrupted_run.parent)
+    assert res.exit_code == 0, res.stderr
+    assert f"{interrupted_run.name}: " in res.stdout and "not a readable resume file" in res.stdout, res.stdout
+
+
 def _rewrite_resume(run, change) -> None:
     """Rewrite run's resume.safetensors with ``change(tensors, state)`` applied to its tensors
     and the JSON state in its metadata."""
