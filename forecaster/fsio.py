@@ -265,6 +265,8 @@ def _holder(lock_path: Path) -> tuple[int, str, str, str, str | None] | None:
     try:
         info = json.loads(read_own_file(_holder_file(lock_path)))
         pid, host, started = int(info["pid"]), info["host"], str(info["started"])
+        if not 0 < pid < 2**31:  # no process's (pid_t): os.kill takes 0 and -1 for groups of them
+            return None
         purpose = info.get("purpose")
         return (
             pid,
@@ -273,7 +275,7 @@ def _holder(lock_path: Path) -> tuple[int, str, str, str, str | None] | None:
             started,
             purpose if isinstance(purpose, str) else None,
         )
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, OverflowError):
         return None
 
 

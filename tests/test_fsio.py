@@ -425,6 +425,16 @@ def _record_holder(lock, pid, **extra):
     lock.with_name(lock.name + ".holder").write_text(json.dumps(record))
 
 
+@pytest.mark.parametrize("pid", [float("inf"), 10**20, 0, -1])
+def test_a_holder_record_whose_pid_no_process_can_have_names_no_holder(tmp_path, pid):
+    """A damaged record's pid: Infinity or 10**20 ended every reader (info of a folder of runs)
+    with an unexpected OverflowError; 0 and -1, which os.kill takes for a process group and for
+    every process, named a holder for ever."""
+    lock = tmp_path / ".lock"
+    _record_holder(lock, pid)
+    assert fsio.lock_holding(lock) is None
+
+
 def test_a_lock_held_for_a_purpose_says_it_and_one_recorded_without_says_none(tmp_path):
     """One lock file can be locked for more than one thing (a promoted name's lock is the file a
     training of a run of that name would lock): the purpose its holder gave is read with who it
