@@ -462,7 +462,7 @@ def _machine() -> str:
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # OverflowError: a number no process can have
         return False
     except OSError:
         return True  # exists but belongs to someone else

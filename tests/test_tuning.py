@@ -38,6 +38,7 @@ from forecaster.tuning import (
     _machine,
     embedded_url,
     open_storage,
+    remove_abandoned_trial_dirs,
     search_dims,
     storage_label,
     trial_config,
@@ -575,6 +576,16 @@ def test_an_interrupted_or_killed_study_continues_and_the_trials_add_up(small_di
     assert list(scratch.iterdir()) == []
     # the resumed sampler does not replay the first proposals
     assert res.trials.loc[3, "lr"] != res.trials.loc[0, "lr"]
+
+
+def test_a_trial_folder_named_with_a_pid_no_process_can_have_is_removed_not_an_error(tmp_path, monkeypatch):
+    """A folder forecaster-trial-99999999999999999999-x in the shared temporary folder (another
+    user's, say) ended every tune before its first trial with an unexpected OverflowError."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    (tmp_path / f"forecaster-trial-{10**20}-x").mkdir()
+    (tmp_path / f"forecaster-trial-{os.getpid()}-x").mkdir()  # a live process's trial
+    remove_abandoned_trial_dirs()
+    assert [p.name for p in tmp_path.iterdir()] == [f"forecaster-trial-{os.getpid()}-x"]
 
 
 def test_any_seed_the_config_takes_seeds_the_sampler(small_dir, tmp_path):
