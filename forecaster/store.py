@@ -855,9 +855,9 @@ def download(
     _refuse_no_tickers(tickers)
     # one ticker or a comma-separated list, not its letters; none named ([], "") is refused, as
     # `-t ""` is: a retry of an empty list of failed tickers must not pass for a download
-    tickers = given_tickers(tickers) if isinstance(tickers, str) else list(tickers)
+    tickers = given_tickers(tickers, default=False) if isinstance(tickers, str) else list(tickers)
     if not tickers:
-        given_tickers(tickers)
+        given_tickers(tickers, default=False)
     report = DownloadReport()
     symbols: list[str] = []
     for raw in tickers:
@@ -946,7 +946,7 @@ def load_bars(
         raise ValueError(f"tail must be a positive integer or None, got {tail!r}")
     _refuse_no_tickers(tickers)
     if isinstance(tickers, str):  # one ticker or a comma-separated list, not its letters
-        tickers = given_tickers(tickers)
+        tickers = given_tickers(tickers, default=False)
     load = load_csv if source == "csv" else load_store
     bars: dict[str, pd.DataFrame] = {}
     for raw in tickers:

@@ -94,11 +94,12 @@ def split_tickers(values: Iterable[str]) -> list[str]:
     return [t for value in values for part in value.split(",") for t in part.split() if t]
 
 
-def given_tickers(tickers: str | Iterable[str] | None) -> list[str] | None:
+def given_tickers(tickers: str | Iterable[str] | None, *, default: bool = True) -> list[str] | None:
     """The tickers a library caller named, as the command line reads them: None when none were
     given (the default ones); a string is one ticker or several, comma-separated. Given but
     naming none (``[]``, ``""``, ``","``) is a ConfigError, not the default tickers: a retry of
-    an empty list of failed tickers must do nothing, not everything."""
+    an empty list of failed tickers must do nothing, not everything. ``default=False`` where
+    None is refused too (no config holds default tickers there): the error offers no None."""
     if tickers is None:
         return None
     values = [tickers] if isinstance(tickers, str) else list(tickers)
@@ -107,9 +108,8 @@ def given_tickers(tickers: str | Iterable[str] | None) -> list[str] | None:
             raise TickerError(f"invalid ticker {_shown(value)}: expected a string")
     names = split_tickers(values)
     if not names:
-        raise ConfigError(
-            f"tickers {_shown(tickers)} name no ticker: name at least one, or pass None for the default ones"
-        )
+        hint = ", or pass None for the default ones" if default else " ('AAPL,MSFT')"
+        raise ConfigError(f"tickers {_shown(tickers)} name no ticker: name at least one{hint}")
     return names
 
 

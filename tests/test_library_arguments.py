@@ -74,6 +74,23 @@ def test_download_and_load_bars_refuse_none_as_tickers(tmp_path, sample_dir):
         fc.load_bars("csv", sample_dir, None)
 
 
+@pytest.mark.parametrize("given", [[], "", " , "])
+def test_download_and_load_bars_offer_no_none_for_tickers_naming_none(tmp_path, sample_dir, given):
+    """`fc.download("")` said "or pass None for the default ones", and None is refused there
+    (no config holds default tickers): the error sends a caller to another error."""
+
+    def fetch(symbol, start, end):
+        raise AssertionError("nothing may be fetched")
+
+    with pytest.raises(ConfigError, match="name no ticker") as refused:
+        fc.download(given, tmp_path / "data", fetch=fetch)
+    assert "None" not in str(refused.value)
+    if given != []:  # an empty list of tickers is an empty dict of bars to load_bars
+        with pytest.raises(ConfigError, match="name no ticker") as refused:
+            fc.load_bars("csv", sample_dir, given)
+        assert "None" not in str(refused.value)
+
+
 def test_download_reads_a_string_as_tickers(tmp_path):
     asked = []
 
