@@ -1559,6 +1559,10 @@ def test_a_stdout_that_cannot_be_written_fails_the_command_in_one_line(trained_r
         "ERROR: cannot write to stdout: No space left on device; what the command printed there is incomplete"
     ]
     assert (out / trained_run.name / "latest.csv").is_file()
+    # a wrapper reading 1 as "nothing partial was written" is told of this exception where it looks
+    table = (ROOT / "README.md").read_text(encoding="utf-8").split("\n## Exit codes\n", 1)[1]
+    [row] = [line for line in table.splitlines() if line.startswith("| 1 |")]
+    assert "cannot write to stdout" in row, row
 
 
 def test_a_closed_standard_stream_leaves_its_number_to_the_null_device(trained_run, tmp_path):
