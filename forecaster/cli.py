@@ -2132,12 +2132,14 @@ def _closed_streams_to_devnull() -> None:
     """A job started with stdin, stdout or stderr closed (``>&-``) has None there: what it would
     have printed goes to the null device, and its files and exit code are what they would be.
     The null device takes the closed number itself: a file opened later (its log file, a pool's
-    pipe) would take it otherwise, and get what a library or a worker writes to its stderr."""
+    pipe) would take it otherwise, and get what a library or a worker writes to its stderr. It is
+    inherited as a standard stream is: a worker started anew (train's garch fits) would otherwise
+    start with the number closed again, for its own pipe to take."""
     for fd in (0, 1, 2):
         try:
             os.fstat(fd)
         except OSError:  # closed: open takes the lowest free number, this one (those below are open)
-            os.open(os.devnull, os.O_RDWR)
+            os.set_inheritable(os.open(os.devnull, os.O_RDWR), True)
     for fd, name in ((1, "stdout"), (2, "stderr")):
         if getattr(sys, name) is None:
             setattr(sys, name, open(fd, "w", encoding="utf-8", errors="backslashreplace", closefd=False))

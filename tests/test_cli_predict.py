@@ -1569,7 +1569,9 @@ def test_a_closed_standard_stream_leaves_its_number_to_the_null_device(trained_r
     """Started with stdin, stdout and stderr closed (`<&- >&- 2>&-`), the command opened the null
     device for stdout and stderr as numbers 0 and 1, and its log file took number 2: whatever a
     library or a worker process writes to its stderr went into the log (a pool's pipe took a
-    free number as well). The null device now holds each closed number, as it would the stream."""
+    free number as well). The null device now holds each closed number, as it would the stream,
+    and is inherited as a stream is (it was closed on exec: a worker started anew, as train's
+    garch fits are, began with those numbers closed, and its pool's pipe took one)."""
     import subprocess
     import time
 
@@ -1585,7 +1587,15 @@ def test_a_closed_standard_stream_leaves_its_number_to_the_null_device(trained_r
             assert proc.poll() is None, proc.returncode
             time.sleep(0.1)
         numbers = {fd: os.readlink(f"/proc/{proc.pid}/fd/{fd}") for fd in (0, 1, 2)}
+        flags = {fd: _fd_flags(proc.pid, fd) for fd in (0, 1, 2)}
     finally:
         proc.kill()
         proc.wait(timeout=60)
     assert numbers == {0: os.devnull, 1: os.devnull, 2: os.devnull}
+    assert {fd: bool(f & os.O_CLOEXEC) for fd, f in flags.items()} == {0: False, 1: False, 2: False}
+
+
+def _fd_flags(pid: int, fd: int) -> int:
+    """The open flags of a process's file descriptor (``O_CLOEXEC``: closed in a program it execs)."""
+    info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+    return int(next(line.split()[1] for line in info.splitlines() if line.startswith("flags:")), 8)
