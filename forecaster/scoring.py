@@ -299,6 +299,7 @@ def score(
     if cut is not None:
         forecasts = forecasts[forecasts["as_of"] >= cut]
         report.read = _still_read(report.read, forecasts)
+    none_since = cut is not None and forecasts.empty  # not an in-sample one left out below: said so there
     if ends:  # forecasts made inside the run's own data are not live: never mixed into its record
         forecasts = _live_only(forecasts, ends, report.warnings)
         report.read = _still_read(report.read, forecasts)
@@ -309,7 +310,6 @@ def score(
     report.failed = {s: why for s, why in closes.items() if isinstance(why, str)}
     known = {s: c for s, c in closes.items() if not isinstance(c, str)}
     pred = _with_actuals(forecasts, known, report.warnings)
-    none_since = cut is not None and forecasts.empty
     del forecasts  # in pred now, with their actuals: not held through the scoring
     if gone is None:  # a deleted run's calendar is not known
         report.warnings += _overdue(pred, known, cfg.data.calendar, cfg.predict.max_staleness, now)

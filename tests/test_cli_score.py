@@ -341,6 +341,10 @@ def test_forecasts_made_inside_the_runs_data_are_left_out_of_the_live_scores(cli
     predict(trained_run, as_of="2024-12-18", out=only, offline=True)
     res = cli("score", "--run", trained_run, "--out", only)
     assert res.exit_code == 1 and "nothing to score" in res.stderr and "in-sample" in res.stderr, res.stderr
+    # a forecast made since that day there is: the line says why it is not scored, not that there is none
+    res = cli("score", "--run", trained_run, "--out", only, "--since", "2024-12-01")
+    assert res.exit_code == 1 and "in-sample" in res.stderr, res.stderr
+    assert "no forecast made on or after" not in res.stderr, res.stderr
 
 
 def test_score_looks_at_each_forecast_a_few_times_however_many_files_hold_them(trained_run, out, monkeypatch):
