@@ -520,9 +520,9 @@ class _ReaderMayGo:
     away (`forecaster predict ... | head -1`), what is printed is dropped, and the command goes on
     to the end and exits with its own code (a partial forecast's 3, an unusable run's 1, a usage
     error's 2), not 0 at the first write that found the pipe closed, nor 120 from the interpreter.
-    A write that fails otherwise (``> /dev/full``, a log on a full disk) drops the rest too, and
-    is kept in ``failed``: the command ends as it would have, and :func:`main` says that its
-    output was lost."""
+    A write that fails otherwise (``> /dev/full``, a full disk) drops the rest too, and is kept
+    in ``failed``: the command ends as it would have, and :func:`main` says that stdout's output
+    was lost (stderr's is dropped unsaid: there is nowhere left to say it)."""
 
     def __init__(self, stream):
         self._stream = stream
