@@ -17,6 +17,7 @@ import re
 import shlex
 import sys
 import traceback
+from collections.abc import Callable
 from contextlib import ExitStack, contextmanager, suppress
 from enum import Enum, StrEnum
 from pathlib import Path
@@ -606,22 +607,37 @@ def _sigterm_as_ctrl_c() -> None:
         signal.signal(signal.SIGTERM, on_stop_signal)  # Ctrl-C, unless the command is already stopping
 
 
-def _tickers(opt: list[str] | None, extra: list[str] | None) -> list[str] | None:
+def _tickers(
+    opt: list[str] | None, extra: list[str] | None, has_default: Callable[[], bool] = lambda: True
+) -> list[str] | None:
     """The tickers of every ``--tickers`` given (each comma-separated) and then the arguments;
     None when neither is given (the command's default tickers). Tickers given but none named
     (``-t ""``, ``-t ","``, an empty variable in quotes) is a usage error: the default is every
-    ticker, the opposite of the empty list a script meant."""
+    ticker, the opposite of the empty list a script meant. ``has_default`` says whether there
+    are default tickers to leave them out for (a config may list none)."""
     from .tickers import split_tickers
 
     names = split_tickers(opt or [])
     names += split_tickers(extra or [])  # an argument "A,B" (or "A B") as -t reads it
     if (opt or extra) and not names:
         given = " ".join(f'-t "{v}"' for v in opt or []) or " ".join(f'"{v}"' for v in extra or [])
+        left_out = "for the default ones" if has_default() else "and give a --config that lists them"
         raise typer.BadParameter(
-            f"{given} names no ticker: name at least one, or leave the tickers out for the default ones",
+            f"{given} names no ticker: name at least one, or leave the tickers out {left_out}",
             param_hint="'-t' / '--tickers'" if opt else "TICKER",
         )
     return names or None
+
+
+def _config_lists_tickers(config: list[Path] | None, base: dict | None = None) -> bool:
+    """Whether the config (``--config`` over ``base``) lists tickers: the default ones of
+    download, train and tune. True when it cannot be read, whose error the command says then."""
+    from .config import load_config
+
+    try:
+        return bool(load_config(_config_file(config), base=base).data.tickers)
+    except ForecasterError:
+        return True
 
 
 def _json_ready(obj):
@@ -680,7 +696,8 @@ def download(
         _refuse_empty(data_dir=data_dir)
         config_file = _config_file(config)
         cfg = load_config(config_file, {"data.data_dir": data_dir})
-        tickers = _tickers(None, tickers) or cfg.data.tickers  # `download ""`: a usage error, as for train
+        # `download ""`: a usage error, as for train
+        tickers = _tickers(None, tickers, lambda: bool(cfg.data.tickers)) or cfg.data.tickers
         if not tickers:
             raise typer.BadParameter("name the tickers, or give a --config that lists them", param_hint="TICKER")
         if cfg.data.source == "csv":  # the store is what the yahoo source reads
@@ -885,7 +902,8 @@ def train(
             if resume is not None:
                 base = read_manifest(resume).config.model_dump(mode="json")
                 options["run_dir"] = resume
-            cfg = load_config(_config_file(config), overrides(options, _tickers(tickers, tickers_arg)), base=base)
+            given = _tickers(tickers, tickers_arg, lambda: _config_lists_tickers(config, base))
+            cfg = load_config(_config_file(config), overrides(options, given), base=base)
             main_rank = Dist().main
             show = _bar_shown() and not quiet and not json_out and main_rank
             on_epoch, on_batch = bar.enter_context(_progress(show, cfg.train.epochs))
@@ -1136,7 +1154,8 @@ def tune(
         _refuse_empty(run_dir=run_dir)
         fixed = {k: v for k, v in overrides(train_flags).items() if k != "data.tickers"}
         tuned = {key: _val(options[opt]) for opt, key in TUNE_OVERRIDES.items()}
-        cfg = load_config(_config_file(config), {**fixed, **tuned, "data.tickers": _tickers(tickers, tickers_arg)})
+        given = _tickers(tickers, tickers_arg, lambda: _config_lists_tickers(config))
+        cfg = load_config(_config_file(config), {**fixed, **tuned, "data.tickers": given})
         if train_best:  # a place the run cannot go is refused before the search, not after it
             check_run_target(best_run_dir(cfg, run_dir))
         show = _bar_shown() and not quiet and not json_out

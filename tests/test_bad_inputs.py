@@ -338,6 +338,23 @@ def test_download_of_blank_ticker_arguments_is_a_usage_error_and_nothing_is_made
     assert not Path("store-here").exists()
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["download", "--data-dir", "d"], ["train", "--run-dir", "r", "-t"], ["tune", "--run-dir", "r", "-t"]],
+    ids=lambda c: c[0],
+)
+def test_tickers_naming_none_without_a_config_listing_any_are_not_told_to_leave_them_out(cli, command):
+    """Without a --config that lists tickers there are no default ones: leaving the tickers
+    out, as `-t ""` was told, failed again; it is told to give a config that lists them."""
+    res = cli(*command, "")
+    assert res.exit_code == 2, res.stderr
+    assert "names no ticker: name at least one, or leave the tickers out and give a --config that lists them" in (
+        res.stderr
+    )
+    assert "default ones" not in res.stderr and res.stdout == ""
+    assert not Path("d").exists() and not Path("r").exists()
+
+
 def _renamed_run(run_copy: Path, tmp_path: Path, name: str, meta_name: str | None = None) -> Path:
     run = tmp_path / "runs" / name
     run.parent.mkdir(parents=True, exist_ok=True)
