@@ -853,11 +853,10 @@ def download(
     """
     fsio.refuse_empty_folders(data_dir=data_dir, required=("data_dir",))  # not the current folder
     _refuse_no_tickers(tickers)
-    # one ticker or a comma-separated list, not its letters; none named ([], "") is refused, as
-    # `-t ""` is: a retry of an empty list of failed tickers must not pass for a download
-    tickers = given_tickers(tickers, default=False) if isinstance(tickers, str) else list(tickers)
-    if not tickers:
-        given_tickers(tickers, default=False)
+    # read as -t reads them: one ticker or a comma-separated list, not its letters; none named
+    # ([], "", [""]) is refused, as `-t ""` is: a retry of an empty list of failed tickers must
+    # not pass for a download
+    tickers = given_tickers(tickers, default=False)
     report = DownloadReport()
     symbols: list[str] = []
     for raw in tickers:
@@ -945,8 +944,7 @@ def load_bars(
     if tail is not None and (isinstance(tail, bool) or not isinstance(tail, int) or tail < 1):
         raise ValueError(f"tail must be a positive integer or None, got {tail!r}")
     _refuse_no_tickers(tickers)
-    if isinstance(tickers, str):  # one ticker or a comma-separated list, not its letters
-        tickers = given_tickers(tickers, default=False)
+    tickers = given_tickers(tickers, default=False)  # as download reads them: none named is refused
     load = load_csv if source == "csv" else load_store
     bars: dict[str, pd.DataFrame] = {}
     for raw in tickers:

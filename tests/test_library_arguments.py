@@ -85,10 +85,39 @@ def test_download_and_load_bars_offer_no_none_for_tickers_naming_none(tmp_path, 
     with pytest.raises(ConfigError, match="name no ticker") as refused:
         fc.download(given, tmp_path / "data", fetch=fetch)
     assert "None" not in str(refused.value)
-    if given != []:  # an empty list of tickers is an empty dict of bars to load_bars
-        with pytest.raises(ConfigError, match="name no ticker") as refused:
-            fc.load_bars("csv", sample_dir, given)
-        assert "None" not in str(refused.value)
+    with pytest.raises(ConfigError, match="name no ticker") as refused:
+        fc.load_bars("csv", sample_dir, given)
+    assert "None" not in str(refused.value)
+
+
+@pytest.mark.parametrize("given", [[], [""], [" ", ","], ()])
+def test_download_and_load_bars_agree_on_a_list_naming_no_ticker(tmp_path, sample_dir, given):
+    """A list naming no ticker is refused by both, as by predict and evaluate: load_bars gave
+    an empty dict for [] where download refused it, and download reported [""] as a failed
+    ticker '' (exit code 1) where it refused ""."""
+
+    def fetch(symbol, start, end):
+        raise AssertionError("nothing may be fetched")
+
+    with pytest.raises(ConfigError, match="name no ticker"):
+        fc.download(given, tmp_path / "data", fetch=fetch)
+    assert not (tmp_path / "data").exists()
+    with pytest.raises(ConfigError, match="name no ticker"):
+        fc.load_bars("csv", sample_dir, given)
+
+
+def test_download_and_load_bars_split_a_list_s_comma_separated_items_as_predict_does(tmp_path, sample_dir):
+    """["STOCKA,STOCKB"] is two tickers to predict (-t "STOCKA,STOCKB"); download and
+    load_bars refused it as one invalid ticker 'STOCKA,STOCKB'."""
+    asked = []
+
+    def fetch(symbol, start, end):
+        asked.append(symbol)
+        raise DataError(f"{symbol}: no rows")
+
+    rep = fc.download(["AAPL,msft"], tmp_path, fetch=fetch)
+    assert asked == ["AAPL", "MSFT"] and list(rep.failed) == ["AAPL", "MSFT"]
+    assert list(fc.load_bars("csv", sample_dir, ["STOCKA,stockb"])) == ["STOCKA", "STOCKB"]
 
 
 def test_download_reads_a_string_as_tickers(tmp_path):
