@@ -271,8 +271,8 @@ def parse_day(value: Any, flag: str, now: Any = None) -> pd.Timestamp | None:
             day = pd.Timestamp(date.fromisoformat(text))
         except ValueError:
             raise ConfigError(f"{flag} {_shown(value)} is not a date; expected YYYY-MM-DD") from None
-    if day > latest_possible_day(now):  # today east of UTC is not the future
-        raise ConfigError(f"{flag} {day.date()} is in the future")
+    if day > (latest := latest_possible_day(now)):  # today east of UTC is not the future
+        raise ConfigError(f"{flag} {day.date()} is in the future: give {latest.date()} or an earlier day")
     return day
 
 

@@ -579,7 +579,7 @@ def test_predict_as_of_today_east_of_utc_is_not_the_future(trained_run, tmp_path
     rep = predict(trained_run, as_of="2025-01-03", out=tmp_path / "fc", now=sydney_morning)
     assert rep.exit_code == 0 and rep.as_of == "2024-12-31"  # the data's last bar before it
     assert (tmp_path / "fc" / trained_run.name / "2024-12-31.csv").is_file()
-    with pytest.raises(ConfigError, match="--as-of 2025-01-04 is in the future"):
+    with pytest.raises(ConfigError, match="--as-of 2025-01-04 is in the future: give 2025-01-03 or an earlier day$"):
         predict(trained_run, as_of="2025-01-04", out=tmp_path / "fc", now=sydney_morning)
 
 
