@@ -360,11 +360,12 @@ def _recent_bars(
         except ForecasterError as e:
             failed[sym] = str(e).removeprefix(f"{sym}: ")  # the ticker is named once, by the reader
             continue
+        # the first --as-of with a window's bars, for a ticker with too few of them up to --as-of
+        later = f"; give --as-of {df.index[lookback].date()} or later" if cut is not None and len(df) > lookback else ""
         if cut is not None:
             df = df[df.index <= cut]
-        if cut is not None:
             if len(df) == 0:
-                failed[sym] = f"no bars on or before --as-of {cut.date()}"
+                failed[sym] = f"no bars on or before --as-of {cut.date()}{later}"
                 continue
         elif ahead := dated_after_today(df.index, now):  # a gap up to that bar would be no news
             failed[sym] = f"{ahead}; fix the data, or forecast from an earlier day with --as-of"
@@ -373,7 +374,7 @@ def _recent_bars(
             warn_gaps(df, sym)
         if len(df) < lookback + 1:
             failed[sym] = (
-                f"only {len(df)} bars up to {df.index[-1].date()}, need {lookback + 1} for lookback {lookback}"
+                f"only {len(df)} bars up to {df.index[-1].date()}, need {lookback + 1} for lookback {lookback}{later}"
             )
             continue
         since = int((df.index >= pd.Timestamp(run.manifest.tickers[sym].last_date)).sum())

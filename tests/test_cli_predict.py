@@ -1599,3 +1599,18 @@ def _fd_flags(pid: int, fd: int) -> int:
     """The open flags of a process's file descriptor (``O_CLOEXEC``: closed in a program it execs)."""
     info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
     return int(next(line.split()[1] for line in info.splitlines() if line.startswith("flags:")), 8)
+
+
+@pytest.mark.parametrize(("as_of", "said"), [("2020-12-31", "no bars on or before"), ("2021-01-15", "need")])
+def test_as_of_before_a_ticker_has_a_window_of_bars_says_the_first_that_has(
+    cli, trained_run, sample_dir, tmp_path, as_of, said
+):
+    """--as-of before STOCKB's first bars, or before its lookback's worth of them, said only how
+    few there were: it names the first --as-of with enough, and that one forecasts."""
+    lookback = run_meta(trained_run)["config"]["window"]["lookback"]
+    first = pd.read_csv(sample_dir / "STOCKB.csv")["Date"].iloc[lookback]
+    res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc", "--as-of", as_of, "-t", "STOCKB")
+    assert_one_line_error(res, 1, "STOCKB", said, f"; give --as-of {first} or later")
+    assert not (tmp_path / "fc").exists()
+    res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc", "--as-of", first, "-t", "STOCKB")
+    assert res.exit_code == 0, res.stderr
