@@ -620,7 +620,7 @@ def _tickers(
     names = split_tickers(opt or [])
     names += split_tickers(extra or [])  # an argument "A,B" (or "A B") as -t reads it
     if (opt or extra) and not names:
-        given = " ".join(f'-t "{v}"' for v in opt or []) or " ".join(f'"{v}"' for v in extra or [])
+        given = " ".join(f"-t {shown_path(v)}" for v in opt or []) or " ".join(map(shown_path, extra or []))
         left_out = "for the default ones" if has_default() else "and give a --config that lists them"
         raise typer.BadParameter(
             f"{given} names no ticker: name at least one, or leave the tickers out {left_out}",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shlex
 import shutil
 from pathlib import Path
 
@@ -314,17 +315,19 @@ def test_tickers_given_but_naming_none_is_a_usage_error_not_every_ticker(cli, ru
         del args[at : at + 2]
     res = cli(*args, "-t", value)
     assert res.exit_code == 2, res.stderr
-    assert f"Invalid value for '-t' / '--tickers': -t \"{value}\" names no ticker" in res.stderr, res.stderr
+    assert f"Invalid value for '-t' / '--tickers': -t {shlex.quote(value)} names no ticker" in res.stderr, res.stderr
     assert res.stdout == ""
     assert all_files(Path.cwd()) == before and not (run_copy / "eval").exists()
 
 
-@pytest.mark.parametrize("value", ["", " "])
-def test_ticker_arguments_that_are_all_blank_are_a_usage_error(cli, run_copy, value):
-    """`predict --run R "$FAILED"`: an empty argument names no ticker either."""
+@pytest.mark.parametrize(("value", "shown"), [("", "''"), (" ", "' '"), ("\n", "$'\\n'"), (" \t", "$' \\t'")])
+def test_ticker_arguments_that_are_all_blank_are_a_usage_error(cli, run_copy, value, shown):
+    """`predict --run R "$FAILED"`: an empty argument names no ticker either. It is shown as a
+    shell reads it back: a newline in it was written as one, which broke the error's line."""
     res = cli("predict", "--run", run_copy, "--offline", "--out", "fc", value)
     assert res.exit_code == 2, res.stderr
-    assert f'Invalid value for TICKER: "{value}" names no ticker' in res.stderr and res.stdout == ""
+    line = f"Error: Invalid value for TICKER: {shown} names no ticker: name at least one, or leave the tickers out"
+    assert line in res.stderr.splitlines()[-1] and res.stdout == ""
     assert not Path("fc").exists()
 
 
@@ -334,7 +337,7 @@ def test_download_of_blank_ticker_arguments_is_a_usage_error_and_nothing_is_made
     every other command says it (exit 2), and the store is not made."""
     res = cli("download", "--data-dir", "store-here", "--json", value)
     assert res.exit_code == 2, res.stderr
-    assert f'"{value}" names no ticker' in res.stderr and res.stdout == ""
+    assert f"{shlex.quote(value)} names no ticker" in res.stderr and res.stdout == ""
     assert not Path("store-here").exists()
 
 
