@@ -390,8 +390,10 @@ class Config(_Section):
                 "file (0: no autoregressive term)"
             )
         if self.window.horizon > self.window.lookback:
+            horizon, lookback = self.window.horizon, self.window.lookback
             raise ValueError(
-                f"window.horizon ({self.window.horizon}) must not exceed window.lookback ({self.window.lookback})"
+                f"window.horizon ({horizon}) must not exceed window.lookback ({lookback}): use a horizon of at most "
+                f"{lookback} (--horizon), or a lookback of {horizon} or more (--lookback)"
             )
         t = self.train
         # AdamW multiplies every weight by 1 - lr * weight_decay at each step: at 1 or more the
@@ -406,7 +408,8 @@ class Config(_Section):
             if getattr(self.window, split) < self.window.horizon:
                 raise ValueError(
                     f"window.{split} ({getattr(self.window, split)}) must be at least window.horizon "
-                    f"({self.window.horizon}): a window needs all its forecast sessions in its split, so none would fit"
+                    f"({self.window.horizon}): a window needs all its forecast sessions in its split, so none would "
+                    f"fit; use a {split} of {self.window.horizon} or more (--{split.replace('_', '-')})"
                 )
         return self
 

@@ -1094,7 +1094,7 @@ def test_train_with_fewer_split_days_than_the_horizon_says_so(cli, small_dir, tm
     run = tmp_path / "r"
     res = cli("train", "--data-dir", small_dir, "-t", "STOCKA", *TINY, f"--{split}-days", "2", "--run-dir", run)
     line = assert_one_line_error(res, 1, f"window.{split}_days (2) must be at least window.horizon (3)")
-    assert "shorten" not in line
+    assert "shorten" not in line and line.endswith(f"; use a {split}_days of 3 or more (--{split}-days)")
     assert not run.exists()
 
 

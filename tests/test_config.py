@@ -52,7 +52,11 @@ def test_precedence_flags_over_file_over_defaults(tmp_path):
         ('[train]\nepochs = "many"\n', "train.epochs"),
         ("[model]\nhidden_size = 0\n", "model.hidden_size"),
         ("[model]\nhidden_size = -4\n", "model.hidden_size"),
-        ("[window]\nlookback = 5\nhorizon = 10\n", "horizon (10) must not exceed"),
+        (
+            "[window]\nlookback = 5\nhorizon = 10\n",
+            "horizon (10) must not exceed window.lookback (5): use a horizon of at most 5 (--horizon), "
+            "or a lookback of 10 or more (--lookback)",
+        ),
         ('[model]\ncell = "transformer"\n', "model.cell"),
         ("[model]\nquantiles = [0.9, 0.1]\n", "model.quantiles"),
         # other levels would silently mislabel the p10 / p90 columns: refused, with the reason
