@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .checkpoint import Run, load_run
-from .choices import SOURCES, Cell
+from .choices import Cell
 from .errors import EXIT_OK, EXIT_PARTIAL, ConfigError, DataError, ForecasterError, TemporaryFailure
 from .fsio import (
     LockUnavailable,
@@ -60,6 +60,7 @@ from .store import (
     DownloadReport,
     FailureKind,
     StoreWriteError,
+    check_source,
     download,
     load_bars,
     load_store,
@@ -218,8 +219,8 @@ def predict(
     """
     refuse_empty_folders(run_dir=run_dir, out=out, data_dir=data_dir, required=("run_dir",))
     cut = parse_as_of(as_of, now)
-    if source not in (None, *SOURCES):
-        raise ConfigError(f"unknown source {_shown(source)}; expected one of {', '.join(SOURCES)}")
+    if source is not None:
+        check_source(source)
     run = load_run(Path(run_dir))
     cfg = run.config
     names = run.select(tickers)

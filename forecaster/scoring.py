@@ -64,7 +64,7 @@ from .outputs import FORECAST_FILE, has_dated_forecasts, refuse_unreadable_forec
 from .prediction import FORECAST_COLUMNS
 from .sessions import dated_after_today, last_completed_session, parse_day, sessions_after_count
 from .sources import row_lines, where_row
-from .store import load_bars, warn_gaps
+from .store import check_source, load_bars, warn_gaps
 from .tickers import csv_safe, log_some, validate_ticker, warnings_into
 
 log = logging.getLogger("forecaster")
@@ -240,6 +240,8 @@ def score(
     named in a warning: its data stopped coming in.
     """
     refuse_empty_folders(run_dir=run_dir, out=out, data_dir=data_dir, required=("run_dir",))
+    if source is not None:  # said once, not as every ticker's closes that could not be read
+        check_source(source)
     cut = parse_since(since)
     gone = _gone_run_name(run_dir)
     if gone is None:

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from forecaster import fsio
+from forecaster.choices import SOURCES
 from forecaster.errors import (
     EXIT_ERROR,
     EXIT_OK,
@@ -55,7 +56,7 @@ from forecaster.sources import (
     read_csv_raw,
     relative_note,
 )
-from forecaster.tickers import given_tickers, ticker_file, validate_ticker
+from forecaster.tickers import _shown, given_tickers, ticker_file, validate_ticker
 
 log = logging.getLogger("forecaster")
 
@@ -917,6 +918,12 @@ def _skip_the_rest(report: DownloadReport, rest: list[str], streak: list[Failure
         report.fail(symbol, f"not tried: {why}", kind)
 
 
+def check_source(source: object) -> None:
+    """ConfigError for a ``source`` that is none of :data:`forecaster.choices.SOURCES`."""
+    if source not in SOURCES:
+        raise ConfigError(f"unknown source {_shown(source)}; expected {' or '.join(map(repr, SOURCES))}")
+
+
 def load_bars(
     source: str,
     data_dir: str | os.PathLike[str],
@@ -939,8 +946,7 @@ def load_bars(
     naming the first of them and its file, for the callers that read every bar (train,
     evaluate, tune); predict and score name such bars in their own way.
     """
-    if source not in ("csv", "yahoo"):
-        raise ConfigError(f"unknown source {source!r}; expected 'yahoo' or 'csv'")
+    check_source(source)
     if tail is not None and (isinstance(tail, bool) or not isinstance(tail, int) or tail < 1):
         raise ValueError(f"tail must be a positive integer or None, got {tail!r}")
     _refuse_no_tickers(tickers)

@@ -1596,3 +1596,20 @@ def test_the_coverage_alert_reads_the_forecast_after_one_whose_as_of_bar_is_gone
     assert (step2["n"], step2["coverage"]) == (4, 0.0)  # as of 2024-12-24 and 2024-12-27, each ticker
     alert = rep.coverage_alert(0.8, 0.95)
     assert "h=2 0.0% (n=4, p=0.0016)" in alert, alert  # 0.2 ** 4: all 4 read
+
+
+def test_an_unknown_source_is_refused_once_as_predict_refuses_it(trained_run, out):
+    """score(source="yahooo") said "nothing to score" with every ticker's closes unreadable
+    ("STOCKA: no actuals: unknown source ..."), and predict said the same mistake in other
+    words ("expected one of yahoo, csv"): both say it in one line, before anything is read."""
+    import forecaster as fc
+    from forecaster.errors import ConfigError
+
+    for call in (
+        lambda: fc.score(trained_run, out=out, source="yahooo"),
+        lambda: fc.predict(trained_run, out=out, offline=True, source="yahooo"),
+    ):
+        with pytest.raises(ConfigError) as refused:
+            call()
+        assert str(refused.value) == "unknown source 'yahooo'; expected 'yahoo' or 'csv'"
+    assert not (out / trained_run.name / "score.csv").exists()
