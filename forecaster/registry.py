@@ -123,7 +123,12 @@ def champion(name: str, runs_dir: Path = DEFAULT_RUNS_DIR) -> Path:
     pointer = pointer_path(name, runs_dir)
     if not pointer.is_symlink():
         if pointer.exists():
-            raise ConfigError(f"{pointer} is {_what(pointer)}, not a promoted name (a link made by promote)")
+            what = _what(pointer)
+            run, it = (shlex.quote(str(pointer)), "it") if what == "a run directory" else ("RUN", "a run")
+            raise ConfigError(
+                f"{pointer} is {what}, not a promoted name (a link made by promote): promote {it} under another "
+                f"name (`forecaster promote {run} --name NAME{runs_dir_option(runs_dir)}`), then retrain NAME"
+            )
         raise ConfigError(
             f"no promoted name {pointer}: promote a run first "
             f"(`forecaster promote RUN --name {name}{runs_dir_option(runs_dir)}`)"

@@ -753,3 +753,17 @@ def test_a_challenger_that_skips_a_champions_ticker_is_not_promoted(cli, runs, s
     res = cli("retrain", "prod", "--runs-dir", runs, "--data-dir", data, "-t", "STOCKA", "--json")
     assert res.exit_code == 0, res.stderr
     assert "does not forecast" not in json.loads(res.stdout)["reason"]
+
+
+def test_retrain_of_a_run_directory_says_how_to_promote_it_and_that_works(cli, runs):
+    """`retrain first`, first a run directory, said only that it was not a promoted name."""
+    res = cli("retrain", "first", "--runs-dir", runs)
+    line = assert_one_line_error(res, 1, f"{runs / 'first'} is a run directory, not a promoted name")
+    command = line.split("`")[1]
+    assert (
+        command
+        == f"forecaster promote {shlex.quote(str(runs / 'first'))} --name NAME --runs-dir {shlex.quote(str(runs))}"
+    )
+    assert line.endswith(", then retrain NAME")
+    assert cli(*shlex.split(command)[1:-4], "--name", "mine", "--runs-dir", runs).exit_code == 0
+    assert registry.champion("mine", runs) == (runs / "first").resolve()
