@@ -430,6 +430,16 @@ def _flatten(state: ResumeState) -> tuple[dict[str, np.ndarray], dict[str, str]]
 # --------------------------------------------------------------------------------- reading
 
 
+def _runs_beside(path: Path) -> str:
+    """Where ``path``'s folder holds runs (a name mistyped): the command that lists them."""
+    try:
+        if any((p / META).is_file() for p in path.parent.iterdir()):
+            return f" (`forecaster info {shlex.quote(str(path.parent))}` lists the runs there)"
+    except OSError:  # no folder there, or one that cannot be read
+        pass
+    return ""
+
+
 def run_directory(path: PathLike) -> Path:
     """``path`` with a promoted name's link resolved once; a RunFormatError when no directory
     is there, which names the promoted name as well as the run it points at."""
@@ -452,7 +462,7 @@ def run_directory(path: PathLike) -> Path:
             raise RunFormatError(f"no run directory at {path} yet: it is being promoted ({held[0]})")
         if held:
             raise RunFormatError(f"no run directory at {path} yet: a training is writing it ({held[0]})")
-        raise RunFormatError(f"no run directory at {path}")
+        raise RunFormatError(f"no run directory at {path}{_runs_beside(path)}")
     what = "is not a run directory" if run_dir.exists() else "does not exist (deleted?)"
     raise RunFormatError(f"{path} points at {run_dir}, which {what}")
 

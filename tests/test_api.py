@@ -112,7 +112,9 @@ def test_the_readme_example_runs_and_writes_what_it_says(tmp_path):
     lines = done.stdout.splitlines()
     assert any(re.match(r"\d+\s+garch\s", line.strip()) for line in lines), done.stdout
     assert any("STOCKB" in line and "2026-01-02" in line for line in lines), done.stdout
-    assert lines[-1] == "1 no run directory at runs/no-such-run", lines[-1]
+    assert lines[-1] == "1 no run directory at runs/no-such-run (`forecaster info runs` lists the runs there)", lines[
+        -1
+    ]
     # predict's warnings reach the caller's logging, as the README's comment says
     assert "WARNING:forecaster:STOCKA: last bar 2025-12-31, " in done.stderr, done.stderr
 

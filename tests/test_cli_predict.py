@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 from pathlib import Path
 
@@ -1614,3 +1615,17 @@ def test_as_of_before_a_ticker_has_a_window_of_bars_says_the_first_that_has(
     assert not (tmp_path / "fc").exists()
     res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc", "--as-of", first, "-t", "STOCKB")
     assert res.exit_code == 0, res.stderr
+
+
+def test_a_mistyped_run_beside_runs_names_the_command_that_lists_them(cli, run_copy, tmp_path):
+    """`predict --run runs/prdo` said only that no run directory was there; where runs are
+    beside it, it says how to list them, and that lists the one meant."""
+    res = cli("predict", "--run", tmp_path / "rnu", "--offline", "--out", tmp_path / "fc")
+    line = assert_one_line_error(res, 1, f"no run directory at {tmp_path / 'rnu'}")
+    command = f"forecaster info {shlex.quote(str(tmp_path))}"
+    assert line.endswith(f" (`{command}` lists the runs there)"), line
+    listed = cli(*shlex.split(command)[1:])
+    assert listed.exit_code == 0 and run_copy.name in listed.stdout, listed.stderr
+    res = cli("predict", "--run", tmp_path / "none" / "rnu", "--offline", "--out", tmp_path / "fc")
+    assert assert_one_line_error(res, 1).endswith(f"no run directory at {tmp_path / 'none' / 'rnu'}")
+    assert not (tmp_path / "fc").exists()
