@@ -1406,7 +1406,10 @@ def _resume_point(run_dir: Path, cfg: Config) -> tuple[Manifest, ResumeState, li
     the seconds it had trained."""
     manifest = read_manifest(run_dir)
     if manifest.status == "complete":
-        raise RunFormatError(f"{run_dir} has nothing to resume: the run is complete")
+        raise RunFormatError(
+            f"{run_dir} has nothing to resume: the run is complete (--resume finishes an interrupted training); "
+            "train a new run without --resume"
+        )
     _check_resumable(manifest.config, cfg, run_dir)
     state, rows = read_resume(run_dir)
     history = [EpochRecord(**row) for row in rows]

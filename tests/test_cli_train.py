@@ -765,7 +765,8 @@ def test_resume_says_why_a_run_cannot_be_resumed(cli, small_dir, tmp_path):
     done = tmp_path / "runs" / "done"
     assert cli("train", "--data-dir", small_dir, "-t", "STOCKA", *TINY, "--run-dir", done, "-q").exit_code == 0
     res = cli("train", "--resume", done, "--lr", "0.05")
-    assert_one_line_error(res, 1, "nothing to resume: the run is complete")
+    line = assert_one_line_error(res, 1, "nothing to resume: the run is complete")
+    assert line.endswith("(--resume finishes an interrupted training); train a new run without --resume"), line
 
 
 def test_an_interrupted_train_json_says_on_stdout_what_the_run_left(cli, small_dir, tmp_path, monkeypatch):
