@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from stat import S_ISREG
+from stat import S_ISDIR, S_ISREG
 from typing import IO, Any
 
 from filelock import FileLock, Timeout
@@ -392,10 +392,16 @@ def read_own_file(path: PathLike) -> str:
     folder from elsewhere can hold a link to /dev/zero). A pipe is opened without waiting for
     a writer. FileNotFoundError and the other OSErrors as ``open`` gives them."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as f:
-        if not S_ISREG(os.fstat(fd).st_mode):
+    try:
+        mode = os.fstat(fd).st_mode
+        if S_ISDIR(mode):  # said here, with the file's name: fdopen's error names the descriptor ("3")
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not S_ISREG(mode):
             raise NotARegularFile("not a regular file")
-        return f.read().decode("utf-8")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read().decode("utf-8")
+    finally:
+        os.close(fd)
 
 
 def ends_mid_line(path: PathLike) -> bool:

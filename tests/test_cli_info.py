@@ -410,6 +410,15 @@ def test_info_missing_run_dir(cli, tmp_path):
     assert res.stdout == ""
 
 
+def test_info_on_a_run_whose_run_json_is_a_folder_names_the_file(cli, run_copy):
+    """run.json made a folder (a mistaken ``mkdir``, a copy gone wrong): the error named a file
+    descriptor, "ERROR: 3: Is a directory", not the file."""
+    (run_copy / "run.json").unlink()
+    (run_copy / "run.json").mkdir()
+    line = assert_one_line_error(cli("info", run_copy), 1)
+    assert line == f"ERROR: {run_copy / 'run.json'}: Is a directory"
+
+
 def test_info_on_a_run_being_trained_says_so(cli, tmp_path):
     """While train writes runs/inprog (its lock held), info said only "no run directory"."""
     lock = tmp_path / ".inprog.lock"

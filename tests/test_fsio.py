@@ -618,6 +618,10 @@ def test_an_own_file_that_is_a_pipe_or_a_device_is_refused_before_it_is_read(tmp
             fsio.read_own_file(path)
     with pytest.raises(FileNotFoundError):
         fsio.read_own_file(tmp_path / "absent.json")
+    (tmp_path / "folder.json").mkdir()
+    with pytest.raises(IsADirectoryError) as folder:
+        fsio.read_own_file(tmp_path / "folder.json")
+    assert folder.value.filename == str(tmp_path / "folder.json")  # not its descriptor's number
 
 
 def test_the_files_of_a_run_from_elsewhere_that_are_pipes_are_refused_not_waited_on(trained_run, tmp_path, caplog):
