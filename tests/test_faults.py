@@ -528,6 +528,23 @@ def test_a_signal_while_the_command_starts_is_one_line_and_exit_130(sig):
     assert "Traceback" not in res.stderr and res.stdout == ""
 
 
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_a_distributed_training_stopped_while_it_starts_says_so_once(rank):
+    """`systemctl stop` of a torchrun job as it starts reaches every process: rank 0 alone says
+    so (and prints --json's object), the others exit 130 without a word, so that the job's
+    output holds one line and one document."""
+    job = f"import os\nos.environ.update(WORLD_SIZE='2', RANK='{rank}')\n"
+    code = job + STOP_WHILE_STARTING.replace('"predict", "--help"', '"train", "--json"')
+    res = run_script(code, "SIGTERM")
+    assert res.returncode == 130, (res.returncode, res.stderr)
+    line = "forecaster interrupted while starting; nothing was read or written"
+    if rank == "0":
+        assert error_lines(res) == [f"ERROR: {line}"]
+        assert json.loads(res.stdout) == {"error": line, "exit_code": 130}
+    else:
+        assert (res.stdout, res.stderr) == ("", "")
+
+
 def test_ctrl_c_while_starting_stops_a_command_started_in_the_background():
     """A shell script's `forecaster ... &` inherits SIGINT ignored. Training listens to it
     anyway; so does the command from its start: a `kill -INT` while it starts was lost, and
