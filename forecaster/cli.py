@@ -455,11 +455,13 @@ def handled(debug: bool = False, command: str = "forecaster", json_out: bool = F
     ``debug``, the error's traceback comes first on stderr; the line, the document and the exit
     code stay the same (a wrapper told 75, "try again later", is told it with --debug too)."""
     _Printed.json = False
-    _Printed.started = True
     _Printed.command = command
     stop_begun(False)
     stdout = sys.stdout
     try:
+        # begun only here, where a stop gets the command's line: before, main says it was stopped
+        # while starting; set before the try, a stop between the two exited 130 without a word
+        _Printed.started = True
         yield
     except ForecasterError as e:
         if debug:

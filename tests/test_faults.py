@@ -625,6 +625,34 @@ def test_an_interruption_is_called_one_while_starting_only_before_a_command_bega
     assert ("interrupted while starting" in capsys.readouterr().err) is not began
 
 
+def test_a_stop_as_a_command_begins_is_one_line_and_exit_130(monkeypatch, capsys):
+    """A stop that comes as the command enters its error handling, before it is ready to say
+    anything (here as it clears the stopping state): one line and exit 130, not a silent 130."""
+    from forecaster import cli
+
+    def stopped_now(begun=True):
+        raise KeyboardInterrupt
+
+    def exit_now(code):
+        raise SystemExit(code)
+
+    monkeypatch.setattr(cli._Printed, "started", False)
+    monkeypatch.setattr(cli, "stop_begun", stopped_now)
+    monkeypatch.setattr(os, "_exit", exit_now)
+    monkeypatch.setattr(sys, "argv", ["forecaster", "info", "runs/x"])
+    term = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as e:
+            cli.main()
+    finally:
+        signal.signal(signal.SIGTERM, term)
+    assert e.value.code == 130
+    err = capsys.readouterr().err
+    assert [ln for ln in err.splitlines() if ln.startswith("ERROR")] == [
+        "ERROR: forecaster interrupted while starting; nothing was read or written"
+    ], err
+
+
 STOP_DROPPED_IN_A_FINALIZER = """
 import os, signal, sys, threading, time
 from pathlib import Path
