@@ -124,13 +124,13 @@ def _deliver_again() -> None:
 
 def main() -> None:
     """Console-script entry point: SIGTERM taken as Ctrl-C, then the command line."""
-    take_stop_signals()
-    for stream in (sys.stdout, sys.stderr):  # a path or ticker its encoding lacks (PYTHONIOENCODING=ascii)
-        try:  # is written escaped, not an error once the files are written
-            stream.reconfigure(errors="backslashreplace")
-        except (AttributeError, ValueError, OSError):  # closed (`>&-`), or not a text stream
-            pass
-    try:
+    try:  # a stop from the moment the handlers are set, not only in the import
+        take_stop_signals()
+        for stream in (sys.stdout, sys.stderr):  # a path or ticker its encoding lacks (PYTHONIOENCODING=ascii)
+            try:  # is written escaped, not an error once the files are written
+                stream.reconfigure(errors="backslashreplace")
+            except (AttributeError, ValueError, OSError):  # closed (`>&-`), or not a text stream
+                pass
         from .cli import main as run
     except KeyboardInterrupt:
         stopped_while_starting()

@@ -545,6 +545,38 @@ def test_a_distributed_training_stopped_while_it_starts_says_so_once(rank):
         assert (res.stdout, res.stderr) == ("", "")
 
 
+STOP_AS_THE_STREAMS_ARE_SET_UP = """
+import os, signal, sys
+
+
+class StoppedAsItIsSetUp:  # stops this process as the entry point sets up its stderr
+    def __init__(self, stream):
+        self._stream = stream
+
+    def reconfigure(self, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return self._stream.reconfigure(**kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+sys.stderr = StoppedAsItIsSetUp(sys.stderr)
+sys.argv = ["forecaster", "predict", "--help"]
+from forecaster.entry import main
+main()
+"""
+
+
+def test_a_signal_as_the_entry_point_sets_up_its_streams_is_one_line_and_exit_130():
+    """The stop handlers are set, then the standard streams made to escape what their encoding
+    lacks: a SIGTERM in between printed a KeyboardInterrupt traceback."""
+    res = run_script(STOP_AS_THE_STREAMS_ARE_SET_UP)
+    assert res.returncode == 130, (res.returncode, res.stderr)
+    assert error_lines(res) == ["ERROR: forecaster interrupted while starting; nothing was read or written"]
+    assert "Traceback" not in res.stderr and res.stdout == ""
+
+
 def test_ctrl_c_while_starting_stops_a_command_started_in_the_background():
     """A shell script's `forecaster ... &` inherits SIGINT ignored. Training listens to it
     anyway; so does the command from its start: a `kill -INT` while it starts was lost, and
