@@ -2180,10 +2180,13 @@ def main() -> None:
     """Console-script entry point."""
     from .entry import stopped_while_starting
 
-    _closed_streams_to_devnull()
-    _sigterm_as_ctrl_c()
-    out = sys.stdout = _ReaderMayGo(sys.stdout)
-    sys.stderr = _ReaderMayGo(sys.stderr)  # a usage error's lines (`2>&1 | head -1`) as well as the log's
+    try:  # the entry point's stop handlers are set: a stop here is one while starting, not a traceback
+        _closed_streams_to_devnull()
+        _sigterm_as_ctrl_c()
+        out = sys.stdout = _ReaderMayGo(sys.stdout)
+        sys.stderr = _ReaderMayGo(sys.stderr)  # a usage error's lines (`2>&1 | head -1`) as well as the log's
+    except KeyboardInterrupt:
+        stopped_while_starting()
     try:
         app()
     except KeyboardInterrupt:

@@ -577,6 +577,35 @@ def test_a_signal_as_the_entry_point_sets_up_its_streams_is_one_line_and_exit_13
     assert "Traceback" not in res.stderr and res.stdout == ""
 
 
+STOP_AS_THE_COMMAND_LINE_SETS_UP_ITS_STREAMS = """
+import os, signal, sys
+
+from forecaster import cli
+
+real = cli._closed_streams_to_devnull
+
+
+def stopped():  # stops this process as the command line looks for closed standard streams
+    os.kill(os.getpid(), signal.SIGTERM)
+    real()
+
+
+cli._closed_streams_to_devnull = stopped
+sys.argv = ["forecaster", "predict", "--help"]
+from forecaster.entry import main
+main()
+"""
+
+
+def test_a_signal_as_the_command_line_sets_up_its_streams_is_one_line_and_exit_130():
+    """The command line sets up its standard streams before typer reads the arguments: a
+    SIGTERM then printed a KeyboardInterrupt traceback."""
+    res = run_script(STOP_AS_THE_COMMAND_LINE_SETS_UP_ITS_STREAMS)
+    assert res.returncode == 130, (res.returncode, res.stderr)
+    assert error_lines(res) == ["ERROR: forecaster interrupted while starting; nothing was read or written"]
+    assert "Traceback" not in res.stderr and res.stdout == ""
+
+
 def test_ctrl_c_while_starting_stops_a_command_started_in_the_background():
     """A shell script's `forecaster ... &` inherits SIGINT ignored. Training listens to it
     anyway; so does the command from its start: a `kill -INT` while it starts was lost, and
