@@ -655,8 +655,11 @@ def _json_ready(obj):
 
 
 def _emit_json(obj) -> None:
-    sys.stdout.write(json.dumps(_json_ready(obj), indent=2, default=str, allow_nan=False) + "\n")
+    text = json.dumps(_json_ready(obj), indent=2, default=str, allow_nan=False) + "\n"
+    # printed from here on: a stop while the write waits on a full pipe must not add the error
+    # object after what of the document got out (the exit code, 130, says it may be cut short)
     _Printed.json = True
+    sys.stdout.write(text)
 
 
 # ---- commands ---------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from support import (
     no_sleep,
     python_env,
     run_forecaster_minding_file_modes,
+    run_meta,
     run_script,
     stop,
 )
@@ -712,6 +713,45 @@ def test_a_stop_as_a_command_begins_is_one_line_and_exit_130(monkeypatch, capsys
     assert [ln for ln in err.splitlines() if ln.startswith("ERROR")] == [
         "ERROR: forecaster interrupted while starting; nothing was read or written"
     ], err
+
+
+STOP_AS_THE_DOCUMENT_IS_WRITTEN = """
+import os, signal, sys
+
+
+class StoppedAsTheDocumentIsWritten:  # SIGTERM once the --json document is written, as one
+    def __init__(self, stream):  # that came while the write waited on a full pipe would
+        self._stream = stream
+
+    def write(self, text):
+        n = self._stream.write(text)
+        if text.startswith("{"):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return n
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+sys.stdout = StoppedAsTheDocumentIsWritten(sys.stdout)
+sys.argv = ["forecaster", "info", sys.argv[1], "--json"]
+from forecaster.entry import main
+main()
+"""
+
+
+def test_a_stop_as_the_json_document_is_written_adds_no_error_object_after_it(trained_run):
+    """`info --json | slow-reader` stopped while the document waited on the full pipe: the error
+    object was printed after the document (whose rest was flushed at exit), two documents on
+    stdout that no JSON parser reads. Now stdout holds the document alone; stderr says what
+    stopped it, and the exit code."""
+    res = run_script(STOP_AS_THE_DOCUMENT_IS_WRITTEN, trained_run)
+    assert res.returncode == 130, (res.returncode, res.stderr)
+    assert json.loads(res.stdout)["tickers"] == run_meta(trained_run)["tickers"]
+    assert error_lines(res) == [
+        "ERROR: info interrupted before it finished; the files it had written are whole and nothing is "
+        "half-written: run it again"
+    ]
 
 
 STOP_DROPPED_IN_A_FINALIZER = """
