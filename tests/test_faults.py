@@ -670,21 +670,29 @@ def test_an_interruption_is_called_one_while_starting_only_before_a_command_bega
         cli._Printed.started = began
         raise KeyboardInterrupt
 
+    monkeypatch.setattr(cli, "app", app)
+    assert _main_exits(monkeypatch, "predict") == 130
+    assert ("interrupted while starting" in capsys.readouterr().err) is not began
+
+
+def _main_exits(monkeypatch, *args: str) -> int:
+    """The exit code of the entry point's ``main`` run here with ``args`` (no command begun
+    before), its SIGTERM handler put back after."""
+    from forecaster import cli
+
     def exit_now(code):
         raise SystemExit(code)
 
     monkeypatch.setattr(cli._Printed, "started", False)
-    monkeypatch.setattr(cli, "app", app)
     monkeypatch.setattr(os, "_exit", exit_now)
-    monkeypatch.setattr(sys, "argv", ["forecaster", "predict"])
+    monkeypatch.setattr(sys, "argv", ["forecaster", *args])
     term = signal.getsignal(signal.SIGTERM)
     try:
         with pytest.raises(SystemExit) as e:
             cli.main()
     finally:
         signal.signal(signal.SIGTERM, term)
-    assert e.value.code == 130
-    assert ("interrupted while starting" in capsys.readouterr().err) is not began
+    return e.value.code
 
 
 def test_a_stop_as_a_command_begins_is_one_line_and_exit_130(monkeypatch, capsys):
@@ -695,20 +703,8 @@ def test_a_stop_as_a_command_begins_is_one_line_and_exit_130(monkeypatch, capsys
     def stopped_now(begun=True):
         raise KeyboardInterrupt
 
-    def exit_now(code):
-        raise SystemExit(code)
-
-    monkeypatch.setattr(cli._Printed, "started", False)
     monkeypatch.setattr(cli, "stop_begun", stopped_now)
-    monkeypatch.setattr(os, "_exit", exit_now)
-    monkeypatch.setattr(sys, "argv", ["forecaster", "info", "runs/x"])
-    term = signal.getsignal(signal.SIGTERM)
-    try:
-        with pytest.raises(SystemExit) as e:
-            cli.main()
-    finally:
-        signal.signal(signal.SIGTERM, term)
-    assert e.value.code == 130
+    assert _main_exits(monkeypatch, "info", "runs/x") == 130
     err = capsys.readouterr().err
     assert [ln for ln in err.splitlines() if ln.startswith("ERROR")] == [
         "ERROR: forecaster interrupted while starting; nothing was read or written"
