@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import settings
-from support import tiny_overrides
+from support import forecaster_logger_kept, tiny_overrides
 
 # No property test fails on time: an example that runs slowly on a busy machine is no bug (speed is
 # what the benchmarks measure). A test's own @settings still sets its number of examples.
@@ -103,8 +103,6 @@ def cli(tmp_path, monkeypatch):
     ``forecaster`` logger is restored after each call, since the CLI points it at the
     runner's temporary streams.
     """
-    import logging
-
     from typer.testing import CliRunner
 
     from forecaster.cli import app
@@ -113,19 +111,10 @@ def cli(tmp_path, monkeypatch):
     work.mkdir()
     monkeypatch.chdir(work)
     runner = CliRunner()
-    logger = logging.getLogger("forecaster")
 
     def invoke(*args):
-        saved = (list(logger.handlers), logger.level, logger.propagate)
-        try:
+        with forecaster_logger_kept():
             return runner.invoke(app, [str(a) for a in args])
-        finally:
-            for h in logger.handlers:
-                if h not in saved[0]:
-                    h.close()
-            logger.handlers[:] = saved[0]
-            logger.setLevel(saved[1])
-            logger.propagate = saved[2]
 
     return invoke
 

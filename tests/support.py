@@ -33,6 +33,25 @@ SLOW_TEST_TIMEOUT_S = 300
 # ---------------------------------------------------------------------------- runs
 
 
+@contextmanager
+def forecaster_logger_kept() -> Iterator[None]:
+    """The ``forecaster`` logger as it was, after a command run in this process pointed it at
+    its own streams (the CLI sets it up once per process and never takes it down)."""
+    import logging
+
+    logger = logging.getLogger("forecaster")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    try:
+        yield
+    finally:
+        for h in logger.handlers:
+            if h not in saved[0]:
+                h.close()
+        logger.handlers[:] = saved[0]
+        logger.setLevel(saved[1])
+        logger.propagate = saved[2]
+
+
 def tiny_overrides(data_dir: Path, **extra) -> dict:
     """Dotted config overrides for a model that trains in a second or two on the sample data."""
     base = {

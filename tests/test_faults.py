@@ -35,6 +35,7 @@ from support import (
     TESTS,
     UNPRIVILEGED_ROOT,
     error_lines,
+    forecaster_logger_kept,
     hold_lock,
     make_bars,
     no_sleep,
@@ -686,9 +687,11 @@ def _main_exits(monkeypatch, *args: str) -> int:
     monkeypatch.setattr(cli._Printed, "started", False)
     monkeypatch.setattr(os, "_exit", exit_now)
     monkeypatch.setattr(sys, "argv", ["forecaster", *args])
+    for name in ("stdin", "stdout", "stderr"):  # main wraps them for good, as a process it ends would
+        monkeypatch.setattr(sys, name, getattr(sys, name))
     term = signal.getsignal(signal.SIGTERM)
     try:
-        with pytest.raises(SystemExit) as e:
+        with pytest.raises(SystemExit) as e, forecaster_logger_kept():
             cli.main()
     finally:
         signal.signal(signal.SIGTERM, term)
