@@ -824,12 +824,6 @@ class DownloadReport:
         return {"ok": {s: vars(r) for s, r in self.ok.items()}, "failed": dict(self.failed)}
 
 
-def _refuse_no_tickers(tickers: Iterable[str] | None) -> None:
-    """None, which names the default tickers elsewhere, is refused here: they are a config's."""
-    if tickers is None:
-        raise ConfigError("tickers=None names the default tickers, which only a config holds: name them ('AAPL,MSFT')")
-
-
 def download(
     tickers: Iterable[str],
     data_dir: str | os.PathLike[str],
@@ -853,10 +847,9 @@ def download(
     download).
     """
     fsio.refuse_empty_folders(data_dir=data_dir, required=("data_dir",))  # not the current folder
-    _refuse_no_tickers(tickers)
     # read as -t reads them: one ticker or a comma-separated list, not its letters; none named
     # ([], "", [""]) is refused, as `-t ""` is: a retry of an empty list of failed tickers must
-    # not pass for a download
+    # not pass for a download; nor None, the default tickers, which only a config holds
     tickers = given_tickers(tickers, default=False)
     report = DownloadReport()
     symbols: list[str] = []
@@ -949,8 +942,7 @@ def load_bars(
     check_source(source)
     if tail is not None and (isinstance(tail, bool) or not isinstance(tail, int) or tail < 1):
         raise ValueError(f"tail must be a positive integer or None, got {tail!r}")
-    _refuse_no_tickers(tickers)
-    tickers = given_tickers(tickers, default=False)  # as download reads them: none named is refused
+    tickers = given_tickers(tickers, default=False)  # as download reads them: none named, or None, is refused
     load = load_csv if source == "csv" else load_store
     bars: dict[str, pd.DataFrame] = {}
     for raw in tickers:

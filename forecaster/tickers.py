@@ -99,8 +99,13 @@ def given_tickers(tickers: str | Iterable[str] | None, *, default: bool = True) 
     given (the default ones); a string is one ticker or several, comma-separated. Given but
     naming none (``[]``, ``""``, ``","``) is a ConfigError, not the default tickers: a retry of
     an empty list of failed tickers must do nothing, not everything. ``default=False`` where
-    None is refused too (no config holds default tickers there): the error offers no None."""
+    there are no default tickers (no config holds them there): None is refused too, and the
+    error for none named offers no None."""
     if tickers is None:
+        if not default:
+            raise ConfigError(
+                "tickers=None names the default tickers, which only a config holds: name them ('AAPL,MSFT')"
+            )
         return None
     values = [tickers] if isinstance(tickers, str) else list(tickers)
     for value in values:
