@@ -27,7 +27,7 @@ import typer
 
 from . import choices
 from .entry import on_stop_signal, stop_begun
-from .errors import EXIT_ERROR, EXIT_INTERRUPTED, RESULT, ConfigError, ForecasterError
+from .errors import EXIT_ERROR, EXIT_INTERRUPTED, RESULT, ConfigError, ForecasterError, options_named
 
 app = typer.Typer(
     name="forecaster",
@@ -205,6 +205,11 @@ def overrides(options: dict, tickers: list[str] | None = None) -> dict:
     out = {OVERRIDES[k]: v.value if isinstance(v, Enum) else v for k, v in options.items() if k in OVERRIDES}
     out["data.tickers"] = tickers
     return {k: v for k, v in out.items() if v is not None}
+
+
+def _option_names() -> dict[str, str]:
+    """Each config key an option sets, with the option's name (``train.epochs``: ``--epochs``)."""
+    return {key: "--" + opt.replace("_", "-") for opt, key in {**OVERRIDES, **TUNE_OVERRIDES}.items()}
 
 
 def _val(x):
@@ -462,7 +467,8 @@ def handled(debug: bool = False, command: str = "forecaster", json_out: bool = F
         # begun only here, where a stop gets the command's line: before, main says it was stopped
         # while starting; set before the try, a stop between the two exited 130 without a word
         _Printed.started = True
-        yield
+        with options_named(_option_names()):  # a bad value an option gave names the option
+            yield
     except ForecasterError as e:
         if debug:
             _traceback(e)

@@ -32,7 +32,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from .choices import Cell, Device, Precision, Source, StepTracking, Strategy, TargetScale, TrainMode
-from .errors import ConfigError
+from .errors import OPTION_NAMES, ConfigError
 from .tickers import split_tickers
 
 QUANTILES = (0.1, 0.5, 0.9)
@@ -474,12 +474,16 @@ def said(e: dict) -> str:
     return e["msg"]
 
 
-def _format_validation(err: ValidationError, origin: str) -> str:
+def _format_validation(err: ValidationError, origin: str, given: tuple[str, ...] | list[str] = ()) -> str:
+    """One line for ``err``, from ``origin``; a key among the overrides ``given`` is named as
+    the option that set it, where a command line set it (:func:`forecaster.errors.options_named`)."""
+    names = OPTION_NAMES.get() or {}
     parts = []
     for e in err.errors():
         key = ".".join(str(x) for x in e["loc"])
         msg = _unknown_key(e["loc"]) if e["type"] == "extra_forbidden" else said(e)
-        parts.append(f"{key}: {msg}" if key else msg)  # a check across keys names them itself
+        shown = names.get(key, key) if key in given else key
+        parts.append(f"{shown}: {msg}" if key else msg)  # a check across keys names them itself
     return f"invalid configuration ({origin}): " + "; ".join(parts)
 
 
@@ -545,7 +549,7 @@ def load_config(
     try:
         cfg = Config.model_validate(tree)
     except ValidationError as e:
-        raise ConfigError(_format_validation(e, _origin(e, path, given))) from None
+        raise ConfigError(_format_validation(e, _origin(e, path, given), given)) from None
     if path is not None and given:
         _check_file(read, path)
     return cfg

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -12,6 +16,21 @@ EXIT_INTERRUPTED = 130
 RESULT = "result"
 """A log record with this attribute true (``extra={RESULT: True}``) is a command's result: the
 CLI prints it on stdout, and its log file keeps it, but stderr does not repeat it."""
+
+OPTION_NAMES: ContextVar[Mapping[str, str] | None] = ContextVar("option_names", default=None)
+"""How the command line names the config keys its options set (``{"train.epochs": "--epochs"}``)
+while one of its commands runs: an error in a value an option gave names the option."""
+
+
+@contextmanager
+def options_named(names: Mapping[str, str]) -> Iterator[None]:
+    """Within it, a config error in a value that an override gave for a key of ``names`` names
+    that key as ``names`` does (``--epochs: must be greater than 0``)."""
+    token = OPTION_NAMES.set(dict(names))
+    try:
+        yield
+    finally:
+        OPTION_NAMES.reset(token)
 
 
 class ForecasterError(Exception):

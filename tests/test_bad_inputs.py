@@ -477,20 +477,37 @@ def test_a_config_that_is_no_file_is_a_usage_error_saying_why(cli, small_dir, tm
 @pytest.mark.parametrize(
     "flags,key",
     [
-        (["--lookback", "0"], "window.lookback"),
-        (["--horizon", "0"], "window.horizon"),
-        (["--hidden-size", "-4"], "model.hidden_size"),
-        (["--epochs", "0"], "train.epochs"),
-        (["--lookback", "5", "--horizon", "10"], "horizon"),
-        (["--dropout", "1.5"], "model.dropout"),
-        (["--seed", str(2**64)], "train.seed"),
+        (["--lookback", "0"], "(options): --lookback: must be greater than 1, not 0"),
+        (["--horizon", "0"], "(options): --horizon: must be greater than 0"),
+        (["--hidden-size", "-4"], "(options): --hidden-size: must be greater than 0, not -4"),
+        (["--epochs", "0"], "(options): --epochs: must be greater than 0, not 0"),
+        (["--lookback", "5", "--horizon", "10"], "window.horizon (10) must not exceed window.lookback (5)"),
+        (["--dropout", "1.5"], "(options): --dropout: "),
+        (["--seed", str(2**64)], "(options): --seed: "),
     ],
 )
-def test_bad_config_flags_are_one_line_exit_1(cli, small_dir, tmp_path, flags, key):
+def test_bad_config_flags_are_one_line_exit_1_naming_the_flag(cli, small_dir, tmp_path, flags, key):
     run_dir = tmp_path / "runs" / "r"
     res = cli("train", "--source", "csv", "--data-dir", small_dir, "--tickers", "STOCKA", "--run-dir", run_dir, *flags)
     assert_one_line_error(res, 1, key)
     assert not run_dir.exists()
+
+
+def test_a_bad_value_is_named_as_the_option_or_the_file_key_that_gave_it(cli, small_dir, tmp_path):
+    """A flag's bad value is named by the flag, the config file's beside it by its key; the
+    same overrides through the Python API are named by their keys."""
+    from forecaster.config import load_config
+    from forecaster.errors import ConfigError
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[train]\nlr = -0.5\n")
+    data = ["--source", "csv", "--data-dir", small_dir, "--tickers", "STOCKA"]
+    res = cli("train", *data, "--config", cfg, "--epochs", "0", "--run-dir", tmp_path / "r")
+    line = assert_one_line_error(res, 1, f"invalid configuration ({cfg} and options): ")
+    assert "--epochs: must be greater than 0, not 0" in line and "train.lr: must be greater than 0" in line, line
+    assert "train.epochs" not in line and "--lr" not in line, line
+    with pytest.raises(ConfigError, match=r"\(options\): train\.epochs: must be greater than 0"):
+        load_config(None, {"train.epochs": 0})
 
 
 @pytest.mark.parametrize(

@@ -434,7 +434,7 @@ def test_a_checkpoint_interval_that_is_no_number_of_seconds_is_refused(cli, samp
     res = cli("train", *data, "--checkpoint-every", value, "--run-dir", tmp_path / "r")
     assert res.exit_code == 1, res.stderr
     [line] = [ln for ln in res.stderr.splitlines() if ln.startswith("ERROR")]
-    assert line.startswith("ERROR: invalid configuration (options): train.checkpoint_every: "), line
+    assert line.startswith("ERROR: invalid configuration (options): --checkpoint-every: "), line
     assert not (tmp_path / "r").exists()
 
 
