@@ -253,6 +253,15 @@ def test_retrain_refuses_a_keep_or_alpha_out_of_range_before_training(cli, runs,
     assert sorted(p.name for p in runs.iterdir()) == before and _target(runs) == "first"
 
 
+def test_a_bad_training_option_is_named_as_given_and_trains_nothing(cli, runs):
+    before = sorted(p.name for p in runs.iterdir())
+    res = cli("retrain", "prod", "--runs-dir", runs, "--epochs", "0")
+    assert res.exit_code == 1, res.stderr
+    [line] = [ln for ln in res.stderr.splitlines() if ln.startswith("ERROR")]
+    assert line.endswith("(options): --epochs: must be greater than 0, not 0"), line
+    assert sorted(p.name for p in runs.iterdir()) == before and _target(runs) == "first"
+
+
 def test_a_challenger_with_the_same_medians_and_worse_intervals_is_refused_for_its_pinball_alone(
     small_run, small_dir, monkeypatch
 ):
