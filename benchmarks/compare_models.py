@@ -19,7 +19,7 @@ Every choice of the model was made on validation splits; these are test figures.
 
 Prints Markdown tables and writes the rows as CSV (``benchmarks/results/compare_models.csv``).
 
-    python benchmarks/compare_models.py --real ../shared/data        # about 10 minutes on 2 cores
+    python benchmarks/compare_models.py --real ../shared/data        # under a minute on 2 cores
     python benchmarks/compare_models.py --datasets sample --epochs 2  # a quick check of the script
 """
 
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         print(table(_results(p, args.from_csv)))
         return 0
     _check_data(p, args)
-    try:  # before ten minutes of training, not after
+    try:  # before the training, not after it
         args.out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         p.error(f"--out {args.out}: its folder cannot be made ({exc.strerror or exc})")
