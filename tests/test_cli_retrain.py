@@ -367,13 +367,12 @@ def test_a_challenger_with_a_forecast_that_is_not_finite_is_never_promoted(small
     assert c.reason == f"challenger is not promoted, {c.champion.run} stays: some of its forecasts are not finite"
 
 
-def test_the_dm_p_value_is_that_of_the_errors_of_each_ticker_and_step_in_origin_order(
-    small_run, small_dir, monkeypatch
-):
-    """The p-value compared with alpha is the Diebold-Mariano test of the two runs' median
-    errors with h = the horizon (3): the errors of a ticker's step run in origin order, so the
-    autocorrelation of overlapping h-step errors is that of consecutive forecasts of one step."""
-    from forecaster.metrics import diebold_mariano
+def test_the_dm_p_value_is_that_of_the_mean_error_difference_of_each_origin(small_run, small_dir, monkeypatch):
+    """The p-value compared with alpha is the Diebold-Mariano test, with h = the horizon (3), of
+    the difference of the two runs' absolute median errors averaged over every ticker and step of
+    each origin, in origin order: the errors of one origin share sessions and a market, and only
+    their mean leaves a series whose dependence the h - 1 lags cover."""
+    from forecaster.metrics import diebold_mariano, diebold_mariano_differential
 
     rng = np.random.default_rng(0)
 
@@ -383,17 +382,22 @@ def test_the_dm_p_value_is_that_of_the_errors_of_each_ticker_and_step_in_origin_
 
     c = _compare_rigged(small_run, small_dir, monkeypatch, challenger=noisy)
     assert load_run(small_run).config.window.horizon == 3
+    fc = c.forecasts
+    assert fc["ticker"].nunique() == 2 and fc["step"].nunique() == 3
+    actual = fc["actual_a"].to_numpy(dtype=float)
+    d = np.abs(actual - fc["p50_a"].to_numpy()) - np.abs(actual - fc["p50_b"].to_numpy())
+    per_origin = pd.Series(d).groupby(fc["origin"].to_numpy()).mean().sort_index().to_numpy()
 
-    def p_value(order, h):
-        fc = c.forecasts.sort_values(order, kind="mergesort")
-        actual = fc["actual_a"].to_numpy(dtype=float)
-        return diebold_mariano(actual - fc["p50_a"].to_numpy(), actual - fc["p50_b"].to_numpy(), h=h)[1]
+    def p_value(h):
+        return diebold_mariano_differential(per_origin, h=h)[1]
 
-    expected = p_value(["ticker", "step", "origin"], 3)
-    assert c.dm_pvalue == pytest.approx(expected, rel=1e-12, abs=0)
-    # and the order and the horizon matter to it
-    assert expected != pytest.approx(p_value(["ticker", "origin", "step"], 3), rel=1e-6)
-    assert expected != pytest.approx(p_value(["ticker", "step", "origin"], 1), rel=1e-6)
+    assert c.dm_pvalue == pytest.approx(p_value(3), rel=1e-12, abs=0)
+    # and the horizon matters to it, as does the mean per origin
+    assert p_value(3) != pytest.approx(p_value(1), rel=1e-6)
+    series = fc.sort_values(["ticker", "step", "origin"], kind="mergesort")
+    actual = series["actual_a"].to_numpy(dtype=float)
+    every_row = diebold_mariano(actual - series["p50_a"].to_numpy(), actual - series["p50_b"].to_numpy(), h=3)[1]
+    assert p_value(3) != pytest.approx(every_row, rel=1e-6)
 
 
 def test_an_interrupted_retrain_says_where_the_name_points_and_to_retrain_again(cli, runs, monkeypatch):
