@@ -342,8 +342,10 @@ def diebold_mariano_differential(d, h: int = 1) -> tuple[float, float]:
     - p-value ``P(T <= DM*)`` with ``T`` Student-t with ``n - 1`` degrees of freedom.
 
     Returns ``(statistic, pvalue)`` where ``statistic`` is the corrected DM*. Both are NaN
-    when fewer than 3 rows remain, the differential has zero variance, or the correction
-    factor is not positive (h too large for n).
+    when fewer than 3 rows remain, the differential has zero variance, or there are no more rows
+    than ``h``: the factor, ``(n - h)(n - h + 1) / n^2``, is 0 at ``n = h - 1`` and ``n = h``
+    and positive again below them, where ``n`` forecasts that all overlap (three 5-step ones
+    share three sessions) would give a p-value of 0.001 to three close differences.
     """
     h = _check_horizon(h)
     (d,) = _arrays(d)
@@ -372,7 +374,7 @@ def _diebold_mariano(d: np.ndarray, h: int) -> tuple[float, float]:
     """The test of :func:`diebold_mariano_differential` on a differential without NaN."""
     nan = (float("nan"), float("nan"))
     n = d.shape[0]
-    if n < 3:
+    if n < 3 or n <= h:
         return nan
     if not np.all(np.isfinite(d)) or np.all(d == d[0]):
         return nan
@@ -400,7 +402,7 @@ def _dm_statistics(d: np.ndarray, h: int) -> np.ndarray:
     array as it sums a 1-D one)."""
     m, n = d.shape
     out = np.full(m, np.nan)
-    factor = (n + 1 - 2 * h + h * (h - 1) / n) / n if n >= 3 else 0.0
+    factor = (n + 1 - 2 * h + h * (h - 1) / n) / n if n >= 3 and n > h else 0.0
     if not factor > 0:
         return out
     ok = np.isfinite(d).all(axis=1) & ~(d == d[:, :1]).all(axis=1)

@@ -194,6 +194,21 @@ def test_dm_equal_accuracy():
     assert all(math.isnan(v) for v in diebold_mariano([1.0, 2.0, NAN], [2.0, 1.0, 3.0]))
 
 
+@pytest.mark.parametrize("h", [4, 5, 8])
+def test_dm_of_no_more_forecasts_than_h_is_no_test(h):
+    """Three 5-step forecasts from consecutive origins share three sessions: no long-run variance
+    can be estimated from them. The small-sample factor (n - h)(n - h + 1) / n^2 is 0 at n = h - 1
+    and n = h but positive again below, where three close differences gave p = 0.001. No test
+    there, in the function and in the metrics table's rows at once, and one from h + 1 rows on."""
+    d = np.array([-1.0, -1.1, -0.9, -1.2, -0.8, -1.05, -0.95, -1.15, -0.85])
+    for n in range(3, h + 1):
+        assert all(math.isnan(v) for v in diebold_mariano_differential(d[:n], h=h)), n
+        assert np.isnan(_dm_statistics(d[None, :n], h)).all(), n
+    stat, p = diebold_mariano_differential(d[: h + 1], h=h)
+    assert stat < 0 and 0 < p < 0.5
+    assert _dm_statistics(d[None, : h + 1], h)[0] == stat
+
+
 def test_dm_hln_factor_hand_computed_n3():
     # d = [-1, 2, 1]: mean 2/3, g0 = 14/9, DM = (2/3) / sqrt(14/27), HLN factor sqrt(2/3)
     stat, p = diebold_mariano([1.0, 3.0, 2.0], [2.0, 1.0, 1.0])
