@@ -723,11 +723,15 @@ def _point_columns(g: _Groups, cols: Mapping[str, np.ndarray], fc: np.ndarray, d
     return out
 
 
-def _dm_pvalues(g: _Groups, d: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def _dm_pvalues(g: _Groups, d: np.ndarray, rows: np.ndarray, origin: np.ndarray | None = None) -> np.ndarray:
     """Per group: the p-value of :func:`diebold_mariano_differential` on the differential ``d``
-    of the rows where ``rows`` is True (in order), with ``h`` the group's step."""
-    d = d[rows]
-    n = g.count(rows)
+    of the rows where ``rows`` is True (in order), with ``h`` the group's step. With ``origin``
+    (each row's origin, as codes in time order: the pooled rows), on the mean of ``d`` over the
+    rows of each origin instead, in origin order (:func:`_origin_means`)."""
+    if origin is None:
+        d, n = d[rows], g.count(rows)
+    else:
+        d, n = _origin_means(g, d, rows, origin)
     start = np.cumsum(n) - n
     out = np.full(g.n, np.nan)
     for size, step in {(int(a), int(b)) for a, b in zip(n[n >= 3], g.step[n >= 3], strict=True)}:
@@ -735,6 +739,23 @@ def _dm_pvalues(g: _Groups, d: np.ndarray, rows: np.ndarray) -> np.ndarray:
         statistics = _dm_statistics(d[start[which, None] + np.arange(size)], step)
         out[which] = [student_t_cdf(x, size - 1) for x in statistics.tolist()]
     return out
+
+
+def _origin_means(g: _Groups, d: np.ndarray, rows: np.ndarray, origin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per group, the mean of ``d`` over its rows (where ``rows`` is True) of each origin, in
+    origin order, all groups' one after the other; and how many origins each group has.
+
+    Same-day forecasts of several tickers are not independent: a model's view of the market
+    moves all of them, and the market moves their actuals. Tested as one series of every
+    ticker's rows, the differentials of one day lie far apart, where the h - 1 lags do not reach
+    them, and a model exactly as good as naive whose forecasts share a market component was
+    found significantly better in 13-30 % of simulated samples at 0.05 (10 to 30 tickers). The
+    mean of each day leaves one series whose dependence is that of overlapping h-step forecasts."""
+    of, at, x = g.of[rows], origin[rows].astype(np.int64), d[rows]
+    span = int(at.max(initial=0)) + 1
+    keys, index = np.unique(of.astype(np.int64) * span + at, return_inverse=True)
+    means = np.bincount(index, weights=x, minlength=len(keys)) / np.bincount(index, minlength=len(keys))
+    return means, np.bincount(keys // span, minlength=g.n)
 
 
 def _interval_columns(g: _Groups, cols: Mapping[str, np.ndarray], lo, mid, hi) -> tuple[dict, np.ndarray]:
@@ -790,7 +811,9 @@ def _christoffersen_column(g: _Groups, ticker: np.ndarray, known: np.ndarray, mi
     return out
 
 
-def _dm_pinball_columns(g: _Groups, y: np.ndarray, losses: dict[str, np.ndarray], model_name: str) -> dict:
+def _dm_pinball_columns(
+    g: _Groups, y: np.ndarray, losses: dict[str, np.ndarray], model_name: str, origin: np.ndarray | None = None
+) -> dict:
     """Per group, against the probabilistic baseline with the lowest mean pinball loss on the
     rows where every forecast is known (the first such baseline on a tie), on those rows: the
     DM p-value of the model's pinball loss, that baseline's name and the ratio of the model's
@@ -815,7 +838,7 @@ def _dm_pinball_columns(g: _Groups, y: np.ndarray, losses: dict[str, np.ndarray]
     perfect = scored & (best_mean <= PINBALL_FLOOR * np.where(np.isnan(level), 0.0, level))
     return {
         # no test against a baseline with no loss either: the ratio, baseline and test go together
-        "dm_pinball_pvalue": np.where(perfect, np.nan, _dm_pvalues(g, d, common)),
+        "dm_pinball_pvalue": np.where(perfect, np.nan, _dm_pvalues(g, d, common, origin)),
         "best_vol": np.where(scored, np.asarray(baselines, dtype=object)[best], np.nan),
         "pinball_ratio": _ratio(g.mean(losses[model_name], common), np.where(scored & ~perfect, best_mean, np.nan)),
     }
@@ -837,12 +860,13 @@ def _table_part(g: _Groups, cols: Mapping[str, np.ndarray], labels, models: list
         if point:  # against naive: skill, and the DM test of the absolute errors
             part["skill"] = 1.0 - _ratio(part["mae"], np.where(naive_mae == 0, 0.0, naive_mae))
             with np.errstate(invalid="ignore"):
-                part["dm_pvalue"] = _dm_pvalues(g, np.abs(y - fc) - np.abs(naive_err), naive_known & ~np.isnan(fc))
+                d, rows = np.abs(y - fc) - np.abs(naive_err), naive_known & ~np.isnan(fc)
+                part["dm_pvalue"] = _dm_pvalues(g, d, rows, cols.get("origin_code"))
         if columns is not None:
             interval, losses[model] = _interval_columns(g, cols, *(cols[c] for c in columns))
             part |= interval
         parts.append(part)
-    parts[0] |= _dm_pinball_columns(g, y, losses, model_name)
+    parts[0] |= _dm_pinball_columns(g, y, losses, model_name, cols.get("origin_code"))
     frame = pd.concat([pd.DataFrame(p) for p in parts], ignore_index=True)
     return frame.reindex(columns=list(METRIC_COLUMNS))
 
@@ -883,8 +907,9 @@ def metrics_table(
       training split's one-step naive MAE) and averages, so the pooled value is comparable
       across tickers; a ticker without a usable scale makes MASE NaN.
     - ``skill`` and ``dm_pvalue`` compare with ``naive`` (NaN on the naive rows); the
-      Diebold–Mariano test uses ``h = step`` and errors in origin order (pooled: ticker, then
-      origin). A small ``dm_pvalue`` means the model beats naive.
+      Diebold–Mariano test uses ``h = step`` and errors in origin order; on the pooled rows, the
+      mean difference of each origin over the tickers, in origin order (same-day forecasts of
+      several tickers are not independent). A small ``dm_pvalue`` means the model beats naive.
     - ``directional_accuracy`` is NaN on the naive rows (naive never calls a direction).
     - The probabilistic baselines' median is the last close: their point metrics are naive's
       (and, like naive's, ``directional_accuracy``, ``skill`` and ``dm_pvalue`` are NaN).
@@ -896,7 +921,8 @@ def metrics_table(
       chain misses within each ticker only).
     - ``dm_pinball_pvalue``, on the model's rows only: the one-sided DM test (``h = step``) of
       the model's per-row pinball loss against the probabilistic baseline with the lowest mean
-      pinball loss on the same rows (the rows where every forecast is known). A small value
+      pinball loss on the same rows (the rows where every forecast is known; pooled, as for
+      ``dm_pvalue``, the mean difference of each origin). A small value
       means the model's quantiles beat it; NaN when the predictions carry no probabilistic
       baseline. ``best_vol`` names that baseline and ``pinball_ratio`` is the model's mean
       pinball loss over its, on those rows (empty when no row has every forecast, and when
@@ -943,6 +969,8 @@ def metrics_table(
         cols = {c: v[order] for c, v in values.items()}
         cols["ticker_code"] = tcodes[order]
         cols["mase_scale"] = scales[tcodes[order]]
+        if len(keys) == 1:  # the pooled rows: their tests read the mean of each origin
+            cols["origin_code"] = ocodes[order]
         keys = [k[order] for k in keys]
         change = np.zeros(len(order), dtype=bool)
         change[:1] = True

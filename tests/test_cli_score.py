@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 from support import FORECASTER, ROOT, cli_env, log_lines, memory_capped, on_a_terminal, tiny_overrides
 
-from forecaster.metrics import diebold_mariano
+from forecaster.metrics import diebold_mariano, diebold_mariano_differential
 from forecaster.prediction import predict
 from forecaster.scoring import SCORE_COLUMNS, ScoreReport, coverage_pvalue
 from forecaster.sources import read_csv_bars
@@ -114,7 +114,13 @@ def _expected(folder: Path, data_dir: Path) -> pd.DataFrame:
                 "mae": np.abs(e).mean(),
                 "mae_naive": np.abs(e_naive).mean(),
                 "skill": 1 - np.abs(e).mean() / np.abs(e_naive).mean(),
-                "dm_pvalue": diebold_mariano(e, e_naive, h=step)[1],
+                # pooled: the test of the mean difference of each origin, in origin order
+                "dm_pvalue": diebold_mariano(e, e_naive, h=step)[1]
+                if ticker != "ALL"
+                else diebold_mariano_differential(
+                    pd.Series(np.abs(e) - np.abs(e_naive)).groupby(done["as_of"].to_numpy()).mean().sort_index(),
+                    h=step,
+                )[1],
                 "coverage": ((done["p10"] <= a) & (a <= done["p90"])).mean(),
                 "width": (done["p90"] - done["p10"]).mean(),
                 "pinball": np.mean(np.mean(loss, axis=0)),

@@ -660,9 +660,9 @@ def test_metrics_table_probabilistic_rows_hand_computed():
     for model in ("naive", "drift", "mean"):
         interval = ["coverage", "width", "pinball", "kupiec_pvalue", "christoffersen_pvalue", "dm_pinball_pvalue"]
         assert table.loc[table["model"] == model, interval].isna().all().all()
-    # two rows per ticker are too few for a DM test; the four pooled ones are enough
-    assert table.loc[table["ticker"] != "ALL", "dm_pinball_pvalue"].isna().all()
-    assert 0 < by.loc[("ALL", "lstm"), "dm_pinball_pvalue"] < 1
+    # two rows per ticker are too few for a DM test; so are the pooled rows' two origins, each
+    # one mean of both tickers' rows
+    assert table["dm_pinball_pvalue"].isna().all()
 
 
 def test_the_best_volatility_baseline_and_the_ratio_are_those_of_the_dm_test_on_the_same_rows():
@@ -798,9 +798,19 @@ def test_metrics_table_pooled_christoffersen_chains_misses_per_ticker():
     assert pooled["christoffersen_pvalue"] == pytest.approx(expected)
 
 
+def _pooled_dm(d, origin, h: int) -> float:
+    """The pooled rows' DM p-value: the test of the mean of ``d`` over the rows of each origin
+    (NaN rows left out), in origin order."""
+    d = pd.Series(np.asarray(d, dtype=float))
+    origin = np.asarray(origin)
+    known = d.notna().to_numpy()
+    means = [float(np.mean(d[known & (origin == o)])) for o in np.unique(origin[known])]
+    return diebold_mariano_differential(means, h=h)[1]
+
+
 def test_metrics_table_orders_rows_by_ticker_then_origin_whatever_order_they_come_in():
-    """The pooled DM test runs over the errors in ticker order, then origin order, and each
-    ticker's over its origins in order; text origins and tickers, shuffled rows."""
+    """The pooled DM test runs over the mean error difference of each origin, in origin order, and
+    each ticker's over its origins in order; text origins and tickers, shuffled rows."""
     rng = np.random.default_rng(7)
     dates = pd.bdate_range("2023-01-02", periods=60).strftime("%Y-%m-%d")
     parts = []
@@ -812,10 +822,15 @@ def test_metrics_table_orders_rows_by_ticker_then_origin_whatever_order_they_com
     pred = pd.concat(parts, ignore_index=True).sample(frac=1.0, random_state=1)
     table = metrics_table(pred, "gru", {}).set_index(["ticker", "model", "step"])
     ordered = pred.sort_values(["ticker", "origin"])
-    want = diebold_mariano(ordered["actual"] - ordered["p50"], ordered["actual"] - ordered["naive"], h=2)[1]
-    assert table.loc[("ALL", "gru", 2), "dm_pvalue"] == want
-    shuffled = diebold_mariano(pred["actual"] - pred["p50"], pred["actual"] - pred["naive"], h=2)[1]
-    assert shuffled != want  # the order matters to the test, so the check above can fail
+    d = (ordered["actual"] - ordered["p50"]).abs() - (ordered["actual"] - ordered["naive"]).abs()
+    want = _pooled_dm(d, ordered["origin"], 2)
+    assert table.loc[("ALL", "gru", 2), "dm_pvalue"] == pytest.approx(want, rel=1e-9)
+    # neither the rows of every ticker one after the other nor the mean of each origin out of
+    # order is that test, so the check above can fail
+    every_row = diebold_mariano(ordered["actual"] - ordered["p50"], ordered["actual"] - ordered["naive"], h=2)[1]
+    assert every_row != pytest.approx(want, rel=1e-6)
+    means = d.groupby(ordered["origin"].to_numpy()).mean().sample(frac=1.0, random_state=2)
+    assert diebold_mariano_differential(means, h=2)[1] != pytest.approx(want, rel=1e-6)
     one = ordered[ordered["ticker"] == "ZM"]
     want_zm = diebold_mariano(one["actual"] - one["p50"], one["actual"] - one["naive"], h=2)[1]
     assert table.loc[("ZM", "gru", 2), "dm_pvalue"] == want_zm
@@ -867,6 +882,9 @@ def test_metrics_table_rows_are_the_metric_functions_to_the_last_bit(seed, n, ho
     def same(got, want):
         assert (math.isnan(got) and math.isnan(want)) or got == want, (got, want)
 
+    def close(got, want):
+        assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want, rel=1e-9), (got, want)
+
     for ticker in ("AAA", "BBB", "ALL"):
         g = pred if ticker == "ALL" else pred[pred["ticker"] == ticker]
         y = g["actual"].to_numpy()
@@ -891,7 +909,11 @@ def test_metrics_table_rows_are_the_metric_functions_to_the_last_bit(seed, n, ho
             if model == "ewma":
                 continue  # its median is the last close: naive's point rows, no direction or DM
             same(row["directional_accuracy"], directional_accuracy(y, fc, g["last_close"]))
-            same(row["dm_pvalue"], diebold_mariano(y - fc, y - naive_fc, h=1)[1])
+            if ticker == "ALL":
+                d = np.abs(y - fc) - np.abs(y - naive_fc)
+                close(row["dm_pvalue"], _pooled_dm(d, g["origin"], 1))
+            else:
+                same(row["dm_pvalue"], diebold_mariano(y - fc, y - naive_fc, h=1)[1])
             if bounds is not None:
                 lo, hi = (g[c].to_numpy() for c in bounds)
                 known = ~(np.isnan(y) | np.isnan(lo) | np.isnan(hi))
@@ -939,6 +961,14 @@ def test_metrics_table_tests_of_several_steps_are_the_functions_to_the_last_bit(
     def same(got, want):
         assert (math.isnan(got) and math.isnan(want)) or got == want, (got, want)
 
+    def close(got, want):
+        assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want, rel=1e-9), (got, want)
+
+    def test(d, g, step):  # the pooled rows' test reads the mean of each origin
+        if ticker == "ALL":
+            return close, _pooled_dm(d, g["origin"], step)
+        return same, diebold_mariano_differential(d, h=step)[1]
+
     def levels(g, prefix):
         return {q: g[f"{prefix}{s}"].to_numpy() for q, s in zip((0.1, 0.5, 0.9), ("p10", "p50", "p90"), strict=True)}
 
@@ -950,7 +980,8 @@ def test_metrics_table_tests_of_several_steps_are_the_functions_to_the_last_bit(
             fc = g["p50" if model == "gru" else model].to_numpy()
             row = table.loc[(ticker, model, step)]
             same(row["mae"], mae(y, fc))
-            same(row["dm_pvalue"], diebold_mariano(y - fc, y - g["naive"].to_numpy(), h=step)[1])
+            check, want = test(np.abs(y - fc) - np.abs(y - g["naive"].to_numpy()), g, step)
+            check(row["dm_pvalue"], want)
         losses = {
             name: pinball_rows(y, levels(g, prefix))
             for name, prefix in (("gru", ""), ("hist", "hist_"), ("ewma", "ewma_"))
@@ -960,12 +991,11 @@ def test_metrics_table_tests_of_several_steps_are_the_functions_to_the_last_bit(
         # rows where every forecast is known
         present = [m for m in ("hist", "ewma") if (~np.isnan(losses[m])).any()]
         common = ~np.isnan(np.vstack([losses[m] for m in ("gru", *present)])).any(axis=0)
+        check, want = same, NAN
         if present and common.any():
             best = min(present, key=lambda m: float(losses[m][common].sum() / common.sum()))
-            want = diebold_mariano_differential(losses["gru"][common] - losses[best][common], h=step)[1]
-        else:
-            want = NAN
-        same(table.loc[(ticker, "gru", step), "dm_pinball_pvalue"], want)
+            check, want = test(losses["gru"][common] - losses[best][common], g[common], step)
+        check(table.loc[(ticker, "gru", step), "dm_pinball_pvalue"], want)
 
 
 @settings(max_examples=80, deadline=None)
