@@ -35,7 +35,7 @@ import numpy as np
 
 from .choices import StepTracking
 from .config import COVERAGE, QUANTILES
-from .metrics import diebold_mariano
+from .metrics import diebold_mariano_differential
 from .windows import WindowSet
 
 LO, MID, HI = 0, QUANTILES.index(0.5), len(QUANTILES) - 1
@@ -187,18 +187,24 @@ def with_median(q: np.ndarray, weight) -> np.ndarray:
 def median_weights(q: np.ndarray, ws: WindowSet, ends: np.ndarray, alpha: float) -> list[float]:
     """Per step, 1.0 where the network's median beat the naive forecast (the last close) on the
     windows ending at ``ends`` (validation) with a one-sided Diebold–Mariano p below ``alpha``,
-    else 0.0. Errors are compared in log returns, pooled over tickers; ``alpha >= 1`` keeps the
-    network's median everywhere, ``alpha <= 0`` none."""
+    else 0.0. Errors are compared in log returns, pooled over tickers: the test reads the mean
+    difference of the absolute errors of each origin date over the tickers, in date order (the
+    same day's errors of several tickers move together with the market, and taken as
+    independent they would let a median no better than naive through far more often than
+    ``alpha``). ``alpha >= 1`` keeps the network's median everywhere, ``alpha <= 0`` none."""
     if alpha >= 1 or alpha <= 0:
         return [float(alpha >= 1)] * ws.horizon
     s = ws.target_scale(ends)
     y, m = ws.realised(ends) * s, q[:, :, MID] * s
+    dates = ws.dates[ends]
     weights = []
     for h in range(ws.horizon):
         ok = np.isfinite(y[:, h])
         e_model, e_naive = y[ok, h] - m[ok, h], y[ok, h]
         better = np.mean(np.abs(e_model)) < np.mean(np.abs(e_naive))
-        _, p = diebold_mariano(e_model, e_naive, h=h + 1)
+        _, day = np.unique(dates[ok], return_inverse=True)
+        d = np.bincount(day, weights=np.abs(e_model) - np.abs(e_naive)) / np.bincount(day)
+        _, p = diebold_mariano_differential(d, h=h + 1)
         weights.append(float(better and p < alpha))
     return weights
 
