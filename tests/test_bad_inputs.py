@@ -566,7 +566,7 @@ def test_an_empty_resume_says_what_to_give_not_a_default_it_lacks(cli):
 
 def test_an_empty_data_dir_given_to_train_is_refused(cli, tmp_path):
     res = cli("train", "--source", "csv", "--data-dir", "", "--tickers", "STOCKA", "--run-dir", tmp_path / "r")
-    assert_one_line_error(res, 1, "data.data_dir", "empty: name a folder")
+    assert_one_line_error(res, 1, "(options): --data-dir: empty: name a folder")
     assert not (tmp_path / "r").exists()
 
 
