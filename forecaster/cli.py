@@ -462,7 +462,6 @@ def handled(debug: bool = False, command: str = "forecaster", json_out: bool = F
     _Printed.json = False
     _Printed.command = command
     stop_begun(False)
-    stdout = sys.stdout
     try:
         # begun only here, where a stop gets the command's line: before, main says it was stopped
         # while starting; set before the try, a stop between the two exited 130 without a word
@@ -481,9 +480,6 @@ def handled(debug: bool = False, command: str = "forecaster", json_out: bool = F
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except (typer.Exit, typer.BadParameter):  # a usage error the command found itself: exit 2
         raise
-    except BrokenPipeError:  # the reader went away, in a write not made through stdout: stop quietly
-        _to_devnull(stdout)
-        raise typer.Exit(0) from None
     except OSError as e:  # a file problem the library did not foresee: still one plain line
         if debug:
             _traceback(e)
