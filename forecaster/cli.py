@@ -289,20 +289,6 @@ RunOpt = Annotated[
 ]
 
 
-def _console(**options):
-    """A rich console that, when its reader goes away (`forecaster predict ... | head -1`), drops
-    the rest of its output and lets the command end with its own exit code: rich's own exits 1
-    at once, without a word, after the forecasts were written."""
-    from rich.console import Console
-
-    class Tolerant(Console):
-        def on_broken_pipe(self) -> None:
-            self.quiet = True
-            _to_devnull(self.file)
-
-    return Tolerant(**options)
-
-
 def _bar_shown() -> bool:
     """Whether a progress bar can be drawn: stderr is a terminal that moves its cursor (on a
     dumb one rich draws the bar once, at the end, so the epochs' lines are shown instead)."""
@@ -323,12 +309,16 @@ def _plain(tty: bool) -> dict:
 
 
 def _stderr_console():
-    return _console(stderr=True, **_plain(sys.stderr.isatty()), highlight=False)
+    from rich.console import Console
+
+    return Console(stderr=True, **_plain(sys.stderr.isatty()), highlight=False)
 
 
 def _stdout_console():
+    from rich.console import Console
+
     tty = sys.stdout.isatty()
-    return _console(**_plain(tty), highlight=False, width=None if tty else 200)
+    return Console(**_plain(tty), highlight=False, width=None if tty else 200)
 
 
 class _CurrentStderr(logging.StreamHandler):
