@@ -183,11 +183,6 @@ def _refresh(
     return bad, set(result.ok)
 
 
-def _shown(value: object, limit: int = 40) -> str:
-    text = str(value)
-    return ascii(text[:limit]) + ("..." if len(text) > limit else "")
-
-
 def parse_as_of(as_of: str | date | None, now: pd.Timestamp | None = None) -> pd.Timestamp | None:
     """``--as-of`` as a session date (:func:`forecaster.sessions.parse_day`)."""
     return parse_day(as_of, "--as-of", now)
