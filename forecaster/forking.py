@@ -107,11 +107,6 @@ class Stretches:
         self.offsets = np.arange(1 - ws.lookback, chunk, dtype=np.int64)  # (T,) rows from the first origin
         self.positions = np.arange(chunk)  # (C,)
 
-    @property
-    def length(self) -> int:
-        """Rows per stretch: ``lookback - 1`` of burn-in, then ``chunk`` origins."""
-        return self.lookback + self.chunk - 1
-
     def __call__(self, chunks: Chunks) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         last = chunks.start + chunks.count - 1  # (B,) last origin of each chunk
         # input rows, never past the chunk's last origin: later positions repeat it and are
