@@ -202,7 +202,7 @@ OVERRIDES = {
 def overrides(options: dict, tickers: list[str] | None = None) -> dict:
     """Dotted config overrides from a command's options: every option given (not None) that
     has a config key, choices as their plain values."""
-    out = {OVERRIDES[k]: v.value if isinstance(v, Enum) else v for k, v in options.items() if k in OVERRIDES}
+    out = {OVERRIDES[k]: _val(v) for k, v in options.items() if k in OVERRIDES}
     out["data.tickers"] = tickers
     return {k: v for k, v in out.items() if v is not None}
 
@@ -213,6 +213,7 @@ def _option_names() -> dict[str, str]:
 
 
 def _val(x):
+    """A choice option's plain value; any other value as it is."""
     return x.value if isinstance(x, Enum) else x
 
 
