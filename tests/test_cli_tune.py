@@ -25,7 +25,7 @@ from support import (
 )
 
 from forecaster.cli import app
-from forecaster.config import load_config
+from forecaster.config import active_dims, load_config
 from forecaster.tuning import search_dims
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -273,6 +273,19 @@ def test_tune_refuses_a_bad_space_with_one_line_and_exit_1(cli, tmp_path):
     res = cli("tune", "--config", bad, "--tickers", "A")
     assert res.exit_code == 1
     assert "tune.space.lookbak: unknown key" in res.stderr and res.stderr.count("\n") == 1
+
+
+def test_tune_refuses_a_space_with_nothing_left_to_search_before_the_study(cli, small_dir, tmp_path):
+    """Every dimension of [tune.space] empty but one, and that one fixed by its flag: one line,
+    exit 1, and no study nor results folder made for a search of nothing."""
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    empty = "".join(f"{d.name} = []\n" for d in active_dims() if d.name != "lr")
+    conf.write_text(conf.read_text().split("[tune.space]")[0] + "[tune.space]\n" + empty)
+    res = cli("tune", "--config", conf, "--lr", "0.001", "--trials", "1", "--study", "s")
+    assert res.exit_code == 1, res.stderr
+    assert "nothing to search: every dimension is fixed or empty in [tune.space]" in res.stderr
+    assert res.stderr.count("\n") == 1
+    assert not (tmp_path / "cwd" / "runs").exists()
 
 
 def test_tune_train_best_refuses_a_run_dir_holding_other_files_before_the_search(cli, small_dir, tmp_path):
