@@ -738,6 +738,19 @@ def test_train_refuses_a_log_file_inside_the_configs_run_dir_as_a_usage_error(cl
     assert (run / "run.json").is_file() and "epoch 1" in (tmp_path / "train.log").read_text()
 
 
+def test_a_config_that_does_not_validate_with_a_log_file_is_one_error_line_there_too(cli, small_dir, tmp_path):
+    """With --log-file and no --run-dir, train reads the config for its run_dir before the log
+    is set up (a log inside it is refused); a config that does not validate is then the command's
+    own error, once the log is set up: one line on stderr and in the log, not a traceback."""
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text('[window]\nlookback = "long"\n')
+    log = tmp_path / "train.log"
+    res = cli("train", "--config", cfg, "--data-dir", small_dir, "-t", "STOCKA", *TINY, "--log-file", log)
+    line = assert_one_line_error(res, 1, "window.lookback")
+    assert line.removeprefix("ERROR: ") in log.read_text()
+    assert not (tmp_path / "cwd" / "runs").exists()
+
+
 def test_resume_refuses_another_run_dir_as_a_usage_error(cli, small_dir, tmp_path):
     run = _interrupted_run(small_dir, tmp_path / "runs" / "stopped")
     before = {f: (run / f).read_bytes() for f in os.listdir(run)}
