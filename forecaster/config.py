@@ -311,8 +311,6 @@ def _range_of(dim: SearchDim):
             return values
         if len(values) != 2 or values[0] > values[1]:
             raise ValueError("a range is [low, high] with low <= high (or [] to leave it out of the search)")
-        if dim.log and values[0] <= 0:
-            raise ValueError("a log-scale range must start above 0")
         return values
 
     return check

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from forecaster.config import Config, config_from_dict, config_toml, load_config
+from forecaster.config import Config, active_dims, config_from_dict, config_toml, load_config
 from forecaster.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -465,3 +465,12 @@ def test_a_config_path_holding_a_nul_is_a_config_error_that_says_so(tmp_path):
     with pytest.raises(ConfigError, match="cannot read config file .*: embedded null byte") as raised:
         load_config(tmp_path / "a\0b.toml")
     assert "digits" not in str(raised.value) and "\0" not in str(raised.value)
+
+
+@pytest.mark.parametrize("dim", [d for d in active_dims() if d.log], ids=lambda d: d.name)
+def test_a_log_scale_search_range_from_zero_is_refused_by_its_keys_own_bound(dim):
+    """Each value of a [tune.space] range is checked as the config key it sets: a log-scale
+    dimension's key is bounded above 0, so a range from 0, whose log the sampler cannot take, is
+    refused with the config's other errors, before any trial."""
+    with pytest.raises(ConfigError, match=rf"tune\.space\.{dim.name}\.0: must be greater than 0"):
+        load_config(None, {f"tune.space.{dim.name}": [0, dim.default[1]]})
