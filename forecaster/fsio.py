@@ -460,12 +460,18 @@ def _unwritable(folder: Path) -> OSError | None:
     made in, as far as permissions tell; None when one can."""
     if os.access(folder, os.W_OK | os.X_OK):
         return None
+    return write_denied(folder)
+
+
+def write_denied(path: PathLike) -> OSError:
+    """Why ``path``, which its permissions do not let this process write, cannot be written:
+    ``Read-only file system`` where its file system is, else ``Permission denied``."""
     try:
-        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+        read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
     except (OSError, AttributeError):  # no statvfs (Windows): the permission is what it says
         read_only = False
     code = errno.EROFS if read_only else errno.EACCES
-    return OSError(code, os.strerror(code), str(folder))
+    return OSError(code, os.strerror(code), str(path))
 
 
 def not_a_folder(path: PathLike) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import errno
 import functools
 import json
 import logging
@@ -61,6 +60,7 @@ from .fsio import (
     file_lock,
     not_a_folder,
     refuse_empty_folders,
+    write_denied,
 )
 from .outputs import write_csv
 from .tickers import validate_ticker
@@ -357,16 +357,7 @@ def _refuse_read_only(path: Path, label: str) -> None:
     if folder.is_dir() and (denied := cannot_write_into(folder)) is not None:  # Read-only file system, or no permission
         raise ConfigError(f"cannot write the study storage {label}: {denied.strerror} on the folder {folder}")
     if path.is_file() and not os.access(path, os.R_OK | os.W_OK):
-        raise ConfigError(f"cannot write the study storage {label}: {_why_not_writable(path)} on {path}")
-
-
-def _why_not_writable(path: Path) -> str:
-    """Why a file that exists cannot be written: its file system is read-only, or permissions."""
-    try:
-        read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-    except (OSError, AttributeError):  # no statvfs (Windows): the permission is what it says
-        read_only = False
-    return os.strerror(errno.EROFS if read_only else errno.EACCES)
+        raise ConfigError(f"cannot write the study storage {label}: {write_denied(path).strerror} on {path}")
 
 
 STORAGE_FORMS = "journal:FILE, sqlite:///FILE, postgresql://..., mysql://..., redis://... or grpc://HOST:PORT"
