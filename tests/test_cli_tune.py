@@ -59,6 +59,21 @@ def test_tune_train_best_refuses_a_log_file_inside_the_best_runs_folder_before_t
     assert not (tmp_path / "cwd" / "runs").exists()  # no study, no log, no folder
 
 
+def test_tune_train_best_with_a_log_file_and_a_config_that_does_not_validate_is_one_error_line_there_too(
+    cli, small_dir, tmp_path
+):
+    """--train-best with --log-file reads the config for the best run's folder before the log is
+    set up (a log inside it is refused); a config that does not validate is then the command's
+    own error, once the log is set up: one line on stderr and in the log, not a traceback."""
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    conf.write_text(conf.read_text() + '[tune]\ntrials = "many"\n')
+    log = tmp_path / "tune.log"
+    res = cli("tune", "--config", conf, "--epochs", "1", "--study", "s", "--train-best", "--log-file", log)
+    line = assert_one_line_error(res, 1, "tune.trials")
+    assert line.removeprefix("ERROR: ") in log.read_text()
+    assert not (tmp_path / "cwd" / "runs").exists()
+
+
 def test_tune_writes_its_results_and_the_best_config_trains(cli, small_dir, tmp_path):
     conf = _config(tmp_path / "tune.toml", small_dir)
     res = cli(
