@@ -1124,7 +1124,7 @@ def _train(
             held.enter_context(file_lock(run_lock_path(run_dir), lock_timeout) if dist.main else nullcontext())
             doing[0] = ""
             # entered once the lock is held: whether the folder holds something a checkpoint must not replace
-            saver = held.enter_context(_Checkpoints(run_dir, every, resume))
+            saver = held.enter_context(_Checkpoints(run_dir, every, resume, trainer.epoch))
             if resume and dist.main and path_identity(run_dir) != read_as:
                 # another training wrote the run while this one waited for its lock (finished it, or
                 # trained a new one there): the state read before would go on from a stale epoch
@@ -1746,17 +1746,25 @@ def _out_of_memory(
     exc.__traceback__ = None  # the failed step's tensors go with it
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    epoch = saver.keep_now(write, trainer) if write is not None else None
+    epoch, unsaved = saver.keep_now(write, trainer) if write is not None else (None, None)
+    ran_out = f"{device} ran out of memory in epoch {trainer.epoch + 1} ({said})"
+    if unsaved is not None:  # a full disk too: the folder holds what it held, if anything, to resume
+        ran_out += f"; the {trainer.epoch} epoch(s) trained could not be saved ({_said(unsaved)})"
+    on_the_cpu = f"continue it on the CPU with {resume_command(saver.run_dir)[:-1]} --device cpu`"
     if epoch is None:
-        return TrainingError(
-            f"{device} ran out of memory in epoch {trainer.epoch + 1} ({said}): train again with a smaller "
-            "--batch-size, or on the CPU (--device cpu)"
-        )
+        return TrainingError(f"{ran_out}: train again with a smaller --batch-size, or on the CPU (--device cpu)")
+    if unsaved is not None:
+        return TrainingError(f"{ran_out}, and {saver.run_dir} holds the resumable run of epoch {epoch}: {on_the_cpu}")
     return TrainingError(
-        f"{device} ran out of memory in epoch {trainer.epoch + 1} ({said}); the {epoch} epoch(s) trained were saved "
-        f"to {saver.run_dir} as a resumable run: continue it on the CPU with {resume_command(saver.run_dir)[:-1]} "
-        "--device cpu`, or train again with a smaller --batch-size"
+        f"{ran_out}; the {epoch} epoch(s) trained were saved to {saver.run_dir} as a resumable run: {on_the_cpu}, "
+        "or train again with a smaller --batch-size"
     )
+
+
+def _said(error: RunWriteError) -> str:
+    """A run write's error without its closing "nothing there was changed", which the line
+    that quotes it says in its own words."""
+    return str(error).removesuffix("; nothing there was changed")
 
 
 class _Checkpoints:
@@ -1766,14 +1774,15 @@ class _Checkpoints:
     the training took its lock, or the run it resumes: a run that was there (one that forecasts
     every day) stays until the new one replaces it whole. Entered with the run's lock held; left
     by an error other than :class:`Interrupted` (whose own save replaces the checkpoint), a new
-    run's checkpoint is removed, the folder left as it was found, unless :meth:`kept` keeps it."""
+    run's checkpoint is removed, the folder left as it was found, unless :meth:`kept` keeps it.
+    ``epoch``: that of the run resumed (0 for a new one)."""
 
-    def __init__(self, run_dir: Path, every: float | None, resume: bool):
+    def __init__(self, run_dir: Path, every: float | None, resume: bool, epoch: int = 0):
         self.run_dir, self.every, self.resume = run_dir, every, resume
         self.fresh = False  # the folder was absent or empty
         self.existed = False
         self.written = False
-        self.epoch = 0  # of the last checkpoint written
+        self.epoch = epoch  # of the resumable run in the folder: the last checkpoint written, or the run resumed
         self.warned = False
         self.last = 0.0
 
@@ -1815,33 +1824,47 @@ class _Checkpoints:
         if self.written:
             return f"a process killed now resumes from the checkpoint after epoch {self.epoch}"
         if self.resume:
-            return "a process killed now resumes from where this training resumed it"
+            return f"a process killed now resumes from epoch {self.epoch}, where this training resumed the run"
         return "a process killed now loses its epochs"
 
-    def keep_now(self, write: Callable[[], None], trainer: Trainer) -> int | None:
+    def _holds(self) -> str | None:
+        """The resumable run the folder holds, in words (None: none): the last checkpoint, or
+        the run resumed, which stays until one is written."""
+        if self.written:
+            return f"the checkpoint after epoch {self.epoch}"
+        if self.resume:
+            return f"the run resumed, after epoch {self.epoch}"
+        return None
+
+    def keep_now(self, write: Callable[[], None], trainer: Trainer) -> tuple[int | None, RunWriteError | None]:
         """After a failure the run can go on from (the device out of memory): the epochs trained so
-        far written by ``write`` as a resumable run and kept, where a checkpoint may go; the epoch
-        it holds, or None where nothing was written (no epoch trained, a run already in the
-        folder, or the write failed)."""
+        far written by ``write`` as a resumable run and kept, where a checkpoint may go. The epoch
+        of the resumable run the folder then holds (None: none, as no epoch was trained, a run was
+        already in the folder, or the write failed with no checkpoint before it), and the error
+        of a write that failed (a full disk), after which the last checkpoint or the run resumed
+        stays."""
         if trainer.epoch == 0 or not (self.fresh or self.resume):
-            return None
+            return None, None
         try:
             write()
-        except RunWriteError:
-            return None
+        except RunWriteError as exc:
+            if self._holds() is None:
+                return None, exc
+            self.written = False  # the last checkpoint is not taken away on the way out
+            return self.epoch, exc
         self.written = False  # not taken away on the way out
-        return trainer.epoch
+        return trainer.epoch, None
 
     def kept(self, error: RunWriteError) -> RunWriteError:
         """The run could not be written when training ended (a full disk): its last checkpoint,
-        if any, stays in its place, to finish with ``train --resume`` once there is room."""
-        if not self.written:
+        or the run resumed, stays in its place, to finish with ``train --resume`` once there is
+        room."""
+        holds = self._holds()
+        if holds is None:
             return error
         self.written = False  # not taken away on the way out
-        said = str(error).removesuffix("; nothing there was changed")
         return RunWriteError(
-            f"{said}; it holds the checkpoint after epoch {self.epoch}: {resume_command(self.run_dir)} "
-            "finishes the run once it can be written"
+            f"{_said(error)}; it holds {holds}: {resume_command(self.run_dir)} finishes the run once it can be written"
         )
 
     @staticmethod

@@ -786,3 +786,107 @@ def test_a_device_out_of_memory_keeps_nothing_of_a_training_without_checkpoints(
     with pytest.raises(TrainingError, match=r"ran out of memory in epoch 3 .*smaller --batch-size") as err:
         train(_cfg(sample_dir, 1e-6), run_dir=run, checkpoints=False)
     assert "saved" not in str(err.value) and not run.exists()
+
+
+def _no_room_after(monkeypatch, fits: int):
+    """The disk fills up once ``fits`` runs have been written: each write after them is a
+    RunWriteError, the run already in the folder left as it was."""
+    real = training.save_run
+    writes = []
+
+    def no_room(run_dir, weights, manifest, history, resume=None):
+        writes.append(manifest.metrics.epochs_run)
+        if len(writes) > fits:
+            raise RunWriteError(f"cannot write the run {run_dir}: No space left on device; nothing there was changed")
+        return real(run_dir, weights, manifest, history, resume=resume)
+
+    monkeypatch.setattr(training, "save_run", no_room)
+    return writes
+
+
+def _interrupted_after_1(sample_dir, run):
+    with pytest.raises(training.Interrupted):
+        train(_cfg(sample_dir, 0), run_dir=run, on_epoch=_stop_at(1))
+    assert run_meta(run)["status"] == "interrupted" and run_meta(run)["metrics"]["epochs_run"] == 1
+    return _files(run)
+
+
+def test_a_device_out_of_memory_whose_epochs_cannot_be_saved_keeps_the_last_checkpoint(
+    sample_dir, tmp_path, monkeypatch
+):
+    """Out of memory on a full disk: the checkpoint written before the disk filled is what the
+    epochs left, kept to resume on the CPU, not taken away with the failed training."""
+    run = tmp_path / "run"
+    _out_of_memory_at(monkeypatch, 4)
+    writes = _no_room_after(monkeypatch, 2)  # the checkpoints of epochs 1 and 2
+    with pytest.raises(TrainingError) as err:
+        train(_cfg(sample_dir, 1e-6), run_dir=run)
+    assert writes == [1, 2, 3, 3]  # the third checkpoint, then the epochs kept at the failure
+    assert str(err.value) == (
+        "cpu ran out of memory in epoch 4 (CUDA out of memory. Tried to allocate 2.00 GiB); the 3 epoch(s) trained "
+        f"could not be saved (cannot write the run {run}: No space left on device), and {run} holds the resumable "
+        f"run of epoch 2: continue it on the CPU with `forecaster train --resume {run} --device cpu`"
+    )
+    assert run_meta(run)["status"] == "interrupted" and run_meta(run)["metrics"]["epochs_run"] == 2
+    monkeypatch.undo()
+    done = train(_cfg(sample_dir, 0), run_dir=run, resume=True)
+    assert [r.epoch for r in done.history] == [1, 2, 3, 4] and run_meta(run)["status"] == "complete"
+
+
+def test_a_device_out_of_memory_whose_epochs_cannot_be_saved_and_no_checkpoint_says_so(
+    sample_dir, tmp_path, monkeypatch
+):
+    run = tmp_path / "run"
+    _out_of_memory_at(monkeypatch, 3)
+    _no_room_after(monkeypatch, 0)
+    with pytest.raises(TrainingError) as err:
+        train(_cfg(sample_dir, 1e-6), run_dir=run)
+    assert str(err.value).endswith(
+        f"; the 2 epoch(s) trained could not be saved (cannot write the run {run}: No space left on device): "
+        "train again with a smaller --batch-size, or on the CPU (--device cpu)"
+    )
+    assert not run.exists()
+
+
+def test_a_resumed_run_out_of_memory_whose_epochs_cannot_be_saved_is_left_to_resume(
+    cli, sample_dir, tmp_path, monkeypatch
+):
+    """A run resumed, out of memory on a full disk: the run resumed is still in its folder, and
+    the line says to resume it (on the CPU), not to train it again, which would lose its epochs."""
+    run = tmp_path / "run"
+    before = _interrupted_after_1(sample_dir, run)
+    _out_of_memory_at(monkeypatch, 3)
+    _no_room_after(monkeypatch, 0)
+    res = cli("train", "--resume", run, "--checkpoint-every", "0.000001", "-q")
+    assert res.exit_code == 1, res.stderr
+    assert res.stderr.splitlines()[-1] == (
+        "ERROR: cpu ran out of memory in epoch 3 (CUDA out of memory. Tried to allocate 2.00 GiB); the 2 epoch(s) "
+        f"trained could not be saved (cannot write the run {run}: No space left on device), and {run} holds the "
+        f"resumable run of epoch 1: continue it on the CPU with `forecaster train --resume {run} --device cpu`"
+    )
+    assert _files(run) == before
+
+
+def test_a_resumed_run_that_cannot_be_written_names_the_run_resumed_to_finish_it(
+    sample_dir, tmp_path, monkeypatch, caplog
+):
+    """Resumed on a full disk: no checkpoint and no finished run can be written, and what the
+    folder holds, the run as it was resumed, is named with the --resume that finishes it."""
+    run = tmp_path / "run"
+    before = _interrupted_after_1(sample_dir, run)
+    _no_room_after(monkeypatch, 0)
+    with caplog.at_level(logging.WARNING, logger="forecaster"), pytest.raises(RunWriteError) as err:
+        train(_cfg(sample_dir, 1e-6), run_dir=run, resume=True)
+    assert str(err.value) == (
+        f"cannot write the run {run}: No space left on device; it holds the run resumed, after epoch 1: "
+        f"`forecaster train --resume {run}` finishes the run once it can be written"
+    )
+    said = [r.getMessage() for r in caplog.records if "No space left on device" in r.getMessage()]
+    assert len(said) == 1
+    assert said[0].endswith(
+        "training goes on, and a process killed now resumes from epoch 1, where this training resumed the run"
+    )
+    assert _files(run) == before
+    monkeypatch.undo()
+    done = train(_cfg(sample_dir, 0), run_dir=run, resume=True)
+    assert [r.epoch for r in done.history] == [1, 2, 3, 4] and run_meta(run)["status"] == "complete"
