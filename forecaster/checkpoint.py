@@ -371,11 +371,11 @@ def save_run(
     """Write a run into a temporary sibling directory, then move it into place whole. Called
     with the run's lock held: the temporary directories of earlier writers that were killed go."""
     run_dir = Path(run_dir)
-    check_run_target(run_dir)
-    remove_stale_temp_dirs(run_dir)
     try:
-        tmp = sibling_temp_dir(run_dir)
-    except OSError as exc:  # a full disk may have no room for one more folder
+        check_run_target(run_dir)  # a folder made unreadable since the training began cannot be looked into
+        remove_stale_temp_dirs(run_dir)
+        tmp = sibling_temp_dir(run_dir)  # a full disk may have no room for one more folder
+    except OSError as exc:
         why = exc.strerror or exc
         raise RunWriteError(f"cannot write the run {run_dir}: {why}; nothing there was changed") from exc
     try:

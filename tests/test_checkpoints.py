@@ -890,3 +890,33 @@ def test_a_resumed_run_that_cannot_be_written_names_the_run_resumed_to_finish_it
     monkeypatch.undo()
     done = train(_cfg(sample_dir, 0), run_dir=run, resume=True)
     assert [r.epoch for r in done.history] == [1, 2, 3, 4] and run_meta(run)["status"] == "complete"
+
+
+def test_a_run_folder_that_cannot_be_read_since_training_began_is_a_checkpoint_not_written(
+    sample_dir, tmp_path, monkeypatch, caplog
+):
+    """The run's folder made unreadable after a checkpoint (its permissions changed): the next
+    checkpoints are one warning and training goes on, as on a full disk; at the end, the
+    checkpoint that is there is named to finish the run from once the folder can be read."""
+    from forecaster import checkpoint
+
+    run = tmp_path / "run"
+    real = checkpoint.check_run_target
+
+    def unreadable_once_written(run_dir):
+        if (run_dir / "run.json").exists():
+            raise PermissionError(errno.EACCES, "Permission denied", str(run_dir / "run.json"))
+        real(run_dir)
+
+    monkeypatch.setattr(checkpoint, "check_run_target", unreadable_once_written)
+    with caplog.at_level(logging.WARNING, logger="forecaster"), pytest.raises(RunWriteError) as err:
+        train(_cfg(sample_dir, 1e-6), run_dir=run)
+    assert str(err.value) == (
+        f"cannot write the run {run}: Permission denied; it holds the checkpoint after epoch 1: "
+        f"`forecaster train --resume {run}` finishes the run once it can be written"
+    )
+    said = [r.getMessage() for r in caplog.records if "Permission denied" in r.getMessage()]
+    assert len(said) == 1 and said[0].endswith(
+        "training goes on, and a process killed now resumes from the checkpoint after epoch 1"
+    )
+    assert run_meta(run)["status"] == "interrupted" and run_meta(run)["metrics"]["epochs_run"] == 1
