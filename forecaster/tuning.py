@@ -571,6 +571,14 @@ def _check_setup(study: optuna.Study, base: Config, searched: set[str], data: di
             f"study {study.study_name} was not made by forecaster tune "
             "(its trials record no forecaster settings): give another --study name"
         )
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    if foreign := [tr for tr in finished if "config" not in tr.user_attrs]:  # other code's trials, added to it
+        shown = ", ".join(str(tr.number) for tr in foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise ConfigError(
+            f"study {study.study_name} holds {len(foreign)} trial(s) that forecaster tune did not run (number "
+            f"{shown}: no forecaster settings recorded), whose values are not the validation losses it compares: "
+            "give another --study name"
+        )
     if before is None:
         study.set_user_attr("setup", setup)
         study.set_user_attr("searched", sorted(searched))
@@ -963,8 +971,11 @@ def _load_study(storage, cfg: Config, url: str, slot: int = 0) -> optuna.Study:
             if attempt == SCHEMA_TRIES or not _made_meanwhile(e):
                 raise _unreachable(_storage_cause(e), url) from None
             time.sleep(0.1 * attempt)
-    if study.direction != optuna.study.StudyDirection.MINIMIZE:
-        raise ConfigError(f"study {t.study} in {storage_label(url)} maximises its objective: not a forecaster study")
+    if study.directions != [optuna.study.StudyDirection.MINIMIZE]:  # made by other code on the same storage
+        how = "maximises its objective" if len(study.directions) == 1 else f"has {len(study.directions)} objectives"
+        raise ConfigError(
+            f"study {t.study} in {storage_label(url)} {how}: not a forecaster study; give another --study name"
+        )
     sampler = optuna.samplers.TPESampler(
         seed=_sampler_seed(cfg, len(study.get_trials(deepcopy=False)), slot), n_startup_trials=t.startup_trials
     )

@@ -408,6 +408,57 @@ def test_tune_refuses_a_study_another_program_made_in_its_storage(cli, small_dir
     assert not (tmp_path / "cwd" / "runs" / "tune" / "shared").exists()
 
 
+@pytest.mark.parametrize(
+    "made,said",
+    [
+        pytest.param({"direction": "maximize"}, "maximises its objective", id="maximising"),
+        pytest.param({"directions": ["minimize", "minimize"]}, "has 2 objectives", id="two-objectives"),
+    ],
+)
+def test_tune_refuses_a_study_of_another_objective_another_program_made(cli, small_dir, tmp_path, made, said):
+    """A study that maximises, or has several objectives, made by other Optuna code on the same
+    storage: refused in one line before any trial, the study left as it was."""
+    import optuna
+
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    with study_storage(url) as storage:
+        optuna.create_study(study_name="shared", storage=storage, **made)
+    res = cli("tune", "--config", conf, "--trials", "1", "--epochs", "1", "--study", "shared", "--storage", url)
+    line = assert_one_line_error(res, 1, f"study shared in sqlite:///{tmp_path / 'other.db'} {said}")
+    assert line.endswith(": not a forecaster study; give another --study name"), line
+    with study_storage(url) as storage:
+        study = optuna.load_study(study_name="shared", storage=storage)
+        assert study.trials == [] and study.user_attrs == {}
+    assert not (tmp_path / "cwd" / "runs" / "tune" / "shared").exists()
+
+
+def test_tune_refuses_a_study_to_which_another_program_added_trials(cli, small_dir, tmp_path):
+    """A forecaster study whose storage another program added a trial of its own to (another
+    parameter, a value that is no validation loss): refused, not searched on with that value
+    mixed into the trials compared; its results are left as they were written."""
+    import optuna
+
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    command = ["tune", "--config", conf, "--trials", "1", "--epochs", "1", "--study", "s", "--storage", url]
+    assert cli(*command).exit_code == 0
+    out = tmp_path / "cwd" / "runs" / "tune" / "s"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with study_storage(url) as storage:
+        optuna.load_study(study_name="s", storage=storage).optimize(lambda t: t.suggest_float("x", 0, 1) - 5, 1)
+    res = cli(*command)
+    assert_one_line_error(
+        res,
+        1,
+        "study s holds 1 trial(s) that forecaster tune did not run (number 1: no forecaster settings recorded)",
+        "give another --study name",
+    )
+    with study_storage(url) as storage:
+        assert len(optuna.load_study(study_name="s", storage=storage).trials) == 2
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_tune_takes_every_train_option():
     commands = typer.main.get_command(app).commands
     opts = {name: {o for p in commands[name].params for o in getattr(p, "opts", [])} for name in ("train", "tune")}
