@@ -772,6 +772,53 @@ def test_a_study_refuses_to_continue_on_other_bars_but_not_on_other_test_bars(sm
     assert len(pd.read_csv(root / "t" / "trials.csv")) == 2 and len(pd.read_csv(other / "t" / "trials.csv")) == 1
 
 
+def test_a_study_begun_before_its_data_were_recorded_records_them_and_then_holds_to_them(small_dir, tmp_path):
+    """A study file of a forecaster that recorded no data with its settings: continued, its
+    data are recorded then, and a later command on other bars is refused as for any study."""
+    import sqlite3
+
+    from forecaster.tuning import objective_data, usable_bars
+
+    root = tmp_path / "tune"
+    cfg = _cfg(small_dir, **{"tune.trials": 1})
+    tune(cfg, root=root)
+    db = sqlite3.connect(root / "t.db")
+    with db:
+        db.execute("DELETE FROM study_user_attributes WHERE key = 'data'")
+    db.close()
+    with study_storage(embedded_url("t", root)) as storage:
+        assert "data" not in optuna.load_study(study_name="t", storage=storage).user_attrs
+    assert len(tune(cfg, root=root).trials) == 2
+    with study_storage(embedded_url("t", root)) as storage:
+        recorded = optuna.load_study(study_name="t", storage=storage).user_attrs["data"]
+    assert recorded == objective_data(usable_bars(cfg, cfg.data.tickers)[0], cfg)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "STOCKB.csv").write_bytes((small_dir / "STOCKB.csv").read_bytes())
+    bars = read_csv_bars(small_dir, "STOCKA")
+    bars.loc[bars.index[300], "volume"] += 1
+    write_csv(bars, data / "STOCKA.csv")
+    with pytest.raises(DataError, match="the training or validation bars of STOCKA have changed since"):
+        tune(_cfg(data, **{"tune.trials": 1}), root=root)
+
+
+def test_an_interrupted_search_counts_its_pruned_trials_in_what_it_kept(small_dir, tmp_path):
+    root = tmp_path / "tune"
+
+    def pruned_then_stopped(number, rec):
+        if number == 1:
+            raise optuna.TrialPruned("pruned here")
+        if number == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(SearchInterrupted) as stop:
+        tune(_cfg(small_dir, **{"tune.trials": 4}), root=root, on_epoch=pruned_then_stopped)
+    assert str(stop.value).startswith(
+        f"tuning interrupted: study t keeps 1 completed trial and 1 pruned in sqlite:///{root / 't.db'}; written: "
+    )
+    assert stop.value.result.counts() == {"complete": 1, "pruned": 1, "failed": 1, "running": 0}
+
+
 def test_a_study_in_another_storage_keeps_its_results_folder(small_dir, tmp_path):
     """A study kept in a journal file, then the same --study without --storage: a new, empty
     study in the default file replaced the results of the journal's trials."""
