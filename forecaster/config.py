@@ -486,12 +486,17 @@ def _format_validation(err: ValidationError, origin: str, given: tuple[str, ...]
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    """Set the key ``dotted`` names in ``tree``; one that goes through a setting (``train.epochs.x``)
+    is refused naming it, whether or not ``tree`` holds that setting yet."""
     *parents, leaf = dotted.split(".")
-    node = tree
-    for p in parents:
+    node, model = tree, Config
+    for depth, p in enumerate(parents):
+        field = model.model_fields.get(p) if model is not None else None
+        inner = field.annotation if field is not None else None
+        model = inner if isinstance(inner, type) and issubclass(inner, BaseModel) else None
         node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"cannot set {dotted}: {p} is not a section")
+        if not isinstance(node, dict) or (field is not None and model is None):
+            raise ConfigError(f"cannot set {dotted}: {'.'.join(parents[: depth + 1])} is a setting, not a section")
     node[leaf] = value
 
 

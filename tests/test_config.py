@@ -345,6 +345,44 @@ def test_a_stored_config_reads_back_with_no_run_dir():
     assert config_from_dict(stored) == Config()
 
 
+@pytest.mark.parametrize("in_the_file", [False, True])
+def test_an_override_through_a_setting_is_refused_naming_the_setting(tmp_path, in_the_file):
+    """A dotted key that goes through a setting, not a section: one line naming the setting,
+    the same whether or not the config file sets it."""
+    path = tmp_path / "c.toml"
+    path.write_text("[train]\nepochs = 3\n" if in_the_file else "[train]\nlr = 0.01\n")
+    for key, setting in [("train.epochs.x", "train.epochs"), ("run_dir.x", "run_dir")]:
+        with pytest.raises(ConfigError) as caught:
+            load_config(path, {key: 1})
+        assert str(caught.value) == f"cannot set {key}: {setting} is a setting, not a section"
+    with pytest.raises(ConfigError, match=r"^cannot set tune.space.lookback.low: tune.space.lookback is a setting"):
+        load_config(None, {"tune.space.lookback.low": 5})
+    assert load_config(None, {"tune.space.lookback": [5, 9]}).tune.space.lookback == [5, 9]  # a nested section
+
+
+def test_a_config_file_that_cannot_be_read_is_one_line_naming_it_and_why(tmp_path, monkeypatch):
+    import errno
+
+    below_a_file = tmp_path / "notes.txt" / "c.toml"
+    below_a_file.parent.write_text("notes\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(below_a_file)
+    assert str(caught.value) == f"cannot read config file {below_a_file}: Not a directory"
+    denied = tmp_path / "denied.toml"
+    denied.write_text("[train]\nepochs = 3\n")
+    real = Path.read_bytes
+
+    def no_permission(self):  # what a file of mode 000 gives a user other than root
+        if self == denied:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", no_permission)
+    with pytest.raises(ConfigError) as caught:
+        load_config(denied)
+    assert str(caught.value) == f"cannot read config file {denied}: Permission denied"
+
+
 @pytest.mark.parametrize(
     ("key", "values"),
     [
