@@ -587,12 +587,13 @@ def _origin(err: ValidationError, path: str | os.PathLike[str] | None, given: li
     return " and ".join(s for s in sources if s in found) or sources[0]
 
 
-def config_from_dict(tree: dict) -> Config:
-    """Rebuild a Config stored in a run (raises ConfigError when it no longer validates)."""
+def config_from_dict(tree: dict, origin: str) -> Config:
+    """Rebuild a Config stored elsewhere (a tuning trial's), raising ConfigError when it no
+    longer validates, its message naming ``origin``, where the config was stored."""
     try:
         return Config.model_validate(tree)
     except ValidationError as e:
-        raise ConfigError(_format_validation(e, "run.json")) from None
+        raise ConfigError(_format_validation(e, origin)) from None
 
 
 def _toml_value(v: Any) -> str:

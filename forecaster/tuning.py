@@ -818,6 +818,7 @@ def tune(
                 _check_results_of_another_study(study, Path(root) / t.study, url)
                 _check_setup(study, cfg, {d.key for d, _ in dims}, data)
                 check_choices(study, dims)
+                _check_best_readable(study, cfg, best_run_dir(cfg, run_dir), url)
                 fail_abandoned(study)
                 remove_abandoned_trial_dirs()
         except ForecasterError:
@@ -882,6 +883,20 @@ def tune(
             raise SearchInterrupted(_what_was_kept(result), result)
         _raise_if_nothing_completed(study, result)
         return result
+
+
+def _check_best_readable(study: optuna.Study, cfg: Config, run_dir: Path, url: str) -> None:
+    """Refuse, before any trial, a study whose best trial records a configuration this
+    forecaster cannot read (one a newer forecaster ran, with a setting this one lacks): its
+    results, best.toml among them, could not be written after the search."""
+    try:
+        best_trial(study.get_trials(deepcopy=False), run_dir, cfg)
+    except ConfigError as e:
+        raise ConfigError(
+            f"study {study.study_name} in {storage_label(url)} cannot be continued, as its best trial records a "
+            f"configuration this forecaster cannot read ({e}): continue it with the forecaster that ran it, or give "
+            "another --study name"
+        ) from None
 
 
 def _check_results_of_another_study(study: optuna.Study, out: Path, url: str) -> None:
@@ -1071,7 +1086,7 @@ def best_trial(trials: list[FrozenTrial], run_dir: Path, base: Config | None = N
         return None
     tr = min(done, key=lambda x: (x.value, x.number))
     made = as_made(tr.user_attrs["config"])  # a trial run before a setting existed: as it ran
-    cfg = config_from_dict(_here(made, base)).model_copy(update={"run_dir": run_dir})
+    cfg = config_from_dict(_here(made, base), f"trial {tr.number}").model_copy(update={"run_dir": run_dir})
     params = {n: v for n in _param_names(trials) if (v := _trained_with(tr, n)) is not None}
     return BestTrial(number=tr.number, value=float(tr.value), params=params, config=cfg)
 

@@ -342,7 +342,15 @@ def test_a_stored_config_reads_back_with_no_run_dir():
     """run.json keeps run_dir null when it was not set: no folder, not a folder of another kind."""
     stored = Config().model_dump(mode="json")
     assert stored["run_dir"] is None
-    assert config_from_dict(stored) == Config()
+    assert config_from_dict(stored, "run.json") == Config()
+
+
+def test_a_stored_config_that_no_longer_validates_is_named_by_where_it_was_stored():
+    stored = Config().model_dump(mode="json")
+    stored["train"]["newer_setting"] = 1
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(stored, "trial 3")
+    assert str(caught.value) == "invalid configuration (trial 3): train.newer_setting: unknown key"
 
 
 @pytest.mark.parametrize("in_the_file", [False, True])

@@ -802,6 +802,42 @@ def test_a_study_begun_before_its_data_were_recorded_records_them_and_then_holds
         tune(_cfg(data, **{"tune.trials": 1}), root=root)
 
 
+def test_a_study_whose_best_trial_records_a_config_this_forecaster_cannot_read_is_refused_before_any_trial(
+    small_dir, tmp_path
+):
+    """A study a newer forecaster ran (its trials record a setting this one lacks): refused
+    before any trial, naming the study and the trial, not after the search as a run.json that
+    is not there; its trials and results are left as they were."""
+    import sqlite3
+
+    root = tmp_path / "tune"
+    cfg = _cfg(small_dir, **{"tune.trials": 1})
+    tune(cfg, root=root)
+    before = {p.name: p.read_bytes() for p in (root / "t").iterdir()}
+    db = sqlite3.connect(root / "t.db")
+    with db:
+        ((trial_id, stored),) = db.execute(
+            "SELECT trial_id, value_json FROM trial_user_attributes WHERE key = 'config'"
+        ).fetchall()
+        newer = json.loads(stored)
+        newer["train"]["newer_setting"] = 1
+        db.execute(
+            "UPDATE trial_user_attributes SET value_json = ? WHERE trial_id = ? AND key = 'config'",
+            (json.dumps(newer), trial_id),
+        )
+    db.close()
+    with pytest.raises(ConfigError) as caught:
+        tune(cfg, root=root)
+    assert str(caught.value) == (
+        f"study t in sqlite:///{(root / 't.db').resolve()} cannot be continued, as its best trial records a "
+        "configuration this forecaster cannot read (invalid configuration (trial 0): train.newer_setting: unknown "
+        "key): continue it with the forecaster that ran it, or give another --study name"
+    )
+    with study_storage(embedded_url("t", root)) as storage:
+        assert len(optuna.load_study(study_name="t", storage=storage).trials) == 1
+    assert {p.name: p.read_bytes() for p in (root / "t").iterdir()} == before
+
+
 def test_an_interrupted_search_counts_its_pruned_trials_in_what_it_kept(small_dir, tmp_path):
     root = tmp_path / "tune"
 
