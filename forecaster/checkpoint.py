@@ -566,9 +566,25 @@ def _migrate(raw: dict) -> dict:
 
 
 def _problems(err: ValidationError, most: int = 3) -> str:
-    parts = [f"{'.'.join(str(x) for x in e['loc']) or 'run'}: {said(e)}" for e in err.errors()]
+    parts = [
+        f"{'.'.join(str(x) for x in e['loc']) or 'run'}: {'unknown key' if e['type'] == 'extra_forbidden' else said(e)}"
+        for e in err.errors()
+    ]
     more = f" (and {len(parts) - most} more)" if len(parts) > most else ""
     return "; ".join(parts[:most]) + more
+
+
+def _bad_id(m: Manifest) -> str | None:
+    """The first ticker whose id breaks 0..n-1, one each (out of that range, or another's), in
+    words; None where none does (n ids in 0..n-1, none twice, are 0..n-1)."""
+    seen: dict[int, str] = {}
+    for sym, entry in m.tickers.items():
+        if not 0 <= entry.id < len(m.tickers):
+            return f"{sym} has id {entry.id}"
+        if entry.id in seen:
+            return f"{seen[entry.id]} and {sym} both have id {entry.id}"
+        seen[entry.id] = sym
+    return None
 
 
 def _check_consistent(m: Manifest, path: Path) -> None:
@@ -588,8 +604,8 @@ def _check_consistent(m: Manifest, path: Path) -> None:
             raise RunFormatError(
                 f"{path} is malformed: tickers holds {ascii(sym[:40])}, not a ticker symbol as written"
             )
-    if sorted(t.id for t in m.tickers.values()) != list(range(len(m.tickers))):
-        raise RunFormatError(f"{path} is malformed: ticker ids are not 0..{len(m.tickers) - 1}")
+    if (bad := _bad_id(m)) is not None:
+        raise RunFormatError(f"{path} is malformed: ticker ids are not 0..{len(m.tickers) - 1}, one each ({bad})")
     horizon = m.config.window.horizon
     if m.median_weight is not None and (
         len(m.median_weight) != horizon or not all(0 <= w <= 1 for w in m.median_weight)

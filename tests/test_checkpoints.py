@@ -661,6 +661,16 @@ def test_a_run_name_may_take_up_to_200_bytes():
             "with the calendar pair last",
             id="calendar pair swapped",
         ),
+        pytest.param(
+            lambda m: m["tickers"]["STOCKB"].update(id=0),
+            "is malformed: ticker ids are not 0..1, one each (STOCKA and STOCKB both have id 0)",
+            id="ticker id twice",
+        ),
+        pytest.param(
+            lambda m: m["tickers"]["STOCKB"].update(id=2),
+            "is malformed: ticker ids are not 0..1, one each (STOCKB has id 2)",
+            id="ticker id out of range",
+        ),
     ],
 )
 def test_a_run_whose_parts_disagree_is_refused_saying_which(run_copy, edit, fragment):
@@ -675,6 +685,20 @@ def test_a_run_whose_parts_disagree_is_refused_saying_which(run_copy, edit, frag
     with pytest.raises(RunFormatError) as e:
         load_run(run_copy)
     assert fragment in str(e.value)
+
+
+def test_a_run_whose_config_no_longer_validates_is_one_line_naming_the_key_in_every_command(cli, run_copy):
+    """A run.json whose config holds a key this forecaster does not know (a hand edit, or a newer
+    forecaster's setting): info, predict and evaluate each refuse it in one line naming the key."""
+    from support import assert_one_line_error
+
+    path = run_copy / "run.json"
+    meta = json.loads(path.read_text())
+    meta["config"]["train"]["newer_setting"] = 1
+    path.write_text(json.dumps(meta))
+    said = f"{path} is malformed: config.train.newer_setting: unknown key"
+    for command in (["info", run_copy], ["predict", "--run", run_copy, "--offline"], ["evaluate", "--run", run_copy]):
+        assert_one_line_error(cli(*command), 1, said)
 
 
 def test_a_ticker_asked_for_twice_is_forecast_once(trained_run):
