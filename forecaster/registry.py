@@ -450,7 +450,7 @@ def list_runs(folder: PathLike = DEFAULT_RUNS_DIR) -> list[RunEntry]:
     refuse_empty_folders(folder=folder, required=("folder",))
     folder = Path(folder)
     if not folder.is_dir():
-        raise ConfigError(f"no folder {folder}")
+        raise ConfigError(f"{folder} is a file, not a folder of runs" if folder.exists() else f"no folder {folder}")
     try:
         entries = sorted(folder.iterdir())
     except OSError as e:

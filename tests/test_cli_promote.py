@@ -245,6 +245,53 @@ def test_prune_keeps_the_newest_runs_of_the_name_and_the_one_it_names(tmp_path):
     ]
 
 
+@pytest.mark.parametrize("keep", [0, -1])
+def test_prune_refuses_to_keep_no_run_and_deletes_nothing(tmp_path, keep):
+    from forecaster.errors import ConfigError
+
+    runs = tmp_path / "runs"
+    for s in ("20260105-190000", "20260112-190000"):
+        (runs / f"prod-{s}").mkdir(parents=True)
+    (runs / "prod").symlink_to("prod-20260112-190000")
+    with pytest.raises(ConfigError) as caught:
+        registry.prune("prod", keep, runs)
+    assert str(caught.value) == f"keep must be at least 1, not {keep}"
+    assert sorted(p.name for p in runs.iterdir()) == ["prod", "prod-20260105-190000", "prod-20260112-190000"]
+
+
+def test_list_runs_of_a_folder_not_there_a_file_or_one_that_cannot_be_read_says_which(tmp_path):
+    from support import UNPRIVILEGED_ROOT, python_env
+
+    from forecaster.errors import ConfigError
+
+    missing, notes = tmp_path / "missing", tmp_path / "notes.txt"
+    notes.write_text("notes\n")
+    for folder, said in [(missing, f"no folder {missing}"), (notes, f"{notes} is a file, not a folder of runs")]:
+        with pytest.raises(ConfigError) as caught:
+            registry.list_runs(folder)
+        assert str(caught.value) == said
+    runs = tmp_path / "runs"
+    (runs / "alpha").mkdir(parents=True)
+    runs.chmod(0o311)  # its runs may be reached by name, not listed
+    script = (
+        "import sys\nfrom forecaster.errors import ConfigError\nfrom forecaster.registry import list_runs\n"
+        "try:\n    list_runs(sys.argv[1])\nexcept ConfigError as e:\n    print(e)"
+    )
+    unprivileged = UNPRIVILEGED_ROOT if os.geteuid() == 0 else []
+    try:
+        done = subprocess.run(
+            [*unprivileged, sys.executable, "-c", script, str(runs)],
+            capture_output=True,
+            text=True,
+            env=python_env(),
+            timeout=60,
+        )
+    finally:
+        runs.chmod(0o755)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"cannot read the folder {runs}: Permission denied\n"
+
+
 def test_prune_orders_the_runs_made_in_one_second_by_their_number_not_as_text(tmp_path):
     """Eleven retrains in the same second get -2 ... -11 after the stamp: runs_of lists them in
     the order they were made (-2 before -10), so `retrain --keep 3` deletes the oldest eight and
