@@ -1838,13 +1838,17 @@ class _Checkpoints:
 
     def keep_now(self, write: Callable[[], None], trainer: Trainer) -> tuple[int | None, RunWriteError | None]:
         """After a failure the run can go on from (the device out of memory): the epochs trained so
-        far written by ``write`` as a resumable run and kept, where a checkpoint may go. The epoch
+        far written by ``write`` as a resumable run and kept, where a checkpoint may go (not written
+        again where the last checkpoint, or the run resumed, holds them all already). The epoch
         of the resumable run the folder then holds (None: none, as no epoch was trained, a run was
         already in the folder, or the write failed with no checkpoint before it), and the error
         of a write that failed (a full disk), after which the last checkpoint or the run resumed
         stays."""
         if trainer.epoch == 0 or not (self.fresh or self.resume):
             return None, None
+        if self._holds() is not None and self.epoch == trainer.epoch:  # no epoch since: the folder has them all
+            self.written = False  # not taken away on the way out
+            return self.epoch, None
         try:
             write()
         except RunWriteError as exc:

@@ -944,3 +944,18 @@ def test_a_run_folder_that_cannot_be_read_since_training_began_is_a_checkpoint_n
         "training goes on, and a process killed now resumes from the checkpoint after epoch 1"
     )
     assert run_meta(run)["status"] == "interrupted" and run_meta(run)["metrics"]["epochs_run"] == 1
+
+
+def test_a_device_out_of_memory_right_after_a_checkpoint_keeps_it_without_writing_it_again(
+    sample_dir, tmp_path, monkeypatch
+):
+    """The checkpoint after epoch 2 holds every epoch trained when epoch 3 runs out of memory:
+    it is kept as it is, so a disk that has filled up since costs nothing."""
+    run = tmp_path / "run"
+    _out_of_memory_at(monkeypatch, 3)
+    writes = _no_room_after(monkeypatch, 2)
+    with pytest.raises(TrainingError) as err:
+        train(_cfg(sample_dir, 1e-6), run_dir=run)
+    assert writes == [1, 2]
+    assert f"; the 2 epoch(s) trained were saved to {run} as a resumable run: continue it on the CPU" in str(err.value)
+    assert run_meta(run)["status"] == "interrupted" and run_meta(run)["metrics"]["epochs_run"] == 2
