@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from stat import S_ISDIR, S_ISREG
+from stat import S_IRWXU, S_ISDIR, S_ISLNK, S_ISREG
 from typing import IO, Any
 
 from filelock import FileLock, Timeout
@@ -198,8 +198,25 @@ def replace_dir(tmp_dir: PathLike, final_dir: PathLike) -> None:
 
 def _discard(old: Path, final: Path) -> None:
     """Delete ``old``, the contents swapped out of ``final``: the new contents are in place,
-    so what cannot be deleted is a warning naming it, not a failure."""
+    so what cannot be deleted is a warning naming it, not a failure. Its folders are made
+    writable to their owner first: a read-only ``final`` (whose mode the new contents keep)
+    would otherwise leave a whole copy of itself behind at every replace."""
+    _owner_may_delete(old)
     delete_tree(old, f"{final} was replaced, but its old contents in {old}")
+
+
+def _owner_may_delete(top: Path) -> None:
+    """Give the owner read, write and search on ``top`` and every folder in it (links are not
+    followed), where this process may; what it may not is left as it is."""
+    with contextlib.suppress(OSError):
+        os.chmod(top, os.lstat(top).st_mode & 0o7777 | S_IRWXU)
+    for root, dirs, _ in os.walk(top):
+        for d in dirs:
+            path = os.path.join(root, d)
+            with contextlib.suppress(OSError):
+                mode = os.lstat(path).st_mode
+                if not S_ISLNK(mode):
+                    os.chmod(path, mode & 0o7777 | S_IRWXU)
 
 
 def delete_tree(path: PathLike, what: str) -> None:

@@ -127,13 +127,19 @@ fsio.replace_dir(tmp, final)
 
 
 @pytest.mark.parametrize("swap", ["exchange", "renames"])
-def test_replace_dir_of_a_read_only_folder_is_done_and_warns_of_what_it_left(tmp_path, swap):
-    """A folder made read-only (a run's eval/), in a folder that can be written: the new
-    contents are swapped in, and the old ones, which cannot be deleted, are named in a warning;
-    it raised after the swap (the command failed with the new contents in place)."""
+@pytest.mark.parametrize("inner", [False, True])
+def test_replace_dir_of_a_read_only_folder_keeps_its_mode_and_leaves_no_copy(tmp_path, swap, inner):
+    """A folder made read-only (a run during its training, whose checkpoints replace it; a
+    run's eval/), in a folder that can be written, perhaps with a read-only folder in it too:
+    the new contents are swapped in with the old mode, and the old contents are deleted. They
+    were left behind with a warning, a whole copy of the run at every checkpoint."""
     final = tmp_path / "eval"
     final.mkdir()
     (final / "old.txt").write_text("old")
+    if inner:
+        (final / "plots").mkdir()
+        (final / "plots" / "a.png").write_text("png")
+        (final / "plots").chmod(0o500)
     final.chmod(0o555)
     cmd = [sys.executable, "-c", _REPLACE, str(final), swap]
     try:
@@ -144,17 +150,39 @@ def test_replace_dir_of_a_read_only_folder_is_done_and_warns_of_what_it_left(tmp
             env=python_env(),
             timeout=60,
         )
-        left = [p for p in tmp_path.iterdir() if p.name != "eval"]
+        mode = final.stat().st_mode & 0o777
+        left = [p.name for p in tmp_path.iterdir() if p.name != "eval"]
     finally:
-        for p in tmp_path.iterdir():
-            p.chmod(0o755)
-    assert res.returncode == 0, res.stderr
+        for p in tmp_path.rglob("*"):
+            if p.is_dir():
+                p.chmod(0o755)
+        tmp_path.chmod(0o755)
+    assert res.returncode == 0 and res.stderr == "", res.stderr
     assert [p.name for p in final.iterdir()] == ["new.txt"]
-    [old] = left
-    assert [p.name for p in old.iterdir()] == ["old.txt"]
-    [line] = res.stderr.splitlines()
-    assert line.startswith("WARNING: ") and str(final) in line and str(old) in line, line
-    assert "Permission denied" in line and "delete it by hand" in line, line
+    assert mode == 0o555 and left == []
+
+
+def test_replace_dir_warns_of_old_contents_it_may_not_delete(tmp_path, monkeypatch, caplog):
+    """Old contents that still cannot be deleted (another owner's folder in them) are named in
+    a warning: the new contents are in place, so the replace is done."""
+    from forecaster import fsio
+
+    final = tmp_path / "eval"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    tmp = fsio.sibling_temp_dir(final)
+    (tmp / "new.txt").write_text("new")
+
+    def refused(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(fsio.shutil, "rmtree", refused)
+    with caplog.at_level("WARNING", logger="forecaster"):
+        fsio.replace_dir(tmp, final)
+    assert [p.name for p in final.iterdir()] == ["new.txt"]
+    [old] = [p for p in tmp_path.iterdir() if p.name != "eval"]
+    [line] = [r.getMessage() for r in caplog.records]
+    assert str(final) in line and str(old) in line and "Permission denied" in line and "delete it by hand" in line
 
 
 def test_saving_a_run_removes_what_a_killed_writer_of_it_left(trained_run, tmp_path):
