@@ -165,6 +165,11 @@ def _build(name: str, start: pd.Timestamp, end: pd.Timestamp) -> _Span:
     return _Span(cal, lo, hi, sessions, pd.DatetimeIndex(closes))
 
 
+_NEWER = " (exchange_calendars {version}: a newer version may hold later years, pip install -U exchange-calendars)"
+"""What to do about a date after a calendar's holiday data: the data of later years come with
+later versions of exchange_calendars."""
+
+
 def _xcals_version() -> str:
     import exchange_calendars as xcals
 
@@ -204,15 +209,9 @@ def _covering(name: str, first: pd.Timestamp | None, last: pd.Timestamp | None, 
         (first, "up to", bmax) if first is not None and bmax is not None and first > bmax else None,
     ]
     for day, word, bound in filter(None, beyond):
-        later = (
-            f" (exchange_calendars {_xcals_version()}: a newer version may hold later years, "
-            "pip install -U exchange-calendars)"
-            if word == "up to"
-            else ""
-        )
         raise ConfigError(
             f"exchange calendar {name!r} only has sessions {word} {bound.date()}; cannot answer for {day.date()}"
-            + later
+            + (_NEWER if word == "up to" else "").format(version=_xcals_version())
         )
     # Only the years asked about (plus one after), so a far-off date builds a small calendar.
     lo = span.start if first is None else pd.Timestamp(year=first.year, month=1, day=1)
@@ -340,10 +339,10 @@ def next_sessions(after: Any, n: int, calendar: str = DEFAULT_CALENDAR) -> pd.Da
     span = _covering(calendar, day, guess, strict=False)
     i = span.sessions.searchsorted(day, side="right")
     out = span.sessions[i : i + n]
-    if len(out) < n:
+    if len(out) < n:  # the span reaches the end of the calendar's holiday data
         raise ConfigError(
-            f"exchange calendar {calendar!r} has only {len(out)} sessions after {day.date()} "
-            f"(its data ends on {span.end.date()}); cannot give {n}"
+            f"exchange calendar {calendar!r} only has sessions up to {span.end.date()}: {len(out)} after "
+            f"{day.date()}, cannot give {n}" + _NEWER.format(version=_xcals_version())
         )
     return _plain(out)
 

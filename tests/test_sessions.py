@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import inspect
 
+import exchange_calendars
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -327,6 +328,25 @@ def test_dates_outside_a_calendars_holiday_data_are_config_errors_not_wrong_sess
         assert str(e.value).endswith("a newer version may hold later years, pip install -U exchange-calendars)")
     inside = first + pd.Timedelta(days=200)
     assert len(next_sessions(inside, 3, calendar="XSHG")) == 3
+
+
+def test_sessions_asked_for_past_the_end_of_a_calendars_holiday_data_say_to_install_a_newer_one():
+    """The forecast of a run on Shanghai's calendar made in the last days of its holiday data
+    (to 2026-12-31 in exchange_calendars 4.13): the sessions of its last steps are not in the
+    data. The error said only that the data end there; it now says what may hold later years,
+    as the error of a date after the data does."""
+    _, last = sessions_module._bounds("XSHG")
+    assert last is not None  # a bounded calendar, or this test tests nothing
+    tail = sessions_in_range(last - pd.Timedelta(days=20), last, calendar="XSHG")
+    day = tail[-3]  # two sessions left after it
+    assert list(next_sessions(day, 2, calendar="XSHG")) == list(tail[-2:])
+    with pytest.raises(ConfigError) as e:
+        next_sessions(day, 5, calendar="XSHG")
+    assert str(e.value) == (
+        f"exchange calendar 'XSHG' only has sessions up to {last.date()}: 2 after {day.date()}, cannot give 5 "
+        f"(exchange_calendars {exchange_calendars.__version__}: a newer version may hold later years, "
+        "pip install -U exchange-calendars)"
+    )
 
 
 def test_a_calendar_that_cannot_be_built_is_one_config_error(monkeypatch):
