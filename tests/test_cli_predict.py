@@ -1272,6 +1272,56 @@ def test_predict_as_of_a_weekend_with_network_down_names_the_bars_it_uses(
     assert set(_read(out / trained_run.name / "2024-12-27.csv")["as_of"]) == {"2024-12-27"}
 
 
+@pytest.fixture
+def calendar_data_end(monkeypatch):
+    """``end(day)``: the run's calendar (XNYS) holds sessions up to ``day`` only, as Shanghai's,
+    Singapore's and Bombay's do in exchange_calendars 4.13 (up to 2026-12-31)."""
+    from forecaster import sessions
+
+    real = sessions._bounds
+
+    def end(day: str) -> None:
+        monkeypatch.setattr(sessions, "_bounds", lambda name: (real(name)[0], pd.Timestamp(day)))
+        sessions._build.cache_clear()
+        sessions.get_calendar.cache_clear()
+
+    yield end
+    sessions._build.cache_clear()  # no span built to the false end is left for the next test
+    sessions.get_calendar.cache_clear()
+
+
+def test_predict_after_the_end_of_the_calendars_data_forecasts_as_of_a_day_it_holds_and_says_what_to_do(
+    cli, trained_run, tmp_path, yahoo_down, stored_sample, calendar_data_end
+):
+    """A run on a calendar whose holiday data end before today: the latest completed session
+    cannot be found, so a forecast of today fails in one line saying that a newer
+    exchange_calendars may hold later years, and a backfill with --as-of counts staleness to
+    that day; one too close to the data's end for the forecast's sessions says the same."""
+    data, out = stored_sample, tmp_path / "fc"
+    args = ["--run", trained_run, "--source", "yahoo", "--data-dir", data, "--max-staleness", "0"]
+    newer = "a newer version may hold later years, pip install -U exchange-calendars)"
+    calendar_data_end("2025-06-30")
+    before = str(pd.Timestamp.now(tz="UTC").date())
+    res = cli("predict", *args, "--out", out)
+    today = {before, str(pd.Timestamp.now(tz="UTC").date())}
+    line = assert_one_line_error(res, 1, "exchange calendar 'XNYS' only has sessions up to 2025-06-30; cannot answer")
+    assert line.endswith(newer) and line.split("cannot answer for ")[1][:10] in today, line
+    assert not out.exists()
+    res = cli("predict", *args, "--out", out, "--as-of", "2024-12-31")
+    assert res.exit_code == 0, res.stderr
+    for sym in ("STOCKA", "STOCKB"):
+        assert (
+            f"WARNING: {sym}: refresh failed (cannot reach Yahoo (ConnectionError)); using stored bars up to "
+            "2024-12-31 (0 session(s) behind)"
+        ) in res.stderr.splitlines()
+    _check_forecast(_read(out / trained_run.name / "2024-12-31.csv"), ["STOCKA", "STOCKB"], 3, trained_run.name)
+    calendar_data_end("2025-01-03")  # two sessions after the last bar, for a forecast of three
+    res = cli("predict", *args, "--out", tmp_path / "fc2", "--as-of", "2024-12-31")
+    line = assert_one_line_error(res, 1, "only has sessions up to 2025-01-03: 2 after 2024-12-31, cannot give 3")
+    assert line.endswith(newer)
+    assert not (tmp_path / "fc2").exists()
+
+
 def test_predict_lock_held_on_the_output(cli, trained_run, tmp_path):
     folder = tmp_path / "fc" / trained_run.name
     with fsio.file_lock(folder / ".lock"):
