@@ -149,7 +149,7 @@ def _build(name: str, start: pd.Timestamp, end: pd.Timestamp) -> _Span:
     bmin, bmax = _bounds(name)
     lo = start if bmin is None else max(start, bmin)
     hi = end if bmax is None else min(end, bmax)
-    if lo > hi:  # every date asked about lies outside the exchange's holiday data
+    if lo > hi:  # pragma: no cover - every span asked for reaches a date of the holiday data
         raise ConfigError(f"exchange calendar {name!r} has no sessions from {start.date()} to {end.date()}")
     with _quiet():
         try:
@@ -177,7 +177,13 @@ def _xcals_version() -> str:
 
 
 def _default_span(name: str) -> _Span:
-    end = pd.Timestamp(year=_clock_today().year + _YEARS_AHEAD, month=12, day=31)
+    today = _clock_today()
+    end = pd.Timestamp(year=today.year + _YEARS_AHEAD, month=12, day=31)
+    if end < _DEFAULT_START:  # a clock reset to the epoch (a machine without a working clock battery)
+        raise ConfigError(
+            f"this machine's clock says today is {today.date()}, before the years the exchange calendars "
+            f"are read for ({_DEFAULT_START.year} on): set the clock to the right date"
+        )
     return _build(_resolve_name(name), _DEFAULT_START, end)
 
 

@@ -349,6 +349,32 @@ def test_sessions_asked_for_past_the_end_of_a_calendars_holiday_data_say_to_inst
     )
 
 
+def test_a_clock_set_before_1988_is_named_not_taken_for_a_calendar_without_sessions(monkeypatch):
+    """A machine whose clock was reset to the epoch (1970-01-01) builds its calendars to two
+    years after that, which ends before they start (1990): the error said that XNYS had no
+    sessions from 1990-01-01 to 1972-12-31, a fault of the calendar. It names the clock."""
+    monkeypatch.setattr(sessions_module, "_clock_today", lambda: ts("1970-01-01"))
+    sessions_module._build.cache_clear()
+    sessions_module.get_calendar.cache_clear()
+    try:
+        for ask in (
+            lambda: check_calendar("XNYS"),
+            lambda: next_sessions("2024-12-31", 3),
+            lambda: last_completed_session(pd.Timestamp("2025-01-02 22:00", tz="UTC")),
+        ):
+            with pytest.raises(ConfigError) as e:
+                ask()
+            assert str(e.value) == (
+                "this machine's clock says today is 1970-01-01, before the years the exchange calendars are "
+                "read for (1990 on): set the clock to the right date"
+            )
+        monkeypatch.setattr(sessions_module, "_clock_today", lambda: ts("1988-03-01"))  # to 1990-12-31: enough
+        assert list(next_sessions("1990-12-28", 2)) == dates("1990-12-31", "1991-01-02")
+    finally:
+        sessions_module._build.cache_clear()
+        sessions_module.get_calendar.cache_clear()
+
+
 def test_a_calendar_that_cannot_be_built_is_one_config_error(monkeypatch):
     """exchange_calendars 4.13 cannot build its Tel Aviv calendar at all: train accepted the
     name, then predict and download failed with a 90 KB unexpected error."""
