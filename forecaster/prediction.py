@@ -525,15 +525,44 @@ def _with_earlier_rows(forecasts: pd.DataFrame, path: Path, run: Run, warnings: 
     kept = earlier[~earlier["ticker"].isin(set(forecasts["ticker"]))]
     if kept.empty:
         return forecasts
-    try:  # only the rows kept need be numbers: a bad cell of a ticker forecast again goes with it
-        kept = kept.astype(dict.fromkeys(["last_close", "p10", "p50", "p90"], "float64"))
-    except ValueError as exc:
-        warnings.append(f"{path} is unreadable ({type(exc).__name__}): {REPLACED}")
+    # only the rows kept need be prices: a bad cell of a ticker forecast again goes with it
+    if why := _not_prices(kept):  # an edited cell; a file written with it would be one score refuses
+        warnings.append(f"{path} is unreadable ({why}): {REPLACED}")
         return forecasts
+    kept = kept.astype(dict.fromkeys(PRICE_COLUMNS, "float64"))
     rows = pd.concat([kept, forecasts], ignore_index=True)
     rank = {sym: i for i, sym in enumerate(order)}
     position = rows["ticker"].map(lambda sym: rank.get(sym, len(rank)))
     return rows.assign(_at=position).sort_values(["_at", "ticker", "step"], kind="stable").drop(columns="_at")
+
+
+PRICE_COLUMNS = ["last_close", "p10", "p50", "p90"]
+
+
+def _not_prices(rows: pd.DataFrame) -> str | None:
+    """What the first of the forecast ``rows`` (text cells) holds that is not a forecast's
+    prices, as ``score`` reads them: a cell that is no finite price above 0, or p10, p50 and
+    p90 out of order; None when every row holds prices."""
+
+    def price(cell: str) -> float:
+        try:
+            value = float(cell)
+        except ValueError:
+            return np.nan
+        return value if np.isfinite(value) and value > 0 else np.nan
+
+    values = np.array([[price(cell) for cell in rows[col]] for col in PRICE_COLUMNS]).T.reshape(-1, 4)
+    with np.errstate(invalid="ignore"):
+        bad = np.isnan(values).any(axis=1) | ~((values[:, 1] <= values[:, 2]) & (values[:, 2] <= values[:, 3]))
+    if not bad.any():
+        return None
+    i = int(np.flatnonzero(bad)[0])
+    row = rows.iloc[i]
+    at = f"{row['ticker']}'s forecast as of {row['as_of']}, step {row['step']}"
+    for j, col in enumerate(PRICE_COLUMNS):
+        if np.isnan(values[i, j]):
+            return f"{at}: {col} {ascii(row[col][:40])} is not a price"
+    return f"{at}: p10, p50 and p90 are not in order"
 
 
 def _last_forecast_cut_short(rows: pd.DataFrame, horizon: int) -> pd.Series | None:

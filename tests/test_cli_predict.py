@@ -981,6 +981,40 @@ def test_predict_retrying_a_ticker_whose_rows_hold_a_bad_cell_keeps_the_others_r
 
 
 @pytest.mark.parametrize(
+    "column, cell, why",
+    [
+        ("p10", "n/a", "p10 'n/a' is not a price"),
+        ("p10", "", "p10 '' is not a price"),
+        ("last_close", "nan", "last_close 'nan' is not a price"),
+        ("p90", "inf", "p90 'inf' is not a price"),
+        ("p10", "0", "p10 '0' is not a price"),
+        ("p50", "-1.5", "p50 '-1.5' is not a price"),
+        ("p10", "1e6", "p10, p50 and p90 are not in order"),
+    ],
+)
+def test_predict_retrying_one_ticker_replaces_a_file_whose_kept_rows_hold_no_prices(
+    cli, trained_run, tmp_path, column, cell, why
+):
+    """A cell edited by hand in the rows `predict -t STOCKB` keeps (STOCKA's): the file is
+    replaced by STOCKB's forecast, with a warning naming the cell. Before, a cell that is no
+    number was only called unreadable (ValueError), and one that reads as a number but is no
+    price (nan, inf, 0, below 0, or p10 above p90) was kept without a word: an empty cell or a
+    zero price in a file written by predict, which score then refused whole."""
+    out = tmp_path / "fc"
+    assert cli("predict", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    dated = out / trained_run.name / "2024-12-31.csv"
+    edited = pd.read_csv(dated, dtype=str, keep_default_na=False)
+    edited.loc[(edited["ticker"] == "STOCKA") & (edited["step"] == "2"), column] = cell
+    edited.to_csv(dated, index=False)
+    res = cli("predict", "--run", trained_run, "--out", out, "-q", "-t", "STOCKB", "--json")
+    assert res.exit_code == 0, res.stderr
+    said = f"{dated} is unreadable (STOCKA's forecast as of 2024-12-31, step 2: {why}): replaced by this forecast alone"
+    assert f"WARNING: {said}" in res.stderr.splitlines() and said in json.loads(res.stdout)["warnings"]
+    _check_forecast(_read(dated), ["STOCKB"], 3, trained_run.name)
+    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+
+
+@pytest.mark.parametrize(
     "edit, why",
     [
         (lambda df: df.assign(model="lstm"), "lstm, the run's is gru"),
