@@ -295,12 +295,15 @@ def _log_messages(report: ForecastReport) -> None:
 
 
 def _output_dir(target: Path) -> Path:
+    """``target`` made, for a forecast: it was not there when predict began, so a failure
+    (something that took its place meanwhile, a folder above it made read-only) leaves no
+    earlier forecast of the run."""
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         if blocker := file_in_the_way(target):
             raise ForecasterError(f"cannot write forecasts to {target}: {not_a_folder(blocker)}") from None
-        raise _write_error(exc, target) from None
+        raise _write_error(exc, target, "no forecast file was written") from None
     return target
 
 

@@ -10,6 +10,8 @@ import json
 import os
 import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -17,11 +19,13 @@ import pytest
 from support import (
     FORECASTER,
     ROOT,
+    UNPRIVILEGED_ROOT,
     assert_one_line_error,
     assert_stopped_with_one_line,
     error_lines,
     hold_lock,
     memory_capped,
+    python_env,
     record_blocks,
     run_meta,
     run_script,
@@ -716,6 +720,62 @@ def test_predict_into_a_new_folder_waits_for_a_run_that_took_it_meanwhile(cli, t
     assert res.exit_code == 75, res.stderr
     assert f"pid {holders[0].pid}" in res.stderr
     assert not list((out / trained_run.name).glob("*.csv"))
+
+
+def test_predict_into_a_new_folder_a_file_took_meanwhile_says_so_in_one_line(cli, trained_run, tmp_path, monkeypatch):
+    """The --out folder, not there when predict began (so checked and made only once there is
+    a forecast to write), replaced by a file while the bars are read: one line naming it."""
+    import forecaster.prediction as prediction
+
+    out = tmp_path / "fc"
+    real = prediction._forecast
+
+    def forecast_while_a_file_takes_the_folder(*a, **k):
+        out.write_text("not a folder\n")
+        return real(*a, **k)
+
+    monkeypatch.setattr(prediction, "_forecast", forecast_while_a_file_takes_the_folder)
+    res = cli("predict", "--run", trained_run, "--out", out)
+    assert_one_line_error(res, 1, f"cannot write forecasts to {out / trained_run.name}: {out} is a file, not a folder")
+    assert out.read_text() == "not a folder\n"
+
+
+_MADE_READ_ONLY_MEANWHILE = """
+import os, sys
+from forecaster import prediction
+from forecaster.cli import main
+
+out, run = sys.argv[1:3]
+real = prediction._forecast
+
+def forecast_while_the_folder_is_made_read_only(*a, **k):
+    os.chmod(out, 0o555)
+    return real(*a, **k)
+
+prediction._forecast = forecast_while_the_folder_is_made_read_only
+sys.argv = ["forecaster", "predict", "--run", run, "--out", out, "--offline"]
+main()
+"""
+
+
+def test_predict_into_a_new_folder_below_one_made_read_only_meanwhile_says_nothing_was_written(trained_run, tmp_path):
+    """The --out folder made read-only while the bars are read, so that the run's forecast
+    folder, not there yet, cannot be made in it: one line, exit 1, which said that earlier
+    forecast files were unchanged, of a folder that holds none."""
+    out = tmp_path / "fc"
+    out.mkdir()
+    cmd = [sys.executable, "-c", _MADE_READ_ONLY_MEANWHILE, str(out), str(trained_run)]
+    if os.geteuid() == 0:  # as root, without the capability that writes into any folder
+        cmd = [*UNPRIVILEGED_ROOT, *cmd]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, env=python_env(NO_COLOR="1"), timeout=120)
+    finally:
+        out.chmod(0o755)
+    assert res.returncode == 1, res.stderr
+    assert res.stderr.splitlines() == [
+        f"ERROR: cannot write forecasts to {out / trained_run.name}: Permission denied; no forecast file was written"
+    ]
+    assert list(out.iterdir()) == []
 
 
 @pytest.mark.parametrize("offline", [False, True])
