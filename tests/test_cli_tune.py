@@ -878,3 +878,68 @@ def test_the_study_plot_draws_each_trial_against_its_number(tmp_path, monkeypatc
     assert [(list(ln.get_xdata()), list(ln.get_ydata())) for ln in pruned] == [([3], [0.7])]
     failed = [ln for ln in ax.get_lines() if ln.get_linestyle() == "-" and ln.get_xdata()[0] in (1, 4)]
     assert sorted(ln.get_xdata()[0] for ln in failed) == [1, 4]
+
+
+def _stderr_on_a_terminal(args, cwd: Path, **env_extra: str) -> tuple[int, bytes, str]:
+    """Run the installed command in ``cwd`` with stderr on a pseudo-terminal; its exit code,
+    the bytes the terminal was sent, and stdout."""
+    import pty
+    import subprocess
+
+    from support import FORECASTER, cli_env
+
+    master, slave = pty.openpty()
+    env = cli_env(COLUMNS="150", **env_extra)
+    proc = subprocess.Popen(
+        [str(FORECASTER), *map(str, args)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env=env,
+        cwd=cwd,
+        text=True,
+    )
+    os.close(slave)
+    raw = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal's other end closed: the command is done
+            break
+        if not chunk:
+            break
+        raw += chunk
+    os.close(master)
+    out = proc.stdout.read()
+    return proc.wait(timeout=120), raw, out
+
+
+def test_tune_on_a_terminal_draws_a_bar_over_the_trials_that_ends_on_a_line_of_its_own(small_dir, tmp_path):
+    """The bar counts the trials done out of --trials and, once one is done, the best loss so
+    far, which is the best trial's of the summary; it is left on a line of its own, the
+    cursor shown again."""
+    import re
+
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    args = ["tune", "--config", conf, "--trials", "2", "--epochs", "2", "--hidden-size", "8", "--study", "s"]
+    code, raw, out = _stderr_on_a_terminal(args, tmp_path, TERM="xterm-256color")
+    assert code == 0, raw
+    assert raw.endswith(b"\r\n\x1b[?25h"), raw[-200:]  # the bar's line ended, the cursor back
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw.decode())
+    drawn = [part for line in text.split("\r\n") for part in line.split("\r") if part.strip()]
+    assert drawn and all(line.startswith("tuning ") for line in drawn), drawn  # the bar alone
+    counts = [int(m) for line in drawn for m in re.findall(r" (\d)/2 ", line)]
+    assert counts == sorted(counts) and counts[-1] == 2, drawn  # trials done, never going back
+    best = re.search(r"validation pinball (\d\.\d{5})", out)
+    assert best, out
+    assert re.fullmatch(rf"tuning ━+ 2/2 trial 1 complete  best {best[1]} \d:\d\d:\d\d", drawn[-1]), drawn[-1]
+
+
+@pytest.mark.parametrize("flag, term", [("-q", "xterm-256color"), ("--json", "xterm-256color"), (None, "dumb")])
+def test_tune_draws_nothing_on_a_terminal_with_quiet_json_or_a_dumb_terminal(small_dir, tmp_path, flag, term):
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    args = ["tune", "--config", conf, "--trials", "1", "--epochs", "1", "--hidden-size", "8", "--study", "s"]
+    code, raw, out = _stderr_on_a_terminal([*args, *([flag] if flag else [])], tmp_path, TERM=term)
+    assert code == 0, raw
+    assert raw == b""
+    assert ("1 trial(s) run now" in out) is (flag is None) and (flag != "--json" or json.loads(out)["study"] == "s")
