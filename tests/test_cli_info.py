@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -156,6 +157,32 @@ def test_info_on_a_promoted_name_whose_run_was_interrupted_says_to_resume_the_ru
     assert status.endswith(f"resume with `forecaster train --resume {run_copy.resolve()}`"), status
     res = cli("info", run_copy)
     assert f"resume with `forecaster train --resume {run_copy}`" in res.stdout
+
+
+def test_info_on_a_run_stopped_inside_its_first_epoch_shows_no_best_epoch_and_the_resume_that_works(
+    cli, sample_dir, tmp_path
+):
+    """Ctrl-C before the first epoch ended saves a resumable run with no epoch run: no best
+    epoch nor loss, shown as n/a (null in --json) beside the 0 epochs run; the resume info
+    advises trains it from its start, after which its best epoch is shown."""
+
+    def stopped(steps):
+        raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        train(load_config(None, tiny_overrides(sample_dir)), run_dir=run, on_batch=stopped)
+    res = cli("info", run)
+    assert res.exit_code == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert f"status     interrupted: resume with `forecaster train --resume {run}`" in lines
+    [metrics] = [ln for ln in lines if ln.startswith("metrics ")]
+    assert metrics.startswith("metrics    best_epoch n/a, best_val_loss n/a, epochs_run 0, train_seconds "), metrics
+    doc = json.loads(cli("info", run, "--json").stdout)["metrics"]
+    assert (doc["best_epoch"], doc["best_val_loss"], doc["epochs_run"]) == (None, None, 0)
+    assert cli("train", "--resume", run, "-q").exit_code == 0
+    [metrics] = [ln for ln in cli("info", run).stdout.splitlines() if ln.startswith("metrics ")]
+    assert re.match(r"metrics    best_epoch [12], best_val_loss 0\.\d{4}, epochs_run 2, ", metrics), metrics
 
 
 @pytest.mark.parametrize("lost", ["resume.safetensors", "history.csv"])
@@ -435,6 +462,50 @@ def test_info_on_a_run_being_trained_says_so(cli, tmp_path):
     assert (tmp_path / ".inprog.lock.holder").exists()
     line = assert_one_line_error(cli("info", tmp_path / "inprog"), 1, f"no run directory at {tmp_path / 'inprog'}")
     assert "training" not in line
+
+
+def test_info_on_the_empty_folder_of_a_run_being_trained_says_so_not_that_it_holds_no_runs(cli, tmp_path):
+    """`train --run-dir runs/new` into an empty folder it made or was given holds the run's lock
+    before its first save: the folder is the run to be, not a folder of runs holding none."""
+    (tmp_path / "new").mkdir()
+    holder = hold_lock(tmp_path / ".new.lock", 60)
+    try:
+        res = cli("info", tmp_path / "new")
+    finally:
+        stop(holder)
+    line = assert_one_line_error(
+        res, 1, f"{tmp_path / 'new'} is not a run: not yet, a training is writing it (pid {holder.pid} on "
+    )
+    assert "folder of runs" not in line, line
+
+
+_RUNS_IN = (
+    "import sys; from pathlib import Path; from forecaster.cli import _runs_in; print(_runs_in(Path(sys.argv[1])))"
+)
+
+
+def test_info_on_a_folder_that_cannot_be_entered_is_one_line(tmp_path):
+    """A folder whose names can be read but that cannot be entered (mode r--): whether it is a
+    folder of runs cannot be told, so it is read as a run, whose reading says why in one line,
+    exit 1."""
+    shut = tmp_path / "shut"
+    shut.mkdir()
+    (shut / "run.json").write_text("{}")
+    as_user = UNPRIVILEGED_ROOT if os.geteuid() == 0 else []  # root, without the capability to enter any folder
+
+    def run(*args):
+        return subprocess.run(
+            [*as_user, sys.executable, *args], capture_output=True, text=True, env=python_env(NO_COLOR="1"), timeout=60
+        )
+
+    shut.chmod(0o444)
+    try:
+        told, listed = run("-m", "forecaster", "info", str(shut)), run("-c", _RUNS_IN, str(shut))
+    finally:
+        shut.chmod(0o755)
+    assert told.returncode == 1, told.stderr
+    assert told.stderr.splitlines() == [f"ERROR: {shut / 'run.json'}: Permission denied"]
+    assert (listed.returncode, listed.stdout, listed.stderr) == (0, "None\n", "")  # not listed as a folder of runs
 
 
 def test_info_not_a_run(cli, tmp_path):
