@@ -272,7 +272,13 @@ QuietOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable result on stdout; logs on stderr.")]
 LogFileOpt = Annotated[
-    Path | None, typer.Option("--log-file", help="Also append timestamped log lines to this file.", dir_okay=False)
+    Path | None,
+    typer.Option(
+        "--log-file",
+        help="Also append timestamped log lines to this file.",
+        dir_okay=False,
+        readable=False,  # appended to only: a log this user may write but not read is written
+    ),
 ]
 DebugOpt = Annotated[
     bool,

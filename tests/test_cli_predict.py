@@ -1287,6 +1287,66 @@ def test_a_log_file_whose_last_line_was_cut_short_gets_the_next_line_on_a_line_o
     assert "\n\n" not in log.read_text()  # a whole last line: nothing added before the next
 
 
+def test_a_log_file_that_cannot_be_read_back_is_written_to_as_it_is(trained_run, tmp_path):
+    """A log file this user may write but not read (mode -w-------, a shared log) was refused
+    by the parser (exit 2, "is not readable"), where the README says a log file that can be
+    opened is appended to. Whether its last line was cut short cannot be told: nothing is added
+    before this run's lines."""
+    from support import run_forecaster_minding_file_modes
+
+    log, out = tmp_path / "predict.log", tmp_path / "fc"
+    log.write_text("2026-12-05 09:07:02,625 INFO earlier\n")
+    log.chmod(0o200)
+    try:
+        res = run_forecaster_minding_file_modes(
+            "predict", "--run", trained_run, "--offline", "--out", out, "-q", "--log-file", log, cwd=tmp_path
+        )
+    finally:
+        log.chmod(0o644)
+    assert res.returncode == 0, res.stderr
+    assert "log file" not in res.stderr, res.stderr
+    text = log.read_text()
+    lines = text.splitlines()
+    assert lines[0] == "2026-12-05 09:07:02,625 INFO earlier" and "\n\n" not in text
+    assert any(f" INFO forecast 2 tickers of run {trained_run.name} " in ln for ln in lines[1:]), lines
+    assert all(ln[:4].isdigit() for ln in lines), lines
+    log.chmod(0)  # nor written: one line, exit 1, as the README has it, not the parser's usage error
+    try:
+        res = run_forecaster_minding_file_modes(
+            "predict", "--run", trained_run, "--offline", "--out", out, "--log-file", log, cwd=tmp_path
+        )
+    finally:
+        log.chmod(0o644)
+    assert res.returncode == 1, res.stderr
+    assert res.stderr.splitlines() == [f"ERROR: cannot write the log file {log}: Permission denied"]
+    assert log.read_text() == text
+
+
+def test_a_log_call_whose_arguments_do_not_format_leaves_the_log_file_in_use(tmp_path, capsys):
+    """Only a write that fails (a full disk) stops the log file: a line whose arguments do not
+    fit its format is reported as logging reports it, and the next lines are still written."""
+    import logging
+
+    from support import forecaster_logger_kept
+
+    from forecaster.cli import setup_logging
+
+    path = tmp_path / "run.log"
+    log = logging.getLogger("forecaster")
+    with forecaster_logger_kept():
+        setup_logging(True, path)
+        log.warning("%d tickers", "several")
+        log.warning("after it")
+        for handler in log.handlers:
+            handler.flush()
+        kept = [type(h).__name__ for h in log.handlers]
+    err = capsys.readouterr().err
+    assert "--- Logging error ---" in err and "cannot write the log file" not in err, err
+    assert "_LogFileHandler" in kept, kept
+    lines = path.read_text().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(" WARNING after it"), lines
+
+
 def test_debug_adds_the_traceback_and_keeps_the_line_the_document_and_the_exit_code(
     cli, trained_run, tmp_path, yahoo_down, monkeypatch
 ):
