@@ -91,7 +91,8 @@ def _refuse_empty(**options) -> None:
 
 def _folder_option(*names: str, help: str):
     """A folder option whose empty value is refused, not taken for the current folder."""
-    return typer.Option(*names, help=help, file_okay=False, path_type=str, callback=_keep_empty)
+    # one that cannot be read is the command's error (exit 1, naming why), not a usage error
+    return typer.Option(*names, help=help, file_okay=False, readable=False, path_type=str, callback=_keep_empty)
 
 
 def _one_config(files: list[str] | None) -> list[Path] | None:
@@ -1601,6 +1602,7 @@ def info(
             "are shown. A folder of runs (runs/) lists its runs instead: each one's status, model, best "
             "validation loss, and the promoted names that point at it.",
             file_okay=False,
+            readable=False,  # one that cannot be read is the command's error (exit 1), not a usage error
             metavar="DIR",
             path_type=str,
             callback=_keep_empty,
@@ -2010,6 +2012,7 @@ def promote(
         typer.Argument(
             help="Run directory to promote (a complete run).",
             file_okay=False,
+            readable=False,  # one that cannot be read is the command's error (exit 1), not a usage error
             metavar="DIR",
             path_type=str,
             callback=_keep_empty,

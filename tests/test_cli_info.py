@@ -18,6 +18,7 @@ from support import (
     assert_one_line_error,
     hold_lock,
     python_env,
+    run_forecaster_minding_file_modes,
     run_meta,
     stop,
     tiny_overrides,
@@ -1082,3 +1083,30 @@ def test_a_log_file_under_a_locale_that_is_not_utf8_takes_any_name(tmp_path):
     assert proc.returncode == 1 and "Logging error" not in stderr and "Traceback" not in stderr, stderr
     lines = log.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 1 and f"ERROR no run directory at {tmp_path}/pr" in lines[0], lines
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["info", "RUN"],
+        ["predict", "--run", "RUN", "--offline"],
+        ["evaluate", "--run", "RUN"],
+        ["promote", "RUN", "--name", "p"],
+    ],
+)
+def test_a_run_folder_that_cannot_be_read_is_one_error_line_exit_1(trained_run, tmp_path, args):
+    """A run folder this user may not read (mode 000) is the command's error, exit 1 as the
+    README's table has it for an unreadable run, naming the file and why: the parser refused it
+    as a usage error (exit 2, "is not readable")."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    run.chmod(0o000)
+    try:
+        res = run_forecaster_minding_file_modes(*[a if a != "RUN" else "run" for a in args], cwd=tmp_path)
+    finally:
+        run.chmod(0o755)
+    assert res.returncode == 1, res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("ERROR")]
+    assert errors == ["ERROR: run/run.json: Permission denied"], res.stderr
