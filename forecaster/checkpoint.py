@@ -725,6 +725,12 @@ def load_run(run_dir: PathLike) -> Run:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def after_epoch(epochs: int) -> str:
+    """When a training stopped, having completed ``epochs`` epochs: "after epoch 3", or "in its
+    first epoch" (there is no epoch 0)."""
+    return f"after epoch {epochs}" if epochs else "in its first epoch"
+
+
 def _load_run_once(run_dir: Path) -> Run:
     manifest = read_manifest(run_dir)
     if manifest.status != "complete":
@@ -735,7 +741,7 @@ def _load_run_once(run_dir: Path) -> Run:
                 f"{run_dir} is being trained: it holds a checkpoint after epoch {manifest.metrics.epochs_run}, not a "
                 f"finished run; {unfinished_advice(run_dir)}"
             )
-        stopped = f"{run_dir}: training was interrupted after epoch {manifest.metrics.epochs_run}"
+        stopped = f"{run_dir}: training was interrupted {after_epoch(manifest.metrics.epochs_run)}"
         if challenger_of(run_dir) is None:  # advised to resume: only if it can be (as info says)
             try:
                 read_resume(run_dir)

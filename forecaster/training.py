@@ -42,6 +42,7 @@ from .checkpoint import (
     RunMetrics,
     SplitDates,
     TickerEntry,
+    after_epoch,
     check_run_target,
     path_identity,
     read_manifest,
@@ -1205,7 +1206,7 @@ def _train(
             if unsaved is not None:
                 raise _unsaved(why, trainer.epoch, unsaved, run_dir) from None
             raise Interrupted(
-                f"{why} after epoch {trainer.epoch}; a resumable run was saved to {run_dir}: "
+                f"{why} {after_epoch(trainer.epoch)}; a resumable run was saved to {run_dir}: "
                 f"continue with {resume_command(run_dir)}",
                 {"run_dir": run_dir, "resumable": dist.main},
                 shown=dist.main,
@@ -1297,7 +1298,7 @@ def _unsaved(why: str, epoch: int, error: RunWriteError, run_dir: Path) -> Inter
     else:
         then = "the epochs trained are lost: run the same command again once the run can be written"
     return Interrupted(
-        f"{why} after epoch {epoch}, and the resumable run could not be saved ({error}); {then}",
+        f"{why} {after_epoch(epoch)}, and the resumable run could not be saved ({error}); {then}",
         {"run_dir": run_dir, "resumable": resumable, "saved": False},
     )
 

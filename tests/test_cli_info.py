@@ -181,6 +181,8 @@ def test_info_on_a_run_stopped_inside_its_first_epoch_shows_no_best_epoch_and_th
     assert metrics.startswith("metrics    best_epoch n/a, best_val_loss n/a, epochs_run 0, train_seconds "), metrics
     doc = json.loads(cli("info", run, "--json").stdout)["metrics"]
     assert (doc["best_epoch"], doc["best_val_loss"], doc["epochs_run"]) == (None, None, 0)
+    # there is no epoch 0 to have stopped after
+    assert_one_line_error(cli("predict", "--run", run), 1, f"{run}: training was interrupted in its first epoch; ")
     assert cli("train", "--resume", run, "-q").exit_code == 0
     [metrics] = [ln for ln in cli("info", run).stdout.splitlines() if ln.startswith("metrics ")]
     assert re.match(r"metrics    best_epoch [12], best_val_loss 0\.\d{4}, epochs_run 2, ", metrics), metrics
