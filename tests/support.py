@@ -207,6 +207,16 @@ def hold_lock(lock: Path, seconds: float) -> subprocess.Popen:
 UNPRIVILEGED_ROOT = [shutil.which("setpriv") or "setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner"]
 
 
+def run_python_minding_file_modes(script: str, *args) -> subprocess.CompletedProcess:
+    """``python -c script args`` in a child process for which file modes hold (as root, without
+    the capabilities that let it ignore them); text stdout and stderr."""
+    cmd = [sys.executable, "-c", script, *map(str, args)]
+    if os.geteuid() == 0:
+        assert shutil.which("setpriv"), "setpriv (util-linux) is needed to test file modes as root"
+        cmd = [*UNPRIVILEGED_ROOT, *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, env=python_env(), timeout=60)
+
+
 def run_forecaster_minding_file_modes(*args, cwd: Path, **extra: str) -> subprocess.CompletedProcess:
     """``python -m forecaster args`` in a child process for which file modes hold (as root,
     without the capabilities that let it ignore them), so that a file made unreadable with
@@ -396,6 +406,30 @@ def memory_capped(limit: int = 8 << 30) -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_AS, before)
 
 
+def stderr_on_a_terminal(
+    args, env: dict[str, str], cwd: Path | None = None, timeout: float = 120
+) -> tuple[int, bytes, str]:
+    """Run the installed command with its stderr on a terminal (a pty), stdin closed and stdout
+    a pipe; its exit code, the bytes the terminal was sent, and stdout."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [str(FORECASTER), *map(str, args)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env=env,
+        cwd=cwd,
+        text=True,
+    )
+    os.close(slave)
+    raw = _terminal_output(master)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    return proc.wait(timeout=timeout), raw, out
+
+
 def on_a_terminal(args, env: dict[str, str], timeout: float = 120) -> tuple[int, bytes]:
     """Run the installed command with its stdout on a terminal (a pty); its exit code and the
     bytes the terminal was sent, style codes included."""
@@ -404,6 +438,12 @@ def on_a_terminal(args, env: dict[str, str], timeout: float = 120) -> tuple[int,
     master, slave = pty.openpty()
     proc = subprocess.Popen([str(FORECASTER), *map(str, args)], stdout=slave, stderr=subprocess.DEVNULL, env=env)
     os.close(slave)
+    return proc.wait(timeout=timeout), _terminal_output(master)
+
+
+def _terminal_output(master: int) -> bytes:
+    """Every byte a pty's command side sent until it closed, read from its ``master`` end
+    (closed here)."""
     chunks = []
     while True:
         try:
@@ -414,4 +454,4 @@ def on_a_terminal(args, env: dict[str, str], timeout: float = 120) -> tuple[int,
             break
         chunks.append(chunk)
     os.close(master)
-    return proc.wait(timeout=timeout), b"".join(chunks)
+    return b"".join(chunks)

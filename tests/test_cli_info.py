@@ -20,6 +20,7 @@ from support import (
     python_env,
     run_forecaster_minding_file_modes,
     run_meta,
+    run_python_minding_file_modes,
     stop,
     tiny_overrides,
 )
@@ -991,13 +992,7 @@ def test_info_of_a_folder_of_runs_that_cannot_be_read_says_so(runs_folder):
             "import sys; from forecaster.registry import list_runs\n"
             "for r in list_runs(sys.argv[1]): print(r.run, r.status, r.detail, sep='|')"
         )
-        done = subprocess.run(
-            [*UNPRIVILEGED_ROOT, sys.executable, "-c", script, str(runs_folder)],
-            capture_output=True,
-            text=True,
-            env=python_env(),
-            timeout=60,
-        )
+        done = run_python_minding_file_modes(script, runs_folder)
     finally:
         (runs_folder / "plain").chmod(0o755)
     assert done.returncode == 0, done.stderr

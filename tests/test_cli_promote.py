@@ -260,7 +260,7 @@ def test_prune_refuses_to_keep_no_run_and_deletes_nothing(tmp_path, keep):
 
 
 def test_list_runs_of_a_folder_not_there_a_file_or_one_that_cannot_be_read_says_which(tmp_path):
-    from support import UNPRIVILEGED_ROOT, python_env
+    from support import run_python_minding_file_modes
 
     from forecaster.errors import ConfigError
 
@@ -277,15 +277,8 @@ def test_list_runs_of_a_folder_not_there_a_file_or_one_that_cannot_be_read_says_
         "import sys\nfrom forecaster.errors import ConfigError\nfrom forecaster.registry import list_runs\n"
         "try:\n    list_runs(sys.argv[1])\nexcept ConfigError as e:\n    print(e)"
     )
-    unprivileged = UNPRIVILEGED_ROOT if os.geteuid() == 0 else []
     try:
-        done = subprocess.run(
-            [*unprivileged, sys.executable, "-c", script, str(runs)],
-            capture_output=True,
-            text=True,
-            env=python_env(),
-            timeout=60,
-        )
+        done = run_python_minding_file_modes(script, runs)
     finally:
         runs.chmod(0o755)
     assert done.returncode == 0, done.stderr

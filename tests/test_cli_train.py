@@ -1238,31 +1238,12 @@ def _on_a_terminal(
     """Run the installed command with stderr on a pseudo-terminal (``env_extra``'s variables set,
     or unset where None); its exit code and the lines a terminal would show (after each carriage
     return, escape sequences left out; given a list as ``escapes``, those sequences are added to it)."""
-    import os
-    import pty
     import re
-    import subprocess
 
-    from support import FORECASTER, cli_env
+    from support import cli_env, stderr_on_a_terminal
 
-    master, slave = pty.openpty()
     env = {k: v for k, v in cli_env(COLUMNS="150", **env_extra).items() if v is not None}
-    proc = subprocess.Popen(
-        [str(FORECASTER), *map(str, args)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, env=env
-    )
-    os.close(slave)
-    raw = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # the terminal's other end closed: the command is done
-            break
-        if not chunk:
-            break
-        raw += chunk
-    os.close(master)
-    proc.stdout.read()
-    code = proc.wait(timeout=timeout)
+    code, raw, _ = stderr_on_a_terminal(args, env, timeout=timeout)
     text = raw.decode("utf-8", "replace")
     if escapes is not None:
         escapes += re.findall(r"\x1b\[[0-9;?]*[A-Za-z]", text)

@@ -883,35 +883,9 @@ def test_the_study_plot_draws_each_trial_against_its_number(tmp_path, monkeypatc
 def _stderr_on_a_terminal(args, cwd: Path, **env_extra: str) -> tuple[int, bytes, str]:
     """Run the installed command in ``cwd`` with stderr on a pseudo-terminal; its exit code,
     the bytes the terminal was sent, and stdout."""
-    import pty
-    import subprocess
+    from support import cli_env, stderr_on_a_terminal
 
-    from support import FORECASTER, cli_env
-
-    master, slave = pty.openpty()
-    env = cli_env(COLUMNS="150", **env_extra)
-    proc = subprocess.Popen(
-        [str(FORECASTER), *map(str, args)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=slave,
-        env=env,
-        cwd=cwd,
-        text=True,
-    )
-    os.close(slave)
-    raw = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # the terminal's other end closed: the command is done
-            break
-        if not chunk:
-            break
-        raw += chunk
-    os.close(master)
-    out = proc.stdout.read()
-    return proc.wait(timeout=120), raw, out
+    return stderr_on_a_terminal(args, cli_env(COLUMNS="150", **env_extra), cwd=cwd)
 
 
 def test_tune_on_a_terminal_draws_a_bar_over_the_trials_that_ends_on_a_line_of_its_own(small_dir, tmp_path):
