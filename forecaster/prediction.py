@@ -546,16 +546,9 @@ def _not_prices(rows: pd.DataFrame) -> str | None:
     """What the first of the forecast ``rows`` (text cells) holds that is not a forecast's
     prices, as ``score`` reads them: a cell that is no finite price above 0, or p10, p50 and
     p90 out of order; None when every row holds prices."""
-
-    def price(cell: str) -> float:
-        try:
-            value = float(cell)
-        except ValueError:
-            return np.nan
-        return value if np.isfinite(value) and value > 0 else np.nan
-
-    values = np.array([[price(cell) for cell in rows[col]] for col in PRICE_COLUMNS]).T.reshape(-1, 4)
+    values = rows[PRICE_COLUMNS].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float, copy=True)
     with np.errstate(invalid="ignore"):
+        values[~(np.isfinite(values) & (values > 0))] = np.nan
         bad = np.isnan(values).any(axis=1) | ~((values[:, 1] <= values[:, 2]) & (values[:, 2] <= values[:, 3]))
     if not bad.any():
         return None
