@@ -17,7 +17,11 @@ Garman–Klass range variance plus its overnight gap, ``(log open_t / close_{t-1
 0.5 (log high_t / low_t)^2 - (2 log 2 - 1) (log close_t / open_t)^2``: the day's high and low carry
 several times more information about volatility than its close alone. An open outside the
 day's low-high range (a bad print; validation checks the close, not the open) is read at the
-nearer end of it, so one such bar cannot inflate the volatility for months.
+nearer end of it, so one such bar cannot inflate the volatility for months. A session whose
+price did not move at all (high = low = the close before: a halted stock's bar) is left out of
+the average, which carries its value over: a halt of a year would otherwise bring the local
+volatility down to its floor, and the first sessions after it would read as moves of hundreds
+of standard deviations.
 
 The target of a window whose last input row is ``t`` is the cumulative log return
 ``log(close_{t+h} / close_t)`` for ``h = 1..H``; prices are rebuilt as ``close_t * exp(.)``.
@@ -56,6 +60,7 @@ class TickerArrays:
     log_close: np.ndarray  # (T,) float64
     close: np.ndarray  # (T,) float64
     local_vol: np.ndarray  # (T,) float64, sigma_t: the local volatility of one session's log return
+    still: np.ndarray | None = None  # (T,) bool: the session's price did not move (see :func:`still_sessions`)
 
 
 def dow_features(dates: np.ndarray) -> np.ndarray:
@@ -116,6 +121,13 @@ def range_variance(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray) 
     return np.maximum(gk, 0.0)
 
 
+def still_sessions(h: np.ndarray, lo: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """(T-1,) from the second bar on: the sessions whose price did not move at all, their high,
+    low and close all the close before (a halted or untraded stock's bar). They tell nothing of
+    how much the price moves when it trades."""
+    return (h[1:] == lo[1:]) & (c[1:] == c[:-1]) & (h[1:] == c[1:])
+
+
 def make_arrays(
     bars: pd.DataFrame,
     names: list[str] | None = None,
@@ -130,8 +142,11 @@ def make_arrays(
     log_c = np.log(c)
     lv = np.log1p(np.maximum(v, 0.0))
     dates = bars.index.to_numpy()[1:]
-    variance = pd.Series(range_variance(o, h, lo, c)).ewm(halflife=halflife, min_periods=1).mean().to_numpy()
-    local_vol = np.maximum(np.sqrt(variance), MIN_VOL)
+    still = still_sessions(h, lo, c)
+    # a session that did not move is left out of the average, which carries its value over it
+    ranges = np.where(still, np.nan, range_variance(o, h, lo, c))
+    variance = pd.Series(ranges).ewm(halflife=halflife, min_periods=1, ignore_na=True).mean().to_numpy()
+    local_vol = np.maximum(np.sqrt(np.nan_to_num(variance, nan=0.0)), MIN_VOL)  # none moved yet: the floor
     dow = dow_features(dates)
     columns = {
         "ret": np.diff(log_c),
@@ -144,7 +159,7 @@ def make_arrays(
         "dow_cos": dow[:, 1],
     }
     feats = np.stack([columns[n] for n in names], axis=1)
-    return TickerArrays(dates=dates, features=feats, log_close=log_c[1:], close=c[1:], local_vol=local_vol)
+    return TickerArrays(dates=dates, features=feats, log_close=log_c[1:], close=c[1:], local_vol=local_vol, still=still)
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,7 @@ class WindowSet:
     vol: np.ndarray  # (N,) interval widening at each row (1.0 where the targets are already local)
     skipped: dict[str, str] = field(default_factory=dict)
     features: list[str] = field(default_factory=lambda: list(FEATURES))  # the columns of x
+    still: np.ndarray | None = None  # (N,) bool: the row's price did not move (a halted stock's bar)
 
     @property
     def sqrt_h(self) -> np.ndarray:
@@ -169,6 +170,16 @@ class WindowSet:
         cum = self.log_close[fut] - self.log_close[ends][:, None]
         return (cum / self.target_scale(ends)).astype(np.float32)
 
+    def unmoved(self, ends: np.ndarray) -> np.ndarray:
+        """(B, H) True where every session from the one after ``ends`` to the step's did not move
+        at all (:attr:`still`: a halt); False where they are unknown."""
+        steps = np.arange(1, self.horizon + 1)
+        if self.still is None or len(self.still) == 0:
+            return np.zeros((len(ends), self.horizon), bool)
+        count = np.concatenate([[0], np.cumsum(self.still)])  # count[t]: still rows before row t
+        fut = np.minimum(ends[:, None] + steps, len(self.still) - 1)  # (B, H)
+        return count[fut + 1] - count[ends + 1][:, None] == steps
+
     def realised(self, ends: np.ndarray) -> np.ndarray:
         """(B, H) like :meth:`targets`, in float64, with NaN for the steps past the ticker's last
         row (the actuals not known yet at the last origins)."""
@@ -252,6 +263,7 @@ def build_windows(
         vol=vol,
         skipped=skipped,
         features=list(features) if features is not None else list(FEATURES),
+        still=np.concatenate([a.still for a in arrays.values()]),
     )
 
 

@@ -1,0 +1,62 @@
+"""Extreme but legal price series: halted stocks, prices that never move, penny and BRK.A-like
+prices, wild jumps. Each test builds the bars and calls the library where the behaviour lives."""
+
+import numpy as np
+import pandas as pd
+
+from forecaster.features import FEATURES, MIN_VOL, make_arrays
+from forecaster.intervals import tracked_scales
+from forecaster.windows import Splits, build_windows
+from tests.support import make_bars
+
+RATE = 0.05
+
+
+def halted(bars: pd.DataFrame, start: int, stop: int) -> pd.DataFrame:
+    """``bars`` with the sessions ``start`` to ``stop - 1`` halted: no trade, every price the
+    close before, no volume."""
+    out = bars.copy()
+    last = float(out["close"].iloc[start - 1])
+    out.iloc[start:stop, :4] = last
+    out.iloc[start:stop, 4] = 0.0
+    # the prices after the halt move on from where it stopped
+    out.iloc[stop:, :4] = out.iloc[stop:, :4].to_numpy() * (last / float(bars["close"].iloc[stop - 1]))
+    return out
+
+
+def test_a_halt_keeps_the_local_volatility_it_had_before_it():
+    plain = make_bars("2015-01-01", 700, seed=3)
+    bars = halted(plain, 200, 500)  # 300 sessions without a trade
+    a = make_arrays(bars)
+    before = a.local_vol[198]  # row t is bar t + 1: the last bar before the halt
+    during = a.local_vol[199:499]
+    np.testing.assert_allclose(during, before)  # carried over, not decayed towards the floor
+    assert before > 10 * MIN_VOL
+    # after it, the first session's return reads in units of the volatility it traded at
+    zret = a.features[:, FEATURES.index("zret")]
+    assert np.abs(zret[499:]).max() < 10
+    # a stock that never moved from its first bar still sits at the floor
+    flat = plain.copy()
+    flat[["open", "high", "low", "close"]] = 25.0
+    f = make_arrays(flat)
+    assert (f.local_vol == MIN_VOL).all() and np.isfinite(f.features).all()
+
+
+def test_a_halt_does_not_shrink_the_tracked_interval_scale():
+    bars = {"HALT": halted(make_bars("2015-01-01", 900, seed=5), 500, 800)}
+    dates = bars["HALT"].index
+    ws = build_windows(bars, 20, 3, Splits(val_start=dates[-500], test_start=dates[-450]))
+    ends = ws.origins("test")
+    # intervals of +-1 local volatility around no move: a normal session is outside one about a
+    # third of the time, a halted one inside whatever the scale
+    q = np.zeros((len(ends), 3, 3), np.float32)
+    q[:, :, 0], q[:, :, 2] = -1.0, 1.0
+    scale, _ = tracked_scales(q, ws, ends, {"HALT": [1.0, 1.0, 1.0]}, RATE)
+    day = ws.dates[ends]
+    first_halted = np.searchsorted(day, dates[500].to_datetime64())
+    after = np.searchsorted(day, dates[800].to_datetime64())
+    # from the origin whose every outcome is halted to the last one before trading starts again,
+    # the scale stays where the outcomes before the halt left it
+    during = scale[first_halted + 3 : after]
+    np.testing.assert_allclose(during, np.broadcast_to(during[0], during.shape), rtol=1e-12)
+    assert 0.5 < scale[after - 1, 0] < 2
