@@ -45,8 +45,10 @@ no AR term, constant volatility, Gaussian shocks; nothing beyond the drift is pr
 ``Dynamics.ar1(phi)`` (AR(1) log returns with coefficient ``phi``, constant volatility,
 Gaussian shocks).
 
-Prices are rounded to 4 decimals and volumes to whole shares in the frames as well as in the CSV
-files, so a frame and the file written from it hold the same numbers. The same seed always
+Prices are rounded to 4 decimals (a bar whose low is below 1, to 5 significant digits: a penny
+stock at 0.0001 would otherwise read as a price that never moves, or 0) and volumes to whole
+shares in the frames as well as in the CSV files, so a frame and the file written from it hold
+the same numbers. The same seed always
 gives the same frame and byte-identical CSV files.
 
 Regenerate the shipped sample with ``python -m forecaster.synthetic data/sample``; write a
@@ -94,6 +96,7 @@ SAMPLE: tuple[tuple[str, str, str, int], ...] = (
 _COLUMNS = ["open", "high", "low", "close", "volume"]
 _CSV_HEADER = ["Date", "Open", "High", "Low", "Close", "Volume"]
 _PRICE_DECIMALS = 4
+_MAX_DECIMALS = 15  # of a bar whose low is below 1e-11: more would be noise in a float64
 
 
 @dataclass(frozen=True)
@@ -236,13 +239,29 @@ def _simulate(
     }
 
 
-def _round(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Round prices to 4 decimals and volume to whole shares, in place.
+def _decimals(low: np.ndarray) -> np.ndarray:
+    """Decimals each bar's prices are rounded to: 4, or 5 significant digits of a low below 1
+    (``0.5`` 5 decimals, ``0.0001`` 8), so that a penny stock's prices keep their moves."""
+    low = np.asarray(low, dtype=np.float64)
+    out = np.full(low.shape, _PRICE_DECIMALS, dtype=np.int64)
+    small = (low < 1.0) & (low > 0)
+    out[small] = _PRICE_DECIMALS + np.ceil(-np.log10(low[small])).astype(np.int64)
+    return np.minimum(out, _MAX_DECIMALS)
 
-    Rounding is monotone, so ``low <= min(open, close) <= max(open, close) <= high`` survives.
+
+def _round(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Round prices to :func:`_decimals` of their bar and volume to whole shares, in place.
+
+    All four prices of a bar are rounded to the same decimals, and rounding is monotone, so
+    ``low <= min(open, close) <= max(open, close) <= high`` survives.
     """
+    decimals = _decimals(arrays["low"])
+    finer = decimals != _PRICE_DECIMALS
+    factor = 10.0 ** decimals[finer]
     for k in ("open", "high", "low", "close"):
+        small = arrays[k][finer]
         np.round(arrays[k], _PRICE_DECIMALS, out=arrays[k])
+        arrays[k][finer] = np.rint(small * factor) / factor
     np.rint(arrays["volume"], out=arrays["volume"])
     return arrays
 
@@ -405,7 +424,8 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def write_csv(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Write bars as ``Date,Open,High,Low,Close,Volume`` (prices to 4 decimals, integer volume).
+    """Write bars as ``Date,Open,High,Low,Close,Volume`` (prices to 4 decimals, a bar whose low is
+    below 1 to 5 significant digits; integer volume).
 
     The file is written atomically (a temporary file, then a rename) and is byte-for-byte
     reproducible for the same frame. Returns the path written.
@@ -426,7 +446,11 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
 
     dates = df.index.strftime("%Y-%m-%d")
     rounded = np.round(prices, _PRICE_DECIMALS) + 0.0  # + 0.0 turns -0.0 into 0.0
-    formatted = [np.char.mod(f"%.{_PRICE_DECIMALS}f", rounded[:, j]) for j in range(4)]
+    formatted = [np.char.mod(f"%.{_PRICE_DECIMALS}f", rounded[:, j]).astype(object) for j in range(4)]
+    decimals = _decimals(prices[:, 2])
+    for i in np.flatnonzero(decimals != _PRICE_DECIMALS):  # a penny stock's bars, more decimals
+        for j in range(4):
+            formatted[j][i] = f"{round(float(prices[i, j]), int(decimals[i])) + 0.0:.{decimals[i]}f}"
     vol = np.char.mod("%d", np.rint(volume).astype(np.int64))
     rows = [",".join(_CSV_HEADER)]
     columns = (dates, *formatted, vol)

@@ -6,6 +6,7 @@ import pandas as pd
 
 from forecaster.features import FEATURES, MIN_VOL, make_arrays
 from forecaster.intervals import tracked_scales
+from forecaster.synthetic import generate_bars, write_csv
 from forecaster.windows import Splits, build_windows
 from tests.support import make_bars
 
@@ -60,3 +61,18 @@ def test_a_halt_does_not_shrink_the_tracked_interval_scale():
     during = scale[first_halted + 3 : after]
     np.testing.assert_allclose(during, np.broadcast_to(during[0], during.shape), rtol=1e-12)
     assert 0.5 < scale[after - 1, 0] < 2
+
+
+def test_generated_penny_stock_prices_keep_their_moves(tmp_path):
+    bars = generate_bars("2020-01-01", "2020-12-31", seed=1, start_price=1e-4)
+    close = bars["close"].to_numpy()
+    assert (bars[["open", "high", "low", "close"]] > 0).all().all()
+    assert np.count_nonzero(np.diff(close)) > 0.9 * (len(close) - 1)  # not a price that never moves
+    assert (bars["low"] <= bars[["open", "close"]].min(axis=1)).all()
+    assert (bars["high"] >= bars[["open", "close"]].max(axis=1)).all()
+    # the file holds the frame's numbers, and reads back as valid bars
+    path = write_csv(bars, tmp_path / "PENNY.csv")
+    back = pd.read_csv(path)
+    np.testing.assert_array_equal(back["Close"].to_numpy(), close)
+    np.testing.assert_array_equal(back["Low"].to_numpy(), bars["low"].to_numpy())
+    assert path.read_text().splitlines()[1].startswith("2020-01-02,0.0000")
