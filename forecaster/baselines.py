@@ -89,7 +89,17 @@ def drift(close, origins, horizon: int) -> np.ndarray:
     slope = np.zeros(origins.shape[0], dtype=float)
     has_history = origins > 0
     slope[has_history] = (last[has_history] - log_close[0]) / origins[has_history]
-    return np.exp(last[:, None] + steps[None, :] * slope[:, None])
+    return _compounded(close, origins, last, steps, slope)
+
+
+def _compounded(close, origins: np.ndarray, last: np.ndarray, steps: np.ndarray, rate: np.ndarray) -> np.ndarray:
+    """``close[o] * exp(h * rate)`` as ``exp(log close[o] + h * rate)``, the close itself where the
+    rate is 0: ``exp(log 10)`` is 10.000000000000002, and a price that never moved would get
+    an error of a rounding's size, not 0, against naive's exact one."""
+    out = np.exp(last[:, None] + steps[None, :] * rate[:, None])
+    still = rate == 0
+    out[still] = np.asarray(close, dtype=float)[origins[still]][:, None]
+    return out
 
 
 def mean(close, origins, horizon: int, window: int = DEFAULT_MEAN_WINDOW) -> np.ndarray:
@@ -110,7 +120,7 @@ def mean(close, origins, horizon: int, window: int = DEFAULT_MEAN_WINDOW) -> np.
     count = np.minimum(origins, window)
     total = cum[origins] - cum[origins - count]
     mean_return = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
-    return np.exp(log_close[origins][:, None] + steps[None, :] * mean_return[:, None])
+    return _compounded(close, origins, log_close[origins], steps, mean_return)
 
 
 def naive_scale(close_train) -> float:

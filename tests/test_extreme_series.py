@@ -4,6 +4,7 @@ prices, wild jumps. Each test builds the bars and calls the library where the be
 import numpy as np
 import pandas as pd
 
+from forecaster.baselines import drift, mean, naive
 from forecaster.features import FEATURES, MIN_VOL, make_arrays
 from forecaster.intervals import tracked_scales
 from forecaster.synthetic import generate_bars, write_csv
@@ -76,3 +77,13 @@ def test_generated_penny_stock_prices_keep_their_moves(tmp_path):
     np.testing.assert_array_equal(back["Close"].to_numpy(), close)
     np.testing.assert_array_equal(back["Low"].to_numpy(), bars["low"].to_numpy())
     assert path.read_text().splitlines()[1].startswith("2020-01-02,0.0000")
+
+
+def test_point_baselines_of_a_price_that_never_moved_are_that_price():
+    close = np.full(400, 10.0)  # exp(log 10) is 10.000000000000002
+    origins = np.arange(1, 397)
+    for baseline in (naive, drift, mean):
+        np.testing.assert_array_equal(baseline(close, origins, 3), 10.0)
+    # a stretch that stopped moving: the mean of its last returns is 0 there too
+    moving = np.r_[10.0 * np.exp(np.cumsum(np.full(100, 0.01))), np.full(300, 12.0)]
+    np.testing.assert_array_equal(mean(moving, [399], 2, window=250), 12.0)
