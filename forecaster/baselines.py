@@ -199,6 +199,18 @@ class GarchParams:
         """``alpha + gamma / 2 + beta``: the decay of a variance shock (errors are symmetric)."""
         return self.alpha + 0.5 * self.gamma + self.beta
 
+    def bounded(self) -> GarchParams:
+        """These parameters within arch's constraints, ``alpha >= 0``, ``alpha + gamma >= 0``,
+        ``beta >= 0``, which its optimiser meets only to a tolerance: a fit of ``alpha = 0`` and
+        ``gamma = -6e-7`` times the squared return of a crash (a 19-fold fall, -294 %) is a
+        negative variance, and a NaN bound at the origin after it."""
+        alpha = max(self.alpha, 0.0)
+        gamma = max(self.gamma, -alpha)
+        beta = max(self.beta, 0.0)
+        if (alpha, gamma, beta) == (self.alpha, self.gamma, self.beta):
+            return self
+        return GarchParams(self.omega, alpha, gamma, beta, self.nu)
+
 
 def _with_median(close, origins: np.ndarray, horizon: int) -> np.ndarray:
     """(n, horizon, 3) array: NaN bounds, the last close as the median (bit for bit naive's)."""
@@ -345,7 +357,7 @@ def fit_garch(returns_pct, start: GarchParams | None = None) -> GarchParams | No
     if res.convergence_flag != 0 or values.shape != (5,) or not np.all(np.isfinite(values)):
         log.debug("GARCH fit did not converge: %s", res.optimization_result.message)
         return None
-    params = GarchParams(*(float(v) for v in values))
+    params = GarchParams(*(float(v) for v in values)).bounded()
     # arch keeps persistence <= 1; an integrated fit (= 1) still forecasts, growing linearly
     if params.omega < 0 or params.persistence > 1.0 + _PERSISTENCE_SLACK or params.nu <= 2.0:
         log.debug("GARCH fit out of bounds: %s", params)
@@ -410,6 +422,7 @@ def _garch_state(
         raise ValueError(f"refit_every must be >= 1 and max_window >= 2, got {refit_every}, {max_window}")
     if fixed is not None:
         refit_every = log_close.shape[0]
+        fixed = fixed.bounded()
     returns = _PCT * np.diff(log_close)  # returns[t - 1] is the return ending at session t
     variance = np.full(origins.shape[0], np.nan)
     params: list[GarchParams | None] = [None] * origins.shape[0]

@@ -215,9 +215,9 @@ def median_weights(q: np.ndarray, ws: WindowSet, ends: np.ndarray, alpha: float)
 def _scores(q: np.ndarray, ws: WindowSet, ends: np.ndarray) -> np.ndarray:
     """(B, H) scores of the forecasts ``q`` (B, H, 3) made at ``ends``; NaN where the actual is
     past the ticker's last bar, and where the price did not move at all up to it (a halted
-    stock's bars): such an outcome is inside an interval of any width, and counted as a hit,
-    a halt of months would shrink the scale towards 0 (by 1 % a session), to intervals that
-    miss nearly every move for months after it."""
+    stock's bars): such an outcome is inside an interval of any width, so it tells nothing of
+    the width; counted as a hit, each would narrow the scale by 1 %, and a halt of months
+    would leave intervals that miss nearly every move for months after it."""
     vol = ws.vol[ends][:, None]
     scores = scale_scores(ws.realised(ends), q[:, :, LO], q[:, :, MID], q[:, :, HI], vol)
     return np.where(ws.unmoved(ends), np.nan, scores)

@@ -4,7 +4,7 @@ prices, wild jumps. Each test builds the bars and calls the library where the be
 import numpy as np
 import pandas as pd
 
-from forecaster.baselines import drift, mean, naive
+from forecaster.baselines import GarchParams, drift, fit_garch, garch, garch_volatility, mean, naive
 from forecaster.features import FEATURES, MIN_VOL, make_arrays
 from forecaster.intervals import tracked_scales
 from forecaster.synthetic import generate_bars, write_csv
@@ -87,3 +87,41 @@ def test_point_baselines_of_a_price_that_never_moved_are_that_price():
     # a stretch that stopped moving: the mean of its last returns is 0 there too
     moving = np.r_[10.0 * np.exp(np.cumsum(np.full(100, 0.01))), np.full(300, 12.0)]
     np.testing.assert_array_equal(mean(moving, [399], 2, window=250), 12.0)
+
+
+# arch meets alpha >= 0 and alpha + gamma >= 0 only to its optimiser's tolerance: this fit was
+# found on a calm price that fell 19-fold in one day (a -294 % return in arch's percent units)
+EDGE_FIT = GarchParams(omega=0.0028413, alpha=0.0, gamma=-6.4257e-07, beta=0.0, nu=2.05)
+
+
+def crashed_closes() -> np.ndarray:
+    rng = np.random.default_rng(11)
+    returns = 8e-4 * rng.standard_normal(600)
+    returns[550] = np.log(1 / 19)  # legal: a close at most 20 times away from the one before
+    return 4e5 * np.exp(np.cumsum(returns))
+
+
+def test_garch_bounds_after_a_crash_are_finite_with_a_fit_at_arch_tolerance():
+    close = crashed_closes()
+    origins = np.arange(500, 599)
+    q = garch(close, origins, 3, params=EDGE_FIT)
+    assert np.isfinite(q).all()
+    assert (q[:, :, 0] > 0).all() and (q[:, :, 0] <= q[:, :, 1]).all() and (q[:, :, 1] <= q[:, :, 2]).all()
+    assert (garch_volatility(close, origins, params=EDGE_FIT) >= 0).all()
+
+
+def test_a_garch_fit_is_kept_within_arch_constraints(monkeypatch):
+    import arch.univariate
+
+    class Fitted:
+        params = np.array([EDGE_FIT.omega, EDGE_FIT.alpha, EDGE_FIT.gamma, EDGE_FIT.beta, EDGE_FIT.nu])
+        convergence_flag = 0
+
+    class Model:
+        def fit(self, **_):
+            return Fitted()
+
+    monkeypatch.setattr(arch.univariate, "arch_model", lambda *a, **k: Model())
+    fit = fit_garch(np.diff(np.log(crashed_closes())) * 100)
+    assert fit.alpha >= 0 and fit.alpha + fit.gamma >= 0 and fit.beta >= 0
+    assert (fit.omega, fit.nu) == (EDGE_FIT.omega, EDGE_FIT.nu)
