@@ -3,13 +3,13 @@ prices, wild jumps. Each test builds the bars and calls the library where the be
 
 import numpy as np
 import pandas as pd
+from support import make_bars
 
 from forecaster.baselines import GarchParams, drift, fit_garch, garch, garch_volatility, mean, naive
 from forecaster.features import FEATURES, MIN_VOL, make_arrays
 from forecaster.intervals import tracked_scales
 from forecaster.synthetic import generate_bars, write_csv
 from forecaster.windows import Splits, build_windows
-from tests.support import make_bars
 
 RATE = 0.05
 
