@@ -20,8 +20,8 @@ day's low-high range (a bad print; validation checks the close, not the open) is
 nearer end of it, so one such bar cannot inflate the volatility for months. A session whose
 price did not move at all (high = low = the close before: a halted stock's bar) is left out of
 the average, which carries its value over: a halt of a year would otherwise bring the local
-volatility down to its floor, and the first sessions after it would read as moves of hundreds
-of standard deviations.
+volatility down to a quarter (one of three years, to its floor), and the first moves after it
+would read as four times their size.
 
 The target of a window whose last input row is ``t`` is the cumulative log return
 ``log(close_{t+h} / close_t)`` for ``h = 1..H``; prices are rebuilt as ``close_t * exp(.)``.
