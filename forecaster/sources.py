@@ -393,7 +393,7 @@ def _read_csv_frame(path: Path) -> pd.DataFrame:
     state and be parsed in another."""
     try:
         text = _whole_lines(path, path.read_bytes().decode("utf-8-sig"))
-        header = io.StringIO(text).readline()
+        header = re.split(r"\r\n?|\n", text, maxsplit=1)[0]  # lines may end in \r alone (old Mac files)
         if "," not in header:
             for sep, name in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
                 if sep in header:
@@ -423,7 +423,7 @@ def _read_csv_frame(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: not UTF-8 text") from None
     except OSError as exc:  # e.g. no permission to read it: this ticker fails, the others go on
         raise DataError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
-    except (pd.errors.ParserError, ValueError) as exc:
+    except (pd.errors.ParserError, ValueError, csv.Error) as exc:  # csv: a header field over 128 KiB
         reason = " ".join(str(exc).split())
         raise DataError(f"{path}: not a readable CSV file ({reason})") from None
 

@@ -1,0 +1,64 @@
+"""Damaged or oddly written files the commands read: a clear one-line error naming the file,
+line or cell with the documented exit code, or the file read as the same bars or forecasts
+as its plain form; never an unexpected error, and never a file written that another command
+then refuses.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+from support import assert_one_line_error
+
+from forecaster.store import load_csv
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+HEADER = "Date,Open,High,Low,Close,Volume"
+
+
+def _data_with_stocka(sample_dir, tmp_path, text: bytes):
+    data = tmp_path / "data"
+    shutil.copytree(sample_dir, data)
+    (data / "STOCKA.csv").write_bytes(text)
+    return data
+
+
+def _predict_stocka(cli, run, data, out):
+    return cli("predict", "--run", run, "--data-dir", data, "--out", out, "-t", "STOCKA")
+
+
+# ---------------------------------------------------------------------------- bar CSV files
+
+
+def test_a_csv_file_whose_lines_end_in_a_carriage_return_alone_reads_as_its_plain_form(sample_dir, tmp_path):
+    """Lines ended by CR alone (as old Mac programs write them): the header was taken to be
+    the whole file, and the csv module's "new-line character seen in unquoted field" was an
+    unexpected error."""
+    plain = (sample_dir / "STOCKA.csv").read_bytes()
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "STOCKA.csv").write_bytes(plain.replace(b"\r\n", b"\n").replace(b"\n", b"\r"))
+    pd.testing.assert_frame_equal(load_csv(data, "STOCKA"), load_csv(sample_dir, "STOCKA"))
+
+
+def test_predict_reads_a_csv_file_with_lines_ended_by_a_carriage_return(cli, trained_run, sample_dir, tmp_path):
+    plain = (sample_dir / "STOCKA.csv").read_bytes()
+    data = _data_with_stocka(sample_dir, tmp_path, plain.replace(b"\n", b"\r"))
+    res = _predict_stocka(cli, trained_run, data, tmp_path / "fc")
+    assert res.exit_code == 0, res.stderr
+    assert "unexpected error" not in res.stderr
+
+
+def test_a_csv_header_with_a_field_over_the_csv_modules_limit_is_named(cli, trained_run, sample_dir, tmp_path):
+    """A header field of 200,000 characters (over the csv module's 131,072): its
+    "field larger than field limit" was an unexpected error; now the file is named."""
+    rows = (sample_dir / "STOCKA.csv").read_text().split("\n", 1)[1]
+    data = _data_with_stocka(sample_dir, tmp_path, f"{HEADER}{'x' * 200_000}\n{rows}".encode())
+    res = _predict_stocka(cli, trained_run, data, tmp_path / "fc")
+    assert_one_line_error(
+        res, 1, f"{data / 'STOCKA.csv'}: not a readable CSV file (field larger than field limit (131072))"
+    )
+    assert not (tmp_path / "fc").exists()
