@@ -264,10 +264,14 @@ def _parse_dates(raw: pd.Series, path: Path, blank: np.ndarray, lines: list[int]
             f"{len(text.iloc[pos])} characters long"
         )
     local = text.str.replace(_OFFSET_RE, r"\1", regex=True)[~blank]
-    parsed = pd.to_datetime(local, errors="coerce", format="ISO8601")
-    example = None
-    if parsed.isna().any():
-        parsed, example = _dates_in_one_format(local, parsed)
+    try:
+        parsed = pd.to_datetime(local, errors="coerce", format="ISO8601")
+        example = None
+        if parsed.isna().any():
+            parsed, example = _dates_in_one_format(local, parsed)
+    except ValueError:  # pandas refuses dates with a time zone among dates without one
+        _refuse_mixed_zones(local, text, path, lines)
+        raise
     bad = parsed.isna()
     if bad.any():
         pos = int(bad.index[bad.to_numpy()][0])
@@ -290,6 +294,38 @@ def _parse_dates(raw: pd.Series, path: Path, blank: np.ndarray, lines: list[int]
     dates = np.full(len(text), np.datetime64("NaT", "ns"), dtype="datetime64[ns]")
     dates[~blank] = days.astype("datetime64[ns]")
     return pd.DatetimeIndex(dates)
+
+
+def _has_zone(text: str) -> bool | None:
+    """True when the date ``text`` reads with a time zone, False without one, None when it
+    does not read as a date."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        parsed = pd.to_datetime(pd.Series([text]), errors="coerce", format="mixed")
+    return None if parsed.isna().iloc[0] else parsed.dt.tz is not None
+
+
+def _refuse_mixed_zones(local: pd.Series, text: pd.Series, path: Path, lines: list[int] | None) -> None:
+    """DataError naming the first date that has a time zone where the file's first date has
+    none, or none where it has one (left after :data:`_OFFSET_RE` took the offsets of a
+    time: ``2024-01-03 00:00-05:00Z``), which pandas cannot read as one column of dates."""
+    first = None
+    zones: dict[str, bool] = {}  # by layout: the dates of a file are written in one or two
+    for pos, value in local[local != ""].items():
+        layout = _layout(value)
+        zone = zones.get(layout)
+        if zone is None and (zone := _has_zone(value)) is not None:
+            zones[layout] = zone
+        if zone is None:
+            continue
+        if first is None:
+            first = (pos, zone)
+        elif zone != first[1]:
+            raise DataError(
+                f"{path}: date {text.iloc[pos][:40]!r} ({where_row(int(pos), lines)}) is not in the file's date "
+                f"format, that of {text.iloc[first[0]][:40]!r} ({where_row(int(first[0]), lines)}); "
+                "write every date of a file one way"
+            )
 
 
 def _refuse_intraday(parsed: pd.Series, days: np.ndarray, text: pd.Series, path: Path, lines) -> None:

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from support import assert_one_line_error
 
+from forecaster.errors import DataError
 from forecaster.store import load_csv
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -60,5 +61,40 @@ def test_a_csv_header_with_a_field_over_the_csv_modules_limit_is_named(cli, trai
     res = _predict_stocka(cli, trained_run, data, tmp_path / "fc")
     assert_one_line_error(
         res, 1, f"{data / 'STOCKA.csv'}: not a readable CSV file (field larger than field limit (131072))"
+    )
+    assert not (tmp_path / "fc").exists()
+
+
+@pytest.mark.parametrize(
+    "first, other",
+    [
+        ("2024-01-02 00:00:00-05:00", "2024-01-03 00:00:00-05:00Z"),  # an offset left after the Z is taken
+        ("2024-01-02", "2024-01-03 00:00:00+01:00 UTC"),
+    ],
+)
+def test_a_date_with_a_time_zone_among_dates_without_one_is_named(sample_dir, tmp_path, first, other):
+    """pandas' "Mixed timezones detected" ValueError was an unexpected error."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "STOCKA.csv").write_text(f"{HEADER}\n{first},10,11,9,10,100\n{other},10,11,9,10,100\n")
+    with pytest.raises(DataError) as caught:
+        load_csv(data, "STOCKA")
+    assert str(caught.value) == (
+        f"{data / 'STOCKA.csv'}: date {other!r} (line 3) is not in the file's date format, that of "
+        f"{first!r} (line 2); write every date of a file one way"
+    )
+
+
+def test_predict_names_a_date_with_a_time_zone_left_among_dates_without_one(cli, trained_run, sample_dir, tmp_path):
+    header, *rows = (sample_dir / "STOCKA.csv").read_text().splitlines()
+    stamped = [f"{r[:10]} 00:00:00-05:00{r[10:]}" for r in rows]
+    stamped[-3] = f"{rows[-3][:10]} 00:00:00-05:00Z{rows[-3][10:]}"
+    data = _data_with_stocka(sample_dir, tmp_path, "\n".join([header, *stamped, ""]).encode())
+    res = _predict_stocka(cli, trained_run, data, tmp_path / "fc")
+    assert_one_line_error(
+        res,
+        1,
+        f"{data / 'STOCKA.csv'}: date '{rows[-3][:10]} 00:00:00-05:00Z' (line {len(rows) - 1}) is not in the "
+        f"file's date format, that of '{rows[0][:10]} 00:00:00-05:00' (line 2)",
     )
     assert not (tmp_path / "fc").exists()
