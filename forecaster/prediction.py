@@ -67,7 +67,7 @@ from .store import (
     store_dir,
     warn_gaps,
 )
-from .tickers import csv_safe, log_some, some_reasons, warnings_into
+from .tickers import csv_safe, log_some, some_reasons, validate_ticker, warnings_into
 
 log = logging.getLogger("forecaster")
 
@@ -529,7 +529,7 @@ def _with_earlier_rows(forecasts: pd.DataFrame, path: Path, run: Run, warnings: 
     if kept.empty:
         return forecasts
     # only the rows kept need be prices: a bad cell of a ticker forecast again goes with it
-    if why := _not_prices(kept):  # an edited cell; a file written with it would be one score refuses
+    if why := _not_forecasts(kept, run.names) or _not_prices(kept):  # an edited cell: score would refuse the file
         warnings.append(f"{path} is unreadable ({why}): {REPLACED}")
         return forecasts
     kept = kept.astype(dict.fromkeys(PRICE_COLUMNS, "float64"))
@@ -540,6 +540,41 @@ def _with_earlier_rows(forecasts: pd.DataFrame, path: Path, run: Run, warnings: 
 
 
 PRICE_COLUMNS = ["last_close", "p10", "p50", "p90"]
+
+
+def _not_forecasts(rows: pd.DataFrame, tickers: list[str]) -> str | None:
+    """What the first of the forecast ``rows`` (text cells, steps as integers) holds that is
+    not a forecast of one of the run's ``tickers``, as ``score`` reads it: a ticker not the
+    run's, an ``as_of`` or ``date`` that is no YYYY-MM-DD date, a date not after its as_of,
+    or a step below 1; None when every row is one. Kept, such a row would make ``score``
+    skip the whole day's file, this day's new forecasts with it."""
+    known = set(tickers)
+
+    def symbol(text: str) -> str | None:
+        try:
+            return validate_ticker(text)
+        except ForecasterError:
+            return None
+
+    symbols = {t: symbol(t) for t in dict.fromkeys(rows["ticker"])}
+    ticker_ok = rows["ticker"].map(lambda t: symbols[t] in known).to_numpy(dtype=bool)
+    as_of = pd.to_datetime(rows["as_of"], format="%Y-%m-%d", errors="coerce")
+    day = pd.to_datetime(rows["date"], format="%Y-%m-%d", errors="coerce")
+    steps = rows["step"].to_numpy()
+    bad = ~ticker_ok | as_of.isna().to_numpy() | day.isna().to_numpy() | ~(day > as_of).to_numpy() | (steps < 1)
+    if not bad.any():
+        return None
+    i = int(np.flatnonzero(bad)[0])
+    row = rows.iloc[i]
+    at = f"{row['ticker'][:40]}'s forecast as of {row['as_of'][:40]}, step {row['step']}"
+    if not ticker_ok[i]:
+        return f"{at}: not one of the run's tickers" if symbols[row["ticker"]] else f"{at}: not a ticker"
+    for name, parsed in (("as_of", as_of), ("date", day)):
+        if pd.isna(parsed.iloc[i]):
+            return f"{at}: {name} {ascii(row[name][:40])} is not a date (YYYY-MM-DD)"
+    if steps[i] < 1:
+        return f"{at}: step {row['step']} is not a step of a forecast"
+    return f"{at}: date {row['date']} is not after its as_of"
 
 
 def _not_prices(rows: pd.DataFrame) -> str | None:
