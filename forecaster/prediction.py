@@ -55,7 +55,7 @@ from .sessions import (
     parse_day,
     sessions_after_count,
 )
-from .sources import relative_note
+from .sources import YEARS_HELD, relative_note
 from .store import (
     DownloadReport,
     FailureKind,
@@ -483,6 +483,11 @@ def _with_earlier_rows(forecasts: pd.DataFrame, path: Path, run: Run, warnings: 
             missing = ", ".join(c for c in FORECAST_COLUMNS if c not in read.columns)
             warnings.append(f"{path} is not a forecast file (no column {missing}): {REPLACED}")
             return forecasts
+        # rows of empty fields (a spreadsheet's empty row) hold nothing, as score reads them; a
+        # file of none but those, or of its header alone, holds no forecast to keep
+        earlier = earlier[(earlier != "").any(axis=1)]
+        if earlier.empty:
+            return forecasts
         # the file holds the name as written, neutralised when it reads as a formula
         foreign = ~earlier["run"].isin({run_name, csv_safe(run_name)})
         torn = bool(foreign.iloc[-1] and not foreign.iloc[:-1].any() and ends_mid_line(path))
@@ -542,6 +547,9 @@ def _with_earlier_rows(forecasts: pd.DataFrame, path: Path, run: Run, warnings: 
 PRICE_COLUMNS = ["last_close", "p10", "p50", "p90"]
 
 
+_FIRST, _LAST = pd.Timestamp.min, pd.Timestamp.max
+
+
 def _not_forecasts(rows: pd.DataFrame, tickers: list[str]) -> str | None:
     """What the first of the forecast ``rows`` (text cells, steps as integers) holds that is
     not a forecast of one of the run's ``tickers``, as ``score`` reads it: a ticker not the
@@ -558,8 +566,11 @@ def _not_forecasts(rows: pd.DataFrame, tickers: list[str]) -> str | None:
 
     symbols = {t: symbol(t) for t in dict.fromkeys(rows["ticker"])}
     ticker_ok = rows["ticker"].map(lambda t: symbols[t] in known).to_numpy(dtype=bool)
-    as_of = pd.to_datetime(rows["as_of"], format="%Y-%m-%d", errors="coerce")
-    day = pd.to_datetime(rows["date"], format="%Y-%m-%d", errors="coerce")
+    # a year the bars' dates cannot hold (9999) is no forecast date, as score reads it
+    as_of, day = (
+        pd.to_datetime(rows[c], format="%Y-%m-%d", errors="coerce").where(lambda d: d.between(_FIRST, _LAST))
+        for c in ("as_of", "date")
+    )
     steps = rows["step"].to_numpy()
     bad = ~ticker_ok | as_of.isna().to_numpy() | day.isna().to_numpy() | ~(day > as_of).to_numpy() | (steps < 1)
     if not bad.any():
@@ -571,7 +582,7 @@ def _not_forecasts(rows: pd.DataFrame, tickers: list[str]) -> str | None:
         return f"{at}: not one of the run's tickers" if symbols[row["ticker"]] else f"{at}: not a ticker"
     for name, parsed in (("as_of", as_of), ("date", day)):
         if pd.isna(parsed.iloc[i]):
-            return f"{at}: {name} {ascii(row[name][:40])} is not a date (YYYY-MM-DD)"
+            return f"{at}: {name} {ascii(row[name][:40])} is not a YYYY-MM-DD date of the years {YEARS_HELD}"
     if steps[i] < 1:
         return f"{at}: step {row['step']} is not a step of a forecast"
     return f"{at}: date {row['date']} is not after its as_of"

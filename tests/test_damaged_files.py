@@ -108,9 +108,10 @@ def test_predict_names_a_date_with_a_time_zone_left_among_dates_without_one(cli,
 @pytest.mark.parametrize(
     "column, cell, why",
     [
-        ("as_of", "2024-13-31", "as_of '2024-13-31' is not a date (YYYY-MM-DD)"),
-        ("as_of", "", "as_of '' is not a date (YYYY-MM-DD)"),
-        ("date", "someday", "date 'someday' is not a date (YYYY-MM-DD)"),
+        ("as_of", "2024-13-31", "as_of '2024-13-31' is not a YYYY-MM-DD date of the years 1678-2261"),
+        ("as_of", "", "as_of '' is not a YYYY-MM-DD date of the years 1678-2261"),
+        ("date", "someday", "date 'someday' is not a YYYY-MM-DD date of the years 1678-2261"),
+        ("date", "9999-12-31", "date '9999-12-31' is not a YYYY-MM-DD date of the years 1678-2261"),
         ("date", "2024-12-30", "date 2024-12-30 is not after its as_of"),
         ("step", "0", "step 0 is not a step of a forecast"),
         ("ticker", "STOCK A", "not a ticker"),
@@ -140,3 +141,36 @@ def test_predict_retrying_one_ticker_replaces_a_file_whose_kept_rows_are_no_fore
     assert f"WARNING: {said}" in res.stderr.splitlines() and said in json.loads(res.stdout)["warnings"]
     assert set(pd.read_csv(dated)["ticker"]) == {"STOCKB"}
     assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+
+
+@pytest.mark.parametrize("rows", ["", ",,,,,,,,,\n"])
+def test_predict_retrying_one_ticker_over_a_days_file_without_forecasts_writes_its_own(
+    cli, trained_run, tmp_path, rows
+):
+    """The day's file its header alone (a copy stopped after it), or that and a row of empty
+    fields: `predict -t` stopped with 'unexpected error: IndexError: single positional indexer
+    is out-of-bounds'. Nothing in it is a forecast to keep: the file is the new forecast."""
+    out = tmp_path / "fc"
+    assert cli("predict", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    dated = out / trained_run.name / "2024-12-31.csv"
+    dated.write_text(dated.read_text().split("\n", 1)[0] + "\n" + rows)
+    res = cli("predict", "--run", trained_run, "--out", out, "-q", "-t", "STOCKB")
+    assert res.exit_code == 0, res.stderr
+    assert str(dated) not in res.stderr and "ERROR" not in res.stderr
+    assert list(pd.read_csv(dated)["ticker"]) == ["STOCKB"] * 3
+
+
+def test_predict_retrying_one_ticker_keeps_the_others_rows_past_a_row_of_empty_fields(cli, trained_run, tmp_path):
+    """A row of empty fields (a spreadsheet's empty row) among the forecasts, which score
+    ignores, made `predict -t` call the file another run's (run ''), and drop the other
+    tickers' forecasts."""
+    out = tmp_path / "fc"
+    assert cli("predict", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    dated = out / trained_run.name / "2024-12-31.csv"
+    whole = dated.read_bytes()
+    lines = whole.decode().splitlines(keepends=True)
+    dated.write_text("".join([*lines[:3], ",,,,,,,,,\n", *lines[3:], ",,,,,,,,,\n"]))
+    res = cli("predict", "--run", trained_run, "--out", out, "-q", "-t", "STOCKB")
+    assert res.exit_code == 0, res.stderr
+    assert str(dated) not in res.stderr
+    assert dated.read_bytes() == whole
