@@ -76,6 +76,11 @@ WARMUP_HALFLIVES = 50
 
 FORECAST_COLUMNS = ["ticker", "as_of", "step", "date", "last_close", "p10", "p50", "p90", "model", "run"]
 
+MEDIAN_APART = 100.0
+"""How many times a forecast's median may be above or below its last close: a model's median
+of the next sessions is within a few percent of it. One further away is a cell edited by hand
+(a last close of 1e-308), which score would otherwise scale the forecast by, to infinity."""
+
 MIN_TICKERS_PER_JOB = 100
 """A process of its own only with this many tickers for each: a ticker's forecast takes about
 10 ms (reading its bars most of it), sending a process its share and the run a few."""
@@ -596,15 +601,28 @@ def _not_prices(rows: pd.DataFrame) -> str | None:
     with np.errstate(invalid="ignore"):
         values[~(np.isfinite(values) & (values > 0))] = np.nan
         bad = np.isnan(values).any(axis=1) | ~((values[:, 1] <= values[:, 2]) & (values[:, 2] <= values[:, 3]))
-    if not bad.any():
+        apart = ~medians_near(values[:, 0], values[:, 2])
+    if not (bad | apart).any():
         return None
-    i = int(np.flatnonzero(bad)[0])
+    i = int(np.flatnonzero(bad | apart)[0])
     row = rows.iloc[i]
     at = f"{row['ticker']}'s forecast as of {row['as_of']}, step {row['step']}"
     for j, col in enumerate(PRICE_COLUMNS):
         if np.isnan(values[i, j]):
             return f"{at}: {col} {ascii(row[col][:40])} is not a price"
+    if not bad[i]:
+        return f"{at}: {MEDIAN_FAR}"
     return f"{at}: p10, p50 and p90 are not in order"
+
+
+MEDIAN_FAR = f"p50 is more than {MEDIAN_APART:g}x away from last_close"
+
+
+def medians_near(last_close: np.ndarray, p50: np.ndarray) -> np.ndarray:
+    """Where a forecast's median ``p50`` is within :data:`MEDIAN_APART` times its
+    ``last_close`` (False where either is NaN)."""
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        return (p50 <= last_close * MEDIAN_APART) & (p50 >= last_close / MEDIAN_APART)
 
 
 def _last_forecast_cut_short(rows: pd.DataFrame, horizon: int) -> pd.Series | None:

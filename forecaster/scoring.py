@@ -61,7 +61,7 @@ from .evaluation import EvalReport
 from .fsio import PathLike, ends_mid_line, file_in_the_way, follow_link, not_a_folder, refuse_empty_folders
 from .metrics import POOLED, metrics_table
 from .outputs import FORECAST_FILE, has_dated_forecasts, refuse_unreadable_forecast, write_csv
-from .prediction import FORECAST_COLUMNS
+from .prediction import FORECAST_COLUMNS, MEDIAN_FAR, medians_near
 from .sessions import dated_after_today, last_completed_session, parse_day, sessions_after_count
 from .sources import row_lines, where_row
 from .store import check_source, load_bars, warn_gaps
@@ -502,11 +502,14 @@ def _read_forecast(
             steps_of = pd.Series(step).groupby(pair)
             if steps_of.apply(lambda s: sorted(s) == list(range(1, made + 1))).all():
                 raise _Malformed(_another_model(run, f"{made} steps, the run forecasts {horizon}"))
-    bad = invalid | outside
+    far = ~invalid & ~medians_near(prices[:, 0], prices[:, 2])  # a last close edited to 1e-308
+    bad = invalid | outside | far
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         why = "dates, step or prices"
-        if not invalid[row]:  # a valid row but for its step: which steps the run has
+        if far[row]:
+            why = MEDIAN_FAR
+        elif not invalid[row]:  # a valid row but for its step: which steps the run has
             limit = f"run {run} forecasts" if horizon else "the file's forecasts have"
             why = f"step {int(step[row])}; {limit} steps 1 to {steps}"
         raise _Malformed(f"{where(row)} is not a valid forecast ({why})")

@@ -506,6 +506,29 @@ def test_a_date_with_a_year_out_of_range_is_a_bad_row_not_an_unexpected_error(cl
     pd.testing.assert_frame_equal(_score_csv(out, trained_run), clean)
 
 
+@pytest.mark.parametrize("col, typo", [("last_close", "1e-308"), ("last_close", "1e300"), ("p50", "1.2")])
+def test_a_median_far_from_its_last_close_is_a_bad_row_not_scaled_to_infinity(cli, trained_run, out, col, typo):
+    """A last close edited by hand to 1e-308: score took the data's close over it for a
+    re-adjustment of the history, scaled the forecast by 1e310, and wrote inf into score.csv
+    (a blank skill). A median more than 100x away from its last close is no forecast: that
+    file is named and skipped, the others scored."""
+    folder = out / trained_run.name
+    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    clean = _score_csv(out, trained_run)
+    shutil.copy(folder / "2024-12-20.csv", folder / "2024-12-19.csv")  # the same forecasts: scored once
+    edited = pd.read_csv(folder / "2024-12-20.csv", dtype=str)
+    edited.loc[1, col] = typo
+    if col == "p50":
+        edited.loc[1, "p10"] = "1.1"
+    edited.to_csv(folder / "2024-12-20.csv", index=False)
+    res = cli("score", "--run", trained_run, "--out", out)
+    assert res.exit_code == 3, res.stderr
+    said = "2024-12-20.csv skipped: line 3 is not a valid forecast (p50 is more than 100x away from last_close)"
+    assert said in res.stderr, res.stderr
+    assert "inf" not in (folder / "score.csv").read_text()
+    pd.testing.assert_frame_equal(_score_csv(out, trained_run), clean)
+
+
 @pytest.mark.parametrize("typo", ["9", "4", "0", "-1"])
 def test_a_step_the_run_does_not_forecast_is_a_bad_row(cli, trained_run, out, typo):
     """A forecast file edited by hand (or written by another tool) with a step outside the run's
@@ -1594,7 +1617,7 @@ def test_the_coverage_alert_reads_the_forecast_after_one_whose_as_of_bar_is_gone
     folder = out / trained_run.name
     for day in ORIGINS:  # every 2-step interval far below its actual: a miss
         df = pd.read_csv(folder / f"{day}.csv", dtype=str)
-        df.loc[df["step"] == "2", ["p10", "p50", "p90"]] = "1.0"
+        df.loc[df["step"] == "2", ["p10", "p50", "p90"]] = "10.0"
         df.to_csv(folder / f"{day}.csv", index=False)
     rep = score(trained_run, out=out, data_dir=data, since="2024-12-24")
     assert rep.exit_code == 0 and rep.warnings == [], rep.warnings

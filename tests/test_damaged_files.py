@@ -116,6 +116,7 @@ def test_predict_names_a_date_with_a_time_zone_left_among_dates_without_one(cli,
         ("step", "0", "step 0 is not a step of a forecast"),
         ("ticker", "STOCK A", "not a ticker"),
         ("ticker", "STOCKC", "not one of the run's tickers"),
+        ("last_close", "1e-308", "p50 is more than 100x away from last_close"),
     ],
 )
 def test_predict_retrying_one_ticker_replaces_a_file_whose_kept_rows_are_no_forecasts(
