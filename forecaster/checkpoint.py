@@ -629,6 +629,11 @@ def _check_consistent(m: Manifest, path: Path) -> None:
                 raise RunFormatError(f"{path} is malformed: {sym}.{field} has {len(values)} steps, not {horizon}")
             if values is not None and not all(0 < v < math.inf for v in values):
                 raise RunFormatError(f"{path} is malformed: {sym}.{field} holds a scale that is not a positive number")
+        if t.garch is not None and not _usable_garch(t.garch):
+            raise RunFormatError(
+                f"{path} is malformed: {sym}.garch holds parameters no garch fit has (finite numbers, omega at "
+                "least 0, alpha + gamma / 2 + beta from 0 to 1, nu above 2, a close above 0)"
+            )
         sc = t.scaler
         if len(sc.mean) != continuous or len(sc.std) != continuous:
             raise RunFormatError(
@@ -637,6 +642,25 @@ def _check_consistent(m: Manifest, path: Path) -> None:
             )
         if not (all(map(math.isfinite, sc.mean)) and all(0 < v < math.inf for v in [*sc.std, sc.ret_std])):
             raise RunFormatError(f"{path} is malformed: {sym}'s scaler holds a value that is not a finite number")
+
+
+_GARCH_SLACK = 1e-6
+"""How far above 1 a fit's persistence may be: the optimiser's tolerance on that constraint."""
+
+
+def _usable_garch(g: GarchFit) -> bool:
+    """True when ``g`` is a fit the garch baseline could have made, as it checks a fit (finite,
+    omega at least 0, persistence ``alpha + gamma / 2 + beta`` from 0 to 1, nu above 2) with a
+    close above 0: a value edited into run.json otherwise divided by zero (nu = 2) or made the
+    baseline's bounds infinite (beta = 1e300)."""
+    values = [g.omega, g.alpha, g.gamma, g.beta, g.nu, g.close]
+    return (
+        all(map(math.isfinite, values))
+        and g.omega >= 0
+        and -_GARCH_SLACK <= g.alpha + 0.5 * g.gamma + g.beta <= 1 + _GARCH_SLACK
+        and g.nu > 2
+        and g.close > 0
+    )
 
 
 def read_weights(run_dir: Path) -> dict[str, np.ndarray]:

@@ -175,3 +175,25 @@ def test_predict_retrying_one_ticker_keeps_the_others_rows_past_a_row_of_empty_f
     assert res.exit_code == 0, res.stderr
     assert str(dated) not in res.stderr
     assert dated.read_bytes() == whole
+
+
+# ---------------------------------------------------------------------------- run directories
+
+
+@pytest.mark.parametrize("field, value", [("nu", 2.0), ("nu", 0.0), ("beta", 1e300), ("omega", float("nan"))])
+def test_a_garch_fit_edited_in_run_json_makes_the_run_malformed(cli, run_copy, field, value):
+    """The garch fit kept in run.json, edited: nu = 2 stopped evaluate with 'unexpected error:
+    ZeroDivisionError', and beta = 1e300 wrote NaN into its metrics.csv. The run is named
+    malformed, as for any field no training writes, exit 1."""
+    meta = json.loads((run_copy / "run.json").read_text())
+    sym = next(s for s, t in meta["tickers"].items() if t.get("garch"))
+    meta["tickers"][sym]["garch"][field] = value
+    (run_copy / "run.json").write_text(json.dumps(meta))
+    res = cli("evaluate", "--run", run_copy, "-q")
+    assert_one_line_error(
+        res,
+        1,
+        f"{run_copy / 'run.json'} is malformed: {sym}.garch holds parameters no garch fit has (finite numbers, "
+        "omega at least 0, alpha + gamma / 2 + beta from 0 to 1, nu above 2, a close above 0)",
+    )
+    assert not (run_copy / "eval").exists()
