@@ -859,6 +859,8 @@ def _check_resume_state(state: ResumeState, manifest: Manifest, path: Path) -> N
             for name, v in slots.items()
             if name != "step" and tuple(v.shape) != shapes[i]
         ]
+        if "step" in slots and slots["step"].size != 1:  # a count of steps, one number
+            problems.append(f"opt.{i}.step holds {slots['step'].size} numbers, not one")
     for name in ("generator", "torch_rng", "cuda_rng"):
         rng = getattr(state, name)
         if rng is not None and (rng.dtype != np.uint8 or rng.ndim != 1):
@@ -868,8 +870,17 @@ def _check_resume_state(state: ResumeState, manifest: Manifest, path: Path) -> N
         problems.append("param_groups is not a list of tables")
     elif not all(_positive_number(g.get("lr")) and isinstance(g.get("params"), list) for g in groups):
         problems.append("param_groups holds a group without a learning rate or parameters")
+    elif bad := next(
+        (f"{k} {v!r}"[:60] for g in groups for k, v in g.items() if not _group_setting(k, v, len(shapes))), None
+    ):
+        problems.append(f"param_groups holds a setting the optimiser cannot take ({bad})")
+    fitted = state.fitted_on
+    if fitted is not None and not (isinstance(fitted, dict) and all(isinstance(v, str) for v in fitted.values())):
+        problems.append("fitted_on is not a table of the hashes of the tickers' bars")
     if not isinstance(state.scheduler, dict) or "optimizer" in state.scheduler:  # torch never saves that one
         problems.append("scheduler is not a scheduler's state")
+    elif bad := next((f"{k} {v!r}"[:60] for k, v in state.scheduler.items() if not _scheduler_setting(k, v)), None):
+        problems.append(f"scheduler holds a setting the scheduler cannot take ({bad})")
     if problems:
         raise RunFormatError(
             f"{path} does not match the run's config ({'; '.join(problems[:3])}"
@@ -892,6 +903,60 @@ def _check_resume_state(state: ResumeState, manifest: Manifest, path: Path) -> N
 
 def _positive_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf
+
+
+def _number(value: object, low: float = 0.0, high: float = math.inf) -> bool:
+    """A finite number (not a bool) from ``low`` to below ``high``."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value < high
+
+
+def _count(value: object) -> bool:
+    """A whole number of 0 or more."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+# The settings of a group of AdamW, as torch saves them: each known one must be of its kind,
+# or torch stops the resumed training with an error of its own (a list for a number, fused
+# and differentiable together, a parameter index past the network's).
+_GROUP_SETTINGS = {
+    "lr": _positive_number,
+    "eps": _positive_number,
+    "weight_decay": _number,
+    "betas": lambda v: isinstance(v, list) and len(v) == 2 and all(_number(b, 0.0, 1.0) for b in v),
+    "differentiable": lambda v: v is False,  # training never asks for it; fused refuses it
+    **{k: lambda v: v is None or isinstance(v, bool) for k in ("foreach", "fused", "capturable")},
+    **{k: lambda v: isinstance(v, bool) for k in ("amsgrad", "maximize", "decoupled_weight_decay")},
+}
+
+
+def _group_setting(key: str, value: object, n_params: int) -> bool:
+    """True when ``value`` can be the optimiser group's setting ``key`` (of a network of
+    ``n_params`` parameters): ``params`` their distinct indices."""
+    if key == "params":
+        return all(_count(i) and i < n_params for i in value) and len(set(value)) == len(value)
+    check = _GROUP_SETTINGS.get(key)
+    return check is None or bool(check(value))
+
+
+_SCHEDULER_SETTINGS = {
+    "factor": lambda v: _number(v, 0.0, 1.0) and v > 0,
+    "mode": lambda v: v in ("min", "max"),
+    "threshold_mode": lambda v: v in ("rel", "abs"),
+    "threshold": _number,
+    "eps": _number,
+    "default_min_lr": _number,
+    "min_lrs": lambda v: isinstance(v, list) and all(_number(x) for x in v),
+    "_last_lr": lambda v: isinstance(v, list) and all(_positive_number(x) for x in v),
+    "best": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v),
+    "mode_worse": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v),
+    **{k: _count for k in ("patience", "cooldown", "cooldown_counter", "num_bad_epochs", "last_epoch")},
+}
+
+
+def _scheduler_setting(key: str, value: object) -> bool:
+    """True when ``value`` can be the learning-rate scheduler's setting ``key``."""
+    check = _SCHEDULER_SETTINGS.get(key)
+    return check is None or bool(check(value))
 
 
 def _safetensors_metadata(path: Path) -> dict[str, str]:

@@ -197,3 +197,58 @@ def test_a_garch_fit_edited_in_run_json_makes_the_run_malformed(cli, run_copy, f
         "omega at least 0, alpha + gamma / 2 + beta from 0 to 1, nu above 2, a close above 0)",
     )
     assert not (run_copy / "eval").exists()
+
+
+@pytest.fixture(scope="module")
+def interrupted_run(small_dir, tmp_path_factory, torch_one_thread):
+    """A tiny run stopped after its second epoch, resumable (copy it before damaging it)."""
+    from support import tiny_overrides
+
+    from forecaster.config import load_config
+    from forecaster.training import Interrupted, train
+
+    def stop(rec):
+        if rec.epoch == 2:
+            raise KeyboardInterrupt
+
+    run = tmp_path_factory.mktemp("interrupted") / "run"
+    cfg = load_config(None, tiny_overrides(small_dir, **{"train.epochs": 3, "train.checkpoint_every": 0}))
+    with pytest.raises(Interrupted):
+        train(cfg, run_dir=run, on_epoch=stop)
+    return run
+
+
+@pytest.mark.parametrize(
+    "edit, why",
+    [
+        (lambda s, t: s["param_groups"][0].update(eps="min"), "the optimiser cannot take (eps 'min')"),
+        (lambda s, t: s["param_groups"][0].update(betas=[0.9]), "(betas [0.9])"),
+        (lambda s, t: s["param_groups"][0].update(differentiable=True), "(differentiable True)"),
+        (lambda s, t: s["param_groups"][0].update(params=[0, 0]), "(params [0, 0])"),
+        (lambda s, t: s["scheduler"].update(best={}), "scheduler holds a setting the scheduler cannot take (best {})"),
+        (lambda s, t: s["scheduler"].update(factor=""), "(factor '')"),
+        (lambda s, t: s.update(fitted_on="min"), "fitted_on is not a table of the hashes of the tickers' bars"),
+        (lambda s, t: t.update({"opt.0.step": t["opt.0.step"][:0]}), "opt.0.step holds 0 numbers, not one"),
+    ],
+)
+def test_train_resume_names_a_resume_file_whose_settings_torch_cannot_take(cli, interrupted_run, tmp_path, edit, why):
+    """The optimiser's and scheduler's settings kept in resume.safetensors, edited: torch
+    stopped the resumed training with an unexpected error of its own (TypeError, RuntimeError,
+    AttributeError: 'str' object has no attribute 'get'). The file is named as one that does
+    not match the run, exit 1, the run left as it was."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    run = tmp_path / "run"
+    shutil.copytree(interrupted_run, run)
+    path = run / "resume.safetensors"
+    with safe_open(str(path), framework="numpy") as f:
+        state = json.loads(f.metadata()["state"])
+    tensors = load_file(str(path))
+    edit(state, tensors)
+    save_file(tensors, str(path), metadata={"state": json.dumps(state)})
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    res = cli("train", "--resume", run, "-q")
+    line = assert_one_line_error(res, 1, f"{path} does not match the run's config (", why)
+    assert line.endswith("the run cannot be resumed; train it again without --resume")
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
