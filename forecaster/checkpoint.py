@@ -938,10 +938,10 @@ def _group_setting(key: str, value: object, n_params: int) -> bool:
     return check is None or bool(check(value))
 
 
+# The scheduler's settings, checked as the optimiser's are (its mode and threshold_mode torch refuses
+# as it loads them, and training names the file then).
 _SCHEDULER_SETTINGS = {
     "factor": lambda v: _number(v, 0.0, 1.0) and v > 0,
-    "mode": lambda v: v in ("min", "max"),
-    "threshold_mode": lambda v: v in ("rel", "abs"),
     "threshold": _number,
     "eps": _number,
     "default_min_lr": _number,
