@@ -870,6 +870,8 @@ def _check_resume_state(state: ResumeState, manifest: Manifest, path: Path) -> N
         problems.append("param_groups is not a list of tables")
     elif not all(_positive_number(g.get("lr")) and isinstance(g.get("params"), list) for g in groups):
         problems.append("param_groups holds a group without a learning rate or parameters")
+    elif missing := next((k for g in groups for k in _GROUP_NEEDS if k not in g), None):
+        problems.append(f"param_groups holds a group without {missing}")
     elif bad := next(
         (f"{k} {v!r}"[:60] for g in groups for k, v in g.items() if not _group_setting(k, v, len(shapes))), None
     ):
@@ -927,6 +929,11 @@ _GROUP_SETTINGS = {
     **{k: lambda v: v is None or isinstance(v, bool) for k in ("foreach", "fused", "capturable")},
     **{k: lambda v: isinstance(v, bool) for k in ("amsgrad", "maximize", "decoupled_weight_decay")},
 }
+
+
+_GROUP_NEEDS = ("betas", "eps", "weight_decay")
+"""The settings of a group that AdamW's step reads and torch does not fill in when it loads a
+group without them (it does for the flags above)."""
 
 
 def _group_setting(key: str, value: object, n_params: int) -> bool:

@@ -584,7 +584,9 @@ def test_an_interrupted_runs_training_state_reads_back_as_it_was_saved(trained_r
         model=weights,
         best={k: v + 1 for k, v in weights.items()},
         optimizer={i: {"exp_avg": rng.normal(size=weights[k].shape).astype(np.float32)} for i, k in enumerate(order)},
-        param_groups=[{"lr": 0.001, "params": list(range(len(weights)))}],
+        param_groups=[
+            {"lr": 0.001, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 1e-4, "params": list(range(len(weights)))}
+        ],
         scheduler={"best": 0.25, "num_bad_epochs": 1},
         generator=rng.integers(0, 255, 16, dtype=np.uint8),
         torch_rng=rng.integers(0, 255, 32, dtype=np.uint8),

@@ -291,6 +291,10 @@ RESUME_DAMAGE = {
         lambda t, s: s["param_groups"][0].update(lr="fast"),
         "param_groups holds a group without a learning rate",
     ),
+    "a group without eps": (  # torch loaded it and failed at the first step with a KeyError
+        lambda t, s: s["param_groups"][0].pop("eps"),
+        "param_groups holds a group without eps",
+    ),
     "scheduler not a table": (lambda t, s: s.update(scheduler=[1]), "scheduler is not a scheduler's state"),
     "generator of floats": (
         lambda t, s: t.update(generator=np.zeros(3, np.float32)),
