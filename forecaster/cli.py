@@ -909,6 +909,7 @@ def train(
                 options["run_dir"] = resume
             given = _tickers(tickers, tickers_arg, lambda: _config_lists_tickers(config, base))
             cfg = load_config(_config_file(config), overrides(options, given), base=base)
+            _job_environment()
             main_rank = Dist().main
             show = _bar_shown() and not quiet and not json_out and main_rank
             on_epoch, on_batch = bar.enter_context(_progress(show, cfg.train.epochs))
@@ -979,6 +980,64 @@ def _tune_best_dir(config: list[Path] | None, options: dict) -> Path | None:
         return best_run_dir(load_config(_config_file(config), study))
     except Exception:
         return None
+
+
+_JOB_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
+
+
+def _job_number(name: str, least: int) -> int | None:
+    """The whole number in the environment variable ``name`` (None when unset), at least
+    ``least``; otherwise a ConfigError naming the variable."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return None
+    try:
+        value = int(raw.strip(), 10)
+    except ValueError:
+        value = None
+    if value is None or value < least:
+        raise ConfigError(
+            f"environment variable {name}={raw!r} is not a whole number of at least {least}: torchrun sets "
+            "WORLD_SIZE, RANK and LOCAL_RANK for each process of a distributed training (unset them to "
+            "train in one process)"
+        )
+    return value
+
+
+def _job_environment() -> None:
+    """Check the variables through which torchrun makes ``train`` one process of a distributed
+    job, before training reads them: one that is not a whole number, a world of no process, a
+    rank outside it, or a job without the address its processes meet at is a ConfigError naming
+    the variable (it was a ValueError, a validation error or a division by zero from deep in
+    training, or, for a rank past the last, a wait for a process that never comes)."""
+    for name in _JOB_VARIABLES:
+        if os.environ.get(name) == "":  # empty: unset, as the entry point reads it
+            del os.environ[name]
+    world = _job_number("WORLD_SIZE", 1)
+    if world is None or world == 1:
+        _job_number("RANK", 0)
+        _job_number("LOCAL_RANK", 0)
+        return
+    rank = _job_number("RANK", 0)
+    if rank is None or rank >= world:
+        shown = "unset" if rank is None else f"{rank}"
+        raise ConfigError(
+            f"environment variable RANK is {shown} where WORLD_SIZE={world}: each process of a distributed "
+            f"training has a RANK from 0 to {world - 1} (start it with torchrun, or unset WORLD_SIZE to train in one "
+            "process)"
+        )
+    _job_number("LOCAL_RANK", 0)
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name, "").strip()]
+    if missing:
+        raise ConfigError(
+            f"environment {'variables' if len(missing) > 1 else 'variable'} {' and '.join(missing)} unset where "
+            f"WORLD_SIZE={world}: the processes of a "
+            "distributed training meet at MASTER_ADDR:MASTER_PORT (start it with torchrun, or unset WORLD_SIZE "
+            "to train in one process)"
+        )
+    port = os.environ["MASTER_PORT"]
+    if not port.strip().isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"environment variable MASTER_PORT={port!r} is not a port number (1 to 65535)")
 
 
 def _training_doc(run_dir: Path, man) -> dict:

@@ -1,0 +1,61 @@
+"""Option and environment values at their edges: refused with one line naming what was given,
+the documented exit code, and nothing written; never an unexpected error."""
+
+from __future__ import annotations
+
+import pytest
+from support import assert_one_line_error
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def _train(cli, small_dir, run, *extra):
+    args = ["train", "--source", "csv", "--data-dir", small_dir, "-t", "STOCKA", "--lookback", "20", "--horizon", "3"]
+    args += ["--val-days", "100", "--test-days", "100", "--hidden-size", "8", "--epochs", "1", "--run-dir", run]
+    return cli(*args, *extra)
+
+
+@pytest.mark.parametrize(
+    "env, fragments",
+    [
+        ({"WORLD_SIZE": "abc"}, ("WORLD_SIZE='abc'", "not a whole number")),
+        ({"WORLD_SIZE": "0"}, ("WORLD_SIZE='0'", "at least 1")),
+        ({"WORLD_SIZE": "-1"}, ("WORLD_SIZE='-1'", "at least 1")),
+        ({"LOCAL_RANK": "abc"}, ("LOCAL_RANK='abc'",)),
+        ({"RANK": "x"}, ("RANK='x'",)),
+        ({"WORLD_SIZE": "2", "RANK": "x"}, ("RANK='x'",)),
+        ({"WORLD_SIZE": "2"}, ("RANK is unset where WORLD_SIZE=2",)),
+        ({"WORLD_SIZE": "2", "RANK": "2"}, ("RANK is 2 where WORLD_SIZE=2", "from 0 to 1")),
+        ({"WORLD_SIZE": "2", "RANK": "1"}, ("MASTER_ADDR and MASTER_PORT unset",)),
+        (
+            {"WORLD_SIZE": "2", "RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "99999"},
+            ("MASTER_PORT='99999'",),
+        ),
+    ],
+)
+def test_a_torchrun_variable_that_cannot_be_a_job_is_refused_naming_it(
+    cli, small_dir, tmp_path, monkeypatch, env, fragments
+):
+    """`WORLD_SIZE=abc forecaster train` said "unexpected error: ValueError: invalid literal for
+    int()", WORLD_SIZE=0 a ZeroDivisionError and WORLD_SIZE=-1 a pydantic validation error of the
+    run's manifest; a job without RANK or MASTER_ADDR torch's own ValueError, all as unexpected
+    errors. Each is one line naming the variable now, exit 1, before any training."""
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    run = tmp_path / "run"
+    res = _train(cli, small_dir, run)
+    assert_one_line_error(res, 1, "environment variable", *fragments)
+    assert not run.exists()
+
+
+def test_an_empty_world_size_is_one_process(cli, small_dir, tmp_path, monkeypatch):
+    """An empty WORLD_SIZE (`WORLD_SIZE= forecaster train`, a job runner's template left blank)
+    is unset, as the entry point reads it; training read it as int("") and failed."""
+    monkeypatch.setenv("WORLD_SIZE", "")
+    monkeypatch.delenv("RANK", raising=False)
+    run = tmp_path / "run"
+    res = _train(cli, small_dir, run, "-q")
+    assert res.exit_code == 0, res.stderr
+    assert (run / "run.json").is_file()
