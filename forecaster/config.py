@@ -500,11 +500,27 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+CONFIG_MAX_BYTES = 16 << 20
+"""The most a config file may hold: more is no config (a list of 100,000 tickers takes under
+1 MiB), and the bytes of a device such as /dev/zero never end."""
+
+
+def _config_bytes(path: str | os.PathLike[str]) -> bytes:
+    with open(path, "rb") as f:
+        data = f.read(CONFIG_MAX_BYTES + 1)
+    if len(data) > CONFIG_MAX_BYTES:
+        raise ConfigError(
+            f"config file {path} holds more than {CONFIG_MAX_BYTES >> 20} MiB: no config is that long (is it "
+            "a device, such as /dev/zero, or a data file?)"
+        )
+    return data
+
+
 def read_toml(path: str | os.PathLike[str]) -> dict:
     """Read a TOML config file, turning every failure into a one-line ConfigError."""
     try:
         # a byte-order mark, which some Windows editors write, is no part of the text
-        return tomllib.loads(Path(path).read_bytes().decode("utf-8").removeprefix("\ufeff"))
+        return tomllib.loads(_config_bytes(path).decode("utf-8").removeprefix("\ufeff"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except IsADirectoryError:

@@ -59,3 +59,25 @@ def test_an_empty_world_size_is_one_process(cli, small_dir, tmp_path, monkeypatc
     res = _train(cli, small_dir, run, "-q")
     assert res.exit_code == 0, res.stderr
     assert (run / "run.json").is_file()
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
+def test_a_config_file_that_never_ends_is_refused(cli, tmp_path, device):
+    """`--config /dev/zero` read the device to its end, which never comes: the command grew
+    until the machine ran out of memory. A config file is read up to 16 MiB now, and one that
+    holds more is one line naming it, exit 1."""
+    run = tmp_path / "run"
+    res = cli("train", "--config", device, "--epochs", "1", "--run-dir", run)
+    assert_one_line_error(res, 1, f"config file {device}", "more than 16 MiB")
+    assert not run.exists()
+
+
+def test_a_config_file_just_under_the_limit_is_read(cli, tmp_path):
+    """The limit is no config's: a long file (a comment of 16 MiB less a few bytes) still reads."""
+    from forecaster.config import CONFIG_MAX_BYTES
+
+    config = tmp_path / "long.toml"
+    text = "[train]\nepochs = 0\n"
+    config.write_text(text + "#" * (CONFIG_MAX_BYTES - len(text) - 1) + "\n")
+    res = cli("train", "--config", config, "--run-dir", tmp_path / "run")
+    assert_one_line_error(res, 1, "train.epochs: must be greater than 0, not 0")
