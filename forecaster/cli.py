@@ -2096,6 +2096,7 @@ def promote(
         from .registry import promote as do_promote
 
         _refuse_empty(DIR=run, runs_dir=runs_dir)
+        _refuse_tune_folder(name, runs_dir)
         res = do_promote(run, name, runs_dir=runs_dir, lock_timeout=lock_timeout)
         # the result, for --log-file (stdout has it below): a promotion leaves a line in the log
         log.info(
@@ -2110,6 +2111,19 @@ def promote(
         elif not quiet:
             was = f"  (was {shown_path(res.previous)})" if res.previous else ""
             print(f"{shown_path(res.pointer)} -> {shown_path(res.target)}{was}")
+
+
+def _refuse_tune_folder(name: str, runs_dir: Path) -> None:
+    """A ConfigError for the name ``tune`` in the runs folder that ``tune`` keeps its studies in
+    (runs/tune/<study>.db and runs/tune/<study>/): promoted, runs/tune was a link to the run,
+    and the next ``forecaster tune`` wrote its study into that run's directory."""
+    from .tuning import TUNE_ROOT
+
+    if name == TUNE_ROOT.name and _resolved(Path(runs_dir)) == _resolved(TUNE_ROOT.parent):
+        raise ConfigError(
+            f"--name {name}: {Path(runs_dir) / name} is the folder where `forecaster tune` keeps its studies "
+            f"({TUNE_ROOT}/<study>.db); promote under another name"
+        )
 
 
 def retrain(

@@ -81,3 +81,17 @@ def test_a_config_file_just_under_the_limit_is_read(cli, tmp_path):
     config.write_text(text + "#" * (CONFIG_MAX_BYTES - len(text) - 1) + "\n")
     res = cli("train", "--config", config, "--run-dir", tmp_path / "run")
     assert_one_line_error(res, 1, "train.epochs: must be greater than 0, not 0")
+
+
+def test_the_name_tune_in_the_folder_of_the_studies_is_refused(cli, run_copy, tmp_path):
+    """`promote RUN --name tune` made runs/tune a link to the run, and the next
+    `forecaster tune` wrote its study (default.db, default/) into that run's directory. The name
+    is refused there now, exit 1, naming --name; under another --runs-dir it is a name as any."""
+    res = cli("promote", run_copy, "--name", "tune")
+    assert_one_line_error(res, 1, "--name tune", "keeps its studies")
+    assert not (tmp_path / "cwd" / "runs").exists()
+    res = cli("promote", run_copy, "--name", "tune", "--runs-dir", "./runs/../runs")
+    assert_one_line_error(res, 1, "--name tune")
+    res = cli("promote", run_copy, "--name", "tune", "--runs-dir", "models", "-q")
+    assert res.exit_code == 0, res.stderr
+    assert (tmp_path / "cwd" / "models" / "tune").resolve() == run_copy.resolve()
