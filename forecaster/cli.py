@@ -1526,6 +1526,8 @@ def predict(
         from .tickers import log_some
 
         _refuse_empty(run=run, out=out, data_dir=data_dir)
+        if max_staleness is not None:
+            _unused_staleness(run, offline, _val(source))
         rep = do_predict(
             run,
             as_of=as_of,
@@ -1541,6 +1543,29 @@ def predict(
         _show_forecast(rep, quiet, json_out)
         log_some(logging.ERROR, [f"{sym} failed: {reason}" for sym, reason in rep.failed.items()], "failed tickers")
         raise typer.Exit(rep.exit_code)
+
+
+def _unused_staleness(run: Path, offline: bool, source: str | None) -> None:
+    """A warning for ``--max-staleness`` where it has nothing to limit: it is how far behind a
+    stored bar may be when the refresh of the store fails, and with ``--offline``, or a csv
+    source (read as the files are, never refreshed), there is no refresh. It was silently
+    ignored, and a cron job that gave it to refuse old bars forecast from any."""
+    given = source is not None
+    if not offline and not given:
+        from .checkpoint import read_manifest
+
+        try:
+            source = read_manifest(run).config.data.source
+        except Exception:  # no run there: predict says so next
+            return
+    if offline or source == "csv":
+        csv = "--source csv" if given else "the run's csv source"
+        why = "--offline, which never refreshes the store" if offline else f"{csv}, whose files are not refreshed"
+        log.warning(
+            "--max-staleness has no effect with %s: the bars are used however old they are (predict says how "
+            "old their last one is)",
+            why,
+        )
 
 
 def _show_forecast(rep, quiet: bool, json_out: bool) -> None:

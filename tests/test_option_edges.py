@@ -95,3 +95,24 @@ def test_the_name_tune_in_the_folder_of_the_studies_is_refused(cli, run_copy, tm
     res = cli("promote", run_copy, "--name", "tune", "--runs-dir", "models", "-q")
     assert res.exit_code == 0, res.stderr
     assert (tmp_path / "cwd" / "models" / "tune").resolve() == run_copy.resolve()
+
+
+@pytest.mark.parametrize(
+    "extra, why",
+    [
+        (["--offline"], "--offline, which never refreshes the store"),
+        ([], "the run's csv source, whose files are not refreshed"),
+        (["--source", "csv"], "--source csv, whose files are not refreshed"),
+    ],
+)
+def test_max_staleness_where_nothing_is_refreshed_says_it_has_no_effect(cli, trained_run, tmp_path, extra, why):
+    """`predict --offline --max-staleness 0` (or of a run that reads CSV files) forecast from
+    bars of any age without a word: the limit applies only to a failed refresh of the store, and
+    there is none. A warning says so now; the forecast is written as before."""
+    res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc", "--max-staleness", "0", "-q", *extra)
+    assert res.exit_code == 0, res.stderr
+    [line] = [ln for ln in res.stderr.splitlines() if "--max-staleness" in ln]
+    assert line.startswith("WARNING: --max-staleness has no effect with " + why), line
+    assert (tmp_path / "fc" / trained_run.name / "latest.csv").is_file()
+    res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc2", "-q", *extra)
+    assert res.exit_code == 0 and "--max-staleness" not in res.stderr
