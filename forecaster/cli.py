@@ -272,13 +272,25 @@ QuietOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable result on stdout; logs on stderr.")]
+
+
+def _log_file(value: str | Path) -> Path:
+    """``--log-file``'s value as a Path: a usage error for an empty one, which named no file (the
+    parser said "file '' is a directory", of the current folder it took it for), and for a folder.
+    A file this user may write but not read is a log file: it is appended to only."""
+    if isinstance(value, Path):
+        return value
+    if not value.strip():
+        raise typer.BadParameter(f"{value!r} names no file: give the log file's name, or leave --log-file out")
+    if Path(value).is_dir():
+        raise typer.BadParameter(f"{value!r} is a folder: give the name of a file in it")
+    return Path(value)
+
+
 LogFileOpt = Annotated[
     Path | None,
     typer.Option(
-        "--log-file",
-        help="Also append timestamped log lines to this file.",
-        dir_okay=False,
-        readable=False,  # appended to only: a log this user may write but not read is written
+        "--log-file", help="Also append timestamped log lines to this file.", parser=_log_file, metavar="<file>"
     ),
 ]
 DebugOpt = Annotated[

@@ -116,3 +116,18 @@ def test_max_staleness_where_nothing_is_refreshed_says_it_has_no_effect(cli, tra
     assert (tmp_path / "fc" / trained_run.name / "latest.csv").is_file()
     res = cli("predict", "--run", trained_run, "--out", tmp_path / "fc2", "-q", *extra)
     assert res.exit_code == 0 and "--max-staleness" not in res.stderr
+
+
+@pytest.mark.parametrize(
+    "value, said",
+    [("", "'' names no file"), ("  ", "'  ' names no file"), ("FOLDER", "is a folder: give the name of a file in it")],
+)
+def test_a_log_file_that_names_no_file_is_a_usage_error_saying_so(cli, run_copy, tmp_path, value, said):
+    """`--log-file ""` (an empty "$LOG") was refused as "file '' is a directory", of the current
+    folder it was taken for; one of spaces was a log file named "  " in the current folder. Both
+    are refused as naming no file now, and a folder as a folder, exit 2 before any work."""
+    value = str(tmp_path) if value == "FOLDER" else value
+    res = cli("info", run_copy, "--log-file", value)
+    assert res.exit_code == 2 and res.stdout == "", res.stderr
+    assert "Invalid value for '--log-file': " in res.stderr and said in res.stderr, res.stderr
+    assert not (tmp_path / "cwd" / value).is_file()
