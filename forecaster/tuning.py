@@ -881,6 +881,11 @@ def tune(
         result.added = objective.started
         if stopped:
             raise SearchInterrupted(_what_was_kept(result), result)
+        if not study.get_trials(deepcopy=False) and t.timeout:
+            raise TrainingError(
+                f"no trial of study {result.study} was run: --timeout {t.timeout:g} s (tune.timeout) had passed "
+                "before the first one could start; give a longer timeout, or 0 for none"
+            )
         _raise_if_nothing_completed(study, result)
         return result
 

@@ -131,3 +131,13 @@ def test_a_log_file_that_names_no_file_is_a_usage_error_saying_so(cli, run_copy,
     assert res.exit_code == 2 and res.stdout == "", res.stderr
     assert "Invalid value for '--log-file': " in res.stderr and said in res.stderr, res.stderr
     assert not (tmp_path / "cwd" / value).is_file()
+
+
+def test_a_tune_timeout_that_passes_before_the_first_trial_says_so(cli, small_dir):
+    """`tune --timeout 1e-9` started no trial, and said "no trial of study s has completed
+    (every trial's state: runs/tune/s/trials.csv)", a file with a header and no trial. It says
+    that the timeout passed before the first trial now, naming --timeout, exit 1."""
+    args = ["tune", "--source", "csv", "--data-dir", small_dir, "-t", "STOCKA", "--lookback", "20", "--horizon", "3"]
+    args += ["--val-days", "100", "--test-days", "100", "--epochs", "1", "--trials", "1", "--study", "s"]
+    res = cli(*args, "--timeout", "1e-9")
+    assert_one_line_error(res, 1, "no trial of study s was run: --timeout 1e-09 s", "before the first one could start")
