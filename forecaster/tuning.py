@@ -271,6 +271,9 @@ def open_storage(url: str, heartbeat: int):
         if _is_bad_url(e):  # not a URL at all, or a database SQLAlchemy has no dialect for
             first = str(e).strip().splitlines()[0].replace(url, label).rstrip(":")
             raise ConfigError(f"unusable storage URL {label}: {first}; expected {STORAGE_FORMS}") from None
+        if isinstance(e, OSError) and not _storage_down(e):  # a journal file that cannot be made or opened
+            why = e.strerror or type(e).__name__
+            raise ForecasterError(f"cannot open the study storage {label}: {why}") from None
         raise _unreachable(e, url) from None
 
 

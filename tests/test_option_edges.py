@@ -141,3 +141,11 @@ def test_a_tune_timeout_that_passes_before_the_first_trial_says_so(cli, small_di
     args += ["--val-days", "100", "--test-days", "100", "--epochs", "1", "--trials", "1", "--study", "s"]
     res = cli(*args, "--timeout", "1e-9")
     assert_one_line_error(res, 1, "no trial of study s was run: --timeout 1e-09 s", "before the first one could start")
+
+
+def test_a_journal_storage_that_cannot_be_opened_names_the_storage(cli, small_dir):
+    """`tune --storage journal:/proc/1/study.log` (a file no process may make there) said only
+    "ERROR: /proc/1/study.log: No such file or directory"; the line names the study storage now."""
+    args = ["tune", "--source", "csv", "--data-dir", small_dir, "-t", "STOCKA", "--epochs", "1", "--trials", "1"]
+    res = cli(*args, "--storage", "journal:/proc/1/study.log")
+    assert_one_line_error(res, 1, "cannot open the study storage journal:/proc/1/study.log: ")
