@@ -52,13 +52,19 @@ def test_a_torchrun_variable_that_cannot_be_a_job_is_refused_naming_it(
 
 def test_an_empty_world_size_is_one_process(cli, small_dir, tmp_path, monkeypatch):
     """An empty WORLD_SIZE (`WORLD_SIZE= forecaster train`, a job runner's template left blank)
-    is unset, as the entry point reads it; training read it as int("") and failed."""
+    is unset, as the entry point reads it; training read it as int("") and failed with an
+    unexpected ValueError. Training is reached now, as one process."""
+    from forecaster.errors import ConfigError
+    from forecaster.training import Dist
+
+    def reached(cfg, **kwargs):
+        raise ConfigError(f"training reached with a world of {Dist().world}")
+
+    monkeypatch.setattr("forecaster.training.train", reached)
     monkeypatch.setenv("WORLD_SIZE", "")
     monkeypatch.delenv("RANK", raising=False)
-    run = tmp_path / "run"
-    res = _train(cli, small_dir, run, "-q")
-    assert res.exit_code == 0, res.stderr
-    assert (run / "run.json").is_file()
+    res = _train(cli, small_dir, tmp_path / "run")
+    assert_one_line_error(res, 1, "training reached with a world of 1")
 
 
 @pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
