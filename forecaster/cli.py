@@ -2150,7 +2150,7 @@ def promote(
             print(f"{shown_path(res.pointer)} -> {shown_path(res.target)}{was}")
 
 
-def _refuse_tune_folder(name: str, runs_dir: Path) -> None:
+def _refuse_tune_folder(name: str, runs_dir: Path, said: str = "--name") -> None:
     """A ConfigError for the name ``tune`` in the runs folder that ``tune`` keeps its studies in
     (runs/tune/<study>.db and runs/tune/<study>/): promoted, runs/tune was a link to the run,
     and the next ``forecaster tune`` wrote its study into that run's directory."""
@@ -2158,8 +2158,8 @@ def _refuse_tune_folder(name: str, runs_dir: Path) -> None:
 
     if name == TUNE_ROOT.name and _resolved(Path(runs_dir)) == _resolved(TUNE_ROOT.parent):
         raise ConfigError(
-            f"--name {name}: {Path(runs_dir) / name} is the folder where `forecaster tune` keeps its studies "
-            f"({TUNE_ROOT}/<study>.db); promote under another name"
+            f"{said} {name}: {Path(runs_dir) / name} is the folder where `forecaster tune` keeps its studies "
+            f"({TUNE_ROOT}/<study>.db), no promoted name; use another name"
         )
 
 
@@ -2214,6 +2214,7 @@ def retrain(
         from .training import Interrupted
 
         _refuse_empty(runs_dir=runs_dir)
+        _refuse_tune_folder(name, runs_dir, "NAME")
         flags = overrides(train_flags, _tickers(tickers, None))
         try:
             with _progress(_bar_shown() and not quiet and not json_out, 0) as (on_epoch, on_batch):

@@ -98,6 +98,8 @@ def test_the_name_tune_in_the_folder_of_the_studies_is_refused(cli, run_copy, tm
     assert not (tmp_path / "cwd" / "runs").exists()
     res = cli("promote", run_copy, "--name", "tune", "--runs-dir", "./runs/../runs")
     assert_one_line_error(res, 1, "--name tune")
+    res = cli("retrain", "tune", "--epochs", "1")  # it said: promote a run first, `promote RUN --name tune`
+    assert_one_line_error(res, 1, "NAME tune: runs/tune is the folder where `forecaster tune` keeps its studies")
     res = cli("promote", run_copy, "--name", "tune", "--runs-dir", "models", "-q")
     assert res.exit_code == 0, res.stderr
     assert (tmp_path / "cwd" / "models" / "tune").resolve() == run_copy.resolve()
