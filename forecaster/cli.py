@@ -1233,7 +1233,9 @@ def tune(
         given = _tickers(tickers, tickers_arg, lambda: _config_lists_tickers(config))
         cfg = load_config(_config_file(config), {**fixed, **tuned, "data.tickers": given})
         if train_best:  # a place the run cannot go is refused before the search, not after it
-            check_run_target(best_run_dir(cfg, run_dir))
+            best = best_run_dir(cfg, run_dir)
+            _refuse_best_over_studies(best)
+            check_run_target(best)
         show = _bar_shown() and not quiet and not json_out
         try:
             with _tune_progress(show, cfg.tune.trials) as (on_epoch, on_trial):
@@ -2148,6 +2150,21 @@ def promote(
         elif not quiet:
             was = f"  (was {shown_path(res.previous)})" if res.previous else ""
             print(f"{shown_path(res.pointer)} -> {shown_path(res.target)}{was}")
+
+
+def _refuse_best_over_studies(best: Path) -> None:
+    """A ConfigError for a ``tune --train-best`` run directory that is, or holds, the folder of
+    the studies (runs/tune): the best run replaces its folder whole. Where that folder was not
+    made yet (``--run-dir runs`` in a new project) the search ran first, and the best run was
+    refused after it, as a folder holding ``tune``."""
+    from .tuning import TUNE_ROOT
+
+    studies = _resolved(TUNE_ROOT)
+    if _resolved(best) == studies or _resolved(best) in studies.parents:
+        raise ConfigError(
+            f"cannot train the best run into {best}: it would replace {TUNE_ROOT}, where tune keeps its studies "
+            "and results; choose another --run-dir"
+        )
 
 
 def _refuse_tune_folder(name: str, runs_dir: Path, said: str = "--name") -> None:

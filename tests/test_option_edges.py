@@ -157,3 +157,15 @@ def test_a_journal_storage_that_cannot_be_opened_names_the_storage(cli, small_di
     args = ["tune", "--source", "csv", "--data-dir", small_dir, "-t", "STOCKA", "--epochs", "1", "--trials", "1"]
     res = cli(*args, "--storage", "journal:/proc/1/study.log")
     assert_one_line_error(res, 1, "cannot open the study storage journal:/proc/1/study.log: ")
+
+
+def test_a_best_run_over_the_studies_folder_is_refused_before_the_search(cli, small_dir, tmp_path):
+    """`tune --train-best --run-dir runs` in a new project ran the whole search, made runs/tune,
+    and only then refused the best run as a folder holding tune. It is refused before any trial
+    now, exit 1, nothing made."""
+    args = ["tune", "--source", "csv", "--data-dir", small_dir, "-t", "STOCKA", "--lookback", "20", "--horizon", "3"]
+    args += ["--val-days", "100", "--test-days", "100", "--epochs", "1", "--trials", "1", "--train-best"]
+    for target in ("runs", "runs/tune"):
+        res = cli(*args, "--run-dir", target)
+        assert_one_line_error(res, 1, f"cannot train the best run into {target}: it would replace runs/tune")
+        assert not (tmp_path / "cwd" / "runs").exists()
