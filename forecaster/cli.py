@@ -2157,7 +2157,7 @@ def _refuse_best_over_studies(best: Path) -> None:
     the studies (runs/tune): the best run replaces its folder whole. Where that folder was not
     made yet (``--run-dir runs`` in a new project) the search ran first, and the best run was
     refused after it, as a folder holding ``tune``."""
-    from .tuning import TUNE_ROOT
+    from .config import TUNE_ROOT
 
     studies = _resolved(TUNE_ROOT)
     if _resolved(best) == studies or _resolved(best) in studies.parents:
@@ -2171,7 +2171,7 @@ def _refuse_tune_folder(name: str, runs_dir: Path, said: str = "--name") -> None
     """A ConfigError for the name ``tune`` in the runs folder that ``tune`` keeps its studies in
     (runs/tune/<study>.db and runs/tune/<study>/): promoted, runs/tune was a link to the run,
     and the next ``forecaster tune`` wrote its study into that run's directory."""
-    from .tuning import TUNE_ROOT
+    from .config import TUNE_ROOT
 
     if name == TUNE_ROOT.name and _resolved(Path(runs_dir)) == _resolved(TUNE_ROOT.parent):
         raise ConfigError(

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -500,19 +501,34 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+TUNE_ROOT = Path("runs") / "tune"
+"""Where tune keeps its embedded studies (``<study>.db``) and every study's results
+(``<study>/``); here, where the command line reads it without importing torch (promote)."""
+
 CONFIG_MAX_BYTES = 16 << 20
 """The most a config file may hold: more is no config (a list of 100,000 tickers takes under
 1 MiB), and the bytes of a device such as /dev/zero never end."""
 
 
 def _config_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a config file, of at most CONFIG_MAX_BYTES: a plain file is measured before
+    it is read, anything else (a device, a pipe) read up to one byte more than that."""
+    too_long = ConfigError(
+        f"config file {path} holds more than {CONFIG_MAX_BYTES >> 20} MiB: no config is that long (is it "
+        "a device, such as /dev/zero, or a data file?)"
+    )
+    try:
+        st = os.stat(path)
+    except OSError:  # said as reading it says it
+        st = None
+    if st is None or stat.S_ISREG(st.st_mode):
+        if st is not None and st.st_size > CONFIG_MAX_BYTES:
+            raise too_long
+        return Path(path).read_bytes()
     with open(path, "rb") as f:
         data = f.read(CONFIG_MAX_BYTES + 1)
     if len(data) > CONFIG_MAX_BYTES:
-        raise ConfigError(
-            f"config file {path} holds more than {CONFIG_MAX_BYTES >> 20} MiB: no config is that long (is it "
-            "a device, such as /dev/zero, or a data file?)"
-        )
+        raise too_long
     return data
 
 

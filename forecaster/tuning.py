@@ -42,7 +42,7 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
 from .checkpoint import EARLIER_SETTINGS, Origin, as_made, run_lock_path
-from .config import SEARCH_SPACE, Config, SearchDim, active_dims, config_from_dict, config_toml, load_config
+from .config import SEARCH_SPACE, TUNE_ROOT, Config, SearchDim, active_dims, config_from_dict, config_toml, load_config
 from .errors import (
     ConfigError,
     DataError,
@@ -80,8 +80,6 @@ from .windows import make_splits
 
 log = logging.getLogger("forecaster")
 
-TUNE_ROOT = Path("runs") / "tune"
-"""Where embedded studies (``<study>.db``) and every study's results (``<study>/``) go."""
 GRACE_BEATS = 3
 """A trial in a database storage whose heartbeat has been silent this many intervals is failed."""
 JOURNAL = "journal:"
