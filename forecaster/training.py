@@ -324,7 +324,9 @@ class Dist:
 
     @property
     def main(self) -> bool:
-        return self.rank == 0
+        """The process that writes the run: rank 0 of a job, or the one process of a training
+        that is not distributed (whatever a RANK left in the environment says)."""
+        return not self.active or self.rank == 0
 
     def setup(self, device: torch.device) -> torch.device:
         """Join the process group (NCCL on CUDA, gloo on the CPU); one GPU per local rank."""

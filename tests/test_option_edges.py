@@ -67,6 +67,19 @@ def test_an_empty_world_size_is_one_process(cli, small_dir, tmp_path, monkeypatc
     assert_one_line_error(res, 1, "training reached with a world of 1")
 
 
+def test_a_rank_without_a_job_trains_and_writes_the_run(cli, small_dir, tmp_path, monkeypatch):
+    """A RANK left in the environment with no WORLD_SIZE (a shell where a job once ran): the
+    training ran as a job's rank 3, which writes nothing, and exited 0 without a word and
+    without a run. One process writes its run whatever RANK says."""
+    for name in ("WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RANK", "3")
+    run = tmp_path / "run"
+    res = _train(cli, small_dir, run)
+    assert res.exit_code == 0, res.stderr
+    assert (run / "run.json").is_file() and (run / "history.csv").is_file()
+
+
 @pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
 def test_a_config_file_that_never_ends_is_refused(cli, tmp_path, device):
     """`--config /dev/zero` read the device to its end, which never comes: the command grew

@@ -378,7 +378,10 @@ def test_an_interrupted_distributed_training_says_so_once_from_rank_0(
     """Under torchrun every process is stopped, but only rank 0 saves the run: it alone says
     what was left (the line, or --json's document); another rank exits 130 without a word, so
     the job's output holds the line once, not once per process. A rank is what torchrun's
-    RANK says (here alone, WORLD_SIZE unset, so that no process group is needed)."""
+    RANK says (here a rank without a job, so that no process group is needed)."""
+    from forecaster import training
+
+    monkeypatch.setattr(training.Dist, "main", property(lambda self: self.rank == 0))
     stop(monkeypatch)
     run = tmp_path / "run"
     args = ["train", "--source", "csv", "--data-dir", small_dir, "-t", "STOCKA,STOCKB", "--lookback", "20"]
