@@ -366,6 +366,9 @@ def file_lock(path: PathLike, timeout: float = 0, *, purpose: str | None = None)
     lock_path = Path(path)
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
+        # a lock file that cannot be made: filelock would try again until its timeout, then say "held"
+        if not lock_path.exists() and (reason := _cannot_create(lock_path)):
+            raise LockUnavailable(f"cannot create the lock file {lock_path}: {reason}")
         lock = FileLock(lock_path, timeout=timeout, thread_local=False)
         lock.acquire()
     except Timeout:  # a TimeoutError, so an OSError: caught first
@@ -396,6 +399,15 @@ def file_lock(path: PathLike, timeout: float = 0, *, purpose: str | None = None)
         with contextlib.suppress(OSError):
             holder.unlink(missing_ok=True)
         lock.release()
+
+
+def _cannot_create(path: Path) -> str | None:
+    """Why the lock file ``path``, not there yet, cannot be created; None when it can."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
+    except OSError as exc:
+        return _reason(exc)
+    return None
 
 
 class NotARegularFile(ValueError):

@@ -11,7 +11,7 @@ import pytest
 from support import UNPRIVILEGED_ROOT, hold_lock, python_env, stop, tiny_overrides
 
 from forecaster import fsio
-from forecaster.errors import EXIT_TEMPFAIL, LockBusy
+from forecaster.errors import EXIT_ERROR, EXIT_TEMPFAIL, LockBusy
 
 
 def test_atomic_write_text_and_bytes(tmp_path):
@@ -245,6 +245,21 @@ def test_second_process_gets_lock_busy_naming_holder(lock_holder):
     assert f"pid {proc.pid}" in message
     assert str(lock) in message and "--lock-timeout" in message
     assert info.value.exit_code == EXIT_TEMPFAIL
+
+
+def test_a_lock_file_that_cannot_be_made_in_a_folder_that_exists_is_unavailable_not_busy():
+    """A folder where no file can be made though it exists (/proc/self here; a folder of
+    another kernel file system elsewhere): the lock library tried again until its timeout and
+    the command said another run held the lock, exit 75, which no retry could mend. It is
+    exit 1 now, with the system's reason."""
+    lock = Path("/proc/self/.run.lock")
+    started = time.monotonic()
+    with pytest.raises(fsio.LockUnavailable) as info:
+        with fsio.file_lock(lock, timeout=30):  # at once, not after the wait for a holder
+            pass
+    assert time.monotonic() - started < 5
+    assert f"cannot create the lock file {lock}" in str(info.value)
+    assert info.value.exit_code == EXIT_ERROR
 
 
 def test_lock_of_killed_holder_is_free_at_once(lock_holder):
