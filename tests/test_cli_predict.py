@@ -38,7 +38,7 @@ from support import (
 import forecaster.store
 from forecaster import fsio
 from forecaster.errors import ConfigError, NetworkError, TickerError
-from forecaster.prediction import predict
+from forecaster.prediction import REPLACED, predict
 from forecaster.sources import read_csv_bars
 from forecaster.store import save_store
 
@@ -1050,25 +1050,40 @@ def test_predict_retrying_a_ticker_whose_rows_hold_a_bad_cell_keeps_the_others_r
         ("p10", "0", "p10 '0' is not a price"),
         ("p50", "-1.5", "p50 '-1.5' is not a price"),
         ("p10", "1e6", "p10, p50 and p90 are not in order"),
+        ("as_of", "2024-13-31", "as_of '2024-13-31' is not a YYYY-MM-DD date of the years 1678-2261"),
+        ("as_of", "", "as_of '' is not a YYYY-MM-DD date of the years 1678-2261"),
+        ("date", "someday", "date 'someday' is not a YYYY-MM-DD date of the years 1678-2261"),
+        ("date", "9999-12-31", "date '9999-12-31' is not a YYYY-MM-DD date of the years 1678-2261"),
+        ("date", "2024-12-30", "date 2024-12-30 is not after its as_of"),
+        ("step", "0", "step 0 is not a step of a forecast"),
+        ("ticker", "STOCK A", "not a ticker"),
+        ("ticker", "STOCKC", "not one of the run's tickers"),
+        ("last_close", "1e-308", "p50 is more than 100x away from last_close"),
     ],
 )
-def test_predict_retrying_one_ticker_replaces_a_file_whose_kept_rows_hold_no_prices(
+def test_predict_retrying_one_ticker_replaces_a_file_whose_kept_rows_are_no_forecasts(
     cli, trained_run, tmp_path, column, cell, why
 ):
     """A cell edited by hand in the rows `predict -t STOCKB` keeps (STOCKA's): the file is
-    replaced by STOCKB's forecast, with a warning naming the cell. Before, a cell that is no
-    number was only called unreadable (ValueError), and one that reads as a number but is no
-    price (nan, inf, 0, below 0, or p10 above p90) was kept without a word: an empty cell or a
-    zero price in a file written by predict, which score then refused whole."""
+    replaced by STOCKB's forecast, with a warning naming the row and the cell. Before, a cell
+    that is no number was only called unreadable (ValueError), and one that reads as a number
+    but is no price (nan, inf, 0, below 0, p10 above p90, a last close far from the median), a
+    date, a step or a ticker that score refuses, was kept without a word, in a file that score
+    then refused whole, STOCKB's new forecast with it."""
     out = tmp_path / "fc"
     assert cli("predict", "--run", trained_run, "--out", out, "-q").exit_code == 0
     dated = out / trained_run.name / "2024-12-31.csv"
     edited = pd.read_csv(dated, dtype=str, keep_default_na=False)
-    edited.loc[(edited["ticker"] == "STOCKA") & (edited["step"] == "2"), column] = cell
+    stocka = edited["ticker"] == "STOCKA"
+    whole = column in ("as_of", "ticker")  # the cells a forecast has once, repeated at every step
+    edited.loc[stocka if whole else stocka & (edited["step"] == "2"), column] = cell
     edited.to_csv(dated, index=False)
     res = cli("predict", "--run", trained_run, "--out", out, "-q", "-t", "STOCKB", "--json")
     assert res.exit_code == 0, res.stderr
-    said = f"{dated} is unreadable (STOCKA's forecast as of 2024-12-31, step 2: {why}): replaced by this forecast alone"
+    ticker = cell if column == "ticker" else "STOCKA"
+    as_of = cell if column == "as_of" else "2024-12-31"
+    step = "1" if whole else cell if column == "step" else "2"
+    said = f"{dated} is unreadable ({ticker}'s forecast as of {as_of}, step {step}: {why}): {REPLACED}"
     assert f"WARNING: {said}" in res.stderr.splitlines() and said in json.loads(res.stdout)["warnings"]
     _check_forecast(_read(dated), ["STOCKB"], 3, trained_run.name)
     assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0

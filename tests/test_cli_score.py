@@ -488,15 +488,21 @@ def test_forecasts_of_another_horizon_are_kept_apart_when_the_run_is_gone(
     assert json.loads(res.stdout)["scores"] == json.loads(clean.stdout)["scores"]
 
 
+def _scored_then_edited(cli, trained_run, out) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
+    """The run's forecast folder, its score.csv before any edit, and 2024-12-20.csv's rows as
+    text to edit, a copy of that file left as 2024-12-19.csv (the same forecasts, scored once)."""
+    folder = out / trained_run.name
+    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
+    clean = _score_csv(out, trained_run)
+    shutil.copy(folder / "2024-12-20.csv", folder / "2024-12-19.csv")
+    return folder, clean, pd.read_csv(folder / "2024-12-20.csv", dtype=str)
+
+
 @pytest.mark.parametrize("col, typo", [("date", "3024-12-23"), ("as_of", "1024-12-20"), ("date", "9999-12-31")])
 def test_a_date_with_a_year_out_of_range_is_a_bad_row_not_an_unexpected_error(cli, trained_run, out, col, typo):
     """A forecast file edited by hand with a mistyped year (3024 for 2024): that file is named
     and skipped, the others scored, as for any other bad row."""
-    folder = out / trained_run.name
-    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
-    clean = _score_csv(out, trained_run)
-    shutil.copy(folder / "2024-12-20.csv", folder / "2024-12-19.csv")  # the same forecasts: scored once
-    edited = pd.read_csv(folder / "2024-12-20.csv", dtype=str)
+    folder, clean, edited = _scored_then_edited(cli, trained_run, out)
     edited.loc[0, col] = typo
     edited.to_csv(folder / "2024-12-20.csv", index=False)
     res = cli("score", "--run", trained_run, "--out", out)
@@ -512,11 +518,7 @@ def test_a_median_far_from_its_last_close_is_a_bad_row_not_scaled_to_infinity(cl
     re-adjustment of the history, scaled the forecast by 1e310, and wrote inf into score.csv
     (a blank skill). A median more than 100x away from its last close is no forecast: that
     file is named and skipped, the others scored."""
-    folder = out / trained_run.name
-    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
-    clean = _score_csv(out, trained_run)
-    shutil.copy(folder / "2024-12-20.csv", folder / "2024-12-19.csv")  # the same forecasts: scored once
-    edited = pd.read_csv(folder / "2024-12-20.csv", dtype=str)
+    folder, clean, edited = _scored_then_edited(cli, trained_run, out)
     edited.loc[1, col] = typo
     if col == "p50":
         edited.loc[1, "p10"] = "1.1"
@@ -534,11 +536,7 @@ def test_a_step_the_run_does_not_forecast_is_a_bad_row(cli, trained_run, out, ty
     """A forecast file edited by hand (or written by another tool) with a step outside the run's
     horizon of 3 (9, 4, 0): that file is named and skipped with the row, the others scored, as
     for any other bad row; before, step 9 was scored as a step of its own."""
-    folder = out / trained_run.name
-    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
-    clean = _score_csv(out, trained_run)
-    shutil.copy(folder / "2024-12-20.csv", folder / "2024-12-19.csv")  # the same forecasts: scored once
-    edited = pd.read_csv(folder / "2024-12-20.csv", dtype=str)
+    folder, clean, edited = _scored_then_edited(cli, trained_run, out)
     edited.loc[2, "step"] = typo  # STOCKA's step 3
     edited.to_csv(folder / "2024-12-20.csv", index=False)
     res = cli("score", "--run", trained_run, "--out", out)
@@ -567,11 +565,7 @@ def _month_day_year(edited: pd.DataFrame) -> None:
 def test_dates_edited_by_hand_into_no_forecast_make_a_bad_row(cli, trained_run, out, edit):
     """A forecast file edited by hand into dates no forecast has: that file is named as not a
     valid forecast and skipped, the others scored, as for any other bad row."""
-    folder = out / trained_run.name
-    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
-    clean = _score_csv(out, trained_run)
-    shutil.copy(folder / "2024-12-20.csv", folder / "2024-12-19.csv")  # the same forecasts: scored once
-    edited = pd.read_csv(folder / "2024-12-20.csv", dtype=str)
+    folder, clean, edited = _scored_then_edited(cli, trained_run, out)
     edit(edited)
     edited.to_csv(folder / "2024-12-20.csv", index=False)
     res = cli("score", "--run", trained_run, "--out", out, "--json")

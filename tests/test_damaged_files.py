@@ -14,7 +14,6 @@ import pytest
 from support import assert_one_line_error
 
 from forecaster.errors import DataError
-from forecaster.prediction import REPLACED
 from forecaster.store import load_csv
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -103,45 +102,6 @@ def test_predict_names_a_date_with_a_time_zone_left_among_dates_without_one(cli,
 
 
 # ---------------------------------------------------------------------------- forecast files
-
-
-@pytest.mark.parametrize(
-    "column, cell, why",
-    [
-        ("as_of", "2024-13-31", "as_of '2024-13-31' is not a YYYY-MM-DD date of the years 1678-2261"),
-        ("as_of", "", "as_of '' is not a YYYY-MM-DD date of the years 1678-2261"),
-        ("date", "someday", "date 'someday' is not a YYYY-MM-DD date of the years 1678-2261"),
-        ("date", "9999-12-31", "date '9999-12-31' is not a YYYY-MM-DD date of the years 1678-2261"),
-        ("date", "2024-12-30", "date 2024-12-30 is not after its as_of"),
-        ("step", "0", "step 0 is not a step of a forecast"),
-        ("ticker", "STOCK A", "not a ticker"),
-        ("ticker", "STOCKC", "not one of the run's tickers"),
-        ("last_close", "1e-308", "p50 is more than 100x away from last_close"),
-    ],
-)
-def test_predict_retrying_one_ticker_replaces_a_file_whose_kept_rows_are_no_forecasts(
-    cli, trained_run, tmp_path, column, cell, why
-):
-    """A date, step or ticker edited by hand in the forecast `predict -t STOCKB` keeps
-    (STOCKA's): the file is replaced by STOCKB's forecast, with a warning naming the
-    cell. Those rows were kept without a word, in a file that score then skipped whole,
-    STOCKB's new forecast with it."""
-    out = tmp_path / "fc"
-    assert cli("predict", "--run", trained_run, "--out", out, "-q").exit_code == 0
-    dated = out / trained_run.name / "2024-12-31.csv"
-    edited = pd.read_csv(dated, dtype=str, keep_default_na=False)
-    stocka = edited["ticker"] == "STOCKA"
-    edited.loc[stocka & (edited["step"] == "1") if column in ("date", "step") else stocka, column] = cell
-    edited.to_csv(dated, index=False)
-    res = cli("predict", "--run", trained_run, "--out", out, "-q", "-t", "STOCKB", "--json")
-    assert res.exit_code == 0, res.stderr
-    ticker = cell if column == "ticker" else "STOCKA"
-    as_of = cell if column == "as_of" else "2024-12-31"
-    step = cell if column == "step" else "1"
-    said = f"{dated} is unreadable ({ticker}'s forecast as of {as_of}, step {step}: {why}): {REPLACED}"
-    assert f"WARNING: {said}" in res.stderr.splitlines() and said in json.loads(res.stdout)["warnings"]
-    assert set(pd.read_csv(dated)["ticker"]) == {"STOCKB"}
-    assert cli("score", "--run", trained_run, "--out", out, "-q").exit_code == 0
 
 
 @pytest.mark.parametrize("rows", ["", ",,,,,,,,,\n"])
