@@ -570,7 +570,7 @@ def _not_forecasts(rows: pd.DataFrame, tickers: list[str]) -> str | None:
             return None
 
     symbols = {t: symbol(t) for t in dict.fromkeys(rows["ticker"])}
-    ticker_ok = rows["ticker"].map(lambda t: symbols[t] in known).to_numpy(dtype=bool)
+    ticker_ok = rows["ticker"].map(symbols).isin(known).to_numpy(dtype=bool)
     # a year the bars' dates cannot hold (9999) is no forecast date, as score reads it
     as_of, day = (
         pd.to_datetime(rows[c], format="%Y-%m-%d", errors="coerce").where(lambda d: d.between(_FIRST, _LAST))
