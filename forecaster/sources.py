@@ -123,6 +123,12 @@ _OFFSET_RE = re.compile(
 _SHORT_YEAR_RE = re.compile(r"^(\d{1,2}([/.-])(?:\d{1,2}|[A-Za-z]{3,9})\2)(\d\d)(?!\d)")
 _SHORT_YEAR_FIRST_RE = re.compile(r"^(\d\d)([/.-])(\d{1,2}\2\d{1,2})(?!\d)")
 
+# A date without a day ("2015", "2015-03", "Jan 2015"), which pandas reads as the first of its
+# year or month: its date part (before any time) has fewer than three fields, or two and no
+# month name, and is not a compact YYYYMMDD.
+_TIME_RE = re.compile(r"[T\s]+\d{1,2}:\d\d.*$")
+_MONTH_RE = re.compile(r"(?i)\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\b|\d(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)")
+
 # The orders of a date's fields, as they are preferred when several read a whole file: month
 # first (as pandas reads 01/02/2024), day first, then year first (a two-digit year only).
 _ORDERS = ("month", "day", "year")
@@ -285,6 +291,7 @@ def _parse_dates(raw: pd.Series, path: Path, blank: np.ndarray, lines: list[int]
             raise _outside_years(path, value, pos, lines)
         what = f"unparseable date {value[:40]!r}" if value else "empty date"
         raise DataError(f"{path}: {what} ({where_row(pos, lines)})")
+    _refuse_dates_without_a_day(local, path, lines)
     days = _local_days(parsed)
     outside = (days < FIRST_DAY) | (days > LAST_DAY)
     if outside.any():  # a mistyped year (2925, 0025): no nanosecond timestamp holds it
@@ -294,6 +301,22 @@ def _parse_dates(raw: pd.Series, path: Path, blank: np.ndarray, lines: list[int]
     dates = np.full(len(text), np.datetime64("NaT", "ns"), dtype="datetime64[ns]")
     dates[~blank] = days.astype("datetime64[ns]")
     return pd.DatetimeIndex(dates)
+
+
+def _refuse_dates_without_a_day(local: pd.Series, path: Path, lines: list[int] | None) -> None:
+    """A DataError naming the first date of ``local`` written without a day (a year, or a year
+    and a month): pandas reads "2015" as 1 January 2015, which would make yearly or monthly
+    figures daily bars."""
+    day_part = local.str.replace(_TIME_RE, "", regex=True)
+    numbers = day_part.str.count(r"\d+")
+    named = day_part.str.contains(_MONTH_RE, regex=True)
+    whole = (numbers >= 3) | ((numbers == 2) & named) | day_part.str.fullmatch(r"\d{8}")
+    if not whole.all():
+        pos = int(whole.index[~whole.to_numpy()][0])
+        raise DataError(
+            f"{path}: date {local[pos][:40]!r} ({where_row(pos, lines)}) has no day; daily bars need "
+            "a year, a month and a day in every date"
+        )
 
 
 def _has_zone(text: str) -> bool | None:

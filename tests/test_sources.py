@@ -337,6 +337,14 @@ def test_csv_is_not_sorted_or_repaired_here(tmp_path):
             "date,open,high,low,close,volume\n2024-01-02,1,1,1,1,1\n2024-01-02,1,1,1,1,1,7\n",
             "line 3 has more fields than the header (7 of 6)",
         ),
+        # yearly or monthly figures: pandas reads "2015" as 1 January, "2015-03" as 1 March
+        ("date,open,high,low,close,volume\n2015,1,1,1,1,1\n2016,1,1,1,1,1\n", "date '2015' (line 2) has no day"),
+        ("date,open,high,low,close,volume\n2015-03,1,1,1,1,1\n2015-04,1,1,1,1,1\n", "date '2015-03' (line 2) has no day"),
+        ("date,open,high,low,close,volume\nJan 2015,1,1,1,1,1\nFeb 2015,1,1,1,1,1\n", "date 'Jan 2015' (line 2) has no day"),
+        (
+            "date,open,high,low,close,volume\n2015-01 00:00,1,1,1,1,1\n2015-02 00:00,1,1,1,1,1\n",
+            "date '2015-01 00:00' (line 2) has no day",
+        ),
     ],
 )
 def test_csv_bad_inputs_name_the_problem(tmp_path, text, expected):
@@ -347,6 +355,21 @@ def test_csv_bad_inputs_name_the_problem(tmp_path, text, expected):
     assert expected in message
     assert str(path) in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "dates",
+    [
+        ["20150102", "20150105"],
+        ["02Jan2015", "05Jan2015"],
+        ["Jan 2 2015", "Jan 5 2015"],
+        ["2-Jan-15", "5-Jan-15"],
+        ["2015-01-02 16:00 -05:00", "2015-01-05 16:00 -05:00"],
+    ],
+)
+def test_csv_dates_with_a_day_in_any_layout_are_not_taken_for_months(tmp_path, dates):
+    write(tmp_path, "AAA.csv", "date,open,high,low,close,volume\n" + "".join(f"{d},1,1,1,1,1\n" for d in dates))
+    assert list(sources.read_csv_bars(tmp_path, "AAA").index.strftime("%Y-%m-%d")) == ["2015-01-02", "2015-01-05"]
 
 
 ROWS = "".join(f"2024-01-{d:02d},1,1,1,1,1\n" for d in range(2, 30))
