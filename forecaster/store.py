@@ -98,7 +98,7 @@ def validate_bars(bars: RawBars, ticker: str, *, path: Path | None = None) -> pd
     Repairs, each with a warning: sorts by date, drops rows with a missing date or price,
     keeps the last of duplicate dates (naming them), gives a missing volume the last known one
     (0 on every row of bars without any). Refuses non-finite or
-    non-positive prices, negative volume, high < low, a close outside [low, high] by more than
+    non-positive prices (and those below :data:`SMALLEST_PRICE`), negative volume, high < low, a close outside [low, high] by more than
     1 %, a one-day move over 20x, and an empty result. Bars that need no repair and pass
     every check (nearly all) are built straight from their arrays, with the same result. An
     open outside [low, high] is kept (the features read it at the range's nearer end); the
@@ -354,6 +354,11 @@ def _fill_missing_volume(df: pd.DataFrame, ticker: str, path: Path | None = None
     return df.assign(volume=df["volume"].ffill().bfill())
 
 
+SMALLEST_PRICE = float(np.finfo(np.float64).tiny)
+"""The smallest price a bar may hold (2.2e-308): below it a float loses digits, and the returns
+of such prices are rounded to a few distinct values."""
+
+
 def _checks(columns: Sequence[np.ndarray]) -> Iterator[tuple[str, int, np.ndarray, str]]:
     """The checks, in the order they are reported: (column, first row, which rows from the
     first one pass, the problem of a row that does not).
@@ -364,6 +369,8 @@ def _checks(columns: Sequence[np.ndarray]) -> Iterator[tuple[str, int, np.ndarra
     open_, high, low, close, volume = columns
     for name, values in zip(PRICES, (open_, high, low, close)):
         yield name, 0, (values > 0) & (values < np.inf), "is not a finite positive price"
+    for name, values in zip(PRICES, (open_, high, low, close)):
+        yield name, 0, values >= SMALLEST_PRICE, f"is below {SMALLEST_PRICE:.3g}, too small a price to compute with"
     yield "volume", 0, (volume >= 0) & (volume < np.inf), "is not a finite non-negative volume"
     yield "high", 0, high >= low, "is below the low"
     inside = (close <= high * (1 + RANGE_TOLERANCE)) & (close >= low * (1 - RANGE_TOLERANCE))

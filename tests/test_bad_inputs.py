@@ -66,6 +66,9 @@ def _bad_csv(case: str, rows: list[str]) -> str:
     if case == "infinite price":
         rows[last - 5] = _replace_field(rows[last - 5], 4, "inf")
         return HEADER + "".join(rows)
+    if case == "subnormal price":  # a positive float without its full precision
+        rows[last - 5] = _replace_field(rows[last - 5], 3, "1e-318")
+        return HEADER + "".join(rows)
     if case == "negative volume":
         rows[last - 5] = _replace_field(rows[last - 5], 5, "-100")
         return HEADER + "".join(rows)
@@ -106,6 +109,7 @@ REFUSED = {
     "zero price": ["open 0 on", "not a finite positive price"],
     "negative price": ["low -4.5 on", "not a finite positive price"],
     "infinite price": ["close inf on", "not a finite positive price"],
+    "subnormal price": ["low 9.99999e-319 on", "is below 2.23e-308, too small a price to compute with"],
     "negative volume": ["volume -100 on", "non-negative volume"],
     "absurd value": ["20x"],
     "high below low": ["below the low"],
