@@ -215,6 +215,8 @@ def open_storage(url: str, heartbeat: int):
             )
         if path is not None and (blocker := file_in_the_way(path.parent)):  # "File exists", naming no storage
             raise ConfigError(f"cannot make the study storage {label}: {not_a_folder(blocker)}")
+        if path is not None and path.exists() and not path.is_file():  # /dev/null, a pipe: "Invalid argument"
+            raise ConfigError(f"the study storage {label} is not a regular file: name a file, e.g. {form}{example}")
     if url.startswith("sqlite:///"):
         _refuse_read_only(Path(url[len("sqlite:///") :]).expanduser(), label)
     try:
@@ -788,6 +790,9 @@ def tune(
     check_space(cfg, dims)
     url = t.storage or embedded_url(t.study, Path(root))
     _check_results_folder(Path(root) / t.study, t.study)
+    _check_storage_not_in_the_way(
+        url, Path(root) / t.study, best_run_dir(cfg, run_dir) if best_lock_timeout is not None else None
+    )
     if not t.storage and (db := Path(root) / f"{t.study}.db").is_dir():  # the results of a study named so
         raise ConfigError(
             f"study {t.study} is kept in the file {db}, and a folder has that name: "
@@ -920,6 +925,25 @@ def _check_results_of_another_study(study: optuna.Study, out: Path, url: str) ->
             "no trial of it: give the --storage that study is kept in to continue it, or move that folder away "
             "(or give another --study name) to start a new one"
         )
+
+
+def _check_storage_not_in_the_way(url: str, out: Path, best: Path | None) -> None:
+    """Refuse, before the search, a study file (``sqlite:///`` or ``journal:``) that would be
+    made where the results folder ``out`` (or the ``best`` run directory) or a folder above it
+    goes: ``--storage sqlite:///runs`` made the database file ``runs``, and the results of the
+    whole search could then not be written."""
+    for form in ("sqlite:///", JOURNAL):
+        if url.startswith(form):
+            path = Path(url[len(form) :].split("?", 1)[0]).expanduser().resolve()
+            break
+    else:
+        return
+    for folder, what in ((out, "the results folder"), (best, "the best run's directory")):
+        if folder is not None and path in (here := folder.resolve(), *here.parents):
+            raise ConfigError(
+                f"the study storage {storage_label(url)} would be a file where {what} {folder} goes: "
+                f"name a file elsewhere, e.g. {form}{out.parent / (out.name + ('.log' if form == JOURNAL else '.db'))}"
+            )
 
 
 def _check_results_folder(out: Path, study: str) -> None:

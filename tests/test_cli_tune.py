@@ -592,6 +592,31 @@ def test_tune_refuses_a_storage_that_names_a_folder_with_exit_1_not_75(cli, smal
     assert list(folder.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("url", "extra", "where"),
+    [
+        ("sqlite:///runs", [], "the results folder runs/tune/default goes"),
+        ("journal:runs/tune/default", [], "the results folder runs/tune/default goes"),
+        ("sqlite:///best.db", ["--train-best", "--run-dir", "best.db/run"], "the best run's directory best.db/run"),
+    ],
+)
+def test_tune_refuses_a_study_file_where_its_results_go_before_the_search(cli, small_dir, tmp_path, url, extra, where):
+    """``--storage sqlite:///runs`` made the database file ``runs`` and searched; then the
+    results (runs/tune/<study>/) could not be written. Refused before a trial, making nothing."""
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    res = cli("tune", "--config", conf, "--trials", "1", "--epochs", "1", "--storage", url, *extra)
+    assert_one_line_error(res, 1, f"the study storage {url} would be a file where {where}")
+    assert list(Path.cwd().iterdir()) == []
+
+
+@pytest.mark.parametrize("url", ["journal:/dev/null", "sqlite:////dev/null"])
+def test_tune_refuses_a_storage_that_is_no_regular_file(cli, small_dir, tmp_path, url):
+    """A journal in /dev/null was "I/O error: Invalid argument", naming nothing."""
+    conf = _config(tmp_path / "tune.toml", small_dir)
+    res = cli("tune", "--config", conf, "--trials", "1", "--epochs", "1", "--storage", url)
+    assert_one_line_error(res, 1, f"the study storage {url} is not a regular file")
+
+
 @pytest.mark.parametrize("read_only", ["folder", "file"])
 def test_tune_refuses_a_study_file_it_cannot_write_with_exit_1_not_75(small_dir, tmp_path, read_only):
     """A SQLite storage in a folder this user cannot write, or a study file it cannot: exit 1
