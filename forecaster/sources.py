@@ -127,7 +127,8 @@ _SHORT_YEAR_FIRST_RE = re.compile(r"^(\d\d)([/.-])(\d{1,2}\2\d{1,2})(?!\d)")
 # year or month: its date part (before any time) has fewer than three fields, or two and no
 # month name, and is not a compact YYYYMMDD.
 _TIME_RE = re.compile(r"[T\s]+\d{1,2}:\d\d.*$")
-_MONTH_RE = re.compile(r"(?i)\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\b|\d(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)")
+_MONTHS = "jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec"
+_MONTH_RE = re.compile(rf"(?i)\b(?:{_MONTHS})[a-z]*\.?\b|\d(?:{_MONTHS})")
 
 # The orders of a date's fields, as they are preferred when several read a whole file: month
 # first (as pandas reads 01/02/2024), day first, then year first (a two-digit year only).

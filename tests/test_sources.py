@@ -339,8 +339,8 @@ def test_csv_is_not_sorted_or_repaired_here(tmp_path):
         ),
         # yearly or monthly figures: pandas reads "2015" as 1 January, "2015-03" as 1 March
         ("date,open,high,low,close,volume\n2015,1,1,1,1,1\n2016,1,1,1,1,1\n", "date '2015' (line 2) has no day"),
-        ("date,open,high,low,close,volume\n2015-03,1,1,1,1,1\n2015-04,1,1,1,1,1\n", "date '2015-03' (line 2) has no day"),
-        ("date,open,high,low,close,volume\nJan 2015,1,1,1,1,1\nFeb 2015,1,1,1,1,1\n", "date 'Jan 2015' (line 2) has no day"),
+        ("date,open,high,low,close,volume\n2015-03,1,1,1,1,1\n2015-04,1,1,1,1,1\n", "'2015-03' (line 2) has no day"),
+        ("date,open,high,low,close,volume\nJan 2015,1,1,1,1,1\nFeb 2015,1,1,1,1,1\n", "'Jan 2015' (line 2) has no day"),
         (
             "date,open,high,low,close,volume\n2015-01 00:00,1,1,1,1,1\n2015-02 00:00,1,1,1,1,1\n",
             "date '2015-01 00:00' (line 2) has no day",
