@@ -342,9 +342,14 @@ def _stdout_console():
 
 
 class _CurrentStderr(logging.StreamHandler):
-    """Log lines to whatever ``sys.stderr`` is as each is written: while a progress bar is drawn,
-    rich's stand-in, which prints them on lines of their own above the bar (the stream as it was
-    when logging was set up glued them onto the bar's line)."""
+    """Log lines to whatever ``sys.stderr`` is as each is written (the stream as it was when
+    logging was set up glued them onto a progress bar's line). While a bar is drawn, they are
+    printed above it by the bar's console, each one line that the terminal wraps: rich's
+    stand-in for stderr broke them at its width, a path in them cut in two where it could not
+    be pasted back whole."""
+
+    bar = None
+    """The console of the progress bar drawn on stderr, while one is drawn."""
 
     @property
     def stream(self):
@@ -353,6 +358,18 @@ class _CurrentStderr(logging.StreamHandler):
     @stream.setter
     def stream(self, value) -> None:  # StreamHandler sets it: the stream is always the current one
         pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        console = _CurrentStderr.bar
+        if console is None:
+            super().emit(record)
+            return
+        from rich.text import Text
+
+        try:
+            console.print(Text(self.format(record)), soft_wrap=True)
+        except Exception:
+            self.handleError(record)
 
 
 class _LogFileHandler(logging.FileHandler):
@@ -1125,6 +1142,45 @@ def _log_epoch(r, on_bar: bool = False) -> None:
     log.info(msg, r.epoch, r.train_loss, r.val_loss, r.grad_norm, r.lr, r.seconds, extra=extra)
 
 
+MIN_BAR = 10
+"""Cells a progress bar keeps at least; on a terminal too narrow for them, it is left out."""
+
+
+@contextmanager
+def _progress_bar(*columns, **kwargs):
+    """A rich progress bar on stderr, drawn with ``columns`` as long as its line fits the
+    terminal. On a narrower one the bar itself is left out and the figures wrap onto more
+    lines, whole: rich cut them with an ellipsis (a loss of "0.28…", the trials done gone).
+    Log lines meanwhile go above it, each on one line (:class:`_CurrentStderr`)."""
+    from rich.measure import Measurement
+    from rich.progress import BarColumn, Progress
+    from rich.table import Column, Table
+
+    class Fitted(Progress):
+        def make_tasks_table(self, tasks):
+            tasks = list(tasks)
+            table = super().make_tasks_table(tasks)
+            if not hasattr(self, "live"):  # drawn once as the bar is made, with no task yet
+                return table
+            kept = [c for c in self.columns if not isinstance(c, BarColumn)]
+            figures = Table.grid(*(Column(overflow="fold") for _ in kept), padding=(0, 1))
+            for task in tasks:
+                if task.visible:
+                    figures.add_row(*(c.format(task=task) if isinstance(c, str) else c(task) for c in kept))
+            console = self.console
+            line = Measurement.get(console, console.options.update_width(1 << 20), figures).maximum
+            bars = len(self.columns) - len(kept)
+            # rich narrows the bar to fit: while it can keep a few cells, the line is whole
+            return table if line + bars * (1 + MIN_BAR) <= console.width else figures
+
+    with Fitted(*columns, console=_stderr_console(), **kwargs) as bar:
+        _CurrentStderr.bar = bar.console
+        try:
+            yield bar
+        finally:
+            _CurrentStderr.bar = None
+
+
 @contextmanager
 def _progress(show: bool, epochs: int):
     """A rich progress bar on a terminal; plain log lines per epoch otherwise (and in the log
@@ -1132,14 +1188,13 @@ def _progress(show: bool, epochs: int):
     if not show:
         yield _log_epoch, None
         return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
-    with Progress(
+    with _progress_bar(
         TextColumn("epoch {task.fields[epoch]}"),
         BarColumn(),
         TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
-        console=_stderr_console(),
         transient=False,
     ) as bar:
         task = bar.add_task("train", total=None, epoch=1, status="")
@@ -1271,15 +1326,14 @@ def _tune_progress(show: bool, trials: int):
     if not show:
         yield None, None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-    with Progress(
+    with _progress_bar(
         TextColumn("tuning"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
-        console=_stderr_console(),
     ) as bar:
         task = bar.add_task("tune", total=trials, status="")
         best = {"value": None}

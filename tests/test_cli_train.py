@@ -1242,7 +1242,7 @@ def _on_a_terminal(
 
     from support import cli_env, stderr_on_a_terminal
 
-    env = {k: v for k, v in cli_env(COLUMNS="150", **env_extra).items() if v is not None}
+    env = {k: v for k, v in cli_env(**{"COLUMNS": "150", **env_extra}).items() if v is not None}
     code, raw, _ = stderr_on_a_terminal(args, env, timeout=timeout)
     text = raw.decode("utf-8", "replace")
     if escapes is not None:
@@ -1273,6 +1273,30 @@ def test_a_dumb_terminal_shows_the_epochs_as_lines(small_dir, tmp_path):
         f"INFO: epoch {n}:" for n in (1, 2, 3)
     ], lines
     assert not any("━" in line for line in lines), lines
+
+
+def test_on_a_narrow_terminal_the_bar_and_the_log_lines_above_it_keep_their_figures_and_paths_whole(
+    small_dir, tmp_path
+):
+    """On a phone's 40 columns rich cut the bar's elapsed time to "0:0…", and broke a warning
+    printed above the bar at the 40th column, its path in two pieces that could not be pasted
+    back. The bar itself is left out where it does not fit; a log line is one line, which the
+    terminal wraps."""
+    import re
+
+    data = tmp_path / "daily-bars-of-the-two-stocks-in-a-folder-with-a-long-name"
+    shutil.copytree(small_dir, data)
+    bars = data / "STOCKB.csv"
+    rows = bars.read_text().splitlines()
+    rows[5], rows[6] = rows[6], rows[5]  # two dates out of order: a warning names the file
+    bars.write_text("\n".join(rows) + "\n")
+    args = ["train", *TINY, "--data-dir", data, "-t", "STOCKA,STOCKB", "--epochs", "3", "--run-dir", tmp_path / "r"]
+    code, lines = _on_a_terminal(args, {"TERM": "xterm-256color", "COLUMNS": "40"})
+    assert code == 0, lines
+    assert any(line.startswith(f"WARNING: STOCKB: dates were out of order in {bars}; sorted ") for line in lines), lines
+    assert not any("…" in line for line in lines), lines
+    bar = [line.rstrip() for line in lines if line.startswith("epoch ")]
+    assert bar and re.fullmatch(r"epoch 3 train \d\.\d{4} val \d\.\d{4} \d:\d\d:\d\d", bar[-1]), lines
 
 
 @pytest.mark.parametrize("value", ["1", None, ""])

@@ -934,6 +934,37 @@ def test_tune_on_a_terminal_draws_a_bar_over_the_trials_that_ends_on_a_line_of_i
     assert re.fullmatch(rf"tuning ━+ 2/2 trial 1 complete  best {best[1]} \d:\d\d:\d\d", drawn[-1]), drawn[-1]
 
 
+@pytest.mark.parametrize("columns", [40, 60, 80])
+def test_the_tuning_bar_keeps_its_figures_whole_on_a_narrow_terminal(monkeypatch, columns):
+    """On 60 columns and fewer rich cut the bar's figures with an ellipsis: the trials done
+    ("…"), the best loss ("best 0…"), the time. The bar itself is left out where it does not
+    fit, and the figures wrap onto a second line rather than lose a digit."""
+    import io
+    import re
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from forecaster import cli
+
+    out = io.StringIO()
+    console = Console(file=out, width=columns, force_terminal=True, color_system=None)
+    monkeypatch.setattr(cli, "_stderr_console", lambda: console)
+    with cli._tune_progress(True, 20) as (on_epoch, on_trial):
+        for n in range(12):
+            on_trial(SimpleNamespace(number=n, state=SimpleNamespace(name="COMPLETE")), 0.28351)
+        on_epoch(12, SimpleNamespace(epoch=30, val_loss=0.28606))
+    last = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue().split("\x1b[2K")[-1])  # the last frame drawn
+    assert "…" not in last and all(len(line) <= columns for line in last.splitlines()), last
+    assert re.match(r"tuning [━╸╺ ]*12/20 trial 12 ", last), last
+    # every word whole, wherever the line wrapped them (the bar, where drawn, left out)
+    words = [w for w in last.split() if set(w) - set("━╸╺")]
+    times = [w for w in words if re.fullmatch(r"\d:\d\d:\d\d", w)]
+    assert len(times) == 1, last
+    expected = "tuning 12/20 trial 12 epoch 30 val 0.28606 best 0.28351".split()
+    assert sorted(w for w in words if w not in times) == sorted(expected), last
+
+
 @pytest.mark.parametrize("flag, term", [("-q", "xterm-256color"), ("--json", "xterm-256color"), (None, "dumb")])
 def test_tune_draws_nothing_on_a_terminal_with_quiet_json_or_a_dumb_terminal(small_dir, tmp_path, flag, term):
     conf = _config(tmp_path / "tune.toml", small_dir)
