@@ -24,12 +24,50 @@ from pathlib import Path
 from typing import Annotated, get_args
 
 import typer
+import typer.core
 
 from . import choices
 from .entry import on_stop_signal, stop_begun
 from .errors import EXIT_ERROR, EXIT_INTERRUPTED, RESULT, ConfigError, ForecasterError, options_named
 
+HELP_MIN_WIDTH = 50
+"""The parser's narrowest help: it wraps its text at this many columns on any narrower terminal."""
+
+
+class _HelpFormatter(typer.Context.formatter_class):
+    """``--help`` that fits a terminal narrower than the parser's narrowest help (a split pane, a
+    phone over ssh): its lines were wider than the terminal, which broke them again in mid-word.
+    There an option's help goes under its name, in a column as wide as the terminal allows."""
+
+    def __init__(self, indent_increment: int = 2, width: int | None = None, max_width: int | None = None):
+        if width is None:
+            import shutil
+
+            columns = shutil.get_terminal_size().columns
+            if columns - 2 < HELP_MIN_WIDTH:
+                width = max(columns - 2, 20)
+        super().__init__(indent_increment, width, max_width)
+
+    def write_dl(self, rows, col_max: int = 30, col_spacing: int = 2) -> None:
+        if self.width < HELP_MIN_WIDTH:  # a name longer than this: its help starts on the next line
+            col_max = min(col_max, max(self.width // 4, 4))
+        super().write_dl(rows, col_max, col_spacing)
+
+
+class _Context(typer.Context):
+    formatter_class = _HelpFormatter
+
+
+class _Group(typer.core.TyperGroup):
+    context_class = _Context
+
+
+class _Command(typer.core.TyperCommand):
+    context_class = _Context
+
+
 app = typer.Typer(
+    cls=_Group,
     name="forecaster",
     help="Forecast daily stock prices with RNN / LSTM / GRU models: download, train, evaluate "
     "walk-forward against naive and volatility baselines, and predict the next trading sessions.",
@@ -692,7 +730,7 @@ def _emit_json(obj) -> None:
 
 
 # ---- commands ---------------------------------------------------------------------------------
-@app.command()
+@app.command(cls=_Command)
 def download(
     tickers: Annotated[
         list[str] | None,
@@ -839,7 +877,7 @@ ThreadsOpt = Annotated[
 ]
 
 
-@app.command()
+@app.command(cls=_Command)
 def train(
     tickers_arg: ExtraTickers = None,
     tickers: TickersOpt = None,
@@ -1401,7 +1439,7 @@ AlphaOpt = Annotated[
 ]
 
 
-@app.command()
+@app.command(cls=_Command)
 def evaluate(
     run: RunOpt,
     tickers_arg: ExtraTickers = None,
@@ -1535,7 +1573,7 @@ def _print_metrics(rep) -> None:
             )
 
 
-@app.command()
+@app.command(cls=_Command)
 def predict(
     run: RunOpt,
     tickers_arg: ExtraTickers = None,
@@ -1743,7 +1781,7 @@ def _table(columns: list[str], rows: list[list], title: str | None = None) -> No
     console.print(t)
 
 
-@app.command()
+@app.command(cls=_Command)
 def info(
     run: Annotated[
         Path,
@@ -2054,7 +2092,7 @@ def _coverage_bounds(value: str | None) -> tuple[float, float] | None:
     return lo, hi
 
 
-@app.command()
+@app.command(cls=_Command)
 def score(
     run: RunOpt,
     out: Annotated[
@@ -2157,7 +2195,7 @@ def _show_score(rep, alerts: list[str], quiet: bool, json_out: bool) -> None:
         print(f"{k}: {shown_path(v)}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def promote(
     run: Annotated[
         Path,
@@ -2328,7 +2366,7 @@ def _with_train_flags(command, recorded: str | None = None, without: tuple[str, 
         kinds = dict(zip(("source", "data_dir"), _recorded_data_options(recorded), strict=True))
         flags = [p.replace(annotation=kinds[p.name]) if p.name in kinds else p for p in flags]
     command.__signature__ = inspect.Signature(own + flags)
-    return app.command()(command)
+    return app.command(cls=_Command)(command)
 
 
 _with_train_flags(tune)

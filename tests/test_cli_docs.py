@@ -188,6 +188,25 @@ def test_command_help_runs_and_lists_its_options(cli, name):
     assert "range>" not in options and "list[" not in options, options
 
 
+@pytest.mark.parametrize("name", [None, *COMMANDS])
+def test_help_fits_a_narrow_terminal_with_every_option_name_whole(cli, monkeypatch, name):
+    """On a phone's 40 columns the parser still wrapped its help at 50, and the terminal broke
+    every line again, in mid-word. The help fits now, an option's help under its name where
+    the name is long; only a pair of names longer than the terminal is wider."""
+    args = [name, "--help"] if name else ["--help"]
+
+    def names(text: str) -> list[str]:  # the first column of the options: their names
+        return re.findall(r"^  (-\S.*?)(?:  |$)", text[text.index("Options:") :], re.MULTILINE)
+
+    wide = names(cli(*args).stdout)
+    monkeypatch.setenv("COLUMNS", "40")
+    res = cli(*args)
+    assert res.exit_code == 0, res.stderr
+    assert names(res.stdout) == wide, res.stdout
+    too_wide = [line for line in res.stdout.splitlines() if len(line) > 40]
+    assert all(line.strip() in wide for line in too_wide), too_wide
+
+
 def test_readme_says_how_many_digits_a_forecast_csv_keeps():
     """Significant digits, not decimals: a price of 205.13 keeps seven decimals, not ten."""
     from forecaster.outputs import FLOAT_FORMAT
