@@ -1762,17 +1762,23 @@ def _c_escape(match) -> str:
 def _table(columns: list[str], rows: list[list], title: str | None = None) -> None:
     """A table on stdout; when stdout is not a terminal (a log file, a pipe), plain ASCII text
     without colour, its columns split by ``|``. It is never narrowed below the width of its
-    cells: on a narrower terminal its lines wrap rather than lose digits to an ellipsis."""
+    cells, nor of its title: on a narrower terminal its lines wrap rather than lose digits to an
+    ellipsis or break a path in two."""
     from rich import box
+    from rich.cells import cell_len
     from rich.markup import escape
     from rich.measure import Measurement
     from rich.table import Table  # rich's table module is only needed once there is a table
 
     console = _stdout_console()
+    title = None if title is None else printable(title)
     t = Table(
         *columns,
-        title=None if title is None else escape(printable(title)),
+        title=None if title is None else escape(title),
         box=box.HEAVY_HEAD if sys.stdout.isatty() else box.ASCII2,
+        # a title is wrapped at the table's width: one longer than a narrow table (`runs in` a
+        # deep folder) had its path broken across lines, where it could not be pasted back
+        min_width=None if title is None else cell_len(title),
     )
     for row in rows:  # as they are: a folder named "[red]x" is no markup
         t.add_row(*(escape(printable(str(v))) for v in row))

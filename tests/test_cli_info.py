@@ -854,6 +854,19 @@ def test_info_of_a_folder_of_runs_lists_each_with_its_status_and_names(cli, runs
     assert not {"champ", "plain", "ext", "[red]alert"} & set(said)
 
 
+def test_info_of_a_folder_whose_path_is_wider_than_its_table_names_it_on_one_line(cli, trained_run, tmp_path):
+    """The table's title was wrapped at the table's width: the path of a deep folder was broken
+    across lines ("...-team-s-ru" / "ns-/runs"), in a cron log too, where it could not be pasted."""
+    import shutil
+
+    runs = tmp_path / ("the-forecasting-team-s-runs-" * 6) / "runs"
+    shutil.copytree(trained_run, runs / "r")
+    res = cli("info", runs)
+    assert res.exit_code == 0, res.stderr
+    assert f"runs in {runs}" in [line.strip() for line in res.stdout.splitlines()], res.stdout
+    assert _table_rows(res.stdout)["r"][1] == "complete"
+
+
 def test_info_of_a_folder_lists_a_run_json_that_json_cannot_read_as_unreadable(cli, trained_run, tmp_path):
     """A run.json nested deeper than Python's recursion limit, or holding a number of more digits
     than Python reads, was an "unexpected error" that ended the whole listing."""
