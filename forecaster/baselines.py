@@ -314,7 +314,11 @@ def _ewma_variance(log_close: np.ndarray, origins: np.ndarray, lam: float = EWMA
     windows = np.lib.stride_tricks.sliding_window_view(padded, lags)[origins]
     count = np.minimum(origins, lags)
     total = (1.0 - lam**count) / (1.0 - lam)  # the weights of the returns that exist
-    variance = (windows @ weights) / np.where(count > 0, total, 1.0)
+    # each row's products added up on their own: a matrix product adds them in an order that
+    # may depend on the number of rows, so an origin's last bit changed with the origins asked
+    # for (bars appended after it gave it another variance, to the 16th digit)
+    weighted = (windows * weights).sum(axis=1)
+    variance = weighted / np.where(count > 0, total, 1.0)
     variance[origins < EWMA_MIN_RETURNS] = np.nan
     return variance
 
@@ -370,18 +374,20 @@ def fit_garch_each(samples: list[np.ndarray]) -> list[GarchParams | None]:
     return [fit_garch(returns) for returns in samples]
 
 
-def garch_filter(returns_pct, params: GarchParams) -> np.ndarray:
+def garch_filter(returns_pct, params: GarchParams, known: int | None = None) -> np.ndarray:
     """Conditional variances (percent squared) of the GJR-GARCH recursion over ``returns_pct``.
 
     Returns ``n + 1`` values: ``out[t]`` is the variance of return ``t`` given the returns
     before it, and ``out[n]`` the one-step forecast after the last one. The recursion starts
     from arch's backcast, the 0.94**i-weighted mean of the first :data:`GARCH_BACKCAST` squared
     returns, so inside the estimation sample it matches arch's ``conditional_volatility``.
+    ``known`` (at least 1) limits the backcast to the first ``known`` returns: those known at
+    the first forecast read from the path, which must not depend on the returns after it.
     """
     eps = np.asarray(returns_pct, dtype=float).reshape(-1)
     if eps.size == 0:
         raise ValueError("no returns to filter")
-    tau = min(GARCH_BACKCAST, eps.size)
+    tau = min(GARCH_BACKCAST, eps.size, eps.size if known is None else max(int(known), 1))
     w = EWMA_LAMBDA ** np.arange(tau)  # arch weighs its backcast with the RiskMetrics decay too
     backcast = float(np.sum(eps[:tau] ** 2 * w) / w.sum())
     omega, alpha, gamma, beta = params.omega, params.alpha, params.gamma, params.beta
@@ -427,6 +433,7 @@ def _garch_state(
     variance = np.full(origins.shape[0], np.nan)
     params: list[GarchParams | None] = [None] * origins.shape[0]
     order = np.argsort(origins, kind="stable")
+    order = order[origins[order] > 0]  # no return up to the first bar: no variance (NaN), as EWMA's
     previous: GarchParams | None = None
     i = 0
     while i < order.size:
@@ -452,7 +459,10 @@ def _garch_state(
             variance[block] = _PCT**2 * _ewma_variance(log_close, origins[block])
         else:
             last = int(origins[block].max())
-            path = garch_filter(returns[start:last], fitted)  # path[k]: variance of returns[start + k]
+            # path[k]: the variance of returns[start + k]; its backcast reads the returns up to the
+            # block's first origin only: with parameters given, an origin among the first 75
+            # returns would otherwise see the returns after it
+            path = garch_filter(returns[start:last], fitted, known=first - start)
             variance[block] = path[origins[block] - start]
             for k in block:
                 params[k] = fitted
