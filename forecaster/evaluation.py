@@ -297,7 +297,11 @@ def _same_fit(fit, ws, ends: np.ndarray) -> GarchParams | None:
     if fit is None or len(ends) == 0 or len(ends) > GARCH_REFIT_EVERY:
         return None
     first = int(ends.min())
-    same = pd.Timestamp(ws.dates[first]).date() == fit.origin and np.isclose(ws.close[first], fit.close, rtol=1e-12)
+    # relative only: numpy's default absolute tolerance (1e-8) would take a close of 3e-7 revised
+    # by 0.1 % for the one the fit was made at, and a revised history of a token priced in
+    # millionths would keep a fit of other bars, where the same bars priced in dollars are refitted
+    close = ws.close[first]
+    same = pd.Timestamp(ws.dates[first]).date() == fit.origin and np.isclose(close, fit.close, rtol=1e-12, atol=0.0)
     return GarchParams(fit.omega, fit.alpha, fit.gamma, fit.beta, fit.nu) if same else None
 
 

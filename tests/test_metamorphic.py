@@ -162,6 +162,26 @@ def test_volume_in_other_units_changes_the_forecasts_by_the_one_share_in_its_cha
     same(forecasts0, forecasts, QUANTILE_COLUMNS, 1e-6)
 
 
+def test_a_revised_history_refits_the_garch_baseline_at_any_price_scale(unscaled, tmp_path):
+    """Bars revised before the test split (two years moved by half, the first test origin's
+    close by 0.1 %) are not the bars the run's garch fit was made on, so evaluate fits the
+    baseline again, whatever the prices' units. Read with an absolute tolerance of 1e-8, closes
+    of a few ten-millionths (a token's price) took the revised close for the same one and kept
+    the fit: its bounds were 0.9 % off those of the same bars in dollars."""
+    k = 1e-9
+    run1, _, _ = unscaled
+    runk, _ = trained(tmp_path / "tiny", {"STOCKA": times(bars_a(), k), "STOCKB": bars_b()})
+    first = pd.Timestamp(fc.load_run(run1).manifest.tickers["STOCKA"].garch.origin)
+    revised = bars_a()
+    revised.loc["2021-03-01":first, PRICES] *= 1.5
+    revised.loc["2022-09-01":first, PRICES] *= 1.001 / 1.5
+    got = {}
+    for scale, run in ((1.0, run1), (k, runk)):
+        data = folder(tmp_path / f"revised-{scale:g}", {"STOCKA": times(revised, scale)})
+        got[scale] = fc.evaluate(run, data_dir=data).predictions
+    same(got[1.0], got[k], [f"garch_{q}" for q in QUANTILE_COLUMNS], RTOL, k)
+
+
 # --------------------------------------------------------------------------- ticker names
 
 
