@@ -236,7 +236,8 @@ def test_bars_that_come_later_change_no_forecast_made_before_them(tmp_path):
     """The run trained on bars to March evaluated on bars to December forecasts each origin of
     its test split as it did on bars to March; and predict as of a day (a Friday, the Saturday
     after it, a holiday) on the longer bars gives what it gives on the bars cut there, with
-    the intervals brought up to date with the outcomes to that day and none after."""
+    the intervals brought up to date with the outcomes to that day and none after, and what
+    evaluate's walk forward forecast at that day."""
     frames = {"STOCKA": bars_a(), "STOCKB": bars_b()}
     run, short = trained(tmp_path, {s: df.loc[:"2024-03-28"] for s, df in frames.items()})
     full = folder(tmp_path / "full", frames)
@@ -244,12 +245,19 @@ def test_bars_that_come_later_change_no_forecast_made_before_them(tmp_path):
     after = fc.evaluate(run, data_dir=full).predictions
     assert len(after) > len(before)
     pd.testing.assert_frame_equal(after.merge(before[["ticker", "origin", "step"]]), before, check_exact=True)
+    late_on = {}
     for day in ("2024-06-28", "2024-06-29", "2024-07-04"):
         cut = folder(tmp_path / day, {s: df.loc[:day] for s, df in frames.items()})
         late = fc.predict(run, as_of=day, data_dir=full, out=str(tmp_path / "late" / day), max_staleness=10_000)
+        late_on[day] = late.forecasts
         now = fc.predict(run, data_dir=cut, out=str(tmp_path / "now" / day), max_staleness=10_000)
         assert late.recalibrated == now.recalibrated and late.recalibrated["STOCKA"] > 0
         pd.testing.assert_frame_equal(late.forecasts, now.forecasts, check_exact=True)
+    # the forecast of a day is the one evaluate's walk forward made at that origin (to the
+    # rounding of the local volatility's start, 2**-50 of it: predict reads the recent bars only)
+    walked = after[after["origin"] == "2024-06-28"].reset_index(drop=True)
+    same(walked, late_on["2024-06-28"], ["last_close", *QUANTILE_COLUMNS], 1e-12)
+    assert walked["date"].tolist() == late_on["2024-06-28"]["date"].tolist()
 
 
 # ------------------------------------------------------------------------------ time shift
