@@ -308,13 +308,19 @@ def _target_scale(arrays: dict[str, TickerArrays], fitted, target_scale: str, vo
     if target_scale == "ticker":
         scale = np.concatenate([np.full(len(a.dates), fitted[s].ret_std) for s, a in arrays.items()])
         # the "ret" feature (always the first) is each row's daily log return
-        vol = [ewma_vol(a.features[:, 0], fitted[s].ret_std, vol_halflife) for s, a in arrays.items()]
+        vol = [ewma_vol(a.features[:, 0], fitted[s].ret_std, vol_halflife, a.still) for s, a in arrays.items()]
         return scale, np.concatenate(vol)
     raise ValueError(f"unknown target scale {target_scale!r}")
 
 
-def ewma_vol(returns: np.ndarray, ret_std: float, halflife: int) -> np.ndarray:
+def ewma_vol(returns: np.ndarray, ret_std: float, halflife: int, still: np.ndarray | None = None) -> np.ndarray:
     """Exponentially weighted volatility of one ticker's daily log returns, up to and including
-    each row, in units of its training volatility (about 1 in a typical training period)."""
-    r2 = pd.Series((returns / ret_std) ** 2)
-    return np.sqrt(r2.ewm(halflife=halflife, min_periods=1).mean().to_numpy())
+    each row, in units of its training volatility (about 1 in a typical training period).
+    The rows of ``still`` (sessions whose price did not move at all: a halt) are left out of the
+    average, which carries its value over them, as the local volatility does: counted as returns
+    of 0, a halt of 300 sessions brought it to half a percent, and the intervals with it."""
+    r2 = (returns / ret_std) ** 2
+    if still is not None:
+        r2 = np.where(still, np.nan, r2)
+    average = pd.Series(r2).ewm(halflife=halflife, min_periods=1, ignore_na=True).mean().to_numpy()
+    return np.sqrt(np.nan_to_num(average, nan=0.0))  # none moved yet: 0, as returns of 0 gave

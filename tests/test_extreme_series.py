@@ -64,6 +64,18 @@ def test_a_halt_does_not_shrink_the_tracked_interval_scale():
     assert 0.5 < scale[after - 1, 0] < 2
 
 
+def test_a_halt_keeps_the_interval_widening_of_a_run_scaled_by_the_tickers_volatility():
+    """model.target_scale = "ticker" (runs made before the local scale): the EWMA volatility
+    that widens the intervals counted a halt's sessions as returns of 0, and 300 of them
+    brought it, and every interval, to half a percent of its width."""
+    bars = {"HALT": halted(make_bars("2015-01-01", 900, seed=5), 500, 800)}
+    dates = bars["HALT"].index
+    ws = build_windows(bars, 20, 3, Splits(dates[-500], dates[-450]), target_scale="ticker")
+    before, during = ws.vol[498], ws.vol[499:799]  # row t is bar t + 1
+    np.testing.assert_allclose(during, before)
+    assert 0.5 < before < 2
+
+
 def test_generated_penny_stock_prices_keep_their_moves(tmp_path):
     bars = generate_bars("2020-01-01", "2020-12-31", seed=1, start_price=1e-4)
     close = bars["close"].to_numpy()
