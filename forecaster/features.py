@@ -121,11 +121,22 @@ def range_variance(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray) 
     return np.maximum(gk, 0.0)
 
 
+STILL_RTOL = 1e-9
+"""Prices this close (relative) are the same price: far below any tick (a cent of 1,000 is
+1e-5), far above the rounding of an adjusted price (open, high and low multiplied by
+adj close / close, the close the adj close itself: a few units of the 16th digit apart)."""
+
+
 def still_sessions(h: np.ndarray, lo: np.ndarray, c: np.ndarray) -> np.ndarray:
     """(T-1,) from the second bar on: the sessions whose price did not move at all, their high,
-    low and close all the close before (a halted or untraded stock's bar). They tell nothing of
-    how much the price moves when it trades."""
-    return (h[1:] == lo[1:]) & (c[1:] == c[:-1]) & (h[1:] == c[1:])
+    low and close all the close before (a halted or untraded stock's bar), to a rounding of an
+    adjusted price (:data:`STILL_RTOL`). They tell nothing of how much the price moves when it
+    trades."""
+
+    def same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.abs(a - b) <= STILL_RTOL * np.abs(b)
+
+    return same(h[1:], lo[1:]) & same(c[1:], c[:-1]) & same(h[1:], c[1:])
 
 
 def make_arrays(

@@ -8,6 +8,7 @@ from support import make_bars
 from forecaster.baselines import GarchParams, drift, fit_garch, garch, garch_volatility, mean, naive
 from forecaster.features import FEATURES, MIN_VOL, make_arrays
 from forecaster.intervals import tracked_scales
+from forecaster.store import load_csv
 from forecaster.synthetic import generate_bars, write_csv
 from forecaster.windows import Splits, build_windows
 
@@ -42,6 +43,27 @@ def test_a_halt_keeps_the_local_volatility_it_had_before_it():
     flat[["open", "high", "low", "close"]] = 25.0
     f = make_arrays(flat)
     assert (f.local_vol == MIN_VOL).all() and np.isfinite(f.features).all()
+
+
+def test_a_halt_in_adjusted_prices_keeps_the_local_volatility(tmp_path):
+    """Prices with an Adj Close (Yahoo's): open, high and low are scaled by adj close / close,
+    and a halted bar's high of 40.1 became 24.500000000000004 beside its close of 24.5. The
+    halt was not seen as one, and its sessions brought the local volatility down."""
+    bars = halted(make_bars("2015-01-01", 700, seed=3), 200, 500)
+    bars[["open", "high", "low", "close"]] *= 40.1 / bars["close"].iloc[199]
+    raw = bars.round(4)
+    assert (raw.iloc[200:500, :4] == 40.1).all().all()
+    adj = (raw["close"] * 24.5 / 40.1).round(6)
+    frame = raw.rename(columns=str.title).assign(**{"Adj Close": adj}).rename_axis("Date")
+    frame.to_csv(tmp_path / "HALT.csv")
+    a = make_arrays(load_csv(tmp_path, "HALT"))
+    assert a.still[199:499].all()
+    np.testing.assert_allclose(a.local_vol[199:499], a.local_vol[198])
+    # a session whose only move is its gap (high = low = close, away from the close before)
+    # moved: it is no halt
+    gap = raw.copy()
+    gap.iloc[300:500, :4] = 40.2
+    assert not make_arrays(gap).still[299] and make_arrays(gap).still[300:499].all()
 
 
 def test_a_halt_does_not_shrink_the_tracked_interval_scale():
