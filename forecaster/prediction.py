@@ -618,6 +618,12 @@ def _not_prices(rows: pd.DataFrame) -> str | None:
 MEDIAN_FAR = f"p50 is more than {MEDIAN_APART:g}x away from last_close"
 
 
+MEDIAN_NOT_NEAR = (
+    f"its forecast's median is more than {MEDIAN_APART:g}x away from its last close, which score refuses as "
+    "no forecast: the run's weights or statistics are damaged, or its inputs lie far outside what it was trained on"
+)
+
+
 def medians_near(last_close: np.ndarray, p50: np.ndarray) -> np.ndarray:
     """Where a forecast's median ``p50`` is within :data:`MEDIAN_APART` times its
     ``last_close`` (False where either is NaN)."""
@@ -676,11 +682,15 @@ def _forecast(run: Run, bars, cut, dated: set[str], now, report: ForecastReport)
     with np.errstate(over="ignore", invalid="ignore"):
         prices = [closes * np.exp(x) for x in (lo, med, hi)]
     finite = np.logical_and.reduce([are_prices(p).all(axis=1) for p in prices])
+    near = medians_near(closes, prices[1]).all(axis=1)  # a row score refuses, and the day's file with it
     rows = []
     sessions: dict = {}  # next sessions and age note per distinct last date (most tickers share one)
     for i, sym in enumerate(ws.tickers):
         if not finite[i]:  # never an empty cell, nor a zero price, in a file cron jobs read: the ticker fails
             report.failed[sym] = NOT_A_PRICE
+            continue
+        if not near[i]:
+            report.failed[sym] = MEDIAN_NOT_NEAR
             continue
         last = last_dates[i]
         if last not in sessions:
@@ -709,6 +719,6 @@ def _forecast(run: Run, bars, cut, dated: set[str], now, report: ForecastReport)
             (report.warnings if warn else report.notes).append(f"{sym}: {note}")
     # dated by the last bar forecast from, as the rows are: an --as-of on a weekend or a holiday
     # is the session before it, never a day no row names
-    if finite.any():
-        report.as_of = str(last_dates[finite].max().date())
+    if (finite & near).any():
+        report.as_of = str(last_dates[finite & near].max().date())
     return pd.DataFrame(rows, columns=FORECAST_COLUMNS)

@@ -673,6 +673,31 @@ def test_predict_writes_no_zero_price_of_a_lower_quantile_that_overflows(cli, ru
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
+def test_predict_writes_no_median_that_score_refuses(cli, trained_run, tmp_path, monkeypatch):
+    """A median more than 100x away from its last close (weights gone wrong, inputs far
+    outside the training's) was written, and score then skipped the whole day's file as
+    malformed, every ticker's forecasts with it. That ticker fails now (exit 3), the others
+    are written, and score reads the file."""
+    import forecaster.prediction as prediction
+
+    real = prediction.calibrated
+
+    def far(q, ws, ends, scale):
+        lo, med, hi = real(q, ws, ends, scale)
+        first = ws.ticker_id[ends] == ws.names.index("STOCKA")
+        return lo + 5.0 * first[:, None], med + 5.0 * first[:, None], hi + 5.0 * first[:, None]  # e**5: 148x
+
+    monkeypatch.setattr(prediction, "calibrated", far)
+    out = tmp_path / "fc"
+    res = cli("predict", "--run", trained_run, "--out", out, "-q")
+    assert res.exit_code == 3, res.stderr
+    assert "STOCKA" in res.stderr and "more than 100x away from its last close" in res.stderr
+    latest = out / trained_run.name / "latest.csv"
+    assert set(pd.read_csv(latest)["ticker"]) == {"STOCKB"}
+    res = cli("score", "--run", trained_run, "--out", out, "-q")
+    assert "not a valid forecast" not in res.stderr and "skipped" not in res.stderr, res.stderr
+
+
 def test_predict_no_data_for_any_ticker_is_an_error(cli, trained_run, tmp_path):
     (tmp_path / "empty").mkdir()
     res = cli("predict", "--run", trained_run, "--data-dir", tmp_path / "empty", "--out", tmp_path / "fc")
