@@ -140,7 +140,10 @@ def test_predict_retrying_one_ticker_keeps_the_others_rows_past_a_row_of_empty_f
 # ---------------------------------------------------------------------------- run directories
 
 
-@pytest.mark.parametrize("field, value", [("nu", 2.0), ("nu", 0.0), ("beta", 1e300), ("omega", float("nan"))])
+@pytest.mark.parametrize(
+    "field, value",
+    [("nu", 2.0), ("nu", 0.0), ("beta", 1e300), ("omega", float("nan")), ("omega", -1.0), ("close", 0.0)],
+)
 def test_a_garch_fit_edited_in_run_json_makes_the_run_malformed(cli, run_copy, field, value):
     """The garch fit kept in run.json, edited: nu = 2 stopped evaluate with 'unexpected error:
     ZeroDivisionError', and beta = 1e300 wrote NaN into its metrics.csv. The run is named
@@ -185,6 +188,7 @@ def interrupted_run(small_dir, tmp_path_factory, torch_one_thread):
         (lambda s, t: s["param_groups"][0].update(betas=[0.9]), "(betas [0.9])"),
         (lambda s, t: s["param_groups"][0].update(differentiable=True), "(differentiable True)"),
         (lambda s, t: s["param_groups"][0].update(params=[0, 0]), "(params [0, 0])"),
+        (lambda s, t: s["param_groups"][0].update(params=[0, 999]), "(params [0, 999])"),
         (lambda s, t: s["scheduler"].update(best={}), "scheduler holds a setting the scheduler cannot take (best {})"),
         (lambda s, t: s["scheduler"].update(factor=""), "(factor '')"),
         (lambda s, t: s.update(fitted_on="min"), "fitted_on is not a table of the hashes of the tickers' bars"),

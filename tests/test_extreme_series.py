@@ -86,6 +86,19 @@ def test_a_halt_does_not_shrink_the_tracked_interval_scale():
     assert 0.5 < scale[after - 1, 0] < 2
 
 
+def test_the_outcomes_over_a_halt_are_those_of_its_sessions_alone():
+    """An origin's h-step outcome is left out of the tracking exactly when the h sessions after
+    it are all halted: the last origin before the halt has every outcome halted, the last
+    origin of the halt none, and an origin inside it those that end before trading resumes."""
+    bars = {"HALT": halted(make_bars("2015-01-01", 80, seed=2), 30, 40)}  # bars 30 to 39: rows 29 to 38
+    dates = bars["HALT"].index
+    ws = build_windows(bars, 5, 3, Splits(dates[-20], dates[-10]))
+    np.testing.assert_array_equal(np.flatnonzero(ws.still), np.arange(29, 39))
+    unmoved = ws.unmoved(np.array([27, 28, 36, 37, 38, 39]))
+    expected = [[0, 0, 0], [1, 1, 1], [1, 1, 0], [1, 0, 0], [0, 0, 0], [0, 0, 0]]
+    np.testing.assert_array_equal(unmoved, np.array(expected, bool))
+
+
 def test_a_halt_keeps_the_interval_widening_of_a_run_scaled_by_the_tickers_volatility():
     """model.target_scale = "ticker" (runs made before the local scale): the EWMA volatility
     that widens the intervals counted a halt's sessions as returns of 0, and 300 of them

@@ -91,6 +91,16 @@ def test_a_config_file_that_never_ends_is_refused(cli, tmp_path, device):
     assert not run.exists()
 
 
+def test_a_config_file_over_the_limit_is_refused_unread(cli, tmp_path):
+    """A plain file is measured before it is read: one of 17 MiB (a data file given as the
+    config) is the same line, not a TOML error after reading it whole."""
+    config = tmp_path / "big.toml"
+    with open(config, "wb") as f:
+        f.truncate(17 << 20)
+    res = cli("train", "--config", config, "--run-dir", tmp_path / "run")
+    assert_one_line_error(res, 1, f"config file {config} holds more than 16 MiB")
+
+
 def test_a_config_file_just_under_the_limit_is_read(cli, tmp_path):
     """The limit is no config's: a long file (a comment of 16 MiB less a few bytes) still reads."""
     from forecaster.config import CONFIG_MAX_BYTES
