@@ -2251,10 +2251,11 @@ def promote(
 
 
 def _refuse_best_over_studies(best: Path) -> None:
-    """A ConfigError for a ``tune --train-best`` run directory that is, or holds, the folder of
-    the studies (runs/tune): the best run replaces its folder whole. Where that folder was not
-    made yet (``--run-dir runs`` in a new project) the search ran first, and the best run was
-    refused after it, as a folder holding ``tune``."""
+    """A ConfigError for a ``tune --train-best`` run directory that is, holds, or lies inside
+    the folder of the studies (runs/tune): the best run replaces its folder whole. Where that
+    folder was not made yet (``--run-dir runs`` in a new project, or ``runs/tune/<study>``,
+    which the search fills with its results) the search ran first, and the best run was
+    refused after it, as a folder that is no run."""
     from .config import TUNE_ROOT
 
     studies = _resolved(TUNE_ROOT)
@@ -2262,6 +2263,12 @@ def _refuse_best_over_studies(best: Path) -> None:
         raise ConfigError(
             f"cannot train the best run into {best}: it would replace {TUNE_ROOT}, where tune keeps its studies "
             "and results; choose another --run-dir"
+        )
+    # runs/tune/<study> is that study's results (trials.csv, best.toml), made by the search
+    if studies in _resolved(best).parents:
+        raise ConfigError(
+            f"cannot train the best run into {best}: it is inside {TUNE_ROOT}, where tune keeps its studies and "
+            "results (a study's in a folder of its name); choose another --run-dir"
         )
 
 

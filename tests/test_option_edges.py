@@ -192,3 +192,7 @@ def test_a_best_run_over_the_studies_folder_is_refused_before_the_search(cli, sm
         res = cli(*args, "--run-dir", target)
         assert_one_line_error(res, 1, f"cannot train the best run into {target}: it would replace runs/tune")
         assert not (tmp_path / "cwd" / "runs").exists()
+    # the study's own results folder, which the search makes: refused before it too
+    res = cli(*args, "--study", "s", "--run-dir", "runs/tune/s")
+    assert_one_line_error(res, 1, "cannot train the best run into runs/tune/s: it is inside runs/tune")
+    assert not (tmp_path / "cwd" / "runs").exists()
