@@ -1084,6 +1084,7 @@ def test_predict_retrying_a_ticker_whose_rows_hold_a_bad_cell_keeps_the_others_r
         ("ticker", "STOCK A", "not a ticker"),
         ("ticker", "STOCKC", "not one of the run's tickers"),
         ("last_close", "1e-308", "p50 is more than 100x away from last_close"),
+        ("last_close", "1e9", "p50 is more than 100x away from last_close"),
     ],
 )
 def test_predict_retrying_one_ticker_replaces_a_file_whose_kept_rows_are_no_forecasts(
