@@ -345,6 +345,10 @@ def test_csv_is_not_sorted_or_repaired_here(tmp_path):
             "date,open,high,low,close,volume\n2015-01 00:00,1,1,1,1,1\n2015-02 00:00,1,1,1,1,1\n",
             "date '2015-01 00:00' (line 2) has no day",
         ),
+        (  # after dates of three fields, which need no closer look
+            "date,open,high,low,close,volume\n2015-01-02,1,1,1,1,1\n2015-01-05,1,1,1,1,1\n2015-03,1,1,1,1,1\n",
+            "date '2015-03' (line 4) has no day",
+        ),
     ],
 )
 def test_csv_bad_inputs_name_the_problem(tmp_path, text, expected):
