@@ -129,6 +129,7 @@ _SHORT_YEAR_FIRST_RE = re.compile(r"^(\d\d)([/.-])(\d{1,2}\2\d{1,2})(?!\d)")
 _TIME_RE = re.compile(r"[T\s]+\d{1,2}:\d\d.*$")
 _MONTHS = "jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec"
 _MONTH_RE = re.compile(rf"(?i)\b(?:{_MONTHS})[a-z]*\.?\b|\d(?:{_MONTHS})")
+_THREE_NUMBERS_RE = re.compile(r"\d+[-/.]\d+[-/.]\d")  # a date of three fields: it has a day
 
 # The orders of a date's fields, as they are preferred when several read a whole file: month
 # first (as pandas reads 01/02/2024), day first, then year first (a two-digit year only).
@@ -307,7 +308,13 @@ def _parse_dates(raw: pd.Series, path: Path, blank: np.ndarray, lines: list[int]
 def _refuse_dates_without_a_day(local: pd.Series, path: Path, lines: list[int] | None) -> None:
     """A DataError naming the first date of ``local`` written without a day (a year, or a year
     and a month): pandas reads "2015" as 1 January 2015, which would make yearly or monthly
-    figures daily bars."""
+    figures daily bars.
+
+    Dates that begin with three numbers (2015-03-02, 03/02/2015) have a day whatever follows:
+    only the others are looked at closely, which keeps a long file's check cheap."""
+    local = local[~local.str.match(_THREE_NUMBERS_RE, na=False).to_numpy(dtype=bool)]
+    if local.empty:
+        return
     day_part = local.str.replace(_TIME_RE, "", regex=True)
     numbers = day_part.str.count(r"\d+")
     named = day_part.str.contains(_MONTH_RE, regex=True)
