@@ -21,6 +21,7 @@ from support import tiny_overrides
 
 import forecaster as fc
 from forecaster.baselines import GarchParams, drift, ewma, garch, hist, mean, naive
+from forecaster.metrics import METRIC_COLUMNS
 from forecaster.store import load_store, update_ticker
 from forecaster.synthetic import generate_bars
 
@@ -38,20 +39,8 @@ BASELINE_COLUMNS = [
 PRICE_COLUMNS = ["actual", "last_close", *QUANTILE_COLUMNS, *BASELINE_COLUMNS]
 IN_PRICE_UNITS = ["mae", "rmse", "width", "pinball"]
 """The metrics in the prices' units; every other one is a ratio, a share or a p-value."""
-SCALE_FREE = [
-    "n",
-    "mape",
-    "smape",
-    "mase",
-    "directional_accuracy",
-    "skill",
-    "dm_pvalue",
-    "coverage",
-    "kupiec_pvalue",
-    "christoffersen_pvalue",
-    "dm_pinball_pvalue",
-    "pinball_ratio",
-]
+SCALE_FREE = [c for c in METRIC_COLUMNS[3:] if c not in (*IN_PRICE_UNITS, "best_vol")]
+"""A ratio, a share or a p-value (and the count ``n``): the same in any price units."""
 RTOL = 1e-6
 """Prices in other units round differently in their last bits (log(7 x) is not log 7 + log x to
 the bit), and the garch baseline's fits of returns so rounded land within about 1e-7 of each
