@@ -97,11 +97,10 @@ def validate_bars(bars: RawBars, ticker: str, *, path: Path | None = None) -> pd
     the file it read them from, when a warning should name it (a CSV file the user can edit).
     Repairs, each with a warning: sorts by date, drops rows with a missing date or price,
     keeps the last of duplicate dates (naming them), gives a missing volume the last known one
-    (0 on every row of bars without any). Refuses non-finite or
-    non-positive prices (and those below :data:`SMALLEST_PRICE`),
-    negative volume, high < low, a close outside [low, high] by more than
-    1 %, a one-day move over 20x, and an empty result. Bars that need no repair and pass
-    every check (nearly all) are built straight from their arrays, with the same result. An
+    (0 on every row of bars without any). Refuses non-finite or non-positive prices and those
+    below :data:`SMALLEST_PRICE`, negative volume, high < low, a close outside [low, high] by
+    more than 1 %, a one-day move over 20x, and an empty result. Bars that need no repair and
+    pass every check (nearly all) are built straight from their arrays, with the same result. An
     open outside [low, high] is kept (the features read it at the range's nearer end); the
     readers (:func:`load_store`, :func:`load_csv`) name one more than 1 % off in a warning.
     """

@@ -389,12 +389,17 @@ DISK_FULL = ("database or disk is full", "No space left on device")
 the server's own words (PostgreSQL's "could not extend file ...")."""
 
 
-def _storage_place(url: str) -> str:
-    """The study's file for a SQLite or journal storage, else its URL fit to print."""
+def _study_file(url: str) -> str | None:
+    """The study's file for a SQLite or journal storage (its URL's path); None for others."""
     for form in ("sqlite:///", JOURNAL):
         if url.startswith(form):
             return url[len(form) :].split("?", 1)[0]
-    return storage_label(url)
+    return None
+
+
+def _storage_place(url: str) -> str:
+    """The study's file for a SQLite or journal storage, else its URL fit to print."""
+    return _study_file(url) or storage_label(url)
 
 
 def _unreachable(e: Exception, url: str) -> Exception:
@@ -932,17 +937,15 @@ def _check_storage_not_in_the_way(url: str, out: Path, best: Path | None) -> Non
     made where the results folder ``out`` (or the ``best`` run directory) or a folder above it
     goes: ``--storage sqlite:///runs`` made the database file ``runs``, and the results of the
     whole search could then not be written."""
-    for form in ("sqlite:///", JOURNAL):
-        if url.startswith(form):
-            path = Path(url[len(form) :].split("?", 1)[0]).expanduser().resolve()
-            break
-    else:
+    if (file := _study_file(url)) is None:
         return
+    path = Path(file).expanduser().resolve()
     for folder, what in ((out, "the results folder"), (best, "the best run's directory")):
         if folder is not None and path in (here := folder.resolve(), *here.parents):
+            form, suffix = (JOURNAL, ".log") if url.startswith(JOURNAL) else ("sqlite:///", ".db")
             raise ConfigError(
                 f"the study storage {storage_label(url)} would be a file where {what} {folder} goes: "
-                f"name a file elsewhere, e.g. {form}{out.parent / (out.name + ('.log' if form == JOURNAL else '.db'))}"
+                f"name a file elsewhere, e.g. {form}{out.parent / (out.name + suffix)}"
             )
 
 
